@@ -1,0 +1,45 @@
+# Fresh machine: `make run` (paper trading BTCUSD,ETHUSD on the embedded venue) or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_TEST := $(VENV)/.installed-test
+STAMP_BENCH := $(VENV)/.installed-bench
+SYMBOLS ?= BTCUSD,ETHUSD
+RUN_DIR ?= run
+
+.PHONY: run test bench loadtest soak clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP_RUN)
+
+$(STAMP_BENCH): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@ $(STAMP_TEST) $(STAMP_RUN)
+
+run: $(STAMP_RUN)
+	$(VENV)/bin/orchestrate --symbols $(SYMBOLS) --run-dir $(RUN_DIR)
+
+test: $(STAMP_TEST)
+	$(PY) -m pytest -q
+
+bench: $(STAMP_BENCH)
+	$(PY) -m benchmarks
+
+loadtest: $(STAMP_BENCH)
+	$(VENV)/bin/orchestrate loadtest --symbols 10,50,100,200 --tick-rate 2 --duration 20 --run-dir run-loadtest
+
+soak: $(STAMP_BENCH)
+	$(VENV)/bin/orchestrate soak --symbols 50 --duration 1800 --run-dir run-soak
+
+clean:
+	rm -rf $(VENV) run run-loadtest run-soak .pytest_cache
