@@ -1,0 +1,335 @@
+"""Typed configuration: TOML files, the original bot's config.json, CLI overrides, env secrets.
+
+Precedence: built-in defaults < config file < CLI flags. Secrets come only from the environment
+(`DELTA_API_KEY`, `DELTA_API_SECRET`) and never appear in a Config, a log line or status.
+Any unknown or mistyped key is a `ConfigError` naming the key, the expected type and the file;
+the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
+
+VENUES = ("paper", "india", "india-testnet", "global", "global-testnet")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class RunConfig(_Section):
+    mode: str = "paper"  # paper: embedded Delta-compatible venue; live: a real Delta venue
+    venue: str = "paper"  # paper | india | india-testnet | global | global-testnet
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTCUSD", "ETHUSD"])
+    bot_id: str = "g1"  # written into every client order id, so restarts recognise their orders
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("paper", "live"):
+            raise ValueError(f"run.mode must be 'paper' or 'live', got {self.mode!r}")
+        if self.venue not in VENUES:
+            raise ValueError(f"run.venue must be one of {', '.join(VENUES)}, got {self.venue!r}")
+        if self.mode == "paper" and self.venue != "paper":
+            raise ValueError("run.mode 'paper' trades on the embedded venue: set run.venue = 'paper'")
+        if self.mode == "live" and self.venue == "paper":
+            raise ValueError("run.mode 'live' needs a real venue (india, global, or a testnet)")
+        if not self.symbols:
+            raise ValueError("run.symbols is empty")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("run.symbols lists a symbol twice")
+        if not re.fullmatch(r"[A-Za-z0-9]{1,4}", self.bot_id):
+            raise ValueError("run.bot_id must be 1-4 letters or digits (it is part of every client order id)")
+
+
+class ProcessConfig(_Section):
+    pool_size: int = 0  # compute-pool processes; 0 = one per core
+    start_method: str = "forkserver"  # forkserver (preloaded) | fork
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 0:
+            raise ValueError("processes.pool_size must be >= 0 (0 = one per core)")
+        if self.start_method not in ("forkserver", "fork"):
+            raise ValueError("processes.start_method must be 'forkserver' or 'fork' (spawn costs ~29 MB and 200 ms per worker)")
+
+
+class MarketConfig(_Section):
+    bar_seconds: float = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
+    history_bars: int = 1000  # bars loaded into each ring at start so signals are valid at once
+    window_bars: int = 1024  # bars each ring holds and the pool reads
+    seed: int = 0  # synthetic markets and the RL agents' exploration
+    initial_balance_usd: float = 10_000.0  # paper account
+    leverage: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0.001 <= self.bar_seconds <= 3600:
+            raise ValueError("market.bar_seconds must be between 0.001 and 3600")
+        if not 16 <= self.window_bars <= 8192:
+            raise ValueError("market.window_bars must be between 16 and 8192")
+        if not 0 < self.history_bars <= self.window_bars:
+            raise ValueError("market.history_bars must be > 0 and <= market.window_bars")
+
+
+class SupervisionConfig(_Section):
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 5.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_restarts: int = 5
+    restart_window_s: float = 300.0
+    breach_grace_s: float = 10.0
+    shutdown_timeout_s: float = 10.0
+    budget_check_interval_s: float = 1.0
+    uss_sample_interval_s: float = 5.0  # USS/PSS parse smaps: ~0.5 ms a process, so sample slower
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("supervision.heartbeat_timeout_s must exceed heartbeat_interval_s")
+        if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("supervision backoff: need 0 < backoff_initial_s <= backoff_max_s")
+        if self.max_restarts < 1:
+            raise ValueError("supervision.max_restarts must be >= 1")
+
+
+class BudgetConfig(_Section):
+    """Per-worker budgets, checked by the supervisor with psutil. 0 disables a budget."""
+    rss_mb: float = 200.0
+    uss_mb: float = 60.0
+    cpu_percent: float = 90.0
+    loop_lag_ms: float = 500.0
+    tick_to_signal_p99_us: float = 50_000.0
+    action: str = "restart"  # warn | restart
+
+    def __post_init__(self) -> None:
+        if self.action not in ("warn", "restart"):
+            raise ValueError("budgets.action must be 'warn' or 'restart'")
+
+
+class StatusConfig(_Section):
+    interval_s: float = 2.0  # foreground status refresh
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0  # Prometheus; 0 = pick a free port (shown in status and metrics.url)
+
+    def __post_init__(self) -> None:
+        if self.metrics_host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("status.metrics_host must be a loopback address")
+
+
+class TestingConfig(_Section):
+    """Fault switches for tests. Refused unless ORCHESTRATE_TEST_FAULTS=1 is in the environment,
+    so a production config can never enable them by accident."""
+    leak_mb_per_s: float = 0.0
+    leak_symbol: str = ""
+
+
+class Config(_Section):
+    run: RunConfig = msgspec.field(default_factory=RunConfig)
+    processes: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
+    market: MarketConfig = msgspec.field(default_factory=MarketConfig)
+    supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
+    budgets: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
+    status: StatusConfig = msgspec.field(default_factory=StatusConfig)
+    testing: TestingConfig = msgspec.field(default_factory=TestingConfig)
+
+
+class Secrets(msgspec.Struct, frozen=True):
+    api_key: str
+    api_secret: str
+
+    def __repr__(self) -> str:  # never print the secret, even by accident
+        return f"Secrets(api_key={self.api_key[:4]}…, api_secret=<hidden>)"
+
+    __str__ = __repr__
+
+
+# --- the original bot's config.json ---------------------------------------------------------------
+
+LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
+    # key: (dotted target or None, note shown to the operator)
+    "symbol": ("run.symbols", "became run.symbols = [symbol]"),
+    "grid_levels": ("grid.levels", "became grid.levels"),
+    "grid_width": ("grid.width", "became grid.width (fraction of price between levels)"),
+    "risk_percentage": ("grid.risk_percentage", "became grid.risk_percentage (% of available balance per level)"),
+    "min_balance": ("grid.min_balance", "became grid.min_balance (no new orders below it)"),
+    "initial_capital": ("market.initial_balance_usd", "became market.initial_balance_usd (paper account start balance)"),
+    "min_quantity": (None, "ignored: it was in coin units; Delta sizes are whole contracts and the product's minimum size applies"),
+    "cycle_delay": (None, "ignored: the bot reacts to every tick instead of polling every cycle_delay seconds; re-grids are rate-limited by grid.churn_limit_per_min"),
+}
+
+
+def legacy_to_dict(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], list[str]]:
+    """Map the original bot's config.json to our layout; return the dict and one note per key."""
+    out: dict[str, Any] = {}
+    notes: list[str] = []
+    for key, value in raw.items():
+        if key not in LEGACY_KEYS:
+            raise ConfigError(f"{source}: unknown key '{key}' (the original bot's keys are "
+                              f"{', '.join(LEGACY_KEYS)})")
+        target, note = LEGACY_KEYS[key]
+        notes.append(f"{key}: {note}")
+        if target is None:
+            continue
+        if key == "symbol":
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: key 'symbol' expects str, got {type(value).__name__}")
+            value = [value]
+        if key == "risk_percentage" or key == "grid_levels":
+            pass
+        section, field = target.split(".")
+        out.setdefault(section, {})[field] = value
+    return out, notes
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`")
+_MSGSPEC_TYPE = re.compile(r"Expected `(?P<exp>[^`]+)`, got `(?P<got>[^`]+)`")
+_MSGSPEC_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+
+
+def _dotted(path: str) -> str:
+    return re.sub(r"\[(\d+)\]", r"[\1]", path)
+
+
+def _explain(exc: msgspec.ValidationError, source: str) -> ConfigError:
+    text = str(exc)
+    m_path = _MSGSPEC_PATH.search(text)
+    where = _dotted(m_path.group("path")) if m_path else ""
+    if m := _MSGSPEC_UNKNOWN.search(text):
+        key = f"{where}.{m.group('field')}" if where else m.group("field")
+        section_type = _section_type(where)
+        valid = ", ".join(section_type.__struct_fields__) if section_type else ""
+        hint = f"; valid keys here: {valid}" if valid else ""
+        return ConfigError(f"{source}: unknown key '{key}'{hint}")
+    if m := _MSGSPEC_TYPE.search(text):
+        return ConfigError(f"{source}: key '{where}' expects {m.group('exp')}, got {m.group('got')}")
+    # __post_init__ ValueErrors come through as ValidationError with our own message
+    message = _MSGSPEC_PATH.sub("", text)
+    return ConfigError(f"{source}: {message}" + (f" (at '{where}')" if where else ""))
+
+
+def _section_type(path: str) -> type | None:
+    t: Any = Config
+    if not path:
+        return Config
+    for part in path.split("."):
+        fields = getattr(t, "__annotations__", {})
+        if part not in getattr(t, "__struct_fields__", ()):
+            return None
+        t = _resolve_field_type(t, part)
+        if t is None:
+            return None
+    return t if hasattr(t, "__struct_fields__") else None
+
+
+def _resolve_field_type(struct_type: type, name: str) -> type | None:
+    import typing
+    hints = typing.get_type_hints(struct_type)
+    t = hints.get(name)
+    return t if isinstance(t, type) else None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Read a TOML config or the original bot's config.json; returns (dict, legacy notes)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    if path.suffix == ".json":
+        try:
+            raw = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return legacy_to_dict(raw, str(path))
+    try:
+        return tomllib.loads(data.decode("utf-8")), []
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+_SECRET_KEYS = re.compile(r"(api_?key|api_?secret|secret|password|token)$", re.I)
+
+
+def _reject_secrets(d: dict[str, Any], source: str, prefix: str = "") -> None:
+    for k, v in d.items():
+        if _SECRET_KEYS.search(k):
+            raise ConfigError(f"{source}: key '{prefix}{k}' looks like a secret; secrets come only "
+                              "from the environment (DELTA_API_KEY, DELTA_API_SECRET)")
+        if isinstance(v, dict):
+            _reject_secrets(v, source, f"{prefix}{k}.")
+
+
+def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, Any] | None = None,
+                 environ: dict[str, str] | None = None) -> Config:
+    environ = dict(os.environ) if environ is None else environ
+    _reject_secrets(file_dict, source)
+    merged = _deep_merge(file_dict, overrides or {})
+    try:
+        cfg = msgspec.convert(merged, Config)
+    except msgspec.ValidationError as exc:
+        label = source if not overrides else f"{source} (with command-line overrides)"
+        raise _explain(exc, label) from None
+    if (cfg.testing.leak_mb_per_s > 0) and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
+        raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
+    _check_symbols(cfg, source)
+    return cfg
+
+
+def _check_symbols(cfg: Config, source: str) -> None:
+    for sym in cfg.run.symbols:
+        if not re.fullmatch(r"[A-Z0-9_]{2,30}", sym):
+            raise ConfigError(f"{source}: symbol {sym!r} is not a Delta symbol (upper-case letters and digits)")
+    if cfg.run.mode == "paper":
+        from .products import resolve_paper_symbol, UnknownSymbolError
+        for sym in cfg.run.symbols:
+            try:
+                resolve_paper_symbol(sym)
+            except UnknownSymbolError as exc:
+                raise ConfigError(f"{exc} (paper venue lists {', '.join(PAPER_PRODUCTS)} and "
+                                  f"synthetic {SYNTHETIC_PREFIX}NNNN)") from None
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                environ: dict[str, str] | None = None) -> tuple[Config, list[str]]:
+    if path is None:
+        return build_config({}, "built-in defaults", overrides, environ), []
+    file_dict, notes = read_config_file(path)
+    return build_config(file_dict, str(path), overrides, environ), notes
+
+
+def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:
+    environ = dict(os.environ) if environ is None else environ
+    key, secret = environ.get("DELTA_API_KEY", ""), environ.get("DELTA_API_SECRET", "")
+    if not key and not secret:
+        return None
+    if not key or not secret:
+        raise ConfigError("set both DELTA_API_KEY and DELTA_API_SECRET, or neither (paper)")
+    return Secrets(key, secret)
+
+
+def config_to_toml_dict(cfg: Config) -> dict[str, Any]:
+    return msgspec.to_builtins(cfg)

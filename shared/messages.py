@@ -1,0 +1,212 @@
+"""Wire messages between processes: immutable msgspec Structs, msgpack-encoded, versioned.
+
+Every message carries a protocol version `v` and explicit timestamps: `*_ns` fields from
+`time.perf_counter_ns()` (CLOCK_MONOTONIC on Linux, comparable across processes on one box) for
+latency, `*_ts` fields in epoch seconds or microseconds for market time. A message that fails to
+decode is dropped and counted by `MessageCodec`, never raised into a process loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+class Msg(msgspec.Struct, frozen=True, tag_field="t", kw_only=True):
+    v: int = PROTOCOL_VERSION
+
+
+# --- market data: gateway -> workers (PUB/SUB, topic = symbol + b"\0") -------------------------
+
+
+class Tick(Msg, tag="tick"):
+    symbol: str
+    seq: int  # per-symbol, from the gateway; a gap means lost ticks
+    price: float
+    size: float
+    exch_ts_us: int  # market time of the trade
+    sent_ns: int  # gateway publish time (monotonic)
+
+
+class Candle(Msg, tag="candle"):
+    """A bar from the exchange's candle channel (authoritative OHLCV for its minute)."""
+    symbol: str
+    start_ts: int  # epoch seconds, bar open time
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    sent_ns: int
+
+
+# --- history: worker <-> gateway (DEALER/ROUTER) ------------------------------------------------
+
+
+class HistoryRequest(Msg, tag="hist_req"):
+    symbol: str
+    bars: int
+    sent_ns: int
+
+
+class HistoryReply(Msg, tag="hist_rep"):
+    """Bars as raw float64 bytes (once per worker start, not on the hot path)."""
+    symbol: str
+    n: int
+    ts: bytes
+    open: bytes
+    high: bytes
+    low: bytes
+    close: bytes
+    volume: bytes
+    error: str = ""
+
+
+# --- signals: worker <-> pool member (DEALER/ROUTER); prices stay in shared memory --------------
+
+
+class SignalRequest(Msg, tag="sig_req"):
+    symbol: str
+    slot: int  # ring slot of the symbol
+    seq: int  # worker's request sequence number
+    bar_count: int  # bars in the ring when asked (the pool reads at least this far)
+    tick_recv_ns: int  # when the worker received the tick that triggered this request
+    sent_ns: int
+
+
+class SignalReply(Msg, tag="sig_rep"):
+    symbol: str
+    seq: int
+    bar_count: int
+    bar_ts: float
+    direction: str  # UP | DOWN | NONE
+    confidence: float
+    votes: dict[str, str]
+    close: float
+    atr14: float
+    rsi14: float
+    valid: bool
+    reason: str
+    batch_size: int  # how many requests the pool served in the same pass
+    compute_ns: int  # time the pool spent in the batch
+    sent_ns: int
+
+
+# --- supervision: every process -> supervisor (PUSH/PULL) --------------------------------------
+
+
+class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True):
+    state: str
+    last_price: float
+    bar_count: int
+    ticks: int
+    ticks_dropped: int
+    signals: int
+    signal: str
+    confidence: float
+    votes: dict[str, str]
+    tick_to_signal_p50_us: float
+    tick_to_signal_p99_us: float
+    tick_to_signal_count: int
+    loop_lag_ms: float
+    malformed: int
+    first_signal_mono_ns: int  # 0 until the first valid signal
+    position: float = 0.0
+    open_orders: int = 0
+    realized_pnl: float = 0.0
+    unrealized_pnl: float = 0.0
+    fees: float = 0.0
+    note: str = ""
+
+
+class PoolFigures(msgspec.Struct, frozen=True, kw_only=True):
+    requests: int
+    batches: int
+    max_batch: int
+    symbols: int
+    busy_fraction: float
+    malformed: int
+
+
+class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True):
+    ticks_published: int
+    symbols: int
+    source: str
+    requests: int
+    malformed: int
+    note: str = ""
+
+
+class Heartbeat(Msg, tag="hb"):
+    kind: str  # worker | pool | gateway | venue
+    name: str  # symbol for workers, pool-0.., gateway
+    pid: int
+    sent_ns: int
+    figures: Union[WorkerFigures, PoolFigures, GatewayFigures, None] = None
+
+
+# --- control: supervisor -> worker (PUB, topic = symbol + b"\0" or b"*\0") ---------------------
+
+
+class Control(Msg, tag="ctl"):
+    command: str  # pause | resume | stop | cancel_orders
+    symbol: str
+    sent_ns: int
+
+
+Message = Union[Tick, Candle, HistoryRequest, HistoryReply, SignalRequest, SignalReply, Heartbeat,
+                Control]
+
+
+class MessageCodec:
+    """One encoder/decoder per process. Malformed input is dropped and counted; a summary is
+    logged at most once per minute so a flood cannot flood the log too."""
+
+    def __init__(self, owner: str, log_interval_s: float = 60.0) -> None:
+        self._enc = msgspec.msgpack.Encoder()
+        self._dec = msgspec.msgpack.Decoder(Message)
+        self.owner = owner
+        self.malformed = 0
+        self._logged_at = 0.0
+        self._since_log = 0
+        self._last_error = ""
+        self._log_interval_s = log_interval_s
+
+    def encode(self, msg: Msg) -> bytes:
+        return self._enc.encode(msg)
+
+    def decode(self, data: bytes) -> Any | None:
+        try:
+            msg = self._dec.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._count(str(exc))
+            return None
+        if msg.v != PROTOCOL_VERSION:
+            self._count(f"protocol version {msg.v}, expected {PROTOCOL_VERSION}")
+            return None
+        return msg
+
+    def _count(self, error: str) -> None:
+        self.malformed += 1
+        self._since_log += 1
+        self._last_error = error[:200]
+        now = time.monotonic()
+        if now - self._logged_at >= self._log_interval_s:
+            log.warning("%s: dropped %d malformed message(s) (total %d); last: %s",
+                        self.owner, self._since_log, self.malformed, self._last_error)
+            self._logged_at = now
+            self._since_log = 0
+
+
+def topic(symbol: str) -> bytes:
+    # NUL-terminated so SUB prefix matching cannot confuse BTCUSD with BTCUSDT.
+    return symbol.encode() + b"\0"
+
+
+ALL_TOPIC = b"*\0"

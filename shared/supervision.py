@@ -1,0 +1,102 @@
+"""Supervision rules as pure state machines: restart backoff, quarantine, budget breaches.
+
+No processes, no clocks of their own: the supervisor passes `now` (monotonic seconds) in, so the
+rules are tested exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from .config import BudgetConfig, SupervisionConfig
+
+
+@dataclass
+class RestartPolicy:
+    """Exponential backoff (initial doubling to max) and quarantine after `max_restarts` within
+    `restart_window_s`. One per supervised child."""
+
+    cfg: SupervisionConfig
+    restarts: int = 0
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    _backoff_s: float = 0.0
+    quarantined: bool = False
+    reason: str = ""
+
+    def on_failure(self, now: float, why: str) -> float | None:
+        """A crash, hang or budget restart. Returns the delay before restarting, or None when the
+        child is quarantined (too many failures in the window)."""
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] > self.cfg.restart_window_s:
+            self._recent.popleft()
+        if len(self._recent) > self.cfg.max_restarts:
+            self.quarantined = True
+            self.reason = (f"{len(self._recent)} failures in {self.cfg.restart_window_s:.0f}s "
+                           f"(max {self.cfg.max_restarts}); last: {why}")
+            return None
+        self._backoff_s = (self.cfg.backoff_initial_s if self._backoff_s == 0
+                           else min(self._backoff_s * 2, self.cfg.backoff_max_s))
+        self.restarts += 1
+        self.reason = why
+        return self._backoff_s
+
+    def on_healthy(self, now: float, up_since: float) -> None:
+        """A child that has run cleanly for a full window earns its backoff back."""
+        if self._backoff_s and now - up_since > self.cfg.restart_window_s:
+            self._backoff_s = 0.0
+
+    def quarantine(self, why: str) -> None:
+        self.quarantined = True
+        self.reason = why
+
+
+@dataclass(frozen=True)
+class ResourceSample:
+    rss_mb: float = math.nan
+    uss_mb: float = math.nan
+    cpu_percent: float = math.nan
+    loop_lag_ms: float = math.nan
+    tick_to_signal_p99_us: float = math.nan
+
+
+def budget_breaches(sample: ResourceSample, budget: BudgetConfig) -> list[str]:
+    """Which budgets this sample breaks (NaN = not measured yet, never a breach; 0 = disabled)."""
+    out = []
+    checks = (
+        ("rss", sample.rss_mb, budget.rss_mb, "MB"),
+        ("uss", sample.uss_mb, budget.uss_mb, "MB"),
+        ("cpu", sample.cpu_percent, budget.cpu_percent, "%"),
+        ("loop_lag", sample.loop_lag_ms, budget.loop_lag_ms, "ms"),
+        ("tick_to_signal_p99", sample.tick_to_signal_p99_us, budget.tick_to_signal_p99_us, "us"),
+    )
+    for name, value, limit, unit in checks:
+        if limit > 0 and not math.isnan(value) and value > limit:
+            out.append(f"{name} {value:.1f}{unit} > {limit:g}{unit}")
+    return out
+
+
+@dataclass
+class BreachTracker:
+    """A breach must be sustained for `grace_s` before it counts (one slow GC is not a leak)."""
+
+    grace_s: float
+    since: float | None = None
+    current: list[str] = field(default_factory=list)
+
+    def update(self, breaches: list[str], now: float) -> bool:
+        """Record this check; True when a breach has lasted at least the grace period."""
+        self.current = breaches
+        if not breaches:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.grace_s
+
+    @property
+    def state(self) -> str:
+        if not self.current:
+            return "ok"
+        return "breach: " + "; ".join(self.current)

@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import pytest
+
+from shared.latency import LatencyHistogram, RollingHistogram
+
+
+def test_percentiles_within_bucket_resolution() -> None:
+    rng = np.random.default_rng(1)
+    samples = rng.lognormal(mean=5.0, sigma=0.8, size=20_000)
+    h = LatencyHistogram()
+    for s in samples:
+        h.record(float(s))
+    for q in (50, 90, 99, 99.9):
+        assert h.percentile(q) == pytest.approx(np.percentile(samples, q), rel=0.03)
+    assert h.total == 20_000
+    assert h.max_us == pytest.approx(samples.max())
+
+
+def test_empty_is_nan_and_extremes_clamp() -> None:
+    h = LatencyHistogram()
+    assert math.isnan(h.percentile(50))
+    h.record(0.0)
+    h.record(1e12)
+    assert h.percentile(1) == 1.0
+    assert h.percentile(100) > 9e7
+
+
+def test_rolling_window_forgets_old_samples() -> None:
+    r = RollingHistogram(window_s=60, parts=6)
+    for i in range(100):
+        r.record(10_000.0, now_s=1.0 + i * 0.01)
+    assert r.window(2.0).percentile(50) == pytest.approx(10_000, rel=0.03)
+    for i in range(100):
+        r.record(100.0, now_s=100.0 + i * 0.01)
+    w = r.window(101.0)
+    assert w.total == 100
+    assert w.percentile(99) == pytest.approx(100, rel=0.03)
+    assert r.lifetime.total == 200

@@ -1,0 +1,49 @@
+import math
+
+from shared.config import BudgetConfig, SupervisionConfig
+from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
+
+
+def test_backoff_doubles_to_cap_then_quarantines() -> None:
+    cfg = SupervisionConfig(backoff_initial_s=1, backoff_max_s=8, max_restarts=5, restart_window_s=1000)
+    p = RestartPolicy(cfg)
+    delays = [p.on_failure(now=float(i), why="crash") for i in range(5)]
+    assert delays == [1, 2, 4, 8, 8]
+    assert p.restarts == 5
+    assert p.on_failure(now=6.0, why="crash again") is None
+    assert p.quarantined and "crash again" in p.reason
+
+
+def test_failures_outside_window_do_not_count() -> None:
+    cfg = SupervisionConfig(max_restarts=2, restart_window_s=10)
+    p = RestartPolicy(cfg)
+    for t in (0.0, 20.0, 40.0, 60.0):
+        assert p.on_failure(now=t, why="x") is not None
+    assert not p.quarantined
+
+
+def test_healthy_run_resets_backoff() -> None:
+    cfg = SupervisionConfig(backoff_initial_s=1, backoff_max_s=60, restart_window_s=10)
+    p = RestartPolicy(cfg)
+    p.on_failure(0, "x")
+    p.on_failure(1, "x")
+    p.on_healthy(now=100, up_since=50)
+    assert p.on_failure(101, "x") == 1
+
+
+def test_budget_breaches_ignore_unmeasured_and_disabled() -> None:
+    b = BudgetConfig(rss_mb=100, uss_mb=0, cpu_percent=50, loop_lag_ms=10, tick_to_signal_p99_us=1000)
+    assert budget_breaches(ResourceSample(), b) == []
+    out = budget_breaches(ResourceSample(rss_mb=150, uss_mb=1e6, cpu_percent=10, loop_lag_ms=math.nan,
+                                         tick_to_signal_p99_us=2000), b)
+    assert len(out) == 2 and out[0].startswith("rss") and out[1].startswith("tick_to_signal_p99")
+
+
+def test_breach_must_be_sustained_for_grace() -> None:
+    t = BreachTracker(grace_s=5)
+    assert not t.update(["rss"], now=0)
+    assert not t.update(["rss"], now=4)
+    assert t.update(["rss"], now=5.5)
+    assert not t.update([], now=6)
+    assert t.state == "ok"
+    assert not t.update(["rss"], now=7)
