@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Iterator, NamedTuple
@@ -123,7 +124,7 @@ def synthetic_candles(symbol: str, n_bars: int, seed: int = 0) -> Candles:
     """Seeded random-walk 1m candles for load tests: log-returns with per-bar volatility drawn from a
     slow regime process, so indicators see trends and quiet spells, not white noise. The same
     (symbol, seed, n_bars) always gives the same bars."""
-    sym_seed = int.from_bytes(symbol.encode(), "little") % (2**31)
+    sym_seed = zlib.crc32(symbol.encode())
     rng = np.random.default_rng([seed, sym_seed])
     base = 10.0 ** rng.uniform(1.0, 4.0)
     regime = np.exp(np.cumsum(rng.normal(0.0, 0.05, n_bars)) * 0.2)
@@ -179,6 +180,21 @@ class ReplayMarket:
         else:
             raise KeyError(symbol)
         return cls(symbol, candles, start_ts, history_bars)
+
+    def seek(self, bar_index: int) -> None:
+        """Position the stream so the next live bar is number `bar_index` (0 = the first). A
+        restarted replay source seeks to where the wall clock says the market is, so consumers
+        never see time run backwards."""
+        live_first_pass = len(self._c) - self.history_bars
+        if bar_index < live_first_pass:
+            self._next, wraps = self.history_bars + bar_index, 0
+        else:
+            wraps, offset = divmod(bar_index - live_first_pass, len(self._c))
+            wraps += 1
+            self._next = offset
+        ratio = float(self._c.close[-1]) / float(self._c.open[0])
+        self._scale = ratio ** wraps
+        self.bar_index = bar_index
 
     def history(self) -> Candles:
         """The bars before the first live bar, stamped just before `start_ts`."""

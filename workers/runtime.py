@@ -1,0 +1,103 @@
+"""What every child process shares: its spec, logging into the run directory, the supervisor
+watchdog, heartbeats and event-loop lag. Kept small: each process is a thin shell over shared/."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import msgspec
+import zmq
+
+from shared.config import Config
+from shared.messages import Heartbeat, MessageCodec
+from shared.transport import Endpoints
+
+
+class ChildSpec(msgspec.Struct, frozen=True):
+    kind: str  # gateway | pool | worker
+    name: str
+    run_dir: str
+    ring_name: str
+    config: Config
+    endpoints: Endpoints
+    supervisor_pid: int
+    slot: int = -1  # workers: ring slot of their symbol
+    pool_index: int = -1
+    symbols: tuple[str, ...] = ()  # gateway: every symbol; pool: none needed
+    slots: dict[str, int] = msgspec.field(default_factory=dict)
+    venue_json: str = ""  # paper/live exchange connection file written by the supervisor
+
+
+def setup_logging(run_dir: str, name: str) -> logging.Logger:
+    logs = Path(run_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.FileHandler(logs / f"{name}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return logging.getLogger(name)
+
+
+def supervisor_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LoopLagMonitor:
+    """Max oversleep of a 100 ms timer since the last read: how late this loop serves callbacks."""
+
+    def __init__(self, period_s: float = 0.1) -> None:
+        self._period = period_s
+        self._max_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(self._period)
+            lag = (time.perf_counter() - t0 - self._period) * 1000.0
+            if lag > self._max_ms:
+                self._max_ms = lag
+
+    def take_max_ms(self) -> float:
+        v, self._max_ms = self._max_ms, 0.0
+        return max(v, 0.0)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def heartbeat_socket(ctx: zmq.Context, spec: ChildSpec) -> zmq.Socket:
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 100)  # heartbeats are droppable; never block a worker on them
+    sock.connect(spec.endpoints.supervisor)
+    return sock
+
+
+def send_heartbeat(sock: zmq.Socket, codec: MessageCodec, spec: ChildSpec, figures: object) -> None:
+    hb = Heartbeat(kind=spec.kind, name=spec.name, pid=os.getpid(), sent_ns=time.perf_counter_ns(),
+                   figures=figures)  # type: ignore[arg-type]
+    try:
+        sock.send(codec.encode(hb), zmq.NOBLOCK)
+    except zmq.Again:
+        pass
