@@ -1,0 +1,187 @@
+"""The grid: which entry orders the bot wants for a signal, a price and an ATR.
+
+`GridConfig` is the `[grid]` table of the TOML config. Defaults are the original bot's rules
+(5 levels 1% apart, directional, confidence >= 0.5); the fixes are tick rounding that never
+crosses the price, ATR-scaled spacing as an option, and re-grid hysteresis instead of cancelling
+and re-placing the whole grid on every signal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+from shared.products import ProductSpec
+from shared.trading.orders import DesiredOrder, Side
+from shared.trading.sizing import STOP_ATR_MULTIPLE
+
+SignalDirection = Literal["UP", "DOWN", "NONE"]
+
+
+class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    levels: int = 5
+    width: float = 0.01  # fixed mode: step as a fraction of price
+    spacing_mode: Literal["fixed", "atr"] = "fixed"
+    atr_multiple: float = 1.0  # atr mode: step = atr_multiple x ATR ...
+    spacing_floor: float = 0.001  # ... but at least this fraction of price
+    spacing_cap: float = 0.05  # ... and at most this fraction of price
+    mode: Literal["directional", "neutral"] = "directional"
+    min_confidence: float = 0.5
+    regrid_fraction: float = 0.5  # re-grid when price moved more than this x step
+    max_actions_per_minute: int = 60  # per symbol: places + amends (cancels are never held back)
+    stops: bool = True
+    stop_atr_multiple: float = STOP_ATR_MULTIPLE  # protective stop beyond the outermost level
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.levels <= 99:
+            raise ValueError(f"grid.levels must be 1..99, got {self.levels}")
+        for name in ("width", "atr_multiple", "spacing_floor", "spacing_cap", "stop_atr_multiple"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"grid.{name} must be > 0, got {value}")
+        if self.spacing_floor > self.spacing_cap:
+            raise ValueError(
+                f"grid.spacing_floor ({self.spacing_floor}) must be <= grid.spacing_cap ({self.spacing_cap})"
+            )
+        widest = self.width if self.spacing_mode == "fixed" else self.spacing_cap
+        if self.levels * widest >= 1.0:
+            raise ValueError(
+                f"grid.levels x step fraction must be < 1 so buy levels stay above zero, got "
+                f"{self.levels} x {widest}"
+            )
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"grid.min_confidence must be 0..1, got {self.min_confidence}")
+        if not (math.isfinite(self.regrid_fraction) and 0.0 <= self.regrid_fraction <= 1.0):
+            raise ValueError(f"grid.regrid_fraction must be 0..1, got {self.regrid_fraction}")
+        if self.max_actions_per_minute < 1:
+            raise ValueError(
+                f"grid.max_actions_per_minute must be >= 1, got {self.max_actions_per_minute}"
+            )
+
+
+def _check_market(price: float, atr: float) -> None:
+    if not (math.isfinite(price) and price > 0):
+        raise ValueError(f"price must be a finite number > 0, got {price!r}")
+    if not (math.isfinite(atr) and atr > 0):
+        raise ValueError(f"atr must be a finite number > 0, got {atr!r}")
+
+
+def grid_step(price: float, atr: float, config: GridConfig) -> float:
+    """Distance between neighbouring levels, in price units."""
+    _check_market(price, atr)
+    if config.spacing_mode == "fixed":
+        return price * config.width
+    return min(max(atr * config.atr_multiple, price * config.spacing_floor), price * config.spacing_cap)
+
+
+def level_prices(side: Side, price: float, step: float, levels: int, product: ProductSpec) -> tuple[float, ...]:
+    """Tick-rounded prices of levels 1..levels: buys below the price rounded down, sells above
+    rounded up, strictly moving away from the price so no level crosses it or shares a price."""
+    prices: list[float] = []
+    tick = product.tick_size
+    last = price
+    for i in range(1, levels + 1):
+        if side == "buy":
+            p = product.floor_price(price - i * step)
+            if p >= last - tick * 1e-6:  # step below one tick: force one tick further away
+                p = product.floor_price(last - tick)
+            if p <= 0:
+                raise ValueError(f"buy level {i} at {p} is not a positive price (price {price}, step {step})")
+        else:
+            p = product.ceil_price(price + i * step)
+            if p <= last + tick * 1e-6:
+                p = product.ceil_price(last + tick)
+        prices.append(p)
+        last = p
+    return tuple(prices)
+
+
+def grid_sides(direction: SignalDirection, confidence: float, config: GridConfig) -> tuple[Side, ...]:
+    """Which sides get a grid: none below the confidence threshold, else UP -> buys below,
+    DOWN -> sells above (the original), or both in neutral mode."""
+    if not math.isfinite(confidence) or confidence < config.min_confidence:
+        return ()
+    if config.mode == "neutral":
+        return ("buy", "sell")
+    if direction == "UP":
+        return ("buy",)
+    if direction == "DOWN":
+        return ("sell",)
+    return ()
+
+
+def desired_grid(
+    direction: SignalDirection,
+    confidence: float,
+    price: float,
+    atr: float,
+    product: ProductSpec,
+    contracts_per_level: int,
+    config: GridConfig,
+) -> tuple[DesiredOrder, ...]:
+    """Entry orders for the grid (take-profits come from the level life cycle, the stop from
+    `protective_stop`). Empty when the signal is too weak or sizing says no new orders."""
+    _check_market(price, atr)
+    if contracts_per_level < 0:
+        raise ValueError(f"contracts_per_level must be >= 0, got {contracts_per_level}")
+    sides = grid_sides(direction, confidence, config)
+    if contracts_per_level == 0 or not sides:
+        return ()
+    step = grid_step(price, atr, config)
+    orders: list[DesiredOrder] = []
+    for side in sides:
+        for level, p in enumerate(level_prices(side, price, step, config.levels, product), start=1):
+            orders.append(DesiredOrder(
+                symbol=product.symbol, side=side, level=level, purpose="entry",
+                price=p, size=contracts_per_level,
+            ))
+    return tuple(orders)
+
+
+def protective_stop(
+    position_contracts: int,
+    grid_edge_price: float,
+    atr: float,
+    product: ProductSpec,
+    config: GridConfig,
+) -> DesiredOrder | None:
+    """Reduce-only stop for the whole position, stop_atr_multiple x ATR beyond the grid's
+    outermost level (a 1.5 ATR stop from each level would sit inside a 1% grid on 1-minute data
+    and fire on noise). None when stops are off or the position is flat."""
+    if not config.stops or position_contracts == 0:
+        return None
+    _check_market(grid_edge_price, atr)
+    distance = config.stop_atr_multiple * atr
+    if position_contracts > 0:
+        trigger = product.floor_price(grid_edge_price - distance)
+        if trigger <= 0:
+            raise ValueError(f"stop below zero: edge {grid_edge_price}, distance {distance}")
+        side: Side = "sell"
+    else:
+        trigger = product.ceil_price(grid_edge_price + distance)
+        side = "buy"
+    return DesiredOrder(
+        symbol=product.symbol, side=side, level=0, purpose="stop", price=trigger,
+        size=abs(position_contracts), order_type="stop_market_order", reduce_only=True,
+    )
+
+
+class GridAnchor(msgspec.Struct, frozen=True, kw_only=True):
+    """The signal and price the current grid was built around."""
+
+    direction: SignalDirection
+    price: float
+    step: float
+    built_ts: float  # epoch seconds
+
+
+def needs_regrid(
+    anchor: GridAnchor | None, direction: SignalDirection, price: float, config: GridConfig
+) -> bool:
+    """Re-grid only when the signal changed or the price left the hysteresis band, so tiny moves
+    leave the book alone (the original re-placed the whole grid on every signal)."""
+    if anchor is None or anchor.direction != direction:
+        return True
+    return abs(price - anchor.price) > config.regrid_fraction * anchor.step

@@ -1,0 +1,209 @@
+"""Life cycle of one grid level, as a pure state machine.
+
+    not_placed --placed--> open --filled (all)--> filled --tp placed--> closing --tp filled--> complete
+        ^                   |  \\--cancelled/rejected, nothing filled--> not_placed             |
+        |                   \\--cancelled with a partial fill--> filled (take-profit the part) |
+        \\---------------------------------------- reset -------------------------------------/
+
+A filled level books its take-profit on the opposite side one grid step away; if that order is
+cancelled or rejected the level goes back to `filled` so the take-profit is placed again (the
+position is still there). Any other event in a state is an `InvalidTransition`, never ignored:
+an unexpected event means our view of the exchange is wrong and the worker must reconcile.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import msgspec
+
+from shared.products import ProductSpec
+from shared.trading.orders import DesiredOrder, Side, opposite
+
+LevelState = Literal["not_placed", "open", "filled", "closing", "complete"]
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
+    ts: float  # epoch seconds of the exchange event (or of our decision for Reset)
+
+
+class EntryPlaced(_Event, tag="entry_placed"):
+    price: float
+    size: int
+
+
+class EntryFilled(_Event, tag="entry_filled"):
+    size: int  # this fill's contracts (partial fills arrive as several events)
+    price: float
+
+
+class EntryCancelled(_Event, tag="entry_cancelled"):
+    pass
+
+
+class EntryRejected(_Event, tag="entry_rejected"):
+    reason: str = ""
+
+
+class TakeProfitPlaced(_Event, tag="tp_placed"):
+    price: float
+
+
+class TakeProfitFilled(_Event, tag="tp_filled"):
+    size: int
+    price: float
+
+
+class TakeProfitCancelled(_Event, tag="tp_cancelled"):
+    pass
+
+
+class TakeProfitRejected(_Event, tag="tp_rejected"):
+    reason: str = ""
+
+
+class Reset(_Event, tag="reset"):
+    pass
+
+
+LevelEvent = Union[
+    EntryPlaced, EntryFilled, EntryCancelled, EntryRejected,
+    TakeProfitPlaced, TakeProfitFilled, TakeProfitCancelled, TakeProfitRejected, Reset,
+]
+
+
+class Level(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    side: Side  # side of the entry order
+    level: int
+    state: LevelState = "not_placed"
+    entry_price: float = 0.0  # limit price of the entry order
+    size: int = 0  # entry order size
+    filled_size: int = 0  # entry contracts filled (the take-profit's size)
+    fill_cost: float = 0.0  # sum of price x contracts of entry fills
+    take_profit_price: float = 0.0
+    take_profit_filled: int = 0
+    completed_cycles: int = 0
+    last_reason: str = ""
+    updated_ts: float = 0.0
+
+    @property
+    def average_fill_price(self) -> float:
+        return self.fill_cost / self.filled_size if self.filled_size else 0.0
+
+
+def new_level(symbol: str, side: Side, level: int) -> Level:
+    return Level(symbol=symbol, side=side, level=level)
+
+
+def _bad(level: Level, event: LevelEvent) -> InvalidTransition:
+    return InvalidTransition(
+        f"{level.symbol} {level.side} level {level.level}: {type(event).__name__} in state {level.state}"
+    )
+
+
+def transition(level: Level, event: LevelEvent) -> Level:
+    """The level after `event`; raises InvalidTransition for an event its state cannot take."""
+    s = level.state
+    if isinstance(event, Reset):
+        if s not in ("complete", "not_placed"):
+            raise _bad(level, event)
+        return msgspec.structs.replace(
+            new_level(level.symbol, level.side, level.level),
+            completed_cycles=level.completed_cycles, updated_ts=event.ts,
+        )
+    if isinstance(event, EntryPlaced):
+        if s != "not_placed":
+            raise _bad(level, event)
+        if event.size <= 0:
+            raise ValueError(f"entry size must be > 0, got {event.size}")
+        return msgspec.structs.replace(
+            level, state="open", entry_price=event.price, size=event.size, filled_size=0,
+            fill_cost=0.0, last_reason="", updated_ts=event.ts,
+        )
+    if isinstance(event, EntryRejected):
+        if s != "open" or level.filled_size:
+            raise _bad(level, event)
+        return msgspec.structs.replace(
+            level, state="not_placed", size=0, last_reason=event.reason or "rejected", updated_ts=event.ts,
+        )
+    if isinstance(event, EntryFilled):
+        if s != "open":
+            raise _bad(level, event)
+        filled = level.filled_size + event.size
+        if event.size <= 0 or filled > level.size:
+            raise InvalidTransition(
+                f"{level.symbol} level {level.level}: fill of {event.size} on {level.filled_size}/{level.size}"
+            )
+        return msgspec.structs.replace(
+            level, state="filled" if filled == level.size else "open", filled_size=filled,
+            fill_cost=level.fill_cost + event.price * event.size, updated_ts=event.ts,
+        )
+    if isinstance(event, EntryCancelled):
+        if s != "open":
+            raise _bad(level, event)
+        if level.filled_size:  # a partial fill is a position: it still needs its take-profit
+            return msgspec.structs.replace(
+                level, state="filled", size=level.filled_size, last_reason="cancelled after partial fill",
+                updated_ts=event.ts,
+            )
+        return msgspec.structs.replace(
+            level, state="not_placed", size=0, last_reason="cancelled", updated_ts=event.ts,
+        )
+    if isinstance(event, TakeProfitPlaced):
+        if s != "filled":
+            raise _bad(level, event)
+        return msgspec.structs.replace(
+            level, state="closing", take_profit_price=event.price, updated_ts=event.ts,
+        )
+    if isinstance(event, (TakeProfitCancelled, TakeProfitRejected)):
+        if s != "closing":
+            raise _bad(level, event)
+        reason = event.reason if isinstance(event, TakeProfitRejected) else "take-profit cancelled"
+        return msgspec.structs.replace(
+            level, state="filled", take_profit_price=0.0, last_reason=reason or "take-profit rejected",
+            updated_ts=event.ts,
+        )
+    if isinstance(event, TakeProfitFilled):
+        if s != "closing":
+            raise _bad(level, event)
+        done = level.take_profit_filled + event.size
+        if event.size <= 0 or done > level.filled_size:
+            raise InvalidTransition(
+                f"{level.symbol} level {level.level}: take-profit fill of {event.size} on "
+                f"{level.take_profit_filled}/{level.filled_size}"
+            )
+        if done < level.filled_size:
+            return msgspec.structs.replace(level, take_profit_filled=done, updated_ts=event.ts)
+        return msgspec.structs.replace(
+            level, state="complete", take_profit_filled=done,
+            completed_cycles=level.completed_cycles + 1, updated_ts=event.ts,
+        )
+    raise TypeError(f"not a level event: {event!r}")
+
+
+def take_profit_order(level: Level, step: float, product: ProductSpec) -> DesiredOrder | None:
+    """The take-profit a filled level wants: opposite side, one grid step beyond the entry price,
+    for the contracts still open. None in states that do not need one."""
+    if level.state not in ("filled", "closing"):
+        return None
+    if not step > 0:
+        raise ValueError(f"grid step must be > 0, got {step!r}")
+    remaining = level.filled_size - level.take_profit_filled
+    if remaining <= 0:
+        return None
+    side = opposite(level.side)
+    if side == "sell":
+        price = product.ceil_price(level.entry_price + step)
+    else:
+        price = product.floor_price(level.entry_price - step)
+        if price <= 0:
+            raise ValueError(f"take-profit below zero for level {level.level}")
+    return DesiredOrder(
+        symbol=level.symbol, side=side, level=level.level, purpose="take_profit",
+        price=price, size=remaining, reduce_only=True,
+    )

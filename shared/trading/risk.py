@@ -1,0 +1,173 @@
+"""Risk limits, evaluated in one place (the supervisor) for the whole account, plus the
+per-symbol caps each worker applies to its desired orders.
+
+Account limits: max total notional, daily loss limit (vs the equity at the start of the UTC day)
+and max drawdown from the day's peak equity. A breach halts: no new orders anywhere, cancel open
+orders, and flatten positions if configured. A halt is sticky: it survives the UTC day rollover
+and clears only by an operator's explicit `clear_halt` (`orchestrate resume`), because a bot that
+silently resumes after a loss limit is what the limit exists to prevent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import msgspec
+
+from shared.trading.orders import DesiredOrder
+
+SECONDS_PER_DAY = 86_400
+
+
+class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `[risk]` table of the TOML config. Money in the settling currency (USD)."""
+
+    risk_percentage: float = 1.0  # notional of each grid order, % of available balance
+    min_balance: float = 100.0  # below this available balance: no new orders
+    max_position_contracts: int = 1_000  # per symbol, absolute
+    max_open_orders: int = 20  # per symbol
+    max_total_notional: float = 100_000.0  # account-wide, sum over symbols of |position| notional
+    daily_loss_limit: float = 500.0  # account-wide, equity drop since the UTC day's start
+    max_drawdown_fraction: float = 0.10  # account-wide, from the UTC day's peak equity
+    flatten_on_halt: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_balance) and self.min_balance >= 0):
+            raise ValueError(f"risk.min_balance must be >= 0, got {self.min_balance}")
+        for name in ("risk_percentage", "max_total_notional", "daily_loss_limit"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"risk.{name} must be > 0, got {value}")
+        if self.risk_percentage > 100:
+            raise ValueError(f"risk.risk_percentage must be in (0, 100], got {self.risk_percentage}")
+        if self.max_position_contracts < 0 or self.max_open_orders < 0:
+            raise ValueError("risk.max_position_contracts and risk.max_open_orders must be >= 0")
+        if not (math.isfinite(self.max_drawdown_fraction) and 0 < self.max_drawdown_fraction <= 1):
+            raise ValueError(f"risk.max_drawdown_fraction must be in (0, 1], got {self.max_drawdown_fraction}")
+
+
+class AccountRiskState(msgspec.Struct, frozen=True, kw_only=True):
+    utc_day: int  # days since the epoch (UTC) that the figures below belong to
+    day_start_equity: float
+    day_peak_equity: float
+    halted: bool = False
+    halt_reason: str = ""
+    halted_ts: float = 0.0
+    updated_ts: float = 0.0
+
+
+class AccountSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    ts: float  # epoch seconds
+    equity: float  # wallet balance + unrealised PnL
+    position_notional: Mapping[str, float]  # per symbol, absolute notional at mark
+
+
+class RiskDecision(msgspec.Struct, frozen=True, kw_only=True):
+    allow_new_orders: bool
+    halted: bool
+    reason: str = ""  # why halted (shown by status as HALTED: reason)
+    cancel_open_orders: bool = False
+    flatten: bool = False
+
+
+def utc_day(ts: float) -> int:
+    return int(math.floor(ts / SECONDS_PER_DAY))
+
+
+def initial_state(equity: float, ts: float) -> AccountRiskState:
+    if not math.isfinite(equity):
+        raise ValueError(f"equity must be finite, got {equity!r}")
+    return AccountRiskState(
+        utc_day=utc_day(ts), day_start_equity=equity, day_peak_equity=equity, updated_ts=ts,
+    )
+
+
+def clear_halt(state: AccountRiskState, equity: float, ts: float) -> AccountRiskState:
+    """Operator resume: the halt is lifted and today's baseline restarts from current equity,
+    otherwise the very next evaluation would halt again on the same loss."""
+    return msgspec.structs.replace(
+        state, halted=False, halt_reason="", halted_ts=0.0, day_start_equity=equity,
+        day_peak_equity=equity, utc_day=utc_day(ts), updated_ts=ts,
+    )
+
+
+def _halt(state: AccountRiskState, reason: str, ts: float, config: RiskConfig) -> tuple[RiskDecision, AccountRiskState]:
+    new_state = msgspec.structs.replace(state, halted=True, halt_reason=reason, halted_ts=ts, updated_ts=ts)
+    return RiskDecision(
+        allow_new_orders=False, halted=True, reason=reason, cancel_open_orders=True,
+        flatten=config.flatten_on_halt,
+    ), new_state
+
+
+def evaluate(
+    state: AccountRiskState, snapshot: AccountSnapshot, config: RiskConfig
+) -> tuple[RiskDecision, AccountRiskState]:
+    """Roll the day if needed, track the peak, and halt on the first breached account limit."""
+    equity = snapshot.equity
+    if not math.isfinite(equity):
+        # Unknown equity is not "fine": stop adding risk until we know it again.
+        return _halt(state, f"equity is not a number ({equity!r})", snapshot.ts, config)
+    day = utc_day(snapshot.ts)
+    if day > state.utc_day:
+        state = msgspec.structs.replace(state, utc_day=day, day_start_equity=equity, day_peak_equity=equity)
+    state = msgspec.structs.replace(
+        state, day_peak_equity=max(state.day_peak_equity, equity), updated_ts=snapshot.ts,
+    )
+    if state.halted:
+        return RiskDecision(
+            allow_new_orders=False, halted=True, reason=state.halt_reason, cancel_open_orders=True,
+            flatten=config.flatten_on_halt,
+        ), state
+
+    loss = state.day_start_equity - equity
+    if loss >= config.daily_loss_limit:
+        return _halt(state, f"daily loss {loss:.2f} reached the limit {config.daily_loss_limit:.2f}",
+                     snapshot.ts, config)
+    peak = state.day_peak_equity
+    if peak > 0:
+        drawdown = (peak - equity) / peak
+        if drawdown >= config.max_drawdown_fraction:
+            return _halt(state, f"drawdown {drawdown:.2%} from today's peak {peak:.2f} reached the "
+                                f"limit {config.max_drawdown_fraction:.2%}", snapshot.ts, config)
+    elif equity <= 0:
+        return _halt(state, f"equity {equity:.2f} is not positive", snapshot.ts, config)
+    total = sum(abs(v) for v in snapshot.position_notional.values())
+    if not math.isfinite(total):
+        return _halt(state, "position notional is not a number", snapshot.ts, config)
+    if total > config.max_total_notional:
+        return _halt(state, f"total notional {total:.2f} above the limit {config.max_total_notional:.2f}",
+                     snapshot.ts, config)
+    return RiskDecision(allow_new_orders=True, halted=False), state
+
+
+def limit_desired(
+    desired: Sequence[DesiredOrder], position_contracts: int, config: RiskConfig
+) -> tuple[DesiredOrder, ...]:
+    """The desired orders that fit the symbol's caps.
+
+    Reduce-only orders (take-profits, stops) always pass: they can only shrink the position.
+    Entry orders are taken nearest-level first while (a) the position plus every entry on the
+    same side could all fill without exceeding max_position_contracts and (b) the count of
+    orders stays within max_open_orders (reduce-only ones count too)."""
+    protective = [d for d in desired if d.reduce_only]
+    entries = sorted((d for d in desired if not d.reduce_only), key=lambda d: (d.level, d.side))
+    slots = config.max_open_orders - len(protective)
+    worst_long = max(position_contracts, 0)
+    worst_short = max(-position_contracts, 0)
+    chosen: list[DesiredOrder] = []
+    for d in entries:
+        if slots <= 0:
+            break
+        if d.side == "buy":
+            if worst_long + d.size > config.max_position_contracts:
+                continue
+            worst_long += d.size
+        else:
+            if worst_short + d.size > config.max_position_contracts:
+                continue
+            worst_short += d.size
+        chosen.append(d)
+        slots -= 1
+    keep = set(map(id, chosen)) | set(map(id, protective))
+    return tuple(d for d in desired if id(d) in keep)

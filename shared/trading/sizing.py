@@ -1,0 +1,146 @@
+"""Sizing: the original bot's ATR risk rules, and whole-contract sizing of grid orders.
+
+The original computed the ATR rules and never used them; here they feed the signal engine's risk
+component and the protective stops. Grid orders are sized in whole contracts (the original sent
+coin units, which Delta does not accept).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+from shared.products import ProductSpec
+
+Direction = Literal["long", "short"]
+
+# The original's constants, kept as defaults.
+DEFAULT_RISK_FRACTION = 0.01
+ATR_SIZE_SCALE = 0.7
+STOP_ATR_MULTIPLE = 1.5
+TAKE_PROFIT_ATR_MULTIPLE = 3.5
+MAX_RISK_FRACTION = 0.02
+
+
+def _require_positive(name: str, value: float) -> float:
+    # `not value > 0` is also true for NaN, which must never size an order.
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _require_non_negative(name: str, value: float) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _require_direction(direction: str) -> None:
+    if direction not in ("long", "short"):
+        raise ValueError(f"direction must be 'long' or 'short', got {direction!r}")
+
+
+def atr_position_size(
+    balance: float, atr: float, risk_fraction: float = DEFAULT_RISK_FRACTION
+) -> float:
+    """Position size in underlying units: balance x risk_fraction / ATR x 0.7 (the original rule)."""
+    _require_non_negative("balance", balance)
+    _require_positive("atr", atr)
+    _require_non_negative("risk_fraction", risk_fraction)
+    return balance * risk_fraction / atr * ATR_SIZE_SCALE
+
+
+def stop_price(entry: float, atr: float, direction: Direction,
+               multiple: float = STOP_ATR_MULTIPLE) -> float:
+    """Entry -/+ 1.5 ATR: below a long, above a short."""
+    _require_positive("entry", entry)
+    _require_positive("atr", atr)
+    _require_direction(direction)
+    return entry - multiple * atr if direction == "long" else entry + multiple * atr
+
+
+def take_profit_price(entry: float, atr: float, direction: Direction,
+                      multiple: float = TAKE_PROFIT_ATR_MULTIPLE) -> float:
+    """Entry +/- 3.5 ATR: above a long, below a short."""
+    _require_positive("entry", entry)
+    _require_positive("atr", atr)
+    _require_direction(direction)
+    return entry + multiple * atr if direction == "long" else entry - multiple * atr
+
+
+class RiskPlan(msgspec.Struct, frozen=True, kw_only=True):
+    direction: Direction
+    entry: float
+    size: float  # underlying units
+    stop: float
+    take_profit: float
+    risk_amount: float  # loss at the stop, in quote currency
+    reward_amount: float  # gain at the take-profit
+    reward_risk_ratio: float
+    valid: bool  # risk_amount <= max_risk_fraction x balance
+
+
+def risk_plan(
+    balance: float,
+    entry: float,
+    atr: float,
+    direction: Direction,
+    risk_fraction: float = DEFAULT_RISK_FRACTION,
+    max_risk_fraction: float = MAX_RISK_FRACTION,
+) -> RiskPlan:
+    """The original risk manager's whole decision for one trade idea."""
+    size = atr_position_size(balance, atr, risk_fraction)
+    stop = stop_price(entry, atr, direction)
+    target = take_profit_price(entry, atr, direction)
+    risk_amount = size * abs(entry - stop)
+    reward_amount = size * abs(target - entry)
+    return RiskPlan(
+        direction=direction,
+        entry=entry,
+        size=size,
+        stop=stop,
+        take_profit=target,
+        risk_amount=risk_amount,
+        reward_amount=reward_amount,
+        reward_risk_ratio=TAKE_PROFIT_ATR_MULTIPLE / STOP_ATR_MULTIPLE,
+        # A zero balance makes a zero-size plan, which risks nothing but is no trade either.
+        valid=balance > 0 and risk_amount <= max_risk_fraction * balance,
+    )
+
+
+def contracts_per_level(
+    available_balance: float,
+    price: float,
+    product: ProductSpec,
+    *,
+    risk_percentage: float,
+    min_balance: float,
+    at_least_min_size: bool = True,
+) -> int:
+    """Whole contracts for each grid order, 0 meaning "place no new orders".
+
+    Budget per order = available balance x risk_percentage / 100 of notional (the original's rule,
+    floored to whole contracts rather than rounded so the budget is never exceeded). Like the
+    original, a budget smaller than one minimum order still trades the minimum size when
+    `at_least_min_size`, but only if the balance can margin it at the product's initial margin.
+    Capped by the product's position size limit.
+    """
+    _require_non_negative("available_balance", available_balance)
+    _require_positive("price", price)
+    _require_non_negative("risk_percentage", risk_percentage)
+    _require_non_negative("min_balance", min_balance)
+    if available_balance < min_balance or available_balance == 0:
+        return 0
+    contract_notional = product.contract_value * price
+    budget = available_balance * risk_percentage / 100.0
+    # The epsilon keeps an exact fit (budget == k contracts) from flooring to k-1 on float noise.
+    contracts = int(math.floor(budget / contract_notional + 1e-9))
+    if contracts < product.min_size:
+        if not at_least_min_size:
+            return 0
+        contracts = product.min_size
+    affordable = int(math.floor(available_balance / (contract_notional * product.initial_margin) + 1e-9))
+    contracts = min(contracts, affordable, product.position_size_limit)
+    return contracts if contracts >= product.min_size else 0
