@@ -57,7 +57,7 @@ class OrderTag(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def symbol_tag(symbol: str) -> str:
-    if _LITERAL_SYMBOL_RE.match(symbol):
+    if _LITERAL_SYMBOL_RE.fullmatch(symbol):
         return symbol
     if not symbol:
         raise ValueError("symbol must not be empty")
@@ -75,7 +75,7 @@ def _base36(n: int) -> str:
 
 
 def validate_bot_id(bot_id: str) -> str:
-    if not _BOT_RE.match(bot_id):
+    if not _BOT_RE.fullmatch(bot_id):
         raise ValueError(f"bot id {bot_id!r} must be 1..8 characters of [a-z0-9]")
     return bot_id
 
@@ -105,7 +105,7 @@ def parse(client_order_id: str | None) -> OrderTag | None:
     """Any bot's id in our scheme, or None (manual orders, other software, malformed)."""
     if not client_order_id or len(client_order_id) > MAX_LENGTH:
         return None
-    m = _ID_RE.match(client_order_id)
+    m = _ID_RE.fullmatch(client_order_id)
     if m is None:
         return None
     return OrderTag(
