@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from shared.products import PAPER_PRODUCTS, ProductSpec
+from shared.trading import sizing
+
+BTC = PAPER_PRODUCTS["BTCUSD"]  # 0.001 BTC per contract
+ETH = PAPER_PRODUCTS["ETHUSD"]  # 0.01 ETH per contract
+
+
+def test_atr_size_is_the_original_rule() -> None:
+    # 10,000 x 1% / 50 x 0.7 = 1.4 units
+    assert sizing.atr_position_size(10_000, 50) == pytest.approx(1.4)
+    assert sizing.atr_position_size(0, 50) == 0
+
+
+def test_stop_and_take_profit_sides() -> None:
+    assert sizing.stop_price(100, 2, "long") == pytest.approx(97)
+    assert sizing.stop_price(100, 2, "short") == pytest.approx(103)
+    assert sizing.take_profit_price(100, 2, "long") == pytest.approx(107)
+    assert sizing.take_profit_price(100, 2, "short") == pytest.approx(93)
+
+
+def test_risk_plan_numbers_and_validity() -> None:
+    plan = sizing.risk_plan(10_000, entry=2_000, atr=20, direction="long")
+    assert plan.size == pytest.approx(10_000 * 0.01 / 20 * 0.7)
+    assert plan.stop == pytest.approx(1_970)
+    assert plan.take_profit == pytest.approx(2_070)
+    # risk = size x 1.5 ATR = balance x 1% x 1.05 = 105 <= 2% of 10,000
+    assert plan.risk_amount == pytest.approx(105)
+    assert plan.reward_amount == pytest.approx(245)
+    assert plan.reward_risk_ratio == pytest.approx(3.5 / 1.5)
+    assert plan.valid
+    # 2% risk fraction -> risk 2.1% > 2%: not valid
+    assert not sizing.risk_plan(10_000, 2_000, 20, "short", risk_fraction=0.02).valid
+    assert not sizing.risk_plan(0, 2_000, 20, "long").valid
+
+
+@pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf, -math.inf])
+def test_bad_atr_or_price_is_a_clear_error(bad: float) -> None:
+    with pytest.raises(ValueError, match="atr"):
+        sizing.atr_position_size(1000, bad)
+    with pytest.raises(ValueError, match="atr"):
+        sizing.risk_plan(1000, 100, bad, "long")
+    with pytest.raises(ValueError, match="entry"):
+        sizing.stop_price(bad, 1, "long")
+    with pytest.raises(ValueError, match="price"):
+        sizing.contracts_per_level(1000, bad, BTC, risk_percentage=1, min_balance=100)
+
+
+def test_bad_direction() -> None:
+    with pytest.raises(ValueError, match="direction"):
+        sizing.stop_price(100, 1, "UP")  # type: ignore[arg-type]
+
+
+def test_contracts_floor_to_whole_contracts() -> None:
+    # 10,000 x 5% = 500 USD per order; ETH contract = 0.01 x 2,000 = 20 USD -> 25 contracts
+    assert sizing.contracts_per_level(10_000, 2_000, ETH, risk_percentage=5, min_balance=100) == 25
+    # 510 USD -> 25.5 -> floor 25, never above the budget
+    assert sizing.contracts_per_level(10_200, 2_000, ETH, risk_percentage=5, min_balance=100) == 25
+    # an exact fit on float noise still gives the whole number (0.07 x 3 is not exact in binary)
+    product = ProductSpec(symbol="X", product_id=1, contract_value=0.07, tick_size=0.01)
+    assert sizing.contracts_per_level(2_100, 100, product, risk_percentage=1, min_balance=0) == 3
+
+
+def test_below_min_balance_or_zero_balance_means_no_orders() -> None:
+    assert sizing.contracts_per_level(99.99, 2_000, ETH, risk_percentage=1, min_balance=100) == 0
+    assert sizing.contracts_per_level(0, 2_000, ETH, risk_percentage=1, min_balance=0) == 0
+
+
+def test_small_budget_trades_min_size_only_if_it_can_be_margined() -> None:
+    # 1,000 x 1% = 10 USD < one BTC contract (0.001 x 60,000 = 60 USD): the original's "at least
+    # the minimum" rule gives 1 contract, whose margin (6 USD at 10%) the balance covers.
+    assert sizing.contracts_per_level(1_000, 60_000, BTC, risk_percentage=1, min_balance=100) == 1
+    assert sizing.contracts_per_level(1_000, 60_000, BTC, risk_percentage=1, min_balance=100,
+                                      at_least_min_size=False) == 0
+    # 5 USD cannot margin a 6 USD requirement
+    assert sizing.contracts_per_level(5, 60_000, BTC, risk_percentage=1, min_balance=0) == 0
+
+
+def test_min_size_above_one_and_position_limit() -> None:
+    product = ProductSpec(symbol="X", product_id=1, contract_value=1.0, tick_size=0.01, min_size=10,
+                          position_size_limit=40)
+    assert sizing.contracts_per_level(1_000, 10, product, risk_percentage=1, min_balance=0) == 10
+    # 100% of 100,000 at 10/contract = 10,000 contracts, capped by the product limit of 40
+    assert sizing.contracts_per_level(100_000, 10, product, risk_percentage=100, min_balance=0) == 40
