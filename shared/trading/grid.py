@@ -182,6 +182,9 @@ def needs_regrid(
 ) -> bool:
     """Re-grid only when the signal changed or the price left the hysteresis band, so tiny moves
     leave the book alone (the original re-placed the whole grid on every signal)."""
-    if anchor is None or anchor.direction != direction:
+    if anchor is None:
+        return True
+    # In neutral mode the direction picks no side, so only the price moves the grid.
+    if config.mode == "directional" and anchor.direction != direction:
         return True
     return abs(price - anchor.price) > config.regrid_fraction * anchor.step

@@ -116,6 +116,7 @@ def test_hysteresis() -> None:
     assert not needs_regrid(anchor, "UP", 995.0, cfg)  # exactly at the band edge: keep
     assert needs_regrid(anchor, "UP", 1_005.1, cfg)
     assert needs_regrid(anchor, "DOWN", 1_000, cfg)  # the signal changed
+    assert not needs_regrid(anchor, "DOWN", 1_000, GridConfig(mode="neutral"))
 
 
 def test_protective_stop() -> None:

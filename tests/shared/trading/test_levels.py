@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.products import PAPER_PRODUCTS
+from shared.trading.levels import (
+    EntryCancelled, EntryFilled, EntryPlaced, EntryRejected, InvalidTransition, Level, Reset,
+    TakeProfitCancelled, TakeProfitFilled, TakeProfitPlaced, TakeProfitRejected, new_level,
+    take_profit_order, transition,
+)
+
+ETH = PAPER_PRODUCTS["ETHUSD"]
+
+
+def run(level: Level, *events) -> Level:
+    for e in events:
+        level = transition(level, e)
+    return level
+
+
+def test_full_cycle_buy_level_books_take_profit_one_step_above() -> None:
+    lv = new_level("ETHUSD", "buy", 2)
+    lv = run(lv, EntryPlaced(ts=1, price=1_960.0, size=3))
+    assert lv.state == "open" and take_profit_order(lv, 20.0, ETH) is None
+    lv = run(lv, EntryFilled(ts=2, size=1, price=1_960.0))
+    assert lv.state == "open" and lv.filled_size == 1
+    lv = run(lv, EntryFilled(ts=3, size=2, price=1_960.0))
+    assert lv.state == "filled" and lv.average_fill_price == 1_960.0
+    tp = take_profit_order(lv, 20.01, ETH)
+    assert tp is not None
+    assert (tp.side, tp.level, tp.purpose, tp.size, tp.reduce_only) == ("sell", 2, "take_profit", 3, True)
+    assert tp.price == 1_980.05  # 1,980.01 rounded up to the tick
+    lv = run(lv, TakeProfitPlaced(ts=4, price=tp.price), TakeProfitFilled(ts=5, size=2, price=tp.price))
+    assert lv.state == "closing"
+    assert take_profit_order(lv, 20.01, ETH).size == 1  # only what is still open
+    lv = run(lv, TakeProfitFilled(ts=6, size=1, price=tp.price))
+    assert lv.state == "complete" and lv.completed_cycles == 1
+    lv = run(lv, Reset(ts=7))
+    assert lv.state == "not_placed" and lv.completed_cycles == 1 and lv.filled_size == 0
+    assert lv.updated_ts == 7
+
+
+def test_sell_level_take_profit_is_below_rounded_down() -> None:
+    lv = run(new_level("ETHUSD", "sell", 1), EntryPlaced(ts=1, price=2_020.0, size=1),
+             EntryFilled(ts=2, size=1, price=2_020.0))
+    tp = take_profit_order(lv, 20.01, ETH)
+    assert tp.side == "buy" and tp.price == 1_999.95
+
+
+def test_cancel_and_reject_of_entry() -> None:
+    lv = run(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=1, price=1.0, size=2))
+    assert transition(lv, EntryCancelled(ts=2)).state == "not_placed"
+    rejected = transition(lv, EntryRejected(ts=2, reason="insufficient_margin"))
+    assert rejected.state == "not_placed" and rejected.last_reason == "insufficient_margin"
+
+
+def test_cancel_after_partial_fill_keeps_the_part_for_a_take_profit() -> None:
+    lv = run(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=1, price=100.0, size=5),
+             EntryFilled(ts=2, size=2, price=100.0), EntryCancelled(ts=3))
+    assert lv.state == "filled" and lv.size == 2
+    assert take_profit_order(lv, 1.0, ETH).size == 2
+
+
+def test_take_profit_cancel_or_reject_goes_back_to_filled() -> None:
+    lv = run(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=1, price=100.0, size=1),
+             EntryFilled(ts=2, size=1, price=100.0), TakeProfitPlaced(ts=3, price=101.0))
+    for event in (TakeProfitCancelled(ts=4), TakeProfitRejected(ts=4, reason="post_only")):
+        back = transition(lv, event)
+        assert back.state == "filled" and take_profit_order(back, 1.0, ETH) is not None
+
+
+@pytest.mark.parametrize("state_events,event", [
+    ((), EntryFilled(ts=1, size=1, price=1.0)),
+    ((), TakeProfitPlaced(ts=1, price=1.0)),
+    ((), EntryCancelled(ts=1)),
+    ((EntryPlaced(ts=0, price=1.0, size=1),), EntryPlaced(ts=1, price=1.0, size=1)),
+    ((EntryPlaced(ts=0, price=1.0, size=1),), TakeProfitFilled(ts=1, size=1, price=1.0)),
+    ((EntryPlaced(ts=0, price=1.0, size=1),), Reset(ts=1)),
+    ((EntryPlaced(ts=0, price=1.0, size=1),), EntryFilled(ts=1, size=2, price=1.0)),  # overfill
+    ((EntryPlaced(ts=0, price=1.0, size=1), EntryFilled(ts=0, size=1, price=1.0)), EntryCancelled(ts=1)),
+])
+def test_impossible_events_raise(state_events, event) -> None:
+    lv = run(new_level("ETHUSD", "buy", 1), *state_events)
+    with pytest.raises(InvalidTransition):
+        transition(lv, event)
+
+
+def test_zero_size_placement_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        transition(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=0, price=1.0, size=0))
