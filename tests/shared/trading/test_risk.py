@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import math
+
+import msgspec
+import pytest
+
+from shared.trading.orders import DesiredOrder
+from shared.trading.risk import (
+    AccountSnapshot, RiskConfig, clear_halt, evaluate, initial_state, limit_desired, utc_day,
+)
+
+DAY = 86_400.0
+T0 = 20_000 * DAY + 3_600.0  # 01:00 UTC on some day
+CFG = RiskConfig(daily_loss_limit=100.0, max_drawdown_fraction=0.05, max_total_notional=50_000.0)
+
+
+def snap(ts: float, equity: float, **notional: float) -> AccountSnapshot:
+    return AccountSnapshot(ts=ts, equity=equity, position_notional=notional)
+
+
+def test_within_limits_is_ok_and_tracks_the_peak() -> None:
+    state = initial_state(1_000.0, T0)
+    decision, state = evaluate(state, snap(T0 + 60, 1_050.0, BTCUSD=20_000.0), CFG)
+    assert decision.allow_new_orders and not decision.halted
+    assert state.day_peak_equity == 1_050.0 and state.day_start_equity == 1_000.0
+
+
+def test_daily_loss_limit_halts_and_cancels() -> None:
+    state = initial_state(10_000.0, T0)
+    decision, state = evaluate(state, snap(T0 + 60, 9_950.0), CFG)
+    assert decision.allow_new_orders
+    decision, state = evaluate(state, snap(T0 + 120, 9_900.0), CFG)  # exactly at the limit
+    assert decision.halted and not decision.allow_new_orders and decision.cancel_open_orders
+    assert "daily loss 100.00" in decision.reason and not decision.flatten
+    assert state.halted and state.halt_reason == decision.reason
+
+
+def test_drawdown_from_the_days_peak_halts() -> None:
+    state = initial_state(1_000.0, T0)
+    _, state = evaluate(state, snap(T0 + 1, 1_200.0), CFG)  # new peak
+    # 1,141 is above the day's start (no daily loss) but 4.9% under the peak: ok
+    decision, state = evaluate(state, snap(T0 + 2, 1_141.0), CFG)
+    assert decision.allow_new_orders
+    decision, state = evaluate(state, snap(T0 + 3, 1_140.0), CFG)  # 5.0% under the peak
+    assert decision.halted and "drawdown" in decision.reason
+
+
+def test_total_notional_across_symbols_halts_with_optional_flatten() -> None:
+    cfg = msgspec.structs.replace(CFG, flatten_on_halt=True)
+    state = initial_state(1_000.0, T0)
+    decision, _ = evaluate(state, snap(T0, 1_000.0, BTCUSD=30_000.0, ETHUSD=-20_000.0), cfg)
+    assert decision.allow_new_orders  # exactly at the limit
+    decision, _ = evaluate(state, snap(T0, 1_000.0, BTCUSD=30_000.0, ETHUSD=-20_000.5), cfg)
+    assert decision.halted and decision.flatten and "total notional" in decision.reason
+
+
+def test_day_rollover_resets_the_baseline_in_utc() -> None:
+    cfg = msgspec.structs.replace(CFG, max_drawdown_fraction=0.5)  # only the daily loss matters here
+    state = initial_state(1_000.0, T0)
+    decision, state = evaluate(state, snap(T0 + 1, 920.0), cfg)  # -80 today
+    assert decision.allow_new_orders
+    end_of_day = (utc_day(T0) + 1) * DAY - 0.001
+    decision, state = evaluate(state, snap(end_of_day, 920.0), cfg)
+    assert state.day_start_equity == 1_000.0
+    # next UTC day: the baseline is 920, so a further -80 is within the limit
+    decision, state = evaluate(state, snap(end_of_day + 0.002, 920.0), cfg)
+    assert state.day_start_equity == 920.0 and state.day_peak_equity == 920.0
+    decision, state = evaluate(state, snap(end_of_day + 60, 874.1), cfg)
+    assert decision.allow_new_orders, decision.reason
+
+
+def test_halt_is_sticky_across_rollover_until_cleared() -> None:
+    state = initial_state(1_000.0, T0)
+    _, state = evaluate(state, snap(T0, 890.0), CFG)
+    assert state.halted
+    decision, state = evaluate(state, snap(T0 + DAY, 1_000.0), CFG)
+    assert decision.halted and decision.cancel_open_orders
+    state = clear_halt(state, equity=1_000.0, ts=T0 + DAY)
+    decision, state = evaluate(state, snap(T0 + DAY + 1, 990.0), CFG)
+    assert decision.allow_new_orders
+
+
+def test_unknown_equity_halts() -> None:
+    decision, _ = evaluate(initial_state(1_000.0, T0), snap(T0, math.nan), CFG)
+    assert decision.halted and "not a number" in decision.reason
+
+
+def test_config_validation() -> None:
+    assert msgspec.convert({"max_open_orders": 10}, RiskConfig).max_open_orders == 10
+    for bad in ({"daily_loss_limit": 0}, {"max_drawdown_fraction": 0}, {"max_drawdown_fraction": 1.5},
+                {"risk_percentage": 0}, {"risk_percentage": 101}, {"max_open_orders": -1},
+                {"min_balance": -1}, {"unknown": 1}):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(bad, RiskConfig)
+
+
+def order(level: int, side: str = "buy", size: int = 2, reduce_only: bool = False) -> DesiredOrder:
+    return DesiredOrder(symbol="X", side=side, level=level, purpose="take_profit" if reduce_only else "entry",
+                        price=100.0, size=size, reduce_only=reduce_only)
+
+
+def test_symbol_limits_trim_entries_nearest_first_and_keep_protective_orders() -> None:
+    cfg = RiskConfig(max_position_contracts=7, max_open_orders=10)
+    desired = [order(3), order(1), order(2), order(1, "sell", reduce_only=True)]
+    # long 2 already: 2 + 2 + 2 = 6 fits, the third buy would make 8 > 7
+    kept = limit_desired(desired, position_contracts=2, config=cfg)
+    assert sorted((d.level, d.side, d.reduce_only) for d in kept) == [
+        (1, "buy", False), (1, "sell", True), (2, "buy", False)]
+    assert limit_desired(desired, position_contracts=7, config=cfg) == (desired[3],)
+
+
+def test_symbol_limits_cap_open_orders() -> None:
+    cfg = RiskConfig(max_position_contracts=1_000, max_open_orders=3)
+    desired = [order(i) for i in range(1, 6)] + [order(9, "sell", reduce_only=True)]
+    kept = limit_desired(desired, 0, cfg)
+    assert len(kept) == 3 and [d.level for d in kept] == [1, 2, 9]
