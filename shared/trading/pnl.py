@@ -13,7 +13,7 @@ divides once, at 40 significant digits; `cents()` rounds only for presentation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Union
 
 import msgspec
@@ -32,7 +32,10 @@ def to_decimal(value: Number) -> Decimal:
     elif isinstance(value, bool):
         raise TypeError("a bool is not an amount")
     elif isinstance(value, (int, str)):
-        d = Decimal(value)
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal amount: {value!r}") from None
     elif isinstance(value, float):
         d = Decimal(repr(value))
     else:
