@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
+from .trading.grid import GridConfig
+from .trading.risk import RiskConfig
 
 VENUES = ("paper", "india", "india-testnet", "global", "global-testnet")
 
@@ -140,6 +142,8 @@ class Config(_Section):
     supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
     budgets: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     status: StatusConfig = msgspec.field(default_factory=StatusConfig)
+    grid: GridConfig = msgspec.field(default_factory=GridConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     testing: TestingConfig = msgspec.field(default_factory=TestingConfig)
 
 
@@ -160,11 +164,11 @@ LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
     "symbol": ("run.symbols", "became run.symbols = [symbol]"),
     "grid_levels": ("grid.levels", "became grid.levels"),
     "grid_width": ("grid.width", "became grid.width (fraction of price between levels)"),
-    "risk_percentage": ("grid.risk_percentage", "became grid.risk_percentage (% of available balance per level)"),
-    "min_balance": ("grid.min_balance", "became grid.min_balance (no new orders below it)"),
+    "risk_percentage": ("risk.risk_percentage", "became risk.risk_percentage (% of available balance per grid order)"),
+    "min_balance": ("risk.min_balance", "became risk.min_balance (no new orders below it)"),
     "initial_capital": ("market.initial_balance_usd", "became market.initial_balance_usd (paper account start balance)"),
     "min_quantity": (None, "ignored: it was in coin units; Delta sizes are whole contracts and the product's minimum size applies"),
-    "cycle_delay": (None, "ignored: the bot reacts to every tick instead of polling every cycle_delay seconds; re-grids are rate-limited by grid.churn_limit_per_min"),
+    "cycle_delay": (None, "ignored: the bot reacts to every tick instead of polling every cycle_delay seconds; re-grids are rate-limited by grid.max_actions_per_minute and grid.regrid_fraction"),
 }
 
 
@@ -184,8 +188,6 @@ def legacy_to_dict(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], li
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: key 'symbol' expects str, got {type(value).__name__}")
             value = [value]
-        if key == "risk_percentage" or key == "grid_levels":
-            pass
         section, field = target.split(".")
         out.setdefault(section, {})[field] = value
     return out, notes

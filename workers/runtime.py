@@ -31,6 +31,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     symbols: tuple[str, ...] = ()  # gateway: every symbol; pool: none needed
     slots: dict[str, int] = msgspec.field(default_factory=dict)
     venue_json: str = ""  # paper/live exchange connection file written by the supervisor
+    run_start_wall: float = 0.0  # epoch seconds the run started: the replay market's clock origin
 
 
 def setup_logging(run_dir: str, name: str) -> logging.Logger:

@@ -1,0 +1,183 @@
+"""`orchestrate`: the operator's command line.
+
+    orchestrate [run] --symbols BTCUSD,ETHUSD [--config FILE] [--run-dir DIR] ...
+    orchestrate status [--json] [--watch]     orchestrate stop [--cancel-orders]
+    orchestrate pause SYMBOL                  orchestrate resume SYMBOL
+    orchestrate indicators --csv FILE
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, arguments, files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import msgspec
+
+from shared.config import ConfigError, load_config, secrets_from_env
+from shared.status import render_table
+
+from .rundir import DEFAULT_RUN_DIR
+
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators")
+
+
+def _add_run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", default=os.environ.get("ORCHESTRATE_RUN_DIR", DEFAULT_RUN_DIR),
+                   help=f"directory for everything a run keeps: lock, control socket, logs, SQLite "
+                        f"(default: ./{DEFAULT_RUN_DIR}, or $ORCHESTRATE_RUN_DIR)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrate", description="Multi-symbol grid + signal trading on Delta Exchange")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="start the supervisor and one bot per symbol (the default)")
+    _add_run_dir(run)
+    run.add_argument("--symbols", help="comma-separated symbols, e.g. BTCUSD,ETHUSD")
+    run.add_argument("--config", help="TOML config, or the original bot's config.json")
+    run.add_argument("--mode", choices=("paper", "live"))
+    run.add_argument("--venue", help="paper | india | india-testnet | global | global-testnet")
+    run.add_argument("--pool-size", type=int, help="compute-pool processes (0 = one per core)")
+    run.add_argument("--bar-seconds", type=float, help="paper replay: wall seconds per 1m bar")
+    run.add_argument("--metrics-port", type=int, help="Prometheus port on 127.0.0.1 (0 = any free port)")
+    run.add_argument("--no-display", action="store_true", help="do not print the live status table")
+
+    st = sub.add_parser("status", help="show every bot's status")
+    _add_run_dir(st)
+    st.add_argument("--json", action="store_true", help="print the status document as JSON (stable schema)")
+    st.add_argument("--watch", action="store_true", help="refresh in place")
+    st.add_argument("--interval", type=float, default=2.0)
+
+    stop = sub.add_parser("stop", help="stop the running supervisor")
+    _add_run_dir(stop)
+    stop.add_argument("--cancel-orders", action="store_true", help="cancel every open order the bots own first")
+
+    for name in ("pause", "resume"):
+        p = sub.add_parser(name, help=f"{name} trading on one symbol")
+        _add_run_dir(p)
+        p.add_argument("symbol")
+
+    ind = sub.add_parser("indicators", help="print indicators of an OHLCV CSV (streaming form)")
+    _add_run_dir(ind)
+    ind.add_argument("--csv", required=True, help="file with ts,open,high,low,close,volume")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o.setdefault(section, {})[key] = value
+
+    if args.symbols is not None:
+        syms = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        put("run", "symbols", syms)
+    put("run", "mode", args.mode)
+    put("run", "venue", args.venue)
+    if args.mode == "live" and args.venue is None:
+        put("run", "venue", "india")
+    put("processes", "pool_size", args.pool_size)
+    put("market", "bar_seconds", args.bar_seconds)
+    put("status", "metrics_port", args.metrics_port)
+    return o
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .rundir import RunDir, RunDirBusy
+    from .supervisor import run_supervisor
+    try:
+        cfg, notes = load_config(args.config, _overrides(args))
+        secrets = secrets_from_env()
+    except ConfigError as exc:
+        print(f"orchestrate: config error: {exc}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
+    if cfg.run.mode == "live" and secrets is None:
+        print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment", file=sys.stderr)
+        return 2
+    if cfg.run.mode == "live":
+        print("orchestrate: live trading is not wired yet in this build (the gateway replays the shipped "
+              "market); refusing to start rather than pretend", file=sys.stderr)
+        return 2
+    run_dir = RunDir(args.run_dir)
+    try:
+        run_dir.acquire()
+    except RunDirBusy as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return 2
+    removed = run_dir.clean_leftovers()
+    if removed:
+        print(f"orchestrate: removed {len(removed)} leftover(s) of an earlier run", file=sys.stderr)
+    try:
+        return run_supervisor(cfg, run_dir, foreground=not args.no_display)
+    finally:
+        run_dir.release()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .control import NotRunning, get_status
+    while True:
+        try:
+            snap = get_status(Path(args.run_dir))
+        except NotRunning as exc:
+            print(f"orchestrate: {exc}", file=sys.stderr)
+            return 1
+        if args.json:
+            sys.stdout.write(msgspec.json.format(msgspec.json.encode(snap), indent=2).decode() + "\n")
+        else:
+            text = render_table(snap)
+            sys.stdout.write(("\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else "") + text + "\n")
+        sys.stdout.flush()
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_simple(args: argparse.Namespace) -> int:
+    from .control import NotRunning, command
+    kw: dict[str, Any] = {}
+    if args.command in ("pause", "resume"):
+        kw["symbol"] = args.symbol.upper()
+    if args.command == "stop":
+        kw["cancel_orders"] = bool(args.cancel_orders)
+    try:
+        reply = command(Path(args.run_dir), args.command, **kw)
+    except NotRunning as exc:
+        print(f"orchestrate: {exc}", file=sys.stderr)
+        return 1
+    print(reply.get("message", reply))
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_indicators(args: argparse.Namespace) -> int:
+    from .indicators_cmd import run_indicators
+    return run_indicators(args.csv, sys.stdout, sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
+                "resume": cmd_simple, "indicators": cmd_indicators}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

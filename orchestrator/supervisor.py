@@ -1,0 +1,446 @@
+"""The supervisor: starts the gateway, the compute pool and one worker per symbol; restarts what
+crashes or hangs with backoff; checks every worker's budgets with psutil; quarantines a symbol
+that keeps failing; serves status over the control socket and Prometheus; shuts down cleanly.
+
+It owns the shared-memory segment (creates and unlinks it) and is not in the data path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import psutil
+import zmq
+import zmq.asyncio
+
+from shared.config import Config
+from shared.messages import (ALL_TOPIC, Control, GatewayFigures, Heartbeat, MessageCodec,
+                             PoolFigures, WorkerFigures, topic)
+from shared.ring import BarRing
+from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
+                           render_table)
+from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
+from shared.transport import make_endpoints, socket_dir
+from workers.entry import child_main
+from workers.runtime import ChildSpec
+
+from .rundir import RunDir
+
+log = logging.getLogger("supervisor")
+MB = 1024 * 1024
+
+
+@dataclass
+class Child:
+    kind: str
+    name: str
+    spec: ChildSpec
+    policy: RestartPolicy
+    breach: BreachTracker
+    process: Any = None  # multiprocessing.Process
+    ps: psutil.Process | None = None
+    state: str = "starting"
+    started_mono: float = 0.0
+    last_hb_mono: float = 0.0
+    restart_at: float = 0.0
+    figures: Any = None
+    rss_mb: float = math.nan
+    uss_mb: float = math.nan
+    cpu_percent: float = math.nan
+    launched_mono: float = 0.0  # first launch, for start-up-to-first-signal
+    paused: bool = False
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None and self.process.pid else 0
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.exitcode is None
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, run_dir: RunDir, *, foreground: bool = True,
+                 out: Any = None) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.foreground = foreground
+        self.out = out or sys.stdout
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.pool_size = cfg.processes.pool_size or (os.cpu_count() or 1)
+        self.endpoints = make_endpoints(run_dir.path, self.pool_size)
+        self.ring_name = f"dgo-{os.getpid()}-{uuid.uuid4().hex[:8]}-bars"
+        self.ring: BarRing | None = None
+        self.children: dict[str, Child] = {}
+        self.codec = MessageCodec("supervisor")
+        self.stop_event = asyncio.Event()
+        self.exit_code = 0
+        self.metrics_url = ""
+        self._metrics_server: Any = None
+        self._last_snapshot: StatusSnapshot | None = None
+        self.halted = False
+        self.halt_reason = ""
+
+    # --- process management ------------------------------------------------------------------
+
+    def _mp_context(self) -> Any:
+        method = self.cfg.processes.start_method
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            ctx.set_forkserver_preload(["workers.preload"])
+        return ctx
+
+    def _spec(self, kind: str, name: str, **kw: Any) -> ChildSpec:
+        return ChildSpec(kind=kind, name=name, run_dir=str(self.run_dir.path), ring_name=self.ring_name,
+                         config=self.cfg, endpoints=self.endpoints, supervisor_pid=os.getpid(),
+                         run_start_wall=self.started_wall, **kw)
+
+    def _build_children(self) -> None:
+        symbols = tuple(self.cfg.run.symbols)
+        sup = self.cfg.supervision
+        grace = sup.breach_grace_s
+
+        def add(kind: str, name: str, key: str, spec: ChildSpec) -> None:
+            self.children[key] = Child(kind, name, spec, RestartPolicy(sup), BreachTracker(grace))
+
+        add("gateway", "gateway", "gateway", self._spec("gateway", "gateway", symbols=symbols))
+        for k in range(self.pool_size):
+            add("pool", f"pool-{k}", f"pool-{k}", self._spec("pool", f"pool-{k}", pool_index=k))
+        for slot, sym in enumerate(symbols):
+            add("worker", sym, sym, self._spec("worker", sym, slot=slot))
+
+    def _start(self, child: Child, ctx: Any) -> None:
+        proc = ctx.Process(target=child_main, args=(child.spec,), name=f"dgo-{child.kind}-{child.name}",
+                           daemon=False)
+        proc.start()
+        now = time.monotonic()
+        child.process = proc
+        child.ps = None
+        try:
+            child.ps = psutil.Process(proc.pid)
+            child.ps.cpu_percent(None)
+        except psutil.Error:
+            pass
+        child.state = "starting"
+        child.started_mono = now
+        child.last_hb_mono = now
+        child.figures = None
+        child.rss_mb = child.uss_mb = child.cpu_percent = math.nan
+        if child.launched_mono == 0.0:
+            child.launched_mono = now
+        log.info("started %s %s pid %s", child.kind, child.name, proc.pid)
+
+    def _kill(self, child: Child, sig: int = signal.SIGKILL) -> None:
+        if child.alive():
+            try:
+                os.kill(child.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _on_failure(self, child: Child, why: str, now: float) -> None:
+        self._kill(child)
+        if child.process is not None:
+            child.process.join(timeout=2)
+        delay = child.policy.on_failure(now, why)
+        if delay is None:
+            child.state = "quarantined"
+            log.error("%s %s quarantined: %s", child.kind, child.name, child.policy.reason)
+            if child.kind != "worker":
+                # Without its gateway or a pool member, no symbol can trade: stop the run loudly.
+                self.halted = True
+                self.halt_reason = f"{child.kind} {child.name} quarantined: {child.policy.reason}"
+            return
+        child.state = "backoff"
+        child.restart_at = now + delay
+        log.warning("%s %s failed (%s); restart %d in %.0fs", child.kind, child.name, why,
+                    child.policy.restarts, delay)
+
+    # --- heartbeats and budgets --------------------------------------------------------------
+
+    def on_heartbeat(self, hb: Heartbeat) -> None:
+        key = hb.name
+        child = self.children.get(key)
+        if child is None or child.pid != hb.pid:
+            return  # a stale heartbeat from a process we already replaced
+        child.last_hb_mono = time.monotonic()
+        child.figures = hb.figures
+        if isinstance(hb.figures, WorkerFigures):
+            child.state = hb.figures.state
+        elif child.state == "starting":
+            child.state = "running"
+
+    def _sample_fast(self, child: Child) -> None:
+        if child.ps is None:
+            return
+        try:
+            with child.ps.oneshot():
+                child.cpu_percent = child.ps.cpu_percent(None)
+                child.rss_mb = child.ps.memory_info().rss / MB
+        except psutil.Error:
+            pass
+
+    @staticmethod
+    def _sample_uss(procs: list[tuple[str, psutil.Process]]) -> dict[str, float]:
+        out = {}
+        for key, p in procs:
+            try:
+                out[key] = p.memory_full_info().uss / MB
+            except psutil.Error:
+                pass
+        return out
+
+    def _check(self, child: Child, now: float) -> None:
+        sup = self.cfg.supervision
+        if child.state in ("quarantined", "stopped"):
+            return
+        if child.state == "backoff":
+            if now >= child.restart_at:
+                self._start(child, self._ctx)
+            return
+        if not child.alive():
+            code = child.process.exitcode if child.process is not None else None
+            self._on_failure(child, f"exited with code {code}", now)
+            return
+        hb_age = now - child.last_hb_mono
+        if hb_age > sup.heartbeat_timeout_s:
+            self._on_failure(child, f"no heartbeat for {hb_age:.1f}s (hung)", now)
+            return
+        child.policy.on_healthy(now, child.started_mono)
+        if child.kind != "worker":
+            return
+        f = child.figures
+        sample = ResourceSample(
+            rss_mb=child.rss_mb, uss_mb=child.uss_mb, cpu_percent=child.cpu_percent,
+            loop_lag_ms=f.loop_lag_ms if isinstance(f, WorkerFigures) else math.nan,
+            tick_to_signal_p99_us=f.tick_to_signal_p99_us if isinstance(f, WorkerFigures) else math.nan)
+        breaches = budget_breaches(sample, self.cfg.budgets)
+        if child.breach.update(breaches, now):
+            why = "budget " + "; ".join(breaches)
+            if self.cfg.budgets.action == "restart":
+                child.breach.update([], now)
+                self._on_failure(child, why, now)
+            else:
+                log.warning("%s over budget: %s", child.name, why)
+
+    # --- status ------------------------------------------------------------------------------
+
+    def snapshot(self) -> StatusSnapshot:
+        now = time.monotonic()
+        workers, procs = [], []
+        for child in self.children.values():
+            up = now - child.started_mono if child.alive() else 0.0
+            if child.kind == "worker":
+                f = child.figures if isinstance(child.figures, WorkerFigures) else None
+                first = None
+                if f and f.first_signal_mono_ns:
+                    first = f.first_signal_mono_ns / 1e9 - child.launched_mono
+                budget = child.breach.state
+                if child.state == "quarantined":
+                    budget = "quarantined: " + child.policy.reason
+                workers.append(WorkerStatus(
+                    symbol=child.name, pid=child.pid if child.alive() else 0,
+                    state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts,
+                    last_price=clean(f.last_price, 8) if f else None, bar_count=f.bar_count if f else 0,
+                    signal=f.signal if f else "NONE", confidence=round(f.confidence, 4) if f else 0.0,
+                    votes=dict(f.votes) if f else {},
+                    tick_to_signal_p50_us=clean(f.tick_to_signal_p50_us, 1) if f else None,
+                    tick_to_signal_p99_us=clean(f.tick_to_signal_p99_us, 1) if f else None,
+                    ticks=f.ticks if f else 0, ticks_dropped=f.ticks_dropped if f else 0,
+                    loop_lag_ms=clean(f.loop_lag_ms, 2) if f else None,
+                    rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
+                    cpu_percent=clean(child.cpu_percent, 1), budget=budget,
+                    heartbeat_age_s=clean(now - child.last_hb_mono, 2) if child.alive() else None,
+                    first_signal_after_launch_s=clean(first, 3),
+                    position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
+                    realized_pnl=f.realized_pnl if f else 0.0,
+                    unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
+                    note=(f.note if f else "") or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
+            else:
+                f = child.figures
+                load = None
+                note = ""
+                if isinstance(f, PoolFigures):
+                    load = f.busy_fraction
+                    note = f"requests {f.requests} batches {f.batches} max batch {f.max_batch} symbols {f.symbols}"
+                elif isinstance(f, GatewayFigures):
+                    load = float(f.ticks_published)
+                    note = f"source {f.source} ticks {f.ticks_published} {f.note}"
+                procs.append(ProcessStatus(
+                    kind=child.kind, name=child.name, pid=child.pid if child.alive() else 0,
+                    state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts, load=load,
+                    rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
+                    cpu_percent=clean(child.cpu_percent, 1), note=note))
+        snap = StatusSnapshot(
+            run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
+            supervisor_pid=os.getpid(), started_at=self.started_wall,
+            uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
+            metrics_url=self.metrics_url, workers=workers, processes=procs)
+        self._last_snapshot = snap
+        return snap
+
+    # --- control socket ----------------------------------------------------------------------
+
+    async def _handle_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            try:
+                req = msgspec.json.decode(line)
+                cmd = req.get("cmd") if isinstance(req, dict) else None
+            except msgspec.DecodeError:
+                cmd, req = None, {}
+            if cmd == "status":
+                body: Any = self.snapshot()
+            elif cmd == "stop":
+                body = {"ok": True, "message": "stopping"}
+                self.stop_event.set()
+            elif cmd in ("pause", "resume"):
+                sym = str(req.get("symbol", ""))
+                if sym not in self.children or self.children[sym].kind != "worker":
+                    body = {"ok": False, "message": f"no worker for symbol {sym!r}"}
+                else:
+                    self.children[sym].paused = cmd == "pause"
+                    await self._control_pub.send_multipart(
+                        (topic(sym), self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
+                    body = {"ok": True, "message": f"{cmd}d {sym}"}
+            else:
+                body = {"ok": False, "message": f"unknown command {cmd!r}"}
+            writer.write(msgspec.json.encode(body) + b"\n")
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        from .metrics import start_metrics_server
+        try:
+            self._metrics_server, port = start_metrics_server(
+                self.cfg.status.metrics_host, self.cfg.status.metrics_port, lambda: self._last_snapshot or self.snapshot())
+        except OSError as exc:
+            log.error("metrics server not started: %s", exc)
+            print(f"warning: Prometheus metrics not served ({exc})", file=sys.stderr)
+            return
+        host = self.cfg.status.metrics_host
+        self.metrics_url = f"http://{host}:{port}/metrics"
+        self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        socket_dir(self.run_dir.path).mkdir(parents=True, exist_ok=True)
+        n = len(self.cfg.run.symbols)
+        self.ring = BarRing.create(self.ring_name, n_slots=n, capacity=self.cfg.market.window_bars)
+        self.run_dir.record_segments([self.ring_name])
+        zctx = zmq.asyncio.Context()
+        pull = zctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        pull.setsockopt(zmq.RCVHWM, 100_000)
+        pull.bind(self.endpoints.supervisor)
+        self._control_pub = zctx.socket(zmq.PUB)
+        self._control_pub.setsockopt(zmq.LINGER, 0)
+        self._control_pub.bind(self.endpoints.control)
+        server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path))
+        os.chmod(self.run_dir.control_path, 0o600)
+        self._start_metrics()
+
+        self._ctx = self._mp_context()
+        self._build_children()
+        for child in self.children.values():
+            self._start(child, self._ctx)
+
+        async def heartbeat_loop() -> None:
+            while True:
+                msg = self.codec.decode(await pull.recv())
+                if isinstance(msg, Heartbeat):
+                    self.on_heartbeat(msg)
+
+        async def monitor_loop() -> None:
+            next_uss = 0.0
+            while True:
+                now = time.monotonic()
+                for child in self.children.values():
+                    if child.alive():
+                        self._sample_fast(child)
+                if now >= next_uss:
+                    next_uss = now + self.cfg.supervision.uss_sample_interval_s
+                    procs = [(k, c.ps) for k, c in self.children.items() if c.alive() and c.ps is not None]
+                    uss = await asyncio.to_thread(self._sample_uss, procs)
+                    for k, v in uss.items():
+                        self.children[k].uss_mb = v
+                now = time.monotonic()
+                for child in self.children.values():
+                    self._check(child, now)
+                self.snapshot()
+                await asyncio.sleep(min(0.25, self.cfg.supervision.budget_check_interval_s))
+
+        async def display_loop() -> None:
+            tty = self.out.isatty()
+            interval = self.cfg.status.interval_s if tty else max(5.0, self.cfg.status.interval_s)
+            while True:
+                await asyncio.sleep(interval)
+                snap = self._last_snapshot or self.snapshot()
+                if tty:
+                    self.out.write("\x1b[H\x1b[2J" + render_table(snap) + "\n")
+                else:
+                    self.out.write(render_lines(snap) + "\n")
+                self.out.flush()
+
+        tasks = [asyncio.create_task(heartbeat_loop()), asyncio.create_task(monitor_loop())]
+        if self.foreground:
+            tasks.append(asyncio.create_task(display_loop()))
+        print(f"orchestrate: {self.cfg.run.mode} trading {', '.join(self.cfg.run.symbols)} | "
+              f"run dir {self.run_dir.path} | status: orchestrate status --run-dir {self.run_dir.path}"
+              + (f" | metrics {self.metrics_url}" if self.metrics_url else ""), file=self.out, flush=True)
+        await self.stop_event.wait()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        server.close()
+        await self.shutdown()
+        zctx.destroy(linger=0)
+        return self.exit_code
+
+    async def shutdown(self) -> None:
+        deadline = time.monotonic() + max(1.0, self.cfg.supervision.shutdown_timeout_s - 2.0)
+        # Workers first (they stop trading), then the pool and the gateway.
+        order = sorted(self.children.values(), key=lambda c: {"worker": 0, "pool": 1, "gateway": 2}[c.kind])
+        for child in order:
+            child.state = "stopped"
+            self._kill(child, signal.SIGTERM)
+        while time.monotonic() < deadline and any(c.alive() for c in order):
+            await asyncio.sleep(0.05)
+        for child in order:
+            if child.alive():
+                log.warning("%s %s did not stop in time; killing", child.kind, child.name)
+                self._kill(child, signal.SIGKILL)
+        for child in order:
+            if child.process is not None:
+                child.process.join(timeout=2)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        if self.ring is not None:
+            self.ring.close()
+            self.ring.unlink()
+        self.run_dir.release()
+        log.info("supervisor stopped")
+
+
+def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
+    return asyncio.run(Supervisor(cfg, run_dir, foreground=foreground).run())

@@ -1,0 +1,121 @@
+"""The status document: what `orchestrate status --json` prints and the metrics endpoint exports.
+
+Stable schema (documented in docs/status.md): bump SCHEMA_VERSION on any incompatible change.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class WorkerStatus(msgspec.Struct, kw_only=True):
+    symbol: str
+    pid: int
+    state: str  # starting | loading history | warming up | running | paused | backoff | quarantined | stopped
+    uptime_s: float
+    restarts: int
+    last_price: float | None
+    bar_count: int
+    signal: str
+    confidence: float
+    votes: dict[str, str]
+    tick_to_signal_p50_us: float | None
+    tick_to_signal_p99_us: float | None
+    ticks: int
+    ticks_dropped: int
+    loop_lag_ms: float | None
+    rss_mb: float | None
+    uss_mb: float | None
+    cpu_percent: float | None
+    budget: str  # ok | breach: ... | quarantined: ...
+    heartbeat_age_s: float | None
+    first_signal_after_launch_s: float | None
+    position: float = 0.0
+    open_orders: int = 0
+    realized_pnl: float = 0.0
+    unrealized_pnl: float = 0.0
+    fees: float = 0.0
+    note: str = ""
+
+
+class ProcessStatus(msgspec.Struct, kw_only=True):
+    kind: str  # gateway | pool | venue
+    name: str
+    pid: int
+    state: str
+    uptime_s: float
+    restarts: int
+    load: float | None  # pool: busy fraction; gateway: ticks/s
+    rss_mb: float | None
+    uss_mb: float | None
+    cpu_percent: float | None
+    note: str = ""
+
+
+class StatusSnapshot(msgspec.Struct, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    run_dir: str
+    mode: str
+    venue: str
+    supervisor_pid: int
+    started_at: float  # epoch seconds
+    uptime_s: float
+    halted: bool = False
+    halt_reason: str = ""
+    metrics_url: str = ""
+    workers: list[WorkerStatus] = msgspec.field(default_factory=list)
+    processes: list[ProcessStatus] = msgspec.field(default_factory=list)
+
+
+def clean(value: float | None, digits: int = 3) -> float | None:
+    """JSON has no NaN: unknown figures are null."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return round(float(value), digits)
+
+
+def _fmt(value: float | None, spec: str, empty: str = "-") -> str:
+    return empty if value is None else format(value, spec)
+
+
+def render_table(snap: StatusSnapshot) -> str:
+    lines = [
+        f"orchestrate {snap.mode} on {snap.venue} | run dir {snap.run_dir} | pid {snap.supervisor_pid} "
+        f"| up {snap.uptime_s:.0f}s" + (f" | HALTED: {snap.halt_reason}" if snap.halted else "")
+        + (f" | metrics {snap.metrics_url}" if snap.metrics_url else ""),
+        f"{'SYMBOL':<10} {'STATE':<12} {'PID':>7} {'UP':>6} {'RST':>3} {'PRICE':>11} {'BARS':>5} "
+        f"{'SIGNAL':<6} {'CONF':>4} {'VOTES T/M/V/R':<15} {'P50us':>7} {'P99us':>7} {'LAGms':>6} "
+        f"{'RSS':>5} {'USS':>5} {'CPU%':>5} {'POS':>6} {'ORD':>3} {'PNL':>9}  BUDGET",
+    ]
+    short = {"UP": "U", "DOWN": "D", "LONG": "L", "SHORT": "S", "HOLD": "H", "NONE": "-"}
+    for w in snap.workers:
+        votes = "/".join(short.get(w.votes.get(k, "NONE"), "?") for k in ("trend", "mtf", "volatility", "rl"))
+        pnl = w.realized_pnl + w.unrealized_pnl - w.fees
+        lines.append(
+            f"{w.symbol:<10} {w.state[:12]:<12} {w.pid:>7} {w.uptime_s:>6.0f} {w.restarts:>3} "
+            f"{_fmt(w.last_price, '11.2f'):>11} {w.bar_count:>5} {w.signal:<6} {w.confidence:>4.2f} "
+            f"{votes:<15} {_fmt(w.tick_to_signal_p50_us, '7.0f'):>7} {_fmt(w.tick_to_signal_p99_us, '7.0f'):>7} "
+            f"{_fmt(w.loop_lag_ms, '6.1f'):>6} {_fmt(w.rss_mb, '5.0f'):>5} {_fmt(w.uss_mb, '5.1f'):>5} "
+            f"{_fmt(w.cpu_percent, '5.1f'):>5} {w.position:>6.0f} {w.open_orders:>3} {pnl:>9.2f}  {w.budget}")
+    for p in snap.processes:
+        lines.append(
+            f"  {p.kind}:{p.name} pid {p.pid} {p.state} up {p.uptime_s:.0f}s restarts {p.restarts} "
+            f"load {_fmt(p.load, '.3f')} rss {_fmt(p.rss_mb, '.0f')}MB uss {_fmt(p.uss_mb, '.1f')}MB "
+            f"cpu {_fmt(p.cpu_percent, '.1f')}% {p.note}")
+    return "\n".join(lines)
+
+
+def render_lines(snap: StatusSnapshot) -> str:
+    """One plain line per symbol, for logs and pipes."""
+    out = []
+    for w in snap.workers:
+        out.append(
+            f"{w.symbol} state={w.state} price={_fmt(w.last_price, '.2f')} signal={w.signal} "
+            f"conf={w.confidence:.2f} p50={_fmt(w.tick_to_signal_p50_us, '.0f')}us "
+            f"p99={_fmt(w.tick_to_signal_p99_us, '.0f')}us restarts={w.restarts} "
+            f"uss={_fmt(w.uss_mb, '.1f')}MB pos={w.position:.0f} orders={w.open_orders} budget={w.budget}")
+    return "\n".join(out)

@@ -1,0 +1,87 @@
+"""Helpers that run the real `orchestrate` command as a separate process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Run:
+    def __init__(self, run_dir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.run_dir = run_dir
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "--run-dir", str(run_dir), "--no-display", *args],
+            cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.seen_pids: set[int] = set()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--run-dir", str(self.run_dir)],
+                              cwd=REPO, capture_output=True, text=True, timeout=30)
+
+    def status(self) -> dict[str, Any] | None:
+        r = self.cli("status", "--json")
+        if r.returncode != 0:
+            return None
+        doc = json.loads(r.stdout)
+        for w in doc["workers"]:
+            if w["pid"]:
+                self.seen_pids.add(w["pid"])
+        for p in doc["processes"]:
+            if p["pid"]:
+                self.seen_pids.add(p["pid"])
+        return doc
+
+    def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout_s: float, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise AssertionError(f"orchestrate exited with {self.proc.returncode} while waiting for {what}:\n{out}")
+            doc = self.status()
+            if doc is not None:
+                last = doc
+                if pred(doc):
+                    return doc
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}; last status: {json.dumps(last, indent=1)[:4000]}")
+
+    def terminate(self, timeout_s: float = 15.0) -> float:
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=timeout_s)
+        return time.monotonic() - t0
+
+    def kill_all(self) -> None:
+        if self.proc.poll() is None:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                child.kill()
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def start_run(tmp_path: Path):
+    runs: list[Run] = []
+
+    def _start(args: list[str], env: dict[str, str] | None = None, run_dir: Path | None = None) -> Run:
+        r = Run(run_dir or tmp_path / "run", args, env)
+        runs.append(r)
+        return r
+
+    yield _start
+    for r in runs:
+        r.kill_all()

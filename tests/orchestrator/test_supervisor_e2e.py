@@ -1,0 +1,91 @@
+"""The whole spine as real processes: supervisor, gateway, pool and workers on the replayed market."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shared.transport import socket_dir
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--bar-seconds", "0.4", "--pool-size", "1"]
+
+
+def all_signalled(doc: dict) -> bool:
+    return bool(doc["workers"]) and all(w["first_signal_after_launch_s"] is not None for w in doc["workers"])
+
+
+def test_three_symbols_signal_survive_sigkill_and_shut_down_clean(start_run, tmp_path: Path) -> None:
+    run = start_run(["--symbols", "BTCUSD,ETHUSD,SYN_0001", *FAST])
+    doc = run.wait_for(all_signalled, 60, "a signal on every symbol")
+    assert {w["symbol"] for w in doc["workers"]} == {"BTCUSD", "ETHUSD", "SYN_0001"}
+    for w in doc["workers"]:
+        assert w["signal"] in ("UP", "DOWN", "NONE") and w["bar_count"] >= 1000
+        assert w["tick_to_signal_p50_us"] is not None and w["tick_to_signal_p50_us"] > 0
+    sup_pid = doc["supervisor_pid"]
+
+    victim = next(w for w in doc["workers"] if w["symbol"] == "ETHUSD")
+    others = {w["symbol"]: w["pid"] for w in doc["workers"] if w["symbol"] != "ETHUSD"}
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def back(d: dict) -> bool:
+        w = next(x for x in d["workers"] if x["symbol"] == "ETHUSD")
+        return w["restarts"] == 1 and w["pid"] not in (0, victim["pid"]) and w["state"] == "running"
+
+    doc = run.wait_for(back, 30, "ETHUSD restarted after SIGKILL")
+    assert {w["symbol"]: w["pid"] for w in doc["workers"] if w["symbol"] != "ETHUSD"} == others
+
+    # A second supervisor on the same run dir refuses, clearly.
+    second = run.cli("run", "--symbols", "BTCUSD", "--no-display")
+    assert second.returncode == 2 and "another supervisor" in second.stderr
+
+    pids = set(run.seen_pids)
+    elapsed = run.terminate()
+    assert run.proc.returncode == 0
+    assert elapsed < 10.0, f"shutdown took {elapsed:.1f}s"
+    time.sleep(0.2)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"orphan processes: {alive}"
+    assert not [p for p in psutil.process_iter(["ppid"]) if p.info["ppid"] == sup_pid]
+    assert not list(Path("/dev/shm").glob(f"dgo-{sup_pid}-*")), "shared memory left behind"
+    sdir = socket_dir(run.run_dir)
+    assert not sdir.exists() or not list(sdir.iterdir()), "socket files left behind"
+    assert not (run.run_dir / "control.sock").exists()
+
+
+def test_leaking_worker_is_restarted_and_others_keep_running(start_run, tmp_path: Path) -> None:
+    cfg = tmp_path / "leak.toml"
+    cfg.write_text(
+        "[testing]\nleak_mb_per_s = 40.0\nleak_symbol = \"SYN_0002\"\n"
+        "[budgets]\nrss_mb = 0\nuss_mb = 150.0\naction = \"restart\"\n"
+        "[supervision]\nbreach_grace_s = 1.0\nuss_sample_interval_s = 0.5\nmax_restarts = 50\n")
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,SYN_0002", *FAST],
+                    env={"ORCHESTRATE_TEST_FAULTS": "1"})
+    doc = run.wait_for(all_signalled, 60, "a signal on every symbol")
+    steady = next(w["pid"] for w in doc["workers"] if w["symbol"] == "BTCUSD")
+
+    def leaker_restarted(d: dict) -> bool:
+        return next(w for w in d["workers"] if w["symbol"] == "SYN_0002")["restarts"] >= 1
+
+    doc = run.wait_for(leaker_restarted, 60, "the leaking worker to be restarted")
+    btc = next(w for w in doc["workers"] if w["symbol"] == "BTCUSD")
+    assert btc["pid"] == steady and btc["restarts"] == 0 and btc["state"] == "running"
+    run.terminate()
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_at_start(start_run, tmp_path: Path) -> None:
+    run = start_run(["--symbols", "BTCUSD", *FAST])
+    doc = run.wait_for(all_signalled, 60, "a signal")
+    sup_pid = doc["supervisor_pid"]
+    run.kill_all()  # SIGKILL the whole tree: nothing gets to clean up
+    assert list(Path("/dev/shm").glob(f"dgo-{sup_pid}-*")), "expected a leftover segment to clean"
+    again = start_run(["--symbols", "BTCUSD", *FAST], run_dir=run.run_dir)
+    again.wait_for(all_signalled, 60, "a signal after restart on the same run dir")
+    assert not list(Path("/dev/shm").glob(f"dgo-{sup_pid}-*"))
+    again.terminate()

@@ -1,0 +1,97 @@
+"""Configuration: typed schema, clear errors naming key, type and file; legacy config.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, Secrets, load_config, secrets_from_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_configs_load() -> None:
+    cfg, notes = load_config(REPO / "configs" / "default.toml")
+    assert cfg.run.mode == "paper" and cfg.run.symbols == ["BTCUSD", "ETHUSD"] and notes == []
+    live, _ = load_config(REPO / "configs" / "live.example.toml")
+    assert live.run.mode == "live" and live.run.venue == "india"
+
+
+def test_unknown_key_names_key_file_and_valid_keys(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[market]\nbar_secnds = 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "market.bar_secnds" in msg and "bar_seconds" in msg
+
+
+def test_mistyped_value_names_expected_type(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[processes]\npool_size = \"two\"\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: key 'processes.pool_size' expects int, got str"):
+        load_config(p)
+
+
+def test_invalid_value_is_explained(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[budgets]\naction = \"explode\"\n")
+    with pytest.raises(ConfigError, match="budgets.action must be 'warn' or 'restart'"):
+        load_config(p)
+
+
+def test_cli_overrides_win_and_are_validated(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[market]\nbar_seconds = 2.0\n")
+    cfg, _ = load_config(p, {"market": {"bar_seconds": 0.5}})
+    assert cfg.market.bar_seconds == 0.5
+    with pytest.raises(ConfigError, match="command-line overrides"):
+        load_config(p, {"market": {"bar_seconds": "fast"}})
+
+
+def test_secrets_in_a_file_are_refused(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[run]\napi_secret = \"abc\"\n")
+    with pytest.raises(ConfigError, match="secrets come only from the environment") as e:
+        load_config(p)
+    assert "abc" not in str(e.value)
+
+
+def test_unknown_symbol_lists_close_matches() -> None:
+    with pytest.raises(ConfigError, match="did you mean BTCUSD"):
+        load_config(None, {"run": {"symbols": ["BTCUSDD"]}})
+
+
+def test_legacy_config_json_is_mapped_with_notes(tmp_path: Path) -> None:
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"symbol": "ETHUSD", "grid_levels": 5, "grid_width": 0.01,
+                             "risk_percentage": 1.0, "min_quantity": 0.1, "cycle_delay": 60,
+                             "min_balance": 100, "initial_capital": 1000}))
+    cfg, notes = load_config(p)
+    assert cfg.run.symbols == ["ETHUSD"]
+    assert cfg.market.initial_balance_usd == 1000
+    assert len(notes) == 8 and any(n.startswith("min_quantity: ignored") for n in notes)
+
+
+def test_legacy_unknown_key_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"symbol": "ETHUSD", "leverage": 5}))
+    with pytest.raises(ConfigError, match="unknown key 'leverage'"):
+        load_config(p)
+
+
+def test_fault_switches_need_the_environment_gate() -> None:
+    with pytest.raises(ConfigError, match="ORCHESTRATE_TEST_FAULTS"):
+        load_config(None, {"testing": {"leak_mb_per_s": 1.0}}, environ={})
+    cfg, _ = load_config(None, {"testing": {"leak_mb_per_s": 1.0}}, environ={"ORCHESTRATE_TEST_FAULTS": "1"})
+    assert cfg.testing.leak_mb_per_s == 1.0
+
+
+def test_secrets_come_from_env_and_never_print() -> None:
+    assert secrets_from_env({}) is None
+    s = secrets_from_env({"DELTA_API_KEY": "key123456", "DELTA_API_SECRET": "topsecretvalue"})
+    assert isinstance(s, Secrets) and "topsecretvalue" not in repr(s) and "topsecretvalue" not in str(s)
+    with pytest.raises(ConfigError, match="both"):
+        secrets_from_env({"DELTA_API_KEY": "k"})

@@ -1,0 +1,19 @@
+"""Entry point of every child process (picklable target for multiprocessing)."""
+
+from __future__ import annotations
+
+from .runtime import ChildSpec
+
+
+def child_main(spec: ChildSpec) -> None:
+    if spec.kind == "worker":
+        from . import worker
+        worker.main(spec)
+    elif spec.kind == "pool":
+        from . import pool
+        pool.main(spec)
+    elif spec.kind == "gateway":
+        from . import gateway
+        gateway.main(spec)
+    else:
+        raise ValueError(f"unknown child kind {spec.kind!r}")

@@ -1,0 +1,181 @@
+"""Gateway process: the one owner of the account's market I/O.
+
+Market source today: replay of the shipped real candles (seeded model for SYN_ symbols), each bar
+as four ticks (open, nearer extreme, farther extreme, close) spread over `bar_seconds` of wall
+time. The market clock is derived from the run's start time, so a restarted gateway resumes
+where the market is instead of rewinding it.
+
+Publishes `Tick`s on PUB by symbol topic; answers `HistoryRequest`s on its ROUTER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
+from shared.messages import (GatewayFigures, HistoryReply, HistoryRequest, MessageCodec, Tick,
+                             topic)
+
+from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
+                      send_heartbeat, setup_logging, supervisor_alive)
+
+log = logging.getLogger("gateway")
+
+
+class ReplaySource:
+    """Bars for every symbol on one market clock; keeps the last `keep` bars per symbol for
+    history requests from (re)starting workers (bounded deque)."""
+
+    def __init__(self, symbols: tuple[str, ...], run_start_wall: float, bar_seconds: float,
+                 history_bars: int, keep: int, seed: int) -> None:
+        self.bar_seconds = bar_seconds
+        self.run_start_wall = run_start_wall
+        start_ts = int(run_start_wall)
+        self.markets = {s: ReplayMarket.for_symbol(s, start_ts, history_bars, seed) for s in symbols}
+        self.emitted: dict[str, collections.deque[tuple[float, ...]]] = {
+            s: collections.deque(maxlen=keep) for s in symbols}
+        self.current: dict[str, tuple[int, float, float, float, float, float]] = {}
+        self.bar_index = -1
+        self._seek_to_clock()
+
+    def _seek_to_clock(self) -> None:
+        index = max(0, int((time.time() - self.run_start_wall) / self.bar_seconds))
+        # Rebuild the recently emitted bars too, so history stays continuous after a restart.
+        backfill = min(index, max(d.maxlen or 0 for d in self.emitted.values()) if self.emitted else 0)
+        for sym, m in self.markets.items():
+            m.seek(index - backfill)
+            for _ in range(backfill):
+                self.emitted[sym].append(m.next_bar())
+        self.bar_index = index - 1
+
+    def clock_position(self, now_wall: float) -> tuple[int, int]:
+        """(bar index, tick phase 0..3) the wall clock says the market is at."""
+        elapsed = max(0.0, now_wall - self.run_start_wall)
+        bar = int(elapsed / self.bar_seconds)
+        phase = min(3, int((elapsed - bar * self.bar_seconds) / (self.bar_seconds / 4)))
+        return bar, phase
+
+    def advance_bar(self) -> None:
+        if self.bar_index >= 0:
+            for sym, bar in self.current.items():
+                self.emitted[sym].append(bar)
+        self.bar_index += 1
+        for sym, m in self.markets.items():
+            self.current[sym] = m.next_bar()
+
+    def history(self, symbol: str, bars: int) -> tuple[np.ndarray, ...]:
+        m = self.markets[symbol]
+        h = m.history()
+        rows = [tuple(r) for r in zip(h.ts, h.open, h.high, h.low, h.close, h.volume)]
+        rows.extend(self.emitted[symbol])
+        rows = rows[-bars:]
+        arr = np.asarray(rows, dtype=np.float64)
+        return tuple(np.ascontiguousarray(arr[:, i]) for i in range(6))
+
+
+async def run(spec: ChildSpec) -> None:
+    cfg = spec.config
+    codec = MessageCodec(spec.name)
+    ctx = zmq.asyncio.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 10_000)
+    pub.bind(spec.endpoints.market_data)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(spec.endpoints.gateway)
+    hb = heartbeat_socket(ctx, spec)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    lag = LoopLagMonitor()
+    lag.start()
+
+    run_start = spec.run_start_wall or time.time()
+    source = ReplaySource(spec.symbols, run_start, cfg.market.bar_seconds, cfg.market.history_bars,
+                          keep=cfg.market.window_bars, seed=cfg.market.seed)
+    seqs = {s: 0 for s in spec.symbols}
+    topics = {s: topic(s) for s in spec.symbols}
+    stats = {"ticks": 0, "requests": 0}
+
+    async def publish_loop() -> None:
+        next_bar, next_phase = source.clock_position(time.time())
+        while not stop.is_set():
+            now_bar, now_phase = source.clock_position(time.time())
+            # Emit every tick up to the clock position (catches up after a stall, in order).
+            while (next_bar, next_phase) <= (now_bar, now_phase):
+                if next_phase == 0 or source.bar_index < next_bar:
+                    while source.bar_index < next_bar:
+                        source.advance_bar()
+                for sym in spec.symbols:
+                    ts, o, h, low, c, v = source.current[sym]
+                    price = candle_ticks(o, h, low, c)[next_phase]
+                    seqs[sym] += 1
+                    tick = Tick(symbol=sym, seq=seqs[sym], price=price, size=v / 4.0,
+                                exch_ts_us=int((ts + next_phase * BAR_SECONDS / 4) * 1_000_000),
+                                sent_ns=time.perf_counter_ns())
+                    await pub.send_multipart((topics[sym], codec.encode(tick)))
+                    stats["ticks"] += 1
+                next_phase += 1
+                if next_phase == 4:
+                    next_bar, next_phase = next_bar + 1, 0
+            next_wall = run_start + next_bar * source.bar_seconds + next_phase * source.bar_seconds / 4
+            await asyncio.sleep(max(0.0, next_wall - time.time()))
+
+    async def request_loop() -> None:
+        while not stop.is_set():
+            frames = await router.recv_multipart()
+            if len(frames) != 2:
+                codec.malformed += 1
+                continue
+            ident, payload = frames
+            msg = codec.decode(payload)
+            if not isinstance(msg, HistoryRequest):
+                if msg is not None:
+                    codec.malformed += 1
+                continue
+            stats["requests"] += 1
+            if msg.symbol not in source.markets:
+                reply = HistoryReply(symbol=msg.symbol, n=0, ts=b"", open=b"", high=b"", low=b"",
+                                     close=b"", volume=b"", error=f"gateway does not serve {msg.symbol}")
+            else:
+                cols = source.history(msg.symbol, msg.bars)
+                reply = HistoryReply(symbol=msg.symbol, n=len(cols[0]),
+                                     ts=cols[0].tobytes(), open=cols[1].tobytes(), high=cols[2].tobytes(),
+                                     low=cols[3].tobytes(), close=cols[4].tobytes(), volume=cols[5].tobytes())
+            await router.send_multipart((ident, codec.encode(reply)))
+
+    async def heartbeat_loop() -> None:
+        while not stop.is_set():
+            if not supervisor_alive(spec.supervisor_pid):
+                log.warning("supervisor %d gone; exiting", spec.supervisor_pid)
+                stop.set()
+                return
+            send_heartbeat(hb, codec, spec, GatewayFigures(
+                ticks_published=stats["ticks"], symbols=len(spec.symbols), source="replay",
+                requests=stats["requests"], malformed=codec.malformed,
+                note=f"loop lag {lag.take_max_ms():.1f} ms"))
+            await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
+
+    tasks = [asyncio.create_task(c()) for c in (publish_loop, request_loop, heartbeat_loop)]
+    log.info("gateway up: %d symbols, bar every %.3fs", len(spec.symbols), cfg.market.bar_seconds)
+    await stop.wait()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    ctx.destroy(linger=0)
+
+
+def main(spec: ChildSpec) -> None:
+    setup_logging(spec.run_dir, spec.name)
+    try:
+        asyncio.run(run(spec))
+    except Exception:
+        log.exception("gateway crashed")
+        raise

@@ -1,0 +1,177 @@
+"""Compute-pool member: serves signal requests for the symbols that hash to it.
+
+A plain blocking zmq loop (no asyncio: it is the hot path and zmq.asyncio adds 20-30 us per round
+trip, perf-floors §1). Each wake-up drains every pending request (bounded), reads each symbol's
+window straight from shared memory (a seqlocked copy, no prices through sockets), evaluates all of
+them in one `SignalEngine.evaluate_batch` pass, and replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import zmq
+
+from shared.messages import MessageCodec, PoolFigures, SignalReply, SignalRequest
+from shared.ring import BarRing, RingError, SlotReader
+from shared.signals import BarWindow, SignalConfig, SignalEngine
+
+from .runtime import ChildSpec, heartbeat_socket, send_heartbeat, setup_logging, supervisor_alive
+
+log = logging.getLogger("pool")
+MAX_BATCH = 512  # bound on one pass; the rest waits for the next pass
+
+
+class PoolMember:
+    def __init__(self, spec: ChildSpec, signal_config: SignalConfig | None = None) -> None:
+        self.spec = spec
+        cfg = spec.config
+        self.window_bars = cfg.market.window_bars
+        self.ring = BarRing.attach(spec.ring_name)
+        self.engine = SignalEngine(signal_config or getattr(cfg, "signal", None), seed=cfg.market.seed)
+        self.codec = MessageCodec(spec.name)
+        self.readers: dict[int, SlotReader] = {}
+        self.buffers: dict[int, np.ndarray] = {}  # one reusable window buffer per slot (bounded by slots)
+        self.requests = 0
+        self.batches = 0
+        self.max_batch = 0
+        self.busy_ns = 0
+        self.symbols: set[str] = set()
+
+    def serve_batch(self, pending: list[tuple[bytes, SignalRequest]]) -> list[tuple[bytes, bytes]]:
+        t0 = time.perf_counter_ns()
+        # One evaluation per symbol even if it asked twice in this pass (newest request wins).
+        latest: dict[str, int] = {}
+        windows: list[BarWindow] = []
+        for _ident, req in pending:
+            if req.symbol in latest:
+                continue
+            win = self._read(req)
+            if win is None:
+                continue
+            latest[req.symbol] = len(windows)
+            windows.append(win)
+        results = self.engine.evaluate_batch(windows) if windows else []
+        compute_ns = time.perf_counter_ns() - t0
+        out = []
+        for ident, req in pending:
+            idx = latest.get(req.symbol)
+            if idx is None:
+                reply = SignalReply(symbol=req.symbol, seq=req.seq, bar_count=req.bar_count, bar_ts=0.0,
+                                    direction="NONE", confidence=0.0, votes={}, close=math.nan,
+                                    atr14=math.nan, rsi14=math.nan, valid=False,
+                                    reason="pool could not read the symbol's window",
+                                    batch_size=len(pending), compute_ns=compute_ns,
+                                    sent_ns=time.perf_counter_ns())
+            else:
+                r = results[idx]
+                ind = r.indicators
+                reply = SignalReply(symbol=req.symbol, seq=req.seq, bar_count=r.bar_count, bar_ts=r.bar_ts,
+                                    direction=r.direction, confidence=r.confidence, votes=dict(r.votes),
+                                    close=ind.close, atr14=ind.atr14, rsi14=ind.rsi14, valid=r.valid,
+                                    reason=r.reason, batch_size=len(pending), compute_ns=compute_ns,
+                                    sent_ns=time.perf_counter_ns())
+            out.append((ident, self.codec.encode(reply)))
+        self.requests += len(pending)
+        self.batches += 1
+        self.max_batch = max(self.max_batch, len(pending))
+        self.busy_ns += time.perf_counter_ns() - t0
+        return out
+
+    def _read(self, req: SignalRequest) -> BarWindow | None:
+        if not 0 <= req.slot < self.ring.n_slots:
+            self.codec.malformed += 1
+            return None
+        reader = self.readers.get(req.slot)
+        if reader is None:
+            reader = self.readers[req.slot] = self.ring.reader(req.slot)
+            self.buffers[req.slot] = np.empty((6, self.window_bars))
+        try:
+            w = reader.read_window(self.window_bars, self.buffers[req.slot])
+        except RingError as exc:
+            log.warning("%s: %s", req.symbol, exc)
+            return None
+        self.symbols.add(req.symbol)
+        return BarWindow(req.symbol, w.bar_count, w.ts, w.open, w.high, w.low, w.close, w.volume)
+
+    def figures(self, interval_ns: int) -> PoolFigures:
+        busy = self.busy_ns / interval_ns if interval_ns else 0.0
+        self.busy_ns = 0
+        return PoolFigures(requests=self.requests, batches=self.batches, max_batch=self.max_batch,
+                           symbols=len(self.symbols), busy_fraction=round(busy, 4),
+                           malformed=self.codec.malformed)
+
+
+def run(spec: ChildSpec) -> None:
+    member = PoolMember(spec)
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.RCVHWM, 100_000)
+    router.bind(spec.endpoints.pools[spec.pool_index])
+    hb = heartbeat_socket(ctx, spec)
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    interval_ns = int(spec.config.supervision.heartbeat_interval_s * 1e9)
+    next_hb = time.perf_counter_ns()
+    last_hb = next_hb
+    log.info("pool member %d up", spec.pool_index)
+    while not stopping:
+        timeout_ms = max(0, (next_hb - time.perf_counter_ns()) // 1_000_000)
+        try:
+            events = dict(poller.poll(timeout_ms))
+        except zmq.ZMQError:
+            if stopping:
+                break
+            raise
+        if router in events:
+            pending: list[tuple[bytes, SignalRequest]] = []
+            while len(pending) < MAX_BATCH:
+                try:
+                    frames = router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if len(frames) != 2:
+                    member.codec.malformed += 1
+                    continue
+                msg = member.codec.decode(frames[1])
+                if isinstance(msg, SignalRequest):
+                    pending.append((frames[0], msg))
+                elif msg is not None:
+                    member.codec.malformed += 1
+            if pending:
+                for ident, payload in member.serve_batch(pending):
+                    router.send_multipart((ident, payload))
+        now = time.perf_counter_ns()
+        if now >= next_hb:
+            if not supervisor_alive(spec.supervisor_pid):
+                log.warning("supervisor gone; exiting")
+                break
+            send_heartbeat(hb, member.codec, spec, member.figures(now - last_hb))
+            last_hb = now
+            next_hb = now + interval_ns
+    ctx.destroy(linger=0)
+    member.ring.close()
+
+
+def main(spec: ChildSpec) -> None:
+    setup_logging(spec.run_dir, spec.name)
+    try:
+        run(spec)
+    except Exception:
+        log.exception("pool member crashed")
+        raise
+    os._exit(0)
