@@ -1,0 +1,330 @@
+"""The run's SQLite store: order events, fills, position and equity snapshots, sampled signals and
+each symbol's RL table.
+
+One writer: exactly one process (the supervisor) opens `Store(path)`; workers send it records.
+Readers (`orchestrate history`, tests) open `Store(path, readonly=True)` at any time, WAL lets
+them read while the writer runs.
+
+Commit policy: a fill is committed (WAL + synchronous=FULL, so fsynced) before `record_fill`
+returns, and the caller acknowledges a fill only after that, so no acknowledged fill is lost on a
+crash. RL tables are committed on save. Everything else (order events, snapshots, signals) is
+batched and committed with the next fill, at `batch_size` pending rows, or on `flush()`; a crash
+can lose at most that uncommitted batch, which is rebuilt from the exchange anyway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from shared.trading.pnl import Fill, PnlSummary, positions_from_fills, summarise, to_decimal
+
+DB_FILENAME = "trading.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS order_events (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    symbol TEXT NOT NULL,
+    event TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    side TEXT NOT NULL,
+    price TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS order_events_symbol_ts ON order_events (symbol, ts);
+CREATE TABLE IF NOT EXISTS fills (
+    seq INTEGER PRIMARY KEY,
+    fill_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    price TEXT NOT NULL,
+    fee TEXT NOT NULL,
+    contract_value TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    order_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fills_symbol_ts ON fills (symbol, ts);
+CREATE TABLE IF NOT EXISTS position_snapshots (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    symbol TEXT NOT NULL,
+    contracts INTEGER NOT NULL,
+    average_entry TEXT NOT NULL,
+    mark TEXT NOT NULL,
+    realised TEXT NOT NULL,
+    unrealised TEXT NOT NULL,
+    fees TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS position_snapshots_symbol_ts ON position_snapshots (symbol, ts);
+CREATE TABLE IF NOT EXISTS equity_snapshots (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    equity TEXT NOT NULL,
+    available_balance TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    symbol TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    price REAL NOT NULL,
+    atr REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signals_symbol_ts ON signals (symbol, ts);
+CREATE TABLE IF NOT EXISTS rl_tables (
+    symbol TEXT PRIMARY KEY,
+    updated_ts REAL NOT NULL,
+    blob BLOB NOT NULL
+);
+"""
+
+
+class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
+    ts: float
+    symbol: str
+    event: str  # placed | amended | cancelled | rejected | filled | ...
+    client_order_id: str
+    order_id: str = ""
+    side: str = ""
+    price: str = ""
+    size: int = 0
+    detail: str = ""
+
+
+class PositionSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    ts: float
+    symbol: str
+    contracts: int
+    average_entry: str
+    mark: str
+    realised: str
+    unrealised: str
+    fees: str
+
+
+class EquitySnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    ts: float
+    equity: str
+    available_balance: str
+
+
+class SignalSample(msgspec.Struct, frozen=True, kw_only=True):
+    ts: float
+    symbol: str
+    direction: str
+    confidence: float
+    price: float
+    atr: float
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+def db_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / DB_FILENAME
+
+
+class Store:
+    """SQLite store; one writer process, any number of read-only readers."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        readonly: bool = False,
+        batch_size: int = 256,
+        signal_interval_s: float = 60.0,
+        max_tracked_symbols: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._batch_size = max(1, batch_size)
+        self._signal_interval_s = signal_interval_s
+        self._max_tracked_symbols = max_tracked_symbols
+        self._pending = 0
+        # symbol -> (ts, direction) of the last stored signal, for sampling. Bounded: past the
+        # cap it is cleared, which at worst stores one extra sample per symbol.
+        self._last_signal: dict[str, tuple[float, str]] = {}
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"no store at {self.path}")
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            self._db.execute("PRAGMA query_only=ON")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode with explicit BEGIN, so we decide exactly when a commit happens.
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{self.path}: could not enable WAL (got {mode})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            if int(version) != SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version}, this code reads {SCHEMA_VERSION}")
+        self._db.execute("PRAGMA busy_timeout=5000")
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.readonly:
+            self.flush()
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        if self.readonly:
+            raise StoreError("store opened read-only")
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+        return self._db.execute(sql, params)
+
+    def _batched(self) -> None:
+        self._pending += 1
+        if self._pending >= self._batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit everything pending."""
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+        self._pending = 0
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def record_fill(self, fill: Fill) -> bool:
+        """Store a fill durably; True if new, False if this fill id was already stored (a replay).
+        Returns only after the commit, so the caller may then acknowledge the fill."""
+        cur = self._write(
+            "INSERT OR IGNORE INTO fills (fill_id, ts, symbol, side, size, price, fee, contract_value,"
+            " client_order_id, order_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (fill.fill_id, fill.ts, fill.symbol, fill.side, fill.size, fill.price, fill.fee,
+             fill.contract_value, fill.client_order_id, fill.order_id),
+        )
+        self.flush()
+        return cur.rowcount == 1
+
+    def record_order_event(self, event: OrderEvent) -> None:
+        self._write(
+            "INSERT INTO order_events (ts, symbol, event, client_order_id, order_id, side, price, size,"
+            " detail) VALUES (?,?,?,?,?,?,?,?,?)",
+            (event.ts, event.symbol, event.event, event.client_order_id, event.order_id, event.side,
+             event.price, event.size, event.detail),
+        )
+        self._batched()
+
+    def record_position(self, snap: PositionSnapshot) -> None:
+        self._write(
+            "INSERT INTO position_snapshots (ts, symbol, contracts, average_entry, mark, realised,"
+            " unrealised, fees) VALUES (?,?,?,?,?,?,?,?)",
+            (snap.ts, snap.symbol, snap.contracts, snap.average_entry, snap.mark, snap.realised,
+             snap.unrealised, snap.fees),
+        )
+        self._batched()
+
+    def record_equity(self, snap: EquitySnapshot) -> None:
+        self._write(
+            "INSERT INTO equity_snapshots (ts, equity, available_balance) VALUES (?,?,?)",
+            (snap.ts, snap.equity, snap.available_balance),
+        )
+        self._batched()
+
+    def record_signal(self, sample: SignalSample) -> bool:
+        """Stores a signal when its direction changed or `signal_interval_s` passed since the
+        last stored one for the symbol; returns whether it was stored."""
+        last = self._last_signal.get(sample.symbol)
+        if last is not None and last[1] == sample.direction and sample.ts - last[0] < self._signal_interval_s:
+            return False
+        if len(self._last_signal) >= self._max_tracked_symbols and sample.symbol not in self._last_signal:
+            self._last_signal.clear()
+        self._last_signal[sample.symbol] = (sample.ts, sample.direction)
+        self._write(
+            "INSERT INTO signals (ts, symbol, direction, confidence, price, atr) VALUES (?,?,?,?,?,?)",
+            (sample.ts, sample.symbol, sample.direction, sample.confidence, sample.price, sample.atr),
+        )
+        self._batched()
+        return True
+
+    def save_rl_table(self, symbol: str, blob: bytes, ts: float) -> None:
+        self._write(
+            "INSERT INTO rl_tables (symbol, updated_ts, blob) VALUES (?,?,?) ON CONFLICT(symbol) DO"
+            " UPDATE SET updated_ts=excluded.updated_ts, blob=excluded.blob",
+            (symbol, ts, bytes(blob)),
+        )
+        self.flush()
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def load_rl_table(self, symbol: str) -> bytes | None:
+        row = self._db.execute("SELECT blob FROM rl_tables WHERE symbol=?", (symbol,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def fills(self, symbol: str | None = None) -> list[Fill]:
+        """Fills in the order they were stored (the order they arrived)."""
+        sql = ("SELECT fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id,"
+               " order_id FROM fills")
+        params: tuple[Any, ...] = ()
+        if symbol is not None:
+            sql += " WHERE symbol=?"
+            params = (symbol,)
+        rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
+        return [
+            Fill(fill_id=r[0], ts=r[1], symbol=r[2], side=r[3], size=r[4], price=r[5], fee=r[6],
+                 contract_value=r[7], client_order_id=r[8], order_id=r[9])
+            for r in rows
+        ]
+
+    def order_events(self, symbol: str | None = None, limit: int = 1000) -> list[OrderEvent]:
+        sql = ("SELECT ts, symbol, event, client_order_id, order_id, side, price, size, detail"
+               " FROM order_events")
+        params: tuple[Any, ...] = ()
+        if symbol is not None:
+            sql += " WHERE symbol=?"
+            params = (symbol,)
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", params + (limit,)).fetchall()
+        return [
+            OrderEvent(ts=r[0], symbol=r[1], event=r[2], client_order_id=r[3], order_id=r[4], side=r[5],
+                       price=r[6], size=r[7], detail=r[8])
+            for r in reversed(rows)
+        ]
+
+    def last_marks(self) -> dict[str, Decimal]:
+        """The mark of each symbol's latest position snapshot."""
+        rows = self._db.execute(
+            "SELECT symbol, mark FROM position_snapshots WHERE id IN"
+            " (SELECT MAX(id) FROM position_snapshots GROUP BY symbol)"
+        ).fetchall()
+        return {s: to_decimal(m) for s, m in rows if m}
+
+    def latest_equity(self) -> EquitySnapshot | None:
+        row = self._db.execute(
+            "SELECT ts, equity, available_balance FROM equity_snapshots ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return EquitySnapshot(ts=row[0], equity=row[1], available_balance=row[2]) if row else None
+
+    def pnl_summary(self, symbol: str | None = None) -> PnlSummary:
+        """Realised, fees and position replayed from the stored fills; unrealised at the last
+        recorded mark (0 for a symbol with no snapshot yet)."""
+        positions = positions_from_fills(self.fills(symbol))
+        return summarise(positions, self.last_marks())
