@@ -94,20 +94,31 @@ class RateLimited(DeltaError):
         super().__init__(code, **kw)
 
 
-class Maintenance(DeltaError):
-    retryable = True
-
-
 class ServerError(DeltaError):
-    """5xx other than maintenance: the request may or may not have been applied."""
+    """5xx: the request may or may not have been applied."""
 
     retryable = True
+
+
+class Maintenance(ServerError):
+    """503 / `unavailable`: the exchange is down for maintenance."""
 
 
 class RequestTimeout(DeltaError):
     """No answer in time: for a mutation the outcome is unknown and must be looked up."""
 
     retryable = True
+
+
+class OutcomeUnknown(DeltaError):
+    """A mutation may or may not have been applied and could not be confirmed either way.
+
+    The caller must reconcile (read open orders) before acting on that order again.
+    """
+
+
+class ResponseShapeError(DeltaError):
+    """Delta answered 2xx with a body these models cannot read."""
 
 
 AUTH_CODES = frozenset({

@@ -95,9 +95,13 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """Delta's response wrapper; `result` is decoded later with the endpoint's own type."""
 
     success: bool = True
-    result: msgspec.Raw | None = None
+    # Raw cannot be unioned with None in msgspec; an absent or null result is Raw(b"") / b"null".
+    result: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b""))
     meta: Meta | None = None
-    error: msgspec.Raw | None = None
+
+    @property
+    def has_result(self) -> bool:
+        return bytes(self.result) not in (b"", b"null")
 
 
 class Asset(msgspec.Struct, frozen=True, kw_only=True):

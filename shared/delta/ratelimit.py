@@ -1,0 +1,188 @@
+"""One weighted request budget per Delta account (api spec §7).
+
+Delta gives each account 10,000 weight units per fixed 5-minute window, refilled at once when the
+window ends; heavier endpoints cost more. A 429 carries X-RATE-LIMIT-RESET (ms until requests are
+accepted again). `RequestBudget` is the pure bookkeeping (injectable clock, no I/O);
+`AccountRateLimiter` puts an asyncio queue in front of it that lets cancels and risk actions go
+before new orders, and keeps the last `reserve` units of every window for them so a burst of new
+orders can never leave a bot unable to pull its quotes.
+
+Our window starts at our first request, not at Delta's (unknown) boundary, so the two can be out
+of phase; the 429 handling is what keeps us honest when they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import re
+import time
+from collections.abc import Callable
+from enum import IntEnum
+
+import msgspec
+
+WINDOW_S = 300.0
+CAPACITY = 10_000
+DEFAULT_RESERVE = 500  # units only cancels/risk actions may spend: ~100 cancels at weight 5
+UNKNOWN_RESET_BLOCK_S = 2.0  # 429 without a usable X-RATE-LIMIT-RESET header
+
+
+class Priority(IntEnum):
+    """Lower goes first."""
+
+    RISK = 0  # cancels, cancel-all, reduce-only exits, leverage/margin fixes
+    READ = 1  # reconciliation and market-data reads
+    NEW_ORDER = 2  # placing and editing orders that add exposure
+
+
+class LimiterBusy(RuntimeError):
+    """The waiting queue is full: the caller must shed load rather than queue without bound."""
+
+
+class BudgetSnapshot(msgspec.Struct, frozen=True):
+    used: int
+    capacity: int
+    window_ends_in_s: float
+    blocked_for_s: float
+
+
+_WEIGHT_3 = re.compile(
+    r"^GET /v2/(products(/[^/]+)?|l2orderbook/.+|tickers(/.+)?|orders|positions(/margined)?"
+    r"|wallet/balances|history/candles|orders/\d+|orders/client_order_id/.+)$")
+_WEIGHT_10 = re.compile(r"^GET /v2/(orders/history|fills|wallet/transactions)$")
+
+
+def endpoint_weight(method: str, path: str) -> int:
+    """Delta's documented weight for a request (path without query, including /v2).
+
+    Order lookups by id are not in Delta's table; they are charged like the open-orders list (3)
+    because over-counting only costs throughput, while under-counting earns a 429.
+    """
+    method = method.upper()
+    path = path.split("?", 1)[0].rstrip("/")
+    key = f"{method} {path}"
+    if path == "/v2/orders/batch":
+        return 25
+    if path in ("/v2/orders", "/v2/orders/all") and method in ("POST", "PUT", "DELETE"):
+        return 5
+    if path == "/v2/positions/change_margin" and method == "POST":
+        return 5
+    if _WEIGHT_10.match(key):
+        return 10
+    if _WEIGHT_3.match(key):
+        return 3
+    return 1
+
+
+class RequestBudget:
+    """Fixed-window weight accounting plus 429 blocking. All times are from `clock` (seconds)."""
+
+    def __init__(self, capacity: int = CAPACITY, window_s: float = WINDOW_S, *,
+                 reserve: int = DEFAULT_RESERVE) -> None:
+        if capacity <= 0 or window_s <= 0 or not 0 <= reserve < capacity:
+            raise ValueError("need capacity > 0, window_s > 0 and 0 <= reserve < capacity")
+        self.capacity = capacity
+        self.window_s = window_s
+        self.reserve = reserve
+        self._window_start: float | None = None
+        self._used = 0
+        self._blocked_until = float("-inf")
+
+    def _roll(self, now: float) -> None:
+        if self._window_start is None or now >= self._window_start + self.window_s:
+            self._window_start = now
+            self._used = 0
+
+    def wait_time(self, weight: int, priority: Priority, now: float) -> float:
+        """Seconds until a request of this weight and priority may go (0.0 = now)."""
+        if weight > self.capacity:
+            raise ValueError(f"weight {weight} exceeds the whole window capacity {self.capacity}")
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        self._roll(now)
+        limit = self.capacity if priority == Priority.RISK else self.capacity - self.reserve
+        if self._used + weight <= limit:
+            return 0.0
+        assert self._window_start is not None
+        return max(self._window_start + self.window_s - now, 1e-6)
+
+    def consume(self, weight: int, now: float) -> None:
+        self._roll(now)
+        self._used += weight
+
+    def on_rate_limited(self, reset_ms: int | None, now: float) -> None:
+        """The server said 429: nothing goes until its reset, whatever our own count says."""
+        block = UNKNOWN_RESET_BLOCK_S if reset_ms is None else max(reset_ms, 0) / 1000.0
+        self._blocked_until = max(self._blocked_until, now + block)
+
+    def snapshot(self, now: float) -> BudgetSnapshot:
+        self._roll(now)
+        assert self._window_start is not None
+        return BudgetSnapshot(used=self._used, capacity=self.capacity,
+                              window_ends_in_s=self._window_start + self.window_s - now,
+                              blocked_for_s=max(0.0, self._blocked_until - now))
+
+
+class AccountRateLimiter:
+    """Asyncio gate in front of a RequestBudget: highest priority first, FIFO within a class."""
+
+    def __init__(self, budget: RequestBudget | None = None, *, max_waiting: int = 1_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.budget = budget or RequestBudget()
+        self.max_waiting = max_waiting
+        self._clock = clock
+        self._heap: list[tuple[int, int, int]] = []  # (priority, arrival, weight)
+        self._arrivals = itertools.count()
+        self._changed: asyncio.Condition | None = None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._heap)
+
+    def _cond(self) -> asyncio.Condition:
+        if self._changed is None:  # created lazily so the limiter binds to the running loop
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def acquire(self, weight: int, priority: Priority = Priority.READ) -> None:
+        if weight > self.budget.capacity:
+            raise ValueError(f"weight {weight} exceeds capacity {self.budget.capacity}")
+        if len(self._heap) >= self.max_waiting:
+            raise LimiterBusy(f"{len(self._heap)} requests already waiting for rate budget")
+        entry = (int(priority), next(self._arrivals), weight)
+        cond = self._cond()
+        async with cond:
+            heapq.heappush(self._heap, entry)
+            cond.notify_all()  # a more urgent arrival must be seen by the current head's timer
+            try:
+                while True:
+                    timeout: float | None = None
+                    if self._heap[0] == entry:
+                        now = self._clock()
+                        timeout = self.budget.wait_time(weight, priority, now)
+                        if timeout <= 0:
+                            heapq.heappop(self._heap)
+                            self.budget.consume(weight, now)
+                            cond.notify_all()
+                            return
+                    try:
+                        await asyncio.wait_for(cond.wait(), timeout)
+                    except TimeoutError:
+                        pass
+            except BaseException:
+                if entry in self._heap:
+                    self._heap.remove(entry)
+                    heapq.heapify(self._heap)
+                    cond.notify_all()
+                raise
+
+    async def on_rate_limited(self, reset_ms: int | None) -> None:
+        self.budget.on_rate_limited(reset_ms, self._clock())
+        cond = self._cond()
+        async with cond:
+            cond.notify_all()
+
+    def snapshot(self) -> BudgetSnapshot:
+        return self.budget.snapshot(self._clock())

@@ -1,0 +1,656 @@
+"""Async REST v2 client for Delta Exchange (India/Global, prod/testnet) and our paper venue.
+
+Rules it keeps (api spec §2, §5, §7):
+- It signs exactly what it sends: the query string is built once and put on the URL verbatim
+  (aiohttp is told not to re-encode it), the body is compact JSON serialised once.
+- Every request carries a User-Agent (India's CDN answers 403 without one); `timestamp` is Unix
+  seconds and is re-taken and re-signed on every attempt so a retry is never stale.
+- Every request first takes weight from the account's rate limiter; a 429 blocks that limiter
+  until X-RATE-LIMIT-RESET. A 429 is a refusal, so repeating that request afterwards is safe.
+- Reads retry timeouts, connection failures and 5xx with capped exponential backoff and full
+  jitter, a bounded number of times.
+- Mutations are never repeated blindly. An order creation that timed out is looked up by its
+  client_order_id first and only re-sent if the exchange has no such order. Cancels are
+  idempotent, so they are re-sent, and a "not found" after an uncertain first try is resolved by
+  reading the order back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import msgspec
+import yarl
+
+from shared.delta import auth
+from shared.delta.errors import (
+    AuthError, DeltaError, OrderNotFound, OutcomeUnknown, RateLimited,
+    RequestTimeout, ResponseShapeError, ServerError, error_from_response,
+)
+from shared.delta.models import (
+    Candle, Envelope, L2Book, Leverage, Order, Position, Product, Ticker, WalletBalance, Fill,
+    decode, decode_envelope, to_product_spec,
+)
+from shared.delta.ratelimit import AccountRateLimiter, Priority, endpoint_weight
+from shared.products import ProductSpec, UnknownSymbolError
+
+DEFAULT_USER_AGENT = "delta-grid-orchestrator/0.1 (+aiohttp)"
+MAX_CLIENT_ORDER_ID = 32
+MAX_BATCH = 50
+MAX_IDS_PER_QUERY = 10  # product_ids lists longer than 10 are refused by Delta
+MAX_CANDLES_PER_CALL = 2000
+MAX_PAGES = 1_000  # a cursor loop that never ends is a server bug; stop rather than spin
+RESOLUTION_S: dict[str, int] = {
+    "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+    "4h": 14_400, "6h": 21_600, "1d": 86_400, "1w": 604_800,
+}
+Side = Literal["buy", "sell"]
+_ORDER_TYPES = ("limit_order", "market_order")
+_TIME_IN_FORCE = ("gtc", "ioc")
+
+
+class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """One order of a batch create (batches are GTC limit orders on one product)."""
+
+    size: int
+    side: Side
+    limit_price: float | str | Decimal
+    client_order_id: str | None = None
+    post_only: bool = False
+
+
+class OrderEdit(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    limit_price: float | str | Decimal | None = None
+    size: int | None = None  # total size after the edit, not a delta
+    post_only: bool | None = None
+
+
+def price_text(price: float | str | Decimal) -> str:
+    """A price as Delta wants it: a plain decimal string, never exponent notation."""
+    if isinstance(price, bool):
+        raise ValueError(f"price must be a number, got {price!r}")
+    if isinstance(price, str):
+        value = Decimal(price.strip())
+    elif isinstance(price, float):
+        value = Decimal(repr(price))  # shortest repr round-trips: 0.1 -> "0.1"
+    else:
+        value = Decimal(price)
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"price must be a positive finite number, got {price!r}")
+    text = format(value.normalize(), "f")
+    return text
+
+
+def _flag(value: bool) -> str:
+    # Delta's schema types order flags as the strings "true"/"false" (api spec §5).
+    return "true" if value else "false"
+
+
+def check_client_order_id(client_order_id: str | None) -> None:
+    if client_order_id is None:
+        return
+    if not isinstance(client_order_id, str) or not client_order_id:
+        raise ValueError("client_order_id must be a non-empty string")
+    if len(client_order_id) > MAX_CLIENT_ORDER_ID:
+        raise ValueError(f"client_order_id {client_order_id!r} is {len(client_order_id)} chars; "
+                         f"Delta allows at most {MAX_CLIENT_ORDER_ID}")
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"size must be a positive whole number of contracts, got {size!r}")
+
+
+def _check_side(side: str) -> None:
+    if side not in ("buy", "sell"):
+        raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def candle_windows(start_s: int, end_s: int, resolution: str,
+                   per_call: int = MAX_CANDLES_PER_CALL) -> list[tuple[int, int]]:
+    """Split [start, end] (Unix seconds) into request windows of at most `per_call` bars."""
+    if resolution not in RESOLUTION_S:
+        raise ValueError(f"unknown resolution {resolution!r}; valid: {', '.join(RESOLUTION_S)}")
+    if end_s < start_s:
+        raise ValueError(f"end {end_s} is before start {start_s}")
+    span = RESOLUTION_S[resolution] * per_call
+    windows = []
+    lo = start_s
+    while lo <= end_s:
+        hi = min(lo + span - 1, end_s)
+        windows.append((lo, hi))
+        lo = hi + 1
+    return windows
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**attempt))."""
+    return rng.uniform(0.0, min(cap_s, base_s * (2 ** attempt)))
+
+
+def build_query(params: Mapping[str, Any] | None) -> str:
+    """The query string exactly as sent and signed, with its leading '?', or ''."""
+    if not params:
+        return ""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = _flag(value)
+        elif isinstance(value, (list, tuple)):
+            text = ",".join(str(v) for v in value)
+        else:
+            text = str(value)
+        pairs.append((key, text))
+    return "?" + urlencode(pairs, safe=",") if pairs else ""
+
+
+class _Response(msgspec.Struct, frozen=True):
+    envelope: Envelope
+    status: int
+
+
+class DeltaRestClient:
+    """One account's REST session. Use as `async with DeltaRestClient(url, key, secret) as c:`."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, api_secret: str | None = None,
+                 *, session: aiohttp.ClientSession | None = None,
+                 limiter: AccountRateLimiter | None = None,
+                 user_agent: str = DEFAULT_USER_AGENT, timeout_s: float = 10.0,
+                 max_read_attempts: int = 4, max_create_attempts: int = 2,
+                 backoff_base_s: float = 0.25, backoff_cap_s: float = 8.0,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: random.Random | None = None, venue_name: str | None = None) -> None:
+        if not user_agent:
+            raise ValueError("user_agent must not be empty: Delta's CDN refuses requests without")
+        if (api_key is None) != (api_secret is None):
+            raise ValueError("give both api_key and api_secret, or neither")
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self._session = session
+        self._owns_session = session is None
+        self.limiter = limiter or AccountRateLimiter()
+        self.user_agent = user_agent
+        self.timeout_s = timeout_s
+        self.max_read_attempts = max(1, max_read_attempts)
+        self.max_create_attempts = max(1, max_create_attempts)
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.venue_name = venue_name or yarl.URL(self.base_url).host or self.base_url
+        self.retries = 0  # reads re-sent after a transient failure, for metrics
+
+    def __repr__(self) -> str:
+        keyed = "with key" if self._api_key else "public"
+        return f"DeltaRestClient({self.base_url!r}, {keyed})"
+
+    async def __aenter__(self) -> DeltaRestClient:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+            self._session = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._owns_session = True
+        return self._session
+
+    # ---------------------------------------------------------------- transport
+
+    async def _send_once(self, method: str, path: str, query: str, body: str, signed: bool,
+                         weight: int, priority: Priority) -> _Response:
+        await self.limiter.acquire(weight, priority)
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json",
+                   "Content-Type": "application/json"}
+        if signed:
+            if self._api_key is None or self._api_secret is None:
+                raise AuthError("no_api_key", message=f"{method} {path} needs an API key")
+            timestamp = str(int(self._clock()))
+            headers["api-key"] = self._api_key
+            headers["timestamp"] = timestamp
+            headers["signature"] = auth.sign(self._api_secret, method, timestamp, path, query,
+                                             body)
+        url = yarl.URL(self.base_url + path + query, encoded=True)
+        endpoint = f"{method} {path}"
+        session = self._ensure_session()
+        try:
+            async with session.request(
+                    method, url, data=body.encode("utf-8") if body else None, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+                raw = await resp.read()
+                status = resp.status
+                resp_headers = dict(resp.headers)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise RequestTimeout("timeout", message=f"no answer in {self.timeout_s} s",
+                                 endpoint=endpoint) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerError("connect_failed", message=type(exc).__name__,
+                              endpoint=endpoint) from exc
+        except aiohttp.ClientError as exc:
+            # Dropped mid-request: like a timeout, the server may have acted on it.
+            raise RequestTimeout("connection_lost", message=type(exc).__name__,
+                                 endpoint=endpoint) from exc
+        if status == 429:
+            err = error_from_response(status, raw, headers=resp_headers, endpoint=endpoint)
+            await self.limiter.on_rate_limited(getattr(err, "reset_ms", None))
+            raise err
+        if status >= 300:
+            raise error_from_response(status, raw, headers=resp_headers, endpoint=endpoint)
+        try:
+            envelope = decode_envelope(raw) if raw.strip() else Envelope()
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ResponseShapeError("invalid_response", status=status, message=str(exc),
+                                     endpoint=endpoint) from exc
+        if not envelope.success:
+            raise error_from_response(status, raw, headers=resp_headers, endpoint=endpoint)
+        return _Response(envelope=envelope, status=status)
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                       body: Mapping[str, Any] | None = None, signed: bool = False,
+                       priority: Priority = Priority.READ, retry: bool = False) -> Envelope:
+        query = build_query(params)
+        body_text = msgspec.json.encode(body).decode("utf-8") if body is not None else ""
+        weight = endpoint_weight(method, path)
+        attempts = self.max_read_attempts if retry else 1
+        attempt = 0
+        while True:
+            try:
+                return (await self._send_once(method, path, query, body_text, signed, weight,
+                                              priority)).envelope
+            except RateLimited:
+                # Refused before execution: the limiter now blocks until the reset, so waiting
+                # for our turn again is the backoff. Still bounded.
+                attempt += 1
+                if attempt >= max(attempts, 2):
+                    raise
+            except (RequestTimeout, ServerError) as exc:
+                attempt += 1
+                if not retry or attempt >= attempts:
+                    raise
+                self.retries += 1
+                await self._sleep(backoff_delay(attempt - 1, self.backoff_base_s,
+                                                self.backoff_cap_s, self._rng))
+                del exc
+
+    async def _get(self, path: str, kind: Any, *, params: Mapping[str, Any] | None = None,
+                   signed: bool = False) -> tuple[Any, Envelope]:
+        env = await self._request("GET", path, params=params, signed=signed, retry=True)
+        return self._result(env, kind, f"GET {path}"), env
+
+    @staticmethod
+    def _result(env: Envelope, kind: Any, endpoint: str) -> Any:
+        if not env.has_result:
+            raise ResponseShapeError("missing_result", message="response had no result",
+                                     endpoint=endpoint)
+        try:
+            return decode(env.result, kind)
+        except msgspec.ValidationError as exc:
+            raise ResponseShapeError("unexpected_shape", message=str(exc),
+                                     endpoint=endpoint) from exc
+
+    async def _get_paged(self, path: str, kind: Any, params: Mapping[str, Any], *,
+                         signed: bool) -> list[Any]:
+        items: list[Any] = []
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            page_params = dict(params)
+            if cursor is not None:
+                page_params["after"] = cursor
+            page, env = await self._get(path, list[kind], params=page_params, signed=signed)
+            items.extend(page)
+            cursor = env.meta.after if env.meta else None
+            if not cursor or not page:
+                return items
+            if cursor in seen:
+                raise ResponseShapeError("cursor_loop", message=f"cursor {cursor!r} repeated",
+                                         endpoint=f"GET {path}")
+            seen.add(cursor)
+        raise ResponseShapeError("too_many_pages", message=f"more than {MAX_PAGES} pages",
+                                 endpoint=f"GET {path}")
+
+    # ---------------------------------------------------------------- public data
+
+    async def get_products(self, *, contract_types: Sequence[str] | None = None,
+                           states: Sequence[str] | None = None) -> list[Product]:
+        params = {"contract_types": contract_types, "states": states, "page_size": 500}
+        return await self._get_paged("/v2/products", Product, params, signed=False)
+
+    async def get_product(self, symbol: str) -> Product:
+        result, _ = await self._get(f"/v2/products/{quote(symbol, safe='')}", Product)
+        return result  # type: ignore[no-any-return]
+
+    async def resolve_symbols(self, symbols: Iterable[str]) -> dict[str, ProductSpec]:
+        """ProductSpecs for `symbols` from this venue's own product list.
+
+        Raises UnknownSymbolError (with close matches) for a symbol the venue does not list live,
+        before anything trades on a guess.
+        """
+        wanted = list(symbols)
+        products = await self.get_products()
+        live = {p.symbol: p for p in products if p.state == "live"}
+        out: dict[str, ProductSpec] = {}
+        for symbol in wanted:
+            product = live.get(symbol)
+            if product is None:
+                raise UnknownSymbolError(symbol, sorted(live), self.venue_name)
+            out[symbol] = to_product_spec(product)
+        return out
+
+    async def get_tickers(self, *, contract_types: Sequence[str] | None = None) -> list[Ticker]:
+        result, _ = await self._get("/v2/tickers", list[Ticker],
+                                    params={"contract_types": contract_types})
+        return result  # type: ignore[no-any-return]
+
+    async def get_ticker(self, symbol: str) -> Ticker:
+        result, _ = await self._get(f"/v2/tickers/{quote(symbol, safe='')}", Ticker)
+        return result  # type: ignore[no-any-return]
+
+    async def get_l2_orderbook(self, symbol: str, depth: int = 20) -> L2Book:
+        result, _ = await self._get(f"/v2/l2orderbook/{quote(symbol, safe='')}", L2Book,
+                                    params={"depth": depth})
+        return result  # type: ignore[no-any-return]
+
+    async def get_candles(self, symbol: str, resolution: str, start: int, end: int) -> list[Candle]:
+        """Bars with start time in [start, end] (Unix seconds), oldest first, paged 2000 a call.
+
+        Candle.time comes back in µs like every timestamp in these models.
+        """
+        by_time: dict[int, Candle] = {}
+        for lo, hi in candle_windows(int(start), int(end), resolution):
+            page, _ = await self._get("/v2/history/candles", list[Candle], params={
+                "resolution": resolution, "symbol": symbol, "start": lo, "end": hi})
+            for candle in page:
+                by_time[candle.time] = candle  # type: ignore[index]
+        return [by_time[t] for t in sorted(by_time)]
+
+    # ---------------------------------------------------------------- orders
+
+    async def place_order(self, *, product_id: int, size: int, side: Side,
+                          limit_price: float | str | Decimal | None = None,
+                          order_type: str = "limit_order", time_in_force: str = "gtc",
+                          post_only: bool = False, reduce_only: bool = False,
+                          client_order_id: str | None = None,
+                          bracket_stop_loss_price: float | str | Decimal | None = None,
+                          bracket_stop_loss_limit_price: float | str | Decimal | None = None,
+                          bracket_take_profit_price: float | str | Decimal | None = None,
+                          bracket_take_profit_limit_price: float | str | Decimal | None = None,
+                          bracket_stop_trigger_method: str | None = None,
+                          priority: Priority | None = None) -> Order:
+        """Place one order. After a timeout it is looked up by client_order_id before any
+        re-send; without a client_order_id an uncertain outcome raises OutcomeUnknown."""
+        _check_size(size)
+        _check_side(side)
+        check_client_order_id(client_order_id)
+        if order_type not in _ORDER_TYPES:
+            raise ValueError(f"order_type must be one of {_ORDER_TYPES}, got {order_type!r}")
+        if time_in_force not in _TIME_IN_FORCE:
+            raise ValueError(f"time_in_force must be one of {_TIME_IN_FORCE}, got {time_in_force!r}")
+        body: dict[str, Any] = {"product_id": int(product_id), "size": size, "side": side,
+                                "order_type": order_type, "time_in_force": time_in_force}
+        if order_type == "limit_order":
+            if limit_price is None:
+                raise ValueError("a limit order needs limit_price")
+            body["limit_price"] = price_text(limit_price)
+        elif limit_price is not None:
+            raise ValueError("a market order takes no limit_price (Delta ignores it: no cap)")
+        if post_only and (order_type != "limit_order" or time_in_force != "gtc"):
+            raise ValueError("post_only needs a gtc limit order")
+        body["post_only"] = _flag(post_only)
+        body["reduce_only"] = _flag(reduce_only)
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        for name, value in (("bracket_stop_loss_price", bracket_stop_loss_price),
+                            ("bracket_stop_loss_limit_price", bracket_stop_loss_limit_price),
+                            ("bracket_take_profit_price", bracket_take_profit_price),
+                            ("bracket_take_profit_limit_price", bracket_take_profit_limit_price)):
+            if value is not None:
+                body[name] = price_text(value)
+        if bracket_stop_trigger_method is not None:
+            body["bracket_stop_trigger_method"] = bracket_stop_trigger_method
+        prio = priority if priority is not None else (
+            Priority.RISK if reduce_only else Priority.NEW_ORDER)
+
+        last: DeltaError | None = None
+        for attempt in range(self.max_create_attempts):
+            try:
+                env = await self._request("POST", "/v2/orders", body=body, signed=True,
+                                          priority=prio)
+                return self._result(env, Order, "POST /v2/orders")  # type: ignore[no-any-return]
+            except (RequestTimeout, ServerError) as exc:
+                last = exc
+                if client_order_id is None:
+                    raise OutcomeUnknown(exc.code, status=exc.status, endpoint=exc.endpoint,
+                                         message="order creation not confirmed and it has no "
+                                                 "client_order_id to look it up by") from exc
+                found = await self._find_by_client_id(client_order_id)
+                if found is not None:
+                    return found
+                if attempt + 1 < self.max_create_attempts:
+                    await self._sleep(backoff_delay(attempt, self.backoff_base_s,
+                                                    self.backoff_cap_s, self._rng))
+        assert last is not None
+        raise OutcomeUnknown(last.code, status=last.status, endpoint=last.endpoint,
+                             message=f"order {client_order_id!r} not confirmed after "
+                                     f"{self.max_create_attempts} tries; reconcile before reuse")
+
+    async def _find_by_client_id(self, client_order_id: str) -> Order | None:
+        """The order with this client id, None if the exchange has none. A failure of the
+        lookup itself leaves the outcome unknown."""
+        try:
+            return await self.get_order_by_client_id(client_order_id)
+        except OrderNotFound:
+            return None
+        except (RequestTimeout, ServerError) as exc:
+            raise OutcomeUnknown(exc.code, status=exc.status, endpoint=exc.endpoint,
+                                 message=f"could not confirm order {client_order_id!r}") from exc
+
+    async def edit_order(self, *, product_id: int, order_id: int,
+                         limit_price: float | str | Decimal | None = None,
+                         size: int | None = None, post_only: bool | None = None) -> Order:
+        """Change price and/or total size. Not retried: an uncertain edit raises for reconcile."""
+        body: dict[str, Any] = {"id": int(order_id), "product_id": int(product_id)}
+        if limit_price is not None:
+            body["limit_price"] = price_text(limit_price)
+        if size is not None:
+            _check_size(size)
+            body["size"] = size
+        if post_only is not None:
+            body["post_only"] = _flag(post_only)
+        env = await self._request("PUT", "/v2/orders", body=body, signed=True,
+                                  priority=Priority.NEW_ORDER)
+        return self._result(env, Order, "PUT /v2/orders")  # type: ignore[no-any-return]
+
+    async def cancel_order(self, *, product_id: int, order_id: int | None = None,
+                           client_order_id: str | None = None) -> Order:
+        if (order_id is None) == (client_order_id is None):
+            raise ValueError("give exactly one of order_id or client_order_id")
+        check_client_order_id(client_order_id)
+        body: dict[str, Any] = {"product_id": int(product_id)}
+        if order_id is not None:
+            body["id"] = int(order_id)
+        else:
+            body["client_order_id"] = client_order_id
+        uncertain = False
+        for attempt in range(self.max_read_attempts):
+            try:
+                env = await self._request("DELETE", "/v2/orders", body=body, signed=True,
+                                          priority=Priority.RISK)
+                return self._result(env, Order, "DELETE /v2/orders")  # type: ignore[no-any-return]
+            except OrderNotFound:
+                if not uncertain:
+                    raise
+                # An earlier try may have cancelled it: read it back to tell.
+                order = (await self.get_order(order_id) if order_id is not None
+                         else await self._find_by_client_id(client_order_id or ""))
+                if order is None or order.is_open:
+                    raise
+                return order
+            except (RequestTimeout, ServerError):
+                uncertain = True
+                if attempt + 1 >= self.max_read_attempts:
+                    raise
+                self.retries += 1
+                await self._sleep(backoff_delay(attempt, self.backoff_base_s,
+                                                self.backoff_cap_s, self._rng))
+        raise AssertionError("unreachable")
+
+    async def cancel_all(self, product_id: int | None = None) -> None:
+        # All three flags set: sources disagree on whether they default to true (api spec §5).
+        body: dict[str, Any] = {"cancel_limit_orders": "true", "cancel_stop_orders": "true",
+                                "cancel_reduce_only_orders": "true"}
+        if product_id is not None:
+            body["product_id"] = int(product_id)
+        await self._request("DELETE", "/v2/orders/all", body=body, signed=True,
+                            priority=Priority.RISK, retry=True)  # idempotent
+
+    async def batch_create(self, product_id: int, orders: Sequence[NewOrder]) -> list[Order]:
+        """GTC limit orders on one product, 50 per request. Not retried: on an uncertain
+        chunk OutcomeUnknown is raised and the orders created so far are in its context."""
+        body_orders = []
+        for o in orders:
+            _check_size(o.size)
+            _check_side(o.side)
+            check_client_order_id(o.client_order_id)
+            item: dict[str, Any] = {"limit_price": price_text(o.limit_price), "size": o.size,
+                                    "side": o.side, "order_type": "limit_order",
+                                    "time_in_force": "gtc", "post_only": _flag(o.post_only)}
+            if o.client_order_id is not None:
+                item["client_order_id"] = o.client_order_id
+            body_orders.append(item)
+        return await self._batch("POST", product_id, body_orders, Priority.NEW_ORDER)
+
+    async def batch_edit(self, product_id: int, edits: Sequence[OrderEdit]) -> list[Order]:
+        items = []
+        for e in edits:
+            item: dict[str, Any] = {"id": int(e.id)}
+            if e.limit_price is not None:
+                item["limit_price"] = price_text(e.limit_price)
+            if e.size is not None:
+                _check_size(e.size)
+                item["size"] = e.size
+            if e.post_only is not None:
+                item["post_only"] = _flag(e.post_only)
+            items.append(item)
+        return await self._batch("PUT", product_id, items, Priority.NEW_ORDER)
+
+    async def batch_cancel(self, product_id: int, *, order_ids: Sequence[int] = (),
+                           client_order_ids: Sequence[str] = ()) -> list[Order]:
+        for coid in client_order_ids:
+            check_client_order_id(coid)
+        items = ([{"id": int(i)} for i in order_ids]
+                 + [{"client_order_id": c} for c in client_order_ids])
+        return await self._batch("DELETE", product_id, items, Priority.RISK)
+
+    async def _batch(self, method: str, product_id: int, items: list[dict[str, Any]],
+                     priority: Priority) -> list[Order]:
+        done: list[Order] = []
+        for chunk in chunks(items, MAX_BATCH):
+            try:
+                env = await self._request(method, "/v2/orders/batch", priority=priority,
+                                          body={"product_id": int(product_id),
+                                                "orders": list(chunk)}, signed=True)
+            except (RequestTimeout, ServerError) as exc:
+                raise OutcomeUnknown(exc.code, status=exc.status, endpoint=exc.endpoint,
+                                     message=f"batch of {len(chunk)} not confirmed after "
+                                             f"{len(done)} confirmed; reconcile",
+                                     context={"confirmed_order_ids": [o.id for o in done]}
+                                     ) from exc
+            if env.has_result:
+                done.extend(self._result(env, list[Order], f"{method} /v2/orders/batch"))
+        return done
+
+    async def get_open_orders(self, product_ids: Sequence[int] | None = None, *,
+                              states: Sequence[str] = ("open", "pending")) -> list[Order]:
+        """Every open (and untriggered stop) order, following cursors, 10 products a query."""
+        groups: list[Sequence[int] | None] = (
+            list(chunks(list(product_ids), MAX_IDS_PER_QUERY)) if product_ids else [None])
+        out: list[Order] = []
+        for group in groups:
+            out.extend(await self._get_paged("/v2/orders", Order, {
+                "product_ids": list(group) if group else None, "states": list(states),
+                "page_size": 100}, signed=True))
+        return out
+
+    async def get_order(self, order_id: int) -> Order:
+        result, _ = await self._get(f"/v2/orders/{int(order_id)}", Order, signed=True)
+        return result  # type: ignore[no-any-return]
+
+    async def get_order_by_client_id(self, client_order_id: str) -> Order:
+        check_client_order_id(client_order_id)
+        result, _ = await self._get(
+            f"/v2/orders/client_order_id/{quote(client_order_id, safe='')}", Order, signed=True)
+        return result  # type: ignore[no-any-return]
+
+    # ---------------------------------------------------------------- account
+
+    async def get_position(self, product_id: int) -> Position:
+        result, _ = await self._get("/v2/positions", Position,
+                                    params={"product_id": int(product_id)}, signed=True)
+        if result.product_id is None:
+            result = msgspec.structs.replace(result, product_id=int(product_id))
+        return result  # type: ignore[no-any-return]
+
+    async def get_margined_positions(self, product_ids: Sequence[int] | None = None
+                                     ) -> list[Position]:
+        params = {"product_ids": list(product_ids) if product_ids else None}
+        result, _ = await self._get("/v2/positions/margined", list[Position], params=params,
+                                    signed=True)
+        return result  # type: ignore[no-any-return]
+
+    async def get_wallet_balances(self) -> list[WalletBalance]:
+        result, _ = await self._get("/v2/wallet/balances", list[WalletBalance], signed=True)
+        return result  # type: ignore[no-any-return]
+
+    async def get_fills(self, product_ids: Sequence[int] | None = None,
+                        start_time: int | None = None) -> list[Fill]:
+        """Fills since start_time (µs), following cursors (Delta caps pages at 50)."""
+        groups: list[Sequence[int] | None] = (
+            list(chunks(list(product_ids), MAX_IDS_PER_QUERY)) if product_ids else [None])
+        out: list[Fill] = []
+        for group in groups:
+            out.extend(await self._get_paged("/v2/fills", Fill, {
+                "product_ids": list(group) if group else None, "start_time": start_time,
+                "page_size": 50}, signed=True))
+        return out
+
+    async def set_leverage(self, product_id: int, leverage: float | int) -> Leverage:
+        if isinstance(leverage, bool) or not leverage > 0:
+            raise ValueError(f"leverage must be positive, got {leverage!r}")
+        text = format(Decimal(repr(float(leverage))).normalize(), "f")
+        env = await self._request("POST", f"/v2/products/{int(product_id)}/orders/leverage",
+                                  body={"leverage": text}, signed=True, priority=Priority.RISK,
+                                  retry=True)  # setting the same value twice is harmless
+        return self._result(env, Leverage, "POST leverage")  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "DeltaRestClient", "NewOrder", "OrderEdit", "build_query", "candle_windows", "price_text",
+    "check_client_order_id", "backoff_delay",
+]

@@ -1,0 +1,378 @@
+"""The real REST client against a scripted Delta-shaped server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.delta.errors import (
+    AuthError, InsufficientMargin, OrderNotFound, OutcomeUnknown, PostOnlyWouldCross,
+    ServerError,
+)
+from shared.delta.ratelimit import AccountRateLimiter, Priority
+from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit, build_query, price_text
+from shared.products import UnknownSymbolError
+
+from .conftest import API_KEY, API_SECRET, Reply, ScriptedDelta, Seen, fail, ok
+
+ORDER = {"id": 101, "product_id": 27, "product_symbol": "BTCUSD", "size": 2, "unfilled_size": 2,
+         "side": "buy", "order_type": "limit_order", "limit_price": "59000.5", "state": "open",
+         "client_order_id": "dg1-a1-BTCUSD-Be03-1z", "created_at": "1725865012000000",
+         "close_on_trigger": "false", "stop_trigger_method": "mark_price"}
+BTC = {"id": 27, "symbol": "BTCUSD", "contract_value": "0.001", "tick_size": "0.5",
+       "state": "live", "contract_type": "perpetual_futures", "notional_type": "vanilla",
+       "default_leverage": "200", "initial_margin": "0.5", "maintenance_margin": "0.25",
+       "maker_commission_rate": "0.0002", "taker_commission_rate": "0.0005",
+       "position_size_limit": 229167, "settling_asset": {"id": 14, "symbol": "USD"},
+       "underlying_asset": {"id": 1, "symbol": "BTC"}, "ui_config": {"x": 1},
+       "launch_time": "2020-01-01T00:00:00Z"}
+ETH = {**BTC, "id": 3136, "symbol": "ETHUSD", "contract_value": 0.01, "tick_size": 0.05,
+       "underlying_asset": {"symbol": "ETH"}}
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, s: float) -> None:
+        self.calls.append(s)
+
+
+@pytest.fixture
+async def client(delta: ScriptedDelta) -> AsyncIterator[DeltaRestClient]:
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, timeout_s=0.2,
+                               sleep=Sleeps(), rng=random.Random(7)) as c:
+        yield c
+
+
+async def test_signed_get_signs_the_exact_query_and_sends_user_agent(
+        delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/orders", ok([ORDER], {"after": None}))
+    orders = await client.get_open_orders([27, 3136])
+    assert [o.id for o in orders] == [101]
+    seen = delta.requests("GET", "/v2/orders")[0]
+    assert seen.signature_ok is True
+    assert seen.query == "?product_ids=27,3136&states=open,pending&page_size=100"
+    assert seen.headers["User-Agent"]
+    assert seen.headers["api-key"] == API_KEY
+    assert seen.headers["timestamp"].isdigit() and len(seen.headers["timestamp"]) == 10
+
+
+async def test_post_signs_the_compact_body_it_sends(delta: ScriptedDelta,
+                                                    client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders", ok(ORDER))
+    order = await client.place_order(product_id=27, size=2, side="buy", limit_price=59000.5,
+                                     post_only=True, client_order_id="dg1-a1-BTCUSD-Be03-1z")
+    assert order.id == 101 and order.limit_price == 59000.5 and order.close_on_trigger is False
+    seen = delta.requests("POST", "/v2/orders")[0]
+    assert seen.signature_ok is True
+    assert seen.body == ('{"product_id":27,"size":2,"side":"buy","order_type":"limit_order",'
+                         '"time_in_force":"gtc","limit_price":"59000.5","post_only":"true",'
+                         '"reduce_only":"false","client_order_id":"dg1-a1-BTCUSD-Be03-1z"}')
+
+
+async def test_public_reads_are_unsigned(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/tickers/BTCUSD", ok({"symbol": "BTCUSD", "close": 60000,
+                                              "mark_price": "60001.5", "timestamp": 1689136597460456,
+                                              "quotes": {"best_bid": "60000", "best_ask": "60001"}}))
+    ticker = await client.get_ticker("BTCUSD")
+    assert ticker.mark_price == 60001.5 and ticker.quotes and ticker.quotes.best_ask == 60001.0
+    assert delta.seen[0].signature_ok is None and "api-key" not in delta.seen[0].headers
+
+
+async def test_products_follow_cursors_and_resolve_to_specs(delta: ScriptedDelta,
+                                                            client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/products", ok([BTC], {"after": "c1"}), ok([ETH], {"after": None}))
+    specs = await client.resolve_symbols(["BTCUSD", "ETHUSD"])
+    assert [s.query for s in delta.seen] == ["?page_size=500", "?page_size=500&after=c1"]
+    btc = specs["BTCUSD"]
+    assert (btc.product_id, btc.contract_value, btc.tick_size) == (27, 0.001, 0.5)
+    assert btc.initial_margin == pytest.approx(0.005)  # Delta's "0.5" is percent: 200x
+    assert btc.maintenance_margin == pytest.approx(0.0025)
+    assert (btc.settling_asset, btc.underlying_asset, btc.default_leverage) == ("USD", "BTC", 200)
+    assert specs["ETHUSD"].product_id == 3136
+
+
+async def test_unknown_symbol_names_close_matches(delta: ScriptedDelta,
+                                                  client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/products", ok([BTC, ETH], {"after": None}))
+    with pytest.raises(UnknownSymbolError) as info:
+        await client.resolve_symbols(["BTCUSDT"])
+    assert "BTCUSD" in info.value.close_matches
+
+
+async def test_reads_retry_5xx_with_backoff_then_succeed(delta: ScriptedDelta,
+                                                         client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/wallet/balances", Reply(status=502, body="<html>bad gateway</html>"),
+             fail(503, "unavailable"), ok([{"asset_symbol": "USD", "balance": "1000.5",
+                                            "available_balance": "900"}], {"net_equity": "1000"}))
+    balances = await client.get_wallet_balances()
+    assert balances[0].balance == 1000.5 and balances[0].blocked_margin == 0.0
+    assert len(delta.seen) == 3 and client.retries == 2
+    assert isinstance(client._sleep, Sleeps) and len(client._sleep.calls) == 2
+    assert all(0 <= s <= client.backoff_cap_s for s in client._sleep.calls)
+
+
+async def test_reads_give_up_after_bounded_attempts(delta: ScriptedDelta,
+                                                    client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/wallet/balances", fail(500, "internal_error"))
+    with pytest.raises(ServerError):
+        await client.get_wallet_balances()
+    assert len(delta.seen) == client.max_read_attempts
+
+
+async def test_create_timeout_then_order_exists_is_not_resent(delta: ScriptedDelta,
+                                                              client: DeltaRestClient) -> None:
+    coid = ORDER["client_order_id"]
+    delta.on("POST", "/v2/orders", Reply(body={"success": True, "result": ORDER}, delay_s=0.6))
+    delta.on("GET", f"/v2/orders/client_order_id/{coid}", ok(ORDER))
+    order = await client.place_order(product_id=27, size=2, side="buy", limit_price="59000.5",
+                                     client_order_id=coid)
+    assert order.id == 101
+    assert len(delta.requests("POST", "/v2/orders")) == 1
+
+
+async def test_create_timeout_and_no_order_is_resent_once(delta: ScriptedDelta,
+                                                          client: DeltaRestClient) -> None:
+    coid = ORDER["client_order_id"]
+    delta.on("POST", "/v2/orders", Reply(body={}, delay_s=0.6), ok(ORDER))
+    delta.on("GET", f"/v2/orders/client_order_id/{coid}", fail(404, "not_found"))
+    order = await client.place_order(product_id=27, size=2, side="buy", limit_price="59000.5",
+                                     client_order_id=coid)
+    assert order.id == 101
+    posts = delta.requests("POST", "/v2/orders")
+    assert len(posts) == 2 and posts[0].body == posts[1].body
+    assert all(p.signature_ok for p in posts)
+
+
+async def test_create_5xx_without_client_id_is_outcome_unknown(delta: ScriptedDelta,
+                                                               client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders", fail(500, "internal_error"))
+    with pytest.raises(OutcomeUnknown):
+        await client.place_order(product_id=27, size=1, side="sell", limit_price=60000)
+    assert len(delta.requests("POST", "/v2/orders")) == 1
+
+
+async def test_order_rejections_map_to_classes_with_context(delta: ScriptedDelta,
+                                                            client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders",
+             fail(400, "insufficient_margin", {"available_balance": "1.2",
+                                               "required_additional_balance": "3.4"}),
+             fail(400, "immediate_execution_post_only"))
+    with pytest.raises(InsufficientMargin) as info:
+        await client.place_order(product_id=27, size=1, side="buy", limit_price=1)
+    assert info.value.status == 400 and info.value.context["available_balance"] == "1.2"
+    with pytest.raises(PostOnlyWouldCross):
+        await client.place_order(product_id=27, size=1, side="buy", limit_price=1, post_only=True)
+    assert len(delta.requests("POST", "/v2/orders")) == 2  # rejections are never retried
+
+
+async def test_prose_auth_error_and_no_secret_anywhere(delta: ScriptedDelta,
+                                                       client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/wallet/balances",
+             Reply(status=401, body={"error": "SignatureExpired",
+                                     "message": "your signature has expired"}))
+    with pytest.raises(AuthError) as info:
+        await client.get_wallet_balances()
+    assert info.value.code == "SignatureExpired" and info.value.status == 401
+    assert len(delta.seen) == 1  # auth failures are not retried
+    for text in (str(info.value), repr(info.value), repr(client)):
+        assert API_SECRET not in text and API_KEY not in text
+
+
+async def test_429_blocks_the_limiter_for_the_reset_then_retries(delta: ScriptedDelta) -> None:
+    class Spy(AccountRateLimiter):
+        resets: list[int | None] = []
+
+        async def on_rate_limited(self, reset_ms: int | None) -> None:
+            self.resets.append(reset_ms)
+            await super().on_rate_limited(reset_ms)
+
+    limiter = Spy()
+    delta.on("GET", "/v2/l2orderbook/BTCUSD",
+             Reply(status=429, body="", headers={"X-RATE-LIMIT-RESET": "30"}),
+             ok({"symbol": "BTCUSD", "buy": [{"price": "100", "size": 5, "depth": "5"}],
+                 "sell": [], "last_updated_at": 1700000000000000}))
+    async with DeltaRestClient(delta.url, limiter=limiter) as client:
+        book = await client.get_l2_orderbook("BTCUSD", depth=5)
+    assert book.buy[0].size == 5 and book.last_updated_at == 1700000000000000
+    assert limiter.resets == [30]
+    assert len(delta.seen) == 2 and delta.seen[0].query == "?depth=5"
+
+
+async def test_candles_page_past_2000_and_come_back_sorted(delta: ScriptedDelta,
+                                                           client: DeltaRestClient) -> None:
+    def window(seen: Seen) -> Reply:
+        params = dict(p.split("=") for p in seen.query[1:].split("&"))
+        lo, hi = int(params["start"]), int(params["end"])
+        bars = [{"time": t, "open": 1, "high": 2, "low": 0.5, "close": "1.5", "volume": 3}
+                for t in range(lo - lo % 60, hi + 1, 60) if t >= lo]
+        return ok(list(reversed(bars)))  # newest first: the client must sort
+
+    delta.on("GET", "/v2/history/candles", window)
+    start = 1_700_000_040
+    end = start + 4500 * 60 - 60
+    candles = await client.get_candles("BTCUSD", "1m", start, end)
+    assert len(delta.seen) == 3
+    assert len(candles) == 4500
+    assert candles[0].time == start * 1_000_000
+    assert all(b.time - a.time == 60_000_000 for a, b in zip(candles, candles[1:]))
+
+
+async def test_batch_create_splits_into_50s(delta: ScriptedDelta,
+                                            client: DeltaRestClient) -> None:
+    def echo(seen: Seen) -> Reply:
+        items = seen.json()["orders"]
+        return ok([{**ORDER, "id": i, "client_order_id": o["client_order_id"]}
+                   for i, o in enumerate(items)])
+
+    delta.on("POST", "/v2/orders/batch", echo)
+    orders = [NewOrder(size=1, side="buy", limit_price=100 + i, client_order_id=f"c{i}")
+              for i in range(120)]
+    placed = await client.batch_create(27, orders)
+    sizes = [len(s.json()["orders"]) for s in delta.requests("POST", "/v2/orders/batch")]
+    assert sizes == [50, 50, 20]
+    assert [o.client_order_id for o in placed] == [f"c{i}" for i in range(120)]
+
+
+async def test_batch_edit_and_cancel_bodies(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("PUT", "/v2/orders/batch", ok([ORDER]))
+    delta.on("DELETE", "/v2/orders/batch", ok([{**ORDER, "state": "cancelled"}]))
+    await client.batch_edit(27, [OrderEdit(id=101, limit_price=0.1, size=3)])
+    cancelled = await client.batch_cancel(27, order_ids=[101], client_order_ids=["c1"])
+    assert delta.requests("PUT", "/v2/orders/batch")[0].json() == {
+        "product_id": 27, "orders": [{"id": 101, "limit_price": "0.1", "size": 3}]}
+    assert delta.requests("DELETE", "/v2/orders/batch")[0].json() == {
+        "product_id": 27, "orders": [{"id": 101}, {"client_order_id": "c1"}]}
+    assert cancelled[0].state == "cancelled"
+
+
+async def test_batch_timeout_is_outcome_unknown_with_confirmed_ids(
+        delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders/batch", ok([ORDER]), fail(504, "gateway_timeout"))
+    orders = [NewOrder(size=1, side="buy", limit_price=100) for _ in range(60)]
+    with pytest.raises(OutcomeUnknown) as info:
+        await client.batch_create(27, orders)
+    assert info.value.context["confirmed_order_ids"] == [101]
+    assert len(delta.requests("POST", "/v2/orders/batch")) == 2
+
+
+async def test_open_orders_split_ids_by_10_and_follow_cursors(delta: ScriptedDelta,
+                                                              client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/orders", ok([ORDER], {"after": "p2"}), ok([{**ORDER, "id": 102}]),
+             ok([{**ORDER, "id": 103}], {"after": None}))
+    orders = await client.get_open_orders(list(range(1, 13)))
+    assert [o.id for o in orders] == [101, 102, 103]
+    queries = [s.query for s in delta.seen]
+    assert queries[0].startswith("?product_ids=1,2,3,4,5,6,7,8,9,10&")
+    assert queries[1].endswith("&after=p2")
+    assert queries[2].startswith("?product_ids=11,12&")
+
+
+async def test_cursor_loop_is_refused(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/fills", ok([{"id": "a", "size": 1, "side": "buy", "price": "1"}],
+                                    {"after": "same"}))
+    with pytest.raises(Exception, match="cursor_loop"):
+        await client.get_fills()
+
+
+async def test_cancel_by_client_id_and_cancel_all(delta: ScriptedDelta,
+                                                  client: DeltaRestClient) -> None:
+    delta.on("DELETE", "/v2/orders", ok({**ORDER, "state": "cancelled",
+                                         "cancellation_reason": "cancelled_by_user"}))
+    delta.on("DELETE", "/v2/orders/all", Reply(body={"success": True}))
+    order = await client.cancel_order(product_id=27, client_order_id="c1")
+    await client.cancel_all(product_id=27)
+    assert order.state == "cancelled" and not order.is_open
+    assert delta.requests("DELETE", "/v2/orders")[0].json() == {"product_id": 27,
+                                                                "client_order_id": "c1"}
+    body = delta.requests("DELETE", "/v2/orders/all")[0].json()
+    assert body["product_id"] == 27 and body["cancel_limit_orders"] == "true"
+    assert all(s.signature_ok for s in delta.seen)
+
+
+async def test_cancel_retried_after_timeout_reads_back_not_found(
+        delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("DELETE", "/v2/orders", Reply(body={}, delay_s=0.6), fail(400, "open_order_not_found"))
+    delta.on("GET", "/v2/orders/101", ok({**ORDER, "state": "cancelled"}))
+    order = await client.cancel_order(product_id=27, order_id=101)
+    assert order.state == "cancelled"
+    assert len(delta.requests("DELETE", "/v2/orders")) == 2
+
+
+async def test_cancel_of_unknown_order_raises_not_found(delta: ScriptedDelta,
+                                                        client: DeltaRestClient) -> None:
+    delta.on("DELETE", "/v2/orders", fail(400, "open_order_not_found"))
+    with pytest.raises(OrderNotFound):
+        await client.cancel_order(product_id=27, order_id=5)
+    assert len(delta.seen) == 1
+
+
+async def test_bad_input_is_refused_before_anything_is_sent(delta: ScriptedDelta,
+                                                            client: DeltaRestClient) -> None:
+    with pytest.raises(ValueError, match="at most 32"):
+        await client.place_order(product_id=27, size=1, side="buy", limit_price=1,
+                                 client_order_id="x" * 33)
+    with pytest.raises(ValueError, match="size"):
+        await client.place_order(product_id=27, size=0, side="buy", limit_price=1)
+    with pytest.raises(ValueError, match="limit_price"):
+        await client.place_order(product_id=27, size=1, side="buy")
+    with pytest.raises(ValueError, match="positive"):
+        await client.place_order(product_id=27, size=1, side="buy", limit_price=-5)
+    with pytest.raises(AuthError, match="no_api_key"):
+        await DeltaRestClient(delta.url).get_wallet_balances()
+    assert delta.seen == []
+
+
+async def test_account_reads_accept_live_shapes(delta: ScriptedDelta,
+                                                client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/positions", ok({"size": -3, "entry_price": "61000"}))
+    delta.on("GET", "/v2/positions/margined", ok([{
+        "size": 4, "entry_price": "60000", "margin": "12.5", "adl_level": None,
+        "realized_holding_cost": "0", "product": {"id": 27, "symbol": "BTCUSD"},
+        "created_at": "2024-05-01T10:00:00.123456Z"}]))
+    delta.on("GET", "/v2/fills", ok([{
+        "id": "5f2a9c", "size": 2, "side": "sell", "price": 60010.5, "role": "maker",
+        "commission": "-0.01", "order_id": 101, "created_at": "2020-11-16T02:38:26Z",
+        "product": {"id": 27, "symbol": "BTCUSD"}}], {"after": None}))
+    delta.on("POST", "/v2/products/27/orders/leverage", ok({"leverage": 20, "product_id": 27}))
+    position = await client.get_position(27)
+    margined = await client.get_margined_positions()
+    fills = await client.get_fills([27], start_time=1_600_000_000_000_000)
+    leverage = await client.set_leverage(27, 20)
+    assert (position.size, position.entry_price, position.product_id) == (-3, 61000.0, 27)
+    assert margined[0].product_symbol == "BTCUSD" and margined[0].adl_level is None
+    assert margined[0].created_at == 1714557600123456
+    assert fills[0].id == "5f2a9c" and fills[0].order_id == "101"
+    assert fills[0].product_symbol == "BTCUSD" and fills[0].created_at == 1605494306000000
+    assert leverage.leverage == 20.0
+    assert delta.requests("POST", "/v2/products/27/orders/leverage")[0].body == '{"leverage":"20"}'
+
+
+def test_query_and_price_text_are_exact() -> None:
+    assert build_query({"a": None, "b": True, "c": [1, 2], "s": "MARK:BTCUSD"}) == (
+        "?b=true&c=1,2&s=MARK%3ABTCUSD")
+    assert build_query({}) == ""
+    assert price_text(0.1) == "0.1" and price_text(1e-7) == "0.0000001"
+    assert price_text("59000.50") == "59000.5" and price_text(60000) == "60000"
+    with pytest.raises(ValueError):
+        price_text(float("nan"))
+
+
+async def test_reduce_only_goes_at_risk_priority(delta: ScriptedDelta) -> None:
+    class Spy(AccountRateLimiter):
+        seen: list[Priority] = []
+
+        async def acquire(self, weight: int, priority: Priority = Priority.READ) -> None:
+            self.seen.append(priority)
+            await super().acquire(weight, priority)
+
+    limiter = Spy()
+    delta.on("POST", "/v2/orders", ok(ORDER))
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, limiter=limiter) as client:
+        await client.place_order(product_id=27, size=1, side="sell", limit_price=1,
+                                 reduce_only=True)
+        await client.place_order(product_id=27, size=1, side="sell", limit_price=1)
+    assert limiter.seen == [Priority.RISK, Priority.NEW_ORDER]
