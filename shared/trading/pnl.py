@@ -159,10 +159,7 @@ class SymbolPnl(msgspec.Struct, frozen=True, kw_only=True):
     unrealised: Decimal
     fees: Decimal
     mark: Decimal | None  # None when no mark is known (unrealised then 0)
-
-    @property
-    def net(self) -> Decimal:
-        return self.realised + self.unrealised - self.fees
+    net: Decimal  # realised + unrealised - fees (a field, so JSON output carries it)
 
 
 class PnlSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,10 +167,7 @@ class PnlSummary(msgspec.Struct, frozen=True, kw_only=True):
     realised: Decimal
     unrealised: Decimal
     fees: Decimal
-
-    @property
-    def net(self) -> Decimal:
-        return self.realised + self.unrealised - self.fees
+    net: Decimal
 
 
 def positions_from_fills(fills: Iterable[Fill]) -> dict[str, Position]:
@@ -190,13 +184,36 @@ def summarise(positions: Mapping[str, Position], marks: Mapping[str, Number]) ->
     for symbol in sorted(positions):
         p = positions[symbol]
         mark = to_decimal(marks[symbol]) if symbol in marks else None
+        upnl = unrealised(p, mark) if mark is not None else ZERO
         rows.append(SymbolPnl(
             symbol=symbol, contracts=p.contracts, average_entry=p.average_entry, realised=p.realised,
-            unrealised=unrealised(p, mark) if mark is not None else ZERO, fees=p.fees, mark=mark,
+            unrealised=upnl, fees=p.fees, mark=mark, net=p.realised + upnl - p.fees,
         ))
+    realised = sum((r.realised for r in rows), ZERO)
+    upnl_total = sum((r.unrealised for r in rows), ZERO)
+    fees = sum((r.fees for r in rows), ZERO)
     return PnlSummary(
-        symbols=tuple(rows),
-        realised=sum((r.realised for r in rows), ZERO),
-        unrealised=sum((r.unrealised for r in rows), ZERO),
-        fees=sum((r.fees for r in rows), ZERO),
+        symbols=tuple(rows), realised=realised, unrealised=upnl_total, fees=fees,
+        net=realised + upnl_total - fees,
     )
+
+
+def summary_to_builtins(summary: PnlSummary) -> dict[str, object]:
+    """JSON-ready form for `orchestrate history --json`: amounts as exact decimal strings plus a
+    `*_cents` string rounded for display."""
+    def money(row: SymbolPnl | PnlSummary) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name in ("realised", "unrealised", "fees", "net"):
+            value: Decimal = getattr(row, name)
+            out[name] = str(value)
+            out[f"{name}_cents"] = str(cents(value))
+        return out
+
+    return {
+        "symbols": [
+            {"symbol": r.symbol, "contracts": r.contracts, "average_entry": str(r.average_entry),
+             "mark": None if r.mark is None else str(r.mark), **money(r)}
+            for r in summary.symbols
+        ],
+        "total": money(summary),
+    }

@@ -3,11 +3,12 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from shared.trading.pnl import (
     Fill, apply_fill, cents, fee_for, flat_position, notional, positions_from_fills, summarise,
-    to_decimal, unrealised,
+    summary_to_builtins, to_decimal, unrealised,
 )
 
 D = Decimal
@@ -88,7 +89,11 @@ def test_summary_per_symbol_and_total() -> None:
     assert by["ETHUSD"].unrealised == D("0.2") and by["ETHUSD"].contracts == -4
     assert s.realised == D("1") and s.unrealised == D("0.2") and s.fees == D("0.34")
     assert s.net == D("0.86")
+    assert by["ETHUSD"].net == D("0.2") - D("0.04")
     assert summarise(positions_from_fills(fills), {}).symbols[1].mark is None
+    as_json = msgspec.json.decode(msgspec.json.encode(summary_to_builtins(s)))
+    assert D(as_json["total"]["net"]) == D("0.86") and as_json["total"]["fees_cents"] == "0.34"
+    assert as_json["symbols"][0]["symbol"] == "BTCUSD" and as_json["symbols"][1]["mark"] == "1995"
 
 
 def test_float_inputs_go_in_by_their_decimal_repr() -> None:
