@@ -13,6 +13,7 @@ an unexpected event means our view of the exchange is wrong and the worker must 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal, Union
 
 import msgspec
@@ -34,6 +35,11 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
 class EntryPlaced(_Event, tag="entry_placed"):
     price: float
     size: int
+
+
+class EntryAmended(_Event, tag="entry_amended"):
+    price: float
+    size: int  # total size after the edit (Delta's semantics), >= what already filled
 
 
 class EntryFilled(_Event, tag="entry_filled"):
@@ -71,7 +77,7 @@ class Reset(_Event, tag="reset"):
 
 
 LevelEvent = Union[
-    EntryPlaced, EntryFilled, EntryCancelled, EntryRejected,
+    EntryPlaced, EntryAmended, EntryFilled, EntryCancelled, EntryRejected,
     TakeProfitPlaced, TakeProfitFilled, TakeProfitCancelled, TakeProfitRejected, Reset,
 ]
 
@@ -125,6 +131,14 @@ def transition(level: Level, event: LevelEvent) -> Level:
             level, state="open", entry_price=event.price, size=event.size, filled_size=0,
             fill_cost=0.0, last_reason="", updated_ts=event.ts,
         )
+    if isinstance(event, EntryAmended):
+        if s != "open":
+            raise _bad(level, event)
+        if event.size <= level.filled_size:
+            raise InvalidTransition(
+                f"{level.symbol} level {level.level}: amend to {event.size} with {level.filled_size} filled"
+            )
+        return msgspec.structs.replace(level, entry_price=event.price, size=event.size, updated_ts=event.ts)
     if isinstance(event, EntryRejected):
         if s != "open" or level.filled_size:
             raise _bad(level, event)
@@ -207,3 +221,29 @@ def take_profit_order(level: Level, step: float, product: ProductSpec) -> Desire
         symbol=level.symbol, side=side, level=level.level, purpose="take_profit",
         price=price, size=remaining, reduce_only=True,
     )
+
+
+_ENTRY_ALLOWED: frozenset[LevelState] = frozenset({"not_placed", "open", "complete"})
+
+
+def desired_book(
+    grid_entries: Sequence[DesiredOrder],
+    levels: Mapping[tuple[Side, int], Level],
+    step: float,
+    product: ProductSpec,
+) -> tuple[DesiredOrder, ...]:
+    """Entries from the grid for levels free to take one, plus the take-profit of every filled
+    level. A level whose entry filled gets no new entry until its take-profit completes, so a
+    level never holds twice its size. `levels` is keyed by (entry side, level number); levels
+    missing from it count as not placed. A complete level may re-enter (the worker sends Reset
+    when it places the new entry)."""
+    orders: list[DesiredOrder] = []
+    for entry in grid_entries:
+        lv = levels.get((entry.side, entry.level))
+        if lv is None or lv.state in _ENTRY_ALLOWED:
+            orders.append(entry)
+    for key in sorted(levels):
+        tp = take_profit_order(levels[key], step, product)
+        if tp is not None:
+            orders.append(tp)
+    return tuple(orders)

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 
 from shared.products import PAPER_PRODUCTS
+from shared.trading.grid import GridConfig, desired_grid
 from shared.trading.levels import (
-    EntryCancelled, EntryFilled, EntryPlaced, EntryRejected, InvalidTransition, Level, Reset,
-    TakeProfitCancelled, TakeProfitFilled, TakeProfitPlaced, TakeProfitRejected, new_level,
+    EntryAmended, EntryCancelled, EntryFilled, EntryPlaced, EntryRejected, InvalidTransition, Level, Reset,
+    TakeProfitCancelled, TakeProfitFilled, TakeProfitPlaced, TakeProfitRejected, desired_book, new_level,
     take_profit_order, transition,
 )
 
@@ -88,3 +89,32 @@ def test_impossible_events_raise(state_events, event) -> None:
 def test_zero_size_placement_is_an_error() -> None:
     with pytest.raises(ValueError):
         transition(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=0, price=1.0, size=0))
+
+
+def test_amend_moves_the_entry_and_cannot_shrink_below_the_filled_part() -> None:
+    lv = run(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=1, price=100.0, size=5),
+             EntryFilled(ts=2, size=2, price=100.0))
+    moved = transition(lv, EntryAmended(ts=3, price=99.5, size=6))
+    assert (moved.entry_price, moved.size, moved.state) == (99.5, 6, "open")
+    with pytest.raises(InvalidTransition):
+        transition(lv, EntryAmended(ts=3, price=99.5, size=2))
+
+
+def test_desired_book_holds_entries_of_filled_levels_and_adds_their_take_profits() -> None:
+    cfg = GridConfig(levels=3)
+    entries = desired_grid("UP", 1.0, 2_000.0, 5.0, ETH, 2, cfg)
+    filled = run(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=1, price=1_980.0, size=2),
+                 EntryFilled(ts=2, size=2, price=1_980.0))
+    closing = run(new_level("ETHUSD", "buy", 2), EntryPlaced(ts=1, price=1_960.0, size=2),
+                  EntryFilled(ts=2, size=2, price=1_960.0), TakeProfitPlaced(ts=3, price=1_980.0))
+    done = run(closing, TakeProfitFilled(ts=4, size=2, price=1_980.0))
+    step = 20.0
+    book = desired_book(entries, {("buy", 1): filled, ("buy", 2): closing}, step, ETH)
+    assert sorted((o.side, o.purpose, o.level, o.price) for o in book) == [
+        ("buy", "entry", 3, 1_940.0),
+        ("sell", "take_profit", 1, 2_000.0),
+        ("sell", "take_profit", 2, 1_980.0),
+    ]
+    # a complete level may enter again; no take-profit is left for it
+    book = desired_book(entries, {("buy", 2): done}, step, ETH)
+    assert sorted((o.purpose, o.level) for o in book) == [("entry", 1), ("entry", 2), ("entry", 3)]
