@@ -32,47 +32,47 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
     ts: float  # epoch seconds of the exchange event (or of our decision for Reset)
 
 
-class EntryPlaced(_Event, tag="entry_placed"):
+class EntryPlaced(_Event, frozen=True, tag="entry_placed"):
     price: float
     size: int
 
 
-class EntryAmended(_Event, tag="entry_amended"):
+class EntryAmended(_Event, frozen=True, tag="entry_amended"):
     price: float
     size: int  # total size after the edit (Delta's semantics), >= what already filled
 
 
-class EntryFilled(_Event, tag="entry_filled"):
+class EntryFilled(_Event, frozen=True, tag="entry_filled"):
     size: int  # this fill's contracts (partial fills arrive as several events)
     price: float
 
 
-class EntryCancelled(_Event, tag="entry_cancelled"):
+class EntryCancelled(_Event, frozen=True, tag="entry_cancelled"):
     pass
 
 
-class EntryRejected(_Event, tag="entry_rejected"):
+class EntryRejected(_Event, frozen=True, tag="entry_rejected"):
     reason: str = ""
 
 
-class TakeProfitPlaced(_Event, tag="tp_placed"):
+class TakeProfitPlaced(_Event, frozen=True, tag="tp_placed"):
     price: float
 
 
-class TakeProfitFilled(_Event, tag="tp_filled"):
+class TakeProfitFilled(_Event, frozen=True, tag="tp_filled"):
     size: int
     price: float
 
 
-class TakeProfitCancelled(_Event, tag="tp_cancelled"):
+class TakeProfitCancelled(_Event, frozen=True, tag="tp_cancelled"):
     pass
 
 
-class TakeProfitRejected(_Event, tag="tp_rejected"):
+class TakeProfitRejected(_Event, frozen=True, tag="tp_rejected"):
     reason: str = ""
 
 
-class Reset(_Event, tag="reset"):
+class Reset(_Event, frozen=True, tag="reset"):
     pass
 
 

@@ -114,9 +114,10 @@ def reconcile(
             continue
         # Keep the order closest to what we want; prefer the current generation, then the
         # oldest id (it has time priority in the book).
+        target = want  # bound for the sort key (the loop variable is Optional to a type checker)
         orders = sorted(orders, key=lambda ot: (
-            not _matches(ot[0], want, price_tolerance), ot[1].generation != generation,
-            abs(ot[0].price - want.price), ot[0].order_id,
+            not _matches(ot[0], target, price_tolerance), ot[1].generation != generation,
+            abs(ot[0].price - target.price), ot[0].order_id,
         ))
         to_cancel.extend(
             CancelOrder(order_id=o.order_id, client_order_id=o.client_order_id or "", reason="duplicate")
