@@ -19,7 +19,9 @@ from typing import Literal, Union
 import msgspec
 
 from shared.products import ProductSpec
-from shared.trading.orders import DesiredOrder, Side, opposite
+from shared.trading import client_order_id as coid
+from shared.trading.orders import DesiredOrder, OpenOrder, Side, opposite
+from shared.trading.pnl import Fill
 
 LevelState = Literal["not_placed", "open", "filled", "closing", "complete"]
 
@@ -247,3 +249,78 @@ def desired_book(
         if tp is not None:
             orders.append(tp)
     return tuple(orders)
+
+
+def rebuild_levels(
+    fills: Sequence[Fill],
+    open_orders: Sequence[OpenOrder],
+    *,
+    bot_id: str,
+    symbol: str,
+    ts: float,
+) -> dict[tuple[Side, int], Level]:
+    """Level states recovered from the exchange after a restart, from our own fills (in
+    execution order) and open orders; foreign fills and orders are ignored.
+
+    Per level, entry fills add contracts and take-profit fills remove them; a stop fill resets
+    every level (it closed the whole position). So `fills` must reach back at least to the last
+    time this bot's levels were all flat (the store keeps every fill; passing all of them is
+    always right). Levels with nothing open and nothing filled are left out (not placed).
+    """
+    held: dict[tuple[Side, int], int] = {}
+    cost: dict[tuple[Side, int], float] = {}
+    for f in fills:
+        tag = coid.decode(f.client_order_id, bot_id=bot_id, symbol=symbol)
+        if tag is None or f.symbol != symbol or tag.side != f.side:
+            continue
+        if tag.purpose == "stop":
+            held.clear()
+            cost.clear()
+            continue
+        if tag.purpose == "entry":
+            key = (tag.side, tag.level)
+            held[key] = held.get(key, 0) + f.size
+            cost[key] = cost.get(key, 0.0) + float(f.price) * f.size
+        else:  # a take-profit fill closes contracts of the entry on the other side
+            key = (opposite(tag.side), tag.level)
+            before = held.get(key, 0)
+            left = before - f.size
+            if left <= 0:
+                held.pop(key, None)
+                cost.pop(key, None)
+            else:
+                cost[key] = cost[key] * left / before  # the average entry of what is left
+                held[key] = left
+
+    entry_orders: dict[tuple[Side, int], OpenOrder] = {}
+    tp_orders: dict[tuple[Side, int], OpenOrder] = {}
+    for o in open_orders:
+        tag = coid.decode(o.client_order_id, bot_id=bot_id, symbol=symbol)
+        if tag is None or o.symbol != symbol or tag.side != o.side:
+            continue
+        if tag.purpose == "entry":
+            entry_orders[(tag.side, tag.level)] = o
+        elif tag.purpose == "take_profit":
+            tp_orders[(opposite(tag.side), tag.level)] = o
+
+    levels: dict[tuple[Side, int], Level] = {}
+    for key in sorted(set(held) | set(entry_orders)):
+        side, number = key
+        filled = held.get(key, 0)
+        entry = entry_orders.get(key)
+        tp = tp_orders.get(key)
+        fill_cost = cost.get(key, 0.0)
+        if entry is not None and tp is None:
+            # Entry still resting (maybe partly filled): open, the rest may fill.
+            levels[key] = Level(
+                symbol=symbol, side=side, level=number, state="open", entry_price=entry.price,
+                size=filled + entry.unfilled_size, filled_size=filled, fill_cost=fill_cost, updated_ts=ts,
+            )
+        elif filled > 0:
+            levels[key] = Level(
+                symbol=symbol, side=side, level=number, state="closing" if tp is not None else "filled",
+                entry_price=fill_cost / filled, size=filled, filled_size=filled, fill_cost=fill_cost,
+                take_profit_price=tp.price if tp is not None else 0.0,
+                last_reason="rebuilt from exchange", updated_ts=ts,
+            )
+    return levels

@@ -3,12 +3,15 @@ from __future__ import annotations
 import pytest
 
 from shared.products import PAPER_PRODUCTS
+from shared.trading import client_order_id as coid
 from shared.trading.grid import GridConfig, desired_grid
 from shared.trading.levels import (
     EntryAmended, EntryCancelled, EntryFilled, EntryPlaced, EntryRejected, InvalidTransition, Level, Reset,
     TakeProfitCancelled, TakeProfitFilled, TakeProfitPlaced, TakeProfitRejected, desired_book, new_level,
-    take_profit_order, transition,
+    rebuild_levels, take_profit_order, transition,
 )
+from shared.trading.orders import OpenOrder
+from shared.trading.pnl import Fill
 
 ETH = PAPER_PRODUCTS["ETHUSD"]
 
@@ -118,3 +121,54 @@ def test_desired_book_holds_entries_of_filled_levels_and_adds_their_take_profits
     # a complete level may enter again; no take-profit is left for it
     book = desired_book(entries, {("buy", 2): done}, step, ETH)
     assert sorted((o.purpose, o.level) for o in book) == [("entry", 1), ("entry", 2), ("entry", 3)]
+
+
+def _fill(n: int, side: str, purpose: str, level: int, size: int, price: str, bot: str = "a1",
+          symbol: str = "ETHUSD") -> Fill:
+    return Fill(fill_id=f"f{n}", symbol=symbol, side=side, size=size, price=price, fee="0",
+                contract_value="0.01", ts=float(n),
+                client_order_id=coid.encode(bot_id=bot, symbol=symbol, side=side, purpose=purpose,
+                                            level=level, generation=n))
+
+
+def _open(order_id: int, side: str, purpose: str, level: int, price: float, size: int,
+          unfilled: int | None = None) -> OpenOrder:
+    return OpenOrder(order_id=order_id, symbol="ETHUSD", side=side, price=price, size=size,
+                     unfilled_size=size if unfilled is None else unfilled,
+                     client_order_id=coid.encode(bot_id="a1", symbol="ETHUSD", side=side, purpose=purpose,
+                                                 level=level, generation=1))
+
+
+def test_rebuild_levels_after_a_restart() -> None:
+    fills = [
+        _fill(1, "buy", "entry", 1, 2, "1980"),  # level 1 filled, take-profit resting
+        _fill(2, "buy", "entry", 2, 1, "1960"),  # level 2 filled, no take-profit yet
+        _fill(3, "buy", "entry", 2, 1, "1961"),
+        _fill(4, "buy", "entry", 3, 2, "1940"),  # level 3 went round trip
+        _fill(5, "sell", "take_profit", 3, 2, "1960"),
+        _fill(6, "buy", "entry", 4, 1, "1920"),  # level 4 partly filled, rest resting
+        _fill(7, "buy", "entry", 5, 9, "1900", bot="b2"),  # another bot: ignored
+        Fill(fill_id="manual", symbol="ETHUSD", side="buy", size=3, price="1", fee="0",
+             contract_value="0.01", ts=8.0),  # a trader's manual fill: ignored
+    ]
+    open_orders = [_open(11, "sell", "take_profit", 1, 2_000.0, 2), _open(14, "buy", "entry", 4, 1_920.0, 3, 2)]
+    levels = rebuild_levels(fills, open_orders, bot_id="a1", symbol="ETHUSD", ts=99.0)
+    assert set(levels) == {("buy", 1), ("buy", 2), ("buy", 4)}
+    assert levels[("buy", 1)].state == "closing" and levels[("buy", 1)].take_profit_price == 2_000.0
+    l2 = levels[("buy", 2)]
+    assert (l2.state, l2.filled_size, l2.entry_price) == ("filled", 2, 1_960.5)
+    l4 = levels[("buy", 4)]
+    assert (l4.state, l4.size, l4.filled_size) == ("open", 3, 1)
+    # the rebuilt levels drive the same book a running bot would want
+    assert take_profit_order(l2, 20.0, ETH).price == 1_980.5
+    # the rebuilt states accept the next real events
+    assert transition(l4, EntryFilled(ts=100, size=2, price=1_920.0)).state == "filled"
+    assert transition(l2, TakeProfitPlaced(ts=100, price=1_980.5)).state == "closing"
+
+
+def test_rebuild_partial_take_profit_and_stop_reset() -> None:
+    fills = [_fill(1, "buy", "entry", 1, 4, "100"), _fill(2, "sell", "take_profit", 1, 1, "101")]
+    levels = rebuild_levels(fills, [], bot_id="a1", symbol="ETHUSD", ts=0.0)
+    assert levels[("buy", 1)].filled_size == 3 and levels[("buy", 1)].entry_price == 100.0
+    fills.append(_fill(3, "sell", "stop", 0, 3, "95"))
+    assert rebuild_levels(fills, [], bot_id="a1", symbol="ETHUSD", ts=0.0) == {}
