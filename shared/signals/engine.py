@@ -1,0 +1,636 @@
+"""The signal engine: per-symbol streaming state, evaluated for many symbols in one numpy pass.
+
+Per call, for each window: bars that closed since the last call are committed to the symbol's
+streaming state (indicators, multi-timeframe EMAs, learner, RL table), then the forming bar is
+evaluated tentatively (advanced on copies, never committed). With no state, with a gap in the
+bar numbering, or with more new closed bars than the window holds, the symbol is rebuilt from
+the window's closed bars. Work per call is O(new bars), not O(window).
+
+Bad prices (NaN, inf, <= 0) never reach a signal:
+- a bad forming bar makes that call's result invalid and commits nothing of it;
+- a bad newly closed bar drops the symbol's indicator state; the rebuild that follows warms up
+  from the bars after the last bad bar in the window (invalid until `min_bars` good bars);
+- nothing raises out of `evaluate_batch` for bad input: the result says why it is invalid.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import NamedTuple, Sequence
+
+import msgspec
+import numpy as np
+
+from . import strategies as st
+from .streaming import (CLOSES_LEN, N_STATE, O_BB_LOW, O_BB_UP, O_MACD, O_RSI, O_SMA, S_N,
+                        S_PREV_CLOSE, WARM_BARS, advance, new_state, outputs)
+
+BAR_SECONDS = 60.0
+MAX_WINDOW = 65536  # a sanity bound on one window; the pool sends 1024
+
+
+class BarWindow(NamedTuple):
+    symbol: str
+    bar_count: int  # total bars ever written for the symbol, incl. the forming one
+    ts: np.ndarray  # float64 bar open time, epoch seconds; oldest first
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    # all float64, same length W; the LAST element is the forming (open) bar
+
+
+def _default_consensus_weights() -> dict[str, float]:
+    return {name: 1.0 for name in st.COMPONENTS}
+
+
+class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every tunable of the signal engine (the `[signal]` table of the TOML config). Defaults are
+    the original bot's rules, with its defects fixed."""
+
+    min_bars: int = 100  # closed bars before any vote (the original's ML predictor needed 100)
+    # trend score: weights of sign(close-SMA20), RSI zone, sign(MACD), sign(momentum)
+    trend_weights: list[float] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
+    trend_confidence_scale: float = 0.8
+    rsi_overbought: float = 70.0
+    momentum_bars: int = 10
+    # online learner (logistic regression by SGD on the trend features); when on, it casts the
+    # trend vote instead of the fixed score
+    learner: bool = False
+    learner_rate: float = 0.05
+    learner_l2: float = 1e-4
+    # multi-timeframe: trend per timeframe = sign(close - EMA of that timeframe's closed bars)
+    timeframes: list[int] = msgspec.field(default_factory=lambda: [1, 5, 15])  # minutes
+    mtf_ema_period: int = 20
+    mtf_min_agree: int = 2
+    # volatility (Bollinger 20, 2)
+    volatility_rule: str = "mean_reversion"  # or "breakout"
+    volatility_min: float = 0.015
+    volatility_max: float = 0.05
+    volatility_changes: int = 20
+    # RL agent
+    rl_alpha: float = 0.1
+    rl_gamma: float = 0.9
+    rl_epsilon: float = 0.1
+    rl_epsilon_decay: float = 0.995
+    rl_epsilon_min: float = 0.01
+    rl_momentum_bars: int = 5
+    rl_vol_bars: int = 5
+    rl_vol_thresholds: list[float] = msgspec.field(default_factory=lambda: [0.02])
+    # consensus
+    consensus_weights: dict[str, float] = msgspec.field(default_factory=_default_consensus_weights)
+    consensus_threshold: float = 2.0
+    max_symbols: int = 4096  # bound on per-symbol state kept by one engine
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"signal config: {msg}")
+
+        if self.min_bars < WARM_BARS:
+            bad(f"min_bars must be >= {WARM_BARS} (bars before MACD's signal line exists), "
+                f"got {self.min_bars}")
+        if len(self.trend_weights) != st.N_TREND_FEATURES:
+            bad(f"trend_weights needs {st.N_TREND_FEATURES} numbers, got {len(self.trend_weights)}")
+        if not all(math.isfinite(w) for w in self.trend_weights):
+            bad("trend_weights must be finite")
+        if not self.trend_confidence_scale > 0:
+            bad("trend_confidence_scale must be > 0")
+        if not 0 < self.rsi_overbought < 100:
+            bad(f"rsi_overbought must be in (0, 100), got {self.rsi_overbought}")
+        for name in ("momentum_bars", "volatility_changes", "rl_momentum_bars"):
+            v = getattr(self, name)
+            if not 1 <= v <= CLOSES_LEN - 1:
+                bad(f"{name} must be in 1..{CLOSES_LEN - 1}, got {v}")
+        if not 2 <= self.rl_vol_bars <= CLOSES_LEN:
+            bad(f"rl_vol_bars must be in 2..{CLOSES_LEN}, got {self.rl_vol_bars}")
+        if not (self.learner_rate > 0 and self.learner_l2 >= 0):
+            bad("learner_rate must be > 0 and learner_l2 >= 0")
+        if not self.timeframes or any(t < 1 for t in self.timeframes) \
+                or len(set(self.timeframes)) != len(self.timeframes):
+            bad(f"timeframes must be distinct positive minutes, got {self.timeframes}")
+        if self.mtf_ema_period < 1:
+            bad("mtf_ema_period must be >= 1")
+        if not 1 <= self.mtf_min_agree <= len(self.timeframes):
+            bad(f"mtf_min_agree must be in 1..{len(self.timeframes)}, got {self.mtf_min_agree}")
+        if self.volatility_rule not in ("mean_reversion", "breakout"):
+            bad(f"volatility_rule must be 'mean_reversion' or 'breakout', got {self.volatility_rule!r}")
+        if not 0 <= self.volatility_min < self.volatility_max:
+            bad("need 0 <= volatility_min < volatility_max")
+        if not (0 < self.rl_alpha <= 1 and 0 <= self.rl_gamma < 1):
+            bad("need 0 < rl_alpha <= 1 and 0 <= rl_gamma < 1")
+        if not (0 <= self.rl_epsilon_min <= self.rl_epsilon <= 1 and 0 < self.rl_epsilon_decay <= 1):
+            bad("need 0 <= rl_epsilon_min <= rl_epsilon <= 1 and 0 < rl_epsilon_decay <= 1")
+        if list(self.rl_vol_thresholds) != sorted(self.rl_vol_thresholds) \
+                or any(not t > 0 for t in self.rl_vol_thresholds):
+            bad("rl_vol_thresholds must be positive and ascending")
+        if set(self.consensus_weights) != set(st.COMPONENTS):
+            bad(f"consensus_weights needs exactly the keys {list(st.COMPONENTS)}, "
+                f"got {sorted(self.consensus_weights)}")
+        if any(not (w >= 0 and math.isfinite(w)) for w in self.consensus_weights.values()) \
+                or sum(self.consensus_weights.values()) <= 0:
+            bad("consensus_weights must be finite, >= 0, and not all 0")
+        if not self.consensus_threshold > 0:
+            bad("consensus_threshold must be > 0")
+        if self.max_symbols < 1:
+            bad("max_symbols must be >= 1")
+
+
+class IndicatorSnapshot(msgspec.Struct, frozen=True):
+    """Indicator values at the forming bar (NaN where undefined)."""
+
+    close: float
+    sma20: float
+    ema12: float
+    ema26: float
+    rsi14: float
+    macd: float
+    macd_signal: float
+    macd_hist: float
+    bb_upper: float
+    bb_middle: float
+    bb_lower: float
+    atr14: float
+
+
+_NAN_SNAPSHOT = IndicatorSnapshot(*([math.nan] * 12))
+_NO_VOTES = {name: "NONE" for name in st.COMPONENTS}
+
+
+class SignalResult(msgspec.Struct, frozen=True):
+    symbol: str
+    bar_ts: float  # open time of the forming bar the signal was computed on
+    bar_count: int
+    direction: str  # "UP" | "DOWN" | "NONE"
+    confidence: float
+    votes: dict[str, str]  # trend, mtf, volatility, rl -> UP/DOWN/LONG/SHORT/HOLD/NONE
+    indicators: IndicatorSnapshot
+    valid: bool
+    reason: str  # "" when valid
+
+
+class RLTable(msgspec.Struct, frozen=True, kw_only=True):
+    """Serialised Q-table of one symbol (export/import format, msgpack)."""
+
+    version: int
+    symbol: str
+    vol_thresholds: list[float]
+    n_states: int
+    n_actions: int
+    q: list[float]
+    epsilon: float
+
+
+_RL_ENCODER = msgspec.msgpack.Encoder()
+_RL_DECODER = msgspec.msgpack.Decoder(RLTable)
+
+
+class _Plan(NamedTuple):
+    slot: int
+    kind: int  # _NONE, _STEP, _REBUILD
+    k: int  # new closed bars to commit (kind _STEP)
+
+
+_NOOP, _STEP, _REBUILD, _BAD = range(4)
+
+
+class SignalEngine:
+    """Signals for many symbols. Not thread-safe: one engine per pool process."""
+
+    def __init__(self, config: SignalConfig | None = None, seed: int = 0) -> None:
+        cfg = config if config is not None else SignalConfig()
+        self.config = cfg
+        self.seed = int(seed)
+        self._tf = np.array(cfg.timeframes, dtype=np.float64) * BAR_SECONDS
+        self._n_tf = len(cfg.timeframes)
+        self._tf_k = 2.0 / (cfg.mtf_ema_period + 1.0)
+        self._trend_w = np.array(cfg.trend_weights, dtype=np.float64)
+        self._cons_w = np.array([cfg.consensus_weights[c] for c in st.COMPONENTS])
+        self._vol_thr = np.array(cfg.rl_vol_thresholds, dtype=np.float64)
+        self._n_states = st.rl_n_states(tuple(cfg.rl_vol_thresholds))
+        self._rl_ready = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
+        # strategy-state columns
+        self._x_lw = slice(0, st.N_LEARNER_WEIGHTS)
+        self._x_lx = slice(st.N_LEARNER_WEIGHTS, 2 * st.N_LEARNER_WEIGHTS)
+        base = 2 * st.N_LEARNER_WEIGHTS
+        self._x_rl_state, self._x_rl_action, self._x_rl_eps = base, base + 1, base + 2
+        self._x_tf = base + 3  # then 4 columns per timeframe: ema, bars done, bucket, last close
+        self._n_x = self._x_tf + 4 * self._n_tf
+        self._cap = 0
+        self._S = np.empty((0, N_STATE))
+        self._C = np.empty((0, CLOSES_LEN))
+        self._X = np.empty((0, self._n_x))
+        self._Q = np.empty((0, self._n_states, st.N_ACTIONS))
+        self._slots: dict[str, int] = {}
+        self._free: list[int] = []
+        self._closed: list[int] = []  # closed bars committed, absolute count; -1 = rebuild
+        self._last_ts: list[float] = []
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._note: list[str] = []  # why the last rebuild skipped bars (kept for the result)
+
+    # ------------------------------------------------------------------ public API
+
+    def evaluate(self, window: BarWindow) -> SignalResult:
+        return self.evaluate_batch([window])[0]
+
+    def evaluate_batch(self, windows: Sequence[BarWindow]) -> list[SignalResult]:
+        """One result per window, in order. Never raises for bad input."""
+        seen: set[str] = set()
+        cut = 0
+        results: list[SignalResult] = []
+        for j, w in enumerate(windows):
+            sym = getattr(w, "symbol", None)
+            if sym in seen:  # the same symbol twice: evaluate in order, in separate passes
+                results.extend(self._evaluate_unique(windows[cut:j]))
+                cut = j
+                seen = set()
+            seen.add(sym)  # type: ignore[arg-type]
+        results.extend(self._evaluate_unique(windows[cut:]))
+        return results
+
+    def forget(self, symbol: str) -> None:
+        slot = self._slots.pop(symbol, None)
+        if slot is not None:
+            self._closed[slot] = -1
+            self._note[slot] = ""
+            self._free.append(slot)
+
+    def state_nbytes(self, symbol: str) -> int:
+        """Bytes of numeric streaming state held for the symbol (0 if none)."""
+        if symbol not in self._slots:
+            return 0
+        return 8 * (N_STATE + CLOSES_LEN + self._n_x + self._n_states * st.N_ACTIONS + 2)
+
+    def export_rl_table(self, symbol: str) -> bytes:
+        slot = self._slots.get(symbol)
+        if slot is None:
+            raise KeyError(f"{symbol}: no RL table (symbol never evaluated or imported)")
+        table = RLTable(version=1, symbol=symbol, vol_thresholds=list(self.config.rl_vol_thresholds),
+                        n_states=self._n_states, n_actions=st.N_ACTIONS,
+                        q=self._Q[slot].ravel().tolist(), epsilon=float(self._X[slot, self._x_rl_eps]))
+        return _RL_ENCODER.encode(table)
+
+    def import_rl_table(self, symbol: str, data: bytes) -> None:
+        """Load a table exported by `export_rl_table` (validated before anything changes)."""
+        try:
+            table = _RL_DECODER.decode(data)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{symbol}: RL table is not a valid export ({exc})") from None
+        if table.version != 1:
+            raise ValueError(f"{symbol}: RL table version {table.version} not supported")
+        if table.n_states != self._n_states or table.n_actions != st.N_ACTIONS \
+                or list(table.vol_thresholds) != list(self.config.rl_vol_thresholds) \
+                or len(table.q) != self._n_states * st.N_ACTIONS:
+            raise ValueError(f"{symbol}: RL table shape {table.n_states}x{table.n_actions} with "
+                             f"thresholds {table.vol_thresholds} does not match this config "
+                             f"({self._n_states}x{st.N_ACTIONS}, {self.config.rl_vol_thresholds})")
+        q = np.array(table.q, dtype=np.float64)
+        if not np.isfinite(q).all() or not 0.0 <= table.epsilon <= 1.0:
+            raise ValueError(f"{symbol}: RL table has non-finite values or epsilon outside [0, 1]")
+        slot = self._slots.get(symbol)
+        if slot is None:
+            slot = self._allocate(symbol)
+            if slot < 0:
+                raise ValueError(f"{symbol}: engine already holds max_symbols="
+                                 f"{self.config.max_symbols} symbols")
+        self._Q[slot] = q.reshape(self._n_states, st.N_ACTIONS)
+        self._X[slot, self._x_rl_eps] = table.epsilon
+
+    # ------------------------------------------------------------------ slots
+
+    def _allocate(self, symbol: str) -> int:
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = len(self._closed)
+            if slot >= self.config.max_symbols:
+                return -1
+            if slot >= self._cap:
+                self._grow(min(self.config.max_symbols, max(16, 2 * self._cap)))
+            self._closed.append(-1)
+            self._last_ts.append(math.nan)
+            self._note.append("")
+        self._slots[symbol] = slot
+        self._closed[slot] = -1
+        self._note[slot] = ""
+        key = (zlib.crc32(symbol.encode()) << 32) ^ (self.seed & 0xFFFFFFFF)
+        self._keys[slot] = np.uint64(key & 0xFFFFFFFFFFFFFFFF)
+        self._Q[slot] = 0.0
+        self._X[slot] = np.nan
+        self._X[slot, self._x_lw] = 0.0
+        self._X[slot, self._x_rl_eps] = self.config.rl_epsilon
+        return slot
+
+    def _grow(self, cap: int) -> None:
+        def grow(a: np.ndarray) -> np.ndarray:
+            b = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
+            b[: a.shape[0]] = a
+            return b
+
+        self._S, self._C, self._X, self._Q = (grow(a) for a in (self._S, self._C, self._X, self._Q))
+        self._keys = grow(self._keys)
+        self._cap = cap
+
+    # ------------------------------------------------------------------ one pass
+
+    def _evaluate_unique(self, windows: Sequence[BarWindow]) -> list[SignalResult]:
+        n = len(windows)
+        if n == 0:
+            return []
+        plans: list[_Plan] = []
+        errors: list[str] = [""] * n
+        for j, w in enumerate(windows):
+            plan, err = self._plan(w)
+            plans.append(plan)
+            errors[j] = err
+
+        # commit newly closed bars: rebuilds, then incremental steps grouped by count
+        rebuild = [j for j in range(n) if plans[j].kind == _REBUILD]
+        if rebuild:
+            self._rebuild([windows[j] for j in rebuild], [plans[j].slot for j in rebuild])
+        by_k: dict[int, list[int]] = {}
+        for j, p in enumerate(plans):
+            if p.kind == _STEP:
+                by_k.setdefault(p.k, []).append(j)
+        for k, js in by_k.items():
+            bad = self._step_windows([windows[j] for j in js], [plans[j].slot for j in js], k)
+            for j, msg in zip(js, bad):
+                if msg:
+                    errors[j] = msg
+        return self._tentative(windows, plans, errors)
+
+    def _plan(self, w: BarWindow) -> tuple[_Plan, str]:
+        """Decide what to do with a window; structural problems -> (_BAD, reason)."""
+        try:
+            sym = w.symbol
+            if not isinstance(sym, str) or not sym:
+                return _Plan(-1, _BAD, 0), "bad window: symbol must be a non-empty string"
+            size = len(w.close)
+            for name in ("ts", "open", "high", "low", "close"):
+                a = getattr(w, name)
+                if not isinstance(a, np.ndarray) or a.ndim != 1 or len(a) != size:
+                    return _Plan(-1, _BAD, 0), f"{sym}: bad window: {name} is not a 1-D array of length {size}"
+            if not 1 <= size <= MAX_WINDOW or int(w.bar_count) < size:
+                return _Plan(-1, _BAD, 0), (f"{sym}: bad window: {size} bars with bar_count "
+                                            f"{w.bar_count} (need 1 <= bars <= bar_count)")
+        except (TypeError, AttributeError) as exc:
+            return _Plan(-1, _BAD, 0), f"bad window: {exc}"
+        slot = self._slots.get(sym)
+        if slot is None:
+            slot = self._allocate(sym)
+            if slot < 0:
+                return _Plan(-1, _BAD, 0), (f"{sym}: engine already holds max_symbols="
+                                            f"{self.config.max_symbols} symbols")
+        have = self._closed[slot]
+        closed_now = int(w.bar_count) - 1
+        k = closed_now - have
+        if have < 0 or k < 0 or k > size - 1:
+            return _Plan(slot, _REBUILD, 0), ""
+        if have > 0:
+            at = size - 2 - k  # where the last committed bar must sit in this window
+            if at >= 0 and float(w.ts[at]) != self._last_ts[slot]:
+                return _Plan(slot, _REBUILD, 0), ""
+        return _Plan(slot, _STEP if k > 0 else _NOOP, k), ""
+
+    @staticmethod
+    def _bad_bars(w: BarWindow, lo: int, hi: int) -> np.ndarray:
+        """Mask of bad bars in w[lo:hi]: a price not finite or <= 0, or ts not finite."""
+        ok = np.isfinite(w.ts[lo:hi])
+        for a in (w.open, w.high, w.low, w.close):
+            seg = a[lo:hi]
+            ok &= np.isfinite(seg) & (seg > 0.0)
+        return ~ok
+
+    def _rebuild(self, windows: list[BarWindow], slots: list[int]) -> None:
+        """Reset indicator state and warm up from each window's closed bars (after the last bad
+        bar, if any). RL table, epsilon and learner weights are kept: they are knowledge."""
+        groups: dict[int, list[tuple[BarWindow, int, int]]] = {}
+        for w, slot in zip(windows, slots):
+            size = len(w.close)
+            bad = self._bad_bars(w, 0, size - 1)
+            ts = w.ts[: size - 1]
+            if size > 2:
+                bad[1:] |= ~(ts[1:] > ts[:-1])
+            start = 0
+            note = ""
+            if bad.any():
+                last_bad = int(np.flatnonzero(bad)[-1])
+                start = last_bad + 1
+                note = (f"{w.symbol}: bad bar at window index {last_bad} (ts={float(w.ts[last_bad])!r}, "
+                        f"close={float(w.close[last_bad])!r}); warming up from the "
+                        f"{size - 1 - start} bars after it")
+            self._note[slot] = note
+            groups.setdefault(size - 1 - start, []).append((w, slot, start))
+            self._closed[slot] = int(w.bar_count) - 1
+            self._last_ts[slot] = float(ts[-1]) if size > 1 else math.nan
+        for n_bars, items in groups.items():
+            rows = np.array([slot for _, slot, _ in items])
+            S, C = new_state(len(items))
+            X = self._X[rows]
+            X[:, self._x_lx] = np.nan
+            X[:, self._x_rl_state] = np.nan
+            X[:, self._x_rl_action] = np.nan
+            X[:, self._x_tf:] = np.nan
+            Q = self._Q[rows]
+            if n_bars > 0:
+                cols = [np.stack([getattr(w, name)[s: s + n_bars] for w, _, s in items])
+                        for name in ("high", "low", "close", "ts")]
+                first_bar = np.array([int(w.bar_count) - 1 - n_bars for w, _, _ in items], dtype=np.int64)
+                keys = self._keys[rows]
+                for t in range(n_bars):
+                    S, C = self._commit(S, C, X, Q, cols[0][:, t], cols[1][:, t], cols[2][:, t],
+                                        cols[3][:, t], first_bar + t, keys)
+            self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+
+    def _step_windows(self, windows: list[BarWindow], slots: list[int], k: int) -> list[str]:
+        """Commit the k newest closed bars of each window; rows with a bad bar are dropped to
+        rebuild on the next call. Returns a reason per window ("" if fine)."""
+        size = np.array([len(w.close) for w in windows])
+        cols = [np.stack([getattr(w, name)[len(w.close) - 1 - k: len(w.close) - 1] for w in windows])
+                for name in ("open", "high", "low", "close", "ts")]
+        o, h, lo, c, ts = cols
+        last_ts = np.array([self._last_ts[s] for s in slots])
+        prev_ts = np.concatenate([last_ts[:, None], ts[:, :-1]], axis=1)
+        ok = np.isfinite(ts) & (ts > prev_ts)
+        for a in (o, h, lo, c):
+            ok &= np.isfinite(a) & (a > 0.0)
+        row_ok = ok.all(axis=1)
+        reasons = [""] * len(windows)
+        for r in np.flatnonzero(~row_ok):
+            t = int(np.flatnonzero(~ok[r])[0])
+            idx = int(size[r]) - 1 - k + t
+            w = windows[r]
+            reasons[r] = (f"{w.symbol}: bad closed bar at window index {idx} (ts={float(ts[r, t])!r}, "
+                          f"open/high/low/close={float(o[r, t])!r}/{float(h[r, t])!r}/"
+                          f"{float(lo[r, t])!r}/{float(c[r, t])!r}); state dropped, rebuilding "
+                          "from the bars after it")
+            self._closed[slots[r]] = -1
+        good = np.flatnonzero(row_ok)
+        if good.size == 0:
+            return reasons
+        rows = np.array(slots)[good]
+        S, C, X, Q = self._S[rows], self._C[rows], self._X[rows], self._Q[rows]
+        keys = self._keys[rows]
+        first_bar = np.array([int(windows[r].bar_count) - 1 - k for r in good], dtype=np.int64)
+        for t in range(k):
+            S, C = self._commit(S, C, X, Q, h[good, t], lo[good, t], c[good, t], ts[good, t],
+                                first_bar + t, keys)
+        self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+        for r in good:
+            self._closed[slots[r]] = int(windows[r].bar_count) - 1
+            self._last_ts[slots[r]] = float(ts[r, -1])
+        return reasons
+
+    def _commit(self, S: np.ndarray, C: np.ndarray, X: np.ndarray, Q: np.ndarray,
+                h: np.ndarray, lo: np.ndarray, c: np.ndarray, ts: np.ndarray,
+                bar_no: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Commit one closed bar for every row. X and Q are updated in place (local copies)."""
+        cfg = self.config
+        prev_close = S[:, S_PREV_CLOSE]
+        S2, C2 = advance(S, C, h, lo, c)
+        n_after = S2[:, S_N]
+        with np.errstate(invalid="ignore"):
+            bar_ret = (c - prev_close) / prev_close  # NaN on the first bar
+        if cfg.learner:
+            xprev = X[:, self._x_lx]
+            learn = np.isfinite(xprev[:, 0]) & (c != prev_close) & np.isfinite(bar_ret)
+            X[:, self._x_lw] = st.learner_update(X[:, self._x_lw], np.nan_to_num(xprev),
+                                                 (c > prev_close).astype(np.float64), learn,
+                                                 cfg.learner_rate, cfg.learner_l2)
+            if n_after.min() >= WARM_BARS:
+                out = outputs(S2, C2)
+                feats = st.trend_features(c, out[:, O_SMA], out[:, O_RSI], out[:, O_MACD],
+                                          c - C2[:, -1 - cfg.momentum_bars], cfg.rsi_overbought)
+                X[:, self._x_lx] = st.learner_inputs(feats)
+            else:
+                X[:, self._x_lx] = np.nan
+        for j in range(self._n_tf):
+            base = self._x_tf + 4 * j
+            ema, done, bucket, last = (X[:, base + q] for q in range(4))
+            b = np.floor(ts / self._tf[j])
+            complete = (b != bucket) & np.isfinite(last)
+            X[:, base] = np.where(complete, np.where(done > 0, ema + self._tf_k * (last - ema), last), ema)
+            X[:, base + 1] = np.where(np.isfinite(done), done, 0.0) + complete
+            X[:, base + 2] = b
+            X[:, base + 3] = c
+        ready = n_after >= self._rl_ready
+        if ready.any():
+            s_now = st.rl_state(C2, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr)
+            a_prev = X[:, self._x_rl_action]
+            learn = ready & np.isfinite(a_prev) & np.isfinite(bar_ret)
+            r_idx = np.arange(S.shape[0])
+            if learn.any():
+                rl = r_idx[learn]
+                sp = X[learn, self._x_rl_state].astype(np.int64)
+                ap = a_prev[learn].astype(np.int64)
+                target = st.rl_reward(ap, bar_ret[learn]) + cfg.rl_gamma * Q[rl, s_now[learn]].max(axis=1)
+                q_sa = Q[rl, sp, ap]
+                Q[rl, sp, ap] = q_sa + cfg.rl_alpha * (target - q_sa)
+            greedy = st.rl_greedy(Q[r_idx, s_now])
+            with np.errstate(over="ignore"):
+                mix = keys ^ (bar_no.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+            eps = X[:, self._x_rl_eps]
+            explore = st.uniform_hash(mix, 1) < eps
+            random_action = np.minimum((st.uniform_hash(mix, 2) * st.N_ACTIONS).astype(np.int64),
+                                       st.N_ACTIONS - 1)
+            action = np.where(explore, random_action, greedy)
+            X[:, self._x_rl_state] = np.where(ready, s_now, np.nan)
+            X[:, self._x_rl_action] = np.where(ready, action, np.nan)
+            X[:, self._x_rl_eps] = np.where(ready, np.maximum(cfg.rl_epsilon_min,
+                                                              eps * cfg.rl_epsilon_decay), eps)
+        return S2, C2
+
+    def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
+                   errors: list[str]) -> list[SignalResult]:
+        cfg = self.config
+        n = len(windows)
+        live = [j for j in range(n) if plans[j].kind != _BAD]
+        results: list[SignalResult | None] = [None] * n
+        for j in range(n):
+            if plans[j].kind == _BAD:
+                w = windows[j]
+                results[j] = _invalid(w, errors[j])
+        if not live:
+            return results  # type: ignore[return-value]
+        lw = [windows[j] for j in live]
+        rows = np.array([plans[j].slot for j in live])
+        fb = np.array([(w.open[-1], w.high[-1], w.low[-1], w.close[-1], w.ts[-1]) for w in lw],
+                      dtype=np.float64)
+        last_ts = np.array([self._last_ts[plans[j].slot] for j in live])
+        prices = fb[:, :4]
+        forming_ok = (np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb[:, 4])
+        with np.errstate(invalid="ignore"):
+            forming_ok &= ~(fb[:, 4] <= last_ts)
+        h, lo, c, ts = fb[:, 1], fb[:, 2], fb[:, 3], fb[:, 4]
+        if not forming_ok.all():  # keep the arithmetic clean; these rows are reported invalid
+            h, lo, c, ts = (np.where(forming_ok, a, 1.0) for a in (h, lo, c, ts))
+        S, C, X, Q = self._S[rows], self._C[rows], self._X[rows], self._Q[rows]
+        closed = S[:, S_N]
+        S2, C2 = advance(S, C, h, lo, c)
+        out = outputs(S2, C2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            feats = st.trend_features(c, out[:, O_SMA], out[:, O_RSI], out[:, O_MACD],
+                                      c - C2[:, -1 - cfg.momentum_bars], cfg.rsi_overbought)
+            _, trend, _ = st.trend_vote(feats, self._trend_w, cfg.trend_confidence_scale)
+            if cfg.learner:
+                p = st.learner_probability(X[:, self._x_lw], st.learner_inputs(feats))
+                trend = st.learner_vote(p)
+            trends = np.empty((len(lw), self._n_tf))
+            for j in range(self._n_tf):
+                base = self._x_tf + 4 * j
+                ema, done, bucket, last = (X[:, base + q] for q in range(4))
+                b = np.floor(ts / self._tf[j])
+                complete = (b != bucket) & np.isfinite(last)
+                ema_eff = np.where(complete, np.where(done > 0, ema + self._tf_k * (last - ema), last), ema)
+                done_eff = np.where(np.isfinite(done), done, 0.0) + complete
+                trends[:, j] = np.where(done_eff >= cfg.mtf_ema_period, np.sign(c - ema_eff), 0.0)
+            mtf = st.mtf_vote(trends, cfg.mtf_min_agree)
+            rel_vol = st.relative_volatility(C2, cfg.volatility_changes)
+            vol = st.volatility_vote(c, out[:, O_BB_UP], out[:, O_BB_LOW], rel_vol,
+                                     cfg.volatility_min, cfg.volatility_max, cfg.volatility_rule)
+            s_now = st.rl_state(C2, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr)
+        rl = st.ACTION_VOTES[st.rl_greedy(Q[np.arange(len(lw)), s_now])]
+        votes = np.stack([trend, mtf, vol, rl], axis=1)
+        direction, conf = st.consensus(votes, self._cons_w, cfg.consensus_threshold)
+        enough = closed >= cfg.min_bars
+        snap_rows = np.concatenate([c[:, None], out], axis=1).tolist()
+        vote_rows = votes.tolist()
+        dir_list = direction.tolist()
+        conf_list = conf.tolist()
+        names = st.VOTE_NAMES
+        comps = st.COMPONENTS
+        ok_list = (forming_ok & enough).tolist()
+        for i, j in enumerate(live):
+            w = windows[j]
+            bar_ts = float(fb[i, 4])
+            if errors[j]:
+                results[j] = _invalid(w, errors[j], bar_ts)
+            elif not forming_ok[i]:
+                results[j] = _invalid(w, f"{w.symbol}: bad forming bar at window index {len(w.close) - 1} "
+                                         f"(ts={bar_ts!r}, open/high/low/close="
+                                         f"{'/'.join(repr(float(v)) for v in fb[i, :4])}); not evaluated",
+                                      bar_ts)
+            elif not ok_list[i]:
+                note = self._note[plans[j].slot]
+                reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
+                results[j] = SignalResult(w.symbol, bar_ts, int(w.bar_count), "NONE", 0.0, dict(_NO_VOTES),
+                                          IndicatorSnapshot(*snap_rows[i]), False,
+                                          f"{reason} ({note})" if note else reason)
+            else:
+                vr = vote_rows[i]
+                results[j] = SignalResult(
+                    w.symbol, bar_ts, int(w.bar_count), names[dir_list[i]], conf_list[i],
+                    {comps[0]: names[vr[0]], comps[1]: names[vr[1]], comps[2]: names[vr[2]],
+                     comps[3]: names[vr[3]]},
+                    IndicatorSnapshot(*snap_rows[i]), True, "")
+        return results  # type: ignore[return-value]
+
+
+def _invalid(w: BarWindow, reason: str, bar_ts: float = math.nan) -> SignalResult:
+    sym = w.symbol if isinstance(getattr(w, "symbol", None), str) else ""
+    try:
+        count = int(w.bar_count)
+    except (TypeError, ValueError, AttributeError):
+        count = 0
+    return SignalResult(sym, bar_ts, count, "NONE", 0.0, dict(_NO_VOTES), _NAN_SNAPSHOT, False, reason)
