@@ -280,15 +280,21 @@ class Store:
         row = self._db.execute("SELECT blob FROM rl_tables WHERE symbol=?", (symbol,)).fetchone()
         return bytes(row[0]) if row else None
 
-    def fills(self, symbol: str | None = None) -> list[Fill]:
-        """Fills in the order they were stored (the order they arrived)."""
-        sql = ("SELECT fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id,"
-               " order_id FROM fills")
-        params: tuple[Any, ...] = ()
-        if symbol is not None:
-            sql += " WHERE symbol=?"
-            params = (symbol,)
-        rows = self._db.execute(sql + " ORDER BY seq", params).fetchall()
+    def fills(self, symbol: str | None = None, *, last: int | None = None) -> list[Fill]:
+        """Fills in the order they were stored (the order they arrived); `last` keeps only the
+        most recent ones (for display; PnL always replays all of them)."""
+        where = " WHERE symbol=?" if symbol is not None else ""
+        params: tuple[Any, ...] = (symbol,) if symbol is not None else ()
+        limit = ""
+        if last is not None:
+            limit = " LIMIT ?"
+            params += (max(0, last),)
+        rows = self._db.execute(
+            "SELECT fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id, order_id"
+            f" FROM fills{where} ORDER BY seq DESC{limit}",
+            params,
+        ).fetchall()
+        rows.reverse()
         return [
             Fill(fill_id=r[0], ts=r[1], symbol=r[2], side=r[3], size=r[4], price=r[5], fee=r[6],
                  contract_value=r[7], client_order_id=r[8], order_id=r[9])

@@ -127,11 +127,13 @@ def contracts_per_level(
     `at_least_min_size`, but only if the balance can margin it at the product's initial margin.
     Capped by the product's position size limit.
     """
-    _require_non_negative("available_balance", available_balance)
+    if not (isinstance(available_balance, (int, float)) and math.isfinite(available_balance)):
+        raise ValueError(f"available_balance must be a finite number, got {available_balance!r}")
     _require_positive("price", price)
     _require_non_negative("risk_percentage", risk_percentage)
     _require_non_negative("min_balance", min_balance)
-    if available_balance < min_balance or available_balance == 0:
+    # A negative available balance (margin deficit) is simply "below min_balance".
+    if available_balance < min_balance or available_balance <= 0:
         return 0
     contract_notional = product.contract_value * price
     budget = available_balance * risk_percentage / 100.0

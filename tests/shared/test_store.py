@@ -30,6 +30,9 @@ def test_fills_round_trip_and_replays_are_idempotent(tmp_path: Path) -> None:
         assert store.fills() == [make_fill(1), make_fill(2, symbol="ETHUSD", side="sell", price="2000.05",
                                                          cv="0.01")]
         assert [f.fill_id for f in store.fills("ETHUSD")] == ["fill-2"]
+        store.record_fill(make_fill(3))
+        assert [f.fill_id for f in store.fills(last=2)] == ["fill-2", "fill-3"]
+        assert [f.fill_id for f in store.fills("BTCUSD", last=1)] == ["fill-3"]
 
 
 def test_pnl_summary_uses_fills_and_last_mark(tmp_path: Path) -> None:

@@ -69,6 +69,9 @@ def test_contracts_floor_to_whole_contracts() -> None:
 def test_below_min_balance_or_zero_balance_means_no_orders() -> None:
     assert sizing.contracts_per_level(99.99, 2_000, ETH, risk_percentage=1, min_balance=100) == 0
     assert sizing.contracts_per_level(0, 2_000, ETH, risk_percentage=1, min_balance=0) == 0
+    assert sizing.contracts_per_level(-50, 2_000, ETH, risk_percentage=1, min_balance=0) == 0
+    with pytest.raises(ValueError, match="available_balance"):
+        sizing.contracts_per_level(math.nan, 2_000, ETH, risk_percentage=1, min_balance=0)
 
 
 def test_small_budget_trades_min_size_only_if_it_can_be_margined() -> None:
