@@ -5,7 +5,8 @@
         |                   \\--cancelled with a partial fill--> filled (take-profit the part) |
         \\---------------------------------------- reset -------------------------------------/
 
-A filled level books its take-profit on the opposite side one grid step away; if that order is
+A filled level books its take-profit on the opposite side one grid step away (the step of the grid
+it was placed in, fixed at placement, so the take-profit does not chase later re-grids); if that order is
 cancelled or rejected the level goes back to `filled` so the take-profit is placed again (the
 position is still there). Any other event in a state is an `InvalidTransition`, never ignored:
 an unexpected event means our view of the exchange is wrong and the worker must reconcile.
@@ -13,6 +14,7 @@ an unexpected event means our view of the exchange is wrong and the worker must 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, Union
 
@@ -37,6 +39,7 @@ class _Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="event"):
 class EntryPlaced(_Event, frozen=True, tag="entry_placed"):
     price: float
     size: int
+    grid_step: float  # step of the grid the entry belongs to: its take-profit distance
 
 
 class EntryAmended(_Event, frozen=True, tag="entry_amended"):
@@ -90,6 +93,7 @@ class Level(msgspec.Struct, frozen=True, kw_only=True):
     level: int
     state: LevelState = "not_placed"
     entry_price: float = 0.0  # limit price of the entry order
+    grid_step: float = 0.0  # take-profit distance, from the grid the entry was placed in
     size: int = 0  # entry order size
     filled_size: int = 0  # entry contracts filled (the take-profit's size)
     fill_cost: float = 0.0  # sum of price x contracts of entry fills
@@ -129,8 +133,11 @@ def transition(level: Level, event: LevelEvent) -> Level:
             raise _bad(level, event)
         if event.size <= 0:
             raise ValueError(f"entry size must be > 0, got {event.size}")
+        if not (math.isfinite(event.grid_step) and event.grid_step > 0):
+            raise ValueError(f"grid step must be > 0, got {event.grid_step!r}")
         return msgspec.structs.replace(
-            level, state="open", entry_price=event.price, size=event.size, filled_size=0,
+            level, state="open", entry_price=event.price, size=event.size, grid_step=event.grid_step,
+            filled_size=0,
             fill_cost=0.0, last_reason="", updated_ts=event.ts,
         )
     if isinstance(event, EntryAmended):
@@ -202,13 +209,12 @@ def transition(level: Level, event: LevelEvent) -> Level:
     raise TypeError(f"not a level event: {event!r}")
 
 
-def take_profit_order(level: Level, step: float, product: ProductSpec) -> DesiredOrder | None:
+def take_profit_order(level: Level, product: ProductSpec) -> DesiredOrder | None:
     """The take-profit a filled level wants: opposite side, one grid step beyond the entry price,
     for the contracts still open. None in states that do not need one."""
     if level.state not in ("filled", "closing"):
         return None
-    if not step > 0:
-        raise ValueError(f"grid step must be > 0, got {step!r}")
+    step = level.grid_step
     remaining = level.filled_size - level.take_profit_filled
     if remaining <= 0:
         return None
@@ -231,7 +237,6 @@ _ENTRY_ALLOWED: frozenset[LevelState] = frozenset({"not_placed", "open", "comple
 def desired_book(
     grid_entries: Sequence[DesiredOrder],
     levels: Mapping[tuple[Side, int], Level],
-    step: float,
     product: ProductSpec,
 ) -> tuple[DesiredOrder, ...]:
     """Entries from the grid for levels free to take one, plus the take-profit of every filled
@@ -245,7 +250,7 @@ def desired_book(
         if lv is None or lv.state in _ENTRY_ALLOWED:
             orders.append(entry)
     for key in sorted(levels):
-        tp = take_profit_order(levels[key], step, product)
+        tp = take_profit_order(levels[key], product)
         if tp is not None:
             orders.append(tp)
     return tuple(orders)
@@ -257,6 +262,7 @@ def rebuild_levels(
     *,
     bot_id: str,
     symbol: str,
+    grid_step: float,
     ts: float,
 ) -> dict[tuple[Side, int], Level]:
     """Level states recovered from the exchange after a restart, from our own fills (in
@@ -266,7 +272,11 @@ def rebuild_levels(
     every level (it closed the whole position). So `fills` must reach back at least to the last
     time this bot's levels were all flat (the store keeps every fill; passing all of them is
     always right). Levels with nothing open and nothing filled are left out (not placed).
+    A level's own grid step is not on the exchange: a resting take-profit gives it back (its
+    distance from the entry), otherwise the current `grid_step` is used.
     """
+    if not (math.isfinite(grid_step) and grid_step > 0):
+        raise ValueError(f"grid step must be > 0, got {grid_step!r}")
     held: dict[tuple[Side, int], int] = {}
     cost: dict[tuple[Side, int], float] = {}
     for f in fills:
@@ -314,12 +324,16 @@ def rebuild_levels(
             # Entry still resting (maybe partly filled): open, the rest may fill.
             levels[key] = Level(
                 symbol=symbol, side=side, level=number, state="open", entry_price=entry.price,
+                grid_step=grid_step,
                 size=filled + entry.unfilled_size, filled_size=filled, fill_cost=fill_cost, updated_ts=ts,
             )
         elif filled > 0:
+            entry_price = fill_cost / filled
+            step = abs(tp.price - entry_price) if tp is not None else grid_step
             levels[key] = Level(
                 symbol=symbol, side=side, level=number, state="closing" if tp is not None else "filled",
-                entry_price=fill_cost / filled, size=filled, filled_size=filled, fill_cost=fill_cost,
+                entry_price=entry_price, grid_step=step if step > 0 else grid_step,
+                size=filled, filled_size=filled, fill_cost=fill_cost,
                 take_profit_price=tp.price if tp is not None else 0.0,
                 last_reason="rebuilt from exchange", updated_ts=ts,
             )
