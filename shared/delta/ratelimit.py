@@ -25,7 +25,7 @@ import msgspec
 
 WINDOW_S = 300.0
 CAPACITY = 10_000
-DEFAULT_RESERVE = 500  # units only cancels/risk actions may spend: ~100 cancels at weight 5
+RESERVE_SHARE = 0.05  # of each window only cancels/risk actions may spend: 500 units = 100 cancels
 UNKNOWN_RESET_BLOCK_S = 2.0  # 429 without a usable X-RATE-LIMIT-RESET header
 
 
@@ -80,7 +80,9 @@ class RequestBudget:
     """Fixed-window weight accounting plus 429 blocking. All times are from `clock` (seconds)."""
 
     def __init__(self, capacity: int = CAPACITY, window_s: float = WINDOW_S, *,
-                 reserve: int = DEFAULT_RESERVE) -> None:
+                 reserve: int | None = None) -> None:
+        if reserve is None:
+            reserve = int(capacity * RESERVE_SHARE)
         if capacity <= 0 or window_s <= 0 or not 0 <= reserve < capacity:
             raise ValueError("need capacity > 0, window_s > 0 and 0 <= reserve < capacity")
         self.capacity = capacity

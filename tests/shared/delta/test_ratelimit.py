@@ -1,0 +1,89 @@
+"""Weighted account budget: window accounting, reserve for cancels, 429 blocking, priority."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.delta.ratelimit import (
+    AccountRateLimiter, LimiterBusy, Priority, RequestBudget, endpoint_weight,
+)
+
+
+def test_documented_weights() -> None:
+    assert endpoint_weight("GET", "/v2/products") == 3
+    assert endpoint_weight("GET", "/v2/l2orderbook/BTCUSD") == 3
+    assert endpoint_weight("GET", "/v2/tickers/BTCUSD") == 3
+    assert endpoint_weight("GET", "/v2/orders?product_ids=1") == 3
+    assert endpoint_weight("GET", "/v2/positions/margined") == 3
+    assert endpoint_weight("GET", "/v2/wallet/balances") == 3
+    assert endpoint_weight("GET", "/v2/history/candles") == 3
+    assert endpoint_weight("POST", "/v2/orders") == 5
+    assert endpoint_weight("PUT", "/v2/orders") == 5
+    assert endpoint_weight("DELETE", "/v2/orders") == 5
+    assert endpoint_weight("GET", "/v2/orders/history") == 10
+    assert endpoint_weight("GET", "/v2/fills") == 10
+    assert endpoint_weight("POST", "/v2/orders/batch") == 25
+    assert endpoint_weight("DELETE", "/v2/orders/batch") == 25
+    assert endpoint_weight("GET", "/v2/profile") == 1
+
+
+def test_fixed_window_refills_at_once() -> None:
+    b = RequestBudget(capacity=100, window_s=300, reserve=0)
+    for _ in range(20):
+        assert b.wait_time(5, Priority.READ, now=1.0) == 0.0
+        b.consume(5, now=1.0)
+    assert b.wait_time(5, Priority.READ, now=100.0) == pytest.approx(201.0)
+    assert b.wait_time(5, Priority.READ, now=301.0) == 0.0  # new window, full quota
+    assert b.snapshot(301.0).used == 0
+
+
+def test_reserve_is_only_for_risk_actions() -> None:
+    b = RequestBudget(capacity=100, window_s=300, reserve=20)
+    b.consume(80, now=0.0)
+    assert b.wait_time(5, Priority.NEW_ORDER, now=0.0) > 0
+    assert b.wait_time(5, Priority.READ, now=0.0) > 0
+    assert b.wait_time(5, Priority.RISK, now=0.0) == 0.0
+
+
+def test_429_blocks_everything_until_reset() -> None:
+    b = RequestBudget(capacity=100, window_s=300)
+    b.on_rate_limited(1500, now=10.0)
+    assert b.wait_time(1, Priority.RISK, now=10.0) == pytest.approx(1.5)
+    assert b.wait_time(1, Priority.RISK, now=11.5) == 0.0
+    b.on_rate_limited(None, now=20.0)
+    assert b.wait_time(1, Priority.READ, now=20.0) > 0
+    with pytest.raises(ValueError):
+        b.wait_time(101, Priority.READ, now=0.0)
+
+
+async def test_cancels_jump_ahead_of_new_orders() -> None:
+    limiter = AccountRateLimiter(RequestBudget(capacity=10, window_s=0.05, reserve=0))
+    await limiter.acquire(10, Priority.NEW_ORDER)  # window now full
+    order: list[str] = []
+
+    async def go(name: str, prio: Priority) -> None:
+        await limiter.acquire(10, prio)
+        order.append(name)
+
+    first = asyncio.create_task(go("new-1", Priority.NEW_ORDER))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(go("new-2", Priority.NEW_ORDER))
+    await asyncio.sleep(0)
+    cancel = asyncio.create_task(go("cancel", Priority.RISK))
+    await asyncio.wait_for(asyncio.gather(first, second, cancel), timeout=5)
+    assert order == ["cancel", "new-1", "new-2"]
+
+
+async def test_waiting_queue_is_bounded_and_cancellation_cleans_up() -> None:
+    limiter = AccountRateLimiter(RequestBudget(capacity=10, window_s=60, reserve=0), max_waiting=2)
+    await limiter.acquire(10)
+    waiters = [asyncio.create_task(limiter.acquire(1)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(LimiterBusy):
+        await limiter.acquire(1)
+    for w in waiters:
+        w.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert limiter.waiting == 0
