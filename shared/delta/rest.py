@@ -289,14 +289,13 @@ class DeltaRestClient:
                 attempt += 1
                 if attempt >= max(attempts, 2):
                     raise
-            except (RequestTimeout, ServerError) as exc:
+            except (RequestTimeout, ServerError):
                 attempt += 1
                 if not retry or attempt >= attempts:
                     raise
                 self.retries += 1
                 await self._sleep(backoff_delay(attempt - 1, self.backoff_base_s,
                                                 self.backoff_cap_s, self._rng))
-                del exc
 
     async def _get(self, path: str, kind: Any, *, params: Mapping[str, Any] | None = None,
                    signed: bool = False) -> tuple[Any, Envelope]:
@@ -387,7 +386,8 @@ class DeltaRestClient:
             page, _ = await self._get("/v2/history/candles", list[Candle], params={
                 "resolution": resolution, "symbol": symbol, "start": lo, "end": hi})
             for candle in page:
-                by_time[candle.time] = candle  # type: ignore[index]
+                if isinstance(candle.time, int):  # a bar without a time cannot be placed
+                    by_time[candle.time] = candle
         return [by_time[t] for t in sorted(by_time)]
 
     # ---------------------------------------------------------------- orders

@@ -342,7 +342,7 @@ class QuietTracker:
 
 def reconnect_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Capped exponential backoff with jitter in [half, full] of the step, so it never hits 0."""
-    step = min(cap_s, base_s * (2 ** max(0, attempt)))
+    step = min(cap_s, base_s * 2.0 ** max(0, attempt))
     return step / 2 + rng.uniform(0.0, step / 2)
 
 
