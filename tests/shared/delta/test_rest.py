@@ -376,3 +376,26 @@ async def test_reduce_only_goes_at_risk_priority(delta: ScriptedDelta) -> None:
                                  reduce_only=True)
         await client.place_order(product_id=27, size=1, side="sell", limit_price=1)
     assert limiter.seen == [Priority.RISK, Priority.NEW_ORDER]
+
+
+async def test_read_timeout_is_retried_and_each_try_is_freshly_signed(
+        delta: ScriptedDelta) -> None:
+    ticks = iter(range(1_700_000_000, 1_700_000_100))
+    delta.on("GET", "/v2/orders/7", Reply(body={}, delay_s=0.6), ok({**ORDER, "id": 7}))
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, timeout_s=0.2, sleep=Sleeps(),
+                               clock=lambda: float(next(ticks))) as client:
+        order = await client.get_order(7)
+    assert order.id == 7
+    first, second = delta.requests("GET", "/v2/orders/7")
+    assert first.headers["timestamp"] != second.headers["timestamp"]
+    assert first.signature_ok and second.signature_ok
+
+
+async def test_429_on_a_create_is_resent_once_after_the_reset(delta: ScriptedDelta,
+                                                              client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders", Reply(status=429, body="", headers={"X-RATE-LIMIT-RESET": "5"}),
+             ok(ORDER))
+    order = await client.place_order(product_id=27, size=2, side="buy", limit_price=1,
+                                     client_order_id="c1")
+    assert order.id == 101 and len(delta.requests("POST", "/v2/orders")) == 2
+    assert delta.requests("GET", "/v2/orders/client_order_id/c1") == []  # a 429 is a refusal

@@ -303,3 +303,19 @@ async def test_rest_poller_tightens_while_quiet() -> None:
         await asyncio.sleep(0.01)
     await poller.stop()
     assert polled and poller.polls >= 1 and poller.errors == 0
+
+
+async def test_subscribe_while_connected_is_sent_at_once_and_kept(wss: WsScript) -> None:
+    ws = client(wss.url)
+    await ws.subscribe("v2/ticker", ["BTCUSD"])
+    async with ws:
+        await next_of(ws, Subscribed)
+        await ws.subscribe("candlestick_1m", ["ETHUSD"])
+        added = await next_of(ws, Subscribed)
+        assert added.channels == [{"name": "candlestick_1m", "symbols": ["ETHUSD"]}]
+        await ws.force_reconnect()
+        await next_of(ws, Disconnected)
+        again = await next_of(ws, Subscribed)
+    assert again.channels == [{"name": "candlestick_1m", "symbols": ["ETHUSD"]},
+                              {"name": "v2/ticker", "symbols": ["BTCUSD"]}]
+    assert ws.quiet_for("ETHUSD") is not None
