@@ -1,0 +1,286 @@
+"""SignalEngine: streaming state over closed bars, the forming bar evaluated tentatively,
+batch == single, determinism, bad input, RL learning and persistence, config validation."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+import pytest
+import talib
+
+from shared.marketdata import Candles, synthetic_candles
+from shared.signals import BarWindow, SignalConfig, SignalEngine, SignalResult
+from shared.signals.engine import RLTable
+
+
+def window(c: Candles, symbol: str, end: int, size: int = 300, forming_close: float | None = None,
+           ) -> BarWindow:
+    """Bars [end-size, end) of c; bar end-1 is the forming bar (its close optionally replaced)."""
+    s = slice(max(0, end - size), end)
+    o, h, lo, cl = (a[s].copy() for a in (c.open, c.high, c.low, c.close))
+    if forming_close is not None:
+        cl[-1] = forming_close
+        h[-1] = max(h[-1], forming_close)
+        lo[-1] = min(lo[-1], forming_close)
+    return BarWindow(symbol, end, c.ts[s].astype(np.float64), o, h, lo, cl, c.volume[s].copy())
+
+
+def encoded(r: SignalResult) -> bytes:
+    return msgspec.msgpack.encode(r)  # byte equality also holds for NaN fields
+
+
+def linear_candles(n: int, start: float, step: float) -> Candles:
+    close = start + step * np.arange(n, dtype=np.float64)
+    o = np.concatenate([[start], close[:-1]])
+    ts = (1_700_000_000 + 60 * np.arange(n)).astype(np.int64)
+    return Candles(ts, o, np.maximum(o, close) + 0.01, np.minimum(o, close) - 0.01, close, np.ones(n))
+
+
+def test_snapshot_equals_talib_through_rebuild_steps_and_ticks(eth_1m: Candles) -> None:
+    c = eth_1m
+    eng = SignalEngine()
+    first = eng.evaluate(window(c, "ETHUSD", 300))
+    assert first.valid and first.reason == ""
+    for end in range(301, 341):
+        for tick in (0.998, 1.003):  # the forming bar moves before it closes
+            eng.evaluate(window(c, "ETHUSD", end, forming_close=float(c.close[end - 1]) * tick))
+        r = eng.evaluate(window(c, "ETHUSD", end))
+    h, lo, cl = c.high[:340], c.low[:340], c.close[:340]
+    macd, sig, hist = talib.MACD(cl, 12, 26, 9)
+    up, mid, low = talib.BBANDS(cl, 20, 2, 2, 0)
+    want = {"close": cl, "sma20": talib.SMA(cl, 20), "ema12": talib.EMA(cl, 12),
+            "ema26": talib.EMA(cl, 26), "rsi14": talib.RSI(cl, 14), "macd": macd,
+            "macd_signal": sig, "macd_hist": hist, "bb_upper": up, "bb_middle": mid, "bb_lower": low,
+            "atr14": talib.ATR(h, lo, cl, 14)}
+    for name, ref in want.items():
+        assert getattr(r.indicators, name) == pytest.approx(ref[-1], rel=1e-9), name
+    assert r.bar_ts == float(c.ts[339]) and r.bar_count == 340
+
+
+def test_forming_bar_is_not_committed(btc_1m: Candles) -> None:
+    c = btc_1m
+    eng = SignalEngine()
+    eng.evaluate(window(c, "BTCUSD", 400))
+    base = eng.evaluate(window(c, "BTCUSD", 401))
+    for tick in (0.95, 1.05, 1.0):  # wild forming prices, then back to the real one
+        eng.evaluate(window(c, "BTCUSD", 401, forming_close=float(c.close[400]) * tick))
+    again = eng.evaluate(window(c, "BTCUSD", 401))
+    assert encoded(again) == encoded(base)
+
+
+def test_batch_equals_single(btc_1m: Candles, eth_1m: Candles) -> None:
+    cfg = SignalConfig(learner=True, rl_epsilon=0.3)
+    series = {"BTCUSD": btc_1m, "ETHUSD": eth_1m, "SYN1": synthetic_candles("SYN1", 600, seed=3),
+              "SYN2": synthetic_candles("SYN2", 600, seed=4)}
+    batch, single = SignalEngine(cfg, seed=7), SignalEngine(cfg, seed=7)
+    for end in [300, 301, 301, 303, 304, 310, 311, 312, 320, 321, 650 // 2 + 300]:
+        end = min(end, 599)
+        ws = [window(c, s, end, forming_close=float(c.close[end - 1]) * (1 + 1e-4 * (end % 3)))
+              for s, c in series.items()]
+        got = batch.evaluate_batch(ws)
+        want = [single.evaluate(w) for w in ws]
+        assert [encoded(r) for r in got] == [encoded(r) for r in want]
+        assert all(r.valid for r in got)
+    for s in series:
+        assert batch.export_rl_table(s) == single.export_rl_table(s)
+
+
+def test_same_seed_same_results_other_seed_other_exploration() -> None:
+    c = synthetic_candles("DET", 900, seed=1)
+    cfg = SignalConfig(rl_epsilon=0.5, rl_epsilon_decay=1.0)
+    a, b, other = SignalEngine(cfg, seed=1), SignalEngine(cfg, seed=1), SignalEngine(cfg, seed=2)
+    for end in range(300, 900, 37):
+        w = window(c, "DET", end)
+        ra, rb = a.evaluate(w), b.evaluate(w)
+        other.evaluate(w)
+        assert encoded(ra) == encoded(rb)
+    assert a.export_rl_table("DET") == b.export_rl_table("DET")
+    assert a.export_rl_table("DET") != other.export_rl_table("DET")
+
+
+def test_too_few_bars_is_invalid_with_reason() -> None:
+    c = synthetic_candles("FEW", 200, seed=0)
+    r = SignalEngine().evaluate(window(c, "FEW", 60))
+    assert not r.valid and r.direction == "NONE" and r.confidence == 0.0
+    assert r.reason == "FEW: 59 closed bars, need 100"
+    assert set(r.votes.values()) == {"NONE"}
+    assert math.isfinite(r.indicators.macd)  # indicators are still reported when defined
+
+
+def test_steady_rise_and_fall_give_up_and_down() -> None:
+    up = SignalEngine().evaluate(window(linear_candles(400, 100.0, 0.05), "UPPY", 400))
+    down = SignalEngine().evaluate(window(linear_candles(400, 200.0, -0.05), "DOWNY", 400))
+    assert up.valid and up.direction == "UP" and up.votes["trend"] == "UP" and up.votes["mtf"] == "UP"
+    assert down.valid and down.direction == "DOWN" and down.votes["trend"] == "DOWN"
+    assert down.votes["mtf"] == "DOWN"
+    assert up.confidence >= 0.5 and down.confidence >= 0.5
+
+
+@pytest.mark.parametrize("rule,vote", [("mean_reversion", "SHORT"), ("breakout", "LONG")])
+def test_volatility_component_votes_on_a_spike_above_the_band(rule: str, vote: str) -> None:
+    n = 300
+    close = 100.0 + 2.0 * (np.arange(n) % 2)  # ~2% relative volatility, inside (1.5%, 5%)
+    close[-1] = 108.0  # forming bar far above the upper band
+    o = np.concatenate([[100.0], close[:-1]])
+    c = Candles((1_700_000_000 + 60 * np.arange(n)).astype(np.int64), o, np.maximum(o, close),
+                np.minimum(o, close), close, np.ones(n))
+    r = SignalEngine(SignalConfig(volatility_rule=rule)).evaluate(window(c, "VOL", n))
+    assert r.valid and r.votes["volatility"] == vote
+    assert r.indicators.close > r.indicators.bb_upper
+
+
+def test_bad_forming_bar_is_invalid_and_commits_nothing(btc_1m: Candles) -> None:
+    c = btc_1m
+    eng, ref = SignalEngine(), SignalEngine()
+    eng.evaluate(window(c, "BTCUSD", 300))
+    ref.evaluate(window(c, "BTCUSD", 300))
+    for bad in (math.nan, 0.0, -1.0):
+        w = window(c, "BTCUSD", 301)
+        w.close[-1] = bad
+        r = eng.evaluate(w)
+        assert not r.valid and r.direction == "NONE"
+        assert "BTCUSD" in r.reason and "forming bar at window index 299" in r.reason
+    assert encoded(eng.evaluate(window(c, "BTCUSD", 302))) == encoded(ref.evaluate(window(c, "BTCUSD", 302)))
+
+
+def test_bad_closed_bar_drops_state_and_warms_up_after_it() -> None:
+    c = synthetic_candles("GAP", 700, seed=5)
+    close = c.close.copy()
+    close[349] = math.nan  # bar 349 arrives bad and closes bad
+    bad_c = Candles(c.ts, c.open, c.high, c.low, close, c.volume)
+    eng = SignalEngine()
+    assert eng.evaluate(window(c, "GAP", 349)).valid
+    r = eng.evaluate(window(bad_c, "GAP", 351))  # bar 349 is now a closed bar
+    assert not r.valid and "bad closed bar at window index 298" in r.reason and "nan" in r.reason
+    r = eng.evaluate(window(bad_c, "GAP", 352))
+    assert not r.valid and "1 closed bars, need 100" in r.reason and "bad bar at window index" in r.reason
+    for end in range(353, 452):
+        r = eng.evaluate(window(bad_c, "GAP", end))
+    assert r.valid, r.reason  # 100 good bars after the bad one
+    assert all(math.isfinite(v) for v in msgspec.structs.astuple(r.indicators))
+
+
+def test_gap_longer_than_the_window_rebuilds(btc_1m: Candles) -> None:
+    c = btc_1m
+    eng = SignalEngine()
+    eng.evaluate(window(c, "BTCUSD", 300))
+    r = eng.evaluate(window(c, "BTCUSD", 900))  # 600 bars closed, window holds 300
+    fresh = SignalEngine().evaluate(window(c, "BTCUSD", 900))
+    assert r.valid and r.indicators == fresh.indicators
+    # a window whose history does not line up with the state (other data) also rebuilds
+    other = window(c, "BTCUSD", 902)
+    shifted = other._replace(ts=other.ts + 7.0)
+    assert eng.evaluate(shifted).indicators == SignalEngine().evaluate(shifted).indicators
+
+
+def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candles) -> None:
+    good = window(eth_1m, "ETHUSD", 300)
+    short = good._replace(symbol="SHORT", high=good.high[:-1])
+    count = good._replace(symbol="COUNT", bar_count=5)
+    empty = BarWindow("EMPTY", 0, *(np.empty(0) for _ in range(6)))
+    nosym = good._replace(symbol="")
+    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym])
+    assert [r.valid for r in res] == [False, True, False, False, False]
+    assert "SHORT: bad window: high" in res[0].reason
+    assert "COUNT: bad window" in res[2].reason
+    assert "EMPTY: bad window" in res[3].reason
+
+
+def test_duplicate_symbol_in_a_batch_is_evaluated_in_order(eth_1m: Candles) -> None:
+    w1, w2 = window(eth_1m, "ETHUSD", 300), window(eth_1m, "ETHUSD", 301)
+    got = SignalEngine().evaluate_batch([w1, w2])
+    ref = SignalEngine()
+    assert [encoded(r) for r in got] == [encoded(ref.evaluate(w1)), encoded(ref.evaluate(w2))]
+
+
+def test_rl_learns_to_prefer_up_in_an_uptrend() -> None:
+    rng = np.random.default_rng(11)
+    n = 900
+    close = 100.0 * np.exp(np.cumsum(0.0008 + 0.0004 * rng.standard_normal(n)))
+    o = np.concatenate([[100.0], close[:-1]])
+    c = Candles((1_700_000_000 + 60 * np.arange(n)).astype(np.int64), o, np.maximum(o, close) * 1.0001,
+                np.minimum(o, close) * 0.9999, close, np.ones(n))
+    # gamma = 0: each Q converges to the mean immediate reward, so the order is strict
+    for gamma in (0.9, 0.0):
+        eng = SignalEngine(SignalConfig(rl_epsilon=0.3, rl_gamma=gamma), seed=3)
+        eng.evaluate(window(c, "TREND", 120, size=120))
+        for end in range(121, n + 1):
+            r = eng.evaluate(window(c, "TREND", end, size=120))
+        assert r.votes["rl"] == "UP"
+        table = msgspec.msgpack.decode(eng.export_rl_table("TREND"), type=RLTable)
+        q = np.array(table.q).reshape(table.n_states, table.n_actions)
+        up_state = q[1]  # momentum up, low volatility: where this series spends its time
+        assert up_state[0] > up_state[1]  # UP beats DOWN
+        if gamma == 0.0:
+            assert up_state[0] > up_state[2] > up_state[1]  # UP > HOLD > DOWN
+        assert table.epsilon < 0.3  # exploration decayed
+
+
+def test_rl_table_export_import_round_trip(eth_1m: Candles) -> None:
+    a = SignalEngine(SignalConfig(rl_epsilon=0.5))
+    for end in range(300, 340):
+        a.evaluate(window(eth_1m, "ETHUSD", end))
+    data = a.export_rl_table("ETHUSD")
+    b = SignalEngine()
+    b.import_rl_table("ETHUSD", data)
+    assert b.export_rl_table("ETHUSD") == data
+    # the imported knowledge is kept when the symbol's indicators are first built
+    b.evaluate(window(eth_1m, "ETHUSD", 340))
+    q_after = msgspec.msgpack.decode(b.export_rl_table("ETHUSD"), type=RLTable).q
+    assert q_after != [0.0] * 12
+    with pytest.raises(ValueError, match="not a valid export"):
+        b.import_rl_table("ETHUSD", b"garbage")
+    other = SignalEngine(SignalConfig(rl_vol_thresholds=[0.01, 0.03]))
+    with pytest.raises(ValueError, match="does not match"):
+        other.import_rl_table("ETHUSD", data)
+    with pytest.raises(KeyError):
+        other.export_rl_table("NOPE")
+
+
+def test_forget_and_state_bytes(eth_1m: Candles) -> None:
+    eng = SignalEngine()
+    assert eng.state_nbytes("ETHUSD") == 0
+    r1 = eng.evaluate(window(eth_1m, "ETHUSD", 300))
+    assert 0 < eng.state_nbytes("ETHUSD") <= 1024
+    eng.forget("ETHUSD")
+    assert eng.state_nbytes("ETHUSD") == 0
+    assert encoded(eng.evaluate(window(eth_1m, "ETHUSD", 300))) == encoded(r1)
+
+
+def test_max_symbols_bounds_the_state(eth_1m: Candles) -> None:
+    eng = SignalEngine(SignalConfig(max_symbols=2))
+    res = eng.evaluate_batch([window(eth_1m, s, 120) for s in ("A", "B", "C")])
+    assert [r.valid for r in res] == [True, True, False]
+    assert "max_symbols=2" in res[2].reason
+    eng.forget("A")
+    assert eng.evaluate(window(eth_1m, "C", 120)).valid
+
+
+def test_config_defaults_are_the_original_rules_and_toml_friendly() -> None:
+    cfg = msgspec.convert({}, SignalConfig)
+    assert cfg.trend_weights == [0.25, 0.15, 0.20, 0.20]
+    assert (cfg.volatility_min, cfg.volatility_max, cfg.volatility_rule) == (0.015, 0.05, "mean_reversion")
+    assert cfg.timeframes == [1, 5, 15] and cfg.consensus_threshold == 2.0
+    roundtrip = msgspec.convert(msgspec.to_builtins(cfg), SignalConfig)
+    assert roundtrip == cfg
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.convert({"min_bar": 5}, SignalConfig)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"min_bars": 10}, "min_bars"),
+    ({"trend_weights": [1.0, 2.0]}, "trend_weights"),
+    ({"volatility_rule": "trend"}, "volatility_rule"),
+    ({"volatility_min": 0.05, "volatility_max": 0.01}, "volatility_min"),
+    ({"timeframes": [1, 1, 5]}, "timeframes"),
+    ({"mtf_min_agree": 4}, "mtf_min_agree"),
+    ({"rl_gamma": 1.0}, "rl_gamma"),
+    ({"rl_epsilon": 2.0}, "rl_epsilon"),
+    ({"consensus_weights": {"trend": 1.0}}, "consensus_weights"),
+    ({"momentum_bars": 40}, "momentum_bars"),
+])
+def test_config_rejects_bad_values_clearly(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SignalConfig(**kwargs)
