@@ -42,7 +42,7 @@ class Sleeps:
 
 @pytest.fixture
 async def client(delta: ScriptedDelta) -> AsyncIterator[DeltaRestClient]:
-    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, timeout_s=0.2,
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, timeout_s=0.5,
                                sleep=Sleeps(), rng=random.Random(7)) as c:
         yield c
 
@@ -126,7 +126,7 @@ async def test_reads_give_up_after_bounded_attempts(delta: ScriptedDelta,
 async def test_create_timeout_then_order_exists_is_not_resent(delta: ScriptedDelta,
                                                               client: DeltaRestClient) -> None:
     coid = ORDER["client_order_id"]
-    delta.on("POST", "/v2/orders", Reply(body={"success": True, "result": ORDER}, delay_s=0.6))
+    delta.on("POST", "/v2/orders", Reply(body={"success": True, "result": ORDER}, delay_s=30))
     delta.on("GET", f"/v2/orders/client_order_id/{coid}", ok(ORDER))
     order = await client.place_order(product_id=27, size=2, side="buy", limit_price="59000.5",
                                      client_order_id=coid)
@@ -137,7 +137,7 @@ async def test_create_timeout_then_order_exists_is_not_resent(delta: ScriptedDel
 async def test_create_timeout_and_no_order_is_resent_once(delta: ScriptedDelta,
                                                           client: DeltaRestClient) -> None:
     coid = ORDER["client_order_id"]
-    delta.on("POST", "/v2/orders", Reply(body={}, delay_s=0.6), ok(ORDER))
+    delta.on("POST", "/v2/orders", Reply(body={}, delay_s=30), ok(ORDER))
     delta.on("GET", f"/v2/orders/client_order_id/{coid}", fail(404, "not_found"))
     order = await client.place_order(product_id=27, size=2, side="buy", limit_price="59000.5",
                                      client_order_id=coid)
@@ -295,7 +295,7 @@ async def test_cancel_by_client_id_and_cancel_all(delta: ScriptedDelta,
 
 async def test_cancel_retried_after_timeout_reads_back_not_found(
         delta: ScriptedDelta, client: DeltaRestClient) -> None:
-    delta.on("DELETE", "/v2/orders", Reply(body={}, delay_s=0.6), fail(400, "open_order_not_found"))
+    delta.on("DELETE", "/v2/orders", Reply(body={}, delay_s=30), fail(400, "open_order_not_found"))
     delta.on("GET", "/v2/orders/101", ok({**ORDER, "state": "cancelled"}))
     order = await client.cancel_order(product_id=27, order_id=101)
     assert order.state == "cancelled"
@@ -381,8 +381,8 @@ async def test_reduce_only_goes_at_risk_priority(delta: ScriptedDelta) -> None:
 async def test_read_timeout_is_retried_and_each_try_is_freshly_signed(
         delta: ScriptedDelta) -> None:
     ticks = iter(range(1_700_000_000, 1_700_000_100))
-    delta.on("GET", "/v2/orders/7", Reply(body={}, delay_s=0.6), ok({**ORDER, "id": 7}))
-    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, timeout_s=0.2, sleep=Sleeps(),
+    delta.on("GET", "/v2/orders/7", Reply(body={}, delay_s=30), ok({**ORDER, "id": 7}))
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, timeout_s=0.5, sleep=Sleeps(),
                                clock=lambda: float(next(ticks))) as client:
         order = await client.get_order(7)
     assert order.id == 7
