@@ -36,7 +36,8 @@ from shared.delta.errors import (
     RequestTimeout, ResponseShapeError, ServerError, error_from_response,
 )
 from shared.delta.models import (
-    Candle, Envelope, L2Book, Leverage, Order, Position, Product, Ticker, WalletBalance, Fill,
+    Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
+    WalletBalance,
     decode, decode_envelope, to_product_spec,
 )
 from shared.delta.ratelimit import AccountRateLimiter, Priority, endpoint_weight
@@ -389,6 +390,14 @@ class DeltaRestClient:
                 if isinstance(candle.time, int):  # a bar without a time cannot be placed
                     by_time[candle.time] = candle
         return [by_time[t] for t in sorted(by_time)]
+
+    async def get_recent_trades(self, symbol: str) -> list[RecentTrade]:
+        """Public trades, oldest first. Live servers send a flat list; the docs show
+        {"trades": [...]}; both are read."""
+        path = f"/v2/trades/{quote(symbol, safe='')}"
+        result, _ = await self._get(path, list[RecentTrade] | dict[str, list[RecentTrade]])
+        trades: list[RecentTrade] = result["trades"] if isinstance(result, dict) else result
+        return sorted(trades, key=lambda t: t.timestamp or 0)
 
     # ---------------------------------------------------------------- orders
 

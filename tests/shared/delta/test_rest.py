@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
 
@@ -399,3 +400,32 @@ async def test_429_on_a_create_is_resent_once_after_the_reset(delta: ScriptedDel
                                      client_order_id="c1")
     assert order.id == 101 and len(delta.requests("POST", "/v2/orders")) == 2
     assert delta.requests("GET", "/v2/orders/client_order_id/c1") == []  # a 429 is a refusal
+
+
+async def test_recent_trades_in_both_shapes(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/trades/BTCUSD",
+             ok([{"buyer_role": "taker", "seller_role": "maker", "price": "2", "size": 1,
+                  "symbol": "BTCUSD", "timestamp": 1700000000000002},
+                 {"buyer_role": "maker", "seller_role": "taker", "price": "1", "size": 3,
+                  "symbol": "BTCUSD", "timestamp": 1700000000000001}]),
+             ok({"trades": [{"side": "buy", "size": 2, "price": 5, "timestamp": 1700000000}]}))
+    live = await client.get_recent_trades("BTCUSD")
+    documented = await client.get_recent_trades("BTCUSD")
+    assert [t.price for t in live] == [1.0, 2.0]
+    assert documented[0].timestamp == 1_700_000_000_000_000 and documented[0].size == 2
+
+
+async def test_nothing_secret_reaches_the_logs(delta: ScriptedDelta, client: DeltaRestClient,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    delta.on("GET", "/v2/wallet/balances", fail(500, "internal_error"),
+             fail(401, "invalid_signature"))
+    delta.on("POST", "/v2/orders", fail(400, "bad_schema"))
+    for call in (client.get_wallet_balances(),
+                 client.place_order(product_id=27, size=1, side="buy", limit_price=1)):
+        with pytest.raises(Exception) as info:
+            await call
+        logging.getLogger("test").exception("failed: %r %s", info.value, info.value)
+    signatures = [s.headers["signature"] for s in delta.seen]
+    for secret in (API_SECRET, API_KEY, *signatures):
+        assert secret not in caplog.text
