@@ -38,7 +38,7 @@ from shared.delta.errors import (
 from shared.delta.models import (
     Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
     WalletBalance,
-    decode, decode_envelope, to_product_spec,
+    decode, decode_envelope, to_micros, to_product_spec,
 )
 from shared.delta.ratelimit import AccountRateLimiter, Priority, endpoint_weight
 from shared.products import ProductSpec, UnknownSymbolError
@@ -198,6 +198,9 @@ class DeltaRestClient:
         self._rng = rng or random.Random()
         self.venue_name = venue_name or yarl.URL(self.base_url).host or self.base_url
         self.retries = 0  # reads re-sent after a transient failure, for metrics
+        # Seconds to add to our clock to get Delta's, learnt from an expired-signature reply.
+        # Delta refuses signatures older than 5 s, so a drifting host clock would stop trading.
+        self.clock_offset_s = 0.0
 
     def __repr__(self) -> str:
         keyed = "with key" if self._api_key else "public"
@@ -232,7 +235,7 @@ class DeltaRestClient:
         if signed:
             if self._api_key is None or self._api_secret is None:
                 raise AuthError("no_api_key", message=f"{method} {path} needs an API key")
-            timestamp = str(int(self._clock()))
+            timestamp = str(int(self._clock() + self.clock_offset_s))
             headers["api-key"] = self._api_key
             headers["timestamp"] = timestamp
             headers["signature"] = auth.sign(self._api_secret, method, timestamp, path, query,
@@ -284,6 +287,11 @@ class DeltaRestClient:
             try:
                 return (await self._send_once(method, path, query, body_text, signed, weight,
                                               priority)).envelope
+            except AuthError as exc:
+                # A stale timestamp is refused before execution, so re-sending is safe, once.
+                if attempt > 0 or not self._learn_clock_offset(exc):
+                    raise
+                attempt += 1
             except RateLimited:
                 # Refused before execution: the limiter now blocks until the reset, so waiting
                 # for our turn again is the backoff. Still bounded.
@@ -297,6 +305,22 @@ class DeltaRestClient:
                 self.retries += 1
                 await self._sleep(backoff_delay(attempt - 1, self.backoff_base_s,
                                                 self.backoff_cap_s, self._rng))
+
+    def _learn_clock_offset(self, exc: AuthError) -> bool:
+        """Adopt Delta's clock from an expired-signature error; False if it tells us nothing."""
+        if exc.code.lower() not in ("expired_signature", "signatureexpired", "request_expired"):
+            return False
+        try:
+            server_us = to_micros(exc.context.get("server_time"))
+        except ValueError:
+            return False
+        if server_us is None:
+            return False
+        offset = server_us / 1e6 - self._clock()
+        if abs(offset) > 3600:  # an hour out is a broken box or a lying server, not drift
+            return False
+        self.clock_offset_s = offset
+        return True
 
     async def _get(self, path: str, kind: Any, *, params: Mapping[str, Any] | None = None,
                    signed: bool = False) -> tuple[Any, Envelope]:

@@ -429,3 +429,30 @@ async def test_nothing_secret_reaches_the_logs(delta: ScriptedDelta, client: Del
     signatures = [s.headers["signature"] for s in delta.seen]
     for secret in (API_SECRET, API_KEY, *signatures):
         assert secret not in caplog.text
+
+
+async def test_expired_signature_teaches_the_server_clock_and_resends_once(
+        delta: ScriptedDelta) -> None:
+    local = 1_700_000_000.0
+    server_us = int((local + 100) * 1_000_000)
+    delta.on("POST", "/v2/orders",
+             fail(401, "expired_signature", {"request_time": int(local), "server_time": server_us}),
+             ok(ORDER))
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, clock=lambda: local) as client:
+        await client.place_order(product_id=27, size=1, side="buy", limit_price=1)
+        assert client.clock_offset_s == pytest.approx(100.0)
+    first, second = delta.requests("POST", "/v2/orders")
+    assert int(second.headers["timestamp"]) - int(first.headers["timestamp"]) == 100
+    assert second.signature_ok
+
+
+async def test_expired_signature_twice_or_without_server_time_raises(
+        delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("GET", "/v2/wallet/balances", fail(401, "expired_signature", {"server_time": 1}))
+    with pytest.raises(AuthError):
+        await client.get_wallet_balances()  # an hour+ away: not believed, not resent
+    delta.on("GET", "/v2/positions/margined",
+             Reply(status=401, body={"error": "SignatureExpired", "message": "expired"}))
+    with pytest.raises(AuthError):
+        await client.get_margined_positions()
+    assert len(delta.seen) == 2
