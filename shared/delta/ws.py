@@ -8,8 +8,9 @@ What it guarantees a trader's code (api spec §9):
   connection attempts in 5 minutes), and every subscription is sent again after each reconnect.
 - Silence is never read as "no trades". Each subscribed symbol has a quiet timer: when a symbol
   has been silent longer than `stale_after_s` a `Stale` event is delivered (and `Fresh` when data
-  resumes); `quiet_for(symbol)` answers at any time. A `Disconnected` event, or a `DataGap` when
-  the bounded event queue had to drop, tells the consumer to reconcile from REST.
+  resumes); `quiet_for(symbol)` answers at any time. A `Disconnected` event, a `SequenceGap` in
+  a symbol's order events, or a `DataGap` when the bounded event queue had to drop, tells the
+  consumer to reconcile from REST.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
 class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     symbol: str | None
     orders: list[Order]
+    seq_no: int | None
     received_ts_us: int
 
 
@@ -162,9 +164,18 @@ class DataGap(msgspec.Struct, frozen=True):
     dropped: int  # events lost to a full queue: reconcile from REST
 
 
+class SequenceGap(msgspec.Struct, frozen=True):
+    """Delta numbers order events per symbol; a jump means one was missed: reconcile."""
+
+    channel: str
+    symbol: str
+    expected: int
+    got: int
+
+
 Event = (TickerEvent | CandleEvent | TradeEvent | OrderUpdate | OrderSnapshot | PositionUpdate
          | PositionSnapshot | UserTrade | Connected | Disconnected | AuthResult | Subscribed
-         | Stale | Fresh | DataGap)
+         | Stale | Fresh | DataGap | SequenceGap)
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -252,9 +263,10 @@ def parse_frame(msg: Mapping[str, Any], received_ts_us: int) -> list[Event]:
                            received_ts_us=rx)]
     if kind == "orders":
         if msg.get("action") == "snapshot":
+            meta = msg.get("meta") or {}
             return [OrderSnapshot(symbol=_s(msg.get("symbol")),
                                   orders=convert(msg.get("result") or [], list[Order]),
-                                  received_ts_us=rx)]
+                                  seq_no=_i(meta.get("seq_no")), received_ts_us=rx)]
         return [OrderUpdate(
             action=str(msg.get("action")), reason=_s(msg.get("reason")), symbol=_s(msg.get("symbol")),
             product_id=_i(msg.get("product_id")), order_id=_i(msg.get("order_id") or msg.get("id")),
@@ -340,6 +352,30 @@ class QuietTracker:
         return symbol in self._stale
 
 
+class SequenceTracker:
+    """Last sequence number per (channel, symbol); reports jumps (pure)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], int] = {}
+
+    def reset(self) -> None:
+        """Forget everything: a new connection starts from new snapshots."""
+        self._last.clear()
+
+    def baseline(self, channel: str, symbol: str, seq_no: int) -> None:
+        self._last[(channel, symbol)] = seq_no
+
+    def check(self, channel: str, symbol: str, seq_no: int) -> SequenceGap | None:
+        key = (channel, symbol)
+        last = self._last.get(key)
+        if last is not None and seq_no <= last:
+            return None  # a repeat of something already seen: not a loss
+        self._last[key] = seq_no
+        if last is None or seq_no == last + 1:
+            return None
+        return SequenceGap(channel=channel, symbol=symbol, expected=last + 1, got=seq_no)
+
+
 def reconnect_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Capped exponential backoff with jitter in [half, full] of the step, so it never hits 0."""
     step = min(cap_s, base_s * 2.0 ** max(0, attempt))
@@ -397,6 +433,8 @@ class DeltaWebSocket:
         self._mono = monotonic
         self._rng = rng or random.Random()
         self.quiet = QuietTracker(stale_after_s)
+        self.sequences = SequenceTracker()
+        self.sequence_gaps = 0
         self._subs: dict[str, set[str]] = {}  # channel -> symbols ("all" allowed)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
@@ -497,6 +535,7 @@ class DeltaWebSocket:
                         heartbeat=None, autoping=True) as ws:
                     self._ws = ws
                     self.connections += 1
+                    self.sequences.reset()
                     failures = 0
                     await self._emit(Connected(self.connections))
                     reason = await self._session_loop(ws)
@@ -551,6 +590,13 @@ class DeltaWebSocket:
             symbol = market_symbol(event)
             if symbol is not None and self.quiet.heard(symbol, now):
                 await self._emit(Fresh(symbol))
+            if isinstance(event, OrderSnapshot) and event.symbol and event.seq_no is not None:
+                self.sequences.baseline("orders", event.symbol, event.seq_no)
+            elif isinstance(event, OrderUpdate) and event.symbol and event.seq_no is not None:
+                gap = self.sequences.check("orders", event.symbol, event.seq_no)
+                if gap is not None:
+                    self.sequence_gaps += 1
+                    await self._emit(gap)
             await self._emit(event)
         return frame
 

@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 from shared.delta import auth
 from shared.delta.ws import (
     AuthResult, CandleEvent, Connected, DataGap, DeltaWebSocket, Disconnected, Fresh,
-    OrderSnapshot, OrderUpdate, QuietTracker, RestPoller, Stale, Subscribed, TickerEvent,
+    OrderSnapshot, OrderUpdate, QuietTracker, RestPoller, SequenceGap, SequenceTracker, Stale,
+    Subscribed, TickerEvent,
     TradeEvent,
     UserTrade, parse_frame, poll_interval, reconnect_delay,
 )
@@ -319,3 +320,34 @@ async def test_subscribe_while_connected_is_sent_at_once_and_kept(wss: WsScript)
     assert again.channels == [{"name": "candlestick_1m", "symbols": ["ETHUSD"]},
                               {"name": "v2/ticker", "symbols": ["BTCUSD"]}]
     assert ws.quiet_for("ETHUSD") is not None
+
+
+def test_sequence_tracker_reports_jumps_not_repeats() -> None:
+    t = SequenceTracker()
+    assert t.check("orders", "BTCUSD", 5) is None  # no baseline yet
+    assert t.check("orders", "BTCUSD", 6) is None
+    assert t.check("orders", "BTCUSD", 6) is None  # repeat
+    assert t.check("orders", "BTCUSD", 9) == SequenceGap("orders", "BTCUSD", 7, 9)
+    assert t.check("orders", "ETHUSD", 1) is None  # per symbol
+    t.baseline("orders", "BTCUSD", 100)
+    assert t.check("orders", "BTCUSD", 101) is None
+    t.reset()
+    assert t.check("orders", "BTCUSD", 500) is None
+
+
+async def test_missed_order_event_is_flagged(wss: WsScript) -> None:
+    async def push(ws: web.WebSocketResponse, conn: int) -> None:
+        await ws.send_json({"type": "orders", "action": "snapshot", "symbol": "BTCUSD",
+                            "result": [], "meta": {"seq_no": 10}})
+        for seq in (11, 13):
+            await ws.send_json({"type": "orders", "action": "update", "symbol": "BTCUSD",
+                                "order_id": seq, "state": "open", "seq_no": seq})
+
+    wss.on_subscribe = push
+    ws = client(wss.url, api_key=API_KEY, api_secret=API_SECRET)
+    await ws.subscribe("orders", ["BTCUSD"])
+    async with ws:
+        gap = await next_of(ws, SequenceGap)
+        after = await asyncio.wait_for(ws.events.get(), timeout=5)
+    assert gap == SequenceGap("orders", "BTCUSD", 12, 13)
+    assert isinstance(after, OrderUpdate) and after.seq_no == 13 and ws.sequence_gaps == 1
