@@ -10,6 +10,12 @@ it was placed in, fixed at placement, so the take-profit does not chase later re
 cancelled or rejected the level goes back to `filled` so the take-profit is placed again (the
 position is still there). Any other event in a state is an `InvalidTransition`, never ignored:
 an unexpected event means our view of the exchange is wrong and the worker must reconcile.
+
+A worker need not keep level states in memory at all: `hold_fill` folds our fills into
+`LevelHoldings` (O(1) per fill) and `levels_from_book` derives every level's state from those
+holdings plus our resting orders. Derived states are the same states this machine walks through,
+cannot drift from the exchange, and survive a crash (`rebuild_levels` replays the stored fills).
+`desired_book` then turns levels and the grid into the orders to reconcile.
 """
 
 from __future__ import annotations
@@ -211,7 +217,12 @@ def transition(level: Level, event: LevelEvent) -> Level:
 
 def take_profit_order(level: Level, product: ProductSpec) -> DesiredOrder | None:
     """The take-profit a filled level wants: opposite side, one grid step beyond the entry price,
-    for the contracts still open. None in states that do not need one."""
+    for the contracts still open. None in states that do not need one.
+
+    Not reduce-only: Delta nets a symbol into one position, so with levels on both sides (neutral
+    mode, or a direction flip) a buy level's take-profit can rest while the net position is
+    short, and a reduce-only order would be rejected and leave the level stuck. It is still safe:
+    it only unwinds contracts its own level holds (see `risk.limit_desired`)."""
     if level.state not in ("filled", "closing"):
         return None
     step = level.grid_step
@@ -227,7 +238,7 @@ def take_profit_order(level: Level, product: ProductSpec) -> DesiredOrder | None
             raise ValueError(f"take-profit below zero for level {level.level}")
     return DesiredOrder(
         symbol=level.symbol, side=side, level=level.level, purpose="take_profit",
-        price=price, size=remaining, reduce_only=True,
+        price=price, size=remaining,
     )
 
 
@@ -256,8 +267,53 @@ def desired_book(
     return tuple(orders)
 
 
-def rebuild_levels(
-    fills: Sequence[Fill],
+class LevelHoldings(msgspec.Struct, frozen=True, kw_only=True):
+    """Contracts each level holds, folded from our own fills: the exchange-derived truth that
+    `levels_from_book` turns into level states. O(1) per fill, so a worker can keep it current
+    and derive its levels after every fill or order update, and rebuild it from the store after
+    a crash. Keys are (entry side, level); absent keys hold nothing."""
+
+    held: dict[tuple[Side, int], int] = msgspec.field(default_factory=dict)
+    cost: dict[tuple[Side, int], float] = msgspec.field(default_factory=dict)  # sum price x contracts
+    steps: dict[tuple[Side, int], float] = msgspec.field(default_factory=dict)  # take-profit distance
+
+
+def hold_fill(
+    holdings: LevelHoldings, fill: Fill, *, bot_id: str, symbol: str, grid_step: float
+) -> LevelHoldings:
+    """Holdings after one fill. Entry fills add contracts (remembering the grid step of the
+    moment as the take-profit distance), take-profit fills remove them, a stop fill empties every
+    level (it closed the whole position). Foreign fills change nothing."""
+    tag = coid.decode(fill.client_order_id, bot_id=bot_id, symbol=symbol)
+    if tag is None or fill.symbol != symbol or tag.side != fill.side:
+        return holdings
+    if tag.purpose == "stop":
+        return LevelHoldings()
+    held, cost, steps = dict(holdings.held), dict(holdings.cost), dict(holdings.steps)
+    if tag.purpose == "entry":
+        key = (tag.side, tag.level)
+        if key not in held:
+            if not (math.isfinite(grid_step) and grid_step > 0):
+                raise ValueError(f"grid step must be > 0, got {grid_step!r}")
+            steps[key] = grid_step
+        held[key] = held.get(key, 0) + fill.size
+        cost[key] = cost.get(key, 0.0) + float(fill.price) * fill.size
+    else:  # a take-profit fill closes contracts of the entry on the other side
+        key = (opposite(tag.side), tag.level)
+        before = held.get(key, 0)
+        left = before - fill.size
+        if left <= 0:
+            held.pop(key, None)
+            cost.pop(key, None)
+            steps.pop(key, None)
+        else:
+            cost[key] = cost[key] * left / before  # the average entry of what is left
+            held[key] = left
+    return LevelHoldings(held=held, cost=cost, steps=steps)
+
+
+def levels_from_book(
+    holdings: LevelHoldings,
     open_orders: Sequence[OpenOrder],
     *,
     bot_id: str,
@@ -265,43 +321,15 @@ def rebuild_levels(
     grid_step: float,
     ts: float,
 ) -> dict[tuple[Side, int], Level]:
-    """Level states recovered from the exchange after a restart, from our own fills (in
-    execution order) and open orders; foreign fills and orders are ignored.
+    """Level states from what the levels hold and our orders resting on the book.
 
-    Per level, entry fills add contracts and take-profit fills remove them; a stop fill resets
-    every level (it closed the whole position). So `fills` must reach back at least to the last
-    time this bot's levels were all flat (the store keeps every fill; passing all of them is
-    always right). Levels with nothing open and nothing filled are left out (not placed).
-    A level's own grid step is not on the exchange: a resting take-profit gives it back (its
-    distance from the entry), otherwise the current `grid_step` is used.
+    Entry resting -> open (with what already filled); nothing resting but contracts held ->
+    closing if our take-profit rests, else filled. Levels with nothing are left out (not placed).
+    A resting take-profit gives back the level's step; `grid_step` is the fallback for a level
+    whose step is unknown (rebuilt from fills alone). Foreign orders are ignored.
     """
     if not (math.isfinite(grid_step) and grid_step > 0):
         raise ValueError(f"grid step must be > 0, got {grid_step!r}")
-    held: dict[tuple[Side, int], int] = {}
-    cost: dict[tuple[Side, int], float] = {}
-    for f in fills:
-        tag = coid.decode(f.client_order_id, bot_id=bot_id, symbol=symbol)
-        if tag is None or f.symbol != symbol or tag.side != f.side:
-            continue
-        if tag.purpose == "stop":
-            held.clear()
-            cost.clear()
-            continue
-        if tag.purpose == "entry":
-            key = (tag.side, tag.level)
-            held[key] = held.get(key, 0) + f.size
-            cost[key] = cost.get(key, 0.0) + float(f.price) * f.size
-        else:  # a take-profit fill closes contracts of the entry on the other side
-            key = (opposite(tag.side), tag.level)
-            before = held.get(key, 0)
-            left = before - f.size
-            if left <= 0:
-                held.pop(key, None)
-                cost.pop(key, None)
-            else:
-                cost[key] = cost[key] * left / before  # the average entry of what is left
-                held[key] = left
-
     entry_orders: dict[tuple[Side, int], OpenOrder] = {}
     tp_orders: dict[tuple[Side, int], OpenOrder] = {}
     for o in open_orders:
@@ -314,27 +342,46 @@ def rebuild_levels(
             tp_orders[(opposite(tag.side), tag.level)] = o
 
     levels: dict[tuple[Side, int], Level] = {}
-    for key in sorted(set(held) | set(entry_orders)):
+    for key in sorted(set(holdings.held) | set(entry_orders)):
         side, number = key
-        filled = held.get(key, 0)
+        filled = holdings.held.get(key, 0)
+        fill_cost = holdings.cost.get(key, 0.0)
+        step = holdings.steps.get(key, grid_step)
         entry = entry_orders.get(key)
         tp = tp_orders.get(key)
-        fill_cost = cost.get(key, 0.0)
         if entry is not None and tp is None:
             # Entry still resting (maybe partly filled): open, the rest may fill.
             levels[key] = Level(
                 symbol=symbol, side=side, level=number, state="open", entry_price=entry.price,
-                grid_step=grid_step,
-                size=filled + entry.unfilled_size, filled_size=filled, fill_cost=fill_cost, updated_ts=ts,
+                grid_step=step, size=filled + entry.unfilled_size, filled_size=filled,
+                fill_cost=fill_cost, updated_ts=ts,
             )
         elif filled > 0:
             entry_price = fill_cost / filled
-            step = abs(tp.price - entry_price) if tp is not None else grid_step
+            if tp is not None and abs(tp.price - entry_price) > 0:
+                step = abs(tp.price - entry_price)
             levels[key] = Level(
                 symbol=symbol, side=side, level=number, state="closing" if tp is not None else "filled",
-                entry_price=entry_price, grid_step=step if step > 0 else grid_step,
-                size=filled, filled_size=filled, fill_cost=fill_cost,
-                take_profit_price=tp.price if tp is not None else 0.0,
-                last_reason="rebuilt from exchange", updated_ts=ts,
+                entry_price=entry_price, grid_step=step, size=filled, filled_size=filled,
+                fill_cost=fill_cost, take_profit_price=tp.price if tp is not None else 0.0,
+                updated_ts=ts,
             )
     return levels
+
+
+def rebuild_levels(
+    fills: Sequence[Fill],
+    open_orders: Sequence[OpenOrder],
+    *,
+    bot_id: str,
+    symbol: str,
+    grid_step: float,
+    ts: float,
+) -> dict[tuple[Side, int], Level]:
+    """Level states recovered after a restart from our own fills (in execution order) and open
+    orders. `fills` must reach back at least to the last time all this bot's levels were flat
+    (the store keeps every fill; passing all of them is always right)."""
+    holdings = LevelHoldings()
+    for f in fills:
+        holdings = hold_fill(holdings, f, bot_id=bot_id, symbol=symbol, grid_step=grid_step)
+    return levels_from_book(holdings, open_orders, bot_id=bot_id, symbol=symbol, grid_step=grid_step, ts=ts)

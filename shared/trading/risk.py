@@ -142,19 +142,31 @@ def evaluate(
 
 
 def limit_desired(
-    desired: Sequence[DesiredOrder], position_contracts: int, config: RiskConfig
+    desired: Sequence[DesiredOrder],
+    position_contracts: int,
+    config: RiskConfig,
+    *,
+    long_held: int = 0,
+    short_held: int = 0,
 ) -> tuple[DesiredOrder, ...]:
     """The desired orders that fit the symbol's caps.
 
-    Reduce-only orders (take-profits, stops) always pass: they can only shrink the position.
-    Entry orders are taken nearest-level first while (a) the position plus every entry on the
-    same side could all fill without exceeding max_position_contracts and (b) the count of
-    orders stays within max_open_orders (reduce-only ones count too)."""
-    protective = [d for d in desired if d.reduce_only]
-    entries = sorted((d for d in desired if not d.reduce_only), key=lambda d: (d.level, d.side))
+    Take-profits and reduce-only orders (stops) always pass: each only unwinds contracts its own
+    level (or the position) holds. Entry orders are taken nearest level first while (a) every
+    entry on a side could fill on top of what that side already holds without exceeding
+    max_position_contracts, and (b) the order count stays within max_open_orders (take-profits
+    and stops count too). "Already holds" is the larger of the net position on that side and the
+    gross contracts the bot's levels hold there (`long_held`/`short_held` from the level
+    holdings): the net position alone would let a buy level's take-profit plus fresh sell entries
+    go past the cap when both sides hold contracts."""
+    if long_held < 0 or short_held < 0:
+        raise ValueError(f"held contracts must be >= 0, got {long_held}, {short_held}")
+    protective = [d for d in desired if d.reduce_only or d.purpose != "entry"]
+    entries = sorted((d for d in desired if not (d.reduce_only or d.purpose != "entry")),
+                     key=lambda d: (d.level, d.side))
     slots = config.max_open_orders - len(protective)
-    worst_long = max(position_contracts, 0)
-    worst_short = max(-position_contracts, 0)
+    worst_long = max(position_contracts, 0, long_held)
+    worst_short = max(-position_contracts, 0, short_held)
     chosen: list[DesiredOrder] = []
     for d in entries:
         if slots <= 0:

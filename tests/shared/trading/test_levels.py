@@ -32,7 +32,7 @@ def test_full_cycle_buy_level_books_take_profit_one_step_above() -> None:
     assert lv.state == "filled" and lv.average_fill_price == 1_960.0
     tp = take_profit_order(lv, ETH)
     assert tp is not None
-    assert (tp.side, tp.level, tp.purpose, tp.size, tp.reduce_only) == ("sell", 2, "take_profit", 3, True)
+    assert (tp.side, tp.level, tp.purpose, tp.size, tp.reduce_only) == ("sell", 2, "take_profit", 3, False)
     assert tp.price == 1_980.05  # 1,980.01 rounded up to the tick
     lv = run(lv, TakeProfitPlaced(ts=4, price=tp.price), TakeProfitFilled(ts=5, size=2, price=tp.price))
     assert lv.state == "closing"

@@ -110,6 +110,19 @@ def test_symbol_limits_trim_entries_nearest_first_and_keep_protective_orders() -
     assert limit_desired(desired, position_contracts=7, config=cfg) == (desired[3],)
 
 
+def test_symbol_limits_count_what_both_sides_of_the_grid_hold() -> None:
+    # net flat, but the buy levels hold 6 and the sell levels hold 6 (neutral grid): another
+    # entry of 2 on either side would make 8 > 7, so only the take-profit may rest
+    cfg = RiskConfig(max_position_contracts=7, max_open_orders=10)
+    tp = DesiredOrder(symbol="X", side="sell", level=1, purpose="take_profit", price=101.0, size=6)
+    desired = [order(1), order(1, "sell"), tp]
+    assert limit_desired(desired, 0, cfg, long_held=6, short_held=6) == (tp,)
+    assert limit_desired(desired, 0, cfg, long_held=6, short_held=0) == (desired[1], tp)
+    assert limit_desired(desired, 0, cfg, long_held=5, short_held=0) == tuple(desired)
+    with pytest.raises(ValueError):
+        limit_desired(desired, 0, cfg, long_held=-1)
+
+
 def test_symbol_limits_cap_open_orders() -> None:
     cfg = RiskConfig(max_position_contracts=1_000, max_open_orders=3)
     desired = [order(i) for i in range(1, 6)] + [order(9, "sell", reduce_only=True)]
