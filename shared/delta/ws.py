@@ -435,6 +435,7 @@ class DeltaWebSocket:
         self.quiet = QuietTracker(stale_after_s)
         self.sequences = SequenceTracker()
         self.sequence_gaps = 0
+        self.callback_errors = 0
         self._subs: dict[str, set[str]] = {}  # channel -> symbols ("all" allowed)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
@@ -509,7 +510,11 @@ class DeltaWebSocket:
 
     async def _emit(self, event: Event) -> None:
         if self._on_event is not None:
-            await self._on_event(event)
+            try:
+                await self._on_event(event)
+            except Exception:  # a consumer bug must not kill the connection for everyone
+                self.callback_errors += 1
+                log.exception("delta ws: event handler failed on %s", type(event).__name__)
             return
         if self.events.full():
             # Market data is worthless late; make room for a gap marker plus this event so the
@@ -543,6 +548,9 @@ class DeltaWebSocket:
                 raise
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 reason = f"{type(exc).__name__}"
+            except Exception as exc:  # a bug here must cost one connection, not the feed
+                log.exception("delta ws: unexpected failure; reconnecting")
+                reason = f"internal error {type(exc).__name__}"
             finally:
                 self._ws = None
                 self.authenticated = False

@@ -351,3 +351,26 @@ async def test_missed_order_event_is_flagged(wss: WsScript) -> None:
         after = await asyncio.wait_for(ws.events.get(), timeout=5)
     assert gap == SequenceGap("orders", "BTCUSD", 12, 13)
     assert isinstance(after, OrderUpdate) and after.seq_no == 13 and ws.sequence_gaps == 1
+
+
+async def test_a_failing_event_handler_does_not_kill_the_feed(wss: WsScript) -> None:
+    async def push(ws: web.WebSocketResponse, conn: int) -> None:
+        for close in (1, 2):
+            await ws.send_json({"type": "v2/ticker", "symbol": "BTCUSD", "close": close})
+
+    wss.on_subscribe = push
+    got: list[float | None] = []
+    done = asyncio.Event()
+
+    async def handler(event: Any) -> None:
+        if isinstance(event, TickerEvent):
+            got.append(event.close)
+            if event.close == 1:
+                raise RuntimeError("consumer bug")
+            done.set()
+
+    ws = client(wss.url, on_event=handler)
+    await ws.subscribe("v2/ticker", ["BTCUSD"])
+    async with ws:
+        await asyncio.wait_for(done.wait(), timeout=5)
+    assert got == [1.0, 2.0] and ws.callback_errors == 1 and ws.connections == 1
