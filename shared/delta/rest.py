@@ -260,20 +260,23 @@ class DeltaRestClient:
             # Dropped mid-request: like a timeout, the server may have acted on it.
             raise RequestTimeout("connection_lost", message=type(exc).__name__,
                                  endpoint=endpoint) from exc
-        if status == 429:
-            err = error_from_response(status, raw, headers=resp_headers, endpoint=endpoint)
-            await self.limiter.on_rate_limited(getattr(err, "reset_ms", None))
-            raise err
         if status >= 300:
-            raise error_from_response(status, raw, headers=resp_headers, endpoint=endpoint)
+            raise await self._failure(status, raw, resp_headers, endpoint)
         try:
             envelope = decode_envelope(raw) if raw.strip() else Envelope()
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ResponseShapeError("invalid_response", status=status, message=str(exc),
                                      endpoint=endpoint) from exc
         if not envelope.success:
-            raise error_from_response(status, raw, headers=resp_headers, endpoint=endpoint)
+            raise await self._failure(status, raw, resp_headers, endpoint)
         return _Response(envelope=envelope, status=status)
+
+    async def _failure(self, status: int, raw: bytes, headers: Mapping[str, str],
+                       endpoint: str) -> DeltaError:
+        err = error_from_response(status, raw, headers=headers, endpoint=endpoint)
+        if isinstance(err, RateLimited):  # whatever the status, the whole account must wait
+            await self.limiter.on_rate_limited(err.reset_ms)
+        return err
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                        body: Mapping[str, Any] | None = None, signed: bool = False,
