@@ -23,10 +23,16 @@ import msgspec
 import numpy as np
 
 from . import strategies as st
-from .streaming import (CLOSES_LEN, N_STATE, O_BB_LOW, O_BB_UP, O_MACD, O_RSI, O_SMA, S_N,
-                        S_PREV_CLOSE, WARM_BARS, advance, new_state, outputs)
+from .streaming import (ATR_PERIOD, BB_K, BB_PERIOD, CLOSES_LEN, EMA_FAST, EMA_SLOW, MACD_SIGNAL,
+                        N_STATE, O_MACD, O_RSI, O_SMA, RSI_PERIOD, S_ATR, S_EMA_FAST, S_EMA_SLOW,
+                        S_GAIN, S_LOSS, S_MACD_FAST, S_N, S_PREV_CLOSE, S_SIGNAL, WARM_BARS,
+                        advance, new_state, outputs)
 
 BAR_SECONDS = 60.0
+_SCALAR_MAX_ROWS = 4  # up to this many warm rows, Python floats beat numpy's per-call overhead
+_KF = 2.0 / (EMA_FAST + 1.0)
+_KS = 2.0 / (EMA_SLOW + 1.0)
+_K9 = 2.0 / (MACD_SIGNAL + 1.0)
 MAX_WINDOW = 65536  # a sanity bound on one window; the pool sends 1024
 
 
@@ -99,10 +105,10 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             bad("trend_confidence_scale must be > 0")
         if not 0 < self.rsi_overbought < 100:
             bad(f"rsi_overbought must be in (0, 100), got {self.rsi_overbought}")
-        for name in ("momentum_bars", "volatility_changes", "rl_momentum_bars"):
+        for name, low in (("momentum_bars", 1), ("volatility_changes", 2), ("rl_momentum_bars", 1)):
             v = getattr(self, name)
-            if not 1 <= v <= CLOSES_LEN - 1:
-                bad(f"{name} must be in 1..{CLOSES_LEN - 1}, got {v}")
+            if not low <= v <= CLOSES_LEN - 1:
+                bad(f"{name} must be in {low}..{CLOSES_LEN - 1}, got {v}")
         if not 2 <= self.rl_vol_bars <= CLOSES_LEN:
             bad(f"rl_vol_bars must be in 2..{CLOSES_LEN}, got {self.rl_vol_bars}")
         if not (self.learner_rate > 0 and self.learner_l2 >= 0):
@@ -203,10 +209,13 @@ class SignalEngine:
         self.config = cfg
         self.seed = int(seed)
         self._tf = np.array(cfg.timeframes, dtype=np.float64) * BAR_SECONDS
+        self._tf_list = self._tf.tolist()
         self._n_tf = len(cfg.timeframes)
         self._tf_k = 2.0 / (cfg.mtf_ema_period + 1.0)
         self._trend_w = np.array(cfg.trend_weights, dtype=np.float64)
         self._cons_w = np.array([cfg.consensus_weights[c] for c in st.COMPONENTS])
+        self._cons_list = [float(cfg.consensus_weights[c]) for c in st.COMPONENTS]
+        self._cons_total = self._cons_list[0] + self._cons_list[1] + self._cons_list[2] + self._cons_list[3]
         self._vol_thr = np.array(cfg.rl_vol_thresholds, dtype=np.float64)
         self._n_states = st.rl_n_states(tuple(cfg.rl_vol_thresholds))
         self._rl_ready = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
@@ -215,8 +224,17 @@ class SignalEngine:
         self._x_lx = slice(st.N_LEARNER_WEIGHTS, 2 * st.N_LEARNER_WEIGHTS)
         base = 2 * st.N_LEARNER_WEIGHTS
         self._x_rl_state, self._x_rl_action, self._x_rl_eps = base, base + 1, base + 2
-        self._x_tf = base + 3  # then 4 columns per timeframe: ema, bars done, bucket, last close
-        self._n_x = self._x_tf + 4 * self._n_tf
+        # precomputed at each commit so the forming bar costs O(1) elementwise work: mean and
+        # sum of squared deviations of the last 19 closes (Bollinger), of the last k-1 closes and
+        # k-1 changes (relative volatility), of the last rl_vol_bars-1 closes (RL), and the
+        # reference closes for the two momenta
+        self._x_p = base + 3
+        (self._p_bb_m, self._p_bb_m2, self._p_rv_cm, self._p_rv_dm, self._p_rv_dm2, self._p_mom_ref,
+         self._p_rl_ref, self._p_rl_m, self._p_rl_m2) = range(self._x_p, self._x_p + 9)
+        # then 6 columns per timeframe: EMA of completed bars, bars done, bucket of the last
+        # closed 1m bar, its close, and the EMA / count if that bucket turns out complete
+        self._x_tf = self._x_p + 9
+        self._n_x = self._x_tf + 6 * self._n_tf
         self._cap = 0
         self._S = np.empty((0, N_STATE))
         self._C = np.empty((0, CLOSES_LEN))
@@ -431,7 +449,7 @@ class SignalEngine:
             X[:, self._x_lx] = np.nan
             X[:, self._x_rl_state] = np.nan
             X[:, self._x_rl_action] = np.nan
-            X[:, self._x_tf:] = np.nan
+            X[:, self._x_p:] = np.nan
             Q = self._Q[rows]
             if n_bars > 0:
                 cols = [np.stack([getattr(w, name)[s: s + n_bars] for w, _, s in items])
@@ -506,14 +524,19 @@ class SignalEngine:
             else:
                 X[:, self._x_lx] = np.nan
         for j in range(self._n_tf):
-            base = self._x_tf + 4 * j
+            base = self._x_tf + 6 * j
             ema, done, bucket, last = (X[:, base + q] for q in range(4))
             b = np.floor(ts / self._tf[j])
             complete = (b != bucket) & np.isfinite(last)
-            X[:, base] = np.where(complete, np.where(done > 0, ema + self._tf_k * (last - ema), last), ema)
-            X[:, base + 1] = np.where(np.isfinite(done), done, 0.0) + complete
+            ema = np.where(complete, np.where(done > 0, ema + self._tf_k * (last - ema), last), ema)
+            done = np.where(np.isfinite(done), done, 0.0) + complete
+            X[:, base] = ema
+            X[:, base + 1] = done
             X[:, base + 2] = b
             X[:, base + 3] = c
+            X[:, base + 4] = np.where(done > 0, ema + self._tf_k * (c - ema), c)
+            X[:, base + 5] = done + 1.0
+        self._precompute(X, C2)
         ready = n_after >= self._rl_ready
         if ready.any():
             s_now = st.rl_state(C2, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr)
@@ -541,90 +564,287 @@ class SignalEngine:
                                                               eps * cfg.rl_epsilon_decay), eps)
         return S2, C2
 
+    def _precompute(self, X: np.ndarray, C: np.ndarray) -> None:
+        """Fill the per-symbol context the forming bar is evaluated from (see __init__)."""
+        cfg = self.config
+
+        def mean_m2(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            m = a.mean(axis=1)
+            dev = a - m[:, None]
+            return m, (dev * dev).sum(axis=1)
+
+        X[:, self._p_bb_m], X[:, self._p_bb_m2] = mean_m2(C[:, -(BB_PERIOD - 1):])
+        k = cfg.volatility_changes
+        X[:, self._p_rv_cm] = C[:, -(k - 1):].mean(axis=1)
+        tail = C[:, -k:]
+        X[:, self._p_rv_dm], X[:, self._p_rv_dm2] = mean_m2(tail[:, 1:] - tail[:, :-1])
+        X[:, self._p_mom_ref] = C[:, -cfg.momentum_bars]
+        X[:, self._p_rl_ref] = C[:, -cfg.rl_momentum_bars]
+        X[:, self._p_rl_m], X[:, self._p_rl_m2] = mean_m2(C[:, -(cfg.rl_vol_bars - 1):])
+
     def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
                    errors: list[str]) -> list[SignalResult]:
+        """Evaluate every window's forming bar against the committed state (nothing stored)."""
         cfg = self.config
         n = len(windows)
-        live = [j for j in range(n) if plans[j].kind != _BAD]
         results: list[SignalResult | None] = [None] * n
+        live: list[int] = []
         for j in range(n):
-            if plans[j].kind == _BAD:
+            if plans[j].kind == _BAD or errors[j]:
                 w = windows[j]
-                results[j] = _invalid(w, errors[j])
+                bar_ts = math.nan if plans[j].kind == _BAD else float(w.ts[-1])
+                results[j] = _invalid(w, errors[j], bar_ts)
+            else:
+                live.append(j)
         if not live:
             return results  # type: ignore[return-value]
-        lw = [windows[j] for j in live]
-        rows = np.array([plans[j].slot for j in live])
-        fb = np.array([(w.open[-1], w.high[-1], w.low[-1], w.close[-1], w.ts[-1]) for w in lw],
-                      dtype=np.float64)
-        last_ts = np.array([self._last_ts[plans[j].slot] for j in live])
+        fb = np.array([(w.open[-1], w.high[-1], w.low[-1], w.close[-1], w.ts[-1])
+                       for w in (windows[j] for j in live)], dtype=np.float64)
+        slots = [plans[j].slot for j in live]
+        last_ts = np.array([self._last_ts[s] for s in slots])
         prices = fb[:, :4]
-        forming_ok = (np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb[:, 4])
         with np.errstate(invalid="ignore"):
-            forming_ok &= ~(fb[:, 4] <= last_ts)
-        h, lo, c, ts = fb[:, 1], fb[:, 2], fb[:, 3], fb[:, 4]
-        if not forming_ok.all():  # keep the arithmetic clean; these rows are reported invalid
-            h, lo, c, ts = (np.where(forming_ok, a, 1.0) for a in (h, lo, c, ts))
-        S, C, X, Q = self._S[rows], self._C[rows], self._X[rows], self._Q[rows]
-        closed = S[:, S_N]
-        S2, C2 = advance(S, C, h, lo, c)
-        out = outputs(S2, C2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            feats = st.trend_features(c, out[:, O_SMA], out[:, O_RSI], out[:, O_MACD],
-                                      c - C2[:, -1 - cfg.momentum_bars], cfg.rsi_overbought)
-            _, trend, _ = st.trend_vote(feats, self._trend_w, cfg.trend_confidence_scale)
-            if cfg.learner:
-                p = st.learner_probability(X[:, self._x_lw], st.learner_inputs(feats))
-                trend = st.learner_vote(p)
-            trends = np.empty((len(lw), self._n_tf))
-            for j in range(self._n_tf):
-                base = self._x_tf + 4 * j
-                ema, done, bucket, last = (X[:, base + q] for q in range(4))
-                b = np.floor(ts / self._tf[j])
-                complete = (b != bucket) & np.isfinite(last)
-                ema_eff = np.where(complete, np.where(done > 0, ema + self._tf_k * (last - ema), last), ema)
-                done_eff = np.where(np.isfinite(done), done, 0.0) + complete
-                trends[:, j] = np.where(done_eff >= cfg.mtf_ema_period, np.sign(c - ema_eff), 0.0)
-            mtf = st.mtf_vote(trends, cfg.mtf_min_agree)
-            rel_vol = st.relative_volatility(C2, cfg.volatility_changes)
-            vol = st.volatility_vote(c, out[:, O_BB_UP], out[:, O_BB_LOW], rel_vol,
-                                     cfg.volatility_min, cfg.volatility_max, cfg.volatility_rule)
-            s_now = st.rl_state(C2, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr)
-        rl = st.ACTION_VOTES[st.rl_greedy(Q[np.arange(len(lw)), s_now])]
-        votes = np.stack([trend, mtf, vol, rl], axis=1)
-        direction, conf = st.consensus(votes, self._cons_w, cfg.consensus_threshold)
-        enough = closed >= cfg.min_bars
-        snap_rows = np.concatenate([c[:, None], out], axis=1).tolist()
-        vote_rows = votes.tolist()
-        dir_list = direction.tolist()
-        conf_list = conf.tolist()
-        names = st.VOTE_NAMES
-        comps = st.COMPONENTS
-        ok_list = (forming_ok & enough).tolist()
+            ok = (np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb[:, 4]) \
+                & ~(fb[:, 4] <= last_ts)
+        closed = self._S[slots, S_N]
+        warm = ok & (closed >= WARM_BARS)
+        warm_idx = np.flatnonzero(warm).tolist()
+        fb_rows = fb.tolist()
+        # rows evaluated in full: (index into live) -> (snapshot row, vote codes, direction, conf)
+        full: dict[int, tuple[list[float], list[int], int, float]] = {}
+        if 0 < len(warm_idx) <= _SCALAR_MAX_ROWS:
+            for i in warm_idx:
+                full[i] = self._core_scalar(slots[i], *fb_rows[i][1:])
+        elif warm_idx:
+            rows = np.array([slots[i] for i in warm_idx])
+            sub = fb[warm_idx]
+            snap, votes, direction, conf = self._core_vec(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
+            for q, i in enumerate(warm_idx):
+                full[i] = (snap[q], votes[q], direction[q], conf[q])
+        names, comps = st.VOTE_NAMES, st.COMPONENTS
+        cold_snaps: list[list[float]] | None = None
         for i, j in enumerate(live):
             w = windows[j]
-            bar_ts = float(fb[i, 4])
-            if errors[j]:
-                results[j] = _invalid(w, errors[j], bar_ts)
-            elif not forming_ok[i]:
+            bar_ts = fb_rows[i][4]
+            if not ok[i]:
                 results[j] = _invalid(w, f"{w.symbol}: bad forming bar at window index {len(w.close) - 1} "
                                          f"(ts={bar_ts!r}, open/high/low/close="
-                                         f"{'/'.join(repr(float(v)) for v in fb[i, :4])}); not evaluated",
+                                         f"{'/'.join(repr(v) for v in fb_rows[i][:4])}); not evaluated",
                                       bar_ts)
-            elif not ok_list[i]:
-                note = self._note[plans[j].slot]
-                reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
-                results[j] = SignalResult(w.symbol, bar_ts, int(w.bar_count), "NONE", 0.0, dict(_NO_VOTES),
-                                          IndicatorSnapshot(*snap_rows[i]), False,
-                                          f"{reason} ({note})" if note else reason)
-            else:
-                vr = vote_rows[i]
+                continue
+            if closed[i] >= cfg.min_bars:
+                snap, vr, d, conf = full[i]
                 results[j] = SignalResult(
-                    w.symbol, bar_ts, int(w.bar_count), names[dir_list[i]], conf_list[i],
+                    w.symbol, bar_ts, int(w.bar_count), names[d], conf,
                     {comps[0]: names[vr[0]], comps[1]: names[vr[1]], comps[2]: names[vr[2]],
                      comps[3]: names[vr[3]]},
-                    IndicatorSnapshot(*snap_rows[i]), True, "")
+                    IndicatorSnapshot(*snap), True, "")
+                continue
+            if i in full:
+                snap = full[i][0]
+            else:  # not warmed up: the general (seeding) path, for the report only
+                if cold_snaps is None:
+                    cold = [q for q in range(len(live)) if ok[q] and q not in full]
+                    cold_snaps = dict(zip(cold, self._cold_snapshots([slots[q] for q in cold], fb[cold])))
+                snap = cold_snaps[i]
+            note = self._note[slots[i]]
+            reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
+            results[j] = SignalResult(w.symbol, bar_ts, int(w.bar_count), "NONE", 0.0, dict(_NO_VOTES),
+                                      IndicatorSnapshot(*snap), False,
+                                      f"{reason} ({note})" if note else reason)
         return results  # type: ignore[return-value]
+
+    def _cold_snapshots(self, slots: list[int], fb: np.ndarray) -> list[list[float]]:
+        S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])
+        return np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
+
+    # The two functions below compute the same thing, one vectorised over rows and one on
+    # Python floats for small batches (numpy's per-call overhead dominates below ~5 rows).
+    # They use only elementwise IEEE operations written in the same order, so they agree bit for
+    # bit; tests/shared/signals/test_engine.py holds them to that.
+
+    def _core_vec(self, rows: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                  ts: np.ndarray) -> tuple[list[list[float]], list[list[int]], list[int], list[float]]:
+        cfg = self.config
+        S = self._S[rows]
+        X = self._X[rows]
+        ef, es, mf, sig = S[:, S_EMA_FAST], S[:, S_EMA_SLOW], S[:, S_MACD_FAST], S[:, S_SIGNAL]
+        prev = S[:, S_PREV_CLOSE]
+        ema12 = (c - ef) * _KF + ef
+        ema26 = (c - es) * _KS + es
+        mf2 = (c - mf) * _KF + mf
+        line = mf2 - ema26
+        signal = (line - sig) * _K9 + sig
+        hist = line - signal
+        d = c - prev
+        gain = (S[:, S_GAIN] * (RSI_PERIOD - 1.0) + np.where(d > 0.0, d, 0.0)) / RSI_PERIOD
+        loss = (S[:, S_LOSS] * (RSI_PERIOD - 1.0) + np.where(d < 0.0, -d, 0.0)) / RSI_PERIOD
+        tot = gain + loss
+        pos = tot > 0.0
+        rsi = np.where(pos, 100.0 * gain / np.where(pos, tot, 1.0), 50.0)
+        tr = np.maximum(np.maximum(h - lo, np.abs(h - prev)), np.abs(lo - prev))
+        atr = (S[:, S_ATR] * (ATR_PERIOD - 1.0) + tr) / ATR_PERIOD
+        bm = X[:, self._p_bb_m]
+        delta = c - bm
+        mid = bm + delta / BB_PERIOD
+        sd = np.sqrt((X[:, self._p_bb_m2] + delta * (c - mid)) / BB_PERIOD)
+        upper = mid + BB_K * sd
+        lower = mid - BB_K * sd
+        # trend
+        f0 = np.sign(c - mid)
+        f1 = np.where(rsi < cfg.rsi_overbought, 1.0, -1.0)
+        f2 = np.sign(line)
+        f3 = np.sign(c - X[:, self._p_mom_ref])
+        tw = cfg.trend_weights
+        if cfg.learner:
+            lw = X[:, self._x_lw]
+            z = lw[:, 0] + lw[:, 1] * f0 + lw[:, 2] * f1 + lw[:, 3] * f2 + lw[:, 4] * f3
+            trend = np.where(z > 0.0, st.UP, np.where(z < 0.0, st.DOWN, st.NONE))
+        else:
+            score = f0 * tw[0] + f1 * tw[1] + f2 * tw[2] + f3 * tw[3]
+            trend = np.where(score > 0.0, st.UP, st.DOWN)
+        # multi-timeframe
+        ups = np.zeros(len(rows), dtype=np.int64)
+        downs = np.zeros(len(rows), dtype=np.int64)
+        for j in range(self._n_tf):
+            base = self._x_tf + 6 * j
+            same = np.floor(ts / self._tf[j]) == X[:, base + 2]
+            ema = np.where(same, X[:, base], X[:, base + 4])
+            done = np.where(same, X[:, base + 1], X[:, base + 5])
+            ready = done >= cfg.mtf_ema_period
+            ups += ready & (c > ema)
+            downs += ready & (c < ema)
+        k = cfg.mtf_min_agree
+        mtf = np.where(ups >= k, st.UP, np.where(downs >= k, st.DOWN, st.NONE))
+        # volatility
+        kc = cfg.volatility_changes
+        dm = X[:, self._p_rv_dm]
+        dd = d - dm
+        dm2 = dm + dd / kc
+        dsd = np.sqrt((X[:, self._p_rv_dm2] + dd * (d - dm2)) / kc)
+        cm = X[:, self._p_rv_cm]
+        rel_vol = dsd / (cm + (c - cm) / kc)
+        in_band = (rel_vol > cfg.volatility_min) & (rel_vol < cfg.volatility_max)
+        hi_vote, lo_vote = (st.SHORT, st.LONG) if cfg.volatility_rule == "mean_reversion" else (st.LONG, st.SHORT)
+        vol = np.where(in_band & (c > upper), hi_vote, np.where(in_band & (c < lower), lo_vote, st.NONE))
+        # RL
+        kv = cfg.rl_vol_bars
+        rm = X[:, self._p_rl_m]
+        rd = c - rm
+        rm2 = rm + rd / kv
+        rv = np.sqrt((X[:, self._p_rl_m2] + rd * (c - rm2)) / kv) / rm2
+        state = (c > X[:, self._p_rl_ref]).astype(np.int64)
+        for thr in cfg.rl_vol_thresholds:
+            state += 2 * (rv > thr)
+        q = self._Q[rows, state]
+        rl = st.ACTION_VOTES[st.rl_greedy(q)]
+        # consensus
+        votes = np.stack([trend, mtf, vol, rl], axis=1).astype(np.int64)
+        cw = self._cons_list
+        is_long = (votes == st.UP) | (votes == st.LONG)
+        is_short = (votes == st.DOWN) | (votes == st.SHORT)
+        long_w = is_long[:, 0] * cw[0] + is_long[:, 1] * cw[1] + is_long[:, 2] * cw[2] + is_long[:, 3] * cw[3]
+        short_w = is_short[:, 0] * cw[0] + is_short[:, 1] * cw[1] + is_short[:, 2] * cw[2] + is_short[:, 3] * cw[3]
+        go_up = long_w >= cfg.consensus_threshold
+        go_down = ~go_up & (short_w >= cfg.consensus_threshold)
+        direction = np.where(go_up, st.UP, np.where(go_down, st.DOWN, st.NONE))
+        conf = np.where(go_up, long_w / self._cons_total, np.where(go_down, short_w / self._cons_total, 0.0))
+        snap = np.stack([c, mid, ema12, ema26, rsi, line, signal, hist, upper, mid, lower, atr], axis=1)
+        return snap.tolist(), votes.tolist(), direction.tolist(), conf.tolist()
+
+    def _core_scalar(self, slot: int, h: float, lo: float, c: float,
+                     ts: float) -> tuple[list[float], list[int], int, float]:
+        cfg = self.config
+        s = self._S[slot].tolist()
+        x = self._X[slot].tolist()
+        ef, es, mf, sig = s[S_EMA_FAST], s[S_EMA_SLOW], s[S_MACD_FAST], s[S_SIGNAL]
+        prev = s[S_PREV_CLOSE]
+        ema12 = (c - ef) * _KF + ef
+        ema26 = (c - es) * _KS + es
+        mf2 = (c - mf) * _KF + mf
+        line = mf2 - ema26
+        signal = (line - sig) * _K9 + sig
+        hist = line - signal
+        d = c - prev
+        gain = (s[S_GAIN] * (RSI_PERIOD - 1.0) + (d if d > 0.0 else 0.0)) / RSI_PERIOD
+        loss = (s[S_LOSS] * (RSI_PERIOD - 1.0) + (-d if d < 0.0 else 0.0)) / RSI_PERIOD
+        tot = gain + loss
+        rsi = 100.0 * gain / tot if tot > 0.0 else 50.0
+        tr = max(max(h - lo, abs(h - prev)), abs(lo - prev))
+        atr = (s[S_ATR] * (ATR_PERIOD - 1.0) + tr) / ATR_PERIOD
+        bm = x[self._p_bb_m]
+        delta = c - bm
+        mid = bm + delta / BB_PERIOD
+        sd = math.sqrt((x[self._p_bb_m2] + delta * (c - mid)) / BB_PERIOD)
+        upper = mid + BB_K * sd
+        lower = mid - BB_K * sd
+        f0 = _sign(c - mid)
+        f1 = 1.0 if rsi < cfg.rsi_overbought else -1.0
+        f2 = _sign(line)
+        f3 = _sign(c - x[self._p_mom_ref])
+        tw = cfg.trend_weights
+        if cfg.learner:
+            lw = x[self._x_lw]
+            z = lw[0] + lw[1] * f0 + lw[2] * f1 + lw[3] * f2 + lw[4] * f3
+            trend = st.UP if z > 0.0 else st.DOWN if z < 0.0 else st.NONE
+        else:
+            score = f0 * tw[0] + f1 * tw[1] + f2 * tw[2] + f3 * tw[3]
+            trend = st.UP if score > 0.0 else st.DOWN
+        ups = downs = 0
+        for j in range(self._n_tf):
+            base = self._x_tf + 6 * j
+            if math.floor(ts / self._tf_list[j]) == x[base + 2]:
+                ema, done = x[base], x[base + 1]
+            else:
+                ema, done = x[base + 4], x[base + 5]
+            if done >= cfg.mtf_ema_period:
+                ups += c > ema
+                downs += c < ema
+        k = cfg.mtf_min_agree
+        mtf = st.UP if ups >= k else st.DOWN if downs >= k else st.NONE
+        kc = cfg.volatility_changes
+        dm = x[self._p_rv_dm]
+        dd = d - dm
+        dm2 = dm + dd / kc
+        dsd = math.sqrt((x[self._p_rv_dm2] + dd * (d - dm2)) / kc)
+        cm = x[self._p_rv_cm]
+        rel_vol = dsd / (cm + (c - cm) / kc)
+        vol = st.NONE
+        if cfg.volatility_min < rel_vol < cfg.volatility_max:
+            mr = cfg.volatility_rule == "mean_reversion"
+            if c > upper:
+                vol = st.SHORT if mr else st.LONG
+            elif c < lower:
+                vol = st.LONG if mr else st.SHORT
+        kv = cfg.rl_vol_bars
+        rm = x[self._p_rl_m]
+        rd = c - rm
+        rm2 = rm + rd / kv
+        rv = math.sqrt((x[self._p_rl_m2] + rd * (c - rm2)) / kv) / rm2
+        state = 1 if c > x[self._p_rl_ref] else 0
+        for thr in cfg.rl_vol_thresholds:
+            state += 2 * (rv > thr)
+        qu, qd, qh = self._Q[slot, state].tolist()
+        rl = st.UP if (qu > qd and qu > qh) else st.DOWN if (qd > qu and qd > qh) else st.HOLD
+        votes = [trend, mtf, vol, rl]
+        cw = self._cons_list
+        long_w = 0.0
+        short_w = 0.0
+        for v, wgt in zip(votes, cw):
+            long_w += (v == st.UP or v == st.LONG) * wgt
+            short_w += (v == st.DOWN or v == st.SHORT) * wgt
+        if long_w >= cfg.consensus_threshold:
+            direction, conf = st.UP, long_w / self._cons_total
+        elif short_w >= cfg.consensus_threshold:
+            direction, conf = st.DOWN, short_w / self._cons_total
+        else:
+            direction, conf = st.NONE, 0.0
+        snap = [c, mid, ema12, ema26, rsi, line, signal, hist, upper, mid, lower, atr]
+        return snap, votes, direction, conf
+
+
+def _sign(v: float) -> float:
+    return 1.0 if v > 0.0 else -1.0 if v < 0.0 else 0.0
 
 
 def _invalid(w: BarWindow, reason: str, bar_ts: float = math.nan) -> SignalResult:
