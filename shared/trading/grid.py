@@ -120,16 +120,22 @@ def desired_grid(
     product: ProductSpec,
     contracts_per_level: int,
     config: GridConfig,
+    step: float | None = None,
 ) -> tuple[DesiredOrder, ...]:
     """Entry orders for the grid (take-profits come from the level life cycle, the stop from
-    `protective_stop`). Empty when the signal is too weak or sizing says no new orders."""
+    `protective_stop`). Empty when the signal is too weak or sizing says no new orders.
+    `step` overrides the computed spacing (pass the anchor's, so the grid stays put between
+    re-grids even as ATR drifts)."""
     _check_market(price, atr)
     if contracts_per_level < 0:
         raise ValueError(f"contracts_per_level must be >= 0, got {contracts_per_level}")
     sides = grid_sides(direction, confidence, config)
     if contracts_per_level == 0 or not sides:
         return ()
-    step = grid_step(price, atr, config)
+    if step is None:
+        step = grid_step(price, atr, config)
+    elif not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be a finite number > 0, got {step!r}")
     orders: list[DesiredOrder] = []
     for side in sides:
         for level, p in enumerate(level_prices(side, price, step, config.levels, product), start=1):
@@ -175,6 +181,7 @@ class GridAnchor(msgspec.Struct, frozen=True, kw_only=True):
     price: float
     step: float
     built_ts: float  # epoch seconds
+    confidence: float = 1.0
 
 
 def needs_regrid(
@@ -188,3 +195,28 @@ def needs_regrid(
     if config.mode == "directional" and anchor.direction != direction:
         return True
     return abs(price - anchor.price) > config.regrid_fraction * anchor.step
+
+
+def next_anchor(
+    anchor: GridAnchor | None,
+    direction: SignalDirection,
+    confidence: float,
+    price: float,
+    atr: float,
+    config: GridConfig,
+    now_ts: float,
+) -> GridAnchor | None:
+    """The grid follows a strong signal and holds through a weak one: like the original, a
+    signal below the confidence threshold changes nothing (it neither builds nor cancels a
+    grid), so a confidence hovering around the threshold does not churn the book. A strong
+    signal re-anchors only past the hysteresis band (`needs_regrid`). Build the entries with
+    `desired_grid(a.direction, a.confidence, a.price, atr, ..., step=a.step)`."""
+    _check_market(price, atr)
+    if not grid_sides(direction, confidence, config):
+        return anchor
+    if not needs_regrid(anchor, direction, price, config):
+        return anchor
+    return GridAnchor(
+        direction=direction, price=price, step=grid_step(price, atr, config), built_ts=now_ts,
+        confidence=confidence,
+    )

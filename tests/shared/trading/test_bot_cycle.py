@@ -17,11 +17,11 @@ import pytest
 
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
-from shared.trading.grid import GridAnchor, GridConfig, desired_grid, grid_step, needs_regrid
+from shared.trading.grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor
 from shared.trading.levels import (
     LevelHoldings, desired_book, hold_fill, levels_from_book, rebuild_levels,
 )
-from shared.trading.orders import OpenOrder
+from shared.trading.orders import DesiredOrder, OpenOrder
 from shared.trading.pnl import Fill, apply_fill, cents, flat_position, unrealised
 from shared.trading.reconcile import ReconcilePlan, limit_plan, new_bucket, reconcile
 from shared.trading.risk import RiskConfig, limit_desired
@@ -150,12 +150,17 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
                 duplicates_injected += 1
 
         direction = "UP" if (t // 150) % 2 == 0 else "DOWN"
-        if needs_regrid(anchor, direction, price, cfg):
-            anchor = GridAnchor(direction=direction, price=price, step=step, built_ts=now)
+        confidence = 0.3 if t % 7 == 0 else 0.75  # now and then a weak signal: the grid holds
+        new_anchor = next_anchor(anchor, direction, confidence, price, atr, cfg, now)
+        if new_anchor is not anchor:
             generation = coid.next_generation(generation)
-        size = contracts_per_level(1_000.0, anchor.price, ETH, risk_percentage=4.0, min_balance=100.0)
-        largest_size = max(largest_size, size)
-        entries = desired_grid(direction, 0.75, anchor.price, atr, ETH, size, cfg)
+        anchor = new_anchor
+        entries: tuple[DesiredOrder, ...] = ()
+        if anchor is not None:  # none yet after a crash met a weak signal: take-profits only
+            size = contracts_per_level(1_000.0, anchor.price, ETH, risk_percentage=4.0, min_balance=100.0)
+            largest_size = max(largest_size, size)
+            entries = desired_grid(anchor.direction, anchor.confidence, anchor.price, atr, ETH, size, cfg,
+                                   step=anchor.step)
         levels = levels_from_book(holdings, book.open_orders(), bot_id=BOT, symbol="ETHUSD",
                                   grid_step=step, ts=now)
         long_held = sum(n for (side, _), n in holdings.held.items() if side == "buy")
@@ -163,7 +168,7 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
         desired = limit_desired(desired_book(entries, levels, ETH), position.contracts, risk,
                                 long_held=long_held, short_held=short_held)
         plan = reconcile(desired, book.open_orders(), bot_id=BOT, symbol="ETHUSD", generation=generation,
-                         price_tolerance=cfg.regrid_fraction * anchor.step)
+                         price_tolerance=cfg.regrid_fraction * step)
         assert plan.foreign == len(foreign)
         plan, bucket = limit_plan(plan, bucket, now, reference_price=price)
         book.apply(plan)

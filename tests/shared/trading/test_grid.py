@@ -7,7 +7,8 @@ import pytest
 
 from shared.products import PAPER_PRODUCTS, ProductSpec, synthetic_spec
 from shared.trading.grid import (
-    GridAnchor, GridConfig, desired_grid, grid_step, level_prices, needs_regrid, protective_stop,
+    GridAnchor, GridConfig, desired_grid, grid_step, level_prices, needs_regrid, next_anchor,
+    protective_stop,
 )
 
 BTC = PAPER_PRODUCTS["BTCUSD"]  # tick 0.5
@@ -136,3 +137,26 @@ def test_synthetic_product_grid() -> None:
     orders = desired_grid("DOWN", 1.0, 1.0, 0.01, spec, 5, DEFAULT)
     assert [o.price for o in orders] == [1.01, 1.02, 1.03, 1.04, 1.05]
     assert all(o.symbol == "SYN_0042" for o in orders)
+
+
+def test_next_anchor_follows_strong_signals_and_holds_through_weak_ones() -> None:
+    cfg = GridConfig(regrid_fraction=0.5)
+    assert next_anchor(None, "UP", 0.4, 1_000.0, 2.0, cfg, now_ts=1.0) is None  # weak: no grid yet
+    a = next_anchor(None, "UP", 0.75, 1_000.0, 2.0, cfg, now_ts=1.0)
+    assert a == GridAnchor(direction="UP", price=1_000.0, step=10.0, built_ts=1.0, confidence=0.75)
+    assert next_anchor(a, "DOWN", 0.25, 900.0, 2.0, cfg, now_ts=2.0) is a  # weak signal: hold
+    assert next_anchor(a, "NONE", 0.9, 900.0, 2.0, cfg, now_ts=2.0) is a
+    assert next_anchor(a, "UP", 0.75, 1_004.0, 2.0, cfg, now_ts=2.0) is a  # inside the band
+    moved = next_anchor(a, "UP", 0.75, 1_006.0, 2.0, cfg, now_ts=3.0)
+    assert moved is not None and moved.price == 1_006.0 and moved.built_ts == 3.0
+    flipped = next_anchor(a, "DOWN", 0.5, 1_000.0, 2.0, cfg, now_ts=3.0)
+    assert flipped is not None and flipped.direction == "DOWN"
+
+
+def test_anchor_step_keeps_the_grid_still_as_atr_drifts() -> None:
+    cfg = GridConfig(spacing_mode="atr", atr_multiple=2.0)
+    first = desired_grid("UP", 1.0, 1_000.0, 3.0, ETH, 1, cfg, step=6.0)
+    later = desired_grid("UP", 1.0, 1_000.0, 3.3, ETH, 1, cfg, step=6.0)
+    assert first == later
+    with pytest.raises(ValueError):
+        desired_grid("UP", 1.0, 1_000.0, 3.0, ETH, 1, cfg, step=0.0)
