@@ -223,7 +223,16 @@ class Store:
              fill.contract_value, fill.client_order_id, fill.order_id),
         )
         self.flush()
-        return cur.rowcount == 1
+        if cur.rowcount == 1:
+            return True
+        stored = self._db.execute(
+            "SELECT ts, symbol, side, size, price, fee, contract_value FROM fills WHERE fill_id=?",
+            (fill.fill_id,),
+        ).fetchone()
+        if tuple(stored) != (fill.ts, fill.symbol, fill.side, fill.size, fill.price, fill.fee, fill.contract_value):
+            # Same id, different trade: one of the two reports is wrong; keep the first, say so.
+            raise StoreError(f"fill {fill.fill_id} replayed with different contents: stored {tuple(stored)}")
+        return False
 
     def record_order_event(self, event: OrderEvent) -> None:
         self._write(

@@ -27,6 +27,8 @@ def test_fills_round_trip_and_replays_are_idempotent(tmp_path: Path) -> None:
         assert store.record_fill(make_fill(1))
         assert store.record_fill(make_fill(2, symbol="ETHUSD", side="sell", price="2000.05", cv="0.01"))
         assert not store.record_fill(make_fill(1))  # replayed after a reconnect
+        with pytest.raises(StoreError, match="different contents"):
+            store.record_fill(make_fill(1, price="60001"))
         assert store.fills() == [make_fill(1), make_fill(2, symbol="ETHUSD", side="sell", price="2000.05",
                                                          cv="0.01")]
         assert [f.fill_id for f in store.fills("ETHUSD")] == ["fill-2"]
