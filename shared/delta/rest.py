@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -41,6 +42,7 @@ from shared.delta.models import (
     decode, decode_envelope, to_micros, to_product_spec,
 )
 from shared.delta.ratelimit import AccountRateLimiter, Priority, endpoint_weight
+from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
 
 DEFAULT_USER_AGENT = "delta-grid-orchestrator/0.1 (+aiohttp)"
@@ -160,6 +162,24 @@ def build_query(params: Mapping[str, Any] | None) -> str:
     return "?" + urlencode(pairs, safe=",") if pairs else ""
 
 
+_ROUTE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), name) for pattern, name in (
+        (r"^/v2/orders/client_order_id/[^/]+$", "/v2/orders/client_order_id/{coid}"),
+        (r"^/v2/orders/\d+$", "/v2/orders/{id}"),
+        (r"^/v2/products/\d+/orders/leverage$", "/v2/products/{id}/orders/leverage"),
+        (r"^/v2/(products|tickers|l2orderbook|trades)/[^/]+$", "/v2/\\1/{symbol}"),
+    ))
+
+
+def route_of(method: str, path: str) -> str:
+    """Endpoint name with ids and symbols folded, so per-route metrics stay bounded."""
+    for pattern, name in _ROUTE_PATTERNS:
+        match = pattern.match(path)
+        if match:
+            return f"{method} {match.expand(name)}"
+    return f"{method} {path}"
+
+
 class _Response(msgspec.Struct, frozen=True):
     envelope: Envelope
     status: int
@@ -198,6 +218,10 @@ class DeltaRestClient:
         self._rng = rng or random.Random()
         self.venue_name = venue_name or yarl.URL(self.base_url).host or self.base_url
         self.retries = 0  # reads re-sent after a transient failure, for metrics
+        # Round trip of every HTTP exchange by route (ids folded: a bounded set of keys), and
+        # how many answers of each status class each route got ("2xx", "4xx", "timeout"...).
+        self.latency: dict[str, LatencyHistogram] = {}
+        self.outcomes: dict[tuple[str, str], int] = {}
         # Seconds to add to our clock to get Delta's, learnt from an expired-signature reply.
         # Delta refuses signatures older than 5 s, so a drifting host clock would stop trading.
         self.clock_offset_s = 0.0
@@ -242,7 +266,10 @@ class DeltaRestClient:
                                              body)
         url = yarl.URL(self.base_url + path + query, encoded=True)
         endpoint = f"{method} {path}"
+        route = route_of(method, path)
         session = self._ensure_session()
+        outcome = "error"
+        started = time.perf_counter()
         try:
             async with session.request(
                     method, url, data=body.encode("utf-8") if body else None, headers=headers,
@@ -250,7 +277,9 @@ class DeltaRestClient:
                 raw = await resp.read()
                 status = resp.status
                 resp_headers = dict(resp.headers)
+            outcome = f"{status // 100}xx"
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            outcome = "timeout"
             raise RequestTimeout("timeout", message=f"no answer in {self.timeout_s} s",
                                  endpoint=endpoint) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -260,6 +289,8 @@ class DeltaRestClient:
             # Dropped mid-request: like a timeout, the server may have acted on it.
             raise RequestTimeout("connection_lost", message=type(exc).__name__,
                                  endpoint=endpoint) from exc
+        finally:
+            self._measure(route, outcome, time.perf_counter() - started)
         if status >= 300:
             raise await self._failure(status, raw, resp_headers, endpoint)
         try:
@@ -270,6 +301,14 @@ class DeltaRestClient:
         if not envelope.success:
             raise await self._failure(status, raw, resp_headers, endpoint)
         return _Response(envelope=envelope, status=status)
+
+    def _measure(self, route: str, outcome: str, seconds: float) -> None:
+        hist = self.latency.get(route)
+        if hist is None:
+            hist = self.latency[route] = LatencyHistogram()
+        hist.record(seconds * 1e6)
+        key = (route, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     async def _failure(self, status: int, raw: bytes, headers: Mapping[str, str],
                        endpoint: str) -> DeltaError:

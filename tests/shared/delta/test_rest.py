@@ -114,6 +114,9 @@ async def test_reads_retry_5xx_with_backoff_then_succeed(delta: ScriptedDelta,
     assert len(delta.seen) == 3 and client.retries == 2
     assert isinstance(client._sleep, Sleeps) and len(client._sleep.calls) == 2
     assert all(0 <= s <= client.backoff_cap_s for s in client._sleep.calls)
+    route = "GET /v2/wallet/balances"
+    assert client.outcomes == {(route, "5xx"): 2, (route, "2xx"): 1}
+    assert client.latency[route].total == 3
 
 
 async def test_reads_give_up_after_bounded_attempts(delta: ScriptedDelta,
@@ -133,6 +136,8 @@ async def test_create_timeout_then_order_exists_is_not_resent(delta: ScriptedDel
                                      client_order_id=coid)
     assert order.id == 101
     assert len(delta.requests("POST", "/v2/orders")) == 1
+    assert client.outcomes[("POST /v2/orders", "timeout")] == 1
+    assert client.outcomes[("GET /v2/orders/client_order_id/{coid}", "2xx")] == 1
 
 
 async def test_create_timeout_and_no_order_is_resent_once(delta: ScriptedDelta,
