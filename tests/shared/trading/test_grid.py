@@ -160,3 +160,24 @@ def test_anchor_step_keeps_the_grid_still_as_atr_drifts() -> None:
     assert first == later
     with pytest.raises(ValueError):
         desired_grid("UP", 1.0, 1_000.0, 3.0, ETH, 1, cfg, step=0.0)
+
+
+def test_grid_table_from_toml() -> None:
+    text = b"""
+levels = 8
+width = 0.005
+spacing_mode = "atr"
+atr_multiple = 1.5
+spacing_floor = 0.001
+spacing_cap = 0.02
+mode = "neutral"
+min_confidence = 0.6
+regrid_fraction = 0.25
+max_actions_per_minute = 20
+stops = false
+"""
+    cfg = msgspec.toml.decode(text, type=GridConfig)
+    assert (cfg.levels, cfg.spacing_mode, cfg.mode, cfg.stops, cfg.max_actions_per_minute) == (
+        8, "atr", "neutral", False, 20)
+    with pytest.raises(msgspec.ValidationError, match="levels"):
+        msgspec.toml.decode(b"levels = 0", type=GridConfig)

@@ -128,3 +128,11 @@ def test_symbol_limits_cap_open_orders() -> None:
     desired = [order(i) for i in range(1, 6)] + [order(9, "sell", reduce_only=True)]
     kept = limit_desired(desired, 0, cfg)
     assert len(kept) == 3 and [d.level for d in kept] == [1, 2, 9]
+
+
+def test_risk_table_from_toml() -> None:
+    cfg = msgspec.toml.decode(b"daily_loss_limit = 250.0\nflatten_on_halt = true\nmax_open_orders = 12",
+                              type=RiskConfig)
+    assert (cfg.daily_loss_limit, cfg.flatten_on_halt, cfg.max_open_orders) == (250.0, True, 12)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.toml.decode(b"max_drawdown = 0.1", type=RiskConfig)  # misspelt key: refused, not ignored
