@@ -486,7 +486,8 @@ class DeltaRestClient:
         if order_type not in _ORDER_TYPES:
             raise ValueError(f"order_type must be one of {_ORDER_TYPES}, got {order_type!r}")
         if time_in_force not in _TIME_IN_FORCE:
-            raise ValueError(f"time_in_force must be one of {_TIME_IN_FORCE}, got {time_in_force!r}")
+            raise ValueError(
+                f"time_in_force must be one of {_TIME_IN_FORCE}, got {time_in_force!r}")
         body: dict[str, Any] = {"product_id": int(product_id), "size": size, "side": side,
                                 "order_type": order_type, "time_in_force": time_in_force}
         if order_type == "limit_order":

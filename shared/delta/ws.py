@@ -202,105 +202,143 @@ def _at(seq: Any, index: int) -> Any:
     return seq[index] if isinstance(seq, list) and len(seq) > index else None
 
 
+def _legacy_ticker(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    quotes = msg.get("quotes") or {}
+    return [TickerEvent(symbol=str(msg.get("symbol")), product_id=_i(msg.get("product_id")),
+                        mark_price=_f(msg.get("mark_price")), close=_f(msg.get("close")),
+                        best_bid=_f(quotes.get("best_bid")), best_ask=_f(quotes.get("best_ask")),
+                        spot_price=_f(msg.get("spot_price")),
+                        exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
+
+
+def _compact_ticker(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    # One frame may carry several products in `d`; quotes `q` = [ask, ask_size, bid, bid_size].
+    out: list[Event] = []
+    for d in msg.get("d") or []:
+        ohlc, q = d.get("ohlc"), d.get("q")
+        out.append(TickerEvent(
+            symbol=str(d.get("s") or msg.get("sy")), product_id=_i(d.get("i")),
+            mark_price=_f(d.get("m")), close=_f(_at(ohlc, 3)), best_ask=_f(_at(q, 0)),
+            best_bid=_f(_at(q, 2)), spot_price=_f(msg.get("sp")),
+            exchange_ts_us=to_micros(msg.get("ts")), received_ts_us=rx))
+    return out
+
+
+def _candle(kind: str, msg: Mapping[str, Any], rx: int) -> list[Event]:
+    res = kind.removeprefix("candlestick_")
+    if "sy" in msg:  # compact frames carry no start time: derive it from the frame time
+        res = str(msg.get("res") or res)
+        ts = to_micros(msg.get("ts"))
+        step = _RES_S.get(res, 60) * 1_000_000
+        return [CandleEvent(symbol=str(msg["sy"]), resolution=res,
+                            start_us=None if ts is None else ts - ts % step,
+                            open=_f(msg.get("o")), high=_f(msg.get("h")), low=_f(msg.get("l")),
+                            close=_f(msg.get("c")), volume=_f(msg.get("v")) or 0.0,
+                            exchange_ts_us=ts, received_ts_us=rx)]
+    return [CandleEvent(symbol=str(msg.get("symbol")), resolution=str(msg.get("resolution") or res),
+                        start_us=to_micros(msg.get("candle_start_time")),
+                        open=_f(msg.get("open")), high=_f(msg.get("high")),
+                        low=_f(msg.get("low")), close=_f(msg.get("close")),
+                        volume=_f(msg.get("volume")) or 0.0,
+                        exchange_ts_us=to_micros(msg.get("timestamp") or msg.get("last_updated")),
+                        received_ts_us=rx)]
+
+
+def _legacy_trade(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    price = _f(msg.get("price"))
+    if price is None:
+        return []
+    return [TradeEvent(symbol=str(msg.get("symbol")), price=price,
+                       size=_f(msg.get("size")) or 0.0, buyer_role=_s(msg.get("buyer_role")),
+                       exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
+
+
+def _trade_snapshot(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    return [TradeEvent(symbol=str(msg.get("symbol")), price=float(t["price"]),
+                       size=_f(t.get("size")) or 0.0, buyer_role=_s(t.get("buyer_role")),
+                       exchange_ts_us=to_micros(t.get("timestamp")), received_ts_us=rx,
+                       from_snapshot=True)
+            for t in msg.get("trades") or [] if _f(t.get("price")) is not None]
+
+
+def _compact_trade(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    price = _f(msg.get("p"))
+    if price is None:
+        return []
+    role = {"m": "maker", "t": "taker"}.get(str(msg.get("r")), _s(msg.get("r")))
+    return [TradeEvent(symbol=str(msg.get("sy")), price=price, size=_f(msg.get("s")) or 0.0,
+                       buyer_role=role, exchange_ts_us=to_micros(msg.get("t") or msg.get("ts")),
+                       received_ts_us=rx)]
+
+
+def _orders(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    if msg.get("action") == "snapshot":
+        meta = msg.get("meta") or {}
+        return [OrderSnapshot(symbol=_s(msg.get("symbol")),
+                              orders=convert(msg.get("result") or [], list[Order]),
+                              seq_no=_i(meta.get("seq_no")), received_ts_us=rx)]
+    return [OrderUpdate(
+        action=str(msg.get("action")), reason=_s(msg.get("reason")), symbol=_s(msg.get("symbol")),
+        product_id=_i(msg.get("product_id")), order_id=_i(msg.get("order_id") or msg.get("id")),
+        client_order_id=_s(msg.get("client_order_id")), side=_s(msg.get("side")),
+        size=_i(msg.get("size")), unfilled_size=_i(msg.get("unfilled_size")),
+        limit_price=_f(msg.get("limit_price")),
+        average_fill_price=_f(msg.get("average_fill_price")), state=_s(msg.get("state")),
+        seq_no=_i(msg.get("seq_no")), exchange_ts_us=to_micros(msg.get("timestamp")),
+        received_ts_us=rx)]
+
+
+def _positions(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    if msg.get("action") == "snapshot":
+        return [PositionSnapshot(positions=convert(msg.get("result") or [], list[Position]),
+                                 received_ts_us=rx)]
+    return [PositionUpdate(
+        action=str(msg.get("action")), symbol=_s(msg.get("symbol")),
+        product_id=_i(msg.get("product_id")), size=_i(msg.get("size")),
+        entry_price=_f(msg.get("entry_price")), margin=_f(msg.get("margin")),
+        liquidation_price=_f(msg.get("liquidation_price")),
+        exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
+
+
+def _user_trade(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    return [UserTrade(symbol=_s(msg.get("symbol")), fill_id=_s(msg.get("fill_id")),
+                      order_id=_s(msg.get("order_id")),
+                      client_order_id=_s(msg.get("client_order_id")), side=_s(msg.get("side")),
+                      size=_i(msg.get("size")) or 0, price=_f(msg.get("price")) or 0.0,
+                      role=_s(msg.get("role")), reason=_s(msg.get("reason")),
+                      seq_no=_i(msg.get("seq_no")),
+                      exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
+
+
+def _compact_user_trade(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    return [UserTrade(symbol=_s(msg.get("sy")), fill_id=_s(msg.get("f")),
+                      order_id=_s(msg.get("o")), client_order_id=_s(msg.get("c")),
+                      side=_s(msg.get("S")), size=_i(msg.get("s")) or 0,
+                      price=_f(msg.get("p")) or 0.0, role=_s(msg.get("r")),
+                      reason=_s(msg.get("R")), seq_no=_i(msg.get("se")),
+                      exchange_ts_us=to_micros(msg.get("t")), received_ts_us=rx)]
+
+
+def _subscriptions(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    return [Subscribed(channels=list(msg.get("channels") or []))]
+
+
+_PARSERS: dict[str, Callable[[Mapping[str, Any], int], list[Event]]] = {
+    "v2/ticker": _legacy_ticker, "ticker": _compact_ticker,
+    "all_trades": _legacy_trade, "all_trades_snapshot": _trade_snapshot,
+    "trades": _compact_trade, "orders": _orders, "positions": _positions,
+    "user_trades": _user_trade, "v2/user_trades": _compact_user_trade,
+    "subscriptions": _subscriptions,
+}
+
+
 def parse_frame(msg: Mapping[str, Any], received_ts_us: int) -> list[Event]:
     """Typed events for one decoded websocket frame (pure). Unknown frames give []."""
     kind = str(msg.get("type", ""))
-    rx = received_ts_us
-    if kind == "v2/ticker":
-        quotes = msg.get("quotes") or {}
-        return [TickerEvent(symbol=str(msg.get("symbol")), product_id=_i(msg.get("product_id")),
-                            mark_price=_f(msg.get("mark_price")), close=_f(msg.get("close")),
-                            best_bid=_f(quotes.get("best_bid")), best_ask=_f(quotes.get("best_ask")),
-                            spot_price=_f(msg.get("spot_price")),
-                            exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
-    if kind == "ticker":  # compact public host: one frame may carry several products in `d`
-        out: list[Event] = []
-        for d in msg.get("d") or []:
-            ohlc, q = d.get("ohlc"), d.get("q")
-            out.append(TickerEvent(
-                symbol=str(d.get("s") or msg.get("sy")), product_id=_i(d.get("i")),
-                mark_price=_f(d.get("m")), close=_f(_at(ohlc, 3)), best_ask=_f(_at(q, 0)),
-                best_bid=_f(_at(q, 2)), spot_price=_f(msg.get("sp")),
-                exchange_ts_us=to_micros(msg.get("ts")), received_ts_us=rx))
-        return out
     if kind.startswith("candlestick_"):
-        res = kind.removeprefix("candlestick_")
-        if "sy" in msg:  # compact: no start time, so derive it from the frame time
-            ts = to_micros(msg.get("ts"))
-            step = _RES_S.get(str(msg.get("res") or res), 60) * 1_000_000
-            return [CandleEvent(symbol=str(msg["sy"]), resolution=str(msg.get("res") or res),
-                                start_us=None if ts is None else ts - ts % step,
-                                open=_f(msg.get("o")), high=_f(msg.get("h")), low=_f(msg.get("l")),
-                                close=_f(msg.get("c")), volume=_f(msg.get("v")) or 0.0,
-                                exchange_ts_us=ts, received_ts_us=rx)]
-        return [CandleEvent(symbol=str(msg.get("symbol")), resolution=str(msg.get("resolution") or res),
-                            start_us=to_micros(msg.get("candle_start_time")),
-                            open=_f(msg.get("open")), high=_f(msg.get("high")),
-                            low=_f(msg.get("low")), close=_f(msg.get("close")),
-                            volume=_f(msg.get("volume")) or 0.0,
-                            exchange_ts_us=to_micros(msg.get("timestamp") or msg.get("last_updated")),
-                            received_ts_us=rx)]
-    if kind == "all_trades":
-        price = _f(msg.get("price"))
-        if price is None:
-            return []
-        return [TradeEvent(symbol=str(msg.get("symbol")), price=price, size=_f(msg.get("size")) or 0.0,
-                           buyer_role=_s(msg.get("buyer_role")),
-                           exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
-    if kind == "all_trades_snapshot":
-        return [TradeEvent(symbol=str(msg.get("symbol")), price=float(t["price"]),
-                           size=_f(t.get("size")) or 0.0, buyer_role=_s(t.get("buyer_role")),
-                           exchange_ts_us=to_micros(t.get("timestamp")), received_ts_us=rx,
-                           from_snapshot=True)
-                for t in msg.get("trades") or [] if _f(t.get("price")) is not None]
-    if kind == "trades":  # compact
-        price = _f(msg.get("p"))
-        if price is None:
-            return []
-        role = {"m": "maker", "t": "taker"}.get(str(msg.get("r")), _s(msg.get("r")))
-        return [TradeEvent(symbol=str(msg.get("sy")), price=price, size=_f(msg.get("s")) or 0.0,
-                           buyer_role=role, exchange_ts_us=to_micros(msg.get("t") or msg.get("ts")),
-                           received_ts_us=rx)]
-    if kind == "orders":
-        if msg.get("action") == "snapshot":
-            meta = msg.get("meta") or {}
-            return [OrderSnapshot(symbol=_s(msg.get("symbol")),
-                                  orders=convert(msg.get("result") or [], list[Order]),
-                                  seq_no=_i(meta.get("seq_no")), received_ts_us=rx)]
-        return [OrderUpdate(
-            action=str(msg.get("action")), reason=_s(msg.get("reason")), symbol=_s(msg.get("symbol")),
-            product_id=_i(msg.get("product_id")), order_id=_i(msg.get("order_id") or msg.get("id")),
-            client_order_id=_s(msg.get("client_order_id")), side=_s(msg.get("side")),
-            size=_i(msg.get("size")), unfilled_size=_i(msg.get("unfilled_size")),
-            limit_price=_f(msg.get("limit_price")), average_fill_price=_f(msg.get("average_fill_price")),
-            state=_s(msg.get("state")), seq_no=_i(msg.get("seq_no")),
-            exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
-    if kind == "positions":
-        if msg.get("action") == "snapshot":
-            return [PositionSnapshot(positions=convert(msg.get("result") or [], list[Position]),
-                                     received_ts_us=rx)]
-        return [PositionUpdate(
-            action=str(msg.get("action")), symbol=_s(msg.get("symbol")),
-            product_id=_i(msg.get("product_id")), size=_i(msg.get("size")),
-            entry_price=_f(msg.get("entry_price")), margin=_f(msg.get("margin")),
-            liquidation_price=_f(msg.get("liquidation_price")),
-            exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
-    if kind == "user_trades":
-        return [UserTrade(symbol=_s(msg.get("symbol")), fill_id=_s(msg.get("fill_id")),
-                          order_id=_s(msg.get("order_id")), client_order_id=_s(msg.get("client_order_id")),
-                          side=_s(msg.get("side")), size=_i(msg.get("size")) or 0,
-                          price=_f(msg.get("price")) or 0.0, role=_s(msg.get("role")),
-                          reason=_s(msg.get("reason")), seq_no=_i(msg.get("seq_no")),
-                          exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
-    if kind == "v2/user_trades":
-        return [UserTrade(symbol=_s(msg.get("sy")), fill_id=_s(msg.get("f")), order_id=_s(msg.get("o")),
-                          client_order_id=_s(msg.get("c")), side=_s(msg.get("S")),
-                          size=_i(msg.get("s")) or 0, price=_f(msg.get("p")) or 0.0,
-                          role=_s(msg.get("r")), reason=_s(msg.get("R")), seq_no=_i(msg.get("se")),
-                          exchange_ts_us=to_micros(msg.get("t")), received_ts_us=rx)]
-    if kind == "subscriptions":
-        return [Subscribed(channels=list(msg.get("channels") or []))]
-    return []
+        return _candle(kind, msg, received_ts_us)
+    parser = _PARSERS.get(kind)
+    return parser(msg, received_ts_us) if parser is not None else []
 
 
 def market_symbol(event: Event) -> str | None:
