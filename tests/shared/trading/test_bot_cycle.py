@@ -39,6 +39,7 @@ class ToyBook:
         self.fills: list[Fill] = []
         self.ids = itertools.count(1)
         self.actions = {"place": 0, "amend": 0, "cancel": 0}
+        self.ids_used: set[str] = set()  # Delta may refuse a client order id it has seen
         self.cash = Decimal(0)  # independent ledger: what our trades paid and received
         self.position = 0
 
@@ -76,6 +77,8 @@ class ToyBook:
                 o, price=a.price, size=a.size, unfilled_size=a.size - o.filled_size)
             self.actions["amend"] += 1
         for p in plan.to_place:
+            assert p.client_order_id not in self.ids_used, p.client_order_id
+            self.ids_used.add(p.client_order_id)
             d = p.order
             self.add(OpenOrder(order_id=next(self.ids), symbol=d.symbol, side=d.side, price=d.price, size=d.size,
                                unfilled_size=d.size, client_order_id=p.client_order_id,
@@ -142,6 +145,10 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
             for fill in book.fills:
                 holdings = hold_fill(holdings, fill, bot_id=BOT, symbol="ETHUSD", grid_step=step)
             anchor = None  # the grid anchor is memory too
+            # and so is the generation: continue past every id we ever sent (the store's order
+            # events; here the book's record of them), including orders cancelled since
+            tags = [coid.decode(c, bot_id=BOT, symbol="ETHUSD") for c in book.ids_used]
+            generation = max((tag.generation for tag in tags if tag is not None), default=0)
         if t % 31 == 0:  # a retried placement landed twice
             ours = [o for o in book.open_orders() if coid.decode(o.client_order_id, bot_id=BOT, symbol="ETHUSD")]
             if ours:
@@ -151,10 +158,8 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
 
         direction = "UP" if (t // 150) % 2 == 0 else "DOWN"
         confidence = 0.3 if t % 7 == 0 else 0.75  # now and then a weak signal: the grid holds
-        new_anchor = next_anchor(anchor, direction, confidence, price, atr, cfg, now)
-        if new_anchor is not anchor:
-            generation = coid.next_generation(generation)
-        anchor = new_anchor
+        anchor = next_anchor(anchor, direction, confidence, price, atr, cfg, now)
+        generation = coid.next_generation(generation)  # every cycle: placements never reuse an id
         entries: tuple[DesiredOrder, ...] = ()
         if anchor is not None:  # none yet after a crash met a weak signal: take-profits only
             size = contracts_per_level(1_000.0, anchor.price, ETH, risk_percentage=4.0, min_balance=100.0)
