@@ -234,14 +234,19 @@ class Store:
             raise StoreError(f"fill {fill.fill_id} replayed with different contents: stored {tuple(stored)}")
         return False
 
-    def record_order_event(self, event: OrderEvent) -> None:
+    def record_order_event(self, event: OrderEvent, *, durable: bool = False) -> None:
+        """Batched by default; `durable` commits now (use it for a placement intent recorded
+        before the order is sent, so a restart can continue past every client order id used)."""
         self._write(
             "INSERT INTO order_events (ts, symbol, event, client_order_id, order_id, side, price, size,"
             " detail) VALUES (?,?,?,?,?,?,?,?,?)",
             (event.ts, event.symbol, event.event, event.client_order_id, event.order_id, event.side,
              event.price, event.size, event.detail),
         )
-        self._batched()
+        if durable:
+            self.flush()
+        else:
+            self._batched()
 
     def record_position(self, snap: PositionSnapshot) -> None:
         self._write(
@@ -323,6 +328,17 @@ class Store:
                        price=r[6], size=r[7], detail=r[8])
             for r in reversed(rows)
         ]
+
+    def client_order_ids(self, symbol: str, *, last: int = 1000) -> list[str]:
+        """The most recent client order ids used on `symbol` (order events and fills), newest
+        first: what a restarted worker reads to pick a generation no live or past id carries."""
+        rows = self._db.execute(
+            "SELECT client_order_id FROM (SELECT client_order_id, ts FROM order_events WHERE symbol=?"
+            " UNION ALL SELECT client_order_id, ts FROM fills WHERE symbol=?)"
+            " WHERE client_order_id != '' ORDER BY ts DESC LIMIT ?",
+            (symbol, symbol, max(0, last)),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def last_marks(self) -> dict[str, Decimal]:
         """The mark of each symbol's latest position snapshot."""
