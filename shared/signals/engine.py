@@ -384,12 +384,12 @@ class SignalEngine:
             sym = w.symbol
             if not isinstance(sym, str) or not sym:
                 return _Plan(-1, _BAD, 0), "bad window: symbol must be a non-empty string"
-            size = len(w.close)
-            for name in ("ts", "open", "high", "low", "close"):
-                a = getattr(w, name)
-                if not isinstance(a, np.ndarray) or a.ndim != 1 or len(a) != size:
-                    return _Plan(-1, _BAD, 0), f"{sym}: bad window: {name} is not a 1-D array of length {size}"
-            if not 1 <= size <= MAX_WINDOW or int(w.bar_count) < size:
+            shape = w.close.shape
+            if len(shape) != 1 or not (w.ts.shape == w.open.shape == w.high.shape == w.low.shape == shape):
+                return _Plan(-1, _BAD, 0), (f"{sym}: bad window: ts/open/high/low/close must be 1-D "
+                                            f"arrays of one length")
+            size = shape[0]
+            if not 1 <= size <= MAX_WINDOW or w.bar_count < size:
                 return _Plan(-1, _BAD, 0), (f"{sym}: bad window: {size} bars with bar_count "
                                             f"{w.bar_count} (need 1 <= bars <= bar_count)")
         except (TypeError, AttributeError) as exc:
@@ -459,15 +459,21 @@ class SignalEngine:
                 for t in range(n_bars):
                     S, C = self._commit(S, C, X, Q, cols[0][:, t], cols[1][:, t], cols[2][:, t],
                                         cols[3][:, t], first_bar + t, keys)
+                self._precompute(X, C)
             self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
 
     def _step_windows(self, windows: list[BarWindow], slots: list[int], k: int) -> list[str]:
         """Commit the k newest closed bars of each window; rows with a bad bar are dropped to
         rebuild on the next call. Returns a reason per window ("" if fine)."""
-        size = np.array([len(w.close) for w in windows])
-        cols = [np.stack([getattr(w, name)[len(w.close) - 1 - k: len(w.close) - 1] for w in windows])
-                for name in ("open", "high", "low", "close", "ts")]
-        o, h, lo, c, ts = cols
+        size = np.array([w.close.shape[0] for w in windows])
+        if k == 1:  # the common case: one bar closed since the last call
+            one = np.array([(w.open[-2], w.high[-2], w.low[-2], w.close[-2], w.ts[-2]) for w in windows],
+                           dtype=np.float64)
+            o, h, lo, c, ts = (one[:, q:q + 1] for q in range(5))
+        else:
+            o, h, lo, c, ts = (np.stack([getattr(w, name)[w.close.shape[0] - 1 - k: w.close.shape[0] - 1]
+                                         for w in windows]).astype(np.float64)
+                               for name in ("open", "high", "low", "close", "ts"))
         last_ts = np.array([self._last_ts[s] for s in slots])
         prev_ts = np.concatenate([last_ts[:, None], ts[:, :-1]], axis=1)
         ok = np.isfinite(ts) & (ts > prev_ts)
@@ -494,6 +500,7 @@ class SignalEngine:
         for t in range(k):
             S, C = self._commit(S, C, X, Q, h[good, t], lo[good, t], c[good, t], ts[good, t],
                                 first_bar + t, keys)
+        self._precompute(X, C)
         self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
         for r in good:
             self._closed[slots[r]] = int(windows[r].bar_count) - 1
@@ -534,9 +541,6 @@ class SignalEngine:
             X[:, base + 1] = done
             X[:, base + 2] = b
             X[:, base + 3] = c
-            X[:, base + 4] = np.where(done > 0, ema + self._tf_k * (c - ema), c)
-            X[:, base + 5] = done + 1.0
-        self._precompute(X, C2)
         ready = n_after >= self._rl_ready
         if ready.any():
             s_now = st.rl_state(C2, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr)
@@ -565,8 +569,14 @@ class SignalEngine:
         return S2, C2
 
     def _precompute(self, X: np.ndarray, C: np.ndarray) -> None:
-        """Fill the per-symbol context the forming bar is evaluated from (see __init__)."""
+        """Fill the per-symbol context the forming bar is evaluated from (see __init__). Called
+        once after the last commit of a call, not per committed bar."""
         cfg = self.config
+        for j in range(self._n_tf):
+            base = self._x_tf + 6 * j
+            ema, done, last = X[:, base], X[:, base + 1], X[:, base + 3]
+            X[:, base + 4] = np.where(done > 0, ema + self._tf_k * (last - ema), last)
+            X[:, base + 5] = done + 1.0
 
         def mean_m2(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             m = a.mean(axis=1)

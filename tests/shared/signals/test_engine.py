@@ -183,7 +183,7 @@ def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candl
     nosym = good._replace(symbol="")
     res = SignalEngine().evaluate_batch([short, good, count, empty, nosym])
     assert [r.valid for r in res] == [False, True, False, False, False]
-    assert "SHORT: bad window: high" in res[0].reason
+    assert "SHORT: bad window: ts/open/high/low/close" in res[0].reason
     assert "COUNT: bad window" in res[2].reason
     assert "EMPTY: bad window" in res[3].reason
 
@@ -284,3 +284,24 @@ def test_config_defaults_are_the_original_rules_and_toml_friendly() -> None:
 def test_config_rejects_bad_values_clearly(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SignalConfig(**kwargs)
+
+
+@pytest.mark.parametrize("learner", [False, True])
+def test_vectorised_and_scalar_paths_agree_bit_for_bit(learner: bool) -> None:
+    # a batch of 12 takes the vectorised path, single calls the scalar one
+    cfg = SignalConfig(learner=learner, volatility_min=0.0, rl_epsilon=0.5,
+                       consensus_weights={"trend": 1.5, "mtf": 1.0, "volatility": 0.7, "rl": 0.8})
+    series = {f"S{i}": synthetic_candles(f"S{i}", 400, seed=i) for i in range(12)}
+    batch, single = SignalEngine(cfg, seed=5), SignalEngine(cfg, seed=5)
+    seen_votes: set[str] = set()
+    for end in (250, 251, 252, 260, 300):
+        for tick in (0.997, 1.0, 1.004):
+            ws = [window(c, s, end, size=250, forming_close=float(c.close[end - 1]) * tick)
+                  for s, c in series.items()]
+            got = batch.evaluate_batch(ws)
+            want = [single.evaluate(w) for w in ws]
+            assert [encoded(r) for r in got] == [encoded(r) for r in want]
+            for r in got:
+                seen_votes.update(f"{k}={v}" for k, v in r.votes.items())
+    # the comparison covered real disagreement between components, not one constant answer
+    assert {"trend=UP", "trend=DOWN", "volatility=LONG", "volatility=SHORT"} <= seen_votes
