@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 import msgspec
 
@@ -128,3 +129,14 @@ def decode(client_order_id: str | None, *, bot_id: str, symbol: str) -> OrderTag
 
 def next_generation(current: int) -> int:
     return (current + 1) % GENERATION_MODULUS
+
+
+def generation_after(newest_first: Iterable[str | None], *, bot_id: str, symbol: str) -> int:
+    """The generation a restarted bot continues with: one past the newest of its own ids
+    (e.g. `Store.client_order_ids`, newest first). Taking the newest rather than the largest
+    stays right across the wrap at 36**3; 0 when the bot has never traded the symbol."""
+    for cid in newest_first:
+        tag = decode(cid, bot_id=bot_id, symbol=symbol)
+        if tag is not None:
+            return next_generation(tag.generation)
+    return 0

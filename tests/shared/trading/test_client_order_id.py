@@ -69,3 +69,13 @@ def test_bad_input_is_a_clear_error(kwargs: dict) -> None:
     args.update(kwargs)
     with pytest.raises(ValueError):
         coid.encode(**args)
+
+
+def test_generation_after_a_restart_continues_past_the_newest_own_id() -> None:
+    def cid(gen: int, bot: str = "a1") -> str:
+        return coid.encode(bot_id=bot, symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=gen)
+    assert coid.generation_after([], bot_id="a1", symbol="BTCUSD") == 0
+    assert coid.generation_after(["manual", cid(900, "b2"), cid(41), cid(40)], bot_id="a1", symbol="BTCUSD") == 42
+    # after the wrap the newest id is the smallest number: still continue from it
+    assert coid.generation_after([cid(1), cid(coid.GENERATION_MODULUS - 1)], bot_id="a1", symbol="BTCUSD") == 2
+    assert coid.generation_after([cid(coid.GENERATION_MODULUS - 1)], bot_id="a1", symbol="BTCUSD") == 0
