@@ -40,6 +40,7 @@ class ToyBook:
         self.ids = itertools.count(1)
         self.actions = {"place": 0, "amend": 0, "cancel": 0}
         self.ids_used: set[str] = set()  # Delta may refuse a client order id it has seen
+        self.ids_sent: list[str] = []  # in order, as the store's order events keep them
         self.cash = Decimal(0)  # independent ledger: what our trades paid and received
         self.position = 0
 
@@ -79,6 +80,7 @@ class ToyBook:
         for p in plan.to_place:
             assert p.client_order_id not in self.ids_used, p.client_order_id
             self.ids_used.add(p.client_order_id)
+            self.ids_sent.append(p.client_order_id)
             d = p.order
             self.add(OpenOrder(order_id=next(self.ids), symbol=d.symbol, side=d.side, price=d.price, size=d.size,
                                unfilled_size=d.size, client_order_id=p.client_order_id,
@@ -147,8 +149,7 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
             anchor = None  # the grid anchor is memory too
             # and so is the generation: continue past every id we ever sent (the store's order
             # events; here the book's record of them), including orders cancelled since
-            tags = [coid.decode(c, bot_id=BOT, symbol="ETHUSD") for c in book.ids_used]
-            generation = max((tag.generation for tag in tags if tag is not None), default=0)
+            generation = coid.generation_after(reversed(book.ids_sent), bot_id=BOT, symbol="ETHUSD")
         if t % 31 == 0:  # a retried placement landed twice
             ours = [o for o in book.open_orders() if coid.decode(o.client_order_id, bot_id=BOT, symbol="ETHUSD")]
             if ours:
