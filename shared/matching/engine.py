@@ -1,0 +1,597 @@
+"""The paper venue's matching engine: one account's resting orders against a replayed market.
+
+Pure and deterministic: no I/O, no asyncio, time only from the injected `clock` (microseconds) or
+from the replayed trade's own timestamp. Money is `Decimal`, rounded to 8 places per fill, so the
+ledger identity `balance == initial + realised PnL - fees` holds exactly, not "nearly".
+
+Fill rules (documented choices, each one tested):
+- The book is the account's own resting orders, price-time priority (best price first, then the
+  oldest). The market around it is synthetic: best bid = last trade rounded to the tick, best
+  ask = best bid + 1 tick (spread of one tick).
+- A resting buy fills only when the market trades STRICTLY BELOW its limit (a sell strictly
+  above), at its own limit price, as maker. Touching the limit is not enough: we cannot know our
+  queue position behind real traders, so paper never claims a fill live might not have got.
+- One replayed trade of `size` contracts fills at most `size` contracts across all our resting
+  orders it crosses (best priority first); the rest stays open (partial fill).
+- A marketable order (market order, or a limit at/through the synthetic touch) fills at once as
+  taker at the touch (buy at best ask, sell at best bid) for its whole size; depth at the touch is
+  assumed unlimited (known weakness: no slippage model). A limit IOC that is not marketable is
+  cancelled; any IOC remainder is cancelled.
+- post_only that would cross the touch -> `immediate_execution_post_only`.
+- reduce_only: rejected when there is nothing to reduce; a fill is clipped to what still reduces
+  the position and the rest is cancelled (reason `reduce_only`).
+- Margin (isolated, per product): initial margin = notional / leverage. Order margin is held for
+  every open order's unfilled, position-increasing size at its limit price; position margin is
+  |size| x contract_value x entry / leverage. available = balance - order margin - position
+  margin; an order needing more -> `insufficient_margin` with `available_balance` and
+  `required_additional_balance`.
+- Fees: maker 0.02% / taker 0.05% of notional (size x contract_value x price), from ProductSpec.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Literal
+
+import msgspec
+from msgspec.structs import replace
+
+from shared.products import ProductSpec
+
+from .errors import VenueError, bad_schema
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit_order", "market_order"]
+TimeInForce = Literal["gtc", "ioc"]
+OrderState = Literal["open", "closed", "cancelled"]
+Role = Literal["maker", "taker"]
+
+MONEY = Decimal("0.00000001")
+ZERO = Decimal(0)
+MAX_CLIENT_ORDER_ID = 32
+DEFAULT_HISTORY_LIMIT = 100_000  # closed orders and fills kept for queries; totals never trimmed
+
+
+def money(x: Decimal) -> Decimal:
+    return x.quantize(MONEY, rounding=ROUND_HALF_EVEN)
+
+
+def dec(x: float | int | str | Decimal) -> Decimal:
+    """Exact decimal of a float's shortest repr (0.1 -> Decimal('0.1'), not the binary value)."""
+    if isinstance(x, Decimal):
+        return x
+    return Decimal(repr(x)) if isinstance(x, float) else Decimal(x)
+
+
+class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: int
+    side: Side
+    size: int
+    order_type: OrderType = "limit_order"
+    limit_price: Decimal | None = None
+    time_in_force: TimeInForce = "gtc"
+    post_only: bool = False
+    reduce_only: bool = False
+    client_order_id: str | None = None
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    product_id: int
+    symbol: str
+    side: Side
+    size: int
+    unfilled_size: int
+    order_type: OrderType
+    limit_price: Decimal | None
+    time_in_force: TimeInForce
+    post_only: bool
+    reduce_only: bool
+    client_order_id: str | None
+    state: OrderState
+    created_at: int  # µs
+    updated_at: int  # µs
+    priority: int  # time priority; larger = later in the queue at its price
+    average_fill_price: Decimal | None = None
+    paid_commission: Decimal = ZERO
+    cancellation_reason: str | None = None
+
+    @property
+    def filled_size(self) -> int:
+        return self.size - self.unfilled_size
+
+
+class Fill(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int  # paging cursor
+    id: str  # hex, as live fills carry
+    order_id: int
+    client_order_id: str | None
+    product_id: int
+    symbol: str
+    side: Side
+    size: int
+    price: Decimal
+    role: Role
+    commission: Decimal
+    realized_pnl: Decimal
+    position_after: int
+    timestamp: int  # µs
+
+
+class Position(msgspec.Struct, frozen=True, kw_only=True):
+    product_id: int
+    symbol: str
+    size: int = 0  # contracts, + long / - short
+    entry_price: Decimal | None = None
+    realized_pnl: Decimal = ZERO
+    commission: Decimal = ZERO
+    updated_at: int = 0
+
+
+class Wallet(msgspec.Struct, frozen=True, kw_only=True):
+    asset_symbol: str
+    balance: Decimal
+    order_margin: Decimal
+    position_margin: Decimal
+    available_balance: Decimal
+    realized_pnl: Decimal
+    commission: Decimal
+    unrealized_pnl: Decimal
+
+
+class OrderEvent(msgspec.Struct, frozen=True, tag="order"):
+    action: Literal["create", "update", "delete"]
+    reason: str | None
+    order: Order
+
+
+class FillEvent(msgspec.Struct, frozen=True, tag="fill"):
+    fill: Fill
+
+
+class PositionEvent(msgspec.Struct, frozen=True, tag="position"):
+    position: Position
+
+
+Event = OrderEvent | FillEvent | PositionEvent
+
+
+class _Product:
+    """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
+
+    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "position")
+
+    def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
+        self.spec = spec
+        self.tick = dec(spec.tick_size)
+        self.cv = dec(spec.contract_value)
+        self.leverage = leverage
+        self.last: Decimal | None = None
+        # sorted (key, priority, order_id); key = -price for bids so the best is first on both sides
+        self.bids: list[tuple[Decimal, int, int]] = []
+        self.asks: list[tuple[Decimal, int, int]] = []
+        self.position = Position(product_id=spec.product_id, symbol=spec.symbol)
+
+    def to_tick(self, price: float | Decimal) -> Decimal:
+        ticks = (dec(price) / self.tick).to_integral_value(rounding=ROUND_HALF_EVEN)
+        return ticks * self.tick
+
+    def touch(self) -> tuple[Decimal, Decimal]:
+        if self.last is None:
+            raise VenueError("unavailable", {"message": f"no market yet for {self.spec.symbol}"}, 503)
+        bid = self.to_tick(self.last)
+        return bid, bid + self.tick
+
+
+class MatchingEngine:
+    def __init__(self, *, initial_balance_usd: float | Decimal, default_leverage: float,
+                 clock: Callable[[], int], history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
+        if default_leverage <= 0:
+            raise ValueError(f"leverage must be > 0, got {default_leverage}")
+        self._clock = clock
+        self.initial_balance = money(dec(initial_balance_usd))
+        self.balance = self.initial_balance
+        self.realized_pnl_total = ZERO
+        self.fees_total = ZERO
+        self._default_leverage = dec(default_leverage)
+        self._products: dict[int, _Product] = {}
+        self._by_symbol: dict[str, int] = {}
+        self._open: dict[int, Order] = {}
+        self._open_by_coid: dict[str, int] = {}
+        self._closed: dict[int, Order] = {}
+        self._closed_order_ids: deque[int] = deque()
+        self._history_limit = history_limit
+        self.fills: deque[Fill] = deque(maxlen=history_limit)
+        self._order_ids = itertools.count(1)
+        self._priorities = itertools.count(1)
+        self._fill_seq = itertools.count(1)
+        self._events: list[Event] = []
+
+    # ---- products and market ---------------------------------------------------------------
+    def add_product(self, spec: ProductSpec) -> None:
+        if spec.product_id in self._products:
+            return
+        self._products[spec.product_id] = _Product(spec, self._default_leverage)
+        self._by_symbol[spec.symbol] = spec.product_id
+
+    def has_symbol(self, symbol: str) -> bool:
+        return symbol in self._by_symbol
+
+    def product(self, product_id: int) -> ProductSpec:
+        return self._p(product_id).spec
+
+    def product_id(self, symbol: str) -> int:
+        try:
+            return self._by_symbol[symbol]
+        except KeyError:
+            raise VenueError("invalid_contract", {"product_symbol": symbol}) from None
+
+    def specs(self) -> list[ProductSpec]:
+        return [p.spec for p in self._products.values()]
+
+    def _p(self, product_id: int) -> _Product:
+        try:
+            return self._products[product_id]
+        except KeyError:
+            raise VenueError("invalid_contract", {"product_id": product_id}) from None
+
+    def last_price(self, product_id: int) -> Decimal | None:
+        return self._p(product_id).last
+
+    def touch(self, product_id: int) -> tuple[Decimal, Decimal]:
+        """(best bid, best ask) of the synthetic market around the last trade."""
+        return self._p(product_id).touch()
+
+    def leverage(self, product_id: int) -> Decimal:
+        return self._p(product_id).leverage
+
+    def drain_events(self) -> list[Event]:
+        """Events since the last drain, oldest first. The owner drains after every call, so the
+        list never holds more than one call's worth."""
+        out, self._events = self._events, []
+        return out
+
+    def on_market_trade(self, symbol: str, price: float, size: int, ts_us: int) -> list[Fill]:
+        """One replayed market trade: fills our resting orders it trades through."""
+        p = self._products[self._by_symbol[symbol]]
+        px = p.to_tick(price)
+        p.last = px
+        if not p.bids and not p.asks:
+            return []  # the common case for hundreds of quiet symbols: nothing to scan
+        fills: list[Fill] = []
+        remaining = max(int(size), 1)
+        # Only one side can be crossed by a single price: buys above it or sells below it.
+        book, crosses = (p.bids, lambda k: -k > px) if p.bids and -p.bids[0][0] > px else \
+            (p.asks, lambda k: k < px)
+        # The head of the book is always the next in priority: a fully filled or cancelled order
+        # leaves the book, and a partly filled one means this trade's size is used up.
+        while remaining > 0 and book and crosses(book[0][0]):
+            order = self._open[book[0][2]]
+            done = self._execute(p, order, min(remaining, order.unfilled_size), order.limit_price,  # type: ignore[arg-type]
+                                 "maker", ts_us)
+            if done is not None:
+                fills.append(done)
+                remaining -= done.size
+                if order.id in self._open and remaining > 0:
+                    break  # cannot happen (partial => trade used up); guard against a spin
+        return fills
+
+    # ---- orders -----------------------------------------------------------------------------
+    def place_order(self, req: OrderRequest) -> Order:
+        p = self._p(req.product_id)
+        self._validate(p, req)
+        now = self._clock()
+        bid, ask = p.touch()
+        price = req.limit_price
+        marketable = req.order_type == "market_order" or (
+            price is not None and (price >= ask if req.side == "buy" else price <= bid))
+        if req.post_only and marketable:
+            raise VenueError("immediate_execution_post_only", {
+                "limit_price": str(price), "best_bid": str(bid), "best_ask": str(ask)})
+        reducible = self._reducible(p, req.side)
+        if req.reduce_only and reducible == 0:
+            raise bad_schema("reduce_only order would not reduce the position", "reduce_only")
+        if not req.reduce_only:
+            ref_price = ask if req.side == "buy" else bid
+            if price is not None and not marketable:
+                ref_price = price
+            need = self._margin(p, max(0, req.size - reducible), ref_price)
+            available = self._available()
+            if need > available:
+                raise VenueError("insufficient_margin", {
+                    "available_balance": str(available), "required_additional_balance": str(need - available)})
+        order = Order(
+            id=next(self._order_ids), product_id=req.product_id, symbol=p.spec.symbol, side=req.side,
+            size=req.size, unfilled_size=req.size, order_type=req.order_type,
+            limit_price=price, time_in_force=req.time_in_force, post_only=req.post_only,
+            reduce_only=req.reduce_only, client_order_id=req.client_order_id, state="open",
+            created_at=now, updated_at=now, priority=next(self._priorities))
+        self._open[order.id] = order
+        if order.client_order_id:
+            self._open_by_coid[order.client_order_id] = order.id
+        self._events.append(OrderEvent("create", None, order))
+        if marketable:
+            self._execute(p, order, order.size, ask if req.side == "buy" else bid, "taker", now)
+        order = self._open.get(order.id) or self._closed[order.id]
+        if order.state == "open":
+            if req.order_type == "market_order" or req.time_in_force == "ioc":
+                return self._finish(order, "cancelled", "ioc_remainder" if order.filled_size else "ioc_not_marketable")
+            self._rest(p, order)
+        return order
+
+    def edit_order(self, order_id: int, *, size: int | None = None, limit_price: Decimal | None = None,
+                   post_only: bool | None = None) -> Order:
+        """`size` is the order's TOTAL size after the edit (Delta semantics), so it must exceed
+        what is already filled. A new price or a larger size loses time priority."""
+        order = self._open_order(order_id)
+        p = self._p(order.product_id)
+        new_size = order.size if size is None else size
+        new_price = order.limit_price if limit_price is None else limit_price
+        new_post = order.post_only if post_only is None else post_only
+        if new_size <= order.filled_size:
+            raise bad_schema(f"size {new_size} must exceed the filled size {order.filled_size}", "size")
+        if new_price is None or new_price <= 0:
+            raise bad_schema("limit_price must be > 0", "limit_price")
+        self._check_tick(p, new_price)
+        bid, ask = p.touch()
+        marketable = new_price >= ask if order.side == "buy" else new_price <= bid
+        if new_post and marketable:
+            raise VenueError("immediate_execution_post_only", {
+                "limit_price": str(new_price), "best_bid": str(bid), "best_ask": str(ask)})
+        new_unfilled = new_size - order.filled_size
+        if not order.reduce_only:
+            held = self._order_margin_of(p, order)
+            need = self._margin(p, max(0, new_unfilled - self._reducible(p, order.side)), new_price)
+            available = self._available() + held
+            if need > available:
+                raise VenueError("insufficient_margin", {
+                    "available_balance": str(available), "required_additional_balance": str(need - available)})
+        keeps_priority = new_price == order.limit_price and new_unfilled <= order.unfilled_size
+        self._unrest(p, order)
+        now = self._clock()
+        order = replace(order, size=new_size, unfilled_size=new_unfilled, limit_price=new_price,
+                        post_only=new_post, updated_at=now,
+                        priority=order.priority if keeps_priority else next(self._priorities))
+        self._open[order.id] = order
+        self._events.append(OrderEvent("update", None, order))
+        if marketable:
+            self._execute(p, order, order.unfilled_size, ask if order.side == "buy" else bid, "taker", now)
+            order = self._open.get(order.id) or self._closed[order.id]
+        if order.state == "open":
+            self._rest(p, order)
+        return order
+
+    def cancel_order(self, *, order_id: int | None = None, client_order_id: str | None = None,
+                     product_id: int | None = None) -> Order:
+        if order_id is None and client_order_id is None:
+            raise bad_schema("id or client_order_id is required", "id")
+        if order_id is None:
+            order_id = self._open_by_coid.get(client_order_id or "")
+            if order_id is None:
+                raise VenueError("open_order_not_found", {"client_order_id": client_order_id}, 404)
+        order = self._open_order(order_id)
+        if product_id is not None and order.product_id != product_id:
+            raise VenueError("open_order_not_found", {"id": order_id, "product_id": product_id}, 404)
+        return self._finish(order, "cancelled", "cancelled_by_user")
+
+    def cancel_all(self, product_id: int | None = None) -> list[Order]:
+        targets = [o for o in self._open.values() if product_id is None or o.product_id == product_id]
+        return [self._finish(o, "cancelled", "cancelled_by_user") for o in targets]
+
+    def set_leverage(self, product_id: int, leverage: float | Decimal) -> Decimal:
+        p = self._p(product_id)
+        lev = dec(leverage)
+        if not (Decimal(1) <= lev <= Decimal(200)):
+            raise bad_schema(f"leverage must be between 1 and 200, got {lev}", "leverage")
+        old = p.leverage
+        p.leverage = lev
+        available = self._available()
+        if available < 0:
+            p.leverage = old
+            raise VenueError("insufficient_margin", {
+                "available_balance": str(self._available()), "required_additional_balance": str(-available)})
+        return lev
+
+    # ---- queries ----------------------------------------------------------------------------
+    def order(self, order_id: int) -> Order | None:
+        return self._open.get(order_id) or self._closed.get(order_id)
+
+    def order_by_client_id(self, client_order_id: str) -> Order | None:
+        oid = self._open_by_coid.get(client_order_id)
+        if oid is not None:
+            return self._open[oid]
+        for o in reversed(self._closed.values()):  # newest first: a client may reuse ids over time
+            if o.client_order_id == client_order_id:
+                return o
+        return None
+
+    def open_orders(self, product_ids: Iterable[int] | None = None) -> list[Order]:
+        wanted = None if product_ids is None else set(product_ids)
+        return [o for o in self._open.values() if wanted is None or o.product_id in wanted]
+
+    def order_history(self, product_ids: Iterable[int] | None = None) -> list[Order]:
+        wanted = None if product_ids is None else set(product_ids)
+        return [o for o in self._closed.values() if wanted is None or o.product_id in wanted]
+
+    def position(self, product_id: int) -> Position:
+        return self._p(product_id).position
+
+    def positions(self) -> list[Position]:
+        return [p.position for p in self._products.values() if p.position.size != 0]
+
+    def unrealized_pnl(self, product_id: int, mark: Decimal | None = None) -> Decimal:
+        p = self._p(product_id)
+        pos = p.position
+        mark = p.last if mark is None else mark
+        if pos.size == 0 or pos.entry_price is None or mark is None:
+            return ZERO
+        return money(pos.size * p.cv * (mark - pos.entry_price))
+
+    def position_margin(self, product_id: int) -> Decimal:
+        p = self._p(product_id)
+        pos = p.position
+        if pos.size == 0 or pos.entry_price is None:
+            return ZERO
+        return self._margin(p, abs(pos.size), pos.entry_price)
+
+    def order_margin(self, product_id: int | None = None) -> Decimal:
+        total = ZERO
+        for o in self._open.values():
+            if product_id is None or o.product_id == product_id:
+                total += self._order_margin_of(self._products[o.product_id], o)
+        return total
+
+    def wallet(self) -> Wallet:
+        om = self.order_margin()
+        pm = sum((self.position_margin(pid) for pid in self._products), ZERO)
+        upnl = sum((self.unrealized_pnl(pid) for pid in self._products), ZERO)
+        return Wallet(asset_symbol="USD", balance=self.balance, order_margin=om, position_margin=pm,
+                      available_balance=self.balance - om - pm, realized_pnl=self.realized_pnl_total,
+                      commission=self.fees_total, unrealized_pnl=upnl)
+
+    # ---- internals --------------------------------------------------------------------------
+    def _validate(self, p: _Product, req: OrderRequest) -> None:
+        if not isinstance(req.size, int) or isinstance(req.size, bool) or req.size < p.spec.min_size:
+            raise bad_schema(f"size must be a whole number of contracts >= {p.spec.min_size}", "size")
+        if req.size > p.spec.position_size_limit:
+            raise VenueError("risk_limits_breached", {"size": req.size, "position_size_limit": p.spec.position_size_limit})
+        if req.order_type == "limit_order":
+            if req.limit_price is None or req.limit_price <= 0:
+                raise bad_schema("limit_price must be > 0 for a limit order", "limit_price")
+            self._check_tick(p, req.limit_price)
+        coid = req.client_order_id
+        if coid is not None:
+            if not coid or len(coid) > MAX_CLIENT_ORDER_ID:
+                raise bad_schema(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters", "client_order_id")
+            if coid in self._open_by_coid:
+                raise bad_schema(f"client_order_id {coid!r} is already used by an open order", "client_order_id")
+
+    @staticmethod
+    def _check_tick(p: _Product, price: Decimal) -> None:
+        if price % p.tick != 0:
+            raise bad_schema(f"limit_price {price} is not a multiple of tick_size {p.tick}", "limit_price")
+
+    def _margin(self, p: _Product, size: int, price: Decimal) -> Decimal:
+        return money(size * p.cv * price / p.leverage)
+
+    def _order_margin_of(self, p: _Product, o: Order) -> Decimal:
+        if o.reduce_only or o.limit_price is None:
+            return ZERO
+        return self._margin(p, o.unfilled_size, o.limit_price)
+
+    def _available(self) -> Decimal:
+        w_om = self.order_margin()
+        w_pm = sum((self.position_margin(pid) for pid in self._products), ZERO)
+        return self.balance - w_om - w_pm
+
+    @staticmethod
+    def _reducible(p: _Product, side: Side) -> int:
+        pos = p.position.size
+        return -pos if side == "buy" and pos < 0 else pos if side == "sell" and pos > 0 else 0
+
+    def _open_order(self, order_id: int) -> Order:
+        order = self._open.get(order_id)
+        if order is None:
+            raise VenueError("open_order_not_found", {"id": order_id}, 404)
+        return order
+
+    def _rest(self, p: _Product, o: Order) -> None:
+        assert o.limit_price is not None
+        if o.side == "buy":
+            bisect.insort(p.bids, (-o.limit_price, o.priority, o.id))
+        else:
+            bisect.insort(p.asks, (o.limit_price, o.priority, o.id))
+
+    def _unrest(self, p: _Product, o: Order) -> None:
+        if o.limit_price is None:
+            return
+        book, key = (p.bids, (-o.limit_price, o.priority, o.id)) if o.side == "buy" else \
+            (p.asks, (o.limit_price, o.priority, o.id))
+        i = bisect.bisect_left(book, key)
+        if i < len(book) and book[i] == key:
+            del book[i]
+
+    def _finish(self, order: Order, state: OrderState, reason: str | None) -> Order:
+        p = self._products[order.product_id]
+        self._unrest(p, order)
+        order = replace(order, state=state, updated_at=self._clock(),
+                        cancellation_reason=reason if state == "cancelled" else None)
+        del self._open[order.id]
+        if order.client_order_id and self._open_by_coid.get(order.client_order_id) == order.id:
+            del self._open_by_coid[order.client_order_id]
+        self._closed[order.id] = order
+        self._closed_order_ids.append(order.id)
+        while len(self._closed_order_ids) > self._history_limit:
+            self._closed.pop(self._closed_order_ids.popleft(), None)
+        self._events.append(OrderEvent("delete", "fill" if state == "closed" else reason, order))
+        return order
+
+    def _execute(self, p: _Product, order: Order, qty: int, price: Decimal, role: Role,
+                 ts_us: int) -> Fill | None:
+        """Fill `qty` of `order` at `price`; update position, ledger and the order. Returns None
+        (and cancels the order) if it is reduce-only and nothing is left to reduce."""
+        if order.reduce_only:
+            qty = min(qty, self._reducible(p, order.side))
+            if qty <= 0:
+                self._finish(order, "cancelled", "reduce_only")
+                return None
+        pos = p.position
+        signed = qty if order.side == "buy" else -qty
+        notional = qty * p.cv * price
+        fee = money(notional * dec(p.spec.maker_fee if role == "maker" else p.spec.taker_fee))
+        realized = ZERO
+        new_size = pos.size + signed
+        entry = pos.entry_price
+        if pos.size == 0 or (pos.size > 0) == (signed > 0):
+            # increase: entry is the size-weighted average of what is held
+            held = abs(pos.size)
+            entry = price if entry is None or held == 0 else \
+                ((held * entry + qty * price) / (held + qty)).quantize(Decimal("1e-10"))
+        else:
+            closing = min(qty, abs(pos.size))
+            assert entry is not None
+            direction = 1 if pos.size > 0 else -1
+            realized = money(closing * p.cv * (price - entry) * direction)
+            if new_size == 0:
+                entry = None
+            elif (new_size > 0) != (pos.size > 0):
+                entry = price  # flipped: the remainder opens a fresh position at this price
+        self.balance += realized - fee
+        self.realized_pnl_total += realized
+        self.fees_total += fee
+        p.position = replace(pos, size=new_size, entry_price=entry, updated_at=ts_us,
+                             realized_pnl=pos.realized_pnl + realized, commission=pos.commission + fee)
+        filled_before = order.filled_size
+        avg = price if order.average_fill_price is None else \
+            ((order.average_fill_price * filled_before + price * qty) / (filled_before + qty)).quantize(Decimal("1e-10"))
+        seq = next(self._fill_seq)
+        fill = Fill(seq=seq, id=f"{seq:012x}", order_id=order.id, client_order_id=order.client_order_id,
+                    product_id=order.product_id, symbol=order.symbol, side=order.side, size=qty,
+                    price=price, role=role, commission=fee, realized_pnl=realized,
+                    position_after=new_size, timestamp=ts_us)
+        self.fills.append(fill)
+        order = replace(order, unfilled_size=order.unfilled_size - qty, average_fill_price=avg,
+                        paid_commission=order.paid_commission + fee, updated_at=ts_us)
+        self._open[order.id] = order
+        self._events.append(FillEvent(fill))
+        self._events.append(PositionEvent(p.position))
+        if order.unfilled_size == 0:
+            self._finish(order, "closed", None)
+        else:
+            self._events.append(OrderEvent("update", "fill", order))
+            if order.reduce_only and self._reducible(p, order.side) == 0:
+                self._finish(order, "cancelled", "reduce_only")
+        self._cancel_dead_reduce_only(p)
+        return fill
+
+    def _cancel_dead_reduce_only(self, p: _Product) -> None:
+        """Reduce-only orders left with nothing to reduce are cancelled, as Delta does when a
+        position closes."""
+        if p.position.size != 0:
+            return
+        for o in [o for o in self._open.values() if o.product_id == p.spec.product_id and o.reduce_only]:
+            self._finish(o, "cancelled", "reduce_only")
