@@ -217,6 +217,7 @@ class SignalEngine:
         self._cons_list = [float(cfg.consensus_weights[c]) for c in st.COMPONENTS]
         self._cons_total = self._cons_list[0] + self._cons_list[1] + self._cons_list[2] + self._cons_list[3]
         self._vol_thr = np.array(cfg.rl_vol_thresholds, dtype=np.float64)
+        self._vol_thr_list = [float(t) for t in cfg.rl_vol_thresholds]
         self._n_states = st.rl_n_states(tuple(cfg.rl_vol_thresholds))
         self._rl_ready = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
         # strategy-state columns
@@ -494,6 +495,15 @@ class SignalEngine:
         if good.size == 0:
             return reasons
         rows = np.array(slots)[good]
+        if k == 1 and not self.config.learner and len(good) <= _SCALAR_MAX_ROWS \
+                and self._S[rows, S_N].min() >= WARM_BARS:
+            for r in good.tolist():
+                w = windows[r]
+                self._commit_scalar(slots[r], float(h[r, 0]), float(lo[r, 0]), float(c[r, 0]),
+                                    float(ts[r, 0]), int(w.bar_count) - 2)
+                self._closed[slots[r]] = int(w.bar_count) - 1
+                self._last_ts[slots[r]] = float(ts[r, 0])
+            return reasons
         S, C, X, Q = self._S[rows], self._C[rows], self._X[rows], self._Q[rows]
         keys = self._keys[rows]
         first_bar = np.array([int(windows[r].bar_count) - 1 - k for r in good], dtype=np.int64)
@@ -555,8 +565,7 @@ class SignalEngine:
                 q_sa = Q[rl, sp, ap]
                 Q[rl, sp, ap] = q_sa + cfg.rl_alpha * (target - q_sa)
             greedy = st.rl_greedy(Q[r_idx, s_now])
-            with np.errstate(over="ignore"):
-                mix = keys ^ (bar_no.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+            mix = st.bar_key(keys, bar_no)
             eps = X[:, self._x_rl_eps]
             explore = st.uniform_hash(mix, 1) < eps
             random_action = np.minimum((st.uniform_hash(mix, 2) * st.N_ACTIONS).astype(np.int64),
@@ -578,19 +587,95 @@ class SignalEngine:
             X[:, base + 4] = np.where(done > 0, ema + self._tf_k * (last - ema), last)
             X[:, base + 5] = done + 1.0
 
-        def mean_m2(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            m = a.mean(axis=1)
-            dev = a - m[:, None]
-            return m, (dev * dev).sum(axis=1)
-
+        mean_m2 = st.seq_mean_m2
         X[:, self._p_bb_m], X[:, self._p_bb_m2] = mean_m2(C[:, -(BB_PERIOD - 1):])
         k = cfg.volatility_changes
-        X[:, self._p_rv_cm] = C[:, -(k - 1):].mean(axis=1)
+        X[:, self._p_rv_cm] = mean_m2(C[:, -(k - 1):])[0]
         tail = C[:, -k:]
         X[:, self._p_rv_dm], X[:, self._p_rv_dm2] = mean_m2(tail[:, 1:] - tail[:, :-1])
         X[:, self._p_mom_ref] = C[:, -cfg.momentum_bars]
         X[:, self._p_rl_ref] = C[:, -cfg.rl_momentum_bars]
         X[:, self._p_rl_m], X[:, self._p_rl_m2] = mean_m2(C[:, -(cfg.rl_vol_bars - 1):])
+
+    def _precompute_scalar(self, x: list[float], closes: list[float]) -> None:
+        """`_precompute` for one row of Python floats (same order of operations)."""
+        cfg = self.config
+        for j in range(self._n_tf):
+            base = self._x_tf + 6 * j
+            ema, done, last = x[base], x[base + 1], x[base + 3]
+            x[base + 4] = ema + self._tf_k * (last - ema) if done > 0 else last
+            x[base + 5] = done + 1.0
+        mean_m2 = st.seq_mean_m2_scalar
+        x[self._p_bb_m], x[self._p_bb_m2] = mean_m2(closes[-(BB_PERIOD - 1):])
+        k = cfg.volatility_changes
+        x[self._p_rv_cm] = mean_m2(closes[-(k - 1):])[0]
+        tail = closes[-k:]
+        x[self._p_rv_dm], x[self._p_rv_dm2] = mean_m2([tail[i + 1] - tail[i] for i in range(k - 1)])
+        x[self._p_mom_ref] = closes[-cfg.momentum_bars]
+        x[self._p_rl_ref] = closes[-cfg.rl_momentum_bars]
+        x[self._p_rl_m], x[self._p_rl_m2] = mean_m2(closes[-(cfg.rl_vol_bars - 1):])
+
+    def _commit_scalar(self, slot: int, h: float, lo: float, c: float, ts: float, bar_no: int) -> None:
+        """`_commit` + `_precompute` for one warm row (N >= WARM_BARS, learner off) on Python
+        floats, in the same order of operations as the numpy path (tests hold them equal)."""
+        cfg = self.config
+        s = self._S[slot].tolist()
+        x = self._X[slot].tolist()
+        closes = self._C[slot].tolist()[1:]
+        closes.append(c)
+        prev = s[S_PREV_CLOSE]
+        d = c - prev
+        tr = max(h - lo, max(abs(h - prev), abs(lo - prev)))
+        ef, es, mf, sig = s[S_EMA_FAST], s[S_EMA_SLOW], s[S_MACD_FAST], s[S_SIGNAL]
+        s[S_EMA_FAST] = (c - ef) * _KF + ef
+        es2 = (c - es) * _KS + es
+        mf2 = (c - mf) * _KF + mf
+        line = mf2 - es2
+        s[S_SIGNAL] = (line - sig) * _K9 + sig
+        s[S_GAIN] = (s[S_GAIN] * (RSI_PERIOD - 1) + (d if d > 0.0 else 0.0)) / RSI_PERIOD
+        s[S_LOSS] = (s[S_LOSS] * (RSI_PERIOD - 1) + (-d if d < 0.0 else 0.0)) / RSI_PERIOD
+        s[S_ATR] = (s[S_ATR] * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
+        s[S_EMA_SLOW] = es2
+        s[S_MACD_FAST] = mf2
+        s[S_N] = s[S_N] + 1.0
+        s[S_PREV_CLOSE] = c
+        bar_ret = (c - prev) / prev
+        for j in range(self._n_tf):
+            base = self._x_tf + 6 * j
+            ema, done, bucket, last = x[base], x[base + 1], x[base + 2], x[base + 3]
+            b = float(math.floor(ts / self._tf_list[j]))
+            complete = b != bucket and math.isfinite(last)
+            if complete:
+                ema = ema + self._tf_k * (last - ema) if done > 0 else last
+            x[base] = ema
+            x[base + 1] = (done if math.isfinite(done) else 0.0) + (1.0 if complete else 0.0)
+            x[base + 2] = b
+            x[base + 3] = c
+        s_now = st.rl_state_scalar(closes, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr_list)
+        q = self._Q[slot]
+        a_prev = x[self._x_rl_action]
+        if math.isfinite(a_prev) and math.isfinite(bar_ret):
+            sp, ap = int(x[self._x_rl_state]), int(a_prev)
+            sign = 1.0 if ap == st.ACT_UP else -1.0 if ap == st.ACT_DOWN else 0.0
+            qn = q[s_now].tolist()
+            target = sign * bar_ret * 1e4 + cfg.rl_gamma * max(qn[0], max(qn[1], qn[2]))
+            q_sa = float(q[sp, ap])
+            q[sp, ap] = q_sa + cfg.rl_alpha * (target - q_sa)
+        qu, qd, qh = q[s_now].tolist()
+        greedy = st.ACT_UP if (qu > qd and qu > qh) else st.ACT_DOWN if (qd > qu and qd > qh) else st.ACT_HOLD
+        mix = st.bar_key_scalar(int(self._keys[slot]), bar_no)
+        eps = x[self._x_rl_eps]
+        if st.uniform_hash_scalar(mix, 1) < eps:
+            action = min(int(st.uniform_hash_scalar(mix, 2) * st.N_ACTIONS), st.N_ACTIONS - 1)
+        else:
+            action = greedy
+        x[self._x_rl_state] = float(s_now)
+        x[self._x_rl_action] = float(action)
+        x[self._x_rl_eps] = max(cfg.rl_epsilon_min, eps * cfg.rl_epsilon_decay)
+        self._precompute_scalar(x, closes)
+        self._S[slot] = s
+        self._X[slot] = x
+        self._C[slot] = closes
 
     def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
                    errors: list[str]) -> list[SignalResult]:

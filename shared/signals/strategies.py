@@ -7,6 +7,8 @@ passes it in.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 NONE, UP, DOWN, LONG, SHORT, HOLD = range(6)
@@ -116,18 +118,57 @@ def rl_n_states(vol_thresholds: tuple[float, ...]) -> int:
     return 2 * (len(vol_thresholds) + 1)
 
 
+def seq_mean_m2(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise mean and sum of squared deviations of cols (n, k), summed left to right. The fixed
+    order lets `seq_mean_m2_scalar` reproduce it bit for bit on Python floats."""
+    k = cols.shape[1]
+    total = cols[:, 0].copy()
+    for j in range(1, k):
+        total += cols[:, j]
+    m = total / k
+    d = cols[:, 0] - m
+    m2 = d * d
+    for j in range(1, k):
+        d = cols[:, j] - m
+        m2 += d * d
+    return m, m2
+
+
+def seq_mean_m2_scalar(xs: list[float]) -> tuple[float, float]:
+    total = xs[0]
+    for v in xs[1:]:
+        total += v
+    m = total / len(xs)
+    d = xs[0] - m
+    m2 = d * d
+    for v in xs[1:]:
+        d = v - m
+        m2 += d * d
+    return m, m2
+
+
 def rl_state(closes: np.ndarray, momentum_bars: int, vol_bars: int,
              vol_thresholds: np.ndarray) -> np.ndarray:
     """State index = 2 * volatility level + (1 if momentum up). Momentum: close vs the close
     `momentum_bars` earlier. Volatility: population std / mean of the last `vol_bars` closes,
     level = number of thresholds it exceeds. NaN inputs (too few bars) give state 0."""
     up = closes[:, -1] > closes[:, -1 - momentum_bars]
-    tail = closes[:, -vol_bars:]
-    m = tail.mean(axis=1)
-    dev = tail - m[:, None]
-    vol = np.sqrt((dev * dev).mean(axis=1)) / m
-    level = (vol[:, None] > vol_thresholds[None, :]).sum(axis=1)
-    return (2 * level + up).astype(np.int64)
+    m, m2 = seq_mean_m2(closes[:, -vol_bars:])
+    vol = np.sqrt(m2 / vol_bars) / m
+    state = up.astype(np.int64)
+    for thr in np.asarray(vol_thresholds).tolist():
+        state += 2 * (vol > thr)
+    return state
+
+
+def rl_state_scalar(closes: list[float], momentum_bars: int, vol_bars: int,
+                    vol_thresholds: list[float]) -> int:
+    state = 1 if closes[-1] > closes[-1 - momentum_bars] else 0
+    m, m2 = seq_mean_m2_scalar(closes[-vol_bars:])
+    vol = math.sqrt(m2 / vol_bars) / m
+    for thr in vol_thresholds:
+        state += 2 * (vol > thr)
+    return state
 
 
 def rl_greedy(q: np.ndarray) -> np.ndarray:
@@ -143,18 +184,39 @@ def rl_reward(action: np.ndarray, bar_return: np.ndarray) -> np.ndarray:
     return sign * bar_return * 1e4
 
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_M64 = (1 << 64) - 1
 
 
 def uniform_hash(key: np.ndarray, salt: int) -> np.ndarray:
     """Deterministic uniforms in [0, 1) from uint64 keys (splitmix64 finaliser). Used instead of
     a shared RNG so a symbol's draws depend only on (seed, symbol, bar), not on batch order."""
     with np.errstate(over="ignore"):
-        z = key.astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (salt + 1)) & 0xFFFFFFFFFFFFFFFF)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = key.astype(np.uint64) + np.uint64((_GOLDEN * (salt + 1)) & _M64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX2)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def uniform_hash_scalar(key: int, salt: int) -> float:
+    z = (key + ((_GOLDEN * (salt + 1)) & _M64)) & _M64
+    z = ((z ^ (z >> 30)) * _MIX1) & _M64
+    z = ((z ^ (z >> 27)) * _MIX2) & _M64
+    z = z ^ (z >> 31)
+    return float(z >> 11) * (1.0 / 9007199254740992.0)
+
+
+def bar_key(keys: np.ndarray, bar_no: np.ndarray) -> np.ndarray:
+    """Per (symbol, bar) hash key."""
+    with np.errstate(over="ignore"):
+        return keys ^ (bar_no.astype(np.uint64) * np.uint64(_GOLDEN))
+
+
+def bar_key_scalar(key: int, bar_no: int) -> int:
+    return key ^ ((bar_no * _GOLDEN) & _M64)
 
 
 # ---------------------------------------------------------------- consensus

@@ -79,8 +79,8 @@ def advance(state: np.ndarray, closes: np.ndarray, high: np.ndarray, low: np.nda
         mf2 = (close - mf) * _K_FAST + mf
         line = mf2 - es2
         new[:, S_SIGNAL] = (line - sig) * _K_SIGNAL + sig
-        new[:, S_GAIN] = (gain * (RSI_PERIOD - 1) + np.maximum(d, 0.0)) / RSI_PERIOD
-        new[:, S_LOSS] = (loss * (RSI_PERIOD - 1) + np.maximum(-d, 0.0)) / RSI_PERIOD
+        new[:, S_GAIN] = (gain * (RSI_PERIOD - 1) + np.where(d > 0.0, d, 0.0)) / RSI_PERIOD
+        new[:, S_LOSS] = (loss * (RSI_PERIOD - 1) + np.where(d < 0.0, -d, 0.0)) / RSI_PERIOD
         new[:, S_ATR] = (atr * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
     else:
         first = i == 0
