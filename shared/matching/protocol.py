@@ -1,0 +1,186 @@
+"""Delta REST/websocket shapes for the engine's records, and request parsing (pure, no I/O).
+
+Shapes follow what LIVE servers send (api spec, last section): prices and money as strings,
+sizes as integer contracts, timestamps in µs, `close_on_trigger` as the string "false", fills
+with a hex `id` and a nested `product`, products without created_at/updated_at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from shared.products import ProductSpec
+
+from .engine import Fill, Order, OrderRequest, Position, Wallet, money
+from .errors import bad_schema
+
+USER_ID = 1  # the one paper account
+USD_ASSET = {"id": 3, "symbol": "USD", "precision": 8, "deposit_status": "enabled",
+             "withdrawal_status": "enabled", "base_withdrawal_fee": "0", "min_withdrawal_amount": "0"}
+
+
+def s(x: Decimal | None) -> str | None:
+    """Decimal -> Delta's string form without exponent noise ('0', '49990.5')."""
+    if x is None:
+        return None
+    text = format(x.normalize(), "f")
+    return text
+
+
+def _num(spec: float) -> str:
+    return format(Decimal(repr(spec)).normalize(), "f")
+
+
+def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
+    und = {**USD_ASSET, "id": 1000 + spec.product_id % 1000, "symbol": spec.underlying_asset or spec.symbol}
+    return {
+        "id": spec.product_id, "symbol": spec.symbol,
+        "description": f"{spec.underlying_asset or spec.symbol} perpetual (paper)",
+        "short_description": f"{spec.symbol} Perpetual", "launch_time": "2020-01-01T00:00:00Z",
+        "settlement_time": None, "notional_type": spec.notional_type, "impact_size": 10_000,
+        "initial_margin": _num(spec.initial_margin * 100), "maintenance_margin": _num(spec.maintenance_margin * 100),
+        "contract_value": _num(spec.contract_value), "contract_unit_currency": spec.underlying_asset or spec.symbol,
+        "tick_size": _num(spec.tick_size),
+        "product_specs": {"funding_clamp_value": 0.05, "only_reduce_only_orders_allowed": False, "tags": []},
+        "state": "live", "trading_status": "operational", "max_leverage_notional": "1000000",
+        "default_leverage": s(leverage), "initial_margin_scaling_factor": "0",
+        "maintenance_margin_scaling_factor": "0", "taker_commission_rate": _num(spec.taker_fee),
+        "maker_commission_rate": _num(spec.maker_fee), "liquidation_penalty_factor": "0.5",
+        "contract_type": spec.contract_type, "position_size_limit": spec.position_size_limit,
+        "basis_factor_max_limit": "0.15", "is_quanto": False, "funding_method": "mark_price",
+        "annualized_funding": "10.95", "price_band": "2.5", "ui_config": {},
+        "underlying_asset": und, "quoting_asset": USD_ASSET, "settling_asset": USD_ASSET,
+        "spot_index": {"id": spec.product_id, "symbol": f".DE{spec.symbol}", "constituent_exchanges": [],
+                       "underlying_asset_id": und["id"], "quoting_asset_id": USD_ASSET["id"],
+                       "tick_size": _num(spec.tick_size), "index_type": "spot_pair"},
+    }
+
+
+def order_json(o: Order) -> dict[str, Any]:
+    return {
+        "id": o.id, "user_id": USER_ID, "size": o.size, "unfilled_size": o.unfilled_size, "side": o.side,
+        "order_type": o.order_type, "limit_price": s(o.limit_price), "stop_order_type": None,
+        "stop_price": None, "paid_commission": s(o.paid_commission), "commission": "0",
+        "reduce_only": o.reduce_only, "client_order_id": o.client_order_id, "state": o.state,
+        "created_at": str(o.created_at), "updated_at": str(o.updated_at), "product_id": o.product_id,
+        "product_symbol": o.symbol, "average_fill_price": s(o.average_fill_price),
+        "time_in_force": o.time_in_force, "post_only": o.post_only, "cancellation_reason": o.cancellation_reason,
+        "trail_amount": None, "stop_trigger_method": "mark_price", "close_on_trigger": "false",
+        "bracket_order": None, "bracket_stop_loss_price": None, "bracket_stop_loss_limit_price": None,
+        "bracket_take_profit_price": None, "bracket_take_profit_limit_price": None,
+        "bracket_trail_amount": None, "mmp": "disabled", "meta_data": {"source": "api"},
+    }
+
+
+def fill_json(f: Fill, spec: ProductSpec) -> dict[str, Any]:
+    return {
+        "id": f.id, "size": f.size, "fill_type": "normal", "side": f.side, "price": s(f.price),
+        "role": f.role, "commission": s(f.commission), "created_at": str(f.timestamp),
+        "product_id": f.product_id, "product_symbol": f.symbol, "order_id": str(f.order_id),
+        "client_order_id": f.client_order_id, "settling_asset_id": USD_ASSET["id"],
+        "settling_asset_symbol": "USD",
+        "product": {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
+                    "tick_size": _num(spec.tick_size), "contract_type": spec.contract_type},
+        "meta_data": {"effective_commission_rate": _num(spec.maker_fee if f.role == "maker" else spec.taker_fee),
+                      "new_position": str(f.position_after), "realized_pnl": s(f.realized_pnl)},
+    }
+
+
+def position_json(pos: Position, spec: ProductSpec, margin: Decimal, mark: Decimal | None,
+                  unrealized: Decimal) -> dict[str, Any]:
+    return {
+        "user_id": USER_ID, "size": pos.size, "entry_price": s(pos.entry_price), "margin": s(margin),
+        "liquidation_price": None, "bankruptcy_price": None, "adl_level": None,
+        "product_id": pos.product_id, "product_symbol": pos.symbol, "commission": s(pos.commission),
+        "realized_pnl": s(pos.realized_pnl), "realized_funding": "0", "realized_holding_cost": "0",
+        "unrealized_pnl": s(unrealized), "mark_price": s(mark), "auto_topup": False,
+        "margin_mode": "isolated", "updated_at": str(pos.updated_at),
+        "product": {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
+                    "tick_size": _num(spec.tick_size)},
+    }
+
+
+def wallet_json(w: Wallet) -> dict[str, Any]:
+    return {
+        "asset_id": USD_ASSET["id"], "asset_symbol": w.asset_symbol, "balance": s(w.balance),
+        "available_balance": s(w.available_balance), "available_balance_for_robo": s(w.available_balance),
+        "commission": s(w.commission), "cross_commission": "0", "cross_locked_collateral": "0",
+        "cross_order_margin": "0", "cross_position_margin": "0", "id": 1, "interest_credit": "0",
+        "order_margin": s(w.order_margin), "pending_referral_bonus": "0", "pending_trading_fee_credit": "0",
+        "portfolio_margin": "0", "position_margin": s(w.position_margin), "trading_fee_credit": "0",
+        "unvested_amount": "0", "user_id": USER_ID,
+    }
+
+
+def wallet_meta(w: Wallet) -> dict[str, Any]:
+    equity = money(w.balance + w.unrealized_pnl)
+    return {"net_equity": s(equity), "robo_trading_equity": "0"}
+
+
+# ---- request parsing ------------------------------------------------------------------------
+
+def flag(body: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    """Delta order flags arrive as JSON booleans or as the strings "true"/"false"."""
+    v = body.get(key, default)
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    if v is None:
+        return default
+    raise bad_schema(f"{key} must be true or false", key)
+
+
+def price_field(body: Mapping[str, Any], key: str) -> Decimal | None:
+    v = body.get(key)
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise bad_schema(f"{key} must be a decimal string", key)
+    try:
+        d = Decimal(str(v))
+    except InvalidOperation:
+        raise bad_schema(f"{key} must be a decimal string, got {str(v)[:40]!r}", key) from None
+    if not d.is_finite() or d <= 0:
+        raise bad_schema(f"{key} must be > 0", key)
+    return d
+
+
+def int_field(body: Mapping[str, Any], key: str, *, required: bool = True) -> int | None:
+    v = body.get(key)
+    if v is None:
+        if required:
+            raise bad_schema(f"{key} is required", key)
+        return None
+    if isinstance(v, bool):
+        raise bad_schema(f"{key} must be an integer", key)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v)  # CCXT sends sizes as numeric strings
+    raise bad_schema(f"{key} must be an integer, got {str(v)[:40]!r}", key)
+
+
+def order_request(body: Mapping[str, Any], product_id: int) -> OrderRequest:
+    side = body.get("side")
+    if side not in ("buy", "sell"):
+        raise bad_schema("side must be buy or sell", "side")
+    order_type = body.get("order_type", "limit_order")
+    if order_type not in ("limit_order", "market_order"):
+        raise bad_schema("order_type must be limit_order or market_order", "order_type")
+    tif = body.get("time_in_force") or "gtc"
+    if tif not in ("gtc", "ioc"):
+        raise bad_schema("time_in_force must be gtc or ioc", "time_in_force")
+    coid = body.get("client_order_id")
+    if coid is not None and not isinstance(coid, str):
+        raise bad_schema("client_order_id must be a string", "client_order_id")
+    size = int_field(body, "size")
+    assert size is not None
+    return OrderRequest(
+        product_id=product_id, side=side, size=size, order_type=order_type,
+        limit_price=price_field(body, "limit_price") if order_type == "limit_order" else None,
+        time_in_force=tif, post_only=flag(body, "post_only"), reduce_only=flag(body, "reduce_only"),
+        client_order_id=coid)
+

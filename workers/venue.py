@@ -1,0 +1,1118 @@
+"""The paper venue: a Delta-compatible REST v2 + websocket server on 127.0.0.1 over the matching
+engine, with a market replayed from the shipped candles (or a seeded model for SYN_NNNN).
+
+A thin shell: the trading logic is in shared/matching (engine + wire shapes); this file does
+HTTP, auth, rate limits, websocket fan-out and the replay timer.
+
+Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
+candle, order and fill timestamps) is on the replay clock, which starts at the wall clock and
+runs 60 / bar_seconds times faster, so bars built from trades line up with the candles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import secrets
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from shared.delta.auth import WS_AUTH_PATH, verify
+from shared.delta.ratelimit import endpoint_weight
+from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
+from shared.matching import (FillEvent, MatchingEngine, OrderEvent, PositionEvent, VenueError, bad_schema,
+                             dec)
+from shared.matching import protocol as wire
+from shared.products import PAPER_PRODUCTS, SYNTHETIC_PREFIX, UnknownSymbolError, is_synthetic, \
+    resolve_paper_symbol, synthetic_symbol
+
+log = logging.getLogger("venue")
+
+SIGNATURE_WINDOW_S = 5
+MAX_BATCH = 50
+MAX_CANDLES = 2000
+RECENT_TRADES = 50
+LIVE_BARS_KEPT = 20_000  # completed live bars served by /v2/history/candles (about two weeks)
+RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+               "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
+PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m")
+PRIVATE_CHANNELS = ("orders", "positions", "user_trades")
+SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_000 + index
+
+
+class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 0
+    bar_seconds: float = 1.0  # wall seconds per replayed 1m bar
+    history_bars: int = 1000
+    seed: int = 0
+    initial_balance_usd: float = 10_000.0
+    leverage: float = 10.0
+    rate_limit_units: int = 10_000
+    rate_limit_window_s: float = 300.0
+    heartbeat_s: float = 30.0
+    engine_ops_per_s: int = 500  # Delta's matching-engine limit per product; cancels exempt
+    ws_send_queue: int = 2_000  # frames queued per websocket before the client counts as too slow
+    start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
+    # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
+    fault_latency_ms: float = 0.0  # added to every REST request
+    fault_5xx_probability: float = 0.0  # 503 `unavailable` before the request is processed
+    fault_429_probability: float = 0.0  # spurious 429 before the request is processed
+    fault_ws_drop_interval_s: float = 0.0  # close every websocket this often (0 = never)
+    fault_reject_probability: float = 0.0  # order placements refused with `risk_limits_breached`
+
+    def __post_init__(self) -> None:
+        if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:
+            raise ValueError("bar_seconds, heartbeat_s and rate_limit_window_s must be > 0")
+        if self.history_bars < 1 or self.rate_limit_units < 1 or self.ws_send_queue < 1:
+            raise ValueError("history_bars, rate_limit_units and ws_send_queue must be >= 1")
+        for name in ("fault_5xx_probability", "fault_429_probability", "fault_reject_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1]")
+
+
+class _Market:
+    """One symbol's replay: the current bar, its forming candle, completed bars, recent trades."""
+
+    __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
+                 "forming", "recent", "tick_no")
+
+    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int) -> None:
+        self.symbol = symbol
+        self.spec = resolve_paper_symbol(symbol)
+        self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
+        self.history = self.replay.history()
+        self.live: deque[tuple[int, float, float, float, float, float]] = deque(maxlen=LIVE_BARS_KEPT)
+        self.bar: tuple[int, float, float, float, float, float] = (0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self.ticks: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+        self.tick_size = 1
+        self.forming: list[float] | None = None  # [open, high, low, close, volume] so far
+        self.recent: deque[tuple[float, int, int, str]] = deque(maxlen=RECENT_TRADES)
+        self.tick_no = 0
+
+    def begin_bar(self) -> None:
+        self.bar = self.replay.next_bar()
+        _, o, h, low, c, v = self.bar
+        self.ticks = candle_ticks(o, h, low, c)
+        # bar volume is in the underlying; a replayed tick carries a quarter of it, in contracts
+        self.tick_size = max(1, int(v / self.spec.contract_value / 4))
+        self.forming = None
+
+    def last_close(self) -> float:
+        if self.forming is not None:
+            return self.forming[3]
+        if self.live:
+            return self.live[-1][4]
+        return float(self.history.close[-1])
+
+
+class _Client:
+    """One websocket connection: a bounded send queue drained by its own writer task."""
+
+    def __init__(self, ws: web.WebSocketResponse, queue_size: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
+        self.subs: dict[str, set[str]] = {}
+        self.authed = False
+        self.heartbeat: asyncio.Task[None] | None = None
+        self.too_slow = False
+
+    def wants(self, channel: str, symbol: str) -> bool:
+        syms = self.subs.get(channel)
+        return syms is not None and (symbol in syms or "all" in syms)
+
+    def send(self, frame: str) -> bool:
+        if self.too_slow:
+            return False
+        try:
+            self.queue.put_nowait(frame)
+            return True
+        except asyncio.QueueFull:
+            self.too_slow = True  # never grow without bound: the writer closes the socket
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.get_nowait()
+                self.queue.put_nowait(None)
+            return False
+
+
+def _dumps(obj: Any) -> str:
+    return msgspec.json.encode(obj).decode()
+
+
+def _ok(result: Any, meta: Mapping[str, Any] | None = None, status: int = 200) -> web.Response:
+    body: dict[str, Any] = {"success": True, "result": result}
+    if meta is not None:
+        body["meta"] = meta
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json")
+
+
+def _err(code: str, context: Mapping[str, Any] | None, status: int,
+         headers: Mapping[str, str] | None = None) -> web.Response:
+    body = {"success": False, "error": {"code": code, "context": dict(context or {})}}
+    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json",
+                        headers=headers)
+
+
+class _RateLimited(Exception):
+    def __init__(self, reset_ms: int, context: Mapping[str, Any]) -> None:
+        self.reset_ms = reset_ms
+        self.context = dict(context)
+
+
+class _Unauthorized(Exception):
+    """No auth headers at all: live answers a bare {"error":"unauthorized","success":false}."""
+
+
+Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
+
+
+class PaperVenue:
+    def __init__(self, settings: VenueSettings, symbols: Sequence[str]) -> None:
+        self.settings = settings
+        self.api_key = secrets.token_hex(16)
+        self.api_secret = secrets.token_hex(32)
+        self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
+        self._start_ts -= self._start_ts % BAR_SECONDS
+        self._market_us = self._start_ts * 1_000_000
+        self.engine = MatchingEngine(initial_balance_usd=settings.initial_balance_usd,
+                                     default_leverage=settings.leverage, clock=lambda: self._market_us)
+        self._bars_started = False
+        self._markets: dict[str, _Market] = {}
+        self._markets_list: list[_Market] = []
+        for sym in symbols:
+            self.market(sym)  # unknown symbols refused here, before anything starts
+        self._rng = random.Random(settings.seed)
+        self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
+        self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
+        self._clients: set[_Client] = set()
+        self._order_seq: dict[str, int] = {}  # symbol -> last seq_no on the orders channel
+        self._trade_seq = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.rest_url = ""
+        self.ws_url = ""
+        self.port = 0
+        self.ticks_replayed = 0
+
+    # ---- markets ----------------------------------------------------------------------------
+    def market(self, symbol: str) -> _Market:
+        """The market for `symbol`, creating a SYN_NNNN one on first reference.
+        Raises UnknownSymbolError naming the close matches."""
+        m = self._markets.get(symbol)
+        if m is not None:
+            return m
+        resolve_paper_symbol(symbol)
+        start = self._market_us // 1_000_000
+        start -= start % BAR_SECONDS
+        if self._bars_started:
+            start += BAR_SECONDS  # joins the lockstep at the next bar; its history ends here
+        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed)
+        self.engine.add_product(m.spec)
+        self.engine.on_market_trade(symbol, m.last_close(), 0, self._market_us)  # prime the touch
+        self._markets[symbol] = m
+        self._markets_list.append(m)
+        return m
+
+    def _market_by_product_id(self, product_id: int) -> _Market:
+        for m in self._markets_list:
+            if m.spec.product_id == product_id:
+                return m
+        if product_id >= SYNTHETIC_ID_BASE:
+            return self.market(synthetic_symbol(product_id - SYNTHETIC_ID_BASE))
+        raise VenueError("invalid_contract", {"product_id": product_id})
+
+    def _symbol_market(self, symbol: str, status: int = 400) -> _Market:
+        try:
+            return self.market(symbol)
+        except UnknownSymbolError as exc:
+            raise VenueError("invalid_contract", {"symbol": symbol, "message": str(exc),
+                                                  "close_matches": exc.close_matches}, status) from None
+
+    def _product_from_body(self, body: Mapping[str, Any]) -> _Market:
+        if body.get("product_id") is not None:
+            pid = wire.int_field(body, "product_id")
+            assert pid is not None
+            return self._market_by_product_id(pid)
+        sym = body.get("product_symbol")
+        if isinstance(sym, str) and sym:
+            return self._symbol_market(sym)
+        raise bad_schema("product_id or product_symbol is required", "product_id")
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1 << 20)
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the server sockets
+        assert server is not None and server.sockets  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.rest_url = f"http://{self.settings.host}:{self.port}"
+        self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
+        self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
+        if self.settings.fault_ws_drop_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        for c in list(self._clients):
+            await self._drop(c)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _replay_loop(self) -> None:
+        """ONE timer for every symbol: each step replays one quarter-bar tick of all markets."""
+        loop = asyncio.get_running_loop()
+        step = self.settings.bar_seconds / 4
+        due = loop.time()
+        k = 0
+        while True:
+            due += step
+            self._replay_step(k)
+            k = (k + 1) % 4
+            delay = due - loop.time()
+            if delay < -4 * step:
+                due = loop.time()  # far behind (suspended, overloaded): skip ahead, never burst
+                delay = 0.0
+            await asyncio.sleep(max(0.0, delay))
+
+    def _replay_step(self, k: int) -> None:
+        markets = list(self._markets_list)
+        if k == 0:
+            self._bars_started = True
+            for m in markets:
+                m.begin_bar()
+        bar_ts = markets[0].bar[0] if markets else self._market_us // 1_000_000
+        self._market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
+        ts = self._market_us
+        trade_subs = [c for c in self._clients if "all_trades" in c.subs]
+        candle_subs = [c for c in self._clients if "candlestick_1m" in c.subs]
+        for m in markets:
+            if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
+                continue
+            price = m.ticks[k]
+            size = m.tick_size
+            self.engine.on_market_trade(m.symbol, price, size, ts)
+            # alternate aggressor so buyer/seller roles look like a two-sided market
+            buyer = "taker" if (k % 2 == 0) == (price >= m.last_close()) else "maker"
+            seller = "maker" if buyer == "taker" else "taker"
+            f = m.forming
+            if f is None:
+                m.forming = [price, price, price, price, float(size) * m.spec.contract_value]
+            else:
+                f[1] = max(f[1], price)
+                f[2] = min(f[2], price)
+                f[3] = price
+                f[4] += size * m.spec.contract_value
+            m.recent.append((price, size, ts, buyer))
+            if trade_subs:
+                frame = _dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
+                                "price": wire.s(dec(m.spec.round_price(price))), "size": size,
+                                "buyer_role": buyer, "seller_role": seller, "timestamp": ts})
+                for c in trade_subs:
+                    if c.wants("all_trades", m.symbol):
+                        c.send(frame)
+            if candle_subs:
+                frame = _dumps(self._candle_frame(m, ts))
+                for c in candle_subs:
+                    if c.wants("candlestick_1m", m.symbol):
+                        c.send(frame)
+            if k == 3:
+                fo = m.forming
+                assert fo is not None
+                m.live.append((m.bar[0], fo[0], fo[1], fo[2], fo[3], fo[4]))
+                m.forming = None
+                ticker_subs = [c for c in self._clients if c.wants("v2/ticker", m.symbol)]
+                if ticker_subs:
+                    frame = _dumps({**self._ticker(m), "type": "v2/ticker"})
+                    for c in ticker_subs:
+                        c.send(frame)
+        self.ticks_replayed += 1
+        self._publish_engine_events()
+
+    def _candle_frame(self, m: _Market, ts: int) -> dict[str, Any]:
+        f = m.forming
+        o, h, low, c, v = (f if f is not None else (None, None, None, None, 0.0))
+        return {"type": "candlestick_1m", "symbol": m.symbol, "resolution": "1m",
+                "candle_start_time": m.bar[0] * 1_000_000, "open": o, "high": h, "low": low, "close": c,
+                "volume": v, "timestamp": ts, "last_updated": ts}
+
+    # ---- private websocket events -----------------------------------------------------------
+    def _publish_engine_events(self) -> None:
+        events = self.engine.drain_events()
+        if not events:
+            return
+        authed = [c for c in self._clients if c.authed]
+        for ev in events:
+            if isinstance(ev, OrderEvent):
+                o = ev.order
+                seq = self._order_seq.get(o.symbol, 0) + 1
+                self._order_seq[o.symbol] = seq
+                targets = [c for c in authed if c.wants("orders", o.symbol)]
+                if targets:
+                    body = wire.order_json(o)
+                    frame = _dumps({**body, "type": "orders", "action": ev.action, "reason": ev.reason,
+                                    "symbol": o.symbol, "order_id": o.id, "seq_no": seq,
+                                    "timestamp": o.updated_at})
+                    for c in targets:
+                        c.send(frame)
+            elif isinstance(ev, FillEvent):
+                f = ev.fill
+                self._trade_seq += 1
+                targets = [c for c in authed if c.wants("user_trades", f.symbol)]
+                if targets:
+                    frame = _dumps({"type": "user_trades", "symbol": f.symbol, "fill_id": f.id, "reason": "normal",
+                                    "product_id": f.product_id, "user_id": wire.USER_ID,
+                                    "order_id": str(f.order_id), "side": f.side, "size": f.size,
+                                    "price": wire.s(f.price), "role": f.role, "commission": wire.s(f.commission),
+                                    "client_order_id": f.client_order_id, "timestamp": f.timestamp,
+                                    "seq_no": self._trade_seq})
+                    for c in targets:
+                        c.send(frame)
+            elif isinstance(ev, PositionEvent):
+                pos = ev.position
+                targets = [c for c in authed if c.wants("positions", pos.symbol)]
+                if targets:
+                    frame = _dumps({"type": "positions", "action": "update", "reason": None,
+                                    "symbol": pos.symbol, "product_id": pos.product_id, "size": pos.size,
+                                    "margin": wire.s(self.engine.position_margin(pos.product_id)),
+                                    "entry_price": wire.s(pos.entry_price), "liquidation_price": None,
+                                    "bankruptcy_price": None, "commission": wire.s(pos.commission),
+                                    "timestamp": pos.updated_at})
+                    for c in targets:
+                        c.send(frame)
+
+    # ---- HTTP plumbing ----------------------------------------------------------------------
+    def _routes(self, app: web.Application) -> None:
+        r = app.router
+        pub, priv = self._public, self._private
+        r.add_get("/v2/products", pub(self._products))
+        r.add_get("/v2/products/{symbol}", pub(self._product))
+        r.add_get("/v2/tickers", pub(self._tickers))
+        r.add_get("/v2/tickers/{symbol}", pub(self._ticker_one))
+        r.add_get("/v2/l2orderbook/{symbol}", pub(self._l2))
+        r.add_get("/v2/trades/{symbol}", pub(self._trades))
+        r.add_get("/v2/history/candles", pub(self._candles))
+        r.add_get("/v2/settings", pub(self._settings))
+        r.add_post("/v2/orders", priv(self._place))
+        r.add_put("/v2/orders", priv(self._edit))
+        r.add_delete("/v2/orders", priv(self._cancel))
+        r.add_get("/v2/orders", priv(self._open_orders))
+        r.add_post("/v2/orders/batch", priv(self._batch_create))
+        r.add_put("/v2/orders/batch", priv(self._batch_edit))
+        r.add_delete("/v2/orders/batch", priv(self._batch_cancel))
+        r.add_delete("/v2/orders/all", priv(self._cancel_all))
+        r.add_get("/v2/orders/history", priv(self._order_history))
+        r.add_get("/v2/orders/client_order_id/{coid}", priv(self._order_by_coid))
+        r.add_get("/v2/orders/{order_id}", priv(self._order_by_id))
+        r.add_get("/v2/positions", priv(self._position))
+        r.add_get("/v2/positions/margined", priv(self._margined))
+        r.add_get("/v2/wallet/balances", priv(self._balances))
+        r.add_get("/v2/fills", priv(self._fills))
+        r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
+        r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
+        r.add_get("/ws", self._ws)
+
+    def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def wrapped(request: web.Request) -> web.Response:
+            return await self._serve(request, handler, private=False)
+        return wrapped
+
+    def _private(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def wrapped(request: web.Request) -> web.Response:
+            return await self._serve(request, handler, private=True)
+        return wrapped
+
+    async def _serve(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
+        st = self.settings
+        try:
+            raw = await request.read()
+            if st.fault_latency_ms > 0:
+                await asyncio.sleep(st.fault_latency_ms / 1000.0)
+            key = self._authenticate(request, raw) if private else None
+            self._charge(key or f"ip:{request.remote}", endpoint_weight(request.method, request.path))
+            if st.fault_429_probability and self._rng.random() < st.fault_429_probability:
+                raise _RateLimited(1000, {"fault_injection": True})
+            if st.fault_5xx_probability and self._rng.random() < st.fault_5xx_probability:
+                return _err("unavailable", {"fault_injection": True}, 503)
+            body = self._json_body(raw)
+            response = await handler(request, body)
+        except _Unauthorized:
+            return web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
+                                content_type="application/json")
+        except _RateLimited as exc:
+            return _err("rate_limit_exceeded", exc.context, 429, {"X-RATE-LIMIT-RESET": str(exc.reset_ms)})
+        except VenueError as exc:
+            response = _err(exc.code, exc.context, exc.status)
+        except UnknownSymbolError as exc:
+            response = _err("invalid_contract", {"symbol": exc.symbol, "message": str(exc),
+                                                 "close_matches": exc.close_matches}, 404)
+        # state may have changed (fills, cancels): push the private events right away
+        self._publish_engine_events()
+        return response
+
+    @staticmethod
+    def _json_body(raw: bytes) -> dict[str, Any]:
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            raise bad_schema("body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise bad_schema("body must be a JSON object")
+        return body
+
+    def _authenticate(self, request: web.Request, raw: bytes) -> str:
+        h = request.headers
+        key, ts, sig = h.get("api-key"), h.get("timestamp"), h.get("signature")
+        if not key and not sig and not ts:
+            raise _Unauthorized()
+        if key != self.api_key:
+            raise VenueError("invalid_api_key", {}, 401)
+        now = time.time()
+        try:
+            ts_val = int(ts or "")
+        except ValueError:
+            raise VenueError("invalid_signature", {"message": "timestamp must be epoch seconds"}, 401) from None
+        if abs(now - ts_val) > SIGNATURE_WINDOW_S:
+            raise VenueError("expired_signature", {"request_time": ts_val, "server_time": int(now)}, 401)
+        path, _, query = request.raw_path.partition("?")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise VenueError("invalid_signature", {}, 401) from None
+        if not sig or not verify(self.api_secret, sig, request.method, ts or "", path,
+                                 "?" + query if query else "", text):
+            raise VenueError("invalid_signature", {}, 401)
+        return key
+
+    def _charge(self, who: str, weight: int) -> None:
+        """Delta's fixed window: `rate_limit_units` per `rate_limit_window_s`, refilled at once."""
+        now = time.monotonic()
+        window = self.settings.rate_limit_window_s
+        start, used = self._windows.get(who, (now, 0))
+        if now - start >= window:
+            start, used = now, 0
+        if used + weight > self.settings.rate_limit_units:
+            reset_ms = max(1, math.ceil((start + window - now) * 1000))
+            raise _RateLimited(reset_ms, {"limit": self.settings.rate_limit_units, "used": used})
+        if len(self._windows) > 10_000 and who not in self._windows:
+            self._windows.clear()  # bounded: only loopback callers exist, so this is a flood
+        self._windows[who] = (start, used + weight)
+
+    def _engine_op(self, product_id: int, n: int = 1) -> None:
+        second = int(time.monotonic())
+        sec, ops = self._engine_ops.get(product_id, (second, 0))
+        if sec != second:
+            sec, ops = second, 0
+        if ops + n > self.settings.engine_ops_per_s:
+            raise _RateLimited(1000 - int((time.monotonic() % 1) * 1000),
+                               {"limit": self.settings.engine_ops_per_s, "scope": "matching_engine",
+                                "product_id": product_id})
+        self._engine_ops[product_id] = (sec, ops + n)
+
+    def _maybe_reject(self) -> None:
+        p = self.settings.fault_reject_probability
+        if p and self._rng.random() < p:
+            raise VenueError("risk_limits_breached", {"fault_injection": True})
+
+    # ---- public endpoints -------------------------------------------------------------------
+    async def _products(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        items = [wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)) for m in self._markets_list]
+        return _ok(items, {"after": None, "before": None, "limit": 1000, "total_count": len(items)})
+
+    async def _product(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._symbol_market(request.match_info["symbol"], 404)
+        return _ok(wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)))
+
+    def _ticker(self, m: _Market) -> dict[str, Any]:
+        pid = m.spec.product_id
+        bid, ask = self.engine.touch(pid)
+        last = self.engine.last_price(pid)
+        now_s = self._market_us // 1_000_000
+        day = _bars_between(m, now_s - 86_400 + BAR_SECONDS, now_s)  # rolling 24 h, forming bar included
+        open_ = day[0][1] if day else float(last or 0)
+        highs = [b[2] for b in day] or [float(last or 0)]
+        lows = [b[3] for b in day] or [float(last or 0)]
+        vols = [b[5] for b in day]
+        volume = sum(vols) / m.spec.contract_value
+        mark = wire.s(last)
+        return {
+            "symbol": m.symbol, "product_id": pid, "contract_type": m.spec.contract_type,
+            "open": open_, "high": max(highs), "low": min(lows), "close": float(last or 0),
+            "mark_price": mark, "spot_price": mark, "mark_change_24h": "0", "mark_vol": "0",
+            "oi": "0", "oi_value": "0", "oi_value_symbol": "USD", "oi_value_usd": "0", "oi_contracts": "0",
+            "price_band": {"lower_limit": wire.s(bid * Decimal("0.975")), "upper_limit": wire.s(ask * Decimal("1.025"))},
+            "quotes": {"best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_size": str(m.tick_size),
+                       "ask_size": str(m.tick_size), "ask_iv": None, "bid_iv": None,
+                       "impact_mid_price": wire.s((bid + ask) / 2), "mark_iv": None},
+            "greeks": None, "size": int(volume), "volume": int(volume), "turnover": float(volume * m.spec.contract_value * float(last or 0)),
+            "turnover_symbol": "USD", "turnover_usd": float(volume * m.spec.contract_value * float(last or 0)),
+            "funding_rate": "0", "timestamp": self._market_us,
+        }
+
+    async def _tickers(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok([self._ticker(m) for m in self._markets_list])
+
+    async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok(self._ticker(self._symbol_market(request.match_info["symbol"], 404)))
+
+    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """The synthetic touch (one replayed tick's size each side) plus our own resting orders."""
+        m = self._symbol_market(request.match_info["symbol"], 404)
+        depth = _query_int(request, "depth", 20, 1, 100)
+        pid = m.spec.product_id
+        bid, ask = self.engine.touch(pid)
+        levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
+        for o in self.engine.open_orders([pid]):
+            assert o.limit_price is not None
+            side = levels[o.side]
+            side[o.limit_price] = side.get(o.limit_price, 0) + o.unfilled_size
+        out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self._market_us}
+        for side, rev in (("buy", True), ("sell", False)):
+            cum = 0
+            rows = []
+            for px in sorted(levels[side], reverse=rev)[:depth]:
+                cum += levels[side][px]
+                rows.append({"price": wire.s(px), "size": levels[side][px], "depth": str(cum)})
+            out[side] = rows
+        return _ok(out)
+
+    async def _trades(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._symbol_market(request.match_info["symbol"], 404)
+        rows = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker",
+                 "price": wire.s(dec(m.spec.round_price(p))), "size": sz, "symbol": m.symbol, "timestamp": ts}
+                for p, sz, ts, b in reversed(m.recent)]
+        return _ok(rows)  # live shape: a flat array, newest first
+
+    async def _candles(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        q = request.query
+        res = q.get("resolution", "")
+        if res not in RESOLUTIONS:
+            raise bad_schema(f"resolution must be one of {', '.join(RESOLUTIONS)}", "resolution")
+        sym = q.get("symbol", "")
+        if not sym:
+            raise bad_schema("symbol is required", "symbol")
+        start = _query_int(request, "start", None, 0, 10**11)
+        end = _query_int(request, "end", None, 0, 10**11)
+        assert start is not None and end is not None
+        m = self._symbol_market(sym)
+        step = RESOLUTIONS[res]
+        bars = _bars_between(m, start - start % step, end)
+        if step != 60:
+            bars = _aggregate(bars, step)
+        bars = bars[-MAX_CANDLES:]
+        return _ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
+                    for t, o, h, low, c, v in bars])
+
+    async def _settings(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok({"server_time": int(time.time() * 1_000_000), "paper": True,
+                    "market_time": self._market_us})
+
+    # ---- private endpoints ------------------------------------------------------------------
+    async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._product_from_body(body)
+        req = wire.order_request(body, m.spec.product_id)
+        self._engine_op(m.spec.product_id)
+        self._maybe_reject()
+        return _ok(wire.order_json(self.engine.place_order(req)))
+
+    async def _edit(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        oid = wire.int_field(body, "id")
+        assert oid is not None
+        return _ok(wire.order_json(self._edit_one(oid, body)))
+
+    def _edit_one(self, oid: int, body: Mapping[str, Any]) -> Any:
+        existing = self.engine.order(oid)
+        if existing is None or existing.state != "open":
+            raise VenueError("open_order_not_found", {"id": oid}, 404)
+        self._engine_op(existing.product_id)
+        post = wire.flag(body, "post_only", existing.post_only) if "post_only" in body else None
+        return self.engine.edit_order(oid, size=wire.int_field(body, "size", required=False),
+                                      limit_price=wire.price_field(body, "limit_price"), post_only=post)
+
+    async def _cancel(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        oid = wire.int_field(body, "id", required=False)
+        coid = body.get("client_order_id")
+        pid = wire.int_field(body, "product_id", required=False)
+        order = self.engine.cancel_order(order_id=oid, client_order_id=coid if isinstance(coid, str) else None,
+                                         product_id=pid)
+        return _ok(wire.order_json(order))
+
+    async def _cancel_all(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        pid = wire.int_field(body, "product_id", required=False)
+        if pid is not None:
+            self._market_by_product_id(pid)
+        self.engine.cancel_all(pid)
+        return web.Response(body=b'{"success":true}', content_type="application/json")
+
+    def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
+        m = self._product_from_body(body)
+        orders = body.get("orders")
+        if not isinstance(orders, list) or not orders:
+            raise bad_schema("orders must be a non-empty list", "orders")
+        if len(orders) > MAX_BATCH:
+            raise bad_schema(f"at most {MAX_BATCH} orders per batch, got {len(orders)}", "orders")
+        if not all(isinstance(o, dict) for o in orders):
+            raise bad_schema("each order must be an object", "orders")
+        return m, orders
+
+    async def _batch_create(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """Delta: on partial failure only the processed orders come back; if none were, the
+        first error is the answer (so a lone post-only reject still says why)."""
+        m, items = self._batch_market(body)
+        pid = m.spec.product_id
+        reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid) for o in items]
+        self._engine_op(pid, len(reqs))
+        done, first_error = [], None
+        for req in reqs:
+            try:
+                self._maybe_reject()
+                done.append(wire.order_json(self.engine.place_order(req)))
+            except VenueError as exc:
+                first_error = first_error or exc
+        if not done and first_error is not None:
+            raise first_error
+        return _ok(done)
+
+    async def _batch_edit(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m, items = self._batch_market(body)
+        done, first_error = [], None
+        for item in items:
+            try:
+                oid = wire.int_field(item, "id")
+                assert oid is not None
+                existing = self.engine.order(oid)
+                if existing is not None and existing.product_id != m.spec.product_id:
+                    raise bad_schema("all orders in a batch must be on the same product", "product_id")
+                done.append(wire.order_json(self._edit_one(oid, item)))
+            except VenueError as exc:
+                first_error = first_error or exc
+        if not done and first_error is not None:
+            raise first_error
+        return _ok(done)
+
+    async def _batch_cancel(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m, items = self._batch_market(body)
+        done, first_error = [], None
+        for item in items:
+            try:
+                oid = wire.int_field(item, "id", required=False)
+                coid = item.get("client_order_id")
+                order = self.engine.cancel_order(order_id=oid, client_order_id=coid if isinstance(coid, str) else None,
+                                                 product_id=m.spec.product_id)
+                done.append(wire.order_json(order))
+            except VenueError as exc:
+                first_error = first_error or exc
+        if not done and first_error is not None:
+            raise first_error
+        return _ok(done)
+
+    def _product_ids(self, request: web.Request, key: str = "product_ids") -> list[int] | None:
+        raw = request.query.get(key)
+        if not raw:
+            return None
+        try:
+            ids = [int(x) for x in raw.split(",") if x]
+        except ValueError:
+            raise bad_schema(f"{key} must be comma-separated integers", key) from None
+        if len(ids) > 10:
+            raise bad_schema(f"at most 10 {key}", key)
+        return ids
+
+    async def _open_orders(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        orders = sorted(self.engine.open_orders(self._product_ids(request)), key=lambda o: -o.id)
+        items, meta = _page(request, [(o.id, o) for o in orders], default_size=100, max_size=1000)
+        return _ok([wire.order_json(o) for o in items], meta)
+
+    async def _order_history(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        orders = sorted(self.engine.order_history(self._product_ids(request)), key=lambda o: -o.id)
+        items, meta = _page(request, [(o.id, o) for o in orders], default_size=50, max_size=50)
+        return _ok([wire.order_json(o) for o in items], meta)
+
+    async def _order_by_id(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        try:
+            oid = int(request.match_info["order_id"])
+        except ValueError:
+            raise bad_schema("order id must be an integer", "order_id") from None
+        o = self.engine.order(oid)
+        if o is None:
+            raise VenueError("not_found", {"id": oid}, 404)
+        return _ok(wire.order_json(o))
+
+    async def _order_by_coid(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        coid = request.match_info["coid"]
+        o = self.engine.order_by_client_id(coid)
+        if o is None:
+            raise VenueError("not_found", {"client_order_id": coid}, 404)
+        return _ok(wire.order_json(o))
+
+    async def _position(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        raw = request.query.get("product_id")
+        if raw:
+            try:
+                pid = int(raw)
+            except ValueError:
+                raise bad_schema("product_id must be an integer", "product_id") from None
+            pos = self.engine.position(self._market_by_product_id(pid).spec.product_id)
+            return _ok({"size": pos.size, "entry_price": wire.s(pos.entry_price), "timestamp": self._market_us})
+        und = request.query.get("underlying_asset_symbol")
+        if not und:
+            raise bad_schema("product_id is required", "product_id")
+        out = [{"product_id": m.spec.product_id, "product_symbol": m.symbol,
+                "size": self.engine.position(m.spec.product_id).size,
+                "entry_price": wire.s(self.engine.position(m.spec.product_id).entry_price)}
+               for m in self._markets_list if m.spec.underlying_asset == und]
+        return _ok(out)
+
+    async def _margined(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        wanted = self._product_ids(request)
+        out = []
+        for pos in self.engine.positions():
+            if wanted is not None and pos.product_id not in wanted:
+                continue
+            pid = pos.product_id
+            out.append(wire.position_json(pos, self.engine.product(pid), self.engine.position_margin(pid),
+                                          self.engine.last_price(pid), self.engine.unrealized_pnl(pid)))
+        return _ok(out)
+
+    async def _balances(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        w = self.engine.wallet()
+        return _ok([wire.wallet_json(w)], wire.wallet_meta(w))
+
+    async def _fills(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        wanted = self._product_ids(request)
+        fills = [f for f in reversed(self.engine.fills) if wanted is None or f.product_id in wanted]
+        items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
+        return _ok([wire.fill_json(f, self.engine.product(f.product_id)) for f in items], meta)
+
+    def _leverage_json(self, pid: int) -> dict[str, Any]:
+        return {"leverage": wire.s(self.engine.leverage(pid)), "order_margin": wire.s(self.engine.order_margin(pid)),
+                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID}
+
+    def _path_product(self, request: web.Request) -> int:
+        try:
+            pid = int(request.match_info["product_id"])
+        except ValueError:
+            raise bad_schema("product_id must be an integer", "product_id") from None
+        return self._market_by_product_id(pid).spec.product_id
+
+    async def _get_leverage(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok(self._leverage_json(self._path_product(request)))
+
+    async def _set_leverage(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        pid = self._path_product(request)
+        raw = body.get("leverage")
+        if raw is None or isinstance(raw, bool):
+            raise bad_schema("leverage is required", "leverage")
+        try:
+            lev = Decimal(str(raw))
+        except ArithmeticError:
+            raise bad_schema("leverage must be a number", "leverage") from None
+        if not lev.is_finite():
+            raise bad_schema("leverage must be a number", "leverage")
+        self.engine.set_leverage(pid, lev)
+        return _ok(self._leverage_json(pid))
+
+    # ---- websocket --------------------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=1 << 16)
+        await ws.prepare(request)
+        client = _Client(ws, self.settings.ws_send_queue)
+        self._clients.add(client)
+        writer = asyncio.create_task(self._writer(client))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = json.loads(msg.data)
+                    if not isinstance(frame, dict):
+                        raise ValueError("frame must be a JSON object")
+                    self._on_ws_frame(client, frame)
+                except (ValueError, TypeError) as exc:
+                    client.send(_dumps({"type": "error", "message": f"bad frame: {exc}"[:200]}))
+        finally:
+            await self._drop(client)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        return ws
+
+    async def _writer(self, client: _Client) -> None:
+        while True:
+            frame = await client.queue.get()
+            if frame is None or client.ws.closed:
+                await client.ws.close(code=1008, message=b"client too slow")
+                return
+            try:
+                await client.ws.send_str(frame)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def _drop(self, client: _Client) -> None:
+        self._clients.discard(client)
+        if client.heartbeat is not None:
+            client.heartbeat.cancel()
+            client.heartbeat = None
+        if not client.ws.closed:
+            await client.ws.close()
+
+    async def _heartbeats(self, client: _Client) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            client.send('{"type":"heartbeat"}')
+
+    async def _ws_dropper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.fault_ws_drop_interval_s)
+            for c in list(self._clients):
+                await self._drop(c)
+
+    def _on_ws_frame(self, client: _Client, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        payload = frame.get("payload") if isinstance(frame.get("payload"), dict) else {}
+        if kind in ("key-auth", "auth"):
+            client.send(_dumps(self._ws_auth(client, kind, payload)))
+        elif kind == "unauth":
+            client.authed = False
+            for ch in PRIVATE_CHANNELS:
+                client.subs.pop(ch, None)
+            client.send(_dumps({"type": "unauth", "success": True}))
+        elif kind in ("subscribe", "unsubscribe"):
+            channels = payload.get("channels")
+            if not isinstance(channels, list):
+                raise ValueError("payload.channels must be a list")
+            errors = [self._subscribe(client, ch, kind == "subscribe") for ch in channels]
+            listed: list[dict[str, Any]] = [{"name": n, "symbols": sorted(s)} for n, s in client.subs.items()]
+            listed += [e for e in errors if e is not None]
+            client.send(_dumps({"type": "subscriptions", "channels": listed}))
+        elif kind == "enable_heartbeat":
+            if client.heartbeat is None:
+                client.heartbeat = asyncio.create_task(self._heartbeats(client))
+        elif kind == "disable_heartbeat":
+            if client.heartbeat is not None:
+                client.heartbeat.cancel()
+                client.heartbeat = None
+        elif kind == "ping":
+            client.send('{"type":"pong"}')
+        else:
+            raise ValueError(f"unknown type {str(kind)[:40]!r}")
+
+    def _ws_auth(self, client: _Client, kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        key, sig, ts = payload.get("api-key"), payload.get("signature"), payload.get("timestamp")
+
+        def fail(code: int, status: str, message: str) -> dict[str, Any]:
+            return {"type": kind, "success": False, "status_code": code, "status": status, "message": message}
+
+        if not key or not sig or ts is None or isinstance(ts, bool):
+            return fail(400, "incomplete_payload", "api-key, signature and timestamp are required")
+        ts_text = str(ts)
+        try:
+            ts_val = int(ts_text)
+        except ValueError:
+            return fail(400, "incomplete_payload", "timestamp must be epoch seconds")
+        if abs(time.time() - ts_val) > SIGNATURE_WINDOW_S:
+            return fail(408, "request_expired", "Timestamp header outside of allowed time window")
+        if key != self.api_key:
+            return fail(404, "api_key_not_found", "api key not found")
+        if not verify(self.api_secret, str(sig), "GET", ts_text, WS_AUTH_PATH):
+            return fail(401, "invalid_signature", "invalid signature")
+        client.authed = True
+        if kind == "auth":
+            return {"type": "success", "message": "Authenticated"}
+        return {"type": "key-auth", "success": True, "status_code": 200, "status": "authenticated"}
+
+    def _subscribe(self, client: _Client, ch: Any, add: bool) -> dict[str, Any] | None:
+        if not isinstance(ch, dict) or not isinstance(ch.get("name"), str):
+            raise ValueError("each channel needs a name")
+        name = ch["name"]
+        symbols = ch.get("symbols")
+        if not add:
+            if symbols is None:
+                client.subs.pop(name, None)
+            elif name in client.subs:
+                client.subs[name].difference_update(symbols)
+                if not client.subs[name]:
+                    del client.subs[name]
+            return None
+        if name not in PUBLIC_CHANNELS + PRIVATE_CHANNELS:
+            return {"name": name, "error": f"subscription forbidden on {name}. Unknown channel"}
+        if name in PRIVATE_CHANNELS and not client.authed:
+            return {"name": name, "error": f"subscription forbidden on {name}. Unauthorized user"}
+        if not isinstance(symbols, list) or not symbols:
+            return None  # Delta: most channels send nothing without symbols
+        good: list[str] = []
+        for sym in symbols:
+            if sym == "all":
+                good.append(sym)
+                continue
+            try:
+                self.market(str(sym))
+                good.append(str(sym))
+            except UnknownSymbolError as exc:
+                return {"name": name, "symbols": [sym], "error": str(exc)}
+        client.subs.setdefault(name, set()).update(good)
+        self._snapshots(client, name, good)
+        return None
+
+    def _snapshots(self, client: _Client, name: str, symbols: list[str]) -> None:
+        for sym in symbols:
+            m = self._markets.get(sym)
+            if name == "all_trades" and m is not None:
+                trades = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker", "size": sz,
+                           "price": wire.s(dec(m.spec.round_price(p))), "timestamp": ts}
+                          for p, sz, ts, b in m.recent]
+                client.send(_dumps({"type": "all_trades_snapshot", "symbol": sym, "trades": trades}))
+            elif name == "orders":
+                pids = None if sym == "all" else [self._markets[sym].spec.product_id]
+                client.send(_dumps({"type": "orders", "action": "snapshot", "success": True, "symbol": sym,
+                                    "result": [wire.order_json(o) for o in self.engine.open_orders(pids)],
+                                    "meta": {"seq_no": self._order_seq.get(sym, 0), "timestamp": self._market_us}}))
+            elif name == "positions":
+                positions = [p for p in self.engine.positions() if sym == "all" or p.symbol == sym]
+                client.send(_dumps({"type": "positions", "action": "snapshot", "success": True, "result": [
+                    {"symbol": p.symbol, "product_id": p.product_id, "size": p.size,
+                     "entry_price": wire.s(p.entry_price), "margin": wire.s(self.engine.position_margin(p.product_id)),
+                     "auto_topup": False, "updated_at": str(p.updated_at)} for p in positions]}))
+
+
+# ---- pure helpers -------------------------------------------------------------------------------
+
+def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        if default is None:
+            raise bad_schema(f"{key} is required", key)
+        return default
+    try:
+        val = int(raw)
+    except ValueError:
+        raise bad_schema(f"{key} must be an integer", key) from None
+    if not lo <= val <= hi:
+        raise bad_schema(f"{key} must be within [{lo}, {hi}]", key)
+    return val
+
+
+def _page(request: web.Request, keyed: list[tuple[int, Any]], *, default_size: int,
+          max_size: int) -> tuple[list[Any], dict[str, Any]]:
+    """Cursor paging over items sorted newest first by an integer key. `after` continues to older
+    items, `before` goes back to newer ones; cursors are the key as an opaque string."""
+    size = _query_int(request, "page_size", default_size, 1, 10**6)
+    assert size is not None
+    size = min(size, max_size)  # Delta: larger values return the maximum
+    after, before = request.query.get("after"), request.query.get("before")
+    try:
+        if after:
+            keyed = [kv for kv in keyed if kv[0] < int(after)]
+        if before:
+            newer = [kv for kv in keyed if kv[0] > int(before)]
+            keyed = newer[-size:]
+    except ValueError:
+        raise bad_schema("after/before must be cursors from a previous page", "after") from None
+    page = keyed[:size]
+    more_older = len(keyed) > size if not before else True
+    meta = {"after": str(page[-1][0]) if page and more_older and len(keyed) > len(page) else None,
+            "before": str(page[0][0]) if page and (after or before) else None,
+            "page_size": size}
+    return [v for _, v in page], meta
+
+
+def _bars_between(m: _Market, start: int, end: int) -> list[tuple[int, float, float, float, float, float]]:
+    """History bars, then completed live bars, then the forming one, with start <= time <= end."""
+    h = m.history
+    out: list[tuple[int, float, float, float, float, float]] = []
+    ts = h.ts
+    lo = int(ts.searchsorted(start, "left"))
+    hi = int(ts.searchsorted(end, "right"))
+    for i in range(lo, hi):
+        out.append((int(ts[i]), float(h.open[i]), float(h.high[i]), float(h.low[i]), float(h.close[i]),
+                    float(h.volume[i])))
+    out.extend(b for b in m.live if start <= b[0] <= end)
+    f = m.forming
+    if f is not None and start <= m.bar[0] <= end:
+        out.append((m.bar[0], f[0], f[1], f[2], f[3], f[4]))
+    return out
+
+
+def _aggregate(bars: list[tuple[int, float, float, float, float, float]],
+               step: int) -> list[tuple[int, float, float, float, float, float]]:
+    out: list[tuple[int, float, float, float, float, float]] = []
+    for t, o, h, low, c, v in bars:
+        bucket = t - t % step
+        if out and out[-1][0] == bucket:
+            bt, bo, bh, bl, _, bv = out[-1]
+            out[-1] = (bt, bo, max(bh, h), min(bl, low), c, bv + v)
+        else:
+            out.append((bucket, o, h, low, c, v))
+    return out
+
+
+def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
+    """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "venue.json"
+    tmp = run_dir / f".venue.json.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
+                   "api_secret": venue.api_secret}, fh)
+    os.chmod(tmp, 0o600)  # in case the file pre-existed with a wider mode
+    os.replace(tmp, path)
+    return path
+
+
+def venue_main(port: int, run_dir: str | None, symbols: list[str],
+               settings: VenueSettings | None = None) -> int:
+    """Blocking entry for `orchestrate venue --port P --run-dir DIR`. Returns an exit code."""
+    base = settings or VenueSettings()
+    settings = msgspec.structs.replace(base, port=port)
+    try:
+        venue = PaperVenue(settings, symbols or list(PAPER_PRODUCTS))
+    except UnknownSymbolError as exc:
+        print(f"venue: {exc}", flush=True)
+        return 2
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await venue.start()
+        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
+        if run_dir:
+            path = write_venue_json(Path(run_dir), venue)
+            print(f"venue: paper key and secret written to {path} (mode 0600)", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await venue.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+__all__ = ["PaperVenue", "VenueSettings", "write_venue_json", "venue_main", "SYNTHETIC_PREFIX", "is_synthetic"]
