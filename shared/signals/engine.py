@@ -466,6 +466,9 @@ class SignalEngine:
     def _step_windows(self, windows: list[BarWindow], slots: list[int], k: int) -> list[str]:
         """Commit the k newest closed bars of each window; rows with a bad bar are dropped to
         rebuild on the next call. Returns a reason per window ("" if fine)."""
+        if k == 1 and not self.config.learner and len(windows) <= _SCALAR_MAX_ROWS \
+                and all(self._S[slot, S_N] >= WARM_BARS for slot in slots):
+            return self._step_one_scalar(windows, slots)
         size = np.array([w.close.shape[0] for w in windows])
         if k == 1:  # the common case: one bar closed since the last call
             one = np.array([(w.open[-2], w.high[-2], w.low[-2], w.close[-2], w.ts[-2]) for w in windows],
@@ -486,24 +489,13 @@ class SignalEngine:
             t = int(np.flatnonzero(~ok[r])[0])
             idx = int(size[r]) - 1 - k + t
             w = windows[r]
-            reasons[r] = (f"{w.symbol}: bad closed bar at window index {idx} (ts={float(ts[r, t])!r}, "
-                          f"open/high/low/close={float(o[r, t])!r}/{float(h[r, t])!r}/"
-                          f"{float(lo[r, t])!r}/{float(c[r, t])!r}); state dropped, rebuilding "
-                          "from the bars after it")
+            reasons[r] = _bad_closed_reason(w, idx, float(ts[r, t]), float(o[r, t]), float(h[r, t]),
+                                            float(lo[r, t]), float(c[r, t]))
             self._closed[slots[r]] = -1
         good = np.flatnonzero(row_ok)
         if good.size == 0:
             return reasons
         rows = np.array(slots)[good]
-        if k == 1 and not self.config.learner and len(good) <= _SCALAR_MAX_ROWS \
-                and self._S[rows, S_N].min() >= WARM_BARS:
-            for r in good.tolist():
-                w = windows[r]
-                self._commit_scalar(slots[r], float(h[r, 0]), float(lo[r, 0]), float(c[r, 0]),
-                                    float(ts[r, 0]), int(w.bar_count) - 2)
-                self._closed[slots[r]] = int(w.bar_count) - 1
-                self._last_ts[slots[r]] = float(ts[r, 0])
-            return reasons
         S, C, X, Q = self._S[rows], self._C[rows], self._X[rows], self._Q[rows]
         keys = self._keys[rows]
         first_bar = np.array([int(windows[r].bar_count) - 1 - k for r in good], dtype=np.int64)
@@ -515,6 +507,22 @@ class SignalEngine:
         for r in good:
             self._closed[slots[r]] = int(windows[r].bar_count) - 1
             self._last_ts[slots[r]] = float(ts[r, -1])
+        return reasons
+
+    def _step_one_scalar(self, windows: list[BarWindow], slots: list[int]) -> list[str]:
+        """`_step_windows` for one new closed bar on a few warm rows, without numpy overhead."""
+        reasons = [""] * len(windows)
+        for r, (w, slot) in enumerate(zip(windows, slots)):
+            o, h, lo, c, t = (float(w.open[-2]), float(w.high[-2]), float(w.low[-2]),
+                              float(w.close[-2]), float(w.ts[-2]))
+            if not (0.0 < o < math.inf and 0.0 < h < math.inf and 0.0 < lo < math.inf
+                    and 0.0 < c < math.inf and math.isfinite(t) and t > self._last_ts[slot]):
+                reasons[r] = _bad_closed_reason(w, w.close.shape[0] - 2, t, o, h, lo, c)
+                self._closed[slot] = -1
+                continue
+            self._commit_scalar(slot, h, lo, c, t, int(w.bar_count) - 2)
+            self._closed[slot] = int(w.bar_count) - 1
+            self._last_ts[slot] = t
         return reasons
 
     def _commit(self, S: np.ndarray, C: np.ndarray, X: np.ndarray, Q: np.ndarray,
@@ -940,6 +948,13 @@ class SignalEngine:
 
 def _sign(v: float) -> float:
     return 1.0 if v > 0.0 else -1.0 if v < 0.0 else 0.0
+
+
+def _bad_closed_reason(w: BarWindow, idx: int, ts: float, o: float, h: float, lo: float,
+                       c: float) -> str:
+    return (f"{w.symbol}: bad closed bar at window index {idx} (ts={ts!r}, "
+            f"open/high/low/close={o!r}/{h!r}/{lo!r}/{c!r}); state dropped, rebuilding "
+            "from the bars after it")
 
 
 def _invalid(w: BarWindow, reason: str, bar_ts: float = math.nan) -> SignalResult:

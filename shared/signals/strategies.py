@@ -122,16 +122,9 @@ def seq_mean_m2(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise mean and sum of squared deviations of cols (n, k), summed left to right. The fixed
     order lets `seq_mean_m2_scalar` reproduce it bit for bit on Python floats."""
     k = cols.shape[1]
-    total = cols[:, 0].copy()
-    for j in range(1, k):
-        total += cols[:, j]
-    m = total / k
-    d = cols[:, 0] - m
-    m2 = d * d
-    for j in range(1, k):
-        d = cols[:, j] - m
-        m2 += d * d
-    return m, m2
+    m = np.cumsum(cols, axis=1)[:, -1] / k  # cumsum adds strictly left to right
+    d = cols - m[:, None]
+    return m, np.cumsum(d * d, axis=1)[:, -1]
 
 
 def seq_mean_m2_scalar(xs: list[float]) -> tuple[float, float]:

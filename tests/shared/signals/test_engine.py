@@ -145,13 +145,16 @@ def test_bad_forming_bar_is_invalid_and_commits_nothing(btc_1m: Candles) -> None
     assert encoded(eng.evaluate(window(c, "BTCUSD", 302))) == encoded(ref.evaluate(window(c, "BTCUSD", 302)))
 
 
-def test_bad_closed_bar_drops_state_and_warms_up_after_it() -> None:
+@pytest.mark.parametrize("one_bar_at_a_time", [False, True])
+def test_bad_closed_bar_drops_state_and_warms_up_after_it(one_bar_at_a_time: bool) -> None:
     c = synthetic_candles("GAP", 700, seed=5)
     close = c.close.copy()
     close[349] = math.nan  # bar 349 arrives bad and closes bad
     bad_c = Candles(c.ts, c.open, c.high, c.low, close, c.volume)
     eng = SignalEngine()
     assert eng.evaluate(window(c, "GAP", 349)).valid
+    if one_bar_at_a_time:  # it is seen forming first, then closes alone (the scalar path)
+        assert "bad forming bar" in eng.evaluate(window(bad_c, "GAP", 350)).reason
     r = eng.evaluate(window(bad_c, "GAP", 351))  # bar 349 is now a closed bar
     assert not r.valid and "bad closed bar at window index 298" in r.reason and "nan" in r.reason
     r = eng.evaluate(window(bad_c, "GAP", 352))
