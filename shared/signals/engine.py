@@ -255,16 +255,17 @@ class SignalEngine:
 
     def evaluate_batch(self, windows: Sequence[BarWindow]) -> list[SignalResult]:
         """One result per window, in order. Never raises for bad input."""
-        seen: set[str] = set()
+        seen: set[object] = set()
         cut = 0
         results: list[SignalResult] = []
         for j, w in enumerate(windows):
             sym = getattr(w, "symbol", None)
-            if sym in seen:  # the same symbol twice: evaluate in order, in separate passes
+            key = sym if isinstance(sym, str) else id(w)
+            if key in seen:  # the same symbol twice: evaluate in order, in separate passes
                 results.extend(self._evaluate_unique(windows[cut:j]))
                 cut = j
                 seen = set()
-            seen.add(sym)  # type: ignore[arg-type]
+            seen.add(key)
         results.extend(self._evaluate_unique(windows[cut:]))
         return results
 

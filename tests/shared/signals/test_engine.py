@@ -184,8 +184,9 @@ def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candl
     count = good._replace(symbol="COUNT", bar_count=5)
     empty = BarWindow("EMPTY", 0, *(np.empty(0) for _ in range(6)))
     nosym = good._replace(symbol="")
-    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym])
-    assert [r.valid for r in res] == [False, True, False, False, False]
+    listsym = good._replace(symbol=["not", "hashable"])
+    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]
+    assert [r.valid for r in res] == [False, True, False, False, False, False, False]
     assert "SHORT: bad window: ts/open/high/low/close" in res[0].reason
     assert "COUNT: bad window" in res[2].reason
     assert "EMPTY: bad window" in res[3].reason
