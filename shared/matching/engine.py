@@ -338,7 +338,10 @@ class MatchingEngine:
             raise bad_schema("limit_price must be > 0", "limit_price")
         self._check_tick(p, new_price)
         bid, ask = p.touch()
-        marketable = new_price >= ask if order.side == "buy" else new_price <= bid
+        # Only a new price can make an order marketable: a resting order the tape has already
+        # traded through (fill size was the limit) keeps waiting for the next trades.
+        marketable = new_price != order.limit_price and (
+            new_price >= ask if order.side == "buy" else new_price <= bid)
         if new_post and marketable:
             raise VenueError("immediate_execution_post_only", {
                 "limit_price": str(new_price), "best_bid": str(bid), "best_ask": str(ask)})

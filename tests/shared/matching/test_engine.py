@@ -1,0 +1,255 @@
+"""Matching engine: fill rule, partial fills, taker at the touch, post-only, reduce-only, IOC,
+client order ids, edit/cancel, margin, fees, positions and the exact ledger identity."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal as D
+
+import pytest
+
+from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
+from shared.products import PAPER_PRODUCTS, synthetic_spec
+
+BTC = PAPER_PRODUCTS["BTCUSD"]  # id 27, cv 0.001, tick 0.5
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make(balance: float = 10_000.0, leverage: float = 10.0, last: float = 50_000.0) -> MatchingEngine:
+    e = MatchingEngine(initial_balance_usd=balance, default_leverage=leverage, clock=Clock())
+    e.add_product(BTC)
+    e.on_market_trade("BTCUSD", last, 1, 1)
+    return e
+
+
+def limit(side: str, size: int, price: str, **kw: object) -> OrderRequest:
+    return OrderRequest(product_id=27, side=side, size=size, limit_price=D(price), **kw)  # type: ignore[arg-type]
+
+
+def ledger_holds(e: MatchingEngine) -> None:
+    assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total
+    assert e.position(27).size == sum(f.size if f.side == "buy" else -f.size for f in e.fills)
+    assert e.realized_pnl_total == sum((f.realized_pnl for f in e.fills), D(0))
+    assert e.fees_total == sum((f.commission for f in e.fills), D(0))
+
+
+def test_touch_is_one_tick_around_last_trade() -> None:
+    e = make(last=50_000.2)
+    assert e.touch(27) == (D("50000.0"), D("50000.5"))
+
+
+def test_resting_buy_needs_a_trade_strictly_below_its_limit() -> None:
+    e = make()
+    o = e.place_order(limit("buy", 5, "49990"))
+    assert o.state == "open"
+    assert e.on_market_trade("BTCUSD", 49_990.0, 100, 2) == []  # touch only: no fill
+    fills = e.on_market_trade("BTCUSD", 49_989.5, 100, 3)
+    assert [(f.size, f.price, f.role) for f in fills] == [(5, D("49990"), "maker")]
+    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]
+    ledger_holds(e)
+
+
+def test_partial_fill_bounded_by_trade_size_and_price_time_priority() -> None:
+    e = make()
+    first = e.place_order(limit("buy", 4, "49990"))
+    better = e.place_order(limit("buy", 3, "49995"))
+    second = e.place_order(limit("buy", 4, "49990"))
+    fills = e.on_market_trade("BTCUSD", 49_980.0, 5, 2)
+    assert [(f.order_id, f.size) for f in fills] == [(better.id, 3), (first.id, 2)]
+    assert e.order(first.id).unfilled_size == 2  # type: ignore[union-attr]
+    assert e.order(first.id).state == "open"  # type: ignore[union-attr]
+    fills = e.on_market_trade("BTCUSD", 49_980.0, 3, 3)
+    assert [(f.order_id, f.size) for f in fills] == [(first.id, 2), (second.id, 1)]
+    ledger_holds(e)
+
+
+def test_resting_sell_fills_only_above_its_limit() -> None:
+    e = make()
+    o = e.place_order(limit("sell", 2, "50010"))
+    assert e.on_market_trade("BTCUSD", 50_010.0, 10, 2) == []
+    assert e.on_market_trade("BTCUSD", 50_009.5, 10, 3) == []
+    assert [f.order_id for f in e.on_market_trade("BTCUSD", 50_010.5, 10, 4)] == [o.id]
+    assert e.position(27).size == -2
+
+
+def test_marketable_orders_fill_as_taker_at_the_touch() -> None:
+    e = make()
+    buy = e.place_order(OrderRequest(product_id=27, side="buy", size=2, order_type="market_order"))
+    assert buy.state == "closed" and buy.average_fill_price == D("50000.5")
+    sell = e.place_order(limit("sell", 2, "49000"))  # through the bid: price improves to the bid
+    assert sell.state == "closed" and sell.average_fill_price == D("50000")
+    assert [f.role for f in e.fills] == ["taker", "taker"]
+    # taker fee 0.05% of 2 x 0.001 x 50000.5
+    assert e.fills[0].commission == D("0.0500005")
+
+
+def test_post_only_that_would_cross_is_rejected_and_changes_nothing() -> None:
+    e = make()
+    with pytest.raises(VenueError) as err:
+        e.place_order(limit("buy", 1, "50000.5", post_only=True))
+    assert err.value.code == "immediate_execution_post_only"
+    assert e.open_orders() == [] and e.drain_events() == []
+    assert e.place_order(limit("buy", 1, "50000", post_only=True)).state == "open"
+
+
+def test_ioc_remainder_is_cancelled() -> None:
+    e = make()
+    o = e.place_order(limit("buy", 3, "49000", time_in_force="ioc"))
+    assert o.state == "cancelled" and o.unfilled_size == 3
+    o = e.place_order(limit("buy", 3, "50001", time_in_force="ioc"))
+    assert o.state == "closed"
+
+
+def test_reduce_only_rejects_increase_and_clips_to_position() -> None:
+    e = make()
+    with pytest.raises(VenueError) as err:
+        e.place_order(limit("sell", 1, "50010", reduce_only=True))
+    assert err.value.code == "bad_schema"
+    e.place_order(OrderRequest(product_id=27, side="buy", size=2, order_type="market_order"))
+    o = e.place_order(limit("sell", 5, "50010", reduce_only=True))
+    fills = e.on_market_trade("BTCUSD", 50_020.0, 100, 2)
+    assert [f.size for f in fills] == [2]
+    assert e.position(27).size == 0
+    assert e.order(o.id).state == "cancelled"  # type: ignore[union-attr]
+    assert e.order(o.id).cancellation_reason == "reduce_only"  # type: ignore[union-attr]
+    ledger_holds(e)
+
+
+def test_client_order_id_length_and_uniqueness_among_open_orders() -> None:
+    e = make()
+    with pytest.raises(VenueError):
+        e.place_order(limit("buy", 1, "49000", client_order_id="x" * 33))
+    a = e.place_order(limit("buy", 1, "49000", client_order_id="x" * 32))
+    with pytest.raises(VenueError) as err:
+        e.place_order(limit("buy", 1, "48000", client_order_id="x" * 32))
+    assert err.value.code == "bad_schema"
+    e.cancel_order(client_order_id="x" * 32)
+    b = e.place_order(limit("buy", 1, "48000", client_order_id="x" * 32))  # reusable once closed
+    assert e.order_by_client_id("x" * 32) == b and a.id != b.id
+
+
+def test_edit_size_is_total_and_price_change_loses_priority() -> None:
+    e = make()
+    a = e.place_order(limit("buy", 4, "49990"))
+    b = e.place_order(limit("buy", 4, "49990"))
+    e.on_market_trade("BTCUSD", 49_980.0, 1, 2)  # a: 1 filled, 3 left
+    with pytest.raises(VenueError):
+        e.edit_order(a.id, size=1)  # not more than already filled
+    a2 = e.edit_order(a.id, size=2)  # total 2 => 1 left, keeps priority
+    assert (a2.size, a2.unfilled_size, a2.state) == (2, 1, "open")
+    e.on_market_trade("BTCUSD", 50_000.0, 1, 3)  # market back above: edits below stay passive
+    e.edit_order(a.id, limit_price=D("49990.5"))
+    e.edit_order(a.id, limit_price=D("49990"))  # back to the same price, now behind b
+    fills = e.on_market_trade("BTCUSD", 49_980.0, 4, 3)
+    assert [f.order_id for f in fills] == [b.id]
+    with pytest.raises(VenueError) as err:
+        e.edit_order(999, size=5)
+    assert err.value.code == "open_order_not_found"
+
+
+def test_cancel_and_cancel_all_and_not_found() -> None:
+    e = make()
+    o = e.place_order(limit("buy", 1, "49000"))
+    e.place_order(limit("sell", 1, "51000"))
+    assert e.cancel_order(order_id=o.id).cancellation_reason == "cancelled_by_user"
+    with pytest.raises(VenueError) as err:
+        e.cancel_order(order_id=o.id)
+    assert err.value.code == "open_order_not_found"
+    assert len(e.cancel_all(27)) == 1 and e.open_orders() == []
+    assert e.wallet().order_margin == 0
+
+
+def test_insufficient_margin_names_the_shortfall() -> None:
+    e = make(balance=100.0, leverage=10.0)
+    # 25 contracts x 0.001 x 40000 = 1000 notional, margin 100 at 10x: exactly affordable
+    e.place_order(limit("buy", 25, "40000"))
+    with pytest.raises(VenueError) as err:
+        e.place_order(limit("buy", 1, "40000"))
+    assert err.value.code == "insufficient_margin"
+    assert D(err.value.context["required_additional_balance"]) == D("4")
+    with pytest.raises(VenueError):
+        e.set_leverage(27, 5)  # would need 200 of margin
+    assert e.leverage(27) == 10
+    e.set_leverage(27, 20)
+    assert e.wallet().order_margin == D("50")
+
+
+def test_realised_pnl_on_reduce_and_flip_and_unrealised_at_mark() -> None:
+    e = make()
+    e.place_order(OrderRequest(product_id=27, side="buy", size=10, order_type="market_order"))  # @50000.5
+    e.on_market_trade("BTCUSD", 50_100.0, 1, 2)
+    assert e.unrealized_pnl(27) == D("0.995")  # 10 x 0.001 x 99.5
+    e.place_order(OrderRequest(product_id=27, side="sell", size=4, order_type="market_order"))  # @50100
+    assert e.fills[-1].realized_pnl == D("0.398")
+    e.place_order(OrderRequest(product_id=27, side="sell", size=10, order_type="market_order"))  # flip
+    pos = e.position(27)
+    assert pos.size == -4 and pos.entry_price == D("50100")
+    assert e.fills[-1].realized_pnl == D("0.597")
+    ledger_holds(e)
+
+
+def test_ledger_identity_holds_exactly_over_a_random_session() -> None:
+    rng = random.Random(7)
+    e = MatchingEngine(initial_balance_usd=1_000_000, default_leverage=5, clock=Clock())
+    syn = synthetic_spec("SYN_0001")
+    e.add_product(BTC)
+    e.add_product(syn)
+    price = {"BTCUSD": 50_000.0, "SYN_0001": 123.45}
+    for sym in price:
+        e.on_market_trade(sym, price[sym], 1, 0)
+    for step in range(1500):
+        sym = rng.choice(list(price))
+        spec = BTC if sym == "BTCUSD" else syn
+        price[sym] *= 1 + rng.gauss(0, 0.002)
+        e.on_market_trade(sym, price[sym], rng.randint(1, 20), step)
+        if rng.random() < 0.3:
+            bid, ask = e.touch(spec.product_id)
+            side = rng.choice(["buy", "sell"])
+            off = spec.tick_size * rng.randint(-3, 10)
+            px = D(str(spec.round_price(float(bid if side == "buy" else ask) + (-off if side == "buy" else off))))
+            try:
+                e.place_order(OrderRequest(product_id=spec.product_id, side=side, size=rng.randint(1, 30),  # type: ignore[arg-type]
+                                           limit_price=px, reduce_only=rng.random() < 0.1))
+            except VenueError:
+                pass
+        if rng.random() < 0.05 and e.open_orders():
+            e.cancel_order(order_id=rng.choice(e.open_orders()).id)
+    assert len(e.fills) > 100
+    assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total
+    for spec in (BTC, syn):
+        fills = [f for f in e.fills if f.product_id == spec.product_id]
+        assert e.position(spec.product_id).size == sum(f.size if f.side == "buy" else -f.size for f in fills)
+    # money to the cent: every fee and pnl is a whole number of 1e-8 USD
+    assert all(f.commission == f.commission.quantize(D("1e-8")) for f in e.fills)
+
+
+def test_events_follow_the_order_state_machine() -> None:
+    e = make()
+    o = e.place_order(limit("buy", 2, "49990"))
+    e.on_market_trade("BTCUSD", 49_980.0, 1, 2)
+    e.on_market_trade("BTCUSD", 49_980.0, 1, 3)
+    events = e.drain_events()
+    actions = [(ev.action, ev.reason, ev.order.state) for ev in events if isinstance(ev, OrderEvent)]
+    assert actions == [("create", None, "open"), ("update", "fill", "open"), ("delete", "fill", "closed")]
+    assert [ev.fill.size for ev in events if isinstance(ev, FillEvent)] == [1, 1]
+    assert e.drain_events() == []
+    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]
+
+
+def test_bad_input_is_refused_with_clear_codes() -> None:
+    e = make()
+    with pytest.raises(VenueError) as err:
+        e.place_order(limit("buy", 1, "49990.3"))
+    assert err.value.code == "bad_schema" and "tick_size" in str(err.value)
+    with pytest.raises(VenueError):
+        e.place_order(limit("buy", 0, "49990"))
+    with pytest.raises(VenueError) as err:
+        e.place_order(OrderRequest(product_id=99, side="buy", size=1, limit_price=D("1")))
+    assert err.value.code == "invalid_contract"
