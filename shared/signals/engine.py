@@ -453,16 +453,28 @@ class SignalEngine:
             X[:, self._x_rl_action] = np.nan
             X[:, self._x_p:] = np.nan
             Q = self._Q[rows]
+            # a few rows: numpy only through the seeding bars, then the scalar twin per bar
+            # (bit-identical, several times faster than numpy on tiny arrays)
+            scalar_tail = not self.config.learner and len(items) <= _SCALAR_MAX_ROWS
+            n_vec = min(n_bars, WARM_BARS) if scalar_tail else n_bars
+            cols: list[np.ndarray] = []
+            first_bar = np.empty(0, dtype=np.int64)
             if n_bars > 0:
-                cols = [np.stack([getattr(w, name)[s: s + n_bars] for w, _, s in items])
+                cols = [np.stack([getattr(w, name)[s: s + n_bars] for w, _, s in items]).astype(np.float64)
                         for name in ("high", "low", "close", "ts")]
                 first_bar = np.array([int(w.bar_count) - 1 - n_bars for w, _, _ in items], dtype=np.int64)
                 keys = self._keys[rows]
-                for t in range(n_bars):
+                for t in range(n_vec):
                     S, C = self._commit(S, C, X, Q, cols[0][:, t], cols[1][:, t], cols[2][:, t],
                                         cols[3][:, t], first_bar + t, keys)
                 self._precompute(X, C)
             self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+            if n_bars > n_vec:
+                for q, (_, slot, _) in enumerate(items):
+                    h, lo, c, ts = (col[q].tolist() for col in cols)
+                    bar0 = int(first_bar[q])
+                    for t in range(n_vec, n_bars):
+                        self._commit_scalar(slot, h[t], lo[t], c[t], ts[t], bar0 + t)
 
     def _step_windows(self, windows: list[BarWindow], slots: list[int], k: int) -> list[str]:
         """Commit the k newest closed bars of each window; rows with a bad bar are dropped to
