@@ -160,40 +160,40 @@ def main() -> list[dict[str, Any]]:
         / TICKS_PER_BAR * 1e6
     mixed_single = ((TICKS_PER_BAR - 1) * costs["tick_single"] + costs["close_single"]) / TICKS_PER_BAR * 1e6
     rows = [
-        row(f"signal/symbol/update, 100-sym batch, {TICKS_PER_BAR} updates per bar (us)", mixed, "us",
+        row(f"100-sym batch: per symbol, {TICKS_PER_BAR} updates/bar (us)", mixed, "us",
             orig_us, "original consensus", target=5),
-        row("signal/symbol, 100-sym batch, tick, no bar closed (us)", costs["tick_batch_per_symbol"] * 1e6,
+        row("100-sym batch: per symbol, tick, no bar closed (us)", costs["tick_batch_per_symbol"] * 1e6,
             "us", orig_us, "original consensus", target=5),
-        row("signal/symbol, 100-sym batch, bar close + eval (us)", costs["close_batch_per_symbol"] * 1e6,
+        row("100-sym batch: per symbol, bar close + eval (us)", costs["close_batch_per_symbol"] * 1e6,
             "us", orig_us, "original consensus"),
-        row(f"signal, single symbol, {TICKS_PER_BAR} updates per bar (us)", mixed_single, "us", orig_us,
+        row(f"single symbol: {TICKS_PER_BAR} updates/bar, mean (us)", mixed_single, "us", orig_us,
             "original consensus", target=50),
-        row("signal, single symbol, tick (us)", costs["tick_single"] * 1e6, "us", orig_us,
+        row("single symbol: tick, no bar closed (us)", costs["tick_single"] * 1e6, "us", orig_us,
             "original consensus", target=50),
-        row("signal, single symbol, bar close + eval (us)", costs["close_single"] * 1e6, "us", orig_us,
+        row("single symbol: bar close + eval (us)", costs["close_single"] * 1e6, "us", orig_us,
             "original consensus", target=50),
     ]
     if talib_us is not None:
-        rows.append(row("same, 100-sym batch tick, vs TA-Lib 4 indicators (us)",
+        rows.append(row("100-sym batch tick/symbol vs TA-Lib 4 ind. (us)",
                         costs["tick_batch_per_symbol"] * 1e6, "us", talib_us, "TA-Lib 4 ind./1000 bars"))
-        rows.append(row("TA-Lib RSI+MACD+BBANDS+ATR, 1000 bars, per symbol (us)", talib_us, "us", orig_us,
+        rows.append(row("TA-Lib RSI+MACD+BBANDS+ATR, 1000 bars (us)", talib_us, "us", orig_us,
                         "original consensus"))
     rows += [
         row("original bot generate_consensus, 500 samples (us)", orig_us, "us", 100.0, "perf-floors ~100 us"),
-        row("warm-up rebuild from 1023 bars, 100-sym batch, per symbol (ms)",
+        row("warm-up from 1023 bars, 100-sym batch, /symbol (ms)",
             costs["rebuild_batch_per_symbol"] * 1e3, "ms"),
-        row("warm-up rebuild from 1023 bars, single symbol (ms)", costs["rebuild_single"] * 1e3, "ms"),
+        row("warm-up from 1023 bars, single symbol (ms)", costs["rebuild_single"] * 1e3, "ms"),
         row("streaming state per symbol (bytes)", costs["state_bytes"], "B"),
     ]
     for name, c in (("BTC", btc), ("ETH", eth)):
         hr = walk_forward_hit_rates(c, cfg)
-        rows.append(row(f"{name} 1m next-bar hit rate, online learner (walk-forward)", hr["learner"], "frac",
+        rows.append(row(f"{name} 1m next-bar hit rate: learner, walk-forward", hr["learner"], "frac",
                         hr["fixed"], "fixed trend score"))
-        rows.append(row(f"{name} 1m next-bar hit rate, fixed trend score", hr["fixed"], "frac",
+        rows.append(row(f"{name} 1m next-bar hit rate: fixed trend score", hr["fixed"], "frac",
                         hr["up_share"], "share of up bars"))
         freq, med = volatility_vote_frequency(c, cfg)
-        rows.append(row(f"{name} 1m volatility component vote frequency", freq, "frac"))
-        rows.append(row(f"{name} 1m median relative volatility (band 0.015-0.05)", med, "frac",
+        rows.append(row(f"{name} 1m volatility component: share of bars voting", freq, "frac"))
+        rows.append(row(f"{name} 1m median relative volatility", med, "frac",
                         cfg.volatility_min, "lower band edge"))
     print_table(rows)
     return rows
