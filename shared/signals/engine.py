@@ -484,8 +484,8 @@ class SignalEngine:
             return self._step_one_scalar(windows, slots)
         size = np.array([w.close.shape[0] for w in windows])
         if k == 1:  # the common case: one bar closed since the last call
-            one = np.array([(w.open[-2], w.high[-2], w.low[-2], w.close[-2], w.ts[-2]) for w in windows],
-                           dtype=np.float64)
+            one = np.array([(w.open.item(-2), w.high.item(-2), w.low.item(-2), w.close.item(-2),
+                             w.ts.item(-2)) for w in windows], dtype=np.float64)
             o, h, lo, c, ts = (one[:, q:q + 1] for q in range(5))
         else:
             o, h, lo, c, ts = (np.stack([getattr(w, name)[w.close.shape[0] - 1 - k: w.close.shape[0] - 1]
@@ -511,15 +511,18 @@ class SignalEngine:
         rows = np.array(slots)[good]
         S, C, X, Q = self._S[rows], self._C[rows], self._X[rows], self._Q[rows]
         keys = self._keys[rows]
-        first_bar = np.array([int(windows[r].bar_count) - 1 - k for r in good], dtype=np.int64)
+        good_list = good.tolist()
+        closed_now = [int(windows[r].bar_count) - 1 for r in good_list]
+        first_bar = np.array(closed_now, dtype=np.int64) - k
+        if good.size < len(windows):
+            h, lo, c, ts = h[good], lo[good], c[good], ts[good]
         for t in range(k):
-            S, C = self._commit(S, C, X, Q, h[good, t], lo[good, t], c[good, t], ts[good, t],
-                                first_bar + t, keys)
+            S, C = self._commit(S, C, X, Q, h[:, t], lo[:, t], c[:, t], ts[:, t], first_bar + t, keys)
         self._precompute(X, C)
         self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
-        for r in good:
-            self._closed[slots[r]] = int(windows[r].bar_count) - 1
-            self._last_ts[slots[r]] = float(ts[r, -1])
+        for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist()):
+            self._closed[slots[r]] = n_closed
+            self._last_ts[slots[r]] = last
         return reasons
 
     def _step_one_scalar(self, windows: list[BarWindow], slots: list[int]) -> list[str]:
@@ -714,7 +717,7 @@ class SignalEngine:
                 live.append(j)
         if not live:
             return results  # type: ignore[return-value]
-        fb = np.array([(w.open[-1], w.high[-1], w.low[-1], w.close[-1], w.ts[-1])
+        fb = np.array([(w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1))
                        for w in (windows[j] for j in live)], dtype=np.float64)
         slots = [plans[j].slot for j in live]
         last_ts = np.array([self._last_ts[s] for s in slots])
