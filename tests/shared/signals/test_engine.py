@@ -309,3 +309,46 @@ def test_vectorised_and_scalar_paths_agree_bit_for_bit(learner: bool) -> None:
                 seen_votes.update(f"{k}={v}" for k, v in r.votes.items())
     # the comparison covered real disagreement between components, not one constant answer
     assert {"trend=UP", "trend=DOWN", "volatility=LONG", "volatility=SHORT"} <= seen_votes
+
+
+def test_random_traffic_batch_equals_single_and_never_signals_on_bad_data() -> None:
+    """Seeded random traffic: ticks, single closes, gaps beyond the window, tiny windows, bad
+    bars (NaN, 0, negative). Batch and single agree byte for byte; valid results carry only
+    finite indicator values; nothing raises."""
+    rng = np.random.default_rng(0)
+    data: dict[str, Candles] = {}
+    for s in (f"F{i}" for i in range(7)):
+        c = synthetic_candles(s, 900, seed=2)
+        close = c.close.copy()
+        for i in rng.choice(900, 3, replace=False):
+            close[i] = rng.choice([math.nan, 0.0, -1.0])
+        data[s] = Candles(c.ts, c.open, c.high, c.low, close, c.volume)
+    pos = {s: int(rng.integers(1, 200)) for s in data}
+    cfg = SignalConfig(min_bars=40)
+    batch, single = SignalEngine(cfg, seed=3), SignalEngine(cfg, seed=3)
+    n_valid = n_invalid = 0
+    for _ in range(250):
+        ws = []
+        for s, c in data.items():
+            r = rng.random()
+            pos[s] = min(900, pos[s] + (0 if r < 0.5 else 1 if r < 0.9 else int(rng.integers(2, 400))))
+            end = pos[s]
+            start = max(0, end - int(rng.choice([1, 2, 50, 200])))
+            close = c.close[start:end].copy()
+            if rng.random() < 0.3 and close[-1] > 0:
+                close[-1] *= 1 + rng.normal(0, 0.001)  # the forming bar moves
+            ws.append(BarWindow(s, end, c.ts[start:end].astype(np.float64), c.open[start:end],
+                                np.maximum(c.high[start:end], close),
+                                np.minimum(c.low[start:end], np.abs(close)), close, c.volume[start:end]))
+        got = batch.evaluate_batch(ws)
+        want = [single.evaluate(w) for w in ws]
+        assert [encoded(r) for r in got] == [encoded(r) for r in want]
+        for r in got:
+            if r.valid:
+                n_valid += 1
+                assert all(math.isfinite(v) for v in msgspec.structs.astuple(r.indicators))
+                assert r.direction in ("UP", "DOWN", "NONE")
+            else:
+                n_invalid += 1
+                assert r.direction == "NONE" and r.reason
+    assert n_valid > 500 and n_invalid > 20  # both kinds of outcome were exercised
