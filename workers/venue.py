@@ -759,14 +759,14 @@ class PaperVenue:
             raise bad_schema("order id must be an integer", "order_id") from None
         o = self.engine.order(oid)
         if o is None:
-            raise VenueError("not_found", {"id": oid}, 404)
+            raise VenueError("open_order_not_found", {"id": oid}, 404)
         return _ok(wire.order_json(o))
 
     async def _order_by_coid(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         coid = request.match_info["coid"]
         o = self.engine.order_by_client_id(coid)
         if o is None:
-            raise VenueError("not_found", {"client_order_id": coid}, 404)
+            raise VenueError("open_order_not_found", {"client_order_id": coid}, 404)
         return _ok(wire.order_json(o))
 
     async def _position(self, request: web.Request, body: dict[str, Any]) -> web.Response:
