@@ -11,6 +11,13 @@ Bad prices (NaN, inf, <= 0) never reach a signal:
 - a bad newly closed bar drops the symbol's indicator state; the rebuild that follows warms up
   from the bars after the last bad bar in the window (invalid until `min_bars` good bars);
 - nothing raises out of `evaluate_batch` for bad input: the result says why it is invalid.
+Only bars not yet committed are checked (the new closed bars and the forming bar; the whole
+window on a rebuild): committed history is trusted, which keeps a tick O(1).
+
+Speed: numpy pays ~1 us per call whatever the array size, so batches of more than
+_SCALAR_MAX_ROWS symbols run vectorised over rows, smaller ones on Python floats. The two paths
+are written in the same order of IEEE operations (sums in a fixed left-to-right order, no
+BLAS dot products, a hash instead of a shared RNG) and agree bit for bit: batch == single.
 """
 
 from __future__ import annotations
