@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
 from shared.delta.ratelimit import endpoint_weight
-from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
+from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import (FillEvent, MatchingEngine, OrderEvent, PositionEvent, VenueError, bad_schema,
                              dec)
 from shared.matching import protocol as wire
@@ -50,6 +50,7 @@ RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 36
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m")
 PRIVATE_CHANNELS = ("orders", "positions", "user_trades")
+SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
 SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_000 + index
 
 
@@ -93,7 +94,13 @@ class _Market:
     def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int) -> None:
         self.symbol = symbol
         self.spec = resolve_paper_symbol(symbol)
-        self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
+        if is_synthetic(symbol):
+            # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
+            # of load-test symbols must stay cheap. Same seed and symbol -> same series here.
+            candles = synthetic_candles(symbol, history_bars + SYNTHETIC_LIVE_BARS, seed)
+            self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
+        else:
+            self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
         self.history = self.replay.history()
         self.live: deque[tuple[int, float, float, float, float, float]] = deque(maxlen=LIVE_BARS_KEPT)
         self.bar: tuple[int, float, float, float, float, float] = (0, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -253,7 +260,7 @@ class PaperVenue:
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        app = web.Application(client_max_size=1 << 20)
+        app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -743,12 +750,14 @@ class PaperVenue:
         return ids
 
     async def _open_orders(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        orders = sorted(self.engine.open_orders(self._product_ids(request)), key=lambda o: -o.id)
+        orders = sorted(_time_filter(request, self.engine.open_orders(self._product_ids(request)), "created_at"),
+                        key=lambda o: -o.id)
         items, meta = _page(request, [(o.id, o) for o in orders], default_size=100, max_size=1000)
         return _ok([wire.order_json(o) for o in items], meta)
 
     async def _order_history(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        orders = sorted(self.engine.order_history(self._product_ids(request)), key=lambda o: -o.id)
+        orders = sorted(_time_filter(request, self.engine.order_history(self._product_ids(request)), "created_at"),
+                        key=lambda o: -o.id)
         items, meta = _page(request, [(o.id, o) for o in orders], default_size=50, max_size=50)
         return _ok([wire.order_json(o) for o in items], meta)
 
@@ -805,6 +814,7 @@ class PaperVenue:
     async def _fills(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         wanted = self._product_ids(request)
         fills = [f for f in reversed(self.engine.fills) if wanted is None or f.product_id in wanted]
+        fills = _time_filter(request, fills, "timestamp")
         items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
         return _ok([wire.fill_json(f, self.engine.product(f.product_id)) for f in items], meta)
 
@@ -905,10 +915,13 @@ class PaperVenue:
             channels = payload.get("channels")
             if not isinstance(channels, list):
                 raise ValueError("payload.channels must be a list")
-            errors = [self._subscribe(client, ch, kind == "subscribe") for ch in channels]
+            added: list[tuple[str, list[str]]] = []
+            errors = [self._subscribe(client, ch, kind == "subscribe", added) for ch in channels]
             listed: list[dict[str, Any]] = [{"name": n, "symbols": sorted(s)} for n, s in client.subs.items()]
             listed += [e for e in errors if e is not None]
             client.send(_dumps({"type": "subscriptions", "channels": listed}))
+            for name, symbols in added:  # snapshots follow the confirmation, as on Delta
+                self._snapshots(client, name, symbols)
         elif kind == "enable_heartbeat":
             if client.heartbeat is None:
                 client.heartbeat = asyncio.create_task(self._heartbeats(client))
@@ -945,7 +958,8 @@ class PaperVenue:
             return {"type": "success", "message": "Authenticated"}
         return {"type": "key-auth", "success": True, "status_code": 200, "status": "authenticated"}
 
-    def _subscribe(self, client: _Client, ch: Any, add: bool) -> dict[str, Any] | None:
+    def _subscribe(self, client: _Client, ch: Any, add: bool,
+                   added: list[tuple[str, list[str]]]) -> dict[str, Any] | None:
         if not isinstance(ch, dict) or not isinstance(ch.get("name"), str):
             raise ValueError("each channel needs a name")
         name = ch["name"]
@@ -975,7 +989,7 @@ class PaperVenue:
             except UnknownSymbolError as exc:
                 return {"name": name, "symbols": [sym], "error": str(exc)}
         client.subs.setdefault(name, set()).update(good)
-        self._snapshots(client, name, good)
+        added.append((name, good))
         return None
 
     def _snapshots(self, client: _Client, name: str, symbols: list[str]) -> None:
@@ -1000,6 +1014,28 @@ class PaperVenue:
 
 
 # ---- pure helpers -------------------------------------------------------------------------------
+
+@web.middleware
+async def _json_http_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                            ) -> web.StreamResponse:
+    """Unknown paths and methods answer in Delta's envelope, not aiohttp's text page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
+        return _err(code, {"path": request.path}, exc.status)
+
+
+def _time_filter(request: web.Request, items: list[Any], attr: str) -> list[Any]:
+    """start_time / end_time query filters, in µs like Delta's."""
+    start = _query_int(request, "start_time", 0, 0, 10**17)
+    end = _query_int(request, "end_time", 10**17, 0, 10**17)
+    if start == 0 and end == 10**17:
+        return items
+    return [x for x in items if start <= getattr(x, attr) <= end]  # type: ignore[operator]
+
 
 def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi: int) -> int | None:
     raw = request.query.get(key)

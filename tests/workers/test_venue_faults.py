@@ -1,0 +1,128 @@
+"""Paper venue fault injection (seeded, off by default) and the blocking `venue_main` entry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shared.delta.auth import sign
+from workers.venue import PaperVenue, VenueSettings
+
+BASE: dict[str, Any] = {"bar_seconds": 0.04, "history_bars": 200}
+
+
+async def signed(session: aiohttp.ClientSession, venue: PaperVenue, method: str, path: str,
+                 body: Any = None) -> tuple[int, Any, Any]:
+    text = json.dumps(body, separators=(",", ":")) if body is not None else ""
+    ts = str(int(time.time()))
+    headers = {"api-key": venue.api_key, "timestamp": ts, "Content-Type": "application/json",
+               "signature": sign(venue.api_secret, method, ts, path, "", text)}
+    async with session.request(method, venue.rest_url + path, data=text or None, headers=headers) as r:
+        return r.status, await r.json(content_type=None), r.headers
+
+
+async def run_with(settings: VenueSettings, calls: int, method: str = "GET", path: str = "/v2/wallet/balances",
+                   body: Any = None) -> tuple[PaperVenue, list[tuple[int, Any, Any]]]:
+    venue = PaperVenue(settings, ["BTCUSD"])
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            out = [await signed(session, venue, method, path, body) for _ in range(calls)]
+    finally:
+        await venue.stop()
+    return venue, out
+
+
+async def test_faults_are_off_by_default_and_5xx_answers_unavailable() -> None:
+    _, clean = await run_with(VenueSettings(**BASE), 5)
+    assert [s for s, _, _ in clean] == [200] * 5
+    _, broken = await run_with(VenueSettings(**BASE, fault_5xx_probability=1.0), 2)
+    assert [(s, d["error"]["code"]) for s, d, _ in broken] == [(503, "unavailable")] * 2
+
+
+async def test_injected_429_carries_the_reset_header() -> None:
+    _, out = await run_with(VenueSettings(**BASE, fault_429_probability=1.0), 1)
+    status, data, headers = out[0]
+    assert (status, data["error"]["code"]) == (429, "rate_limit_exceeded")
+    assert int(headers["X-RATE-LIMIT-RESET"]) > 0
+
+
+async def test_injected_order_rejection_leaves_the_book_untouched() -> None:
+    order = {"product_id": 27, "side": "buy", "size": 1, "order_type": "market_order"}
+    venue, out = await run_with(VenueSettings(**BASE, fault_reject_probability=1.0), 2, "POST", "/v2/orders", order)
+    assert [(s, d["error"]["code"]) for s, d, _ in out] == [(400, "risk_limits_breached")] * 2
+    assert venue.engine.open_orders() == [] and len(venue.engine.fills) == 0
+
+
+async def test_fault_draws_are_seeded() -> None:
+    settings = VenueSettings(**BASE, fault_5xx_probability=0.5, seed=3)
+    _, a = await run_with(settings, 12)
+    _, b = await run_with(settings, 12)
+    statuses = [s for s, _, _ in a]
+    assert statuses == [s for s, _, _ in b] and {200, 503} <= set(statuses)
+
+
+async def test_websocket_drops_and_a_reconnect_works() -> None:
+    venue = PaperVenue(VenueSettings(**BASE, fault_ws_drop_interval_s=0.2), ["BTCUSD"])
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                async with session.ws_connect(venue.ws_url) as ws:
+                    await ws.send_json({"type": "subscribe", "payload": {"channels": [
+                        {"name": "all_trades", "symbols": ["BTCUSD"]}]}})
+                    kinds = []
+                    while True:
+                        msg = await asyncio.wait_for(ws.receive(), 30)
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        kinds.append(json.loads(msg.data)["type"])
+                    assert kinds[0] == "subscriptions" and "all_trades" in kinds
+                    assert ws.closed
+    finally:
+        await venue.stop()
+
+
+async def test_unknown_route_answers_in_the_envelope() -> None:
+    _, out = await run_with(VenueSettings(**BASE), 1, "GET", "/v2/no_such_thing")
+    status, data, _ = out[0]
+    assert status == 404 and data["success"] is False and data["error"]["code"] == "not_found"
+
+
+async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path: Path) -> None:
+    code = ("import sys; from workers.venue import venue_main, VenueSettings; "
+            f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], VenueSettings(bar_seconds=0.04, history_bars=200)))")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        lines = [(await asyncio.wait_for(proc.stdout.readline(), 60)).decode() for _ in range(2)]
+        assert "REST http://127.0.0.1:" in lines[0] and "/ws" in lines[0]
+        info = json.loads((tmp_path / "venue.json").read_text())
+        assert stat.S_IMODE(os.stat(tmp_path / "venue.json").st_mode) == 0o600
+        assert info["api_secret"] not in "".join(lines)  # the secret is never printed
+        async with aiohttp.ClientSession() as session:
+            async with session.get(info["rest_url"] + "/v2/settings") as r:
+                assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_venue_main_refuses_an_unknown_symbol(tmp_path: Path) -> None:
+    code = "import sys; from workers.venue import venue_main; sys.exit(venue_main(0, None, ['BTCUSDT']))"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and b"BTCUSD" in out
