@@ -558,17 +558,14 @@ class PaperVenue:
         pid = m.spec.product_id
         bid, ask = self.engine.touch(pid)
         last = self.engine.last_price(pid)
-        now_s = self._market_us // 1_000_000
-        day = _bars_between(m, now_s - 86_400 + BAR_SECONDS, now_s)  # rolling 24 h, forming bar included
-        open_ = day[0][1] if day else float(last or 0)
-        highs = [b[2] for b in day] or [float(last or 0)]
-        lows = [b[3] for b in day] or [float(last or 0)]
-        vols = [b[5] for b in day]
-        volume = sum(vols) / m.spec.contract_value
+        open_, high, low, base_volume = _day_stats(m, self._market_us // 1_000_000)
+        if open_ is None:
+            open_ = high = low = float(last or 0)
+        volume = base_volume / m.spec.contract_value
         mark = wire.s(last)
         return {
             "symbol": m.symbol, "product_id": pid, "contract_type": m.spec.contract_type,
-            "open": open_, "high": max(highs), "low": min(lows), "close": float(last or 0),
+            "open": open_, "high": high, "low": low, "close": float(last or 0),
             "mark_price": mark, "spot_price": mark, "mark_change_24h": "0", "mark_vol": "0",
             "oi": "0", "oi_value": "0", "oi_value_symbol": "USD", "oi_value_usd": "0", "oi_contracts": "0",
             "price_band": {"lower_limit": wire.s(bid * Decimal("0.975")), "upper_limit": wire.s(ask * Decimal("1.025"))},
@@ -980,8 +977,8 @@ class PaperVenue:
             return None  # Delta: most channels send nothing without symbols
         good: list[str] = []
         for sym in symbols:
-            if sym == "all":
-                good.append(sym)
+            if sym in ("all", "perpetual_futures"):  # every product here is a perpetual
+                good.append("all")
                 continue
             try:
                 self.market(str(sym))
@@ -1091,6 +1088,29 @@ def _bars_between(m: _Market, start: int, end: int) -> list[tuple[int, float, fl
     if f is not None and start <= m.bar[0] <= end:
         out.append((m.bar[0], f[0], f[1], f[2], f[3], f[4]))
     return out
+
+
+def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, float]:
+    """Rolling 24 h (open, high, low, volume): numpy over history, a loop over live bars only."""
+    start = now_s - 86_400 + BAR_SECONDS
+    h = m.history
+    lo = int(h.ts.searchsorted(start, "left"))
+    open_: float | None = float(h.open[lo]) if lo < len(h) else None
+    high = float(h.high[lo:].max()) if lo < len(h) else -math.inf
+    low = float(h.low[lo:].min()) if lo < len(h) else math.inf
+    volume = float(h.volume[lo:].sum()) if lo < len(h) else 0.0
+    for t, o, hi_, lo_, _, v in m.live:
+        if t < start:
+            continue
+        if open_ is None:
+            open_ = o
+        high, low, volume = max(high, hi_), min(low, lo_), volume + v
+    f = m.forming
+    if f is not None:
+        if open_ is None:
+            open_ = f[0]
+        high, low, volume = max(high, f[1]), min(low, f[2]), volume + f[4]
+    return open_, high, low, volume
 
 
 def _aggregate(bars: list[tuple[int, float, float, float, float, float]],

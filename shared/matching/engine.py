@@ -163,7 +163,8 @@ Event = OrderEvent | FillEvent | PositionEvent
 class _Product:
     """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
 
-    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "position")
+    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "position", "book_notional",
+                 "order_margin", "position_margin")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
         self.spec = spec
@@ -175,6 +176,11 @@ class _Product:
         self.bids: list[tuple[Decimal, int, int]] = []
         self.asks: list[tuple[Decimal, int, int]] = []
         self.position = Position(product_id=spec.product_id, symbol=spec.symbol)
+        # Kept incrementally so a placement costs O(log n), not a scan of every open order:
+        # sum of unfilled x limit price over resting position-increasing orders, and the margins.
+        self.book_notional = ZERO
+        self.order_margin = ZERO
+        self.position_margin = ZERO
 
     def to_tick(self, price: float | Decimal) -> Decimal:
         ticks = (dec(price) / self.tick).to_integral_value(rounding=ROUND_HALF_EVEN)
@@ -210,6 +216,8 @@ class MatchingEngine:
         self._priorities = itertools.count(1)
         self._fill_seq = itertools.count(1)
         self._events: list[Event] = []
+        self._order_margin_total = ZERO
+        self._position_margin_total = ZERO
 
     # ---- products and market ---------------------------------------------------------------
     def add_product(self, spec: ProductSpec) -> None:
@@ -392,9 +400,11 @@ class MatchingEngine:
             raise bad_schema(f"leverage must be between 1 and 200, got {lev}", "leverage")
         old = p.leverage
         p.leverage = lev
+        self._refresh_margin(p)
         available = self._available()
         if available < 0:
             p.leverage = old
+            self._refresh_margin(p)
             raise VenueError("insufficient_margin", {
                 "available_balance": str(self._available()), "required_additional_balance": str(-available)})
         return lev
@@ -435,22 +445,14 @@ class MatchingEngine:
         return money(pos.size * p.cv * (mark - pos.entry_price))
 
     def position_margin(self, product_id: int) -> Decimal:
-        p = self._p(product_id)
-        pos = p.position
-        if pos.size == 0 or pos.entry_price is None:
-            return ZERO
-        return self._margin(p, abs(pos.size), pos.entry_price)
+        return self._p(product_id).position_margin
 
     def order_margin(self, product_id: int | None = None) -> Decimal:
-        total = ZERO
-        for o in self._open.values():
-            if product_id is None or o.product_id == product_id:
-                total += self._order_margin_of(self._products[o.product_id], o)
-        return total
+        return self._order_margin_total if product_id is None else self._p(product_id).order_margin
 
     def wallet(self) -> Wallet:
-        om = self.order_margin()
-        pm = sum((self.position_margin(pid) for pid in self._products), ZERO)
+        om = self._order_margin_total
+        pm = self._position_margin_total
         upnl = sum((self.unrealized_pnl(pid) for pid in self._products), ZERO)
         return Wallet(asset_symbol="USD", balance=self.balance, order_margin=om, position_margin=pm,
                       available_balance=self.balance - om - pm, realized_pnl=self.realized_pnl_total,
@@ -487,9 +489,15 @@ class MatchingEngine:
         return self._margin(p, o.unfilled_size, o.limit_price)
 
     def _available(self) -> Decimal:
-        w_om = self.order_margin()
-        w_pm = sum((self.position_margin(pid) for pid in self._products), ZERO)
-        return self.balance - w_om - w_pm
+        return self.balance - self._order_margin_total - self._position_margin_total
+
+    def _refresh_margin(self, p: _Product) -> None:
+        pos = p.position
+        om = money(p.book_notional * p.cv / p.leverage)
+        pm = ZERO if pos.size == 0 or pos.entry_price is None else self._margin(p, abs(pos.size), pos.entry_price)
+        self._order_margin_total += om - p.order_margin
+        self._position_margin_total += pm - p.position_margin
+        p.order_margin, p.position_margin = om, pm
 
     @staticmethod
     def _reducible(p: _Product, side: Side) -> int:
@@ -508,6 +516,9 @@ class MatchingEngine:
             bisect.insort(p.bids, (-o.limit_price, o.priority, o.id))
         else:
             bisect.insort(p.asks, (o.limit_price, o.priority, o.id))
+        if not o.reduce_only:
+            p.book_notional += o.unfilled_size * o.limit_price
+            self._refresh_margin(p)
 
     def _unrest(self, p: _Product, o: Order) -> None:
         if o.limit_price is None:
@@ -517,6 +528,9 @@ class MatchingEngine:
         i = bisect.bisect_left(book, key)
         if i < len(book) and book[i] == key:
             del book[i]
+            if not o.reduce_only:
+                p.book_notional -= o.unfilled_size * o.limit_price
+                self._refresh_margin(p)
 
     def _finish(self, order: Order, state: OrderState, reason: str | None) -> Order:
         p = self._products[order.product_id]
@@ -577,9 +591,12 @@ class MatchingEngine:
                     price=price, role=role, commission=fee, realized_pnl=realized,
                     position_after=new_size, timestamp=ts_us)
         self.fills.append(fill)
+        if role == "maker" and not order.reduce_only:  # makers fill out of the book
+            p.book_notional -= qty * order.limit_price  # type: ignore[operator]
         order = replace(order, unfilled_size=order.unfilled_size - qty, average_fill_price=avg,
                         paid_commission=order.paid_commission + fee, updated_at=ts_us)
         self._open[order.id] = order
+        self._refresh_margin(p)
         self._events.append(FillEvent(fill))
         self._events.append(PositionEvent(p.position))
         if order.unfilled_size == 0:

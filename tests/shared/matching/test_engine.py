@@ -253,3 +253,32 @@ def test_bad_input_is_refused_with_clear_codes() -> None:
     with pytest.raises(VenueError) as err:
         e.place_order(OrderRequest(product_id=99, side="buy", size=1, limit_price=D("1")))
     assert err.value.code == "invalid_contract"
+
+
+def test_incremental_margins_match_a_full_recount() -> None:
+    rng = random.Random(11)
+    e = make(balance=1_000_000.0)
+    for step in range(600):
+        e.on_market_trade("BTCUSD", 50_000 + rng.randint(-40, 40) * 0.5, rng.randint(1, 8), step)
+        bid, ask = e.touch(27)
+        if rng.random() < 0.5:
+            side = rng.choice(["buy", "sell"])
+            px = (bid - rng.randint(0, 20) * D("0.5")) if side == "buy" else (ask + rng.randint(0, 20) * D("0.5"))
+            e.place_order(OrderRequest(product_id=27, side=side, size=rng.randint(1, 9), limit_price=px))  # type: ignore[arg-type]
+        elif e.open_orders() and rng.random() < 0.5:
+            o = rng.choice(e.open_orders())
+            if rng.random() < 0.5:
+                e.cancel_order(order_id=o.id)
+            else:
+                e.edit_order(o.id, size=o.filled_size + rng.randint(1, 9))
+        if step % 97 == 0:
+            e.set_leverage(27, rng.choice([5, 10, 20]))
+    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[misc]
+    lev = e.leverage(27)
+    assert e.order_margin() == (recount * D("0.001") / lev).quantize(D("1e-8"))
+    pos = e.position(27)
+    expected_pm = D(0) if pos.size == 0 else (abs(pos.size) * D("0.001") * pos.entry_price / lev).quantize(D("1e-8"))  # type: ignore[operator]
+    assert e.position_margin(27) == expected_pm
+    assert e.wallet().available_balance == e.balance - e.order_margin() - e.position_margin(27)
+    assert len(e.fills) > 50
+    ledger_holds(e)
