@@ -626,7 +626,7 @@ class PaperVenue:
         step = RESOLUTIONS[res]
         bars = _bars_between(m, start - start % step, end)
         if step != 60:
-            bars = _aggregate(bars, step)
+            bars = wire.aggregate_bars(bars, step)
         bars = bars[-MAX_CANDLES:]
         return _ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
                     for t, o, h, low, c, v in bars])
@@ -1051,26 +1051,17 @@ def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi:
 
 def _page(request: web.Request, keyed: list[tuple[int, Any]], *, default_size: int,
           max_size: int) -> tuple[list[Any], dict[str, Any]]:
-    """Cursor paging over items sorted newest first by an integer key. `after` continues to older
-    items, `before` goes back to newer ones; cursors are the key as an opaque string."""
     size = _query_int(request, "page_size", default_size, 1, 10**6)
     assert size is not None
-    size = min(size, max_size)  # Delta: larger values return the maximum
-    after, before = request.query.get("after"), request.query.get("before")
-    try:
-        if after:
-            keyed = [kv for kv in keyed if kv[0] < int(after)]
-        if before:
-            newer = [kv for kv in keyed if kv[0] > int(before)]
-            keyed = newer[-size:]
-    except ValueError:
-        raise bad_schema("after/before must be cursors from a previous page", "after") from None
-    page = keyed[:size]
-    more_older = len(keyed) > size if not before else True
-    meta = {"after": str(page[-1][0]) if page and more_older and len(keyed) > len(page) else None,
-            "before": str(page[0][0]) if page and (after or before) else None,
-            "page_size": size}
-    return [v for _, v in page], meta
+    cursors = []
+    for name in ("after", "before"):
+        raw = request.query.get(name)
+        try:
+            cursors.append(int(raw) if raw else None)
+        except ValueError:
+            raise bad_schema(f"{name} must be a cursor from a previous page", name) from None
+    # Delta: a page_size above the maximum returns the maximum
+    return wire.page_newest_first(keyed, after=cursors[0], before=cursors[1], size=min(size, max_size))
 
 
 def _bars_between(m: _Market, start: int, end: int) -> list[tuple[int, float, float, float, float, float]]:
@@ -1111,19 +1102,6 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
             open_ = f[0]
         high, low, volume = max(high, f[1]), min(low, f[2]), volume + f[4]
     return open_, high, low, volume
-
-
-def _aggregate(bars: list[tuple[int, float, float, float, float, float]],
-               step: int) -> list[tuple[int, float, float, float, float, float]]:
-    out: list[tuple[int, float, float, float, float, float]] = []
-    for t, o, h, low, c, v in bars:
-        bucket = t - t % step
-        if out and out[-1][0] == bucket:
-            bt, bo, bh, bl, _, bv = out[-1]
-            out[-1] = (bt, bo, max(bh, h), min(bl, low), c, bv + v)
-        else:
-            out.append((bucket, o, h, low, c, v))
-    return out
 
 
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:

@@ -184,3 +184,49 @@ def order_request(body: Mapping[str, Any], product_id: int) -> OrderRequest:
         time_in_force=tif, post_only=flag(body, "post_only"), reduce_only=flag(body, "reduce_only"),
         client_order_id=coid)
 
+
+
+# ---- paging and candles ------------------------------------------------------------------------
+
+def page_newest_first(keyed: list[tuple[int, Any]], *, after: int | None, before: int | None,
+                      size: int) -> tuple[list[Any], dict[str, Any]]:
+    """Delta-style cursor paging over items sorted newest first by a unique integer key.
+
+    `after` = the cursor of the last page: continue to older items. `before` = go back to newer
+    items (the `size` just newer than the cursor). Cursors are the edge keys as strings, or None
+    when nothing lies beyond that edge.
+    """
+    if after is not None:
+        window = [kv for kv in keyed if kv[0] < after]
+        page = window[:size]
+        older_left = len(window) > len(page)
+        newer_left = True
+    elif before is not None:
+        window = [kv for kv in keyed if kv[0] > before]
+        page = window[-size:]
+        older_left = True
+        newer_left = len(window) > len(page)
+    else:
+        page = keyed[:size]
+        older_left = len(keyed) > len(page)
+        newer_left = False
+    meta = {"after": str(page[-1][0]) if page and older_left else None,
+            "before": str(page[0][0]) if page and newer_left else None,
+            "page_size": size}
+    return [v for _, v in page], meta
+
+
+Bar = tuple[int, float, float, float, float, float]  # (time s, open, high, low, close, volume)
+
+
+def aggregate_bars(bars: list[Bar], step_s: int) -> list[Bar]:
+    """1m bars (oldest first) folded into `step_s` buckets aligned to the epoch."""
+    out: list[Bar] = []
+    for t, o, h, low, c, v in bars:
+        bucket = t - t % step_s
+        if out and out[-1][0] == bucket:
+            bt, bo, bh, bl, _, bv = out[-1]
+            out[-1] = (bt, bo, max(bh, h), min(bl, low), c, bv + v)
+        else:
+            out.append((bucket, o, h, low, c, v))
+    return out
