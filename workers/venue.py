@@ -67,6 +67,7 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     heartbeat_s: float = 30.0
     engine_ops_per_s: int = 500  # Delta's matching-engine limit per product; cancels exempt
     ws_send_queue: int = 2_000  # frames queued per websocket before the client counts as too slow
+    ws_max_connections: int = 256  # more concurrent sockets -> handshake answered 429, like Delta's cap
     start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
     # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
     fault_latency_ms: float = 0.0  # added to every REST request
@@ -845,6 +846,9 @@ class PaperVenue:
 
     # ---- websocket --------------------------------------------------------------------------
     async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if len(self._clients) >= self.settings.ws_max_connections:
+            return _err("rate_limit_exceeded", {"limit": self.settings.ws_max_connections, "scope": "websocket"},
+                        429, {"X-RATE-LIMIT-RESET": "5000"})
         ws = web.WebSocketResponse(max_msg_size=1 << 16)
         await ws.prepare(request)
         client = _Client(ws, self.settings.ws_send_queue)

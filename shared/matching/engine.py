@@ -209,6 +209,7 @@ class MatchingEngine:
         self._open: dict[int, Order] = {}
         self._open_by_coid: dict[str, int] = {}
         self._closed: dict[int, Order] = {}
+        self._closed_by_coid: dict[str, int] = {}  # newest closed order per client id
         self._closed_order_ids: deque[int] = deque()
         self._history_limit = history_limit
         self.fills: deque[Fill] = deque(maxlen=history_limit)
@@ -417,10 +418,8 @@ class MatchingEngine:
         oid = self._open_by_coid.get(client_order_id)
         if oid is not None:
             return self._open[oid]
-        for o in reversed(self._closed.values()):  # newest first: a client may reuse ids over time
-            if o.client_order_id == client_order_id:
-                return o
-        return None
+        oid = self._closed_by_coid.get(client_order_id)
+        return None if oid is None else self._closed.get(oid)
 
     def open_orders(self, product_ids: Iterable[int] | None = None) -> list[Order]:
         wanted = None if product_ids is None else set(product_ids)
@@ -541,9 +540,13 @@ class MatchingEngine:
         if order.client_order_id and self._open_by_coid.get(order.client_order_id) == order.id:
             del self._open_by_coid[order.client_order_id]
         self._closed[order.id] = order
+        if order.client_order_id:
+            self._closed_by_coid[order.client_order_id] = order.id
         self._closed_order_ids.append(order.id)
         while len(self._closed_order_ids) > self._history_limit:
-            self._closed.pop(self._closed_order_ids.popleft(), None)
+            old = self._closed.pop(self._closed_order_ids.popleft(), None)
+            if old is not None and old.client_order_id and self._closed_by_coid.get(old.client_order_id) == old.id:
+                del self._closed_by_coid[old.client_order_id]
         self._events.append(OrderEvent("delete", "fill" if state == "closed" else reason, order))
         return order
 

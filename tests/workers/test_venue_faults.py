@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
+import pytest
 
 from shared.delta.auth import sign
 from workers.venue import PaperVenue, VenueSettings
@@ -126,3 +128,29 @@ async def test_venue_main_refuses_an_unknown_symbol(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and b"BTCUSD" in out
+
+
+async def test_websocket_connections_are_capped() -> None:
+    venue = PaperVenue(VenueSettings(**BASE, ws_max_connections=1), ["BTCUSD"])
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(venue.ws_url) as first:
+                await first.send_json({"type": "ping"})
+                assert json.loads((await asyncio.wait_for(first.receive(), 30)).data) == {"type": "pong"}
+                try:
+                    await session.ws_connect(venue.ws_url)
+                    raise AssertionError("second websocket accepted over the cap")
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 429
+    finally:
+        await venue.stop()
+
+
+def test_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValueError):
+        VenueSettings(bar_seconds=0)
+    with pytest.raises(ValueError):
+        VenueSettings(fault_5xx_probability=1.5)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"bar_secs": 1.0}, VenueSettings)

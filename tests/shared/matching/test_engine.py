@@ -282,3 +282,16 @@ def test_incremental_margins_match_a_full_recount() -> None:
     assert e.wallet().available_balance == e.balance - e.order_margin() - e.position_margin(27)
     assert len(e.fills) > 50
     ledger_holds(e)
+
+
+def test_history_is_bounded_but_totals_are_not() -> None:
+    e = MatchingEngine(initial_balance_usd=100_000, default_leverage=10, clock=Clock(), history_limit=5)
+    e.add_product(BTC)
+    e.on_market_trade("BTCUSD", 50_000.0, 1, 1)
+    for i in range(12):
+        e.place_order(OrderRequest(product_id=27, side="buy" if i % 2 == 0 else "sell", size=1,
+                                   order_type="market_order", client_order_id=f"m{i}"))
+    assert len(e.order_history()) == 5 and len(e.fills) == 5
+    assert e.order_by_client_id("m0") is None and e.order_by_client_id("m11") is not None
+    assert e.fees_total > sum((f.commission for f in e.fills), D(0))  # totals cover trimmed fills
+    assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total
