@@ -267,9 +267,7 @@ class PaperVenue:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the server sockets
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])  # the real port when settings.port is 0
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
@@ -593,8 +591,8 @@ class PaperVenue:
         levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
         for o in self.engine.open_orders([pid]):
             assert o.limit_price is not None
-            side = levels[o.side]
-            side[o.limit_price] = side.get(o.limit_price, 0) + o.unfilled_size
+            book = levels[o.side]
+            book[o.limit_price] = book.get(o.limit_price, 0) + o.unfilled_size
         out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self._market_us}
         for side, rev in (("buy", True), ("sell", False)):
             cum = 0
@@ -904,7 +902,8 @@ class PaperVenue:
 
     def _on_ws_frame(self, client: _Client, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        payload = frame.get("payload") if isinstance(frame.get("payload"), dict) else {}
+        raw_payload = frame.get("payload")
+        payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
         if kind in ("key-auth", "auth"):
             client.send(_dumps(self._ws_auth(client, kind, payload)))
         elif kind == "unauth":

@@ -178,12 +178,11 @@ def order_request(body: Mapping[str, Any], product_id: int) -> OrderRequest:
         raise bad_schema("client_order_id must be a string", "client_order_id")
     size = int_field(body, "size")
     assert size is not None
-    return OrderRequest(
+    return OrderRequest(  # side/type/tif were checked against their literals above
         product_id=product_id, side=side, size=size, order_type=order_type,
         limit_price=price_field(body, "limit_price") if order_type == "limit_order" else None,
-        time_in_force=tif, post_only=flag(body, "post_only"), reduce_only=flag(body, "reduce_only"),
-        client_order_id=coid)
-
+        time_in_force=tif, post_only=flag(body, "post_only"),  # type: ignore[arg-type]
+        reduce_only=flag(body, "reduce_only"), client_order_id=coid)
 
 
 # ---- paging and candles ------------------------------------------------------------------------
