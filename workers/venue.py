@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
 from shared.delta.ratelimit import endpoint_weight
-from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks, synthetic_candles
+from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import (FillEvent, MatchingEngine, OrderEvent, PositionEvent, VenueError, bad_schema,
                              dec)
 from shared.matching import protocol as wire
@@ -102,7 +103,13 @@ class _Market:
             self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
         else:
             self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
-        self.history = self.replay.history()
+        # Prices on the product's tick grid everywhere (history, trades, candles), as on an
+        # exchange; the shipped series carry finer prices than Delta's ticks.
+        h = self.replay.history()
+        tick = self.spec.tick_size
+        def on_grid(col: np.ndarray) -> np.ndarray:
+            return np.round(np.round(col / tick) * tick, 10)
+        self.history = Candles(h.ts, on_grid(h.open), on_grid(h.high), on_grid(h.low), on_grid(h.close), h.volume)
         self.live: deque[tuple[int, float, float, float, float, float]] = deque(maxlen=LIVE_BARS_KEPT)
         self.bar: tuple[int, float, float, float, float, float] = (0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self.ticks: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
@@ -114,7 +121,8 @@ class _Market:
     def begin_bar(self) -> None:
         self.bar = self.replay.next_bar()
         _, o, h, low, c, v = self.bar
-        self.ticks = candle_ticks(o, h, low, c)
+        r = self.spec.round_price
+        self.ticks = candle_ticks(r(o), r(h), r(low), r(c))
         # bar volume is in the underlying; a replayed tick carries a quarter of it, in contracts
         self.tick_size = max(1, int(v / self.spec.contract_value / 4))
         self.forming = None
@@ -320,8 +328,8 @@ class PaperVenue:
             price = m.ticks[k]
             size = m.tick_size
             self.engine.on_market_trade(m.symbol, price, size, ts)
-            # alternate aggressor so buyer/seller roles look like a two-sided market
-            buyer = "taker" if (k % 2 == 0) == (price >= m.last_close()) else "maker"
+            # tick rule: an uptick was a buyer lifting the offer, a downtick a seller hitting the bid
+            buyer = "taker" if price >= m.last_close() else "maker"
             seller = "maker" if buyer == "taker" else "taker"
             f = m.forming
             if f is None:
@@ -334,7 +342,7 @@ class PaperVenue:
             m.recent.append((price, size, ts, buyer))
             if trade_subs:
                 frame = _dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
-                                "price": wire.s(dec(m.spec.round_price(price))), "size": size,
+                                "price": wire.s(dec(price)), "size": size,
                                 "buyer_role": buyer, "seller_role": seller, "timestamp": ts})
                 for c in trade_subs:
                     if c.wants("all_trades", m.symbol):
@@ -606,7 +614,7 @@ class PaperVenue:
     async def _trades(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._symbol_market(request.match_info["symbol"], 404)
         rows = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker",
-                 "price": wire.s(dec(m.spec.round_price(p))), "size": sz, "symbol": m.symbol, "timestamp": ts}
+                 "price": wire.s(dec(p)), "size": sz, "symbol": m.symbol, "timestamp": ts}
                 for p, sz, ts, b in reversed(m.recent)]
         return _ok(rows)  # live shape: a flat array, newest first
 
@@ -997,7 +1005,7 @@ class PaperVenue:
             m = self._markets.get(sym)
             if name == "all_trades" and m is not None:
                 trades = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker", "size": sz,
-                           "price": wire.s(dec(m.spec.round_price(p))), "timestamp": ts}
+                           "price": wire.s(dec(p)), "timestamp": ts}
                           for p, sz, ts, b in m.recent]
                 client.send(_dumps({"type": "all_trades_snapshot", "symbol": sym, "trades": trades}))
             elif name == "orders":

@@ -273,7 +273,7 @@ def test_incremental_margins_match_a_full_recount() -> None:
                 e.edit_order(o.id, size=o.filled_size + rng.randint(1, 9))
         if step % 97 == 0:
             e.set_leverage(27, rng.choice([5, 10, 20]))
-    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[misc]
+    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[misc, operator]
     lev = e.leverage(27)
     assert e.order_margin() == (recount * D("0.001") / lev).quantize(D("1e-8"))
     pos = e.position(27)
