@@ -257,6 +257,8 @@ class Supervisor:
                     votes=dict(f.votes) if f else {},
                     tick_to_signal_p50_us=clean(f.tick_to_signal_p50_us, 1) if f else None,
                     tick_to_signal_p99_us=clean(f.tick_to_signal_p99_us, 1) if f else None,
+                    tick_to_signal_p999_us=clean(f.tick_to_signal_p999_us, 1) if f else None,
+                    signals=f.signals if f else 0,
                     ticks=f.ticks if f else 0, ticks_dropped=f.ticks_dropped if f else 0,
                     loop_lag_ms=clean(f.loop_lag_ms, 2) if f else None,
                     rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),

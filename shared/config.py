@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
+from .signals.engine import SignalConfig
 from .trading.grid import GridConfig
 from .trading.risk import RiskConfig
 
@@ -142,6 +143,7 @@ class Config(_Section):
     supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
     budgets: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     status: StatusConfig = msgspec.field(default_factory=StatusConfig)
+    signal: SignalConfig = msgspec.field(default_factory=SignalConfig)
     grid: GridConfig = msgspec.field(default_factory=GridConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     testing: TestingConfig = msgspec.field(default_factory=TestingConfig)

@@ -101,7 +101,7 @@ class SignalReply(Msg, tag="sig_rep"):
 # --- supervision: every process -> supervisor (PUSH/PULL) --------------------------------------
 
 
-class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True):
+class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     state: str
     last_price: float
     bar_count: int
@@ -113,6 +113,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True):
     votes: dict[str, str]
     tick_to_signal_p50_us: float
     tick_to_signal_p99_us: float
+    tick_to_signal_p999_us: float
     tick_to_signal_count: int
     loop_lag_ms: float
     malformed: int
@@ -125,7 +126,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True):
     note: str = ""
 
 
-class PoolFigures(msgspec.Struct, frozen=True, kw_only=True):
+class PoolFigures(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):
     requests: int
     batches: int
     max_batch: int
@@ -134,7 +135,7 @@ class PoolFigures(msgspec.Struct, frozen=True, kw_only=True):
     malformed: int
 
 
-class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True):
+class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     ticks_published: int
     symbols: int
     source: str

@@ -25,6 +25,8 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     votes: dict[str, str]
     tick_to_signal_p50_us: float | None
     tick_to_signal_p99_us: float | None
+    tick_to_signal_p999_us: float | None
+    signals: int
     ticks: int
     ticks_dropped: int
     loop_lag_ms: float | None

@@ -33,7 +33,7 @@ class PoolMember:
         cfg = spec.config
         self.window_bars = cfg.market.window_bars
         self.ring = BarRing.attach(spec.ring_name)
-        self.engine = SignalEngine(signal_config or getattr(cfg, "signal", None), seed=cfg.market.seed)
+        self.engine = SignalEngine(signal_config or cfg.signal, seed=cfg.market.seed)
         self.codec = MessageCodec(spec.name)
         self.readers: dict[int, SlotReader] = {}
         self.buffers: dict[int, np.ndarray] = {}  # one reusable window buffer per slot (bounded by slots)

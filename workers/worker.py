@@ -99,7 +99,10 @@ class Worker:
             return  # a stale reply to a request we already gave up on
         tick_ns = self.in_flight[1]
         self.in_flight = None
-        self.latency.record((recv_ns - tick_ns) / 1000.0, time.monotonic())
+        if self.first_signal_mono_ns:
+            # The first reply includes the pool's warm-up from the whole window (tens of ms, once per
+            # start); it is reported as start-up time, not as tick-to-signal latency.
+            self.latency.record((recv_ns - tick_ns) / 1000.0, time.monotonic())
         self.signals += 1
         self.last_signal = reply
         if reply.valid and self.first_signal_mono_ns == 0:
@@ -139,6 +142,7 @@ class Worker:
             signals=self.signals, signal=sig.direction if sig else "NONE",
             confidence=sig.confidence if sig else 0.0, votes=dict(sig.votes) if sig else {},
             tick_to_signal_p50_us=w.percentile(50), tick_to_signal_p99_us=w.percentile(99),
+            tick_to_signal_p999_us=w.percentile(99.9),
             tick_to_signal_count=self.latency.lifetime.total, loop_lag_ms=loop_lag_ms,
             malformed=self.codec.malformed, first_signal_mono_ns=self.first_signal_mono_ns,
             note=(sig.reason if sig and not sig.valid else ""))
