@@ -4,6 +4,8 @@
     orchestrate status [--json] [--watch]     orchestrate stop [--cancel-orders]
     orchestrate pause SYMBOL                  orchestrate resume SYMBOL
     orchestrate indicators --csv FILE
+    orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
+    orchestrate soak --symbols 50 --duration 1800
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, arguments, files).
 """
@@ -24,7 +26,8 @@ from shared.status import render_table
 
 from .rundir import DEFAULT_RUN_DIR
 
-SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators")
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "loadtest", "soak")
+PASSTHROUGH = ("loadtest", "soak")  # parse their own arguments (orchestrator/loadtest.py)
 
 
 def _add_run_dir(p: argparse.ArgumentParser) -> None:
@@ -167,6 +170,9 @@ def cmd_indicators(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        from . import loadtest
+        return (loadtest.main_loadtest if argv[0] == "loadtest" else loadtest.main_soak)(argv[1:])
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     parser = build_parser()
