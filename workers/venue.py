@@ -269,18 +269,36 @@ class PaperVenue:
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
-        self._routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])  # the real port when settings.port is 0
+        await self._serve_http(self.settings.port)
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
         if self.settings.fault_ws_drop_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
+
+    async def _serve_http(self, port: int) -> None:
+        app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
+        self._routes(app)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, port, reuse_address=True)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])  # the real port when `port` is 0
+
+    async def _close_http(self) -> None:
+        for c in list(self._clients):
+            await self._drop(c)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def restart(self, down_s: float = 0.5) -> None:
+        """Fault injection: the venue goes away (sockets closed, connections refused) for
+        `down_s`, then serves again on the same port with the same account, keys and market,
+        which kept replaying meanwhile, as an exchange restart with persistent state would."""
+        await self._close_http()
+        await asyncio.sleep(down_s)
+        await self._serve_http(self.port)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -289,11 +307,7 @@ class PaperVenue:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
-        for c in list(self._clients):
-            await self._drop(c)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._close_http()
 
     async def _replay_loop(self) -> None:
         """ONE timer for every symbol: each step replays one quarter-bar tick of all markets."""
