@@ -76,6 +76,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fault_429_probability: float = 0.0  # spurious 429 before the request is processed
     fault_ws_drop_interval_s: float = 0.0  # close every websocket this often (0 = never)
     fault_reject_probability: float = 0.0  # order placements refused with `risk_limits_breached`
+    fault_restart_interval_s: float = 0.0  # go away this often (0 = never)...
+    fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
 
     def __post_init__(self) -> None:
         if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:
@@ -275,6 +277,13 @@ class PaperVenue:
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
         if self.settings.fault_ws_drop_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
+        if self.settings.fault_restart_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._restarter(), name="venue-restarts"))
+
+    async def _restarter(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.fault_restart_interval_s)
+            await self.restart(self.settings.fault_restart_down_s)
 
     async def _serve_http(self, port: int) -> None:
         app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
@@ -296,9 +305,18 @@ class PaperVenue:
         """Fault injection: the venue goes away (sockets closed, connections refused) for
         `down_s`, then serves again on the same port with the same account, keys and market,
         which kept replaying meanwhile, as an exchange restart with persistent state would."""
-        await self._close_http()
+        await self.go_down()
         await asyncio.sleep(down_s)
-        await self._serve_http(self.port)
+        await self.come_back()
+
+    async def go_down(self) -> None:
+        """First half of `restart`: close every socket and stop listening (replay continues)."""
+        await self._close_http()
+
+    async def come_back(self) -> None:
+        """Second half of `restart`: listen again on the same port."""
+        if self._runner is None:
+            await self._serve_http(self.port)
 
     async def stop(self) -> None:
         for t in self._tasks:
