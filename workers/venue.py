@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import os
 import random
@@ -29,28 +28,23 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from shared.delta.auth import WS_AUTH_PATH, verify
+from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
-from shared.matching import (FillEvent, MatchingEngine, OrderEvent, PositionEvent, VenueError, bad_schema,
-                             dec)
+from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching import protocol as wire
-from shared.products import PAPER_PRODUCTS, SYNTHETIC_PREFIX, UnknownSymbolError, is_synthetic, \
-    resolve_paper_symbol, synthetic_symbol
+from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, resolve_paper_symbol, \
+    synthetic_symbol
+from workers.venue_ws import SIGNATURE_WINDOW_S, WsHub, dumps
 
-log = logging.getLogger("venue")
-
-SIGNATURE_WINDOW_S = 5
 MAX_BATCH = 50
 MAX_CANDLES = 2000
 RECENT_TRADES = 50
 LIVE_BARS_KEPT = 20_000  # completed live bars served by /v2/history/candles (about two weeks)
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
-PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m")
-PRIVATE_CHANNELS = ("orders", "positions", "user_trades")
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
 SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_000 + index
 
@@ -137,39 +131,6 @@ class _Market:
         return float(self.history.close[-1])
 
 
-class _Client:
-    """One websocket connection: a bounded send queue drained by its own writer task."""
-
-    def __init__(self, ws: web.WebSocketResponse, queue_size: int) -> None:
-        self.ws = ws
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
-        self.subs: dict[str, set[str]] = {}
-        self.authed = False
-        self.heartbeat: asyncio.Task[None] | None = None
-        self.too_slow = False
-
-    def wants(self, channel: str, symbol: str) -> bool:
-        syms = self.subs.get(channel)
-        return syms is not None and (symbol in syms or "all" in syms)
-
-    def send(self, frame: str) -> bool:
-        if self.too_slow:
-            return False
-        try:
-            self.queue.put_nowait(frame)
-            return True
-        except asyncio.QueueFull:
-            self.too_slow = True  # never grow without bound: the writer closes the socket
-            with contextlib.suppress(asyncio.QueueFull):
-                self.queue.get_nowait()
-                self.queue.put_nowait(None)
-            return False
-
-
-def _dumps(obj: Any) -> str:
-    return msgspec.json.encode(obj).decode()
-
-
 def _ok(result: Any, meta: Mapping[str, Any] | None = None, status: int = 200) -> web.Response:
     body: dict[str, Any] = {"success": True, "result": result}
     if meta is not None:
@@ -204,20 +165,18 @@ class PaperVenue:
         self.api_secret = secrets.token_hex(32)
         self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
         self._start_ts -= self._start_ts % BAR_SECONDS
-        self._market_us = self._start_ts * 1_000_000
+        self.market_us = self._start_ts * 1_000_000
         self.engine = MatchingEngine(initial_balance_usd=settings.initial_balance_usd,
-                                     default_leverage=settings.leverage, clock=lambda: self._market_us)
+                                     default_leverage=settings.leverage, clock=lambda: self.market_us)
         self._bars_started = False
-        self._markets: dict[str, _Market] = {}
+        self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
-        self._clients: set[_Client] = set()
-        self._order_seq: dict[str, int] = {}  # symbol -> last seq_no on the orders channel
-        self._trade_seq = 0
+        self.ws = WsHub(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.rest_url = ""
@@ -229,18 +188,18 @@ class PaperVenue:
     def market(self, symbol: str) -> _Market:
         """The market for `symbol`, creating a SYN_NNNN one on first reference.
         Raises UnknownSymbolError naming the close matches."""
-        m = self._markets.get(symbol)
+        m = self.markets.get(symbol)
         if m is not None:
             return m
         resolve_paper_symbol(symbol)
-        start = self._market_us // 1_000_000
+        start = self.market_us // 1_000_000
         start -= start % BAR_SECONDS
         if self._bars_started:
             start += BAR_SECONDS  # joins the lockstep at the next bar; its history ends here
         m = _Market(symbol, start, self.settings.history_bars, self.settings.seed)
         self.engine.add_product(m.spec)
-        self.engine.on_market_trade(symbol, m.last_close(), 0, self._market_us)  # prime the touch
-        self._markets[symbol] = m
+        self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
+        self.markets[symbol] = m
         self._markets_list.append(m)
         return m
 
@@ -295,8 +254,7 @@ class PaperVenue:
         self.port = int(self._runner.addresses[0][1])  # the real port when `port` is 0
 
     async def _close_http(self) -> None:
-        for c in list(self._clients):
-            await self._drop(c)
+        await self.ws.drop_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -327,6 +285,11 @@ class PaperVenue:
         self._tasks.clear()
         await self._close_http()
 
+    async def _ws_dropper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.fault_ws_drop_interval_s)
+            await self.ws.drop_all()
+
     async def _replay_loop(self) -> None:
         """ONE timer for every symbol: each step replays one quarter-bar tick of all markets."""
         loop = asyncio.get_running_loop()
@@ -349,11 +312,11 @@ class PaperVenue:
             self._bars_started = True
             for m in markets:
                 m.begin_bar()
-        bar_ts = markets[0].bar[0] if markets else self._market_us // 1_000_000
-        self._market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
-        ts = self._market_us
-        trade_subs = [c for c in self._clients if "all_trades" in c.subs]
-        candle_subs = [c for c in self._clients if "candlestick_1m" in c.subs]
+        bar_ts = markets[0].bar[0] if markets else self.market_us // 1_000_000
+        self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
+        ts = self.market_us
+        trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
+        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs]
         for m in markets:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
@@ -373,14 +336,14 @@ class PaperVenue:
                 f[4] += size * m.spec.contract_value
             m.recent.append((price, size, ts, buyer))
             if trade_subs:
-                frame = _dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
+                frame = dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
                                 "price": wire.s(dec(price)), "size": size,
                                 "buyer_role": buyer, "seller_role": seller, "timestamp": ts})
                 for c in trade_subs:
                     if c.wants("all_trades", m.symbol):
                         c.send(frame)
             if candle_subs:
-                frame = _dumps(self._candle_frame(m, ts))
+                frame = dumps(self._candle_frame(m, ts))
                 for c in candle_subs:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
@@ -389,13 +352,13 @@ class PaperVenue:
                 assert fo is not None
                 m.live.append((m.bar[0], fo[0], fo[1], fo[2], fo[3], fo[4]))
                 m.forming = None
-                ticker_subs = [c for c in self._clients if c.wants("v2/ticker", m.symbol)]
+                ticker_subs = [c for c in self.ws.clients if c.wants("v2/ticker", m.symbol)]
                 if ticker_subs:
-                    frame = _dumps({**self._ticker(m), "type": "v2/ticker"})
+                    frame = dumps({**self._ticker(m), "type": "v2/ticker"})
                     for c in ticker_subs:
                         c.send(frame)
         self.ticks_replayed += 1
-        self._publish_engine_events()
+        self.ws.publish_engine_events()
 
     def _candle_frame(self, m: _Market, ts: int) -> dict[str, Any]:
         f = m.forming
@@ -403,51 +366,6 @@ class PaperVenue:
         return {"type": "candlestick_1m", "symbol": m.symbol, "resolution": "1m",
                 "candle_start_time": m.bar[0] * 1_000_000, "open": o, "high": h, "low": low, "close": c,
                 "volume": v, "timestamp": ts, "last_updated": ts}
-
-    # ---- private websocket events -----------------------------------------------------------
-    def _publish_engine_events(self) -> None:
-        events = self.engine.drain_events()
-        if not events:
-            return
-        authed = [c for c in self._clients if c.authed]
-        for ev in events:
-            if isinstance(ev, OrderEvent):
-                o = ev.order
-                seq = self._order_seq.get(o.symbol, 0) + 1
-                self._order_seq[o.symbol] = seq
-                targets = [c for c in authed if c.wants("orders", o.symbol)]
-                if targets:
-                    body = wire.order_json(o)
-                    frame = _dumps({**body, "type": "orders", "action": ev.action, "reason": ev.reason,
-                                    "symbol": o.symbol, "order_id": o.id, "seq_no": seq,
-                                    "timestamp": o.updated_at})
-                    for c in targets:
-                        c.send(frame)
-            elif isinstance(ev, FillEvent):
-                f = ev.fill
-                self._trade_seq += 1
-                targets = [c for c in authed if c.wants("user_trades", f.symbol)]
-                if targets:
-                    frame = _dumps({"type": "user_trades", "symbol": f.symbol, "fill_id": f.id, "reason": "normal",
-                                    "product_id": f.product_id, "user_id": wire.USER_ID,
-                                    "order_id": str(f.order_id), "side": f.side, "size": f.size,
-                                    "price": wire.s(f.price), "role": f.role, "commission": wire.s(f.commission),
-                                    "client_order_id": f.client_order_id, "timestamp": f.timestamp,
-                                    "seq_no": self._trade_seq})
-                    for c in targets:
-                        c.send(frame)
-            elif isinstance(ev, PositionEvent):
-                pos = ev.position
-                targets = [c for c in authed if c.wants("positions", pos.symbol)]
-                if targets:
-                    frame = _dumps({"type": "positions", "action": "update", "reason": None,
-                                    "symbol": pos.symbol, "product_id": pos.product_id, "size": pos.size,
-                                    "margin": wire.s(self.engine.position_margin(pos.product_id)),
-                                    "entry_price": wire.s(pos.entry_price), "liquidation_price": None,
-                                    "bankruptcy_price": None, "commission": wire.s(pos.commission),
-                                    "timestamp": pos.updated_at})
-                    for c in targets:
-                        c.send(frame)
 
     # ---- HTTP plumbing ----------------------------------------------------------------------
     def _routes(self, app: web.Application) -> None:
@@ -478,7 +396,7 @@ class PaperVenue:
         r.add_get("/v2/fills", priv(self._fills))
         r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
         r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
-        r.add_get("/ws", self._ws)
+        r.add_get("/ws", self.ws.handle)
 
     def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
@@ -515,7 +433,7 @@ class PaperVenue:
             response = _err("invalid_contract", {"symbol": exc.symbol, "message": str(exc),
                                                  "close_matches": exc.close_matches}, 404)
         # state may have changed (fills, cancels): push the private events right away
-        self._publish_engine_events()
+        self.ws.publish_engine_events()
         return response
 
     @staticmethod
@@ -597,7 +515,7 @@ class PaperVenue:
         pid = m.spec.product_id
         bid, ask = self.engine.touch(pid)
         last = self.engine.last_price(pid)
-        open_, high, low, base_volume = _day_stats(m, self._market_us // 1_000_000)
+        open_, high, low, base_volume = _day_stats(m, self.market_us // 1_000_000)
         if open_ is None:
             open_ = high = low = float(last or 0)
         volume = base_volume / m.spec.contract_value
@@ -613,7 +531,7 @@ class PaperVenue:
                        "impact_mid_price": wire.s((bid + ask) / 2), "mark_iv": None},
             "greeks": None, "size": int(volume), "volume": int(volume), "turnover": float(volume * m.spec.contract_value * float(last or 0)),
             "turnover_symbol": "USD", "turnover_usd": float(volume * m.spec.contract_value * float(last or 0)),
-            "funding_rate": "0", "timestamp": self._market_us,
+            "funding_rate": "0", "timestamp": self.market_us,
         }
 
     async def _tickers(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -633,7 +551,7 @@ class PaperVenue:
             assert o.limit_price is not None
             book = levels[o.side]
             book[o.limit_price] = book.get(o.limit_price, 0) + o.unfilled_size
-        out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self._market_us}
+        out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self.market_us}
         for side, rev in (("buy", True), ("sell", False)):
             cum = 0
             rows = []
@@ -672,7 +590,7 @@ class PaperVenue:
 
     async def _settings(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return _ok({"server_time": int(time.time() * 1_000_000), "paper": True,
-                    "market_time": self._market_us})
+                    "market_time": self.market_us})
 
     # ---- private endpoints ------------------------------------------------------------------
     async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -822,7 +740,7 @@ class PaperVenue:
             except ValueError:
                 raise bad_schema("product_id must be an integer", "product_id") from None
             pos = self.engine.position(self._market_by_product_id(pid).spec.product_id)
-            return _ok({"size": pos.size, "entry_price": wire.s(pos.entry_price), "timestamp": self._market_us})
+            return _ok({"size": pos.size, "entry_price": wire.s(pos.entry_price), "timestamp": self.market_us})
         und = request.query.get("underlying_asset_symbol")
         if not und:
             raise bad_schema("product_id is required", "product_id")
@@ -881,177 +799,6 @@ class PaperVenue:
             raise bad_schema("leverage must be a number", "leverage")
         self.engine.set_leverage(pid, lev)
         return _ok(self._leverage_json(pid))
-
-    # ---- websocket --------------------------------------------------------------------------
-    async def _ws(self, request: web.Request) -> web.StreamResponse:
-        if len(self._clients) >= self.settings.ws_max_connections:
-            return _err("rate_limit_exceeded", {"limit": self.settings.ws_max_connections, "scope": "websocket"},
-                        429, {"X-RATE-LIMIT-RESET": "5000"})
-        ws = web.WebSocketResponse(max_msg_size=1 << 16)
-        await ws.prepare(request)
-        client = _Client(ws, self.settings.ws_send_queue)
-        self._clients.add(client)
-        writer = asyncio.create_task(self._writer(client))
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                try:
-                    frame = json.loads(msg.data)
-                    if not isinstance(frame, dict):
-                        raise ValueError("frame must be a JSON object")
-                    self._on_ws_frame(client, frame)
-                except (ValueError, TypeError) as exc:
-                    client.send(_dumps({"type": "error", "message": f"bad frame: {exc}"[:200]}))
-        finally:
-            await self._drop(client)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
-        return ws
-
-    async def _writer(self, client: _Client) -> None:
-        while True:
-            frame = await client.queue.get()
-            if frame is None or client.ws.closed:
-                await client.ws.close(code=1008, message=b"client too slow")
-                return
-            try:
-                await client.ws.send_str(frame)
-            except (ConnectionError, RuntimeError):
-                return
-
-    async def _drop(self, client: _Client) -> None:
-        self._clients.discard(client)
-        if client.heartbeat is not None:
-            client.heartbeat.cancel()
-            client.heartbeat = None
-        if not client.ws.closed:
-            await client.ws.close()
-
-    async def _heartbeats(self, client: _Client) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            client.send('{"type":"heartbeat"}')
-
-    async def _ws_dropper(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.fault_ws_drop_interval_s)
-            for c in list(self._clients):
-                await self._drop(c)
-
-    def _on_ws_frame(self, client: _Client, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        raw_payload = frame.get("payload")
-        payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
-        if kind in ("key-auth", "auth"):
-            client.send(_dumps(self._ws_auth(client, kind, payload)))
-        elif kind == "unauth":
-            client.authed = False
-            for ch in PRIVATE_CHANNELS:
-                client.subs.pop(ch, None)
-            client.send(_dumps({"type": "unauth", "success": True}))
-        elif kind in ("subscribe", "unsubscribe"):
-            channels = payload.get("channels")
-            if not isinstance(channels, list):
-                raise ValueError("payload.channels must be a list")
-            added: list[tuple[str, list[str]]] = []
-            errors = [self._subscribe(client, ch, kind == "subscribe", added) for ch in channels]
-            listed: list[dict[str, Any]] = [{"name": n, "symbols": sorted(s)} for n, s in client.subs.items()]
-            listed += [e for e in errors if e is not None]
-            client.send(_dumps({"type": "subscriptions", "channels": listed}))
-            for name, symbols in added:  # snapshots follow the confirmation, as on Delta
-                self._snapshots(client, name, symbols)
-        elif kind == "enable_heartbeat":
-            if client.heartbeat is None:
-                client.heartbeat = asyncio.create_task(self._heartbeats(client))
-        elif kind == "disable_heartbeat":
-            if client.heartbeat is not None:
-                client.heartbeat.cancel()
-                client.heartbeat = None
-        elif kind == "ping":
-            client.send('{"type":"pong"}')
-        else:
-            raise ValueError(f"unknown type {str(kind)[:40]!r}")
-
-    def _ws_auth(self, client: _Client, kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        key, sig, ts = payload.get("api-key"), payload.get("signature"), payload.get("timestamp")
-
-        def fail(code: int, status: str, message: str) -> dict[str, Any]:
-            return {"type": kind, "success": False, "status_code": code, "status": status, "message": message}
-
-        if not key or not sig or ts is None or isinstance(ts, bool):
-            return fail(400, "incomplete_payload", "api-key, signature and timestamp are required")
-        ts_text = str(ts)
-        try:
-            ts_val = int(ts_text)
-        except ValueError:
-            return fail(400, "incomplete_payload", "timestamp must be epoch seconds")
-        if abs(time.time() - ts_val) > SIGNATURE_WINDOW_S:
-            return fail(408, "request_expired", "Timestamp header outside of allowed time window")
-        if key != self.api_key:
-            return fail(404, "api_key_not_found", "api key not found")
-        if not verify(self.api_secret, str(sig), "GET", ts_text, WS_AUTH_PATH):
-            return fail(401, "invalid_signature", "invalid signature")
-        client.authed = True
-        if kind == "auth":
-            return {"type": "success", "message": "Authenticated"}
-        return {"type": "key-auth", "success": True, "status_code": 200, "status": "authenticated"}
-
-    def _subscribe(self, client: _Client, ch: Any, add: bool,
-                   added: list[tuple[str, list[str]]]) -> dict[str, Any] | None:
-        if not isinstance(ch, dict) or not isinstance(ch.get("name"), str):
-            raise ValueError("each channel needs a name")
-        name = ch["name"]
-        symbols = ch.get("symbols")
-        if not add:
-            if symbols is None:
-                client.subs.pop(name, None)
-            elif name in client.subs:
-                client.subs[name].difference_update(symbols)
-                if not client.subs[name]:
-                    del client.subs[name]
-            return None
-        if name not in PUBLIC_CHANNELS + PRIVATE_CHANNELS:
-            return {"name": name, "error": f"subscription forbidden on {name}. Unknown channel"}
-        if name in PRIVATE_CHANNELS and not client.authed:
-            return {"name": name, "error": f"subscription forbidden on {name}. Unauthorized user"}
-        if not isinstance(symbols, list) or not symbols:
-            return None  # Delta: most channels send nothing without symbols
-        good: list[str] = []
-        for sym in symbols:
-            if sym in ("all", "perpetual_futures"):  # every product here is a perpetual
-                good.append("all")
-                continue
-            try:
-                self.market(str(sym))
-                good.append(str(sym))
-            except UnknownSymbolError as exc:
-                return {"name": name, "symbols": [sym], "error": str(exc)}
-        client.subs.setdefault(name, set()).update(good)
-        added.append((name, good))
-        return None
-
-    def _snapshots(self, client: _Client, name: str, symbols: list[str]) -> None:
-        for sym in symbols:
-            m = self._markets.get(sym)
-            if name == "all_trades" and m is not None:
-                trades = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker", "size": sz,
-                           "price": wire.s(dec(p)), "timestamp": ts}
-                          for p, sz, ts, b in m.recent]
-                client.send(_dumps({"type": "all_trades_snapshot", "symbol": sym, "trades": trades}))
-            elif name == "orders":
-                pids = None if sym == "all" else [self._markets[sym].spec.product_id]
-                client.send(_dumps({"type": "orders", "action": "snapshot", "success": True, "symbol": sym,
-                                    "result": [wire.order_json(o) for o in self.engine.open_orders(pids)],
-                                    "meta": {"seq_no": self._order_seq.get(sym, 0), "timestamp": self._market_us}}))
-            elif name == "positions":
-                positions = [p for p in self.engine.positions() if sym == "all" or p.symbol == sym]
-                client.send(_dumps({"type": "positions", "action": "snapshot", "success": True, "result": [
-                    {"symbol": p.symbol, "product_id": p.product_id, "size": p.size,
-                     "entry_price": wire.s(p.entry_price), "margin": wire.s(self.engine.position_margin(p.product_id)),
-                     "auto_topup": False, "updated_at": str(p.updated_at)} for p in positions]}))
-
 
 # ---- pure helpers -------------------------------------------------------------------------------
 
@@ -1192,4 +939,4 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
     return 0
 
 
-__all__ = ["PaperVenue", "VenueSettings", "write_venue_json", "venue_main", "SYNTHETIC_PREFIX", "is_synthetic"]
+__all__ = ["PaperVenue", "VenueSettings", "venue_main", "write_venue_json"]

@@ -18,7 +18,8 @@ import pytest
 
 from shared.delta.auth import sign, sign_ws
 from shared.products import UnknownSymbolError
-from workers.venue import PaperVenue, VenueSettings, _Client, write_venue_json
+from workers.venue import PaperVenue, VenueSettings, write_venue_json
+from workers.venue_ws import WsClient
 
 SYN = "SYN_0001"  # tick 0.01, seeded walk: moves many ticks per replayed tick
 SYN_ID = 900_001
@@ -129,10 +130,10 @@ async def _has_trades(api: Api) -> bool:
 async def test_candles_are_history_then_live_then_forming(api: Api) -> None:
     venue = api.venue
     await wait_for(lambda: _live_bars(venue, 3), "three live bars")
-    now_market = venue._market_us // 1_000_000
+    now_market = venue.market_us // 1_000_000
     q = f"?resolution=1m&symbol=ETHUSD&start={now_market - 60 * 2500}&end={now_market + 60}"
     bars = (await api.ok("GET", "/v2/history/candles", q))["result"]
-    assert len(bars) >= 203 and bars[0]["time"] == int(venue._markets["ETHUSD"].history.ts[0])
+    assert len(bars) >= 203 and bars[0]["time"] == int(venue.markets["ETHUSD"].history.ts[0])
     times = [b["time"] for b in bars]
     assert times == sorted(times) and len(set(times)) == len(times)
     assert all(t2 - t1 == 60 for t1, t2 in zip(times, times[1:]))
@@ -143,7 +144,7 @@ async def test_candles_are_history_then_live_then_forming(api: Api) -> None:
 
 
 async def _live_bars(venue: PaperVenue, n: int) -> bool:
-    return len(venue._markets["ETHUSD"].live) >= n
+    return len(venue.markets["ETHUSD"].live) >= n
 
 
 async def test_unknown_symbol_names_close_matches_and_synthetic_is_created(api: Api) -> None:
@@ -394,7 +395,7 @@ async def test_a_client_that_stops_reading_is_disconnected() -> None:
                     {"name": "all_trades", "symbols": ["all"]}, {"name": "candlestick_1m", "symbols": ["all"]}]}})
 
                 async def dropped() -> bool:
-                    return not venue._clients
+                    return not venue.ws.clients
                 await wait_for(dropped, "the server to drop a client that does not read", ticks=6000)
                 # the frames already in flight, then the close frame
                 while (msg := await asyncio.wait_for(ws.receive(), 30)).type == aiohttp.WSMsgType.TEXT:
@@ -407,7 +408,7 @@ async def test_a_client_that_stops_reading_is_disconnected() -> None:
 async def test_slow_client_queue_is_bounded() -> None:
     class FakeWs:
         closed = False
-    client = _Client(FakeWs(), queue_size=3)  # type: ignore[arg-type]
+    client = WsClient(FakeWs(), queue_size=3)  # type: ignore[arg-type]
     assert all(client.send(f"{i}") for i in range(3))
     assert client.send("overflow") is False and client.too_slow
     assert client.queue.qsize() <= 3 and client.send("more") is False
