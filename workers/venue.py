@@ -63,6 +63,7 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     engine_ops_per_s: int = 500  # Delta's matching-engine limit per product; cancels exempt
     ws_send_queue: int = 2_000  # frames queued per websocket before the client counts as too slow
     ws_max_connections: int = 256  # more concurrent sockets -> handshake answered 429, like Delta's cap
+    max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
     start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
     # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
     fault_latency_ms: float = 0.0  # added to every REST request
@@ -171,6 +172,7 @@ class PaperVenue:
         self._bars_started = False
         self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
+        self._by_product_id: dict[int, _Market] = {}
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         self._rng = random.Random(settings.seed)
@@ -192,6 +194,9 @@ class PaperVenue:
         if m is not None:
             return m
         resolve_paper_symbol(symbol)
+        if len(self._markets_list) >= self.settings.max_symbols:
+            raise VenueError("invalid_contract", {"symbol": symbol, "message":
+                             f"the paper venue already lists {self.settings.max_symbols} products"})
         start = self.market_us // 1_000_000
         start -= start % BAR_SECONDS
         if self._bars_started:
@@ -201,12 +206,13 @@ class PaperVenue:
         self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
         self.markets[symbol] = m
         self._markets_list.append(m)
+        self._by_product_id[m.spec.product_id] = m
         return m
 
     def _market_by_product_id(self, product_id: int) -> _Market:
-        for m in self._markets_list:
-            if m.spec.product_id == product_id:
-                return m
+        m = self._by_product_id.get(product_id)
+        if m is not None:
+            return m
         if product_id >= SYNTHETIC_ID_BASE:
             return self.market(synthetic_symbol(product_id - SYNTHETIC_ID_BASE))
         raise VenueError("invalid_contract", {"product_id": product_id})

@@ -177,3 +177,18 @@ async def test_restart_keeps_the_account_and_refuses_connections_meanwhile() -> 
             assert status == 200 and data["result"]["state"] == "closed"
     finally:
         await venue.stop()
+
+
+async def test_synthetic_products_are_capped() -> None:
+    venue = PaperVenue(VenueSettings(**BASE, max_symbols=2), ["BTCUSD"])
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(venue.rest_url + "/v2/products/SYN_0007") as r:
+                assert r.status == 200
+            async with session.get(venue.rest_url + "/v2/products/SYN_0008") as r:
+                data = await r.json()
+                assert r.status == 400 and data["error"]["code"] == "invalid_contract"
+                assert "2 products" in data["error"]["context"]["message"]
+    finally:
+        await venue.stop()
