@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -38,6 +39,8 @@ from shared.matching import protocol as wire
 from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, resolve_paper_symbol, \
     synthetic_symbol
 from workers.venue_ws import SIGNATURE_WINDOW_S, WsHub, dumps
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 50
 MAX_CANDLES = 2000
@@ -438,6 +441,9 @@ class PaperVenue:
         except UnknownSymbolError as exc:
             response = _err("invalid_contract", {"symbol": exc.symbol, "message": str(exc),
                                                  "close_matches": exc.close_matches}, 404)
+        except Exception:  # a venue bug: answer like Delta's 500, keep serving, leave a trace
+            log.exception("venue: %s %s failed", request.method, request.path)
+            response = _err("internal_server_error", {}, 500)
         # state may have changed (fills, cancels): push the private events right away
         self.ws.publish_engine_events()
         return response
