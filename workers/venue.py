@@ -7,6 +7,19 @@ HTTP, auth, rate limits, websocket fan-out and the replay timer.
 Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
 candle, order and fill timestamps) is on the replay clock, which starts at the wall clock and
 runs 60 / bar_seconds times faster, so bars built from trades line up with the candles.
+
+Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
+  public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
+           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings
+  private  POST|PUT|DELETE orders, POST|PUT|DELETE orders/batch (<= 50, one product),
+           DELETE orders/all, GET orders (cursor paging), orders/history, orders/{id},
+           orders/client_order_id/{id}, positions?product_id=, positions/margined,
+           wallet/balances, fills (cursor paging), GET|POST products/{id}/orders/leverage
+  /ws      see venue_ws.py
+Auth order: no headers -> 401 {"error":"unauthorized"}; wrong key -> invalid_api_key; timestamp
+outside 5 s -> expired_signature {request_time, server_time}; signature over the exact bytes
+received -> invalid_signature. Rate limits: weighted fixed window per key (per IP when public),
+and 500 engine ops/s per product (cancels exempt); both answer 429 + X-RATE-LIMIT-RESET (ms).
 """
 
 from __future__ import annotations
