@@ -302,6 +302,11 @@ class MatchingEngine:
             raise VenueError("immediate_execution_post_only", {
                 "limit_price": str(price), "best_bid": str(bid), "best_ask": str(ask)})
         reducible = self._reducible(p, req.side)
+        signed = req.size if req.side == "buy" else -req.size
+        if not req.reduce_only and abs(p.position.size + signed) > p.spec.position_size_limit:
+            raise VenueError("risk_limits_breached", {
+                "position_size": p.position.size, "size": req.size,
+                "position_size_limit": p.spec.position_size_limit})
         if req.reduce_only and reducible == 0:
             raise bad_schema("reduce_only order would not reduce the position", "reduce_only")
         if not req.reduce_only:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal as D
 
+import msgspec
 import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
@@ -295,3 +296,16 @@ def test_history_is_bounded_but_totals_are_not() -> None:
     assert e.order_by_client_id("m0") is None and e.order_by_client_id("m11") is not None
     assert e.fees_total > sum((f.commission for f in e.fills), D(0))  # totals cover trimmed fills
     assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total
+
+
+def test_position_size_limit_is_enforced() -> None:
+    small = msgspec.structs.replace(BTC, position_size_limit=10)
+    e = MatchingEngine(initial_balance_usd=1_000_000, default_leverage=10, clock=Clock())
+    e.add_product(small)
+    e.on_market_trade("BTCUSD", 50_000.0, 1, 1)
+    e.place_order(OrderRequest(product_id=27, side="buy", size=8, order_type="market_order"))
+    with pytest.raises(VenueError) as err:
+        e.place_order(OrderRequest(product_id=27, side="buy", size=3, order_type="market_order"))
+    assert err.value.code == "risk_limits_breached" and err.value.context["position_size_limit"] == 10
+    assert e.place_order(OrderRequest(product_id=27, side="sell", size=18, order_type="market_order")).state == "closed"
+    assert e.position(27).size == -10
