@@ -466,8 +466,6 @@ class MatchingEngine:
     def _validate(self, p: _Product, req: OrderRequest) -> None:
         if not isinstance(req.size, int) or isinstance(req.size, bool) or req.size < p.spec.min_size:
             raise bad_schema(f"size must be a whole number of contracts >= {p.spec.min_size}", "size")
-        if req.size > p.spec.position_size_limit:
-            raise VenueError("risk_limits_breached", {"size": req.size, "position_size_limit": p.spec.position_size_limit})
         if req.order_type == "limit_order":
             if req.limit_price is None or req.limit_price <= 0:
                 raise bad_schema("limit_price must be > 0 for a limit order", "limit_price")
