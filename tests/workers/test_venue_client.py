@@ -38,7 +38,7 @@ async def test_client_reads_products_market_data_and_account(venue: PaperVenue, 
     assert ticker.symbol == "ETHUSD"
     book = await client.get_l2_orderbook("ETHUSD")
     assert book.buy and book.sell
-    now_s = venue._market_us // 1_000_000
+    now_s = venue.market_us // 1_000_000
     candles = await client.get_candles("ETHUSD", "1m", now_s - 60 * 150, now_s)
     assert len(candles) >= 150
     wallet = await client.get_wallet_balances()
