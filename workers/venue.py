@@ -176,10 +176,13 @@ Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 
 class PaperVenue:
-    def __init__(self, settings: VenueSettings, symbols: Sequence[str]) -> None:
+    def __init__(self, settings: VenueSettings, symbols: Sequence[str], *, api_key: str | None = None,
+                 api_secret: str | None = None) -> None:
+        """Keys are generated per run unless given (a supervisor that restarts the venue keeps
+        them, so clients find the same account credentials again)."""
         self.settings = settings
-        self.api_key = secrets.token_hex(16)
-        self.api_secret = secrets.token_hex(32)
+        self.api_key = api_key or secrets.token_hex(16)
+        self.api_secret = api_secret or secrets.token_hex(32)
         self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
         self._start_ts -= self._start_ts % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
@@ -201,6 +204,8 @@ class PaperVenue:
         self.ws_url = ""
         self.port = 0
         self.ticks_replayed = 0
+        self.requests_served = 0  # REST requests answered, any status
+        self.requests_refused = 0  # of which 4xx/5xx (auth, validation, rejections, limits, faults)
 
     # ---- markets ----------------------------------------------------------------------------
     def market(self, symbol: str) -> _Market:
@@ -441,14 +446,15 @@ class PaperVenue:
             if st.fault_429_probability and self._rng.random() < st.fault_429_probability:
                 raise _RateLimited(1000, {"fault_injection": True})
             if st.fault_5xx_probability and self._rng.random() < st.fault_5xx_probability:
-                return _err("unavailable", {"fault_injection": True}, 503)
+                return self._count(_err("unavailable", {"fault_injection": True}, 503))
             body = self._json_body(raw)
             response = await handler(request, body)
         except _Unauthorized:
-            return web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
-                                content_type="application/json")
+            return self._count(web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
+                                            content_type="application/json"))
         except _RateLimited as exc:
-            return _err("rate_limit_exceeded", exc.context, 429, {"X-RATE-LIMIT-RESET": str(exc.reset_ms)})
+            return self._count(_err("rate_limit_exceeded", exc.context, 429,
+                                    {"X-RATE-LIMIT-RESET": str(exc.reset_ms)}))
         except VenueError as exc:
             response = _err(exc.code, exc.context, exc.status)
         except UnknownSymbolError as exc:
@@ -459,6 +465,13 @@ class PaperVenue:
             response = _err("internal_server_error", {}, 500)
         # state may have changed (fills, cancels): push the private events right away
         self.ws.publish_engine_events()
+        self._count(response)
+        return response
+
+    def _count(self, response: web.Response) -> web.Response:
+        self.requests_served += 1
+        if response.status >= 400:
+            self.requests_refused += 1
         return response
 
     @staticmethod

@@ -47,8 +47,9 @@ async def run_with(settings: VenueSettings, calls: int, method: str = "GET", pat
 async def test_faults_are_off_by_default_and_5xx_answers_unavailable() -> None:
     _, clean = await run_with(VenueSettings(**BASE), 5)
     assert [s for s, _, _ in clean] == [200] * 5
-    _, broken = await run_with(VenueSettings(**BASE, fault_5xx_probability=1.0), 2)
+    venue, broken = await run_with(VenueSettings(**BASE, fault_5xx_probability=1.0), 2)
     assert [(s, d["error"]["code"]) for s, d, _ in broken] == [(503, "unavailable")] * 2
+    assert (venue.requests_served, venue.requests_refused) == (2, 2)
 
 
 async def test_injected_429_carries_the_reset_header() -> None:
@@ -158,7 +159,8 @@ def test_settings_refuse_nonsense() -> None:
 
 async def test_restart_keeps_the_account_and_refuses_connections_meanwhile() -> None:
     """restart(down_s) = go_down(); sleep; come_back(). The halves are driven directly here."""
-    venue = PaperVenue(VenueSettings(**BASE), ["BTCUSD"])
+    venue = PaperVenue(VenueSettings(**BASE), ["BTCUSD"], api_key="k" * 32, api_secret="s" * 64)
+    assert (venue.api_key, venue.api_secret) == ("k" * 32, "s" * 64)
     await venue.start()
     try:
         async with aiohttp.ClientSession() as session:
