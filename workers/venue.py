@@ -194,6 +194,8 @@ class PaperVenue:
         self._by_product_id: dict[int, _Market] = {}
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
+        if settings.start_ts is not None:
+            self._catch_up(int((time.time() - settings.start_ts) / settings.bar_seconds))
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
@@ -229,6 +231,22 @@ class PaperVenue:
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
         return m
+
+    def _catch_up(self, bars: int) -> None:
+        """A venue (re)started for a run that began earlier: replay the bars the wall clock says
+        have passed, so its market time never runs backwards and candles have no hole."""
+        if bars <= 0:
+            return
+        for m in self._markets_list:
+            if bars > LIVE_BARS_KEPT:
+                m.replay.seek(bars - LIVE_BARS_KEPT)
+            r = m.spec.round_price
+            while m.replay.bar_index < bars:
+                t, o, h, low, c, v = m.replay.next_bar()
+                m.live.append((t, r(o), r(h), r(low), r(c), v))
+            self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
+        # the next bar to replay starts now; markets created before it begins join at it
+        self.market_us = (self._start_ts + BAR_SECONDS * bars) * 1_000_000
 
     def _market_by_product_id(self, product_id: int) -> _Market:
         m = self._by_product_id.get(product_id)

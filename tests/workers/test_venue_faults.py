@@ -194,3 +194,30 @@ async def test_synthetic_products_are_capped() -> None:
                 assert "2 products" in data["error"]["context"]["message"]
     finally:
         await venue.stop()
+
+
+async def test_a_venue_started_late_in_a_run_catches_up_without_a_hole() -> None:
+    started = time.time() - 4.0  # 4 s of a run at 0.04 s per bar: about 100 bars have passed
+    venue = PaperVenue(VenueSettings(**BASE, start_ts=int(started)), ["ETHUSD"])
+    eth = venue.markets["ETHUSD"]
+    assert len(eth.live) >= 100
+    times = [int(t) for t in eth.history.ts] + [b[0] for b in eth.live]
+    assert all(b - a == 60 for a, b in zip(times, times[1:]))
+    assert venue.market_us == (times[-1] + 60) * 1_000_000  # the next bar to replay
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(venue.rest_url + "/v2/products/SYN_0005") as r:  # joins after catch-up
+                assert r.status == 200
+
+        async def in_lockstep() -> bool:
+            syn = venue.markets["SYN_0005"]
+            return syn.bar[0] != 0 and syn.bar[0] == eth.bar[0] and bool(syn.live)
+        for _ in range(3000):
+            if await in_lockstep():
+                break
+            await asyncio.sleep(0.01)
+        assert await in_lockstep()
+        assert eth.live[-1][0] >= times[-1] + 60  # time kept moving forward
+    finally:
+        await venue.stop()
