@@ -309,3 +309,25 @@ def test_position_size_limit_is_enforced() -> None:
     assert err.value.code == "risk_limits_breached" and err.value.context["position_size_limit"] == 10
     assert e.place_order(OrderRequest(product_id=27, side="sell", size=18, order_type="market_order")).state == "closed"
     assert e.position(27).size == -10
+
+
+def test_snapshot_restore_carries_the_account_exactly() -> None:
+    e = make()
+    e.place_order(OrderRequest(product_id=27, side="buy", size=5, order_type="market_order"))
+    resting = e.place_order(limit("buy", 4, "49990", client_order_id="keep"))
+    e.place_order(limit("sell", 2, "50100", reduce_only=True))
+    e.cancel_order(order_id=e.place_order(limit("buy", 1, "40000", client_order_id="gone")).id)
+    e.set_leverage(27, 20)
+    r = MatchingEngine.restore(e.snapshot(), clock=Clock())
+    assert (r.balance, r.realized_pnl_total, r.fees_total) == (e.balance, e.realized_pnl_total, e.fees_total)
+    assert r.wallet() == e.wallet() and r.position(27) == e.position(27)
+    assert r.open_orders() == e.open_orders() and list(r.fills) == list(e.fills)
+    assert r.order_by_client_id("gone").state == "cancelled"  # type: ignore[union-attr]
+    assert r.touch(27) == e.touch(27) and r.leverage(27) == 20
+    # and it keeps trading with the same book and fresh ids
+    fills = r.on_market_trade("BTCUSD", 49_980.0, 10, 5)
+    assert [f.order_id for f in fills] == [resting.id]
+    assert r.place_order(limit("buy", 1, "40000")).id > max(o.id for o in e.order_history() + e.open_orders())
+    ledger_holds(r)
+    with pytest.raises(ValueError):
+        MatchingEngine.restore(b'{"version": 99}', clock=Clock())
