@@ -80,6 +80,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ws_send_queue: int = 2_000  # frames queued per websocket before the client counts as too slow
     ws_max_connections: int = 256  # more concurrent sockets -> handshake answered 429, like Delta's cap
     max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
+    state_file: str | None = None  # the paper account survives a venue restart through this file
+    state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
     start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
     # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
     fault_latency_ms: float = 0.0  # added to every REST request
@@ -186,14 +188,16 @@ class PaperVenue:
         self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
         self._start_ts -= self._start_ts % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
-        self.engine = MatchingEngine(initial_balance_usd=settings.initial_balance_usd,
-                                     default_leverage=settings.leverage, clock=lambda: self.market_us)
+        self.engine = self._load_account()
+        self._saved_revision = self.engine.revision
         self._bars_started = False
         self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
         self._by_product_id: dict[int, _Market] = {}
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
+        for spec in self.engine.specs():  # products of a restored account keep their markets
+            self.market(spec.symbol)
         if settings.start_ts is not None:
             self._catch_up(int((time.time() - settings.start_ts) / settings.bar_seconds))
         self._rng = random.Random(settings.seed)
@@ -231,6 +235,37 @@ class PaperVenue:
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
         return m
+
+    def _load_account(self) -> MatchingEngine:
+        def clock() -> int:
+            return self.market_us
+        path = self.settings.state_file
+        if path and os.path.exists(path):
+            with open(path, "rb") as fh:
+                data = fh.read()
+            try:
+                return MatchingEngine.restore(data, clock=clock)
+            except ValueError as exc:
+                # refuse rather than silently start a fresh account over a trader's history
+                raise ValueError(f"paper account file {path} is unreadable ({exc}); move it away to "
+                                 "start a fresh account") from None
+        return MatchingEngine(initial_balance_usd=self.settings.initial_balance_usd,
+                              default_leverage=self.settings.leverage, clock=clock)
+
+    def save_account(self) -> bool:
+        """Write the account to `state_file` if it changed (atomic, mode 0600). True if written."""
+        path = self.settings.state_file
+        if not path or self.engine.revision == self._saved_revision:
+            return False
+        revision = self.engine.revision
+        _write_private(Path(path), self.engine.snapshot())
+        self._saved_revision = revision
+        return True
+
+    async def _saver(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.state_save_interval_s)
+            self.save_account()
 
     def _catch_up(self, bars: int) -> None:
         """A venue (re)started for a run that began earlier: replay the bars the wall clock says
@@ -283,6 +318,8 @@ class PaperVenue:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
         if self.settings.fault_restart_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._restarter(), name="venue-restarts"))
+        if self.settings.state_file:
+            self._tasks.append(asyncio.create_task(self._saver(), name="venue-save"))
 
     async def _restarter(self) -> None:
         while True:
@@ -329,6 +366,7 @@ class PaperVenue:
                 await t
         self._tasks.clear()
         await self._close_http()
+        self.save_account()
 
     async def _ws_dropper(self) -> None:
         while True:
@@ -950,18 +988,22 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
     return open_, high, low, volume
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomic write of a file only its owner may read (it holds secrets or the account)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
+    os.replace(tmp, path)
+
+
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "venue.json"
-    tmp = run_dir / f".venue.json.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
-                   "api_secret": venue.api_secret}, fh)
-    os.chmod(tmp, 0o600)  # in case the file pre-existed with a wider mode
-    os.replace(tmp, path)
+    path = Path(run_dir) / "venue.json"
+    _write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
+                                     "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
     return path
 
 

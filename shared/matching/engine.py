@@ -244,6 +244,7 @@ class MatchingEngine:
         self._last_priority = 0
         self._last_fill_seq = 0
         self._events: list[Event] = []
+        self.revision = 0  # bumped by every change of the account: a cheap "anything to save?"
         self._order_margin_total = ZERO
         self._position_margin_total = ZERO
 
@@ -284,6 +285,10 @@ class MatchingEngine:
 
     def leverage(self, product_id: int) -> Decimal:
         return self._p(product_id).leverage
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+        self.revision += 1
 
     def drain_events(self) -> list[Event]:
         """Events since the last drain, oldest first. The owner drains after every call, so the
@@ -354,7 +359,7 @@ class MatchingEngine:
         self._open[order.id] = order
         if order.client_order_id:
             self._open_by_coid[order.client_order_id] = order.id
-        self._events.append(OrderEvent("create", None, order))
+        self._emit(OrderEvent("create", None, order))
         if marketable:
             self._execute(p, order, order.size, ask if req.side == "buy" else bid, "taker", now)
         order = self._open.get(order.id) or self._closed[order.id]
@@ -401,7 +406,7 @@ class MatchingEngine:
                         post_only=new_post, updated_at=now,
                         priority=order.priority if keeps_priority else self._next_priority())
         self._open[order.id] = order
-        self._events.append(OrderEvent("update", None, order))
+        self._emit(OrderEvent("update", None, order))
         if marketable:
             self._execute(p, order, order.unfilled_size, ask if order.side == "buy" else bid, "taker", now)
             order = self._open.get(order.id) or self._closed[order.id]
@@ -433,6 +438,7 @@ class MatchingEngine:
             raise bad_schema(f"leverage must be between 1 and 200, got {lev}", "leverage")
         old = p.leverage
         p.leverage = lev
+        self.revision += 1
         self._refresh_margin(p)
         available = self._available()
         if available < 0:
@@ -633,7 +639,7 @@ class MatchingEngine:
             old = self._closed.pop(self._closed_order_ids.popleft(), None)
             if old is not None and old.client_order_id and self._closed_by_coid.get(old.client_order_id) == old.id:
                 del self._closed_by_coid[old.client_order_id]
-        self._events.append(OrderEvent("delete", "fill" if state == "closed" else reason, order))
+        self._emit(OrderEvent("delete", "fill" if state == "closed" else reason, order))
         return order
 
     def _execute(self, p: _Product, order: Order, qty: int, price: Decimal, role: Role,
@@ -687,12 +693,12 @@ class MatchingEngine:
                         paid_commission=order.paid_commission + fee, updated_at=ts_us)
         self._open[order.id] = order
         self._refresh_margin(p)
-        self._events.append(FillEvent(fill))
-        self._events.append(PositionEvent(p.position))
+        self._emit(FillEvent(fill))
+        self._emit(PositionEvent(p.position))
         if order.unfilled_size == 0:
             self._finish(order, "closed", None)
         else:
-            self._events.append(OrderEvent("update", "fill", order))
+            self._emit(OrderEvent("update", "fill", order))
             if order.reduce_only and self._reducible(p, order.side) == 0:
                 self._finish(order, "cancelled", "reduce_only")
         self._cancel_dead_reduce_only(p)

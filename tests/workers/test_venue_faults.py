@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,32 @@ async def test_a_venue_started_late_in_a_run_catches_up_without_a_hole() -> None
         assert eth.live[-1][0] >= times[-1] + 60  # time kept moving forward
     finally:
         await venue.stop()
+
+
+async def test_the_paper_account_survives_a_venue_process_restart(tmp_path: Path) -> None:
+    state = tmp_path / "paper-account.json"
+    settings = VenueSettings(**BASE, state_file=str(state))
+    first = PaperVenue(settings, ["BTCUSD"])
+    await first.start()
+    async with aiohttp.ClientSession() as session:
+        await signed(session, first, "POST", "/v2/orders", {
+            "product_id": 27, "side": "buy", "size": 3, "order_type": "market_order"})
+        await signed(session, first, "POST", "/v2/orders", {  # SYN product made on first reference
+            "product_symbol": "SYN_0009", "side": "buy", "size": 1, "limit_price": "1", "client_order_id": "keep-me"})
+    await first.stop()
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o600
+    second = PaperVenue(settings, ["BTCUSD"], api_key=first.api_key, api_secret=first.api_secret)
+    await second.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            _, pos, _ = await signed(session, second, "GET", "/v2/positions/margined")
+            assert [(p["product_id"], p["size"]) for p in pos["result"]] == [(27, 3)]
+            _, order, _ = await signed(session, second, "GET", "/v2/orders/client_order_id/keep-me")
+            assert order["result"]["state"] == "open" and order["result"]["product_symbol"] == "SYN_0009"
+            _, wallet, _ = await signed(session, second, "GET", "/v2/wallet/balances")
+            assert Decimal(wallet["result"][0]["balance"]) == first.engine.balance < 10_000
+    finally:
+        await second.stop()
+    state.write_bytes(b"not json")
+    with pytest.raises(ValueError, match="move it away"):
+        PaperVenue(settings, ["BTCUSD"])
