@@ -255,7 +255,7 @@ class PaperVenue:
     def save_account(self) -> bool:
         """Write the account to `state_file` if it changed (atomic, mode 0600). True if written."""
         path = self.settings.state_file
-        if not path or self.engine.revision == self._saved_revision:
+        if not path or (self.engine.revision == self._saved_revision and os.path.exists(path)):
             return False
         revision = self.engine.revision
         _write_private(Path(path), self.engine.snapshot())
@@ -1009,12 +1009,16 @@ def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
 
 def venue_main(port: int, run_dir: str | None, symbols: list[str],
                settings: VenueSettings | None = None) -> int:
-    """Blocking entry for `orchestrate venue --port P --run-dir DIR`. Returns an exit code."""
+    """Blocking entry for `orchestrate venue --port P --run-dir DIR`. Returns an exit code.
+    With a run dir, the paper account lives in <run dir>/paper-account.json (unless the settings
+    name another file), so running the venue again on that dir continues the same account."""
     base = settings or VenueSettings()
     settings = msgspec.structs.replace(base, port=port)
+    if run_dir and settings.state_file is None:
+        settings = msgspec.structs.replace(settings, state_file=str(Path(run_dir) / "paper-account.json"))
     try:
         venue = PaperVenue(settings, symbols or list(PAPER_PRODUCTS))
-    except UnknownSymbolError as exc:
+    except (UnknownSymbolError, ValueError) as exc:
         print(f"venue: {exc}", flush=True)
         return 2
 

@@ -119,6 +119,7 @@ async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path
                 assert r.status == 200
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert stat.S_IMODE(os.stat(tmp_path / "paper-account.json").st_mode) == 0o600  # saved on stop
     finally:
         if proc.returncode is None:
             proc.kill()
