@@ -496,16 +496,19 @@ class MatchingEngine:
                       commission=self.fees_total, unrealized_pnl=upnl)
 
     # ---- persistence ------------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """The whole account as JSON bytes (money as decimal strings, exact)."""
+    def snapshot(self, max_history: int = 10_000) -> bytes:
+        """The account as JSON bytes (money as decimal strings, exact): balances, totals,
+        positions, open orders, and the newest `max_history` closed orders and fills (the
+        totals cover older ones, so the ledger identity survives the trim)."""
         state = EngineState(
             initial_balance=self.initial_balance, balance=self.balance,
             realized_pnl_total=self.realized_pnl_total, fees_total=self.fees_total,
             default_leverage=self._default_leverage,
             products=[ProductState(spec=p.spec, leverage=p.leverage, last=p.last, position=p.position)
                       for p in self._products.values()],
-            open_orders=list(self._open.values()), closed_orders=list(self._closed.values()),
-            fills=list(self.fills), last_order_id=self._last_order_id, last_priority=self._last_priority,
+            open_orders=list(self._open.values()),
+            closed_orders=list(self._closed.values())[-max_history:] if max_history else [],
+            fills=list(self.fills)[-max_history:] if max_history else [], last_order_id=self._last_order_id, last_priority=self._last_priority,
             last_fill_seq=self._last_fill_seq)
         return msgspec.json.encode(state)
 
