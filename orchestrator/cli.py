@@ -107,9 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment", file=sys.stderr)
         return 2
     if cfg.run.mode == "live":
-        print("orchestrate: live trading is not wired yet in this build (the gateway replays the shipped "
-              "market); refusing to start rather than pretend", file=sys.stderr)
-        return 2
+        if cfg.market.source != "venue":
+            print("orchestrate: live mode trades through the exchange: set market.source = 'venue'", file=sys.stderr)
+            return 2
+        print(f"orchestrate: LIVE trading on Delta {cfg.run.venue} with real money "
+              f"(key {secrets.api_key[:4]}…)", file=sys.stderr)
     run_dir = RunDir(args.run_dir)
     try:
         run_dir.acquire()

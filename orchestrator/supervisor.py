@@ -12,7 +12,9 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import secrets
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -25,15 +27,18 @@ import zmq
 import zmq.asyncio
 
 from shared.config import Config
-from shared.messages import (ALL_TOPIC, Control, GatewayFigures, Heartbeat, MessageCodec,
-                             PoolFigures, WorkerFigures, topic)
+from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Heartbeat, MessageCodec,
+                             PoolFigures, RLTable, WorkerFigures, topic)
+from shared.store import EquitySnapshot, Store, db_path
+from shared.trading import risk as account_risk
+from shared.trading.pnl import Fill as LedgerFill
 from shared.ring import BarRing
 from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
                            render_table)
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.transport import make_endpoints, socket_dir
 from workers.entry import child_main
-from workers.runtime import ChildSpec
+from workers.runtime import ChildSpec, VenueAccess
 
 from .rundir import RunDir
 
@@ -92,6 +97,10 @@ class Supervisor:
         self._last_snapshot: StatusSnapshot | None = None
         self.halted = False
         self.halt_reason = ""
+        self.store: Store | None = None
+        self.risk_state: account_risk.AccountRiskState | None = None
+        self.fills_stored = 0
+        self.cancel_before_stop = False
 
     # --- process management ------------------------------------------------------------------
 
@@ -115,7 +124,11 @@ class Supervisor:
         def add(kind: str, name: str, key: str, spec: ChildSpec) -> None:
             self.children[key] = Child(kind, name, spec, RestartPolicy(sup), BreachTracker(grace))
 
-        add("gateway", "gateway", "gateway", self._spec("gateway", "gateway", symbols=symbols))
+        access = None
+        if self.cfg.market.source == "venue" and self.cfg.run.mode == "paper":
+            access = VenueAccess(port=_free_port(), api_key=secrets.token_hex(16), api_secret=secrets.token_hex(32))
+            add("venue", "venue", "venue", self._spec("venue", "venue", symbols=symbols, venue_access=access))
+        add("gateway", "gateway", "gateway", self._spec("gateway", "gateway", symbols=symbols, venue_access=access))
         for k in range(self.pool_size):
             add("pool", f"pool-{k}", f"pool-{k}", self._spec("pool", f"pool-{k}", pool_index=k))
         for slot, sym in enumerate(symbols):
@@ -234,6 +247,61 @@ class Supervisor:
             else:
                 log.warning("%s over budget: %s", child.name, why)
 
+    # --- ledger and account risk (one place for the whole account) ----------------------------
+
+    def on_fill(self, ev: FillEvent) -> None:
+        if self.store is None:
+            return
+        f = ev.fill
+        try:
+            stored = self.store.record_fill(LedgerFill(
+                fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
+                contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
+        except Exception:
+            log.exception("could not store fill %s (it stays on the venue's ledger)", f.fill_id)
+            return
+        if stored:
+            self.fills_stored += 1
+
+    async def _broadcast(self, command: str, reason: str = "", symbol: str = "*") -> None:
+        t = ALL_TOPIC if symbol == "*" else topic(symbol)
+        await self._control_pub.send_multipart((t, self.codec.encode(
+            Control(command=command, symbol=symbol, sent_ns=time.perf_counter_ns(), reason=reason))))
+
+    async def _check_account_risk(self) -> None:
+        gw = self.children.get("gateway")
+        f = gw.figures if gw is not None else None
+        if not isinstance(f, GatewayFigures) or not math.isfinite(f.equity):
+            return
+        now = time.time()
+        if self.risk_state is None:
+            self.risk_state = account_risk.initial_state(f.equity, now)
+            if self.store is not None:
+                self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
+            return
+        decision, self.risk_state = account_risk.evaluate(
+            self.risk_state, account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
+            self.cfg.risk)
+        if decision.halted and not self.halted:
+            self.halted = True
+            self.halt_reason = decision.reason
+            log.error("account risk limit breached: %s; halting all bots", decision.reason)
+            await self._broadcast("halt", decision.reason)
+        elif self.halted:
+            await self._broadcast("halt", self.halt_reason)  # late joiners (restarted workers) hear it too
+
+    async def _cancel_all_orders(self, timeout_s: float) -> None:
+        await self._broadcast("cancel_orders", "operator stop --cancel-orders")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            open_counts = [c.figures.open_orders for c in self.children.values()
+                           if c.kind == "worker" and isinstance(c.figures, WorkerFigures) and c.alive()]
+            if all(n == 0 for n in open_counts):
+                return
+            await self._broadcast("cancel_orders", "operator stop --cancel-orders")
+        log.warning("some orders may still be open after stop --cancel-orders; check the venue")
+
     # --- status ------------------------------------------------------------------------------
 
     def snapshot(self) -> StatusSnapshot:
@@ -268,6 +336,9 @@ class Supervisor:
                     position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
                     realized_pnl=f.realized_pnl if f else 0.0,
                     unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
+                    trading=f.trading if f else "", order_errors=f.order_errors if f else 0,
+                    order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
+                    order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     note=(f.note if f else "") or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
             else:
                 f = child.figures
@@ -305,7 +376,9 @@ class Supervisor:
             if cmd == "status":
                 body: Any = self.snapshot()
             elif cmd == "stop":
-                body = {"ok": True, "message": "stopping"}
+                self.cancel_before_stop = bool(req.get("cancel_orders"))
+                body = {"ok": True, "message": "cancelling the bots' open orders, then stopping"
+                        if self.cancel_before_stop else "stopping"}
                 self.stop_event.set()
             elif cmd in ("pause", "resume"):
                 sym = str(req.get("symbol", ""))
@@ -361,6 +434,7 @@ class Supervisor:
         server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path))
         os.chmod(self.run_dir.control_path, 0o600)
         self._start_metrics()
+        self.store = Store(db_path(self.run_dir.path))
 
         self._ctx = self._mp_context()
         self._build_children()
@@ -372,6 +446,10 @@ class Supervisor:
                 msg = self.codec.decode(await pull.recv())
                 if isinstance(msg, Heartbeat):
                     self.on_heartbeat(msg)
+                elif isinstance(msg, FillEvent):
+                    self.on_fill(msg)
+                elif isinstance(msg, RLTable) and self.store is not None:
+                    self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
         async def monitor_loop() -> None:
             next_uss = 0.0
@@ -389,6 +467,7 @@ class Supervisor:
                 now = time.monotonic()
                 for child in self.children.values():
                     self._check(child, now)
+                await self._check_account_risk()
                 self.snapshot()
                 await asyncio.sleep(min(0.25, self.cfg.supervision.budget_check_interval_s))
 
@@ -411,6 +490,8 @@ class Supervisor:
               f"run dir {self.run_dir.path} | status: orchestrate status --run-dir {self.run_dir.path}"
               + (f" | metrics {self.metrics_url}" if self.metrics_url else ""), file=self.out, flush=True)
         await self.stop_event.wait()
+        if self.cancel_before_stop:
+            await self._cancel_all_orders(timeout_s=5.0)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -422,7 +503,8 @@ class Supervisor:
     async def shutdown(self) -> None:
         deadline = time.monotonic() + max(1.0, self.cfg.supervision.shutdown_timeout_s - 2.0)
         # Workers first (they stop trading), then the pool and the gateway.
-        order = sorted(self.children.values(), key=lambda c: {"worker": 0, "pool": 1, "gateway": 2}[c.kind])
+        order = sorted(self.children.values(),
+                       key=lambda c: {"worker": 0, "pool": 1, "gateway": 2, "venue": 3}[c.kind])
         for child in order:
             child.state = "stopped"
             self._kill(child, signal.SIGTERM)
@@ -437,11 +519,20 @@ class Supervisor:
                 child.process.join(timeout=2)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         if self.ring is not None:
             self.ring.close()
             self.ring.unlink()
         self.run_dir.release()
         log.info("supervisor stopped")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:

@@ -68,6 +68,9 @@ class ProcessConfig(_Section):
 
 
 class MarketConfig(_Section):
+    # venue: market data and orders through the exchange (the paper venue, or Delta live);
+    # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks)
+    source: str = "venue"
     bar_seconds: float = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
     history_bars: int = 1000  # bars loaded into each ring at start so signals are valid at once
     window_bars: int = 1024  # bars each ring holds and the pool reads
@@ -76,6 +79,8 @@ class MarketConfig(_Section):
     leverage: float = 10.0
 
     def __post_init__(self) -> None:
+        if self.source not in ("venue", "replay"):
+            raise ValueError("market.source must be 'venue' or 'replay'")
         if not 0.001 <= self.bar_seconds <= 3600:
             raise ValueError("market.bar_seconds must be between 0.001 and 3600")
         if not 16 <= self.window_bars <= 8192:

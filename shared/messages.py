@@ -14,6 +14,8 @@ from typing import Any, Union
 
 import msgspec
 
+from .products import ProductSpec
+
 PROTOCOL_VERSION = 1
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ class Msg(msgspec.Struct, frozen=True, tag_field="t", kw_only=True):
 
 class Tick(Msg, tag="tick"):
     symbol: str
+    epoch: int  # the publishing gateway's start id: seq restarts with a new epoch
     seq: int  # per-symbol, from the gateway; a gap means lost ticks
     price: float
     size: float
@@ -98,6 +101,100 @@ class SignalReply(Msg, tag="sig_rep"):
     sent_ns: int
 
 
+# --- orders: worker <-> gateway (DEALER/ROUTER), account events gateway -> worker (PUB) ---------
+
+
+class OrderView(msgspec.Struct, frozen=True, kw_only=True):
+    order_id: int
+    side: str  # buy | sell
+    price: float
+    size: int
+    unfilled_size: int
+    client_order_id: str | None
+    state: str = "open"  # open | pending | closed | cancelled
+    order_type: str = "limit_order"
+    reduce_only: bool = False
+
+
+class FillView(msgspec.Struct, frozen=True, kw_only=True):
+    fill_id: str
+    order_id: str
+    client_order_id: str
+    side: str
+    size: int
+    price: str  # decimal string, as booked by the venue
+    fee: str  # decimal string, commission paid (negative = rebate)
+    role: str
+    ts: float  # epoch seconds of the fill
+
+
+class NewOrderSpec(msgspec.Struct, frozen=True, kw_only=True):
+    client_order_id: str
+    side: str
+    price: float
+    size: int
+    order_type: str = "limit_order"
+    reduce_only: bool = False
+    post_only: bool = False
+
+
+class AmendSpec(msgspec.Struct, frozen=True, kw_only=True):
+    order_id: int
+    price: float
+    size: int  # total size after the edit (Delta's rule)
+
+
+class AccountRequest(Msg, tag="acct_req"):
+    symbol: str
+    include_fills: bool  # True for a full reconciliation (start, reconnect); False: orders + balance
+    sent_ns: int
+
+
+class AccountSnapshot(Msg, tag="acct"):
+    """What the exchange says: the worker reconciles against this before it trades."""
+    symbol: str
+    product: ProductSpec | None
+    open_orders: list[OrderView]
+    fills: list[FillView]
+    position_size: int
+    available_balance: float
+    equity: float
+    error: str = ""
+
+
+class OrderIntents(Msg, tag="intents"):
+    symbol: str
+    seq: int
+    product_id: int
+    cancel: list[int]
+    amend: list[AmendSpec]
+    place: list[NewOrderSpec]
+    sent_ns: int
+
+
+class IntentResult(Msg, tag="intent_res"):
+    symbol: str
+    seq: int
+    cancelled: list[int]
+    amended: list[OrderView]
+    placed: list[OrderView]
+    errors: list[str]  # "client_order_id or order id: delta_code: message"
+    sent_ns: int
+
+
+class OrderEvent(Msg, tag="order_ev"):
+    symbol: str
+    order: OrderView
+    sent_ns: int
+
+
+class FillEvent(Msg, tag="fill_ev"):
+    symbol: str
+    fill: FillView
+    contract_value: str  # decimal string, from the venue's product spec (PnL needs it exactly)
+    sent_ns: int
+
+
 # --- supervision: every process -> supervisor (PUSH/PULL) --------------------------------------
 
 
@@ -123,6 +220,10 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     realized_pnl: float = 0.0
     unrealized_pnl: float = 0.0
     fees: float = 0.0
+    order_rtt_p50_us: float = float("nan")
+    order_rtt_p99_us: float = float("nan")
+    order_errors: int = 0
+    trading: str = ""  # why the bot is or is not trading (reconciling, paused, halted, ...)
     note: str = ""
 
 
@@ -141,7 +242,17 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     source: str
     requests: int
     malformed: int
+    equity: float = float("nan")  # account equity (wallet balance + unrealised), exchange mode
+    position_notional: float = 0.0  # sum of |position| notional over our products
+    rest_errors: int = 0
     note: str = ""
+
+
+class RLTable(Msg, tag="rl_table"):
+    """Pool -> supervisor: a symbol's learned Q-table, persisted in SQLite."""
+    symbol: str
+    table: bytes
+    sent_ns: int
 
 
 class Heartbeat(Msg, tag="hb"):
@@ -156,13 +267,16 @@ class Heartbeat(Msg, tag="hb"):
 
 
 class Control(Msg, tag="ctl"):
-    command: str  # pause | resume | stop | cancel_orders
+    """Supervisor -> workers. `reason` says why (shown in status)."""
+    command: str  # pause | resume | halt | cancel_orders
     symbol: str
     sent_ns: int
+    reason: str = ""
 
 
 Message = Union[Tick, Candle, HistoryRequest, HistoryReply, SignalRequest, SignalReply, Heartbeat,
-                Control]
+                Control, AccountRequest, AccountSnapshot, OrderIntents, IntentResult, OrderEvent,
+                FillEvent, RLTable]
 
 
 class MessageCodec:

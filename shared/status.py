@@ -41,6 +41,10 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     realized_pnl: float = 0.0
     unrealized_pnl: float = 0.0
     fees: float = 0.0
+    trading: str = ""  # trading | reconciling | paused | halted: ... | not trading: ... | signals only ...
+    order_rtt_p50_us: float | None = None
+    order_rtt_p99_us: float | None = None
+    order_errors: int = 0
     note: str = ""
 
 
@@ -102,7 +106,9 @@ def render_table(snap: StatusSnapshot) -> str:
             f"{_fmt(w.last_price, '11.2f'):>11} {w.bar_count:>5} {w.signal:<6} {w.confidence:>4.2f} "
             f"{votes:<15} {_fmt(w.tick_to_signal_p50_us, '7.0f'):>7} {_fmt(w.tick_to_signal_p99_us, '7.0f'):>7} "
             f"{_fmt(w.loop_lag_ms, '6.1f'):>6} {_fmt(w.rss_mb, '5.0f'):>5} {_fmt(w.uss_mb, '5.1f'):>5} "
-            f"{_fmt(w.cpu_percent, '5.1f'):>5} {w.position:>6.0f} {w.open_orders:>3} {pnl:>9.2f}  {w.budget}")
+            f"{_fmt(w.cpu_percent, '5.1f'):>5} {w.position:>6.0f} {w.open_orders:>3} {pnl:>9.2f}  {w.budget}"
+            + (f" | {w.trading}" if w.trading and w.trading != "trading" else "")
+            + (f" | {w.note}" if w.note else ""))
     for p in snap.processes:
         lines.append(
             f"  {p.kind}:{p.name} pid {p.pid} {p.state} up {p.uptime_s:.0f}s restarts {p.restarts} "
@@ -119,5 +125,6 @@ def render_lines(snap: StatusSnapshot) -> str:
             f"{w.symbol} state={w.state} price={_fmt(w.last_price, '.2f')} signal={w.signal} "
             f"conf={w.confidence:.2f} p50={_fmt(w.tick_to_signal_p50_us, '.0f')}us "
             f"p99={_fmt(w.tick_to_signal_p99_us, '.0f')}us restarts={w.restarts} "
-            f"uss={_fmt(w.uss_mb, '.1f')}MB pos={w.position:.0f} orders={w.open_orders} budget={w.budget}")
+            f"uss={_fmt(w.uss_mb, '.1f')}MB pos={w.position:.0f} orders={w.open_orders} "
+            f"pnl={w.realized_pnl + w.unrealized_pnl - w.fees:.2f} trading={w.trading!r} budget={w.budget}")
     return "\n".join(out)

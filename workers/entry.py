@@ -12,6 +12,9 @@ def child_main(spec: ChildSpec) -> None:
     elif spec.kind == "pool":
         from . import pool
         pool.main(spec)
+    elif spec.kind == "venue":
+        from . import venue_proc
+        venue_proc.main(spec)
     elif spec.kind == "gateway":
         from . import gateway
         gateway.main(spec)

@@ -101,6 +101,7 @@ async def run(spec: ChildSpec) -> None:
     source = ReplaySource(spec.symbols, run_start, cfg.market.bar_seconds, cfg.market.history_bars,
                           keep=cfg.market.window_bars, seed=cfg.market.seed)
     seqs = {s: 0 for s in spec.symbols}
+    epoch = time.time_ns()
     topics = {s: topic(s) for s in spec.symbols}
     stats = {"ticks": 0, "requests": 0}
 
@@ -117,7 +118,7 @@ async def run(spec: ChildSpec) -> None:
                     ts, o, h, low, c, v = source.current[sym]
                     price = candle_ticks(o, h, low, c)[next_phase]
                     seqs[sym] += 1
-                    tick = Tick(symbol=sym, seq=seqs[sym], price=price, size=v / 4.0,
+                    tick = Tick(symbol=sym, epoch=epoch, seq=seqs[sym], price=price, size=v / 4.0,
                                 exch_ts_us=int((ts + next_phase * BAR_SECONDS / 4) * 1_000_000),
                                 sent_ns=time.perf_counter_ns())
                     await pub.send_multipart((topics[sym], codec.encode(tick)))
@@ -175,7 +176,13 @@ async def run(spec: ChildSpec) -> None:
 def main(spec: ChildSpec) -> None:
     setup_logging(spec.run_dir, spec.name)
     try:
-        asyncio.run(run(spec))
+        if spec.config.market.source == "replay":
+            asyncio.run(run(spec))
+        else:
+            from .gateway_exchange import run_exchange
+            code = asyncio.run(run_exchange(spec))
+            if code:
+                raise SystemExit(code)
     except Exception:
         log.exception("gateway crashed")
         raise

@@ -18,6 +18,7 @@ import zmq.asyncio  # noqa: F401
 import shared.signals  # noqa: F401
 import workers.entry  # noqa: F401
 import workers.gateway  # noqa: F401
+import workers.gateway_exchange  # noqa: F401
 import workers.pool  # noqa: F401
 import workers.worker  # noqa: F401
 

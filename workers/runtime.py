@@ -18,6 +18,16 @@ from shared.messages import Heartbeat, MessageCodec
 from shared.transport import Endpoints
 
 
+class VenueAccess(msgspec.Struct, frozen=True):
+    """Paper venue address and per-run key, fixed by the supervisor so restarts keep them."""
+    port: int
+    api_key: str
+    api_secret: str
+
+    def __repr__(self) -> str:
+        return f"VenueAccess(port={self.port}, api_key={self.api_key[:4]}…, api_secret=<hidden>)"
+
+
 class ChildSpec(msgspec.Struct, frozen=True):
     kind: str  # gateway | pool | worker
     name: str
@@ -30,7 +40,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     pool_index: int = -1
     symbols: tuple[str, ...] = ()  # gateway: every symbol; pool: none needed
     slots: dict[str, int] = msgspec.field(default_factory=dict)
-    venue_json: str = ""  # paper/live exchange connection file written by the supervisor
+    venue_access: VenueAccess | None = None  # the paper venue child only
     run_start_wall: float = 0.0  # epoch seconds the run started: the replay market's clock origin
 
 

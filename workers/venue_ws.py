@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 SIGNATURE_WINDOW_S = 5
 PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m")
-PRIVATE_CHANNELS = ("orders", "positions", "user_trades")
+PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
 
 
 def dumps(obj: Any) -> str:
@@ -79,6 +79,13 @@ class WsHub:
         if not events:
             return
         authed = [c for c in self.clients if c.authed]
+        margin_subs = [c for c in authed if "margins" in c.subs]
+        if margin_subs:  # one wallet update per batch of account changes
+            w = self.venue.engine.wallet()
+            frame = dumps({**wire.wallet_json(w), "type": "margins", "action": "update",
+                           "timestamp": self.venue.market_us})
+            for c in margin_subs:
+                c.send(frame)
         for ev in events:
             if isinstance(ev, OrderEvent):
                 o = ev.order
@@ -252,6 +259,8 @@ class WsHub:
             return {"name": name, "error": f"subscription forbidden on {name}. Unknown channel"}
         if name in PRIVATE_CHANNELS and not client.authed:
             return {"name": name, "error": f"subscription forbidden on {name}. Unauthorized user"}
+        if name == "margins":
+            symbols = ["all"]  # an account channel: Delta takes no symbols for it
         if not isinstance(symbols, list) or not symbols:
             return None  # Delta: most channels send nothing without symbols
         good: list[str] = []

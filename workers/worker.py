@@ -21,15 +21,35 @@ import zmq.asyncio
 
 from shared.bars import apply_tick
 from shared.latency import RollingHistogram
-from shared.messages import (ALL_TOPIC, Control, HistoryReply, HistoryRequest, MessageCodec,
-                             SignalReply, SignalRequest, Tick, WorkerFigures, topic)
+from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSpec, Control, FillEvent,
+                             FillView, HistoryReply, HistoryRequest, IntentResult, MessageCodec,
+                             NewOrderSpec, OrderEvent, OrderIntents, OrderView, SignalReply,
+                             SignalRequest, Tick, WorkerFigures, topic)
 from shared.ring import BarRing
+from shared.trading.bot import TradingBot
+from shared.trading.orders import OpenOrder
+from shared.trading.pnl import Fill as LedgerFill
 
 from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
                       send_heartbeat, setup_logging, supervisor_alive)
 
 log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this
+INTENT_TIMEOUT_S = 15.0  # no answer to an order batch: reconcile from the exchange before more
+RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange this often
+LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
+
+
+def open_order(symbol: str, v: OrderView) -> OpenOrder:
+    return OpenOrder(order_id=v.order_id, symbol=symbol, side=v.side, price=v.price, size=v.size,  # type: ignore[arg-type]
+                     unfilled_size=v.unfilled_size, client_order_id=v.client_order_id,
+                     order_type=v.order_type, reduce_only=v.reduce_only)  # type: ignore[arg-type]
+
+
+def ledger_fill(symbol: str, f: FillView, contract_value: str) -> LedgerFill:
+    return LedgerFill(fill_id=f.fill_id, symbol=symbol, side=f.side, size=f.size, price=f.price,  # type: ignore[arg-type]
+                      fee=f.fee, contract_value=contract_value, ts=f.ts, client_order_id=f.client_order_id,
+                      order_id=f.order_id)
 
 
 class Worker:
@@ -48,6 +68,7 @@ class Worker:
         self.ticks_dropped = 0
         self.ticks_late = 0
         self.last_seq = 0
+        self.epoch = 0
         self.signals = 0
         self.last_signal: SignalReply | None = None
         self.first_signal_mono_ns = 0
@@ -55,11 +76,31 @@ class Worker:
         self.in_flight: tuple[int, int, float] | None = None  # (seq, tick_recv_ns, sent monotonic s)
         self.pending_tick_ns = 0  # receipt time of the oldest tick not yet covered by a request
         self._leak: list[bytearray] = []
+        self.late_streak = 0
+        # trading
+        self.trades = spec.config.market.source == "venue"
+        self.bot: TradingBot | None = None
+        self.trading = "reconciling" if self.trades else "signals only (replay source: no orders)"
+        self.halted = ""
+        self.available_balance = math.nan
+        self.intent_seq = 0
+        self.intent_in_flight: tuple[int, int, float] | None = None  # (seq, sent_ns, sent monotonic)
+        self.order_rtt = RollingHistogram(window_s=300.0, parts=5)
+        self.order_errors = 0
+        self.cancel_requested = False
+        self.needs_resync = False
+        self.needs_full_reconcile = False
 
     # --- market data -------------------------------------------------------------------------
 
     def on_tick(self, tick: Tick, recv_ns: int) -> bool:
         """Apply a tick to the ring; True when a signal should be requested."""
+        if tick.epoch != self.epoch:
+            # A restarted gateway numbers its ticks afresh: start counting gaps again, and rebuild
+            # the view of our orders from the exchange (events may have been lost meanwhile).
+            if self.epoch:
+                self.needs_full_reconcile = True
+            self.epoch, self.last_seq = tick.epoch, 0
         if self.last_seq and tick.seq > self.last_seq + 1:
             self.ticks_dropped += tick.seq - self.last_seq - 1
         if tick.seq <= self.last_seq:
@@ -78,7 +119,9 @@ class Worker:
             self.bars.update_last(u.high, u.low, u.close, u.volume)
         else:
             self.ticks_late += 1
+            self.late_streak += 1
             return False
+        self.late_streak = 0
         if self.pending_tick_ns == 0:
             self.pending_tick_ns = recv_ns
         return True
@@ -145,7 +188,110 @@ class Worker:
             tick_to_signal_p999_us=w.percentile(99.9),
             tick_to_signal_count=self.latency.lifetime.total, loop_lag_ms=loop_lag_ms,
             malformed=self.codec.malformed, first_signal_mono_ns=self.first_signal_mono_ns,
-            note=(sig.reason if sig and not sig.valid else ""))
+            note=(sig.reason if sig and not sig.valid else ""), **self.trading_figures())
+
+    def trading_figures(self) -> dict[str, object]:
+        out: dict[str, object] = {"trading": self.state_of_trading(), "order_errors": self.order_errors}
+        if self.bot is not None and self.bot.position is not None:
+            realised, unreal, fees = self.bot.pnl(self.last_price)
+            out.update(position=float(self.bot.position.contracts), open_orders=self.bot.owned_open_orders(),
+                       realized_pnl=realised, unrealized_pnl=unreal, fees=fees)
+        w = self.order_rtt.window(time.monotonic())
+        out.update(order_rtt_p50_us=w.percentile(50), order_rtt_p99_us=w.percentile(99))
+        return out
+
+    def state_of_trading(self) -> str:
+        if self.halted:
+            return f"halted: {self.halted}"
+        if self.paused:
+            return "paused"
+        return self.trading
+
+    # --- trading -----------------------------------------------------------------------------
+
+    def on_account(self, snap: AccountSnapshot, full: bool) -> None:
+        if snap.error or snap.product is None:
+            self.trading = f"not trading: {snap.error or 'no product spec'}"
+            return
+        self.available_balance = snap.available_balance
+        orders = [open_order(self.symbol, o) for o in snap.open_orders]
+        if full or self.bot is None:
+            cfg = self.cfg
+            if self.bot is None:
+                self.bot = TradingBot(symbol=self.symbol, product=snap.product, grid=cfg.grid, risk=cfg.risk,
+                                      bot_id=cfg.run.bot_id)
+            cv = repr(snap.product.contract_value)
+            fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
+            self.bot.reconcile_from(orders, fills, [])
+            self.trading = "trading"
+            log.info("%s: reconciled: %d open orders (%d ours), %d fills, position %s", self.symbol,
+                     len(orders), self.bot.owned_open_orders(), len(fills), self.bot.position.contracts
+                     if self.bot.position else 0)
+        else:
+            self.bot.open_orders = {o.order_id: o for o in orders}
+        self.needs_resync = False
+
+    def on_fill_event(self, ev: FillEvent) -> None:
+        if self.bot is not None:
+            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value))
+
+    def on_order_event(self, ev: OrderEvent) -> None:
+        if self.bot is not None:
+            self.bot.on_order(open_order(self.symbol, ev.order), ev.order.state)
+
+    def make_intents(self, reply: SignalReply) -> OrderIntents | None:
+        bot = self.bot
+        if bot is None or self.intent_in_flight is not None or self.needs_resync:
+            return None
+        now_ns = time.perf_counter_ns()
+        if self.cancel_requested or self.halted:
+            cancel = bot.cancel_all_plan()
+            if not cancel:
+                return None
+            place: list[NewOrderSpec] = []
+            amend: list[AmendSpec] = []
+        else:
+            if not reply.valid:
+                return None
+            plan = bot.plan(now=time.time(), price=reply.close, atr=reply.atr14, direction=reply.direction,
+                            confidence=reply.confidence, available_balance=self.available_balance,
+                            allow_new_entries=not self.paused)
+            if plan.empty:
+                return None
+            cancel = [c.order_id for c in plan.to_cancel]
+            amend = [AmendSpec(order_id=a.order_id, price=a.price, size=a.size) for a in plan.to_amend]
+            place = [NewOrderSpec(client_order_id=p.client_order_id, side=p.order.side, price=p.order.price,
+                                  size=p.order.size, order_type=p.order.order_type, reduce_only=p.order.reduce_only)
+                     for p in plan.to_place]
+        self.intent_seq += 1
+        self.intent_in_flight = (self.intent_seq, now_ns, time.monotonic())
+        return OrderIntents(symbol=self.symbol, seq=self.intent_seq, product_id=bot.product.product_id,
+                            cancel=cancel, amend=amend, place=place, sent_ns=now_ns)
+
+    def on_intent_result(self, res: IntentResult, recv_ns: int) -> None:
+        if self.intent_in_flight is None or res.seq != self.intent_in_flight[0]:
+            return
+        self.order_rtt.record((recv_ns - self.intent_in_flight[1]) / 1000.0, time.monotonic())
+        self.intent_in_flight = None
+        bot = self.bot
+        if bot is None:
+            return
+        for oid in res.cancelled:
+            bot.open_orders.pop(oid, None)
+        for v in (*res.amended, *res.placed):
+            bot.on_order(open_order(self.symbol, v), v.state)
+        if res.errors:
+            self.order_errors += len(res.errors)
+            for e in res.errors:
+                log.warning("%s: order rejected: %s", self.symbol, e)
+            # What the exchange holds now is uncertain for the failed items: read it back.
+            self.needs_resync = True
+
+    def check_intent_timeout(self) -> None:
+        if self.intent_in_flight and time.monotonic() - self.intent_in_flight[2] > INTENT_TIMEOUT_S:
+            log.warning("%s: no answer to order batch %d; reconciling", self.symbol, self.intent_in_flight[0])
+            self.intent_in_flight = None
+            self.needs_resync = True
 
     def leak(self, mb: float) -> None:
         """Test-only fault (config [testing], needs ORCHESTRATE_TEST_FAULTS=1)."""
@@ -198,6 +344,38 @@ async def run(spec: ChildSpec) -> None:
             return
     worker.state = "warming up"
 
+    async def ask_account(full: bool) -> None:
+        await gw.send(codec.encode(AccountRequest(symbol=worker.symbol, include_fills=full,
+                                                  sent_ns=time.perf_counter_ns())))
+
+    reconcile_full = True
+    if worker.trades:
+        await ask_account(True)
+
+    async def send_intents(reply: SignalReply) -> None:
+        intents = worker.make_intents(reply)
+        if intents is not None:
+            await gw.send(codec.encode(intents))
+
+    async def gateway_loop() -> None:
+        nonlocal reconcile_full
+        while True:
+            payload = await gw.recv()
+            recv_ns = time.perf_counter_ns()
+            msg = codec.decode(payload)
+            if isinstance(msg, AccountSnapshot):
+                worker.on_account(msg, reconcile_full)
+                if not msg.error:
+                    reconcile_full = False
+            elif isinstance(msg, IntentResult):
+                worker.on_intent_result(msg, recv_ns)
+            elif isinstance(msg, HistoryReply):
+                if msg.symbol == worker.symbol:
+                    worker.load_history(msg)
+                    worker.late_streak = 0
+            elif msg is not None:
+                codec.malformed += 1
+
     async def send_request() -> None:
         req = worker.make_request()
         if req is not None:
@@ -211,6 +389,14 @@ async def run(spec: ChildSpec) -> None:
             if isinstance(msg, Tick) and msg.symbol == worker.symbol:
                 if worker.on_tick(msg, recv_ns):
                     await send_request()
+                elif worker.late_streak == LATE_TICKS_RELOAD:
+                    log.warning("%s: market clock went back (venue restarted?); reloading history", worker.symbol)
+                    await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
+                                                              sent_ns=time.perf_counter_ns())))
+            elif isinstance(msg, FillEvent) and msg.symbol == worker.symbol:
+                worker.on_fill_event(msg)
+            elif isinstance(msg, OrderEvent) and msg.symbol == worker.symbol:
+                worker.on_order_event(msg)
             elif msg is not None:
                 codec.malformed += 1
 
@@ -222,6 +408,8 @@ async def run(spec: ChildSpec) -> None:
             if isinstance(msg, SignalReply):
                 worker.on_signal(msg, recv_ns)
                 await send_request()
+                if worker.trades:
+                    await send_intents(msg)
             elif msg is not None:
                 codec.malformed += 1
 
@@ -235,11 +423,23 @@ async def run(spec: ChildSpec) -> None:
                 worker.paused = True
             elif msg.command == "resume":
                 worker.paused = False
-            log.info("%s: control %s", worker.symbol, msg.command)
+            elif msg.command == "halt":
+                if not worker.halted:
+                    log.error("%s: halted by the supervisor: %s", worker.symbol, msg.reason)
+                worker.halted = msg.reason or "account risk limit"
+            elif msg.command == "cancel_orders":
+                worker.cancel_requested = True
+                worker.paused = True
+            if worker.trades and worker.last_signal is not None and msg.command in ("halt", "cancel_orders"):
+                await send_intents(worker.last_signal)
+            if msg.command != "halt":
+                log.info("%s: control %s", worker.symbol, msg.command)
 
     async def housekeeping_loop() -> None:
+        nonlocal reconcile_full
         interval = cfg.supervision.heartbeat_interval_s
         leak_mb = cfg.testing.leak_mb_per_s if cfg.testing.leak_symbol in ("", worker.symbol) else 0.0
+        next_resync = time.monotonic() + RESYNC_INTERVAL_S
         while True:
             if not supervisor_alive(spec.supervisor_pid):
                 log.warning("supervisor gone; exiting")
@@ -247,12 +447,25 @@ async def run(spec: ChildSpec) -> None:
                 return
             worker.check_timeout()
             await send_request()
+            if worker.trades:
+                worker.check_intent_timeout()
+                now = time.monotonic()
+                if worker.needs_full_reconcile:
+                    reconcile_full, worker.needs_full_reconcile = True, False
+                if reconcile_full or worker.needs_resync or now >= next_resync:
+                    # Until the first reconciliation succeeds the bot does not trade; after it,
+                    # orders and balance are re-read regularly (the socket may have missed events).
+                    await ask_account(reconcile_full)
+                    next_resync = now + RESYNC_INTERVAL_S
+                elif worker.cancel_requested and worker.last_signal is not None:
+                    await send_intents(worker.last_signal)
             if leak_mb > 0:
                 worker.leak(leak_mb * interval)
             send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
             await asyncio.sleep(interval)
 
-    tasks = [asyncio.create_task(c()) for c in (market_loop, signal_loop, control_loop, housekeeping_loop)]
+    tasks = [asyncio.create_task(c()) for c in (market_loop, signal_loop, control_loop, housekeeping_loop,
+                                                 gateway_loop)]
     done_or_stop = asyncio.create_task(stop.wait())
     finished, _ = await asyncio.wait([*tasks, done_or_stop], return_when=asyncio.FIRST_COMPLETED)
     for t in tasks:

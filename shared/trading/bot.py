@@ -1,0 +1,145 @@
+"""One symbol's trading decisions as a pure state machine: the bot worker feeds it what the
+exchange says (a reconciliation snapshot, fills, order updates, signals) and sends whatever
+plan it returns. No I/O, no clocks of its own, so paper, live, backtests and tests share it.
+
+The cycle (see tests/shared/trading/test_bot_cycle.py for the invariants it keeps):
+signal -> grid anchor (hysteresis) -> entries sized from the available balance -> levels derived
+from our fills and resting orders -> symbol caps -> reconcile against the book -> churn limit.
+Protective stops are not placed: the paper venue does not implement stop orders yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..products import ProductSpec
+from . import client_order_id as coid
+from .grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor
+from .levels import LevelHoldings, desired_book, hold_fill, levels_from_book
+from .orders import OpenOrder
+from .pnl import Fill, Position, apply_fill, flat_position, unrealised
+from .reconcile import ChurnBucket, ReconcilePlan, limit_plan, new_bucket, reconcile
+from .risk import RiskConfig, limit_desired
+from .sizing import contracts_per_level
+
+MAX_SEEN_FILLS = 10_000  # fill ids remembered to drop replays (bounded)
+
+
+@dataclass
+class TradingBot:
+    symbol: str
+    product: ProductSpec
+    grid: GridConfig
+    risk: RiskConfig
+    bot_id: str
+    holdings: LevelHoldings = field(default_factory=LevelHoldings)
+    position: Position | None = None
+    anchor: GridAnchor | None = None
+    generation: int = 0
+    bucket: ChurnBucket | None = None
+    open_orders: dict[int, OpenOrder] = field(default_factory=dict)
+    seen_fills: dict[str, None] = field(default_factory=dict)
+    reconciled: bool = False
+    last_step: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.position is None:
+            self.position = flat_position(self.symbol, repr(self.product.contract_value))
+
+    # --- what the exchange says ---------------------------------------------------------------
+
+    def reconcile_from(self, open_orders: list[OpenOrder], fills: list[Fill], sent_ids: list[str]) -> None:
+        """Start (or restart after a reconnect) from the exchange's view: every own fill the venue
+        reports rebuilds holdings and position; the generation continues past every id seen, so a
+        restarted bot never reuses a client order id."""
+        self.holdings = LevelHoldings()
+        self.position = flat_position(self.symbol, repr(self.product.contract_value))
+        self.seen_fills.clear()
+        step = self.last_step or self.product.tick_size * 10
+        for f in sorted(fills, key=lambda f: (f.ts, f.fill_id)):
+            self._apply_fill(f, step)
+        self.open_orders = {o.order_id: o for o in open_orders}
+        ids = [o.client_order_id for o in open_orders] + [f.client_order_id for f in fills] + sent_ids
+        self.generation = coid.generation_after(reversed(ids), bot_id=self.bot_id, symbol=self.symbol)
+        self.anchor = None
+        self.reconciled = True
+
+    def on_fill(self, fill: Fill) -> bool:
+        """Apply one of our fills; False for a replay or a foreign fill."""
+        if fill.fill_id in self.seen_fills or fill.symbol != self.symbol:
+            return False
+        self._apply_fill(fill, self.last_step or self.product.tick_size * 10)
+        return True
+
+    def _apply_fill(self, fill: Fill, step: float) -> None:
+        self.seen_fills[fill.fill_id] = None
+        if len(self.seen_fills) > MAX_SEEN_FILLS:
+            self.seen_fills.pop(next(iter(self.seen_fills)))
+        if coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol) is None:
+            return  # a trader's manual fill: not ours to manage (the position still shows it on the venue)
+        self.holdings = hold_fill(self.holdings, fill, bot_id=self.bot_id, symbol=self.symbol, grid_step=step)
+        assert self.position is not None
+        self.position = apply_fill(self.position, fill)
+
+    def on_order(self, order: OpenOrder, state: str) -> None:
+        if state in ("open", "pending") and order.unfilled_size > 0:
+            self.open_orders[order.order_id] = order
+        else:
+            self.open_orders.pop(order.order_id, None)
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def plan(self, *, now: float, price: float, atr: float, direction: str, confidence: float,
+             available_balance: float, allow_new_entries: bool) -> ReconcilePlan:
+        """The orders to place, amend and cancel now. With `allow_new_entries` False (paused,
+        halted, below min balance) only take-profits of filled levels stay wanted."""
+        if not self.reconciled:
+            return ReconcilePlan()
+        if not (math.isfinite(price) and price > 0 and math.isfinite(atr) and atr > 0):
+            return ReconcilePlan()
+        step = grid_step(price, atr, self.grid)
+        self.last_step = step
+        if self.bucket is None:
+            self.bucket = new_bucket(self.grid.max_actions_per_minute, now)
+        entries = ()
+        if allow_new_entries and direction in ("UP", "DOWN"):
+            self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]
+            if self.anchor is not None:
+                size = contracts_per_level(available_balance, self.anchor.price, self.product,
+                                           risk_percentage=self.risk.risk_percentage,
+                                           min_balance=self.risk.min_balance)
+                if size > 0:
+                    entries = desired_grid(self.anchor.direction, self.anchor.confidence, self.anchor.price,
+                                           atr, self.product, size, self.grid, step=self.anchor.step)
+        elif not allow_new_entries:
+            self.anchor = None
+        book = list(self.open_orders.values())
+        levels = levels_from_book(self.holdings, book, bot_id=self.bot_id, symbol=self.symbol,
+                                  grid_step=step, ts=now)
+        long_held = sum(n for (side, _), n in self.holdings.held.items() if side == "buy")
+        short_held = sum(n for (side, _), n in self.holdings.held.items() if side == "sell")
+        assert self.position is not None
+        desired = limit_desired(desired_book(entries, levels, self.product), self.position.contracts,
+                                self.risk, long_held=long_held, short_held=short_held)
+        self.generation = coid.next_generation(self.generation)
+        plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=self.generation,
+                         price_tolerance=self.grid.regrid_fraction * step)
+        plan, self.bucket = limit_plan(plan, self.bucket, now, reference_price=price)
+        return plan
+
+    def cancel_all_plan(self) -> list[int]:
+        """Every resting order we own (for stop --cancel-orders and risk halts)."""
+        return [o.order_id for o in self.open_orders.values()
+                if coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol) is not None]
+
+    # --- figures ------------------------------------------------------------------------------
+
+    def pnl(self, mark: float) -> tuple[float, float, float]:
+        """(realised, unrealised at mark, fees) of the bot's own fills."""
+        assert self.position is not None
+        unreal = unrealised(self.position, repr(mark)) if math.isfinite(mark) and mark > 0 else 0
+        return float(self.position.realised), float(unreal), float(self.position.fees)
+
+    def owned_open_orders(self) -> int:
+        return len(self.cancel_all_plan())

@@ -1,0 +1,405 @@
+"""Gateway, exchange mode: the one owner of the account's Delta session (paper venue or live).
+
+One REST client (one weighted rate limiter for the account), one websocket. Publishes ticks
+(from `all_trades`), order updates and fills to workers by symbol; answers history, account
+snapshot and order-intent requests; sends fills to the supervisor for the SQLite ledger.
+
+Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
+trade of ours happened and polled every few seconds anyway: a quiet socket is never read as "no
+fills".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from typing import Any
+
+import aiohttp
+import numpy as np
+import zmq
+import zmq.asyncio
+
+from shared.config import secrets_from_env
+from shared.delta.errors import DeltaError
+from shared.delta.venues import resolve_venue
+from shared.delta.models import Fill as DeltaFill, Order
+from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit
+from shared.delta.ws import DeltaWebSocket, OrderUpdate, TradeEvent, UserTrade
+from shared.marketdata import BAR_SECONDS
+from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
+                             HistoryReply, HistoryRequest, IntentResult, MessageCodec, OrderEvent,
+                             OrderIntents, OrderView, Tick, topic)
+from shared.products import ProductSpec, UnknownSymbolError
+
+from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
+                      send_heartbeat, supervisor_alive)
+
+log = logging.getLogger("gateway")
+FILL_POLL_S = 3.0
+ACCOUNT_POLL_S = 2.0
+SEEN_FILLS_MAX = 50_000
+
+
+def order_view(o: Order) -> OrderView:
+    return OrderView(order_id=int(o.id), side=o.side, price=float(o.limit_price or 0.0), size=int(o.size),
+                     unfilled_size=int(o.unfilled_size), client_order_id=o.client_order_id,
+                     state=o.state or "open", order_type=o.order_type, reduce_only=bool(o.reduce_only))
+
+
+def fill_view(f: DeltaFill) -> FillView:
+    ts_us = f.created_at if isinstance(f.created_at, int) else 0
+    return FillView(fill_id=str(f.id), order_id=str(f.order_id or ""), client_order_id=f.client_order_id or "",
+                    side=f.side, size=int(f.size), price=repr(float(f.price)),
+                    fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)
+
+
+def _err_text(key: str, exc: Exception) -> str:
+    code = getattr(exc, "code", type(exc).__name__)
+    return f"{key}: {code}: {str(exc)[:160]}"
+
+
+class ExchangeGateway:
+    def __init__(self, spec: ChildSpec, conn: dict[str, str]) -> None:
+        self.spec = spec
+        self.cfg = spec.config
+        self.codec = MessageCodec(spec.name)
+        self.conn = conn
+        self.rest = DeltaRestClient(conn["rest_url"], conn["api_key"], conn["api_secret"])
+        self.ws: DeltaWebSocket | None = None
+        self.products: dict[str, ProductSpec] = {}
+        self.by_product: dict[int, str] = {}
+        self.seqs: dict[str, int] = collections.defaultdict(int)
+        self.epoch = time.time_ns()
+        self.seen_fills: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.fill_cursor_us = 0
+        self.fill_wakeup = asyncio.Event()
+        self.ticks = 0
+        self.requests = 0
+        self.rest_errors = 0
+        self.equity = math.nan
+        self.position_notional = 0.0
+        self.available = math.nan
+        self.marks: dict[str, float] = {}
+
+    async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
+        self.pub, self.sup = pub, sup
+        self.products = await self.rest.resolve_symbols(self.spec.symbols)
+        self.by_product = {p.product_id: s for s, p in self.products.items()}
+        # Fills already on the account before this start are history, not news: the workers
+        # read them in their reconciliation snapshot.
+        self.fill_cursor_us = int(time.time() * 1e6) - 60_000_000
+        self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
+                                 on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
+        await self.ws.subscribe("all_trades", list(self.spec.symbols))
+        await self.ws.subscribe("orders", ["all"])
+        await self.ws.subscribe("user_trades", ["all"])
+        await self.ws.start()
+
+    async def stop(self) -> None:
+        if self.ws is not None:
+            await self.ws.stop()
+        await self.rest.close()
+
+    # --- websocket events -----------------------------------------------------------------
+
+    async def on_ws_event(self, ev: Any) -> None:
+        if isinstance(ev, TradeEvent):
+            if ev.from_snapshot or ev.symbol not in self.products:
+                return
+            self.seqs[ev.symbol] += 1
+            self.marks[ev.symbol] = ev.price
+            tick = Tick(symbol=ev.symbol, epoch=self.epoch, seq=self.seqs[ev.symbol], price=ev.price,
+                        size=float(ev.size), exch_ts_us=int(ev.exchange_ts_us or ev.received_ts_us),
+                        sent_ns=time.perf_counter_ns())
+            await self.pub.send_multipart((topic(ev.symbol), self.codec.encode(tick)))
+            self.ticks += 1
+        elif isinstance(ev, OrderUpdate):
+            sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
+            if sym not in self.products or ev.order_id is None:
+                return
+            view = OrderView(order_id=int(ev.order_id), side=ev.side or "", price=float(ev.limit_price or 0.0),
+                             size=int(ev.size or 0), unfilled_size=int(ev.unfilled_size or 0),
+                             client_order_id=ev.client_order_id,
+                             state=ev.state or ("cancelled" if ev.action == "delete" else "open"))
+            await self.pub.send_multipart((topic(sym), self.codec.encode(
+                OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+        elif isinstance(ev, UserTrade):
+            self.fill_wakeup.set()
+
+    # --- fills ----------------------------------------------------------------------------
+
+    async def fill_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.fill_wakeup.wait(), timeout=FILL_POLL_S)
+            except asyncio.TimeoutError:
+                pass
+            self.fill_wakeup.clear()
+            await asyncio.sleep(0.05)  # let a burst of trades land in one request
+            try:
+                fills = await self.rest.get_fills(list(self.by_product), start_time=self.fill_cursor_us)
+            except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+                self.rest_errors += 1
+                log.warning("fills poll failed: %s", exc)
+                continue
+            for f in sorted(fills, key=lambda f: (f.created_at or 0, str(f.id))):
+                fid = str(f.id)
+                if fid in self.seen_fills:
+                    continue
+                self.seen_fills[fid] = None
+                if len(self.seen_fills) > SEEN_FILLS_MAX:
+                    self.seen_fills.popitem(last=False)
+                sym = f.product_symbol or self.by_product.get(f.product_id or -1, "")
+                if sym not in self.products:
+                    continue
+                if isinstance(f.created_at, int):
+                    # Overlap the cursor by a second: the seen-set drops the repeats.
+                    self.fill_cursor_us = max(self.fill_cursor_us, f.created_at - 1_000_000)
+                msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
+                                                  contract_value=repr(self.products[sym].contract_value),
+                                                  sent_ns=time.perf_counter_ns()))
+                await self.pub.send_multipart((topic(sym), msg))
+                try:
+                    self.sup.send(msg, zmq.NOBLOCK)
+                except zmq.Again:
+                    log.error("supervisor not taking fills; fill %s not stored yet (it stays on the venue)", fid)
+
+    async def account_loop(self) -> None:
+        while True:
+            try:
+                balances = await self.rest.get_wallet_balances()
+                positions = await self.rest.get_margined_positions()
+            except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+                self.rest_errors += 1
+                log.warning("account poll failed: %s", exc)
+                await asyncio.sleep(ACCOUNT_POLL_S)
+                continue
+            usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
+            unreal = sum(float(p.unrealized_pnl or 0.0) for p in positions)
+            notional = 0.0
+            for p in positions:
+                sym = p.product_symbol or self.by_product.get(p.product_id or -1, "")
+                spec = self.products.get(sym)
+                mark = self.marks.get(sym, float(p.entry_price or 0.0))
+                if spec is not None:
+                    notional += spec.notional(int(p.size), mark)
+            if usd is not None:
+                self.equity = usd.balance + unreal
+                self.available = usd.available_balance
+            self.position_notional = notional
+            await asyncio.sleep(ACCOUNT_POLL_S)
+
+    # --- requests from workers ------------------------------------------------------------
+
+    async def handle(self, msg: Any) -> Any:
+        self.requests += 1
+        if isinstance(msg, HistoryRequest):
+            return await self.history(msg)
+        if isinstance(msg, AccountRequest):
+            return await self.account(msg)
+        if isinstance(msg, OrderIntents):
+            return await self.execute(msg)
+        return None
+
+    async def history(self, req: HistoryRequest) -> HistoryReply:
+        def empty(err: str) -> HistoryReply:
+            return HistoryReply(symbol=req.symbol, n=0, ts=b"", open=b"", high=b"", low=b"", close=b"",
+                                volume=b"", error=err)
+        if req.symbol not in self.products:
+            return empty(f"gateway does not serve {req.symbol}")
+        try:
+            # The venue's own clock, not ours: the paper venue's market runs faster than the wall.
+            ticker = await self.rest.get_ticker(req.symbol)
+            end = int((ticker.timestamp or time.time() * 1e6) / 1e6) + 2 * BAR_SECONDS
+            start = end - (req.bars + 2) * BAR_SECONDS
+            candles = await self.rest.get_candles(req.symbol, "1m", start, end)
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            return empty(f"candles: {exc}")
+        rows = [(c.time / 1e6, c.open, c.high, c.low, c.close, c.volume) for c in candles
+                if c.open is not None and c.close is not None and c.high is not None and c.low is not None]
+        rows = rows[-req.bars:]
+        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+        cols = [np.ascontiguousarray(arr[:, i]) for i in range(6)]
+        return HistoryReply(symbol=req.symbol, n=len(rows), ts=cols[0].tobytes(), open=cols[1].tobytes(),
+                            high=cols[2].tobytes(), low=cols[3].tobytes(), close=cols[4].tobytes(),
+                            volume=cols[5].tobytes())
+
+    async def account(self, req: AccountRequest) -> AccountSnapshot:
+        spec = self.products.get(req.symbol)
+        if spec is None:
+            return AccountSnapshot(symbol=req.symbol, product=None, open_orders=[], fills=[], position_size=0,
+                                   available_balance=0.0, equity=0.0, error=f"gateway does not serve {req.symbol}")
+        try:
+            orders = await self.rest.get_open_orders([spec.product_id])
+            fills = await self.rest.get_fills([spec.product_id]) if req.include_fills else []
+            position = await self.rest.get_position(spec.product_id)
+            balances = await self.rest.get_wallet_balances()
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            self.rest_errors += 1
+            return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[], position_size=0,
+                                   available_balance=0.0, equity=0.0, error=f"reconciliation read failed: {exc}")
+        usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
+        return AccountSnapshot(
+            symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
+            fills=[fill_view(f) for f in fills], position_size=int(position.size),
+            available_balance=usd.available_balance if usd else 0.0,
+            equity=usd.balance if usd else 0.0)
+
+    async def execute(self, req: OrderIntents) -> IntentResult:
+        pid = req.product_id
+        errors: list[str] = []
+        cancelled: list[int] = []
+        amended: list[OrderView] = []
+        placed: list[OrderView] = []
+        # Cancels first (risk first, frees margin), then amends, then new orders.
+        if req.cancel:
+            try:
+                done = await self.rest.batch_cancel(pid, order_ids=req.cancel)
+                cancelled = [int(o.id) for o in done]
+            except DeltaError as exc:
+                for oid in req.cancel:
+                    try:
+                        await self.rest.cancel_order(product_id=pid, order_id=oid)
+                        cancelled.append(oid)
+                    except DeltaError as one:
+                        if one.code == "open_order_not_found":
+                            cancelled.append(oid)  # already gone (filled or cancelled): same outcome
+                        else:
+                            errors.append(_err_text(str(oid), one))
+                log.info("%s: batch cancel fell back to single cancels (%s)", req.symbol, exc.code)
+        for a in req.amend:
+            try:
+                o = await self.rest.edit_order(product_id=pid, order_id=a.order_id, limit_price=a.price, size=a.size)
+                amended.append(order_view(o))
+            except DeltaError as exc:
+                errors.append(_err_text(str(a.order_id), exc))
+        if req.place:
+            results = await asyncio.gather(*(self.rest.place_order(
+                product_id=pid, size=p.size, side=p.side, limit_price=p.price, order_type=p.order_type,
+                post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
+                for p in req.place), return_exceptions=True)
+            for p, r in zip(req.place, results):
+                if isinstance(r, Order):
+                    placed.append(order_view(r))
+                elif isinstance(r, Exception):
+                    errors.append(_err_text(p.client_order_id, r))
+        for e in errors:
+            log.warning("%s: order rejected: %s", req.symbol, e)
+        return IntentResult(symbol=req.symbol, seq=req.seq, cancelled=cancelled, amended=amended, placed=placed,
+                            errors=errors, sent_ns=time.perf_counter_ns())
+
+    def figures(self, lag_ms: float) -> GatewayFigures:
+        return GatewayFigures(ticks_published=self.ticks, symbols=len(self.products), source="exchange",
+                              requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
+                              position_notional=self.position_notional, rest_errors=self.rest_errors,
+                              note=f"loop lag {lag_ms:.1f} ms" + (" ws stale" if self.ws and any(
+                                  self.ws.is_stale(s) for s in self.products) else ""))
+
+
+def connection(spec: ChildSpec) -> dict[str, str]:
+    """Where the account lives: the paper venue child (address and key fixed by the supervisor),
+    or a live Delta venue with the key from the environment (never from a file)."""
+    if spec.venue_access is not None:
+        a = spec.venue_access
+        return {"rest_url": f"http://127.0.0.1:{a.port}", "ws_url": f"ws://127.0.0.1:{a.port}/ws",
+                "api_key": a.api_key, "api_secret": a.api_secret}
+    secrets = secrets_from_env()
+    if secrets is None:
+        raise RuntimeError("live gateway needs DELTA_API_KEY and DELTA_API_SECRET")
+    venue = resolve_venue(spec.config.run.venue)
+    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": secrets.api_key,
+            "api_secret": secrets.api_secret}
+
+
+async def run_exchange(spec: ChildSpec) -> int:
+    cfg = spec.config
+    ctx = zmq.asyncio.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, 100_000)
+    pub.bind(spec.endpoints.market_data)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(spec.endpoints.gateway)
+    hb = heartbeat_socket(ctx, spec)
+    sup = ctx.socket(zmq.PUSH)  # fills for the ledger: not droppable like heartbeats
+    sup.setsockopt(zmq.LINGER, 1000)
+    sup.setsockopt(zmq.SNDHWM, 100_000)
+    sup.connect(spec.endpoints.supervisor)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    lag = LoopLagMonitor()
+    lag.start()
+
+    gw = ExchangeGateway(spec, connection(spec))
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            await gw.start(pub, sup)
+            break
+        except UnknownSymbolError as exc:
+            log.error("%s", exc)
+            ctx.destroy(linger=0)
+            await gw.stop()
+            return 2
+        except (DeltaError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # The paper venue may still be starting; a live venue may be briefly unreachable.
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            log.warning("exchange not reachable yet (%s); retrying", exc)
+            await asyncio.sleep(0.5)
+
+    async def serve_one(ident: bytes, msg: Any) -> None:
+        try:
+            reply = await gw.handle(msg)
+        except Exception:  # one bad request must not take the account's only gateway down
+            log.exception("request %s failed", type(msg).__name__)
+            return
+        if reply is not None:
+            await router.send_multipart((ident, gw.codec.encode(reply)))
+
+    async def request_loop() -> None:
+        inflight: set[asyncio.Task[None]] = set()
+        while True:
+            frames = await router.recv_multipart()
+            if len(frames) != 2:
+                gw.codec.malformed += 1
+                continue
+            msg = gw.codec.decode(frames[1])
+            if msg is None:
+                continue
+            if len(inflight) >= 1000:  # bounded: back-pressure on the workers' DEALER queues
+                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            t = asyncio.create_task(serve_one(frames[0], msg))
+            inflight.add(t)
+            t.add_done_callback(inflight.discard)
+
+    async def heartbeat_loop() -> None:
+        while not stop.is_set():
+            if not supervisor_alive(spec.supervisor_pid):
+                stop.set()
+                return
+            send_heartbeat(hb, gw.codec, spec, gw.figures(lag.take_max_ms()))
+            await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
+
+    tasks = [asyncio.create_task(c()) for c in (request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop)]
+    log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:
+        t.cancel()
+    waiter.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await gw.stop()
+    ctx.destroy(linger=0)
+    for t in done:
+        if t is not waiter and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    return 0
+
+
+__all__ = ["run_exchange", "BAR_SECONDS"]

@@ -1,0 +1,68 @@
+"""The paper venue as a supervised child process (paper mode only).
+
+The supervisor fixes its port and its per-run key/secret, so a restarted venue is found again
+at the same address by the gateway; `<run dir>/venue.json` (mode 0600) lets a trader inspect the
+paper account with any Delta client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from shared.messages import GatewayFigures, MessageCodec
+
+from .runtime import (ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging,
+                      supervisor_alive)
+from .venue import PaperVenue, VenueSettings, write_venue_json
+
+log = logging.getLogger("venue")
+
+
+def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
+    m = spec.config.market
+    return VenueSettings(port=port, bar_seconds=m.bar_seconds, history_bars=m.history_bars, seed=m.seed,
+                         initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
+                         start_ts=int(spec.run_start_wall) if spec.run_start_wall else None)
+
+
+async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None:
+    venue = PaperVenue(venue_settings(spec, port), list(spec.symbols))
+    venue.api_key, venue.api_secret = api_key, api_secret
+    await venue.start()
+    write_venue_json(Path(spec.run_dir), venue)
+    codec = MessageCodec(spec.name)
+    ctx = zmq.asyncio.Context()
+    hb = heartbeat_socket(ctx, spec)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    log.info("paper venue up at %s", venue.rest_url)
+    while not stop.is_set():
+        if not supervisor_alive(spec.supervisor_pid):
+            break
+        send_heartbeat(hb, codec, spec, GatewayFigures(
+            ticks_published=venue.ticks_replayed, symbols=len(spec.symbols), source="paper venue",
+            requests=0, malformed=0, note=venue.rest_url))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=spec.config.supervision.heartbeat_interval_s)
+        except asyncio.TimeoutError:
+            pass
+    await venue.stop()
+    ctx.destroy(linger=0)
+
+
+def main(spec: ChildSpec) -> None:
+    setup_logging(spec.run_dir, spec.name)
+    access = spec.venue_access
+    if access is None:
+        raise ValueError("venue child started without its port and keys")
+    try:
+        asyncio.run(run(spec, access.port, access.api_key, access.api_secret))
+    except Exception:
+        log.exception("venue crashed")
+        raise
