@@ -374,6 +374,12 @@ async def test_ws_auth_and_private_order_events(api: Api) -> None:
         assert (fill["client_order_id"], fill["size"], fill["role"]) == ("w2", 2, "taker")
         pos = await recv_until(ws, lambda m: m["type"] == "positions" and m.get("action") == "update")
         assert pos["size"] == 2
+        await ws.send_json({"type": "subscribe", "payload": {"channels": [{"name": "margins"}]}})
+        await recv_until(ws, lambda m: m["type"] == "subscriptions")
+        await api.ok("POST", "/v2/orders", body={"product_id": SYN_ID, "side": "sell", "size": 1,
+                                                 "order_type": "market_order"})
+        margins = await recv_until(ws, lambda m: m["type"] == "margins")
+        assert D(margins["balance"]) == api.venue.engine.balance and margins["asset_symbol"] == "USD"
 
 
 async def test_ws_legacy_auth_reply(api: Api) -> None:
