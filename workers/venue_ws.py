@@ -104,7 +104,8 @@ class WsHub:
                 self._trade_seq += 1
                 targets = [c for c in authed if c.wants("user_trades", f.symbol)]
                 if targets:
-                    frame = dumps({"type": "user_trades", "symbol": f.symbol, "fill_id": f.id, "reason": "normal",
+                    frame = dumps({"type": "user_trades", "symbol": f.symbol, "fill_id": f.id,
+                                   "reason": "liquidation" if f.fill_type == "liquidation" else "normal",
                                     "product_id": f.product_id, "user_id": wire.USER_ID,
                                     "order_id": str(f.order_id), "side": f.side, "size": f.size,
                                     "price": wire.s(f.price), "role": f.role, "commission": wire.s(f.commission),

@@ -26,6 +26,8 @@ Fill rules (documented choices, each one tested):
   margin; an order needing more -> `insufficient_margin` with `available_balance` and
   `required_additional_balance`.
 - Fees: maker 0.02% / taker 0.05% of notional (size x contract_value x price), from ProductSpec.
+- Liquidation (isolated): when position margin + unrealised PnL <= maintenance margin (half the
+  initial margin, capped by the spec), the position is closed at the trade price as taker.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     realized_pnl: Decimal
     position_after: int
     timestamp: int  # µs
+    fill_type: str = "normal"  # or "liquidation"
 
 
 class Position(msgspec.Struct, frozen=True, kw_only=True):
@@ -302,7 +305,8 @@ class MatchingEngine:
         px = p.to_tick(price)
         p.last = px
         if not p.bids and not p.asks:
-            return []  # the common case for hundreds of quiet symbols: nothing to scan
+            # the common case for hundreds of quiet symbols: nothing to scan
+            return self._check_liquidation(p, px, ts_us) if p.position.size else []
         fills: list[Fill] = []
         remaining = max(int(size), 1)
         # Only one side can be crossed by a single price: buys above it or sells below it.
@@ -319,7 +323,37 @@ class MatchingEngine:
                 remaining -= done.size
                 if order.id in self._open and remaining > 0:
                     break  # cannot happen (partial => trade used up); guard against a spin
+        if p.position.size:
+            fills += self._check_liquidation(p, px, ts_us)
         return fills
+
+    def _check_liquidation(self, p: _Product, mark: Decimal, ts_us: int) -> list[Fill]:
+        """Isolated margin: when position margin + unrealised PnL falls to the maintenance margin
+        (|size| x contract_value x mark x rate), the venue closes the whole position
+        at the trade price as taker (fill_type "liquidation") and cancels the product's open
+        orders. No liquidation penalty is charged (Delta's is not modelled)."""
+        pos = p.position
+        if pos.entry_price is None:
+            return []
+        equity = p.position_margin + pos.size * p.cv * (mark - pos.entry_price)
+        # Delta's maintenance margin is half the initial margin at the chosen leverage (0.25% vs
+        # 0.5% at 200x); the spec's fraction is the cap for low leverage.
+        rate = min(dec(p.spec.maintenance_margin), 1 / (2 * p.leverage))
+        maintenance = abs(pos.size) * p.cv * mark * rate
+        if equity > maintenance:
+            return []
+        for o in [o for o in self._open.values() if o.product_id == p.spec.product_id]:
+            self._finish(o, "cancelled", "liquidation")
+        size = abs(pos.size)
+        order = Order(
+            id=self._next_order_id(), product_id=p.spec.product_id, symbol=p.spec.symbol,
+            side="sell" if pos.size > 0 else "buy", size=size, unfilled_size=size, order_type="market_order",
+            limit_price=None, time_in_force="ioc", post_only=False, reduce_only=True, client_order_id=None,
+            state="open", created_at=ts_us, updated_at=ts_us, priority=self._next_priority())
+        self._open[order.id] = order
+        self._emit(OrderEvent("create", "liquidation", order))
+        fill = self._execute(p, order, size, mark, "taker", ts_us, fill_type="liquidation")
+        return [] if fill is None else [fill]
 
     # ---- orders -----------------------------------------------------------------------------
     def place_order(self, req: OrderRequest) -> Order:
@@ -646,7 +680,7 @@ class MatchingEngine:
         return order
 
     def _execute(self, p: _Product, order: Order, qty: int, price: Decimal, role: Role,
-                 ts_us: int) -> Fill | None:
+                 ts_us: int, fill_type: str = "normal") -> Fill | None:
         """Fill `qty` of `order` at `price`; update position, ledger and the order. Returns None
         (and cancels the order) if it is reduce-only and nothing is left to reduce."""
         if order.reduce_only:
@@ -688,7 +722,7 @@ class MatchingEngine:
         fill = Fill(seq=seq, id=f"{seq:012x}", order_id=order.id, client_order_id=order.client_order_id,
                     product_id=order.product_id, symbol=order.symbol, side=order.side, size=qty,
                     price=price, role=role, commission=fee, realized_pnl=realized,
-                    position_after=new_size, timestamp=ts_us)
+                    position_after=new_size, timestamp=ts_us, fill_type=fill_type)
         self.fills.append(fill)
         if role == "maker" and not order.reduce_only:  # makers fill out of the book
             p.book_notional -= qty * order.limit_price  # type: ignore[operator]

@@ -76,7 +76,7 @@ def order_json(o: Order) -> dict[str, Any]:
 
 def fill_json(f: Fill, spec: ProductSpec) -> dict[str, Any]:
     return {
-        "id": f.id, "size": f.size, "fill_type": "normal", "side": f.side, "price": s(f.price),
+        "id": f.id, "size": f.size, "fill_type": f.fill_type, "side": f.side, "price": s(f.price),
         "role": f.role, "commission": s(f.commission), "created_at": str(f.timestamp),
         "product_id": f.product_id, "product_symbol": f.symbol, "order_id": str(f.order_id),
         "client_order_id": f.client_order_id, "settling_asset_id": USD_ASSET["id"],

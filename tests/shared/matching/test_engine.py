@@ -331,3 +331,18 @@ def test_snapshot_restore_carries_the_account_exactly() -> None:
     ledger_holds(r)
     with pytest.raises(ValueError):
         MatchingEngine.restore(b'{"version": 99}', clock=Clock())
+
+
+def test_liquidation_closes_the_position_at_maintenance_margin() -> None:
+    e = make()  # 10x: initial margin 10%, maintenance 5%
+    e.place_order(OrderRequest(product_id=27, side="buy", size=10, order_type="market_order"))  # @50000.5
+    stop = e.place_order(limit("sell", 10, "52000"))
+    # margin 50.0005 + 0.01 x (m - 50000.5) <= 0.0005 x m  <=>  m <= 47368.9...
+    assert e.on_market_trade("BTCUSD", 47_400.0, 1, 2) == []
+    fills = e.on_market_trade("BTCUSD", 47_368.5, 1, 3)
+    assert [(f.fill_type, f.side, f.size, f.price, f.role) for f in fills] == \
+        [("liquidation", "sell", 10, D("47368.5"), "taker")]
+    assert fills[0].realized_pnl == D("-26.32")
+    assert e.position(27).size == 0 and e.position_margin(27) == 0
+    assert e.order(stop.id).cancellation_reason == "liquidation"  # type: ignore[union-attr]
+    ledger_holds(e)
