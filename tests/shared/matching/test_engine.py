@@ -346,3 +346,55 @@ def test_liquidation_closes_the_position_at_maintenance_margin() -> None:
     assert e.position(27).size == 0 and e.position_margin(27) == 0
     assert e.order(stop.id).cancellation_reason == "liquidation"  # type: ignore[union-attr]
     ledger_holds(e)
+
+
+@pytest.mark.parametrize("seed", [3, 18])
+def test_invariants_hold_through_a_random_session_with_edits_liquidations_and_leverage(seed: int) -> None:
+    rng = random.Random(seed)
+    e = MatchingEngine(initial_balance_usd=5_000, default_leverage=10, clock=Clock())
+    specs = [BTC, synthetic_spec("SYN_0001")]
+    px = {"BTCUSD": 50_000.0, "SYN_0001": 100.0}
+    for s in specs:
+        e.add_product(s)
+        e.on_market_trade(s.symbol, px[s.symbol], 1, 0)
+    for step in range(1500):
+        s = rng.choice(specs)
+        pid, tick = s.product_id, D(str(s.tick_size))
+        px[s.symbol] *= 1 + rng.gauss(0, 0.004)
+        e.on_market_trade(s.symbol, px[s.symbol], rng.randint(1, 30), step)
+        bid, ask = e.touch(pid)
+        r = rng.random()
+        try:
+            if r < 0.4:
+                side = rng.choice(["buy", "sell"])
+                price = bid - tick * rng.randint(-5, 30) if side == "buy" else ask + tick * rng.randint(-5, 30)
+                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 50), limit_price=price,  # type: ignore[arg-type]
+                                           reduce_only=rng.random() < 0.2, post_only=rng.random() < 0.3,
+                                           time_in_force=rng.choice(["gtc", "ioc"]),
+                                           client_order_id=rng.choice([None, f"c{rng.randint(0, 20)}"])))
+            elif r < 0.5:
+                e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]), size=rng.randint(1, 50),  # type: ignore[arg-type]
+                                           order_type="market_order", reduce_only=rng.random() < 0.3))
+            elif r < 0.6 and e.open_orders():
+                o = rng.choice(e.open_orders())
+                e.edit_order(o.id, size=o.filled_size + rng.randint(1, 40),
+                             limit_price=o.limit_price + tick * rng.randint(-5, 5))  # type: ignore[operator]
+            elif r < 0.65 and e.open_orders():
+                e.cancel_order(order_id=rng.choice(e.open_orders()).id)
+            elif r < 0.67:
+                e.set_leverage(pid, rng.choice([1, 2, 5, 10, 25, 100]))
+        except VenueError:
+            pass
+    assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total
+    for s in specs:
+        fills = [f for f in e.fills if f.product_id == s.product_id]
+        assert e.position(s.product_id).size == sum(f.size if f.side == "buy" else -f.size for f in fills)
+    held = sum((o.unfilled_size * o.limit_price * dec_cv(e, o.product_id) / e.leverage(o.product_id)  # type: ignore[operator]
+                for o in e.open_orders() if not o.reduce_only), D(0))
+    assert abs(e.order_margin() - held) < D("0.0001")
+    assert all(o.state == "open" and 0 < o.unfilled_size <= o.size for o in e.open_orders())
+    assert any(f.fill_type == "liquidation" for f in e.fills)
+
+
+def dec_cv(e: MatchingEngine, product_id: int) -> D:
+    return D(repr(e.product(product_id).contract_value))
