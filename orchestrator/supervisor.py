@@ -454,6 +454,15 @@ class Supervisor:
         async def monitor_loop() -> None:
             next_uss = 0.0
             while True:
+                try:
+                    next_uss = await monitor_once(next_uss)
+                except Exception:
+                    # Supervision must outlive its own bugs: log, keep checking the children.
+                    log.exception("supervisor monitor pass failed")
+                await asyncio.sleep(min(0.25, self.cfg.supervision.budget_check_interval_s))
+
+        async def monitor_once(next_uss: float) -> float:
+            if True:
                 now = time.monotonic()
                 for child in self.children.values():
                     if child.alive():
@@ -469,7 +478,7 @@ class Supervisor:
                     self._check(child, now)
                 await self._check_account_risk()
                 self.snapshot()
-                await asyncio.sleep(min(0.25, self.cfg.supervision.budget_check_interval_s))
+            return next_uss
 
         async def display_loop() -> None:
             tty = self.out.isatty()
@@ -536,4 +545,13 @@ def _free_port() -> int:
 
 
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
+    handler = logging.FileHandler(run_dir.logs / "supervisor.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    errors = logging.StreamHandler(sys.stderr)  # the operator sees warnings in the terminal too
+    errors.setLevel(logging.WARNING)
+    errors.setFormatter(logging.Formatter("orchestrate: %(levelname)s %(message)s"))
+    root.addHandler(errors)
     return asyncio.run(Supervisor(cfg, run_dir, foreground=foreground).run())

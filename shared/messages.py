@@ -243,7 +243,7 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     requests: int
     malformed: int
     equity: float = float("nan")  # account equity (wallet balance + unrealised), exchange mode
-    position_notional: float = 0.0  # sum of |position| notional over our products
+    position_notional: dict[str, float] = {}  # symbol -> |position| notional at the last trade
     rest_errors: int = 0
     note: str = ""
 

@@ -81,7 +81,7 @@ class ExchangeGateway:
         self.requests = 0
         self.rest_errors = 0
         self.equity = math.nan
-        self.position_notional = 0.0
+        self.position_notional: dict[str, float] = {}
         self.available = math.nan
         self.marks: dict[str, float] = {}
 
@@ -180,13 +180,13 @@ class ExchangeGateway:
                 continue
             usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
             unreal = sum(float(p.unrealized_pnl or 0.0) for p in positions)
-            notional = 0.0
+            notional: dict[str, float] = {}
             for p in positions:
                 sym = p.product_symbol or self.by_product.get(p.product_id or -1, "")
                 spec = self.products.get(sym)
                 mark = self.marks.get(sym, float(p.entry_price or 0.0))
                 if spec is not None:
-                    notional += spec.notional(int(p.size), mark)
+                    notional[sym] = spec.notional(int(p.size), mark)
             if usd is not None:
                 self.equity = usd.balance + unreal
                 self.available = usd.available_balance

@@ -57,6 +57,8 @@ def test_three_symbols_signal_survive_sigkill_and_shut_down_clean(start_run, tmp
     sdir = socket_dir(run.run_dir)
     assert not sdir.exists() or not list(sdir.iterdir()), "socket files left behind"
     assert not (run.run_dir / "control.sock").exists()
+    for log in (run.run_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), f"unexpected exception in {log.name}"
 
 
 def test_leaking_worker_is_restarted_and_others_keep_running(start_run, tmp_path: Path) -> None:
