@@ -26,14 +26,16 @@ log = logging.getLogger("venue")
 
 def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     m = spec.config.market
+    # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
+    # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
     return VenueSettings(port=port, bar_seconds=m.bar_seconds, history_bars=m.history_bars, seed=m.seed,
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
-                         start_ts=int(spec.run_start_wall) if spec.run_start_wall else None)
+                         start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
+                         state_file=str(Path(spec.run_dir) / "paper-account.json"))
 
 
 async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None:
-    venue = PaperVenue(venue_settings(spec, port), list(spec.symbols))
-    venue.api_key, venue.api_secret = api_key, api_secret
+    venue = PaperVenue(venue_settings(spec, port), list(spec.symbols), api_key=api_key, api_secret=api_secret)
     await venue.start()
     write_venue_json(Path(spec.run_dir), venue)
     codec = MessageCodec(spec.name)
