@@ -3,7 +3,7 @@
     orchestrate [run] --symbols BTCUSD,ETHUSD [--config FILE] [--run-dir DIR] ...
     orchestrate status [--json] [--watch]     orchestrate stop [--cancel-orders]
     orchestrate pause SYMBOL                  orchestrate resume SYMBOL
-    orchestrate indicators --csv FILE
+    orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--json]
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
     orchestrate soak --symbols 50 --duration 1800
 
@@ -26,7 +26,7 @@ from shared.status import render_table
 
 from .rundir import DEFAULT_RUN_DIR
 
-SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "loadtest", "soak")
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "loadtest", "soak")
 PASSTHROUGH = ("loadtest", "soak")  # parse their own arguments (orchestrator/loadtest.py)
 
 
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"{name} trading on one symbol")
         _add_run_dir(p)
         p.add_argument("symbol")
+
+    hist = sub.add_parser("history", help="fills and PnL from the run's SQLite ledger")
+    _add_run_dir(hist)
+    hist.add_argument("--symbol", help="one symbol only")
+    hist.add_argument("--json", action="store_true", help="print JSON (exact decimal strings)")
+    hist.add_argument("--last", type=int, default=50, help="fills to show in the table (default 50)")
 
     ind = sub.add_parser("indicators", help="print indicators of an OHLCV CSV (streaming form)")
     _add_run_dir(ind)
@@ -165,6 +171,38 @@ def cmd_simple(args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from shared.store import Store, StoreError, db_path
+    from shared.trading.pnl import summary_to_builtins
+    symbol = args.symbol.upper() if args.symbol else None
+    try:
+        store = Store(db_path(args.run_dir), readonly=True)
+    except StoreError as exc:
+        print(f"orchestrate: {exc} (no trades recorded in run dir {args.run_dir})", file=sys.stderr)
+        return 1
+    with store:
+        fills = store.fills(symbol)
+        summary = summary_to_builtins(store.pnl_summary(symbol))
+    if args.json:
+        doc = {"fills": [msgspec.to_builtins(f) for f in fills], "symbols": summary["symbols"],
+               "pnl": summary["total"]}
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
+        return 0
+    print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12} {'FEE':>10}  CLIENT ORDER ID")
+    for f in fills[-args.last:]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.ts))
+        print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10}  {f.client_order_id}")
+    print(f"\n{len(fills)} fill(s)")
+    print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'NET':>12}")
+    for r in summary["symbols"]:  # type: ignore[union-attr]
+        print(f"{r['symbol']:<10} {r['contracts']:>9} {r['realised_cents']:>12} {r['unrealised_cents']:>12} "
+              f"{r['fees_cents']:>10} {r['net_cents']:>12}")
+    t = summary["total"]
+    print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "  # type: ignore[index]
+          f"{t['net_cents']:>12}")  # type: ignore[index]
+    return 0
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     from .indicators_cmd import run_indicators
     return run_indicators(args.csv, sys.stdout, sys.stderr)
@@ -183,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
-                "resume": cmd_simple, "indicators": cmd_indicators}
+                "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history}
     return handlers[args.command](args)
 
 

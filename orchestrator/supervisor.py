@@ -29,7 +29,7 @@ import zmq.asyncio
 from shared.config import Config
 from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Heartbeat, MessageCodec,
                              PoolFigures, RLTable, WorkerFigures, topic)
-from shared.store import EquitySnapshot, Store, db_path
+from shared.store import EquitySnapshot, PositionSnapshot, Store, db_path
 from shared.trading import risk as account_risk
 from shared.trading.pnl import Fill as LedgerFill
 from shared.ring import BarRing
@@ -101,6 +101,7 @@ class Supervisor:
         self.risk_state: account_risk.AccountRiskState | None = None
         self.fills_stored = 0
         self.cancel_before_stop = False
+        self._next_snapshot_ts = 0.0
 
     # --- process management ------------------------------------------------------------------
 
@@ -289,6 +290,16 @@ class Supervisor:
             await self._broadcast("halt", decision.reason)
         elif self.halted:
             await self._broadcast("halt", self.halt_reason)  # late joiners (restarted workers) hear it too
+        if self.store is not None and now >= self._next_snapshot_ts:
+            self._next_snapshot_ts = now + 30.0
+            self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
+            for c in self.children.values():
+                wf = c.figures
+                if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
+                    self.store.record_position(PositionSnapshot(
+                        ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
+                        mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
+                        unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
 
     async def _cancel_all_orders(self, timeout_s: float) -> None:
         await self._broadcast("cancel_orders", "operator stop --cancel-orders")
