@@ -4,6 +4,7 @@
     orchestrate status [--json] [--watch]     orchestrate stop [--cancel-orders]
     orchestrate pause SYMBOL                  orchestrate resume SYMBOL
     orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--json]
+    orchestrate venue --port P --run-dir DIR  (the paper venue alone; writes DIR/venue.json)
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
     orchestrate soak --symbols 50 --duration 1800
 
@@ -26,7 +27,7 @@ from shared.status import render_table
 
 from .rundir import DEFAULT_RUN_DIR
 
-SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "loadtest", "soak")
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "venue", "loadtest", "soak")
 PASSTHROUGH = ("loadtest", "soak")  # parse their own arguments (orchestrator/loadtest.py)
 
 
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--symbol", help="one symbol only")
     hist.add_argument("--json", action="store_true", help="print JSON (exact decimal strings)")
     hist.add_argument("--last", type=int, default=50, help="fills to show in the table (default 50)")
+
+    ven = sub.add_parser("venue", help="run the paper venue alone (Delta REST + websocket on 127.0.0.1)")
+    _add_run_dir(ven)
+    ven.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
+    ven.add_argument("--symbols", default="BTCUSD,ETHUSD", help="markets to replay (SYN_NNNN for synthetic)")
+    ven.add_argument("--bar-seconds", type=float, default=1.0, help="wall seconds per replayed 1m bar")
 
     ind = sub.add_parser("indicators", help="print indicators of an OHLCV CSV (streaming form)")
     _add_run_dir(ind)
@@ -203,6 +210,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_venue(args: argparse.Namespace) -> int:
+    from workers.venue import VenueSettings, venue_main
+    syms = [x.strip().upper() for x in args.symbols.split(",") if x.strip()]
+    try:
+        settings = VenueSettings(bar_seconds=args.bar_seconds)
+    except (ValueError, msgspec.ValidationError) as exc:
+        print(f"orchestrate venue: {exc}", file=sys.stderr)
+        return 2
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+    return venue_main(args.port, args.run_dir, syms, settings)
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     from .indicators_cmd import run_indicators
     return run_indicators(args.csv, sys.stdout, sys.stderr)
@@ -221,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
-                "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history}
+                "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history,
+                "venue": cmd_venue}
     return handlers[args.command](args)
 
 

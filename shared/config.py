@@ -139,6 +139,15 @@ class TestingConfig(_Section):
     so a production config can never enable them by accident."""
     leak_mb_per_s: float = 0.0
     leak_symbol: str = ""
+    # paper venue faults (see workers/venue.py VenueSettings)
+    venue_latency_ms: float = 0.0
+    venue_5xx_probability: float = 0.0
+    venue_429_probability: float = 0.0
+    venue_reject_probability: float = 0.0
+    venue_ws_drop_interval_s: float = 0.0
+
+    def any_enabled(self) -> bool:
+        return any(getattr(self, f) for f in self.__struct_fields__ if f != "leak_symbol")
 
 
 class Config(_Section):
@@ -302,7 +311,7 @@ def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, An
     except msgspec.ValidationError as exc:
         label = source if not overrides else f"{source} (with command-line overrides)"
         raise _explain(exc, label) from None
-    if (cfg.testing.leak_mb_per_s > 0) and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
+    if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
     _check_symbols(cfg, source)
     return cfg

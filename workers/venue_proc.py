@@ -26,12 +26,17 @@ log = logging.getLogger("venue")
 
 def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     m = spec.config.market
+    t = spec.config.testing
     # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
     return VenueSettings(port=port, bar_seconds=m.bar_seconds, history_bars=m.history_bars, seed=m.seed,
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
-                         state_file=str(Path(spec.run_dir) / "paper-account.json"))
+                         state_file=str(Path(spec.run_dir) / "paper-account.json"),
+                         fault_latency_ms=t.venue_latency_ms, fault_5xx_probability=t.venue_5xx_probability,
+                         fault_429_probability=t.venue_429_probability,
+                         fault_reject_probability=t.venue_reject_probability,
+                         fault_ws_drop_interval_s=t.venue_ws_drop_interval_s)
 
 
 async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None:
