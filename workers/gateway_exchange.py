@@ -279,7 +279,8 @@ class ExchangeGateway:
                 errors.append(_err_text(str(a.order_id), exc))
         if req.place:
             results = await asyncio.gather(*(self.rest.place_order(
-                product_id=pid, size=p.size, side=p.side, limit_price=p.price, order_type=p.order_type,
+                product_id=pid, size=p.size, side=p.side,
+                limit_price=None if p.order_type == "market_order" else p.price, order_type=p.order_type,
                 post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
                 for p in req.place), return_exceptions=True)
             for p, r in zip(req.place, results):

@@ -26,6 +26,7 @@ from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSp
                              NewOrderSpec, OrderEvent, OrderIntents, OrderView, SignalReply,
                              SignalRequest, Tick, WorkerFigures, topic)
 from shared.ring import BarRing
+from shared.trading import client_order_id as coid
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill as LedgerFill
@@ -88,6 +89,7 @@ class Worker:
         self.order_rtt = RollingHistogram(window_s=300.0, parts=5)
         self.order_errors = 0
         self.cancel_requested = False
+        self.flatten_sent = False
         self.needs_resync = False
         self.needs_full_reconcile = False
 
@@ -246,10 +248,20 @@ class Worker:
         now_ns = time.perf_counter_ns()
         if self.cancel_requested or self.halted:
             cancel = bot.cancel_all_plan()
-            if not cancel:
-                return None
             place: list[NewOrderSpec] = []
             amend: list[AmendSpec] = []
+            contracts = bot.position.contracts if bot.position is not None else 0
+            if self.halted and self.cfg.risk.flatten_on_halt and contracts and not self.flatten_sent:
+                # Close the bot's own position at market, reduce-only so it can never flip it.
+                side = "sell" if contracts > 0 else "buy"
+                bot.generation = coid.next_generation(bot.generation)
+                place.append(NewOrderSpec(
+                    client_order_id=coid.encode(bot_id=bot.bot_id, symbol=self.symbol, side=side, purpose="stop",
+                                                level=0, generation=bot.generation),
+                    side=side, price=reply.close, size=abs(contracts), order_type="market_order", reduce_only=True))
+                self.flatten_sent = True
+            if not cancel and not place:
+                return None
         else:
             if not reply.valid:
                 return None
@@ -284,8 +296,10 @@ class Worker:
             self.order_errors += len(res.errors)
             for e in res.errors:
                 log.warning("%s: order rejected: %s", self.symbol, e)
-            # What the exchange holds now is uncertain for the failed items: read it back.
+            # What the exchange holds now is uncertain for the failed items: read it back (and
+            # try a refused flatten again: reduce-only, so a repeat can never flip the position).
             self.needs_resync = True
+            self.flatten_sent = False
 
     def check_intent_timeout(self) -> None:
         if self.intent_in_flight and time.monotonic() - self.intent_in_flight[2] > INTENT_TIMEOUT_S:

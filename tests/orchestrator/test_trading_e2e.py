@@ -203,3 +203,25 @@ async def venue_state_retrying(run_dir: Path) -> dict:
         except Exception:  # noqa: BLE001 - an injected fault on a read, try again
             await asyncio.sleep(0.5)
     return await venue_state(run_dir)
+
+
+def test_account_limit_halts_every_bot_and_cancels_their_orders(start_run, tmp_path: Path) -> None:
+    cfg = tmp_path / "limit.toml"
+    # Any filled level breaks a 50 USD account-wide notional cap (a level is ~2% of 10,000 USD).
+    cfg.write_text(TIGHT.replace("[risk]\n", "[risk]\nmax_total_notional = 50.0\nflatten_on_halt = true\n"))
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
+    doc = run.wait_for(lambda d: d["halted"], 120, "the account-wide halt")
+    assert "notional" in doc["halt_reason"]
+    doc = run.wait_for(lambda d: all(w["trading"].startswith("halted") and w["open_orders"] == 0
+                                     for w in d["workers"]), 30, "every bot halted with no open orders")
+    r = run.cli("status")
+    assert "HALTED" in r.stdout
+    time.sleep(2.0)
+    state = asyncio.run(venue_state(run.run_dir))
+    left = [o.client_order_id for o in state["orders"] if ours(o.client_order_id, o.product_symbol or "")]
+    assert left == [], f"orders still open after the halt: {left}"
+    # flatten_on_halt: the bots closed what they held (reduce-only market orders).
+    for sym in ("BTCUSD", "ETHUSD"):
+        pos = state["positions"].get(sym)
+        assert pos is None or pos.size == 0, f"{sym} still holds {pos.size}"
+    run.terminate()
