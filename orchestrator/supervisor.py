@@ -131,7 +131,12 @@ class Supervisor:
             add("venue", "venue", "venue", self._spec("venue", "venue", symbols=symbols, venue_access=access))
         add("gateway", "gateway", "gateway", self._spec("gateway", "gateway", symbols=symbols, venue_access=access))
         for k in range(self.pool_size):
-            add("pool", f"pool-{k}", f"pool-{k}", self._spec("pool", f"pool-{k}", pool_index=k))
+            tables = {}
+            if self.store is not None:
+                for sym in symbols:
+                    if self.endpoints.pool_for(sym) == k and (t := self.store.load_rl_table(sym)) is not None:
+                        tables[sym] = t
+            add("pool", f"pool-{k}", f"pool-{k}", self._spec("pool", f"pool-{k}", pool_index=k, rl_tables=tables))
         for slot, sym in enumerate(symbols):
             add("worker", sym, sym, self._spec("worker", sym, slot=slot))
 
@@ -247,6 +252,24 @@ class Supervisor:
                 self._on_failure(child, why, now)
             else:
                 log.warning("%s over budget: %s", child.name, why)
+
+    def on_message(self, payload: bytes) -> None:
+        msg = self.codec.decode(payload)
+        if isinstance(msg, Heartbeat):
+            self.on_heartbeat(msg)
+        elif isinstance(msg, FillEvent):
+            self.on_fill(msg)
+        elif isinstance(msg, RLTable) and self.store is not None:
+            self.store.save_rl_table(msg.symbol, msg.table, time.time())
+
+    async def _drain_messages(self) -> None:
+        """After the children stopped: store the fills and RL tables they sent on the way out."""
+        while True:
+            try:
+                payload = await self._pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.on_message(payload)
 
     # --- ledger and account risk (one place for the whole account) ----------------------------
 
@@ -439,6 +462,7 @@ class Supervisor:
         pull.setsockopt(zmq.LINGER, 0)
         pull.setsockopt(zmq.RCVHWM, 100_000)
         pull.bind(self.endpoints.supervisor)
+        self._pull = pull
         self._control_pub = zctx.socket(zmq.PUB)
         self._control_pub.setsockopt(zmq.LINGER, 0)
         self._control_pub.bind(self.endpoints.control)
@@ -454,13 +478,7 @@ class Supervisor:
 
         async def heartbeat_loop() -> None:
             while True:
-                msg = self.codec.decode(await pull.recv())
-                if isinstance(msg, Heartbeat):
-                    self.on_heartbeat(msg)
-                elif isinstance(msg, FillEvent):
-                    self.on_fill(msg)
-                elif isinstance(msg, RLTable) and self.store is not None:
-                    self.store.save_rl_table(msg.symbol, msg.table, time.time())
+                self.on_message(await pull.recv())
 
         async def monitor_loop() -> None:
             next_uss = 0.0
@@ -537,6 +555,8 @@ class Supervisor:
         for child in order:
             if child.process is not None:
                 child.process.join(timeout=2)
+        await asyncio.sleep(0.05)  # let the last messages reach our socket
+        await self._drain_messages()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self.store is not None:

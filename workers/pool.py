@@ -17,7 +17,7 @@ import time
 import numpy as np
 import zmq
 
-from shared.messages import MessageCodec, PoolFigures, SignalReply, SignalRequest
+from shared.messages import MessageCodec, PoolFigures, RLTable, SignalReply, SignalRequest
 from shared.ring import BarRing, RingError, SlotReader
 from shared.signals import BarWindow, SignalConfig, SignalEngine
 
@@ -25,6 +25,7 @@ from .runtime import ChildSpec, heartbeat_socket, send_heartbeat, setup_logging,
 
 log = logging.getLogger("pool")
 MAX_BATCH = 512  # bound on one pass; the rest waits for the next pass
+RL_SAVE_INTERVAL_S = 60.0  # learned tables go to the supervisor's SQLite this often and at exit
 
 
 class PoolMember:
@@ -42,6 +43,21 @@ class PoolMember:
         self.max_batch = 0
         self.busy_ns = 0
         self.symbols: set[str] = set()
+        for symbol, table in spec.rl_tables.items():
+            try:
+                self.engine.import_rl_table(symbol, table)
+            except Exception as exc:  # a table from an older layout must not stop the pool
+                log.warning("%s: stored RL table not loaded (%s); learning afresh", symbol, exc)
+
+    def rl_tables(self) -> list[RLTable]:
+        out = []
+        for symbol in sorted(self.symbols):
+            try:
+                out.append(RLTable(symbol=symbol, table=self.engine.export_rl_table(symbol),
+                                   sent_ns=time.perf_counter_ns()))
+            except KeyError:
+                continue
+        return out
 
     def serve_batch(self, pending: list[tuple[bytes, SignalRequest]]) -> list[tuple[bytes, bytes]]:
         t0 = time.perf_counter_ns()
@@ -126,6 +142,19 @@ def run(spec: ChildSpec) -> None:
     poller = zmq.Poller()
     poller.register(router, zmq.POLLIN)
     interval_ns = int(spec.config.supervision.heartbeat_interval_s * 1e9)
+    ledger = ctx.socket(zmq.PUSH)  # RL tables: small, infrequent, not droppable like heartbeats
+    ledger.setsockopt(zmq.LINGER, 2000)
+    ledger.connect(spec.endpoints.supervisor)
+
+    def save_tables() -> None:
+        for t in member.rl_tables():
+            try:
+                ledger.send(member.codec.encode(t), zmq.NOBLOCK)
+            except zmq.Again:
+                log.warning("supervisor not taking RL tables; %s kept for the next save", t.symbol)
+                return
+
+    next_save = time.monotonic() + RL_SAVE_INTERVAL_S
     next_hb = time.perf_counter_ns()
     last_hb = next_hb
     log.info("pool member %d up", spec.pool_index)
@@ -163,6 +192,11 @@ def run(spec: ChildSpec) -> None:
             send_heartbeat(hb, member.codec, spec, member.figures(now - last_hb))
             last_hb = now
             next_hb = now + interval_ns
+            if time.monotonic() >= next_save:
+                save_tables()
+                next_save = time.monotonic() + RL_SAVE_INTERVAL_S
+    save_tables()
+    ledger.close(linger=2000)
     ctx.destroy(linger=0)
     member.ring.close()
 

@@ -41,6 +41,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     symbols: tuple[str, ...] = ()  # gateway: every symbol; pool: none needed
     slots: dict[str, int] = msgspec.field(default_factory=dict)
     venue_access: VenueAccess | None = None  # the paper venue child only
+    rl_tables: dict[str, bytes] = msgspec.field(default_factory=dict)  # pool: learned tables from SQLite
     run_start_wall: float = 0.0  # epoch seconds the run started: the replay market's clock origin
 
 

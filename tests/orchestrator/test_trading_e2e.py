@@ -104,6 +104,9 @@ def test_paper_grid_trades_and_ledger_matches_venue(start_run, tmp_path: Path) -
     assert r.returncode == 0
     run.proc.wait(timeout=20)
     assert run.proc.returncode == 0
+    # The RL agents' learned tables were saved per symbol at shutdown.
+    with Store(db_path(run.run_dir), readonly=True) as store:
+        assert store.load_rl_table("BTCUSD") and store.load_rl_table("ETHUSD")
 
 
 def test_sigkill_during_placement_leaves_no_duplicate_or_orphan(start_run, tmp_path: Path) -> None:
