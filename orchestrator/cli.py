@@ -125,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
         print(f"orchestrate: LIVE trading on Delta {cfg.run.venue} with real money "
               f"(key {secrets.api_key[:4]}…)", file=sys.stderr)
+        problem = _check_live_symbols(cfg.run.venue, cfg.run.symbols)
+        if problem:
+            print(f"orchestrate: {problem}", file=sys.stderr)
+            return 2
     run_dir = RunDir(args.run_dir)
     try:
         run_dir.acquire()
@@ -138,6 +142,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_supervisor(cfg, run_dir, foreground=not args.no_display)
     finally:
         run_dir.release()
+
+
+def _check_live_symbols(venue_name: str, symbols: list[str]) -> str:
+    """Refuse an unknown symbol before anything starts (names the closest listed symbols)."""
+    import asyncio
+
+    from shared.delta.errors import DeltaError
+    from shared.delta.rest import DeltaRestClient
+    from shared.delta.venues import resolve_venue
+    from shared.products import UnknownSymbolError
+
+    async def check() -> str:
+        async with DeltaRestClient(resolve_venue(venue_name).rest_url) as rest:
+            await rest.resolve_symbols(symbols)
+        return ""
+    try:
+        return asyncio.run(check())
+    except UnknownSymbolError as exc:
+        return str(exc)
+    except (DeltaError, OSError) as exc:
+        return f"cannot read the product list of {venue_name}: {exc}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

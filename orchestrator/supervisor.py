@@ -29,7 +29,7 @@ import zmq.asyncio
 from shared.config import Config
 from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Heartbeat, MessageCodec,
                              PoolFigures, RLTable, WorkerFigures, topic)
-from shared.store import EquitySnapshot, PositionSnapshot, Store, db_path
+from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.trading import risk as account_risk
 from shared.trading.pnl import Fill as LedgerFill
 from shared.ring import BarRing
@@ -197,6 +197,12 @@ class Supervisor:
         child.figures = hb.figures
         if isinstance(hb.figures, WorkerFigures):
             child.state = hb.figures.state
+            f = hb.figures
+            if self.store is not None and f.signals and math.isfinite(f.last_price) and math.isfinite(f.atr14):
+                # Sampled by the store (one row per symbol per interval, or on a change of direction).
+                self.store.record_signal(SignalSample(ts=time.time(), symbol=child.name, direction=f.signal,
+                                                      confidence=f.confidence, price=f.last_price,
+                                                      atr=f.atr14))
         elif child.state == "starting":
             child.state = "running"
 
@@ -478,7 +484,11 @@ class Supervisor:
 
         async def heartbeat_loop() -> None:
             while True:
-                self.on_message(await pull.recv())
+                payload = await pull.recv()
+                try:
+                    self.on_message(payload)
+                except Exception:
+                    log.exception("message from a child not handled")
 
         async def monitor_loop() -> None:
             next_uss = 0.0

@@ -208,6 +208,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     signal: str
     confidence: float
     votes: dict[str, str]
+    atr14: float
     tick_to_signal_p50_us: float
     tick_to_signal_p99_us: float
     tick_to_signal_p999_us: float

@@ -186,6 +186,7 @@ class Worker:
             bar_count=self.bars.bar_count, ticks=self.ticks, ticks_dropped=self.ticks_dropped,
             signals=self.signals, signal=sig.direction if sig else "NONE",
             confidence=sig.confidence if sig else 0.0, votes=dict(sig.votes) if sig else {},
+            atr14=sig.atr14 if sig else math.nan,
             tick_to_signal_p50_us=w.percentile(50), tick_to_signal_p99_us=w.percentile(99),
             tick_to_signal_p999_us=w.percentile(99.9),
             tick_to_signal_count=self.latency.lifetime.total, loop_lag_ms=loop_lag_ms,

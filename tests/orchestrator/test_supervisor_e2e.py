@@ -91,3 +91,37 @@ def test_leftovers_of_a_killed_run_are_cleaned_at_start(start_run, tmp_path: Pat
     again.wait_for(all_signalled, 60, "a signal after restart on the same run dir")
     assert not list(Path("/dev/shm").glob(f"dgo-{sup_pid}-*"))
     again.terminate()
+
+
+def test_malformed_messages_are_dropped_and_nothing_crashes(start_run) -> None:
+    import zmq
+
+    run = start_run(["--symbols", "BTCUSD,ETHUSD", *FAST])
+    doc = run.wait_for(all_signalled, 60, "a signal on every symbol")
+    pids = {w["symbol"]: w["pid"] for w in doc["workers"]} | {p["name"]: p["pid"] for p in doc["processes"]}
+    sdir = socket_dir(run.run_dir)
+    ctx = zmq.Context()
+    try:
+        junk = [b"", b"\xff\xfe garbage", b"\x93\x01\x02\x03", b'{"t":"sig_req"}', b"\x82\xa1t\xa6sig_req\xa1v\x09"]
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"ipc://{sdir}/sup")
+        for j in junk:
+            push.send(j)
+        for name in ("pool0", "gw"):
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.connect(f"ipc://{sdir}/{name}")
+            for j in junk:
+                dealer.send(j)
+            dealer.send_multipart([b"a", b"b", b"c"])
+        time.sleep(2.0)
+    finally:
+        ctx.destroy(linger=0)
+    before = {w["symbol"]: w["signals"] for w in doc["workers"]}
+    doc = run.wait_for(lambda d: all(w["signals"] > before[w["symbol"]] for w in d["workers"]), 30,
+                       "signals still flowing after the junk")
+    after = {w["symbol"]: w["pid"] for w in doc["workers"]} | {p["name"]: p["pid"] for p in doc["processes"]}
+    assert after == pids, "a process restarted after malformed input"
+    assert all(p["restarts"] == 0 for p in doc["processes"])
+    run.terminate()
+    for log in (run.run_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), f"unexpected exception in {log.name}"
