@@ -1,0 +1,264 @@
+"""Load test and soak: the pure aggregation/report functions on constructed inputs, then one tiny
+real load-test step and one tiny soak through the entry points."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from orchestrator import loadtest as lt
+
+MB = 1024 * 1024
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+def test_parse_steps_sorts_and_dedups() -> None:
+    assert lt.parse_steps("200") == [200]
+    assert lt.parse_steps("200,10, 50,10") == [10, 50, 200]
+
+
+@pytest.mark.parametrize("bad", ["", "0", "ten", "10,-5", str(lt.MAX_SYMBOLS + 1),
+                                 ",".join(str(i) for i in range(1, lt.MAX_STEPS + 2))])
+def test_parse_steps_rejects(bad: str) -> None:
+    with pytest.raises(ValueError):
+        lt.parse_steps(bad)
+
+
+def test_synthetic_symbols_are_the_venue_names() -> None:
+    assert lt.synthetic_symbols(3) == ["SYN_0001", "SYN_0002", "SYN_0003"]
+
+
+@pytest.mark.parametrize("argv", [["--symbols", "0"], ["--symbols", "3", "--tick-rate", "0"],
+                                  ["--symbols", "3", "--duration", "-1"], ["--symbols", "3", "--name", "../x"],
+                                  ["--no-such-flag"]])
+def test_main_loadtest_bad_input_exits_2(argv: list[str], tmp_path: Path) -> None:
+    assert lt.main_loadtest([*argv, "--results-dir", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())  # nothing was run, nothing written
+
+
+def test_main_soak_bad_input_exits_2(tmp_path: Path) -> None:
+    assert lt.main_soak(["--symbols", "5", "--duration", "10", "--sample-interval", "60",
+                         "--results-dir", str(tmp_path)]) == 2
+
+
+# --- latency merge ---------------------------------------------------------------------------
+
+def pts(p50: float, p99: float, p999: float) -> list[tuple[float, float]]:
+    return [(0.5, p50), (0.99, p99), (0.999, p999)]
+
+
+def test_merge_of_identical_workers_is_their_percentiles() -> None:
+    out = lt.merge_quantiles([(10.0, pts(100, 200, 300))] * 5, (0.5, 0.99, 0.999))
+    assert out == pytest.approx([100, 200, 300], rel=1e-6)
+
+
+def test_merge_of_two_workers_is_the_mixture() -> None:
+    a, b = pts(100, 200, 300), pts(1000, 2000, 3000)
+    p50, p99 = lt.merge_quantiles([(1.0, a), (1.0, b)], (0.5, 0.99))
+    # Mixture CDF at x in [100, 200]: (0.5 + 0.49 (x-100)/100 + 0.5 x/1000) / 2 = 0.5 -> x = 183.33
+    assert p50 == pytest.approx(183.333, rel=1e-4)
+    # The fleet p99 lies between the workers' p99s and below the worst one.
+    assert 200 < p99 < 2000
+
+
+def test_merge_weights_move_the_result_towards_the_heavier_worker() -> None:
+    a, b = pts(100, 200, 300), pts(1000, 2000, 3000)
+    light = lt.merge_quantiles([(1.0, a), (1.0, b)], (0.5,))[0]
+    heavy_b = lt.merge_quantiles([(1.0, a), (9.0, b)], (0.5,))[0]
+    assert heavy_b > light
+
+
+def test_merge_handles_ties_missing_and_empty() -> None:
+    # p99 == p99.9 (few samples) must not break interpolation; None/NaN points are skipped.
+    out = lt.merge_quantiles([(1.0, [(0.5, 50.0), (0.99, 80.0), (0.999, 80.0)]),
+                              (1.0, [(0.5, None), (0.99, float("nan"))]),  # type: ignore[list-item]
+                              (0.0, pts(1, 2, 3))], (0.5, 0.99, 0.999))
+    assert out[0] == pytest.approx(50.0) and out[1] == pytest.approx(80.0) and out[2] == pytest.approx(80.0, rel=1e-6)
+    assert lt.merge_quantiles([], (0.5, 0.99)) == [None, None]
+
+
+def test_merge_is_monotone_in_q() -> None:
+    workers = [(float(i + 1), pts(100 + 10 * i, 400 + 50 * i, 900 + 90 * i)) for i in range(50)]
+    qs = [0.1, 0.5, 0.9, 0.99, 0.999]
+    out = lt.merge_quantiles(workers, qs)
+    assert out == sorted(out)
+    assert out[-2] <= max(w[1][1][1] for w in workers)  # fleet p99 <= worst worker's p99
+
+
+# --- CPU and slopes --------------------------------------------------------------------------
+
+def test_cpu_percent_by_kind_differences_and_groups() -> None:
+    before = {1: 10.0, 2: 5.0, 3: 5.0, 4: 100.0}
+    after = {1: ("supervisor", 11.0), 2: ("worker", 6.0), 3: ("worker", 5.5), 5: ("worker", 0.5)}
+    # pid 4 died in the window (lost); pid 5 started in it (all of its CPU counts).
+    out = lt.cpu_percent_by_kind(before, after, wall_s=10.0)
+    assert out == {"supervisor": 10.0, "worker": 20.0}
+    assert lt.cpu_percent_by_kind(before, after, wall_s=0.0) == {}
+
+
+def test_slope_per_hour() -> None:
+    ts = [0.0, 600.0, 1200.0, 1800.0]
+    assert lt.slope_per_hour(ts, [50.0, 50.5, 51.0, 51.5]) == pytest.approx(3.0)
+    assert lt.slope_per_hour(ts, [50.0, 50.0, 50.0, 50.0]) == pytest.approx(0.0)
+    assert lt.slope_per_hour([0.0, 1.0], [1.0, 2.0]) is None
+    assert lt.slope_per_hour([5.0, 5.0, 5.0], [1.0, 2.0, 3.0]) is None
+
+
+def test_summarise_slopes_flags_leaking_workers() -> None:
+    ts = [0.0, 1800.0, 3600.0]
+    series = {
+        "worker:SYN_0001:11": ("worker", ts, [40.0, 40.1, 40.2], [10.0, 10.0, 10.0]),
+        "worker:SYN_0002:12": ("worker", ts, [40.0, 42.0, 44.0], [10.0, 12.0, 14.0]),
+        "gateway:gateway:13": ("gateway", ts, [50.0, 50.0, 50.0], [20.0, 20.0, 20.0]),
+        "worker:SYN_0003:14": ("worker", ts[:2], [40.0, 90.0], [1.0, 2.0]),  # too short: skipped
+    }
+    kinds, flagged = lt.summarise_slopes(series, flag_above=1.0)
+    by = {k.kind: k for k in kinds}
+    assert by["worker"].processes == 2
+    assert by["worker"].rss_slope_mb_per_h_max == pytest.approx(4.0)
+    assert by["gateway"].rss_slope_mb_per_h_max == pytest.approx(0.0)
+    assert [f["process"] for f in flagged] == ["worker:SYN_0002:12"]
+
+
+# --- targets, diagnosis, reports -------------------------------------------------------------
+
+def make_step(**kw: object) -> lt.StepResult:
+    base: dict[str, object] = dict(
+        symbols=200, tick_rate=2.0, bar_seconds=2.0, pool_size=0, duration_s=20.0, settle_s=40.0,
+        all_signalled=True, startup_s=12.0, startup_worker_max_s=3.0, tick_to_signal_p50_us=900.0,
+        tick_to_signal_p99_us=3000.0, tick_to_signal_p999_us=4000.0, tick_to_signal_p50_us_median_worker=900.0,
+        tick_to_signal_p99_us_worst_worker=4500.0, tick_to_signal_p999_us_worst_worker=6000.0,
+        order_rtt_p50_us=None, order_rtt_p99_us=None, order_rtt_p99_us_worst_worker=None,
+        ticks_expected=8000, ticks_sent=8000, ticks_received=7990, ticks_dropped=0, ticks_dropped_total=0,
+        ticks_late=None, signals=7900, signals_per_s=395.0, cpu_cores=2,
+        cpu_percent_by_kind={"worker": 60.0, "pool": 20.0, "gateway": 10.0}, cpu_percent_tree=90.0,
+        machine_cpu_percent=100.0, outside_cpu_percent=10.0, pool_busy_fraction_max=0.2,
+        loop_lag_ms_median=1.0, loop_lag_ms_max=3.0, worker_uss_bytes_median=10 * MB,
+        worker_uss_bytes_max=11 * MB, worker_pss_bytes_median=14 * MB, worker_pss_bytes_max=15 * MB,
+        total_pss_bytes=3000 * MB, memory_by_kind=[], restarts=0, budget_breaches=0, budget_notes=[],
+        loadavg_at_launch=[0.5, 0.5, 0.5], samples=[])
+    base.update(kw)
+    return lt.StepResult(**base)  # type: ignore[arg-type]
+
+
+def test_a_step_meeting_every_target_has_no_miss() -> None:
+    assert lt.check_step(make_step(), lt.Targets()) == []
+
+
+def test_misses_say_by_how_much() -> None:
+    s = make_step(tick_to_signal_p99_us=6500.0, worker_uss_bytes_max=13 * MB, ticks_dropped_total=4,
+                  startup_s=20.0, restarts=1, budget_breaches=2, ticks_sent=7000)
+    misses = {m.target: m for m in lt.check_step(s, lt.Targets())}
+    assert misses["tick_to_signal_p99_us"].over_by == pytest.approx(1500.0)
+    assert misses["worker_uss_mb"].over_by == pytest.approx(1.0)
+    assert misses["ticks_dropped"].value == 4
+    assert misses["startup_s"].over_by == pytest.approx(5.0)
+    assert misses["restarts"].value == 1 and misses["budget_breaches"].value == 2
+    assert misses["ticks_sent_ratio"].value == pytest.approx(0.875)
+
+
+def test_unmeasured_startup_and_latency_are_misses_not_passes() -> None:
+    s = make_step(all_signalled=False, startup_s=None, tick_to_signal_p99_us=None)
+    misses = {m.target: m for m in lt.check_step(s, lt.Targets())}
+    assert misses["startup_s"].value is None and "signalled" in misses["startup_s"].note
+    assert misses["tick_to_signal_p99_us"].over_by is None
+
+
+def test_diagnosis_names_cpu_saturation_by_kind() -> None:
+    s = make_step(tick_to_signal_p99_us=9000.0, machine_cpu_percent=195.0, cpu_percent_tree=180.0,
+                  outside_cpu_percent=15.0, cpu_percent_by_kind={"worker": 120.0, "pool": 40.0, "gateway": 20.0})
+    text = " ".join(lt.diagnose(s, lt.check_step(s, lt.Targets())))
+    assert "CPU saturated" in text and "worker 120%" in text
+
+
+def test_diagnosis_reports_other_load_on_a_shared_machine() -> None:
+    s = make_step(outside_cpu_percent=80.0)
+    assert any("other processes" in x for x in lt.diagnose(s, []))
+
+
+def constructed_doc() -> dict:
+    steps = [make_step(symbols=n, tick_to_signal_p99_us=1000.0 + 20 * n) for n in (10, 50, 200)]
+    steps[-1].misses = lt.check_step(make_step(tick_to_signal_p99_us=6000.0), lt.Targets())
+    return {"kind": "loadtest", "name": "unit", "started_utc": "2026-01-01T00:00:00+00:00",
+            "command": "orchestrate loadtest --symbols 10,50,200", "machine": {"cpus": 2, "git_commit": "abc"},
+            "targets": msgspec.to_builtins(lt.Targets()), "steps": [msgspec.to_builtins(s) for s in steps],
+            "stopped_at": "200 symbols missed tick_to_signal_p99_us", "notes": ["a note"]}
+
+
+def test_markdown_has_a_summary_row_and_a_table_per_step() -> None:
+    md = lt.loadtest_markdown(constructed_doc())
+    assert md.count("\n| 200 | 12.00 |") == 1
+    assert md.count("## 10 symbols at 2 ticks/s") == 1 and md.count("## 200 symbols") == 1
+    assert "over by 1000 us" in md and "**Stopped:**" in md and "- a note" in md
+
+
+def test_reports_written_with_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    doc = constructed_doc()
+    paths = lt.write_reports(doc, tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
+    assert Path(paths["json"]).name.startswith("unit-") and json.loads(Path(paths["json"]).read_text())["steps"]
+    pngs = [Path(p) for k, p in paths.items() if k.startswith("plot")]
+    assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert "![" in Path(paths["markdown"]).read_text()
+    # A second run the same day does not overwrite the first.
+    again = lt.write_reports(constructed_doc(), tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
+    assert again["json"] != paths["json"] and Path(paths["json"]).exists()
+
+
+def test_reports_without_matplotlib_skip_plots_and_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import now raises ImportError
+    doc = constructed_doc()
+    paths = lt.write_reports(doc, tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
+    assert not any(k.startswith("plot") for k in paths)
+    assert any("matplotlib is not installed" in n for n in json.loads(Path(paths["json"]).read_text())["notes"])
+
+
+# --- real runs -------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = lt.main_loadtest(["--symbols", "3", "--tick-rate", "4", "--duration", "3", "--settle", "0", "--json",
+                           "--run-dir", str(tmp_path / "run"), "--results-dir", str(tmp_path / "results"),
+                           "--keep-going", "--name", "tiny"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["kind"] == "loadtest" and len(doc["steps"]) == 1
+    s = doc["steps"][0]
+    for key in ("symbols", "tick_rate", "duration_s", "tick_to_signal_p50_us", "tick_to_signal_p99_us", "ticks_sent",
+                "ticks_dropped", "worker_uss_bytes_median", "worker_uss_bytes_max", "total_pss_bytes", "startup_s",
+                "restarts", "order_rtt_p50_us", "order_rtt_p99_us", "cpu_percent_by_kind"):
+        assert key in s, key
+    assert s["symbols"] == 3 and s["tick_rate"] == 4.0 and s["bar_seconds"] == 1.0
+    assert s["error"] is None and s["all_signalled"] and s["startup_s"] > 0
+    assert 0 < s["tick_to_signal_p50_us"] <= s["tick_to_signal_p99_us"] <= s["tick_to_signal_p999_us"]
+    assert s["tick_to_signal_p99_us"] <= s["tick_to_signal_p99_us_worst_worker"]
+    assert s["ticks_sent"] > 0 and s["ticks_received"] > 0 and s["signals"] > 0
+    assert s["ticks_dropped_total"] == 0 and s["restarts"] == 0
+    assert 0 < s["worker_uss_bytes_median"] <= s["worker_uss_bytes_max"]
+    # the tree's PSS holds at least the workers' and the other kinds' processes
+    assert s["total_pss_bytes"] >= 3 * s["worker_pss_bytes_median"]
+    kinds = {m["kind"]: m["count"] for m in s["memory_by_kind"]}
+    assert kinds["worker"] == 3 and kinds["gateway"] == 1 and kinds["supervisor"] == 1 and kinds["pool"] >= 1
+    assert {"worker", "pool", "gateway", "supervisor"} <= set(s["cpu_percent_by_kind"])
+    assert Path(doc["reports"]["json"]).exists() and Path(doc["reports"]["markdown"]).exists()
+    assert not (tmp_path / "run" / "step-3" / "control.sock").exists()  # the tree was stopped
+
+
+@pytest.mark.slow
+def test_tiny_real_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = lt.main_soak(["--symbols", "2", "--duration", "4", "--sample-interval", "1", "--warmup", "0",
+                       "--tick-rate", "4", "--json", "--run-dir", str(tmp_path / "run"),
+                       "--results-dir", str(tmp_path / "results")])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"] is None and doc["samples"] == 5  # t = 0, 1, 2, 3, 4 s
+    kinds = {k["kind"]: k for k in doc["kinds"]}
+    assert kinds["worker"]["processes"] == 2 and kinds["worker"]["rss_slope_mb_per_h_median"] is not None
+    assert {"gateway", "pool", "supervisor"} <= set(kinds)
+    assert doc["loop_lag_ms"]["worker_max"] is not None and doc["restarts"] == 0
+    assert Path(doc["reports"]["markdown"]).read_text().startswith("# Soak")
