@@ -125,7 +125,7 @@ def bench_fifty_symbol_start() -> list[dict[str, Any]]:
 
 
 def main() -> list[dict[str, Any]]:
-    rows = (bench_ring_read() + bench_two_symbols(0.02) + bench_two_symbols(0.4)
+    rows = (bench_ring_read() + bench_two_symbols(0.004) + bench_two_symbols(0.02) + bench_two_symbols(0.4)
             + bench_fifty_symbol_start())
     print_table(rows)
     return rows

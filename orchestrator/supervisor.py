@@ -136,9 +136,17 @@ class Supervisor:
                 for sym in symbols:
                     if self.endpoints.pool_for(sym) == k and (t := self.store.load_rl_table(sym)) is not None:
                         tables[sym] = t
-            add("pool", f"pool-{k}", f"pool-{k}", self._spec("pool", f"pool-{k}", pool_index=k, rl_tables=tables))
+            add("pool", f"pool-{k}", f"pool-{k}", self._spec("pool", f"pool-{k}", pool_index=k, rl_tables=tables,
+                                                             cpu=self._core_for_pool(k)))
         for slot, sym in enumerate(symbols):
-            add("worker", sym, sym, self._spec("worker", sym, slot=slot))
+            add("worker", sym, sym, self._spec("worker", sym, slot=slot,
+                                               cpu=self._core_for_pool(self.endpoints.pool_for(sym))))
+
+    def _core_for_pool(self, k: int) -> int:
+        if not self.cfg.processes.pin_cpus:
+            return -1
+        cores = sorted(os.sched_getaffinity(0))
+        return cores[k % len(cores)]
 
     def _start(self, child: Child, ctx: Any) -> None:
         proc = ctx.Process(target=child_main, args=(child.spec,), name=f"dgo-{child.kind}-{child.name}",

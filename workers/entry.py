@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from .runtime import ChildSpec
 
 
 def child_main(spec: ChildSpec) -> None:
+    if spec.cpu >= 0:
+        try:
+            os.sched_setaffinity(0, {spec.cpu})
+        except OSError:
+            pass  # a restricted cpuset: run unpinned rather than not at all
     if spec.kind == "worker":
         from . import worker
         worker.main(spec)

@@ -42,7 +42,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
     slots: dict[str, int] = msgspec.field(default_factory=dict)
     venue_access: VenueAccess | None = None  # the paper venue child only
     rl_tables: dict[str, bytes] = msgspec.field(default_factory=dict)  # pool: learned tables from SQLite
-    run_start_wall: float = 0.0  # epoch seconds the run started: the replay market's clock origin
+    run_start_wall: float = 0.0
+    cpu: int = -1  # pin to this core (-1: let the scheduler place it)  # epoch seconds the run started: the replay market's clock origin
 
 
 def setup_logging(run_dir: str, name: str) -> logging.Logger:
