@@ -142,6 +142,11 @@ class StepResult(msgspec.Struct, kw_only=True):
     machine_cpu_percent: float  # all processes on the box, % of one core (max = cores * 100)
     outside_cpu_percent: float  # machine minus our tree: the other engineers' load
     pool_busy_fraction_max: float | None
+    pool_requests: int | None  # signal requests served by the pool in the window
+    pool_batches: int | None  # batches they were served in (one numpy pass each)
+    pool_mean_batch: float | None
+    pool_max_batch: int | None  # since launch
+    pool_cpu_ms_per_batch: float | None  # pool CPU in the window / batches: what each batch costs
     loop_lag_ms_median: float | None
     loop_lag_ms_max: float | None
     worker_uss_bytes_median: int | None
@@ -320,11 +325,21 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
         out.append(f"per-worker private memory (USS) median {s.worker_uss_bytes_median / MB:.1f} MB, max "
                    f"{(s.worker_uss_bytes_max or 0) / MB:.1f} MB: what each extra symbol costs beyond the "
                    "pages it shares with the forkserver")
-    if s.pool_busy_fraction_max is not None and s.pool_busy_fraction_max >= 0.8:
-        out.append(f"compute pool busy {s.pool_busy_fraction_max:.0%} of the time: pool-bound")
-    if "tick_to_signal_p99_us" in names and s.loop_lag_ms_max is not None:
-        out.append(f"worker event-loop lag max {s.loop_lag_ms_max:.1f} ms: processes wait for a core "
-                   "(scheduler queueing) before they handle the tick")
+    pool_share = s.cpu_percent_by_kind.get("pool", 0.0) / (100.0 * max(1, s.pool_size or s.cpu_cores))
+    if pool_share >= 0.8:
+        out.append(f"compute pool CPU {pool_share:.0%} of its cores: pool-bound")
+    if "tick_to_signal_p99_us" in names:
+        if s.machine_cpu_percent < 0.85 * cap:
+            out.append(f"latency is not CPU-bound: the machine had {cap - s.machine_cpu_percent:.0f}% of one core "
+                       "idle; the time goes in the tick -> pool -> worker path itself")
+        if s.pool_mean_batch is not None and s.pool_cpu_ms_per_batch is not None:
+            out.append(f"the pool served {s.pool_requests} requests in {s.pool_batches} batches (mean "
+                       f"{s.pool_mean_batch:.1f}, max {s.pool_max_batch}) at {s.pool_cpu_ms_per_batch:.2f} ms of pool "
+                       "CPU per batch: the gateway ticks every symbol at the same instant, so requests arrive "
+                       "as a burst and each waits for its whole batch to be evaluated")
+        if s.loop_lag_ms_max is not None and s.machine_cpu_percent >= 0.85 * cap:
+            out.append(f"worker event-loop lag max {s.loop_lag_ms_max:.1f} ms: processes wait for a core "
+                       "(scheduler queueing) before they handle the tick")
     return out
 
 
@@ -456,6 +471,20 @@ def _gateway_ticks(snap: StatusSnapshot) -> float | None:
         if p.kind == "gateway" and p.load is not None:
             return p.load
     return None
+
+
+_POOL_NOTE = re.compile(r"requests (\d+) batches (\d+) max batch (\d+)")
+
+
+def pool_counters(snap: StatusSnapshot) -> dict[str, tuple[int, int, int]]:
+    """pool name -> (requests, batches, max batch) parsed from its status note (the status
+    document has no fields for them; see the report's asks)."""
+    out = {}
+    for p in snap.processes:
+        m = _POOL_NOTE.search(p.note) if p.kind == "pool" else None
+        if m:
+            out[p.name] = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    return out
 
 
 def _restarts(snap: StatusSnapshot) -> int:
@@ -622,6 +651,15 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
     cpu = cpu_percent_by_kind(cpu_before, cpu_after, window) if measured else {}
     tree_cpu = sum(v for k, v in cpu.items() if k != "loadtest")
     pool_busy = max_or_none(p.load for p in end.processes if p.kind == "pool") if end else None
+    preq = pbat = pmax = None
+    if measured:
+        c0, c1 = pool_counters(s0), pool_counters(s1)  # type: ignore[arg-type]
+        pairs = [(c0.get(k), v) for k, v in c1.items()]
+        if c1 and all(a is not None and a[0] <= b[0] and a[1] <= b[1] for a, b in pairs):
+            preq = sum(b[0] - a[0] for a, b in pairs)  # type: ignore[index]
+            pbat = sum(b[1] - a[1] for a, b in pairs)  # type: ignore[index]
+            pmax = max(b[2] for _, b in pairs)
+    pool_cpu_s = cpu.get("pool", 0.0) / 100.0 * window
     step = StepResult(
         symbols=n, tick_rate=tick_rate, bar_seconds=bar_seconds, pool_size=pool_size, duration_s=round(window, 2),
         settle_s=settle_s, all_signalled=startup_s is not None, startup_s=_r(startup_s, 2),
@@ -641,7 +679,9 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         cpu_cores=os.cpu_count() or 1, cpu_percent_by_kind=cpu, cpu_percent_tree=round(tree_cpu, 1),
         machine_cpu_percent=round(machine_busy, 1), outside_cpu_percent=round(max(0.0, machine_busy - tree_cpu
                                                                                   - cpu.get("loadtest", 0.0)), 1),
-        pool_busy_fraction_max=_r(pool_busy, 3),
+        pool_busy_fraction_max=_r(pool_busy, 3), pool_requests=preq, pool_batches=pbat,
+        pool_mean_batch=round(preq / pbat, 2) if preq is not None and pbat else None, pool_max_batch=pmax,
+        pool_cpu_ms_per_batch=round(pool_cpu_s / pbat * 1000.0, 3) if pbat else None,
         loop_lag_ms_median=_r(median_or_none(w.loop_lag_ms for w in workers), 2),
         loop_lag_ms_max=_r(max_or_none(w.loop_lag_ms for w in workers), 2),
         worker_uss_bytes_median=int(statistics.median(uss)) if uss else None,
@@ -687,7 +727,10 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
         ("CPU: our tree / machine / other load (% of one core)",
          f"{s.cpu_percent_tree:.0f} / {s.machine_cpu_percent:.0f} / {s.outside_cpu_percent:.0f}",
          f"capacity {s.cpu_cores * 100}"),
-        ("pool busy fraction, max", _fmt(s.pool_busy_fraction_max, nd=3), ""),
+        ("pool: requests / batches / mean batch / max batch",
+         f"{_fmt(s.pool_requests)} / {_fmt(s.pool_batches)} / {_fmt(s.pool_mean_batch)} / {_fmt(s.pool_max_batch)}", ""),
+        ("pool CPU per batch (ms) / busy fraction, max", f"{_fmt(s.pool_cpu_ms_per_batch, nd=2)} / "
+         f"{_fmt(s.pool_busy_fraction_max, nd=3)}", ""),
         ("worker loop lag median / max (ms)", f"{_fmt(s.loop_lag_ms_median, nd=2)} / {_fmt(s.loop_lag_ms_max, nd=2)}", ""),
         ("worker USS median / max (MB)",
          f"{_fmt(s.worker_uss_bytes_median, MB, 2)} / {_fmt(s.worker_uss_bytes_max, MB, 2)}", f"max <= {t.worker_uss_mb:g}"),

@@ -138,6 +138,7 @@ def make_step(**kw: object) -> lt.StepResult:
         ticks_late=None, signals=7900, signals_per_s=395.0, cpu_cores=2,
         cpu_percent_by_kind={"worker": 60.0, "pool": 20.0, "gateway": 10.0}, cpu_percent_tree=90.0,
         machine_cpu_percent=100.0, outside_cpu_percent=10.0, pool_busy_fraction_max=0.2,
+        pool_requests=7900, pool_batches=80, pool_mean_batch=98.75, pool_max_batch=100, pool_cpu_ms_per_batch=5.0,
         loop_lag_ms_median=1.0, loop_lag_ms_max=3.0, worker_uss_bytes_median=10 * MB,
         worker_uss_bytes_max=11 * MB, worker_pss_bytes_median=14 * MB, worker_pss_bytes_max=15 * MB,
         total_pss_bytes=3000 * MB, memory_by_kind=[], restarts=0, budget_breaches=0, budget_notes=[],
@@ -179,6 +180,22 @@ def test_diagnosis_names_cpu_saturation_by_kind() -> None:
 def test_diagnosis_reports_other_load_on_a_shared_machine() -> None:
     s = make_step(outside_cpu_percent=80.0)
     assert any("other processes" in x for x in lt.diagnose(s, []))
+
+
+def test_diagnosis_of_latency_with_idle_cpu_points_at_the_pool_batches() -> None:
+    s = make_step(tick_to_signal_p99_us=8000.0, machine_cpu_percent=40.0, cpu_percent_tree=10.0)
+    text = " ".join(lt.diagnose(s, lt.check_step(s, lt.Targets())))
+    assert "not CPU-bound" in text and "mean 98.8" in text and "5.00 ms of pool CPU per batch" in text
+    assert "CPU saturated" not in text
+
+
+def test_pool_counters_parse_the_status_note() -> None:
+    from types import SimpleNamespace
+    snap = SimpleNamespace(processes=[
+        SimpleNamespace(kind="pool", name="pool-0", note="requests 81 batches 51 max batch 3 symbols 3"),
+        SimpleNamespace(kind="gateway", name="gateway", note="source exchange ticks 84 loop lag 1.8 ms"),
+        SimpleNamespace(kind="pool", name="pool-1", note="starting")])
+    assert lt.pool_counters(snap) == {"pool-0": (81, 51, 3)}  # type: ignore[arg-type]
 
 
 def constructed_doc() -> dict:
