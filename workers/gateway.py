@@ -23,8 +23,8 @@ from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
 from shared.messages import (GatewayFigures, HistoryReply, HistoryRequest, MessageCodec, Tick,
                              topic)
 
-from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
-                      send_heartbeat, setup_logging, supervisor_alive)
+from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
+                      run_until_stopped, send_heartbeat, setup_logging, supervisor_alive)
 
 log = logging.getLogger("gateway")
 
@@ -84,13 +84,7 @@ async def run(spec: ChildSpec) -> None:
     cfg = spec.config
     codec = MessageCodec(spec.name)
     ctx = zmq.asyncio.Context()
-    pub = ctx.socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.setsockopt(zmq.SNDHWM, 10_000)
-    pub.bind(spec.endpoints.market_data)
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(spec.endpoints.gateway)
+    pub, router = gateway_sockets(ctx, spec, sndhwm=10_000)
     hb = heartbeat_socket(ctx, spec)
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -164,13 +158,11 @@ async def run(spec: ChildSpec) -> None:
                 note=f"loop lag {lag.take_max_ms():.1f} ms"))
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 
-    tasks = [asyncio.create_task(c()) for c in (publish_loop, request_loop, heartbeat_loop)]
     log.info("gateway up: %d symbols, bar every %.3fs", len(spec.symbols), cfg.market.bar_seconds)
-    await stop.wait()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    ctx.destroy(linger=0)
+    try:
+        await run_until_stopped([publish_loop, request_loop, heartbeat_loop], stop)
+    finally:
+        ctx.destroy(linger=0)
 
 
 def main(spec: ChildSpec) -> None:

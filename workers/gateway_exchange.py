@@ -35,8 +35,8 @@ from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillVie
                              OrderIntents, OrderView, Tick, topic)
 from shared.products import ProductSpec, UnknownSymbolError
 
-from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
-                      send_heartbeat, supervisor_alive)
+from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
+                      run_until_stopped, send_heartbeat, supervisor_alive)
 
 log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
@@ -319,13 +319,7 @@ def connection(spec: ChildSpec) -> dict[str, str]:
 async def run_exchange(spec: ChildSpec) -> int:
     cfg = spec.config
     ctx = zmq.asyncio.Context()
-    pub = ctx.socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.setsockopt(zmq.SNDHWM, 100_000)
-    pub.bind(spec.endpoints.market_data)
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    router.bind(spec.endpoints.gateway)
+    pub, router = gateway_sockets(ctx, spec, sndhwm=100_000)
     hb = heartbeat_socket(ctx, spec)
     sup = ctx.socket(zmq.PUSH)  # fills for the ledger: not droppable like heartbeats
     sup.setsockopt(zmq.LINGER, 1000)
@@ -387,19 +381,12 @@ async def run_exchange(spec: ChildSpec) -> int:
             send_heartbeat(hb, gw.codec, spec, gw.figures(lag.take_max_ms()))
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 
-    tasks = [asyncio.create_task(c()) for c in (request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop)]
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
-    for t in tasks:
-        t.cancel()
-    waiter.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await gw.stop()
-    ctx.destroy(linger=0)
-    for t in done:
-        if t is not waiter and not t.cancelled() and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+    try:
+        await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop], stop)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
     return 0
 
 

@@ -9,9 +9,11 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import msgspec
 import zmq
+import zmq.asyncio
 
 from shared.config import Config
 from shared.messages import Heartbeat, MessageCodec
@@ -97,6 +99,32 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+
+async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:
+    """Run a process's loops until SIGTERM/SIGINT, or until one of them ends: a loop that dies
+    takes the process down with its exception (the supervisor restarts it), never silently."""
+    tasks = [asyncio.create_task(loop()) for loop in loops]
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    for t in (*tasks, waiter):
+        t.cancel()
+    await asyncio.gather(*tasks, waiter, return_exceptions=True)
+    for t in done:
+        if t is not waiter and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+
+
+def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+    """The gateway's market-data PUB (by symbol topic) and its request ROUTER."""
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.setsockopt(zmq.SNDHWM, sndhwm)
+    pub.bind(spec.endpoints.market_data)
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(spec.endpoints.gateway)
+    return pub, router
 
 
 def heartbeat_socket(ctx: zmq.Context, spec: ChildSpec) -> zmq.Socket:

@@ -32,7 +32,7 @@ from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill as LedgerFill
 
 from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
-                      send_heartbeat, setup_logging, supervisor_alive)
+                      run_until_stopped, send_heartbeat, setup_logging, supervisor_alive)
 
 log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this
@@ -479,17 +479,10 @@ async def run(spec: ChildSpec) -> None:
             send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
             await asyncio.sleep(interval)
 
-    tasks = [asyncio.create_task(c()) for c in (market_loop, signal_loop, control_loop, housekeeping_loop,
-                                                 gateway_loop)]
-    done_or_stop = asyncio.create_task(stop.wait())
-    finished, _ = await asyncio.wait([*tasks, done_or_stop], return_when=asyncio.FIRST_COMPLETED)
-    for t in tasks:
-        t.cancel()
-    done_or_stop.cancel()
-    for t in finished:
-        if t is not done_or_stop and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
-    ctx.destroy(linger=0)
+    try:
+        await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop], stop)
+    finally:
+        ctx.destroy(linger=0)
 
 
 def main(spec: ChildSpec) -> None:
