@@ -139,6 +139,7 @@ class StepResult(msgspec.Struct, kw_only=True):
     cpu_cores: int
     cpu_percent_by_kind: dict[str, float]  # % of one core over the window
     cpu_percent_tree: float
+    cpu_us_per_tick_by_kind: dict[str, float]  # CPU of each kind in the window / ticks received
     machine_cpu_percent: float  # all processes on the box, % of one core (max = cores * 100)
     outside_cpu_percent: float  # machine minus our tree: the other engineers' load
     pool_busy_fraction_max: float | None
@@ -248,6 +249,16 @@ def cpu_percent_by_kind(before: dict[int, float], after: dict[int, tuple[str, fl
     return {k: round(v, 2) for k, v in sorted(out.items())}
 
 
+def cpu_per_tick(cpu_percent: dict[str, float], wall_s: float, ticks: int) -> dict[str, float]:
+    """% of one core over wall_s -> CPU microseconds per tick received, per kind (and 'tree').
+    Comparable with perf-floors' 55-75 us of CPU per sparse tick for the bare pipeline."""
+    if ticks <= 0 or wall_s <= 0:
+        return {}
+    out = {k: round(v / 100.0 * wall_s / ticks * 1e6, 1) for k, v in cpu_percent.items() if k != "loadtest"}
+    out["tree"] = round(sum(out.values()), 1)
+    return out
+
+
 def slope_per_hour(ts_s: Sequence[float], ys: Sequence[float]) -> float | None:
     """Least-squares slope of ys against ts_s, per hour; None with < 3 points or no time spread."""
     if len(ts_s) < 3 or len(ts_s) != len(ys):
@@ -335,8 +346,15 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
         if s.pool_mean_batch is not None and s.pool_cpu_ms_per_batch is not None:
             out.append(f"the pool served {s.pool_requests} requests in {s.pool_batches} batches (mean "
                        f"{s.pool_mean_batch:.1f}, max {s.pool_max_batch}) at {s.pool_cpu_ms_per_batch:.2f} ms of pool "
-                       "CPU per batch: the gateway ticks every symbol at the same instant, so requests arrive "
-                       "as a burst and each waits for its whole batch to be evaluated")
+                       "CPU per batch: a request waits for its whole batch, so batch compute explains about "
+                       f"{s.pool_cpu_ms_per_batch * 1000:.0f} us of the p50 of {s.tick_to_signal_p50_us or 0:.0f} us")
+        per_tick = s.cpu_us_per_tick_by_kind
+        if per_tick.get("tree"):
+            top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(per_tick.items(), key=lambda kv: -kv[1])
+                            if k != "tree")
+            out.append(f"each tick costs {per_tick['tree']:.0f} us of CPU across the tree ({top}; the bare "
+                       "tick->signal pipeline floor is 55-75 us): ticks of all symbols arrive together, so that "
+                       "work queues on the cores in bursts even when average CPU is low")
         if s.loop_lag_ms_max is not None and s.machine_cpu_percent >= 0.85 * cap:
             out.append(f"worker event-loop lag max {s.loop_lag_ms_max:.1f} ms: processes wait for a core "
                        "(scheduler queueing) before they handle the tick")
@@ -677,6 +695,7 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         ticks_dropped_total=sum(w.ticks_dropped for w in workers), ticks_late=None,
         signals=signals, signals_per_s=round(signals / window, 2) if measured and window > 0 else 0.0,
         cpu_cores=os.cpu_count() or 1, cpu_percent_by_kind=cpu, cpu_percent_tree=round(tree_cpu, 1),
+        cpu_us_per_tick_by_kind=cpu_per_tick(cpu, window, delta("ticks") if measured else 0),
         machine_cpu_percent=round(machine_busy, 1), outside_cpu_percent=round(max(0.0, machine_busy - tree_cpu
                                                                                   - cpu.get("loadtest", 0.0)), 1),
         pool_busy_fraction_max=_r(pool_busy, 3), pool_requests=preq, pool_batches=pbat,
@@ -724,6 +743,8 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
         ("ticks dropped: window / since launch", f"{s.ticks_dropped} / {s.ticks_dropped_total}", "0"),
         ("signals per second", _fmt(s.signals_per_s), ""),
         ("CPU by kind (% of one core)", kinds or "n/a", ""),
+        ("CPU per tick received (us), by kind", ", ".join(f"{k} {v:.0f}" for k, v in
+                                                           s.cpu_us_per_tick_by_kind.items()) or "n/a", ""),
         ("CPU: our tree / machine / other load (% of one core)",
          f"{s.cpu_percent_tree:.0f} / {s.machine_cpu_percent:.0f} / {s.outside_cpu_percent:.0f}",
          f"capacity {s.cpu_cores * 100}"),

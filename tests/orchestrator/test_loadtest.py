@@ -101,6 +101,13 @@ def test_cpu_percent_by_kind_differences_and_groups() -> None:
     assert lt.cpu_percent_by_kind(before, after, wall_s=0.0) == {}
 
 
+def test_cpu_per_tick() -> None:
+    # 50% of one core for 10 s = 5 CPU s; over 1000 ticks = 5000 us a tick
+    out = lt.cpu_per_tick({"worker": 50.0, "pool": 10.0, "loadtest": 5.0}, wall_s=10.0, ticks=1000)
+    assert out == {"worker": 5000.0, "pool": 1000.0, "tree": 6000.0}
+    assert lt.cpu_per_tick({"worker": 50.0}, wall_s=10.0, ticks=0) == {}
+
+
 def test_slope_per_hour() -> None:
     ts = [0.0, 600.0, 1200.0, 1800.0]
     assert lt.slope_per_hour(ts, [50.0, 50.5, 51.0, 51.5]) == pytest.approx(3.0)
@@ -137,6 +144,7 @@ def make_step(**kw: object) -> lt.StepResult:
         ticks_expected=8000, ticks_sent=8000, ticks_received=7990, ticks_dropped=0, ticks_dropped_total=0,
         ticks_late=None, signals=7900, signals_per_s=395.0, cpu_cores=2,
         cpu_percent_by_kind={"worker": 60.0, "pool": 20.0, "gateway": 10.0}, cpu_percent_tree=90.0,
+        cpu_us_per_tick_by_kind={"worker": 1500.0, "pool": 500.0, "gateway": 250.0, "tree": 2250.0},
         machine_cpu_percent=100.0, outside_cpu_percent=10.0, pool_busy_fraction_max=0.2,
         pool_requests=7900, pool_batches=80, pool_mean_batch=98.75, pool_max_batch=100, pool_cpu_ms_per_batch=5.0,
         loop_lag_ms_median=1.0, loop_lag_ms_max=3.0, worker_uss_bytes_median=10 * MB,
@@ -186,7 +194,7 @@ def test_diagnosis_of_latency_with_idle_cpu_points_at_the_pool_batches() -> None
     s = make_step(tick_to_signal_p99_us=8000.0, machine_cpu_percent=40.0, cpu_percent_tree=10.0)
     text = " ".join(lt.diagnose(s, lt.check_step(s, lt.Targets())))
     assert "not CPU-bound" in text and "mean 98.8" in text and "5.00 ms of pool CPU per batch" in text
-    assert "CPU saturated" not in text
+    assert "CPU saturated" not in text and "2250 us of CPU" in text
 
 
 def test_pool_counters_parse_the_status_note() -> None:
