@@ -317,6 +317,10 @@ def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, An
         raise _explain(exc, label) from None
     if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
+    if cfg.grid.stops:
+        raise ConfigError(f"{source}: key 'grid.stops' = true is not supported yet: the bots do not place "
+                          "protective stop orders in this build (the paper venue has no stop orders); set it "
+                          "to false and size positions with that in mind")
     _check_symbols(cfg, source)
     return cfg
 

@@ -78,6 +78,7 @@ class ExchangeGateway:
         self.fill_cursor_us = 0
         self.fill_wakeup = asyncio.Event()
         self.ticks = 0
+        self.polled_ticks = 0
         self.requests = 0
         self.rest_errors = 0
         self.equity = math.nan
@@ -167,6 +168,29 @@ class ExchangeGateway:
                     self.sup.send(msg, zmq.NOBLOCK)
                 except zmq.Again:
                     log.error("supervisor not taking fills; fill %s not stored yet (it stays on the venue)", fid)
+
+    async def stale_poll_loop(self) -> None:
+        """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
+        tightest the rate budget allows for many symbols) and publish the last price as a tick, so a
+        quiet socket never freezes the bots' view of the market."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.ws is None:
+                continue
+            for sym in [s for s in self.products if self.ws.is_stale(s)]:
+                try:
+                    t = await self.rest.get_ticker(sym)
+                except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+                    self.rest_errors += 1
+                    log.warning("%s: ticker poll failed while the socket is quiet: %s", sym, exc)
+                    continue
+                if t.close is None or not t.close > 0:
+                    continue
+                self.seqs[sym] += 1
+                self.polled_ticks += 1
+                tick = Tick(symbol=sym, epoch=self.epoch, seq=self.seqs[sym], price=float(t.close), size=0.0,
+                            exch_ts_us=int(t.timestamp or time.time() * 1e6), sent_ns=time.perf_counter_ns())
+                await self.pub.send_multipart((topic(sym), self.codec.encode(tick)))
 
     async def account_loop(self) -> None:
         while True:
@@ -297,7 +321,8 @@ class ExchangeGateway:
         return GatewayFigures(ticks_published=self.ticks, symbols=len(self.products), source="exchange",
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
-                              note=f"loop lag {lag_ms:.1f} ms" + (" ws stale" if self.ws and any(
+                              note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
+                              + (" ws stale" if self.ws and any(
                                   self.ws.is_stale(s) for s in self.products) else ""))
 
 
@@ -383,7 +408,8 @@ async def run_exchange(spec: ChildSpec) -> int:
 
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
     try:
-        await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop], stop)
+        await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
+                                 gw.stale_poll_loop], stop)
     finally:
         await gw.stop()
         ctx.destroy(linger=0)

@@ -31,7 +31,9 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     min_confidence: float = 0.5
     regrid_fraction: float = 0.5  # re-grid when price moved more than this x step
     max_actions_per_minute: int = 60  # per symbol: places + amends (cancels are never held back)
-    stops: bool = True
+    # Off: the bot worker does not place stop orders yet (the paper venue has none); the config
+    # loader refuses `true` rather than let a trader believe a stop protects the position.
+    stops: bool = False
     stop_atr_multiple: float = STOP_ATR_MULTIPLE  # protective stop beyond the outermost level
 
     def __post_init__(self) -> None:

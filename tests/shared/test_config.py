@@ -95,3 +95,8 @@ def test_secrets_come_from_env_and_never_print() -> None:
     assert isinstance(s, Secrets) and "topsecretvalue" not in repr(s) and "topsecretvalue" not in str(s)
     with pytest.raises(ConfigError, match="both"):
         secrets_from_env({"DELTA_API_KEY": "k"})
+
+
+def test_protective_stops_are_refused_until_implemented() -> None:
+    with pytest.raises(ConfigError, match="grid.stops"):
+        load_config(None, {"grid": {"stops": True}})

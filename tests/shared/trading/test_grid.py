@@ -121,6 +121,7 @@ def test_hysteresis() -> None:
 
 
 def test_protective_stop() -> None:
+    DEFAULT = GridConfig(stops=True)
     stop = protective_stop(6, grid_edge_price=57_000.0, atr=40.3, product=BTC, config=DEFAULT)
     assert stop is not None
     assert (stop.side, stop.size, stop.reduce_only, stop.order_type, stop.purpose) == (
