@@ -29,6 +29,12 @@ def test_three_symbols_signal_survive_sigkill_and_shut_down_clean(start_run, tmp
         assert w["signal"] in ("UP", "DOWN", "NONE") and w["bar_count"] >= 1000
         assert w["tick_to_signal_p50_us"] is not None and w["tick_to_signal_p50_us"] > 0
     sup_pid = doc["supervisor_pid"]
+    # Prometheus: the same figures, labelled by symbol, on 127.0.0.1.
+    import urllib.request
+    assert doc["metrics_url"].startswith("http://127.0.0.1:")
+    body = urllib.request.urlopen(doc["metrics_url"], timeout=5).read().decode()
+    assert 'orchestrate_worker_tick_to_signal_p50_us{symbol="SYN_0001"}' in body
+    assert 'orchestrate_process_rss_mb{kind="pool",name="pool-0"}' in body
 
     victim = next(w for w in doc["workers"] if w["symbol"] == "ETHUSD")
     others = {w["symbol"]: w["pid"] for w in doc["workers"] if w["symbol"] != "ETHUSD"}
