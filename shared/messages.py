@@ -156,7 +156,7 @@ class AccountSnapshot(Msg, tag="acct"):
     product: ProductSpec | None
     open_orders: list[OrderView]
     fills: list[FillView]
-    position_size: int
+    position_size: int  # reserved: the bot derives its position from its own fills
     available_balance: float
     equity: float
     error: str = ""

@@ -260,7 +260,7 @@ class ExchangeGateway:
         try:
             orders = await self.rest.get_open_orders([spec.product_id])
             fills = await self.rest.get_fills([spec.product_id]) if req.include_fills else []
-            position = await self.rest.get_position(spec.product_id)
+            # (positions come from the bot's own fills; the venue's position is read by account_loop)
             balances = await self.rest.get_wallet_balances()
         except (DeltaError, OSError, asyncio.TimeoutError) as exc:
             self.rest_errors += 1
@@ -269,7 +269,7 @@ class ExchangeGateway:
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
-            fills=[fill_view(f) for f in fills], position_size=int(position.size),
+            fills=[fill_view(f) for f in fills], position_size=0,
             available_balance=usd.available_balance if usd else 0.0,
             equity=usd.balance if usd else 0.0)
 

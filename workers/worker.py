@@ -37,7 +37,9 @@ from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_
 log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this
 INTENT_TIMEOUT_S = 15.0  # no answer to an order batch: reconcile from the exchange before more
-RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange this often
+RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange at least this often...
+RESYNC_S_PER_SYMBOL = 0.6  # ...but slower with many symbols: a resync costs 6 of the account's
+# 10,000 rate units per 5 min, so N symbols resyncing every 0.6 N s use a third of the budget.
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
 
 
@@ -92,6 +94,7 @@ class Worker:
         self.flatten_sent = False
         self.needs_resync = False
         self.needs_full_reconcile = False
+        self.resync_asked_at_seq = 0
 
     # --- market data -------------------------------------------------------------------------
 
@@ -213,6 +216,11 @@ class Worker:
     # --- trading -----------------------------------------------------------------------------
 
     def on_account(self, snap: AccountSnapshot, full: bool) -> None:
+        if not full and (self.intent_in_flight is not None or self.intent_seq != self.resync_asked_at_seq):
+            # Orders were sent since we asked: this view may predate them (acting on it would place
+            # them twice). Ask again when quiet.
+            self.needs_resync = True
+            return
         if snap.error or snap.product is None:
             self.trading = f"not trading: {snap.error or 'no product spec'}"
             return
@@ -360,6 +368,7 @@ async def run(spec: ChildSpec) -> None:
     worker.state = "warming up"
 
     async def ask_account(full: bool) -> None:
+        worker.resync_asked_at_seq = worker.intent_seq
         await gw.send(codec.encode(AccountRequest(symbol=worker.symbol, include_fills=full,
                                                   sent_ns=time.perf_counter_ns())))
 
@@ -454,7 +463,8 @@ async def run(spec: ChildSpec) -> None:
         nonlocal reconcile_full
         interval = cfg.supervision.heartbeat_interval_s
         leak_mb = cfg.testing.leak_mb_per_s if cfg.testing.leak_symbol in ("", worker.symbol) else 0.0
-        next_resync = time.monotonic() + RESYNC_INTERVAL_S
+        resync_s = max(RESYNC_INTERVAL_S, RESYNC_S_PER_SYMBOL * len(cfg.run.symbols))
+        next_resync = time.monotonic() + resync_s
         while True:
             if not supervisor_alive(spec.supervisor_pid):
                 log.warning("supervisor gone; exiting")
@@ -470,8 +480,9 @@ async def run(spec: ChildSpec) -> None:
                 if reconcile_full or worker.needs_resync or now >= next_resync:
                     # Until the first reconciliation succeeds the bot does not trade; after it,
                     # orders and balance are re-read regularly (the socket may have missed events).
-                    await ask_account(reconcile_full)
-                    next_resync = now + RESYNC_INTERVAL_S
+                    if reconcile_full or worker.intent_in_flight is None:
+                        await ask_account(reconcile_full)
+                        next_resync = now + resync_s
                 elif worker.cancel_requested and worker.last_signal is not None:
                     await send_intents(worker.last_signal)
             if leak_mb > 0:
