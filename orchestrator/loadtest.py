@@ -157,6 +157,10 @@ class StepResult(msgspec.Struct, kw_only=True):
     total_pss_bytes: int | None
     memory_by_kind: list[ProcMem]
     restarts: int
+    restart_reasons: dict[str, int]  # from the supervisor's log, numbers masked: why things restarted
+    quarantined: int
+    startup_cpu_percent_by_kind: dict[str, float]  # launch -> all signalled (or the timeout)
+    startup_machine_cpu_percent: float | None
     budget_breaches: int  # workers seen with a budget other than "ok"
     budget_notes: list[str]
     loadavg_at_launch: list[float]
@@ -332,6 +336,14 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
     if "startup_s" in names and s.startup_s is not None and s.symbols:
         out.append(f"start-up: {s.startup_s / s.symbols * 1000:.0f} ms per symbol from launch to the last "
                    f"first signal (workers are started and warmed one after another)")
+    if "startup_s" in names and s.startup_machine_cpu_percent is not None:
+        kinds0 = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(s.startup_cpu_percent_by_kind.items(),
+                                                               key=lambda kv: -kv[1]))
+        out.append(f"during start-up the machine ran at {s.startup_machine_cpu_percent:.0f}% of {cap:.0f}% "
+                   f"(our tree, lower bound: {kinds0 or 'n/a'})")
+    if s.restart_reasons:
+        top = "; ".join(f"{k} x{v}" for k, v in list(s.restart_reasons.items())[:4])
+        out.append(f"restarts by reason (supervisor log): {top}" + (f"; {s.quarantined} quarantined" if s.quarantined else ""))
     if "worker_uss_mb" in names and s.worker_uss_bytes_median is not None:
         out.append(f"per-worker private memory (USS) median {s.worker_uss_bytes_median / MB:.1f} MB, max "
                    f"{(s.worker_uss_bytes_max or 0) / MB:.1f} MB: what each extra symbol costs beyond the "
@@ -401,7 +413,8 @@ def _machine_busy_s() -> float:
 class SystemUnderTest:
     """One `orchestrate` process tree on its own run dir; stop() is safe to call twice."""
 
-    def __init__(self, symbols: list[str], bar_seconds: float, pool_size: int, run_dir: Path) -> None:
+    def __init__(self, symbols: list[str], bar_seconds: float, pool_size: int, run_dir: Path,
+                 config: str | None = None) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / "orchestrate.out"
@@ -410,7 +423,8 @@ class SystemUnderTest:
         self.launched = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "--symbols", ",".join(symbols), "--run-dir", str(run_dir),
-             "--bar-seconds", repr(bar_seconds), "--pool-size", str(pool_size), "--no-display"],
+             "--bar-seconds", repr(bar_seconds), "--pool-size", str(pool_size), "--no-display",
+             *(["--config", config] if config else [])],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.root = psutil.Process(self.proc.pid)
         self.seen: dict[int, psutil.Process] = {self.proc.pid: self.root}
@@ -432,6 +446,16 @@ class SystemUnderTest:
         for k in kids:
             self.seen.setdefault(k.pid, k)
         return [self.root, *kids]
+
+    def log_text(self) -> str:
+        """The supervisor's console output, at most the last LOG_SCAN_BYTES."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - LOG_SCAN_BYTES))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self) -> str:
         try:
@@ -505,6 +529,22 @@ def pool_counters(snap: StatusSnapshot) -> dict[str, tuple[int, int, int]]:
     return out
 
 
+_FAILED = re.compile(r"WARNING (\w+) \S+ failed \((.*?)\); restart")
+_QUARANTINED = re.compile(r"ERROR (\w+) \S+ quarantined: ")
+_NUM = re.compile(r"(?<![A-Za-z_\d])\d+(\.\d+)?")  # numbers, not the 99 in p99
+LOG_SCAN_BYTES = 4 * MB
+
+
+def restart_reasons(log_text: str) -> tuple[dict[str, int], int]:
+    """Count the supervisor's restart reasons by process kind and reason (numbers masked as N,
+    so '5.1s' and '5.3s' count together), and the quarantines."""
+    reasons: dict[str, int] = {}
+    for m in _FAILED.finditer(log_text):
+        key = f"{m.group(1)}: {_NUM.sub('N', m.group(2))}"
+        reasons[key] = reasons.get(key, 0) + 1
+    return dict(sorted(reasons.items(), key=lambda kv: -kv[1])), len(_QUARANTINED.findall(log_text))
+
+
 def _restarts(snap: StatusSnapshot) -> int:
     return sum(w.restarts for w in snap.workers) + sum(p.restarts for p in snap.processes)
 
@@ -526,11 +566,11 @@ def _progress(msg: str) -> None:
 
 
 def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_size: int, run_dir: Path,
-             startup_timeout_s: float) -> StepResult:
+             startup_timeout_s: float, config: str | None = None) -> StepResult:
     """Launch, wait for every first signal, settle, measure, stop. Never leaves the tree running."""
     bar_seconds = TICKS_PER_BAR / tick_rate
     loadavg = [round(x, 2) for x in os.getloadavg()]
-    sut = SystemUnderTest(synthetic_symbols(n), bar_seconds, pool_size, run_dir)
+    sut = SystemUnderTest(synthetic_symbols(n), bar_seconds, pool_size, run_dir, config)
     samples: deque[WindowSample] = deque(maxlen=MAX_SERIES)
     breached: set[str] = set()  # symbols seen with a budget other than "ok" (bounded by n)
     budget_notes: list[str] = []  # the first few, verbatim
@@ -552,6 +592,9 @@ def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_
                 if len(budget_notes) < 10:
                     budget_notes.append(f"{w.symbol}: {w.budget}")
 
+    busy_launch = _machine_busy_s()
+    startup_cpu: dict[str, float] = {}
+    startup_machine: float | None = None
     try:
         deadline = sut.launched + startup_timeout_s
         while time.monotonic() < deadline:
@@ -562,6 +605,13 @@ def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_
                 startup_s = time.monotonic() - sut.launched
                 break
             time.sleep(STARTUP_POLL_S)
+        # Start-up CPU: every process of the tree began after launch, so its whole CPU time is
+        # start-up work (processes that died and were replaced are lost: a lower bound).
+        elapsed = time.monotonic() - sut.launched
+        startup_machine = round((_machine_busy_s() - busy_launch) / elapsed * 100.0, 1)
+        kinds0 = _classify(snap, sut.proc.pid)
+        startup_cpu = cpu_percent_by_kind({}, {pid: (kinds0.get(pid, "other"), c)
+                                                for pid, c in _cpu_seconds(sut.tree()).items()}, elapsed)
         if startup_s is None:
             signalled = sum(1 for w in snap.workers if w.first_signal_after_launch_s is not None) if snap else 0
             error = f"{signalled}/{n} symbols signalled within the start-up timeout ({startup_timeout_s:.0f} s)"
@@ -616,9 +666,12 @@ def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_
     finally:
         tail = sut.log_tail() if error else None
         sut.stop()
+        reasons, quarantined = restart_reasons(sut.log_text())
     step = _assemble(n, tick_rate, bar_seconds, pool_size, window, settle_s, startup_s, s0, s1, snap,
                      cpu_before, cpu_after, machine_busy, mem, list(samples), loadavg, error, tail)
     step.budget_breaches = len(breached)
+    step.restart_reasons, step.quarantined = reasons, quarantined
+    step.startup_cpu_percent_by_kind, step.startup_machine_cpu_percent = startup_cpu, startup_machine
     step.budget_notes = budget_notes
     step.failed = failed
     return step
@@ -709,7 +762,8 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         worker_pss_bytes_max=max(pss) if pss else None,
         total_pss_bytes=sum(m[2] for m in mem.values()) if mem else None,
         memory_by_kind=sorted(by_kind.values(), key=lambda m: m.kind),
-        restarts=_restarts(end) if end else 0, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg, samples=samples, error=error, log_tail=tail)
+        restarts=_restarts(end) if end else 0, restart_reasons={}, quarantined=0, startup_cpu_percent_by_kind={},
+        startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg, samples=samples, error=error, log_tail=tail)
     return step
 
 
@@ -758,7 +812,11 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
         ("worker PSS median / max (MB)",
          f"{_fmt(s.worker_pss_bytes_median, MB, 2)} / {_fmt(s.worker_pss_bytes_max, MB, 2)}", ""),
         ("total PSS of the tree (MB)", _fmt(s.total_pss_bytes, MB, 1), ""),
-        ("restarts / workers with a budget breach", f"{s.restarts} / {s.budget_breaches}", "0 / 0"),
+        ("restarts / quarantined / workers with a budget breach", f"{s.restarts} / {s.quarantined} / {s.budget_breaches}",
+         "0 / 0 / 0"),
+        ("start-up CPU: machine / our tree by kind (% of one core)",
+         f"{_fmt(s.startup_machine_cpu_percent, nd=0)} / " + (", ".join(
+             f"{k} {v:.0f}" for k, v in s.startup_cpu_percent_by_kind.items()) or "n/a"), ""),
     ]
 
 
@@ -931,6 +989,9 @@ def _loadtest_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-size", type=int, default=0, help="compute-pool processes (0 = one per core)")
     p.add_argument("--startup-timeout", type=float, default=None,
                    help="seconds to wait for every first signal (default 30 + 0.2 s per symbol)")
+    p.add_argument("--config", default=None,
+                   help="orchestrate config file for every step (e.g. budgets.action = 'warn' to watch the raw "
+                        "system without budget restarts); default: the built-in defaults")
     p.add_argument("--run-dir", default=None, help="parent of the per-step run dirs (default: a temp dir)")
     p.add_argument("--name", default="loadtest", help="report file name prefix")
     p.add_argument("--results-dir", default="benchmarks/results")
@@ -964,6 +1025,8 @@ def main_loadtest(argv: list[str]) -> int:
             raise ValueError("--settle must be in [0, 600] seconds")
         if args.pool_size < 0 or args.pool_size > 64:
             raise ValueError("--pool-size must be in [0, 64]")
+        if args.config and not Path(args.config).is_file():
+            raise ValueError(f"--config {args.config}: no such file")
     except ValueError as exc:
         print(f"orchestrate loadtest: {exc}", file=sys.stderr)
         return 2
@@ -985,7 +1048,8 @@ def main_loadtest(argv: list[str]) -> int:
                 shutil.rmtree(run_dir, ignore_errors=True)  # our own leftovers from an earlier step run
             _progress(f"step: {n} symbols at {args.tick_rate:g} ticks/s, {args.duration:g} s")
             timeout = args.startup_timeout if args.startup_timeout is not None else 30.0 + 0.2 * n
-            step = run_step(n, args.tick_rate, args.duration, settle, args.pool_size, run_dir, timeout)
+            step = run_step(n, args.tick_rate, args.duration, settle, args.pool_size, run_dir, timeout,
+                            str(Path(args.config).resolve()) if args.config else None)
             step.misses = check_step(step, targets)
             step.limits = diagnose(step, step.misses)
             doc["steps"].append(msgspec.to_builtins(step))

@@ -149,10 +149,34 @@ def make_step(**kw: object) -> lt.StepResult:
         pool_requests=7900, pool_batches=80, pool_mean_batch=98.75, pool_max_batch=100, pool_cpu_ms_per_batch=5.0,
         loop_lag_ms_median=1.0, loop_lag_ms_max=3.0, worker_uss_bytes_median=10 * MB,
         worker_uss_bytes_max=11 * MB, worker_pss_bytes_median=14 * MB, worker_pss_bytes_max=15 * MB,
-        total_pss_bytes=3000 * MB, memory_by_kind=[], restarts=0, budget_breaches=0, budget_notes=[],
+        total_pss_bytes=3000 * MB, memory_by_kind=[], restarts=0, restart_reasons={}, quarantined=0,
+        startup_cpu_percent_by_kind={"worker": 150.0}, startup_machine_cpu_percent=190.0,
+        budget_breaches=0, budget_notes=[],
         loadavg_at_launch=[0.5, 0.5, 0.5], samples=[])
     base.update(kw)
     return lt.StepResult(**base)  # type: ignore[arg-type]
+
+
+def test_restart_reasons_are_counted_by_kind_and_masked_reason() -> None:
+    log = "\n".join([
+        "orchestrate: WARNING worker SYN_0001 failed (no heartbeat for 5.1s (hung)); restart 1 in 1s",
+        "orchestrate: WARNING worker SYN_0002 failed (no heartbeat for 5.3s (hung)); restart 1 in 1s",
+        "orchestrate: WARNING worker SYN_0003 failed (budget tick_to_signal_p99 52142.8us > 50000us); restart 2 in 2s",
+        "orchestrate: WARNING pool pool-0 failed (exited with code -9); restart 1 in 1s",
+        "orchestrate: ERROR worker SYN_0001 quarantined: 6 failures in 300s (max 5); last: no heartbeat",
+        "orchestrate: paper trading SYN_0001"])
+    reasons, quarantined = lt.restart_reasons(log)
+    assert reasons == {"worker: no heartbeat for Ns (hung)": 2, "worker: budget tick_to_signal_p99 Nus > Nus": 1,
+                       "pool: exited with code -N": 1}
+    assert list(reasons)[0] == "worker: no heartbeat for Ns (hung)" and quarantined == 1
+
+
+def test_diagnosis_of_a_failed_start_shows_startup_cpu_and_restart_reasons() -> None:
+    s = make_step(all_signalled=False, startup_s=None, restart_reasons={"worker: no heartbeat for Ns (hung)": 40},
+                  quarantined=7)
+    text = " ".join(lt.diagnose(s, lt.check_step(s, lt.Targets())))
+    assert "during start-up the machine ran at 190%" in text and "worker 150%" in text
+    assert "no heartbeat for Ns (hung) x40; 7 quarantined" in text
 
 
 def test_a_step_meeting_every_target_has_no_miss() -> None:
