@@ -498,8 +498,14 @@ async def run(spec: ChildSpec) -> None:
 
 def main(spec: ChildSpec) -> None:
     setup_logging(spec.run_dir, f"worker-{spec.name}")
+    profile_dir = os.environ.get("ORCHESTRATE_PROFILE_DIR")
     try:
-        asyncio.run(run(spec))
+        if profile_dir:  # developer aid: cProfile each worker, dumped at a clean exit
+            import cProfile
+            cProfile.runctx("asyncio.run(run(spec))", globals(), {"spec": spec, "run": run, "asyncio": asyncio},
+                            filename=os.path.join(profile_dir, f"worker-{spec.name}.prof"))
+        else:
+            asyncio.run(run(spec))
     except Exception:
         log.exception("worker %s crashed", spec.name)
         raise
