@@ -62,6 +62,7 @@ LIVE_BARS_KEPT = 20_000  # completed live bars served by /v2/history/candles (ab
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
+REPLAY_GROUPS = 8  # sub-steps a quarter-bar tick of all markets is spread over
 SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_000 + index
 
 
@@ -191,6 +192,7 @@ class PaperVenue:
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
         self._bars_started = False
+        self._lockstep_bar_ts = 0
         self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
         self._by_product_id: dict[int, _Market] = {}
@@ -374,28 +376,35 @@ class PaperVenue:
             await self.ws.drop_all()
 
     async def _replay_loop(self) -> None:
-        """ONE timer for every symbol: each step replays one quarter-bar tick of all markets."""
+        """ONE timer for every symbol. Each quarter-bar tick of all markets is spread over the
+        quarter in REPLAY_GROUPS sub-steps (markets i, i+G, i+2G, ... together): real symbols do
+        not all trade at the same instant, and a lockstep burst would make hundreds of bots wake
+        at once and queue on the cores."""
         loop = asyncio.get_running_loop()
         step = self.settings.bar_seconds / 4
         due = loop.time()
         k = 0
         while True:
-            due += step
-            self._replay_step(k)
+            groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))
+            for g in range(groups):
+                due += step / groups
+                self._replay_step(k, g, groups)
+                delay = due - loop.time()
+                if delay < -4 * step:
+                    due = loop.time()  # far behind (suspended, overloaded): skip ahead, never burst
+                    delay = 0.0
+                await asyncio.sleep(max(0.0, delay))
             k = (k + 1) % 4
-            delay = due - loop.time()
-            if delay < -4 * step:
-                due = loop.time()  # far behind (suspended, overloaded): skip ahead, never burst
-                delay = 0.0
-            await asyncio.sleep(max(0.0, delay))
 
-    def _replay_step(self, k: int) -> None:
-        markets = list(self._markets_list)
+    def _replay_step(self, k: int, group: int = 0, groups: int = 1) -> None:
+        markets = self._markets_list[group::groups]
         if k == 0:
             self._bars_started = True
             for m in markets:
                 m.begin_bar()
-        bar_ts = markets[0].bar[0] if markets else self.market_us // 1_000_000
+            if group == 0 and self._markets_list:
+                self._lockstep_bar_ts = self._markets_list[0].bar[0]
+        bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
@@ -440,7 +449,8 @@ class PaperVenue:
                     frame = dumps({**self._ticker(m), "type": "v2/ticker"})
                     for c in ticker_subs:
                         c.send(frame)
-        self.ticks_replayed += 1
+        if group == groups - 1:
+            self.ticks_replayed += 1
         self.ws.publish_engine_events()
 
     def _candle_frame(self, m: _Market, ts: int) -> dict[str, Any]:

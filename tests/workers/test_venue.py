@@ -392,7 +392,8 @@ async def test_ws_legacy_auth_reply(api: Api) -> None:
 
 async def test_a_client_that_stops_reading_is_disconnected() -> None:
     symbols = [f"SYN_{i:04d}" for i in range(1, 121)]
-    venue = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200, ws_send_queue=50), symbols)
+    # 120 symbols over 8 replay sub-steps: 30 frames at a time, more than the queue of 20 holds
+    venue = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200, ws_send_queue=20), symbols)
     await venue.start()
     try:
         async with aiohttp.ClientSession() as session:
