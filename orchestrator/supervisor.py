@@ -261,11 +261,14 @@ class Supervisor:
         breaches = budget_breaches(sample, self.cfg.budgets)
         if child.breach.update(breaches, now):
             why = "budget " + "; ".join(breaches)
-            if self.cfg.budgets.action == "restart":
+            memory = any(b.startswith(("rss", "uss")) for b in breaches)
+            action = self.cfg.budgets.action if memory else self.cfg.budgets.latency_action
+            if action == "restart":
                 child.breach.update([], now)
                 self._on_failure(child, why, now)
             else:
                 log.warning("%s over budget: %s", child.name, why)
+                child.breach.since = now  # warn again after another grace period, not every check
 
     def on_message(self, payload: bytes) -> None:
         msg = self.codec.decode(payload)

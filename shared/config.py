@@ -121,11 +121,16 @@ class BudgetConfig(_Section):
     cpu_percent: float = 90.0
     loop_lag_ms: float = 500.0
     tick_to_signal_p99_us: float = 50_000.0
-    action: str = "restart"  # warn | restart
+    action: str = "restart"  # memory (RSS/USS) breach: warn | restart (a leak only ends with a restart)
+    # CPU, loop lag, tick-to-signal: warn by default, because on a loaded box restarting a healthy
+    # worker adds warm-up work and can cascade; set "restart" to treat them like memory.
+    latency_action: str = "warn"
 
     def __post_init__(self) -> None:
         if self.action not in ("warn", "restart"):
             raise ValueError("budgets.action must be 'warn' or 'restart'")
+        if self.latency_action not in ("warn", "restart"):
+            raise ValueError("budgets.latency_action must be 'warn' or 'restart'")
 
 
 class StatusConfig(_Section):
