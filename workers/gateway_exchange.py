@@ -42,6 +42,7 @@ log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
 ACCOUNT_POLL_S = 2.0
 SEEN_FILLS_MAX = 50_000
+MAX_INFLIGHT_REQUESTS = 32  # worker requests executed at once; below the limiter's waiting bound
 
 
 def order_view(o: Order) -> OrderView:
@@ -241,8 +242,9 @@ class ExchangeGateway:
             end = int((ticker.timestamp or time.time() * 1e6) / 1e6) + 2 * BAR_SECONDS
             start = end - (req.bars + 2) * BAR_SECONDS
             candles = await self.rest.get_candles(req.symbol, "1m", start, end)
-        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
-            return empty(f"candles: {exc}")
+        except Exception as exc:  # rate budget exhausted, venue down...: the worker asks again
+            self.rest_errors += 1
+            return empty(f"candles: {type(exc).__name__}: {exc}")
         rows = [(c.time / 1e6, c.open, c.high, c.low, c.close, c.volume) for c in candles
                 if c.open is not None and c.close is not None and c.high is not None and c.low is not None]
         rows = rows[-req.bars:]
@@ -262,10 +264,11 @@ class ExchangeGateway:
             fills = await self.rest.get_fills([spec.product_id]) if req.include_fills else []
             # (positions come from the bot's own fills; the venue's position is read by account_loop)
             balances = await self.rest.get_wallet_balances()
-        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
             return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[], position_size=0,
-                                   available_balance=0.0, equity=0.0, error=f"reconciliation read failed: {exc}")
+                                   available_balance=0.0, equity=0.0,
+                                   error=f"reconciliation read failed: {type(exc).__name__}: {exc}")
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
@@ -392,7 +395,9 @@ async def run_exchange(spec: ChildSpec) -> int:
             msg = gw.codec.decode(frames[1])
             if msg is None:
                 continue
-            if len(inflight) >= 1000:  # bounded: back-pressure on the workers' DEALER queues
+            if len(inflight) >= MAX_INFLIGHT_REQUESTS:
+                # Stagger: the rest waits in the ROUTER queue, so hundreds of symbols starting at
+                # once are served inside the account's rate budget instead of overflowing it.
                 await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             t = asyncio.create_task(serve_one(frames[0], msg))
             inflight.add(t)

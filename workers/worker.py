@@ -40,6 +40,9 @@ INTENT_TIMEOUT_S = 15.0  # no answer to an order batch: reconcile from the excha
 RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange at least this often...
 RESYNC_S_PER_SYMBOL = 0.6  # ...but slower with many symbols: a resync costs 6 of the account's
 # 10,000 rate units per 5 min, so N symbols resyncing every 0.6 N s use a third of the budget.
+ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
+ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
+HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
 
 
@@ -95,6 +98,7 @@ class Worker:
         self.needs_resync = False
         self.needs_full_reconcile = False
         self.resync_asked_at_seq = 0
+        self.account_asked_at = 0.0  # monotonic time of the unanswered account request, 0 if none
 
     # --- market data -------------------------------------------------------------------------
 
@@ -352,23 +356,43 @@ async def run(spec: ChildSpec) -> None:
     lag = LoopLagMonitor()
     lag.start()
 
-    # History first, so the very first tick already has a full window behind it.
+    # History first, so the very first tick already has a full window behind it. Heartbeats run
+    # meanwhile: with hundreds of symbols starting, the gateway serves history inside the
+    # account's rate budget and a worker may wait well past the heartbeat timeout.
+    async def early_heartbeats() -> None:
+        while True:
+            send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
+            await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
+
+    beating = asyncio.create_task(early_heartbeats())
     worker.state = "loading history"
-    while True:
-        await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
-                                                  sent_ns=time.perf_counter_ns())))
-        if await gw.poll(5000):
+    try:
+        asked = 0.0
+        while not stop.is_set():
+            if time.monotonic() - asked > HISTORY_RETRY_S:
+                await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
+                                                          sent_ns=time.perf_counter_ns())))
+                asked = time.monotonic()
+            if not await gw.poll(1000):
+                continue
             msg = codec.decode(await gw.recv())
-            if isinstance(msg, HistoryReply) and msg.symbol == worker.symbol:
-                worker.load_history(msg)
-                break
-        log.warning("%s: no history from the gateway yet; asking again", worker.symbol)
-        if stop.is_set():
-            return
+            if not (isinstance(msg, HistoryReply) and msg.symbol == worker.symbol):
+                continue
+            if msg.error:
+                log.warning("%s: history not available yet (%s); asking again", worker.symbol, msg.error)
+                asked = time.monotonic() - HISTORY_RETRY_S + 2.0
+                continue
+            worker.load_history(msg)
+            break
+    finally:
+        beating.cancel()
+    if stop.is_set():
+        return
     worker.state = "warming up"
 
     async def ask_account(full: bool) -> None:
         worker.resync_asked_at_seq = worker.intent_seq
+        worker.account_asked_at = time.monotonic()
         await gw.send(codec.encode(AccountRequest(symbol=worker.symbol, include_fills=full,
                                                   sent_ns=time.perf_counter_ns())))
 
@@ -389,7 +413,11 @@ async def run(spec: ChildSpec) -> None:
             msg = codec.decode(payload)
             if isinstance(msg, AccountSnapshot):
                 worker.on_account(msg, reconcile_full)
-                if not msg.error:
+                if msg.error:
+                    # Ask again after a pause, not at once: the gateway may be out of rate budget.
+                    worker.account_asked_at = time.monotonic() - ACCOUNT_RETRY_S + ACCOUNT_ERROR_BACKOFF_S
+                else:
+                    worker.account_asked_at = 0.0
                     reconcile_full = False
             elif isinstance(msg, IntentResult):
                 worker.on_intent_result(msg, recv_ns)
@@ -480,7 +508,8 @@ async def run(spec: ChildSpec) -> None:
                 if reconcile_full or worker.needs_resync or now >= next_resync:
                     # Until the first reconciliation succeeds the bot does not trade; after it,
                     # orders and balance are re-read regularly (the socket may have missed events).
-                    if reconcile_full or worker.intent_in_flight is None:
+                    waiting = worker.account_asked_at and now - worker.account_asked_at < ACCOUNT_RETRY_S
+                    if not waiting and (reconcile_full or worker.intent_in_flight is None):
                         await ask_account(reconcile_full)
                         next_resync = now + resync_s
                 elif worker.cancel_requested and worker.last_signal is not None:
