@@ -42,7 +42,8 @@ log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
 ACCOUNT_POLL_S = 2.0
 SEEN_FILLS_MAX = 50_000
-MAX_INFLIGHT_REQUESTS = 32  # worker requests executed at once; below the limiter's waiting bound
+MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
+MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 
 
 def order_view(o: Order) -> OrderView:
@@ -376,17 +377,23 @@ async def run_exchange(spec: ChildSpec) -> int:
             log.warning("exchange not reachable yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
 
+    # Two lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
+    # for its first signal) is never stuck behind account reads and orders that wait for rate
+    # budget. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
+    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+
     async def serve_one(ident: bytes, msg: Any) -> None:
-        try:
-            reply = await gw.handle(msg)
-        except Exception:  # one bad request must not take the account's only gateway down
-            log.exception("request %s failed", type(msg).__name__)
-            return
+        async with lanes["market" if isinstance(msg, HistoryRequest) else "account"]:
+            try:
+                reply = await gw.handle(msg)
+            except Exception:  # one bad request must not take the account's only gateway down
+                log.exception("request %s failed", type(msg).__name__)
+                return
         if reply is not None:
             await router.send_multipart((ident, gw.codec.encode(reply)))
 
     async def request_loop() -> None:
-        inflight: set[asyncio.Task[None]] = set()
+        queued: set[asyncio.Task[None]] = set()
         while True:
             frames = await router.recv_multipart()
             if len(frames) != 2:
@@ -395,13 +402,12 @@ async def run_exchange(spec: ChildSpec) -> int:
             msg = gw.codec.decode(frames[1])
             if msg is None:
                 continue
-            if len(inflight) >= MAX_INFLIGHT_REQUESTS:
-                # Stagger: the rest waits in the ROUTER queue, so hundreds of symbols starting at
-                # once are served inside the account's rate budget instead of overflowing it.
-                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            if len(queued) >= MAX_QUEUED_REQUESTS:
+                # Back-pressure: the rest waits in the ROUTER queue (bounded by its HWM).
+                await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)
             t = asyncio.create_task(serve_one(frames[0], msg))
-            inflight.add(t)
-            t.add_done_callback(inflight.discard)
+            queued.add(t)
+            t.add_done_callback(queued.discard)
 
     async def heartbeat_loop() -> None:
         while not stop.is_set():
