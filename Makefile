@@ -36,7 +36,7 @@ bench: $(STAMP_BENCH)
 	$(PY) -m benchmarks
 
 loadtest: $(STAMP_BENCH)
-	$(VENV)/bin/orchestrate loadtest --symbols 10,50,100,200 --tick-rate 2 --duration 20 --run-dir run-loadtest
+	$(VENV)/bin/orchestrate loadtest --symbols 10,50,100,200,300 --tick-rate 2 --duration 20 --keep-going --run-dir run-loadtest
 
 soak: $(STAMP_BENCH)
 	$(VENV)/bin/orchestrate soak --symbols 50 --duration 1800 --run-dir run-soak
