@@ -38,7 +38,7 @@ from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, r
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.transport import make_endpoints, socket_dir
 from workers.entry import child_main
-from workers.runtime import ChildSpec, VenueAccess
+from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
 from .rundir import RunDir
 
@@ -597,8 +597,7 @@ def _free_port() -> int:
 
 
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
-    handler = logging.FileHandler(run_dir.logs / "supervisor.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler = bounded_log_handler(run_dir.logs / "supervisor.log")
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)

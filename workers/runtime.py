@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
 import os
 import signal
 import time
@@ -48,15 +49,25 @@ class ChildSpec(msgspec.Struct, frozen=True):
     cpu: int = -1  # pin to this core (-1: let the scheduler place it)  # epoch seconds the run started: the replay market's clock origin
 
 
+LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB
+LOG_BACKUPS = 3
+
+
+def bounded_log_handler(path: Path) -> logging.Handler:
+    """Logs are bounded like every other buffer: a flood of one repeated error (a 30-minute soak
+    once wrote 134 MB) rotates away old lines instead of filling the disk."""
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
 def setup_logging(run_dir: str, name: str) -> logging.Logger:
     logs = Path(run_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = logging.FileHandler(logs / f"{name}.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
+    root.addHandler(bounded_log_handler(logs / f"{name}.log"))
     root.setLevel(logging.INFO)
     return logging.getLogger(name)
 
