@@ -71,6 +71,11 @@ class Run:
                 child.kill()
             self.proc.kill()
             self.proc.wait(timeout=10)
+        # A SIGKILLed tree cannot clean up: remove its shared memory so tests leave /dev/shm as found.
+        seg_list = self.run_dir / "segments.json"
+        if seg_list.exists():
+            for name in json.loads(seg_list.read_text()):
+                Path("/dev/shm", str(name)).unlink(missing_ok=True)
 
 
 @pytest.fixture
