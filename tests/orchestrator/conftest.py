@@ -65,7 +65,7 @@ class Run:
         self.proc.wait(timeout=timeout_s)
         return time.monotonic() - t0
 
-    def kill_all(self) -> None:
+    def kill_all(self, clean_shm: bool = True) -> None:
         if self.proc.poll() is None:
             for child in psutil.Process(self.proc.pid).children(recursive=True):
                 child.kill()
@@ -73,7 +73,7 @@ class Run:
             self.proc.wait(timeout=10)
         # A SIGKILLed tree cannot clean up: remove its shared memory so tests leave /dev/shm as found.
         seg_list = self.run_dir / "segments.json"
-        if seg_list.exists():
+        if clean_shm and seg_list.exists():
             for name in json.loads(seg_list.read_text()):
                 Path("/dev/shm", str(name)).unlink(missing_ok=True)
 

@@ -91,7 +91,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_at_start(start_run, tmp_path: Pat
     run = start_run(["--symbols", "BTCUSD", *FAST])
     doc = run.wait_for(all_signalled, 60, "a signal")
     sup_pid = doc["supervisor_pid"]
-    run.kill_all()  # SIGKILL the whole tree: nothing gets to clean up
+    run.kill_all(clean_shm=False)  # SIGKILL the whole tree: nothing gets to clean up
     assert list(Path("/dev/shm").glob(f"dgo-{sup_pid}-*")), "expected a leftover segment to clean"
     again = start_run(["--symbols", "BTCUSD", *FAST], run_dir=run.run_dir)
     again.wait_for(all_signalled, 60, "a signal after restart on the same run dir")
