@@ -58,6 +58,8 @@ RESOLUTION_S: dict[str, int] = {
 Side = Literal["buy", "sell"]
 _ORDER_TYPES = ("limit_order", "market_order")
 _TIME_IN_FORCE = ("gtc", "ioc")
+_STOP_ORDER_TYPES = ("stop_loss_order", "take_profit_order")
+_STOP_TRIGGER_METHODS = ("mark_price", "last_traded_price", "spot_price")
 
 
 class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -472,6 +474,9 @@ class DeltaRestClient:
                           order_type: str = "limit_order", time_in_force: str = "gtc",
                           post_only: bool = False, reduce_only: bool = False,
                           client_order_id: str | None = None,
+                          stop_order_type: str | None = None,
+                          stop_price: float | str | Decimal | None = None,
+                          stop_trigger_method: str | None = None,
                           bracket_stop_loss_price: float | str | Decimal | None = None,
                           bracket_stop_loss_limit_price: float | str | Decimal | None = None,
                           bracket_take_profit_price: float | str | Decimal | None = None,
@@ -479,7 +484,10 @@ class DeltaRestClient:
                           bracket_stop_trigger_method: str | None = None,
                           priority: Priority | None = None) -> Order:
         """Place one order. After a timeout it is looked up by client_order_id before any
-        re-send; without a client_order_id an uncertain outcome raises OutcomeUnknown."""
+        re-send; without a client_order_id an uncertain outcome raises OutcomeUnknown.
+
+        With `stop_order_type` and `stop_price` it is a stop (stop-market for a market order,
+        stop-limit for a limit order): the exchange holds it `pending` until the trigger."""
         _check_size(size)
         _check_side(side)
         check_client_order_id(client_order_id)
@@ -510,6 +518,20 @@ class DeltaRestClient:
                 body[name] = price_text(value)
         if bracket_stop_trigger_method is not None:
             body["bracket_stop_trigger_method"] = bracket_stop_trigger_method
+        if (stop_order_type is None) != (stop_price is None):
+            raise ValueError("a stop order needs both stop_order_type and stop_price")
+        if stop_order_type is not None:
+            if stop_order_type not in _STOP_ORDER_TYPES:
+                raise ValueError(f"stop_order_type must be one of {_STOP_ORDER_TYPES}, got {stop_order_type!r}")
+            body["stop_order_type"] = stop_order_type
+            body["stop_price"] = price_text(stop_price)  # type: ignore[arg-type]
+            if stop_trigger_method is not None:
+                if stop_trigger_method not in _STOP_TRIGGER_METHODS:
+                    raise ValueError(f"stop_trigger_method must be one of {_STOP_TRIGGER_METHODS}, "
+                                     f"got {stop_trigger_method!r}")
+                body["stop_trigger_method"] = stop_trigger_method
+        elif stop_trigger_method is not None:
+            raise ValueError("stop_trigger_method needs a stop order")
         prio = priority if priority is not None else (
             Priority.RISK if reduce_only else Priority.NEW_ORDER)
 
@@ -549,11 +571,15 @@ class DeltaRestClient:
 
     async def edit_order(self, *, product_id: int, order_id: int,
                          limit_price: float | str | Decimal | None = None,
-                         size: int | None = None, post_only: bool | None = None) -> Order:
-        """Change price and/or total size. Not retried: an uncertain edit raises for reconcile."""
+                         size: int | None = None, post_only: bool | None = None,
+                         stop_price: float | str | Decimal | None = None) -> Order:
+        """Change price, stop price and/or total size. Not retried: an uncertain edit raises
+        for reconcile."""
         body: dict[str, Any] = {"id": int(order_id), "product_id": int(product_id)}
         if limit_price is not None:
             body["limit_price"] = price_text(limit_price)
+        if stop_price is not None:
+            body["stop_price"] = price_text(stop_price)
         if size is not None:
             _check_size(size)
             body["size"] = size

@@ -92,6 +92,9 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
     seq_no: int | None
     exchange_ts_us: int | None
     received_ts_us: int
+    stop_order_type: str | None = None  # set on stop orders (pending until triggered)
+    stop_price: float | None = None
+    reduce_only: bool | None = None
 
 
 class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -198,6 +201,15 @@ def _s(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _b(value: Any) -> bool | None:
+    """Delta sends order flags as JSON booleans or as "true"/"false" strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
 def _at(seq: Any, index: int) -> Any:
     return seq[index] if isinstance(seq, list) and len(seq) > index else None
 
@@ -285,7 +297,8 @@ def _orders(msg: Mapping[str, Any], rx: int) -> list[Event]:
         limit_price=_f(msg.get("limit_price")),
         average_fill_price=_f(msg.get("average_fill_price")), state=_s(msg.get("state")),
         seq_no=_i(msg.get("seq_no")), exchange_ts_us=to_micros(msg.get("timestamp")),
-        received_ts_us=rx)]
+        received_ts_us=rx, stop_order_type=_s(msg.get("stop_order_type")),
+        stop_price=_f(msg.get("stop_price")), reduce_only=_b(msg.get("reduce_only")))]
 
 
 def _positions(msg: Mapping[str, Any], rx: int) -> list[Event]:

@@ -74,6 +74,36 @@ async def test_post_signs_the_compact_body_it_sends(delta: ScriptedDelta,
                          '"reduce_only":"false","client_order_id":"dg1-a1-BTCUSD-Be03-1z"}')
 
 
+async def test_stop_market_order_sends_the_stop_fields(delta: ScriptedDelta,
+                                                      client: DeltaRestClient) -> None:
+    pending = {**ORDER, "order_type": "market_order", "limit_price": None, "state": "pending",
+               "side": "sell", "reduce_only": True, "stop_order_type": "stop_loss_order",
+               "stop_price": "58000.5"}
+    delta.on("POST", "/v2/orders", ok(pending))
+    delta.on("PUT", "/v2/orders", ok({**pending, "stop_price": "58100"}))
+    order = await client.place_order(product_id=27, size=2, side="sell", order_type="market_order",
+                                     reduce_only=True, client_order_id="dg1-a1-BTCUSD-Ss00-1z",
+                                     stop_order_type="stop_loss_order", stop_price=58000.5,
+                                     stop_trigger_method="last_traded_price")
+    assert (order.state, order.stop_order_type, order.stop_price) == ("pending", "stop_loss_order", 58000.5)
+    body = delta.requests("POST", "/v2/orders")[0].body
+    assert '"stop_order_type":"stop_loss_order","stop_price":"58000.5"' in body
+    assert '"stop_trigger_method":"last_traded_price"' in body and "limit_price" not in body
+    edited = await client.edit_order(product_id=27, order_id=101, stop_price=58100, size=2)
+    assert edited.stop_price == 58100.0
+    assert '"stop_price":"58100"' in delta.requests("PUT", "/v2/orders")[0].body
+
+
+async def test_half_a_stop_is_refused_before_sending(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    with pytest.raises(ValueError, match="both stop_order_type and stop_price"):
+        await client.place_order(product_id=27, size=1, side="sell", order_type="market_order",
+                                 stop_price=58000)
+    with pytest.raises(ValueError, match="stop_order_type must be one of"):
+        await client.place_order(product_id=27, size=1, side="sell", order_type="market_order",
+                                 stop_order_type="trailing", stop_price=58000)
+    assert delta.seen == []
+
+
 async def test_public_reads_are_unsigned(delta: ScriptedDelta, client: DeltaRestClient) -> None:
     delta.on("GET", "/v2/tickers/BTCUSD", ok({"symbol": "BTCUSD", "close": 60000,
                                               "mark_price": "60001.5", "timestamp": 1689136597460456,

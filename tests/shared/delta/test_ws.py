@@ -374,3 +374,19 @@ async def test_a_failing_event_handler_does_not_kill_the_feed(wss: WsScript) -> 
     async with ws:
         await asyncio.wait_for(done.wait(), timeout=5)
     assert got == [1.0, 2.0] and ws.callback_errors == 1 and ws.connections == 1
+
+
+def test_stop_order_updates_carry_the_trigger_fields() -> None:
+    from shared.delta.ws import parse_frame
+    [ev] = parse_frame({"type": "orders", "action": "update", "reason": "stop_trigger", "symbol": "BTCUSD",
+                        "product_id": 27, "order_id": 12, "client_order_id": "dg1-a1-BTCUSD-Ss00-3",
+                        "side": "sell", "size": 4, "unfilled_size": 4, "state": "open",
+                        "stop_order_type": "stop_loss_order", "stop_price": "58000.5",
+                        "reduce_only": "true", "seq_no": 5}, 1)
+    assert isinstance(ev, OrderUpdate)
+    assert (ev.reason, ev.stop_order_type, ev.stop_price, ev.reduce_only) == (
+        "stop_trigger", "stop_loss_order", 58000.5, True)
+    [plain] = parse_frame({"type": "orders", "action": "create", "order_id": 13, "state": "open",
+                           "reduce_only": False}, 1)
+    assert isinstance(plain, OrderUpdate)
+    assert (plain.stop_order_type, plain.stop_price, plain.reduce_only) == (None, None, False)
