@@ -52,8 +52,11 @@ class RunConfig(_Section):
             raise ValueError("run.symbols is empty")
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError("run.symbols lists a symbol twice")
-        if not re.fullmatch(r"[A-Za-z0-9]{1,4}", self.bot_id):
-            raise ValueError("run.bot_id must be 1-4 letters or digits (it is part of every client order id)")
+        if not re.fullmatch(r"[a-z0-9]{1,8}", self.bot_id):
+            # The client order id scheme's rule (shared/trading/client_order_id.py): a bot id it
+            # cannot encode would fail every placement, so it is refused here, at start.
+            raise ValueError("run.bot_id must be 1-8 lower-case letters or digits (it is part of every "
+                             "client order id)")
 
 
 class ProcessConfig(_Section):
@@ -322,10 +325,6 @@ def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, An
         raise _explain(exc, label) from None
     if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
-    if cfg.grid.stops:
-        raise ConfigError(f"{source}: key 'grid.stops' = true is not supported yet: the bots do not place "
-                          "protective stop orders in this build (the paper venue has no stop orders); set it "
-                          "to false and size positions with that in mind")
     _check_symbols(cfg, source)
     return cfg
 

@@ -97,6 +97,25 @@ def test_secrets_come_from_env_and_never_print() -> None:
         secrets_from_env({"DELTA_API_KEY": "k"})
 
 
-def test_protective_stops_are_refused_until_implemented() -> None:
-    with pytest.raises(ConfigError, match="grid.stops"):
-        load_config(None, {"grid": {"stops": True}})
+def test_protective_stops_are_on_by_default_and_their_settings_are_checked() -> None:
+    cfg, _ = load_config(None, {})
+    assert cfg.grid.stops and cfg.grid.stop_trigger_method == "mark_price" and cfg.grid.stop_cooldown_s == 900.0
+    assert not load_config(None, {"grid": {"stops": False}})[0].grid.stops
+    with pytest.raises(ConfigError, match="stop_trigger_method"):
+        load_config(None, {"grid": {"stop_trigger_method": "spot"}})
+    with pytest.raises(ConfigError, match="stop_cooldown_s"):
+        load_config(None, {"grid": {"stop_cooldown_s": -1.0}})
+
+
+def test_bot_id_follows_the_client_order_id_rule_and_the_shipped_configs_load() -> None:
+    from pathlib import Path
+
+    from shared.trading import client_order_id as coid
+    with pytest.raises(ConfigError, match="run.bot_id"):
+        load_config(None, {"run": {"bot_id": "L1"}})  # upper case cannot be encoded
+    root = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("default.toml", "live.example.toml"):
+        cfg, _ = load_config(root / name, environ={})
+        # every shipped config can name its orders
+        assert coid.encode(bot_id=cfg.run.bot_id, symbol="BTCUSD", side="buy", purpose="entry", level=1,
+                           generation=0).startswith(f"dg1-{cfg.run.bot_id}-")
