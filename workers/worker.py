@@ -215,6 +215,9 @@ class Worker:
             return f"halted: {self.halted}"
         if self.paused:
             return "paused"
+        left = self.bot.cooldown_left(time.time()) if self.bot is not None else 0.0
+        if left > 0 and self.trading == "trading":
+            return f"stopped out: no new entries for {left:.0f} s"
         return self.trading
 
     # --- trading -----------------------------------------------------------------------------
@@ -237,7 +240,7 @@ class Worker:
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
-            self.bot.reconcile_from(orders, fills, [])
+            self.bot.reconcile_from(orders, fills, [], now=time.time())
             self.trading = "trading"
             log.info("%s: reconciled: %d open orders (%d ours), %d fills, position %s", self.symbol,
                      len(orders), self.bot.owned_open_orders(), len(fills), self.bot.position.contracts
@@ -248,7 +251,7 @@ class Worker:
 
     def on_fill_event(self, ev: FillEvent) -> None:
         if self.bot is not None:
-            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value))
+            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value), now=time.time())
 
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
@@ -260,7 +263,9 @@ class Worker:
             return None
         now_ns = time.perf_counter_ns()
         if self.cancel_requested or self.halted:
-            cancel = bot.cancel_all_plan()
+            flatten = bool(self.halted) and self.cfg.risk.flatten_on_halt
+            # A halt keeps the protective stop unless it flattens; an operator's cancel takes all.
+            cancel = bot.cancel_all_plan(keep_stops=bool(self.halted) and not flatten and not self.cancel_requested)
             place: list[NewOrderSpec] = []
             amend: list[AmendSpec] = []
             contracts = bot.position.contracts if bot.position is not None else 0
@@ -284,7 +289,8 @@ class Worker:
             if plan.empty:
                 return None
             cancel = [c.order_id for c in plan.to_cancel]
-            amend = [AmendSpec(order_id=a.order_id, price=a.price, size=a.size) for a in plan.to_amend]
+            amend = [AmendSpec(order_id=a.order_id, price=a.price, size=a.size, order_type=a.desired.order_type)
+                     for a in plan.to_amend]
             place = [NewOrderSpec(client_order_id=p.client_order_id, side=p.order.side, price=p.order.price,
                                   size=p.order.size, order_type=p.order.order_type, reduce_only=p.order.reduce_only)
                      for p in plan.to_place]

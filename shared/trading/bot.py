@@ -4,8 +4,14 @@ plan it returns. No I/O, no clocks of its own, so paper, live, backtests and tes
 
 The cycle (see tests/shared/trading/test_bot_cycle.py for the invariants it keeps):
 signal -> grid anchor (hysteresis) -> entries sized from the available balance -> levels derived
-from our fills and resting orders -> symbol caps -> reconcile against the book -> churn limit.
-Protective stops are not placed: the paper venue does not implement stop orders yet.
+from our fills and resting orders -> protective stop for the position -> symbol caps -> reconcile
+against the book -> churn limit.
+
+The protective stop (grid.stops) is one reduce-only stop-market order for the bot's whole
+position, stop_atr_multiple x ATR beyond the grid's outermost level on the position's side (held
+or resting). It moves only when the change exceeds the re-grid tolerance, like every other order.
+After it fires, no new entries for grid.stop_cooldown_s: re-entering straight into the move that
+stopped us out is the thing a stop exists to prevent.
 """
 
 from __future__ import annotations
@@ -13,11 +19,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import msgspec
+
 from ..products import ProductSpec
 from . import client_order_id as coid
-from .grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor
-from .levels import LevelHoldings, desired_book, hold_fill, levels_from_book
-from .orders import OpenOrder
+from .grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor, protective_stop
+from .levels import Level, LevelHoldings, desired_book, hold_fill, levels_from_book
+from .orders import DesiredOrder, OpenOrder, Side
 from .pnl import Fill, Position, apply_fill, flat_position, unrealised
 from .reconcile import ChurnBucket, ReconcilePlan, limit_plan, new_bucket, reconcile
 from .risk import RiskConfig, limit_desired
@@ -42,6 +50,7 @@ class TradingBot:
     seen_fills: dict[str, None] = field(default_factory=dict)
     reconciled: bool = False
     last_step: float = 0.0
+    stopped_out_at: float | None = None  # our clock (epoch s) when we learned a stop of ours filled
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -49,27 +58,38 @@ class TradingBot:
 
     # --- what the exchange says ---------------------------------------------------------------
 
-    def reconcile_from(self, open_orders: list[OpenOrder], fills: list[Fill], sent_ids: list[str]) -> None:
+    def reconcile_from(self, open_orders: list[OpenOrder], fills: list[Fill], sent_ids: list[str],
+                       *, now: float | None = None) -> None:
         """Start (or restart after a reconnect) from the exchange's view: every own fill the venue
         reports rebuilds holdings and position; the generation continues past every id seen, so a
-        restarted bot never reuses a client order id."""
+        restarted bot never reuses a client order id. If our newest fill is a stop, the cool-down
+        runs from `now` (the venue's fill time may be on another clock, e.g. paper market time)."""
         self.holdings = LevelHoldings()
         self.position = flat_position(self.symbol, repr(self.product.contract_value))
         self.seen_fills.clear()
         step = self.last_step or self.product.tick_size * 10
+        newest_ours: coid.OrderTag | None = None
         for f in sorted(fills, key=lambda f: (f.ts, f.fill_id)):
             self._apply_fill(f, step)
+            newest_ours = coid.decode(f.client_order_id, bot_id=self.bot_id, symbol=self.symbol) or newest_ours
+        if newest_ours is not None and newest_ours.purpose == "stop" and now is not None:
+            self.stopped_out_at = max(self.stopped_out_at or now, now)
         self.open_orders = {o.order_id: o for o in open_orders}
         ids = [o.client_order_id for o in open_orders] + [f.client_order_id for f in fills] + sent_ids
         self.generation = coid.generation_after(reversed(ids), bot_id=self.bot_id, symbol=self.symbol)
         self.anchor = None
         self.reconciled = True
 
-    def on_fill(self, fill: Fill) -> bool:
-        """Apply one of our fills; False for a replay or a foreign fill."""
+    def on_fill(self, fill: Fill, *, now: float | None = None) -> bool:
+        """Apply one of our fills; False for a replay or a foreign fill. `now` (our clock) starts
+        the re-entry cool-down when the fill is our stop's."""
         if fill.fill_id in self.seen_fills or fill.symbol != self.symbol:
             return False
         self._apply_fill(fill, self.last_step or self.product.tick_size * 10)
+        tag = coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
+        if tag is not None and tag.purpose == "stop":
+            self.stopped_out_at = fill.ts if now is None else now
+            self.anchor = None  # the next grid is built around the price after the cool-down
         return True
 
     def _apply_fill(self, fill: Fill, step: float) -> None:
@@ -84,9 +104,20 @@ class TradingBot:
 
     def on_order(self, order: OpenOrder, state: str) -> None:
         if state in ("open", "pending") and order.unfilled_size > 0:
+            known = self.open_orders.get(order.order_id)
+            if known is not None and (known.order_type, known.reduce_only) != (order.order_type, order.reduce_only):
+                # An order's type and reduce-only flag never change; an update that does not
+                # repeat them (the orders channel may not) must not make reconcile replace it.
+                order = msgspec.structs.replace(order, order_type=known.order_type, reduce_only=known.reduce_only)
             self.open_orders[order.order_id] = order
         else:
             self.open_orders.pop(order.order_id, None)
+
+    def cooldown_left(self, now: float) -> float:
+        """Seconds before new entries are allowed again after our stop fired (0 when free)."""
+        if self.stopped_out_at is None:
+            return 0.0
+        return max(0.0, self.stopped_out_at + self.grid.stop_cooldown_s - now)
 
     # --- decisions ----------------------------------------------------------------------------
 
@@ -102,7 +133,9 @@ class TradingBot:
         self.last_step = step
         if self.bucket is None:
             self.bucket = new_bucket(self.grid.max_actions_per_minute, now)
-        entries = ()
+        if self.cooldown_left(now) > 0:
+            allow_new_entries = False
+        entries: tuple[DesiredOrder, ...] = ()
         if allow_new_entries and direction in ("UP", "DOWN"):
             self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]
             if self.anchor is not None:
@@ -120,7 +153,11 @@ class TradingBot:
         long_held = sum(n for (side, _), n in self.holdings.held.items() if side == "buy")
         short_held = sum(n for (side, _), n in self.holdings.held.items() if side == "sell")
         assert self.position is not None
-        desired = limit_desired(desired_book(entries, levels, self.product), self.position.contracts,
+        book_wanted = desired_book(entries, levels, self.product)
+        stop = self._protective_stop(levels, entries, atr)
+        if stop is not None:
+            book_wanted = (*book_wanted, stop)
+        desired = limit_desired(book_wanted, self.position.contracts,
                                 self.risk, long_held=long_held, short_held=short_held)
         self.generation = coid.next_generation(self.generation)
         plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=self.generation,
@@ -128,10 +165,30 @@ class TradingBot:
         plan, self.bucket = limit_plan(plan, self.bucket, now, reference_price=price)
         return plan
 
-    def cancel_all_plan(self) -> list[int]:
-        """Every resting order we own (for stop --cancel-orders and risk halts)."""
-        return [o.order_id for o in self.open_orders.values()
-                if coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol) is not None]
+    def _protective_stop(self, levels: dict[tuple[Side, int], Level], entries: tuple[DesiredOrder, ...],
+                         atr: float) -> DesiredOrder | None:
+        assert self.position is not None
+        contracts = self.position.contracts
+        if not self.grid.stops or contracts == 0:
+            return None
+        side: Side = "buy" if contracts > 0 else "sell"  # the entry side that built the position
+        prices = [lv.entry_price for (s, _), lv in levels.items() if s == side and lv.entry_price > 0]
+        prices += [e.price for e in entries if e.side == side]
+        if prices:
+            edge = min(prices) if side == "buy" else max(prices)
+        else:  # a position no level explains (levels rebuilt from a partial history)
+            edge = float(self.position.average_entry)
+        return protective_stop(contracts, edge, atr, self.product, self.grid)
+
+    def cancel_all_plan(self, *, keep_stops: bool = False) -> list[int]:
+        """Every resting order we own (for stop --cancel-orders and risk halts). `keep_stops`
+        leaves the protective stop: a halt that does not flatten must not unprotect the position."""
+        out = []
+        for o in self.open_orders.values():
+            tag = coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
+            if tag is not None and not (keep_stops and tag.purpose == "stop" and o.reduce_only):
+                out.append(o.order_id)
+        return out
 
     # --- figures ------------------------------------------------------------------------------
 

@@ -31,10 +31,12 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     min_confidence: float = 0.5
     regrid_fraction: float = 0.5  # re-grid when price moved more than this x step
     max_actions_per_minute: int = 60  # per symbol: places + amends (cancels are never held back)
-    # Off: the bot worker does not place stop orders yet (the paper venue has none); the config
-    # loader refuses `true` rather than let a trader believe a stop protects the position.
-    stops: bool = False
-    stop_atr_multiple: float = STOP_ATR_MULTIPLE  # protective stop beyond the outermost level
+    # One reduce-only stop-market order for the bot's whole position, stop_atr_multiple x ATR
+    # beyond the grid's outermost level on the position's side (`protective_stop`).
+    stops: bool = True
+    stop_atr_multiple: float = STOP_ATR_MULTIPLE
+    stop_trigger_method: Literal["mark_price", "last_traded_price"] = "mark_price"
+    stop_cooldown_s: float = 900.0  # no new entries this long after a stop fired (no re-entry into the move)
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels <= 99:
@@ -57,6 +59,8 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError(f"grid.min_confidence must be 0..1, got {self.min_confidence}")
         if not (math.isfinite(self.regrid_fraction) and 0.0 <= self.regrid_fraction <= 1.0):
             raise ValueError(f"grid.regrid_fraction must be 0..1, got {self.regrid_fraction}")
+        if not (math.isfinite(self.stop_cooldown_s) and self.stop_cooldown_s >= 0):
+            raise ValueError(f"grid.stop_cooldown_s must be >= 0, got {self.stop_cooldown_s}")
         if self.max_actions_per_minute < 1:
             raise ValueError(
                 f"grid.max_actions_per_minute must be >= 1, got {self.max_actions_per_minute}"

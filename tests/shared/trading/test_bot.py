@@ -97,3 +97,135 @@ def test_restart_continues_generation_past_ids_seen() -> None:
     used = {o.client_order_id for o in orders}
     assert replan.to_place or replan.to_amend
     assert not ({p.client_order_id for p in replan.to_place} & used)
+
+
+# --- protective stop ---------------------------------------------------------------------------
+
+
+def fill_of(o: OpenOrder, fill_id: str, ts: float, size: int | None = None) -> Fill:
+    return Fill(fill_id=fill_id, symbol="ETHUSD", side=o.side, size=o.size if size is None else size,
+                price=repr(o.price), fee="0.01", contract_value="0.01", ts=ts, client_order_id=o.client_order_id or "")
+
+
+def long_bot() -> tuple[TradingBot, list[OpenOrder]]:
+    """A bot with a buy grid resting and its first level filled."""
+    b = bot()
+    b.reconcile_from([], [], [])
+    orders = place_all(b, b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
+                                 available_balance=10_000.0, allow_new_entries=True))
+    b.on_order(orders[0], "closed")
+    assert b.on_fill(fill_of(orders[0], "f1", 2.0), now=2.0)
+    return b, orders
+
+
+def stops_in(plan) -> list:
+    return [p for p in plan.to_place if p.order.purpose == "stop"]
+
+
+def test_a_position_gets_one_reduce_only_stop_beyond_the_deepest_level() -> None:
+    b, orders = long_bot()
+    plan = b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                  available_balance=10_000.0, allow_new_entries=True)
+    [stop] = stops_in(plan)
+    deepest = min(o.price for o in orders)
+    assert stop.order.side == "sell" and stop.order.reduce_only and stop.order.order_type == "stop_market_order"
+    assert stop.order.size == orders[0].size == b.position.contracts
+    assert stop.order.price == ETH.floor_price(deepest - 1.5 * 2.0)
+    assert coid.decode(stop.client_order_id, bot_id="t1", symbol="ETHUSD").purpose == "stop"
+
+
+def test_flat_or_stops_off_means_no_stop() -> None:
+    b = bot()
+    b.reconcile_from([], [], [])
+    assert not stops_in(b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
+                               available_balance=10_000.0, allow_new_entries=True))
+    off = TradingBot(symbol="ETHUSD", product=ETH, grid=GridConfig(levels=3, width=0.002, stops=False),
+                     risk=RiskConfig(risk_percentage=2.0), bot_id="t1")
+    off.reconcile_from([], [], [])
+    orders = place_all(off, off.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
+                                     available_balance=10_000.0, allow_new_entries=True))
+    off.on_order(orders[0], "closed")
+    off.on_fill(fill_of(orders[0], "f1", 2.0), now=2.0)
+    assert not stops_in(off.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                                 available_balance=10_000.0, allow_new_entries=True))
+
+
+def rest_stop(b: TradingBot, plan, order_id: int = 500, reduce_only: bool = True) -> OpenOrder:
+    [p] = stops_in(plan)
+    o = OpenOrder(order_id=order_id, symbol="ETHUSD", side=p.order.side, price=p.order.price, size=p.order.size,
+                  unfilled_size=p.order.size, client_order_id=p.client_order_id, order_type="stop_market_order",
+                  reduce_only=reduce_only)
+    b.on_order(o, "pending")
+    for q in plan.to_place:
+        if q.order.purpose != "stop":
+            b.on_order(OpenOrder(order_id=order_id + 1 + q.order.level, symbol="ETHUSD", side=q.order.side,
+                                 price=q.order.price, size=q.order.size, unfilled_size=q.order.size,
+                                 client_order_id=q.client_order_id), "open")
+    return o
+
+
+def test_a_resting_stop_is_kept_and_an_update_without_its_flags_does_not_churn_it() -> None:
+    b, _ = long_bot()
+    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                               available_balance=10_000.0, allow_new_entries=True))
+    # the orders channel may not repeat order_type / reduce_only: the bot keeps what it knows
+    b.on_order(OpenOrder(order_id=stop.order_id, symbol="ETHUSD", side="sell", price=stop.price, size=stop.size,
+                         unfilled_size=stop.size, client_order_id=stop.client_order_id), "pending")
+    assert b.open_orders[stop.order_id].reduce_only and b.open_orders[stop.order_id].order_type == "stop_market_order"
+    again = b.plan(now=4.0, price=1999.5, atr=2.1, direction="UP", confidence=0.75,
+                   available_balance=10_000.0, allow_new_entries=True)
+    assert again.empty, again
+    # a second level fills: the stop grows to the position, amended in place
+    second = next(o for o in b.open_orders.values() if o.client_order_id and "Be02" in o.client_order_id)
+    b.on_order(second, "closed")
+    b.on_fill(fill_of(second, "f2", 5.0), now=5.0)
+    grown = b.plan(now=6.0, price=1995.0, atr=2.0, direction="UP", confidence=0.75,
+                   available_balance=10_000.0, allow_new_entries=True)
+    [amend] = [a for a in grown.to_amend if a.order_id == stop.order_id]
+    assert amend.size == b.position.contracts and amend.desired.order_type == "stop_market_order"
+
+
+def test_a_stop_fill_closes_every_level_and_cools_down_new_entries() -> None:
+    b, _ = long_bot()
+    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                               available_balance=10_000.0, allow_new_entries=True))
+    b.on_order(stop, "closed")
+    assert b.on_fill(Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990",
+                          fee="0.05", contract_value="0.01", ts=10.0, client_order_id=stop.client_order_id or ""),
+                     now=100.0)
+    assert b.position.contracts == 0 and not b.holdings.held
+    assert b.cooldown_left(100.0) == 900.0
+    during = b.plan(now=500.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9,
+                    available_balance=10_000.0, allow_new_entries=True)
+    assert not during.to_place and not during.to_amend  # the resting entries are cancelled, none placed
+    assert all(c.reason == "not_desired" for c in during.to_cancel) and during.to_cancel
+    for c in during.to_cancel:
+        b.on_order(b.open_orders[c.order_id], "cancelled")
+    after = b.plan(now=1001.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9,
+                   available_balance=10_000.0, allow_new_entries=True)
+    assert len(after.to_place) == 3 and all(p.order.purpose == "entry" for p in after.to_place)
+
+
+def test_a_restart_after_a_stop_fill_keeps_the_cooldown() -> None:
+    b, orders = long_bot()
+    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                               available_balance=10_000.0, allow_new_entries=True))
+    fills = [fill_of(orders[0], "f1", 2.0),
+             Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990", fee="0.05",
+                  contract_value="0.01", ts=9.0, client_order_id=stop.client_order_id or "")]
+    fresh = bot()
+    fresh.reconcile_from([], fills, [], now=50.0)
+    assert fresh.position.contracts == 0 and fresh.cooldown_left(50.0) == 900.0
+    plain = bot()
+    plain.reconcile_from([], fills[:1], [], now=50.0)
+    assert plain.cooldown_left(50.0) == 0.0
+
+
+def test_a_halt_keeps_the_stop_but_an_operator_cancel_takes_it() -> None:
+    b, _ = long_bot()
+    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                               available_balance=10_000.0, allow_new_entries=True))
+    everything = b.cancel_all_plan()
+    kept = b.cancel_all_plan(keep_stops=True)
+    assert stop.order_id in everything and stop.order_id not in kept
+    assert set(everything) - set(kept) == {stop.order_id}
