@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--symbol", help="one symbol only")
     hist.add_argument("--json", action="store_true", help="print JSON (exact decimal strings)")
     hist.add_argument("--last", type=int, default=50, help="fills to show in the table (default 50)")
+    hist.add_argument("--orders", action="store_true",
+                      help="also list the newest order events (placed, amended, cancelled, rejected with "
+                           "Delta's code, stop triggered), --last of them")
 
     ven = sub.add_parser("venue", help="run the paper venue alone (Delta REST + websocket on 127.0.0.1)")
     _add_run_dir(ven)
@@ -215,11 +218,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     with store:
         fills = store.fills(symbol)
         summary = summary_to_builtins(store.pnl_summary(symbol))
+        orders = store.order_events(symbol, limit=max(1, args.last)) if args.orders else []
     if args.json:
         doc = {"fills": [msgspec.to_builtins(f) for f in fills], "symbols": summary["symbols"],
                "pnl": summary["total"]}
+        if args.orders:
+            doc["order_events"] = [msgspec.to_builtins(o) for o in orders]
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
+    if args.orders:
+        print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'EVENT':<15} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12}  "
+              "CLIENT ORDER ID / DETAIL")
+        for o in orders:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(o.ts))
+            print(f"{when:<20} {o.symbol:<10} {o.event:<15} {o.side:<4} {o.size:>6} {o.price:>12}  "
+                  f"{o.client_order_id or o.order_id}  {o.detail}")
+        print(f"\n{len(orders)} order event(s)\n")
     print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12} {'FEE':>10}  CLIENT ORDER ID")
     for f in fills[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.ts))

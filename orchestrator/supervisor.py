@@ -28,8 +28,9 @@ import zmq.asyncio
 
 from shared.config import Config
 from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Heartbeat, MessageCodec,
-                             PoolFigures, RLTable, WorkerFigures, topic)
+                             OrderRecord, PoolFigures, RLTable, WorkerFigures, topic)
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
+from shared.store import OrderEvent as StoredOrderEvent
 from shared.trading import risk as account_risk
 from shared.trading.pnl import Fill as LedgerFill
 from shared.ring import BarRing
@@ -276,6 +277,8 @@ class Supervisor:
             self.on_heartbeat(msg)
         elif isinstance(msg, FillEvent):
             self.on_fill(msg)
+        elif isinstance(msg, OrderRecord):
+            self.on_order_record(msg)
         elif isinstance(msg, RLTable) and self.store is not None:
             self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
@@ -303,6 +306,16 @@ class Supervisor:
             return
         if stored:
             self.fills_stored += 1
+
+    def on_order_record(self, rec: OrderRecord) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.record_order_event(StoredOrderEvent(
+                ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
+                order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
+        except Exception:
+            log.exception("could not store an order event for %s (the venue keeps the order)", rec.symbol)
 
     async def _broadcast(self, command: str, reason: str = "", symbol: str = "*") -> None:
         t = ALL_TOPIC if symbol == "*" else topic(symbol)

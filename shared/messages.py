@@ -111,8 +111,8 @@ class OrderView(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     unfilled_size: int
     client_order_id: str | None
-    state: str = "open"  # open | pending | closed | cancelled
-    order_type: str = "limit_order"
+    state: str = "open"  # open | pending (an untriggered stop) | closed | cancelled
+    order_type: str = "limit_order"  # limit_order | market_order | stop_market_order | stop_limit_order
     reduce_only: bool = False
 
 
@@ -140,8 +140,9 @@ class NewOrderSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 class AmendSpec(msgspec.Struct, frozen=True, kw_only=True):
     order_id: int
-    price: float
+    price: float  # the limit price, or the trigger price of a stop
     size: int  # total size after the edit (Delta's rule)
+    order_type: str = "limit_order"  # stop_market_order: `price` is the stop price
 
 
 class AccountRequest(Msg, tag="acct_req"):
@@ -186,6 +187,20 @@ class OrderEvent(Msg, tag="order_ev"):
     symbol: str
     order: OrderView
     sent_ns: int
+
+
+class OrderRecord(Msg, tag="order_rec"):
+    """Gateway -> supervisor: one order event for the SQLite ledger (what we asked, what the
+    exchange answered, what it did later), so `history` can explain every fill and refusal."""
+    ts: float  # epoch seconds, when the gateway learned it
+    symbol: str
+    event: str  # placed | amended | cancelled | rejected | triggered | closed | ...
+    client_order_id: str
+    order_id: str
+    side: str
+    price: str  # limit or stop price as sent/reported
+    size: int
+    detail: str  # Delta's error code and message for a rejection, the order type, the reason
 
 
 class FillEvent(Msg, tag="fill_ev"):
@@ -277,7 +292,7 @@ class Control(Msg, tag="ctl"):
 
 Message = Union[Tick, Candle, HistoryRequest, HistoryReply, SignalRequest, SignalReply, Heartbeat,
                 Control, AccountRequest, AccountSnapshot, OrderIntents, IntentResult, OrderEvent,
-                FillEvent, RLTable]
+                FillEvent, RLTable, OrderRecord]
 
 
 class MessageCodec:

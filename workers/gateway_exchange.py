@@ -31,12 +31,12 @@ from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit
 from shared.delta.ws import DeltaWebSocket, OrderUpdate, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
-                             HistoryReply, HistoryRequest, IntentResult, MessageCodec, OrderEvent,
-                             OrderIntents, OrderView, Tick, topic)
+                             HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
+                             OrderEvent, OrderIntents, OrderRecord, OrderView, Tick, topic)
 from shared.products import ProductSpec, UnknownSymbolError
 
 from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
-                      run_until_stopped, send_heartbeat, supervisor_alive)
+                      run_until_stopped, send_heartbeat, send_nowait, supervisor_alive)
 
 log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
@@ -46,10 +46,35 @@ MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 
 
+def bot_order_type(order_type: str | None, stop_order_type: str | None, limit_price: float | None) -> str:
+    """Delta marks a stop by `stop_order_type` on a market or limit order; the bots name the
+    kinds apart (a stop's price is its trigger, and it is edited by stop_price)."""
+    if stop_order_type:
+        if order_type == "limit_order" or (order_type is None and limit_price is not None):
+            return "stop_limit_order"
+        return "stop_market_order"
+    return order_type or "limit_order"
+
+
 def order_view(o: Order) -> OrderView:
-    return OrderView(order_id=int(o.id), side=o.side, price=float(o.limit_price or 0.0), size=int(o.size),
+    kind = bot_order_type(o.order_type, o.stop_order_type, o.limit_price)
+    price = o.stop_price if o.stop_order_type else o.limit_price
+    return OrderView(order_id=int(o.id), side=o.side, price=float(price or 0.0), size=int(o.size),
                      unfilled_size=int(o.unfilled_size), client_order_id=o.client_order_id,
-                     state=o.state or "open", order_type=o.order_type, reduce_only=bool(o.reduce_only))
+                     state=o.state or "open", order_type=kind, reduce_only=bool(o.reduce_only))
+
+
+def update_view(ev: OrderUpdate) -> OrderView:
+    """An orders-channel update as a bot sees it. The channel does not repeat `order_type` or
+    `reduce_only` on every update (UNCONFIRMED), so a stop is recognised by its stop fields."""
+    kind = bot_order_type(None, ev.stop_order_type, ev.limit_price)
+    price = ev.stop_price if ev.stop_order_type else ev.limit_price
+    return OrderView(order_id=int(ev.order_id or 0), side=ev.side or "", price=float(price or 0.0),
+                     size=int(ev.size or 0), unfilled_size=int(ev.unfilled_size or 0),
+                     client_order_id=ev.client_order_id,
+                     state=ev.state or ("cancelled" if ev.action == "delete" else "open"),
+                     order_type=kind if ev.stop_order_type else "limit_order",
+                     reduce_only=bool(ev.reduce_only))
 
 
 def fill_view(f: DeltaFill) -> FillView:
@@ -87,6 +112,7 @@ class ExchangeGateway:
         self.position_notional: dict[str, float] = {}
         self.available = math.nan
         self.marks: dict[str, float] = {}
+        self.records_dropped = 0
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -124,12 +150,12 @@ class ExchangeGateway:
             sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
             if sym not in self.products or ev.order_id is None:
                 return
-            view = OrderView(order_id=int(ev.order_id), side=ev.side or "", price=float(ev.limit_price or 0.0),
-                             size=int(ev.size or 0), unfilled_size=int(ev.unfilled_size or 0),
-                             client_order_id=ev.client_order_id,
-                             state=ev.state or ("cancelled" if ev.action == "delete" else "open"))
+            view = update_view(ev)
             await self.pub.send_multipart((topic(sym), self.codec.encode(
                 OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+            if ev.action != "create":  # creations are recorded from the REST answer, with what we sent
+                event = "triggered" if ev.reason == "stop_trigger" else view.state
+                self.record(sym, event, view, detail=ev.reason or ev.action)
         elif isinstance(ev, UserTrade):
             self.fill_wakeup.set()
 
@@ -166,9 +192,7 @@ class ExchangeGateway:
                                                   contract_value=repr(self.products[sym].contract_value),
                                                   sent_ns=time.perf_counter_ns()))
                 await self.pub.send_multipart((topic(sym), msg))
-                try:
-                    self.sup.send(msg, zmq.NOBLOCK)
-                except zmq.Again:
+                if not send_nowait(self.sup, msg):
                     log.error("supervisor not taking fills; fill %s not stored yet (it stays on the venue)", fid)
 
     async def stale_poll_loop(self) -> None:
@@ -288,44 +312,87 @@ class ExchangeGateway:
             try:
                 done = await self.rest.batch_cancel(pid, order_ids=req.cancel)
                 cancelled = [int(o.id) for o in done]
+                for o in done:
+                    self.record(req.symbol, "cancelled", order_view(o), detail="by the bot")
             except DeltaError as exc:
+                log.info("%s: batch cancel fell back to single cancels (%s)", req.symbol, exc.code)
                 for oid in req.cancel:
                     try:
-                        await self.rest.cancel_order(product_id=pid, order_id=oid)
+                        o = await self.rest.cancel_order(product_id=pid, order_id=oid)
                         cancelled.append(oid)
+                        self.record(req.symbol, "cancelled", order_view(o), detail="by the bot")
                     except DeltaError as one:
                         if one.code == "open_order_not_found":
                             cancelled.append(oid)  # already gone (filled or cancelled): same outcome
                         else:
                             errors.append(_err_text(str(oid), one))
-                log.info("%s: batch cancel fell back to single cancels (%s)", req.symbol, exc.code)
+                            self.record_refusal(req.symbol, "cancel_rejected", "", str(oid), one)
         for a in req.amend:
+            stop = a.order_type.startswith("stop_")
             try:
-                o = await self.rest.edit_order(product_id=pid, order_id=a.order_id, limit_price=a.price, size=a.size)
+                o = await self.rest.edit_order(product_id=pid, order_id=a.order_id, size=a.size,
+                                               limit_price=None if stop else a.price,
+                                               stop_price=a.price if stop else None)
                 amended.append(order_view(o))
+                self.record(req.symbol, "amended", order_view(o), detail=a.order_type)
             except DeltaError as exc:
                 errors.append(_err_text(str(a.order_id), exc))
+                self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), exc)
         if req.place:
-            results = await asyncio.gather(*(self.rest.place_order(
-                product_id=pid, size=p.size, side=p.side,
-                limit_price=None if p.order_type == "market_order" else p.price, order_type=p.order_type,
-                post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
-                for p in req.place), return_exceptions=True)
+            results = await asyncio.gather(*(self.place(pid, p) for p in req.place), return_exceptions=True)
             for p, r in zip(req.place, results):
                 if isinstance(r, Order):
-                    placed.append(order_view(r))
+                    view = order_view(r)
+                    placed.append(view)
+                    self.record(req.symbol, "placed", view, detail=p.order_type)
                 elif isinstance(r, Exception):
                     errors.append(_err_text(p.client_order_id, r))
+                    self.record_refusal(req.symbol, "rejected", p.client_order_id, "", r,
+                                        side=p.side, price=p.price, size=p.size)
         for e in errors:
             log.warning("%s: order rejected: %s", req.symbol, e)
         return IntentResult(symbol=req.symbol, seq=req.seq, cancelled=cancelled, amended=amended, placed=placed,
                             errors=errors, sent_ns=time.perf_counter_ns())
+
+    async def place(self, product_id: int, p: NewOrderSpec) -> Order:
+        """One new order in Delta's terms. A bot's stop_market_order is a market order with a
+        stop-loss trigger at `price` (a protective stop: always reduce-only from the bots)."""
+        if p.order_type == "stop_market_order":
+            return await self.rest.place_order(
+                product_id=product_id, size=p.size, side=p.side, order_type="market_order",  # type: ignore[arg-type]
+                reduce_only=p.reduce_only, client_order_id=p.client_order_id,
+                stop_order_type="stop_loss_order", stop_price=p.price,
+                stop_trigger_method=self.cfg.grid.stop_trigger_method)
+        return await self.rest.place_order(
+            product_id=product_id, size=p.size, side=p.side,  # type: ignore[arg-type]
+            limit_price=None if p.order_type == "market_order" else p.price, order_type=p.order_type,
+            post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
+
+    # --- the order ledger (supervisor -> SQLite) -------------------------------------------
+
+    def record(self, symbol: str, event: str, view: OrderView, *, detail: str = "") -> None:
+        self._push_record(OrderRecord(
+            ts=time.time(), symbol=symbol, event=event, client_order_id=view.client_order_id or "",
+            order_id=str(view.order_id), side=view.side, price=repr(view.price), size=view.size, detail=detail))
+
+    def record_refusal(self, symbol: str, event: str, client_order_id: str, order_id: str, exc: Exception,
+                       *, side: str = "", price: float = 0.0, size: int = 0) -> None:
+        code = getattr(exc, "code", type(exc).__name__)
+        self._push_record(OrderRecord(
+            ts=time.time(), symbol=symbol, event=event, client_order_id=client_order_id, order_id=order_id,
+            side=side, price=repr(price) if price else "", size=size, detail=f"{code}: {str(exc)[:200]}"))
+
+    def _push_record(self, rec: OrderRecord) -> None:
+        if not send_nowait(self.sup, self.codec.encode(rec)):
+            # The venue keeps the order's truth; only our copy of the event is lost. Counted.
+            self.records_dropped += 1
 
     def figures(self, lag_ms: float) -> GatewayFigures:
         return GatewayFigures(ticks_published=self.ticks, symbols=len(self.products), source="exchange",
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
+                              + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (" ws stale" if self.ws and any(
                                   self.ws.is_stale(s) for s in self.products) else ""))
 

@@ -147,10 +147,24 @@ def heartbeat_socket(ctx: zmq.Context, spec: ChildSpec) -> zmq.Socket:
     return sock
 
 
+def send_nowait(sock: zmq.Socket, data: bytes) -> bool:
+    """Send without waiting; False when the peer's queue is full (the caller counts or logs it).
+    An asyncio socket does not raise zmq.Again: it returns a finished future holding it, which
+    must be read here or asyncio logs "exception was never retrieved" for every dropped send."""
+    try:
+        result = sock.send(data, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    if isinstance(result, asyncio.Future) and result.done():
+        exc = result.exception()
+        if isinstance(exc, zmq.Again):
+            return False
+        if exc is not None:
+            raise exc
+    return True
+
+
 def send_heartbeat(sock: zmq.Socket, codec: MessageCodec, spec: ChildSpec, figures: object) -> None:
     hb = Heartbeat(kind=spec.kind, name=spec.name, pid=os.getpid(), sent_ns=time.perf_counter_ns(),
                    figures=figures)  # type: ignore[arg-type]
-    try:
-        sock.send(codec.encode(hb), zmq.NOBLOCK)
-    except zmq.Again:
-        pass
+    send_nowait(sock, codec.encode(hb))  # droppable: the next one follows in a second
