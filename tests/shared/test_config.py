@@ -119,3 +119,19 @@ def test_bot_id_follows_the_client_order_id_rule_and_the_shipped_configs_load() 
         # every shipped config can name its orders
         assert coid.encode(bot_id=cfg.run.bot_id, symbol="BTCUSD", side="buy", purpose="entry", level=1,
                            generation=0).startswith(f"dg1-{cfg.run.bot_id}-")
+
+
+def test_default_toml_lists_every_key_with_its_default() -> None:
+    """README promises configs/default.toml holds every key with its default: keep it true."""
+    import tomllib
+    from pathlib import Path
+
+    import msgspec
+
+    from shared.config import Config
+    doc = tomllib.loads((Path(__file__).resolve().parents[2] / "configs" / "default.toml").read_text())
+    defaults = msgspec.to_builtins(Config())
+    for section, values in defaults.items():
+        if section == "testing":
+            continue  # fault switches: deliberately not in a production file
+        assert doc.get(section) == values, section
