@@ -11,8 +11,10 @@ runs 60 / bar_seconds times faster, so bars built from trades line up with the c
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
            trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings
-  private  POST|PUT|DELETE orders, POST|PUT|DELETE orders/batch (<= 50, one product),
-           DELETE orders/all, GET orders (cursor paging), orders/history, orders/{id},
+  private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price, `pending` until
+           triggered), POST|PUT|DELETE orders/batch (<= 50, one product, limit orders only),
+           DELETE orders/all (cancel_limit/stop/reduce_only_orders), GET orders (states,
+           order_types, cursor paging), orders/history, orders/{id},
            orders/client_order_id/{id}, positions?product_id=, positions/margined,
            wallet/balances, fills (cursor paging), GET|POST products/{id}/orders/leverage
   /ws      see venue_ws.py
@@ -652,6 +654,8 @@ class PaperVenue:
         bid, ask = self.engine.touch(pid)
         levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
         for o in self.engine.open_orders([pid]):
+            if o.state != "open":
+                continue  # an untriggered stop is not in the book
             assert o.limit_price is not None
             book = levels[o.side]
             book[o.limit_price] = book.get(o.limit_price, 0) + o.unfilled_size
@@ -709,14 +713,20 @@ class PaperVenue:
         assert oid is not None
         return _ok(wire.order_json(self._edit_one(oid, body)))
 
-    def _edit_one(self, oid: int, body: Mapping[str, Any]) -> Any:
+    def _edit_one(self, oid: int, body: Mapping[str, Any], *, batch: bool = False) -> Any:
         existing = self.engine.order(oid)
-        if existing is None or existing.state != "open":
+        if existing is None or existing.state not in ("open", "pending"):
             raise VenueError("open_order_not_found", {"id": oid}, 404)
+        if batch:  # Delta batches are limit orders only
+            if existing.state == "pending":
+                raise bad_schema(f"order {oid} is a pending stop order: edit it with PUT /v2/orders", "id")
+            if body.get("stop_price") not in (None, ""):
+                raise bad_schema("stop_price is not allowed in a batch edit", "stop_price")
         self._engine_op(existing.product_id)
         post = wire.flag(body, "post_only", existing.post_only) if "post_only" in body else None
         return self.engine.edit_order(oid, size=wire.int_field(body, "size", required=False),
-                                      limit_price=wire.price_field(body, "limit_price"), post_only=post)
+                                      limit_price=wire.price_field(body, "limit_price"), post_only=post,
+                                      stop_price=wire.price_field(body, "stop_price"))
 
     async def _cancel(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         oid = wire.int_field(body, "id", required=False)
@@ -727,10 +737,16 @@ class PaperVenue:
         return _ok(wire.order_json(order))
 
     async def _cancel_all(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """With any of the three cancel_* flags in the body only the kinds flagged true are
+        cancelled (an absent one counts as false); with none of them, every kind is (the api
+        spec's reading; sources disagree on the server default, so clients send all three)."""
         pid = wire.int_field(body, "product_id", required=False)
         if pid is not None:
             self._market_by_product_id(pid)
-        self.engine.cancel_all(pid)
+        keys = ("cancel_limit_orders", "cancel_stop_orders", "cancel_reduce_only_orders")
+        given = any(k in body for k in keys)
+        limit, stop, reduce_only = (wire.flag(body, k) if given else True for k in keys)
+        self.engine.cancel_all(pid, limit_orders=limit, stop_orders=stop, reduce_only_orders=reduce_only)
         return web.Response(body=b'{"success":true}', content_type="application/json")
 
     def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
@@ -749,7 +765,7 @@ class PaperVenue:
         first error is the answer (so a lone post-only reject still says why)."""
         m, items = self._batch_market(body)
         pid = m.spec.product_id
-        reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid) for o in items]
+        reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid, stops_allowed=False) for o in items]
         self._engine_op(pid, len(reqs))
         done, first_error = [], None
         for req in reqs:
@@ -772,7 +788,7 @@ class PaperVenue:
                 existing = self.engine.order(oid)
                 if existing is not None and existing.product_id != m.spec.product_id:
                     raise bad_schema("all orders in a batch must be on the same product", "product_id")
-                done.append(wire.order_json(self._edit_one(oid, item)))
+                done.append(wire.order_json(self._edit_one(oid, item, batch=True)))
             except VenueError as exc:
                 first_error = first_error or exc
         if not done and first_error is not None:
@@ -808,14 +824,18 @@ class PaperVenue:
         return ids
 
     async def _open_orders(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        orders = sorted(_time_filter(request, self.engine.open_orders(self._product_ids(request)), "created_at"),
-                        key=lambda o: -o.id)
+        states = _csv_choice(request, "states", ("open", "pending"))
+        kinds = _order_kinds(request)
+        live = [o for o in self.engine.open_orders(self._product_ids(request))
+                if o.state in states and wire.order_kind(o) in kinds]
+        orders = sorted(_time_filter(request, live, "created_at"), key=lambda o: -o.id)
         items, meta = _page(request, [(o.id, o) for o in orders], default_size=100, max_size=1000)
         return _ok([wire.order_json(o) for o in items], meta)
 
     async def _order_history(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        orders = sorted(_time_filter(request, self.engine.order_history(self._product_ids(request)), "created_at"),
-                        key=lambda o: -o.id)
+        kinds = _order_kinds(request)
+        done = [o for o in self.engine.order_history(self._product_ids(request)) if wire.order_kind(o) in kinds]
+        orders = sorted(_time_filter(request, done, "created_at"), key=lambda o: -o.id)
         items, meta = _page(request, [(o.id, o) for o in orders], default_size=50, max_size=50)
         return _ok([wire.order_json(o) for o in items], meta)
 
@@ -926,6 +946,25 @@ def _time_filter(request: web.Request, items: list[Any], attr: str) -> list[Any]
     if start == 0 and end == 10**17:
         return items
     return [x for x in items if start <= getattr(x, attr) <= end]  # type: ignore[operator]
+
+
+def _csv_choice(request: web.Request, key: str, allowed: Sequence[str]) -> set[str]:
+    """A comma-separated query filter over `allowed` (absent or empty: all of them)."""
+    raw = request.query.get(key, "")
+    picked = {x.strip() for x in raw.split(",") if x.strip()}
+    bad = picked - set(allowed)
+    if bad:
+        raise bad_schema(f"{key} must be a comma-separated subset of {','.join(allowed)}; "
+                         f"got {','.join(sorted(bad))[:60]}", key)
+    return picked or set(allowed)
+
+
+def _order_kinds(request: web.Request) -> set[str]:
+    """GET /v2/orders `order_types`: market, limit, stop_market, stop_limit; all_stop = both stops."""
+    kinds = _csv_choice(request, "order_types", ("market", "limit", "stop_market", "stop_limit", "all_stop"))
+    if "all_stop" in kinds:
+        kinds |= {"stop_market", "stop_limit"}
+    return kinds
 
 
 def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi: int) -> int | None:

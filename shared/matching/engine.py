@@ -27,7 +27,33 @@ Fill rules (documented choices, each one tested):
   `required_additional_balance`.
 - Fees: maker 0.02% / taker 0.05% of notional (size x contract_value x price), from ProductSpec.
 - Liquidation (isolated): when position margin + unrealised PnL <= maintenance margin (half the
-  initial margin, capped by the spec), the position is closed at the trade price as taker.
+  initial margin, capped by the spec), the position is closed at the trade price as taker; the
+  product's open orders and pending stops are cancelled (reason `liquidation`).
+
+Stop orders (stop-loss / take-profit triggers):
+- A stop (`stop_order_type` + `stop_price`) is created `pending`: not in the book, holding no
+  order margin. Margin and the position limit are checked when it triggers, as for a new order
+  then (a short one is cancelled with reason `insufficient_margin` / `risk_limits_breached`);
+  at placement only reduce-only (nothing to reduce -> rejected, as any reduce-only order) and
+  the position limit are checked. post_only is refused on stops (it could only matter at the
+  trigger, where a stop that must rest or fill at once has no use for it).
+- Trigger price: every `stop_trigger_method` (mark_price, last_traded_price, spot_price) uses
+  the last replayed trade, the paper market's only price. The method is stored and echoed.
+- Trigger rule, per replayed trade (after our resting orders were matched by it, before the
+  liquidation check): sell stop-loss when price <= stop_price, buy stop-loss when price >=
+  stop_price, sell take-profit when price >= stop_price, buy take-profit when price <=
+  stop_price. Stops of one product trigger in order of placement (order id).
+- A stop whose condition already holds when placed (or when an edit moves its stop_price there)
+  triggers at once. Delta's behaviour here is unconfirmed; firing is the safe reading for a
+  protective stop (a stop-loss already through its price must not wait for a further move).
+- On trigger the order becomes `open` (update event, reason `stop_trigger`), gets a fresh time
+  priority and is executed as `place_order` runs a new order of its type: stop-market fills as
+  taker at the touch, its remainder cancelled; stop-limit fills as taker if marketable, else
+  rests in the book as a maker order (the triggering trade does not also fill it). Reduce-only
+  clipping is the same as for any order. A pending reduce-only stop is cancelled (reason
+  `reduce_only`) when the position goes flat, like resting reduce-only orders.
+- Editing a pending stop may change stop_price, total size and (stop-limit) limit_price; the
+  update event has reason `stop_update`.
 """
 
 from __future__ import annotations
@@ -36,6 +62,7 @@ import bisect
 from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import islice
 from typing import Literal
 
 import msgspec
@@ -48,7 +75,9 @@ from .errors import VenueError, bad_schema
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit_order", "market_order"]
 TimeInForce = Literal["gtc", "ioc"]
-OrderState = Literal["open", "closed", "cancelled"]
+OrderState = Literal["pending", "open", "closed", "cancelled"]  # pending = untriggered stop
+StopOrderType = Literal["stop_loss_order", "take_profit_order"]
+StopTriggerMethod = Literal["mark_price", "last_traded_price", "spot_price"]
 Role = Literal["maker", "taker"]
 
 MONEY = Decimal("0.00000001")
@@ -59,6 +88,12 @@ DEFAULT_HISTORY_LIMIT = 100_000  # closed orders and fills kept for queries; tot
 
 def money(x: Decimal) -> Decimal:
     return x.quantize(MONEY, rounding=ROUND_HALF_EVEN)
+
+
+def _marketable(order_type: OrderType, side: Side, price: Decimal | None, bid: Decimal, ask: Decimal) -> bool:
+    """A market order, or a limit at or through the synthetic touch."""
+    return order_type == "market_order" or (
+        price is not None and (price >= ask if side == "buy" else price <= bid))
 
 
 def dec(x: float | int | str | Decimal) -> Decimal:
@@ -78,6 +113,9 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     post_only: bool = False
     reduce_only: bool = False
     client_order_id: str | None = None
+    stop_order_type: StopOrderType | None = None  # with stop_price: a stop order, pending until triggered
+    stop_price: Decimal | None = None
+    stop_trigger_method: StopTriggerMethod = "mark_price"
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,10 +138,22 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     average_fill_price: Decimal | None = None
     paid_commission: Decimal = ZERO
     cancellation_reason: str | None = None
+    # Defaults so snapshots written before stop orders existed still load.
+    stop_order_type: StopOrderType | None = None
+    stop_price: Decimal | None = None
+    stop_trigger_method: StopTriggerMethod = "mark_price"
 
     @property
     def filled_size(self) -> int:
         return self.size - self.unfilled_size
+
+    def stop_hit(self, price: Decimal) -> bool:
+        """Whether `price` triggers this stop: a sell stop-loss or a buy take-profit waits for
+        the price to fall to stop_price, the other two for it to rise to it."""
+        if self.stop_price is None:
+            return False
+        falls = (self.side == "sell") == (self.stop_order_type == "stop_loss_order")
+        return price <= self.stop_price if falls else price >= self.stop_price
 
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,8 +243,8 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
 class _Product:
     """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
 
-    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "position", "book_notional",
-                 "order_margin", "position_margin")
+    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "stops", "position",
+                 "book_notional", "order_margin", "position_margin")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
         self.spec = spec
@@ -205,6 +255,7 @@ class _Product:
         # sorted (key, priority, order_id); key = -price for bids so the best is first on both sides
         self.bids: list[tuple[Decimal, int, int]] = []
         self.asks: list[tuple[Decimal, int, int]] = []
+        self.stops: set[int] = set()  # ids of pending stop orders (never in bids/asks)
         self.position = Position(product_id=spec.product_id, symbol=spec.symbol)
         # Kept incrementally so a placement costs O(log n), not a scan of every open order:
         # sum of unfilled x limit price over resting position-increasing orders, and the margins.
@@ -300,11 +351,12 @@ class MatchingEngine:
         return out
 
     def on_market_trade(self, symbol: str, price: float, size: int, ts_us: int) -> list[Fill]:
-        """One replayed market trade: fills our resting orders it trades through."""
+        """One replayed market trade: fills our resting orders it trades through, then triggers
+        the pending stops it reaches, then checks liquidation."""
         p = self._products[self._by_symbol[symbol]]
         px = p.to_tick(price)
         p.last = px
-        if not p.bids and not p.asks:
+        if not p.bids and not p.asks and not p.stops:
             # the common case for hundreds of quiet symbols: nothing to scan
             return self._check_liquidation(p, px, ts_us) if p.position.size else []
         fills: list[Fill] = []
@@ -323,9 +375,24 @@ class MatchingEngine:
                 remaining -= done.size
                 if order.id in self._open and remaining > 0:
                     break  # cannot happen (partial => trade used up); guard against a spin
+        if p.stops:
+            fills += self._trigger_stops(p, px, ts_us)
         if p.position.size:
             fills += self._check_liquidation(p, px, ts_us)
         return fills
+
+    def _trigger_stops(self, p: _Product, px: Decimal, ts_us: int) -> list[Fill]:
+        """Trigger every pending stop of `p` that `px` reaches, oldest first. One trigger's fill
+        can flatten the position and so cancel a later reduce-only stop: each is re-read."""
+        first_seq = self._last_fill_seq
+        for oid in sorted(p.stops):
+            order = self._open.get(oid)
+            if order is not None and order.state == "pending" and order.stop_hit(px):
+                self._trigger(p, order, ts_us)
+        # the fills just made are the newest in the history (read from its end, not scanned)
+        made = list(islice(reversed(self.fills), self._last_fill_seq - first_seq))
+        made.reverse()
+        return made
 
     def _check_liquidation(self, p: _Product, mark: Decimal, ts_us: int) -> list[Fill]:
         """Isolated margin: when position margin + unrealised PnL falls to the maintenance margin
@@ -361,54 +428,97 @@ class MatchingEngine:
         self._validate(p, req)
         now = self._clock()
         bid, ask = p.touch()
+        stop = req.stop_order_type is not None
         price = req.limit_price
-        marketable = req.order_type == "market_order" or (
-            price is not None and (price >= ask if req.side == "buy" else price <= bid))
+        marketable = _marketable(req.order_type, req.side, price, bid, ask)
         if req.post_only and marketable:
             raise VenueError("immediate_execution_post_only", {
                 "limit_price": str(price), "best_bid": str(bid), "best_ask": str(ask)})
-        reducible = self._reducible(p, req.side)
-        signed = req.size if req.side == "buy" else -req.size
-        if not req.reduce_only and abs(p.position.size + signed) > p.spec.position_size_limit:
-            raise VenueError("risk_limits_breached", {
-                "position_size": p.position.size, "size": req.size,
-                "position_size_limit": p.spec.position_size_limit})
-        if req.reduce_only and reducible == 0:
-            raise bad_schema("reduce_only order would not reduce the position", "reduce_only")
-        if not req.reduce_only:
-            ref_price = ask if req.side == "buy" else bid
-            if price is not None and not marketable:
-                ref_price = price
-            need = self._margin(p, max(0, req.size - reducible), ref_price)
-            available = self._available()
-            if need > available:
-                raise VenueError("insufficient_margin", {
-                    "available_balance": str(available), "required_additional_balance": str(need - available)})
+        # A stop holds no margin while pending: its margin is checked when it triggers.
+        self._admit(p, req.side, req.size, req.reduce_only, price, marketable, bid, ask, margin=not stop)
         order = Order(
             id=self._next_order_id(), product_id=req.product_id, symbol=p.spec.symbol, side=req.side,
             size=req.size, unfilled_size=req.size, order_type=req.order_type,
             limit_price=price, time_in_force=req.time_in_force, post_only=req.post_only,
-            reduce_only=req.reduce_only, client_order_id=req.client_order_id, state="open",
-            created_at=now, updated_at=now, priority=self._next_priority())
+            reduce_only=req.reduce_only, client_order_id=req.client_order_id,
+            state="pending" if stop else "open", created_at=now, updated_at=now,
+            priority=self._next_priority(), stop_order_type=req.stop_order_type,
+            stop_price=req.stop_price, stop_trigger_method=req.stop_trigger_method)
         self._open[order.id] = order
         if order.client_order_id:
             self._open_by_coid[order.client_order_id] = order.id
         self._emit(OrderEvent("create", None, order))
-        if marketable:
-            self._execute(p, order, order.size, ask if req.side == "buy" else bid, "taker", now)
+        if not stop:
+            return self._work(p, order, now)
+        p.stops.add(order.id)
+        if order.stop_hit(p.last):  # type: ignore[arg-type]  # touch() above proved a last trade
+            self._trigger(p, order, now)
+        return self._open.get(order.id) or self._closed[order.id]
+
+    def _admit(self, p: _Product, side: Side, size: int, reduce_only: bool, price: Decimal | None,
+               marketable: bool, bid: Decimal, ask: Decimal, *, margin: bool = True) -> None:
+        """The checks a new order passes before it goes live: position limit, reduce-only,
+        margin. Raises VenueError; changes nothing."""
+        reducible = self._reducible(p, side)
+        signed = size if side == "buy" else -size
+        if not reduce_only and abs(p.position.size + signed) > p.spec.position_size_limit:
+            raise VenueError("risk_limits_breached", {
+                "position_size": p.position.size, "size": size,
+                "position_size_limit": p.spec.position_size_limit})
+        if reduce_only and reducible == 0:
+            raise bad_schema("reduce_only order would not reduce the position", "reduce_only")
+        if margin and not reduce_only:
+            ref_price = ask if side == "buy" else bid
+            if price is not None and not marketable:
+                ref_price = price
+            need = self._margin(p, max(0, size - reducible), ref_price)
+            available = self._available()
+            if need > available:
+                raise VenueError("insufficient_margin", {
+                    "available_balance": str(available), "required_additional_balance": str(need - available)})
+
+    def _work(self, p: _Product, order: Order, now: int) -> Order:
+        """Run an order that just went live (new, or a stop just triggered): a marketable one
+        fills as taker at the touch; then a market/IOC remainder is cancelled and a GTC limit
+        remainder rests in the book."""
+        bid, ask = p.touch()
+        if _marketable(order.order_type, order.side, order.limit_price, bid, ask):
+            self._execute(p, order, order.unfilled_size, ask if order.side == "buy" else bid, "taker", now)
         order = self._open.get(order.id) or self._closed[order.id]
         if order.state == "open":
-            if req.order_type == "market_order" or req.time_in_force == "ioc":
+            if order.order_type == "market_order" or order.time_in_force == "ioc":
                 return self._finish(order, "cancelled", "ioc_remainder" if order.filled_size else "ioc_not_marketable")
             self._rest(p, order)
         return order
 
+    def _trigger(self, p: _Product, order: Order, now: int) -> None:
+        """A pending stop whose condition holds becomes a normal order, checked and executed as
+        a new one; a check it fails now cancels it with that check's code as the reason."""
+        p.stops.discard(order.id)
+        order = replace(order, state="open", updated_at=now, priority=self._next_priority())
+        self._open[order.id] = order
+        self._emit(OrderEvent("update", "stop_trigger", order))
+        bid, ask = p.touch()
+        marketable = _marketable(order.order_type, order.side, order.limit_price, bid, ask)
+        try:
+            self._admit(p, order.side, order.unfilled_size, order.reduce_only, order.limit_price,
+                        marketable, bid, ask)
+        except VenueError as exc:
+            self._finish(order, "cancelled", "reduce_only" if order.reduce_only else exc.code)
+            return
+        self._work(p, order, now)
+
     def edit_order(self, order_id: int, *, size: int | None = None, limit_price: Decimal | None = None,
-                   post_only: bool | None = None) -> Order:
+                   post_only: bool | None = None, stop_price: Decimal | None = None) -> Order:
         """`size` is the order's TOTAL size after the edit (Delta semantics), so it must exceed
-        what is already filled. A new price or a larger size loses time priority."""
+        what is already filled. A new price or a larger size loses time priority. `stop_price`
+        only on a pending stop (see `_edit_stop`)."""
         order = self._open_order(order_id)
         p = self._p(order.product_id)
+        if order.state == "pending":
+            return self._edit_stop(p, order, size, limit_price, post_only, stop_price)
+        if stop_price is not None:
+            raise bad_schema("stop_price can only be changed on a pending stop order", "stop_price")
         new_size = order.size if size is None else size
         new_price = order.limit_price if limit_price is None else limit_price
         new_post = order.post_only if post_only is None else post_only
@@ -448,6 +558,33 @@ class MatchingEngine:
             self._rest(p, order)
         return order
 
+    def _edit_stop(self, p: _Product, order: Order, size: int | None, limit_price: Decimal | None,
+                   post_only: bool | None, stop_price: Decimal | None) -> Order:
+        """A pending stop: new stop_price, total size, and (stop-limit) limit_price. Nothing is
+        held or booked while pending, so no margin check here (it comes at the trigger). A
+        stop_price the last trade has already reached triggers at once, as at placement."""
+        if post_only:
+            raise bad_schema("post_only is not supported on stop orders", "post_only")
+        new_size = order.size if size is None else size
+        if new_size < max(1, p.spec.min_size):
+            raise bad_schema(f"size must be a whole number of contracts >= {p.spec.min_size}", "size")
+        if limit_price is not None and order.order_type == "market_order":
+            raise bad_schema("a stop-market order has no limit_price", "limit_price")
+        for name, value in (("limit_price", limit_price), ("stop_price", stop_price)):
+            if value is not None:
+                if value <= 0:
+                    raise bad_schema(f"{name} must be > 0", name)
+                self._check_tick(p, value, name)
+        new_limit = order.limit_price if limit_price is None else limit_price
+        new_stop = order.stop_price if stop_price is None else stop_price
+        order = replace(order, size=new_size, unfilled_size=new_size, limit_price=new_limit,
+                        stop_price=new_stop, updated_at=self._clock())
+        self._open[order.id] = order
+        self._emit(OrderEvent("update", "stop_update", order))
+        if p.last is not None and order.stop_hit(p.last):
+            self._trigger(p, order, order.updated_at)
+        return self._open.get(order.id) or self._closed[order.id]
+
     def cancel_order(self, *, order_id: int | None = None, client_order_id: str | None = None,
                      product_id: int | None = None) -> Order:
         if order_id is None and client_order_id is None:
@@ -461,8 +598,17 @@ class MatchingEngine:
             raise VenueError("open_order_not_found", {"id": order_id, "product_id": product_id}, 404)
         return self._finish(order, "cancelled", "cancelled_by_user")
 
-    def cancel_all(self, product_id: int | None = None) -> list[Order]:
-        targets = [o for o in self._open.values() if product_id is None or o.product_id == product_id]
+    def cancel_all(self, product_id: int | None = None, *, limit_orders: bool = True,
+                   stop_orders: bool = True, reduce_only_orders: bool = True) -> list[Order]:
+        """Cancel the live orders of one product (or all), of the kinds asked for. Each order is
+        of exactly one kind: a pending stop is a stop order (reduce-only or not), a resting
+        reduce-only order is a reduce-only order, any other resting order is a limit order."""
+        def wanted(o: Order) -> bool:
+            if o.state == "pending":
+                return stop_orders
+            return reduce_only_orders if o.reduce_only else limit_orders
+        targets = [o for o in self._open.values()
+                   if (product_id is None or o.product_id == product_id) and wanted(o)]
         return [self._finish(o, "cancelled", "cancelled_by_user") for o in targets]
 
     def set_leverage(self, product_id: int, leverage: float | Decimal) -> Decimal:
@@ -494,6 +640,7 @@ class MatchingEngine:
         return None if oid is None else self._closed.get(oid)
 
     def open_orders(self, product_ids: Iterable[int] | None = None) -> list[Order]:
+        """Live orders: resting (`open`) and untriggered stops (`pending`)."""
         wanted = None if product_ids is None else set(product_ids)
         return [o for o in self._open.values() if wanted is None or o.product_id in wanted]
 
@@ -575,7 +722,10 @@ class MatchingEngine:
             e._open[o.id] = o
             if o.client_order_id:
                 e._open_by_coid[o.client_order_id] = o.id
-            e._rest(e._products[o.product_id], o)
+            if o.state == "pending":
+                e._products[o.product_id].stops.add(o.id)
+            else:
+                e._rest(e._products[o.product_id], o)
         e.fills.extend(st.fills)
         e._last_order_id, e._last_priority, e._last_fill_seq = st.last_order_id, st.last_priority, st.last_fill_seq
         return e
@@ -602,11 +752,20 @@ class MatchingEngine:
                 raise bad_schema(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters", "client_order_id")
             if coid in self._open_by_coid:
                 raise bad_schema(f"client_order_id {coid!r} is already used by an open order", "client_order_id")
+        if (req.stop_order_type is None) != (req.stop_price is None):
+            missing = "stop_price" if req.stop_price is None else "stop_order_type"
+            raise bad_schema(f"a stop order needs both stop_order_type and stop_price; {missing} is missing", missing)
+        if req.stop_price is not None:
+            if req.stop_price <= 0:
+                raise bad_schema("stop_price must be > 0", "stop_price")
+            self._check_tick(p, req.stop_price, "stop_price")
+            if req.post_only:
+                raise bad_schema("post_only is not supported on stop orders", "post_only")
 
     @staticmethod
-    def _check_tick(p: _Product, price: Decimal) -> None:
+    def _check_tick(p: _Product, price: Decimal, field: str = "limit_price") -> None:
         if price % p.tick != 0:
-            raise bad_schema(f"limit_price {price} is not a multiple of tick_size {p.tick}", "limit_price")
+            raise bad_schema(f"{field} {price} is not a multiple of tick_size {p.tick}", field)
 
     def _margin(self, p: _Product, size: int, price: Decimal) -> Decimal:
         return money(size * p.cv * price / p.leverage)
@@ -662,7 +821,10 @@ class MatchingEngine:
 
     def _finish(self, order: Order, state: OrderState, reason: str | None) -> Order:
         p = self._products[order.product_id]
-        self._unrest(p, order)
+        if order.state == "pending":
+            p.stops.discard(order.id)  # never booked: nothing to unrest
+        else:
+            self._unrest(p, order)
         order = replace(order, state=state, updated_at=self._clock(),
                         cancellation_reason=reason if state == "cancelled" else None)
         del self._open[order.id]

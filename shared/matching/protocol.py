@@ -61,13 +61,13 @@ def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
 def order_json(o: Order) -> dict[str, Any]:
     return {
         "id": o.id, "user_id": USER_ID, "size": o.size, "unfilled_size": o.unfilled_size, "side": o.side,
-        "order_type": o.order_type, "limit_price": s(o.limit_price), "stop_order_type": None,
-        "stop_price": None, "paid_commission": s(o.paid_commission), "commission": "0",
+        "order_type": o.order_type, "limit_price": s(o.limit_price), "stop_order_type": o.stop_order_type,
+        "stop_price": s(o.stop_price), "paid_commission": s(o.paid_commission), "commission": "0",
         "reduce_only": o.reduce_only, "client_order_id": o.client_order_id, "state": o.state,
         "created_at": str(o.created_at), "updated_at": str(o.updated_at), "product_id": o.product_id,
         "product_symbol": o.symbol, "average_fill_price": s(o.average_fill_price),
         "time_in_force": o.time_in_force, "post_only": o.post_only, "cancellation_reason": o.cancellation_reason,
-        "trail_amount": None, "stop_trigger_method": "mark_price", "close_on_trigger": "false",
+        "trail_amount": None, "stop_trigger_method": o.stop_trigger_method, "close_on_trigger": "false",
         "bracket_order": None, "bracket_stop_loss_price": None, "bracket_stop_loss_limit_price": None,
         "bracket_take_profit_price": None, "bracket_take_profit_limit_price": None,
         "bracket_trail_amount": None, "mmp": "disabled", "meta_data": {"source": "api"},
@@ -163,7 +163,20 @@ def int_field(body: Mapping[str, Any], key: str, *, required: bool = True) -> in
     raise bad_schema(f"{key} must be an integer, got {str(v)[:40]!r}", key)
 
 
-def order_request(body: Mapping[str, Any], product_id: int) -> OrderRequest:
+STOP_ORDER_TYPES = ("stop_loss_order", "take_profit_order")
+STOP_TRIGGER_METHODS = ("mark_price", "last_traded_price", "spot_price")
+
+
+def order_kind(o: Order) -> str:
+    """The order's class in GET /v2/orders `order_types`: market, limit, stop_market, stop_limit
+    (a stop keeps its class after it triggers, as it keeps its stop fields)."""
+    base = "market" if o.order_type == "market_order" else "limit"
+    return base if o.stop_order_type is None else f"stop_{base}"
+
+
+def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bool = True) -> OrderRequest:
+    """A POST /v2/orders body (or batch item: `stops_allowed=False`, Delta batches are limit
+    orders only) as an OrderRequest. Stop fields come as a pair: stop_order_type + stop_price."""
     side = body.get("side")
     if side not in ("buy", "sell"):
         raise bad_schema("side must be buy or sell", "side")
@@ -178,11 +191,29 @@ def order_request(body: Mapping[str, Any], product_id: int) -> OrderRequest:
         raise bad_schema("client_order_id must be a string", "client_order_id")
     size = int_field(body, "size")
     assert size is not None
-    return OrderRequest(  # side/type/tif were checked against their literals above
+    stop_type = body.get("stop_order_type")
+    stop_price = price_field(body, "stop_price")
+    if not stops_allowed:
+        for key in ("stop_order_type", "stop_price"):
+            if body.get(key) not in (None, ""):
+                raise bad_schema(f"batch orders are limit orders only: {key} is not allowed", key)
+    if stop_type is not None and stop_type not in STOP_ORDER_TYPES:
+        raise bad_schema(f"stop_order_type must be one of {', '.join(STOP_ORDER_TYPES)}", "stop_order_type")
+    if (stop_type is None) != (stop_price is None):
+        missing = "stop_price" if stop_price is None else "stop_order_type"
+        raise bad_schema(f"a stop order needs both stop_order_type and stop_price; {missing} is missing", missing)
+    method: Any = body.get("stop_trigger_method")
+    if method is None:
+        method = "mark_price"  # Delta's default
+    elif method not in STOP_TRIGGER_METHODS:
+        raise bad_schema(f"stop_trigger_method must be one of {', '.join(STOP_TRIGGER_METHODS)}",
+                         "stop_trigger_method")
+    return OrderRequest(  # side/type/tif/stop type/method were checked against their literals above
         product_id=product_id, side=side, size=size, order_type=order_type,
         limit_price=price_field(body, "limit_price") if order_type == "limit_order" else None,
         time_in_force=tif, post_only=flag(body, "post_only"),  # type: ignore[arg-type]
-        reduce_only=flag(body, "reduce_only"), client_order_id=coid)
+        reduce_only=flag(body, "reduce_only"), client_order_id=coid,
+        stop_order_type=stop_type, stop_price=stop_price, stop_trigger_method=method)
 
 
 # ---- paging and candles ------------------------------------------------------------------------

@@ -71,3 +71,49 @@ def test_live_shapes_of_orders_fills_and_products() -> None:
     assert (pj["contract_value"], pj["tick_size"], pj["taker_commission_rate"]) == ("0.01", "0.05", "0.0005")
     assert "created_at" not in pj and "launch_time" in pj
     assert wire.s(D("1E+3")) == "1000" and wire.s(D("0.00000000")) == "0"
+
+
+def test_stop_fields_parse_and_echo_in_the_order_json() -> None:
+    req = wire.order_request({"side": "sell", "size": 2, "order_type": "limit_order", "limit_price": "1990",
+                              "stop_order_type": "stop_loss_order", "stop_price": "1995.5",
+                              "stop_trigger_method": "last_traded_price", "reduce_only": "true"}, 3136)
+    assert (req.stop_order_type, req.stop_price, req.stop_trigger_method) == \
+        ("stop_loss_order", D("1995.5"), "last_traded_price")
+    default = wire.order_request({"side": "buy", "size": 1, "order_type": "market_order",
+                                  "stop_order_type": "take_profit_order", "stop_price": "1900"}, 3136)
+    assert (default.stop_trigger_method, default.limit_price) == ("mark_price", None)
+    e = MatchingEngine(initial_balance_usd=1000, default_leverage=10, clock=lambda: 1)
+    e.add_product(PAPER_PRODUCTS["ETHUSD"])
+    e.on_market_trade("ETHUSD", 2000.0, 1, 1)
+    e.place_order(OrderRequest(product_id=3136, side="buy", size=2, order_type="market_order"))
+    oj = wire.order_json(e.place_order(req))
+    assert (oj["state"], oj["stop_order_type"], oj["stop_price"], oj["stop_trigger_method"]) == \
+        ("pending", "stop_loss_order", "1995.5", "last_traded_price")
+    assert wire.order_kind(e.order(oj["id"])) == "stop_limit"  # type: ignore[arg-type]
+    assert wire.order_kind(e.order(1)) == "market"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"stop_price": "1900"}, "stop_order_type"),
+    ({"stop_order_type": "stop_loss_order"}, "stop_price"),
+    ({"stop_order_type": "trailing_stop", "stop_price": "1900"}, "stop_order_type"),
+    ({"stop_order_type": "stop_loss_order", "stop_price": "0"}, "stop_price"),
+    ({"stop_order_type": "stop_loss_order", "stop_price": "1900", "stop_trigger_method": "index"},
+     "stop_trigger_method"),
+])
+def test_bad_stop_fields_name_the_field(extra: dict[str, object], param: str) -> None:
+    with pytest.raises(VenueError) as err:
+        wire.order_request({"side": "sell", "size": 1, "order_type": "market_order", **extra}, 27)
+    assert err.value.code == "bad_schema"
+    assert err.value.context["schema_errors"][0]["param"] == param
+
+
+def test_batch_items_refuse_stop_fields() -> None:
+    body = {"side": "sell", "size": 1, "limit_price": "100", "stop_order_type": "stop_loss_order",
+            "stop_price": "99"}
+    assert wire.order_request(body, 27).stop_price == D("99")
+    for key in ("stop_order_type", "stop_price"):  # either one alone names itself
+        item = {"side": "sell", "size": 1, "limit_price": "100", key: body[key]}
+        with pytest.raises(VenueError) as err:
+            wire.order_request(item, 27, stops_allowed=False)
+        assert err.value.context["schema_errors"][0]["param"] == key
