@@ -167,15 +167,23 @@ class TradingBot:
 
     def _protective_stop(self, levels: dict[tuple[Side, int], Level], entries: tuple[DesiredOrder, ...],
                          atr: float) -> DesiredOrder | None:
+        """The stop sits beyond the outermost level of the grid each held level came from
+        (level k of n at price p with step s implies a grid reaching p -/+ (n - k) x s), so it
+        neither hugs a filled level when the signal flips and the rest of that grid is cancelled,
+        nor moves after a restart; resting and wanted entries of the position's side count too."""
         assert self.position is not None
         contracts = self.position.contracts
         if not self.grid.stops or contracts == 0:
             return None
         side: Side = "buy" if contracts > 0 else "sell"  # the entry side that built the position
-        prices = [lv.entry_price for (s, _), lv in levels.items() if s == side and lv.entry_price > 0]
-        prices += [e.price for e in entries if e.side == side]
-        if prices:
-            edge = min(prices) if side == "buy" else max(prices)
+        sign = -1.0 if side == "buy" else 1.0  # outward from the price, the way losses grow
+        n = self.grid.levels
+        reach = [lv.entry_price + sign * max(0, n - lv.level) * lv.grid_step
+                 for (s, _), lv in levels.items() if s == side and lv.entry_price > 0]
+        if entries and self.anchor is not None:
+            reach += [e.price + sign * max(0, n - e.level) * self.anchor.step for e in entries if e.side == side]
+        if reach:
+            edge = min(reach) if side == "buy" else max(reach)
         else:  # a position no level explains (levels rebuilt from a partial history)
             edge = float(self.position.average_entry)
         return protective_stop(contracts, edge, atr, self.product, self.grid)

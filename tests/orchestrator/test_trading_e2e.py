@@ -131,8 +131,10 @@ def test_sigkill_during_placement_leaves_no_duplicate_or_orphan(start_run, tmp_p
             pass
         time.sleep(rng.uniform(0.2, 1.0))
     # Let every worker restart, reconcile and settle its book.
-    run.wait_for(lambda d: all(w["state"] == "running" and w["trading"] == "trading" for w in d["workers"]),
-                 60, "all workers back and reconciled")
+    # (a bot whose protective stop fired is reconciled too, just not placing entries yet)
+    run.wait_for(lambda d: all(w["state"] == "running" and (w["trading"] == "trading"
+                                                            or w["trading"].startswith("stopped out"))
+                               for w in d["workers"]), 60, "all workers back and reconciled")
     time.sleep(3.0)
     for sym in ("BTCUSD", "ETHUSD"):
         run.cli("pause", sym)
@@ -145,14 +147,18 @@ def test_sigkill_during_placement_leaves_no_duplicate_or_orphan(start_run, tmp_p
         dupes = {k: n for k, n in keys.items() if n > 1}
         assert not dupes, f"{sym}: duplicate orders for one level: {dupes}"
         # No orphan: a paused bot wants no entries, so every entry of ours must have been cancelled;
-        # what may rest is one take-profit per filled level.
+        # what may rest is one take-profit per filled level and the position's protective stop.
         entries = [k for k in keys if k[1] == "entry"]
         assert entries == [], f"{sym}: entry orders left on a paused bot: {entries}"
-        assert all(k[1] == "take_profit" for k in keys), (sym, keys)
+        assert all(k[1] in ("take_profit", "stop") for k in keys), (sym, keys)
         fills = [f for f in state["fills"] if f.product_symbol == sym]
         net = sum(f.size if f.side == "buy" else -f.size for f in fills)
         pos = state["positions"].get(sym)
         assert (pos.size if pos else 0) == net, f"{sym}: position differs from the sum of fills"
+        for o in mine:
+            tag = coid.decode(o.client_order_id, bot_id=BOT, symbol=sym)
+            if tag is not None and tag.purpose == "stop":  # a stop only ever reduces the position
+                assert o.reduce_only and net != 0 and (o.side == "sell") == (net > 0), (sym, o, net)
     doc = run.status()
     assert sum(w["restarts"] for w in doc["workers"]) >= 20
     run.terminate()
@@ -227,4 +233,58 @@ def test_account_limit_halts_every_bot_and_cancels_their_orders(start_run, tmp_p
     for sym in ("BTCUSD", "ETHUSD"):
         pos = state["positions"].get(sym)
         assert pos is None or pos.size == 0, f"{sym} still holds {pos.size}"
+    run.terminate()
+
+
+def test_protective_stop_fires_and_the_ledgers_still_match(start_run, tmp_path: Path) -> None:
+    """A stop a fraction of an ATR beyond the grid: it rests on the venue as a pending reduce-only
+    stop, fires when the replayed market runs through it, closes the bot's position, and every
+    step is in the SQLite order ledger; the fill ledgers still agree to the cent."""
+    cfg = tmp_path / "stops.toml"
+    cfg.write_text(TIGHT.replace("[grid]\n", "[grid]\nstop_atr_multiple = 0.05\nstop_cooldown_s = 3.0\n"))
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
+
+    def stop_fills() -> list[LedgerFill]:
+        if not db_path(run.run_dir).exists():
+            return []  # the supervisor creates the ledger with the first thing it records
+        with Store(db_path(run.run_dir), readonly=True) as store:
+            return [f for f in store.fills() if (t := coid.parse(f.client_order_id)) and t.purpose == "stop"]
+
+    deadline = time.monotonic() + 180
+    while not stop_fills():
+        assert time.monotonic() < deadline, "no protective stop fired in 180 s"
+        assert run.proc.poll() is None, "orchestrate exited"
+        time.sleep(1.0)
+    for sym in ("BTCUSD", "ETHUSD"):
+        assert run.cli("pause", sym).returncode == 0
+    time.sleep(2.0)
+    state = asyncio.run(venue_state(run.run_dir))
+    fired = stop_fills()
+    with Store(db_path(run.run_dir), readonly=True) as store:
+        events = store.order_events(limit=100_000)
+        stored = {f.fill_id: f for f in store.fills()}
+    # The order ledger tells the stop's story: placed as a stop, triggered by the venue.
+    fired_ids = {f.client_order_id for f in fired}
+    placed = {e.client_order_id for e in events if e.event == "placed" and e.detail == "stop_market_order"}
+    assert fired_ids <= placed, (fired_ids, placed)
+    triggered_orders = {e.order_id for e in events if e.event == "triggered"}
+    assert {f.order_id for f in fired} <= triggered_orders
+    assert any(e.event == "placed" and e.detail == "limit_order" for e in events)
+    # The stop is a taker fill on the venue's own books, with its fee, and the ledgers agree.
+    venue_fills = {str(f.id): f for f in state["fills"]}
+    for f in fired:
+        assert venue_fills[f.fill_id].role == "taker" and Decimal(f.fee) > 0
+    missing = [i for i in venue_fills if i not in stored]
+    assert not missing, f"fills on the venue but not in our ledger: {missing}"
+    positions = positions_from_fills(sorted((stored[i] for i in venue_fills), key=lambda f: (f.ts, f.fill_id)))
+    usd = next(b for b in state["wallet"] if b.asset_symbol == "USD")
+    realised = sum((p.realised for p in positions.values()), Decimal(0))
+    fees = sum((p.fees for p in positions.values()), Decimal(0))
+    assert cents(Decimal(repr(usd.balance))) == cents(Decimal("10000") + realised - fees)
+    for sym, pos in positions.items():
+        vp = state["positions"].get(sym)
+        assert (vp.size if vp else 0) == pos.contracts, sym
+    hist = run.cli("history", "--orders", "--json", "--last", "100000")
+    assert hist.returncode == 0, hist.stderr
+    assert any(e["event"] == "triggered" for e in json.loads(hist.stdout)["order_events"])
     run.terminate()

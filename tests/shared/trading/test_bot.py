@@ -229,3 +229,27 @@ def test_a_halt_keeps_the_stop_but_an_operator_cancel_takes_it() -> None:
     kept = b.cancel_all_plan(keep_stops=True)
     assert stop.order_id in everything and stop.order_id not in kept
     assert set(everything) - set(kept) == {stop.order_id}
+
+
+def test_the_stop_stays_beyond_the_grid_after_a_flip_and_a_restart() -> None:
+    b, orders = long_bot()
+    first = b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
+                   available_balance=10_000.0, allow_new_entries=True)
+    [stop] = stops_in(first)
+    deepest = min(o.price for o in orders)
+    # The signal flips: the buy entries go, a sell grid comes; the long's stop does not move in
+    # to hug the one filled level (that would make it a 1.5 ATR stop from the entry).
+    rest_stop(b, first)
+    tp = next(b.open_orders[k] for k in b.open_orders if "St01" in (b.open_orders[k].client_order_id or ""))
+    flipped = b.plan(now=4.0, price=1999.0, atr=2.0, direction="DOWN", confidence=0.9,
+                     available_balance=10_000.0, allow_new_entries=True)
+    assert not [a for a in flipped.to_amend if a.desired.purpose == "stop"]
+    assert not stops_in(flipped)
+    # A restart rebuilds the same stop from the fill and the resting take-profit.
+    fresh = bot()
+    fresh.reconcile_from([tp], [fill_of(orders[0], "f1", 2.0)], [], now=5.0)
+    again = fresh.plan(now=6.0, price=1999.0, atr=2.0, direction="DOWN", confidence=0.9,
+                       available_balance=10_000.0, allow_new_entries=True)
+    [restarted] = stops_in(again)
+    assert abs(restarted.order.price - stop.order.price) <= 2 * ETH.tick_size
+    assert restarted.order.price < deepest - 2.0  # beyond the grid, not next to the 1st level
