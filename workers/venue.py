@@ -50,6 +50,7 @@ from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
+from shared.matching.engine import Event, decode_journal, encode_journal_entry
 from shared.matching import protocol as wire
 from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, resolve_paper_symbol, \
     synthetic_symbol
@@ -191,6 +192,7 @@ class PaperVenue:
         self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
         self._start_ts -= self._start_ts % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
+        self._journal_fd: int | None = None
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
         self._bars_started = False
@@ -204,6 +206,13 @@ class PaperVenue:
             self.market(spec.symbol)
         if settings.start_ts is not None:
             self._catch_up(int((time.time() - settings.start_ts) / settings.bar_seconds))
+        if settings.state_file:
+            # Fold the journal of the last run into a snapshot, then journal from empty.
+            self._saved_revision = -1
+            self.save_account()
+            self._journal_fd = os.open(_journal_path(settings.state_file),
+                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.ftruncate(self._journal_fd, 0)
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
@@ -244,26 +253,43 @@ class PaperVenue:
         def clock() -> int:
             return self.market_us
         path = self.settings.state_file
-        if path and os.path.exists(path):
-            with open(path, "rb") as fh:
-                data = fh.read()
-            try:
-                return MatchingEngine.restore(data, clock=clock)
-            except ValueError as exc:
-                # refuse rather than silently start a fresh account over a trader's history
-                raise ValueError(f"paper account file {path} is unreadable ({exc}); move it away to "
-                                 "start a fresh account") from None
-        return MatchingEngine(initial_balance_usd=self.settings.initial_balance_usd,
-                              default_leverage=self.settings.leverage, clock=clock)
+        journal: list[Event] = []
+        try:
+            if path and os.path.exists(_journal_path(path)):
+                with open(_journal_path(path), "rb") as fh:
+                    journal = decode_journal(fh.read())
+            if path and os.path.exists(path):
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                return MatchingEngine.restore(data, clock=clock, journal=journal)
+        except ValueError as exc:
+            # refuse rather than silently start a fresh account over a trader's history
+            raise ValueError(f"paper account file {path} (or its .journal) is unreadable ({exc}); move "
+                             "them away to start a fresh account") from None
+        return MatchingEngine.fresh(initial_balance_usd=self.settings.initial_balance_usd,
+                                    default_leverage=self.settings.leverage, clock=clock, journal=journal)
+
+    def journal(self, events: list[Event]) -> None:
+        """Append drained events to the account journal; called before any client sees them, so
+        a crash can lose nothing a client was told (a snapshot is only written every few
+        seconds). One write() per drain; no fsync: this survives a killed process, not a lost
+        machine, which is enough for a paper account."""
+        if self._journal_fd is not None and events:
+            os.write(self._journal_fd, encode_journal_entry(events))
 
     def save_account(self) -> bool:
-        """Write the account to `state_file` if it changed (atomic, mode 0600). True if written."""
+        """Write the account to `state_file` if it changed (atomic, mode 0600), then empty the
+        journal it now contains. True if written."""
         path = self.settings.state_file
         if not path or (self.engine.revision == self._saved_revision and os.path.exists(path)):
             return False
         revision = self.engine.revision
         _write_private(Path(path), self.engine.snapshot())
         self._saved_revision = revision
+        if self._journal_fd is not None:
+            # A crash between the write above and this truncate replays the journal onto the
+            # new snapshot: harmless, replay is idempotent.
+            os.ftruncate(self._journal_fd, 0)
         return True
 
     async def _saver(self) -> None:
@@ -370,7 +396,11 @@ class PaperVenue:
                 await t
         self._tasks.clear()
         await self._close_http()
+        self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
         self.save_account()
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
 
     async def _ws_dropper(self) -> None:
         while True:
@@ -1035,6 +1065,10 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
             open_ = f[0]
         high, low, volume = max(high, f[1]), min(low, f[2]), volume + f[4]
     return open_, high, low, volume
+
+
+def _journal_path(state_file: str) -> str:
+    return state_file + ".journal"
 
 
 def _write_private(path: Path, data: bytes) -> None:

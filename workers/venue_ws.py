@@ -78,6 +78,7 @@ class WsHub:
         events = self.venue.engine.drain_events()
         if not events:
             return
+        self.venue.journal(events)  # durable before any client can see them
         authed = [c for c in self.clients if c.authed]
         margin_subs = [c for c in authed if "margins" in c.subs]
         if margin_subs:  # one wallet update per batch of account changes
