@@ -150,7 +150,16 @@ class Supervisor:
         return cores[k % len(cores)]
 
     def _start(self, child: Child, ctx: Any) -> None:
-        proc = ctx.Process(target=child_main, args=(child.spec,), name=f"dgo-{child.kind}-{child.name}",
+        spec = child.spec
+        if child.kind == "worker" and self.store is not None:
+            # What this symbol's bot last sent, so a restart continues past ids the venue no
+            # longer shows (cancelled orders) instead of reusing them.
+            try:
+                spec = msgspec.structs.replace(spec, sent_client_order_ids=tuple(
+                    self.store.sent_client_order_ids(child.name)))
+            except Exception:  # the venue's ids still keep a restart safe; say why it is weaker
+                log.exception("could not read %s's sent client order ids from the store", child.name)
+        proc = ctx.Process(target=child_main, args=(spec,), name=f"dgo-{child.kind}-{child.name}",
                            daemon=False)
         proc.start()
         now = time.monotonic()

@@ -340,6 +340,15 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def sent_client_order_ids(self, symbol: str, *, last: int = 50) -> list[str]:
+        """Client order ids of our latest order events on `symbol` (placed, rejected, ...), in the
+        order they were recorded, newest first. Unlike `client_order_ids` it never mixes clocks
+        (fill times are the venue's; a paper market runs faster than the wall)."""
+        rows = self._db.execute(
+            "SELECT client_order_id FROM order_events WHERE symbol=? AND client_order_id != ''"
+            " ORDER BY id DESC LIMIT ?", (symbol, max(0, last))).fetchall()
+        return [r[0] for r in rows]
+
     def last_marks(self) -> dict[str, Decimal]:
         """The mark of each symbol's latest position snapshot."""
         rows = self._db.execute(

@@ -45,8 +45,10 @@ class ChildSpec(msgspec.Struct, frozen=True):
     slots: dict[str, int] = msgspec.field(default_factory=dict)
     venue_access: VenueAccess | None = None  # the paper venue child only
     rl_tables: dict[str, bytes] = msgspec.field(default_factory=dict)  # pool: learned tables from SQLite
-    run_start_wall: float = 0.0
-    cpu: int = -1  # pin to this core (-1: let the scheduler place it)  # epoch seconds the run started: the replay market's clock origin
+    run_start_wall: float = 0.0  # epoch seconds the run started: the replay market's clock origin
+    cpu: int = -1  # pin to this core (-1: let the scheduler place it)
+    # workers: client order ids the store recorded as sent (newest first), read at every (re)start
+    sent_client_order_ids: tuple[str, ...] = ()
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB

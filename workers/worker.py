@@ -240,7 +240,7 @@ class Worker:
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
-            self.bot.reconcile_from(orders, fills, [], now=time.time())
+            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), now=time.time())
             self.trading = "trading"
             log.info("%s: reconciled: %d open orders (%d ours), %d fills, position %s", self.symbol,
                      len(orders), self.bot.owned_open_orders(), len(fills), self.bot.position.contracts

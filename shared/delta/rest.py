@@ -700,6 +700,18 @@ class DeltaRestClient:
                 "page_size": 100}, signed=True))
         return out
 
+    async def get_order_history(self, product_ids: Sequence[int] | None = None,
+                                start_time: int | None = None) -> list[Order]:
+        """Closed and cancelled orders since start_time (µs), following cursors (pages of 50)."""
+        groups: list[Sequence[int] | None] = (
+            list(chunks(list(product_ids), MAX_IDS_PER_QUERY)) if product_ids else [None])
+        out: list[Order] = []
+        for group in groups:
+            out.extend(await self._get_paged("/v2/orders/history", Order, {
+                "product_ids": list(group) if group else None, "start_time": start_time,
+                "page_size": 50}, signed=True))
+        return out
+
     async def get_order(self, order_id: int) -> Order:
         result, _ = await self._get(f"/v2/orders/{int(order_id)}", Order, signed=True)
         return result  # type: ignore[no-any-return]

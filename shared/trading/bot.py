@@ -61,8 +61,9 @@ class TradingBot:
     def reconcile_from(self, open_orders: list[OpenOrder], fills: list[Fill], sent_ids: list[str],
                        *, now: float | None = None) -> None:
         """Start (or restart after a reconnect) from the exchange's view: every own fill the venue
-        reports rebuilds holdings and position; the generation continues past every id seen, so a
-        restarted bot never reuses a client order id. If our newest fill is a stop, the cool-down
+        reports rebuilds holdings and position; the generation continues past every id seen on
+        the exchange and in `sent_ids` (what the store recorded as sent, which includes orders
+        since cancelled), so a restarted bot does not reuse a client order id. If our newest fill is a stop, the cool-down
         runs from `now` (the venue's fill time may be on another clock, e.g. paper market time)."""
         self.holdings = LevelHoldings()
         self.position = flat_position(self.symbol, repr(self.product.contract_value))
@@ -76,7 +77,9 @@ class TradingBot:
             self.stopped_out_at = max(self.stopped_out_at or now, now)
         self.open_orders = {o.order_id: o for o in open_orders}
         ids = [o.client_order_id for o in open_orders] + [f.client_order_id for f in fills] + sent_ids
-        self.generation = coid.generation_after(reversed(ids), bot_id=self.bot_id, symbol=self.symbol)
+        seen = coid.generation_after(ids, bot_id=self.bot_id, symbol=self.symbol)
+        # A reconnect keeps a generation that ran past every id still visible (cancelled orders).
+        self.generation = coid.ahead(seen, self.generation) if self.reconciled else seen
         self.anchor = None
         self.reconciled = True
 

@@ -131,12 +131,19 @@ def next_generation(current: int) -> int:
     return (current + 1) % GENERATION_MODULUS
 
 
-def generation_after(newest_first: Iterable[str | None], *, bot_id: str, symbol: str) -> int:
-    """The generation a restarted bot continues with: one past the newest of its own ids
-    (e.g. `Store.client_order_ids`, newest first). Taking the newest rather than the largest
-    stays right across the wrap at 36**3; 0 when the bot has never traded the symbol."""
-    for cid in newest_first:
+def ahead(a: int, b: int) -> int:
+    """The later of two generations on the wrapping counter: b is ahead of a when it is less than
+    half the circle past it (live generations never span half of 46,656 re-grids)."""
+    return b if 0 < (b - a) % GENERATION_MODULUS < GENERATION_MODULUS // 2 else a
+
+
+def generation_after(ids: Iterable[str | None], *, bot_id: str, symbol: str) -> int:
+    """The generation a restarted bot continues with: one past the furthest-ahead of its own ids
+    (open orders, fills, ids the store recorded as sent), in any order and right across the wrap
+    at 36**3; 0 when the bot has never traded the symbol."""
+    newest: int | None = None
+    for cid in ids:
         tag = decode(cid, bot_id=bot_id, symbol=symbol)
         if tag is not None:
-            return next_generation(tag.generation)
-    return 0
+            newest = tag.generation if newest is None else ahead(newest, tag.generation)
+    return 0 if newest is None else next_generation(newest)

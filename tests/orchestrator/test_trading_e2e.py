@@ -41,9 +41,10 @@ async def venue_state(run_dir: Path) -> dict:
         ids = [p.id for p in products if p.symbol in ("BTCUSD", "ETHUSD")]
         fills = await rest.get_fills(ids)
         orders = await rest.get_open_orders(ids)
+        history = await rest.get_order_history(ids)
         positions = {p.product_symbol: p for p in await rest.get_margined_positions()}
         wallet = await rest.get_wallet_balances()
-    return {"fills": fills, "orders": orders, "positions": positions, "wallet": wallet,
+    return {"fills": fills, "orders": orders, "history": history, "positions": positions, "wallet": wallet,
             "cv": {p.symbol: p.contract_value for p in products}}
 
 
@@ -159,6 +160,10 @@ def test_sigkill_during_placement_leaves_no_duplicate_or_orphan(start_run, tmp_p
             tag = coid.decode(o.client_order_id, bot_id=BOT, symbol=sym)
             if tag is not None and tag.purpose == "stop":  # a stop only ever reduces the position
                 assert o.reduce_only and net != 0 and (o.side == "sell") == (net > 0), (sym, o, net)
+    # A client order id names one order for good: no restart reused one (of the live or the past).
+    used = [o.client_order_id for o in state["orders"] + state["history"] if ours(o.client_order_id, o.product_symbol or "")]
+    assert len(used) > 20
+    assert len(used) == len(set(used)), Counter(u for u in used if used.count(u) > 1)
     doc = run.status()
     assert sum(w["restarts"] for w in doc["workers"]) >= 20
     run.terminate()

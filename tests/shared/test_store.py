@@ -88,6 +88,11 @@ def test_durable_order_events_and_client_order_ids(tmp_path: Path) -> None:
     assert reader.client_order_ids("BTCUSD") == ["c7", "c1"]
     assert reader.client_order_ids("BTCUSD", last=1) == ["c7"]
     assert reader.client_order_ids("ETHUSD") == ["e1"]
+    # sent ids follow the order they were recorded in, whatever the event times say
+    store.record_order_event(OrderEvent(ts=0.1, symbol="BTCUSD", event="placed", client_order_id="c9"))
+    store.record_order_event(OrderEvent(ts=9.0, symbol="BTCUSD", event="rejected", client_order_id=""))
+    assert store.sent_client_order_ids("BTCUSD") == ["c9", "c1"]  # the writer sees its own batch
+    assert store.sent_client_order_ids("BTCUSD", last=1) == ["c9"]
     reader.close()
     store.close()
 

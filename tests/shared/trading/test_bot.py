@@ -253,3 +253,19 @@ def test_the_stop_stays_beyond_the_grid_after_a_flip_and_a_restart() -> None:
     [restarted] = stops_in(again)
     assert abs(restarted.order.price - stop.order.price) <= 2 * ETH.tick_size
     assert restarted.order.price < deepest - 2.0  # beyond the grid, not next to the 1st level
+
+
+def test_a_restart_continues_past_ids_the_store_saw_sent_even_if_the_venue_forgot_them() -> None:
+    cancelled = coid.encode(bot_id="t1", symbol="ETHUSD", side="buy", purpose="entry", level=1, generation=500)
+    b = bot()
+    b.reconcile_from([], [], [cancelled])  # the venue shows nothing: the order was cancelled
+    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
+                  available_balance=10_000.0, allow_new_entries=True)
+    gens = {coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation for p in plan.to_place}
+    assert gens == {502}  # past 500 (reconcile continues at 501, the plan takes the next)
+    # a reconnect re-reads the venue, which knows even less: the generation never goes back
+    b.reconcile_from([], [], [])
+    again = b.plan(now=2.0, price=2100.0, atr=2.0, direction="UP", confidence=0.75,
+                   available_balance=10_000.0, allow_new_entries=True)
+    assert all(coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation > 502
+               for p in again.to_place)

@@ -79,3 +79,15 @@ def test_generation_after_a_restart_continues_past_the_newest_own_id() -> None:
     # after the wrap the newest id is the smallest number: still continue from it
     assert coid.generation_after([cid(1), cid(coid.GENERATION_MODULUS - 1)], bot_id="a1", symbol="BTCUSD") == 2
     assert coid.generation_after([cid(coid.GENERATION_MODULUS - 1)], bot_id="a1", symbol="BTCUSD") == 0
+
+
+def test_generation_after_does_not_depend_on_the_order_of_the_ids() -> None:
+    def cid(gen: int) -> str:
+        return coid.encode(bot_id="a1", symbol="BTCUSD", side="sell", purpose="take_profit", level=2, generation=gen)
+    ids = [cid(40), cid(7), cid(41), "manual", None]
+    for perm in (ids, list(reversed(ids)), ids[2:] + ids[:2]):
+        assert coid.generation_after(perm, bot_id="a1", symbol="BTCUSD") == 42
+    wrapped = [cid(coid.GENERATION_MODULUS - 2), cid(3), cid(coid.GENERATION_MODULUS - 1)]
+    for perm in (wrapped, list(reversed(wrapped))):
+        assert coid.generation_after(perm, bot_id="a1", symbol="BTCUSD") == 4
+    assert coid.ahead(5, 9) == 9 and coid.ahead(9, 5) == 9 and coid.ahead(coid.GENERATION_MODULUS - 1, 0) == 0
