@@ -113,6 +113,8 @@ class ExchangeGateway:
         self.available = math.nan
         self.marks: dict[str, float] = {}
         self.records_dropped = 0
+        # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
+        self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -153,7 +155,11 @@ class ExchangeGateway:
             view = update_view(ev)
             await self.pub.send_multipart((topic(sym), self.codec.encode(
                 OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
-            if ev.action != "create":  # creations are recorded from the REST answer, with what we sent
+            # Creations are recorded from the REST answer (with what we sent); the channel adds
+            # what only the venue knows: triggers, fills, its own cancels.
+            if view.state == "cancelled":
+                self.record_cancel(sym, view, ev.reason or ev.action)
+            elif ev.action != "create":
                 event = "triggered" if ev.reason == "stop_trigger" else view.state
                 self.record(sym, event, view, detail=ev.reason or ev.action)
         elif isinstance(ev, UserTrade):
@@ -313,14 +319,14 @@ class ExchangeGateway:
                 done = await self.rest.batch_cancel(pid, order_ids=req.cancel)
                 cancelled = [int(o.id) for o in done]
                 for o in done:
-                    self.record(req.symbol, "cancelled", order_view(o), detail="by the bot")
+                    self.record_cancel(req.symbol, order_view(o), "cancelled_by_user")
             except DeltaError as exc:
                 log.info("%s: batch cancel fell back to single cancels (%s)", req.symbol, exc.code)
                 for oid in req.cancel:
                     try:
                         o = await self.rest.cancel_order(product_id=pid, order_id=oid)
                         cancelled.append(oid)
-                        self.record(req.symbol, "cancelled", order_view(o), detail="by the bot")
+                        self.record_cancel(req.symbol, order_view(o), "cancelled_by_user")
                     except DeltaError as one:
                         if one.code == "open_order_not_found":
                             cancelled.append(oid)  # already gone (filled or cancelled): same outcome
@@ -369,6 +375,14 @@ class ExchangeGateway:
             post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
 
     # --- the order ledger (supervisor -> SQLite) -------------------------------------------
+
+    def record_cancel(self, symbol: str, view: OrderView, detail: str) -> None:
+        if self.cancels_recorded.pop(view.order_id, 0) is None:
+            return  # the other report of the same cancel came first
+        self.cancels_recorded[view.order_id] = None
+        while len(self.cancels_recorded) > SEEN_FILLS_MAX:  # bounded: an echo lost with a ws drop
+            self.cancels_recorded.popitem(last=False)
+        self.record(symbol, "cancelled", view, detail=detail)
 
     def record(self, symbol: str, event: str, view: OrderView, *, detail: str = "") -> None:
         self._push_record(OrderRecord(

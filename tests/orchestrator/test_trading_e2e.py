@@ -186,6 +186,10 @@ def test_ledger_matches_after_a_run_with_venue_faults(start_run, tmp_path: Path)
     assert all(w["state"] == "running" and w["restarts"] == 0 for w in doc["workers"])
     logs = "".join(p.read_text() for p in (run.run_dir / "logs").glob("worker-*.log"))
     assert "risk_limits_breached" in logs  # the venue's rejection code, as Delta would send it
+    with Store(db_path(run.run_dir), readonly=True) as store:
+        rejected = [e for e in store.order_events(limit=100_000) if e.event == "rejected"]
+    assert rejected and all(e.client_order_id and ":" in e.detail for e in rejected)
+    assert any(e.detail.startswith("risk_limits_breached") for e in rejected)  # Delta's code, in the ledger
     time.sleep(3.0)
     state = asyncio.run(venue_state_retrying(run.run_dir))
     deadline = time.monotonic() + 20
@@ -275,6 +279,9 @@ def test_protective_stop_fires_and_the_ledgers_still_match(start_run, tmp_path: 
     triggered_orders = {e.order_id for e in events if e.event == "triggered"}
     assert {f.order_id for f in fired} <= triggered_orders
     assert any(e.event == "placed" and e.detail == "limit_order" for e in events)
+    # A cancel is heard twice (REST answer and orders channel): it is recorded once.
+    cancels = Counter(e.order_id for e in events if e.event == "cancelled")
+    assert cancels and max(cancels.values()) == 1, cancels.most_common(3)
     # The stop is a taker fill on the venue's own books, with its fee, and the ledgers agree.
     venue_fills = {str(f.id): f for f in state["fills"]}
     for f in fired:
