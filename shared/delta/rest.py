@@ -688,29 +688,28 @@ class DeltaRestClient:
                 done.extend(self._result(env, list[Order], f"{method} /v2/orders/batch"))
         return done
 
-    async def get_open_orders(self, product_ids: Sequence[int] | None = None, *,
-                              states: Sequence[str] = ("open", "pending")) -> list[Order]:
-        """Every open (and untriggered stop) order, following cursors, 10 products a query."""
+    async def _paged_by_products(self, path: str, item: type, product_ids: Sequence[int] | None,
+                                 params: dict[str, Any]) -> list[Any]:
+        """Every item of a signed paged list, following cursors, 10 products a query."""
         groups: list[Sequence[int] | None] = (
             list(chunks(list(product_ids), MAX_IDS_PER_QUERY)) if product_ids else [None])
-        out: list[Order] = []
+        out: list[Any] = []
         for group in groups:
-            out.extend(await self._get_paged("/v2/orders", Order, {
-                "product_ids": list(group) if group else None, "states": list(states),
-                "page_size": 100}, signed=True))
+            out.extend(await self._get_paged(path, item, {
+                "product_ids": list(group) if group else None, **params}, signed=True))
         return out
+
+    async def get_open_orders(self, product_ids: Sequence[int] | None = None, *,
+                              states: Sequence[str] = ("open", "pending")) -> list[Order]:
+        """Every open (and untriggered stop) order."""
+        return await self._paged_by_products("/v2/orders", Order, product_ids,
+                                             {"states": list(states), "page_size": 100})
 
     async def get_order_history(self, product_ids: Sequence[int] | None = None,
                                 start_time: int | None = None) -> list[Order]:
-        """Closed and cancelled orders since start_time (µs), following cursors (pages of 50)."""
-        groups: list[Sequence[int] | None] = (
-            list(chunks(list(product_ids), MAX_IDS_PER_QUERY)) if product_ids else [None])
-        out: list[Order] = []
-        for group in groups:
-            out.extend(await self._get_paged("/v2/orders/history", Order, {
-                "product_ids": list(group) if group else None, "start_time": start_time,
-                "page_size": 50}, signed=True))
-        return out
+        """Closed and cancelled orders since start_time (µs), in pages of 50."""
+        return await self._paged_by_products("/v2/orders/history", Order, product_ids,
+                                             {"start_time": start_time, "page_size": 50})
 
     async def get_order(self, order_id: int) -> Order:
         result, _ = await self._get(f"/v2/orders/{int(order_id)}", Order, signed=True)
@@ -744,15 +743,9 @@ class DeltaRestClient:
 
     async def get_fills(self, product_ids: Sequence[int] | None = None,
                         start_time: int | None = None) -> list[Fill]:
-        """Fills since start_time (µs), following cursors (Delta caps pages at 50)."""
-        groups: list[Sequence[int] | None] = (
-            list(chunks(list(product_ids), MAX_IDS_PER_QUERY)) if product_ids else [None])
-        out: list[Fill] = []
-        for group in groups:
-            out.extend(await self._get_paged("/v2/fills", Fill, {
-                "product_ids": list(group) if group else None, "start_time": start_time,
-                "page_size": 50}, signed=True))
-        return out
+        """Fills since start_time (µs) (Delta caps pages at 50)."""
+        return await self._paged_by_products("/v2/fills", Fill, product_ids,
+                                             {"start_time": start_time, "page_size": 50})
 
     async def set_leverage(self, product_id: int, leverage: float | int) -> Leverage:
         if isinstance(leverage, bool) or not leverage > 0:

@@ -48,6 +48,42 @@ async def venue_state(run_dir: Path) -> dict:
             "cv": {p.symbol: p.contract_value for p in products}}
 
 
+def settled_ledger(run_dir: Path, state: dict, timeout_s: float = 20.0) -> dict[str, LedgerFill]:
+    """Our SQLite fills, once every fill the venue reported has reached it (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with Store(db_path(run_dir), readonly=True) as store:
+            stored = {f.fill_id: f for f in store.fills()}
+        if all(str(f.id) in stored for f in state["fills"]) or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.5)
+
+
+def assert_ledgers_match(state: dict, stored: dict[str, LedgerFill]) -> dict:
+    """Our ledger against the venue's, to the cent: every venue fill is ours byte for byte, each
+    symbol's position and realised PnL agree, and the wallet moved by exactly realised - fees.
+    Returns our positions by symbol."""
+    venue_ids = [str(f.id) for f in state["fills"]]
+    assert venue_ids, "the venue booked no fills"
+    missing = [i for i in venue_ids if i not in stored]
+    assert not missing, f"fills on the venue but not in our ledger: {missing}"
+    for vf in state["fills"]:
+        mine = stored[str(vf.id)]
+        assert (mine.side, mine.size, Decimal(mine.price), Decimal(mine.fee)) == (
+            vf.side, vf.size, Decimal(repr(vf.price)), Decimal(repr(vf.commission or 0.0)))
+    positions = positions_from_fills(sorted((stored[i] for i in venue_ids), key=lambda f: (f.ts, f.fill_id)))
+    for sym, pos in positions.items():
+        venue_pos = state["positions"].get(sym)
+        assert (venue_pos.size if venue_pos else 0) == pos.contracts, sym
+        if venue_pos is not None and venue_pos.realized_pnl is not None:
+            assert cents(Decimal(repr(venue_pos.realized_pnl))) == cents(pos.realised), sym
+    usd = next(b for b in state["wallet"] if b.asset_symbol == "USD")
+    realised = sum((p.realised for p in positions.values()), Decimal(0))
+    fees = sum((p.fees for p in positions.values()), Decimal(0))
+    assert cents(Decimal(repr(usd.balance))) == cents(Decimal("10000") + realised - fees)
+    return positions
+
+
 def ours(client_order_id: str | None, symbol: str) -> bool:
     return coid.decode(client_order_id, bot_id=BOT, symbol=symbol) is not None
 
@@ -64,36 +100,8 @@ def test_paper_grid_trades_and_ledger_matches_venue(start_run, tmp_path: Path) -
     for sym in ("BTCUSD", "ETHUSD"):
         assert run.cli("pause", sym).returncode == 0
     state = asyncio.run(venue_state(run.run_dir))
-    deadline = time.monotonic() + 20
-    while True:
-        with Store(db_path(run.run_dir), readonly=True) as store:
-            stored = {f.fill_id: f for f in store.fills()}
-        if all(str(f.id) in stored for f in state["fills"]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    venue_ids = [str(f.id) for f in state["fills"]]
-    assert venue_ids, "the venue booked no fills"
-    missing = [i for i in venue_ids if i not in stored]
-    assert not missing, f"fills on the venue but not in our ledger: {missing}"
-
-    # Position per symbol: the venue's position equals the sum of its fills, and ours matches.
-    ledger = [stored[i] for i in venue_ids]
-    by_symbol = positions_from_fills(sorted(ledger, key=lambda f: (f.ts, f.fill_id)))
-    for sym, pos in by_symbol.items():
-        venue_pos = state["positions"].get(sym)
-        assert (venue_pos.size if venue_pos else 0) == pos.contracts, sym
-        if venue_pos is not None and venue_pos.realized_pnl is not None:
-            assert cents(Decimal(repr(venue_pos.realized_pnl))) == cents(pos.realised), sym
-    # Wallet: the venue's balance moved by exactly our realised PnL minus our fees, to the cent.
-    usd = next(b for b in state["wallet"] if b.asset_symbol == "USD")
-    realised = sum((p.realised for p in by_symbol.values()), Decimal(0))
-    fees = sum((p.fees for p in by_symbol.values()), Decimal(0))
-    assert cents(Decimal(repr(usd.balance))) == cents(Decimal("10000") + realised - fees)
-    # Every fill in our ledger is byte-equal to the venue's record of it.
-    for vf in state["fills"]:
-        mine = stored[str(vf.id)]
-        assert (mine.side, mine.size, Decimal(mine.price), Decimal(mine.fee)) == (
-            vf.side, vf.size, Decimal(repr(vf.price)), Decimal(repr(vf.commission or 0.0)))
+    positions = assert_ledgers_match(state, settled_ledger(run.run_dir, state))
+    fees = sum((p.fees for p in positions.values()), Decimal(0))
 
     # `orchestrate history --json` reports the same PnL.
     hist = run.cli("history", "--json")
@@ -192,24 +200,7 @@ def test_ledger_matches_after_a_run_with_venue_faults(start_run, tmp_path: Path)
     assert any(e.detail.startswith("risk_limits_breached") for e in rejected)  # Delta's code, in the ledger
     time.sleep(3.0)
     state = asyncio.run(venue_state_retrying(run.run_dir))
-    deadline = time.monotonic() + 20
-    while True:
-        with Store(db_path(run.run_dir), readonly=True) as store:
-            stored = {f.fill_id: f for f in store.fills()}
-        missing = [str(f.id) for f in state["fills"] if str(f.id) not in stored]
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert state["fills"] and not missing, f"fills missing from our ledger: {missing}"
-    ledger = sorted((stored[str(f.id)] for f in state["fills"]), key=lambda f: (f.ts, f.fill_id))
-    positions = positions_from_fills(ledger)
-    usd = next(b for b in state["wallet"] if b.asset_symbol == "USD")
-    realised = sum((p.realised for p in positions.values()), Decimal(0))
-    fees = sum((p.fees for p in positions.values()), Decimal(0))
-    assert cents(Decimal(repr(usd.balance))) == cents(Decimal("10000") + realised - fees)
-    for sym, pos in positions.items():
-        vp = state["positions"].get(sym)
-        assert (vp.size if vp else 0) == pos.contracts
+    assert_ledgers_match(state, settled_ledger(run.run_dir, state))
     run.terminate()
 
 
@@ -271,7 +262,6 @@ def test_protective_stop_fires_and_the_ledgers_still_match(start_run, tmp_path: 
     fired = stop_fills()
     with Store(db_path(run.run_dir), readonly=True) as store:
         events = store.order_events(limit=100_000)
-        stored = {f.fill_id: f for f in store.fills()}
     # The order ledger tells the stop's story: placed as a stop, triggered by the venue.
     fired_ids = {f.client_order_id for f in fired}
     placed = {e.client_order_id for e in events if e.event == "placed" and e.detail == "stop_market_order"}
@@ -286,16 +276,7 @@ def test_protective_stop_fires_and_the_ledgers_still_match(start_run, tmp_path: 
     venue_fills = {str(f.id): f for f in state["fills"]}
     for f in fired:
         assert venue_fills[f.fill_id].role == "taker" and Decimal(f.fee) > 0
-    missing = [i for i in venue_fills if i not in stored]
-    assert not missing, f"fills on the venue but not in our ledger: {missing}"
-    positions = positions_from_fills(sorted((stored[i] for i in venue_fills), key=lambda f: (f.ts, f.fill_id)))
-    usd = next(b for b in state["wallet"] if b.asset_symbol == "USD")
-    realised = sum((p.realised for p in positions.values()), Decimal(0))
-    fees = sum((p.fees for p in positions.values()), Decimal(0))
-    assert cents(Decimal(repr(usd.balance))) == cents(Decimal("10000") + realised - fees)
-    for sym, pos in positions.items():
-        vp = state["positions"].get(sym)
-        assert (vp.size if vp else 0) == pos.contracts, sym
+    assert_ledgers_match(state, settled_ledger(run.run_dir, state))
     hist = run.cli("history", "--orders", "--json", "--last", "100000")
     assert hist.returncode == 0, hist.stderr
     assert any(e["event"] == "triggered" for e in json.loads(hist.stdout)["order_events"])

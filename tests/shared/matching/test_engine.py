@@ -10,25 +10,9 @@ import msgspec
 import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
-from shared.products import PAPER_PRODUCTS, synthetic_spec
+from shared.products import synthetic_spec
 
-BTC = PAPER_PRODUCTS["BTCUSD"]  # id 27, cv 0.001, tick 0.5
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def make(balance: float = 10_000.0, leverage: float = 10.0, last: float = 50_000.0) -> MatchingEngine:
-    e = MatchingEngine(initial_balance_usd=balance, default_leverage=leverage, clock=Clock())
-    e.add_product(BTC)
-    e.on_market_trade("BTCUSD", last, 1, 1)
-    e.drain_events()  # the product's arrival (for the account journal): not what these tests watch
-    return e
+from .support import BTC, Clock, make
 
 
 def limit(side: str, size: int, price: str, **kw: object) -> OrderRequest:

@@ -12,18 +12,11 @@ import pytest
 from shared.matching import MatchingEngine, OrderRequest, VenueError
 from shared.matching.engine import (EngineState, Event, apply_journal, decode_journal,
                                     encode_journal_entry)
-from shared.products import PAPER_PRODUCTS, synthetic_spec
+from shared.products import synthetic_spec
 
-BTC = PAPER_PRODUCTS["BTCUSD"]
+from .support import BTC, Clock
+
 SYN = synthetic_spec("SYN_0007")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def state_of(e: MatchingEngine) -> EngineState:

@@ -11,24 +11,9 @@ import msgspec
 import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
-from shared.products import PAPER_PRODUCTS, synthetic_spec
+from shared.products import synthetic_spec
 
-BTC = PAPER_PRODUCTS["BTCUSD"]  # id 27, cv 0.001, tick 0.5, taker 0.05%
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-def make(balance: float = 10_000.0, leverage: float = 10.0, last: float = 50_000.0) -> MatchingEngine:
-    e = MatchingEngine(initial_balance_usd=balance, default_leverage=leverage, clock=Clock())
-    e.add_product(BTC)
-    e.on_market_trade("BTCUSD", last, 1, 1)
-    return e
+from .support import BTC, Clock, make
 
 
 def stop(side: str, size: int, stop_price: str, kind: str = "stop_loss_order", limit: str | None = None,

@@ -8,6 +8,7 @@ from shared.trading.bot import TradingBot
 from shared.trading.grid import GridConfig
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
+from shared.trading.reconcile import ReconcilePlan
 from shared.trading.risk import RiskConfig
 
 ETH = PAPER_PRODUCTS["ETHUSD"]
@@ -16,6 +17,13 @@ ETH = PAPER_PRODUCTS["ETHUSD"]
 def bot() -> TradingBot:
     return TradingBot(symbol="ETHUSD", product=ETH, grid=GridConfig(levels=3, width=0.002),
                       risk=RiskConfig(risk_percentage=2.0), bot_id="t1")
+
+
+def decide(b: TradingBot, *, now: float, price: float, atr: float = 2.0, direction: str = "UP",
+           confidence: float = 0.75, entries: bool = True) -> ReconcilePlan:
+    """One decision cycle with a 10,000 USD balance, as the worker runs it on a signal."""
+    return b.plan(now=now, price=price, atr=atr, direction=direction, confidence=confidence,
+                  available_balance=10_000.0, allow_new_entries=entries)
 
 
 def place_all(b: TradingBot, plan, first_id: int = 1) -> list[OpenOrder]:
@@ -30,31 +38,27 @@ def place_all(b: TradingBot, plan, first_id: int = 1) -> list[OpenOrder]:
 
 def test_no_orders_before_reconciliation() -> None:
     b = bot()
-    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=1.0, price=2000.0)
     assert plan.empty
 
 
 def test_up_signal_places_a_buy_grid_below_price_and_holds_it() -> None:
     b = bot()
     b.reconcile_from([], [], [])
-    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=1.0, price=2000.0)
     assert len(plan.to_place) == 3
     assert all(p.order.side == "buy" and p.order.price < 2000.0 for p in plan.to_place)
     assert all(coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD") for p in plan.to_place)
     place_all(b, plan)
     # a tiny move inside the hysteresis band changes nothing
-    again = b.plan(now=2.0, price=2000.5, atr=2.0, direction="UP", confidence=0.75,
-                   available_balance=10_000.0, allow_new_entries=True)
+    again = decide(b, now=2.0, price=2000.5)
     assert again.empty
 
 
 def test_fill_books_a_take_profit_and_pause_cancels_entries_only() -> None:
     b = bot()
     b.reconcile_from([], [], [])
-    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=1.0, price=2000.0)
     orders = place_all(b, plan)
     filled = orders[0]
     b.on_order(filled, "closed")
@@ -64,8 +68,7 @@ def test_fill_books_a_take_profit_and_pause_cancels_entries_only() -> None:
                               fee="0.01", contract_value="0.01", ts=2.0,
                               client_order_id=filled.client_order_id or ""))  # a replay is ignored
     assert b.position is not None and b.position.contracts == filled.size
-    paused = b.plan(now=3.0, price=1996.0, atr=2.0, direction="UP", confidence=0.75,
-                    available_balance=10_000.0, allow_new_entries=False)
+    paused = decide(b, now=3.0, price=1996.0, entries=False)
     tps = [p for p in paused.to_place if p.order.purpose == "take_profit"]
     assert len(tps) == 1 and tps[0].order.side == "sell" and tps[0].order.price > filled.price
     assert {c.order_id for c in paused.to_cancel} == {o.order_id for o in orders[1:]}
@@ -78,8 +81,7 @@ def test_foreign_orders_and_fills_are_never_touched() -> None:
     b.reconcile_from([manual], [Fill(fill_id="m1", symbol="ETHUSD", side="buy", size=5, price="1500",
                                      fee="0", contract_value="0.01", ts=0.5, client_order_id="")], [])
     assert b.position is not None and b.position.contracts == 0
-    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="DOWN", confidence=1.0,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=1.0, price=2000.0, direction="DOWN", confidence=1.0)
     assert all(c.order_id != 99 for c in plan.to_cancel)
     assert 99 not in b.cancel_all_plan()
 
@@ -87,13 +89,11 @@ def test_foreign_orders_and_fills_are_never_touched() -> None:
 def test_restart_continues_generation_past_ids_seen() -> None:
     b = bot()
     b.reconcile_from([], [], [])
-    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=1.0, price=2000.0)
     orders = place_all(b, plan)
     fresh = bot()
     fresh.reconcile_from(orders, [], [])
-    replan = fresh.plan(now=5.0, price=2100.0, atr=2.0, direction="UP", confidence=0.75,
-                        available_balance=10_000.0, allow_new_entries=True)
+    replan = decide(fresh, now=5.0, price=2100.0)
     used = {o.client_order_id for o in orders}
     assert replan.to_place or replan.to_amend
     assert not ({p.client_order_id for p in replan.to_place} & used)
@@ -111,8 +111,7 @@ def long_bot() -> tuple[TradingBot, list[OpenOrder]]:
     """A bot with a buy grid resting and its first level filled."""
     b = bot()
     b.reconcile_from([], [], [])
-    orders = place_all(b, b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                                 available_balance=10_000.0, allow_new_entries=True))
+    orders = place_all(b, decide(b, now=1.0, price=2000.0))
     b.on_order(orders[0], "closed")
     assert b.on_fill(fill_of(orders[0], "f1", 2.0), now=2.0)
     return b, orders
@@ -124,8 +123,7 @@ def stops_in(plan) -> list:
 
 def test_a_position_gets_one_reduce_only_stop_beyond_the_deepest_level() -> None:
     b, orders = long_bot()
-    plan = b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=3.0, price=1999.0)
     [stop] = stops_in(plan)
     deepest = min(o.price for o in orders)
     assert stop.order.side == "sell" and stop.order.reduce_only and stop.order.order_type == "stop_market_order"
@@ -137,17 +135,14 @@ def test_a_position_gets_one_reduce_only_stop_beyond_the_deepest_level() -> None
 def test_flat_or_stops_off_means_no_stop() -> None:
     b = bot()
     b.reconcile_from([], [], [])
-    assert not stops_in(b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                               available_balance=10_000.0, allow_new_entries=True))
+    assert not stops_in(decide(b, now=1.0, price=2000.0))
     off = TradingBot(symbol="ETHUSD", product=ETH, grid=GridConfig(levels=3, width=0.002, stops=False),
                      risk=RiskConfig(risk_percentage=2.0), bot_id="t1")
     off.reconcile_from([], [], [])
-    orders = place_all(off, off.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                                     available_balance=10_000.0, allow_new_entries=True))
+    orders = place_all(off, decide(off, now=1.0, price=2000.0))
     off.on_order(orders[0], "closed")
     off.on_fill(fill_of(orders[0], "f1", 2.0), now=2.0)
-    assert not stops_in(off.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                                 available_balance=10_000.0, allow_new_entries=True))
+    assert not stops_in(decide(off, now=3.0, price=1999.0))
 
 
 def rest_stop(b: TradingBot, plan, order_id: int = 500, reduce_only: bool = True) -> OpenOrder:
@@ -166,50 +161,43 @@ def rest_stop(b: TradingBot, plan, order_id: int = 500, reduce_only: bool = True
 
 def test_a_resting_stop_is_kept_and_an_update_without_its_flags_does_not_churn_it() -> None:
     b, _ = long_bot()
-    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                               available_balance=10_000.0, allow_new_entries=True))
+    stop = rest_stop(b, decide(b, now=3.0, price=1999.0))
     # the orders channel may not repeat order_type / reduce_only: the bot keeps what it knows
     b.on_order(OpenOrder(order_id=stop.order_id, symbol="ETHUSD", side="sell", price=stop.price, size=stop.size,
                          unfilled_size=stop.size, client_order_id=stop.client_order_id), "pending")
     assert b.open_orders[stop.order_id].reduce_only and b.open_orders[stop.order_id].order_type == "stop_market_order"
-    again = b.plan(now=4.0, price=1999.5, atr=2.1, direction="UP", confidence=0.75,
-                   available_balance=10_000.0, allow_new_entries=True)
+    again = decide(b, now=4.0, price=1999.5, atr=2.1)
     assert again.empty, again
     # a second level fills: the stop grows to the position, amended in place
     second = next(o for o in b.open_orders.values() if o.client_order_id and "Be02" in o.client_order_id)
     b.on_order(second, "closed")
     b.on_fill(fill_of(second, "f2", 5.0), now=5.0)
-    grown = b.plan(now=6.0, price=1995.0, atr=2.0, direction="UP", confidence=0.75,
-                   available_balance=10_000.0, allow_new_entries=True)
+    grown = decide(b, now=6.0, price=1995.0)
     [amend] = [a for a in grown.to_amend if a.order_id == stop.order_id]
     assert amend.size == b.position.contracts and amend.desired.order_type == "stop_market_order"
 
 
 def test_a_stop_fill_closes_every_level_and_cools_down_new_entries() -> None:
     b, _ = long_bot()
-    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                               available_balance=10_000.0, allow_new_entries=True))
+    stop = rest_stop(b, decide(b, now=3.0, price=1999.0))
     b.on_order(stop, "closed")
     assert b.on_fill(Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990",
                           fee="0.05", contract_value="0.01", ts=10.0, client_order_id=stop.client_order_id or ""),
                      now=100.0)
     assert b.position.contracts == 0 and not b.holdings.held
     assert b.cooldown_left(100.0) == 900.0
-    during = b.plan(now=500.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9,
-                    available_balance=10_000.0, allow_new_entries=True)
+    during = decide(b, now=500.0, price=1990.0, confidence=0.9)
     assert not during.to_place and not during.to_amend  # the resting entries are cancelled, none placed
     assert all(c.reason == "not_desired" for c in during.to_cancel) and during.to_cancel
     for c in during.to_cancel:
         b.on_order(b.open_orders[c.order_id], "cancelled")
-    after = b.plan(now=1001.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9,
-                   available_balance=10_000.0, allow_new_entries=True)
+    after = decide(b, now=1001.0, price=1990.0, confidence=0.9)
     assert len(after.to_place) == 3 and all(p.order.purpose == "entry" for p in after.to_place)
 
 
 def test_a_restart_after_a_stop_fill_keeps_the_cooldown() -> None:
     b, orders = long_bot()
-    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                               available_balance=10_000.0, allow_new_entries=True))
+    stop = rest_stop(b, decide(b, now=3.0, price=1999.0))
     fills = [fill_of(orders[0], "f1", 2.0),
              Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990", fee="0.05",
                   contract_value="0.01", ts=9.0, client_order_id=stop.client_order_id or "")]
@@ -223,8 +211,7 @@ def test_a_restart_after_a_stop_fill_keeps_the_cooldown() -> None:
 
 def test_a_halt_keeps_the_stop_but_an_operator_cancel_takes_it() -> None:
     b, _ = long_bot()
-    stop = rest_stop(b, b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                               available_balance=10_000.0, allow_new_entries=True))
+    stop = rest_stop(b, decide(b, now=3.0, price=1999.0))
     everything = b.cancel_all_plan()
     kept = b.cancel_all_plan(keep_stops=True)
     assert stop.order_id in everything and stop.order_id not in kept
@@ -233,23 +220,20 @@ def test_a_halt_keeps_the_stop_but_an_operator_cancel_takes_it() -> None:
 
 def test_the_stop_stays_beyond_the_grid_after_a_flip_and_a_restart() -> None:
     b, orders = long_bot()
-    first = b.plan(now=3.0, price=1999.0, atr=2.0, direction="UP", confidence=0.75,
-                   available_balance=10_000.0, allow_new_entries=True)
+    first = decide(b, now=3.0, price=1999.0)
     [stop] = stops_in(first)
     deepest = min(o.price for o in orders)
     # The signal flips: the buy entries go, a sell grid comes; the long's stop does not move in
     # to hug the one filled level (that would make it a 1.5 ATR stop from the entry).
     rest_stop(b, first)
     tp = next(b.open_orders[k] for k in b.open_orders if "St01" in (b.open_orders[k].client_order_id or ""))
-    flipped = b.plan(now=4.0, price=1999.0, atr=2.0, direction="DOWN", confidence=0.9,
-                     available_balance=10_000.0, allow_new_entries=True)
+    flipped = decide(b, now=4.0, price=1999.0, direction="DOWN", confidence=0.9)
     assert not [a for a in flipped.to_amend if a.desired.purpose == "stop"]
     assert not stops_in(flipped)
     # A restart rebuilds the same stop from the fill and the resting take-profit.
     fresh = bot()
     fresh.reconcile_from([tp], [fill_of(orders[0], "f1", 2.0)], [], now=5.0)
-    again = fresh.plan(now=6.0, price=1999.0, atr=2.0, direction="DOWN", confidence=0.9,
-                       available_balance=10_000.0, allow_new_entries=True)
+    again = decide(fresh, now=6.0, price=1999.0, direction="DOWN", confidence=0.9)
     [restarted] = stops_in(again)
     assert abs(restarted.order.price - stop.order.price) <= 2 * ETH.tick_size
     assert restarted.order.price < deepest - 2.0  # beyond the grid, not next to the 1st level
@@ -259,13 +243,11 @@ def test_a_restart_continues_past_ids_the_store_saw_sent_even_if_the_venue_forgo
     cancelled = coid.encode(bot_id="t1", symbol="ETHUSD", side="buy", purpose="entry", level=1, generation=500)
     b = bot()
     b.reconcile_from([], [], [cancelled])  # the venue shows nothing: the order was cancelled
-    plan = b.plan(now=1.0, price=2000.0, atr=2.0, direction="UP", confidence=0.75,
-                  available_balance=10_000.0, allow_new_entries=True)
+    plan = decide(b, now=1.0, price=2000.0)
     gens = {coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation for p in plan.to_place}
     assert gens == {502}  # past 500 (reconcile continues at 501, the plan takes the next)
     # a reconnect re-reads the venue, which knows even less: the generation never goes back
     b.reconcile_from([], [], [])
-    again = b.plan(now=2.0, price=2100.0, atr=2.0, direction="UP", confidence=0.75,
-                   available_balance=10_000.0, allow_new_entries=True)
+    again = decide(b, now=2.0, price=2100.0)
     assert all(coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation > 502
                for p in again.to_place)
