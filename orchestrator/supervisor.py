@@ -45,6 +45,7 @@ from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
 MB = 1024 * 1024
+STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this often
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Supervisor:
         self.fills_stored = 0
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
+        self._next_store_flush = 0.0
 
     # --- process management ------------------------------------------------------------------
 
@@ -549,6 +551,11 @@ class Supervisor:
                 for child in self.children.values():
                     self._check(child, now)
                 await self._check_account_risk()
+                if self.store is not None and now >= self._next_store_flush:
+                    # Batched rows (order events, signals, snapshots) reach readers such as
+                    # `orchestrate history` within a second, not after 256 more rows.
+                    self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
+                    self.store.flush()
                 self.snapshot()
             return next_uss
 

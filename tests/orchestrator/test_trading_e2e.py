@@ -93,6 +93,16 @@ def test_paper_grid_trades_and_ledger_matches_venue(start_run, tmp_path: Path) -
     cfg.write_text(TIGHT)
     run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
     run.wait_for(lambda d: all(w["open_orders"] > 0 for w in d["workers"]), 60, "grids on both symbols")
+    # The order ledger is readable while the run is up (batched rows are committed every second).
+    deadline = time.monotonic() + 10
+    while True:
+        hist = run.cli("history", "--orders", "--json")
+        placed = {e["symbol"] for e in json.loads(hist.stdout).get("order_events", []) if e["event"] == "placed"} \
+            if hist.returncode == 0 else set()
+        if placed == {"BTCUSD", "ETHUSD"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert placed == {"BTCUSD", "ETHUSD"}, hist.stdout[-500:]
     doc = run.wait_for(lambda d: sum(1 for w in d["workers"] if w["fees"] > 0) >= 1, 90, "fills")
     assert all(w["trading"] == "trading" for w in doc["workers"])
 
