@@ -32,6 +32,7 @@ from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Hear
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
 from shared.trading import risk as account_risk
+from shared.trading.checkpoint import find_checkpoint
 from shared.trading.pnl import Fill as LedgerFill
 from shared.ring import BarRing
 from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
@@ -151,16 +152,28 @@ class Supervisor:
         cores = sorted(os.sched_getaffinity(0))
         return cores[k % len(cores)]
 
+    def _spec_from_store(self, child: Child) -> ChildSpec:
+        """What a (re)starting child needs from the ledger: a worker, the ids its bot last sent
+        (so it continues past ids the venue no longer shows) and where to start reading fills;
+        the gateway, the newest stored fill (fills after it, e.g. while we were down, are news)."""
+        assert self.store is not None
+        if child.kind == "worker":
+            checkpoint = find_checkpoint(self.store.fills(child.name), bot_id=self.cfg.run.bot_id,
+                                         symbol=child.name)
+            return msgspec.structs.replace(
+                child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
+                fill_checkpoint=checkpoint)
+        if child.kind == "gateway":
+            return msgspec.structs.replace(child.spec, last_stored_fill_ts=self.store.last_fill_ts() or 0.0)
+        return child.spec
+
     def _start(self, child: Child, ctx: Any) -> None:
         spec = child.spec
-        if child.kind == "worker" and self.store is not None:
-            # What this symbol's bot last sent, so a restart continues past ids the venue no
-            # longer shows (cancelled orders) instead of reusing them.
+        if self.store is not None:
             try:
-                spec = msgspec.structs.replace(spec, sent_client_order_ids=tuple(
-                    self.store.sent_client_order_ids(child.name)))
-            except Exception:  # the venue's ids still keep a restart safe; say why it is weaker
-                log.exception("could not read %s's sent client order ids from the store", child.name)
+                spec = self._spec_from_store(child)
+            except Exception:  # the venue alone still keeps a restart safe, only slower to read
+                log.exception("could not read %s's start-up facts from the store", child.name)
         proc = ctx.Process(target=child_main, args=(spec,), name=f"dgo-{child.kind}-{child.name}",
                            daemon=False)
         proc.start()

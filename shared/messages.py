@@ -149,6 +149,7 @@ class AccountRequest(Msg, tag="acct_req"):
     symbol: str
     include_fills: bool  # True for a full reconciliation (start, reconnect); False: orders + balance
     sent_ns: int
+    fills_since_us: int = 0  # with include_fills: only fills from here (the venue's clock); 0 = all
 
 
 class AccountSnapshot(Msg, tag="acct"):

@@ -340,6 +340,11 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def last_fill_ts(self) -> float | None:
+        """The newest fill time stored (the venue's clock), None for an empty ledger."""
+        row = self._db.execute("SELECT MAX(ts) FROM fills").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def sent_client_order_ids(self, symbol: str, *, last: int = 50) -> list[str]:
         """Client order ids of our latest order events on `symbol` (placed, rejected, ...), in the
         order they were recorded, newest first. Unlike `client_order_ids` it never mixes clocks

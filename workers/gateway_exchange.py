@@ -120,9 +120,13 @@ class ExchangeGateway:
         self.pub, self.sup = pub, sup
         self.products = await self.rest.resolve_symbols(self.spec.symbols)
         self.by_product = {p.product_id: s for s, p in self.products.items()}
-        # Fills already on the account before this start are history, not news: the workers
-        # read them in their reconciliation snapshot.
-        self.fill_cursor_us = int(time.time() * 1e6) - 60_000_000
+        # Fills after the newest one in our ledger are news, including those made while we were
+        # down (take-profits resting overnight); with an empty ledger, fills older than a minute
+        # are history the workers read in their reconciliation. The store drops repeats by id.
+        if self.spec.last_stored_fill_ts > 0:
+            self.fill_cursor_us = int(self.spec.last_stored_fill_ts * 1e6) - 60_000_000
+        else:
+            self.fill_cursor_us = int(time.time() * 1e6) - 60_000_000
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
         await self.ws.subscribe("all_trades", list(self.spec.symbols))
@@ -292,7 +296,8 @@ class ExchangeGateway:
                                    available_balance=0.0, equity=0.0, error=f"gateway does not serve {req.symbol}")
         try:
             orders = await self.rest.get_open_orders([spec.product_id])
-            fills = await self.rest.get_fills([spec.product_id]) if req.include_fills else []
+            fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
+                     if req.include_fills else [])
             # (positions come from the bot's own fills; the venue's position is read by account_loop)
             balances = await self.rest.get_wallet_balances()
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again

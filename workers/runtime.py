@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from shared.config import Config
 from shared.messages import Heartbeat, MessageCodec
+from shared.trading.checkpoint import FillCheckpoint
 from shared.transport import Endpoints
 
 
@@ -49,6 +50,10 @@ class ChildSpec(msgspec.Struct, frozen=True):
     cpu: int = -1  # pin to this core (-1: let the scheduler place it)
     # workers: client order ids the store recorded as sent (newest first), read at every (re)start
     sent_client_order_ids: tuple[str, ...] = ()
+    # workers: read fills only since the bot last held nothing (from the store at every start)
+    fill_checkpoint: FillCheckpoint | None = None
+    # gateway: the newest fill the store has (venue clock, epoch s): fills after it are news
+    last_stored_fill_ts: float = 0.0
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB

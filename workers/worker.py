@@ -240,11 +240,14 @@ class Worker:
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
-            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), now=time.time())
+            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), now=time.time(),
+                                    checkpoint=self.spec.fill_checkpoint)
             self.trading = "trading"
-            log.info("%s: reconciled: %d open orders (%d ours), %d fills, position %s", self.symbol,
-                     len(orders), self.bot.owned_open_orders(), len(fills), self.bot.position.contracts
-                     if self.bot.position else 0)
+            cp = self.spec.fill_checkpoint
+            log.info("%s: reconciled: %d open orders (%d ours), %d fills read%s, position %s", self.symbol,
+                     len(orders), self.bot.owned_open_orders(), len(fills),
+                     f" (since the checkpoint; {cp.fills} own fills before it)" if cp else "",
+                     self.bot.position.contracts if self.bot.position else 0)
         else:
             self.bot.open_orders = {o.order_id: o for o in orders}
         self.needs_resync = False
@@ -399,8 +402,10 @@ async def run(spec: ChildSpec) -> None:
     async def ask_account(full: bool) -> None:
         worker.resync_asked_at_seq = worker.intent_seq
         worker.account_asked_at = time.monotonic()
-        await gw.send(codec.encode(AccountRequest(symbol=worker.symbol, include_fills=full,
-                                                  sent_ns=time.perf_counter_ns())))
+        cp = worker.spec.fill_checkpoint
+        await gw.send(codec.encode(AccountRequest(
+            symbol=worker.symbol, include_fills=full, sent_ns=time.perf_counter_ns(),
+            fills_since_us=int(cp.since_ts * 1e6) if full and cp is not None else 0)))
 
     reconcile_full = True
     if worker.trades:

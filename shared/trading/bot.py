@@ -25,6 +25,7 @@ from ..products import ProductSpec
 from . import client_order_id as coid
 from .grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor, protective_stop
 from .levels import Level, LevelHoldings, desired_book, hold_fill, levels_from_book
+from .checkpoint import FillCheckpoint, baseline_position
 from .orders import DesiredOrder, OpenOrder, Side
 from .pnl import Fill, Position, apply_fill, flat_position, unrealised
 from .reconcile import ChurnBucket, ReconcilePlan, limit_plan, new_bucket, reconcile
@@ -59,19 +60,28 @@ class TradingBot:
     # --- what the exchange says ---------------------------------------------------------------
 
     def reconcile_from(self, open_orders: list[OpenOrder], fills: list[Fill], sent_ids: list[str],
-                       *, now: float | None = None) -> None:
+                       *, now: float | None = None, checkpoint: FillCheckpoint | None = None) -> None:
         """Start (or restart after a reconnect) from the exchange's view: every own fill the venue
         reports rebuilds holdings and position; the generation continues past every id seen on
         the exchange and in `sent_ids` (what the store recorded as sent, which includes orders
-        since cancelled), so a restarted bot does not reuse a client order id. If our newest fill is a stop, the cool-down
-        runs from `now` (the venue's fill time may be on another clock, e.g. paper market time)."""
+        since cancelled), so a restarted bot does not reuse a client order id. With a
+        `checkpoint`, `fills` are those since it: the bot was flat there, its PnL before it is
+        the checkpoint's baseline, and fills it already counted are skipped. If our newest fill
+        is a stop, the cool-down runs from `now` (the venue's fill time may be on another clock,
+        e.g. paper market time)."""
         self.holdings = LevelHoldings()
-        self.position = flat_position(self.symbol, repr(self.product.contract_value))
+        cv = repr(self.product.contract_value)
+        self.position = (baseline_position(self.symbol, cv, checkpoint) if checkpoint is not None
+                         else flat_position(self.symbol, cv))
+        skip = set(checkpoint.skip_fill_ids) if checkpoint is not None else set()
         self.seen_fills.clear()
         step = self.last_step or self.product.tick_size * 10
         newest_ours: coid.OrderTag | None = None
         for f in sorted(fills, key=lambda f: (f.ts, f.fill_id)):
-            self._apply_fill(f, step)
+            if f.fill_id in skip:
+                self.seen_fills[f.fill_id] = None  # counted in the baseline; a replay stays ignored
+            else:
+                self._apply_fill(f, step)
             newest_ours = coid.decode(f.client_order_id, bot_id=self.bot_id, symbol=self.symbol) or newest_ours
         if newest_ours is not None and newest_ours.purpose == "stop" and now is not None:
             self.stopped_out_at = max(self.stopped_out_at or now, now)
