@@ -3,11 +3,36 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType
 
 from .runtime import ChildSpec
 
 
+def _trace_memory(spec: ChildSpec, out_dir: str) -> None:
+    """Diagnostics for memory growth (ORCHESTRATE_TRACEMALLOC_DIR, for the process kinds in
+    ORCHESTRATE_TRACEMALLOC_KINDS, default gateway,venue): trace allocations and dump a snapshot
+    to <dir>/<kind>-<name>-<pid>-<unix time>.tm on SIGUSR2, to diff two of them with
+    tracemalloc's compare_to. Slows a process several-fold (a traced pool misses its heartbeats
+    while warming up): not for production."""
+    import tracemalloc
+    tracemalloc.start(10)
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+
+    def dump(_sig: int, _frame: FrameType | None) -> None:
+        tracemalloc.take_snapshot().dump(str(path / f"{spec.kind}-{spec.name}-{os.getpid()}-{int(time.time())}.tm"))
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def child_main(spec: ChildSpec) -> None:
+    trace_dir = os.environ.get("ORCHESTRATE_TRACEMALLOC_DIR")
+    kinds = os.environ.get("ORCHESTRATE_TRACEMALLOC_KINDS", "gateway,venue").split(",")
+    if trace_dir and spec.kind in kinds:
+        _trace_memory(spec, trace_dir)
     if spec.cpu >= 0:
         try:
             os.sched_setaffinity(0, {spec.cpu})

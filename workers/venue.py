@@ -61,7 +61,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 50
 MAX_CANDLES = 2000
 RECENT_TRADES = 50
-LIVE_BARS_KEPT = 20_000  # completed live bars served by /v2/history/candles (about two weeks)
+# Completed live bars kept for /v2/history/candles and the ticker's 24 h stats: a bot's window
+# (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
+# 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
+LIVE_BARS_KEPT = 4_096
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
