@@ -163,6 +163,8 @@ class ExchangeGateway:
             # what only the venue knows: triggers, fills, its own cancels.
             if view.state == "cancelled":
                 self.record_cancel(sym, view, ev.reason or ev.action)
+            elif ev.action == "update" and ev.reason in (None, "stop_update"):
+                pass  # the echo of our own edit, recorded as "amended" from the REST answer
             elif ev.action != "create":
                 event = "triggered" if ev.reason == "stop_trigger" else view.state
                 self.record(sym, event, view, detail=ev.reason or ev.action)

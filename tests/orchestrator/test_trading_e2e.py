@@ -282,6 +282,9 @@ def test_protective_stop_fires_and_the_ledgers_still_match(start_run, tmp_path: 
     # A cancel is heard twice (REST answer and orders channel): it is recorded once.
     cancels = Counter(e.order_id for e in events if e.event == "cancelled")
     assert cancels and max(cancels.values()) == 1, cancels.most_common(3)
+    # ... and so is an amend: the REST answer, not also the channel's echo of it.
+    assert any(e.event == "amended" for e in events)
+    assert not [e for e in events if e.detail in ("update", "stop_update")]
     # The stop is a taker fill on the venue's own books, with its fee, and the ledgers agree.
     venue_fills = {str(f.id): f for f in state["fills"]}
     for f in fired:
