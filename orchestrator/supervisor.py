@@ -427,6 +427,7 @@ class Supervisor:
                     trading=f.trading if f else "", order_errors=f.order_errors if f else 0,
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
+                    stop_price=clean(f.stop_price, 10) if f else None,
                     note=(f.note if f else "") or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
             else:
                 f = child.figures

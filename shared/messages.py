@@ -242,6 +242,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     order_errors: int = 0
     trading: str = ""  # why the bot is or is not trading (reconciling, paused, halted, ...)
     note: str = ""
+    stop_price: float = float("nan")  # trigger of the protective stop resting on the venue, NaN if none
 
 
 class PoolFigures(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):

@@ -205,7 +205,8 @@ class Worker:
         if self.bot is not None and self.bot.position is not None:
             realised, unreal, fees = self.bot.pnl(self.last_price)
             out.update(position=float(self.bot.position.contracts), open_orders=self.bot.owned_open_orders(),
-                       realized_pnl=realised, unrealized_pnl=unreal, fees=fees)
+                       realized_pnl=realised, unrealized_pnl=unreal, fees=fees,
+                       stop_price=self.bot.resting_stop_price())
         w = self.order_rtt.window(time.monotonic())
         out.update(order_rtt_p50_us=w.percentile(50), order_rtt_p99_us=w.percentile(99))
         return out

@@ -219,5 +219,13 @@ class TradingBot:
         unreal = unrealised(self.position, repr(mark)) if math.isfinite(mark) and mark > 0 else 0
         return float(self.position.realised), float(unreal), float(self.position.fees)
 
+    def resting_stop_price(self) -> float:
+        """Trigger price of our protective stop on the book, NaN when none rests."""
+        for o in self.open_orders.values():
+            tag = coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
+            if tag is not None and tag.purpose == "stop" and o.order_type == "stop_market_order":
+                return o.price
+        return math.nan
+
     def owned_open_orders(self) -> int:
         return len(self.cancel_all_plan())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from shared.trading.bot import TradingBot
@@ -166,6 +168,7 @@ def test_a_resting_stop_is_kept_and_an_update_without_its_flags_does_not_churn_i
     b.on_order(OpenOrder(order_id=stop.order_id, symbol="ETHUSD", side="sell", price=stop.price, size=stop.size,
                          unfilled_size=stop.size, client_order_id=stop.client_order_id), "pending")
     assert b.open_orders[stop.order_id].reduce_only and b.open_orders[stop.order_id].order_type == "stop_market_order"
+    assert b.resting_stop_price() == stop.price and math.isnan(bot().resting_stop_price())
     again = decide(b, now=4.0, price=1999.5, atr=2.1)
     assert again.empty, again
     # a second level fills: the stop grows to the position, amended in place

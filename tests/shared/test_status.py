@@ -1,0 +1,34 @@
+"""The status document's renderings: what an operator reads in the terminal and in logs."""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.status import StatusSnapshot, WorkerStatus, render_lines, render_table
+
+
+def worker(symbol: str, **kw: object) -> WorkerStatus:
+    base = dict(symbol=symbol, pid=10, state="running", uptime_s=5.0, restarts=0, last_price=615.5, bar_count=1100,
+                signal="UP", confidence=0.75, votes={"trend": "UP"}, tick_to_signal_p50_us=800.0,
+                tick_to_signal_p99_us=1500.0, tick_to_signal_p999_us=None, signals=9, ticks=9, ticks_dropped=0,
+                loop_lag_ms=1.0, rss_mb=46.0, uss_mb=10.5, cpu_percent=1.0, budget="ok", heartbeat_age_s=0.5,
+                first_signal_after_launch_s=1.2, position=-160.0, open_orders=4, realized_pnl=1.5, fees=0.25,
+                trading="trading")
+    base.update(kw)
+    return msgspec.convert(base, WorkerStatus)
+
+
+def test_the_protective_stop_shows_where_it_rests_and_its_absence_shows_too() -> None:
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          workers=[worker("BTCUSD", stop_price=624.5),
+                                   worker("ETHUSD", stop_price=None, position=0.0,
+                                          trading="stopped out: no new entries for 840 s")])
+    table = render_table(snap).splitlines()
+    btc = next(line for line in table if line.startswith("BTCUSD"))
+    eth = next(line for line in table if line.startswith("ETHUSD"))
+    assert "| stop 624.5" in btc and "stop" not in eth.split("|")[0]
+    assert "| stopped out: no new entries for 840 s" in eth
+    lines = render_lines(snap).splitlines()
+    assert "stop=624.5" in lines[0] and "pos=-160" in lines[0] and "stop=-" in lines[1]
+    doc = msgspec.json.decode(msgspec.json.encode(snap))
+    assert [w["stop_price"] for w in doc["workers"]] == [624.5, None]
