@@ -70,6 +70,7 @@ class Worker:
         self.state = "starting"
         self.paused = False
         self.last_price = math.nan
+        self.market_ts = 0.0  # the venue's clock: time of the last trade seen (epoch s)
         self.ticks = 0
         self.ticks_dropped = 0
         self.ticks_late = 0
@@ -121,6 +122,7 @@ class Worker:
             return False
         self.ticks += 1
         self.last_price = tick.price
+        self.market_ts = tick.exch_ts_us / 1e6
         u = apply_tick(self.bars.last_bar(), tick.price, tick.size, tick.exch_ts_us)
         if u.kind == "new":
             self.bars.append(u.ts, u.open, u.high, u.low, u.close, u.volume)
@@ -216,7 +218,7 @@ class Worker:
             return f"halted: {self.halted}"
         if self.paused:
             return "paused"
-        left = self.bot.cooldown_left(time.time()) if self.bot is not None else 0.0
+        left = self.bot.cooldown_left(self.market_ts) if self.bot is not None and self.market_ts else 0.0
         if left > 0 and self.trading == "trading":
             return f"stopped out: no new entries for {left:.0f} s"
         return self.trading
@@ -241,7 +243,7 @@ class Worker:
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
-            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), now=time.time(),
+            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids),
                                     checkpoint=self.spec.fill_checkpoint)
             self.trading = "trading"
             cp = self.spec.fill_checkpoint
@@ -255,7 +257,7 @@ class Worker:
 
     def on_fill_event(self, ev: FillEvent) -> None:
         if self.bot is not None:
-            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value), now=time.time())
+            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value))
 
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
@@ -289,7 +291,7 @@ class Worker:
                 return None
             plan = bot.plan(now=time.time(), price=reply.close, atr=reply.atr14, direction=reply.direction,
                             confidence=reply.confidence, available_balance=self.available_balance,
-                            allow_new_entries=not self.paused)
+                            allow_new_entries=not self.paused, market_ts=self.market_ts or None)
             if plan.empty:
                 return None
             cancel = [c.order_id for c in plan.to_cancel]

@@ -10,8 +10,8 @@ against the book -> churn limit.
 The protective stop (grid.stops) is one reduce-only stop-market order for the bot's whole
 position, stop_atr_multiple x ATR beyond the grid's outermost level on the position's side (held
 or resting). It moves only when the change exceeds the re-grid tolerance, like every other order.
-After it fires, no new entries for grid.stop_cooldown_s: re-entering straight into the move that
-stopped us out is the thing a stop exists to prevent.
+After it fires, no new entries for grid.stop_cooldown_s of market time: re-entering straight into
+the move that stopped us out is the thing a stop exists to prevent.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class TradingBot:
     seen_fills: dict[str, None] = field(default_factory=dict)
     reconciled: bool = False
     last_step: float = 0.0
-    stopped_out_at: float | None = None  # our clock (epoch s) when we learned a stop of ours filled
+    stopped_out_at: float | None = None  # venue clock (epoch s) of our newest stop fill
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -60,15 +60,14 @@ class TradingBot:
     # --- what the exchange says ---------------------------------------------------------------
 
     def reconcile_from(self, open_orders: list[OpenOrder], fills: list[Fill], sent_ids: list[str],
-                       *, now: float | None = None, checkpoint: FillCheckpoint | None = None) -> None:
+                       *, checkpoint: FillCheckpoint | None = None) -> None:
         """Start (or restart after a reconnect) from the exchange's view: every own fill the venue
         reports rebuilds holdings and position; the generation continues past every id seen on
         the exchange and in `sent_ids` (what the store recorded as sent, which includes orders
         since cancelled), so a restarted bot does not reuse a client order id. With a
         `checkpoint`, `fills` are those since it: the bot was flat there, its PnL before it is
         the checkpoint's baseline, and fills it already counted are skipped. If our newest fill
-        is a stop, the cool-down runs from `now` (the venue's fill time may be on another clock,
-        e.g. paper market time)."""
+        is a stop, its cool-down runs on."""
         self.holdings = LevelHoldings()
         cv = repr(self.product.contract_value)
         self.position = (baseline_position(self.symbol, cv, checkpoint) if checkpoint is not None
@@ -76,15 +75,16 @@ class TradingBot:
         skip = set(checkpoint.skip_fill_ids) if checkpoint is not None else set()
         self.seen_fills.clear()
         step = self.last_step or self.product.tick_size * 10
-        newest_ours: coid.OrderTag | None = None
+        newest_ours: tuple[coid.OrderTag, Fill] | None = None
         for f in sorted(fills, key=lambda f: (f.ts, f.fill_id)):
             if f.fill_id in skip:
                 self.seen_fills[f.fill_id] = None  # counted in the baseline; a replay stays ignored
             else:
                 self._apply_fill(f, step)
-            newest_ours = coid.decode(f.client_order_id, bot_id=self.bot_id, symbol=self.symbol) or newest_ours
-        if newest_ours is not None and newest_ours.purpose == "stop" and now is not None:
-            self.stopped_out_at = max(self.stopped_out_at or now, now)
+            tag = coid.decode(f.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
+            newest_ours = (tag, f) if tag is not None else newest_ours
+        if newest_ours is not None and newest_ours[0].purpose == "stop":
+            self.stopped_out_at = max(self.stopped_out_at or 0.0, newest_ours[1].ts)
         self.open_orders = {o.order_id: o for o in open_orders}
         ids = [o.client_order_id for o in open_orders] + [f.client_order_id for f in fills] + sent_ids
         seen = coid.generation_after(ids, bot_id=self.bot_id, symbol=self.symbol)
@@ -93,15 +93,15 @@ class TradingBot:
         self.anchor = None
         self.reconciled = True
 
-    def on_fill(self, fill: Fill, *, now: float | None = None) -> bool:
-        """Apply one of our fills; False for a replay or a foreign fill. `now` (our clock) starts
-        the re-entry cool-down when the fill is our stop's."""
+    def on_fill(self, fill: Fill) -> bool:
+        """Apply one of our fills; False for a replay or a foreign fill. Our stop's fill starts
+        the re-entry cool-down at its own (venue) time."""
         if fill.fill_id in self.seen_fills or fill.symbol != self.symbol:
             return False
         self._apply_fill(fill, self.last_step or self.product.tick_size * 10)
         tag = coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
         if tag is not None and tag.purpose == "stop":
-            self.stopped_out_at = fill.ts if now is None else now
+            self.stopped_out_at = max(self.stopped_out_at or 0.0, fill.ts)
             self.anchor = None  # the next grid is built around the price after the cool-down
         return True
 
@@ -126,18 +126,21 @@ class TradingBot:
         else:
             self.open_orders.pop(order.order_id, None)
 
-    def cooldown_left(self, now: float) -> float:
-        """Seconds before new entries are allowed again after our stop fired (0 when free)."""
+    def cooldown_left(self, market_ts: float) -> float:
+        """Seconds before new entries are allowed again after our stop fired (0 when free).
+        Market time (the venue's clock, e.g. the last trade's): a paper market replayed at 60x
+        sits out 15 market minutes, not 15 wall minutes (15 market hours)."""
         if self.stopped_out_at is None:
             return 0.0
-        return max(0.0, self.stopped_out_at + self.grid.stop_cooldown_s - now)
+        return max(0.0, self.stopped_out_at + self.grid.stop_cooldown_s - market_ts)
 
     # --- decisions ----------------------------------------------------------------------------
 
     def plan(self, *, now: float, price: float, atr: float, direction: str, confidence: float,
-             available_balance: float, allow_new_entries: bool) -> ReconcilePlan:
+             available_balance: float, allow_new_entries: bool, market_ts: float | None = None) -> ReconcilePlan:
         """The orders to place, amend and cancel now. With `allow_new_entries` False (paused,
-        halted, below min balance) only take-profits of filled levels stay wanted."""
+        halted, below min balance) only take-profits of filled levels stay wanted. `now` is our
+        clock (the churn limiter's); `market_ts` the venue's (the stop cool-down's; default now)."""
         if not self.reconciled:
             return ReconcilePlan()
         if not (math.isfinite(price) and price > 0 and math.isfinite(atr) and atr > 0):
@@ -146,7 +149,7 @@ class TradingBot:
         self.last_step = step
         if self.bucket is None:
             self.bucket = new_bucket(self.grid.max_actions_per_minute, now)
-        if self.cooldown_left(now) > 0:
+        if self.cooldown_left(now if market_ts is None else market_ts) > 0:
             allow_new_entries = False
         entries: tuple[DesiredOrder, ...] = ()
         if allow_new_entries and direction in ("UP", "DOWN"):

@@ -36,7 +36,7 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     stops: bool = True
     stop_atr_multiple: float = STOP_ATR_MULTIPLE
     stop_trigger_method: Literal["mark_price", "last_traded_price"] = "mark_price"
-    stop_cooldown_s: float = 900.0  # no new entries this long after a stop fired (no re-entry into the move)
+    stop_cooldown_s: float = 900.0  # market time with no new entries after our stop fired (no re-entry into the move)
 
     def __post_init__(self) -> None:
         if not 1 <= self.levels <= 99:

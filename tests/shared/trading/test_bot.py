@@ -115,7 +115,7 @@ def long_bot() -> tuple[TradingBot, list[OpenOrder]]:
     b.reconcile_from([], [], [])
     orders = place_all(b, decide(b, now=1.0, price=2000.0))
     b.on_order(orders[0], "closed")
-    assert b.on_fill(fill_of(orders[0], "f1", 2.0), now=2.0)
+    assert b.on_fill(fill_of(orders[0], "f1", 2.0))
     return b, orders
 
 
@@ -143,7 +143,7 @@ def test_flat_or_stops_off_means_no_stop() -> None:
     off.reconcile_from([], [], [])
     orders = place_all(off, decide(off, now=1.0, price=2000.0))
     off.on_order(orders[0], "closed")
-    off.on_fill(fill_of(orders[0], "f1", 2.0), now=2.0)
+    off.on_fill(fill_of(orders[0], "f1", 2.0))
     assert not stops_in(decide(off, now=3.0, price=1999.0))
 
 
@@ -174,7 +174,7 @@ def test_a_resting_stop_is_kept_and_an_update_without_its_flags_does_not_churn_i
     # a second level fills: the stop grows to the position, amended in place
     second = next(o for o in b.open_orders.values() if o.client_order_id and "Be02" in o.client_order_id)
     b.on_order(second, "closed")
-    b.on_fill(fill_of(second, "f2", 5.0), now=5.0)
+    b.on_fill(fill_of(second, "f2", 5.0))
     grown = decide(b, now=6.0, price=1995.0)
     [amend] = [a for a in grown.to_amend if a.order_id == stop.order_id]
     assert amend.size == b.position.contracts and amend.desired.order_type == "stop_market_order"
@@ -184,17 +184,20 @@ def test_a_stop_fill_closes_every_level_and_cools_down_new_entries() -> None:
     b, _ = long_bot()
     stop = rest_stop(b, decide(b, now=3.0, price=1999.0))
     b.on_order(stop, "closed")
+    # the venue's clock (fill and trade times) runs 60x ours, as a paper replay does
     assert b.on_fill(Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990",
-                          fee="0.05", contract_value="0.01", ts=10.0, client_order_id=stop.client_order_id or ""),
-                     now=100.0)
+                          fee="0.05", contract_value="0.01", ts=6_000.0, client_order_id=stop.client_order_id or ""))
     assert b.position.contracts == 0 and not b.holdings.held
-    assert b.cooldown_left(100.0) == 900.0
-    during = decide(b, now=500.0, price=1990.0, confidence=0.9)
+    assert b.cooldown_left(6_000.0) == 900.0 and b.cooldown_left(6_600.0) == 300.0
+    during = b.plan(now=20.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9, available_balance=10_000.0,
+                    allow_new_entries=True, market_ts=6_600.0)
     assert not during.to_place and not during.to_amend  # the resting entries are cancelled, none placed
     assert all(c.reason == "not_desired" for c in during.to_cancel) and during.to_cancel
     for c in during.to_cancel:
         b.on_order(b.open_orders[c.order_id], "cancelled")
-    after = decide(b, now=1001.0, price=1990.0, confidence=0.9)
+    # 15 market minutes later (15 wall seconds here) the bot trades again
+    after = b.plan(now=35.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9, available_balance=10_000.0,
+                   allow_new_entries=True, market_ts=6_901.0)
     assert len(after.to_place) == 3 and all(p.order.purpose == "entry" for p in after.to_place)
 
 
@@ -205,10 +208,10 @@ def test_a_restart_after_a_stop_fill_keeps_the_cooldown() -> None:
              Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990", fee="0.05",
                   contract_value="0.01", ts=9.0, client_order_id=stop.client_order_id or "")]
     fresh = bot()
-    fresh.reconcile_from([], fills, [], now=50.0)
-    assert fresh.position.contracts == 0 and fresh.cooldown_left(50.0) == 900.0
+    fresh.reconcile_from([], fills, [])
+    assert fresh.position.contracts == 0 and fresh.cooldown_left(50.0) == 859.0  # from the stop's own time
     plain = bot()
-    plain.reconcile_from([], fills[:1], [], now=50.0)
+    plain.reconcile_from([], fills[:1], [])
     assert plain.cooldown_left(50.0) == 0.0
 
 
@@ -235,7 +238,7 @@ def test_the_stop_stays_beyond_the_grid_after_a_flip_and_a_restart() -> None:
     assert not stops_in(flipped)
     # A restart rebuilds the same stop from the fill and the resting take-profit.
     fresh = bot()
-    fresh.reconcile_from([tp], [fill_of(orders[0], "f1", 2.0)], [], now=5.0)
+    fresh.reconcile_from([tp], [fill_of(orders[0], "f1", 2.0)], [])
     again = decide(fresh, now=6.0, price=1999.0, direction="DOWN", confidence=0.9)
     [restarted] = stops_in(again)
     assert abs(restarted.order.price - stop.order.price) <= 2 * ETH.tick_size
