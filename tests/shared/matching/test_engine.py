@@ -12,7 +12,7 @@ import pytest
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
 from shared.products import synthetic_spec
 
-from .support import BTC, Clock, make
+from .support import BTC, Clock, make, two_product_account
 
 
 def limit(side: str, size: int, price: str, **kw: object) -> OrderRequest:
@@ -336,12 +336,7 @@ def test_liquidation_closes_the_position_at_maintenance_margin() -> None:
 @pytest.mark.parametrize("seed", [3, 18])
 def test_invariants_hold_through_a_random_session_with_edits_liquidations_and_leverage(seed: int) -> None:
     rng = random.Random(seed)
-    e = MatchingEngine(initial_balance_usd=5_000, default_leverage=10, clock=Clock())
-    specs = [BTC, synthetic_spec("SYN_0001")]
-    px = {"BTCUSD": 50_000.0, "SYN_0001": 100.0}
-    for s in specs:
-        e.add_product(s)
-        e.on_market_trade(s.symbol, px[s.symbol], 1, 0)
+    e, specs, px = two_product_account(5_000)
     for step in range(1500):
         s = rng.choice(specs)
         pid, tick = s.product_id, D(str(s.tick_size))

@@ -11,9 +11,8 @@ import msgspec
 import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
-from shared.products import synthetic_spec
 
-from .support import BTC, Clock, make
+from .support import BTC, Clock, make, two_product_account
 
 
 def stop(side: str, size: int, stop_price: str, kind: str = "stop_loss_order", limit: str | None = None,
@@ -323,12 +322,7 @@ def test_a_snapshot_written_before_stop_orders_still_restores() -> None:
 @pytest.mark.parametrize("seed", [5, 23])
 def test_invariants_hold_through_a_random_session_with_stops(seed: int) -> None:
     rng = random.Random(seed)
-    e = MatchingEngine(initial_balance_usd=20_000, default_leverage=10, clock=Clock())
-    specs = [BTC, synthetic_spec("SYN_0001")]
-    px = {"BTCUSD": 50_000.0, "SYN_0001": 100.0}
-    for s in specs:
-        e.add_product(s)
-        e.on_market_trade(s.symbol, px[s.symbol], 1, 0)
+    e, specs, px = two_product_account(20_000)
     triggered = 0
     for step in range(1500):
         s = rng.choice(specs)
