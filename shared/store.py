@@ -329,17 +329,6 @@ class Store:
             for r in reversed(rows)
         ]
 
-    def client_order_ids(self, symbol: str, *, last: int = 1000) -> list[str]:
-        """The most recent client order ids used on `symbol` (order events and fills), newest
-        first: what a restarted worker reads to pick a generation no live or past id carries."""
-        rows = self._db.execute(
-            "SELECT client_order_id FROM (SELECT client_order_id, ts FROM order_events WHERE symbol=?"
-            " UNION ALL SELECT client_order_id, ts FROM fills WHERE symbol=?)"
-            " WHERE client_order_id != '' ORDER BY ts DESC LIMIT ?",
-            (symbol, symbol, max(0, last)),
-        ).fetchall()
-        return [r[0] for r in rows]
-
     def last_fill_ts(self) -> float | None:
         """The newest fill time stored (the venue's clock), None for an empty ledger."""
         row = self._db.execute("SELECT MAX(ts) FROM fills").fetchone()
@@ -347,8 +336,9 @@ class Store:
 
     def sent_client_order_ids(self, symbol: str, *, last: int = 50) -> list[str]:
         """Client order ids of our latest order events on `symbol` (placed, rejected, ...), in the
-        order they were recorded, newest first. Unlike `client_order_ids` it never mixes clocks
-        (fill times are the venue's; a paper market runs faster than the wall)."""
+        order they were recorded, newest first: what a restarted worker continues past. Fills are
+        left out: the venue reports them (and their times are the venue's clock, which a paper
+        market runs faster than the wall, so they cannot be ordered with our events)."""
         rows = self._db.execute(
             "SELECT client_order_id FROM order_events WHERE symbol=? AND client_order_id != ''"
             " ORDER BY id DESC LIMIT ?", (symbol, max(0, last))).fetchall()

@@ -75,19 +75,18 @@ def test_batched_records_commit_with_the_next_fill_or_flush(tmp_path: Path) -> N
     store.close()
 
 
-def test_durable_order_events_and_client_order_ids(tmp_path: Path) -> None:
+def test_durable_order_events_and_sent_client_order_ids(tmp_path: Path) -> None:
     path = db_path(tmp_path)
     store = Store(path, batch_size=1000)
     reader = Store(path, readonly=True)
     store.record_order_event(OrderEvent(ts=1.0, symbol="BTCUSD", event="sending", client_order_id="c1"),
                              durable=True)
-    assert reader.client_order_ids("BTCUSD") == ["c1"]  # committed before the order goes out
-    store.record_fill(make_fill(7))  # client order id "c7", ts after the event
+    assert reader.sent_client_order_ids("BTCUSD") == ["c1"]  # committed before the order goes out
+    store.record_fill(make_fill(7))  # client order id "c7": the venue reports fills, not this list
     store.record_order_event(OrderEvent(ts=0.5, symbol="ETHUSD", event="sending", client_order_id="e1"))
     store.flush()
-    assert reader.client_order_ids("BTCUSD") == ["c7", "c1"]
-    assert reader.client_order_ids("BTCUSD", last=1) == ["c7"]
-    assert reader.client_order_ids("ETHUSD") == ["e1"]
+    assert reader.sent_client_order_ids("BTCUSD") == ["c1"]
+    assert reader.sent_client_order_ids("ETHUSD") == ["e1"]
     # sent ids follow the order they were recorded in, whatever the event times say
     store.record_order_event(OrderEvent(ts=0.1, symbol="BTCUSD", event="placed", client_order_id="c9"))
     store.record_order_event(OrderEvent(ts=9.0, symbol="BTCUSD", event="rejected", client_order_id=""))
