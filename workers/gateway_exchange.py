@@ -46,20 +46,19 @@ MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 
 
-def bot_order_type(order_type: str | None, stop_order_type: str | None, limit_price: float | None) -> str:
+def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
+                       stop_price: float | None) -> tuple[str, float]:
     """Delta marks a stop by `stop_order_type` on a market or limit order; the bots name the
-    kinds apart (a stop's price is its trigger, and it is edited by stop_price)."""
-    if stop_order_type:
-        if order_type == "limit_order" or (order_type is None and limit_price is not None):
-            return "stop_limit_order"
-        return "stop_market_order"
-    return order_type or "limit_order"
+    kinds apart, and a stop's price is its trigger (edited by stop_price)."""
+    if not stop_order_type:
+        return order_type or "limit_order", float(limit_price or 0.0)
+    limit = order_type == "limit_order" or (order_type is None and limit_price is not None)
+    return ("stop_limit_order" if limit else "stop_market_order"), float(stop_price or 0.0)
 
 
 def order_view(o: Order) -> OrderView:
-    kind = bot_order_type(o.order_type, o.stop_order_type, o.limit_price)
-    price = o.stop_price if o.stop_order_type else o.limit_price
-    return OrderView(order_id=int(o.id), side=o.side, price=float(price or 0.0), size=int(o.size),
+    kind, price = bot_kind_and_price(o.order_type, o.stop_order_type, o.limit_price, o.stop_price)
+    return OrderView(order_id=int(o.id), side=o.side, price=price, size=int(o.size),
                      unfilled_size=int(o.unfilled_size), client_order_id=o.client_order_id,
                      state=o.state or "open", order_type=kind, reduce_only=bool(o.reduce_only))
 
@@ -67,14 +66,12 @@ def order_view(o: Order) -> OrderView:
 def update_view(ev: OrderUpdate) -> OrderView:
     """An orders-channel update as a bot sees it. The channel does not repeat `order_type` or
     `reduce_only` on every update (UNCONFIRMED), so a stop is recognised by its stop fields."""
-    kind = bot_order_type(None, ev.stop_order_type, ev.limit_price)
-    price = ev.stop_price if ev.stop_order_type else ev.limit_price
-    return OrderView(order_id=int(ev.order_id or 0), side=ev.side or "", price=float(price or 0.0),
+    kind, price = bot_kind_and_price(None, ev.stop_order_type, ev.limit_price, ev.stop_price)
+    return OrderView(order_id=int(ev.order_id or 0), side=ev.side or "", price=price,
                      size=int(ev.size or 0), unfilled_size=int(ev.unfilled_size or 0),
                      client_order_id=ev.client_order_id,
                      state=ev.state or ("cancelled" if ev.action == "delete" else "open"),
-                     order_type=kind if ev.stop_order_type else "limit_order",
-                     reduce_only=bool(ev.reduce_only))
+                     order_type=kind, reduce_only=bool(ev.reduce_only))
 
 
 def fill_view(f: DeltaFill) -> FillView:
@@ -123,10 +120,8 @@ class ExchangeGateway:
         # Fills after the newest one in our ledger are news, including those made while we were
         # down (take-profits resting overnight); with an empty ledger, fills older than a minute
         # are history the workers read in their reconciliation. The store drops repeats by id.
-        if self.spec.last_stored_fill_ts > 0:
-            self.fill_cursor_us = int(self.spec.last_stored_fill_ts * 1e6) - 60_000_000
-        else:
-            self.fill_cursor_us = int(time.time() * 1e6) - 60_000_000
+        newest = self.spec.last_stored_fill_ts or time.time()
+        self.fill_cursor_us = int(newest * 1e6) - 60_000_000
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
         await self.ws.subscribe("all_trades", list(self.spec.symbols))
