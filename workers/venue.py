@@ -793,56 +793,52 @@ class PaperVenue:
             raise bad_schema("each order must be an object", "orders")
         return m, orders
 
+    @staticmethod
+    def _batch_answer(items: Sequence[Any], one: Callable[[Any], Any]) -> web.Response:
+        """Delta's batch semantics: on partial failure only the processed orders come back; if
+        none were, the first error is the answer (so a lone post-only reject still says why)."""
+        done, first_error = [], None
+        for item in items:
+            try:
+                done.append(wire.order_json(one(item)))
+            except VenueError as exc:
+                first_error = first_error or exc
+        if not done and first_error is not None:
+            raise first_error
+        return _ok(done)
+
     async def _batch_create(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        """Delta: on partial failure only the processed orders come back; if none were, the
-        first error is the answer (so a lone post-only reject still says why)."""
         m, items = self._batch_market(body)
         pid = m.spec.product_id
         reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid, stops_allowed=False) for o in items]
         self._engine_op(pid, len(reqs))
-        done, first_error = [], None
-        for req in reqs:
-            try:
-                self._maybe_reject()
-                done.append(wire.order_json(self.engine.place_order(req)))
-            except VenueError as exc:
-                first_error = first_error or exc
-        if not done and first_error is not None:
-            raise first_error
-        return _ok(done)
+
+        def place(req: Any) -> Any:
+            self._maybe_reject()
+            return self.engine.place_order(req)
+        return self._batch_answer(reqs, place)
 
     async def _batch_edit(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m, items = self._batch_market(body)
-        done, first_error = [], None
-        for item in items:
-            try:
-                oid = wire.int_field(item, "id")
-                assert oid is not None
-                existing = self.engine.order(oid)
-                if existing is not None and existing.product_id != m.spec.product_id:
-                    raise bad_schema("all orders in a batch must be on the same product", "product_id")
-                done.append(wire.order_json(self._edit_one(oid, item, batch=True)))
-            except VenueError as exc:
-                first_error = first_error or exc
-        if not done and first_error is not None:
-            raise first_error
-        return _ok(done)
+
+        def edit(item: Mapping[str, Any]) -> Any:
+            oid = wire.int_field(item, "id")
+            assert oid is not None
+            existing = self.engine.order(oid)
+            if existing is not None and existing.product_id != m.spec.product_id:
+                raise bad_schema("all orders in a batch must be on the same product", "product_id")
+            return self._edit_one(oid, item, batch=True)
+        return self._batch_answer(items, edit)
 
     async def _batch_cancel(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m, items = self._batch_market(body)
-        done, first_error = [], None
-        for item in items:
-            try:
-                oid = wire.int_field(item, "id", required=False)
-                coid = item.get("client_order_id")
-                order = self.engine.cancel_order(order_id=oid, client_order_id=coid if isinstance(coid, str) else None,
-                                                 product_id=m.spec.product_id)
-                done.append(wire.order_json(order))
-            except VenueError as exc:
-                first_error = first_error or exc
-        if not done and first_error is not None:
-            raise first_error
-        return _ok(done)
+
+        def cancel(item: Mapping[str, Any]) -> Any:
+            coid = item.get("client_order_id")
+            return self.engine.cancel_order(order_id=wire.int_field(item, "id", required=False),
+                                            client_order_id=coid if isinstance(coid, str) else None,
+                                            product_id=m.spec.product_id)
+        return self._batch_answer(items, cancel)
 
     def _product_ids(self, request: web.Request, key: str = "product_ids") -> list[int] | None:
         raw = request.query.get(key)
