@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from shared.marketdata import Candles, read_ohlcv_csv, synthetic_candles
+from shared.marketdata import Candles, shipped_candles, synthetic_candles
 from shared.signals import BarWindow, SignalConfig, SignalEngine
 from shared.signals import indicators as ind
 from shared.signals import strategies as st
@@ -23,7 +22,6 @@ from shared.signals import strategies as st
 from .harness import print_table, row
 from .original_bot import generate_consensus
 
-MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 W = 1024
 N_SYMBOLS = 100
 TICKS_PER_BAR = 4  # the forming bar is re-evaluated a few times before it closes
@@ -150,8 +148,8 @@ def volatility_vote_frequency(c: Candles, cfg: SignalConfig) -> tuple[float, flo
 
 def main() -> list[dict[str, Any]]:
     cfg = SignalConfig()
-    btc = read_ohlcv_csv(MARKET / "BTCUSD-coinbase-1m.csv")
-    eth = read_ohlcv_csv(MARKET / "ETHUSD-coinbase-1m.csv")
+    btc = shipped_candles("BTCUSD")
+    eth = shipped_candles("ETHUSD")
     costs = _engine_costs()
     talib_us = _talib_per_symbol(btc)
     orig_us = _original_per_symbol(btc) * 1e6

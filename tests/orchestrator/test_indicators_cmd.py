@@ -14,8 +14,8 @@ import talib
 from orchestrator.indicators_cmd import HEADER, run_indicators
 from shared.marketdata import read_ohlcv_csv
 
-MARKET = Path(__file__).resolve().parents[3] / "shared" / "data" / "market"
-ETH_5M = MARKET / "ETHUSDT-binance-5m.csv"
+# The real ETH series shipped in the package (gzip CSV): the command reads .csv.gz as well.
+ETH_1M = Path(__file__).resolve().parents[2] / "shared" / "data" / "ETHUSD-coinbase-1m.csv.gz"
 
 
 def _run(path: Path | str) -> tuple[int, str, str]:
@@ -25,11 +25,11 @@ def _run(path: Path | str) -> tuple[int, str, str]:
 
 
 def test_writes_header_and_one_row_per_bar_matching_talib() -> None:
-    code, text, err = _run(ETH_5M)
+    code, text, err = _run(ETH_1M)
     assert code == 0 and err == ""
     rows = list(csv.reader(io.StringIO(text)))
     assert ",".join(rows[0]) == HEADER
-    c = read_ohlcv_csv(ETH_5M)
+    c = read_ohlcv_csv(ETH_1M)
     assert len(rows) - 1 == len(c)
     assert [int(r[0]) for r in rows[1:]] == c.ts.tolist()
     got = {name: np.array([float(r[j]) if r[j] else math.nan for r in rows[1:]])
@@ -47,7 +47,7 @@ def test_writes_header_and_one_row_per_bar_matching_talib() -> None:
 
 
 def test_values_are_written_with_repr_precision() -> None:
-    _, text, _ = _run(ETH_5M)
+    _, text, _ = _run(ETH_1M)
     last = text.strip().splitlines()[-1].split(",")
     assert all(float(v) == float(repr(float(v))) for v in last[1:])
     assert any(len(v) > 12 for v in last[1:])  # not rounded to a few decimals

@@ -1,36 +1,36 @@
-"""Real market series for the signal tests (read from ../shared/data/market, tests only)."""
+"""Market series for the signal tests: the real 1m series shipped in the package, and seeded
+synthetic rows at altcoin-in-BTC prices. Nothing outside the repository is read."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shared.marketdata import Candles, read_ohlcv_csv
+from shared.marketdata import Candles, shipped_candles, synthetic_candles
 
-MARKET = Path(__file__).resolve().parents[4] / "shared" / "data" / "market"
-BITTREX_5M = ("ADA", "DASH", "ETC", "ETH", "LTC", "NXT", "TRX", "XLM", "XMR", "ZEC")
+LOW_PRICED = 10  # rows of the 2-D tests
 
 
 @pytest.fixture(scope="session")
 def btc_1m() -> Candles:
-    return read_ohlcv_csv(MARKET / "BTCUSD-coinbase-1m.csv")
+    return shipped_candles("BTCUSD")
 
 
 @pytest.fixture(scope="session")
 def eth_1m() -> Candles:
-    return read_ohlcv_csv(MARKET / "ETHUSD-coinbase-1m.csv")
+    return shipped_candles("ETHUSD")
 
 
 @pytest.fixture(scope="session")
 def bittrex_rows() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """The ten *BTC-bittrex-5m series as 2-D rows (symbols, high, low, close), trimmed to the
-    shortest, in satoshis: TA-Lib treats sums below an absolute 1e-8 as zero, which would make
-    the oracle itself wrong on prices around 1e-5 BTC."""
-    series = [read_ohlcv_csv(MARKET / f"{s}BTC-bittrex-5m.csv") for s in BITTREX_5M]
-    n = min(len(c) for c in series)
-    high = np.stack([c.high[-n:] for c in series]) * 1e8
-    low = np.stack([c.low[-n:] for c in series]) * 1e8
-    close = np.stack([c.close[-n:] for c in series]) * 1e8
-    return [f"{s}BTC" for s in BITTREX_5M], high, low, close
+    """Ten seeded series at altcoin-in-BTC prices (around 1e-5), as 2-D rows (symbols, high,
+    low, close), in satoshis: TA-Lib treats sums below an absolute 1e-8 as zero, which would make
+    the oracle itself wrong on prices that small. (Formerly the bittrex 5m files beside the
+    repository; a clone alone must pass, so the rows are generated.)"""
+    symbols = [f"ALT{i}BTC" for i in range(LOW_PRICED)]
+    series = [synthetic_candles(s, 3000, seed=7) for s in symbols]
+    scale = [1e-5 / float(c.close[0]) for c in series]
+    high = np.stack([c.high * k for c, k in zip(series, scale)]) * 1e8
+    low = np.stack([c.low * k for c, k in zip(series, scale)]) * 1e8
+    close = np.stack([c.close * k for c, k in zip(series, scale)]) * 1e8
+    return symbols, high, low, close
