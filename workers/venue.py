@@ -68,6 +68,7 @@ RECENT_TRADES = 50
 # (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
+CLOCK_SAVE_INTERVAL_S = 10.0  # an account that did not change is rewritten for its clock this often
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
@@ -212,6 +213,7 @@ class PaperVenue:
         self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
         self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
         self._saved_next_bar = -1
+        self._clock_saved_at = -math.inf
         self.market_us = clock.market_us
         self._bars_started = False
         self._lockstep_bar_ts = 0
@@ -299,16 +301,21 @@ class PaperVenue:
         if self._journal_fd is not None and events:
             os.write(self._journal_fd, encode_journal_entry(events))
 
-    def save_account(self) -> bool:
-        """Write the account and its market clock to `state_file` if either changed (atomic,
-        mode 0600), then empty the journal it now contains. True if written."""
+    def save_account(self, *, final: bool = False) -> bool:
+        """Write the account to `state_file` if it changed, or its market clock if that moved
+        and was last written CLOCK_SAVE_INTERVAL_S ago (or this is the `final` save at stop),
+        atomically, mode 0600; then empty the journal it now contains. True if written."""
         path = self.settings.state_file
-        if not path or (self.engine.revision == self._saved_revision and self._next_bar == self._saved_next_bar
-                        and os.path.exists(path)):
+        if not path:
+            return False
+        clock_due = self._next_bar != self._saved_next_bar and (
+            final or time.monotonic() - self._clock_saved_at >= CLOCK_SAVE_INTERVAL_S)
+        if self.engine.revision == self._saved_revision and not clock_due and os.path.exists(path):
             return False
         revision, next_bar = self.engine.revision, self._next_bar
         _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
         self._saved_revision, self._saved_next_bar = revision, next_bar
+        self._clock_saved_at = time.monotonic()
         if self._journal_fd is not None:
             # A crash between the write above and this truncate replays the journal onto the
             # new snapshot: harmless, replay is idempotent.
@@ -438,7 +445,7 @@ class PaperVenue:
         self._tasks.clear()
         await self._close_http()
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
-        self.save_account()
+        self.save_account(final=True)
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None

@@ -39,8 +39,9 @@ log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this
 INTENT_TIMEOUT_S = 15.0  # no answer to an order batch: reconcile from the exchange before more
 RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange at least this often...
-RESYNC_S_PER_SYMBOL = 0.6  # ...but slower with many symbols: a resync costs 6 of the account's
-# 10,000 rate units per 5 min, so N symbols resyncing every 0.6 N s use a third of the budget.
+RESYNC_S_PER_SYMBOL = 0.9  # ...but slower with many symbols: a resync costs 9 of the account's
+# 10,000 rate units per 5 min (orders, balance, position: 3 each), so N symbols resyncing every
+# 0.9 N s use a third of the budget.
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
@@ -253,6 +254,8 @@ class Worker:
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
             cp = None if self.reading_all_fills else self.spec.fill_checkpoint
             self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), checkpoint=cp)
+            if self.reading_all_fills:
+                self.read_all_fills = self.reading_all_fills = False
             self.trading = "trading"
             log.info("%s: reconciled: %d open orders (%d ours), %d fills read%s, position %s", self.symbol,
                      len(orders), self.bot.owned_open_orders(), len(fills),
@@ -442,8 +445,8 @@ async def run(spec: ChildSpec) -> None:
     async def ask_account(full: bool) -> None:
         worker.resync_asked_at_seq = worker.intent_seq
         worker.account_asked_at = time.monotonic()
-        if full:
-            worker.reading_all_fills, worker.read_all_fills = worker.read_all_fills, False
+        if full:  # (read_all_fills is cleared once such a read succeeds, not when asked)
+            worker.reading_all_fills = worker.read_all_fills
         cp = None if worker.reading_all_fills else worker.spec.fill_checkpoint
         await gw.send(codec.encode(AccountRequest(
             symbol=worker.symbol, include_fills=full, sent_ns=time.perf_counter_ns(),
