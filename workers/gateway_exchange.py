@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 
 from shared.config import secrets_from_env
-from shared.delta.errors import DeltaError
+from shared.delta.errors import DeltaError, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
@@ -109,6 +109,7 @@ class ExchangeGateway:
         self.known_fills = KnownFills(reversed(spec.stored_fill_ids))  # oldest first: evicted first
         self.fill_floor_us: int | None = None
         self.fills_unread = 0  # fills a scan could not reach (beyond its page bound), logged
+        self.position_unreadable: set[str] = set()  # symbols whose position read failed (logged once)
         self.fill_wakeup = asyncio.Event()
         self.ticks = 0
         self.polled_ticks = 0
@@ -327,7 +328,7 @@ class ExchangeGateway:
         try:
             # The position first: every fill in it is then in the fills read after it, so a full
             # reconciliation's comparison of the two is not fooled by a fill made meanwhile.
-            position = await self.rest.get_position(spec.product_id)
+            venue_position = await self.venue_position(req.symbol, spec.product_id)
             orders = await self.rest.get_open_orders([spec.product_id])
             fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
                      if req.include_fills else [])
@@ -342,7 +343,19 @@ class ExchangeGateway:
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
             fills=[fill_view(f) for f in fills],
             available_balance=usd.available_balance if usd else 0.0,
-            equity=usd.balance if usd else 0.0, venue_position=int(position.size))
+            equity=usd.balance if usd else 0.0, venue_position=venue_position)
+
+    async def venue_position(self, symbol: str, product_id: int) -> int | None:
+        """The account's position in the product; None (and said once) if the venue answers in a
+        shape we cannot read, so the bots still trade, without the position check."""
+        try:
+            return int((await self.rest.get_position(product_id)).size)
+        except ResponseShapeError as exc:
+            if symbol not in self.position_unreadable:
+                self.position_unreadable.add(symbol)
+                log.error("%s: the venue's position cannot be read (%s); the bot trades without "
+                          "checking its position against it", symbol, exc)
+            return None
 
     async def execute(self, req: OrderIntents) -> IntentResult:
         pid = req.product_id

@@ -110,3 +110,25 @@ async def test_an_empty_ledger_takes_every_paper_fill_but_no_live_history(tmp_pa
     # A paper account lives in the run dir with its ledger: all of it is news. On a live account
     # a new run dir's ledger starts now; older fills are history the workers' reconciliation reads.
     assert published == (made if paper else [])
+
+
+async def test_an_account_read_carries_the_venues_position(tmp_path: Path) -> None:
+    from shared.messages import AccountRequest
+    venue = await started_venue(time.time())
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
+    gw = ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
+                                "api_secret": venue.api_secret})
+    ctx = zmq.asyncio.Context()
+    try:
+        pub = ctx.socket(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        await gw.start(pub, ctx.socket(zmq.PUSH))
+        trade(venue, 3)  # buy, sell, buy: +1
+        snap = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+        assert snap.error == "" and snap.venue_position == 1 and len(snap.fills) == 3
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
