@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 
-class _Vec:
+class Vec:
     """numpy columns."""
 
     where = staticmethod(np.where)
@@ -46,7 +46,7 @@ def _sign(v: float) -> float:
     return 1.0 if v > 0.0 else -1.0 if v < 0.0 else 0.0
 
 
-class _Scalar:
+class Scalar:
     """Python floats."""
 
     where = staticmethod(_where)
@@ -68,6 +68,6 @@ class _Scalar:
         return q[state]
 
 
-VEC = _Vec()
-SCALAR = _Scalar()
+VEC = Vec()
+SCALAR = Scalar()
 Backend = Any  # VEC or SCALAR (duck-typed: the components only call the names above)
