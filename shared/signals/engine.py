@@ -278,6 +278,9 @@ class SignalEngine:
         self._last_ts: list[float] = []
         self._keys = np.empty(0, dtype=np.uint64)
         self._note: list[str] = []  # why the last rebuild skipped bars (kept for the result)
+        # slot -> its state as Python floats (S row, named strategy state, Q), kept between the
+        # ticks of a bar (the state only changes when a bar closes); at most one per slot
+        self._rows: dict[int, tuple[list[float], list[float], Any, list[list[float]]]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -303,6 +306,7 @@ class SignalEngine:
     def forget(self, symbol: str) -> None:
         slot = self._slots.pop(symbol, None)
         if slot is not None:
+            self._rows.pop(slot, None)
             self._closed[slot] = -1
             self._note[slot] = ""
             self._free.append(slot)
@@ -347,6 +351,7 @@ class SignalEngine:
                                  f"{self.config.max_symbols} symbols")
         self._Q[slot] = q.reshape(self._n_states, st.N_ACTIONS)
         self._X[slot, self._lay.rl_epsilon] = table.epsilon
+        self._rows.pop(slot, None)
 
     # ------------------------------------------------------------------ slots
 
@@ -367,6 +372,7 @@ class SignalEngine:
         self._note[slot] = ""
         key = (zlib.crc32(symbol.encode()) << 32) ^ (self.seed & 0xFFFFFFFF)
         self._keys[slot] = np.uint64(key & 0xFFFFFFFFFFFFFFFF)
+        self._rows.pop(slot, None)
         self._Q[slot] = 0.0
         self._X[slot] = np.nan
         self._X[slot, self._lay.learner_weights] = 0.0
@@ -496,6 +502,7 @@ class SignalEngine:
                                         cols[3][:, t], first_bar + t, keys)
                 self._precompute(X, C)
             self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+            self._forget_rows(rows)
             if n_bars > n_vec:
                 for q, (_, slot, _) in enumerate(items):
                     h, lo, c, ts = (col[q].tolist() for col in cols)
@@ -547,6 +554,7 @@ class SignalEngine:
             S, C = self._commit(S, C, X, Q, h[:, t], lo[:, t], c[:, t], ts[:, t], first_bar + t, keys)
         self._precompute(X, C)
         self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+        self._forget_rows(rows)
         for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist()):
             self._closed[slots[r]] = n_closed
             self._last_ts[slots[r]] = last
@@ -672,8 +680,8 @@ class SignalEngine:
         cfg = self.config
         lay = self._lay
         for f in lay.frames:
-            fr = st.mtf_prepare(VEC, st.MtfFrame(*X[:, f].T), self._tf_k)
-            X[:, f.start + 4], X[:, f.start + 5] = fr.ema_next, fr.done_next
+            b = f.start
+            X[:, b + 4], X[:, b + 5] = st.mtf_prepare(VEC, X[:, b], X[:, b + 1], X[:, b + 3], self._tf_k)
         mean_m2 = st.seq_mean_m2
         X[:, lay.trend_momentum_ref] = C[:, -cfg.momentum_bars]
         b = lay.bollinger
@@ -692,7 +700,8 @@ class SignalEngine:
         cfg = self.config
         lay = self._lay
         for f in lay.frames:
-            x[f] = st.mtf_prepare(SCALAR, tuple.__new__(st.MtfFrame, x[f]), self._tf_k)
+            b = f.start
+            x[b + 4], x[b + 5] = st.mtf_prepare(SCALAR, x[b], x[b + 1], x[b + 3], self._tf_k)
         mean_m2 = st.seq_mean_m2_scalar
         x[lay.trend_momentum_ref] = closes[-cfg.momentum_bars]
         b = lay.bollinger
@@ -708,16 +717,23 @@ class SignalEngine:
 
     def _commit_scalar(self, slot: int, h: float, lo: float, c: float, ts: float, bar_no: int) -> None:
         """Commit one closed bar of one warm row (learner off) on Python floats."""
-        x = self._X[slot].tolist()
-        q = self._Q[slot].tolist()
+        row = self._rows.pop(slot, None)  # the lists the last tick used, if any: reused, not copied
+        if row is None:
+            s, x, q = self._S[slot].tolist(), self._X[slot].tolist(), self._Q[slot].tolist()
+        else:
+            s, x, _, q = row
         closes = self._C[slot].tolist()
-        s = self.commit_row(self._S[slot].tolist(), x, q, closes, h, lo, c, ts, bar_no,
-                            int(self._keys[slot]))
+        s = self.commit_row(s, x, q, closes, h, lo, c, ts, bar_no, int(self._keys[slot]))
         self._precompute_scalar(x, closes)
         self._S[slot] = s
         self._X[slot] = x
         self._Q[slot] = q
         self._C[slot] = closes
+        self._rows[slot] = (s, x, self._lay.named(x), q)
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        for r in rows.tolist():
+            self._rows.pop(r, None)
 
     def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
                    errors: list[str]) -> list[SignalResult]:
@@ -735,18 +751,26 @@ class SignalEngine:
                 live.append(j)
         if not live:
             return results  # type: ignore[return-value]
-        fb = np.array([(w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1))
-                       for w in (windows[j] for j in live)], dtype=np.float64)
         slots = [plans[j].slot for j in live]
-        last_ts = np.array([self._last_ts[s] for s in slots])
-        prices = fb[:, :4]
-        with np.errstate(invalid="ignore"):
-            ok = (np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb[:, 4]) \
-                & ~(fb[:, 4] <= last_ts)
-        closed = self._S[slots, S_N]
-        warm = ok & (closed >= WARM_BARS)
-        warm_idx = np.flatnonzero(warm).tolist()
-        fb_rows = fb.tolist()
+        fb_rows = [[w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1)]
+                   for w in (windows[j] for j in live)]
+        ok: list[bool]
+        closed: list[float]
+        if len(live) <= _SCALAR_MAX_ROWS:  # a few windows: Python floats beat numpy's call overhead
+            last = self._last_ts
+            ok = [0.0 < r[0] < math.inf and 0.0 < r[1] < math.inf and 0.0 < r[2] < math.inf
+                  and 0.0 < r[3] < math.inf and math.isfinite(r[4]) and not r[4] <= last[sl]
+                  for r, sl in zip(fb_rows, slots)]
+            closed = [self._S.item(sl, S_N) for sl in slots]
+        else:
+            fb_all = np.array(fb_rows, dtype=np.float64)
+            prices = fb_all[:, :4]
+            last_ts = np.array([self._last_ts[sl] for sl in slots])
+            with np.errstate(invalid="ignore"):
+                ok = ((np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb_all[:, 4])
+                      & ~(fb_all[:, 4] <= last_ts)).tolist()
+            closed = self._S[slots, S_N].tolist()
+        warm_idx = [i for i in range(len(live)) if ok[i] and closed[i] >= WARM_BARS]
         # rows evaluated in full: (index into live) -> (snapshot row, vote codes, direction, conf)
         full: dict[int, tuple[list[float], list[int], int, float]] = {}
         if 0 < len(warm_idx) <= _SCALAR_MAX_ROWS:
@@ -754,12 +778,12 @@ class SignalEngine:
                 full[i] = self._core_one(slots[i], *fb_rows[i][1:])
         elif warm_idx:
             rows = np.array([slots[i] for i in warm_idx])
-            sub = fb[warm_idx]
+            sub = np.array([fb_rows[i] for i in warm_idx], dtype=np.float64)
             snap, votes, direction, conf = self._core_rows(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
             for q, i in enumerate(warm_idx):
                 full[i] = (snap[q], votes[q], direction[q], conf[q])
         names, comps = st.VOTE_NAMES, st.COMPONENTS
-        cold_snaps: list[list[float]] | None = None
+        cold_snaps: dict[int, list[float]] | None = None
         for i, j in enumerate(live):
             w = windows[j]
             bar_ts = fb_rows[i][4]
@@ -782,7 +806,8 @@ class SignalEngine:
             else:  # not warmed up: the general (seeding) path, for the report only
                 if cold_snaps is None:
                     cold = [q for q in range(len(live)) if ok[q] and q not in full]
-                    cold_snaps = dict(zip(cold, self._cold_snapshots([slots[q] for q in cold], fb[cold])))
+                    cold_snaps = dict(zip(cold, self._cold_snapshots(
+                        [slots[q] for q in cold], np.array([fb_rows[q] for q in cold], dtype=np.float64))))
                 snap = cold_snaps[i]
             note = self._note[slots[i]]
             reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
@@ -795,14 +820,15 @@ class SignalEngine:
         S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])
         return np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
 
-    def core(self, xp: Backend, s: Any, x: Any, q: Any, h: Any, lo: Any, c: Any,
+    def core(self, xp: Backend, s: Any, parts: Any, q: Any, h: Any, lo: Any, c: Any,
              ts: Any) -> tuple[tuple[Any, ...], tuple[Any, Any, Any, Any], Any, Any]:
         """The forming bar of warm rows (closed bars >= WARM_BARS), given the committed state:
         (snapshot in IndicatorSnapshot order, votes in COMPONENTS order, direction, confidence).
-        `s`, `x`: the indicator and strategy state as columns (S.T, X.T; `q` (n, states, actions))
-        with VEC, or as lists of one row (`q` nested lists) with SCALAR; prices likewise."""
+        `s`: the indicator state, `parts`: the components' states (`_Layout.named`), `q`: the
+        Q-table; as columns (S.T, named(X.T), q (n, states, actions)) with VEC, or one row of
+        Python floats (q nested lists) with SCALAR; prices likewise."""
         cfg = self.config
-        trend, bb, vol, rl, frames = self._lay.named(x)
+        trend, bb, vol, rl, frames = parts
         ind = tuple.__new__(IndicatorState, s)
         new = steady_step(xp, ind, h, lo, c)
         line = new.macd_fast - new.ema_slow
@@ -833,15 +859,18 @@ class SignalEngine:
 
     def _core_rows(self, rows: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                    ts: np.ndarray) -> tuple[list[list[float]], list[list[int]], list[int], list[float]]:
-        snap, votes, direction, conf = self.core(VEC, self._S[rows].T, self._X[rows].T, self._Q[rows],
-                                                 h, lo, c, ts)
+        snap, votes, direction, conf = self.core(VEC, self._S[rows].T, self._lay.named(self._X[rows].T),
+                                                 self._Q[rows], h, lo, c, ts)
         return (np.stack(snap, axis=1).tolist(), np.stack(votes, axis=1).tolist(), direction.tolist(),
                 conf.tolist())
 
     def _core_one(self, slot: int, h: float, lo: float, c: float,
                   ts: float) -> tuple[list[float], list[int], int, float]:
-        snap, votes, direction, conf = self.core(SCALAR, self._S[slot].tolist(), self._X[slot].tolist(),
-                                                 self._Q[slot].tolist(), h, lo, c, ts)
+        row = self._rows.get(slot)
+        if row is None:
+            x = self._X[slot].tolist()
+            row = self._rows[slot] = (self._S[slot].tolist(), x, self._lay.named(x), self._Q[slot].tolist())
+        snap, votes, direction, conf = self.core(SCALAR, row[0], row[2], row[3], h, lo, c, ts)
         return list(snap), list(votes), direction, conf
 
 

@@ -344,7 +344,8 @@ def _evaluate_ticks(engine: SignalEngine, rec_s: np.ndarray, rec_c: np.ndarray, 
         x = rec_x[warm]
         with np.errstate(all="ignore"):
             engine._precompute(x, rec_c[warm])
-            snap, vote, d, conf = engine.core(_TICK_ROWS, rec_s[warm].T[:, :, None], x.T[:, :, None],
+            snap, vote, d, conf = engine.core(_TICK_ROWS, rec_s[warm].T[:, :, None],
+                                              engine._lay.named(x.T[:, :, None]),
                                               rec_q[warm].reshape(warm.size, engine._n_states, st.N_ACTIONS),
                                               fh[warm], fl[warm], ticks[warm], bar_ts[warm][:, None])
         w_ok = ok[warm]

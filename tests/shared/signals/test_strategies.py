@@ -63,7 +63,8 @@ def test_mtf_frame_completes_a_bucket_when_a_later_one_starts() -> None:
         fr = st.mtf_commit(SCALAR, fr, 60.0 * i, c, 120.0, k)
     # buckets [10, 11] and [12, 13] completed with closes 11 and 13; 14 is in the open bucket
     assert fr.done == 2.0 and fr.ema == 11.0 + k * (13.0 - 11.0) and fr.last == 14.0
-    fr = st.mtf_prepare(SCALAR, fr, k)
+    ema_next, done_next = st.mtf_prepare(SCALAR, fr.ema, fr.done, fr.last, k)
+    fr = fr._replace(ema_next=ema_next, done_next=done_next)
     # forming bar in the same bucket as the last close: the completed EMA; in a later one: with 14
     assert st.mtf_trend(SCALAR, fr, 270.0, 14.5, 120.0, 2) == (True, False)
     assert fr.ema_next == st.mtf_ema_step(fr.ema, 14.0, k) and fr.done_next == 3.0
