@@ -34,9 +34,25 @@ import numpy as np
 
 from . import strategies as st
 from .backend import SCALAR, VEC, Backend
-from .streaming import (BB_PERIOD, CLOSES_LEN, N_STATE, O_MACD, O_RSI, O_SMA, S_N, S_PREV_CLOSE,
-                        WARM_BARS, BollingerPrep, IndicatorState, advance, bollinger_forming,
-                        new_state, outputs, rsi_of, steady_step)
+from .streaming import (
+    BB_PERIOD,
+    CLOSES_LEN,
+    N_STATE,
+    O_MACD,
+    O_RSI,
+    O_SMA,
+    S_N,
+    S_PREV_CLOSE,
+    WARM_BARS,
+    BollingerPrep,
+    IndicatorState,
+    advance,
+    bollinger_forming,
+    new_state,
+    outputs,
+    rsi_of,
+    steady_step,
+)
 
 BAR_SECONDS = 60.0
 _SCALAR_MAX_ROWS = 4  # up to this many warm rows, Python floats beat numpy's per-call overhead
@@ -532,12 +548,12 @@ class SignalEngine:
             ok &= np.isfinite(a) & (a > 0.0)
         row_ok = ok.all(axis=1)
         reasons = [""] * len(windows)
-        for r in np.flatnonzero(~row_ok):
-            t = int(np.flatnonzero(~ok[r])[0])
-            idx = int(size[r]) - 1 - k + t
+        for r in np.flatnonzero(~row_ok).tolist():
+            at = int(np.flatnonzero(~ok[r])[0])
+            idx = int(size[r]) - 1 - k + at
             w = windows[r]
-            reasons[r] = _bad_closed_reason(w, idx, float(ts[r, t]), float(o[r, t]), float(h[r, t]),
-                                            float(lo[r, t]), float(c[r, t]))
+            reasons[r] = _bad_closed_reason(w, idx, float(ts[r, at]), float(o[r, at]), float(h[r, at]),
+                                            float(lo[r, at]), float(c[r, at]))
             self._closed[slots[r]] = -1
         good = np.flatnonzero(row_ok)
         if good.size == 0:
@@ -779,9 +795,9 @@ class SignalEngine:
         elif warm_idx:
             rows = np.array([slots[i] for i in warm_idx])
             sub = np.array([fb_rows[i] for i in warm_idx], dtype=np.float64)
-            snap, votes, direction, conf = self._core_rows(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
+            snaps, vote_rows, dirs, confs = self._core_rows(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
             for q, i in enumerate(warm_idx):
-                full[i] = (snap[q], votes[q], direction[q], conf[q])
+                full[i] = (snaps[q], vote_rows[q], dirs[q], confs[q])
         names, comps = st.VOTE_NAMES, st.COMPONENTS
         cold_snaps: dict[int, list[float]] | None = None
         for i, j in enumerate(live):

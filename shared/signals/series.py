@@ -37,9 +37,22 @@ from ..marketdata import Candles
 from . import strategies as st
 from .backend import SCALAR, VEC, Vec
 from .engine import BarWindow, RLTable, SignalConfig, SignalEngine
-from .streaming import (CLOSES_LEN, O_ATR, S_N, WARM_BARS, IndicatorState, advance, atr_wilder_step,
-                        bar_terms, ema_fast_step, ema_slow_step, new_state, outputs, rsi_wilder_step,
-                        signal_step)
+from .streaming import (
+    CLOSES_LEN,
+    O_ATR,
+    S_N,
+    WARM_BARS,
+    IndicatorState,
+    advance,
+    atr_wilder_step,
+    bar_terms,
+    ema_fast_step,
+    ema_slow_step,
+    new_state,
+    outputs,
+    rsi_wilder_step,
+    signal_step,
+)
 
 LIVE_WINDOW_BARS = 1024  # what the pool reads from shared memory per request
 _DIRECTION_CODE = {name: code for code, name in enumerate(st.VOTE_NAMES)}
