@@ -26,6 +26,7 @@ functions. Warm-up bars and the learner (on) go through the engine's own `_commi
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import accumulate
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -232,10 +233,11 @@ class _Symbol:
             complete = (bucket != before_bucket) & np.isfinite(before_last)
             done = (fr0.done if np.isfinite(fr0.done) else 0.0) + np.cumsum(complete)
             vals = before_last[complete]
+            step = partial(st.mtf_ema_step, k=k)
             if vals.size and fr0.done > 0:
-                emas = _run(lambda e, v: st.mtf_ema_step(e, v, k), fr0.ema, vals)
+                emas = _run(step, fr0.ema, vals)
             elif vals.size:  # the first complete bucket seeds the EMA
-                emas = np.concatenate([vals[:1], _run(lambda e, v: st.mtf_ema_step(e, v, k), vals[0], vals[1:])])
+                emas = np.concatenate([vals[:1], _run(step, vals[0], vals[1:])])
             rank = np.cumsum(complete) - 1
             ema = np.where(rank >= 0, emas[np.maximum(rank, 0)] if vals.size else fr0.ema, fr0.ema)
             rec_x[:, f.start], rec_x[:, f.start + 1], rec_x[:, f.start + 2], rec_x[:, f.start + 3] = \
