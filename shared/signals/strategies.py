@@ -28,7 +28,6 @@ COMPONENTS = ("trend", "mtf", "volatility", "rl")
 # RL actions, in Q-table column order
 ACT_UP, ACT_DOWN, ACT_HOLD = 0, 1, 2
 N_ACTIONS = 3
-ACTION_VOTES = np.array([UP, DOWN, HOLD], dtype=np.int8)
 
 N_TREND_FEATURES = 4  # price vs SMA20, RSI zone, MACD sign, momentum sign
 N_LEARNER_WEIGHTS = N_TREND_FEATURES + 1  # plus a bias
