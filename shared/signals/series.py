@@ -16,12 +16,11 @@ tests hold `evaluate_series` equal to it.
 
 How it is fast: the state a tick is evaluated against changes only when a bar closes, so the bars
 are committed first, and every tick of a chunk of bars is then evaluated in one vectorised call of
-the engine's own `SignalEngine.core` (the strategy components) over rows = bars x ticks. Commits
-after warm-up run as one tight loop per recursion (`itertools.accumulate` over the same *_step
-functions the engine's recursions use, the RL table in a plain loop through the same component
-functions), in the same IEEE order; everything that is not a recursion (true range, buckets, RL
-states, hash draws, the prep statistics) is computed for the whole chunk at once with the same
-functions. Warm-up bars and the learner (on) go through the engine's own `_commit`, bar by bar.
+the engine's own `SignalEngine.core` (the strategy components) over rows = bars x ticks. Bars
+after warm-up are committed by `SignalEngine.commit_bars`, the engine's bulk commit (one tight loop
+per recursion over the same *_step functions, in the same IEEE order; the engine warms symbols up
+with it too); warm-up bars, and every bar with the learner on, go through the engine's own
+`_commit`, bar by bar.
 """
 
 from __future__ import annotations
@@ -149,11 +148,10 @@ _TICK_ROWS = _TickRows()
 
 class _Symbol:
     """One symbol's committed state as the engine holds it (one row of S, C, X, Q), advanced bar by
-    bar; `states` records the state each bar's ticks are evaluated against."""
+    bar as the engine would advance it when called at every tick."""
 
     def __init__(self, engine: SignalEngine, symbol: str, candles: Candles) -> None:
         self.eng = engine
-        self.cfg = engine.config
         slot = engine._slots.get(symbol)
         if slot is None:
             slot = engine._allocate(symbol)
@@ -170,7 +168,6 @@ class _Symbol:
         n = len(self.c)
         # next_bad[j]: index of the first bad bar at or after j (n if none)
         self.next_bad = np.minimum.accumulate(np.where(self.good, n, np.arange(n))[::-1])[::-1]
-        self.n_states = engine._n_states
 
     def reset(self) -> None:
         """A bad bar closed: the indicators start again, what was learned stays (as the engine)."""
@@ -193,6 +190,7 @@ class _Symbol:
         return rec
 
     def record(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The current state, as the state after one bar (S, C, X, Q flattened)."""
         return self.S.copy(), self.C.copy(), self.X.copy(), self.Q.reshape(1, -1).copy()
 
 
