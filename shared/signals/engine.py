@@ -612,6 +612,8 @@ class SignalEngine:
         X[:] = np.nan
         for s, v in zip(self._lay.knowledge, keep):
             X[:, s] = v
+        for f in self._lay.frames:
+            X[:, f] = st.MTF_RESET
         return X
 
     def _commit(self, S: np.ndarray, C: np.ndarray, X: np.ndarray, Q: np.ndarray,
@@ -732,7 +734,7 @@ class SignalEngine:
             before_bucket = np.concatenate([[fr0.bucket], bucket[:-1]])
             before_last = np.concatenate([[fr0.last], c[:-1]])
             complete = (bucket != before_bucket) & np.isfinite(before_last)
-            done = (fr0.done if np.isfinite(fr0.done) else 0.0) + np.cumsum(complete)
+            done = fr0.done + np.cumsum(complete)
             vals = before_last[complete]
             step = partial(st.mtf_ema_step, k=k)
             if vals.size and fr0.done > 0:
@@ -850,8 +852,9 @@ class SignalEngine:
         self._rows[slot] = (s, x, self._lay.named(x), q)
 
     def _forget_rows(self, rows: np.ndarray) -> None:
-        for r in rows.tolist():
-            self._rows.pop(r, None)
+        if self._rows:
+            for r in rows.tolist():
+                self._rows.pop(r, None)
 
     def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
                    errors: list[str]) -> list[SignalResult]:

@@ -133,8 +133,9 @@ def learner_update(weights: np.ndarray, x: np.ndarray, went_up: np.ndarray,
 
 class MtfFrame(NamedTuple):
     """One timeframe of the multi-timeframe component: the EMA of its completed bars' closes, how
-    many completed, the bucket of the last committed 1m bar and its close; and (prep) the EMA and
-    count if that bucket turns out complete when the forming bar is in a later one."""
+    many completed (0 after a reset, `MTF_RESET`), the bucket of the last committed 1m bar and its
+    close; and (prep) the EMA and count if that bucket turns out complete when the forming bar is
+    in a later one."""
 
     ema: Any
     done: Any
@@ -142,6 +143,9 @@ class MtfFrame(NamedTuple):
     last: Any
     ema_next: Any
     done_next: Any
+
+
+MTF_RESET = (np.nan, 0.0, np.nan, np.nan, np.nan, np.nan)  # a frame before any bar
 
 
 def mtf_ema_step(ema: Any, last: Any, k: float) -> Any:
@@ -155,7 +159,7 @@ def mtf_commit(xp: Backend, fr: MtfFrame, ts: Any, close: Any, tf_seconds: float
     b = xp.floor(ts / tf_seconds)
     complete = (b != fr.bucket) & xp.isfinite(fr.last)
     ema = xp.where(complete, xp.where(fr.done > 0, mtf_ema_step(fr.ema, fr.last, k), fr.last), fr.ema)
-    done = xp.where(xp.isfinite(fr.done), fr.done, 0.0) + complete * 1.0
+    done = fr.done + complete
     return MtfFrame(ema, done, b, close, fr.ema_next, fr.done_next)
 
 
