@@ -3,8 +3,6 @@ columns and Python floats: the engine runs the same component code on each)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -57,7 +55,7 @@ def test_mtf_needs_two_of_three_agreeing() -> None:
 
 def test_mtf_frame_completes_a_bucket_when_a_later_one_starts() -> None:
     k = 2.0 / 3.0
-    fr = st.MtfFrame(*([math.nan] * 6))
+    fr = st.MtfFrame(*st.MTF_RESET)
     closes = [10.0, 11.0, 12.0, 13.0, 14.0]  # 1m bars at 0, 60, ..., 240 s in 2-minute buckets
     for i, c in enumerate(closes):
         fr = st.mtf_commit(SCALAR, fr, 60.0 * i, c, 120.0, k)
