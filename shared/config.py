@@ -64,6 +64,7 @@ class RunConfig(_Section):
 # Every number has its allowed range in the schema (msgspec `Meta`), so one check, at load, names
 # the key, the value, the range and the file; __post_init__ keeps only rules between keys.
 Port = Annotated[int, Meta(ge=0, le=65535)]  # 0 = any free port
+BarSeconds = Annotated[float, Meta(ge=0.001, le=3600)]  # paper replay: wall seconds per 1m bar
 
 
 def _between(low: float, high: float) -> Any:
@@ -87,7 +88,7 @@ class MarketConfig(_Section):
     # venue: market data and orders through the exchange (the paper venue, or Delta live);
     # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks)
     source: str = "venue"
-    bar_seconds: Annotated[float, _between(0.001, 3600)] = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
+    bar_seconds: BarSeconds = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
     history_bars: Annotated[int, _between(1, 8192)] = 1000  # bars loaded into each ring at start so signals are valid at once
     window_bars: Annotated[int, _between(16, 8192)] = 1024  # bars each ring holds and the pool reads
     seed: Annotated[int, _between(0, 2**32 - 1)] = 0  # synthetic markets and the RL agents' exploration
@@ -135,7 +136,7 @@ _RANGE_WORDS = {"budgets.rss_mb": f"0 (off) or {MIN_RSS_MB} to {MAX_BUDGET_MB}",
 
 class BudgetConfig(_Section):
     """Per-worker budgets, checked by the supervisor with psutil. 0 disables a budget."""
-    # A memory budget below an idle worker's size (~16 MB USS, ~40 MB RSS) restarts it forever.
+    # A memory budget below an idle worker's size (~10 MB USS measured, more RSS) restarts it forever.
     rss_mb: Annotated[float, _between(0, MAX_BUDGET_MB)] = 200.0  # 0 (off) or >= MIN_RSS_MB
     uss_mb: Annotated[float, _between(0, MAX_BUDGET_MB)] = 60.0  # 0 (off) or >= MIN_USS_MB
     cpu_percent: Annotated[float, _between(0, 6400)] = 90.0  # one core = 100
