@@ -110,7 +110,8 @@ async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path
     try:
         assert proc.stdout is not None
         lines = [(await asyncio.wait_for(proc.stdout.readline(), 60)).decode() for _ in range(2)]
-        assert "REST http://127.0.0.1:" in lines[0] and "/ws" in lines[0]
+        # venue.json first, then the ready line (whoever waits for it can read the file at once)
+        assert "venue.json" in lines[0] and "REST http://127.0.0.1:" in lines[1] and "/ws" in lines[1]
         info = json.loads((tmp_path / "venue.json").read_text())
         assert stat.S_IMODE(os.stat(tmp_path / "venue.json").st_mode) == 0o600
         assert info["api_secret"] not in "".join(lines)  # the secret is never printed
