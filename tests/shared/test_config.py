@@ -188,7 +188,7 @@ def test_every_numeric_key_has_a_range_and_default_toml_shows_it() -> None:
     ("market", "initial_balance_usd", "-100", "1 to 1000000000"),
     ("supervision", "heartbeat_interval_s", "0", "0.05 to 60"),
     ("budgets", "uss_mb", "0.001", "0 (off) or 16 to 1048576"),
-    ("budgets", "rss_mb", "-1", "0 (off) or 32 to 1048576"),
+    ("budgets", "rss_mb", "-1", "0 (off) or 64 to 1048576"),
     ("supervision", "shutdown_timeout_s", "-5", "1 to 600"),
     ("risk", "max_open_orders", "0", "1 to 1000"),
     ("grid", "width", "1e-12", "0.0001 to 0.5"),
