@@ -680,12 +680,21 @@ def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int
         _stop_multiprocessing_helpers()
 
 
-def _stop_multiprocessing_helpers() -> None:
-    # Private, but the only way to stop and reap them (CPython's own tests use it); a Python
-    # without them simply leaves them to exit on their own as before.
+def _stop_multiprocessing_helpers(timeout_s: float = 5.0) -> None:
+    # `_stop` is private, but the only way to stop and reap them (CPython's own tests use it); a
+    # Python without it leaves them to exit on their own as before. The tracker exits only when
+    # every holder of its pipe has gone: a bounded wait, so a stray holder cannot hang our exit.
+    import threading
     from multiprocessing import forkserver, resource_tracker
-    for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
-        try:
-            getattr(helper, "_stop", lambda: None)()
-        except Exception:
-            log.warning("could not stop %s", type(helper).__name__, exc_info=True)
+
+    def stop() -> None:
+        for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+            try:
+                getattr(helper, "_stop", lambda: None)()
+            except Exception:
+                log.warning("could not stop %s", type(helper).__name__, exc_info=True)
+    t = threading.Thread(target=stop, name="stop-mp-helpers", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        log.warning("multiprocessing helpers still running %.0f s after shutdown; leaving them", timeout_s)
