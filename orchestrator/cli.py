@@ -144,10 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (RunDirBusy, RunDirError) as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # e.g. <run dir>/logs is a file
+    except OSError as exc:  # e.g. <run dir>/logs is a file; the lock goes with our exit
         print(f"orchestrate: cannot use run dir {run_dir.path}: {exc.strerror or exc} ({exc.filename})",
               file=sys.stderr)
-        run_dir.release()
         return 2
     removed = run_dir.clean_leftovers()
     if removed:
@@ -282,13 +281,12 @@ def cmd_venue(args: argparse.Namespace) -> int:
         # convert, not the constructor: msgspec checks the ranges declared on the fields
         settings = msgspec.convert({"port": args.port, "bar_seconds": args.bar_seconds}, VenueSettings)
     except msgspec.ValidationError as exc:
-        field = str(exc).rpartition("$.")[2].rstrip("`")
-        value = getattr(args, field, "?")
-        print(f"orchestrate venue: {options.get(field, field)} {value} is out of range: allowed "
-              f"{allowed_range(field, VenueSettings)}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"orchestrate venue: {exc}", file=sys.stderr)
+        text, _, where = str(exc).partition(" - at `$.")
+        field = where.rstrip("`")
+        if field in options:
+            text = (f"{options[field]} {getattr(args, field)} is out of range: allowed "
+                    f"{allowed_range(field, VenueSettings)}")
+        print(f"orchestrate venue: {text}", file=sys.stderr)
         return 2
     try:
         ensure_run_dir(Path(args.run_dir))
@@ -323,8 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug or an unforeseen environment: one line, not a traceback
-        import logging
-        logging.getLogger("orchestrate").debug("unhandled", exc_info=True)
         print(f"orchestrate: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("ORCHESTRATE_TRACEBACK") == "1":
             import traceback
