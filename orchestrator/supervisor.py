@@ -642,6 +642,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _OneLine(logging.Formatter):
+    """The terminal gets the message; tracebacks go to logs/supervisor.log only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
     handler = bounded_log_handler(run_dir.logs / "supervisor.log")
     root = logging.getLogger()
@@ -649,6 +661,43 @@ def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int
     root.setLevel(logging.INFO)
     errors = logging.StreamHandler(sys.stderr)  # the operator sees warnings in the terminal too
     errors.setLevel(logging.WARNING)
-    errors.setFormatter(logging.Formatter("orchestrate: %(levelname)s %(message)s"))
+    errors.setFormatter(_OneLine("orchestrate: %(levelname)s %(message)s"))
     root.addHandler(errors)
-    return asyncio.run(Supervisor(cfg, run_dir, foreground=foreground).run())
+    sup = Supervisor(cfg, run_dir, foreground=foreground)
+    try:
+        return asyncio.run(sup.run())
+    except Exception:
+        log.exception("supervisor failed (traceback in %s)", run_dir.logs / "supervisor.log")
+        raise
+    finally:
+        # Whatever ended the run (a start-up failure included), nothing of it stays behind:
+        # children, the bars' shared memory, and multiprocessing's forkserver and resource
+        # tracker, which otherwise linger as zombies for seconds after we exit.
+        for child in sup.children.values():
+            if child.alive():
+                sup._kill(child)
+                child.process.join(timeout=2)
+        if sup.ring is not None:
+            sup.ring.close()
+            sup.ring.unlink()
+        _stop_multiprocessing_helpers()
+
+
+def _stop_multiprocessing_helpers(timeout_s: float = 5.0) -> None:
+    # `_stop` is private, but the only way to stop and reap them (CPython's own tests use it); a
+    # Python without it leaves them to exit on their own as before. The tracker exits only when
+    # every holder of its pipe has gone: a bounded wait, so a stray holder cannot hang our exit.
+    import threading
+    from multiprocessing import forkserver, resource_tracker
+
+    def stop() -> None:
+        for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+            try:
+                getattr(helper, "_stop", lambda: None)()
+            except Exception:
+                log.warning("could not stop %s", type(helper).__name__, exc_info=True)
+    t = threading.Thread(target=stop, name="stop-mp-helpers", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        log.warning("multiprocessing helpers still running %.0f s after shutdown; leaving them", timeout_s)

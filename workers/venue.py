@@ -48,6 +48,7 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
+from shared.config import BarSeconds, Port
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
 from shared.market_clock import MarketClock, resume_clock
@@ -78,8 +79,8 @@ SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 0
-    bar_seconds: float = 1.0  # wall seconds per replayed 1m bar
+    port: Port = 0  # ranges apply where settings are decoded (`orchestrate venue`, the config)
+    bar_seconds: BarSeconds = 1.0  # wall seconds per replayed 1m bar
     history_bars: int = 1000
     seed: int = 0
     initial_balance_usd: float = 10_000.0
@@ -1181,10 +1182,11 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await venue.start()
-        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
         if run_dir:
             path = write_venue_json(Path(run_dir), venue)
             print(f"venue: paper key and secret written to {path} (mode 0600)", flush=True)
+        # The ready line comes last: whoever waits for it can read venue.json at once.
+        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
         try:
             await stop.wait()
         finally:

@@ -29,10 +29,11 @@ import math
 import zlib
 from functools import partial
 from itertools import accumulate
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Annotated, Any, Callable, NamedTuple, Sequence
 
 import msgspec
 import numpy as np
+from msgspec import Meta
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import strategies as st
@@ -88,41 +89,41 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every tunable of the signal engine (the `[signal]` table of the TOML config). Defaults are
     the original bot's rules, with its defects fixed."""
 
-    min_bars: int = 100  # closed bars before any vote (the original's ML predictor needed 100)
+    min_bars: Annotated[int, Meta(ge=WARM_BARS, le=100_000)] = 100  # closed bars before any vote (the original's ML predictor needed 100)
     # trend score: weights of sign(close-SMA20), RSI zone, sign(MACD), sign(momentum)
-    trend_weights: list[float] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
+    trend_weights: list[Annotated[float, Meta(ge=-100, le=100)]] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
     # no effect: the trend vote's own confidence never reached the consensus (which weighs votes);
     # kept only because configs/default.toml sets it and unknown keys are refused
-    trend_confidence_scale: float = 0.8
-    rsi_overbought: float = 70.0
-    momentum_bars: int = 10
+    trend_confidence_scale: Annotated[float, Meta(gt=0, le=100)] = 0.8
+    rsi_overbought: Annotated[float, Meta(gt=0, lt=100)] = 70.0
+    momentum_bars: Annotated[int, Meta(ge=1, le=CLOSES_LEN - 1)] = 10
     # online learner (logistic regression by SGD on the trend features); when on, it casts the
     # trend vote instead of the fixed score
     learner: bool = False
-    learner_rate: float = 0.05
-    learner_l2: float = 1e-4
+    learner_rate: Annotated[float, Meta(gt=0, le=10)] = 0.05
+    learner_l2: Annotated[float, Meta(ge=0, le=10)] = 1e-4
     # multi-timeframe: trend per timeframe = sign(close - EMA of that timeframe's closed bars)
-    timeframes: list[int] = msgspec.field(default_factory=lambda: [1, 5, 15])  # minutes
-    mtf_ema_period: int = 20
-    mtf_min_agree: int = 2
+    timeframes: list[Annotated[int, Meta(ge=1, le=1440)]] = msgspec.field(default_factory=lambda: [1, 5, 15])  # minutes
+    mtf_ema_period: Annotated[int, Meta(ge=1, le=1000)] = 20
+    mtf_min_agree: Annotated[int, Meta(ge=1, le=1440)] = 2
     # volatility (Bollinger 20, 2)
     volatility_rule: str = "mean_reversion"  # or "breakout"
-    volatility_min: float = 0.015
-    volatility_max: float = 0.05
-    volatility_changes: int = 20
+    volatility_min: Annotated[float, Meta(ge=0, le=10)] = 0.015
+    volatility_max: Annotated[float, Meta(ge=0, le=10)] = 0.05
+    volatility_changes: Annotated[int, Meta(ge=2, le=CLOSES_LEN - 1)] = 20
     # RL agent
-    rl_alpha: float = 0.1
-    rl_gamma: float = 0.9
-    rl_epsilon: float = 0.1
-    rl_epsilon_decay: float = 0.995
-    rl_epsilon_min: float = 0.01
-    rl_momentum_bars: int = 5
-    rl_vol_bars: int = 5
-    rl_vol_thresholds: list[float] = msgspec.field(default_factory=lambda: [0.02])
+    rl_alpha: Annotated[float, Meta(gt=0, le=1)] = 0.1
+    rl_gamma: Annotated[float, Meta(ge=0, lt=1)] = 0.9
+    rl_epsilon: Annotated[float, Meta(ge=0, le=1)] = 0.1
+    rl_epsilon_decay: Annotated[float, Meta(gt=0, le=1)] = 0.995
+    rl_epsilon_min: Annotated[float, Meta(ge=0, le=1)] = 0.01
+    rl_momentum_bars: Annotated[int, Meta(ge=1, le=CLOSES_LEN - 1)] = 5
+    rl_vol_bars: Annotated[int, Meta(ge=2, le=CLOSES_LEN)] = 5
+    rl_vol_thresholds: list[Annotated[float, Meta(gt=0, le=10)]] = msgspec.field(default_factory=lambda: [0.02])
     # consensus
-    consensus_weights: dict[str, float] = msgspec.field(default_factory=_default_consensus_weights)
-    consensus_threshold: float = 2.0
-    max_symbols: int = 4096  # bound on per-symbol state kept by one engine
+    consensus_weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = msgspec.field(default_factory=_default_consensus_weights)
+    consensus_threshold: Annotated[float, Meta(gt=0, le=100)] = 2.0
+    max_symbols: Annotated[int, Meta(ge=1, le=100_000)] = 4096  # bound on per-symbol state kept by one engine
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
