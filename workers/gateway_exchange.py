@@ -75,7 +75,7 @@ def update_view(ev: OrderUpdate) -> OrderView:
 
 
 def fill_view(f: DeltaFill) -> FillView:
-    ts_us = f.created_at if isinstance(f.created_at, int) else 0
+    ts_us = f.created_us or 0
     return FillView(fill_id=str(f.id), order_id=str(f.order_id or ""), client_order_id=f.client_order_id or "",
                     side=f.side, size=int(f.size), price=repr(float(f.price)),
                     fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)

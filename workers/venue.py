@@ -507,6 +507,8 @@ class PaperVenue:
         r.add_get("/v2/trades/{symbol}", pub(self._trades))
         r.add_get("/v2/history/candles", pub(self._candles))
         r.add_get("/v2/settings", pub(self._settings))
+        r.add_get("/v2/assets", pub(self._assets))
+        r.add_get("/v2/indices", pub(self._indices))
         r.add_post("/v2/orders", priv(self._place))
         r.add_put("/v2/orders", priv(self._edit))
         r.add_delete("/v2/orders", priv(self._cancel))
@@ -521,6 +523,8 @@ class PaperVenue:
         r.add_get("/v2/positions", priv(self._position))
         r.add_get("/v2/positions/margined", priv(self._margined))
         r.add_get("/v2/wallet/balances", priv(self._balances))
+        r.add_get("/v2/wallet/transactions", priv(self._wallet_transactions))
+        r.add_post("/v2/positions/change_margin", priv(self._change_margin))
         r.add_get("/v2/fills", priv(self._fills))
         r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
         r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
@@ -657,7 +661,8 @@ class PaperVenue:
         open_, high, low, base_volume = _day_stats(m, self.market_us // 1_000_000)
         if open_ is None:
             open_ = high = low = float(last or 0)
-        volume = base_volume / m.spec.contract_value
+        contracts = base_volume / m.spec.contract_value
+        turnover = base_volume * float(last or 0)
         mark = wire.s(last)
         return {
             "symbol": m.symbol, "product_id": pid, "contract_type": m.spec.contract_type,
@@ -668,8 +673,9 @@ class PaperVenue:
             "quotes": {"best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_size": str(m.tick_size),
                        "ask_size": str(m.tick_size), "ask_iv": None, "bid_iv": None,
                        "impact_mid_price": wire.s((bid + ask) / 2), "mark_iv": None},
-            "greeks": None, "size": int(volume), "volume": int(volume), "turnover": float(volume * m.spec.contract_value * float(last or 0)),
-            "turnover_symbol": "USD", "turnover_usd": float(volume * m.spec.contract_value * float(last or 0)),
+            # Delta's samples: `size` in contracts, `volume` in the underlying, `turnover` in the quote
+            "greeks": None, "size": int(contracts), "volume": base_volume, "turnover": turnover,
+            "turnover_symbol": "USD", "turnover_usd": turnover,
             "funding_rate": "0", "timestamp": self.market_us,
         }
 
@@ -733,6 +739,12 @@ class PaperVenue:
         return _ok({"server_time": int(time.time() * 1_000_000), "paper": True,
                     "market_time": self.market_us})
 
+    async def _assets(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok(wire.assets_json(m.spec for m in self._markets_list))
+
+    async def _indices(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok([wire.index_json(m.spec) for m in self._markets_list])
+
     # ---- private endpoints ------------------------------------------------------------------
     async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._product_from_body(body)
@@ -780,7 +792,7 @@ class PaperVenue:
         given = any(k in body for k in keys)
         limit, stop, reduce_only = (wire.flag(body, k) if given else True for k in keys)
         self.engine.cancel_all(pid, limit_orders=limit, stop_orders=stop, reduce_only_orders=reduce_only)
-        return web.Response(body=b'{"success":true}', content_type="application/json")
+        return _ok({})  # recorded live answer (CCXT cancelAllOrders sample): {"result":{},"success":true}
 
     def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
         m = self._product_from_body(body)
@@ -924,6 +936,38 @@ class PaperVenue:
         fills = _time_filter(request, fills, "timestamp")
         items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
         return _ok([wire.fill_json(f, self.engine.product(f.product_id)) for f in items], meta)
+
+    async def _wallet_transactions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """The USD wallet's ledger, derived from the fill history (see wire.wallet_transactions)."""
+        assets = self._product_ids(request, "asset_ids")
+        kinds = _csv_choice(request, "transaction_types", ("cashflow", "commission", "deposit", "funding"))
+        start = _query_int(request, "start_time", 0, 0, 10**17)
+        end = _query_int(request, "end_time", 10**17, 0, 10**17)
+        e = self.engine
+        fills = list(e.fills)
+        complete = not fills or fills[0].seq == 1
+        entries = wire.wallet_transactions(fills, e.balance, e.initial_balance, self._start_ts * 1_000_000,
+                                           complete=complete, start_us=start or 0, end_us=end)
+        keyed = [(k, t) for k, t in entries
+                 if t["transaction_type"] in kinds and (assets is None or t["asset_id"] in assets)]
+        items, meta = _page(request, keyed, default_size=50, max_size=50)
+        return _ok(items, meta)
+
+    async def _change_margin(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._product_from_body(body)
+        raw = body.get("delta_margin")
+        if raw is None or isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise bad_schema("delta_margin is required: a signed decimal string", "delta_margin")
+        try:
+            delta = Decimal(str(raw))
+        except ArithmeticError:
+            raise bad_schema("delta_margin must be a signed decimal string", "delta_margin") from None
+        if not delta.is_finite():
+            raise bad_schema("delta_margin must be a signed decimal string", "delta_margin")
+        pid = m.spec.product_id
+        pos = self.engine.change_margin(pid, delta)
+        return _ok(wire.position_json(pos, m.spec, self.engine.position_margin(pid), self.engine.last_price(pid),
+                                      self.engine.unrealized_pnl(pid)))
 
     def _leverage_json(self, pid: int) -> dict[str, Any]:
         return {"leverage": wire.s(self.engine.leverage(pid)), "order_margin": wire.s(self.engine.order_margin(pid)),

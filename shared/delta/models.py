@@ -304,13 +304,20 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     created_at: RawTime = None
 
     def __post_init__(self) -> None:
-        _norm_times(self, "created_at")
+        _norm_times(self, "created_at")  # µs strings, numbers and ISO 8601 (recorded fills) alike
         _norm_id(self, "id", "order_id")
         if self.product is not None:
             if self.product_symbol is None and self.product.symbol is not None:
                 force_setattr(self, "product_symbol", self.product.symbol)
             if self.product_id is None and self.product.id is not None:
                 force_setattr(self, "product_id", self.product.id)
+
+
+    @property
+    def created_us(self) -> int | None:
+        """When the fill happened, µs since the epoch, whichever form the venue sent."""
+        value = self.created_at
+        return value if isinstance(value, int) else to_micros(value)
 
 
 class Position(msgspec.Struct, frozen=True, kw_only=True):

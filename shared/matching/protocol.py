@@ -1,13 +1,16 @@
 """Delta REST/websocket shapes for the engine's records, and request parsing (pure, no I/O).
 
-Shapes follow what LIVE servers send (api spec, last section): prices and money as strings,
-sizes as integer contracts, timestamps in µs, `close_on_trigger` as the string "false", fills
-with a hex `id` and a nested `product`, products without created_at/updated_at.
+Shapes follow what LIVE servers send (api spec, last section, and the recorded samples kept as
+tests/fixtures/delta/*.json): prices and money as strings, sizes as integer contracts, order
+timestamps as µs strings, fill/position/ledger `created_at` as ISO 8601 (as recorded fills,
+positions and wallet transactions carry it), `close_on_trigger` as the string "false", fills with a
+hex `id` and a nested `product` (with its assets), products without created_at/updated_at.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -33,8 +36,45 @@ def _num(spec: float) -> str:
     return format(Decimal(repr(spec)).normalize(), "f")
 
 
+def iso_time(us: int) -> str:
+    """µs since the epoch as Delta's ISO 8601 form with microseconds ("2023-07-20T03:49:09.159401Z")."""
+    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.timezone.utc).replace(microsecond=us % 1_000_000)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def underlying_asset(spec: ProductSpec) -> dict[str, Any]:
+    """The product's underlying as an Asset; paper asset ids are derived from the product id."""
+    return {**USD_ASSET, "id": 1000 + spec.product_id % 1000, "symbol": spec.underlying_asset or spec.symbol}
+
+
+def index_json(spec: ProductSpec) -> dict[str, Any]:
+    """The product's spot index (GET /v2/indices items, and the product's `spot_index`): the
+    paper venue's index is its own replayed price, so it has no constituent exchanges."""
+    und = underlying_asset(spec)
+    return {"id": spec.product_id, "symbol": f".DE{spec.symbol}", "constituent_exchanges": [],
+            "underlying_asset_id": und["id"], "quoting_asset_id": USD_ASSET["id"],
+            "tick_size": _num(spec.tick_size), "index_type": "spot_pair"}
+
+
+def assets_json(specs: Iterable[ProductSpec]) -> list[dict[str, Any]]:
+    """GET /v2/assets: the settling asset and every listed underlying, in the recorded live shape
+    (CCXT fetchCurrencies sample: id and precision as strings, money as strings)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for a in [USD_ASSET] + [underlying_asset(sp) for sp in specs]:
+        if a["symbol"] in seen:
+            continue
+        seen[a["symbol"]] = {
+            "id": str(a["id"]), "symbol": a["symbol"], "name": a["symbol"], "precision": str(a["precision"]),
+            "minimum_precision": "2" if a is USD_ASSET else "4", "deposit_status": "enabled",
+            "withdrawal_status": "enabled", "base_withdrawal_fee": "0", "min_withdrawal_amount": "0",
+            "variable_withdrawal_fee": "0", "kyc_deposit_limit": "0", "kyc_withdrawal_limit": "0",
+            "interest_credit": False, "interest_slabs": None, "sort_priority": str(len(seen) + 1),
+            "networks": []}
+    return list(seen.values())
+
+
 def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
-    und = {**USD_ASSET, "id": 1000 + spec.product_id % 1000, "symbol": spec.underlying_asset or spec.symbol}
+    und = underlying_asset(spec)
     return {
         "id": spec.product_id, "symbol": spec.symbol,
         "description": f"{spec.underlying_asset or spec.symbol} perpetual (paper)",
@@ -52,9 +92,7 @@ def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
         "basis_factor_max_limit": "0.15", "is_quanto": False, "funding_method": "mark_price",
         "annualized_funding": "10.95", "price_band": "2.5", "ui_config": {},
         "underlying_asset": und, "quoting_asset": USD_ASSET, "settling_asset": USD_ASSET,
-        "spot_index": {"id": spec.product_id, "symbol": f".DE{spec.symbol}", "constituent_exchanges": [],
-                       "underlying_asset_id": und["id"], "quoting_asset_id": USD_ASSET["id"],
-                       "tick_size": _num(spec.tick_size), "index_type": "spot_pair"},
+        "spot_index": index_json(spec),
     }
 
 
@@ -74,15 +112,23 @@ def order_json(o: Order) -> dict[str, Any]:
     }
 
 
+def _product_ref(spec: ProductSpec) -> dict[str, Any]:
+    """The product nested in fills and positions (recorded live fill sample: with its assets)."""
+    brief = {k: v for k, v in USD_ASSET.items() if k in ("id", "symbol", "precision")}
+    und = {k: v for k, v in underlying_asset(spec).items() if k in ("id", "symbol", "precision")}
+    return {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
+            "contract_unit_currency": und["symbol"], "tick_size": _num(spec.tick_size),
+            "contract_type": spec.contract_type, "notional_type": spec.notional_type,
+            "underlying_asset": und, "quoting_asset": brief, "settling_asset": brief}
+
+
 def fill_json(f: Fill, spec: ProductSpec) -> dict[str, Any]:
     return {
         "id": f.id, "size": f.size, "fill_type": f.fill_type, "side": f.side, "price": s(f.price),
-        "role": f.role, "commission": s(f.commission), "created_at": str(f.timestamp),
+        "role": f.role, "commission": s(f.commission), "created_at": iso_time(f.timestamp),
         "product_id": f.product_id, "product_symbol": f.symbol, "order_id": str(f.order_id),
         "client_order_id": f.client_order_id, "settling_asset_id": USD_ASSET["id"],
-        "settling_asset_symbol": "USD",
-        "product": {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
-                    "tick_size": _num(spec.tick_size), "contract_type": spec.contract_type},
+        "settling_asset_symbol": "USD", "product": _product_ref(spec),
         "meta_data": {"effective_commission_rate": _num(spec.maker_fee if f.role == "maker" else spec.taker_fee),
                       "new_position": str(f.position_after), "realized_pnl": s(f.realized_pnl)},
     }
@@ -90,16 +136,55 @@ def fill_json(f: Fill, spec: ProductSpec) -> dict[str, Any]:
 
 def position_json(pos: Position, spec: ProductSpec, margin: Decimal, mark: Decimal | None,
                   unrealized: Decimal) -> dict[str, Any]:
+    """A margined position. `realized_cashflow`: the paper venue has no funding, so the only cash
+    a position realises is its closed PnL (Delta's exact definition is UNCONFIRMED)."""
     return {
         "user_id": USER_ID, "size": pos.size, "entry_price": s(pos.entry_price), "margin": s(margin),
         "liquidation_price": None, "bankruptcy_price": None, "adl_level": None,
         "product_id": pos.product_id, "product_symbol": pos.symbol, "commission": s(pos.commission),
-        "realized_pnl": s(pos.realized_pnl), "realized_funding": "0", "realized_holding_cost": "0",
-        "unrealized_pnl": s(unrealized), "mark_price": s(mark), "auto_topup": False,
-        "margin_mode": "isolated", "updated_at": str(pos.updated_at),
-        "product": {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
-                    "tick_size": _num(spec.tick_size)},
+        "realized_pnl": s(pos.realized_pnl), "realized_cashflow": s(pos.realized_pnl), "realized_funding": "0",
+        "realized_holding_cost": "0", "unrealized_pnl": s(unrealized), "mark_price": s(mark), "auto_topup": False,
+        "margin_mode": "isolated", "created_at": iso_time(pos.created_at or pos.updated_at),
+        "updated_at": iso_time(pos.updated_at), "product": _product_ref(spec),
     }
+
+
+def wallet_transactions(fills: Iterable[Fill], balance_now: Decimal, initial_balance: Decimal,
+                        opened_us: int, *, complete: bool, start_us: int = 0,
+                        end_us: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """GET /v2/wallet/transactions, newest first, keyed for cursor paging: what moved the USD
+    balance. Each fill books its realised PnL (`cashflow`, when not zero) and its commission
+    (`commission`, negative; a maker rebate would be positive); the account's starting balance is
+    one `deposit`, listed only when `complete` (no fill trimmed from the history). The paper venue
+    has no funding, so there are no `funding` entries. `balance` is the balance after the entry,
+    walked back from `balance_now`. Shape: the IN docs' Transaction plus the recorded live keys
+    (`uuid`, `user_id`; CCXT fetchLedger sample).
+
+    Keys: deposit 1, a fill's cashflow 2 x seq, its commission 2 x seq + 1. `start_us`/`end_us`
+    keep the entries created within them (µs, inclusive), as Delta's start_time/end_time do."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    balance = balance_now
+
+    def entry(key: int, kind: str, amount: Decimal, after: Decimal, us: int, product_id: int | None,
+              meta: dict[str, Any]) -> None:
+        if us < start_us or (end_us is not None and us > end_us):
+            return
+        out.append((key, {"id": key, "uuid": f"{key:032x}", "amount": s(amount), "balance": s(after),
+                     "transaction_type": kind, "meta_data": meta, "product_id": product_id,
+                     "asset_id": USD_ASSET["id"], "asset_symbol": "USD", "created_at": iso_time(us),
+                     "user_id": USER_ID}))
+
+    for f in sorted(fills, key=lambda f: -f.seq):
+        meta = {"fill_id": f.id, "order_id": str(f.order_id), "product_symbol": f.symbol}
+        if f.commission:
+            entry(2 * f.seq + 1, "commission", -f.commission, balance, f.timestamp, f.product_id, meta)
+            balance += f.commission
+        if f.realized_pnl:
+            entry(2 * f.seq, "cashflow", f.realized_pnl, balance, f.timestamp, f.product_id, meta)
+            balance -= f.realized_pnl
+    if complete:
+        entry(1, "deposit", initial_balance, initial_balance, opened_us, None, {"paper": True})
+    return out
 
 
 def wallet_json(w: Wallet) -> dict[str, Any]:
