@@ -444,6 +444,7 @@ class PaperVenue:
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
         candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs]
+        book_subs = self.ws.book_subscribers()
         for m in markets:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
@@ -474,6 +475,8 @@ class PaperVenue:
                 for c in candle_subs:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
+            if book_subs:
+                self.ws.publish_book(m, book_subs, bar_closed=k == 3)
             if k == 3:
                 fo = m.forming
                 assert fo is not None
@@ -685,10 +688,9 @@ class PaperVenue:
     async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return _ok(self._ticker(self._symbol_market(request.match_info["symbol"], 404)))
 
-    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        """The synthetic touch (one replayed tick's size each side) plus our own resting orders."""
-        m = self._symbol_market(request.match_info["symbol"], 404)
-        depth = _query_int(request, "depth", 20, 1, 100)
+    def book(self, m: _Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
+        """The book as clients see it: the synthetic touch (one replayed tick's size each side)
+        plus our own resting orders. (bids best first, asks best first), `depth` levels each."""
         pid = m.spec.product_id
         bid, ask = self.engine.touch(pid)
         levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
@@ -696,15 +698,24 @@ class PaperVenue:
             if o.state != "open":
                 continue  # an untriggered stop is not in the book
             assert o.limit_price is not None
-            book = levels[o.side]
-            book[o.limit_price] = book.get(o.limit_price, 0) + o.unfilled_size
+            side = levels[o.side]
+            side[o.limit_price] = side.get(o.limit_price, 0) + o.unfilled_size
+        bids = sorted(levels["buy"].items(), reverse=True)[:depth]
+        asks = sorted(levels["sell"].items())[:depth]
+        return bids, asks
+
+    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._symbol_market(request.match_info["symbol"], 404)
+        depth = _query_int(request, "depth", 20, 1, 100)
+        assert depth is not None
+        bids, asks = self.book(m, depth)
         out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self.market_us}
-        for side, rev in (("buy", True), ("sell", False)):
+        for side, rows_in in (("buy", bids), ("sell", asks)):
             cum = 0
             rows = []
-            for px in sorted(levels[side], reverse=rev)[:depth]:
-                cum += levels[side][px]
-                rows.append({"price": wire.s(px), "size": levels[side][px], "depth": str(cum)})
+            for px, size in rows_in:
+                cum += size
+                rows.append({"price": wire.s(px), "size": size, "depth": str(cum)})
             out[side] = rows
         return _ok(out)
 

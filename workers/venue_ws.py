@@ -1,6 +1,16 @@
-"""The paper venue's websocket side: connections, key-auth, subscriptions, snapshots and the
-fan-out of private order/position/fill events (public frames are built by the replay loop in
-venue.py and handed to `WsClient.send`).
+"""The paper venue's websocket side: connections, key-auth, subscriptions, snapshots, the
+fan-out of private order/position/fill events, and the book/mark/funding channels (trade, candle
+and ticker frames are built by the replay loop in venue.py and handed to `WsClient.send`).
+
+Book channels (api spec §9.4, legacy names): `l1_orderbook`, `l2_orderbook` (<= 20 symbols, no
+"all"), `l2_updates` (<= 100 symbols, no "all"; a snapshot then deltas numbered by
+`sequence_no`, each with Delta's CRC32 `cs`), `mark_price` (symbols "MARK:<symbol>") and
+`funding_rate` (always 0: the paper venue charges no funding). The book is the one REST
+`l2orderbook` serves: the synthetic touch plus our resting orders; it is published after every
+replayed tick and after every request that changed orders.
+
+Bad input never drops the connection silently: a refused channel comes back in the
+`subscriptions` list with Delta's `error` text, an unreadable frame gets an `error` frame.
 
 Every connection has a bounded send queue drained by its own writer task; a client that falls
 that far behind is closed with 1008 rather than allowed to grow the venue's memory.
@@ -19,6 +29,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
+from shared.delta.ws import l2_checksum
 from shared.matching import FillEvent, OrderEvent, PositionEvent, dec
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
@@ -27,7 +38,12 @@ if TYPE_CHECKING:
     from workers.venue import PaperVenue
 
 SIGNATURE_WINDOW_S = 5
-PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m")
+BOOK_CHANNELS = ("l1_orderbook", "l2_orderbook", "l2_updates", "mark_price", "funding_rate")
+PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m") + BOOK_CHANNELS
+# Delta's per-channel symbol limits; "all" is not served on the full-book channels
+MAX_SYMBOLS = {"l2_orderbook": 20, "l2_updates": 100}
+BOOK_DEPTH = 50  # levels per side on l2_orderbook / l2_updates
+FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India BTCUSD)
 PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
 
 
@@ -72,6 +88,10 @@ class WsHub:
         self.clients: set[WsClient] = set()
         self._order_seq: dict[str, int] = {}  # symbol -> last seq_no on the orders channel
         self._trade_seq = 0
+        # symbol -> (sequence_no, bids, asks) last published on l2_updates; kept only while
+        # someone is subscribed, so bounded by the venue's symbols
+        self._books: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {}
+        self._tops: dict[str, tuple[str | None, ...]] = {}  # symbol -> last l1_orderbook top sent
 
     # ---- private events ---------------------------------------------------------------------
     def publish_engine_events(self) -> None:
@@ -80,6 +100,12 @@ class WsHub:
             return
         self.venue.journal(events)  # durable before any client can see them
         authed = [c for c in self.clients if c.authed]
+        book_subs = self.book_subscribers()
+        if book_subs:  # our orders are in the book: an order change is a book change
+            for sym in {ev.order.symbol for ev in events if isinstance(ev, OrderEvent)}:
+                m = self.venue.markets.get(sym)
+                if m is not None:
+                    self.publish_book(m, book_subs)
         margin_subs = [c for c in authed if "margins" in c.subs]
         if margin_subs:  # one wallet update per batch of account changes
             w = self.venue.engine.wallet()
@@ -127,6 +153,140 @@ class WsHub:
                     for c in targets:
                         c.send(frame)
 
+    # ---- book, mark price, funding -------------------------------------------------------------
+    def book_subscribers(self) -> list[WsClient]:
+        return [c for c in self.clients if any(ch in c.subs for ch in BOOK_CHANNELS)]
+
+    def _levels(self, m: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        bids, asks = self.venue.book(m, BOOK_DEPTH)
+        return ([(wire.s(p) or "0", str(q)) for p, q in bids], [(wire.s(p) or "0", str(q)) for p, q in asks])
+
+    def publish_book(self, m: Any, subs: list[WsClient], *, bar_closed: bool = False) -> None:
+        """Book, mark and (at bar close) funding frames for one market, to those subscribed."""
+        sym, mark_sym = m.symbol, f"MARK:{m.symbol}"
+        want = {ch: [c for c in subs if c.wants(ch, mark_sym if ch == "mark_price" else sym)]
+                for ch in BOOK_CHANNELS}
+        ts = self.venue.market_us
+        if want["l2_updates"] or want["l2_orderbook"] or want["l1_orderbook"]:
+            bids, asks = self._levels(m)
+            if want["l2_updates"]:
+                self._book_update(m, bids, asks, want["l2_updates"], ts)
+            else:
+                self._books.pop(sym, None)  # nobody follows the deltas: the next one starts afresh
+            seq = self._books[sym][0] if sym in self._books else 0
+            if want["l2_orderbook"]:
+                frame = dumps(self._l2_frame(m, bids, asks, seq, ts))
+                for c in want["l2_orderbook"]:
+                    c.send(frame)
+            top = (bids[0][0] if bids else None, bids[0][1] if bids else None,
+                   asks[0][0] if asks else None, asks[0][1] if asks else None)
+            if want["l1_orderbook"] and self._tops.get(sym) != top:
+                self._tops[sym] = top
+                frame = dumps(self._l1_frame(m, top, seq, ts))
+                for c in want["l1_orderbook"]:
+                    c.send(frame)
+        if want["mark_price"]:
+            frame = dumps(self._mark_frame(m, ts))
+            for c in want["mark_price"]:
+                c.send(frame)
+        if bar_closed and want["funding_rate"]:
+            frame = dumps(self._funding_frame(m, ts))
+            for c in want["funding_rate"]:
+                c.send(frame)
+
+    def _book_update(self, m: Any, bids: list[tuple[str, str]], asks: list[tuple[str, str]],
+                     subs: list[WsClient], ts: int) -> None:
+        state = self._books.get(m.symbol)
+        new_bids, new_asks = dict(bids), dict(asks)
+        if state is None:
+            self._books[m.symbol] = (0, new_bids, new_asks)
+            return  # subscribers got their snapshot when they subscribed
+        seq, old_bids, old_asks = state
+
+        def changed(old: dict[str, str], new: dict[str, str]) -> list[list[str]]:
+            rows = [[p, q] for p, q in new.items() if old.get(p) != q]
+            return rows + [[p, "0"] for p in old if p not in new]  # size "0" deletes the level
+        d_bids, d_asks = changed(old_bids, new_bids), changed(old_asks, new_asks)
+        if not d_bids and not d_asks:
+            return
+        seq += 1
+        self._books[m.symbol] = (seq, new_bids, new_asks)
+        frame = dumps({"type": "l2_updates", "action": "update", "symbol": m.symbol, "bids": d_bids,
+                       "asks": d_asks, "sequence_no": seq, "timestamp": ts, "cs": l2_checksum(asks, bids)})
+        for c in subs:
+            c.send(frame)
+
+    def _book_snapshot(self, m: Any, client: WsClient) -> dict[str, Any]:
+        """The `l2_updates` snapshot for a new subscriber, numbered so that the deltas everyone
+        gets next follow it; those already subscribed are first brought up to the current book."""
+        bids, asks = self._levels(m)
+        others = [c for c in self.clients if c is not client and c.wants("l2_updates", m.symbol)]
+        state = self._books.get(m.symbol)
+        if state is not None and others:
+            self._book_update(m, bids, asks, others, self.venue.market_us)
+        else:
+            self._books[m.symbol] = (0 if state is None else state[0] + 1, dict(bids), dict(asks))
+        seq = self._books[m.symbol][0]
+        return {"type": "l2_updates", "action": "snapshot", "symbol": m.symbol,
+                "bids": [list(x) for x in bids], "asks": [list(x) for x in asks], "sequence_no": seq,
+                "timestamp": self.venue.market_us, "cs": l2_checksum(asks, bids)}
+
+    def _book_first_frame(self, client: WsClient, name: str, m: Any) -> None:
+        """What a subscriber gets at once: the l2_updates snapshot, or the channel's current frame."""
+        ts = self.venue.market_us
+        if name == "l2_updates":
+            client.send(dumps(self._book_snapshot(m, client)))
+        elif name == "mark_price":
+            client.send(dumps(self._mark_frame(m, ts)))
+        elif name == "funding_rate":
+            client.send(dumps(self._funding_frame(m, ts)))
+        else:
+            bids, asks = self._levels(m)
+            seq = self._books[m.symbol][0] if m.symbol in self._books else 0
+            if name == "l2_orderbook":
+                client.send(dumps(self._l2_frame(m, bids, asks, seq, ts)))
+            else:
+                top = (bids[0][0] if bids else None, bids[0][1] if bids else None,
+                       asks[0][0] if asks else None, asks[0][1] if asks else None)
+                client.send(dumps(self._l1_frame(m, top, seq, ts)))
+
+    @staticmethod
+    def _l2_frame(m: Any, bids: list[tuple[str, str]], asks: list[tuple[str, str]], seq: int,
+                  ts: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "l2_orderbook", "symbol": m.symbol, "product_id": m.spec.product_id}
+        for side, rows in (("buy", bids), ("sell", asks)):
+            cum, levels = 0, []
+            for p, q in rows:
+                cum += int(q)
+                levels.append({"limit_price": p, "size": int(q), "depth": str(cum)})
+            out[side] = levels
+        out.update({"last_sequence_no": seq, "last_updated_at": ts, "timestamp": ts})
+        return out
+
+    @staticmethod
+    def _l1_frame(m: Any, top: tuple[str | None, ...], seq: int, ts: int) -> dict[str, Any]:
+        return {"type": "l1_orderbook", "symbol": m.symbol, "product_id": m.spec.product_id,
+                "best_bid": top[0], "bid_qty": top[1], "best_ask": top[2], "ask_qty": top[3],
+                "last_sequence_no": seq, "last_updated_at": ts, "timestamp": ts}
+
+    def _mark_frame(self, m: Any, ts: int) -> dict[str, Any]:
+        """The paper venue's mark is its last replayed trade (no separate index)."""
+        pid = m.spec.product_id
+        mark = self.venue.engine.last_price(pid)
+        bid, ask = self.venue.engine.touch(pid)
+        return {"type": "mark_price", "symbol": f"MARK:{m.symbol}", "product_id": pid, "price": wire.s(mark),
+                "price_band": {"lower_limit": wire.s(bid * dec("0.975")), "upper_limit": wire.s(ask * dec("1.025"))},
+                "best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_qty": str(m.tick_size),
+                "ask_qty": str(m.tick_size), "bid_iv": None, "ask_iv": None, "delta": None, "gamma": None,
+                "rho": None, "vega": None, "implied_volatility": None, "timestamp": ts}
+
+    @staticmethod
+    def _funding_frame(m: Any, ts: int) -> dict[str, Any]:
+        nxt = ts - ts % FUNDING_INTERVAL_US + FUNDING_INTERVAL_US
+        return {"type": "funding_rate", "symbol": m.symbol, "product_id": m.spec.product_id,
+                "funding_rate": 0, "funding_rate_8h": 0, "predicted_funding_rate": 0,
+                "next_funding_realization": nxt, "timestamp": ts}
+
     # ---- connections ------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if len(self.clients) >= self.venue.settings.ws_max_connections:
@@ -141,6 +301,9 @@ class WsHub:
         writer = asyncio.create_task(self._writer(client))
         try:
             async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    client.send(dumps({"type": "error", "message": "bad frame: send JSON text frames"}))
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     continue
                 try:
@@ -265,14 +428,24 @@ class WsHub:
             symbols = ["all"]  # an account channel: Delta takes no symbols for it
         if not isinstance(symbols, list) or not symbols:
             return None  # Delta: most channels send nothing without symbols
+        limit = MAX_SYMBOLS.get(name)
+        if limit is not None and len(set(symbols) | client.subs.get(name, set())) > limit:
+            return {"name": name, "error": f"subscription forbidden on {name}. At most {limit} symbols"}
         good: list[str] = []
         for sym in symbols:
             if sym in ("all", "perpetual_futures"):  # every product here is a perpetual
+                if limit is not None:
+                    return {"name": name, "symbols": [sym],
+                            "error": f"subscription forbidden on {name}. Symbol 'all' is not supported"}
                 good.append("all")
                 continue
+            text = str(sym)
+            if name == "mark_price" and not text.startswith("MARK:"):
+                return {"name": name, "symbols": [sym],
+                        "error": f"subscription forbidden on {name}. Symbols are MARK:<symbol>"}
             try:
-                self.venue.market(str(sym))
-                good.append(str(sym))
+                self.venue.market(text.removeprefix("MARK:") if name == "mark_price" else text)
+                good.append(text)
             except UnknownSymbolError as exc:
                 return {"name": name, "symbols": [sym], "error": str(exc)}
         client.subs.setdefault(name, set()).update(good)
@@ -280,6 +453,12 @@ class WsHub:
         return None
 
     def _snapshots(self, client: WsClient, name: str, symbols: list[str]) -> None:
+        if name in BOOK_CHANNELS:
+            # as on Delta, "all" gets no snapshots (hundreds of symbols at once)
+            markets = [] if "all" in symbols else [self.venue.markets[sym.removeprefix("MARK:")] for sym in symbols]
+            for m in markets:
+                self._book_first_frame(client, name, m)
+            return
         for sym in symbols:
             m = self.venue.markets.get(sym)
             if name == "all_trades" and m is not None:
