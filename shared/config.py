@@ -79,6 +79,11 @@ class MarketConfig(_Section):
     # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks)
     source: str = "venue"
     bar_seconds: float = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
+    # The paper venue's clock. replay: market time starts now and runs 60 / bar_seconds times
+    # faster than the wall clock (timestamps run ahead of now). wall: the candles' shape is
+    # replayed at real time, one 1m bar per wall minute, so every timestamp is now; bar_seconds
+    # is then 60 whatever it is set to.
+    clock: str = "replay"
     history_bars: int = 1000  # bars loaded into each ring at start so signals are valid at once
     window_bars: int = 1024  # bars each ring holds and the pool reads
     seed: int = 0  # synthetic markets and the RL agents' exploration
@@ -88,6 +93,10 @@ class MarketConfig(_Section):
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
             raise ValueError("market.source must be 'venue' or 'replay'")
+        if self.clock not in ("replay", "wall"):
+            raise ValueError("market.clock must be 'replay' or 'wall'")
+        if self.clock == "wall":
+            self.bar_seconds = 60.0
         if not 0.001 <= self.bar_seconds <= 3600:
             raise ValueError("market.bar_seconds must be between 0.001 and 3600")
         if not 16 <= self.window_bars <= 8192:

@@ -5,8 +5,12 @@ A thin shell: the trading logic is in shared/matching (engine + wire shapes); th
 HTTP, auth, rate limits, websocket fan-out and the replay timer.
 
 Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
-candle, order and fill timestamps) is on the replay clock, which starts at the wall clock and
-runs 60 / bar_seconds times faster, so bars built from trades line up with the candles.
+candle, order and fill timestamps) is on the market clock, an explicit choice (`clock`):
+"replay" starts at the wall clock and runs 60 / bar_seconds times faster (timestamps run ahead
+of now, so clients that check freshness against their own clock will reject them); "wall"
+replays the candles' shape at real time, one bar per wall minute lined up with the minute, so
+every timestamp is now (within a quarter bar). Bars built from trades line up with the candles
+either way.
 
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
@@ -75,7 +79,8 @@ SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 0
-    bar_seconds: float = 1.0  # wall seconds per replayed 1m bar
+    bar_seconds: float = 1.0  # wall seconds per replayed 1m bar (60 when clock is "wall")
+    clock: str = "replay"  # "replay": 60 / bar_seconds x real time; "wall": real time (see module doc)
     history_bars: int = 1000
     seed: int = 0
     initial_balance_usd: float = 10_000.0
@@ -100,6 +105,10 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
 
     def __post_init__(self) -> None:
+        if self.clock not in ("replay", "wall"):
+            raise ValueError("clock must be 'replay' or 'wall'")
+        if self.clock == "wall":
+            self.bar_seconds = float(BAR_SECONDS)
         if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:
             raise ValueError("bar_seconds, heartbeat_s and rate_limit_window_s must be > 0")
         if self.history_bars < 1 or self.rate_limit_units < 1 or self.ws_send_queue < 1:
@@ -418,6 +427,10 @@ class PaperVenue:
         loop = asyncio.get_running_loop()
         step = self.settings.bar_seconds / 4
         due = loop.time()
+        if self.settings.clock == "wall":
+            # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the
+            # quarters of the bar already past are replayed at once
+            due -= min(max(0.0, time.time() - self.market_us / 1e6), self.settings.bar_seconds)
         k = 0
         while True:
             groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))

@@ -4,16 +4,24 @@ and position times as ISO 8601, the ticker's volume units."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from shared.config import ConfigError, load_config
 from shared.delta.models import Fill, Position, decode, to_micros
+from shared.transport import make_endpoints
 from tests.workers.test_venue import SYN, SYN_ID, Api, _start
+from workers.runtime import ChildSpec
+from workers.venue import PaperVenue, VenueSettings
+from workers.venue_proc import venue_settings
 
 
 @pytest.fixture
@@ -143,3 +151,42 @@ async def test_ticker_volume_is_in_the_underlying_and_turnover_in_the_quote(api:
     assert t["volume"] == pytest.approx(t["size"] * cv, rel=1e-3, abs=cv)
     assert t["turnover"] == pytest.approx(t["volume"] * t["close"], rel=1e-9)
     assert to_micros(t["timestamp"]) == t["timestamp"]
+
+
+# ---- the market clock: an explicit choice ---------------------------------------------------
+
+async def test_wall_clock_replays_at_real_time_so_timestamps_are_now() -> None:
+    venue = PaperVenue(VenueSettings(clock="wall", bar_seconds=0.04, history_bars=200), ["BTCUSD"])
+    assert venue.settings.bar_seconds == 60.0  # wall: one bar per wall minute, whatever was set
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(venue, session)
+            await asyncio.sleep(0.3)  # the quarters of this minute already past replay at once
+            ticker = (await api.ok("GET", "/v2/tickers/BTCUSD"))["result"]
+            assert abs(ticker["timestamp"] / 1e6 - time.time()) <= 16  # a quarter bar, plus slack
+            candles = (await api.ok("GET", "/v2/history/candles",
+                                    f"?resolution=1m&symbol=BTCUSD&start={int(time.time()) - 600}"
+                                    f"&end={int(time.time()) + 600}"))["result"]
+            assert candles and candles[-1]["time"] == int(time.time()) // 60 * 60
+    finally:
+        await venue.stop()
+
+
+async def test_replay_clock_runs_ahead_of_the_wall_clock(api: Api) -> None:
+    await asyncio.sleep(0.5)  # ~12 bars at 0.04 s a bar: 12 market minutes
+    ticker = (await api.ok("GET", "/v2/tickers/BTCUSD"))["result"]
+    assert ticker["timestamp"] / 1e6 - time.time() > 120
+
+
+def test_config_passes_the_clock_to_the_venue(tmp_path: Path) -> None:
+    path = tmp_path / "wall.toml"
+    path.write_text('[market]\nclock = "wall"\n')
+    cfg, _ = load_config(path)
+    assert (cfg.market.clock, cfg.market.bar_seconds) == ("wall", 60.0)
+    spec = ChildSpec(kind="venue", name="venue", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
+    assert (venue_settings(spec, 0).clock, venue_settings(spec, 0).bar_seconds) == ("wall", 60.0)
+    path.write_text('[market]\nclock = "sundial"\n')
+    with pytest.raises(ConfigError, match="market.clock"):
+        load_config(path)
