@@ -685,6 +685,7 @@ class PaperVenue:
             "open": open_, "high": high, "low": low, "close": float(last or 0),
             "mark_price": mark, "spot_price": mark, "mark_change_24h": "0", "mark_vol": "0",
             "oi": "0", "oi_value": "0", "oi_value_symbol": "USD", "oi_value_usd": "0", "oi_contracts": "0",
+            "oi_change_usd_6h": "0", "mark_basis": "0",
             "price_band": {"lower_limit": wire.s(bid * Decimal("0.975")), "upper_limit": wire.s(ask * Decimal("1.025"))},
             "quotes": {"best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_size": str(m.tick_size),
                        "ask_size": str(m.tick_size), "ask_iv": None, "bid_iv": None,
@@ -959,7 +960,8 @@ class PaperVenue:
         fills = [f for f in reversed(self.engine.fills) if wanted is None or f.product_id in wanted]
         fills = _time_filter(request, fills, "timestamp")
         items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
-        return _ok([wire.fill_json(f, self.engine.product(f.product_id)) for f in items], meta)
+        return _ok([wire.fill_json(f, self.engine.product(f.product_id), self.engine.order(f.order_id))
+                    for f in items], meta)
 
     async def _wallet_transactions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         """The USD wallet's ledger, derived from the fill history (see wire.wallet_transactions)."""
@@ -995,7 +997,7 @@ class PaperVenue:
 
     def _leverage_json(self, pid: int) -> dict[str, Any]:
         return {"leverage": wire.s(self.engine.leverage(pid)), "order_margin": wire.s(self.engine.order_margin(pid)),
-                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID}
+                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID, "index_symbol": None}
 
     def _path_product(self, request: web.Request) -> int:
         try:

@@ -364,6 +364,25 @@ class WalletBalance(msgspec.Struct, frozen=True, kw_only=True):
     portfolio_margin: float = 0.0
 
 
+class WalletTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    """One GET /v2/wallet/transactions entry: what moved a wallet's balance (cashflow,
+    commission, funding, deposit, ...); `amount` is signed, `balance` is the balance after it."""
+
+    transaction_type: str
+    amount: float
+    balance: float | None = None
+    id: RawId = None  # str after decode
+    uuid: str | None = None
+    asset_id: int | None = None
+    asset_symbol: str | None = None
+    product_id: int | None = None
+    created_at: RawTime = None  # µs after decode (live: ISO 8601)
+
+    def __post_init__(self) -> None:
+        _norm_times(self, "created_at")
+        _norm_id(self, "id")
+
+
 class Leverage(msgspec.Struct, frozen=True, kw_only=True):
     leverage: float
     product_id: int | None = None

@@ -90,7 +90,8 @@ def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
         "maker_commission_rate": _num(spec.maker_fee), "liquidation_penalty_factor": "0.5",
         "contract_type": spec.contract_type, "position_size_limit": spec.position_size_limit,
         "basis_factor_max_limit": "0.15", "is_quanto": False, "funding_method": "mark_price",
-        "annualized_funding": "10.95", "price_band": "2.5", "ui_config": {},
+        "annualized_funding": "10.95", "price_band": "2.5",
+        "ui_config": {"default_trading_view_candle": "1m", "tags": []},
         "underlying_asset": und, "quoting_asset": USD_ASSET, "settling_asset": USD_ASSET,
         "spot_index": index_json(spec),
     }
@@ -122,15 +123,23 @@ def _product_ref(spec: ProductSpec) -> dict[str, Any]:
             "underlying_asset": und, "quoting_asset": brief, "settling_asset": brief}
 
 
-def fill_json(f: Fill, spec: ProductSpec) -> dict[str, Any]:
+def fill_json(f: Fill, spec: ProductSpec, order: Order | None = None) -> dict[str, Any]:
+    """`order`: the fill's order if still known, for the recorded meta_data's order_* keys
+    (order_unfilled_size is the order's now, not at this fill)."""
+    meta: dict[str, Any] = {
+        "effective_commission_rate": _num(spec.maker_fee if f.role == "maker" else spec.taker_fee),
+        "trading_fee_credits_used": "0", "new_position": str(f.position_after), "realized_pnl": s(f.realized_pnl)}
+    if order is not None:
+        # a market order has no limit; what Delta records there for one is UNCONFIRMED (the
+        # recorded sample has a price): the order's average fill price stands in
+        meta.update({"order_price": s(order.limit_price or order.average_fill_price), "order_size": order.size, "order_type": order.order_type,
+                     "order_unfilled_size": order.unfilled_size})
     return {
         "id": f.id, "size": f.size, "fill_type": f.fill_type, "side": f.side, "price": s(f.price),
         "role": f.role, "commission": s(f.commission), "created_at": iso_time(f.timestamp),
         "product_id": f.product_id, "product_symbol": f.symbol, "order_id": str(f.order_id),
         "client_order_id": f.client_order_id, "settling_asset_id": USD_ASSET["id"],
-        "settling_asset_symbol": "USD", "product": _product_ref(spec),
-        "meta_data": {"effective_commission_rate": _num(spec.maker_fee if f.role == "maker" else spec.taker_fee),
-                      "new_position": str(f.position_after), "realized_pnl": s(f.realized_pnl)},
+        "settling_asset_symbol": "USD", "product": _product_ref(spec), "meta_data": meta,
     }
 
 
@@ -327,7 +336,7 @@ def page_newest_first(keyed: list[tuple[int, Any]], *, after: int | None, before
         newer_left = False
     meta = {"after": str(page[-1][0]) if page and older_left else None,
             "before": str(page[0][0]) if page and newer_left else None,
-            "page_size": size}
+            "limit": size}  # the recorded live meta names the page size `limit`
     return [v for _, v in page], meta
 
 

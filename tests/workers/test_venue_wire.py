@@ -190,3 +190,20 @@ def test_config_passes_the_clock_to_the_venue(tmp_path: Path) -> None:
     path.write_text('[market]\nclock = "sundial"\n')
     with pytest.raises(ConfigError, match="market.clock"):
         load_config(path)
+
+
+async def test_the_projects_client_reads_assets_and_the_ledger_from_the_venue(api: Api) -> None:
+    from shared.delta.rest import DeltaRestClient
+    venue = api.venue
+    rest = DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret)
+    try:
+        assets = {a.symbol: a for a in await rest.get_assets()}
+        [wallet] = await rest.get_wallet_balances()
+        assert assets["USD"].id == wallet.asset_id
+        await rest.place_order(product_id=SYN_ID, size=5, side="buy", order_type="market_order")
+        ledger = await rest.get_wallet_transactions()
+        assert [t.transaction_type for t in ledger] == ["commission", "deposit"]
+        assert ledger[0].balance == pytest.approx(wallet.balance + ledger[0].amount)
+        assert ledger[0].created_at is not None and ledger[0].created_at > 10**15
+    finally:
+        await rest.close()
