@@ -41,7 +41,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -970,14 +970,14 @@ class PaperVenue:
         start = _query_int(request, "start_time", 0, 0, 10**17)
         end = _query_int(request, "end_time", 10**17, 0, 10**17)
         e = self.engine
-        fills = list(e.fills)
-        complete = not fills or fills[0].seq == 1
-        entries = wire.wallet_transactions(fills, e.balance, e.initial_balance, self._start_ts * 1_000_000,
-                                           complete=complete, start_us=start or 0, end_us=end)
-        keyed = [(k, t) for k, t in entries
-                 if t["transaction_type"] in kinds and (assets is None or t["asset_id"] in assets)]
+        complete = not e.fills or e.fills[0].seq == 1
+        entries = wire.wallet_transactions(reversed(e.fills), e.balance, e.initial_balance,
+                                           self._start_ts * 1_000_000, complete=complete,
+                                           start_us=start or 0, end_us=end)
+        usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
+        keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
         items, meta = _page(request, keyed, default_size=50, max_size=50)
-        return _ok(items, meta)
+        return _ok([wire.transaction_json(k, t) for k, t in items], meta)
 
     async def _change_margin(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._product_from_body(body)
@@ -1081,7 +1081,7 @@ def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi:
     return val
 
 
-def _page(request: web.Request, keyed: list[tuple[int, Any]], *, default_size: int,
+def _page(request: web.Request, keyed: Iterable[tuple[int, Any]], *, default_size: int,
           max_size: int) -> tuple[list[Any], dict[str, Any]]:
     size = _query_int(request, "page_size", default_size, 1, 10**6)
     assert size is not None

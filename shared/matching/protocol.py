@@ -10,9 +10,12 @@ hex `id` and a nested `product` (with its assets), products without created_at/u
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import msgspec
 
 from shared.products import ProductSpec
 
@@ -158,42 +161,52 @@ def position_json(pos: Position, spec: ProductSpec, margin: Decimal, mark: Decim
     }
 
 
+class LedgerEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One wallet-ledger entry before it is put on the wire (transaction_json)."""
+    kind: str  # Delta's transaction_type
+    amount: Decimal
+    balance: Decimal  # after the entry
+    us: int
+    fill: Fill | None
+
+
 def wallet_transactions(fills: Iterable[Fill], balance_now: Decimal, initial_balance: Decimal,
                         opened_us: int, *, complete: bool, start_us: int = 0,
-                        end_us: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+                        end_us: int | None = None) -> Iterator[tuple[int, LedgerEntry]]:
     """GET /v2/wallet/transactions, newest first, keyed for cursor paging: what moved the USD
     balance. Each fill books its realised PnL (`cashflow`, when not zero) and its commission
     (`commission`, negative; a maker rebate would be positive); the account's starting balance is
     one `deposit`, listed only when `complete` (no fill trimmed from the history). The paper venue
     has no funding, so there are no `funding` entries. `balance` is the balance after the entry,
-    walked back from `balance_now`. Shape: the IN docs' Transaction plus the recorded live keys
-    (`uuid`, `user_id`; CCXT fetchLedger sample).
+    walked back from `balance_now`.
 
-    Keys: deposit 1, a fill's cashflow 2 x seq, its commission 2 x seq + 1. `start_us`/`end_us`
-    keep the entries created within them (µs, inclusive), as Delta's start_time/end_time do."""
-    out: list[tuple[int, dict[str, Any]]] = []
+    `fills` must be newest first. Lazy, and entries are bare records (transaction_json makes the
+    wire form of a page only), so a page costs the walk to it, not the whole history. Keys:
+    deposit 1, a fill's cashflow 2 x seq, its commission 2 x seq + 1. `start_us`/`end_us` keep
+    the entries created within them (µs, inclusive), as Delta's start_time/end_time do."""
     balance = balance_now
+    for f in fills:
+        if f.timestamp < start_us:
+            return  # newest first: everything further is older still
+        if end_us is None or f.timestamp <= end_us:
+            if f.commission:
+                yield 2 * f.seq + 1, LedgerEntry("commission", -f.commission, balance, f.timestamp, f)
+            if f.realized_pnl:
+                yield 2 * f.seq, LedgerEntry("cashflow", f.realized_pnl, balance + f.commission, f.timestamp, f)
+        balance += f.commission - f.realized_pnl
+    if complete and start_us <= opened_us and (end_us is None or opened_us <= end_us):
+        yield 1, LedgerEntry("deposit", initial_balance, initial_balance, opened_us, None)
 
-    def entry(key: int, kind: str, amount: Decimal, after: Decimal, us: int, product_id: int | None,
-              meta: dict[str, Any]) -> None:
-        if us < start_us or (end_us is not None and us > end_us):
-            return
-        out.append((key, {"id": key, "uuid": f"{key:032x}", "amount": s(amount), "balance": s(after),
-                     "transaction_type": kind, "meta_data": meta, "product_id": product_id,
-                     "asset_id": USD_ASSET["id"], "asset_symbol": "USD", "created_at": iso_time(us),
-                     "user_id": USER_ID}))
 
-    for f in sorted(fills, key=lambda f: -f.seq):
-        meta = {"fill_id": f.id, "order_id": str(f.order_id), "product_symbol": f.symbol}
-        if f.commission:
-            entry(2 * f.seq + 1, "commission", -f.commission, balance, f.timestamp, f.product_id, meta)
-            balance += f.commission
-        if f.realized_pnl:
-            entry(2 * f.seq, "cashflow", f.realized_pnl, balance, f.timestamp, f.product_id, meta)
-            balance -= f.realized_pnl
-    if complete:
-        entry(1, "deposit", initial_balance, initial_balance, opened_us, None, {"paper": True})
-    return out
+def transaction_json(key: int, e: LedgerEntry) -> dict[str, Any]:
+    """A ledger entry as Delta sends it: the IN docs' Transaction plus the recorded live keys
+    (`uuid`, `user_id`, ISO `created_at`; CCXT fetchLedger sample)."""
+    f = e.fill
+    meta: dict[str, Any] = {"paper": True} if f is None else \
+        {"fill_id": f.id, "order_id": str(f.order_id), "product_symbol": f.symbol}
+    return {"id": key, "uuid": f"{key:032x}", "amount": s(e.amount), "balance": s(e.balance),
+            "transaction_type": e.kind, "meta_data": meta, "product_id": None if f is None else f.product_id,
+            "asset_id": USD_ASSET["id"], "asset_symbol": "USD", "created_at": iso_time(e.us), "user_id": USER_ID}
 
 
 def wallet_json(w: Wallet) -> dict[str, Any]:
@@ -312,28 +325,35 @@ def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bo
 
 # ---- paging and candles ------------------------------------------------------------------------
 
-def page_newest_first(keyed: list[tuple[int, Any]], *, after: int | None, before: int | None,
+def page_newest_first(keyed: Iterable[tuple[int, Any]], *, after: int | None, before: int | None,
                       size: int) -> tuple[list[Any], dict[str, Any]]:
     """Delta-style cursor paging over items sorted newest first by a unique integer key.
 
     `after` = the cursor of the last page: continue to older items. `before` = go back to newer
     items (the `size` just newer than the cursor). Cursors are the edge keys as strings, or None
-    when nothing lies beyond that edge.
+    when nothing lies beyond that edge. Reads `keyed` lazily and stops as soon as the page is
+    known, so a generator over a long history costs only what precedes the page.
     """
-    if after is not None:
-        window = [kv for kv in keyed if kv[0] < after]
-        page = window[:size]
-        older_left = len(window) > len(page)
-        newer_left = True
-    elif before is not None:
-        window = [kv for kv in keyed if kv[0] > before]
-        page = window[-size:]
+    page: list[tuple[int, Any]] = []
+    if before is not None:
+        window: deque[tuple[int, Any]] = deque(maxlen=size + 1)
+        for kv in keyed:
+            if kv[0] <= before:
+                break
+            window.append(kv)
+        newer_left = len(window) > size
+        page = list(window)[-size:]
         older_left = True
-        newer_left = len(window) > len(page)
     else:
-        page = keyed[:size]
-        older_left = len(keyed) > len(page)
-        newer_left = False
+        for kv in keyed:
+            if after is not None and kv[0] >= after:
+                continue
+            page.append(kv)
+            if len(page) > size:
+                break
+        older_left = len(page) > size
+        page = page[:size]
+        newer_left = after is not None
     meta = {"after": str(page[-1][0]) if page and older_left else None,
             "before": str(page[0][0]) if page and newer_left else None,
             "limit": size}  # the recorded live meta names the page size `limit`
