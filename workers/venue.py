@@ -233,6 +233,7 @@ class PaperVenue:
         self._runner: web.AppRunner | None = None
         self.rest_url = ""
         self.ws_url = ""
+        self.public_ws_url = ""  # the compact public channels, as India's public host serves them
         self.port = 0
         self.ticks_replayed = 0
         self.requests_served = 0  # REST requests answered, any status
@@ -355,6 +356,7 @@ class PaperVenue:
         await self._serve_http(self.settings.port)
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
+        self.public_ws_url = f"ws://{self.settings.host}:{self.port}/public"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
         if self.settings.fault_ws_drop_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
@@ -456,8 +458,8 @@ class PaperVenue:
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
-        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs]
-        book_subs = self.ws.book_subscribers()
+        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
+        book_subs = self.ws.market_subscribers()
         for m in markets:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
@@ -489,7 +491,7 @@ class PaperVenue:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
             if book_subs:
-                self.ws.publish_book(m, book_subs, bar_closed=k == 3)
+                self.ws.publish_market(m, book_subs, (price, size, ts, buyer), bar_closed=k == 3)
             if k == 3:
                 fo = m.forming
                 assert fo is not None
@@ -545,6 +547,7 @@ class PaperVenue:
         r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
         r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
         r.add_get("/ws", self.ws.handle)
+        r.add_get("/public", self.ws.handle_public)
 
     def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
@@ -1155,6 +1158,7 @@ def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
     path = Path(run_dir) / "venue.json"
     _write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
+                                     "public_ws_url": venue.public_ws_url,
                                      "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
     return path
 

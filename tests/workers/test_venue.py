@@ -428,5 +428,6 @@ async def test_venue_json_is_private(tmp_path: Path, api: Api) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     data = json.loads(path.read_text())
     assert data == {"rest_url": api.venue.rest_url, "ws_url": api.venue.ws_url,
+                    "public_ws_url": api.venue.public_ws_url,
                     "api_key": api.venue.api_key, "api_secret": api.venue.api_secret}
     assert data["ws_url"].startswith("ws://127.0.0.1:") and data["ws_url"].endswith("/ws")

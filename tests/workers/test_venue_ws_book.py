@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from shared.delta.ws import BookDelta, BookLevels, BookTop, FundingRate, L2Book, MarkPrice, parse_frame
+from shared.delta.ws import BookDelta, BookLevels, BookTop, FundingRate, L2Book, MarkPrice, TradeEvent, parse_frame
 from tests.workers.test_venue import SYN, SYN_ID, Api, _start, touch
 
 
@@ -117,3 +117,28 @@ async def test_refused_subscriptions_and_bad_frames_get_reasons_not_a_drop(api: 
         assert "channels" in (await recv(ws, lambda m: m["type"] == "error"))["message"]
         await ws.send_json({"type": "ping"})  # still connected and answering
         assert (await recv(ws, lambda m: m["type"] in ("pong", "error")))["type"] == "pong"
+
+
+async def test_public_path_serves_compact_channels_and_refuses_private_ones(api: Api) -> None:
+    async with api.session.ws_connect(api.venue.public_ws_url) as ws:
+        subs = await subscribe(ws, {"name": "trades", "symbols": [SYN]}, {"name": "ob_updates", "symbols": [SYN]},
+                               {"name": "orders", "symbols": ["all"]}, {"name": "all_trades", "symbols": [SYN]})
+        errors = {c["name"]: c["error"] for c in subs["channels"] if "error" in c}
+        assert set(errors) == {"orders", "all_trades"}  # private, and a legacy name: not here
+        assert "main socket" in errors["orders"] and "Unknown channel" in errors["all_trades"]
+        book = L2Book(SYN)
+        trades = 0
+        for _ in range(4_000):
+            frame = await recv(ws, lambda m: m["type"] in ("trades", "ob_updates"))
+            [ev] = parse_frame(frame, 0)
+            if isinstance(ev, BookDelta):
+                assert book.apply(ev) is None, frame
+            else:
+                assert isinstance(ev, TradeEvent) and ev.symbol == SYN and ev.price > 0
+                trades += 1
+            if trades >= 3 and (book.sequence_no or 0) >= 3:
+                break
+        assert trades >= 3 and (book.sequence_no or 0) >= 3
+        await ws.send_json({"type": "key-auth", "payload": {"api-key": "k", "signature": "s", "timestamp": "1"}})
+        reply = await recv(ws, lambda m: m["type"] == "key-auth")
+        assert reply["success"] is False and "main socket" in reply["message"]

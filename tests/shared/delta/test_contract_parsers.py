@@ -35,7 +35,10 @@ FRAMES = {"ws_subscriptions": Subscribed, "ws_key_auth": None, "ws_all_trades": 
           "ws_all_trades_snapshot": TradeEvent, "ws_candlestick_1m": CandleEvent, "ws_l2_updates_snapshot": BookDelta,
           "ws_l2_updates_update": BookDelta, "ws_l2_orderbook": BookLevels, "ws_l1_orderbook": BookTop,
           "ws_mark_price": MarkPrice, "ws_funding_rate": FundingRate, "ws_v2_ticker": TickerEvent,
-          "ws_orders_update": OrderUpdate, "ws_user_trades": UserTrade}
+          "ws_orders_update": OrderUpdate, "ws_user_trades": UserTrade,
+          "ws_public_trades": TradeEvent, "ws_public_ticker": TickerEvent, "ws_public_ob_l1": BookTop,
+          "ws_public_ob_l2": BookLevels, "ws_public_ob_updates": BookDelta, "ws_public_mark_price": MarkPrice,
+          "ws_public_funding_rate": FundingRate, "ws_public_candlestick_1m": CandleEvent}
 
 
 def _result(name: str) -> Any:

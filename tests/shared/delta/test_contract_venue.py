@@ -101,7 +101,8 @@ async def test_rest_answers_have_the_recorded_shape(session: Session, name: str)
 
 async def _ws_frames(session: Session, fx: dict[str, Any]) -> Any:
     req = fx["request"]
-    async with session.http.ws_connect(session.venue.ws_url) as ws:
+    url = session.venue.public_ws_url if req.get("path") == "public" else session.venue.ws_url
+    async with session.http.ws_connect(url) as ws:
         if req.get("auth"):
             ts = str(int(time.time()))
             await ws.send_json({"type": "key-auth", "payload": {
