@@ -1184,9 +1184,10 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await venue.start()
+        # venue.json first: whoever reads the address line may look for the key at once
+        path = write_venue_json(Path(run_dir), venue) if run_dir else None
         print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
-        if run_dir:
-            path = write_venue_json(Path(run_dir), venue)
+        if path is not None:
             print(f"venue: paper key and secret written to {path} (mode 0600)", flush=True)
         try:
             await stop.wait()
