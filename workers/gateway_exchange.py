@@ -1,7 +1,11 @@
 """Gateway, exchange mode: the one owner of the account's Delta session (paper venue or live).
 
-One REST client (one weighted rate limiter for the account), one websocket. Publishes ticks
-(from `all_trades`), order updates and fills to workers by symbol; answers history, account
+One REST client (one weighted rate limiter for the account) and the account's websocket
+(orders, user_trades). Market data comes from the venue's public host where it has one (India
+since 2026-04-17, and the paper venue's /public path, so every paper run takes the live India
+path): compact `trades` there; where the venue has none (Global), or the public host refuses
+`trades`, from legacy `all_trades` on the main socket; a symbol quiet on either is polled over
+REST. Publishes ticks, order updates and fills to workers by symbol; answers history, account
 snapshot and order-intent requests; sends fills to the supervisor for the SQLite ledger.
 
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
@@ -28,7 +32,7 @@ from shared.delta.errors import DeltaError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
 from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit
-from shared.delta.ws import DeltaWebSocket, OrderUpdate, TradeEvent, UserTrade
+from shared.delta.ws import DeltaWebSocket, OrderUpdate, Subscribed, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
                              HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
@@ -94,6 +98,10 @@ class ExchangeGateway:
         self.conn = conn
         self.rest = DeltaRestClient(conn["rest_url"], conn["api_key"], conn["api_secret"])
         self.ws: DeltaWebSocket | None = None
+        self.public_ws: DeltaWebSocket | None = None  # the venue's public host, if it has one
+        self.market_ws: DeltaWebSocket | None = None  # whichever socket feeds the trades now
+        self.market_channel = ""  # "trades@public" or "all_trades" (status)
+        self.public_closing: asyncio.Task[None] | None = None
         self.products: dict[str, ProductSpec] = {}
         self.by_product: dict[int, str] = {}
         self.seqs: dict[str, int] = collections.defaultdict(int)
@@ -122,19 +130,47 @@ class ExchangeGateway:
         # are history the workers read in their reconciliation. The store drops repeats by id.
         newest = self.spec.last_stored_fill_ts or time.time()
         self.fill_cursor_us = int(newest * 1e6) - 60_000_000
+        stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
-                                 on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
-        await self.ws.subscribe("all_trades", list(self.spec.symbols))
+                                 on_event=self.on_ws_event, stale_after_s=stale_s)
+        public = self.conn.get("public_ws_url")
+        if public:
+            self.public_ws = DeltaWebSocket(public, on_event=self.on_public_event, stale_after_s=stale_s)
+            await self.public_ws.subscribe("trades", list(self.spec.symbols))
+            self.market_ws, self.market_channel = self.public_ws, "trades@public"
+        else:
+            await self.ws.subscribe("all_trades", list(self.spec.symbols))
+            self.market_ws, self.market_channel = self.ws, "all_trades"
         await self.ws.subscribe("orders", ["all"])
         await self.ws.subscribe("user_trades", ["all"])
         await self.ws.start()
+        if self.public_ws is not None:
+            await self.public_ws.start()
 
     async def stop(self) -> None:
+        if self.public_ws is not None:
+            await self.public_ws.stop()
         if self.ws is not None:
             await self.ws.stop()
         await self.rest.close()
 
     # --- websocket events -----------------------------------------------------------------
+
+    async def on_public_event(self, ev: Any) -> None:
+        """The public host's events. If it refuses `trades`, say so once in the venue's words and
+        take the trades from the legacy channel on the main socket instead."""
+        if isinstance(ev, Subscribed):
+            refused = next((c for c in ev.channels if c.get("name") == "trades" and c.get("error")), None)
+            if refused is not None and self.market_ws is self.public_ws and self.ws is not None:
+                log.warning("public socket refused trades (%s); taking trades from all_trades on the main socket",
+                            str(refused.get("error"))[:200])
+                self.market_ws, self.market_channel = self.ws, "all_trades (public refused trades)"
+                await self.ws.subscribe("all_trades", list(self.spec.symbols))
+                if self.public_ws is not None:  # not from inside its own callback: in a task
+                    self.public_closing = asyncio.create_task(self.public_ws.stop())
+            return
+        if self.market_ws is self.public_ws:
+            await self.on_ws_event(ev)
 
     async def on_ws_event(self, ev: Any) -> None:
         if isinstance(ev, TradeEvent):
@@ -208,9 +244,9 @@ class ExchangeGateway:
         quiet socket never freezes the bots' view of the market."""
         while True:
             await asyncio.sleep(1.0)
-            if self.ws is None:
+            if self.market_ws is None:
                 continue
-            for sym in [s for s in self.products if self.ws.is_stale(s)]:
+            for sym in [s for s in self.products if self.market_ws.is_stale(s)]:
                 try:
                     t = await self.rest.get_ticker(sym)
                 except (DeltaError, OSError, asyncio.TimeoutError) as exc:
@@ -409,8 +445,15 @@ class ExchangeGateway:
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
-                              + (" ws stale" if self.ws and any(
-                                  self.ws.is_stale(s) for s in self.products) else ""))
+                              + self.market_data_note())
+
+    def market_data_note(self) -> str:
+        """Which channel feeds the symbols' trades; those quiet on it are polled over REST."""
+        stale = [s for s in self.products if self.market_ws is not None and self.market_ws.is_stale(s)]
+        note = f", trades from {self.market_channel}" if self.market_channel else ""
+        if stale:
+            note += f"; REST ticker for {len(stale)} quiet ({','.join(sorted(stale)[:5])}{'...' if len(stale) > 5 else ''})"
+        return note
 
 
 def connection(spec: ChildSpec) -> dict[str, str]:
@@ -419,13 +462,14 @@ def connection(spec: ChildSpec) -> dict[str, str]:
     if spec.venue_access is not None:
         a = spec.venue_access
         return {"rest_url": f"http://127.0.0.1:{a.port}", "ws_url": f"ws://127.0.0.1:{a.port}/ws",
+                "public_ws_url": f"ws://127.0.0.1:{a.port}/public",  # as India's public host
                 "api_key": a.api_key, "api_secret": a.api_secret}
     secrets = secrets_from_env()
     if secrets is None:
         raise RuntimeError("live gateway needs DELTA_API_KEY and DELTA_API_SECRET")
     venue = resolve_venue(spec.config.run.venue)
-    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": secrets.api_key,
-            "api_secret": secrets.api_secret}
+    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url or "",
+            "api_key": secrets.api_key, "api_secret": secrets.api_secret}
 
 
 async def run_exchange(spec: ChildSpec) -> int:

@@ -1,0 +1,86 @@
+"""Where the exchange gateway takes market data (issue 14 §1): from the venue's public host
+(compact `trades`) where it has one, as India live does and the paper venue's /public path
+mirrors; from legacy `all_trades` on the main socket when the public host refuses `trades`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from shared.config import load_config
+from shared.messages import MessageCodec, Tick, topic
+from shared.transport import make_endpoints
+from workers.gateway_exchange import ExchangeGateway
+from workers.runtime import ChildSpec
+from workers.venue import PaperVenue, VenueSettings
+
+
+async def _ticks_through_gateway(tmp_path: Path, venue: PaperVenue, public_ws_url: str,
+                                 wanted: int = 3) -> tuple[ExchangeGateway, list[Tick]]:
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
+    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": public_ws_url,
+            "api_key": venue.api_key, "api_secret": venue.api_secret}
+    ctx = zmq.asyncio.Context()
+    sup = ctx.socket(zmq.PUSH)
+    sup.bind("tcp://127.0.0.1:*")
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = ctx.socket(zmq.SUB)
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.setsockopt(zmq.SUBSCRIBE, topic("BTCUSD"))
+    gw = ExchangeGateway(spec, conn)
+    codec = MessageCodec("test")
+    ticks: list[Tick] = []
+    try:
+        await gw.start(pub, sup)
+        deadline = time.monotonic() + 20.0
+        while len(ticks) < wanted and time.monotonic() < deadline:
+            if await sub.poll(200):
+                _, raw = await sub.recv_multipart()
+                msg = codec.decode(raw)
+                if isinstance(msg, Tick):
+                    ticks.append(msg)
+        return gw, ticks
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+
+
+@pytest.fixture
+async def venue() -> PaperVenue:
+    v = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200), ["BTCUSD"])
+    await v.start()
+    yield v  # type: ignore[misc]
+    await v.stop()
+
+
+async def test_trades_come_from_the_public_path(tmp_path: Path, venue: PaperVenue) -> None:
+    gw, ticks = await _ticks_through_gateway(tmp_path, venue, venue.public_ws_url)
+    assert len(ticks) >= 3 and all(t.price > 0 and t.exch_ts_us > 10**15 for t in ticks)
+    assert [t.seq for t in ticks] == list(range(ticks[0].seq, ticks[0].seq + len(ticks)))
+    assert gw.market_channel == "trades@public" and "trades from trades@public" in gw.market_data_note()
+    assert gw.polled_ticks == 0  # nothing came from the REST fallback
+
+
+async def test_a_public_host_that_refuses_trades_falls_back_to_all_trades(
+        tmp_path: Path, venue: PaperVenue, caplog: pytest.LogCaptureFixture) -> None:
+    # the legacy path stands in for a public host that does not know `trades`
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        gw, ticks = await _ticks_through_gateway(tmp_path, venue, venue.ws_url)
+    assert len(ticks) >= 3
+    assert gw.market_channel.startswith("all_trades")
+    refusals = [r for r in caplog.records if "public socket refused trades" in r.getMessage()]
+    assert len(refusals) == 1 and "Unknown channel" in refusals[0].getMessage()  # the venue's words, once
+
+
+async def test_without_a_public_host_trades_come_from_all_trades(tmp_path: Path, venue: PaperVenue) -> None:
+    gw, ticks = await _ticks_through_gateway(tmp_path, venue, "")  # Global: no public host
+    assert len(ticks) >= 3 and gw.market_channel == "all_trades"
