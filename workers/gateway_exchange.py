@@ -461,8 +461,8 @@ def connection(spec: ChildSpec) -> dict[str, str]:
     or a live Delta venue with the key from the environment (never from a file)."""
     if spec.venue_access is not None:
         a = spec.venue_access
-        return {"rest_url": f"http://127.0.0.1:{a.port}", "ws_url": f"ws://127.0.0.1:{a.port}/ws",
-                "public_ws_url": f"ws://127.0.0.1:{a.port}/public",  # as India's public host
+        paper = resolve_venue("paper", rest_url=f"http://127.0.0.1:{a.port}", ws_url=f"ws://127.0.0.1:{a.port}/ws")
+        return {"rest_url": paper.rest_url, "ws_url": paper.ws_url, "public_ws_url": paper.public_ws_url or "",
                 "api_key": a.api_key, "api_secret": a.api_secret}
     secrets = secrets_from_env()
     if secrets is None:

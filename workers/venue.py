@@ -52,6 +52,7 @@ from aiohttp import web
 
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
+from shared.delta.venues import PAPER_PUBLIC_PATH
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching.engine import Event, decode_journal, encode_journal_entry
@@ -356,7 +357,7 @@ class PaperVenue:
         await self._serve_http(self.settings.port)
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
-        self.public_ws_url = f"ws://{self.settings.host}:{self.port}/public"
+        self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
         if self.settings.fault_ws_drop_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
@@ -547,7 +548,7 @@ class PaperVenue:
         r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
         r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
         r.add_get("/ws", self.ws.handle)
-        r.add_get("/public", self.ws.handle_public)
+        r.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 
     def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:

@@ -84,3 +84,23 @@ async def test_a_public_host_that_refuses_trades_falls_back_to_all_trades(
 async def test_without_a_public_host_trades_come_from_all_trades(tmp_path: Path, venue: PaperVenue) -> None:
     gw, ticks = await _ticks_through_gateway(tmp_path, venue, "")  # Global: no public host
     assert len(ticks) >= 3 and gw.market_channel == "all_trades"
+
+
+def test_paper_and_india_connections_name_a_public_host_global_none(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.gateway_exchange import connection
+    from workers.runtime import VenueAccess
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
+
+    def spec(cfg: object, access: VenueAccess | None) -> ChildSpec:
+        return ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                         endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
+                         venue_access=access)
+    paper = connection(spec(cfg, VenueAccess(port=5000, api_key="k", api_secret="s")))
+    assert (paper["ws_url"], paper["public_ws_url"]) == ("ws://127.0.0.1:5000/ws", "ws://127.0.0.1:5000/public")
+    monkeypatch.setenv("DELTA_API_KEY", "k")
+    monkeypatch.setenv("DELTA_API_SECRET", "s")
+    india, _ = load_config(None, {"run": {"symbols": ["BTCUSD"], "mode": "live", "venue": "india"}})
+    assert connection(spec(india, None))["public_ws_url"] == "wss://public-socket.india.delta.exchange"
+    glob, _ = load_config(None, {"run": {"symbols": ["BTCUSD"], "mode": "live", "venue": "global"}})
+    assert connection(spec(glob, None))["public_ws_url"] == ""
