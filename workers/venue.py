@@ -14,14 +14,17 @@ either way.
 
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
-           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings
+           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings, assets,
+           indices
   private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price, `pending` until
            triggered), POST|PUT|DELETE orders/batch (<= 50, one product, limit orders only),
            DELETE orders/all (cancel_limit/stop/reduce_only_orders), GET orders (states,
            order_types, cursor paging), orders/history, orders/{id},
            orders/client_order_id/{id}, positions?product_id=, positions/margined,
-           wallet/balances, fills (cursor paging), GET|POST products/{id}/orders/leverage
-  /ws      see venue_ws.py
+           wallet/balances, wallet/transactions (the ledger, cursor paging), fills (cursor
+           paging), POST positions/change_margin, GET|POST products/{id}/orders/leverage
+  /ws      see venue_ws.py; /public: the compact public channels (India's public host)
+The recorded Delta samples these shapes are held to: tests/fixtures/delta (contract suite).
 Auth order: no headers -> 401 {"error":"unauthorized"}; wrong key -> invalid_api_key; timestamp
 outside 5 s -> expired_signature {request_time, server_time}; signature over the exact bytes
 received -> invalid_signature. Rate limits: weighted fixed window per key (per IP when public),
