@@ -102,6 +102,7 @@ class ExchangeGateway:
         self.market_ws: DeltaWebSocket | None = None  # whichever socket feeds the trades now
         self.market_channel = ""  # "trades@public" or "all_trades" (status)
         self.public_closing: asyncio.Task[None] | None = None
+        self.refusals_logged: set[str] = set()  # "socket:channel" refused, said once
         self.products: dict[str, ProductSpec] = {}
         self.by_product: dict[int, str] = {}
         self.seqs: dict[str, int] = collections.defaultdict(int)
@@ -160,10 +161,10 @@ class ExchangeGateway:
         """The public host's events. If it refuses `trades`, say so once in the venue's words and
         take the trades from the legacy channel on the main socket instead."""
         if isinstance(ev, Subscribed):
+            self.log_refusals("public", ev)
             refused = next((c for c in ev.channels if c.get("name") == "trades" and c.get("error")), None)
             if refused is not None and self.market_ws is self.public_ws and self.ws is not None:
-                log.warning("public socket refused trades (%s); taking trades from all_trades on the main socket",
-                            str(refused.get("error"))[:200])
+                log.warning("taking trades from all_trades on the main socket instead")
                 self.market_ws, self.market_channel = self.ws, "all_trades (public refused trades)"
                 await self.ws.subscribe("all_trades", list(self.spec.symbols))
                 if self.public_ws is not None:  # not from inside its own callback: in a task
@@ -172,8 +173,18 @@ class ExchangeGateway:
         if self.market_ws is self.public_ws:
             await self.on_ws_event(ev)
 
+    def log_refusals(self, socket: str, ev: Subscribed) -> None:
+        """A channel the venue refused, logged once per socket and channel in the venue's words."""
+        for c in ev.channels:
+            key = f"{socket}:{c.get('name')}"
+            if c.get("error") and key not in self.refusals_logged:
+                self.refusals_logged.add(key)
+                log.warning("%s socket refused %s: %s", socket, c.get("name"), str(c.get("error"))[:200])
+
     async def on_ws_event(self, ev: Any) -> None:
-        if isinstance(ev, TradeEvent):
+        if isinstance(ev, Subscribed):
+            self.log_refusals("main", ev)
+        elif isinstance(ev, TradeEvent):
             if ev.from_snapshot or ev.symbol not in self.products:
                 return
             self.seqs[ev.symbol] += 1

@@ -78,6 +78,7 @@ async def test_a_public_host_that_refuses_trades_falls_back_to_all_trades(
     assert len(ticks) >= 3
     assert gw.market_channel.startswith("all_trades")
     refusals = [r for r in caplog.records if "public socket refused trades" in r.getMessage()]
+    assert any("all_trades on the main socket" in r.getMessage() for r in caplog.records)
     assert len(refusals) == 1 and "Unknown channel" in refusals[0].getMessage()  # the venue's words, once
 
 
