@@ -463,7 +463,7 @@ class PaperVenue:
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
         candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
-        book_subs = self.ws.market_subscribers()
+        market_plan = self.ws.market_plan()
         for m in markets:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
@@ -494,8 +494,8 @@ class PaperVenue:
                 for c in candle_subs:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
-            if book_subs:
-                self.ws.publish_market(m, book_subs, (price, size, ts, buyer), bar_closed=k == 3)
+            if market_plan:
+                self.ws.publish_market(m, market_plan, (price, size, ts, buyer), bar_closed=k == 3)
             if k == 3:
                 fo = m.forming
                 assert fo is not None

@@ -24,6 +24,7 @@ that far behind is closed with 1008 rather than allowed to grow the venue's memo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -55,6 +56,9 @@ BOOK_DEPTH = 50  # levels per side on l2_orderbook / l2_updates / ob_updates
 OB_L2_DEPTH = 15  # ob_l2 sends the top 15
 FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India BTCUSD)
 PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
+
+
+MarketPlan = dict[tuple[str, bool], list["WsClient"]]
 
 
 def dumps(obj: Any) -> str:
@@ -131,12 +135,12 @@ class WsHub:
             return
         self.venue.journal(events)  # durable before any client can see them
         authed = [c for c in self.clients if c.authed]
-        book_subs = self.market_subscribers()
-        if book_subs:  # our orders are in the book: an order change is a book change
+        plan = self.market_plan()
+        if plan:  # our orders are in the book: an order change is a book change
             for sym in {ev.order.symbol for ev in events if isinstance(ev, OrderEvent)}:
                 m = self.venue.markets.get(sym)
                 if m is not None:
-                    self.publish_market(m, book_subs)
+                    self.publish_market(m, plan)
         margin_subs = [c for c in authed if "margins" in c.subs]
         if margin_subs:  # one wallet update per batch of account changes
             w = self.venue.engine.wallet()
@@ -185,15 +189,21 @@ class WsHub:
                         c.send(frame)
 
     # ---- book, mark price, funding; the public path's compact channels ------------------------
-    def market_subscribers(self) -> list[WsClient]:
-        """Clients the replay loop must hand each market's tick to (publish_market)."""
-        return [c for c in self.clients if (c.compact and c.subs) or any(ch in c.subs for ch in BOOK_CHANNELS)]
+    def market_plan(self) -> MarketPlan:
+        """Who takes which publish_market channel, (channel, compact) -> clients, made once per
+        replay step so each market only looks at the channels someone follows."""
+        plan: MarketPlan = {}
+        for c in self.clients:
+            for ch in c.subs:
+                if ch in (COMPACT_CHANNELS if c.compact else BOOK_CHANNELS):
+                    plan.setdefault((ch, c.compact), []).append(c)
+        return plan
 
     def _levels(self, m: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         bids, asks = self.venue.book(m, BOOK_DEPTH)
         return ([(wire.s(p) or "0", str(q)) for p, q in bids], [(wire.s(p) or "0", str(q)) for p, q in asks])
 
-    def publish_market(self, m: Any, subs: list[WsClient], trade: tuple[float, int, int, str] | None = None,
+    def publish_market(self, m: Any, plan: MarketPlan, trade: tuple[float, int, int, str] | None = None,
                        *, bar_closed: bool = False) -> None:
         """One market's frames after a replayed tick (`trade` = price, size, µs, buyer role) or an
         order change (no trade): book, mark and at bar close funding, in both dialects, plus the
@@ -201,11 +211,11 @@ class WsHub:
         sym, mark_sym = m.symbol, f"MARK:{m.symbol}"
         ts = self.venue.market_us
 
-        def want(ch: str, compact: bool) -> list[WsClient]:
+        legacy: dict[str, list[WsClient]] = collections.defaultdict(list)
+        compact: dict[str, list[WsClient]] = collections.defaultdict(list)
+        for (ch, is_compact), clients in plan.items():
             key = mark_sym if ch == "mark_price" else sym
-            return [c for c in subs if c.compact == compact and c.wants(ch, key)]
-        legacy = {ch: want(ch, False) for ch in BOOK_CHANNELS}
-        compact = {ch: want(ch, True) for ch in COMPACT_CHANNELS}
+            (compact if is_compact else legacy)[ch] = [c for c in clients if c.wants(ch, key)]
         if trade is not None:
             price, size, t_us, buyer = trade
             if compact["trades"]:
