@@ -4,8 +4,9 @@ One REST client (one weighted rate limiter for the account) and the account's we
 (orders, user_trades). Market data comes from the venue's public host where it has one (India
 since 2026-04-17, and the paper venue's /public path, so every paper run takes the live India
 path): compact `trades` there; where the venue has none (Global), or the public host refuses
-`trades`, from legacy `all_trades` on the main socket; a symbol quiet on either is polled over
-REST. Publishes ticks, order updates and fills to workers by symbol; answers history, account
+`trades`, from legacy `all_trades` on the main socket. A symbol the public host goes quiet on
+is taken from `all_trades` on the main socket until the public host speaks again; a symbol quiet
+on its feeding socket is polled over REST. Publishes ticks, order updates and fills to workers by symbol; answers history, account
 snapshot and order-intent requests; sends fills to the supervisor for the SQLite ledger.
 
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
@@ -103,6 +104,7 @@ class ExchangeGateway:
         self.market_channel = ""  # "trades@public" or "all_trades" (status)
         self.public_closing: asyncio.Task[None] | None = None
         self.refusals_logged: set[str] = set()  # "socket:channel" refused, said once
+        self.legacy_for: set[str] = set()  # symbols on all_trades while the public host is quiet on them
         self.products: dict[str, ProductSpec] = {}
         self.by_product: dict[int, str] = {}
         self.seqs: dict[str, int] = collections.defaultdict(int)
@@ -133,7 +135,7 @@ class ExchangeGateway:
         self.fill_cursor_us = int(newest * 1e6) - 60_000_000
         stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
-                                 on_event=self.on_ws_event, stale_after_s=stale_s)
+                                 on_event=self.on_main_event, stale_after_s=stale_s)
         public = self.conn.get("public_ws_url")
         if public:
             self.public_ws = DeltaWebSocket(public, on_event=self.on_public_event, stale_after_s=stale_s)
@@ -170,8 +172,34 @@ class ExchangeGateway:
                 if self.public_ws is not None:  # not from inside its own callback: in a task
                     self.public_closing = asyncio.create_task(self.public_ws.stop())
             return
-        if self.market_ws is self.public_ws:
-            await self.on_ws_event(ev)
+        if self.market_ws is not self.public_ws:
+            return
+        if isinstance(ev, TradeEvent) and ev.symbol in self.legacy_for:
+            return  # all_trades feeds it until public_quiet_check hands it back
+        await self.on_ws_event(ev)
+
+    async def on_main_event(self, ev: Any) -> None:
+        """The main socket's events; its trades count only where it feeds the symbol."""
+        if (isinstance(ev, TradeEvent) and self.market_ws is self.public_ws
+                and ev.symbol not in self.legacy_for):
+            return
+        await self.on_ws_event(ev)
+
+    async def public_quiet_check(self) -> None:
+        """Symbols the public host went quiet on move to all_trades on the main socket (the
+        subscription stays; the public host takes them back once it speaks again)."""
+        pub = self.public_ws
+        if pub is None or self.market_ws is not pub or self.ws is None:
+            return
+        quiet = [s for s in self.products if pub.is_stale(s) and s not in self.legacy_for]
+        if quiet:
+            log.warning("public socket quiet on %s; all_trades on the main socket takes over", ",".join(quiet))
+            self.legacy_for.update(quiet)
+            await self.ws.subscribe("all_trades", quiet)
+        back = [s for s in self.legacy_for if not pub.is_stale(s)]
+        if back:
+            log.info("public socket speaks again on %s", ",".join(back))
+            self.legacy_for.difference_update(back)
 
     def log_refusals(self, socket: str, ev: Subscribed) -> None:
         """A channel the venue refused, logged once per socket and channel in the venue's words."""
@@ -257,7 +285,8 @@ class ExchangeGateway:
             await asyncio.sleep(1.0)
             if self.market_ws is None:
                 continue
-            for sym in [s for s in self.products if self.market_ws.is_stale(s)]:
+            await self.public_quiet_check()
+            for sym in [s for s in self.products if self.feed_of(s).is_stale(s)]:
                 try:
                     t = await self.rest.get_ticker(sym)
                 except (DeltaError, OSError, asyncio.TimeoutError) as exc:
@@ -458,10 +487,17 @@ class ExchangeGateway:
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + self.market_data_note())
 
+    def feed_of(self, symbol: str) -> DeltaWebSocket:
+        """The socket whose trades feed `symbol` now."""
+        assert self.market_ws is not None
+        return self.ws if symbol in self.legacy_for and self.ws is not None else self.market_ws
+
     def market_data_note(self) -> str:
         """Which channel feeds the symbols' trades; those quiet on it are polled over REST."""
-        stale = [s for s in self.products if self.market_ws is not None and self.market_ws.is_stale(s)]
+        stale = [s for s in self.products if self.market_ws is not None and self.feed_of(s).is_stale(s)]
         note = f", trades from {self.market_channel}" if self.market_channel else ""
+        if self.legacy_for:
+            note += f"; all_trades for {len(self.legacy_for)} quiet on public ({','.join(sorted(self.legacy_for)[:5])})"
         if stale:
             note += f"; REST ticker for {len(stale)} quiet ({','.join(sorted(stale)[:5])}{'...' if len(stale) > 5 else ''})"
         return note

@@ -67,7 +67,6 @@ async def test_trades_come_from_the_public_path(tmp_path: Path, venue: PaperVenu
     assert len(ticks) >= 3 and all(t.price > 0 and t.exch_ts_us > 10**15 for t in ticks)
     assert [t.seq for t in ticks] == list(range(ticks[0].seq, ticks[0].seq + len(ticks)))
     assert gw.market_channel == "trades@public" and "trades from trades@public" in gw.market_data_note()
-    assert gw.polled_ticks == 0  # nothing came from the REST fallback
 
 
 async def test_a_public_host_that_refuses_trades_falls_back_to_all_trades(
@@ -105,3 +104,46 @@ def test_paper_and_india_connections_name_a_public_host_global_none(tmp_path: Pa
     assert connection(spec(india, None))["public_ws_url"] == "wss://public-socket.india.delta.exchange"
     glob, _ = load_config(None, {"run": {"symbols": ["BTCUSD"], "mode": "live", "venue": "global"}})
     assert connection(spec(glob, None))["public_ws_url"] == ""
+
+
+async def test_a_symbol_the_public_host_goes_quiet_on_moves_to_all_trades_and_back(
+        tmp_path: Path, venue: PaperVenue) -> None:
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
+    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url,
+            "api_key": venue.api_key, "api_secret": venue.api_secret}
+    ctx = zmq.asyncio.Context()
+    sup = ctx.socket(zmq.PUSH)
+    sup.bind("tcp://127.0.0.1:*")
+    pub = ctx.socket(zmq.PUB)
+    pub.bind("tcp://127.0.0.1:*")
+    gw = ExchangeGateway(spec, conn)
+    await gw.start(pub, sup)
+    try:
+        assert gw.public_ws is not None
+        gw.public_ws.quiet.stale_after_s = 0.5  # the threshold, shortened for the test
+
+        async def until(pred: object, what: str) -> None:
+            for _ in range(1000):
+                await gw.public_quiet_check()
+                if pred():  # type: ignore[operator]
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"never: {what}")
+        await until(lambda: gw.ticks >= 2, "ticks from the public host")
+        public_client = next(c for c in venue.ws.clients if c.compact)
+        saved = dict(public_client.subs)
+        public_client.subs.clear()  # the public host goes quiet (the connection stays up)
+        await until(lambda: gw.legacy_for == {"BTCUSD"}, "all_trades takes over")
+        assert "all_trades for 1 quiet on public" in gw.market_data_note()
+        before = gw.ticks
+        await until(lambda: gw.ticks >= before + 3, "ticks from all_trades")
+        assert any("all_trades" in c.subs for c in venue.ws.clients if not c.compact)
+        public_client.subs.update(saved)  # the public host speaks again
+        await until(lambda: not gw.legacy_for, "the public host takes the symbol back")
+        before = gw.ticks
+        await until(lambda: gw.ticks >= before + 3, "ticks from the public host again")
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
