@@ -47,6 +47,7 @@ from .rundir import RunDir
 log = logging.getLogger("supervisor")
 MB = 1024 * 1024
 STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this often
+STORED_FILL_IDS = 2_000  # newest stored fill ids a (re)started gateway knows: 40 pages of fills
 
 
 @dataclass
@@ -155,7 +156,8 @@ class Supervisor:
     def _spec_from_store(self, child: Child) -> ChildSpec:
         """What a (re)starting child needs from the ledger: a worker, the ids its bot last sent
         (so it continues past ids the venue no longer shows) and where to start reading fills;
-        the gateway, the newest stored fill (fills after it, e.g. while we were down, are news)."""
+        the gateway, the newest stored fills (fills the venue lists after them, e.g. made while
+        we were down, are news)."""
         assert self.store is not None
         if child.kind == "worker":
             checkpoint = find_checkpoint(self.store.fills(child.name), bot_id=self.cfg.run.bot_id,
@@ -164,7 +166,8 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, last_stored_fill_ts=self.store.last_fill_ts() or 0.0)
+            return msgspec.structs.replace(child.spec,
+                                           stored_fill_ids=tuple(self.store.newest_fill_ids(STORED_FILL_IDS)))
         return child.spec
 
     def _start(self, child: Child, ctx: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from .market_clock import CLOCKS
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
 from .signals.engine import SignalConfig
 from .trading.grid import GridConfig
@@ -93,7 +94,7 @@ class MarketConfig(_Section):
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
             raise ValueError("market.source must be 'venue' or 'replay'")
-        if self.clock not in ("replay", "wall"):
+        if self.clock not in CLOCKS:
             raise ValueError("market.clock must be 'replay' or 'wall'")
         if self.clock == "wall":
             self.bar_seconds = 60.0

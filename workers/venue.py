@@ -10,7 +10,8 @@ candle, order and fill timestamps) is on the market clock, an explicit choice (`
 of now, so clients that check freshness against their own clock will reject them); "wall"
 replays the candles' shape at real time, one bar per wall minute lined up with the minute, so
 every timestamp is now (within a quarter bar). Bars built from trades line up with the candles
-either way.
+either way. The market clock is part of the paper account (saved with it) and never runs
+backwards: a restarted venue continues it (shared/market_clock.py says where, in either mode).
 
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
@@ -56,6 +57,7 @@ from aiohttp import web
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
 from shared.delta.venues import PAPER_PUBLIC_PATH
+from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching.engine import Event, decode_journal, encode_journal_entry
@@ -73,6 +75,7 @@ RECENT_TRADES = 50
 # (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
+CLOCK_SAVE_INTERVAL_S = 10.0  # an account that did not change is rewritten for its clock this often
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
@@ -98,7 +101,10 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
     state_file: str | None = None  # the paper account survives a venue restart through this file
     state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
-    start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
+    # Wall time (epoch s) the run started, the same for every venue process of one run (None: a
+    # run of its own, starting now): a venue restarted in the run catches up with the wall, a
+    # new run resumes the saved market clock where the last one stopped.
+    start_ts: float | None = None
     # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
     fault_latency_ms: float = 0.0  # added to every REST request
     fault_5xx_probability: float = 0.0  # 503 `unavailable` before the request is processed
@@ -109,7 +115,7 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
 
     def __post_init__(self) -> None:
-        if self.clock not in ("replay", "wall"):
+        if self.clock not in CLOCKS:
             raise ValueError("clock must be 'replay' or 'wall'")
         if self.clock == "wall":
             self.bar_seconds = float(BAR_SECONDS)
@@ -126,10 +132,11 @@ class _Market:
     """One symbol's replay: the current bar, its forming candle, completed bars, recent trades."""
 
     __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
-                 "forming", "recent", "tick_no")
+                 "forming", "recent", "tick_no", "joined")
 
-    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int) -> None:
+    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0) -> None:
         self.symbol = symbol
+        self.joined = joined  # lockstep index of this market's first live bar
         self.spec = resolve_paper_symbol(symbol)
         if is_synthetic(symbol):
             # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
@@ -205,23 +212,34 @@ class PaperVenue:
         self.settings = settings
         self.api_key = api_key or secrets.token_hex(16)
         self.api_secret = api_secret or secrets.token_hex(32)
-        self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
-        self._start_ts -= self._start_ts % BAR_SECONDS
+        now = time.time()
+        run_wall = settings.start_ts if settings.start_ts is not None else now
+        saved_clock = self._saved_clock()
+        self._start_ts = saved_clock.origin_ts if saved_clock else int(run_wall) - int(run_wall) % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
         self._journal_fd: int | None = None
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
+        clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
+                             newest_event_us=_newest_event_us(self.engine), clock=settings.clock)
+        self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
+        self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
+        self._saved_next_bar = -1
+        self._clock_saved_at = -math.inf
+        self.market_us = clock.market_us
         self._bars_started = False
         self._lockstep_bar_ts = 0
         self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
         self._by_product_id: dict[int, _Market] = {}
+        self._restoring = True  # markets made now start where their replay began, primed by _catch_up
+        self._joined = clock.joined
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         for spec in self.engine.specs():  # products of a restored account keep their markets
             self.market(spec.symbol)
-        if settings.start_ts is not None:
-            self._catch_up(int((time.time() - settings.start_ts) / settings.bar_seconds))
+        self._restoring = False
+        self._catch_up(clock.next_bar)
         if settings.state_file:
             # Fold the journal of the last run into a snapshot, then journal from empty.
             self._saved_revision = -1
@@ -254,13 +272,15 @@ class PaperVenue:
         if len(self._markets_list) >= self.settings.max_symbols:
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"the paper venue already lists {self.settings.max_symbols} products"})
-        start = self.market_us // 1_000_000
-        start -= start % BAR_SECONDS
-        if self._bars_started:
-            start += BAR_SECONDS  # joins the lockstep at the next bar; its history ends here
-        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed)
+        if self._restoring:
+            joined = self._joined.get(symbol, 0)  # replayed up to now by _catch_up
+        else:
+            joined = self._next_bar  # joins the lockstep at the next bar; its history ends here
+        start = self._start_ts + BAR_SECONDS * joined
+        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed, joined)
         self.engine.add_product(m.spec)
-        self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
+        if not self._restoring:
+            self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
         self.markets[symbol] = m
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
@@ -294,15 +314,21 @@ class PaperVenue:
         if self._journal_fd is not None and events:
             os.write(self._journal_fd, encode_journal_entry(events))
 
-    def save_account(self) -> bool:
-        """Write the account to `state_file` if it changed (atomic, mode 0600), then empty the
-        journal it now contains. True if written."""
+    def save_account(self, *, final: bool = False) -> bool:
+        """Write the account to `state_file` if it changed, or its market clock if that moved
+        and was last written CLOCK_SAVE_INTERVAL_S ago (or this is the `final` save at stop),
+        atomically, mode 0600; then empty the journal it now contains. True if written."""
         path = self.settings.state_file
-        if not path or (self.engine.revision == self._saved_revision and os.path.exists(path)):
+        if not path:
             return False
-        revision = self.engine.revision
-        _write_private(Path(path), self.engine.snapshot())
-        self._saved_revision = revision
+        clock_due = self._next_bar != self._saved_next_bar and (
+            final or time.monotonic() - self._clock_saved_at >= CLOCK_SAVE_INTERVAL_S)
+        if self.engine.revision == self._saved_revision and not clock_due and os.path.exists(path):
+            return False
+        revision, next_bar = self.engine.revision, self._next_bar
+        _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
+        self._saved_revision, self._saved_next_bar = revision, next_bar
+        self._clock_saved_at = time.monotonic()
         if self._journal_fd is not None:
             # A crash between the write above and this truncate replays the journal onto the
             # new snapshot: harmless, replay is idempotent.
@@ -314,12 +340,14 @@ class PaperVenue:
             await asyncio.sleep(self.settings.state_save_interval_s)
             self.save_account()
 
-    def _catch_up(self, bars: int) -> None:
-        """A venue (re)started for a run that began earlier: replay the bars the wall clock says
-        have passed, so its market time never runs backwards and candles have no hole."""
-        if bars <= 0:
-            return
+    def _catch_up(self, next_bar: int) -> None:
+        """Replay every market up to lockstep bar `next_bar` (where the market clock resumes),
+        so candles have no hole, then trade each at its close at the resumed time: resting
+        orders the market ran through while the venue was away fill now, never in the past."""
+        # the next bar to replay starts now; markets created before it begins join at it
+        self.market_us = (self._start_ts + BAR_SECONDS * next_bar) * 1_000_000
         for m in self._markets_list:
+            bars = next_bar - m.joined
             if bars > LIVE_BARS_KEPT:
                 m.replay.seek(bars - LIVE_BARS_KEPT)
             r = m.spec.round_price
@@ -327,8 +355,24 @@ class PaperVenue:
                 t, o, h, low, c, v = m.replay.next_bar()
                 m.live.append((t, r(o), r(h), r(low), r(c), v))
             self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
-        # the next bar to replay starts now; markets created before it begins join at it
-        self.market_us = (self._start_ts + BAR_SECONDS * bars) * 1_000_000
+
+    def market_clock(self) -> MarketClock:
+        """The replay clock as saved with the account."""
+        return MarketClock(origin_ts=self._start_ts, next_bar=self._next_bar, run_wall=self._run_wall,
+                           run_bars=self._run_bars,
+                           joined={m.symbol: m.joined for m in self._markets_list if m.joined})
+
+    def _saved_clock(self) -> MarketClock | None:
+        """The market clock saved with the account (None: a new account, or one saved before
+        the clock was; its fills still bound the resumed clock)."""
+        path = self.settings.state_file
+        if not path or not os.path.exists(path):
+            return None
+        try:
+            with open(path, "rb") as fh:
+                return msgspec.json.decode(fh.read(), type=_SavedClock).market_clock
+        except (msgspec.DecodeError, OSError):
+            return None  # _load_account refuses an unreadable file with the reason
 
     def _market_by_product_id(self, product_id: int) -> _Market:
         m = self._by_product_id.get(product_id)
@@ -415,7 +459,7 @@ class PaperVenue:
         self._tasks.clear()
         await self._close_http()
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
-        self.save_account()
+        self.save_account(final=True)
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
@@ -435,8 +479,16 @@ class PaperVenue:
         due = loop.time()
         if self.settings.clock == "wall":
             # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the
-            # quarters of the bar already past are replayed at once
-            due -= min(max(0.0, time.time() - self.market_us / 1e6), self.settings.bar_seconds)
+            # quarters of the bar already past are replayed at once, and a market clock resumed
+            # ahead of the wall (saved during this minute) waits for it
+            delay = wall_replay_delay(self.market_us, time.time())
+            lead = self.market_us / 1e6 - time.time()
+            if lead > BAR_SECONDS:
+                log.warning("the paper market's saved clock is %.0f s ahead of the wall (saved by a replay-clock "
+                            "run); on the wall clock it keeps that lead rather than run backwards", lead)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due = loop.time() + min(0.0, delay)
         k = 0
         while True:
             groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))
@@ -458,6 +510,7 @@ class PaperVenue:
                 m.begin_bar()
             if group == 0 and self._markets_list:
                 self._lockstep_bar_ts = self._markets_list[0].bar[0]
+                self._next_bar = (self._lockstep_bar_ts - self._start_ts) // BAR_SECONDS + 1
         bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
         ts = self.market_us
@@ -1141,6 +1194,31 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
             open_ = f[0]
         high, low, volume = max(high, f[1]), min(low, f[2]), volume + f[4]
     return open_, high, low, volume
+
+
+class _SavedClock(msgspec.Struct):
+    """The one key of the saved account the venue reads itself (the engine ignores it)."""
+    market_clock: MarketClock | None = None
+
+
+def _with_clock(snapshot: bytes, clock: MarketClock) -> bytes:
+    """The engine's snapshot (a JSON object) with the market clock as one more key, so the
+    account and its clock are written together, atomically, in one file."""
+    if not snapshot.endswith(b"}"):
+        raise ValueError("the engine snapshot is not a JSON object")
+    return snapshot[:-1] + b',"market_clock":' + msgspec.json.encode(clock) + b"}"
+
+
+def _newest_event_us(engine: MatchingEngine) -> int:
+    """The newest fill or order time the account holds (the journal may be ahead of the saved
+    clock after a kill): the resumed clock starts after it."""
+    newest = engine.fills[-1].timestamp if engine.fills else 0
+    for o in engine.open_orders(None):
+        newest = max(newest, o.updated_at, o.created_at)
+    history = engine.order_history(None)
+    if history:
+        newest = max(newest, max(o.updated_at for o in history))
+    return newest
 
 
 def _journal_path(state_file: str) -> str:
