@@ -19,6 +19,7 @@ import msgspec
 import msgspec.inspect
 from msgspec import Meta
 
+from .market_clock import CLOCKS
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
 from .signals.engine import SignalConfig
 from .trading.grid import GridConfig
@@ -89,6 +90,11 @@ class MarketConfig(_Section):
     # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks)
     source: str = "venue"
     bar_seconds: BarSeconds = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
+    # The paper venue's clock. replay: market time starts now and runs 60 / bar_seconds times
+    # faster than the wall clock (timestamps run ahead of now). wall: the candles' shape is
+    # replayed at real time, one 1m bar per wall minute, so every timestamp is now; bar_seconds
+    # is then 60 whatever it is set to.
+    clock: str = "replay"
     history_bars: Annotated[int, _between(1, 8192)] = 1000  # bars loaded into each ring at start so signals are valid at once
     window_bars: Annotated[int, _between(16, 8192)] = 1024  # bars each ring holds and the pool reads
     seed: Annotated[int, _between(0, 2**32 - 1)] = 0  # synthetic markets and the RL agents' exploration
@@ -98,6 +104,10 @@ class MarketConfig(_Section):
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
             raise ValueError("market.source must be 'venue' or 'replay'")
+        if self.clock not in CLOCKS:
+            raise ValueError("market.clock must be 'replay' or 'wall'")
+        if self.clock == "wall":
+            self.bar_seconds = 60.0
         if self.history_bars > self.window_bars:
             raise ValueError(f"market.history_bars ({self.history_bars}) must be <= market.window_bars "
                              f"({self.window_bars})")

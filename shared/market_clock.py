@@ -11,6 +11,13 @@ backwards. A restart resumes it:
   whole system was down, so no time passed on the paper market);
 - either way, never before the last saved position or the newest fill or order update the
   account holds (a snapshot may be a couple of seconds older than the journal after a SIGKILL).
+
+That is the "replay" clock. On the "wall" clock the market's time is the wall's (one bar per
+wall minute), so a venue starting, in its run or a new one, resumes at the bar the wall is in:
+the market kept trading while the system was down, as a live one does. The saved position and
+the account's newest event still bound it from below; when they lie ahead of the wall (saved
+in this very minute, or by a replay run that ran ahead), the replay waits for the wall up to
+one bar (`wall_replay_delay`) and beyond that runs that far ahead: never backwards.
 """
 
 from __future__ import annotations
@@ -44,13 +51,19 @@ def bar_after(origin_ts: int, ts_us: int) -> int:
     return max(0, (ts_us // 1_000_000 - origin_ts) // BAR_SECONDS + 1)
 
 
+CLOCKS = ("replay", "wall")
+
+
 def resume_clock(saved: MarketClock | None, *, run_wall: float, now_wall: float, bar_seconds: float,
-                 newest_event_us: int = 0) -> MarketClock:
+                 newest_event_us: int = 0, clock: str = "replay") -> MarketClock:
     """The clock a venue starting now continues from. `run_wall`: when this run started (the
     supervisor's start; a standalone venue passes its own start, i.e. now). `bar_seconds`: wall
-    seconds per replayed bar. `newest_event_us`: the newest fill or order time in the account."""
+    seconds per replayed bar. `newest_event_us`: the newest fill or order time in the account.
+    `clock`: "replay" or "wall" (the market's time is the wall's)."""
     if bar_seconds <= 0:
         raise ValueError(f"bar_seconds must be > 0, got {bar_seconds}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     if saved is None:
         origin = int(run_wall) - int(run_wall) % BAR_SECONDS
         run_bars, floor, joined = 0, 0, {}
@@ -59,9 +72,25 @@ def resume_clock(saved: MarketClock | None, *, run_wall: float, now_wall: float,
         # The same run (a restarted venue): its anchor stands and the wall says how far the
         # market got. A new run: the market resumes where the last one stopped.
         run_bars = saved.run_bars if saved.run_wall == run_wall else saved.next_bar
-    by_wall = run_bars + max(0, int((now_wall - run_wall) / bar_seconds))
+    if clock == "wall":
+        by_wall = max(0, (int(now_wall) - origin) // BAR_SECONDS)  # the bar the wall is in
+    else:
+        by_wall = run_bars + max(0, int((now_wall - run_wall) / bar_seconds))
     next_bar = max(floor, by_wall, bar_after(origin, newest_event_us))
     return MarketClock(origin_ts=origin, next_bar=next_bar, run_wall=run_wall, run_bars=run_bars, joined=joined)
 
 
-__all__ = ["MarketClock", "bar_after", "resume_clock"]
+def wall_replay_delay(market_us: int, now_wall: float) -> float:
+    """Wall clock: seconds from now until the replay's first tick (at market time `market_us`,
+    a bar's open) is due, so that tick times are the wall's. Negative, down to one bar: the
+    market is behind by the quarters of the bar already past, replayed at once. Positive, up to
+    one bar: the resumed clock is ahead of the wall (saved during this minute), so wait for it.
+    A longer lead (a clock saved by a replay run) is not waited out: 0, the market runs at real
+    time that far ahead rather than go silent for hours or back in time."""
+    lead = market_us / 1e6 - now_wall
+    if lead > BAR_SECONDS:
+        return 0.0
+    return max(lead, -float(BAR_SECONDS))
+
+
+__all__ = ["CLOCKS", "MarketClock", "bar_after", "resume_clock", "wall_replay_delay"]

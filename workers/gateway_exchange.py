@@ -1,7 +1,12 @@
 """Gateway, exchange mode: the one owner of the account's Delta session (paper venue or live).
 
-One REST client (one weighted rate limiter for the account), one websocket. Publishes ticks
-(from `all_trades`), order updates and fills to workers by symbol; answers history, account
+One REST client (one weighted rate limiter for the account) and the account's websocket
+(orders, user_trades). Market data comes from the venue's public host where it has one (India
+since 2026-04-17, and the paper venue's /public path, so every paper run takes the live India
+path): compact `trades` there; where the venue has none (Global), or the public host refuses
+`trades`, from legacy `all_trades` on the main socket. A symbol the public host goes quiet on
+is taken from `all_trades` on the main socket until the public host speaks again; a symbol quiet
+on its feeding socket is polled over REST. Publishes ticks, order updates and fills to workers by symbol; answers history, account
 snapshot and order-intent requests; sends fills to the supervisor for the SQLite ledger.
 
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
@@ -29,7 +34,7 @@ from shared.delta.errors import DeltaError, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
-from shared.delta.ws import DeltaWebSocket, OrderUpdate, TradeEvent, UserTrade
+from shared.delta.ws import DeltaWebSocket, OrderUpdate, Subscribed, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
                              HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
@@ -78,14 +83,10 @@ def update_view(ev: OrderUpdate) -> OrderView:
 
 
 def fill_view(f: DeltaFill) -> FillView:
-    ts_us = f.created_at if isinstance(f.created_at, int) else 0
+    ts_us = f.created_us or 0
     return FillView(fill_id=str(f.id), order_id=str(f.order_id or ""), client_order_id=f.client_order_id or "",
                     side=f.side, size=int(f.size), price=repr(float(f.price)),
                     fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)
-
-
-def _created_us(f: DeltaFill) -> int | None:
-    return f.created_at if isinstance(f.created_at, int) else None
 
 
 def _err_text(key: str, exc: Exception) -> str:
@@ -101,6 +102,12 @@ class ExchangeGateway:
         self.conn = conn
         self.rest = DeltaRestClient(conn["rest_url"], conn["api_key"], conn["api_secret"])
         self.ws: DeltaWebSocket | None = None
+        self.public_ws: DeltaWebSocket | None = None  # the venue's public host, if it has one
+        self.market_ws: DeltaWebSocket | None = None  # whichever socket feeds the trades now
+        self.market_channel = ""  # "trades@public" or "all_trades" (status)
+        self.public_closing: asyncio.Task[None] | None = None
+        self.refusals_logged: set[str] = set()  # "socket:channel" refused, said once
+        self.legacy_for: set[str] = set()  # symbols on all_trades while the public host is quiet on them
         self.products: dict[str, ProductSpec] = {}
         self.by_product: dict[int, str] = {}
         self.seqs: dict[str, int] = collections.defaultdict(int)
@@ -134,22 +141,86 @@ class ExchangeGateway:
         # so there every fill is news. The store drops repeats by id.
         if not self.spec.stored_fill_ids and self.spec.venue_access is None:
             self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
+        stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
-                                 on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
-        await self.ws.subscribe("all_trades", list(self.spec.symbols))
+                                 on_event=self.on_main_event, stale_after_s=stale_s)
+        public = self.conn.get("public_ws_url")
+        if public:
+            self.public_ws = DeltaWebSocket(public, on_event=self.on_public_event, stale_after_s=stale_s)
+            await self.public_ws.subscribe("trades", list(self.spec.symbols))
+            self.market_ws, self.market_channel = self.public_ws, "trades@public"
+        else:
+            await self.ws.subscribe("all_trades", list(self.spec.symbols))
+            self.market_ws, self.market_channel = self.ws, "all_trades"
         await self.ws.subscribe("orders", ["all"])
         await self.ws.subscribe("user_trades", ["all"])
         await self.ws.start()
+        if self.public_ws is not None:
+            await self.public_ws.start()
 
     async def stop(self) -> None:
+        if self.public_ws is not None:
+            await self.public_ws.stop()
         if self.ws is not None:
             await self.ws.stop()
         await self.rest.close()
 
     # --- websocket events -----------------------------------------------------------------
 
+    async def on_public_event(self, ev: Any) -> None:
+        """The public host's events. If it refuses `trades`, say so once in the venue's words and
+        take the trades from the legacy channel on the main socket instead."""
+        if isinstance(ev, Subscribed):
+            self.log_refusals("public", ev)
+            refused = next((c for c in ev.channels if c.get("name") == "trades" and c.get("error")), None)
+            if refused is not None and self.market_ws is self.public_ws and self.ws is not None:
+                log.warning("taking trades from all_trades on the main socket instead")
+                self.market_ws, self.market_channel = self.ws, "all_trades (public refused trades)"
+                await self.ws.subscribe("all_trades", list(self.spec.symbols))
+                if self.public_ws is not None:  # not from inside its own callback: in a task
+                    self.public_closing = asyncio.create_task(self.public_ws.stop())
+            return
+        if self.market_ws is not self.public_ws:
+            return
+        if isinstance(ev, TradeEvent) and ev.symbol in self.legacy_for:
+            return  # all_trades feeds it until public_quiet_check hands it back
+        await self.on_ws_event(ev)
+
+    async def on_main_event(self, ev: Any) -> None:
+        """The main socket's events; its trades count only where it feeds the symbol."""
+        if (isinstance(ev, TradeEvent) and self.market_ws is self.public_ws
+                and ev.symbol not in self.legacy_for):
+            return
+        await self.on_ws_event(ev)
+
+    async def public_quiet_check(self) -> None:
+        """Symbols the public host went quiet on move to all_trades on the main socket (the
+        subscription stays; the public host takes them back once it speaks again)."""
+        pub = self.public_ws
+        if pub is None or self.market_ws is not pub or self.ws is None:
+            return
+        quiet = [s for s in self.products if pub.is_stale(s) and s not in self.legacy_for]
+        if quiet:
+            log.warning("public socket quiet on %s; all_trades on the main socket takes over", ",".join(quiet))
+            self.legacy_for.update(quiet)
+            await self.ws.subscribe("all_trades", quiet)
+        back = [s for s in self.legacy_for if not pub.is_stale(s)]
+        if back:
+            log.info("public socket speaks again on %s", ",".join(back))
+            self.legacy_for.difference_update(back)
+
+    def log_refusals(self, socket: str, ev: Subscribed) -> None:
+        """A channel the venue refused, logged once per socket and channel in the venue's words."""
+        for c in ev.channels:
+            key = f"{socket}:{c.get('name')}"
+            if c.get("error") and key not in self.refusals_logged:
+                self.refusals_logged.add(key)
+                log.warning("%s socket refused %s: %s", socket, c.get("name"), str(c.get("error"))[:200])
+
     async def on_ws_event(self, ev: Any) -> None:
-        if isinstance(ev, TradeEvent):
+        if isinstance(ev, Subscribed):
+            self.log_refusals("main", ev)
+        elif isinstance(ev, TradeEvent):
             if ev.from_snapshot or ev.symbol not in self.products:
                 return
             self.seqs[ev.symbol] += 1
@@ -196,7 +267,7 @@ class ExchangeGateway:
         and hand the unknown ones on, oldest first. Returns how many were handed on. A read
         that fails midway hands on nothing: the next one reads the same fills again."""
         scan: FillScan[DeltaFill] = FillScan(self.known_fills, fill_id=lambda f: str(f.id),
-                                             ts_us=_created_us, floor_us=self.fill_floor_us)
+                                             ts_us=lambda f: f.created_us, floor_us=self.fill_floor_us)
         after: str | None = None
         try:
             while True:
@@ -242,9 +313,10 @@ class ExchangeGateway:
         quiet socket never freezes the bots' view of the market."""
         while True:
             await asyncio.sleep(1.0)
-            if self.ws is None:
+            if self.market_ws is None:
                 continue
-            for sym in [s for s in self.products if self.ws.is_stale(s)]:
+            await self.public_quiet_check()
+            for sym in [s for s in self.products if self.feed_of(s).is_stale(s)]:
                 try:
                     t = await self.rest.get_ticker(sym)
                 except (DeltaError, OSError, asyncio.TimeoutError) as exc:
@@ -457,8 +529,22 @@ class ExchangeGateway:
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
-                              + (" ws stale" if self.ws and any(
-                                  self.ws.is_stale(s) for s in self.products) else ""))
+                              + self.market_data_note())
+
+    def feed_of(self, symbol: str) -> DeltaWebSocket:
+        """The socket whose trades feed `symbol` now."""
+        assert self.market_ws is not None
+        return self.ws if symbol in self.legacy_for and self.ws is not None else self.market_ws
+
+    def market_data_note(self) -> str:
+        """Which channel feeds the symbols' trades; those quiet on it are polled over REST."""
+        stale = [s for s in self.products if self.market_ws is not None and self.feed_of(s).is_stale(s)]
+        note = f", trades from {self.market_channel}" if self.market_channel else ""
+        if self.legacy_for:
+            note += f"; all_trades for {len(self.legacy_for)} quiet on public ({','.join(sorted(self.legacy_for)[:5])})"
+        if stale:
+            note += f"; REST ticker for {len(stale)} quiet ({','.join(sorted(stale)[:5])}{'...' if len(stale) > 5 else ''})"
+        return note
 
 
 def connection(spec: ChildSpec) -> dict[str, str]:
@@ -466,14 +552,15 @@ def connection(spec: ChildSpec) -> dict[str, str]:
     or a live Delta venue with the key from the environment (never from a file)."""
     if spec.venue_access is not None:
         a = spec.venue_access
-        return {"rest_url": f"http://127.0.0.1:{a.port}", "ws_url": f"ws://127.0.0.1:{a.port}/ws",
+        paper = resolve_venue("paper", rest_url=f"http://127.0.0.1:{a.port}", ws_url=f"ws://127.0.0.1:{a.port}/ws")
+        return {"rest_url": paper.rest_url, "ws_url": paper.ws_url, "public_ws_url": paper.public_ws_url or "",
                 "api_key": a.api_key, "api_secret": a.api_secret}
     secrets = secrets_from_env()
     if secrets is None:
         raise RuntimeError("live gateway needs DELTA_API_KEY and DELTA_API_SECRET")
     venue = resolve_venue(spec.config.run.venue)
-    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": secrets.api_key,
-            "api_secret": secrets.api_secret}
+    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url or "",
+            "api_key": secrets.api_key, "api_secret": secrets.api_secret}
 
 
 async def run_exchange(spec: ChildSpec) -> int:

@@ -5,21 +5,27 @@ A thin shell: the trading logic is in shared/matching (engine + wire shapes); th
 HTTP, auth, rate limits, websocket fan-out and the replay timer.
 
 Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
-candle, order and fill timestamps) is on the replay clock, which first starts at the wall clock
-and runs 60 / bar_seconds times faster, so bars built from trades line up with the candles. The
-replay clock is part of the paper account (saved with it) and never runs backwards: a restarted
-venue continues it (shared/market_clock.py says where).
+candle, order and fill timestamps) is on the market clock, an explicit choice (`clock`):
+"replay" starts at the wall clock and runs 60 / bar_seconds times faster (timestamps run ahead
+of now, so clients that check freshness against their own clock will reject them); "wall"
+replays the candles' shape at real time, one bar per wall minute lined up with the minute, so
+every timestamp is now (within a quarter bar). Bars built from trades line up with the candles
+either way. The market clock is part of the paper account (saved with it) and never runs
+backwards: a restarted venue continues it (shared/market_clock.py says where, in either mode).
 
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
-           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings
+           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings, assets,
+           indices
   private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price, `pending` until
            triggered), POST|PUT|DELETE orders/batch (<= 50, one product, limit orders only),
            DELETE orders/all (cancel_limit/stop/reduce_only_orders), GET orders (states,
            order_types, cursor paging), orders/history, orders/{id},
            orders/client_order_id/{id}, positions?product_id=, positions/margined,
-           wallet/balances, fills (cursor paging), GET|POST products/{id}/orders/leverage
-  /ws      see venue_ws.py
+           wallet/balances, wallet/transactions (the ledger, cursor paging), fills (cursor
+           paging), POST positions/change_margin, GET|POST products/{id}/orders/leverage
+  /ws      see venue_ws.py; /public: the compact public channels (India's public host)
+The recorded Delta samples these shapes are held to: tests/fixtures/delta (contract suite).
 Auth order: no headers -> 401 {"error":"unauthorized"}; wrong key -> invalid_api_key; timestamp
 outside 5 s -> expired_signature {request_time, server_time}; signature over the exact bytes
 received -> invalid_signature. Rate limits: weighted fixed window per key (per IP when public),
@@ -39,7 +45,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -51,7 +57,8 @@ from aiohttp import web
 from shared.config import BarSeconds, Port
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
-from shared.market_clock import MarketClock, resume_clock
+from shared.delta.venues import PAPER_PUBLIC_PATH
+from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching.engine import Event, decode_journal, encode_journal_entry
@@ -81,6 +88,7 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 0  # ranges apply where settings are decoded (`orchestrate venue`, the config)
     bar_seconds: BarSeconds = 1.0  # wall seconds per replayed 1m bar
+    clock: str = "replay"  # "replay": 60 / bar_seconds x real time; "wall": real time (see module doc)
     history_bars: int = 1000
     seed: int = 0
     initial_balance_usd: float = 10_000.0
@@ -108,6 +116,10 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
 
     def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError("clock must be 'replay' or 'wall'")
+        if self.clock == "wall":
+            self.bar_seconds = float(BAR_SECONDS)
         if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:
             raise ValueError("bar_seconds, heartbeat_s and rate_limit_window_s must be > 0")
         if self.history_bars < 1 or self.rate_limit_units < 1 or self.ws_send_queue < 1:
@@ -210,7 +222,7 @@ class PaperVenue:
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
         clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
-                             newest_event_us=_newest_event_us(self.engine))
+                             newest_event_us=_newest_event_us(self.engine), clock=settings.clock)
         self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
         self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
         self._saved_next_bar = -1
@@ -244,6 +256,7 @@ class PaperVenue:
         self._runner: web.AppRunner | None = None
         self.rest_url = ""
         self.ws_url = ""
+        self.public_ws_url = ""  # the compact public channels, as India's public host serves them
         self.port = 0
         self.ticks_replayed = 0
         self.requests_served = 0  # REST requests answered, any status
@@ -392,6 +405,7 @@ class PaperVenue:
         await self._serve_http(self.settings.port)
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
+        self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
         if self.settings.fault_ws_drop_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
@@ -464,6 +478,18 @@ class PaperVenue:
         loop = asyncio.get_running_loop()
         step = self.settings.bar_seconds / 4
         due = loop.time()
+        if self.settings.clock == "wall":
+            # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the
+            # quarters of the bar already past are replayed at once, and a market clock resumed
+            # ahead of the wall (saved during this minute) waits for it
+            delay = wall_replay_delay(self.market_us, time.time())
+            lead = self.market_us / 1e6 - time.time()
+            if lead > BAR_SECONDS:
+                log.warning("the paper market's saved clock is %.0f s ahead of the wall (saved by a replay-clock "
+                            "run); on the wall clock it keeps that lead rather than run backwards", lead)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due = loop.time() + min(0.0, delay)
         k = 0
         while True:
             groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))
@@ -490,7 +516,8 @@ class PaperVenue:
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
-        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs]
+        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
+        market_plan = self.ws.market_plan()
         for m in markets:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
@@ -521,6 +548,8 @@ class PaperVenue:
                 for c in candle_subs:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
+            if market_plan:
+                self.ws.publish_market(m, market_plan, (price, size, ts, buyer), bar_closed=k == 3)
             if k == 3:
                 fo = m.forming
                 assert fo is not None
@@ -554,6 +583,8 @@ class PaperVenue:
         r.add_get("/v2/trades/{symbol}", pub(self._trades))
         r.add_get("/v2/history/candles", pub(self._candles))
         r.add_get("/v2/settings", pub(self._settings))
+        r.add_get("/v2/assets", pub(self._assets))
+        r.add_get("/v2/indices", pub(self._indices))
         r.add_post("/v2/orders", priv(self._place))
         r.add_put("/v2/orders", priv(self._edit))
         r.add_delete("/v2/orders", priv(self._cancel))
@@ -568,10 +599,13 @@ class PaperVenue:
         r.add_get("/v2/positions", priv(self._position))
         r.add_get("/v2/positions/margined", priv(self._margined))
         r.add_get("/v2/wallet/balances", priv(self._balances))
+        r.add_get("/v2/wallet/transactions", priv(self._wallet_transactions))
+        r.add_post("/v2/positions/change_margin", priv(self._change_margin))
         r.add_get("/v2/fills", priv(self._fills))
         r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
         r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
         r.add_get("/ws", self.ws.handle)
+        r.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 
     def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
@@ -704,19 +738,22 @@ class PaperVenue:
         open_, high, low, base_volume = _day_stats(m, self.market_us // 1_000_000)
         if open_ is None:
             open_ = high = low = float(last or 0)
-        volume = base_volume / m.spec.contract_value
+        contracts = base_volume / m.spec.contract_value
+        turnover = base_volume * float(last or 0)
         mark = wire.s(last)
         return {
             "symbol": m.symbol, "product_id": pid, "contract_type": m.spec.contract_type,
             "open": open_, "high": high, "low": low, "close": float(last or 0),
             "mark_price": mark, "spot_price": mark, "mark_change_24h": "0", "mark_vol": "0",
             "oi": "0", "oi_value": "0", "oi_value_symbol": "USD", "oi_value_usd": "0", "oi_contracts": "0",
+            "oi_change_usd_6h": "0", "mark_basis": "0",
             "price_band": {"lower_limit": wire.s(bid * Decimal("0.975")), "upper_limit": wire.s(ask * Decimal("1.025"))},
             "quotes": {"best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_size": str(m.tick_size),
                        "ask_size": str(m.tick_size), "ask_iv": None, "bid_iv": None,
                        "impact_mid_price": wire.s((bid + ask) / 2), "mark_iv": None},
-            "greeks": None, "size": int(volume), "volume": int(volume), "turnover": float(volume * m.spec.contract_value * float(last or 0)),
-            "turnover_symbol": "USD", "turnover_usd": float(volume * m.spec.contract_value * float(last or 0)),
+            # Delta's samples: `size` in contracts, `volume` in the underlying, `turnover` in the quote
+            "greeks": None, "size": int(contracts), "volume": base_volume, "turnover": turnover,
+            "turnover_symbol": "USD", "turnover_usd": turnover,
             "funding_rate": "0", "timestamp": self.market_us,
         }
 
@@ -726,10 +763,9 @@ class PaperVenue:
     async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return _ok(self._ticker(self._symbol_market(request.match_info["symbol"], 404)))
 
-    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        """The synthetic touch (one replayed tick's size each side) plus our own resting orders."""
-        m = self._symbol_market(request.match_info["symbol"], 404)
-        depth = _query_int(request, "depth", 20, 1, 100)
+    def book(self, m: _Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
+        """The book as clients see it: the synthetic touch (one replayed tick's size each side)
+        plus our own resting orders. (bids best first, asks best first), `depth` levels each."""
         pid = m.spec.product_id
         bid, ask = self.engine.touch(pid)
         levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
@@ -737,15 +773,24 @@ class PaperVenue:
             if o.state != "open":
                 continue  # an untriggered stop is not in the book
             assert o.limit_price is not None
-            book = levels[o.side]
-            book[o.limit_price] = book.get(o.limit_price, 0) + o.unfilled_size
+            side = levels[o.side]
+            side[o.limit_price] = side.get(o.limit_price, 0) + o.unfilled_size
+        bids = sorted(levels["buy"].items(), reverse=True)[:depth]
+        asks = sorted(levels["sell"].items())[:depth]
+        return bids, asks
+
+    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._symbol_market(request.match_info["symbol"], 404)
+        depth = _query_int(request, "depth", 20, 1, 100)
+        assert depth is not None
+        bids, asks = self.book(m, depth)
         out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self.market_us}
-        for side, rev in (("buy", True), ("sell", False)):
+        for side, rows_in in (("buy", bids), ("sell", asks)):
             cum = 0
             rows = []
-            for px in sorted(levels[side], reverse=rev)[:depth]:
-                cum += levels[side][px]
-                rows.append({"price": wire.s(px), "size": levels[side][px], "depth": str(cum)})
+            for px, size in rows_in:
+                cum += size
+                rows.append({"price": wire.s(px), "size": size, "depth": str(cum)})
             out[side] = rows
         return _ok(out)
 
@@ -779,6 +824,12 @@ class PaperVenue:
     async def _settings(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return _ok({"server_time": int(time.time() * 1_000_000), "paper": True,
                     "market_time": self.market_us})
+
+    async def _assets(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok(wire.assets_json(m.spec for m in self._markets_list))
+
+    async def _indices(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok([wire.index_json(m.spec) for m in self._markets_list])
 
     # ---- private endpoints ------------------------------------------------------------------
     async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -827,7 +878,7 @@ class PaperVenue:
         given = any(k in body for k in keys)
         limit, stop, reduce_only = (wire.flag(body, k) if given else True for k in keys)
         self.engine.cancel_all(pid, limit_orders=limit, stop_orders=stop, reduce_only_orders=reduce_only)
-        return web.Response(body=b'{"success":true}', content_type="application/json")
+        return _ok({})  # recorded live answer (CCXT cancelAllOrders sample): {"result":{},"success":true}
 
     def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
         m = self._product_from_body(body)
@@ -970,11 +1021,44 @@ class PaperVenue:
         fills = [f for f in reversed(self.engine.fills) if wanted is None or f.product_id in wanted]
         fills = _time_filter(request, fills, "timestamp")
         items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
-        return _ok([wire.fill_json(f, self.engine.product(f.product_id)) for f in items], meta)
+        return _ok([wire.fill_json(f, self.engine.product(f.product_id), self.engine.order(f.order_id))
+                    for f in items], meta)
+
+    async def _wallet_transactions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """The USD wallet's ledger, derived from the fill history (see wire.wallet_transactions)."""
+        assets = self._product_ids(request, "asset_ids")
+        kinds = _csv_choice(request, "transaction_types", ("cashflow", "commission", "deposit", "funding"))
+        start = _query_int(request, "start_time", 0, 0, 10**17)
+        end = _query_int(request, "end_time", 10**17, 0, 10**17)
+        e = self.engine
+        complete = not e.fills or e.fills[0].seq == 1
+        entries = wire.wallet_transactions(reversed(e.fills), e.balance, e.initial_balance,
+                                           self._start_ts * 1_000_000, complete=complete,
+                                           start_us=start or 0, end_us=end)
+        usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
+        keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
+        items, meta = _page(request, keyed, default_size=50, max_size=50)
+        return _ok([wire.transaction_json(k, t) for k, t in items], meta)
+
+    async def _change_margin(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._product_from_body(body)
+        raw = body.get("delta_margin")
+        if raw is None or isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise bad_schema("delta_margin is required: a signed decimal string", "delta_margin")
+        try:
+            delta = Decimal(str(raw))
+        except ArithmeticError:
+            raise bad_schema("delta_margin must be a signed decimal string", "delta_margin") from None
+        if not delta.is_finite():
+            raise bad_schema("delta_margin must be a signed decimal string", "delta_margin")
+        pid = m.spec.product_id
+        pos = self.engine.change_margin(pid, delta)
+        return _ok(wire.position_json(pos, m.spec, self.engine.position_margin(pid), self.engine.last_price(pid),
+                                      self.engine.unrealized_pnl(pid)))
 
     def _leverage_json(self, pid: int) -> dict[str, Any]:
         return {"leverage": wire.s(self.engine.leverage(pid)), "order_margin": wire.s(self.engine.order_margin(pid)),
-                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID}
+                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID, "index_symbol": None}
 
     def _path_product(self, request: web.Request) -> int:
         try:
@@ -1058,7 +1142,7 @@ def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi:
     return val
 
 
-def _page(request: web.Request, keyed: list[tuple[int, Any]], *, default_size: int,
+def _page(request: web.Request, keyed: Iterable[tuple[int, Any]], *, default_size: int,
           max_size: int) -> tuple[list[Any], dict[str, Any]]:
     size = _query_int(request, "page_size", default_size, 1, 10**6)
     assert size is not None
@@ -1157,6 +1241,7 @@ def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
     path = Path(run_dir) / "venue.json"
     _write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
+                                     "public_ws_url": venue.public_ws_url,
                                      "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
     return path
 

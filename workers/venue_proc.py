@@ -29,7 +29,7 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     t = spec.config.testing
     # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
-    return VenueSettings(port=port, bar_seconds=m.bar_seconds, history_bars=m.history_bars, seed=m.seed,
+    return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, history_bars=m.history_bars, seed=m.seed,
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
                          state_file=str(Path(spec.run_dir) / "paper-account.json"),

@@ -37,8 +37,8 @@ from shared.delta.errors import (
     RequestTimeout, ResponseShapeError, ServerError, error_from_response,
 )
 from shared.delta.models import (
-    Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
-    WalletBalance,
+    Asset, Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
+    WalletBalance, WalletTransaction,
     decode, decode_envelope, to_micros, to_product_spec,
 )
 from shared.delta.ratelimit import AccountRateLimiter, Priority, endpoint_weight
@@ -740,6 +740,16 @@ class DeltaRestClient:
     async def get_wallet_balances(self) -> list[WalletBalance]:
         result, _ = await self._get("/v2/wallet/balances", list[WalletBalance], signed=True)
         return result  # type: ignore[no-any-return]
+
+    async def get_assets(self) -> list[Asset]:
+        """GET /v2/assets: what balances' asset_id name."""
+        result, _ = await self._get("/v2/assets", list[Asset])
+        return result  # type: ignore[no-any-return]
+
+    async def get_wallet_transactions(self, start_time: int | None = None) -> list[WalletTransaction]:
+        """The wallet ledger since start_time (µs), newest first, every page."""
+        return await self._get_paged("/v2/wallet/transactions", WalletTransaction,  # type: ignore[no-any-return]
+                                     {"start_time": start_time, "page_size": 50}, signed=True)
 
     async def get_fills(self, product_ids: Sequence[int] | None = None,
                         start_time: int | None = None) -> list[Fill]:

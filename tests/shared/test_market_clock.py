@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.market_clock import MarketClock, bar_after, resume_clock
+from shared.market_clock import MarketClock, bar_after, resume_clock, wall_replay_delay
 
 W = 1_800_000_030.0  # a run's start, 30 s into a minute
 
@@ -50,3 +50,45 @@ def test_bar_after_and_bad_input() -> None:
     assert bar_after(1_800_000_000, (1_800_000_000 + 59) * 1_000_000) == 1
     with pytest.raises(ValueError, match="bar_seconds"):
         resume_clock(None, run_wall=W, now_wall=W, bar_seconds=0)
+    with pytest.raises(ValueError, match="clock"):
+        resume_clock(None, run_wall=W, now_wall=W, bar_seconds=60, clock="sundial")
+
+
+# ---- the wall clock: the market's time is the wall's ----------------------------------------
+
+def test_on_the_wall_clock_a_venue_restarted_in_its_run_resumes_at_the_bar_the_wall_is_in() -> None:
+    first = resume_clock(None, run_wall=W, now_wall=W, bar_seconds=60, clock="wall")
+    assert (first.origin_ts, first.next_bar) == (1_800_000_000, 0)
+    # killed and restarted 50 s into the run (20 s into the next minute), nothing saved since
+    # the start: the run-relative count says bar 0 (a minute behind); the wall is in bar 1
+    c = resume_clock(first, run_wall=W, now_wall=W + 50, bar_seconds=60, clock="wall")
+    assert c.next_bar == 1 and c.market_us <= (W + 50) * 1_000_000 < c.market_us + 60_000_000
+    assert resume_clock(first, run_wall=W, now_wall=W + 50, bar_seconds=60).next_bar == 0  # replay: run time
+
+
+def test_on_the_wall_clock_a_new_run_resumes_at_the_wall_not_where_the_last_run_stopped() -> None:
+    # stopped at bar 10, started again ten hours later: the live market kept trading meanwhile
+    saved = MarketClock(origin_ts=1_800_000_000, next_bar=10, run_wall=W, run_bars=0)
+    later = W + 36_000
+    c = resume_clock(saved, run_wall=later, now_wall=later, bar_seconds=60, clock="wall")
+    assert c.next_bar == 600 and c.origin_ts == 1_800_000_000 and c.run_bars == 10
+    assert resume_clock(saved, run_wall=later, now_wall=later, bar_seconds=60).next_bar == 10  # replay
+
+
+def test_on_the_wall_clock_what_the_account_holds_still_bounds_the_start() -> None:
+    # saved at stop during minute 5 (next bar 6), restarted in the same minute: bar 6, ahead of the
+    # wall, never back into minute 5 where its last fills are
+    saved = MarketClock(origin_ts=1_800_000_000, next_bar=6, run_wall=W, run_bars=0)
+    now = 1_800_000_000 + 5 * 60 + 40
+    assert resume_clock(saved, run_wall=now, now_wall=now, bar_seconds=60, clock="wall").next_bar == 6
+    fill_us = (1_800_000_000 + 7 * 60 + 15) * 1_000_000  # in the journal only, a clock a replay run left
+    assert resume_clock(saved, run_wall=now, now_wall=now, bar_seconds=60, newest_event_us=fill_us,
+                        clock="wall").next_bar == 8
+
+
+def test_the_wall_replay_catches_up_a_bar_or_waits_a_bar_for_the_wall_never_longer() -> None:
+    bar_us = 1_800_000_060_000_000
+    assert wall_replay_delay(bar_us, 1_800_000_080.0) == pytest.approx(-20.0)  # quarters past: replay at once
+    assert wall_replay_delay(bar_us, 1_800_000_260.0) == -60.0  # at most one bar in a burst
+    assert wall_replay_delay(bar_us, 1_800_000_035.0) == pytest.approx(25.0)  # resumed ahead: wait for the wall
+    assert wall_replay_delay(bar_us, 1_800_000_060.0 - 3600) == 0.0  # an hour ahead: not waited out

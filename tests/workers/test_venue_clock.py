@@ -88,3 +88,75 @@ async def test_a_market_that_joined_late_keeps_its_place_across_a_restart(tmp_pa
     assert again.joined == joined
     assert again.live[-1][0] == second.markets["ETHUSD"].live[-1][0]  # in lockstep
     assert int(again.history.ts[-1]) == second._start_ts + 60 * (joined - 1)  # same history as before
+
+
+# ---- the wall clock: the market's time is the wall's, and still never runs backwards ----------
+
+def wall_settings(state: Path) -> VenueSettings:
+    return VenueSettings(clock="wall", history_bars=200, state_file=str(state), start_ts=time.time())
+
+
+async def lined_up_with_the_wall(venue: PaperVenue) -> None:
+    """Wait (bounded) until the quarters of this minute already past have replayed."""
+    for _ in range(300):
+        if venue.ticks_replayed and abs(venue.market_us / 1e6 - time.time()) <= 16:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"market {venue.market_us / 1e6:.0f} never lined up with the wall {time.time():.0f}")
+
+
+async def test_a_wall_clock_venue_restarted_in_its_minute_waits_for_the_wall_after_its_fill(tmp_path: Path) -> None:
+    if time.time() % 60 > 50:  # the restart must land in the minute of the fill: start one
+        await asyncio.sleep(60.5 - time.time() % 60)
+    state = tmp_path / "paper-account.json"
+    first = PaperVenue(wall_settings(state), ["BTCUSD"])
+    await first.start()
+    await lined_up_with_the_wall(first)
+    fill_us = market_buy(first)
+    await first.stop()
+
+    second = PaperVenue(wall_settings(state), ["BTCUSD"])
+    # the fill's minute is not replayed again: the market resumes at the next one, ahead of
+    # the wall by less than a bar...
+    assert second.market_us > fill_us
+    assert 0 < second.market_us / 1e6 - time.time() <= 60
+    await second.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert second.ticks_replayed == 0  # ...and waits for the wall rather than run that far ahead
+        assert market_buy(second) > fill_us
+    finally:
+        await second.stop()
+
+
+async def test_a_wall_clock_account_resumes_at_the_wall_a_replay_one_where_it_stopped(tmp_path: Path) -> None:
+    state = tmp_path / "paper-account.json"
+    first = PaperVenue(wall_settings(state), ["BTCUSD"])
+    await first.start()
+    await lined_up_with_the_wall(first)
+    await first.stop()
+    # as the account was saved had it stopped ten minutes ago, in another run
+    saved = json.loads(state.read_text())
+    saved["market_clock"]["origin_ts"] -= 600
+    saved["market_clock"]["run_wall"] -= 600
+    state.write_text(json.dumps(saved))
+    stopped_us = (saved["market_clock"]["origin_ts"] + 60 * saved["market_clock"]["next_bar"]) * 1_000_000
+
+    wall = PaperVenue(wall_settings(state), ["BTCUSD"])  # the live market kept trading meanwhile
+    now = time.time()
+    assert wall.market_us > stopped_us
+    assert 0 <= now - wall.market_us / 1e6 < 60  # the minute the wall is in
+    btc = wall.markets["BTCUSD"]
+    times = [int(t) for t in btc.history.ts] + [b[0] for b in btc.live]
+    assert all(b - a == 60 for a, b in zip(times, times[1:]))  # the ten minutes replayed, no hole
+    assert times[-1] * 1_000_000 < wall.market_us
+    await wall.start()
+    try:
+        await lined_up_with_the_wall(wall)
+    finally:
+        await wall.stop()
+
+    state.write_text(json.dumps(saved))  # the same account on the replay clock: nothing traded meanwhile
+    replay = PaperVenue(VenueSettings(bar_seconds=FAST, history_bars=200, state_file=str(state),
+                                      start_ts=time.time()), ["BTCUSD"])
+    assert stopped_us <= replay.market_us < stopped_us + 2 * 60_000_000
