@@ -106,6 +106,9 @@ class Supervisor:
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._next_store_flush = 0.0
+        # The children's lifeline: we hold the write end and never write; the kernel closes it
+        # when we die (even as an unreaped zombie), which every child sees at once as EOF.
+        self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
 
     # --- process management ------------------------------------------------------------------
 
@@ -174,8 +177,10 @@ class Supervisor:
                 spec = self._spec_from_store(child)
             except Exception:  # the venue alone still keeps a restart safe, only slower to read
                 log.exception("could not read %s's start-up facts from the store", child.name)
-        proc = ctx.Process(target=child_main, args=(spec,), name=f"dgo-{child.kind}-{child.name}",
-                           daemon=False)
+        # A fork child gets a copy of our write end too: it closes it (forkserver children never had it).
+        inherited = (self._lifeline_w.fileno(),) if self.cfg.processes.start_method == "fork" else ()
+        proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited),
+                           name=f"dgo-{child.kind}-{child.name}", daemon=False)
         proc.start()
         now = time.monotonic()
         child.process = proc

@@ -4,15 +4,19 @@ watchdog, heartbeats and event-loop lag. Kept small: each process is a thin shel
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import logging.handlers
 import os
+import select
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
 import msgspec
+import psutil
 import zmq
 import zmq.asyncio
 
@@ -79,14 +83,72 @@ def setup_logging(run_dir: str, name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def supervisor_alive(pid: int) -> bool:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ORPHAN_GRACE_S = 1.5  # after the supervisor is gone: time for a clean SIGTERM stop, then _exit
+_lifeline_fd: int | None = None
+_supervisor_gone = threading.Event()
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: the kernel sends `sig` when our parent dies. The parent of a forkserver child is the
+    forkserver (which exits once the supervisor's end of its own pipe closes), so this is the
+    fast path only; the lifeline pipe below is what names the supervisor itself."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the lifeline alone watches the supervisor
+
+
+def _lifeline_closed(fd: int, timeout_ms: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(timeout_ms))  # nobody ever writes: readable means EOF
+
+
+def _watch_lifeline(fd: int) -> None:
+    while not _lifeline_closed(fd, -1):
+        pass
+    _supervisor_gone.set()
+    logging.getLogger("runtime").warning("supervisor gone (lifeline closed); stopping now")
+    os.kill(os.getpid(), signal.SIGTERM)  # the process's own clean stop path
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(70)  # a stop that hangs must not leave an orphan trading on
+
+
+def watch_supervisor(lifeline_fd: int | None, inherited_fds: tuple[int, ...] = ()) -> None:
+    """Tie this child's life to the supervisor's, zombie or not. The supervisor holds the write
+    end of a pipe nobody writes to; the kernel closes it when the supervisor dies however it dies
+    (a SIGKILLed supervisor nobody reaps stays a zombie, and kill(pid, 0) still succeeds on it).
+    A thread blocked on the read end sees EOF at once and stops the process. `inherited_fds` are
+    supervisor fds a fork child got by copy (the write end itself): closed, or the pipe could
+    never close while we live."""
+    global _lifeline_fd
+    for fd in inherited_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _set_parent_death_signal(signal.SIGTERM)
+    if lifeline_fd is None:
+        return
+    _lifeline_fd = lifeline_fd
+    if _lifeline_closed(lifeline_fd, 0):  # died between our fork and the prctl above
+        os._exit(70)
+    threading.Thread(target=_watch_lifeline, args=(lifeline_fd,), name="lifeline", daemon=True).start()
+
+
+def supervisor_alive(pid: int) -> bool:
+    """False once the supervisor is gone. With a lifeline (every child the supervisor starts),
+    its closure is the answer; without one, a zombie counts as gone."""
+    if _lifeline_fd is not None:
+        return not (_supervisor_gone.is_set() or _lifeline_closed(_lifeline_fd, 0))
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
 
 
 class LoopLagMonitor:

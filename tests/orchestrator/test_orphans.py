@@ -1,0 +1,54 @@
+"""A supervisor that dies, however it dies, takes its children with it at once: nobody keeps
+trading on an account whose ledger is gone."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FAST = ["--bar-seconds", "0.4", "--pool-size", "1", "--symbols", "BTCUSD,ETHUSD"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "fork"])
+def test_children_stop_at_once_when_the_supervisor_is_killed_and_left_a_zombie(
+        start_run, tmp_path: Path, start_method: str) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'[processes]\nstart_method = "{start_method}"\n')
+    run = start_run(["--config", str(cfg), *FAST])
+    doc = run.wait_for(lambda d: bool(d["workers"]) and all(w["trading"] == "trading" for w in d["workers"])
+                       and all(p["state"] == "running" for p in d["processes"]), 90, "every bot trading")
+    sup = psutil.Process(doc["supervisor_pid"])
+    family = [p.pid for p in sup.children(recursive=True)]
+    assert len(family) >= 5, family  # venue, gateway, pool, two workers (+ forkserver, tracker)
+
+    # Killed and never reaped: this test is its parent and does not wait() yet, so it stays a
+    # zombie, and kill(pid, 0) on it still succeeds.
+    run.proc.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and sup.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    assert sup.status() == psutil.STATUS_ZOMBIE
+    while time.monotonic() - t0 < 2.5 and not all(_gone(p) for p in family):
+        time.sleep(0.05)
+    left = [p for p in family if not _gone(p)]
+    elapsed = time.monotonic() - t0
+    run.proc.wait(timeout=5)
+    for pid in left:  # reparented orphans are out of the fixture's reach: reap them here
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not left, f"children still running {elapsed:.1f}s after the supervisor died: {left}"
