@@ -130,7 +130,10 @@ class Supervisor:
         grace = sup.breach_grace_s
 
         def add(kind: str, name: str, key: str, spec: ChildSpec) -> None:
-            self.children[key] = Child(kind, name, spec, RestartPolicy(sup), BreachTracker(grace))
+            # Only a bot may be given up on: without the gateway (the account's one link to the
+            # exchange), the venue or a pool member nothing trades, so they are retried forever.
+            self.children[key] = Child(kind, name, spec, RestartPolicy(sup, may_quarantine=kind == "worker"),
+                                       BreachTracker(grace))
 
         access = None
         if self.cfg.market.source == "venue" and self.cfg.run.mode == "paper":
@@ -214,13 +217,14 @@ class Supervisor:
         if delay is None:
             child.state = "quarantined"
             log.error("%s %s quarantined: %s", child.kind, child.name, child.policy.reason)
-            if child.kind != "worker":
-                # Without its gateway or a pool member, no symbol can trade: stop the run loudly.
-                self.halted = True
-                self.halt_reason = f"{child.kind} {child.name} quarantined: {child.policy.reason}"
             return
         child.state = "backoff"
         child.restart_at = now + delay
+        if child.policy.failing:
+            log.error("%s %s keeps failing (%s); restart %d in %.0fs%s", child.kind, child.name,
+                      child.policy.reason, child.policy.restarts, delay,
+                      "; order management is down" if child.kind in ("gateway", "venue") else "")
+            return
         log.warning("%s %s failed (%s); restart %d in %.0fs", child.kind, child.name, why,
                     child.policy.restarts, delay)
 
@@ -351,7 +355,35 @@ class Supervisor:
         await self._control_pub.send_multipart((t, self.codec.encode(
             Control(command=command, symbol=symbol, sent_ns=time.perf_counter_ns(), reason=reason))))
 
+    def _halt(self, reason: str) -> None:
+        if not self.halted:
+            self.halted = True
+            self.halt_reason = reason
+            log.error("halting all bots: %s", reason)
+
+    def order_management(self) -> str:
+        """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
+        `none: signals only`. Said plainly in status: orders resting on the exchange while the
+        gateway is down are nobody's."""
+        if self.cfg.market.source != "venue":
+            return "none: signals only"
+        for key in ("venue", "gateway"):
+            c = self.children.get(key)
+            if c is None or (c.state == "running" and c.alive()):
+                continue
+            if c.state == "starting" and c.policy.restarts == 0:
+                return "starting"
+            what = "paper venue" if c.kind == "venue" else "gateway"
+            if c.state == "backoff":
+                wait = max(0.0, c.restart_at - time.monotonic())
+                return f"down: {what} failed ({c.policy.reason}); restart {c.policy.restarts} in {wait:.0f}s"
+            return f"down: {what} {c.state}" + (f" ({c.policy.reason})" if c.policy.reason else "")
+        return "up"
+
     async def _check_account_risk(self) -> None:
+        if self.halted:
+            # Every pass, whatever the gateway reports: late joiners (restarted workers) hear it too.
+            await self._broadcast("halt", self.halt_reason)
         gw = self.children.get("gateway")
         f = gw.figures if gw is not None else None
         if not isinstance(f, GatewayFigures) or not math.isfinite(f.equity):
@@ -366,12 +398,8 @@ class Supervisor:
             self.risk_state, account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
             self.cfg.risk)
         if decision.halted and not self.halted:
-            self.halted = True
-            self.halt_reason = decision.reason
-            log.error("account risk limit breached: %s; halting all bots", decision.reason)
+            self._halt(decision.reason)
             await self._broadcast("halt", decision.reason)
-        elif self.halted:
-            await self._broadcast("halt", self.halt_reason)  # late joiners (restarted workers) hear it too
         if self.store is not None and now >= self._next_snapshot_ts:
             self._next_snapshot_ts = now + 30.0
             self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
@@ -400,6 +428,7 @@ class Supervisor:
     def snapshot(self) -> StatusSnapshot:
         now = time.monotonic()
         workers, procs = [], []
+        orders = self.order_management()
         for child in self.children.values():
             up = now - child.started_mono if child.alive() else 0.0
             if child.kind == "worker":
@@ -429,7 +458,7 @@ class Supervisor:
                     position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
                     realized_pnl=f.realized_pnl if f else 0.0,
                     unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
-                    trading=f.trading if f else "", order_errors=f.order_errors if f else 0,
+                    trading=_trading(f.trading if f else "", orders), order_errors=f.order_errors if f else 0,
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     stop_price=clean(f.stop_price, 10) if f else None,
@@ -453,7 +482,7 @@ class Supervisor:
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
-            metrics_url=self.metrics_url, workers=workers, processes=procs)
+            metrics_url=self.metrics_url, order_management=orders, workers=workers, processes=procs)
         self._last_snapshot = snap
         return snap
 
@@ -636,6 +665,13 @@ class Supervisor:
             self.ring.unlink()
         self.run_dir.release()
         log.info("supervisor stopped")
+
+
+def _trading(bot_says: str, order_management: str) -> str:
+    """A bot cannot trade while nobody manages orders, whatever it last reported."""
+    if bot_says == "trading" and order_management.startswith("down"):
+        return "not trading: order management down"
+    return bot_says
 
 
 def _free_port() -> int:
