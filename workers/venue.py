@@ -196,6 +196,11 @@ class PaperVenue:
         self._start_ts -= self._start_ts % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
         self._journal_fd: int | None = None
+        # Journal bytes a write could not take (disk full), oldest first; retried before anything
+        # new, emptied by the next snapshot (which holds their state). Bounded in practice: while
+        # it is not empty every order action is refused, so only resting orders add events.
+        self._unjournaled: deque[bytes] = deque()
+        self.storage_error = ""  # why the journal or the snapshot cannot be written; "" when fine
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
         self._bars_started = False
@@ -278,7 +283,36 @@ class PaperVenue:
         seconds). One write() per drain; no fsync: this survives a killed process, not a lost
         machine, which is enough for a paper account."""
         if self._journal_fd is not None and events:
-            os.write(self._journal_fd, encode_journal_entry(events))
+            self._unjournaled.append(encode_journal_entry(events))
+            self.flush_journal()
+
+    def flush_journal(self) -> bool:
+        """Write what the journal still owes; True when nothing is left. A failed write (disk
+        full) keeps the bytes for the next try and never raises: the events happened, and a
+        client asking about them must get the truth, not a 500."""
+        while self._unjournaled and self._journal_fd is not None:
+            line = self._unjournaled[0]
+            try:
+                n = os.write(self._journal_fd, line)
+            except OSError as exc:
+                self._storage_failed(f"account journal not written ({exc})")
+                return False
+            if n < len(line):  # a short write on a filling disk: the rest follows next time
+                self._unjournaled[0] = line[n:]
+                continue
+            self._unjournaled.popleft()
+        self._storage_ok()
+        return True
+
+    def _storage_failed(self, why: str) -> None:
+        if not self.storage_error:
+            log.error("paper venue: %s; order actions are refused until it can be written", why)
+        self.storage_error = why
+
+    def _storage_ok(self) -> None:
+        if self.storage_error:
+            log.warning("paper venue: account storage writable again; order actions accepted")
+        self.storage_error = ""
 
     def save_account(self) -> bool:
         """Write the account to `state_file` if it changed (atomic, mode 0600), then empty the
@@ -287,12 +321,19 @@ class PaperVenue:
         if not path or (self.engine.revision == self._saved_revision and os.path.exists(path)):
             return False
         revision = self.engine.revision
-        _write_private(Path(path), self.engine.snapshot())
+        try:
+            _write_private(Path(path), self.engine.snapshot())
+        except OSError as exc:  # disk full: snapshot and journal stay as they were, retried later
+            self._storage_failed(f"account snapshot not written ({exc})")
+            return False
         self._saved_revision = revision
         if self._journal_fd is not None:
             # A crash between the write above and this truncate replays the journal onto the
-            # new snapshot: harmless, replay is idempotent.
+            # new snapshot: harmless, replay is idempotent. What the journal still owed is in
+            # the snapshot now.
+            self._unjournaled.clear()
             os.ftruncate(self._journal_fd, 0)
+            self._storage_ok()
         return True
 
     async def _saver(self) -> None:
@@ -549,6 +590,11 @@ class PaperVenue:
             if st.fault_5xx_probability and self._rng.random() < st.fault_5xx_probability:
                 return self._count(_err("unavailable", {"fault_injection": True}, 503))
             body = self._json_body(raw)
+            if private and request.method != "GET" and not self.flush_journal():
+                # Refused before anything is done: an action the account cannot record is one a
+                # crash would silently undo.
+                raise VenueError("unavailable", {"message": "the paper account cannot be written "
+                                                 f"({self.storage_error}); nothing was done"}, 503)
             response = await handler(request, body)
         except _Unauthorized:
             return self._count(web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
@@ -1074,11 +1120,15 @@ def _write_private(path: Path, data: bytes) -> None:
     """Atomic write of a file only its owner may read (it holds secrets or the account)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written copy only takes the space a retry needs
+        raise
 
 
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:

@@ -297,3 +297,48 @@ async def test_a_sigkilled_venue_loses_no_fill_and_never_reuses_a_fill_id(tmp_pa
         await rest.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+
+async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_nothing(small_disk) -> None:
+    """The account journal on a real full filesystem: an order done while the disk filled is
+    answered as done (its journal bytes wait in memory), the next order action is refused
+    before anything is done, and once space is back the waiting bytes are written, trading
+    resumes and a restart from the files sees every order."""
+    state = small_disk.path / "paper-account.json"
+    settings = VenueSettings(**BASE, state_file=str(state), state_save_interval_s=3600)
+    venue = PaperVenue(settings, ["BTCUSD"])
+    await venue.start()
+    order = {"product_symbol": "SYN_0009", "side": "buy", "size": 1, "limit_price": "1"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, _, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "a"})
+            assert status == 200
+            small_disk.fill()
+            done = []
+            while not venue.storage_error and len(done) < 200:  # until the journal's last page is full
+                coid = f"b{len(done)}"
+                status, placed, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": coid})
+                assert (status, placed["result"]["client_order_id"]) == (200, coid)  # done, so said
+                done.append(coid)
+            assert "No space left" in venue.storage_error
+            status, refused, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "c"})
+            assert (status, refused["error"]["code"]) == (503, "unavailable")
+            assert "nothing was done" in refused["error"]["context"]["message"]
+            status, _, _ = await signed(session, venue, "GET", "/v2/orders/client_order_id/c")
+            assert status == 404
+            status, _, _ = await signed(session, venue, "GET", "/v2/wallet/balances")
+            assert status == 200  # reads keep working
+            await asyncio.sleep(0.3)  # the replay keeps running (it used to die on the failed write)
+            ticks = venue.ticks_replayed
+            await asyncio.sleep(0.3)
+            assert venue.ticks_replayed > ticks
+            small_disk.free()
+            status, _, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "d"})
+            assert status == 200 and venue.storage_error == ""
+    finally:
+        small_disk.fill()
+        await venue.stop()  # the final snapshot fails on the full disk: the journal still holds all
+        small_disk.free()
+    # What a crash would leave: the journal as written, no final snapshot of the last orders.
+    again = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
+    assert sorted(o.client_order_id for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
