@@ -71,8 +71,11 @@ class RunDir:
     def record_segments(self, names: list[str]) -> None:
         self.segments_path.write_text(json.dumps(names))
 
-    def release(self) -> None:
-        self.segments_path.unlink(missing_ok=True)
+    def release(self, *, keep_segments: bool = False) -> None:
+        """`keep_segments`: the shared memory could not be removed, so its record stays for the
+        next start's clean-up."""
+        if not keep_segments:
+            self.segments_path.unlink(missing_ok=True)
         self.control_path.unlink(missing_ok=True)
         self.metrics_path.unlink(missing_ok=True)
         sdir = socket_dir(self.path)

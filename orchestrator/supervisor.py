@@ -8,6 +8,7 @@ It owns the shared-memory segment (creates and unlinks it) and is not in the dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import multiprocessing as mp
@@ -15,11 +16,13 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import msgspec
 import psutil
@@ -47,6 +50,10 @@ from .rundir import RunDir
 log = logging.getLogger("supervisor")
 MB = 1024 * 1024
 STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this often
+# Fills the ledger could not take yet (disk full), kept for retry. Entries are halted meanwhile,
+# so only orders already resting add to it; past the cap the oldest is dropped, loudly (it stays
+# on the exchange's ledger).
+MAX_UNSTORED_FILLS = 100_000
 
 
 @dataclass
@@ -103,6 +110,8 @@ class Supervisor:
         self.store: Store | None = None
         self.risk_state: account_risk.AccountRiskState | None = None
         self.fills_stored = 0
+        self._unstored: deque[LedgerFill] = deque()
+        self.storage_error = ""  # why the ledger cannot be written; "" when it can
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._next_store_flush = 0.0
@@ -306,14 +315,15 @@ class Supervisor:
 
     def on_message(self, payload: bytes) -> None:
         msg = self.codec.decode(payload)
-        if isinstance(msg, Heartbeat):
-            self.on_heartbeat(msg)
-        elif isinstance(msg, FillEvent):
-            self.on_fill(msg)
-        elif isinstance(msg, OrderRecord):
-            self.on_order_record(msg)
-        elif isinstance(msg, RLTable) and self.store is not None:
-            self.store.save_rl_table(msg.symbol, msg.table, time.time())
+        with self._ledger_write(type(msg).__name__):
+            if isinstance(msg, Heartbeat):
+                self.on_heartbeat(msg)
+            elif isinstance(msg, FillEvent):
+                self.on_fill(msg)
+            elif isinstance(msg, OrderRecord):
+                self.on_order_record(msg)
+            elif isinstance(msg, RLTable) and self.store is not None:
+                self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
     async def _drain_messages(self) -> None:
         """After the children stopped: store the fills and RL tables they sent on the way out."""
@@ -330,15 +340,65 @@ class Supervisor:
         if self.store is None:
             return
         f = ev.fill
+        if len(self._unstored) >= MAX_UNSTORED_FILLS:
+            lost = self._unstored.popleft()
+            log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
+                      lost.fill_id)
+        self._unstored.append(LedgerFill(
+            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
+            contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
+        self._store_fills()
+
+    def _store_fills(self) -> None:
+        """Write the waiting fills, oldest first; stop at the first the ledger cannot take (it and
+        the rest are retried on the next monitor pass)."""
+        while self._unstored and self.store is not None:
+            fill = self._unstored[0]
+            try:
+                stored = self.store.record_fill(fill)
+            except (sqlite3.Error, OSError) as exc:  # disk full, I/O error: worth retrying
+                self._storage_failed(f"fill {fill.fill_id} not written: {exc}")
+                return
+            except Exception:  # a fill the ledger refuses for what it is: retrying cannot help
+                log.exception("could not store fill %s (it stays on the venue's ledger)", fill.fill_id)
+                stored = False
+            self._unstored.popleft()
+            if stored:
+                self.fills_stored += 1
+        self._storage_ok()
+
+    def _storage_failed(self, why: str) -> None:
+        """A ledger write failed: no new entries (a fill we cannot record is a position we cannot
+        account for), said in status; writes are retried every monitor pass."""
+        if not self.storage_error:
+            log.error("ledger write failed: %s; halting new entries, retrying", why)
+        self.storage_error = why
+        self._halt(f"storage: {why}")
+
+    def _storage_ok(self) -> None:
+        if self.storage_error:
+            log.warning("ledger writable again; %d fills stored in all (the storage halt stays until a restart)",
+                        self.fills_stored)
+        self.storage_error = ""
+
+    @contextlib.contextmanager
+    def _ledger_write(self, what: str) -> Iterator[None]:
+        """Around a batched ledger write (order events, samples, snapshots: what the exchange
+        can rebuild): a failure halts entries and is shown, and never stops the caller's loop."""
         try:
-            stored = self.store.record_fill(LedgerFill(
-                fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
-                contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
-        except Exception:
-            log.exception("could not store fill %s (it stays on the venue's ledger)", f.fill_id)
-            return
-        if stored:
-            self.fills_stored += 1
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(f"{what} not written: {exc}")
+
+    def _flush_store(self) -> None:
+        if self.store is not None:
+            with self._ledger_write("ledger commit"):
+                self.store.flush()
+
+    def storage(self) -> str:
+        if self.storage_error:
+            return f"failing: {len(self._unstored)} fills waiting to be written; {self.storage_error}"
+        return "ok"
 
     def on_order_record(self, rec: OrderRecord) -> None:
         if self.store is None:
@@ -347,6 +407,8 @@ class Supervisor:
             self.store.record_order_event(StoredOrderEvent(
                 ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
                 order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
+        except (sqlite3.Error, OSError):
+            raise  # storage failing: _ledger_write says so once, not a traceback per event
         except Exception:
             log.exception("could not store an order event for %s (the venue keeps the order)", rec.symbol)
 
@@ -392,7 +454,8 @@ class Supervisor:
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(f.equity, now)
             if self.store is not None:
-                self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
+                with self._ledger_write("equity snapshot"):
+                    self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
             return
         decision, self.risk_state = account_risk.evaluate(
             self.risk_state, account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
@@ -402,14 +465,19 @@ class Supervisor:
             await self._broadcast("halt", decision.reason)
         if self.store is not None and now >= self._next_snapshot_ts:
             self._next_snapshot_ts = now + 30.0
-            self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
-            for c in self.children.values():
-                wf = c.figures
-                if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
-                    self.store.record_position(PositionSnapshot(
-                        ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
-                        mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
-                        unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
+            with self._ledger_write("account snapshot"):
+                self._record_account(now, f.equity)
+
+    def _record_account(self, now: float, equity: float) -> None:
+        assert self.store is not None
+        self.store.record_equity(EquitySnapshot(ts=now, equity=repr(equity), available_balance=""))
+        for c in self.children.values():
+            wf = c.figures
+            if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
+                self.store.record_position(PositionSnapshot(
+                    ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
+                    mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
+                    unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
 
     async def _cancel_all_orders(self, timeout_s: float) -> None:
         await self._broadcast("cancel_orders", "operator stop --cancel-orders")
@@ -482,7 +550,8 @@ class Supervisor:
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
-            metrics_url=self.metrics_url, order_management=orders, workers=workers, processes=procs)
+            metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
+            processes=procs)
         self._last_snapshot = snap
         return snap
 
@@ -599,11 +668,13 @@ class Supervisor:
                 for child in self.children.values():
                     self._check(child, now)
                 await self._check_account_risk()
+                if self._unstored:
+                    self._store_fills()
                 if self.store is not None and now >= self._next_store_flush:
                     # Batched rows (order events, signals, snapshots) reach readers such as
                     # `orchestrate history` within a second, not after 256 more rows.
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
-                    self.store.flush()
+                    self._flush_store()
                 self.snapshot()
             return next_uss
 
@@ -657,13 +728,27 @@ class Supervisor:
         await self._drain_messages()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        # Each step on its own: a full disk failing the ledger must not leak the shared memory.
         if self.store is not None:
-            self.store.close()
+            self._store_fills()
+            if self._unstored:
+                log.error("%d fills not written to the ledger before exit (%s); they stay on the exchange's "
+                          "ledger", len(self._unstored), self.storage_error)
+            try:
+                self.store.close()
+            except (sqlite3.Error, OSError) as exc:
+                log.error("ledger not closed cleanly: %s", exc)
             self.store = None
+        ring_gone = self.ring is None
         if self.ring is not None:
-            self.ring.close()
-            self.ring.unlink()
-        self.run_dir.release()
+            try:
+                self.ring.close()
+                self.ring.unlink()
+                ring_gone = True
+            except OSError as exc:
+                log.error("shared memory %s not removed (%s); the next start on this run dir removes it",
+                          self.ring_name, exc)
+        self.run_dir.release(keep_segments=not ring_gone)
         log.info("supervisor stopped")
 
 

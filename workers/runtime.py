@@ -4,12 +4,14 @@ watchdog, heartbeats and event-loop lag. Kept small: each process is a thin shel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import logging.handlers
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,10 +66,33 @@ LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one p
 LOG_BACKUPS = 3
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A log file that cannot be written (disk full) says so once on stderr, in one line, instead
+    of logging's traceback for every record; it writes again when it can."""
+
+    _failing = False
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)  # calls handleError on a failed write
+        if self._failing and not self._failed_now:
+            self._failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed_now = True
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"orchestrate: cannot write log {self.baseFilename} ({exc}); lines are lost "
+                                 "until it can\n")
+
+
 def bounded_log_handler(path: Path) -> logging.Handler:
     """Logs are bounded like every other buffer: a flood of one repeated error (a 30-minute soak
     once wrote 134 MB) rotates away old lines instead of filling the disk."""
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+    handler = _LogFile(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler
 

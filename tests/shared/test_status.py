@@ -46,3 +46,14 @@ def test_order_management_down_is_said_first_in_the_table_and_the_lines() -> Non
     assert msgspec.json.decode(msgspec.json.encode(snap))["order_management"].startswith("down: gateway")
     up = msgspec.structs.replace(snap, order_management="up")
     assert "ORDER MANAGEMENT" not in render_table(up) + render_lines(up)
+
+
+def test_failing_storage_is_said_on_its_own_line() -> None:
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          halted=True, halt_reason="storage: fill 7 not written: database or disk is full",
+                          storage="failing: 3 fills waiting to be written; fill 7 not written: database or disk is full",
+                          workers=[worker("BTCUSD")])
+    line = "STORAGE FAILING: 3 fills waiting to be written; fill 7 not written: database or disk is full"
+    assert line in render_table(snap).splitlines()
+    lines = render_lines(snap).splitlines()
+    assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full"]

@@ -35,3 +35,28 @@ def test_send_nowait_on_a_plain_socket() -> None:
         assert pull.poll(2000) and pull.recv() == b"hello"
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_log_file_on_a_full_disk_says_so_once_without_a_traceback(small_disk, capsys) -> None:
+    import logging
+
+    from workers.runtime import bounded_log_handler
+
+    handler = bounded_log_handler(small_disk.path / "x.log")
+    logger = logging.getLogger("full-disk-test")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("before")
+        small_disk.fill()
+        for _ in range(2000):  # past the last page the file had
+            logger.warning("a line that needs room " * 4)
+        err = capsys.readouterr().err
+        assert err.count("cannot write log") == 1 and "Traceback" not in err, err
+        small_disk.free()
+        logger.warning("after")
+        handler.flush()
+        assert "after" in (small_disk.path / "x.log").read_text()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
