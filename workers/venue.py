@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -57,6 +58,10 @@ from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, re
 from workers.venue_ws import SIGNATURE_WINDOW_S, WsHub, dumps
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a few KB)
+# Set while serving an unauthenticated request: it may read the markets there are, never list a
+# new one (a public flood once made 200 synthetic markets that outlived a restart).
+_PUBLIC_CALLER = contextvars.ContextVar("public_caller", default=False)
 
 MAX_BATCH = 50
 MAX_CANDLES = 2000
@@ -235,13 +240,16 @@ class PaperVenue:
         self.requests_refused = 0  # of which 4xx/5xx (auth, validation, rejections, limits, faults)
 
     # ---- markets ----------------------------------------------------------------------------
-    def market(self, symbol: str) -> _Market:
+    def market(self, symbol: str, *, may_list: bool = True) -> _Market:
         """The market for `symbol`, creating a SYN_NNNN one on first reference.
         Raises UnknownSymbolError naming the close matches."""
         m = self.markets.get(symbol)
         if m is not None:
             return m
         resolve_paper_symbol(symbol)
+        if not may_list or _PUBLIC_CALLER.get():
+            raise VenueError("invalid_contract", {"symbol": symbol, "message":
+                             f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
         if len(self._markets_list) >= self.settings.max_symbols:
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"the paper venue already lists {self.settings.max_symbols} products"})
@@ -401,7 +409,7 @@ class PaperVenue:
             await self.restart(self.settings.fault_restart_down_s)
 
     async def _serve_http(self, port: int) -> None:
-        app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_http_errors])
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -579,11 +587,23 @@ class PaperVenue:
 
     async def _serve(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
         st = self.settings
+        public = _PUBLIC_CALLER.set(not private)
+        try:
+            return await self._serve_as(request, handler, private=private)
+        finally:
+            _PUBLIC_CALLER.reset(public)
+
+    async def _serve_as(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
+        st = self.settings
         try:
             raw = await request.read()
             if st.fault_latency_ms > 0:
                 await asyncio.sleep(st.fault_latency_ms / 1000.0)
             key = self._authenticate(request, raw) if private else None
+            if not private and request.headers.get("api-key"):
+                with contextlib.suppress(_Unauthorized, VenueError):  # a public route, signed anyway
+                    self._authenticate(request, raw)
+                    _PUBLIC_CALLER.set(False)
             self._charge(key or f"ip:{request.remote}", endpoint_weight(request.method, request.path))
             if st.fault_429_probability and self._rng.random() < st.fault_429_probability:
                 raise _RateLimited(1000, {"fault_injection": True})
@@ -596,6 +616,8 @@ class PaperVenue:
                 raise VenueError("unavailable", {"message": "the paper account cannot be written "
                                                  f"({self.storage_error}); nothing was done"}, 503)
             response = await handler(request, body)
+        except web.HTTPRequestEntityTooLarge:
+            return self._count(_err("request_entity_too_large", {"max_bytes": MAX_BODY_BYTES}, 413))
         except _Unauthorized:
             return self._count(web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
                                             content_type="application/json"))
@@ -627,7 +649,7 @@ class PaperVenue:
             return {}
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # nested a thousand deep: junk
             raise bad_schema("body is not valid JSON") from None
         if not isinstance(body, dict):
             raise bad_schema("body must be a JSON object")

@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
-from shared.matching import FillEvent, OrderEvent, PositionEvent, dec
+from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, dec
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
 
@@ -148,7 +148,7 @@ class WsHub:
                     if not isinstance(frame, dict):
                         raise ValueError("frame must be a JSON object")
                     self._on_ws_frame(client, frame)
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, RecursionError) as exc:  # junk nested past the parser's depth
                     client.send(dumps({"type": "error", "message": f"bad frame: {exc}"[:200]}))
         finally:
             await self.drop(client)
@@ -271,10 +271,14 @@ class WsHub:
                 good.append("all")
                 continue
             try:
-                self.venue.market(str(sym))
+                # Bounded by what is listed: an anonymous socket cannot make the venue list (and
+                # replay) a new market per junk symbol it sends.
+                self.venue.market(str(sym), may_list=client.authed)
                 good.append(str(sym))
             except UnknownSymbolError as exc:
                 return {"name": name, "symbols": [sym], "error": str(exc)}
+            except VenueError as exc:
+                return {"name": name, "symbols": [sym], "error": str(exc.context.get("message", exc.code))}
         client.subs.setdefault(name, set()).update(good)
         added.append((name, good))
         return None

@@ -183,17 +183,28 @@ async def test_restart_keeps_the_account_and_refuses_connections_meanwhile() -> 
         await venue.stop()
 
 
-async def test_synthetic_products_are_capped() -> None:
+async def test_synthetic_products_are_capped_and_listed_only_for_an_authenticated_caller() -> None:
     venue = PaperVenue(VenueSettings(**BASE, max_symbols=2), ["BTCUSD"])
     await venue.start()
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(venue.rest_url + "/v2/products/SYN_0007") as r:
-                assert r.status == 200
-            async with session.get(venue.rest_url + "/v2/products/SYN_0008") as r:
-                data = await r.json()
-                assert r.status == 400 and data["error"]["code"] == "invalid_contract"
-                assert "2 products" in data["error"]["context"]["message"]
+            for path in ("/v2/products/SYN_0007", "/v2/tickers/SYN_0007", "/v2/l2orderbook/SYN_0007"):
+                async with session.get(venue.rest_url + path) as r:  # anonymous
+                    data = await r.json()
+                    assert r.status == 404 and data["error"]["code"] == "invalid_contract", (path, data)
+                    assert "not listed" in data["error"]["context"]["message"]
+            async with session.ws_connect(venue.ws_url) as ws:  # an anonymous socket neither
+                await ws.send_json({"type": "subscribe", "payload": {"channels": [
+                    {"name": "v2/ticker", "symbols": ["SYN_0007", "BTCUSD"]}]}})
+                reply = await ws.receive_json(timeout=5)
+                assert {"name": "v2/ticker", "symbols": ["SYN_0007"], "error": "SYN_0007 is not listed; "
+                        "an authenticated request lists a new paper product"} in reply["channels"]
+            assert set(venue.markets) == {"BTCUSD"}
+            status, _, _ = await signed(session, venue, "GET", "/v2/products/SYN_0007")
+            assert status == 200 and "SYN_0007" in venue.markets
+            status, data, _ = await signed(session, venue, "GET", "/v2/products/SYN_0008")
+            assert status == 400 and data["error"]["code"] == "invalid_contract"
+            assert "2 products" in data["error"]["context"]["message"]
     finally:
         await venue.stop()
 
@@ -209,8 +220,8 @@ async def test_a_venue_started_late_in_a_run_catches_up_without_a_hole() -> None
     await venue.start()
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(venue.rest_url + "/v2/products/SYN_0005") as r:  # joins after catch-up
-                assert r.status == 200
+            status, _, _ = await signed(session, venue, "GET", "/v2/products/SYN_0005")  # joins after catch-up
+            assert status == 200
 
         async def in_lockstep() -> bool:
             syn = venue.markets["SYN_0005"]
@@ -342,3 +353,32 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
     # What a crash would leave: the journal as written, no final snapshot of the last orders.
     again = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
     assert sorted(o.client_order_id for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
+
+
+async def test_junk_bodies_and_frames_get_clear_errors_not_500s_or_recursion() -> None:
+    venue = PaperVenue(VenueSettings(**BASE), ["BTCUSD"])
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            big = b"x" * (2 << 20)
+            async with session.post(venue.rest_url + "/v2/orders", data=big,
+                                    headers={"Content-Type": "application/json"}) as r:
+                data = await r.json()
+                assert r.status == 413 and data == {"success": False, "error": {
+                    "code": "request_entity_too_large", "context": {"max_bytes": 1 << 20}}}
+            deep = "[" * 100_000 + "]" * 100_000
+            ts = str(int(time.time()))
+            headers = {"api-key": venue.api_key, "timestamp": ts, "Content-Type": "application/json",
+                       "signature": sign(venue.api_secret, "POST", ts, "/v2/orders", "", deep)}
+            async with session.post(venue.rest_url + "/v2/orders", data=deep, headers=headers) as r:
+                data = await r.json()
+                assert r.status == 400 and data["error"]["code"] == "bad_schema", data
+            async with session.ws_connect(venue.ws_url) as ws:
+                for _ in range(3):
+                    await ws.send_str("[" * 60_000)
+                    reply = await ws.receive_json(timeout=5)
+                    assert reply["type"] == "error" and reply["message"].startswith("bad frame")
+                await ws.send_json({"type": "ping"})
+                assert (await ws.receive_json(timeout=5))["type"] == "pong"  # still served
+    finally:
+        await venue.stop()
