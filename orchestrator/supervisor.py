@@ -41,7 +41,7 @@ from shared.ring import BarRing
 from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
                            render_table)
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
-from shared.transport import make_endpoints, socket_dir
+from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
@@ -611,7 +611,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
-        socket_dir(self.run_dir.path).mkdir(parents=True, exist_ok=True)
+        make_private_dir(socket_dir(self.run_dir.path))  # checked at acquire; recreated if removed since
         n = len(self.cfg.run.symbols)
         self.ring = BarRing.create(self.ring_name, n_slots=n, capacity=self.cfg.market.window_bars)
         self.run_dir.record_segments([self.ring_name])
@@ -739,16 +739,14 @@ class Supervisor:
             except (sqlite3.Error, OSError) as exc:
                 log.error("ledger not closed cleanly: %s", exc)
             self.store = None
-        ring_gone = self.ring is None
         if self.ring is not None:
             try:
                 self.ring.close()
                 self.ring.unlink()
-                ring_gone = True
             except OSError as exc:
                 log.error("shared memory %s not removed (%s); the next start on this run dir removes it",
                           self.ring_name, exc)
-        self.run_dir.release(keep_segments=not ring_gone)
+        self.run_dir.release()  # keeps segments.json while the segment exists
         log.info("supervisor stopped")
 
 
@@ -766,6 +764,9 @@ def _free_port() -> int:
 
 
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
+    # Whatever this run and its children create (ledger, logs, metrics file, paper account) is
+    # readable by the owner alone.
+    os.umask(0o077)
     handler = bounded_log_handler(run_dir.logs / "supervisor.log")
     root = logging.getLogger()
     root.addHandler(handler)
