@@ -592,11 +592,12 @@ class Supervisor:
 
     # --- metrics -----------------------------------------------------------------------------
 
-    def _start_metrics(self) -> None:
-        from .metrics import start_metrics_server
+    async def _start_metrics(self) -> None:
+        from .metrics import MetricsServer
+        server = MetricsServer(lambda: self._last_snapshot or self.snapshot())
         try:
-            self._metrics_server, port = start_metrics_server(
-                self.cfg.status.metrics_host, self.cfg.status.metrics_port, lambda: self._last_snapshot or self.snapshot())
+            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port)
+            self._metrics_server = server
         except OSError as exc:
             log.error("metrics server not started: %s", exc)
             print(f"warning: Prometheus metrics not served ({exc})", file=sys.stderr)
@@ -626,7 +627,7 @@ class Supervisor:
         self._control_pub.bind(self.endpoints.control)
         server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path))
         os.chmod(self.run_dir.control_path, 0o600)
-        self._start_metrics()
+        await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
 
         self._ctx = self._mp_context()
@@ -727,7 +728,7 @@ class Supervisor:
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
         if self.store is not None:
             self._store_fills()
