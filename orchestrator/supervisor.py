@@ -54,6 +54,12 @@ STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this 
 # so only orders already resting add to it; past the cap the oldest is dropped, loudly (it stays
 # on the exchange's ledger).
 MAX_UNSTORED_FILLS = 100_000
+# The receive loop gives the event loop a turn after this many messages: with messages always
+# waiting, zmq's recv returns at once and never yields, and a steady stream (a flood on our
+# socket) used to leave SIGTERM and `status` unanswered.
+RECV_YIELD_EVERY = 64
+DRAIN_AT_EXIT_S = 1.0  # at shutdown, read what the children sent on the way out for at most this
+CONTROL_LINE_LIMIT = 64 * 1024  # a control request is a few dozen bytes
 
 
 @dataclass
@@ -326,13 +332,19 @@ class Supervisor:
                 self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
     async def _drain_messages(self) -> None:
-        """After the children stopped: store the fills and RL tables they sent on the way out."""
-        while True:
+        """After the children stopped: store the fills and RL tables they sent on the way out.
+        Bounded in time: a stream that does not end (someone else flooding our socket) must not
+        keep us from exiting."""
+        deadline = time.monotonic() + DRAIN_AT_EXIT_S
+        while time.monotonic() < deadline:
             try:
                 payload = await self._pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.on_message(payload)
+            try:
+                self.on_message(payload)
+            except Exception:
+                log.exception("message from a child not handled")
 
     # --- ledger and account risk (one place for the whole account) ----------------------------
 
@@ -559,11 +571,18 @@ class Supervisor:
 
     async def _handle_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout=5)
+            except ValueError:  # longer than the stream's limit: junk, answered and closed
+                await _discard_line(reader)  # so the sender gets to read the answer
+                writer.write(msgspec.json.encode({"ok": False, "message": "request too long (a control request is "
+                                                  f"one JSON line under {CONTROL_LINE_LIMIT} bytes)"}) + b"\n")
+                await writer.drain()
+                return
             try:
                 req = msgspec.json.decode(line)
                 cmd = req.get("cmd") if isinstance(req, dict) else None
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 cmd, req = None, {}
             if cmd == "status":
                 body: Any = self.snapshot()
@@ -582,7 +601,7 @@ class Supervisor:
                         (topic(sym), self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
                     body = {"ok": True, "message": f"{cmd}d {sym}"}
             else:
-                body = {"ok": False, "message": f"unknown command {cmd!r}"}
+                body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
             writer.write(msgspec.json.encode(body) + b"\n")
             await writer.drain()
         except (asyncio.TimeoutError, ConnectionError):
@@ -625,7 +644,8 @@ class Supervisor:
         self._control_pub = zctx.socket(zmq.PUB)
         self._control_pub.setsockopt(zmq.LINGER, 0)
         self._control_pub.bind(self.endpoints.control)
-        server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path))
+        server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path),
+                                                 limit=CONTROL_LINE_LIMIT)
         os.chmod(self.run_dir.control_path, 0o600)
         await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
@@ -636,12 +656,16 @@ class Supervisor:
             self._start(child, self._ctx)
 
         async def heartbeat_loop() -> None:
+            received = 0
             while True:
                 payload = await pull.recv()
                 try:
                     self.on_message(payload)
                 except Exception:
                     log.exception("message from a child not handled")
+                received += 1
+                if received % RECV_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
 
         async def monitor_loop() -> None:
             next_uss = 0.0
@@ -749,6 +773,20 @@ class Supervisor:
                           self.ring_name, exc)
         self.run_dir.release()  # keeps segments.json while the segment exists
         log.info("supervisor stopped")
+
+
+async def _discard_line(reader: asyncio.StreamReader, max_bytes: int = 16 * MB, timeout_s: float = 2.0) -> None:
+    """Read and drop the rest of an over-long line (bounded in bytes and time)."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while seen < max_bytes and (left := deadline - time.monotonic()) > 0:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout=left)
+        except asyncio.TimeoutError:
+            return
+        if not chunk or b"\n" in chunk:
+            return
+        seen += len(chunk)
 
 
 def _trading(bot_says: str, order_management: str) -> str:
