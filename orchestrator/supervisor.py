@@ -118,6 +118,7 @@ class Supervisor:
         self.fills_stored = 0
         self._unstored: deque[LedgerFill] = deque()
         self.storage_error = ""  # why the ledger cannot be written; "" when it can
+        self.venue_storage_error = ""  # why the paper venue cannot write its account journal
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._next_store_flush = 0.0
@@ -262,6 +263,10 @@ class Supervisor:
                                                       atr=f.atr14))
         elif child.state == "starting":
             child.state = "running"
+        if isinstance(hb.figures, GatewayFigures) and child.kind == "venue":
+            self.venue_storage_error = hb.figures.storage_error
+            if self.venue_storage_error:  # the venue refuses order actions meanwhile; stop asking
+                self._halt(f"storage: paper venue: {self.venue_storage_error}")
 
     def _sample_fast(self, child: Child) -> None:
         if child.ps is None:
@@ -410,6 +415,8 @@ class Supervisor:
     def storage(self) -> str:
         if self.storage_error:
             return f"failing: {len(self._unstored)} fills waiting to be written; {self.storage_error}"
+        if self.venue_storage_error:
+            return f"failing: paper venue: {self.venue_storage_error}"
         return "ok"
 
     def on_order_record(self, rec: OrderRecord) -> None:

@@ -290,8 +290,11 @@ class PaperVenue:
         a crash can lose nothing a client was told (a snapshot is only written every few
         seconds). One write() per drain; no fsync: this survives a killed process, not a lost
         machine, which is enough for a paper account."""
-        if self._journal_fd is not None and events:
+        if self._journal_fd is None:
+            return
+        if events:
             self._unjournaled.append(encode_journal_entry(events))
+        if self._unjournaled:  # also with no new events: a disk with room again is noticed
             self.flush_journal()
 
     def flush_journal(self) -> bool:

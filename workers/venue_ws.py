@@ -76,9 +76,9 @@ class WsHub:
     # ---- private events ---------------------------------------------------------------------
     def publish_engine_events(self) -> None:
         events = self.venue.engine.drain_events()
+        self.venue.journal(events)  # durable before any client can see them (or kept for a retry)
         if not events:
             return
-        self.venue.journal(events)  # durable before any client can see them
         authed = [c for c in self.clients if c.authed]
         margin_subs = [c for c in authed if "margins" in c.subs]
         if margin_subs:  # one wallet update per batch of account changes
