@@ -630,7 +630,10 @@ class Supervisor:
             return
         host = self.cfg.status.metrics_host
         self.metrics_url = f"http://{host}:{port}/metrics"
-        self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
+        try:
+            self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
+        except OSError as exc:  # a full disk: the URL is still in status and the start-up line
+            log.error("could not write %s: %s", self.run_dir.metrics_path, exc)
 
     # --- main loop ---------------------------------------------------------------------------
 

@@ -221,11 +221,17 @@ async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: as
             raise t.exception()  # type: ignore[misc]
 
 
+# Per subscriber: a PUB keeps up to SNDHWM messages for each connected SUB that does not read.
+# A worker only gets its own symbol's topic, so 10,000 is minutes of its ticks; at 100,000,
+# 8 idle subscribers to everything held 66 MB of the gateway (7 MB at 10,000).
+MAX_QUEUED_PER_SUBSCRIBER = 10_000
+
+
 def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
     """The gateway's market-data PUB (by symbol topic) and its request ROUTER."""
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
-    pub.setsockopt(zmq.SNDHWM, sndhwm)
+    pub.setsockopt(zmq.SNDHWM, min(sndhwm, MAX_QUEUED_PER_SUBSCRIBER))
     pub.bind(spec.endpoints.market_data)
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
