@@ -42,7 +42,8 @@ from shared.delta.models import (
     WalletBalance,
     decode, decode_envelope, to_micros, to_product_spec,
 )
-from shared.delta.ratelimit import AccountRateLimiter, Priority, RequestBudget, endpoint_weight
+from shared.delta.ratelimit import (UNKNOWN_RESET_BLOCK_S, AccountRateLimiter, Priority, RequestBudget,
+                                    endpoint_weight)
 from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
 
@@ -188,6 +189,12 @@ class _Response(msgspec.Struct, frozen=True):
     status: int
 
 
+def _product_scoped(err: RateLimited) -> bool:
+    """A 429 from one product's matching-engine limit (Delta: operations per second per
+    product), not the account's: it must not stop orders on every other product."""
+    return err.context.get("scope") == "matching_engine"
+
+
 class DeltaRestClient:
     """One account's REST session. Use as `async with DeltaRestClient(url, key, secret) as c:`."""
 
@@ -321,7 +328,7 @@ class DeltaRestClient:
     async def _failure(self, status: int, raw: bytes, headers: Mapping[str, str],
                        endpoint: str, limiter: AccountRateLimiter) -> DeltaError:
         err = error_from_response(status, raw, headers=headers, endpoint=endpoint)
-        if isinstance(err, RateLimited):  # whatever the status, that bucket must wait
+        if isinstance(err, RateLimited) and not _product_scoped(err):  # whatever the status, that bucket waits
             await limiter.on_rate_limited(err.reset_ms)
         return err
 
@@ -342,12 +349,14 @@ class DeltaRestClient:
                 if attempt > 0 or not self._learn_clock_offset(exc):
                     raise
                 attempt += 1
-            except RateLimited:
+            except RateLimited as exc:
                 # Refused before execution: the limiter now blocks until the reset, so waiting
                 # for our turn again is the backoff. Still bounded.
                 attempt += 1
                 if attempt >= max(attempts, 2):
                     raise
+                if _product_scoped(exc):  # one product's matching engine: only this request waits
+                    await self._sleep(UNKNOWN_RESET_BLOCK_S if exc.reset_ms is None else exc.reset_ms / 1000.0)
             except (RequestTimeout, ServerError):
                 attempt += 1
                 if not retry or attempt >= attempts:

@@ -128,3 +128,29 @@ async def test_a_public_flood_earns_a_429_that_does_not_stop_order_actions() -> 
             read.cancel()
     finally:
         await v.stop()
+
+
+async def test_a_429_from_one_products_matching_engine_does_not_stop_the_others() -> None:
+    import time
+
+    v = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200, engine_ops_per_s=1), ["BTCUSD", "ETHUSD"])
+    await v.start()
+    try:
+        async with DeltaRestClient(v.rest_url, v.api_key, v.api_secret) as client:
+            while int(time.monotonic() % 1 * 10) > 2:  # start early in a venue second, away from its edge
+                await asyncio.sleep(0.02)
+            # BTCUSD's engine allows one operation a second here
+            await client.place_order(product_id=27, size=1, side="buy", order_type="limit_order",
+                                     limit_price="1000", client_order_id="btc-0")
+            over = asyncio.create_task(client.place_order(  # 429 from BTCUSD's engine: waits, then resent
+                product_id=27, size=1, side="buy", order_type="limit_order", limit_price="1000",
+                client_order_id="btc-1"))
+            await asyncio.sleep(0.1)
+            assert not over.done() and client.limiter.snapshot().blocked_for_s == 0  # the account is not blocked
+            t0 = time.monotonic()
+            await client.place_order(product_id=3136, size=1, side="buy", order_type="limit_order",
+                                     limit_price="100", client_order_id="eth-0")
+            assert time.monotonic() - t0 < 0.3
+            assert (await over).client_order_id == "btc-1"
+    finally:
+        await v.stop()
