@@ -35,6 +35,29 @@ def control_socket_path(run_dir: Path) -> Path:
     return socket_dir(run_dir) / "control"
 
 
+class RunDirError(ValueError):
+    """The run dir cannot be used (a file, under a file, not writable): bad input, exit 2."""
+
+
+def ensure_run_dir(path: Path) -> None:
+    """Create the run dir if needed and check that we can write in it, before anything starts
+    (so a bad --run-dir leaves no shared memory or process behind)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise RunDirError(f"run dir {path} is a file, not a directory") from None
+    except NotADirectoryError:
+        raise RunDirError(f"run dir {path}: part of the path is a file, not a directory") from None
+    except OSError as exc:
+        raise RunDirError(f"cannot create run dir {path}: {exc.strerror or exc}") from None
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"run dir {path} is not writable ({exc.strerror or exc})") from None
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
@@ -46,7 +69,7 @@ class RunDir:
         self._lock_fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_run_dir(self.path)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import multiprocessing as mp
@@ -60,6 +61,7 @@ MAX_UNSTORED_FILLS = 100_000
 RECV_YIELD_EVERY = 64
 DRAIN_AT_EXIT_S = 1.0  # at shutdown, read what the children sent on the way out for at most this
 CONTROL_LINE_LIMIT = 64 * 1024  # a control request is a few dozen bytes
+STORED_FILL_IDS = 2_000  # newest stored fill ids a (re)started gateway knows: 40 pages of fills
 
 
 @dataclass
@@ -177,7 +179,8 @@ class Supervisor:
     def _spec_from_store(self, child: Child) -> ChildSpec:
         """What a (re)starting child needs from the ledger: a worker, the ids its bot last sent
         (so it continues past ids the venue no longer shows) and where to start reading fills;
-        the gateway, the newest stored fill (fills after it, e.g. while we were down, are news)."""
+        the gateway, the newest stored fills (fills the venue lists after them, e.g. made while
+        we were down, are news)."""
         assert self.store is not None
         if child.kind == "worker":
             checkpoint = find_checkpoint(self.store.fills(child.name), bot_id=self.cfg.run.bot_id,
@@ -186,8 +189,20 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, last_stored_fill_ts=self.store.last_fill_ts() or 0.0)
+            return msgspec.structs.replace(child.spec, stored_fill_ids=self._known_fill_ids())
         return child.spec
+
+    def _known_fill_ids(self) -> tuple[str, ...]:
+        """The newest fill ids the ledger holds, newest first: those still waiting in memory for
+        a full disk (we have them; a restarted gateway must not hand them on again) ahead of
+        those in the store, STORED_FILL_IDS in all."""
+        assert self.store is not None
+        ids = dict.fromkeys(f.fill_id for f in itertools.islice(reversed(self._unstored), STORED_FILL_IDS))
+        for fid in self.store.newest_fill_ids(STORED_FILL_IDS):
+            if len(ids) >= STORED_FILL_IDS:
+                break
+            ids.setdefault(fid)
+        return tuple(ids)
 
     def _start(self, child: Child, ctx: Any) -> None:
         spec = child.spec
@@ -812,6 +827,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _OneLine(logging.Formatter):
+    """The terminal gets the message; tracebacks go to logs/supervisor.log only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
     # Whatever this run and its children create (ledger, logs, metrics file, paper account) is
     # readable by the owner alone.
@@ -822,6 +849,43 @@ def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int
     root.setLevel(logging.INFO)
     errors = logging.StreamHandler(sys.stderr)  # the operator sees warnings in the terminal too
     errors.setLevel(logging.WARNING)
-    errors.setFormatter(logging.Formatter("orchestrate: %(levelname)s %(message)s"))
+    errors.setFormatter(_OneLine("orchestrate: %(levelname)s %(message)s"))
     root.addHandler(errors)
-    return asyncio.run(Supervisor(cfg, run_dir, foreground=foreground).run())
+    sup = Supervisor(cfg, run_dir, foreground=foreground)
+    try:
+        return asyncio.run(sup.run())
+    except Exception:
+        log.exception("supervisor failed (traceback in %s)", run_dir.logs / "supervisor.log")
+        raise
+    finally:
+        # Whatever ended the run (a start-up failure included), nothing of it stays behind:
+        # children, the bars' shared memory, and multiprocessing's forkserver and resource
+        # tracker, which otherwise linger as zombies for seconds after we exit.
+        for child in sup.children.values():
+            if child.alive():
+                sup._kill(child)
+                child.process.join(timeout=2)
+        if sup.ring is not None:
+            sup.ring.close()
+            sup.ring.unlink()
+        _stop_multiprocessing_helpers()
+
+
+def _stop_multiprocessing_helpers(timeout_s: float = 5.0) -> None:
+    # `_stop` is private, but the only way to stop and reap them (CPython's own tests use it); a
+    # Python without it leaves them to exit on their own as before. The tracker exits only when
+    # every holder of its pipe has gone: a bounded wait, so a stray holder cannot hang our exit.
+    import threading
+    from multiprocessing import forkserver, resource_tracker
+
+    def stop() -> None:
+        for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+            try:
+                getattr(helper, "_stop", lambda: None)()
+            except Exception:
+                log.warning("could not stop %s", type(helper).__name__, exc_info=True)
+    t = threading.Thread(target=stop, name="stop-mp-helpers", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        log.warning("multiprocessing helpers still running %.0f s after shutdown; leaving them", timeout_s)

@@ -158,10 +158,12 @@ class AccountSnapshot(Msg, tag="acct"):
     product: ProductSpec | None
     open_orders: list[OrderView]
     fills: list[FillView]
-    position_size: int  # reserved: the bot derives its position from its own fills
     available_balance: float
     equity: float
     error: str = ""
+    # The venue's position in the product (whole account, contracts), read before the orders
+    # and fills; None if not read. The bot's own comes from its fills: the two are compared.
+    venue_position: int | None = None
 
 
 class OrderIntents(Msg, tag="intents"):

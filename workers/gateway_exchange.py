@@ -6,7 +6,8 @@ snapshot and order-intent requests; sends fills to the supervisor for the SQLite
 
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
 trade of ours happened and polled every few seconds anyway: a quiet socket is never read as "no
-fills".
+fills". They are read in the venue's own order, newest page back to the fills already known
+(shared/trading/fill_cursor.py), never by time: no clock can make the gateway skip one.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ import zmq
 import zmq.asyncio
 
 from shared.config import secrets_from_env
-from shared.delta.errors import DeltaError
+from shared.delta.errors import DeltaError, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
-from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit
+from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
 from shared.delta.ws import DeltaWebSocket, OrderUpdate, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
                              HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
                              OrderEvent, OrderIntents, OrderRecord, OrderView, Tick, topic)
 from shared.products import ProductSpec, UnknownSymbolError
+from shared.trading.fill_cursor import FillScan, KnownFills
 
 from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
                       run_until_stopped, send_heartbeat, send_nowait, supervisor_alive)
@@ -42,6 +44,7 @@ log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
 ACCOUNT_POLL_S = 2.0
 SEEN_FILLS_MAX = 50_000
+EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 
@@ -81,6 +84,10 @@ def fill_view(f: DeltaFill) -> FillView:
                     fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)
 
 
+def _created_us(f: DeltaFill) -> int | None:
+    return f.created_at if isinstance(f.created_at, int) else None
+
+
 def _err_text(key: str, exc: Exception) -> str:
     code = getattr(exc, "code", type(exc).__name__)
     return f"{key}: {code}: {str(exc)[:160]}"
@@ -98,8 +105,11 @@ class ExchangeGateway:
         self.by_product: dict[int, str] = {}
         self.seqs: dict[str, int] = collections.defaultdict(int)
         self.epoch = time.time_ns()
-        self.seen_fills: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.fill_cursor_us = 0
+        # Fills the ledger has (the newest the store held at start) or was handed since.
+        self.known_fills = KnownFills(reversed(spec.stored_fill_ids))  # oldest first: evicted first
+        self.fill_floor_us: int | None = None
+        self.fills_unread = 0  # fills a scan could not reach (beyond its page bound), logged
+        self.position_unreadable: set[str] = set()  # symbols whose position read failed (logged once)
         self.fill_wakeup = asyncio.Event()
         self.ticks = 0
         self.polled_ticks = 0
@@ -117,11 +127,13 @@ class ExchangeGateway:
         self.pub, self.sup = pub, sup
         self.products = await self.rest.resolve_symbols(self.spec.symbols)
         self.by_product = {p.product_id: s for s, p in self.products.items()}
-        # Fills after the newest one in our ledger are news, including those made while we were
-        # down (take-profits resting overnight); with an empty ledger, fills older than a minute
-        # are history the workers read in their reconciliation. The store drops repeats by id.
-        newest = self.spec.last_stored_fill_ts or time.time()
-        self.fill_cursor_us = int(newest * 1e6) - 60_000_000
+        # Fills newer than those in our ledger are news, including those made while we were
+        # down (take-profits resting overnight). With an empty ledger on a live account, fills
+        # older than a minute are history the workers read in their reconciliation (a live
+        # venue's clock is the wall's); a paper account lives in the run dir with its ledger,
+        # so there every fill is news. The store drops repeats by id.
+        if not self.spec.stored_fill_ids and self.spec.venue_access is None:
+            self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
         await self.ws.subscribe("all_trades", list(self.spec.symbols))
@@ -176,31 +188,53 @@ class ExchangeGateway:
                 pass
             self.fill_wakeup.clear()
             await asyncio.sleep(0.05)  # let a burst of trades land in one request
-            try:
-                fills = await self.rest.get_fills(list(self.by_product), start_time=self.fill_cursor_us)
-            except (DeltaError, OSError, asyncio.TimeoutError) as exc:
-                self.rest_errors += 1
-                log.warning("fills poll failed: %s", exc)
-                continue
-            for f in sorted(fills, key=lambda f: (f.created_at or 0, str(f.id))):
-                fid = str(f.id)
-                if fid in self.seen_fills:
-                    continue
-                self.seen_fills[fid] = None
-                if len(self.seen_fills) > SEEN_FILLS_MAX:
-                    self.seen_fills.popitem(last=False)
-                sym = f.product_symbol or self.by_product.get(f.product_id or -1, "")
-                if sym not in self.products:
-                    continue
-                if isinstance(f.created_at, int):
-                    # Overlap the cursor by a second: the seen-set drops the repeats.
-                    self.fill_cursor_us = max(self.fill_cursor_us, f.created_at - 1_000_000)
-                msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
-                                                  contract_value=repr(self.products[sym].contract_value),
-                                                  sent_ns=time.perf_counter_ns()))
-                await self.pub.send_multipart((topic(sym), msg))
-                if not send_nowait(self.sup, msg):
-                    log.error("supervisor not taking fills; fill %s not stored yet (it stays on the venue)", fid)
+            for group in chunks(sorted(self.by_product), MAX_IDS_PER_QUERY):
+                await self.read_new_fills(group)
+
+    async def read_new_fills(self, product_ids: list[int]) -> int:
+        """Read the venue's fills of up to 10 products newest first, back to the ones we know,
+        and hand the unknown ones on, oldest first. Returns how many were handed on. A read
+        that fails midway hands on nothing: the next one reads the same fills again."""
+        scan: FillScan[DeltaFill] = FillScan(self.known_fills, fill_id=lambda f: str(f.id),
+                                             ts_us=_created_us, floor_us=self.fill_floor_us)
+        after: str | None = None
+        try:
+            while True:
+                page, after = await self.rest.get_fills_page(product_ids, after=after)
+                if scan.take(page, more=after is not None):
+                    break
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            self.rest_errors += 1
+            log.warning("fills poll failed: %s", exc)
+            return 0
+        if scan.truncated:
+            self.fills_unread += 1
+            log.error("fills: read %d pages without reaching a fill the ledger has; older fills of products "
+                      "%s are not read into the ledger (the venue still has them)", scan.pages, product_ids)
+        handed = 0
+        for f in scan.news():
+            if not await self.hand_on(f):
+                break  # not known, so the next read hands it (and every newer one) on again
+            handed += 1
+        return handed
+
+    async def hand_on(self, f: DeltaFill) -> bool:
+        """One new fill to its worker and to the ledger; False if the supervisor is not taking
+        fills now (then it stays unknown and is read again)."""
+        fid = str(f.id)
+        sym = f.product_symbol or self.by_product.get(f.product_id or -1, "")
+        if sym not in self.products:
+            self.known_fills.add(fid)
+            return True
+        msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
+                                          contract_value=repr(self.products[sym].contract_value),
+                                          sent_ns=time.perf_counter_ns()))
+        if not send_nowait(self.sup, msg):
+            log.error("supervisor not taking fills; fill %s not stored yet (read again at the next poll)", fid)
+            return False
+        await self.pub.send_multipart((topic(sym), msg))  # the bots drop a repeat by id
+        self.known_fills.add(fid)
+        return True
 
     async def stale_poll_loop(self) -> None:
         """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
@@ -289,25 +323,39 @@ class ExchangeGateway:
     async def account(self, req: AccountRequest) -> AccountSnapshot:
         spec = self.products.get(req.symbol)
         if spec is None:
-            return AccountSnapshot(symbol=req.symbol, product=None, open_orders=[], fills=[], position_size=0,
+            return AccountSnapshot(symbol=req.symbol, product=None, open_orders=[], fills=[],
                                    available_balance=0.0, equity=0.0, error=f"gateway does not serve {req.symbol}")
         try:
+            # The position first: every fill in it is then in the fills read after it, so a full
+            # reconciliation's comparison of the two is not fooled by a fill made meanwhile.
+            venue_position = await self.venue_position(req.symbol, spec.product_id)
             orders = await self.rest.get_open_orders([spec.product_id])
             fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
                      if req.include_fills else [])
-            # (positions come from the bot's own fills; the venue's position is read by account_loop)
             balances = await self.rest.get_wallet_balances()
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
-            return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[], position_size=0,
+            return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
                                    available_balance=0.0, equity=0.0,
                                    error=f"reconciliation read failed: {type(exc).__name__}: {exc}")
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
-            fills=[fill_view(f) for f in fills], position_size=0,
+            fills=[fill_view(f) for f in fills],
             available_balance=usd.available_balance if usd else 0.0,
-            equity=usd.balance if usd else 0.0)
+            equity=usd.balance if usd else 0.0, venue_position=venue_position)
+
+    async def venue_position(self, symbol: str, product_id: int) -> int | None:
+        """The account's position in the product; None (and said once) if the venue answers in a
+        shape we cannot read, so the bots still trade, without the position check."""
+        try:
+            return int((await self.rest.get_position(product_id)).size)
+        except ResponseShapeError as exc:
+            if symbol not in self.position_unreadable:
+                self.position_unreadable.add(symbol)
+                log.error("%s: the venue's position cannot be read (%s); the bot trades without "
+                          "checking its position against it", symbol, exc)
+            return None
 
     async def execute(self, req: OrderIntents) -> IntentResult:
         pid = req.product_id

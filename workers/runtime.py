@@ -58,8 +58,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
     sent_client_order_ids: tuple[str, ...] = ()
     # workers: read fills only since the bot last held nothing (from the store at every start)
     fill_checkpoint: FillCheckpoint | None = None
-    # gateway: the newest fill the store has (venue clock, epoch s): fills after it are news
-    last_stored_fill_ts: float = 0.0
+    # gateway: ids of the newest fills the store has (newest first): the fill reader's known set
+    stored_fill_ids: tuple[str, ...] = ()
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB

@@ -5,8 +5,10 @@ A thin shell: the trading logic is in shared/matching (engine + wire shapes); th
 HTTP, auth, rate limits, websocket fan-out and the replay timer.
 
 Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
-candle, order and fill timestamps) is on the replay clock, which starts at the wall clock and
-runs 60 / bar_seconds times faster, so bars built from trades line up with the candles.
+candle, order and fill timestamps) is on the replay clock, which first starts at the wall clock
+and runs 60 / bar_seconds times faster, so bars built from trades line up with the candles. The
+replay clock is part of the paper account (saved with it) and never runs backwards: a restarted
+venue continues it (shared/market_clock.py says where).
 
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
@@ -47,8 +49,10 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
+from shared.config import BarSeconds, Port
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
+from shared.market_clock import MarketClock, resume_clock
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching.engine import Event, decode_journal, encode_journal_entry
@@ -70,6 +74,7 @@ RECENT_TRADES = 50
 # (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
+CLOCK_SAVE_INTERVAL_S = 10.0  # an account that did not change is rewritten for its clock this often
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
@@ -79,8 +84,8 @@ SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 0
-    bar_seconds: float = 1.0  # wall seconds per replayed 1m bar
+    port: Port = 0  # ranges apply where settings are decoded (`orchestrate venue`, the config)
+    bar_seconds: BarSeconds = 1.0  # wall seconds per replayed 1m bar
     history_bars: int = 1000
     seed: int = 0
     initial_balance_usd: float = 10_000.0
@@ -94,7 +99,10 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
     state_file: str | None = None  # the paper account survives a venue restart through this file
     state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
-    start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
+    # Wall time (epoch s) the run started, the same for every venue process of one run (None: a
+    # run of its own, starting now): a venue restarted in the run catches up with the wall, a
+    # new run resumes the saved market clock where the last one stopped.
+    start_ts: float | None = None
     # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
     fault_latency_ms: float = 0.0  # added to every REST request
     fault_5xx_probability: float = 0.0  # 503 `unavailable` before the request is processed
@@ -118,10 +126,11 @@ class _Market:
     """One symbol's replay: the current bar, its forming candle, completed bars, recent trades."""
 
     __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
-                 "forming", "recent", "tick_no")
+                 "forming", "recent", "tick_no", "joined")
 
-    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int) -> None:
+    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0) -> None:
         self.symbol = symbol
+        self.joined = joined  # lockstep index of this market's first live bar
         self.spec = resolve_paper_symbol(symbol)
         if is_synthetic(symbol):
             # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
@@ -197,8 +206,10 @@ class PaperVenue:
         self.settings = settings
         self.api_key = api_key or secrets.token_hex(16)
         self.api_secret = api_secret or secrets.token_hex(32)
-        self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
-        self._start_ts -= self._start_ts % BAR_SECONDS
+        now = time.time()
+        run_wall = settings.start_ts if settings.start_ts is not None else now
+        saved_clock = self._saved_clock()
+        self._start_ts = saved_clock.origin_ts if saved_clock else int(run_wall) - int(run_wall) % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
         self._journal_fd: int | None = None
         # Journal bytes a write could not take (disk full), oldest first; retried before anything
@@ -208,24 +219,34 @@ class PaperVenue:
         self.storage_error = ""  # why the journal or the snapshot cannot be written; "" when fine
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
+        clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
+                             newest_event_us=_newest_event_us(self.engine))
+        self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
+        self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
+        self._saved_next_bar = -1
+        self._clock_saved_at = -math.inf
+        self.market_us = clock.market_us
         self._bars_started = False
         self._lockstep_bar_ts = 0
         self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
         self._by_product_id: dict[int, _Market] = {}
+        self._restoring = True  # markets made now start where their replay began, primed by _catch_up
+        self._joined = clock.joined
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         for spec in self.engine.specs():  # products of a restored account keep their markets
             self.market(spec.symbol)
-        if settings.start_ts is not None:
-            self._catch_up(int((time.time() - settings.start_ts) / settings.bar_seconds))
+        self._restoring = False
+        self._catch_up(clock.next_bar)
         if settings.state_file:
-            # Fold the journal of the last run into a snapshot, then journal from empty.
-            self._saved_revision = -1
-            self.save_account()
+            # Fold the journal of the last run into a snapshot, then journal from empty (the save
+            # empties it). A snapshot that cannot be written (disk full) leaves the journal as it
+            # is, with this run's events after it: replay is idempotent, nothing is lost.
             self._journal_fd = os.open(_journal_path(settings.state_file),
                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.ftruncate(self._journal_fd, 0)
+            self._saved_revision = -1
+            self.save_account()
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
@@ -253,13 +274,15 @@ class PaperVenue:
         if len(self._markets_list) >= self.settings.max_symbols:
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"the paper venue already lists {self.settings.max_symbols} products"})
-        start = self.market_us // 1_000_000
-        start -= start % BAR_SECONDS
-        if self._bars_started:
-            start += BAR_SECONDS  # joins the lockstep at the next bar; its history ends here
-        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed)
+        if self._restoring:
+            joined = self._joined.get(symbol, 0)  # replayed up to now by _catch_up
+        else:
+            joined = self._next_bar  # joins the lockstep at the next bar; its history ends here
+        start = self._start_ts + BAR_SECONDS * joined
+        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed, joined)
         self.engine.add_product(m.spec)
-        self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
+        if not self._restoring:
+            self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
         self.markets[symbol] = m
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
@@ -325,19 +348,25 @@ class PaperVenue:
             log.warning("paper venue: account storage writable again; order actions accepted")
         self.storage_error = ""
 
-    def save_account(self) -> bool:
-        """Write the account to `state_file` if it changed (atomic, mode 0600), then empty the
-        journal it now contains. True if written."""
+    def save_account(self, *, final: bool = False) -> bool:
+        """Write the account to `state_file` if it changed, or its market clock if that moved
+        and was last written CLOCK_SAVE_INTERVAL_S ago (or this is the `final` save at stop),
+        atomically, mode 0600; then empty the journal it now contains. True if written."""
         path = self.settings.state_file
-        if not path or (self.engine.revision == self._saved_revision and os.path.exists(path)):
+        if not path:
             return False
-        revision = self.engine.revision
+        clock_due = self._next_bar != self._saved_next_bar and (
+            final or time.monotonic() - self._clock_saved_at >= CLOCK_SAVE_INTERVAL_S)
+        if self.engine.revision == self._saved_revision and not clock_due and os.path.exists(path):
+            return False
+        revision, next_bar = self.engine.revision, self._next_bar
         try:
-            _write_private(Path(path), self.engine.snapshot())
-        except OSError as exc:  # disk full: snapshot and journal stay as they were, retried later
+            _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
+        except OSError as exc:  # disk full: snapshot, clock and journal stay as they were, retried later
             self._storage_failed(f"account snapshot not written ({exc})")
             return False
-        self._saved_revision = revision
+        self._saved_revision, self._saved_next_bar = revision, next_bar
+        self._clock_saved_at = time.monotonic()
         if self._journal_fd is not None:
             # A crash between the write above and this truncate replays the journal onto the
             # new snapshot: harmless, replay is idempotent. What the journal still owed is in
@@ -352,12 +381,14 @@ class PaperVenue:
             await asyncio.sleep(self.settings.state_save_interval_s)
             self.save_account()
 
-    def _catch_up(self, bars: int) -> None:
-        """A venue (re)started for a run that began earlier: replay the bars the wall clock says
-        have passed, so its market time never runs backwards and candles have no hole."""
-        if bars <= 0:
-            return
+    def _catch_up(self, next_bar: int) -> None:
+        """Replay every market up to lockstep bar `next_bar` (where the market clock resumes),
+        so candles have no hole, then trade each at its close at the resumed time: resting
+        orders the market ran through while the venue was away fill now, never in the past."""
+        # the next bar to replay starts now; markets created before it begins join at it
+        self.market_us = (self._start_ts + BAR_SECONDS * next_bar) * 1_000_000
         for m in self._markets_list:
+            bars = next_bar - m.joined
             if bars > LIVE_BARS_KEPT:
                 m.replay.seek(bars - LIVE_BARS_KEPT)
             r = m.spec.round_price
@@ -365,8 +396,24 @@ class PaperVenue:
                 t, o, h, low, c, v = m.replay.next_bar()
                 m.live.append((t, r(o), r(h), r(low), r(c), v))
             self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
-        # the next bar to replay starts now; markets created before it begins join at it
-        self.market_us = (self._start_ts + BAR_SECONDS * bars) * 1_000_000
+
+    def market_clock(self) -> MarketClock:
+        """The replay clock as saved with the account."""
+        return MarketClock(origin_ts=self._start_ts, next_bar=self._next_bar, run_wall=self._run_wall,
+                           run_bars=self._run_bars,
+                           joined={m.symbol: m.joined for m in self._markets_list if m.joined})
+
+    def _saved_clock(self) -> MarketClock | None:
+        """The market clock saved with the account (None: a new account, or one saved before
+        the clock was; its fills still bound the resumed clock)."""
+        path = self.settings.state_file
+        if not path or not os.path.exists(path):
+            return None
+        try:
+            with open(path, "rb") as fh:
+                return msgspec.json.decode(fh.read(), type=_SavedClock).market_clock
+        except (msgspec.DecodeError, OSError):
+            return None  # _load_account refuses an unreadable file with the reason
 
     def _market_by_product_id(self, product_id: int) -> _Market:
         m = self._by_product_id.get(product_id)
@@ -452,7 +499,7 @@ class PaperVenue:
         self._tasks.clear()
         await self._close_http()
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
-        self.save_account()
+        self.save_account(final=True)
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
@@ -491,6 +538,7 @@ class PaperVenue:
                 m.begin_bar()
             if group == 0 and self._markets_list:
                 self._lockstep_bar_ts = self._markets_list[0].bar[0]
+                self._next_bar = (self._lockstep_bar_ts - self._start_ts) // BAR_SECONDS + 1
         bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
         ts = self.market_us
@@ -1137,6 +1185,31 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
     return open_, high, low, volume
 
 
+class _SavedClock(msgspec.Struct):
+    """The one key of the saved account the venue reads itself (the engine ignores it)."""
+    market_clock: MarketClock | None = None
+
+
+def _with_clock(snapshot: bytes, clock: MarketClock) -> bytes:
+    """The engine's snapshot (a JSON object) with the market clock as one more key, so the
+    account and its clock are written together, atomically, in one file."""
+    if not snapshot.endswith(b"}"):
+        raise ValueError("the engine snapshot is not a JSON object")
+    return snapshot[:-1] + b',"market_clock":' + msgspec.json.encode(clock) + b"}"
+
+
+def _newest_event_us(engine: MatchingEngine) -> int:
+    """The newest fill or order time the account holds (the journal may be ahead of the saved
+    clock after a kill): the resumed clock starts after it."""
+    newest = engine.fills[-1].timestamp if engine.fills else 0
+    for o in engine.open_orders(None):
+        newest = max(newest, o.updated_at, o.created_at)
+    history = engine.order_history(None)
+    if history:
+        newest = max(newest, max(o.updated_at for o in history))
+    return newest
+
+
 def _journal_path(state_file: str) -> str:
     return state_file + ".journal"
 
@@ -1185,10 +1258,11 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await venue.start()
-        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
         if run_dir:
             path = write_venue_json(Path(run_dir), venue)
             print(f"venue: paper key and secret written to {path} (mode 0600)", flush=True)
+        # The ready line comes last: whoever waits for it can read venue.json at once.
+        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
         try:
             await stop.wait()
         finally:

@@ -762,6 +762,17 @@ class DeltaRestClient:
         return await self._paged_by_products("/v2/fills", Fill, product_ids,
                                              {"start_time": start_time, "page_size": 50})
 
+    async def get_fills_page(self, product_ids: Sequence[int] | None = None, *, after: str | None = None,
+                             page_size: int = 50) -> tuple[list[Fill], str | None]:
+        """One page of fills, newest first, and the cursor of the next (older) page (None: no
+        more). `after`: the cursor a previous page returned. At most 10 product ids."""
+        if product_ids is not None and len(product_ids) > MAX_IDS_PER_QUERY:
+            raise ValueError(f"at most {MAX_IDS_PER_QUERY} product ids a query, got {len(product_ids)}")
+        params = {"product_ids": list(product_ids) if product_ids else None, "page_size": page_size,
+                  "after": after}
+        page, env = await self._get("/v2/fills", list[Fill], params=params, signed=True)
+        return page, (env.meta.after if env.meta else None) or None
+
     async def set_leverage(self, product_id: int, leverage: float | int) -> Leverage:
         if isinstance(leverage, bool) or not leverage > 0:
             raise ValueError(f"leverage must be positive, got {leverage!r}")

@@ -110,7 +110,8 @@ async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path
     try:
         assert proc.stdout is not None
         lines = [(await asyncio.wait_for(proc.stdout.readline(), 60)).decode() for _ in range(2)]
-        assert "REST http://127.0.0.1:" in lines[0] and "/ws" in lines[0]
+        # venue.json first, then the ready line (whoever waits for it can read the file at once)
+        assert "venue.json" in lines[0] and "REST http://127.0.0.1:" in lines[1] and "/ws" in lines[1]
         info = json.loads((tmp_path / "venue.json").read_text())
         assert stat.S_IMODE(os.stat(tmp_path / "venue.json").st_mode) == 0o600
         assert info["api_secret"] not in "".join(lines)  # the secret is never printed
@@ -274,40 +275,56 @@ async def test_a_sigkilled_venue_loses_no_fill_and_never_reuses_a_fill_id(tmp_pa
             f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], VenueSettings(bar_seconds=0.04, "
             "history_bars=200, state_save_interval_s=3600)))")
 
+    procs: list[asyncio.subprocess.Process] = []
+
     async def start() -> tuple[asyncio.subprocess.Process, DeltaRestClient]:
         (tmp_path / "venue.json").unlink(missing_ok=True)
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+        procs.append(proc)  # reaped in the finally below, even if it never gets ready
         assert proc.stdout is not None
-        await asyncio.wait_for(proc.stdout.readline(), 60)
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("venue: REST"):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line, f"venue exited before it was ready: {lines}"
+            lines.append(line)
+        # the ready line comes last: venue.json is complete by then (issue 10 §6)
+        assert any("paper key and secret written to" in ln for ln in lines[:-1]), lines
         info = json.loads((tmp_path / "venue.json").read_text())
+        assert info["rest_url"] in lines[-1]
         return proc, DeltaRestClient(info["rest_url"], info["api_key"], info["api_secret"])
 
-    proc, rest = await start()
     try:
-        for size in (3, 2):
-            await rest.place_order(product_id=27, size=size, side="buy", order_type="market_order")
-        before = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
-        balance = (await rest.get_wallet_balances())[0].balance
-        assert len(before) == 2
-    finally:
-        await rest.close()
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-    assert (tmp_path / "paper-account.json.journal").stat().st_size > 0  # the fills are only there
+        proc, rest = await start()
+        try:
+            for size in (3, 2):
+                await rest.place_order(product_id=27, size=size, side="buy", order_type="market_order")
+            before = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
+            balance = (await rest.get_wallet_balances())[0].balance
+            assert len(before) == 2
+        finally:
+            await rest.close()
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        assert (tmp_path / "paper-account.json.journal").stat().st_size > 0  # the fills are only there
 
-    proc, rest = await start()
-    try:
-        after = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
-        assert after == before
-        assert (await rest.get_wallet_balances())[0].balance == balance
-        assert [(p.product_id, p.size) for p in await rest.get_margined_positions()] == [(27, 5)]
-        await rest.place_order(product_id=27, size=1, side="sell", order_type="market_order")
-        newest = {str(f.id) for f in await rest.get_fills([27])} - set(before)
-        assert len(newest) == 1  # a new id, not one of the two the killed venue handed out
+        proc, rest = await start()
+        try:
+            after = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
+            assert after == before
+            assert (await rest.get_wallet_balances())[0].balance == balance
+            assert [(p.product_id, p.size) for p in await rest.get_margined_positions()] == [(27, 5)]
+            await rest.place_order(product_id=27, size=1, side="sell", order_type="market_order")
+            newest = {str(f.id) for f in await rest.get_fills([27])} - set(before)
+            assert len(newest) == 1  # a new id, not one of the two the killed venue handed out
+        finally:
+            await rest.close()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
-        await rest.close()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
 
 
 async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_nothing(small_disk) -> None:
@@ -351,6 +368,16 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
         await venue.stop()  # the final snapshot fails on the full disk: the journal still holds all
         small_disk.free()
     # What a crash would leave: the journal as written, no final snapshot of the last orders.
+    # A venue started while the disk is still full cannot fold that journal into a snapshot (nor
+    # save its market clock): it starts, says why, and keeps the journal rather than empty it.
+    small_disk.fill()
+    try:
+        on_full = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
+        assert "No space left" in on_full.storage_error
+        assert sorted(o.client_order_id for o in on_full.engine.open_orders()) == sorted(["a", *done, "d"])
+        await on_full.stop()
+    finally:
+        small_disk.free()
     again = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
     assert sorted(o.client_order_id for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
 
