@@ -47,7 +47,8 @@ from ..signals.series import SignalSeries, evaluate_series
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
-from ..trading.grid import grid_step, protective_stop
+from ..trading.grid import protective_stop
+from ..trading.sizing import contracts_per_level
 from ..trading.orders import OpenOrder
 from ..trading.pnl import Fill as LedgerFill
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
@@ -150,6 +151,7 @@ class _Symbol:
     cdir: list[int] = field(default_factory=list)
     has_dir: np.ndarray | None = None  # (n, 4) int8: 0 invalid (no plan), 1 valid NONE, 2 valid UP/DOWN
     planned_dir: bool = False  # whether the last plan saw UP/DOWN (entries are wanted only then)
+    planned_avail: float = math.nan  # the available balance the last plan sized its grid from
     ctol: list[float] = field(default_factory=list)
     catr: list[float] = field(default_factory=list)
 
@@ -210,6 +212,7 @@ class _Run:
         self.last_equity = balance_usd
         self.bars = 0
         self.risk_key: tuple[float, int, float] | None = None
+        self.revision_seen = -1
         self.skip = False
 
     # --- the venue side ---------------------------------------------------------------------
@@ -360,7 +363,8 @@ class _Run:
             return
         if not valid:
             return
-        avail = float(self.engine.wallet().available_balance)
+        avail = self.available()
+        s.planned_avail = avail
         plan = bot.plan(now=ts, price=close, atr=atr, direction=direction, confidence=confidence,
                         available_balance=avail, allow_new_entries=True, market_ts=ts)
         if math.isfinite(close) and close > 0 and math.isfinite(atr) and atr > 0:
@@ -373,6 +377,31 @@ class _Run:
             [(a.order_id, a.size, a.price, a.desired.order_type) for a in plan.to_amend],
             [(p.client_order_id, p.order.side, p.order.price, p.order.size, p.order.order_type, p.order.reduce_only)
              for p in plan.to_place])
+
+    def available(self) -> float:
+        return float(self.engine.wallet().available_balance)
+
+    def resize_check(self, acting: _Symbol) -> None:
+        """The account's available balance is shared: an order or fill of one symbol can change
+        another's grid size. Wake a symbol whose size would now differ (the only use a plan makes
+        of the balance)."""
+        if self.engine.revision == self.revision_seen:
+            return
+        self.revision_seen = self.engine.revision
+        if len(self.syms) == 1:
+            return
+        avail = self.available()
+        for s in self.syms:
+            a = s.bot.anchor
+            if s is acting or s.wake_all or a is None or avail == s.planned_avail:
+                continue
+            r = self.cfg.risk
+            before = contracts_per_level(s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                                         min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1
+            now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                                      min_balance=r.min_balance)
+            if now != before:
+                s.dirty = s.wake_all = True
 
     # --- wake-ups ------------------------------------------------------------------------------
 
@@ -491,7 +520,8 @@ class _Run:
 
     def check_risk(self, ts: float) -> None:
         eq = self.equity()
-        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price for s in self.syms}
+        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price if s.position else 0.0
+                    for s in self.syms}
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(eq, ts)
             return
@@ -735,6 +765,7 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     s.last_sig = sig
     run.decide(s, sig, ts)
     run.settle(s, ts)
+    run.resize_check(s)
 
 
 def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int) -> None:
