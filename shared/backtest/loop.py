@@ -98,10 +98,10 @@ class _Symbol:
     first: int  # index of the first traded bar
     last: int  # index of the last traded bar (inclusive)
     bot: TradingBot
-    wh: np.ndarray  # working high/low/close: bar i's entries hold the forming bar while it forms
-    wl: np.ndarray
-    wc: np.ndarray
     window: int
+    wh: np.ndarray | None = None  # per-trade engine only: working high/low/close (see run_trade)
+    wl: np.ndarray | None = None
+    wc: np.ndarray | None = None
     funding_ts: np.ndarray | None = None
     funding_rate: np.ndarray | None = None
     trade_no: int = 0
@@ -337,6 +337,7 @@ class _Run:
         """(valid, direction, confidence, close, atr14) the pool would answer at this trade."""
         lo = max(0, i + 1 - s.window)
         b = s.bars
+        assert s.wh is not None and s.wl is not None and s.wc is not None
         # (volume: the engine reads none; the ring's would be the trades' sizes)
         r = self.signals.evaluate(BarWindow(s.symbol, i + 1, b.ts[lo:i + 1], b.open[lo:i + 1], s.wh[lo:i + 1],
                                             s.wl[lo:i + 1], s.wc[lo:i + 1], b.volume[lo:i + 1]))
@@ -649,7 +650,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         bot = TradingBot(symbol=sym, product=specs[sym], grid=cfg.grid, risk=cfg.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
-                    wh=bars.high.copy(), wl=bars.low.copy(), wc=bars.close.copy(), window=cfg.market.window_bars,
+                    window=cfg.market.window_bars,
                     peak=balance_usd, last_eq=balance_usd)
         gap_at = np.flatnonzero(np.diff(bars.ts[warm:]) > BAR_SECONDS)[:MAX_GAPS_LISTED]
         s.gaps = [(float(bars.ts[warm + g]), float(bars.ts[warm + g + 1] - bars.ts[warm + g] - BAR_SECONDS))
@@ -756,8 +757,10 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     run.feed_events()
     s.last_price = price
     if per_trade_engine:
-        s.wh[i] = b.forming_high[i, k]
-        s.wl[i] = b.forming_low[i, k]
+        if s.wh is None:  # the worker's ring: bar i's entries hold the forming bar while it forms
+            s.wh, s.wl, s.wc = b.high.copy(), b.low.copy(), b.close.copy()
+        s.wh[i] = max(b.ticks[i, :k + 1])
+        s.wl[i] = min(b.ticks[i, :k + 1])
         s.wc[i] = price
         sig = run.signal(s, i)
     else:
