@@ -6,7 +6,7 @@ over the whole series with TA-Lib, which is what any backtest must at least do.
 Three data sets: the shipped BTC series (1 symbol, real prices), a generated year of 1m bars
 (525,600 bars, 1 symbol), and 10 generated symbols x one month (10 x 43,200 bars). Targets
 (issue 12): the year and the 10 x month each in <= 10 s. Also printed: the seconds spent in
-`evaluate_series` (the signals) apart from the loop, the share of trades the bot was asked at,
+`iter_series` (the signals) apart from the loop, the share of trades the bot was asked at,
 and the process's peak RSS after each run.
 
 Run: .venv/bin/python -m benchmarks.bench_backtest [quick]   (quick: a month instead of the year)
@@ -65,28 +65,33 @@ def _peak_rss_mb() -> float:
 def _run(data: dict[str, Candles]) -> dict[str, float]:
     """One backtest, timed, with the series and the wake-ups counted apart."""
     spent = {"series": 0.0, "asked": 0}
-    real_series = loop.evaluate_series
+    real_series = loop.iter_series
     real_trade = loop.run_trade
 
     def series(*a: Any, **k: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return real_series(*a, **k)
-        finally:
-            spent["series"] += time.perf_counter() - t
+        chunks = real_series(*a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                spent["series"] += time.perf_counter() - t
+            yield chunk
 
     def trade(*a: Any, **k: Any) -> Any:
         spent["asked"] += 1
         return real_trade(*a, **k)
 
-    loop.evaluate_series, loop.run_trade = series, trade  # type: ignore[assignment]
+    loop.iter_series, loop.run_trade = series, trade  # type: ignore[assignment]
     try:
         specs = {s: PAPER_PRODUCTS[s] if s in PAPER_PRODUCTS else synthetic_spec(s) for s in data}
         t0 = time.perf_counter()
         r = loop.run_backtest(Config(), data, specs=specs, balance_usd=10_000.0)
         total = time.perf_counter() - t0
     finally:
-        loop.evaluate_series, loop.run_trade = real_series, real_trade  # type: ignore[assignment]
+        loop.iter_series, loop.run_trade = real_series, real_trade  # type: ignore[assignment]
     return {"s": total, "series_s": spent["series"], "bars": r.bars,
             "asked_pct": 100.0 * spent["asked"] / max(1, r.bars * 4), "fills": r.summary.fills,
             "orders": r.summary.orders_placed + r.summary.orders_amended + r.summary.orders_cancelled,
