@@ -13,12 +13,16 @@ One process, no sockets, no sleeps, no wall clock in any decision:
   engine just before trade t + `latency_ticks`, in the gateway's order (cancels, amends, places),
   and the bot sends nothing else while a batch is on its way (the worker waits for its answer).
 
-Differences from a live paper run, by design (each is a wall-clock effect of the live process,
-replaced by the market clock here): the churn limiter and the grid anchor's time run on market
-time (live: the worker's wall clock); the available balance sizing a grid is the engine's at the
-decision (live: the last account re-read, up to 15 wall seconds old); the account risk rules are
-checked at each bar's last trade (live: the supervisor checks once a wall second, which is once a
-market minute at the default 60x replay).
+Differences from a live paper run (each a wall-clock effect of the live processes, replaced by
+the market clock here; they are why fills are not yet proven equal to a paper run's):
+- the churn limiter and the grid anchor's time run on market time (live: the worker's wall
+  clock, so at the 60x replay the live bucket refills 60 times slower per market minute);
+- the available balance sizing a grid is the engine's at the decision (live: the last account
+  re-read, every 15 wall seconds, i.e. every 15 market minutes at 60x);
+- the account risk rules are checked at each bar's last trade (live: once a wall second);
+- every trade gets a signal and the order round trip is exactly `latency_ticks` trades (live:
+  trades arriving while a signal request or an order batch is in flight are folded, and a
+  round trip takes however many trades the wall clock allows).
 
 Wake-ups: with the signal series (`iter_series`) the bot is only asked when something it reacts to
 changed (see `_quiet`); tests/shared/backtest/test_skip.py runs the same data waking at every
