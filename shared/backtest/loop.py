@@ -154,10 +154,8 @@ class _Symbol:
     # ... and what the wake-up rules read from it, as Python lists indexed (bar - c0) x 4 + trade:
     cpx: list[float] = field(default_factory=list)
     cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
-    cdir: list[int] = field(default_factory=list)  # 0 invalid (no plan), 1 valid NONE, 2 valid UP/DOWN
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
-    planned_dir: bool = False  # whether the last plan saw UP/DOWN (entries are wanted only then)
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
@@ -187,7 +185,6 @@ class _Symbol:
             step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
         self.cpx = price.ravel().tolist()
         self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
-        self.cdir = np.where(sr.valid, np.where(up_down, 2, 1), 0).ravel().tolist()
         self.ctol = (g.regrid_fraction * step).ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
 
@@ -389,7 +386,6 @@ class _Run:
                         available_balance=avail, allow_new_entries=True, market_ts=ts)
         if math.isfinite(close) and close > 0 and math.isfinite(atr) and atr > 0:
             s.dirty = False  # the plan saw everything that happened
-            s.planned_dir = direction in ("UP", "DOWN")
         if plan.empty:
             return
         s.batch = _Batch(
@@ -503,9 +499,6 @@ class _Run:
         j = (i - s.c0) * TICKS_PER_BAR + k
         price = s.cpx[j]
         if price <= s.lo or price >= s.hi or ts >= s.cool_end:
-            return True
-        d = s.cdir[j]
-        if d and (d == 2) != s.planned_dir:  # entries are wanted only while the signal says UP/DOWN
             return True
         if s.cool_end == INF:
             code = s.cstrong[j]

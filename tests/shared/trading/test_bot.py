@@ -304,3 +304,11 @@ def test_a_plan_that_places_nothing_keeps_the_generation() -> None:
     for t in range(2, 20):
         assert decide(b, now=float(t), price=2000.5).empty
     assert b.generation == gen
+
+
+def test_a_signal_without_direction_holds_the_grid_like_a_weak_one() -> None:
+    b = bot()
+    b.reconcile_from([], [], [])
+    place_all(b, decide(b, now=1.0, price=2000.0))
+    assert decide(b, now=2.0, price=2000.5, direction="NONE", confidence=0.0).empty
+    assert decide(b, now=3.0, price=2000.5, direction="DOWN", confidence=0.25).empty  # weak: hold too
