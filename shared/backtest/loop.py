@@ -133,6 +133,10 @@ class _Symbol:
     lives: dict[int, tuple[float, str, float, str]] = field(default_factory=dict)  # order id -> (from, side, price, purpose)
     timeline: Timeline = field(default_factory=Timeline)
     stop_price: float = 0.0
+    lives_seen: int = 0  # order lives ended so far; the timeline keeps every life_stride-th
+    life_stride: int = 1
+    stop_seen: int = 0
+    stop_stride: int = 1
     gaps: list[tuple[float, float]] = field(default_factory=list)
     # wake-up state, recomputed after every trade the bot was asked at (see _Run.settle)
     wake_all: bool = True
@@ -187,6 +191,19 @@ class _Symbol:
         self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
         self.ctol = (g.regrid_fraction * step).ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
+
+
+def _thin_append(items: list[Any], item: Any, seen: int, stride: int, cap: int) -> int:
+    """Keep every `stride`-th of a stream in `items`, at most `cap` of them: when full, every
+    other kept item goes and the stride doubles, so the plot covers the whole run evenly (not
+    just its start). Returns the stride to use from now on."""
+    if seen % stride:
+        return stride
+    items.append(item)
+    if len(items) >= cap:
+        del items[1::2]
+        stride *= 2
+    return stride
 
 
 def _bot_order(symbol: str, o: Order) -> OpenOrder:
@@ -287,15 +304,16 @@ class _Run:
             stop = price if live else 0.0
             if stop != s.stop_price:
                 s.stop_price = stop
-                if len(s.timeline.stop) < TIMELINE_STOPS_MAX:
-                    s.timeline.stop.append((ts, stop))
+                s.stop_stride = _thin_append(s.timeline.stop, (ts, stop), s.stop_seen, s.stop_stride,
+                                             TIMELINE_STOPS_MAX)
+                s.stop_seen += 1
 
     def close_life(self, s: _Symbol, order_id: int, ts: float) -> None:
         start, side, price, purpose = s.lives.pop(order_id)
-        if len(s.timeline.orders) < TIMELINE_ORDERS_MAX:
-            s.timeline.orders.append((start, ts, side, price, purpose))
-        else:
-            s.timeline.orders_dropped += 1
+        s.life_stride = _thin_append(s.timeline.orders, (start, ts, side, price, purpose), s.lives_seen,
+                                     s.life_stride, TIMELINE_ORDERS_MAX)
+        s.lives_seen += 1
+        s.timeline.orders_dropped = s.lives_seen - len(s.timeline.orders)
 
     def deliver(self, s: _Symbol) -> None:
         """The batch reaches the venue: the gateway's order (cancels, amends, places); a refused
