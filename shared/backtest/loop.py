@@ -146,6 +146,7 @@ class _Symbol:
     cool_end: float = INF
     gap: float = 0.0  # largest distance of a kept entry/take-profit from its wanted price
     stop_rest: float = 0.0  # our resting stop's trigger (0: none to watch)
+    stop_long: bool = False  # the stop protects a long position (it sells)
     anchor_code: int = 0
     anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
     band: float = 0.0
@@ -496,6 +497,7 @@ class _Run:
         else:
             s.anchor_code = 0
         s.lo, s.hi, s.gap, s.stop_rest = lo, hi, gap, stop_rest if bot.stop_edge is not None else 0.0
+        s.stop_long = bot.position is not None and bot.position.contracts > 0
         s.wake_all = wake_all
 
     def liquidation_bounds(self, s: _Symbol, lo: float, hi: float) -> tuple[float, float]:
@@ -530,8 +532,7 @@ class _Run:
             atr = s.catr[j]
             edge = s.bot.stop_edge
             if edge is not None and atr > 0:
-                assert s.bot.position is not None
-                want = protective_stop(s.bot.position.contracts, edge, atr, s.spec, self.cfg.grid)
+                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, self.cfg.grid)
                 if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
                     return True
         return False
@@ -550,17 +551,18 @@ class _Run:
 
     def check_risk(self, ts: float) -> None:
         eq = self.equity()
-        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price if s.position else 0.0
-                    for s in self.syms}
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(eq, ts)
             return
         # The same equity and notional on the same UTC day decide the same (evaluate is pure and
         # only its updated_ts would move): skip the call, as flat stretches are most of a run.
-        key = (eq, account_risk.utc_day(ts), sum(notional.values()))
+        key = (eq, account_risk.utc_day(ts),
+               sum(abs(s.position) * s.spec.contract_value * s.last_price for s in self.syms if s.position))
         if key == self.risk_key and not self.halted:
             return
         self.risk_key = key
+        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price if s.position else 0.0
+                    for s in self.syms}
         snap = account_risk.AccountSnapshot(ts=ts, equity=eq, position_notional=notional)
         decision, self.risk_state = account_risk.evaluate(self.risk_state, snap, self.cfg.risk)
         if decision.halted and not self.halted:
