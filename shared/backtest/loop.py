@@ -656,6 +656,11 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     warm = default_warmup_bars(cfg) if warmup_bars is None else int(warmup_bars)
     if warm < 0:
         raise BacktestError(f"--warmup-bars must be >= 0, got {warm}")
+    if warm > cfg.market.window_bars - 1:
+        # The pool reads window_bars bars (the forming one included) at its first request: more
+        # warm-up than that is history the live engine never sees.
+        raise BacktestError(f"--warmup-bars {warm}: the signal engine reads at most market.window_bars - 1 = "
+                            f"{cfg.market.window_bars - 1} closed bars (raise market.window_bars, up to 8192)")
     funding = funding or {}
     for sym in funding:
         if sym not in data:

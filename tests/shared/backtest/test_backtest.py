@@ -132,6 +132,8 @@ def test_bad_input_is_refused_naming_what_is_wrong(eth: Candles) -> None:
         _run(eth, start_ts=float(eth.ts[10]))
     with pytest.raises(BacktestError, match="latency"):
         _run(eth, latency_ticks=0)
+    with pytest.raises(BacktestError, match="window_bars"):
+        _run(eth, warmup_bars=1500)
 
 
 def test_should_stop_returns_what_it_had(eth: Candles) -> None:
