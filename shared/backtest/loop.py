@@ -414,7 +414,7 @@ class _Run:
              for p in plan.to_place])
 
     def available(self) -> float:
-        return float(self.engine.wallet().available_balance)
+        return float(self.engine.available_balance())
 
     def resize_check(self, acting: _Symbol) -> None:
         """The account's available balance is shared: an order or fill of one symbol can change
