@@ -7,6 +7,7 @@
     orchestrate venue --port P --run-dir DIR  (the paper venue alone; writes DIR/venue.json)
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
     orchestrate soak --symbols 50 --duration 1800
+    orchestrate optimize --data SYMBOL=FILE --space space.toml --train FROM..TO --test FROM..TO ...
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, arguments, files).
 """
@@ -271,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in PASSTHROUGH:
         from . import loadtest
         return (loadtest.main_loadtest if argv[0] == "loadtest" else loadtest.main_soak)(argv[1:])
+    if argv and argv[0] == "optimize":  # parses its own arguments (orchestrator/optimize_cmd.py)
+        from .optimize_cmd import main as optimize_main
+        return optimize_main(argv[1:])
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     parser = build_parser()
