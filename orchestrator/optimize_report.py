@@ -5,6 +5,7 @@ visualisation, Agg backend), and `best.toml`, a complete config with the winning
 from __future__ import annotations
 
 import csv
+import importlib.util
 import math
 import warnings
 from pathlib import Path
@@ -79,7 +80,9 @@ def best_markdown(rows: list[BestRow], objective: str, title: str, train_label: 
     head = ["trial", *keys, f"train {objective}", f"test {objective}"]
     if per_day:
         head += ["train / day", "test / day"]
-    head += ["train net PnL", "test net PnL", "test max DD %", "test fills", ""]
+    if objective != "net_pnl":
+        head += ["train net PnL", "test net PnL"]
+    head += ["test max DD %", "test fills", ""]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" for _ in head) + "|")
     for r in rows:
@@ -88,8 +91,9 @@ def best_markdown(rows: list[BestRow], objective: str, title: str, train_label: 
         if per_day:
             cells += [_fmt(comparable(objective, r.train, r.train_days)),
                       "" if r.test.score is None else _fmt(comparable(objective, r.test.score, r.test.days))]
-        cells += [_fmt(r.train_figures.get("net_pnl", "")), _fmt(r.test.figures.get("net_pnl", "")),
-                  _fmt(r.test.figures.get("max_drawdown_pct", "")), _fmt(r.test.figures.get("fills", "")),
+        if objective != "net_pnl":
+            cells += [_fmt(r.train_figures.get("net_pnl", "")), _fmt(r.test.figures.get("net_pnl", ""))]
+        cells += [_fmt(r.test.figures.get("max_drawdown_pct", "")), _fmt(r.test.figures.get("fills", "")),
                   "**much worse on test**" if r.much_worse else ""]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [r for r in rows if r.test.score is None]
@@ -131,15 +135,15 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
         plots.append(("importances.png", lambda: ovm.plot_param_importances(study)))
     plots.append(("parallel.png", lambda: ovm.plot_parallel_coordinate(study)))
     ranked = list(importances) or list(done[0].params)
-    if len(ranked) >= 2:
+    # Optuna interpolates the contour with scipy, which the product does not otherwise need: draw
+    # it where scipy is installed; the parallel-coordinate plot always shows every parameter.
+    if len(ranked) >= 2 and importlib.util.find_spec("scipy") is not None:
         plots.append(("contour.png", lambda: ovm.plot_contour(study, params=ranked[:2])))
-    else:
-        notes.append("contour skipped: one parameter searched")
     for name, draw in plots:
         try:
             ax = draw()
-        except (RuntimeError, ValueError) as exc:
-            notes.append(f"{name} skipped: {exc}")
+        except Exception as exc:  # a plot that cannot be drawn never loses the study's results
+            notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
             continue
         fig = ax.flat[0].figure if hasattr(ax, "flat") else ax.figure
         fig.set_size_inches(10, 6)
