@@ -276,7 +276,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
                 study = open_study(storage, plan.name, fp, args.seed)
             except (ArgumentError, OperationalError, ImportError) as exc:
                 raise InputError(f"--storage {_safe_url(storage)}: {exc}") from None
-            stale = reclaim_stale(study)
+            stale = reclaim_stale(study, dims)
             if stale:
                 print(f"orchestrate optimize: study {plan.name}: {stale} trial(s) left running by a stopped "
                       f"driver are queued again", file=sys.stderr)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,8 +78,10 @@ def open_study(storage: str, name: str, fingerprint: str, seed: int) -> optuna.S
     quiet_optuna()
     engine_kwargs = {"connect_args": {"timeout": 30}} if storage.startswith("sqlite") else {}
     rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
-    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True)
+    # A resumed study must not replay the random start-up draws it already made: the sampler's
+    # seed moves on by the trials the study holds (a fresh study uses the seed as given).
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
     made_with = study.user_attrs.get(FINGERPRINT)
     if made_with is None:
         study.set_user_attr(FINGERPRINT, fingerprint)
@@ -95,21 +99,28 @@ def is_counted(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED, False)
 
 
-def interrupt_trial(study: optuna.Study, number: int, params: dict[str, Any], why: str) -> None:
+def interrupt_trial(study: optuna.Study, number: int, params: dict[str, Any], why: str,
+                    requeue: bool = True) -> None:
     """Mark a trial the driver could not finish as failed-interrupted and queue its values again."""
-    study.enqueue_trial(params, user_attrs={RETRY_OF: number})
+    if requeue:
+        study.enqueue_trial(params, user_attrs={RETRY_OF: number})
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    study._storage.set_trial_user_attr(trial_id, FAIL_REASON, f"interrupted: {why}; queued again")
+    study._storage.set_trial_user_attr(trial_id, FAIL_REASON,
+                                       f"interrupted: {why}; {'queued again' if requeue else 'not queued'}")
     study._storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def reclaim_stale(study: optuna.Study) -> int:
-    """Trials left running by a driver that died on this host: failed-interrupted and re-queued."""
+def reclaim_stale(study: optuna.Study, dims: list[Dimension]) -> int:
+    """Trials left running by a driver that died on this host: failed-interrupted and re-queued.
+    One killed while its values were being drawn (some missing) is not queued: the sampler draws
+    afresh instead of half-copying it."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _driver_gone(str(t.user_attrs.get(DRIVER, ""))):
-            interrupt_trial(study, t.number, dict(t.params), "its driver stopped before it finished")
+            whole = len(t.params) == len(dims)
+            interrupt_trial(study, t.number, dict(t.params), "its driver stopped before it finished",
+                            requeue=whole)
             n += 1
     return n
 
@@ -214,13 +225,31 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
+@contextmanager
+def stop_requests() -> Iterator[threading.Event]:
+    """Ctrl-C and SIGTERM set an event the trial loop reads between steps, instead of raising in the
+    middle of an ask or a tell: a trial is then either fully drawn and in flight, or not started."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, Any], dims: list[Dimension],
                window: Window, objective: str, n_trials: int, *, warmup_bars: int | None = None,
-               label: str = "", on_done: Callable[[FrozenTrial], None] | None = None) -> int:
+               label: str = "") -> int:
     """Run trials until `n_trials` count (resumed trials included); returns how many this call ran.
-    `market` is the scattered MarketData future. KeyboardInterrupt marks the trials in flight as
-    interrupted (queued again) and propagates."""
-    from distributed import as_completed
+    `market` is the scattered MarketData future. On Ctrl-C/SIGTERM the trials in flight are marked
+    interrupted (queued again) and KeyboardInterrupt propagates."""
+    from distributed import wait
 
     identity = driver_identity()
     done = sum(1 for t in study.get_trials(deepcopy=False) if is_counted(t))
@@ -230,7 +259,6 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
     slots = worker_slots(client) + 1
     pending: dict[Any, tuple[int, dict[str, Any]]] = {}
     ran = 0
-    ac = as_completed([], with_results=False)
 
     def refill() -> None:
         nonlocal done, ran
@@ -250,31 +278,41 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
             fut = client.submit(evaluate, cfg, market, window, objective, warmup_bars, pure=False,
                                 key=f"trial-{study.study_name}-{trial.number}-{identity}")
             pending[fut] = (trial.number, params)
-            ac.add(fut)
 
-    try:
-        refill()
-        while pending:
-            fut = next(ac)
-            number, params = pending.pop(fut)
-            try:
-                outcome: TrialOutcome = fut.result()
-            except Exception as exc:  # a worker died under the trial (KilledWorker, lost connection)
-                outcome = TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")
-            _record(study, number, outcome)
-            done += 1
-            ran += 1
-            progress.update(_best(study))
-            if on_done is not None:
-                on_done(study.trials[number])
+    with stop_requests() as stop:
+        try:
             refill()
-    except BaseException:
-        for fut, (number, params) in pending.items():
-            fut.cancel()
-            interrupt_trial(study, number, params, "the optimize command stopped")
-        raise
-    finally:
-        progress.close()
+            while pending:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    continue
+                if stop.is_set():  # a Ctrl-C in a terminal reaches the local workers too: their
+                    raise KeyboardInterrupt  # trials are interrupted, not failed
+                for fut in [f for f in pending if f.done()]:
+                    number, _ = pending[fut]
+                    try:
+                        outcome: TrialOutcome = fut.result()
+                    except Exception as exc:  # a worker died under the trial (KilledWorker, lost connection)
+                        outcome = TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")
+                    _record(study, number, outcome)
+                    del pending[fut]
+                    done += 1
+                    ran += 1
+                    progress.update(_best(study))
+                if not stop.is_set():
+                    refill()
+            if stop.is_set():
+                raise KeyboardInterrupt
+        except BaseException:
+            for fut, (number, params) in pending.items():
+                fut.cancel()
+                interrupt_trial(study, number, params, "the optimize command stopped")
+            raise
+        finally:
+            progress.close()
     return ran
 
 

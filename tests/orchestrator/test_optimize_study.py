@@ -1,0 +1,162 @@
+"""`orchestrate optimize` end to end: a real study on a 2-worker Dask LocalCluster over the shipped
+BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt and resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shared.config import load_config
+from shared.marketdata import read_ohlcv_csv
+from shared.optimize.trial import MarketData, evaluate
+from shared.optimize.windows import parse_range
+from shared.products import PAPER_PRODUCTS
+
+REPO = Path(__file__).resolve().parents[2]
+BTC = REPO / "shared" / "data" / "BTCUSD-coinbase-1m.csv.gz"
+# Short ranges keep a trial near a quarter second; the day before gives the indicators' warm-up.
+TRAIN = "2018-04-05T00:00..2018-04-05T05:59"
+TEST = "2018-04-05T06:00..2018-04-05T09:59"
+# grid.width up to 0.2 with up to 12 levels: part of the space is refused by the config schema
+# (fixed spacing: levels x width must stay below 1), so refused trials happen and must be recorded
+# as failed with the reason while the study goes on.
+SPACE = ('"grid.width" = {low = 0.002, high = 0.2}\n'
+         '"grid.levels" = {low = 2, high = 12}\n'
+         '"grid.spacing_mode" = ["fixed", "atr"]\n')
+
+pytestmark = pytest.mark.slow
+
+
+def optimize_cmd(tmp: Path, trials: int, *extra: str) -> list[str]:
+    (tmp / "space.toml").write_text(SPACE)
+    return [sys.executable, "-m", "orchestrator.cli", "optimize", "--data", f"BTCUSD={BTC}",
+            "--space", str(tmp / "space.toml"), "--trials", str(trials), "--objective", "net_pnl",
+            "--train", TRAIN, "--test", TEST, "--jobs", "2", "--seed", "7", "--top", "3",
+            "--run-dir", str(tmp / "run"), "--report", str(tmp / "report"), *extra]
+
+
+def read_trials(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_path: Path) -> None:
+    proc = subprocess.run(optimize_cmd(tmp_path, 12), cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = read_trials(tmp_path / "report" / "trials.csv")
+    assert len(rows) == 12 and sorted(int(r["trial"]) for r in rows) == list(range(12))
+    refused = [r for r in rows if r["state"] == "FAIL"]
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert refused, "the space reaches configs the schema refuses; none was recorded as failed"
+    for r in rows:
+        schema_refuses = r["grid.spacing_mode"] == "fixed" and int(r["grid.levels"]) * float(r["grid.width"]) >= 1
+        assert (r in refused) == schema_refuses, r
+    for r in refused:
+        assert r["fail_reason"].startswith("config refused:") and "levels x step fraction" in r["fail_reason"]
+        assert r["score"] == "" and r["net_pnl"] == ""
+    assert len(done) >= 4
+    best = max(done, key=lambda r: (float(r["score"]), -int(r["trial"])))
+
+    # best.toml, loaded as a live run loads its config and backtested alone in this process (not on
+    # the cluster), gives the very same float the worker reported for the trial
+    cfg, _ = load_config(tmp_path / "report" / "best.toml")
+    assert cfg.grid.levels == int(best["grid.levels"]) and cfg.grid.spacing_mode == best["grid.spacing_mode"]
+    assert cfg.grid.width == float(best["grid.width"])
+    market = MarketData(candles={"BTCUSD": read_ohlcv_csv(BTC)}, specs={"BTCUSD": PAPER_PRODUCTS["BTCUSD"]})
+    alone = evaluate(cfg, market, parse_range(TRAIN, "--train"), "net_pnl")
+    assert alone.error == "" and alone.score == float(best["score"])
+    assert "reproduces trial" in proc.stderr
+
+    md = (tmp_path / "report" / "best.md").read_text()
+    assert f"| #{best['trial']} |" in md and "test net_pnl" in md
+    assert (tmp_path / "report" / "parallel.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "importances.csv").read_text().startswith("parameter,importance")
+
+
+def _counted(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int, str]:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tree: set[int] = set()
+    try:
+        deadline = time.monotonic() + 180
+        while _counted(db) < after:
+            assert proc.poll() is None, f"optimize ended before it was stopped: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no trials finished in 180 s"
+            tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+            time.sleep(0.1)
+        tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the driver's Dask workers do not outlive it
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in tree if psutil.pid_exists(p)], timeout=30)
+    for p in alive:
+        p.kill()
+    assert not alive, f"Dask worker processes outlived the driver: {[p.pid for p in alive]}"
+    return proc.returncode, err
+
+
+def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
+    cmd = optimize_cmd(tmp_path, 16)
+    db = tmp_path / "run" / "optimize.sqlite"
+    # Ctrl-C: the driver marks the trials in flight as interrupted, queues them again, exits 130
+    rc, err = _stop_mid_study(cmd, db, after=3, sig=signal.SIGINT)
+    assert rc == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    first = _counted(db)
+    # SIGKILL: no chance to clean up; the next start finds the dead driver's running trials
+    rc, err = _stop_mid_study(cmd, db, after=first + 3, sig=signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    with sqlite3.connect(db) as con:
+        kept = dict(con.execute("select t.number, v.value from trials t join trial_values v using (trial_id) "
+                                "where t.state = 'COMPLETE'").fetchall())
+        running = con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+    assert running >= 1, "a SIGKILLed driver leaves its trials in flight as RUNNING"
+
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "left running by a stopped driver are queued again" in proc.stderr
+    rows = read_trials(tmp_path / "report" / "trials.csv")
+    interrupted = [r for r in rows if r["fail_reason"].startswith("interrupted")]
+    counted = [r for r in rows if r not in interrupted]
+    assert len(counted) == 16, [(r["trial"], r["state"], r["fail_reason"]) for r in rows]
+    assert len({int(r["trial"]) for r in rows}) == len(rows)
+    assert len(interrupted) >= 1 + running  # the Ctrl-C'd ones and the SIGKILLed ones
+    # every interrupted trial's values were run again, once, as a later trial
+    retried = [r for r in counted if r["retry_of"]]
+    requeued = [r for r in interrupted if r["fail_reason"].endswith("queued again")]
+    assert len(requeued) >= len(interrupted) - 1  # a SIGKILL mid-draw leaves one half-drawn trial at most
+    assert sorted(int(r["retry_of"]) for r in retried) == sorted(int(r["trial"]) for r in requeued)
+    by_number = {int(r["trial"]): r for r in rows}
+    for r in retried:
+        old = by_number[int(r["retry_of"])]
+        assert all(r[k] == old[k] for k in ("grid.width", "grid.levels", "grid.spacing_mode"))
+        assert int(r["trial"]) > int(old["trial"])
+    # a resumed sampler does not replay the start-up draws it already made
+    drawn = [(r["grid.width"], r["grid.levels"], r["grid.spacing_mode"]) for r in counted if not r["retry_of"]]
+    assert len(set(drawn)) == len(drawn)
+    # trials finished before the stops are kept with their scores, not re-run
+    for number, value in kept.items():
+        assert by_number[number]["state"] == "COMPLETE" and float(by_number[number]["score"]) == value
