@@ -145,7 +145,8 @@ def resolve_specs(symbols: Sequence[str], given: Mapping[str, ProductSpec]) -> d
         spec = given.get(sym) or known_spec(sym)
         if spec is None:
             known = sorted(set(PAPER_PRODUCTS) | set(given) | {f"{SYNTHETIC_PREFIX}0001"})
-            msg = str(UnknownSymbolError(sym, known, "the known products")).rstrip(".") + "."
+            msg = str(UnknownSymbolError(sym, known, "the known products"))
+            msg += "" if msg.endswith("?") else "."
             raise InputError(f"--data {sym}: {msg} For another contract give "
                              f"--spec {sym}={':'.join(SPEC_FIELDS)} (e.g. --spec {sym}=0.001:0.5:0.0002:0.0005)")
         out[sym] = spec
