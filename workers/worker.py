@@ -26,7 +26,6 @@ from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSp
                              NewOrderSpec, OrderEvent, OrderIntents, OrderView, SignalReply,
                              SignalRequest, Tick, WorkerFigures, topic)
 from shared.ring import BarRing
-from shared.trading import client_order_id as coid
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill as LedgerFill
@@ -252,7 +251,7 @@ class Worker:
                      f" (since the checkpoint; {cp.fills} own fills before it)" if cp else "",
                      self.bot.position.contracts if self.bot.position else 0)
         else:
-            self.bot.open_orders = {o.order_id: o for o in orders}
+            self.bot.resync_orders(orders)
         self.needs_resync = False
 
     def on_fill_event(self, ev: FillEvent) -> None:
@@ -269,23 +268,19 @@ class Worker:
             return None
         now_ns = time.perf_counter_ns()
         if self.cancel_requested or self.halted:
-            flatten = bool(self.halted) and self.cfg.risk.flatten_on_halt
-            # A halt keeps the protective stop unless it flattens; an operator's cancel takes all.
-            cancel = bot.cancel_all_plan(keep_stops=bool(self.halted) and not flatten and not self.cancel_requested)
-            place: list[NewOrderSpec] = []
-            amend: list[AmendSpec] = []
-            contracts = bot.position.contracts if bot.position is not None else 0
-            if self.halted and self.cfg.risk.flatten_on_halt and contracts and not self.flatten_sent:
-                # Close the bot's own position at market, reduce-only so it can never flip it.
-                side = "sell" if contracts > 0 else "buy"
-                bot.generation = coid.next_generation(bot.generation)
-                place.append(NewOrderSpec(
-                    client_order_id=coid.encode(bot_id=bot.bot_id, symbol=self.symbol, side=side, purpose="stop",
-                                                level=0, generation=bot.generation),
-                    side=side, price=reply.close, size=abs(contracts), order_type="market_order", reduce_only=True))
-                self.flatten_sent = True
-            if not cancel and not place:
+            halt = bot.halt_plan(halted=bool(self.halted), flatten_on_halt=self.cfg.risk.flatten_on_halt,
+                                 cancel_requested=self.cancel_requested, flatten_sent=self.flatten_sent,
+                                 price=reply.close)
+            if halt.empty:
                 return None
+            cancel = list(halt.cancel)
+            amend: list[AmendSpec] = []
+            place: list[NewOrderSpec] = []
+            if halt.flatten is not None:
+                f = halt.flatten
+                place.append(NewOrderSpec(client_order_id=f.client_order_id, side=f.side, price=f.price, size=f.size,
+                                          order_type="market_order", reduce_only=True))
+                self.flatten_sent = True
         else:
             if not reply.valid:
                 return None
@@ -313,8 +308,7 @@ class Worker:
         bot = self.bot
         if bot is None:
             return
-        for oid in res.cancelled:
-            bot.open_orders.pop(oid, None)
+        bot.on_cancelled(list(res.cancelled))
         for v in (*res.amended, *res.placed):
             bot.on_order(open_order(self.symbol, v), v.state)
         if res.errors:

@@ -35,6 +35,26 @@ from .sizing import contracts_per_level
 MAX_SEEN_FILLS = 10_000  # fill ids remembered to drop replays (bounded)
 
 
+class FlattenOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """A market order closing the bot's own position, reduce-only so it can never flip it."""
+
+    client_order_id: str
+    side: Side
+    size: int
+    price: float  # the price the decision saw (a market order fills at the touch)
+
+
+class HaltPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What a halted (or operator-cancelled) bot sends: cancels, and at most one flatten."""
+
+    cancel: tuple[int, ...] = ()
+    flatten: FlattenOrder | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.cancel and self.flatten is None
+
+
 @dataclass
 class TradingBot:
     symbol: str
@@ -98,7 +118,10 @@ class TradingBot:
         the re-entry cool-down at its own (venue) time."""
         if fill.fill_id in self.seen_fills or fill.symbol != self.symbol:
             return False
-        self._apply_fill(fill, self.last_step or self.product.tick_size * 10)
+        # The take-profit sits one step of the grid the entry came from: the anchor's (the entries
+        # were priced with it), not whatever step the latest tick's ATR gave.
+        step = self.anchor.step if self.anchor is not None else (self.last_step or self.product.tick_size * 10)
+        self._apply_fill(fill, step)
         tag = coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
         if tag is not None and tag.purpose == "stop":
             self.stopped_out_at = max(self.stopped_out_at or 0.0, fill.ts)
@@ -125,6 +148,16 @@ class TradingBot:
             self.open_orders[order.order_id] = order
         else:
             self.open_orders.pop(order.order_id, None)
+
+    def on_cancelled(self, order_ids: list[int]) -> None:
+        """Our cancels the exchange confirmed (or found already gone)."""
+        for oid in order_ids:
+            self.open_orders.pop(oid, None)
+
+    def resync_orders(self, open_orders: list[OpenOrder]) -> None:
+        """The exchange's open orders replace our view of the book (a periodic or after-error
+        re-read; fills and holdings are untouched)."""
+        self.open_orders = {o.order_id: o for o in open_orders}
 
     def cooldown_left(self, market_ts: float) -> float:
         """Seconds before new entries are allowed again after our stop fired (0 when free).
@@ -175,10 +208,14 @@ class TradingBot:
             book_wanted = (*book_wanted, stop)
         desired = limit_desired(book_wanted, self.position.contracts,
                                 self.risk, long_held=long_held, short_held=short_held)
-        self.generation = coid.next_generation(self.generation)
-        plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=self.generation,
+        # A fresh generation for each plan that places something (placements never reuse an id);
+        # a plan that places nothing leaves it, so the ids do not depend on how often we decided.
+        generation = coid.next_generation(self.generation)
+        plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=generation,
                          price_tolerance=self.grid.regrid_fraction * step)
         plan, self.bucket = limit_plan(plan, self.bucket, now, reference_price=price)
+        if plan.to_place:
+            self.generation = generation
         return plan
 
     def _protective_stop(self, levels: dict[tuple[Side, int], Level], entries: tuple[DesiredOrder, ...],
@@ -203,6 +240,26 @@ class TradingBot:
         else:  # a position no level explains (levels rebuilt from a partial history)
             edge = float(self.position.average_entry)
         return protective_stop(contracts, edge, atr, self.product, self.grid)
+
+    def halt_plan(self, *, halted: bool, flatten_on_halt: bool, cancel_requested: bool, flatten_sent: bool,
+                  price: float) -> HaltPlan:
+        """The orders of a halted bot (account risk limit) or of an operator's cancel: cancel every
+        resting order we own, except that a halt which does not flatten keeps the protective stop
+        (it must not unprotect the position); a halt with `flatten_on_halt` also closes the
+        bot's position at market, once (`flatten_sent`: one is already on its way)."""
+        flatten = halted and flatten_on_halt
+        cancel = self.cancel_all_plan(keep_stops=halted and not flatten and not cancel_requested)
+        assert self.position is not None
+        contracts = self.position.contracts
+        order: FlattenOrder | None = None
+        if flatten and contracts and not flatten_sent:
+            side: Side = "sell" if contracts > 0 else "buy"
+            self.generation = coid.next_generation(self.generation)
+            order = FlattenOrder(
+                client_order_id=coid.encode(bot_id=self.bot_id, symbol=self.symbol, side=side, purpose="stop",
+                                            level=0, generation=self.generation),
+                side=side, size=abs(contracts), price=price)
+        return HaltPlan(cancel=tuple(cancel), flatten=order)
 
     def cancel_all_plan(self, *, keep_stops: bool = False) -> list[int]:
         """Every resting order we own (for stop --cancel-orders and risk halts). `keep_stops`
