@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shlex
 import signal
 import sys
 import time
@@ -26,12 +27,11 @@ import msgspec
 import numpy as np
 
 from shared.config import Config, ConfigError, config_to_toml_dict, load_config
-from shared.marketdata import Candles, CandleFileError, read_ohlcv_csv
 from shared.optimize.objective import OBJECTIVES
 from shared.optimize.space import Dimension, SpaceError, load_space
 from shared.optimize.trial import MarketData, TrialOutcome, evaluate
-from shared.optimize.windows import RangeError, WalkForwardWindow, Window, bars_in, parse_range, walk_forward
-from shared.products import ProductSpec, UnknownSymbolError, resolve_paper_symbol
+from shared.optimize.windows import RangeError, WalkForwardWindow, Window, bars_in, walk_forward
+from shared.products import ProductSpec
 
 from .rundir import DEFAULT_RUN_DIR
 
@@ -74,42 +74,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# --- inputs (data and specs: to be replaced by the backtest command's parser) ----------------------
-
-def _parse_spec(text: str) -> tuple[str, ProductSpec]:
-    try:
-        symbol, rest = text.split("=", 1)
-        cv, tick, maker, taker = (float(x) for x in rest.split(":"))
-    except ValueError:
-        raise InputError(f"--spec {text!r}: expected SYMBOL=contract_value:tick_size:maker_fee:taker_fee") from None
-    symbol = symbol.strip().upper()
-    if cv <= 0 or tick <= 0:
-        raise InputError(f"--spec {text!r}: contract value and tick size must be > 0")
-    return symbol, ProductSpec(symbol=symbol, product_id=0, contract_value=cv, tick_size=tick,
-                               maker_fee=maker, taker_fee=taker, underlying_asset=symbol)
-
+# --- inputs: the backtest command's own parsing of --data/--spec and of times ---------------------
 
 def load_market(data_args: list[str], spec_args: list[str]) -> MarketData:
-    candles: dict[str, Candles] = {}
-    for item in data_args:
-        if "=" not in item:
-            raise InputError(f"--data {item!r}: expected SYMBOL=FILE")
-        symbol, path = item.split("=", 1)
-        symbol = symbol.strip().upper()
-        if symbol in candles:
-            raise InputError(f"--data: symbol {symbol} given twice")
-        try:
-            candles[symbol] = read_ohlcv_csv(path)
-        except CandleFileError as exc:
-            raise InputError(str(exc)) from None
-    specs = dict(_parse_spec(s) for s in spec_args)
-    for symbol in candles:
-        if symbol not in specs:
-            try:
-                specs[symbol] = resolve_paper_symbol(symbol)
-            except UnknownSymbolError as exc:
-                raise InputError(f"--data {symbol}: {exc}; give its product with --spec {symbol}=...") from None
+    from .backtest_cmd import InputError as BacktestInputError
+    from .backtest_cmd import _pair, _read_files, parse_spec, resolve_specs
+
+    try:
+        given: dict[str, ProductSpec] = {}
+        for i, text in enumerate(spec_args):
+            spec = parse_spec(text, i + 1)
+            if spec.symbol in given:
+                raise InputError(f"--spec {spec.symbol} given twice")
+            given[spec.symbol] = spec
+        symbols = [_pair(t, "--data", "FILE")[0] for t in data_args]
+        for sym in given:
+            if sym not in symbols:
+                raise InputError(f"--spec {sym}: no --data {sym}=FILE to trade it on")
+        specs = resolve_specs(symbols, given)
+        candles, _ = _read_files(data_args, "--data", signed=False)
+    except BacktestInputError as exc:
+        raise InputError(str(exc)) from None
     return MarketData(candles=candles, specs={s: specs[s] for s in candles})
+
+
+def parse_range(text: str, option: str) -> Window:
+    """`FROM..TO`, each a UTC date, ISO time or epoch seconds as `orchestrate backtest --from/--to`
+    read them (a date as TO means its whole day); both ends inclusive."""
+    from .timeargs import TimeArgError, parse_utc
+
+    if text.count("..") != 1:
+        raise RangeError(f"{option}: expected FROM..TO (e.g. 2018-04-04..2018-04-05), got {text!r}")
+    a, b = text.split("..")
+    try:
+        start, end = parse_utc(a, option), parse_utc(b, option, end_of_day=True)
+    except TimeArgError as exc:
+        raise RangeError(str(exc)) from None
+    if start > end:
+        raise RangeError(f"{option}: FROM {a} is after TO {b}")
+    return Window(start_ts=float(start), end_ts=float(end))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -139,12 +142,20 @@ def _best_config(base: dict[str, Any], params: dict[str, Any], symbols: list[str
         return cfg
 
 
-def _reproduce_command(path: Path, market_args: list[str], window: Window, warmup: int | None) -> str:
+def _reproduce_command(path: Path, args: argparse.Namespace, window: Window) -> str:
+    """The `orchestrate backtest` line that replays a trial: same data, specs, range and warm-up;
+    balance and order latency are the backtest's defaults, as in every trial."""
     def iso(ts: float) -> str:
         return time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ts))
-    extra = f" --warmup-bars {warmup}" if warmup is not None else ""
-    return (f"orchestrate backtest {' '.join(market_args)} --config {path} "
-            f"--from {iso(window.start_ts)} --to {iso(window.end_ts)}{extra}")
+    parts = ["orchestrate", "backtest"]
+    for d in args.data:
+        parts += ["--data", d]
+    for sp in args.spec:
+        parts += ["--spec", sp]
+    parts += ["--config", str(path), "--from", iso(window.start_ts), "--to", iso(window.end_ts)]
+    if args.warmup_bars is not None:
+        parts += ["--warmup-bars", str(args.warmup_bars)]
+    return shlex.join(parts)
 
 
 # --- the command ------------------------------------------------------------------------------------
@@ -266,7 +277,6 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
     sections: list[str] = []
     summary_rows: list[tuple[Plan, Any]] = []
     best_path = report_dir / "best.toml"
-    market_args = [a if a.startswith("--") else a for a in args.data]
     exit_code = 0
     with dask_client(args.jobs, args.scheduler) as client:
         market_future = scatter_market(client, market)
@@ -310,9 +320,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
                       *(f"test {plan.test.label()}: {args.objective} = {rows[0].test.score!r}"
                         for _ in [0] if plan.test is not None),
                       "reproduce: " + _reproduce_command(best_path if not plan.index else
-                                                         report_dir / f"best-{stem[:-1]}.toml",
-                                                         [f"--data {a}" for a in market_args], plan.train,
-                                                         args.warmup_bars)]
+                                                         report_dir / f"best-{stem[:-1]}.toml", args, plan.train)]
             text = best_toml(cfg, header)
             target = report_dir / (f"best-{stem[:-1]}.toml" if plan.index else "best.toml")
             target.write_text(text)

@@ -101,6 +101,7 @@ class _Symbol:
     trade_no: int = 0
     batch: _Batch | None = None
     flatten_sent: bool = False
+    last_sig: tuple[bool, str, float, float, float] | None = None
     last_price: float = math.nan
     realised: float = 0.0
     fees: float = 0.0
@@ -343,6 +344,11 @@ class _Run:
         if decision.halted and not self.halted:
             self.halted = decision.reason
             self.halted_ts = ts
+            # The supervisor's halt reaches every worker at once, and each acts on it with its
+            # last signal, not at its next trade.
+            for s in self.syms:
+                if s.last_sig is not None:
+                    self.decide(s, s.last_sig, ts)
 
     def charge_funding(self, s: _Symbol, boundary: float) -> None:
         """Funding at an interval boundary: positive rate = longs pay shorts, on the notional at
@@ -516,6 +522,7 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float) -> None:
     s.wl[i] = b.forming_low[i, k]
     s.wc[i] = price
     sig = run.signal(s, i)
+    s.last_sig = sig
     run.decide(s, sig, ts)
 
 

@@ -1,9 +1,8 @@
-"""Train/test ranges: `FROM..TO` text, and walk-forward windows over the bars a range holds. Pure."""
+"""Train/test ranges and walk-forward windows over the bars a range holds. Pure."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import msgspec
 import numpy as np
@@ -31,37 +30,6 @@ class WalkForwardWindow(msgspec.Struct, frozen=True, kw_only=True):
     index: int  # 1-based
     train: Window
     test: Window
-
-
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_time(text: str, option: str, *, end: bool) -> float:
-    """A UTC date (`2018-04-05`) or ISO time (`2018-04-05T12:00`, `...Z`, `...+00:00`) -> epoch s.
-    A date as the end of a range means its last 1m bar (23:59), so `D..D` is one whole day."""
-    text = text.strip()
-    try:
-        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise RangeError(f"{option}: {text!r} is not a UTC date (2018-04-05) or ISO time "
-                         f"(2018-04-05T12:00)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    ts = parsed.timestamp()
-    if end and _DATE_ONLY.match(text):
-        ts += 86_400 - BAR_SECONDS
-    return ts
-
-
-def parse_range(text: str, option: str) -> Window:
-    """`FROM..TO` (either side a UTC date or ISO time; both inclusive)."""
-    if text.count("..") != 1:
-        raise RangeError(f"{option}: expected FROM..TO (e.g. 2018-04-04..2018-04-05), got {text!r}")
-    a, b = text.split("..")
-    start, end = parse_time(a, option, end=False), parse_time(b, option, end=True)
-    if start > end:
-        raise RangeError(f"{option}: FROM {a} is after TO {b}")
-    return Window(start_ts=start, end_ts=end)
 
 
 def bars_in(ts: np.ndarray, window: Window) -> int:

@@ -60,7 +60,9 @@ def test_empty_space_and_bad_toml_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     (["--test", "2018-04-05..2018-04-06"], "overlaps --train"),
     (["--test", "yesterday..today"], "--test"),
     (["--config", "/nonexistent/base.toml"], "/nonexistent/base.toml"),
-    (["--data", "SOLUSD=/nonexistent.csv"], "/nonexistent.csv"),
+    (["--data", "ETHUSD=/nonexistent.csv"], "/nonexistent.csv"),
+    (["--data", "SOLUSD=/nonexistent.csv"], "--spec SOLUSD="),
+    (["--spec", "BTCUSD=0.001:0.5:2:5"], "give fees as fractions"),
     (["--trials", "0"], "--trials"),
 ])
 def test_bad_options_exit_2_naming_them(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str],

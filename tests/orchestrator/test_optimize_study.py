@@ -4,7 +4,8 @@ BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt
 from __future__ import annotations
 
 import csv
-import os
+import json
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from shared.config import load_config
 from shared.marketdata import read_ohlcv_csv
 from shared.optimize.trial import MarketData, evaluate
-from shared.optimize.windows import parse_range
+from orchestrator.optimize_cmd import parse_range
 from shared.products import PAPER_PRODUCTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,12 +27,12 @@ BTC = REPO / "shared" / "data" / "BTCUSD-coinbase-1m.csv.gz"
 # Short ranges keep a trial near a quarter second; the day before gives the indicators' warm-up.
 TRAIN = "2018-04-05T00:00..2018-04-05T05:59"
 TEST = "2018-04-05T06:00..2018-04-05T09:59"
-# grid.width up to 0.2 with up to 12 levels: part of the space is refused by the config schema
-# (fixed spacing: levels x width must stay below 1), so refused trials happen and must be recorded
-# as failed with the reason while the study goes on.
-SPACE = ('"grid.width" = {low = 0.002, high = 0.2}\n'
-         '"grid.levels" = {low = 2, high = 12}\n'
-         '"grid.spacing_mode" = ["fixed", "atr"]\n')
+# grid.min_confidence above 1 is refused by the config schema (a confidence is 0..1), so part of
+# the space gives refused trials, which must be recorded as failed with the reason while the study
+# goes on; the rest trades.
+SPACE = ('"grid.width" = {low = 0.001, high = 0.01, log = true}\n'
+         '"grid.levels" = {low = 2, high = 8}\n'
+         '"grid.min_confidence" = {low = 0.2, high = 1.3}\n')
 
 pytestmark = pytest.mark.slow
 
@@ -59,23 +60,32 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
     done = [r for r in rows if r["state"] == "COMPLETE"]
     assert refused, "the space reaches configs the schema refuses; none was recorded as failed"
     for r in rows:
-        schema_refuses = r["grid.spacing_mode"] == "fixed" and int(r["grid.levels"]) * float(r["grid.width"]) >= 1
-        assert (r in refused) == schema_refuses, r
+        assert (r in refused) == (float(r["grid.min_confidence"]) > 1), r
     for r in refused:
-        assert r["fail_reason"].startswith("config refused:") and "levels x step fraction" in r["fail_reason"]
+        assert r["fail_reason"].startswith("config refused:") and "grid.min_confidence must be 0..1" in r["fail_reason"]
         assert r["score"] == "" and r["net_pnl"] == ""
     assert len(done) >= 4
     best = max(done, key=lambda r: (float(r["score"]), -int(r["trial"])))
+    assert float(best["score"]) != 0.0 and float(best["fills"]) > 0  # a winner that traded
 
     # best.toml, loaded as a live run loads its config and backtested alone in this process (not on
     # the cluster), gives the very same float the worker reported for the trial
     cfg, _ = load_config(tmp_path / "report" / "best.toml")
-    assert cfg.grid.levels == int(best["grid.levels"]) and cfg.grid.spacing_mode == best["grid.spacing_mode"]
+    assert cfg.grid.levels == int(best["grid.levels"])
+    assert cfg.grid.min_confidence == float(best["grid.min_confidence"])
     assert cfg.grid.width == float(best["grid.width"])
     market = MarketData(candles={"BTCUSD": read_ohlcv_csv(BTC)}, specs={"BTCUSD": PAPER_PRODUCTS["BTCUSD"]})
     alone = evaluate(cfg, market, parse_range(TRAIN, "--train"), "net_pnl")
     assert alone.error == "" and alone.score == float(best["score"])
     assert "reproduces trial" in proc.stderr
+    # ... and so does `orchestrate backtest` with the command best.toml names in its header
+    line = next(x for x in (tmp_path / "report" / "best.toml").read_text().splitlines() if x.startswith("# reproduce: "))
+    argv = shlex.split(line.removeprefix("# reproduce: "))
+    assert argv[:2] == ["orchestrate", "backtest"]
+    bt = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv[1:], "--json"], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+    assert bt.returncode == 0, bt.stderr
+    assert json.loads(bt.stdout)["summary"]["net_pnl"] == float(best["score"])
 
     md = (tmp_path / "report" / "best.md").read_text()
     assert f"| #{best['trial']} |" in md and "test net_pnl" in md
@@ -152,10 +162,10 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
     by_number = {int(r["trial"]): r for r in rows}
     for r in retried:
         old = by_number[int(r["retry_of"])]
-        assert all(r[k] == old[k] for k in ("grid.width", "grid.levels", "grid.spacing_mode"))
+        assert all(r[k] == old[k] for k in ("grid.width", "grid.levels", "grid.min_confidence"))
         assert int(r["trial"]) > int(old["trial"])
     # a resumed sampler does not replay the start-up draws it already made
-    drawn = [(r["grid.width"], r["grid.levels"], r["grid.spacing_mode"]) for r in counted if not r["retry_of"]]
+    drawn = [(r["grid.width"], r["grid.levels"], r["grid.min_confidence"]) for r in counted if not r["retry_of"]]
     assert len(set(drawn)) == len(drawn)
     # trials finished before the stops are kept with their scores, not re-run
     for number, value in kept.items():
