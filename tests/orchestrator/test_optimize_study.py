@@ -170,3 +170,21 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
     # trials finished before the stops are kept with their scores, not re-run
     for number, value in kept.items():
         assert by_number[number]["state"] == "COMPLETE" and float(by_number[number]["score"]) == value
+
+
+def test_walk_forward_windows_each_get_a_study_and_a_test(tmp_path: Path) -> None:
+    cmd = optimize_cmd(tmp_path, 5)
+    cmd[cmd.index("--train") + 1] = "2018-04-05T00:00..2018-04-05T07:59"
+    cmd[cmd.index("--test") + 1] = "2018-04-05T08:00..2018-04-05T11:59"
+    proc = subprocess.run([*cmd, "--walk-forward", "2"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "report"
+    for i in (1, 2):
+        rows = read_trials(report / f"wf{i}-trials.csv")
+        assert len([r for r in rows if r["state"] in ("COMPLETE", "FAIL")]) == 5
+    assert (report / "best.toml").read_text() == (report / "best-wf2.toml").read_text()
+    md = (report / "best.md").read_text()
+    assert "## Walk-forward" in md
+    # 12 h of bars in 2 windows of 6 h, each 75% train then 25% test, back to back
+    assert "| 1 | 2018-04-05 00:00..2018-04-05 04:29 | 2018-04-05 04:30..2018-04-05 05:59 |" in md
+    assert "| 2 | 2018-04-05 06:00..2018-04-05 10:29 | 2018-04-05 10:30..2018-04-05 11:59 |" in md
