@@ -14,6 +14,7 @@ Exit codes: 0 done, 1 runtime failure, 2 bad input (names the key, file or optio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shlex
@@ -268,7 +269,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
 
     from .optimize_report import best_markdown, best_rows, best_toml, top_trials, write_plots, write_trials_csv
     from .optimize_study import counted_trials, dask_client, evaluate_many, open_study, reclaim_stale, run_trials, \
-        scatter_market
+        scatter_market, trial_config
 
     report_dir.mkdir(parents=True, exist_ok=True)
     where = args.scheduler or f"a local Dask cluster of {args.jobs} worker process(es)"
@@ -278,14 +279,22 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
     summary_rows: list[tuple[Plan, Any]] = []
     best_path = report_dir / "best.toml"
     exit_code = 0
-    with dask_client(args.jobs, args.scheduler) as client:
+    studies = {}
+    for plan in plans:  # storage and study checks before any worker starts
+        fp = fingerprint(base, dims, args.objective, plan.train, market, args.warmup_bars)
+        try:
+            studies[plan.name] = open_study(storage, plan.name, fp, args.seed)
+        except (ArgumentError, OperationalError, ImportError) as exc:
+            raise InputError(f"--storage {_safe_url(storage)}: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(dask_client(args.jobs, args.scheduler))
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"--scheduler {args.scheduler}: cannot reach a Dask scheduler there ({exc})") from None
         market_future = scatter_market(client, market)
         for plan in plans:
-            fp = fingerprint(base, dims, args.objective, plan.train, market, args.warmup_bars)
-            try:
-                study = open_study(storage, plan.name, fp, args.seed)
-            except (ArgumentError, OperationalError, ImportError) as exc:
-                raise InputError(f"--storage {_safe_url(storage)}: {exc}") from None
+            study = studies[plan.name]
             stale = reclaim_stale(study, dims)
             if stale:
                 print(f"orchestrate optimize: study {plan.name}: {stale} trial(s) left running by a stopped "
@@ -304,7 +313,6 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
                       f"{'; '.join(reasons)})", file=sys.stderr)
                 exit_code = 1
                 continue
-            from .optimize_study import trial_config
             configs = [trial_config(base, dict(t.params)) for t in top]
             tests = (evaluate_many(client, market_future, configs, plan.test, args.objective, args.warmup_bars)
                      if plan.test is not None else [TrialOutcome(error="no --test range given")] * len(top))

@@ -72,7 +72,9 @@ def best_rows(top: list[FrozenTrial], tests: list[TrialOutcome], objective: str)
 
 
 def best_markdown(rows: list[BestRow], objective: str, title: str, train_label: str, test_label: str) -> str:
-    per_day = objective in ("net_pnl", "return_over_drawdown")
+    # per-day columns only where the ranges differ in length (else they repeat the scores)
+    per_day = objective in ("net_pnl", "return_over_drawdown") and any(
+        r.test.score is not None and abs(r.train_days - r.test.days) > 1e-6 for r in rows)
     keys = list(rows[0].params) if rows else []
     lines = [f"### {title}", "",
              f"Objective `{objective}`; train {train_label}, test {test_label} (never seen by the search)."

@@ -188,3 +188,48 @@ def test_walk_forward_windows_each_get_a_study_and_a_test(tmp_path: Path) -> Non
     # 12 h of bars in 2 windows of 6 h, each 75% train then 25% test, back to back
     assert "| 1 | 2018-04-05 00:00..2018-04-05 04:29 | 2018-04-05 04:30..2018-04-05 05:59 |" in md
     assert "| 2 | 2018-04-05 06:00..2018-04-05 10:29 | 2018-04-05 10:30..2018-04-05 11:59 |" in md
+
+
+def test_an_existing_dask_cluster_runs_the_same_command(tmp_path: Path) -> None:
+    """`--scheduler tcp://...`: workers started with `dask worker`, the candles shipped to them."""
+    dask = Path(sys.executable).with_name("dask")
+    sched_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(sched_file)], cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert time.monotonic() < deadline and scheduler.poll() is None, "dask scheduler did not start"
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        # the worker runs in another directory: it reads no file of the driver's, only what is shipped
+        worker = subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                   "--no-dashboard"], cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = optimize_cmd(tmp_path, 4, "--scheduler", address)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        assert f"on {address}" in proc.stderr
+        rows = read_trials(tmp_path / "report" / "trials.csv")
+        assert len(rows) == 4 and any(r["state"] == "COMPLETE" for r in rows)
+    finally:
+        for p in (worker, scheduler):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def test_bad_storage_exits_2_without_the_password(tmp_path: Path) -> None:
+    cmd = optimize_cmd(tmp_path, 2, "--storage", "postgresql://trader:hunter2@127.0.0.1:1/studies")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "--storage postgresql://trader:***@127.0.0.1:1/studies" in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+    proc = subprocess.run(optimize_cmd(tmp_path, 2, "--storage", "not a url"), cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "--storage" in proc.stderr and "Traceback" not in proc.stderr
