@@ -155,8 +155,17 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    # Ctrl-C in a terminal goes to the whole process group: the workers are spawned with SIGINT
+    # ignored (an ignored signal survives exec), so only the driver hears it, marks the trials in
+    # flight as interrupted and closes the cluster, instead of every worker dying with a traceback.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
     client = Client(cluster)
     try:
         yield client
