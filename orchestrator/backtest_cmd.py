@@ -383,7 +383,7 @@ def emit(json_bytes: bytes, args: argparse.Namespace, out: TextIO, err: TextIO, 
         except (ReportUnavailable, OSError) as exc:
             print(f"{PROG}: --report {args.report}: {exc}", file=err)
             return EXIT_FAILED
-        print(f"{PROG}: report in {args.report}/ ({', '.join(p.name for p in paths)}; "
+        print(f"{PROG}: report in {Path(args.report)}/ ({', '.join(p.name for p in paths)}; "
               f"{time.perf_counter() - t0:.1f} s)", file=err)
     if doc.get("interrupted"):
         print(f"{PROG}: interrupted: the figures cover the bars replayed before Ctrl-C", file=err)
