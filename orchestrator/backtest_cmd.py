@@ -22,8 +22,10 @@ from typing import Any, TextIO
 
 import msgspec
 
+from shared.backtest import BacktestError, BacktestResult, run_backtest
+from shared.backtest.loop import default_warmup_bars
 from shared.config import Config, ConfigError, load_config
-from shared.marketdata import Candles, CandleFileError, find_gaps, read_ohlcv_csv
+from shared.marketdata import BAR_SECONDS, Candles, CandleFileError, find_gaps, read_ohlcv_csv
 from shared.products import PAPER_PRODUCTS, SYNTHETIC_PREFIX, ProductSpec, UnknownSymbolError, \
     is_synthetic, synthetic_spec
 
@@ -35,6 +37,7 @@ SPEC_FIELDS = ("contract_value", "tick_size", "maker_fee", "taker_fee")
 SPEC_PRODUCT_ID_BASE = 800_000  # ids for --spec products: clear of Delta's and the synthetic 900_000+
 MAX_FEE = 0.01  # 1% a fill: a larger figure is almost surely a percentage typed as a fraction
 GAPS_LISTED = 3  # longest gaps named per file on stderr
+WARMUP_GAP_WARN_S = 3_600  # a quiet minute in the warm-up is harmless; a missing hour or day is not
 PROGRESS_DELAY_S = 2.0  # short runs show no bar at all
 _SYMBOL_RE = re.compile(r"^[A-Z0-9_]{2,30}$")
 
@@ -168,8 +171,9 @@ def _read_files(pairs: Sequence[str], option: str, *, signed: bool) -> tuple[dic
     return data, files
 
 
-def _check_range(data: Mapping[str, Candles], files: Mapping[str, str], start: int | None, end: int | None,
-                 notes: list[str]) -> None:
+def _check_range(data: Mapping[str, Candles], files: Mapping[str, str], start: int | None, end: int | None) -> None:
+    """--from/--to must fall inside every symbol's data (within one bar): a range the data does not
+    cover would silently shorten the test."""
     if start is not None and end is not None and start > end:
         raise InputError(f"--from {utc_text(start)} UTC is after --to {utc_text(end)} UTC")
     for sym, c in data.items():
@@ -179,11 +183,24 @@ def _check_range(data: Mapping[str, Candles], files: Mapping[str, str], start: i
             raise InputError(f"--from {utc_text(start)} UTC is after the last bar of {sym}: {held}")
         if end is not None and end < first:
             raise InputError(f"--to {utc_text(end)} UTC is before the first bar of {sym}: {held}")
-        if start is not None and start < first:
-            notes.append(f"{sym}: --from {utc_text(start)} is before the data; trading starts with the data "
-                         f"({held})")
-        if end is not None and end > last + 60:
-            notes.append(f"{sym}: --to {utc_text(end)} is after the data; trading ends with it ({held})")
+        if start is not None and start < first - BAR_SECONDS:
+            raise InputError(f"--from {utc_text(start)} UTC is before the first bar of {sym}: {held}")
+        if end is not None and end > last + BAR_SECONDS:
+            raise InputError(f"--to {utc_text(end)} UTC is after the last bar of {sym}: {held}")
+
+
+def warmup_notes(sym: str, path: str, c: Candles, start: int | None, warmup: int) -> list[str]:
+    """A warning when the warm-up bars straddle a long gap: the indicators would start the test
+    from prices of another era (the shipped BTC file jumps from 620 to 4,600 across 328 days)."""
+    first = warmup if start is None else int(c.ts.searchsorted(start, "left"))
+    lo = max(0, first - warmup)
+    gaps = [g for g in find_gaps(c.ts[lo:first + 1]) if g.seconds >= WARMUP_GAP_WARN_S]
+    if not gaps:
+        return []
+    g = max(gaps, key=lambda x: x.seconds)
+    return [f"{path}: {sym}'s {warmup} warm-up bars cross a gap of {duration_text(g.seconds)} from "
+            f"{utc_text(g.from_ts)} UTC: the indicators start from prices before it (start later with --from, "
+            "or lower --warmup-bars)"]
 
 
 def gap_notes(sym: str, path: str, c: Candles, start: int | None, end: int | None) -> list[str]:
@@ -237,11 +254,11 @@ def prepare(args: argparse.Namespace) -> Inputs:
     for sym in funding:
         if sym not in data:
             raise InputError(f"--funding {sym}: no --data {sym}=FILE it would apply to")
-    if start is not None and end is not None and start > end:
-        raise InputError(f"--from {utc_text(start)} UTC is after --to {utc_text(end)} UTC")
-    _check_range(data, files, start, end, notes)
+    _check_range(data, files, start, end)
+    warmup = default_warmup_bars(cfg) if args.warmup_bars is None else args.warmup_bars
     for sym, c in data.items():
         notes += gap_notes(sym, files[sym], c, start, end)
+        notes += warmup_notes(sym, files[sym], c, start, warmup)
     return Inputs(cfg=cfg, data=data, files=files, specs=specs, funding=funding, balance_usd=balance,
                   start_ts=start, end_ts=end, warmup_bars=args.warmup_bars,
                   latency_ticks=args.latency_ticks, notes=notes)
@@ -289,8 +306,7 @@ class _StopFlag:
               file=sys.stderr, flush=True)
 
 
-def _run_core(inputs: Inputs, progress: Callable[[int, int], None], should_stop: Callable[[], bool]) -> Any:
-    from shared.backtest import run_backtest
+def _run_core(inputs: Inputs, progress: Callable[[int, int], None], should_stop: Callable[[], bool]) -> BacktestResult:
     return run_backtest(inputs.cfg, inputs.data, specs=inputs.specs, balance_usd=inputs.balance_usd,
                         start_ts=inputs.start_ts, end_ts=inputs.end_ts, warmup_bars=inputs.warmup_bars,
                         funding=inputs.funding or None, latency_ticks=inputs.latency_ticks,
@@ -300,6 +316,14 @@ def _run_core(inputs: Inputs, progress: Callable[[int, int], None], should_stop:
 def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    try:
+        return _main(argv, out, err)
+    except KeyboardInterrupt:  # Ctrl-C while reading the inputs, before the run could stop cleanly
+        print(f"{PROG}: interrupted before the backtest started; no result", file=err)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv))
@@ -320,11 +344,6 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
         return EXIT_BAD_INPUT
     for note in inputs.notes:
         print(f"{PROG}: warning: {note}", file=err)
-    try:
-        from shared.backtest import BacktestError
-    except ImportError:
-        print(f"{PROG}: the backtest loop (shared.backtest) is not part of this build", file=err)
-        return EXIT_FAILED
     stop = _StopFlag()
     show = args.progress == "always" or (args.progress == "auto" and err.isatty())
     progress = _Progress(show, err)
@@ -364,7 +383,7 @@ def emit(json_bytes: bytes, args: argparse.Namespace, out: TextIO, err: TextIO, 
         except (ReportUnavailable, OSError) as exc:
             print(f"{PROG}: --report {args.report}: {exc}", file=err)
             return EXIT_FAILED
-        print(f"{PROG}: report in {args.report}/ ({', '.join(p.name for p in paths)}; "
+        print(f"{PROG}: report in {Path(args.report)}/ ({', '.join(p.name for p in paths)}; "
               f"{time.perf_counter() - t0:.1f} s)", file=err)
     if doc.get("interrupted"):
         print(f"{PROG}: interrupted: the figures cover the bars replayed before Ctrl-C", file=err)

@@ -173,14 +173,16 @@ def _price_plot(plt: Any, doc: Mapping[str, Any], symbol: str, path: Path) -> No
         p = np.asarray(price, dtype=np.float64)
         ax.plot(_dates(p[:, 0]), p[:, 1], color="0.25", lw=0.8, label="close", zorder=2)
     orders = tl.get("orders") or []
-    styles = {"entry": "-", "take_profit": "--", "stop": ":"}
+    # the protective stop is drawn from its own timeline below, so its order lives are skipped here
+    styles = {"entry": "-", "take_profit": "--"}
     if orders:
         t0 = _dates([o[0] for o in orders])
         t1 = _dates([o[1] for o in orders])
         for purpose, style in styles.items():
             for side in ("buy", "sell"):
                 segs = [[(a, o[3]), (b, o[3])] for a, b, o in zip(t0, t1, orders)
-                        if o[2] == side and (o[4] == purpose or (purpose == "entry" and o[4] not in styles))]
+                        if o[2] == side and o[4] != "stop"
+                        and (o[4] == purpose or (purpose == "entry" and o[4] not in styles))]
                 if segs:
                     ax.add_collection(LineCollection(segs, colors=_side_colour(side), linestyles=style,
                                                      linewidths=1.4, alpha=0.55, zorder=3))

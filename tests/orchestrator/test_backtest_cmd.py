@@ -197,3 +197,118 @@ def test_gz_data_with_a_bad_row_names_the_gz_file_and_line(tmp_path: Path) -> No
     p.write_bytes(gzip.compress((HEADER + "60,1,2,0.5,1.5,3\n120,1,2,0.5,inf,3\n").encode()))
     r = run_cli("--data", f"BTCUSD={p}")
     assert r.returncode == 2 and "btc.csv.gz:3: NaN or infinite value" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ the real command, end to end
+
+DENSE = ["--data", f"BTCUSD={BTC}", "--data", f"ETHUSD={ETH}", "--from", "2017-09-04T06:00", "--to", "2017-09-04T18:00"]
+FIGURE_TYPES = {"net_pnl": float, "realised_pnl": float, "unrealised_pnl": float, "fees": float, "funding": float,
+                "return_pct": float, "max_drawdown_pct": float, "sharpe": float, "fills": int,
+                "orders_placed": int, "orders_amended": int, "orders_cancelled": int,
+                "time_in_market_pct": float}
+
+
+def _number(value: object, kind: type) -> bool:
+    return isinstance(value, int) if kind is int else isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def test_json_is_one_document_on_stdout_in_the_issue_schema() -> None:
+    r = run_cli(*DENSE, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # the whole of stdout is one document
+    assert r.stdout.count("\n") == 1 and r.stdout.startswith("{")
+    assert doc["symbols"] == ["BTCUSD", "ETHUSD"]
+    assert isinstance(doc["bars"], int) and doc["bars"] == 2 * 721  # 06:00 .. 18:00 inclusive, two symbols
+    assert _number(doc["elapsed_s"], float)
+    for fig in [doc["summary"], *doc["per_symbol"].values()]:
+        for key, kind in FIGURE_TYPES.items():
+            assert _number(fig[key], kind), (key, fig[key])
+        assert fig["net_pnl"] == pytest.approx(fig["realised_pnl"] + fig["unrealised_pnl"] - fig["fees"]
+                                               + fig["funding"], abs=1e-6)
+    assert set(doc["per_symbol"]) == {"BTCUSD", "ETHUSD"}
+    assert all(isinstance(doc["per_symbol"][s]["position"], int) for s in doc["symbols"])
+    assert doc["fills"], "the dense stretch trades: a schema check over no fills checks nothing"
+    for f in doc["fills"]:
+        assert set(f) >= {"ts", "symbol", "side", "size", "price", "fee", "role", "client_order_id"}
+        assert f["side"] in ("buy", "sell") and f["role"] in ("maker", "taker") and isinstance(f["size"], int)
+    assert [f["ts"] for f in doc["fills"]] == sorted(f["ts"] for f in doc["fills"])
+    assert doc["summary"]["fills"] == len(doc["fills"])
+    assert all(len(p) == 2 for p in doc["equity"]) and doc["equity"][0][0] <= doc["equity"][-1][0]
+    assert doc["funding_source"] == {"BTCUSD": "none", "ETHUSD": "none"}
+    assert doc["interrupted"] is False
+
+
+def test_two_runs_print_byte_identical_json_but_for_elapsed(tmp_path: Path) -> None:
+    a = run_cli(*DENSE, "--json")
+    b = run_cli(*DENSE, "--json", "--report", str(tmp_path / "rep"))
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+
+    def bar_elapsed(text: str) -> str:
+        import re
+        return re.sub(r'"elapsed_s":[0-9.e+-]+', '"elapsed_s":0', text)
+
+    assert bar_elapsed(a.stdout) == bar_elapsed(b.stdout)
+    assert (tmp_path / "rep" / "backtest.json").read_text() == b.stdout  # the report keeps the same bytes
+
+
+def test_console_summary_and_report_from_the_real_command(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    r = run_cli(*DENSE, "--report", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "SYMBOL" in r.stdout and "BTCUSD" in r.stdout and "TOTAL" in r.stdout
+    assert "report in" in r.stderr and "bar/s" not in r.stderr  # no progress bar into a pipe
+    doc = json.loads((out / "backtest.json").read_text())
+    for sym in ("BTCUSD", "ETHUSD"):
+        row = next(line for line in r.stdout.splitlines() if line.startswith(sym))
+        assert row.split()[1] == f"{doc['per_symbol'][sym]['net_pnl']:,.2f}"
+        _png_size(out / f"price-{sym}.png")
+    for name in ("equity.png", "pnl.png"):
+        _png_size(out / name)
+    md = (out / "summary.md").read_text()
+    assert f"--report {out}" in md and "| TOTAL |" in md
+
+
+def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
+    """A year of 1m bars (longer than any machine finishes in a few seconds): the progress bar
+    shows up on stderr, Ctrl-C stops the run, and the result so far is printed as JSON."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from shared.marketdata import synthetic_candles
+    c = synthetic_candles("SYN_0001", 525_600, seed=5)
+    p = tmp_path / "year.csv"
+    with open(p, "w") as fh:
+        fh.write(HEADER)
+        fh.writelines(f"{t},{o!r},{h!r},{lo!r},{cl!r},{v!r}\n" for t, o, h, lo, cl, v in
+                      zip(c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
+                          c.volume.tolist()))
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "--data", f"SYN_0001={p}",
+                             "--json", "--progress", "always"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    err = bytearray()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        while chunk := os.read(proc.stderr.fileno(), 4096):
+            err.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while b"bar/s" not in err and b"bar [" not in err:  # tqdm's bar, shown once the run passed 2 s
+        assert proc.poll() is None, err.decode()
+        assert time.monotonic() < deadline, err.decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    reader.join(5)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "interrupted" in text
+    doc = json.loads(stdout)
+    assert doc["interrupted"] is True
+    assert 0 < doc["bars"] < 525_600 - doc["warmup_bars"]
+    assert doc["summary"]["net_pnl"] == pytest.approx(doc["summary"]["realised_pnl"] + doc["summary"]["unrealised_pnl"]
+                                                      - doc["summary"]["fees"] + doc["summary"]["funding"], abs=1e-6)
