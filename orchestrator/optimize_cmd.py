@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- inputs: the backtest command's own parsing of --data/--spec and of times ---------------------
 
-def load_market(data_args: list[str], spec_args: list[str]) -> MarketData:
+def load_market(data_args: list[str], spec_args: list[str]) -> tuple[MarketData, dict[str, str]]:
+    """The candles and specs every trial needs, and each symbol's file (for warnings)."""
     from .backtest_cmd import InputError as BacktestInputError
     from .backtest_cmd import _pair, _read_files, parse_spec, resolve_specs
 
@@ -93,10 +94,27 @@ def load_market(data_args: list[str], spec_args: list[str]) -> MarketData:
             if sym not in symbols:
                 raise InputError(f"--spec {sym}: no --data {sym}=FILE to trade it on")
         specs = resolve_specs(symbols, given)
-        candles, _ = _read_files(data_args, "--data", signed=False)
+        candles, files = _read_files(data_args, "--data", signed=False)
     except BacktestInputError as exc:
         raise InputError(str(exc)) from None
-    return MarketData(candles=candles, specs={s: specs[s] for s in candles})
+    return MarketData(candles=candles, specs={s: specs[s] for s in candles}), files
+
+
+def data_warnings(market: MarketData, files: dict[str, str], plans: list[Plan], warmup: int) -> list[str]:
+    """The backtest command's warnings for each range: gaps traded through, a warm-up across a gap."""
+    from .backtest_cmd import gap_notes, warmup_notes
+
+    notes: list[str] = []
+    for plan in plans:
+        for window in (plan.train, plan.test):
+            if window is None:
+                continue
+            for sym, c in market.candles.items():
+                start, end = int(window.start_ts), int(window.end_ts)
+                for note in warmup_notes(sym, files[sym], c, start, warmup) + gap_notes(sym, files[sym], c, start, end):
+                    if note not in notes:
+                        notes.append(note)
+    return notes
 
 
 def parse_range(text: str, option: str) -> Window:
@@ -215,7 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         base_cfg, notes = load_config(args.config)
         space_path = Path(args.space)
         dims = load_space(space_path.read_text(encoding="utf-8"), str(space_path))
-        market = load_market(args.data, args.spec)
+        market, files = load_market(args.data, args.spec)
     except (ConfigError, SpaceError) as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:
@@ -231,6 +249,11 @@ def _run(args: argparse.Namespace) -> int:
         plans = _plans(args, market, name)
     except RangeError as exc:
         raise InputError(str(exc)) from None
+    from shared.backtest.loop import default_warmup_bars
+
+    warmup = default_warmup_bars(base_cfg) if args.warmup_bars is None else args.warmup_bars
+    for note in data_warnings(market, files, plans, warmup):
+        print(f"orchestrate optimize: warning: {note}", file=sys.stderr)
     run_dir = Path(args.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{run_dir / 'optimize.sqlite'}"

@@ -263,9 +263,10 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
     identity = driver_identity()
     done = sum(1 for t in study.get_trials(deepcopy=False) if is_counted(t))
     progress = Progress(n_trials, min(done, n_trials), label or study.study_name)
-    # one trial queued beyond the free slots, so a worker finishing a trial finds the next one
-    # waiting instead of idling while the driver tells and asks
-    slots = worker_slots(client) + 1
+    # as many trials queued at the scheduler as are running, so a worker finishing a trial starts
+    # the next at once instead of idling while the driver writes the result and asks for more
+    # (the scheduler hands queued tasks to whichever worker frees up first)
+    slots = 2 * worker_slots(client)
     pending: dict[Any, tuple[int, dict[str, Any]]] = {}
     ran = 0
 
