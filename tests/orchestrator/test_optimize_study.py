@@ -155,17 +155,25 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
     assert len({int(r["trial"]) for r in rows}) == len(rows)
     assert len(interrupted) >= 1 + running  # the Ctrl-C'd ones and the SIGKILLed ones
     # every interrupted trial's values were run again, once, as a later trial
-    retried = [r for r in counted if r["retry_of"]]
+    # every interrupted trial's values were queued once more (a retry may itself be interrupted
+    # and queued again), and each chain of retries ends in a trial that counts
+    retried = [r for r in rows if r["retry_of"]]
     requeued = [r for r in interrupted if r["fail_reason"].endswith("queued again")]
     assert len(requeued) >= len(interrupted) - 1  # a SIGKILL mid-draw leaves one half-drawn trial at most
     assert sorted(int(r["retry_of"]) for r in retried) == sorted(int(r["trial"]) for r in requeued)
     by_number = {int(r["trial"]): r for r in rows}
+    retry_of = {int(r["retry_of"]): r for r in retried}
+    for r in requeued:
+        nxt = retry_of[int(r["trial"])]
+        while nxt in interrupted:
+            nxt = retry_of[int(nxt["trial"])]
+        assert nxt in counted
     for r in retried:
         old = by_number[int(r["retry_of"])]
         assert all(r[k] == old[k] for k in ("grid.width", "grid.levels", "grid.min_confidence"))
         assert int(r["trial"]) > int(old["trial"])
     # a resumed sampler does not replay the start-up draws it already made
-    drawn = [(r["grid.width"], r["grid.levels"], r["grid.min_confidence"]) for r in counted if not r["retry_of"]]
+    drawn = [(r["grid.width"], r["grid.levels"], r["grid.min_confidence"]) for r in rows if not r["retry_of"]]
     assert len(set(drawn)) == len(drawn)
     # trials finished before the stops are kept with their scores, not re-run
     for number, value in kept.items():
