@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import msgspec
 import optuna
 import psutil
 from optuna.trial import FrozenTrial, TrialState
@@ -348,7 +347,3 @@ def scatter_market(client: Any, market: MarketData) -> Any:
 
 def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if is_counted(t)]
-
-
-def encode_params(params: dict[str, Any]) -> str:
-    return msgspec.json.encode(params).decode()

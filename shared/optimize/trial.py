@@ -10,9 +10,6 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Mapping
-from typing import Any
-
 import msgspec
 
 from ..config import Config
@@ -78,21 +75,3 @@ def evaluate(cfg: Config, market: MarketData, window: Window, objective: str,
         return out
     out.score = value
     return out
-
-
-def slice_market(candles: Mapping[str, Candles], start_ts: float, end_ts: float,
-                 warmup_bars: int) -> dict[str, Candles]:
-    """Only the bars the trials can read: `warmup_bars` before `start_ts` through `end_ts`, so the
-    data shipped to each worker is what it needs, not the whole file."""
-    import numpy as np
-
-    out = {}
-    for symbol, c in candles.items():
-        lo = int(np.searchsorted(c.ts, start_ts, side="left"))
-        hi = int(np.searchsorted(c.ts, end_ts, side="right"))
-        out[symbol] = c.slice(max(0, lo - warmup_bars), hi)
-    return out
-
-
-def overrides_summary(params: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in params.items())
