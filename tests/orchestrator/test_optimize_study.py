@@ -181,7 +181,7 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
 
 
 def test_walk_forward_windows_each_get_a_study_and_a_test(tmp_path: Path) -> None:
-    cmd = optimize_cmd(tmp_path, 5)
+    cmd = optimize_cmd(tmp_path, 3)
     cmd[cmd.index("--train") + 1] = "2018-04-05T00:00..2018-04-05T07:59"
     cmd[cmd.index("--test") + 1] = "2018-04-05T08:00..2018-04-05T11:59"
     proc = subprocess.run([*cmd, "--walk-forward", "2"], cwd=REPO, capture_output=True, text=True, timeout=240)
@@ -189,7 +189,7 @@ def test_walk_forward_windows_each_get_a_study_and_a_test(tmp_path: Path) -> Non
     report = tmp_path / "report"
     for i in (1, 2):
         rows = read_trials(report / f"wf{i}-trials.csv")
-        assert len([r for r in rows if r["state"] in ("COMPLETE", "FAIL")]) == 5
+        assert len([r for r in rows if r["state"] in ("COMPLETE", "FAIL")]) == 3
     assert (report / "best.toml").read_text() == (report / "best-wf2.toml").read_text()
     md = (report / "best.md").read_text()
     assert "## Walk-forward" in md
