@@ -13,14 +13,18 @@ One process, no sockets, no sleeps, no wall clock in any decision:
   engine just before trade t + `latency_ticks`, in the gateway's order (cancels, amends, places),
   and the bot sends nothing else while a batch is on its way (the worker waits for its answer).
 
-Differences from a live paper run, by design (each is a wall-clock effect of the live process,
-replaced by the market clock here): the churn limiter and the grid anchor's time run on market
-time (live: the worker's wall clock); the available balance sizing a grid is the engine's at the
-decision (live: the last account re-read, up to 15 wall seconds old); the account risk rules are
-checked at each bar's last trade (live: the supervisor checks once a wall second, which is once a
-market minute at the default 60x replay).
+Differences from a live paper run (each a wall-clock effect of the live processes, replaced by
+the market clock here; they are why fills are not yet proven equal to a paper run's):
+- the churn limiter and the grid anchor's time run on market time (live: the worker's wall
+  clock, so at the 60x replay the live bucket refills 60 times slower per market minute);
+- the available balance sizing a grid is the engine's at the decision (live: the last account
+  re-read, every 15 wall seconds, i.e. every 15 market minutes at 60x);
+- the account risk rules are checked at each bar's last trade (live: once a wall second);
+- every trade gets a signal and the order round trip is exactly `latency_ticks` trades (live:
+  trades arriving while a signal request or an order batch is in flight are folded, and a
+  round trip takes however many trades the wall clock allows).
 
-Wake-ups: with `evaluate_series` signals the bot is only asked when something it reacts to
+Wake-ups: with the signal series (`iter_series`) the bot is only asked when something it reacts to
 changed (see `_quiet`); tests/shared/backtest/test_skip.py runs the same data waking at every
 trade and gets the same fills, orders and figures.
 """
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +47,11 @@ from ..matching.errors import VenueError
 from ..products import ProductSpec
 from ..signals import strategies as st
 from ..signals.engine import BarWindow, SignalEngine
-from ..signals.series import SignalSeries, evaluate_series
+from ..signals.series import SignalSeries, iter_series
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
-from ..trading.grid import protective_stop
+from ..trading.grid import GridConfig, protective_stop
 from ..trading.sizing import contracts_per_level
 from ..trading.orders import OpenOrder
 from ..trading.pnl import Fill as LedgerFill
@@ -98,10 +102,10 @@ class _Symbol:
     first: int  # index of the first traded bar
     last: int  # index of the last traded bar (inclusive)
     bot: TradingBot
-    wh: np.ndarray  # working high/low/close: bar i's entries hold the forming bar while it forms
-    wl: np.ndarray
-    wc: np.ndarray
     window: int
+    wh: np.ndarray | None = None  # per-trade engine only: working high/low/close (see run_trade)
+    wl: np.ndarray | None = None
+    wc: np.ndarray | None = None
     funding_ts: np.ndarray | None = None
     funding_rate: np.ndarray | None = None
     trade_no: int = 0
@@ -130,9 +134,6 @@ class _Symbol:
     timeline: Timeline = field(default_factory=Timeline)
     stop_price: float = 0.0
     gaps: list[tuple[float, float]] = field(default_factory=list)
-    series: SignalSeries | None = None
-    strong: np.ndarray | None = None  # (n, 4) int8: UP/DOWN code where a valid signal could anchor a grid, else 0
-    tol: np.ndarray | None = None  # (n, 4) the re-grid tolerance at each trade (regrid_fraction x grid step)
     # wake-up state, recomputed after every trade the bot was asked at (see _Run.settle)
     wake_all: bool = True
     dirty: bool = True  # something happened the bot has not planned on yet
@@ -144,33 +145,48 @@ class _Symbol:
     anchor_code: int = 0
     anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
     band: float = 0.0
-    stale: tuple[float, int, int] | None = None  # the last skipped trade, replayed to the venue before the next call
+    stale: tuple[int, int, int] | None = None  # (bar, trade, ts_us) of the last skipped trade, replayed to the venue before the next call
+    # The pool's answers, one chunk of CHUNK_BARS bars at a time (memory bounded by the chunk):
+    grid: GridConfig | None = None
+    chunks: Iterator[SignalSeries] | None = None
+    series: SignalSeries | None = None  # the current chunk, bars [c0, c0 + CHUNK_BARS)
     c0: int = -(1 << 62)  # first bar of the current chunk (none loaded yet)
+    # ... and what the wake-up rules read from it, as Python lists indexed (bar - c0) x 4 + trade:
     cpx: list[float] = field(default_factory=list)
-    cstrong: list[int] = field(default_factory=list)
-    cdir: list[int] = field(default_factory=list)
-    has_dir: np.ndarray | None = None  # (n, 4) int8: 0 invalid (no plan), 1 valid NONE, 2 valid UP/DOWN
-    planned_dir: bool = False  # whether the last plan saw UP/DOWN (entries are wanted only then)
-    planned_avail: float = math.nan  # the available balance the last plan sized its grid from
-    ctol: list[float] = field(default_factory=list)
+    cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
+    ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
+    planned_avail: float = math.nan  # the available balance the last plan sized its grid from
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
+        self.chunk_for(i)
         sr = self.series
         assert sr is not None
-        return (bool(sr.valid[i, k]), st.VOTE_NAMES[int(sr.direction[i, k])], float(sr.confidence[i, k]),
-                float(self.bars.ticks[i, k]), float(sr.atr14[i, k]))
+        r = i - self.c0
+        return (bool(sr.valid[r, k]), st.VOTE_NAMES[int(sr.direction[r, k])], float(sr.confidence[r, k]),
+                float(self.bars.ticks[i, k]), float(sr.atr14[r, k]))
 
-    def load_chunk(self, i: int) -> None:
-        self.c0 = i
-        hi = i + CHUNK_BARS
-        assert self.strong is not None and self.tol is not None and self.series is not None
-        self.cpx = self.bars.ticks[i:hi].ravel().tolist()
-        self.cstrong = self.strong[i:hi].ravel().tolist()
-        assert self.has_dir is not None
-        self.cdir = self.has_dir[i:hi].ravel().tolist()
-        self.ctol = self.tol[i:hi].ravel().tolist()
-        self.catr = self.series.atr14[i:hi].ravel().tolist()
+    def chunk_for(self, i: int) -> None:
+        """Make the chunk holding bar i current (bars only move forward)."""
+        if 0 <= i - self.c0 < CHUNK_BARS:
+            return
+        assert self.chunks is not None and i > self.c0
+        while not 0 <= i - self.c0 < CHUNK_BARS:
+            self.series = next(self.chunks)
+            self.c0 = 0 if self.c0 < 0 else self.c0 + CHUNK_BARS
+        sr, g = self.series, self.grid
+        assert sr is not None and g is not None
+        up_down = (sr.direction == st.UP) | (sr.direction == st.DOWN)
+        strong = sr.valid & (sr.confidence >= g.min_confidence) & up_down
+        price = self.bars.ticks[self.c0:self.c0 + CHUNK_BARS]
+        if g.spacing_mode == "fixed":
+            step = price * g.width
+        else:
+            step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
+        self.cpx = price.ravel().tolist()
+        self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
+        self.ctol = (g.regrid_fraction * step).ravel().tolist()
+        self.catr = sr.atr14.ravel().tolist()
 
 
 def _bot_order(symbol: str, o: Order) -> OpenOrder:
@@ -337,6 +353,7 @@ class _Run:
         """(valid, direction, confidence, close, atr14) the pool would answer at this trade."""
         lo = max(0, i + 1 - s.window)
         b = s.bars
+        assert s.wh is not None and s.wl is not None and s.wc is not None
         # (volume: the engine reads none; the ring's would be the trades' sizes)
         r = self.signals.evaluate(BarWindow(s.symbol, i + 1, b.ts[lo:i + 1], b.open[lo:i + 1], s.wh[lo:i + 1],
                                             s.wl[lo:i + 1], s.wc[lo:i + 1], b.volume[lo:i + 1]))
@@ -369,7 +386,6 @@ class _Run:
                         available_balance=avail, allow_new_entries=True, market_ts=ts)
         if math.isfinite(close) and close > 0 and math.isfinite(atr) and atr > 0:
             s.dirty = False  # the plan saw everything that happened
-            s.planned_dir = direction in ("UP", "DOWN")
         if plan.empty:
             return
         s.batch = _Batch(
@@ -479,14 +495,10 @@ class _Run:
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
         """Whether this trade could change anything the bot or the venue does (see settle)."""
-        if i - s.c0 >= CHUNK_BARS or i < s.c0:
-            s.load_chunk(i)
+        s.chunk_for(i)
         j = (i - s.c0) * TICKS_PER_BAR + k
         price = s.cpx[j]
         if price <= s.lo or price >= s.hi or ts >= s.cool_end:
-            return True
-        d = s.cdir[j]
-        if d and (d == 2) != s.planned_dir:  # entries are wanted only while the signal says UP/DOWN
             return True
         if s.cool_end == INF:
             code = s.cstrong[j]
@@ -539,7 +551,7 @@ class _Run:
             # The supervisor's halt reaches every worker at once, and each acts on it with its
             # last signal, not at its next trade.
             for s in self.syms:
-                sig = s.sig(s.last_i, TICKS_PER_BAR - 1) if s.series is not None else s.last_sig
+                sig = s.sig(s.last_i, TICKS_PER_BAR - 1) if s.chunks is not None else s.last_sig
                 if sig is not None:
                     self.decide(s, sig, ts)
                     self.settle(s, ts)
@@ -618,7 +630,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
 
     Test hooks: `_wake_every_trade` asks the bot at every trade (the reference the wake-up rules
     are held to); `_per_trade_engine` also asks the SignalEngine itself at every trade instead of
-    reading `evaluate_series` (the reference the series is held to)."""
+    reading `iter_series` (the reference the series is held to)."""
     t0 = time.perf_counter()
     _check_inputs(data, specs, balance_usd, latency_ticks, start_ts, end_ts)
     warm = default_warmup_bars(cfg) if warmup_bars is None else int(warmup_bars)
@@ -649,7 +661,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         bot = TradingBot(symbol=sym, product=specs[sym], grid=cfg.grid, risk=cfg.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
-                    wh=bars.high.copy(), wl=bars.low.copy(), wc=bars.close.copy(), window=cfg.market.window_bars,
+                    window=cfg.market.window_bars,
                     peak=balance_usd, last_eq=balance_usd)
         gap_at = np.flatnonzero(np.diff(bars.ts[warm:]) > BAR_SECONDS)[:MAX_GAPS_LISTED]
         s.gaps = [(float(bars.ts[warm + g]), float(bars.ts[warm + g + 1] - bars.ts[warm + g] - BAR_SECONDS))
@@ -696,7 +708,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
             for s, i in active:
                 s.trade_no += 1
                 if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
-                    s.stale = (float(s.bars.ticks[i, k]), int(s.bars.trade_size[i]), run.clock_us)
+                    s.stale = (i, k, run.clock_us)
                     continue
                 run_trade(run, s, i, k, ts, _per_trade_engine)
         for s, i in active:
@@ -720,22 +732,12 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
 
 
 def attach_series(cfg: Config, s: _Symbol) -> None:
-    """The pool's answers at every trade of the symbol (warm-up included, as the engine is
-    called from the first bar), and what the wake-up rules read from them."""
+    """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
+    as the engine is called from the first bar)."""
     b = s.bars
     candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
-    sr = evaluate_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed)
-    s.series = sr
-    g = cfg.grid
-    strong = sr.valid & (sr.confidence >= g.min_confidence) & ((sr.direction == st.UP) | (sr.direction == st.DOWN))
-    s.strong = np.where(strong, sr.direction, 0).astype(np.int8)
-    s.has_dir = np.where(sr.valid, np.where((sr.direction == st.UP) | (sr.direction == st.DOWN), 2, 1), 0).astype(np.int8)
-    price, atr = b.ticks, sr.atr14
-    if g.spacing_mode == "fixed":
-        step = price * g.width
-    else:
-        step = np.minimum(np.maximum(atr * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
-    s.tol = g.regrid_fraction * step
+    s.grid = cfg.grid
+    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
 
 
 def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine: bool) -> None:
@@ -747,7 +749,8 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     if s.stale is not None:
         # the trades skipped since the bot was last asked changed nothing but the venue's last
         # price: the last of them is replayed now, before anything meets the book
-        e.on_market_trade(s.symbol, s.stale[0], s.stale[1], s.stale[2])
+        si, sk, sts = s.stale
+        e.on_market_trade(s.symbol, float(b.ticks[si, sk]), int(b.trade_size[si]), sts)
         run.feed_events()
         s.stale = None
     if s.batch is not None and s.batch.due <= s.trade_no:
@@ -756,8 +759,10 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     run.feed_events()
     s.last_price = price
     if per_trade_engine:
-        s.wh[i] = b.forming_high[i, k]
-        s.wl[i] = b.forming_low[i, k]
+        if s.wh is None:  # the worker's ring: bar i's entries hold the forming bar while it forms
+            s.wh, s.wl, s.wc = b.high.copy(), b.low.copy(), b.close.copy()
+        s.wh[i] = max(b.ticks[i, :k + 1])
+        s.wl[i] = min(b.ticks[i, :k + 1])
         s.wc[i] = price
         sig = run.signal(s, i)
     else:

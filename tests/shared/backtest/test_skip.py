@@ -63,3 +63,14 @@ def test_series_signals_decide_exactly_as_the_engine_asked_at_every_trade() -> N
     series = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
     assert engine.summary.fills > 50
     assert _bytes(engine) == _bytes(series)
+
+
+def test_reading_the_signals_in_small_chunks_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.backtest.loop as loop
+
+    cfg, data = CASES["eth-fixed"]
+    whole = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(loop, "CHUNK_BARS", 333)  # chunk edges fall inside the warm-up and the trading
+    chunked = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    assert whole.summary.fills > 50
+    assert _bytes(whole) == _bytes(chunked)
