@@ -18,6 +18,7 @@ from shared.marketdata import Candles, shipped_candles, synthetic_candles
 from shared.signals import BarWindow, SignalConfig, SignalEngine
 from shared.signals import indicators as ind
 from shared.signals import strategies as st
+from shared.signals.backend import VEC
 
 from .harness import print_table, row
 from .original_bot import generate_consensus
@@ -111,8 +112,9 @@ def walk_forward_hit_rates(c: Candles, cfg: SignalConfig) -> dict[str, float]:
     macd = ind.macd(close)[0]
     mom = np.full(close.shape, np.nan)
     mom[cfg.momentum_bars:] = close[cfg.momentum_bars:] - close[:-cfg.momentum_bars]
-    feats = st.trend_features(close, sma20, rsi, macd, mom, cfg.rsi_overbought)
-    score = feats @ np.array(cfg.trend_weights)
+    f = st.trend_features(VEC, close, sma20, rsi, macd, mom, cfg.rsi_overbought)
+    feats = np.stack(f, axis=1)
+    score = st.trend_score(f, cfg.trend_weights)
     nxt = np.sign(np.diff(close))  # outcome of bar t is close[t+1] - close[t]
     usable = np.flatnonzero(~np.isnan(macd[:-1]) & (nxt != 0))
     fixed_hits = ((score[usable] > 0) == (nxt[usable] > 0)).mean()
@@ -141,7 +143,7 @@ def volatility_vote_frequency(c: Candles, cfg: SignalConfig) -> tuple[float, flo
     rel = np.full(close.shape, np.nan)
     rel[k:] = np.diff(win, axis=1).std(axis=1) / win[:, 1:].mean(axis=1)
     ok = ~np.isnan(rel) & ~np.isnan(upper)
-    votes = st.volatility_vote(close[ok], upper[ok], lower[ok], rel[ok], cfg.volatility_min,
+    votes = st.volatility_vote(VEC, close[ok], upper[ok], lower[ok], rel[ok], cfg.volatility_min,
                                cfg.volatility_max, cfg.volatility_rule)
     return float((votes != st.NONE).mean()), float(np.median(rel[ok]))
 

@@ -20,7 +20,7 @@ decision (live: the last account re-read, up to 15 wall seconds old); the accoun
 checked at each bar's last trade (live: the supervisor checks once a wall second, which is once a
 market minute at the default 60x replay).
 
-Wake-ups: with `evaluate_series` signals the bot is only asked when something it reacts to
+Wake-ups: with the signal series (`iter_series`) the bot is only asked when something it reacts to
 changed (see `_quiet`); tests/shared/backtest/test_skip.py runs the same data waking at every
 trade and gets the same fills, orders and figures.
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +41,14 @@ from ..marketdata import BAR_SECONDS, Candles
 from ..matching.engine import (FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money)
 from ..matching.errors import VenueError
 from ..products import ProductSpec
+from ..signals import strategies as st
 from ..signals.engine import BarWindow, SignalEngine
+from ..signals.series import SignalSeries, iter_series
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
+from ..trading.grid import GridConfig, protective_stop
+from ..trading.sizing import contracts_per_level
 from ..trading.orders import OpenOrder
 from ..trading.pnl import Fill as LedgerFill
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
@@ -59,6 +63,8 @@ EQUITY_POINTS = 5_000
 ENGINE_HISTORY = 1_000  # closed orders and fills the engine keeps for queries (we keep our own)
 MAX_GAPS_LISTED = 100
 PROGRESS_EVERY_BARS = 4_096
+CHUNK_BARS = 8_192  # the hot loop reads prices and signals as Python lists, this many bars at a time
+INF = math.inf
 DAYS_PER_YEAR = 365.0
 
 
@@ -92,16 +98,17 @@ class _Symbol:
     first: int  # index of the first traded bar
     last: int  # index of the last traded bar (inclusive)
     bot: TradingBot
-    wh: np.ndarray  # working high/low/close: bar i's entries hold the forming bar while it forms
-    wl: np.ndarray
-    wc: np.ndarray
     window: int
+    wh: np.ndarray | None = None  # per-trade engine only: working high/low/close (see run_trade)
+    wl: np.ndarray | None = None
+    wc: np.ndarray | None = None
     funding_ts: np.ndarray | None = None
     funding_rate: np.ndarray | None = None
     trade_no: int = 0
     batch: _Batch | None = None
     flatten_sent: bool = False
     last_sig: tuple[bool, str, float, float, float] | None = None
+    last_i: int = 0
     last_price: float = math.nan
     realised: float = 0.0
     fees: float = 0.0
@@ -123,6 +130,62 @@ class _Symbol:
     timeline: Timeline = field(default_factory=Timeline)
     stop_price: float = 0.0
     gaps: list[tuple[float, float]] = field(default_factory=list)
+    # wake-up state, recomputed after every trade the bot was asked at (see _Run.settle)
+    wake_all: bool = True
+    dirty: bool = True  # something happened the bot has not planned on yet
+    lo: float = -INF  # a trade at or below this can fill or trigger something of ours
+    hi: float = INF
+    cool_end: float = INF
+    gap: float = 0.0  # largest distance of a kept entry/take-profit from its wanted price
+    stop_rest: float = 0.0  # our resting stop's trigger (0: none to watch)
+    anchor_code: int = 0
+    anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
+    band: float = 0.0
+    stale: tuple[float, int, int] | None = None  # the last skipped trade, replayed to the venue before the next call
+    # The pool's answers, one chunk of CHUNK_BARS bars at a time (memory bounded by the chunk):
+    grid: GridConfig | None = None
+    chunks: Iterator[SignalSeries] | None = None
+    series: SignalSeries | None = None  # the current chunk, bars [c0, c0 + CHUNK_BARS)
+    c0: int = -(1 << 62)  # first bar of the current chunk (none loaded yet)
+    # ... and what the wake-up rules read from it, as Python lists indexed (bar - c0) x 4 + trade:
+    cpx: list[float] = field(default_factory=list)
+    cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
+    cdir: list[int] = field(default_factory=list)  # 0 invalid (no plan), 1 valid NONE, 2 valid UP/DOWN
+    ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
+    catr: list[float] = field(default_factory=list)
+    planned_dir: bool = False  # whether the last plan saw UP/DOWN (entries are wanted only then)
+    planned_avail: float = math.nan  # the available balance the last plan sized its grid from
+
+    def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
+        self.chunk_for(i)
+        sr = self.series
+        assert sr is not None
+        r = i - self.c0
+        return (bool(sr.valid[r, k]), st.VOTE_NAMES[int(sr.direction[r, k])], float(sr.confidence[r, k]),
+                float(self.bars.ticks[i, k]), float(sr.atr14[r, k]))
+
+    def chunk_for(self, i: int) -> None:
+        """Make the chunk holding bar i current (bars only move forward)."""
+        if 0 <= i - self.c0 < CHUNK_BARS:
+            return
+        assert self.chunks is not None and i > self.c0
+        while not 0 <= i - self.c0 < CHUNK_BARS:
+            self.series = next(self.chunks)
+            self.c0 = 0 if self.c0 < 0 else self.c0 + CHUNK_BARS
+        sr, g = self.series, self.grid
+        assert sr is not None and g is not None
+        up_down = (sr.direction == st.UP) | (sr.direction == st.DOWN)
+        strong = sr.valid & (sr.confidence >= g.min_confidence) & up_down
+        price = self.bars.ticks[self.c0:self.c0 + CHUNK_BARS]
+        if g.spacing_mode == "fixed":
+            step = price * g.width
+        else:
+            step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
+        self.cpx = price.ravel().tolist()
+        self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
+        self.cdir = np.where(sr.valid, np.where(up_down, 2, 1), 0).ravel().tolist()
+        self.ctol = (g.regrid_fraction * step).ravel().tolist()
+        self.catr = sr.atr14.ravel().tolist()
 
 
 def _bot_order(symbol: str, o: Order) -> OpenOrder:
@@ -163,6 +226,9 @@ class _Run:
         self.equity_points: list[tuple[float, float]] = []
         self.last_equity = balance_usd
         self.bars = 0
+        self.risk_key: tuple[float, int, float] | None = None
+        self.revision_seen = -1
+        self.skip = False
 
     # --- the venue side ---------------------------------------------------------------------
 
@@ -173,11 +239,13 @@ class _Run:
                 f = ev.fill
                 s = self.by_symbol[f.symbol]
                 self.on_fill(s, f)
+                s.dirty = True
             elif isinstance(ev, OrderEvent):
                 o = ev.order
                 s = self.by_symbol[o.symbol]
                 s.bot.on_order(_bot_order(s.symbol, o), o.state)
                 self.track_order(s, o)
+                s.dirty = True
 
     def on_fill(self, s: _Symbol, f: Any) -> None:
         price = float(f.price)
@@ -284,6 +352,7 @@ class _Run:
         """(valid, direction, confidence, close, atr14) the pool would answer at this trade."""
         lo = max(0, i + 1 - s.window)
         b = s.bars
+        assert s.wh is not None and s.wl is not None and s.wc is not None
         # (volume: the engine reads none; the ring's would be the trades' sizes)
         r = self.signals.evaluate(BarWindow(s.symbol, i + 1, b.ts[lo:i + 1], b.open[lo:i + 1], s.wh[lo:i + 1],
                                             s.wl[lo:i + 1], s.wc[lo:i + 1], b.volume[lo:i + 1]))
@@ -310,9 +379,13 @@ class _Run:
             return
         if not valid:
             return
-        avail = float(self.engine.wallet().available_balance)
+        avail = self.available()
+        s.planned_avail = avail
         plan = bot.plan(now=ts, price=close, atr=atr, direction=direction, confidence=confidence,
                         available_balance=avail, allow_new_entries=True, market_ts=ts)
+        if math.isfinite(close) and close > 0 and math.isfinite(atr) and atr > 0:
+            s.dirty = False  # the plan saw everything that happened
+            s.planned_dir = direction in ("UP", "DOWN")
         if plan.empty:
             return
         s.batch = _Batch(
@@ -320,6 +393,133 @@ class _Run:
             [(a.order_id, a.size, a.price, a.desired.order_type) for a in plan.to_amend],
             [(p.client_order_id, p.order.side, p.order.price, p.order.size, p.order.order_type, p.order.reduce_only)
              for p in plan.to_place])
+
+    def available(self) -> float:
+        return float(self.engine.wallet().available_balance)
+
+    def resize_check(self, acting: _Symbol) -> None:
+        """The account's available balance is shared: an order or fill of one symbol can change
+        another's grid size. Wake a symbol whose size would now differ (the only use a plan makes
+        of the balance)."""
+        if self.engine.revision == self.revision_seen:
+            return
+        self.revision_seen = self.engine.revision
+        if len(self.syms) == 1:
+            return
+        avail = self.available()
+        for s in self.syms:
+            a = s.bot.anchor
+            if s is acting or s.wake_all or a is None or avail == s.planned_avail:
+                continue
+            r = self.cfg.risk
+            before = contracts_per_level(s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                                         min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1
+            now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                                      min_balance=r.min_balance)
+            if now != before:
+                s.dirty = s.wake_all = True
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    def settle(self, s: _Symbol, ts: float) -> None:
+        """After the bot was asked: which later trades could change what it does. Until one of
+        them, a trade only moves the venue's last price (replayed before the next call) and the
+        signal (read from the series when the bot is next asked). Anything unusual wakes it at
+        every trade (`wake_all`); each rule here is a reason `plan` or the venue would act."""
+        bot = s.bot
+        grid = self.cfg.grid
+        s.cool_end = INF
+        if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
+            s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
+        bucket = bot.bucket
+        wake_all = (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
+                    or (bucket is not None and bucket.tokens < bucket.capacity))
+        lo, hi = -INF, INF
+        ours: dict[tuple[str, str, int], OpenOrder] = {}
+        for o in bot.open_orders.values():
+            if o.order_type == "stop_market_order":
+                if o.side == "sell":
+                    lo = max(lo, o.price)
+                else:
+                    hi = min(hi, o.price)
+            elif o.side == "buy":
+                lo = max(lo, o.price)
+            else:
+                hi = min(hi, o.price)
+            tag = coid.decode(o.client_order_id, bot_id=bot.bot_id, symbol=s.symbol)
+            if tag is None or o.symbol != s.symbol or tag.side != o.side:
+                continue
+            key = (tag.side, tag.purpose, tag.level)
+            if key in ours:
+                wake_all = True
+            ours[key] = o
+        anchor = bot.anchor
+        if anchor is None and any(key[1] == "entry" for key in ours):
+            wake_all = True
+        gap = 0.0
+        stop_rest = 0.0
+        wanted = {d.key: d for d in bot.desired}
+        if wanted.keys() != ours.keys():
+            wake_all = True
+        else:
+            for key, d in wanted.items():
+                o = ours[key]
+                if o.unfilled_size != d.size or o.order_type != d.order_type or o.reduce_only != d.reduce_only:
+                    wake_all = True
+                elif d.purpose == "stop":
+                    stop_rest = o.price
+                else:
+                    gap = max(gap, abs(o.price - d.price))
+        if s.position:
+            lo, hi = self.liquidation_bounds(s, lo, hi)
+        if anchor is not None:
+            s.anchor_code = 1 if anchor.direction == "UP" else 2 if anchor.direction == "DOWN" else 0
+            s.anchor_price, s.band = anchor.price, grid.regrid_fraction * anchor.step
+        else:
+            s.anchor_code = 0
+        s.lo, s.hi, s.gap, s.stop_rest = lo, hi, gap, stop_rest if bot.stop_edge is not None else 0.0
+        s.wake_all = wake_all
+
+    def liquidation_bounds(self, s: _Symbol, lo: float, hi: float) -> tuple[float, float]:
+        """Widened by a margin: waking early is harmless, the engine decides the liquidation."""
+        pos = self.engine.position(s.spec.product_id)
+        if pos.entry_price is None or pos.size == 0:
+            return lo, hi
+        a = abs(pos.size) * s.spec.contract_value
+        pm = float(self.engine.position_margin(s.spec.product_id))
+        entry = float(pos.entry_price)
+        rate = min(s.spec.maintenance_margin, 1.0 / (2.0 * float(self.engine.leverage(s.spec.product_id))))
+        if pos.size > 0:
+            return max(lo, (a * entry - pm) / (a * (1.0 - rate)) * 1.001), hi
+        return lo, min(hi, (pm + a * entry) / (a * (1.0 + rate)) * 0.999)
+
+    def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
+        """Whether this trade could change anything the bot or the venue does (see settle)."""
+        s.chunk_for(i)
+        j = (i - s.c0) * TICKS_PER_BAR + k
+        price = s.cpx[j]
+        if price <= s.lo or price >= s.hi or ts >= s.cool_end:
+            return True
+        d = s.cdir[j]
+        if d and (d == 2) != s.planned_dir:  # entries are wanted only while the signal says UP/DOWN
+            return True
+        if s.cool_end == INF:
+            code = s.cstrong[j]
+            if code and (s.anchor_code == 0 or code != s.anchor_code and self.cfg.grid.mode == "directional"
+                         or abs(price - s.anchor_price) > s.band):  # grid.needs_regrid's own expression
+                return True
+        tol = s.ctol[j]
+        if s.gap > 0.0 and s.gap > tol - 1e-9:
+            return True
+        if s.stop_rest:
+            atr = s.catr[j]
+            edge = s.bot.stop_edge
+            if edge is not None and atr > 0:
+                assert s.bot.position is not None
+                want = protective_stop(s.bot.position.contracts, edge, atr, s.spec, self.cfg.grid)
+                if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
+                    return True
+        return False
 
     # --- the supervisor side ----------------------------------------------------------------
 
@@ -335,11 +535,18 @@ class _Run:
 
     def check_risk(self, ts: float) -> None:
         eq = self.equity()
-        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price for s in self.syms}
-        snap = account_risk.AccountSnapshot(ts=ts, equity=eq, position_notional=notional)
+        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price if s.position else 0.0
+                    for s in self.syms}
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(eq, ts)
             return
+        # The same equity and notional on the same UTC day decide the same (evaluate is pure and
+        # only its updated_ts would move): skip the call, as flat stretches are most of a run.
+        key = (eq, account_risk.utc_day(ts), sum(notional.values()))
+        if key == self.risk_key and not self.halted:
+            return
+        self.risk_key = key
+        snap = account_risk.AccountSnapshot(ts=ts, equity=eq, position_notional=notional)
         decision, self.risk_state = account_risk.evaluate(self.risk_state, snap, self.cfg.risk)
         if decision.halted and not self.halted:
             self.halted = decision.reason
@@ -347,8 +554,10 @@ class _Run:
             # The supervisor's halt reaches every worker at once, and each acts on it with its
             # last signal, not at its next trade.
             for s in self.syms:
-                if s.last_sig is not None:
-                    self.decide(s, s.last_sig, ts)
+                sig = s.sig(s.last_i, TICKS_PER_BAR - 1) if s.chunks is not None else s.last_sig
+                if sig is not None:
+                    self.decide(s, sig, ts)
+                    self.settle(s, ts)
 
     def charge_funding(self, s: _Symbol, boundary: float) -> None:
         """Funding at an interval boundary: positive rate = longs pay shorts, on the notional at
@@ -362,6 +571,8 @@ class _Run:
         d = money(dec(amount))
         self.engine.balance += d  # the wallet pays or receives it, as Delta's does
         s.funding += float(d)
+        for other in self.syms:  # the available balance every bot sizes from changed
+            other.dirty = other.wake_all = True
 
 
 def _check_inputs(data: Mapping[str, Candles], specs: Mapping[str, ProductSpec], balance_usd: float,
@@ -406,7 +617,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                  balance_usd: float, start_ts: float | None = None, end_ts: float | None = None,
                  warmup_bars: int | None = None, funding: Mapping[str, Candles] | None = None,
                  latency_ticks: int = 1, progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, _wake_every_trade: bool = False) -> BacktestResult:
+                 should_stop: Callable[[], bool] | None = None, _wake_every_trade: bool = False,
+                 _per_trade_engine: bool = False) -> BacktestResult:
     """Replay each symbol's candles (bar open times, epoch s; 1m bars) through the paper venue's
     tick path, the pool's SignalEngine, the worker's TradingBot, the supervisor's account risk
     rules and the paper venue's MatchingEngine.
@@ -417,7 +629,11 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     = longs pay shorts), charged at each 8 h boundary; without one, funding is zero and the
     result says so. An order sent at trade t rests from trade t + `latency_ticks` (>= 1).
     `progress(done, total)` is called now and then with bars done; `should_stop()` True ends the
-    run early with what it had (`interrupted`). Raises BacktestError for bad input."""
+    run early with what it had (`interrupted`). Raises BacktestError for bad input.
+
+    Test hooks: `_wake_every_trade` asks the bot at every trade (the reference the wake-up rules
+    are held to); `_per_trade_engine` also asks the SignalEngine itself at every trade instead of
+    reading `iter_series` (the reference the series is held to)."""
     t0 = time.perf_counter()
     _check_inputs(data, specs, balance_usd, latency_ticks, start_ts, end_ts)
     warm = default_warmup_bars(cfg) if warmup_bars is None else int(warmup_bars)
@@ -448,7 +664,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         bot = TradingBot(symbol=sym, product=specs[sym], grid=cfg.grid, risk=cfg.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
-                    wh=bars.high.copy(), wl=bars.low.copy(), wc=bars.close.copy(), window=cfg.market.window_bars,
+                    window=cfg.market.window_bars,
                     peak=balance_usd, last_eq=balance_usd)
         gap_at = np.flatnonzero(np.diff(bars.ts[warm:]) > BAR_SECONDS)[:MAX_GAPS_LISTED]
         s.gaps = [(float(bars.ts[warm + g]), float(bars.ts[warm + g + 1] - bars.ts[warm + g] - BAR_SECONDS))
@@ -459,6 +675,10 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
             s.funding_rate = np.asarray(f.close, dtype=np.float64)
         syms.append(s)
     run = _Run(cfg, syms, balance_usd, latency_ticks)
+    run.skip = not (_wake_every_trade or _per_trade_engine)
+    if not _per_trade_engine:
+        for s in syms:
+            attach_series(cfg, s)
     # Every symbol's bars in one lockstep clock (bar open times), as the venue's replay timer.
     clock = np.unique(np.concatenate([s.bars.ts[s.first:s.last + 1] for s in syms]))
     total = len(clock)
@@ -467,6 +687,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     interrupted = False
     funding_period = -1
     done = 0
+    skip = run.skip
     for n_bar, bar_ts in enumerate(clock.tolist()):
         if should_stop is not None and n_bar % 256 == 0 and should_stop():
             interrupted = True
@@ -488,8 +709,14 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                             run.charge_funding(s, period * FUNDING_INTERVAL_S)
                 funding_period = period
             for s, i in active:
-                run_trade(run, s, i, k, ts)
+                s.trade_no += 1
+                if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
+                    s.stale = (float(s.bars.ticks[i, k]), int(s.bars.trade_size[i]), run.clock_us)
+                    continue
+                run_trade(run, s, i, k, ts, _per_trade_engine)
         for s, i in active:
+            s.last_price = float(s.bars.close[i])
+            s.last_i = i
             s.bars_done += 1
             if s.position:
                 s.bars_in_market += 1
@@ -507,23 +734,45 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                    float(clock[0]), float(clock[done - 1]) if done else float(clock[0]))
 
 
-def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float) -> None:
+def attach_series(cfg: Config, s: _Symbol) -> None:
+    """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
+    as the engine is called from the first bar)."""
+    b = s.bars
+    candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
+    s.grid = cfg.grid
+    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+
+
+def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine: bool) -> None:
     """One replayed trade of one symbol: the batch due now reaches the venue, the trade matches
     our book, the worker's bar ring takes the trade, the pool answers, the bot decides."""
-    s.trade_no += 1
     b = s.bars
     price = float(b.ticks[i, k])
+    e = run.engine
+    if s.stale is not None:
+        # the trades skipped since the bot was last asked changed nothing but the venue's last
+        # price: the last of them is replayed now, before anything meets the book
+        e.on_market_trade(s.symbol, s.stale[0], s.stale[1], s.stale[2])
+        run.feed_events()
+        s.stale = None
     if s.batch is not None and s.batch.due <= s.trade_no:
         run.deliver(s)
-    run.engine.on_market_trade(s.symbol, price, int(b.trade_size[i]), run.clock_us)
+    e.on_market_trade(s.symbol, price, int(b.trade_size[i]), run.clock_us)
     run.feed_events()
     s.last_price = price
-    s.wh[i] = b.forming_high[i, k]
-    s.wl[i] = b.forming_low[i, k]
-    s.wc[i] = price
-    sig = run.signal(s, i)
+    if per_trade_engine:
+        if s.wh is None:  # the worker's ring: bar i's entries hold the forming bar while it forms
+            s.wh, s.wl, s.wc = b.high.copy(), b.low.copy(), b.close.copy()
+        s.wh[i] = max(b.ticks[i, :k + 1])
+        s.wl[i] = min(b.ticks[i, :k + 1])
+        s.wc[i] = price
+        sig = run.signal(s, i)
+    else:
+        sig = s.sig(i, k)
     s.last_sig = sig
     run.decide(s, sig, ts)
+    run.settle(s, ts)
+    run.resize_check(s)
 
 
 def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int) -> None:

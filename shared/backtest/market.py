@@ -30,8 +30,6 @@ class ReplayedBars(NamedTuple):
     low: np.ndarray
     close: np.ndarray
     ticks: np.ndarray  # (n, 4) trade prices of each bar, in replay order
-    forming_high: np.ndarray  # (n, 4) high of the forming bar after each trade
-    forming_low: np.ndarray  # (n, 4) low of the forming bar after each trade
     trade_size: np.ndarray  # (n,) int64 contracts per replayed trade
     volume: np.ndarray  # (n,) the bar's volume (underlying units), as given
 
@@ -67,8 +65,6 @@ def replay_bars(c: Candles, spec: ProductSpec, first_live: int) -> ReplayedBars:
     ticks[:, 1] = np.where(nearer_high, h, low)
     ticks[:, 2] = np.where(nearer_high, low, h)
     ticks[:, 3] = close
-    fh = np.maximum.accumulate(ticks, axis=1)
-    fl = np.minimum.accumulate(ticks, axis=1)
     size = np.maximum(1, (np.asarray(c.volume, dtype=np.float64) / spec.contract_value / 4).astype(np.int64))
-    return ReplayedBars(np.asarray(c.ts, dtype=np.float64), o, h, low, close, ticks, fh, fl, size,
+    return ReplayedBars(np.asarray(c.ts, dtype=np.float64), o, h, low, close, ticks, size,
                         np.asarray(c.volume, dtype=np.float64))

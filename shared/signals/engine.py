@@ -14,32 +14,32 @@ Bad prices (NaN, inf, <= 0) never reach a signal:
 Only bars not yet committed are checked (the new closed bars and the forming bar; the whole
 window on a rebuild): committed history is trusted, which keeps a tick O(1).
 
-Speed: numpy pays ~1 us per call whatever the array size, so batches of more than
-_SCALAR_MAX_ROWS symbols run vectorised over rows, smaller ones on Python floats. The two paths
-are written in the same order of IEEE operations (sums in a fixed left-to-right order, no
-BLAS dot products, a hash instead of a shared RNG) and agree bit for bit: batch == single.
+Each strategy is one component in strategies.py (a named state layout + pure functions); the
+engine only lays their states side by side in one float64 row per symbol (`_Layout`) and calls
+them. Speed: numpy pays ~1 us per call whatever the array size, so batches of more than
+_SCALAR_MAX_ROWS symbols run the components over numpy columns (rows = symbols), smaller ones over
+Python floats; it is the same component code on two backends (backend.py), with sums in a fixed
+left-to-right order, no BLAS dot products and a hash instead of a shared RNG, so batch == single
+bit for bit. The backtest's series.py runs the same components over rows = ticks.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import msgspec
 import numpy as np
 
 from . import strategies as st
-from .streaming import (ATR_PERIOD, BB_K, BB_PERIOD, CLOSES_LEN, EMA_FAST, EMA_SLOW, MACD_SIGNAL,
-                        N_STATE, O_MACD, O_RSI, O_SMA, RSI_PERIOD, S_ATR, S_EMA_FAST, S_EMA_SLOW,
-                        S_GAIN, S_LOSS, S_MACD_FAST, S_N, S_PREV_CLOSE, S_SIGNAL, WARM_BARS,
-                        advance, new_state, outputs)
+from .backend import SCALAR, VEC, Backend
+from .streaming import (BB_PERIOD, CLOSES_LEN, N_STATE, O_MACD, O_RSI, O_SMA, S_N, S_PREV_CLOSE,
+                        WARM_BARS, BollingerPrep, IndicatorState, advance, bollinger_forming,
+                        new_state, outputs, rsi_of, steady_step)
 
 BAR_SECONDS = 60.0
 _SCALAR_MAX_ROWS = 4  # up to this many warm rows, Python floats beat numpy's per-call overhead
-_KF = 2.0 / (EMA_FAST + 1.0)
-_KS = 2.0 / (EMA_SLOW + 1.0)
-_K9 = 2.0 / (MACD_SIGNAL + 1.0)
 MAX_WINDOW = 65536  # a sanity bound on one window; the pool sends 1024
 
 
@@ -208,6 +208,44 @@ class _Plan(NamedTuple):
 _NOOP, _STEP, _REBUILD, _BAD = range(4)
 
 
+class _Layout:
+    """Where each component's state sits in a symbol's strategy row (the engine's `X`): the
+    components' NamedTuples side by side, then one MtfFrame per timeframe."""
+
+    def __init__(self, n_tf: int) -> None:
+        blocks: list[tuple[str, Any]] = [("trend", st.TrendState), ("bollinger", BollingerPrep),
+                                          ("volatility", st.VolatilityState), ("rl", st.RLState)]
+        blocks += [(f"mtf{j}", st.MtfFrame) for j in range(n_tf)]
+        self.slices: dict[str, slice] = {}
+        at = 0
+        for name, kind in blocks:
+            self.slices[name] = slice(at, at + len(kind._fields))
+            at += len(kind._fields)
+        self.width = at
+        self.frames = [self.slices[f"mtf{j}"] for j in range(n_tf)]
+        t, r = self.slices["trend"].start, self.slices["rl"].start
+        self.learner_weights = slice(t + st.TREND_WEIGHTS.start, t + st.TREND_WEIGHTS.stop)
+        self.learner_inputs = slice(t + st.TREND_INPUTS.start, t + st.TREND_INPUTS.stop)
+        self.rl_state = r + st.RLState._fields.index("state")
+        self.rl_action = r + st.RLState._fields.index("action")
+        self.rl_epsilon = r + st.RLState._fields.index("epsilon")
+        self.knowledge = [self.learner_weights, slice(self.rl_epsilon, self.rl_epsilon + 1)]
+        self.trend_momentum_ref = t + st.TrendState._fields.index("momentum_ref")
+        self.rl_momentum_ref = r + st.RLState._fields.index("momentum_ref")
+        self.rl_mean = r + st.RLState._fields.index("mean")
+        self.bollinger = self.slices["bollinger"].start
+        self.volatility = self.slices["volatility"].start
+        self._named = [(kind, self.slices[name]) for name, kind in blocks[:4]]
+
+    def named(self, x: Any) -> tuple[st.TrendState, BollingerPrep, st.VolatilityState, st.RLState,
+                                     list[st.MtfFrame]]:
+        """The components' states from a row (list of floats) or from columns (X.T)."""
+        make = tuple.__new__  # NamedTuple._make without its length check: the slices fit
+        (t, ts), (b, bs), (v, vs), (r, rs) = self._named
+        return (make(t, x[ts]), make(b, x[bs]), make(v, x[vs]), make(r, x[rs]),
+                [make(st.MtfFrame, x[f]) for f in self.frames])
+
+
 class SignalEngine:
     """Signals for many symbols. Not thread-safe: one engine per pool process."""
 
@@ -227,22 +265,8 @@ class SignalEngine:
         self._vol_thr_list = [float(t) for t in cfg.rl_vol_thresholds]
         self._n_states = st.rl_n_states(tuple(cfg.rl_vol_thresholds))
         self._rl_ready = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
-        # strategy-state columns
-        self._x_lw = slice(0, st.N_LEARNER_WEIGHTS)
-        self._x_lx = slice(st.N_LEARNER_WEIGHTS, 2 * st.N_LEARNER_WEIGHTS)
-        base = 2 * st.N_LEARNER_WEIGHTS
-        self._x_rl_state, self._x_rl_action, self._x_rl_eps = base, base + 1, base + 2
-        # precomputed at each commit so the forming bar costs O(1) elementwise work: mean and
-        # sum of squared deviations of the last 19 closes (Bollinger), of the last k-1 closes and
-        # k-1 changes (relative volatility), of the last rl_vol_bars-1 closes (RL), and the
-        # reference closes for the two momenta
-        self._x_p = base + 3
-        (self._p_bb_m, self._p_bb_m2, self._p_rv_cm, self._p_rv_dm, self._p_rv_dm2, self._p_mom_ref,
-         self._p_rl_ref, self._p_rl_m, self._p_rl_m2) = range(self._x_p, self._x_p + 9)
-        # then 6 columns per timeframe: EMA of completed bars, bars done, bucket of the last
-        # closed 1m bar, its close, and the EMA / count if that bucket turns out complete
-        self._x_tf = self._x_p + 9
-        self._n_x = self._x_tf + 6 * self._n_tf
+        self._lay = _Layout(self._n_tf)
+        self._n_x = self._lay.width
         self._cap = 0
         self._S = np.empty((0, N_STATE))
         self._C = np.empty((0, CLOSES_LEN))
@@ -295,7 +319,7 @@ class SignalEngine:
             raise KeyError(f"{symbol}: no RL table (symbol never evaluated or imported)")
         table = RLTable(version=1, symbol=symbol, vol_thresholds=list(self.config.rl_vol_thresholds),
                         n_states=self._n_states, n_actions=st.N_ACTIONS,
-                        q=self._Q[slot].ravel().tolist(), epsilon=float(self._X[slot, self._x_rl_eps]))
+                        q=self._Q[slot].ravel().tolist(), epsilon=float(self._X[slot, self._lay.rl_epsilon]))
         return _RL_ENCODER.encode(table)
 
     def import_rl_table(self, symbol: str, data: bytes) -> None:
@@ -322,7 +346,7 @@ class SignalEngine:
                 raise ValueError(f"{symbol}: engine already holds max_symbols="
                                  f"{self.config.max_symbols} symbols")
         self._Q[slot] = q.reshape(self._n_states, st.N_ACTIONS)
-        self._X[slot, self._x_rl_eps] = table.epsilon
+        self._X[slot, self._lay.rl_epsilon] = table.epsilon
 
     # ------------------------------------------------------------------ slots
 
@@ -345,8 +369,8 @@ class SignalEngine:
         self._keys[slot] = np.uint64(key & 0xFFFFFFFFFFFFFFFF)
         self._Q[slot] = 0.0
         self._X[slot] = np.nan
-        self._X[slot, self._x_lw] = 0.0
-        self._X[slot, self._x_rl_eps] = self.config.rl_epsilon
+        self._X[slot, self._lay.learner_weights] = 0.0
+        self._X[slot, self._lay.rl_epsilon] = self.config.rl_epsilon
         return slot
 
     def _grow(self, cap: int) -> None:
@@ -454,11 +478,7 @@ class SignalEngine:
         for n_bars, items in groups.items():
             rows = np.array([slot for _, slot, _ in items])
             S, C = new_state(len(items))
-            X = self._X[rows]
-            X[:, self._x_lx] = np.nan
-            X[:, self._x_rl_state] = np.nan
-            X[:, self._x_rl_action] = np.nan
-            X[:, self._x_p:] = np.nan
+            X = self.reset_rows(self._X[rows])
             Q = self._Q[rows]
             # a few rows: numpy only through the seeding bars, then the scalar twin per bar
             # (bit-identical, several times faster than numpy on tiny arrays)
@@ -548,164 +568,155 @@ class SignalEngine:
             self._last_ts[slot] = t
         return reasons
 
+    def reset_rows(self, X: np.ndarray) -> np.ndarray:
+        """Strategy rows after their indicator state is dropped: everything NaN but what was
+        learned (the learner's weights, the RL exploration rate; the Q-table sits apart)."""
+        keep = [X[:, s].copy() for s in self._lay.knowledge]
+        X[:] = np.nan
+        for s, v in zip(self._lay.knowledge, keep):
+            X[:, s] = v
+        return X
+
     def _commit(self, S: np.ndarray, C: np.ndarray, X: np.ndarray, Q: np.ndarray,
                 h: np.ndarray, lo: np.ndarray, c: np.ndarray, ts: np.ndarray,
                 bar_no: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Commit one closed bar for every row. X and Q are updated in place (local copies)."""
+        """Commit one closed bar for every row (any warm-up stage, learner on or off). X and Q are
+        updated in place (local copies)."""
         cfg = self.config
+        lay = self._lay
         prev_close = S[:, S_PREV_CLOSE]
         S2, C2 = advance(S, C, h, lo, c)
         n_after = S2[:, S_N]
         with np.errstate(invalid="ignore"):
             bar_ret = (c - prev_close) / prev_close  # NaN on the first bar
         if cfg.learner:
-            xprev = X[:, self._x_lx]
+            xprev = X[:, lay.learner_inputs]
             learn = np.isfinite(xprev[:, 0]) & (c != prev_close) & np.isfinite(bar_ret)
-            X[:, self._x_lw] = st.learner_update(X[:, self._x_lw], np.nan_to_num(xprev),
-                                                 (c > prev_close).astype(np.float64), learn,
-                                                 cfg.learner_rate, cfg.learner_l2)
+            X[:, lay.learner_weights] = st.learner_update(X[:, lay.learner_weights], np.nan_to_num(xprev),
+                                                          (c > prev_close).astype(np.float64), learn,
+                                                          cfg.learner_rate, cfg.learner_l2)
             if n_after.min() >= WARM_BARS:
                 out = outputs(S2, C2)
-                feats = st.trend_features(c, out[:, O_SMA], out[:, O_RSI], out[:, O_MACD],
+                feats = st.trend_features(VEC, c, out[:, O_SMA], out[:, O_RSI], out[:, O_MACD],
                                           c - C2[:, -1 - cfg.momentum_bars], cfg.rsi_overbought)
-                X[:, self._x_lx] = st.learner_inputs(feats)
+                X[:, lay.learner_inputs] = st.learner_inputs(np.stack(feats, axis=1))
             else:
-                X[:, self._x_lx] = np.nan
-        for j in range(self._n_tf):
-            base = self._x_tf + 6 * j
-            ema, done, bucket, last = (X[:, base + q] for q in range(4))
-            b = np.floor(ts / self._tf[j])
-            complete = (b != bucket) & np.isfinite(last)
-            ema = np.where(complete, np.where(done > 0, ema + self._tf_k * (last - ema), last), ema)
-            done = np.where(np.isfinite(done), done, 0.0) + complete
-            X[:, base] = ema
-            X[:, base + 1] = done
-            X[:, base + 2] = b
-            X[:, base + 3] = c
+                X[:, lay.learner_inputs] = np.nan
+        for f, tf in zip(lay.frames, self._tf_list):
+            fr = st.mtf_commit(VEC, st.MtfFrame(*X[:, f].T), ts, c, tf, self._tf_k)
+            for q in range(4):
+                X[:, f.start + q] = fr[q]
         ready = n_after >= self._rl_ready
         if ready.any():
             s_now = st.rl_state(C2, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr)
-            a_prev = X[:, self._x_rl_action]
+            a_prev = X[:, lay.rl_action]
             learn = ready & np.isfinite(a_prev) & np.isfinite(bar_ret)
             r_idx = np.arange(S.shape[0])
             if learn.any():
                 rl = r_idx[learn]
-                sp = X[learn, self._x_rl_state].astype(np.int64)
+                sp = X[learn, lay.rl_state].astype(np.int64)
                 ap = a_prev[learn].astype(np.int64)
-                target = st.rl_reward(ap, bar_ret[learn]) + cfg.rl_gamma * Q[rl, s_now[learn]].max(axis=1)
-                q_sa = Q[rl, sp, ap]
-                Q[rl, sp, ap] = q_sa + cfg.rl_alpha * (target - q_sa)
-            greedy = st.rl_greedy(Q[r_idx, s_now])
+                target = st.rl_target(VEC, ap, bar_ret[learn], Q[rl, s_now[learn]].max(axis=1), cfg.rl_gamma)
+                Q[rl, sp, ap] = st.rl_learn(Q[rl, sp, ap], target, cfg.rl_alpha)
+            q_now = Q[r_idx, s_now]
+            greedy = st.rl_greedy(VEC, q_now[:, 0], q_now[:, 1], q_now[:, 2])
             mix = st.bar_key(keys, bar_no)
-            eps = X[:, self._x_rl_eps]
+            eps = X[:, lay.rl_epsilon]
             explore = st.uniform_hash(mix, 1) < eps
             random_action = np.minimum((st.uniform_hash(mix, 2) * st.N_ACTIONS).astype(np.int64),
                                        st.N_ACTIONS - 1)
             action = np.where(explore, random_action, greedy)
-            X[:, self._x_rl_state] = np.where(ready, s_now, np.nan)
-            X[:, self._x_rl_action] = np.where(ready, action, np.nan)
-            X[:, self._x_rl_eps] = np.where(ready, np.maximum(cfg.rl_epsilon_min,
+            X[:, lay.rl_state] = np.where(ready, s_now, np.nan)
+            X[:, lay.rl_action] = np.where(ready, action, np.nan)
+            X[:, lay.rl_epsilon] = np.where(ready, np.maximum(cfg.rl_epsilon_min,
                                                               eps * cfg.rl_epsilon_decay), eps)
         return S2, C2
 
-    def _precompute(self, X: np.ndarray, C: np.ndarray) -> None:
-        """Fill the per-symbol context the forming bar is evaluated from (see __init__). Called
-        once after the last commit of a call, not per committed bar."""
+    def commit_row(self, s: list[float], x: list[float], q: list[list[float]], closes: list[float],
+                   h: float, lo: float, c: float, ts: float, bar_no: int, key: int) -> list[float]:
+        """`_commit` for one warm row (S_N >= WARM_BARS, learner off) on Python floats, through
+        the same components; x, q and closes (the row's strategy state, Q-table and last closes)
+        are updated in place, the new indicator state is returned. Prep (`_prepare_one`) is
+        left to the caller: the engine runs it after each commit, the series over all bars at once."""
         cfg = self.config
-        for j in range(self._n_tf):
-            base = self._x_tf + 6 * j
-            ema, done, last = X[:, base], X[:, base + 1], X[:, base + 3]
-            X[:, base + 4] = np.where(done > 0, ema + self._tf_k * (last - ema), last)
-            X[:, base + 5] = done + 1.0
+        lay = self._lay
+        prev = s[S_PREV_CLOSE]
+        new = steady_step(SCALAR, tuple.__new__(IndicatorState, s), h, lo, c)
+        del closes[0]
+        closes.append(c)
+        bar_ret = (c - prev) / prev
+        for f, tf in zip(lay.frames, self._tf_list):
+            x[f] = st.mtf_commit(SCALAR, tuple.__new__(st.MtfFrame, x[f]), ts, c, tf, self._tf_k)
+        s_now = st.rl_state_scalar(closes, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr_list)
+        a_prev = x[lay.rl_action]
+        if math.isfinite(a_prev) and math.isfinite(bar_ret):
+            sp, ap = int(x[lay.rl_state]), int(a_prev)
+            qn = q[s_now]
+            target = st.rl_target(SCALAR, ap, bar_ret, max(qn[0], max(qn[1], qn[2])), cfg.rl_gamma)
+            q[sp][ap] = st.rl_learn(q[sp][ap], target, cfg.rl_alpha)
+        qu, qd, qh = q[s_now]
+        mix = st.bar_key_scalar(key, bar_no)
+        eps = x[lay.rl_epsilon]
+        if st.uniform_hash_scalar(mix, 1) < eps:
+            action = min(int(st.uniform_hash_scalar(mix, 2) * st.N_ACTIONS), st.N_ACTIONS - 1)
+        else:
+            action = st.rl_greedy(SCALAR, qu, qd, qh)
+        x[lay.rl_state] = float(s_now)
+        x[lay.rl_action] = float(action)
+        x[lay.rl_epsilon] = max(cfg.rl_epsilon_min, eps * cfg.rl_epsilon_decay)
+        return list(new)
 
+    def _precompute(self, X: np.ndarray, C: np.ndarray) -> None:
+        """Fill the components' prep columns the forming bar is evaluated from, rows at once.
+        Called once after the last commit of a call, not per committed bar."""
+        cfg = self.config
+        lay = self._lay
+        for f in lay.frames:
+            fr = st.mtf_prepare(VEC, st.MtfFrame(*X[:, f].T), self._tf_k)
+            X[:, f.start + 4], X[:, f.start + 5] = fr.ema_next, fr.done_next
         mean_m2 = st.seq_mean_m2
-        X[:, self._p_bb_m], X[:, self._p_bb_m2] = mean_m2(C[:, -(BB_PERIOD - 1):])
+        X[:, lay.trend_momentum_ref] = C[:, -cfg.momentum_bars]
+        b = lay.bollinger
+        X[:, b], X[:, b + 1] = mean_m2(C[:, -(BB_PERIOD - 1):])
         k = cfg.volatility_changes
-        X[:, self._p_rv_cm] = mean_m2(C[:, -(k - 1):])[0]
+        v = lay.volatility
+        X[:, v] = mean_m2(C[:, -(k - 1):])[0]
         tail = C[:, -k:]
-        X[:, self._p_rv_dm], X[:, self._p_rv_dm2] = mean_m2(tail[:, 1:] - tail[:, :-1])
-        X[:, self._p_mom_ref] = C[:, -cfg.momentum_bars]
-        X[:, self._p_rl_ref] = C[:, -cfg.rl_momentum_bars]
-        X[:, self._p_rl_m], X[:, self._p_rl_m2] = mean_m2(C[:, -(cfg.rl_vol_bars - 1):])
+        X[:, v + 1], X[:, v + 2] = mean_m2(tail[:, 1:] - tail[:, :-1])
+        X[:, lay.rl_momentum_ref] = C[:, -cfg.rl_momentum_bars]
+        r = lay.rl_mean
+        X[:, r], X[:, r + 1] = mean_m2(C[:, -(cfg.rl_vol_bars - 1):])
 
     def _precompute_scalar(self, x: list[float], closes: list[float]) -> None:
         """`_precompute` for one row of Python floats (same order of operations)."""
         cfg = self.config
-        for j in range(self._n_tf):
-            base = self._x_tf + 6 * j
-            ema, done, last = x[base], x[base + 1], x[base + 3]
-            x[base + 4] = ema + self._tf_k * (last - ema) if done > 0 else last
-            x[base + 5] = done + 1.0
+        lay = self._lay
+        for f in lay.frames:
+            x[f] = st.mtf_prepare(SCALAR, tuple.__new__(st.MtfFrame, x[f]), self._tf_k)
         mean_m2 = st.seq_mean_m2_scalar
-        x[self._p_bb_m], x[self._p_bb_m2] = mean_m2(closes[-(BB_PERIOD - 1):])
+        x[lay.trend_momentum_ref] = closes[-cfg.momentum_bars]
+        b = lay.bollinger
+        x[b], x[b + 1] = mean_m2(closes[-(BB_PERIOD - 1):])
         k = cfg.volatility_changes
-        x[self._p_rv_cm] = mean_m2(closes[-(k - 1):])[0]
+        v = lay.volatility
+        x[v] = mean_m2(closes[-(k - 1):])[0]
         tail = closes[-k:]
-        x[self._p_rv_dm], x[self._p_rv_dm2] = mean_m2([tail[i + 1] - tail[i] for i in range(k - 1)])
-        x[self._p_mom_ref] = closes[-cfg.momentum_bars]
-        x[self._p_rl_ref] = closes[-cfg.rl_momentum_bars]
-        x[self._p_rl_m], x[self._p_rl_m2] = mean_m2(closes[-(cfg.rl_vol_bars - 1):])
+        x[v + 1], x[v + 2] = mean_m2([tail[i + 1] - tail[i] for i in range(k - 1)])
+        x[lay.rl_momentum_ref] = closes[-cfg.rl_momentum_bars]
+        r = lay.rl_mean
+        x[r], x[r + 1] = mean_m2(closes[-(cfg.rl_vol_bars - 1):])
 
     def _commit_scalar(self, slot: int, h: float, lo: float, c: float, ts: float, bar_no: int) -> None:
-        """`_commit` + `_precompute` for one warm row (N >= WARM_BARS, learner off) on Python
-        floats, in the same order of operations as the numpy path (tests hold them equal)."""
-        cfg = self.config
-        s = self._S[slot].tolist()
+        """Commit one closed bar of one warm row (learner off) on Python floats."""
         x = self._X[slot].tolist()
-        closes = self._C[slot].tolist()[1:]
-        closes.append(c)
-        prev = s[S_PREV_CLOSE]
-        d = c - prev
-        tr = max(h - lo, max(abs(h - prev), abs(lo - prev)))
-        ef, es, mf, sig = s[S_EMA_FAST], s[S_EMA_SLOW], s[S_MACD_FAST], s[S_SIGNAL]
-        s[S_EMA_FAST] = (c - ef) * _KF + ef
-        es2 = (c - es) * _KS + es
-        mf2 = (c - mf) * _KF + mf
-        line = mf2 - es2
-        s[S_SIGNAL] = (line - sig) * _K9 + sig
-        s[S_GAIN] = (s[S_GAIN] * (RSI_PERIOD - 1) + (d if d > 0.0 else 0.0)) / RSI_PERIOD
-        s[S_LOSS] = (s[S_LOSS] * (RSI_PERIOD - 1) + (-d if d < 0.0 else 0.0)) / RSI_PERIOD
-        s[S_ATR] = (s[S_ATR] * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
-        s[S_EMA_SLOW] = es2
-        s[S_MACD_FAST] = mf2
-        s[S_N] = s[S_N] + 1.0
-        s[S_PREV_CLOSE] = c
-        bar_ret = (c - prev) / prev
-        for j in range(self._n_tf):
-            base = self._x_tf + 6 * j
-            ema, done, bucket, last = x[base], x[base + 1], x[base + 2], x[base + 3]
-            b = float(math.floor(ts / self._tf_list[j]))
-            complete = b != bucket and math.isfinite(last)
-            if complete:
-                ema = ema + self._tf_k * (last - ema) if done > 0 else last
-            x[base] = ema
-            x[base + 1] = (done if math.isfinite(done) else 0.0) + (1.0 if complete else 0.0)
-            x[base + 2] = b
-            x[base + 3] = c
-        s_now = st.rl_state_scalar(closes, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr_list)
-        q = self._Q[slot]
-        a_prev = x[self._x_rl_action]
-        if math.isfinite(a_prev) and math.isfinite(bar_ret):
-            sp, ap = int(x[self._x_rl_state]), int(a_prev)
-            sign = 1.0 if ap == st.ACT_UP else -1.0 if ap == st.ACT_DOWN else 0.0
-            qn = q[s_now].tolist()
-            target = sign * bar_ret * 1e4 + cfg.rl_gamma * max(qn[0], max(qn[1], qn[2]))
-            q_sa = float(q[sp, ap])
-            q[sp, ap] = q_sa + cfg.rl_alpha * (target - q_sa)
-        qu, qd, qh = q[s_now].tolist()
-        greedy = st.ACT_UP if (qu > qd and qu > qh) else st.ACT_DOWN if (qd > qu and qd > qh) else st.ACT_HOLD
-        mix = st.bar_key_scalar(int(self._keys[slot]), bar_no)
-        eps = x[self._x_rl_eps]
-        if st.uniform_hash_scalar(mix, 1) < eps:
-            action = min(int(st.uniform_hash_scalar(mix, 2) * st.N_ACTIONS), st.N_ACTIONS - 1)
-        else:
-            action = greedy
-        x[self._x_rl_state] = float(s_now)
-        x[self._x_rl_action] = float(action)
-        x[self._x_rl_eps] = max(cfg.rl_epsilon_min, eps * cfg.rl_epsilon_decay)
+        q = self._Q[slot].tolist()
+        closes = self._C[slot].tolist()
+        s = self.commit_row(self._S[slot].tolist(), x, q, closes, h, lo, c, ts, bar_no,
+                            int(self._keys[slot]))
         self._precompute_scalar(x, closes)
         self._S[slot] = s
         self._X[slot] = x
+        self._Q[slot] = q
         self._C[slot] = closes
 
     def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
@@ -740,11 +751,11 @@ class SignalEngine:
         full: dict[int, tuple[list[float], list[int], int, float]] = {}
         if 0 < len(warm_idx) <= _SCALAR_MAX_ROWS:
             for i in warm_idx:
-                full[i] = self._core_scalar(slots[i], *fb_rows[i][1:])
+                full[i] = self._core_one(slots[i], *fb_rows[i][1:])
         elif warm_idx:
             rows = np.array([slots[i] for i in warm_idx])
             sub = fb[warm_idx]
-            snap, votes, direction, conf = self._core_vec(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
+            snap, votes, direction, conf = self._core_rows(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
             for q, i in enumerate(warm_idx):
                 full[i] = (snap[q], votes[q], direction[q], conf[q])
         names, comps = st.VOTE_NAMES, st.COMPONENTS
@@ -784,193 +795,54 @@ class SignalEngine:
         S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])
         return np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
 
-    # The two functions below compute the same thing, one vectorised over rows and one on
-    # Python floats for small batches (numpy's per-call overhead dominates below ~5 rows).
-    # They use only elementwise IEEE operations written in the same order, so they agree bit for
-    # bit; tests/shared/signals/test_engine.py holds them to that.
-
-    def _core_vec(self, rows: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
-                  ts: np.ndarray) -> tuple[list[list[float]], list[list[int]], list[int], list[float]]:
+    def core(self, xp: Backend, s: Any, x: Any, q: Any, h: Any, lo: Any, c: Any,
+             ts: Any) -> tuple[tuple[Any, ...], tuple[Any, Any, Any, Any], Any, Any]:
+        """The forming bar of warm rows (closed bars >= WARM_BARS), given the committed state:
+        (snapshot in IndicatorSnapshot order, votes in COMPONENTS order, direction, confidence).
+        `s`, `x`: the indicator and strategy state as columns (S.T, X.T; `q` (n, states, actions))
+        with VEC, or as lists of one row (`q` nested lists) with SCALAR; prices likewise."""
         cfg = self.config
-        S = self._S[rows]
-        X = self._X[rows]
-        ef, es, mf, sig = S[:, S_EMA_FAST], S[:, S_EMA_SLOW], S[:, S_MACD_FAST], S[:, S_SIGNAL]
-        prev = S[:, S_PREV_CLOSE]
-        ema12 = (c - ef) * _KF + ef
-        ema26 = (c - es) * _KS + es
-        mf2 = (c - mf) * _KF + mf
-        line = mf2 - ema26
-        signal = (line - sig) * _K9 + sig
-        hist = line - signal
-        d = c - prev
-        gain = (S[:, S_GAIN] * (RSI_PERIOD - 1.0) + np.where(d > 0.0, d, 0.0)) / RSI_PERIOD
-        loss = (S[:, S_LOSS] * (RSI_PERIOD - 1.0) + np.where(d < 0.0, -d, 0.0)) / RSI_PERIOD
-        tot = gain + loss
-        pos = tot > 0.0
-        rsi = np.where(pos, 100.0 * gain / np.where(pos, tot, 1.0), 50.0)
-        tr = np.maximum(np.maximum(h - lo, np.abs(h - prev)), np.abs(lo - prev))
-        atr = (S[:, S_ATR] * (ATR_PERIOD - 1.0) + tr) / ATR_PERIOD
-        bm = X[:, self._p_bb_m]
-        delta = c - bm
-        mid = bm + delta / BB_PERIOD
-        sd = np.sqrt((X[:, self._p_bb_m2] + delta * (c - mid)) / BB_PERIOD)
-        upper = mid + BB_K * sd
-        lower = mid - BB_K * sd
-        # trend
-        f0 = np.sign(c - mid)
-        f1 = np.where(rsi < cfg.rsi_overbought, 1.0, -1.0)
-        f2 = np.sign(line)
-        f3 = np.sign(c - X[:, self._p_mom_ref])
-        tw = cfg.trend_weights
+        trend, bb, vol, rl, frames = self._lay.named(x)
+        ind = tuple.__new__(IndicatorState, s)
+        new = steady_step(xp, ind, h, lo, c)
+        line = new.macd_fast - new.ema_slow
+        rsi = rsi_of(xp, new.gain, new.loss)
+        upper, mid, lower = bollinger_forming(xp, bb, c)
+        f = st.trend_features(xp, c, mid, rsi, line, c - trend.momentum_ref, cfg.rsi_overbought)
         if cfg.learner:
-            lw = X[:, self._x_lw]
-            z = lw[:, 0] + lw[:, 1] * f0 + lw[:, 2] * f1 + lw[:, 3] * f2 + lw[:, 4] * f3
-            trend = np.where(z > 0.0, st.UP, np.where(z < 0.0, st.DOWN, st.NONE))
+            trend_v = st.learner_vote(xp, st.learner_z(trend[st.TREND_WEIGHTS], f))
         else:
-            score = f0 * tw[0] + f1 * tw[1] + f2 * tw[2] + f3 * tw[3]
-            trend = np.where(score > 0.0, st.UP, st.DOWN)
-        # multi-timeframe
-        ups = np.zeros(len(rows), dtype=np.int64)
-        downs = np.zeros(len(rows), dtype=np.int64)
-        for j in range(self._n_tf):
-            base = self._x_tf + 6 * j
-            same = np.floor(ts / self._tf[j]) == X[:, base + 2]
-            ema = np.where(same, X[:, base], X[:, base + 4])
-            done = np.where(same, X[:, base + 1], X[:, base + 5])
-            ready = done >= cfg.mtf_ema_period
-            ups += ready & (c > ema)
-            downs += ready & (c < ema)
-        k = cfg.mtf_min_agree
-        mtf = np.where(ups >= k, st.UP, np.where(downs >= k, st.DOWN, st.NONE))
-        # volatility
-        kc = cfg.volatility_changes
-        dm = X[:, self._p_rv_dm]
-        dd = d - dm
-        dm2 = dm + dd / kc
-        dsd = np.sqrt((X[:, self._p_rv_dm2] + dd * (d - dm2)) / kc)
-        cm = X[:, self._p_rv_cm]
-        rel_vol = dsd / (cm + (c - cm) / kc)
-        in_band = (rel_vol > cfg.volatility_min) & (rel_vol < cfg.volatility_max)
-        hi_vote, lo_vote = (st.SHORT, st.LONG) if cfg.volatility_rule == "mean_reversion" else (st.LONG, st.SHORT)
-        vol = np.where(in_band & (c > upper), hi_vote, np.where(in_band & (c < lower), lo_vote, st.NONE))
-        # RL
-        kv = cfg.rl_vol_bars
-        rm = X[:, self._p_rl_m]
-        rd = c - rm
-        rm2 = rm + rd / kv
-        rv = np.sqrt((X[:, self._p_rl_m2] + rd * (c - rm2)) / kv) / rm2
-        state = (c > X[:, self._p_rl_ref]).astype(np.int64)
-        for thr in cfg.rl_vol_thresholds:
-            state += 2 * (rv > thr)
-        q = self._Q[rows, state]
-        rl = st.ACTION_VOTES[st.rl_greedy(q)]
-        # consensus
-        votes = np.stack([trend, mtf, vol, rl], axis=1).astype(np.int64)
-        cw = self._cons_list
-        is_long = (votes == st.UP) | (votes == st.LONG)
-        is_short = (votes == st.DOWN) | (votes == st.SHORT)
-        long_w = is_long[:, 0] * cw[0] + is_long[:, 1] * cw[1] + is_long[:, 2] * cw[2] + is_long[:, 3] * cw[3]
-        short_w = is_short[:, 0] * cw[0] + is_short[:, 1] * cw[1] + is_short[:, 2] * cw[2] + is_short[:, 3] * cw[3]
-        go_up = long_w >= cfg.consensus_threshold
-        go_down = ~go_up & (short_w >= cfg.consensus_threshold)
-        direction = np.where(go_up, st.UP, np.where(go_down, st.DOWN, st.NONE))
-        conf = np.where(go_up, long_w / self._cons_total, np.where(go_down, short_w / self._cons_total, 0.0))
-        snap = np.stack([c, mid, ema12, ema26, rsi, line, signal, hist, upper, mid, lower, atr], axis=1)
-        return snap.tolist(), votes.tolist(), direction.tolist(), conf.tolist()
-
-    def _core_scalar(self, slot: int, h: float, lo: float, c: float,
-                     ts: float) -> tuple[list[float], list[int], int, float]:
-        cfg = self.config
-        s = self._S[slot].tolist()
-        x = self._X[slot].tolist()
-        ef, es, mf, sig = s[S_EMA_FAST], s[S_EMA_SLOW], s[S_MACD_FAST], s[S_SIGNAL]
-        prev = s[S_PREV_CLOSE]
-        ema12 = (c - ef) * _KF + ef
-        ema26 = (c - es) * _KS + es
-        mf2 = (c - mf) * _KF + mf
-        line = mf2 - ema26
-        signal = (line - sig) * _K9 + sig
-        hist = line - signal
-        d = c - prev
-        gain = (s[S_GAIN] * (RSI_PERIOD - 1.0) + (d if d > 0.0 else 0.0)) / RSI_PERIOD
-        loss = (s[S_LOSS] * (RSI_PERIOD - 1.0) + (-d if d < 0.0 else 0.0)) / RSI_PERIOD
-        tot = gain + loss
-        rsi = 100.0 * gain / tot if tot > 0.0 else 50.0
-        tr = max(max(h - lo, abs(h - prev)), abs(lo - prev))
-        atr = (s[S_ATR] * (ATR_PERIOD - 1.0) + tr) / ATR_PERIOD
-        bm = x[self._p_bb_m]
-        delta = c - bm
-        mid = bm + delta / BB_PERIOD
-        sd = math.sqrt((x[self._p_bb_m2] + delta * (c - mid)) / BB_PERIOD)
-        upper = mid + BB_K * sd
-        lower = mid - BB_K * sd
-        f0 = _sign(c - mid)
-        f1 = 1.0 if rsi < cfg.rsi_overbought else -1.0
-        f2 = _sign(line)
-        f3 = _sign(c - x[self._p_mom_ref])
-        tw = cfg.trend_weights
-        if cfg.learner:
-            lw = x[self._x_lw]
-            z = lw[0] + lw[1] * f0 + lw[2] * f1 + lw[3] * f2 + lw[4] * f3
-            trend = st.UP if z > 0.0 else st.DOWN if z < 0.0 else st.NONE
-        else:
-            score = f0 * tw[0] + f1 * tw[1] + f2 * tw[2] + f3 * tw[3]
-            trend = st.UP if score > 0.0 else st.DOWN
-        ups = downs = 0
-        for j in range(self._n_tf):
-            base = self._x_tf + 6 * j
-            if math.floor(ts / self._tf_list[j]) == x[base + 2]:
-                ema, done = x[base], x[base + 1]
-            else:
-                ema, done = x[base + 4], x[base + 5]
-            if done >= cfg.mtf_ema_period:
-                ups += c > ema
-                downs += c < ema
-        k = cfg.mtf_min_agree
-        mtf = st.UP if ups >= k else st.DOWN if downs >= k else st.NONE
-        kc = cfg.volatility_changes
-        dm = x[self._p_rv_dm]
-        dd = d - dm
-        dm2 = dm + dd / kc
-        dsd = math.sqrt((x[self._p_rv_dm2] + dd * (d - dm2)) / kc)
-        cm = x[self._p_rv_cm]
-        rel_vol = dsd / (cm + (c - cm) / kc)
-        vol = st.NONE
-        if cfg.volatility_min < rel_vol < cfg.volatility_max:
-            mr = cfg.volatility_rule == "mean_reversion"
-            if c > upper:
-                vol = st.SHORT if mr else st.LONG
-            elif c < lower:
-                vol = st.LONG if mr else st.SHORT
-        kv = cfg.rl_vol_bars
-        rm = x[self._p_rl_m]
-        rd = c - rm
-        rm2 = rm + rd / kv
-        rv = math.sqrt((x[self._p_rl_m2] + rd * (c - rm2)) / kv) / rm2
-        state = 1 if c > x[self._p_rl_ref] else 0
-        for thr in cfg.rl_vol_thresholds:
-            state += 2 * (rv > thr)
-        qu, qd, qh = self._Q[slot, state].tolist()
-        rl = st.UP if (qu > qd and qu > qh) else st.DOWN if (qd > qu and qd > qh) else st.HOLD
-        votes = [trend, mtf, vol, rl]
-        cw = self._cons_list
-        long_w = 0.0
-        short_w = 0.0
-        for v, wgt in zip(votes, cw):
-            long_w += (v == st.UP or v == st.LONG) * wgt
-            short_w += (v == st.DOWN or v == st.SHORT) * wgt
-        if long_w >= cfg.consensus_threshold:
-            direction, conf = st.UP, long_w / self._cons_total
-        elif short_w >= cfg.consensus_threshold:
-            direction, conf = st.DOWN, short_w / self._cons_total
-        else:
-            direction, conf = st.NONE, 0.0
-        snap = [c, mid, ema12, ema26, rsi, line, signal, hist, upper, mid, lower, atr]
+            trend_v = st.trend_vote(xp, st.trend_score(f, cfg.trend_weights))
+        ups: Any = 0
+        downs: Any = 0
+        for fr, tf in zip(frames, self._tf_list):
+            up, down = st.mtf_trend(xp, fr, ts, c, tf, cfg.mtf_ema_period)
+            ups = ups + up
+            downs = downs + down
+        mtf_v = st.mtf_vote(xp, ups, downs, cfg.mtf_min_agree)
+        rel_vol = st.relative_volatility(xp, vol, c, c - ind.prev_close, cfg.volatility_changes)
+        vol_v = st.volatility_vote(xp, c, upper, lower, rel_vol, cfg.volatility_min,
+                                   cfg.volatility_max, cfg.volatility_rule)
+        state = st.rl_forming_state(xp, rl, c, cfg.rl_vol_bars, self._vol_thr_list)
+        rl_v = st.rl_vote(xp, st.rl_greedy(xp, *xp.q_at(q, state)))
+        votes = (trend_v, mtf_v, vol_v, rl_v)
+        direction, conf = st.consensus(xp, votes, self._cons_list, cfg.consensus_threshold)
+        snap = (c, mid, new.ema_fast, new.ema_slow, rsi, line, new.signal, line - new.signal,
+                upper, mid, lower, new.atr)
         return snap, votes, direction, conf
 
+    def _core_rows(self, rows: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
+                   ts: np.ndarray) -> tuple[list[list[float]], list[list[int]], list[int], list[float]]:
+        snap, votes, direction, conf = self.core(VEC, self._S[rows].T, self._X[rows].T, self._Q[rows],
+                                                 h, lo, c, ts)
+        return (np.stack(snap, axis=1).tolist(), np.stack(votes, axis=1).tolist(), direction.tolist(),
+                conf.tolist())
 
-def _sign(v: float) -> float:
-    return 1.0 if v > 0.0 else -1.0 if v < 0.0 else 0.0
+    def _core_one(self, slot: int, h: float, lo: float, c: float,
+                  ts: float) -> tuple[list[float], list[int], int, float]:
+        snap, votes, direction, conf = self.core(SCALAR, self._S[slot].tolist(), self._X[slot].tolist(),
+                                                 self._Q[slot].tolist(), h, lo, c, ts)
+        return list(snap), list(votes), direction, conf
 
 
 def _bad_closed_reason(w: BarWindow, idx: int, ts: float, o: float, h: float, lo: float,

@@ -13,18 +13,33 @@ a bad bar, and then warms up from the bars after it either way.
 
 `evaluate_series_reference` is the slow definition (one `SignalEngine.evaluate` per tick); the
 tests hold `evaluate_series` equal to it.
+
+How it is fast: the state a tick is evaluated against changes only when a bar closes, so the bars
+are committed first, and every tick of a chunk of bars is then evaluated in one vectorised call of
+the engine's own `SignalEngine.core` (the strategy components) over rows = bars x ticks. Commits
+after warm-up run as one tight loop per recursion (`itertools.accumulate` over the same *_step
+functions the engine's recursions use, the RL table in a plain loop through the same component
+functions), in the same IEEE order; everything that is not a recursion (true range, buckets, RL
+states, hash draws, the prep statistics) is computed for the whole chunk at once with the same
+functions. Warm-up bars and the learner (on) go through the engine's own `_commit`, bar by bar.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from itertools import accumulate
+from typing import Any, Callable, Iterator, NamedTuple
 
 import msgspec
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..marketdata import Candles
 from . import strategies as st
+from .backend import SCALAR, VEC, Vec
 from .engine import BarWindow, RLTable, SignalConfig, SignalEngine
+from .streaming import (CLOSES_LEN, O_ATR, S_N, WARM_BARS, IndicatorState, advance, atr_wilder_step,
+                        bar_terms, ema_fast_step, ema_slow_step, new_state, outputs, rsi_wilder_step,
+                        signal_step)
 
 LIVE_WINDOW_BARS = 1024  # what the pool reads from shared memory per request
 _DIRECTION_CODE = {name: code for code, name in enumerate(st.VOTE_NAMES)}
@@ -50,11 +65,16 @@ def candle_tick_prices(candles: Candles) -> np.ndarray:
     return np.stack([o, np.where(high_first, h, lo), np.where(high_first, lo, h), c], axis=1)
 
 
-def forming_bars(candles: Candles, ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def forming_bars(ticks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(open, high, low) of the forming bar at every tick, as `shared.bars.apply_tick` builds it:
-    the open is the first tick, high/low the running max/min of the ticks so far."""
-    return (np.broadcast_to(ticks[:, :1], ticks.shape), np.maximum.accumulate(ticks, axis=1),
-            np.minimum.accumulate(ticks, axis=1))
+    the open is the first tick, high/low the running max/min of the ticks so far (Python's
+    max(high, price): a price replaces the high only if it is greater)."""
+    high, low = ticks.copy(), ticks.copy()
+    for k in range(1, ticks.shape[1]):
+        p = ticks[:, k]
+        high[:, k] = np.where(p > high[:, k - 1], p, high[:, k - 1])
+        low[:, k] = np.where(p < low[:, k - 1], p, low[:, k - 1])
+    return np.broadcast_to(ticks[:, :1], ticks.shape), high, low
 
 
 def _check_inputs(candles: Candles, ticks: np.ndarray | None, ticks_per_bar: int) -> np.ndarray:
@@ -67,7 +87,19 @@ def _check_inputs(candles: Candles, ticks: np.ndarray | None, ticks_per_bar: int
     ticks = np.asarray(ticks, dtype=np.float64)
     if ticks.ndim != 2 or ticks.shape[0] != n or ticks.shape[1] != ticks_per_bar or ticks_per_bar < 1:
         raise ValueError(f"ticks must be ({n}, {ticks_per_bar}), got {ticks.shape}")
+    ts = np.asarray(candles.ts, dtype=np.float64)
+    bad = ~np.isfinite(ts)
+    bad[1:] |= ~(ts[1:] > ts[:-1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"bar {i}: timestamp {ts[i]!r} is not finite or not after the previous bar's")
     return ticks
+
+
+def _rl_blob(rl_table: bytes | RLTable | None) -> bytes | None:
+    if rl_table is None or isinstance(rl_table, bytes):
+        return rl_table
+    return msgspec.msgpack.encode(rl_table)
 
 
 def evaluate_series_reference(config: SignalConfig, symbol: str, candles: Candles, *,
@@ -79,10 +111,10 @@ def evaluate_series_reference(config: SignalConfig, symbol: str, candles: Candle
     ticks = _check_inputs(candles, ticks, ticks_per_bar)
     n, t_per = ticks.shape
     engine = SignalEngine(config, seed=seed)
-    if rl_table is not None:
-        engine.import_rl_table(symbol, rl_table if isinstance(rl_table, bytes)
-                               else msgspec.msgpack.encode(rl_table))
-    fo, fh, fl = forming_bars(candles, ticks)
+    blob = _rl_blob(rl_table)
+    if blob is not None:
+        engine.import_rl_table(symbol, blob)
+    fo, fh, fl = forming_bars(ticks)
     ts = candles.ts.astype(np.float64)
     direction = np.zeros((n, t_per), dtype=np.int8)
     confidence = np.zeros((n, t_per))
@@ -104,6 +136,234 @@ def evaluate_series_reference(config: SignalConfig, symbol: str, candles: Candle
     return SignalSeries(ts, ticks, direction, confidence, atr, valid, votes)
 
 
+
+
+class _TickRows(Vec):
+    """numpy backend for rows = bars, columns = ticks: state columns are (bars, 1), prices
+    (bars, ticks), the Q-table (bars, states, actions)."""
+
+    @staticmethod
+    def q_at(q: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        qs = q[np.arange(state.shape[0])[:, None], state]
+        return qs[..., 0], qs[..., 1], qs[..., 2]
+
+
+_TICK_ROWS = _TickRows()
+
+
+def _run(step: Callable[[Any, Any], Any], y0: float, xs: np.ndarray) -> np.ndarray:
+    """y_i = step(y_{i-1}, x_i) from y0, as a tight C-driven loop over Python floats."""
+    out = np.fromiter(accumulate(xs.tolist(), step, initial=y0), dtype=np.float64, count=xs.shape[0] + 1)
+    return out[1:]
+
+
+class _Symbol:
+    """One symbol's committed state as the engine holds it (one row of S, C, X, Q), advanced bar by
+    bar; `states` records the state each bar's ticks are evaluated against."""
+
+    def __init__(self, engine: SignalEngine, symbol: str, candles: Candles) -> None:
+        self.eng = engine
+        self.cfg = engine.config
+        slot = engine._slots.get(symbol)
+        if slot is None:
+            slot = engine._allocate(symbol)
+        self.key = engine._keys[slot:slot + 1].copy()
+        self.X = engine.reset_rows(engine._X[slot:slot + 1].copy())
+        self.Q = engine._Q[slot:slot + 1].copy()
+        self.S, self.C = new_state(1)
+        self.ts = np.asarray(candles.ts, dtype=np.float64)
+        self.o, self.h, self.lo, self.c = (np.asarray(a, dtype=np.float64) for a in
+                                           (candles.open, candles.high, candles.low, candles.close))
+        with np.errstate(invalid="ignore"):
+            self.good = (np.isfinite(self.o) & (self.o > 0.0) & np.isfinite(self.h) & (self.h > 0.0)
+                         & np.isfinite(self.lo) & (self.lo > 0.0) & np.isfinite(self.c) & (self.c > 0.0))
+        n = len(self.c)
+        # next_bad[j]: index of the first bad bar at or after j (n if none)
+        self.next_bad = np.minimum.accumulate(np.where(self.good, n, np.arange(n))[::-1])[::-1]
+        self.n_states = engine._n_states
+
+    def reset(self) -> None:
+        """A bad bar closed: the indicators start again, what was learned stays (as the engine)."""
+        self.S, self.C = new_state(1)
+        self.X = self.eng.reset_rows(self.X)
+
+    def commit_one(self, j: int) -> None:
+        """Bar j through the engine's own `_commit` (warm-up, learner)."""
+        s = slice(j, j + 1)
+        self.S, self.C = self.eng._commit(self.S, self.C, self.X, self.Q, self.h[s], self.lo[s], self.c[s],
+                                          self.ts[s], np.array([j], dtype=np.int64), self.key)
+
+    def commit_run(self, j0: int, j1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Commit the good bars j0..j1-1 of a warm symbol (learner off), as `SignalEngine.commit_row`
+        would one by one; returns the states after each (S, C, X without prep, Q flattened)."""
+        eng, cfg, lay = self.eng, self.cfg, self.eng._lay
+        m = j1 - j0
+        c, h, lo, ts = self.c[j0:j1], self.h[j0:j1], self.lo[j0:j1], self.ts[j0:j1]
+        s0 = IndicatorState(*self.S[0].tolist())
+        prev = np.concatenate([[s0.prev_close], c[:-1]])
+        g, ls, tr = bar_terms(VEC, h, lo, c, prev)
+        es = _run(ema_slow_step, s0.ema_slow, c)
+        mf = _run(ema_fast_step, s0.macd_fast, c)
+        rec_s = np.column_stack([s0.n + np.arange(1.0, m + 1.0), c, _run(ema_fast_step, s0.ema_fast, c), es, mf,
+                                 _run(signal_step, s0.signal, mf - es), _run(rsi_wilder_step, s0.gain, g),
+                                 _run(rsi_wilder_step, s0.loss, ls), _run(atr_wilder_step, s0.atr, tr)])
+        closes = np.concatenate([self.C[0], c])
+        rec_c = sliding_window_view(closes, CLOSES_LEN)[1:]
+        rec_x = np.repeat(self.X, m, axis=0)
+        k = eng._tf_k
+        for f, tf in zip(lay.frames, eng._tf_list):
+            fr0 = st.MtfFrame(*self.X[0, f].tolist())
+            bucket = np.floor(ts / tf)
+            before_bucket = np.concatenate([[fr0.bucket], bucket[:-1]])
+            before_last = np.concatenate([[fr0.last], c[:-1]])
+            complete = (bucket != before_bucket) & np.isfinite(before_last)
+            done = (fr0.done if np.isfinite(fr0.done) else 0.0) + np.cumsum(complete)
+            vals = before_last[complete]
+            if vals.size and fr0.done > 0:
+                emas = _run(lambda e, v: st.mtf_ema_step(e, v, k), fr0.ema, vals)
+            elif vals.size:  # the first complete bucket seeds the EMA
+                emas = np.concatenate([vals[:1], _run(lambda e, v: st.mtf_ema_step(e, v, k), vals[0], vals[1:])])
+            rank = np.cumsum(complete) - 1
+            ema = np.where(rank >= 0, emas[np.maximum(rank, 0)] if vals.size else fr0.ema, fr0.ema)
+            rec_x[:, f.start], rec_x[:, f.start + 1], rec_x[:, f.start + 2], rec_x[:, f.start + 3] = \
+                ema, done, bucket, c
+        # RL: states, returns and exploration draws for the whole run, the table in one loop
+        span = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
+        wins = sliding_window_view(closes, span)[CLOSES_LEN - span + 1:]
+        s_now = st.rl_state(wins, cfg.rl_momentum_bars, cfg.rl_vol_bars, eng._vol_thr).tolist()
+        bar_ret = ((c - prev) / prev).tolist()
+        mix = st.bar_key(self.key, np.arange(j0, j1, dtype=np.int64))
+        explore = (st.uniform_hash(mix, 1)).tolist()
+        random_action = np.minimum((st.uniform_hash(mix, 2) * st.N_ACTIONS).astype(np.int64),
+                                   st.N_ACTIONS - 1).tolist()
+        q = self.Q[0].tolist()
+        sp, ap = int(self.X[0, lay.rl_state]), int(self.X[0, lay.rl_action])
+        eps = float(self.X[0, lay.rl_epsilon])
+        gamma, alpha, eps_min, decay = cfg.rl_gamma, cfg.rl_alpha, cfg.rl_epsilon_min, cfg.rl_epsilon_decay
+        rl_target, rl_learn, rl_greedy = st.rl_target, st.rl_learn, st.rl_greedy
+        n_act = st.N_ACTIONS
+        cells: list[int] = []
+        values: list[float] = []
+        actions: list[int] = []
+        epsilons: list[float] = []
+        for i in range(m):
+            sn = s_now[i]
+            qn = q[sn]
+            row = q[sp]
+            v = rl_learn(row[ap], rl_target(SCALAR, ap, bar_ret[i], max(qn[0], max(qn[1], qn[2])), gamma), alpha)
+            row[ap] = v
+            cells.append(sp * n_act + ap)
+            values.append(v)
+            ap = random_action[i] if explore[i] < eps else rl_greedy(SCALAR, qn[0], qn[1], qn[2])
+            sp = sn
+            eps = max(eps_min, eps * decay)
+            actions.append(ap)
+            epsilons.append(eps)
+        rec_x[:, lay.rl_state] = s_now
+        rec_x[:, lay.rl_action] = actions
+        rec_x[:, lay.rl_epsilon] = epsilons
+        rec_q = np.empty((m, self.n_states * n_act))
+        cell_arr, val_arr, idx = np.array(cells), np.array(values), np.arange(m)
+        q0 = self.Q[0].ravel()
+        for cell in range(rec_q.shape[1]):
+            last = np.maximum.accumulate(np.where(cell_arr == cell, idx, -1))
+            rec_q[:, cell] = np.where(last >= 0, val_arr[np.maximum(last, 0)], q0[cell])
+        self.S, self.C, self.X = rec_s[-1:].copy(), rec_c[-1:].copy(), rec_x[-1:].copy()
+        self.Q = np.array(q)[None]
+        return rec_s, rec_c, rec_x, rec_q
+
+    def record(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.S.copy(), self.C.copy(), self.X.copy(), self.Q.reshape(1, -1).copy()
+
+
+def iter_series(config: SignalConfig, symbol: str, candles: Candles, *,
+                ticks: np.ndarray | None = None, ticks_per_bar: int = 4,
+                rl_table: bytes | RLTable | None = None, seed: int = 0,
+                chunk_bars: int = 16384) -> Iterator[SignalSeries]:
+    """`evaluate_series` in consecutive chunks of up to `chunk_bars` bars (memory stays bounded by
+    the chunk, whatever the length of the series)."""
+    ticks = _check_inputs(candles, ticks, ticks_per_bar)
+    if chunk_bars < 1:
+        raise ValueError(f"chunk_bars must be >= 1, got {chunk_bars}")
+    engine = SignalEngine(config, seed=seed)
+    blob = _rl_blob(rl_table)
+    if blob is not None:
+        engine.import_rl_table(symbol, blob)
+    sym = _Symbol(engine, symbol, candles)
+    cfg = config
+    n = len(candles)
+    fast = not cfg.learner
+    for b0 in range(0, n, chunk_bars):
+        b1 = min(n, b0 + chunk_bars)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        err0 = np.zeros(b1 - b0, dtype=bool)  # tick 0 of the bar reports a bad closed bar
+        b = b0
+        while b < b1:
+            if b == 0:
+                parts.append(sym.record())
+                b = 1
+                continue
+            j = b - 1  # the bar that closes at this bar's first tick
+            if not sym.good[j]:
+                sym.reset()
+                err0[b - b0] = True
+                parts.append(sym.record())
+                b += 1
+            elif fast and sym.S[0, S_N] >= WARM_BARS:
+                end = min(b1 - 1, int(sym.next_bad[j]))  # commits j..end-1, records bars b..end
+                parts.append(sym.commit_run(j, end))
+                b = end + 1
+            else:
+                sym.commit_one(j)
+                parts.append(sym.record())
+                b += 1
+        rec_s, rec_c, rec_x, rec_q = (np.concatenate([p[q] for p in parts]) for q in range(4))
+        yield _evaluate_ticks(engine, rec_s, rec_c, rec_x, rec_q, err0, sym.ts[b0:b1], ticks[b0:b1])
+
+
+def _evaluate_ticks(engine: SignalEngine, rec_s: np.ndarray, rec_c: np.ndarray, rec_x: np.ndarray,
+                    rec_q: np.ndarray, err0: np.ndarray, bar_ts: np.ndarray,
+                    ticks: np.ndarray) -> SignalSeries:
+    """Every tick of a chunk of bars against the committed state recorded for its bar."""
+    cfg = engine.config
+    nb, t_per = ticks.shape
+    fo, fh, fl = forming_bars(ticks)
+    with np.errstate(invalid="ignore"):
+        ok = np.ones(ticks.shape, dtype=bool)
+        for a in (fo, fh, fl, ticks):
+            ok &= np.isfinite(a) & (a > 0.0)
+    ok[:, 0] &= ~err0
+    closed = rec_s[:, S_N]
+    direction = np.zeros((nb, t_per), dtype=np.int8)
+    confidence = np.zeros((nb, t_per))
+    atr = np.full((nb, t_per), np.nan)
+    valid = np.zeros((nb, t_per), dtype=bool)
+    votes = np.zeros((nb, t_per, len(st.COMPONENTS)), dtype=np.int8)
+    warm = np.flatnonzero(closed >= WARM_BARS)
+    if warm.size:
+        x = rec_x[warm]
+        with np.errstate(all="ignore"):
+            engine._precompute(x, rec_c[warm])
+            snap, vote, d, conf = engine.core(_TICK_ROWS, rec_s[warm].T[:, :, None], x.T[:, :, None],
+                                              rec_q[warm].reshape(warm.size, engine._n_states, st.N_ACTIONS),
+                                              fh[warm], fl[warm], ticks[warm], bar_ts[warm][:, None])
+        w_ok = ok[warm]
+        v = w_ok & (closed[warm] >= cfg.min_bars)[:, None]
+        atr[warm] = np.where(w_ok, snap[-1], np.nan)
+        valid[warm] = v
+        direction[warm] = np.where(v, d, st.NONE)
+        confidence[warm] = np.where(v, conf, 0.0)
+        votes[warm] = np.where(v[..., None], np.stack(np.broadcast_arrays(*vote), axis=-1), st.NONE)
+    cold = np.flatnonzero(closed < WARM_BARS)
+    if cold.size:  # warming up: only the ATR is reported, from the engine's general recursions
+        with np.errstate(all="ignore"):
+            S2, C2 = advance(np.repeat(rec_s[cold], t_per, axis=0), np.repeat(rec_c[cold], t_per, axis=0),
+                             fh[cold].ravel(), fl[cold].ravel(), ticks[cold].ravel())
+            cold_atr = outputs(S2, C2)[:, O_ATR].reshape(cold.size, t_per)
+        atr[cold] = np.where(ok[cold], cold_atr, np.nan)
+    return SignalSeries(bar_ts, ticks, direction, confidence, atr, valid, votes)
+
+
 def evaluate_series(config: SignalConfig, symbol: str, candles: Candles, *,
                     ticks: np.ndarray | None = None, ticks_per_bar: int = 4,
                     rl_table: bytes | RLTable | None = None, seed: int = 0) -> SignalSeries:
@@ -112,10 +372,17 @@ def evaluate_series(config: SignalConfig, symbol: str, candles: Candles, *,
 
     `ticks` (n_bars, ticks_per_bar): the trade prices within each bar, in order; default
     `candle_tick_prices(candles)` (the paper venue's 4 ticks). The bar committed when it closes is
-    the candle's own open/high/low/close. `rl_table`: an `export_rl_table` blob (or its decoded RLTable) to start from
-    (otherwise a fresh table), as the pool's import would. `seed`: the engine's seed (the pool uses
-    the market seed); it drives the RL agent's exploration.
+    the candle's own open/high/low/close; bars are numbered from 0 (the RL agent's exploration
+    draws depend on the bar number, as live on the ring's bar count). `rl_table`: an
+    `export_rl_table` blob (or its decoded RLTable) to start from, as the pool's import would.
+    `seed`: the engine's seed (the pool uses the market seed). Timestamps must increase strictly
+    (ValueError otherwise); bad prices are handled as the engine handles them.
+    For long series prefer `iter_series` (bounded memory); this concatenates its chunks.
     """
-    # TODO(signals): the fast path (commit loop + vectorised tentative evaluation over ticks)
-    return evaluate_series_reference(config, symbol, candles, ticks=ticks, ticks_per_bar=ticks_per_bar,
-                                     rl_table=rl_table, seed=seed)
+    chunks = list(iter_series(config, symbol, candles, ticks=ticks, ticks_per_bar=ticks_per_bar,
+                              rl_table=rl_table, seed=seed))
+    if not chunks:
+        t = ticks_per_bar
+        return SignalSeries(np.empty(0), np.empty((0, t)), np.empty((0, t), np.int8), np.empty((0, t)),
+                            np.empty((0, t)), np.empty((0, t), bool), np.empty((0, t, 4), np.int8))
+    return SignalSeries(*(np.concatenate(parts) for parts in zip(*chunks)))

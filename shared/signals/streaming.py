@@ -17,9 +17,11 @@ Periods are TA-Lib's defaults (the snapshot column names carry them); values equ
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+
+from .backend import VEC, Backend
 
 SMA_PERIOD = 20
 EMA_FAST = 12
@@ -36,15 +38,100 @@ OUTPUT_COLUMNS = ("sma20", "ema12", "ema26", "rsi14", "macd", "macd_signal", "ma
 (O_SMA, O_EMA12, O_EMA26, O_RSI, O_MACD, O_SIGNAL, O_HIST,
  O_BB_UP, O_BB_MID, O_BB_LOW, O_ATR) = range(len(OUTPUT_COLUMNS))
 
-# state columns
+
+
+class IndicatorState(NamedTuple):
+    """The recursions of one symbol (or a column per row): the layout of a `state` row."""
+
+    n: Any  # bars committed
+    prev_close: Any
+    ema_fast: Any
+    ema_slow: Any
+    macd_fast: Any  # MACD's own fast EMA (seeded at the slow EMA's first bar, as TA-Lib)
+    signal: Any  # MACD signal line (a running sum before its seed bar)
+    gain: Any  # Wilder average gain (RSI)
+    loss: Any
+    atr: Any
+
+
+class BollingerPrep(NamedTuple):
+    """Mean and sum of squared deviations of the last BB_PERIOD-1 closes, kept at each commit so
+    the forming bar's bands cost O(1)."""
+
+    mean: Any
+    m2: Any
+
+
+# state columns, in IndicatorState order
 S_N, S_PREV_CLOSE, S_EMA_FAST, S_EMA_SLOW, S_MACD_FAST, S_SIGNAL, S_GAIN, S_LOSS, S_ATR = range(9)
-N_STATE = 9
+N_STATE = len(IndicatorState._fields)
 
 _K_FAST = 2.0 / (EMA_FAST + 1.0)
 _K_SLOW = 2.0 / (EMA_SLOW + 1.0)
 _K_SIGNAL = 2.0 / (MACD_SIGNAL + 1.0)
 _MACD_FIRST = EMA_SLOW + MACD_SIGNAL - 2  # bar index of the first MACD output (33)
 WARM_BARS = _MACD_FIRST + 1  # from this bar index on, every recursion is in its steady form
+
+
+def push_mean_var(m: Any, m2: Any, x: Any, n: int) -> tuple[Any, Any]:
+    """(mean, population variance) of k-1 values with mean m and squared-deviation sum m2, plus x
+    (n = k): one Welford step, so a window's statistics cost O(1) per forming-bar price."""
+    delta = x - m
+    mean = m + delta / n
+    return mean, (m2 + delta * (x - mean)) / n
+
+
+def ema_fast_step(y: Any, x: Any) -> Any:
+    return (x - y) * _K_FAST + y
+
+
+def ema_slow_step(y: Any, x: Any) -> Any:
+    return (x - y) * _K_SLOW + y
+
+
+def signal_step(y: Any, x: Any) -> Any:
+    return (x - y) * _K_SIGNAL + y
+
+
+def rsi_wilder_step(y: Any, x: Any) -> Any:
+    return (y * (RSI_PERIOD - 1.0) + x) / RSI_PERIOD
+
+
+def atr_wilder_step(y: Any, x: Any) -> Any:
+    return (y * (ATR_PERIOD - 1.0) + x) / ATR_PERIOD
+
+
+def bar_terms(xp: Backend, high: Any, low: Any, close: Any, prev: Any) -> tuple[Any, Any, Any]:
+    """(gain term, loss term, true range) a bar feeds the Wilder averages."""
+    d = close - prev
+    tr = xp.maximum(xp.maximum(high - low, abs(high - prev)), abs(low - prev))
+    return xp.where(d > 0.0, d, 0.0), xp.where(d < 0.0, -d, 0.0), tr
+
+
+def steady_step(xp: Backend, s: IndicatorState, high: Any, low: Any, close: Any) -> IndicatorState:
+    """The recursions after one more bar once every one is in its steady form (s.n >= WARM_BARS):
+    the one implementation used to commit a bar (rows or one symbol) and to evaluate the forming
+    bar tentatively. (The backtest's series runs the same *_step functions over a whole series.)"""
+    g, lo, tr = bar_terms(xp, high, low, close, s.prev_close)
+    es2 = ema_slow_step(s.ema_slow, close)
+    mf2 = ema_fast_step(s.macd_fast, close)
+    return IndicatorState(s.n + 1.0, close, ema_fast_step(s.ema_fast, close), es2, mf2,
+                          signal_step(s.signal, mf2 - es2), rsi_wilder_step(s.gain, g),
+                          rsi_wilder_step(s.loss, lo), atr_wilder_step(s.atr, tr))
+
+
+def rsi_of(xp: Backend, gain: Any, loss: Any) -> Any:
+    """RSI from Wilder's average gain and loss; 50 when nothing moved."""
+    tot = gain + loss
+    pos = tot > 0.0
+    return xp.where(pos, 100.0 * gain / xp.where(pos, tot, 1.0), 50.0)
+
+
+def bollinger_forming(xp: Backend, prep: BollingerPrep, close: Any) -> tuple[Any, Any, Any]:
+    """(upper, middle, lower) with the forming close as the window's last value."""
+    mid, var = push_mean_var(prep.mean, prep.m2, close, BB_PERIOD)
+    sd = xp.sqrt(var)
+    return mid + BB_K * sd, mid, mid - BB_K * sd
 
 
 def new_state(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,41 +154,34 @@ def advance(state: np.ndarray, closes: np.ndarray, high: np.ndarray, low: np.nda
     new_closes[:, :-1] = closes[:, 1:]
     new_closes[:, -1] = close
     i = state[:, S_N]
+    if i.min() >= WARM_BARS:  # steady state: the common case
+        for col, v in enumerate(steady_step(VEC, IndicatorState(*state.T), high, low, close)):
+            new[:, col] = v
+        return new, new_closes
     prev = state[:, S_PREV_CLOSE]
     d = close - prev
     tr = np.maximum(high - low, np.maximum(np.abs(high - prev), np.abs(low - prev)))
     ef, es, mf = state[:, S_EMA_FAST], state[:, S_EMA_SLOW], state[:, S_MACD_FAST]
     sig, gain, loss, atr = state[:, S_SIGNAL], state[:, S_GAIN], state[:, S_LOSS], state[:, S_ATR]
-    if i.min() >= WARM_BARS:
-        # steady state: the common case, kept to the bare recursions
-        new[:, S_EMA_FAST] = (close - ef) * _K_FAST + ef
-        es2 = (close - es) * _K_SLOW + es
-        mf2 = (close - mf) * _K_FAST + mf
-        line = mf2 - es2
-        new[:, S_SIGNAL] = (line - sig) * _K_SIGNAL + sig
-        new[:, S_GAIN] = (gain * (RSI_PERIOD - 1) + np.where(d > 0.0, d, 0.0)) / RSI_PERIOD
-        new[:, S_LOSS] = (loss * (RSI_PERIOD - 1) + np.where(d < 0.0, -d, 0.0)) / RSI_PERIOD
-        new[:, S_ATR] = (atr * (ATR_PERIOD - 1) + tr) / ATR_PERIOD
-    else:
-        first = i == 0
-        g = np.where(first, 0.0, np.maximum(d, 0.0))
-        lo = np.where(first, 0.0, np.maximum(-d, 0.0))
-        tr = np.where(first, 0.0, tr)
-        new[:, S_EMA_FAST] = np.where(i == EMA_FAST - 1, new_closes[:, -EMA_FAST:].mean(axis=1),
-                                      (close - ef) * _K_FAST + ef)
-        es2 = np.where(i == EMA_SLOW - 1, new_closes[:, -EMA_SLOW:].mean(axis=1),
-                       (close - es) * _K_SLOW + es)
-        mf2 = np.where(i == EMA_SLOW - 1, new_closes[:, -EMA_FAST:].mean(axis=1),
-                       (close - mf) * _K_FAST + mf)
-        line = mf2 - es2
-        new[:, S_SIGNAL] = np.where(
-            i < EMA_SLOW - 1, 0.0,
-            np.where(i < _MACD_FIRST, sig + line,
-                     np.where(i == _MACD_FIRST, (sig + line) / MACD_SIGNAL,
-                              (line - sig) * _K_SIGNAL + sig)))
-        new[:, S_GAIN] = _wilder_step(i, gain, g, RSI_PERIOD)
-        new[:, S_LOSS] = _wilder_step(i, loss, lo, RSI_PERIOD)
-        new[:, S_ATR] = _wilder_step(i, atr, tr, ATR_PERIOD)
+    first = i == 0
+    g = np.where(first, 0.0, np.maximum(d, 0.0))
+    lo = np.where(first, 0.0, np.maximum(-d, 0.0))
+    tr = np.where(first, 0.0, tr)
+    new[:, S_EMA_FAST] = np.where(i == EMA_FAST - 1, new_closes[:, -EMA_FAST:].mean(axis=1),
+                                  (close - ef) * _K_FAST + ef)
+    es2 = np.where(i == EMA_SLOW - 1, new_closes[:, -EMA_SLOW:].mean(axis=1),
+                   (close - es) * _K_SLOW + es)
+    mf2 = np.where(i == EMA_SLOW - 1, new_closes[:, -EMA_FAST:].mean(axis=1),
+                   (close - mf) * _K_FAST + mf)
+    line = mf2 - es2
+    new[:, S_SIGNAL] = np.where(
+        i < EMA_SLOW - 1, 0.0,
+        np.where(i < _MACD_FIRST, sig + line,
+                 np.where(i == _MACD_FIRST, (sig + line) / MACD_SIGNAL,
+                          (line - sig) * _K_SIGNAL + sig)))
+    new[:, S_GAIN] = _wilder_step(i, gain, g, RSI_PERIOD)
+    new[:, S_LOSS] = _wilder_step(i, loss, lo, RSI_PERIOD)
+    new[:, S_ATR] = _wilder_step(i, atr, tr, ATR_PERIOD)
     new[:, S_EMA_SLOW] = es2
     new[:, S_MACD_FAST] = mf2
     new[:, S_N] = i + 1.0

@@ -72,6 +72,10 @@ class TradingBot:
     reconciled: bool = False
     last_step: float = 0.0
     stopped_out_at: float | None = None  # venue clock (epoch s) of our newest stop fill
+    # What the last plan wanted, and the grid edge its stop hangs from (None: no stop wanted):
+    # a backtest reads them to know which later prices could change the plan.
+    desired: tuple[DesiredOrder, ...] = ()
+    stop_edge: float | None = None
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -197,8 +201,11 @@ class TradingBot:
         elif not allow_new_entries:
             self.anchor = None
         book = list(self.open_orders.values())
+        # A resting entry's level belongs to the grid it was priced in: the anchor's step, not
+        # this tick's (which moves with every price and would move the stop's edge with it).
+        level_step = self.anchor.step if self.anchor is not None else step
         levels = levels_from_book(self.holdings, book, bot_id=self.bot_id, symbol=self.symbol,
-                                  grid_step=step, ts=now)
+                                  grid_step=level_step, ts=now)
         long_held = sum(n for (side, _), n in self.holdings.held.items() if side == "buy")
         short_held = sum(n for (side, _), n in self.holdings.held.items() if side == "sell")
         assert self.position is not None
@@ -208,6 +215,7 @@ class TradingBot:
             book_wanted = (*book_wanted, stop)
         desired = limit_desired(book_wanted, self.position.contracts,
                                 self.risk, long_held=long_held, short_held=short_held)
+        self.desired = desired
         # A fresh generation for each plan that places something (placements never reuse an id);
         # a plan that places nothing leaves it, so the ids do not depend on how often we decided.
         generation = coid.next_generation(self.generation)
@@ -226,6 +234,7 @@ class TradingBot:
         nor moves after a restart; resting and wanted entries of the position's side count too."""
         assert self.position is not None
         contracts = self.position.contracts
+        self.stop_edge = None
         if not self.grid.stops or contracts == 0:
             return None
         side: Side = "buy" if contracts > 0 else "sell"  # the entry side that built the position
@@ -239,6 +248,7 @@ class TradingBot:
             edge = min(reach) if side == "buy" else max(reach)
         else:  # a position no level explains (levels rebuilt from a partial history)
             edge = float(self.position.average_entry)
+        self.stop_edge = edge
         return protective_stop(contracts, edge, atr, self.product, self.grid)
 
     def halt_plan(self, *, halted: bool, flatten_on_halt: bool, cancel_requested: bool, flatten_sent: bool,

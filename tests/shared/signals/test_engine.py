@@ -352,3 +352,101 @@ def test_random_traffic_batch_equals_single_and_never_signals_on_bad_data() -> N
                 n_invalid += 1
                 assert r.direction == "NONE" and r.reason
     assert n_valid > 500 and n_invalid > 20  # both kinds of outcome were exercised
+
+
+def _mtf_reference(ts: np.ndarray, close: np.ndarray, tf_minutes: int, period: int,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar t (forming, at its final close): the EMA of the closes of the timeframe's buckets
+    completed before bar t's bucket, and how many completed; written from the rule, not the engine."""
+    bucket = np.floor(ts / (60.0 * tf_minutes))
+    k = 2.0 / (period + 1.0)
+    ema = np.full(len(close), np.nan)
+    done = np.zeros(len(close))
+    e, n = math.nan, 0
+    for t in range(1, len(close)):
+        if bucket[t] != bucket[t - 1]:  # bar t-1 closed its bucket
+            e = close[t - 1] if n == 0 else e + k * (close[t - 1] - e)
+            n += 1
+        ema[t], done[t] = e, n
+    return ema, done
+
+
+@pytest.mark.parametrize("series", ["btc_1m", "eth_1m"])
+def test_engine_votes_equal_the_components_on_real_series(series: str, request: pytest.FixtureRequest) -> None:
+    """Property over the shipped series: at every bar the engine's votes are the components' rules
+    applied to independently computed inputs (the full-series, TA-Lib-checked indicators, windows
+    of closes, a bucket-by-bucket EMA, the exported Q-table), and its direction and confidence are
+    the consensus of its votes. A disagreement is allowed only where an input sits within 1e-9
+    (relative) of a threshold, where the two computations may round to different sides."""
+    from shared.signals import indicators as ind
+    from shared.signals import strategies as st
+    from shared.signals.backend import VEC
+
+    c: Candles = request.getfixturevalue(series)
+    n = 2000
+    cfg = SignalConfig(volatility_min=0.0002, volatility_max=0.002, rl_epsilon=0.2)
+    eng = SignalEngine(cfg, seed=1)
+    close = c.close[:n]
+    got = np.zeros((n, 4), dtype=np.int64)
+    direction = np.zeros(n, dtype=np.int64)
+    conf = np.zeros(n)
+    qs = np.full((n, 4, 3), np.nan)
+    codes = {name: i for i, name in enumerate(st.VOTE_NAMES)}
+    for t in range(cfg.min_bars, n):
+        r = eng.evaluate(window(c, series, t + 1))
+        assert r.valid
+        got[t] = [codes[r.votes[k]] for k in st.COMPONENTS]
+        direction[t], conf[t] = codes[r.direction], r.confidence
+        qs[t] = np.array(msgspec.msgpack.decode(eng.export_rl_table(series), type=RLTable).q).reshape(4, 3)
+    rows = np.arange(cfg.min_bars, n)
+    sma, rsi, line = ind.sma(close, 20), ind.rsi(close, 14), ind.macd(close)[0]
+    upper, _, lower = ind.bollinger(close, 20, 2.0)
+    mom = np.full(n, np.nan)
+    mom[cfg.momentum_bars:] = close[cfg.momentum_bars:] - close[:-cfg.momentum_bars]
+    f = st.trend_features(VEC, close, sma, rsi, line, mom, cfg.rsi_overbought)
+    want_trend = st.trend_vote(VEC, st.trend_score(f, cfg.trend_weights))
+    trend_margin = np.minimum.reduce([abs(close - sma) / close, abs(line) / close,
+                                      abs(rsi - cfg.rsi_overbought) / 100.0])
+    ups = np.zeros(n, dtype=np.int64)
+    downs = np.zeros(n, dtype=np.int64)
+    mtf_margin = np.full(n, np.inf)
+    for tf in cfg.timeframes:
+        ema, done = _mtf_reference(c.ts[:n].astype(np.float64), close, tf, cfg.mtf_ema_period)
+        ready = done >= cfg.mtf_ema_period
+        ups += ready & (close > ema)
+        downs += ready & (close < ema)
+        mtf_margin = np.where(ready, np.minimum(mtf_margin, abs(close - ema) / close), mtf_margin)
+    want_mtf = st.mtf_vote(VEC, ups, downs, cfg.mtf_min_agree)
+    k = cfg.volatility_changes
+    win = np.lib.stride_tricks.sliding_window_view(close, k + 1)
+    rel = np.full(n, np.nan)
+    rel[k:] = np.diff(win, axis=1).std(axis=1) / win[:, 1:].mean(axis=1)
+    want_vol = st.volatility_vote(VEC, close, upper, lower, rel, cfg.volatility_min, cfg.volatility_max)
+    vol_margin = np.minimum.reduce([abs(rel - cfg.volatility_min) / cfg.volatility_min,
+                                    abs(rel - cfg.volatility_max) / cfg.volatility_max,
+                                    abs(close - upper) / close, abs(close - lower) / close])
+    kv = cfg.rl_vol_bars
+    vwin = np.lib.stride_tricks.sliding_window_view(close, kv)
+    rl_vol = np.full(n, np.nan)
+    rl_vol[kv - 1:] = vwin.std(axis=1) / vwin.mean(axis=1)
+    state = np.zeros(n, dtype=np.int64)
+    state[cfg.rl_momentum_bars:] = close[cfg.rl_momentum_bars:] > close[:-cfg.rl_momentum_bars]
+    for thr in cfg.rl_vol_thresholds:
+        state += 2 * (rl_vol > thr)
+    q = qs[rows, state[rows]]
+    want_rl = np.zeros(n, dtype=np.int64)
+    want_rl[rows] = st.rl_vote(VEC, st.rl_greedy(VEC, q[:, 0], q[:, 1], q[:, 2]))
+    rl_margin = np.min([abs(rl_vol - t) / t for t in cfg.rl_vol_thresholds], axis=0)
+    for j, (want, margin) in enumerate([(want_trend, trend_margin), (want_mtf, mtf_margin),
+                                        (want_vol, vol_margin), (want_rl, rl_margin)]):
+        differ = rows[got[rows, j] != want[rows]]
+        assert (margin[differ] < 1e-9).all(), (st.COMPONENTS[j], differ[:5], margin[differ][:5])
+        assert len(differ) <= 2, (st.COMPONENTS[j], differ)
+    d, cf = st.consensus(VEC, list(got[rows].T), [cfg.consensus_weights[k] for k in st.COMPONENTS],
+                         cfg.consensus_threshold)
+    np.testing.assert_array_equal(d, direction[rows])
+    np.testing.assert_array_equal(cf, conf[rows])
+    # the comparison covered every component's votes, not one constant answer
+    for j, kinds in enumerate([(st.UP, st.DOWN), (st.UP, st.DOWN), (st.LONG, st.SHORT)]):
+        assert set(kinds) <= set(got[rows, j].tolist()), st.COMPONENTS[j]
+    assert len(set(got[rows, 3].tolist())) >= 2  # the RL agent changed its mind
