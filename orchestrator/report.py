@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.backtest.loop import MAX_GAPS_LISTED
+
 from .timeargs import duration_text, utc_text
 
 JSON_NAME = "backtest.json"
@@ -127,7 +129,8 @@ def markdown_summary(doc: Mapping[str, Any], command: str = "", plots: Sequence[
         if items:
             longest = max(items, key=lambda g: g[1])
             total = sum(g[1] for g in items)
-            lines.append(f"Data gaps in {sym}: {len(items):,}, {duration_text(total)} without bars in all, "
+            count = f"{len(items):,}" if len(items) < MAX_GAPS_LISTED else f"{len(items):,} or more (the first listed)"
+            lines.append(f"Data gaps in {sym}: {count}, {duration_text(total)} without bars in those, "
                          f"longest {duration_text(longest[1])} from {utc_text(longest[0])} UTC "
                          "(traded through as a quiet market; no bars invented).")
     if gaps:
