@@ -8,6 +8,7 @@ report is written, so the console path starts fast.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -137,7 +138,30 @@ def markdown_summary(doc: Mapping[str, Any], command: str = "", plots: Sequence[
         lines.append("")
     for name in plots:
         lines += [f"![{name}]({name})", ""]
+    lines += _config_lines(doc.get("config") or {})
     return "\n".join(lines)
+
+
+def _config_lines(config: Mapping[str, Any]) -> list[str]:
+    """The configuration the run used, as `[section]` lines of key = value (what a trader changes
+    between runs: a saved report then says which settings made it)."""
+    if not config:
+        return []
+    out = ["## Configuration", "", "```toml"]
+    # plain keys before the first [section], or TOML would file them under the last one
+    for section, values in sorted(config.items(), key=lambda kv: isinstance(kv[1], Mapping)):
+        if isinstance(values, Mapping):
+            out.append(f"[{section}]")
+            out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        else:
+            out.append(f"{section} = {_toml_value(values)}")
+    return out + ["```", ""]
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, Mapping):  # an inline table, e.g. consensus_weights
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)  # numbers, strings, booleans and lists read the same in TOML
 
 
 # ------------------------------------------------------------------------------------- plots

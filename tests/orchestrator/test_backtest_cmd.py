@@ -266,6 +266,7 @@ def test_console_summary_and_report_from_the_real_command(tmp_path: Path) -> Non
         _png_size(out / name)
     md = (out / "summary.md").read_text()
     assert f"--report {out}" in md and "| TOTAL |" in md
+    assert "[grid]\nlevels = 5\n" in md  # the settings that made it
 
 
 def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
