@@ -267,6 +267,9 @@ def test_console_summary_and_report_from_the_real_command(tmp_path: Path) -> Non
     md = (out / "summary.md").read_text()
     assert f"--report {out}" in md and "| TOTAL |" in md
     assert "[grid]\nlevels = 5\n" in md  # the settings that made it
+    import tomllib
+    toml = md.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert tomllib.loads(toml)["grid"] == doc["config"]["grid"]
 
 
 def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
