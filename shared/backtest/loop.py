@@ -141,7 +141,7 @@ class _Symbol:
     anchor_code: int = 0
     anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
     band: float = 0.0
-    stale: tuple[float, int, int] | None = None  # the last skipped trade, replayed to the venue before the next call
+    stale: tuple[int, int, int] | None = None  # (bar, trade, ts_us) of the last skipped trade, replayed to the venue before the next call
     # The pool's answers, one chunk of CHUNK_BARS bars at a time (memory bounded by the chunk):
     grid: GridConfig | None = None
     chunks: Iterator[SignalSeries] | None = None
@@ -711,7 +711,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
             for s, i in active:
                 s.trade_no += 1
                 if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
-                    s.stale = (float(s.bars.ticks[i, k]), int(s.bars.trade_size[i]), run.clock_us)
+                    s.stale = (i, k, run.clock_us)
                     continue
                 run_trade(run, s, i, k, ts, _per_trade_engine)
         for s, i in active:
@@ -752,7 +752,8 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     if s.stale is not None:
         # the trades skipped since the bot was last asked changed nothing but the venue's last
         # price: the last of them is replayed now, before anything meets the book
-        e.on_market_trade(s.symbol, s.stale[0], s.stale[1], s.stale[2])
+        si, sk, sts = s.stale
+        e.on_market_trade(s.symbol, float(b.ticks[si, sk]), int(b.trade_size[si]), sts)
         run.feed_events()
         s.stale = None
     if s.batch is not None and s.batch.due <= s.trade_no:
