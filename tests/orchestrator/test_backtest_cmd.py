@@ -339,3 +339,12 @@ def test_a_warm_up_across_a_long_gap_is_warned() -> None:
     assert any("warm-up bars cross a gap of 328 d" in n for n in notes), notes
     ns = backtest_cmd.build_parser().parse_args(["--data", f"BTCUSD={BTC}", "--from", "2017-09-03T06:00"])
     assert not any("warm-up" in n for n in backtest_cmd.prepare(ns).notes)
+
+
+def test_a_gap_right_before_from_is_the_warm_ups_not_the_traded_ranges() -> None:
+    # ETH has no bar from 2018-04-04 16:53 to 2018-04-05 00:00: it precedes the traded day
+    ns = backtest_cmd.build_parser().parse_args(["--data", f"ETHUSD={ETH}", "--from", "2018-04-05",
+                                                 "--to", "2018-04-05"])
+    notes = backtest_cmd.prepare(ns).notes
+    assert not any("gap(s) in ETHUSD's data" in n for n in notes), notes
+    assert any("warm-up bars cross a gap of 7 h 7 min from 2018-04-04 16:53" in n for n in notes), notes
