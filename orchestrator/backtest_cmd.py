@@ -250,7 +250,7 @@ def prepare(args: argparse.Namespace) -> Inputs:
             raise InputError(f"--spec {sym}: no --data {sym}=FILE to trade it on")
     specs = resolve_specs(symbols, given)  # before reading files: a typo costs no parse time
     data, files = _read_files(args.data, "--data", signed=False)
-    funding, ffiles = _read_files(args.funding, "--funding", signed=True)
+    funding, _ = _read_files(args.funding, "--funding", signed=True)
     for sym in funding:
         if sym not in data:
             raise InputError(f"--funding {sym}: no --data {sym}=FILE it would apply to")

@@ -228,3 +228,15 @@ def test_a_live_venue_download_stops_at_the_last_closed_bar(tmp_path: Path) -> N
     assert plan_from_args(ns, now).end == 1_699_995_600  # 21:00: the hour from 22:00 is still forming
     ns.venue, ns.base_url = "paper", "http://127.0.0.1:9"  # the paper market clock runs ahead: no clamp
     assert plan_from_args(ns, now).end == int(now)
+
+
+async def test_paper_venue_found_through_its_run_dir(venue: PaperVenue, tmp_path: Path) -> None:
+    from workers.venue import write_venue_json
+    write_venue_json(tmp_path, venue)
+    h = history(venue)
+    out = tmp_path / "btc.csv"
+    code, text = await cli("--venue", "paper", "--run-dir", str(tmp_path), "--symbol", "BTCUSD",
+                           "--from", str(int(h.ts[-100])), "--to", str(int(h.ts[-1])), "--out", str(out))
+    assert code == 0, text
+    assert venue.api_secret not in text  # venue.json holds the paper secret: never echoed
+    np.testing.assert_array_equal(read_ohlcv_csv(out).close, h.close[-100:])
