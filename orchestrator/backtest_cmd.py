@@ -208,7 +208,7 @@ def gap_notes(sym: str, path: str, c: Candles, start: int | None, end: int | Non
     them as a quiet market; no bar is invented)."""
     lo = 0 if start is None else int(c.ts.searchsorted(start, "left"))
     hi = len(c) if end is None else int(c.ts.searchsorted(end, "right"))
-    gaps = find_gaps(c.ts[max(0, lo - 1):hi])
+    gaps = find_gaps(c.ts[lo:hi])  # a gap just before --from is the warm-up's (warmup_notes)
     if not gaps:
         return []
     total = sum(g.seconds for g in gaps)
@@ -250,7 +250,7 @@ def prepare(args: argparse.Namespace) -> Inputs:
             raise InputError(f"--spec {sym}: no --data {sym}=FILE to trade it on")
     specs = resolve_specs(symbols, given)  # before reading files: a typo costs no parse time
     data, files = _read_files(args.data, "--data", signed=False)
-    funding, ffiles = _read_files(args.funding, "--funding", signed=True)
+    funding, _ = _read_files(args.funding, "--funding", signed=True)
     for sym in funding:
         if sym not in data:
             raise InputError(f"--funding {sym}: no --data {sym}=FILE it would apply to")

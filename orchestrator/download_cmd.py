@@ -112,6 +112,13 @@ def plan_from_args(args: argparse.Namespace, now: float) -> Plan:
         raise InputError(str(exc)) from None
     if start > end:
         raise InputError(f"--from {utc_text(start)} UTC is after --to {utc_text(end)} UTC")
+    step = RESOLUTION_S[args.resolution]
+    if args.venue.strip().lower() != PAPER:
+        # The bar still forming would be written half-made and never revisited by a resume: stop
+        # at the last closed one. (The paper venue's market clock runs ahead of the wall clock.)
+        end = min(end, int(now) // step * step - step)
+        if start > end:
+            raise InputError(f"--from {utc_text(start)} UTC: no bar of {args.resolution} has closed since")
     out = Path(args.out)
     if out.is_dir():
         raise InputError(f"--out {out}: is a directory")

@@ -8,10 +8,13 @@ report is written, so the console path starts fast.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from shared.backtest.loop import MAX_GAPS_LISTED
 
 from .timeargs import duration_text, utc_text
 
@@ -127,14 +130,38 @@ def markdown_summary(doc: Mapping[str, Any], command: str = "", plots: Sequence[
         if items:
             longest = max(items, key=lambda g: g[1])
             total = sum(g[1] for g in items)
-            lines.append(f"Data gaps in {sym}: {len(items):,}, {duration_text(total)} without bars in all, "
+            count = f"{len(items):,}" if len(items) < MAX_GAPS_LISTED else f"{len(items):,} or more (the first listed)"
+            lines.append(f"Data gaps in {sym}: {count}, {duration_text(total)} without bars in those, "
                          f"longest {duration_text(longest[1])} from {utc_text(longest[0])} UTC "
                          "(traded through as a quiet market; no bars invented).")
     if gaps:
         lines.append("")
     for name in plots:
         lines += [f"![{name}]({name})", ""]
+    lines += _config_lines(doc.get("config") or {})
     return "\n".join(lines)
+
+
+def _config_lines(config: Mapping[str, Any]) -> list[str]:
+    """The configuration the run used, as `[section]` lines of key = value (what a trader changes
+    between runs: a saved report then says which settings made it)."""
+    if not config:
+        return []
+    out = ["## Configuration", "", "```toml"]
+    # plain keys before the first [section], or TOML would file them under the last one
+    for section, values in sorted(config.items(), key=lambda kv: isinstance(kv[1], Mapping)):
+        if isinstance(values, Mapping):
+            out.append(f"[{section}]")
+            out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        else:
+            out.append(f"{section} = {_toml_value(values)}")
+    return out + ["```", ""]
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, Mapping):  # an inline table, e.g. consensus_weights
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)  # numbers, strings, booleans and lists read the same in TOML
 
 
 # ------------------------------------------------------------------------------------- plots

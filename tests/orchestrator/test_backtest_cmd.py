@@ -266,6 +266,10 @@ def test_console_summary_and_report_from_the_real_command(tmp_path: Path) -> Non
         _png_size(out / name)
     md = (out / "summary.md").read_text()
     assert f"--report {out}" in md and "| TOTAL |" in md
+    assert "[grid]\nlevels = 5\n" in md  # the settings that made it
+    import tomllib
+    toml = md.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert tomllib.loads(toml)["grid"] == doc["config"]["grid"]
 
 
 def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
@@ -312,3 +316,35 @@ def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
     assert 0 < doc["bars"] < 525_600 - doc["warmup_bars"]
     assert doc["summary"]["net_pnl"] == pytest.approx(doc["summary"]["realised_pnl"] + doc["summary"]["unrealised_pnl"]
                                                       - doc["summary"]["fees"] + doc["summary"]["funding"], abs=1e-6)
+
+
+def test_spec_and_funding_files_reach_the_loop(tmp_path: Path) -> None:
+    """An unknown symbol trades with the --spec given, and a FUNDING series (negative rates
+    allowed) is used and named as the funding source."""
+    funding = tmp_path / "funding.csv"
+    start, end = 1_504_483_200, 1_504_569_600  # 2017-09-04, the whole day every 8 h
+    funding.write_text(HEADER + "".join(f"{t},-0.0001,-0.0001,-0.0001,-0.0001,0\n" for t in range(start - 28_800, end, 28_800)))
+    r = run_cli("--data", f"XBTUSD={BTC}", "--spec", "XBTUSD=0.001:0.5:0.0002:0.0005", "--funding",
+                f"XBTUSD={funding}", "--from", "2017-09-04T06:00", "--to", "2017-09-04T18:00", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["symbols"] == ["XBTUSD"] and doc["funding_source"] == {"XBTUSD": "series"}
+    assert doc["per_symbol"]["XBTUSD"]["fills"] > 0
+
+
+def test_a_warm_up_across_a_long_gap_is_warned() -> None:
+    # 2017-09-03 00:00 is the first bar after the 328-day gap: its warm-up bars are from 2016
+    ns = backtest_cmd.build_parser().parse_args(["--data", f"BTCUSD={BTC}", "--from", "2017-09-03T01:00"])
+    notes = backtest_cmd.prepare(ns).notes
+    assert any("warm-up bars cross a gap of 328 d" in n for n in notes), notes
+    ns = backtest_cmd.build_parser().parse_args(["--data", f"BTCUSD={BTC}", "--from", "2017-09-03T06:00"])
+    assert not any("warm-up" in n for n in backtest_cmd.prepare(ns).notes)
+
+
+def test_a_gap_right_before_from_is_the_warm_ups_not_the_traded_ranges() -> None:
+    # ETH has no bar from 2018-04-04 16:53 to 2018-04-05 00:00: it precedes the traded day
+    ns = backtest_cmd.build_parser().parse_args(["--data", f"ETHUSD={ETH}", "--from", "2018-04-05",
+                                                 "--to", "2018-04-05"])
+    notes = backtest_cmd.prepare(ns).notes
+    assert not any("gap(s) in ETHUSD's data" in n for n in notes), notes
+    assert any("warm-up bars cross a gap of 7 h 7 min from 2018-04-04 16:53" in n for n in notes), notes

@@ -215,3 +215,28 @@ async def test_bad_options_exit_2_before_any_request(tmp_path: Path, extra: list
     code, text = await cli(*argv, *extra)
     assert code == 2 and message in text and "Traceback" not in text, text
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_live_venue_download_stops_at_the_last_closed_bar(tmp_path: Path) -> None:
+    from orchestrator.download_cmd import build_parser, plan_from_args
+    now = 1_700_000_090.5  # 22:14:50 UTC, in the minute that opened at 1_700_000_040
+    ns = build_parser().parse_args(["--venue", "india", "--symbol", "BTCUSD", "--from", "2023-11-14",
+                                    "--out", str(tmp_path / "x.csv")])
+    plan = plan_from_args(ns, now)
+    assert plan.end == 1_699_999_980  # the bar that opened at 1_700_000_040 is still forming
+    ns.resolution = "1h"
+    assert plan_from_args(ns, now).end == 1_699_995_600  # 21:00: the hour from 22:00 is still forming
+    ns.venue, ns.base_url = "paper", "http://127.0.0.1:9"  # the paper market clock runs ahead: no clamp
+    assert plan_from_args(ns, now).end == int(now)
+
+
+async def test_paper_venue_found_through_its_run_dir(venue: PaperVenue, tmp_path: Path) -> None:
+    from workers.venue import write_venue_json
+    write_venue_json(tmp_path, venue)
+    h = history(venue)
+    out = tmp_path / "btc.csv"
+    code, text = await cli("--venue", "paper", "--run-dir", str(tmp_path), "--symbol", "BTCUSD",
+                           "--from", str(int(h.ts[-100])), "--to", str(int(h.ts[-1])), "--out", str(out))
+    assert code == 0, text
+    assert venue.api_secret not in text  # venue.json holds the paper secret: never echoed
+    np.testing.assert_array_equal(read_ohlcv_csv(out).close, h.close[-100:])
