@@ -16,7 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.config import load_config
+from orchestrator.optimize_study import trial_config
+from shared.config import Config, config_to_toml_dict, load_config
 from shared.marketdata import read_ohlcv_csv
 from shared.optimize.trial import MarketData, evaluate
 from orchestrator.optimize_cmd import parse_range
@@ -66,7 +67,8 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
         assert r["score"] == "" and r["net_pnl"] == ""
     assert len(done) >= 4
     best = max(done, key=lambda r: (float(r["score"]), -int(r["trial"])))
-    assert float(best["score"]) != 0.0 and float(best["fills"]) > 0  # a winner that traded
+    busiest = max(done, key=lambda r: float(r["fills"]))
+    assert float(busiest["fills"]) > 0 and float(busiest["score"]) != 0.0, "no trial traded"
 
     # best.toml, loaded as a live run loads its config and backtested alone in this process (not on
     # the cluster), gives the very same float the worker reported for the trial
@@ -77,6 +79,13 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
     market = MarketData(candles={"BTCUSD": read_ohlcv_csv(BTC)}, specs={"BTCUSD": PAPER_PRODUCTS["BTCUSD"]})
     alone = evaluate(cfg, market, parse_range(TRAIN, "--train"), "net_pnl")
     assert alone.error == "" and alone.score == float(best["score"])
+    # the trial that traded most, rebuilt from its values and run alone, gives its float too
+    values = {"grid.width": float(busiest["grid.width"]), "grid.levels": int(busiest["grid.levels"]),
+              "grid.min_confidence": float(busiest["grid.min_confidence"])}
+    again = evaluate(trial_config(config_to_toml_dict(Config()), values), market, parse_range(TRAIN, "--train"),
+                     "net_pnl")
+    assert again.error == "" and again.score == float(busiest["score"])
+    assert again.figures["fills"] == float(busiest["fills"])
     assert "reproduces trial" in proc.stderr
     # ... and so does `orchestrate backtest` with the command best.toml names in its header
     line = next(x for x in (tmp_path / "report" / "best.toml").read_text().splitlines() if x.startswith("# reproduce: "))
