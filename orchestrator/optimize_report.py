@@ -21,7 +21,7 @@ from shared.optimize.objective import comparable, much_worse
 from shared.optimize.space import Dimension
 from shared.optimize.trial import SUMMARY_FIELDS, TrialOutcome
 
-from .optimize_study import FAIL_REASON, RETRY_OF
+from .optimize_study import FAIL_REASON, RETRY_OF, train_result
 
 
 class BestRow(msgspec.Struct, kw_only=True):
@@ -46,11 +46,12 @@ def write_trials_csv(trials: list[FrozenTrial], dims: list[Dimension], path: Pat
         w = csv.writer(fh)
         w.writerow(["trial", "state", "score", *keys, *SUMMARY_FIELDS, "elapsed_s", RETRY_OF, FAIL_REASON])
         for t in sorted(trials, key=lambda t: t.number):
-            figures = t.user_attrs.get("train", {}) or {}
+            train = train_result(t)
+            figures = train.get("figures", {})
             w.writerow([t.number, t.state.name, "" if t.value is None else repr(t.value),
                         *(t.params.get(k, "") for k in keys),
                         *(figures.get(f, "") for f in SUMMARY_FIELDS),
-                        t.user_attrs.get("elapsed_s", ""), t.user_attrs.get(RETRY_OF, ""),
+                        train.get("elapsed_s", ""), t.user_attrs.get(RETRY_OF, ""),
                         t.user_attrs.get(FAIL_REASON, "")])
 
 
@@ -62,9 +63,10 @@ def top_trials(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
 def best_rows(top: list[FrozenTrial], tests: list[TrialOutcome], objective: str) -> list[BestRow]:
     rows = []
     for t, test in zip(top, tests):
+        train = train_result(t)
         row = BestRow(number=t.number, params=dict(t.params), train=float(t.value),
-                      train_days=float(t.user_attrs.get("days", 0.0)),
-                      train_figures=dict(t.user_attrs.get("train", {}) or {}), test=test)
+                      train_days=float(train.get("days", 0.0)), train_figures=dict(train.get("figures", {})),
+                      test=test)
         row.much_worse = test.score is None or much_worse(objective, row.train, test.score,
                                                            row.train_days, test.days)
         rows.append(row)

@@ -77,6 +77,8 @@ def open_study(storage: str, name: str, fingerprint: str, seed: int) -> optuna.S
     quiet_optuna()
     engine_kwargs = {"connect_args": {"timeout": 30}} if storage.startswith("sqlite") else {}
     rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+    if storage.startswith("sqlite"):
+        _sqlite_wal(rdb)
     study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True)
     # A resumed study must not replay the random start-up draws it already made: the sampler's
     # seed moves on by the trials the study holds (a fresh study uses the seed as given).
@@ -88,6 +90,22 @@ def open_study(storage: str, name: str, fingerprint: str, seed: int) -> optuna.S
         raise StudyMismatch(f"study '{name}' in {storage} was made from other inputs (space, base "
                             f"config, data, range or objective); give another --study or --run-dir")
     return study
+
+
+def _sqlite_wal(rdb: optuna.storages.RDBStorage) -> None:
+    """WAL journal, synchronous=NORMAL: a commit no longer waits for its own fsync (~10 ms each
+    here, and a trial makes about ten), so the driver keeps pace with the workers. A killed driver
+    still loses nothing committed; a power cut may lose the last trials, never corrupt the file."""
+    import sqlalchemy
+
+    def pragmas(conn: Any, record: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    sqlalchemy.event.listen(rdb.engine, "connect", pragmas)
+    rdb.engine.dispose()  # connections made while creating the tables predate the listener
 
 
 def is_counted(t: FrozenTrial) -> bool:
@@ -214,11 +232,19 @@ class Progress:
             self.bar.close()
 
 
+TRAIN = "train"  # one user attr per trial: every write is a storage transaction (an fsync on SQLite)
+
+
+def train_result(t: FrozenTrial) -> dict[str, Any]:
+    """What the train backtest of a trial reported: figures, days, bars, elapsed_s, halted."""
+    return dict(t.user_attrs.get(TRAIN) or {})
+
+
 def _record(study: optuna.Study, number: int, outcome: TrialOutcome) -> None:
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    for k, v in (("train", outcome.figures), ("days", outcome.days), ("bars", outcome.bars),
-                 ("elapsed_s", round(outcome.elapsed_s, 4)), ("halted", outcome.halted)):
-        study._storage.set_trial_user_attr(trial_id, k, v)
+    study._storage.set_trial_user_attr(trial_id, TRAIN, {
+        "figures": outcome.figures, "days": outcome.days, "bars": outcome.bars,
+        "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
     if outcome.score is None:
         study._storage.set_trial_user_attr(trial_id, FAIL_REASON, outcome.error)
         study.tell(number, state=TrialState.FAIL)
