@@ -290,7 +290,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
               market: MarketData, symbols: list[str], storage: str, report_dir: Path) -> int:
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from .optimize_report import best_markdown, best_rows, best_toml, top_trials, write_plots, write_trials_csv
+    from .optimize_report import NO_TEST, best_markdown, best_rows, best_toml, top_trials, write_plots, write_trials_csv
     from .optimize_study import counted_trials, dask_client, evaluate_many, open_study, reclaim_stale, run_trials, \
         scatter_market, trial_config
 
@@ -338,11 +338,11 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
                 continue
             configs = [trial_config(base, dict(t.params)) for t in top]
             tests = (evaluate_many(client, market_future, configs, plan.test, args.objective, args.warmup_bars)
-                     if plan.test is not None else [TrialOutcome(error="no --test range given")] * len(top))
+                     if plan.test is not None else [TrialOutcome(error=NO_TEST) for _ in top])
             rows = best_rows(top, tests, args.objective)
             title = (f"Walk-forward window {plan.index} of {len(plans)}" if plan.index else "Best trials")
             sections.append(best_markdown(rows, args.objective, title, plan.train.label(),
-                                          plan.test.label() if plan.test else "(none)"))
+                                          plan.test.label() if plan.test else ""))
             summary_rows.append((plan, rows[0]))
             winner = top[0]
             cfg = _best_config(base, dict(winner.params), symbols)

@@ -24,6 +24,9 @@ from shared.optimize.trial import SUMMARY_FIELDS, TrialOutcome
 from .optimize_study import FAIL_REASON, RETRY_OF, train_result
 
 
+NO_TEST = "not run: no --test range given"
+
+
 class BestRow(msgspec.Struct, kw_only=True):
     number: int
     params: dict[str, Any]
@@ -67,6 +70,9 @@ def best_rows(top: list[FrozenTrial], tests: list[TrialOutcome], objective: str)
         row = BestRow(number=t.number, params=dict(t.params), train=float(t.value),
                       train_days=float(train.get("days", 0.0)), train_figures=dict(train.get("figures", {})),
                       test=test)
+        if test.error == NO_TEST:
+            rows.append(row)
+            continue
         row.much_worse = test.score is None or much_worse(objective, row.train, test.score,
                                                            row.train_days, test.days)
         rows.append(row)
@@ -79,7 +85,8 @@ def best_markdown(rows: list[BestRow], objective: str, title: str, train_label: 
         r.test.score is not None and abs(r.train_days - r.test.days) > 1e-6 for r in rows)
     keys = list(rows[0].params) if rows else []
     lines = [f"### {title}", "",
-             f"Objective `{objective}`; train {train_label}, test {test_label} (never seen by the search)."
+             f"Objective `{objective}`; train {train_label}, "
+             + (f"test {test_label} (never seen by the search)." if test_label else "no test range.")
              + (" Per-day figures put ranges of different lengths on one footing." if per_day else ""), ""]
     head = ["trial", *keys, f"train {objective}", f"test {objective}"]
     if per_day:
@@ -90,7 +97,7 @@ def best_markdown(rows: list[BestRow], objective: str, title: str, train_label: 
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---:" for _ in head) + "|")
     for r in rows:
-        test_score = "failed" if r.test.score is None else _fmt(r.test.score)
+        test_score = ("-" if r.test.error == NO_TEST else "failed") if r.test.score is None else _fmt(r.test.score)
         cells = [f"#{r.number}", *(_fmt(r.params[k]) for k in keys), _fmt(r.train), test_score]
         if per_day:
             cells += [_fmt(comparable(objective, r.train, r.train_days)),
@@ -100,10 +107,13 @@ def best_markdown(rows: list[BestRow], objective: str, title: str, train_label: 
         cells += [_fmt(r.test.figures.get("max_drawdown_pct", "")), _fmt(r.test.figures.get("fills", "")),
                   "**much worse on test**" if r.much_worse else ""]
         lines.append("| " + " | ".join(cells) + " |")
-    failed = [r for r in rows if r.test.score is None]
+    failed = [r for r in rows if r.test.score is None and r.test.error != NO_TEST]
     for r in failed:
         lines.append(f"\nTrial #{r.number} on the test range: {r.test.error}")
-    if rows and all(r.much_worse for r in rows):
+    if rows and rows[0].test.error == NO_TEST:
+        lines.append("\nNo --test range: these scores are in-sample only; nothing here says they hold on "
+                     "other data.")
+    elif rows and all(r.much_worse for r in rows):
         lines.append("\n**Warning: every best trial did much worse on the test range than on train: the "
                      "search has most likely fitted noise in the train range.**")
     return "\n".join(lines) + "\n"
