@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shlex
 import signal
 import sqlite3
@@ -113,7 +114,9 @@ def _counted(db: Path) -> int:
 
 
 def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int, str]:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its own session, so a signal can go to the whole process group, as a terminal's Ctrl-C does
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     tree: set[int] = set()
     try:
         deadline = time.monotonic() + 180
@@ -123,7 +126,10 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
             tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
             time.sleep(0.1)
         tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-        proc.send_signal(sig)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # driver and its Dask workers alike
+        else:
+            proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -140,7 +146,8 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
 def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
     cmd = optimize_cmd(tmp_path, 16)
     db = tmp_path / "run" / "optimize.sqlite"
-    # Ctrl-C: the driver marks the trials in flight as interrupted, queues them again, exits 130
+    # Ctrl-C to the process group: the driver marks the trials in flight as interrupted, queues them
+    # again, exits 130; the workers ignore it (no traceback from them) and close with the cluster
     rc, err = _stop_mid_study(cmd, db, after=3, sig=signal.SIGINT)
     assert rc == 130, err
     assert "run the same command to resume" in err and "Traceback" not in err
