@@ -70,6 +70,26 @@ def _study_seconds(jobs: int, params: list[dict[str, Any]], market: MarketData, 
     return wall, sum(float(train_result(t).get("elapsed_s", 0.0)) for t in study.get_trials(deepcopy=False))
 
 
+def _backtests_in_a_process(configs: list[Config]) -> float:
+    """Seconds for these backtests one after another in this process (after one warm-up run)."""
+    market = MarketData(candles={"BTCUSD": shipped_candles("BTCUSD")}, specs={"BTCUSD": PAPER_PRODUCTS["BTCUSD"]})
+    window = parse_range(TRAIN, "--train")
+    evaluate(configs[0], market, window, "net_pnl")
+    t0 = time.perf_counter()
+    for cfg in configs:
+        evaluate(cfg, market, window, "net_pnl")
+    return time.perf_counter() - t0
+
+
+def _plain_processes_seconds(configs: list[Config], n: int) -> float:
+    """The floor without Dask: the same backtests split over n plain processes started at once;
+    wall seconds until the slowest is done. What the machine itself gives two processes."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(n) as pool:
+        return max(pool.map(_backtests_in_a_process, [configs[i::n] for i in range(n)]))
+
+
 def main() -> list[dict[str, Any]]:
     market = MarketData(candles={"BTCUSD": shipped_candles("BTCUSD")}, specs={"BTCUSD": PAPER_PRODUCTS["BTCUSD"]})
     params = _configs()
@@ -81,6 +101,8 @@ def main() -> list[dict[str, Any]]:
     for cfg in configs:
         evaluate(cfg, market, window, "net_pnl")
     direct_s = time.perf_counter() - t0
+    plain = {1: min(_plain_processes_seconds(configs, 1) for _ in range(ROUNDS)),
+             2: min(_plain_processes_seconds(configs, 2) for _ in range(ROUNDS))}
     runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory(prefix="dgo-bench-opt-") as tmp:
         # alternated and repeated, the fastest of each kept: load from other work on the machine
@@ -102,6 +124,10 @@ def main() -> list[dict[str, Any]]:
         row("optimize: --jobs 2 Dask workers (trials/min)", tpm2, "/min", tpm1, "--jobs 1"),
         row("optimize: time a trial, --jobs 2 / --jobs 1", two_s / one_s, "x", None, "",
             target=round(1 / TARGET_SPEEDUP, 4)),
+        # the floor: two plain processes (no Dask, no Optuna) on the same backtests; when this
+        # machine cannot run two backtests at twice the rate of one, no scheduler can
+        row("optimize: floor, 2 plain processes vs 1 (speed-up)", plain[1] / plain[2], "x", None, ""),
+        row("optimize: --jobs 2 speed-up vs the floor's", (one_s / two_s) / (plain[1] / plain[2]), "x", None, ""),
         row("optimize: cluster overhead per trial, --jobs 1 (ms)", overhead_ms, "ms", one_busy / n * 1000,
             "one backtest"),
         # below 100%: workers waited for the driver; a backtest slower than direct: CPU contention
@@ -110,6 +136,7 @@ def main() -> list[dict[str, Any]]:
     ]
     print_table(rows)
     print("runs (wall s): " + "; ".join(f"--jobs {j}: " + ", ".join(f"{w:.1f}" for w, _ in runs[j]) for j in runs))
+    print(f"plain processes, no Dask: 1 {plain[1]:.1f} s, 2 {plain[2]:.1f} s ({plain[1] / plain[2]:.2f}x)")
     print(f"speed-up --jobs 2 vs --jobs 1: {one_s / two_s:.2f}x (target >= {TARGET_SPEEDUP}x); "
           f"{n} trials of {TRAIN}: direct {direct_s:.1f} s, --jobs 1 {one_s:.1f} s (in backtests {one_busy:.1f} s), "
           f"--jobs 2 {two_s:.1f} s (in backtests {two_busy:.1f} s)")
