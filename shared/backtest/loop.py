@@ -13,12 +13,16 @@ One process, no sockets, no sleeps, no wall clock in any decision:
   engine just before trade t + `latency_ticks`, in the gateway's order (cancels, amends, places),
   and the bot sends nothing else while a batch is on its way (the worker waits for its answer).
 
-Differences from a live paper run, by design (each is a wall-clock effect of the live process,
-replaced by the market clock here): the churn limiter and the grid anchor's time run on market
-time (live: the worker's wall clock); the available balance sizing a grid is the engine's at the
-decision (live: the last account re-read, up to 15 wall seconds old); the account risk rules are
-checked at each bar's last trade (live: the supervisor checks once a wall second, which is once a
-market minute at the default 60x replay).
+Differences from a live paper run (each a wall-clock effect of the live processes, replaced by
+the market clock here; they are why fills are not yet proven equal to a paper run's):
+- the churn limiter and the grid anchor's time run on market time (live: the worker's wall
+  clock, so at the 60x replay the live bucket refills 60 times slower per market minute);
+- the available balance sizing a grid is the engine's at the decision (live: the last account
+  re-read, every 15 wall seconds, i.e. every 15 market minutes at 60x);
+- the account risk rules are checked at each bar's last trade (live: once a wall second);
+- every trade gets a signal and the order round trip is exactly `latency_ticks` trades (live:
+  trades arriving while a signal request or an order batch is in flight are folded, and a
+  round trip takes however many trades the wall clock allows).
 
 Wake-ups: with the signal series (`iter_series`) the bot is only asked when something it reacts to
 changed (see `_quiet`); tests/shared/backtest/test_skip.py runs the same data waking at every
@@ -150,10 +154,8 @@ class _Symbol:
     # ... and what the wake-up rules read from it, as Python lists indexed (bar - c0) x 4 + trade:
     cpx: list[float] = field(default_factory=list)
     cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
-    cdir: list[int] = field(default_factory=list)  # 0 invalid (no plan), 1 valid NONE, 2 valid UP/DOWN
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
-    planned_dir: bool = False  # whether the last plan saw UP/DOWN (entries are wanted only then)
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
@@ -183,7 +185,6 @@ class _Symbol:
             step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
         self.cpx = price.ravel().tolist()
         self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
-        self.cdir = np.where(sr.valid, np.where(up_down, 2, 1), 0).ravel().tolist()
         self.ctol = (g.regrid_fraction * step).ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
 
@@ -385,7 +386,6 @@ class _Run:
                         available_balance=avail, allow_new_entries=True, market_ts=ts)
         if math.isfinite(close) and close > 0 and math.isfinite(atr) and atr > 0:
             s.dirty = False  # the plan saw everything that happened
-            s.planned_dir = direction in ("UP", "DOWN")
         if plan.empty:
             return
         s.batch = _Batch(
@@ -499,9 +499,6 @@ class _Run:
         j = (i - s.c0) * TICKS_PER_BAR + k
         price = s.cpx[j]
         if price <= s.lo or price >= s.hi or ts >= s.cool_end:
-            return True
-        d = s.cdir[j]
-        if d and (d == 2) != s.planned_dir:  # entries are wanted only while the signal says UP/DOWN
             return True
         if s.cool_end == INF:
             code = s.cstrong[j]
