@@ -25,12 +25,14 @@ import time
 from typing import Any
 
 import aiohttp
+import msgspec
 import numpy as np
 import zmq
 import zmq.asyncio
 
 from shared.config import secrets_from_env
-from shared.delta.errors import DeltaError, ResponseShapeError
+from shared.delta.client_ids import ClientIds, order_id_number
+from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
@@ -129,6 +131,9 @@ class ExchangeGateway:
         self.records_dropped = 0
         # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
         self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # Delta's REST fills name only their order_id; the bots know their fills by client order id.
+        self.client_ids = ClientIds()
+        self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -231,6 +236,7 @@ class ExchangeGateway:
             await self.pub.send_multipart((topic(ev.symbol), self.codec.encode(tick)))
             self.ticks += 1
         elif isinstance(ev, OrderUpdate):
+            self.client_ids.learn(ev.order_id, ev.client_order_id)
             sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
             if sym not in self.products or ev.order_id is None:
                 return
@@ -247,6 +253,7 @@ class ExchangeGateway:
                 event = "triggered" if ev.reason == "stop_trigger" else view.state
                 self.record(sym, event, view, detail=ev.reason or ev.action)
         elif isinstance(ev, UserTrade):
+            self.client_ids.learn(ev.order_id, ev.client_order_id)
             self.fill_wakeup.set()
 
     # --- fills ----------------------------------------------------------------------------
@@ -297,6 +304,7 @@ class ExchangeGateway:
         if sym not in self.products:
             self.known_fills.add(fid)
             return True
+        f = await self.with_client_id(f)
         msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
                                           contract_value=repr(self.products[sym].contract_value),
                                           sent_ns=time.perf_counter_ns()))
@@ -306,6 +314,42 @@ class ExchangeGateway:
         await self.pub.send_multipart((topic(sym), msg))  # the bots drop a repeat by id
         self.known_fills.add(fid)
         return True
+
+    async def with_client_id(self, f: DeltaFill) -> DeltaFill:
+        """The fill with its order's client order id, which Delta's REST fill lacks: from what
+        the answers and channels taught us, else looked up by order id (and remembered). A fill
+        whose order cannot be found is handed on all the same (the ledger keeps every fill),
+        without one: counted and logged."""
+        if f.client_order_id:  # the paper venue once sent it; the user_trades channel does
+            self.client_ids.learn(f.order_id, f.client_order_id)
+            return f
+        coid = self.client_ids.get(f.order_id)
+        if coid is None:
+            coid = await self.look_up_client_id(f.order_id)
+        if coid is None:
+            self.fills_unresolved += 1
+            log.error("fill %s: order %s not found; handed on without a client order id (%d so far)",
+                      f.id, f.order_id, self.fills_unresolved)
+            return f
+        return msgspec.structs.replace(f, client_order_id=coid) if coid else f
+
+    async def look_up_client_id(self, order_id: object) -> str | None:
+        """Ask the venue which client order id an order carries (GET /v2/orders/{id}, charged to
+        the account's rate budget): an order placed before this gateway started, or forgotten.
+        None if it cannot tell now (not remembered, so a later fill of it asks again)."""
+        oid = order_id_number(order_id)
+        if oid is None:
+            return ""  # a settlement fill's order_id is a UUID: no order of anyone's
+        try:
+            o = await self.rest.get_order(oid)
+        except OrderNotFound:
+            return None
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            self.rest_errors += 1
+            log.warning("order %s: client order id lookup failed: %s", oid, exc)
+            return None
+        self.client_ids.learn(o.id, o.client_order_id)
+        return o.client_order_id or ""
 
     async def stale_poll_loop(self) -> None:
         """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
@@ -410,6 +454,9 @@ class ExchangeGateway:
             return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
                                    available_balance=0.0, equity=0.0,
                                    error=f"reconciliation read failed: {type(exc).__name__}: {exc}")
+        for o in orders:
+            self.client_ids.learn(o.id, o.client_order_id)
+        fills = [await self.with_client_id(f) for f in fills]
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
@@ -507,6 +554,8 @@ class ExchangeGateway:
         self.record(symbol, "cancelled", view, detail=detail)
 
     def record(self, symbol: str, event: str, view: OrderView, *, detail: str = "") -> None:
+        # Every place, edit and cancel answer passes here: the orders whose fills we will read.
+        self.client_ids.learn(view.order_id, view.client_order_id)
         self._push_record(OrderRecord(
             ts=time.time(), symbol=symbol, event=event, client_order_id=view.client_order_id or "",
             order_id=str(view.order_id), side=view.side, price=repr(view.price), size=view.size, detail=detail))
@@ -529,6 +578,7 @@ class ExchangeGateway:
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
+                              + (f", {self.fills_unresolved} fills without their order" if self.fills_unresolved else "")
                               + self.market_data_note())
 
     def feed_of(self, symbol: str) -> DeltaWebSocket:
