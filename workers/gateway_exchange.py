@@ -12,7 +12,9 @@ snapshot and order-intent requests; sends fills to the supervisor for the SQLite
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
 trade of ours happened and polled every few seconds anyway: a quiet socket is never read as "no
 fills". They are read in the venue's own order, newest page back to the fills already known
-(shared/trading/fill_cursor.py), never by time: no clock can make the gateway skip one.
+(shared/trading/fill_cursor.py), never by time: no clock can make the gateway skip one. A REST
+fill names its order only by order_id; the gateway adds the order's client order id (the bots'
+name for it) from a bounded map or a lookup (shared/delta/client_ids.py).
 """
 
 from __future__ import annotations
