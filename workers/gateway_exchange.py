@@ -38,7 +38,7 @@ from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
-from shared.delta.ws import DeltaWebSocket, OrderUpdate, Subscribed, TradeEvent, UserTrade
+from shared.delta.ws import DeltaWebSocket, OrderSnapshot, OrderUpdate, Subscribed, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
                              HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
@@ -254,6 +254,9 @@ class ExchangeGateway:
             elif ev.action != "create":
                 event = "triggered" if ev.reason == "stop_trigger" else view.state
                 self.record(sym, event, view, detail=ev.reason or ev.action)
+        elif isinstance(ev, OrderSnapshot):  # the open orders at (re)subscription
+            for o in ev.orders:
+                self.client_ids.learn(o.id, o.client_order_id)
         elif isinstance(ev, UserTrade):
             self.client_ids.learn(ev.order_id, ev.client_order_id)
             self.fill_wakeup.set()

@@ -211,3 +211,39 @@ async def venue_fills(venue: PaperVenue) -> list[dict[str, object]]:
     async with DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret) as c:
         fills, _ = await c._get("/v2/fills", list[dict[str, object]], signed=True)
     return fills  # type: ignore[no-any-return]
+
+
+async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> None:
+    """Orders made while the gateway listens: the orders and user_trades channels name both ids,
+    so their fills are resolved from the map, at no rate budget."""
+    venue = await started_venue(time.time())
+    gw = gateway_on(tmp_path, venue, paper=True)
+    ctx = zmq.asyncio.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        sup = ctx.socket(zmq.PUSH)
+        sup.connect(f"tcp://127.0.0.1:{port}")
+        pub = ctx.socket(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        await gw.start(pub, sup)
+        deadline = time.monotonic() + 5.0
+        coids: list[str | None] = ["g1-BTCUSD-b1", "g1-BTCUSD-s1"]
+        while not any(c.wants("orders", "BTCUSD") and c.wants("user_trades", "BTCUSD") for c in venue.ws.clients):
+            assert time.monotonic() < deadline, "the gateway never subscribed to its orders and trades"
+            await asyncio.sleep(0.05)
+        made = trade(venue, 2, coids)
+        while len(gw.client_ids) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await gw.read_new_fills([27]) == 2
+        codec = MessageCodec("test")
+        got: list[FillEvent] = []
+        while len(got) < len(made) and await pull.poll(2000):  # order records come this way too
+            if isinstance(msg := codec.decode(await pull.recv()), FillEvent):
+                got.append(msg)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == list(zip(made, coids))
+    assert LOOKUP not in gw.rest.outcomes and gw.fills_unresolved == 0
