@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ async def fills_published(tmp_path: Path, venue: PaperVenue, stored: list[str], 
     return [e.fill.fill_id for e in events]
 
 
-def gateway_on(tmp_path: Path, venue: PaperVenue, stored: list[str] = [], *, paper: bool = False) -> ExchangeGateway:
+def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *, paper: bool = False) -> ExchangeGateway:
     cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
     spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
                      endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
