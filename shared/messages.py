@@ -266,6 +266,7 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     position_notional: dict[str, float] = {}  # symbol -> |position| notional at the last trade
     rest_errors: int = 0
     note: str = ""
+    storage_error: str = ""  # the paper venue: why its account journal cannot be written ("" when it can)
 
 
 class RLTable(Msg, tag="rl_table"):

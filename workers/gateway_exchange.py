@@ -650,13 +650,18 @@ async def run_exchange(spec: ChildSpec) -> int:
             log.warning("exchange not reachable yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
 
-    # Two lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
+    # Three lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
     # for its first signal) is never stuck behind account reads and orders that wait for rate
-    # budget. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
-    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+    # budget, and order intents (cancels, stops, quotes) never wait for a slot behind account
+    # reads. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
+    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS),
+             "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+
+    def lane(msg: Any) -> str:
+        return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
 
     async def serve_one(ident: bytes, msg: Any) -> None:
-        async with lanes["market" if isinstance(msg, HistoryRequest) else "account"]:
+        async with lanes[lane(msg)]:
             try:
                 reply = await gw.handle(msg)
             except Exception:  # one bad request must not take the account's only gateway down

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -68,6 +69,10 @@ from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, re
 from workers.venue_ws import SIGNATURE_WINDOW_S, WsHub, dumps
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a few KB)
+# Set while serving an unauthenticated request: it may read the markets there are, never list a
+# new one (a public flood once made 200 synthetic markets that outlived a restart).
+_PUBLIC_CALLER = contextvars.ContextVar("public_caller", default=False)
 
 MAX_BATCH = 50
 MAX_CANDLES = 2000
@@ -219,6 +224,11 @@ class PaperVenue:
         self._start_ts = saved_clock.origin_ts if saved_clock else int(run_wall) - int(run_wall) % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
         self._journal_fd: int | None = None
+        # Journal bytes a write could not take (disk full), oldest first; retried before anything
+        # new, emptied by the next snapshot (which holds their state). Bounded in practice: while
+        # it is not empty every order action is refused, so only resting orders add events.
+        self._unjournaled: deque[bytes] = deque()
+        self.storage_error = ""  # why the journal or the snapshot cannot be written; "" when fine
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
         clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
@@ -242,12 +252,13 @@ class PaperVenue:
         self._restoring = False
         self._catch_up(clock.next_bar)
         if settings.state_file:
-            # Fold the journal of the last run into a snapshot, then journal from empty.
-            self._saved_revision = -1
-            self.save_account()
+            # Fold the journal of the last run into a snapshot, then journal from empty (the save
+            # empties it). A snapshot that cannot be written (disk full) leaves the journal as it
+            # is, with this run's events after it: replay is idempotent, nothing is lost.
             self._journal_fd = os.open(_journal_path(settings.state_file),
                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.ftruncate(self._journal_fd, 0)
+            self._saved_revision = -1
+            self.save_account()
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
@@ -263,13 +274,16 @@ class PaperVenue:
         self.requests_refused = 0  # of which 4xx/5xx (auth, validation, rejections, limits, faults)
 
     # ---- markets ----------------------------------------------------------------------------
-    def market(self, symbol: str) -> _Market:
+    def market(self, symbol: str, *, may_list: bool = True) -> _Market:
         """The market for `symbol`, creating a SYN_NNNN one on first reference.
         Raises UnknownSymbolError naming the close matches."""
         m = self.markets.get(symbol)
         if m is not None:
             return m
         resolve_paper_symbol(symbol)
+        if not may_list or _PUBLIC_CALLER.get():
+            raise VenueError("invalid_contract", {"symbol": symbol, "message":
+                             f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
         if len(self._markets_list) >= self.settings.max_symbols:
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"the paper venue already lists {self.settings.max_symbols} products"})
@@ -312,8 +326,40 @@ class PaperVenue:
         a crash can lose nothing a client was told (a snapshot is only written every few
         seconds). One write() per drain; no fsync: this survives a killed process, not a lost
         machine, which is enough for a paper account."""
-        if self._journal_fd is not None and events:
-            os.write(self._journal_fd, encode_journal_entry(events))
+        if self._journal_fd is None:
+            return
+        if events:
+            self._unjournaled.append(encode_journal_entry(events))
+        if self._unjournaled:  # also with no new events: a disk with room again is noticed
+            self.flush_journal()
+
+    def flush_journal(self) -> bool:
+        """Write what the journal still owes; True when nothing is left. A failed write (disk
+        full) keeps the bytes for the next try and never raises: the events happened, and a
+        client asking about them must get the truth, not a 500."""
+        while self._unjournaled and self._journal_fd is not None:
+            line = self._unjournaled[0]
+            try:
+                n = os.write(self._journal_fd, line)
+            except OSError as exc:
+                self._storage_failed(f"account journal not written ({exc})")
+                return False
+            if n < len(line):  # a short write on a filling disk: the rest follows next time
+                self._unjournaled[0] = line[n:]
+                continue
+            self._unjournaled.popleft()
+        self._storage_ok()
+        return True
+
+    def _storage_failed(self, why: str) -> None:
+        if not self.storage_error:
+            log.error("paper venue: %s; order actions are refused until it can be written", why)
+        self.storage_error = why
+
+    def _storage_ok(self) -> None:
+        if self.storage_error:
+            log.warning("paper venue: account storage writable again; order actions accepted")
+        self.storage_error = ""
 
     def save_account(self, *, final: bool = False) -> bool:
         """Write the account to `state_file` if it changed, or its market clock if that moved
@@ -327,13 +373,20 @@ class PaperVenue:
         if self.engine.revision == self._saved_revision and not clock_due and os.path.exists(path):
             return False
         revision, next_bar = self.engine.revision, self._next_bar
-        _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
+        try:
+            _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
+        except OSError as exc:  # disk full: snapshot, clock and journal stay as they were, retried later
+            self._storage_failed(f"account snapshot not written ({exc})")
+            return False
         self._saved_revision, self._saved_next_bar = revision, next_bar
         self._clock_saved_at = time.monotonic()
         if self._journal_fd is not None:
             # A crash between the write above and this truncate replays the journal onto the
-            # new snapshot: harmless, replay is idempotent.
+            # new snapshot: harmless, replay is idempotent. What the journal still owed is in
+            # the snapshot now.
+            self._unjournaled.clear()
             os.ftruncate(self._journal_fd, 0)
+            self._storage_ok()
         return True
 
     async def _saver(self) -> None:
@@ -420,7 +473,7 @@ class PaperVenue:
             await self.restart(self.settings.fault_restart_down_s)
 
     async def _serve_http(self, port: int) -> None:
-        app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_http_errors])
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -619,18 +672,37 @@ class PaperVenue:
 
     async def _serve(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
         st = self.settings
+        public = _PUBLIC_CALLER.set(not private)
+        try:
+            return await self._serve_as(request, handler, private=private)
+        finally:
+            _PUBLIC_CALLER.reset(public)
+
+    async def _serve_as(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
+        st = self.settings
         try:
             raw = await request.read()
             if st.fault_latency_ms > 0:
                 await asyncio.sleep(st.fault_latency_ms / 1000.0)
             key = self._authenticate(request, raw) if private else None
+            if not private and request.headers.get("api-key"):
+                with contextlib.suppress(_Unauthorized, VenueError):  # a public route, signed anyway
+                    self._authenticate(request, raw)
+                    _PUBLIC_CALLER.set(False)
             self._charge(key or f"ip:{request.remote}", endpoint_weight(request.method, request.path))
             if st.fault_429_probability and self._rng.random() < st.fault_429_probability:
                 raise _RateLimited(1000, {"fault_injection": True})
             if st.fault_5xx_probability and self._rng.random() < st.fault_5xx_probability:
                 return self._count(_err("unavailable", {"fault_injection": True}, 503))
             body = self._json_body(raw)
+            if private and request.method != "GET" and not self.flush_journal():
+                # Refused before anything is done: an action the account cannot record is one a
+                # crash would silently undo.
+                raise VenueError("unavailable", {"message": "the paper account cannot be written "
+                                                 f"({self.storage_error}); nothing was done"}, 503)
             response = await handler(request, body)
+        except web.HTTPRequestEntityTooLarge:
+            return self._count(_err("request_entity_too_large", {"max_bytes": MAX_BODY_BYTES}, 413))
         except _Unauthorized:
             return self._count(web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
                                             content_type="application/json"))
@@ -662,7 +734,7 @@ class PaperVenue:
             return {}
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # nested a thousand deep: junk
             raise bad_schema("body is not valid JSON") from None
         if not isinstance(body, dict):
             raise bad_schema("body must be a JSON object")
@@ -1230,11 +1302,15 @@ def _write_private(path: Path, data: bytes) -> None:
     """Atomic write of a file only its owner may read (it holds secrets or the account)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written copy only takes the space a retry needs
+        raise
 
 
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:

@@ -54,7 +54,8 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
             break
         send_heartbeat(hb, codec, spec, GatewayFigures(
             ticks_published=venue.ticks_replayed, symbols=len(spec.symbols), source="paper venue",
-            requests=0, malformed=0, note=venue.rest_url))
+            requests=0, malformed=0, note=venue.rest_url,
+            storage_error=venue.storage_error))
         try:
             await asyncio.wait_for(stop.wait(), timeout=spec.config.supervision.heartbeat_interval_s)
         except asyncio.TimeoutError:

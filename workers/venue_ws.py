@@ -36,7 +36,7 @@ from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
 from shared.delta.ws import l2_checksum
-from shared.matching import FillEvent, OrderEvent, PositionEvent, dec
+from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, dec
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
 
@@ -131,9 +131,9 @@ class WsHub:
     # ---- private events ---------------------------------------------------------------------
     def publish_engine_events(self) -> None:
         events = self.venue.engine.drain_events()
+        self.venue.journal(events)  # durable before any client can see them (or kept for a retry)
         if not events:
             return
-        self.venue.journal(events)  # durable before any client can see them
         authed = [c for c in self.clients if c.authed]
         plan = self.market_plan()
         if plan:  # our orders are in the book: an order change is a book change
@@ -409,7 +409,7 @@ class WsHub:
                     if not isinstance(frame, dict):
                         raise ValueError("frame must be a JSON object")
                     self._on_ws_frame(client, frame)
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, RecursionError) as exc:  # junk nested past the parser's depth
                     client.send(dumps({"type": "error", "message": f"bad frame: {exc}"[:200]}))
         finally:
             await self.drop(client)
@@ -549,10 +549,15 @@ class WsHub:
                 return {"name": name, "symbols": [sym],
                         "error": f"subscription forbidden on {name}. Symbols are MARK:<symbol>"}
             try:
-                self.venue.market(text.removeprefix("MARK:") if name == "mark_price" else text)
+                # Bounded by what is listed: an anonymous socket cannot make the venue list (and
+                # replay) a new market per junk symbol it sends.
+                self.venue.market(text.removeprefix("MARK:") if name == "mark_price" else text,
+                                  may_list=client.authed)
                 good.append(text)
             except UnknownSymbolError as exc:
                 return {"name": name, "symbols": [sym], "error": str(exc)}
+            except VenueError as exc:
+                return {"name": name, "symbols": [sym], "error": str(exc.context.get("message", exc.code))}
         client.subs.setdefault(name, set()).update(good)
         added.append((name, good))
         return None
