@@ -56,6 +56,8 @@ SEEN_FILLS_MAX = 50_000
 EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
+LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
+LOOKUPS_FAILING_MAX = 1_000
 
 
 def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
@@ -136,6 +138,7 @@ class ExchangeGateway:
         # Delta's REST fills name only their order_id; the bots know their fills by client order id.
         self.client_ids = ClientIds()
         self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
+        self.lookups_failing: collections.OrderedDict[str, int] = collections.OrderedDict()  # order id -> polls
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -309,7 +312,22 @@ class ExchangeGateway:
         if sym not in self.products:
             self.known_fills.add(fid)
             return True
-        f = await self.with_client_id(f)
+        try:
+            f = await self.with_client_id(f)
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            # A lookup that may succeed soon (timeout, rate limit, 5xx): read the fill again at the
+            # next poll rather than store it as a stranger's; after LOOKUP_ATTEMPTS, store it.
+            self.rest_errors += 1
+            key = str(f.order_id)
+            tries = self.lookups_failing.pop(key, 0) + 1
+            if tries < LOOKUP_ATTEMPTS:
+                self.lookups_failing[key] = tries
+                while len(self.lookups_failing) > LOOKUPS_FAILING_MAX:
+                    self.lookups_failing.popitem(last=False)
+                log.warning("fill %s: its order %s could not be looked up (%s); read again at the next poll",
+                            fid, f.order_id, exc)
+                return False
+            f = self.unresolved(f, f"lookup failed {tries} times: {exc}")
         msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
                                           contract_value=repr(self.products[sym].contract_value),
                                           sent_ns=time.perf_counter_ns()))
@@ -323,8 +341,8 @@ class ExchangeGateway:
     async def with_client_id(self, f: DeltaFill) -> DeltaFill:
         """The fill with its order's client order id, which Delta's REST fill lacks: from what
         the answers and channels taught us, else looked up by order id (and remembered). A fill
-        whose order cannot be found is handed on all the same (the ledger keeps every fill),
-        without one: counted and logged."""
+        whose order the venue does not know is handed on all the same (the ledger keeps every
+        fill), without one: counted and logged. Raises what a failed lookup raised."""
         if f.client_order_id:  # the paper venue once sent it; the user_trades channel does
             self.client_ids.learn(f.order_id, f.client_order_id)
             return f
@@ -332,26 +350,26 @@ class ExchangeGateway:
         if coid is None:
             coid = await self.look_up_client_id(f.order_id)
         if coid is None:
-            self.fills_unresolved += 1
-            log.error("fill %s: order %s not found; handed on without a client order id (%d so far)",
-                      f.id, f.order_id, self.fills_unresolved)
-            return f
+            return self.unresolved(f, "the venue does not know the order")
+        self.lookups_failing.pop(str(f.order_id), None)
         return msgspec.structs.replace(f, client_order_id=coid) if coid else f
+
+    def unresolved(self, f: DeltaFill, why: str) -> DeltaFill:
+        self.fills_unresolved += 1
+        log.error("fill %s of order %s handed on without a client order id (%s); %d so far",
+                  f.id, f.order_id, why, self.fills_unresolved)
+        return f
 
     async def look_up_client_id(self, order_id: object) -> str | None:
         """Ask the venue which client order id an order carries (GET /v2/orders/{id}, charged to
         the account's rate budget): an order placed before this gateway started, or forgotten.
-        None if it cannot tell now (not remembered, so a later fill of it asks again)."""
+        None if the venue does not know it (not remembered: a later fill of it asks again)."""
         oid = order_id_number(order_id)
         if oid is None:
             return ""  # a settlement fill's order_id is a UUID: no order of anyone's
         try:
             o = await self.rest.get_order(oid)
         except OrderNotFound:
-            return None
-        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
-            self.rest_errors += 1
-            log.warning("order %s: client order id lookup failed: %s", oid, exc)
             return None
         self.client_ids.learn(o.id, o.client_order_id)
         return o.client_order_id or ""
@@ -454,14 +472,14 @@ class ExchangeGateway:
             fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
                      if req.include_fills else [])
             balances = await self.rest.get_wallet_balances()
+            for o in orders:
+                self.client_ids.learn(o.id, o.client_order_id)
+            fills = [await self.with_client_id(f) for f in fills]  # a failed lookup fails the read
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
             return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
                                    available_balance=0.0, equity=0.0,
                                    error=f"reconciliation read failed: {type(exc).__name__}: {exc}")
-        for o in orders:
-            self.client_ids.learn(o.id, o.client_order_id)
-        fills = [await self.with_client_id(f) for f in fills]
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],

@@ -4,6 +4,7 @@ are read in the venue's order back to the ones the ledger has, never by time."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,10 +15,11 @@ import zmq.asyncio
 
 from shared.config import load_config
 from shared.delta.client_ids import ClientIds
+from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
 from shared.messages import AccountRequest, FillEvent, MessageCodec
 from shared.transport import make_endpoints
-from workers.gateway_exchange import ExchangeGateway
+from workers.gateway_exchange import LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.runtime import ChildSpec, VenueAccess
 from workers.venue import PaperVenue, VenueSettings
 
@@ -208,7 +210,6 @@ async def test_a_reconciliations_fills_carry_their_client_order_ids(tmp_path: Pa
 
 
 async def venue_fills(venue: PaperVenue) -> list[dict[str, object]]:
-    from shared.delta.rest import DeltaRestClient
     async with DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret) as c:
         fills, _ = await c._get("/v2/fills", list[dict[str, object]], signed=True)
     return fills  # type: ignore[no-any-return]
@@ -248,3 +249,37 @@ async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> No
         await venue.stop()
     assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == list(zip(made, coids))
     assert LOOKUP not in gw.rest.outcomes and gw.fills_unresolved == 0
+
+
+async def test_a_fill_whose_order_lookup_fails_is_read_again_then_stored_without_one(tmp_path: Path) -> None:
+    """A lookup that may succeed soon (here the venue is unreachable) does not make
+    our fill a stranger's at once: the poll reads it again, LOOKUP_ATTEMPTS times, then stores it."""
+    venue = await started_venue(time.time())
+    gw = gateway_on(tmp_path, venue, paper=True)
+    ctx = zmq.asyncio.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        sup = ctx.socket(zmq.PUSH)
+        sup.connect(f"tcp://127.0.0.1:{port}")
+        pub = ctx.socket(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        await gw.start(pub, sup)
+        trade(venue, 1, ["g1-BTCUSD-b1"])
+        [fill] = await gw.rest.get_fills([27])
+        gw.client_ids = ClientIds()  # as if never heard on the channels
+        with socket.socket() as closed:  # a port nothing listens on: the venue unreachable
+            closed.bind(("127.0.0.1", 0))
+            dead = closed.getsockname()[1]
+        reachable, gw.rest = gw.rest, DeltaRestClient(f"http://127.0.0.1:{dead}", venue.api_key, venue.api_secret)
+        await reachable.close()
+        tries = [await gw.hand_on(fill) for _ in range(LOOKUP_ATTEMPTS)]
+        codec = MessageCodec("test")
+        got = [m for m in [codec.decode(await pull.recv())] if isinstance(m, FillEvent)]
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert tries == [False] * (LOOKUP_ATTEMPTS - 1) + [True]
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == [(str(fill.id), "")]
+    assert gw.fills_unresolved == 1 and not gw.lookups_failing
