@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import talib
 
 import shared.backtest.loop as loop
@@ -42,7 +41,7 @@ def _write_csv(path: Path, c: Candles) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         fh.write("ts,open,high,low,close,volume\n")
         for row_ in zip(c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-                        c.volume.tolist()):
+                        c.volume.tolist(), strict=True):
             fh.write(",".join(repr(v) for v in row_) + "\n")
 
 

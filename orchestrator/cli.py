@@ -17,8 +17,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 
@@ -271,7 +272,6 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_venue(args: argparse.Namespace) -> int:
     from shared.config import allowed_range
-
     from workers.venue import VenueSettings, venue_main
 
     from .rundir import RunDirError, ensure_run_dir

@@ -44,8 +44,9 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -473,7 +474,7 @@ class SystemUnderTest:
             except subprocess.TimeoutExpired:
                 pass
         # Anything of ours still alive (a hung child, or a killed supervisor's orphans): by pid only.
-        for pid, p in list(self.seen.items()):
+        for p in list(self.seen.values()):
             try:
                 if p.is_running():
                     p.kill()
@@ -937,7 +938,7 @@ def report_base(results_dir: Path, name: str, now: dt.datetime) -> Path:
 
 def write_reports(doc: dict[str, Any], results_dir: Path, markdown: Any, plots: Any) -> dict[str, str]:
     results_dir.mkdir(parents=True, exist_ok=True)
-    base = report_base(results_dir, doc["name"], dt.datetime.now(dt.timezone.utc))
+    base = report_base(results_dir, doc["name"], dt.datetime.now(dt.UTC))
     paths, why = plots(doc, base)
     doc["plots"] = [str(p) for p in paths]
     if why:
@@ -1032,7 +1033,7 @@ def main_loadtest(argv: list[str]) -> int:
         return 2
     settle = args.settle if args.settle is not None else max(0.0, LATENCY_WINDOW_S - args.duration)
     targets = Targets()
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     doc: dict[str, Any] = {
         "kind": "loadtest", "name": name, "started_utc": started.isoformat(timespec="seconds"),
         "command": "orchestrate loadtest " + " ".join(argv), "machine": machine_description(),
@@ -1218,7 +1219,7 @@ def main_soak(argv: list[str]) -> int:
         return 2
     warmup = args.warmup if args.warmup is not None else min(120.0, args.duration / 5)
     n = args.symbols
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     tmp = None if args.run_dir else tempfile.TemporaryDirectory(prefix="dgo-soak-")
     run_dir = (Path(args.run_dir) if args.run_dir else Path(tmp.name)) / "soak"  # type: ignore[union-attr]
     series: dict[str, tuple[str, list[float], list[float], list[float]]] = {}

@@ -22,8 +22,9 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import psutil
@@ -31,17 +32,27 @@ import zmq
 import zmq.asyncio
 
 from shared.config import Config
-from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Heartbeat, MessageCodec,
-                             OrderRecord, PoolFigures, RLTable, WorkerFigures, topic)
+from shared.messages import (
+    ALL_TOPIC,
+    Control,
+    FillEvent,
+    GatewayFigures,
+    Heartbeat,
+    MessageCodec,
+    OrderRecord,
+    PoolFigures,
+    RLTable,
+    WorkerFigures,
+    topic,
+)
+from shared.ring import BarRing
+from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines, render_table
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
+from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.trading import risk as account_risk
 from shared.trading.checkpoint import find_checkpoint
 from shared.trading.pnl import Fill as LedgerFill
-from shared.ring import BarRing
-from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
-                           render_table)
-from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
@@ -626,7 +637,7 @@ class Supervisor:
                 body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
             writer.write(msgspec.json.encode(body) + b"\n")
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -807,7 +818,7 @@ async def _discard_line(reader: asyncio.StreamReader, max_bytes: int = 16 * MB, 
     while seen < max_bytes and (left := deadline - time.monotonic()) > 0:
         try:
             chunk = await asyncio.wait_for(reader.read(65536), timeout=left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         if not chunk or b"\n" in chunk:
             return

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 import msgspec
 import msgspec.inspect
@@ -444,7 +445,7 @@ def _check_symbols(cfg: Config, source: str) -> None:
         if not re.fullmatch(r"[A-Z0-9_]{2,30}", sym):
             raise ConfigError(f"{source}: symbol {sym!r} is not a Delta symbol (upper-case letters and digits)")
     if cfg.run.mode == "paper":
-        from .products import resolve_paper_symbol, UnknownSymbolError
+        from .products import UnknownSymbolError, resolve_paper_symbol
         for sym in cfg.run.symbols:
             try:
                 resolve_paper_symbol(sym)

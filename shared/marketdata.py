@@ -10,9 +10,10 @@ import gzip
 import io
 import math
 import zlib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class Candles(NamedTuple):
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.ts.shape[0])
 
-    def slice(self, start: int, stop: int) -> "Candles":
+    def slice(self, start: int, stop: int) -> Candles:
         return Candles(*(col[start:stop] for col in self))
 
 
@@ -172,7 +173,7 @@ class ReplayMarket:
         self.bar_index = 0  # live bars emitted so far
 
     @classmethod
-    def for_symbol(cls, symbol: str, start_ts: int, history_bars: int, seed: int = 0) -> "ReplayMarket":
+    def for_symbol(cls, symbol: str, start_ts: int, history_bars: int, seed: int = 0) -> ReplayMarket:
         if symbol in SHIPPED_SERIES:
             candles = shipped_candles(symbol)
         elif is_synthetic(symbol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -281,7 +281,7 @@ class Heartbeat(Msg, tag="hb"):
     name: str  # symbol for workers, pool-0.., gateway
     pid: int
     sent_ns: int
-    figures: Union[WorkerFigures, PoolFigures, GatewayFigures, None] = None
+    figures: WorkerFigures | PoolFigures | GatewayFigures | None = None
 
 
 # --- control: supervisor -> worker (PUB, topic = symbol + b"\0" or b"*\0") ---------------------
@@ -295,9 +295,9 @@ class Control(Msg, tag="ctl"):
     reason: str = ""
 
 
-Message = Union[Tick, Candle, HistoryRequest, HistoryReply, SignalRequest, SignalReply, Heartbeat,
-                Control, AccountRequest, AccountSnapshot, OrderIntents, IntentResult, OrderEvent,
-                FillEvent, RLTable, OrderRecord]
+Message = (Tick | Candle | HistoryRequest | HistoryReply | SignalRequest | SignalReply | Heartbeat
+           | Control | AccountRequest | AccountSnapshot | OrderIntents | IntentResult | OrderEvent
+           | FillEvent | RLTable | OrderRecord)
 
 
 class MessageCodec:

@@ -21,18 +21,44 @@ import zmq.asyncio
 
 from shared.bars import apply_tick
 from shared.latency import RollingHistogram
-from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSpec, Control, FillEvent,
-                             FillView, HistoryReply, HistoryRequest, IntentResult, MessageCodec,
-                             NewOrderSpec, OrderEvent, OrderIntents, OrderView, SignalReply,
-                             SignalRequest, Tick, WorkerFigures, topic)
+from shared.messages import (
+    ALL_TOPIC,
+    AccountRequest,
+    AccountSnapshot,
+    AmendSpec,
+    Control,
+    FillEvent,
+    FillView,
+    HistoryReply,
+    HistoryRequest,
+    IntentResult,
+    MessageCodec,
+    NewOrderSpec,
+    OrderEvent,
+    OrderIntents,
+    OrderView,
+    SignalReply,
+    SignalRequest,
+    Tick,
+    WorkerFigures,
+    topic,
+)
 from shared.ring import BarRing
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
-from shared.trading.position_check import PositionCheck, check_position
 from shared.trading.pnl import Fill as LedgerFill
+from shared.trading.position_check import PositionCheck, check_position
 
-from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
-                      run_until_stopped, send_heartbeat, setup_logging, supervisor_alive)
+from .runtime import (
+    ChildSpec,
+    LoopLagMonitor,
+    heartbeat_socket,
+    install_stop_signals,
+    run_until_stopped,
+    send_heartbeat,
+    setup_logging,
+    supervisor_alive,
+)
 
 log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this

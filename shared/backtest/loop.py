@@ -42,7 +42,7 @@ import numpy as np
 
 from ..config import Config
 from ..marketdata import BAR_SECONDS, Candles
-from ..matching.engine import (FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money)
+from ..matching.engine import FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money
 from ..matching.errors import VenueError
 from ..products import ProductSpec
 from ..signals import strategies as st
@@ -52,9 +52,9 @@ from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
 from ..trading.grid import GridConfig, protective_stop
-from ..trading.sizing import contracts_per_level
 from ..trading.orders import OpenOrder
 from ..trading.pnl import Fill as LedgerFill
+from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 
@@ -850,7 +850,7 @@ def _result(run: _Run, syms: list[_Symbol], cfg: Config, done: int, total: int, 
         lo, hi = s.first, s.first + s.bars_done
         stride = max(1, math.ceil((hi - lo) / TIMELINE_PRICE_POINTS))
         tl = s.timeline
-        tl.price = [(t, c) for t, c in zip(b.ts[lo:hi:stride].tolist(), b.close[lo:hi:stride].tolist())]
+        tl.price = [(t, c) for t, c in zip(b.ts[lo:hi:stride].tolist(), b.close[lo:hi:stride].tolist(), strict=True)]
         timeline[s.symbol] = tl
     tot = [v for v in per.values()]
     net = sum(v.net_pnl for v in tot)

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import accumulate
-from typing import Annotated, Any, Callable, NamedTuple, Sequence
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -440,7 +441,7 @@ class SignalEngine:
                 by_k.setdefault(p.k, []).append(j)
         for k, js in by_k.items():
             bad = self._step_windows([windows[j] for j in js], [plans[j].slot for j in js], k)
-            for j, msg in zip(js, bad):
+            for j, msg in zip(js, bad, strict=True):
                 if msg:
                     errors[j] = msg
         return self._tentative(windows, plans, errors)
@@ -491,7 +492,7 @@ class SignalEngine:
         """Reset indicator state and warm up from each window's closed bars (after the last bad
         bar, if any). RL table, epsilon and learner weights are kept: they are knowledge."""
         groups: dict[int, list[tuple[BarWindow, int, int]]] = {}
-        for w, slot in zip(windows, slots):
+        for w, slot in zip(windows, slots, strict=True):
             size = len(w.close)
             bad = self._bad_bars(w, 0, size - 1)
             ts = w.ts[: size - 1]
@@ -585,7 +586,7 @@ class SignalEngine:
         self._precompute(X, C)
         self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
         self._forget_rows(rows)
-        for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist()):
+        for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist(), strict=True):
             self._closed[slots[r]] = n_closed
             self._last_ts[slots[r]] = last
         return reasons
@@ -593,7 +594,7 @@ class SignalEngine:
     def _step_one_scalar(self, windows: list[BarWindow], slots: list[int]) -> list[str]:
         """`_step_windows` for one new closed bar on a few warm rows, without numpy overhead."""
         reasons = [""] * len(windows)
-        for r, (w, slot) in enumerate(zip(windows, slots)):
+        for r, (w, slot) in enumerate(zip(windows, slots, strict=True)):
             o, h, lo, c, t = (float(w.open[-2]), float(w.high[-2]), float(w.low[-2]),
                               float(w.close[-2]), float(w.ts[-2]))
             if not (0.0 < o < math.inf and 0.0 < h < math.inf and 0.0 < lo < math.inf
@@ -611,7 +612,7 @@ class SignalEngine:
         learned (the learner's weights, the RL exploration rate; the Q-table sits apart)."""
         keep = [X[:, s].copy() for s in self._lay.knowledge]
         X[:] = np.nan
-        for s, v in zip(self._lay.knowledge, keep):
+        for s, v in zip(self._lay.knowledge, keep, strict=True):
             X[:, s] = v
         for f in self._lay.frames:
             X[:, f] = st.MTF_RESET
@@ -642,7 +643,7 @@ class SignalEngine:
                 X[:, lay.learner_inputs] = st.learner_inputs(np.stack(feats, axis=1))
             else:
                 X[:, lay.learner_inputs] = np.nan
-        for f, tf in zip(lay.frames, self._tf_list):
+        for f, tf in zip(lay.frames, self._tf_list, strict=True):
             fr = st.mtf_commit(VEC, st.MtfFrame(*X[:, f].T), ts, c, tf, self._tf_k)
             for q in range(4):
                 X[:, f.start + q] = fr[q]
@@ -685,7 +686,7 @@ class SignalEngine:
         del closes[0]
         closes.append(c)
         bar_ret = (c - prev) / prev
-        for f, tf in zip(lay.frames, self._tf_list):
+        for f, tf in zip(lay.frames, self._tf_list, strict=True):
             x[f] = st.mtf_commit(SCALAR, tuple.__new__(st.MtfFrame, x[f]), ts, c, tf, self._tf_k)
         s_now = st.rl_state_scalar(closes, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr_list)
         a_prev = x[lay.rl_action]
@@ -729,7 +730,7 @@ class SignalEngine:
         rec_x = np.repeat(X, m, axis=0) if record else X.copy()
         last = slice(None) if record else slice(-1, None)  # rows of rec_x: every bar or the last
         k = self._tf_k
-        for f, tf in zip(lay.frames, self._tf_list):
+        for f, tf in zip(lay.frames, self._tf_list, strict=True):
             fr0 = st.MtfFrame(*X[0, f].tolist())
             bucket = np.floor(ts / tf)
             before_bucket = np.concatenate([[fr0.bucket], bucket[:-1]])
@@ -882,7 +883,7 @@ class SignalEngine:
             last = self._last_ts
             ok = [0.0 < r[0] < math.inf and 0.0 < r[1] < math.inf and 0.0 < r[2] < math.inf
                   and 0.0 < r[3] < math.inf and math.isfinite(r[4]) and not r[4] <= last[sl]
-                  for r, sl in zip(fb_rows, slots)]
+                  for r, sl in zip(fb_rows, slots, strict=True)]
             closed = [self._S.item(sl, S_N) for sl in slots]
         else:
             fb_all = np.array(fb_rows, dtype=np.float64)
@@ -929,7 +930,7 @@ class SignalEngine:
                 if cold_snaps is None:
                     cold = [q for q in range(len(live)) if ok[q] and q not in full]
                     cold_snaps = dict(zip(cold, self._cold_snapshots(
-                        [slots[q] for q in cold], np.array([fb_rows[q] for q in cold], dtype=np.float64))))
+                        [slots[q] for q in cold], np.array([fb_rows[q] for q in cold], dtype=np.float64)), strict=True))
                 snap = cold_snaps[i]
             note = self._note[slots[i]]
             reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
@@ -963,7 +964,7 @@ class SignalEngine:
             trend_v = st.trend_vote(xp, st.trend_score(f, cfg.trend_weights))
         ups: Any = 0
         downs: Any = 0
-        for fr, tf in zip(frames, self._tf_list):
+        for fr, tf in zip(frames, self._tf_list, strict=True):
             up, down = st.mtf_trend(xp, fr, ts, c, tf, cfg.mtf_ema_period)
             ups = ups + up
             downs = downs + down

@@ -17,7 +17,8 @@ Periods are TA-Lib's defaults (the snapshot column names carry them); values equ
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -261,7 +262,7 @@ class StreamingIndicators:
         n = len(self.symbols)
         arrs = tuple(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
                      for v in (high, low, close))
-        for name, a in zip(("high", "low", "close"), arrs):
+        for name, a in zip(("high", "low", "close"), arrs, strict=True):
             err = _bad_price_error(self.symbols, self.state[:, S_N], name, a)
             if err is not None:
                 raise err

@@ -23,9 +23,9 @@ import msgspec
 
 from ..products import ProductSpec
 from . import client_order_id as coid
+from .checkpoint import FillCheckpoint, baseline_position
 from .grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor, protective_stop
 from .levels import Level, LevelHoldings, desired_book, hold_fill, levels_from_book
-from .checkpoint import FillCheckpoint, baseline_position
 from .orders import DesiredOrder, OpenOrder, Side
 from .pnl import Fill, Position, apply_fill, flat_position, unrealised
 from .reconcile import ChurnBucket, ReconcilePlan, limit_plan, new_bucket, reconcile

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
-from typing import Union
 
 import msgspec
 
 from shared.trading.orders import Side
 
-Number = Union[Decimal, int, float, str]
+Number = Decimal | int | float | str
 _CTX = Context(prec=40)
 _CENT = Decimal("0.01")
 ZERO = Decimal(0)

@@ -12,17 +12,17 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
+from test_trading_e2e import TIGHT, assert_ledgers_match, settled_ledger, venue_state  # same directory
 
 from shared.store import Store, db_path
 from shared.trading.pnl import cents
-
-from test_trading_e2e import TIGHT, assert_ledgers_match, settled_ledger, venue_state  # same directory
 
 pytestmark = pytest.mark.slow
 

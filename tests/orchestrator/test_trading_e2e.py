@@ -19,7 +19,8 @@ import pytest
 from shared.delta.rest import DeltaRestClient
 from shared.store import Store, db_path
 from shared.trading import client_order_id as coid
-from shared.trading.pnl import Fill as LedgerFill, cents, positions_from_fills
+from shared.trading.pnl import Fill as LedgerFill
+from shared.trading.pnl import cents, positions_from_fills
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,14 @@ import gzip
 import numpy as np
 import pytest
 
-from shared.marketdata import (CandleFileError, ReplayMarket, candle_ticks, read_ohlcv_csv,
-                               shipped_candles, synthetic_candles)
+from shared.marketdata import (
+    CandleFileError,
+    ReplayMarket,
+    candle_ticks,
+    read_ohlcv_csv,
+    shipped_candles,
+    synthetic_candles,
+)
 
 
 def test_shipped_series_are_real_and_valid() -> None:

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from shared.store import (
-    EquitySnapshot, OrderEvent, PositionSnapshot, SignalSample, Store, StoreError, db_path,
+    EquitySnapshot,
+    OrderEvent,
+    PositionSnapshot,
+    SignalSample,
+    Store,
+    StoreError,
+    db_path,
 )
 from shared.trading.pnl import Fill
 

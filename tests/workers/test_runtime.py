@@ -66,10 +66,9 @@ def test_idle_subscribers_cannot_make_the_gateway_hold_much(tmp_path) -> None:
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     import psutil
-
-    from pathlib import Path
 
     from shared.config import load_config
     from shared.transport import make_endpoints

@@ -10,6 +10,7 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ async def test_candles_are_history_then_live_then_forming(api: Api) -> None:
     assert len(bars) >= 203 and bars[0]["time"] == int(venue.markets["ETHUSD"].history.ts[0])
     times = [b["time"] for b in bars]
     assert times == sorted(times) and len(set(times)) == len(times)
-    assert all(t2 - t1 == 60 for t1, t2 in zip(times, times[1:]))
+    assert all(t2 - t1 == 60 for t1, t2 in pairwise(times))
     five = (await api.ok("GET", "/v2/history/candles", q.replace("1m", "5m")))["result"]
     assert all(b["time"] % 300 == 0 for b in five)
     status, data, _ = await api.call("GET", "/v2/history/candles", "?resolution=7d&symbol=ETHUSD&start=0&end=1")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from shared.matching import OrderRequest
@@ -42,7 +43,7 @@ async def test_a_new_run_resumes_the_market_clock_where_the_last_run_stopped(tmp
     assert second.market_us >= stopped_at
     btc = second.markets["BTCUSD"]
     times = [int(t) for t in btc.history.ts] + [b[0] for b in btc.live]
-    assert all(b - a == 60 for a, b in zip(times, times[1:]))  # one continuous series, no hole
+    assert all(b - a == 60 for a, b in pairwise(times))  # one continuous series, no hole
     assert times[-1] * 1_000_000 < second.market_us <= (times[-1] + 60) * 1_000_000
     await second.start()
     try:
@@ -148,7 +149,7 @@ async def test_a_wall_clock_account_resumes_at_the_wall_a_replay_one_where_it_st
     assert 0 <= now - wall.market_us / 1e6 < 60  # the minute the wall is in
     btc = wall.markets["BTCUSD"]
     times = [int(t) for t in btc.history.ts] + [b[0] for b in btc.live]
-    assert all(b - a == 60 for a, b in zip(times, times[1:]))  # the ten minutes replayed, no hole
+    assert all(b - a == 60 for a, b in pairwise(times))  # the ten minutes replayed, no hole
     assert times[-1] * 1_000_000 < wall.market_us
     await wall.start()
     try:

@@ -10,6 +10,7 @@ import stat
 import sys
 import time
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,7 @@ async def test_a_venue_started_late_in_a_run_catches_up_without_a_hole() -> None
     eth = venue.markets["ETHUSD"]
     assert len(eth.live) >= 100
     times = [int(t) for t in eth.history.ts] + [b[0] for b in eth.live]
-    assert all(b - a == 60 for a, b in zip(times, times[1:]))
+    assert all(b - a == 60 for a, b in pairwise(times))
     assert venue.market_us == (times[-1] + 60) * 1_000_000  # the next bar to replay
     await venue.start()
     try:

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
+from itertools import pairwise
 from pathlib import Path
 
 import aiohttp
@@ -90,7 +91,7 @@ async def test_ledger_books_each_fills_pnl_and_commission_and_walks_the_balance(
     assert D(ledger[0]["balance"]) == balance  # newest entry: the balance now
     assert D(ledger[-1]["amount"]) == D(ledger[-1]["balance"]) == D("10000")
     # each entry's balance is the previous one's plus its amount
-    for newer, older in zip(ledger, ledger[1:]):
+    for newer, older in pairwise(ledger):
         assert D(newer["balance"]) == D(older["balance"]) + D(newer["amount"])
     assert sum(D(t["amount"]) for t in ledger if t["transaction_type"] == "commission") == \
         -sum(D(f["commission"]) for f in fills)

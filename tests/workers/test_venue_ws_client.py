@@ -10,8 +10,17 @@ from typing import Any
 import aiohttp
 
 from shared.delta.auth import sign
-from shared.delta.ws import (AuthResult, CandleEvent, Connected, DeltaWebSocket, Disconnected, OrderSnapshot,
-                             OrderUpdate, TradeEvent, UserTrade)
+from shared.delta.ws import (
+    AuthResult,
+    CandleEvent,
+    Connected,
+    DeltaWebSocket,
+    Disconnected,
+    OrderSnapshot,
+    OrderUpdate,
+    TradeEvent,
+    UserTrade,
+)
 from workers.venue import PaperVenue, VenueSettings
 
 SYN = "SYN_0003"

@@ -4,6 +4,7 @@ decided or filled on a price the market had not yet reached; a halt acts as it d
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 import msgspec
 import numpy as np
@@ -63,7 +64,7 @@ def test_a_fill_only_happens_at_a_price_the_market_traded_through_after_the_orde
         traded = trade_at[f.ts]
         # strictly through the limit: touching it is not a fill on the paper venue
         assert (traded < f.price) if f.side == "buy" else (traded > f.price), f
-    for start, end, side, price, purpose in r.timeline[SYMBOL].orders:
+    for start, end, side, price, _purpose in r.timeline[SYMBOL].orders:
         lives[f"{side}{price}"].append((start, end, price))
     for f in makers:
         # the order rested at this price from a trade no later than the fill's
@@ -151,4 +152,4 @@ def test_timelines_are_bounded_and_cover_the_whole_run_evenly() -> None:
         stride = _thin_append(kept, seen, seen, stride, 1_000)
     assert 500 <= len(kept) < 1_000
     assert kept[0] == 0 and kept[-1] > 99_000  # the end of the run is there, not only its start
-    assert len({b - a for a, b in zip(kept, kept[1:])}) == 1  # evenly spaced
+    assert len({b - a for a, b in pairwise(kept)}) == 1  # evenly spaced

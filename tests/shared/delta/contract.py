@@ -104,7 +104,7 @@ def shape_diff(fixture: dict[str, Any], actual: Any) -> list[str]:
             if len(exp) > 1 and len({_shape(x) for x in exp}) > 1:
                 if len(act) != len(exp):
                     problems.append(f"{path}: {len(act)} items, the sample has {len(exp)}")
-                for e, a in zip(exp, act):
+                for e, a in zip(exp, act, strict=True):
                     walk(e, a, path)
             else:
                 for a in act:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from shared.delta.errors import (
-    AuthError, BadSchema, DeltaError, InsufficientMargin, Maintenance, OrderNotFound,
-    OrderRejected, PostOnlyWouldCross, RateLimited, ServerError, error_from_response,
+    AuthError,
+    BadSchema,
+    DeltaError,
+    InsufficientMargin,
+    Maintenance,
+    OrderNotFound,
+    OrderRejected,
+    PostOnlyWouldCross,
+    RateLimited,
+    ServerError,
+    error_from_response,
 )
 
 

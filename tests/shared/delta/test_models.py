@@ -6,8 +6,20 @@ import msgspec
 import pytest
 
 from shared.delta.models import (
-    Candle, Fill, L2Book, Order, Position, Product, RecentTrade, Ticker, TimestampError,
-    WalletBalance, decode, decode_envelope, to_micros, to_product_spec,
+    Candle,
+    Fill,
+    L2Book,
+    Order,
+    Position,
+    Product,
+    RecentTrade,
+    Ticker,
+    TimestampError,
+    WalletBalance,
+    decode,
+    decode_envelope,
+    to_micros,
+    to_product_spec,
 )
 
 DOC_PRODUCT = b'''{"id":27,"symbol":"BTCUSD","description":"Bitcoin Perpetual futures, quoted, settled & margined in USD","created_at":"2023-12-18T13:10:39Z","updated_at":"2024-01-01T00:00:00Z",

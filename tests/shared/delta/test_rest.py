@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator
+from itertools import pairwise
 
 import pytest
 
 from shared.delta.errors import (
-    AuthError, InsufficientMargin, OrderNotFound, OutcomeUnknown, PostOnlyWouldCross,
+    AuthError,
+    InsufficientMargin,
+    OrderNotFound,
+    OutcomeUnknown,
+    PostOnlyWouldCross,
     ServerError,
 )
 from shared.delta.ratelimit import AccountRateLimiter, Priority
@@ -254,7 +259,7 @@ async def test_candles_page_past_2000_and_come_back_sorted(delta: ScriptedDelta,
     assert len(delta.seen) == 3
     assert len(candles) == 4500
     assert candles[0].time == start * 1_000_000
-    assert all(b.time - a.time == 60_000_000 for a, b in zip(candles, candles[1:]))
+    assert all(b.time - a.time == 60_000_000 for a, b in pairwise(candles))
 
 
 async def test_batch_create_splits_into_50s(delta: ScriptedDelta,

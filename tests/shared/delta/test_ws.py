@@ -14,11 +14,27 @@ from aiohttp.test_utils import TestServer
 
 from shared.delta import auth
 from shared.delta.ws import (
-    AuthResult, CandleEvent, Connected, DataGap, DeltaWebSocket, Disconnected, Fresh,
-    OrderSnapshot, OrderUpdate, QuietTracker, RestPoller, SequenceGap, SequenceTracker, Stale,
-    Subscribed, TickerEvent,
+    AuthResult,
+    CandleEvent,
+    Connected,
+    DataGap,
+    DeltaWebSocket,
+    Disconnected,
+    Fresh,
+    OrderSnapshot,
+    OrderUpdate,
+    QuietTracker,
+    RestPoller,
+    SequenceGap,
+    SequenceTracker,
+    Stale,
+    Subscribed,
+    TickerEvent,
     TradeEvent,
-    UserTrade, parse_frame, poll_interval, reconnect_delay,
+    UserTrade,
+    parse_frame,
+    poll_interval,
+    reconnect_delay,
 )
 
 from .conftest import API_KEY, API_SECRET

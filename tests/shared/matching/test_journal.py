@@ -10,8 +10,7 @@ import msgspec
 import pytest
 
 from shared.matching import MatchingEngine, OrderRequest, VenueError
-from shared.matching.engine import (EngineState, Event, apply_journal, decode_journal,
-                                    encode_journal_entry)
+from shared.matching.engine import EngineState, Event, apply_journal, decode_journal, encode_journal_entry
 from shared.products import synthetic_spec
 
 from .support import BTC, Clock
@@ -36,7 +35,7 @@ def random_session(e: MatchingEngine, rng: random.Random, clock: Clock, steps: i
                    journal: list[Event]) -> None:
     """Orders, cancels, stops, leverage and market trades at random on every product of the
     account; every drain goes to `journal`."""
-    for i in range(steps):
+    for _ in range(steps):
         clock.now += 1_000
         spec = rng.choice(e.specs())
         sym, pid = spec.symbol, spec.product_id

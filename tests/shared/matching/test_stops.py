@@ -12,7 +12,7 @@ import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
 
-from .support import BTC, Clock, make, two_product_account
+from .support import Clock, make, two_product_account
 
 
 def stop(side: str, size: int, stop_price: str, kind: str = "stop_loss_order", limit: str | None = None,

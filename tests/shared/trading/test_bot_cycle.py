@@ -19,7 +19,11 @@ from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from shared.trading.grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor
 from shared.trading.levels import (
-    LevelHoldings, desired_book, hold_fill, levels_from_book, rebuild_levels,
+    LevelHoldings,
+    desired_book,
+    hold_fill,
+    levels_from_book,
+    rebuild_levels,
 )
 from shared.trading.orders import DesiredOrder, OpenOrder
 from shared.trading.pnl import Fill, apply_fill, cents, flat_position, unrealised

@@ -6,9 +6,23 @@ from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from shared.trading.grid import GridConfig, desired_grid
 from shared.trading.levels import (
-    EntryAmended, EntryCancelled, EntryFilled, EntryPlaced, EntryRejected, InvalidTransition, Level, Reset,
-    TakeProfitCancelled, TakeProfitFilled, TakeProfitPlaced, TakeProfitRejected, desired_book, new_level,
-    rebuild_levels, take_profit_order, transition,
+    EntryAmended,
+    EntryCancelled,
+    EntryFilled,
+    EntryPlaced,
+    EntryRejected,
+    InvalidTransition,
+    Level,
+    Reset,
+    TakeProfitCancelled,
+    TakeProfitFilled,
+    TakeProfitPlaced,
+    TakeProfitRejected,
+    desired_book,
+    new_level,
+    rebuild_levels,
+    take_profit_order,
+    transition,
 )
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill

@@ -7,8 +7,17 @@ import msgspec
 import pytest
 
 from shared.trading.pnl import (
-    Fill, apply_fill, cents, fee_for, flat_position, notional, positions_from_fills, summarise,
-    summary_to_builtins, to_decimal, unrealised,
+    Fill,
+    apply_fill,
+    cents,
+    fee_for,
+    flat_position,
+    notional,
+    positions_from_fills,
+    summarise,
+    summary_to_builtins,
+    to_decimal,
+    unrealised,
 )
 
 D = Decimal

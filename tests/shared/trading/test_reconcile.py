@@ -9,7 +9,11 @@ from shared.trading import client_order_id as coid
 from shared.trading.grid import GridConfig, desired_grid
 from shared.trading.orders import DesiredOrder, OpenOrder
 from shared.trading.reconcile import (
-    highest_generation, limit_plan, new_bucket, reconcile, refill,
+    highest_generation,
+    limit_plan,
+    new_bucket,
+    reconcile,
+    refill,
 )
 
 BTC = PAPER_PRODUCTS["BTCUSD"]

@@ -7,7 +7,13 @@ import pytest
 
 from shared.trading.orders import DesiredOrder
 from shared.trading.risk import (
-    AccountSnapshot, RiskConfig, clear_halt, evaluate, initial_state, limit_desired, utc_day,
+    AccountSnapshot,
+    RiskConfig,
+    clear_halt,
+    evaluate,
+    initial_state,
+    limit_desired,
+    utc_day,
 )
 
 DAY = 86_400.0
