@@ -126,10 +126,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     for note in notes:
         print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
-    if cfg.run.mode == "live" and secrets is None:
-        print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment", file=sys.stderr)
-        return 2
     if cfg.run.mode == "live":
+        if secrets is None:
+            print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",
+                  file=sys.stderr)
+            return 2
         if cfg.market.source != "venue":
             print("orchestrate: live mode trades through the exchange: set market.source = 'venue'", file=sys.stderr)
             return 2
@@ -261,12 +262,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10}  {f.client_order_id}")
     print(f"\n{len(fills)} fill(s)")
     print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'NET':>12}")
-    for r in summary["symbols"]:  # type: ignore[union-attr]
+    for r in summary["symbols"]:
         print(f"{r['symbol']:<10} {r['contracts']:>9} {r['realised_cents']:>12} {r['unrealised_cents']:>12} "
               f"{r['fees_cents']:>10} {r['net_cents']:>12}")
     t = summary["total"]
-    print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "  # type: ignore[index]
-          f"{t['net_cents']:>12}")  # type: ignore[index]
+    print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "
+          f"{t['net_cents']:>12}")
     return 0
 
 

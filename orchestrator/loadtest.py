@@ -194,7 +194,7 @@ def synthetic_symbols(n: int) -> list[str]:
     return [f"SYN_{i:04d}" for i in range(1, n + 1)]
 
 
-def merge_quantiles(workers: Sequence[tuple[float, Sequence[tuple[float, float]]]],
+def merge_quantiles(workers: Sequence[tuple[float, Sequence[tuple[float, float | None]]]],
                     qs: Sequence[float]) -> list[float | None]:
     """Fleet quantiles from per-worker quantile points.
 
@@ -724,12 +724,12 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
     tree_cpu = sum(v for k, v in cpu.items() if k != "loadtest")
     pool_busy = max_or_none(p.load for p in end.processes if p.kind == "pool") if end else None
     preq = pbat = pmax = None
-    if measured:
-        c0, c1 = pool_counters(s0), pool_counters(s1)  # type: ignore[arg-type]
-        pairs = [(c0.get(k), v) for k, v in c1.items()]
-        if c1 and all(a is not None and a[0] <= b[0] and a[1] <= b[1] for a, b in pairs):
-            preq = sum(b[0] - a[0] for a, b in pairs)  # type: ignore[index]
-            pbat = sum(b[1] - a[1] for a, b in pairs)  # type: ignore[index]
+    if s0 is not None and s1 is not None:  # measured
+        c0, c1 = pool_counters(s0), pool_counters(s1)
+        pairs = [(a, b) for k, b in c1.items() if (a := c0.get(k)) is not None]
+        if c1 and len(pairs) == len(c1) and all(a[0] <= b[0] and a[1] <= b[1] for a, b in pairs):
+            preq = sum(b[0] - a[0] for a, b in pairs)
+            pbat = sum(b[1] - a[1] for a, b in pairs)
             pmax = max(b[2] for _, b in pairs)
     pool_cpu_s = cpu.get("pool", 0.0) / 100.0 * window
     step = StepResult(

@@ -359,7 +359,7 @@ def _dotted(path: str) -> str:
     return re.sub(r"\[(\d+)\]", r"[\1]", path)
 
 
-def _section_type(path: str) -> type | None:
+def _section_type(path: str) -> type[msgspec.Struct] | None:
     t: Any = Config
     if not path:
         return Config
@@ -478,4 +478,5 @@ def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:
 
 
 def config_to_toml_dict(cfg: Config) -> dict[str, Any]:
-    return msgspec.to_builtins(cfg)
+    doc: dict[str, Any] = msgspec.to_builtins(cfg)
+    return doc

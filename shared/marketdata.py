@@ -40,7 +40,7 @@ class Candles(NamedTuple):
     close: np.ndarray
     volume: np.ndarray
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return int(self.ts.shape[0])
 
     def slice(self, start: int, stop: int) -> Candles:

@@ -14,8 +14,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psutil
@@ -23,7 +24,7 @@ import zmq
 import zmq.asyncio
 
 from shared.config import Config
-from shared.messages import Heartbeat, MessageCodec
+from shared.messages import GatewayFigures, Heartbeat, MessageCodec, PoolFigures, WorkerFigures
 from shared.trading.checkpoint import FillCheckpoint
 from shared.transport import Endpoints
 
@@ -207,7 +208,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:
+async def run_until_stopped(loops: list[Callable[[], Coroutine[Any, Any, None]]], stop: asyncio.Event) -> None:
     """Run a process's loops until SIGTERM/SIGINT, or until one of them ends: a loop that dies
     takes the process down with its exception (the supervisor restarts it), never silently."""
     tasks = [asyncio.create_task(loop()) for loop in loops]
@@ -239,15 +240,16 @@ def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> t
     return pub, router
 
 
-def heartbeat_socket(ctx: zmq.Context, spec: ChildSpec) -> zmq.Socket:
-    sock = ctx.socket(zmq.PUSH)
+# Socket[Any]: the processes pass both plain and zmq.asyncio contexts (their send() returns differ).
+def heartbeat_socket(ctx: zmq.Context[Any], spec: ChildSpec) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100)  # heartbeats are droppable; never block a worker on them
     sock.connect(spec.endpoints.supervisor)
     return sock
 
 
-def send_nowait(sock: zmq.Socket, data: bytes) -> bool:
+def send_nowait(sock: zmq.Socket[Any], data: bytes) -> bool:
     """Send without waiting; False when the peer's queue is full (the caller counts or logs it).
     An asyncio socket does not raise zmq.Again: it returns a finished future holding it, which
     must be read here or asyncio logs "exception was never retrieved" for every dropped send."""
@@ -264,7 +266,8 @@ def send_nowait(sock: zmq.Socket, data: bytes) -> bool:
     return True
 
 
-def send_heartbeat(sock: zmq.Socket, codec: MessageCodec, spec: ChildSpec, figures: object) -> None:
+def send_heartbeat(sock: zmq.Socket[Any], codec: MessageCodec, spec: ChildSpec,
+                   figures: WorkerFigures | PoolFigures | GatewayFigures) -> None:
     hb = Heartbeat(kind=spec.kind, name=spec.name, pid=os.getpid(), sent_ns=time.perf_counter_ns(),
-                   figures=figures)  # type: ignore[arg-type]
+                   figures=figures)
     send_nowait(sock, codec.encode(hb))  # droppable: the next one follows in a second

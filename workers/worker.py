@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from typing import TypedDict
 
 import numpy as np
 import zmq
@@ -84,6 +85,19 @@ def ledger_fill(symbol: str, f: FillView, contract_value: str) -> LedgerFill:
                       fee=f.fee, contract_value=contract_value, ts=f.ts, client_order_id=f.client_order_id,
                       order_id=f.order_id)
 
+
+class TradingFigures(TypedDict, total=False):
+    """The bot's part of the worker's heartbeat (fields of WorkerFigures)."""
+    trading: str
+    order_errors: int
+    position: float
+    open_orders: int
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    stop_price: float
+    order_rtt_p50_us: float
+    order_rtt_p99_us: float
 
 class Worker:
     def __init__(self, spec: ChildSpec) -> None:
@@ -232,15 +246,16 @@ class Worker:
             malformed=self.codec.malformed, first_signal_mono_ns=self.first_signal_mono_ns,
             note=(sig.reason if sig and not sig.valid else ""), **self.trading_figures())
 
-    def trading_figures(self) -> dict[str, object]:
-        out: dict[str, object] = {"trading": self.state_of_trading(), "order_errors": self.order_errors}
+    def trading_figures(self) -> TradingFigures:
+        out: TradingFigures = {"trading": self.state_of_trading(), "order_errors": self.order_errors}
         if self.bot is not None and self.bot.position is not None:
             realised, unreal, fees = self.bot.pnl(self.last_price)
-            out.update(position=float(self.bot.position.contracts), open_orders=self.bot.owned_open_orders(),
-                       realized_pnl=realised, unrealized_pnl=unreal, fees=fees,
-                       stop_price=self.bot.resting_stop_price())
+            out["position"] = float(self.bot.position.contracts)
+            out["open_orders"] = self.bot.owned_open_orders()
+            out["realized_pnl"], out["unrealized_pnl"], out["fees"] = realised, unreal, fees
+            out["stop_price"] = self.bot.resting_stop_price()
         w = self.order_rtt.window(time.monotonic())
-        out.update(order_rtt_p50_us=w.percentile(50), order_rtt_p99_us=w.percentile(99))
+        out["order_rtt_p50_us"], out["order_rtt_p99_us"] = w.percentile(50), w.percentile(99)
         return out
 
     def state_of_trading(self) -> str:

@@ -47,12 +47,15 @@ from ..matching.errors import VenueError
 from ..products import ProductSpec
 from ..signals import strategies as st
 from ..signals.engine import BarWindow, SignalEngine
-from ..signals.series import SignalSeries, iter_series
+
+# `iter_series as iter_series`: re-exported because benchmarks/bench_backtest.py times it by rebinding it here.
+from ..signals.series import SignalSeries
+from ..signals.series import iter_series as iter_series
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
 from ..trading.grid import GridConfig, protective_stop
-from ..trading.orders import OpenOrder
+from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
 from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
@@ -91,7 +94,7 @@ class _Batch:
     due: int  # the symbol's trade number it reaches the engine at (before that trade)
     cancel: list[int]
     amend: list[tuple[int, int, float, str]]  # order id, total size, price, bot order type
-    place: list[tuple[str, str, float, int, str, bool]]  # coid, side, price, size, order type, reduce-only
+    place: list[tuple[str, Side, float, int, str, bool]]  # coid, side, price, size, order type, reduce-only
 
 
 @dataclass
@@ -292,7 +295,7 @@ class _Run:
         leaves the book or moves."""
         ts = self.clock_us / 1e6
         live = o.state in ("open", "pending")
-        price = float(o.stop_price if o.stop_order_type else o.limit_price or 0)
+        price = float((o.stop_price or 0) if o.stop_order_type else o.limit_price or 0)
         known = s.lives.get(o.id)
         if known is not None and (not live or known[2] != price):
             self.close_life(s, o.id, ts)
@@ -349,7 +352,7 @@ class _Run:
             self.feed_events()
         for cid, side, price, size, kind, reduce_only in b.place:
             if kind == "stop_market_order":
-                req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",  # type: ignore[arg-type]
+                req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
                                    stop_price=dec(price), stop_trigger_method=self.cfg.grid.stop_trigger_method)
             else:
@@ -784,7 +787,8 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     run.feed_events()
     s.last_price = price
     if per_trade_engine:
-        if s.wh is None:  # the worker's ring: bar i's entries hold the forming bar while it forms
+        # the worker's ring (the three are set together): bar i's entries hold the forming bar while it forms
+        if s.wh is None or s.wl is None or s.wc is None:
             s.wh, s.wl, s.wc = b.high.copy(), b.low.copy(), b.close.copy()
         s.wh[i] = max(b.ticks[i, :k + 1])
         s.wl[i] = min(b.ticks[i, :k + 1])

@@ -373,13 +373,14 @@ class MatchingEngine:
         fills: list[Fill] = []
         remaining = max(int(size), 1)
         # Only one side can be crossed by a single price: buys above it or sells below it.
+        crosses: Callable[[Decimal], bool]
         book, crosses = (p.bids, lambda k: -k > px) if p.bids and -p.bids[0][0] > px else \
             (p.asks, lambda k: k < px)
         # The head of the book is always the next in priority: a fully filled or cancelled order
         # leaves the book, and a partly filled one means this trade's size is used up.
         while remaining > 0 and book and crosses(book[0][0]):
             order = self._open[book[0][2]]
-            done = self._execute(p, order, min(remaining, order.unfilled_size), order.limit_price,  # type: ignore[arg-type]
+            done = self._execute(p, order, min(remaining, order.unfilled_size), order.limit_price,  # type: ignore[arg-type]  # only limit orders rest on the book
                                  "maker", ts_us)
             if done is not None:
                 fills.append(done)
@@ -945,7 +946,7 @@ class MatchingEngine:
                     position_after=new_size, timestamp=ts_us, fill_type=fill_type)
         self.fills.append(fill)
         if role == "maker" and not order.reduce_only:  # makers fill out of the book
-            p.book_notional -= qty * order.limit_price  # type: ignore[operator]
+            p.book_notional -= qty * order.limit_price  # type: ignore[operator]  # a maker always has its limit
         order = replace(order, unfilled_size=order.unfilled_size - qty, average_fill_price=avg,
                         paid_commission=order.paid_commission + fee, updated_at=ts_us)
         self._open[order.id] = order

@@ -486,7 +486,8 @@ class SignalEngine:
         for a in (w.open, w.high, w.low, w.close):
             seg = a[lo:hi]
             ok &= np.isfinite(seg) & (seg > 0.0)
-        return ~ok
+        bad: np.ndarray = ~ok
+        return bad
 
     def _rebuild(self, windows: list[BarWindow], slots: list[int]) -> None:
         """Reset indicator state and warm up from each window's closed bars (after the last bad
@@ -941,7 +942,8 @@ class SignalEngine:
 
     def _cold_snapshots(self, slots: list[int], fb: np.ndarray) -> list[list[float]]:
         S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])
-        return np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
+        rows: list[list[float]] = np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
+        return rows
 
     def core(self, xp: Backend, s: Any, parts: Any, q: Any, h: Any, lo: Any, c: Any,
              ts: Any) -> tuple[tuple[Any, ...], tuple[Any, Any, Any, Any], Any, Any]:

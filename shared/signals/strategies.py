@@ -119,7 +119,8 @@ def learner_probability(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     """P(next bar closes up) of the logistic model, row by row (weights, x: (n, 5))."""
     z = (weights[:, 0] * x[:, 0] + weights[:, 1] * x[:, 1] + weights[:, 2] * x[:, 2]
          + weights[:, 3] * x[:, 3] + weights[:, 4] * x[:, 4])
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+    return p
 
 
 def learner_update(weights: np.ndarray, x: np.ndarray, went_up: np.ndarray,
@@ -321,7 +322,8 @@ def uniform_hash_scalar(key: int, salt: int) -> float:
 def bar_key(keys: np.ndarray, bar_no: np.ndarray) -> np.ndarray:
     """Per (symbol, bar) hash key."""
     with np.errstate(over="ignore"):
-        return keys ^ (bar_no.astype(np.uint64) * np.uint64(_GOLDEN))
+        key: np.ndarray = keys ^ (bar_no.astype(np.uint64) * np.uint64(_GOLDEN))
+    return key
 
 
 def bar_key_scalar(key: int, bar_no: int) -> int:

@@ -192,9 +192,10 @@ def advance(state: np.ndarray, closes: np.ndarray, high: np.ndarray, low: np.nda
 
 def _wilder_step(i: np.ndarray, avg: np.ndarray, term: np.ndarray, period: int) -> np.ndarray:
     # sum the first `period` terms (bars 1..period), divide once at bar `period`, then smooth
-    return np.where(i < period, avg + term,
-                    np.where(i == period, (avg + term) / period,
-                             (avg * (period - 1) + term) / period))
+    out: np.ndarray = np.where(i < period, avg + term,
+                               np.where(i == period, (avg + term) / period,
+                                        (avg * (period - 1) + term) / period))
+    return out
 
 
 def outputs(state: np.ndarray, closes: np.ndarray) -> np.ndarray:
