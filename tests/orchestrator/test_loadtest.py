@@ -76,7 +76,7 @@ def test_merge_weights_move_the_result_towards_the_heavier_worker() -> None:
 def test_merge_handles_ties_missing_and_empty() -> None:
     # p99 == p99.9 (few samples) must not break interpolation; None/NaN points are skipped.
     out = lt.merge_quantiles([(1.0, [(0.5, 50.0), (0.99, 80.0), (0.999, 80.0)]),
-                              (1.0, [(0.5, None), (0.99, float("nan"))]),  # type: ignore[list-item]
+                              (1.0, [(0.5, None), (0.99, float("nan"))]),
                               (0.0, pts(1, 2, 3))], (0.5, 0.99, 0.999))
     assert out[0] == pytest.approx(50.0) and out[1] == pytest.approx(80.0) and out[2] == pytest.approx(80.0, rel=1e-6)
     assert lt.merge_quantiles([], (0.5, 0.99)) == [None, None]

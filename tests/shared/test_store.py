@@ -19,10 +19,11 @@ from shared.store import (
     StoreError,
     db_path,
 )
+from shared.trading.orders import Side
 from shared.trading.pnl import Fill
 
 
-def make_fill(i: int, symbol: str = "BTCUSD", side: str = "buy", size: int = 1, price: str = "60000",
+def make_fill(i: int, symbol: str = "BTCUSD", side: Side = "buy", size: int = 1, price: str = "60000",
               fee: str = "0.03", cv: str = "0.001") -> Fill:
     return Fill(fill_id=f"fill-{i}", symbol=symbol, side=side, size=size, price=price, fee=fee,
                 contract_value=cv, ts=1_700_000_000.0 + i, client_order_id=f"c{i}", order_id=str(i))

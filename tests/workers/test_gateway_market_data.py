@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -55,10 +56,10 @@ async def _ticks_through_gateway(tmp_path: Path, venue: PaperVenue, public_ws_ur
 
 
 @pytest.fixture
-async def venue() -> PaperVenue:
+async def venue() -> AsyncIterator[PaperVenue]:
     v = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200), ["BTCUSD"])
     await v.start()
-    yield v  # type: ignore[misc]
+    yield v
     await v.stop()
 
 

@@ -18,11 +18,11 @@ from shared.trading import client_order_id as coid
 from .conftest import SPEC, SYMBOL, busy_config
 
 
-def _run(candles: Candles, cfg=None, **kw):  # type: ignore[no-untyped-def]
+def _run(candles: Candles, cfg=None, **kw):
     return run_backtest(cfg or busy_config(), {SYMBOL: candles}, specs={SYMBOL: SPEC}, balance_usd=10_000.0, **kw)
 
 
-def _bytes(result) -> bytes:  # type: ignore[no-untyped-def]
+def _bytes(result) -> bytes:
     return msgspec.structs.replace(result, elapsed_s=0.0).to_json()
 
 

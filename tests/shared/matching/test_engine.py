@@ -259,7 +259,7 @@ def test_incremental_margins_match_a_full_recount() -> None:
                 e.edit_order(o.id, size=o.filled_size + rng.randint(1, 9))
         if step % 97 == 0:
             e.set_leverage(27, rng.choice([5, 10, 20]))
-    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[misc, operator]
+    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[operator]
     lev = e.leverage(27)
     assert e.order_margin() == (recount * D("0.001") / lev).quantize(D("1e-8"))
     pos = e.position(27)
@@ -353,7 +353,7 @@ def test_invariants_hold_through_a_random_session_with_edits_liquidations_and_le
                                            time_in_force=rng.choice(["gtc", "ioc"]),
                                            client_order_id=rng.choice([None, f"c{rng.randint(0, 20)}"])))
             elif r < 0.5:
-                e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]), size=rng.randint(1, 50),  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]), size=rng.randint(1, 50),
                                            order_type="market_order", reduce_only=rng.random() < 0.3))
             elif r < 0.6 and e.open_orders():
                 o = rng.choice(e.open_orders())

@@ -211,7 +211,7 @@ def test_bad_stop_edits_are_refused() -> None:
                       ({"stop_price": D("49000.3")}, "stop_price"),   # off the tick
                       ({"size": 0}, "size"), ({"post_only": True}, "post_only")):
         with pytest.raises(VenueError) as err:
-            e.edit_order(o.id, **kw)  # type: ignore[arg-type]
+            e.edit_order(o.id, **kw)
         assert err.value.context["schema_errors"][0]["param"] == param
     resting = e.place_order(OrderRequest(product_id=27, side="buy", size=1, limit_price=D("49000")))
     with pytest.raises(VenueError) as err:

@@ -83,6 +83,6 @@ def test_manual_fills_up_to_the_checkpoint_travel_with_it_and_the_bot_counts_the
     bot.reconcile_from([], [f for f in fills if f.ts >= cp.since_ts], [], checkpoint=cp)
     assert bot.position is not None and bot.position.contracts == -2
     assert bot.foreign_contracts == 7 - 2  # the venue would show -2 + 5 = +3
-    bot.on_fill(Fill(fill_id="m10", symbol="ETHUSD", side="buy", size=1, price="2000", fee="0",  # type: ignore[arg-type]
+    bot.on_fill(Fill(fill_id="m10", symbol="ETHUSD", side="buy", size=1, price="2000", fee="0",
                      contract_value="0.01", ts=1200.0))
     assert bot.foreign_contracts == 6 and bot.position.contracts == -2

@@ -6,6 +6,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from shared.trading.orders import Side
 from shared.trading.pnl import (
     Fill,
     apply_fill,
@@ -24,7 +25,7 @@ D = Decimal
 _n = iter(range(1, 10**9))
 
 
-def fill(side: str, size: int, price: str, fee: str = "0", symbol: str = "BTCUSD", cv: str = "0.001") -> Fill:
+def fill(side: Side, size: int, price: str, fee: str = "0", symbol: str = "BTCUSD", cv: str = "0.001") -> Fill:
     return Fill(fill_id=f"f{next(_n)}", symbol=symbol, side=side, size=size, price=price, fee=fee,
                 contract_value=cv, ts=1.0)
 
