@@ -39,7 +39,8 @@ def _add_run_dir(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrate", description="Multi-symbol grid + signal trading on Delta Exchange")
+    parser = argparse.ArgumentParser(prog="orchestrate",
+                                     description="Multi-symbol grid + signal trading on Delta Exchange")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="start the supervisor and one bot per symbol (the default)")

@@ -344,7 +344,8 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
                    f"(our tree, lower bound: {kinds0 or 'n/a'})")
     if s.restart_reasons:
         top = "; ".join(f"{k} x{v}" for k, v in list(s.restart_reasons.items())[:4])
-        out.append(f"restarts by reason (supervisor log): {top}" + (f"; {s.quarantined} quarantined" if s.quarantined else ""))
+        out.append(f"restarts by reason (supervisor log): {top}"
+                   + (f"; {s.quarantined} quarantined" if s.quarantined else ""))
     if "worker_uss_mb" in names and s.worker_uss_bytes_median is not None:
         out.append(f"per-worker private memory (USS) median {s.worker_uss_bytes_median / MB:.1f} MB, max "
                    f"{(s.worker_uss_bytes_max or 0) / MB:.1f} MB: what each extra symbol costs beyond the "
@@ -389,7 +390,8 @@ def machine_description() -> dict[str, Any]:
     return {
         "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(), "memory_total_bytes": vm.total, "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
     }
 
 
@@ -764,7 +766,8 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         total_pss_bytes=sum(m[2] for m in mem.values()) if mem else None,
         memory_by_kind=sorted(by_kind.values(), key=lambda m: m.kind),
         restarts=_restarts(end) if end else 0, restart_reasons={}, quarantined=0, startup_cpu_percent_by_kind={},
-        startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg, samples=samples, error=error, log_tail=tail)
+        startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg,
+        samples=samples, error=error, log_tail=tail)
     return step
 
 
@@ -804,16 +807,20 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
          f"{s.cpu_percent_tree:.0f} / {s.machine_cpu_percent:.0f} / {s.outside_cpu_percent:.0f}",
          f"capacity {s.cpu_cores * 100}"),
         ("pool: requests / batches / mean batch / max batch",
-         f"{_fmt(s.pool_requests)} / {_fmt(s.pool_batches)} / {_fmt(s.pool_mean_batch)} / {_fmt(s.pool_max_batch)}", ""),
+         f"{_fmt(s.pool_requests)} / {_fmt(s.pool_batches)} / {_fmt(s.pool_mean_batch)} / "
+         f"{_fmt(s.pool_max_batch)}", ""),
         ("pool CPU per batch (ms) / busy fraction, max", f"{_fmt(s.pool_cpu_ms_per_batch, nd=2)} / "
          f"{_fmt(s.pool_busy_fraction_max, nd=3)}", ""),
-        ("worker loop lag median / max (ms)", f"{_fmt(s.loop_lag_ms_median, nd=2)} / {_fmt(s.loop_lag_ms_max, nd=2)}", ""),
+        ("worker loop lag median / max (ms)",
+         f"{_fmt(s.loop_lag_ms_median, nd=2)} / {_fmt(s.loop_lag_ms_max, nd=2)}", ""),
         ("worker USS median / max (MB)",
-         f"{_fmt(s.worker_uss_bytes_median, MB, 2)} / {_fmt(s.worker_uss_bytes_max, MB, 2)}", f"max <= {t.worker_uss_mb:g}"),
+         f"{_fmt(s.worker_uss_bytes_median, MB, 2)} / {_fmt(s.worker_uss_bytes_max, MB, 2)}",
+         f"max <= {t.worker_uss_mb:g}"),
         ("worker PSS median / max (MB)",
          f"{_fmt(s.worker_pss_bytes_median, MB, 2)} / {_fmt(s.worker_pss_bytes_max, MB, 2)}", ""),
         ("total PSS of the tree (MB)", _fmt(s.total_pss_bytes, MB, 1), ""),
-        ("restarts / quarantined / workers with a budget breach", f"{s.restarts} / {s.quarantined} / {s.budget_breaches}",
+        ("restarts / quarantined / workers with a budget breach",
+         f"{s.restarts} / {s.quarantined} / {s.budget_breaches}",
          "0 / 0 / 0"),
         ("start-up CPU: machine / our tree by kind (% of one core)",
          f"{_fmt(s.startup_machine_cpu_percent, nd=0)} / " + (", ".join(
@@ -836,7 +843,8 @@ def loadtest_markdown(doc: dict[str, Any]) -> str:
              f"start-up <= {t.startup_s:g} s.", "",
              "## Summary", "",
              "| symbols | start-up s | p50 us | p99 us | p99.9 us | p99 worst worker us | dropped | "
-             "sent/expected | signals/s | CPU tree % | machine % | worker USS med/max MB | total PSS MB | restarts | verdict |",
+             "sent/expected | signals/s | CPU tree % | machine % | worker USS med/max MB | total PSS MB | restarts | "
+             "verdict |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in steps:
         ratio = f"{s.ticks_sent / s.ticks_expected:.3f}" if s.ticks_sent is not None and s.ticks_expected else "n/a"
@@ -886,7 +894,8 @@ def loadtest_plots(doc: dict[str, Any], base: Path) -> tuple[list[Path], str | N
     n = [s["symbols"] for s in steps]
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, label, style in (("tick_to_signal_p50_us", "p50 (fleet)", "o-"), ("tick_to_signal_p99_us", "p99 (fleet)", "s-"),
+    for key, label, style in (("tick_to_signal_p50_us", "p50 (fleet)", "o-"),
+                              ("tick_to_signal_p99_us", "p99 (fleet)", "s-"),
                               ("tick_to_signal_p999_us", "p99.9 (fleet)", "^-"),
                               ("tick_to_signal_p99_us_worst_worker", "p99 worst worker", "x--")):
         ax.plot(n, [s[key] / 1000.0 if s[key] is not None else float("nan") for s in steps], style, label=label)

@@ -503,7 +503,8 @@ class Supervisor:
                     self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
             return
         decision, self.risk_state = account_risk.evaluate(
-            self.risk_state, account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
+            self.risk_state,
+            account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
             self.cfg.risk)
         if decision.halted and not self.halted:
             self._halt(decision.reason)
@@ -575,7 +576,8 @@ class Supervisor:
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     stop_price=clean(f.stop_price, 10) if f else None,
-                    note=(f.note if f else "") or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
+                    note=(f.note if f else "")
+                    or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
             else:
                 f = child.figures
                 load = None
@@ -631,7 +633,8 @@ class Supervisor:
                 else:
                     self.children[sym].paused = cmd == "pause"
                     await self._control_pub.send_multipart(
-                        (topic(sym), self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
+                        (topic(sym),
+                         self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
                     body = {"ok": True, "message": f"{cmd}d {sym}"}
             else:
                 body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}

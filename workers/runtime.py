@@ -228,7 +228,8 @@ async def run_until_stopped(loops: list[Callable[[], Coroutine[Any, Any, None]]]
 MAX_QUEUED_PER_SUBSCRIBER = 10_000
 
 
-def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec,
+                    sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
     """The gateway's market-data PUB (by symbol topic) and its request ROUTER."""
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)

@@ -133,7 +133,8 @@ class _Symbol:
     day: int = -1
     day_equity: list[float] = field(default_factory=list)
     last_eq: float = 0.0
-    lives: dict[int, tuple[float, str, float, str]] = field(default_factory=dict)  # order id -> (from, side, price, purpose)
+    # order id -> (from, side, price, purpose)
+    lives: dict[int, tuple[float, str, float, str]] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
     stop_price: float = 0.0
     lives_seen: int = 0  # order lives ended so far; the timeline keeps every life_stride-th
@@ -153,7 +154,8 @@ class _Symbol:
     anchor_code: int = 0
     anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
     band: float = 0.0
-    stale: tuple[int, int, int] | None = None  # (bar, trade, ts_us) of the last skipped trade, replayed to the venue before the next call
+    # (bar, trade, ts_us) of the last skipped trade, replayed to the venue before the next call
+    stale: tuple[int, int, int] | None = None
     # The pool's answers, one chunk of CHUNK_BARS bars at a time (memory bounded by the chunk):
     grid: GridConfig | None = None
     chunks: Iterator[SignalSeries] | None = None
@@ -601,11 +603,13 @@ def _check_inputs(data: Mapping[str, Candles], specs: Mapping[str, ProductSpec],
         raise BacktestError("no data: give at least one symbol's candles")
     for sym in data:
         if sym not in specs:
-            raise BacktestError(f"{sym}: no product spec (give --spec {sym}=contract_value:tick_size:maker_fee:taker_fee)")
+            raise BacktestError(f"{sym}: no product spec "
+                                f"(give --spec {sym}=contract_value:tick_size:maker_fee:taker_fee)")
     if not (math.isfinite(balance_usd) and balance_usd > 0):
         raise BacktestError(f"balance must be > 0 USD, got {balance_usd!r}")
     if latency_ticks < 1:
-        raise BacktestError(f"latency_ticks must be >= 1 (an order cannot fill on the trade it was decided on), got {latency_ticks}")
+        raise BacktestError("latency_ticks must be >= 1 (an order cannot fill on the trade it was decided on), "
+                            f"got {latency_ticks}")
     if start_ts is not None and end_ts is not None and start_ts > end_ts:
         raise BacktestError(f"--from ({start_ts:.0f}) is after --to ({end_ts:.0f})")
     for sym, c in data.items():

@@ -730,7 +730,8 @@ class MatchingEngine:
                       for p in self._products.values()],
             open_orders=list(self._open.values()),
             closed_orders=list(self._closed.values())[-max_history:] if max_history else [],
-            fills=list(self.fills)[-max_history:] if max_history else [], last_order_id=self._last_order_id, last_priority=self._last_priority,
+            fills=list(self.fills)[-max_history:] if max_history else [], last_order_id=self._last_order_id,
+            last_priority=self._last_priority,
             last_fill_seq=self._last_fill_seq)
         return msgspec.json.encode(state)
 
@@ -936,8 +937,9 @@ class MatchingEngine:
                              # margin added by hand belongs to the position it was added to
                              added_margin=ZERO if opened or new_size == 0 else pos.added_margin)
         filled_before = order.filled_size
-        avg = price if order.average_fill_price is None else \
-            ((order.average_fill_price * filled_before + price * qty) / (filled_before + qty)).quantize(Decimal("1e-10"))
+        avg = price if order.average_fill_price is None else (
+            (order.average_fill_price * filled_before + price * qty) / (filled_before + qty)
+        ).quantize(Decimal("1e-10"))
         self._last_fill_seq += 1
         seq = self._last_fill_seq
         fill = Fill(seq=seq, id=f"{seq:012x}", order_id=order.id, client_order_id=order.client_order_id,

@@ -90,9 +90,11 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every tunable of the signal engine (the `[signal]` table of the TOML config). Defaults are
     the original bot's rules, with its defects fixed."""
 
-    min_bars: Annotated[int, Meta(ge=WARM_BARS, le=100_000)] = 100  # closed bars before any vote (the original's ML predictor needed 100)
+    # closed bars before any vote (the original's ML predictor needed 100)
+    min_bars: Annotated[int, Meta(ge=WARM_BARS, le=100_000)] = 100
     # trend score: weights of sign(close-SMA20), RSI zone, sign(MACD), sign(momentum)
-    trend_weights: list[Annotated[float, Meta(ge=-100, le=100)]] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
+    trend_weights: list[Annotated[float, Meta(ge=-100, le=100)]] = msgspec.field(
+        default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
     # no effect: the trend vote's own confidence never reached the consensus (which weighs votes);
     # kept only because configs/default.toml sets it and unknown keys are refused
     trend_confidence_scale: Annotated[float, Meta(gt=0, le=100)] = 0.8
@@ -122,7 +124,8 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rl_vol_bars: Annotated[int, Meta(ge=2, le=CLOSES_LEN)] = 5
     rl_vol_thresholds: list[Annotated[float, Meta(gt=0, le=10)]] = msgspec.field(default_factory=lambda: [0.02])
     # consensus
-    consensus_weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = msgspec.field(default_factory=_default_consensus_weights)
+    consensus_weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = msgspec.field(
+        default_factory=_default_consensus_weights)
     consensus_threshold: Annotated[float, Meta(gt=0, le=100)] = 2.0
     max_symbols: Annotated[int, Meta(ge=1, le=100_000)] = 4096  # bound on per-symbol state kept by one engine
 

@@ -64,7 +64,8 @@ async def test_a_killed_venue_resumes_after_every_fill_its_journal_holds(tmp_pat
     for t in first._tasks:  # SIGKILL: no final snapshot
         t.cancel()
     await first._close_http()
-    assert json.loads(state.read_text())["market_clock"]["next_bar"] * 60 * 1_000_000 < fill_us - first._start_ts * 1_000_000
+    next_bar = json.loads(state.read_text())["market_clock"]["next_bar"]
+    assert next_bar * 60 * 1_000_000 < fill_us - first._start_ts * 1_000_000
     second = PaperVenue(VenueSettings(bar_seconds=FAST, history_bars=200, state_file=str(state),
                                       start_ts=time.time()), ["BTCUSD"])
     assert second.market_us > fill_us

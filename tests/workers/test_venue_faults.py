@@ -105,7 +105,8 @@ async def test_unknown_route_answers_in_the_envelope() -> None:
 
 async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path: Path) -> None:
     code = ("import sys; from workers.venue import venue_main, VenueSettings; "
-            f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], VenueSettings(bar_seconds=0.04, history_bars=200)))")
+            f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], "
+            "VenueSettings(bar_seconds=0.04, history_bars=200)))")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     try:
@@ -346,7 +347,8 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
             done = []
             while not venue.storage_error and len(done) < 200:  # until the journal's last page is full
                 coid = f"b{len(done)}"
-                status, placed, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": coid})
+                status, placed, _ = await signed(session, venue, "POST", "/v2/orders",
+                                                 {**order, "client_order_id": coid})
                 assert (status, placed["result"]["client_order_id"]) == (200, coid)  # done, so said
                 done.append(coid)
             assert "No space left" in venue.storage_error

@@ -25,7 +25,8 @@ def cid(side: str, purpose: str, level: int, generation: int = 1) -> str:
                        generation=generation)
 
 
-ENTRY = OrderView(order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2, client_order_id=cid("buy", "entry", 2))
+ENTRY = OrderView(order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2,
+                  client_order_id=cid("buy", "entry", 2))
 STOP = OrderView(order_id=12, side="sell", price=1900.0, size=2, unfilled_size=2, state="pending",
                  client_order_id=cid("sell", "stop", 0), order_type="stop_market_order", reduce_only=True)
 OWN_FILL = FillView(fill_id="f1", order_id="10", client_order_id=cid("buy", "entry", 1), side="buy", size=2,

@@ -259,7 +259,8 @@ def test_cancel_all_cancels_only_the_kinds_asked_for() -> None:
     assert [o.id for o in e.cancel_all(27, limit_orders=False, stop_orders=False, reduce_only_orders=True)] == [ro.id]
     assert [o.id for o in e.cancel_all(27, limit_orders=False, stop_orders=True, reduce_only_orders=False)] == [sl.id]
     again = e.place_order(stop("sell", 4, "48000", reduce_only=True))
-    assert [o.id for o in e.cancel_all(27, limit_orders=True, stop_orders=False, reduce_only_orders=False)] == [plain.id]
+    cancelled = e.cancel_all(27, limit_orders=True, stop_orders=False, reduce_only_orders=False)
+    assert [o.id for o in cancelled] == [plain.id]
     assert [o.id for o in e.open_orders()] == [again.id]
     assert e.cancel_all(None, limit_orders=False, stop_orders=False, reduce_only_orders=False) == []
     assert [o.id for o in e.cancel_all(27)] == [again.id]  # default: every kind
