@@ -87,7 +87,11 @@ def trend_features(xp: Backend, close: Any, sma20: Any, rsi: Any, macd: Any, mom
             xp.sign(momentum))
 
 
-def trend_score(f: Sequence[Any], weights: Sequence[float]) -> Any:
+# Indexed by position: a tuple of per-feature arrays, or an array whose rows are the features.
+Rows = Sequence[Any] | np.ndarray
+
+
+def trend_score(f: Rows, weights: Sequence[float] | np.ndarray) -> Any:
     """The original's fixed score, summed left to right."""
     return f[0] * weights[0] + f[1] * weights[1] + f[2] * weights[2] + f[3] * weights[3]
 
@@ -97,7 +101,7 @@ def trend_vote(xp: Backend, score: Any) -> Any:
     return xp.where(score > 0.0, UP, DOWN)
 
 
-def learner_z(w: Sequence[Any], f: Sequence[Any]) -> Any:
+def learner_z(w: Rows, f: Rows) -> Any:
     """The learner's log-odds that the next bar closes up: bias + weights . features."""
     return w[0] + w[1] * f[0] + w[2] * f[1] + w[3] * f[2] + w[4] * f[3]
 

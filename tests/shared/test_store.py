@@ -77,7 +77,8 @@ def test_batched_records_commit_with_the_next_fill_or_flush(tmp_path: Path) -> N
     assert reader.latest_equity() == EquitySnapshot(ts=1.0, equity="1000", available_balance="900")
     store.record_equity(EquitySnapshot(ts=2.0, equity="1001", available_balance="901"))
     store.flush()
-    assert reader.latest_equity().equity == "1001"
+    latest = reader.latest_equity()
+    assert latest is not None and latest.equity == "1001"
     reader.close()
     store.close()
 

@@ -344,7 +344,7 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
             status, _, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "a"})
             assert status == 200
             small_disk.fill()
-            done = []
+            done: list[str] = []
             while not venue.storage_error and len(done) < 200:  # until the journal's last page is full
                 coid = f"b{len(done)}"
                 status, placed, _ = await signed(session, venue, "POST", "/v2/orders",

@@ -134,7 +134,8 @@ def test_a_position_gets_one_reduce_only_stop_beyond_the_deepest_level() -> None
     assert b.position is not None
     assert stop.order.size == orders[0].size == b.position.contracts
     assert stop.order.price == ETH.floor_price(deepest - 1.5 * 2.0)
-    assert coid.decode(stop.client_order_id, bot_id="t1", symbol="ETHUSD").purpose == "stop"
+    tag = coid.decode(stop.client_order_id, bot_id="t1", symbol="ETHUSD")
+    assert tag is not None and tag.purpose == "stop"
 
 
 def test_flat_or_stops_off_means_no_stop() -> None:
@@ -256,13 +257,15 @@ def test_a_restart_continues_past_ids_the_store_saw_sent_even_if_the_venue_forgo
     b = bot()
     b.reconcile_from([], [], [cancelled])  # the venue shows nothing: the order was cancelled
     plan = decide(b, now=1.0, price=2000.0)
-    gens = {coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation for p in plan.to_place}
+    tags = [coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD") for p in plan.to_place]
+    assert all(t is not None for t in tags)
+    gens = {t.generation for t in tags if t is not None}
     assert gens == {502}  # past 500 (reconcile continues at 501, the plan takes the next)
     # a reconnect re-reads the venue, which knows even less: the generation never goes back
     b.reconcile_from([], [], [])
     again = decide(b, now=2.0, price=2100.0)
-    assert all(coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation > 502
-               for p in again.to_place)
+    again_tags = [coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD") for p in again.to_place]
+    assert all(t is not None and t.generation > 502 for t in again_tags)
 
 
 def _long_with_stop(b: TradingBot) -> None:

@@ -74,7 +74,7 @@ def test_matches_an_independent_cash_ledger_to_the_cent() -> None:
     cash = D(0)
     fees = D(0)
     for _ in range(2_000):
-        side = rng.choice(("buy", "sell"))
+        side: Side = rng.choice(("buy", "sell"))
         size = rng.randint(1, 40)
         price = D(rng.randint(30_000, 50_000)) * D("0.05")
         fee = fee_for(size, "0.01", price, "0.0005")
