@@ -19,7 +19,14 @@ from typing import Any
 
 import psutil
 import pytest
-from test_trading_e2e import TIGHT, assert_ledgers_match, settled_ledger, venue_state  # same directory
+
+# same directory: pytest puts it on sys.path; mypy knows it as tests.orchestrator.test_trading_e2e
+from test_trading_e2e import (  # type: ignore[import-not-found]
+    TIGHT,
+    assert_ledgers_match,
+    settled_ledger,
+    venue_state,
+)
 
 from shared.store import Store, db_path
 from shared.trading.pnl import cents

@@ -180,6 +180,7 @@ def test_sigkill_mid_write_loses_no_acknowledged_fill(tmp_path: Path) -> None:
         acked: list[int] = []
         while len(acked) < 40 + 17 * round_:  # stop at a different point each round
             acked.append(parent.recv())
+        assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(10)
         assert proc.exitcode == -signal.SIGKILL

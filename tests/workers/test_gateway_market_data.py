@@ -14,7 +14,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from shared.config import load_config
+from shared.config import Config, load_config
 from shared.messages import MessageCodec, Tick, topic
 from shared.transport import make_endpoints
 from workers.gateway_exchange import ExchangeGateway
@@ -93,7 +93,7 @@ def test_paper_and_india_connections_name_a_public_host_global_none(tmp_path: Pa
     from workers.runtime import VenueAccess
     cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
 
-    def spec(cfg: object, access: VenueAccess | None) -> ChildSpec:
+    def spec(cfg: Config, access: VenueAccess | None) -> ChildSpec:
         return ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
                          endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
                          venue_access=access)

@@ -377,12 +377,12 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
     try:
         on_full = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
         assert "No space left" in on_full.storage_error
-        assert sorted(o.client_order_id for o in on_full.engine.open_orders()) == sorted(["a", *done, "d"])
+        assert sorted(o.client_order_id or "" for o in on_full.engine.open_orders()) == sorted(["a", *done, "d"])
         await on_full.stop()
     finally:
         small_disk.free()
     again = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
-    assert sorted(o.client_order_id for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
+    assert sorted(o.client_order_id or "" for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
 
 
 async def test_junk_bodies_and_frames_get_clear_errors_not_500s_or_recursion() -> None:

@@ -184,7 +184,7 @@ def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candl
     count = good._replace(symbol="COUNT", bar_count=5)
     empty = BarWindow("EMPTY", 0, *(np.empty(0) for _ in range(6)))
     nosym = good._replace(symbol="")
-    listsym = good._replace(symbol=["not", "hashable"])
+    listsym = good._replace(symbol=["not", "hashable"])  # type: ignore[arg-type]  # bad on purpose: must be rejected
     res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]
     assert [r.valid for r in res] == [False, True, False, False, False, False, False]
     assert "SHORT: bad window: ts/open/high/low/close" in res[0].reason

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
@@ -117,8 +118,10 @@ def test_float_inputs_go_in_by_their_decimal_repr() -> None:
 
 @pytest.mark.parametrize("kw", [{"size": 0}, {"side": "long"}, {"price": "0"}, {"price": "abc"},
                                 {"fill_id": ""}, {"fee": "NaN"}])
-def test_bad_fills_are_rejected(kw: dict) -> None:
-    args = dict(fill_id="x", symbol="X", side="buy", size=1, price="1", fee="0", contract_value="1", ts=0.0)
+def test_bad_fills_are_rejected(kw: dict[str, Any]) -> None:
+    # Any: the point is to hand Fill values its types forbid
+    args: dict[str, Any] = dict(fill_id="x", symbol="X", side="buy", size=1, price="1", fee="0", contract_value="1",
+                                ts=0.0)
     args.update(kw)
     with pytest.raises(ValueError):
         Fill(**args)
