@@ -34,7 +34,9 @@ def test_two_runs_give_byte_identical_json(eth: Candles) -> None:
 
 def test_net_pnl_is_what_the_fills_say_to_the_cent(eth: Candles) -> None:
     rate = 0.0003  # a FUNDING:ETHUSD series: 0.03% per 8 h interval, longs pay
-    funding = Candles._make([eth.ts.copy(), *(np.full(len(eth), rate) for _ in range(4)), np.zeros(len(eth))])
+    n = len(eth)
+    funding = Candles(eth.ts.copy(), np.full(n, rate), np.full(n, rate), np.full(n, rate), np.full(n, rate),
+                      np.zeros(n))
     r = _run(eth, funding={SYMBOL: funding})
     assert r.summary.fills == len(r.fills) > 50
     cv = SPEC.contract_value
@@ -73,8 +75,9 @@ def test_a_fill_only_happens_at_a_price_the_market_traded_through_after_the_orde
 
 def test_decisions_before_a_time_do_not_change_when_later_bars_change(eth: Candles) -> None:
     cut = 1200
-    wild = Candles._make([eth.ts.copy(), *(np.concatenate([col[:cut], col[cut:] * 1.7])
-                                           for col in (eth.open, eth.high, eth.low, eth.close)), eth.volume.copy()])
+    w_open, w_high, w_low, w_close = (np.concatenate([col[:cut], col[cut:] * 1.7])
+                                      for col in (eth.open, eth.high, eth.low, eth.close))
+    wild = Candles(eth.ts.copy(), w_open, w_high, w_low, w_close, eth.volume.copy())
     a, b = _run(eth), _run(wild)
     cut_ts = float(eth.ts[cut])
     before_a = [f for f in a.fills if f.ts < cut_ts]
