@@ -1049,7 +1049,7 @@ def main_loadtest(argv: list[str]) -> int:
         "targets": msgspec.to_builtins(targets), "steps": [], "stopped_at": None,
         "notes": list(LOADTEST_NOTES)}
     tmp = None if args.run_dir else tempfile.TemporaryDirectory(prefix="dgo-loadtest-")
-    parent = Path(args.run_dir) if args.run_dir else Path(tmp.name)  # type: ignore[union-attr]
+    parent = Path(tmp.name) if tmp is not None else Path(args.run_dir)
     rc = 0
     try:
         for n in steps:
@@ -1230,7 +1230,7 @@ def main_soak(argv: list[str]) -> int:
     n = args.symbols
     started = dt.datetime.now(dt.UTC)
     tmp = None if args.run_dir else tempfile.TemporaryDirectory(prefix="dgo-soak-")
-    run_dir = (Path(args.run_dir) if args.run_dir else Path(tmp.name)) / "soak"  # type: ignore[union-attr]
+    run_dir = (Path(tmp.name) if tmp is not None else Path(args.run_dir)) / "soak"
     series: dict[str, tuple[str, list[float], list[float], list[float]]] = {}
     rss_trace: deque[dict[str, Any]] = deque(maxlen=MAX_SERIES)
     worker_lag_med: list[float] = []

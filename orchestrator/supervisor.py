@@ -388,7 +388,7 @@ class Supervisor:
             log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
                       lost.fill_id)
         self._unstored.append(LedgerFill(
-            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
+            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]  # wire side: buy/sell
             contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
         self._store_fills()
 

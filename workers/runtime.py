@@ -218,8 +218,8 @@ async def run_until_stopped(loops: list[Callable[[], Coroutine[Any, Any, None]]]
         t.cancel()
     await asyncio.gather(*tasks, waiter, return_exceptions=True)
     for t in done:
-        if t is not waiter and not t.cancelled() and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+        if t is not waiter and not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
 
 
 # Per subscriber: a PUB keeps up to SNDHWM messages for each connected SUB that does not read.

@@ -75,12 +75,14 @@ LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went b
 
 
 def open_order(symbol: str, v: OrderView) -> OpenOrder:
+    # The view holds the wire's strings; Delta sends only buy/sell and the two order types OpenOrder names.
     return OpenOrder(order_id=v.order_id, symbol=symbol, side=v.side, price=v.price, size=v.size,  # type: ignore[arg-type]
                      unfilled_size=v.unfilled_size, client_order_id=v.client_order_id,
                      order_type=v.order_type, reduce_only=v.reduce_only)  # type: ignore[arg-type]
 
 
 def ledger_fill(symbol: str, f: FillView, contract_value: str) -> LedgerFill:
+    # The view holds the wire's side string; Delta sends only buy/sell.
     return LedgerFill(fill_id=f.fill_id, symbol=symbol, side=f.side, size=f.size, price=f.price,  # type: ignore[arg-type]
                       fee=f.fee, contract_value=contract_value, ts=f.ts, client_order_id=f.client_order_id,
                       order_id=f.order_id)

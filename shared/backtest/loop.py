@@ -221,7 +221,7 @@ def _bot_order(symbol: str, o: Order) -> OpenOrder:
         kind, price = "limit_order", float(o.limit_price or 0)
     return OpenOrder(order_id=o.id, symbol=symbol, side=o.side, price=price, size=o.size,
                      unfilled_size=o.unfilled_size, client_order_id=o.client_order_id,
-                     order_type=kind, reduce_only=o.reduce_only)  # type: ignore[arg-type]
+                     order_type=kind, reduce_only=o.reduce_only)  # type: ignore[arg-type]  # kind: one of the two above
 
 
 class _Run:
@@ -358,6 +358,7 @@ class _Run:
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
                                    stop_price=dec(price), stop_trigger_method=self.cfg.grid.stop_trigger_method)
             else:
+                # kind: the bot's limit/market order types, which the engine takes as they are
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type=kind,  # type: ignore[arg-type]
                                    limit_price=None if kind == "market_order" else dec(price),
                                    reduce_only=reduce_only, client_order_id=cid)

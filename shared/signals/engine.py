@@ -877,7 +877,7 @@ class SignalEngine:
             else:
                 live.append(j)
         if not live:
-            return results  # type: ignore[return-value]
+            return results  # type: ignore[return-value]  # every slot was filled above: no None left
         slots = [plans[j].slot for j in live]
         fb_rows = [[w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1)]
                    for w in (windows[j] for j in live)]
@@ -941,7 +941,7 @@ class SignalEngine:
             results[j] = SignalResult(w.symbol, bar_ts, int(w.bar_count), "NONE", 0.0, dict(_NO_VOTES),
                                       IndicatorSnapshot(*snap), False,
                                       f"{reason} ({note})" if note else reason)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # each window got its result: no None left
 
     def _cold_snapshots(self, slots: list[int], fb: np.ndarray) -> list[list[float]]:
         S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])

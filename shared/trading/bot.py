@@ -197,7 +197,7 @@ class TradingBot:
         entries: tuple[DesiredOrder, ...] = ()
         if allow_new_entries:
             if direction in ("UP", "DOWN"):
-                self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]
+                self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]  # narrowed to UP/DOWN by the test above
             # A signal without a direction holds the grid like a weak one (grid.next_anchor's
             # rule): cancelling it on every NONE and re-placing it on the next UP cost a full
             # grid of cancels and places every few bars (backtest: ~6,000 a symbol-month).

@@ -155,7 +155,7 @@ def make_step(**kw: object) -> lt.StepResult:
         budget_breaches=0, budget_notes=[],
         loadavg_at_launch=[0.5, 0.5, 0.5], samples=[])
     base.update(kw)
-    return lt.StepResult(**base)  # type: ignore[arg-type]
+    return lt.StepResult(**base)  # type: ignore[arg-type]  # base: a mixed-type dict of StepResult fields
 
 
 def test_restart_reasons_are_counted_by_kind_and_masked_reason() -> None:
@@ -228,7 +228,7 @@ def test_pool_counters_parse_the_status_note() -> None:
         SimpleNamespace(kind="pool", name="pool-0", note="requests 81 batches 51 max batch 3 symbols 3"),
         SimpleNamespace(kind="gateway", name="gateway", note="source exchange ticks 84 loop lag 1.8 ms"),
         SimpleNamespace(kind="pool", name="pool-1", note="starting")])
-    assert lt.pool_counters(snap) == {"pool-0": (81, 51, 3)}  # type: ignore[arg-type]
+    assert lt.pool_counters(snap) == {"pool-0": (81, 51, 3)}  # type: ignore[arg-type]  # duck-typed snapshot
 
 
 def constructed_doc() -> dict:

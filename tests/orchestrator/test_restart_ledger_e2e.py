@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 # same directory: pytest puts it on sys.path; mypy knows it as tests.orchestrator.test_trading_e2e
-from test_trading_e2e import (  # type: ignore[import-not-found]
+from test_trading_e2e import (  # type: ignore[import-not-found]  # see above
     TIGHT,
     assert_ledgers_match,
     settled_ledger,

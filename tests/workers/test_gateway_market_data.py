@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -125,10 +125,10 @@ async def test_a_symbol_the_public_host_goes_quiet_on_moves_to_all_trades_and_ba
         assert gw.public_ws is not None
         gw.public_ws.quiet.stale_after_s = 0.5  # the threshold, shortened for the test
 
-        async def until(pred: object, what: str) -> None:
+        async def until(pred: Callable[[], bool], what: str) -> None:
             for _ in range(1000):
                 await gw.public_quiet_check()
-                if pred():  # type: ignore[operator]
+                if pred():
                     return
                 await asyncio.sleep(0.02)
             raise AssertionError(f"never: {what}")

@@ -421,7 +421,7 @@ async def test_a_client_that_stops_reading_is_disconnected() -> None:
 async def test_slow_client_queue_is_bounded() -> None:
     class FakeWs:
         closed = False
-    client = WsClient(FakeWs(), queue_size=3)  # type: ignore[arg-type]
+    client = WsClient(FakeWs(), queue_size=3)  # type: ignore[arg-type]  # a stand-in socket
     assert all(client.send(f"{i}") for i in range(3))
     assert client.send("overflow") is False and client.too_slow
     assert client.queue.qsize() <= 3 and client.send("more") is False

@@ -13,6 +13,7 @@ from shared.messages import AccountSnapshot, FillView, OrderView, SignalReply
 from shared.products import PAPER_PRODUCTS
 from shared.ring import BarRing
 from shared.trading import client_order_id as coid
+from shared.trading.orders import Purpose, Side
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
@@ -20,8 +21,8 @@ from workers.worker import Worker
 ETH = PAPER_PRODUCTS["ETHUSD"]
 
 
-def cid(side: str, purpose: str, level: int, generation: int = 1) -> str:
-    return coid.encode(bot_id="g1", symbol="ETHUSD", side=side, purpose=purpose, level=level,  # type: ignore[arg-type]
+def cid(side: Side, purpose: Purpose, level: int, generation: int = 1) -> str:
+    return coid.encode(bot_id="g1", symbol="ETHUSD", side=side, purpose=purpose, level=level,
                        generation=generation)
 
 

@@ -91,8 +91,8 @@ def test_stop_fields_parse_and_echo_in_the_order_json() -> None:
     oj = wire.order_json(e.place_order(req))
     assert (oj["state"], oj["stop_order_type"], oj["stop_price"], oj["stop_trigger_method"]) == \
         ("pending", "stop_loss_order", "1995.5", "last_traded_price")
-    assert wire.order_kind(e.order(oj["id"])) == "stop_limit"  # type: ignore[arg-type]
-    assert wire.order_kind(e.order(1)) == "market"  # type: ignore[arg-type]
+    assert wire.order_kind(e.order(oj["id"])) == "stop_limit"  # type: ignore[arg-type]  # placed above: the engine has it
+    assert wire.order_kind(e.order(1)) == "market"  # type: ignore[arg-type]  # placed above: the engine has it
 
 
 @pytest.mark.parametrize("extra, param", [

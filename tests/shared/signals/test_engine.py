@@ -185,7 +185,7 @@ def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candl
     empty = BarWindow("EMPTY", 0, *(np.empty(0) for _ in range(6)))
     nosym = good._replace(symbol="")
     listsym = good._replace(symbol=["not", "hashable"])  # type: ignore[arg-type]  # bad on purpose: must be rejected
-    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]
+    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]  # None on purpose: must be rejected
     assert [r.valid for r in res] == [False, True, False, False, False, False, False]
     assert "SHORT: bad window: ts/open/high/low/close" in res[0].reason
     assert "COUNT: bad window" in res[2].reason
