@@ -8,7 +8,7 @@ STAMP_BENCH := $(VENV)/.installed-bench
 SYMBOLS ?= BTCUSD,ETHUSD
 RUN_DIR ?= run
 
-.PHONY: run test bench loadtest soak clean
+.PHONY: run test check bench loadtest soak clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ run: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -q
+
+# Lint (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade) and types (mypy, strict on shared/).
+check: $(STAMP_TEST)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP_BENCH)
 	$(PY) -m benchmarks

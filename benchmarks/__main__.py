@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         all_rows.extend(rows)
     print("\n== summary ==")
     print_table(all_rows)
-    out = Path(__file__).resolve().parent / "results" / f"bench-{dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.json"
+    out = Path(__file__).resolve().parent / "results" / f"bench-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "rows": all_rows, "failed": failures}, indent=1))
     print(f"\nraw figures: {out}")

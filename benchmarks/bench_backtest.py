@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import talib
 
 import shared.backtest.loop as loop
@@ -42,7 +41,7 @@ def _write_csv(path: Path, c: Candles) -> None:
     with gzip.open(path, "wt", encoding="utf-8") as fh:
         fh.write("ts,open,high,low,close,volume\n")
         for row_ in zip(c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-                        c.volume.tolist()):
+                        c.volume.tolist(), strict=True):
             fh.write(",".join(repr(v) for v in row_) + "\n")
 
 
@@ -84,14 +83,14 @@ def _run(data: dict[str, Candles]) -> dict[str, float]:
         spent["asked"] += 1
         return real_trade(*a, **k)
 
-    loop.iter_series, loop.run_trade = series, trade  # type: ignore[assignment]
+    loop.iter_series, loop.run_trade = series, trade
     try:
         specs = {s: PAPER_PRODUCTS[s] if s in PAPER_PRODUCTS else synthetic_spec(s) for s in data}
         t0 = time.perf_counter()
         r = loop.run_backtest(Config(), data, specs=specs, balance_usd=10_000.0)
         total = time.perf_counter() - t0
     finally:
-        loop.iter_series, loop.run_trade = real_series, real_trade  # type: ignore[assignment]
+        loop.iter_series, loop.run_trade = real_series, real_trade
     return {"s": total, "series_s": spent["series"], "bars": r.bars,
             "asked_pct": 100.0 * spent["asked"] / max(1, r.bars * 4), "fills": r.summary.fills,
             "orders": r.summary.orders_placed + r.summary.orders_amended + r.summary.orders_cancelled,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def _talib_per_symbol(c: Candles) -> float | None:
     def four() -> None:
         talib.RSI(cl, 14)
         talib.MACD(cl, 12, 26, 9)
-        talib.BBANDS(cl, 20, 2.0, 2.0, 0)
+        talib.BBANDS(cl, 20, 2.0, 2.0)  # matype defaults to SMA
         talib.ATR(h, lo, cl, 14)
 
     return _best_of(four, 2000)

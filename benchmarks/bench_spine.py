@@ -99,8 +99,8 @@ def bench_two_symbols(bar_seconds: float, seconds: float = 25.0) -> list[dict[st
             "perf-floors RTT @1kHz", target=250),
         row(f"2 symbols @ {rate}: tick-to-signal p99 (us)", p99, "us", FLOOR_RTT_P99_US,
             "perf-floors RTT @1kHz", target=1000),
-        row(f"  bare zmq echo @ same gap, p50 (us)", floor50, "us", None, "wake-up floor, this run"),
-        row(f"  tick-to-signal p50 / echo floor p50", p50 / floor50, "x", None, ""),
+        row("  bare zmq echo @ same gap, p50 (us)", floor50, "us", None, "wake-up floor, this run"),
+        row("  tick-to-signal p50 / echo floor p50", p50 / floor50, "x", None, ""),
         row(f"2 symbols @ {rate}: worker USS, max (MB)", uss, "MB", FLOOR_FORKSERVER_USS_MB,
             "idle forkserver child", target=12),
     ]

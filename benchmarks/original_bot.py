@@ -80,7 +80,7 @@ def rl_action(prices: np.ndarray) -> str:
     last5 = prices[-5:]
     state = (bool(last5[-1] > last5[0]), bool(last5.std() / last5.mean() > 0.02))
     q = _Q[state]
-    return max(q, key=q.get)  # never updated, ties pick the first: UP, forever
+    return max(q, key=lambda k: q[k])  # never updated, ties pick the first: UP, forever
 
 
 def generate_consensus(prices: np.ndarray) -> dict[str, Any] | None:

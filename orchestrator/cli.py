@@ -20,8 +20,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 
@@ -42,7 +43,8 @@ def _add_run_dir(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrate", description="Multi-symbol grid + signal trading on Delta Exchange")
+    parser = argparse.ArgumentParser(prog="orchestrate",
+                                     description="Multi-symbol grid + signal trading on Delta Exchange")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="start the supervisor and one bot per symbol (the default)")
@@ -129,10 +131,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     for note in notes:
         print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
-    if cfg.run.mode == "live" and secrets is None:
-        print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment", file=sys.stderr)
-        return 2
     if cfg.run.mode == "live":
+        if secrets is None:
+            print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",
+                  file=sys.stderr)
+            return 2
         if cfg.market.source != "venue":
             print("orchestrate: live mode trades through the exchange: set market.source = 'venue'", file=sys.stderr)
             return 2
@@ -264,18 +267,17 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10}  {f.client_order_id}")
     print(f"\n{len(fills)} fill(s)")
     print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'NET':>12}")
-    for r in summary["symbols"]:  # type: ignore[union-attr]
+    for r in summary["symbols"]:
         print(f"{r['symbol']:<10} {r['contracts']:>9} {r['realised_cents']:>12} {r['unrealised_cents']:>12} "
               f"{r['fees_cents']:>10} {r['net_cents']:>12}")
     t = summary["total"]
-    print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "  # type: ignore[index]
-          f"{t['net_cents']:>12}")  # type: ignore[index]
+    print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "
+          f"{t['net_cents']:>12}")
     return 0
 
 
 def cmd_venue(args: argparse.Namespace) -> int:
     from shared.config import allowed_range
-
     from workers.venue import VenueSettings, venue_main
 
     from .rundir import RunDirError, ensure_run_dir

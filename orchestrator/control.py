@@ -43,4 +43,5 @@ def get_status(run_dir: Path) -> StatusSnapshot:
 
 
 def command(run_dir: Path, cmd: str, **kw: Any) -> dict[str, Any]:
-    return msgspec.json.decode(request(run_dir, {"cmd": cmd, **kw}))
+    reply: dict[str, Any] = msgspec.json.decode(request(run_dir, {"cmd": cmd, **kw}))
+    return reply

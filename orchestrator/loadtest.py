@@ -44,8 +44,9 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -193,7 +194,7 @@ def synthetic_symbols(n: int) -> list[str]:
     return [f"SYN_{i:04d}" for i in range(1, n + 1)]
 
 
-def merge_quantiles(workers: Sequence[tuple[float, Sequence[tuple[float, float]]]],
+def merge_quantiles(workers: Sequence[tuple[float, Sequence[tuple[float, float | None]]]],
                     qs: Sequence[float]) -> list[float | None]:
     """Fleet quantiles from per-worker quantile points.
 
@@ -343,7 +344,8 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
                    f"(our tree, lower bound: {kinds0 or 'n/a'})")
     if s.restart_reasons:
         top = "; ".join(f"{k} x{v}" for k, v in list(s.restart_reasons.items())[:4])
-        out.append(f"restarts by reason (supervisor log): {top}" + (f"; {s.quarantined} quarantined" if s.quarantined else ""))
+        out.append(f"restarts by reason (supervisor log): {top}"
+                   + (f"; {s.quarantined} quarantined" if s.quarantined else ""))
     if "worker_uss_mb" in names and s.worker_uss_bytes_median is not None:
         out.append(f"per-worker private memory (USS) median {s.worker_uss_bytes_median / MB:.1f} MB, max "
                    f"{(s.worker_uss_bytes_max or 0) / MB:.1f} MB: what each extra symbol costs beyond the "
@@ -388,7 +390,8 @@ def machine_description() -> dict[str, Any]:
     return {
         "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(), "memory_total_bytes": vm.total, "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
     }
 
 
@@ -473,7 +476,7 @@ class SystemUnderTest:
             except subprocess.TimeoutExpired:
                 pass
         # Anything of ours still alive (a hung child, or a killed supervisor's orphans): by pid only.
-        for pid, p in list(self.seen.items()):
+        for p in list(self.seen.values()):
             try:
                 if p.is_running():
                     p.kill()
@@ -723,12 +726,12 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
     tree_cpu = sum(v for k, v in cpu.items() if k != "loadtest")
     pool_busy = max_or_none(p.load for p in end.processes if p.kind == "pool") if end else None
     preq = pbat = pmax = None
-    if measured:
-        c0, c1 = pool_counters(s0), pool_counters(s1)  # type: ignore[arg-type]
-        pairs = [(c0.get(k), v) for k, v in c1.items()]
-        if c1 and all(a is not None and a[0] <= b[0] and a[1] <= b[1] for a, b in pairs):
-            preq = sum(b[0] - a[0] for a, b in pairs)  # type: ignore[index]
-            pbat = sum(b[1] - a[1] for a, b in pairs)  # type: ignore[index]
+    if s0 is not None and s1 is not None:  # measured
+        c0, c1 = pool_counters(s0), pool_counters(s1)
+        pairs = [(a, b) for k, b in c1.items() if (a := c0.get(k)) is not None]
+        if c1 and len(pairs) == len(c1) and all(a[0] <= b[0] and a[1] <= b[1] for a, b in pairs):
+            preq = sum(b[0] - a[0] for a, b in pairs)
+            pbat = sum(b[1] - a[1] for a, b in pairs)
             pmax = max(b[2] for _, b in pairs)
     pool_cpu_s = cpu.get("pool", 0.0) / 100.0 * window
     step = StepResult(
@@ -763,7 +766,8 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         total_pss_bytes=sum(m[2] for m in mem.values()) if mem else None,
         memory_by_kind=sorted(by_kind.values(), key=lambda m: m.kind),
         restarts=_restarts(end) if end else 0, restart_reasons={}, quarantined=0, startup_cpu_percent_by_kind={},
-        startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg, samples=samples, error=error, log_tail=tail)
+        startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg,
+        samples=samples, error=error, log_tail=tail)
     return step
 
 
@@ -803,16 +807,20 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
          f"{s.cpu_percent_tree:.0f} / {s.machine_cpu_percent:.0f} / {s.outside_cpu_percent:.0f}",
          f"capacity {s.cpu_cores * 100}"),
         ("pool: requests / batches / mean batch / max batch",
-         f"{_fmt(s.pool_requests)} / {_fmt(s.pool_batches)} / {_fmt(s.pool_mean_batch)} / {_fmt(s.pool_max_batch)}", ""),
+         f"{_fmt(s.pool_requests)} / {_fmt(s.pool_batches)} / {_fmt(s.pool_mean_batch)} / "
+         f"{_fmt(s.pool_max_batch)}", ""),
         ("pool CPU per batch (ms) / busy fraction, max", f"{_fmt(s.pool_cpu_ms_per_batch, nd=2)} / "
          f"{_fmt(s.pool_busy_fraction_max, nd=3)}", ""),
-        ("worker loop lag median / max (ms)", f"{_fmt(s.loop_lag_ms_median, nd=2)} / {_fmt(s.loop_lag_ms_max, nd=2)}", ""),
+        ("worker loop lag median / max (ms)",
+         f"{_fmt(s.loop_lag_ms_median, nd=2)} / {_fmt(s.loop_lag_ms_max, nd=2)}", ""),
         ("worker USS median / max (MB)",
-         f"{_fmt(s.worker_uss_bytes_median, MB, 2)} / {_fmt(s.worker_uss_bytes_max, MB, 2)}", f"max <= {t.worker_uss_mb:g}"),
+         f"{_fmt(s.worker_uss_bytes_median, MB, 2)} / {_fmt(s.worker_uss_bytes_max, MB, 2)}",
+         f"max <= {t.worker_uss_mb:g}"),
         ("worker PSS median / max (MB)",
          f"{_fmt(s.worker_pss_bytes_median, MB, 2)} / {_fmt(s.worker_pss_bytes_max, MB, 2)}", ""),
         ("total PSS of the tree (MB)", _fmt(s.total_pss_bytes, MB, 1), ""),
-        ("restarts / quarantined / workers with a budget breach", f"{s.restarts} / {s.quarantined} / {s.budget_breaches}",
+        ("restarts / quarantined / workers with a budget breach",
+         f"{s.restarts} / {s.quarantined} / {s.budget_breaches}",
          "0 / 0 / 0"),
         ("start-up CPU: machine / our tree by kind (% of one core)",
          f"{_fmt(s.startup_machine_cpu_percent, nd=0)} / " + (", ".join(
@@ -835,7 +843,8 @@ def loadtest_markdown(doc: dict[str, Any]) -> str:
              f"start-up <= {t.startup_s:g} s.", "",
              "## Summary", "",
              "| symbols | start-up s | p50 us | p99 us | p99.9 us | p99 worst worker us | dropped | "
-             "sent/expected | signals/s | CPU tree % | machine % | worker USS med/max MB | total PSS MB | restarts | verdict |",
+             "sent/expected | signals/s | CPU tree % | machine % | worker USS med/max MB | total PSS MB | restarts | "
+             "verdict |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in steps:
         ratio = f"{s.ticks_sent / s.ticks_expected:.3f}" if s.ticks_sent is not None and s.ticks_expected else "n/a"
@@ -885,7 +894,8 @@ def loadtest_plots(doc: dict[str, Any], base: Path) -> tuple[list[Path], str | N
     n = [s["symbols"] for s in steps]
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, label, style in (("tick_to_signal_p50_us", "p50 (fleet)", "o-"), ("tick_to_signal_p99_us", "p99 (fleet)", "s-"),
+    for key, label, style in (("tick_to_signal_p50_us", "p50 (fleet)", "o-"),
+                              ("tick_to_signal_p99_us", "p99 (fleet)", "s-"),
                               ("tick_to_signal_p999_us", "p99.9 (fleet)", "^-"),
                               ("tick_to_signal_p99_us_worst_worker", "p99 worst worker", "x--")):
         ax.plot(n, [s[key] / 1000.0 if s[key] is not None else float("nan") for s in steps], style, label=label)
@@ -937,7 +947,7 @@ def report_base(results_dir: Path, name: str, now: dt.datetime) -> Path:
 
 def write_reports(doc: dict[str, Any], results_dir: Path, markdown: Any, plots: Any) -> dict[str, str]:
     results_dir.mkdir(parents=True, exist_ok=True)
-    base = report_base(results_dir, doc["name"], dt.datetime.now(dt.timezone.utc))
+    base = report_base(results_dir, doc["name"], dt.datetime.now(dt.UTC))
     paths, why = plots(doc, base)
     doc["plots"] = [str(p) for p in paths]
     if why:
@@ -1032,14 +1042,14 @@ def main_loadtest(argv: list[str]) -> int:
         return 2
     settle = args.settle if args.settle is not None else max(0.0, LATENCY_WINDOW_S - args.duration)
     targets = Targets()
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     doc: dict[str, Any] = {
         "kind": "loadtest", "name": name, "started_utc": started.isoformat(timespec="seconds"),
         "command": "orchestrate loadtest " + " ".join(argv), "machine": machine_description(),
         "targets": msgspec.to_builtins(targets), "steps": [], "stopped_at": None,
         "notes": list(LOADTEST_NOTES)}
     tmp = None if args.run_dir else tempfile.TemporaryDirectory(prefix="dgo-loadtest-")
-    parent = Path(args.run_dir) if args.run_dir else Path(tmp.name)  # type: ignore[union-attr]
+    parent = Path(tmp.name) if tmp is not None else Path(args.run_dir)
     rc = 0
     try:
         for n in steps:
@@ -1218,9 +1228,9 @@ def main_soak(argv: list[str]) -> int:
         return 2
     warmup = args.warmup if args.warmup is not None else min(120.0, args.duration / 5)
     n = args.symbols
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     tmp = None if args.run_dir else tempfile.TemporaryDirectory(prefix="dgo-soak-")
-    run_dir = (Path(args.run_dir) if args.run_dir else Path(tmp.name)) / "soak"  # type: ignore[union-attr]
+    run_dir = (Path(tmp.name) if tmp is not None else Path(args.run_dir)) / "soak"
     series: dict[str, tuple[str, list[float], list[float], list[float]]] = {}
     rss_trace: deque[dict[str, Any]] = deque(maxlen=MAX_SERIES)
     worker_lag_med: list[float] = []

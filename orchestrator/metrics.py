@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -84,7 +84,7 @@ class MetricsServer:
 
     def __init__(self, get_snapshot: Callable[[], StatusSnapshot]) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(SnapshotCollector(get_snapshot))  # type: ignore[arg-type]
+        self._registry.register(SnapshotCollector(get_snapshot))
         self._page = b""
         self._built_at = -1e9
         self._lock = asyncio.Lock()

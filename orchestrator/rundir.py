@@ -77,7 +77,8 @@ class RunDir:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise RunDirBusy(f"another supervisor (pid {holder}) is running on run dir {self.path}; "
-                             f"stop it with `orchestrate stop --run-dir {self.path}` or use another --run-dir") from None
+                             f"stop it with `orchestrate stop --run-dir {self.path}` or use another --run-dir"
+                             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd

@@ -22,8 +22,9 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 import psutil
@@ -31,17 +32,27 @@ import zmq
 import zmq.asyncio
 
 from shared.config import Config
-from shared.messages import (ALL_TOPIC, Control, FillEvent, GatewayFigures, Heartbeat, MessageCodec,
-                             OrderRecord, PoolFigures, RLTable, WorkerFigures, topic)
+from shared.messages import (
+    ALL_TOPIC,
+    Control,
+    FillEvent,
+    GatewayFigures,
+    Heartbeat,
+    MessageCodec,
+    OrderRecord,
+    PoolFigures,
+    RLTable,
+    WorkerFigures,
+    topic,
+)
+from shared.ring import BarRing
+from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines, render_table
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
+from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.trading import risk as account_risk
 from shared.trading.checkpoint import find_checkpoint
 from shared.trading.pnl import Fill as LedgerFill
-from shared.ring import BarRing
-from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
-                           render_table)
-from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
@@ -377,7 +388,7 @@ class Supervisor:
             log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
                       lost.fill_id)
         self._unstored.append(LedgerFill(
-            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
+            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]  # wire side: buy/sell
             contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
         self._store_fills()
 
@@ -492,7 +503,8 @@ class Supervisor:
                     self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
             return
         decision, self.risk_state = account_risk.evaluate(
-            self.risk_state, account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
+            self.risk_state,
+            account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
             self.cfg.risk)
         if decision.halted and not self.halted:
             self._halt(decision.reason)
@@ -564,7 +576,8 @@ class Supervisor:
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     stop_price=clean(f.stop_price, 10) if f else None,
-                    note=(f.note if f else "") or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
+                    note=(f.note if f else "")
+                    or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
             else:
                 f = child.figures
                 load = None
@@ -620,13 +633,14 @@ class Supervisor:
                 else:
                     self.children[sym].paused = cmd == "pause"
                     await self._control_pub.send_multipart(
-                        (topic(sym), self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
+                        (topic(sym),
+                         self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
                     body = {"ok": True, "message": f"{cmd}d {sym}"}
             else:
                 body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
             writer.write(msgspec.json.encode(body) + b"\n")
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -807,7 +821,7 @@ async def _discard_line(reader: asyncio.StreamReader, max_bytes: int = 16 * MB, 
     while seen < max_bytes and (left := deadline - time.monotonic()) > 0:
         try:
             chunk = await asyncio.wait_for(reader.read(65536), timeout=left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         if not chunk or b"\n" in chunk:
             return

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any
 
 import msgspec
 import msgspec.inspect
@@ -82,7 +83,8 @@ class ProcessConfig(_Section):
 
     def __post_init__(self) -> None:
         if self.start_method not in ("forkserver", "fork"):
-            raise ValueError("processes.start_method must be 'forkserver' or 'fork' (spawn costs ~29 MB and 200 ms per worker)")
+            raise ValueError("processes.start_method must be 'forkserver' or 'fork' "
+                             "(spawn costs ~29 MB and 200 ms per worker)")
 
 
 class MarketConfig(_Section):
@@ -95,7 +97,8 @@ class MarketConfig(_Section):
     # replayed at real time, one 1m bar per wall minute, so every timestamp is now; bar_seconds
     # is then 60 whatever it is set to.
     clock: str = "replay"
-    history_bars: Annotated[int, _between(1, 8192)] = 1000  # bars loaded into each ring at start so signals are valid at once
+    # bars loaded into each ring at start so signals are valid at once
+    history_bars: Annotated[int, _between(1, 8192)] = 1000
     window_bars: Annotated[int, _between(16, 8192)] = 1024  # bars each ring holds and the pool reads
     seed: Annotated[int, _between(0, 2**32 - 1)] = 0  # synthetic markets and the RL agents' exploration
     initial_balance_usd: Annotated[float, _between(1, 1e9)] = 10_000.0  # paper account
@@ -229,9 +232,12 @@ LEGACY_KEYS: dict[str, tuple[str | None, str]] = {
     "grid_width": ("grid.width", "became grid.width (fraction of price between levels)"),
     "risk_percentage": ("risk.risk_percentage", "became risk.risk_percentage (% of available balance per grid order)"),
     "min_balance": ("risk.min_balance", "became risk.min_balance (no new orders below it)"),
-    "initial_capital": ("market.initial_balance_usd", "became market.initial_balance_usd (paper account start balance)"),
-    "min_quantity": (None, "ignored: it was in coin units; Delta sizes are whole contracts and the product's minimum size applies"),
-    "cycle_delay": (None, "ignored: the bot reacts to every tick instead of polling every cycle_delay seconds; re-grids are rate-limited by grid.max_actions_per_minute and grid.regrid_fraction"),
+    "initial_capital": ("market.initial_balance_usd",
+                        "became market.initial_balance_usd (paper account start balance)"),
+    "min_quantity": (None, "ignored: it was in coin units; Delta sizes are whole contracts and the product's "
+                           "minimum size applies"),
+    "cycle_delay": (None, "ignored: the bot reacts to every tick instead of polling every cycle_delay seconds; "
+                          "re-grids are rate-limited by grid.max_actions_per_minute and grid.regrid_fraction"),
 }
 
 
@@ -358,7 +364,7 @@ def _dotted(path: str) -> str:
     return re.sub(r"\[(\d+)\]", r"[\1]", path)
 
 
-def _section_type(path: str) -> type | None:
+def _section_type(path: str) -> type[msgspec.Struct] | None:
     t: Any = Config
     if not path:
         return Config
@@ -444,7 +450,7 @@ def _check_symbols(cfg: Config, source: str) -> None:
         if not re.fullmatch(r"[A-Z0-9_]{2,30}", sym):
             raise ConfigError(f"{source}: symbol {sym!r} is not a Delta symbol (upper-case letters and digits)")
     if cfg.run.mode == "paper":
-        from .products import resolve_paper_symbol, UnknownSymbolError
+        from .products import UnknownSymbolError, resolve_paper_symbol
         for sym in cfg.run.symbols:
             try:
                 resolve_paper_symbol(sym)
@@ -477,4 +483,5 @@ def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:
 
 
 def config_to_toml_dict(cfg: Config) -> dict[str, Any]:
-    return msgspec.to_builtins(cfg)
+    doc: dict[str, Any] = msgspec.to_builtins(cfg)
+    return doc

@@ -38,7 +38,7 @@ class LatencyHistogram:
         if value_us > self.max_us:
             self.max_us = value_us
 
-    def merge(self, other: "LatencyHistogram") -> None:
+    def merge(self, other: LatencyHistogram) -> None:
         self.counts += other.counts
         self.total += other.total
         self.max_us = max(self.max_us, other.max_us)

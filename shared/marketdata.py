@@ -11,9 +11,10 @@ import io
 import itertools
 import math
 import zlib
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,10 +41,10 @@ class Candles(NamedTuple):
     close: np.ndarray
     volume: np.ndarray
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return int(self.ts.shape[0])
 
-    def slice(self, start: int, stop: int) -> "Candles":
+    def slice(self, start: int, stop: int) -> Candles:
         return Candles(*(col[start:stop] for col in self))
 
 
@@ -283,7 +284,7 @@ class ReplayMarket:
         self.bar_index = 0  # live bars emitted so far
 
     @classmethod
-    def for_symbol(cls, symbol: str, start_ts: int, history_bars: int, seed: int = 0) -> "ReplayMarket":
+    def for_symbol(cls, symbol: str, start_ts: int, history_bars: int, seed: int = 0) -> ReplayMarket:
         if symbol in SHIPPED_SERIES:
             candles = shipped_candles(symbol)
         elif is_synthetic(symbol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -27,7 +27,7 @@ class Msg(msgspec.Struct, frozen=True, tag_field="t", kw_only=True):
 # --- market data: gateway -> workers (PUB/SUB, topic = symbol + b"\0") -------------------------
 
 
-class Tick(Msg, tag="tick"):
+class Tick(Msg, tag="tick", frozen=True):
     symbol: str
     epoch: int  # the publishing gateway's start id: seq restarts with a new epoch
     seq: int  # per-symbol, from the gateway; a gap means lost ticks
@@ -37,7 +37,7 @@ class Tick(Msg, tag="tick"):
     sent_ns: int  # gateway publish time (monotonic)
 
 
-class Candle(Msg, tag="candle"):
+class Candle(Msg, tag="candle", frozen=True):
     """A bar from the exchange's candle channel (authoritative OHLCV for its minute)."""
     symbol: str
     start_ts: int  # epoch seconds, bar open time
@@ -52,13 +52,13 @@ class Candle(Msg, tag="candle"):
 # --- history: worker <-> gateway (DEALER/ROUTER) ------------------------------------------------
 
 
-class HistoryRequest(Msg, tag="hist_req"):
+class HistoryRequest(Msg, tag="hist_req", frozen=True):
     symbol: str
     bars: int
     sent_ns: int
 
 
-class HistoryReply(Msg, tag="hist_rep"):
+class HistoryReply(Msg, tag="hist_rep", frozen=True):
     """Bars as raw float64 bytes (once per worker start, not on the hot path)."""
     symbol: str
     n: int
@@ -74,7 +74,7 @@ class HistoryReply(Msg, tag="hist_rep"):
 # --- signals: worker <-> pool member (DEALER/ROUTER); prices stay in shared memory --------------
 
 
-class SignalRequest(Msg, tag="sig_req"):
+class SignalRequest(Msg, tag="sig_req", frozen=True):
     symbol: str
     slot: int  # ring slot of the symbol
     seq: int  # worker's request sequence number
@@ -83,7 +83,7 @@ class SignalRequest(Msg, tag="sig_req"):
     sent_ns: int
 
 
-class SignalReply(Msg, tag="sig_rep"):
+class SignalReply(Msg, tag="sig_rep", frozen=True):
     symbol: str
     seq: int
     bar_count: int
@@ -145,14 +145,14 @@ class AmendSpec(msgspec.Struct, frozen=True, kw_only=True):
     order_type: str = "limit_order"  # stop_market_order: `price` is the stop price
 
 
-class AccountRequest(Msg, tag="acct_req"):
+class AccountRequest(Msg, tag="acct_req", frozen=True):
     symbol: str
     include_fills: bool  # True for a full reconciliation (start, reconnect); False: orders + balance
     sent_ns: int
     fills_since_us: int = 0  # with include_fills: only fills from here (the venue's clock); 0 = all
 
 
-class AccountSnapshot(Msg, tag="acct"):
+class AccountSnapshot(Msg, tag="acct", frozen=True):
     """What the exchange says: the worker reconciles against this before it trades."""
     symbol: str
     product: ProductSpec | None
@@ -166,7 +166,7 @@ class AccountSnapshot(Msg, tag="acct"):
     venue_position: int | None = None
 
 
-class OrderIntents(Msg, tag="intents"):
+class OrderIntents(Msg, tag="intents", frozen=True):
     symbol: str
     seq: int
     product_id: int
@@ -176,7 +176,7 @@ class OrderIntents(Msg, tag="intents"):
     sent_ns: int
 
 
-class IntentResult(Msg, tag="intent_res"):
+class IntentResult(Msg, tag="intent_res", frozen=True):
     symbol: str
     seq: int
     cancelled: list[int]
@@ -186,13 +186,13 @@ class IntentResult(Msg, tag="intent_res"):
     sent_ns: int
 
 
-class OrderEvent(Msg, tag="order_ev"):
+class OrderEvent(Msg, tag="order_ev", frozen=True):
     symbol: str
     order: OrderView
     sent_ns: int
 
 
-class OrderRecord(Msg, tag="order_rec"):
+class OrderRecord(Msg, tag="order_rec", frozen=True):
     """Gateway -> supervisor: one order event for the SQLite ledger (what we asked, what the
     exchange answered, what it did later), so `history` can explain every fill and refusal."""
     ts: float  # epoch seconds, when the gateway learned it
@@ -206,7 +206,7 @@ class OrderRecord(Msg, tag="order_rec"):
     detail: str  # Delta's error code and message for a rejection, the order type, the reason
 
 
-class FillEvent(Msg, tag="fill_ev"):
+class FillEvent(Msg, tag="fill_ev", frozen=True):
     symbol: str
     fill: FillView
     contract_value: str  # decimal string, from the venue's product spec (PnL needs it exactly)
@@ -269,25 +269,25 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     storage_error: str = ""  # the paper venue: why its account journal cannot be written ("" when it can)
 
 
-class RLTable(Msg, tag="rl_table"):
+class RLTable(Msg, tag="rl_table", frozen=True):
     """Pool -> supervisor: a symbol's learned Q-table, persisted in SQLite."""
     symbol: str
     table: bytes
     sent_ns: int
 
 
-class Heartbeat(Msg, tag="hb"):
+class Heartbeat(Msg, tag="hb", frozen=True):
     kind: str  # worker | pool | gateway | venue
     name: str  # symbol for workers, pool-0.., gateway
     pid: int
     sent_ns: int
-    figures: Union[WorkerFigures, PoolFigures, GatewayFigures, None] = None
+    figures: WorkerFigures | PoolFigures | GatewayFigures | None = None
 
 
 # --- control: supervisor -> worker (PUB, topic = symbol + b"\0" or b"*\0") ---------------------
 
 
-class Control(Msg, tag="ctl"):
+class Control(Msg, tag="ctl", frozen=True):
     """Supervisor -> workers. `reason` says why (shown in status)."""
     command: str  # pause | resume | halt | cancel_orders
     symbol: str
@@ -295,9 +295,9 @@ class Control(Msg, tag="ctl"):
     reason: str = ""
 
 
-Message = Union[Tick, Candle, HistoryRequest, HistoryReply, SignalRequest, SignalReply, Heartbeat,
-                Control, AccountRequest, AccountSnapshot, OrderIntents, IntentResult, OrderEvent,
-                FillEvent, RLTable, OrderRecord]
+Message = (Tick | Candle | HistoryRequest | HistoryReply | SignalRequest | SignalReply | Heartbeat
+           | Control | AccountRequest | AccountSnapshot | OrderIntents | IntentResult | OrderEvent
+           | FillEvent | RLTable | OrderRecord)
 
 
 class MessageCodec:

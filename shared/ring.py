@@ -64,7 +64,7 @@ class BarRing:
         self._buf = np.frombuffer(mm, dtype=np.uint8)
 
     @classmethod
-    def create(cls, name: str, n_slots: int, capacity: int) -> "BarRing":
+    def create(cls, name: str, n_slots: int, capacity: int) -> BarRing:
         if n_slots < 1 or capacity < 16:
             raise ValueError("need at least 1 slot and a capacity of 16 bars")
         path = SHM_DIR / name
@@ -80,7 +80,7 @@ class BarRing:
         return cls(path, mm, n_slots, capacity)
 
     @classmethod
-    def attach(cls, name: str) -> "BarRing":
+    def attach(cls, name: str) -> BarRing:
         path = SHM_DIR / name
         try:
             fd = os.open(path, os.O_RDWR)
@@ -106,10 +106,10 @@ class BarRing:
         data = self._buf[data_start: data_start + N_COLS * 2 * self.capacity * 8].view(np.float64)
         return header, data.reshape(N_COLS, 2 * self.capacity)
 
-    def writer(self, slot: int) -> "SlotWriter":
+    def writer(self, slot: int) -> SlotWriter:
         return SlotWriter(self, slot)
 
-    def reader(self, slot: int) -> "SlotReader":
+    def reader(self, slot: int) -> SlotReader:
         return SlotReader(self, slot)
 
     def close(self) -> None:

@@ -20,11 +20,19 @@ import zmq
 import zmq.asyncio
 
 from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
-from shared.messages import (GatewayFigures, HistoryReply, HistoryRequest, MessageCodec, Tick,
-                             topic)
+from shared.messages import GatewayFigures, HistoryReply, HistoryRequest, MessageCodec, Tick, topic
 
-from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
-                      run_until_stopped, send_heartbeat, setup_logging, supervisor_alive)
+from .runtime import (
+    ChildSpec,
+    LoopLagMonitor,
+    gateway_sockets,
+    heartbeat_socket,
+    install_stop_signals,
+    run_until_stopped,
+    send_heartbeat,
+    setup_logging,
+    supervisor_alive,
+)
 
 log = logging.getLogger("gateway")
 
@@ -73,7 +81,7 @@ class ReplaySource:
     def history(self, symbol: str, bars: int) -> tuple[np.ndarray, ...]:
         m = self.markets[symbol]
         h = m.history()
-        rows = [tuple(r) for r in zip(h.ts, h.open, h.high, h.low, h.close, h.volume)]
+        rows = [tuple(r) for r in zip(h.ts, h.open, h.high, h.low, h.close, h.volume, strict=True)]
         rows.extend(self.emitted[symbol])
         rows = rows[-bars:]
         arr = np.asarray(rows, dtype=np.float64)

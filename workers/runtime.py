@@ -14,8 +14,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import psutil
@@ -23,7 +24,7 @@ import zmq
 import zmq.asyncio
 
 from shared.config import Config
-from shared.messages import Heartbeat, MessageCodec
+from shared.messages import GatewayFigures, Heartbeat, MessageCodec, PoolFigures, WorkerFigures
 from shared.trading.checkpoint import FillCheckpoint
 from shared.transport import Endpoints
 
@@ -207,7 +208,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:
+async def run_until_stopped(loops: list[Callable[[], Coroutine[Any, Any, None]]], stop: asyncio.Event) -> None:
     """Run a process's loops until SIGTERM/SIGINT, or until one of them ends: a loop that dies
     takes the process down with its exception (the supervisor restarts it), never silently."""
     tasks = [asyncio.create_task(loop()) for loop in loops]
@@ -217,8 +218,8 @@ async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: as
         t.cancel()
     await asyncio.gather(*tasks, waiter, return_exceptions=True)
     for t in done:
-        if t is not waiter and not t.cancelled() and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+        if t is not waiter and not t.cancelled() and (exc := t.exception()) is not None:
+            raise exc
 
 
 # Per subscriber: a PUB keeps up to SNDHWM messages for each connected SUB that does not read.
@@ -227,7 +228,8 @@ async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: as
 MAX_QUEUED_PER_SUBSCRIBER = 10_000
 
 
-def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec,
+                    sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
     """The gateway's market-data PUB (by symbol topic) and its request ROUTER."""
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
@@ -239,15 +241,16 @@ def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> t
     return pub, router
 
 
-def heartbeat_socket(ctx: zmq.Context, spec: ChildSpec) -> zmq.Socket:
-    sock = ctx.socket(zmq.PUSH)
+# Socket[Any]: the processes pass both plain and zmq.asyncio contexts (their send() returns differ).
+def heartbeat_socket(ctx: zmq.Context[Any], spec: ChildSpec) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 100)  # heartbeats are droppable; never block a worker on them
     sock.connect(spec.endpoints.supervisor)
     return sock
 
 
-def send_nowait(sock: zmq.Socket, data: bytes) -> bool:
+def send_nowait(sock: zmq.Socket[Any], data: bytes) -> bool:
     """Send without waiting; False when the peer's queue is full (the caller counts or logs it).
     An asyncio socket does not raise zmq.Again: it returns a finished future holding it, which
     must be read here or asyncio logs "exception was never retrieved" for every dropped send."""
@@ -264,7 +267,8 @@ def send_nowait(sock: zmq.Socket, data: bytes) -> bool:
     return True
 
 
-def send_heartbeat(sock: zmq.Socket, codec: MessageCodec, spec: ChildSpec, figures: object) -> None:
+def send_heartbeat(sock: zmq.Socket[Any], codec: MessageCodec, spec: ChildSpec,
+                   figures: WorkerFigures | PoolFigures | GatewayFigures) -> None:
     hb = Heartbeat(kind=spec.kind, name=spec.name, pid=os.getpid(), sent_ns=time.perf_counter_ns(),
-                   figures=figures)  # type: ignore[arg-type]
+                   figures=figures)
     send_nowait(sock, codec.encode(hb))  # droppable: the next one follows in a second

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from typing import TypedDict
 
 import numpy as np
 import zmq
@@ -21,18 +22,44 @@ import zmq.asyncio
 
 from shared.bars import apply_tick
 from shared.latency import RollingHistogram
-from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSpec, Control, FillEvent,
-                             FillView, HistoryReply, HistoryRequest, IntentResult, MessageCodec,
-                             NewOrderSpec, OrderEvent, OrderIntents, OrderView, SignalReply,
-                             SignalRequest, Tick, WorkerFigures, topic)
+from shared.messages import (
+    ALL_TOPIC,
+    AccountRequest,
+    AccountSnapshot,
+    AmendSpec,
+    Control,
+    FillEvent,
+    FillView,
+    HistoryReply,
+    HistoryRequest,
+    IntentResult,
+    MessageCodec,
+    NewOrderSpec,
+    OrderEvent,
+    OrderIntents,
+    OrderView,
+    SignalReply,
+    SignalRequest,
+    Tick,
+    WorkerFigures,
+    topic,
+)
 from shared.ring import BarRing
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
-from shared.trading.position_check import PositionCheck, check_position
 from shared.trading.pnl import Fill as LedgerFill
+from shared.trading.position_check import PositionCheck, check_position
 
-from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
-                      run_until_stopped, send_heartbeat, setup_logging, supervisor_alive)
+from .runtime import (
+    ChildSpec,
+    LoopLagMonitor,
+    heartbeat_socket,
+    install_stop_signals,
+    run_until_stopped,
+    send_heartbeat,
+    setup_logging,
+    supervisor_alive,
+)
 
 log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this
@@ -48,16 +75,31 @@ LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went b
 
 
 def open_order(symbol: str, v: OrderView) -> OpenOrder:
+    # The view holds the wire's strings; Delta sends only buy/sell and the two order types OpenOrder names.
     return OpenOrder(order_id=v.order_id, symbol=symbol, side=v.side, price=v.price, size=v.size,  # type: ignore[arg-type]
                      unfilled_size=v.unfilled_size, client_order_id=v.client_order_id,
                      order_type=v.order_type, reduce_only=v.reduce_only)  # type: ignore[arg-type]
 
 
 def ledger_fill(symbol: str, f: FillView, contract_value: str) -> LedgerFill:
+    # The view holds the wire's side string; Delta sends only buy/sell.
     return LedgerFill(fill_id=f.fill_id, symbol=symbol, side=f.side, size=f.size, price=f.price,  # type: ignore[arg-type]
                       fee=f.fee, contract_value=contract_value, ts=f.ts, client_order_id=f.client_order_id,
                       order_id=f.order_id)
 
+
+class TradingFigures(TypedDict, total=False):
+    """The bot's part of the worker's heartbeat (fields of WorkerFigures)."""
+    trading: str
+    order_errors: int
+    position: float
+    open_orders: int
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    stop_price: float
+    order_rtt_p50_us: float
+    order_rtt_p99_us: float
 
 class Worker:
     def __init__(self, spec: ChildSpec) -> None:
@@ -206,15 +248,16 @@ class Worker:
             malformed=self.codec.malformed, first_signal_mono_ns=self.first_signal_mono_ns,
             note=(sig.reason if sig and not sig.valid else ""), **self.trading_figures())
 
-    def trading_figures(self) -> dict[str, object]:
-        out: dict[str, object] = {"trading": self.state_of_trading(), "order_errors": self.order_errors}
+    def trading_figures(self) -> TradingFigures:
+        out: TradingFigures = {"trading": self.state_of_trading(), "order_errors": self.order_errors}
         if self.bot is not None and self.bot.position is not None:
             realised, unreal, fees = self.bot.pnl(self.last_price)
-            out.update(position=float(self.bot.position.contracts), open_orders=self.bot.owned_open_orders(),
-                       realized_pnl=realised, unrealized_pnl=unreal, fees=fees,
-                       stop_price=self.bot.resting_stop_price())
+            out["position"] = float(self.bot.position.contracts)
+            out["open_orders"] = self.bot.owned_open_orders()
+            out["realized_pnl"], out["unrealized_pnl"], out["fees"] = realised, unreal, fees
+            out["stop_price"] = self.bot.resting_stop_price()
         w = self.order_rtt.window(time.monotonic())
-        out.update(order_rtt_p50_us=w.percentile(50), order_rtt_p99_us=w.percentile(99))
+        out["order_rtt_p50_us"], out["order_rtt_p99_us"] = w.percentile(50), w.percentile(99)
         return out
 
     def state_of_trading(self) -> str:

@@ -42,19 +42,22 @@ import numpy as np
 
 from ..config import Config
 from ..marketdata import BAR_SECONDS, Candles
-from ..matching.engine import (FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money)
+from ..matching.engine import FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money
 from ..matching.errors import VenueError
 from ..products import ProductSpec
 from ..signals import strategies as st
 from ..signals.engine import BarWindow, SignalEngine
-from ..signals.series import SignalSeries, iter_series
+
+# `iter_series as iter_series`: re-exported because benchmarks/bench_backtest.py times it by rebinding it here.
+from ..signals.series import SignalSeries
+from ..signals.series import iter_series as iter_series
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
 from ..trading.grid import GridConfig, protective_stop
-from ..trading.sizing import contracts_per_level
-from ..trading.orders import OpenOrder
+from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
+from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 
@@ -91,7 +94,7 @@ class _Batch:
     due: int  # the symbol's trade number it reaches the engine at (before that trade)
     cancel: list[int]
     amend: list[tuple[int, int, float, str]]  # order id, total size, price, bot order type
-    place: list[tuple[str, str, float, int, str, bool]]  # coid, side, price, size, order type, reduce-only
+    place: list[tuple[str, Side, float, int, str, bool]]  # coid, side, price, size, order type, reduce-only
 
 
 @dataclass
@@ -130,7 +133,8 @@ class _Symbol:
     day: int = -1
     day_equity: list[float] = field(default_factory=list)
     last_eq: float = 0.0
-    lives: dict[int, tuple[float, str, float, str]] = field(default_factory=dict)  # order id -> (from, side, price, purpose)
+    # order id -> (from, side, price, purpose)
+    lives: dict[int, tuple[float, str, float, str]] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
     stop_price: float = 0.0
     lives_seen: int = 0  # order lives ended so far; the timeline keeps every life_stride-th
@@ -150,7 +154,8 @@ class _Symbol:
     anchor_code: int = 0
     anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
     band: float = 0.0
-    stale: tuple[int, int, int] | None = None  # (bar, trade, ts_us) of the last skipped trade, replayed to the venue before the next call
+    # (bar, trade, ts_us) of the last skipped trade, replayed to the venue before the next call
+    stale: tuple[int, int, int] | None = None
     # The pool's answers, one chunk of CHUNK_BARS bars at a time (memory bounded by the chunk):
     grid: GridConfig | None = None
     chunks: Iterator[SignalSeries] | None = None
@@ -216,7 +221,7 @@ def _bot_order(symbol: str, o: Order) -> OpenOrder:
         kind, price = "limit_order", float(o.limit_price or 0)
     return OpenOrder(order_id=o.id, symbol=symbol, side=o.side, price=price, size=o.size,
                      unfilled_size=o.unfilled_size, client_order_id=o.client_order_id,
-                     order_type=kind, reduce_only=o.reduce_only)  # type: ignore[arg-type]
+                     order_type=kind, reduce_only=o.reduce_only)  # type: ignore[arg-type]  # kind: one of the two above
 
 
 class _Run:
@@ -292,7 +297,7 @@ class _Run:
         leaves the book or moves."""
         ts = self.clock_us / 1e6
         live = o.state in ("open", "pending")
-        price = float(o.stop_price if o.stop_order_type else o.limit_price or 0)
+        price = float((o.stop_price or 0) if o.stop_order_type else o.limit_price or 0)
         known = s.lives.get(o.id)
         if known is not None and (not live or known[2] != price):
             self.close_life(s, o.id, ts)
@@ -349,10 +354,11 @@ class _Run:
             self.feed_events()
         for cid, side, price, size, kind, reduce_only in b.place:
             if kind == "stop_market_order":
-                req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",  # type: ignore[arg-type]
+                req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
                                    stop_price=dec(price), stop_trigger_method=self.cfg.grid.stop_trigger_method)
             else:
+                # kind: the bot's limit/market order types, which the engine takes as they are
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type=kind,  # type: ignore[arg-type]
                                    limit_price=None if kind == "market_order" else dec(price),
                                    reduce_only=reduce_only, client_order_id=cid)
@@ -598,11 +604,13 @@ def _check_inputs(data: Mapping[str, Candles], specs: Mapping[str, ProductSpec],
         raise BacktestError("no data: give at least one symbol's candles")
     for sym in data:
         if sym not in specs:
-            raise BacktestError(f"{sym}: no product spec (give --spec {sym}=contract_value:tick_size:maker_fee:taker_fee)")
+            raise BacktestError(f"{sym}: no product spec "
+                                f"(give --spec {sym}=contract_value:tick_size:maker_fee:taker_fee)")
     if not (math.isfinite(balance_usd) and balance_usd > 0):
         raise BacktestError(f"balance must be > 0 USD, got {balance_usd!r}")
     if latency_ticks < 1:
-        raise BacktestError(f"latency_ticks must be >= 1 (an order cannot fill on the trade it was decided on), got {latency_ticks}")
+        raise BacktestError("latency_ticks must be >= 1 (an order cannot fill on the trade it was decided on), "
+                            f"got {latency_ticks}")
     if start_ts is not None and end_ts is not None and start_ts > end_ts:
         raise BacktestError(f"--from ({start_ts:.0f}) is after --to ({end_ts:.0f})")
     for sym, c in data.items():
@@ -784,7 +792,8 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     run.feed_events()
     s.last_price = price
     if per_trade_engine:
-        if s.wh is None:  # the worker's ring: bar i's entries hold the forming bar while it forms
+        # the worker's ring (the three are set together): bar i's entries hold the forming bar while it forms
+        if s.wh is None or s.wl is None or s.wc is None:
             s.wh, s.wl, s.wc = b.high.copy(), b.low.copy(), b.close.copy()
         s.wh[i] = max(b.ticks[i, :k + 1])
         s.wl[i] = min(b.ticks[i, :k + 1])
@@ -850,7 +859,7 @@ def _result(run: _Run, syms: list[_Symbol], cfg: Config, done: int, total: int, 
         lo, hi = s.first, s.first + s.bars_done
         stride = max(1, math.ceil((hi - lo) / TIMELINE_PRICE_POINTS))
         tl = s.timeline
-        tl.price = [(t, c) for t, c in zip(b.ts[lo:hi:stride].tolist(), b.close[lo:hi:stride].tolist())]
+        tl.price = [(t, c) for t, c in zip(b.ts[lo:hi:stride].tolist(), b.close[lo:hi:stride].tolist(), strict=True)]
         timeline[s.symbol] = tl
     tot = [v for v in per.values()]
     net = sum(v.net_pnl for v in tot)

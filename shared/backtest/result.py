@@ -52,7 +52,8 @@ class Timeline(msgspec.Struct, kw_only=True):
     price: list[tuple[float, float]] = msgspec.field(default_factory=list)  # [ts, close], downsampled
     # each resting order's life: [ts_from, ts_to, side, price, purpose (entry/take_profit/stop)]
     orders: list[tuple[float, float, str, float, str]] = msgspec.field(default_factory=list)
-    stop: list[tuple[float, float]] = msgspec.field(default_factory=list)  # [ts, trigger price] at each change; 0 = no stop from then
+    # [ts, trigger price] at each change; 0 = no stop from then
+    stop: list[tuple[float, float]] = msgspec.field(default_factory=list)
     orders_dropped: int = 0  # order lives not kept: past the bound, every other one is dropped evenly
 
 
@@ -63,7 +64,8 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     summary: Figures
     per_symbol: dict[str, Figures]
     fills: list[FillRecord]
-    equity: list[tuple[float, float]]  # [ts, account equity] at bar closes, every k-th bar (<= loop.EQUITY_POINTS points)
+    # [ts, account equity] at bar closes, every k-th bar (<= loop.EQUITY_POINTS points)
+    equity: list[tuple[float, float]]
     timeline: dict[str, Timeline] = msgspec.field(default_factory=dict)
     funding_source: dict[str, Literal["series", "none"]] = msgspec.field(default_factory=dict)
     config: dict[str, object] = msgspec.field(default_factory=dict)  # effective grid/risk/signal/market

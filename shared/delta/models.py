@@ -51,8 +51,8 @@ def to_micros(value: RawTime) -> int | None:
             except ValueError:
                 raise TimestampError(f"not a timestamp: {value!r}") from None
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=dt.timezone.utc)
-            delta = parsed - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            delta = parsed - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
             return (delta.days * 86_400 + delta.seconds) * _US_PER_S + delta.microseconds
         if text.isdigit():  # keep full integer precision for µs strings
             return _scale(int(text))
@@ -417,7 +417,7 @@ def decode(data: bytes | str | msgspec.Raw, kind: type[T] | Any) -> Any:
 
 
 def decode_envelope(data: bytes | str) -> Envelope:
-    return decode(data, Envelope)  # type: ignore[no-any-return]
+    return decode(data, Envelope)  # type: ignore[no-any-return]  # decode() is typed Any; it returns an Envelope
 
 
 def convert(obj: Any, kind: type[T] | Any) -> Any:

@@ -773,7 +773,7 @@ class DeltaWebSocket:
                     reason = await self._session_loop(ws)
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = f"{type(exc).__name__}"
             except Exception as exc:  # a bug here must cost one connection, not the feed
                 log.exception("delta ws: unexpected failure; reconnecting")
@@ -796,7 +796,7 @@ class DeltaWebSocket:
         while True:
             try:
                 msg = await ws.receive(timeout=self.heartbeat_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return f"silent for {self.heartbeat_timeout_s} s"
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
                             aiohttp.WSMsgType.CLOSED):
@@ -849,7 +849,7 @@ class DeltaWebSocket:
                     break  # no answer: try the other form
                 try:
                     msg = await ws.receive(timeout=remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     raise aiohttp.ClientError("socket closed during auth")

@@ -1,7 +1,19 @@
 """Pure matching engine of the paper venue (no I/O): see engine.py for the fill rules."""
 
-from .engine import (Event, Fill, FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, Position,
-                     PositionEvent, Wallet, dec, money)
+from .engine import (
+                     Event,
+                     Fill,
+                     FillEvent,
+                     MatchingEngine,
+                     Order,
+                     OrderEvent,
+                     OrderRequest,
+                     Position,
+                     PositionEvent,
+                     Wallet,
+                     dec,
+                     money,
+)
 from .errors import VenueError, bad_schema
 
 __all__ = ["Event", "Fill", "FillEvent", "MatchingEngine", "Order", "OrderEvent", "OrderRequest",

@@ -373,13 +373,14 @@ class MatchingEngine:
         fills: list[Fill] = []
         remaining = max(int(size), 1)
         # Only one side can be crossed by a single price: buys above it or sells below it.
+        crosses: Callable[[Decimal], bool]
         book, crosses = (p.bids, lambda k: -k > px) if p.bids and -p.bids[0][0] > px else \
             (p.asks, lambda k: k < px)
         # The head of the book is always the next in priority: a fully filled or cancelled order
         # leaves the book, and a partly filled one means this trade's size is used up.
         while remaining > 0 and book and crosses(book[0][0]):
             order = self._open[book[0][2]]
-            done = self._execute(p, order, min(remaining, order.unfilled_size), order.limit_price,  # type: ignore[arg-type]
+            done = self._execute(p, order, min(remaining, order.unfilled_size), order.limit_price,  # type: ignore[arg-type]  # only limit orders rest on the book
                                  "maker", ts_us)
             if done is not None:
                 fills.append(done)
@@ -729,7 +730,8 @@ class MatchingEngine:
                       for p in self._products.values()],
             open_orders=list(self._open.values()),
             closed_orders=list(self._closed.values())[-max_history:] if max_history else [],
-            fills=list(self.fills)[-max_history:] if max_history else [], last_order_id=self._last_order_id, last_priority=self._last_priority,
+            fills=list(self.fills)[-max_history:] if max_history else [], last_order_id=self._last_order_id,
+            last_priority=self._last_priority,
             last_fill_seq=self._last_fill_seq)
         return msgspec.json.encode(state)
 
@@ -935,8 +937,9 @@ class MatchingEngine:
                              # margin added by hand belongs to the position it was added to
                              added_margin=ZERO if opened or new_size == 0 else pos.added_margin)
         filled_before = order.filled_size
-        avg = price if order.average_fill_price is None else \
-            ((order.average_fill_price * filled_before + price * qty) / (filled_before + qty)).quantize(Decimal("1e-10"))
+        avg = price if order.average_fill_price is None else (
+            (order.average_fill_price * filled_before + price * qty) / (filled_before + qty)
+        ).quantize(Decimal("1e-10"))
         self._last_fill_seq += 1
         seq = self._last_fill_seq
         fill = Fill(seq=seq, id=f"{seq:012x}", order_id=order.id, client_order_id=order.client_order_id,
@@ -945,7 +948,7 @@ class MatchingEngine:
                     position_after=new_size, timestamp=ts_us, fill_type=fill_type)
         self.fills.append(fill)
         if role == "maker" and not order.reduce_only:  # makers fill out of the book
-            p.book_notional -= qty * order.limit_price  # type: ignore[operator]
+            p.book_notional -= qty * order.limit_price  # type: ignore[operator]  # a maker always has its limit
         order = replace(order, unfilled_size=order.unfilled_size - qty, average_fill_price=avg,
                         paid_commission=order.paid_commission + fee, updated_at=ts_us)
         self._open[order.id] = order

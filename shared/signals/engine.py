@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import accumulate
-from typing import Annotated, Any, Callable, NamedTuple, Sequence
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -89,9 +90,11 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every tunable of the signal engine (the `[signal]` table of the TOML config). Defaults are
     the original bot's rules, with its defects fixed."""
 
-    min_bars: Annotated[int, Meta(ge=WARM_BARS, le=100_000)] = 100  # closed bars before any vote (the original's ML predictor needed 100)
+    # closed bars before any vote (the original's ML predictor needed 100)
+    min_bars: Annotated[int, Meta(ge=WARM_BARS, le=100_000)] = 100
     # trend score: weights of sign(close-SMA20), RSI zone, sign(MACD), sign(momentum)
-    trend_weights: list[Annotated[float, Meta(ge=-100, le=100)]] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
+    trend_weights: list[Annotated[float, Meta(ge=-100, le=100)]] = msgspec.field(
+        default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
     # no effect: the trend vote's own confidence never reached the consensus (which weighs votes);
     # kept only because configs/default.toml sets it and unknown keys are refused
     trend_confidence_scale: Annotated[float, Meta(gt=0, le=100)] = 0.8
@@ -121,7 +124,8 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rl_vol_bars: Annotated[int, Meta(ge=2, le=CLOSES_LEN)] = 5
     rl_vol_thresholds: list[Annotated[float, Meta(gt=0, le=10)]] = msgspec.field(default_factory=lambda: [0.02])
     # consensus
-    consensus_weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = msgspec.field(default_factory=_default_consensus_weights)
+    consensus_weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = msgspec.field(
+        default_factory=_default_consensus_weights)
     consensus_threshold: Annotated[float, Meta(gt=0, le=100)] = 2.0
     max_symbols: Annotated[int, Meta(ge=1, le=100_000)] = 4096  # bound on per-symbol state kept by one engine
 
@@ -440,7 +444,7 @@ class SignalEngine:
                 by_k.setdefault(p.k, []).append(j)
         for k, js in by_k.items():
             bad = self._step_windows([windows[j] for j in js], [plans[j].slot for j in js], k)
-            for j, msg in zip(js, bad):
+            for j, msg in zip(js, bad, strict=True):
                 if msg:
                     errors[j] = msg
         return self._tentative(windows, plans, errors)
@@ -485,13 +489,14 @@ class SignalEngine:
         for a in (w.open, w.high, w.low, w.close):
             seg = a[lo:hi]
             ok &= np.isfinite(seg) & (seg > 0.0)
-        return ~ok
+        bad: np.ndarray = ~ok
+        return bad
 
     def _rebuild(self, windows: list[BarWindow], slots: list[int]) -> None:
         """Reset indicator state and warm up from each window's closed bars (after the last bad
         bar, if any). RL table, epsilon and learner weights are kept: they are knowledge."""
         groups: dict[int, list[tuple[BarWindow, int, int]]] = {}
-        for w, slot in zip(windows, slots):
+        for w, slot in zip(windows, slots, strict=True):
             size = len(w.close)
             bad = self._bad_bars(w, 0, size - 1)
             ts = w.ts[: size - 1]
@@ -585,7 +590,7 @@ class SignalEngine:
         self._precompute(X, C)
         self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
         self._forget_rows(rows)
-        for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist()):
+        for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist(), strict=True):
             self._closed[slots[r]] = n_closed
             self._last_ts[slots[r]] = last
         return reasons
@@ -593,7 +598,7 @@ class SignalEngine:
     def _step_one_scalar(self, windows: list[BarWindow], slots: list[int]) -> list[str]:
         """`_step_windows` for one new closed bar on a few warm rows, without numpy overhead."""
         reasons = [""] * len(windows)
-        for r, (w, slot) in enumerate(zip(windows, slots)):
+        for r, (w, slot) in enumerate(zip(windows, slots, strict=True)):
             o, h, lo, c, t = (float(w.open[-2]), float(w.high[-2]), float(w.low[-2]),
                               float(w.close[-2]), float(w.ts[-2]))
             if not (0.0 < o < math.inf and 0.0 < h < math.inf and 0.0 < lo < math.inf
@@ -611,7 +616,7 @@ class SignalEngine:
         learned (the learner's weights, the RL exploration rate; the Q-table sits apart)."""
         keep = [X[:, s].copy() for s in self._lay.knowledge]
         X[:] = np.nan
-        for s, v in zip(self._lay.knowledge, keep):
+        for s, v in zip(self._lay.knowledge, keep, strict=True):
             X[:, s] = v
         for f in self._lay.frames:
             X[:, f] = st.MTF_RESET
@@ -642,7 +647,7 @@ class SignalEngine:
                 X[:, lay.learner_inputs] = st.learner_inputs(np.stack(feats, axis=1))
             else:
                 X[:, lay.learner_inputs] = np.nan
-        for f, tf in zip(lay.frames, self._tf_list):
+        for f, tf in zip(lay.frames, self._tf_list, strict=True):
             fr = st.mtf_commit(VEC, st.MtfFrame(*X[:, f].T), ts, c, tf, self._tf_k)
             for q in range(4):
                 X[:, f.start + q] = fr[q]
@@ -685,7 +690,7 @@ class SignalEngine:
         del closes[0]
         closes.append(c)
         bar_ret = (c - prev) / prev
-        for f, tf in zip(lay.frames, self._tf_list):
+        for f, tf in zip(lay.frames, self._tf_list, strict=True):
             x[f] = st.mtf_commit(SCALAR, tuple.__new__(st.MtfFrame, x[f]), ts, c, tf, self._tf_k)
         s_now = st.rl_state_scalar(closes, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr_list)
         a_prev = x[lay.rl_action]
@@ -729,7 +734,7 @@ class SignalEngine:
         rec_x = np.repeat(X, m, axis=0) if record else X.copy()
         last = slice(None) if record else slice(-1, None)  # rows of rec_x: every bar or the last
         k = self._tf_k
-        for f, tf in zip(lay.frames, self._tf_list):
+        for f, tf in zip(lay.frames, self._tf_list, strict=True):
             fr0 = st.MtfFrame(*X[0, f].tolist())
             bucket = np.floor(ts / tf)
             before_bucket = np.concatenate([[fr0.bucket], bucket[:-1]])
@@ -872,7 +877,7 @@ class SignalEngine:
             else:
                 live.append(j)
         if not live:
-            return results  # type: ignore[return-value]
+            return results  # type: ignore[return-value]  # every slot was filled above: no None left
         slots = [plans[j].slot for j in live]
         fb_rows = [[w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1)]
                    for w in (windows[j] for j in live)]
@@ -882,7 +887,7 @@ class SignalEngine:
             last = self._last_ts
             ok = [0.0 < r[0] < math.inf and 0.0 < r[1] < math.inf and 0.0 < r[2] < math.inf
                   and 0.0 < r[3] < math.inf and math.isfinite(r[4]) and not r[4] <= last[sl]
-                  for r, sl in zip(fb_rows, slots)]
+                  for r, sl in zip(fb_rows, slots, strict=True)]
             closed = [self._S.item(sl, S_N) for sl in slots]
         else:
             fb_all = np.array(fb_rows, dtype=np.float64)
@@ -929,18 +934,19 @@ class SignalEngine:
                 if cold_snaps is None:
                     cold = [q for q in range(len(live)) if ok[q] and q not in full]
                     cold_snaps = dict(zip(cold, self._cold_snapshots(
-                        [slots[q] for q in cold], np.array([fb_rows[q] for q in cold], dtype=np.float64))))
+                        [slots[q] for q in cold], np.array([fb_rows[q] for q in cold], dtype=np.float64)), strict=True))
                 snap = cold_snaps[i]
             note = self._note[slots[i]]
             reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
             results[j] = SignalResult(w.symbol, bar_ts, int(w.bar_count), "NONE", 0.0, dict(_NO_VOTES),
                                       IndicatorSnapshot(*snap), False,
                                       f"{reason} ({note})" if note else reason)
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # each window got its result: no None left
 
     def _cold_snapshots(self, slots: list[int], fb: np.ndarray) -> list[list[float]]:
         S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])
-        return np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
+        rows: list[list[float]] = np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
+        return rows
 
     def core(self, xp: Backend, s: Any, parts: Any, q: Any, h: Any, lo: Any, c: Any,
              ts: Any) -> tuple[tuple[Any, ...], tuple[Any, Any, Any, Any], Any, Any]:
@@ -963,7 +969,7 @@ class SignalEngine:
             trend_v = st.trend_vote(xp, st.trend_score(f, cfg.trend_weights))
         ups: Any = 0
         downs: Any = 0
-        for fr, tf in zip(frames, self._tf_list):
+        for fr, tf in zip(frames, self._tf_list, strict=True):
             up, down = st.mtf_trend(xp, fr, ts, c, tf, cfg.mtf_ema_period)
             ups = ups + up
             downs = downs + down

@@ -25,7 +25,8 @@ with it too); warm-up bars, and every bar with the learner on, go through the en
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -304,4 +305,4 @@ def evaluate_series(config: SignalConfig, symbol: str, candles: Candles, *,
         t = ticks_per_bar
         return SignalSeries(np.empty(0), np.empty((0, t)), np.empty((0, t), np.int8), np.empty((0, t)),
                             np.empty((0, t)), np.empty((0, t), bool), np.empty((0, t, 4), np.int8))
-    return SignalSeries(*(np.concatenate(parts) for parts in zip(*chunks)))
+    return SignalSeries(*(np.concatenate(parts) for parts in zip(*chunks, strict=True)))

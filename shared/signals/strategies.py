@@ -14,7 +14,8 @@ costs O(1) elementwise work.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -86,7 +87,11 @@ def trend_features(xp: Backend, close: Any, sma20: Any, rsi: Any, macd: Any, mom
             xp.sign(momentum))
 
 
-def trend_score(f: Sequence[Any], weights: Sequence[float]) -> Any:
+# Indexed by position: a tuple of per-feature arrays, or an array whose rows are the features.
+Rows = Sequence[Any] | np.ndarray
+
+
+def trend_score(f: Rows, weights: Sequence[float] | np.ndarray) -> Any:
     """The original's fixed score, summed left to right."""
     return f[0] * weights[0] + f[1] * weights[1] + f[2] * weights[2] + f[3] * weights[3]
 
@@ -96,7 +101,7 @@ def trend_vote(xp: Backend, score: Any) -> Any:
     return xp.where(score > 0.0, UP, DOWN)
 
 
-def learner_z(w: Sequence[Any], f: Sequence[Any]) -> Any:
+def learner_z(w: Rows, f: Rows) -> Any:
     """The learner's log-odds that the next bar closes up: bias + weights . features."""
     return w[0] + w[1] * f[0] + w[2] * f[1] + w[3] * f[2] + w[4] * f[3]
 
@@ -118,7 +123,8 @@ def learner_probability(weights: np.ndarray, x: np.ndarray) -> np.ndarray:
     """P(next bar closes up) of the logistic model, row by row (weights, x: (n, 5))."""
     z = (weights[:, 0] * x[:, 0] + weights[:, 1] * x[:, 1] + weights[:, 2] * x[:, 2]
          + weights[:, 3] * x[:, 3] + weights[:, 4] * x[:, 4])
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+    p: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
+    return p
 
 
 def learner_update(weights: np.ndarray, x: np.ndarray, went_up: np.ndarray,
@@ -320,7 +326,8 @@ def uniform_hash_scalar(key: int, salt: int) -> float:
 def bar_key(keys: np.ndarray, bar_no: np.ndarray) -> np.ndarray:
     """Per (symbol, bar) hash key."""
     with np.errstate(over="ignore"):
-        return keys ^ (bar_no.astype(np.uint64) * np.uint64(_GOLDEN))
+        key: np.ndarray = keys ^ (bar_no.astype(np.uint64) * np.uint64(_GOLDEN))
+    return key
 
 
 def bar_key_scalar(key: int, bar_no: int) -> int:

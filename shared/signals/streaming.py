@@ -17,7 +17,8 @@ Periods are TA-Lib's defaults (the snapshot column names carry them); values equ
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -191,9 +192,10 @@ def advance(state: np.ndarray, closes: np.ndarray, high: np.ndarray, low: np.nda
 
 def _wilder_step(i: np.ndarray, avg: np.ndarray, term: np.ndarray, period: int) -> np.ndarray:
     # sum the first `period` terms (bars 1..period), divide once at bar `period`, then smooth
-    return np.where(i < period, avg + term,
-                    np.where(i == period, (avg + term) / period,
-                             (avg * (period - 1) + term) / period))
+    out: np.ndarray = np.where(i < period, avg + term,
+                               np.where(i == period, (avg + term) / period,
+                                        (avg * (period - 1) + term) / period))
+    return out
 
 
 def outputs(state: np.ndarray, closes: np.ndarray) -> np.ndarray:
@@ -261,7 +263,7 @@ class StreamingIndicators:
         n = len(self.symbols)
         arrs = tuple(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))
                      for v in (high, low, close))
-        for name, a in zip(("high", "low", "close"), arrs):
+        for name, a in zip(("high", "low", "close"), arrs, strict=True):
             err = _bad_price_error(self.symbols, self.state[:, S_N], name, a)
             if err is not None:
                 raise err

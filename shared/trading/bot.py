@@ -23,9 +23,9 @@ import msgspec
 
 from ..products import ProductSpec
 from . import client_order_id as coid
+from .checkpoint import FillCheckpoint, baseline_position
 from .grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor, protective_stop
 from .levels import Level, LevelHoldings, desired_book, hold_fill, levels_from_book
-from .checkpoint import FillCheckpoint, baseline_position
 from .orders import DesiredOrder, OpenOrder, Side
 from .pnl import Fill, Position, apply_fill, flat_position, unrealised
 from .reconcile import ChurnBucket, ReconcilePlan, limit_plan, new_bucket, reconcile
@@ -197,7 +197,7 @@ class TradingBot:
         entries: tuple[DesiredOrder, ...] = ()
         if allow_new_entries:
             if direction in ("UP", "DOWN"):
-                self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]
+                self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]  # narrowed to UP/DOWN by the test above
             # A signal without a direction holds the grid like a weak one (grid.next_anchor's
             # rule): cancelling it on every NONE and re-placing it on the next UP cost a full
             # grid of cancels and places every few bars (backtest: ~6,000 a symbol-month).

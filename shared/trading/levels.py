@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import msgspec
 
@@ -87,10 +87,10 @@ class Reset(_Event, frozen=True, tag="reset"):
     pass
 
 
-LevelEvent = Union[
-    EntryPlaced, EntryAmended, EntryFilled, EntryCancelled, EntryRejected,
-    TakeProfitPlaced, TakeProfitFilled, TakeProfitCancelled, TakeProfitRejected, Reset,
-]
+LevelEvent = (
+    EntryPlaced | EntryAmended | EntryFilled | EntryCancelled | EntryRejected
+    | TakeProfitPlaced | TakeProfitFilled | TakeProfitCancelled | TakeProfitRejected | Reset
+)
 
 
 class Level(msgspec.Struct, frozen=True, kw_only=True):

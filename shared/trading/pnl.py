@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
-from typing import Union
+from typing import TypedDict
 
 import msgspec
 
 from shared.trading.orders import Side
 
-Number = Union[Decimal, int, float, str]
+Number = Decimal | int | float | str
 _CTX = Context(prec=40)
 _CENT = Decimal("0.01")
 ZERO = Decimal(0)
@@ -198,16 +198,37 @@ def summarise(positions: Mapping[str, Position], marks: Mapping[str, Number]) ->
     )
 
 
-def summary_to_builtins(summary: PnlSummary) -> dict[str, object]:
+class MoneyJson(TypedDict):
+    realised: str
+    realised_cents: str
+    unrealised: str
+    unrealised_cents: str
+    fees: str
+    fees_cents: str
+    net: str
+    net_cents: str
+
+
+class SymbolPnlJson(MoneyJson):
+    symbol: str
+    contracts: int
+    average_entry: str
+    mark: str | None
+
+
+class PnlSummaryJson(TypedDict):
+    symbols: list[SymbolPnlJson]
+    total: MoneyJson
+
+
+def summary_to_builtins(summary: PnlSummary) -> PnlSummaryJson:
     """JSON-ready form for `orchestrate history --json`: amounts as exact decimal strings plus a
     `*_cents` string rounded for display."""
-    def money(row: SymbolPnl | PnlSummary) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for name in ("realised", "unrealised", "fees", "net"):
-            value: Decimal = getattr(row, name)
-            out[name] = str(value)
-            out[f"{name}_cents"] = str(cents(value))
-        return out
+    def money(row: SymbolPnl | PnlSummary) -> MoneyJson:
+        return MoneyJson(realised=str(row.realised), realised_cents=str(cents(row.realised)),
+                         unrealised=str(row.unrealised), unrealised_cents=str(cents(row.unrealised)),
+                         fees=str(row.fees), fees_cents=str(cents(row.fees)),
+                         net=str(row.net), net_cents=str(cents(row.net)))
 
     return {
         "symbols": [

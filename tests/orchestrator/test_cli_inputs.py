@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import psutil
 import pytest
@@ -185,8 +186,8 @@ def test_no_process_of_the_run_is_left_when_the_supervisor_exits(tmp_path: Path)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--json", "--run-dir", str(run_dir)],
-                               cwd=REPO, capture_output=True, text=True, timeout=30)
+            r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--json",
+                                "--run-dir", str(run_dir)], cwd=REPO, capture_output=True, text=True, timeout=30)
             if r.returncode == 0 and all(w["state"] == "running" for w in json.loads(r.stdout)["workers"]):
                 break
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""

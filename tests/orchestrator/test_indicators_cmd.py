@@ -35,7 +35,7 @@ def test_writes_header_and_one_row_per_bar_matching_talib() -> None:
     got = {name: np.array([float(r[j]) if r[j] else math.nan for r in rows[1:]])
            for j, name in enumerate(rows[0]) if j > 0}
     macd, sig, hist = talib.MACD(c.close, 12, 26, 9)
-    up, mid, low = talib.BBANDS(c.close, 20, 2, 2, 0)
+    up, mid, low = talib.BBANDS(c.close, 20, 2, 2)  # matype defaults to SMA
     ref = {"sma20": talib.SMA(c.close, 20), "ema12": talib.EMA(c.close, 12),
            "ema26": talib.EMA(c.close, 26), "rsi14": talib.RSI(c.close, 14), "macd": macd,
            "macd_signal": sig, "macd_hist": hist, "bb_upper": up, "bb_middle": mid,

@@ -39,7 +39,7 @@ async def test_idle_connections_take_no_thread_time_out_and_do_not_stop_scrapes(
             try:
                 if await asyncio.wait_for(reader.read(), timeout=5) == b"":
                     closed += 1
-            except (ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionError):
                 pass
         assert closed == len(idle)
     finally:

@@ -76,8 +76,8 @@ def test_a_gateway_that_keeps_failing_is_retried_and_status_says_order_managemen
         victim = gateway(doc)["pid"]
         os.kill(victim, signal.SIGKILL)
         if n == 1:
-            doc = run.wait_for(lambda d: gateway(d)["pid"] not in (0, victim) and gateway(d)["state"] == "running",
-                               30, "the gateway restarted")
+            doc = run.wait_for(lambda d, victim=victim: gateway(d)["pid"] not in (0, victim)
+                               and gateway(d)["state"] == "running", 30, "the gateway restarted")
     doc = run.wait_for(lambda d: gateway(d)["state"] != "running", 10, "the second failure seen")
     gw = gateway(doc)
     assert gw["state"] == "backoff", gw

@@ -13,17 +13,24 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 
+# same directory: pytest puts it on sys.path; mypy knows it as tests.orchestrator.test_trading_e2e
+from test_trading_e2e import (  # type: ignore[import-not-found]  # see above
+    TIGHT,
+    assert_ledgers_match,
+    settled_ledger,
+    venue_state,
+)
+
 from shared.store import Store, db_path
 from shared.trading.pnl import cents
-
-from test_trading_e2e import TIGHT, assert_ledgers_match, settled_ledger, venue_state  # same directory
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ class _Pub:
 async def test_a_halt_is_broadcast_without_any_figure_from_the_gateway(tmp_path: Path) -> None:
     sup = Supervisor(msgspec.convert({}, Config), RunDir(tmp_path / "run"))
     pub = _Pub()
-    sup._control_pub = pub  # type: ignore[assignment]
+    sup._control_pub = pub  # type: ignore[assignment]  # a recording stand-in for the PUB socket
     sup._build_children()
     assert sup.children["gateway"].figures is None  # down, restarting: no equity ever arrived
     sup.halted, sup.halt_reason = True, "storage: fill 1 not written: database or disk is full"
@@ -33,7 +33,8 @@ async def test_a_halt_is_broadcast_without_any_figure_from_the_gateway(tmp_path:
     codec = MessageCodec("test")
     halts = [codec.decode(frames[1]) for frames in pub.sent]
     assert len(halts) == 2 and all(isinstance(h, Control) and h.command == "halt" for h in halts)
-    assert halts[0].reason.startswith("storage: ")
+    first = halts[0]
+    assert isinstance(first, Control) and first.reason.startswith("storage: ")
     snap = sup.snapshot()
     assert snap.halted and snap.order_management == "starting" and snap.storage == "ok"
 

@@ -19,7 +19,8 @@ import pytest
 from shared.delta.rest import DeltaRestClient
 from shared.store import Store, db_path
 from shared.trading import client_order_id as coid
-from shared.trading.pnl import Fill as LedgerFill, cents, positions_from_fills
+from shared.trading.pnl import Fill as LedgerFill
+from shared.trading.pnl import cents, positions_from_fills
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +180,8 @@ def test_sigkill_during_placement_leaves_no_duplicate_or_orphan(start_run, tmp_p
             if tag is not None and tag.purpose == "stop":  # a stop only ever reduces the position
                 assert o.reduce_only and net != 0 and (o.side == "sell") == (net > 0), (sym, o, net)
     # A client order id names one order for good: no restart reused one (of the live or the past).
-    used = [o.client_order_id for o in state["orders"] + state["history"] if ours(o.client_order_id, o.product_symbol or "")]
+    used = [o.client_order_id for o in state["orders"] + state["history"]
+            if ours(o.client_order_id, o.product_symbol or "")]
     assert len(used) > 20
     assert len(used) == len(set(used)), Counter(u for u in used if used.count(u) > 1)
     doc = run.status()

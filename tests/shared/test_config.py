@@ -148,7 +148,10 @@ def _numeric_keys() -> list[str]:
 
     from shared.config import Config
     keys = []
-    for section in mi.type_info(Config).fields:
+    info = mi.type_info(Config)
+    assert isinstance(info, mi.StructType)
+    for section in info.fields:
+        assert isinstance(section.type, mi.StructType)
         for f in section.type.fields:
             t = f.type
             item = getattr(t, "item_type", getattr(t, "value_type", None))
@@ -165,11 +168,15 @@ def test_every_numeric_key_has_a_range_and_default_toml_shows_it() -> None:
     from shared.config import Config, allowed_range
     keys = _numeric_keys()
     assert len(keys) > 60
-    fields = {f"{s.name}.{f.name}": f.type for s in mi.type_info(Config).fields for f in s.type.fields}
+    info = mi.type_info(Config)
+    assert isinstance(info, mi.StructType)
+    fields = {f"{s.name}.{f.name}": f.type for s in info.fields if isinstance(s.type, mi.StructType)
+              for f in s.type.fields}
     lines = (REPO / "configs" / "default.toml").read_text().splitlines()
     for key in keys:
-        t = fields[key]
-        t = getattr(t, "item_type", getattr(t, "value_type", t))
+        field_type = fields[key]
+        t = getattr(field_type, "item_type", getattr(field_type, "value_type", field_type))
+        assert isinstance(t, (mi.IntType, mi.FloatType)), key
         assert (t.ge is not None or t.gt is not None) and (t.le is not None or t.lt is not None), key
         section, name = key.rsplit(".", 1)
         if section == "testing":

@@ -3,9 +3,19 @@ import gzip
 import numpy as np
 import pytest
 
-from shared.marketdata import (CandleFileError, Gap, ReplayMarket, bar_interval, candle_ticks, find_gaps,
-                               parse_ohlcv_csv, parse_ohlcv_text, read_ohlcv_csv, shipped_candles,
-                               synthetic_candles)
+from shared.marketdata import (
+    CandleFileError,
+    Gap,
+    ReplayMarket,
+    bar_interval,
+    candle_ticks,
+    find_gaps,
+    parse_ohlcv_csv,
+    parse_ohlcv_text,
+    read_ohlcv_csv,
+    shipped_candles,
+    synthetic_candles,
+)
 
 
 def test_shipped_series_are_real_and_valid() -> None:

@@ -51,7 +51,8 @@ def test_order_management_down_is_said_first_in_the_table_and_the_lines() -> Non
 def test_failing_storage_is_said_on_its_own_line() -> None:
     snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
                           halted=True, halt_reason="storage: fill 7 not written: database or disk is full",
-                          storage="failing: 3 fills waiting to be written; fill 7 not written: database or disk is full",
+                          storage="failing: 3 fills waiting to be written; "
+                                  "fill 7 not written: database or disk is full",
                           workers=[worker("BTCUSD")])
     line = "STORAGE FAILING: 3 fills waiting to be written; fill 7 not written: database or disk is full"
     assert line in render_table(snap).splitlines()

@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 
 from shared.store import (
-    EquitySnapshot, OrderEvent, PositionSnapshot, SignalSample, Store, StoreError, db_path,
+    EquitySnapshot,
+    OrderEvent,
+    PositionSnapshot,
+    SignalSample,
+    Store,
+    StoreError,
+    db_path,
 )
+from shared.trading.orders import Side
 from shared.trading.pnl import Fill
 
 
-def make_fill(i: int, symbol: str = "BTCUSD", side: str = "buy", size: int = 1, price: str = "60000",
+def make_fill(i: int, symbol: str = "BTCUSD", side: Side = "buy", size: int = 1, price: str = "60000",
               fee: str = "0.03", cv: str = "0.001") -> Fill:
     return Fill(fill_id=f"fill-{i}", symbol=symbol, side=side, size=size, price=price, fee=fee,
                 contract_value=cv, ts=1_700_000_000.0 + i, client_order_id=f"c{i}", order_id=str(i))
@@ -70,7 +77,8 @@ def test_batched_records_commit_with_the_next_fill_or_flush(tmp_path: Path) -> N
     assert reader.latest_equity() == EquitySnapshot(ts=1.0, equity="1000", available_balance="900")
     store.record_equity(EquitySnapshot(ts=2.0, equity="1001", available_balance="901"))
     store.flush()
-    assert reader.latest_equity().equity == "1001"
+    latest = reader.latest_equity()
+    assert latest is not None and latest.equity == "1001"
     reader.close()
     store.close()
 
@@ -172,6 +180,7 @@ def test_sigkill_mid_write_loses_no_acknowledged_fill(tmp_path: Path) -> None:
         acked: list[int] = []
         while len(acked) < 40 + 17 * round_:  # stop at a different point each round
             acked.append(parent.recv())
+        assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(10)
         assert proc.exitcode == -signal.SIGKILL

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import zmq
 import zmq.asyncio
 
-from shared.config import load_config
+from shared.config import Config, load_config
 from shared.messages import MessageCodec, Tick, topic
 from shared.transport import make_endpoints
 from workers.gateway_exchange import ExchangeGateway
@@ -55,10 +56,10 @@ async def _ticks_through_gateway(tmp_path: Path, venue: PaperVenue, public_ws_ur
 
 
 @pytest.fixture
-async def venue() -> PaperVenue:
+async def venue() -> AsyncIterator[PaperVenue]:
     v = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200), ["BTCUSD"])
     await v.start()
-    yield v  # type: ignore[misc]
+    yield v
     await v.stop()
 
 
@@ -92,7 +93,7 @@ def test_paper_and_india_connections_name_a_public_host_global_none(tmp_path: Pa
     from workers.runtime import VenueAccess
     cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
 
-    def spec(cfg: object, access: VenueAccess | None) -> ChildSpec:
+    def spec(cfg: Config, access: VenueAccess | None) -> ChildSpec:
         return ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
                          endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
                          venue_access=access)
@@ -124,10 +125,10 @@ async def test_a_symbol_the_public_host_goes_quiet_on_moves_to_all_trades_and_ba
         assert gw.public_ws is not None
         gw.public_ws.quiet.stale_after_s = 0.5  # the threshold, shortened for the test
 
-        async def until(pred: object, what: str) -> None:
+        async def until(pred: Callable[[], bool], what: str) -> None:
             for _ in range(1000):
                 await gw.public_quiet_check()
-                if pred():  # type: ignore[operator]
+                if pred():
                     return
                 await asyncio.sleep(0.02)
             raise AssertionError(f"never: {what}")

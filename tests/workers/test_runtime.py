@@ -66,10 +66,9 @@ def test_idle_subscribers_cannot_make_the_gateway_hold_much(tmp_path) -> None:
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     import psutil
-
-    from pathlib import Path
 
     from shared.config import load_config
     from shared.transport import make_endpoints
@@ -80,7 +79,7 @@ def test_idle_subscribers_cannot_make_the_gateway_hold_much(tmp_path) -> None:
                      endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
     Path(spec.endpoints.sock_dir).mkdir()
     ctx = zmq.Context()  # the same sockets as the gateway's asyncio ones, without a loop
-    pub, _router = gateway_sockets(ctx, spec, sndhwm=100_000)  # type: ignore[arg-type]
+    pub, _router = gateway_sockets(ctx, spec, sndhwm=100_000)  # type: ignore[arg-type]  # a plain context: same sockets, no loop
     # Someone connects 8 subscribers to every topic and never reads.
     idle = subprocess.Popen([sys.executable, "-c", (
         "import sys, time, zmq\n"

@@ -10,6 +10,7 @@ import stat
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,8 @@ async def test_public_market_data_shapes(api: Api) -> None:
     assert D(book["sell"][0]["price"]) - D(book["buy"][0]["price"]) == D("0.05")
     await wait_for(lambda: _has_trades(api), "replayed trades")
     trades = (await api.ok("GET", "/v2/trades/BTCUSD"))["result"]
-    assert isinstance(trades, list) and {"buyer_role", "seller_role", "price", "size", "symbol", "timestamp"} <= set(trades[0])
+    assert isinstance(trades, list)
+    assert {"buyer_role", "seller_role", "price", "size", "symbol", "timestamp"} <= set(trades[0])
     server_time = (await api.ok("GET", "/v2/settings"))["result"]["server_time"]
     assert abs(server_time / 1e6 - time.time()) < 60
 
@@ -136,7 +138,7 @@ async def test_candles_are_history_then_live_then_forming(api: Api) -> None:
     assert len(bars) >= 203 and bars[0]["time"] == int(venue.markets["ETHUSD"].history.ts[0])
     times = [b["time"] for b in bars]
     assert times == sorted(times) and len(set(times)) == len(times)
-    assert all(t2 - t1 == 60 for t1, t2 in zip(times, times[1:]))
+    assert all(t2 - t1 == 60 for t1, t2 in pairwise(times))
     five = (await api.ok("GET", "/v2/history/candles", q.replace("1m", "5m")))["result"]
     assert all(b["time"] % 300 == 0 for b in five)
     status, data, _ = await api.call("GET", "/v2/history/candles", "?resolution=7d&symbol=ETHUSD&start=0&end=1")
@@ -212,10 +214,12 @@ async def test_rejections_post_only_margin_reduce_only_and_bad_input(api: Api) -
 
 
 async def test_market_order_reduce_only_and_ledger_identity_over_rest(api: Api) -> None:
-    await api.ok("POST", "/v2/orders", body={"product_id": SYN_ID, "side": "buy", "size": 40, "order_type": "market_order"})
+    await api.ok("POST", "/v2/orders",
+                 body={"product_id": SYN_ID, "side": "buy", "size": 40, "order_type": "market_order"})
     await api.ok("POST", "/v2/orders", body={"product_id": 27, "side": "sell", "size": 7, "order_type": "market_order"})
     closed = (await api.ok("POST", "/v2/orders", body={
-        "product_id": SYN_ID, "side": "sell", "size": 100, "order_type": "market_order", "reduce_only": True}))["result"]
+        "product_id": SYN_ID, "side": "sell", "size": 100, "order_type": "market_order",
+        "reduce_only": True}))["result"]
     assert closed["size"] - closed["unfilled_size"] == 40 and closed["state"] == "cancelled"
     wallet = (await api.ok("GET", "/v2/wallet/balances"))
     bal = wallet["result"][0]
@@ -362,7 +366,8 @@ async def test_ws_auth_and_private_order_events(api: Api) -> None:
         seq0 = snap["meta"]["seq_no"]
         bid, _ = await touch(api)
         placed = (await api.ok("POST", "/v2/orders", body={
-            "product_id": SYN_ID, "side": "buy", "size": 1, "limit_price": str(bid - 40), "client_order_id": "w1"}))["result"]
+            "product_id": SYN_ID, "side": "buy", "size": 1, "limit_price": str(bid - 40),
+            "client_order_id": "w1"}))["result"]
         create = await recv_until(ws, lambda m: m["type"] == "orders" and m.get("action") == "create")
         assert (create["order_id"], create["client_order_id"], create["seq_no"]) == (placed["id"], "w1", seq0 + 1)
         await api.ok("DELETE", "/v2/orders", body={"id": placed["id"], "product_id": SYN_ID})
@@ -386,7 +391,8 @@ async def test_ws_legacy_auth_reply(api: Api) -> None:
     async with api.session.ws_connect(api.venue.ws_url) as ws:
         ts = str(int(time.time()))
         await ws.send_json({"type": "auth", "payload": {"api-key": api.venue.api_key,
-                                                        "signature": sign_ws(api.venue.api_secret, ts), "timestamp": ts}})
+                                                        "signature": sign_ws(api.venue.api_secret, ts),
+                                                        "timestamp": ts}})
         assert await recv_until(ws, lambda m: True) == {"type": "success", "message": "Authenticated"}
 
 
@@ -415,7 +421,7 @@ async def test_a_client_that_stops_reading_is_disconnected() -> None:
 async def test_slow_client_queue_is_bounded() -> None:
     class FakeWs:
         closed = False
-    client = WsClient(FakeWs(), queue_size=3)  # type: ignore[arg-type]
+    client = WsClient(FakeWs(), queue_size=3)  # type: ignore[arg-type]  # a stand-in socket
     assert all(client.send(f"{i}") for i in range(3))
     assert client.send("overflow") is False and client.too_slow
     assert client.queue.qsize() <= 3 and client.send("more") is False

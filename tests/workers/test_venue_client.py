@@ -51,8 +51,8 @@ async def test_client_order_life_cycle_and_errors(venue: PaperVenue, client: Del
     pid = (await client.resolve_symbols([SYN]))[SYN].product_id
     ticker = await client.get_ticker(SYN)
     assert ticker.quotes is not None
-    bid = float(ticker.quotes.best_bid)  # type: ignore[arg-type]
-    ask = float(ticker.quotes.best_ask)  # type: ignore[arg-type]
+    bid = float(ticker.quotes.best_bid)  # type: ignore[arg-type]  # the venue always quotes
+    ask = float(ticker.quotes.best_ask)  # type: ignore[arg-type]  # the venue always quotes
     with pytest.raises(PostOnlyWouldCross):
         await client.place_order(product_id=pid, size=1, side="buy", limit_price=round(ask + 1, 2), post_only=True)
     await client.set_leverage(pid, 1)  # margin = notional, whatever the seeded price level

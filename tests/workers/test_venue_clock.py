@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from shared.matching import OrderRequest
@@ -42,7 +43,7 @@ async def test_a_new_run_resumes_the_market_clock_where_the_last_run_stopped(tmp
     assert second.market_us >= stopped_at
     btc = second.markets["BTCUSD"]
     times = [int(t) for t in btc.history.ts] + [b[0] for b in btc.live]
-    assert all(b - a == 60 for a, b in zip(times, times[1:]))  # one continuous series, no hole
+    assert all(b - a == 60 for a, b in pairwise(times))  # one continuous series, no hole
     assert times[-1] * 1_000_000 < second.market_us <= (times[-1] + 60) * 1_000_000
     await second.start()
     try:
@@ -63,7 +64,8 @@ async def test_a_killed_venue_resumes_after_every_fill_its_journal_holds(tmp_pat
     for t in first._tasks:  # SIGKILL: no final snapshot
         t.cancel()
     await first._close_http()
-    assert json.loads(state.read_text())["market_clock"]["next_bar"] * 60 * 1_000_000 < fill_us - first._start_ts * 1_000_000
+    next_bar = json.loads(state.read_text())["market_clock"]["next_bar"]
+    assert next_bar * 60 * 1_000_000 < fill_us - first._start_ts * 1_000_000
     second = PaperVenue(VenueSettings(bar_seconds=FAST, history_bars=200, state_file=str(state),
                                       start_ts=time.time()), ["BTCUSD"])
     assert second.market_us > fill_us
@@ -148,7 +150,7 @@ async def test_a_wall_clock_account_resumes_at_the_wall_a_replay_one_where_it_st
     assert 0 <= now - wall.market_us / 1e6 < 60  # the minute the wall is in
     btc = wall.markets["BTCUSD"]
     times = [int(t) for t in btc.history.ts] + [b[0] for b in btc.live]
-    assert all(b - a == 60 for a, b in zip(times, times[1:]))  # the ten minutes replayed, no hole
+    assert all(b - a == 60 for a, b in pairwise(times))  # the ten minutes replayed, no hole
     assert times[-1] * 1_000_000 < wall.market_us
     await wall.start()
     try:

@@ -10,6 +10,7 @@ import stat
 import sys
 import time
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,8 @@ async def test_unknown_route_answers_in_the_envelope() -> None:
 
 async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path: Path) -> None:
     code = ("import sys; from workers.venue import venue_main, VenueSettings; "
-            f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], VenueSettings(bar_seconds=0.04, history_bars=200)))")
+            f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], "
+            "VenueSettings(bar_seconds=0.04, history_bars=200)))")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     try:
@@ -216,7 +218,7 @@ async def test_a_venue_started_late_in_a_run_catches_up_without_a_hole() -> None
     eth = venue.markets["ETHUSD"]
     assert len(eth.live) >= 100
     times = [int(t) for t in eth.history.ts] + [b[0] for b in eth.live]
-    assert all(b - a == 60 for a, b in zip(times, times[1:]))
+    assert all(b - a == 60 for a, b in pairwise(times))
     assert venue.market_us == (times[-1] + 60) * 1_000_000  # the next bar to replay
     await venue.start()
     try:
@@ -342,10 +344,11 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
             status, _, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "a"})
             assert status == 200
             small_disk.fill()
-            done = []
+            done: list[str] = []
             while not venue.storage_error and len(done) < 200:  # until the journal's last page is full
                 coid = f"b{len(done)}"
-                status, placed, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": coid})
+                status, placed, _ = await signed(session, venue, "POST", "/v2/orders",
+                                                 {**order, "client_order_id": coid})
                 assert (status, placed["result"]["client_order_id"]) == (200, coid)  # done, so said
                 done.append(coid)
             assert "No space left" in venue.storage_error
@@ -374,12 +377,12 @@ async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_not
     try:
         on_full = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
         assert "No space left" in on_full.storage_error
-        assert sorted(o.client_order_id for o in on_full.engine.open_orders()) == sorted(["a", *done, "d"])
+        assert sorted(o.client_order_id or "" for o in on_full.engine.open_orders()) == sorted(["a", *done, "d"])
         await on_full.stop()
     finally:
         small_disk.free()
     again = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
-    assert sorted(o.client_order_id for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
+    assert sorted(o.client_order_id or "" for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
 
 
 async def test_junk_bodies_and_frames_get_clear_errors_not_500s_or_recursion() -> None:

@@ -48,13 +48,13 @@ class Api:
     async def refused(self, method: str, path: str, body: Any, code: str = "bad_schema") -> dict[str, Any]:
         status, data = await self.call(method, path, body=body)
         assert (status, data["error"]["code"]) == (400, code), data
-        return data["error"]["context"]  # type: ignore[no-any-return]
+        return data["error"]["context"]
 
     async def place(self, **body: Any) -> dict[str, Any]:
-        return await self.ok("POST", "/v2/orders", body={"product_id": 27, **body})  # type: ignore[no-any-return]
+        return await self.ok("POST", "/v2/orders", body={"product_id": 27, **body})
 
     async def order(self, oid: int) -> dict[str, Any]:
-        return await self.ok("GET", f"/v2/orders/{oid}")  # type: ignore[no-any-return]
+        return await self.ok("GET", f"/v2/orders/{oid}")
 
 
 @pytest.fixture
@@ -261,7 +261,7 @@ async def recv_until(ws: aiohttp.ClientWebSocketResponse, pred: Any, limit: int 
     for _ in range(limit):
         msg = json.loads((await asyncio.wait_for(ws.receive(), 30)).data)
         if pred(msg):
-            return msg  # type: ignore[no-any-return]
+            return msg
     raise AssertionError("frame never arrived")
 
 

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
+from itertools import pairwise
 from pathlib import Path
 
 import aiohttp
@@ -90,7 +91,7 @@ async def test_ledger_books_each_fills_pnl_and_commission_and_walks_the_balance(
     assert D(ledger[0]["balance"]) == balance  # newest entry: the balance now
     assert D(ledger[-1]["amount"]) == D(ledger[-1]["balance"]) == D("10000")
     # each entry's balance is the previous one's plus its amount
-    for newer, older in zip(ledger, ledger[1:]):
+    for newer, older in pairwise(ledger):
         assert D(newer["balance"]) == D(older["balance"]) + D(newer["amount"])
     assert sum(D(t["amount"]) for t in ledger if t["transaction_type"] == "commission") == \
         -sum(D(f["commission"]) for f in fills)
@@ -211,6 +212,6 @@ async def test_the_projects_client_reads_assets_and_the_ledger_from_the_venue(ap
         ledger = await rest.get_wallet_transactions()
         assert [t.transaction_type for t in ledger] == ["commission", "deposit"]
         assert ledger[0].balance == pytest.approx(wallet.balance + ledger[0].amount)
-        assert ledger[0].created_at is not None and ledger[0].created_at > 10**15
+        assert isinstance(ledger[0].created_at, int) and ledger[0].created_at > 10**15
     finally:
         await rest.close()

@@ -28,7 +28,7 @@ async def recv(ws: aiohttp.ClientWebSocketResponse, pred: Any, limit: int = 5_00
     for _ in range(limit):
         msg = await asyncio.wait_for(ws.receive_json(), 30)
         if pred(msg):
-            return msg  # type: ignore[no-any-return]
+            return msg
     raise AssertionError("frame never came")
 
 

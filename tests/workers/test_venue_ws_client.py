@@ -10,8 +10,17 @@ from typing import Any
 import aiohttp
 
 from shared.delta.auth import sign
-from shared.delta.ws import (AuthResult, CandleEvent, Connected, DeltaWebSocket, Disconnected, OrderSnapshot,
-                             OrderUpdate, TradeEvent, UserTrade)
+from shared.delta.ws import (
+    AuthResult,
+    CandleEvent,
+    Connected,
+    DeltaWebSocket,
+    Disconnected,
+    OrderSnapshot,
+    OrderUpdate,
+    TradeEvent,
+    UserTrade,
+)
 from workers.venue import PaperVenue, VenueSettings
 
 SYN = "SYN_0003"
@@ -34,7 +43,7 @@ async def place(venue: PaperVenue, body: dict[str, Any]) -> dict[str, Any]:
         async with s.post(venue.rest_url + "/v2/orders", data=text, headers=headers) as r:
             data = await r.json()
     assert data["success"], data
-    return data["result"]  # type: ignore[no-any-return]
+    return data["result"]
 
 
 async def test_ws_client_gets_trades_candles_and_private_events() -> None:

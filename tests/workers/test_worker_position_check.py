@@ -13,6 +13,7 @@ from shared.messages import AccountSnapshot, FillView, OrderView, SignalReply
 from shared.products import PAPER_PRODUCTS
 from shared.ring import BarRing
 from shared.trading import client_order_id as coid
+from shared.trading.orders import Purpose, Side
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
@@ -20,12 +21,13 @@ from workers.worker import Worker
 ETH = PAPER_PRODUCTS["ETHUSD"]
 
 
-def cid(side: str, purpose: str, level: int, generation: int = 1) -> str:
-    return coid.encode(bot_id="g1", symbol="ETHUSD", side=side, purpose=purpose, level=level,  # type: ignore[arg-type]
+def cid(side: Side, purpose: Purpose, level: int, generation: int = 1) -> str:
+    return coid.encode(bot_id="g1", symbol="ETHUSD", side=side, purpose=purpose, level=level,
                        generation=generation)
 
 
-ENTRY = OrderView(order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2, client_order_id=cid("buy", "entry", 2))
+ENTRY = OrderView(order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2,
+                  client_order_id=cid("buy", "entry", 2))
 STOP = OrderView(order_id=12, side="sell", price=1900.0, size=2, unfilled_size=2, state="pending",
                  client_order_id=cid("sell", "stop", 0), order_type="stop_market_order", reduce_only=True)
 OWN_FILL = FillView(fill_id="f1", order_id="10", client_order_id=cid("buy", "entry", 1), side="buy", size=2,

@@ -4,6 +4,7 @@ decided or filled on a price the market had not yet reached; a halt acts as it d
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import pairwise
 
 import msgspec
 import numpy as np
@@ -17,11 +18,11 @@ from shared.trading import client_order_id as coid
 from .conftest import SPEC, SYMBOL, busy_config
 
 
-def _run(candles: Candles, cfg=None, **kw):  # type: ignore[no-untyped-def]
+def _run(candles: Candles, cfg=None, **kw):
     return run_backtest(cfg or busy_config(), {SYMBOL: candles}, specs={SYMBOL: SPEC}, balance_usd=10_000.0, **kw)
 
 
-def _bytes(result) -> bytes:  # type: ignore[no-untyped-def]
+def _bytes(result) -> bytes:
     return msgspec.structs.replace(result, elapsed_s=0.0).to_json()
 
 
@@ -33,7 +34,9 @@ def test_two_runs_give_byte_identical_json(eth: Candles) -> None:
 
 def test_net_pnl_is_what_the_fills_say_to_the_cent(eth: Candles) -> None:
     rate = 0.0003  # a FUNDING:ETHUSD series: 0.03% per 8 h interval, longs pay
-    funding = Candles(eth.ts.copy(), *(np.full(len(eth), rate) for _ in range(4)), np.zeros(len(eth)))
+    n = len(eth)
+    funding = Candles(eth.ts.copy(), np.full(n, rate), np.full(n, rate), np.full(n, rate), np.full(n, rate),
+                      np.zeros(n))
     r = _run(eth, funding={SYMBOL: funding})
     assert r.summary.fills == len(r.fills) > 50
     cv = SPEC.contract_value
@@ -63,7 +66,7 @@ def test_a_fill_only_happens_at_a_price_the_market_traded_through_after_the_orde
         traded = trade_at[f.ts]
         # strictly through the limit: touching it is not a fill on the paper venue
         assert (traded < f.price) if f.side == "buy" else (traded > f.price), f
-    for start, end, side, price, purpose in r.timeline[SYMBOL].orders:
+    for start, end, side, price, _purpose in r.timeline[SYMBOL].orders:
         lives[f"{side}{price}"].append((start, end, price))
     for f in makers:
         # the order rested at this price from a trade no later than the fill's
@@ -72,8 +75,9 @@ def test_a_fill_only_happens_at_a_price_the_market_traded_through_after_the_orde
 
 def test_decisions_before_a_time_do_not_change_when_later_bars_change(eth: Candles) -> None:
     cut = 1200
-    wild = Candles(eth.ts.copy(), *(np.concatenate([col[:cut], col[cut:] * 1.7])
-                                    for col in (eth.open, eth.high, eth.low, eth.close)), eth.volume.copy())
+    w_open, w_high, w_low, w_close = (np.concatenate([col[:cut], col[cut:] * 1.7])
+                                      for col in (eth.open, eth.high, eth.low, eth.close))
+    wild = Candles(eth.ts.copy(), w_open, w_high, w_low, w_close, eth.volume.copy())
     a, b = _run(eth), _run(wild)
     cut_ts = float(eth.ts[cut])
     before_a = [f for f in a.fills if f.ts < cut_ts]
@@ -151,4 +155,4 @@ def test_timelines_are_bounded_and_cover_the_whole_run_evenly() -> None:
         stride = _thin_append(kept, seen, seen, stride, 1_000)
     assert 500 <= len(kept) < 1_000
     assert kept[0] == 0 and kept[-1] > 99_000  # the end of the run is there, not only its start
-    assert len({b - a for a, b in zip(kept, kept[1:])}) == 1  # evenly spaced
+    assert len({b - a for a, b in pairwise(kept)}) == 1  # evenly spaced

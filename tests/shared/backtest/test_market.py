@@ -18,7 +18,7 @@ def test_replayed_bars_equal_the_paper_venues_own(symbol: str) -> None:
     venue = _Market(symbol, 1_700_000_000, history, seed=0)
     bars = replay_bars(shipped_candles(symbol).slice(0, history + live), PAPER_PRODUCTS[symbol], history)
     for col, mine in zip((venue.history.open, venue.history.high, venue.history.low, venue.history.close),
-                         (bars.open, bars.high, bars.low, bars.close)):
+                         (bars.open, bars.high, bars.low, bars.close), strict=True):
         assert np.array_equal(col, mine[:history])
     for i in range(history, history + live):
         venue.begin_bar()

@@ -10,13 +10,13 @@ import pytest
 from shared.backtest import BacktestResult, run_backtest
 from shared.config import Config
 from shared.marketdata import Candles, shipped_candles, synthetic_candles
-from shared.products import PAPER_PRODUCTS, synthetic_spec
+from shared.products import PAPER_PRODUCTS, ProductSpec, synthetic_spec
 from shared.trading.grid import GridConfig
 
 from .conftest import busy_config
 
 
-def _specs(data: dict[str, Candles]) -> dict[str, object]:
+def _specs(data: dict[str, Candles]) -> dict[str, ProductSpec]:
     return {k: PAPER_PRODUCTS[k] if k in PAPER_PRODUCTS else synthetic_spec(k) for k in data}
 
 
@@ -25,8 +25,8 @@ def _bytes(r: BacktestResult) -> bytes:
 
 
 def _both(cfg: Config, data: dict[str, Candles]) -> tuple[BacktestResult, BacktestResult]:
-    every = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, _wake_every_trade=True)  # type: ignore[arg-type]
-    woken = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    every = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, _wake_every_trade=True)
+    woken = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)
     return every, woken
 
 
@@ -59,8 +59,8 @@ def test_asking_the_bot_only_when_something_could_change_gives_identical_results
 def test_series_signals_decide_exactly_as_the_engine_asked_at_every_trade() -> None:
     data = {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 3500)}
     cfg = busy_config()
-    engine = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, _per_trade_engine=True)  # type: ignore[arg-type]
-    series = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    engine = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, _per_trade_engine=True)
+    series = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)
     assert engine.summary.fills > 50
     assert _bytes(engine) == _bytes(series)
 
@@ -69,8 +69,8 @@ def test_reading_the_signals_in_small_chunks_changes_nothing(monkeypatch: pytest
     import shared.backtest.loop as loop
 
     cfg, data = CASES["eth-fixed"]
-    whole = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    whole = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)
     monkeypatch.setattr(loop, "CHUNK_BARS", 333)  # chunk edges fall inside the warm-up and the trading
-    chunked = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    chunked = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)
     assert whole.summary.fills > 50
     assert _bytes(whole) == _bytes(chunked)

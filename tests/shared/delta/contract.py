@@ -23,7 +23,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "delta"
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def names(kind: str | None = None) -> list[str]:
@@ -104,7 +104,7 @@ def shape_diff(fixture: dict[str, Any], actual: Any) -> list[str]:
             if len(exp) > 1 and len({_shape(x) for x in exp}) > 1:
                 if len(act) != len(exp):
                     problems.append(f"{path}: {len(act)} items, the sample has {len(exp)}")
-                for e, a in zip(exp, act):
+                for e, a in zip(exp, act, strict=True):
                     walk(e, a, path)
             else:
                 for a in act:

@@ -10,13 +10,43 @@ from typing import Any
 import msgspec
 import pytest
 
-from shared.delta.errors import (AuthError, BadSchema, DeltaError, InsufficientMargin, OrderNotFound,
-                                 error_from_response)
-from shared.delta.models import (Asset, Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product,
-                                 RecentTrade, SpotIndex, Ticker, WalletBalance, WalletTransaction, decode,
-                                 decode_envelope, to_micros, to_product_spec)
-from shared.delta.ws import (AuthResult, BookDelta, BookLevels, BookTop, CandleEvent, FundingRate, L2Book as Book,
-                             MarkPrice, OrderUpdate, Subscribed, TickerEvent, TradeEvent, UserTrade, parse_frame)
+from shared.delta.errors import AuthError, BadSchema, DeltaError, InsufficientMargin, OrderNotFound, error_from_response
+from shared.delta.models import (
+    Asset,
+    Candle,
+    Envelope,
+    Fill,
+    L2Book,
+    Leverage,
+    Order,
+    Position,
+    Product,
+    RecentTrade,
+    SpotIndex,
+    Ticker,
+    WalletBalance,
+    WalletTransaction,
+    decode,
+    decode_envelope,
+    to_micros,
+    to_product_spec,
+)
+from shared.delta.ws import (
+    AuthResult,
+    BookDelta,
+    BookLevels,
+    BookTop,
+    CandleEvent,
+    FundingRate,
+    MarkPrice,
+    OrderUpdate,
+    Subscribed,
+    TickerEvent,
+    TradeEvent,
+    UserTrade,
+    parse_frame,
+)
+from shared.delta.ws import L2Book as Book
 
 from .contract import load, names
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from shared.delta.errors import (
-    AuthError, BadSchema, DeltaError, InsufficientMargin, Maintenance, OrderNotFound,
-    OrderRejected, PostOnlyWouldCross, RateLimited, ServerError, error_from_response,
+    AuthError,
+    BadSchema,
+    DeltaError,
+    InsufficientMargin,
+    Maintenance,
+    OrderNotFound,
+    OrderRejected,
+    PostOnlyWouldCross,
+    RateLimited,
+    ServerError,
+    error_from_response,
 )
 
 
@@ -59,7 +68,8 @@ def test_context_is_kept_and_secrets_redacted() -> None:
 def test_rate_limited_reads_reset_header_any_case() -> None:
     err = error_from_response(429, b"", headers={"x-rate-limit-reset": "1234"})
     assert isinstance(err, RateLimited) and err.reset_ms == 1234 and err.retryable
-    assert error_from_response(429, b"", headers={"X-RATE-LIMIT-RESET": "soon"}).reset_ms is None
+    unreadable = error_from_response(429, b"", headers={"X-RATE-LIMIT-RESET": "soon"})
+    assert isinstance(unreadable, RateLimited) and unreadable.reset_ms is None
     limited = error_from_response(429, b'{"success":false,"error":{"code":"rate_limit_exceeded"}}')
     assert isinstance(limited, RateLimited)
 

@@ -6,11 +6,25 @@ import msgspec
 import pytest
 
 from shared.delta.models import (
-    Candle, Fill, L2Book, Order, Position, Product, RecentTrade, Ticker, TimestampError,
-    WalletBalance, decode, decode_envelope, to_micros, to_product_spec,
+    Candle,
+    Fill,
+    L2Book,
+    Order,
+    Position,
+    Product,
+    RecentTrade,
+    Ticker,
+    TimestampError,
+    WalletBalance,
+    decode,
+    decode_envelope,
+    to_micros,
+    to_product_spec,
 )
 
-DOC_PRODUCT = b'''{"id":27,"symbol":"BTCUSD","description":"Bitcoin Perpetual futures, quoted, settled & margined in USD","created_at":"2023-12-18T13:10:39Z","updated_at":"2024-01-01T00:00:00Z",
+DOC_PRODUCT = b'''{"id":27,"symbol":"BTCUSD",
+ "description":"Bitcoin Perpetual futures, quoted, settled & margined in USD",
+ "created_at":"2023-12-18T13:10:39Z","updated_at":"2024-01-01T00:00:00Z",
  "settlement_time":null,"notional_type":"vanilla","impact_size":10000,"initial_margin":"0.5",
  "maintenance_margin":"0.25","contract_value":"0.001","contract_unit_currency":"BTC",
  "tick_size":"0.5","product_specs":{"funding_clamp_value":0.05,"tags":[]},"state":"live",

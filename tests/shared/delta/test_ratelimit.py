@@ -7,7 +7,11 @@ import asyncio
 import pytest
 
 from shared.delta.ratelimit import (
-    AccountRateLimiter, LimiterBusy, Priority, RequestBudget, endpoint_weight,
+    AccountRateLimiter,
+    LimiterBusy,
+    Priority,
+    RequestBudget,
+    endpoint_weight,
 )
 
 

@@ -14,11 +14,27 @@ from aiohttp.test_utils import TestServer
 
 from shared.delta import auth
 from shared.delta.ws import (
-    AuthResult, CandleEvent, Connected, DataGap, DeltaWebSocket, Disconnected, Fresh,
-    OrderSnapshot, OrderUpdate, QuietTracker, RestPoller, SequenceGap, SequenceTracker, Stale,
-    Subscribed, TickerEvent,
+    AuthResult,
+    CandleEvent,
+    Connected,
+    DataGap,
+    DeltaWebSocket,
+    Disconnected,
+    Fresh,
+    OrderSnapshot,
+    OrderUpdate,
+    QuietTracker,
+    RestPoller,
+    SequenceGap,
+    SequenceTracker,
+    Stale,
+    Subscribed,
+    TickerEvent,
     TradeEvent,
-    UserTrade, parse_frame, poll_interval, reconnect_delay,
+    UserTrade,
+    parse_frame,
+    poll_interval,
+    reconnect_delay,
 )
 
 from .conftest import API_KEY, API_SECRET
@@ -255,6 +271,7 @@ def test_compact_public_payloads() -> None:
     [fill] = parse_frame({"type": "v2/user_trades", "sy": "ETHUSD", "f": "ab", "R": "normal",
                           "o": 5, "S": "sell", "s": 2, "p": "3000", "r": "maker", "c": "c5",
                           "t": 1700000000000000, "se": 11}, 0)
+    assert isinstance(fill, UserTrade)
     assert (fill.side, fill.size, fill.client_order_id, fill.seq_no) == ("sell", 2, "c5", 11)
     snap = parse_frame({"type": "all_trades_snapshot", "symbol": "BTCUSD",
                         "trades": [{"price": "1", "size": 2, "timestamp": 1}]}, 0)

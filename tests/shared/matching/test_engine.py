@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal as D
+from typing import Any
 
 import msgspec
 import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
+from shared.matching.engine import Side
 from shared.products import synthetic_spec
 
 from .support import BTC, Clock, make, two_product_account
 
 
-def limit(side: str, size: int, price: str, **kw: object) -> OrderRequest:
-    return OrderRequest(product_id=27, side=side, size=size, limit_price=D(price), **kw)  # type: ignore[arg-type]
+def limit(side: Side, size: int, price: str, **kw: Any) -> OrderRequest:
+    return OrderRequest(product_id=27, side=side, size=size, limit_price=D(price), **kw)
 
 
 def ledger_holds(e: MatchingEngine) -> None:
@@ -38,7 +40,7 @@ def test_resting_buy_needs_a_trade_strictly_below_its_limit() -> None:
     assert e.on_market_trade("BTCUSD", 49_990.0, 100, 2) == []  # touch only: no fill
     fills = e.on_market_trade("BTCUSD", 49_989.5, 100, 3)
     assert [(f.size, f.price, f.role) for f in fills] == [(5, D("49990"), "maker")]
-    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]
+    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]  # placed above: the engine has it
     ledger_holds(e)
 
 
@@ -49,8 +51,8 @@ def test_partial_fill_bounded_by_trade_size_and_price_time_priority() -> None:
     second = e.place_order(limit("buy", 4, "49990"))
     fills = e.on_market_trade("BTCUSD", 49_980.0, 5, 2)
     assert [(f.order_id, f.size) for f in fills] == [(better.id, 3), (first.id, 2)]
-    assert e.order(first.id).unfilled_size == 2  # type: ignore[union-attr]
-    assert e.order(first.id).state == "open"  # type: ignore[union-attr]
+    assert e.order(first.id).unfilled_size == 2  # type: ignore[union-attr]  # placed above: the engine has it
+    assert e.order(first.id).state == "open"  # type: ignore[union-attr]  # placed above: the engine has it
     fills = e.on_market_trade("BTCUSD", 49_980.0, 3, 3)
     assert [(f.order_id, f.size) for f in fills] == [(first.id, 2), (second.id, 1)]
     ledger_holds(e)
@@ -103,8 +105,8 @@ def test_reduce_only_rejects_increase_and_clips_to_position() -> None:
     fills = e.on_market_trade("BTCUSD", 50_020.0, 100, 2)
     assert [f.size for f in fills] == [2]
     assert e.position(27).size == 0
-    assert e.order(o.id).state == "cancelled"  # type: ignore[union-attr]
-    assert e.order(o.id).cancellation_reason == "reduce_only"  # type: ignore[union-attr]
+    assert e.order(o.id).state == "cancelled"  # type: ignore[union-attr]  # placed above: the engine has it
+    assert e.order(o.id).cancellation_reason == "reduce_only"  # type: ignore[union-attr]  # placed above: the engine has it
     ledger_holds(e)
 
 
@@ -201,7 +203,7 @@ def test_ledger_identity_holds_exactly_over_a_random_session() -> None:
             off = spec.tick_size * rng.randint(-3, 10)
             px = D(str(spec.round_price(float(bid if side == "buy" else ask) + (-off if side == "buy" else off))))
             try:
-                e.place_order(OrderRequest(product_id=spec.product_id, side=side, size=rng.randint(1, 30),  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=spec.product_id, side=side, size=rng.randint(1, 30),  # type: ignore[arg-type]  # placed above: the engine has it
                                            limit_price=px, reduce_only=rng.random() < 0.1))
             except VenueError:
                 pass
@@ -226,7 +228,7 @@ def test_events_follow_the_order_state_machine() -> None:
     assert actions == [("create", None, "open"), ("update", "fill", "open"), ("delete", "fill", "closed")]
     assert [ev.fill.size for ev in events if isinstance(ev, FillEvent)] == [1, 1]
     assert e.drain_events() == []
-    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]
+    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]  # placed above: the engine has it
 
 
 def test_bad_input_is_refused_with_clear_codes() -> None:
@@ -250,7 +252,7 @@ def test_incremental_margins_match_a_full_recount() -> None:
         if rng.random() < 0.5:
             side = rng.choice(["buy", "sell"])
             px = (bid - rng.randint(0, 20) * D("0.5")) if side == "buy" else (ask + rng.randint(0, 20) * D("0.5"))
-            e.place_order(OrderRequest(product_id=27, side=side, size=rng.randint(1, 9), limit_price=px))  # type: ignore[arg-type]
+            e.place_order(OrderRequest(product_id=27, side=side, size=rng.randint(1, 9), limit_price=px))  # type: ignore[arg-type]  # placed above: the engine has it
         elif e.open_orders() and rng.random() < 0.5:
             o = rng.choice(e.open_orders())
             if rng.random() < 0.5:
@@ -259,11 +261,11 @@ def test_incremental_margins_match_a_full_recount() -> None:
                 e.edit_order(o.id, size=o.filled_size + rng.randint(1, 9))
         if step % 97 == 0:
             e.set_leverage(27, rng.choice([5, 10, 20]))
-    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[misc, operator]
+    recount = sum((o.unfilled_size * o.limit_price for o in e.open_orders()), D(0))  # type: ignore[operator]  # limit/stop/entry prices are set on these
     lev = e.leverage(27)
     assert e.order_margin() == (recount * D("0.001") / lev).quantize(D("1e-8"))
     pos = e.position(27)
-    expected_pm = D(0) if pos.size == 0 else (abs(pos.size) * D("0.001") * pos.entry_price / lev).quantize(D("1e-8"))  # type: ignore[operator]
+    expected_pm = D(0) if pos.size == 0 else (abs(pos.size) * D("0.001") * pos.entry_price / lev).quantize(D("1e-8"))  # type: ignore[operator]  # limit/stop/entry prices are set on these
     assert e.position_margin(27) == expected_pm
     assert e.wallet().available_balance == e.balance - e.order_margin() - e.position_margin(27)
     assert len(e.fills) > 50
@@ -307,7 +309,7 @@ def test_snapshot_restore_carries_the_account_exactly() -> None:
     assert (r.balance, r.realized_pnl_total, r.fees_total) == (e.balance, e.realized_pnl_total, e.fees_total)
     assert r.wallet() == e.wallet() and r.position(27) == e.position(27)
     assert r.open_orders() == e.open_orders() and list(r.fills) == list(e.fills)
-    assert r.order_by_client_id("gone").state == "cancelled"  # type: ignore[union-attr]
+    assert r.order_by_client_id("gone").state == "cancelled"  # type: ignore[union-attr]  # placed above: the engine has it
     assert r.touch(27) == e.touch(27) and r.leverage(27) == 20
     # and it keeps trading with the same book and fresh ids
     fills = r.on_market_trade("BTCUSD", 49_980.0, 10, 5)
@@ -329,7 +331,7 @@ def test_liquidation_closes_the_position_at_maintenance_margin() -> None:
         [("liquidation", "sell", 10, D("47368.5"), "taker")]
     assert fills[0].realized_pnl == D("-26.32")
     assert e.position(27).size == 0 and e.position_margin(27) == 0
-    assert e.order(stop.id).cancellation_reason == "liquidation"  # type: ignore[union-attr]
+    assert e.order(stop.id).cancellation_reason == "liquidation"  # type: ignore[union-attr]  # placed above: the engine has it
     ledger_holds(e)
 
 
@@ -348,17 +350,17 @@ def test_invariants_hold_through_a_random_session_with_edits_liquidations_and_le
             if r < 0.4:
                 side = rng.choice(["buy", "sell"])
                 price = bid - tick * rng.randint(-5, 30) if side == "buy" else ask + tick * rng.randint(-5, 30)
-                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 50), limit_price=price,  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 50), limit_price=price,  # type: ignore[arg-type]  # placed above: the engine has it
                                            reduce_only=rng.random() < 0.2, post_only=rng.random() < 0.3,
                                            time_in_force=rng.choice(["gtc", "ioc"]),
                                            client_order_id=rng.choice([None, f"c{rng.randint(0, 20)}"])))
             elif r < 0.5:
-                e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]), size=rng.randint(1, 50),  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]), size=rng.randint(1, 50),
                                            order_type="market_order", reduce_only=rng.random() < 0.3))
             elif r < 0.6 and e.open_orders():
                 o = rng.choice(e.open_orders())
                 e.edit_order(o.id, size=o.filled_size + rng.randint(1, 40),
-                             limit_price=o.limit_price + tick * rng.randint(-5, 5))  # type: ignore[operator]
+                             limit_price=o.limit_price + tick * rng.randint(-5, 5))  # type: ignore[operator]  # limit/stop/entry prices are set on these
             elif r < 0.65 and e.open_orders():
                 e.cancel_order(order_id=rng.choice(e.open_orders()).id)
             elif r < 0.67:
@@ -369,7 +371,7 @@ def test_invariants_hold_through_a_random_session_with_edits_liquidations_and_le
     for s in specs:
         fills = [f for f in e.fills if f.product_id == s.product_id]
         assert e.position(s.product_id).size == sum(f.size if f.side == "buy" else -f.size for f in fills)
-    held = sum((o.unfilled_size * o.limit_price * dec_cv(e, o.product_id) / e.leverage(o.product_id)  # type: ignore[operator]
+    held = sum((o.unfilled_size * o.limit_price * dec_cv(e, o.product_id) / e.leverage(o.product_id)  # type: ignore[operator]  # limit/stop/entry prices are set on these
                 for o in e.open_orders() if not o.reduce_only), D(0))
     assert abs(e.order_margin() - held) < D("0.0001")
     assert all(o.state == "open" and 0 < o.unfilled_size <= o.size for o in e.open_orders())

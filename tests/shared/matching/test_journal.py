@@ -10,9 +10,9 @@ import msgspec
 import pytest
 
 from shared.matching import MatchingEngine, OrderRequest, VenueError
-from shared.matching.engine import (EngineState, Event, apply_journal, decode_journal,
-                                    encode_journal_entry)
+from shared.matching.engine import EngineState, Event, apply_journal, decode_journal, encode_journal_entry
 from shared.products import synthetic_spec
+from shared.trading.orders import Side
 
 from .support import BTC, Clock
 
@@ -36,7 +36,7 @@ def random_session(e: MatchingEngine, rng: random.Random, clock: Clock, steps: i
                    journal: list[Event]) -> None:
     """Orders, cancels, stops, leverage and market trades at random on every product of the
     account; every drain goes to `journal`."""
-    for i in range(steps):
+    for _ in range(steps):
         clock.now += 1_000
         spec = rng.choice(e.specs())
         sym, pid = spec.symbol, spec.product_id
@@ -53,9 +53,9 @@ def random_session(e: MatchingEngine, rng: random.Random, clock: Clock, steps: i
                 e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]), size=rng.randint(1, 3),
                                            order_type="market_order"))
             elif r < 0.62 and e.position(pid).size:
-                side = "sell" if e.position(pid).size > 0 else "buy"
-                tick = D(repr(e.product(pid).tick_size))
-                stop = last - 5 * tick if side == "sell" else last + 5 * tick
+                side: Side = "sell" if e.position(pid).size > 0 else "buy"
+                tick_d = D(repr(e.product(pid).tick_size))
+                stop = last - 5 * tick_d if side == "sell" else last + 5 * tick_d
                 e.place_order(OrderRequest(product_id=pid, side=side, size=abs(e.position(pid).size),
                                            order_type="market_order", reduce_only=True,
                                            stop_order_type="stop_loss_order", stop_price=stop))

@@ -21,7 +21,8 @@ def test_paging_walks_older_then_back_newer_without_gaps() -> None:
     assert page3 == ["item2", "item1"] and meta3["after"] is None
     back, meta_back = wire.page_newest_first(keyed, after=None, before=int(meta3["before"]), size=4)
     assert back == page2 and meta_back["before"] is not None
-    assert wire.page_newest_first([], after=None, before=None, size=4) == ([], {"after": None, "before": None, "limit": 4})
+    assert wire.page_newest_first([], after=None, before=None, size=4) == (
+        [], {"after": None, "before": None, "limit": 4})
 
 
 def test_aggregate_bars_aligns_to_the_epoch() -> None:
@@ -66,7 +67,8 @@ def test_live_shapes_of_orders_fills_and_products() -> None:
     assert oj["close_on_trigger"] == "false" and oj["stop_trigger_method"] == "mark_price"
     assert oj["average_fill_price"] == "2000.05" and oj["created_at"] == "1700000000000000"
     fj = wire.fill_json(e.fills[0], spec)
-    assert isinstance(fj["id"], str) and fj["product"]["symbol"] == "ETHUSD" and fj["commission"] == "0.0200005"  # 2 x 0.01 x 2000.05 x 0.05%
+    # 2 x 0.01 x 2000.05 x 0.05%
+    assert isinstance(fj["id"], str) and fj["product"]["symbol"] == "ETHUSD" and fj["commission"] == "0.0200005"
     pj = wire.product_json(spec, D(10))
     assert (pj["contract_value"], pj["tick_size"], pj["taker_commission_rate"]) == ("0.01", "0.05", "0.0005")
     assert "created_at" not in pj and "launch_time" in pj
@@ -89,8 +91,8 @@ def test_stop_fields_parse_and_echo_in_the_order_json() -> None:
     oj = wire.order_json(e.place_order(req))
     assert (oj["state"], oj["stop_order_type"], oj["stop_price"], oj["stop_trigger_method"]) == \
         ("pending", "stop_loss_order", "1995.5", "last_traded_price")
-    assert wire.order_kind(e.order(oj["id"])) == "stop_limit"  # type: ignore[arg-type]
-    assert wire.order_kind(e.order(1)) == "market"  # type: ignore[arg-type]
+    assert wire.order_kind(e.order(oj["id"])) == "stop_limit"  # type: ignore[arg-type]  # placed above: the engine has it
+    assert wire.order_kind(e.order(1)) == "market"  # type: ignore[arg-type]  # placed above: the engine has it
 
 
 @pytest.mark.parametrize("extra, param", [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from decimal import Decimal as D
+from itertools import pairwise
 from typing import Any
 
 from shared.matching import protocol as wire
@@ -27,7 +28,7 @@ def test_each_entry_is_the_next_older_ones_balance_plus_its_amount() -> None:
                wire.wallet_transactions(reversed(fills), now, start, 0, complete=True)]
     assert entries[0]["balance"] == wire.s(now) and entries[-1]["transaction_type"] == "deposit"
     assert D(entries[-1]["balance"]) == start
-    for newer, older in zip(entries, entries[1:]):
+    for newer, older in pairwise(entries):
         assert D(newer["balance"]) == D(older["balance"]) + D(newer["amount"])
     assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
 

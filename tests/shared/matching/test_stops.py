@@ -6,25 +6,27 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal as D
+from typing import Any
 
 import msgspec
 import pytest
 
 from shared.matching import FillEvent, MatchingEngine, OrderEvent, OrderRequest, VenueError
+from shared.matching.engine import Side, StopOrderType
 
-from .support import BTC, Clock, make, two_product_account
+from .support import Clock, make, two_product_account
 
 
-def stop(side: str, size: int, stop_price: str, kind: str = "stop_loss_order", limit: str | None = None,
-         **kw: object) -> OrderRequest:
-    return OrderRequest(product_id=27, side=side, size=size,  # type: ignore[arg-type]
+def stop(side: Side, size: int, stop_price: str, kind: StopOrderType = "stop_loss_order", limit: str | None = None,
+         **kw: Any) -> OrderRequest:
+    return OrderRequest(product_id=27, side=side, size=size,
                         order_type="limit_order" if limit else "market_order",
-                        limit_price=D(limit) if limit else None, stop_order_type=kind,  # type: ignore[arg-type]
-                        stop_price=D(stop_price), **kw)  # type: ignore[arg-type]
+                        limit_price=D(limit) if limit else None, stop_order_type=kind,
+                        stop_price=D(stop_price), **kw)
 
 
-def market(side: str, size: int) -> OrderRequest:
-    return OrderRequest(product_id=27, side=side, size=size, order_type="market_order")  # type: ignore[arg-type]
+def market(side: Side, size: int) -> OrderRequest:
+    return OrderRequest(product_id=27, side=side, size=size, order_type="market_order")
 
 
 def ledger_holds(e: MatchingEngine) -> None:
@@ -53,7 +55,7 @@ def test_a_stop_is_pending_out_of_the_book_and_holds_no_margin() -> None:
     # Not in the book: were the buy stop-limit resting at 51010, a trade strictly below it would
     # fill it as maker; 49500 is also above the sell stop, so neither triggers.
     assert e.on_market_trade("BTCUSD", 49_500.0, 100, 2) == []
-    assert e.order(protective.id).state == e.order(entry.id).state == "pending"  # type: ignore[union-attr]
+    assert e.order(protective.id).state == e.order(entry.id).state == "pending"  # type: ignore[union-attr]  # placed above: the engine has it
 
 
 @pytest.mark.parametrize("side, kind, stop_price, quiet, hit", [
@@ -63,12 +65,12 @@ def test_a_stop_is_pending_out_of_the_book_and_holds_no_margin() -> None:
     ("buy", "take_profit_order", "49900", 49_950.0, 49_900.0),   # falls to the target
 ])
 def test_each_trigger_direction_fires_at_the_stop_price_as_a_taker(
-        side: str, kind: str, stop_price: str, quiet: float, hit: float) -> None:
+        side: Side, kind: StopOrderType, stop_price: str, quiet: float, hit: float) -> None:
     e = make()
     o = e.place_order(stop(side, 2, stop_price, kind))
     assert o.state == "pending"
     assert e.on_market_trade("BTCUSD", quiet, 10, 2) == []
-    assert e.order(o.id).state == "pending"  # type: ignore[union-attr]
+    assert e.order(o.id).state == "pending"  # type: ignore[union-attr]  # placed above: the engine has it
     e.drain_events()
     fills = e.on_market_trade("BTCUSD", hit, 10, 3)
     touch_price = D(str(hit)) + (D("0.5") if side == "buy" else 0)  # buy at the ask, sell at the bid
@@ -110,7 +112,7 @@ def test_a_triggered_stop_limit_rests_as_maker_when_not_marketable() -> None:
     fills = e.on_market_trade("BTCUSD", 50_040.0, 10, 3)  # strictly below the limit
     assert [(f.order_id, f.size, f.price, f.role) for f in fills] == \
         [(earlier.id, 1, D("50050"), "maker"), (o.id, 3, D("50050"), "maker")]
-    assert e.order(o.id).state == "closed" and e.order_margin() == 0  # type: ignore[union-attr]
+    assert e.order(o.id).state == "closed" and e.order_margin() == 0  # type: ignore[union-attr]  # placed above: the engine has it
     ledger_holds(e)
 
 
@@ -119,7 +121,7 @@ def test_a_triggered_stop_limit_that_is_marketable_fills_as_taker_at_the_touch()
     o = e.place_order(stop("sell", 2, "49900", limit="49800"))
     fills = e.on_market_trade("BTCUSD", 49_900.0, 10, 2)  # bid 49900 is through the 49800 limit
     assert [(f.order_id, f.price, f.role) for f in fills] == [(o.id, D("49900"), "taker")]
-    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]
+    assert e.order(o.id).state == "closed"  # type: ignore[union-attr]  # placed above: the engine has it
 
 
 def test_reduce_only_stop_is_clipped_to_the_position_and_the_rest_cancelled() -> None:
@@ -152,7 +154,7 @@ def test_pending_reduce_only_stops_are_cancelled_when_the_position_goes_flat() -
     plain = e.place_order(stop("buy", 1, "52000"))  # not reduce-only: survives
     e.place_order(market("sell", 2))
     for o in (sl, tp):
-        assert (e.order(o.id).state, e.order(o.id).cancellation_reason) == ("cancelled", "reduce_only")  # type: ignore[union-attr]
+        assert (e.order(o.id).state, e.order(o.id).cancellation_reason) == ("cancelled", "reduce_only")  # type: ignore[union-attr]  # placed above: the engine has it
     assert [o.id for o in e.open_orders()] == [plain.id]
     assert e.on_market_trade("BTCUSD", 48_000.0, 100, 2) == []  # nothing left to trigger
 
@@ -164,7 +166,7 @@ def test_one_stop_flattening_the_position_cancels_the_next_reduce_only_stop_in_t
     second = e.place_order(stop("sell", 2, "49950", reduce_only=True))
     fills = e.on_market_trade("BTCUSD", 49_800.0, 100, 2)  # both reached; the older triggers first
     assert [(f.order_id, f.size) for f in fills] == [(first.id, 2)]
-    assert e.order(second.id).cancellation_reason == "reduce_only"  # type: ignore[union-attr]
+    assert e.order(second.id).cancellation_reason == "reduce_only"  # type: ignore[union-attr]  # placed above: the engine has it
     assert e.position(27).size == 0 and e.open_orders() == []
     ledger_holds(e)
 
@@ -211,13 +213,13 @@ def test_bad_stop_edits_are_refused() -> None:
                       ({"stop_price": D("49000.3")}, "stop_price"),   # off the tick
                       ({"size": 0}, "size"), ({"post_only": True}, "post_only")):
         with pytest.raises(VenueError) as err:
-            e.edit_order(o.id, **kw)  # type: ignore[arg-type]
+            e.edit_order(o.id, **kw)
         assert err.value.context["schema_errors"][0]["param"] == param
     resting = e.place_order(OrderRequest(product_id=27, side="buy", size=1, limit_price=D("49000")))
     with pytest.raises(VenueError) as err:
         e.edit_order(resting.id, stop_price=D("48000"))
     assert err.value.context["schema_errors"][0]["param"] == "stop_price"
-    assert e.order(o.id).stop_price == D("49000")  # type: ignore[union-attr]
+    assert e.order(o.id).stop_price == D("49000")  # type: ignore[union-attr]  # placed above: the engine has it
 
 
 def test_bad_stop_requests_name_the_field() -> None:
@@ -259,7 +261,8 @@ def test_cancel_all_cancels_only_the_kinds_asked_for() -> None:
     assert [o.id for o in e.cancel_all(27, limit_orders=False, stop_orders=False, reduce_only_orders=True)] == [ro.id]
     assert [o.id for o in e.cancel_all(27, limit_orders=False, stop_orders=True, reduce_only_orders=False)] == [sl.id]
     again = e.place_order(stop("sell", 4, "48000", reduce_only=True))
-    assert [o.id for o in e.cancel_all(27, limit_orders=True, stop_orders=False, reduce_only_orders=False)] == [plain.id]
+    cancelled = e.cancel_all(27, limit_orders=True, stop_orders=False, reduce_only_orders=False)
+    assert [o.id for o in cancelled] == [plain.id]
     assert [o.id for o in e.open_orders()] == [again.id]
     assert e.cancel_all(None, limit_orders=False, stop_orders=False, reduce_only_orders=False) == []
     assert [o.id for o in e.cancel_all(27)] == [again.id]  # default: every kind
@@ -274,7 +277,7 @@ def test_liquidation_cancels_pending_stops_of_the_product() -> None:
     fills = e.on_market_trade("BTCUSD", 47_368.5, 1, 2)
     assert [f.fill_type for f in fills] == ["liquidation"]
     for o in (far_sl, tp):
-        assert e.order(o.id).cancellation_reason == "liquidation"  # type: ignore[union-attr]
+        assert e.order(o.id).cancellation_reason == "liquidation"  # type: ignore[union-attr]  # placed above: the engine has it
     assert e.open_orders() == []
     ledger_holds(e)
 
@@ -296,7 +299,7 @@ def test_snapshot_round_trip_keeps_pending_stops_live() -> None:
                             stop_trigger_method="last_traded_price"))
     r = MatchingEngine.restore(e.snapshot(), clock=Clock())
     assert r.open_orders() == e.open_orders() and r.wallet() == e.wallet()
-    assert r.order_by_client_id("sl").stop_trigger_method == "last_traded_price"  # type: ignore[union-attr]
+    assert r.order_by_client_id("sl").stop_trigger_method == "last_traded_price"  # type: ignore[union-attr]  # placed above: the engine has it
     fills = r.on_market_trade("BTCUSD", 49_500.0, 10, 2)  # the restored stop still triggers
     assert [(f.order_id, f.size) for f in fills] == [(sl.id, 3)]
     assert r.position(27).size == 0
@@ -315,7 +318,7 @@ def test_a_snapshot_written_before_stop_orders_still_restores() -> None:
             del o[k]
     r = MatchingEngine.restore(msgspec.json.encode(state), clock=Clock())
     assert r.open_orders() == e.open_orders()  # the defaults are what a plain order carries
-    assert r.order(resting.id).stop_order_type is None  # type: ignore[union-attr]
+    assert r.order(resting.id).stop_order_type is None  # type: ignore[union-attr]  # placed above: the engine has it
     assert [f.order_id for f in r.on_market_trade("BTCUSD", 50_200.0, 10, 2)] == [resting.id]
 
 
@@ -337,23 +340,23 @@ def test_invariants_hold_through_a_random_session_with_stops(seed: int) -> None:
         try:
             if r < 0.3:
                 price = bid - tick * rng.randint(-3, 20) if side == "buy" else ask + tick * rng.randint(-3, 20)
-                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 20),  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 20),  # type: ignore[arg-type]  # placed above: the engine has it
                                            limit_price=price, reduce_only=rng.random() < 0.2))
             elif r < 0.55:
                 kind = rng.choice(["stop_loss_order", "take_profit_order"])
                 sp = bid + tick * rng.randint(-40, 40)
                 limit = sp + tick * rng.randint(-10, 10) if rng.random() < 0.5 else None
-                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 20),  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 20),  # type: ignore[arg-type]  # placed above: the engine has it
                                            order_type="limit_order" if limit else "market_order",
-                                           limit_price=limit, stop_order_type=kind, stop_price=max(sp, tick),  # type: ignore[arg-type]
+                                           limit_price=limit, stop_order_type=kind, stop_price=max(sp, tick),  # type: ignore[arg-type]  # side/kind: rng.choice of valid literals
                                            reduce_only=rng.random() < 0.5))
             elif r < 0.62:
-                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 20),  # type: ignore[arg-type]
+                e.place_order(OrderRequest(product_id=pid, side=side, size=rng.randint(1, 20),  # type: ignore[arg-type]  # placed above: the engine has it
                                            order_type="market_order", reduce_only=rng.random() < 0.3))
             elif r < 0.7 and e.open_orders():
                 o = rng.choice(e.open_orders())
                 if o.state == "pending":
-                    e.edit_order(o.id, stop_price=max(o.stop_price + tick * rng.randint(-10, 10), tick))  # type: ignore[operator]
+                    e.edit_order(o.id, stop_price=max(o.stop_price + tick * rng.randint(-10, 10), tick))  # type: ignore[operator]  # limit/stop/entry prices are set on these
                 else:
                     e.edit_order(o.id, size=o.filled_size + rng.randint(1, 20))
             elif r < 0.75 and e.open_orders():
@@ -371,7 +374,7 @@ def test_invariants_hold_through_a_random_session_with_stops(seed: int) -> None:
     assert {o.state for o in live} <= {"open", "pending"}
     assert all(o.stop_order_type is not None and o.filled_size == 0 for o in live if o.state == "pending")
     # order margin is exactly the resting, non-reduce-only orders: pending stops hold none
-    held = sum((o.unfilled_size * o.limit_price * D(repr(e.product(o.product_id).contract_value))  # type: ignore[operator]
+    held = sum((o.unfilled_size * o.limit_price * D(repr(e.product(o.product_id).contract_value))  # type: ignore[operator]  # limit/stop/entry prices are set on these
                 / e.leverage(o.product_id) for o in live if o.state == "open" and not o.reduce_only), D(0))
     assert abs(e.order_margin() - held) < D("0.0001")
     assert any(o.state == "pending" for o in live) or any(o.stop_order_type for o in e.order_history())

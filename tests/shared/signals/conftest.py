@@ -30,7 +30,7 @@ def bittrex_rows() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     symbols = [f"ALT{i}BTC" for i in range(LOW_PRICED)]
     series = [synthetic_candles(s, 3000, seed=7) for s in symbols]
     scale = [1e-5 / float(c.close[0]) for c in series]
-    high = np.stack([c.high * k for c, k in zip(series, scale)]) * 1e8
-    low = np.stack([c.low * k for c, k in zip(series, scale)]) * 1e8
-    close = np.stack([c.close * k for c, k in zip(series, scale)]) * 1e8
+    high = np.stack([c.high * k for c, k in zip(series, scale, strict=True)]) * 1e8
+    low = np.stack([c.low * k for c, k in zip(series, scale, strict=True)]) * 1e8
+    close = np.stack([c.close * k for c, k in zip(series, scale, strict=True)]) * 1e8
     return symbols, high, low, close

@@ -49,7 +49,7 @@ def test_snapshot_equals_talib_through_rebuild_steps_and_ticks(eth_1m: Candles) 
         r = eng.evaluate(window(c, "ETHUSD", end))
     h, lo, cl = c.high[:340], c.low[:340], c.close[:340]
     macd, sig, hist = talib.MACD(cl, 12, 26, 9)
-    up, mid, low = talib.BBANDS(cl, 20, 2, 2, 0)
+    up, mid, low = talib.BBANDS(cl, 20, 2, 2)  # matype defaults to SMA
     want = {"close": cl, "sma20": talib.SMA(cl, 20), "ema12": talib.EMA(cl, 12),
             "ema26": talib.EMA(cl, 26), "rsi14": talib.RSI(cl, 14), "macd": macd,
             "macd_signal": sig, "macd_hist": hist, "bb_upper": up, "bb_middle": mid, "bb_lower": low,
@@ -184,8 +184,8 @@ def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candl
     count = good._replace(symbol="COUNT", bar_count=5)
     empty = BarWindow("EMPTY", 0, *(np.empty(0) for _ in range(6)))
     nosym = good._replace(symbol="")
-    listsym = good._replace(symbol=["not", "hashable"])
-    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]
+    listsym = good._replace(symbol=["not", "hashable"])  # type: ignore[arg-type]  # bad on purpose: must be rejected
+    res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]  # None on purpose: must be rejected
     assert [r.valid for r in res] == [False, True, False, False, False, False, False]
     assert "SHORT: bad window: ts/open/high/low/close" in res[0].reason
     assert "COUNT: bad window" in res[2].reason
@@ -343,14 +343,14 @@ def test_random_traffic_batch_equals_single_and_never_signals_on_bad_data() -> N
         got = batch.evaluate_batch(ws)
         want = [single.evaluate(w) for w in ws]
         assert [encoded(r) for r in got] == [encoded(r) for r in want]
-        for r in got:
-            if r.valid:
+        for result in got:
+            if result.valid:
                 n_valid += 1
-                assert all(math.isfinite(v) for v in msgspec.structs.astuple(r.indicators))
-                assert r.direction in ("UP", "DOWN", "NONE")
+                assert all(math.isfinite(v) for v in msgspec.structs.astuple(result.indicators))
+                assert result.direction in ("UP", "DOWN", "NONE")
             else:
                 n_invalid += 1
-                assert r.direction == "NONE" and r.reason
+                assert result.direction == "NONE" and result.reason
     assert n_valid > 500 and n_invalid > 20  # both kinds of outcome were exercised
 
 

@@ -18,7 +18,7 @@ RTOL = 1e-9
 
 def talib_columns(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict[str, np.ndarray]:
     macd, sig, hist = talib.MACD(close, 12, 26, 9)
-    up, mid, lo = talib.BBANDS(close, 20, 2.0, 2.0, 0)
+    up, mid, lo = talib.BBANDS(close, 20, 2.0, 2.0)  # matype defaults to SMA
     return {"sma20": talib.SMA(close, 20), "ema12": talib.EMA(close, 12),
             "ema26": talib.EMA(close, 26), "rsi14": talib.RSI(close, 14), "macd": macd,
             "macd_signal": sig, "macd_hist": hist, "bb_upper": up, "bb_middle": mid,

@@ -85,7 +85,7 @@ def test_chunks_custom_ticks_and_an_imported_rl_table(eth_1m: Candles) -> None:
     whole = evaluate_series(cfg, "ETHUSD", c)
     parts = list(iter_series(cfg, "ETHUSD", c, chunk_bars=97))
     assert len(parts) == 10
-    assert_same(SignalSeries(*(np.concatenate(p) for p in zip(*parts))), whole)
+    assert_same(SignalSeries(*(np.concatenate(p) for p in zip(*parts, strict=True))), whole)
     ticks = np.stack([c.open, (c.open + c.close) / 2, c.close], axis=1)  # 3 ticks within the range
     eng = SignalEngine(cfg)
     for end in range(150, 400):
@@ -106,7 +106,7 @@ def test_candle_tick_prices_are_the_venues_ticks(btc_1m: Candles) -> None:
     c = btc_1m.slice(0, 500)
     got = candle_tick_prices(c)
     want = [candle_ticks(float(o), float(h), float(lo), float(cl))
-            for o, h, lo, cl in zip(c.open, c.high, c.low, c.close)]
+            for o, h, lo, cl in zip(c.open, c.high, c.low, c.close, strict=True)]
     np.testing.assert_array_equal(got, np.array(want))
 
 

@@ -131,9 +131,11 @@ def test_a_position_gets_one_reduce_only_stop_beyond_the_deepest_level() -> None
     [stop] = stops_in(plan)
     deepest = min(o.price for o in orders)
     assert stop.order.side == "sell" and stop.order.reduce_only and stop.order.order_type == "stop_market_order"
+    assert b.position is not None
     assert stop.order.size == orders[0].size == b.position.contracts
     assert stop.order.price == ETH.floor_price(deepest - 1.5 * 2.0)
-    assert coid.decode(stop.client_order_id, bot_id="t1", symbol="ETHUSD").purpose == "stop"
+    tag = coid.decode(stop.client_order_id, bot_id="t1", symbol="ETHUSD")
+    assert tag is not None and tag.purpose == "stop"
 
 
 def test_flat_or_stops_off_means_no_stop() -> None:
@@ -179,6 +181,7 @@ def test_a_resting_stop_is_kept_and_an_update_without_its_flags_does_not_churn_i
     b.on_fill(fill_of(second, "f2", 5.0))
     grown = decide(b, now=6.0, price=1995.0)
     [amend] = [a for a in grown.to_amend if a.order_id == stop.order_id]
+    assert b.position is not None
     assert amend.size == b.position.contracts and amend.desired.order_type == "stop_market_order"
 
 
@@ -189,6 +192,7 @@ def test_a_stop_fill_closes_every_level_and_cools_down_new_entries() -> None:
     # the venue's clock (fill and trade times) runs 60x ours, as a paper replay does
     assert b.on_fill(Fill(fill_id="s1", symbol="ETHUSD", side="sell", size=stop.size, price="1990",
                           fee="0.05", contract_value="0.01", ts=6_000.0, client_order_id=stop.client_order_id or ""))
+    assert b.position is not None
     assert b.position.contracts == 0 and not b.holdings.held
     assert b.cooldown_left(6_000.0) == 900.0 and b.cooldown_left(6_600.0) == 300.0
     during = b.plan(now=20.0, price=1990.0, atr=2.0, direction="UP", confidence=0.9, available_balance=10_000.0,
@@ -211,6 +215,7 @@ def test_a_restart_after_a_stop_fill_keeps_the_cooldown() -> None:
                   contract_value="0.01", ts=9.0, client_order_id=stop.client_order_id or "")]
     fresh = bot()
     fresh.reconcile_from([], fills, [])
+    assert fresh.position is not None
     assert fresh.position.contracts == 0 and fresh.cooldown_left(50.0) == 859.0  # from the stop's own time
     plain = bot()
     plain.reconcile_from([], fills[:1], [])
@@ -252,13 +257,15 @@ def test_a_restart_continues_past_ids_the_store_saw_sent_even_if_the_venue_forgo
     b = bot()
     b.reconcile_from([], [], [cancelled])  # the venue shows nothing: the order was cancelled
     plan = decide(b, now=1.0, price=2000.0)
-    gens = {coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation for p in plan.to_place}
+    tags = [coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD") for p in plan.to_place]
+    assert all(t is not None for t in tags)
+    gens = {t.generation for t in tags if t is not None}
     assert gens == {502}  # past 500 (reconcile continues at 501, the plan takes the next)
     # a reconnect re-reads the venue, which knows even less: the generation never goes back
     b.reconcile_from([], [], [])
     again = decide(b, now=2.0, price=2100.0)
-    assert all(coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation > 502
-               for p in again.to_place)
+    again_tags = [coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD") for p in again.to_place]
+    assert all(t is not None and t.generation > 502 for t in again_tags)
 
 
 def _long_with_stop(b: TradingBot) -> None:
@@ -287,6 +294,7 @@ def test_halt_plan_keeps_the_stop_unless_it_flattens_and_flattens_once() -> None
     gen = b.generation
     flat = b.halt_plan(halted=True, flatten_on_halt=True, cancel_requested=False, flatten_sent=False, price=1990.0)
     assert set(flat.cancel) == set(b.open_orders)  # the stop goes too: the flatten closes the position
+    assert b.position is not None
     assert flat.flatten is not None and flat.flatten.side == "sell" and flat.flatten.size == b.position.contracts
     tag = coid.decode(flat.flatten.client_order_id, bot_id="t1", symbol="ETHUSD")
     assert tag is not None and tag.purpose == "stop" and tag.generation == coid.next_generation(gen)

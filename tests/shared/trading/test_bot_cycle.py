@@ -11,17 +11,22 @@ import itertools
 import math
 import random
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 import pytest
 
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
-from shared.trading.grid import GridAnchor, GridConfig, desired_grid, grid_step, next_anchor
+from shared.trading.grid import GridAnchor, GridConfig, SignalDirection, desired_grid, grid_step, next_anchor
 from shared.trading.levels import (
-    LevelHoldings, desired_book, hold_fill, levels_from_book, rebuild_levels,
+    LevelHoldings,
+    desired_book,
+    hold_fill,
+    levels_from_book,
+    rebuild_levels,
 )
-from shared.trading.orders import DesiredOrder, OpenOrder
+from shared.trading.orders import DesiredOrder, OpenOrder, Purpose, Side
 from shared.trading.pnl import Fill, apply_fill, cents, flat_position, unrealised
 from shared.trading.reconcile import ReconcilePlan, limit_plan, new_bucket, reconcile
 from shared.trading.risk import RiskConfig, limit_desired
@@ -88,7 +93,7 @@ class ToyBook:
             self.actions["place"] += 1
 
 
-def _our_keys(orders: list[OpenOrder]) -> list[tuple[str, str, int]]:
+def _our_keys(orders: list[OpenOrder]) -> list[tuple[Side, Purpose, int]]:
     keys = []
     for o in orders:
         tag = coid.decode(o.client_order_id, bot_id=BOT, symbol="ETHUSD")
@@ -98,7 +103,7 @@ def _our_keys(orders: list[OpenOrder]) -> list[tuple[str, str, int]]:
 
 
 @pytest.mark.parametrize("mode", ["directional", "neutral"])
-def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
+def test_bot_cycle_survives_crashes_and_duplicates(mode: Literal["directional", "neutral"]) -> None:
     rng = random.Random(5)
     cfg = GridConfig(levels=4, width=0.003, regrid_fraction=1.0, max_actions_per_minute=40, stops=False,
                      mode=mode)
@@ -157,7 +162,7 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
                 book.add(msgspec.structs.replace(twin, order_id=next(book.ids)))
                 duplicates_injected += 1
 
-        direction = "UP" if (t // 150) % 2 == 0 else "DOWN"
+        direction: SignalDirection = "UP" if (t // 150) % 2 == 0 else "DOWN"
         confidence = 0.3 if t % 7 == 0 else 0.75  # now and then a weak signal: the grid holds
         anchor = next_anchor(anchor, direction, confidence, price, atr, cfg, now)
         generation = coid.next_generation(generation)  # every cycle: placements never reuse an id
@@ -197,7 +202,8 @@ def test_bot_cycle_survives_crashes_and_duplicates(mode: str) -> None:
         assert all(n <= largest_size for n in holdings.held.values()), holdings.held
 
     # the run exercised what it claims to test
-    take_profit_fills = sum(1 for f in book.fills if coid.parse(f.client_order_id).purpose == "take_profit")
+    take_profit_fills = sum(1 for f in book.fills
+                            if (tag := coid.parse(f.client_order_id)) is not None and tag.purpose == "take_profit")
     assert len(book.fills) > 30 and take_profit_fills > 10 and settled_cycles > 1_000
     assert book.actions["amend"] > 0 and book.actions["cancel"] >= duplicates_injected > 5 and crashes > 5
     # PnL equals the independent cash ledger to the cent

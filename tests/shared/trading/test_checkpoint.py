@@ -10,17 +10,18 @@ from shared.trading import client_order_id as coid
 from shared.trading.bot import TradingBot
 from shared.trading.checkpoint import find_checkpoint
 from shared.trading.grid import GridConfig
+from shared.trading.orders import Purpose, Side
 from shared.trading.pnl import Fill
 from shared.trading.risk import RiskConfig
 
 ETH = PAPER_PRODUCTS["ETHUSD"]
 
 
-def fill(n: int, side: str, purpose: str, level: int, price: str, size: int = 2, bot: str = "t1",
+def fill(n: int, side: Side, purpose: Purpose, level: int, price: str, size: int = 2, bot: str = "t1",
          ts: float | None = None) -> Fill:
-    cid = coid.encode(bot_id=bot, symbol="ETHUSD", side=side, purpose=purpose, level=level,  # type: ignore[arg-type]
+    cid = coid.encode(bot_id=bot, symbol="ETHUSD", side=side, purpose=purpose, level=level,
                       generation=n % 100)
-    return Fill(fill_id=f"f{n:04d}", symbol="ETHUSD", side=side, size=size, price=price, fee="0.01",  # type: ignore[arg-type]
+    return Fill(fill_id=f"f{n:04d}", symbol="ETHUSD", side=side, size=size, price=price, fee="0.01",
                 contract_value="0.01", ts=1000.0 + 10 * n if ts is None else ts, client_order_id=cid)
 
 
@@ -49,7 +50,7 @@ def test_reconciling_from_the_checkpoint_equals_reconciling_from_every_fill() ->
     held: dict[tuple[str, int], int] = {}
     for n in range(1, 400):  # levels entering and closing at random, both sides, several bots
         level = rng.randint(1, 3)
-        side = rng.choice(["buy", "sell"])
+        side: Side = rng.choice(["buy", "sell"])
         key = (side, level)
         price = f"{2000 + rng.randint(-30, 30)}"
         if held.get(key):
@@ -72,7 +73,7 @@ def test_reconciling_from_the_checkpoint_equals_reconciling_from_every_fill() ->
 def test_manual_fills_up_to_the_checkpoint_travel_with_it_and_the_bot_counts_the_rest() -> None:
     """The venue's position is the account's: the bot's own plus the manual fills on the product.
     The checkpoint carries the manual ones before it; the bot counts those it reads after."""
-    manual = [Fill(fill_id=f"m{n}", symbol="ETHUSD", side=side, size=size, price="2000", fee="0.01",  # type: ignore[arg-type]
+    manual = [Fill(fill_id=f"m{n}", symbol="ETHUSD", side=side, size=size, price="2000", fee="0.01",  # type: ignore[arg-type]  # side from a literal list
                    contract_value="0.01", ts=1000.0 + 10 * n, client_order_id="") for n, side, size in
               ((2, "buy", 7), (7, "sell", 2))]
     fills = sorted([fill(1, "buy", "entry", 1, "2000"), fill(3, "sell", "take_profit", 1, "2010"),  # flat at 3
@@ -83,6 +84,6 @@ def test_manual_fills_up_to_the_checkpoint_travel_with_it_and_the_bot_counts_the
     bot.reconcile_from([], [f for f in fills if f.ts >= cp.since_ts], [], checkpoint=cp)
     assert bot.position is not None and bot.position.contracts == -2
     assert bot.foreign_contracts == 7 - 2  # the venue would show -2 + 5 = +3
-    bot.on_fill(Fill(fill_id="m10", symbol="ETHUSD", side="buy", size=1, price="2000", fee="0",  # type: ignore[arg-type]
+    bot.on_fill(Fill(fill_id="m10", symbol="ETHUSD", side="buy", size=1, price="2000", fee="0",
                      contract_value="0.01", ts=1200.0))
     assert bot.foreign_contracts == 6 and bot.position.contracts == -2

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
 from shared.products import PAPER_PRODUCTS, synthetic_symbol
 from shared.trading import client_order_id as coid
+from shared.trading.orders import Purpose, Side
 
 SYMBOLS = [
     "BTCUSD", "ETHUSD", "SYN_0001", "SYN_123456", "A", "XRPUSDT1234",  # 11 chars: hashed
@@ -16,9 +18,9 @@ SYMBOLS = [
 
 @pytest.mark.parametrize("symbol", SYMBOLS)
 def test_round_trip_and_length_for_every_field(symbol: str) -> None:
-    for side, purpose, level, gen in itertools.product(
-        ("buy", "sell"), ("entry", "take_profit", "stop"), (0, 1, 7, 99), (0, 35, 36, 46655)
-    ):
+    sides: tuple[Side, ...] = ("buy", "sell")
+    purposes: tuple[Purpose, ...] = ("entry", "take_profit", "stop")
+    for side, purpose, level, gen in itertools.product(sides, purposes, (0, 1, 7, 99), (0, 35, 36, 46655)):
         cid = coid.encode(bot_id="bot12345", symbol=symbol, side=side, purpose=purpose, level=level,
                           generation=gen)
         assert len(cid) <= coid.MAX_LENGTH
@@ -38,7 +40,8 @@ def test_literal_symbols_stay_readable() -> None:
 def test_generation_wraps() -> None:
     cid = coid.encode(bot_id="a", symbol="ETHUSD", side="sell", purpose="stop", level=0,
                       generation=coid.GENERATION_MODULUS + 5)
-    assert coid.parse(cid).generation == 5
+    tag = coid.parse(cid)
+    assert tag is not None and tag.generation == 5
     assert coid.next_generation(coid.GENERATION_MODULUS - 1) == 0
 
 
@@ -64,8 +67,9 @@ def test_no_tag_collisions_among_many_symbols() -> None:
     {"bot_id": "UPPER"}, {"bot_id": "a1\n"}, {"bot_id": "toolongbot"}, {"bot_id": ""}, {"level": 100}, {"level": -1},
     {"generation": -1}, {"side": "long"}, {"purpose": "tp"}, {"symbol": ""},
 ])
-def test_bad_input_is_a_clear_error(kwargs: dict) -> None:
-    args = dict(bot_id="a1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+def test_bad_input_is_a_clear_error(kwargs: dict[str, Any]) -> None:
+    # Any: the point is to hand encode() values its types forbid
+    args: dict[str, Any] = dict(bot_id="a1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
     args.update(kwargs)
     with pytest.raises(ValueError):
         coid.encode(**args)
@@ -87,7 +91,7 @@ def test_generation_after_does_not_depend_on_the_order_of_the_ids() -> None:
     ids = [cid(40), cid(7), cid(41), "manual", None]
     for perm in (ids, list(reversed(ids)), ids[2:] + ids[:2]):
         assert coid.generation_after(perm, bot_id="a1", symbol="BTCUSD") == 42
-    wrapped = [cid(coid.GENERATION_MODULUS - 2), cid(3), cid(coid.GENERATION_MODULUS - 1)]
+    wrapped: list[str | None] = [cid(coid.GENERATION_MODULUS - 2), cid(3), cid(coid.GENERATION_MODULUS - 1)]
     for perm in (wrapped, list(reversed(wrapped))):
         assert coid.generation_after(perm, bot_id="a1", symbol="BTCUSD") == 4
     assert coid.ahead(5, 9) == 9 and coid.ahead(9, 5) == 9 and coid.ahead(coid.GENERATION_MODULUS - 1, 0) == 0

@@ -5,9 +5,15 @@ import math
 import msgspec
 import pytest
 
-from shared.products import PAPER_PRODUCTS, ProductSpec, synthetic_spec
+from shared.products import PAPER_PRODUCTS, synthetic_spec
 from shared.trading.grid import (
-    GridAnchor, GridConfig, desired_grid, grid_step, level_prices, needs_regrid, next_anchor,
+    GridAnchor,
+    GridConfig,
+    desired_grid,
+    grid_step,
+    level_prices,
+    needs_regrid,
+    next_anchor,
     protective_stop,
 )
 

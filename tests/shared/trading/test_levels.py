@@ -6,11 +6,25 @@ from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from shared.trading.grid import GridConfig, desired_grid
 from shared.trading.levels import (
-    EntryAmended, EntryCancelled, EntryFilled, EntryPlaced, EntryRejected, InvalidTransition, Level, Reset,
-    TakeProfitCancelled, TakeProfitFilled, TakeProfitPlaced, TakeProfitRejected, desired_book, new_level,
-    rebuild_levels, take_profit_order, transition,
+    EntryAmended,
+    EntryCancelled,
+    EntryFilled,
+    EntryPlaced,
+    EntryRejected,
+    InvalidTransition,
+    Level,
+    Reset,
+    TakeProfitCancelled,
+    TakeProfitFilled,
+    TakeProfitPlaced,
+    TakeProfitRejected,
+    desired_book,
+    new_level,
+    rebuild_levels,
+    take_profit_order,
+    transition,
 )
-from shared.trading.orders import OpenOrder
+from shared.trading.orders import OpenOrder, Purpose, Side
 from shared.trading.pnl import Fill
 
 ETH = PAPER_PRODUCTS["ETHUSD"]
@@ -36,7 +50,9 @@ def test_full_cycle_buy_level_books_take_profit_one_step_above() -> None:
     assert tp.price == 1_980.05  # 1,980.01 rounded up to the tick
     lv = run(lv, TakeProfitPlaced(ts=4, price=tp.price), TakeProfitFilled(ts=5, size=2, price=tp.price))
     assert lv.state == "closing"
-    assert take_profit_order(lv, ETH).size == 1  # only what is still open
+    rest = take_profit_order(lv, ETH)
+    assert rest is not None
+    assert rest.size == 1  # only what is still open
     lv = run(lv, TakeProfitFilled(ts=6, size=1, price=tp.price))
     assert lv.state == "complete" and lv.completed_cycles == 1
     lv = run(lv, Reset(ts=7))
@@ -48,6 +64,7 @@ def test_sell_level_take_profit_is_below_rounded_down() -> None:
     lv = run(new_level("ETHUSD", "sell", 1), EntryPlaced(ts=1, price=2_020.0, size=1, grid_step=20.01),
              EntryFilled(ts=2, size=1, price=2_020.0))
     tp = take_profit_order(lv, ETH)
+    assert tp is not None
     assert tp.side == "buy" and tp.price == 1_999.95
 
 
@@ -62,7 +79,9 @@ def test_cancel_after_partial_fill_keeps_the_part_for_a_take_profit() -> None:
     lv = run(new_level("ETHUSD", "buy", 1), EntryPlaced(ts=1, price=100.0, size=5, grid_step=1.0),
              EntryFilled(ts=2, size=2, price=100.0), EntryCancelled(ts=3))
     assert lv.state == "filled" and lv.size == 2
-    assert take_profit_order(lv, ETH).size == 2
+    tp = take_profit_order(lv, ETH)
+    assert tp is not None
+    assert tp.size == 2
 
 
 def test_take_profit_cancel_or_reject_goes_back_to_filled() -> None:
@@ -123,7 +142,7 @@ def test_desired_book_holds_entries_of_filled_levels_and_adds_their_take_profits
     assert sorted((o.purpose, o.level) for o in book) == [("entry", 1), ("entry", 2), ("entry", 3)]
 
 
-def _fill(n: int, side: str, purpose: str, level: int, size: int, price: str, bot: str = "a1",
+def _fill(n: int, side: Side, purpose: Purpose, level: int, size: int, price: str, bot: str = "a1",
           symbol: str = "ETHUSD") -> Fill:
     return Fill(fill_id=f"f{n}", symbol=symbol, side=side, size=size, price=price, fee="0",
                 contract_value="0.01", ts=float(n),
@@ -131,7 +150,7 @@ def _fill(n: int, side: str, purpose: str, level: int, size: int, price: str, bo
                                             level=level, generation=n))
 
 
-def _open(order_id: int, side: str, purpose: str, level: int, price: float, size: int,
+def _open(order_id: int, side: Side, purpose: Purpose, level: int, price: float, size: int,
           unfilled: int | None = None) -> OpenOrder:
     return OpenOrder(order_id=order_id, symbol="ETHUSD", side=side, price=price, size=size,
                      unfilled_size=size if unfilled is None else unfilled,
@@ -161,7 +180,9 @@ def test_rebuild_levels_after_a_restart() -> None:
     l4 = levels[("buy", 4)]
     assert (l4.state, l4.size, l4.filled_size) == ("open", 3, 1)
     # the rebuilt levels drive the same book a running bot would want
-    assert take_profit_order(l2, ETH).price == 1_980.5
+    tp = take_profit_order(l2, ETH)
+    assert tp is not None
+    assert tp.price == 1_980.5
     # the rebuilt states accept the next real events
     assert transition(l4, EntryFilled(ts=100, size=2, price=1_920.0)).state == "filled"
     assert transition(l2, TakeProfitPlaced(ts=100, price=1_980.5)).state == "closing"

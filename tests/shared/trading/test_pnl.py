@@ -2,20 +2,31 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import pytest
 
+from shared.trading.orders import Side
 from shared.trading.pnl import (
-    Fill, apply_fill, cents, fee_for, flat_position, notional, positions_from_fills, summarise,
-    summary_to_builtins, to_decimal, unrealised,
+    Fill,
+    apply_fill,
+    cents,
+    fee_for,
+    flat_position,
+    notional,
+    positions_from_fills,
+    summarise,
+    summary_to_builtins,
+    to_decimal,
+    unrealised,
 )
 
 D = Decimal
 _n = iter(range(1, 10**9))
 
 
-def fill(side: str, size: int, price: str, fee: str = "0", symbol: str = "BTCUSD", cv: str = "0.001") -> Fill:
+def fill(side: Side, size: int, price: str, fee: str = "0", symbol: str = "BTCUSD", cv: str = "0.001") -> Fill:
     return Fill(fill_id=f"f{next(_n)}", symbol=symbol, side=side, size=size, price=price, fee=fee,
                 contract_value=cv, ts=1.0)
 
@@ -64,7 +75,7 @@ def test_matches_an_independent_cash_ledger_to_the_cent() -> None:
     cash = D(0)
     fees = D(0)
     for _ in range(2_000):
-        side = rng.choice(("buy", "sell"))
+        side: Side = rng.choice(("buy", "sell"))
         size = rng.randint(1, 40)
         price = D(rng.randint(30_000, 50_000)) * D("0.05")
         fee = fee_for(size, "0.01", price, "0.0005")
@@ -107,8 +118,10 @@ def test_float_inputs_go_in_by_their_decimal_repr() -> None:
 
 @pytest.mark.parametrize("kw", [{"size": 0}, {"side": "long"}, {"price": "0"}, {"price": "abc"},
                                 {"fill_id": ""}, {"fee": "NaN"}])
-def test_bad_fills_are_rejected(kw: dict) -> None:
-    args = dict(fill_id="x", symbol="X", side="buy", size=1, price="1", fee="0", contract_value="1", ts=0.0)
+def test_bad_fills_are_rejected(kw: dict[str, Any]) -> None:
+    # Any: the point is to hand Fill values its types forbid
+    args: dict[str, Any] = dict(fill_id="x", symbol="X", side="buy", size=1, price="1", fee="0", contract_value="1",
+                                ts=0.0)
     args.update(kw)
     with pytest.raises(ValueError):
         Fill(**args)

@@ -7,9 +7,13 @@ import pytest
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from shared.trading.grid import GridConfig, desired_grid
-from shared.trading.orders import DesiredOrder, OpenOrder
+from shared.trading.orders import DesiredOrder, OpenOrder, Purpose, Side
 from shared.trading.reconcile import (
-    highest_generation, limit_plan, new_bucket, reconcile, refill,
+    highest_generation,
+    limit_plan,
+    new_bucket,
+    reconcile,
+    refill,
 )
 
 BTC = PAPER_PRODUCTS["BTCUSD"]
@@ -17,12 +21,12 @@ BOT = "a1"
 _ids = itertools.count(1000)
 
 
-def want(level: int, price: float, size: int = 1, side: str = "buy", purpose: str = "entry",
+def want(level: int, price: float, size: int = 1, side: Side = "buy", purpose: Purpose = "entry",
          **kw) -> DesiredOrder:
     return DesiredOrder(symbol="BTCUSD", side=side, level=level, purpose=purpose, price=price, size=size, **kw)
 
 
-def ours(level: int, price: float, size: int = 1, side: str = "buy", purpose: str = "entry",
+def ours(level: int, price: float, size: int = 1, side: Side = "buy", purpose: Purpose = "entry",
          generation: int = 1, unfilled: int | None = None, bot: str = BOT, symbol: str = "BTCUSD",
          **kw) -> OpenOrder:
     return OpenOrder(

@@ -5,9 +5,15 @@ import math
 import msgspec
 import pytest
 
-from shared.trading.orders import DesiredOrder
+from shared.trading.orders import DesiredOrder, Side
 from shared.trading.risk import (
-    AccountSnapshot, RiskConfig, clear_halt, evaluate, initial_state, limit_desired, utc_day,
+    AccountSnapshot,
+    RiskConfig,
+    clear_halt,
+    evaluate,
+    initial_state,
+    limit_desired,
+    utc_day,
 )
 
 DAY = 86_400.0
@@ -95,7 +101,7 @@ def test_config_validation() -> None:
             msgspec.convert(bad, RiskConfig)
 
 
-def order(level: int, side: str = "buy", size: int = 2, reduce_only: bool = False) -> DesiredOrder:
+def order(level: int, side: Side = "buy", size: int = 2, reduce_only: bool = False) -> DesiredOrder:
     return DesiredOrder(symbol="X", side=side, level=level, purpose="take_profit" if reduce_only else "entry",
                         price=100.0, size=size, reduce_only=reduce_only)
 

@@ -53,7 +53,7 @@ def test_bad_atr_or_price_is_a_clear_error(bad: float) -> None:
 
 def test_bad_direction() -> None:
     with pytest.raises(ValueError, match="direction"):
-        sizing.stop_price(100, 1, "UP")  # type: ignore[arg-type]
+        sizing.stop_price(100, 1, "UP")  # type: ignore[arg-type]  # bad on purpose
 
 
 def test_contracts_floor_to_whole_contracts() -> None:
