@@ -58,15 +58,17 @@ from aiohttp import web
 from shared.config import BarSeconds, Port
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
-from shared.delta.venues import PAPER_PUBLIC_PATH
+from shared.delta.constants import CANDLE_RESOLUTION_S as RESOLUTIONS
+from shared.delta.constants import MAX_BATCH, PAPER_PUBLIC_PATH, SIGNATURE_WINDOW_S
+from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
 from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching.engine import Event, decode_journal, encode_journal_entry
 from shared.matching import protocol as wire
-from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, resolve_paper_symbol, \
-    synthetic_symbol
-from workers.venue_ws import SIGNATURE_WINDOW_S, WsHub, dumps
+from shared.products import PAPER_PRODUCTS, SYNTHETIC_ID_BASE, UnknownSymbolError, is_synthetic, \
+    resolve_paper_symbol, synthetic_symbol
+from workers.venue_ws import WsHub, dumps
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a few KB)
@@ -74,19 +76,14 @@ MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a 
 # new one (a public flood once made 200 synthetic markets that outlived a restart).
 _PUBLIC_CALLER = contextvars.ContextVar("public_caller", default=False)
 
-MAX_BATCH = 50
-MAX_CANDLES = 2000
 RECENT_TRADES = 50
 # Completed live bars kept for /v2/history/candles and the ticker's 24 h stats: a bot's window
 # (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
 CLOCK_SAVE_INTERVAL_S = 10.0  # an account that did not change is rewritten for its clock this often
-RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-               "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
 REPLAY_GROUPS = 8  # sub-steps a quarter-bar tick of all markets is spread over
-SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_000 + index
 
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

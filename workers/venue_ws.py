@@ -35,6 +35,8 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
+from shared.delta.constants import BOOK_CHANNELS, COMPACT_CHANNELS, PRIVATE_CHANNELS, PUBLIC_CHANNELS, \
+    SIGNATURE_WINDOW_S
 from shared.delta.ws import l2_checksum
 from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, dec
 from shared.matching import protocol as wire
@@ -43,19 +45,12 @@ from shared.products import UnknownSymbolError
 if TYPE_CHECKING:
     from workers.venue import PaperVenue
 
-SIGNATURE_WINDOW_S = 5
-BOOK_CHANNELS = ("l1_orderbook", "l2_orderbook", "l2_updates", "mark_price", "funding_rate")
-PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m") + BOOK_CHANNELS
-# The public path's compact channels (api spec §9.5)
-COMPACT_CHANNELS = ("trades", "ticker", "ob_l1", "ob_l2", "ob_updates", "mark_price", "funding_rate",
-                    "candlestick_1m")
 # Delta's per-channel symbol limits; "all" is not served on the full-book channels (the compact
 # ones are taken to match their legacy twins: UNCONFIRMED)
 MAX_SYMBOLS = {"l2_orderbook": 20, "l2_updates": 100, "ob_l2": 20, "ob_updates": 100}
 BOOK_DEPTH = 50  # levels per side on l2_orderbook / l2_updates / ob_updates
 OB_L2_DEPTH = 15  # ob_l2 sends the top 15
 FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India BTCUSD)
-PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
 
 
 MarketPlan = dict[tuple[str, bool], list["WsClient"]]
