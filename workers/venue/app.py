@@ -24,7 +24,7 @@ Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last 
            orders/client_order_id/{id}, positions?product_id=, positions/margined,
            wallet/balances, wallet/transactions (the ledger, cursor paging), fills (cursor
            paging), POST positions/change_margin, GET|POST products/{id}/orders/leverage
-  /ws      see venue_ws.py; /public: the compact public channels (India's public host)
+  /ws      see ws.py; /public: the compact public channels (India's public host)
 The recorded Delta samples these shapes are held to: tests/fixtures/delta (contract suite).
 Auth order: no headers -> 401 {"error":"unauthorized"}; wrong key -> invalid_api_key; timestamp
 outside 5 s -> expired_signature {request_time, server_time}; signature over the exact bytes
@@ -68,7 +68,7 @@ from shared.matching.engine import Event, decode_journal, encode_journal_entry
 from shared.matching import protocol as wire
 from shared.products import PAPER_PRODUCTS, SYNTHETIC_ID_BASE, UnknownSymbolError, is_synthetic, \
     resolve_paper_symbol, synthetic_symbol
-from workers.venue_ws import WsHub, dumps
+from workers.venue.ws import WsHub, dumps
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a few KB)
@@ -594,7 +594,7 @@ class PaperVenue:
                     if c.wants("all_trades", m.symbol):
                         c.send(frame)
             if candle_subs:
-                frame = dumps(self._candle_frame(m, ts))
+                frame = dumps(self.candle_frame(m, ts))
                 for c in candle_subs:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
@@ -607,14 +607,14 @@ class PaperVenue:
                 m.forming = None
                 ticker_subs = [c for c in self.ws.clients if c.wants("v2/ticker", m.symbol)]
                 if ticker_subs:
-                    frame = dumps({**self._ticker(m), "type": "v2/ticker"})
+                    frame = dumps({**self.ticker(m), "type": "v2/ticker"})
                     for c in ticker_subs:
                         c.send(frame)
         if group == groups - 1:
             self.ticks_replayed += 1
         self.ws.publish_engine_events()
 
-    def _candle_frame(self, m: _Market, ts: int) -> dict[str, Any]:
+    def candle_frame(self, m: _Market, ts: int) -> dict[str, Any]:
         f = m.forming
         o, h, low, c, v = (f if f is not None else (None, None, None, None, 0.0))
         return {"type": "candlestick_1m", "symbol": m.symbol, "resolution": "1m",
@@ -800,7 +800,7 @@ class PaperVenue:
         m = self._symbol_market(request.match_info["symbol"], 404)
         return _ok(wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)))
 
-    def _ticker(self, m: _Market) -> dict[str, Any]:
+    def ticker(self, m: _Market) -> dict[str, Any]:
         pid = m.spec.product_id
         bid, ask = self.engine.touch(pid)
         last = self.engine.last_price(pid)
@@ -827,10 +827,10 @@ class PaperVenue:
         }
 
     async def _tickers(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok([self._ticker(m) for m in self._markets_list])
+        return _ok([self.ticker(m) for m in self._markets_list])
 
     async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok(self._ticker(self._symbol_market(request.match_info["symbol"], 404)))
+        return _ok(self.ticker(self._symbol_market(request.match_info["symbol"], 404)))
 
     def book(self, m: _Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
         """The book as clients see it: the synthetic touch (one replayed tick's size each side)

@@ -1,6 +1,6 @@
 """The paper venue's websocket side: connections, key-auth, subscriptions, snapshots, the
 fan-out of private order/position/fill events, and the book/mark/funding channels (trade, candle
-and ticker frames are built by the replay loop in venue.py and handed to `WsClient.send`).
+and ticker frames are built by the replay loop in market.py and handed to `WsClient.send`).
 
 Book channels (api spec §9.4, legacy names): `l1_orderbook`, `l2_orderbook` (<= 20 symbols, no
 "all"), `l2_updates` (<= 100 symbols, no "all"; a snapshot then deltas numbered by
@@ -29,7 +29,8 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -42,8 +43,7 @@ from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, de
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
 
-if TYPE_CHECKING:
-    from workers.venue import PaperVenue
+from shared.matching import MatchingEngine
 
 # Delta's per-channel symbol limits; "all" is not served on the full-book channels (the compact
 # ones are taken to match their legacy twins: UNCONFIRMED)
@@ -54,6 +54,29 @@ FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India
 
 
 MarketPlan = dict[tuple[str, bool], list["WsClient"]]
+
+
+class HubSettings(Protocol):
+    ws_max_connections: int
+    ws_send_queue: int
+    heartbeat_s: float
+
+
+class HubVenue(Protocol):
+    """What the hub needs from the venue it serves (given, never imported: no import circle)."""
+
+    settings: HubSettings
+    engine: MatchingEngine
+    markets: dict[str, Any]
+    market_us: int
+    api_key: str
+    api_secret: str
+
+    def journal(self, events: list[Any]) -> None: ...
+    def market(self, symbol: str, *, may_list: bool = True) -> Any: ...
+    def book(self, m: Any, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]: ...
+    def candle_frame(self, m: Any, ts: int) -> dict[str, Any]: ...
+    def ticker(self, m: Any) -> dict[str, Any]: ...
 
 
 def dumps(obj: Any) -> str:
@@ -113,7 +136,7 @@ class WsClient:
 class WsHub:
     """All websocket connections of one venue."""
 
-    def __init__(self, venue: PaperVenue) -> None:
+    def __init__(self, venue: HubVenue) -> None:
         self.venue = venue
         self.clients: set[WsClient] = set()
         self._order_seq: dict[str, int] = {}  # symbol -> last seq_no on the orders channel
@@ -217,12 +240,12 @@ class WsHub:
                 _fan(compact["trades"], {"type": "trades", "sy": sym, "p": wire.s(dec(price)), "s": size,
                                          "r": "t" if buyer == "taker" else "m", "t": t_us, "ts": t_us})
             if compact["candlestick_1m"]:
-                c = self.venue._candle_frame(m, t_us)
+                c = self.venue.candle_frame(m, t_us)
                 _fan(compact["candlestick_1m"], {"type": "candlestick_1m", "sy": sym, "res": "1m", "o": c["open"],
                                                  "h": c["high"], "l": c["low"], "c": c["close"], "v": c["volume"],
                                                  "ts": t_us})
         if bar_closed and compact["ticker"]:
-            _fan(compact["ticker"], compact_ticker(self.venue._ticker(m)))
+            _fan(compact["ticker"], compact_ticker(self.venue.ticker(m)))
         books = (legacy["l2_updates"], legacy["l2_orderbook"], legacy["l1_orderbook"],
                  compact["ob_updates"], compact["ob_l2"], compact["ob_l1"])
         if any(books):
