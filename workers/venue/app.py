@@ -40,7 +40,6 @@ import contextvars
 import json
 import logging
 import math
-import os
 import random
 import secrets
 import signal
@@ -63,11 +62,12 @@ from shared.delta.constants import MAX_BATCH, PAPER_PUBLIC_PATH, SIGNATURE_WINDO
 from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
 from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
-from shared.matching import MatchingEngine, VenueError, bad_schema, dec
-from shared.matching.engine import Event, decode_journal, encode_journal_entry
+from shared.matching import VenueError, bad_schema, dec
+from shared.matching.engine import Event
 from shared.matching import protocol as wire
 from shared.products import PAPER_PRODUCTS, SYNTHETIC_ID_BASE, UnknownSymbolError, is_synthetic, \
     resolve_paper_symbol, synthetic_symbol
+from workers.venue.account import AccountStore, newest_event_us, write_private
 from workers.venue.ws import WsHub, dumps
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ RECENT_TRADES = 50
 # (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
-CLOCK_SAVE_INTERVAL_S = 10.0  # an account that did not change is rewritten for its clock this often
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
 REPLAY_GROUPS = 8  # sub-steps a quarter-bar tick of all markets is spread over
 
@@ -217,23 +216,16 @@ class PaperVenue:
         self.api_secret = api_secret or secrets.token_hex(32)
         now = time.time()
         run_wall = settings.start_ts if settings.start_ts is not None else now
-        saved_clock = self._saved_clock()
+        self.account = AccountStore(settings.state_file)
+        saved_clock = self.account.saved_clock()
         self._start_ts = saved_clock.origin_ts if saved_clock else int(run_wall) - int(run_wall) % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
-        self._journal_fd: int | None = None
-        # Journal bytes a write could not take (disk full), oldest first; retried before anything
-        # new, emptied by the next snapshot (which holds their state). Bounded in practice: while
-        # it is not empty every order action is refused, so only resting orders add events.
-        self._unjournaled: deque[bytes] = deque()
-        self.storage_error = ""  # why the journal or the snapshot cannot be written; "" when fine
-        self.engine = self._load_account()
-        self._saved_revision = self.engine.revision
+        self.engine = self.account.load(initial_balance_usd=settings.initial_balance_usd,
+                                        leverage=settings.leverage, clock=lambda: self.market_us)
         clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
-                             newest_event_us=_newest_event_us(self.engine), clock=settings.clock)
+                             newest_event_us=newest_event_us(self.engine), clock=settings.clock)
         self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
         self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
-        self._saved_next_bar = -1
-        self._clock_saved_at = -math.inf
         self.market_us = clock.market_us
         self._bars_started = False
         self._lockstep_bar_ts = 0
@@ -248,14 +240,7 @@ class PaperVenue:
             self.market(spec.symbol)
         self._restoring = False
         self._catch_up(clock.next_bar)
-        if settings.state_file:
-            # Fold the journal of the last run into a snapshot, then journal from empty (the save
-            # empties it). A snapshot that cannot be written (disk full) leaves the journal as it
-            # is, with this run's events after it: replay is idempotent, nothing is lost.
-            self._journal_fd = os.open(_journal_path(settings.state_file),
-                                       os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._saved_revision = -1
-            self.save_account()
+        self.account.open_journal(self.engine, self.market_clock(), self._next_bar)
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
@@ -298,93 +283,19 @@ class PaperVenue:
         self._by_product_id[m.spec.product_id] = m
         return m
 
-    def _load_account(self) -> MatchingEngine:
-        def clock() -> int:
-            return self.market_us
-        path = self.settings.state_file
-        journal: list[Event] = []
-        try:
-            if path and os.path.exists(_journal_path(path)):
-                with open(_journal_path(path), "rb") as fh:
-                    journal = decode_journal(fh.read())
-            if path and os.path.exists(path):
-                with open(path, "rb") as fh:
-                    data = fh.read()
-                return MatchingEngine.restore(data, clock=clock, journal=journal)
-        except ValueError as exc:
-            # refuse rather than silently start a fresh account over a trader's history
-            raise ValueError(f"paper account file {path} (or its .journal) is unreadable ({exc}); move "
-                             "them away to start a fresh account") from None
-        return MatchingEngine.fresh(initial_balance_usd=self.settings.initial_balance_usd,
-                                    default_leverage=self.settings.leverage, clock=clock, journal=journal)
+    @property
+    def storage_error(self) -> str:
+        """Why the account cannot be written ("" when fine): order actions answer 503 meanwhile."""
+        return self.account.storage_error
 
     def journal(self, events: list[Event]) -> None:
-        """Append drained events to the account journal; called before any client sees them, so
-        a crash can lose nothing a client was told (a snapshot is only written every few
-        seconds). One write() per drain; no fsync: this survives a killed process, not a lost
-        machine, which is enough for a paper account."""
-        if self._journal_fd is None:
-            return
-        if events:
-            self._unjournaled.append(encode_journal_entry(events))
-        if self._unjournaled:  # also with no new events: a disk with room again is noticed
-            self.flush_journal()
+        self.account.journal(events)
 
     def flush_journal(self) -> bool:
-        """Write what the journal still owes; True when nothing is left. A failed write (disk
-        full) keeps the bytes for the next try and never raises: the events happened, and a
-        client asking about them must get the truth, not a 500."""
-        while self._unjournaled and self._journal_fd is not None:
-            line = self._unjournaled[0]
-            try:
-                n = os.write(self._journal_fd, line)
-            except OSError as exc:
-                self._storage_failed(f"account journal not written ({exc})")
-                return False
-            if n < len(line):  # a short write on a filling disk: the rest follows next time
-                self._unjournaled[0] = line[n:]
-                continue
-            self._unjournaled.popleft()
-        self._storage_ok()
-        return True
-
-    def _storage_failed(self, why: str) -> None:
-        if not self.storage_error:
-            log.error("paper venue: %s; order actions are refused until it can be written", why)
-        self.storage_error = why
-
-    def _storage_ok(self) -> None:
-        if self.storage_error:
-            log.warning("paper venue: account storage writable again; order actions accepted")
-        self.storage_error = ""
+        return self.account.flush()
 
     def save_account(self, *, final: bool = False) -> bool:
-        """Write the account to `state_file` if it changed, or its market clock if that moved
-        and was last written CLOCK_SAVE_INTERVAL_S ago (or this is the `final` save at stop),
-        atomically, mode 0600; then empty the journal it now contains. True if written."""
-        path = self.settings.state_file
-        if not path:
-            return False
-        clock_due = self._next_bar != self._saved_next_bar and (
-            final or time.monotonic() - self._clock_saved_at >= CLOCK_SAVE_INTERVAL_S)
-        if self.engine.revision == self._saved_revision and not clock_due and os.path.exists(path):
-            return False
-        revision, next_bar = self.engine.revision, self._next_bar
-        try:
-            _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
-        except OSError as exc:  # disk full: snapshot, clock and journal stay as they were, retried later
-            self._storage_failed(f"account snapshot not written ({exc})")
-            return False
-        self._saved_revision, self._saved_next_bar = revision, next_bar
-        self._clock_saved_at = time.monotonic()
-        if self._journal_fd is not None:
-            # A crash between the write above and this truncate replays the journal onto the
-            # new snapshot: harmless, replay is idempotent. What the journal still owed is in
-            # the snapshot now.
-            self._unjournaled.clear()
-            os.ftruncate(self._journal_fd, 0)
-            self._storage_ok()
-        return True
+        return self.account.save(self.engine, self.market_clock(), self._next_bar, final=final)
 
     async def _saver(self) -> None:
         while True:
@@ -412,18 +323,6 @@ class PaperVenue:
         return MarketClock(origin_ts=self._start_ts, next_bar=self._next_bar, run_wall=self._run_wall,
                            run_bars=self._run_bars,
                            joined={m.symbol: m.joined for m in self._markets_list if m.joined})
-
-    def _saved_clock(self) -> MarketClock | None:
-        """The market clock saved with the account (None: a new account, or one saved before
-        the clock was; its fills still bound the resumed clock)."""
-        path = self.settings.state_file
-        if not path or not os.path.exists(path):
-            return None
-        try:
-            with open(path, "rb") as fh:
-                return msgspec.json.decode(fh.read(), type=_SavedClock).market_clock
-        except (msgspec.DecodeError, OSError):
-            return None  # _load_account refuses an unreadable file with the reason
 
     def _market_by_product_id(self, product_id: int) -> _Market:
         m = self._by_product_id.get(product_id)
@@ -511,9 +410,7 @@ class PaperVenue:
         await self._close_http()
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
         self.save_account(final=True)
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-            self._journal_fd = None
+        self.account.close()
 
     async def _ws_dropper(self) -> None:
         while True:
@@ -1266,54 +1163,10 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
     return open_, high, low, volume
 
 
-class _SavedClock(msgspec.Struct):
-    """The one key of the saved account the venue reads itself (the engine ignores it)."""
-    market_clock: MarketClock | None = None
-
-
-def _with_clock(snapshot: bytes, clock: MarketClock) -> bytes:
-    """The engine's snapshot (a JSON object) with the market clock as one more key, so the
-    account and its clock are written together, atomically, in one file."""
-    if not snapshot.endswith(b"}"):
-        raise ValueError("the engine snapshot is not a JSON object")
-    return snapshot[:-1] + b',"market_clock":' + msgspec.json.encode(clock) + b"}"
-
-
-def _newest_event_us(engine: MatchingEngine) -> int:
-    """The newest fill or order time the account holds (the journal may be ahead of the saved
-    clock after a kill): the resumed clock starts after it."""
-    newest = engine.fills[-1].timestamp if engine.fills else 0
-    for o in engine.open_orders(None):
-        newest = max(newest, o.updated_at, o.created_at)
-    history = engine.order_history(None)
-    if history:
-        newest = max(newest, max(o.updated_at for o in history))
-    return newest
-
-
-def _journal_path(state_file: str) -> str:
-    return state_file + ".journal"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomic write of a file only its owner may read (it holds secrets or the account)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a half-written copy only takes the space a retry needs
-        raise
-
-
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
     path = Path(run_dir) / "venue.json"
-    _write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
+    write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
                                      "public_ws_url": venue.public_ws_url,
                                      "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
     return path
