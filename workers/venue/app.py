@@ -40,7 +40,6 @@ import contextvars
 import json
 import logging
 import math
-import random
 import secrets
 import signal
 import time
@@ -56,18 +55,31 @@ from aiohttp import web
 
 from shared.config import BarSeconds, Port
 from shared.delta.auth import verify
-from shared.delta.ratelimit import endpoint_weight
 from shared.delta.constants import CANDLE_RESOLUTION_S as RESOLUTIONS
 from shared.delta.constants import MAX_BATCH, PAPER_PUBLIC_PATH, SIGNATURE_WINDOW_S
 from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
+from shared.delta.ratelimit import endpoint_weight
 from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
-from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
+from shared.marketdata import (
+    BAR_SECONDS,
+    Candles,
+    ReplayMarket,
+    candle_ticks,
+    synthetic_candles,
+)
 from shared.matching import VenueError, bad_schema, dec
-from shared.matching.engine import Event
 from shared.matching import protocol as wire
-from shared.products import PAPER_PRODUCTS, SYNTHETIC_ID_BASE, UnknownSymbolError, is_synthetic, \
-    resolve_paper_symbol, synthetic_symbol
+from shared.matching.engine import Event
+from shared.products import (
+    PAPER_PRODUCTS,
+    SYNTHETIC_ID_BASE,
+    UnknownSymbolError,
+    is_synthetic,
+    resolve_paper_symbol,
+    synthetic_symbol,
+)
 from workers.venue.account import AccountStore, newest_event_us, write_private
+from workers.venue.faults import FaultModel
 from workers.venue.ws import WsHub, dumps
 
 log = logging.getLogger(__name__)
@@ -241,7 +253,7 @@ class PaperVenue:
         self._restoring = False
         self._catch_up(clock.next_bar)
         self.account.open_journal(self.engine, self.market_clock(), self._next_bar)
-        self._rng = random.Random(settings.seed)
+        self.faults = FaultModel(settings)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
         self.ws = WsHub(self)
@@ -356,17 +368,10 @@ class PaperVenue:
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
         self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
-        if self.settings.fault_ws_drop_interval_s > 0:
-            self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
-        if self.settings.fault_restart_interval_s > 0:
-            self._tasks.append(asyncio.create_task(self._restarter(), name="venue-restarts"))
+        for name, loop in self.faults.timers(self.ws.drop_all, self.restart):
+            self._tasks.append(asyncio.create_task(loop(), name=name))
         if self.settings.state_file:
             self._tasks.append(asyncio.create_task(self._saver(), name="venue-save"))
-
-    async def _restarter(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.fault_restart_interval_s)
-            await self.restart(self.settings.fault_restart_down_s)
 
     async def _serve_http(self, port: int) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_http_errors])
@@ -411,11 +416,6 @@ class PaperVenue:
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
         self.save_account(final=True)
         self.account.close()
-
-    async def _ws_dropper(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.fault_ws_drop_interval_s)
-            await self.ws.drop_all()
 
     async def _replay_loop(self) -> None:
         """ONE timer for every symbol. Each quarter-bar tick of all markets is spread over the
@@ -576,17 +576,16 @@ class PaperVenue:
         st = self.settings
         try:
             raw = await request.read()
-            if st.fault_latency_ms > 0:
-                await asyncio.sleep(st.fault_latency_ms / 1000.0)
+            await self.faults.delay()
             key = self._authenticate(request, raw) if private else None
             if not private and request.headers.get("api-key"):
                 with contextlib.suppress(_Unauthorized, VenueError):  # a public route, signed anyway
                     self._authenticate(request, raw)
                     _PUBLIC_CALLER.set(False)
             self._charge(key or f"ip:{request.remote}", endpoint_weight(request.method, request.path))
-            if st.fault_429_probability and self._rng.random() < st.fault_429_probability:
+            if self.faults.rate_limited():
                 raise _RateLimited(1000, {"fault_injection": True})
-            if st.fault_5xx_probability and self._rng.random() < st.fault_5xx_probability:
+            if self.faults.unavailable():
                 return self._count(_err("unavailable", {"fault_injection": True}, 503))
             body = self._json_body(raw)
             if private and request.method != "GET" and not self.flush_journal():
@@ -682,11 +681,6 @@ class PaperVenue:
                                {"limit": self.settings.engine_ops_per_s, "scope": "matching_engine",
                                 "product_id": product_id})
         self._engine_ops[product_id] = (sec, ops + n)
-
-    def _maybe_reject(self) -> None:
-        p = self.settings.fault_reject_probability
-        if p and self._rng.random() < p:
-            raise VenueError("risk_limits_breached", {"fault_injection": True})
 
     # ---- public endpoints -------------------------------------------------------------------
     async def _products(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -802,7 +796,7 @@ class PaperVenue:
         m = self._product_from_body(body)
         req = wire.order_request(body, m.spec.product_id)
         self._engine_op(m.spec.product_id)
-        self._maybe_reject()
+        self.faults.maybe_reject()
         return _ok(wire.order_json(self.engine.place_order(req)))
 
     async def _edit(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -878,7 +872,7 @@ class PaperVenue:
         self._engine_op(pid, len(reqs))
 
         def place(req: Any) -> Any:
-            self._maybe_reject()
+            self.faults.maybe_reject()
             return self.engine.place_order(req)
         return self._batch_answer(reqs, place)
 

@@ -36,14 +36,24 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
-from shared.delta.constants import BOOK_CHANNELS, COMPACT_CHANNELS, PRIVATE_CHANNELS, PUBLIC_CHANNELS, \
-    SIGNATURE_WINDOW_S
+from shared.delta.constants import (
+    BOOK_CHANNELS,
+    COMPACT_CHANNELS,
+    PRIVATE_CHANNELS,
+    PUBLIC_CHANNELS,
+    SIGNATURE_WINDOW_S,
+)
 from shared.delta.ws import l2_checksum
-from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, dec
+from shared.matching import (
+    FillEvent,
+    MatchingEngine,
+    OrderEvent,
+    PositionEvent,
+    VenueError,
+    dec,
+)
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
-
-from shared.matching import MatchingEngine
 
 # Delta's per-channel symbol limits; "all" is not served on the full-book channels (the compact
 # ones are taken to match their legacy twins: UNCONFIRMED)
