@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import math
@@ -54,11 +53,9 @@ import numpy as np
 from aiohttp import web
 
 from shared.config import BarSeconds, Port
-from shared.delta.auth import verify
 from shared.delta.constants import CANDLE_RESOLUTION_S as RESOLUTIONS
-from shared.delta.constants import MAX_BATCH, PAPER_PUBLIC_PATH, SIGNATURE_WINDOW_S
+from shared.delta.constants import MAX_BATCH, PAPER_PUBLIC_PATH
 from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
-from shared.delta.ratelimit import endpoint_weight
 from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import (
     BAR_SECONDS,
@@ -80,13 +77,20 @@ from shared.products import (
 )
 from workers.venue.account import AccountStore, newest_event_us, write_private
 from workers.venue.faults import FaultModel
+from workers.venue.guard import (
+    BODY,
+    MAX_BODY_BYTES,
+    PUBLIC_CALLER,
+    EngineOpsLimit,
+    Guard,
+    RestHandler,
+    ok,
+    private,
+    public,
+)
 from workers.venue.ws import WsHub, dumps
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a few KB)
-# Set while serving an unauthenticated request: it may read the markets there are, never list a
-# new one (a public flood once made 200 synthetic markets that outlived a restart).
-_PUBLIC_CALLER = contextvars.ContextVar("public_caller", default=False)
 
 RECENT_TRADES = 50
 # Completed live bars kept for /v2/history/candles and the ticker's 24 h stats: a bot's window
@@ -191,30 +195,6 @@ class _Market:
         return float(self.history.close[-1])
 
 
-def _ok(result: Any, meta: Mapping[str, Any] | None = None, status: int = 200) -> web.Response:
-    body: dict[str, Any] = {"success": True, "result": result}
-    if meta is not None:
-        body["meta"] = meta
-    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json")
-
-
-def _err(code: str, context: Mapping[str, Any] | None, status: int,
-         headers: Mapping[str, str] | None = None) -> web.Response:
-    body = {"success": False, "error": {"code": code, "context": dict(context or {})}}
-    return web.Response(body=msgspec.json.encode(body), status=status, content_type="application/json",
-                        headers=headers)
-
-
-class _RateLimited(Exception):
-    def __init__(self, reset_ms: int, context: Mapping[str, Any]) -> None:
-        self.reset_ms = reset_ms
-        self.context = dict(context)
-
-
-class _Unauthorized(Exception):
-    """No auth headers at all: live answers a bare {"error":"unauthorized","success":false}."""
-
-
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 
@@ -254,8 +234,9 @@ class PaperVenue:
         self._catch_up(clock.next_bar)
         self.account.open_journal(self.engine, self.market_clock(), self._next_bar)
         self.faults = FaultModel(settings)
-        self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
-        self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
+        self.guard = Guard(self, rate_limit_units=settings.rate_limit_units,
+                           rate_limit_window_s=settings.rate_limit_window_s)
+        self.engine_ops = EngineOpsLimit(settings.engine_ops_per_s)
         self.ws = WsHub(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -264,8 +245,19 @@ class PaperVenue:
         self.public_ws_url = ""  # the compact public channels, as India's public host serves them
         self.port = 0
         self.ticks_replayed = 0
-        self.requests_served = 0  # REST requests answered, any status
-        self.requests_refused = 0  # of which 4xx/5xx (auth, validation, rejections, limits, faults)
+
+    @property
+    def requests_served(self) -> int:
+        """REST requests answered, any status."""
+        return self.guard.requests_served
+
+    @property
+    def requests_refused(self) -> int:
+        """Of which 4xx/5xx (auth, validation, rejections, limits, faults)."""
+        return self.guard.requests_refused
+
+    def publish_engine_events(self) -> None:
+        self.ws.publish_engine_events()
 
     # ---- markets ----------------------------------------------------------------------------
     def market(self, symbol: str, *, may_list: bool = True) -> _Market:
@@ -275,7 +267,7 @@ class PaperVenue:
         if m is not None:
             return m
         resolve_paper_symbol(symbol)
-        if not may_list or _PUBLIC_CALLER.get():
+        if not may_list or PUBLIC_CALLER.get():
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
         if len(self._markets_list) >= self.settings.max_symbols:
@@ -374,7 +366,7 @@ class PaperVenue:
             self._tasks.append(asyncio.create_task(self._saver(), name="venue-save"))
 
     async def _serve_http(self, port: int) -> None:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_http_errors])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=self.guard.middlewares)
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -521,7 +513,16 @@ class PaperVenue:
     # ---- HTTP plumbing ----------------------------------------------------------------------
     def _routes(self, app: web.Application) -> None:
         r = app.router
-        pub, priv = self._public, self._private
+
+        def pub(handler: Handler) -> RestHandler:
+            async def wrapped(request: web.Request) -> web.Response:
+                return await handler(request, request[BODY])
+            return public(wrapped)
+
+        def priv(handler: Handler) -> RestHandler:
+            async def wrapped(request: web.Request) -> web.Response:
+                return await handler(request, request[BODY])
+            return private(wrapped)
         r.add_get("/v2/products", pub(self._products))
         r.add_get("/v2/products/{symbol}", pub(self._product))
         r.add_get("/v2/tickers", pub(self._tickers))
@@ -554,142 +555,14 @@ class PaperVenue:
         r.add_get("/ws", self.ws.handle)
         r.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 
-    def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def wrapped(request: web.Request) -> web.Response:
-            return await self._serve(request, handler, private=False)
-        return wrapped
-
-    def _private(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def wrapped(request: web.Request) -> web.Response:
-            return await self._serve(request, handler, private=True)
-        return wrapped
-
-    async def _serve(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
-        st = self.settings
-        public = _PUBLIC_CALLER.set(not private)
-        try:
-            return await self._serve_as(request, handler, private=private)
-        finally:
-            _PUBLIC_CALLER.reset(public)
-
-    async def _serve_as(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
-        st = self.settings
-        try:
-            raw = await request.read()
-            await self.faults.delay()
-            key = self._authenticate(request, raw) if private else None
-            if not private and request.headers.get("api-key"):
-                with contextlib.suppress(_Unauthorized, VenueError):  # a public route, signed anyway
-                    self._authenticate(request, raw)
-                    _PUBLIC_CALLER.set(False)
-            self._charge(key or f"ip:{request.remote}", endpoint_weight(request.method, request.path))
-            if self.faults.rate_limited():
-                raise _RateLimited(1000, {"fault_injection": True})
-            if self.faults.unavailable():
-                return self._count(_err("unavailable", {"fault_injection": True}, 503))
-            body = self._json_body(raw)
-            if private and request.method != "GET" and not self.flush_journal():
-                # Refused before anything is done: an action the account cannot record is one a
-                # crash would silently undo.
-                raise VenueError("unavailable", {"message": "the paper account cannot be written "
-                                                 f"({self.storage_error}); nothing was done"}, 503)
-            response = await handler(request, body)
-        except web.HTTPRequestEntityTooLarge:
-            return self._count(_err("request_entity_too_large", {"max_bytes": MAX_BODY_BYTES}, 413))
-        except _Unauthorized:
-            return self._count(web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
-                                            content_type="application/json"))
-        except _RateLimited as exc:
-            return self._count(_err("rate_limit_exceeded", exc.context, 429,
-                                    {"X-RATE-LIMIT-RESET": str(exc.reset_ms)}))
-        except VenueError as exc:
-            response = _err(exc.code, exc.context, exc.status)
-        except UnknownSymbolError as exc:
-            response = _err("invalid_contract", {"symbol": exc.symbol, "message": str(exc),
-                                                 "close_matches": exc.close_matches}, 404)
-        except Exception:  # a venue bug: answer like Delta's 500, keep serving, leave a trace
-            log.exception("venue: %s %s failed", request.method, request.path)
-            response = _err("internal_server_error", {}, 500)
-        # state may have changed (fills, cancels): push the private events right away
-        self.ws.publish_engine_events()
-        self._count(response)
-        return response
-
-    def _count(self, response: web.Response) -> web.Response:
-        self.requests_served += 1
-        if response.status >= 400:
-            self.requests_refused += 1
-        return response
-
-    @staticmethod
-    def _json_body(raw: bytes) -> dict[str, Any]:
-        if not raw:
-            return {}
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError, RecursionError):  # nested a thousand deep: junk
-            raise bad_schema("body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise bad_schema("body must be a JSON object")
-        return body
-
-    def _authenticate(self, request: web.Request, raw: bytes) -> str:
-        h = request.headers
-        key, ts, sig = h.get("api-key"), h.get("timestamp"), h.get("signature")
-        if not key and not sig and not ts:
-            raise _Unauthorized()
-        if key != self.api_key:
-            raise VenueError("invalid_api_key", {}, 401)
-        now = time.time()
-        try:
-            ts_val = int(ts or "")
-        except ValueError:
-            raise VenueError("invalid_signature", {"message": "timestamp must be epoch seconds"}, 401) from None
-        if abs(now - ts_val) > SIGNATURE_WINDOW_S:
-            raise VenueError("expired_signature", {"request_time": ts_val, "server_time": int(now)}, 401)
-        path, _, query = request.raw_path.partition("?")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise VenueError("invalid_signature", {}, 401) from None
-        if not sig or not verify(self.api_secret, sig, request.method, ts or "", path,
-                                 "?" + query if query else "", text):
-            raise VenueError("invalid_signature", {}, 401)
-        return key
-
-    def _charge(self, who: str, weight: int) -> None:
-        """Delta's fixed window: `rate_limit_units` per `rate_limit_window_s`, refilled at once."""
-        now = time.monotonic()
-        window = self.settings.rate_limit_window_s
-        start, used = self._windows.get(who, (now, 0))
-        if now - start >= window:
-            start, used = now, 0
-        if used + weight > self.settings.rate_limit_units:
-            reset_ms = max(1, math.ceil((start + window - now) * 1000))
-            raise _RateLimited(reset_ms, {"limit": self.settings.rate_limit_units, "used": used})
-        if len(self._windows) > 10_000 and who not in self._windows:
-            self._windows.clear()  # bounded: only loopback callers exist, so this is a flood
-        self._windows[who] = (start, used + weight)
-
-    def _engine_op(self, product_id: int, n: int = 1) -> None:
-        second = int(time.monotonic())
-        sec, ops = self._engine_ops.get(product_id, (second, 0))
-        if sec != second:
-            sec, ops = second, 0
-        if ops + n > self.settings.engine_ops_per_s:
-            raise _RateLimited(1000 - int((time.monotonic() % 1) * 1000),
-                               {"limit": self.settings.engine_ops_per_s, "scope": "matching_engine",
-                                "product_id": product_id})
-        self._engine_ops[product_id] = (sec, ops + n)
-
     # ---- public endpoints -------------------------------------------------------------------
     async def _products(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         items = [wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)) for m in self._markets_list]
-        return _ok(items, {"after": None, "before": None, "limit": 1000, "total_count": len(items)})
+        return ok(items, {"after": None, "before": None, "limit": 1000, "total_count": len(items)})
 
     async def _product(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._symbol_market(request.match_info["symbol"], 404)
-        return _ok(wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)))
+        return ok(wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)))
 
     def ticker(self, m: _Market) -> dict[str, Any]:
         pid = m.spec.product_id
@@ -718,10 +591,10 @@ class PaperVenue:
         }
 
     async def _tickers(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok([self.ticker(m) for m in self._markets_list])
+        return ok([self.ticker(m) for m in self._markets_list])
 
     async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok(self.ticker(self._symbol_market(request.match_info["symbol"], 404)))
+        return ok(self.ticker(self._symbol_market(request.match_info["symbol"], 404)))
 
     def book(self, m: _Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
         """The book as clients see it: the synthetic touch (one replayed tick's size each side)
@@ -752,14 +625,14 @@ class PaperVenue:
                 cum += size
                 rows.append({"price": wire.s(px), "size": size, "depth": str(cum)})
             out[side] = rows
-        return _ok(out)
+        return ok(out)
 
     async def _trades(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._symbol_market(request.match_info["symbol"], 404)
         rows = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker",
                  "price": wire.s(dec(p)), "size": sz, "symbol": m.symbol, "timestamp": ts}
                 for p, sz, ts, b in reversed(m.recent)]
-        return _ok(rows)  # live shape: a flat array, newest first
+        return ok(rows)  # live shape: a flat array, newest first
 
     async def _candles(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         q = request.query
@@ -778,31 +651,31 @@ class PaperVenue:
         if step != 60:
             bars = wire.aggregate_bars(bars, step)
         bars = bars[-MAX_CANDLES:]
-        return _ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
+        return ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
                     for t, o, h, low, c, v in bars])
 
     async def _settings(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok({"server_time": int(time.time() * 1_000_000), "paper": True,
+        return ok({"server_time": int(time.time() * 1_000_000), "paper": True,
                     "market_time": self.market_us})
 
     async def _assets(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok(wire.assets_json(m.spec for m in self._markets_list))
+        return ok(wire.assets_json(m.spec for m in self._markets_list))
 
     async def _indices(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok([wire.index_json(m.spec) for m in self._markets_list])
+        return ok([wire.index_json(m.spec) for m in self._markets_list])
 
     # ---- private endpoints ------------------------------------------------------------------
     async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._product_from_body(body)
         req = wire.order_request(body, m.spec.product_id)
-        self._engine_op(m.spec.product_id)
+        self.engine_ops.charge(m.spec.product_id)
         self.faults.maybe_reject()
-        return _ok(wire.order_json(self.engine.place_order(req)))
+        return ok(wire.order_json(self.engine.place_order(req)))
 
     async def _edit(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         oid = wire.int_field(body, "id")
         assert oid is not None
-        return _ok(wire.order_json(self._edit_one(oid, body)))
+        return ok(wire.order_json(self._edit_one(oid, body)))
 
     def _edit_one(self, oid: int, body: Mapping[str, Any], *, batch: bool = False) -> Any:
         existing = self.engine.order(oid)
@@ -813,7 +686,7 @@ class PaperVenue:
                 raise bad_schema(f"order {oid} is a pending stop order: edit it with PUT /v2/orders", "id")
             if body.get("stop_price") not in (None, ""):
                 raise bad_schema("stop_price is not allowed in a batch edit", "stop_price")
-        self._engine_op(existing.product_id)
+        self.engine_ops.charge(existing.product_id)
         post = wire.flag(body, "post_only", existing.post_only) if "post_only" in body else None
         return self.engine.edit_order(oid, size=wire.int_field(body, "size", required=False),
                                       limit_price=wire.price_field(body, "limit_price"), post_only=post,
@@ -825,7 +698,7 @@ class PaperVenue:
         pid = wire.int_field(body, "product_id", required=False)
         order = self.engine.cancel_order(order_id=oid, client_order_id=coid if isinstance(coid, str) else None,
                                          product_id=pid)
-        return _ok(wire.order_json(order))
+        return ok(wire.order_json(order))
 
     async def _cancel_all(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         """With any of the three cancel_* flags in the body only the kinds flagged true are
@@ -838,7 +711,7 @@ class PaperVenue:
         given = any(k in body for k in keys)
         limit, stop, reduce_only = (wire.flag(body, k) if given else True for k in keys)
         self.engine.cancel_all(pid, limit_orders=limit, stop_orders=stop, reduce_only_orders=reduce_only)
-        return _ok({})  # recorded live answer (CCXT cancelAllOrders sample): {"result":{},"success":true}
+        return ok({})  # recorded live answer (CCXT cancelAllOrders sample): {"result":{},"success":true}
 
     def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
         m = self._product_from_body(body)
@@ -863,13 +736,13 @@ class PaperVenue:
                 first_error = first_error or exc
         if not done and first_error is not None:
             raise first_error
-        return _ok(done)
+        return ok(done)
 
     async def _batch_create(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m, items = self._batch_market(body)
         pid = m.spec.product_id
         reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid, stops_allowed=False) for o in items]
-        self._engine_op(pid, len(reqs))
+        self.engine_ops.charge(pid, len(reqs))
 
         def place(req: Any) -> Any:
             self.faults.maybe_reject()
@@ -917,14 +790,14 @@ class PaperVenue:
                 if o.state in states and wire.order_kind(o) in kinds]
         orders = sorted(_time_filter(request, live, "created_at"), key=lambda o: -o.id)
         items, meta = _page(request, [(o.id, o) for o in orders], default_size=100, max_size=1000)
-        return _ok([wire.order_json(o) for o in items], meta)
+        return ok([wire.order_json(o) for o in items], meta)
 
     async def _order_history(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         kinds = _order_kinds(request)
         done = [o for o in self.engine.order_history(self._product_ids(request)) if wire.order_kind(o) in kinds]
         orders = sorted(_time_filter(request, done, "created_at"), key=lambda o: -o.id)
         items, meta = _page(request, [(o.id, o) for o in orders], default_size=50, max_size=50)
-        return _ok([wire.order_json(o) for o in items], meta)
+        return ok([wire.order_json(o) for o in items], meta)
 
     async def _order_by_id(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         try:
@@ -934,14 +807,14 @@ class PaperVenue:
         o = self.engine.order(oid)
         if o is None:
             raise VenueError("open_order_not_found", {"id": oid}, 404)
-        return _ok(wire.order_json(o))
+        return ok(wire.order_json(o))
 
     async def _order_by_coid(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         coid = request.match_info["coid"]
         o = self.engine.order_by_client_id(coid)
         if o is None:
             raise VenueError("open_order_not_found", {"client_order_id": coid}, 404)
-        return _ok(wire.order_json(o))
+        return ok(wire.order_json(o))
 
     async def _position(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         raw = request.query.get("product_id")
@@ -951,7 +824,7 @@ class PaperVenue:
             except ValueError:
                 raise bad_schema("product_id must be an integer", "product_id") from None
             pos = self.engine.position(self._market_by_product_id(pid).spec.product_id)
-            return _ok({"size": pos.size, "entry_price": wire.s(pos.entry_price), "timestamp": self.market_us})
+            return ok({"size": pos.size, "entry_price": wire.s(pos.entry_price), "timestamp": self.market_us})
         und = request.query.get("underlying_asset_symbol")
         if not und:
             raise bad_schema("product_id is required", "product_id")
@@ -959,7 +832,7 @@ class PaperVenue:
                 "size": self.engine.position(m.spec.product_id).size,
                 "entry_price": wire.s(self.engine.position(m.spec.product_id).entry_price)}
                for m in self._markets_list if m.spec.underlying_asset == und]
-        return _ok(out)
+        return ok(out)
 
     async def _margined(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         wanted = self._product_ids(request)
@@ -970,18 +843,18 @@ class PaperVenue:
             pid = pos.product_id
             out.append(wire.position_json(pos, self.engine.product(pid), self.engine.position_margin(pid),
                                           self.engine.last_price(pid), self.engine.unrealized_pnl(pid)))
-        return _ok(out)
+        return ok(out)
 
     async def _balances(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         w = self.engine.wallet()
-        return _ok([wire.wallet_json(w)], wire.wallet_meta(w))
+        return ok([wire.wallet_json(w)], wire.wallet_meta(w))
 
     async def _fills(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         wanted = self._product_ids(request)
         fills = [f for f in reversed(self.engine.fills) if wanted is None or f.product_id in wanted]
         fills = _time_filter(request, fills, "timestamp")
         items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
-        return _ok([wire.fill_json(f, self.engine.product(f.product_id), self.engine.order(f.order_id))
+        return ok([wire.fill_json(f, self.engine.product(f.product_id), self.engine.order(f.order_id))
                     for f in items], meta)
 
     async def _wallet_transactions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -998,7 +871,7 @@ class PaperVenue:
         usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
         keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
         items, meta = _page(request, keyed, default_size=50, max_size=50)
-        return _ok([wire.transaction_json(k, t) for k, t in items], meta)
+        return ok([wire.transaction_json(k, t) for k, t in items], meta)
 
     async def _change_margin(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         m = self._product_from_body(body)
@@ -1013,7 +886,7 @@ class PaperVenue:
             raise bad_schema("delta_margin must be a signed decimal string", "delta_margin")
         pid = m.spec.product_id
         pos = self.engine.change_margin(pid, delta)
-        return _ok(wire.position_json(pos, m.spec, self.engine.position_margin(pid), self.engine.last_price(pid),
+        return ok(wire.position_json(pos, m.spec, self.engine.position_margin(pid), self.engine.last_price(pid),
                                       self.engine.unrealized_pnl(pid)))
 
     def _leverage_json(self, pid: int) -> dict[str, Any]:
@@ -1028,7 +901,7 @@ class PaperVenue:
         return self._market_by_product_id(pid).spec.product_id
 
     async def _get_leverage(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return _ok(self._leverage_json(self._path_product(request)))
+        return ok(self._leverage_json(self._path_product(request)))
 
     async def _set_leverage(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         pid = self._path_product(request)
@@ -1042,22 +915,9 @@ class PaperVenue:
         if not lev.is_finite():
             raise bad_schema("leverage must be a number", "leverage")
         self.engine.set_leverage(pid, lev)
-        return _ok(self._leverage_json(pid))
+        return ok(self._leverage_json(pid))
 
 # ---- pure helpers -------------------------------------------------------------------------------
-
-@web.middleware
-async def _json_http_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                            ) -> web.StreamResponse:
-    """Unknown paths and methods answer in Delta's envelope, not aiohttp's text page."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "bad_request")
-        return _err(code, {"path": request.path}, exc.status)
-
 
 def _time_filter(request: web.Request, items: list[Any], attr: str) -> list[Any]:
     """start_time / end_time query filters, in µs like Delta's."""
