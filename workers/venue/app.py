@@ -38,49 +38,37 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import secrets
 import signal
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 from aiohttp import web
 
 from shared.config import BarSeconds, Port
 from shared.delta.constants import CANDLE_RESOLUTION_S as RESOLUTIONS
 from shared.delta.constants import MAX_BATCH, PAPER_PUBLIC_PATH
 from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
-from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
+from shared.market_clock import CLOCKS, MarketClock
 from shared.marketdata import (
     BAR_SECONDS,
-    Candles,
-    ReplayMarket,
-    candle_ticks,
-    synthetic_candles,
 )
 from shared.matching import VenueError, bad_schema, dec
 from shared.matching import protocol as wire
 from shared.matching.engine import Event
 from shared.products import (
     PAPER_PRODUCTS,
-    SYNTHETIC_ID_BASE,
     UnknownSymbolError,
-    is_synthetic,
-    resolve_paper_symbol,
-    synthetic_symbol,
 )
-from workers.venue.account import AccountStore, newest_event_us, write_private
+from workers.venue.account import AccountStore, write_private
 from workers.venue.faults import FaultModel
 from workers.venue.guard import (
     BODY,
     MAX_BODY_BYTES,
-    PUBLIC_CALLER,
     EngineOpsLimit,
     Guard,
     RestHandler,
@@ -88,17 +76,11 @@ from workers.venue.guard import (
     private,
     public,
 )
-from workers.venue.ws import WsHub, dumps
+from workers.venue.market import Market, MarketReplay, bars_between
+from workers.venue.ws import WsHub
 
 log = logging.getLogger(__name__)
 
-RECENT_TRADES = 50
-# Completed live bars kept for /v2/history/candles and the ticker's 24 h stats: a bot's window
-# (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
-# 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
-LIVE_BARS_KEPT = 4_096
-SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
-REPLAY_GROUPS = 8  # sub-steps a quarter-bar tick of all markets is spread over
 
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -146,55 +128,6 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} must be within [0, 1]")
 
 
-class _Market:
-    """One symbol's replay: the current bar, its forming candle, completed bars, recent trades."""
-
-    __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
-                 "forming", "recent", "tick_no", "joined")
-
-    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0) -> None:
-        self.symbol = symbol
-        self.joined = joined  # lockstep index of this market's first live bar
-        self.spec = resolve_paper_symbol(symbol)
-        if is_synthetic(symbol):
-            # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
-            # of load-test symbols must stay cheap. Same seed and symbol -> same series here.
-            candles = synthetic_candles(symbol, history_bars + SYNTHETIC_LIVE_BARS, seed)
-            self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
-        else:
-            self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
-        # Prices on the product's tick grid everywhere (history, trades, candles), as on an
-        # exchange; the shipped series carry finer prices than Delta's ticks.
-        h = self.replay.history()
-        tick = self.spec.tick_size
-        def on_grid(col: np.ndarray) -> np.ndarray:
-            return np.round(np.round(col / tick) * tick, 10)
-        self.history = Candles(h.ts, on_grid(h.open), on_grid(h.high), on_grid(h.low), on_grid(h.close), h.volume)
-        self.live: deque[tuple[int, float, float, float, float, float]] = deque(maxlen=LIVE_BARS_KEPT)
-        self.bar: tuple[int, float, float, float, float, float] = (0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        self.ticks: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-        self.tick_size = 1
-        self.forming: list[float] | None = None  # [open, high, low, close, volume] so far
-        self.recent: deque[tuple[float, int, int, str]] = deque(maxlen=RECENT_TRADES)
-        self.tick_no = 0
-
-    def begin_bar(self) -> None:
-        self.bar = self.replay.next_bar()
-        _, o, h, low, c, v = self.bar
-        r = self.spec.round_price
-        self.ticks = candle_ticks(r(o), r(h), r(low), r(c))
-        # bar volume is in the underlying; a replayed tick carries a quarter of it, in contracts
-        self.tick_size = max(1, int(v / self.spec.contract_value / 4))
-        self.forming = None
-
-    def last_close(self) -> float:
-        if self.forming is not None:
-            return self.forming[3]
-        if self.live:
-            return self.live[-1][4]
-        return float(self.history.close[-1])
-
-
 Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 
@@ -206,45 +139,22 @@ class PaperVenue:
         self.settings = settings
         self.api_key = api_key or secrets.token_hex(16)
         self.api_secret = api_secret or secrets.token_hex(32)
-        now = time.time()
-        run_wall = settings.start_ts if settings.start_ts is not None else now
         self.account = AccountStore(settings.state_file)
-        saved_clock = self.account.saved_clock()
-        self._start_ts = saved_clock.origin_ts if saved_clock else int(run_wall) - int(run_wall) % BAR_SECONDS
-        self.market_us = self._start_ts * 1_000_000
-        self.engine = self.account.load(initial_balance_usd=settings.initial_balance_usd,
-                                        leverage=settings.leverage, clock=lambda: self.market_us)
-        clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
-                             newest_event_us=newest_event_us(self.engine), clock=settings.clock)
-        self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
-        self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
-        self.market_us = clock.market_us
-        self._bars_started = False
-        self._lockstep_bar_ts = 0
-        self.markets: dict[str, _Market] = {}
-        self._markets_list: list[_Market] = []
-        self._by_product_id: dict[int, _Market] = {}
-        self._restoring = True  # markets made now start where their replay began, primed by _catch_up
-        self._joined = clock.joined
-        for sym in symbols:
-            self.market(sym)  # unknown symbols refused here, before anything starts
-        for spec in self.engine.specs():  # products of a restored account keep their markets
-            self.market(spec.symbol)
-        self._restoring = False
-        self._catch_up(clock.next_bar)
-        self.account.open_journal(self.engine, self.market_clock(), self._next_bar)
+        self.replay = MarketReplay(settings, self.account, symbols)
+        self.engine = self.replay.engine
+        self.account.open_journal(self.engine, self.replay.market_clock(), self.replay._next_bar)
         self.faults = FaultModel(settings)
         self.guard = Guard(self, rate_limit_units=settings.rate_limit_units,
                            rate_limit_window_s=settings.rate_limit_window_s)
         self.engine_ops = EngineOpsLimit(settings.engine_ops_per_s)
         self.ws = WsHub(self)
+        self.replay.ws = self.ws
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.rest_url = ""
         self.ws_url = ""
         self.public_ws_url = ""  # the compact public channels, as India's public host serves them
         self.port = 0
-        self.ticks_replayed = 0
 
     @property
     def requests_served(self) -> int:
@@ -259,33 +169,41 @@ class PaperVenue:
     def publish_engine_events(self) -> None:
         self.ws.publish_engine_events()
 
-    # ---- markets ----------------------------------------------------------------------------
-    def market(self, symbol: str, *, may_list: bool = True) -> _Market:
-        """The market for `symbol`, creating a SYN_NNNN one on first reference.
-        Raises UnknownSymbolError naming the close matches."""
-        m = self.markets.get(symbol)
-        if m is not None:
-            return m
-        resolve_paper_symbol(symbol)
-        if not may_list or PUBLIC_CALLER.get():
-            raise VenueError("invalid_contract", {"symbol": symbol, "message":
-                             f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
-        if len(self._markets_list) >= self.settings.max_symbols:
-            raise VenueError("invalid_contract", {"symbol": symbol, "message":
-                             f"the paper venue already lists {self.settings.max_symbols} products"})
-        if self._restoring:
-            joined = self._joined.get(symbol, 0)  # replayed up to now by _catch_up
-        else:
-            joined = self._next_bar  # joins the lockstep at the next bar; its history ends here
-        start = self._start_ts + BAR_SECONDS * joined
-        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed, joined)
-        self.engine.add_product(m.spec)
-        if not self._restoring:
-            self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
-        self.markets[symbol] = m
-        self._markets_list.append(m)
-        self._by_product_id[m.spec.product_id] = m
-        return m
+    # ---- the market (market.py), as the hub and the handlers see it --------------------------
+    @property
+    def market_us(self) -> int:
+        return self.replay.market_us
+
+    @property
+    def markets(self) -> dict[str, Market]:
+        return self.replay.markets
+
+    @property
+    def _markets_list(self) -> list[Market]:
+        return self.replay._markets_list
+
+    @property
+    def _start_ts(self) -> int:
+        return self.replay._start_ts
+
+    @property
+    def ticks_replayed(self) -> int:
+        return self.replay.ticks_replayed
+
+    def market(self, symbol: str, *, may_list: bool = True) -> Market:
+        return self.replay.market(symbol, may_list=may_list)
+
+    def ticker(self, m: Market) -> dict[str, Any]:
+        return self.replay.ticker(m)
+
+    def book(self, m: Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
+        return self.replay.book(m, depth)
+
+    def candle_frame(self, m: Market, ts: int) -> dict[str, Any]:
+        return self.replay.candle_frame(m, ts)
+
+    def market_clock(self) -> MarketClock:
+        return self.replay.market_clock()
 
     @property
     def storage_error(self) -> str:
@@ -299,59 +217,12 @@ class PaperVenue:
         return self.account.flush()
 
     def save_account(self, *, final: bool = False) -> bool:
-        return self.account.save(self.engine, self.market_clock(), self._next_bar, final=final)
+        return self.account.save(self.engine, self.replay.market_clock(), self.replay._next_bar, final=final)
 
     async def _saver(self) -> None:
         while True:
             await asyncio.sleep(self.settings.state_save_interval_s)
             self.save_account()
-
-    def _catch_up(self, next_bar: int) -> None:
-        """Replay every market up to lockstep bar `next_bar` (where the market clock resumes),
-        so candles have no hole, then trade each at its close at the resumed time: resting
-        orders the market ran through while the venue was away fill now, never in the past."""
-        # the next bar to replay starts now; markets created before it begins join at it
-        self.market_us = (self._start_ts + BAR_SECONDS * next_bar) * 1_000_000
-        for m in self._markets_list:
-            bars = next_bar - m.joined
-            if bars > LIVE_BARS_KEPT:
-                m.replay.seek(bars - LIVE_BARS_KEPT)
-            r = m.spec.round_price
-            while m.replay.bar_index < bars:
-                t, o, h, low, c, v = m.replay.next_bar()
-                m.live.append((t, r(o), r(h), r(low), r(c), v))
-            self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
-
-    def market_clock(self) -> MarketClock:
-        """The replay clock as saved with the account."""
-        return MarketClock(origin_ts=self._start_ts, next_bar=self._next_bar, run_wall=self._run_wall,
-                           run_bars=self._run_bars,
-                           joined={m.symbol: m.joined for m in self._markets_list if m.joined})
-
-    def _market_by_product_id(self, product_id: int) -> _Market:
-        m = self._by_product_id.get(product_id)
-        if m is not None:
-            return m
-        if product_id >= SYNTHETIC_ID_BASE:
-            return self.market(synthetic_symbol(product_id - SYNTHETIC_ID_BASE))
-        raise VenueError("invalid_contract", {"product_id": product_id})
-
-    def _symbol_market(self, symbol: str, status: int = 400) -> _Market:
-        try:
-            return self.market(symbol)
-        except UnknownSymbolError as exc:
-            raise VenueError("invalid_contract", {"symbol": symbol, "message": str(exc),
-                                                  "close_matches": exc.close_matches}, status) from None
-
-    def _product_from_body(self, body: Mapping[str, Any]) -> _Market:
-        if body.get("product_id") is not None:
-            pid = wire.int_field(body, "product_id")
-            assert pid is not None
-            return self._market_by_product_id(pid)
-        sym = body.get("product_symbol")
-        if isinstance(sym, str) and sym:
-            return self._symbol_market(sym)
-        raise bad_schema("product_id or product_symbol is required", "product_id")
 
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -359,7 +230,7 @@ class PaperVenue:
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
         self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
-        self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
+        self._tasks.append(asyncio.create_task(self.replay.run(), name="venue-replay"))
         for name, loop in self.faults.timers(self.ws.drop_all, self.restart):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         if self.settings.state_file:
@@ -408,107 +279,6 @@ class PaperVenue:
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
         self.save_account(final=True)
         self.account.close()
-
-    async def _replay_loop(self) -> None:
-        """ONE timer for every symbol. Each quarter-bar tick of all markets is spread over the
-        quarter in REPLAY_GROUPS sub-steps (markets i, i+G, i+2G, ... together): real symbols do
-        not all trade at the same instant, and a lockstep burst would make hundreds of bots wake
-        at once and queue on the cores."""
-        loop = asyncio.get_running_loop()
-        step = self.settings.bar_seconds / 4
-        due = loop.time()
-        if self.settings.clock == "wall":
-            # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the
-            # quarters of the bar already past are replayed at once, and a market clock resumed
-            # ahead of the wall (saved during this minute) waits for it
-            delay = wall_replay_delay(self.market_us, time.time())
-            lead = self.market_us / 1e6 - time.time()
-            if lead > BAR_SECONDS:
-                log.warning("the paper market's saved clock is %.0f s ahead of the wall (saved by a replay-clock "
-                            "run); on the wall clock it keeps that lead rather than run backwards", lead)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            due = loop.time() + min(0.0, delay)
-        k = 0
-        while True:
-            groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))
-            for g in range(groups):
-                due += step / groups
-                self._replay_step(k, g, groups)
-                delay = due - loop.time()
-                if delay < -4 * step:
-                    due = loop.time()  # far behind (suspended, overloaded): skip ahead, never burst
-                    delay = 0.0
-                await asyncio.sleep(max(0.0, delay))
-            k = (k + 1) % 4
-
-    def _replay_step(self, k: int, group: int = 0, groups: int = 1) -> None:
-        markets = self._markets_list[group::groups]
-        if k == 0:
-            self._bars_started = True
-            for m in markets:
-                m.begin_bar()
-            if group == 0 and self._markets_list:
-                self._lockstep_bar_ts = self._markets_list[0].bar[0]
-                self._next_bar = (self._lockstep_bar_ts - self._start_ts) // BAR_SECONDS + 1
-        bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
-        self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
-        ts = self.market_us
-        trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
-        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
-        market_plan = self.ws.market_plan()
-        for m in markets:
-            if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
-                continue
-            price = m.ticks[k]
-            size = m.tick_size
-            self.engine.on_market_trade(m.symbol, price, size, ts)
-            # tick rule: an uptick was a buyer lifting the offer, a downtick a seller hitting the bid
-            buyer = "taker" if price >= m.last_close() else "maker"
-            seller = "maker" if buyer == "taker" else "taker"
-            f = m.forming
-            if f is None:
-                m.forming = [price, price, price, price, float(size) * m.spec.contract_value]
-            else:
-                f[1] = max(f[1], price)
-                f[2] = min(f[2], price)
-                f[3] = price
-                f[4] += size * m.spec.contract_value
-            m.recent.append((price, size, ts, buyer))
-            if trade_subs:
-                frame = dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
-                                "price": wire.s(dec(price)), "size": size,
-                                "buyer_role": buyer, "seller_role": seller, "timestamp": ts})
-                for c in trade_subs:
-                    if c.wants("all_trades", m.symbol):
-                        c.send(frame)
-            if candle_subs:
-                frame = dumps(self.candle_frame(m, ts))
-                for c in candle_subs:
-                    if c.wants("candlestick_1m", m.symbol):
-                        c.send(frame)
-            if market_plan:
-                self.ws.publish_market(m, market_plan, (price, size, ts, buyer), bar_closed=k == 3)
-            if k == 3:
-                fo = m.forming
-                assert fo is not None
-                m.live.append((m.bar[0], fo[0], fo[1], fo[2], fo[3], fo[4]))
-                m.forming = None
-                ticker_subs = [c for c in self.ws.clients if c.wants("v2/ticker", m.symbol)]
-                if ticker_subs:
-                    frame = dumps({**self.ticker(m), "type": "v2/ticker"})
-                    for c in ticker_subs:
-                        c.send(frame)
-        if group == groups - 1:
-            self.ticks_replayed += 1
-        self.ws.publish_engine_events()
-
-    def candle_frame(self, m: _Market, ts: int) -> dict[str, Any]:
-        f = m.forming
-        o, h, low, c, v = (f if f is not None else (None, None, None, None, 0.0))
-        return {"type": "candlestick_1m", "symbol": m.symbol, "resolution": "1m",
-                "candle_start_time": m.bar[0] * 1_000_000, "open": o, "high": h, "low": low, "close": c,
-                "volume": v, "timestamp": ts, "last_updated": ts}
 
     # ---- HTTP plumbing ----------------------------------------------------------------------
     def _routes(self, app: web.Application) -> None:
@@ -561,59 +331,17 @@ class PaperVenue:
         return ok(items, {"after": None, "before": None, "limit": 1000, "total_count": len(items)})
 
     async def _product(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        m = self._symbol_market(request.match_info["symbol"], 404)
+        m = self.replay.symbol_market(request.match_info["symbol"], 404)
         return ok(wire.product_json(m.spec, self.engine.leverage(m.spec.product_id)))
-
-    def ticker(self, m: _Market) -> dict[str, Any]:
-        pid = m.spec.product_id
-        bid, ask = self.engine.touch(pid)
-        last = self.engine.last_price(pid)
-        open_, high, low, base_volume = _day_stats(m, self.market_us // 1_000_000)
-        if open_ is None:
-            open_ = high = low = float(last or 0)
-        contracts = base_volume / m.spec.contract_value
-        turnover = base_volume * float(last or 0)
-        mark = wire.s(last)
-        return {
-            "symbol": m.symbol, "product_id": pid, "contract_type": m.spec.contract_type,
-            "open": open_, "high": high, "low": low, "close": float(last or 0),
-            "mark_price": mark, "spot_price": mark, "mark_change_24h": "0", "mark_vol": "0",
-            "oi": "0", "oi_value": "0", "oi_value_symbol": "USD", "oi_value_usd": "0", "oi_contracts": "0",
-            "oi_change_usd_6h": "0", "mark_basis": "0",
-            "price_band": {"lower_limit": wire.s(bid * Decimal("0.975")), "upper_limit": wire.s(ask * Decimal("1.025"))},
-            "quotes": {"best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_size": str(m.tick_size),
-                       "ask_size": str(m.tick_size), "ask_iv": None, "bid_iv": None,
-                       "impact_mid_price": wire.s((bid + ask) / 2), "mark_iv": None},
-            # Delta's samples: `size` in contracts, `volume` in the underlying, `turnover` in the quote
-            "greeks": None, "size": int(contracts), "volume": base_volume, "turnover": turnover,
-            "turnover_symbol": "USD", "turnover_usd": turnover,
-            "funding_rate": "0", "timestamp": self.market_us,
-        }
 
     async def _tickers(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return ok([self.ticker(m) for m in self._markets_list])
 
     async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        return ok(self.ticker(self._symbol_market(request.match_info["symbol"], 404)))
-
-    def book(self, m: _Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
-        """The book as clients see it: the synthetic touch (one replayed tick's size each side)
-        plus our own resting orders. (bids best first, asks best first), `depth` levels each."""
-        pid = m.spec.product_id
-        bid, ask = self.engine.touch(pid)
-        levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
-        for o in self.engine.open_orders([pid]):
-            if o.state != "open":
-                continue  # an untriggered stop is not in the book
-            assert o.limit_price is not None
-            side = levels[o.side]
-            side[o.limit_price] = side.get(o.limit_price, 0) + o.unfilled_size
-        bids = sorted(levels["buy"].items(), reverse=True)[:depth]
-        asks = sorted(levels["sell"].items())[:depth]
-        return bids, asks
+        return ok(self.ticker(self.replay.symbol_market(request.match_info["symbol"], 404)))
 
     async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        m = self._symbol_market(request.match_info["symbol"], 404)
+        m = self.replay.symbol_market(request.match_info["symbol"], 404)
         depth = _query_int(request, "depth", 20, 1, 100)
         assert depth is not None
         bids, asks = self.book(m, depth)
@@ -628,7 +356,7 @@ class PaperVenue:
         return ok(out)
 
     async def _trades(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        m = self._symbol_market(request.match_info["symbol"], 404)
+        m = self.replay.symbol_market(request.match_info["symbol"], 404)
         rows = [{"buyer_role": b, "seller_role": "maker" if b == "taker" else "taker",
                  "price": wire.s(dec(p)), "size": sz, "symbol": m.symbol, "timestamp": ts}
                 for p, sz, ts, b in reversed(m.recent)]
@@ -645,9 +373,9 @@ class PaperVenue:
         start = _query_int(request, "start", None, 0, 10**11)
         end = _query_int(request, "end", None, 0, 10**11)
         assert start is not None and end is not None
-        m = self._symbol_market(sym)
+        m = self.replay.symbol_market(sym)
         step = RESOLUTIONS[res]
-        bars = _bars_between(m, start - start % step, end)
+        bars = bars_between(m, start - start % step, end)
         if step != 60:
             bars = wire.aggregate_bars(bars, step)
         bars = bars[-MAX_CANDLES:]
@@ -666,7 +394,7 @@ class PaperVenue:
 
     # ---- private endpoints ------------------------------------------------------------------
     async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        m = self._product_from_body(body)
+        m = self.replay.product_from_body(body)
         req = wire.order_request(body, m.spec.product_id)
         self.engine_ops.charge(m.spec.product_id)
         self.faults.maybe_reject()
@@ -706,15 +434,15 @@ class PaperVenue:
         spec's reading; sources disagree on the server default, so clients send all three)."""
         pid = wire.int_field(body, "product_id", required=False)
         if pid is not None:
-            self._market_by_product_id(pid)
+            self.replay.market_by_product_id(pid)
         keys = ("cancel_limit_orders", "cancel_stop_orders", "cancel_reduce_only_orders")
         given = any(k in body for k in keys)
         limit, stop, reduce_only = (wire.flag(body, k) if given else True for k in keys)
         self.engine.cancel_all(pid, limit_orders=limit, stop_orders=stop, reduce_only_orders=reduce_only)
         return ok({})  # recorded live answer (CCXT cancelAllOrders sample): {"result":{},"success":true}
 
-    def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
-        m = self._product_from_body(body)
+    def _batch_market(self, body: Mapping[str, Any]) -> tuple[Market, list[Any]]:
+        m = self.replay.product_from_body(body)
         orders = body.get("orders")
         if not isinstance(orders, list) or not orders:
             raise bad_schema("orders must be a non-empty list", "orders")
@@ -823,7 +551,7 @@ class PaperVenue:
                 pid = int(raw)
             except ValueError:
                 raise bad_schema("product_id must be an integer", "product_id") from None
-            pos = self.engine.position(self._market_by_product_id(pid).spec.product_id)
+            pos = self.engine.position(self.replay.market_by_product_id(pid).spec.product_id)
             return ok({"size": pos.size, "entry_price": wire.s(pos.entry_price), "timestamp": self.market_us})
         und = request.query.get("underlying_asset_symbol")
         if not und:
@@ -874,7 +602,7 @@ class PaperVenue:
         return ok([wire.transaction_json(k, t) for k, t in items], meta)
 
     async def _change_margin(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        m = self._product_from_body(body)
+        m = self.replay.product_from_body(body)
         raw = body.get("delta_margin")
         if raw is None or isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             raise bad_schema("delta_margin is required: a signed decimal string", "delta_margin")
@@ -898,7 +626,7 @@ class PaperVenue:
             pid = int(request.match_info["product_id"])
         except ValueError:
             raise bad_schema("product_id must be an integer", "product_id") from None
-        return self._market_by_product_id(pid).spec.product_id
+        return self.replay.market_by_product_id(pid).spec.product_id
 
     async def _get_leverage(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return ok(self._leverage_json(self._path_product(request)))
@@ -975,46 +703,6 @@ def _page(request: web.Request, keyed: Iterable[tuple[int, Any]], *, default_siz
             raise bad_schema(f"{name} must be a cursor from a previous page", name) from None
     # Delta: a page_size above the maximum returns the maximum
     return wire.page_newest_first(keyed, after=cursors[0], before=cursors[1], size=min(size, max_size))
-
-
-def _bars_between(m: _Market, start: int, end: int) -> list[tuple[int, float, float, float, float, float]]:
-    """History bars, then completed live bars, then the forming one, with start <= time <= end."""
-    h = m.history
-    out: list[tuple[int, float, float, float, float, float]] = []
-    ts = h.ts
-    lo = int(ts.searchsorted(start, "left"))
-    hi = int(ts.searchsorted(end, "right"))
-    for i in range(lo, hi):
-        out.append((int(ts[i]), float(h.open[i]), float(h.high[i]), float(h.low[i]), float(h.close[i]),
-                    float(h.volume[i])))
-    out.extend(b for b in m.live if start <= b[0] <= end)
-    f = m.forming
-    if f is not None and start <= m.bar[0] <= end:
-        out.append((m.bar[0], f[0], f[1], f[2], f[3], f[4]))
-    return out
-
-
-def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, float]:
-    """Rolling 24 h (open, high, low, volume): numpy over history, a loop over live bars only."""
-    start = now_s - 86_400 + BAR_SECONDS
-    h = m.history
-    lo = int(h.ts.searchsorted(start, "left"))
-    open_: float | None = float(h.open[lo]) if lo < len(h) else None
-    high = float(h.high[lo:].max()) if lo < len(h) else -math.inf
-    low = float(h.low[lo:].min()) if lo < len(h) else math.inf
-    volume = float(h.volume[lo:].sum()) if lo < len(h) else 0.0
-    for t, o, hi_, lo_, _, v in m.live:
-        if t < start:
-            continue
-        if open_ is None:
-            open_ = o
-        high, low, volume = max(high, hi_), min(low, lo_), volume + v
-    f = m.forming
-    if f is not None:
-        if open_ is None:
-            open_ = f[0]
-        high, low, volume = max(high, f[1]), min(low, f[2]), volume + f[4]
-    return open_, high, low, volume
 
 
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
