@@ -1,35 +1,12 @@
-"""The paper venue: a Delta-compatible REST v2 + websocket server on 127.0.0.1 over the matching
-engine, with a market replayed from the shipped candles (or a seeded model for SYN_NNNN).
+"""The paper venue's composition root: builds the pieces, wires them into one aiohttp app, and
+runs their lifecycle (start, the fault restarts, stop with a final save).
 
-A thin shell: the trading logic is in shared/matching (engine + wire shapes); this file does
-HTTP, auth, rate limits, websocket fan-out and the replay timer.
-
-Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
-candle, order and fill timestamps) is on the market clock, an explicit choice (`clock`):
-"replay" starts at the wall clock and runs 60 / bar_seconds times faster (timestamps run ahead
-of now, so clients that check freshness against their own clock will reject them); "wall"
-replays the candles' shape at real time, one bar per wall minute lined up with the minute, so
-every timestamp is now (within a quarter bar). Bars built from trades line up with the candles
-either way. The market clock is part of the paper account (saved with it) and never runs
-backwards: a restarted venue continues it (shared/market_clock.py says where, in either mode).
-
-Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
-  public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
-           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings, assets,
-           indices
-  private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price, `pending` until
-           triggered), POST|PUT|DELETE orders/batch (<= 50, one product, limit orders only),
-           DELETE orders/all (cancel_limit/stop/reduce_only_orders), GET orders (states,
-           order_types, cursor paging), orders/history, orders/{id},
-           orders/client_order_id/{id}, positions?product_id=, positions/margined,
-           wallet/balances, wallet/transactions (the ledger, cursor paging), fills (cursor
-           paging), POST positions/change_margin, GET|POST products/{id}/orders/leverage
-  /ws      see ws.py; /public: the compact public channels (India's public host)
-The recorded Delta samples these shapes are held to: tests/fixtures/delta (contract suite).
-Auth order: no headers -> 401 {"error":"unauthorized"}; wrong key -> invalid_api_key; timestamp
-outside 5 s -> expired_signature {request_time, server_time}; signature over the exact bytes
-received -> invalid_signature. Rate limits: weighted fixed window per key (per IP when public),
-and 500 engine ops/s per product (cancels exempt); both answer 429 + X-RATE-LIMIT-RESET (ms).
+The pieces (one kind of knowledge each): settings.py (VenueSettings), account.py (snapshot +
+journal: AccountStore), market.py (the market replay and clock: MarketReplay), faults.py
+(FaultModel), guard.py (auth, rate limits, envelopes as middlewares), rest.py (the REST v2
+handlers on a RouteTableDef), ws.py (the websocket hub, /ws and the compact /public path). The
+trading logic is in shared/matching (engine + wire shapes); Delta's constants in
+shared/delta/constants.py.
 """
 
 from __future__ import annotations
@@ -40,7 +17,7 @@ import json
 import logging
 import secrets
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,78 +25,19 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from shared.config import BarSeconds, Port
 from shared.delta.constants import PAPER_PUBLIC_PATH
-from shared.market_clock import CLOCKS, MarketClock
-from shared.marketdata import (
-    BAR_SECONDS,
-)
+from shared.market_clock import MarketClock
 from shared.matching.engine import Event
-from shared.products import (
-    PAPER_PRODUCTS,
-    UnknownSymbolError,
-)
+from shared.products import PAPER_PRODUCTS, UnknownSymbolError
 from workers.venue.account import AccountStore, write_private
 from workers.venue.faults import FaultModel
-from workers.venue.guard import (
-    MAX_BODY_BYTES,
-    EngineOpsLimit,
-    Guard,
-)
+from workers.venue.guard import MAX_BODY_BYTES, EngineOpsLimit, Guard
 from workers.venue.market import Market, MarketReplay
 from workers.venue.rest import VENUE, rest_routes
+from workers.venue.settings import VenueSettings
 from workers.venue.ws import WsHub
 
 log = logging.getLogger(__name__)
-
-
-
-class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    port: Port = 0  # ranges apply where settings are decoded (`orchestrate venue`, the config)
-    bar_seconds: BarSeconds = 1.0  # wall seconds per replayed 1m bar
-    clock: str = "replay"  # "replay": 60 / bar_seconds x real time; "wall": real time (see module doc)
-    history_bars: int = 1000
-    seed: int = 0
-    initial_balance_usd: float = 10_000.0
-    leverage: float = 10.0
-    rate_limit_units: int = 10_000
-    rate_limit_window_s: float = 300.0
-    heartbeat_s: float = 30.0
-    engine_ops_per_s: int = 500  # Delta's matching-engine limit per product; cancels exempt
-    ws_send_queue: int = 2_000  # frames queued per websocket before the client counts as too slow
-    ws_max_connections: int = 256  # more concurrent sockets -> handshake answered 429, like Delta's cap
-    max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
-    state_file: str | None = None  # the paper account survives a venue restart through this file
-    state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
-    # Wall time (epoch s) the run started, the same for every venue process of one run (None: a
-    # run of its own, starting now): a venue restarted in the run catches up with the wall, a
-    # new run resumes the saved market clock where the last one stopped.
-    start_ts: float | None = None
-    # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
-    fault_latency_ms: float = 0.0  # added to every REST request
-    fault_5xx_probability: float = 0.0  # 503 `unavailable` before the request is processed
-    fault_429_probability: float = 0.0  # spurious 429 before the request is processed
-    fault_ws_drop_interval_s: float = 0.0  # close every websocket this often (0 = never)
-    fault_reject_probability: float = 0.0  # order placements refused with `risk_limits_breached`
-    fault_restart_interval_s: float = 0.0  # go away this often (0 = never)...
-    fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
-
-    def __post_init__(self) -> None:
-        if self.clock not in CLOCKS:
-            raise ValueError("clock must be 'replay' or 'wall'")
-        if self.clock == "wall":
-            self.bar_seconds = float(BAR_SECONDS)
-        if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:
-            raise ValueError("bar_seconds, heartbeat_s and rate_limit_window_s must be > 0")
-        if self.history_bars < 1 or self.rate_limit_units < 1 or self.ws_send_queue < 1:
-            raise ValueError("history_bars, rate_limit_units and ws_send_queue must be >= 1")
-        for name in ("fault_5xx_probability", "fault_429_probability", "fault_reject_probability"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1]")
-
-
-Handler = Callable[[web.Request, dict[str, Any]], Awaitable[web.Response]]
 
 
 class PaperVenue:
@@ -168,10 +86,6 @@ class PaperVenue:
     @property
     def markets(self) -> dict[str, Market]:
         return self.replay.markets
-
-    @property
-    def _markets_list(self) -> list[Market]:
-        return self.replay._markets_list
 
     @property
     def _start_ts(self) -> int:
@@ -278,12 +192,13 @@ class PaperVenue:
         app.router.add_get("/ws", self.ws.handle)
         app.router.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 
+
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
     path = Path(run_dir) / "venue.json"
     write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
-                                     "public_ws_url": venue.public_ws_url,
-                                     "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
+                                    "public_ws_url": venue.public_ws_url,
+                                    "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
     return path
 
 
