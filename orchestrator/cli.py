@@ -7,6 +7,9 @@
     orchestrate venue --port P --run-dir DIR  (the paper venue alone; writes DIR/venue.json)
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
     orchestrate soak --symbols 50 --duration 1800
+    orchestrate backtest --data BTCUSD=FILE [--config FILE] [--from D --to D] [--json] [--report DIR]
+    orchestrate download --venue india --symbol BTCUSD --from D --to D --out FILE
+    orchestrate optimize --data SYMBOL=FILE --space space.toml --train FROM..TO --test FROM..TO ...
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, arguments, files).
 """
@@ -27,8 +30,9 @@ from shared.status import render_table
 
 from .rundir import DEFAULT_RUN_DIR
 
-SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "venue", "loadtest", "soak")
-PASSTHROUGH = ("loadtest", "soak")  # parse their own arguments (orchestrator/loadtest.py)
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "venue", "loadtest", "soak",
+               "backtest", "download")
+PASSTHROUGH = ("loadtest", "soak", "backtest", "download")  # parse their own arguments (their modules)
 
 
 def _add_run_dir(p: argparse.ArgumentParser) -> None:
@@ -303,9 +307,18 @@ def cmd_indicators(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "backtest":
+        from . import backtest_cmd
+        return backtest_cmd.main(argv[1:])
+    if argv and argv[0] == "download":
+        from . import download_cmd
+        return download_cmd.main(argv[1:])
     if argv and argv[0] in PASSTHROUGH:
         from . import loadtest
         return (loadtest.main_loadtest if argv[0] == "loadtest" else loadtest.main_soak)(argv[1:])
+    if argv and argv[0] == "optimize":  # parses its own arguments (orchestrator/optimize_cmd.py)
+        from .optimize_cmd import main as optimize_main
+        return optimize_main(argv[1:])
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     parser = build_parser()

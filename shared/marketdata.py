@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import math
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -52,13 +53,23 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8")
 
 
-def parse_ohlcv_csv(text_lines: Iterator[str], name: str) -> Candles:
+FAST_BLOCK_LINES = 65_536  # lines the fast reader converts at a time (~5 MB of text)
+# Epoch seconds stay below 1e11 until the year 5138; epoch milliseconds are above it since 1973.
+_MAX_EPOCH_S = 100_000_000_000
+
+
+def parse_ohlcv_csv(text_lines: Iterable[str], name: str, *, signed: bool = False) -> Candles:
     """Parse `ts,open,high,low,close,volume` lines. Rejects, naming file and line: a wrong header,
     a short row, a non-number, NaN/inf, a non-positive price, high/low that do not bound open and
-    close, a negative volume, and timestamps that are not strictly increasing."""
+    close, a negative volume, a timestamp that is not whole epoch seconds (milliseconds are named
+    as such), and timestamps that are not strictly increasing (a duplicate names both lines, an
+    unsorted row the line it should follow).
+
+    `signed=True` reads a series whose values may be zero or negative (a FUNDING:<symbol> rate)."""
     rows: list[tuple[float, ...]] = []
     header_seen = False
     last_ts = -math.inf
+    last_line = 0
     for lineno, raw in enumerate(text_lines, start=1):
         line = raw.strip()
         if not line:
@@ -70,9 +81,11 @@ def parse_ohlcv_csv(text_lines: Iterator[str], name: str) -> Candles:
                 continue
             if not _is_number(parts[0]):
                 raise CandleFileError(
-                    f"{name}:{lineno}: expected header {','.join(OHLCV_HEADER)}, got {line[:80]!r}")
+                    f"{name}:{lineno}: not an OHLCV file: expected header {','.join(OHLCV_HEADER)}, "
+                    f"got {line[:80]!r}")
         if len(parts) < 6:
-            raise CandleFileError(f"{name}:{lineno}: expected 6 columns, got {len(parts)}")
+            raise CandleFileError(f"{name}:{lineno}: expected 6 columns ({','.join(OHLCV_HEADER)}), "
+                                  f"got {len(parts)}")
         try:
             values = tuple(float(p) for p in parts[:6])
         except ValueError:
@@ -80,18 +93,85 @@ def parse_ohlcv_csv(text_lines: Iterator[str], name: str) -> Candles:
         ts, o, h, low, c, v = values
         if not all(math.isfinite(x) for x in values):
             raise CandleFileError(f"{name}:{lineno}: NaN or infinite value")
-        if min(o, h, low, c) <= 0:
+        if ts != int(ts) or ts < 0:
+            raise CandleFileError(f"{name}:{lineno}: timestamp {parts[0]} is not whole epoch seconds")
+        if ts >= _MAX_EPOCH_S:
+            raise CandleFileError(f"{name}:{lineno}: timestamp {int(ts)} looks like milliseconds; "
+                                  "expected epoch seconds (the bar's open time)")
+        if not signed and min(o, h, low, c) <= 0:
             raise CandleFileError(f"{name}:{lineno}: non-positive price")
         if h < max(o, c) or low > min(o, c) or v < 0:
             raise CandleFileError(f"{name}:{lineno}: high/low do not bound open/close, or negative volume")
-        if ts <= last_ts:
-            raise CandleFileError(f"{name}:{lineno}: timestamp {int(ts)} not after the previous row")
-        last_ts = ts
+        if ts == last_ts:
+            raise CandleFileError(f"{name}:{lineno}: duplicate timestamp {int(ts)} (also on line {last_line})")
+        if ts < last_ts:
+            raise CandleFileError(f"{name}:{lineno}: timestamp {int(ts)} is before {int(last_ts)} on line "
+                                  f"{last_line}: rows must be sorted by time")
+        last_ts, last_line = ts, lineno
         rows.append(values)
     if not rows:
         raise CandleFileError(f"{name}: no data rows")
     arr = np.asarray(rows, dtype=np.float64)
     return Candles(arr[:, 0].astype(np.int64), *(np.ascontiguousarray(arr[:, i]) for i in range(1, 6)))
+
+
+def _block_rows(body: str) -> np.ndarray | None:
+    """Rows of one block of data lines as an (n, 6) float array, or None if any line is not
+    exactly six numbers (blank, short or long rows, a non-number, non-ASCII text)."""
+    body = body.replace("\r", "").strip()
+    if not body or not body.isascii():
+        return None
+    raw = np.frombuffer(body.encode("ascii"), dtype=np.uint8)
+    commas = np.flatnonzero(raw == ord(","))
+    ends = np.flatnonzero(raw == ord("\n"))
+    per_line = np.diff(np.concatenate(([0], np.searchsorted(commas, ends), [commas.size])))
+    if per_line.size == 0 or not np.all(per_line == 5):
+        return None
+    try:
+        return np.array(body.replace("\n", ",").split(","), dtype=np.float64).reshape(-1, 6)
+    except ValueError:
+        return None
+
+
+def _parse_clean_lines(lines: Iterator[str], signed: bool) -> Candles | None:
+    """A whole file at numpy speed (a year of 1m bars: ~1 s instead of ~3 s line by line), read
+    FAST_BLOCK_LINES lines at a time so memory stays near the size of the result (the whole text
+    split at once peaked at 540 MB for a year), or None when anything is off: the line parser then
+    finds and names the fault. Accepts exactly what that parser accepts (and nothing it would
+    refuse), so the two never disagree on a good file."""
+    head = next(lines, "")
+    fields = [p.strip().lower() for p in head.split(",")]
+    blocks: list[np.ndarray] = []
+    if tuple(fields[:6]) == OHLCV_HEADER:
+        if len(fields) != 6:
+            return None
+    else:
+        lines = itertools.chain([head], lines)
+    while chunk := list(itertools.islice(lines, FAST_BLOCK_LINES)):
+        block = _block_rows("".join(chunk))
+        if block is None:
+            return None
+        blocks.append(block)
+    if not blocks:
+        return None
+    arr = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+    del blocks
+    ts, o, h, low, c, v = (arr[:, i] for i in range(6))
+    if not np.all(np.isfinite(arr)):
+        return None
+    if np.any(ts != np.floor(ts)) or ts.min() < 0 or ts.max() >= _MAX_EPOCH_S or np.any(np.diff(ts) <= 0):
+        return None
+    if not signed and min(o.min(), h.min(), low.min(), c.min()) <= 0:
+        return None
+    if np.any(h < np.maximum(o, c)) or np.any(low > np.minimum(o, c)) or v.min() < 0:
+        return None
+    return Candles(ts.astype(np.int64), *(np.ascontiguousarray(col) for col in (o, h, low, c, v)))
+
+
+def parse_ohlcv_text(text: str, name: str, *, signed: bool = False) -> Candles:
+    """A whole OHLCV CSV document: the fast path for clean files, the line parser's message otherwise."""
+    return (_parse_clean_lines(iter(io.StringIO(text)), signed)
+            or parse_ohlcv_csv(io.StringIO(text), name, signed=signed))
 
 
 def _is_number(text: str) -> bool:
@@ -102,15 +182,46 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_ohlcv_csv(path: str | Path) -> Candles:
+def read_ohlcv_csv(path: str | Path, *, signed: bool = False) -> Candles:
+    """An OHLCV CSV or CSV.gz file (see parse_ohlcv_csv for what is refused): the fast block
+    reader first; a file it does not accept is read again line by line for the message."""
     path = Path(path)
     try:
         with _open_text(path) as fh:
-            return parse_ohlcv_csv(fh, str(path))
+            fast = _parse_clean_lines(iter(fh), signed)
+        if fast is not None:
+            return fast
+        with _open_text(path) as fh:
+            return parse_ohlcv_csv(fh, str(path), signed=signed)
+    except IsADirectoryError:
+        raise CandleFileError(f"{path}: is a directory, not a CSV file") from None
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise CandleFileError(f"{path}: not a text CSV ({exc})") from None
     except OSError as exc:
         raise CandleFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-        raise CandleFileError(f"{path}: not a text CSV ({exc})") from None
+
+
+def bar_interval(ts: np.ndarray) -> int:
+    """The series' bar length in seconds: the most common step between bars (60 for 1m data, even
+    when whole days are missing)."""
+    if ts.shape[0] < 2:
+        return BAR_SECONDS
+    steps, counts = np.unique(np.diff(ts), return_counts=True)
+    return int(steps[np.argmax(counts)])
+
+
+class Gap(NamedTuple):
+    from_ts: int  # open time of the first missing bar
+    seconds: int  # how long no bar exists
+
+
+def find_gaps(ts: np.ndarray, step: int | None = None) -> list[Gap]:
+    """Stretches with no bar: wherever two bars are more than one bar length apart. A backtest
+    trades through them as a quiet market; it never invents the missing bars."""
+    step = bar_interval(ts) if step is None else step
+    d = np.diff(ts)
+    at = np.flatnonzero(d > step)
+    return [Gap(int(ts[i]) + step, int(d[i]) - step) for i in at.tolist()]
 
 
 def shipped_candles(symbol: str) -> Candles:

@@ -26,7 +26,6 @@ from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSp
                              NewOrderSpec, OrderEvent, OrderIntents, OrderView, SignalReply,
                              SignalRequest, Tick, WorkerFigures, topic)
 from shared.ring import BarRing
-from shared.trading import client_order_id as coid
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.position_check import PositionCheck, check_position
@@ -262,7 +261,7 @@ class Worker:
                      f" (since the checkpoint; {cp.fills} own fills before it)" if cp else "",
                      self.bot.position.contracts if self.bot.position else 0)
         else:
-            self.bot.open_orders = {o.order_id: o for o in orders}
+            self.bot.resync_orders(orders)
         self.needs_resync = False
         if snap.venue_position is not None:
             self.compare_position(snap.venue_position, full)
@@ -308,24 +307,21 @@ class Worker:
         now_ns = time.perf_counter_ns()
         if self.cancel_requested or self.halted or check.halted:
             # Only the supervisor's halt may flatten: a position the venue contradicts is not one
-            # to close at market.
-            flatten = bool(self.halted) and self.cfg.risk.flatten_on_halt
-            # A halt keeps the protective stop unless it flattens; an operator's cancel takes all.
-            cancel = bot.cancel_all_plan(keep_stops=not flatten and not self.cancel_requested)
-            place: list[NewOrderSpec] = []
-            amend: list[AmendSpec] = []
-            contracts = bot.position.contracts if bot.position is not None else 0
-            if self.halted and self.cfg.risk.flatten_on_halt and contracts and not self.flatten_sent:
-                # Close the bot's own position at market, reduce-only so it can never flip it.
-                side = "sell" if contracts > 0 else "buy"
-                bot.generation = coid.next_generation(bot.generation)
-                place.append(NewOrderSpec(
-                    client_order_id=coid.encode(bot_id=bot.bot_id, symbol=self.symbol, side=side, purpose="stop",
-                                                level=0, generation=bot.generation),
-                    side=side, price=reply.close, size=abs(contracts), order_type="market_order", reduce_only=True))
-                self.flatten_sent = True
-            if not cancel and not place:
+            # to close at market (its halt keeps the protective stop, like a non-flattening halt).
+            halt = bot.halt_plan(halted=bool(self.halted or check.halted),
+                                 flatten_on_halt=self.cfg.risk.flatten_on_halt and bool(self.halted),
+                                 cancel_requested=self.cancel_requested, flatten_sent=self.flatten_sent,
+                                 price=reply.close)
+            if halt.empty:
                 return None
+            cancel = list(halt.cancel)
+            amend: list[AmendSpec] = []
+            place: list[NewOrderSpec] = []
+            if halt.flatten is not None:
+                f = halt.flatten
+                place.append(NewOrderSpec(client_order_id=f.client_order_id, side=f.side, price=f.price, size=f.size,
+                                          order_type="market_order", reduce_only=True))
+                self.flatten_sent = True
         else:
             if not reply.valid:
                 return None
@@ -353,8 +349,7 @@ class Worker:
         bot = self.bot
         if bot is None:
             return
-        for oid in res.cancelled:
-            bot.open_orders.pop(oid, None)
+        bot.on_cancelled(list(res.cancelled))
         for v in (*res.amended, *res.placed):
             bot.on_order(open_order(self.symbol, v), v.state)
         if res.errors:

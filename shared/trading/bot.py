@@ -35,6 +35,26 @@ from .sizing import contracts_per_level
 MAX_SEEN_FILLS = 10_000  # fill ids remembered to drop replays (bounded)
 
 
+class FlattenOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """A market order closing the bot's own position, reduce-only so it can never flip it."""
+
+    client_order_id: str
+    side: Side
+    size: int
+    price: float  # the price the decision saw (a market order fills at the touch)
+
+
+class HaltPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What a halted (or operator-cancelled) bot sends: cancels, and at most one flatten."""
+
+    cancel: tuple[int, ...] = ()
+    flatten: FlattenOrder | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.cancel and self.flatten is None
+
+
 @dataclass
 class TradingBot:
     symbol: str
@@ -55,6 +75,10 @@ class TradingBot:
     # Net contracts of the foreign fills on our product (a trader's manual ones) we have seen:
     # the venue's account-wide position should be our position plus these.
     foreign_contracts: int = 0
+    # What the last plan wanted, and the grid edge its stop hangs from (None: no stop wanted):
+    # a backtest reads them to know which later prices could change the plan.
+    desired: tuple[DesiredOrder, ...] = ()
+    stop_edge: float | None = None
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -102,7 +126,10 @@ class TradingBot:
         the re-entry cool-down at its own (venue) time."""
         if fill.fill_id in self.seen_fills or fill.symbol != self.symbol:
             return False
-        self._apply_fill(fill, self.last_step or self.product.tick_size * 10)
+        # The take-profit sits one step of the grid the entry came from: the anchor's (the entries
+        # were priced with it), not whatever step the latest tick's ATR gave.
+        step = self.anchor.step if self.anchor is not None else (self.last_step or self.product.tick_size * 10)
+        self._apply_fill(fill, step)
         tag = coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
         if tag is not None and tag.purpose == "stop":
             self.stopped_out_at = max(self.stopped_out_at or 0.0, fill.ts)
@@ -132,6 +159,16 @@ class TradingBot:
         else:
             self.open_orders.pop(order.order_id, None)
 
+    def on_cancelled(self, order_ids: list[int]) -> None:
+        """Our cancels the exchange confirmed (or found already gone)."""
+        for oid in order_ids:
+            self.open_orders.pop(oid, None)
+
+    def resync_orders(self, open_orders: list[OpenOrder]) -> None:
+        """The exchange's open orders replace our view of the book (a periodic or after-error
+        re-read; fills and holdings are untouched)."""
+        self.open_orders = {o.order_id: o for o in open_orders}
+
     def cooldown_left(self, market_ts: float) -> float:
         """Seconds before new entries are allowed again after our stop fired (0 when free).
         Market time (the venue's clock, e.g. the last trade's): a paper market replayed at 60x
@@ -158,8 +195,12 @@ class TradingBot:
         if self.cooldown_left(now if market_ts is None else market_ts) > 0:
             allow_new_entries = False
         entries: tuple[DesiredOrder, ...] = ()
-        if allow_new_entries and direction in ("UP", "DOWN"):
-            self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]
+        if allow_new_entries:
+            if direction in ("UP", "DOWN"):
+                self.anchor = next_anchor(self.anchor, direction, confidence, price, atr, self.grid, now)  # type: ignore[arg-type]
+            # A signal without a direction holds the grid like a weak one (grid.next_anchor's
+            # rule): cancelling it on every NONE and re-placing it on the next UP cost a full
+            # grid of cancels and places every few bars (backtest: ~6,000 a symbol-month).
             if self.anchor is not None:
                 size = contracts_per_level(available_balance, self.anchor.price, self.product,
                                            risk_percentage=self.risk.risk_percentage,
@@ -167,11 +208,14 @@ class TradingBot:
                 if size > 0:
                     entries = desired_grid(self.anchor.direction, self.anchor.confidence, self.anchor.price,
                                            atr, self.product, size, self.grid, step=self.anchor.step)
-        elif not allow_new_entries:
+        else:
             self.anchor = None
         book = list(self.open_orders.values())
+        # A resting entry's level belongs to the grid it was priced in: the anchor's step, not
+        # this tick's (which moves with every price and would move the stop's edge with it).
+        level_step = self.anchor.step if self.anchor is not None else step
         levels = levels_from_book(self.holdings, book, bot_id=self.bot_id, symbol=self.symbol,
-                                  grid_step=step, ts=now)
+                                  grid_step=level_step, ts=now)
         long_held = sum(n for (side, _), n in self.holdings.held.items() if side == "buy")
         short_held = sum(n for (side, _), n in self.holdings.held.items() if side == "sell")
         assert self.position is not None
@@ -181,10 +225,15 @@ class TradingBot:
             book_wanted = (*book_wanted, stop)
         desired = limit_desired(book_wanted, self.position.contracts,
                                 self.risk, long_held=long_held, short_held=short_held)
-        self.generation = coid.next_generation(self.generation)
-        plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=self.generation,
+        self.desired = desired
+        # A fresh generation for each plan that places something (placements never reuse an id);
+        # a plan that places nothing leaves it, so the ids do not depend on how often we decided.
+        generation = coid.next_generation(self.generation)
+        plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=generation,
                          price_tolerance=self.grid.regrid_fraction * step)
         plan, self.bucket = limit_plan(plan, self.bucket, now, reference_price=price)
+        if plan.to_place:
+            self.generation = generation
         return plan
 
     def _protective_stop(self, levels: dict[tuple[Side, int], Level], entries: tuple[DesiredOrder, ...],
@@ -195,6 +244,7 @@ class TradingBot:
         nor moves after a restart; resting and wanted entries of the position's side count too."""
         assert self.position is not None
         contracts = self.position.contracts
+        self.stop_edge = None
         if not self.grid.stops or contracts == 0:
             return None
         side: Side = "buy" if contracts > 0 else "sell"  # the entry side that built the position
@@ -208,7 +258,28 @@ class TradingBot:
             edge = min(reach) if side == "buy" else max(reach)
         else:  # a position no level explains (levels rebuilt from a partial history)
             edge = float(self.position.average_entry)
+        self.stop_edge = edge
         return protective_stop(contracts, edge, atr, self.product, self.grid)
+
+    def halt_plan(self, *, halted: bool, flatten_on_halt: bool, cancel_requested: bool, flatten_sent: bool,
+                  price: float) -> HaltPlan:
+        """The orders of a halted bot (account risk limit) or of an operator's cancel: cancel every
+        resting order we own, except that a halt which does not flatten keeps the protective stop
+        (it must not unprotect the position); a halt with `flatten_on_halt` also closes the
+        bot's position at market, once (`flatten_sent`: one is already on its way)."""
+        flatten = halted and flatten_on_halt
+        cancel = self.cancel_all_plan(keep_stops=halted and not flatten and not cancel_requested)
+        assert self.position is not None
+        contracts = self.position.contracts
+        order: FlattenOrder | None = None
+        if flatten and contracts and not flatten_sent:
+            side: Side = "sell" if contracts > 0 else "buy"
+            self.generation = coid.next_generation(self.generation)
+            order = FlattenOrder(
+                client_order_id=coid.encode(bot_id=self.bot_id, symbol=self.symbol, side=side, purpose="stop",
+                                            level=0, generation=self.generation),
+                side=side, size=abs(contracts), price=price)
+        return HaltPlan(cancel=tuple(cancel), flatten=order)
 
     def cancel_all_plan(self, *, keep_stops: bool = False) -> list[int]:
         """Every resting order we own (for stop --cancel-orders and risk halts). `keep_stops`

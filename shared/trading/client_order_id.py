@@ -21,6 +21,7 @@ Layout (at most 32 characters, Delta's limit; only [A-Za-z0-9_-] so it survives 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -57,6 +58,7 @@ class OrderTag(msgspec.Struct, frozen=True, kw_only=True):
     generation: int
 
 
+@functools.lru_cache(maxsize=1024)
 def symbol_tag(symbol: str) -> str:
     if _LITERAL_SYMBOL_RE.fullmatch(symbol):
         return symbol
@@ -102,8 +104,10 @@ def encode(
     return cid
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(client_order_id: str | None) -> OrderTag | None:
-    """Any bot's id in our scheme, or None (manual orders, other software, malformed)."""
+    """Any bot's id in our scheme, or None (manual orders, other software, malformed). Cached
+    (bounded): every plan reads the ids of the whole book again, and a tag is immutable."""
     if not client_order_id or len(client_order_id) > MAX_LENGTH:
         return None
     m = _ID_RE.fullmatch(client_order_id)

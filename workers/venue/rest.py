@@ -109,12 +109,18 @@ async def candles(request: web.Request) -> web.Response:
     start = _query_int(request, "start", None, 0, 10**11)
     end = _query_int(request, "end", None, 0, 10**11)
     assert start is not None and end is not None
-    m = v.replay.symbol_market(sym)
+    series, _, base = sym.rpartition(":")  # MARK:<sym>, FUNDING:<sym> as on Delta
+    if series not in ("", "MARK", "FUNDING"):
+        raise VenueError("invalid_contract", {"symbol": sym, "message": f"unknown series {series!r}"})
+    m = v.replay.symbol_market(base)
     step = RESOLUTIONS[res]
     bars = bars_between(m, start - start % step, end)
     if step != 60:
         bars = wire.aggregate_bars(bars, step)
     bars = bars[-MAX_CANDLES:]
+    if series == "FUNDING":  # the paper venue charges no funding (its tickers say funding_rate 0)
+        bars = [(t, 0.0, 0.0, 0.0, 0.0, 0.0) for t, *_ in bars]
+    # MARK: the paper mark price is the last trade (tickers' mark_price), so its bars are the trades'
     return ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
                 for t, o, h, low, c, v in bars])
 

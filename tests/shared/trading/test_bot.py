@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import msgspec
+
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from shared.trading.bot import TradingBot
@@ -257,3 +259,56 @@ def test_a_restart_continues_past_ids_the_store_saw_sent_even_if_the_venue_forgo
     again = decide(b, now=2.0, price=2100.0)
     assert all(coid.decode(p.client_order_id, bot_id="t1", symbol="ETHUSD").generation > 502
                for p in again.to_place)
+
+
+def _long_with_stop(b: TradingBot) -> None:
+    """A filled buy level with its take-profit and the protective stop resting."""
+    b.reconcile_from([], [], [])
+    plan = decide(b, now=1.0, price=2000.0)
+    placed = place_all(b, plan)
+    entry = placed[0]
+    b.on_fill(Fill(fill_id="f1", symbol="ETHUSD", side="buy", size=entry.size, price=repr(entry.price), fee="0.01",
+                   contract_value="0.01", ts=2.0, client_order_id=entry.client_order_id or ""))
+    b.on_order(msgspec.structs.replace(entry, unfilled_size=0), "closed")
+    after = decide(b, now=3.0, price=entry.price)
+    for i, p in enumerate(after.to_place):
+        b.on_order(OpenOrder(order_id=100 + i, symbol="ETHUSD", side=p.order.side, price=p.order.price,
+                             size=p.order.size, unfilled_size=p.order.size, client_order_id=p.client_order_id,
+                             order_type=p.order.order_type, reduce_only=p.order.reduce_only), "open")
+    assert any(o.order_type == "stop_market_order" for o in b.open_orders.values())
+
+
+def test_halt_plan_keeps_the_stop_unless_it_flattens_and_flattens_once() -> None:
+    b = bot()
+    _long_with_stop(b)
+    stop_ids = {o.order_id for o in b.open_orders.values() if o.order_type == "stop_market_order"}
+    keep = b.halt_plan(halted=True, flatten_on_halt=False, cancel_requested=False, flatten_sent=False, price=1990.0)
+    assert keep.flatten is None and set(keep.cancel) == set(b.open_orders) - stop_ids
+    gen = b.generation
+    flat = b.halt_plan(halted=True, flatten_on_halt=True, cancel_requested=False, flatten_sent=False, price=1990.0)
+    assert set(flat.cancel) == set(b.open_orders)  # the stop goes too: the flatten closes the position
+    assert flat.flatten is not None and flat.flatten.side == "sell" and flat.flatten.size == b.position.contracts
+    tag = coid.decode(flat.flatten.client_order_id, bot_id="t1", symbol="ETHUSD")
+    assert tag is not None and tag.purpose == "stop" and tag.generation == coid.next_generation(gen)
+    again = b.halt_plan(halted=True, flatten_on_halt=True, cancel_requested=False, flatten_sent=True, price=1990.0)
+    assert again.flatten is None  # one flatten on its way is enough
+    operator = b.halt_plan(halted=False, flatten_on_halt=False, cancel_requested=True, flatten_sent=False, price=1990.0)
+    assert set(operator.cancel) == set(b.open_orders) and operator.flatten is None
+
+
+def test_a_plan_that_places_nothing_keeps_the_generation() -> None:
+    b = bot()
+    b.reconcile_from([], [], [])
+    place_all(b, decide(b, now=1.0, price=2000.0))
+    gen = b.generation
+    for t in range(2, 20):
+        assert decide(b, now=float(t), price=2000.5).empty
+    assert b.generation == gen
+
+
+def test_a_signal_without_direction_holds_the_grid_like_a_weak_one() -> None:
+    b = bot()
+    b.reconcile_from([], [], [])
+    place_all(b, decide(b, now=1.0, price=2000.0))
+    assert decide(b, now=2.0, price=2000.5, direction="NONE", confidence=0.0).empty
+    assert decide(b, now=3.0, price=2000.5, direction="DOWN", confidence=0.25).empty  # weak: hold too

@@ -1,0 +1,76 @@
+"""The fast path changes nothing: the backtest that asks the bot only at trades that could matter
+gives the same bytes as one that asks it at every trade, and the whole-series signals give the
+same decisions as the pool's engine asked at every trade."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from shared.backtest import BacktestResult, run_backtest
+from shared.config import Config
+from shared.marketdata import Candles, shipped_candles, synthetic_candles
+from shared.products import PAPER_PRODUCTS, synthetic_spec
+from shared.trading.grid import GridConfig
+
+from .conftest import busy_config
+
+
+def _specs(data: dict[str, Candles]) -> dict[str, object]:
+    return {k: PAPER_PRODUCTS[k] if k in PAPER_PRODUCTS else synthetic_spec(k) for k in data}
+
+
+def _bytes(r: BacktestResult) -> bytes:
+    return msgspec.structs.replace(r, elapsed_s=0.0).to_json()
+
+
+def _both(cfg: Config, data: dict[str, Candles]) -> tuple[BacktestResult, BacktestResult]:
+    every = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, _wake_every_trade=True)  # type: ignore[arg-type]
+    woken = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    return every, woken
+
+
+CASES = {
+    # fine directional grid on real ETH: hundreds of fills, amends, stops
+    "eth-fixed": (busy_config(), {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
+    # ATR spacing: the step and the tolerance move with every trade's ATR
+    "eth-atr": (Config(grid=GridConfig(spacing_mode="atr", atr_multiple=0.5, spacing_floor=0.0003, levels=4)),
+                {"ETHUSD": shipped_candles("ETHUSD").slice(0, 2000)}),
+    # neutral grids with a short cool-down after each stop
+    "eth-neutral": (Config(grid=GridConfig(width=0.0008, levels=2, mode="neutral", stop_cooldown_s=300)),
+                    {"ETHUSD": shipped_candles("ETHUSD").slice(4000, 6000)}),
+    # three symbols sharing one balance, with a churn limit that holds actions back
+    "three-symbols-churn": (Config(grid=GridConfig(width=0.0005, levels=3, max_actions_per_minute=8)),
+                            {f"SYN_000{n}": synthetic_candles(f"SYN_000{n}", 1500) for n in (1, 2, 3)}),
+    # an account halt that flattens
+    "halt": (busy_config(daily_loss_limit=20.0, flatten_on_halt=True),
+             {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_asking_the_bot_only_when_something_could_change_gives_identical_results(case: str) -> None:
+    cfg, data = CASES[case]
+    every, woken = _both(cfg, data)
+    assert every.summary.fills > 20 or every.halted
+    assert _bytes(every) == _bytes(woken)
+
+
+def test_series_signals_decide_exactly_as_the_engine_asked_at_every_trade() -> None:
+    data = {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 3500)}
+    cfg = busy_config()
+    engine = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, _per_trade_engine=True)  # type: ignore[arg-type]
+    series = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    assert engine.summary.fills > 50
+    assert _bytes(engine) == _bytes(series)
+
+
+def test_reading_the_signals_in_small_chunks_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.backtest.loop as loop
+
+    cfg, data = CASES["eth-fixed"]
+    whole = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    monkeypatch.setattr(loop, "CHUNK_BARS", 333)  # chunk edges fall inside the warm-up and the trading
+    chunked = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)  # type: ignore[arg-type]
+    assert whole.summary.fills > 50
+    assert _bytes(whole) == _bytes(chunked)
