@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import secrets
 import signal
 from collections.abc import Sequence
@@ -37,8 +36,6 @@ from workers.venue.rest import VENUE, rest_routes
 from workers.venue.settings import VenueSettings
 from workers.venue.ws import WsHub
 
-log = logging.getLogger(__name__)
-
 
 class PaperVenue:
     def __init__(self, settings: VenueSettings, symbols: Sequence[str], *, api_key: str | None = None,
@@ -51,7 +48,7 @@ class PaperVenue:
         self.account = AccountStore(settings.state_file)
         self.replay = MarketReplay(settings, self.account, symbols)
         self.engine = self.replay.engine
-        self.account.open_journal(self.engine, self.replay.market_clock(), self.replay._next_bar)
+        self.account.open_journal(self.engine, self.replay.market_clock(), self.replay.next_bar)
         self.faults = FaultModel(settings)
         self.guard = Guard(self, rate_limit_units=settings.rate_limit_units,
                            rate_limit_window_s=settings.rate_limit_window_s)
@@ -89,7 +86,7 @@ class PaperVenue:
 
     @property
     def _start_ts(self) -> int:
-        return self.replay._start_ts
+        return self.replay.origin_ts
 
     @property
     def ticks_replayed(self) -> int:
@@ -122,7 +119,7 @@ class PaperVenue:
         return self.account.flush()
 
     def save_account(self, *, final: bool = False) -> bool:
-        return self.account.save(self.engine, self.replay.market_clock(), self.replay._next_bar, final=final)
+        return self.account.save(self.engine, self.replay.market_clock(), self.replay.next_bar, final=final)
 
     async def _saver(self) -> None:
         while True:

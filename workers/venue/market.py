@@ -153,6 +153,21 @@ class MarketReplay:
         self.catch_up(clock.next_bar)
         self.ticks_replayed = 0
 
+    @property
+    def listed(self) -> list[Market]:
+        """Every market, in listing order (the order products and tickers are served in)."""
+        return self._markets_list
+
+    @property
+    def origin_ts(self) -> int:
+        """Epoch s of the account's first replayed bar (the wallet ledger's opening)."""
+        return self._start_ts
+
+    @property
+    def next_bar(self) -> int:
+        """Lockstep index of the next bar to begin (saved with the account as its clock)."""
+        return self._next_bar
+
     def market(self, symbol: str, *, may_list: bool = True) -> Market:
         """The market for `symbol`, creating a SYN_NNNN one on first reference.
         Raises UnknownSymbolError naming the close matches."""

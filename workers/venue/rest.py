@@ -51,7 +51,7 @@ VENUE = web.AppKey("venue", VenueState)
 
 async def products(request: web.Request) -> web.Response:
     v = request.app[VENUE]
-    items = [wire.product_json(m.spec, v.engine.leverage(m.spec.product_id)) for m in v.replay._markets_list]
+    items = [wire.product_json(m.spec, v.engine.leverage(m.spec.product_id)) for m in v.replay.listed]
     return ok(items, {"after": None, "before": None, "limit": 1000, "total_count": len(items)})
 
 
@@ -63,7 +63,7 @@ async def product(request: web.Request) -> web.Response:
 
 async def tickers(request: web.Request) -> web.Response:
     v = request.app[VENUE]
-    return ok([v.replay.ticker(m) for m in v.replay._markets_list])
+    return ok([v.replay.ticker(m) for m in v.replay.listed])
 
 
 async def ticker_one(request: web.Request) -> web.Response:
@@ -133,12 +133,12 @@ async def settings(request: web.Request) -> web.Response:
 
 async def assets(request: web.Request) -> web.Response:
     v = request.app[VENUE]
-    return ok(wire.assets_json(m.spec for m in v.replay._markets_list))
+    return ok(wire.assets_json(m.spec for m in v.replay.listed))
 
 
 async def indices(request: web.Request) -> web.Response:
     v = request.app[VENUE]
-    return ok([wire.index_json(m.spec) for m in v.replay._markets_list])
+    return ok([wire.index_json(m.spec) for m in v.replay.listed])
 
 # ---- private endpoints
 
@@ -334,7 +334,7 @@ async def position(request: web.Request) -> web.Response:
     out = [{"product_id": m.spec.product_id, "product_symbol": m.symbol,
             "size": v.engine.position(m.spec.product_id).size,
             "entry_price": wire.s(v.engine.position(m.spec.product_id).entry_price)}
-           for m in v.replay._markets_list if m.spec.underlying_asset == und]
+           for m in v.replay.listed if m.spec.underlying_asset == und]
     return ok(out)
 
 
@@ -377,7 +377,7 @@ async def wallet_transactions(request: web.Request) -> web.Response:
     e = v.engine
     complete = not e.fills or e.fills[0].seq == 1
     entries = wire.wallet_transactions(reversed(e.fills), e.balance, e.initial_balance,
-                                       v.replay._start_ts * 1_000_000, complete=complete,
+                                       v.replay.origin_ts * 1_000_000, complete=complete,
                                        start_us=start or 0, end_us=end)
     usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
     keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
