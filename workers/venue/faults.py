@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from shared.matching import VenueError
 
@@ -58,10 +58,10 @@ class FaultModel:
         if p and self._rng.random() < p:
             raise VenueError("risk_limits_breached", {"fault_injection": True})
 
-    def timers(self, drop_sockets: Callable[[], Awaitable[None]],
-               restart: Callable[[float], Awaitable[None]]) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    def timers(self, drop_sockets: Callable[[], Coroutine[Any, Any, None]],
+               restart: Callable[[float], Awaitable[None]]) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         """The fault loops (task name, loop) to run for the venue's life (none when off)."""
-        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         if self.ws_drop_interval_s > 0:
             async def dropper() -> None:
                 while True:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shared.delta.auth import verify
 from shared.delta.constants import SIGNATURE_WINDOW_S
@@ -43,8 +44,6 @@ PUBLIC_CALLER = contextvars.ContextVar("public_caller", default=False)
 _ACCESS = "delta_access"  # the attribute @public / @private put on a handler
 
 RestHandler = Callable[[web.Request], Awaitable[web.Response]]
-Middleware = Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]],
-                      Awaitable[web.StreamResponse]]
 
 
 def public(handler: RestHandler) -> RestHandler:
