@@ -189,7 +189,7 @@ class TestingConfig(_Section):
     so a production config can never enable them by accident."""
     leak_mb_per_s: Annotated[float, _between(0, 1000)] = 0.0
     leak_symbol: str = ""
-    # paper venue faults (see workers/venue.py VenueSettings)
+    # paper venue faults (see workers/venue/settings.py VenueSettings)
     venue_latency_ms: Annotated[float, _between(0, 60_000)] = 0.0
     venue_5xx_probability: Annotated[float, _between(0, 1)] = 0.0
     venue_429_probability: Annotated[float, _between(0, 1)] = 0.0

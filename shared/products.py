@@ -68,6 +68,9 @@ def is_synthetic(symbol: str) -> bool:
     return bool(_SYNTHETIC_RE.match(symbol))
 
 
+SYNTHETIC_ID_BASE = 900_000  # a synthetic product's id is this + its index (the paper venue reads it back)
+
+
 def synthetic_symbol(index: int) -> str:
     return f"{SYNTHETIC_PREFIX}{index:04d}"
 
@@ -77,7 +80,7 @@ def synthetic_spec(symbol: str) -> ProductSpec:
         raise ValueError(f"{symbol!r} is not a synthetic symbol (expected {SYNTHETIC_PREFIX}NNNN)")
     index = int(symbol[len(SYNTHETIC_PREFIX):])
     return ProductSpec(
-        symbol=symbol, product_id=900_000 + index, contract_value=0.01, tick_size=0.01,
+        symbol=symbol, product_id=SYNTHETIC_ID_BASE + index, contract_value=0.01, tick_size=0.01,
         underlying_asset=symbol,
     )
 

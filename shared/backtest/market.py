@@ -1,6 +1,6 @@
 """The paper venue's candle-to-tick path, for a whole series at once (numpy, no per-bar Python).
 
-The venue (workers/venue.py `_Market`) replays each 1m bar as four trades 15 s apart: open, the
+The venue (workers/venue/market.py `Market`) replays each 1m bar as four trades 15 s apart: open, the
 nearer extreme, the farther extreme, close (`shared.marketdata.candle_ticks`), each price rounded
 to the product's tick by `ProductSpec.round_price`, each trade carrying a quarter of the bar's
 volume in contracts (at least 1). Its start-up history is put on the tick grid by `np.round`

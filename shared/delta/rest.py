@@ -33,6 +33,7 @@ import msgspec
 import yarl
 
 from shared.delta import auth
+from shared.delta.constants import CANDLE_RESOLUTION_S, MAX_BATCH, MAX_CANDLES_PER_CALL
 from shared.delta.errors import (
     AuthError, DeltaError, OrderNotFound, OutcomeUnknown, RateLimited,
     RequestTimeout, ResponseShapeError, ServerError, error_from_response,
@@ -49,14 +50,9 @@ from shared.products import ProductSpec, UnknownSymbolError
 
 DEFAULT_USER_AGENT = "delta-grid-orchestrator/0.1 (+aiohttp)"
 MAX_CLIENT_ORDER_ID = 32
-MAX_BATCH = 50
 MAX_IDS_PER_QUERY = 10  # product_ids lists longer than 10 are refused by Delta
-MAX_CANDLES_PER_CALL = 2000
 MAX_PAGES = 1_000  # a cursor loop that never ends is a server bug; stop rather than spin
-RESOLUTION_S: dict[str, int] = {
-    "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-    "4h": 14_400, "6h": 21_600, "1d": 86_400, "1w": 604_800,
-}
+RESOLUTION_S = CANDLE_RESOLUTION_S
 Side = Literal["buy", "sell"]
 _ORDER_TYPES = ("limit_order", "market_order")
 _TIME_IN_FORCE = ("gtc", "ioc")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.delta.constants import PAPER_PUBLIC_PATH
+
 
 class Venue(msgspec.Struct, frozen=True, kw_only=True):
     name: str
@@ -37,7 +39,6 @@ VENUES: dict[str, Venue] = {
 }
 
 PAPER = "paper"
-PAPER_PUBLIC_PATH = "/public"  # the paper venue's stand-in for India's public host, beside /ws
 VENUE_NAMES: tuple[str, ...] = (*VENUES, PAPER)
 
 # Names traders are likely to type for the same thing.

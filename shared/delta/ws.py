@@ -27,17 +27,14 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from shared.delta import auth
+from shared.delta import auth, constants
 from shared.delta.models import Order, Position, convert, to_micros
 
 log = logging.getLogger(__name__)
 
-PUBLIC_CHANNELS = frozenset({"v2/ticker", "ticker", "all_trades", "trades", "l1_orderbook", "ob_l1",
-                             "l2_orderbook", "ob_l2", "l2_updates", "ob_updates", "mark_price",
-                             "funding_rate"})
-PRIVATE_CHANNELS = frozenset({"orders", "positions", "user_trades", "v2/user_trades", "margins"})
-_RES_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
-          "4h": 14_400, "6h": 21_600, "12h": 43_200, "1d": 86_400, "1w": 604_800}
+PUBLIC_CHANNELS = frozenset(constants.PUBLIC_CHANNELS + constants.COMPACT_CHANNELS)
+PRIVATE_CHANNELS = frozenset(constants.PRIVATE_CHANNELS + ("v2/user_trades",))
+_RES_S = constants.WS_CANDLE_RESOLUTION_S
 
 
 # ------------------------------------------------------------------------------------ events

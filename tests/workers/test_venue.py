@@ -20,7 +20,7 @@ import pytest
 from shared.delta.auth import sign, sign_ws
 from shared.products import UnknownSymbolError
 from workers.venue import PaperVenue, VenueSettings, write_venue_json
-from workers.venue_ws import WsClient
+from workers.venue.ws import WsClient
 
 SYN = "SYN_0001"  # tick 0.01, seeded walk: moves many ticks per replayed tick
 SYN_ID = 900_001

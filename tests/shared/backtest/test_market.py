@@ -9,7 +9,7 @@ import pytest
 from shared.backtest.market import replay_bars
 from shared.marketdata import shipped_candles
 from shared.products import PAPER_PRODUCTS
-from workers.venue import _Market
+from workers.venue.market import Market as _Market
 
 
 @pytest.mark.parametrize("symbol", ["BTCUSD", "ETHUSD"])

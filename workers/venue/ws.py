@@ -1,6 +1,6 @@
 """The paper venue's websocket side: connections, key-auth, subscriptions, snapshots, the
 fan-out of private order/position/fill events, and the book/mark/funding channels (trade, candle
-and ticker frames are built by the replay loop in venue.py and handed to `WsClient.send`).
+and ticker frames are built by the replay loop in market.py and handed to `WsClient.send`).
 
 Book channels (api spec §9.4, legacy names): `l1_orderbook`, `l2_orderbook` (<= 20 symbols, no
 "all"), `l2_updates` (<= 100 symbols, no "all"; a snapshot then deltas numbered by
@@ -29,36 +29,70 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
+from shared.delta.constants import (
+    BOOK_CHANNELS,
+    COMPACT_CHANNELS,
+    PRIVATE_CHANNELS,
+    PUBLIC_CHANNELS,
+    SIGNATURE_WINDOW_S,
+)
 from shared.delta.ws import l2_checksum
-from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, dec
+from shared.matching import (
+    FillEvent,
+    MatchingEngine,
+    OrderEvent,
+    PositionEvent,
+    VenueError,
+    dec,
+)
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
 
-if TYPE_CHECKING:
-    from workers.venue import PaperVenue
-
-SIGNATURE_WINDOW_S = 5
-BOOK_CHANNELS = ("l1_orderbook", "l2_orderbook", "l2_updates", "mark_price", "funding_rate")
-PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m") + BOOK_CHANNELS
-# The public path's compact channels (api spec §9.5)
-COMPACT_CHANNELS = ("trades", "ticker", "ob_l1", "ob_l2", "ob_updates", "mark_price", "funding_rate",
-                    "candlestick_1m")
 # Delta's per-channel symbol limits; "all" is not served on the full-book channels (the compact
 # ones are taken to match their legacy twins: UNCONFIRMED)
 MAX_SYMBOLS = {"l2_orderbook": 20, "l2_updates": 100, "ob_l2": 20, "ob_updates": 100}
 BOOK_DEPTH = 50  # levels per side on l2_orderbook / l2_updates / ob_updates
 OB_L2_DEPTH = 15  # ob_l2 sends the top 15
 FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India BTCUSD)
-PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
 
 
 MarketPlan = dict[tuple[str, bool], list["WsClient"]]
+
+
+class HubSettings(Protocol):
+    ws_max_connections: int
+    ws_send_queue: int
+    heartbeat_s: float
+
+
+class HubVenue(Protocol):
+    """What the hub needs from the venue it serves (given, never imported: no import circle)."""
+
+    @property
+    def settings(self) -> HubSettings: ...
+    @property
+    def engine(self) -> MatchingEngine: ...
+    @property
+    def markets(self) -> dict[str, Any]: ...
+    @property
+    def market_us(self) -> int: ...
+    @property
+    def api_key(self) -> str: ...
+    @property
+    def api_secret(self) -> str: ...
+
+    def journal(self, events: list[Any]) -> None: ...
+    def market(self, symbol: str, *, may_list: bool = True) -> Any: ...
+    def book(self, m: Any, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]: ...
+    def candle_frame(self, m: Any, ts: int) -> dict[str, Any]: ...
+    def ticker(self, m: Any) -> dict[str, Any]: ...
 
 
 def dumps(obj: Any) -> str:
@@ -118,7 +152,7 @@ class WsClient:
 class WsHub:
     """All websocket connections of one venue."""
 
-    def __init__(self, venue: PaperVenue) -> None:
+    def __init__(self, venue: HubVenue) -> None:
         self.venue = venue
         self.clients: set[WsClient] = set()
         self._order_seq: dict[str, int] = {}  # symbol -> last seq_no on the orders channel
@@ -222,12 +256,12 @@ class WsHub:
                 _fan(compact["trades"], {"type": "trades", "sy": sym, "p": wire.s(dec(price)), "s": size,
                                          "r": "t" if buyer == "taker" else "m", "t": t_us, "ts": t_us})
             if compact["candlestick_1m"]:
-                c = self.venue._candle_frame(m, t_us)
+                c = self.venue.candle_frame(m, t_us)
                 _fan(compact["candlestick_1m"], {"type": "candlestick_1m", "sy": sym, "res": "1m", "o": c["open"],
                                                  "h": c["high"], "l": c["low"], "c": c["close"], "v": c["volume"],
                                                  "ts": t_us})
         if bar_closed and compact["ticker"]:
-            _fan(compact["ticker"], compact_ticker(self.venue._ticker(m)))
+            _fan(compact["ticker"], compact_ticker(self.venue.ticker(m)))
         books = (legacy["l2_updates"], legacy["l2_orderbook"], legacy["l1_orderbook"],
                  compact["ob_updates"], compact["ob_l2"], compact["ob_l1"])
         if any(books):

@@ -1,0 +1,27 @@
+"""Delta's protocol constants: the one home for the numbers and names both sides of the wire
+need, the client (shared/delta/rest.py, ws.py) and the paper venue (workers/venue/) that stands
+in for Delta. A value Delta changes is changed here once. No imports: anything may import this.
+"""
+
+from __future__ import annotations
+
+MAX_BATCH = 50  # orders per POST|PUT|DELETE /v2/orders/batch
+MAX_CANDLES_PER_CALL = 2000  # bars per GET /v2/history/candles
+SIGNATURE_WINDOW_S = 5  # a signed request's timestamp may be this far from the server's clock
+
+# GET /v2/history/candles `resolution` -> seconds
+CANDLE_RESOLUTION_S: dict[str, int] = {
+    "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
+    "4h": 14_400, "6h": 21_600, "1d": 86_400, "1w": 604_800,
+}
+# the websocket's candlestick_<res> channels also know 12h
+WS_CANDLE_RESOLUTION_S: dict[str, int] = {**CANDLE_RESOLUTION_S, "12h": 43_200}
+
+# Websocket channels (api spec §9.4 legacy names, §9.5 the public host's compact ones)
+BOOK_CHANNELS = ("l1_orderbook", "l2_orderbook", "l2_updates", "mark_price", "funding_rate")
+PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m") + BOOK_CHANNELS
+COMPACT_CHANNELS = ("trades", "ticker", "ob_l1", "ob_l2", "ob_updates", "mark_price", "funding_rate",
+                    "candlestick_1m")
+PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
+
+PAPER_PUBLIC_PATH = "/public"  # the paper venue's stand-in for India's public host, beside /ws
