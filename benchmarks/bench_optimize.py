@@ -18,8 +18,15 @@ from typing import Any
 import optuna
 
 from orchestrator.optimize_cmd import parse_range
-from orchestrator.optimize_study import dask_client, open_study, quiet_optuna, run_trials, scatter_market, train_result, \
-    trial_config
+from orchestrator.optimize_study import (
+    dask_client,
+    open_study,
+    quiet_optuna,
+    run_trials,
+    scatter_market,
+    train_result,
+    trial_config,
+)
 from shared.config import Config, config_to_toml_dict
 from shared.marketdata import shipped_candles
 from shared.optimize.space import load_space

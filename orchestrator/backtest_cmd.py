@@ -25,9 +25,15 @@ import msgspec
 from shared.backtest import BacktestError, BacktestResult, run_backtest
 from shared.backtest.loop import default_warmup_bars
 from shared.config import Config, ConfigError, load_config
-from shared.marketdata import BAR_SECONDS, Candles, CandleFileError, find_gaps, read_ohlcv_csv
-from shared.products import PAPER_PRODUCTS, SYNTHETIC_PREFIX, ProductSpec, UnknownSymbolError, \
-    is_synthetic, synthetic_spec
+from shared.marketdata import BAR_SECONDS, CandleFileError, Candles, find_gaps, read_ohlcv_csv
+from shared.products import (
+    PAPER_PRODUCTS,
+    SYNTHETIC_PREFIX,
+    ProductSpec,
+    UnknownSymbolError,
+    is_synthetic,
+    synthetic_spec,
+)
 
 from .timeargs import TimeArgError, duration_text, parse_utc, utc_text
 

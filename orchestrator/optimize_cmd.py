@@ -21,8 +21,9 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -291,8 +292,16 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     from .optimize_report import NO_TEST, best_markdown, best_rows, best_toml, top_trials, write_plots, write_trials_csv
-    from .optimize_study import counted_trials, dask_client, evaluate_many, open_study, reclaim_stale, run_trials, \
-        scatter_market, trial_config
+    from .optimize_study import (
+        counted_trials,
+        dask_client,
+        evaluate_many,
+        open_study,
+        reclaim_stale,
+        run_trials,
+        scatter_market,
+        trial_config,
+    )
 
     report_dir.mkdir(parents=True, exist_ok=True)
     where = args.scheduler or f"a local Dask cluster of {args.jobs} worker process(es)"

@@ -23,7 +23,6 @@ from shared.optimize.trial import SUMMARY_FIELDS, TrialOutcome
 
 from .optimize_study import FAIL_REASON, RETRY_OF, train_result
 
-
 NO_TEST = "not run: no --test range given"
 
 

@@ -29,7 +29,7 @@ def parse_utc(text: str, option: str, *, end_of_day: bool = False) -> int:
         raise TimeArgError(f"{option} {text!r}: not a UTC date (YYYY-MM-DD), ISO time "
                            "(YYYY-MM-DDTHH:MM[:SS]) or epoch seconds") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     seconds = int(when.timestamp())
     if end_of_day and _DATE_ONLY.match(raw):
         seconds += DAY_S - 1
@@ -38,7 +38,7 @@ def parse_utc(text: str, option: str, *, end_of_day: bool = False) -> int:
 
 def utc_text(ts: float) -> str:
     """`2017-01-31 23:59` (UTC) for messages and tables."""
-    return dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def duration_text(seconds: float) -> str:

@@ -35,19 +35,44 @@ import zmq.asyncio
 from shared.config import secrets_from_env
 from shared.delta.client_ids import ClientIds, order_id_number
 from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
+from shared.delta.models import Fill as DeltaFill
+from shared.delta.models import Order
+from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, chunks
 from shared.delta.venues import resolve_venue
-from shared.delta.models import Fill as DeltaFill, Order
-from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
 from shared.delta.ws import DeltaWebSocket, OrderSnapshot, OrderUpdate, Subscribed, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
-from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
-                             HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
-                             OrderEvent, OrderIntents, OrderRecord, OrderView, Tick, topic)
+from shared.messages import (
+    AccountRequest,
+    AccountSnapshot,
+    FillEvent,
+    FillView,
+    GatewayFigures,
+    HistoryReply,
+    HistoryRequest,
+    IntentResult,
+    MessageCodec,
+    NewOrderSpec,
+    OrderEvent,
+    OrderIntents,
+    OrderRecord,
+    OrderView,
+    Tick,
+    topic,
+)
 from shared.products import ProductSpec, UnknownSymbolError
 from shared.trading.fill_cursor import FillScan, KnownFills
 
-from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
-                      run_until_stopped, send_heartbeat, send_nowait, supervisor_alive)
+from .runtime import (
+    ChildSpec,
+    LoopLagMonitor,
+    gateway_sockets,
+    heartbeat_socket,
+    install_stop_signals,
+    run_until_stopped,
+    send_heartbeat,
+    send_nowait,
+    supervisor_alive,
+)
 
 log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
@@ -270,7 +295,7 @@ class ExchangeGateway:
         while True:
             try:
                 await asyncio.wait_for(self.fill_wakeup.wait(), timeout=FILL_POLL_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.fill_wakeup.clear()
             await asyncio.sleep(0.05)  # let a burst of trades land in one request
@@ -289,7 +314,7 @@ class ExchangeGateway:
                 page, after = await self.rest.get_fills_page(product_ids, after=after)
                 if scan.take(page, more=after is not None):
                     break
-        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeltaError, OSError) as exc:
             self.rest_errors += 1
             log.warning("fills poll failed: %s", exc)
             return 0
@@ -314,7 +339,7 @@ class ExchangeGateway:
             return True
         try:
             f = await self.with_client_id(f)
-        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeltaError, OSError) as exc:
             # A lookup that may succeed soon (timeout, rate limit, 5xx): read the fill again at the
             # next poll rather than store it as a stranger's; after LOOKUP_ATTEMPTS, store it.
             self.rest_errors += 1
@@ -386,7 +411,7 @@ class ExchangeGateway:
             for sym in [s for s in self.products if self.feed_of(s).is_stale(s)]:
                 try:
                     t = await self.rest.get_ticker(sym)
-                except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, DeltaError, OSError) as exc:
                     self.rest_errors += 1
                     log.warning("%s: ticker poll failed while the socket is quiet: %s", sym, exc)
                     continue
@@ -403,7 +428,7 @@ class ExchangeGateway:
             try:
                 balances = await self.rest.get_wallet_balances()
                 positions = await self.rest.get_margined_positions()
-            except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, DeltaError, OSError) as exc:
                 self.rest_errors += 1
                 log.warning("account poll failed: %s", exc)
                 await asyncio.sleep(ACCOUNT_POLL_S)
@@ -661,7 +686,7 @@ async def run_exchange(spec: ChildSpec) -> int:
             ctx.destroy(linger=0)
             await gw.stop()
             return 2
-        except (DeltaError, OSError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, DeltaError, OSError, aiohttp.ClientError) as exc:
             # The paper venue may still be starting; a live venue may be briefly unreachable.
             if time.monotonic() > deadline or stop.is_set():
                 raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from pathlib import Path
 
 import zmq
@@ -17,8 +16,7 @@ import zmq.asyncio
 
 from shared.messages import GatewayFigures, MessageCodec
 
-from .runtime import (ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging,
-                      supervisor_alive)
+from .runtime import ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging, supervisor_alive
 from .venue import PaperVenue, VenueSettings, write_venue_json
 
 log = logging.getLogger("venue")
@@ -58,7 +56,7 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
             storage_error=venue.storage_error))
         try:
             await asyncio.wait_for(stop.wait(), timeout=spec.config.supervision.heartbeat_interval_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     await venue.stop()
     ctx.destroy(linger=0)

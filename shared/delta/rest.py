@@ -35,16 +35,36 @@ import yarl
 from shared.delta import auth
 from shared.delta.constants import CANDLE_RESOLUTION_S, MAX_BATCH, MAX_CANDLES_PER_CALL
 from shared.delta.errors import (
-    AuthError, DeltaError, OrderNotFound, OutcomeUnknown, RateLimited,
-    RequestTimeout, ResponseShapeError, ServerError, error_from_response,
+    AuthError,
+    DeltaError,
+    OrderNotFound,
+    OutcomeUnknown,
+    RateLimited,
+    RequestTimeout,
+    ResponseShapeError,
+    ServerError,
+    error_from_response,
 )
 from shared.delta.models import (
-    Asset, Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
-    WalletBalance, WalletTransaction,
-    decode, decode_envelope, to_micros, to_product_spec,
+    Asset,
+    Candle,
+    Envelope,
+    Fill,
+    L2Book,
+    Leverage,
+    Order,
+    Position,
+    Product,
+    RecentTrade,
+    Ticker,
+    WalletBalance,
+    WalletTransaction,
+    decode,
+    decode_envelope,
+    to_micros,
+    to_product_spec,
 )
-from shared.delta.ratelimit import (UNKNOWN_RESET_BLOCK_S, AccountRateLimiter, Priority, RequestBudget,
-                                    endpoint_weight)
+from shared.delta.ratelimit import UNKNOWN_RESET_BLOCK_S, AccountRateLimiter, Priority, RequestBudget, endpoint_weight
 from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
 
@@ -289,7 +309,7 @@ class DeltaRestClient:
                 status = resp.status
                 resp_headers = dict(resp.headers)
             outcome = f"{status // 100}xx"
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             outcome = "timeout"
             raise RequestTimeout("timeout", message=f"no answer in {self.timeout_s} s",
                                  endpoint=endpoint) from exc

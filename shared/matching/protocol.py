@@ -41,7 +41,7 @@ def _num(spec: float) -> str:
 
 def iso_time(us: int) -> str:
     """µs since the epoch as Delta's ISO 8601 form with microseconds ("2023-07-20T03:49:09.159401Z")."""
-    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.timezone.utc).replace(microsecond=us % 1_000_000)
+    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.UTC).replace(microsecond=us % 1_000_000)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

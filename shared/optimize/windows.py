@@ -22,8 +22,8 @@ class Window(msgspec.Struct, frozen=True, kw_only=True):
 
     def label(self) -> str:
         f = "%Y-%m-%d %H:%M"
-        return (f"{dt.datetime.fromtimestamp(self.start_ts, dt.timezone.utc):{f}}.."
-                f"{dt.datetime.fromtimestamp(self.end_ts, dt.timezone.utc):{f}}")
+        return (f"{dt.datetime.fromtimestamp(self.start_ts, dt.UTC):{f}}.."
+                f"{dt.datetime.fromtimestamp(self.end_ts, dt.UTC):{f}}")
 
 
 class WalkForwardWindow(msgspec.Struct, frozen=True, kw_only=True):

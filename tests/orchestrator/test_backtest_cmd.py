@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from backtest_doc import sample_doc  # tests/orchestrator is on sys.path (no __init__.py: rootdir imports)
 
 from orchestrator import backtest_cmd
 from orchestrator.report import console_summary, drawdown_pct, markdown_summary, write_report
-
-from backtest_doc import sample_doc  # tests/orchestrator is on sys.path (no __init__.py: rootdir imports)
 
 REPO = Path(__file__).resolve().parents[2]
 BTC = REPO / "shared" / "data" / "BTCUSD-coinbase-1m.csv.gz"

@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from orchestrator.optimize_cmd import parse_range
 from orchestrator.optimize_study import trial_config
 from shared.config import Config, config_to_toml_dict, load_config
 from shared.marketdata import read_ohlcv_csv
 from shared.optimize.trial import MarketData, evaluate
-from orchestrator.optimize_cmd import parse_range
 from shared.products import PAPER_PRODUCTS
 
 REPO = Path(__file__).resolve().parents[2]
