@@ -133,6 +133,10 @@ class _Symbol:
     lives: dict[int, tuple[float, str, float, str]] = field(default_factory=dict)  # order id -> (from, side, price, purpose)
     timeline: Timeline = field(default_factory=Timeline)
     stop_price: float = 0.0
+    lives_seen: int = 0  # order lives ended so far; the timeline keeps every life_stride-th
+    life_stride: int = 1
+    stop_seen: int = 0
+    stop_stride: int = 1
     gaps: list[tuple[float, float]] = field(default_factory=list)
     # wake-up state, recomputed after every trade the bot was asked at (see _Run.settle)
     wake_all: bool = True
@@ -142,6 +146,7 @@ class _Symbol:
     cool_end: float = INF
     gap: float = 0.0  # largest distance of a kept entry/take-profit from its wanted price
     stop_rest: float = 0.0  # our resting stop's trigger (0: none to watch)
+    stop_long: bool = False  # the stop protects a long position (it sells)
     anchor_code: int = 0
     anchor_price: float = 0.0  # the grid's hysteresis band (re-anchor outside it)
     band: float = 0.0
@@ -187,6 +192,19 @@ class _Symbol:
         self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
         self.ctol = (g.regrid_fraction * step).ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
+
+
+def _thin_append(items: list[Any], item: Any, seen: int, stride: int, cap: int) -> int:
+    """Keep every `stride`-th of a stream in `items`, at most `cap` of them: when full, every
+    other kept item goes and the stride doubles, so the plot covers the whole run evenly (not
+    just its start). Returns the stride to use from now on."""
+    if seen % stride:
+        return stride
+    items.append(item)
+    if len(items) >= cap:
+        del items[1::2]
+        stride *= 2
+    return stride
 
 
 def _bot_order(symbol: str, o: Order) -> OpenOrder:
@@ -287,15 +305,16 @@ class _Run:
             stop = price if live else 0.0
             if stop != s.stop_price:
                 s.stop_price = stop
-                if len(s.timeline.stop) < TIMELINE_STOPS_MAX:
-                    s.timeline.stop.append((ts, stop))
+                s.stop_stride = _thin_append(s.timeline.stop, (ts, stop), s.stop_seen, s.stop_stride,
+                                             TIMELINE_STOPS_MAX)
+                s.stop_seen += 1
 
     def close_life(self, s: _Symbol, order_id: int, ts: float) -> None:
         start, side, price, purpose = s.lives.pop(order_id)
-        if len(s.timeline.orders) < TIMELINE_ORDERS_MAX:
-            s.timeline.orders.append((start, ts, side, price, purpose))
-        else:
-            s.timeline.orders_dropped += 1
+        s.life_stride = _thin_append(s.timeline.orders, (start, ts, side, price, purpose), s.lives_seen,
+                                     s.life_stride, TIMELINE_ORDERS_MAX)
+        s.lives_seen += 1
+        s.timeline.orders_dropped = s.lives_seen - len(s.timeline.orders)
 
     def deliver(self, s: _Symbol) -> None:
         """The batch reaches the venue: the gateway's order (cancels, amends, places); a refused
@@ -395,7 +414,7 @@ class _Run:
              for p in plan.to_place])
 
     def available(self) -> float:
-        return float(self.engine.wallet().available_balance)
+        return float(self.engine.available_balance())
 
     def resize_check(self, acting: _Symbol) -> None:
         """The account's available balance is shared: an order or fill of one symbol can change
@@ -478,6 +497,7 @@ class _Run:
         else:
             s.anchor_code = 0
         s.lo, s.hi, s.gap, s.stop_rest = lo, hi, gap, stop_rest if bot.stop_edge is not None else 0.0
+        s.stop_long = bot.position is not None and bot.position.contracts > 0
         s.wake_all = wake_all
 
     def liquidation_bounds(self, s: _Symbol, lo: float, hi: float) -> tuple[float, float]:
@@ -512,8 +532,7 @@ class _Run:
             atr = s.catr[j]
             edge = s.bot.stop_edge
             if edge is not None and atr > 0:
-                assert s.bot.position is not None
-                want = protective_stop(s.bot.position.contracts, edge, atr, s.spec, self.cfg.grid)
+                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, self.cfg.grid)
                 if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
                     return True
         return False
@@ -532,17 +551,18 @@ class _Run:
 
     def check_risk(self, ts: float) -> None:
         eq = self.equity()
-        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price if s.position else 0.0
-                    for s in self.syms}
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(eq, ts)
             return
         # The same equity and notional on the same UTC day decide the same (evaluate is pure and
         # only its updated_ts would move): skip the call, as flat stretches are most of a run.
-        key = (eq, account_risk.utc_day(ts), sum(notional.values()))
+        key = (eq, account_risk.utc_day(ts),
+               sum(abs(s.position) * s.spec.contract_value * s.last_price for s in self.syms if s.position))
         if key == self.risk_key and not self.halted:
             return
         self.risk_key = key
+        notional = {s.symbol: abs(s.position) * s.spec.contract_value * s.last_price if s.position else 0.0
+                    for s in self.syms}
         snap = account_risk.AccountSnapshot(ts=ts, equity=eq, position_notional=notional)
         decision, self.risk_state = account_risk.evaluate(self.risk_state, snap, self.cfg.risk)
         if decision.halted and not self.halted:
@@ -636,6 +656,11 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     warm = default_warmup_bars(cfg) if warmup_bars is None else int(warmup_bars)
     if warm < 0:
         raise BacktestError(f"--warmup-bars must be >= 0, got {warm}")
+    if warm > cfg.market.window_bars - 1:
+        # The pool reads window_bars bars (the forming one included) at its first request: more
+        # warm-up than that is history the live engine never sees.
+        raise BacktestError(f"--warmup-bars {warm}: the signal engine reads at most market.window_bars - 1 = "
+                            f"{cfg.market.window_bars - 1} closed bars (raise market.window_bars, up to 8192)")
     funding = funding or {}
     for sym in funding:
         if sym not in data:

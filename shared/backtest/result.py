@@ -53,7 +53,7 @@ class Timeline(msgspec.Struct, kw_only=True):
     # each resting order's life: [ts_from, ts_to, side, price, purpose (entry/take_profit/stop)]
     orders: list[tuple[float, float, str, float, str]] = msgspec.field(default_factory=list)
     stop: list[tuple[float, float]] = msgspec.field(default_factory=list)  # [ts, trigger price] at each change; 0 = no stop from then
-    orders_dropped: int = 0  # order lives not kept (beyond the bound), so a plot can say so
+    orders_dropped: int = 0  # order lives not kept: past the bound, every other one is dropped evenly
 
 
 class BacktestResult(msgspec.Struct, kw_only=True):

@@ -677,6 +677,11 @@ class MatchingEngine:
     def order_margin(self, product_id: int | None = None) -> Decimal:
         return self._order_margin_total if product_id is None else self._p(product_id).order_margin
 
+    def available_balance(self) -> Decimal:
+        """balance - order margin - position margin (the wallet's figure, without valuing every
+        position at its mark)."""
+        return self._available()
+
     def wallet(self) -> Wallet:
         om = self._order_margin_total
         pm = self._position_margin_total

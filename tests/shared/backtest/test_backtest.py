@@ -132,9 +132,23 @@ def test_bad_input_is_refused_naming_what_is_wrong(eth: Candles) -> None:
         _run(eth, start_ts=float(eth.ts[10]))
     with pytest.raises(BacktestError, match="latency"):
         _run(eth, latency_ticks=0)
+    with pytest.raises(BacktestError, match="window_bars"):
+        _run(eth, warmup_bars=1500)
 
 
 def test_should_stop_returns_what_it_had(eth: Candles) -> None:
     calls = iter(range(10_000))
     r = _run(eth, should_stop=lambda: next(calls) >= 2)
     assert r.interrupted and 0 < r.bars < len(eth)
+
+
+def test_timelines_are_bounded_and_cover_the_whole_run_evenly() -> None:
+    from shared.backtest.loop import _thin_append
+
+    kept: list[int] = []
+    stride = 1
+    for seen in range(100_000):
+        stride = _thin_append(kept, seen, seen, stride, 1_000)
+    assert 500 <= len(kept) < 1_000
+    assert kept[0] == 0 and kept[-1] > 99_000  # the end of the run is there, not only its start
+    assert len({b - a for a, b in zip(kept, kept[1:])}) == 1  # evenly spaced
