@@ -74,6 +74,7 @@ BAD_INPUTS = [
     (["--data", "BTCUSD={btc}", "--funding", "ETHUSD={btc}"], ["--funding ETHUSD", "no --data ETHUSD"]),
     (["--data", "BTCUSD={btc}", "--latency-ticks", "0"], ["--latency-ticks 0", ">= 1"]),
     (["--data", "BTCUSD={btc}", "--warmup-bars", "-3"], ["--warmup-bars -3"]),
+    (["--data", "BTCUSD={btc}", "--warmup-bars", "5000"], ["--warmup-bars 5000", "market.window_bars - 1 = 1023"]),
     (["--data", "BTCUSD={btc}", "--balance", "0"], ["--balance 0"]),
     (["--data", "BTCUSD={btc}", "--balance", "lots"], ["--balance", "invalid float value: 'lots'"]),
     (["--data", "BTCUSD={btc}", "--config", "{config}"], ["--config", "config.toml", "grid.levels"]),
