@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .harness import machine, print_table
 
-MODULES = ("bench_signals", "bench_spine", "bench_venue", "bench_loadtest", "bench_backtest")
+MODULES = ("bench_signals", "bench_spine", "bench_venue", "bench_loadtest", "bench_backtest", "bench_optimize")
 
 
 def main(argv: list[str]) -> int:

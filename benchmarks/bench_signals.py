@@ -1,7 +1,8 @@
 """Signal engine figures: cost per symbol per update (100-symbol batch and single symbol) beside
 TA-Lib's four indicators and the original bot's consensus measured in the same run; state bytes
 per symbol; and, on real 1m BTC/ETH data, the learner's walk-forward hit rate beside the fixed
-trend score's and the volatility component's vote frequency.
+trend score's and the volatility component's vote frequency; and the backtest's whole-series
+signals (shared.signals.series) in bars per second beside one engine call per tick.
 
 Run: .venv/bin/python -m benchmarks.bench_signals   (about 20 s on the 2-core box)
 """
@@ -19,6 +20,7 @@ from shared.signals import BarWindow, SignalConfig, SignalEngine
 from shared.signals import indicators as ind
 from shared.signals import strategies as st
 from shared.signals.backend import VEC
+from shared.signals.series import evaluate_series_reference, iter_series
 
 from .harness import print_table, row
 from .original_bot import generate_consensus
@@ -78,6 +80,31 @@ def _engine_costs() -> dict[str, float]:
         solo.evaluate(w)
     out["close_single"] = (time.perf_counter() - t0) / n_close
     out["state_bytes"] = float(eng.state_nbytes(symbols[0]))
+    return out
+
+
+YEAR_BARS = 525_600
+
+
+def _series_figures(btc: Candles) -> dict[str, float]:
+    """Bars per second of the whole-series evaluation (4 ticks per bar, default config) on the
+    shipped BTC series and on a year of synthetic 1m bars, and of one engine call per tick."""
+    cfg = SignalConfig()
+
+    def run(c: Candles, symbol: str) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in iter_series(cfg, symbol, c):
+            pass
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    out = {"btc_bars_per_s": len(btc) / min(run(btc, "BTCUSD")[0] for _ in range(3))}
+    year = synthetic_candles("SYNYEAR", YEAR_BARS, seed=1)
+    # CPU time beside wall time: on a shared machine the wall figure includes other processes
+    out["year_s"], out["year_cpu_s"] = run(year, "SYNYEAR")
+    probe = btc.slice(0, 2000)
+    t0 = time.perf_counter()
+    evaluate_series_reference(cfg, "BTCUSD", probe)
+    out["per_tick_bars_per_s"] = len(probe) / (time.perf_counter() - t0)
     return out
 
 
@@ -153,6 +180,7 @@ def main() -> list[dict[str, Any]]:
     btc = shipped_candles("BTCUSD")
     eth = shipped_candles("ETHUSD")
     costs = _engine_costs()
+    series = _series_figures(btc)
     talib_us = _talib_per_symbol(btc)
     orig_us = _original_per_symbol(btc) * 1e6
     talib_us = talib_us * 1e6 if talib_us is not None else None
@@ -184,6 +212,12 @@ def main() -> list[dict[str, Any]]:
             costs["rebuild_batch_per_symbol"] * 1e3, "ms"),
         row("warm-up from 1023 bars, single symbol (ms)", costs["rebuild_single"] * 1e3, "ms"),
         row("streaming state per symbol (bytes)", costs["state_bytes"], "B"),
+        row("series: shipped BTC 1m, 4 ticks/bar (bars/s)", series["btc_bars_per_s"], "bars/s",
+            series["per_tick_bars_per_s"], "engine call per tick"),
+        row(f"series: {YEAR_BARS:,} synthetic 1m bars, 4 ticks/bar (s)", series["year_s"], "s",
+            YEAR_BARS / series["per_tick_bars_per_s"], "engine call per tick"),
+        row(f"series: {YEAR_BARS:,} synthetic 1m bars, CPU time (s)", series["year_cpu_s"], "s",
+            series["year_s"], "wall time"),
     ]
     for name, c in (("BTC", btc), ("ETH", eth)):
         hr = walk_forward_hit_rates(c, cfg)

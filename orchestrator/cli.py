@@ -9,6 +9,7 @@
     orchestrate soak --symbols 50 --duration 1800
     orchestrate backtest --data BTCUSD=FILE [--config FILE] [--from D --to D] [--json] [--report DIR]
     orchestrate download --venue india --symbol BTCUSD --from D --to D --out FILE
+    orchestrate optimize --data SYMBOL=FILE --space space.toml --train FROM..TO --test FROM..TO ...
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, arguments, files).
 """
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Which option set which key: a bad value is reported under the name the operator typed.
+OPTION_NAMES = {"run.symbols": "--symbols", "run.mode": "--mode", "run.venue": "--venue",
+                "processes.pool_size": "--pool-size", "market.bar_seconds": "--bar-seconds",
+                "status.metrics_port": "--metrics-port"}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
 
@@ -112,10 +119,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .rundir import RunDir, RunDirBusy
+    from .rundir import RunDir, RunDirBusy, RunDirError
     from .supervisor import run_supervisor
     try:
-        cfg, notes = load_config(args.config, _overrides(args))
+        cfg, notes = load_config(args.config, _overrides(args), option_names=OPTION_NAMES)
         secrets = secrets_from_env()
     except ConfigError as exc:
         print(f"orchestrate: config error: {exc}", file=sys.stderr)
@@ -138,8 +145,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.run_dir)
     try:
         run_dir.acquire()
-    except RunDirBusy as exc:
+    except (RunDirBusy, RunDirError) as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. <run dir>/logs is a file; the lock goes with our exit
+        print(f"orchestrate: cannot use run dir {run_dir.path}: {exc.strerror or exc} ({exc.filename})",
+              file=sys.stderr)
         return 2
     removed = run_dir.clean_leftovers()
     if removed:
@@ -210,18 +221,28 @@ def cmd_simple(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from shared.store import Store, StoreError, db_path
     from shared.trading.pnl import summary_to_builtins
     symbol = args.symbol.upper() if args.symbol else None
+    path = db_path(args.run_dir)
     try:
-        store = Store(db_path(args.run_dir), readonly=True)
+        store = Store(path, readonly=True)
     except StoreError as exc:
         print(f"orchestrate: {exc} (no trades recorded in run dir {args.run_dir})", file=sys.stderr)
         return 1
-    with store:
-        fills = store.fills(symbol)
-        summary = summary_to_builtins(store.pnl_summary(symbol))
-        orders = store.order_events(symbol, limit=max(1, args.last)) if args.orders else []
+    except sqlite3.Error as exc:
+        print(f"orchestrate: {path} cannot be read as this program's ledger ({exc})", file=sys.stderr)
+        return 2
+    try:
+        with store:
+            fills = store.fills(symbol)
+            summary = summary_to_builtins(store.pnl_summary(symbol))
+            orders = store.order_events(symbol, limit=max(1, args.last)) if args.orders else []
+    except sqlite3.Error as exc:  # not SQLite, or another program's database
+        print(f"orchestrate: {path} is not a trading ledger written by orchestrate ({exc})", file=sys.stderr)
+        return 2
     if args.json:
         doc = {"fills": [msgspec.to_builtins(f) for f in fills], "symbols": summary["symbols"],
                "pnl": summary["total"]}
@@ -253,15 +274,30 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_venue(args: argparse.Namespace) -> int:
+    from shared.config import allowed_range
+
     from workers.venue import VenueSettings, venue_main
+
+    from .rundir import RunDirError, ensure_run_dir
     syms = [x.strip().upper() for x in args.symbols.split(",") if x.strip()]
+    options = {"port": "--port", "bar_seconds": "--bar-seconds"}
     try:
-        settings = VenueSettings(bar_seconds=args.bar_seconds)
-    except (ValueError, msgspec.ValidationError) as exc:
+        # convert, not the constructor: msgspec checks the ranges declared on the fields
+        settings = msgspec.convert({"port": args.port, "bar_seconds": args.bar_seconds}, VenueSettings)
+    except msgspec.ValidationError as exc:
+        text, _, where = str(exc).partition(" - at `$.")
+        field = where.rstrip("`")
+        if field in options:
+            text = (f"{options[field]} {getattr(args, field)} is out of range: allowed "
+                    f"{allowed_range(field, VenueSettings)}")
+        print(f"orchestrate venue: {text}", file=sys.stderr)
+        return 2
+    try:
+        ensure_run_dir(Path(args.run_dir))
+    except RunDirError as exc:
         print(f"orchestrate venue: {exc}", file=sys.stderr)
         return 2
-    Path(args.run_dir).mkdir(parents=True, exist_ok=True)
-    return venue_main(args.port, args.run_dir, syms, settings)
+    return venue_main(settings.port, args.run_dir, syms, settings)
 
 
 def cmd_indicators(args: argparse.Namespace) -> int:
@@ -280,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in PASSTHROUGH:
         from . import loadtest
         return (loadtest.main_loadtest if argv[0] == "loadtest" else loadtest.main_soak)(argv[1:])
+    if argv and argv[0] == "optimize":  # parses its own arguments (orchestrator/optimize_cmd.py)
+        from .optimize_cmd import main as optimize_main
+        return optimize_main(argv[1:])
     if not argv or argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     parser = build_parser()
@@ -290,7 +329,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
                 "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history,
                 "venue": cmd_venue}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug or an unforeseen environment: one line, not a traceback
+        print(f"orchestrate: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("ORCHESTRATE_TRACEBACK") == "1":
+            import traceback
+            traceback.print_exc()
+        else:
+            print("orchestrate: set ORCHESTRATE_TRACEBACK=1 to see where", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ class NotRunning(RuntimeError):
 
 
 def request(run_dir: Path, payload: dict[str, Any], timeout_s: float = 5.0) -> bytes:
-    path = Path(run_dir).resolve() / "control.sock"
+    from .rundir import control_socket_path
+    path = control_socket_path(Path(run_dir).resolve())
     if not path.exists():
         raise NotRunning(f"no supervisor is running on run dir {Path(run_dir).resolve()} "
                          f"(no {path.name}); start one with `orchestrate --run-dir {run_dir}`")

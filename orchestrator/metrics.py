@@ -1,17 +1,25 @@
-"""Prometheus exposition of the status snapshot (prometheus_client, the ecosystem's standard)."""
+"""Prometheus exposition of the status snapshot: prometheus_client (the ecosystem's standard)
+writes the format; the supervisor's own event loop serves it with aiohttp. prometheus_client's
+server takes a thread per connection with no timeout (400 idle connections made 400 threads and
+hung 139 requests); here an idle or slow connection is closed after IDLE_TIMEOUT_S, the page is
+built once per CACHE_S whatever the number of scrapers, and at most MAX_WAITING requests wait
+for it (the rest get 503 at once)."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import time
 from typing import Callable, Iterator
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
-from wsgiref.simple_server import make_server
 
 from shared.status import StatusSnapshot
+
+IDLE_TIMEOUT_S = 5.0
+CACHE_S = 0.5
+MAX_WAITING = 32
 
 _WORKER_GAUGES = (
     ("last_price", "Last traded price"),
@@ -59,16 +67,63 @@ class SnapshotCollector:
                 if v is not None:
                     g.add_metric([p.kind, p.name], float(v))
             yield g
-        h = GaugeMetricFamily("orchestrate_halted", "1 when account risk limits halted trading")
+        h = GaugeMetricFamily("orchestrate_halted", "1 when trading is halted (account risk limit, storage)")
         h.add_metric([], 1.0 if snap.halted else 0.0)
         yield h
+        om = GaugeMetricFamily("orchestrate_order_management_up",
+                               "1 when the gateway manages the account's orders, 0 when it is down")
+        om.add_metric([], 0.0 if snap.order_management.startswith("down") else 1.0)
+        yield om
+        st = GaugeMetricFamily("orchestrate_storage_ok", "1 when the ledger is being written, 0 when writes fail")
+        st.add_metric([], 0.0 if snap.storage.startswith("failing") else 1.0)
+        yield st
 
 
-def start_metrics_server(host: str, port: int, get_snapshot: Callable[[], StatusSnapshot]) -> tuple[WSGIServer, int]:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(get_snapshot))  # type: ignore[arg-type]
-    app = make_wsgi_app(registry)
-    httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
-    thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
-    thread.start()
-    return httpd, httpd.server_port
+class MetricsServer:
+    """GET /metrics on the running event loop."""
+
+    def __init__(self, get_snapshot: Callable[[], StatusSnapshot]) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(SnapshotCollector(get_snapshot))  # type: ignore[arg-type]
+        self._page = b""
+        self._built_at = -1e9
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        if self._waiting >= MAX_WAITING:
+            return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
+        self._waiting += 1
+        try:
+            async with self._lock:
+                if time.monotonic() - self._built_at > CACHE_S:
+                    self._page = generate_latest(self._registry)
+                    self._built_at = time.monotonic()
+                page = self._page
+        finally:
+            self._waiting -= 1
+        return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self, host: str, port: int) -> int:
+        app = web.Application(client_max_size=4096)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S,
+                                     max_line_size=4096, max_field_size=4096, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=128)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

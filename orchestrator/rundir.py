@@ -7,30 +7,69 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 
 from shared.ring import SHM_DIR
-from shared.transport import socket_dir
+from shared.transport import UnsafeSocketDir, make_private_dir, socket_dir
 
 DEFAULT_RUN_DIR = "run"
+_MAX_UNIX_PATH = 100  # sun_path is 108 bytes with the terminating NUL; keep a margin
 
 
 class RunDirBusy(RuntimeError):
+    """The run dir cannot be used now (another supervisor holds it, or it is not safe); the
+    message says why and what to do."""
+
+
+class RunDirUnsafe(RunDirBusy):
     pass
+
+
+def control_socket_path(run_dir: Path) -> Path:
+    """<run dir>/control.sock, or, when that is too long for a unix socket, `control` in the
+    short socket directory (the same rule as the ZeroMQ sockets)."""
+    path = run_dir / "control.sock"
+    if len(str(path)) <= _MAX_UNIX_PATH:
+        return path
+    return socket_dir(run_dir) / "control"
+
+
+class RunDirError(ValueError):
+    """The run dir cannot be used (a file, under a file, not writable): bad input, exit 2."""
+
+
+def ensure_run_dir(path: Path) -> None:
+    """Create the run dir if needed and check that we can write in it, before anything starts
+    (so a bad --run-dir leaves no shared memory or process behind)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise RunDirError(f"run dir {path} is a file, not a directory") from None
+    except NotADirectoryError:
+        raise RunDirError(f"run dir {path}: part of the path is a file, not a directory") from None
+    except OSError as exc:
+        raise RunDirError(f"cannot create run dir {path}: {exc.strerror or exc}") from None
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"run dir {path} is not writable ({exc.strerror or exc})") from None
 
 
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
         self.lock_path = self.path / "supervisor.lock"
-        self.control_path = self.path / "control.sock"
+        self.control_path = control_socket_path(self.path)
         self.segments_path = self.path / "segments.json"
         self.metrics_path = self.path / "metrics.url"
         self.logs = self.path / "logs"
         self._lock_fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        ensure_run_dir(self.path)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -42,7 +81,25 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
-        self.logs.mkdir(exist_ok=True)
+        self.logs.mkdir(exist_ok=True, mode=0o700)
+        self._make_private()
+        try:
+            make_private_dir(socket_dir(self.path))
+        except UnsafeSocketDir as exc:
+            self._unlock()  # and touch nothing in a directory that is not ours
+            raise RunDirUnsafe(str(exc)) from None
+
+    def _make_private(self) -> None:
+        """Trading data is the owner's alone: run dir and logs 0700, the files in them 0600,
+        including those an older version left readable to all."""
+        for d in (self.path, self.logs):
+            if stat.S_IMODE(os.stat(d).st_mode) & 0o077:
+                os.chmod(d, 0o700)
+        for d in (self.path, self.logs):
+            for f in d.iterdir():
+                st = f.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+                    os.chmod(f, 0o600)
 
     def clean_leftovers(self) -> list[str]:
         """Remove what a killed earlier run left: shm segments, socket files, control socket."""
@@ -71,8 +128,20 @@ class RunDir:
     def record_segments(self, names: list[str]) -> None:
         self.segments_path.write_text(json.dumps(names))
 
+    def _recorded_segments(self) -> list[str]:
+        try:
+            return [str(n) for n in json.loads(self.segments_path.read_text())]
+        except (OSError, ValueError, TypeError):
+            return []
+
     def release(self) -> None:
-        self.segments_path.unlink(missing_ok=True)
+        """Remove what this run kept here and unlock. The list of shared-memory segments stays
+        while any of them still exists (a shutdown that could not remove one), for the next
+        start to clean. Only the holder of the lock releases (a second call is a no-op)."""
+        if self._lock_fd is None:
+            return
+        if not any((SHM_DIR / n).exists() for n in self._recorded_segments()):
+            self.segments_path.unlink(missing_ok=True)
         self.control_path.unlink(missing_ok=True)
         self.metrics_path.unlink(missing_ok=True)
         sdir = socket_dir(self.path)
@@ -83,6 +152,9 @@ class RunDir:
                 sdir.rmdir()
             except OSError:
                 pass
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock_fd is not None:
             os.ftruncate(self._lock_fd, 0)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)

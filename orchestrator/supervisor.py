@@ -8,6 +8,8 @@ It owns the shared-memory segment (creates and unlinks it) and is not in the dat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import math
 import multiprocessing as mp
@@ -15,11 +17,13 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import msgspec
 import psutil
@@ -38,7 +42,7 @@ from shared.ring import BarRing
 from shared.status import (ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines,
                            render_table)
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
-from shared.transport import make_endpoints, socket_dir
+from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
@@ -47,6 +51,17 @@ from .rundir import RunDir
 log = logging.getLogger("supervisor")
 MB = 1024 * 1024
 STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this often
+# Fills the ledger could not take yet (disk full), kept for retry. Entries are halted meanwhile,
+# so only orders already resting add to it; past the cap the oldest is dropped, loudly (it stays
+# on the exchange's ledger).
+MAX_UNSTORED_FILLS = 100_000
+# The receive loop gives the event loop a turn after this many messages: with messages always
+# waiting, zmq's recv returns at once and never yields, and a steady stream (a flood on our
+# socket) used to leave SIGTERM and `status` unanswered.
+RECV_YIELD_EVERY = 64
+DRAIN_AT_EXIT_S = 1.0  # at shutdown, read what the children sent on the way out for at most this
+CONTROL_LINE_LIMIT = 64 * 1024  # a control request is a few dozen bytes
+STORED_FILL_IDS = 2_000  # newest stored fill ids a (re)started gateway knows: 40 pages of fills
 
 
 @dataclass
@@ -103,9 +118,15 @@ class Supervisor:
         self.store: Store | None = None
         self.risk_state: account_risk.AccountRiskState | None = None
         self.fills_stored = 0
+        self._unstored: deque[LedgerFill] = deque()
+        self.storage_error = ""  # why the ledger cannot be written; "" when it can
+        self.venue_storage_error = ""  # why the paper venue cannot write its account journal
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._next_store_flush = 0.0
+        # The children's lifeline: we hold the write end and never write; the kernel closes it
+        # when we die (even as an unreaped zombie), which every child sees at once as EOF.
+        self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
 
     # --- process management ------------------------------------------------------------------
 
@@ -127,7 +148,10 @@ class Supervisor:
         grace = sup.breach_grace_s
 
         def add(kind: str, name: str, key: str, spec: ChildSpec) -> None:
-            self.children[key] = Child(kind, name, spec, RestartPolicy(sup), BreachTracker(grace))
+            # Only a bot may be given up on: without the gateway (the account's one link to the
+            # exchange), the venue or a pool member nothing trades, so they are retried forever.
+            self.children[key] = Child(kind, name, spec, RestartPolicy(sup, may_quarantine=kind == "worker"),
+                                       BreachTracker(grace))
 
         access = None
         if self.cfg.market.source == "venue" and self.cfg.run.mode == "paper":
@@ -155,7 +179,8 @@ class Supervisor:
     def _spec_from_store(self, child: Child) -> ChildSpec:
         """What a (re)starting child needs from the ledger: a worker, the ids its bot last sent
         (so it continues past ids the venue no longer shows) and where to start reading fills;
-        the gateway, the newest stored fill (fills after it, e.g. while we were down, are news)."""
+        the gateway, the newest stored fills (fills the venue lists after them, e.g. made while
+        we were down, are news)."""
         assert self.store is not None
         if child.kind == "worker":
             checkpoint = find_checkpoint(self.store.fills(child.name), bot_id=self.cfg.run.bot_id,
@@ -164,8 +189,20 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, last_stored_fill_ts=self.store.last_fill_ts() or 0.0)
+            return msgspec.structs.replace(child.spec, stored_fill_ids=self._known_fill_ids())
         return child.spec
+
+    def _known_fill_ids(self) -> tuple[str, ...]:
+        """The newest fill ids the ledger holds, newest first: those still waiting in memory for
+        a full disk (we have them; a restarted gateway must not hand them on again) ahead of
+        those in the store, STORED_FILL_IDS in all."""
+        assert self.store is not None
+        ids = dict.fromkeys(f.fill_id for f in itertools.islice(reversed(self._unstored), STORED_FILL_IDS))
+        for fid in self.store.newest_fill_ids(STORED_FILL_IDS):
+            if len(ids) >= STORED_FILL_IDS:
+                break
+            ids.setdefault(fid)
+        return tuple(ids)
 
     def _start(self, child: Child, ctx: Any) -> None:
         spec = child.spec
@@ -174,8 +211,10 @@ class Supervisor:
                 spec = self._spec_from_store(child)
             except Exception:  # the venue alone still keeps a restart safe, only slower to read
                 log.exception("could not read %s's start-up facts from the store", child.name)
-        proc = ctx.Process(target=child_main, args=(spec,), name=f"dgo-{child.kind}-{child.name}",
-                           daemon=False)
+        # A fork child gets a copy of our write end too: it closes it (forkserver children never had it).
+        inherited = (self._lifeline_w.fileno(),) if self.cfg.processes.start_method == "fork" else ()
+        proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited),
+                           name=f"dgo-{child.kind}-{child.name}", daemon=False)
         proc.start()
         now = time.monotonic()
         child.process = proc
@@ -209,13 +248,14 @@ class Supervisor:
         if delay is None:
             child.state = "quarantined"
             log.error("%s %s quarantined: %s", child.kind, child.name, child.policy.reason)
-            if child.kind != "worker":
-                # Without its gateway or a pool member, no symbol can trade: stop the run loudly.
-                self.halted = True
-                self.halt_reason = f"{child.kind} {child.name} quarantined: {child.policy.reason}"
             return
         child.state = "backoff"
         child.restart_at = now + delay
+        if child.policy.failing:
+            log.error("%s %s keeps failing (%s); restart %d in %.0fs%s", child.kind, child.name,
+                      child.policy.reason, child.policy.restarts, delay,
+                      "; order management is down" if child.kind in ("gateway", "venue") else "")
+            return
         log.warning("%s %s failed (%s); restart %d in %.0fs", child.kind, child.name, why,
                     child.policy.restarts, delay)
 
@@ -238,6 +278,10 @@ class Supervisor:
                                                       atr=f.atr14))
         elif child.state == "starting":
             child.state = "running"
+        if isinstance(hb.figures, GatewayFigures) and child.kind == "venue":
+            self.venue_storage_error = hb.figures.storage_error
+            if self.venue_storage_error:  # the venue refuses order actions meanwhile; stop asking
+                self._halt(f"storage: paper venue: {self.venue_storage_error}")
 
     def _sample_fast(self, child: Child) -> None:
         if child.ps is None:
@@ -297,23 +341,30 @@ class Supervisor:
 
     def on_message(self, payload: bytes) -> None:
         msg = self.codec.decode(payload)
-        if isinstance(msg, Heartbeat):
-            self.on_heartbeat(msg)
-        elif isinstance(msg, FillEvent):
-            self.on_fill(msg)
-        elif isinstance(msg, OrderRecord):
-            self.on_order_record(msg)
-        elif isinstance(msg, RLTable) and self.store is not None:
-            self.store.save_rl_table(msg.symbol, msg.table, time.time())
+        with self._ledger_write(type(msg).__name__):
+            if isinstance(msg, Heartbeat):
+                self.on_heartbeat(msg)
+            elif isinstance(msg, FillEvent):
+                self.on_fill(msg)
+            elif isinstance(msg, OrderRecord):
+                self.on_order_record(msg)
+            elif isinstance(msg, RLTable) and self.store is not None:
+                self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
     async def _drain_messages(self) -> None:
-        """After the children stopped: store the fills and RL tables they sent on the way out."""
-        while True:
+        """After the children stopped: store the fills and RL tables they sent on the way out.
+        Bounded in time: a stream that does not end (someone else flooding our socket) must not
+        keep us from exiting."""
+        deadline = time.monotonic() + DRAIN_AT_EXIT_S
+        while time.monotonic() < deadline:
             try:
                 payload = await self._pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.on_message(payload)
+            try:
+                self.on_message(payload)
+            except Exception:
+                log.exception("message from a child not handled")
 
     # --- ledger and account risk (one place for the whole account) ----------------------------
 
@@ -321,15 +372,67 @@ class Supervisor:
         if self.store is None:
             return
         f = ev.fill
+        if len(self._unstored) >= MAX_UNSTORED_FILLS:
+            lost = self._unstored.popleft()
+            log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
+                      lost.fill_id)
+        self._unstored.append(LedgerFill(
+            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
+            contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
+        self._store_fills()
+
+    def _store_fills(self) -> None:
+        """Write the waiting fills, oldest first; stop at the first the ledger cannot take (it and
+        the rest are retried on the next monitor pass)."""
+        while self._unstored and self.store is not None:
+            fill = self._unstored[0]
+            try:
+                stored = self.store.record_fill(fill)
+            except (sqlite3.Error, OSError) as exc:  # disk full, I/O error: worth retrying
+                self._storage_failed(f"fill {fill.fill_id} not written: {exc}")
+                return
+            except Exception:  # a fill the ledger refuses for what it is: retrying cannot help
+                log.exception("could not store fill %s (it stays on the venue's ledger)", fill.fill_id)
+                stored = False
+            self._unstored.popleft()
+            if stored:
+                self.fills_stored += 1
+        self._storage_ok()
+
+    def _storage_failed(self, why: str) -> None:
+        """A ledger write failed: no new entries (a fill we cannot record is a position we cannot
+        account for), said in status; writes are retried every monitor pass."""
+        if not self.storage_error:
+            log.error("ledger write failed: %s; halting new entries, retrying", why)
+        self.storage_error = why
+        self._halt(f"storage: {why}")
+
+    def _storage_ok(self) -> None:
+        if self.storage_error:
+            log.warning("ledger writable again; %d fills stored in all (the storage halt stays until a restart)",
+                        self.fills_stored)
+        self.storage_error = ""
+
+    @contextlib.contextmanager
+    def _ledger_write(self, what: str) -> Iterator[None]:
+        """Around a batched ledger write (order events, samples, snapshots: what the exchange
+        can rebuild): a failure halts entries and is shown, and never stops the caller's loop."""
         try:
-            stored = self.store.record_fill(LedgerFill(
-                fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]
-                contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
-        except Exception:
-            log.exception("could not store fill %s (it stays on the venue's ledger)", f.fill_id)
-            return
-        if stored:
-            self.fills_stored += 1
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            self._storage_failed(f"{what} not written: {exc}")
+
+    def _flush_store(self) -> None:
+        if self.store is not None:
+            with self._ledger_write("ledger commit"):
+                self.store.flush()
+
+    def storage(self) -> str:
+        if self.storage_error:
+            return f"failing: {len(self._unstored)} fills waiting to be written; {self.storage_error}"
+        if self.venue_storage_error:
+            return f"failing: paper venue: {self.venue_storage_error}"
+        return "ok"
 
     def on_order_record(self, rec: OrderRecord) -> None:
         if self.store is None:
@@ -338,6 +441,8 @@ class Supervisor:
             self.store.record_order_event(StoredOrderEvent(
                 ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
                 order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
+        except (sqlite3.Error, OSError):
+            raise  # storage failing: _ledger_write says so once, not a traceback per event
         except Exception:
             log.exception("could not store an order event for %s (the venue keeps the order)", rec.symbol)
 
@@ -346,7 +451,35 @@ class Supervisor:
         await self._control_pub.send_multipart((t, self.codec.encode(
             Control(command=command, symbol=symbol, sent_ns=time.perf_counter_ns(), reason=reason))))
 
+    def _halt(self, reason: str) -> None:
+        if not self.halted:
+            self.halted = True
+            self.halt_reason = reason
+            log.error("halting all bots: %s", reason)
+
+    def order_management(self) -> str:
+        """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
+        `none: signals only`. Said plainly in status: orders resting on the exchange while the
+        gateway is down are nobody's."""
+        if self.cfg.market.source != "venue":
+            return "none: signals only"
+        for key in ("venue", "gateway"):
+            c = self.children.get(key)
+            if c is None or (c.state == "running" and c.alive()):
+                continue
+            if c.state == "starting" and c.policy.restarts == 0:
+                return "starting"
+            what = "paper venue" if c.kind == "venue" else "gateway"
+            if c.state == "backoff":
+                wait = max(0.0, c.restart_at - time.monotonic())
+                return f"down: {what} failed ({c.policy.reason}); restart {c.policy.restarts} in {wait:.0f}s"
+            return f"down: {what} {c.state}" + (f" ({c.policy.reason})" if c.policy.reason else "")
+        return "up"
+
     async def _check_account_risk(self) -> None:
+        if self.halted:
+            # Every pass, whatever the gateway reports: late joiners (restarted workers) hear it too.
+            await self._broadcast("halt", self.halt_reason)
         gw = self.children.get("gateway")
         f = gw.figures if gw is not None else None
         if not isinstance(f, GatewayFigures) or not math.isfinite(f.equity):
@@ -355,28 +488,30 @@ class Supervisor:
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(f.equity, now)
             if self.store is not None:
-                self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
+                with self._ledger_write("equity snapshot"):
+                    self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
             return
         decision, self.risk_state = account_risk.evaluate(
             self.risk_state, account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
             self.cfg.risk)
         if decision.halted and not self.halted:
-            self.halted = True
-            self.halt_reason = decision.reason
-            log.error("account risk limit breached: %s; halting all bots", decision.reason)
+            self._halt(decision.reason)
             await self._broadcast("halt", decision.reason)
-        elif self.halted:
-            await self._broadcast("halt", self.halt_reason)  # late joiners (restarted workers) hear it too
         if self.store is not None and now >= self._next_snapshot_ts:
             self._next_snapshot_ts = now + 30.0
-            self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
-            for c in self.children.values():
-                wf = c.figures
-                if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
-                    self.store.record_position(PositionSnapshot(
-                        ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
-                        mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
-                        unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
+            with self._ledger_write("account snapshot"):
+                self._record_account(now, f.equity)
+
+    def _record_account(self, now: float, equity: float) -> None:
+        assert self.store is not None
+        self.store.record_equity(EquitySnapshot(ts=now, equity=repr(equity), available_balance=""))
+        for c in self.children.values():
+            wf = c.figures
+            if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
+                self.store.record_position(PositionSnapshot(
+                    ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
+                    mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
+                    unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
 
     async def _cancel_all_orders(self, timeout_s: float) -> None:
         await self._broadcast("cancel_orders", "operator stop --cancel-orders")
@@ -395,6 +530,7 @@ class Supervisor:
     def snapshot(self) -> StatusSnapshot:
         now = time.monotonic()
         workers, procs = [], []
+        orders = self.order_management()
         for child in self.children.values():
             up = now - child.started_mono if child.alive() else 0.0
             if child.kind == "worker":
@@ -424,7 +560,7 @@ class Supervisor:
                     position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
                     realized_pnl=f.realized_pnl if f else 0.0,
                     unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
-                    trading=f.trading if f else "", order_errors=f.order_errors if f else 0,
+                    trading=_trading(f.trading if f else "", orders), order_errors=f.order_errors if f else 0,
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     stop_price=clean(f.stop_price, 10) if f else None,
@@ -448,7 +584,8 @@ class Supervisor:
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
-            metrics_url=self.metrics_url, workers=workers, processes=procs)
+            metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
+            processes=procs)
         self._last_snapshot = snap
         return snap
 
@@ -456,11 +593,18 @@ class Supervisor:
 
     async def _handle_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout=5)
+            except ValueError:  # longer than the stream's limit: junk, answered and closed
+                await _discard_line(reader)  # so the sender gets to read the answer
+                writer.write(msgspec.json.encode({"ok": False, "message": "request too long (a control request is "
+                                                  f"one JSON line under {CONTROL_LINE_LIMIT} bytes)"}) + b"\n")
+                await writer.drain()
+                return
             try:
                 req = msgspec.json.decode(line)
                 cmd = req.get("cmd") if isinstance(req, dict) else None
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 cmd, req = None, {}
             if cmd == "status":
                 body: Any = self.snapshot()
@@ -479,7 +623,7 @@ class Supervisor:
                         (topic(sym), self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
                     body = {"ok": True, "message": f"{cmd}d {sym}"}
             else:
-                body = {"ok": False, "message": f"unknown command {cmd!r}"}
+                body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
             writer.write(msgspec.json.encode(body) + b"\n")
             await writer.drain()
         except (asyncio.TimeoutError, ConnectionError):
@@ -489,18 +633,22 @@ class Supervisor:
 
     # --- metrics -----------------------------------------------------------------------------
 
-    def _start_metrics(self) -> None:
-        from .metrics import start_metrics_server
+    async def _start_metrics(self) -> None:
+        from .metrics import MetricsServer
+        server = MetricsServer(lambda: self._last_snapshot or self.snapshot())
         try:
-            self._metrics_server, port = start_metrics_server(
-                self.cfg.status.metrics_host, self.cfg.status.metrics_port, lambda: self._last_snapshot or self.snapshot())
+            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port)
+            self._metrics_server = server
         except OSError as exc:
             log.error("metrics server not started: %s", exc)
             print(f"warning: Prometheus metrics not served ({exc})", file=sys.stderr)
             return
         host = self.cfg.status.metrics_host
         self.metrics_url = f"http://{host}:{port}/metrics"
-        self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
+        try:
+            self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
+        except OSError as exc:  # a full disk: the URL is still in status and the start-up line
+            log.error("could not write %s: %s", self.run_dir.metrics_path, exc)
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -508,7 +656,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
-        socket_dir(self.run_dir.path).mkdir(parents=True, exist_ok=True)
+        make_private_dir(socket_dir(self.run_dir.path))  # checked at acquire; recreated if removed since
         n = len(self.cfg.run.symbols)
         self.ring = BarRing.create(self.ring_name, n_slots=n, capacity=self.cfg.market.window_bars)
         self.run_dir.record_segments([self.ring_name])
@@ -521,9 +669,10 @@ class Supervisor:
         self._control_pub = zctx.socket(zmq.PUB)
         self._control_pub.setsockopt(zmq.LINGER, 0)
         self._control_pub.bind(self.endpoints.control)
-        server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path))
+        server = await asyncio.start_unix_server(self._handle_control, path=str(self.run_dir.control_path),
+                                                 limit=CONTROL_LINE_LIMIT)
         os.chmod(self.run_dir.control_path, 0o600)
-        self._start_metrics()
+        await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
 
         self._ctx = self._mp_context()
@@ -532,12 +681,16 @@ class Supervisor:
             self._start(child, self._ctx)
 
         async def heartbeat_loop() -> None:
+            received = 0
             while True:
                 payload = await pull.recv()
                 try:
                     self.on_message(payload)
                 except Exception:
                     log.exception("message from a child not handled")
+                received += 1
+                if received % RECV_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
 
         async def monitor_loop() -> None:
             next_uss = 0.0
@@ -565,11 +718,13 @@ class Supervisor:
                 for child in self.children.values():
                     self._check(child, now)
                 await self._check_account_risk()
+                if self._unstored:
+                    self._store_fills()
                 if self.store is not None and now >= self._next_store_flush:
                     # Batched rows (order events, signals, snapshots) reach readers such as
                     # `orchestrate history` within a second, not after 256 more rows.
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
-                    self.store.flush()
+                    self._flush_store()
                 self.snapshot()
             return next_uss
 
@@ -622,15 +777,48 @@ class Supervisor:
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            await self._metrics_server.stop()
+        # Each step on its own: a full disk failing the ledger must not leak the shared memory.
         if self.store is not None:
-            self.store.close()
+            self._store_fills()
+            if self._unstored:
+                log.error("%d fills not written to the ledger before exit (%s); they stay on the exchange's "
+                          "ledger", len(self._unstored), self.storage_error)
+            try:
+                self.store.close()
+            except (sqlite3.Error, OSError) as exc:
+                log.error("ledger not closed cleanly: %s", exc)
             self.store = None
         if self.ring is not None:
-            self.ring.close()
-            self.ring.unlink()
-        self.run_dir.release()
+            try:
+                self.ring.close()
+                self.ring.unlink()
+            except OSError as exc:
+                log.error("shared memory %s not removed (%s); the next start on this run dir removes it",
+                          self.ring_name, exc)
+        self.run_dir.release()  # keeps segments.json while the segment exists
         log.info("supervisor stopped")
+
+
+async def _discard_line(reader: asyncio.StreamReader, max_bytes: int = 16 * MB, timeout_s: float = 2.0) -> None:
+    """Read and drop the rest of an over-long line (bounded in bytes and time)."""
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while seen < max_bytes and (left := deadline - time.monotonic()) > 0:
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), timeout=left)
+        except asyncio.TimeoutError:
+            return
+        if not chunk or b"\n" in chunk:
+            return
+        seen += len(chunk)
+
+
+def _trading(bot_says: str, order_management: str) -> str:
+    """A bot cannot trade while nobody manages orders, whatever it last reported."""
+    if bot_says == "trading" and order_management.startswith("down"):
+        return "not trading: order management down"
+    return bot_says
 
 
 def _free_port() -> int:
@@ -639,13 +827,65 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _OneLine(logging.Formatter):
+    """The terminal gets the message; tracebacks go to logs/supervisor.log only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
 def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
+    # Whatever this run and its children create (ledger, logs, metrics file, paper account) is
+    # readable by the owner alone.
+    os.umask(0o077)
     handler = bounded_log_handler(run_dir.logs / "supervisor.log")
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     errors = logging.StreamHandler(sys.stderr)  # the operator sees warnings in the terminal too
     errors.setLevel(logging.WARNING)
-    errors.setFormatter(logging.Formatter("orchestrate: %(levelname)s %(message)s"))
+    errors.setFormatter(_OneLine("orchestrate: %(levelname)s %(message)s"))
     root.addHandler(errors)
-    return asyncio.run(Supervisor(cfg, run_dir, foreground=foreground).run())
+    sup = Supervisor(cfg, run_dir, foreground=foreground)
+    try:
+        return asyncio.run(sup.run())
+    except Exception:
+        log.exception("supervisor failed (traceback in %s)", run_dir.logs / "supervisor.log")
+        raise
+    finally:
+        # Whatever ended the run (a start-up failure included), nothing of it stays behind:
+        # children, the bars' shared memory, and multiprocessing's forkserver and resource
+        # tracker, which otherwise linger as zombies for seconds after we exit.
+        for child in sup.children.values():
+            if child.alive():
+                sup._kill(child)
+                child.process.join(timeout=2)
+        if sup.ring is not None:
+            sup.ring.close()
+            sup.ring.unlink()
+        _stop_multiprocessing_helpers()
+
+
+def _stop_multiprocessing_helpers(timeout_s: float = 5.0) -> None:
+    # `_stop` is private, but the only way to stop and reap them (CPython's own tests use it); a
+    # Python without it leaves them to exit on their own as before. The tracker exits only when
+    # every holder of its pipe has gone: a bounded wait, so a stray holder cannot hang our exit.
+    import threading
+    from multiprocessing import forkserver, resource_tracker
+
+    def stop() -> None:
+        for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+            try:
+                getattr(helper, "_stop", lambda: None)()
+            except Exception:
+                log.warning("could not stop %s", type(helper).__name__, exc_info=True)
+    t = threading.Thread(target=stop, name="stop-mp-helpers", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        log.warning("multiprocessing helpers still running %.0f s after shutdown; leaving them", timeout_s)

@@ -13,10 +13,13 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Mapping
 
 import msgspec
+import msgspec.inspect
+from msgspec import Meta
 
+from .market_clock import CLOCKS
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
 from .signals.engine import SignalConfig
 from .trading.grid import GridConfig
@@ -59,8 +62,18 @@ class RunConfig(_Section):
                              "client order id)")
 
 
+# Every number has its allowed range in the schema (msgspec `Meta`), so one check, at load, names
+# the key, the value, the range and the file; __post_init__ keeps only rules between keys.
+Port = Annotated[int, Meta(ge=0, le=65535)]  # 0 = any free port
+BarSeconds = Annotated[float, Meta(ge=0.001, le=3600)]  # paper replay: wall seconds per 1m bar
+
+
+def _between(low: float, high: float) -> Any:
+    return Meta(ge=low, le=high)
+
+
 class ProcessConfig(_Section):
-    pool_size: int = 0  # compute-pool processes; 0 = one per core
+    pool_size: Annotated[int, _between(0, 256)] = 0  # compute-pool processes; 0 = one per core
     start_method: str = "forkserver"  # forkserver (preloaded) | fork
     # Pin pool member k to core k and each worker to its pool member's core: the worker -> pool
     # -> worker hop then switches on one core instead of waking an idle one (this VM charges
@@ -68,8 +81,6 @@ class ProcessConfig(_Section):
     pin_cpus: bool = True
 
     def __post_init__(self) -> None:
-        if self.pool_size < 0:
-            raise ValueError("processes.pool_size must be >= 0 (0 = one per core)")
         if self.start_method not in ("forkserver", "fork"):
             raise ValueError("processes.start_method must be 'forkserver' or 'fork' (spawn costs ~29 MB and 200 ms per worker)")
 
@@ -78,58 +89,82 @@ class MarketConfig(_Section):
     # venue: market data and orders through the exchange (the paper venue, or Delta live);
     # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks)
     source: str = "venue"
-    bar_seconds: float = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
-    history_bars: int = 1000  # bars loaded into each ring at start so signals are valid at once
-    window_bars: int = 1024  # bars each ring holds and the pool reads
-    seed: int = 0  # synthetic markets and the RL agents' exploration
-    initial_balance_usd: float = 10_000.0  # paper account
-    leverage: float = 10.0
+    bar_seconds: BarSeconds = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
+    # The paper venue's clock. replay: market time starts now and runs 60 / bar_seconds times
+    # faster than the wall clock (timestamps run ahead of now). wall: the candles' shape is
+    # replayed at real time, one 1m bar per wall minute, so every timestamp is now; bar_seconds
+    # is then 60 whatever it is set to.
+    clock: str = "replay"
+    history_bars: Annotated[int, _between(1, 8192)] = 1000  # bars loaded into each ring at start so signals are valid at once
+    window_bars: Annotated[int, _between(16, 8192)] = 1024  # bars each ring holds and the pool reads
+    seed: Annotated[int, _between(0, 2**32 - 1)] = 0  # synthetic markets and the RL agents' exploration
+    initial_balance_usd: Annotated[float, _between(1, 1e9)] = 10_000.0  # paper account
+    leverage: Annotated[float, _between(1, 200)] = 10.0  # Delta's range (products cap it lower)
 
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
             raise ValueError("market.source must be 'venue' or 'replay'")
-        if not 0.001 <= self.bar_seconds <= 3600:
-            raise ValueError("market.bar_seconds must be between 0.001 and 3600")
-        if not 16 <= self.window_bars <= 8192:
-            raise ValueError("market.window_bars must be between 16 and 8192")
-        if not 0 < self.history_bars <= self.window_bars:
-            raise ValueError("market.history_bars must be > 0 and <= market.window_bars")
+        if self.clock not in CLOCKS:
+            raise ValueError("market.clock must be 'replay' or 'wall'")
+        if self.clock == "wall":
+            self.bar_seconds = 60.0
+        if self.history_bars > self.window_bars:
+            raise ValueError(f"market.history_bars ({self.history_bars}) must be <= market.window_bars "
+                             f"({self.window_bars})")
 
 
 class SupervisionConfig(_Section):
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 5.0
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    max_restarts: int = 5
-    restart_window_s: float = 300.0
-    breach_grace_s: float = 10.0
-    shutdown_timeout_s: float = 10.0
-    budget_check_interval_s: float = 1.0
-    uss_sample_interval_s: float = 5.0  # USS/PSS parse smaps: ~0.5 ms a process, so sample slower
+    # every process waits this long between heartbeats: 0 would make them all spin
+    heartbeat_interval_s: Annotated[float, _between(0.05, 60)] = 1.0
+    heartbeat_timeout_s: Annotated[float, _between(0.1, 3600)] = 5.0
+    backoff_initial_s: Annotated[float, _between(0.01, 3600)] = 1.0
+    backoff_max_s: Annotated[float, _between(0.01, 86_400)] = 60.0
+    max_restarts: Annotated[int, _between(1, 1000)] = 5
+    restart_window_s: Annotated[float, _between(1, 86_400)] = 300.0
+    breach_grace_s: Annotated[float, _between(0, 3600)] = 10.0
+    shutdown_timeout_s: Annotated[float, _between(1, 600)] = 10.0
+    budget_check_interval_s: Annotated[float, _between(0.05, 60)] = 1.0
+    # USS/PSS parse smaps: ~0.5 ms a process, so sample slower
+    uss_sample_interval_s: Annotated[float, _between(0.1, 3600)] = 5.0
 
     def __post_init__(self) -> None:
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
-            raise ValueError("supervision.heartbeat_timeout_s must exceed heartbeat_interval_s")
-        if self.backoff_initial_s <= 0 or self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("supervision backoff: need 0 < backoff_initial_s <= backoff_max_s")
-        if self.max_restarts < 1:
-            raise ValueError("supervision.max_restarts must be >= 1")
+            raise ValueError(f"supervision.heartbeat_timeout_s ({self.heartbeat_timeout_s}) must exceed "
+                             f"supervision.heartbeat_interval_s ({self.heartbeat_interval_s})")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError(f"supervision.backoff_max_s ({self.backoff_max_s}) must be >= "
+                             f"supervision.backoff_initial_s ({self.backoff_initial_s})")
+
+
+MIN_RSS_MB = 64
+MIN_USS_MB = 16
+MAX_BUDGET_MB = 1_048_576
+# Ranges a type cannot state: 0 turns a memory budget off, a small one would restart forever.
+_RANGE_WORDS = {"budgets.rss_mb": f"0 (off) or {MIN_RSS_MB} to {MAX_BUDGET_MB}",
+                "budgets.uss_mb": f"0 (off) or {MIN_USS_MB} to {MAX_BUDGET_MB}"}
 
 
 class BudgetConfig(_Section):
     """Per-worker budgets, checked by the supervisor with psutil. 0 disables a budget."""
-    rss_mb: float = 200.0
-    uss_mb: float = 60.0
-    cpu_percent: float = 90.0
-    loop_lag_ms: float = 500.0
-    tick_to_signal_p99_us: float = 50_000.0
+    # A memory budget below an idle worker's size (measured: ~46 MB RSS, ~11 MB USS) would restart it
+    # forever: the floors sit above that.
+    rss_mb: Annotated[float, _between(0, MAX_BUDGET_MB)] = 200.0  # 0 (off) or >= MIN_RSS_MB
+    uss_mb: Annotated[float, _between(0, MAX_BUDGET_MB)] = 60.0  # 0 (off) or >= MIN_USS_MB
+    cpu_percent: Annotated[float, _between(0, 6400)] = 90.0  # one core = 100
+    loop_lag_ms: Annotated[float, _between(0, 600_000)] = 500.0
+    tick_to_signal_p99_us: Annotated[float, _between(0, 60_000_000)] = 50_000.0
     action: str = "restart"  # memory (RSS/USS) breach: warn | restart (a leak only ends with a restart)
     # CPU, loop lag, tick-to-signal: warn by default, because on a loaded box restarting a healthy
     # worker adds warm-up work and can cascade; set "restart" to treat them like memory.
     latency_action: str = "warn"
 
     def __post_init__(self) -> None:
+        for name, low in (("rss_mb", MIN_RSS_MB), ("uss_mb", MIN_USS_MB)):
+            value = getattr(self, name)
+            if 0 < value < low:
+                raise ValueError(f"key 'budgets.{name}' = {value!r} is out of range: allowed "
+                                 f"{_RANGE_WORDS['budgets.' + name]} (below an idle worker's size it "
+                                 "restarts forever)")
         if self.action not in ("warn", "restart"):
             raise ValueError("budgets.action must be 'warn' or 'restart'")
         if self.latency_action not in ("warn", "restart"):
@@ -137,9 +172,9 @@ class BudgetConfig(_Section):
 
 
 class StatusConfig(_Section):
-    interval_s: float = 2.0  # foreground status refresh
+    interval_s: Annotated[float, _between(0.1, 3600)] = 2.0  # foreground status refresh
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 0  # Prometheus; 0 = pick a free port (shown in status and metrics.url)
+    metrics_port: Port = 0  # Prometheus; 0 = pick a free port (shown in status and metrics.url)
 
     def __post_init__(self) -> None:
         if self.metrics_host not in ("127.0.0.1", "localhost", "::1"):
@@ -149,14 +184,14 @@ class StatusConfig(_Section):
 class TestingConfig(_Section):
     """Fault switches for tests. Refused unless ORCHESTRATE_TEST_FAULTS=1 is in the environment,
     so a production config can never enable them by accident."""
-    leak_mb_per_s: float = 0.0
+    leak_mb_per_s: Annotated[float, _between(0, 1000)] = 0.0
     leak_symbol: str = ""
     # paper venue faults (see workers/venue.py VenueSettings)
-    venue_latency_ms: float = 0.0
-    venue_5xx_probability: float = 0.0
-    venue_429_probability: float = 0.0
-    venue_reject_probability: float = 0.0
-    venue_ws_drop_interval_s: float = 0.0
+    venue_latency_ms: Annotated[float, _between(0, 60_000)] = 0.0
+    venue_5xx_probability: Annotated[float, _between(0, 1)] = 0.0
+    venue_429_probability: Annotated[float, _between(0, 1)] = 0.0
+    venue_reject_probability: Annotated[float, _between(0, 1)] = 0.0
+    venue_ws_drop_interval_s: Annotated[float, _between(0, 3600)] = 0.0
 
     def any_enabled(self) -> bool:
         return any(getattr(self, f) for f in self.__struct_fields__ if f != "leak_symbol")
@@ -226,27 +261,101 @@ def legacy_to_dict(raw: dict[str, Any], source: str) -> tuple[dict[str, Any], li
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`")
 _MSGSPEC_TYPE = re.compile(r"Expected `(?P<exp>[^`]+)`, got `(?P<got>[^`]+)`")
 _MSGSPEC_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MSGSPEC_RANGE = re.compile(r"Expected `[^`]+` (?:of length )?[<>]=? ")
+_MISSING = object()
+_SEE_DOCS = "as configs/default.toml documents"
 
 
-def _dotted(path: str) -> str:
-    return re.sub(r"\[(\d+)\]", r"[\1]", path)
+def _lookup(d: Mapping[str, Any] | None, dotted: str) -> Any:
+    """The value at msgspec's error path (`grid.levels`, `signal.timeframes[1]`; a table's
+    entry, `[...]`, gives the whole table)."""
+    node: Any = d or {}
+    for part in dotted.replace("[...]", "[*]").split("."):
+        name, _, index = part.partition("[")
+        if not isinstance(node, Mapping) or name not in node:
+            return _MISSING
+        node = node[name]
+        if index[:-1].isdigit():
+            i = int(index[:-1])
+            if not isinstance(node, list) or i >= len(node):
+                return _MISSING
+            node = node[i]
+    return node
 
 
-def _explain(exc: msgspec.ValidationError, source: str) -> ConfigError:
+def _number(x: float) -> str:
+    return f"{x:.12g}"
+
+
+def allowed_range(dotted: str, schema: type | None = None) -> str:
+    """The range `schema` (default: Config) allows for a numeric key, in words ("1 to 99",
+    "more than 0, up to 100")."""
+    if schema is None and dotted in _RANGE_WORDS:
+        return _RANGE_WORDS[dotted]
+    t: Any = msgspec.inspect.type_info(schema or Config)
+    for part in dotted.replace("[...]", "[*]").split("."):
+        name, _, index = part.partition("[")
+        fields = {f.name: f for f in getattr(t, "fields", ())}
+        if name in fields:
+            t = fields[name].type
+        elif hasattr(t, "value_type"):  # a table of numbers, e.g. signal.consensus_weights.trend
+            t = t.value_type
+        else:
+            return _SEE_DOCS
+        if index:  # an item of a list (signal.timeframes[0]) or of a table (consensus_weights[...])
+            t = getattr(t, "item_type", getattr(t, "value_type", t))
+    low = (_number(t.ge) if getattr(t, "ge", None) is not None
+           else f"more than {_number(t.gt)}" if getattr(t, "gt", None) is not None else "")
+    high = (_number(t.le) if getattr(t, "le", None) is not None
+            else f"below {_number(t.lt)}" if getattr(t, "lt", None) is not None else "")
+    if low and high:
+        joined = f"{low} and {high}" if high.startswith("below") else f"{low}, up to {high}"
+        if low.startswith("more"):
+            return joined
+        return f"at least {low} and {high}" if high.startswith("below") else f"{low} to {high}"
+    if high:
+        return f"up to {high}" if not high.startswith("below") else high
+    return (f"at least {low}" if not low.startswith("more") else low) if low else _SEE_DOCS
+
+
+def _explain(exc: msgspec.ValidationError, source: str, merged: dict[str, Any],
+             overrides: dict[str, Any] | None, option_names: Mapping[str, str],
+             legacy_names: Mapping[str, str]) -> ConfigError:
+    """Turn msgspec's error into the operator's words: the key as they wrote it (a command-line
+    option, a legacy config.json key or the TOML key), the value, what is allowed, and where."""
     text = str(exc)
     m_path = _MSGSPEC_PATH.search(text)
     where = _dotted(m_path.group("path")) if m_path else ""
+    from_cli_value = _lookup(overrides, where) if where else _MISSING
+    from_cli = from_cli_value is not _MISSING and not isinstance(from_cli_value, Mapping)
+    if from_cli:
+        label, key = "command line", option_names.get(where, where)
+    else:
+        label, key = source, legacy_names.get(where, where)
     if m := _MSGSPEC_UNKNOWN.search(text):
         key = f"{where}.{m.group('field')}" if where else m.group("field")
         section_type = _section_type(where)
         valid = ", ".join(section_type.__struct_fields__) if section_type else ""
         hint = f"; valid keys here: {valid}" if valid else ""
         return ConfigError(f"{source}: unknown key '{key}'{hint}")
+    named = key if from_cli and key.startswith("--") else f"key '{key}'"
     if m := _MSGSPEC_TYPE.search(text):
-        return ConfigError(f"{source}: key '{where}' expects {m.group('exp')}, got {m.group('got')}")
-    # __post_init__ ValueErrors come through as ValidationError with our own message
+        return ConfigError(f"{label}: {named} expects {m.group('exp')}, got {m.group('got')}")
+    if where and _MSGSPEC_RANGE.match(text):
+        value = _lookup(merged, where)
+        said = f"{key} {value!r}" if named == key else f"{named} = {value!r}"
+        return ConfigError(f"{label}: {said} is out of range: allowed {allowed_range(where)}")
+    # __post_init__ ValueErrors (rules between keys) come through with our own message
     message = _MSGSPEC_PATH.sub("", text)
+    for dotted, written in legacy_names.items():
+        message = message.replace(dotted, written)
+    if overrides:
+        source = f"{source} (with command-line overrides)"
     return ConfigError(f"{source}: {message}" + (f" (at '{where}')" if where else ""))
+
+
+def _dotted(path: str) -> str:
+    return re.sub(r"\[(\d+)\]", r"[\1]", path)
 
 
 def _section_type(path: str) -> type | None:
@@ -254,7 +363,6 @@ def _section_type(path: str) -> type | None:
     if not path:
         return Config
     for part in path.split("."):
-        fields = getattr(t, "__annotations__", {})
         if part not in getattr(t, "__struct_fields__", ()):
             return None
         t = _resolve_field_type(t, part)
@@ -314,15 +422,17 @@ def _reject_secrets(d: dict[str, Any], source: str, prefix: str = "") -> None:
 
 
 def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, Any] | None = None,
-                 environ: dict[str, str] | None = None) -> Config:
+                 environ: dict[str, str] | None = None, *, option_names: Mapping[str, str] | None = None,
+                 legacy_names: Mapping[str, str] | None = None) -> Config:
+    """`option_names` maps a dotted key to the command-line option that set it (`--metrics-port`),
+    `legacy_names` to the config.json key it came from (`grid_levels`): errors use those names."""
     environ = dict(os.environ) if environ is None else environ
     _reject_secrets(file_dict, source)
     merged = _deep_merge(file_dict, overrides or {})
     try:
         cfg = msgspec.convert(merged, Config)
     except msgspec.ValidationError as exc:
-        label = source if not overrides else f"{source} (with command-line overrides)"
-        raise _explain(exc, label) from None
+        raise _explain(exc, source, merged, overrides, option_names or {}, legacy_names or {}) from None
     if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
     _check_symbols(cfg, source)
@@ -344,11 +454,16 @@ def _check_symbols(cfg: Config, source: str) -> None:
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
-                environ: dict[str, str] | None = None) -> tuple[Config, list[str]]:
+                environ: dict[str, str] | None = None, *,
+                option_names: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
     if path is None:
-        return build_config({}, "built-in defaults", overrides, environ), []
+        return build_config({}, "built-in defaults", overrides, environ, option_names=option_names), []
     file_dict, notes = read_config_file(path)
-    return build_config(file_dict, str(path), overrides, environ), notes
+    legacy_names = {target: key for key, (target, _) in LEGACY_KEYS.items()
+                    if target is not None and _lookup(file_dict, target) is not _MISSING} \
+        if Path(path).suffix == ".json" else {}
+    return build_config(file_dict, str(path), overrides, environ, option_names=option_names,
+                        legacy_names=legacy_names), notes
 
 
 def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:

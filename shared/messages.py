@@ -158,10 +158,12 @@ class AccountSnapshot(Msg, tag="acct"):
     product: ProductSpec | None
     open_orders: list[OrderView]
     fills: list[FillView]
-    position_size: int  # reserved: the bot derives its position from its own fills
     available_balance: float
     equity: float
     error: str = ""
+    # The venue's position in the product (whole account, contracts), read before the orders
+    # and fills; None if not read. The bot's own comes from its fills: the two are compared.
+    venue_position: int | None = None
 
 
 class OrderIntents(Msg, tag="intents"):
@@ -264,6 +266,7 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     position_notional: dict[str, float] = {}  # symbol -> |position| notional at the last trade
     rest_errors: int = 0
     note: str = ""
+    storage_error: str = ""  # the paper venue: why its account journal cannot be written ("" when it can)
 
 
 class RLTable(Msg, tag="rl_table"):

@@ -74,6 +74,12 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     halted: bool = False
     halt_reason: str = ""
     metrics_url: str = ""
+    # up | starting | down: <why> | none: signals only. Down means orders resting on the exchange
+    # are managed by nobody (no fills read, no stops moved) until the gateway is back.
+    order_management: str = ""
+    # ok | failing: <n> fills waiting to be written; <why>. Failing halts new entries ("storage")
+    # and the waiting fills are retried until written.
+    storage: str = ""
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     processes: list[ProcessStatus] = msgspec.field(default_factory=list)
 
@@ -94,6 +100,8 @@ def render_table(snap: StatusSnapshot) -> str:
         f"orchestrate {snap.mode} on {snap.venue} | run dir {snap.run_dir} | pid {snap.supervisor_pid} "
         f"| up {snap.uptime_s:.0f}s" + (f" | HALTED: {snap.halt_reason}" if snap.halted else "")
         + (f" | metrics {snap.metrics_url}" if snap.metrics_url else ""),
+        *([_order_management_line(snap)] if _alarming(snap.order_management) else []),
+        *([f"STORAGE FAILING: {snap.storage[len('failing: '):]}"] if snap.storage.startswith("failing") else []),
         f"{'SYMBOL':<10} {'STATE':<12} {'PID':>7} {'UP':>6} {'RST':>3} {'PRICE':>11} {'BARS':>5} "
         f"{'SIGNAL':<6} {'CONF':>4} {'VOTES T/M/V/R':<15} {'P50us':>7} {'P99us':>7} {'LAGms':>6} "
         f"{'RSS':>5} {'USS':>5} {'CPU%':>5} {'POS':>6} {'ORD':>3} {'PNL':>9}  BUDGET",
@@ -119,9 +127,23 @@ def render_table(snap: StatusSnapshot) -> str:
     return "\n".join(lines)
 
 
+def _alarming(order_management: str) -> bool:
+    return order_management.startswith("down")
+
+
+def _order_management_line(snap: StatusSnapshot) -> str:
+    return "ORDER MANAGEMENT DOWN" + snap.order_management[len("down"):] + ": resting orders are not managed"
+
+
 def render_lines(snap: StatusSnapshot) -> str:
-    """One plain line per symbol, for logs and pipes."""
+    """One plain line per symbol, for logs and pipes, after a line for what stops the whole account."""
     out = []
+    if _alarming(snap.order_management):
+        out.append(_order_management_line(snap))
+    if snap.storage.startswith("failing"):
+        out.append(f"STORAGE FAILING: {snap.storage[len('failing: '):]}")
+    if snap.halted:
+        out.append(f"HALTED: {snap.halt_reason}")
     for w in snap.workers:
         out.append(
             f"{w.symbol} state={w.state} price={_fmt(w.last_price, '.2f')} signal={w.signal} "

@@ -329,10 +329,11 @@ class Store:
             for r in reversed(rows)
         ]
 
-    def last_fill_ts(self) -> float | None:
-        """The newest fill time stored (the venue's clock), None for an empty ledger."""
-        row = self._db.execute("SELECT MAX(ts) FROM fills").fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+    def newest_fill_ids(self, limit: int) -> list[str]:
+        """Ids of the last `limit` fills stored, newest first: what a restarted gateway already
+        has, so it reads the venue's fills back to them and no further."""
+        rows = self._db.execute("SELECT fill_id FROM fills ORDER BY seq DESC LIMIT ?", (max(0, limit),)).fetchall()
+        return [r[0] for r in rows]
 
     def sent_client_order_ids(self, symbol: str, *, last: int = 50) -> list[str]:
         """Client order ids of our latest order events on `symbol` (placed, rejected, ...), in the

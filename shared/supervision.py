@@ -16,13 +16,17 @@ from .config import BudgetConfig, SupervisionConfig
 @dataclass
 class RestartPolicy:
     """Exponential backoff (initial doubling to max) and quarantine after `max_restarts` within
-    `restart_window_s`. One per supervised child."""
+    `restart_window_s`. One per supervised child. A child the whole account depends on (the
+    gateway: the only link to the exchange) is built with `may_quarantine=False`: past the limit
+    it is still retried, at the capped backoff, and `failing` says so."""
 
     cfg: SupervisionConfig
+    may_quarantine: bool = True
     restarts: int = 0
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     _backoff_s: float = 0.0
     quarantined: bool = False
+    failing: bool = False  # over the restart limit but kept retrying (may_quarantine=False)
     reason: str = ""
 
     def on_failure(self, now: float, why: str) -> float | None:
@@ -32,10 +36,17 @@ class RestartPolicy:
         while self._recent and now - self._recent[0] > self.cfg.restart_window_s:
             self._recent.popleft()
         if len(self._recent) > self.cfg.max_restarts:
-            self.quarantined = True
-            self.reason = (f"{len(self._recent)} failures in {self.cfg.restart_window_s:.0f}s "
-                           f"(max {self.cfg.max_restarts}); last: {why}")
-            return None
+            limit = (f"{len(self._recent)} failures in {self.cfg.restart_window_s:.0f}s "
+                     f"(max {self.cfg.max_restarts})")
+            if self.may_quarantine:
+                self.quarantined = True
+                self.reason = f"{limit}; last: {why}"
+                return None
+            self.failing = True
+            self._backoff_s = self.cfg.backoff_max_s
+            self.restarts += 1
+            self.reason = f"{limit}, retrying every {self._backoff_s:g}s; last: {why}"
+            return self._backoff_s
         self._backoff_s = (self.cfg.backoff_initial_s if self._backoff_s == 0
                            else min(self._backoff_s * 2, self.cfg.backoff_max_s))
         self.restarts += 1
@@ -46,6 +57,7 @@ class RestartPolicy:
         """A child that has run cleanly for a full window earns its backoff back."""
         if self._backoff_s and now - up_since > self.cfg.restart_window_s:
             self._backoff_s = 0.0
+            self.failing = False
 
     def quarantine(self, why: str) -> None:
         self.quarantined = True

@@ -1,10 +1,13 @@
 """ZeroMQ endpoint naming and socket set-up. ipc:// on one box (tcp:// would work the same
 across boxes). Socket files live in the run directory's `sock/`, or, when that path would
-exceed the 107-byte unix socket limit, in a short directory under /tmp named by the run dir."""
+exceed the 107-byte unix socket limit, in a short directory under /tmp named by the run dir.
+Either directory is ours alone (0700): anyone who can write there can replace a socket."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -36,6 +39,29 @@ def socket_dir(run_dir: Path) -> Path:
         return candidate
     digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
     return Path("/tmp") / f"dgo-{digest}"
+
+
+class UnsafeSocketDir(RuntimeError):
+    """The socket directory exists and is not ours alone: refuse rather than use it."""
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` as a directory only we may use (0700), or check that the existing one is
+    exactly that: a directory (not a symlink), owned by us, with no access for group or others.
+    Raises UnsafeSocketDir naming what is wrong and what to do."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeSocketDir(f"{path} exists and is not a directory; remove it")
+    if st.st_uid != os.getuid():
+        raise UnsafeSocketDir(f"socket directory {path} belongs to uid {st.st_uid}, not to us (uid {os.getuid()}): "
+                              "another user could replace our sockets; remove it or use a shorter --run-dir")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise UnsafeSocketDir(f"socket directory {path} has mode {stat.S_IMODE(st.st_mode):04o}, not 0700: "
+                              "others could replace our sockets; remove it (or chmod 700 it) and start again")
 
 
 def make_endpoints(run_dir: Path, pool_size: int) -> Endpoints:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 
-from .runtime import ChildSpec
+from .runtime import ChildSpec, watch_supervisor
 
 
 def _trace_memory(spec: ChildSpec, out_dir: str) -> None:
@@ -28,7 +29,10 @@ def _trace_memory(spec: ChildSpec, out_dir: str) -> None:
     signal.signal(signal.SIGUSR2, dump)
 
 
-def child_main(spec: ChildSpec) -> None:
+def child_main(spec: ChildSpec, lifeline: Connection | None = None, inherited_fds: tuple[int, ...] = ()) -> None:
+    """`lifeline`: read end of the supervisor's pipe (see watch_supervisor); first, so that a
+    supervisor dying while we import or start up already stops us."""
+    watch_supervisor(lifeline.fileno() if lifeline is not None else None, inherited_fds)
     trace_dir = os.environ.get("ORCHESTRATE_TRACEMALLOC_DIR")
     kinds = os.environ.get("ORCHESTRATE_TRACEMALLOC_KINDS", "gateway,venue").split(",")
     if trace_dir and spec.kind in kinds:

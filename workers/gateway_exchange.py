@@ -1,12 +1,18 @@
 """Gateway, exchange mode: the one owner of the account's Delta session (paper venue or live).
 
-One REST client (one weighted rate limiter for the account), one websocket. Publishes ticks
-(from `all_trades`), order updates and fills to workers by symbol; answers history, account
+One REST client (one weighted rate limiter for the account) and the account's websocket
+(orders, user_trades). Market data comes from the venue's public host where it has one (India
+since 2026-04-17, and the paper venue's /public path, so every paper run takes the live India
+path): compact `trades` there; where the venue has none (Global), or the public host refuses
+`trades`, from legacy `all_trades` on the main socket. A symbol the public host goes quiet on
+is taken from `all_trades` on the main socket until the public host speaks again; a symbol quiet
+on its feeding socket is polled over REST. Publishes ticks, order updates and fills to workers by symbol; answers history, account
 snapshot and order-intent requests; sends fills to the supervisor for the SQLite ledger.
 
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
 trade of ours happened and polled every few seconds anyway: a quiet socket is never read as "no
-fills".
+fills". They are read in the venue's own order, newest page back to the fills already known
+(shared/trading/fill_cursor.py), never by time: no clock can make the gateway skip one.
 """
 
 from __future__ import annotations
@@ -24,16 +30,17 @@ import zmq
 import zmq.asyncio
 
 from shared.config import secrets_from_env
-from shared.delta.errors import DeltaError
+from shared.delta.errors import DeltaError, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
-from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit
-from shared.delta.ws import DeltaWebSocket, OrderUpdate, TradeEvent, UserTrade
+from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
+from shared.delta.ws import DeltaWebSocket, OrderUpdate, Subscribed, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
                              HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
                              OrderEvent, OrderIntents, OrderRecord, OrderView, Tick, topic)
 from shared.products import ProductSpec, UnknownSymbolError
+from shared.trading.fill_cursor import FillScan, KnownFills
 
 from .runtime import (ChildSpec, LoopLagMonitor, gateway_sockets, heartbeat_socket, install_stop_signals,
                       run_until_stopped, send_heartbeat, send_nowait, supervisor_alive)
@@ -42,6 +49,7 @@ log = logging.getLogger("gateway")
 FILL_POLL_S = 3.0
 ACCOUNT_POLL_S = 2.0
 SEEN_FILLS_MAX = 50_000
+EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 
@@ -75,7 +83,7 @@ def update_view(ev: OrderUpdate) -> OrderView:
 
 
 def fill_view(f: DeltaFill) -> FillView:
-    ts_us = f.created_at if isinstance(f.created_at, int) else 0
+    ts_us = f.created_us or 0
     return FillView(fill_id=str(f.id), order_id=str(f.order_id or ""), client_order_id=f.client_order_id or "",
                     side=f.side, size=int(f.size), price=repr(float(f.price)),
                     fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)
@@ -94,12 +102,21 @@ class ExchangeGateway:
         self.conn = conn
         self.rest = DeltaRestClient(conn["rest_url"], conn["api_key"], conn["api_secret"])
         self.ws: DeltaWebSocket | None = None
+        self.public_ws: DeltaWebSocket | None = None  # the venue's public host, if it has one
+        self.market_ws: DeltaWebSocket | None = None  # whichever socket feeds the trades now
+        self.market_channel = ""  # "trades@public" or "all_trades" (status)
+        self.public_closing: asyncio.Task[None] | None = None
+        self.refusals_logged: set[str] = set()  # "socket:channel" refused, said once
+        self.legacy_for: set[str] = set()  # symbols on all_trades while the public host is quiet on them
         self.products: dict[str, ProductSpec] = {}
         self.by_product: dict[int, str] = {}
         self.seqs: dict[str, int] = collections.defaultdict(int)
         self.epoch = time.time_ns()
-        self.seen_fills: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.fill_cursor_us = 0
+        # Fills the ledger has (the newest the store held at start) or was handed since.
+        self.known_fills = KnownFills(reversed(spec.stored_fill_ids))  # oldest first: evicted first
+        self.fill_floor_us: int | None = None
+        self.fills_unread = 0  # fills a scan could not reach (beyond its page bound), logged
+        self.position_unreadable: set[str] = set()  # symbols whose position read failed (logged once)
         self.fill_wakeup = asyncio.Event()
         self.ticks = 0
         self.polled_ticks = 0
@@ -117,27 +134,93 @@ class ExchangeGateway:
         self.pub, self.sup = pub, sup
         self.products = await self.rest.resolve_symbols(self.spec.symbols)
         self.by_product = {p.product_id: s for s, p in self.products.items()}
-        # Fills after the newest one in our ledger are news, including those made while we were
-        # down (take-profits resting overnight); with an empty ledger, fills older than a minute
-        # are history the workers read in their reconciliation. The store drops repeats by id.
-        newest = self.spec.last_stored_fill_ts or time.time()
-        self.fill_cursor_us = int(newest * 1e6) - 60_000_000
+        # Fills newer than those in our ledger are news, including those made while we were
+        # down (take-profits resting overnight). With an empty ledger on a live account, fills
+        # older than a minute are history the workers read in their reconciliation (a live
+        # venue's clock is the wall's); a paper account lives in the run dir with its ledger,
+        # so there every fill is news. The store drops repeats by id.
+        if not self.spec.stored_fill_ids and self.spec.venue_access is None:
+            self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
+        stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
-                                 on_event=self.on_ws_event, stale_after_s=max(10.0, 10 * self.cfg.market.bar_seconds))
-        await self.ws.subscribe("all_trades", list(self.spec.symbols))
+                                 on_event=self.on_main_event, stale_after_s=stale_s)
+        public = self.conn.get("public_ws_url")
+        if public:
+            self.public_ws = DeltaWebSocket(public, on_event=self.on_public_event, stale_after_s=stale_s)
+            await self.public_ws.subscribe("trades", list(self.spec.symbols))
+            self.market_ws, self.market_channel = self.public_ws, "trades@public"
+        else:
+            await self.ws.subscribe("all_trades", list(self.spec.symbols))
+            self.market_ws, self.market_channel = self.ws, "all_trades"
         await self.ws.subscribe("orders", ["all"])
         await self.ws.subscribe("user_trades", ["all"])
         await self.ws.start()
+        if self.public_ws is not None:
+            await self.public_ws.start()
 
     async def stop(self) -> None:
+        if self.public_ws is not None:
+            await self.public_ws.stop()
         if self.ws is not None:
             await self.ws.stop()
         await self.rest.close()
 
     # --- websocket events -----------------------------------------------------------------
 
+    async def on_public_event(self, ev: Any) -> None:
+        """The public host's events. If it refuses `trades`, say so once in the venue's words and
+        take the trades from the legacy channel on the main socket instead."""
+        if isinstance(ev, Subscribed):
+            self.log_refusals("public", ev)
+            refused = next((c for c in ev.channels if c.get("name") == "trades" and c.get("error")), None)
+            if refused is not None and self.market_ws is self.public_ws and self.ws is not None:
+                log.warning("taking trades from all_trades on the main socket instead")
+                self.market_ws, self.market_channel = self.ws, "all_trades (public refused trades)"
+                await self.ws.subscribe("all_trades", list(self.spec.symbols))
+                if self.public_ws is not None:  # not from inside its own callback: in a task
+                    self.public_closing = asyncio.create_task(self.public_ws.stop())
+            return
+        if self.market_ws is not self.public_ws:
+            return
+        if isinstance(ev, TradeEvent) and ev.symbol in self.legacy_for:
+            return  # all_trades feeds it until public_quiet_check hands it back
+        await self.on_ws_event(ev)
+
+    async def on_main_event(self, ev: Any) -> None:
+        """The main socket's events; its trades count only where it feeds the symbol."""
+        if (isinstance(ev, TradeEvent) and self.market_ws is self.public_ws
+                and ev.symbol not in self.legacy_for):
+            return
+        await self.on_ws_event(ev)
+
+    async def public_quiet_check(self) -> None:
+        """Symbols the public host went quiet on move to all_trades on the main socket (the
+        subscription stays; the public host takes them back once it speaks again)."""
+        pub = self.public_ws
+        if pub is None or self.market_ws is not pub or self.ws is None:
+            return
+        quiet = [s for s in self.products if pub.is_stale(s) and s not in self.legacy_for]
+        if quiet:
+            log.warning("public socket quiet on %s; all_trades on the main socket takes over", ",".join(quiet))
+            self.legacy_for.update(quiet)
+            await self.ws.subscribe("all_trades", quiet)
+        back = [s for s in self.legacy_for if not pub.is_stale(s)]
+        if back:
+            log.info("public socket speaks again on %s", ",".join(back))
+            self.legacy_for.difference_update(back)
+
+    def log_refusals(self, socket: str, ev: Subscribed) -> None:
+        """A channel the venue refused, logged once per socket and channel in the venue's words."""
+        for c in ev.channels:
+            key = f"{socket}:{c.get('name')}"
+            if c.get("error") and key not in self.refusals_logged:
+                self.refusals_logged.add(key)
+                log.warning("%s socket refused %s: %s", socket, c.get("name"), str(c.get("error"))[:200])
+
     async def on_ws_event(self, ev: Any) -> None:
-        if isinstance(ev, TradeEvent):
+        if isinstance(ev, Subscribed):
+            self.log_refusals("main", ev)
+        elif isinstance(ev, TradeEvent):
             if ev.from_snapshot or ev.symbol not in self.products:
                 return
             self.seqs[ev.symbol] += 1
@@ -176,31 +259,53 @@ class ExchangeGateway:
                 pass
             self.fill_wakeup.clear()
             await asyncio.sleep(0.05)  # let a burst of trades land in one request
-            try:
-                fills = await self.rest.get_fills(list(self.by_product), start_time=self.fill_cursor_us)
-            except (DeltaError, OSError, asyncio.TimeoutError) as exc:
-                self.rest_errors += 1
-                log.warning("fills poll failed: %s", exc)
-                continue
-            for f in sorted(fills, key=lambda f: (f.created_at or 0, str(f.id))):
-                fid = str(f.id)
-                if fid in self.seen_fills:
-                    continue
-                self.seen_fills[fid] = None
-                if len(self.seen_fills) > SEEN_FILLS_MAX:
-                    self.seen_fills.popitem(last=False)
-                sym = f.product_symbol or self.by_product.get(f.product_id or -1, "")
-                if sym not in self.products:
-                    continue
-                if isinstance(f.created_at, int):
-                    # Overlap the cursor by a second: the seen-set drops the repeats.
-                    self.fill_cursor_us = max(self.fill_cursor_us, f.created_at - 1_000_000)
-                msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
-                                                  contract_value=repr(self.products[sym].contract_value),
-                                                  sent_ns=time.perf_counter_ns()))
-                await self.pub.send_multipart((topic(sym), msg))
-                if not send_nowait(self.sup, msg):
-                    log.error("supervisor not taking fills; fill %s not stored yet (it stays on the venue)", fid)
+            for group in chunks(sorted(self.by_product), MAX_IDS_PER_QUERY):
+                await self.read_new_fills(group)
+
+    async def read_new_fills(self, product_ids: list[int]) -> int:
+        """Read the venue's fills of up to 10 products newest first, back to the ones we know,
+        and hand the unknown ones on, oldest first. Returns how many were handed on. A read
+        that fails midway hands on nothing: the next one reads the same fills again."""
+        scan: FillScan[DeltaFill] = FillScan(self.known_fills, fill_id=lambda f: str(f.id),
+                                             ts_us=lambda f: f.created_us, floor_us=self.fill_floor_us)
+        after: str | None = None
+        try:
+            while True:
+                page, after = await self.rest.get_fills_page(product_ids, after=after)
+                if scan.take(page, more=after is not None):
+                    break
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            self.rest_errors += 1
+            log.warning("fills poll failed: %s", exc)
+            return 0
+        if scan.truncated:
+            self.fills_unread += 1
+            log.error("fills: read %d pages without reaching a fill the ledger has; older fills of products "
+                      "%s are not read into the ledger (the venue still has them)", scan.pages, product_ids)
+        handed = 0
+        for f in scan.news():
+            if not await self.hand_on(f):
+                break  # not known, so the next read hands it (and every newer one) on again
+            handed += 1
+        return handed
+
+    async def hand_on(self, f: DeltaFill) -> bool:
+        """One new fill to its worker and to the ledger; False if the supervisor is not taking
+        fills now (then it stays unknown and is read again)."""
+        fid = str(f.id)
+        sym = f.product_symbol or self.by_product.get(f.product_id or -1, "")
+        if sym not in self.products:
+            self.known_fills.add(fid)
+            return True
+        msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
+                                          contract_value=repr(self.products[sym].contract_value),
+                                          sent_ns=time.perf_counter_ns()))
+        if not send_nowait(self.sup, msg):
+            log.error("supervisor not taking fills; fill %s not stored yet (read again at the next poll)", fid)
+            return False
+        await self.pub.send_multipart((topic(sym), msg))  # the bots drop a repeat by id
+        self.known_fills.add(fid)
+        return True
 
     async def stale_poll_loop(self) -> None:
         """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
@@ -208,9 +313,10 @@ class ExchangeGateway:
         quiet socket never freezes the bots' view of the market."""
         while True:
             await asyncio.sleep(1.0)
-            if self.ws is None:
+            if self.market_ws is None:
                 continue
-            for sym in [s for s in self.products if self.ws.is_stale(s)]:
+            await self.public_quiet_check()
+            for sym in [s for s in self.products if self.feed_of(s).is_stale(s)]:
                 try:
                     t = await self.rest.get_ticker(sym)
                 except (DeltaError, OSError, asyncio.TimeoutError) as exc:
@@ -289,25 +395,39 @@ class ExchangeGateway:
     async def account(self, req: AccountRequest) -> AccountSnapshot:
         spec = self.products.get(req.symbol)
         if spec is None:
-            return AccountSnapshot(symbol=req.symbol, product=None, open_orders=[], fills=[], position_size=0,
+            return AccountSnapshot(symbol=req.symbol, product=None, open_orders=[], fills=[],
                                    available_balance=0.0, equity=0.0, error=f"gateway does not serve {req.symbol}")
         try:
+            # The position first: every fill in it is then in the fills read after it, so a full
+            # reconciliation's comparison of the two is not fooled by a fill made meanwhile.
+            venue_position = await self.venue_position(req.symbol, spec.product_id)
             orders = await self.rest.get_open_orders([spec.product_id])
             fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
                      if req.include_fills else [])
-            # (positions come from the bot's own fills; the venue's position is read by account_loop)
             balances = await self.rest.get_wallet_balances()
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
-            return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[], position_size=0,
+            return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
                                    available_balance=0.0, equity=0.0,
                                    error=f"reconciliation read failed: {type(exc).__name__}: {exc}")
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
-            fills=[fill_view(f) for f in fills], position_size=0,
+            fills=[fill_view(f) for f in fills],
             available_balance=usd.available_balance if usd else 0.0,
-            equity=usd.balance if usd else 0.0)
+            equity=usd.balance if usd else 0.0, venue_position=venue_position)
+
+    async def venue_position(self, symbol: str, product_id: int) -> int | None:
+        """The account's position in the product; None (and said once) if the venue answers in a
+        shape we cannot read, so the bots still trade, without the position check."""
+        try:
+            return int((await self.rest.get_position(product_id)).size)
+        except ResponseShapeError as exc:
+            if symbol not in self.position_unreadable:
+                self.position_unreadable.add(symbol)
+                log.error("%s: the venue's position cannot be read (%s); the bot trades without "
+                          "checking its position against it", symbol, exc)
+            return None
 
     async def execute(self, req: OrderIntents) -> IntentResult:
         pid = req.product_id
@@ -409,8 +529,22 @@ class ExchangeGateway:
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
-                              + (" ws stale" if self.ws and any(
-                                  self.ws.is_stale(s) for s in self.products) else ""))
+                              + self.market_data_note())
+
+    def feed_of(self, symbol: str) -> DeltaWebSocket:
+        """The socket whose trades feed `symbol` now."""
+        assert self.market_ws is not None
+        return self.ws if symbol in self.legacy_for and self.ws is not None else self.market_ws
+
+    def market_data_note(self) -> str:
+        """Which channel feeds the symbols' trades; those quiet on it are polled over REST."""
+        stale = [s for s in self.products if self.market_ws is not None and self.feed_of(s).is_stale(s)]
+        note = f", trades from {self.market_channel}" if self.market_channel else ""
+        if self.legacy_for:
+            note += f"; all_trades for {len(self.legacy_for)} quiet on public ({','.join(sorted(self.legacy_for)[:5])})"
+        if stale:
+            note += f"; REST ticker for {len(stale)} quiet ({','.join(sorted(stale)[:5])}{'...' if len(stale) > 5 else ''})"
+        return note
 
 
 def connection(spec: ChildSpec) -> dict[str, str]:
@@ -418,14 +552,15 @@ def connection(spec: ChildSpec) -> dict[str, str]:
     or a live Delta venue with the key from the environment (never from a file)."""
     if spec.venue_access is not None:
         a = spec.venue_access
-        return {"rest_url": f"http://127.0.0.1:{a.port}", "ws_url": f"ws://127.0.0.1:{a.port}/ws",
+        paper = resolve_venue("paper", rest_url=f"http://127.0.0.1:{a.port}", ws_url=f"ws://127.0.0.1:{a.port}/ws")
+        return {"rest_url": paper.rest_url, "ws_url": paper.ws_url, "public_ws_url": paper.public_ws_url or "",
                 "api_key": a.api_key, "api_secret": a.api_secret}
     secrets = secrets_from_env()
     if secrets is None:
         raise RuntimeError("live gateway needs DELTA_API_KEY and DELTA_API_SECRET")
     venue = resolve_venue(spec.config.run.venue)
-    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": secrets.api_key,
-            "api_secret": secrets.api_secret}
+    return {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url or "",
+            "api_key": secrets.api_key, "api_secret": secrets.api_secret}
 
 
 async def run_exchange(spec: ChildSpec) -> int:
@@ -460,13 +595,18 @@ async def run_exchange(spec: ChildSpec) -> int:
             log.warning("exchange not reachable yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
 
-    # Two lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
+    # Three lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
     # for its first signal) is never stuck behind account reads and orders that wait for rate
-    # budget. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
-    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+    # budget, and order intents (cancels, stops, quotes) never wait for a slot behind account
+    # reads. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
+    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS),
+             "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+
+    def lane(msg: Any) -> str:
+        return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
 
     async def serve_one(ident: bytes, msg: Any) -> None:
-        async with lanes["market" if isinstance(msg, HistoryRequest) else "account"]:
+        async with lanes[lane(msg)]:
             try:
                 reply = await gw.handle(msg)
             except Exception:  # one bad request must not take the account's only gateway down

@@ -4,15 +4,21 @@ watchdog, heartbeats and event-loop lag. Kept small: each process is a thin shel
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import logging.handlers
 import os
+import select
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
 import msgspec
+import psutil
 import zmq
 import zmq.asyncio
 
@@ -52,18 +58,41 @@ class ChildSpec(msgspec.Struct, frozen=True):
     sent_client_order_ids: tuple[str, ...] = ()
     # workers: read fills only since the bot last held nothing (from the store at every start)
     fill_checkpoint: FillCheckpoint | None = None
-    # gateway: the newest fill the store has (venue clock, epoch s): fills after it are news
-    last_stored_fill_ts: float = 0.0
+    # gateway: ids of the newest fills the store has (newest first): the fill reader's known set
+    stored_fill_ids: tuple[str, ...] = ()
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB
 LOG_BACKUPS = 3
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A log file that cannot be written (disk full) says so once on stderr, in one line, instead
+    of logging's traceback for every record; it writes again when it can."""
+
+    _failing = False
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)  # calls handleError on a failed write
+        if self._failing and not self._failed_now:
+            self._failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed_now = True
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"orchestrate: cannot write log {self.baseFilename} ({exc}); lines are lost "
+                                 "until it can\n")
+
+
 def bounded_log_handler(path: Path) -> logging.Handler:
     """Logs are bounded like every other buffer: a flood of one repeated error (a 30-minute soak
     once wrote 134 MB) rotates away old lines instead of filling the disk."""
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
+    handler = _LogFile(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler
 
@@ -79,14 +108,72 @@ def setup_logging(run_dir: str, name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def supervisor_alive(pid: int) -> bool:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+ORPHAN_GRACE_S = 1.5  # after the supervisor is gone: time for a clean SIGTERM stop, then _exit
+_lifeline_fd: int | None = None
+_supervisor_gone = threading.Event()
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: the kernel sends `sig` when our parent dies. The parent of a forkserver child is the
+    forkserver (which exits once the supervisor's end of its own pipe closes), so this is the
+    fast path only; the lifeline pipe below is what names the supervisor itself."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the lifeline alone watches the supervisor
+
+
+def _lifeline_closed(fd: int, timeout_ms: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(timeout_ms))  # nobody ever writes: readable means EOF
+
+
+def _watch_lifeline(fd: int) -> None:
+    while not _lifeline_closed(fd, -1):
+        pass
+    _supervisor_gone.set()
+    logging.getLogger("runtime").warning("supervisor gone (lifeline closed); stopping now")
+    os.kill(os.getpid(), signal.SIGTERM)  # the process's own clean stop path
+    time.sleep(ORPHAN_GRACE_S)
+    os._exit(70)  # a stop that hangs must not leave an orphan trading on
+
+
+def watch_supervisor(lifeline_fd: int | None, inherited_fds: tuple[int, ...] = ()) -> None:
+    """Tie this child's life to the supervisor's, zombie or not. The supervisor holds the write
+    end of a pipe nobody writes to; the kernel closes it when the supervisor dies however it dies
+    (a SIGKILLed supervisor nobody reaps stays a zombie, and kill(pid, 0) still succeeds on it).
+    A thread blocked on the read end sees EOF at once and stops the process. `inherited_fds` are
+    supervisor fds a fork child got by copy (the write end itself): closed, or the pipe could
+    never close while we live."""
+    global _lifeline_fd
+    for fd in inherited_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _set_parent_death_signal(signal.SIGTERM)
+    if lifeline_fd is None:
+        return
+    _lifeline_fd = lifeline_fd
+    if _lifeline_closed(lifeline_fd, 0):  # died between our fork and the prctl above
+        os._exit(70)
+    threading.Thread(target=_watch_lifeline, args=(lifeline_fd,), name="lifeline", daemon=True).start()
+
+
+def supervisor_alive(pid: int) -> bool:
+    """False once the supervisor is gone. With a lifeline (every child the supervisor starts),
+    its closure is the answer; without one, a zombie counts as gone."""
+    if _lifeline_fd is not None:
+        return not (_supervisor_gone.is_set() or _lifeline_closed(_lifeline_fd, 0))
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
 
 
 class LoopLagMonitor:
@@ -134,11 +221,17 @@ async def run_until_stopped(loops: list[Callable[[], Awaitable[None]]], stop: as
             raise t.exception()  # type: ignore[misc]
 
 
+# Per subscriber: a PUB keeps up to SNDHWM messages for each connected SUB that does not read.
+# A worker only gets its own symbol's topic, so 10,000 is minutes of its ticks; at 100,000,
+# 8 idle subscribers to everything held 66 MB of the gateway (7 MB at 10,000).
+MAX_QUEUED_PER_SUBSCRIBER = 10_000
+
+
 def gateway_sockets(ctx: zmq.asyncio.Context, spec: ChildSpec, sndhwm: int) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
     """The gateway's market-data PUB (by symbol topic) and its request ROUTER."""
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
-    pub.setsockopt(zmq.SNDHWM, sndhwm)
+    pub.setsockopt(zmq.SNDHWM, min(sndhwm, MAX_QUEUED_PER_SUBSCRIBER))
     pub.bind(spec.endpoints.market_data)
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)

@@ -5,19 +5,27 @@ A thin shell: the trading logic is in shared/matching (engine + wire shapes); th
 HTTP, auth, rate limits, websocket fan-out and the replay timer.
 
 Clocks: auth windows and /v2/settings use the wall clock. Everything the market says (trade,
-candle, order and fill timestamps) is on the replay clock, which starts at the wall clock and
-runs 60 / bar_seconds times faster, so bars built from trades line up with the candles.
+candle, order and fill timestamps) is on the market clock, an explicit choice (`clock`):
+"replay" starts at the wall clock and runs 60 / bar_seconds times faster (timestamps run ahead
+of now, so clients that check freshness against their own clock will reject them); "wall"
+replays the candles' shape at real time, one bar per wall minute lined up with the minute, so
+every timestamp is now (within a quarter bar). Bars built from trades line up with the candles
+either way. The market clock is part of the paper account (saved with it) and never runs
+backwards: a restarted venue continues it (shared/market_clock.py says where, in either mode).
 
 Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last section):
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
-           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings
+           trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings, assets,
+           indices
   private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price, `pending` until
            triggered), POST|PUT|DELETE orders/batch (<= 50, one product, limit orders only),
            DELETE orders/all (cancel_limit/stop/reduce_only_orders), GET orders (states,
            order_types, cursor paging), orders/history, orders/{id},
            orders/client_order_id/{id}, positions?product_id=, positions/margined,
-           wallet/balances, fills (cursor paging), GET|POST products/{id}/orders/leverage
-  /ws      see venue_ws.py
+           wallet/balances, wallet/transactions (the ledger, cursor paging), fills (cursor
+           paging), POST positions/change_margin, GET|POST products/{id}/orders/leverage
+  /ws      see venue_ws.py; /public: the compact public channels (India's public host)
+The recorded Delta samples these shapes are held to: tests/fixtures/delta (contract suite).
 Auth order: no headers -> 401 {"error":"unauthorized"}; wrong key -> invalid_api_key; timestamp
 outside 5 s -> expired_signature {request_time, server_time}; signature over the exact bytes
 received -> invalid_signature. Rate limits: weighted fixed window per key (per IP when public),
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -37,7 +46,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -46,8 +55,11 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
+from shared.config import BarSeconds, Port
 from shared.delta.auth import verify
 from shared.delta.ratelimit import endpoint_weight
+from shared.delta.venues import PAPER_PUBLIC_PATH
+from shared.market_clock import CLOCKS, MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import BAR_SECONDS, Candles, ReplayMarket, candle_ticks, synthetic_candles
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching.engine import Event, decode_journal, encode_journal_entry
@@ -57,6 +69,10 @@ from shared.products import PAPER_PRODUCTS, UnknownSymbolError, is_synthetic, re
 from workers.venue_ws import SIGNATURE_WINDOW_S, WsHub, dumps
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1 << 20  # larger request bodies get 413 (Delta's bodies are a few KB)
+# Set while serving an unauthenticated request: it may read the markets there are, never list a
+# new one (a public flood once made 200 synthetic markets that outlived a restart).
+_PUBLIC_CALLER = contextvars.ContextVar("public_caller", default=False)
 
 MAX_BATCH = 50
 MAX_CANDLES = 2000
@@ -65,6 +81,7 @@ RECENT_TRADES = 50
 # (1024) and a day (1440) with room. As tuples a bar costs ~230 B, so this is ~1 MB a symbol;
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
+CLOCK_SAVE_INTERVAL_S = 10.0  # an account that did not change is rewritten for its clock this often
 RESOLUTIONS = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
                "4h": 14400, "6h": 21600, "1d": 86400, "1w": 604800}
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
@@ -74,8 +91,9 @@ SYNTHETIC_ID_BASE = 900_000  # shared.products.synthetic_spec: product_id = 900_
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 0
-    bar_seconds: float = 1.0  # wall seconds per replayed 1m bar
+    port: Port = 0  # ranges apply where settings are decoded (`orchestrate venue`, the config)
+    bar_seconds: BarSeconds = 1.0  # wall seconds per replayed 1m bar
+    clock: str = "replay"  # "replay": 60 / bar_seconds x real time; "wall": real time (see module doc)
     history_bars: int = 1000
     seed: int = 0
     initial_balance_usd: float = 10_000.0
@@ -89,7 +107,10 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
     state_file: str | None = None  # the paper account survives a venue restart through this file
     state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
-    start_ts: int | None = None  # replay clock start, epoch seconds (None: now)
+    # Wall time (epoch s) the run started, the same for every venue process of one run (None: a
+    # run of its own, starting now): a venue restarted in the run catches up with the wall, a
+    # new run resumes the saved market clock where the last one stopped.
+    start_ts: float | None = None
     # Fault injection, all off by default; drawn from one RNG seeded by `seed`.
     fault_latency_ms: float = 0.0  # added to every REST request
     fault_5xx_probability: float = 0.0  # 503 `unavailable` before the request is processed
@@ -100,6 +121,10 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
 
     def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError("clock must be 'replay' or 'wall'")
+        if self.clock == "wall":
+            self.bar_seconds = float(BAR_SECONDS)
         if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:
             raise ValueError("bar_seconds, heartbeat_s and rate_limit_window_s must be > 0")
         if self.history_bars < 1 or self.rate_limit_units < 1 or self.ws_send_queue < 1:
@@ -113,10 +138,11 @@ class _Market:
     """One symbol's replay: the current bar, its forming candle, completed bars, recent trades."""
 
     __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
-                 "forming", "recent", "tick_no")
+                 "forming", "recent", "tick_no", "joined")
 
-    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int) -> None:
+    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0) -> None:
         self.symbol = symbol
+        self.joined = joined  # lockstep index of this market's first live bar
         self.spec = resolve_paper_symbol(symbol)
         if is_synthetic(symbol):
             # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
@@ -192,30 +218,47 @@ class PaperVenue:
         self.settings = settings
         self.api_key = api_key or secrets.token_hex(16)
         self.api_secret = api_secret or secrets.token_hex(32)
-        self._start_ts = settings.start_ts if settings.start_ts is not None else int(time.time())
-        self._start_ts -= self._start_ts % BAR_SECONDS
+        now = time.time()
+        run_wall = settings.start_ts if settings.start_ts is not None else now
+        saved_clock = self._saved_clock()
+        self._start_ts = saved_clock.origin_ts if saved_clock else int(run_wall) - int(run_wall) % BAR_SECONDS
         self.market_us = self._start_ts * 1_000_000
         self._journal_fd: int | None = None
+        # Journal bytes a write could not take (disk full), oldest first; retried before anything
+        # new, emptied by the next snapshot (which holds their state). Bounded in practice: while
+        # it is not empty every order action is refused, so only resting orders add events.
+        self._unjournaled: deque[bytes] = deque()
+        self.storage_error = ""  # why the journal or the snapshot cannot be written; "" when fine
         self.engine = self._load_account()
         self._saved_revision = self.engine.revision
+        clock = resume_clock(saved_clock, run_wall=run_wall, now_wall=now, bar_seconds=settings.bar_seconds,
+                             newest_event_us=_newest_event_us(self.engine), clock=settings.clock)
+        self._start_ts, self._run_wall, self._run_bars = clock.origin_ts, clock.run_wall, clock.run_bars
+        self._next_bar = clock.next_bar  # lockstep index of the next bar to begin
+        self._saved_next_bar = -1
+        self._clock_saved_at = -math.inf
+        self.market_us = clock.market_us
         self._bars_started = False
         self._lockstep_bar_ts = 0
         self.markets: dict[str, _Market] = {}
         self._markets_list: list[_Market] = []
         self._by_product_id: dict[int, _Market] = {}
+        self._restoring = True  # markets made now start where their replay began, primed by _catch_up
+        self._joined = clock.joined
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         for spec in self.engine.specs():  # products of a restored account keep their markets
             self.market(spec.symbol)
-        if settings.start_ts is not None:
-            self._catch_up(int((time.time() - settings.start_ts) / settings.bar_seconds))
+        self._restoring = False
+        self._catch_up(clock.next_bar)
         if settings.state_file:
-            # Fold the journal of the last run into a snapshot, then journal from empty.
-            self._saved_revision = -1
-            self.save_account()
+            # Fold the journal of the last run into a snapshot, then journal from empty (the save
+            # empties it). A snapshot that cannot be written (disk full) leaves the journal as it
+            # is, with this run's events after it: replay is idempotent, nothing is lost.
             self._journal_fd = os.open(_journal_path(settings.state_file),
                                        os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.ftruncate(self._journal_fd, 0)
+            self._saved_revision = -1
+            self.save_account()
         self._rng = random.Random(settings.seed)
         self._windows: dict[str, tuple[float, int]] = {}  # key or ip -> (window start, used)
         self._engine_ops: dict[int, tuple[int, int]] = {}  # product_id -> (wall second, ops)
@@ -224,29 +267,35 @@ class PaperVenue:
         self._runner: web.AppRunner | None = None
         self.rest_url = ""
         self.ws_url = ""
+        self.public_ws_url = ""  # the compact public channels, as India's public host serves them
         self.port = 0
         self.ticks_replayed = 0
         self.requests_served = 0  # REST requests answered, any status
         self.requests_refused = 0  # of which 4xx/5xx (auth, validation, rejections, limits, faults)
 
     # ---- markets ----------------------------------------------------------------------------
-    def market(self, symbol: str) -> _Market:
+    def market(self, symbol: str, *, may_list: bool = True) -> _Market:
         """The market for `symbol`, creating a SYN_NNNN one on first reference.
         Raises UnknownSymbolError naming the close matches."""
         m = self.markets.get(symbol)
         if m is not None:
             return m
         resolve_paper_symbol(symbol)
+        if not may_list or _PUBLIC_CALLER.get():
+            raise VenueError("invalid_contract", {"symbol": symbol, "message":
+                             f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
         if len(self._markets_list) >= self.settings.max_symbols:
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"the paper venue already lists {self.settings.max_symbols} products"})
-        start = self.market_us // 1_000_000
-        start -= start % BAR_SECONDS
-        if self._bars_started:
-            start += BAR_SECONDS  # joins the lockstep at the next bar; its history ends here
-        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed)
+        if self._restoring:
+            joined = self._joined.get(symbol, 0)  # replayed up to now by _catch_up
+        else:
+            joined = self._next_bar  # joins the lockstep at the next bar; its history ends here
+        start = self._start_ts + BAR_SECONDS * joined
+        m = _Market(symbol, start, self.settings.history_bars, self.settings.seed, joined)
         self.engine.add_product(m.spec)
-        self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
+        if not self._restoring:
+            self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
         self.markets[symbol] = m
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
@@ -277,22 +326,67 @@ class PaperVenue:
         a crash can lose nothing a client was told (a snapshot is only written every few
         seconds). One write() per drain; no fsync: this survives a killed process, not a lost
         machine, which is enough for a paper account."""
-        if self._journal_fd is not None and events:
-            os.write(self._journal_fd, encode_journal_entry(events))
+        if self._journal_fd is None:
+            return
+        if events:
+            self._unjournaled.append(encode_journal_entry(events))
+        if self._unjournaled:  # also with no new events: a disk with room again is noticed
+            self.flush_journal()
 
-    def save_account(self) -> bool:
-        """Write the account to `state_file` if it changed (atomic, mode 0600), then empty the
-        journal it now contains. True if written."""
+    def flush_journal(self) -> bool:
+        """Write what the journal still owes; True when nothing is left. A failed write (disk
+        full) keeps the bytes for the next try and never raises: the events happened, and a
+        client asking about them must get the truth, not a 500."""
+        while self._unjournaled and self._journal_fd is not None:
+            line = self._unjournaled[0]
+            try:
+                n = os.write(self._journal_fd, line)
+            except OSError as exc:
+                self._storage_failed(f"account journal not written ({exc})")
+                return False
+            if n < len(line):  # a short write on a filling disk: the rest follows next time
+                self._unjournaled[0] = line[n:]
+                continue
+            self._unjournaled.popleft()
+        self._storage_ok()
+        return True
+
+    def _storage_failed(self, why: str) -> None:
+        if not self.storage_error:
+            log.error("paper venue: %s; order actions are refused until it can be written", why)
+        self.storage_error = why
+
+    def _storage_ok(self) -> None:
+        if self.storage_error:
+            log.warning("paper venue: account storage writable again; order actions accepted")
+        self.storage_error = ""
+
+    def save_account(self, *, final: bool = False) -> bool:
+        """Write the account to `state_file` if it changed, or its market clock if that moved
+        and was last written CLOCK_SAVE_INTERVAL_S ago (or this is the `final` save at stop),
+        atomically, mode 0600; then empty the journal it now contains. True if written."""
         path = self.settings.state_file
-        if not path or (self.engine.revision == self._saved_revision and os.path.exists(path)):
+        if not path:
             return False
-        revision = self.engine.revision
-        _write_private(Path(path), self.engine.snapshot())
-        self._saved_revision = revision
+        clock_due = self._next_bar != self._saved_next_bar and (
+            final or time.monotonic() - self._clock_saved_at >= CLOCK_SAVE_INTERVAL_S)
+        if self.engine.revision == self._saved_revision and not clock_due and os.path.exists(path):
+            return False
+        revision, next_bar = self.engine.revision, self._next_bar
+        try:
+            _write_private(Path(path), _with_clock(self.engine.snapshot(), self.market_clock()))
+        except OSError as exc:  # disk full: snapshot, clock and journal stay as they were, retried later
+            self._storage_failed(f"account snapshot not written ({exc})")
+            return False
+        self._saved_revision, self._saved_next_bar = revision, next_bar
+        self._clock_saved_at = time.monotonic()
         if self._journal_fd is not None:
             # A crash between the write above and this truncate replays the journal onto the
-            # new snapshot: harmless, replay is idempotent.
+            # new snapshot: harmless, replay is idempotent. What the journal still owed is in
+            # the snapshot now.
+            self._unjournaled.clear()
             os.ftruncate(self._journal_fd, 0)
+            self._storage_ok()
         return True
 
     async def _saver(self) -> None:
@@ -300,12 +394,14 @@ class PaperVenue:
             await asyncio.sleep(self.settings.state_save_interval_s)
             self.save_account()
 
-    def _catch_up(self, bars: int) -> None:
-        """A venue (re)started for a run that began earlier: replay the bars the wall clock says
-        have passed, so its market time never runs backwards and candles have no hole."""
-        if bars <= 0:
-            return
+    def _catch_up(self, next_bar: int) -> None:
+        """Replay every market up to lockstep bar `next_bar` (where the market clock resumes),
+        so candles have no hole, then trade each at its close at the resumed time: resting
+        orders the market ran through while the venue was away fill now, never in the past."""
+        # the next bar to replay starts now; markets created before it begins join at it
+        self.market_us = (self._start_ts + BAR_SECONDS * next_bar) * 1_000_000
         for m in self._markets_list:
+            bars = next_bar - m.joined
             if bars > LIVE_BARS_KEPT:
                 m.replay.seek(bars - LIVE_BARS_KEPT)
             r = m.spec.round_price
@@ -313,8 +409,24 @@ class PaperVenue:
                 t, o, h, low, c, v = m.replay.next_bar()
                 m.live.append((t, r(o), r(h), r(low), r(c), v))
             self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
-        # the next bar to replay starts now; markets created before it begins join at it
-        self.market_us = (self._start_ts + BAR_SECONDS * bars) * 1_000_000
+
+    def market_clock(self) -> MarketClock:
+        """The replay clock as saved with the account."""
+        return MarketClock(origin_ts=self._start_ts, next_bar=self._next_bar, run_wall=self._run_wall,
+                           run_bars=self._run_bars,
+                           joined={m.symbol: m.joined for m in self._markets_list if m.joined})
+
+    def _saved_clock(self) -> MarketClock | None:
+        """The market clock saved with the account (None: a new account, or one saved before
+        the clock was; its fills still bound the resumed clock)."""
+        path = self.settings.state_file
+        if not path or not os.path.exists(path):
+            return None
+        try:
+            with open(path, "rb") as fh:
+                return msgspec.json.decode(fh.read(), type=_SavedClock).market_clock
+        except (msgspec.DecodeError, OSError):
+            return None  # _load_account refuses an unreadable file with the reason
 
     def _market_by_product_id(self, product_id: int) -> _Market:
         m = self._by_product_id.get(product_id)
@@ -346,6 +458,7 @@ class PaperVenue:
         await self._serve_http(self.settings.port)
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
+        self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="venue-replay"))
         if self.settings.fault_ws_drop_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._ws_dropper(), name="venue-ws-drop"))
@@ -360,7 +473,7 @@ class PaperVenue:
             await self.restart(self.settings.fault_restart_down_s)
 
     async def _serve_http(self, port: int) -> None:
-        app = web.Application(client_max_size=1 << 20, middlewares=[_json_http_errors])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_http_errors])
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -400,7 +513,7 @@ class PaperVenue:
         self._tasks.clear()
         await self._close_http()
         self.ws.publish_engine_events()  # nothing drained may miss the final snapshot
-        self.save_account()
+        self.save_account(final=True)
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None
@@ -418,6 +531,18 @@ class PaperVenue:
         loop = asyncio.get_running_loop()
         step = self.settings.bar_seconds / 4
         due = loop.time()
+        if self.settings.clock == "wall":
+            # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the
+            # quarters of the bar already past are replayed at once, and a market clock resumed
+            # ahead of the wall (saved during this minute) waits for it
+            delay = wall_replay_delay(self.market_us, time.time())
+            lead = self.market_us / 1e6 - time.time()
+            if lead > BAR_SECONDS:
+                log.warning("the paper market's saved clock is %.0f s ahead of the wall (saved by a replay-clock "
+                            "run); on the wall clock it keeps that lead rather than run backwards", lead)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due = loop.time() + min(0.0, delay)
         k = 0
         while True:
             groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))
@@ -439,11 +564,13 @@ class PaperVenue:
                 m.begin_bar()
             if group == 0 and self._markets_list:
                 self._lockstep_bar_ts = self._markets_list[0].bar[0]
+                self._next_bar = (self._lockstep_bar_ts - self._start_ts) // BAR_SECONDS + 1
         bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
-        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs]
+        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
+        market_plan = self.ws.market_plan()
         for m in markets:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
@@ -474,6 +601,8 @@ class PaperVenue:
                 for c in candle_subs:
                     if c.wants("candlestick_1m", m.symbol):
                         c.send(frame)
+            if market_plan:
+                self.ws.publish_market(m, market_plan, (price, size, ts, buyer), bar_closed=k == 3)
             if k == 3:
                 fo = m.forming
                 assert fo is not None
@@ -507,6 +636,8 @@ class PaperVenue:
         r.add_get("/v2/trades/{symbol}", pub(self._trades))
         r.add_get("/v2/history/candles", pub(self._candles))
         r.add_get("/v2/settings", pub(self._settings))
+        r.add_get("/v2/assets", pub(self._assets))
+        r.add_get("/v2/indices", pub(self._indices))
         r.add_post("/v2/orders", priv(self._place))
         r.add_put("/v2/orders", priv(self._edit))
         r.add_delete("/v2/orders", priv(self._cancel))
@@ -521,10 +652,13 @@ class PaperVenue:
         r.add_get("/v2/positions", priv(self._position))
         r.add_get("/v2/positions/margined", priv(self._margined))
         r.add_get("/v2/wallet/balances", priv(self._balances))
+        r.add_get("/v2/wallet/transactions", priv(self._wallet_transactions))
+        r.add_post("/v2/positions/change_margin", priv(self._change_margin))
         r.add_get("/v2/fills", priv(self._fills))
         r.add_get("/v2/products/{product_id}/orders/leverage", priv(self._get_leverage))
         r.add_post("/v2/products/{product_id}/orders/leverage", priv(self._set_leverage))
         r.add_get("/ws", self.ws.handle)
+        r.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 
     def _public(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
@@ -538,18 +672,37 @@ class PaperVenue:
 
     async def _serve(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
         st = self.settings
+        public = _PUBLIC_CALLER.set(not private)
+        try:
+            return await self._serve_as(request, handler, private=private)
+        finally:
+            _PUBLIC_CALLER.reset(public)
+
+    async def _serve_as(self, request: web.Request, handler: Handler, *, private: bool) -> web.Response:
+        st = self.settings
         try:
             raw = await request.read()
             if st.fault_latency_ms > 0:
                 await asyncio.sleep(st.fault_latency_ms / 1000.0)
             key = self._authenticate(request, raw) if private else None
+            if not private and request.headers.get("api-key"):
+                with contextlib.suppress(_Unauthorized, VenueError):  # a public route, signed anyway
+                    self._authenticate(request, raw)
+                    _PUBLIC_CALLER.set(False)
             self._charge(key or f"ip:{request.remote}", endpoint_weight(request.method, request.path))
             if st.fault_429_probability and self._rng.random() < st.fault_429_probability:
                 raise _RateLimited(1000, {"fault_injection": True})
             if st.fault_5xx_probability and self._rng.random() < st.fault_5xx_probability:
                 return self._count(_err("unavailable", {"fault_injection": True}, 503))
             body = self._json_body(raw)
+            if private and request.method != "GET" and not self.flush_journal():
+                # Refused before anything is done: an action the account cannot record is one a
+                # crash would silently undo.
+                raise VenueError("unavailable", {"message": "the paper account cannot be written "
+                                                 f"({self.storage_error}); nothing was done"}, 503)
             response = await handler(request, body)
+        except web.HTTPRequestEntityTooLarge:
+            return self._count(_err("request_entity_too_large", {"max_bytes": MAX_BODY_BYTES}, 413))
         except _Unauthorized:
             return self._count(web.Response(body=b'{"error":"unauthorized","success":false}', status=401,
                                             content_type="application/json"))
@@ -581,7 +734,7 @@ class PaperVenue:
             return {}
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # nested a thousand deep: junk
             raise bad_schema("body is not valid JSON") from None
         if not isinstance(body, dict):
             raise bad_schema("body must be a JSON object")
@@ -657,19 +810,22 @@ class PaperVenue:
         open_, high, low, base_volume = _day_stats(m, self.market_us // 1_000_000)
         if open_ is None:
             open_ = high = low = float(last or 0)
-        volume = base_volume / m.spec.contract_value
+        contracts = base_volume / m.spec.contract_value
+        turnover = base_volume * float(last or 0)
         mark = wire.s(last)
         return {
             "symbol": m.symbol, "product_id": pid, "contract_type": m.spec.contract_type,
             "open": open_, "high": high, "low": low, "close": float(last or 0),
             "mark_price": mark, "spot_price": mark, "mark_change_24h": "0", "mark_vol": "0",
             "oi": "0", "oi_value": "0", "oi_value_symbol": "USD", "oi_value_usd": "0", "oi_contracts": "0",
+            "oi_change_usd_6h": "0", "mark_basis": "0",
             "price_band": {"lower_limit": wire.s(bid * Decimal("0.975")), "upper_limit": wire.s(ask * Decimal("1.025"))},
             "quotes": {"best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_size": str(m.tick_size),
                        "ask_size": str(m.tick_size), "ask_iv": None, "bid_iv": None,
                        "impact_mid_price": wire.s((bid + ask) / 2), "mark_iv": None},
-            "greeks": None, "size": int(volume), "volume": int(volume), "turnover": float(volume * m.spec.contract_value * float(last or 0)),
-            "turnover_symbol": "USD", "turnover_usd": float(volume * m.spec.contract_value * float(last or 0)),
+            # Delta's samples: `size` in contracts, `volume` in the underlying, `turnover` in the quote
+            "greeks": None, "size": int(contracts), "volume": base_volume, "turnover": turnover,
+            "turnover_symbol": "USD", "turnover_usd": turnover,
             "funding_rate": "0", "timestamp": self.market_us,
         }
 
@@ -679,10 +835,9 @@ class PaperVenue:
     async def _ticker_one(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return _ok(self._ticker(self._symbol_market(request.match_info["symbol"], 404)))
 
-    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
-        """The synthetic touch (one replayed tick's size each side) plus our own resting orders."""
-        m = self._symbol_market(request.match_info["symbol"], 404)
-        depth = _query_int(request, "depth", 20, 1, 100)
+    def book(self, m: _Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:
+        """The book as clients see it: the synthetic touch (one replayed tick's size each side)
+        plus our own resting orders. (bids best first, asks best first), `depth` levels each."""
         pid = m.spec.product_id
         bid, ask = self.engine.touch(pid)
         levels: dict[str, dict[Decimal, int]] = {"buy": {bid: m.tick_size}, "sell": {ask: m.tick_size}}
@@ -690,15 +845,24 @@ class PaperVenue:
             if o.state != "open":
                 continue  # an untriggered stop is not in the book
             assert o.limit_price is not None
-            book = levels[o.side]
-            book[o.limit_price] = book.get(o.limit_price, 0) + o.unfilled_size
+            side = levels[o.side]
+            side[o.limit_price] = side.get(o.limit_price, 0) + o.unfilled_size
+        bids = sorted(levels["buy"].items(), reverse=True)[:depth]
+        asks = sorted(levels["sell"].items())[:depth]
+        return bids, asks
+
+    async def _l2(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._symbol_market(request.match_info["symbol"], 404)
+        depth = _query_int(request, "depth", 20, 1, 100)
+        assert depth is not None
+        bids, asks = self.book(m, depth)
         out: dict[str, Any] = {"symbol": m.symbol, "last_updated_at": self.market_us}
-        for side, rev in (("buy", True), ("sell", False)):
+        for side, rows_in in (("buy", bids), ("sell", asks)):
             cum = 0
             rows = []
-            for px in sorted(levels[side], reverse=rev)[:depth]:
-                cum += levels[side][px]
-                rows.append({"price": wire.s(px), "size": levels[side][px], "depth": str(cum)})
+            for px, size in rows_in:
+                cum += size
+                rows.append({"price": wire.s(px), "size": size, "depth": str(cum)})
             out[side] = rows
         return _ok(out)
 
@@ -738,6 +902,12 @@ class PaperVenue:
     async def _settings(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         return _ok({"server_time": int(time.time() * 1_000_000), "paper": True,
                     "market_time": self.market_us})
+
+    async def _assets(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok(wire.assets_json(m.spec for m in self._markets_list))
+
+    async def _indices(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        return _ok([wire.index_json(m.spec) for m in self._markets_list])
 
     # ---- private endpoints ------------------------------------------------------------------
     async def _place(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -786,7 +956,7 @@ class PaperVenue:
         given = any(k in body for k in keys)
         limit, stop, reduce_only = (wire.flag(body, k) if given else True for k in keys)
         self.engine.cancel_all(pid, limit_orders=limit, stop_orders=stop, reduce_only_orders=reduce_only)
-        return web.Response(body=b'{"success":true}', content_type="application/json")
+        return _ok({})  # recorded live answer (CCXT cancelAllOrders sample): {"result":{},"success":true}
 
     def _batch_market(self, body: Mapping[str, Any]) -> tuple[_Market, list[Any]]:
         m = self._product_from_body(body)
@@ -929,11 +1099,44 @@ class PaperVenue:
         fills = [f for f in reversed(self.engine.fills) if wanted is None or f.product_id in wanted]
         fills = _time_filter(request, fills, "timestamp")
         items, meta = _page(request, [(f.seq, f) for f in fills], default_size=50, max_size=50)
-        return _ok([wire.fill_json(f, self.engine.product(f.product_id)) for f in items], meta)
+        return _ok([wire.fill_json(f, self.engine.product(f.product_id), self.engine.order(f.order_id))
+                    for f in items], meta)
+
+    async def _wallet_transactions(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        """The USD wallet's ledger, derived from the fill history (see wire.wallet_transactions)."""
+        assets = self._product_ids(request, "asset_ids")
+        kinds = _csv_choice(request, "transaction_types", ("cashflow", "commission", "deposit", "funding"))
+        start = _query_int(request, "start_time", 0, 0, 10**17)
+        end = _query_int(request, "end_time", 10**17, 0, 10**17)
+        e = self.engine
+        complete = not e.fills or e.fills[0].seq == 1
+        entries = wire.wallet_transactions(reversed(e.fills), e.balance, e.initial_balance,
+                                           self._start_ts * 1_000_000, complete=complete,
+                                           start_us=start or 0, end_us=end)
+        usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
+        keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
+        items, meta = _page(request, keyed, default_size=50, max_size=50)
+        return _ok([wire.transaction_json(k, t) for k, t in items], meta)
+
+    async def _change_margin(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        m = self._product_from_body(body)
+        raw = body.get("delta_margin")
+        if raw is None or isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            raise bad_schema("delta_margin is required: a signed decimal string", "delta_margin")
+        try:
+            delta = Decimal(str(raw))
+        except ArithmeticError:
+            raise bad_schema("delta_margin must be a signed decimal string", "delta_margin") from None
+        if not delta.is_finite():
+            raise bad_schema("delta_margin must be a signed decimal string", "delta_margin")
+        pid = m.spec.product_id
+        pos = self.engine.change_margin(pid, delta)
+        return _ok(wire.position_json(pos, m.spec, self.engine.position_margin(pid), self.engine.last_price(pid),
+                                      self.engine.unrealized_pnl(pid)))
 
     def _leverage_json(self, pid: int) -> dict[str, Any]:
         return {"leverage": wire.s(self.engine.leverage(pid)), "order_margin": wire.s(self.engine.order_margin(pid)),
-                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID}
+                "product_id": pid, "margin_mode": "isolated", "user_id": wire.USER_ID, "index_symbol": None}
 
     def _path_product(self, request: web.Request) -> int:
         try:
@@ -1017,7 +1220,7 @@ def _query_int(request: web.Request, key: str, default: int | None, lo: int, hi:
     return val
 
 
-def _page(request: web.Request, keyed: list[tuple[int, Any]], *, default_size: int,
+def _page(request: web.Request, keyed: Iterable[tuple[int, Any]], *, default_size: int,
           max_size: int) -> tuple[list[Any], dict[str, Any]]:
     size = _query_int(request, "page_size", default_size, 1, 10**6)
     assert size is not None
@@ -1072,6 +1275,31 @@ def _day_stats(m: _Market, now_s: int) -> tuple[float | None, float, float, floa
     return open_, high, low, volume
 
 
+class _SavedClock(msgspec.Struct):
+    """The one key of the saved account the venue reads itself (the engine ignores it)."""
+    market_clock: MarketClock | None = None
+
+
+def _with_clock(snapshot: bytes, clock: MarketClock) -> bytes:
+    """The engine's snapshot (a JSON object) with the market clock as one more key, so the
+    account and its clock are written together, atomically, in one file."""
+    if not snapshot.endswith(b"}"):
+        raise ValueError("the engine snapshot is not a JSON object")
+    return snapshot[:-1] + b',"market_clock":' + msgspec.json.encode(clock) + b"}"
+
+
+def _newest_event_us(engine: MatchingEngine) -> int:
+    """The newest fill or order time the account holds (the journal may be ahead of the saved
+    clock after a kill): the resumed clock starts after it."""
+    newest = engine.fills[-1].timestamp if engine.fills else 0
+    for o in engine.open_orders(None):
+        newest = max(newest, o.updated_at, o.created_at)
+    history = engine.order_history(None)
+    if history:
+        newest = max(newest, max(o.updated_at for o in history))
+    return newest
+
+
 def _journal_path(state_file: str) -> str:
     return state_file + ".journal"
 
@@ -1080,17 +1308,22 @@ def _write_private(path: Path, data: bytes) -> None:
     """Atomic write of a file only its owner may read (it holds secrets or the account)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o600)  # in case a stale tmp pre-existed with a wider mode
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written copy only takes the space a retry needs
+        raise
 
 
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
     path = Path(run_dir) / "venue.json"
     _write_private(path, json.dumps({"rest_url": venue.rest_url, "ws_url": venue.ws_url,
+                                     "public_ws_url": venue.public_ws_url,
                                      "api_key": venue.api_key, "api_secret": venue.api_secret}).encode())
     return path
 
@@ -1116,10 +1349,11 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await venue.start()
-        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
         if run_dir:
             path = write_venue_json(Path(run_dir), venue)
             print(f"venue: paper key and secret written to {path} (mode 0600)", flush=True)
+        # The ready line comes last: whoever waits for it can read venue.json at once.
+        print(f"venue: REST {venue.rest_url}  websocket {venue.ws_url}  symbols {','.join(symbols)}", flush=True)
         try:
             await stop.wait()
         finally:

@@ -29,7 +29,7 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     t = spec.config.testing
     # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
-    return VenueSettings(port=port, bar_seconds=m.bar_seconds, history_bars=m.history_bars, seed=m.seed,
+    return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, history_bars=m.history_bars, seed=m.seed,
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
                          state_file=str(Path(spec.run_dir) / "paper-account.json"),
@@ -54,7 +54,8 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
             break
         send_heartbeat(hb, codec, spec, GatewayFigures(
             ticks_published=venue.ticks_replayed, symbols=len(spec.symbols), source="paper venue",
-            requests=0, malformed=0, note=venue.rest_url))
+            requests=0, malformed=0, note=venue.rest_url,
+            storage_error=venue.storage_error))
         try:
             await asyncio.wait_for(stop.wait(), timeout=spec.config.supervision.heartbeat_interval_s)
         except asyncio.TimeoutError:

@@ -1,6 +1,21 @@
-"""The paper venue's websocket side: connections, key-auth, subscriptions, snapshots and the
-fan-out of private order/position/fill events (public frames are built by the replay loop in
-venue.py and handed to `WsClient.send`).
+"""The paper venue's websocket side: connections, key-auth, subscriptions, snapshots, the
+fan-out of private order/position/fill events, and the book/mark/funding channels (trade, candle
+and ticker frames are built by the replay loop in venue.py and handed to `WsClient.send`).
+
+Book channels (api spec §9.4, legacy names): `l1_orderbook`, `l2_orderbook` (<= 20 symbols, no
+"all"), `l2_updates` (<= 100 symbols, no "all"; a snapshot then deltas numbered by
+`sequence_no`, each with Delta's CRC32 `cs`), `mark_price` (symbols "MARK:<symbol>") and
+`funding_rate` (always 0: the paper venue charges no funding). The book is the one REST
+`l2orderbook` serves: the synthetic touch plus our resting orders; it is published after every
+replayed tick and after every request that changed orders.
+
+The public path (`/public`, India's public host since 2026-04-17, api spec §9.5) serves the
+compact channels `trades`, `ticker`, `ob_l1`, `ob_l2` (top 15), `ob_updates`, `mark_price`,
+`funding_rate`, `candlestick_1m` with their short keys; it has no private channels and no
+auth, as the public host has none. One book sequence per symbol feeds l2_updates and ob_updates.
+
+Bad input never drops the connection silently: a refused channel comes back in the
+`subscriptions` list with Delta's `error` text, an unreadable frame gets an `error` frame.
 
 Every connection has a bounded send queue drained by its own writer task; a client that falls
 that far behind is closed with 1008 rather than allowed to grow the venue's memory.
@@ -9,6 +24,7 @@ that far behind is closed with 1008 rather than allowed to grow the venue's memo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import time
@@ -19,7 +35,8 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from shared.delta.auth import WS_AUTH_PATH, verify
-from shared.matching import FillEvent, OrderEvent, PositionEvent, dec
+from shared.delta.ws import l2_checksum
+from shared.matching import FillEvent, OrderEvent, PositionEvent, VenueError, dec
 from shared.matching import protocol as wire
 from shared.products import UnknownSymbolError
 
@@ -27,19 +44,53 @@ if TYPE_CHECKING:
     from workers.venue import PaperVenue
 
 SIGNATURE_WINDOW_S = 5
-PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m")
+BOOK_CHANNELS = ("l1_orderbook", "l2_orderbook", "l2_updates", "mark_price", "funding_rate")
+PUBLIC_CHANNELS = ("v2/ticker", "all_trades", "candlestick_1m") + BOOK_CHANNELS
+# The public path's compact channels (api spec §9.5)
+COMPACT_CHANNELS = ("trades", "ticker", "ob_l1", "ob_l2", "ob_updates", "mark_price", "funding_rate",
+                    "candlestick_1m")
+# Delta's per-channel symbol limits; "all" is not served on the full-book channels (the compact
+# ones are taken to match their legacy twins: UNCONFIRMED)
+MAX_SYMBOLS = {"l2_orderbook": 20, "l2_updates": 100, "ob_l2": 20, "ob_updates": 100}
+BOOK_DEPTH = 50  # levels per side on l2_orderbook / l2_updates / ob_updates
+OB_L2_DEPTH = 15  # ob_l2 sends the top 15
+FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India BTCUSD)
 PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
+
+
+MarketPlan = dict[tuple[str, bool], list["WsClient"]]
 
 
 def dumps(obj: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
 
+def _fan(clients: list[WsClient], frame: dict[str, Any]) -> None:
+    text = dumps(frame)
+    for c in clients:
+        c.send(text)
+
+
+def compact_ticker(t: Mapping[str, Any]) -> dict[str, Any]:
+    """A REST/v2 ticker in the public host's compact `ticker` form (api spec §9.5)."""
+    q, pb = t.get("quotes") or {}, t.get("price_band") or {}
+    return {"type": "ticker", "sy": t["symbol"], "ts": t["timestamp"], "sp": t.get("spot_price"),
+            "d": [{"s": t["symbol"], "i": t["product_id"], "m": t.get("mark_price"), "m24hc": t.get("mark_change_24h"),
+                   "ohlc": [t.get("open"), t.get("high"), t.get("low"), t.get("close")],
+                   "oi": [t.get("oi_contracts"), t.get("oi_change_usd_6h")],
+                   "pb": [pb.get("lower_limit"), pb.get("upper_limit")],
+                   "q": [q.get("best_ask"), q.get("ask_size"), q.get("best_bid"), q.get("bid_size"),
+                         q.get("impact_mid_price")],
+                   "qiv": [q.get("ask_iv"), q.get("bid_iv"), q.get("mark_iv")], "g": None,
+                   "to": [t.get("turnover"), t.get("turnover_usd")]}]}
+
+
 class WsClient:
     """One websocket connection: a bounded send queue drained by its own writer task."""
 
-    def __init__(self, ws: web.WebSocketResponse, queue_size: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, queue_size: int, *, compact: bool = False) -> None:
         self.ws = ws
+        self.compact = compact  # on the public path: compact channels only
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=queue_size)
         self.subs: dict[str, set[str]] = {}
         self.authed = False
@@ -72,14 +123,24 @@ class WsHub:
         self.clients: set[WsClient] = set()
         self._order_seq: dict[str, int] = {}  # symbol -> last seq_no on the orders channel
         self._trade_seq = 0
+        # symbol -> (sequence_no, bids, asks) last published on l2_updates; kept only while
+        # someone is subscribed, so bounded by the venue's symbols
+        self._books: dict[str, tuple[int, dict[str, str], dict[str, str]]] = {}
+        self._tops: dict[str, tuple[str | None, ...]] = {}  # symbol -> last l1_orderbook top sent
 
     # ---- private events ---------------------------------------------------------------------
     def publish_engine_events(self) -> None:
         events = self.venue.engine.drain_events()
+        self.venue.journal(events)  # durable before any client can see them (or kept for a retry)
         if not events:
             return
-        self.venue.journal(events)  # durable before any client can see them
         authed = [c for c in self.clients if c.authed]
+        plan = self.market_plan()
+        if plan:  # our orders are in the book: an order change is a book change
+            for sym in {ev.order.symbol for ev in events if isinstance(ev, OrderEvent)}:
+                m = self.venue.markets.get(sym)
+                if m is not None:
+                    self.publish_market(m, plan)
         margin_subs = [c for c in authed if "margins" in c.subs]
         if margin_subs:  # one wallet update per batch of account changes
             w = self.venue.engine.wallet()
@@ -127,8 +188,205 @@ class WsHub:
                     for c in targets:
                         c.send(frame)
 
+    # ---- book, mark price, funding; the public path's compact channels ------------------------
+    def market_plan(self) -> MarketPlan:
+        """Who takes which publish_market channel, (channel, compact) -> clients, made once per
+        replay step so each market only looks at the channels someone follows."""
+        plan: MarketPlan = {}
+        for c in self.clients:
+            for ch in c.subs:
+                if ch in (COMPACT_CHANNELS if c.compact else BOOK_CHANNELS):
+                    plan.setdefault((ch, c.compact), []).append(c)
+        return plan
+
+    def _levels(self, m: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        bids, asks = self.venue.book(m, BOOK_DEPTH)
+        return ([(wire.s(p) or "0", str(q)) for p, q in bids], [(wire.s(p) or "0", str(q)) for p, q in asks])
+
+    def publish_market(self, m: Any, plan: MarketPlan, trade: tuple[float, int, int, str] | None = None,
+                       *, bar_closed: bool = False) -> None:
+        """One market's frames after a replayed tick (`trade` = price, size, µs, buyer role) or an
+        order change (no trade): book, mark and at bar close funding, in both dialects, plus the
+        public path's compact trades, candles and (at bar close) ticker."""
+        sym, mark_sym = m.symbol, f"MARK:{m.symbol}"
+        ts = self.venue.market_us
+
+        legacy: dict[str, list[WsClient]] = collections.defaultdict(list)
+        compact: dict[str, list[WsClient]] = collections.defaultdict(list)
+        for (ch, is_compact), clients in plan.items():
+            key = mark_sym if ch == "mark_price" else sym
+            (compact if is_compact else legacy)[ch] = [c for c in clients if c.wants(ch, key)]
+        if trade is not None:
+            price, size, t_us, buyer = trade
+            if compact["trades"]:
+                _fan(compact["trades"], {"type": "trades", "sy": sym, "p": wire.s(dec(price)), "s": size,
+                                         "r": "t" if buyer == "taker" else "m", "t": t_us, "ts": t_us})
+            if compact["candlestick_1m"]:
+                c = self.venue._candle_frame(m, t_us)
+                _fan(compact["candlestick_1m"], {"type": "candlestick_1m", "sy": sym, "res": "1m", "o": c["open"],
+                                                 "h": c["high"], "l": c["low"], "c": c["close"], "v": c["volume"],
+                                                 "ts": t_us})
+        if bar_closed and compact["ticker"]:
+            _fan(compact["ticker"], compact_ticker(self.venue._ticker(m)))
+        books = (legacy["l2_updates"], legacy["l2_orderbook"], legacy["l1_orderbook"],
+                 compact["ob_updates"], compact["ob_l2"], compact["ob_l1"])
+        if any(books):
+            bids, asks = self._levels(m)
+            if legacy["l2_updates"] or compact["ob_updates"]:
+                self._book_update(m, bids, asks, legacy["l2_updates"], compact["ob_updates"], ts)
+            else:
+                self._books.pop(sym, None)  # nobody follows the deltas: the next one starts afresh
+            seq = self._books[sym][0] if sym in self._books else 0
+            if legacy["l2_orderbook"]:
+                _fan(legacy["l2_orderbook"], self._l2_frame(m, bids, asks, seq, ts))
+            if compact["ob_l2"]:
+                _fan(compact["ob_l2"], self._ob_l2_frame(m, bids, asks, ts))
+            top = (bids[0][0] if bids else None, bids[0][1] if bids else None,
+                   asks[0][0] if asks else None, asks[0][1] if asks else None)
+            if (legacy["l1_orderbook"] or compact["ob_l1"]) and self._tops.get(sym) != top:
+                self._tops[sym] = top
+                if legacy["l1_orderbook"]:
+                    _fan(legacy["l1_orderbook"], self._l1_frame(m, top, seq, ts))
+                if compact["ob_l1"]:
+                    _fan(compact["ob_l1"], self._ob_l1_frame(m, top, ts))
+        if legacy["mark_price"]:
+            _fan(legacy["mark_price"], self._mark_frame(m, ts))
+        if compact["mark_price"]:
+            _fan(compact["mark_price"], {"type": "mark_price", "sy": mark_sym,
+                                         "p": wire.s(self.venue.engine.last_price(m.spec.product_id)), "ts": ts})
+        if bar_closed and legacy["funding_rate"]:
+            _fan(legacy["funding_rate"], self._funding_frame(m, ts))
+        if bar_closed and compact["funding_rate"]:
+            _fan(compact["funding_rate"], self._compact_funding(m, ts))
+
+    def _book_update(self, m: Any, bids: list[tuple[str, str]], asks: list[tuple[str, str]],
+                     legacy: list[WsClient], compact: list[WsClient], ts: int) -> None:
+        """The change since the book last published, as one numbered delta on l2_updates and
+        ob_updates alike (one sequence per symbol)."""
+        state = self._books.get(m.symbol)
+        new_bids, new_asks = dict(bids), dict(asks)
+        if state is None:
+            self._books[m.symbol] = (0, new_bids, new_asks)
+            return  # subscribers got their snapshot when they subscribed
+        seq, old_bids, old_asks = state
+
+        def changed(old: dict[str, str], new: dict[str, str]) -> list[list[str]]:
+            rows = [[p, q] for p, q in new.items() if old.get(p) != q]
+            return rows + [[p, "0"] for p in old if p not in new]  # size "0" deletes the level
+        d_bids, d_asks = changed(old_bids, new_bids), changed(old_asks, new_asks)
+        if not d_bids and not d_asks:
+            return
+        seq += 1
+        self._books[m.symbol] = (seq, new_bids, new_asks)
+        cs = l2_checksum(asks, bids)
+        if legacy:
+            _fan(legacy, {"type": "l2_updates", "action": "update", "symbol": m.symbol, "bids": d_bids,
+                          "asks": d_asks, "sequence_no": seq, "timestamp": ts, "cs": cs})
+        if compact:
+            _fan(compact, {"type": "ob_updates", "action": "update", "sy": m.symbol, "b": d_bids, "a": d_asks,
+                           "seq": seq, "ts": ts, "cs": cs})
+
+    def _book_snapshot(self, m: Any, client: WsClient) -> dict[str, Any]:
+        """The l2_updates / ob_updates snapshot for a new subscriber, numbered so that the deltas
+        everyone gets next follow it; those already subscribed are first brought up to now."""
+        bids, asks = self._levels(m)
+        others = [c for c in self.clients if c is not client
+                  and c.wants("ob_updates" if c.compact else "l2_updates", m.symbol)]
+        state = self._books.get(m.symbol)
+        if state is not None and others:
+            self._book_update(m, bids, asks, [c for c in others if not c.compact],
+                              [c for c in others if c.compact], self.venue.market_us)
+        else:
+            self._books[m.symbol] = (0 if state is None else state[0] + 1, dict(bids), dict(asks))
+        seq = self._books[m.symbol][0]
+        b, a, cs = [list(x) for x in bids], [list(x) for x in asks], l2_checksum(asks, bids)
+        if client.compact:
+            return {"type": "ob_updates", "action": "snapshot", "sy": m.symbol, "b": b, "a": a, "seq": seq,
+                    "ts": self.venue.market_us, "cs": cs}
+        return {"type": "l2_updates", "action": "snapshot", "symbol": m.symbol, "bids": b, "asks": a,
+                "sequence_no": seq, "timestamp": self.venue.market_us, "cs": cs}
+
+    def _book_first_frame(self, client: WsClient, name: str, m: Any) -> None:
+        """What a subscriber gets at once: the deltas' snapshot, or the channel's current frame."""
+        ts = self.venue.market_us
+        if name in ("l2_updates", "ob_updates"):
+            client.send(dumps(self._book_snapshot(m, client)))
+        elif name == "mark_price":
+            client.send(dumps({"type": "mark_price", "sy": f"MARK:{m.symbol}", "ts": ts,
+                               "p": wire.s(self.venue.engine.last_price(m.spec.product_id))}
+                              if client.compact else self._mark_frame(m, ts)))
+        elif name == "funding_rate":
+            client.send(dumps(self._compact_funding(m, ts) if client.compact else self._funding_frame(m, ts)))
+        elif name in ("l2_orderbook", "ob_l2", "l1_orderbook", "ob_l1"):
+            bids, asks = self._levels(m)
+            seq = self._books[m.symbol][0] if m.symbol in self._books else 0
+            top = (bids[0][0] if bids else None, bids[0][1] if bids else None,
+                   asks[0][0] if asks else None, asks[0][1] if asks else None)
+            frame = {"l2_orderbook": lambda: self._l2_frame(m, bids, asks, seq, ts),
+                     "ob_l2": lambda: self._ob_l2_frame(m, bids, asks, ts),
+                     "l1_orderbook": lambda: self._l1_frame(m, top, seq, ts),
+                     "ob_l1": lambda: self._ob_l1_frame(m, top, ts)}[name]()
+            client.send(dumps(frame))
+
+    @staticmethod
+    def _l2_frame(m: Any, bids: list[tuple[str, str]], asks: list[tuple[str, str]], seq: int,
+                  ts: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "l2_orderbook", "symbol": m.symbol, "product_id": m.spec.product_id}
+        for side, rows in (("buy", bids), ("sell", asks)):
+            cum, levels = 0, []
+            for p, q in rows:
+                cum += int(q)
+                levels.append({"limit_price": p, "size": int(q), "depth": str(cum)})
+            out[side] = levels
+        out.update({"last_sequence_no": seq, "last_updated_at": ts, "timestamp": ts})
+        return out
+
+    @staticmethod
+    def _ob_l2_frame(m: Any, bids: list[tuple[str, str]], asks: list[tuple[str, str]], ts: int) -> dict[str, Any]:
+        return {"type": "ob_l2", "sy": m.symbol, "b": [list(x) for x in bids[:OB_L2_DEPTH]],
+                "a": [list(x) for x in asks[:OB_L2_DEPTH]], "lts": ts, "ts": ts}
+
+    @staticmethod
+    def _l1_frame(m: Any, top: tuple[str | None, ...], seq: int, ts: int) -> dict[str, Any]:
+        return {"type": "l1_orderbook", "symbol": m.symbol, "product_id": m.spec.product_id,
+                "best_bid": top[0], "bid_qty": top[1], "best_ask": top[2], "ask_qty": top[3],
+                "last_sequence_no": seq, "last_updated_at": ts, "timestamp": ts}
+
+    @staticmethod
+    def _ob_l1_frame(m: Any, top: tuple[str | None, ...], ts: int) -> dict[str, Any]:
+        return {"type": "ob_l1", "sy": m.symbol, "bp": top[0], "bs": top[1], "ap": top[2], "as": top[3],
+                "lts": ts, "ts": ts}
+
+    def _mark_frame(self, m: Any, ts: int) -> dict[str, Any]:
+        """The paper venue's mark is its last replayed trade (no separate index)."""
+        pid = m.spec.product_id
+        mark = self.venue.engine.last_price(pid)
+        bid, ask = self.venue.engine.touch(pid)
+        return {"type": "mark_price", "symbol": f"MARK:{m.symbol}", "product_id": pid, "price": wire.s(mark),
+                "price_band": {"lower_limit": wire.s(bid * dec("0.975")), "upper_limit": wire.s(ask * dec("1.025"))},
+                "best_bid": wire.s(bid), "best_ask": wire.s(ask), "bid_qty": str(m.tick_size),
+                "ask_qty": str(m.tick_size), "bid_iv": None, "ask_iv": None, "delta": None, "gamma": None,
+                "rho": None, "vega": None, "implied_volatility": None, "timestamp": ts}
+
+    @staticmethod
+    def _funding_frame(m: Any, ts: int) -> dict[str, Any]:
+        nxt = ts - ts % FUNDING_INTERVAL_US + FUNDING_INTERVAL_US
+        return {"type": "funding_rate", "symbol": m.symbol, "product_id": m.spec.product_id,
+                "funding_rate": 0, "funding_rate_8h": 0, "predicted_funding_rate": 0,
+                "next_funding_realization": nxt, "timestamp": ts}
+
+    @staticmethod
+    def _compact_funding(m: Any, ts: int) -> dict[str, Any]:
+        nxt = ts - ts % FUNDING_INTERVAL_US + FUNDING_INTERVAL_US
+        return {"type": "funding_rate", "sy": m.symbol, "fr": 0, "nfr": nxt, "fi": FUNDING_INTERVAL_US // 1_000_000,
+                "ts": ts}
+
     # ---- connections ------------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle_public(self, request: web.Request) -> web.StreamResponse:
+        """The public path: compact market-data channels, no auth (India's public host)."""
+        return await self.handle(request, compact=True)
+
+    async def handle(self, request: web.Request, *, compact: bool = False) -> web.StreamResponse:
         if len(self.clients) >= self.venue.settings.ws_max_connections:
             body = {"success": False, "error": {"code": "rate_limit_exceeded", "context": {
                 "limit": self.venue.settings.ws_max_connections, "scope": "websocket"}}}
@@ -136,11 +394,14 @@ class WsHub:
                                 headers={"X-RATE-LIMIT-RESET": "5000"})
         ws = web.WebSocketResponse(max_msg_size=1 << 16)
         await ws.prepare(request)
-        client = WsClient(ws, self.venue.settings.ws_send_queue)
+        client = WsClient(ws, self.venue.settings.ws_send_queue, compact=compact)
         self.clients.add(client)
         writer = asyncio.create_task(self._writer(client))
         try:
             async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    client.send(dumps({"type": "error", "message": "bad frame: send JSON text frames"}))
+                    continue
                 if msg.type != WSMsgType.TEXT:
                     continue
                 try:
@@ -148,7 +409,7 @@ class WsHub:
                     if not isinstance(frame, dict):
                         raise ValueError("frame must be a JSON object")
                     self._on_ws_frame(client, frame)
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, RecursionError) as exc:  # junk nested past the parser's depth
                     client.send(dumps({"type": "error", "message": f"bad frame: {exc}"[:200]}))
         finally:
             await self.drop(client)
@@ -189,7 +450,11 @@ class WsHub:
         kind = frame.get("type")
         raw_payload = frame.get("payload")
         payload: dict[str, Any] = raw_payload if isinstance(raw_payload, dict) else {}
-        if kind in ("key-auth", "auth"):
+        if kind in ("key-auth", "auth") and client.compact:
+            client.send(dumps({"type": kind, "success": False, "status_code": 400, "status": "not_supported",
+                               "message": "the public socket has no private channels: authenticate on the "
+                                          "main socket"}))
+        elif kind in ("key-auth", "auth"):
             client.send(dumps(self._ws_auth(client, kind, payload)))
         elif kind == "unauth":
             client.authed = False
@@ -257,7 +522,10 @@ class WsHub:
                 if not client.subs[name]:
                     del client.subs[name]
             return None
-        if name not in PUBLIC_CHANNELS + PRIVATE_CHANNELS:
+        if client.compact and name in PRIVATE_CHANNELS:
+            return {"name": name, "error": f"subscription forbidden on {name}. Private channels are on the "
+                                           "main socket"}
+        if name not in (COMPACT_CHANNELS if client.compact else PUBLIC_CHANNELS + PRIVATE_CHANNELS):
             return {"name": name, "error": f"subscription forbidden on {name}. Unknown channel"}
         if name in PRIVATE_CHANNELS and not client.authed:
             return {"name": name, "error": f"subscription forbidden on {name}. Unauthorized user"}
@@ -265,21 +533,42 @@ class WsHub:
             symbols = ["all"]  # an account channel: Delta takes no symbols for it
         if not isinstance(symbols, list) or not symbols:
             return None  # Delta: most channels send nothing without symbols
+        limit = MAX_SYMBOLS.get(name)
+        if limit is not None and len(set(symbols) | client.subs.get(name, set())) > limit:
+            return {"name": name, "error": f"subscription forbidden on {name}. At most {limit} symbols"}
         good: list[str] = []
         for sym in symbols:
             if sym in ("all", "perpetual_futures"):  # every product here is a perpetual
+                if limit is not None:
+                    return {"name": name, "symbols": [sym],
+                            "error": f"subscription forbidden on {name}. Symbol 'all' is not supported"}
                 good.append("all")
                 continue
+            text = str(sym)
+            if name == "mark_price" and not text.startswith("MARK:"):
+                return {"name": name, "symbols": [sym],
+                        "error": f"subscription forbidden on {name}. Symbols are MARK:<symbol>"}
             try:
-                self.venue.market(str(sym))
-                good.append(str(sym))
+                # Bounded by what is listed: an anonymous socket cannot make the venue list (and
+                # replay) a new market per junk symbol it sends.
+                self.venue.market(text.removeprefix("MARK:") if name == "mark_price" else text,
+                                  may_list=client.authed)
+                good.append(text)
             except UnknownSymbolError as exc:
                 return {"name": name, "symbols": [sym], "error": str(exc)}
+            except VenueError as exc:
+                return {"name": name, "symbols": [sym], "error": str(exc.context.get("message", exc.code))}
         client.subs.setdefault(name, set()).update(good)
         added.append((name, good))
         return None
 
     def _snapshots(self, client: WsClient, name: str, symbols: list[str]) -> None:
+        if name in BOOK_CHANNELS or name in ("ob_l1", "ob_l2", "ob_updates"):
+            # as on Delta, "all" gets no snapshots (hundreds of symbols at once)
+            markets = [] if "all" in symbols else [self.venue.markets[sym.removeprefix("MARK:")] for sym in symbols]
+            for m in markets:
+                self._book_first_frame(client, name, m)
+            return
         for sym in symbols:
             m = self.venue.markets.get(sym)
             if name == "all_trades" and m is not None:

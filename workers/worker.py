@@ -28,6 +28,7 @@ from shared.messages import (ALL_TOPIC, AccountRequest, AccountSnapshot, AmendSp
 from shared.ring import BarRing
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
+from shared.trading.position_check import PositionCheck, check_position
 from shared.trading.pnl import Fill as LedgerFill
 
 from .runtime import (ChildSpec, LoopLagMonitor, heartbeat_socket, install_stop_signals,
@@ -37,8 +38,9 @@ log = logging.getLogger("worker")
 SIGNAL_TIMEOUT_S = 2.0  # a pool member restart loses in-flight requests; ask again after this
 INTENT_TIMEOUT_S = 15.0  # no answer to an order batch: reconcile from the exchange before more
 RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange at least this often...
-RESYNC_S_PER_SYMBOL = 0.6  # ...but slower with many symbols: a resync costs 6 of the account's
-# 10,000 rate units per 5 min, so N symbols resyncing every 0.6 N s use a third of the budget.
+RESYNC_S_PER_SYMBOL = 0.9  # ...but slower with many symbols: a resync costs 9 of the account's
+# 10,000 rate units per 5 min (orders, balance, position: 3 each), so N symbols resyncing every
+# 0.9 N s use a third of the budget.
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
@@ -99,6 +101,9 @@ class Worker:
         self.needs_full_reconcile = False
         self.resync_asked_at_seq = 0
         self.account_asked_at = 0.0  # monotonic time of the unanswered account request, 0 if none
+        self.position_check = PositionCheck()  # the bot's position against the venue's
+        self.read_all_fills = False  # the next full reconciliation ignores the restart checkpoint
+        self.reading_all_fills = False  # ...and the one asked for now does
 
     # --- market data -------------------------------------------------------------------------
 
@@ -215,6 +220,10 @@ class Worker:
     def state_of_trading(self) -> str:
         if self.halted:
             return f"halted: {self.halted}"
+        if self.position_check.halted:
+            return f"halted: {self.position_check.halted}"
+        if self.position_check.doubtful and self.trading == "trading":
+            return "re-reading fills: position differs from the venue's"
         if self.paused:
             return "paused"
         left = self.bot.cooldown_left(self.market_ts) if self.bot is not None and self.market_ts else 0.0
@@ -242,10 +251,11 @@ class Worker:
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
-            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids),
-                                    checkpoint=self.spec.fill_checkpoint)
+            cp = None if self.reading_all_fills else self.spec.fill_checkpoint
+            self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), checkpoint=cp)
+            if self.reading_all_fills:
+                self.read_all_fills = self.reading_all_fills = False
             self.trading = "trading"
-            cp = self.spec.fill_checkpoint
             log.info("%s: reconciled: %d open orders (%d ours), %d fills read%s, position %s", self.symbol,
                      len(orders), self.bot.owned_open_orders(), len(fills),
                      f" (since the checkpoint; {cp.fills} own fills before it)" if cp else "",
@@ -253,6 +263,31 @@ class Worker:
         else:
             self.bot.resync_orders(orders)
         self.needs_resync = False
+        if snap.venue_position is not None:
+            self.compare_position(snap.venue_position, full)
+
+    def compare_position(self, venue: int, full: bool) -> None:
+        """The safety net (shared/trading/position_check.py): a difference makes the bot stop
+        placing orders and re-read its fills; one that persists halts the symbol."""
+        bot = self.bot
+        assert bot is not None and bot.position is not None
+        mine, foreign = bot.position.contracts, bot.foreign_contracts
+        was = self.position_check
+        self.position_check, verdict = check_position(was, bot=mine, foreign=foreign, venue=venue)
+        if verdict == "agree":
+            if was.halted:
+                log.warning("%s: position agrees with the venue again (%+d); trading resumes", self.symbol, venue)
+            return
+        if verdict == "halt":
+            if self.position_check.halted != was.halted:
+                log.error("%s: halted: %s (after %d re-reads); entries cancelled, protective stop kept",
+                          self.symbol, self.position_check.halted, self.position_check.mismatches - 1)
+            return
+        self.needs_full_reconcile = True
+        self.read_all_fills = verdict == "reread_all"
+        log.warning("%s: position differs from the venue's (bot %+d, manual %+d, venue %+d) at a %s resync; "
+                    "re-reading %s", self.symbol, mine, foreign, venue, "full" if full else "periodic",
+                    "every fill of the account" if self.read_all_fills else "fills")
 
     def on_fill_event(self, ev: FillEvent) -> None:
         if self.bot is not None:
@@ -266,9 +301,15 @@ class Worker:
         bot = self.bot
         if bot is None or self.intent_in_flight is not None or self.needs_resync:
             return None
+        check = self.position_check
+        if check.doubtful and not check.halted and not self.cancel_requested and not self.halted:
+            return None  # never trade on a position the exchange contradicts: the re-read decides
         now_ns = time.perf_counter_ns()
-        if self.cancel_requested or self.halted:
-            halt = bot.halt_plan(halted=bool(self.halted), flatten_on_halt=self.cfg.risk.flatten_on_halt,
+        if self.cancel_requested or self.halted or check.halted:
+            # Only the supervisor's halt may flatten: a position the venue contradicts is not one
+            # to close at market (its halt keeps the protective stop, like a non-flattening halt).
+            halt = bot.halt_plan(halted=bool(self.halted or check.halted),
+                                 flatten_on_halt=self.cfg.risk.flatten_on_halt and bool(self.halted),
                                  cancel_requested=self.cancel_requested, flatten_sent=self.flatten_sent,
                                  price=reply.close)
             if halt.empty:
@@ -399,7 +440,9 @@ async def run(spec: ChildSpec) -> None:
     async def ask_account(full: bool) -> None:
         worker.resync_asked_at_seq = worker.intent_seq
         worker.account_asked_at = time.monotonic()
-        cp = worker.spec.fill_checkpoint
+        if full:  # (read_all_fills is cleared once such a read succeeds, not when asked)
+            worker.reading_all_fills = worker.read_all_fills
+        cp = None if worker.reading_all_fills else worker.spec.fill_checkpoint
         await gw.send(codec.encode(AccountRequest(
             symbol=worker.symbol, include_fills=full, sent_ns=time.perf_counter_ns(),
             fills_since_us=int(cp.since_ts * 1e6) if full and cp is not None else 0)))

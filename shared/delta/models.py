@@ -304,13 +304,20 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     created_at: RawTime = None
 
     def __post_init__(self) -> None:
-        _norm_times(self, "created_at")
+        _norm_times(self, "created_at")  # µs strings, numbers and ISO 8601 (recorded fills) alike
         _norm_id(self, "id", "order_id")
         if self.product is not None:
             if self.product_symbol is None and self.product.symbol is not None:
                 force_setattr(self, "product_symbol", self.product.symbol)
             if self.product_id is None and self.product.id is not None:
                 force_setattr(self, "product_id", self.product.id)
+
+
+    @property
+    def created_us(self) -> int | None:
+        """When the fill happened, µs since the epoch, whichever form the venue sent."""
+        value = self.created_at
+        return value if isinstance(value, int) else to_micros(value)
 
 
 class Position(msgspec.Struct, frozen=True, kw_only=True):
@@ -355,6 +362,25 @@ class WalletBalance(msgspec.Struct, frozen=True, kw_only=True):
     commission: float = 0.0
     cross_asset_liability: float = 0.0
     portfolio_margin: float = 0.0
+
+
+class WalletTransaction(msgspec.Struct, frozen=True, kw_only=True):
+    """One GET /v2/wallet/transactions entry: what moved a wallet's balance (cashflow,
+    commission, funding, deposit, ...); `amount` is signed, `balance` is the balance after it."""
+
+    transaction_type: str
+    amount: float
+    balance: float | None = None
+    id: RawId = None  # str after decode
+    uuid: str | None = None
+    asset_id: int | None = None
+    asset_symbol: str | None = None
+    product_id: int | None = None
+    created_at: RawTime = None  # µs after decode (live: ISO 8601)
+
+    def __post_init__(self) -> None:
+        _norm_times(self, "created_at")
+        _norm_id(self, "id")
 
 
 class Leverage(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,11 +1,13 @@
-"""One weighted request budget per Delta account (api spec §7).
+"""One weighted request budget per Delta account (api spec §7), and one for public calls.
 
 Delta gives each account 10,000 weight units per fixed 5-minute window, refilled at once when the
-window ends; heavier endpoints cost more. A 429 carries X-RATE-LIMIT-RESET (ms until requests are
-accepted again). `RequestBudget` is the pure bookkeeping (injectable clock, no I/O);
-`AccountRateLimiter` puts an asyncio queue in front of it that lets cancels and risk actions go
-before new orders, and keeps the last `reserve` units of every window for them so a burst of new
-orders can never leave a bot unable to pull its quotes.
+window ends; heavier endpoints cost more. Unauthenticated (public) requests are limited per IP,
+separately. A 429 carries X-RATE-LIMIT-RESET (ms until requests are accepted again) and blocks
+only the bucket that earned it: a flood of public reads from our IP must not stop order actions.
+`RequestBudget` is the pure bookkeeping (injectable clock, no I/O); `AccountRateLimiter` puts an
+asyncio queue in front of it with lanes: cancels and risk actions first, then order placement
+and edits, then reads, and keeps the last `reserve` units of every window for risk actions so a
+burst of new orders can never leave a bot unable to pull its quotes.
 
 Our window starts at our first request, not at Delta's (unknown) boundary, so the two can be out
 of phase; the 429 handling is what keeps us honest when they are.
@@ -33,8 +35,8 @@ class Priority(IntEnum):
     """Lower goes first."""
 
     RISK = 0  # cancels, cancel-all, reduce-only exits, leverage/margin fixes
-    READ = 1  # reconciliation and market-data reads
-    NEW_ORDER = 2  # placing and editing orders that add exposure
+    NEW_ORDER = 1  # placing and editing orders: a bot's quotes must not queue behind reads
+    READ = 2  # reconciliation and market-data reads
 
 
 class LimiterBusy(RuntimeError):

@@ -5,7 +5,8 @@ Rules it keeps (api spec §2, §5, §7):
   (aiohttp is told not to re-encode it), the body is compact JSON serialised once.
 - Every request carries a User-Agent (India's CDN answers 403 without one); `timestamp` is Unix
   seconds and is re-taken and re-signed on every attempt so a retry is never stale.
-- Every request first takes weight from the account's rate limiter; a 429 blocks that limiter
+- Every signed request first takes weight from the account's rate limiter, every public one
+  from the public (per-IP) limiter; a 429 blocks only the limiter of the request that earned it,
   until X-RATE-LIMIT-RESET. A 429 is a refusal, so repeating that request afterwards is safe.
 - Reads retry timeouts, connection failures and 5xx with capped exponential backoff and full
   jitter, a bounded number of times.
@@ -37,11 +38,12 @@ from shared.delta.errors import (
     RequestTimeout, ResponseShapeError, ServerError, error_from_response,
 )
 from shared.delta.models import (
-    Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
-    WalletBalance,
+    Asset, Candle, Envelope, Fill, L2Book, Leverage, Order, Position, Product, RecentTrade, Ticker,
+    WalletBalance, WalletTransaction,
     decode, decode_envelope, to_micros, to_product_spec,
 )
-from shared.delta.ratelimit import AccountRateLimiter, Priority, endpoint_weight
+from shared.delta.ratelimit import (UNKNOWN_RESET_BLOCK_S, AccountRateLimiter, Priority, RequestBudget,
+                                    endpoint_weight)
 from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
 
@@ -187,12 +189,19 @@ class _Response(msgspec.Struct, frozen=True):
     status: int
 
 
+def _product_scoped(err: RateLimited) -> bool:
+    """A 429 from one product's matching-engine limit (Delta: operations per second per
+    product), not the account's: it must not stop orders on every other product."""
+    return err.context.get("scope") == "matching_engine"
+
+
 class DeltaRestClient:
     """One account's REST session. Use as `async with DeltaRestClient(url, key, secret) as c:`."""
 
     def __init__(self, base_url: str, api_key: str | None = None, api_secret: str | None = None,
                  *, session: aiohttp.ClientSession | None = None,
                  limiter: AccountRateLimiter | None = None,
+                 public_limiter: AccountRateLimiter | None = None,
                  user_agent: str = DEFAULT_USER_AGENT, timeout_s: float = 10.0,
                  max_read_attempts: int = 4, max_create_attempts: int = 2,
                  backoff_base_s: float = 0.25, backoff_cap_s: float = 8.0,
@@ -208,7 +217,10 @@ class DeltaRestClient:
         self._api_secret = api_secret
         self._session = session
         self._owns_session = session is None
-        self.limiter = limiter or AccountRateLimiter()
+        self.limiter = limiter or AccountRateLimiter()  # the account's budget: signed requests
+        # Unsigned requests: Delta limits them per IP, apart from the account. Its size is not
+        # published; ours is the account's, with no reserve (public calls are never risk actions).
+        self.public_limiter = public_limiter or AccountRateLimiter(RequestBudget(reserve=0))
         self.user_agent = user_agent
         self.timeout_s = timeout_s
         self.max_read_attempts = max(1, max_read_attempts)
@@ -255,7 +267,8 @@ class DeltaRestClient:
 
     async def _send_once(self, method: str, path: str, query: str, body: str, signed: bool,
                          weight: int, priority: Priority) -> _Response:
-        await self.limiter.acquire(weight, priority)
+        limiter = self.limiter if signed else self.public_limiter
+        await limiter.acquire(weight, priority)
         headers = {"User-Agent": self.user_agent, "Accept": "application/json",
                    "Content-Type": "application/json"}
         if signed:
@@ -294,14 +307,14 @@ class DeltaRestClient:
         finally:
             self._measure(route, outcome, time.perf_counter() - started)
         if status >= 300:
-            raise await self._failure(status, raw, resp_headers, endpoint)
+            raise await self._failure(status, raw, resp_headers, endpoint, limiter)
         try:
             envelope = decode_envelope(raw) if raw.strip() else Envelope()
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ResponseShapeError("invalid_response", status=status, message=str(exc),
                                      endpoint=endpoint) from exc
         if not envelope.success:
-            raise await self._failure(status, raw, resp_headers, endpoint)
+            raise await self._failure(status, raw, resp_headers, endpoint, limiter)
         return _Response(envelope=envelope, status=status)
 
     def _measure(self, route: str, outcome: str, seconds: float) -> None:
@@ -313,10 +326,10 @@ class DeltaRestClient:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
     async def _failure(self, status: int, raw: bytes, headers: Mapping[str, str],
-                       endpoint: str) -> DeltaError:
+                       endpoint: str, limiter: AccountRateLimiter) -> DeltaError:
         err = error_from_response(status, raw, headers=headers, endpoint=endpoint)
-        if isinstance(err, RateLimited):  # whatever the status, the whole account must wait
-            await self.limiter.on_rate_limited(err.reset_ms)
+        if isinstance(err, RateLimited) and not _product_scoped(err):  # whatever the status, that bucket waits
+            await limiter.on_rate_limited(err.reset_ms)
         return err
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
@@ -336,12 +349,14 @@ class DeltaRestClient:
                 if attempt > 0 or not self._learn_clock_offset(exc):
                     raise
                 attempt += 1
-            except RateLimited:
+            except RateLimited as exc:
                 # Refused before execution: the limiter now blocks until the reset, so waiting
                 # for our turn again is the backoff. Still bounded.
                 attempt += 1
                 if attempt >= max(attempts, 2):
                     raise
+                if _product_scoped(exc):  # one product's matching engine: only this request waits
+                    await self._sleep(UNKNOWN_RESET_BLOCK_S if exc.reset_ms is None else exc.reset_ms / 1000.0)
             except (RequestTimeout, ServerError):
                 attempt += 1
                 if not retry or attempt >= attempts:
@@ -741,11 +756,32 @@ class DeltaRestClient:
         result, _ = await self._get("/v2/wallet/balances", list[WalletBalance], signed=True)
         return result  # type: ignore[no-any-return]
 
+    async def get_assets(self) -> list[Asset]:
+        """GET /v2/assets: what balances' asset_id name."""
+        result, _ = await self._get("/v2/assets", list[Asset])
+        return result  # type: ignore[no-any-return]
+
+    async def get_wallet_transactions(self, start_time: int | None = None) -> list[WalletTransaction]:
+        """The wallet ledger since start_time (µs), newest first, every page."""
+        return await self._get_paged("/v2/wallet/transactions", WalletTransaction,  # type: ignore[no-any-return]
+                                     {"start_time": start_time, "page_size": 50}, signed=True)
+
     async def get_fills(self, product_ids: Sequence[int] | None = None,
                         start_time: int | None = None) -> list[Fill]:
         """Fills since start_time (µs) (Delta caps pages at 50)."""
         return await self._paged_by_products("/v2/fills", Fill, product_ids,
                                              {"start_time": start_time, "page_size": 50})
+
+    async def get_fills_page(self, product_ids: Sequence[int] | None = None, *, after: str | None = None,
+                             page_size: int = 50) -> tuple[list[Fill], str | None]:
+        """One page of fills, newest first, and the cursor of the next (older) page (None: no
+        more). `after`: the cursor a previous page returned. At most 10 product ids."""
+        if product_ids is not None and len(product_ids) > MAX_IDS_PER_QUERY:
+            raise ValueError(f"at most {MAX_IDS_PER_QUERY} product ids a query, got {len(product_ids)}")
+        params = {"product_ids": list(product_ids) if product_ids else None, "page_size": page_size,
+                  "after": after}
+        page, env = await self._get("/v2/fills", list[Fill], params=params, signed=True)
+        return page, (env.meta.after if env.meta else None) or None
 
     async def set_leverage(self, product_id: int, leverage: float | int) -> Leverage:
         if isinstance(leverage, bool) or not leverage > 0:

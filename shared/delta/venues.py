@@ -37,6 +37,7 @@ VENUES: dict[str, Venue] = {
 }
 
 PAPER = "paper"
+PAPER_PUBLIC_PATH = "/public"  # the paper venue's stand-in for India's public host, beside /ws
 VENUE_NAMES: tuple[str, ...] = (*VENUES, PAPER)
 
 # Names traders are likely to type for the same thing.
@@ -57,8 +58,10 @@ def resolve_venue(name: str, *, rest_url: str | None = None, ws_url: str | None 
     if key == PAPER:
         if not rest_url or not ws_url:
             raise ValueError("venue 'paper' needs rest_url and ws_url of the running paper venue")
+        # the paper venue serves India's compact public channels on its own path
+        public = ws_url.removesuffix("/ws") + PAPER_PUBLIC_PATH if ws_url.endswith("/ws") else None
         return Venue(name=PAPER, rest_url=rest_url.rstrip("/"), ws_url=ws_url,
-                     public_ws_url=ws_url, is_paper=True)
+                     public_ws_url=public, is_paper=True)
     if key not in VENUES:
         raise UnknownVenueError(name)
     if rest_url or ws_url:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,9 @@ from shared.delta.models import Order, Position, convert, to_micros
 
 log = logging.getLogger(__name__)
 
-PUBLIC_CHANNELS = frozenset({"v2/ticker", "ticker", "all_trades", "trades"})
+PUBLIC_CHANNELS = frozenset({"v2/ticker", "ticker", "all_trades", "trades", "l1_orderbook", "ob_l1",
+                             "l2_orderbook", "ob_l2", "l2_updates", "ob_updates", "mark_price",
+                             "funding_rate"})
 PRIVATE_CHANNELS = frozenset({"orders", "positions", "user_trades", "v2/user_trades", "margins"})
 _RES_S = {"1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "2h": 7200,
           "4h": 14_400, "6h": 21_600, "12h": 43_200, "1d": 86_400, "1w": 604_800}
@@ -176,9 +179,65 @@ class SequenceGap(msgspec.Struct, frozen=True):
     got: int
 
 
+Level = tuple[str, str]  # (price, size) exactly as received: the checksum is over these strings
+
+
+class BookTop(msgspec.Struct, frozen=True, kw_only=True):
+    """Best bid and ask (`l1_orderbook`, compact `ob_l1`)."""
+
+    symbol: str
+    best_bid: float | None
+    best_ask: float | None
+    bid_size: float | None
+    ask_size: float | None
+    exchange_ts_us: int | None
+    received_ts_us: int
+
+
+class BookLevels(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole book (`l2_orderbook`, compact `ob_l2`): bids best first, asks best first."""
+
+    symbol: str
+    bids: list[Level]
+    asks: list[Level]
+    exchange_ts_us: int | None
+    received_ts_us: int
+
+
+class BookDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """One `l2_updates` (compact `ob_updates`) frame: a snapshot, then changed levels (size "0"
+    deletes a level). `checksum` is Delta's `cs` over the book AFTER this frame (l2_checksum)."""
+
+    symbol: str
+    action: str  # snapshot | update | error
+    bids: list[Level]
+    asks: list[Level]
+    sequence_no: int | None
+    checksum: int | None
+    exchange_ts_us: int | None
+    received_ts_us: int
+    message: str | None = None  # action "error": resubscribe later
+
+
+class MarkPrice(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str  # the product symbol, without Delta's MARK: prefix
+    price: float | None
+    exchange_ts_us: int | None
+    received_ts_us: int
+
+
+class FundingRate(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    funding_rate: float | None  # percent per funding interval, as Delta quotes it
+    next_funding_us: int | None
+    exchange_ts_us: int | None
+    received_ts_us: int
+
+
 Event = (TickerEvent | CandleEvent | TradeEvent | OrderUpdate | OrderSnapshot | PositionUpdate
          | PositionSnapshot | UserTrade | Connected | Disconnected | AuthResult | Subscribed
-         | Stale | Fresh | DataGap | SequenceGap)
+         | Stale | Fresh | DataGap | SequenceGap | BookTop | BookLevels | BookDelta | MarkPrice
+         | FundingRate)
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -332,6 +391,62 @@ def _compact_user_trade(msg: Mapping[str, Any], rx: int) -> list[Event]:
                       exchange_ts_us=to_micros(msg.get("t")), received_ts_us=rx)]
 
 
+def _levels(rows: Any) -> list[Level]:
+    """[[price, size], ...] or [{limit_price|price, size}, ...] as (price, size) strings."""
+    out: list[Level] = []
+    for row in rows or []:
+        if isinstance(row, (list, tuple)) and len(row) >= 2:
+            out.append((str(row[0]), str(row[1])))
+        elif isinstance(row, Mapping):
+            out.append((str(row.get("limit_price", row.get("price"))), str(row.get("size"))))
+    return out
+
+
+def _book_top(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    if "sy" in msg:
+        return [BookTop(symbol=str(msg["sy"]), best_bid=_f(msg.get("bp")), best_ask=_f(msg.get("ap")),
+                        bid_size=_f(msg.get("bs")), ask_size=_f(msg.get("as")),
+                        exchange_ts_us=to_micros(msg.get("ts")), received_ts_us=rx)]
+    return [BookTop(symbol=str(msg.get("symbol")), best_bid=_f(msg.get("best_bid")),
+                    best_ask=_f(msg.get("best_ask")), bid_size=_f(msg.get("bid_qty")),
+                    ask_size=_f(msg.get("ask_qty")), exchange_ts_us=to_micros(msg.get("timestamp")),
+                    received_ts_us=rx)]
+
+
+def _book_levels(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    if "sy" in msg:
+        return [BookLevels(symbol=str(msg["sy"]), bids=_levels(msg.get("b")), asks=_levels(msg.get("a")),
+                           exchange_ts_us=to_micros(msg.get("ts")), received_ts_us=rx)]
+    return [BookLevels(symbol=str(msg.get("symbol")), bids=_levels(msg.get("buy")), asks=_levels(msg.get("sell")),
+                       exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
+
+
+def _book_delta(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    compact = "sy" in msg
+    return [BookDelta(
+        symbol=str(msg.get("sy") if compact else msg.get("symbol")), action=str(msg.get("action") or "update"),
+        bids=_levels(msg.get("b" if compact else "bids")), asks=_levels(msg.get("a" if compact else "asks")),
+        sequence_no=_i(msg.get("seq" if compact else "sequence_no")), checksum=_i(msg.get("cs")),
+        exchange_ts_us=to_micros(msg.get("ts" if compact else "timestamp")), received_ts_us=rx,
+        message=_s(msg.get("msg")))]
+
+
+def _mark_price(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    symbol = str(msg.get("sy") or msg.get("symbol") or "")
+    return [MarkPrice(symbol=symbol.removeprefix("MARK:"), price=_f(msg.get("p", msg.get("price"))),
+                      exchange_ts_us=to_micros(msg.get("ts") or msg.get("timestamp")), received_ts_us=rx)]
+
+
+def _funding_rate(msg: Mapping[str, Any], rx: int) -> list[Event]:
+    if "sy" in msg:
+        return [FundingRate(symbol=str(msg["sy"]), funding_rate=_f(msg.get("fr")),
+                            next_funding_us=to_micros(msg.get("nfr")), exchange_ts_us=to_micros(msg.get("ts")),
+                            received_ts_us=rx)]
+    return [FundingRate(symbol=str(msg.get("symbol")), funding_rate=_f(msg.get("funding_rate")),
+                        next_funding_us=to_micros(msg.get("next_funding_realization")),
+                        exchange_ts_us=to_micros(msg.get("timestamp")), received_ts_us=rx)]
+
+
 def _subscriptions(msg: Mapping[str, Any], rx: int) -> list[Event]:
     return [Subscribed(channels=list(msg.get("channels") or []))]
 
@@ -342,6 +457,9 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], int], list[Event]]] = {
     "trades": _compact_trade, "orders": _orders, "positions": _positions,
     "user_trades": _user_trade, "v2/user_trades": _compact_user_trade,
     "subscriptions": _subscriptions,
+    "l1_orderbook": _book_top, "ob_l1": _book_top, "l2_orderbook": _book_levels, "ob_l2": _book_levels,
+    "l2_updates": _book_delta, "ob_updates": _book_delta, "mark_price": _mark_price,
+    "funding_rate": _funding_rate,
 }
 
 
@@ -356,9 +474,67 @@ def parse_frame(msg: Mapping[str, Any], received_ts_us: int) -> list[Event]:
 
 def market_symbol(event: Event) -> str | None:
     """The symbol whose market-data freshness an event proves."""
-    if isinstance(event, (TickerEvent, CandleEvent, TradeEvent)):
+    if isinstance(event, (TickerEvent, CandleEvent, TradeEvent, BookTop, BookLevels, BookDelta)):
         return event.symbol
     return None
+
+
+# ------------------------------------------------------------------------------------ order book
+
+BOOK_CHECKSUM_LEVELS = 10
+
+
+def l2_checksum(asks: Sequence[Level], bids: Sequence[Level]) -> int:
+    """Delta's `cs`: unsigned CRC32 of "p:s,p:s,...|p:s,..." over the top 10 asks (ascending
+    price) then the top 10 bids (descending), prices and sizes as the exact strings sent.
+    `asks`/`bids` must already be best first."""
+    def side(levels: Sequence[Level]) -> str:
+        return ",".join(f"{p}:{q}" for p, q in levels[:BOOK_CHECKSUM_LEVELS])
+    return zlib.crc32(f"{side(asks)}|{side(bids)}".encode()) & 0xFFFFFFFF
+
+
+class L2Book:
+    """One symbol's book kept from `l2_updates` frames (pure). `apply` answers None when the frame
+    was applied and checks out, else why the book must be dropped and resubscribed: a sequence
+    gap, a checksum mismatch, an update before any snapshot, or the server's error frame."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.bids: dict[str, str] = {}
+        self.asks: dict[str, str] = {}
+        self.sequence_no: int | None = None
+
+    def best_first(self) -> tuple[list[Level], list[Level]]:
+        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))
+        bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))
+        return asks, bids
+
+    def apply(self, delta: BookDelta) -> str | None:
+        if delta.action == "error":
+            self.sequence_no = None
+            return f"server error: {delta.message or 'unknown'}"
+        if delta.action == "snapshot":
+            self.bids, self.asks = dict(delta.bids), dict(delta.asks)
+        else:
+            if self.sequence_no is None:
+                return "update before snapshot"
+            if delta.sequence_no is not None and delta.sequence_no != self.sequence_no + 1:
+                expected = self.sequence_no + 1
+                self.sequence_no = None
+                return f"sequence gap: expected {expected}, got {delta.sequence_no}"
+            for book, levels in ((self.bids, delta.bids), (self.asks, delta.asks)):
+                for price, size in levels:
+                    if float(size) == 0:
+                        book.pop(price, None)
+                    else:
+                        book[price] = size
+        self.sequence_no = delta.sequence_no if delta.sequence_no is not None else (self.sequence_no or 0) + 1
+        if delta.checksum is not None:
+            asks, bids = self.best_first()
+            if l2_checksum(asks, bids) != delta.checksum:
+                self.sequence_no = None
+                return "checksum mismatch"
+        return None
 
 
 # ------------------------------------------------------------------------------------ staleness

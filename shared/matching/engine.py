@@ -182,6 +182,9 @@ class Position(msgspec.Struct, frozen=True, kw_only=True):
     realized_pnl: Decimal = ZERO
     commission: Decimal = ZERO
     updated_at: int = 0
+    # Defaults so snapshots written before these existed still load.
+    created_at: int = 0  # µs when the position opened from flat (or flipped); 0 = unknown
+    added_margin: Decimal = ZERO  # POST /v2/positions/change_margin on top of the initial margin
 
 
 class Wallet(msgspec.Struct, frozen=True, kw_only=True):
@@ -637,6 +640,29 @@ class MatchingEngine:
         self._emit(ProductEvent(p.spec, lev))
         return lev
 
+    def change_margin(self, product_id: int, delta_margin: Decimal) -> Position:
+        """POST /v2/positions/change_margin: move `delta_margin` (signed) between the available
+        balance and an open position's isolated margin. Adding needs that much available; removing
+        may not go below the initial margin the position needs at its leverage."""
+        p = self._p(product_id)
+        pos = p.position
+        if pos.size == 0 or pos.entry_price is None:
+            raise bad_schema(f"no open position on product {product_id}", "product_id")
+        if delta_margin == 0:
+            raise bad_schema("delta_margin must not be 0", "delta_margin")
+        if delta_margin > 0 and delta_margin > self._available():
+            raise VenueError("insufficient_margin", {
+                "available_balance": str(self._available()),
+                "required_additional_balance": str(delta_margin - self._available())})
+        added = pos.added_margin + delta_margin
+        if added < 0:
+            raise bad_schema(f"at most {pos.added_margin} can be removed: the rest is the position's "
+                             "initial margin", "delta_margin")
+        p.position = replace(pos, added_margin=added, updated_at=self._clock())
+        self._refresh_margin(p)
+        self._emit(PositionEvent(p.position))
+        return p.position
+
     # ---- queries ----------------------------------------------------------------------------
     def order(self, order_id: int) -> Order | None:
         return self._open.get(order_id) or self._closed.get(order_id)
@@ -808,7 +834,8 @@ class MatchingEngine:
     def _refresh_margin(self, p: _Product) -> None:
         pos = p.position
         om = money(p.book_notional * p.cv / p.leverage)
-        pm = ZERO if pos.size == 0 or pos.entry_price is None else self._margin(p, abs(pos.size), pos.entry_price)
+        pm = ZERO if pos.size == 0 or pos.entry_price is None else \
+            self._margin(p, abs(pos.size), pos.entry_price) + pos.added_margin
         self._order_margin_total += om - p.order_margin
         self._position_margin_total += pm - p.position_margin
         p.order_margin, p.position_margin = om, pm
@@ -901,8 +928,12 @@ class MatchingEngine:
         self.balance += realized - fee
         self.realized_pnl_total += realized
         self.fees_total += fee
+        opened = pos.size == 0 or (new_size != 0 and (new_size > 0) != (pos.size > 0))
         p.position = replace(pos, size=new_size, entry_price=entry, updated_at=ts_us,
-                             realized_pnl=pos.realized_pnl + realized, commission=pos.commission + fee)
+                             realized_pnl=pos.realized_pnl + realized, commission=pos.commission + fee,
+                             created_at=ts_us if opened else pos.created_at,
+                             # margin added by hand belongs to the position it was added to
+                             added_margin=ZERO if opened or new_size == 0 else pos.added_margin)
         filled_before = order.filled_size
         avg = price if order.average_fill_price is None else \
             ((order.average_fill_price * filled_before + price * qty) / (filled_before + qty)).quantize(Decimal("1e-10"))

@@ -1,15 +1,21 @@
 """Delta REST/websocket shapes for the engine's records, and request parsing (pure, no I/O).
 
-Shapes follow what LIVE servers send (api spec, last section): prices and money as strings,
-sizes as integer contracts, timestamps in µs, `close_on_trigger` as the string "false", fills
-with a hex `id` and a nested `product`, products without created_at/updated_at.
+Shapes follow what LIVE servers send (api spec, last section, and the recorded samples kept as
+tests/fixtures/delta/*.json): prices and money as strings, sizes as integer contracts, order
+timestamps as µs strings, fill/position/ledger `created_at` as ISO 8601 (as recorded fills,
+positions and wallet transactions carry it), `close_on_trigger` as the string "false", fills with a
+hex `id` and a nested `product` (with its assets), products without created_at/updated_at.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import msgspec
 
 from shared.products import ProductSpec
 
@@ -33,8 +39,45 @@ def _num(spec: float) -> str:
     return format(Decimal(repr(spec)).normalize(), "f")
 
 
+def iso_time(us: int) -> str:
+    """µs since the epoch as Delta's ISO 8601 form with microseconds ("2023-07-20T03:49:09.159401Z")."""
+    t = dt.datetime.fromtimestamp(us // 1_000_000, dt.timezone.utc).replace(microsecond=us % 1_000_000)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def underlying_asset(spec: ProductSpec) -> dict[str, Any]:
+    """The product's underlying as an Asset; paper asset ids are derived from the product id."""
+    return {**USD_ASSET, "id": 1000 + spec.product_id % 1000, "symbol": spec.underlying_asset or spec.symbol}
+
+
+def index_json(spec: ProductSpec) -> dict[str, Any]:
+    """The product's spot index (GET /v2/indices items, and the product's `spot_index`): the
+    paper venue's index is its own replayed price, so it has no constituent exchanges."""
+    und = underlying_asset(spec)
+    return {"id": spec.product_id, "symbol": f".DE{spec.symbol}", "constituent_exchanges": [],
+            "underlying_asset_id": und["id"], "quoting_asset_id": USD_ASSET["id"],
+            "tick_size": _num(spec.tick_size), "index_type": "spot_pair"}
+
+
+def assets_json(specs: Iterable[ProductSpec]) -> list[dict[str, Any]]:
+    """GET /v2/assets: the settling asset and every listed underlying, in the recorded live shape
+    (CCXT fetchCurrencies sample: id and precision as strings, money as strings)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for a in [USD_ASSET] + [underlying_asset(sp) for sp in specs]:
+        if a["symbol"] in seen:
+            continue
+        seen[a["symbol"]] = {
+            "id": str(a["id"]), "symbol": a["symbol"], "name": a["symbol"], "precision": str(a["precision"]),
+            "minimum_precision": "2" if a is USD_ASSET else "4", "deposit_status": "enabled",
+            "withdrawal_status": "enabled", "base_withdrawal_fee": "0", "min_withdrawal_amount": "0",
+            "variable_withdrawal_fee": "0", "kyc_deposit_limit": "0", "kyc_withdrawal_limit": "0",
+            "interest_credit": False, "interest_slabs": None, "sort_priority": str(len(seen) + 1),
+            "networks": []}
+    return list(seen.values())
+
+
 def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
-    und = {**USD_ASSET, "id": 1000 + spec.product_id % 1000, "symbol": spec.underlying_asset or spec.symbol}
+    und = underlying_asset(spec)
     return {
         "id": spec.product_id, "symbol": spec.symbol,
         "description": f"{spec.underlying_asset or spec.symbol} perpetual (paper)",
@@ -50,11 +93,10 @@ def product_json(spec: ProductSpec, leverage: Decimal) -> dict[str, Any]:
         "maker_commission_rate": _num(spec.maker_fee), "liquidation_penalty_factor": "0.5",
         "contract_type": spec.contract_type, "position_size_limit": spec.position_size_limit,
         "basis_factor_max_limit": "0.15", "is_quanto": False, "funding_method": "mark_price",
-        "annualized_funding": "10.95", "price_band": "2.5", "ui_config": {},
+        "annualized_funding": "10.95", "price_band": "2.5",
+        "ui_config": {"default_trading_view_candle": "1m", "tags": []},
         "underlying_asset": und, "quoting_asset": USD_ASSET, "settling_asset": USD_ASSET,
-        "spot_index": {"id": spec.product_id, "symbol": f".DE{spec.symbol}", "constituent_exchanges": [],
-                       "underlying_asset_id": und["id"], "quoting_asset_id": USD_ASSET["id"],
-                       "tick_size": _num(spec.tick_size), "index_type": "spot_pair"},
+        "spot_index": index_json(spec),
     }
 
 
@@ -74,32 +116,97 @@ def order_json(o: Order) -> dict[str, Any]:
     }
 
 
-def fill_json(f: Fill, spec: ProductSpec) -> dict[str, Any]:
+def _product_ref(spec: ProductSpec) -> dict[str, Any]:
+    """The product nested in fills and positions (recorded live fill sample: with its assets)."""
+    brief = {k: v for k, v in USD_ASSET.items() if k in ("id", "symbol", "precision")}
+    und = {k: v for k, v in underlying_asset(spec).items() if k in ("id", "symbol", "precision")}
+    return {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
+            "contract_unit_currency": und["symbol"], "tick_size": _num(spec.tick_size),
+            "contract_type": spec.contract_type, "notional_type": spec.notional_type,
+            "underlying_asset": und, "quoting_asset": brief, "settling_asset": brief}
+
+
+def fill_json(f: Fill, spec: ProductSpec, order: Order | None = None) -> dict[str, Any]:
+    """`order`: the fill's order if still known, for the recorded meta_data's order_* keys
+    (order_unfilled_size is the order's now, not at this fill)."""
+    meta: dict[str, Any] = {
+        "effective_commission_rate": _num(spec.maker_fee if f.role == "maker" else spec.taker_fee),
+        "trading_fee_credits_used": "0", "new_position": str(f.position_after), "realized_pnl": s(f.realized_pnl)}
+    if order is not None:
+        # a market order has no limit; what Delta records there for one is UNCONFIRMED (the
+        # recorded sample has a price): the order's average fill price stands in
+        meta.update({"order_price": s(order.limit_price or order.average_fill_price), "order_size": order.size, "order_type": order.order_type,
+                     "order_unfilled_size": order.unfilled_size})
     return {
         "id": f.id, "size": f.size, "fill_type": f.fill_type, "side": f.side, "price": s(f.price),
-        "role": f.role, "commission": s(f.commission), "created_at": str(f.timestamp),
+        "role": f.role, "commission": s(f.commission), "created_at": iso_time(f.timestamp),
         "product_id": f.product_id, "product_symbol": f.symbol, "order_id": str(f.order_id),
         "client_order_id": f.client_order_id, "settling_asset_id": USD_ASSET["id"],
-        "settling_asset_symbol": "USD",
-        "product": {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
-                    "tick_size": _num(spec.tick_size), "contract_type": spec.contract_type},
-        "meta_data": {"effective_commission_rate": _num(spec.maker_fee if f.role == "maker" else spec.taker_fee),
-                      "new_position": str(f.position_after), "realized_pnl": s(f.realized_pnl)},
+        "settling_asset_symbol": "USD", "product": _product_ref(spec), "meta_data": meta,
     }
 
 
 def position_json(pos: Position, spec: ProductSpec, margin: Decimal, mark: Decimal | None,
                   unrealized: Decimal) -> dict[str, Any]:
+    """A margined position. `realized_cashflow`: the paper venue has no funding, so the only cash
+    a position realises is its closed PnL (Delta's exact definition is UNCONFIRMED)."""
     return {
         "user_id": USER_ID, "size": pos.size, "entry_price": s(pos.entry_price), "margin": s(margin),
         "liquidation_price": None, "bankruptcy_price": None, "adl_level": None,
         "product_id": pos.product_id, "product_symbol": pos.symbol, "commission": s(pos.commission),
-        "realized_pnl": s(pos.realized_pnl), "realized_funding": "0", "realized_holding_cost": "0",
-        "unrealized_pnl": s(unrealized), "mark_price": s(mark), "auto_topup": False,
-        "margin_mode": "isolated", "updated_at": str(pos.updated_at),
-        "product": {"id": spec.product_id, "symbol": spec.symbol, "contract_value": _num(spec.contract_value),
-                    "tick_size": _num(spec.tick_size)},
+        "realized_pnl": s(pos.realized_pnl), "realized_cashflow": s(pos.realized_pnl), "realized_funding": "0",
+        "realized_holding_cost": "0", "unrealized_pnl": s(unrealized), "mark_price": s(mark), "auto_topup": False,
+        "margin_mode": "isolated", "created_at": iso_time(pos.created_at or pos.updated_at),
+        "updated_at": iso_time(pos.updated_at), "product": _product_ref(spec),
     }
+
+
+class LedgerEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One wallet-ledger entry before it is put on the wire (transaction_json)."""
+    kind: str  # Delta's transaction_type
+    amount: Decimal
+    balance: Decimal  # after the entry
+    us: int
+    fill: Fill | None
+
+
+def wallet_transactions(fills: Iterable[Fill], balance_now: Decimal, initial_balance: Decimal,
+                        opened_us: int, *, complete: bool, start_us: int = 0,
+                        end_us: int | None = None) -> Iterator[tuple[int, LedgerEntry]]:
+    """GET /v2/wallet/transactions, newest first, keyed for cursor paging: what moved the USD
+    balance. Each fill books its realised PnL (`cashflow`, when not zero) and its commission
+    (`commission`, negative; a maker rebate would be positive); the account's starting balance is
+    one `deposit`, listed only when `complete` (no fill trimmed from the history). The paper venue
+    has no funding, so there are no `funding` entries. `balance` is the balance after the entry,
+    walked back from `balance_now`.
+
+    `fills` must be newest first. Lazy, and entries are bare records (transaction_json makes the
+    wire form of a page only), so a page costs the walk to it, not the whole history. Keys:
+    deposit 1, a fill's cashflow 2 x seq, its commission 2 x seq + 1. `start_us`/`end_us` keep
+    the entries created within them (µs, inclusive), as Delta's start_time/end_time do."""
+    balance = balance_now
+    for f in fills:
+        if f.timestamp < start_us:
+            return  # newest first: everything further is older still
+        if end_us is None or f.timestamp <= end_us:
+            if f.commission:
+                yield 2 * f.seq + 1, LedgerEntry("commission", -f.commission, balance, f.timestamp, f)
+            if f.realized_pnl:
+                yield 2 * f.seq, LedgerEntry("cashflow", f.realized_pnl, balance + f.commission, f.timestamp, f)
+        balance += f.commission - f.realized_pnl
+    if complete and start_us <= opened_us and (end_us is None or opened_us <= end_us):
+        yield 1, LedgerEntry("deposit", initial_balance, initial_balance, opened_us, None)
+
+
+def transaction_json(key: int, e: LedgerEntry) -> dict[str, Any]:
+    """A ledger entry as Delta sends it: the IN docs' Transaction plus the recorded live keys
+    (`uuid`, `user_id`, ISO `created_at`; CCXT fetchLedger sample)."""
+    f = e.fill
+    meta: dict[str, Any] = {"paper": True} if f is None else \
+        {"fill_id": f.id, "order_id": str(f.order_id), "product_symbol": f.symbol}
+    return {"id": key, "uuid": f"{key:032x}", "amount": s(e.amount), "balance": s(e.balance),
+            "transaction_type": e.kind, "meta_data": meta, "product_id": None if f is None else f.product_id,
+            "asset_id": USD_ASSET["id"], "asset_symbol": "USD", "created_at": iso_time(e.us), "user_id": USER_ID}
 
 
 def wallet_json(w: Wallet) -> dict[str, Any]:
@@ -218,31 +325,38 @@ def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bo
 
 # ---- paging and candles ------------------------------------------------------------------------
 
-def page_newest_first(keyed: list[tuple[int, Any]], *, after: int | None, before: int | None,
+def page_newest_first(keyed: Iterable[tuple[int, Any]], *, after: int | None, before: int | None,
                       size: int) -> tuple[list[Any], dict[str, Any]]:
     """Delta-style cursor paging over items sorted newest first by a unique integer key.
 
     `after` = the cursor of the last page: continue to older items. `before` = go back to newer
     items (the `size` just newer than the cursor). Cursors are the edge keys as strings, or None
-    when nothing lies beyond that edge.
+    when nothing lies beyond that edge. Reads `keyed` lazily and stops as soon as the page is
+    known, so a generator over a long history costs only what precedes the page.
     """
-    if after is not None:
-        window = [kv for kv in keyed if kv[0] < after]
-        page = window[:size]
-        older_left = len(window) > len(page)
-        newer_left = True
-    elif before is not None:
-        window = [kv for kv in keyed if kv[0] > before]
-        page = window[-size:]
+    page: list[tuple[int, Any]] = []
+    if before is not None:
+        window: deque[tuple[int, Any]] = deque(maxlen=size + 1)
+        for kv in keyed:
+            if kv[0] <= before:
+                break
+            window.append(kv)
+        newer_left = len(window) > size
+        page = list(window)[-size:]
         older_left = True
-        newer_left = len(window) > len(page)
     else:
-        page = keyed[:size]
-        older_left = len(keyed) > len(page)
-        newer_left = False
+        for kv in keyed:
+            if after is not None and kv[0] >= after:
+                continue
+            page.append(kv)
+            if len(page) > size:
+                break
+        older_left = len(page) > size
+        page = page[:size]
+        newer_left = after is not None
     meta = {"after": str(page[-1][0]) if page and older_left else None,
             "before": str(page[0][0]) if page and newer_left else None,
-            "page_size": size}
+            "limit": size}  # the recorded live meta names the page size `limit`
     return [v for _, v in page], meta
 
 

@@ -27,16 +27,42 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, NamedTuple, Sequence
+from functools import partial
+from itertools import accumulate
+from typing import Annotated, Any, Callable, NamedTuple, Sequence
 
 import msgspec
 import numpy as np
+from msgspec import Meta
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import strategies as st
 from .backend import SCALAR, VEC, Backend
-from .streaming import (BB_PERIOD, CLOSES_LEN, N_STATE, O_MACD, O_RSI, O_SMA, S_N, S_PREV_CLOSE,
-                        WARM_BARS, BollingerPrep, IndicatorState, advance, bollinger_forming,
-                        new_state, outputs, rsi_of, steady_step)
+from .streaming import (
+    BB_PERIOD,
+    CLOSES_LEN,
+    N_STATE,
+    O_MACD,
+    O_RSI,
+    O_SMA,
+    S_N,
+    S_PREV_CLOSE,
+    WARM_BARS,
+    BollingerPrep,
+    IndicatorState,
+    advance,
+    atr_wilder_step,
+    bar_terms,
+    bollinger_forming,
+    ema_fast_step,
+    ema_slow_step,
+    new_state,
+    outputs,
+    rsi_of,
+    rsi_wilder_step,
+    signal_step,
+    steady_step,
+)
 
 BAR_SECONDS = 60.0
 _SCALAR_MAX_ROWS = 4  # up to this many warm rows, Python floats beat numpy's per-call overhead
@@ -63,39 +89,41 @@ class SignalConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every tunable of the signal engine (the `[signal]` table of the TOML config). Defaults are
     the original bot's rules, with its defects fixed."""
 
-    min_bars: int = 100  # closed bars before any vote (the original's ML predictor needed 100)
+    min_bars: Annotated[int, Meta(ge=WARM_BARS, le=100_000)] = 100  # closed bars before any vote (the original's ML predictor needed 100)
     # trend score: weights of sign(close-SMA20), RSI zone, sign(MACD), sign(momentum)
-    trend_weights: list[float] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
-    trend_confidence_scale: float = 0.8
-    rsi_overbought: float = 70.0
-    momentum_bars: int = 10
+    trend_weights: list[Annotated[float, Meta(ge=-100, le=100)]] = msgspec.field(default_factory=lambda: [0.25, 0.15, 0.20, 0.20])
+    # no effect: the trend vote's own confidence never reached the consensus (which weighs votes);
+    # kept only because configs/default.toml sets it and unknown keys are refused
+    trend_confidence_scale: Annotated[float, Meta(gt=0, le=100)] = 0.8
+    rsi_overbought: Annotated[float, Meta(gt=0, lt=100)] = 70.0
+    momentum_bars: Annotated[int, Meta(ge=1, le=CLOSES_LEN - 1)] = 10
     # online learner (logistic regression by SGD on the trend features); when on, it casts the
     # trend vote instead of the fixed score
     learner: bool = False
-    learner_rate: float = 0.05
-    learner_l2: float = 1e-4
+    learner_rate: Annotated[float, Meta(gt=0, le=10)] = 0.05
+    learner_l2: Annotated[float, Meta(ge=0, le=10)] = 1e-4
     # multi-timeframe: trend per timeframe = sign(close - EMA of that timeframe's closed bars)
-    timeframes: list[int] = msgspec.field(default_factory=lambda: [1, 5, 15])  # minutes
-    mtf_ema_period: int = 20
-    mtf_min_agree: int = 2
+    timeframes: list[Annotated[int, Meta(ge=1, le=1440)]] = msgspec.field(default_factory=lambda: [1, 5, 15])  # minutes
+    mtf_ema_period: Annotated[int, Meta(ge=1, le=1000)] = 20
+    mtf_min_agree: Annotated[int, Meta(ge=1, le=1440)] = 2
     # volatility (Bollinger 20, 2)
     volatility_rule: str = "mean_reversion"  # or "breakout"
-    volatility_min: float = 0.015
-    volatility_max: float = 0.05
-    volatility_changes: int = 20
+    volatility_min: Annotated[float, Meta(ge=0, le=10)] = 0.015
+    volatility_max: Annotated[float, Meta(ge=0, le=10)] = 0.05
+    volatility_changes: Annotated[int, Meta(ge=2, le=CLOSES_LEN - 1)] = 20
     # RL agent
-    rl_alpha: float = 0.1
-    rl_gamma: float = 0.9
-    rl_epsilon: float = 0.1
-    rl_epsilon_decay: float = 0.995
-    rl_epsilon_min: float = 0.01
-    rl_momentum_bars: int = 5
-    rl_vol_bars: int = 5
-    rl_vol_thresholds: list[float] = msgspec.field(default_factory=lambda: [0.02])
+    rl_alpha: Annotated[float, Meta(gt=0, le=1)] = 0.1
+    rl_gamma: Annotated[float, Meta(ge=0, lt=1)] = 0.9
+    rl_epsilon: Annotated[float, Meta(ge=0, le=1)] = 0.1
+    rl_epsilon_decay: Annotated[float, Meta(gt=0, le=1)] = 0.995
+    rl_epsilon_min: Annotated[float, Meta(ge=0, le=1)] = 0.01
+    rl_momentum_bars: Annotated[int, Meta(ge=1, le=CLOSES_LEN - 1)] = 5
+    rl_vol_bars: Annotated[int, Meta(ge=2, le=CLOSES_LEN)] = 5
+    rl_vol_thresholds: list[Annotated[float, Meta(gt=0, le=10)]] = msgspec.field(default_factory=lambda: [0.02])
     # consensus
-    consensus_weights: dict[str, float] = msgspec.field(default_factory=_default_consensus_weights)
-    consensus_threshold: float = 2.0
-    max_symbols: int = 4096  # bound on per-symbol state kept by one engine
+    consensus_weights: dict[str, Annotated[float, Meta(ge=0, le=100)]] = msgspec.field(default_factory=_default_consensus_weights)
+    consensus_threshold: Annotated[float, Meta(gt=0, le=100)] = 2.0
+    max_symbols: Annotated[int, Meta(ge=1, le=100_000)] = 4096  # bound on per-symbol state kept by one engine
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -278,6 +306,9 @@ class SignalEngine:
         self._last_ts: list[float] = []
         self._keys = np.empty(0, dtype=np.uint64)
         self._note: list[str] = []  # why the last rebuild skipped bars (kept for the result)
+        # slot -> its state as Python floats (S row, named strategy state, Q), kept between the
+        # ticks of a bar (the state only changes when a bar closes); at most one per slot
+        self._rows: dict[int, tuple[list[float], list[float], Any, list[list[float]]]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -303,6 +334,7 @@ class SignalEngine:
     def forget(self, symbol: str) -> None:
         slot = self._slots.pop(symbol, None)
         if slot is not None:
+            self._rows.pop(slot, None)
             self._closed[slot] = -1
             self._note[slot] = ""
             self._free.append(slot)
@@ -347,6 +379,7 @@ class SignalEngine:
                                  f"{self.config.max_symbols} symbols")
         self._Q[slot] = q.reshape(self._n_states, st.N_ACTIONS)
         self._X[slot, self._lay.rl_epsilon] = table.epsilon
+        self._rows.pop(slot, None)
 
     # ------------------------------------------------------------------ slots
 
@@ -367,6 +400,7 @@ class SignalEngine:
         self._note[slot] = ""
         key = (zlib.crc32(symbol.encode()) << 32) ^ (self.seed & 0xFFFFFFFF)
         self._keys[slot] = np.uint64(key & 0xFFFFFFFFFFFFFFFF)
+        self._rows.pop(slot, None)
         self._Q[slot] = 0.0
         self._X[slot] = np.nan
         self._X[slot, self._lay.learner_weights] = 0.0
@@ -480,8 +514,8 @@ class SignalEngine:
             S, C = new_state(len(items))
             X = self.reset_rows(self._X[rows])
             Q = self._Q[rows]
-            # a few rows: numpy only through the seeding bars, then the scalar twin per bar
-            # (bit-identical, several times faster than numpy on tiny arrays)
+            # a few rows: numpy only through the seeding bars, then all the rest at once per row
+            # (commit_bars: bit-identical, much faster than numpy on tiny arrays)
             scalar_tail = not self.config.learner and len(items) <= _SCALAR_MAX_ROWS
             n_vec = min(n_bars, WARM_BARS) if scalar_tail else n_bars
             cols: list[np.ndarray] = []
@@ -496,12 +530,15 @@ class SignalEngine:
                                         cols[3][:, t], first_bar + t, keys)
                 self._precompute(X, C)
             self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+            self._forget_rows(rows)
             if n_bars > n_vec:
                 for q, (_, slot, _) in enumerate(items):
-                    h, lo, c, ts = (col[q].tolist() for col in cols)
-                    bar0 = int(first_bar[q])
-                    for t in range(n_vec, n_bars):
-                        self._commit_scalar(slot, h[t], lo[t], c[t], ts[t], bar0 + t)
+                    one = slice(slot, slot + 1)
+                    S1, C1, X1, Q1 = self._S[one], self._C[one], self._X[one], self._Q[one]
+                    h, lo, c, ts = (col[q, n_vec:] for col in cols)
+                    self.commit_bars(S1, C1, X1, Q1, self._keys[one], h, lo, c, ts, int(first_bar[q]) + n_vec)
+                    self._precompute(X1, C1)
+                    self._S[one], self._C[one], self._X[one], self._Q[one] = S1, C1, X1, Q1
 
     def _step_windows(self, windows: list[BarWindow], slots: list[int], k: int) -> list[str]:
         """Commit the k newest closed bars of each window; rows with a bad bar are dropped to
@@ -525,12 +562,12 @@ class SignalEngine:
             ok &= np.isfinite(a) & (a > 0.0)
         row_ok = ok.all(axis=1)
         reasons = [""] * len(windows)
-        for r in np.flatnonzero(~row_ok):
-            t = int(np.flatnonzero(~ok[r])[0])
-            idx = int(size[r]) - 1 - k + t
+        for r in np.flatnonzero(~row_ok).tolist():
+            at = int(np.flatnonzero(~ok[r])[0])
+            idx = int(size[r]) - 1 - k + at
             w = windows[r]
-            reasons[r] = _bad_closed_reason(w, idx, float(ts[r, t]), float(o[r, t]), float(h[r, t]),
-                                            float(lo[r, t]), float(c[r, t]))
+            reasons[r] = _bad_closed_reason(w, idx, float(ts[r, at]), float(o[r, at]), float(h[r, at]),
+                                            float(lo[r, at]), float(c[r, at]))
             self._closed[slots[r]] = -1
         good = np.flatnonzero(row_ok)
         if good.size == 0:
@@ -547,6 +584,7 @@ class SignalEngine:
             S, C = self._commit(S, C, X, Q, h[:, t], lo[:, t], c[:, t], ts[:, t], first_bar + t, keys)
         self._precompute(X, C)
         self._S[rows], self._C[rows], self._X[rows], self._Q[rows] = S, C, X, Q
+        self._forget_rows(rows)
         for r, n_closed, last in zip(good_list, closed_now, ts[:, -1].tolist()):
             self._closed[slots[r]] = n_closed
             self._last_ts[slots[r]] = last
@@ -575,6 +613,8 @@ class SignalEngine:
         X[:] = np.nan
         for s, v in zip(self._lay.knowledge, keep):
             X[:, s] = v
+        for f in self._lay.frames:
+            X[:, f] = st.MTF_RESET
         return X
 
     def _commit(self, S: np.ndarray, C: np.ndarray, X: np.ndarray, Q: np.ndarray,
@@ -666,14 +706,103 @@ class SignalEngine:
         x[lay.rl_epsilon] = max(cfg.rl_epsilon_min, eps * cfg.rl_epsilon_decay)
         return list(new)
 
+    def commit_bars(self, S: np.ndarray, C: np.ndarray, X: np.ndarray, Q: np.ndarray, key: np.ndarray,
+                    h: np.ndarray, lo: np.ndarray, c: np.ndarray, ts: np.ndarray, first_bar: int,
+                    record: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Commit m consecutive good closed bars of ONE warm symbol (S_N >= WARM_BARS, learner
+        off) at once, exactly as `commit_row` would bar by bar: one tight loop per recursion
+        (`itertools.accumulate` over the same *_step functions), the RL table in one plain loop
+        through the same component functions, everything else vectorised over the bars. S, C, X, Q
+        are the symbol's (1, ...) rows, overwritten with the state after the last bar (X without
+        prep). With `record`, also returns the state after each bar: (S, C, X, Q flattened), m rows."""
+        cfg, lay = self.config, self._lay
+        m = c.shape[0]
+        s0 = IndicatorState(*S[0].tolist())
+        prev = np.concatenate([[s0.prev_close], c[:-1]])
+        g, ls, tr = bar_terms(VEC, h, lo, c, prev)
+        es = _run(ema_slow_step, s0.ema_slow, c)
+        mf = _run(ema_fast_step, s0.macd_fast, c)
+        rec_s = np.column_stack([s0.n + np.arange(1.0, m + 1.0), c, _run(ema_fast_step, s0.ema_fast, c), es, mf,
+                                 _run(signal_step, s0.signal, mf - es), _run(rsi_wilder_step, s0.gain, g),
+                                 _run(rsi_wilder_step, s0.loss, ls), _run(atr_wilder_step, s0.atr, tr)])
+        closes = np.concatenate([C[0], c])
+        rec_x = np.repeat(X, m, axis=0) if record else X.copy()
+        last = slice(None) if record else slice(-1, None)  # rows of rec_x: every bar or the last
+        k = self._tf_k
+        for f, tf in zip(lay.frames, self._tf_list):
+            fr0 = st.MtfFrame(*X[0, f].tolist())
+            bucket = np.floor(ts / tf)
+            before_bucket = np.concatenate([[fr0.bucket], bucket[:-1]])
+            before_last = np.concatenate([[fr0.last], c[:-1]])
+            complete = (bucket != before_bucket) & np.isfinite(before_last)
+            done = fr0.done + np.cumsum(complete)
+            vals = before_last[complete]
+            step = partial(st.mtf_ema_step, k=k)
+            if vals.size and fr0.done > 0:
+                emas = _run(step, fr0.ema, vals)
+            elif vals.size:  # the first complete bucket seeds the EMA
+                emas = np.concatenate([vals[:1], _run(step, vals[0], vals[1:])])
+            rank = np.cumsum(complete) - 1
+            ema = np.where(rank >= 0, emas[np.maximum(rank, 0)] if vals.size else fr0.ema, fr0.ema)
+            rec_x[:, f.start], rec_x[:, f.start + 1], rec_x[:, f.start + 2], rec_x[:, f.start + 3] = \
+                ema[last], done[last], bucket[last], c[last]
+        # RL: states, returns and exploration draws for the whole run, the table in one loop
+        span = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
+        wins = sliding_window_view(closes, span)[CLOSES_LEN - span + 1:]
+        s_now = st.rl_state(wins, cfg.rl_momentum_bars, cfg.rl_vol_bars, self._vol_thr).tolist()
+        bar_ret = ((c - prev) / prev).tolist()
+        mix = st.bar_key(key, np.arange(first_bar, first_bar + m, dtype=np.int64))
+        explore = (st.uniform_hash(mix, 1)).tolist()
+        random_action = np.minimum((st.uniform_hash(mix, 2) * st.N_ACTIONS).astype(np.int64),
+                                   st.N_ACTIONS - 1).tolist()
+        q0 = Q[0].ravel().copy()
+        q = Q[0].tolist()
+        sp, ap = int(X[0, lay.rl_state]), int(X[0, lay.rl_action])
+        eps = float(X[0, lay.rl_epsilon])
+        gamma, alpha, eps_min, decay = cfg.rl_gamma, cfg.rl_alpha, cfg.rl_epsilon_min, cfg.rl_epsilon_decay
+        rl_target, rl_learn, rl_greedy = st.rl_target, st.rl_learn, st.rl_greedy
+        n_act = st.N_ACTIONS
+        cells: list[int] = []
+        values: list[float] = []
+        actions: list[int] = []
+        epsilons: list[float] = []
+        for i in range(m):
+            sn = s_now[i]
+            qn = q[sn]
+            row = q[sp]
+            v = rl_learn(row[ap], rl_target(SCALAR, ap, bar_ret[i], max(qn[0], max(qn[1], qn[2])), gamma), alpha)
+            row[ap] = v
+            cells.append(sp * n_act + ap)
+            values.append(v)
+            ap = random_action[i] if explore[i] < eps else rl_greedy(SCALAR, qn[0], qn[1], qn[2])
+            sp = sn
+            eps = max(eps_min, eps * decay)
+            actions.append(ap)
+            epsilons.append(eps)
+        rec_x[:, lay.rl_state] = s_now[last]
+        rec_x[:, lay.rl_action] = actions[last]
+        rec_x[:, lay.rl_epsilon] = epsilons[last]
+        S[0] = rec_s[-1]
+        C[0] = closes[-CLOSES_LEN:]
+        X[0] = rec_x[-1]
+        Q[0] = np.array(q)
+        if not record:
+            return None
+        rec_q = np.empty((m, self._n_states * n_act))
+        cell_arr, val_arr, idx = np.array(cells), np.array(values), np.arange(m)
+        for cell in range(rec_q.shape[1]):  # each cell's latest value: forward-fill its updates
+            upd = np.maximum.accumulate(np.where(cell_arr == cell, idx, -1))
+            rec_q[:, cell] = np.where(upd >= 0, val_arr[np.maximum(upd, 0)], q0[cell])
+        return rec_s, sliding_window_view(closes, CLOSES_LEN)[1:], rec_x, rec_q
+
     def _precompute(self, X: np.ndarray, C: np.ndarray) -> None:
         """Fill the components' prep columns the forming bar is evaluated from, rows at once.
         Called once after the last commit of a call, not per committed bar."""
         cfg = self.config
         lay = self._lay
         for f in lay.frames:
-            fr = st.mtf_prepare(VEC, st.MtfFrame(*X[:, f].T), self._tf_k)
-            X[:, f.start + 4], X[:, f.start + 5] = fr.ema_next, fr.done_next
+            b = f.start
+            X[:, b + 4], X[:, b + 5] = st.mtf_prepare(VEC, X[:, b], X[:, b + 1], X[:, b + 3], self._tf_k)
         mean_m2 = st.seq_mean_m2
         X[:, lay.trend_momentum_ref] = C[:, -cfg.momentum_bars]
         b = lay.bollinger
@@ -692,7 +821,8 @@ class SignalEngine:
         cfg = self.config
         lay = self._lay
         for f in lay.frames:
-            x[f] = st.mtf_prepare(SCALAR, tuple.__new__(st.MtfFrame, x[f]), self._tf_k)
+            b = f.start
+            x[b + 4], x[b + 5] = st.mtf_prepare(SCALAR, x[b], x[b + 1], x[b + 3], self._tf_k)
         mean_m2 = st.seq_mean_m2_scalar
         x[lay.trend_momentum_ref] = closes[-cfg.momentum_bars]
         b = lay.bollinger
@@ -708,16 +838,24 @@ class SignalEngine:
 
     def _commit_scalar(self, slot: int, h: float, lo: float, c: float, ts: float, bar_no: int) -> None:
         """Commit one closed bar of one warm row (learner off) on Python floats."""
-        x = self._X[slot].tolist()
-        q = self._Q[slot].tolist()
+        row = self._rows.pop(slot, None)  # the lists the last tick used, if any: reused, not copied
+        if row is None:
+            s, x, q = self._S[slot].tolist(), self._X[slot].tolist(), self._Q[slot].tolist()
+        else:
+            s, x, _, q = row
         closes = self._C[slot].tolist()
-        s = self.commit_row(self._S[slot].tolist(), x, q, closes, h, lo, c, ts, bar_no,
-                            int(self._keys[slot]))
+        s = self.commit_row(s, x, q, closes, h, lo, c, ts, bar_no, int(self._keys[slot]))
         self._precompute_scalar(x, closes)
         self._S[slot] = s
         self._X[slot] = x
         self._Q[slot] = q
         self._C[slot] = closes
+        self._rows[slot] = (s, x, self._lay.named(x), q)
+
+    def _forget_rows(self, rows: np.ndarray) -> None:
+        if self._rows:
+            for r in rows.tolist():
+                self._rows.pop(r, None)
 
     def _tentative(self, windows: Sequence[BarWindow], plans: list[_Plan],
                    errors: list[str]) -> list[SignalResult]:
@@ -735,18 +873,26 @@ class SignalEngine:
                 live.append(j)
         if not live:
             return results  # type: ignore[return-value]
-        fb = np.array([(w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1))
-                       for w in (windows[j] for j in live)], dtype=np.float64)
         slots = [plans[j].slot for j in live]
-        last_ts = np.array([self._last_ts[s] for s in slots])
-        prices = fb[:, :4]
-        with np.errstate(invalid="ignore"):
-            ok = (np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb[:, 4]) \
-                & ~(fb[:, 4] <= last_ts)
-        closed = self._S[slots, S_N]
-        warm = ok & (closed >= WARM_BARS)
-        warm_idx = np.flatnonzero(warm).tolist()
-        fb_rows = fb.tolist()
+        fb_rows = [[w.open.item(-1), w.high.item(-1), w.low.item(-1), w.close.item(-1), w.ts.item(-1)]
+                   for w in (windows[j] for j in live)]
+        ok: list[bool]
+        closed: list[float]
+        if len(live) <= _SCALAR_MAX_ROWS:  # a few windows: Python floats beat numpy's call overhead
+            last = self._last_ts
+            ok = [0.0 < r[0] < math.inf and 0.0 < r[1] < math.inf and 0.0 < r[2] < math.inf
+                  and 0.0 < r[3] < math.inf and math.isfinite(r[4]) and not r[4] <= last[sl]
+                  for r, sl in zip(fb_rows, slots)]
+            closed = [self._S.item(sl, S_N) for sl in slots]
+        else:
+            fb_all = np.array(fb_rows, dtype=np.float64)
+            prices = fb_all[:, :4]
+            last_ts = np.array([self._last_ts[sl] for sl in slots])
+            with np.errstate(invalid="ignore"):
+                ok = ((np.isfinite(prices) & (prices > 0.0)).all(axis=1) & np.isfinite(fb_all[:, 4])
+                      & ~(fb_all[:, 4] <= last_ts)).tolist()
+            closed = self._S[slots, S_N].tolist()
+        warm_idx = [i for i in range(len(live)) if ok[i] and closed[i] >= WARM_BARS]
         # rows evaluated in full: (index into live) -> (snapshot row, vote codes, direction, conf)
         full: dict[int, tuple[list[float], list[int], int, float]] = {}
         if 0 < len(warm_idx) <= _SCALAR_MAX_ROWS:
@@ -754,12 +900,12 @@ class SignalEngine:
                 full[i] = self._core_one(slots[i], *fb_rows[i][1:])
         elif warm_idx:
             rows = np.array([slots[i] for i in warm_idx])
-            sub = fb[warm_idx]
-            snap, votes, direction, conf = self._core_rows(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
+            sub = np.array([fb_rows[i] for i in warm_idx], dtype=np.float64)
+            snaps, vote_rows, dirs, confs = self._core_rows(rows, sub[:, 1], sub[:, 2], sub[:, 3], sub[:, 4])
             for q, i in enumerate(warm_idx):
-                full[i] = (snap[q], votes[q], direction[q], conf[q])
+                full[i] = (snaps[q], vote_rows[q], dirs[q], confs[q])
         names, comps = st.VOTE_NAMES, st.COMPONENTS
-        cold_snaps: list[list[float]] | None = None
+        cold_snaps: dict[int, list[float]] | None = None
         for i, j in enumerate(live):
             w = windows[j]
             bar_ts = fb_rows[i][4]
@@ -782,7 +928,8 @@ class SignalEngine:
             else:  # not warmed up: the general (seeding) path, for the report only
                 if cold_snaps is None:
                     cold = [q for q in range(len(live)) if ok[q] and q not in full]
-                    cold_snaps = dict(zip(cold, self._cold_snapshots([slots[q] for q in cold], fb[cold])))
+                    cold_snaps = dict(zip(cold, self._cold_snapshots(
+                        [slots[q] for q in cold], np.array([fb_rows[q] for q in cold], dtype=np.float64))))
                 snap = cold_snaps[i]
             note = self._note[slots[i]]
             reason = f"{w.symbol}: {int(closed[i])} closed bars, need {cfg.min_bars}"
@@ -795,14 +942,15 @@ class SignalEngine:
         S2, C2 = advance(self._S[slots], self._C[slots], fb[:, 1], fb[:, 2], fb[:, 3])
         return np.concatenate([fb[:, 3:4], outputs(S2, C2)], axis=1).tolist()
 
-    def core(self, xp: Backend, s: Any, x: Any, q: Any, h: Any, lo: Any, c: Any,
+    def core(self, xp: Backend, s: Any, parts: Any, q: Any, h: Any, lo: Any, c: Any,
              ts: Any) -> tuple[tuple[Any, ...], tuple[Any, Any, Any, Any], Any, Any]:
         """The forming bar of warm rows (closed bars >= WARM_BARS), given the committed state:
         (snapshot in IndicatorSnapshot order, votes in COMPONENTS order, direction, confidence).
-        `s`, `x`: the indicator and strategy state as columns (S.T, X.T; `q` (n, states, actions))
-        with VEC, or as lists of one row (`q` nested lists) with SCALAR; prices likewise."""
+        `s`: the indicator state, `parts`: the components' states (`_Layout.named`), `q`: the
+        Q-table; as columns (S.T, named(X.T), q (n, states, actions)) with VEC, or one row of
+        Python floats (q nested lists) with SCALAR; prices likewise."""
         cfg = self.config
-        trend, bb, vol, rl, frames = self._lay.named(x)
+        trend, bb, vol, rl, frames = parts
         ind = tuple.__new__(IndicatorState, s)
         new = steady_step(xp, ind, h, lo, c)
         line = new.macd_fast - new.ema_slow
@@ -833,16 +981,25 @@ class SignalEngine:
 
     def _core_rows(self, rows: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray,
                    ts: np.ndarray) -> tuple[list[list[float]], list[list[int]], list[int], list[float]]:
-        snap, votes, direction, conf = self.core(VEC, self._S[rows].T, self._X[rows].T, self._Q[rows],
-                                                 h, lo, c, ts)
+        snap, votes, direction, conf = self.core(VEC, self._S[rows].T, self._lay.named(self._X[rows].T),
+                                                 self._Q[rows], h, lo, c, ts)
         return (np.stack(snap, axis=1).tolist(), np.stack(votes, axis=1).tolist(), direction.tolist(),
                 conf.tolist())
 
     def _core_one(self, slot: int, h: float, lo: float, c: float,
                   ts: float) -> tuple[list[float], list[int], int, float]:
-        snap, votes, direction, conf = self.core(SCALAR, self._S[slot].tolist(), self._X[slot].tolist(),
-                                                 self._Q[slot].tolist(), h, lo, c, ts)
+        row = self._rows.get(slot)
+        if row is None:
+            x = self._X[slot].tolist()
+            row = self._rows[slot] = (self._S[slot].tolist(), x, self._lay.named(x), self._Q[slot].tolist())
+        snap, votes, direction, conf = self.core(SCALAR, row[0], row[2], row[3], h, lo, c, ts)
         return list(snap), list(votes), direction, conf
+
+
+def _run(step: Callable[[Any, Any], Any], y0: float, xs: np.ndarray) -> np.ndarray:
+    """y_i = step(y_{i-1}, x_i) from y0, as a tight C-driven loop over Python floats."""
+    out = np.fromiter(accumulate(xs.tolist(), step, initial=y0), dtype=np.float64, count=xs.shape[0] + 1)
+    return out[1:]
 
 
 def _bad_closed_reason(w: BarWindow, idx: int, ts: float, o: float, h: float, lo: float,

@@ -16,30 +16,25 @@ tests hold `evaluate_series` equal to it.
 
 How it is fast: the state a tick is evaluated against changes only when a bar closes, so the bars
 are committed first, and every tick of a chunk of bars is then evaluated in one vectorised call of
-the engine's own `SignalEngine.core` (the strategy components) over rows = bars x ticks. Commits
-after warm-up run as one tight loop per recursion (`itertools.accumulate` over the same *_step
-functions the engine's recursions use, the RL table in a plain loop through the same component
-functions), in the same IEEE order; everything that is not a recursion (true range, buckets, RL
-states, hash draws, the prep statistics) is computed for the whole chunk at once with the same
-functions. Warm-up bars and the learner (on) go through the engine's own `_commit`, bar by bar.
+the engine's own `SignalEngine.core` (the strategy components) over rows = bars x ticks. Bars
+after warm-up are committed by `SignalEngine.commit_bars`, the engine's bulk commit (one tight loop
+per recursion over the same *_step functions, in the same IEEE order; the engine warms symbols up
+with it too); warm-up bars, and every bar with the learner on, go through the engine's own
+`_commit`, bar by bar.
 """
 
 from __future__ import annotations
 
-from itertools import accumulate
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 import msgspec
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..marketdata import Candles
 from . import strategies as st
-from .backend import SCALAR, VEC, Vec
+from .backend import Vec
 from .engine import BarWindow, RLTable, SignalConfig, SignalEngine
-from .streaming import (CLOSES_LEN, O_ATR, S_N, WARM_BARS, IndicatorState, advance, atr_wilder_step,
-                        bar_terms, ema_fast_step, ema_slow_step, new_state, outputs, rsi_wilder_step,
-                        signal_step)
+from .streaming import O_ATR, S_N, WARM_BARS, advance, new_state, outputs
 
 LIVE_WINDOW_BARS = 1024  # what the pool reads from shared memory per request
 _DIRECTION_CODE = {name: code for code, name in enumerate(st.VOTE_NAMES)}
@@ -151,19 +146,12 @@ class _TickRows(Vec):
 _TICK_ROWS = _TickRows()
 
 
-def _run(step: Callable[[Any, Any], Any], y0: float, xs: np.ndarray) -> np.ndarray:
-    """y_i = step(y_{i-1}, x_i) from y0, as a tight C-driven loop over Python floats."""
-    out = np.fromiter(accumulate(xs.tolist(), step, initial=y0), dtype=np.float64, count=xs.shape[0] + 1)
-    return out[1:]
-
-
 class _Symbol:
     """One symbol's committed state as the engine holds it (one row of S, C, X, Q), advanced bar by
-    bar; `states` records the state each bar's ticks are evaluated against."""
+    bar as the engine would advance it when called at every tick."""
 
     def __init__(self, engine: SignalEngine, symbol: str, candles: Candles) -> None:
         self.eng = engine
-        self.cfg = engine.config
         slot = engine._slots.get(symbol)
         if slot is None:
             slot = engine._allocate(symbol)
@@ -180,7 +168,6 @@ class _Symbol:
         n = len(self.c)
         # next_bad[j]: index of the first bad bar at or after j (n if none)
         self.next_bad = np.minimum.accumulate(np.where(self.good, n, np.arange(n))[::-1])[::-1]
-        self.n_states = engine._n_states
 
     def reset(self) -> None:
         """A bad bar closed: the indicators start again, what was learned stays (as the engine)."""
@@ -194,85 +181,16 @@ class _Symbol:
                                           self.ts[s], np.array([j], dtype=np.int64), self.key)
 
     def commit_run(self, j0: int, j1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Commit the good bars j0..j1-1 of a warm symbol (learner off), as `SignalEngine.commit_row`
-        would one by one; returns the states after each (S, C, X without prep, Q flattened)."""
-        eng, cfg, lay = self.eng, self.cfg, self.eng._lay
-        m = j1 - j0
-        c, h, lo, ts = self.c[j0:j1], self.h[j0:j1], self.lo[j0:j1], self.ts[j0:j1]
-        s0 = IndicatorState(*self.S[0].tolist())
-        prev = np.concatenate([[s0.prev_close], c[:-1]])
-        g, ls, tr = bar_terms(VEC, h, lo, c, prev)
-        es = _run(ema_slow_step, s0.ema_slow, c)
-        mf = _run(ema_fast_step, s0.macd_fast, c)
-        rec_s = np.column_stack([s0.n + np.arange(1.0, m + 1.0), c, _run(ema_fast_step, s0.ema_fast, c), es, mf,
-                                 _run(signal_step, s0.signal, mf - es), _run(rsi_wilder_step, s0.gain, g),
-                                 _run(rsi_wilder_step, s0.loss, ls), _run(atr_wilder_step, s0.atr, tr)])
-        closes = np.concatenate([self.C[0], c])
-        rec_c = sliding_window_view(closes, CLOSES_LEN)[1:]
-        rec_x = np.repeat(self.X, m, axis=0)
-        k = eng._tf_k
-        for f, tf in zip(lay.frames, eng._tf_list):
-            fr0 = st.MtfFrame(*self.X[0, f].tolist())
-            bucket = np.floor(ts / tf)
-            before_bucket = np.concatenate([[fr0.bucket], bucket[:-1]])
-            before_last = np.concatenate([[fr0.last], c[:-1]])
-            complete = (bucket != before_bucket) & np.isfinite(before_last)
-            done = (fr0.done if np.isfinite(fr0.done) else 0.0) + np.cumsum(complete)
-            vals = before_last[complete]
-            if vals.size and fr0.done > 0:
-                emas = _run(lambda e, v: st.mtf_ema_step(e, v, k), fr0.ema, vals)
-            elif vals.size:  # the first complete bucket seeds the EMA
-                emas = np.concatenate([vals[:1], _run(lambda e, v: st.mtf_ema_step(e, v, k), vals[0], vals[1:])])
-            rank = np.cumsum(complete) - 1
-            ema = np.where(rank >= 0, emas[np.maximum(rank, 0)] if vals.size else fr0.ema, fr0.ema)
-            rec_x[:, f.start], rec_x[:, f.start + 1], rec_x[:, f.start + 2], rec_x[:, f.start + 3] = \
-                ema, done, bucket, c
-        # RL: states, returns and exploration draws for the whole run, the table in one loop
-        span = max(cfg.rl_momentum_bars + 1, cfg.rl_vol_bars)
-        wins = sliding_window_view(closes, span)[CLOSES_LEN - span + 1:]
-        s_now = st.rl_state(wins, cfg.rl_momentum_bars, cfg.rl_vol_bars, eng._vol_thr).tolist()
-        bar_ret = ((c - prev) / prev).tolist()
-        mix = st.bar_key(self.key, np.arange(j0, j1, dtype=np.int64))
-        explore = (st.uniform_hash(mix, 1)).tolist()
-        random_action = np.minimum((st.uniform_hash(mix, 2) * st.N_ACTIONS).astype(np.int64),
-                                   st.N_ACTIONS - 1).tolist()
-        q = self.Q[0].tolist()
-        sp, ap = int(self.X[0, lay.rl_state]), int(self.X[0, lay.rl_action])
-        eps = float(self.X[0, lay.rl_epsilon])
-        gamma, alpha, eps_min, decay = cfg.rl_gamma, cfg.rl_alpha, cfg.rl_epsilon_min, cfg.rl_epsilon_decay
-        rl_target, rl_learn, rl_greedy = st.rl_target, st.rl_learn, st.rl_greedy
-        n_act = st.N_ACTIONS
-        cells: list[int] = []
-        values: list[float] = []
-        actions: list[int] = []
-        epsilons: list[float] = []
-        for i in range(m):
-            sn = s_now[i]
-            qn = q[sn]
-            row = q[sp]
-            v = rl_learn(row[ap], rl_target(SCALAR, ap, bar_ret[i], max(qn[0], max(qn[1], qn[2])), gamma), alpha)
-            row[ap] = v
-            cells.append(sp * n_act + ap)
-            values.append(v)
-            ap = random_action[i] if explore[i] < eps else rl_greedy(SCALAR, qn[0], qn[1], qn[2])
-            sp = sn
-            eps = max(eps_min, eps * decay)
-            actions.append(ap)
-            epsilons.append(eps)
-        rec_x[:, lay.rl_state] = s_now
-        rec_x[:, lay.rl_action] = actions
-        rec_x[:, lay.rl_epsilon] = epsilons
-        rec_q = np.empty((m, self.n_states * n_act))
-        cell_arr, val_arr, idx = np.array(cells), np.array(values), np.arange(m)
-        q0 = self.Q[0].ravel()
-        for cell in range(rec_q.shape[1]):
-            last = np.maximum.accumulate(np.where(cell_arr == cell, idx, -1))
-            rec_q[:, cell] = np.where(last >= 0, val_arr[np.maximum(last, 0)], q0[cell])
-        self.S, self.C, self.X = rec_s[-1:].copy(), rec_c[-1:].copy(), rec_x[-1:].copy()
-        self.Q = np.array(q)[None]
-        return rec_s, rec_c, rec_x, rec_q
+        """Commit the good bars j0..j1-1 of a warm symbol (learner off) at once; returns the state
+        after each."""
+        sl = slice(j0, j1)
+        rec = self.eng.commit_bars(self.S, self.C, self.X, self.Q, self.key, self.h[sl], self.lo[sl],
+                                   self.c[sl], self.ts[sl], j0, record=True)
+        assert rec is not None
+        return rec
 
     def record(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The current state, as the state after one bar (S, C, X, Q flattened)."""
         return self.S.copy(), self.C.copy(), self.X.copy(), self.Q.reshape(1, -1).copy()
 
 
@@ -344,7 +262,8 @@ def _evaluate_ticks(engine: SignalEngine, rec_s: np.ndarray, rec_c: np.ndarray, 
         x = rec_x[warm]
         with np.errstate(all="ignore"):
             engine._precompute(x, rec_c[warm])
-            snap, vote, d, conf = engine.core(_TICK_ROWS, rec_s[warm].T[:, :, None], x.T[:, :, None],
+            snap, vote, d, conf = engine.core(_TICK_ROWS, rec_s[warm].T[:, :, None],
+                                              engine._lay.named(x.T[:, :, None]),
                                               rec_q[warm].reshape(warm.size, engine._n_states, st.N_ACTIONS),
                                               fh[warm], fl[warm], ticks[warm], bar_ts[warm][:, None])
         w_ok = ok[warm]

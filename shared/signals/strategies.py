@@ -28,7 +28,6 @@ COMPONENTS = ("trend", "mtf", "volatility", "rl")
 # RL actions, in Q-table column order
 ACT_UP, ACT_DOWN, ACT_HOLD = 0, 1, 2
 N_ACTIONS = 3
-ACTION_VOTES = np.array([UP, DOWN, HOLD], dtype=np.int8)
 
 N_TREND_FEATURES = 4  # price vs SMA20, RSI zone, MACD sign, momentum sign
 N_LEARNER_WEIGHTS = N_TREND_FEATURES + 1  # plus a bias
@@ -134,8 +133,9 @@ def learner_update(weights: np.ndarray, x: np.ndarray, went_up: np.ndarray,
 
 class MtfFrame(NamedTuple):
     """One timeframe of the multi-timeframe component: the EMA of its completed bars' closes, how
-    many completed, the bucket of the last committed 1m bar and its close; and (prep) the EMA and
-    count if that bucket turns out complete when the forming bar is in a later one."""
+    many completed (0 after a reset, `MTF_RESET`), the bucket of the last committed 1m bar and its
+    close; and (prep) the EMA and count if that bucket turns out complete when the forming bar is
+    in a later one."""
 
     ema: Any
     done: Any
@@ -143,6 +143,9 @@ class MtfFrame(NamedTuple):
     last: Any
     ema_next: Any
     done_next: Any
+
+
+MTF_RESET = (np.nan, 0.0, np.nan, np.nan, np.nan, np.nan)  # a frame before any bar
 
 
 def mtf_ema_step(ema: Any, last: Any, k: float) -> Any:
@@ -156,13 +159,14 @@ def mtf_commit(xp: Backend, fr: MtfFrame, ts: Any, close: Any, tf_seconds: float
     b = xp.floor(ts / tf_seconds)
     complete = (b != fr.bucket) & xp.isfinite(fr.last)
     ema = xp.where(complete, xp.where(fr.done > 0, mtf_ema_step(fr.ema, fr.last, k), fr.last), fr.ema)
-    done = xp.where(xp.isfinite(fr.done), fr.done, 0.0) + xp.where(complete, 1.0, 0.0)
+    done = fr.done + complete
     return MtfFrame(ema, done, b, close, fr.ema_next, fr.done_next)
 
 
-def mtf_prepare(xp: Backend, fr: MtfFrame, k: float) -> MtfFrame:
-    return MtfFrame(fr.ema, fr.done, fr.bucket, fr.last,
-                    xp.where(fr.done > 0, mtf_ema_step(fr.ema, fr.last, k), fr.last), fr.done + 1.0)
+def mtf_prepare(xp: Backend, ema: Any, done: Any, last: Any, k: float) -> tuple[Any, Any]:
+    """(ema_next, done_next) of a frame: its EMA and count if the bucket of the last committed bar
+    turns out complete (the forming bar is in a later bucket)."""
+    return xp.where(done > 0, mtf_ema_step(ema, last, k), last), done + 1.0
 
 
 def mtf_trend(xp: Backend, fr: MtfFrame, ts: Any, close: Any, tf_seconds: float,
@@ -331,12 +335,13 @@ def consensus(xp: Backend, votes: Sequence[Any], weights: Sequence[float], thres
     side, DOWN/SHORT for the short side; UP if long weight >= threshold, else DOWN if short weight
     >= threshold (UP is checked first, as the original did), else NONE. Confidence = winning
     weight / total weight (= winning votes / 4 with unit weights); 0 when NONE."""
-    long_w = short_w = 0.0
-    total = 0.0
-    for v, w in zip(votes, weights):
-        long_w = long_w + ((v == UP) | (v == LONG)) * w
-        short_w = short_w + ((v == DOWN) | (v == SHORT)) * w
-        total += w
+    v0, v1, v2, v3 = votes
+    w0, w1, w2, w3 = weights
+    long_w = (((v0 == UP) | (v0 == LONG)) * w0 + ((v1 == UP) | (v1 == LONG)) * w1
+              + ((v2 == UP) | (v2 == LONG)) * w2 + ((v3 == UP) | (v3 == LONG)) * w3)
+    short_w = (((v0 == DOWN) | (v0 == SHORT)) * w0 + ((v1 == DOWN) | (v1 == SHORT)) * w1
+               + ((v2 == DOWN) | (v2 == SHORT)) * w2 + ((v3 == DOWN) | (v3 == SHORT)) * w3)
+    total = w0 + w1 + w2 + w3
     go_up = long_w >= threshold
     go_down = xp.logical_not(go_up) & (short_w >= threshold)
     direction = xp.where(go_up, UP, xp.where(go_down, DOWN, NONE))

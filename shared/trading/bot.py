@@ -72,6 +72,9 @@ class TradingBot:
     reconciled: bool = False
     last_step: float = 0.0
     stopped_out_at: float | None = None  # venue clock (epoch s) of our newest stop fill
+    # Net contracts of the foreign fills on our product (a trader's manual ones) we have seen:
+    # the venue's account-wide position should be our position plus these.
+    foreign_contracts: int = 0
     # What the last plan wanted, and the grid edge its stop hangs from (None: no stop wanted):
     # a backtest reads them to know which later prices could change the plan.
     desired: tuple[DesiredOrder, ...] = ()
@@ -97,6 +100,7 @@ class TradingBot:
         self.position = (baseline_position(self.symbol, cv, checkpoint) if checkpoint is not None
                          else flat_position(self.symbol, cv))
         skip = set(checkpoint.skip_fill_ids) if checkpoint is not None else set()
+        self.foreign_contracts = checkpoint.foreign_contracts if checkpoint is not None else 0
         self.seen_fills.clear()
         step = self.last_step or self.product.tick_size * 10
         newest_ours: tuple[coid.OrderTag, Fill] | None = None
@@ -137,7 +141,9 @@ class TradingBot:
         if len(self.seen_fills) > MAX_SEEN_FILLS:
             self.seen_fills.pop(next(iter(self.seen_fills)))
         if coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol) is None:
-            return  # a trader's manual fill: not ours to manage (the position still shows it on the venue)
+            # a trader's manual fill: not ours to manage, but the venue's position shows it
+            self.foreign_contracts += fill.size if fill.side == "buy" else -fill.size
+            return
         self.holdings = hold_fill(self.holdings, fill, bot_id=self.bot_id, symbol=self.symbol, grid_step=step)
         assert self.position is not None
         self.position = apply_fill(self.position, fill)

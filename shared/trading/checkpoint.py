@@ -30,6 +30,9 @@ class FillCheckpoint(msgspec.Struct, frozen=True, kw_only=True):
     realised: str  # the bot's realised PnL (gross of fees) up to the checkpoint, decimal string
     fees: str
     fills: int  # own fills folded into the baseline
+    # net contracts of the product's foreign fills (a trader's manual ones) up to the checkpoint:
+    # the venue's account-wide position is the bot's plus these plus the foreign fills after it
+    foreign_contracts: int = 0
 
 
 def find_checkpoint(fills: Sequence[Fill], *, bot_id: str, symbol: str,
@@ -38,21 +41,25 @@ def find_checkpoint(fills: Sequence[Fill], *, bot_id: str, symbol: str,
     if it never was flat after a fill of its own (then the bot reads everything)."""
     holdings = LevelHoldings()
     position: Position | None = None
-    flat_at: tuple[int, Position] | None = None
+    flat_at: tuple[int, Position, int] | None = None
+    foreign = 0
     for i, f in enumerate(fills):
-        if f.symbol != symbol or coid.decode(f.client_order_id, bot_id=bot_id, symbol=symbol) is None:
-            continue  # manual and other bots' fills: the bot never counts them
+        if f.symbol != symbol:
+            continue
+        if coid.decode(f.client_order_id, bot_id=bot_id, symbol=symbol) is None:
+            foreign += f.size if f.side == "buy" else -f.size  # the bot never trades on these
+            continue
         holdings = hold_fill(holdings, f, bot_id=bot_id, symbol=symbol, grid_step=1.0)  # step: unused here
         position = apply_fill(position or flat_position(symbol, f.contract_value), f)
         if not holdings.held and position.contracts == 0:
-            flat_at = (i, position)
+            flat_at = (i, position, foreign)
     if flat_at is None:
         return None
-    i, pos = flat_at
+    i, pos, foreign = flat_at
     since = fills[i].ts - overlap_s
     skip = tuple(f.fill_id for f in fills[: i + 1] if f.ts >= since)
     return FillCheckpoint(since_ts=since, skip_fill_ids=skip, realised=str(pos.realised), fees=str(pos.fees),
-                          fills=pos.fills)
+                          fills=pos.fills, foreign_contracts=foreign)
 
 
 def baseline_position(symbol: str, contract_value: str, checkpoint: FillCheckpoint) -> Position:

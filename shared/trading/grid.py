@@ -9,9 +9,10 @@ and re-placing the whole grid on every signal.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 from shared.products import ProductSpec
 from shared.trading.orders import DesiredOrder, Side
@@ -21,30 +22,29 @@ SignalDirection = Literal["UP", "DOWN", "NONE"]
 
 
 class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    levels: int = 5
-    width: float = 0.01  # fixed mode: step as a fraction of price
+    # Ranges live in the types (msgspec checks them when the config is decoded); __post_init__
+    # keeps the rules between keys.
+    levels: Annotated[int, Meta(ge=1, le=99)] = 5
+    # fixed mode: step as a fraction of price; under 1 bp a level sits inside the spread
+    width: Annotated[float, Meta(ge=0.0001, le=0.5)] = 0.01
     spacing_mode: Literal["fixed", "atr"] = "fixed"
-    atr_multiple: float = 1.0  # atr mode: step = atr_multiple x ATR ...
-    spacing_floor: float = 0.001  # ... but at least this fraction of price
-    spacing_cap: float = 0.05  # ... and at most this fraction of price
+    atr_multiple: Annotated[float, Meta(ge=0.01, le=100)] = 1.0  # atr mode: step = atr_multiple x ATR ...
+    spacing_floor: Annotated[float, Meta(ge=0.0001, le=0.5)] = 0.001  # ... but at least this fraction of price
+    spacing_cap: Annotated[float, Meta(ge=0.0001, le=0.5)] = 0.05  # ... and at most this fraction of price
     mode: Literal["directional", "neutral"] = "directional"
-    min_confidence: float = 0.5
-    regrid_fraction: float = 0.5  # re-grid when price moved more than this x step
-    max_actions_per_minute: int = 60  # per symbol: places + amends (cancels are never held back)
+    min_confidence: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    regrid_fraction: Annotated[float, Meta(ge=0, le=1)] = 0.5  # re-grid when price moved more than this x step
+    # per symbol: places + amends (cancels are never held back)
+    max_actions_per_minute: Annotated[int, Meta(ge=1, le=6000)] = 60
     # One reduce-only stop-market order for the bot's whole position, stop_atr_multiple x ATR
     # beyond the grid's outermost level on the position's side (`protective_stop`).
     stops: bool = True
-    stop_atr_multiple: float = STOP_ATR_MULTIPLE
+    stop_atr_multiple: Annotated[float, Meta(ge=0.01, le=100)] = STOP_ATR_MULTIPLE
     stop_trigger_method: Literal["mark_price", "last_traded_price"] = "mark_price"
-    stop_cooldown_s: float = 900.0  # market time with no new entries after our stop fired (no re-entry into the move)
+    # market time with no new entries after our stop fired (no re-entry into the move); up to a week
+    stop_cooldown_s: Annotated[float, Meta(ge=0, le=604_800)] = 900.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.levels <= 99:
-            raise ValueError(f"grid.levels must be 1..99, got {self.levels}")
-        for name in ("width", "atr_multiple", "spacing_floor", "spacing_cap", "stop_atr_multiple"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"grid.{name} must be > 0, got {value}")
         if self.spacing_floor > self.spacing_cap:
             raise ValueError(
                 f"grid.spacing_floor ({self.spacing_floor}) must be <= grid.spacing_cap ({self.spacing_cap})"
@@ -54,16 +54,6 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError(
                 f"grid.levels x step fraction must be < 1 so buy levels stay above zero, got "
                 f"{self.levels} x {widest}"
-            )
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"grid.min_confidence must be 0..1, got {self.min_confidence}")
-        if not (math.isfinite(self.regrid_fraction) and 0.0 <= self.regrid_fraction <= 1.0):
-            raise ValueError(f"grid.regrid_fraction must be 0..1, got {self.regrid_fraction}")
-        if not (math.isfinite(self.stop_cooldown_s) and self.stop_cooldown_s >= 0):
-            raise ValueError(f"grid.stop_cooldown_s must be >= 0, got {self.stop_cooldown_s}")
-        if self.max_actions_per_minute < 1:
-            raise ValueError(
-                f"grid.max_actions_per_minute must be >= 1, got {self.max_actions_per_minute}"
             )
 
 

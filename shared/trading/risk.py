@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
 from shared.trading.orders import DesiredOrder
 
@@ -23,28 +25,20 @@ SECONDS_PER_DAY = 86_400
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The `[risk]` table of the TOML config. Money in the settling currency (USD)."""
 
-    risk_percentage: float = 1.0  # notional of each grid order, % of available balance
-    min_balance: float = 100.0  # below this available balance: no new orders
-    max_position_contracts: int = 1_000  # per symbol, absolute
-    max_open_orders: int = 20  # per symbol
-    max_total_notional: float = 100_000.0  # account-wide, sum over symbols of |position| notional
-    daily_loss_limit: float = 500.0  # account-wide, equity drop since the UTC day's start
-    max_drawdown_fraction: float = 0.10  # account-wide, from the UTC day's peak equity
+    # Ranges live in the types (msgspec checks them when the config is decoded).
+    # notional of each grid order, % of available balance
+    risk_percentage: Annotated[float, Meta(gt=0, le=100)] = 1.0
+    min_balance: Annotated[float, Meta(ge=0, le=1e9)] = 100.0  # below this available balance: no new orders
+    max_position_contracts: Annotated[int, Meta(ge=1, le=10_000_000)] = 1_000  # per symbol, absolute
+    # per symbol; 0 would leave even the protective stop unplaced
+    max_open_orders: Annotated[int, Meta(ge=1, le=1000)] = 20
+    # account-wide, sum over symbols of |position| notional
+    max_total_notional: Annotated[float, Meta(gt=0, le=1e12)] = 100_000.0
+    # account-wide, equity drop since the UTC day's start
+    daily_loss_limit: Annotated[float, Meta(gt=0, le=1e12)] = 500.0
+    # account-wide, from the UTC day's peak equity
+    max_drawdown_fraction: Annotated[float, Meta(gt=0, le=1)] = 0.10
     flatten_on_halt: bool = False
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.min_balance) and self.min_balance >= 0):
-            raise ValueError(f"risk.min_balance must be >= 0, got {self.min_balance}")
-        for name in ("risk_percentage", "max_total_notional", "daily_loss_limit"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"risk.{name} must be > 0, got {value}")
-        if self.risk_percentage > 100:
-            raise ValueError(f"risk.risk_percentage must be in (0, 100], got {self.risk_percentage}")
-        if self.max_position_contracts < 0 or self.max_open_orders < 0:
-            raise ValueError("risk.max_position_contracts and risk.max_open_orders must be >= 0")
-        if not (math.isfinite(self.max_drawdown_fraction) and 0 < self.max_drawdown_fraction <= 1):
-            raise ValueError(f"risk.max_drawdown_fraction must be in (0, 1], got {self.max_drawdown_fraction}")
 
 
 class AccountRiskState(msgspec.Struct, frozen=True, kw_only=True):

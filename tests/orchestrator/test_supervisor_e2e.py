@@ -131,3 +131,42 @@ def test_malformed_messages_are_dropped_and_nothing_crashes(start_run) -> None:
     run.terminate()
     for log in (run.run_dir / "logs").glob("*.log"):
         assert "Traceback" not in log.read_text(), f"unexpected exception in {log.name}"
+
+
+def test_a_flood_on_the_supervisor_socket_and_junk_control_lines_leave_it_answering(start_run) -> None:
+    import socket as socketlib
+    import subprocess
+    import sys
+
+    from orchestrator.rundir import control_socket_path
+
+    run = start_run(["--symbols", "BTCUSD", *FAST])
+    run.wait_for(all_signalled, 60, "a signal")
+    ctl = control_socket_path(run.run_dir.resolve())
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(ctl))
+        s.sendall(b'{"cmd": "' + b"x" * (1 << 20) + b'"}\n')
+        reply = s.recv(65536)
+    assert b'"ok":false' in reply and b"request too long" in reply, reply[:300]
+
+    # Someone floods the supervisor's message socket without a pause.
+    flood = subprocess.Popen([sys.executable, "-c", (
+        "import sys, zmq\n"
+        "s = zmq.Context().socket(zmq.PUSH); s.setsockopt(zmq.SNDHWM, 0); s.connect(sys.argv[1])\n"
+        "while True: s.send(b'\\xff junk')\n"), f"ipc://{socket_dir(run.run_dir)}/sup"])
+    try:
+        time.sleep(2.0)  # its queue is full from here on
+        t0 = time.monotonic()
+        r = run.cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        assert time.monotonic() - t0 < 5.0
+        elapsed = run.terminate(timeout_s=20)
+        assert run.proc.returncode == 0 and elapsed < 15.0, elapsed
+    finally:
+        flood.kill()
+        flood.wait()
+    out = run.proc.stdout.read() if run.proc.stdout else ""
+    assert "Traceback" not in out
+    for log in (run.run_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.name

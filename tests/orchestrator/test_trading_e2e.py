@@ -200,8 +200,9 @@ def test_ledger_matches_after_a_run_with_venue_faults(start_run, tmp_path: Path)
     time.sleep(5.0)  # through at least one websocket drop
     for sym in ("BTCUSD", "ETHUSD"):
         assert run.cli("pause", sym).returncode == 0
-    doc = run.status()
-    assert all(w["state"] == "running" and w["restarts"] == 0 for w in doc["workers"])
+    # Each bot reports the pause with its next heartbeat: wait for that state, do not race it.
+    doc = run.wait_for(lambda d: all(w["state"] == "paused" for w in d["workers"]), 30, "both bots paused")
+    assert all(w["restarts"] == 0 and w["trading"] == "paused" for w in doc["workers"])
     logs = "".join(p.read_text() for p in (run.run_dir / "logs").glob("worker-*.log"))
     assert "risk_limits_breached" in logs  # the venue's rejection code, as Delta would send it
     with Store(db_path(run.run_dir), readonly=True) as store:

@@ -47,8 +47,14 @@ def test_cli_overrides_win_and_are_validated(tmp_path: Path) -> None:
     p.write_text("[market]\nbar_seconds = 2.0\n")
     cfg, _ = load_config(p, {"market": {"bar_seconds": 0.5}})
     assert cfg.market.bar_seconds == 0.5
-    with pytest.raises(ConfigError, match="command-line overrides"):
+    with pytest.raises(ConfigError, match="command line: key 'market.bar_seconds' expects float, got str"):
         load_config(p, {"market": {"bar_seconds": "fast"}})
+    with pytest.raises(ConfigError, match="command line: --bar-seconds 0.0 is out of range: allowed 0.001 to 3600"):
+        load_config(p, {"market": {"bar_seconds": 0.0}}, option_names={"market.bar_seconds": "--bar-seconds"})
+    # a rule between keys, one from the file and one from the command line: both places are named
+    p.write_text("[supervision]\nheartbeat_timeout_s = 2.0\n")
+    with pytest.raises(ConfigError, match=r"c.toml \(with command-line overrides\): supervision.heartbeat_timeout_s"):
+        load_config(p, {"supervision": {"heartbeat_interval_s": 3.0}})
 
 
 def test_secrets_in_a_file_are_refused(tmp_path: Path) -> None:
@@ -135,3 +141,87 @@ def test_default_toml_lists_every_key_with_its_default() -> None:
         if section == "testing":
             continue  # fault switches: deliberately not in a production file
         assert doc.get(section) == values, section
+
+
+def _numeric_keys() -> list[str]:
+    import msgspec.inspect as mi
+
+    from shared.config import Config
+    keys = []
+    for section in mi.type_info(Config).fields:
+        for f in section.type.fields:
+            t = f.type
+            item = getattr(t, "item_type", getattr(t, "value_type", None))
+            if isinstance(t, (mi.IntType, mi.FloatType)) or isinstance(item, (mi.IntType, mi.FloatType)):
+                keys.append(f"{section.name}.{f.name}")
+    return keys
+
+
+def test_every_numeric_key_has_a_range_and_default_toml_shows_it() -> None:
+    """Issue 10 §5: no number is open-ended (1e300, -10, 0 were accepted), and the documented
+    range in configs/default.toml is the one the schema enforces."""
+    import msgspec.inspect as mi
+
+    from shared.config import Config, allowed_range
+    keys = _numeric_keys()
+    assert len(keys) > 60
+    fields = {f"{s.name}.{f.name}": f.type for s in mi.type_info(Config).fields for f in s.type.fields}
+    lines = (REPO / "configs" / "default.toml").read_text().splitlines()
+    for key in keys:
+        t = fields[key]
+        t = getattr(t, "item_type", getattr(t, "value_type", t))
+        assert (t.ge is not None or t.gt is not None) and (t.le is not None or t.lt is not None), key
+        section, name = key.rsplit(".", 1)
+        if section == "testing":
+            continue  # fault switches: deliberately not in the production file
+        documented = [ln for ln in lines if ln.startswith(f"{name} = ")] if section != "signal" or \
+            name != "consensus_weights" else [ln for ln in lines if ln.startswith("[signal.consensus_weights]")]
+        words = allowed_range(key + ("[0]" if isinstance(fields[key], mi.ListType) else
+                                     "[...]" if isinstance(fields[key], mi.DictType) else ""))
+        assert any(f"[{words}]" in ln or f"[each {words}]" in ln for ln in documented), (key, words)
+
+
+@pytest.mark.parametrize("section,key,value,allowed", [
+    ("market", "leverage", "0", "1 to 200"),
+    ("market", "leverage", "-10", "1 to 200"),
+    ("market", "initial_balance_usd", "1e300", "1 to 1000000000"),
+    ("market", "initial_balance_usd", "-100", "1 to 1000000000"),
+    ("supervision", "heartbeat_interval_s", "0", "0.05 to 60"),
+    ("budgets", "uss_mb", "0.001", "0 (off) or 16 to 1048576"),
+    ("budgets", "rss_mb", "-1", "0 (off) or 64 to 1048576"),
+    ("supervision", "shutdown_timeout_s", "-5", "1 to 600"),
+    ("risk", "max_open_orders", "0", "1 to 1000"),
+    ("grid", "width", "1e-12", "0.0001 to 0.5"),
+    ("grid", "levels", "100", "1 to 99"),
+    ("status", "metrics_port", "70000", "0 to 65535"),
+    ("signal", "consensus_threshold", "inf", "more than 0, up to 100"),
+    ("risk", "daily_loss_limit", "nan", "more than 0, up to 1e+12"),
+])
+def test_a_value_out_of_range_names_key_value_range_and_file(tmp_path: Path, section: str, key: str,
+                                                             value: str, allowed: str) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text(f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, environ={})
+    msg = str(e.value)
+    assert str(p) in msg and f"'{section}.{key}' = " in msg and f"allowed {allowed}" in msg, msg
+    assert repr(tomllib_value(value)) in msg, msg
+
+
+def tomllib_value(text: str) -> object:
+    import tomllib
+    return tomllib.loads(f"v = {text}")["v"]
+
+
+def test_legacy_config_json_errors_name_the_key_as_written(tmp_path: Path) -> None:
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"symbol": "ETHUSD", "grid_levels": 0}))
+    with pytest.raises(ConfigError, match=r"config.json: key 'grid_levels' = 0 is out of range: allowed 1 to 99"):
+        load_config(p)
+    p.write_text(json.dumps({"symbol": "ETHUSD", "initial_capital": -100}))
+    with pytest.raises(ConfigError, match=r"key 'initial_capital' = -100 is out of range"):
+        load_config(p)
+    p.write_text(json.dumps({"symbol": "ETHUSD", "grid_levels": 50, "grid_width": 0.05}))
+    with pytest.raises(ConfigError) as e:  # a rule between two keys: both as the user wrote them
+        load_config(p)
+    assert "grid_levels x step fraction" in str(e.value) and "grid.levels" not in str(e.value)

@@ -32,3 +32,28 @@ def test_the_protective_stop_shows_where_it_rests_and_its_absence_shows_too() ->
     assert "stop=624.5" in lines[0] and "pos=-160" in lines[0] and "stop=-" in lines[1]
     doc = msgspec.json.decode(msgspec.json.encode(snap))
     assert [w["stop_price"] for w in doc["workers"]] == [624.5, None]
+
+
+def test_order_management_down_is_said_first_in_the_table_and_the_lines() -> None:
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          order_management="down: gateway failed (exited with code -9); restart 3 in 2s",
+                          workers=[worker("BTCUSD", trading="not trading: order management down")])
+    table = render_table(snap).splitlines()
+    assert table[1] == ("ORDER MANAGEMENT DOWN: gateway failed (exited with code -9); restart 3 in 2s: "
+                        "resting orders are not managed")
+    lines = render_lines(snap).splitlines()
+    assert lines[0] == table[1] and "trading='not trading: order management down'" in lines[1]
+    assert msgspec.json.decode(msgspec.json.encode(snap))["order_management"].startswith("down: gateway")
+    up = msgspec.structs.replace(snap, order_management="up")
+    assert "ORDER MANAGEMENT" not in render_table(up) + render_lines(up)
+
+
+def test_failing_storage_is_said_on_its_own_line() -> None:
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          halted=True, halt_reason="storage: fill 7 not written: database or disk is full",
+                          storage="failing: 3 fills waiting to be written; fill 7 not written: database or disk is full",
+                          workers=[worker("BTCUSD")])
+    line = "STORAGE FAILING: 3 fills waiting to be written; fill 7 not written: database or disk is full"
+    assert line in render_table(snap).splitlines()
+    lines = render_lines(snap).splitlines()
+    assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full"]

@@ -47,3 +47,14 @@ def test_breach_must_be_sustained_for_grace() -> None:
     assert not t.update([], now=6)
     assert t.state == "ok"
     assert not t.update(["rss"], now=7)
+
+
+def test_a_child_that_may_not_be_quarantined_keeps_being_retried_at_the_capped_backoff() -> None:
+    cfg = SupervisionConfig(backoff_initial_s=1, backoff_max_s=8, max_restarts=3, restart_window_s=100)
+    p = RestartPolicy(cfg, may_quarantine=False)
+    delays = [p.on_failure(float(t), "crash") for t in range(10)]
+    assert delays == [1, 2, 4, 8, 8, 8, 8, 8, 8, 8]
+    assert not p.quarantined and p.failing and p.restarts == 10
+    assert "retrying every 8s" in p.reason and "last: crash" in p.reason
+    p.on_healthy(200.0, up_since=50.0)  # a clean window earns it back
+    assert not p.failing and p.on_failure(300.0, "crash") == 1

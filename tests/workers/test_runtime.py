@@ -35,3 +35,70 @@ def test_send_nowait_on_a_plain_socket() -> None:
         assert pull.poll(2000) and pull.recv() == b"hello"
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_log_file_on_a_full_disk_says_so_once_without_a_traceback(small_disk, capsys) -> None:
+    import logging
+
+    from workers.runtime import bounded_log_handler
+
+    handler = bounded_log_handler(small_disk.path / "x.log")
+    logger = logging.getLogger("full-disk-test")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("before")
+        small_disk.fill()
+        for _ in range(2000):  # past the last page the file had
+            logger.warning("a line that needs room " * 4)
+        err = capsys.readouterr().err
+        assert err.count("cannot write log") == 1 and "Traceback" not in err, err
+        small_disk.free()
+        logger.warning("after")
+        handler.flush()
+        assert "after" in (small_disk.path / "x.log").read_text()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_idle_subscribers_cannot_make_the_gateway_hold_much(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from pathlib import Path
+
+    from shared.config import load_config
+    from shared.transport import make_endpoints
+    from workers.runtime import ChildSpec, gateway_sockets
+
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
+    Path(spec.endpoints.sock_dir).mkdir()
+    ctx = zmq.Context()  # the same sockets as the gateway's asyncio ones, without a loop
+    pub, _router = gateway_sockets(ctx, spec, sndhwm=100_000)  # type: ignore[arg-type]
+    # Someone connects 8 subscribers to every topic and never reads.
+    idle = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, zmq\n"
+        "c = zmq.Context(); socks = []\n"
+        "for _ in range(8):\n"
+        "    s = c.socket(zmq.SUB); s.setsockopt(zmq.RCVHWM, 1); s.setsockopt(zmq.RCVBUF, 4096)\n"
+        "    s.connect(sys.argv[1]); s.setsockopt(zmq.SUBSCRIBE, b''); socks.append(s)\n"
+        "time.sleep(60)\n"), spec.endpoints.market_data])
+    try:
+        time.sleep(1.0)
+        before = psutil.Process().memory_info().rss / 2**20
+        frame = b"BTCUSD\0" + b"x" * 120
+        for _ in range(200_000):
+            send_nowait(pub, frame)
+        time.sleep(0.5)
+        grown = psutil.Process().memory_info().rss / 2**20 - before
+        assert grown < 25, f"the gateway grew {grown:.0f} MB for subscribers that never read"
+    finally:
+        idle.kill()
+        idle.wait()
+        ctx.destroy(linger=0)

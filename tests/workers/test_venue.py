@@ -245,7 +245,7 @@ async def test_batch_create_edit_cancel_and_limit(api: Api) -> None:
     status, data, _ = await api.call("POST", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": too_many})
     assert (status, data["error"]["code"]) == (400, "bad_schema")
     status, data, _ = await api.call("DELETE", "/v2/orders/all", body={"product_id": SYN_ID})
-    assert (status, data) == (200, {"success": True})
+    assert (status, data) == (200, {"success": True, "result": {}})
     assert (await api.ok("GET", "/v2/orders"))["result"] == []
 
 
@@ -428,5 +428,6 @@ async def test_venue_json_is_private(tmp_path: Path, api: Api) -> None:
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     data = json.loads(path.read_text())
     assert data == {"rest_url": api.venue.rest_url, "ws_url": api.venue.ws_url,
+                    "public_ws_url": api.venue.public_ws_url,
                     "api_key": api.venue.api_key, "api_secret": api.venue.api_secret}
     assert data["ws_url"].startswith("ws://127.0.0.1:") and data["ws_url"].endswith("/ws")

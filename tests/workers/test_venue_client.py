@@ -90,3 +90,67 @@ async def test_client_refused_with_wrong_secret(venue: PaperVenue) -> None:
             await c.get_wallet_balances()
     assert "not-the-secret" not in str(err.value) and venue.api_secret not in str(err.value)
     await asyncio.sleep(0)
+
+
+async def test_a_public_flood_earns_a_429_that_does_not_stop_order_actions() -> None:
+    """Unsigned requests have their own per-IP bucket on the venue, and the client blocks only
+    the bucket a 429 came from: a flood of public reads from our own IP (the venue sees every
+    local caller as 127.0.0.1) used to stop every order action until the window reset."""
+    import time
+
+    import aiohttp
+
+    v = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200, rate_limit_units=60,
+                                 rate_limit_window_s=30.0), ["BTCUSD"])
+    await v.start()
+    try:
+        async with aiohttp.ClientSession() as flood:  # someone else on this box, no key
+            statuses = []
+            for _ in range(40):
+                async with flood.get(v.rest_url + "/v2/tickers/BTCUSD") as r:
+                    statuses.append(r.status)
+        assert 429 in statuses
+        async with DeltaRestClient(v.rest_url, v.api_key, v.api_secret, max_read_attempts=1) as client:
+            # A public read: 429, so it waits for its bucket's reset (~30 s) before its one retry.
+            read = asyncio.create_task(client.get_ticker("BTCUSD"))
+            while client.public_limiter.snapshot().blocked_for_s == 0:
+                await asyncio.sleep(0.01)
+            t0 = time.monotonic()
+
+            async def trade() -> None:
+                order = await client.place_order(product_id=27, size=1, side="buy", order_type="limit_order",
+                                                 limit_price="1000", client_order_id="after-flood")
+                assert order.client_order_id == "after-flood"
+                await client.cancel_all(product_id=27)
+            await asyncio.wait_for(trade(), timeout=5)
+            assert time.monotonic() - t0 < 2.0
+            assert not read.done() and client.limiter.snapshot().blocked_for_s == 0
+            read.cancel()
+    finally:
+        await v.stop()
+
+
+async def test_a_429_from_one_products_matching_engine_does_not_stop_the_others() -> None:
+    import time
+
+    v = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200, engine_ops_per_s=1), ["BTCUSD", "ETHUSD"])
+    await v.start()
+    try:
+        async with DeltaRestClient(v.rest_url, v.api_key, v.api_secret) as client:
+            while int(time.monotonic() % 1 * 10) > 2:  # start early in a venue second, away from its edge
+                await asyncio.sleep(0.02)
+            # BTCUSD's engine allows one operation a second here
+            await client.place_order(product_id=27, size=1, side="buy", order_type="limit_order",
+                                     limit_price="1000", client_order_id="btc-0")
+            over = asyncio.create_task(client.place_order(  # 429 from BTCUSD's engine: waits, then resent
+                product_id=27, size=1, side="buy", order_type="limit_order", limit_price="1000",
+                client_order_id="btc-1"))
+            await asyncio.sleep(0.1)
+            assert not over.done() and client.limiter.snapshot().blocked_for_s == 0  # the account is not blocked
+            t0 = time.monotonic()
+            await client.place_order(product_id=3136, size=1, side="buy", order_type="limit_order",
+                                     limit_price="100", client_order_id="eth-0")
+            assert time.monotonic() - t0 < 0.3
+            assert (await over).client_order_id == "btc-1"
+    finally:
+        await v.stop()

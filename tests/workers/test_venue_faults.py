@@ -110,7 +110,8 @@ async def test_venue_main_serves_writes_venue_json_and_stops_on_sigterm(tmp_path
     try:
         assert proc.stdout is not None
         lines = [(await asyncio.wait_for(proc.stdout.readline(), 60)).decode() for _ in range(2)]
-        assert "REST http://127.0.0.1:" in lines[0] and "/ws" in lines[0]
+        # venue.json first, then the ready line (whoever waits for it can read the file at once)
+        assert "venue.json" in lines[0] and "REST http://127.0.0.1:" in lines[1] and "/ws" in lines[1]
         info = json.loads((tmp_path / "venue.json").read_text())
         assert stat.S_IMODE(os.stat(tmp_path / "venue.json").st_mode) == 0o600
         assert info["api_secret"] not in "".join(lines)  # the secret is never printed
@@ -183,17 +184,28 @@ async def test_restart_keeps_the_account_and_refuses_connections_meanwhile() -> 
         await venue.stop()
 
 
-async def test_synthetic_products_are_capped() -> None:
+async def test_synthetic_products_are_capped_and_listed_only_for_an_authenticated_caller() -> None:
     venue = PaperVenue(VenueSettings(**BASE, max_symbols=2), ["BTCUSD"])
     await venue.start()
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(venue.rest_url + "/v2/products/SYN_0007") as r:
-                assert r.status == 200
-            async with session.get(venue.rest_url + "/v2/products/SYN_0008") as r:
-                data = await r.json()
-                assert r.status == 400 and data["error"]["code"] == "invalid_contract"
-                assert "2 products" in data["error"]["context"]["message"]
+            for path in ("/v2/products/SYN_0007", "/v2/tickers/SYN_0007", "/v2/l2orderbook/SYN_0007"):
+                async with session.get(venue.rest_url + path) as r:  # anonymous
+                    data = await r.json()
+                    assert r.status == 404 and data["error"]["code"] == "invalid_contract", (path, data)
+                    assert "not listed" in data["error"]["context"]["message"]
+            async with session.ws_connect(venue.ws_url) as ws:  # an anonymous socket neither
+                await ws.send_json({"type": "subscribe", "payload": {"channels": [
+                    {"name": "v2/ticker", "symbols": ["SYN_0007", "BTCUSD"]}]}})
+                reply = await ws.receive_json(timeout=5)
+                assert {"name": "v2/ticker", "symbols": ["SYN_0007"], "error": "SYN_0007 is not listed; "
+                        "an authenticated request lists a new paper product"} in reply["channels"]
+            assert set(venue.markets) == {"BTCUSD"}
+            status, _, _ = await signed(session, venue, "GET", "/v2/products/SYN_0007")
+            assert status == 200 and "SYN_0007" in venue.markets
+            status, data, _ = await signed(session, venue, "GET", "/v2/products/SYN_0008")
+            assert status == 400 and data["error"]["code"] == "invalid_contract"
+            assert "2 products" in data["error"]["context"]["message"]
     finally:
         await venue.stop()
 
@@ -209,8 +221,8 @@ async def test_a_venue_started_late_in_a_run_catches_up_without_a_hole() -> None
     await venue.start()
     try:
         async with aiohttp.ClientSession() as session:
-            async with session.get(venue.rest_url + "/v2/products/SYN_0005") as r:  # joins after catch-up
-                assert r.status == 200
+            status, _, _ = await signed(session, venue, "GET", "/v2/products/SYN_0005")  # joins after catch-up
+            assert status == 200
 
         async def in_lockstep() -> bool:
             syn = venue.markets["SYN_0005"]
@@ -263,37 +275,137 @@ async def test_a_sigkilled_venue_loses_no_fill_and_never_reuses_a_fill_id(tmp_pa
             f"sys.exit(venue_main(0, {str(tmp_path)!r}, ['BTCUSD'], VenueSettings(bar_seconds=0.04, "
             "history_bars=200, state_save_interval_s=3600)))")
 
+    procs: list[asyncio.subprocess.Process] = []
+
     async def start() -> tuple[asyncio.subprocess.Process, DeltaRestClient]:
         (tmp_path / "venue.json").unlink(missing_ok=True)
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+        procs.append(proc)  # reaped in the finally below, even if it never gets ready
         assert proc.stdout is not None
-        await asyncio.wait_for(proc.stdout.readline(), 60)
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("venue: REST"):
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+            assert line, f"venue exited before it was ready: {lines}"
+            lines.append(line)
+        # the ready line comes last: venue.json is complete by then (issue 10 §6)
+        assert any("paper key and secret written to" in ln for ln in lines[:-1]), lines
         info = json.loads((tmp_path / "venue.json").read_text())
+        assert info["rest_url"] in lines[-1]
         return proc, DeltaRestClient(info["rest_url"], info["api_key"], info["api_secret"])
 
-    proc, rest = await start()
     try:
-        for size in (3, 2):
-            await rest.place_order(product_id=27, size=size, side="buy", order_type="market_order")
-        before = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
-        balance = (await rest.get_wallet_balances())[0].balance
-        assert len(before) == 2
-    finally:
-        await rest.close()
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-    assert (tmp_path / "paper-account.json.journal").stat().st_size > 0  # the fills are only there
+        proc, rest = await start()
+        try:
+            for size in (3, 2):
+                await rest.place_order(product_id=27, size=size, side="buy", order_type="market_order")
+            before = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
+            balance = (await rest.get_wallet_balances())[0].balance
+            assert len(before) == 2
+        finally:
+            await rest.close()
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        assert (tmp_path / "paper-account.json.journal").stat().st_size > 0  # the fills are only there
 
-    proc, rest = await start()
-    try:
-        after = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
-        assert after == before
-        assert (await rest.get_wallet_balances())[0].balance == balance
-        assert [(p.product_id, p.size) for p in await rest.get_margined_positions()] == [(27, 5)]
-        await rest.place_order(product_id=27, size=1, side="sell", order_type="market_order")
-        newest = {str(f.id) for f in await rest.get_fills([27])} - set(before)
-        assert len(newest) == 1  # a new id, not one of the two the killed venue handed out
+        proc, rest = await start()
+        try:
+            after = {str(f.id): (f.size, f.price, f.commission) for f in await rest.get_fills([27])}
+            assert after == before
+            assert (await rest.get_wallet_balances())[0].balance == balance
+            assert [(p.product_id, p.size) for p in await rest.get_margined_positions()] == [(27, 5)]
+            await rest.place_order(product_id=27, size=1, side="sell", order_type="market_order")
+            newest = {str(f.id) for f in await rest.get_fills([27])} - set(before)
+            assert len(newest) == 1  # a new id, not one of the two the killed venue handed out
+        finally:
+            await rest.close()
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
-        await rest.close()
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+
+async def test_a_full_disk_never_turns_a_done_action_into_an_error_and_loses_nothing(small_disk) -> None:
+    """The account journal on a real full filesystem: an order done while the disk filled is
+    answered as done (its journal bytes wait in memory), the next order action is refused
+    before anything is done, and once space is back the waiting bytes are written, trading
+    resumes and a restart from the files sees every order."""
+    state = small_disk.path / "paper-account.json"
+    settings = VenueSettings(**BASE, state_file=str(state), state_save_interval_s=3600)
+    venue = PaperVenue(settings, ["BTCUSD"])
+    await venue.start()
+    order = {"product_symbol": "SYN_0009", "side": "buy", "size": 1, "limit_price": "1"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, _, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "a"})
+            assert status == 200
+            small_disk.fill()
+            done = []
+            while not venue.storage_error and len(done) < 200:  # until the journal's last page is full
+                coid = f"b{len(done)}"
+                status, placed, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": coid})
+                assert (status, placed["result"]["client_order_id"]) == (200, coid)  # done, so said
+                done.append(coid)
+            assert "No space left" in venue.storage_error
+            status, refused, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "c"})
+            assert (status, refused["error"]["code"]) == (503, "unavailable")
+            assert "nothing was done" in refused["error"]["context"]["message"]
+            status, _, _ = await signed(session, venue, "GET", "/v2/orders/client_order_id/c")
+            assert status == 404
+            status, _, _ = await signed(session, venue, "GET", "/v2/wallet/balances")
+            assert status == 200  # reads keep working
+            await asyncio.sleep(0.3)  # the replay keeps running (it used to die on the failed write)
+            ticks = venue.ticks_replayed
+            await asyncio.sleep(0.3)
+            assert venue.ticks_replayed > ticks
+            small_disk.free()
+            status, _, _ = await signed(session, venue, "POST", "/v2/orders", {**order, "client_order_id": "d"})
+            assert status == 200 and venue.storage_error == ""
+    finally:
+        small_disk.fill()
+        await venue.stop()  # the final snapshot fails on the full disk: the journal still holds all
+        small_disk.free()
+    # What a crash would leave: the journal as written, no final snapshot of the last orders.
+    # A venue started while the disk is still full cannot fold that journal into a snapshot (nor
+    # save its market clock): it starts, says why, and keeps the journal rather than empty it.
+    small_disk.fill()
+    try:
+        on_full = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
+        assert "No space left" in on_full.storage_error
+        assert sorted(o.client_order_id for o in on_full.engine.open_orders()) == sorted(["a", *done, "d"])
+        await on_full.stop()
+    finally:
+        small_disk.free()
+    again = PaperVenue(settings, ["BTCUSD"], api_key=venue.api_key, api_secret=venue.api_secret)
+    assert sorted(o.client_order_id for o in again.engine.open_orders()) == sorted(["a", *done, "d"])
+
+
+async def test_junk_bodies_and_frames_get_clear_errors_not_500s_or_recursion() -> None:
+    venue = PaperVenue(VenueSettings(**BASE), ["BTCUSD"])
+    await venue.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            big = b"x" * (2 << 20)
+            async with session.post(venue.rest_url + "/v2/orders", data=big,
+                                    headers={"Content-Type": "application/json"}) as r:
+                data = await r.json()
+                assert r.status == 413 and data == {"success": False, "error": {
+                    "code": "request_entity_too_large", "context": {"max_bytes": 1 << 20}}}
+            deep = "[" * 100_000 + "]" * 100_000
+            ts = str(int(time.time()))
+            headers = {"api-key": venue.api_key, "timestamp": ts, "Content-Type": "application/json",
+                       "signature": sign(venue.api_secret, "POST", ts, "/v2/orders", "", deep)}
+            async with session.post(venue.rest_url + "/v2/orders", data=deep, headers=headers) as r:
+                data = await r.json()
+                assert r.status == 400 and data["error"]["code"] == "bad_schema", data
+            async with session.ws_connect(venue.ws_url) as ws:
+                for _ in range(3):
+                    await ws.send_str("[" * 60_000)
+                    reply = await ws.receive_json(timeout=5)
+                    assert reply["type"] == "error" and reply["message"].startswith("bad frame")
+                await ws.send_json({"type": "ping"})
+                assert (await ws.receive_json(timeout=5))["type"] == "pong"  # still served
+    finally:
+        await venue.stop()

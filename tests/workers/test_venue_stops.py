@@ -158,7 +158,7 @@ async def test_cancel_a_pending_stop_and_cancel_all_by_kind(api: Api) -> None:
         return {o["id"] for o in await api.ok("GET", "/v2/orders")}
 
     status, data = await api.call("DELETE", "/v2/orders/all", body={"product_id": 27, "cancel_stop_orders": "true"})
-    assert (status, data) == (200, {"success": True})
+    assert (status, data) == (200, {"success": True, "result": {}})
     assert await live() == {plain["id"], ro["id"]}
     await api.ok("DELETE", "/v2/orders/all", body={"cancel_reduce_only_orders": True, "cancel_limit_orders": False})
     assert await live() == {plain["id"]}

@@ -87,3 +87,21 @@ async def test_waiting_queue_is_bounded_and_cancellation_cleans_up() -> None:
         w.cancel()
     await asyncio.gather(*waiters, return_exceptions=True)
     assert limiter.waiting == 0
+
+
+async def test_order_actions_have_their_own_lane_ahead_of_reads() -> None:
+    limiter = AccountRateLimiter(RequestBudget(capacity=10, window_s=0.05, reserve=0))
+    await limiter.acquire(10, Priority.READ)  # window now full
+    order: list[str] = []
+
+    async def go(name: str, prio: Priority) -> None:
+        await limiter.acquire(10, prio)
+        order.append(name)
+
+    reads = [asyncio.create_task(go(f"read-{i}", Priority.READ)) for i in range(3)]
+    await asyncio.sleep(0)
+    place = asyncio.create_task(go("place", Priority.NEW_ORDER))
+    await asyncio.sleep(0)
+    cancel = asyncio.create_task(go("cancel", Priority.RISK))
+    await asyncio.wait_for(asyncio.gather(*reads, place, cancel), timeout=5)
+    assert order == ["cancel", "place", "read-0", "read-1", "read-2"]

@@ -231,7 +231,7 @@ async def test_429_blocks_the_limiter_for_the_reset_then_retries(delta: Scripted
              Reply(status=429, body="", headers={"X-RATE-LIMIT-RESET": "30"}),
              ok({"symbol": "BTCUSD", "buy": [{"price": "100", "size": 5, "depth": "5"}],
                  "sell": [], "last_updated_at": 1700000000000000}))
-    async with DeltaRestClient(delta.url, limiter=limiter) as client:
+    async with DeltaRestClient(delta.url, public_limiter=limiter) as client:  # a public read
         book = await client.get_l2_orderbook("BTCUSD", depth=5)
     assert book.buy[0].size == 5 and book.last_updated_at == 1700000000000000
     assert limiter.resets == [30]

@@ -15,6 +15,7 @@ def test_all_four_delta_venues_and_paper() -> None:
     assert resolve_venue("global-testnet").ws_url == "wss://testnet-socket.delta.exchange"
     paper = resolve_venue("paper", rest_url="http://127.0.0.1:5000/", ws_url="ws://127.0.0.1:5000/ws")
     assert paper.is_paper and paper.rest_url == "http://127.0.0.1:5000"
+    assert paper.public_ws_url == "ws://127.0.0.1:5000/public"  # the venue's stand-in public host
 
 
 def test_bad_names_list_the_valid_ones() -> None:

@@ -21,7 +21,7 @@ def test_paging_walks_older_then_back_newer_without_gaps() -> None:
     assert page3 == ["item2", "item1"] and meta3["after"] is None
     back, meta_back = wire.page_newest_first(keyed, after=None, before=int(meta3["before"]), size=4)
     assert back == page2 and meta_back["before"] is not None
-    assert wire.page_newest_first([], after=None, before=None, size=4) == ([], {"after": None, "before": None, "page_size": 4})
+    assert wire.page_newest_first([], after=None, before=None, size=4) == ([], {"after": None, "before": None, "limit": 4})
 
 
 def test_aggregate_bars_aligns_to_the_epoch() -> None:

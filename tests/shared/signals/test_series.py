@@ -10,9 +10,14 @@ import pytest
 from shared.marketdata import Candles, candle_ticks, synthetic_candles
 from shared.signals import SignalConfig, SignalEngine
 from shared.signals import strategies as st
+from shared.signals.series import (
+    SignalSeries,
+    candle_tick_prices,
+    evaluate_series,
+    evaluate_series_reference,
+    iter_series,
+)
 from tests.shared.signals.test_engine import window
-from shared.signals.series import (SignalSeries, candle_tick_prices, evaluate_series,
-                                   evaluate_series_reference, iter_series)
 
 N_BARS = 2500
 

@@ -3,8 +3,6 @@ columns and Python floats: the engine runs the same component code on each)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -57,13 +55,14 @@ def test_mtf_needs_two_of_three_agreeing() -> None:
 
 def test_mtf_frame_completes_a_bucket_when_a_later_one_starts() -> None:
     k = 2.0 / 3.0
-    fr = st.MtfFrame(*([math.nan] * 6))
+    fr = st.MtfFrame(*st.MTF_RESET)
     closes = [10.0, 11.0, 12.0, 13.0, 14.0]  # 1m bars at 0, 60, ..., 240 s in 2-minute buckets
     for i, c in enumerate(closes):
         fr = st.mtf_commit(SCALAR, fr, 60.0 * i, c, 120.0, k)
     # buckets [10, 11] and [12, 13] completed with closes 11 and 13; 14 is in the open bucket
     assert fr.done == 2.0 and fr.ema == 11.0 + k * (13.0 - 11.0) and fr.last == 14.0
-    fr = st.mtf_prepare(SCALAR, fr, k)
+    ema_next, done_next = st.mtf_prepare(SCALAR, fr.ema, fr.done, fr.last, k)
+    fr = fr._replace(ema_next=ema_next, done_next=done_next)
     # forming bar in the same bucket as the last close: the completed EMA; in a later one: with 14
     assert st.mtf_trend(SCALAR, fr, 270.0, 14.5, 120.0, 2) == (True, False)
     assert fr.ema_next == st.mtf_ema_step(fr.ema, 14.0, k) and fr.done_next == 3.0

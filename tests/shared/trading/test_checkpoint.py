@@ -67,3 +67,22 @@ def test_reconciling_from_the_checkpoint_equals_reconciling_from_every_fill() ->
     assert recent.position == everything.position
     assert recent.holdings == everything.holdings
     assert set(recent.seen_fills) <= set(everything.seen_fills)
+
+
+def test_manual_fills_up_to_the_checkpoint_travel_with_it_and_the_bot_counts_the_rest() -> None:
+    """The venue's position is the account's: the bot's own plus the manual fills on the product.
+    The checkpoint carries the manual ones before it; the bot counts those it reads after."""
+    manual = [Fill(fill_id=f"m{n}", symbol="ETHUSD", side=side, size=size, price="2000", fee="0.01",  # type: ignore[arg-type]
+                   contract_value="0.01", ts=1000.0 + 10 * n, client_order_id="") for n, side, size in
+              ((2, "buy", 7), (7, "sell", 2))]
+    fills = sorted([fill(1, "buy", "entry", 1, "2000"), fill(3, "sell", "take_profit", 1, "2010"),  # flat at 3
+                    fill(9, "sell", "entry", 1, "2020")] + manual, key=lambda f: f.ts)
+    cp = find_checkpoint(fills, bot_id="t1", symbol="ETHUSD", overlap_s=0.0)
+    assert cp is not None and cp.foreign_contracts == 7  # m2 before the flat point; m7 after
+    bot = TradingBot(symbol="ETHUSD", product=ETH, grid=GridConfig(), risk=RiskConfig(), bot_id="t1")
+    bot.reconcile_from([], [f for f in fills if f.ts >= cp.since_ts], [], checkpoint=cp)
+    assert bot.position is not None and bot.position.contracts == -2
+    assert bot.foreign_contracts == 7 - 2  # the venue would show -2 + 5 = +3
+    bot.on_fill(Fill(fill_id="m10", symbol="ETHUSD", side="buy", size=1, price="2000", fee="0",  # type: ignore[arg-type]
+                     contract_value="0.01", ts=1200.0))
+    assert bot.foreign_contracts == 6 and bot.position.contracts == -2

@@ -1,0 +1,259 @@
+"""`orchestrate optimize` end to end: a real study on a 2-worker Dask LocalCluster over the shipped
+BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator.optimize_study import trial_config
+from shared.config import Config, config_to_toml_dict, load_config
+from shared.marketdata import read_ohlcv_csv
+from shared.optimize.trial import MarketData, evaluate
+from orchestrator.optimize_cmd import parse_range
+from shared.products import PAPER_PRODUCTS
+
+REPO = Path(__file__).resolve().parents[2]
+BTC = REPO / "shared" / "data" / "BTCUSD-coinbase-1m.csv.gz"
+# Short ranges keep a trial near a quarter second; the day before gives the indicators' warm-up.
+TRAIN = "2018-04-05T00:00..2018-04-05T05:59"
+TEST = "2018-04-05T06:00..2018-04-05T09:59"
+# grid.min_confidence above 1 is refused by the config schema (a confidence is 0..1), so part of
+# the space gives refused trials, which must be recorded as failed with the reason while the study
+# goes on; the rest trades.
+SPACE = ('"grid.width" = {low = 0.001, high = 0.01, log = true}\n'
+         '"grid.levels" = {low = 2, high = 8}\n'
+         '"grid.min_confidence" = {low = 0.2, high = 1.3}\n')
+
+pytestmark = pytest.mark.slow
+
+
+def optimize_cmd(tmp: Path, trials: int, *extra: str) -> list[str]:
+    (tmp / "space.toml").write_text(SPACE)
+    return [sys.executable, "-m", "orchestrator.cli", "optimize", "--data", f"BTCUSD={BTC}",
+            "--space", str(tmp / "space.toml"), "--trials", str(trials), "--objective", "net_pnl",
+            "--train", TRAIN, "--test", TEST, "--jobs", "2", "--seed", "7", "--top", "3",
+            "--run-dir", str(tmp / "run"), "--report", str(tmp / "report"), *extra]
+
+
+def read_trials(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_path: Path) -> None:
+    proc = subprocess.run(optimize_cmd(tmp_path, 12), cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = read_trials(tmp_path / "report" / "trials.csv")
+    assert len(rows) == 12 and sorted(int(r["trial"]) for r in rows) == list(range(12))
+    refused = [r for r in rows if r["state"] == "FAIL"]
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert refused, "the space reaches configs the schema refuses; none was recorded as failed"
+    for r in rows:
+        assert (r in refused) == (float(r["grid.min_confidence"]) > 1), r
+    for r in refused:
+        assert r["fail_reason"].startswith("config refused:") and "grid.min_confidence must be 0..1" in r["fail_reason"]
+        assert r["score"] == "" and r["net_pnl"] == ""
+    assert len(done) >= 4
+    best = max(done, key=lambda r: (float(r["score"]), -int(r["trial"])))
+    busiest = max(done, key=lambda r: float(r["fills"]))
+    assert float(busiest["fills"]) > 0 and float(busiest["score"]) != 0.0, "no trial traded"
+
+    # best.toml, loaded as a live run loads its config and backtested alone in this process (not on
+    # the cluster), gives the very same float the worker reported for the trial
+    cfg, _ = load_config(tmp_path / "report" / "best.toml")
+    assert cfg.grid.levels == int(best["grid.levels"])
+    assert cfg.grid.min_confidence == float(best["grid.min_confidence"])
+    assert cfg.grid.width == float(best["grid.width"])
+    market = MarketData(candles={"BTCUSD": read_ohlcv_csv(BTC)}, specs={"BTCUSD": PAPER_PRODUCTS["BTCUSD"]})
+    alone = evaluate(cfg, market, parse_range(TRAIN, "--train"), "net_pnl")
+    assert alone.error == "" and alone.score == float(best["score"])
+    # the trial that traded most, rebuilt from its values and run alone, gives its float too
+    values = {"grid.width": float(busiest["grid.width"]), "grid.levels": int(busiest["grid.levels"]),
+              "grid.min_confidence": float(busiest["grid.min_confidence"])}
+    again = evaluate(trial_config(config_to_toml_dict(Config()), values), market, parse_range(TRAIN, "--train"),
+                     "net_pnl")
+    assert again.error == "" and again.score == float(busiest["score"])
+    assert again.figures["fills"] == float(busiest["fills"])
+    assert "reproduces trial" in proc.stderr
+    # ... and so does `orchestrate backtest` with the command best.toml names in its header
+    line = next(x for x in (tmp_path / "report" / "best.toml").read_text().splitlines() if x.startswith("# reproduce: "))
+    argv = shlex.split(line.removeprefix("# reproduce: "))
+    assert argv[:2] == ["orchestrate", "backtest"]
+    bt = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv[1:], "--json"], cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+    assert bt.returncode == 0, bt.stderr
+    assert json.loads(bt.stdout)["summary"]["net_pnl"] == float(best["score"])
+
+    md = (tmp_path / "report" / "best.md").read_text()
+    assert f"| #{best['trial']} |" in md and "test net_pnl" in md
+    assert (tmp_path / "report" / "parallel.png").stat().st_size > 10_000
+    assert (tmp_path / "report" / "importances.csv").read_text().startswith("parameter,importance")
+
+
+def _counted(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int, str]:
+    # its own session, so a signal can go to the whole process group, as a terminal's Ctrl-C does
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    tree: set[int] = set()
+    try:
+        deadline = time.monotonic() + 180
+        while _counted(db) < after:
+            assert proc.poll() is None, f"optimize ended before it was stopped: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no trials finished in 180 s"
+            tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+            time.sleep(0.1)
+        tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # driver and its Dask workers alike
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the driver's Dask workers do not outlive it
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in tree if psutil.pid_exists(p)], timeout=30)
+    for p in alive:
+        p.kill()
+    assert not alive, f"Dask worker processes outlived the driver: {[p.pid for p in alive]}"
+    return proc.returncode, err
+
+
+def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
+    cmd = optimize_cmd(tmp_path, 16)
+    db = tmp_path / "run" / "optimize.sqlite"
+    # Ctrl-C to the process group: the driver marks the trials in flight as interrupted, queues them
+    # again, exits 130; the workers ignore it (no traceback from them) and close with the cluster
+    rc, err = _stop_mid_study(cmd, db, after=3, sig=signal.SIGINT)
+    assert rc == 130, err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    first = _counted(db)
+    # SIGKILL: no chance to clean up; the next start finds the dead driver's running trials
+    rc, err = _stop_mid_study(cmd, db, after=first + 3, sig=signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    with sqlite3.connect(db) as con:
+        kept = dict(con.execute("select t.number, v.value from trials t join trial_values v using (trial_id) "
+                                "where t.state = 'COMPLETE'").fetchall())
+        running = con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+    assert running >= 1, "a SIGKILLed driver leaves its trials in flight as RUNNING"
+
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "left running by a stopped driver are queued again" in proc.stderr
+    rows = read_trials(tmp_path / "report" / "trials.csv")
+    interrupted = [r for r in rows if r["fail_reason"].startswith("interrupted")]
+    counted = [r for r in rows if r not in interrupted]
+    assert len(counted) == 16, [(r["trial"], r["state"], r["fail_reason"]) for r in rows]
+    assert len({int(r["trial"]) for r in rows}) == len(rows)
+    assert len(interrupted) >= 1 + running  # the Ctrl-C'd ones and the SIGKILLed ones
+    # every interrupted trial's values were run again, once, as a later trial
+    # every interrupted trial's values were queued once more (a retry may itself be interrupted
+    # and queued again), and each chain of retries ends in a trial that counts
+    retried = [r for r in rows if r["retry_of"]]
+    requeued = [r for r in interrupted if r["fail_reason"].endswith("queued again")]
+    assert len(requeued) >= len(interrupted) - 1  # a SIGKILL mid-draw leaves one half-drawn trial at most
+    assert sorted(int(r["retry_of"]) for r in retried) == sorted(int(r["trial"]) for r in requeued)
+    by_number = {int(r["trial"]): r for r in rows}
+    retry_of = {int(r["retry_of"]): r for r in retried}
+    for r in requeued:
+        nxt = retry_of[int(r["trial"])]
+        while nxt in interrupted:
+            nxt = retry_of[int(nxt["trial"])]
+        assert nxt in counted
+    for r in retried:
+        old = by_number[int(r["retry_of"])]
+        assert all(r[k] == old[k] for k in ("grid.width", "grid.levels", "grid.min_confidence"))
+        assert int(r["trial"]) > int(old["trial"])
+    # a resumed sampler does not replay the start-up draws it already made
+    drawn = [(r["grid.width"], r["grid.levels"], r["grid.min_confidence"]) for r in rows if not r["retry_of"]]
+    assert len(set(drawn)) == len(drawn)
+    # trials finished before the stops are kept with their scores, not re-run
+    for number, value in kept.items():
+        assert by_number[number]["state"] == "COMPLETE" and float(by_number[number]["score"]) == value
+
+
+def test_walk_forward_windows_each_get_a_study_and_a_test(tmp_path: Path) -> None:
+    cmd = optimize_cmd(tmp_path, 3)
+    cmd[cmd.index("--train") + 1] = "2018-04-05T00:00..2018-04-05T07:59"
+    cmd[cmd.index("--test") + 1] = "2018-04-05T08:00..2018-04-05T11:59"
+    proc = subprocess.run([*cmd, "--walk-forward", "2"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    report = tmp_path / "report"
+    for i in (1, 2):
+        rows = read_trials(report / f"wf{i}-trials.csv")
+        assert len([r for r in rows if r["state"] in ("COMPLETE", "FAIL")]) == 3
+    assert (report / "best.toml").read_text() == (report / "best-wf2.toml").read_text()
+    md = (report / "best.md").read_text()
+    assert "## Walk-forward" in md
+    # 12 h of bars in 2 windows of 6 h, each 75% train then 25% test, back to back
+    assert "| 1 | 2018-04-05 00:00..2018-04-05 04:29 | 2018-04-05 04:30..2018-04-05 05:59 |" in md
+    assert "| 2 | 2018-04-05 06:00..2018-04-05 10:29 | 2018-04-05 10:30..2018-04-05 11:59 |" in md
+
+
+def test_an_existing_dask_cluster_runs_the_same_command(tmp_path: Path) -> None:
+    """`--scheduler tcp://...`: workers started with `dask worker`, the candles shipped to them."""
+    dask = Path(sys.executable).with_name("dask")
+    sched_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(sched_file)], cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert time.monotonic() < deadline and scheduler.poll() is None, "dask scheduler did not start"
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        # the worker runs in another directory: it reads no file of the driver's, only what is shipped
+        worker = subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                   "--no-dashboard"], cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = optimize_cmd(tmp_path, 4, "--scheduler", address)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr
+        assert f"on {address}" in proc.stderr
+        rows = read_trials(tmp_path / "report" / "trials.csv")
+        assert len(rows) == 4 and any(r["state"] == "COMPLETE" for r in rows)
+    finally:
+        for p in (worker, scheduler):
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def test_bad_storage_exits_2_without_the_password(tmp_path: Path) -> None:
+    cmd = optimize_cmd(tmp_path, 2, "--storage", "postgresql://trader:hunter2@127.0.0.1:1/studies")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "--storage postgresql://trader:***@127.0.0.1:1/studies" in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+    proc = subprocess.run(optimize_cmd(tmp_path, 2, "--storage", "not a url"), cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "--storage" in proc.stderr and "Traceback" not in proc.stderr
