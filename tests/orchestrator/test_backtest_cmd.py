@@ -349,3 +349,17 @@ def test_a_gap_right_before_from_is_the_warm_ups_not_the_traded_ranges() -> None
     notes = backtest_cmd.prepare(ns).notes
     assert not any("gap(s) in ETHUSD's data" in n for n in notes), notes
     assert any("warm-up bars cross a gap of 7 h 7 min from 2018-04-04 16:53" in n for n in notes), notes
+
+
+def test_a_failure_inside_the_loop_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator import cli
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("loop bug")
+
+    monkeypatch.setattr(backtest_cmd, "_run_core", broken)
+    monkeypatch.delenv("ORCHESTRATE_TRACEBACK", raising=False)
+    assert cli.main(["backtest", "--data", f"ETHUSD={ETH}", "--from", "2018-04-05T06:00"]) == 1
+    err = capsys.readouterr().err
+    assert "orchestrate: backtest failed: RuntimeError: loop bug" in err and "Traceback" not in err
