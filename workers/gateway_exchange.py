@@ -12,7 +12,9 @@ snapshot and order-intent requests; sends fills to the supervisor for the SQLite
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
 trade of ours happened and polled every few seconds anyway: a quiet socket is never read as "no
 fills". They are read in the venue's own order, newest page back to the fills already known
-(shared/trading/fill_cursor.py), never by time: no clock can make the gateway skip one.
+(shared/trading/fill_cursor.py), never by time: no clock can make the gateway skip one. A REST
+fill names its order only by order_id; the gateway adds the order's client order id (the bots'
+name for it) from a bounded map or a lookup (shared/delta/client_ids.py).
 """
 
 from __future__ import annotations
@@ -25,16 +27,18 @@ import time
 from typing import Any
 
 import aiohttp
+import msgspec
 import numpy as np
 import zmq
 import zmq.asyncio
 
 from shared.config import secrets_from_env
-from shared.delta.errors import DeltaError, ResponseShapeError
+from shared.delta.client_ids import ClientIds, order_id_number
+from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
 from shared.delta.venues import resolve_venue
 from shared.delta.models import Fill as DeltaFill, Order
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit, chunks
-from shared.delta.ws import DeltaWebSocket, OrderUpdate, Subscribed, TradeEvent, UserTrade
+from shared.delta.ws import DeltaWebSocket, OrderSnapshot, OrderUpdate, Subscribed, TradeEvent, UserTrade
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (AccountRequest, AccountSnapshot, FillEvent, FillView, GatewayFigures,
                              HistoryReply, HistoryRequest, IntentResult, MessageCodec, NewOrderSpec,
@@ -52,6 +56,8 @@ SEEN_FILLS_MAX = 50_000
 EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
+LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
+LOOKUPS_FAILING_MAX = 1_000
 
 
 def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
@@ -129,6 +135,10 @@ class ExchangeGateway:
         self.records_dropped = 0
         # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
         self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # Delta's REST fills name only their order_id; the bots know their fills by client order id.
+        self.client_ids = ClientIds()
+        self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
+        self.lookups_failing: collections.OrderedDict[str, int] = collections.OrderedDict()  # order id -> polls
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -231,6 +241,7 @@ class ExchangeGateway:
             await self.pub.send_multipart((topic(ev.symbol), self.codec.encode(tick)))
             self.ticks += 1
         elif isinstance(ev, OrderUpdate):
+            self.client_ids.learn(ev.order_id, ev.client_order_id)
             sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
             if sym not in self.products or ev.order_id is None:
                 return
@@ -246,7 +257,11 @@ class ExchangeGateway:
             elif ev.action != "create":
                 event = "triggered" if ev.reason == "stop_trigger" else view.state
                 self.record(sym, event, view, detail=ev.reason or ev.action)
+        elif isinstance(ev, OrderSnapshot):  # the open orders at (re)subscription
+            for o in ev.orders:
+                self.client_ids.learn(o.id, o.client_order_id)
         elif isinstance(ev, UserTrade):
+            self.client_ids.learn(ev.order_id, ev.client_order_id)
             self.fill_wakeup.set()
 
     # --- fills ----------------------------------------------------------------------------
@@ -297,6 +312,22 @@ class ExchangeGateway:
         if sym not in self.products:
             self.known_fills.add(fid)
             return True
+        try:
+            f = await self.with_client_id(f)
+        except (DeltaError, OSError, asyncio.TimeoutError) as exc:
+            # A lookup that may succeed soon (timeout, rate limit, 5xx): read the fill again at the
+            # next poll rather than store it as a stranger's; after LOOKUP_ATTEMPTS, store it.
+            self.rest_errors += 1
+            key = str(f.order_id)
+            tries = self.lookups_failing.pop(key, 0) + 1
+            if tries < LOOKUP_ATTEMPTS:
+                self.lookups_failing[key] = tries
+                while len(self.lookups_failing) > LOOKUPS_FAILING_MAX:
+                    self.lookups_failing.popitem(last=False)
+                log.warning("fill %s: its order %s could not be looked up (%s); read again at the next poll",
+                            fid, f.order_id, exc)
+                return False
+            f = self.unresolved(f, f"lookup failed {tries} times: {exc}")
         msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
                                           contract_value=repr(self.products[sym].contract_value),
                                           sent_ns=time.perf_counter_ns()))
@@ -306,6 +337,42 @@ class ExchangeGateway:
         await self.pub.send_multipart((topic(sym), msg))  # the bots drop a repeat by id
         self.known_fills.add(fid)
         return True
+
+    async def with_client_id(self, f: DeltaFill) -> DeltaFill:
+        """The fill with its order's client order id, which Delta's REST fill lacks: from what
+        the answers and channels taught us, else looked up by order id (and remembered). A fill
+        whose order the venue does not know is handed on all the same (the ledger keeps every
+        fill), without one: counted and logged. Raises what a failed lookup raised."""
+        if f.client_order_id:  # the paper venue once sent it; the user_trades channel does
+            self.client_ids.learn(f.order_id, f.client_order_id)
+            return f
+        coid = self.client_ids.get(f.order_id)
+        if coid is None:
+            coid = await self.look_up_client_id(f.order_id)
+        if coid is None:
+            return self.unresolved(f, "the venue does not know the order")
+        self.lookups_failing.pop(str(f.order_id), None)
+        return msgspec.structs.replace(f, client_order_id=coid) if coid else f
+
+    def unresolved(self, f: DeltaFill, why: str) -> DeltaFill:
+        self.fills_unresolved += 1
+        log.error("fill %s of order %s handed on without a client order id (%s); %d so far",
+                  f.id, f.order_id, why, self.fills_unresolved)
+        return f
+
+    async def look_up_client_id(self, order_id: object) -> str | None:
+        """Ask the venue which client order id an order carries (GET /v2/orders/{id}, charged to
+        the account's rate budget): an order placed before this gateway started, or forgotten.
+        None if the venue does not know it (not remembered: a later fill of it asks again)."""
+        oid = order_id_number(order_id)
+        if oid is None:
+            return ""  # a settlement fill's order_id is a UUID: no order of anyone's
+        try:
+            o = await self.rest.get_order(oid)
+        except OrderNotFound:
+            return None
+        self.client_ids.learn(o.id, o.client_order_id)
+        return o.client_order_id or ""
 
     async def stale_poll_loop(self) -> None:
         """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
@@ -405,6 +472,9 @@ class ExchangeGateway:
             fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
                      if req.include_fills else [])
             balances = await self.rest.get_wallet_balances()
+            for o in orders:
+                self.client_ids.learn(o.id, o.client_order_id)
+            fills = [await self.with_client_id(f) for f in fills]  # a failed lookup fails the read
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
             return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
@@ -507,6 +577,8 @@ class ExchangeGateway:
         self.record(symbol, "cancelled", view, detail=detail)
 
     def record(self, symbol: str, event: str, view: OrderView, *, detail: str = "") -> None:
+        # Every place, edit and cancel answer passes here: the orders whose fills we will read.
+        self.client_ids.learn(view.order_id, view.client_order_id)
         self._push_record(OrderRecord(
             ts=time.time(), symbol=symbol, event=event, client_order_id=view.client_order_id or "",
             order_id=str(view.order_id), side=view.side, price=repr(view.price), size=view.size, detail=detail))
@@ -529,6 +601,7 @@ class ExchangeGateway:
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
+                              + (f", {self.fills_unresolved} fills without their order" if self.fills_unresolved else "")
                               + self.market_data_note())
 
     def feed_of(self, symbol: str) -> DeltaWebSocket:

@@ -140,8 +140,10 @@ def fill_json(f: Fill, spec: ProductSpec, order: Order | None = None) -> dict[st
     return {
         "id": f.id, "size": f.size, "fill_type": f.fill_type, "side": f.side, "price": s(f.price),
         "role": f.role, "commission": s(f.commission), "created_at": iso_time(f.timestamp),
+        # No client_order_id: Delta's fill record names its order only by order_id (api spec §5,
+        # the recorded sample), so every paper run takes the live path that maps one to the other.
         "product_id": f.product_id, "product_symbol": f.symbol, "order_id": str(f.order_id),
-        "client_order_id": f.client_order_id, "settling_asset_id": USD_ASSET["id"],
+        "settling_asset_id": USD_ASSET["id"],
         "settling_asset_symbol": "USD", "product": _product_ref(spec), "meta_data": meta,
     }
 

@@ -64,7 +64,8 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
     for r in rows:
         assert (r in refused) == (float(r["grid.min_confidence"]) > 1), r
     for r in refused:
-        assert r["fail_reason"].startswith("config refused:") and "grid.min_confidence must be 0..1" in r["fail_reason"]
+        assert r["fail_reason"].startswith("config refused:") and "'grid.min_confidence'" in r["fail_reason"] \
+            and "allowed 0 to 1" in r["fail_reason"]
         assert r["score"] == "" and r["net_pnl"] == ""
     assert len(done) >= 4
     best = max(done, key=lambda r: (float(r["score"]), -int(r["trial"])))

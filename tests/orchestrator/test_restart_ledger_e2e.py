@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -32,8 +33,11 @@ SYMBOLS = ("BTCUSD", "ETHUSD")
 def stored_fills(run_dir: Path) -> int:
     if not db_path(run_dir).exists():
         return 0
-    with Store(db_path(run_dir), readonly=True) as store:
-        return len(store.fills())
+    try:
+        with Store(db_path(run_dir), readonly=True) as store:
+            return len(store.fills())
+    except sqlite3.OperationalError:
+        return 0  # the file exists a moment before the supervisor has created its tables
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:

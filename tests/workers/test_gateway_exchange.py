@@ -4,7 +4,9 @@ are read in the venue's order back to the ones the ledger has, never by time."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,12 @@ import zmq
 import zmq.asyncio
 
 from shared.config import load_config
+from shared.delta.client_ids import ClientIds
+from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
-from shared.messages import FillEvent, MessageCodec
+from shared.messages import AccountRequest, FillEvent, MessageCodec
 from shared.transport import make_endpoints
-from workers.gateway_exchange import ExchangeGateway
+from workers.gateway_exchange import LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.runtime import ChildSpec, VenueAccess
 from workers.venue import PaperVenue, VenueSettings
 
@@ -23,6 +27,11 @@ from workers.venue import PaperVenue, VenueSettings
 async def fills_published(tmp_path: Path, venue: PaperVenue, stored: list[str], *,
                           paper: bool = False) -> list[str]:
     """Start a gateway on `venue`, run its fill poll once, return the fill ids it sent to the ledger."""
+    events, _ = await fill_events(tmp_path, venue, stored, paper=paper)
+    return [e.fill.fill_id for e in events]
+
+
+def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *, paper: bool = False) -> ExchangeGateway:
     cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
     spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
                      endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
@@ -30,6 +39,12 @@ async def fills_published(tmp_path: Path, venue: PaperVenue, stored: list[str], 
                      venue_access=VenueAccess(port=0, api_key="", api_secret="") if paper else None)
     conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
             "api_secret": venue.api_secret}
+    return ExchangeGateway(spec, conn)
+
+
+async def fill_events(tmp_path: Path, venue: PaperVenue, stored: list[str], *, paper: bool = False,
+                      client_ids: ClientIds | None = None) -> tuple[list[FillEvent], ExchangeGateway]:
+    """Start a gateway on `venue`, run its fill poll once: the fills it sent to the ledger, and it."""
     ctx = zmq.asyncio.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
@@ -37,32 +52,35 @@ async def fills_published(tmp_path: Path, venue: PaperVenue, stored: list[str], 
     sup.connect(f"tcp://127.0.0.1:{port}")
     pub = ctx.socket(zmq.PUB)
     pub.bind("tcp://127.0.0.1:*")
-    gw = ExchangeGateway(spec, conn)
+    gw = gateway_on(tmp_path, venue, stored, paper=paper)
+    if client_ids is not None:
+        gw.client_ids = client_ids
     codec = MessageCodec("test")
     try:
         await gw.start(pub, sup)
         gw.fill_wakeup.set()
         task = asyncio.create_task(gw.fill_loop())
-        ids: list[str] = []
+        events: list[FillEvent] = []
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
             if await pull.poll(200):
                 msg = codec.decode(await pull.recv())
                 if isinstance(msg, FillEvent):
-                    ids.append(msg.fill.fill_id)
+                    events.append(msg)
         task.cancel()
-        return ids
+        return events, gw
     finally:
         await gw.stop()
         ctx.destroy(linger=0)
 
 
-def trade(venue: PaperVenue, n: int) -> list[str]:
+def trade(venue: PaperVenue, n: int, client_order_ids: list[str | None] | None = None) -> list[str]:
     """`n` market orders on BTCUSD (alternating sides): the ids of the fills they made, oldest first."""
     before = len(venue.engine.fills)
     for i in range(n):
         venue.engine.place_order(OrderRequest(product_id=27, side="buy" if i % 2 == 0 else "sell", size=1,
-                                              order_type="market_order"))
+                                              order_type="market_order",
+                                              client_order_id=client_order_ids[i] if client_order_ids else None))
     venue.ws.publish_engine_events()
     return [f.id for f in list(venue.engine.fills)[before:]]
 
@@ -113,7 +131,6 @@ async def test_an_empty_ledger_takes_every_paper_fill_but_no_live_history(tmp_pa
 
 
 async def test_an_account_read_carries_the_venues_position(tmp_path: Path) -> None:
-    from shared.messages import AccountRequest
     venue = await started_venue(time.time())
     cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
     spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
@@ -132,3 +149,137 @@ async def test_an_account_read_carries_the_venues_position(tmp_path: Path) -> No
         await gw.stop()
         ctx.destroy(linger=0)
         await venue.stop()
+
+
+LOOKUP = ("GET /v2/orders/{id}", "2xx")
+
+
+async def test_fills_of_orders_placed_before_the_gateway_started_carry_their_client_order_ids(tmp_path: Path) -> None:
+    """Delta's REST fill names only its order_id (and so does the paper venue's): the gateway finds
+    each fill's client order id by its order, here orders it never saw placed (a restart), with a
+    map too small to hold them all, so the bots still know their fills."""
+    venue = await started_venue(time.time())
+    try:
+        coids: list[str | None] = ["g1-BTCUSD-b1", "g1-BTCUSD-s1", "g1-BTCUSD-b2", None]  # the last: by hand
+        made = trade(venue, 4, coids)
+        assert all("client_order_id" not in f for f in (await venue_fills(venue)))
+        events, gw = await fill_events(tmp_path, venue, [], paper=True, client_ids=ClientIds(capacity=2))
+    finally:
+        await venue.stop()
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in events] == list(zip(made, [c or "" for c in coids]))
+    assert gw.fills_unresolved == 0 and len(gw.client_ids) == 2
+    assert gw.rest.outcomes[LOOKUP] == 4  # one lookup an order, the result remembered
+
+
+async def test_a_fill_whose_order_the_venue_forgot_is_still_stored_without_a_client_order_id(tmp_path: Path) -> None:
+    venue = await started_venue(time.time())
+    try:
+        [kept, lost] = trade(venue, 2, ["g1-BTCUSD-b1", "g1-BTCUSD-s1"])
+        forgotten = venue.engine.fills[-1].order_id
+        del venue.engine._closed[forgotten]  # as after a venue restart past its kept history
+        events, gw = await fill_events(tmp_path, venue, [], paper=True)
+    finally:
+        await venue.stop()
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in events] == [(kept, "g1-BTCUSD-b1"), (lost, "")]
+    assert gw.fills_unresolved == 1
+    assert "fills without their order" in gw.figures(0.0).note
+
+
+async def test_a_reconciliations_fills_carry_their_client_order_ids(tmp_path: Path) -> None:
+    venue = await started_venue(time.time())
+    gw = gateway_on(tmp_path, venue)
+    ctx = zmq.asyncio.Context()
+    try:
+        pub = ctx.socket(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        await gw.start(pub, ctx.socket(zmq.PUSH))
+        trade(venue, 2, ["g1-BTCUSD-b1", "g1-BTCUSD-s1"])
+        bid, _ = venue.engine.touch(27)
+        venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=1, client_order_id="g1-BTCUSD-b2",
+                                              limit_price=bid - 100))  # rests, open
+        gw.client_ids = ClientIds()  # nothing learned from the channels: from the reads alone
+        snap = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+        again = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert snap.error == "" and [f.client_order_id for f in snap.fills] == ["g1-BTCUSD-s1", "g1-BTCUSD-b1"]
+    assert again.fills == snap.fills and gw.rest.outcomes[LOOKUP] == 2  # looked up once each
+    assert gw.client_ids.get(snap.open_orders[0].order_id) == "g1-BTCUSD-b2"  # learned from the open orders
+
+
+async def venue_fills(venue: PaperVenue) -> list[dict[str, object]]:
+    async with DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret) as c:
+        fills, _ = await c._get("/v2/fills", list[dict[str, object]], signed=True)
+    return fills  # type: ignore[no-any-return]
+
+
+async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> None:
+    """Orders made while the gateway listens: the orders and user_trades channels name both ids,
+    so their fills are resolved from the map, at no rate budget."""
+    venue = await started_venue(time.time())
+    gw = gateway_on(tmp_path, venue, paper=True)
+    ctx = zmq.asyncio.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        sup = ctx.socket(zmq.PUSH)
+        sup.connect(f"tcp://127.0.0.1:{port}")
+        pub = ctx.socket(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        await gw.start(pub, sup)
+        deadline = time.monotonic() + 5.0
+        coids: list[str | None] = ["g1-BTCUSD-b1", "g1-BTCUSD-s1"]
+        while not any(c.wants("orders", "BTCUSD") and c.wants("user_trades", "BTCUSD") for c in venue.ws.clients):
+            assert time.monotonic() < deadline, "the gateway never subscribed to its orders and trades"
+            await asyncio.sleep(0.05)
+        made = trade(venue, 2, coids)
+        while len(gw.client_ids) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await gw.read_new_fills([27]) == 2
+        codec = MessageCodec("test")
+        got: list[FillEvent] = []
+        while len(got) < len(made) and await pull.poll(2000):  # order records come this way too
+            if isinstance(msg := codec.decode(await pull.recv()), FillEvent):
+                got.append(msg)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == list(zip(made, coids))
+    assert LOOKUP not in gw.rest.outcomes and gw.fills_unresolved == 0
+
+
+async def test_a_fill_whose_order_lookup_fails_is_read_again_then_stored_without_one(tmp_path: Path) -> None:
+    """A lookup that may succeed soon (here the venue is unreachable) does not make
+    our fill a stranger's at once: the poll reads it again, LOOKUP_ATTEMPTS times, then stores it."""
+    venue = await started_venue(time.time())
+    gw = gateway_on(tmp_path, venue, paper=True)
+    ctx = zmq.asyncio.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        sup = ctx.socket(zmq.PUSH)
+        sup.connect(f"tcp://127.0.0.1:{port}")
+        pub = ctx.socket(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        await gw.start(pub, sup)
+        trade(venue, 1, ["g1-BTCUSD-b1"])
+        [fill] = await gw.rest.get_fills([27])
+        gw.client_ids = ClientIds()  # as if never heard on the channels
+        with socket.socket() as closed:  # a port nothing listens on: the venue unreachable
+            closed.bind(("127.0.0.1", 0))
+            dead = closed.getsockname()[1]
+        reachable, gw.rest = gw.rest, DeltaRestClient(f"http://127.0.0.1:{dead}", venue.api_key, venue.api_secret)
+        await reachable.close()
+        tries = [await gw.hand_on(fill) for _ in range(LOOKUP_ATTEMPTS)]
+        codec = MessageCodec("test")
+        got = [m for m in [codec.decode(await pull.recv())] if isinstance(m, FillEvent)]
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert tries == [False] * (LOOKUP_ATTEMPTS - 1) + [True]
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == [(str(fill.id), "")]
+    assert gw.fills_unresolved == 1 and not gw.lookups_failing

@@ -79,7 +79,8 @@ async def test_client_order_life_cycle_and_errors(venue: PaperVenue, client: Del
     position = await client.get_position(pid)
     assert position.size == -3
     fills = await client.get_fills([pid])
-    assert [(f.size, f.role, f.client_order_id) for f in fills] == [(3, "taker", "mkt-1")]
+    # Delta's REST fill names its order by order_id only (api spec §5): no client_order_id
+    assert [(f.size, f.role, f.order_id, f.client_order_id) for f in fills] == [(3, "taker", str(filled.id), None)]
     margined = await client.get_margined_positions()
     assert [(p.product_id, p.size) for p in margined] == [(pid, -3)]
 
