@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -292,24 +293,26 @@ def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "--data", f"SYN_0001={p}",
                              "--json", "--progress", "always"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    err = bytearray()
+    err, out = bytearray(), bytearray()
 
-    def drain() -> None:
-        assert proc.stderr is not None
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            err.extend(chunk)
+    def drain(stream: Any, into: bytearray) -> None:  # one reader per pipe: nothing read twice
+        while chunk := os.read(stream.fileno(), 65536):
+            into.extend(chunk)
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=drain, args=(proc.stderr, err), daemon=True),
+               threading.Thread(target=drain, args=(proc.stdout, out), daemon=True)]
+    for r in readers:
+        r.start()
     deadline = time.monotonic() + 120
     while b"bar/s" not in err and b"bar [" not in err:  # tqdm's bar, shown once the run passed 2 s
         assert proc.poll() is None, err.decode()
         assert time.monotonic() < deadline, err.decode()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=60)
-    reader.join(5)
-    text = err.decode()
+    proc.wait(timeout=60)
+    for r in readers:
+        r.join(10)
+    text, stdout = err.decode(), out.decode()
     assert proc.returncode == 130, text
     assert "Traceback" not in text and "interrupted" in text
     doc = json.loads(stdout)
