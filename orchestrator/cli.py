@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -309,12 +309,10 @@ def cmd_indicators(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "backtest":
-        from . import backtest_cmd
-        return backtest_cmd.main(argv[1:])
-    if argv and argv[0] == "download":
-        from . import download_cmd
-        return download_cmd.main(argv[1:])
+    if argv and argv[0] in ("backtest", "download"):  # parse their own arguments (their modules)
+        from importlib import import_module
+        own = import_module(f".{argv[0]}_cmd", __package__).main  # backtest_cmd / download_cmd
+        return _guarded(argv[0], lambda: own(argv[1:]))
     if argv and argv[0] in PASSTHROUGH:
         from . import loadtest
         return (loadtest.main_loadtest if argv[0] == "loadtest" else loadtest.main_soak)(argv[1:])
@@ -331,12 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
                 "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history,
                 "venue": cmd_venue}
+    return _guarded(args.command, lambda: handlers[args.command](args))
+
+
+def _guarded(command: str, run: Callable[[], int]) -> int:
     try:
-        return handlers[args.command](args)
+        return run()
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug or an unforeseen environment: one line, not a traceback
-        print(f"orchestrate: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"orchestrate: {command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("ORCHESTRATE_TRACEBACK") == "1":
             import traceback
             traceback.print_exc()

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backtest_doc import sample_doc  # tests/orchestrator is on sys.path (no __init__.py: rootdir imports)
@@ -73,6 +74,7 @@ BAD_INPUTS = [
     (["--data", "BTCUSD={btc}", "--funding", "ETHUSD={btc}"], ["--funding ETHUSD", "no --data ETHUSD"]),
     (["--data", "BTCUSD={btc}", "--latency-ticks", "0"], ["--latency-ticks 0", ">= 1"]),
     (["--data", "BTCUSD={btc}", "--warmup-bars", "-3"], ["--warmup-bars -3"]),
+    (["--data", "BTCUSD={btc}", "--warmup-bars", "5000"], ["--warmup-bars 5000", "market.window_bars - 1 = 1023"]),
     (["--data", "BTCUSD={btc}", "--balance", "0"], ["--balance 0"]),
     (["--data", "BTCUSD={btc}", "--balance", "lots"], ["--balance", "invalid float value: 'lots'"]),
     (["--data", "BTCUSD={btc}", "--config", "{config}"], ["--config", "config.toml", "grid.levels"]),
@@ -290,24 +292,26 @@ def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "--data", f"SYN_0001={p}",
                              "--json", "--progress", "always"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    err = bytearray()
+    err, out = bytearray(), bytearray()
 
-    def drain() -> None:
-        assert proc.stderr is not None
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            err.extend(chunk)
+    def drain(stream: Any, into: bytearray) -> None:  # one reader per pipe: nothing read twice
+        while chunk := os.read(stream.fileno(), 65536):
+            into.extend(chunk)
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    readers = [threading.Thread(target=drain, args=(proc.stderr, err), daemon=True),
+               threading.Thread(target=drain, args=(proc.stdout, out), daemon=True)]
+    for r in readers:
+        r.start()
     deadline = time.monotonic() + 120
     while b"bar/s" not in err and b"bar [" not in err:  # tqdm's bar, shown once the run passed 2 s
         assert proc.poll() is None, err.decode()
         assert time.monotonic() < deadline, err.decode()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    stdout, _ = proc.communicate(timeout=60)
-    reader.join(5)
-    text = err.decode()
+    proc.wait(timeout=60)
+    for r in readers:
+        r.join(10)
+    text, stdout = err.decode(), out.decode()
     assert proc.returncode == 130, text
     assert "Traceback" not in text and "interrupted" in text
     doc = json.loads(stdout)
@@ -347,3 +351,17 @@ def test_a_gap_right_before_from_is_the_warm_ups_not_the_traded_ranges() -> None
     notes = backtest_cmd.prepare(ns).notes
     assert not any("gap(s) in ETHUSD's data" in n for n in notes), notes
     assert any("warm-up bars cross a gap of 7 h 7 min from 2018-04-04 16:53" in n for n in notes), notes
+
+
+def test_a_failure_inside_the_loop_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator import cli
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("loop bug")
+
+    monkeypatch.setattr(backtest_cmd, "_run_core", broken)
+    monkeypatch.delenv("ORCHESTRATE_TRACEBACK", raising=False)
+    assert cli.main(["backtest", "--data", f"ETHUSD={ETH}", "--from", "2018-04-05T06:00"]) == 1
+    err = capsys.readouterr().err
+    assert "orchestrate: backtest failed: RuntimeError: loop bug" in err and "Traceback" not in err
