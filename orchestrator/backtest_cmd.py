@@ -120,7 +120,7 @@ def parse_spec(text: str, index: int) -> ProductSpec:
         raise InputError(f"--spec {text!r}: expected {len(SPEC_FIELDS)} numbers "
                          f"{':'.join(SPEC_FIELDS)}, got {len(parts)}")
     values: dict[str, float] = {}
-    for name, raw in zip(SPEC_FIELDS, parts):
+    for name, raw in zip(SPEC_FIELDS, parts, strict=True):  # lengths checked just above
         try:
             v = float(raw)
         except ValueError:
@@ -135,7 +135,9 @@ def parse_spec(text: str, index: int) -> ProductSpec:
         if abs(values[name]) > MAX_FEE:
             raise InputError(f"--spec {text!r}: {name} {values[name]:g} is {values[name] * 100:g}% a fill; "
                              f"give fees as fractions (0.0005 = 0.05%)")
-    return ProductSpec(symbol=sym, product_id=SPEC_PRODUCT_ID_BASE + index, **values)
+    return ProductSpec(symbol=sym, product_id=SPEC_PRODUCT_ID_BASE + index,
+                       contract_value=values["contract_value"], tick_size=values["tick_size"],
+                       maker_fee=values["maker_fee"], taker_fee=values["taker_fee"])
 
 
 def known_spec(symbol: str) -> ProductSpec | None:

@@ -312,7 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("backtest", "download"):  # parse their own arguments (their modules)
         from importlib import import_module
         own = import_module(f".{argv[0]}_cmd", __package__).main  # backtest_cmd / download_cmd
-        return _guarded(argv[0], lambda: own(argv[1:]))
+        own_argv = argv[1:]
+        return _guarded(argv[0], lambda: own(own_argv))
     if argv and argv[0] in PASSTHROUGH:
         from . import loadtest
         return (loadtest.main_loadtest if argv[0] == "loadtest" else loadtest.main_soak)(argv[1:])

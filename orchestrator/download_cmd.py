@@ -252,7 +252,9 @@ async def fetch(plan: Plan, after: int | None, outcome: Outcome, progress: bool,
                 candles = await rest.get_candles(plan.symbol, plan.resolution, w_lo, w_hi)
                 rows = []
                 for c in candles:
-                    t = int(c.time) // 1_000_000  # the client normalises every time to µs
+                    if not isinstance(c.time, int):  # get_candles keeps only bars with a time
+                        continue
+                    t = c.time // 1_000_000  # the client normalises every time to µs
                     if t <= last or t < w_lo or t > w_hi:
                         continue
                     if c.open is None or c.high is None or c.low is None or c.close is None:

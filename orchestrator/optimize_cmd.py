@@ -291,7 +291,16 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
               market: MarketData, symbols: list[str], storage: str, report_dir: Path) -> int:
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from .optimize_report import NO_TEST, best_markdown, best_rows, best_toml, top_trials, write_plots, write_trials_csv
+    from .optimize_report import (
+        NO_TEST,
+        best_markdown,
+        best_rows,
+        best_toml,
+        top_trials,
+        trial_score,
+        write_plots,
+        write_trials_csv,
+    )
     from .optimize_study import (
         counted_trials,
         dask_client,
@@ -368,7 +377,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
                 if plan.index:
                     best_path.write_text(text)
                 exit_code = max(exit_code, _check_reproduces(best_path, market, plan.train, args.objective,
-                                                             args.warmup_bars, winner.value, winner.number))
+                                                             args.warmup_bars, trial_score(winner), winner.number))
             notes = write_plots(study, report_dir) if plan.index in (0, len(plans)) else []
             for note in notes:
                 print(f"orchestrate optimize: {note}", file=sys.stderr)

@@ -57,16 +57,23 @@ def write_trials_csv(trials: list[FrozenTrial], dims: list[Dimension], path: Pat
                         t.user_attrs.get(FAIL_REASON, "")])
 
 
+def trial_score(t: FrozenTrial) -> float:
+    """The objective value of a trial that top_trials kept (complete, with a value)."""
+    if t.value is None:
+        raise ValueError(f"trial #{t.number} has no objective value")
+    return t.value
+
+
 def top_trials(trials: list[FrozenTrial], k: int) -> list[FrozenTrial]:
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return sorted(done, key=lambda t: (-t.value, t.number))[:k]
+    return sorted(done, key=lambda t: (-trial_score(t), t.number))[:k]
 
 
 def best_rows(top: list[FrozenTrial], tests: list[TrialOutcome], objective: str) -> list[BestRow]:
     rows = []
-    for t, test in zip(top, tests):
+    for t, test in zip(top, tests, strict=True):  # one test outcome per top trial, in order
         train = train_result(t)
-        row = BestRow(number=t.number, params=dict(t.params), train=float(t.value),
+        row = BestRow(number=t.number, params=dict(t.params), train=trial_score(t),
                       train_days=float(train.get("days", 0.0)), train_figures=dict(train.get("figures", {})),
                       test=test)
         if test.error == NO_TEST:

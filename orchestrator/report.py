@@ -12,11 +12,14 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.backtest.loop import MAX_GAPS_LISTED
 
 from .timeargs import duration_text, utc_text
+
+if TYPE_CHECKING:  # numpy is imported lazily, with matplotlib, only when a plot is drawn
+    from numpy.typing import ArrayLike
 
 JSON_NAME = "backtest.json"
 SUMMARY_NAME = "summary.md"
@@ -105,7 +108,9 @@ def console_summary(doc: Mapping[str, Any]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TABLE_COLUMNS)]
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        # every row has one cell per column (summary_rows builds them), so the zip is strict
+        padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded).rstrip()
 
     out = headline(doc) + ["", fmt(TABLE_COLUMNS)]
     out += [fmt(r) for r in rows]
@@ -178,7 +183,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _dates(ts: Sequence[float]) -> Any:
+def _dates(ts: ArrayLike) -> Any:
     import matplotlib.dates as mdates
     import numpy as np
     return mdates.date2num(np.asarray(ts, dtype=np.float64).astype("int64").astype("datetime64[s]"))
@@ -207,7 +212,7 @@ def _price_plot(plt: Any, doc: Mapping[str, Any], symbol: str, path: Path) -> No
         t1 = _dates([o[1] for o in orders])
         for purpose, style in styles.items():
             for side in ("buy", "sell"):
-                segs = [[(a, o[3]), (b, o[3])] for a, b, o in zip(t0, t1, orders)
+                segs = [[(a, o[3]), (b, o[3])] for a, b, o in zip(t0, t1, orders, strict=True)
                         if o[2] == side and o[4] != "stop"
                         and (o[4] == purpose or (purpose == "entry" and o[4] not in styles))]
                 if segs:

@@ -6,8 +6,9 @@ since 2026-04-17, and the paper venue's /public path, so every paper run takes t
 path): compact `trades` there; where the venue has none (Global), or the public host refuses
 `trades`, from legacy `all_trades` on the main socket. A symbol the public host goes quiet on
 is taken from `all_trades` on the main socket until the public host speaks again; a symbol quiet
-on its feeding socket is polled over REST. Publishes ticks, order updates and fills to workers by symbol; answers history, account
-snapshot and order-intent requests; sends fills to the supervisor for the SQLite ledger.
+on its feeding socket is polled over REST. Publishes ticks, order updates and fills to workers by
+symbol; answers history, account snapshot and order-intent requests; sends fills to the supervisor
+for the SQLite ledger.
 
 Fills come from REST `/v2/fills` (the ledger with commissions), fetched when the websocket says a
 trade of ours happened and polled every few seconds anyway: a quiet socket is never read as "no
@@ -24,6 +25,7 @@ import collections
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -302,7 +304,7 @@ class ExchangeGateway:
             for group in chunks(sorted(self.by_product), MAX_IDS_PER_QUERY):
                 await self.read_new_fills(group)
 
-    async def read_new_fills(self, product_ids: list[int]) -> int:
+    async def read_new_fills(self, product_ids: Sequence[int]) -> int:
         """Read the venue's fills of up to 10 products newest first, back to the ones we know,
         and hand the unknown ones on, oldest first. Returns how many were handed on. A read
         that fails midway hands on nothing: the next one reads the same fills again."""
@@ -469,14 +471,17 @@ class ExchangeGateway:
         try:
             # The venue's own clock, not ours: the paper venue's market runs faster than the wall.
             ticker = await self.rest.get_ticker(req.symbol)
-            end = int((ticker.timestamp or time.time() * 1e6) / 1e6) + 2 * BAR_SECONDS
+            # the client normalised the time to int µs (or None) when it decoded the ticker
+            venue_us = ticker.timestamp if isinstance(ticker.timestamp, int) else None
+            end = int((venue_us or time.time() * 1e6) / 1e6) + 2 * BAR_SECONDS
             start = end - (req.bars + 2) * BAR_SECONDS
             candles = await self.rest.get_candles(req.symbol, "1m", start, end)
         except Exception as exc:  # rate budget exhausted, venue down...: the worker asks again
             self.rest_errors += 1
             return empty(f"candles: {type(exc).__name__}: {exc}")
         rows = [(c.time / 1e6, c.open, c.high, c.low, c.close, c.volume) for c in candles
-                if c.open is not None and c.close is not None and c.high is not None and c.low is not None]
+                if isinstance(c.time, int)  # get_candles keeps only bars with a time, in µs
+                and c.open is not None and c.close is not None and c.high is not None and c.low is not None]
         rows = rows[-req.bars:]
         arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         cols = [np.ascontiguousarray(arr[:, i]) for i in range(6)]
@@ -563,7 +568,7 @@ class ExchangeGateway:
                 self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), exc)
         if req.place:
             results = await asyncio.gather(*(self.place(pid, p) for p in req.place), return_exceptions=True)
-            for p, r in zip(req.place, results):
+            for p, r in zip(req.place, results, strict=True):  # gather: one result per order, in order
                 if isinstance(r, Order):
                     view = order_view(r)
                     placed.append(view)
@@ -582,11 +587,13 @@ class ExchangeGateway:
         stop-loss trigger at `price` (a protective stop: always reduce-only from the bots)."""
         if p.order_type == "stop_market_order":
             return await self.rest.place_order(
+                # side: str on the wire (NewOrderSpec); the bots send only "buy"/"sell"
                 product_id=product_id, size=p.size, side=p.side, order_type="market_order",  # type: ignore[arg-type]
                 reduce_only=p.reduce_only, client_order_id=p.client_order_id,
                 stop_order_type="stop_loss_order", stop_price=p.price,
                 stop_trigger_method=self.cfg.grid.stop_trigger_method)
         return await self.rest.place_order(
+            # side: str on the wire (NewOrderSpec); the bots send only "buy"/"sell"
             product_id=product_id, size=p.size, side=p.side,  # type: ignore[arg-type]
             limit_price=None if p.order_type == "market_order" else p.price, order_type=p.order_type,
             post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
@@ -626,7 +633,8 @@ class ExchangeGateway:
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
-                              + (f", {self.fills_unresolved} fills without their order" if self.fills_unresolved else "")
+                              + (f", {self.fills_unresolved} fills without their order"
+                                 if self.fills_unresolved else "")
                               + self.market_data_note())
 
     def feed_of(self, symbol: str) -> DeltaWebSocket:
@@ -639,9 +647,11 @@ class ExchangeGateway:
         stale = [s for s in self.products if self.market_ws is not None and self.feed_of(s).is_stale(s)]
         note = f", trades from {self.market_channel}" if self.market_channel else ""
         if self.legacy_for:
-            note += f"; all_trades for {len(self.legacy_for)} quiet on public ({','.join(sorted(self.legacy_for)[:5])})"
+            quiet = ",".join(sorted(self.legacy_for)[:5])
+            note += f"; all_trades for {len(self.legacy_for)} quiet on public ({quiet})"
         if stale:
-            note += f"; REST ticker for {len(stale)} quiet ({','.join(sorted(stale)[:5])}{'...' if len(stale) > 5 else ''})"
+            polled = ",".join(sorted(stale)[:5]) + ("..." if len(stale) > 5 else "")
+            note += f"; REST ticker for {len(stale)} quiet ({polled})"
         return note
 
 

@@ -24,8 +24,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Literal
+from types import GenericAlias, TracebackType
+from typing import Any, Literal, TypeVar, overload
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -67,6 +67,8 @@ from shared.delta.models import (
 from shared.delta.ratelimit import UNKNOWN_RESET_BLOCK_S, AccountRateLimiter, Priority, RequestBudget, endpoint_weight
 from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
+
+_T = TypeVar("_T")  # the model a request decodes to
 
 DEFAULT_USER_AGENT = "delta-grid-orchestrator/0.1 (+aiohttp)"
 MAX_CLIENT_ORDER_ID = 32
@@ -397,10 +399,26 @@ class DeltaRestClient:
         self.clock_offset_s = offset
         return True
 
+    @overload
+    async def _get(self, path: str, kind: type[_T], *, params: Mapping[str, Any] | None = None,
+                   signed: bool = False) -> tuple[_T, Envelope]: ...
+
+    @overload  # a union of shapes (get_recent_trades) or a list built at run time (_get_paged)
+    async def _get(self, path: str, kind: Any, *, params: Mapping[str, Any] | None = None,
+                   signed: bool = False) -> tuple[Any, Envelope]: ...
+
     async def _get(self, path: str, kind: Any, *, params: Mapping[str, Any] | None = None,
                    signed: bool = False) -> tuple[Any, Envelope]:
         env = await self._request("GET", path, params=params, signed=signed, retry=True)
         return self._result(env, kind, f"GET {path}"), env
+
+    @staticmethod
+    @overload
+    def _result(env: Envelope, kind: type[_T], endpoint: str) -> _T: ...
+
+    @staticmethod
+    @overload
+    def _result(env: Envelope, kind: Any, endpoint: str) -> Any: ...
 
     @staticmethod
     def _result(env: Envelope, kind: Any, endpoint: str) -> Any:
@@ -413,16 +431,17 @@ class DeltaRestClient:
             raise ResponseShapeError("unexpected_shape", message=str(exc),
                                      endpoint=endpoint) from exc
 
-    async def _get_paged(self, path: str, kind: Any, params: Mapping[str, Any], *,
-                         signed: bool) -> list[Any]:
-        items: list[Any] = []
+    async def _get_paged(self, path: str, kind: type[_T], params: Mapping[str, Any], *,
+                         signed: bool) -> list[_T]:
+        items: list[_T] = []
         seen: set[str] = set()
         cursor: str | None = None
         for _ in range(MAX_PAGES):
             page_params = dict(params)
             if cursor is not None:
                 page_params["after"] = cursor
-            page, env = await self._get(path, list[kind], params=page_params, signed=signed)
+            # list[kind] built at run time (GenericAlias is what list[kind] evaluates to)
+            page, env = await self._get(path, GenericAlias(list, (kind,)), params=page_params, signed=signed)
             items.extend(page)
             cursor = env.meta.after if env.meta else None
             if not cursor or not page:
@@ -443,7 +462,7 @@ class DeltaRestClient:
 
     async def get_product(self, symbol: str) -> Product:
         result, _ = await self._get(f"/v2/products/{quote(symbol, safe='')}", Product)
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def resolve_symbols(self, symbols: Iterable[str]) -> dict[str, ProductSpec]:
         """ProductSpecs for `symbols` from this venue's own product list.
@@ -465,16 +484,16 @@ class DeltaRestClient:
     async def get_tickers(self, *, contract_types: Sequence[str] | None = None) -> list[Ticker]:
         result, _ = await self._get("/v2/tickers", list[Ticker],
                                     params={"contract_types": contract_types})
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_ticker(self, symbol: str) -> Ticker:
         result, _ = await self._get(f"/v2/tickers/{quote(symbol, safe='')}", Ticker)
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_l2_orderbook(self, symbol: str, depth: int = 20) -> L2Book:
         result, _ = await self._get(f"/v2/l2orderbook/{quote(symbol, safe='')}", L2Book,
                                     params={"depth": depth})
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_candles(self, symbol: str, resolution: str, start: int, end: int) -> list[Candle]:
         """Bars with start time in [start, end] (Unix seconds), oldest first, paged 2000 a call.
@@ -555,7 +574,8 @@ class DeltaRestClient:
             if stop_order_type not in _STOP_ORDER_TYPES:
                 raise ValueError(f"stop_order_type must be one of {_STOP_ORDER_TYPES}, got {stop_order_type!r}")
             body["stop_order_type"] = stop_order_type
-            body["stop_price"] = price_text(stop_price)  # type: ignore[arg-type]
+            # not None: the check above pairs stop_price with stop_order_type, which mypy cannot follow
+            body["stop_price"] = price_text(stop_price)  # type: ignore[arg-type]  # see above
             if stop_trigger_method is not None:
                 if stop_trigger_method not in _STOP_TRIGGER_METHODS:
                     raise ValueError(f"stop_trigger_method must be one of {_STOP_TRIGGER_METHODS}, "
@@ -571,7 +591,7 @@ class DeltaRestClient:
             try:
                 env = await self._request("POST", "/v2/orders", body=body, signed=True,
                                           priority=prio)
-                return self._result(env, Order, "POST /v2/orders")  # type: ignore[no-any-return]
+                return self._result(env, Order, "POST /v2/orders")
             except (RequestTimeout, ServerError) as exc:
                 last = exc
                 if client_order_id is None:
@@ -618,7 +638,7 @@ class DeltaRestClient:
             body["post_only"] = _flag(post_only)
         env = await self._request("PUT", "/v2/orders", body=body, signed=True,
                                   priority=Priority.NEW_ORDER)
-        return self._result(env, Order, "PUT /v2/orders")  # type: ignore[no-any-return]
+        return self._result(env, Order, "PUT /v2/orders")
 
     async def cancel_order(self, *, product_id: int, order_id: int | None = None,
                            client_order_id: str | None = None) -> Order:
@@ -635,7 +655,7 @@ class DeltaRestClient:
             try:
                 env = await self._request("DELETE", "/v2/orders", body=body, signed=True,
                                           priority=Priority.RISK)
-                return self._result(env, Order, "DELETE /v2/orders")  # type: ignore[no-any-return]
+                return self._result(env, Order, "DELETE /v2/orders")
             except OrderNotFound:
                 if not uncertain:
                     raise
@@ -744,13 +764,13 @@ class DeltaRestClient:
 
     async def get_order(self, order_id: int) -> Order:
         result, _ = await self._get(f"/v2/orders/{int(order_id)}", Order, signed=True)
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_order_by_client_id(self, client_order_id: str) -> Order:
         check_client_order_id(client_order_id)
         result, _ = await self._get(
             f"/v2/orders/client_order_id/{quote(client_order_id, safe='')}", Order, signed=True)
-        return result  # type: ignore[no-any-return]
+        return result
 
     # ---------------------------------------------------------------- account
 
@@ -759,27 +779,27 @@ class DeltaRestClient:
                                     params={"product_id": int(product_id)}, signed=True)
         if result.product_id is None:
             result = msgspec.structs.replace(result, product_id=int(product_id))
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_margined_positions(self, product_ids: Sequence[int] | None = None
                                      ) -> list[Position]:
         params = {"product_ids": list(product_ids) if product_ids else None}
         result, _ = await self._get("/v2/positions/margined", list[Position], params=params,
                                     signed=True)
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_wallet_balances(self) -> list[WalletBalance]:
         result, _ = await self._get("/v2/wallet/balances", list[WalletBalance], signed=True)
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_assets(self) -> list[Asset]:
         """GET /v2/assets: what balances' asset_id name."""
         result, _ = await self._get("/v2/assets", list[Asset])
-        return result  # type: ignore[no-any-return]
+        return result
 
     async def get_wallet_transactions(self, start_time: int | None = None) -> list[WalletTransaction]:
         """The wallet ledger since start_time (µs), newest first, every page."""
-        return await self._get_paged("/v2/wallet/transactions", WalletTransaction,  # type: ignore[no-any-return]
+        return await self._get_paged("/v2/wallet/transactions", WalletTransaction,
                                      {"start_time": start_time, "page_size": 50}, signed=True)
 
     async def get_fills(self, product_ids: Sequence[int] | None = None,
@@ -806,7 +826,7 @@ class DeltaRestClient:
         env = await self._request("POST", f"/v2/products/{int(product_id)}/orders/leverage",
                                   body={"leverage": text}, signed=True, priority=Priority.RISK,
                                   retry=True)  # setting the same value twice is harmless
-        return self._result(env, Leverage, "POST leverage")  # type: ignore[no-any-return]
+        return self._result(env, Leverage, "POST leverage")
 
 
 __all__ = [

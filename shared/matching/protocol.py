@@ -135,7 +135,8 @@ def fill_json(f: Fill, spec: ProductSpec, order: Order | None = None) -> dict[st
     if order is not None:
         # a market order has no limit; what Delta records there for one is UNCONFIRMED (the
         # recorded sample has a price): the order's average fill price stands in
-        meta.update({"order_price": s(order.limit_price or order.average_fill_price), "order_size": order.size, "order_type": order.order_type,
+        meta.update({"order_price": s(order.limit_price or order.average_fill_price), "order_size": order.size,
+                     "order_type": order.order_type,
                      "order_unfilled_size": order.unfilled_size})
     return {
         "id": f.id, "size": f.size, "fill_type": f.fill_type, "side": f.side, "price": s(f.price),

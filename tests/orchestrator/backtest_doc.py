@@ -40,7 +40,7 @@ def sample_doc(symbols: tuple[str, ...] = ("BTCUSD", "ETHUSD"), bars: int = 3_00
                       "role": "taker" if i % 1200 == 0 else "maker",
                       "client_order_id": f"g1-{sym}-{i}"} for i in range(50, bars, 200)]
         fills += sym_fills
-        timeline[sym] = {"price": [[float(t), p] for t, p in zip(ts[::5], close[::5])], "orders": orders,
+        timeline[sym] = {"price": [[float(t), p] for t, p in zip(ts[::5], close[::5], strict=True)], "orders": orders,
                          "stop": [[float(ts[300]), close[300] * 0.95], [float(ts[900]), 0.0],
                                   [float(ts[1500]), close[1500] * 0.96]],
                          "orders_dropped": 0}

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backtest_doc import sample_doc  # tests/orchestrator is on sys.path (no __init__.py: rootdir imports)
 
 from orchestrator import backtest_cmd
 from orchestrator.report import console_summary, drawdown_pct, markdown_summary, write_report
+from tests.orchestrator.backtest_doc import sample_doc
 
 REPO = Path(__file__).resolve().parents[2]
 BTC = REPO / "shared" / "data" / "BTCUSD-coinbase-1m.csv.gz"
@@ -288,7 +288,7 @@ def test_ctrl_c_prints_the_partial_result(tmp_path: Path) -> None:
         fh.write(HEADER)
         fh.writelines(f"{t},{o!r},{h!r},{lo!r},{cl!r},{v!r}\n" for t, o, h, lo, cl, v in
                       zip(c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-                          c.volume.tolist()))
+                          c.volume.tolist(), strict=True))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "--data", f"SYN_0001={p}",
                              "--json", "--progress", "always"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -326,7 +326,8 @@ def test_spec_and_funding_files_reach_the_loop(tmp_path: Path) -> None:
     allowed) is used and named as the funding source."""
     funding = tmp_path / "funding.csv"
     start, end = 1_504_483_200, 1_504_569_600  # 2017-09-04, the whole day every 8 h
-    funding.write_text(HEADER + "".join(f"{t},-0.0001,-0.0001,-0.0001,-0.0001,0\n" for t in range(start - 28_800, end, 28_800)))
+    funding.write_text(HEADER + "".join(f"{t},-0.0001,-0.0001,-0.0001,-0.0001,0\n"
+                                        for t in range(start - 28_800, end, 28_800)))
     r = run_cli("--data", f"XBTUSD={BTC}", "--spec", "XBTUSD=0.001:0.5:0.0002:0.0005", "--funding",
                 f"XBTUSD={funding}", "--from", "2017-09-04T06:00", "--to", "2017-09-04T18:00", "--json")
     assert r.returncode == 0, r.stderr

@@ -52,7 +52,7 @@ def history(venue: PaperVenue) -> Candles:
 
 def assert_same_bars(got: Candles, want: Candles) -> None:
     assert len(got) == len(want)
-    for name, a, b in zip(Candles._fields, got, want):
+    for name, a, b in zip(Candles._fields, got, want, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 

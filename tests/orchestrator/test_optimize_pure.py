@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -39,7 +41,7 @@ def test_walk_forward_splits_bars_not_calendar() -> None:
     whole = Window(start_ts=float(ts[0]), end_ts=float(ts[-1]))
     windows = walk_forward(ts, whole, 4, 0.75)
     assert [w.index for w in windows] == [1, 2, 3, 4]
-    for a, b in zip(windows, windows[1:]):
+    for a, b in itertools.pairwise(windows):
         assert a.train.end_ts < a.test.start_ts <= a.test.end_ts < b.train.start_ts
     assert all(np.count_nonzero((ts >= w.train.start_ts) & (ts <= w.train.end_ts)) == 540 for w in windows)
     assert all(np.count_nonzero((ts >= w.test.start_ts) & (ts <= w.test.end_ts)) == 180 for w in windows)

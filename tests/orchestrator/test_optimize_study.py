@@ -90,7 +90,8 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
     assert again.figures["fills"] == float(busiest["fills"])
     assert "reproduces trial" in proc.stderr
     # ... and so does `orchestrate backtest` with the command best.toml names in its header
-    line = next(x for x in (tmp_path / "report" / "best.toml").read_text().splitlines() if x.startswith("# reproduce: "))
+    best_lines = (tmp_path / "report" / "best.toml").read_text().splitlines()
+    line = next(x for x in best_lines if x.startswith("# reproduce: "))
     argv = shlex.split(line.removeprefix("# reproduce: "))
     assert argv[:2] == ["orchestrate", "backtest"]
     bt = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv[1:], "--json"], cwd=REPO,
@@ -122,7 +123,7 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
     try:
         deadline = time.monotonic() + 180
         while _counted(db) < after:
-            assert proc.poll() is None, f"optimize ended before it was stopped: {proc.stderr.read()}"
+            assert proc.poll() is None, f"optimize ended before it was stopped: {proc.stderr and proc.stderr.read()}"
             assert time.monotonic() < deadline, "no trials finished in 180 s"
             tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
             time.sleep(0.1)

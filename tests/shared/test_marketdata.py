@@ -85,11 +85,11 @@ def test_fast_path_agrees_with_the_line_parser() -> None:
     c = synthetic_candles("SYN_0003", 3_000, seed=1)
     rows = [f"{t},{o!r},{h!r},{lo!r},{cl!r},{v!r}" for t, o, h, lo, cl, v in
             zip(c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
-                c.volume.tolist())]
+                c.volume.tolist(), strict=True)]
     for text in (HEADER + "\n".join(rows) + "\n", "\r\n".join(rows), HEADER + "\n".join(rows[:5]) + "\n\n"):
         fast = parse_ohlcv_text(text, "x")
         slow = parse_ohlcv_csv(text.splitlines(), "x")
-        for a, b in zip(fast, slow):
+        for a, b in zip(fast, slow, strict=True):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(parse_ohlcv_text(HEADER + "\n".join(rows), "x").close, c.close)
 

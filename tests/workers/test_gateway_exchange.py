@@ -31,7 +31,8 @@ async def fills_published(tmp_path: Path, venue: PaperVenue, stored: list[str], 
     return [e.fill.fill_id for e in events]
 
 
-def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *, paper: bool = False) -> ExchangeGateway:
+def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *,
+               paper: bool = False) -> ExchangeGateway:
     cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
     spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
                      endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
@@ -166,7 +167,8 @@ async def test_fills_of_orders_placed_before_the_gateway_started_carry_their_cli
         events, gw = await fill_events(tmp_path, venue, [], paper=True, client_ids=ClientIds(capacity=2))
     finally:
         await venue.stop()
-    assert [(e.fill.fill_id, e.fill.client_order_id) for e in events] == list(zip(made, [c or "" for c in coids]))
+    want = list(zip(made, [c or "" for c in coids], strict=True))  # trade(): one 1-lot fill per order
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in events] == want
     assert gw.fills_unresolved == 0 and len(gw.client_ids) == 2
     assert gw.rest.outcomes[LOOKUP] == 4  # one lookup an order, the result remembered
 
@@ -212,7 +214,7 @@ async def test_a_reconciliations_fills_carry_their_client_order_ids(tmp_path: Pa
 async def venue_fills(venue: PaperVenue) -> list[dict[str, object]]:
     async with DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret) as c:
         fills, _ = await c._get("/v2/fills", list[dict[str, object]], signed=True)
-    return fills  # type: ignore[no-any-return]
+    return fills
 
 
 async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> None:
@@ -247,7 +249,7 @@ async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> No
         await gw.stop()
         ctx.destroy(linger=0)
         await venue.stop()
-    assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == list(zip(made, coids))
+    assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == list(zip(made, coids, strict=True))
     assert LOOKUP not in gw.rest.outcomes and gw.fills_unresolved == 0
 
 

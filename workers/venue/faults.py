@@ -59,7 +59,8 @@ class FaultModel:
             raise VenueError("risk_limits_breached", {"fault_injection": True})
 
     def timers(self, drop_sockets: Callable[[], Coroutine[Any, Any, None]],
-               restart: Callable[[float], Awaitable[None]]) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
+               restart: Callable[[float], Awaitable[None]]
+               ) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         """The fault loops (task name, loop) to run for the venue's life (none when off)."""
         loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         if self.ws_drop_interval_s > 0:

@@ -445,7 +445,7 @@ def _time_filter(request: web.Request, items: list[Any], attr: str) -> list[Any]
     end = _query_int(request, "end_time", 10**17, 0, 10**17)
     if start == 0 and end == 10**17:
         return items
-    return [x for x in items if start <= getattr(x, attr) <= end]  # type: ignore[operator]
+    return [x for x in items if start <= getattr(x, attr) <= end]
 
 
 def _csv_choice(request: web.Request, key: str, allowed: Sequence[str]) -> set[str]:

@@ -614,10 +614,12 @@ class WsHub:
                 pids = None if sym == "all" else [self.venue.markets[sym].spec.product_id]
                 client.send(dumps({"type": "orders", "action": "snapshot", "success": True, "symbol": sym,
                                     "result": [wire.order_json(o) for o in self.venue.engine.open_orders(pids)],
-                                    "meta": {"seq_no": self._order_seq.get(sym, 0), "timestamp": self.venue.market_us}}))
+                                    "meta": {"seq_no": self._order_seq.get(sym, 0),
+                                             "timestamp": self.venue.market_us}}))
             elif name == "positions":
                 positions = [p for p in self.venue.engine.positions() if sym == "all" or p.symbol == sym]
                 client.send(dumps({"type": "positions", "action": "snapshot", "success": True, "result": [
                     {"symbol": p.symbol, "product_id": p.product_id, "size": p.size,
-                     "entry_price": wire.s(p.entry_price), "margin": wire.s(self.venue.engine.position_margin(p.product_id)),
+                     "entry_price": wire.s(p.entry_price),
+                     "margin": wire.s(self.venue.engine.position_margin(p.product_id)),
                      "auto_topup": False, "updated_at": str(p.updated_at)} for p in positions]}))
