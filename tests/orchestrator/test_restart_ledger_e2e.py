@@ -1,4 +1,4 @@
-"""The kill storm, on one run dir: a clean stop and start, SIGKILLs of the gateway, a worker, the
+"""The kill storm, on one run dir: a clean stop and start, SIGKILLs of the gateway, the pool, a worker, the
 venue and the supervisor itself, and starts again. Afterwards every fill the venue made is in the
 SQLite ledger (fees to the cent) and each bot's position is the venue's.
 
@@ -95,11 +95,11 @@ def test_every_venue_fill_reaches_the_ledger_through_stops_restarts_and_sigkills
     assert run.cli("stop").returncode == 0
     assert run.proc.wait(timeout=30) == 0
 
-    # 2. Start again on the same run dir; SIGKILL the gateway, a worker and the venue; trade on.
+    # 2. Start again on the same run dir; SIGKILL the gateway, the pool, a worker and the venue; trade on.
     run = start_run(args, run_dir=run_dir)
     run.wait_for(trading, 60, "the second run trading")
     before = stored_fills(run_dir)
-    for name in ("gateway", "ETHUSD", "venue"):
+    for name in ("gateway", "pool-0", "ETHUSD", "venue"):
         sigkill_and_wait_back(run, name)
     wait_until(lambda: stored_fills(run_dir) > before, 45, "fills after the restart and the kills")
 
