@@ -437,6 +437,10 @@ class Supervisor:
         if self.store is not None:
             with self._ledger_write("ledger commit"):
                 self.store.flush()
+                if not self._unstored:
+                    # A commit went through and no fill waits: the ledger is writable again, even
+                    # when no new fill arrives to prove it (entries are halted; fills may not come).
+                    self._storage_ok()
 
     def storage(self) -> str:
         if self.storage_error:

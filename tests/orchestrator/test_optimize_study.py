@@ -105,12 +105,13 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
     assert (tmp_path / "report" / "importances.csv").read_text().startswith("parameter,importance")
 
 
-def _counted(db: Path) -> int:
+def _counted(db: Path, state: str = "COMPLETE") -> int:
     if not db.exists():
         return 0
     try:
         with sqlite3.connect(db, timeout=5) as con:
-            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+            n: int = con.execute("select count(*) from trials where state = ?", (state,)).fetchone()[0]
+            return n
     except sqlite3.OperationalError:  # tables not created yet
         return 0
 
@@ -122,7 +123,10 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
     tree: set[int] = set()
     try:
         deadline = time.monotonic() + 180
-        while _counted(db) < after:
+        # Stop once `after` trials are done AND one is in flight: a signal that lands between a
+        # told result and the next asked trial would find nothing running, and the test would
+        # then check nothing about trials in flight.
+        while _counted(db) < after or _counted(db, "RUNNING") < 1:
             assert proc.poll() is None, f"optimize ended before it was stopped: {proc.stderr and proc.stderr.read()}"
             assert time.monotonic() < deadline, "no trials finished in 180 s"
             tree |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
