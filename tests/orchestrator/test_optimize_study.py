@@ -105,6 +105,9 @@ def test_study_on_two_workers_records_failures_and_best_reruns_identically(tmp_p
     assert (tmp_path / "report" / "importances.csv").read_text().startswith("parameter,importance")
 
 
+TRIALS_STOPPED = 80
+
+
 def _counted(db: Path, state: str = "COMPLETE") -> int:
     if not db.exists():
         return 0
@@ -150,7 +153,9 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
 
 
 def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
-    cmd = optimize_cmd(tmp_path, 16)
+    # Enough trials that the study is still running when the signals are sent: a trial takes
+    # ~0.1 s here, so 16 could all finish between two polls of a loaded machine.
+    cmd = optimize_cmd(tmp_path, TRIALS_STOPPED)
     db = tmp_path / "run" / "optimize.sqlite"
     # Ctrl-C to the process group: the driver marks the trials in flight as interrupted, queues them
     # again, exits 130; the workers ignore it (no traceback from them) and close with the cluster
@@ -173,7 +178,7 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
     rows = read_trials(tmp_path / "report" / "trials.csv")
     interrupted = [r for r in rows if r["fail_reason"].startswith("interrupted")]
     counted = [r for r in rows if r not in interrupted]
-    assert len(counted) == 16, [(r["trial"], r["state"], r["fail_reason"]) for r in rows]
+    assert len(counted) == TRIALS_STOPPED, [(r["trial"], r["state"], r["fail_reason"]) for r in rows]
     assert len({int(r["trial"]) for r in rows}) == len(rows)
     assert len(interrupted) >= 1 + running  # the Ctrl-C'd ones and the SIGKILLed ones
     # every interrupted trial's values were run again, once, as a later trial
