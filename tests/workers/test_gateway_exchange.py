@@ -43,16 +43,22 @@ def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *,
     return ExchangeGateway(spec, conn)
 
 
-async def fill_events(tmp_path: Path, venue: PaperVenue, stored: list[str], *, paper: bool = False,
-                      client_ids: ClientIds | None = None) -> tuple[list[FillEvent], ExchangeGateway]:
-    """Start a gateway on `venue`, run its fill poll once: the fills it sent to the ledger, and it."""
-    ctx = zmq.asyncio.Context()
+def supervisor_sockets(ctx: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket, zmq.asyncio.Socket]:
+    """What a gateway is started with: (our end of its supervisor socket, that socket, its PUB)."""
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     sup = ctx.socket(zmq.PUSH)
     sup.connect(f"tcp://127.0.0.1:{port}")
     pub = ctx.socket(zmq.PUB)
     pub.bind("tcp://127.0.0.1:*")
+    return pull, sup, pub
+
+
+async def fill_events(tmp_path: Path, venue: PaperVenue, stored: list[str], *, paper: bool = False,
+                      client_ids: ClientIds | None = None) -> tuple[list[FillEvent], ExchangeGateway]:
+    """Start a gateway on `venue`, run its fill poll once: the fills it sent to the ledger, and it."""
+    ctx = zmq.asyncio.Context()
+    pull, sup, pub = supervisor_sockets(ctx)
     gw = gateway_on(tmp_path, venue, stored, paper=paper)
     if client_ids is not None:
         gw.client_ids = client_ids
@@ -224,12 +230,7 @@ async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> No
     gw = gateway_on(tmp_path, venue, paper=True)
     ctx = zmq.asyncio.Context()
     try:
-        pull = ctx.socket(zmq.PULL)
-        port = pull.bind_to_random_port("tcp://127.0.0.1")
-        sup = ctx.socket(zmq.PUSH)
-        sup.connect(f"tcp://127.0.0.1:{port}")
-        pub = ctx.socket(zmq.PUB)
-        pub.bind("tcp://127.0.0.1:*")
+        pull, sup, pub = supervisor_sockets(ctx)
         await gw.start(pub, sup)
         deadline = time.monotonic() + 5.0
         coids: list[str | None] = ["g1-BTCUSD-b1", "g1-BTCUSD-s1"]
@@ -260,12 +261,7 @@ async def test_a_fill_whose_order_lookup_fails_is_read_again_then_stored_without
     gw = gateway_on(tmp_path, venue, paper=True)
     ctx = zmq.asyncio.Context()
     try:
-        pull = ctx.socket(zmq.PULL)
-        port = pull.bind_to_random_port("tcp://127.0.0.1")
-        sup = ctx.socket(zmq.PUSH)
-        sup.connect(f"tcp://127.0.0.1:{port}")
-        pub = ctx.socket(zmq.PUB)
-        pub.bind("tcp://127.0.0.1:*")
+        pull, sup, pub = supervisor_sockets(ctx)
         await gw.start(pub, sup)
         trade(venue, 1, ["g1-BTCUSD-b1"])
         [fill] = await gw.rest.get_fills([27])
