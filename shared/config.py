@@ -184,6 +184,24 @@ class StatusConfig(_Section):
             raise ValueError("status.metrics_host must be a loopback address")
 
 
+# Time a gateway restart may take beyond the supervisor's detection and backoff (start, connect,
+# read the product list, renew): the dead-man switch's TTL must leave it.
+DEADMAN_RESTART_MARGIN_S = 10.0
+
+
+class DeadmanConfig(_Section):
+    """Delta's dead-man switch (README "Dead-man switch"): the gateway renews a heartbeat; if it
+    stops for `ttl_s`, the exchange cancels the bots' open orders."""
+    enabled: bool = True
+    ttl_s: Annotated[float, _between(5, 3600)] = 300.0
+    renew_interval_s: Annotated[float, _between(1, 600)] = 30.0  # Delta suggests acks every ~30 s
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.renew_interval_s * 3 > self.ttl_s:
+            raise ValueError(f"deadman.renew_interval_s ({self.renew_interval_s:g}) must be at most a third of "
+                             f"deadman.ttl_s ({self.ttl_s:g}): two lost renewals must not trip the switch")
+
+
 class TestingConfig(_Section):
     """Fault switches for tests. Refused unless ORCHESTRATE_TEST_FAULTS=1 is in the environment,
     so a production config can never enable them by accident."""
@@ -210,6 +228,7 @@ class Config(_Section):
     signal: SignalConfig = msgspec.field(default_factory=SignalConfig)
     grid: GridConfig = msgspec.field(default_factory=GridConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    deadman: DeadmanConfig = msgspec.field(default_factory=DeadmanConfig)
     testing: TestingConfig = msgspec.field(default_factory=TestingConfig)
 
 
@@ -442,7 +461,21 @@ def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, An
     if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
     _check_symbols(cfg, source)
+    _check_deadman(cfg, source)
     return cfg
+
+
+def _check_deadman(cfg: Config, source: str) -> None:
+    """A gateway restart (detected, backed off, started again) must never trip the switch."""
+    d, sup = cfg.deadman, cfg.supervision
+    if not d.enabled:
+        return
+    need = d.renew_interval_s + sup.heartbeat_timeout_s + sup.backoff_max_s + DEADMAN_RESTART_MARGIN_S
+    if d.ttl_s < need:
+        raise ConfigError(f"{source}: key 'deadman.ttl_s' = {d.ttl_s:g} is too short: a gateway restart may "
+                          f"take up to {need:g}s (deadman.renew_interval_s + supervision.heartbeat_timeout_s + "
+                          f"supervision.backoff_max_s + {DEADMAN_RESTART_MARGIN_S:g}s to start), and would "
+                          "trip the dead-man switch")
 
 
 def _check_symbols(cfg: Config, source: str) -> None:

@@ -64,6 +64,7 @@ from shared.messages import (
 from shared.products import ProductSpec, UnknownSymbolError
 from shared.trading.fill_cursor import FillScan, KnownFills
 
+from .gateway_deadman import DeadmanKeeper
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -745,13 +746,20 @@ async def run_exchange(spec: ChildSpec) -> int:
             if not supervisor_alive(spec.supervisor_pid):
                 stop.set()
                 return
-            send_heartbeat(hb, gw.codec, spec, gw.figures(lag.take_max_ms()))
+            figures = gw.figures(lag.take_max_ms())
+            if deadman is not None:  # the switch's state in the gateway's status note
+                figures = msgspec.structs.replace(figures, note=f"{figures.note}; {deadman.note()}")
+            send_heartbeat(hb, gw.codec, spec, figures)
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 
+    # Delta's dead-man switch: renewed while this gateway lives (workers/gateway_deadman.py).
+    deadman = DeadmanKeeper(gw.rest, cfg.deadman, cfg.run.bot_id, gw.products.values()) if cfg.deadman.enabled else None
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
     try:
         await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop], stop)
+                                 gw.stale_poll_loop] + ([deadman.loop] if deadman is not None else []), stop)
+        if deadman is not None and supervisor_alive(spec.supervisor_pid):  # a clean stop, not an orphan's exit
+            await deadman.disable()
     finally:
         await gw.stop()
         ctx.destroy(linger=0)

@@ -25,3 +25,20 @@ COMPACT_CHANNELS = ("trades", "ticker", "ob_l1", "ob_l2", "ob_updates", "mark_pr
 PRIVATE_CHANNELS = ("orders", "positions", "user_trades", "margins")
 
 PAPER_PUBLIC_PATH = "/public"  # the paper venue's stand-in for India's public host, beside /ws
+
+# Dead-man switch (Delta's "Deadman Switch" API, docs: slatedocs _deadman_switch.md; api spec §5
+# "Others"): POST /v2/heartbeat/create registers a heartbeat and what to do when it lapses,
+# POST /v2/heartbeat {heartbeat_id, ttl} acknowledges it for another `ttl` MILLISECONDS (ttl 0
+# disables it), GET /v2/heartbeat lists them.
+HEARTBEAT_CREATE_PATH = "/v2/heartbeat/create"
+HEARTBEAT_PATH = "/v2/heartbeat"
+HEARTBEAT_IMPACTS = ("contracts", "products")  # scope by contract_types (+underlying_assets) or product_symbols
+HEARTBEAT_ACTION_CANCEL_ORDERS = "cancel_orders"  # "Cancels all open orders" (see the venue for stops)
+HEARTBEAT_ACTIONS = (HEARTBEAT_ACTION_CANCEL_ORDERS, "spreads")
+HEARTBEAT_TTL_DISABLE_MS = 0  # an ack with ttl 0 switches the heartbeat off (a planned stop)
+# product_symbols a heartbeat may name: Delta's symbol lists take at most 10 (api spec §4); that
+# this list does too is UNCONFIRMED. More symbols: scope by contract type instead.
+HEARTBEAT_MAX_SYMBOLS = 10
+# The cancellation_reason a lapsed heartbeat leaves on the orders it cancelled. Delta's word for
+# it is UNCONFIRMED (not documented); clients must not depend on it.
+HEARTBEAT_CANCEL_REASON = "deadman_switch"

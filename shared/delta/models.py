@@ -403,6 +403,26 @@ class RecentTrade(msgspec.Struct, frozen=True, kw_only=True):
         _norm_times(self, "timestamp")
 
 
+class HeartbeatCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v2/heartbeat/create's result."""
+    heartbeat_id: str | None = None
+
+
+class HeartbeatAck(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v2/heartbeat's result. The docs show `heartbeat_timestamp` ("next expiry") as a
+    string in no stated unit and `process_enabled` as the string "true"/"false": both kept
+    loose (UNCONFIRMED); `expires_us` is a best effort, None when the value cannot be read."""
+    heartbeat_timestamp: RawTime = None
+    process_enabled: bool | None = None
+
+    @property
+    def expires_us(self) -> int | None:
+        try:
+            return to_micros(self.heartbeat_timestamp)
+        except TimestampError:
+            return None
+
+
 T = TypeVar("T")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 

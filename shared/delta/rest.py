@@ -33,7 +33,13 @@ import msgspec
 import yarl
 
 from shared.delta import auth
-from shared.delta.constants import CANDLE_RESOLUTION_S, MAX_BATCH, MAX_CANDLES_PER_CALL
+from shared.delta.constants import (
+    CANDLE_RESOLUTION_S,
+    HEARTBEAT_CREATE_PATH,
+    HEARTBEAT_PATH,
+    MAX_BATCH,
+    MAX_CANDLES_PER_CALL,
+)
 from shared.delta.errors import (
     AuthError,
     DeltaError,
@@ -50,6 +56,8 @@ from shared.delta.models import (
     Candle,
     Envelope,
     Fill,
+    HeartbeatAck,
+    HeartbeatCreated,
     L2Book,
     Leverage,
     Order,
@@ -827,6 +835,47 @@ class DeltaRestClient:
                                   body={"leverage": text}, signed=True, priority=Priority.RISK,
                                   retry=True)  # setting the same value twice is harmless
         return self._result(env, Leverage, "POST leverage")
+
+    # ---------------------------------------------------------------- dead-man switch
+
+    async def create_heartbeat(self, heartbeat_id: str, *, product_symbols: Sequence[str] = (),
+                               contract_types: Sequence[str] = (), underlying_assets: Sequence[str] = (),
+                               unhealthy_count: int = 1) -> HeartbeatCreated:
+        """Register a dead-man switch that cancels the key's open orders once it lapses: on
+        `product_symbols` (impact "products") or else on `contract_types` (impact "contracts",
+        optionally narrowed to `underlying_assets`). It is armed by the first ack. Not retried:
+        the caller's schedule retries (creating the same id again is harmless)."""
+        if not heartbeat_id:
+            raise ValueError("heartbeat_id must not be empty")
+        if bool(product_symbols) == bool(contract_types):
+            raise ValueError("give product_symbols or contract_types, not both or neither")
+        body: dict[str, Any] = {"heartbeat_id": heartbeat_id,
+                                "impact": "products" if product_symbols else "contracts",
+                                "config": [{"action": "cancel_orders", "unhealthy_count": int(unhealthy_count)}]}
+        if product_symbols:
+            body["product_symbols"] = list(product_symbols)
+        else:
+            body["contract_types"] = list(contract_types)
+            if underlying_assets:
+                body["underlying_assets"] = list(underlying_assets)
+        env = await self._request("POST", HEARTBEAT_CREATE_PATH, body=body, signed=True, priority=Priority.RISK)
+        return self._result(env, HeartbeatCreated, f"POST {HEARTBEAT_CREATE_PATH}") if env.has_result \
+            else HeartbeatCreated(heartbeat_id=heartbeat_id)
+
+    async def ack_heartbeat(self, heartbeat_id: str, ttl_ms: int) -> HeartbeatAck:
+        """Keep the heartbeat alive for `ttl_ms` more milliseconds (0 disables it). Not retried
+        here: the caller's schedule decides when to try again."""
+        if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 0:
+            raise ValueError(f"ttl_ms must be a whole number of milliseconds >= 0, got {ttl_ms!r}")
+        env = await self._request("POST", HEARTBEAT_PATH, body={"heartbeat_id": heartbeat_id, "ttl": ttl_ms},
+                                  signed=True, priority=Priority.RISK)
+        return self._result(env, HeartbeatAck, f"POST {HEARTBEAT_PATH}") if env.has_result else HeartbeatAck()
+
+    async def get_heartbeats(self, heartbeat_id: str | None = None) -> list[dict[str, Any]]:
+        """The key's heartbeats as the exchange lists them (shape loosely documented: raw dicts)."""
+        result, _ = await self._get(HEARTBEAT_PATH, list[dict[str, Any]],
+                                    params={"heartbeat_id": heartbeat_id}, signed=True)
+        return result
 
 
 __all__ = [

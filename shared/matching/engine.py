@@ -611,7 +611,8 @@ class MatchingEngine:
         return self._finish(order, "cancelled", "cancelled_by_user")
 
     def cancel_all(self, product_id: int | None = None, *, limit_orders: bool = True,
-                   stop_orders: bool = True, reduce_only_orders: bool = True) -> list[Order]:
+                   stop_orders: bool = True, reduce_only_orders: bool = True,
+                   reason: str = "cancelled_by_user") -> list[Order]:
         """Cancel the live orders of one product (or all), of the kinds asked for. Each order is
         of exactly one kind: a pending stop is a stop order (reduce-only or not), a resting
         reduce-only order is a reduce-only order, any other resting order is a limit order."""
@@ -621,7 +622,7 @@ class MatchingEngine:
             return reduce_only_orders if o.reduce_only else limit_orders
         targets = [o for o in self._open.values()
                    if (product_id is None or o.product_id == product_id) and wanted(o)]
-        return [self._finish(o, "cancelled", "cancelled_by_user") for o in targets]
+        return [self._finish(o, "cancelled", reason) for o in targets]
 
     def set_leverage(self, product_id: int, leverage: float | Decimal) -> Decimal:
         p = self._p(product_id)

@@ -29,6 +29,7 @@ from shared.market_clock import MarketClock
 from shared.matching.engine import Event
 from shared.products import PAPER_PRODUCTS, UnknownSymbolError
 from workers.venue.account import AccountStore, write_private
+from workers.venue.deadman import DEADMAN, VenueDeadman, deadman_routes
 from workers.venue.faults import FaultModel
 from workers.venue.guard import MAX_BODY_BYTES, EngineOpsLimit, Guard
 from workers.venue.market import Market, MarketReplay
@@ -55,6 +56,7 @@ class PaperVenue:
         self.engine_ops = EngineOpsLimit(settings.engine_ops_per_s)
         self.ws = WsHub(self)
         self.replay.ws = self.ws
+        self.deadman = VenueDeadman(self, settings.state_file)  # Delta's heartbeat endpoints
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.rest_url = ""
@@ -133,6 +135,7 @@ class PaperVenue:
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
         self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
         self._tasks.append(asyncio.create_task(self.replay.run(), name="venue-replay"))
+        self._tasks.append(asyncio.create_task(self.deadman.run(), name="venue-deadman"))
         for name, loop in self.faults.timers(self.ws.drop_all, self.restart):
             self._tasks.append(asyncio.create_task(loop(), name=name))
         if self.settings.state_file:
@@ -186,6 +189,8 @@ class PaperVenue:
     def _routes(self, app: web.Application) -> None:
         app[VENUE] = self
         app.router.add_routes(rest_routes)
+        app[DEADMAN] = self.deadman
+        app.router.add_routes(deadman_routes)
         app.router.add_get("/ws", self.ws.handle)
         app.router.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 

@@ -1,0 +1,87 @@
+"""The gateway's dead-man switch keeper: registers the account's heartbeat with the exchange at
+start and renews it on the schedule of shared/delta/deadman.py, live and paper alike (the same
+REST client, the same calls). If the gateway and everything above it die (the machine, a
+SIGKILLed tree), the exchange cancels the account's open orders once `deadman.ttl_s` has passed.
+
+A renewal failure is logged with Delta's error code, counted and shown in the gateway's status
+note; it never raises out of the loop. At a clean stop the heartbeat is disabled (ttl 0): a
+plain `orchestrate stop` leaves orders resting on purpose (README), and a switch left armed
+would cancel them a few minutes later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from shared.config import DeadmanConfig
+from shared.delta.constants import HEARTBEAT_TTL_DISABLE_MS
+from shared.delta.deadman import DeadmanSchedule, Step, heartbeat_id_for, heartbeat_scope
+from shared.delta.errors import DeltaError
+from shared.delta.rest import DeltaRestClient
+from shared.products import ProductSpec
+
+log = logging.getLogger("gateway")
+RETRY_S = 5.0  # after a failed create or renewal (capped at the renewal interval)
+DISABLE_TIMEOUT_S = 3.0  # a clean stop waits at most this long to switch the heartbeat off
+
+
+class DeadmanKeeper:
+    def __init__(self, rest: DeltaRestClient, cfg: DeadmanConfig, bot_id: str, products: Iterable[ProductSpec], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rest = rest
+        self.cfg = cfg
+        self.heartbeat_id = heartbeat_id_for(bot_id)
+        specs = list(products)
+        self.scope = heartbeat_scope((p.symbol for p in specs), (p.contract_type for p in specs))
+        self.clock = clock
+        self.schedule = DeadmanSchedule(cfg.ttl_s, cfg.renew_interval_s, RETRY_S)
+
+    async def step(self, step: Step) -> None:
+        """One create or ack; the outcome goes to the schedule. Never raises a request error."""
+        try:
+            if step == "create":
+                await self.rest.create_heartbeat(self.heartbeat_id, **self.scope)
+            else:
+                ack = await self.rest.ack_heartbeat(self.heartbeat_id, self.schedule.ttl_ms)
+                if ack.process_enabled is False:
+                    log.warning("dead-man switch %s: the exchange says it is not enabled after a renewal",
+                                self.heartbeat_id)
+        except (DeltaError, OSError, TimeoutError) as exc:
+            code = getattr(exc, "code", "") or type(exc).__name__
+            self.schedule.on_failure(step, self.clock(), code=code, status=getattr(exc, "status", None))
+            s = self.schedule.state
+            log.error("dead-man switch %s: %s failed: %s (%d failures, %d in a row); retry in %.0fs",
+                      self.heartbeat_id, step, code, s.failures, s.failing_in_a_row, self.schedule.retry_s)
+            return
+        first = self.schedule.state.last_ack_at is None and step == "ack"
+        self.schedule.on_success(step, self.clock())
+        if first:
+            scope = ",".join(self.scope.get("product_symbols") or self.scope.get("contract_types") or [])
+            log.info("dead-man switch %s armed: the exchange cancels the open orders on %s if not "
+                     "renewed for %.0fs", self.heartbeat_id, scope, self.cfg.ttl_s)
+
+    async def loop(self) -> None:
+        while True:
+            step = self.schedule.due(self.clock())
+            if step is not None:
+                await self.step(step)
+                continue
+            await asyncio.sleep(max(0.05, self.schedule.state.due_at - self.clock()))
+
+    async def disable(self) -> None:
+        """Switch the heartbeat off (a clean stop); a failure is logged, the switch then lapses."""
+        if self.schedule.state.last_ack_at is None:
+            return
+        try:
+            await asyncio.wait_for(self.rest.ack_heartbeat(self.heartbeat_id, HEARTBEAT_TTL_DISABLE_MS),
+                                   DISABLE_TIMEOUT_S)
+            log.info("dead-man switch %s disabled (clean stop: orders stay resting)", self.heartbeat_id)
+        except (DeltaError, OSError, TimeoutError) as exc:
+            log.warning("dead-man switch %s not disabled at stop (%s): it lapses in %.0fs and the exchange "
+                        "cancels the open orders", self.heartbeat_id, getattr(exc, "code", exc), self.cfg.ttl_s)
+
+    def note(self) -> str:
+        return self.schedule.note(self.clock())
