@@ -145,6 +145,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem:
             print(f"orchestrate: {problem}", file=sys.stderr)
             return 2
+    if cfg.run.mode == "paper" and cfg.market.source == "venue" and cfg.market.paper_venue == "external":
+        from .supervisor import external_venue_access
+        try:
+            external_venue_access(Path(args.run_dir))
+        except ValueError as exc:
+            print(f"orchestrate: market.paper_venue = 'external': {exc}", file=sys.stderr)
+            return 2
     run_dir = RunDir(args.run_dir)
     try:
         run_dir.acquire()

@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import sys
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -166,8 +167,12 @@ class Supervisor:
 
         access = None
         if self.cfg.market.source == "venue" and self.cfg.run.mode == "paper":
-            access = VenueAccess(port=_free_port(), api_key=secrets.token_hex(16), api_secret=secrets.token_hex(32))
-            add("venue", "venue", "venue", self._spec("venue", "venue", symbols=symbols, venue_access=access))
+            if self.cfg.market.paper_venue == "external":  # started by `orchestrate venue`: not ours to run
+                access = external_venue_access(self.run_dir.path)
+            else:
+                access = VenueAccess(port=_free_port(), api_key=secrets.token_hex(16),
+                                     api_secret=secrets.token_hex(32))
+                add("venue", "venue", "venue", self._spec("venue", "venue", symbols=symbols, venue_access=access))
         add("gateway", "gateway", "gateway", self._spec("gateway", "gateway", symbols=symbols, venue_access=access))
         for k in range(self.pool_size):
             tables = {}
@@ -837,6 +842,16 @@ def _trading(bot_says: str, order_management: str) -> str:
     if bot_says == "trading" and order_management.startswith("down"):
         return "not trading: order management down"
     return bot_says
+
+
+def external_venue_access(run_dir: Any) -> VenueAccess:
+    """The paper venue `orchestrate venue --run-dir` runs beside us (market.paper_venue = "external")."""
+    from workers.venue import read_venue_json
+    v = read_venue_json(run_dir)
+    port = urllib.parse.urlsplit(v["rest_url"]).port
+    if port is None:
+        raise ValueError(f"venue.json in {run_dir}: rest_url {v['rest_url']!r} has no port")
+    return VenueAccess(port=port, api_key=v["api_key"], api_secret=v["api_secret"])
 
 
 def _free_port() -> int:

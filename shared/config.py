@@ -103,10 +103,16 @@ class MarketConfig(_Section):
     seed: Annotated[int, _between(0, 2**32 - 1)] = 0  # synthetic markets and the RL agents' exploration
     initial_balance_usd: Annotated[float, _between(1, 1e9)] = 10_000.0  # paper account
     leverage: Annotated[float, _between(1, 200)] = 10.0  # Delta's range (products cap it lower)
+    # embedded: the supervisor runs the paper venue as its child (it dies with the run);
+    # external: a venue started beforehand by `orchestrate venue --run-dir DIR` on the same run dir,
+    # found through DIR/venue.json; it outlives the trading tree, as an exchange would
+    paper_venue: str = "embedded"
 
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
             raise ValueError("market.source must be 'venue' or 'replay'")
+        if self.paper_venue not in ("embedded", "external"):
+            raise ValueError("market.paper_venue must be 'embedded' or 'external'")
         if self.clock not in CLOCKS:
             raise ValueError("market.clock must be 'replay' or 'wall'")
         if self.clock == "wall":

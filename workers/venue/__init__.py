@@ -15,7 +15,7 @@ Imports run one way: app -> rest -> market -> guard -> faults; market, app -> ws
 `workers/venue_proc.py` is the supervised process shell around it.
 """
 
-from workers.venue.app import PaperVenue, venue_main, write_venue_json
+from workers.venue.app import PaperVenue, read_venue_json, venue_main, write_venue_json
 from workers.venue.settings import VenueSettings
 
-__all__ = ["PaperVenue", "VenueSettings", "venue_main", "write_venue_json"]
+__all__ = ["PaperVenue", "VenueSettings", "read_venue_json", "venue_main", "write_venue_json"]

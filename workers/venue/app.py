@@ -204,6 +204,20 @@ def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     return path
 
 
+def read_venue_json(run_dir: Path) -> dict[str, str]:
+    """What `write_venue_json` wrote: the running venue's URLs and key. ValueError, saying what to
+    do, when there is none or it cannot be read."""
+    path = Path(run_dir) / "venue.json"
+    try:
+        doc = json.loads(path.read_text())
+        if not all(isinstance(doc.get(k), str) and doc[k] for k in ("rest_url", "api_key", "api_secret")):
+            raise ValueError("rest_url, api_key or api_secret missing")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"no paper venue found through {path} ({exc}); start one first: "
+                         f"orchestrate venue --run-dir {run_dir}") from None
+    return {k: str(v) for k, v in doc.items()}
+
+
 def venue_main(port: int, run_dir: str | None, symbols: list[str],
                settings: VenueSettings | None = None) -> int:
     """Blocking entry for `orchestrate venue --port P --run-dir DIR`. Returns an exit code.
@@ -239,4 +253,4 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
     return 0
 
 
-__all__ = ["PaperVenue", "VenueSettings", "venue_main", "write_venue_json"]
+__all__ = ["PaperVenue", "VenueSettings", "read_venue_json", "venue_main", "write_venue_json"]

@@ -1,0 +1,129 @@
+"""The dead-man switch on the real process tree (issue 15): the paper venue runs as its own
+process (`orchestrate venue`, market.paper_venue = "external"), the trading tree beside it with a
+short TTL. A quick gateway restart (SIGKILL; the supervisor starts it again) does not trip the
+switch; SIGKILLing the whole tree does: after the TTL the venue shows no open order of the bots
+(cancelled with reason `deadman_switch`), while before it they were still there. Pending
+protective stops are kept (Delta's documented "cancels all open orders", read as state `open`;
+see shared/matching/deadman.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from test_restart_ledger_e2e import gone, pid_of, wait_until  # type: ignore[import-not-found]  # same dir
+from test_trading_e2e import TIGHT, ours, venue_client  # type: ignore[import-not-found]  # same dir
+
+from shared.delta.models import Order
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+TTL_S = 15.0  # the shortest the config allows with these supervision keys: 1 + 2 + 0.5 + 10 = 13.5
+CONFIG = (TIGHT + 'paper_venue = "external"\n'
+          "[supervision]\nheartbeat_timeout_s = 2.0\nbackoff_initial_s = 0.2\nbackoff_max_s = 0.5\nmax_restarts = 100\n"
+          f"[deadman]\nttl_s = {TTL_S}\nrenew_interval_s = 1.0\n")
+
+
+def start_venue(run_dir: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "venue", "--port", "0", "--run-dir",
+                             str(run_dir), "--symbols", "BTCUSD,ETHUSD", "--bar-seconds", "0.25"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("venue: REST"):
+            return proc
+        assert line or proc.poll() is None, f"the venue exited: {proc.poll()}"
+    raise AssertionError("the venue never said it was up")
+
+
+async def venue_orders(run_dir: Path) -> tuple[list[Order], list[Order]]:
+    """(the bots' live orders, the bots' orders the dead-man switch cancelled) on the venue."""
+    async with venue_client(run_dir) as rest:
+        live = await rest.get_open_orders()
+        history = await rest.get_order_history()
+    mine = [o for o in live if ours(o.client_order_id, o.product_symbol or "")]
+    switched = [o for o in history if ours(o.client_order_id, o.product_symbol or "")
+                and o.cancellation_reason == "deadman_switch"]
+    return mine, switched
+
+
+def armed(doc: dict[str, Any]) -> bool:
+    gw = next((p for p in doc["processes"] if p["name"] == "gateway"), None)
+    return gw is not None and gw["state"] == "running" and "dead-man switch armed" in gw["note"]
+
+
+def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart_does_not_trip_it(
+        start_run, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    venue = start_venue(run_dir)
+    try:
+        cfg = tmp_path / "deadman.toml"
+        cfg.write_text(CONFIG)
+        run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"], run_dir=run_dir)
+        run.wait_for(lambda d: armed(d) and all(w["open_orders"] > 0 for w in d["workers"]), 90,
+                     "grids on both symbols and the switch armed")
+
+        # 1. A quick gateway restart: the new gateway renews the same heartbeat well inside the TTL.
+        doc = run.status()
+        assert doc is not None
+        old = pid_of(doc, "gateway")
+        killed_at = time.monotonic()
+        os.kill(old, signal.SIGKILL)
+        doc = run.wait_for(lambda d: pid_of(d, "gateway") not in (0, old) and armed(d), 45, "the gateway back, armed")
+        back_s = time.monotonic() - killed_at
+        assert back_s < TTL_S, f"the gateway took {back_s:.1f}s to come back: longer than the TTL"
+        # Past the TTL counted from the kill: the switch never fired, the bots still quote.
+        time.sleep(max(0.0, killed_at + TTL_S + 2.0 - time.monotonic()))
+        mine, switched = asyncio.run(venue_orders(run_dir))
+        assert switched == [], [o.client_order_id for o in switched]
+        assert any(o.state == "open" for o in mine), "the bots have no resting order after the gateway restart"
+
+        # 2. SIGKILL every process of the tree (supervisor, gateway, pool, workers); the venue lives on.
+        doc = run.status()
+        assert doc is not None
+        tree = [p["pid"] for p in doc["processes"] if p["pid"]] + [w["pid"] for w in doc["workers"] if w["pid"]]
+        assert venue.pid not in tree and psutil.Process(venue.pid).is_running()
+        run.kill_all()
+        killed_at = time.monotonic()
+        wait_until(lambda: all(gone(p) for p in tree), 10, "the tree gone")
+        mine, switched = asyncio.run(venue_orders(run_dir))
+        resting = [o for o in mine if o.state == "open"]
+        assert resting and switched == [], "the bots' orders should still rest right after the kill"
+
+        # 3. After the TTL the venue cancels them: no open order of the bots is left.
+        deadline = killed_at + TTL_S + 10.0
+        while True:
+            mine, switched = asyncio.run(venue_orders(run_dir))
+            if not any(o.state == "open" for o in mine):
+                break
+            assert time.monotonic() < deadline, f"{len(mine)} orders of the bots still open after the TTL"
+            time.sleep(0.5)
+        fired_after = time.monotonic() - killed_at
+        # The switch, not anything else: it fired no earlier than the TTL after the last renewal
+        # (at most renew_interval_s before the kill), and those orders carry its reason.
+        assert fired_after >= TTL_S - 1.0 - 0.5, f"orders gone {fired_after:.1f}s after the kill"
+        assert {o.id for o in resting} <= {o.id for o in switched}
+        assert all(o.state == "pending" and o.stop_order_type for o in mine), \
+            "only pending protective stops may remain"
+        log = (run_dir / "logs").glob("*.log")
+        assert any("dead-man switch dgo-g1 armed" in p.read_text() for p in log)
+    finally:
+        venue.send_signal(signal.SIGTERM)
+        try:
+            venue.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            venue.kill()
+    assert json.loads((run_dir / "venue.json").read_text())["rest_url"].startswith("http://127.0.0.1:")
