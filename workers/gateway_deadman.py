@@ -43,7 +43,9 @@ class DeadmanKeeper:
         """One create or ack; the outcome goes to the schedule. Never raises a request error."""
         try:
             if step == "create":
-                await self.rest.create_heartbeat(self.heartbeat_id, **self.scope)
+                await self.rest.create_heartbeat(self.heartbeat_id,
+                                                 product_symbols=self.scope.get("product_symbols", ()),
+                                                 contract_types=self.scope.get("contract_types", ()))
             else:
                 ack = await self.rest.ack_heartbeat(self.heartbeat_id, self.schedule.ttl_ms)
                 if ack.process_enabled is False:

@@ -112,8 +112,9 @@ async def test_a_lapsed_heartbeat_cancels_open_orders_of_its_products_and_keeps_
             assert (o.state, o.cancellation_reason) == ("cancelled", "deadman_switch")
         assert venue.deadman.lapses == 1 and venue.deadman.cancelled == 2
         # Once per lapse: a new order after it stays until the next ack lapses again.
-        again = await rest.place_order(product_id=BTC, size=1, side="buy",
-                                       limit_price=round((await rest.get_ticker("BTCUSD")).close * 0.9))
+        close = (await rest.get_ticker("BTCUSD")).close
+        assert close
+        again = await rest.place_order(product_id=BTC, size=1, side="buy", limit_price=round(close * 0.9))
         await asyncio.sleep(0.8)
         assert (await rest.get_order(again.id)).state == "open"
         await rest.ack_heartbeat("bot-1", 300)

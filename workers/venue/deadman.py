@@ -118,15 +118,15 @@ DEADMAN = web.AppKey("deadman", VenueDeadman)
 
 
 async def create(request: web.Request) -> web.Response:
-    d = request.app[DEADMAN]
-    hb = d.switches.create(request[BODY])
+    d, body = request.app[DEADMAN], request[BODY]
+    hb = d.switches.create(body)
     d.save()
     return ok({"heartbeat_id": hb.heartbeat_id})
 
 
 async def ack(request: web.Request) -> web.Response:
-    d = request.app[DEADMAN]
-    hb = d.switches.ack(request[BODY], d.now_us())
+    d, body = request.app[DEADMAN], request[BODY]
+    hb = d.switches.ack(body, d.now_us())
     d.save()
     return ok(ack_answer(hb))
 
