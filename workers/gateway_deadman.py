@@ -26,6 +26,8 @@ from shared.products import ProductSpec
 log = logging.getLogger("gateway")
 RETRY_S = 5.0  # after a failed create or renewal (capped at the renewal interval)
 DISABLE_TIMEOUT_S = 3.0  # a clean stop waits at most this long to switch the heartbeat off
+LOG_FIRST_FAILURES = 3
+LOG_EVERY_NTH = int(60 / RETRY_S)
 
 
 class DeadmanKeeper:
@@ -55,8 +57,11 @@ class DeadmanKeeper:
             code = getattr(exc, "code", "") or type(exc).__name__
             self.schedule.on_failure(step, self.clock(), code=code, status=getattr(exc, "status", None))
             s = self.schedule.state
-            log.error("dead-man switch %s: %s failed: %s (%d failures, %d in a row); retry in %.0fs",
-                      self.heartbeat_id, step, code, s.failures, s.failing_in_a_row, self.schedule.retry_s)
+            # Every failure is counted (status); the log says the first few of a run of them and
+            # then one a minute, so a venue without the API cannot flood it.
+            if s.failing_in_a_row <= LOG_FIRST_FAILURES or s.failing_in_a_row % LOG_EVERY_NTH == 0:
+                log.error("dead-man switch %s: %s failed: %s (%d failures, %d in a row); retry in %.0fs",
+                          self.heartbeat_id, step, code, s.failures, s.failing_in_a_row, self.schedule.retry_s)
             return
         first = self.schedule.state.last_ack_at is None and step == "ack"
         self.schedule.on_success(step, self.clock())
