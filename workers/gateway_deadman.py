@@ -53,8 +53,8 @@ class DeadmanKeeper:
                 if ack.process_enabled is False:
                     log.warning("dead-man switch %s: the exchange says it is not enabled after a renewal",
                                 self.heartbeat_id)
-        except (DeltaError, OSError, TimeoutError) as exc:
-            code = getattr(exc, "code", "") or type(exc).__name__
+        except Exception as exc:  # whatever it is, the switch must not take the account's gateway down
+            code = exc.code if isinstance(exc, DeltaError) else type(exc).__name__
             self.schedule.on_failure(step, self.clock(), code=code, status=getattr(exc, "status", None))
             s = self.schedule.state
             # Every failure is counted (status); the log says the first few of a run of them and
@@ -86,7 +86,7 @@ class DeadmanKeeper:
             await asyncio.wait_for(self.rest.ack_heartbeat(self.heartbeat_id, HEARTBEAT_TTL_DISABLE_MS),
                                    DISABLE_TIMEOUT_S)
             log.info("dead-man switch %s disabled (clean stop: orders stay resting)", self.heartbeat_id)
-        except (DeltaError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # a stop goes on regardless; the switch then lapses as if we died
             log.warning("dead-man switch %s not disabled at stop (%s): it lapses in %.0fs and the exchange "
                         "cancels the open orders", self.heartbeat_id, getattr(exc, "code", exc), self.cfg.ttl_s)
 

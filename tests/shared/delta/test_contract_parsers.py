@@ -16,6 +16,8 @@ from shared.delta.models import (
     Candle,
     Envelope,
     Fill,
+    HeartbeatAck,
+    HeartbeatCreated,
     L2Book,
     Leverage,
     Order,
@@ -57,6 +59,7 @@ RESULT_MODELS: dict[str, Any] = {
     "wallet_balances": list[WalletBalance], "wallet_transactions": list[WalletTransaction], "fills": list[Fill],
     "order_create": Order, "positions_margined": list[Position], "change_margin": Position, "position": Position,
     "leverage": Leverage, "settings": dict[str, Any], "orders_all_delete": dict[str, Any],
+    "heartbeat_create": HeartbeatCreated, "heartbeat_ack": HeartbeatAck,
 }
 ERRORS = {"error_bad_schema": BadSchema, "error_insufficient_margin": InsufficientMargin,
           "error_unauthorized": AuthError, "error_invalid_api_key": AuthError,
@@ -159,3 +162,10 @@ def test_a_shape_change_is_caught_by_the_parsers() -> None:
     bad = {k: v for k, v in load("fills")["body"]["result"][0].items() if k != "price"}
     with pytest.raises(msgspec.ValidationError):
         decode(json.dumps(bad), Fill)
+
+
+def test_the_documented_heartbeat_answers_read_as_documented() -> None:
+    assert _result("heartbeat_create").heartbeat_id == "my_trading_bot_001"
+    ack = _result("heartbeat_ack")
+    assert ack.process_enabled is True  # the string "true"
+    assert ack.heartbeat_timestamp == "1243453435" and ack.expires_us is not None  # unit unstated: kept raw

@@ -86,6 +86,10 @@ async def test_rest_answers_have_the_recorded_shape(session: Session, name: str)
     req = fx["request"]
     if req.get("setup") == "position":
         await session.open_position()
+    if req.get("setup") == "heartbeat":  # an ack needs its heartbeat registered first
+        created = load("heartbeat_create")["request"]["body"]
+        status, data = await session.rest("POST", "/v2/heartbeat/create", body=created)
+        assert status == 200, data
     values = {"now": str(int(time.time())), "now-3600": str(int(time.time()) - 3600)}
     if "{far_bid}" in json.dumps(req):
         values["far_bid"] = await session.far_bid()
