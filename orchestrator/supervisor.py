@@ -785,11 +785,14 @@ class Supervisor:
         # Workers first (they stop trading), then the pool and the gateway.
         order = sorted(self.children.values(),
                        key=lambda c: {"worker": 0, "pool": 1, "gateway": 2, "venue": 3}[c.kind])
-        for child in order:
-            child.state = "stopped"
-            self._kill(child, signal.SIGTERM)
-        while time.monotonic() < deadline and any(c.alive() for c in order):
-            await asyncio.sleep(0.05)
+        # The paper venue only once the rest is gone: the gateway's last request (switching the
+        # dead-man switch off) needs it up.
+        for batch in ([c for c in order if c.kind != "venue"], [c for c in order if c.kind == "venue"]):
+            for child in batch:
+                child.state = "stopped"
+                self._kill(child, signal.SIGTERM)
+            while time.monotonic() < deadline and any(c.alive() for c in batch):
+                await asyncio.sleep(0.05)
         for child in order:
             if child.alive():
                 log.warning("%s %s did not stop in time; killing", child.kind, child.name)

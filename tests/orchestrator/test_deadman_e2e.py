@@ -127,3 +127,20 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
         except subprocess.TimeoutExpired:
             venue.kill()
     assert json.loads((run_dir / "venue.json").read_text())["rest_url"].startswith("http://127.0.0.1:")
+
+
+def test_a_clean_stop_switches_the_heartbeat_off_so_resting_orders_stay(start_run, tmp_path: Path) -> None:
+    """README: a plain `orchestrate stop` leaves orders resting on purpose; the switch is turned
+    off (ttl 0) before the embedded venue stops, so it cannot cancel them later."""
+    cfg = tmp_path / "embedded.toml"
+    cfg.write_text(TIGHT + "[deadman]\nttl_s = 300\n")
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
+    run.wait_for(lambda d: armed(d) and all(w["open_orders"] > 0 for w in d["workers"]), 90, "grids, switch armed")
+    saved = run.run_dir / "paper-account.json.heartbeats.json"
+    (before,) = json.loads(saved.read_text())
+    assert (before["heartbeat_id"], before["ttl_ms"]) == ("dgo-g1", 300_000)
+    assert run.cli("stop").returncode == 0
+    assert run.proc.wait(timeout=30) == 0
+    (after,) = json.loads(saved.read_text())
+    assert after["ttl_ms"] == 0, after
+    assert "dead-man switch dgo-g1 disabled" in (run.run_dir / "logs" / "gateway.log").read_text()
