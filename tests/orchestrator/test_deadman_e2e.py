@@ -84,6 +84,7 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
         os.kill(old, signal.SIGKILL)
         doc = run.wait_for(lambda d: pid_of(d, "gateway") not in (0, old) and armed(d), 45, "the gateway back, armed")
         back_s = time.monotonic() - killed_at
+        print(f"gateway back and renewing {back_s:.1f}s after its SIGKILL")
         assert back_s < TTL_S, f"the gateway took {back_s:.1f}s to come back: longer than the TTL"
         # Past the TTL counted from the kill: the switch never fired, the bots still quote.
         time.sleep(max(0.0, killed_at + TTL_S + 2.0 - time.monotonic()))
@@ -112,6 +113,7 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
             assert time.monotonic() < deadline, f"{len(mine)} orders of the bots still open after the TTL"
             time.sleep(0.5)
         fired_after = time.monotonic() - killed_at
+        print(f"no open order of the bots {fired_after:.1f}s after the tree's SIGKILL (TTL {TTL_S:.0f}s)")
         # The switch, not anything else: it fired no earlier than the TTL after the last renewal
         # (at most renew_interval_s before the kill), and those orders carry its reason.
         assert fired_after >= TTL_S - 1.0 - 0.5, f"orders gone {fired_after:.1f}s after the kill"
