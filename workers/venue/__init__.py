@@ -10,7 +10,9 @@ One kind of knowledge per module:
 - guard.py     auth, rate limits, error envelopes, 413, public-caller mark: aiohttp middlewares
 - rest.py      the REST v2 handlers on a RouteTableDef, over the venue state
 - ws.py        the websocket hub (given the venue's view; imports nothing back)
-Imports run one way: app -> rest -> market -> guard -> faults; market, app -> ws, account.
+- deadman.py   Delta's dead-man switch: heartbeat endpoints, the lapse timer, its file
+Imports run one way: app -> rest -> market -> guard -> faults; market, app -> ws, account;
+app -> deadman -> guard, account.
 
 `workers/venue_proc.py` is the supervised process shell around it.
 """
