@@ -152,3 +152,13 @@ def test_a_clean_stop_switches_the_heartbeat_off_so_resting_orders_stay(start_ru
     (after,) = json.loads(saved.read_text())
     assert after["ttl_ms"] == 0, after
     assert "dead-man switch dgo-g1 disabled" in (run.run_dir / "logs" / "gateway.log").read_text()
+
+
+def test_an_external_venue_that_is_not_there_is_exit_2_saying_how_to_start_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "external.toml"
+    cfg.write_text('[market]\npaper_venue = "external"\n')
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--config", str(cfg), "--run-dir",
+                        str(tmp_path / "run"), "--no-display"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "orchestrate venue --run-dir" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "trading.sqlite").exists()
