@@ -25,6 +25,7 @@ import msgspec
 from shared.backtest import BacktestError, BacktestResult, run_backtest
 from shared.backtest.loop import default_warmup_bars
 from shared.config import Config, ConfigError, load_config
+from shared.symbol_settings import unused_symbol_tables
 from shared.marketdata import BAR_SECONDS, CandleFileError, Candles, find_gaps, read_ohlcv_csv
 from shared.products import (
     PAPER_PRODUCTS,
@@ -257,6 +258,7 @@ def prepare(args: argparse.Namespace) -> Inputs:
         if sym not in symbols:
             raise InputError(f"--spec {sym}: no --data {sym}=FILE to trade it on")
     specs = resolve_specs(symbols, given)  # before reading files: a typo costs no parse time
+    notes += [f"{args.config}: {w}" for w in unused_symbol_tables(cfg, symbols)]
     data, files = _read_files(args.data, "--data", signed=False)
     funding, _ = _read_files(args.funding, "--funding", signed=True)
     for sym in funding:

@@ -45,6 +45,7 @@ from shared.messages import (
     topic,
 )
 from shared.ring import BarRing
+from shared.symbol_settings import symbol_settings
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill as LedgerFill
@@ -290,7 +291,8 @@ class Worker:
         if full or self.bot is None:
             cfg = self.cfg
             if self.bot is None:
-                self.bot = TradingBot(symbol=self.symbol, product=snap.product, grid=cfg.grid, risk=cfg.risk,
+                mine = symbol_settings(cfg, self.symbol)  # [symbols.SYMBOL.*] over [grid]/[risk]
+                self.bot = TradingBot(symbol=self.symbol, product=snap.product, grid=mine.grid, risk=mine.risk,
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]

@@ -52,6 +52,7 @@ from ..signals.engine import BarWindow, SignalEngine
 from ..signals.series import SignalSeries
 from ..signals.series import iter_series as iter_series
 from ..trading import client_order_id as coid
+from ..symbol_settings import symbol_settings
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
 from ..trading.grid import GridConfig, protective_stop
@@ -356,7 +357,7 @@ class _Run:
             if kind == "stop_market_order":
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
-                                   stop_price=dec(price), stop_trigger_method=self.cfg.grid.stop_trigger_method)
+                                   stop_price=dec(price), stop_trigger_method=s.bot.grid.stop_trigger_method)
             else:
                 # kind: the bot's limit/market order types, which the engine takes as they are
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type=kind,  # type: ignore[arg-type]
@@ -436,7 +437,7 @@ class _Run:
             a = s.bot.anchor
             if s is acting or s.wake_all or a is None or avail == s.planned_avail:
                 continue
-            r = self.cfg.risk
+            r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
             before = contracts_per_level(s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                          min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
@@ -452,7 +453,7 @@ class _Run:
         signal (read from the series when the bot is next asked). Anything unusual wakes it at
         every trade (`wake_all`); each rule here is a reason `plan` or the venue would act."""
         bot = s.bot
-        grid = self.cfg.grid
+        grid = bot.grid
         s.cool_end = INF
         if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
             s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
@@ -528,7 +529,7 @@ class _Run:
             return True
         if s.cool_end == INF:
             code = s.cstrong[j]
-            if code and (s.anchor_code == 0 or code != s.anchor_code and self.cfg.grid.mode == "directional"
+            if code and (s.anchor_code == 0 or code != s.anchor_code and s.bot.grid.mode == "directional"
                          or abs(price - s.anchor_price) > s.band):  # grid.needs_regrid's own expression
                 return True
         tol = s.ctol[j]
@@ -538,7 +539,7 @@ class _Run:
             atr = s.catr[j]
             edge = s.bot.stop_edge
             if edge is not None and atr > 0:
-                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, self.cfg.grid)
+                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid)
                 if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
                     return True
         return False
@@ -691,7 +692,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         lo = first - warm
         sl = c.slice(lo, last + 1)
         bars = replay_bars(sl, specs[sym], warm)
-        bot = TradingBot(symbol=sym, product=specs[sym], grid=cfg.grid, risk=cfg.risk, bot_id=cfg.run.bot_id)
+        mine = symbol_settings(cfg, sym)  # the worker's own rule: [symbols.SYMBOL.*] over [grid]/[risk]
+        bot = TradingBot(symbol=sym, product=specs[sym], grid=mine.grid, risk=mine.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
                     window=cfg.market.window_bars,
@@ -769,7 +771,7 @@ def attach_series(cfg: Config, s: _Symbol) -> None:
     as the engine is called from the first bar)."""
     b = s.bars
     candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
-    s.grid = cfg.grid
+    s.grid = s.bot.grid
     s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
 
 
@@ -877,7 +879,9 @@ def _result(run: _Run, syms: list[_Symbol], cfg: Config, done: int, total: int, 
                  "signal": msgspec.to_builtins(cfg.signal),
                  "market": {"leverage": cfg.market.leverage, "window_bars": cfg.market.window_bars,
                             "seed": cfg.market.seed},
-                 "bot_id": cfg.run.bot_id}
+                 "bot_id": cfg.run.bot_id,
+                 "symbols": {s.symbol: msgspec.to_builtins(cfg.symbols[s.symbol]) for s in syms
+                             if s.symbol in cfg.symbols}}
     return BacktestResult(
         symbols=[s.symbol for s in syms], bars=sum(s.bars_done for s in syms), elapsed_s=round(elapsed, 3),
         summary=summary, per_symbol=per, fills=run.fill_records, equity=run.equity_points, timeline=timeline,
