@@ -25,7 +25,6 @@ import msgspec
 from shared.backtest import BacktestError, BacktestResult, run_backtest
 from shared.backtest.loop import default_warmup_bars
 from shared.config import Config, ConfigError, load_config
-from shared.symbol_settings import unused_symbol_tables
 from shared.marketdata import BAR_SECONDS, CandleFileError, Candles, find_gaps, read_ohlcv_csv
 from shared.products import (
     PAPER_PRODUCTS,
@@ -35,6 +34,7 @@ from shared.products import (
     is_synthetic,
     synthetic_spec,
 )
+from shared.symbol_settings import unused_symbol_tables
 
 from .timeargs import TimeArgError, duration_text, parse_utc, utc_text
 

@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 
 from shared.config import ConfigError, load_config, secrets_from_env
-from shared.symbol_settings import unused_symbol_tables
 from shared.status import render_table
+from shared.symbol_settings import unused_symbol_tables
 
 from .rundir import DEFAULT_RUN_DIR
 
