@@ -647,6 +647,8 @@ class MatchingEngine:
         if trailing:
             assert order.trail_extreme is not None and new_trail is not None  # set together at placement
             new_stop = order.trail_extreme + new_trail
+            if new_stop <= 0:
+                raise bad_schema(f"trail_amount {new_trail} puts the stop at {new_stop}, not above 0", "trail_amount")
         order = replace(order, size=new_size, unfilled_size=new_size, limit_price=new_limit,
                         stop_price=new_stop, trail_amount=new_trail, updated_at=self._clock())
         self._open[order.id] = order
