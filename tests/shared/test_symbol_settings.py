@@ -111,3 +111,17 @@ def test_tables_survive_the_round_trip_through_a_written_config(tmp_path: Path) 
     assert again.symbols == cfg.symbols
     plain, _ = _load(tmp_path, "")
     assert "symbols" not in config_to_toml_dict(plain)
+
+
+def test_backtest_warns_of_a_table_for_a_symbol_it_does_not_trade(tmp_path: Path) -> None:
+    """The backtest names the table and the close match among its --data symbols, then runs."""
+    from orchestrator import backtest_cmd
+
+    btc = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTCUSD-coinbase-1m.csv.gz"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[symbols.BTCUSDT.grid]\nlevels = 3\n")
+    ns = backtest_cmd.build_parser().parse_args(["--data", f"BTCUSD={btc}", "--config", str(cfg),
+                                                 "--from", "2017-09-03T06:00", "--to", "2017-09-03T07:00"])
+    notes = backtest_cmd.prepare(ns).notes
+    assert f"{cfg}: [symbols.BTCUSDT] applies to no symbol of this run (BTCUSD): ignored; did you mean BTCUSD?" \
+        in notes
