@@ -34,6 +34,7 @@ from shared.products import (
     is_synthetic,
     synthetic_spec,
 )
+from shared.symbol_settings import unused_symbol_tables
 
 from .timeargs import TimeArgError, duration_text, parse_utc, utc_text
 
@@ -257,6 +258,7 @@ def prepare(args: argparse.Namespace) -> Inputs:
         if sym not in symbols:
             raise InputError(f"--spec {sym}: no --data {sym}=FILE to trade it on")
     specs = resolve_specs(symbols, given)  # before reading files: a typo costs no parse time
+    notes += [f"{args.config}: {w}" for w in unused_symbol_tables(cfg, symbols)]
     data, files = _read_files(args.data, "--data", signed=False)
     funding, _ = _read_files(args.funding, "--funding", signed=True)
     for sym in funding:

@@ -28,6 +28,7 @@ import msgspec
 
 from shared.config import ConfigError, load_config, secrets_from_env
 from shared.status import render_table
+from shared.symbol_settings import unused_symbol_tables
 
 from .rundir import DEFAULT_RUN_DIR
 
@@ -131,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     for note in notes:
         print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
+    for warning in unused_symbol_tables(cfg, cfg.run.symbols):
+        print(f"orchestrate: warning: {args.config}: {warning}", file=sys.stderr)
     if cfg.run.mode == "live":
         if secrets is None:
             print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",

@@ -34,6 +34,7 @@ from shared.optimize.space import Dimension, SpaceError, load_space
 from shared.optimize.trial import MarketData, TrialOutcome, evaluate
 from shared.optimize.windows import RangeError, WalkForwardWindow, Window, bars_in, walk_forward
 from shared.products import ProductSpec
+from shared.symbol_settings import unused_symbol_tables
 
 from .rundir import DEFAULT_RUN_DIR
 
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split the whole range (train through test) into N train/test windows")
     p.add_argument("--train-share", type=float, default=0.75,
                    help="walk-forward: share of each window's bars used for training (default 0.75)")
+    p.add_argument("--as-symbol-table", action="store_true",
+                   help="write best.toml's winning [grid]/[risk] values as [symbols.SYMBOL.grid]/"
+                        "[symbols.SYMBOL.risk] tables (one --data symbol; grid.*/risk.* keys only), "
+                        "so other symbols keep the global settings")
     p.add_argument("--warmup-bars", type=int, help="bars before each range that feed the indicators "
                                                    "(default: what the signal engine needs)")
     return p
@@ -150,11 +155,40 @@ def fingerprint(base: dict[str, Any], dims: list[Dimension], objective: str, win
     return h.hexdigest()
 
 
-def _best_config(base: dict[str, Any], params: dict[str, Any], symbols: list[str]) -> Config:
+def as_symbol_table(params: dict[str, Any], symbol: str) -> dict[str, Any]:
+    """{"grid.levels": 3} -> {"symbols.BTCUSD.grid.levels": 3}: the same values as the symbol's
+    own table (its effective settings are what the trial ran: `symbol_settings`)."""
+    return {f"symbols.{symbol}.{key}": value for key, value in params.items()}
+
+
+def check_symbol_table_use(dims: list[Dimension], base_cfg: Config, symbols: list[str], as_table: bool) -> None:
+    """InputError when a searched key would not change what a symbol trades (its own table in the
+    base config sets it), or when --as-symbol-table cannot write the winner as a table."""
+    from shared.symbol_settings import ACCOUNT_WIDE_RISK, SECTIONS
+
+    for d in dims:
+        section, _, key = d.key.partition(".")
+        for sym in symbols:
+            table = base_cfg.symbols.get(sym)
+            if table is not None and key in getattr(table, section, {}):
+                raise InputError(f"space key '{d.key}': [symbols.{sym}.{section}] in --config sets {key}, so the "
+                                 f"search would not change what {sym} trades; remove it there to tune it")
+        if as_table and (section not in SECTIONS or (section == "risk" and key in ACCOUNT_WIDE_RISK)):
+            raise InputError(f"--as-symbol-table: space key '{d.key}' cannot go in a symbol's table (only "
+                             f"grid.* and the per-symbol risk.* keys can)")
+    if as_table and len(symbols) != 1:
+        raise InputError(f"--as-symbol-table writes one symbol's table: give one --data symbol, not "
+                         f"{len(symbols)} ({', '.join(symbols)})")
+
+
+def _best_config(base: dict[str, Any], params: dict[str, Any], symbols: list[str], as_table: bool = False) -> Config:
     """The winning config, with run.symbols naming the tuned symbols when the live run can trade
-    them (so `orchestrate --config best.toml` starts the bots the search tuned)."""
+    them (so `orchestrate --config best.toml` starts the bots the search tuned); with `as_table`
+    the values go in the symbol's [symbols.SYMBOL.*] tables instead of the global ones."""
     from .optimize_study import trial_config
 
+    if as_table:
+        params = as_symbol_table(params, symbols[0])
     cfg = trial_config(base, params)
     try:
         return trial_config(base, {**params, "run.symbols": symbols})
@@ -243,6 +277,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"orchestrate optimize: {args.config}: {note}", file=sys.stderr)
     base = config_to_toml_dict(base_cfg)
     symbols = list(market.candles)
+    check_symbol_table_use(dims, base_cfg, symbols, args.as_symbol_table)
+    for warning in unused_symbol_tables(base_cfg, symbols):
+        print(f"orchestrate optimize: warning: {args.config}: {warning}", file=sys.stderr)
     try:
         train = parse_range(args.train, "--train")
         fp = fingerprint(base, dims, args.objective, train, market, args.warmup_bars)
@@ -363,7 +400,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
                                           plan.test.label() if plan.test else ""))
             summary_rows.append((plan, rows[0]))
             winner = top[0]
-            cfg = _best_config(base, dict(winner.params), symbols)
+            cfg = _best_config(base, dict(winner.params), symbols, args.as_symbol_table)
             header = [f"orchestrate optimize: study {plan.name}, trial #{winner.number} of {len(counted)}",
                       f"train {plan.train.label()}: {args.objective} = {winner.value!r}",
                       *(f"test {plan.test.label()}: {args.objective} = {rows[0].test.score!r}"

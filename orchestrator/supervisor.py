@@ -51,6 +51,7 @@ from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, re
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
+from shared.symbol_settings import symbol_overrides
 from shared.trading import risk as account_risk
 from shared.trading.checkpoint import find_checkpoint
 from shared.trading.pnl import Fill as LedgerFill
@@ -585,6 +586,7 @@ class Supervisor:
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     stop_price=clean(f.stop_price, 10) if f else None,
+                    overrides=list(symbol_overrides(self.cfg, child.name)),
                     note=(f.note if f else "")
                     or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
             else:

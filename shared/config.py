@@ -224,6 +224,12 @@ class TestingConfig(_Section):
         return any(getattr(self, f) for f in self.__struct_fields__ if f != "leak_symbol")
 
 
+class SymbolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One symbol's overrides, as written (validated at load against the merged settings)."""
+    grid: dict[str, Any] = msgspec.field(default_factory=dict)
+    risk: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class Config(_Section):
     run: RunConfig = msgspec.field(default_factory=RunConfig)
     processes: ProcessConfig = msgspec.field(default_factory=ProcessConfig)
@@ -236,6 +242,9 @@ class Config(_Section):
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     deadman: DeadmanConfig = msgspec.field(default_factory=DeadmanConfig)
     testing: TestingConfig = msgspec.field(default_factory=TestingConfig)
+    # [symbols.SYMBOL.grid] / [symbols.SYMBOL.risk]: the keys that differ from [grid] / [risk] for
+    # one symbol, checked at load (`symbol_tables`); `symbol_settings` gives a symbol's effective ones.
+    symbols: dict[str, SymbolSettings] = msgspec.field(default_factory=dict)
 
 
 class Secrets(msgspec.Struct, frozen=True):
@@ -460,10 +469,14 @@ def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, An
     environ = dict(os.environ) if environ is None else environ
     _reject_secrets(file_dict, source)
     merged = _deep_merge(file_dict, overrides or {})
+    symbol_tables = merged.pop("symbols", None)  # checked below, against the merged [grid]/[risk]
     try:
         cfg = msgspec.convert(merged, Config)
     except msgspec.ValidationError as exc:
         raise _explain(exc, source, merged, overrides, option_names or {}, legacy_names or {}) from None
+    if symbol_tables is not None:
+        from .symbol_settings import check_symbol_tables
+        cfg.symbols = check_symbol_tables(symbol_tables, cfg.grid, cfg.risk, source)
     if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
     _check_symbols(cfg, source)
@@ -523,4 +536,9 @@ def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:
 
 def config_to_toml_dict(cfg: Config) -> dict[str, Any]:
     doc: dict[str, Any] = msgspec.to_builtins(cfg)
+    # only the symbol tables that set something (an empty [symbols] table says nothing)
+    tables = {sym: {k: v for k, v in t.items() if v} for sym, t in doc.pop("symbols", {}).items()}
+    tables = {sym: t for sym, t in tables.items() if t}
+    if tables:
+        doc["symbols"] = tables
     return doc

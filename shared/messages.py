@@ -114,6 +114,7 @@ class OrderView(msgspec.Struct, frozen=True, kw_only=True):
     state: str = "open"  # open | pending (an untriggered stop) | closed | cancelled
     order_type: str = "limit_order"  # limit_order | market_order | stop_market_order | stop_limit_order
     reduce_only: bool = False
+    trailing: bool = False  # a trailing stop (trail_amount): the exchange moves its price
 
 
 class FillView(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,6 +137,7 @@ class NewOrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     order_type: str = "limit_order"
     reduce_only: bool = False
     post_only: bool = False
+    trail_amount: float = 0.0  # a stop_market_order trailing the market by this distance (0: fixed at price)
 
 
 class AmendSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,6 +145,7 @@ class AmendSpec(msgspec.Struct, frozen=True, kw_only=True):
     price: float  # the limit price, or the trigger price of a stop
     size: int  # total size after the edit (Delta's rule)
     order_type: str = "limit_order"  # stop_market_order: `price` is the stop price
+    trailing: bool = False  # a trailing stop: only `size` is sent (its price is the exchange's)
 
 
 class AccountRequest(Msg, tag="acct_req", frozen=True):

@@ -47,6 +47,9 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     order_errors: int = 0
     note: str = ""
     stop_price: float | None = None  # trigger of the resting protective stop (None: no stop resting)
+    # the keys its [symbols.SYMBOL.grid]/[symbols.SYMBOL.risk] tables set ("grid.levels=3"); empty:
+    # the symbol trades the global [grid]/[risk]
+    overrides: list[str] = msgspec.field(default_factory=list)
 
 
 class ProcessStatus(msgspec.Struct, kw_only=True):
@@ -117,6 +120,7 @@ def render_table(snap: StatusSnapshot) -> str:
             f"{_fmt(w.loop_lag_ms, '6.1f'):>6} {_fmt(w.rss_mb, '5.0f'):>5} {_fmt(w.uss_mb, '5.1f'):>5} "
             f"{_fmt(w.cpu_percent, '5.1f'):>5} {w.position:>6.0f} {w.open_orders:>3} {pnl:>9.2f}  {w.budget}"
             + (f" | stop {w.stop_price:g}" if w.stop_price is not None else "")
+            + (f" | overrides {' '.join(w.overrides)}" if w.overrides else "")
             + (f" | {w.trading}" if w.trading and w.trading != "trading" else "")
             + (f" | {w.note}" if w.note else ""))
     for p in snap.processes:
@@ -151,5 +155,6 @@ def render_lines(snap: StatusSnapshot) -> str:
             f"p99={_fmt(w.tick_to_signal_p99_us, '.0f')}us restarts={w.restarts} "
             f"uss={_fmt(w.uss_mb, '.1f')}MB pos={w.position:.0f} orders={w.open_orders} "
             f"pnl={w.realized_pnl + w.unrealized_pnl - w.fees:.2f} stop={_fmt(w.stop_price, 'g')} "
-            f"trading={w.trading!r} budget={w.budget}")
+            f"trading={w.trading!r} budget={w.budget}"
+            + (f" overrides={','.join(w.overrides)}" if w.overrides else ""))
     return "\n".join(out)

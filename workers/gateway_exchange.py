@@ -36,6 +36,7 @@ import zmq.asyncio
 
 from shared.config import secrets_from_env
 from shared.delta.client_ids import ClientIds, order_id_number
+from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order
@@ -62,6 +63,7 @@ from shared.messages import (
     topic,
 )
 from shared.products import ProductSpec, UnknownSymbolError
+from shared.symbol_settings import symbol_settings
 from shared.trading.fill_cursor import FillScan, KnownFills
 
 from .gateway_deadman import DeadmanKeeper
@@ -102,7 +104,8 @@ def order_view(o: Order) -> OrderView:
     kind, price = bot_kind_and_price(o.order_type, o.stop_order_type, o.limit_price, o.stop_price)
     return OrderView(order_id=int(o.id), side=o.side, price=price, size=int(o.size),
                      unfilled_size=int(o.unfilled_size), client_order_id=o.client_order_id,
-                     state=o.state or "open", order_type=kind, reduce_only=bool(o.reduce_only))
+                     state=o.state or "open", order_type=kind, reduce_only=bool(o.reduce_only),
+                     trailing=o.trail_amount is not None)
 
 
 def update_view(ev: OrderUpdate) -> OrderView:
@@ -113,7 +116,8 @@ def update_view(ev: OrderUpdate) -> OrderView:
                      size=int(ev.size or 0), unfilled_size=int(ev.unfilled_size or 0),
                      client_order_id=ev.client_order_id,
                      state=ev.state or ("cancelled" if ev.action == "delete" else "open"),
-                     order_type=kind, reduce_only=bool(ev.reduce_only))
+                     order_type=kind, reduce_only=bool(ev.reduce_only),
+                     trailing=ev.trail_amount is not None or ev.trail_extreme is not None)
 
 
 def fill_view(f: DeltaFill) -> FillView:
@@ -559,16 +563,17 @@ class ExchangeGateway:
         for a in req.amend:
             stop = a.order_type.startswith("stop_")
             try:
+                # a trailing stop's price is the exchange's to move: only its size is edited
                 o = await self.rest.edit_order(product_id=pid, order_id=a.order_id, size=a.size,
                                                limit_price=None if stop else a.price,
-                                               stop_price=a.price if stop else None)
+                                               stop_price=a.price if stop and not a.trailing else None)
                 amended.append(order_view(o))
                 self.record(req.symbol, "amended", order_view(o), detail=a.order_type)
             except DeltaError as exc:
                 errors.append(_err_text(str(a.order_id), exc))
                 self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), exc)
         if req.place:
-            results = await asyncio.gather(*(self.place(pid, p) for p in req.place), return_exceptions=True)
+            results = await asyncio.gather(*(self.place(pid, p, req.symbol) for p in req.place), return_exceptions=True)
             for p, r in zip(req.place, results, strict=True):  # gather: one result per order, in order
                 if isinstance(r, Order):
                     view = order_view(r)
@@ -583,16 +588,24 @@ class ExchangeGateway:
         return IntentResult(symbol=req.symbol, seq=req.seq, cancelled=cancelled, amended=amended, placed=placed,
                             errors=errors, sent_ns=time.perf_counter_ns())
 
-    async def place(self, product_id: int, p: NewOrderSpec) -> Order:
+    async def place(self, product_id: int, p: NewOrderSpec, symbol: str = "") -> Order:
         """One new order in Delta's terms. A bot's stop_market_order is a market order with a
-        stop-loss trigger at `price` (a protective stop: always reduce-only from the bots)."""
+        stop-loss trigger at `price` (a protective stop: always reduce-only from the bots),
+        triggered by the symbol's own grid.stop_trigger_method ([symbols.SYMBOL.grid] over [grid])."""
+        if p.order_type == "stop_market_order" and p.trail_amount > 0:
+            return await self.rest.place_order(
+                # side: str on the wire (NewOrderSpec); the bots send only "buy"/"sell"
+                product_id=product_id, size=p.size, side=p.side, order_type="market_order",  # type: ignore[arg-type]
+                reduce_only=p.reduce_only, client_order_id=p.client_order_id,
+                stop_order_type=TRAILING_STOP_ORDER_TYPE, trail_amount=signed_trail_amount(p.side, p.trail_amount),
+                stop_trigger_method=symbol_settings(self.cfg, symbol).grid.stop_trigger_method)
         if p.order_type == "stop_market_order":
             return await self.rest.place_order(
                 # side: str on the wire (NewOrderSpec); the bots send only "buy"/"sell"
                 product_id=product_id, size=p.size, side=p.side, order_type="market_order",  # type: ignore[arg-type]
                 reduce_only=p.reduce_only, client_order_id=p.client_order_id,
                 stop_order_type="stop_loss_order", stop_price=p.price,
-                stop_trigger_method=self.cfg.grid.stop_trigger_method)
+                stop_trigger_method=symbol_settings(self.cfg, symbol).grid.stop_trigger_method)
         return await self.rest.place_order(
             # side: str on the wire (NewOrderSpec); the bots send only "buy"/"sell"
             product_id=product_id, size=p.size, side=p.side,  # type: ignore[arg-type]

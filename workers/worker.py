@@ -45,6 +45,7 @@ from shared.messages import (
     topic,
 )
 from shared.ring import BarRing
+from shared.symbol_settings import symbol_settings
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill as LedgerFill
@@ -78,7 +79,7 @@ def open_order(symbol: str, v: OrderView) -> OpenOrder:
     # The view holds the wire's strings; Delta sends only buy/sell and the two order types OpenOrder names.
     return OpenOrder(order_id=v.order_id, symbol=symbol, side=v.side, price=v.price, size=v.size,  # type: ignore[arg-type]
                      unfilled_size=v.unfilled_size, client_order_id=v.client_order_id,
-                     order_type=v.order_type, reduce_only=v.reduce_only)  # type: ignore[arg-type]
+                     order_type=v.order_type, reduce_only=v.reduce_only, trailing=v.trailing)  # type: ignore[arg-type]
 
 
 def ledger_fill(symbol: str, f: FillView, contract_value: str) -> LedgerFill:
@@ -290,7 +291,8 @@ class Worker:
         if full or self.bot is None:
             cfg = self.cfg
             if self.bot is None:
-                self.bot = TradingBot(symbol=self.symbol, product=snap.product, grid=cfg.grid, risk=cfg.risk,
+                mine = symbol_settings(cfg, self.symbol)  # [symbols.SYMBOL.*] over [grid]/[risk]
+                self.bot = TradingBot(symbol=self.symbol, product=snap.product, grid=mine.grid, risk=mine.risk,
                                       bot_id=cfg.run.bot_id)
             cv = repr(snap.product.contract_value)
             fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
@@ -374,10 +376,12 @@ class Worker:
             if plan.empty:
                 return None
             cancel = [c.order_id for c in plan.to_cancel]
-            amend = [AmendSpec(order_id=a.order_id, price=a.price, size=a.size, order_type=a.desired.order_type)
+            amend = [AmendSpec(order_id=a.order_id, price=a.price, size=a.size, order_type=a.desired.order_type,
+                               trailing=a.desired.trail > 0)
                      for a in plan.to_amend]
             place = [NewOrderSpec(client_order_id=p.client_order_id, side=p.order.side, price=p.order.price,
-                                  size=p.order.size, order_type=p.order.order_type, reduce_only=p.order.reduce_only)
+                                  size=p.order.size, order_type=p.order.order_type, reduce_only=p.order.reduce_only,
+                                  trail_amount=p.order.trail)
                      for p in plan.to_place]
         self.intent_seq += 1
         self.intent_in_flight = (self.intent_seq, now_ns, time.monotonic())

@@ -41,6 +41,7 @@ import msgspec
 import numpy as np
 
 from ..config import Config
+from ..delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from ..marketdata import BAR_SECONDS, Candles
 from ..matching.engine import FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money
 from ..matching.errors import VenueError
@@ -51,6 +52,7 @@ from ..signals.engine import BarWindow, SignalEngine
 # `iter_series as iter_series`: re-exported because benchmarks/bench_backtest.py times it by rebinding it here.
 from ..signals.series import SignalSeries
 from ..signals.series import iter_series as iter_series
+from ..symbol_settings import symbol_settings
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
@@ -93,8 +95,9 @@ class _Batch:
 
     due: int  # the symbol's trade number it reaches the engine at (before that trade)
     cancel: list[int]
-    amend: list[tuple[int, int, float, str]]  # order id, total size, price, bot order type
-    place: list[tuple[str, Side, float, int, str, bool]]  # coid, side, price, size, order type, reduce-only
+    amend: list[tuple[int, int, float, str, bool]]  # order id, total size, price, bot order type, trailing
+    # coid, side, price, size, order type, reduce-only, trail distance (0: not a trailing stop)
+    place: list[tuple[str, Side, float, int, str, bool, float]]
 
 
 @dataclass
@@ -221,7 +224,8 @@ def _bot_order(symbol: str, o: Order) -> OpenOrder:
         kind, price = "limit_order", float(o.limit_price or 0)
     return OpenOrder(order_id=o.id, symbol=symbol, side=o.side, price=price, size=o.size,
                      unfilled_size=o.unfilled_size, client_order_id=o.client_order_id,
-                     order_type=kind, reduce_only=o.reduce_only)  # type: ignore[arg-type]  # kind: one of the two above
+                     order_type=kind, reduce_only=o.reduce_only,  # type: ignore[arg-type]  # kind: one of the two above
+                     trailing=o.trail_amount is not None)
 
 
 class _Run:
@@ -343,20 +347,26 @@ class _Run:
                     errors = True
         self.feed_events()
         s.bot.on_cancelled(cancelled)
-        for oid, size, price, kind in b.amend:
+        for oid, size, price, kind, trailing in b.amend:
             stop = kind.startswith("stop_")
-            try:
+            try:  # the gateway's rule: a trailing stop's price is the venue's, only its size is edited
                 e.edit_order(oid, size=size, limit_price=None if stop else dec(price),
-                             stop_price=dec(price) if stop else None)
+                             stop_price=dec(price) if stop and not trailing else None)
                 s.amended += 1
             except VenueError:
                 errors = True
             self.feed_events()
-        for cid, side, price, size, kind, reduce_only in b.place:
-            if kind == "stop_market_order":
+        for cid, side, price, size, kind, reduce_only, trail in b.place:
+            if kind == "stop_market_order" and trail > 0:
+                req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
+                                   reduce_only=reduce_only, client_order_id=cid,
+                                   stop_order_type=TRAILING_STOP_ORDER_TYPE,
+                                   trail_amount=dec(signed_trail_amount(side, trail)),
+                                   stop_trigger_method=s.bot.grid.stop_trigger_method)
+            elif kind == "stop_market_order":
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
-                                   stop_price=dec(price), stop_trigger_method=self.cfg.grid.stop_trigger_method)
+                                   stop_price=dec(price), stop_trigger_method=s.bot.grid.stop_trigger_method)
             else:
                 # kind: the bot's limit/market order types, which the engine takes as they are
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type=kind,  # type: ignore[arg-type]
@@ -399,7 +409,7 @@ class _Run:
             place = []
             if hp.flatten is not None:
                 f = hp.flatten
-                place.append((f.client_order_id, f.side, f.price, f.size, "market_order", True))
+                place.append((f.client_order_id, f.side, f.price, f.size, "market_order", True, 0.0))
                 s.flatten_sent = True
             s.batch = _Batch(due, list(hp.cancel), [], place)
             return
@@ -415,9 +425,9 @@ class _Run:
             return
         s.batch = _Batch(
             due, [c.order_id for c in plan.to_cancel],
-            [(a.order_id, a.size, a.price, a.desired.order_type) for a in plan.to_amend],
-            [(p.client_order_id, p.order.side, p.order.price, p.order.size, p.order.order_type, p.order.reduce_only)
-             for p in plan.to_place])
+            [(a.order_id, a.size, a.price, a.desired.order_type, a.desired.trail > 0) for a in plan.to_amend],
+            [(p.client_order_id, p.order.side, p.order.price, p.order.size, p.order.order_type, p.order.reduce_only,
+              p.order.trail) for p in plan.to_place])
 
     def available(self) -> float:
         return float(self.engine.available_balance())
@@ -436,7 +446,7 @@ class _Run:
             a = s.bot.anchor
             if s is acting or s.wake_all or a is None or avail == s.planned_avail:
                 continue
-            r = self.cfg.risk
+            r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
             before = contracts_per_level(s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                          min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
@@ -452,7 +462,7 @@ class _Run:
         signal (read from the series when the bot is next asked). Anything unusual wakes it at
         every trade (`wake_all`); each rule here is a reason `plan` or the venue would act."""
         bot = s.bot
-        grid = self.cfg.grid
+        grid = bot.grid
         s.cool_end = INF
         if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
             s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
@@ -467,6 +477,13 @@ class _Run:
                     lo = max(lo, o.price)
                 else:
                     hi = min(hi, o.price)
+                venue_order = self.engine.order(o.order_id) if o.trailing else None
+                if venue_order is not None and venue_order.trail_extreme is not None:
+                    # a trailing stop moves with every new extreme: the venue must see each one
+                    if o.side == "sell":
+                        hi = min(hi, float(venue_order.trail_extreme))
+                    else:
+                        lo = max(lo, float(venue_order.trail_extreme))
             elif o.side == "buy":
                 lo = max(lo, o.price)
             else:
@@ -489,10 +506,11 @@ class _Run:
         else:
             for key, d in wanted.items():
                 o = ours[key]
-                if o.unfilled_size != d.size or o.order_type != d.order_type or o.reduce_only != d.reduce_only:
+                if (o.unfilled_size != d.size or o.order_type != d.order_type or o.reduce_only != d.reduce_only
+                        or o.trailing != (d.trail > 0)):
                     wake_all = True
                 elif d.purpose == "stop":
-                    stop_rest = o.price
+                    stop_rest = 0.0 if o.trailing else o.price  # a trailing one is never amended on price
                 else:
                     gap = max(gap, abs(o.price - d.price))
         if s.position:
@@ -528,7 +546,7 @@ class _Run:
             return True
         if s.cool_end == INF:
             code = s.cstrong[j]
-            if code and (s.anchor_code == 0 or code != s.anchor_code and self.cfg.grid.mode == "directional"
+            if code and (s.anchor_code == 0 or code != s.anchor_code and s.bot.grid.mode == "directional"
                          or abs(price - s.anchor_price) > s.band):  # grid.needs_regrid's own expression
                 return True
         tol = s.ctol[j]
@@ -538,7 +556,7 @@ class _Run:
             atr = s.catr[j]
             edge = s.bot.stop_edge
             if edge is not None and atr > 0:
-                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, self.cfg.grid)
+                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, price)
                 if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
                     return True
         return False
@@ -691,7 +709,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         lo = first - warm
         sl = c.slice(lo, last + 1)
         bars = replay_bars(sl, specs[sym], warm)
-        bot = TradingBot(symbol=sym, product=specs[sym], grid=cfg.grid, risk=cfg.risk, bot_id=cfg.run.bot_id)
+        mine = symbol_settings(cfg, sym)  # the worker's own rule: [symbols.SYMBOL.*] over [grid]/[risk]
+        bot = TradingBot(symbol=sym, product=specs[sym], grid=mine.grid, risk=mine.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
                     window=cfg.market.window_bars,
@@ -769,7 +788,7 @@ def attach_series(cfg: Config, s: _Symbol) -> None:
     as the engine is called from the first bar)."""
     b = s.bars
     candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
-    s.grid = cfg.grid
+    s.grid = s.bot.grid
     s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
 
 
@@ -877,7 +896,9 @@ def _result(run: _Run, syms: list[_Symbol], cfg: Config, done: int, total: int, 
                  "signal": msgspec.to_builtins(cfg.signal),
                  "market": {"leverage": cfg.market.leverage, "window_bars": cfg.market.window_bars,
                             "seed": cfg.market.seed},
-                 "bot_id": cfg.run.bot_id}
+                 "bot_id": cfg.run.bot_id,
+                 "symbols": {s.symbol: msgspec.to_builtins(cfg.symbols[s.symbol]) for s in syms
+                             if s.symbol in cfg.symbols}}
     return BacktestResult(
         symbols=[s.symbol for s in syms], bars=sum(s.bars_done for s in syms), elapsed_s=round(elapsed, 3),
         summary=summary, per_symbol=per, fills=run.fill_records, equity=run.equity_points, timeline=timeline,

@@ -1,9 +1,11 @@
 """Delta's protocol constants: the one home for the numbers and names both sides of the wire
 need, the client (shared/delta/rest.py, ws.py) and the paper venue (workers/venue/) that stands
-in for Delta. A value Delta changes is changed here once. No imports: anything may import this.
+in for Delta. A value Delta changes is changed here once. No project imports: anything may import this.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 MAX_BATCH = 50  # orders per POST|PUT|DELETE /v2/orders/batch
 MAX_CANDLES_PER_CALL = 2000  # bars per GET /v2/history/candles
@@ -42,3 +44,23 @@ HEARTBEAT_MAX_SYMBOLS = 10
 # The cancellation_reason a lapsed heartbeat leaves on the orders it cancelled. Delta's word for
 # it is UNCONFIRMED (not documented); clients must not depend on it.
 HEARTBEAT_CANCEL_REASON = "deadman_switch"
+# Trailing stops (POST /v2/orders `trail_amount`, PUT /v2/orders `trail_amount`; api spec §5).
+# Documented: "Use trail amount if you want a trailing stop order. Required if stop price is
+# empty" (a stop_loss_order with trail_amount and no stop_price); the order's extreme since
+# placement comes back as `trigger_price_max_or_min` on the orders channel. UNCONFIRMED (one
+# source, Delta's own python-rest-client `place_stop_order`): the SIGN of trail_amount, positive
+# for a buy stop (it trails above the lowest price: stop = min + amount) and negative for a sell
+# stop (below the highest: stop = max + amount). The docs' only example is a buy with "50". The
+# paper venue takes this convention and refuses the other sign, so a client that signs it wrong
+# fails in tests, not silently. Also UNCONFIRMED: whether editing trail_amount keeps the extreme
+# (the paper venue keeps it), and how Delta rounds (the paper venue wants a multiple of the tick).
+TRAILING_STOP_ORDER_TYPE: Final = "stop_loss_order"
+TRAIL_EXTREME_FIELD = "trigger_price_max_or_min"
+
+
+def signed_trail_amount(side: str, distance: float) -> float:
+    """Delta's trail_amount for a stop of `side` trailing `distance` (> 0) price units behind the
+    market: negative for a sell stop (below the peak), positive for a buy stop (above the trough)."""
+    if not distance > 0:
+        raise ValueError(f"trail distance must be > 0, got {distance!r}")
+    return -distance if side == "sell" else distance

@@ -39,6 +39,7 @@ from shared.delta.constants import (
     HEARTBEAT_PATH,
     MAX_BATCH,
     MAX_CANDLES_PER_CALL,
+    TRAILING_STOP_ORDER_TYPE,
 )
 from shared.delta.errors import (
     AuthError,
@@ -105,6 +106,14 @@ class OrderEdit(msgspec.Struct, frozen=True, kw_only=True):
     limit_price: float | str | Decimal | None = None
     size: int | None = None  # total size after the edit, not a delta
     post_only: bool | None = None
+
+
+def trail_text(amount: float | str | Decimal) -> str:
+    """A trailing stop's signed trail_amount as a plain decimal string (non-zero)."""
+    value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount).strip())
+    if not value.is_finite() or value == 0:
+        raise ValueError(f"trail_amount must be a non-zero finite number, got {amount!r}")
+    return format(value.normalize(), "f")
 
 
 def price_text(price: float | str | Decimal) -> str:
@@ -535,6 +544,7 @@ class DeltaRestClient:
                           stop_order_type: str | None = None,
                           stop_price: float | str | Decimal | None = None,
                           stop_trigger_method: str | None = None,
+                          trail_amount: float | str | Decimal | None = None,
                           bracket_stop_loss_price: float | str | Decimal | None = None,
                           bracket_stop_loss_limit_price: float | str | Decimal | None = None,
                           bracket_take_profit_price: float | str | Decimal | None = None,
@@ -545,7 +555,9 @@ class DeltaRestClient:
         re-send; without a client_order_id an uncertain outcome raises OutcomeUnknown.
 
         With `stop_order_type` and `stop_price` it is a stop (stop-market for a market order,
-        stop-limit for a limit order): the exchange holds it `pending` until the trigger."""
+        stop-limit for a limit order): the exchange holds it `pending` until the trigger. With
+        `trail_amount` instead of `stop_price` it is a trailing stop-loss; the amount is signed as
+        Delta wants it (negative for a sell: constants.signed_trail_amount)."""
         _check_size(size)
         _check_side(side)
         check_client_order_id(client_order_id)
@@ -576,14 +588,19 @@ class DeltaRestClient:
                 body[name] = price_text(value)
         if bracket_stop_trigger_method is not None:
             body["bracket_stop_trigger_method"] = bracket_stop_trigger_method
-        if (stop_order_type is None) != (stop_price is None):
+        if trail_amount is not None:
+            if stop_order_type != TRAILING_STOP_ORDER_TYPE or stop_price is not None:
+                raise ValueError("a trailing stop is a stop_loss_order with trail_amount and no stop_price")
+            body["stop_order_type"] = stop_order_type
+            body["trail_amount"] = trail_text(trail_amount)
+        elif (stop_order_type is None) != (stop_price is None):
             raise ValueError("a stop order needs both stop_order_type and stop_price")
         if stop_order_type is not None:
             if stop_order_type not in _STOP_ORDER_TYPES:
                 raise ValueError(f"stop_order_type must be one of {_STOP_ORDER_TYPES}, got {stop_order_type!r}")
             body["stop_order_type"] = stop_order_type
-            # not None: the check above pairs stop_price with stop_order_type, which mypy cannot follow
-            body["stop_price"] = price_text(stop_price)  # type: ignore[arg-type]  # see above
+            if stop_price is not None:
+                body["stop_price"] = price_text(stop_price)
             if stop_trigger_method is not None:
                 if stop_trigger_method not in _STOP_TRIGGER_METHODS:
                     raise ValueError(f"stop_trigger_method must be one of {_STOP_TRIGGER_METHODS}, "

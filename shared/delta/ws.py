@@ -95,6 +95,8 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
     stop_order_type: str | None = None  # set on stop orders (pending until triggered)
     stop_price: float | None = None
     reduce_only: bool | None = None
+    trail_amount: float | None = None  # set on trailing stops (the snapshot's Order has it)
+    trail_extreme: float | None = None  # trigger_price_max_or_min: documented on updates of trailing stops
 
 
 class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -354,7 +356,8 @@ def _orders(msg: Mapping[str, Any], rx: int) -> list[Event]:
         average_fill_price=_f(msg.get("average_fill_price")), state=_s(msg.get("state")),
         seq_no=_i(msg.get("seq_no")), exchange_ts_us=to_micros(msg.get("timestamp")),
         received_ts_us=rx, stop_order_type=_s(msg.get("stop_order_type")),
-        stop_price=_f(msg.get("stop_price")), reduce_only=_b(msg.get("reduce_only")))]
+        stop_price=_f(msg.get("stop_price")), reduce_only=_b(msg.get("reduce_only")),
+        trail_amount=_f(msg.get("trail_amount")), trail_extreme=_f(msg.get(constants.TRAIL_EXTREME_FIELD)))]
 
 
 def _positions(msg: Mapping[str, Any], rx: int) -> list[Event]:

@@ -54,6 +54,18 @@ Stop orders (stop-loss / take-profit triggers):
   `reduce_only`) when the position goes flat, like resting reduce-only orders.
 - Editing a pending stop may change stop_price, total size and (stop-limit) limit_price; the
   update event has reason `stop_update`.
+
+Trailing stops (`trail_amount` instead of `stop_price`, a stop_loss_order; sign convention and
+what is unconfirmed: shared/delta/constants.py):
+- At placement the extreme (`trail_extreme`, Delta's trigger_price_max_or_min) is the last trade
+  and stop_price = extreme + trail_amount (a sell stop's amount is negative: below the peak; a
+  buy stop's positive: above the trough).
+- Per replayed trade, before the trigger check: a trade beyond the extreme in the position's
+  favour (higher for a sell stop, lower for a buy stop) becomes the extreme and the stop follows
+  it (update event, reason `stop_update`); any other trade leaves both: the stop never moves back.
+- Then it triggers like any stop-loss (sell at price <= stop_price, buy at >=).
+- An edit may change size and trail_amount (the stop re-placed from the kept extreme), never
+  stop_price; a fixed stop cannot be turned into a trailing one by an edit, nor the reverse.
 """
 
 from __future__ import annotations
@@ -116,6 +128,7 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     stop_order_type: StopOrderType | None = None  # with stop_price: a stop order, pending until triggered
     stop_price: Decimal | None = None
     stop_trigger_method: StopTriggerMethod = "mark_price"
+    trail_amount: Decimal | None = None  # a trailing stop-loss (no stop_price): see the module doc
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +155,9 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
     stop_order_type: StopOrderType | None = None
     stop_price: Decimal | None = None
     stop_trigger_method: StopTriggerMethod = "mark_price"
+    # A trailing stop: stop_price follows the extreme by trail_amount (signed: module doc).
+    trail_amount: Decimal | None = None
+    trail_extreme: Decimal | None = None  # Delta's trigger_price_max_or_min
 
     @property
     def filled_size(self) -> int:
@@ -154,6 +170,16 @@ class Order(msgspec.Struct, frozen=True, kw_only=True):
             return False
         falls = (self.side == "sell") == (self.stop_order_type == "stop_loss_order")
         return price <= self.stop_price if falls else price >= self.stop_price
+
+    def trailed(self, price: Decimal) -> Order | None:
+        """This trailing stop after a trade at `price`: the new extreme and stop when the trade
+        went beyond the extreme in the position's favour, else None (a stop never moves back)."""
+        if self.trail_amount is None or self.trail_extreme is None:
+            return None
+        better = price > self.trail_extreme if self.side == "sell" else price < self.trail_extreme
+        if not better:
+            return None
+        return replace(self, trail_extreme=price, stop_price=price + self.trail_amount)
 
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True):
@@ -399,7 +425,13 @@ class MatchingEngine:
         first_seq = self._last_fill_seq
         for oid in sorted(p.stops):
             order = self._open.get(oid)
-            if order is not None and order.state == "pending" and order.stop_hit(px):
+            if order is None or order.state != "pending":
+                continue
+            if order.trail_amount is not None and (moved := order.trailed(px)) is not None:
+                order = replace(moved, updated_at=ts_us)
+                self._open[oid] = order
+                self._emit(OrderEvent("update", "stop_update", order))
+            if order.stop_hit(px):
                 self._trigger(p, order, ts_us)
         # the fills just made are the newest in the history (read from its end, not scanned)
         made = list(islice(reversed(self.fills), self._last_fill_seq - first_seq))
@@ -442,6 +474,15 @@ class MatchingEngine:
         bid, ask = p.touch()
         stop = req.stop_order_type is not None
         price = req.limit_price
+        stop_price, extreme = req.stop_price, None
+        if req.trail_amount is not None:
+            if p.last is None:
+                raise bad_schema("a trailing stop needs a last traded price to trail from", "trail_amount")
+            extreme = p.last
+            stop_price = extreme + req.trail_amount
+            if stop_price <= 0:
+                raise bad_schema(f"trail_amount {req.trail_amount} puts the stop at {stop_price}, not above 0",
+                                 "trail_amount")
         marketable = _marketable(req.order_type, req.side, price, bid, ask)
         if req.post_only and marketable:
             raise VenueError("immediate_execution_post_only", {
@@ -455,7 +496,8 @@ class MatchingEngine:
             reduce_only=req.reduce_only, client_order_id=req.client_order_id,
             state="pending" if stop else "open", created_at=now, updated_at=now,
             priority=self._next_priority(), stop_order_type=req.stop_order_type,
-            stop_price=req.stop_price, stop_trigger_method=req.stop_trigger_method)
+            stop_price=stop_price, stop_trigger_method=req.stop_trigger_method,
+            trail_amount=req.trail_amount, trail_extreme=extreme)
         self._open[order.id] = order
         if order.client_order_id:
             self._open_by_coid[order.client_order_id] = order.id
@@ -521,16 +563,19 @@ class MatchingEngine:
         self._work(p, order, now)
 
     def edit_order(self, order_id: int, *, size: int | None = None, limit_price: Decimal | None = None,
-                   post_only: bool | None = None, stop_price: Decimal | None = None) -> Order:
+                   post_only: bool | None = None, stop_price: Decimal | None = None,
+                   trail_amount: Decimal | None = None) -> Order:
         """`size` is the order's TOTAL size after the edit (Delta semantics), so it must exceed
         what is already filled. A new price or a larger size loses time priority. `stop_price`
-        only on a pending stop (see `_edit_stop`)."""
+        and `trail_amount` only on a pending stop (see `_edit_stop`)."""
         order = self._open_order(order_id)
         p = self._p(order.product_id)
         if order.state == "pending":
-            return self._edit_stop(p, order, size, limit_price, post_only, stop_price)
+            return self._edit_stop(p, order, size, limit_price, post_only, stop_price, trail_amount)
         if stop_price is not None:
             raise bad_schema("stop_price can only be changed on a pending stop order", "stop_price")
+        if trail_amount is not None:
+            raise bad_schema("trail_amount can only be changed on a pending trailing stop", "trail_amount")
         new_size = order.size if size is None else size
         new_price = order.limit_price if limit_price is None else limit_price
         new_post = order.post_only if post_only is None else post_only
@@ -571,7 +616,8 @@ class MatchingEngine:
         return order
 
     def _edit_stop(self, p: _Product, order: Order, size: int | None, limit_price: Decimal | None,
-                   post_only: bool | None, stop_price: Decimal | None) -> Order:
+                   post_only: bool | None, stop_price: Decimal | None,
+                   trail_amount: Decimal | None = None) -> Order:
         """A pending stop: new stop_price, total size, and (stop-limit) limit_price. Nothing is
         held or booked while pending, so no margin check here (it comes at the trigger). A
         stop_price the last trade has already reached triggers at once, as at placement."""
@@ -587,10 +633,24 @@ class MatchingEngine:
                 if value <= 0:
                     raise bad_schema(f"{name} must be > 0", name)
                 self._check_tick(p, value, name)
+        trailing = order.trail_amount is not None
+        if trailing and stop_price is not None:
+            raise bad_schema("a trailing stop's stop_price follows the market: edit trail_amount", "stop_price")
+        if trail_amount is not None and not trailing:
+            raise bad_schema("trail_amount can only be changed on a trailing stop", "trail_amount")
+        new_trail = order.trail_amount
+        if trail_amount is not None:
+            self._check_trail(p, order.side, trail_amount)
+            new_trail = trail_amount
         new_limit = order.limit_price if limit_price is None else limit_price
         new_stop = order.stop_price if stop_price is None else stop_price
+        if trailing:
+            assert order.trail_extreme is not None and new_trail is not None  # set together at placement
+            new_stop = order.trail_extreme + new_trail
+            if new_stop <= 0:
+                raise bad_schema(f"trail_amount {new_trail} puts the stop at {new_stop}, not above 0", "trail_amount")
         order = replace(order, size=new_size, unfilled_size=new_size, limit_price=new_limit,
-                        stop_price=new_stop, updated_at=self._clock())
+                        stop_price=new_stop, trail_amount=new_trail, updated_at=self._clock())
         self._open[order.id] = order
         self._emit(OrderEvent("update", "stop_update", order))
         if p.last is not None and order.stop_hit(p.last):
@@ -808,6 +868,15 @@ class MatchingEngine:
                 raise bad_schema(f"client_order_id must be 1..{MAX_CLIENT_ORDER_ID} characters", "client_order_id")
             if coid in self._open_by_coid:
                 raise bad_schema(f"client_order_id {coid!r} is already used by an open order", "client_order_id")
+        if req.trail_amount is not None:
+            if req.stop_price is not None:
+                raise bad_schema("a trailing stop takes trail_amount instead of stop_price, not both", "stop_price")
+            if req.stop_order_type != "stop_loss_order":
+                raise bad_schema("a trailing stop is a stop_loss_order with trail_amount", "stop_order_type")
+            self._check_trail(p, req.side, req.trail_amount)
+            if req.post_only:
+                raise bad_schema("post_only is not supported on stop orders", "post_only")
+            return
         if (req.stop_order_type is None) != (req.stop_price is None):
             missing = "stop_price" if req.stop_price is None else "stop_order_type"
             raise bad_schema(f"a stop order needs both stop_order_type and stop_price; {missing} is missing", missing)
@@ -817,6 +886,15 @@ class MatchingEngine:
             self._check_tick(p, req.stop_price, "stop_price")
             if req.post_only:
                 raise bad_schema("post_only is not supported on stop orders", "post_only")
+
+    @classmethod
+    def _check_trail(cls, p: _Product, side: Side, amount: Decimal) -> None:
+        """Delta's sign convention (shared/delta/constants.py, UNCONFIRMED): a sell stop trails
+        below the peak (negative), a buy stop above the trough (positive); a tick multiple."""
+        if amount == 0 or (amount > 0) != (side == "buy"):
+            want = "negative (below the highest price)" if side == "sell" else "positive (above the lowest price)"
+            raise bad_schema(f"trail_amount of a {side} trailing stop must be {want}, got {amount}", "trail_amount")
+        cls._check_tick(p, abs(amount), "trail_amount")
 
     @staticmethod
     def _check_tick(p: _Product, price: Decimal, field: str = "limit_price") -> None:

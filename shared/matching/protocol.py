@@ -109,7 +109,7 @@ def order_json(o: Order) -> dict[str, Any]:
         "created_at": str(o.created_at), "updated_at": str(o.updated_at), "product_id": o.product_id,
         "product_symbol": o.symbol, "average_fill_price": s(o.average_fill_price),
         "time_in_force": o.time_in_force, "post_only": o.post_only, "cancellation_reason": o.cancellation_reason,
-        "trail_amount": None, "stop_trigger_method": o.stop_trigger_method, "close_on_trigger": "false",
+        "trail_amount": s(o.trail_amount), "stop_trigger_method": o.stop_trigger_method, "close_on_trigger": "false",
         "bracket_order": None, "bracket_stop_loss_price": None, "bracket_stop_loss_limit_price": None,
         "bracket_take_profit_price": None, "bracket_take_profit_limit_price": None,
         "bracket_trail_amount": None, "mmp": "disabled", "meta_data": {"source": "api"},
@@ -258,6 +258,23 @@ def price_field(body: Mapping[str, Any], key: str) -> Decimal | None:
     return d
 
 
+def trail_field(body: Mapping[str, Any], key: str = "trail_amount") -> Decimal | None:
+    """A signed price distance (a trailing stop's trail_amount: its sign is the side's, see
+    shared/delta/constants.py); the engine checks the sign against the side."""
+    v = body.get(key)
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+        raise bad_schema(f"{key} must be a decimal string", key)
+    try:
+        d = Decimal(str(v))
+    except InvalidOperation:
+        raise bad_schema(f"{key} must be a decimal string, got {str(v)[:40]!r}", key) from None
+    if not d.is_finite() or d == 0:
+        raise bad_schema(f"{key} must be a non-zero number", key)
+    return d
+
+
 def int_field(body: Mapping[str, Any], key: str, *, required: bool = True) -> int | None:
     v = body.get(key)
     if v is None:
@@ -286,7 +303,8 @@ def order_kind(o: Order) -> str:
 
 def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bool = True) -> OrderRequest:
     """A POST /v2/orders body (or batch item: `stops_allowed=False`, Delta batches are limit
-    orders only) as an OrderRequest. Stop fields come as a pair: stop_order_type + stop_price."""
+    orders only) as an OrderRequest. Stop fields come as a pair: stop_order_type + stop_price, or
+    stop_order_type + trail_amount for a trailing stop."""
     side = body.get("side")
     if side not in ("buy", "sell"):
         raise bad_schema("side must be buy or sell", "side")
@@ -303,13 +321,16 @@ def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bo
     assert size is not None
     stop_type = body.get("stop_order_type")
     stop_price = price_field(body, "stop_price")
+    trail = trail_field(body)
     if not stops_allowed:
-        for key in ("stop_order_type", "stop_price"):
+        for key in ("stop_order_type", "stop_price", "trail_amount"):
             if body.get(key) not in (None, ""):
                 raise bad_schema(f"batch orders are limit orders only: {key} is not allowed", key)
     if stop_type is not None and stop_type not in STOP_ORDER_TYPES:
         raise bad_schema(f"stop_order_type must be one of {', '.join(STOP_ORDER_TYPES)}", "stop_order_type")
-    if (stop_type is None) != (stop_price is None):
+    if trail is not None and stop_type is None:
+        raise bad_schema("a trailing stop needs stop_order_type = stop_loss_order", "stop_order_type")
+    if trail is None and (stop_type is None) != (stop_price is None):
         missing = "stop_price" if stop_price is None else "stop_order_type"
         raise bad_schema(f"a stop order needs both stop_order_type and stop_price; {missing} is missing", missing)
     method: Any = body.get("stop_trigger_method")
@@ -323,7 +344,7 @@ def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bo
         limit_price=price_field(body, "limit_price") if order_type == "limit_order" else None,
         time_in_force=tif, post_only=flag(body, "post_only"),  # type: ignore[arg-type]
         reduce_only=flag(body, "reduce_only"), client_order_id=coid,
-        stop_order_type=stop_type, stop_price=stop_price, stop_trigger_method=method)
+        stop_order_type=stop_type, stop_price=stop_price, stop_trigger_method=method, trail_amount=trail)
 
 
 # ---- paging and candles ------------------------------------------------------------------------

@@ -151,10 +151,14 @@ class TradingBot:
     def on_order(self, order: OpenOrder, state: str) -> None:
         if state in ("open", "pending") and order.unfilled_size > 0:
             known = self.open_orders.get(order.order_id)
-            if known is not None and (known.order_type, known.reduce_only) != (order.order_type, order.reduce_only):
-                # An order's type and reduce-only flag never change; an update that does not
-                # repeat them (the orders channel may not) must not make reconcile replace it.
-                order = msgspec.structs.replace(order, order_type=known.order_type, reduce_only=known.reduce_only)
+            if known is not None and (known.order_type, known.reduce_only, known.trailing) != (
+                    order.order_type, order.reduce_only, order.trailing):
+                # An order's type, reduce-only flag and trailing never change; an update that does
+                # not repeat them (the orders channel may not) must not make reconcile replace it.
+                # Trailing is only ever seen when true (its fields present), so either view saying
+                # so is right.
+                order = msgspec.structs.replace(order, order_type=known.order_type, reduce_only=known.reduce_only,
+                                                trailing=known.trailing or order.trailing)
             self.open_orders[order.order_id] = order
         else:
             self.open_orders.pop(order.order_id, None)
@@ -220,7 +224,7 @@ class TradingBot:
         short_held = sum(n for (side, _), n in self.holdings.held.items() if side == "sell")
         assert self.position is not None
         book_wanted = desired_book(entries, levels, self.product)
-        stop = self._protective_stop(levels, entries, atr)
+        stop = self._protective_stop(levels, entries, atr, price)
         if stop is not None:
             book_wanted = (*book_wanted, stop)
         desired = limit_desired(book_wanted, self.position.contracts,
@@ -237,7 +241,7 @@ class TradingBot:
         return plan
 
     def _protective_stop(self, levels: dict[tuple[Side, int], Level], entries: tuple[DesiredOrder, ...],
-                         atr: float) -> DesiredOrder | None:
+                         atr: float, price: float) -> DesiredOrder | None:
         """The stop sits beyond the outermost level of the grid each held level came from
         (level k of n at price p with step s implies a grid reaching p -/+ (n - k) x s), so it
         neither hugs a filled level when the signal flips and the rest of that grid is cancelled,
@@ -259,7 +263,7 @@ class TradingBot:
         else:  # a position no level explains (levels rebuilt from a partial history)
             edge = float(self.position.average_entry)
         self.stop_edge = edge
-        return protective_stop(contracts, edge, atr, self.product, self.grid)
+        return protective_stop(contracts, edge, atr, self.product, self.grid, price)
 
     def halt_plan(self, *, halted: bool, flatten_on_halt: bool, cancel_requested: bool, flatten_sent: bool,
                   price: float) -> HaltPlan:

@@ -41,6 +41,10 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     stops: bool = True
     stop_atr_multiple: Annotated[float, Meta(ge=0.01, le=100)] = STOP_ATR_MULTIPLE
     stop_trigger_method: Literal["mark_price", "last_traded_price"] = "mark_price"
+    # fixed: the stop stays where protective_stop put it (amended as the grid moves); trailing:
+    # Delta's trailing stop (trail_amount), placed where the fixed one would be and then moved by
+    # the exchange behind the position's favourable move, never back
+    stop_kind: Literal["fixed", "trailing"] = "fixed"
     # market time with no new entries after our stop fired (no re-entry into the move); up to a week
     stop_cooldown_s: Annotated[float, Meta(ge=0, le=604_800)] = 900.0
 
@@ -148,10 +152,15 @@ def protective_stop(
     atr: float,
     product: ProductSpec,
     config: GridConfig,
+    price: float | None = None,
 ) -> DesiredOrder | None:
     """Reduce-only stop for the whole position, stop_atr_multiple x ATR beyond the grid's
     outermost level (a 1.5 ATR stop from each level would sit inside a 1% grid on 1-minute data
-    and fire on noise). None when stops are off or the position is flat."""
+    and fire on noise). None when stops are off or the position is flat.
+
+    With stop_kind "trailing" it is a trailing stop that starts at the same trigger: it trails
+    the market (`price`, the last trade) by the distance from `price` to that trigger (at least
+    one tick, rounded up to the tick), and the exchange moves it from there."""
     if not config.stops or position_contracts == 0:
         return None
     _check_market(grid_edge_price, atr)
@@ -164,9 +173,17 @@ def protective_stop(
     else:
         trigger = product.ceil_price(grid_edge_price + distance)
         side = "buy"
+    trail = 0.0
+    if config.stop_kind == "trailing":
+        if price is None or not (math.isfinite(price) and price > 0):
+            raise ValueError(f"a trailing stop needs the market price to trail from, got {price!r}")
+        # signed: a market already through the trigger trails by one tick (it fires on the next
+        # adverse tick, as the fixed stop would fire at once), never from the far side
+        beyond = price - trigger if side == "sell" else trigger - price
+        trail = product.ceil_price(max(beyond, product.tick_size))
     return DesiredOrder(
         symbol=product.symbol, side=side, level=0, purpose="stop", price=trigger,
-        size=abs(position_contracts), order_type="stop_market_order", reduce_only=True,
+        size=abs(position_contracts), order_type="stop_market_order", reduce_only=True, trail=trail,
     )
 
 

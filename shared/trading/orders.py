@@ -33,6 +33,9 @@ class DesiredOrder(msgspec.Struct, frozen=True, kw_only=True):
     size: int  # whole contracts, > 0
     order_type: OrderType = "limit_order"
     reduce_only: bool = False
+    # A trailing stop (grid.stop_kind = "trailing"): the distance, in price units, it trails the
+    # market by; `price` is then only where it starts. 0: a fixed stop at `price`.
+    trail: float = 0.0
 
     @property
     def key(self) -> tuple[Side, Purpose, int]:
@@ -51,6 +54,7 @@ class OpenOrder(msgspec.Struct, frozen=True, kw_only=True):
     client_order_id: str | None = None
     order_type: OrderType = "limit_order"
     reduce_only: bool = False
+    trailing: bool = False  # a trailing stop: the venue moves its price (stop_price) itself
 
     @property
     def filled_size(self) -> int:

@@ -8,7 +8,8 @@ Rules, in order:
 - Our orders on keys nobody wants any more -> cancel.
 - A kept order within `price_tolerance` of the desired price and of the desired size -> leave it
   (hysteresis: tiny moves do not churn). Otherwise amend it in place when the exchange can
-  (same order type and reduce-only flag), else cancel and place anew.
+  (same order type, reduce-only flag and trailing), else cancel and place anew. A trailing stop's
+  price is the exchange's to move: it is matched and amended on its size only.
 - Desired keys without an order -> place, with a fresh client order id of this generation.
 
 `limit_plan` then applies the per-symbol churn limiter (a token bucket with an explicit clock):
@@ -60,6 +61,10 @@ class ReconcilePlan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _matches(order: OpenOrder, want: DesiredOrder, price_tolerance: float) -> bool:
+    if (want.trail > 0) != order.trailing:
+        return False  # a fixed stop is no trailing one, whatever its price (stop_kind changed)
+    if order.trailing:
+        return order.unfilled_size == want.size
     return (
         abs(order.price - want.price) <= price_tolerance + 1e-12
         and order.unfilled_size == want.size
@@ -126,10 +131,10 @@ def reconcile(
         best, _ = orders[0]
         if _matches(best, want, price_tolerance):
             kept += 1
-        elif best.order_type == want.order_type and best.reduce_only == want.reduce_only:
+        elif (best.order_type, best.reduce_only, best.trailing) == (want.order_type, want.reduce_only, want.trail > 0):
             to_amend.append(AmendOrder(
                 order_id=best.order_id, client_order_id=best.client_order_id or "",
-                price=want.price, size=best.filled_size + want.size, desired=want,
+                price=best.price if best.trailing else want.price, size=best.filled_size + want.size, desired=want,
             ))
         else:
             to_cancel.append(CancelOrder(

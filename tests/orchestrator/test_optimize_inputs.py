@@ -98,3 +98,30 @@ def test_trial_values_keep_the_rest_of_a_table() -> None:
     assert cfg.grid.levels == 7
     with pytest.raises(ConfigError, match="levels x step"):
         trial_config(base, {"grid.levels": 12, "grid.width": 0.09})
+
+
+@pytest.mark.parametrize("space, extra, named", [
+    # a key a symbol table cannot hold
+    ('"signal.rsi_overbought" = {low = 60.0, high = 80.0}', ["--as-symbol-table"],
+     "'signal.rsi_overbought' cannot go in a symbol's"),
+    ('"risk.daily_loss_limit" = {low = 10.0, high = 100.0}', ["--as-symbol-table"], "'risk.daily_loss_limit'"),
+    # one table per symbol: two --data symbols tuned as one
+    ('"grid.width" = {low = 0.002, high = 0.03}',
+     ["--as-symbol-table", "--data", f"ETHUSD={REPO / 'shared' / 'data' / 'ETHUSD-coinbase-1m.csv.gz'}"],
+     "give one --data symbol, not 2"),
+])
+def test_as_symbol_table_refuses_what_a_table_cannot_hold(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         space: str, extra: list[str], named: str) -> None:
+    assert run(tmp_path, space, *extra) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+
+
+def test_a_searched_key_the_base_config_sets_for_the_symbol_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The symbol's own table would mask every trial's value: the search would tune nothing."""
+    base = tmp_path / "base.toml"
+    base.write_text("[symbols.BTCUSD.grid]\nwidth = 0.004\n")
+    assert run(tmp_path, '"grid.width" = {low = 0.002, high = 0.03}', "--config", str(base)) == 2
+    err = capsys.readouterr().err
+    assert "'grid.width': [symbols.BTCUSD.grid] in --config sets width" in err and "Traceback" not in err

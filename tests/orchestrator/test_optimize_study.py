@@ -268,3 +268,19 @@ def test_bad_storage_exits_2_without_the_password(tmp_path: Path) -> None:
     proc = subprocess.run(optimize_cmd(tmp_path, 2, "--storage", "not a url"), cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "--storage" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_best_toml_as_a_symbol_table_reproduces_the_winner(tmp_path: Path) -> None:
+    """--as-symbol-table: the winner's values go in [symbols.BTCUSD.grid], the global [grid] stays
+    the base config's, and the command's own re-run from best.toml gets the trial's very float."""
+    cmd = optimize_cmd(tmp_path, 4, "--as-symbol-table")
+    cmd[cmd.index("--jobs") + 1] = "1"
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "reproduces trial" in proc.stderr
+    cfg, _ = load_config(tmp_path / "report" / "best.toml")
+    assert cfg.grid == Config().grid
+    table = cfg.symbols["BTCUSD"].grid
+    assert set(table) == {"width", "levels", "min_confidence"}
+    text = (tmp_path / "report" / "best.toml").read_text()
+    assert "[symbols.BTCUSD.grid]" in text

@@ -6,7 +6,7 @@ Serves (all under /v2; shapes as LIVE Delta sends them, see the api spec's last 
   public   GET products, products/{symbol}, tickers, tickers/{symbol}, l2orderbook/{symbol},
            trades/{symbol} (flat array), history/candles (1m..1w, max 2000), settings, assets,
            indices
-  private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price, `pending` until
+  private  POST|PUT|DELETE orders (stop orders too: stop_order_type + stop_price or trail_amount, `pending` until
            triggered), POST|PUT|DELETE orders/batch (<= 50, one product, limit orders only),
            DELETE orders/all (cancel_limit/stop/reduce_only_orders), GET orders (states,
            order_types, cursor paging), orders/history, orders/{id},
@@ -165,13 +165,15 @@ def _edit_one(v: VenueState, oid: int, body: Mapping[str, Any], *, batch: bool =
     if batch:  # Delta batches are limit orders only
         if existing.state == "pending":
             raise bad_schema(f"order {oid} is a pending stop order: edit it with PUT /v2/orders", "id")
-        if body.get("stop_price") not in (None, ""):
-            raise bad_schema("stop_price is not allowed in a batch edit", "stop_price")
+        for key in ("stop_price", "trail_amount"):
+            if body.get(key) not in (None, ""):
+                raise bad_schema(f"{key} is not allowed in a batch edit", key)
     v.engine_ops.charge(existing.product_id)
     post = wire.flag(body, "post_only", existing.post_only) if "post_only" in body else None
     return v.engine.edit_order(oid, size=wire.int_field(body, "size", required=False),
                                   limit_price=wire.price_field(body, "limit_price"), post_only=post,
-                                  stop_price=wire.price_field(body, "stop_price"))
+                                  stop_price=wire.price_field(body, "stop_price"),
+                                  trail_amount=wire.trail_field(body))
 
 
 async def cancel(request: web.Request) -> web.Response:

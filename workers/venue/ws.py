@@ -42,6 +42,7 @@ from shared.delta.constants import (
     PRIVATE_CHANNELS,
     PUBLIC_CHANNELS,
     SIGNATURE_WINDOW_S,
+    TRAIL_EXTREME_FIELD,
 )
 from shared.delta.ws import l2_checksum
 from shared.matching import (
@@ -190,6 +191,8 @@ class WsHub:
                 targets = [c for c in authed if c.wants("orders", o.symbol)]
                 if targets:
                     body = wire.order_json(o)
+                    if o.trail_extreme is not None:  # documented on the channel's updates of trailing stops
+                        body[TRAIL_EXTREME_FIELD] = wire.s(o.trail_extreme)
                     frame = dumps({**body, "type": "orders", "action": ev.action, "reason": ev.reason,
                                     "symbol": o.symbol, "order_id": o.id, "seq_no": seq,
                                     "timestamp": o.updated_at})

@@ -42,6 +42,10 @@ CASES = {
     # three symbols sharing one balance, with a churn limit that holds actions back
     "three-symbols-churn": (Config(grid=GridConfig(width=0.0005, levels=3, max_actions_per_minute=8)),
                             {f"SYN_000{n}": synthetic_candles(f"SYN_000{n}", 1500) for n in (1, 2, 3)}),
+    # trailing stops: the venue moves them with every new extreme, which the skipping must not miss
+    "eth-trailing": (Config(grid=GridConfig(width=0.0005, levels=3, stop_kind="trailing", stop_atr_multiple=0.5,
+                                            stop_cooldown_s=300)),
+                     {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
     # an account halt that flattens
     "halt": (busy_config(daily_loss_limit=20.0, flatten_on_halt=True),
              {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),

@@ -320,3 +320,33 @@ def test_a_signal_without_direction_holds_the_grid_like_a_weak_one() -> None:
     place_all(b, decide(b, now=1.0, price=2000.0))
     assert decide(b, now=2.0, price=2000.5, direction="NONE", confidence=0.0).empty
     assert decide(b, now=3.0, price=2000.5, direction="DOWN", confidence=0.25).empty  # weak: hold too
+
+
+def test_a_trailing_stop_is_placed_trailing_and_the_venues_moves_are_not_undone() -> None:
+    """grid.stop_kind = "trailing": the stop starts where the fixed one would, trailing the price
+    by the distance to it; the venue then moves it up (the orders channel's stop_update, which may
+    not repeat the trailing fields) and the bot leaves it there, amending only its size."""
+    b = TradingBot(symbol="ETHUSD", product=ETH, grid=GridConfig(levels=3, width=0.002, stop_kind="trailing"),
+                   risk=RiskConfig(risk_percentage=2.0), bot_id="t1")
+    b.reconcile_from([], [], [])
+    orders = place_all(b, decide(b, now=1.0, price=2000.0))
+    b.on_order(orders[0], "closed")
+    assert b.on_fill(fill_of(orders[0], "f1", 2.0))
+    plan = decide(b, now=3.0, price=1999.0)
+    [p] = stops_in(plan)
+    fixed = ETH.floor_price(min(o.price for o in orders) - 1.5 * 2.0)
+    assert (p.order.price, p.order.trail) == (fixed, ETH.ceil_price(1999.0 - fixed))
+    stop = rest_stop(b, plan)
+    b.on_order(msgspec.structs.replace(stop, trailing=True), "pending")  # as the venue answered it
+    moved = msgspec.structs.replace(stop, price=fixed + 12.0)  # a stop_update without trailing fields
+    b.on_order(moved, "pending")
+    assert b.open_orders[stop.order_id].trailing and b.resting_stop_price() == fixed + 12.0
+    # 12 beyond the wanted trigger: a fixed stop would be amended back down (tolerance: 2)
+    assert decide(b, now=4.0, price=2000.5).empty
+    second = next(o for o in b.open_orders.values() if o.client_order_id and "Be02" in o.client_order_id)
+    b.on_order(second, "closed")
+    b.on_fill(fill_of(second, "f2", 5.0))
+    grown = decide(b, now=6.0, price=1995.0)
+    [amend] = [a for a in grown.to_amend if a.order_id == stop.order_id]
+    assert b.position is not None
+    assert (amend.size, amend.price, amend.desired.trail > 0) == (b.position.contracts, fixed + 12.0, True)

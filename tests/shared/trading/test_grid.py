@@ -188,3 +188,21 @@ stops = false
         8, "atr", "neutral", False, 20)
     with pytest.raises(msgspec.ValidationError, match="levels"):
         msgspec.toml.decode(b"levels = 0", type=GridConfig)
+
+
+def test_a_trailing_stop_starts_where_the_fixed_one_would_and_trails_by_the_distance_to_it() -> None:
+    DEFAULT = GridConfig(stops=True)
+    trailing = msgspec.structs.replace(DEFAULT, stop_kind="trailing")
+    fixed = protective_stop(6, 57_000.0, 40.3, BTC, DEFAULT)
+    long = protective_stop(6, 57_000.0, 40.3, BTC, trailing, price=58_000.0)
+    assert fixed is not None and long is not None and fixed.trail == 0.0
+    assert (long.price, long.side, long.reduce_only) == (fixed.price, "sell", True)
+    assert long.trail == BTC.ceil_price(58_000.0 - fixed.price) > 0
+    short = protective_stop(-3, 63_000.0, 40.3, BTC, trailing, price=62_000.25)
+    assert short is not None and short.side == "buy"
+    assert short.trail == BTC.ceil_price(short.price - 62_000.25)  # rounded up to the tick
+    assert (short.trail / BTC.tick_size).is_integer()
+    # a price already beyond the fixed trigger still trails by at least a tick
+    assert protective_stop(6, 57_000.0, 40.3, BTC, trailing, price=56_000.0).trail == BTC.tick_size  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="trailing stop needs the market price"):
+        protective_stop(6, 57_000.0, 40.3, BTC, trailing)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -156,3 +157,22 @@ def test_bucket_refill_is_capped_and_ignores_clock_steps_back() -> None:
     assert refill(empty, 101.0).tokens == pytest.approx(1.0)
     with pytest.raises(ValueError):
         new_bucket(0, 0.0)
+
+
+def test_a_trailing_stop_is_matched_and_amended_on_its_size_never_its_price() -> None:
+    """The venue moves a trailing stop's price; the bot's desired trigger (where a fixed one would
+    be) must not drag it back."""
+    stop: dict[str, Any] = dict(side="sell", purpose="stop", order_type="stop_market_order", reduce_only=True)
+    resting = ours(0, 50_300.0, size=2, trailing=True, **stop)  # the venue trailed it up from 49,800
+    p = plan_for([want(0, 49_800.0, size=2, trail=200.0, **stop)], [resting])
+    assert p.empty and p.kept == 1
+    p = plan_for([want(0, 49_800.0, size=3, trail=200.0, **stop)], [resting])
+    assert [(a.order_id, a.size, a.price) for a in p.to_amend] == [(resting.order_id, 3, 50_300.0)]
+    assert not p.to_place and not p.to_cancel
+    # a fixed stop where a trailing one is wanted (or the reverse: stop_kind changed) is replaced
+    fixed = ours(0, 49_800.0, size=2, **stop)
+    p = plan_for([want(0, 49_800.0, size=2, trail=200.0, **stop)], [fixed])
+    assert [c.order_id for c in p.to_cancel] == [fixed.order_id] and len(p.to_place) == 1
+    assert p.to_place[0].order.trail == 200.0
+    p = plan_for([want(0, 49_800.0, size=2, **stop)], [resting])
+    assert [c.order_id for c in p.to_cancel] == [resting.order_id] and len(p.to_place) == 1
