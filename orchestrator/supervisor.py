@@ -57,6 +57,7 @@ from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
+from .alerts import SupervisorAlerts
 from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
@@ -106,8 +107,10 @@ class Child:
 
 class Supervisor:
     def __init__(self, cfg: Config, run_dir: RunDir, *, foreground: bool = True,
-                 out: Any = None) -> None:
+                 out: Any = None, alert_urls: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
+        self.alert_urls = alert_urls
+        self.alerts = SupervisorAlerts.disabled()  # started in run(), once the run's secrets exist
         self.run_dir = run_dir
         self.foreground = foreground
         self.out = out or sys.stdout
@@ -256,9 +259,11 @@ class Supervisor:
         if child.process is not None:
             child.process.join(timeout=2)
         delay = child.policy.on_failure(now, why)
+        self.alerts.restarted(child.kind, child.name, why)
         if delay is None:
             child.state = "quarantined"
             log.error("%s %s quarantined: %s", child.kind, child.name, child.policy.reason)
+            self.alerts.quarantined(child.kind, child.name, child.policy.reason)
             return
         child.state = "backoff"
         child.restart_at = now + delay
@@ -380,6 +385,7 @@ class Supervisor:
     # --- ledger and account risk (one place for the whole account) ----------------------------
 
     def on_fill(self, ev: FillEvent) -> None:
+        self.alerts.fill(ev)
         if self.store is None:
             return
         f = ev.fill
@@ -450,6 +456,7 @@ class Supervisor:
         return "ok"
 
     def on_order_record(self, rec: OrderRecord) -> None:
+        self.alerts.order_record(rec)
         if self.store is None:
             return
         try:
@@ -471,6 +478,7 @@ class Supervisor:
             self.halted = True
             self.halt_reason = reason
             log.error("halting all bots: %s", reason)
+            self.alerts.halted(reason, self._last_snapshot or self.snapshot())
 
     def order_management(self) -> str:
         """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
@@ -695,6 +703,7 @@ class Supervisor:
 
         self._ctx = self._mp_context()
         self._build_children()
+        self.alerts = SupervisorAlerts.start(self.cfg.alerts, self.alert_urls, _child_secrets(self.children))
         for child in self.children.values():
             self._start(child, self._ctx)
 
@@ -744,6 +753,7 @@ class Supervisor:
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
                     self._flush_store()
                 self.snapshot()
+                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None))
             return next_uss
 
         async def display_loop() -> None:
@@ -794,6 +804,7 @@ class Supervisor:
                 child.process.join(timeout=2)
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
+        self.alerts.close()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
@@ -839,6 +850,15 @@ def _trading(bot_says: str, order_management: str) -> str:
     return bot_says
 
 
+def _child_secrets(children: dict[str, Child]) -> list[str]:
+    """The paper venue's per-run key and secret: never in an alert."""
+    out = []
+    for c in children.values():
+        if (access := c.spec.venue_access) is not None:
+            out += [access.api_key, access.api_secret]
+    return out
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -857,7 +877,7 @@ class _OneLine(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
-def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
+def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True, alert_urls: tuple[str, ...] = ()) -> int:
     # Whatever this run and its children create (ledger, logs, metrics file, paper account) is
     # readable by the owner alone.
     os.umask(0o077)
@@ -869,7 +889,7 @@ def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int
     errors.setLevel(logging.WARNING)
     errors.setFormatter(_OneLine("orchestrate: %(levelname)s %(message)s"))
     root.addHandler(errors)
-    sup = Supervisor(cfg, run_dir, foreground=foreground)
+    sup = Supervisor(cfg, run_dir, foreground=foreground, alert_urls=alert_urls)
     try:
         return asyncio.run(sup.run())
     except Exception:
