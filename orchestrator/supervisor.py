@@ -611,6 +611,7 @@ class Supervisor:
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
             metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
             processes=procs)
+        _account_figures(snap, self.children.get("gateway"))
         self._last_snapshot = snap
         return snap
 
@@ -848,6 +849,15 @@ def _trading(bot_says: str, order_management: str) -> str:
     if bot_says == "trading" and order_management.startswith("down"):
         return "not trading: order management down"
     return bot_says
+
+
+def _account_figures(snap: StatusSnapshot, gateway: Child | None) -> None:
+    """The account's figures the gateway reports (equity, rate budget) into the status document."""
+    f = gateway.figures if gateway is not None else None
+    if isinstance(f, GatewayFigures):
+        snap.equity = clean(f.equity, 2)
+        snap.rate_budget_left = clean(f.rate_budget_left, 0)
+        snap.rate_budget_capacity = clean(f.rate_budget_capacity, 0)
 
 
 def _child_secrets(children: dict[str, Child]) -> list[str]:
