@@ -6,7 +6,10 @@ hangs or answers 500 does not stall the supervisor."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -34,12 +37,15 @@ class Receiver:
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._runner: web.AppRunner
+        self._release = asyncio.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     async def _hook(self, request: web.Request) -> web.Response:
         self.requests += 1
         if self.mode == "hang":
-            await asyncio.sleep(3600)
+            await self._release.wait()  # until the test ends
+            return web.Response(status=503)
         if self.mode == "500":
             return web.Response(status=500, text="down")
         self.messages.append(await request.json())
@@ -49,7 +55,7 @@ class Receiver:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post(f"/hooks/{TOKEN}", self._hook)
-        runner = web.AppRunner(app)
+        runner = self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
@@ -67,7 +73,12 @@ class Receiver:
         return f"json://alerts:{PASSWORD}@127.0.0.1:{self.port}/hooks/{TOKEN}"
 
     def stop(self) -> None:
+        """Close the server (cancelling hung handlers), then its loop and thread."""
+        self._loop.call_soon_threadsafe(self._release.set)
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 @pytest.fixture
@@ -176,3 +187,39 @@ def test_a_hanging_or_failing_receiver_does_not_stall_the_supervisor(start_run, 
         _assert_no_secret(run.run_dir, [])
     finally:
         bad.stop()
+
+
+def test_a_gateway_killed_three_times_gives_one_down_one_back_and_one_restart_storm(start_run, tmp_path: Path,
+                                                                                    receiver: Receiver) -> None:
+    """A flapping link: the gateway SIGKILLed three times (each outage longer than
+    gateway_down_after_s, from the restart backoff) is one 'down', one 'back' and one restart storm."""
+    cfg = tmp_path / "flap.toml"
+    cfg.write_text("[supervision]\nbackoff_initial_s = 3.0\n"
+                   "[alerts]\nenabled = true\ngateway_down_after_s = 1.0\nrestart_storm_count = 3\n"
+                   "restart_storm_window_s = 600.0\n")
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD", "--pool-size", "1"], env=_env(receiver.url))
+
+    def gateway(d: dict[str, Any]) -> dict[str, Any]:
+        return next(p for p in d["processes"] if p["kind"] == "gateway")
+
+    killed: set[int] = set()
+    for _ in range(3):
+        doc = run.wait_for(lambda d: gateway(d)["state"] == "running" and gateway(d)["pid"] not in killed
+                           and d["order_management"] == "up", 60, "the gateway up")
+        pid = gateway(doc)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+        run.wait_for(lambda d: d["order_management"].startswith("down"), 20, "order management down")
+    run.wait_for(lambda d: d["order_management"] == "up", 60, "the gateway back")
+    _wait(lambda: sum(m["title"] == "Order management back" for m in receiver.messages) >= 1, 20, "the 'back' alert")
+    time.sleep(3.0)
+    titles = [m["title"] for m in receiver.messages]
+    assert titles.count("Order management down") == 1, titles
+    assert titles.count("Order management back") == 1, titles
+    assert titles.count("Restart storm") == 1, titles
+    down = next(m["message"] for m in receiver.messages if m["title"] == "Order management down")
+    assert "gateway failed" in down
+    storm = next(m["message"] for m in receiver.messages if m["title"] == "Restart storm")
+    assert "3 process restarts" in storm and "gateway gateway" in storm
+    run.terminate()
+    _assert_no_secret(run.run_dir, [json.dumps(m) for m in receiver.messages])
