@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def _alert(i: int, body: str = "") -> Alert:
     return Alert(kind="quarantine", subject=str(i), title=f"alert {i}", body=body or f"body {i}")
 
 
-def _wait(pred, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while not pred():
         if time.monotonic() > deadline:
@@ -90,3 +91,30 @@ def test_alerts_on_without_urls_or_with_an_unknown_url_exit_2_without_printing_i
     assert "URL 2 of 2 (scheme 'nosuchservice')" in r.stderr and "ORCHESTRATE_ALERT_URLS" in r.stderr
     assert TOKEN not in r.stderr + r.stdout and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "lock").exists()
+
+
+def test_the_supervisor_hook_alerts_on_the_gateways_websocket_outage() -> None:
+    """The supervisor's monitor pass reads the gateway's figures: order management 'up' but the
+    account websocket down longer than gateway_down_after_s is a 'down' alert, then 'back'."""
+    from orchestrator.alerts import SupervisorAlerts
+    from shared.alerts import AlertsConfig
+    from shared.messages import GatewayFigures
+    from tests.orchestrator.test_deploy import _snapshot
+
+    r = Receiver().start()
+    try:
+        alerts = SupervisorAlerts.start(AlertsConfig(enabled=True, gateway_down_after_s=1.0), [r.url])
+        snap = _snapshot()
+        down = GatewayFigures(ticks_published=0, symbols=1, source="exchange", requests=0, malformed=0,
+                              ws_down_s=3.0)
+        up = GatewayFigures(ticks_published=0, symbols=1, source="exchange", requests=0, malformed=0)
+        alerts.monitor_pass(snap, down)
+        time.sleep(1.1)
+        alerts.monitor_pass(snap, down)
+        alerts.monitor_pass(snap, up)
+        assert _wait(lambda: len(r.messages) == 2, 20), r.messages
+        assert [m["title"] for m in r.messages] == ["Order management down", "Order management back"]
+        assert "account websocket is disconnected" in r.messages[0]["message"]
+        alerts.close()
+    finally:
+        r.stop()
