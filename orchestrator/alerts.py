@@ -76,7 +76,8 @@ class AlertSender:
         self._logged_drop_at = -math.inf
         apprise_log = logging.getLogger("apprise")
         apprise_log.setLevel(logging.WARNING)  # its INFO/DEBUG lines name URLs and payloads
-        apprise_log.addFilter(_Redacting(self.secrets))
+        self._filter = _Redacting(self.secrets)
+        apprise_log.addFilter(self._filter)
         self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
         self._thread.start()
 
@@ -122,8 +123,10 @@ class AlertSender:
         try:
             self._queue.put(_STOP, timeout=timeout_s)
         except queue.Full:
-            return
+            return  # the filter stays: the thread may still log for a hung receiver
         self._thread.join(timeout_s)
+        if not self._thread.is_alive():
+            logging.getLogger("apprise").removeFilter(self._filter)
 
 
 class SupervisorAlerts:

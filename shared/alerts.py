@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from typing import Annotated
@@ -263,9 +264,8 @@ class DayTally:
 
 
 def summary_alert(t: DayTally, now_wall: float, realised_pnl: float) -> Alert:
-    import time as _time  # formatting only: no clock is read
-    start = _time.strftime("%Y-%m-%d %H:%M", _time.gmtime(t.since))
-    end = _time.strftime("%Y-%m-%d %H:%M", _time.gmtime(now_wall))
+    start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t.since))  # formatting only: no clock is read
+    end = time.strftime("%Y-%m-%d %H:%M", time.gmtime(now_wall))
     lines = [f"{start} .. {end} UTC"]
     if math.isfinite(t.equity_start) and math.isfinite(t.equity_now):
         lines.append(f"PnL {t.equity_now - t.equity_start:+,.2f} USD (equity {t.equity_start:,.2f} -> "
