@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from shared.config import ConfigError, load_config, secrets_from_env
+from shared.config import ConfigError, alert_urls_from_env, load_config, secrets_from_env
 from shared.status import render_table
 from shared.symbol_settings import unused_symbol_tables
 
@@ -127,6 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg, notes = load_config(args.config, _overrides(args), option_names=OPTION_NAMES)
         secrets = secrets_from_env()
+        alert_urls = alert_urls_from_env(cfg.alerts)
+        if alert_urls:
+            from .alerts import check_urls
+            check_urls(cfg.alerts, alert_urls)
     except ConfigError as exc:
         print(f"orchestrate: config error: {exc}", file=sys.stderr)
         return 2
@@ -169,7 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if removed:
         print(f"orchestrate: removed {len(removed)} leftover(s) of an earlier run", file=sys.stderr)
     try:
-        return run_supervisor(cfg, run_dir, foreground=not args.no_display)
+        return run_supervisor(cfg, run_dir, foreground=not args.no_display, alert_urls=tuple(alert_urls))
     finally:
         run_dir.release()
 

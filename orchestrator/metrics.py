@@ -77,6 +77,13 @@ class SnapshotCollector:
         st = GaugeMetricFamily("orchestrate_storage_ok", "1 when the ledger is being written, 0 when writes fail")
         st.add_metric([], 0.0 if snap.storage.startswith("failing") else 1.0)
         yield st
+        for name, doc in (("equity", "Account equity the gateway last read (USD)"),
+                          ("rate_budget_left", "Units left in the account's rate-limit window"),
+                          ("rate_budget_capacity", "Units in the account's rate-limit window")):
+            g = GaugeMetricFamily(f"orchestrate_account_{name}", doc)
+            if (v := getattr(snap, name)) is not None:
+                g.add_metric([], float(v))
+            yield g
 
 
 class MetricsServer:

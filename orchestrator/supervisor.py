@@ -59,6 +59,7 @@ from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
+from .alerts import SupervisorAlerts
 from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
@@ -108,8 +109,10 @@ class Child:
 
 class Supervisor:
     def __init__(self, cfg: Config, run_dir: RunDir, *, foreground: bool = True,
-                 out: Any = None) -> None:
+                 out: Any = None, alert_urls: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
+        self.alert_urls = alert_urls
+        self.alerts = SupervisorAlerts.disabled()  # started in run(), once the run's secrets exist
         self.run_dir = run_dir
         self.foreground = foreground
         self.out = out or sys.stdout
@@ -262,9 +265,11 @@ class Supervisor:
         if child.process is not None:
             child.process.join(timeout=2)
         delay = child.policy.on_failure(now, why)
+        self.alerts.restarted(child.kind, child.name, why)
         if delay is None:
             child.state = "quarantined"
             log.error("%s %s quarantined: %s", child.kind, child.name, child.policy.reason)
+            self.alerts.quarantined(child.kind, child.name, child.policy.reason)
             return
         child.state = "backoff"
         child.restart_at = now + delay
@@ -386,6 +391,7 @@ class Supervisor:
     # --- ledger and account risk (one place for the whole account) ----------------------------
 
     def on_fill(self, ev: FillEvent) -> None:
+        self.alerts.fill(ev)
         if self.store is None:
             return
         f = ev.fill
@@ -456,6 +462,7 @@ class Supervisor:
         return "ok"
 
     def on_order_record(self, rec: OrderRecord) -> None:
+        self.alerts.order_record(rec)
         if self.store is None:
             return
         try:
@@ -477,6 +484,7 @@ class Supervisor:
             self.halted = True
             self.halt_reason = reason
             log.error("halting all bots: %s", reason)
+            self.alerts.halted(reason, self._last_snapshot or self.snapshot())
 
     def order_management(self) -> str:
         """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
@@ -610,6 +618,7 @@ class Supervisor:
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
             metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
             processes=procs)
+        _account_figures(snap, self.children.get("gateway"))
         self._last_snapshot = snap
         return snap
 
@@ -702,6 +711,7 @@ class Supervisor:
 
         self._ctx = self._mp_context()
         self._build_children()
+        self.alerts = SupervisorAlerts.start(self.cfg.alerts, self.alert_urls, _child_secrets(self.children))
         for child in self.children.values():
             self._start(child, self._ctx)
 
@@ -751,6 +761,7 @@ class Supervisor:
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
                     self._flush_store()
                 self.snapshot()
+                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None))
             return next_uss
 
         async def display_loop() -> None:
@@ -804,6 +815,7 @@ class Supervisor:
                 child.process.join(timeout=2)
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
+        self.alerts.close()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
@@ -859,6 +871,24 @@ def external_venue_access(run_dir: Any) -> VenueAccess:
     return VenueAccess(port=port, api_key=v["api_key"], api_secret=v["api_secret"])
 
 
+def _account_figures(snap: StatusSnapshot, gateway: Child | None) -> None:
+    """The account's figures the gateway reports (equity, rate budget) into the status document."""
+    f = gateway.figures if gateway is not None else None
+    if isinstance(f, GatewayFigures):
+        snap.equity = clean(f.equity, 2)
+        snap.rate_budget_left = clean(f.rate_budget_left, 0)
+        snap.rate_budget_capacity = clean(f.rate_budget_capacity, 0)
+
+
+def _child_secrets(children: dict[str, Child]) -> list[str]:
+    """The paper venue's per-run key and secret: never in an alert."""
+    out = []
+    for c in children.values():
+        if (access := c.spec.venue_access) is not None:
+            out += [access.api_key, access.api_secret]
+    return out
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -877,7 +907,7 @@ class _OneLine(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
-def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int:
+def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True, alert_urls: tuple[str, ...] = ()) -> int:
     # Whatever this run and its children create (ledger, logs, metrics file, paper account) is
     # readable by the owner alone.
     os.umask(0o077)
@@ -889,7 +919,7 @@ def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True) -> int
     errors.setLevel(logging.WARNING)
     errors.setFormatter(_OneLine("orchestrate: %(levelname)s %(message)s"))
     root.addHandler(errors)
-    sup = Supervisor(cfg, run_dir, foreground=foreground)
+    sup = Supervisor(cfg, run_dir, foreground=foreground, alert_urls=alert_urls)
     try:
         return asyncio.run(sup.run())
     except Exception:

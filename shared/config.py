@@ -20,6 +20,7 @@ import msgspec
 import msgspec.inspect
 from msgspec import Meta
 
+from .alerts import AlertsConfig
 from .market_clock import CLOCKS
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
 from .signals.engine import SignalConfig
@@ -245,6 +246,7 @@ class Config(_Section):
     # [symbols.SYMBOL.grid] / [symbols.SYMBOL.risk]: the keys that differ from [grid] / [risk] for
     # one symbol, checked at load (`symbol_tables`); `symbol_settings` gives a symbol's effective ones.
     symbols: dict[str, SymbolSettings] = msgspec.field(default_factory=dict)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
 
 
 class Secrets(msgspec.Struct, frozen=True):
@@ -532,6 +534,19 @@ def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:
     if not key or not secret:
         raise ConfigError("set both DELTA_API_KEY and DELTA_API_SECRET, or neither (paper)")
     return Secrets(key, secret)
+
+
+def alert_urls_from_env(cfg: AlertsConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The apprise URLs of `[alerts]`, from the environment variable it names (they carry tokens:
+    never in a config file). Empty when alerts are off. Errors name the variable, never a URL."""
+    if not cfg.enabled:
+        return []
+    environ = os.environ if environ is None else environ
+    urls = [u for u in re.split(r"[\s,]+", environ.get(cfg.urls_env, "")) if u]
+    if not urls:
+        raise ConfigError(f"alerts.enabled is true but the environment variable {cfg.urls_env} (alerts.urls_env) "
+                          "is not set or empty: set it to one or more apprise URLs")
+    return urls
 
 
 def config_to_toml_dict(cfg: Config) -> dict[str, Any]:

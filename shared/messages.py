@@ -270,6 +270,9 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     rest_errors: int = 0
     note: str = ""
     storage_error: str = ""  # the paper venue: why its account journal cannot be written ("" when it can)
+    ws_down_s: float = 0.0  # how long the account websocket has been disconnected (0: connected)
+    rate_budget_left: float = float("nan")  # units left in the account's rate window
+    rate_budget_capacity: float = float("nan")  # units in the window (Delta: 10,000 per 5 min)
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):

@@ -85,6 +85,9 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     storage: str = ""
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     processes: list[ProcessStatus] = msgspec.field(default_factory=list)
+    equity: float | None = None  # account equity the gateway last read (USD); None before
+    rate_budget_left: float | None = None  # units left in the account's rate window (Delta: of 10,000 per 5 min)
+    rate_budget_capacity: float | None = None
 
 
 def clean(value: float | None, digits: int = 3) -> float | None:

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 import msgspec
@@ -42,7 +42,16 @@ from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, chunks
 from shared.delta.venues import resolve_venue
-from shared.delta.ws import DeltaWebSocket, OrderSnapshot, OrderUpdate, Subscribed, TradeEvent, UserTrade
+from shared.delta.ws import (
+    Connected,
+    DeltaWebSocket,
+    Disconnected,
+    OrderSnapshot,
+    OrderUpdate,
+    Subscribed,
+    TradeEvent,
+    UserTrade,
+)
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (
     AccountRequest,
@@ -132,6 +141,13 @@ def _err_text(key: str, exc: Exception) -> str:
     return f"{key}: {code}: {str(exc)[:160]}"
 
 
+class LinkFigures(TypedDict):
+    """The gateway's part of GatewayFigures for the supervisor's alerts and metrics."""
+    ws_down_s: float
+    rate_budget_left: float
+    rate_budget_capacity: float
+
+
 class ExchangeGateway:
     def __init__(self, spec: ChildSpec, conn: dict[str, str]) -> None:
         self.spec = spec
@@ -170,6 +186,7 @@ class ExchangeGateway:
         # Delta's REST fills name only their order_id; the bots know their fills by client order id.
         self.client_ids = ClientIds()
         self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
+        self.ws_down_since: float | None = None  # monotonic time the account socket dropped (alerts)
         self.lookups_failing: collections.OrderedDict[str, int] = collections.OrderedDict()  # order id -> polls
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
@@ -230,6 +247,8 @@ class ExchangeGateway:
 
     async def on_main_event(self, ev: Any) -> None:
         """The main socket's events; its trades count only where it feeds the symbol."""
+        if isinstance(ev, Connected | Disconnected):
+            self.ws_down_since = None if isinstance(ev, Connected) else self.ws_down_since or time.monotonic()
         if (isinstance(ev, TradeEvent) and self.market_ws is self.public_ws
                 and ev.symbol not in self.legacy_for):
             return
@@ -645,11 +664,20 @@ class ExchangeGateway:
         return GatewayFigures(ticks_published=self.ticks, symbols=len(self.products), source="exchange",
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
+                              **self.link_figures(),
                               note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
                               + self.market_data_note())
+
+    def link_figures(self) -> LinkFigures:
+        """For the supervisor's alerts and metrics: how long the account socket has been down, the
+        rate budget left in the account's window."""
+        budget = self.rest.limiter.snapshot()
+        down = time.monotonic() - self.ws_down_since if self.ws_down_since is not None else 0.0
+        return {"ws_down_s": down, "rate_budget_left": float(budget.capacity - budget.used),
+                "rate_budget_capacity": float(budget.capacity)}
 
     def feed_of(self, symbol: str) -> DeltaWebSocket:
         """The socket whose trades feed `symbol` now."""
