@@ -1,5 +1,6 @@
 """`orchestrate optimize` end to end: a real study on a 2-worker Dask LocalCluster over the shipped
-BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt and resume."""
+BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt and resume; a
+driver on another host picking up a killed driver's trials (Optuna's RDB heartbeats)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -155,7 +158,9 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
 def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
     # Enough trials that the study is still running when the signals are sent: a trial takes
     # ~0.1 s here, so 16 could all finish between two polls of a loaded machine.
-    cmd = optimize_cmd(tmp_path, TRIALS_STOPPED)
+    # a short grace period: the resumed driver finds the SIGKILLed driver's heartbeats stale within
+    # seconds (the default 60 s suits a real study, not a test)
+    cmd = optimize_cmd(tmp_path, TRIALS_STOPPED, "--stale-after", "3")
     db = tmp_path / "run" / "optimize.sqlite"
     # Ctrl-C to the process group: the driver marks the trials in flight as interrupted, queues them
     # again, exits 130; the workers ignore it (no traceback from them) and close with the cluster
@@ -163,7 +168,8 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
     assert rc == 130, err
     assert "run the same command to resume" in err and "Traceback" not in err
     first = _counted(db)
-    # SIGKILL: no chance to clean up; the next start finds the dead driver's running trials
+    # SIGKILL: no chance to clean up; the next start finds the dead driver's running trials, their
+    # heartbeats going stale
     rc, err = _stop_mid_study(cmd, db, after=first + 3, sig=signal.SIGKILL)
     assert rc == -signal.SIGKILL
     with sqlite3.connect(db) as con:
@@ -284,3 +290,103 @@ def test_best_toml_as_a_symbol_table_reproduces_the_winner(tmp_path: Path) -> No
     assert set(table) == {"width", "levels", "min_confidence"}
     text = (tmp_path / "report" / "best.toml").read_text()
     assert "[symbols.BTCUSD.grid]" in text
+
+
+# --- a study shared by drivers on several hosts ---------------------------------------------------
+
+PARAMS = ("grid.width", "grid.levels", "grid.min_confidence")
+
+
+def _states(db: Path) -> dict[int, str]:
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return dict(con.execute("select number, state from trials").fetchall())
+    except sqlite3.OperationalError:  # tables not created yet
+        return {}
+
+
+def _can_unshare_uts() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--uts", "sh", "-c", "hostname optimize-host-b && hostname"],
+                           capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.strip() == "optimize-host-b"
+
+
+def _wait_for(what: str, cond: object, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert proc.poll() is None, f"a driver ended before {what}: {proc.stderr and proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"not {what} in {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not _can_unshare_uts(), reason="needs `unshare --uts` (root) to give driver B its own host name")
+def test_a_driver_on_another_host_requeues_the_trials_of_a_killed_driver(tmp_path: Path) -> None:
+    """What this proves: driver B runs in its own UTS namespace, so `socket.gethostname()` in it is
+    another name than driver A's, as on a second machine sharing the study's storage. B therefore
+    cannot learn whether A is alive from a host name or a process id (the old same-host pid check
+    left A's trials RUNNING forever here); it can only go by the heartbeats A writes to the storage.
+    While A beats, B leaves A's trials alone; once A is SIGKILLed mid-trial, B fails A's trials in
+    flight as stale after the grace period, queues their values again, runs them, and the study ends
+    with every trial counted exactly once. (Both drivers share one SQLite file on this machine: the
+    storage is what a shared PostgreSQL would be to two hosts; the PostgreSQL test covers that URL.)"""
+    trials = 300  # a trial takes ~0.1 s: A must still be running when it is killed
+    grace = 4
+    cmd_a = optimize_cmd(tmp_path, trials, "--stale-after", str(grace))
+    cmd_a[cmd_a.index("--jobs") + 1] = "1"
+    cmd_b = [*cmd_a]
+    cmd_b[cmd_b.index("--report") + 1] = str(tmp_path / "report-b")
+    db = tmp_path / "run" / "optimize.sqlite"
+    host_b = "optimize-host-b"
+    assert socket.gethostname() != host_b
+    a = subprocess.Popen(cmd_a, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    b = None
+    try:
+        _wait_for("A finished 3 trials", lambda: list(_states(db).values()).count("COMPLETE") >= 3, a)
+        b = subprocess.Popen(["unshare", "--uts", "sh", "-c", f'hostname {host_b} && exec "$@"', "sh", *cmd_b],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # both drivers at work for longer than the grace period: A's live trials are never taken
+        started = len(_states(db))
+        _wait_for("B ran trials beside A", lambda: len(_states(db)) >= started + 6, b)
+        time.sleep(grace + 1)
+        assert a.poll() is None, "driver A ended before it was killed: raise the trial count"
+        with sqlite3.connect(db) as con:
+            reasonless = con.execute("select count(*) from trials t where state = 'FAIL' and not exists (select 1 "
+                                     "from trial_user_attributes u where u.trial_id = t.trial_id and "
+                                     "u.key = 'fail_reason')").fetchone()[0]
+        assert reasonless == 0, "a trial of a live driver was failed as stale"
+        # A dies mid-trial, without a chance to clean up
+        _wait_for("A had a trial in flight", lambda: "RUNNING" in _states(db).values(), a)
+        tree = [psutil.Process(p.pid) for p in psutil.Process(a.pid).children(recursive=True)]
+        os.killpg(a.pid, signal.SIGKILL)
+        a.wait(timeout=30)
+        psutil.wait_procs(tree, timeout=30)
+        _, err = b.communicate(timeout=180)
+        assert b.returncode == 0, err
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert "left running by a stopped driver are queued again" in err
+    rows = read_trials(tmp_path / "report-b" / "trials.csv")
+    stale = [r for r in rows if "heartbeat stopped" in r["fail_reason"]]
+    assert stale, "A's trials in flight when it was killed were failed as stale"
+    assert all(r["state"] == "RUNNING" or r["state"] == "FAIL" for r in stale)
+    counted = [r for r in rows if not r["fail_reason"].startswith("interrupted") and r["state"] != "RUNNING"]
+    assert len(counted) == trials, [(r["trial"], r["state"], r["fail_reason"]) for r in rows]
+    assert not [r for r in rows if r["state"] == "RUNNING"]
+    by_number = {int(r["trial"]): r for r in rows}
+    retries = {int(r["retry_of"]): r for r in rows if r["retry_of"]}
+    for r in stale:
+        if r["grid.width"] == "":  # killed while its values were drawn: drawn afresh, not copied
+            continue
+        retry = retries[int(r["trial"])]
+        assert [retry[k] for k in PARAMS] == [r[k] for k in PARAMS]
+        assert retry in counted and int(retry["trial"]) > int(r["trial"])
+    # every value set drawn by the sampler counted once (the retries are the stale trials' copies)
+    drawn = [tuple(r[k] for k in PARAMS) for r in counted if not r["retry_of"]]
+    assert len(drawn) == len(set(drawn))
+    assert all(by_number[int(r["retry_of"])] in stale for r in counted if r["retry_of"])
