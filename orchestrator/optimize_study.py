@@ -87,6 +87,23 @@ class RequeueStale:
             self.retry(study, trial)
 
 
+def storage_url(url: str) -> str:
+    """`postgresql://` means SQLAlchemy's default driver, psycopg2; where only psycopg (3) is
+    installed, use it rather than fail on a missing module."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # RDBStorage reports the bad URL
+    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None
+            and importlib.util.find_spec("psycopg") is not None):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
 def open_study(storage: str, name: str, fingerprint: str, seed: int, n_dims: int = 0,
                stale_after: int = STALE_AFTER_S) -> optuna.Study:
     """Create or resume the study; refuse one made from other inputs (its trials mean something
@@ -94,7 +111,7 @@ def open_study(storage: str, name: str, fingerprint: str, seed: int, n_dims: int
     on: drivers on other hosts sharing this storage re-queue our trials only once we stop beating."""
     quiet_optuna()
     engine_kwargs = {"connect_args": {"timeout": 30}} if storage.startswith("sqlite") else {}
-    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs,
+    rdb = optuna.storages.RDBStorage(storage_url(storage), engine_kwargs=engine_kwargs,
                                      heartbeat_interval=heartbeat_interval(stale_after), grace_period=stale_after,
                                      heartbeat_stale_trial_callback=RequeueStale(n_dims))
     if storage.startswith("sqlite"):

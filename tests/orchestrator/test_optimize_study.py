@@ -14,7 +14,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -390,3 +392,114 @@ def test_a_driver_on_another_host_requeues_the_trials_of_a_killed_driver(tmp_pat
     drawn = [tuple(r[k] for k in PARAMS) for r in counted if not r["retry_of"]]
     assert len(drawn) == len(set(drawn))
     assert all(by_number[int(r["retry_of"])] in stale for r in counted if r["retry_of"])
+
+
+# --- PostgreSQL storage ------------------------------------------------------------------------------
+
+def _pg_bin() -> Path | None:
+    """The Debian postgresql package's server binaries (initdb is not on PATH there)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in a temp dir on a free port. The server refuses to run as
+    root, so as root it runs as the package's `postgres` user."""
+    pg = _pg_bin()
+    if pg is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and no runuser to start PostgreSQL as the postgres user")
+        try:
+            import pwd
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no postgres user to run the PostgreSQL server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = Path(tempfile.mkdtemp(prefix="dgo-pg-"))  # not under pytest's root-only tmp: postgres must reach it
+    if as_user:
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+    port = _free_port()
+    ctl = [*as_user, str(pg / "pg_ctl"), "-D", str(data / "db")]
+    try:
+        subprocess.run([*as_user, str(pg / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=60)
+        subprocess.run([*ctl, "-w", "-t", "30", "-l", str(data / "log"), "-o",
+                        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=60)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _pg_states(url: str) -> dict[int, str]:
+    import sqlalchemy
+
+    from orchestrator.optimize_study import storage_url
+
+    engine = sqlalchemy.create_engine(storage_url(url))
+    try:
+        with engine.connect() as con:
+            return {int(n): str(s) for n, s in con.execute(sqlalchemy.text("select number, state from trials"))}
+    except sqlalchemy.exc.ProgrammingError:  # tables not created yet
+        return {}
+    finally:
+        engine.dispose()
+
+
+def test_a_study_on_postgresql_resumes_after_a_kill_counting_each_trial_once(tmp_path: Path,
+                                                                            postgres_url: str) -> None:
+    """`--storage postgresql://...` (no driver named: psycopg is used): a driver SIGKILLed mid-study
+    leaves trials RUNNING in PostgreSQL; the same command with more --trials resumes the study, fails
+    the dead driver's trials once their heartbeats are stale (PostgreSQL's clock), runs their values
+    again and ends with every trial counted once."""
+    cmd = optimize_cmd(tmp_path, 200, "--storage", postgres_url, "--stale-after", "2")
+    cmd[cmd.index("--jobs") + 1] = "1"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for("4 trials were done and one in flight",
+                  lambda: list((st := _pg_states(postgres_url)).values()).count("COMPLETE") >= 4
+                  and "RUNNING" in st.values(), proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    before = _pg_states(postgres_url)
+    running = [n for n, s in before.items() if s == "RUNNING"]
+    assert running, "the killed driver left its trials in flight RUNNING"
+    target = sum(1 for s in before.values() if s in ("COMPLETE", "FAIL")) + 4
+    cmd[cmd.index("--trials") + 1] = str(target)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "postgresql://postgres@127.0.0.1" in done.stderr and "left running by a stopped driver" in done.stderr
+    rows = read_trials(tmp_path / "report" / "trials.csv")
+    counted = [r for r in rows if not r["fail_reason"].startswith("interrupted")]
+    assert len(counted) == target and all(r["state"] in ("COMPLETE", "FAIL") for r in counted)
+    by_number = {int(r["trial"]): r for r in rows}
+    assert len(by_number) == len(rows)
+    for n in running:
+        assert "heartbeat stopped" in by_number[n]["fail_reason"]
+    for r in counted:
+        if r["retry_of"]:
+            old = by_number[int(r["retry_of"])]
+            assert old["trial"] != r["trial"] and [old[k] for k in PARAMS] == [r[k] for k in PARAMS]
+    for n, s in before.items():  # what finished before the kill is kept, not re-run
+        if s == "COMPLETE":
+            assert by_number[n]["state"] == "COMPLETE"
