@@ -503,3 +503,44 @@ def test_a_study_on_postgresql_resumes_after_a_kill_counting_each_trial_once(tmp
     for n, s in before.items():  # what finished before the kill is kept, not re-run
         if s == "COMPLETE":
             assert by_number[n]["state"] == "COMPLETE"
+
+
+def test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued_again(tmp_path: Path) -> None:
+    """In one process, on real SQLite: two trials whose driver stopped beating (one with all its
+    values drawn, one killed mid-draw) and one whose heartbeat is fresh. After the grace period the
+    stale ones are failed, count toward nothing, and only the whole one is queued again (as Optuna's
+    retry, pointing back at it); the fresh one is left running."""
+    import optuna
+
+    from orchestrator.optimize_study import (
+        STALE_REASON,
+        fail_reason,
+        is_counted,
+        open_study,
+        reclaim_stale,
+        retry_of,
+    )
+
+    study = open_study(f"sqlite:///{tmp_path / 's.sqlite'}", "s", "fp", 0, n_dims=2, stale_after=2)
+    storage = study._storage
+    whole, half, fresh = study.ask(), study.ask(), study.ask()
+    whole.suggest_float("a", 0.0, 1.0)
+    whole.suggest_int("b", 1, 5)
+    half.suggest_float("a", 0.0, 1.0)
+    for t in (whole, half, fresh):
+        storage.record_heartbeat(t._trial_id)  # type: ignore[attr-defined]
+    assert reclaim_stale(study) == 0  # all beating
+    deadline = time.monotonic() + 10
+    while True:  # the fresh one keeps beating; the others' beats get older than the 2 s grace
+        storage.record_heartbeat(fresh._trial_id)  # type: ignore[attr-defined]
+        if reclaim_stale(study) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    assert trials[whole.number].state == trials[half.number].state == optuna.trial.TrialState.FAIL
+    assert trials[fresh.number].state == optuna.trial.TrialState.RUNNING
+    for n in (whole.number, half.number):
+        assert not is_counted(trials[n]) and fail_reason(trials[n]) == STALE_REASON
+    waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and retry_of(waiting[0]) == whole.number
+    assert waiting[0].params == trials[whole.number].params
