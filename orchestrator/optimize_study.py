@@ -12,6 +12,7 @@ shared study counts every trial once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -319,9 +320,9 @@ def _record(study: optuna.Study, trial_id: int, number: int, outcome: TrialOutco
         "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
     if outcome.score is None:
         study._storage.set_trial_user_attr(trial_id, FAIL_REASON, outcome.error)
-        study.tell(number, state=TrialState.FAIL)
-    else:
-        study.tell(number, outcome.score)
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    else:  # skip_if_finished: failed as stale by another driver since the line above (see run_trials)
+        study.tell(number, outcome.score, skip_if_finished=True)
 
 
 class Heartbeats:
@@ -498,7 +499,8 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
         except BaseException:
             for fut, (_, number, params) in pending.items():
                 fut.cancel()
-                interrupt_trial(study, number, params, "the optimize command stopped")
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
+                    interrupt_trial(study, number, params, "the optimize command stopped")
             raise
         finally:
             heartbeats.close()
