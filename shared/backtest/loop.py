@@ -170,6 +170,7 @@ class _Symbol:
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
+    planned_size: tuple[float, Any, int] = (math.nan, None, -1)  # (planned_avail, anchor, its contracts per level)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
@@ -447,11 +448,13 @@ class _Run:
             if s is acting or s.wake_all or a is None or avail == s.planned_avail:
                 continue
             r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
-            before = contracts_per_level(s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
-                                         min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1
+            if s.planned_size[0] != s.planned_avail or s.planned_size[1] is not a:  # the plan's size, once per plan
+                s.planned_size = (s.planned_avail, a, contracts_per_level(
+                    s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                    min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1)
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                       min_balance=r.min_balance)
-            if now != before:
+            if now != s.planned_size[2]:
                 s.dirty = s.wake_all = True
 
     # --- wake-ups ------------------------------------------------------------------------------
@@ -539,8 +542,11 @@ class _Run:
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
         """Whether this trade could change anything the bot or the venue does (see settle)."""
-        s.chunk_for(i)
-        j = (i - s.c0) * TICKS_PER_BAR + k
+        r = i - s.c0
+        if not 0 <= r < CHUNK_BARS:
+            s.chunk_for(i)
+            r = i - s.c0
+        j = r * TICKS_PER_BAR + k
         price = s.cpx[j]
         if price <= s.lo or price >= s.hi or ts >= s.cool_end:
             return True
@@ -573,8 +579,7 @@ class _Run:
     def balance_now(self) -> float:
         return self.balance0 + sum(s.realised - s.fees + s.funding for s in self.syms)
 
-    def check_risk(self, ts: float) -> None:
-        eq = self.equity()
+    def check_risk(self, ts: float, eq: float) -> None:
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(eq, ts)
             return
@@ -737,6 +742,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     funding_period = -1
     done = 0
     skip = run.skip
+    funded = any(s.funding_ts is not None for s in syms)
     for n_bar, bar_ts in enumerate(clock.tolist()):
         if should_stop is not None and n_bar % 256 == 0 and should_stop():
             interrupted = True
@@ -750,13 +756,14 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         for k in range(TICKS_PER_BAR):
             ts = bar_ts + k * TICK_SECONDS
             run.clock_us = int(ts) * 1_000_000
-            period = int(ts // FUNDING_INTERVAL_S)
-            if period != funding_period:
-                if funding_period >= 0:
-                    for s in syms:
-                        if s.funding_ts is not None:
-                            run.charge_funding(s, period * FUNDING_INTERVAL_S)
-                funding_period = period
+            if funded:
+                period = int(ts // FUNDING_INTERVAL_S)
+                if period != funding_period:
+                    if funding_period >= 0:
+                        for s in syms:
+                            if s.funding_ts is not None:
+                                run.charge_funding(s, period * FUNDING_INTERVAL_S)
+                    funding_period = period
             for s, i in active:
                 s.trade_no += 1
                 if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
@@ -769,8 +776,10 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
             s.bars_done += 1
             if s.position:
                 s.bars_in_market += 1
-        run.check_risk(bar_ts + (TICKS_PER_BAR - 1) * TICK_SECONDS)
-        account_bar_end(run, bar_ts, n_bar, points_every)
+        # one equity for both: a halt's decisions only queue batches, so nothing moves it in between
+        eq = run.equity()
+        run.check_risk(bar_ts + (TICKS_PER_BAR - 1) * TICK_SECONDS, eq)
+        account_bar_end(run, bar_ts, n_bar, points_every, eq)
         done = n_bar + 1
         if progress is not None and done % PROGRESS_EVERY_BARS == 0:
             progress(done, total)
@@ -826,8 +835,7 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     run.resize_check(s)
 
 
-def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int) -> None:
-    eq = run.equity()
+def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int, eq: float) -> None:
     run.peak = max(run.peak, eq)
     if run.peak > 0:
         run.max_dd = max(run.max_dd, (run.peak - eq) / run.peak)
