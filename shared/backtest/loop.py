@@ -42,7 +42,7 @@ import numpy as np
 
 from ..config import Config
 from ..delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
-from ..marketdata import BAR_SECONDS, Candles
+from ..marketdata import BAR_SECONDS, Candles, find_gaps
 from ..matching.engine import FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money
 from ..matching.errors import VenueError
 from ..products import ProductSpec
@@ -720,9 +720,9 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
                     window=cfg.market.window_bars,
                     peak=balance_usd, last_eq=balance_usd)
-        gap_at = np.flatnonzero(np.diff(bars.ts[warm:]) > BAR_SECONDS)[:MAX_GAPS_LISTED]
-        s.gaps = [(float(bars.ts[warm + g]), float(bars.ts[warm + g + 1] - bars.ts[warm + g] - BAR_SECONDS))
-                  for g in gap_at]
+        # the command's warnings and the report read the same gaps: from the first missing bar
+        s.gaps = [(float(g.from_ts), float(g.seconds))
+                  for g in find_gaps(bars.ts[warm:], BAR_SECONDS)[:MAX_GAPS_LISTED]]
         if sym in funding:
             f = funding[sym]
             s.funding_ts = np.asarray(f.ts, dtype=np.float64)
