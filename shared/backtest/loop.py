@@ -170,7 +170,8 @@ class _Symbol:
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
-    planned_size: tuple[float, Any, int] = (math.nan, None, -1)  # (planned_avail, anchor, its contracts per level)
+    # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
+    planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
@@ -448,13 +449,21 @@ class _Run:
             if s is acting or s.wake_all or a is None or avail == s.planned_avail:
                 continue
             r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
-            if s.planned_size[0] != s.planned_avail or s.planned_size[1] is not a:  # the plan's size, once per plan
-                s.planned_size = (s.planned_avail, a, contracts_per_level(
+            sized = s.planned_size
+            if sized[0] != s.planned_avail or sized[1] is not a:  # the plan's own size, once per plan
+                sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
                     s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
-                    min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1)
+                    min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
+                    s.planned_avail, s.planned_avail)
+            # The size never falls as the balance rises: between two balances that gave the
+            # plan's size, every balance gives it.
+            if sized[3] <= avail <= sized[4]:
+                continue
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                       min_balance=r.min_balance)
-            if now != s.planned_size[2]:
+            if now == sized[2]:
+                s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail))
+            else:
                 s.dirty = s.wake_all = True
 
     # --- wake-ups ------------------------------------------------------------------------------

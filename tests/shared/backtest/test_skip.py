@@ -78,3 +78,20 @@ def test_reading_the_signals_in_small_chunks_changes_nothing(monkeypatch: pytest
     chunked = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)
     assert whole.summary.fills > 50
     assert _bytes(whole) == _bytes(chunked)
+
+
+def test_a_grid_never_shrinks_as_the_balance_grows() -> None:
+    # the resize check skips balances between two that gave the plan's size: sound only if the
+    # size is monotone in the balance (min-balance cut, minimum size, margin cap and limit included)
+    import numpy as np
+
+    from shared.trading.sizing import contracts_per_level
+
+    rng = np.random.default_rng(3)
+    for spec in (PAPER_PRODUCTS["BTCUSD"], PAPER_PRODUCTS["ETHUSD"], synthetic_spec("SYN_0001")):
+        for price in rng.uniform(0.5, 2.0, 20) * (60_000.0 if spec.symbol == "BTCUSD" else 2_000.0):
+            balances = np.sort(np.concatenate([rng.uniform(-100, 200, 300), rng.uniform(0, 1e6, 300)]))
+            sizes = [contracts_per_level(float(b), float(price), spec, risk_percentage=2.0, min_balance=50.0)
+                     for b in balances]
+            assert all(a <= b for a, b in zip(sizes, sizes[1:], strict=False))
+            assert sizes[0] == 0 and sizes[-1] > 0
