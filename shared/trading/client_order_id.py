@@ -130,6 +130,11 @@ def parse(client_order_id: str | None) -> OrderTag | None:
 
 def decode(client_order_id: str | None, *, bot_id: str, symbol: str) -> OrderTag | None:
     """The tag if this bot owns the order for this symbol; None for anything we do not own."""
+    return _owned(client_order_id, bot_id, symbol)
+
+
+@functools.lru_cache(maxsize=4096)  # as `parse`: every plan reads the whole book's ids again
+def _owned(client_order_id: str | None, bot_id: str, symbol: str) -> OrderTag | None:
     tag = parse(client_order_id)
     if tag is None or tag.bot_id != bot_id or tag.symbol_tag != symbol_tag(symbol):
         return None
