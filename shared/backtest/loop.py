@@ -56,9 +56,10 @@ from ..symbol_settings import symbol_settings
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
-from ..trading.grid import GridConfig, protective_stop
+from ..trading.grid import GridAnchor, GridConfig, protective_stop
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
+from ..trading.reconcile import refill
 from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
@@ -327,9 +328,10 @@ class _Run:
         s.lives_seen += 1
         s.timeline.orders_dropped = s.lives_seen - len(s.timeline.orders)
 
-    def deliver(self, s: _Symbol) -> None:
+    def deliver(self, s: _Symbol) -> bool:
         """The batch reaches the venue: the gateway's order (cancels, amends, places); a refused
-        item makes the worker re-read the open orders (and retry a refused flatten)."""
+        item makes the worker re-read the open orders (and retry a refused flatten). True when
+        the venue took every item."""
         b = s.batch
         assert b is not None
         s.batch = None
@@ -383,6 +385,7 @@ class _Run:
         if errors:
             s.bot.resync_orders([_bot_order(s.symbol, o) for o in e.open_orders([pid])])
             s.flatten_sent = False
+        return not errors
 
     # --- the worker side --------------------------------------------------------------------
 
@@ -449,12 +452,8 @@ class _Run:
             if s is acting or s.wake_all or a is None or avail == s.planned_avail:
                 continue
             r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
+            self.planned_size(s, a)
             sized = s.planned_size
-            if sized[0] != s.planned_avail or sized[1] is not a:  # the plan's own size, once per plan
-                sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
-                    s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
-                    min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
-                    s.planned_avail, s.planned_avail)
             # The size never falls as the balance rises: between two balances that gave the
             # plan's size, every balance gives it.
             if sized[3] <= avail <= sized[4]:
@@ -479,8 +478,10 @@ class _Run:
         if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
             s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
         bucket = bot.bucket
+        # the bucket as a plan at this trade reads it (after a plan here: as it left it); one that
+        # is full now reads full at any later plan (the refill clamps), so skipping is exact
         wake_all = (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
-                    or (bucket is not None and bucket.tokens < bucket.capacity))
+                    or (bucket is not None and refill(bucket, ts).tokens < bucket.capacity))
         lo, hi = -INF, INF
         ours: dict[tuple[str, str, int], OpenOrder] = {}
         for o in bot.open_orders.values():
@@ -548,6 +549,37 @@ class _Run:
         if pos.size > 0:
             return max(lo, (a * entry - pm) / (a * (1.0 - rate)) * 1.001), hi
         return lo, min(hi, (pm + a * entry) / (a * (1.0 + rate)) * 0.999)
+
+    def quiet_after_delivery(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
+        """Whether the plan at this trade, the one right after our batch was taken as sent,
+        would change nothing, so it need not be made: the book is the one the last plan wanted
+        (settle), this trade wakes nothing (must_wake), and the grid's size is unchanged by the
+        margin the batch now holds (the plan sizes from the available balance). Otherwise the
+        bot is asked as usual."""
+        if not self.skip or self.halted or s.dirty or s.bot.holdings.held or s.position:
+            # holding: the take-profits' and the stop's prices read the levels, which the
+            # batch's own entries and amends have just changed; only a plan can say
+            return False
+        self.settle(s, ts)
+        if s.wake_all or self.must_wake(s, i, k, ts):
+            return False
+        a = s.bot.anchor
+        if a is None:
+            return True
+        r = s.bot.risk
+        return contracts_per_level(self.available(), a.price, s.spec, risk_percentage=r.risk_percentage,
+                                   min_balance=r.min_balance) == self.planned_size(s, a)
+
+    def planned_size(self, s: _Symbol, a: GridAnchor) -> int:
+        """Contracts per level of the symbol's last plan (-1: none sized yet)."""
+        sized = s.planned_size
+        if sized[0] != s.planned_avail or sized[1] is not a:
+            r = s.bot.risk
+            sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
+                s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
+                s.planned_avail, s.planned_avail)
+        return sized[2]
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
         """Whether this trade could change anything the bot or the venue does (see settle)."""
@@ -823,8 +855,13 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
         e.on_market_trade(s.symbol, float(b.ticks[si, sk]), int(b.trade_size[si]), sts)
         run.feed_events()
         s.stale = None
+    as_planned = False
     if s.batch is not None and s.batch.due <= s.trade_no:
-        run.deliver(s)
+        dirty, fills = s.dirty, s.fills
+        if run.deliver(s) and s.fills == fills:
+            # every item taken and nothing filled: the venue's answers are the book the plan
+            # that sent the batch foresaw, nothing it has not planned on
+            s.dirty, as_planned = dirty, True
     e.on_market_trade(s.symbol, price, int(b.trade_size[i]), run.clock_us)
     run.feed_events()
     s.last_price = price
@@ -839,6 +876,9 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     else:
         sig = s.sig(i, k)
     s.last_sig = sig
+    if as_planned and run.quiet_after_delivery(s, i, k, ts):
+        run.resize_check(s)
+        return
     run.decide(s, sig, ts)
     run.settle(s, ts)
     run.resize_check(s)

@@ -35,6 +35,7 @@ CASES: dict[str, tuple[Config, dict[str, Candles]]] = {
 }
 
 GOLDEN = {
+    "bench-shape": "a12407423882f38b0e373ad7e49eca8edc7d25a592c464356ff872ac7d4f4fcd",  # pinned on the old code
     "bench-1": "921730dc30be140eaf816e7267524b196c58780d8eaa3350acec49372d0c2596",
     "bench-4": "f17b85accf78fef95554c3fdcd77bdf0d3bde6e30d3834bf29536c32d1f4f3b6",
     "eth-atr": "24c7907e5833d50b0941752c5c9e85a9f95f9723142b91fa58c511ace23695b2",

@@ -46,6 +46,9 @@ CASES = {
     "eth-trailing": (Config(grid=GridConfig(width=0.0005, levels=3, stop_kind="trailing", stop_atr_multiple=0.5,
                                             stop_cooldown_s=300)),
                      {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
+    # the benchmark's shape (default settings, generated prices): mostly flat, so most batches are
+    # followed by a trade where the bot is not asked again (see _Run.quiet_after_delivery)
+    "bench-shape": (Config(), {"SYN_0001": synthetic_candles("SYN_0001", 8000, seed=7)}),
     # an account halt that flattens
     "halt": (busy_config(daily_loss_limit=20.0, flatten_on_halt=True),
              {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
