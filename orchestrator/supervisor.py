@@ -50,13 +50,14 @@ from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, re
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
-from shared.trading import risk as account_risk
 from shared.trading.checkpoint import find_checkpoint
 from shared.trading.pnl import Fill as LedgerFill
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
+from . import commands
+from .account import AccountGuard, StoreLiftFailed
 from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
@@ -73,6 +74,9 @@ RECV_YIELD_EVERY = 64
 DRAIN_AT_EXIT_S = 1.0  # at shutdown, read what the children sent on the way out for at most this
 CONTROL_LINE_LIMIT = 64 * 1024  # a control request is a few dozen bytes
 STORED_FILL_IDS = 2_000  # newest stored fill ids a (re)started gateway knows: 40 pages of fills
+# After a halt is lifted, `clear_halt` is sent again each pass to any bot still reporting that
+# halt (one that was restarting when the lift was sent), for at most this long.
+CLEAR_HALT_RESEND_S = 60.0
 
 
 @dataclass
@@ -124,10 +128,11 @@ class Supervisor:
         self.metrics_url = ""
         self._metrics_server: Any = None
         self._last_snapshot: StatusSnapshot | None = None
-        self.halted = False
-        self.halt_reason = ""
         self.store: Store | None = None
-        self.risk_state: account_risk.AccountRiskState | None = None
+        # The account's risk state and halt (orchestrator/account.py), persisted in the store.
+        self.account = AccountGuard(cfg.risk, on_storage_error=self._storage_failed)
+        self._lifted: tuple[str, float] = ("", 0.0)  # the halt reason last lifted, until (monotonic)
+        self.flattening: dict[str, float] = {}  # symbol -> when asked; asked again until it reports flat
         self.fills_stored = 0
         self._unstored: deque[LedgerFill] = deque()
         self.storage_error = ""  # why the ledger cannot be written; "" when it can
@@ -138,6 +143,14 @@ class Supervisor:
         # The children's lifeline: we hold the write end and never write; the kernel closes it
         # when we die (even as an unreaped zombie), which every child sees at once as EOF.
         self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
+
+    @property
+    def halted(self) -> bool:
+        return self.account.halted
+
+    @property
+    def halt_reason(self) -> str:
+        return self.account.halt_reason
 
     # --- process management ------------------------------------------------------------------
 
@@ -222,6 +235,10 @@ class Supervisor:
                 spec = self._spec_from_store(child)
             except Exception:  # the venue alone still keeps a restart safe, only slower to read
                 log.exception("could not read %s's start-up facts from the store", child.name)
+        if child.kind == "worker":
+            # A bot starts halted (or paused) when the account is: it must not trade in the moment
+            # before it hears the supervisor's broadcast.
+            spec = msgspec.structs.replace(spec, halted=self.halt_reason, paused=child.paused)
         # A fork child gets a copy of our write end too: it closes it (forkserver children never had it).
         inherited = (self._lifeline_w.fileno(),) if self.cfg.processes.start_method == "fork" else ()
         proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited),
@@ -467,10 +484,9 @@ class Supervisor:
             Control(command=command, symbol=symbol, sent_ns=time.perf_counter_ns(), reason=reason))))
 
     def _halt(self, reason: str) -> None:
-        if not self.halted:
-            self.halted = True
-            self.halt_reason = reason
-            log.error("halting all bots: %s", reason)
+        """A storage halt (the ledger or the paper venue's journal cannot be written): persisted
+        like any other, so only the operator lifts it."""
+        self.account.set_halt(reason, time.time(), by="supervisor", kind="storage")
 
     def order_management(self) -> str:
         """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
@@ -492,31 +508,128 @@ class Supervisor:
         return "up"
 
     async def _check_account_risk(self) -> None:
+        """Each pass: the gateway's equity reading through the account's state machine (a breach
+        halts, persisted before it is broadcast); the halt, a lift and any flatten told to the bots."""
+        gw = self.children.get("gateway")
+        f = gw.figures if gw is not None else None
+        now = time.time()
+        if isinstance(f, GatewayFigures):
+            self.account.observe(f.equity, now, f.position_notional)
+        self.account.retry_save(now)
         if self.halted:
             # Every pass, whatever the gateway reports: late joiners (restarted workers) hear it too.
             await self._broadcast("halt", self.halt_reason)
-        gw = self.children.get("gateway")
-        f = gw.figures if gw is not None else None
-        if not isinstance(f, GatewayFigures) or not math.isfinite(f.equity):
-            return
-        now = time.time()
-        if self.risk_state is None:
-            self.risk_state = account_risk.initial_state(f.equity, now)
-            if self.store is not None:
-                with self._ledger_write("equity snapshot"):
-                    self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
-            return
-        decision, self.risk_state = account_risk.evaluate(
-            self.risk_state,
-            account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
-            self.cfg.risk)
-        if decision.halted and not self.halted:
-            self._halt(decision.reason)
-            await self._broadcast("halt", decision.reason)
-        if self.store is not None and now >= self._next_snapshot_ts:
+        else:
+            await self._resend_clear_halt()
+        await self._drive_flatten()
+        if isinstance(f, GatewayFigures) and math.isfinite(f.equity) and self.store is not None \
+                and now >= self._next_snapshot_ts:
             self._next_snapshot_ts = now + 30.0
             with self._ledger_write("account snapshot"):
                 self._record_account(now, f.equity)
+
+    async def _resend_clear_halt(self) -> None:
+        reason, until = self._lifted
+        if not reason or time.monotonic() > until:
+            return
+        still = [c.name for c in self.children.values() if c.kind == "worker" and c.alive()
+                 and isinstance(c.figures, WorkerFigures) and c.figures.trading == f"halted: {reason}"]
+        if still:
+            await self._broadcast("clear_halt", reason)
+
+    async def _drive_flatten(self) -> None:
+        """A flatten is asked of its bot each pass until the bot reports the symbol flat on the
+        venue: a bot restarted meanwhile hears it again."""
+        for sym in list(self.flattening):
+            c = self.children.get(sym)
+            f = c.figures if c is not None else None
+            if isinstance(f, WorkerFigures) and f.flatten.startswith("flat"):
+                del self.flattening[sym]
+                log.info("%s: flatten done: %s", sym, f.flatten)
+                continue
+            await self._broadcast("flatten", "operator flatten", symbol=sym)
+
+    # --- operator commands (control socket, or in-process) ------------------------------------
+
+    async def command(self, raw: Any, *, by: str) -> Any:
+        """One operator command: a dict as sent on the control socket (`{"cmd": "halt", ...}`,
+        see orchestrator/commands.py); `by` names who asked (logged and recorded with halts).
+        Returns the status snapshot for `status`, else `{"ok", "message"}` (plus `bad_input`
+        when the request itself is wrong)."""
+        try:
+            req = commands.parse(raw)
+        except commands.BadRequest as exc:
+            return {"ok": False, "bad_input": True, "message": str(exc)}
+        now = time.time()
+        if isinstance(req, commands.Status):
+            return self.snapshot()
+        if isinstance(req, commands.Stop):
+            self.cancel_before_stop = req.cancel_orders
+            self.stop_event.set()
+            return {"ok": True, "message": "cancelling the bots' open orders, then stopping"
+                    if self.cancel_before_stop else "stopping"}
+        if isinstance(req, commands.Pause | commands.Resume) and not (isinstance(req, commands.Resume) and req.all):
+            sym = req.symbol.upper()
+            if sym not in self.children or self.children[sym].kind != "worker":
+                return {"ok": False, "bad_input": True, "message": f"no worker for symbol {sym!r} "
+                        f"(running: {', '.join(self.cfg.run.symbols)})"}
+            cmd = "pause" if isinstance(req, commands.Pause) else "resume"
+            await self._set_paused(sym, cmd == "pause")
+            return {"ok": True, "message": f"{cmd}d {sym}"}
+        if isinstance(req, commands.Resume | commands.ClearHalt):
+            try:
+                lifted = self._lift_halt(now, by)
+            except StoreLiftFailed as exc:
+                return {"ok": False, "message": str(exc)}
+            said = (f"account halt lifted (was: {lifted.reason}, by {lifted.by} at {_utc(lifted.ts)})"
+                    if lifted is not None else "no account halt stood")
+            if isinstance(req, commands.Resume):
+                for sym in self.cfg.run.symbols:
+                    await self._set_paused(sym, False)
+                said += f"; resumed {', '.join(self.cfg.run.symbols)}"
+            return {"ok": True, "message": said}
+        if isinstance(req, commands.Halt):
+            reason = f"operator: {req.reason or 'halted by hand'}"
+            fresh = self.account.set_halt(reason, now, by=by, kind="operator")
+            await self._broadcast("halt", self.halt_reason)
+            said = "account halted: entries cancelled, protective stops kept" if fresh else \
+                f"already halted since {_utc(self.account.halt.ts) if self.account.halt else '?'}: {self.halt_reason}"
+            if req.flatten:
+                await self._start_flatten(list(self.cfg.run.symbols), by)
+                said += f"; flattening {', '.join(self.cfg.run.symbols)}"
+            return {"ok": True, "message": said}
+        assert isinstance(req, commands.Flatten)
+        syms = list(self.cfg.run.symbols) if req.all else [s.upper() for s in req.symbols]
+        unknown = [s for s in syms if s not in self.children or self.children[s].kind != "worker"]
+        if unknown:
+            return {"ok": False, "bad_input": True, "message": f"no worker for symbol(s) {', '.join(unknown)} "
+                    f"(running: {', '.join(self.cfg.run.symbols)})"}
+        await self._start_flatten(syms, by)
+        return {"ok": True, "message": f"flattening {', '.join(syms)}: their orders cancelled, positions closed "
+                "with reduce-only market orders and confirmed on the venue; they stay paused "
+                "(`orchestrate status` shows progress)"}
+
+    def _lift_halt(self, now: float, by: str) -> Any:
+        gw = self.children.get("gateway")
+        f = gw.figures if gw is not None else None
+        equity = f.equity if isinstance(f, GatewayFigures) else math.nan
+        lifted = self.account.clear(now, by=by, equity=equity)
+        if lifted is not None:
+            self._lifted = (lifted.reason, time.monotonic() + CLEAR_HALT_RESEND_S)
+        return lifted
+
+    async def _set_paused(self, sym: str, paused: bool) -> None:
+        self.children[sym].paused = paused
+        if not paused:
+            self.flattening.pop(sym, None)
+        await self._broadcast("pause" if paused else "resume", symbol=sym)
+
+    async def _start_flatten(self, syms: list[str], by: str) -> None:
+        log.warning("flatten %s asked by %s", ", ".join(syms), by)
+        for sym in syms:
+            self.children[sym].paused = True  # a restarted bot must not open the grid again
+            self.flattening[sym] = time.time()
+        await self._drive_flatten()
 
     def _record_account(self, now: float, equity: float) -> None:
         assert self.store is not None
@@ -580,6 +693,7 @@ class Supervisor:
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
                     stop_price=clean(f.stop_price, 10) if f else None,
+                    flatten=self._flatten_progress(child, f),
                     note=(f.note if f else "")
                     or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
             else:
@@ -601,10 +715,18 @@ class Supervisor:
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
+            halted_at=self.account.halt.ts if self.account.halt else None,
+            halted_by=self.account.halt.by if self.account.halt else "",
             metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
             processes=procs)
         self._last_snapshot = snap
         return snap
+
+    def _flatten_progress(self, child: Child, f: WorkerFigures | None) -> str:
+        said = f.flatten if f else ""
+        if child.name in self.flattening and not said:
+            return "requested" + ("" if child.state == "running" and child.alive() else f"; bot {child.state}")
+        return said
 
     # --- control socket ----------------------------------------------------------------------
 
@@ -619,29 +741,10 @@ class Supervisor:
                 await writer.drain()
                 return
             try:
-                req = msgspec.json.decode(line)
-                cmd = req.get("cmd") if isinstance(req, dict) else None
+                req: Any = msgspec.json.decode(line)
             except (msgspec.DecodeError, RecursionError):
-                cmd, req = None, {}
-            if cmd == "status":
-                body: Any = self.snapshot()
-            elif cmd == "stop":
-                self.cancel_before_stop = bool(req.get("cancel_orders"))
-                body = {"ok": True, "message": "cancelling the bots' open orders, then stopping"
-                        if self.cancel_before_stop else "stopping"}
-                self.stop_event.set()
-            elif cmd in ("pause", "resume"):
-                sym = str(req.get("symbol", ""))
-                if sym not in self.children or self.children[sym].kind != "worker":
-                    body = {"ok": False, "message": f"no worker for symbol {sym!r}"}
-                else:
-                    self.children[sym].paused = cmd == "pause"
-                    await self._control_pub.send_multipart(
-                        (topic(sym),
-                         self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
-                    body = {"ok": True, "message": f"{cmd}d {sym}"}
-            else:
-                body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
+                req = None
+            body = await self.command(req, by=_peer_user(writer))
             writer.write(msgspec.json.encode(body) + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -692,6 +795,7 @@ class Supervisor:
         os.chmod(self.run_dir.control_path, 0o600)
         await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
+        self.account.restore(self.store)  # before any bot starts: a persisted halt stands
 
         self._ctx = self._mp_context()
         self._build_children()
@@ -830,6 +934,28 @@ async def _discard_line(reader: asyncio.StreamReader, max_bytes: int = 16 * MB, 
         if not chunk or b"\n" in chunk:
             return
         seen += len(chunk)
+
+
+def _peer_user(writer: asyncio.StreamWriter) -> str:
+    """Who is on the other end of the control socket: the kernel's word (SO_PEERCRED), not the
+    client's. The socket is 0600, so in practice the run's own user, named in the halt log."""
+    import pwd
+    import struct
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+    except (OSError, AttributeError):
+        return "unknown user"
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    return f"{name} (pid {pid})"
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 def _trading(bot_says: str, order_management: str) -> str:
