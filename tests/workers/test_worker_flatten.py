@@ -41,7 +41,8 @@ def spec(tmp_path: Path) -> Iterator[ChildSpec]:
 
 def venue(position: int, orders: list[OrderView], fills: list[FillView] | None = None) -> AccountSnapshot:
     return AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=orders,
-                           fills=[OWN_FILL] if fills is None else fills, available_balance=10_000.0, equity=10_000.0, venue_position=position)
+                           fills=[OWN_FILL] if fills is None else fills, available_balance=10_000.0,
+                           equity=10_000.0, venue_position=position)
 
 
 def answer(w: Worker, *, cancelled: list[int], placed: list[OrderView]) -> None:
