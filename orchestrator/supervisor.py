@@ -437,8 +437,8 @@ class Supervisor:
 
     def _storage_ok(self) -> None:
         if self.storage_error:
-            log.warning("ledger writable again; %d fills stored in all (the storage halt stays until a restart)",
-                        self.fills_stored)
+            log.warning("ledger writable again; %d fills stored in all (the storage halt stays until "
+                        "`orchestrate resume --all`)", self.fills_stored)
         self.storage_error = ""
 
     @contextlib.contextmanager
