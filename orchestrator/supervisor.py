@@ -50,6 +50,7 @@ from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, re
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
+from shared.trading.account_risk import Halt
 from shared.trading.checkpoint import find_checkpoint
 from shared.trading.pnl import Fill as LedgerFill
 from shared.transport import make_endpoints, make_private_dir, socket_dir
@@ -609,7 +610,7 @@ class Supervisor:
                 "with reduce-only market orders and confirmed on the venue; they stay paused "
                 "(`orchestrate status` shows progress)"}
 
-    def _lift_halt(self, now: float, by: str) -> Any:
+    def _lift_halt(self, now: float, by: str) -> Halt | None:
         gw = self.children.get("gateway")
         f = gw.figures if gw is not None else None
         equity = f.equity if isinstance(f, GatewayFigures) else math.nan
