@@ -40,13 +40,12 @@ from shared.messages import (
     Heartbeat,
     MessageCodec,
     OrderRecord,
-    PoolFigures,
     RLTable,
     WorkerFigures,
     topic,
 )
 from shared.ring import BarRing
-from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines, render_table
+from shared.status import StatusSnapshot, render_lines, render_table
 from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
 from shared.store import OrderEvent as StoredOrderEvent
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
@@ -57,7 +56,7 @@ from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
-from . import commands
+from . import commands, status_builder
 from .account import AccountGuard, StoreLiftFailed
 from .rundir import RunDir
 
@@ -659,59 +658,9 @@ class Supervisor:
 
     def snapshot(self) -> StatusSnapshot:
         now = time.monotonic()
-        workers, procs = [], []
         orders = self.order_management()
-        for child in self.children.values():
-            up = now - child.started_mono if child.alive() else 0.0
-            if child.kind == "worker":
-                f = child.figures if isinstance(child.figures, WorkerFigures) else None
-                first = None
-                if f and f.first_signal_mono_ns:
-                    first = f.first_signal_mono_ns / 1e9 - child.launched_mono
-                budget = child.breach.state
-                if child.state == "quarantined":
-                    budget = "quarantined: " + child.policy.reason
-                workers.append(WorkerStatus(
-                    symbol=child.name, pid=child.pid if child.alive() else 0,
-                    state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts,
-                    last_price=clean(f.last_price, 8) if f else None, bar_count=f.bar_count if f else 0,
-                    signal=f.signal if f else "NONE", confidence=round(f.confidence, 4) if f else 0.0,
-                    votes=dict(f.votes) if f else {},
-                    tick_to_signal_p50_us=clean(f.tick_to_signal_p50_us, 1) if f else None,
-                    tick_to_signal_p99_us=clean(f.tick_to_signal_p99_us, 1) if f else None,
-                    tick_to_signal_p999_us=clean(f.tick_to_signal_p999_us, 1) if f else None,
-                    signals=f.signals if f else 0,
-                    ticks=f.ticks if f else 0, ticks_dropped=f.ticks_dropped if f else 0,
-                    loop_lag_ms=clean(f.loop_lag_ms, 2) if f else None,
-                    rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
-                    cpu_percent=clean(child.cpu_percent, 1), budget=budget,
-                    heartbeat_age_s=clean(now - child.last_hb_mono, 2) if child.alive() else None,
-                    first_signal_after_launch_s=clean(first, 3),
-                    position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
-                    realized_pnl=f.realized_pnl if f else 0.0,
-                    unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
-                    trading=_trading(f.trading if f else "", orders), order_errors=f.order_errors if f else 0,
-                    order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
-                    order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
-                    stop_price=clean(f.stop_price, 10) if f else None,
-                    flatten=self._flatten_progress(child, f),
-                    note=(f.note if f else "")
-                    or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
-            else:
-                f = child.figures
-                load = None
-                note = ""
-                if isinstance(f, PoolFigures):
-                    load = f.busy_fraction
-                    note = f"requests {f.requests} batches {f.batches} max batch {f.max_batch} symbols {f.symbols}"
-                elif isinstance(f, GatewayFigures):
-                    load = float(f.ticks_published)
-                    note = f"source {f.source} ticks {f.ticks_published} {f.note}"
-                procs.append(ProcessStatus(
-                    kind=child.kind, name=child.name, pid=child.pid if child.alive() else 0,
-                    state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts, load=load,
-                    rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
-                    cpu_percent=clean(child.cpu_percent, 1), note=note))
+        workers, procs = status_builder.rows(self.children.values(), now, order_management=orders,
+                                             flattening=self.flattening)
         snap = StatusSnapshot(
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
@@ -722,12 +671,6 @@ class Supervisor:
             processes=procs)
         self._last_snapshot = snap
         return snap
-
-    def _flatten_progress(self, child: Child, f: WorkerFigures | None) -> str:
-        said = f.flatten if f else ""
-        if child.name in self.flattening and not said:
-            return "requested" + ("" if child.state == "running" and child.alive() else f"; bot {child.state}")
-        return said
 
     # --- control socket ----------------------------------------------------------------------
 
@@ -957,13 +900,6 @@ def _peer_user(writer: asyncio.StreamWriter) -> str:
 
 def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
-
-
-def _trading(bot_says: str, order_management: str) -> str:
-    """A bot cannot trade while nobody manages orders, whatever it last reported."""
-    if bot_says == "trading" and order_management.startswith("down"):
-        return "not trading: order management down"
-    return bot_says
 
 
 def _free_port() -> int:
