@@ -8,8 +8,6 @@ It owns the shared-memory segment (creates and unlinks it) and is not in the dat
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 import math
 import multiprocessing as mp
@@ -17,12 +15,9 @@ import os
 import secrets
 import signal
 import socket
-import sqlite3
 import sys
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,27 +41,22 @@ from shared.messages import (
 )
 from shared.ring import BarRing
 from shared.status import StatusSnapshot, render_lines, render_table
-from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
-from shared.store import OrderEvent as StoredOrderEvent
+from shared.store import SignalSample, Store, db_path
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.trading.account_risk import Halt
 from shared.trading.checkpoint import find_checkpoint
-from shared.trading.pnl import Fill as LedgerFill
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
 from . import commands, status_builder
 from .account import AccountGuard, StoreLiftFailed
+from .ledger import LedgerWriter
 from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
 MB = 1024 * 1024
 STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this often
-# Fills the ledger could not take yet (disk full), kept for retry. Entries are halted meanwhile,
-# so only orders already resting add to it; past the cap the oldest is dropped, loudly (it stays
-# on the exchange's ledger).
-MAX_UNSTORED_FILLS = 100_000
 # The receive loop gives the event loop a turn after this many messages: with messages always
 # waiting, zmq's recv returns at once and never yields, and a steady stream (a flood on our
 # socket) used to leave SIGTERM and `status` unanswered.
@@ -128,21 +118,26 @@ class Supervisor:
         self.metrics_url = ""
         self._metrics_server: Any = None
         self._last_snapshot: StatusSnapshot | None = None
-        self.store: Store | None = None
-        # The account's risk state and halt (orchestrator/account.py), persisted in the store.
-        self.account = AccountGuard(cfg.risk, on_storage_error=self._storage_failed)
+        # The ledger's writes (orchestrator/ledger.py) and the account's risk state and halt
+        # (orchestrator/account.py), persisted in the same store.
+        self.ledger = LedgerWriter(halt=self._halt)
+        self.account = AccountGuard(cfg.risk, on_storage_error=self.ledger.failed)
         self._lifted: tuple[str, float] = ("", 0.0)  # the halt reason last lifted, until (monotonic)
         self.flattening: dict[str, float] = {}  # symbol -> when asked; asked again until it reports flat
-        self.fills_stored = 0
-        self._unstored: deque[LedgerFill] = deque()
-        self.storage_error = ""  # why the ledger cannot be written; "" when it can
-        self.venue_storage_error = ""  # why the paper venue cannot write its account journal
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._next_store_flush = 0.0
         # The children's lifeline: we hold the write end and never write; the kernel closes it
         # when we die (even as an unreaped zombie), which every child sees at once as EOF.
         self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
+
+    @property
+    def store(self) -> Store | None:
+        return self.ledger.store
+
+    @store.setter
+    def store(self, store: Store | None) -> None:
+        self.ledger.store = store
 
     @property
     def halted(self) -> bool:
@@ -213,20 +208,8 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, stored_fill_ids=self._known_fill_ids())
+            return msgspec.structs.replace(child.spec, stored_fill_ids=self.ledger.known_fill_ids(STORED_FILL_IDS))
         return child.spec
-
-    def _known_fill_ids(self) -> tuple[str, ...]:
-        """The newest fill ids the ledger holds, newest first: those still waiting in memory for
-        a full disk (we have them; a restarted gateway must not hand them on again) ahead of
-        those in the store, STORED_FILL_IDS in all."""
-        assert self.store is not None
-        ids = dict.fromkeys(f.fill_id for f in itertools.islice(reversed(self._unstored), STORED_FILL_IDS))
-        for fid in self.store.newest_fill_ids(STORED_FILL_IDS):
-            if len(ids) >= STORED_FILL_IDS:
-                break
-            ids.setdefault(fid)
-        return tuple(ids)
 
     def _start(self, child: Child, ctx: Any) -> None:
         spec = child.spec
@@ -307,9 +290,7 @@ class Supervisor:
         elif child.state == "starting":
             child.state = "running"
         if isinstance(hb.figures, GatewayFigures) and child.kind == "venue":
-            self.venue_storage_error = hb.figures.storage_error
-            if self.venue_storage_error:  # the venue refuses order actions meanwhile; stop asking
-                self._halt(f"storage: paper venue: {self.venue_storage_error}")
+            self.ledger.venue_journal(hb.figures.storage_error)
 
     def _sample_fast(self, child: Child) -> None:
         if child.ps is None:
@@ -369,13 +350,13 @@ class Supervisor:
 
     def on_message(self, payload: bytes) -> None:
         msg = self.codec.decode(payload)
-        with self._ledger_write(type(msg).__name__):
+        with self.ledger.writing(type(msg).__name__):
             if isinstance(msg, Heartbeat):
                 self.on_heartbeat(msg)
             elif isinstance(msg, FillEvent):
-                self.on_fill(msg)
+                self.ledger.on_fill(msg)
             elif isinstance(msg, OrderRecord):
-                self.on_order_record(msg)
+                self.ledger.on_order_record(msg)
             elif isinstance(msg, RLTable) and self.store is not None:
                 self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
@@ -394,89 +375,7 @@ class Supervisor:
             except Exception:
                 log.exception("message from a child not handled")
 
-    # --- ledger and account risk (one place for the whole account) ----------------------------
-
-    def on_fill(self, ev: FillEvent) -> None:
-        if self.store is None:
-            return
-        f = ev.fill
-        if len(self._unstored) >= MAX_UNSTORED_FILLS:
-            lost = self._unstored.popleft()
-            log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
-                      lost.fill_id)
-        self._unstored.append(LedgerFill(
-            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]  # wire side: buy/sell
-            contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
-        self._store_fills()
-
-    def _store_fills(self) -> None:
-        """Write the waiting fills, oldest first; stop at the first the ledger cannot take (it and
-        the rest are retried on the next monitor pass)."""
-        while self._unstored and self.store is not None:
-            fill = self._unstored[0]
-            try:
-                stored = self.store.record_fill(fill)
-            except (sqlite3.Error, OSError) as exc:  # disk full, I/O error: worth retrying
-                self._storage_failed(f"fill {fill.fill_id} not written: {exc}")
-                return
-            except Exception:  # a fill the ledger refuses for what it is: retrying cannot help
-                log.exception("could not store fill %s (it stays on the venue's ledger)", fill.fill_id)
-                stored = False
-            self._unstored.popleft()
-            if stored:
-                self.fills_stored += 1
-        self._storage_ok()
-
-    def _storage_failed(self, why: str) -> None:
-        """A ledger write failed: no new entries (a fill we cannot record is a position we cannot
-        account for), said in status; writes are retried every monitor pass."""
-        if not self.storage_error:
-            log.error("ledger write failed: %s; halting new entries, retrying", why)
-        self.storage_error = why
-        self._halt(f"storage: {why}")
-
-    def _storage_ok(self) -> None:
-        if self.storage_error:
-            log.warning("ledger writable again; %d fills stored in all (the storage halt stays until "
-                        "`orchestrate resume --all`)", self.fills_stored)
-        self.storage_error = ""
-
-    @contextlib.contextmanager
-    def _ledger_write(self, what: str) -> Iterator[None]:
-        """Around a batched ledger write (order events, samples, snapshots: what the exchange
-        can rebuild): a failure halts entries and is shown, and never stops the caller's loop."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as exc:
-            self._storage_failed(f"{what} not written: {exc}")
-
-    def _flush_store(self) -> None:
-        if self.store is not None:
-            with self._ledger_write("ledger commit"):
-                self.store.flush()
-                if not self._unstored:
-                    # A commit went through and no fill waits: the ledger is writable again, even
-                    # when no new fill arrives to prove it (entries are halted; fills may not come).
-                    self._storage_ok()
-
-    def storage(self) -> str:
-        if self.storage_error:
-            return f"failing: {len(self._unstored)} fills waiting to be written; {self.storage_error}"
-        if self.venue_storage_error:
-            return f"failing: paper venue: {self.venue_storage_error}"
-        return "ok"
-
-    def on_order_record(self, rec: OrderRecord) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.record_order_event(StoredOrderEvent(
-                ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
-                order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
-        except (sqlite3.Error, OSError):
-            raise  # storage failing: _ledger_write says so once, not a traceback per event
-        except Exception:
-            log.exception("could not store an order event for %s (the venue keeps the order)", rec.symbol)
+    # --- account risk (one place for the whole account) ---------------------------------------
 
     async def _broadcast(self, command: str, reason: str = "", symbol: str = "*") -> None:
         t = ALL_TOPIC if symbol == "*" else topic(symbol)
@@ -522,11 +421,10 @@ class Supervisor:
         else:
             await self._resend_clear_halt()
         await self._drive_flatten()
-        if isinstance(f, GatewayFigures) and math.isfinite(f.equity) and self.store is not None \
-                and now >= self._next_snapshot_ts:
+        if isinstance(f, GatewayFigures) and math.isfinite(f.equity) and now >= self._next_snapshot_ts:
             self._next_snapshot_ts = now + 30.0
-            with self._ledger_write("account snapshot"):
-                self._record_account(now, f.equity)
+            self.ledger.record_account(now, f.equity, [(c.name, c.figures) for c in self.children.values()
+                                                       if c.kind == "worker" and isinstance(c.figures, WorkerFigures)])
 
     async def _resend_clear_halt(self) -> None:
         reason, until = self._lifted
@@ -631,17 +529,6 @@ class Supervisor:
             self.flattening[sym] = time.time()
         await self._drive_flatten()
 
-    def _record_account(self, now: float, equity: float) -> None:
-        assert self.store is not None
-        self.store.record_equity(EquitySnapshot(ts=now, equity=repr(equity), available_balance=""))
-        for c in self.children.values():
-            wf = c.figures
-            if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
-                self.store.record_position(PositionSnapshot(
-                    ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
-                    mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
-                    unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
-
     async def _cancel_all_orders(self, timeout_s: float) -> None:
         await self._broadcast("cancel_orders", "operator stop --cancel-orders")
         deadline = time.monotonic() + timeout_s
@@ -667,7 +554,7 @@ class Supervisor:
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
             halted_at=self.account.halt.ts if self.account.halt else None,
             halted_by=self.account.halt.by if self.account.halt else "",
-            metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
+            metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
             processes=procs)
         self._last_snapshot = snap
         return snap
@@ -784,13 +671,13 @@ class Supervisor:
                 for child in self.children.values():
                     self._check(child, now)
                 await self._check_account_risk()
-                if self._unstored:
-                    self._store_fills()
+                if self.ledger.unstored:
+                    self.ledger.store_fills()
                 if self.store is not None and now >= self._next_store_flush:
                     # Batched rows (order events, signals, snapshots) reach readers such as
                     # `orchestrate history` within a second, not after 256 more rows.
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
-                    self._flush_store()
+                    self.ledger.flush()
                 self.snapshot()
             return next_uss
 
@@ -845,16 +732,7 @@ class Supervisor:
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
-        if self.store is not None:
-            self._store_fills()
-            if self._unstored:
-                log.error("%d fills not written to the ledger before exit (%s); they stay on the exchange's "
-                          "ledger", len(self._unstored), self.storage_error)
-            try:
-                self.store.close()
-            except (sqlite3.Error, OSError) as exc:
-                log.error("ledger not closed cleanly: %s", exc)
-            self.store = None
+        self.ledger.close()
         if self.ring is not None:
             try:
                 self.ring.close()

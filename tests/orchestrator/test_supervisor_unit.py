@@ -56,7 +56,7 @@ def test_a_restarted_gateway_knows_the_fills_waiting_for_a_full_disk(tmp_path: P
         for n in (1, 2):
             assert sup.store.record_fill(fill(n))
         sup.store.flush()
-        sup._unstored.extend([fill(3), fill(2), fill(4)])  # 2 again: a repeat waiting to be ignored
+        sup.ledger.unstored.extend([fill(3), fill(2), fill(4)])  # 2 again: a repeat waiting to be ignored
         spec = sup._spec_from_store(sup.children["gateway"])
         assert spec.stored_fill_ids == ("4", "2", "3", "1")  # newest first, each once
     finally:
