@@ -2,7 +2,9 @@
 
     orchestrate [run] --symbols BTCUSD,ETHUSD [--config FILE] [--run-dir DIR] ...
     orchestrate status [--json] [--watch]     orchestrate stop [--cancel-orders]
-    orchestrate pause SYMBOL                  orchestrate resume SYMBOL
+    orchestrate pause SYMBOL                  orchestrate resume SYMBOL | --all
+    orchestrate halt [--flatten] [--reason T] orchestrate clear-halt
+    orchestrate flatten SYMBOL... | --all
     orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--json]
     orchestrate venue --port P --run-dir DIR  (the paper venue alone; writes DIR/venue.json)
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
@@ -32,8 +34,8 @@ from shared.symbol_settings import unused_symbol_tables
 
 from .rundir import DEFAULT_RUN_DIR
 
-SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "venue", "loadtest", "soak",
-               "backtest", "download")
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "halt", "clear-halt", "flatten", "indicators", "history",
+               "venue", "loadtest", "soak", "backtest", "download")
 PASSTHROUGH = ("loadtest", "soak", "backtest", "download")  # parse their own arguments (their modules)
 
 
@@ -69,10 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(stop)
     stop.add_argument("--cancel-orders", action="store_true", help="cancel every open order the bots own first")
 
-    for name in ("pause", "resume"):
-        p = sub.add_parser(name, help=f"{name} trading on one symbol")
-        _add_run_dir(p)
-        p.add_argument("symbol")
+    p = sub.add_parser("pause", help="pause trading on one symbol (no new entries)")
+    _add_run_dir(p)
+    p.add_argument("symbol")
+    p = sub.add_parser("resume", help="resume one symbol, or with --all lift the account halt and resume every symbol")
+    _add_run_dir(p)
+    p.add_argument("symbol", nargs="?", default="")
+    p.add_argument("--all", action="store_true", help="lift the account halt (logged with your user name) and "
+                                                     "resume every symbol")
+
+    h = sub.add_parser("halt", help="halt the whole account by hand: no new entries, orders cancelled, "
+                                    "protective stops kept; lifted only by resume --all or clear-halt")
+    _add_run_dir(h)
+    h.add_argument("--flatten", action="store_true", help="also flatten every symbol (see flatten)")
+    h.add_argument("--reason", default="", help="why (shown in status and kept in the ledger's halt log)")
+    ch = sub.add_parser("clear-halt", help="lift the account halt (the symbols' pauses stay)")
+    _add_run_dir(ch)
+    fl = sub.add_parser("flatten", help="cancel the bots' orders on SYMBOLs and close their positions with "
+                                        "reduce-only market orders, confirmed on the venue; the symbols stay paused")
+    _add_run_dir(fl)
+    fl.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    fl.add_argument("--all", action="store_true", help="every symbol of the run")
 
     hist = sub.add_parser("history", help="fills and PnL from the run's SQLite ledger")
     _add_run_dir(hist)
@@ -224,15 +243,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_simple(args: argparse.Namespace) -> int:
     from .control import NotRunning, command
     kw: dict[str, Any] = {}
-    if args.command in ("pause", "resume"):
+    if args.command == "pause":
         kw["symbol"] = args.symbol.upper()
+    if args.command == "resume":
+        if bool(args.symbol) == bool(args.all):
+            print("orchestrate resume: name one SYMBOL, or --all to lift the account halt and resume every "
+                  "symbol", file=sys.stderr)
+            return 2
+        kw.update({"all": True} if args.all else {"symbol": args.symbol.upper()})
     if args.command == "stop":
         kw["cancel_orders"] = bool(args.cancel_orders)
+    if args.command == "halt":
+        kw.update(reason=args.reason, flatten=bool(args.flatten))
+    if args.command == "flatten":
+        if bool(args.symbols) == bool(args.all):
+            print("orchestrate flatten: name the SYMBOLs to flatten, or --all (not both)", file=sys.stderr)
+            return 2
+        kw.update({"all": True} if args.all else {"symbols": [s.upper() for s in args.symbols]})
     try:
         reply = command(Path(args.run_dir), args.command, **kw)
     except NotRunning as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return 1
+    if reply.get("bad_input"):
+        print(f"orchestrate {args.command}: {reply.get('message', reply)}", file=sys.stderr)
+        return 2
     print(reply.get("message", reply))
     return 0 if reply.get("ok") else 1
 
@@ -342,8 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
-                "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history,
-                "venue": cmd_venue}
+                "resume": cmd_simple, "halt": cmd_simple, "clear-halt": cmd_simple, "flatten": cmd_simple,
+                "indicators": cmd_indicators, "history": cmd_history, "venue": cmd_venue}
     return _guarded(args.command, lambda: handlers[args.command](args))
 
 

@@ -248,6 +248,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     trading: str = ""  # why the bot is or is not trading (reconciling, paused, halted, ...)
     note: str = ""
     stop_price: float = float("nan")  # trigger of the protective stop resting on the venue, NaN if none
+    flatten: str = ""  # an operator's flatten: its progress ("" when none was asked)
 
 
 class PoolFigures(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):
@@ -295,7 +296,7 @@ class Heartbeat(Msg, tag="hb", frozen=True):
 
 class Control(Msg, tag="ctl", frozen=True):
     """Supervisor -> workers. `reason` says why (shown in status)."""
-    command: str  # pause | resume | halt | cancel_orders
+    command: str  # pause | resume | halt | clear_halt | flatten | cancel_orders
     symbol: str
     sent_ns: int
     reason: str = ""

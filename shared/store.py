@@ -1,5 +1,6 @@
-"""The run's SQLite store: order events, fills, position and equity snapshots, sampled signals and
-each symbol's RL table.
+"""The run's SQLite store: order events, fills, position and equity snapshots, sampled signals,
+each symbol's RL table, and the account's risk state (day-start equity, peak, halt) with a log of
+halts set and lifted.
 
 One writer: exactly one process (the supervisor) opens `Store(path)`; workers send it records.
 Readers (`orchestrate history`, tests) open `Store(path, readonly=True)` at any time, WAL lets
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from shared.trading.account_risk import AccountRisk
 from shared.trading.pnl import Fill, PnlSummary, positions_from_fills, summarise, to_decimal
 
 DB_FILENAME = "trading.sqlite"
@@ -88,7 +90,20 @@ CREATE TABLE IF NOT EXISTS rl_tables (
     updated_ts REAL NOT NULL,
     blob BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS account_risk (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    updated_ts REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_halts (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    event TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL
+);
 """
+MAX_HALT_EVENTS = 1_000  # account_halts keeps the newest this many rows
 
 
 class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +142,14 @@ class SignalSample(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
     price: float
     atr: float
+
+
+class HaltEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An account halt set or lifted, and by whom (the operator's user name, `risk limits`, ...)."""
+    ts: float
+    event: str  # halt | clear
+    reason: str
+    by: str
 
 
 class StoreError(RuntimeError):
@@ -288,7 +311,46 @@ class Store:
         )
         self.flush()
 
+    def save_account_risk(self, state: AccountRisk, ts: float, *, durable: bool = True) -> None:
+        """The account's risk state, one row replaced on each change. `durable` commits now (a
+        halt, a clear, a new day: nothing may act on them before they are on disk); otherwise
+        it goes with the next batch (a new peak)."""
+        self._write(
+            "INSERT INTO account_risk (id, updated_ts, state) VALUES (1,?,?) ON CONFLICT(id) DO"
+            " UPDATE SET updated_ts=excluded.updated_ts, state=excluded.state",
+            (ts, msgspec.json.encode(state).decode()),
+        )
+        if durable:
+            self.flush()
+        else:
+            self._batched()
+
+    def record_halt_event(self, event: HaltEvent) -> None:
+        """Committed at once; the log keeps the newest MAX_HALT_EVENTS rows."""
+        cur = self._write("INSERT INTO account_halts (ts, event, reason, by) VALUES (?,?,?,?)",
+                          (event.ts, event.event, event.reason, event.by))
+        if cur.lastrowid is not None and cur.lastrowid > MAX_HALT_EVENTS:
+            self._write("DELETE FROM account_halts WHERE id <= ?", (cur.lastrowid - MAX_HALT_EVENTS,))
+        self.flush()
+
     # --- reads ----------------------------------------------------------------------------------
+
+    def load_account_risk(self) -> AccountRisk | None:
+        """The persisted account risk state; None when none was saved yet. A row this code
+        cannot read is an error, not a fresh start: a fresh start would lift a halt."""
+        row = self._db.execute("SELECT state FROM account_risk WHERE id=1").fetchone()
+        if row is None:
+            return None
+        try:
+            return msgspec.json.decode(row[0], type=AccountRisk)
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"{self.path}: account risk state unreadable ({exc})") from None
+
+    def halt_events(self, limit: int = 100) -> list[HaltEvent]:
+        """The newest account halt events, oldest first."""
+        rows = self._db.execute("SELECT ts, event, reason, by FROM account_halts ORDER BY id DESC LIMIT ?",
+                                (max(0, limit),)).fetchall()
+        return [HaltEvent(ts=r[0], event=r[1], reason=r[2], by=r[3]) for r in reversed(rows)]
 
     def load_rl_table(self, symbol: str) -> bytes | None:
         row = self._db.execute("SELECT blob FROM rl_tables WHERE symbol=?", (symbol,)).fetchone()

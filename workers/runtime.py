@@ -61,6 +61,10 @@ class ChildSpec(msgspec.Struct, frozen=True):
     fill_checkpoint: FillCheckpoint | None = None
     # gateway: ids of the newest fills the store has (newest first): the fill reader's known set
     stored_fill_ids: tuple[str, ...] = ()
+    # workers: the account halt standing at (re)start ("" if none) and whether the symbol is
+    # paused, so a bot never trades in the moment before it hears the supervisor say so
+    halted: str = ""
+    paused: bool = False
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB

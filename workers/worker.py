@@ -46,6 +46,7 @@ from shared.messages import (
 )
 from shared.ring import BarRing
 from shared.symbol_settings import symbol_settings
+from shared.trading import flatten as flat
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill as LedgerFill
@@ -101,6 +102,7 @@ class TradingFigures(TypedDict, total=False):
     stop_price: float
     order_rtt_p50_us: float
     order_rtt_p99_us: float
+    flatten: str
 
 class Worker:
     def __init__(self, spec: ChildSpec) -> None:
@@ -112,7 +114,7 @@ class Worker:
         self.bars = self.ring.writer(spec.slot)
         self.latency = RollingHistogram(window_s=60.0, parts=6)
         self.state = "starting"
-        self.paused = False
+        self.paused = spec.paused
         self.last_price = math.nan
         self.market_ts = 0.0  # the venue's clock: time of the last trade seen (epoch s)
         self.ticks = 0
@@ -132,7 +134,8 @@ class Worker:
         self.trades = spec.config.market.source == "venue"
         self.bot: TradingBot | None = None
         self.trading = "reconciling" if self.trades else "signals only (replay source: no orders)"
-        self.halted = ""
+        self.halted = spec.halted  # the account halt standing when we were started
+        self.flatten: flat.FlattenProgress | None = None  # an operator's flatten of this symbol
         self.available_balance = math.nan
         self.intent_seq = 0
         self.intent_in_flight: tuple[int, int, float] | None = None  # (seq, sent_ns, sent monotonic)
@@ -259,7 +262,36 @@ class Worker:
             out["stop_price"] = self.bot.resting_stop_price()
         w = self.order_rtt.window(time.monotonic())
         out["order_rtt_p50_us"], out["order_rtt_p99_us"] = w.percentile(50), w.percentile(99)
+        if self.flatten is not None:
+            bot = self.bot
+            out["flatten"] = flat.describe(
+                self.flatten, own_orders=bot.owned_open_orders() if bot is not None else 0,
+                bot_contracts=bot.position.contracts if bot is not None and bot.position is not None else 0)
         return out
+
+    # --- an operator's flatten ------------------------------------------------------------------
+
+    def start_flatten(self) -> bool:
+        """Asked (again) to flatten: a new flatten unless one is under way or this one's done
+        still holds (the supervisor asks each pass until it hears "flat"). The symbol pauses."""
+        self.paused = True
+        bot = self.bot
+        holds = bot is not None and bot.position is not None and bot.position.contracts != 0
+        if self.flatten is not None and not (self.flatten.done and holds):
+            return False
+        self.flatten = flat.FlattenProgress(requested_ts=time.time())
+        self.flatten_sent = False
+        log.warning("%s: flattening: cancelling our orders, closing the position reduce-only at market", self.symbol)
+        return True
+
+    def flattening(self) -> bool:
+        return self.flatten is not None and not self.flatten.done
+
+    def flatten_needs_venue_read(self) -> bool:
+        """The bot believes it is flat with nothing resting: only a read of the venue confirms it."""
+        bot = self.bot
+        return (self.flattening() and bot is not None and bot.position is not None and bot.position.contracts == 0
+                and bot.owned_open_orders() == 0)
 
     def state_of_trading(self) -> str:
         if self.halted:
@@ -310,6 +342,14 @@ class Worker:
         self.needs_resync = False
         if snap.venue_position is not None:
             self.compare_position(snap.venue_position, full)
+            if self.flatten is not None and not self.flatten.done:
+                own = self.bot.owned_open_orders()
+                self.flatten = flat.on_venue_read(self.flatten, own_orders=own, venue_position=snap.venue_position,
+                                                  foreign=self.bot.foreign_contracts, ts=time.time())
+                if self.flatten.done:
+                    log.warning("%s: flat: confirmed on the venue", self.symbol)
+                elif flat.close_again(self.flatten, own_orders=own):
+                    self.flatten_sent = False
 
     def compare_position(self, venue: int, full: bool) -> None:
         """The safety net (shared/trading/position_check.py): a difference makes the bot stop
@@ -347,16 +387,22 @@ class Worker:
         if bot is None or self.intent_in_flight is not None or self.needs_resync:
             return None
         check = self.position_check
-        if check.doubtful and not check.halted and not self.cancel_requested and not self.halted:
+        if check.doubtful and not check.halted and not self.cancel_requested and not self.halted \
+                and not self.flattening():
             return None  # never trade on a position the exchange contradicts: the re-read decides
         now_ns = time.perf_counter_ns()
-        if self.cancel_requested or self.halted or check.halted:
-            # Only the supervisor's halt may flatten: a position the venue contradicts is not one
-            # to close at market (its halt keeps the protective stop, like a non-flattening halt).
-            halt = bot.halt_plan(halted=bool(self.halted or check.halted),
-                                 flatten_on_halt=self.cfg.risk.flatten_on_halt and bool(self.halted),
-                                 cancel_requested=self.cancel_requested, flatten_sent=self.flatten_sent,
-                                 price=reply.close)
+        if self.flattening() or self.cancel_requested or self.halted or check.halted:
+            if self.flattening():
+                # An operator's flatten: every order of ours (the stop too) and the position, reduce-only.
+                halt = bot.halt_plan(halted=True, flatten_on_halt=True, cancel_requested=True,
+                                     flatten_sent=self.flatten_sent, price=reply.close)
+            else:
+                # Only the supervisor's halt may flatten: a position the venue contradicts is not one
+                # to close at market (its halt keeps the protective stop, like a non-flattening halt).
+                halt = bot.halt_plan(halted=bool(self.halted or check.halted),
+                                     flatten_on_halt=self.cfg.risk.flatten_on_halt and bool(self.halted),
+                                     cancel_requested=self.cancel_requested, flatten_sent=self.flatten_sent,
+                                     price=reply.close)
             if halt.empty:
                 return None
             cancel = list(halt.cancel)
@@ -573,14 +619,24 @@ async def run(spec: ChildSpec) -> None:
                 worker.paused = True
             elif msg.command == "resume":
                 worker.paused = False
+                worker.flatten = None
             elif msg.command == "halt":
                 if not worker.halted:
                     log.error("%s: halted by the supervisor: %s", worker.symbol, msg.reason)
                 worker.halted = msg.reason or "account risk limit"
+            elif msg.command == "clear_halt":
+                if worker.halted:
+                    log.warning("%s: account halt lifted (was: %s)", worker.symbol, worker.halted)
+                    worker.halted = ""
+                    worker.flatten_sent = worker.flattening() and worker.flatten_sent
+                    worker.needs_resync = True  # trade again from the venue's view, not the halt's
+            elif msg.command == "flatten":
+                if not worker.start_flatten():
+                    continue  # the supervisor's repeat of a flatten under way: nothing new
             elif msg.command == "cancel_orders":
                 worker.cancel_requested = True
                 worker.paused = True
-            if worker.trades and worker.last_signal is not None and msg.command in ("halt", "cancel_orders"):
+            if worker.trades and worker.last_signal is not None and msg.command in ("halt", "cancel_orders", "flatten"):
                 await send_intents(worker.last_signal)
             if msg.command != "halt":
                 log.info("%s: control %s", worker.symbol, msg.command)
@@ -610,8 +666,10 @@ async def run(spec: ChildSpec) -> None:
                     if not waiting and (reconcile_full or worker.intent_in_flight is None):
                         await ask_account(reconcile_full)
                         next_resync = now + resync_s
-                elif worker.cancel_requested and worker.last_signal is not None:
+                elif (worker.cancel_requested or worker.flattening()) and worker.last_signal is not None:
                     await send_intents(worker.last_signal)
+                if worker.flatten_needs_venue_read():
+                    worker.needs_resync = True  # read back at the next pass: the venue confirms flat
             if leak_mb > 0:
                 worker.leak(leak_mb * interval)
             send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))

@@ -57,4 +57,17 @@ def test_failing_storage_is_said_on_its_own_line() -> None:
     line = "STORAGE FAILING: 3 fills waiting to be written; fill 7 not written: database or disk is full"
     assert line in render_table(snap).splitlines()
     lines = render_lines(snap).splitlines()
-    assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full"]
+    assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full "
+                               "(lift: orchestrate resume --all)"]
+
+
+def test_a_halt_says_since_when_by_whom_and_how_to_lift_it_and_flatten_progress_shows() -> None:
+    w = msgspec.structs.replace(worker("BTCUSD"), flatten="closing 3 contracts")
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          halted=True, halt_reason="daily loss 600.00 reached the limit 500.00",
+                          halted_at=1_700_000_000.0, halted_by="risk limits", workers=[w])
+    want = ("HALTED since 2023-11-14 22:13:20 UTC by risk limits: daily loss 600.00 reached the limit 500.00 "
+            "(lift: orchestrate resume --all)")
+    assert want in render_table(snap) and want in render_lines(snap).splitlines()
+    assert "flatten: closing 3 contracts" in render_table(snap)
+    assert "flatten='closing 3 contracts'" in render_lines(snap)
