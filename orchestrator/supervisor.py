@@ -123,6 +123,8 @@ class Supervisor:
         self.exit_code = 0
         self.metrics_url = ""
         self._metrics_server: Any = None
+        self._dashboard: Any = None  # orchestrator/dashboard/, when [dashboard] enabled
+        self.dashboard_url = ""
         self._last_snapshot: StatusSnapshot | None = None
         self.halted = False
         self.halt_reason = ""
@@ -380,6 +382,8 @@ class Supervisor:
     # --- ledger and account risk (one place for the whole account) ----------------------------
 
     def on_fill(self, ev: FillEvent) -> None:
+        if self._dashboard is not None:
+            self._dashboard.on_fill(ev)
         if self.store is None:
             return
         f = ev.fill
@@ -623,6 +627,18 @@ class Supervisor:
                 cmd = req.get("cmd") if isinstance(req, dict) else None
             except (msgspec.DecodeError, RecursionError):
                 cmd, req = None, {}
+            body = await self.control_command(cmd, req)
+            writer.write(msgspec.json.encode(body) + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def control_command(self, cmd: Any, req: Any) -> Any:
+        """One control request, decoded: what the control socket and the dashboard's actions both
+        call, so a command behaves the same whichever way it came."""
+        if True:
             if cmd == "status":
                 body: Any = self.snapshot()
             elif cmd == "stop":
@@ -642,20 +658,19 @@ class Supervisor:
                     body = {"ok": True, "message": f"{cmd}d {sym}"}
             else:
                 body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
-            writer.write(msgspec.json.encode(body) + b"\n")
-            await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+            return body
 
     # --- metrics -----------------------------------------------------------------------------
 
     async def _start_metrics(self) -> None:
         from .metrics import MetricsServer
         server = MetricsServer(lambda: self._last_snapshot or self.snapshot())
+        if self.cfg.dashboard.enabled:
+            from .dashboard.wiring import make_dashboard
+            self._dashboard = make_dashboard(self)  # DashboardError (no token): refused before anything starts
         try:
-            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port)
+            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port,
+                                      dashboard=self._dashboard)
             self._metrics_server = server
         except OSError as exc:
             log.error("metrics server not started: %s", exc)
@@ -667,6 +682,9 @@ class Supervisor:
             self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
         except OSError as exc:  # a full disk: the URL is still in status and the start-up line
             log.error("could not write %s: %s", self.run_dir.metrics_path, exc)
+        if self._dashboard is not None:
+            from .dashboard.wiring import start_dashboard
+            self.dashboard_url = await start_dashboard(self, server, port)
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -763,7 +781,8 @@ class Supervisor:
             tasks.append(asyncio.create_task(display_loop()))
         print(f"orchestrate: {self.cfg.run.mode} trading {', '.join(self.cfg.run.symbols)} | "
               f"run dir {self.run_dir.path} | status: orchestrate status --run-dir {self.run_dir.path}"
-              + (f" | metrics {self.metrics_url}" if self.metrics_url else ""), file=self.out, flush=True)
+              + (f" | metrics {self.metrics_url}" if self.metrics_url else "")
+              + (f" | dashboard {self.dashboard_url}" if self.dashboard_url else ""), file=self.out, flush=True)
         await self.stop_event.wait()
         if self.cancel_before_stop:
             await self._cancel_all_orders(timeout_s=5.0)
@@ -794,6 +813,8 @@ class Supervisor:
                 child.process.join(timeout=2)
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
+        if self._dashboard is not None:
+            await self._dashboard.stop()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.

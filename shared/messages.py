@@ -245,6 +245,10 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     trading: str = ""  # why the bot is or is not trading (reconciling, paused, halted, ...)
     note: str = ""
     stop_price: float = float("nan")  # trigger of the protective stop resting on the venue, NaN if none
+    # For the dashboard's chart (shared/trading/book_view.py): entry prices of the grid the bot wants
+    # now, and its resting orders as (side, purpose, price, unfilled contracts); bounded there.
+    grid_levels: tuple[float, ...] = ()
+    resting_orders: tuple[tuple[str, str, float, int], ...] = ()
 
 
 class PoolFigures(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):
