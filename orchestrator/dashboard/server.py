@@ -168,8 +168,8 @@ class Dashboard:
         given = request.query.get("token")
         if given is not None and request.method == "GET" and policy.token_matches(given, self._token):
             # The token link: remember it in a cookie and drop it from the address bar (and history).
-            resp = web.HTTPSeeOther(location=request.rel_url.with_query({k: v for k, v in request.query.items()
-                                                                         if k != "token"}).human_repr())
+            rest = request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"})
+            resp = web.Response(status=303, headers={"Location": str(rest)})
             resp.set_cookie(COOKIE, self._token, httponly=True, samesite="Strict", path="/")
             return resp
         header = request.headers.get("X-Dashboard-Token") or _bearer(request.headers.get("Authorization", ""))
@@ -223,7 +223,8 @@ class Dashboard:
             return web.json_response({"ok": False, "message": f"no symbol {sym[:40]!r} in this run"}, status=404)
         status = next((w for w in self.src.snapshot().workers if w.symbol == sym), None)
         f = self.src.figures().get(sym)
-        stored = await self._read(lambda s: [msgspec.to_builtins(x) for _, x in s.fills_page(symbol=sym, limit=50)])
+        stored = await self._read(  # oldest first, as Store.fills
+            lambda s: [msgspec.to_builtins(x) for _, x in reversed(s.fills_page(symbol=sym, limit=50))])
         return _json({
             "symbol": sym, "status": msgspec.to_builtins(status) if status else None,
             "history": h.as_columns(), "grid_levels": list(f.grid_levels) if f else [],

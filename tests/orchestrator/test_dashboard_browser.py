@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
 SYMBOLS = ("BTCUSD", "ETHUSD", "SYN_0001")
@@ -85,6 +85,8 @@ def test_dashboard_in_chromium(start_run, tmp_path: Path) -> None:
             assert order == sorted(SYMBOLS, reverse=True)
             page.screenshot(path=str(shots / "dashboard-fleet.png"))
 
+            if os.environ.get("DASHBOARD_SCREENSHOT_DIR"):  # a picture for docs/: let the history grow first
+                time.sleep(float(os.environ.get("DASHBOARD_SCREENSHOT_WAIT_S", "45")))
             # One symbol: the row links to it; its chart draws every grid level the bot wants.
             # The one holding a position if any (its chart also has fills and a stop: the README's picture).
             deadline = time.monotonic() + 30
@@ -102,7 +104,7 @@ def test_dashboard_in_chromium(start_run, tmp_path: Path) -> None:
             assert api["grid_levels"], "the bot reports no grid"
             drawn = int(page.get_attribute("#price-chart .uplot", "data-grid-levels-drawn") or 0)
             assert drawn >= len(api["grid_levels"]) - 1, (drawn, api["grid_levels"])  # one may move mid-read
-            page.screenshot(path=str(shots / "dashboard-symbol.png"), full_page=True)
+            page.screenshot(path=str(shots / "dashboard-symbol.png"))
 
             # An action without the token is refused, and nothing is paused.
             page.once("dialog", lambda d: d.accept(sym))
@@ -143,4 +145,6 @@ def test_dashboard_in_chromium(start_run, tmp_path: Path) -> None:
             browser.close()
     run.terminate()
     assert run.proc.returncode == 0
+    out = run.proc.stdout.read() if run.proc.stdout else ""
+    assert f"dashboard {url}" in out  # the start-up line (what `make run` shows) names it
     assert not token_file.exists() and not (run.run_dir / "dashboard.url").exists()
