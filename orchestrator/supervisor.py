@@ -606,7 +606,7 @@ class Supervisor:
             supervisor_pid=os.getpid(), started_at=self.started_wall,
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
             metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
-            processes=procs)
+            processes=procs, dashboard_url=self.dashboard_url)
         self._last_snapshot = snap
         return snap
 
@@ -638,7 +638,7 @@ class Supervisor:
     async def control_command(self, cmd: Any, req: Any) -> Any:
         """One control request, decoded: what the control socket and the dashboard's actions both
         call, so a command behaves the same whichever way it came."""
-        if True:
+        if True:  # the branches keep their indentation from _handle_control: other branches' additions merge
             if cmd == "status":
                 body: Any = self.snapshot()
             elif cmd == "stop":

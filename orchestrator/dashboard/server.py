@@ -38,6 +38,7 @@ MIN_TOKEN_CHARS = 24
 COOKIE = "dgo_dashboard"
 SAMPLE_INTERVAL_S = 2.0
 STREAM_INTERVAL_S = 1.0
+FLEET_CACHE_S = 0.5
 MAX_STREAMS = 16  # live pages at once; more get 503 (each costs a task and a snapshot a second)
 PAGE_MAX = 500
 FILLS_ON_CHART = 300  # fills remembered per symbol (arrival time on our clock) for the chart
@@ -104,6 +105,8 @@ class Dashboard:
         self._fills: dict[str, deque[tuple[float, str, float, int]]] = {
             s: deque(maxlen=FILLS_ON_CHART) for s in source.symbols}
         self._streams = 0
+        self._fleet_doc = b""
+        self._fleet_built = -1e9
         self._sampler: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
@@ -190,12 +193,18 @@ class Dashboard:
 
     # --- API -----------------------------------------------------------------------------------
 
-    def _fleet(self) -> dict[str, Any]:
-        snap = self.src.snapshot()
-        return {"status": msgspec.to_builtins(snap), "actions": self.cfg.actions, "now": time.time()}
+    def _fleet(self) -> bytes:
+        """The fleet as JSON, built at most once per FLEET_CACHE_S whatever the number of live
+        pages (hundreds of symbols make a few hundred kB; the supervisor's loop pays for it)."""
+        now = time.monotonic()
+        if now - self._fleet_built >= FLEET_CACHE_S:
+            self._fleet_doc = msgspec.json.encode(
+                {"status": self.src.snapshot(), "actions": self.cfg.actions, "now": time.time()})
+            self._fleet_built = now
+        return self._fleet_doc
 
     async def _api_fleet(self, request: web.Request) -> web.Response:
-        return _json(self._fleet())
+        return web.Response(body=self._fleet(), content_type="application/json", headers={"Cache-Control": "no-store"})
 
     async def _api_stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the fleet once a second until the page goes away."""
@@ -207,7 +216,7 @@ class Dashboard:
         try:
             await resp.prepare(request)
             while not self._closing.is_set():
-                await resp.write(b"data: " + msgspec.json.encode(self._fleet()) + b"\n\n")
+                await resp.write(b"data: " + self._fleet() + b"\n\n")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), STREAM_INTERVAL_S)
         except (ConnectionError, asyncio.CancelledError):

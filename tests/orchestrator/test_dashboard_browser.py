@@ -52,6 +52,7 @@ def test_dashboard_in_chromium(start_run, tmp_path: Path) -> None:
         90, "a signal and a grid on every symbol")
     url = (run.run_dir / "dashboard.url").read_text().strip()
     assert url.startswith("http://127.0.0.1:")
+    assert (run.status() or {})["dashboard_url"] == url  # and the status table's header shows it
     token_file = run.run_dir / "dashboard.token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
