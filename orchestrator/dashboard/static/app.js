@@ -191,6 +191,7 @@ function levelsPlugin(getBook) {
           ctx.beginPath(); ctx.arc(x, y, 4 * devicePixelRatio, 0, 2 * Math.PI); ctx.fill(); ctx.restore();
         }
         u.root.dataset.gridLevelsDrawn = String(drawn);
+        u.root.dataset.gridLevelsWanted = String(book.grid_levels.length);
       },
     },
   };
