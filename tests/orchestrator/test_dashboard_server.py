@@ -300,3 +300,32 @@ def test_a_short_token_in_the_environment_refuses_the_run(tmp_path: Path) -> Non
                        text=True, timeout=60)
     assert r.returncode == 2 and "ORCHESTRATE_DASHBOARD_TOKEN is too short" in r.stderr
     assert "short-secret" not in r.stderr + r.stdout and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_serving_beyond_loopback_asks_every_request_for_the_token(start_run, tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+    ip = _non_loopback_ipv4()
+    if ip is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to bind")
+    cfg = tmp_path / "remote.toml"
+    cfg.write_text(f'[dashboard]\nhost = "{ip}"\n[processes]\npool_size = 1\n')
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD"])
+    doc = run.wait_for(lambda d: bool(d["dashboard_url"]), 60, "the dashboard served")
+    url = doc["dashboard_url"]
+    assert url.startswith(f"http://{ip}:") and url != doc["metrics_url"].removesuffix("metrics")
+    assert (run.run_dir / "dashboard.url").read_text().strip() == url
+    token = (run.run_dir / "dashboard.token").read_text().strip()
+    for path in ("", "api/fleet", "metrics"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + path, timeout=5)
+        assert err.value.code == 401, path
+    req = urllib.request.Request(url + "api/fleet", headers={"X-Dashboard-Token": token})
+    fleet = json.loads(urllib.request.urlopen(req, timeout=5).read())
+    assert [w["symbol"] for w in fleet["status"]["workers"]] == ["BTCUSD"]
+    # The metrics site stays on loopback as before: Prometheus scrapes it without a token.
+    assert urllib.request.urlopen(doc["metrics_url"], timeout=5).status == 200
+    run.terminate()
+    assert run.proc.returncode == 0
