@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.config import DashboardConfig
 from shared.messages import FillEvent, WorkerFigures
 from shared.status import StatusSnapshot
 from shared.store import Store, StoreError, db_path
+from shared.trading.pnl import to_decimal
 
 from .history import FleetHistory
 
@@ -345,7 +347,14 @@ def _funding(store: Store) -> dict[str, Any] | None:
         return None
     cur = db.execute("SELECT * FROM funding ORDER BY rowid DESC LIMIT 200")
     columns = [d[0] for d in cur.description]
-    return {"columns": columns, "rows": [list(r) for r in cur.fetchall()]}
+    rows = [list(r) for r in cur.fetchall()]
+    total = None
+    if "amount" in columns:  # decimal strings, summed exactly over the whole table
+        try:
+            total = str(sum((to_decimal(str(a)) for (a,) in db.execute("SELECT amount FROM funding")), Decimal(0)))
+        except (ValueError, TypeError, ArithmeticError):
+            total = None  # a row we cannot read as an amount: the rows still show
+    return {"columns": columns, "rows": rows, "total": total}
 
 
 def _list_reports(run_dir: Path) -> list[dict[str, Any]]:

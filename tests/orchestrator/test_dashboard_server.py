@@ -110,6 +110,16 @@ async def test_loopback_reads_freely_but_actions_need_enabling_token_and_confirm
                 assert a["halted"] and a["halt_reason"] == "daily loss"
                 assert a["drawdown_today"] == pytest.approx(200 / 10_100)
                 assert a["drawdown_run"] >= a["drawdown_today"] and a["fees"] == 0.5 and a["funding"] is None
+            # Funding shows once the ledger has it (the funding feature's table: paid is negative).
+            import sqlite3
+            with sqlite3.connect(db_path(tmp_path)) as db:
+                db.execute("CREATE TABLE funding (seq INTEGER PRIMARY KEY, funding_id TEXT NOT NULL UNIQUE,"
+                           " ts REAL NOT NULL, symbol TEXT NOT NULL, amount TEXT NOT NULL)")
+                db.executemany("INSERT INTO funding (funding_id, ts, symbol, amount) VALUES (?,?,?,?)",
+                               [("a", 1.0, "BTCUSD", "-0.10"), ("b", 2.0, "ETHUSD", "0.35")])
+            async with s.get(url + "/api/account") as r:
+                funding = (await r.json())["funding"]
+            assert funding["total"] == "0.25" and len(funding["rows"]) == 2 and "amount" in funding["columns"]
 
             act = {"cmd": "pause", "symbol": "BTCUSD", "confirm": "BTCUSD"}
             async with s.post(url + "/api/action", json=act) as r:

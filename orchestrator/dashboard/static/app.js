@@ -306,7 +306,7 @@ async function accountPage() {
         a.halts.map((x) => h("tr", {}, h("td", { class: "l" }, time(x.ts)), h("td", { class: "l" }, x.reason || "cleared"))))
       : h("p", { class: "muted" }, "No halt during this run.")];
     if (a.funding) {
-      parts.push(h("h2", {}, "Funding"), h("table", {}, h("tr", {}, a.funding.columns.map((c) => h("th", { class: "l" }, c))),
+      parts.push(h("h2", {}, `Funding (total ${a.funding.total ?? "–"}; newest 200 below)`), h("table", { id: "funding" }, h("tr", {}, a.funding.columns.map((c) => h("th", { class: "l" }, c))),
         a.funding.rows.map((r) => h("tr", {}, r.map((c) => h("td", { class: "l" }, c))))));
     }
     rest.replaceChildren(...parts);
