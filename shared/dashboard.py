@@ -63,6 +63,16 @@ def check_action(cmd: str, symbol: str, confirm: str, symbols: Iterable[str]) ->
     return ""
 
 
+def control_request(cmd: str, symbol: str) -> dict[str, object]:
+    """The control-socket request of a checked action, in the shape `orchestrate pause/resume/halt/
+    flatten` send (a typed parser refuses any other field)."""
+    if cmd in SYMBOL_ACTIONS:
+        return {"cmd": cmd, "symbol": symbol}
+    if cmd == "halt":
+        return {"cmd": "halt", "reason": "from the dashboard"}
+    return {"cmd": "flatten", "all": True}
+
+
 def drawdown(equity: float, peak: float) -> float:
     """Fall from the peak as a fraction of it (0 at or above the peak, or with no peak yet)."""
     if not (math.isfinite(equity) and math.isfinite(peak)) or peak <= 0 or equity >= peak:

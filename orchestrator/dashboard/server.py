@@ -313,11 +313,7 @@ class Dashboard:
         why = policy.check_action(cmd, sym, confirm, self.src.symbols)
         if why:
             return web.json_response({"ok": False, "message": why}, status=400)
-        body: dict[str, Any] = {"cmd": cmd, "reason": "dashboard"}
-        if cmd in policy.SYMBOL_ACTIONS:
-            body["symbol"] = sym
-        else:
-            body["all"] = True
+        body = policy.control_request(cmd, sym)
         log.warning("dashboard action: %s %s", cmd, sym if cmd in policy.SYMBOL_ACTIONS else "(account)")
         reply = await self.src.control(cmd, body)
         ok = isinstance(reply, dict) and bool(reply.get("ok"))

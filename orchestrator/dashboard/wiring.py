@@ -33,6 +33,9 @@ def make_dashboard(sup: Supervisor) -> Dashboard:
                             day_peak_equity=rs.day_peak_equity if rs else math.nan)
 
     async def control(cmd: str, req: dict[str, Any]) -> Any:
+        typed = getattr(sup, "command", None)  # the riskstate branch's typed dispatch, once merged
+        if typed is not None:
+            return await typed(req, by="dashboard")
         return await sup.control_command(cmd, req)
 
     source = FleetSource(run_dir=sup.run_dir.path, symbols=tuple(sup.cfg.run.symbols),

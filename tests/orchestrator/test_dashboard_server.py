@@ -143,8 +143,8 @@ async def test_loopback_reads_freely_but_actions_need_enabling_token_and_confirm
             async with s.post(url + "/api/action", json={"cmd": "flatten", "confirm": "ALL"},
                               headers={"X-Dashboard-Token": token}) as r:
                 assert r.status == 200
-        assert fleet.commands == [("pause", {"cmd": "pause", "reason": "dashboard", "symbol": "BTCUSD"}),
-                                  ("flatten", {"cmd": "flatten", "reason": "dashboard", "all": True})]
+        assert fleet.commands == [("pause", {"cmd": "pause", "symbol": "BTCUSD"}),
+                                  ("flatten", {"cmd": "flatten", "all": True})]
     finally:
         await _stop(server, dash)
 

@@ -81,3 +81,10 @@ def test_book_view_keeps_our_orders_and_the_grid_entries() -> None:
     assert resting_rows(book, bot_id="g1", symbol="BTCUSD") == (("sell", "stop", 95.0, 3), ("buy", "entry", 99.0, 2))
     many = [DesiredOrder(symbol="X", side="buy", level=1, purpose="entry", price=float(i), size=1) for i in range(999)]
     assert len(grid_levels(many)) == MAX_BOOK_ROWS
+
+
+def test_control_requests_have_the_cli_shape() -> None:
+    assert d.control_request("pause", "BTCUSD") == {"cmd": "pause", "symbol": "BTCUSD"}
+    assert d.control_request("resume", "BTCUSD") == {"cmd": "resume", "symbol": "BTCUSD"}
+    assert d.control_request("halt", "") == {"cmd": "halt", "reason": "from the dashboard"}
+    assert d.control_request("flatten", "") == {"cmd": "flatten", "all": True}
