@@ -131,9 +131,9 @@ class MetricsServer:
     async def add_site(self, host: str, port: int) -> int:
         """One more address for the same app (the dashboard on a non-loopback host); its port."""
         assert self._runner is not None
-        site = web.TCPSite(self._runner, host, port, backlog=128)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]  # started above
+        before = {tuple(a) for a in self._runner.addresses}
+        await web.TCPSite(self._runner, host, port, backlog=128).start()
+        return int(next(a for a in self._runner.addresses if tuple(a) not in before)[1])
 
     async def stop(self) -> None:
         if self._runner is not None:
