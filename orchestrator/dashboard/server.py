@@ -44,7 +44,7 @@ FLEET_CACHE_S = 0.5
 MAX_STREAMS = 16  # live pages at once; more get 503 (each costs a task and a snapshot a second)
 PAGE_MAX = 500
 FILLS_ON_CHART = 300  # fills remembered per symbol (arrival time on our clock) for the chart
-REPORT_SUFFIXES = {".md": "text/markdown; charset=utf-8", ".png": "image/png", ".json": "application/json",
+REPORT_SUFFIXES = {".md": "text/plain; charset=utf-8", ".png": "image/png", ".json": "application/json",
                    ".svg": "image/svg+xml", ".html": "text/plain; charset=utf-8", ".toml": "text/plain; charset=utf-8"}
 REPORT_DIRS = ("optimize", "reports")  # under the run dir: optimize's default and backtest --report's suggested home
 MAX_REPORT_FILES = 200
@@ -221,7 +221,7 @@ class Dashboard:
                 await resp.write(b"data: " + self._fleet() + b"\n\n")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), STREAM_INTERVAL_S)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:  # the page went away
             pass
         finally:
             self._streams -= 1
