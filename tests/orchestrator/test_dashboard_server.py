@@ -220,6 +220,13 @@ async def test_fleet_streams_live(tmp_path: Path) -> None:
                 if len(events) == 2:
                     break
             assert b'"symbol":"ETHUSD"' in events[1]
+            # Shutting down with a live page open ends its stream at once, not after a timeout.
+            import time
+            t0 = time.monotonic()
+            await _stop(server, dash)
+            assert time.monotonic() - t0 < 1.0
+            await asyncio.wait_for(r.content.read(), 2)  # the rest of the stream, to its end
+            assert r.content.at_eof()
     finally:
         await _stop(server, dash)
 
