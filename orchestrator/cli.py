@@ -157,6 +157,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
     for warning in unused_symbol_tables(cfg, cfg.run.symbols):
         print(f"orchestrate: warning: {args.config}: {warning}", file=sys.stderr)
+    if cfg.dashboard.enabled:
+        from .dashboard.server import DashboardError, token_from_env
+        try:
+            token_from_env()
+        except DashboardError as exc:
+            print(f"orchestrate: dashboard: {exc}", file=sys.stderr)
+            return 2
     if cfg.run.mode == "live":
         if secrets is None:
             print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",

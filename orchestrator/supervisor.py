@@ -122,6 +122,8 @@ class Supervisor:
         self.exit_code = 0
         self.metrics_url = ""
         self._metrics_server: Any = None
+        self._dashboard: Any = None  # orchestrator/dashboard/, when [dashboard] enabled
+        self.dashboard_url = ""
         self._last_snapshot: StatusSnapshot | None = None
         # The ledger's writes (orchestrator/ledger.py) and the account's risk state and halt
         # (orchestrator/account.py), persisted in the same store.
@@ -369,6 +371,8 @@ class Supervisor:
                 self.on_heartbeat(msg)
             elif isinstance(msg, FillEvent):
                 self.alerts.fill(msg)
+                if self._dashboard is not None:
+                    self._dashboard.on_fill(msg)
                 self.ledger.on_fill(msg)
             elif isinstance(msg, OrderRecord):
                 self.alerts.order_record(msg)
@@ -571,7 +575,7 @@ class Supervisor:
             halted_at=self.account.halt.ts if self.account.halt else None,
             halted_by=self.account.halt.by if self.account.halt else "",
             metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
-            processes=procs)
+            processes=procs, dashboard_url=self.dashboard_url)
         _account_figures(snap, self.children.get("gateway"))
         self._last_snapshot = snap
         return snap
@@ -605,8 +609,12 @@ class Supervisor:
     async def _start_metrics(self) -> None:
         from .metrics import MetricsServer
         server = MetricsServer(lambda: self._last_snapshot or self.snapshot())
+        if self.cfg.dashboard.enabled:
+            from .dashboard.wiring import make_dashboard
+            self._dashboard = make_dashboard(self)  # DashboardError (no token): refused before anything starts
         try:
-            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port)
+            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port,
+                                      dashboard=self._dashboard)
             self._metrics_server = server
         except OSError as exc:
             log.error("metrics server not started: %s", exc)
@@ -618,6 +626,9 @@ class Supervisor:
             self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
         except OSError as exc:  # a full disk: the URL is still in status and the start-up line
             log.error("could not write %s: %s", self.run_dir.metrics_path, exc)
+        if self._dashboard is not None:
+            from .dashboard.wiring import start_dashboard
+            self.dashboard_url = await start_dashboard(self, server, port)
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -717,7 +728,8 @@ class Supervisor:
             tasks.append(asyncio.create_task(display_loop()))
         print(f"orchestrate: {self.cfg.run.mode} trading {', '.join(self.cfg.run.symbols)} | "
               f"run dir {self.run_dir.path} | status: orchestrate status --run-dir {self.run_dir.path}"
-              + (f" | metrics {self.metrics_url}" if self.metrics_url else ""), file=self.out, flush=True)
+              + (f" | metrics {self.metrics_url}" if self.metrics_url else "")
+              + (f" | dashboard {self.dashboard_url}" if self.dashboard_url else ""), file=self.out, flush=True)
         await self.stop_event.wait()
         if self.cancel_before_stop:
             await self._cancel_all_orders(timeout_s=5.0)
@@ -752,6 +764,8 @@ class Supervisor:
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
         self.alerts.close()
+        if self._dashboard is not None:
+            await self._dashboard.stop()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.

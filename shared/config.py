@@ -209,6 +209,25 @@ class DeadmanConfig(_Section):
                              f"deadman.ttl_s ({self.ttl_s:g}): two lost renewals must not trip the switch")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class DashboardConfig(_Section):
+    """The web dashboard (orchestrator/dashboard/), served beside /metrics. On a loopback host it
+    shares the metrics port; any other host gets its own port, and every request over it needs the
+    run's token (<run dir>/dashboard.token)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 0  # a non-loopback host's own port; 0 = any free port (shown in dashboard.url)
+    # pause/resume a symbol, halt, flatten from the page: off unless the operator turns them on;
+    # each needs the token and a confirmation
+    actions: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError("dashboard.host must not be empty (127.0.0.1 keeps it on this machine)")
+
+
 class TestingConfig(_Section):
     """Fault switches for tests. Refused unless ORCHESTRATE_TEST_FAULTS=1 is in the environment,
     so a production config can never enable them by accident."""
@@ -238,6 +257,7 @@ class Config(_Section):
     supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
     budgets: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
     status: StatusConfig = msgspec.field(default_factory=StatusConfig)
+    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
     signal: SignalConfig = msgspec.field(default_factory=SignalConfig)
     grid: GridConfig = msgspec.field(default_factory=GridConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)

@@ -249,6 +249,10 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     note: str = ""
     stop_price: float = float("nan")  # trigger of the protective stop resting on the venue, NaN if none
     flatten: str = ""  # an operator's flatten: its progress ("" when none was asked)
+    # For the dashboard's chart (shared/trading/book_view.py): entry prices of the grid the bot wants
+    # now, and its resting orders as (side, purpose, price, unfilled contracts); bounded there.
+    grid_levels: tuple[float, ...] = ()
+    resting_orders: tuple[tuple[str, str, float, int], ...] = ()
 
 
 class PoolFigures(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):

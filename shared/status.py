@@ -82,6 +82,7 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     halted_at: float | None = None  # epoch seconds the standing halt was set (persisted across restarts)
     halted_by: str = ""  # risk limits | supervisor (storage) | the operator's user name
     metrics_url: str = ""
+    dashboard_url: str = ""  # the web dashboard ("" when off or not served)
     # up | starting | down: <why> | none: signals only. Down means orders resting on the exchange
     # are managed by nobody (no fills read, no stops moved) until the gateway is back.
     order_management: str = ""
@@ -110,7 +111,8 @@ def render_table(snap: StatusSnapshot) -> str:
     lines = [
         f"orchestrate {snap.mode} on {snap.venue} | run dir {snap.run_dir} | pid {snap.supervisor_pid} "
         f"| up {snap.uptime_s:.0f}s" + (f" | {_halt_line(snap)}" if snap.halted else "")
-        + (f" | metrics {snap.metrics_url}" if snap.metrics_url else ""),
+        + (f" | metrics {snap.metrics_url}" if snap.metrics_url else "")
+        + (f" | dashboard {snap.dashboard_url}" if snap.dashboard_url else ""),
         *([_order_management_line(snap)] if _alarming(snap.order_management) else []),
         *([f"STORAGE FAILING: {snap.storage[len('failing: '):]}"] if snap.storage.startswith("failing") else []),
         f"{'SYMBOL':<10} {'STATE':<12} {'PID':>7} {'UP':>6} {'RST':>3} {'PRICE':>11} {'BARS':>5} "

@@ -391,6 +391,33 @@ class Store:
             for r in reversed(rows)
         ]
 
+    def order_events_page(self, *, symbol: str | None = None, event: str | None = None, before_id: int | None = None,
+                          limit: int = 100) -> list[tuple[int, OrderEvent]]:
+        """(row id, event) newest first, `limit` at most, older than `before_id`: one page of the
+        dashboard's order events (the next page starts before the last id of this one)."""
+        where, params = _page_filter(("symbol", symbol), ("event", event), before_id=before_id, id_column="id")
+        rows = self._db.execute(
+            "SELECT id, ts, symbol, event, client_order_id, order_id, side, price, size, detail FROM order_events"
+            f"{where} ORDER BY id DESC LIMIT ?", (*params, max(0, limit))).fetchall()
+        return [(r[0], OrderEvent(ts=r[1], symbol=r[2], event=r[3], client_order_id=r[4], order_id=r[5], side=r[6],
+                                  price=r[7], size=r[8], detail=r[9])) for r in rows]
+
+    def fills_page(self, *, symbol: str | None = None, side: str | None = None, before_seq: int | None = None,
+                   limit: int = 100) -> list[tuple[int, Fill]]:
+        """(seq, fill) newest first: one page of fills, as order_events_page."""
+        where, params = _page_filter(("symbol", symbol), ("side", side), before_id=before_seq, id_column="seq")
+        rows = self._db.execute(
+            "SELECT seq, fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id, order_id"
+            f" FROM fills{where} ORDER BY seq DESC LIMIT ?", (*params, max(0, limit))).fetchall()
+        return [(r[0], Fill(fill_id=r[1], ts=r[2], symbol=r[3], side=r[4], size=r[5], price=r[6], fee=r[7],
+                            contract_value=r[8], client_order_id=r[9], order_id=r[10])) for r in rows]
+
+    def equity_series(self, *, last: int = 2000) -> list[tuple[float, str]]:
+        """(ts, equity) of the last `last` account snapshots, oldest first."""
+        rows = self._db.execute("SELECT ts, equity FROM equity_snapshots ORDER BY id DESC LIMIT ?",
+                                (max(0, last),)).fetchall()
+        return [(float(r[0]), str(r[1])) for r in reversed(rows)]
+
     def newest_fill_ids(self, limit: int) -> list[str]:
         """Ids of the last `limit` fills stored, newest first: what a restarted gateway already
         has, so it reads the venue's fills back to them and no further."""
@@ -426,3 +453,13 @@ class Store:
         recorded mark (0 for a symbol with no snapshot yet)."""
         positions = positions_from_fills(self.fills(symbol))
         return summarise(positions, self.last_marks())
+
+
+def _page_filter(*equals: tuple[str, str | None], before_id: int | None, id_column: str) -> tuple[str, tuple[Any, ...]]:
+    """WHERE clause of a page: columns equal to the given values (None: any), ids below before_id."""
+    clauses = [f"{column}=?" for column, value in equals if value is not None]
+    params: list[Any] = [value for _, value in equals if value is not None]
+    if before_id is not None:
+        clauses.append(f"{id_column}<?")
+        params.append(before_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

@@ -46,6 +46,7 @@ from shared.messages import (
 )
 from shared.ring import BarRing
 from shared.symbol_settings import symbol_settings
+from shared.trading import book_view
 from shared.trading import flatten as flat
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
@@ -103,6 +104,8 @@ class TradingFigures(TypedDict, total=False):
     order_rtt_p50_us: float
     order_rtt_p99_us: float
     flatten: str
+    grid_levels: tuple[float, ...]
+    resting_orders: tuple[tuple[str, str, float, int], ...]
 
 class Worker:
     def __init__(self, spec: ChildSpec) -> None:
@@ -260,6 +263,9 @@ class Worker:
             out["open_orders"] = self.bot.owned_open_orders()
             out["realized_pnl"], out["unrealized_pnl"], out["fees"] = realised, unreal, fees
             out["stop_price"] = self.bot.resting_stop_price()
+            out["grid_levels"] = book_view.grid_levels(self.bot.desired)
+            out["resting_orders"] = book_view.resting_rows(self.bot.open_orders.values(), bot_id=self.bot.bot_id,
+                                                           symbol=self.symbol)
         w = self.order_rtt.window(time.monotonic())
         out["order_rtt_p50_us"], out["order_rtt_p99_us"] = w.percentile(50), w.percentile(99)
         if self.flatten is not None:
