@@ -103,6 +103,10 @@ class MarketConfig(_Section):
     seed: Annotated[int, _between(0, 2**32 - 1)] = 0  # synthetic markets and the RL agents' exploration
     initial_balance_usd: Annotated[float, _between(1, 1e9)] = 10_000.0  # paper account
     leverage: Annotated[float, _between(1, 200)] = 10.0  # Delta's range (products cap it lower)
+    # Paper funding (shared/funding.py): each product's funding interval in market seconds, and
+    # symbol -> FUNDING:<symbol> series CSV; symbols without one are charged the seeded model's rates.
+    funding_interval_s: Annotated[int, _between(60, 604_800)] = 28_800
+    funding_series: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
@@ -111,6 +115,12 @@ class MarketConfig(_Section):
             raise ValueError("market.clock must be 'replay' or 'wall'")
         if self.clock == "wall":
             self.bar_seconds = 60.0
+        if self.funding_interval_s % 60:
+            raise ValueError(f"market.funding_interval_s ({self.funding_interval_s}) must be a whole number of minutes")
+        for sym, path in self.funding_series.items():
+            if not os.path.isfile(path):
+                raise ValueError(f"market.funding_series.{sym}: no file {path!r} (a FUNDING:{sym} CSV, as "
+                                 "`orchestrate download --symbol FUNDING:<symbol>` writes)")
         if self.history_bars > self.window_bars:
             raise ValueError(f"market.history_bars ({self.history_bars}) must be <= market.window_bars "
                              f"({self.window_bars})")
