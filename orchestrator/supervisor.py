@@ -36,6 +36,7 @@ from shared.messages import (
     ALL_TOPIC,
     Control,
     FillEvent,
+    FundingRecord,
     GatewayFigures,
     Heartbeat,
     MessageCodec,
@@ -57,6 +58,7 @@ from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
 from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 
+from .funding_ledger import FundingLedger
 from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
@@ -132,6 +134,7 @@ class Supervisor:
         self._unstored: deque[LedgerFill] = deque()
         self.storage_error = ""  # why the ledger cannot be written; "" when it can
         self.venue_storage_error = ""  # why the paper venue cannot write its account journal
+        self.funding = FundingLedger()  # funding payments -> SQLite, per-symbol totals for status
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._next_store_flush = 0.0
@@ -200,7 +203,8 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, stored_fill_ids=self._known_fill_ids())
+            return msgspec.structs.replace(child.spec, stored_fill_ids=self._known_fill_ids(),
+                                           stored_funding_ids=self.funding.known_ids(self.store))
         return child.spec
 
     def _known_fill_ids(self) -> tuple[str, ...]:
@@ -359,6 +363,9 @@ class Supervisor:
                 self.on_fill(msg)
             elif isinstance(msg, OrderRecord):
                 self.on_order_record(msg)
+            elif isinstance(msg, FundingRecord):
+                self.funding.add(msg.funding)
+                self._store_funding()
             elif isinstance(msg, RLTable) and self.store is not None:
                 self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
@@ -409,6 +416,10 @@ class Supervisor:
             if stored:
                 self.fills_stored += 1
         self._storage_ok()
+
+    def _store_funding(self) -> None:
+        if self.store is not None and (why := self.funding.store_waiting(self.store)):
+            self._storage_failed(why)
 
     def _storage_failed(self, why: str) -> None:
         """A ledger write failed: no new entries (a fill we cannot record is a position we cannot
@@ -576,6 +587,7 @@ class Supervisor:
                     position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
                     realized_pnl=f.realized_pnl if f else 0.0,
                     unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
+                    funding=self.funding.of(child.name),
                     trading=_trading(f.trading if f else "", orders), order_errors=f.order_errors if f else 0,
                     order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
                     order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
@@ -692,6 +704,7 @@ class Supervisor:
         os.chmod(self.run_dir.control_path, 0o600)
         await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
+        self.funding.load(self.store)
 
         self._ctx = self._mp_context()
         self._build_children()
@@ -738,6 +751,8 @@ class Supervisor:
                 await self._check_account_risk()
                 if self._unstored:
                     self._store_fills()
+                if self.funding.waiting:
+                    self._store_funding()
                 if self.store is not None and now >= self._next_store_flush:
                     # Batched rows (order events, signals, snapshots) reach readers such as
                     # `orchestrate history` within a second, not after 256 more rows.
@@ -799,6 +814,7 @@ class Supervisor:
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
         if self.store is not None:
             self._store_fills()
+            self._store_funding()
             if self._unstored:
                 log.error("%d fills not written to the ledger before exit (%s); they stay on the exchange's "
                           "ledger", len(self._unstored), self.storage_error)

@@ -64,6 +64,7 @@ from shared.messages import (
 from shared.products import ProductSpec, UnknownSymbolError
 from shared.trading.fill_cursor import FillScan, KnownFills
 
+from .gateway_funding import FundingReader
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -166,6 +167,7 @@ class ExchangeGateway:
         self.client_ids = ClientIds()
         self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
         self.lookups_failing: collections.OrderedDict[str, int] = collections.OrderedDict()  # order id -> polls
+        self.funding: FundingReader | None = None  # the wallet ledger's funding entries (after start)
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -178,6 +180,8 @@ class ExchangeGateway:
         # so there every fill is news. The store drops repeats by id.
         if not self.spec.stored_fill_ids and self.spec.venue_access is None:
             self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
+        self.funding = FundingReader(self.rest.get_wallet_transactions_page, sup, self.codec, self.by_product,
+                                     self.spec.stored_funding_ids, live=self.spec.venue_access is None)
         stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_main_event, stale_after_s=stale_s)
@@ -749,9 +753,10 @@ async def run_exchange(spec: ChildSpec) -> int:
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
+    assert gw.funding is not None  # made by start()
     try:
         await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop], stop)
+                                 gw.stale_poll_loop, gw.funding.loop], stop)
     finally:
         await gw.stop()
         ctx.destroy(linger=0)

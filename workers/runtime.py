@@ -61,6 +61,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
     fill_checkpoint: FillCheckpoint | None = None
     # gateway: ids of the newest fills the store has (newest first): the fill reader's known set
     stored_fill_ids: tuple[str, ...] = ()
+    # gateway: ids of the newest funding entries the ledger holds, newest first (read back to them)
+    stored_funding_ids: tuple[str, ...] = ()
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB
