@@ -131,6 +131,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     for note in notes:
         print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
+    if cfg.market.funding_series and cfg.run.mode == "paper":
+        from shared.funding import load_series
+        try:  # read once here: a bad file must stop the start, not crash-loop the venue
+            load_series(cfg.market.funding_series)
+        except ValueError as exc:
+            print(f"orchestrate: config error: {exc}", file=sys.stderr)
+            return 2
     if cfg.run.mode == "live":
         if secrets is None:
             print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",
