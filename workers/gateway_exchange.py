@@ -181,7 +181,8 @@ class ExchangeGateway:
         if not self.spec.stored_fill_ids and self.spec.venue_access is None:
             self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
         self.funding = FundingReader(self.rest.get_wallet_transactions_page, sup, self.codec, self.by_product,
-                                     self.spec.stored_funding_ids, live=self.spec.venue_access is None)
+                                     self.spec.stored_funding_ids, live=self.spec.venue_access is None,
+                                     stored_fill_ids=self.spec.stored_fill_ids)
         stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_main_event, stale_after_s=stale_s)

@@ -6,7 +6,11 @@ entries already known, never by time, so no clock can make the gateway skip one,
 handed to the supervisor once (the store drops a repeat by the venue's transaction id anyway).
 The ledger lists every kind of entry (whether Delta filters by `transaction_types` is
 UNCONFIRMED, so nothing relies on it): the others are only remembered as read, so the next scan
-stops at them. Each funding entry is mapped here, once, into the domain's `Funding`.
+stops at them. A restarted gateway knows, besides the funding ids the ledger has, the fills it
+has: an entry naming one of them (`meta_data.fill_id`, as Delta's commission entries do; that the
+id is the fills endpoint's is UNCONFIRMED live, true on paper) is old news, so the first scan
+stops there rather than read back to the last funding time (hours of fills). Each funding entry
+is mapped here, once, into the domain's `Funding`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ EMPTY_LEDGER_HISTORY_S = 60.0  # live, no funding stored yet: entries older than
 ReadPage = Callable[..., Awaitable[tuple[list[WalletTransaction], str | None]]]
 
 
+def entry_key(t: WalletTransaction) -> str:
+    """What the scan knows a ledger entry by: its fill for a fill's entries, else its own id."""
+    fid = t.fill_id
+    return f"fill:{fid}" if fid is not None and t.transaction_type != "funding" else str(t.id)
+
+
 def funding_from(t: WalletTransaction, symbol: str) -> Funding:
     """A Delta `funding` ledger entry as the domain's Funding (the amount as the venue booked it)."""
     ts_us = t.created_at if isinstance(t.created_at, int) else 0
@@ -40,25 +50,28 @@ def funding_from(t: WalletTransaction, symbol: str) -> Funding:
 
 class FundingReader:
     def __init__(self, read_page: ReadPage, sup: zmq.Socket, codec: MessageCodec,
-                 by_product: Mapping[int, str], stored_ids: Sequence[str], *, live: bool) -> None:
+                 by_product: Mapping[int, str], stored_ids: Sequence[str], *, live: bool,
+                 stored_fill_ids: Sequence[str] = ()) -> None:
         """`read_page(after=cursor)`: one ledger page and the next cursor (the REST client's
         get_wallet_transactions_page). `stored_ids`: the newest funding ids the ledger holds,
-        newest first. `live` with none stored: older entries are the account's history."""
+        newest first; `stored_fill_ids` likewise its newest fills. `live` with no funding
+        stored: older entries are the account's history."""
         self.read_page = read_page
         self.sup = sup
         self.codec = codec
         self.by_product = by_product
-        self.known = KnownFills(reversed(stored_ids))
+        self.known = KnownFills([f"fill:{i}" for i in reversed(stored_fill_ids)] + list(reversed(stored_ids)))
         self.floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6) if live and not stored_ids else None
         self.handed = 0  # funding payments handed to the ledger
         self.read_errors = 0
         self.unread = 0  # scans that stopped at their page bound
+        self.pages_read = 0  # by the last scan
 
     async def read_new(self) -> int:
         """One newest-first pass; hands the new funding entries on, oldest first. Returns how
         many. A read that fails midway hands nothing on: the next pass reads the same again."""
         scan: FillScan[WalletTransaction] = FillScan(
-            self.known, fill_id=lambda t: str(t.id),
+            self.known, fill_id=entry_key,
             ts_us=lambda t: t.created_at if isinstance(t.created_at, int) else None, floor_us=self.floor_us)
         after: str | None = None
         try:
@@ -70,13 +83,14 @@ class FundingReader:
             self.read_errors += 1
             log.warning("wallet ledger poll failed: %s", exc)
             return 0
+        self.pages_read = scan.pages
         if scan.truncated:
             self.unread += 1
             log.error("funding: read %d ledger pages without reaching an entry already read; older funding "
                       "entries are not read into the ledger (the venue still has them)", scan.pages)
         handed = 0
         for t in scan.news():
-            tid = str(t.id)
+            tid = entry_key(t)
             sym = self.by_product.get(t.product_id or -1) if t.transaction_type == "funding" else None
             if sym is None:  # not funding, or funding of a product the bots do not trade
                 self.known.add(tid)

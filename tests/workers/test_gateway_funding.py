@@ -72,7 +72,8 @@ async def test_every_funding_entry_reaches_the_ledger_once_in_the_venues_order()
                                                        {r.funding.funding_id for r in got}]  # oldest first
         for r in got:
             fp = venue_funding[r.funding.funding_id]
-            assert r.funding.symbol == "BTCUSD" and D(r.funding.amount) == fp.amount < 0  # long pays at +rate
+            assert r.funding.symbol == "BTCUSD" and D(r.funding.amount) == fp.amount
+            assert fp.position == 7 and (fp.amount < 0) == (fp.rate > 0)  # a long pays a positive rate
             assert r.funding.ts == fp.timestamp / 1e6
         assert await reader.read_new() == 0  # nothing new: nothing again
 
@@ -86,6 +87,48 @@ async def test_every_funding_entry_reaches_the_ledger_once_in_the_venues_order()
         assert len(later) >= 2 and len(ids) == len(set(ids))
         newest_us = later[-1].funding.ts * 1e6
         assert set(ids) == {f"{2 * fp.seq}" for fp in venue.engine.funding if fp.timestamp <= newest_us}
+    finally:
+        await rest.close()
+        ctx.destroy(linger=0)
+        await venue.stop()
+
+
+async def test_a_restarted_reader_stops_at_the_fills_the_ledger_has_not_at_the_last_funding() -> None:
+    venue = await venue_with_funding(2)
+    ctx = zmq.asyncio.Context()
+    codec = MessageCodec("test")
+    pull = ctx.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sup = ctx.socket(zmq.PUSH)
+    sup.connect(f"tcp://127.0.0.1:{port}")
+    rest = DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret)
+    pages = functools.partial(rest.get_wallet_transactions_page, page_size=5)
+    try:
+        first = FundingReader(pages, sup, codec, {27: "BTCUSD"}, (), live=False)
+        await first.read_new()
+        got = await drain(pull, codec)
+        stored_funding = tuple(r.funding.funding_id for r in reversed(got))
+        for t in venue._tasks:  # the market stands still from here: no funding time passes by itself
+            if t.get_name() == "venue-replay":
+                t.cancel()
+        for _ in range(40):  # hours of trading since the last funding time: 80 ledger entries
+            venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=1, order_type="market_order"))
+            venue.engine.place_order(OrderRequest(product_id=27, side="sell", size=1, order_type="market_order"))
+        # then one funding time the ledger has not seen
+        after = venue.engine.funding_settled_until(27) + INTERVAL_S * 1_000_000
+        fresh = venue.engine.charge_funding(27, D("0.0001"), after)
+        venue.ws.publish_engine_events()
+        assert fresh is not None
+        stored_fills = tuple(f.id for f in reversed(venue.engine.fills))  # the ledger has them all
+        blind = FundingReader(pages, sup, codec, {27: "BTCUSD"}, stored_funding, live=False)
+        await blind.read_new()
+        blind_news = [r.funding.funding_id for r in await drain(pull, codec)]
+        sighted = FundingReader(pages, sup, codec, {27: "BTCUSD"}, stored_funding, live=False,
+                                stored_fill_ids=stored_fills)
+        await sighted.read_new()
+        sighted_news = [r.funding.funding_id for r in await drain(pull, codec)]
+        assert sighted_news == blind_news == [f"{2 * fresh.seq}"]  # the same news...
+        assert sighted.pages_read <= 2 < 16 <= blind.pages_read  # ...for a page or two, not the whole stretch
     finally:
         await rest.close()
         ctx.destroy(linger=0)
