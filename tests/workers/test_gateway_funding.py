@@ -8,6 +8,7 @@ import asyncio
 import functools
 import time
 from decimal import Decimal as D
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
@@ -21,11 +22,11 @@ from workers.venue import PaperVenue, VenueSettings
 INTERVAL_S = 600
 
 
-async def venue_with_funding(n: int) -> PaperVenue:
+async def venue_with_funding(n: int, size: int = 7) -> PaperVenue:
     venue = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200, funding_interval_s=INTERVAL_S),
                        ["BTCUSD", "ETHUSD"])
     await venue.start()
-    venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=7, order_type="market_order"))
+    venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=size, order_type="market_order"))
     venue.ws.publish_engine_events()
     await wait_funding(venue, n)
     return venue
@@ -75,7 +76,10 @@ async def test_every_funding_entry_reaches_the_ledger_once_in_the_venues_order()
             assert r.funding.symbol == "BTCUSD" and D(r.funding.amount) == fp.amount
             assert fp.position == 7 and (fp.amount < 0) == (fp.rate > 0)  # a long pays a positive rate
             assert r.funding.ts == fp.timestamp / 1e6
-        assert await reader.read_new() == 0  # nothing new: nothing again
+        again = await reader.read_new()  # only what was charged since (the market runs on): nothing twice
+        extra = await drain(pull, codec)
+        assert again == len(extra) and not {r.funding.funding_id for r in extra} & {r.funding.funding_id for r in got}
+        got += extra
 
         # more funding; a restarted gateway reads back to the ids the ledger has, and no further
         await wait_funding(venue, len(venue.engine.funding) + 2)
@@ -103,14 +107,14 @@ async def test_a_restarted_reader_stops_at_the_fills_the_ledger_has_not_at_the_l
     sup.connect(f"tcp://127.0.0.1:{port}")
     rest = DeltaRestClient(venue.rest_url, venue.api_key, venue.api_secret)
     pages = functools.partial(rest.get_wallet_transactions_page, page_size=5)
+    for t in venue._tasks:  # the market stands still from here: no funding time passes by itself
+        if t.get_name() == "venue-replay":
+            t.cancel()
     try:
         first = FundingReader(pages, sup, codec, {27: "BTCUSD"}, (), live=False)
         await first.read_new()
         got = await drain(pull, codec)
         stored_funding = tuple(r.funding.funding_id for r in reversed(got))
-        for t in venue._tasks:  # the market stands still from here: no funding time passes by itself
-            if t.get_name() == "venue-replay":
-                t.cancel()
         for _ in range(40):  # hours of trading since the last funding time: 80 ledger entries
             venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=1, order_type="market_order"))
             venue.engine.place_order(OrderRequest(product_id=27, side="sell", size=1, order_type="market_order"))
@@ -131,5 +135,36 @@ async def test_a_restarted_reader_stops_at_the_fills_the_ledger_has_not_at_the_l
         assert sighted.pages_read <= 2 < 16 <= blind.pages_read  # ...for a page or two, not the whole stretch
     finally:
         await rest.close()
+        ctx.destroy(linger=0)
+        await venue.stop()
+
+
+async def test_the_equity_the_account_risk_limits_read_holds_the_funding(tmp_path: Path) -> None:
+    """The supervisor's daily-loss and drawdown limits read the gateway's equity: the wallet's
+    balance (which every funding payment moved) plus unrealised PnL."""
+    from tests.workers.test_gateway_exchange import gateway_on, supervisor_sockets
+
+    venue = await venue_with_funding(3, size=500)  # ~0.03 USD a funding time
+    for t in venue._tasks:  # the market stands still: the figures below cannot move under the read
+        if t.get_name() == "venue-replay":
+            t.cancel()
+    e = venue.engine
+    assert e.funding_total != 0
+    assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total + e.funding_total
+    ctx = zmq.asyncio.Context()
+    _, sup, pub = supervisor_sockets(ctx)
+    gw = gateway_on(tmp_path, venue, paper=True)
+    try:
+        await gw.start(pub, sup)
+        task = asyncio.create_task(gw.account_loop())
+        deadline = time.monotonic() + 10
+        while gw.equity != gw.equity and time.monotonic() < deadline:  # NaN until the first read
+            await asyncio.sleep(0.05)
+        task.cancel()
+        upnl = sum((e.unrealized_pnl(pid) for pid in (27,)), D(0))
+        # floats on the wire (balance + unrealised): equal to far below a cent
+        assert abs(D(repr(gw.equity)) - (e.balance + upnl)) < D("1e-6") < abs(e.funding_total) / 100
+    finally:
+        await gw.stop()
         ctx.destroy(linger=0)
         await venue.stop()
