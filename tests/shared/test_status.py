@@ -58,3 +58,16 @@ def test_failing_storage_is_said_on_its_own_line() -> None:
     assert line in render_table(snap).splitlines()
     lines = render_lines(snap).splitlines()
     assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full"]
+
+
+def test_funding_shows_per_symbol_and_counts_in_net_pnl() -> None:
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          workers=[worker("BTCUSD", funding=-0.75), worker("ETHUSD")])
+    table = render_table(snap).splitlines()
+    btc = next(line for line in table if line.startswith("BTCUSD"))
+    eth = next(line for line in table if line.startswith("ETHUSD"))
+    assert "| funding -0.75" in btc and "funding" not in eth
+    assert " 0.50  ok" in btc and " 1.25  ok" in eth  # PNL: 1.5 realised - 0.25 fees (- 0.75 funding paid)
+    lines = render_lines(snap).splitlines()
+    assert "pnl=0.50 funding=-0.75" in lines[0] and "pnl=1.25 funding=0.00" in lines[1]
+    assert msgspec.json.decode(msgspec.json.encode(snap))["workers"][0]["funding"] == -0.75
