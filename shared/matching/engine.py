@@ -1,8 +1,15 @@
 """The paper venue's matching engine: one account's resting orders against a replayed market.
 
 Pure and deterministic: no I/O, no asyncio, time only from the injected `clock` (microseconds) or
-from the replayed trade's own timestamp. Money is `Decimal`, rounded to 8 places per fill, so the
-ledger identity `balance == initial + realised PnL - fees` holds exactly, not "nearly".
+from the replayed trade's own timestamp. Money is `Decimal`, rounded to 8 places per fill and per
+funding payment, so the ledger identity `balance == initial + realised PnL - fees + funding` holds
+exactly, not "nearly".
+
+Funding (`charge_funding`, called by the venue at each funding time its clock passes): the open
+position pays or receives position x contract_value x mark x rate (the mark: the last trade),
+into the balance and the position's funding; each product remembers the newest funding time it
+settled, so settling one twice changes nothing. Payments take their sequence number from the
+fills' counter: fills and funding are one ordered ledger (the wallet transactions, the journal).
 
 Fill rules (documented choices, each one tested):
 - The book is the account's own resting orders, price-time priority (best price first, then the
