@@ -12,7 +12,7 @@ so a restart never charges one twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable
 from decimal import Decimal
 
 from shared.funding import FundingRates, boundaries, last_boundary
@@ -38,7 +38,7 @@ class VenueFunding:
         """The next funding time after `now_us` (µs)."""
         return last_boundary(now_us, self.interval_s) + self.interval_s * 1_000_000
 
-    def settle(self, engine: MatchingEngine, products: Sequence[tuple[str, int]], now_us: int) -> list[FundingPayment]:
+    def settle(self, engine: MatchingEngine, products: Iterable[tuple[str, int]], now_us: int) -> list[FundingPayment]:
         """Charge every (symbol, product_id) for the funding times up to `now_us` it has not
         settled yet. Cheap when none is due (the common case: one comparison a replay step)."""
         due = last_boundary(now_us, self.interval_s)

@@ -228,7 +228,8 @@ class MarketReplay:
 
     def settle_funding(self) -> None:
         """Charge or pay funding for every funding time the market clock has passed."""
-        self.funding.settle(self.engine, [(m.symbol, m.spec.product_id) for m in self._markets_list],
+        # a generator: settle() returns before reading it unless a funding time is due
+        self.funding.settle(self.engine, ((m.symbol, m.spec.product_id) for m in self._markets_list),
                             self.market_us)
 
     def funding_rate(self, m: Market) -> tuple[Decimal, int, int]:
