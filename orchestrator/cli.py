@@ -164,6 +164,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         except DashboardError as exc:
             print(f"orchestrate: dashboard: {exc}", file=sys.stderr)
             return 2
+    if cfg.market.funding_series and cfg.run.mode == "paper":
+        from shared.funding import load_series
+        try:  # read once here: a bad file must stop the start, not crash-loop the venue
+            load_series(cfg.market.funding_series)
+        except ValueError as exc:
+            print(f"orchestrate: config error: {exc}", file=sys.stderr)
+            return 2
     if cfg.run.mode == "live":
         if secrets is None:
             print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",
@@ -297,6 +304,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         with store:
             fills = store.fills(symbol)
+            funding = store.funding(symbol)
             summary = summary_to_builtins(store.pnl_summary(symbol))
             orders = store.order_events(symbol, limit=max(1, args.last)) if args.orders else []
     except sqlite3.Error as exc:  # not SQLite, or another program's database
@@ -304,7 +312,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         doc = {"fills": [msgspec.to_builtins(f) for f in fills], "symbols": summary["symbols"],
-               "pnl": summary["total"]}
+               "pnl": summary["total"], "funding": [msgspec.to_builtins(f) for f in funding]}
         if args.orders:
             doc["order_events"] = [msgspec.to_builtins(o) for o in orders]
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
@@ -321,14 +329,15 @@ def cmd_history(args: argparse.Namespace) -> int:
     for f in fills[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.ts))
         print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10}  {f.client_order_id}")
-    print(f"\n{len(fills)} fill(s)")
-    print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'NET':>12}")
+    print(f"\n{len(fills)} fill(s), {len(funding)} funding payment(s) (funding: + received, - paid)")
+    print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'FUNDING':>10} "
+          f"{'NET':>12}")
     for r in summary["symbols"]:
         print(f"{r['symbol']:<10} {r['contracts']:>9} {r['realised_cents']:>12} {r['unrealised_cents']:>12} "
-              f"{r['fees_cents']:>10} {r['net_cents']:>12}")
+              f"{r['fees_cents']:>10} {r['funding_cents']:>10} {r['net_cents']:>12}")
     t = summary["total"]
     print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "
-          f"{t['net_cents']:>12}")
+          f"{t['funding_cents']:>10} {t['net_cents']:>12}")
     return 0
 
 

@@ -40,6 +40,7 @@ _WORKER_GAUGES = (
     ("realized_pnl", "Realised PnL"),
     ("unrealized_pnl", "Unrealised PnL"),
     ("fees", "Fees paid"),
+    ("funding", "Funding to date (+ received, - paid)"),
 )
 
 

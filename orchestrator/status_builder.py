@@ -6,6 +6,7 @@ processes (tests/orchestrator/test_status_builder.py). The supervisor adds the a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from shared.messages import GatewayFigures, PoolFigures, WorkerFigures
@@ -32,7 +33,7 @@ def flatten_progress(child: Child, f: WorkerFigures | None, *, flattening: bool)
 
 
 def worker_status(child: Child, now: float, *, order_management: str, flattening: bool,
-                  overrides: Sequence[str] = ()) -> WorkerStatus:
+                  overrides: Sequence[str] = (), funding: float = 0.0) -> WorkerStatus:
     f = child.figures if isinstance(child.figures, WorkerFigures) else None
     up = now - child.started_mono if child.alive() else 0.0
     first = None
@@ -59,7 +60,7 @@ def worker_status(child: Child, now: float, *, order_management: str, flattening
         first_signal_after_launch_s=clean(first, 3),
         position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
         realized_pnl=f.realized_pnl if f else 0.0,
-        unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
+        unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0, funding=funding,
         trading=trading(f.trading if f else "", order_management), order_errors=f.order_errors if f else 0,
         order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
         order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
@@ -88,9 +89,10 @@ def process_status(child: Child, now: float) -> ProcessStatus:
 
 
 def rows(children: Iterable[Child], now: float, *, order_management: str, flattening: Iterable[str],
-         overrides: Mapping[str, Sequence[str]] | None = None) -> tuple[list[WorkerStatus], list[ProcessStatus]]:
+         overrides: Mapping[str, Sequence[str]] | None = None,
+         funding: Mapping[str, Decimal] | None = None) -> tuple[list[WorkerStatus], list[ProcessStatus]]:
     """Every child's row, workers and the other processes apart, in the process table's order;
-    `overrides`: the keys each symbol's [symbols.X] tables set."""
+    `overrides`: the keys each symbol's [symbols.X] tables set; `funding`: each symbol's to date."""
     asked = set(flattening)
     workers: list[WorkerStatus] = []
     procs: list[ProcessStatus] = []
@@ -98,7 +100,8 @@ def rows(children: Iterable[Child], now: float, *, order_management: str, flatte
         if child.kind == "worker":
             workers.append(worker_status(child, now, order_management=order_management,
                                          flattening=child.name in asked,
-                                         overrides=(overrides or {}).get(child.name, ())))
+                                         overrides=(overrides or {}).get(child.name, ()),
+                                         funding=float((funding or {}).get(child.name, 0))))
         else:
             procs.append(process_status(child, now))
     return workers, procs

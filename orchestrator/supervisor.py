@@ -32,6 +32,7 @@ from shared.messages import (
     ALL_TOPIC,
     Control,
     FillEvent,
+    FundingRecord,
     GatewayFigures,
     Heartbeat,
     MessageCodec,
@@ -54,6 +55,7 @@ from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
 from . import commands, status_builder
 from .account import AccountGuard, StoreLiftFailed
 from .alerts import SupervisorAlerts
+from .funding_ledger import FundingLedger
 from .ledger import LedgerWriter
 from .rundir import RunDir
 
@@ -133,6 +135,7 @@ class Supervisor:
             on_halt=lambda reason: self.alerts.halted(reason, self._last_snapshot or self.snapshot()))
         self._lifted: tuple[str, float] = ("", 0.0)  # the halt reason last lifted, until (monotonic)
         self.flattening: dict[str, float] = {}  # symbol -> when asked; asked again until it reports flat
+        self.funding = FundingLedger()  # funding payments -> SQLite, per-symbol totals for status
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
         self._overrides = {sym: symbol_overrides(cfg, sym) for sym in cfg.run.symbols}
@@ -222,7 +225,8 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, stored_fill_ids=self.ledger.known_fill_ids(STORED_FILL_IDS))
+            return msgspec.structs.replace(child.spec, stored_fill_ids=self.ledger.known_fill_ids(STORED_FILL_IDS),
+                                           stored_funding_ids=self.funding.known_ids(self.store))
         return child.spec
 
     def _start(self, child: Child, ctx: Any) -> None:
@@ -377,6 +381,9 @@ class Supervisor:
             elif isinstance(msg, OrderRecord):
                 self.alerts.order_record(msg)
                 self.ledger.on_order_record(msg)
+            elif isinstance(msg, FundingRecord):
+                self.funding.add(msg.funding)
+                self._store_funding()
             elif isinstance(msg, RLTable) and self.store is not None:
                 self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
@@ -396,6 +403,10 @@ class Supervisor:
                 log.exception("message from a child not handled")
 
     # --- account risk (one place for the whole account) ---------------------------------------
+
+    def _store_funding(self) -> None:
+        if self.store is not None and (why := self.funding.store_waiting(self.store)):
+            self.ledger.failed(why)
 
     async def _broadcast(self, command: str, reason: str = "", symbol: str = "*") -> None:
         t = ALL_TOPIC if symbol == "*" else topic(symbol)
@@ -567,7 +578,8 @@ class Supervisor:
         now = time.monotonic()
         orders = self.order_management()
         workers, procs = status_builder.rows(self.children.values(), now, order_management=orders,
-                                             flattening=self.flattening, overrides=self._overrides)
+                                             flattening=self.flattening, overrides=self._overrides,
+                                             funding=self.funding.by_symbol)
         snap = StatusSnapshot(
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
@@ -655,6 +667,7 @@ class Supervisor:
         await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
         self.account.restore(self.store)  # before any bot starts: a persisted halt stands
+        self.funding.load(self.store)
 
         self._ctx = self._mp_context()
         self._build_children()
@@ -702,6 +715,8 @@ class Supervisor:
                 await self._check_account_risk()
                 if self.ledger.unstored:
                     self.ledger.store_fills()
+                if self.funding.waiting:
+                    self._store_funding()
                 if self.store is not None and now >= self._next_store_flush:
                     # Batched rows (order events, signals, snapshots) reach readers such as
                     # `orchestrate history` within a second, not after 256 more rows.
@@ -769,6 +784,7 @@ class Supervisor:
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
+        self._store_funding()  # a last try, as the ledger's close does for fills
         self.ledger.close()
         if self.ring is not None:
             try:

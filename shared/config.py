@@ -108,6 +108,10 @@ class MarketConfig(_Section):
     # external: a venue started beforehand by `orchestrate venue --run-dir DIR` on the same run dir,
     # found through DIR/venue.json; it outlives the trading tree, as an exchange would
     paper_venue: str = "embedded"
+    # Paper funding (shared/funding.py): each product's funding interval in market seconds, and
+    # symbol -> FUNDING:<symbol> series CSV; symbols without one are charged the seeded model's rates.
+    funding_interval_s: Annotated[int, _between(60, 604_800)] = 28_800
+    funding_series: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source not in ("venue", "replay"):
@@ -118,6 +122,12 @@ class MarketConfig(_Section):
             raise ValueError("market.clock must be 'replay' or 'wall'")
         if self.clock == "wall":
             self.bar_seconds = 60.0
+        if self.funding_interval_s % 60:
+            raise ValueError(f"market.funding_interval_s ({self.funding_interval_s}) must be a whole number of minutes")
+        for sym, path in self.funding_series.items():
+            if not os.path.isfile(path):
+                raise ValueError(f"market.funding_series.{sym}: no file {path!r} (a FUNDING:{sym} CSV, as "
+                                 "`orchestrate download --symbol FUNDING:<symbol>` writes)")
         if self.history_bars > self.window_bars:
             raise ValueError(f"market.history_bars ({self.history_bars}) must be <= market.window_bars "
                              f"({self.window_bars})")

@@ -216,6 +216,22 @@ class FillEvent(Msg, tag="fill_ev", frozen=True):
     sent_ns: int
 
 
+class Funding(msgspec.Struct, frozen=True, kw_only=True):
+    """One funding payment on a symbol's position, as the venue's wallet ledger booked it: the
+    one form funding takes past the exchange edge (gateway -> supervisor -> SQLite, status,
+    history). `funding_id` is the venue's transaction id: the ledger keeps each once."""
+    funding_id: str
+    symbol: str
+    amount: str  # decimal string, as booked: + received, - paid
+    ts: float  # epoch seconds of the funding time (the venue's clock)
+
+
+class FundingRecord(Msg, tag="funding_rec", frozen=True):
+    """Gateway -> supervisor: a funding payment for the SQLite ledger."""
+    funding: Funding
+    sent_ns: int
+
+
 # --- supervision: every process -> supervisor (PUSH/PULL) --------------------------------------
 
 
@@ -308,7 +324,7 @@ class Control(Msg, tag="ctl", frozen=True):
 
 Message = (Tick | Candle | HistoryRequest | HistoryReply | SignalRequest | SignalReply | Heartbeat
            | Control | AccountRequest | AccountSnapshot | OrderIntents | IntentResult | OrderEvent
-           | FillEvent | RLTable | OrderRecord)
+           | FillEvent | RLTable | OrderRecord | FundingRecord)
 
 
 class MessageCodec:

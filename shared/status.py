@@ -53,6 +53,7 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     overrides: list[str] = msgspec.field(default_factory=list)
     # an operator's flatten: "" (none asked), requested, cancelling/closing/confirming ..., flat: ...
     flatten: str = ""
+    funding: float = 0.0  # perpetual funding to date from the ledger: + received, - paid (in net PnL)
 
 
 class ProcessStatus(msgspec.Struct, kw_only=True):
@@ -122,7 +123,7 @@ def render_table(snap: StatusSnapshot) -> str:
     short = {"UP": "U", "DOWN": "D", "LONG": "L", "SHORT": "S", "HOLD": "H", "NONE": "-"}
     for w in snap.workers:
         votes = "/".join(short.get(w.votes.get(k, "NONE"), "?") for k in ("trend", "mtf", "volatility", "rl"))
-        pnl = w.realized_pnl + w.unrealized_pnl - w.fees
+        pnl = net_pnl(w)
         lines.append(
             f"{w.symbol:<10} {w.state[:12]:<12} {w.pid:>7} {w.uptime_s:>6.0f} {w.restarts:>3} "
             f"{_fmt(w.last_price, '11.2f'):>11} {w.bar_count:>5} {w.signal:<6} {w.confidence:>4.2f} "
@@ -131,6 +132,7 @@ def render_table(snap: StatusSnapshot) -> str:
             f"{_fmt(w.cpu_percent, '5.1f'):>5} {w.position:>6.0f} {w.open_orders:>3} {pnl:>9.2f}  {w.budget}"
             + (f" | stop {w.stop_price:g}" if w.stop_price is not None else "")
             + (f" | overrides {' '.join(w.overrides)}" if w.overrides else "")
+            + (f" | funding {w.funding:+.2f}" if w.funding else "")
             + (f" | {w.trading}" if w.trading and w.trading != "trading" else "")
             + (f" | flatten: {w.flatten}" if w.flatten else "")
             + (f" | {w.note}" if w.note else ""))
@@ -147,6 +149,11 @@ def _halt_line(snap: StatusSnapshot) -> str:
             if snap.halted_at is not None else "")
     by = f" by {snap.halted_by}" if snap.halted_by else ""
     return f"HALTED{when}{by}: {snap.halt_reason} (lift: orchestrate resume --all)"
+
+
+def net_pnl(w: WorkerStatus) -> float:
+    """What the symbol made: realised + unrealised - fees + funding."""
+    return w.realized_pnl + w.unrealized_pnl - w.fees + w.funding
 
 
 def _alarming(order_management: str) -> bool:
@@ -172,7 +179,7 @@ def render_lines(snap: StatusSnapshot) -> str:
             f"conf={w.confidence:.2f} p50={_fmt(w.tick_to_signal_p50_us, '.0f')}us "
             f"p99={_fmt(w.tick_to_signal_p99_us, '.0f')}us restarts={w.restarts} "
             f"uss={_fmt(w.uss_mb, '.1f')}MB pos={w.position:.0f} orders={w.open_orders} "
-            f"pnl={w.realized_pnl + w.unrealized_pnl - w.fees:.2f} stop={_fmt(w.stop_price, 'g')} "
+            f"pnl={net_pnl(w):.2f} funding={w.funding:.2f} stop={_fmt(w.stop_price, 'g')} "
             f"trading={w.trading!r} budget={w.budget}"
             + (f" overrides={','.join(w.overrides)}" if w.overrides else "")
             + (f" flatten={w.flatten!r}" if w.flatten else ""))

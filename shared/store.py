@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from shared.messages import Funding
 from shared.trading.account_risk import AccountRisk
 from shared.trading.pnl import Fill, PnlSummary, positions_from_fills, summarise, to_decimal
 
@@ -85,6 +86,14 @@ CREATE TABLE IF NOT EXISTS signals (
     atr REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS signals_symbol_ts ON signals (symbol, ts);
+CREATE TABLE IF NOT EXISTS funding (
+    seq INTEGER PRIMARY KEY,
+    funding_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    symbol TEXT NOT NULL,
+    amount TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS funding_symbol_ts ON funding (symbol, ts);
 CREATE TABLE IF NOT EXISTS rl_tables (
     symbol TEXT PRIMARY KEY,
     updated_ts REAL NOT NULL,
@@ -257,6 +266,21 @@ class Store:
             raise StoreError(f"fill {fill.fill_id} replayed with different contents: stored {tuple(stored)}")
         return False
 
+    def record_funding(self, funding: Funding) -> bool:
+        """Store a funding payment durably, as a fill is; True if new, False if this venue
+        transaction id was already stored (a replay)."""
+        to_decimal(funding.amount)  # a payment that is not an amount is refused, not stored
+        cur = self._write("INSERT OR IGNORE INTO funding (funding_id, ts, symbol, amount) VALUES (?,?,?,?)",
+                          (funding.funding_id, funding.ts, funding.symbol, funding.amount))
+        self.flush()
+        if cur.rowcount == 1:
+            return True
+        stored = self._db.execute("SELECT ts, symbol, amount FROM funding WHERE funding_id=?",
+                                  (funding.funding_id,)).fetchone()
+        if tuple(stored) != (funding.ts, funding.symbol, funding.amount):
+            raise StoreError(f"funding {funding.funding_id} replayed with different contents: stored {tuple(stored)}")
+        return False
+
     def record_order_event(self, event: OrderEvent, *, durable: bool = False) -> None:
         """Batched by default; `durable` commits now (use it for a placement intent recorded
         before the order is sent, so a restart can continue past every client order id used)."""
@@ -418,6 +442,26 @@ class Store:
                                 (max(0, last),)).fetchall()
         return [(float(r[0]), str(r[1])) for r in reversed(rows)]
 
+    def funding(self, symbol: str | None = None) -> list[Funding]:
+        """Funding payments in the order they were stored."""
+        where, params = (" WHERE symbol=?", (symbol,)) if symbol is not None else ("", ())
+        rows = self._db.execute(f"SELECT funding_id, symbol, amount, ts FROM funding{where} ORDER BY seq",
+                                params).fetchall()
+        return [Funding(funding_id=r[0], symbol=r[1], amount=r[2], ts=r[3]) for r in rows]
+
+    def funding_by_symbol(self) -> dict[str, Decimal]:
+        """Each symbol's funding to date (+ received, - paid), exact."""
+        out: dict[str, Decimal] = {}
+        for sym, amount in self._db.execute("SELECT symbol, amount FROM funding ORDER BY seq"):
+            out[sym] = out.get(sym, Decimal(0)) + to_decimal(amount)
+        return out
+
+    def newest_funding_ids(self, limit: int) -> list[str]:
+        """Ids of the last `limit` funding payments stored, newest first (see newest_fill_ids)."""
+        rows = self._db.execute("SELECT funding_id FROM funding ORDER BY seq DESC LIMIT ?",
+                                (max(0, limit),)).fetchall()
+        return [r[0] for r in rows]
+
     def newest_fill_ids(self, limit: int) -> list[str]:
         """Ids of the last `limit` fills stored, newest first: what a restarted gateway already
         has, so it reads the venue's fills back to them and no further."""
@@ -450,9 +494,12 @@ class Store:
 
     def pnl_summary(self, symbol: str | None = None) -> PnlSummary:
         """Realised, fees and position replayed from the stored fills; unrealised at the last
-        recorded mark (0 for a symbol with no snapshot yet)."""
+        recorded mark (0 for a symbol with no snapshot yet); funding from the stored payments."""
         positions = positions_from_fills(self.fills(symbol))
-        return summarise(positions, self.last_marks())
+        funding = self.funding_by_symbol()
+        if symbol is not None:
+            funding = {symbol: funding[symbol]} if symbol in funding else {}
+        return summarise(positions, self.last_marks(), funding)
 
 
 def _page_filter(*equals: tuple[str, str | None], before_id: int | None, id_column: str) -> tuple[str, tuple[Any, ...]]:

@@ -76,6 +76,7 @@ from shared.symbol_settings import symbol_settings
 from shared.trading.fill_cursor import FillScan, KnownFills
 
 from .gateway_deadman import DeadmanKeeper
+from .gateway_funding import FundingReader
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -188,6 +189,7 @@ class ExchangeGateway:
         self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
         self.ws_down_since: float | None = None  # monotonic time the account socket dropped (alerts)
         self.lookups_failing: collections.OrderedDict[str, int] = collections.OrderedDict()  # order id -> polls
+        self.funding: FundingReader | None = None  # the wallet ledger's funding entries (after start)
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -200,6 +202,9 @@ class ExchangeGateway:
         # so there every fill is news. The store drops repeats by id.
         if not self.spec.stored_fill_ids and self.spec.venue_access is None:
             self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
+        self.funding = FundingReader(self.rest.get_wallet_transactions_page, sup, self.codec, self.by_product,
+                                     self.spec.stored_funding_ids, live=self.spec.venue_access is None,
+                                     stored_fill_ids=self.spec.stored_fill_ids)
         stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_main_event, stale_after_s=stale_s)
@@ -796,9 +801,11 @@ async def run_exchange(spec: ChildSpec) -> int:
     # Delta's dead-man switch: renewed while this gateway lives (workers/gateway_deadman.py).
     deadman = DeadmanKeeper(gw.rest, cfg.deadman, cfg.run.bot_id, gw.products.values()) if cfg.deadman.enabled else None
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
+    assert gw.funding is not None  # made by start()
     try:
         await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop] + ([deadman.loop] if deadman is not None else []), stop)
+                                 gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else []),
+                                stop)
         if deadman is not None and supervisor_alive(spec.supervisor_pid):  # a clean stop, not an orphan's exit
             await deadman.disable()
     finally:

@@ -65,6 +65,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
     # paused, so a bot never trades in the moment before it hears the supervisor say so
     halted: str = ""
     paused: bool = False
+    # gateway: ids of the newest funding entries the ledger holds, newest first (read back to them)
+    stored_funding_ids: tuple[str, ...] = ()
 
 
 LOG_MAX_BYTES = 20 * 1024 * 1024  # per file; with LOG_BACKUPS the logs of one process stay <= 80 MB

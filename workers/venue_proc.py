@@ -29,6 +29,7 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
     return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, history_bars=m.history_bars, seed=m.seed,
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
+                         funding_interval_s=m.funding_interval_s, funding_series=dict(m.funding_series),
                          start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
                          state_file=str(Path(spec.run_dir) / "paper-account.json"),
                          fault_latency_ms=t.venue_latency_ms, fault_5xx_probability=t.venue_5xx_probability,

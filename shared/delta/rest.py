@@ -827,6 +827,15 @@ class DeltaRestClient:
         return await self._get_paged("/v2/wallet/transactions", WalletTransaction,
                                      {"start_time": start_time, "page_size": 50}, signed=True)
 
+    async def get_wallet_transactions_page(self, *, after: str | None = None, page_size: int = 50
+                                           ) -> tuple[list[WalletTransaction], str | None]:
+        """One page of the wallet ledger, newest first, and the cursor of the next (older) page
+        (None: no more). Every kind of entry: whether Delta filters by `transaction_types` is
+        UNCONFIRMED, so callers pick the kinds they want (funding, ...) themselves."""
+        params = {"page_size": page_size, "after": after}
+        page, env = await self._get("/v2/wallet/transactions", list[WalletTransaction], params=params, signed=True)
+        return page, (env.meta.after if env.meta else None) or None
+
     async def get_fills(self, product_ids: Sequence[int] | None = None,
                         start_time: int | None = None) -> list[Fill]:
         """Fills since start_time (µs) (Delta caps pages at 50)."""

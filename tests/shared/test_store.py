@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.messages import Funding
 from shared.store import (
     EquitySnapshot,
     OrderEvent,
@@ -247,3 +248,26 @@ def test_an_unreadable_account_risk_row_is_an_error_not_a_fresh_start(tmp_path: 
         store.flush()
         with pytest.raises(StoreError, match="account risk state unreadable"):
             store.load_account_risk()
+
+
+def test_funding_is_kept_once_by_the_venues_id_and_counts_in_net_pnl(tmp_path: Path) -> None:
+    paid = Funding(funding_id="184", symbol="BTCUSD", amount="-0.0601", ts=1_700_028_800.0)
+    with Store(db_path(tmp_path)) as store:
+        store.record_fill(make_fill(1, size=10, price="60000", fee="0.3"))
+        assert store.record_funding(paid)
+        assert not store.record_funding(paid)  # read again after a gateway restart
+        with pytest.raises(StoreError, match="different contents"):
+            store.record_funding(Funding(funding_id="184", symbol="BTCUSD", amount="-0.06", ts=1_700_028_800.0))
+        with pytest.raises(ValueError):
+            store.record_funding(Funding(funding_id="185", symbol="BTCUSD", amount="lots", ts=1.0))
+        assert store.record_funding(Funding(funding_id="190", symbol="ETHUSD", amount="0.02", ts=1_700_057_600.0))
+        assert store.funding() == [paid, Funding(funding_id="190", symbol="ETHUSD", amount="0.02", ts=1_700_057_600.0)]
+        assert store.funding_by_symbol() == {"BTCUSD": Decimal("-0.0601"), "ETHUSD": Decimal("0.02")}
+        assert store.newest_funding_ids(5) == ["190", "184"]
+        summary = store.pnl_summary()
+        rows = {r.symbol: r for r in summary.symbols}
+        assert rows["BTCUSD"].funding == Decimal("-0.0601")
+        assert rows["BTCUSD"].net == -Decimal("0.3") - Decimal("0.0601")  # no mark yet: unrealised 0
+        assert rows["ETHUSD"].contracts == 0 and rows["ETHUSD"].net == Decimal("0.02")  # funding alone
+        assert summary.funding == Decimal("-0.0401") and summary.net == Decimal("-0.3401")
+        assert store.pnl_summary("ETHUSD").funding == Decimal("0.02")

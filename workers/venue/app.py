@@ -106,6 +106,9 @@ class PaperVenue:
     def candle_frame(self, m: Market, ts: int) -> dict[str, Any]:
         return self.replay.candle_frame(m, ts)
 
+    def funding_rate(self, m: Market) -> tuple[Decimal, int, int]:
+        return self.replay.funding_rate(m)
+
     def market_clock(self) -> MarketClock:
         return self.replay.market_clock()
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shared.funding import FundingRates, load_series
 from shared.market_clock import MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import (
     BAR_SECONDS,
@@ -43,6 +44,7 @@ from shared.products import (
     synthetic_symbol,
 )
 from workers.venue.account import AccountStore, newest_event_us
+from workers.venue.funding import VenueFunding
 from workers.venue.guard import PUBLIC_CALLER
 from workers.venue.ws import WsHub, dumps
 
@@ -116,6 +118,8 @@ class MarketSettings(Protocol):
     initial_balance_usd: float
     leverage: float
     start_ts: float | None
+    funding_interval_s: int
+    funding_series: dict[str, str]
 
 
 class MarketReplay:
@@ -150,6 +154,16 @@ class MarketReplay:
         for spec in self.engine.specs():  # products of a restored account keep their markets
             self.market(spec.symbol)
         self._restoring = False
+        self.funding = VenueFunding(FundingRates(settings.seed, load_series(settings.funding_series)),
+                                    settings.funding_interval_s, self._start_ts)
+        # Funding times the account already passed count as settled, charged or not: those up to
+        # its newest event, and up to the bar the saved clock had begun (or now, for a new account).
+        floor = newest_event_us(self.engine)
+        if saved_clock is not None:
+            floor = max(floor, saved_clock.market_us - BAR_SECONDS * 1_000_000)
+        else:
+            floor = max(floor, clock.market_us)
+        self.engine.settle_funding_before(floor)
         self.catch_up(clock.next_bar)
         self.ticks_replayed = 0
 
@@ -201,6 +215,7 @@ class MarketReplay:
         orders the market ran through while the venue was away fill now, never in the past."""
         # the next bar to replay starts now; markets created before it begins join at it
         self.market_us = (self._start_ts + BAR_SECONDS * next_bar) * 1_000_000
+        self.settle_funding()  # funding times missed while away, on the positions held meanwhile
         for m in self._markets_list:
             bars = next_bar - m.joined
             if bars > LIVE_BARS_KEPT:
@@ -210,6 +225,18 @@ class MarketReplay:
                 t, o, h, low, c, v = m.replay.next_bar()
                 m.live.append((t, r(o), r(h), r(low), r(c), v))
             self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
+
+    def settle_funding(self) -> None:
+        """Charge or pay funding for every funding time the market clock has passed."""
+        # a generator: settle() returns before reading it unless a funding time is due
+        self.funding.settle(self.engine, ((m.symbol, m.spec.product_id) for m in self._markets_list),
+                            self.market_us)
+
+    def funding_rate(self, m: Market) -> tuple[Decimal, int, int]:
+        """The rate the next funding time will charge, in percent (as tickers quote it:
+        UNCONFIRMED), that time (µs) and the interval (s)."""
+        nxt = self.funding.next_time(self.market_us)
+        return self.funding.rate(m.symbol, nxt) * 100, nxt, self.funding.interval_s
 
     def market_clock(self) -> MarketClock:
         """The replay clock as saved with the account."""
@@ -286,6 +313,8 @@ class MarketReplay:
                 self._next_bar = (self._lockstep_bar_ts - self._start_ts) // BAR_SECONDS + 1
         bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
+        if k == 0 and group == 0:
+            self.settle_funding()  # before this bar trades, on the positions held into it
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
         candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
@@ -367,7 +396,7 @@ class MarketReplay:
             # Delta's samples: `size` in contracts, `volume` in the underlying, `turnover` in the quote
             "greeks": None, "size": int(contracts), "volume": base_volume, "turnover": turnover,
             "turnover_symbol": "USD", "turnover_usd": turnover,
-            "funding_rate": "0", "timestamp": self.market_us,
+            "funding_rate": wire.s(self.funding_rate(m)[0]), "timestamp": self.market_us,
         }
 
     def book(self, m: Market, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]:

@@ -28,6 +28,7 @@ from aiohttp import web
 from shared.delta.constants import CANDLE_RESOLUTION_S as RESOLUTIONS
 from shared.delta.constants import MAX_BATCH
 from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
+from shared.funding import last_boundary
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching import protocol as wire
 from workers.venue.faults import FaultModel
@@ -118,8 +119,12 @@ async def candles(request: web.Request) -> web.Response:
     if step != 60:
         bars = wire.aggregate_bars(bars, step)
     bars = bars[-MAX_CANDLES:]
-    if series == "FUNDING":  # the paper venue charges no funding (its tickers say funding_rate 0)
-        bars = [(t, 0.0, 0.0, 0.0, 0.0, 0.0) for t, *_ in bars]
+    if series == "FUNDING":
+        # Each bar: the rate (fraction) the newest funding time at or before it charged, the
+        # backtest's reading of a FUNDING:<symbol> series (`orchestrate backtest --funding`).
+        f = v.replay.funding
+        bars = [(t, r, r, r, r, 0.0) for t, *_ in bars
+                for r in (float(f.rate(m.symbol, last_boundary(t * 1_000_000, f.interval_s))),)]
     # MARK: the paper mark price is the last trade (tickers' mark_price), so its bars are the trades'
     return ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
                 for t, o, h, low, c, v in bars])
@@ -371,16 +376,17 @@ async def fills(request: web.Request) -> web.Response:
 
 async def wallet_transactions(request: web.Request) -> web.Response:
     v = request.app[VENUE]
-    """The USD wallet's ledger, derived from the fill history (see wire.wallet_transactions)."""
+    """The USD wallet's ledger, derived from the fill and funding history (see
+    wire.wallet_transactions)."""
     assets = _product_ids(request, "asset_ids")
     kinds = _csv_choice(request, "transaction_types", ("cashflow", "commission", "deposit", "funding"))
     start = _query_int(request, "start_time", 0, 0, 10**17)
     end = _query_int(request, "end_time", 10**17, 0, 10**17)
     e = v.engine
-    complete = not e.fills or e.fills[0].seq == 1
+    complete = len(e.fills) + len(e.funding) == e.last_ledger_seq  # nothing trimmed from either
     entries = wire.wallet_transactions(reversed(e.fills), e.balance, e.initial_balance,
                                        v.replay.origin_ts * 1_000_000, complete=complete,
-                                       start_us=start or 0, end_us=end)
+                                       start_us=start or 0, end_us=end, funding=reversed(e.funding))
     usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
     keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
     items, meta = _page(request, keyed, default_size=50, max_size=50)
