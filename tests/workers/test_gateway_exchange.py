@@ -371,3 +371,36 @@ async def test_a_rejected_order_of_a_batch_reaches_its_own_bot_with_deltas_code(
     assert (rejected.symbol, rejected.client_order_id) == ("BTCUSD", "g1-BTCUSD-b3")
     assert rejected.detail.startswith("insufficient_margin")
     assert sum(1 for r in records if r.event == "placed") == 9
+
+
+async def test_more_than_ten_products_read_their_fills_in_one_account_query(tmp_path: Path) -> None:
+    """12 products: one GET /v2/fills for the account (10 units), not one per 10 products; the
+    fills of every product come through, those of a product not ours are passed over."""
+    symbols = ["BTCUSD"] + [f"SYN_{i:04d}" for i in range(1, 12)]
+    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, start_ts=time.time()), [*symbols, "ETHUSD"])
+    await venue.start()
+    cfg, _ = load_config(None, {"run": {"symbols": symbols}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=tuple(symbols),
+                     stored_fill_ids=(), venue_access=VenueAccess(port=0, api_key="", api_secret=""))
+    gw = ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
+                                "api_secret": venue.api_secret})
+    ctx = zmq.asyncio.Context()
+    try:
+        pull, sup, pub = supervisor_sockets(ctx)
+        await gw.start(pub, sup)
+        for pid in (27, 3136, venue.replay.symbol_market("SYN_0011").spec.product_id):  # ETHUSD is not ours
+            venue.engine.place_order(OrderRequest(product_id=pid, side="buy", size=1, order_type="market_order",
+                                                  client_order_id=f"m{pid}"))
+        await gw.read_fills()
+        codec = MessageCodec("test")
+        stored: list[str] = []
+        while await pull.poll(500):
+            if isinstance(msg := codec.decode(await pull.recv()), FillEvent):
+                stored.append(msg.symbol)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert sorted(stored) == ["BTCUSD", "SYN_0011"]
+    assert gw.rest.outcomes[("GET /v2/fills", "2xx")] == 1
