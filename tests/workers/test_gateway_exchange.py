@@ -311,7 +311,8 @@ async def test_a_regrid_of_five_levels_is_one_batch_call_for_each_kind(tmp_path:
         assert price is not None
         spent = gw.rest.limiter.snapshot().used
         placed = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
-                                               place=five_levels("BTCUSD", price, 50.0), sent_ns=time.perf_counter_ns()))
+                                               place=five_levels("BTCUSD", price, 50.0),
+                                               sent_ns=time.perf_counter_ns()))
         assert placed.errors == [] and len(placed.placed) == 5
         ids = [v.order_id for v in placed.placed]
         amended = await gw.execute(OrderIntents(
@@ -326,7 +327,7 @@ async def test_a_regrid_of_five_levels_is_one_batch_call_for_each_kind(tmp_path:
         await gw.stop()
         ctx.destroy(linger=0)
         await venue.stop()
-    calls = {route: n for (route, outcome), n in gw.rest.outcomes.items() if "/v2/orders" in route and "GET" not in route}
+    calls = {route: n for (route, _), n in gw.rest.outcomes.items() if "/v2/orders" in route and "GET" not in route}
     assert calls == {"POST /v2/orders/batch": 1, "PUT /v2/orders/batch": 1, "DELETE /v2/orders/batch": 1}
     assert spent == 3 * 25
     assert venue.engine.open_orders(None) == []
