@@ -36,10 +36,10 @@ import zmq.asyncio
 
 from shared.config import secrets_from_env
 from shared.delta.client_ids import ClientIds, order_id_number
-from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
+from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order
-from shared.delta.ratelimit import endpoint_weight
+from shared.delta.ratelimit import Priority, endpoint_weight, order_units
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit
 from shared.delta.venues import resolve_venue
 from shared.delta.ws import DeltaWebSocket, OrderSnapshot, OrderUpdate, Subscribed, TradeEvent, UserTrade
@@ -88,6 +88,10 @@ MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
 ORDER_PATH_LOG_S = 30.0  # how often the gateway logs where an order intent's time went
+# New orders and amends that would wait longer than this for the account's rate budget are not
+# sent: a bot gives up on an unanswered intent after 15 s (workers/worker.py) and reads the venue
+# back, so orders sent minutes later, when the 5-minute window refills, would be stale ones.
+INTENT_BUDGET_WAIT_S = 5.0
 
 
 def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
@@ -608,6 +612,24 @@ class ExchangeGateway:
                 else:
                     errors.append(_err_text(str(oid), r))
                     self.record_refusal(req.symbol, "cancel_rejected", "", str(oid), r)
+        # Quotes (entries, take-profits and their amends) that cannot be sent soon are refused
+        # now; protective stops and reduce-only exits always go, and wait their turn.
+        quote_amends = [a for a in req.amend if not a.order_type.startswith("stop_")]
+        quote_places = [p for p in req.place if not p.reduce_only]
+        needed = sum(order_units(n) for n in (len(req.cancel), len(quote_amends), len(quote_places)))
+        budget_wait = self.rest.limiter.wait_time(min(needed, self.rest.limiter.budget.capacity), Priority.NEW_ORDER)
+        if (quote_amends or quote_places) and budget_wait > INTENT_BUDGET_WAIT_S:
+            spent = RateLimited("rate_budget_spent", message="not sent: the account's rate budget is spent "
+                                f"and refills in {budget_wait:.0f} s")
+            for a in quote_amends:
+                errors.append(_err_text(str(a.order_id), spent))
+                self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), spent)
+            for p in quote_places:
+                errors.append(_err_text(p.client_order_id, spent))
+                self.record_refusal(req.symbol, "rejected", p.client_order_id, "", spent,
+                                    side=p.side, price=p.price, size=p.size)
+            req = msgspec.structs.replace(req, amend=[a for a in req.amend if a not in quote_amends],
+                                          place=[p for p in req.place if p not in quote_places])
         if req.amend:
             # Delta's batch edit takes limit orders only; a stop's trigger is edited on its own.
             limits = [a for a in req.amend if not a.order_type.startswith("stop_")]

@@ -25,6 +25,8 @@ from enum import IntEnum
 
 import msgspec
 
+from shared.delta.constants import MAX_BATCH
+
 WINDOW_S = 300.0
 CAPACITY = 10_000
 RESERVE_SHARE = 0.05  # of each window only cancels/risk actions may spend: 500 units = 100 cancels
@@ -87,6 +89,13 @@ def batch_pays(orders: int) -> bool:
     the batch: one round trip and one request to sign instead of five. Fewer than 5 go singly,
     at once, so a bot amending one take-profit does not pay 25 units for it."""
     return 2 <= orders and BATCH_WEIGHT <= orders * ORDER_WEIGHT
+
+
+def order_units(orders: int) -> int:
+    """The units `orders` actions of one kind on one product cost, sent as batch_pays says:
+    full batches of 50, and the rest in one batch or singly."""
+    full, rest = divmod(orders, MAX_BATCH)
+    return full * BATCH_WEIGHT + (BATCH_WEIGHT if batch_pays(rest) else rest * ORDER_WEIGHT)
 
 
 class RequestBudget:
@@ -198,6 +207,11 @@ class AccountRateLimiter:
         cond = self._cond()
         async with cond:
             cond.notify_all()
+
+    def wait_time(self, weight: int, priority: Priority) -> float:
+        """Seconds a request of this weight and priority would wait for budget if it were next
+        (requests already waiting go first, so the real wait may be longer)."""
+        return self.budget.wait_time(weight, priority, self._clock())
 
     def snapshot(self) -> BudgetSnapshot:
         return self.budget.snapshot(self._clock())

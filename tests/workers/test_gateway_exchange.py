@@ -16,6 +16,7 @@ import zmq.asyncio
 
 from shared.config import load_config
 from shared.delta.client_ids import ClientIds
+from shared.delta.ratelimit import AccountRateLimiter, RequestBudget
 from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
 from shared.messages import AccountRequest, AmendSpec, FillEvent, MessageCodec, NewOrderSpec, OrderIntents, OrderRecord
@@ -405,3 +406,44 @@ async def test_more_than_ten_products_read_their_fills_in_one_account_query(tmp_
         await venue.stop()
     assert sorted(stored) == ["BTCUSD", "SYN_0011"]
     assert gw.rest.outcomes[("GET /v2/fills", "2xx")] == 1
+
+
+async def test_quotes_that_would_wait_minutes_for_rate_budget_are_refused_at_once(tmp_path: Path) -> None:
+    """With the account's budget spent, new quotes are not queued for the window's refill (the
+    bot gives up after 15 s and reads the venue back; orders sent minutes later would be
+    stale): they are refused at once, named, in the ledger; a cancel still goes."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    gw.rest.limiter = AccountRateLimiter(RequestBudget(capacity=60, reserve=10))  # 2 batches of 25 fit
+    ctx = zmq.asyncio.Context()
+    codec = MessageCodec("test")
+    try:
+        pull, sup, pub = supervisor_sockets(ctx)
+        await gw.start(pub, sup)
+        price = (await gw.rest.get_ticker("BTCUSD")).close
+        assert price is not None
+        first = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                              place=five_levels("BTCUSD", price, 50.0),
+                                              sent_ns=time.perf_counter_ns()))
+        assert first.errors == [] and len(first.placed) == 5
+        late = [msgspec.structs.replace(p, client_order_id=p.client_order_id.replace("g1", "g2"))
+                for p in five_levels("BTCUSD", price, 60.0)]
+        started = time.monotonic()
+        second = await gw.execute(OrderIntents(symbol="BTCUSD", seq=2, product_id=27, amend=[],
+                                               cancel=[first.placed[0].order_id], place=late,
+                                               sent_ns=time.perf_counter_ns()))
+        took = time.monotonic() - started
+        records: list[OrderRecord] = []
+        while await pull.poll(300):
+            if isinstance(msg := codec.decode(await pull.recv()), OrderRecord):
+                records.append(msg)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert took < 2.0
+    assert second.cancelled == [first.placed[0].order_id] and second.placed == []
+    assert [e.split(": ")[:2] for e in second.errors] == [[p.client_order_id, "rate_budget_spent"] for p in late]
+    rejected = sorted(r.client_order_id for r in records if r.event == "rejected")
+    assert rejected == sorted(p.client_order_id for p in late)
+    assert all(venue.engine.order_by_client_id(p.client_order_id) is None for p in late)
