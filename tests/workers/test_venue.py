@@ -286,11 +286,10 @@ async def test_a_batch_meets_the_same_injected_rejections_as_single_orders() -> 
         async with aiohttp.ClientSession() as session:
             api = Api(venue, session)
             bid, _ = await touch(api)
-            body = {"product_id": SYN_ID, "orders": [
-                {"side": "buy", "size": 1, "limit_price": str(bid - 30 - i)} for i in range(5)]}
-            status, data, _ = await api.call("POST", "/v2/orders/batch", body=body)
+            orders = [{"side": "buy", "size": 1, "limit_price": str(bid - 30 - i)} for i in range(5)]
+            status, data, _ = await api.call("POST", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": orders})
             assert (status, data["error"]["code"]) == (400, "risk_limits_breached")
-            status, data, _ = await api.call("POST", "/v2/orders", body={"product_id": SYN_ID, **body["orders"][0]})
+            status, data, _ = await api.call("POST", "/v2/orders", body={"product_id": SYN_ID, **orders[0]})
             assert (status, data["error"]["code"]) == (400, "risk_limits_breached")
     finally:
         await venue.stop()
