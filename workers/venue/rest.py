@@ -167,13 +167,14 @@ def _edit_one(v: VenueState, oid: int, body: Mapping[str, Any], *, batch: bool =
     existing = v.engine.order(oid)
     if existing is None or existing.state not in ("open", "pending"):
         raise VenueError("open_order_not_found", {"id": oid}, 404)
-    if batch:  # Delta batches are limit orders only
+    if batch:  # Delta batches are limit orders only; the batch paid its engine operations up front
         if existing.state == "pending":
             raise bad_schema(f"order {oid} is a pending stop order: edit it with PUT /v2/orders", "id")
         for key in ("stop_price", "trail_amount"):
             if body.get(key) not in (None, ""):
                 raise bad_schema(f"{key} is not allowed in a batch edit", key)
-    v.engine_ops.charge(existing.product_id)
+    else:
+        v.engine_ops.charge(existing.product_id)
     post = wire.flag(body, "post_only", existing.post_only) if "post_only" in body else None
     return v.engine.edit_order(oid, size=wire.int_field(body, "size", required=False),
                                   limit_price=wire.price_field(body, "limit_price"), post_only=post,
@@ -236,8 +237,10 @@ async def batch_create(request: web.Request) -> web.Response:
     v, body = request.app[VENUE], request[BODY]
     m, items = _batch_market(v, body)
     pid = m.spec.product_id
+    if any(o.get("order_type", "limit_order") != "limit_order" for o in items):
+        raise bad_schema("batch orders are limit orders only", "order_type")
     reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid, stops_allowed=False) for o in items]
-    v.engine_ops.charge(pid, len(reqs))
+    v.engine_ops.charge(pid, len(reqs))  # Delta: a batch of N is N matching-engine operations
 
     def place(req: Any) -> Any:
         v.faults.maybe_reject()
@@ -248,6 +251,9 @@ async def batch_create(request: web.Request) -> web.Response:
 async def batch_edit(request: web.Request) -> web.Response:
     v, body = request.app[VENUE], request[BODY]
     m, items = _batch_market(v, body)
+    # Charged whole before any edit: a 429 halfway through would leave edits done that the
+    # caller is told were refused.
+    v.engine_ops.charge(m.spec.product_id, len(items))
 
     def edit(item: Mapping[str, Any]) -> Any:
         oid = wire.int_field(item, "id")
