@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem:
             print(f"orchestrate: {problem}", file=sys.stderr)
             return 2
-    if cfg.run.mode == "paper" and cfg.market.source == "venue" and cfg.market.paper_venue == "external":
+    if cfg.run.mode == "paper" and cfg.market.through_venue and cfg.market.paper_venue == "external":
         from .supervisor import external_venue_access
         try:
             external_venue_access(Path(args.run_dir))

@@ -14,12 +14,20 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
+from shared.config import MarketConfig
 from shared.messages import GatewayFigures, MessageCodec
+from shared.products import ProductSpec, configured_spec
 
 from .runtime import ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging, supervisor_alive
 from .venue import PaperVenue, VenueSettings, write_venue_json
 
 log = logging.getLogger("venue")
+
+
+def paper_products(m: MarketConfig) -> dict[str, ProductSpec]:
+    """[market.products] as the venue's catalogue entries."""
+    return {sym: configured_spec(sym, contract_value=p.contract_value, tick_size=p.tick_size,
+                                 maker_fee=p.maker_fee, taker_fee=p.taker_fee) for sym, p in m.products.items()}
 
 
 def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
@@ -28,6 +36,7 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
     return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, history_bars=m.history_bars, seed=m.seed,
+                         data=dict(m.data), products=paper_products(m),
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
                          state_file=str(Path(spec.run_dir) / "paper-account.json"),

@@ -31,12 +31,14 @@ from shared.marketdata import (
     Candles,
     ReplayMarket,
     candle_ticks,
+    read_ohlcv_csv,
     synthetic_candles,
 )
 from shared.matching import VenueError, bad_schema, dec
 from shared.matching import protocol as wire
 from shared.products import (
     SYNTHETIC_ID_BASE,
+    ProductSpec,
     UnknownSymbolError,
     is_synthetic,
     resolve_paper_symbol,
@@ -63,11 +65,15 @@ class Market:
     __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
                  "forming", "recent", "tick_no", "joined")
 
-    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0) -> None:
+    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0, *,
+                 spec: ProductSpec | None = None, candles: Candles | None = None) -> None:
+        """`candles`: the series to replay (a [market.data] file); else the shipped or synthetic one."""
         self.symbol = symbol
         self.joined = joined  # lockstep index of this market's first live bar
-        self.spec = resolve_paper_symbol(symbol)
-        if is_synthetic(symbol):
+        self.spec = spec or resolve_paper_symbol(symbol)
+        if candles is not None:
+            self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
+        elif is_synthetic(symbol):
             # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
             # of load-test symbols must stay cheap. Same seed and symbol -> same series here.
             candles = synthetic_candles(symbol, history_bars + SYNTHETIC_LIVE_BARS, seed)
@@ -113,6 +119,8 @@ class MarketSettings(Protocol):
     history_bars: int
     seed: int
     max_symbols: int
+    data: dict[str, str]
+    products: dict[str, ProductSpec]
     initial_balance_usd: float
     leverage: float
     start_ts: float | None
@@ -174,7 +182,7 @@ class MarketReplay:
         m = self.markets.get(symbol)
         if m is not None:
             return m
-        resolve_paper_symbol(symbol)
+        spec = resolve_paper_symbol(symbol, self.settings.products)
         if not may_list or PUBLIC_CALLER.get():
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
@@ -186,7 +194,8 @@ class MarketReplay:
         else:
             joined = self._next_bar  # joins the lockstep at the next bar; its history ends here
         start = self._start_ts + BAR_SECONDS * joined
-        m = Market(symbol, start, self.settings.history_bars, self.settings.seed, joined)
+        m = Market(symbol, start, self.settings.history_bars, self.settings.seed, joined, spec=spec,
+                   candles=self.candle_file(symbol))
         self.engine.add_product(m.spec)
         if not self._restoring:
             self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
@@ -194,6 +203,12 @@ class MarketReplay:
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
         return m
+
+    def candle_file(self, symbol: str) -> Candles | None:
+        """The [market.data] series for `symbol`, read when its market is made (checked at config
+        load; a file changed since then fails here with the reader's message)."""
+        path = self.settings.data.get(symbol)
+        return read_ohlcv_csv(path) if path else None
 
     def catch_up(self, next_bar: int) -> None:
         """Replay every market up to lockstep bar `next_bar` (where the market clock resumes),
