@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -71,6 +72,13 @@ def test_live_prices_run_trades_on_a_stand_in_public_feed(start_run, tmp_path: P
     try:
         source_url = json.loads((source_dir / "venue.json").read_text())["rest_url"]
         cfg = tmp_path / "live-prices.toml"
+        # a symbol the source does not list stops the run before anything starts, naming it
+        cfg.write_text(CONFIG.replace(f'["{SYMBOL}"]', '["SYN_0002"]'))
+        r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--config", str(cfg), "--run-dir",
+                            str(tmp_path / "refused"), "--no-display"], cwd=REPO, capture_output=True, text=True,
+                           timeout=60, env={**os.environ, STAND_IN_ENV: source_url})
+        assert r.returncode == 2 and "SYN_0002" in r.stderr and "SYN_0001" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
         cfg.write_text(CONFIG)
         run = start_run(["--config", str(cfg), "--pool-size", "1"], env={STAND_IN_ENV: source_url})
         doc = run.wait_for(lambda d: any(w["open_orders"] > 0 for w in d["workers"]), 90, "a grid on live prices")

@@ -21,16 +21,32 @@ from typing import Any
 
 import numpy as np
 
+from shared.delta.errors import DeltaError
 from shared.delta.rest import DeltaRestClient
 from shared.delta.ws import BookTop, DeltaWebSocket, Disconnected, Subscribed, TradeEvent
 from shared.marketdata import BAR_SECONDS, Candles
 from shared.price_source import PriceFeed
-from shared.products import ProductSpec
+from shared.products import ProductSpec, UnknownSymbolError
 from workers.venue.market import MarketReplay
 
 log = logging.getLogger("workers.venue")
 
 STALE_AFTER_S = 30.0  # a listed perpetual trades more often than this; longer is said in the note
+
+
+def check_feed(feed: PriceFeed, symbols: Sequence[str]) -> str:
+    """Before a live-prices run starts: "" if the source lists every symbol, else the problem in a
+    line (an unknown symbol with its close matches, or a source that cannot be read)."""
+    async def check() -> None:
+        async with DeltaRestClient(feed.rest_url, venue_name=feed.venue) as rest:
+            await rest.resolve_symbols(symbols)
+    try:
+        asyncio.run(check())
+    except UnknownSymbolError as exc:
+        return f"market.source 'live-prices': {exc}"
+    except (DeltaError, OSError, TimeoutError) as exc:
+        return f"market.source 'live-prices': cannot read the product list of {feed.venue} ({feed.rest_url}): {exc}"
+    return ""
 
 
 class LiveFeed:

@@ -167,7 +167,13 @@ class MarketReplay:
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         for spec in self.engine.specs():  # products of a restored account keep their markets
-            self.market(spec.symbol)
+            try:
+                self.market(spec.symbol)
+            except (UnknownSymbolError, VenueError):
+                # a [market.data] symbol this run's config no longer has, or one the live-prices
+                # feed does not carry: its position and orders stay in the account, unpriced
+                log.warning("the paper account holds %s but this run has no market for it; it is not traded "
+                            "(add it to run.symbols or [market.data] to price it again)", spec.symbol)
         self._restoring = False
         self.catch_up(clock.next_bar)
         self.ticks_replayed = 0
