@@ -23,7 +23,8 @@ import numpy as np
 
 from shared.delta.errors import DeltaError
 from shared.delta.rest import DeltaRestClient
-from shared.delta.ws import BookTop, DeltaWebSocket, Disconnected, Subscribed, TradeEvent
+from shared.delta.resync import MarketTrade, ResyncBook
+from shared.delta.ws import BookTop, Connected, DeltaWebSocket, Disconnected, Subscribed, TradeEvent
 from shared.marketdata import BAR_SECONDS, Candles
 from shared.price_source import PriceFeed
 from shared.products import ProductSpec, UnknownSymbolError
@@ -62,6 +63,9 @@ class LiveFeed:
         self._refusals: set[str] = set()
         self._ws: DeltaWebSocket | None = None
         self._replay: MarketReplay | None = None
+        self._rest: DeltaRestClient | None = None
+        self.gaps: ResyncBook | None = None  # last trade heard per symbol; trades read back after a drop
+        self._dropped = False
 
     async def prepare(self, symbols: Sequence[str]) -> None:
         """Specs and recent bars of `symbols` from the source. Raises UnknownSymbolError (close
@@ -91,8 +95,10 @@ class LiveFeed:
         self._replay = replay
         replay.market_us = max(replay.market_us, self.source_now_us)
         symbols = sorted(replay.markets)
+        self.gaps = ResyncBook(symbols)
         ws = DeltaWebSocket(self.feed.ws_url, on_event=self.on_event, stale_after_s=STALE_AFTER_S)
         self._ws = ws
+        self._rest = DeltaRestClient(self.feed.rest_url, venue_name=self.feed.venue)
         await ws.subscribe(self.feed.trades_channel, symbols)
         await ws.subscribe(self.feed.book_channel, symbols)
         await ws.start()
@@ -100,6 +106,7 @@ class LiveFeed:
             await asyncio.Event().wait()
         finally:
             await ws.stop()
+            await self._rest.close()
 
     async def on_event(self, ev: Any) -> None:
         replay = self._replay
@@ -111,8 +118,13 @@ class LiveFeed:
                 return  # a snapshot's trades are history the bars already hold
             ts = ev.exchange_ts_us or ev.received_ts_us
             buyer = ev.buyer_role if ev.buyer_role in ("maker", "taker") else "taker"
+            if self.gaps is not None:
+                self.gaps.heard(ev.symbol, ts)
             replay.live_trade(m, ev.price, int(ev.size), ts, buyer)
             self.trades += 1
+        elif isinstance(ev, Connected) and self._dropped:
+            self._dropped = False
+            await self.read_missed_trades(replay)
         elif isinstance(ev, BookTop):
             if ev.symbol in replay.markets:
                 replay.engine.set_quote(ev.symbol, ev.best_bid, ev.best_ask)
@@ -125,13 +137,33 @@ class LiveFeed:
                     log.warning("live prices: %s refused %s: %s", self.feed.venue, name, str(c.get("error"))[:200])
         elif isinstance(ev, Disconnected):
             self.disconnects += 1
+            self._dropped = True
             for sym in replay.markets:  # a quote from before the gap may be far from the market now
                 replay.engine.set_quote(sym, None, None)
             log.warning("live prices: %s socket lost (%s); reconnecting", self.feed.venue, ev.reason)
+
+    async def read_missed_trades(self, replay: MarketReplay) -> None:
+        """The source's trades made while its socket was down (its recent-trades list, newer than
+        the last heard), through our market oldest first, before the socket resubscribes (the
+        client awaits this): resting orders they cross fill, as they would have."""
+        if self.gaps is None or self._rest is None:
+            return
+        for sym, m in replay.markets.items():
+            try:
+                recent = await self._rest.get_recent_trades(sym)
+            except (DeltaError, OSError, TimeoutError) as exc:
+                log.warning("live prices: %s trades missed while the socket was down not read back: %s", sym, exc)
+                continue
+            missed = self.gaps.missed(sym, [MarketTrade(int(t.timestamp), float(t.price), float(t.size))
+                                            for t in recent if isinstance(t.timestamp, int)])
+            for t in missed:
+                replay.live_trade(m, t.price, int(t.size), t.ts_us, "taker")
+                self.trades += 1
 
     def note(self) -> str:
         """For the venue's status line: the source, what it sent, symbols it is quiet on."""
         quiet = [s for s in (self._replay.markets if self._replay else ()) if self._ws and self._ws.is_stale(s)]
         return (f"live prices from {self.feed.venue}: {self.trades} trades, {self.quotes} quotes"
-                + (f", {self.disconnects} reconnects" if self.disconnects else "")
+                + (f", {self.disconnects} reconnects ({self.gaps.recovered if self.gaps else 0} missed trades "
+                   "read back)" if self.disconnects else "")
                 + (f"; quiet on {','.join(sorted(quiet)[:5])}" if quiet else ""))
