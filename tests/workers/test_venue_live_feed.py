@@ -11,6 +11,7 @@ import time
 from shared.price_source import STAND_IN_ENV, price_feed
 from workers.venue import PaperVenue, VenueSettings
 from workers.venue.live_feed import LiveFeed
+from workers.venue.market import Market
 
 STEP_US = 15_000_000  # the stand-in's replay trades every quarter of a 1m bar, on its market clock
 
@@ -29,10 +30,10 @@ async def test_the_feed_loses_no_source_trade_across_dropped_sockets() -> None:
         stamps: list[int] = []
         live_trade = ours.replay.live_trade
 
-        def spy(m, price, size, ts, buyer):  # type: ignore[no-untyped-def]
+        def spy(m: Market, price: float, size: int, ts: int, buyer: str) -> None:
             stamps.append(ts)
             live_trade(m, price, size, ts, buyer)
-        ours.replay.live_trade = spy
+        ours.replay.live_trade = spy  # type: ignore[method-assign]
         await ours.start()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and (feed.disconnects < 3 or len(stamps) < 40):
