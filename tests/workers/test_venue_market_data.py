@@ -41,3 +41,14 @@ async def test_a_data_file_is_replayed_and_a_later_run_without_it_still_starts(t
     assert any(s.symbol == "SOLUSD" for s in again.engine.specs())  # the account still has it
     await again.start()
     await again.stop()
+
+
+def test_the_gateways_own_replay_source_replays_a_data_file_too(tmp_path: Path) -> None:
+    """market.source = "replay" (signals only) reads the same [market.data] files."""
+    import time
+
+    from workers.gateway import ReplaySource
+    data = tmp_path / "sol.csv"
+    write_candles(data)
+    source = ReplaySource(("SOLUSD",), time.time(), 1.0, 200, 300, 0, files={"SOLUSD": str(data)})
+    assert float(source.markets["SOLUSD"].history().close[0]) == float(synthetic_candles("SOLUSD", 600, seed=1).close[0])

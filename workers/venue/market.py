@@ -31,7 +31,6 @@ from shared.marketdata import (
     Candles,
     ReplayMarket,
     candle_ticks,
-    read_ohlcv_csv,
     synthetic_candles,
 )
 from shared.matching import VenueError, bad_schema, dec
@@ -66,25 +65,23 @@ class Market:
                  "forming", "recent", "tick_no", "joined")
 
     def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0, *,
-                 spec: ProductSpec | None = None, candles: Candles | None = None,
+                 spec: ProductSpec | None = None, files: Mapping[str, str] | None = None,
                  live_history: Candles | None = None) -> None:
-        """`candles`: the series to replay (a [market.data] file); else the shipped or synthetic one.
-        `live_history`: a live-prices market (no replay): the source's recent bars, as they are."""
+        """`files`: symbol -> candle file to replay ([market.data]); else the shipped or synthetic
+        series. `live_history`: a live-prices market (no replay): the source's recent bars, as they are."""
         self.symbol = symbol
         self.joined = joined  # lockstep index of this market's first live bar
         self.spec = spec or resolve_paper_symbol(symbol)
         self.replay: ReplayMarket | None
         if live_history is not None:
             self.replay = None
-        elif candles is not None:
-            self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
-        elif is_synthetic(symbol):
+        elif is_synthetic(symbol) and not (files and symbol in files):
             # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
             # of load-test symbols must stay cheap. Same seed and symbol -> same series here.
             candles = synthetic_candles(symbol, history_bars + SYNTHETIC_LIVE_BARS, seed)
             self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
         else:
-            self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
+            self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed, files)
         # Prices on the product's tick grid everywhere (history, trades, candles), as on an
         # exchange; the shipped series carry finer prices than Delta's ticks.
         h = live_history if self.replay is None else self.replay.history()
@@ -219,7 +216,7 @@ class MarketReplay:
                        live_history=self.live_history[symbol])
         else:
             m = Market(symbol, start, self.settings.history_bars, self.settings.seed, joined, spec=spec,
-                       candles=self.candle_file(symbol))
+                       files=self.settings.data)
         self.engine.add_product(m.spec)
         if not self._restoring:
             self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
@@ -227,12 +224,6 @@ class MarketReplay:
         self._markets_list.append(m)
         self._by_product_id[m.spec.product_id] = m
         return m
-
-    def candle_file(self, symbol: str) -> Candles | None:
-        """The [market.data] series for `symbol`, read when its market is made (checked at config
-        load; a file changed since then fails here with the reader's message)."""
-        path = self.settings.data.get(symbol)
-        return read_ohlcv_csv(path) if path else None
 
     def catch_up(self, next_bar: int) -> None:
         """Replay every market up to lockstep bar `next_bar` (where the market clock resumes),
