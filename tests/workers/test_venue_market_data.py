@@ -51,4 +51,5 @@ def test_the_gateways_own_replay_source_replays_a_data_file_too(tmp_path: Path) 
     data = tmp_path / "sol.csv"
     write_candles(data)
     source = ReplaySource(("SOLUSD",), time.time(), 1.0, 200, 300, 0, files={"SOLUSD": str(data)})
-    assert float(source.markets["SOLUSD"].history().close[0]) == float(synthetic_candles("SOLUSD", 600, seed=1).close[0])
+    first_close = float(synthetic_candles("SOLUSD", 600, seed=1).close[0])
+    assert float(source.markets["SOLUSD"].history().close[0]) == first_close
