@@ -537,6 +537,15 @@ def _check_symbols(cfg: Config, source: str) -> None:
         if not re.fullmatch(r"[A-Z0-9_]{2,30}", key):
             raise ConfigError(f"{source}: key 'market.{'data' if key in cfg.market.data else 'products'}.{key}': "
                               f"{key!r} is not a Delta symbol (upper-case letters and digits)")
+    from .products import CONFIGURED_ID_BASE, CONFIGURED_ID_SPAN, configured_spec
+    ids: dict[int, str] = {}
+    for key, p in cfg.market.products.items():
+        pid = configured_spec(key, contract_value=p.contract_value, tick_size=p.tick_size, maker_fee=p.maker_fee,
+                              taker_fee=p.taker_fee).product_id
+        if pid in ids:  # ids are derived from the symbol (stable across runs); two may collide
+            raise ConfigError(f"{source}: [market.products] {ids[pid]} and {key} would share paper product id "
+                              f"{pid} ({CONFIGURED_ID_BASE} + crc32 % {CONFIGURED_ID_SPAN}); rename one")
+        ids[pid] = key
     if cfg.run.mode == "paper" and cfg.market.source != "live-prices":  # live prices: the source lists them
         from .products import UnknownSymbolError, resolve_paper_symbol
         for sym in (*cfg.run.symbols, *cfg.market.data):
