@@ -52,6 +52,15 @@ class LatencyHistogram:
         """q in [0, 100]; NaN when empty. Accurate to the bucket width (~2%)."""
         return percentile_of_counts(self.counts, self.total, q)
 
+    def percentiles(self, qs: tuple[float, ...]) -> list[float]:
+        """Several percentiles from one cumulative sum (a heartbeat reads three of them)."""
+        if self.total == 0:
+            return [math.nan for _ in qs]
+        cum = np.cumsum(self.counts)
+        ranks = [max(1, math.ceil(q / 100.0 * self.total)) for q in qs]
+        idx = np.searchsorted(cum, ranks)
+        return [float(_BUCKET_VALUE[min(int(i), N_BUCKETS - 1)]) for i in idx]
+
 
 def percentile_of_counts(counts: np.ndarray, total: int, q: float) -> float:
     if total == 0:
@@ -88,6 +97,12 @@ class RollingHistogram:
             self._current = (self._current + 1) % len(self._parts)
             self._parts[self._current].reset()
         self._rotated_at += steps * self._part_s
+
+    def clear_window(self) -> None:
+        """Forget the rolling window (the lifetime totals stay): a phase whose latencies say
+        nothing about the steady state, such as a start-up, ends here."""
+        for p in self._parts:
+            p.reset()
 
     def window(self, now_s: float) -> LatencyHistogram:
         self._rotate(now_s)

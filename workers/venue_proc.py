@@ -16,7 +16,15 @@ import zmq.asyncio
 
 from shared.messages import GatewayFigures, MessageCodec
 
-from .runtime import ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging, supervisor_alive
+from .runtime import (
+    ChildSpec,
+    heartbeat_socket,
+    install_stop_signals,
+    run_event_loop,
+    send_heartbeat,
+    setup_logging,
+    supervisor_alive,
+)
 from .venue import PaperVenue, VenueSettings, write_venue_json
 
 log = logging.getLogger("venue")
@@ -68,7 +76,7 @@ def main(spec: ChildSpec) -> None:
     if access is None:
         raise ValueError("venue child started without its port and keys")
     try:
-        asyncio.run(run(spec, access.port, access.api_key, access.api_secret))
+        run_event_loop(run(spec, access.port, access.api_key, access.api_secret))
     except Exception:
         log.exception("venue crashed")
         raise

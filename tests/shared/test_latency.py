@@ -38,3 +38,23 @@ def test_rolling_window_forgets_old_samples() -> None:
     assert w.total == 100
     assert w.percentile(99) == pytest.approx(100, rel=0.03)
     assert r.lifetime.total == 200
+
+
+def test_percentiles_read_together_equal_each_read_alone() -> None:
+    h = LatencyHistogram()
+    for v in (5.0, 80.0, 120.0, 950.0, 3000.0, 3000.0, 12_000.0):
+        h.record(v)
+    qs = (0.0, 50.0, 99.0, 99.9, 100.0)
+    assert h.percentiles(qs) == [h.percentile(q) for q in qs]
+    assert all(math.isnan(x) for x in LatencyHistogram().percentiles((50.0, 99.0)))
+
+
+def test_clear_window_forgets_the_window_but_not_the_lifetime() -> None:
+    r = RollingHistogram(window_s=60.0, parts=6)
+    for i in range(10):
+        r.record(50_000.0, now_s=1.0 + i)  # a start-up's queueing
+    r.clear_window()
+    r.record(800.0, now_s=20.0)
+    w = r.window(20.0)
+    assert w.total == 1 and w.percentile(99) < 1000.0
+    assert r.lifetime.total == 11
