@@ -122,6 +122,7 @@ class Worker:
         self.ticks = 0
         self.ticks_dropped = 0
         self.ticks_late = 0
+        self.ticks_unchanged = 0  # ticks that moved only the bar's volume: no signal asked
         self.last_seq = 0
         self.epoch = 0
         self.signals = 0
@@ -175,11 +176,18 @@ class Worker:
         self.ticks += 1
         self.last_price = tick.price
         self.market_ts = tick.exch_ts_us / 1e6
-        u = apply_tick(self.bars.last_bar(), tick.price, tick.size, tick.exch_ts_us)
+        last = self.bars.last_bar()
+        u = apply_tick(last, tick.price, tick.size, tick.exch_ts_us)
         if u.kind == "new":
             self.bars.append(u.ts, u.open, u.high, u.low, u.close, u.volume)
         elif u.kind == "update":
             self.bars.update_last(u.high, u.low, u.close, u.volume)
+            if last is not None and (u.high, u.low, u.close) == last[2:5]:
+                # A trade at the last price inside the bar's range moves only its volume, which no
+                # strategy reads: no signal request (one message pair and a pool pass saved).
+                self.late_streak = 0
+                self.ticks_unchanged += 1
+                return False
         else:
             self.ticks_late += 1
             self.late_streak += 1
