@@ -15,6 +15,7 @@ import math
 import multiprocessing as mp
 import os
 import secrets
+import select
 import signal
 import socket
 import sqlite3
@@ -101,7 +102,15 @@ class Child:
         return self.process.pid if self.process is not None and self.process.pid else 0
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.exitcode is None
+        if self.process is None:
+            return False
+        # Fast path: the sentinel turns readable only when the child exits. multiprocessing's
+        # exitcode builds a selector per call (~15 us); the supervisor asks several times a second
+        # per child, which was a fifth of its CPU at 200 symbols (cProfile, process time).
+        with contextlib.suppress(ValueError, OSError):
+            if not select.select([self.process.sentinel], [], [], 0)[0]:
+                return True
+        return self.process.exitcode is None
 
 
 class Supervisor:
