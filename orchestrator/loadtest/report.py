@@ -287,7 +287,8 @@ LOADTEST_NOTES = [
     "Memory: psutil memory_full_info (USS, PSS) of every process of the tree at the end of the window; "
     "total PSS sums the tree (PSS divides shared pages among their users, so it adds up).",
     "Restarts: the supervisor's restart counters at the end; budget breaches: workers whose budget was "
-    "not 'ok' in any status poll during settle and measurement.",
+    "not 'ok' in any status poll during the measurement window (the settle is the workers' start-up minute: "
+    "their latency budgets may warn there, and the supervisor's log says so).",
 ]
 
 
