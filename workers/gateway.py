@@ -28,6 +28,7 @@ from .runtime import (
     gateway_sockets,
     heartbeat_socket,
     install_stop_signals,
+    run_event_loop,
     run_until_stopped,
     send_heartbeat,
     setup_logging,
@@ -177,10 +178,10 @@ def main(spec: ChildSpec) -> None:
     setup_logging(spec.run_dir, spec.name)
     try:
         if spec.config.market.source == "replay":
-            asyncio.run(run(spec))
+            run_event_loop(run(spec))
         else:
             from .gateway_exchange import run_exchange
-            code = asyncio.run(run_exchange(spec))
+            code = run_event_loop(run_exchange(spec))
             if code:
                 raise SystemExit(code)
     except Exception:

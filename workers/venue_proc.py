@@ -20,7 +20,15 @@ from shared.messages import GatewayFigures, MessageCodec
 from shared.price_source import price_feed
 from shared.products import ProductSpec, configured_spec
 
-from .runtime import ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging, supervisor_alive
+from .runtime import (
+    ChildSpec,
+    heartbeat_socket,
+    install_stop_signals,
+    run_event_loop,
+    send_heartbeat,
+    setup_logging,
+    supervisor_alive,
+)
 from .venue import PaperVenue, VenueSettings, write_venue_json
 from .venue.live_feed import LiveFeed
 
@@ -92,7 +100,7 @@ def main(spec: ChildSpec) -> None:
     if access is None:
         raise ValueError("venue child started without its port and keys")
     try:
-        asyncio.run(run(spec, access.port, access.api_key, access.api_secret))
+        run_event_loop(run(spec, access.port, access.api_key, access.api_secret))
     except Exception:
         log.exception("venue crashed")
         raise
