@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -39,6 +40,7 @@ _WORKER_GAUGES = (
     ("realized_pnl", "Realised PnL"),
     ("unrealized_pnl", "Unrealised PnL"),
     ("fees", "Fees paid"),
+    ("funding", "Funding to date (+ received, - paid)"),
 )
 
 
@@ -113,10 +115,14 @@ class MetricsServer:
             self._waiting -= 1
         return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, dashboard: Any = None) -> int:
+        """Serve /metrics (and the dashboard's routes when given: orchestrator/dashboard/)."""
         app = web.Application(client_max_size=4096)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/", self._metrics)
+        if dashboard is not None:
+            dashboard.install(app)
+        else:
+            app.router.add_get("/", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S,
                                      max_line_size=4096, max_field_size=4096, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -129,6 +135,13 @@ class MetricsServer:
             raise
         self.port = int(self._runner.addresses[0][1])
         return self.port
+
+    async def add_site(self, host: str, port: int) -> int:
+        """One more address for the same app (the dashboard on a non-loopback host); its port."""
+        assert self._runner is not None
+        before = {tuple(a) for a in self._runner.addresses}
+        await web.TCPSite(self._runner, host, port, backlog=128).start()
+        return int(next(a for a in self._runner.addresses if tuple(a) not in before)[1])
 
     async def stop(self) -> None:
         if self._runner is not None:

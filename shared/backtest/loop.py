@@ -42,6 +42,7 @@ import numpy as np
 
 from ..config import Config
 from ..delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
+from ..funding import FUNDING_INTERVAL_S  # Delta's 8 h, one home with the paper venue's
 from ..marketdata import BAR_SECONDS, Candles, find_gaps
 from ..matching.engine import FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money
 from ..matching.errors import VenueError
@@ -64,7 +65,6 @@ from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 
-FUNDING_INTERVAL_S = 8 * 3600
 MAX_FILLS_KEPT = 100_000  # fills listed in the result (the figures count every fill)
 TIMELINE_PRICE_POINTS = 5_000
 TIMELINE_ORDERS_MAX = 20_000  # resting-order lives kept per symbol for the plots

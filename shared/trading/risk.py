@@ -4,7 +4,7 @@ per-symbol caps each worker applies to its desired orders.
 Account limits: max total notional, daily loss limit (vs the equity at the start of the UTC day)
 and max drawdown from the day's peak equity. A breach halts: no new orders anywhere, cancel open
 orders, and flatten positions if configured. A halt is sticky: it survives the UTC day rollover
-and clears only by an operator's explicit `clear_halt` (`orchestrate resume`), because a bot that
+and clears only by an operator's explicit lift (`orchestrate resume --all`; account_risk.py), because a bot that
 silently resumes after a loss limit is what the limit exists to prevent.
 """
 
