@@ -723,7 +723,8 @@ class Supervisor:
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
                     self.ledger.flush()
                 self.snapshot()
-                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None))
+                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None),
+                                         self.funding.total())
             return next_uss
 
         async def display_loop() -> None:
