@@ -207,6 +207,12 @@ class SupervisorAlerts:
         self._guard("monitor pass", self.rules.monitor_pass, down, equity, funding, realised, time.monotonic(),
                     time.time())
 
+    def into_status(self, snap: StatusSnapshot) -> None:
+        """The sender's counters into the status document (and so the metrics); left None when off."""
+        if self.sender is not None:
+            snap.alerts_sent, snap.alerts_failed, snap.alerts_dropped = \
+                self.sender.sent, self.sender.failed, self.sender.dropped
+
     def close(self, timeout_s: float = 2.0) -> None:
         if self.sender is not None:
             self.sender.close(timeout_s)

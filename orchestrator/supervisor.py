@@ -589,6 +589,7 @@ class Supervisor:
             metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
             processes=procs, dashboard_url=self.dashboard_url)
         _account_figures(snap, self.children.get("gateway"))
+        self.alerts.into_status(snap)
         self._last_snapshot = snap
         return snap
 
@@ -851,6 +852,8 @@ def _account_figures(snap: StatusSnapshot, gateway: Child | None) -> None:
         snap.equity = clean(f.equity, 2)
         snap.rate_budget_left = clean(f.rate_budget_left, 0)
         snap.rate_budget_capacity = clean(f.rate_budget_capacity, 0)
+        snap.deadman = f.deadman
+        snap.deadman_expires_in_s = clean(f.deadman_expires_in_s, 1)
 
 
 def _child_secrets(children: dict[str, Child]) -> list[str]:
