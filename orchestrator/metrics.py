@@ -48,7 +48,7 @@ class SnapshotCollector:
     def __init__(self, get_snapshot: Callable[[], StatusSnapshot]) -> None:
         self._get = get_snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._get()
         for name, doc in _WORKER_GAUGES:
             g = GaugeMetricFamily(f"orchestrate_worker_{name}", doc, labels=["symbol"])

@@ -1,7 +1,8 @@
 """The web dashboard: pages and a JSON API on the supervisor's aiohttp app (the one serving
 /metrics), live over server-sent events. Reads what the supervisor holds (status, the workers'
 heartbeats), its own bounded history (history.py) and the run's SQLite ledger (read-only, off
-the event loop: fills, order events, equity, funding and the halt log). Who may read and act is decided in shared/dashboard.py."""
+the event loop: fills, order events, equity, funding and the halt log). Who may read and act
+is decided in shared/dashboard.py."""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ async def test_loopback_reads_freely_but_actions_need_enabling_token_and_confirm
                 assert a["drawdown_run"] >= a["drawdown_today"] and a["fees"] == 0.5
                 assert a["funding"]["rows"] == [] and a["funding"]["total"] == "0"
                 # the halt log from the ledger, newest first, with who set and lifted each
-                assert [(x["event"], x["by"]) for x in a["halts"]] == [("clear", "ann (pid 7)"), ("halt", "risk limits")]
+                assert [(x["event"], x["by"]) for x in a["halts"]] == [("clear", "ann (pid 7)"),
+                                                                      ("halt", "risk limits")]
                 assert a["halts"][1]["reason"] == "daily loss 120 over 100" and a["halts"][1]["ts"] == 1.0
             # Funding shows once the ledger has some (paid is negative), summed exactly.
             with Store(db_path(tmp_path)) as store:
