@@ -309,7 +309,7 @@ async function accountPage() {
       : h("p", { class: "muted" }, "No halt recorded in this run's ledger.")];
     if (a.funding) {
       parts.push(h("h2", {}, `Funding (total ${a.funding.total ?? "–"}; newest 200 below)`), h("table", { id: "funding" }, h("tr", {}, a.funding.columns.map((c) => h("th", { class: "l" }, c))),
-        a.funding.rows.map((r) => h("tr", {}, r.map((c) => h("td", { class: "l" }, c))))));
+        a.funding.rows.map((r) => h("tr", {}, r.map((c, i) => h("td", { class: "l" }, a.funding.columns[i] === "ts" ? time(c) : c))))));
     }
     rest.replaceChildren(...parts);
   };
