@@ -186,7 +186,7 @@ class Supervisor:
                                        BreachTracker(grace))
 
         access = None
-        if self.cfg.market.source == "venue" and self.cfg.run.mode == "paper":
+        if self.cfg.market.through_venue and self.cfg.run.mode == "paper":
             if self.cfg.market.paper_venue == "external":  # started by `orchestrate venue`: not ours to run
                 access = external_venue_access(self.run_dir.path)
             else:
@@ -422,7 +422,7 @@ class Supervisor:
         """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
         `none: signals only`. Said plainly in status: orders resting on the exchange while the
         gateway is down are nobody's."""
-        if self.cfg.market.source != "venue":
+        if not self.cfg.market.through_venue:
             return "none: signals only"
         for key in ("venue", "gateway"):
             c = self.children.get(key)

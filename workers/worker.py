@@ -134,7 +134,7 @@ class Worker:
         self._leak: list[bytearray] = []
         self.late_streak = 0
         # trading
-        self.trades = spec.config.market.source == "venue"
+        self.trades = spec.config.market.through_venue
         self.bot: TradingBot | None = None
         self.trading = "reconciling" if self.trades else "signals only (replay source: no orders)"
         self.halted = spec.halted  # the account halt standing when we were started
