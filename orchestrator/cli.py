@@ -2,8 +2,10 @@
 
     orchestrate [run] --symbols BTCUSD,ETHUSD [--config FILE] [--run-dir DIR] ...
     orchestrate status [--json] [--watch]     orchestrate stop [--cancel-orders]
-    orchestrate pause SYMBOL                  orchestrate resume SYMBOL
-    orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--json]
+    orchestrate pause SYMBOL                  orchestrate resume SYMBOL | --all
+    orchestrate halt [--flatten] [--reason T] orchestrate clear-halt
+    orchestrate flatten SYMBOL... | --all
+    orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--halts] [--json]
     orchestrate venue --port P --run-dir DIR  (the paper venue alone; writes DIR/venue.json)
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
     orchestrate soak --symbols 50 --duration 1800
@@ -32,8 +34,8 @@ from shared.symbol_settings import unused_symbol_tables
 
 from .rundir import DEFAULT_RUN_DIR
 
-SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "indicators", "history", "venue", "loadtest", "soak",
-               "backtest", "download")
+SUBCOMMANDS = ("run", "status", "stop", "pause", "resume", "halt", "clear-halt", "flatten", "indicators", "history",
+               "venue", "loadtest", "soak", "backtest", "download")
 PASSTHROUGH = ("loadtest", "soak", "backtest", "download")  # parse their own arguments (their modules)
 
 
@@ -69,10 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(stop)
     stop.add_argument("--cancel-orders", action="store_true", help="cancel every open order the bots own first")
 
-    for name in ("pause", "resume"):
-        p = sub.add_parser(name, help=f"{name} trading on one symbol")
-        _add_run_dir(p)
-        p.add_argument("symbol")
+    p = sub.add_parser("pause", help="pause trading on one symbol (no new entries)")
+    _add_run_dir(p)
+    p.add_argument("symbol")
+    p = sub.add_parser("resume", help="resume one symbol, or with --all lift the account halt and resume every symbol")
+    _add_run_dir(p)
+    p.add_argument("symbol", nargs="?", default="")
+    p.add_argument("--all", action="store_true", help="lift the account halt (logged with your user name) and "
+                                                     "resume every symbol")
+
+    h = sub.add_parser("halt", help="halt the whole account by hand: no new entries, orders cancelled, "
+                                    "protective stops kept; lifted only by resume --all or clear-halt")
+    _add_run_dir(h)
+    h.add_argument("--flatten", action="store_true", help="also flatten every symbol (see flatten)")
+    h.add_argument("--reason", default="", help="why (shown in status and kept in the ledger's halt log)")
+    ch = sub.add_parser("clear-halt", help="lift the account halt (the symbols' pauses stay)")
+    _add_run_dir(ch)
+    fl = sub.add_parser("flatten", help="cancel the bots' orders on SYMBOLs and close their positions with "
+                                        "reduce-only market orders, confirmed on the venue; the symbols stay paused")
+    _add_run_dir(fl)
+    fl.add_argument("symbols", nargs="*", metavar="SYMBOL")
+    fl.add_argument("--all", action="store_true", help="every symbol of the run")
 
     hist = sub.add_parser("history", help="fills and PnL from the run's SQLite ledger")
     _add_run_dir(hist)
@@ -82,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--orders", action="store_true",
                       help="also list the newest order events (placed, amended, cancelled, rejected with "
                            "Delta's code, stop triggered), --last of them")
+    hist.add_argument("--halts", action="store_true",
+                      help="also list the account's halt log: each halt and its lifting, why and by whom")
 
     ven = sub.add_parser("venue", help="run the paper venue alone (Delta REST + websocket on 127.0.0.1)")
     _add_run_dir(ven)
@@ -138,6 +159,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"orchestrate: {args.config}: {note}", file=sys.stderr)
     for warning in unused_symbol_tables(cfg, cfg.run.symbols):
         print(f"orchestrate: warning: {args.config}: {warning}", file=sys.stderr)
+    if cfg.dashboard.enabled:
+        from .dashboard.server import DashboardError, token_from_env
+        try:
+            token_from_env()
+        except DashboardError as exc:
+            print(f"orchestrate: dashboard: {exc}", file=sys.stderr)
+            return 2
+    if cfg.market.funding_series and cfg.run.mode == "paper":
+        from shared.funding import load_series
+        try:  # read once here: a bad file must stop the start, not crash-loop the venue
+            load_series(cfg.market.funding_series)
+        except ValueError as exc:
+            print(f"orchestrate: config error: {exc}", file=sys.stderr)
+            return 2
     if cfg.run.mode == "live":
         if secrets is None:
             print("orchestrate: live mode needs DELTA_API_KEY and DELTA_API_SECRET in the environment",
@@ -152,7 +187,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem:
             print(f"orchestrate: {problem}", file=sys.stderr)
             return 2
-    if cfg.run.mode == "paper" and cfg.market.source == "venue" and cfg.market.paper_venue == "external":
+    if cfg.market.source == "live-prices":
+        problem = _check_price_feed(cfg.run.venue, cfg.run.symbols)
+        if problem:
+            print(f"orchestrate: {problem}", file=sys.stderr)
+            return 2
+    if cfg.run.mode == "paper" and cfg.market.through_venue and cfg.market.paper_venue == "external":
         from .supervisor import external_venue_access
         try:
             external_venue_access(Path(args.run_dir))
@@ -176,6 +216,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_supervisor(cfg, run_dir, foreground=not args.no_display, alert_urls=tuple(alert_urls))
     finally:
         run_dir.release()
+
+
+def _check_price_feed(venue_name: str, symbols: list[str]) -> str:
+    """market.source = "live-prices": the source must list every symbol (or the run stops, exit 2)."""
+    import os
+
+    from shared.price_source import price_feed
+    from workers.venue.live_feed import check_feed
+    try:
+        feed = price_feed(venue_name, os.environ)
+    except ValueError as exc:
+        return str(exc)
+    return check_feed(feed, symbols)
 
 
 def _check_live_symbols(venue_name: str, symbols: list[str]) -> str:
@@ -224,15 +277,31 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_simple(args: argparse.Namespace) -> int:
     from .control import NotRunning, command
     kw: dict[str, Any] = {}
-    if args.command in ("pause", "resume"):
+    if args.command == "pause":
         kw["symbol"] = args.symbol.upper()
+    if args.command == "resume":
+        if bool(args.symbol) == bool(args.all):
+            print("orchestrate resume: name one SYMBOL, or --all to lift the account halt and resume every "
+                  "symbol", file=sys.stderr)
+            return 2
+        kw.update({"all": True} if args.all else {"symbol": args.symbol.upper()})
     if args.command == "stop":
         kw["cancel_orders"] = bool(args.cancel_orders)
+    if args.command == "halt":
+        kw.update(reason=args.reason, flatten=bool(args.flatten))
+    if args.command == "flatten":
+        if bool(args.symbols) == bool(args.all):
+            print("orchestrate flatten: name the SYMBOLs to flatten, or --all (not both)", file=sys.stderr)
+            return 2
+        kw.update({"all": True} if args.all else {"symbols": [s.upper() for s in args.symbols]})
     try:
         reply = command(Path(args.run_dir), args.command, **kw)
     except NotRunning as exc:
         print(f"orchestrate: {exc}", file=sys.stderr)
         return 1
+    if reply.get("bad_input"):
+        print(f"orchestrate {args.command}: {reply.get('message', reply)}", file=sys.stderr)
+        return 2
     print(reply.get("message", reply))
     return 0 if reply.get("ok") else 1
 
@@ -255,16 +324,20 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         with store:
             fills = store.fills(symbol)
+            funding = store.funding(symbol)
             summary = summary_to_builtins(store.pnl_summary(symbol))
             orders = store.order_events(symbol, limit=max(1, args.last)) if args.orders else []
+            halts = store.halt_events(limit=max(1, args.last)) if args.halts else []
     except sqlite3.Error as exc:  # not SQLite, or another program's database
         print(f"orchestrate: {path} is not a trading ledger written by orchestrate ({exc})", file=sys.stderr)
         return 2
     if args.json:
         doc = {"fills": [msgspec.to_builtins(f) for f in fills], "symbols": summary["symbols"],
-               "pnl": summary["total"]}
+               "pnl": summary["total"], "funding": [msgspec.to_builtins(f) for f in funding]}
         if args.orders:
             doc["order_events"] = [msgspec.to_builtins(o) for o in orders]
+        if args.halts:
+            doc["halts"] = [msgspec.to_builtins(h) for h in halts]
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
     if args.orders:
@@ -275,18 +348,25 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"{when:<20} {o.symbol:<10} {o.event:<15} {o.side:<4} {o.size:>6} {o.price:>12}  "
                   f"{o.client_order_id or o.order_id}  {o.detail}")
         print(f"\n{len(orders)} order event(s)\n")
+    if args.halts:  # the account's, whatever --symbol says
+        print(f"{'TIME (UTC)':<20} {'EVENT':<6} {'BY':<24} REASON")
+        for h in halts:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.ts))
+            print(f"{when:<20} {'lifted' if h.event == 'clear' else h.event:<6} {h.by[:24]:<24} {h.reason}")
+        print(f"\n{len(halts)} halt event(s)" + (" (none: the account was never halted)" if not halts else "") + "\n")
     print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12} {'FEE':>10}  CLIENT ORDER ID")
     for f in fills[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.ts))
         print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10}  {f.client_order_id}")
-    print(f"\n{len(fills)} fill(s)")
-    print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'NET':>12}")
+    print(f"\n{len(fills)} fill(s), {len(funding)} funding payment(s) (funding: + received, - paid)")
+    print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'FUNDING':>10} "
+          f"{'NET':>12}")
     for r in summary["symbols"]:
         print(f"{r['symbol']:<10} {r['contracts']:>9} {r['realised_cents']:>12} {r['unrealised_cents']:>12} "
-              f"{r['fees_cents']:>10} {r['net_cents']:>12}")
+              f"{r['fees_cents']:>10} {r['funding_cents']:>10} {r['net_cents']:>12}")
     t = summary["total"]
     print(f"{'TOTAL':<10} {'':>9} {t['realised_cents']:>12} {t['unrealised_cents']:>12} {t['fees_cents']:>10} "
-          f"{t['net_cents']:>12}")
+          f"{t['funding_cents']:>10} {t['net_cents']:>12}")
     return 0
 
 
@@ -342,8 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     handlers = {"run": cmd_run, "status": cmd_status, "stop": cmd_simple, "pause": cmd_simple,
-                "resume": cmd_simple, "indicators": cmd_indicators, "history": cmd_history,
-                "venue": cmd_venue}
+                "resume": cmd_simple, "halt": cmd_simple, "clear-halt": cmd_simple, "flatten": cmd_simple,
+                "indicators": cmd_indicators, "history": cmd_history, "venue": cmd_venue}
     return _guarded(args.command, lambda: handlers[args.command](args))
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shared.status import StatusSnapshot
 
@@ -39,6 +40,7 @@ _WORKER_GAUGES = (
     ("realized_pnl", "Realised PnL"),
     ("unrealized_pnl", "Unrealised PnL"),
     ("fees", "Fees paid"),
+    ("funding", "Funding to date (+ received, - paid)"),
 )
 
 
@@ -46,7 +48,7 @@ class SnapshotCollector:
     def __init__(self, get_snapshot: Callable[[], StatusSnapshot]) -> None:
         self._get = get_snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._get()
         for name, doc in _WORKER_GAUGES:
             g = GaugeMetricFamily(f"orchestrate_worker_{name}", doc, labels=["symbol"])
@@ -84,6 +86,29 @@ class SnapshotCollector:
             if (v := getattr(snap, name)) is not None:
                 g.add_metric([], float(v))
             yield g
+        yield from _alert_and_deadman_metrics(snap)
+
+
+def _alert_and_deadman_metrics(snap: StatusSnapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Whether the trader would hear of trouble: alerts delivered, failed and dropped, and the
+    dead-man switch (absent while unknown: alerts off, no gateway heartbeat yet)."""
+    c = CounterMetricFamily("orchestrate_alerts", "Alerts since start by outcome: sent, failed (the receiver "
+                            "refused or timed out), dropped (the queue was full)", labels=["outcome"])
+    for outcome in ("sent", "failed", "dropped"):
+        if (n := getattr(snap, f"alerts_{outcome}")) is not None:
+            c.add_metric([outcome], float(n))
+    yield c
+    armed = GaugeMetricFamily("orchestrate_deadman_armed", "1 while the exchange holds the account's dead-man "
+                              "switch (renewing or failing, not lapsed); 0 when off, not armed yet or lapsed")
+    failing = GaugeMetricFamily("orchestrate_deadman_failing", "1 while the dead-man switch's renewals fail")
+    left = GaugeMetricFamily("orchestrate_deadman_expires_in_seconds",
+                             "Seconds until the exchange cancels the open orders unless a renewal gets through")
+    if snap.deadman:
+        armed.add_metric([], 1.0 if snap.deadman in ("armed", "failing") else 0.0)
+        failing.add_metric([], 1.0 if snap.deadman in ("failing", "lapsed") else 0.0)
+        if snap.deadman_expires_in_s is not None:
+            left.add_metric([], float(snap.deadman_expires_in_s))
+    yield from (armed, failing, left)
 
 
 class MetricsServer:
@@ -113,10 +138,14 @@ class MetricsServer:
             self._waiting -= 1
         return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, dashboard: Any = None) -> int:
+        """Serve /metrics (and the dashboard's routes when given: orchestrator/dashboard/)."""
         app = web.Application(client_max_size=4096)
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/", self._metrics)
+        if dashboard is not None:
+            dashboard.install(app)
+        else:
+            app.router.add_get("/", self._metrics)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S,
                                      max_line_size=4096, max_field_size=4096, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -129,6 +158,13 @@ class MetricsServer:
             raise
         self.port = int(self._runner.addresses[0][1])
         return self.port
+
+    async def add_site(self, host: str, port: int) -> int:
+        """One more address for the same app (the dashboard on a non-loopback host); its port."""
+        assert self._runner is not None
+        before = {tuple(a) for a in self._runner.addresses}
+        await web.TCPSite(self._runner, host, port, backlog=128).start()
+        return int(next(a for a in self._runner.addresses if tuple(a) not in before)[1])
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -65,6 +65,8 @@ class RunDir:
         self.control_path = control_socket_path(self.path)
         self.segments_path = self.path / "segments.json"
         self.metrics_path = self.path / "metrics.url"
+        self.dashboard_url_path = self.path / "dashboard.url"
+        self.dashboard_token_path = self.path / "dashboard.token"  # 0600: the dashboard's actions and remote reads
         self.logs = self.path / "logs"
         self._lock_fd: int | None = None
 
@@ -145,6 +147,8 @@ class RunDir:
             self.segments_path.unlink(missing_ok=True)
         self.control_path.unlink(missing_ok=True)
         self.metrics_path.unlink(missing_ok=True)
+        self.dashboard_url_path.unlink(missing_ok=True)
+        self.dashboard_token_path.unlink(missing_ok=True)
         sdir = socket_dir(self.path)
         if sdir.exists():
             for f in sdir.iterdir():

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import multiprocessing as mp
 import os
 import secrets
+import select
 import signal
 import socket
-import sqlite3
 import sys
 import time
 import urllib.parse
 import uuid
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,38 +34,36 @@ from shared.messages import (
     ALL_TOPIC,
     Control,
     FillEvent,
+    FundingRecord,
     GatewayFigures,
     Heartbeat,
     MessageCodec,
     OrderRecord,
-    PoolFigures,
     RLTable,
     WorkerFigures,
     topic,
 )
 from shared.ring import BarRing
-from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus, clean, render_lines, render_table
-from shared.store import EquitySnapshot, PositionSnapshot, SignalSample, Store, db_path
-from shared.store import OrderEvent as StoredOrderEvent
+from shared.status import StatusSnapshot, clean, render_lines, render_table
+from shared.store import SignalSample, Store, db_path
 from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
 from shared.symbol_settings import symbol_overrides
-from shared.trading import risk as account_risk
+from shared.trading.account_risk import Halt
 from shared.trading.checkpoint import find_checkpoint
-from shared.trading.pnl import Fill as LedgerFill
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
-from workers.runtime import ChildSpec, VenueAccess, bounded_log_handler
+from workers.runtime import ChildSpec, LoopSocket, VenueAccess, bounded_log_handler, run_event_loop
 
+from . import commands, status_builder
+from .account import AccountGuard, StoreLiftFailed
 from .alerts import SupervisorAlerts
+from .funding_ledger import FundingLedger
+from .ledger import LedgerWriter
 from .rundir import RunDir
 
 log = logging.getLogger("supervisor")
 MB = 1024 * 1024
 STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this often
-# Fills the ledger could not take yet (disk full), kept for retry. Entries are halted meanwhile,
-# so only orders already resting add to it; past the cap the oldest is dropped, loudly (it stays
-# on the exchange's ledger).
-MAX_UNSTORED_FILLS = 100_000
 # The receive loop gives the event loop a turn after this many messages: with messages always
 # waiting, zmq's recv returns at once and never yields, and a steady stream (a flood on our
 # socket) used to leave SIGTERM and `status` unanswered.
@@ -76,6 +71,9 @@ RECV_YIELD_EVERY = 64
 DRAIN_AT_EXIT_S = 1.0  # at shutdown, read what the children sent on the way out for at most this
 CONTROL_LINE_LIMIT = 64 * 1024  # a control request is a few dozen bytes
 STORED_FILL_IDS = 2_000  # newest stored fill ids a (re)started gateway knows: 40 pages of fills
+# After a halt is lifted, `clear_halt` is sent again each pass to any bot still reporting that
+# halt (one that was restarting when the lift was sent), for at most this long.
+CLEAR_HALT_RESEND_S = 60.0
 
 
 @dataclass
@@ -104,7 +102,15 @@ class Child:
         return self.process.pid if self.process is not None and self.process.pid else 0
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.exitcode is None
+        if self.process is None:
+            return False
+        # Fast path: the sentinel turns readable only when the child exits. multiprocessing's
+        # exitcode builds a selector per call (~15 us); the supervisor asks several times a second
+        # per child, which was a fifth of its CPU at 200 symbols (cProfile, process time).
+        with contextlib.suppress(ValueError, OSError):
+            if not select.select([self.process.sentinel], [], [], 0)[0]:
+                return True
+        return self.process.exitcode is None
 
 
 class Supervisor:
@@ -128,21 +134,42 @@ class Supervisor:
         self.exit_code = 0
         self.metrics_url = ""
         self._metrics_server: Any = None
+        self._dashboard: Any = None  # orchestrator/dashboard/, when [dashboard] enabled
+        self.dashboard_url = ""
         self._last_snapshot: StatusSnapshot | None = None
-        self.halted = False
-        self.halt_reason = ""
-        self.store: Store | None = None
-        self.risk_state: account_risk.AccountRiskState | None = None
-        self.fills_stored = 0
-        self._unstored: deque[LedgerFill] = deque()
-        self.storage_error = ""  # why the ledger cannot be written; "" when it can
-        self.venue_storage_error = ""  # why the paper venue cannot write its account journal
+        # The ledger's writes (orchestrator/ledger.py) and the account's risk state and halt
+        # (orchestrator/account.py), persisted in the same store.
+        self.ledger = LedgerWriter(halt=self._halt)
+        self.account = AccountGuard(
+            cfg.risk, on_storage_error=self.ledger.failed,
+            on_halt=lambda reason: self.alerts.halted(reason, self._last_snapshot or self.snapshot()))
+        self._lifted: tuple[str, float] = ("", 0.0)  # the halt reason last lifted, until (monotonic)
+        self.flattening: dict[str, float] = {}  # symbol -> when asked; asked again until it reports flat
+        self.funding = FundingLedger()  # funding payments -> SQLite, per-symbol totals for status
+        self._next_sample = 0.0  # monotonic time of the next psutil sample and status snapshot
         self.cancel_before_stop = False
         self._next_snapshot_ts = 0.0
+        self._overrides = {sym: symbol_overrides(cfg, sym) for sym in cfg.run.symbols}
         self._next_store_flush = 0.0
         # The children's lifeline: we hold the write end and never write; the kernel closes it
         # when we die (even as an unreaped zombie), which every child sees at once as EOF.
         self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
+
+    @property
+    def store(self) -> Store | None:
+        return self.ledger.store
+
+    @store.setter
+    def store(self, store: Store | None) -> None:
+        self.ledger.store = store
+
+    @property
+    def halted(self) -> bool:
+        return self.account.halted
+
+    @property
+    def halt_reason(self) -> str:
+        return self.account.halt_reason
 
     # --- process management ------------------------------------------------------------------
 
@@ -170,7 +197,7 @@ class Supervisor:
                                        BreachTracker(grace))
 
         access = None
-        if self.cfg.market.source == "venue" and self.cfg.run.mode == "paper":
+        if self.cfg.market.through_venue and self.cfg.run.mode == "paper":
             if self.cfg.market.paper_venue == "external":  # started by `orchestrate venue`: not ours to run
                 access = external_venue_access(self.run_dir.path)
             else:
@@ -209,20 +236,9 @@ class Supervisor:
                 child.spec, sent_client_order_ids=tuple(self.store.sent_client_order_ids(child.name)),
                 fill_checkpoint=checkpoint)
         if child.kind == "gateway":
-            return msgspec.structs.replace(child.spec, stored_fill_ids=self._known_fill_ids())
+            return msgspec.structs.replace(child.spec, stored_fill_ids=self.ledger.known_fill_ids(STORED_FILL_IDS),
+                                           stored_funding_ids=self.funding.known_ids(self.store))
         return child.spec
-
-    def _known_fill_ids(self) -> tuple[str, ...]:
-        """The newest fill ids the ledger holds, newest first: those still waiting in memory for
-        a full disk (we have them; a restarted gateway must not hand them on again) ahead of
-        those in the store, STORED_FILL_IDS in all."""
-        assert self.store is not None
-        ids = dict.fromkeys(f.fill_id for f in itertools.islice(reversed(self._unstored), STORED_FILL_IDS))
-        for fid in self.store.newest_fill_ids(STORED_FILL_IDS):
-            if len(ids) >= STORED_FILL_IDS:
-                break
-            ids.setdefault(fid)
-        return tuple(ids)
 
     def _start(self, child: Child, ctx: Any) -> None:
         spec = child.spec
@@ -231,6 +247,10 @@ class Supervisor:
                 spec = self._spec_from_store(child)
             except Exception:  # the venue alone still keeps a restart safe, only slower to read
                 log.exception("could not read %s's start-up facts from the store", child.name)
+        if child.kind == "worker":
+            # A bot starts halted (or paused) when the account is: it must not trade in the moment
+            # before it hears the supervisor's broadcast.
+            spec = msgspec.structs.replace(spec, halted=self.halt_reason, paused=child.paused)
         # A fork child gets a copy of our write end too: it closes it (forkserver children never had it).
         inherited = (self._lifeline_w.fileno(),) if self.cfg.processes.start_method == "fork" else ()
         proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited),
@@ -301,9 +321,7 @@ class Supervisor:
         elif child.state == "starting":
             child.state = "running"
         if isinstance(hb.figures, GatewayFigures) and child.kind == "venue":
-            self.venue_storage_error = hb.figures.storage_error
-            if self.venue_storage_error:  # the venue refuses order actions meanwhile; stop asking
-                self._halt(f"storage: paper venue: {self.venue_storage_error}")
+            self.ledger.venue_journal(hb.figures.storage_error)
 
     def _sample_fast(self, child: Child) -> None:
         if child.ps is None:
@@ -363,13 +381,20 @@ class Supervisor:
 
     def on_message(self, payload: bytes) -> None:
         msg = self.codec.decode(payload)
-        with self._ledger_write(type(msg).__name__):
+        with self.ledger.writing(type(msg).__name__):
             if isinstance(msg, Heartbeat):
                 self.on_heartbeat(msg)
             elif isinstance(msg, FillEvent):
-                self.on_fill(msg)
+                self.alerts.fill(msg)
+                if self._dashboard is not None:
+                    self._dashboard.on_fill(msg)
+                self.ledger.on_fill(msg)
             elif isinstance(msg, OrderRecord):
-                self.on_order_record(msg)
+                self.alerts.order_record(msg)
+                self.ledger.on_order_record(msg)
+            elif isinstance(msg, FundingRecord):
+                self.funding.add(msg.funding)
+                self._store_funding()
             elif isinstance(msg, RLTable) and self.store is not None:
                 self.store.save_rl_table(msg.symbol, msg.table, time.time())
 
@@ -380,7 +405,7 @@ class Supervisor:
         deadline = time.monotonic() + DRAIN_AT_EXIT_S
         while time.monotonic() < deadline:
             try:
-                payload = await self._pull.recv(zmq.NOBLOCK)
+                payload = self._pull.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -388,91 +413,11 @@ class Supervisor:
             except Exception:
                 log.exception("message from a child not handled")
 
-    # --- ledger and account risk (one place for the whole account) ----------------------------
+    # --- account risk (one place for the whole account) ---------------------------------------
 
-    def on_fill(self, ev: FillEvent) -> None:
-        self.alerts.fill(ev)
-        if self.store is None:
-            return
-        f = ev.fill
-        if len(self._unstored) >= MAX_UNSTORED_FILLS:
-            lost = self._unstored.popleft()
-            log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
-                      lost.fill_id)
-        self._unstored.append(LedgerFill(
-            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]  # wire side: buy/sell
-            contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
-        self._store_fills()
-
-    def _store_fills(self) -> None:
-        """Write the waiting fills, oldest first; stop at the first the ledger cannot take (it and
-        the rest are retried on the next monitor pass)."""
-        while self._unstored and self.store is not None:
-            fill = self._unstored[0]
-            try:
-                stored = self.store.record_fill(fill)
-            except (sqlite3.Error, OSError) as exc:  # disk full, I/O error: worth retrying
-                self._storage_failed(f"fill {fill.fill_id} not written: {exc}")
-                return
-            except Exception:  # a fill the ledger refuses for what it is: retrying cannot help
-                log.exception("could not store fill %s (it stays on the venue's ledger)", fill.fill_id)
-                stored = False
-            self._unstored.popleft()
-            if stored:
-                self.fills_stored += 1
-        self._storage_ok()
-
-    def _storage_failed(self, why: str) -> None:
-        """A ledger write failed: no new entries (a fill we cannot record is a position we cannot
-        account for), said in status; writes are retried every monitor pass."""
-        if not self.storage_error:
-            log.error("ledger write failed: %s; halting new entries, retrying", why)
-        self.storage_error = why
-        self._halt(f"storage: {why}")
-
-    def _storage_ok(self) -> None:
-        if self.storage_error:
-            log.warning("ledger writable again; %d fills stored in all (the storage halt stays until a restart)",
-                        self.fills_stored)
-        self.storage_error = ""
-
-    @contextlib.contextmanager
-    def _ledger_write(self, what: str) -> Iterator[None]:
-        """Around a batched ledger write (order events, samples, snapshots: what the exchange
-        can rebuild): a failure halts entries and is shown, and never stops the caller's loop."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as exc:
-            self._storage_failed(f"{what} not written: {exc}")
-
-    def _flush_store(self) -> None:
-        if self.store is not None:
-            with self._ledger_write("ledger commit"):
-                self.store.flush()
-                if not self._unstored:
-                    # A commit went through and no fill waits: the ledger is writable again, even
-                    # when no new fill arrives to prove it (entries are halted; fills may not come).
-                    self._storage_ok()
-
-    def storage(self) -> str:
-        if self.storage_error:
-            return f"failing: {len(self._unstored)} fills waiting to be written; {self.storage_error}"
-        if self.venue_storage_error:
-            return f"failing: paper venue: {self.venue_storage_error}"
-        return "ok"
-
-    def on_order_record(self, rec: OrderRecord) -> None:
-        self.alerts.order_record(rec)
-        if self.store is None:
-            return
-        try:
-            self.store.record_order_event(StoredOrderEvent(
-                ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
-                order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
-        except (sqlite3.Error, OSError):
-            raise  # storage failing: _ledger_write says so once, not a traceback per event
-        except Exception:
-            log.exception("could not store an order event for %s (the venue keeps the order)", rec.symbol)
+    def _store_funding(self) -> None:
+        if self.store is not None and (why := self.funding.store_waiting(self.store)):
+            self.ledger.failed(why)
 
     async def _broadcast(self, command: str, reason: str = "", symbol: str = "*") -> None:
         t = ALL_TOPIC if symbol == "*" else topic(symbol)
@@ -480,17 +425,15 @@ class Supervisor:
             Control(command=command, symbol=symbol, sent_ns=time.perf_counter_ns(), reason=reason))))
 
     def _halt(self, reason: str) -> None:
-        if not self.halted:
-            self.halted = True
-            self.halt_reason = reason
-            log.error("halting all bots: %s", reason)
-            self.alerts.halted(reason, self._last_snapshot or self.snapshot())
+        """A storage halt (the ledger or the paper venue's journal cannot be written): persisted
+        like any other, so only the operator lifts it."""
+        self.account.set_halt(reason, time.time(), by="supervisor", kind="storage")
 
     def order_management(self) -> str:
         """Whether anyone manages the account's orders: `up`, `starting`, `down: <why>`, or
         `none: signals only`. Said plainly in status: orders resting on the exchange while the
         gateway is down are nobody's."""
-        if self.cfg.market.source != "venue":
+        if not self.cfg.market.through_venue:
             return "none: signals only"
         for key in ("venue", "gateway"):
             c = self.children.get(key)
@@ -506,42 +449,127 @@ class Supervisor:
         return "up"
 
     async def _check_account_risk(self) -> None:
+        """Each pass: the gateway's equity reading through the account's state machine (a breach
+        halts, persisted before it is broadcast); the halt, a lift and any flatten told to the bots."""
+        gw = self.children.get("gateway")
+        f = gw.figures if gw is not None else None
+        now = time.time()
+        if isinstance(f, GatewayFigures):
+            self.account.observe(f.equity, now, f.position_notional)
+        self.account.retry_save(now)
         if self.halted:
             # Every pass, whatever the gateway reports: late joiners (restarted workers) hear it too.
             await self._broadcast("halt", self.halt_reason)
+        else:
+            await self._resend_clear_halt()
+        await self._drive_flatten()
+        if isinstance(f, GatewayFigures) and math.isfinite(f.equity) and now >= self._next_snapshot_ts:
+            self._next_snapshot_ts = now + 30.0
+            self.ledger.record_account(now, f.equity, [(c.name, c.figures) for c in self.children.values()
+                                                       if c.kind == "worker" and isinstance(c.figures, WorkerFigures)])
+
+    async def _resend_clear_halt(self) -> None:
+        reason, until = self._lifted
+        if not reason or time.monotonic() > until:
+            return
+        still = [c.name for c in self.children.values() if c.kind == "worker" and c.alive()
+                 and isinstance(c.figures, WorkerFigures) and c.figures.trading == f"halted: {reason}"]
+        if still:
+            await self._broadcast("clear_halt", reason)
+
+    async def _drive_flatten(self) -> None:
+        """A flatten is asked of its bot each pass until the bot reports the symbol flat on the
+        venue: a bot restarted meanwhile hears it again."""
+        for sym in list(self.flattening):
+            c = self.children.get(sym)
+            f = c.figures if c is not None else None
+            if isinstance(f, WorkerFigures) and f.flatten.startswith("flat"):
+                del self.flattening[sym]
+                log.info("%s: flatten done: %s", sym, f.flatten)
+                continue
+            await self._broadcast("flatten", "operator flatten", symbol=sym)
+
+    # --- operator commands (control socket, or in-process) ------------------------------------
+
+    async def command(self, raw: Any, *, by: str) -> Any:
+        """One operator command: a dict as sent on the control socket (`{"cmd": "halt", ...}`,
+        see orchestrator/commands.py); `by` names who asked (logged and recorded with halts).
+        Returns the status snapshot for `status`, else `{"ok", "message"}` (plus `bad_input`
+        when the request itself is wrong)."""
+        try:
+            req = commands.parse(raw)
+        except commands.BadRequest as exc:
+            return {"ok": False, "bad_input": True, "message": str(exc)}
+        now = time.time()
+        if isinstance(req, commands.Status):
+            return self.snapshot()
+        if isinstance(req, commands.Stop):
+            self.cancel_before_stop = req.cancel_orders
+            self.stop_event.set()
+            return {"ok": True, "message": "cancelling the bots' open orders, then stopping"
+                    if self.cancel_before_stop else "stopping"}
+        if isinstance(req, commands.Pause | commands.Resume) and not (isinstance(req, commands.Resume) and req.all):
+            sym = req.symbol.upper()
+            if sym not in self.children or self.children[sym].kind != "worker":
+                return {"ok": False, "bad_input": True, "message": f"no worker for symbol {sym!r} "
+                        f"(running: {', '.join(self.cfg.run.symbols)})"}
+            cmd = "pause" if isinstance(req, commands.Pause) else "resume"
+            await self._set_paused(sym, cmd == "pause")
+            return {"ok": True, "message": f"{cmd}d {sym}"}
+        if isinstance(req, commands.Resume | commands.ClearHalt):
+            try:
+                lifted = self._lift_halt(now, by)
+            except StoreLiftFailed as exc:
+                return {"ok": False, "message": str(exc)}
+            said = (f"account halt lifted (was: {lifted.reason}, by {lifted.by} at {_utc(lifted.ts)})"
+                    if lifted is not None else "no account halt stood")
+            if isinstance(req, commands.Resume):
+                for sym in self.cfg.run.symbols:
+                    await self._set_paused(sym, False)
+                said += f"; resumed {', '.join(self.cfg.run.symbols)}"
+            return {"ok": True, "message": said}
+        if isinstance(req, commands.Halt):
+            reason = f"operator: {req.reason or 'halted by hand'}"
+            fresh = self.account.set_halt(reason, now, by=by, kind="operator")
+            await self._broadcast("halt", self.halt_reason)
+            said = "account halted: entries cancelled, protective stops kept" if fresh else \
+                f"already halted since {_utc(self.account.halt.ts) if self.account.halt else '?'}: {self.halt_reason}"
+            if req.flatten:
+                await self._start_flatten(list(self.cfg.run.symbols), by)
+                said += f"; flattening {', '.join(self.cfg.run.symbols)}"
+            return {"ok": True, "message": said}
+        assert isinstance(req, commands.Flatten)
+        syms = list(self.cfg.run.symbols) if req.all else [s.upper() for s in req.symbols]
+        unknown = [s for s in syms if s not in self.children or self.children[s].kind != "worker"]
+        if unknown:
+            return {"ok": False, "bad_input": True, "message": f"no worker for symbol(s) {', '.join(unknown)} "
+                    f"(running: {', '.join(self.cfg.run.symbols)})"}
+        await self._start_flatten(syms, by)
+        return {"ok": True, "message": f"flattening {', '.join(syms)}: their orders cancelled, positions closed "
+                "with reduce-only market orders and confirmed on the venue; they stay paused "
+                "(`orchestrate status` shows progress)"}
+
+    def _lift_halt(self, now: float, by: str) -> Halt | None:
         gw = self.children.get("gateway")
         f = gw.figures if gw is not None else None
-        if not isinstance(f, GatewayFigures) or not math.isfinite(f.equity):
-            return
-        now = time.time()
-        if self.risk_state is None:
-            self.risk_state = account_risk.initial_state(f.equity, now)
-            if self.store is not None:
-                with self._ledger_write("equity snapshot"):
-                    self.store.record_equity(EquitySnapshot(ts=now, equity=repr(f.equity), available_balance=""))
-            return
-        decision, self.risk_state = account_risk.evaluate(
-            self.risk_state,
-            account_risk.AccountSnapshot(ts=now, equity=f.equity, position_notional=f.position_notional),
-            self.cfg.risk)
-        if decision.halted and not self.halted:
-            self._halt(decision.reason)
-            await self._broadcast("halt", decision.reason)
-        if self.store is not None and now >= self._next_snapshot_ts:
-            self._next_snapshot_ts = now + 30.0
-            with self._ledger_write("account snapshot"):
-                self._record_account(now, f.equity)
+        equity = f.equity if isinstance(f, GatewayFigures) else math.nan
+        lifted = self.account.clear(now, by=by, equity=equity)
+        if lifted is not None:
+            self._lifted = (lifted.reason, time.monotonic() + CLEAR_HALT_RESEND_S)
+        return lifted
 
-    def _record_account(self, now: float, equity: float) -> None:
-        assert self.store is not None
-        self.store.record_equity(EquitySnapshot(ts=now, equity=repr(equity), available_balance=""))
-        for c in self.children.values():
-            wf = c.figures
-            if c.kind == "worker" and isinstance(wf, WorkerFigures) and math.isfinite(wf.last_price):
-                self.store.record_position(PositionSnapshot(
-                    ts=now, symbol=c.name, contracts=int(wf.position), average_entry="",
-                    mark=repr(wf.last_price), realised=repr(wf.realized_pnl),
-                    unrealised=repr(wf.unrealized_pnl), fees=repr(wf.fees)))
+    async def _set_paused(self, sym: str, paused: bool) -> None:
+        self.children[sym].paused = paused
+        if not paused:
+            self.flattening.pop(sym, None)
+        await self._broadcast("pause" if paused else "resume", symbol=sym)
+
+    async def _start_flatten(self, syms: list[str], by: str) -> None:
+        log.warning("flatten %s asked by %s", ", ".join(syms), by)
+        for sym in syms:
+            self.children[sym].paused = True  # a restarted bot must not open the grid again
+            self.flattening[sym] = time.time()
+        await self._drive_flatten()
 
     async def _cancel_all_orders(self, timeout_s: float) -> None:
         await self._broadcast("cancel_orders", "operator stop --cancel-orders")
@@ -559,66 +587,20 @@ class Supervisor:
 
     def snapshot(self) -> StatusSnapshot:
         now = time.monotonic()
-        workers, procs = [], []
         orders = self.order_management()
-        for child in self.children.values():
-            up = now - child.started_mono if child.alive() else 0.0
-            if child.kind == "worker":
-                f = child.figures if isinstance(child.figures, WorkerFigures) else None
-                first = None
-                if f and f.first_signal_mono_ns:
-                    first = f.first_signal_mono_ns / 1e9 - child.launched_mono
-                budget = child.breach.state
-                if child.state == "quarantined":
-                    budget = "quarantined: " + child.policy.reason
-                workers.append(WorkerStatus(
-                    symbol=child.name, pid=child.pid if child.alive() else 0,
-                    state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts,
-                    last_price=clean(f.last_price, 8) if f else None, bar_count=f.bar_count if f else 0,
-                    signal=f.signal if f else "NONE", confidence=round(f.confidence, 4) if f else 0.0,
-                    votes=dict(f.votes) if f else {},
-                    tick_to_signal_p50_us=clean(f.tick_to_signal_p50_us, 1) if f else None,
-                    tick_to_signal_p99_us=clean(f.tick_to_signal_p99_us, 1) if f else None,
-                    tick_to_signal_p999_us=clean(f.tick_to_signal_p999_us, 1) if f else None,
-                    signals=f.signals if f else 0,
-                    ticks=f.ticks if f else 0, ticks_dropped=f.ticks_dropped if f else 0,
-                    loop_lag_ms=clean(f.loop_lag_ms, 2) if f else None,
-                    rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
-                    cpu_percent=clean(child.cpu_percent, 1), budget=budget,
-                    heartbeat_age_s=clean(now - child.last_hb_mono, 2) if child.alive() else None,
-                    first_signal_after_launch_s=clean(first, 3),
-                    position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
-                    realized_pnl=f.realized_pnl if f else 0.0,
-                    unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0,
-                    trading=_trading(f.trading if f else "", orders), order_errors=f.order_errors if f else 0,
-                    order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
-                    order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
-                    stop_price=clean(f.stop_price, 10) if f else None,
-                    overrides=list(symbol_overrides(self.cfg, child.name)),
-                    note=(f.note if f else "")
-                    or (child.policy.reason if child.state in ("backoff", "quarantined") else "")))
-            else:
-                f = child.figures
-                load = None
-                note = ""
-                if isinstance(f, PoolFigures):
-                    load = f.busy_fraction
-                    note = f"requests {f.requests} batches {f.batches} max batch {f.max_batch} symbols {f.symbols}"
-                elif isinstance(f, GatewayFigures):
-                    load = float(f.ticks_published)
-                    note = f"source {f.source} ticks {f.ticks_published} {f.note}"
-                procs.append(ProcessStatus(
-                    kind=child.kind, name=child.name, pid=child.pid if child.alive() else 0,
-                    state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts, load=load,
-                    rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
-                    cpu_percent=clean(child.cpu_percent, 1), note=note))
+        workers, procs = status_builder.rows(self.children.values(), now, order_management=orders,
+                                             flattening=self.flattening, overrides=self._overrides,
+                                             funding=self.funding.by_symbol)
         snap = StatusSnapshot(
             run_dir=str(self.run_dir.path), mode=self.cfg.run.mode, venue=self.cfg.run.venue,
             supervisor_pid=os.getpid(), started_at=self.started_wall,
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
-            metrics_url=self.metrics_url, order_management=orders, storage=self.storage(), workers=workers,
-            processes=procs)
+            halted_at=self.account.halt.ts if self.account.halt else None,
+            halted_by=self.account.halt.by if self.account.halt else "",
+            metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
+            processes=procs, dashboard_url=self.dashboard_url)
         _account_figures(snap, self.children.get("gateway"))
+        self.alerts.into_status(snap)
         self._last_snapshot = snap
         return snap
 
@@ -635,29 +617,10 @@ class Supervisor:
                 await writer.drain()
                 return
             try:
-                req = msgspec.json.decode(line)
-                cmd = req.get("cmd") if isinstance(req, dict) else None
+                req: Any = msgspec.json.decode(line)
             except (msgspec.DecodeError, RecursionError):
-                cmd, req = None, {}
-            if cmd == "status":
-                body: Any = self.snapshot()
-            elif cmd == "stop":
-                self.cancel_before_stop = bool(req.get("cancel_orders"))
-                body = {"ok": True, "message": "cancelling the bots' open orders, then stopping"
-                        if self.cancel_before_stop else "stopping"}
-                self.stop_event.set()
-            elif cmd in ("pause", "resume"):
-                sym = str(req.get("symbol", ""))
-                if sym not in self.children or self.children[sym].kind != "worker":
-                    body = {"ok": False, "message": f"no worker for symbol {sym!r}"}
-                else:
-                    self.children[sym].paused = cmd == "pause"
-                    await self._control_pub.send_multipart(
-                        (topic(sym),
-                         self.codec.encode(Control(command=cmd, symbol=sym, sent_ns=time.perf_counter_ns()))))
-                    body = {"ok": True, "message": f"{cmd}d {sym}"}
-            else:
-                body = {"ok": False, "message": f"unknown command {str(cmd)[:40]!r}"}
+                req = None
+            body = await self.command(req, by=_peer_user(writer))
             writer.write(msgspec.json.encode(body) + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -670,8 +633,12 @@ class Supervisor:
     async def _start_metrics(self) -> None:
         from .metrics import MetricsServer
         server = MetricsServer(lambda: self._last_snapshot or self.snapshot())
+        if self.cfg.dashboard.enabled:
+            from .dashboard.wiring import make_dashboard
+            self._dashboard = make_dashboard(self)  # DashboardError (no token): refused before anything starts
         try:
-            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port)
+            port = await server.start(self.cfg.status.metrics_host, self.cfg.status.metrics_port,
+                                      dashboard=self._dashboard)
             self._metrics_server = server
         except OSError as exc:
             log.error("metrics server not started: %s", exc)
@@ -683,6 +650,9 @@ class Supervisor:
             self.run_dir.metrics_path.write_text(self.metrics_url + "\n")
         except OSError as exc:  # a full disk: the URL is still in status and the start-up line
             log.error("could not write %s: %s", self.run_dir.metrics_path, exc)
+        if self._dashboard is not None:
+            from .dashboard.wiring import start_dashboard
+            self.dashboard_url = await start_dashboard(self, server, port)
 
     # --- main loop ---------------------------------------------------------------------------
 
@@ -695,11 +665,15 @@ class Supervisor:
         self.ring = BarRing.create(self.ring_name, n_slots=n, capacity=self.cfg.market.window_bars)
         self.run_dir.record_segments([self.ring_name])
         zctx = zmq.asyncio.Context()
-        pull = zctx.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        pull.setsockopt(zmq.RCVHWM, 100_000)
-        pull.bind(self.endpoints.supervisor)
-        self._pull = pull
+        # Every child's heartbeats (one a second each): a plain socket on the loop's reader callback
+        # (LoopSocket), not zmq.asyncio, whose future per message was ~12% of our CPU at 200 symbols.
+        plain_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        pull_sock = plain_ctx.socket(zmq.PULL)
+        pull_sock.setsockopt(zmq.LINGER, 0)
+        pull_sock.setsockopt(zmq.RCVHWM, 100_000)
+        pull_sock.bind(self.endpoints.supervisor)
+        pull = LoopSocket(pull_sock)
+        self._pull = pull_sock
         self._control_pub = zctx.socket(zmq.PUB)
         self._control_pub.setsockopt(zmq.LINGER, 0)
         self._control_pub.bind(self.endpoints.control)
@@ -708,6 +682,8 @@ class Supervisor:
         os.chmod(self.run_dir.control_path, 0o600)
         await self._start_metrics()
         self.store = Store(db_path(self.run_dir.path))
+        self.account.restore(self.store)  # before any bot starts: a persisted halt stands
+        self.funding.load(self.store)
 
         self._ctx = self._mp_context()
         self._build_children()
@@ -740,8 +716,14 @@ class Supervisor:
         async def monitor_once(next_uss: float) -> float:
             if True:
                 now = time.monotonic()
+                # psutil samples (~40 us a child) and the status snapshot (~100 us a child; cProfile at
+                # 50 symbols) grow with the symbol count: once per budget interval, not on every 0.25 s
+                # pass. Liveness and heartbeat checks below still run on every pass.
+                sampling = now >= self._next_sample
+                if sampling:
+                    self._next_sample = now + self.cfg.supervision.budget_check_interval_s
                 for child in self.children.values():
-                    if child.alive():
+                    if sampling and child.alive():
                         self._sample_fast(child)
                 if now >= next_uss:
                     next_uss = now + self.cfg.supervision.uss_sample_interval_s
@@ -753,15 +735,19 @@ class Supervisor:
                 for child in self.children.values():
                     self._check(child, now)
                 await self._check_account_risk()
-                if self._unstored:
-                    self._store_fills()
+                if self.ledger.unstored:
+                    self.ledger.store_fills()
+                if self.funding.waiting:
+                    self._store_funding()
                 if self.store is not None and now >= self._next_store_flush:
                     # Batched rows (order events, signals, snapshots) reach readers such as
                     # `orchestrate history` within a second, not after 256 more rows.
                     self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
-                    self._flush_store()
-                self.snapshot()
-                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None))
+                    self.ledger.flush()
+                if sampling:
+                    self.snapshot()
+                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None),
+                                         self.funding.total())
             return next_uss
 
         async def display_loop() -> None:
@@ -781,7 +767,8 @@ class Supervisor:
             tasks.append(asyncio.create_task(display_loop()))
         print(f"orchestrate: {self.cfg.run.mode} trading {', '.join(self.cfg.run.symbols)} | "
               f"run dir {self.run_dir.path} | status: orchestrate status --run-dir {self.run_dir.path}"
-              + (f" | metrics {self.metrics_url}" if self.metrics_url else ""), file=self.out, flush=True)
+              + (f" | metrics {self.metrics_url}" if self.metrics_url else "")
+              + (f" | dashboard {self.dashboard_url}" if self.dashboard_url else ""), file=self.out, flush=True)
         await self.stop_event.wait()
         if self.cancel_before_stop:
             await self._cancel_all_orders(timeout_s=5.0)
@@ -790,6 +777,8 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
         server.close()
         await self.shutdown()
+        pull.close()
+        plain_ctx.destroy(linger=0)
         zctx.destroy(linger=0)
         return self.exit_code
 
@@ -816,19 +805,13 @@ class Supervisor:
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
         self.alerts.close()
+        if self._dashboard is not None:
+            await self._dashboard.stop()
         if self._metrics_server is not None:
             await self._metrics_server.stop()
         # Each step on its own: a full disk failing the ledger must not leak the shared memory.
-        if self.store is not None:
-            self._store_fills()
-            if self._unstored:
-                log.error("%d fills not written to the ledger before exit (%s); they stay on the exchange's "
-                          "ledger", len(self._unstored), self.storage_error)
-            try:
-                self.store.close()
-            except (sqlite3.Error, OSError) as exc:
-                log.error("ledger not closed cleanly: %s", exc)
-            self.store = None
+        self._store_funding()  # a last try, as the ledger's close does for fills
+        self.ledger.close()
         if self.ring is not None:
             try:
                 self.ring.close()
@@ -854,11 +837,26 @@ async def _discard_line(reader: asyncio.StreamReader, max_bytes: int = 16 * MB, 
         seen += len(chunk)
 
 
-def _trading(bot_says: str, order_management: str) -> str:
-    """A bot cannot trade while nobody manages orders, whatever it last reported."""
-    if bot_says == "trading" and order_management.startswith("down"):
-        return "not trading: order management down"
-    return bot_says
+def _peer_user(writer: asyncio.StreamWriter) -> str:
+    """Who is on the other end of the control socket: the kernel's word (SO_PEERCRED), not the
+    client's. The socket is 0600, so in practice the run's own user, named in the halt log."""
+    import pwd
+    import struct
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+    except (OSError, AttributeError):
+        return "unknown user"
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    return f"{name} (pid {pid})"
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 def external_venue_access(run_dir: Any) -> VenueAccess:
@@ -878,6 +876,8 @@ def _account_figures(snap: StatusSnapshot, gateway: Child | None) -> None:
         snap.equity = clean(f.equity, 2)
         snap.rate_budget_left = clean(f.rate_budget_left, 0)
         snap.rate_budget_capacity = clean(f.rate_budget_capacity, 0)
+        snap.deadman = f.deadman
+        snap.deadman_expires_in_s = clean(f.deadman_expires_in_s, 1)
 
 
 def _child_secrets(children: dict[str, Child]) -> list[str]:
@@ -921,7 +921,7 @@ def run_supervisor(cfg: Config, run_dir: RunDir, foreground: bool = True, alert_
     root.addHandler(errors)
     sup = Supervisor(cfg, run_dir, foreground=foreground, alert_urls=alert_urls)
     try:
-        return asyncio.run(sup.run())
+        return run_event_loop(sup.run())
     except Exception:
         log.exception("supervisor failed (traceback in %s)", run_dir.logs / "supervisor.log")
         raise

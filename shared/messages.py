@@ -216,6 +216,22 @@ class FillEvent(Msg, tag="fill_ev", frozen=True):
     sent_ns: int
 
 
+class Funding(msgspec.Struct, frozen=True, kw_only=True):
+    """One funding payment on a symbol's position, as the venue's wallet ledger booked it: the
+    one form funding takes past the exchange edge (gateway -> supervisor -> SQLite, status,
+    history). `funding_id` is the venue's transaction id: the ledger keeps each once."""
+    funding_id: str
+    symbol: str
+    amount: str  # decimal string, as booked: + received, - paid
+    ts: float  # epoch seconds of the funding time (the venue's clock)
+
+
+class FundingRecord(Msg, tag="funding_rec", frozen=True):
+    """Gateway -> supervisor: a funding payment for the SQLite ledger."""
+    funding: Funding
+    sent_ns: int
+
+
 # --- supervision: every process -> supervisor (PUSH/PULL) --------------------------------------
 
 
@@ -248,6 +264,11 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     trading: str = ""  # why the bot is or is not trading (reconciling, paused, halted, ...)
     note: str = ""
     stop_price: float = float("nan")  # trigger of the protective stop resting on the venue, NaN if none
+    flatten: str = ""  # an operator's flatten: its progress ("" when none was asked)
+    # For the dashboard's chart (shared/trading/book_view.py): entry prices of the grid the bot wants
+    # now, and its resting orders as (side, purpose, price, unfilled contracts); bounded there.
+    grid_levels: tuple[float, ...] = ()
+    resting_orders: tuple[tuple[str, str, float, int], ...] = ()
 
 
 class PoolFigures(msgspec.Struct, frozen=True, kw_only=True, tag="pool"):
@@ -273,6 +294,8 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     ws_down_s: float = 0.0  # how long the account websocket has been disconnected (0: connected)
     rate_budget_left: float = float("nan")  # units left in the account's rate window
     rate_budget_capacity: float = float("nan")  # units in the window (Delta: 10,000 per 5 min)
+    deadman: str = ""  # the dead-man switch: off | not armed | armed | failing | lapsed ("" not reported)
+    deadman_expires_in_s: float = float("nan")  # until the exchange cancels the orders unless renewed
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):
@@ -295,7 +318,7 @@ class Heartbeat(Msg, tag="hb", frozen=True):
 
 class Control(Msg, tag="ctl", frozen=True):
     """Supervisor -> workers. `reason` says why (shown in status)."""
-    command: str  # pause | resume | halt | cancel_orders
+    command: str  # pause | resume | halt | clear_halt | flatten | cancel_orders
     symbol: str
     sent_ns: int
     reason: str = ""
@@ -303,7 +326,7 @@ class Control(Msg, tag="ctl", frozen=True):
 
 Message = (Tick | Candle | HistoryRequest | HistoryReply | SignalRequest | SignalReply | Heartbeat
            | Control | AccountRequest | AccountSnapshot | OrderIntents | IntentResult | OrderEvent
-           | FillEvent | RLTable | OrderRecord)
+           | FillEvent | RLTable | OrderRecord | FundingRecord)
 
 
 class MessageCodec:

@@ -6,6 +6,7 @@ Stable schema (documented in docs/status.md): bump SCHEMA_VERSION on any incompa
 from __future__ import annotations
 
 import math
+import time
 
 import msgspec
 
@@ -50,6 +51,9 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     # the keys its [symbols.SYMBOL.grid]/[symbols.SYMBOL.risk] tables set ("grid.levels=3"); empty:
     # the symbol trades the global [grid]/[risk]
     overrides: list[str] = msgspec.field(default_factory=list)
+    # an operator's flatten: "" (none asked), requested, cancelling/closing/confirming ..., flat: ...
+    flatten: str = ""
+    funding: float = 0.0  # perpetual funding to date from the ledger: + received, - paid (in net PnL)
 
 
 class ProcessStatus(msgspec.Struct, kw_only=True):
@@ -76,7 +80,10 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     uptime_s: float
     halted: bool = False
     halt_reason: str = ""
+    halted_at: float | None = None  # epoch seconds the standing halt was set (persisted across restarts)
+    halted_by: str = ""  # risk limits | supervisor (storage) | the operator's user name
     metrics_url: str = ""
+    dashboard_url: str = ""  # the web dashboard ("" when off or not served)
     # up | starting | down: <why> | none: signals only. Down means orders resting on the exchange
     # are managed by nobody (no fills read, no stops moved) until the gateway is back.
     order_management: str = ""
@@ -88,6 +95,11 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     equity: float | None = None  # account equity the gateway last read (USD); None before
     rate_budget_left: float | None = None  # units left in the account's rate window (Delta: of 10,000 per 5 min)
     rate_budget_capacity: float | None = None
+    deadman: str = ""  # the gateway's dead-man switch: off | not armed | armed | failing | lapsed ("" unknown)
+    deadman_expires_in_s: float | None = None  # until the exchange cancels the open orders unless renewed
+    alerts_sent: int | None = None  # alerts delivered, failed, dropped (queue full) since start; None: alerts off
+    alerts_failed: int | None = None
+    alerts_dropped: int | None = None
 
 
 def clean(value: float | None, digits: int = 3) -> float | None:
@@ -104,8 +116,9 @@ def _fmt(value: float | None, spec: str, empty: str = "-") -> str:
 def render_table(snap: StatusSnapshot) -> str:
     lines = [
         f"orchestrate {snap.mode} on {snap.venue} | run dir {snap.run_dir} | pid {snap.supervisor_pid} "
-        f"| up {snap.uptime_s:.0f}s" + (f" | HALTED: {snap.halt_reason}" if snap.halted else "")
-        + (f" | metrics {snap.metrics_url}" if snap.metrics_url else ""),
+        f"| up {snap.uptime_s:.0f}s" + (f" | {_halt_line(snap)}" if snap.halted else "")
+        + (f" | metrics {snap.metrics_url}" if snap.metrics_url else "")
+        + (f" | dashboard {snap.dashboard_url}" if snap.dashboard_url else ""),
         *([_order_management_line(snap)] if _alarming(snap.order_management) else []),
         *([f"STORAGE FAILING: {snap.storage[len('failing: '):]}"] if snap.storage.startswith("failing") else []),
         f"{'SYMBOL':<10} {'STATE':<12} {'PID':>7} {'UP':>6} {'RST':>3} {'PRICE':>11} {'BARS':>5} "
@@ -115,7 +128,7 @@ def render_table(snap: StatusSnapshot) -> str:
     short = {"UP": "U", "DOWN": "D", "LONG": "L", "SHORT": "S", "HOLD": "H", "NONE": "-"}
     for w in snap.workers:
         votes = "/".join(short.get(w.votes.get(k, "NONE"), "?") for k in ("trend", "mtf", "volatility", "rl"))
-        pnl = w.realized_pnl + w.unrealized_pnl - w.fees
+        pnl = net_pnl(w)
         lines.append(
             f"{w.symbol:<10} {w.state[:12]:<12} {w.pid:>7} {w.uptime_s:>6.0f} {w.restarts:>3} "
             f"{_fmt(w.last_price, '11.2f'):>11} {w.bar_count:>5} {w.signal:<6} {w.confidence:>4.2f} "
@@ -124,7 +137,9 @@ def render_table(snap: StatusSnapshot) -> str:
             f"{_fmt(w.cpu_percent, '5.1f'):>5} {w.position:>6.0f} {w.open_orders:>3} {pnl:>9.2f}  {w.budget}"
             + (f" | stop {w.stop_price:g}" if w.stop_price is not None else "")
             + (f" | overrides {' '.join(w.overrides)}" if w.overrides else "")
+            + (f" | funding {w.funding:+.2f}" if w.funding else "")
             + (f" | {w.trading}" if w.trading and w.trading != "trading" else "")
+            + (f" | flatten: {w.flatten}" if w.flatten else "")
             + (f" | {w.note}" if w.note else ""))
     for p in snap.processes:
         lines.append(
@@ -132,6 +147,18 @@ def render_table(snap: StatusSnapshot) -> str:
             f"load {_fmt(p.load, '.3f')} rss {_fmt(p.rss_mb, '.0f')}MB uss {_fmt(p.uss_mb, '.1f')}MB "
             f"cpu {_fmt(p.cpu_percent, '.1f')}% {p.note}")
     return "\n".join(lines)
+
+
+def _halt_line(snap: StatusSnapshot) -> str:
+    when = (time.strftime(" since %Y-%m-%d %H:%M:%S UTC", time.gmtime(snap.halted_at))
+            if snap.halted_at is not None else "")
+    by = f" by {snap.halted_by}" if snap.halted_by else ""
+    return f"HALTED{when}{by}: {snap.halt_reason} (lift: orchestrate resume --all)"
+
+
+def net_pnl(w: WorkerStatus) -> float:
+    """What the symbol made: realised + unrealised - fees + funding."""
+    return w.realized_pnl + w.unrealized_pnl - w.fees + w.funding
 
 
 def _alarming(order_management: str) -> bool:
@@ -150,14 +177,15 @@ def render_lines(snap: StatusSnapshot) -> str:
     if snap.storage.startswith("failing"):
         out.append(f"STORAGE FAILING: {snap.storage[len('failing: '):]}")
     if snap.halted:
-        out.append(f"HALTED: {snap.halt_reason}")
+        out.append(_halt_line(snap))
     for w in snap.workers:
         out.append(
             f"{w.symbol} state={w.state} price={_fmt(w.last_price, '.2f')} signal={w.signal} "
             f"conf={w.confidence:.2f} p50={_fmt(w.tick_to_signal_p50_us, '.0f')}us "
             f"p99={_fmt(w.tick_to_signal_p99_us, '.0f')}us restarts={w.restarts} "
             f"uss={_fmt(w.uss_mb, '.1f')}MB pos={w.position:.0f} orders={w.open_orders} "
-            f"pnl={w.realized_pnl + w.unrealized_pnl - w.fees:.2f} stop={_fmt(w.stop_price, 'g')} "
+            f"pnl={net_pnl(w):.2f} funding={w.funding:.2f} stop={_fmt(w.stop_price, 'g')} "
             f"trading={w.trading!r} budget={w.budget}"
-            + (f" overrides={','.join(w.overrides)}" if w.overrides else ""))
+            + (f" overrides={','.join(w.overrides)}" if w.overrides else "")
+            + (f" flatten={w.flatten!r}" if w.flatten else ""))
     return "\n".join(out)

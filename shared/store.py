@@ -1,5 +1,6 @@
-"""The run's SQLite store: order events, fills, position and equity snapshots, sampled signals and
-each symbol's RL table.
+"""The run's SQLite store: order events, fills, position and equity snapshots, sampled signals,
+each symbol's RL table, and the account's risk state (day-start equity, peak, halt) with a log of
+halts set and lifted.
 
 One writer: exactly one process (the supervisor) opens `Store(path)`; workers send it records.
 Readers (`orchestrate history`, tests) open `Store(path, readonly=True)` at any time, WAL lets
@@ -21,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from shared.messages import Funding
+from shared.trading.account_risk import AccountRisk
 from shared.trading.pnl import Fill, PnlSummary, positions_from_fills, summarise, to_decimal
 
 DB_FILENAME = "trading.sqlite"
@@ -83,12 +86,33 @@ CREATE TABLE IF NOT EXISTS signals (
     atr REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS signals_symbol_ts ON signals (symbol, ts);
+CREATE TABLE IF NOT EXISTS funding (
+    seq INTEGER PRIMARY KEY,
+    funding_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    symbol TEXT NOT NULL,
+    amount TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS funding_symbol_ts ON funding (symbol, ts);
 CREATE TABLE IF NOT EXISTS rl_tables (
     symbol TEXT PRIMARY KEY,
     updated_ts REAL NOT NULL,
     blob BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS account_risk (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    updated_ts REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_halts (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    event TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL
+);
 """
+MAX_HALT_EVENTS = 1_000  # account_halts keeps the newest this many rows
 
 
 class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +151,14 @@ class SignalSample(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
     price: float
     atr: float
+
+
+class HaltEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An account halt set or lifted, and by whom (the operator's user name, `risk limits`, ...)."""
+    ts: float
+    event: str  # halt | clear
+    reason: str
+    by: str
 
 
 class StoreError(RuntimeError):
@@ -234,6 +266,21 @@ class Store:
             raise StoreError(f"fill {fill.fill_id} replayed with different contents: stored {tuple(stored)}")
         return False
 
+    def record_funding(self, funding: Funding) -> bool:
+        """Store a funding payment durably, as a fill is; True if new, False if this venue
+        transaction id was already stored (a replay)."""
+        to_decimal(funding.amount)  # a payment that is not an amount is refused, not stored
+        cur = self._write("INSERT OR IGNORE INTO funding (funding_id, ts, symbol, amount) VALUES (?,?,?,?)",
+                          (funding.funding_id, funding.ts, funding.symbol, funding.amount))
+        self.flush()
+        if cur.rowcount == 1:
+            return True
+        stored = self._db.execute("SELECT ts, symbol, amount FROM funding WHERE funding_id=?",
+                                  (funding.funding_id,)).fetchone()
+        if tuple(stored) != (funding.ts, funding.symbol, funding.amount):
+            raise StoreError(f"funding {funding.funding_id} replayed with different contents: stored {tuple(stored)}")
+        return False
+
     def record_order_event(self, event: OrderEvent, *, durable: bool = False) -> None:
         """Batched by default; `durable` commits now (use it for a placement intent recorded
         before the order is sent, so a restart can continue past every client order id used)."""
@@ -288,7 +335,46 @@ class Store:
         )
         self.flush()
 
+    def save_account_risk(self, state: AccountRisk, ts: float, *, durable: bool = True) -> None:
+        """The account's risk state, one row replaced on each change. `durable` commits now (a
+        halt, a clear, a new day: nothing may act on them before they are on disk); otherwise
+        it goes with the next batch (a new peak)."""
+        self._write(
+            "INSERT INTO account_risk (id, updated_ts, state) VALUES (1,?,?) ON CONFLICT(id) DO"
+            " UPDATE SET updated_ts=excluded.updated_ts, state=excluded.state",
+            (ts, msgspec.json.encode(state).decode()),
+        )
+        if durable:
+            self.flush()
+        else:
+            self._batched()
+
+    def record_halt_event(self, event: HaltEvent) -> None:
+        """Committed at once; the log keeps the newest MAX_HALT_EVENTS rows."""
+        cur = self._write("INSERT INTO account_halts (ts, event, reason, by) VALUES (?,?,?,?)",
+                          (event.ts, event.event, event.reason, event.by))
+        if cur.lastrowid is not None and cur.lastrowid > MAX_HALT_EVENTS:
+            self._write("DELETE FROM account_halts WHERE id <= ?", (cur.lastrowid - MAX_HALT_EVENTS,))
+        self.flush()
+
     # --- reads ----------------------------------------------------------------------------------
+
+    def load_account_risk(self) -> AccountRisk | None:
+        """The persisted account risk state; None when none was saved yet. A row this code
+        cannot read is an error, not a fresh start: a fresh start would lift a halt."""
+        row = self._db.execute("SELECT state FROM account_risk WHERE id=1").fetchone()
+        if row is None:
+            return None
+        try:
+            return msgspec.json.decode(row[0], type=AccountRisk)
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"{self.path}: account risk state unreadable ({exc})") from None
+
+    def halt_events(self, limit: int = 100) -> list[HaltEvent]:
+        """The newest account halt events, oldest first."""
+        rows = self._db.execute("SELECT ts, event, reason, by FROM account_halts ORDER BY id DESC LIMIT ?",
+                                (max(0, limit),)).fetchall()
+        return [HaltEvent(ts=r[0], event=r[1], reason=r[2], by=r[3]) for r in reversed(rows)]
 
     def load_rl_table(self, symbol: str) -> bytes | None:
         row = self._db.execute("SELECT blob FROM rl_tables WHERE symbol=?", (symbol,)).fetchone()
@@ -329,6 +415,53 @@ class Store:
             for r in reversed(rows)
         ]
 
+    def order_events_page(self, *, symbol: str | None = None, event: str | None = None, before_id: int | None = None,
+                          limit: int = 100) -> list[tuple[int, OrderEvent]]:
+        """(row id, event) newest first, `limit` at most, older than `before_id`: one page of the
+        dashboard's order events (the next page starts before the last id of this one)."""
+        where, params = _page_filter(("symbol", symbol), ("event", event), before_id=before_id, id_column="id")
+        rows = self._db.execute(
+            "SELECT id, ts, symbol, event, client_order_id, order_id, side, price, size, detail FROM order_events"
+            f"{where} ORDER BY id DESC LIMIT ?", (*params, max(0, limit))).fetchall()
+        return [(r[0], OrderEvent(ts=r[1], symbol=r[2], event=r[3], client_order_id=r[4], order_id=r[5], side=r[6],
+                                  price=r[7], size=r[8], detail=r[9])) for r in rows]
+
+    def fills_page(self, *, symbol: str | None = None, side: str | None = None, before_seq: int | None = None,
+                   limit: int = 100) -> list[tuple[int, Fill]]:
+        """(seq, fill) newest first: one page of fills, as order_events_page."""
+        where, params = _page_filter(("symbol", symbol), ("side", side), before_id=before_seq, id_column="seq")
+        rows = self._db.execute(
+            "SELECT seq, fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id, order_id"
+            f" FROM fills{where} ORDER BY seq DESC LIMIT ?", (*params, max(0, limit))).fetchall()
+        return [(r[0], Fill(fill_id=r[1], ts=r[2], symbol=r[3], side=r[4], size=r[5], price=r[6], fee=r[7],
+                            contract_value=r[8], client_order_id=r[9], order_id=r[10])) for r in rows]
+
+    def equity_series(self, *, last: int = 2000) -> list[tuple[float, str]]:
+        """(ts, equity) of the last `last` account snapshots, oldest first."""
+        rows = self._db.execute("SELECT ts, equity FROM equity_snapshots ORDER BY id DESC LIMIT ?",
+                                (max(0, last),)).fetchall()
+        return [(float(r[0]), str(r[1])) for r in reversed(rows)]
+
+    def funding(self, symbol: str | None = None) -> list[Funding]:
+        """Funding payments in the order they were stored."""
+        where, params = (" WHERE symbol=?", (symbol,)) if symbol is not None else ("", ())
+        rows = self._db.execute(f"SELECT funding_id, symbol, amount, ts FROM funding{where} ORDER BY seq",
+                                params).fetchall()
+        return [Funding(funding_id=r[0], symbol=r[1], amount=r[2], ts=r[3]) for r in rows]
+
+    def funding_by_symbol(self) -> dict[str, Decimal]:
+        """Each symbol's funding to date (+ received, - paid), exact."""
+        out: dict[str, Decimal] = {}
+        for sym, amount in self._db.execute("SELECT symbol, amount FROM funding ORDER BY seq"):
+            out[sym] = out.get(sym, Decimal(0)) + to_decimal(amount)
+        return out
+
+    def newest_funding_ids(self, limit: int) -> list[str]:
+        """Ids of the last `limit` funding payments stored, newest first (see newest_fill_ids)."""
+        rows = self._db.execute("SELECT funding_id FROM funding ORDER BY seq DESC LIMIT ?",
+                                (max(0, limit),)).fetchall()
+        return [r[0] for r in rows]
+
     def newest_fill_ids(self, limit: int) -> list[str]:
         """Ids of the last `limit` fills stored, newest first: what a restarted gateway already
         has, so it reads the venue's fills back to them and no further."""
@@ -361,6 +494,19 @@ class Store:
 
     def pnl_summary(self, symbol: str | None = None) -> PnlSummary:
         """Realised, fees and position replayed from the stored fills; unrealised at the last
-        recorded mark (0 for a symbol with no snapshot yet)."""
+        recorded mark (0 for a symbol with no snapshot yet); funding from the stored payments."""
         positions = positions_from_fills(self.fills(symbol))
-        return summarise(positions, self.last_marks())
+        funding = self.funding_by_symbol()
+        if symbol is not None:
+            funding = {symbol: funding[symbol]} if symbol in funding else {}
+        return summarise(positions, self.last_marks(), funding)
+
+
+def _page_filter(*equals: tuple[str, str | None], before_id: int | None, id_column: str) -> tuple[str, tuple[Any, ...]]:
+    """WHERE clause of a page: columns equal to the given values (None: any), ids below before_id."""
+    clauses = [f"{column}=?" for column, value in equals if value is not None]
+    params: list[Any] = [value for _, value in equals if value is not None]
+    if before_id is not None:
+        clauses.append(f"{id_column}<?")
+        params.append(before_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)

@@ -25,7 +25,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
@@ -37,10 +37,11 @@ import zmq.asyncio
 from shared.config import secrets_from_env
 from shared.delta.client_ids import ClientIds, order_id_number
 from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
-from shared.delta.errors import DeltaError, OrderNotFound, ResponseShapeError
+from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order
-from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, chunks
+from shared.delta.ratelimit import Priority, endpoint_weight, order_units
+from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit
 from shared.delta.venues import resolve_venue
 from shared.delta.ws import (
     Connected,
@@ -52,6 +53,7 @@ from shared.delta.ws import (
     TradeEvent,
     UserTrade,
 )
+from shared.latency import LatencyHistogram
 from shared.marketdata import BAR_SECONDS
 from shared.messages import (
     AccountRequest,
@@ -76,6 +78,8 @@ from shared.symbol_settings import symbol_settings
 from shared.trading.fill_cursor import FillScan, KnownFills
 
 from .gateway_deadman import DeadmanKeeper
+from .gateway_funding import FundingReader
+from .gateway_resync import Resyncer
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -97,6 +101,11 @@ MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
+ORDER_PATH_LOG_S = 30.0  # how often the gateway logs where an order intent's time went
+# New orders and amends that would wait longer than this for the account's rate budget are not
+# sent: a bot gives up on an unanswered intent after 15 s (workers/worker.py) and reads the venue
+# back, so orders sent minutes later, when the 5-minute window refills, would be stale ones.
+INTENT_BUDGET_WAIT_S = 5.0
 
 
 def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
@@ -136,7 +145,17 @@ def fill_view(f: DeltaFill) -> FillView:
                     fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)
 
 
-def _err_text(key: str, exc: Exception) -> str:
+async def _many(call: Awaitable[list[Order | DeltaError] | Order], n: int = 1) -> list[Order | Exception]:
+    """The per-order results of a call for `n` orders (a single order's call: n = 1), or its
+    one failure (a refusal, a bad argument, a full rate-limiter queue) as every order's result."""
+    try:
+        got = await call
+    except Exception as exc:
+        return [exc] * n
+    return [got] if isinstance(got, Order) else list(got)
+
+
+def _err_text(key: str, exc: BaseException) -> str:
     code = getattr(exc, "code", type(exc).__name__)
     return f"{key}: {code}: {str(exc)[:160]}"
 
@@ -173,7 +192,6 @@ class ExchangeGateway:
         self.position_unreadable: set[str] = set()  # symbols whose position read failed (logged once)
         self.fill_wakeup = asyncio.Event()
         self.ticks = 0
-        self.polled_ticks = 0
         self.requests = 0
         self.rest_errors = 0
         self.equity = math.nan
@@ -188,6 +206,14 @@ class ExchangeGateway:
         self.fills_unresolved = 0  # fills handed on without a client order id (order not found)
         self.ws_down_since: float | None = None  # monotonic time the account socket dropped (alerts)
         self.lookups_failing: collections.OrderedDict[str, int] = collections.OrderedDict()  # order id -> polls
+        self.funding: FundingReader | None = None  # the wallet ledger's funding entries (after start)
+        # Where an order intent's time goes, per hop: worker -> gateway until its execution
+        # starts (ZeroMQ, the request loop, the orders lane), and the execution (rate limiter,
+        # HTTP to the venue and back); the worker's order_rtt is the whole round trip.
+        self.intent_wait = LatencyHistogram()
+        self.intent_exec = LatencyHistogram()
+        self.order_path_logged = time.monotonic()
+        self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -200,6 +226,9 @@ class ExchangeGateway:
         # so there every fill is news. The store drops repeats by id.
         if not self.spec.stored_fill_ids and self.spec.venue_access is None:
             self.fill_floor_us = int((time.time() - EMPTY_LEDGER_HISTORY_S) * 1e6)
+        self.funding = FundingReader(self.rest.get_wallet_transactions_page, sup, self.codec, self.by_product,
+                                     self.spec.stored_funding_ids, live=self.spec.venue_access is None,
+                                     stored_fill_ids=self.spec.stored_fill_ids)
         stale_s = max(10.0, 10 * self.cfg.market.bar_seconds)
         self.ws = DeltaWebSocket(self.conn["ws_url"], self.conn["api_key"], self.conn["api_secret"],
                                  on_event=self.on_main_event, stale_after_s=stale_s)
@@ -229,6 +258,7 @@ class ExchangeGateway:
     async def on_public_event(self, ev: Any) -> None:
         """The public host's events. If it refuses `trades`, say so once in the venue's words and
         take the trades from the legacy channel on the main socket instead."""
+        await self.resync.on_event(self.public_ws, ev)
         if isinstance(ev, Subscribed):
             self.log_refusals("public", ev)
             refused = next((c for c in ev.channels if c.get("name") == "trades" and c.get("error")), None)
@@ -249,6 +279,7 @@ class ExchangeGateway:
         """The main socket's events; its trades count only where it feeds the symbol."""
         if isinstance(ev, Connected | Disconnected):
             self.ws_down_since = None if isinstance(ev, Connected) else self.ws_down_since or time.monotonic()
+        await self.resync.on_event(self.ws, ev)
         if (isinstance(ev, TradeEvent) and self.market_ws is self.public_ws
                 and ev.symbol not in self.legacy_for):
             return
@@ -286,6 +317,7 @@ class ExchangeGateway:
                 return
             self.seqs[ev.symbol] += 1
             self.marks[ev.symbol] = ev.price
+            self.resync.book.heard(ev.symbol, int(ev.exchange_ts_us or ev.received_ts_us))
             tick = Tick(symbol=ev.symbol, epoch=self.epoch, seq=self.seqs[ev.symbol], price=ev.price,
                         size=float(ev.size), exch_ts_us=int(ev.exchange_ts_us or ev.received_ts_us),
                         sent_ns=time.perf_counter_ns())
@@ -325,13 +357,22 @@ class ExchangeGateway:
                 pass
             self.fill_wakeup.clear()
             await asyncio.sleep(0.05)  # let a burst of trades land in one request
-            for group in chunks(sorted(self.by_product), MAX_IDS_PER_QUERY):
-                await self.read_new_fills(group)
+            await self.read_fills()
 
-    async def read_new_fills(self, product_ids: Sequence[int]) -> int:
-        """Read the venue's fills of up to 10 products newest first, back to the ones we know,
-        and hand the unknown ones on, oldest first. Returns how many were handed on. A read
-        that fails midway hands on nothing: the next one reads the same fills again."""
+    async def read_fills(self) -> int:
+        """One read of every product's new fills. Up to 10 products: one query naming them;
+        beyond that, one query for the whole account (fills of products not ours are passed
+        over), not one per 10 products: at 10 units a page, 100 products read every 3 s in
+        10 queries would spend all of Delta's 10,000 units per 5 minutes on this alone."""
+        if len(self.by_product) > MAX_IDS_PER_QUERY:
+            return await self.read_new_fills(None)
+        return await self.read_new_fills(sorted(self.by_product))
+
+    async def read_new_fills(self, product_ids: Sequence[int] | None) -> int:
+        """Read the venue's fills of up to 10 products (None: the account's) newest first, back
+        to the ones we know, and hand the unknown ones on, oldest first. Returns how many were
+        handed on. A read that fails midway hands on nothing: the next one reads the same fills
+        again."""
         scan: FillScan[DeltaFill] = FillScan(self.known_fills, fill_id=lambda f: str(f.id),
                                              ts_us=lambda f: f.created_us, floor_us=self.fill_floor_us)
         after: str | None = None
@@ -347,7 +388,7 @@ class ExchangeGateway:
         if scan.truncated:
             self.fills_unread += 1
             log.error("fills: read %d pages without reaching a fill the ledger has; older fills of products "
-                      "%s are not read into the ledger (the venue still has them)", scan.pages, product_ids)
+                      "%s are not read into the ledger (the venue still has them)", scan.pages, product_ids or "(all)")
         handed = 0
         for f in scan.news():
             if not await self.hand_on(f):
@@ -426,28 +467,8 @@ class ExchangeGateway:
         return o.client_order_id or ""
 
     async def stale_poll_loop(self) -> None:
-        """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
-        tightest the rate budget allows for many symbols) and publish the last price as a tick, so a
-        quiet socket never freezes the bots' view of the market."""
-        while True:
-            await asyncio.sleep(1.0)
-            if self.market_ws is None:
-                continue
-            await self.public_quiet_check()
-            for sym in [s for s in self.products if self.feed_of(s).is_stale(s)]:
-                try:
-                    t = await self.rest.get_ticker(sym)
-                except (TimeoutError, DeltaError, OSError) as exc:
-                    self.rest_errors += 1
-                    log.warning("%s: ticker poll failed while the socket is quiet: %s", sym, exc)
-                    continue
-                if t.close is None or not t.close > 0:
-                    continue
-                self.seqs[sym] += 1
-                self.polled_ticks += 1
-                tick = Tick(symbol=sym, epoch=self.epoch, seq=self.seqs[sym], price=float(t.close), size=0.0,
-                            exch_ts_us=int(t.timestamp or time.time() * 1e6), sent_ns=time.perf_counter_ns())
-                await self.pub.send_multipart((topic(sym), self.codec.encode(tick)))
+        """While the websocket is quiet for a symbol, its REST ticker as ticks (workers/gateway_resync.py)."""
+        await self.resync.quiet_loop()
 
     async def account_loop(self) -> None:
         while True:
@@ -554,53 +575,109 @@ class ExchangeGateway:
             return None
 
     async def execute(self, req: OrderIntents) -> IntentResult:
+        started = time.perf_counter_ns()
+        self.intent_wait.record((started - req.sent_ns) / 1000.0)
+        try:
+            return await self.execute_intents(req)
+        finally:
+            self.intent_exec.record((time.perf_counter_ns() - started) / 1000.0)
+            if time.monotonic() - self.order_path_logged >= ORDER_PATH_LOG_S:
+                self.log_order_path()
+
+    def log_order_path(self) -> None:
+        """One line: the hops of the order intents since the last line, p50/p99 in ms."""
+        def ms(h: LatencyHistogram) -> str:
+            return f"{h.percentile(50) / 1000:.1f}/{h.percentile(99) / 1000:.1f}"
+        routes = {route: h for route, h in sorted(self.rest.latency.items()) if "/v2/orders" in route and h.total}
+        http = ", ".join(f"{route} {ms(h)} (n={h.total})" for route, h in routes.items())
+        budget = self.rest.limiter.snapshot()
+        spent: collections.Counter[str] = collections.Counter()
+        for (route, _), n in self.rest.outcomes.items():
+            method, _, path = route.partition(" ")
+            spent[route] += n * endpoint_weight(method, path.replace("{id}", "0").replace("{coid}", "c"))
+        top = ", ".join(f"{route} {units}" for route, units in spent.most_common(4))
+        log.info("order path p50/p99 ms over %d intents: worker->gateway->start %s, execute %s; HTTP %s; "
+                 "rate budget %d of %d used, window ends in %.0f s, %d requests waiting; units since start: %s",
+                 self.intent_exec.total, ms(self.intent_wait), ms(self.intent_exec), http or "none",
+                 budget.used, budget.capacity, budget.window_ends_in_s, self.rest.limiter.waiting, top)
+        for h in (self.intent_wait, self.intent_exec, *routes.values()):
+            h.reset()
+        self.order_path_logged = time.monotonic()
+
+    async def execute_intents(self, req: OrderIntents) -> IntentResult:
+        """One bot's actions of one cycle on its product: cancels first (risk first, frees
+        margin), then amends, then new orders; within each kind, every order at once, in batch
+        calls where Delta's batches take them and pay (shared/delta/ratelimit.batch_pays). Each
+        order's outcome is its own: a rejected one is reported with Delta's code and the rest
+        proceed."""
         pid = req.product_id
         errors: list[str] = []
         cancelled: list[int] = []
         amended: list[OrderView] = []
         placed: list[OrderView] = []
-        # Cancels first (risk first, frees margin), then amends, then new orders.
         if req.cancel:
-            try:
-                done = await self.rest.batch_cancel(pid, order_ids=req.cancel)
-                cancelled = [int(o.id) for o in done]
-                for o in done:
-                    self.record_cancel(req.symbol, order_view(o), "cancelled_by_user")
-            except DeltaError as exc:
-                log.info("%s: batch cancel fell back to single cancels (%s)", req.symbol, exc.code)
-                for oid in req.cancel:
-                    try:
-                        o = await self.rest.cancel_order(product_id=pid, order_id=oid)
-                        cancelled.append(oid)
-                        self.record_cancel(req.symbol, order_view(o), "cancelled_by_user")
-                    except DeltaError as one:
-                        if one.code == "open_order_not_found":
-                            cancelled.append(oid)  # already gone (filled or cancelled): same outcome
-                        else:
-                            errors.append(_err_text(str(oid), one))
-                            self.record_refusal(req.symbol, "cancel_rejected", "", str(oid), one)
-        for a in req.amend:
-            stop = a.order_type.startswith("stop_")
-            try:
-                # a trailing stop's price is the exchange's to move: only its size is edited
-                o = await self.rest.edit_order(product_id=pid, order_id=a.order_id, size=a.size,
-                                               limit_price=None if stop else a.price,
-                                               stop_price=a.price if stop and not a.trailing else None)
-                amended.append(order_view(o))
-                self.record(req.symbol, "amended", order_view(o), detail=a.order_type)
-            except DeltaError as exc:
-                errors.append(_err_text(str(a.order_id), exc))
-                self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), exc)
-        if req.place:
-            results = await asyncio.gather(*(self.place(pid, p, req.symbol) for p in req.place), return_exceptions=True)
-            for p, r in zip(req.place, results, strict=True):  # gather: one result per order, in order
+            for oid, r in zip(req.cancel, await self.rest.cancel_orders(pid, req.cancel), strict=True):
                 if isinstance(r, Order):
-                    view = order_view(r)
+                    cancelled.append(oid)
+                    self.record_cancel(req.symbol, order_view(r), "cancelled_by_user")
+                elif r.code == "open_order_not_found":
+                    cancelled.append(oid)  # already gone (filled or cancelled): same outcome
+                else:
+                    errors.append(_err_text(str(oid), r))
+                    self.record_refusal(req.symbol, "cancel_rejected", "", str(oid), r)
+        # Quotes (entries, take-profits and their amends) that cannot be sent soon are refused
+        # now; protective stops and reduce-only exits always go, and wait their turn.
+        quote_amends = [a for a in req.amend if not a.order_type.startswith("stop_")]
+        quote_places = [p for p in req.place if not p.reduce_only]
+        needed = sum(order_units(n) for n in (len(req.cancel), len(quote_amends), len(quote_places)))
+        budget_wait = self.rest.limiter.wait_time(min(needed, self.rest.limiter.budget.capacity), Priority.NEW_ORDER)
+        if (quote_amends or quote_places) and budget_wait > INTENT_BUDGET_WAIT_S:
+            spent = RateLimited("rate_budget_spent", message="not sent: the account's rate budget is spent "
+                                f"and refills in {budget_wait:.0f} s")
+            for a in quote_amends:
+                errors.append(_err_text(str(a.order_id), spent))
+                self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), spent)
+            for p in quote_places:
+                errors.append(_err_text(p.client_order_id, spent))
+                self.record_refusal(req.symbol, "rejected", p.client_order_id, "", spent,
+                                    side=p.side, price=p.price, size=p.size)
+            req = msgspec.structs.replace(req, amend=[a for a in req.amend if a not in quote_amends],
+                                          place=[p for p in req.place if p not in quote_places])
+        if req.amend:
+            # Delta's batch edit takes limit orders only; a stop's trigger is edited on its own.
+            limits = [a for a in req.amend if not a.order_type.startswith("stop_")]
+            stops = [a for a in req.amend if a.order_type.startswith("stop_")]
+            edits = [OrderEdit(id=a.order_id, limit_price=a.price, size=a.size) for a in limits]
+            parts = await asyncio.gather(
+                _many(self.rest.edit_orders(pid, edits), len(edits)),
+                # a trailing stop's price is the exchange's to move: only its size is edited
+                *(_many(self.rest.edit_order(product_id=pid, order_id=a.order_id, size=a.size,
+                                             stop_price=None if a.trailing else a.price))
+                  for a in stops))
+            for a, res in zip([*limits, *stops], [x for part in parts for x in part], strict=True):
+                if isinstance(res, Order):
+                    amended.append(order_view(res))
+                    self.record(req.symbol, "amended", order_view(res), detail=a.order_type)
+                elif isinstance(res, Exception):
+                    errors.append(_err_text(str(a.order_id), res))
+                    self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), res)
+        if req.place:
+            # Delta's batch create takes GTC limit orders without reduce_only; the rest (stops,
+            # market orders, reduce-only exits) go on their own.
+            grid = [p for p in req.place if p.order_type == "limit_order" and not p.reduce_only]
+            others = [p for p in req.place if not (p.order_type == "limit_order" and not p.reduce_only)]
+            news = [NewOrder(size=p.size, side=p.side, limit_price=p.price,  # type: ignore[arg-type]  # bots send buy/sell
+                             post_only=p.post_only, client_order_id=p.client_order_id) for p in grid]
+            parts = await asyncio.gather(_many(self.rest.place_orders(pid, news), len(news)),
+                                         *(_many(self.place(pid, p, req.symbol)) for p in others))
+            for p, res in zip([*grid, *others], [x for part in parts for x in part], strict=True):
+                if isinstance(res, Order):
+                    view = order_view(res)
                     placed.append(view)
                     self.record(req.symbol, "placed", view, detail=p.order_type)
-                elif isinstance(r, Exception):
-                    errors.append(_err_text(p.client_order_id, r))
-                    self.record_refusal(req.symbol, "rejected", p.client_order_id, "", r,
+                elif isinstance(res, Exception):
+                    errors.append(_err_text(p.client_order_id, res))
+                    self.record_refusal(req.symbol, "rejected", p.client_order_id, "", res,
                                         side=p.side, price=p.price, size=p.size)
         for e in errors:
             log.warning("%s: order rejected: %s", req.symbol, e)
@@ -665,11 +742,11 @@ class ExchangeGateway:
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               **self.link_figures(),
-                              note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
+                              note=f"loop lag {lag_ms:.1f} ms, {self.resync.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
-                              + self.market_data_note())
+                              + self.market_data_note() + self.resync.note())
 
     def link_figures(self) -> LinkFigures:
         """For the supervisor's alerts and metrics: how long the account socket has been down, the
@@ -788,17 +865,23 @@ async def run_exchange(spec: ChildSpec) -> int:
                 stop.set()
                 return
             figures = gw.figures(lag.take_max_ms())
-            if deadman is not None:  # the switch's state in the gateway's status note
-                figures = msgspec.structs.replace(figures, note=f"{figures.note}; {deadman.note()}")
+            if deadman is not None:  # the switch's state in the gateway's status note and metrics
+                state, left = deadman.figures()
+                figures = msgspec.structs.replace(figures, note=f"{figures.note}; {deadman.note()}",
+                                                  deadman=state, deadman_expires_in_s=left)
+            else:
+                figures = msgspec.structs.replace(figures, deadman="off")
             send_heartbeat(hb, gw.codec, spec, figures)
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 
     # Delta's dead-man switch: renewed while this gateway lives (workers/gateway_deadman.py).
     deadman = DeadmanKeeper(gw.rest, cfg.deadman, cfg.run.bot_id, gw.products.values()) if cfg.deadman.enabled else None
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
+    assert gw.funding is not None  # made by start()
     try:
         await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop] + ([deadman.loop] if deadman is not None else []), stop)
+                                 gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else [])
+                                + [gw.resync.loop], stop)
         if deadman is not None and supervisor_alive(spec.supervisor_pid):  # a clean stop, not an orphan's exit
             await deadman.disable()
     finally:

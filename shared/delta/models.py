@@ -377,10 +377,17 @@ class WalletTransaction(msgspec.Struct, frozen=True, kw_only=True):
     asset_symbol: str | None = None
     product_id: int | None = None
     created_at: RawTime = None  # µs after decode (live: ISO 8601)
+    meta_data: dict[str, Any] | None = None  # a fill's entries name it: {"fill_id": ...}
 
     def __post_init__(self) -> None:
         _norm_times(self, "created_at")
         _norm_id(self, "id")
+
+    @property
+    def fill_id(self) -> str | None:
+        """The fill this entry belongs to (commission, cashflow), if it says."""
+        fid = (self.meta_data or {}).get("fill_id")
+        return str(fid) if fid not in (None, "") else None
 
 
 class Leverage(msgspec.Struct, frozen=True, kw_only=True):

@@ -25,10 +25,14 @@ from enum import IntEnum
 
 import msgspec
 
+from shared.delta.constants import MAX_BATCH
+
 WINDOW_S = 300.0
 CAPACITY = 10_000
 RESERVE_SHARE = 0.05  # of each window only cancels/risk actions may spend: 500 units = 100 cancels
 UNKNOWN_RESET_BLOCK_S = 2.0  # 429 without a usable X-RATE-LIMIT-RESET header
+ORDER_WEIGHT = 5  # one place, edit or cancel (POST|PUT|DELETE /v2/orders)
+BATCH_WEIGHT = 25  # one POST|PUT|DELETE /v2/orders/batch, whatever its size (up to 50 orders)
 
 
 class Priority(IntEnum):
@@ -66,9 +70,9 @@ def endpoint_weight(method: str, path: str) -> int:
     path = path.split("?", 1)[0].rstrip("/")
     key = f"{method} {path}"
     if path == "/v2/orders/batch":
-        return 25
+        return BATCH_WEIGHT
     if path in ("/v2/orders", "/v2/orders/all") and method in ("POST", "PUT", "DELETE"):
-        return 5
+        return ORDER_WEIGHT
     if path == "/v2/positions/change_margin" and method == "POST":
         return 5
     if _WEIGHT_10.match(key):
@@ -76,6 +80,22 @@ def endpoint_weight(method: str, path: str) -> int:
     if _WEIGHT_3.match(key):
         return 3
     return 1
+
+
+def batch_pays(orders: int) -> bool:
+    """Whether `orders` actions of one kind (places, edits or cancels on one product) go as one
+    batch call rather than one call each: when the batch costs no more of the account's budget
+    than the single calls would (25 units against 5 an order: from 5 orders on). A tie goes to
+    the batch: one round trip and one request to sign instead of five. Fewer than 5 go singly,
+    at once, so a bot amending one take-profit does not pay 25 units for it."""
+    return 2 <= orders and BATCH_WEIGHT <= orders * ORDER_WEIGHT
+
+
+def order_units(orders: int) -> int:
+    """The units `orders` actions of one kind on one product cost, sent as batch_pays says:
+    full batches of 50, and the rest in one batch or singly."""
+    full, rest = divmod(orders, MAX_BATCH)
+    return full * BATCH_WEIGHT + (BATCH_WEIGHT if batch_pays(rest) else rest * ORDER_WEIGHT)
 
 
 class RequestBudget:
@@ -187,6 +207,11 @@ class AccountRateLimiter:
         cond = self._cond()
         async with cond:
             cond.notify_all()
+
+    def wait_time(self, weight: int, priority: Priority) -> float:
+        """Seconds a request of this weight and priority would wait for budget if it were next
+        (requests already waiting go first, so the real wait may be longer)."""
+        return self.budget.wait_time(weight, priority, self._clock())
 
     def snapshot(self) -> BudgetSnapshot:
         return self.budget.snapshot(self._clock())

@@ -73,7 +73,14 @@ from shared.delta.models import (
     to_micros,
     to_product_spec,
 )
-from shared.delta.ratelimit import UNKNOWN_RESET_BLOCK_S, AccountRateLimiter, Priority, RequestBudget, endpoint_weight
+from shared.delta.ratelimit import (
+    UNKNOWN_RESET_BLOCK_S,
+    AccountRateLimiter,
+    Priority,
+    RequestBudget,
+    batch_pays,
+    endpoint_weight,
+)
 from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
 
@@ -92,7 +99,7 @@ _STOP_TRIGGER_METHODS = ("mark_price", "last_traded_price", "spot_price")
 
 
 class NewOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """One order of a batch create (batches are GTC limit orders on one product)."""
+    """One order of place_orders (batches are GTC limit orders on one product)."""
 
     size: int
     side: Side
@@ -159,6 +166,76 @@ def _check_side(side: str) -> None:
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def batch_split(n: int, size: int = MAX_BATCH) -> tuple[list[range], list[int]]:
+    """Which of n order actions of one kind go in which batch call (ranges of at most `size`)
+    and which go singly: a group too small for a batch to pay (batch_pays)."""
+    batches: list[range] = []
+    singles: list[int] = []
+    for lo in range(0, n, size):
+        group = range(lo, min(lo + size, n))
+        if batch_pays(len(group)):
+            batches.append(group)
+        else:
+            singles.extend(group)
+    return batches, singles
+
+
+def _create_item(o: NewOrder) -> dict[str, Any]:
+    """One order of a batch create, in Delta's item schema (no reduce_only, no stops: Delta's
+    batches are GTC limit orders only)."""
+    _check_size(o.size)
+    _check_side(o.side)
+    check_client_order_id(o.client_order_id)
+    item: dict[str, Any] = {"limit_price": price_text(o.limit_price), "size": o.size, "side": o.side,
+                            "order_type": "limit_order", "time_in_force": "gtc", "post_only": _flag(o.post_only)}
+    if o.client_order_id is not None:
+        item["client_order_id"] = o.client_order_id
+    return item
+
+
+def _edit_item(e: OrderEdit) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": int(e.id)}
+    if e.limit_price is not None:
+        item["limit_price"] = price_text(e.limit_price)
+    if e.size is not None:
+        _check_size(e.size)
+        item["size"] = e.size
+    if e.post_only is not None:
+        item["post_only"] = _flag(e.post_only)
+    return item
+
+
+def _batch_answers(env: Envelope, key_of: Callable[[Order], str | int | None],
+                   endpoint: str) -> dict[str | int, Order | DeltaError]:
+    """A batch answer's orders by the key they were sent under. Delta's documented answer is
+    the orders it processed; an item that is an error object instead (undocumented) is taken
+    as that order's refusal when it names the order, and ignored otherwise (the order is then
+    sent again on its own)."""
+    if not env.has_result:
+        raise ResponseShapeError("missing_result", message="response had no result", endpoint=endpoint)
+    try:
+        raw_items = decode(env.result, list[msgspec.Raw])
+    except msgspec.ValidationError as exc:
+        raise ResponseShapeError("unexpected_shape", message=str(exc), endpoint=endpoint) from exc
+    out: dict[str | int, Order | DeltaError] = {}
+    for raw in raw_items:
+        try:
+            order: Order = decode(raw, Order)
+        except msgspec.ValidationError:
+            try:
+                item: dict[str, Any] = decode(raw, dict[str, Any])
+            except msgspec.ValidationError:
+                continue
+            key = item.get("client_order_id") or item.get("id")
+            if "error" in item and isinstance(key, (str, int)):
+                out[key] = error_from_response(400, item, endpoint=endpoint)
+            continue
+        key = key_of(order)
+        if key is not None:
+            out[key] = order
+    return out
 
 
 def candle_windows(start_s: int, end_s: int, resolution: str,
@@ -708,61 +785,112 @@ class DeltaRestClient:
         await self._request("DELETE", "/v2/orders/all", body=body, signed=True,
                             priority=Priority.RISK, retry=True)  # idempotent
 
-    async def batch_create(self, product_id: int, orders: Sequence[NewOrder]) -> list[Order]:
-        """GTC limit orders on one product, 50 per request. Not retried: on an uncertain
-        chunk OutcomeUnknown is raised and the orders created so far are in its context."""
-        body_orders = []
-        for o in orders:
-            _check_size(o.size)
-            _check_side(o.side)
-            check_client_order_id(o.client_order_id)
-            item: dict[str, Any] = {"limit_price": price_text(o.limit_price), "size": o.size,
-                                    "side": o.side, "order_type": "limit_order",
-                                    "time_in_force": "gtc", "post_only": _flag(o.post_only)}
-            if o.client_order_id is not None:
-                item["client_order_id"] = o.client_order_id
-            body_orders.append(item)
-        return await self._batch("POST", product_id, body_orders, Priority.NEW_ORDER)
+    # ---------------------------------------------------------------- many orders at once
+    #
+    # place_orders / edit_orders / cancel_orders take the orders of one product and answer one
+    # result per order, in order: its Order, or the DeltaError Delta gave for it. Batch calls go
+    # where they pay (batch_split); the rest go singly, all at once. Delta's batch answer is the
+    # orders it processed, with no per-order errors (api spec §5), so an order a batch leaves
+    # out is sent once more on its own: that places, edits or cancels it, or returns the code
+    # Delta gives for it, exactly as a single order would.
 
-    async def batch_edit(self, product_id: int, edits: Sequence[OrderEdit]) -> list[Order]:
-        items = []
-        for e in edits:
-            item: dict[str, Any] = {"id": int(e.id)}
-            if e.limit_price is not None:
-                item["limit_price"] = price_text(e.limit_price)
-            if e.size is not None:
-                _check_size(e.size)
-                item["size"] = e.size
-            if e.post_only is not None:
-                item["post_only"] = _flag(e.post_only)
-            items.append(item)
-        return await self._batch("PUT", product_id, items, Priority.NEW_ORDER)
+    async def place_orders(self, product_id: int, orders: Sequence[NewOrder]) -> list[Order | DeltaError]:
+        """GTC limit orders on one product (Delta's batches take no other kind). Each needs a
+        client_order_id: that is how a batch's answer is matched to it. After a batch whose
+        outcome is unknown (timeout, 5xx) each order is looked up by its client_order_id and
+        sent again only if the exchange has none."""
+        items = [_create_item(o) for o in orders]
+        if any(o.client_order_id is None for o in orders):
+            raise ValueError("every order of place_orders needs a client_order_id")
 
-    async def batch_cancel(self, product_id: int, *, order_ids: Sequence[int] = (),
-                           client_order_ids: Sequence[str] = ()) -> list[Order]:
-        for coid in client_order_ids:
-            check_client_order_id(coid)
-        items = ([{"id": int(i)} for i in order_ids]
-                 + [{"client_order_id": c} for c in client_order_ids])
-        return await self._batch("DELETE", product_id, items, Priority.RISK)
+        async def single(i: int) -> Order:
+            o = orders[i]
+            return await self.place_order(product_id=product_id, size=o.size, side=o.side,
+                                          limit_price=o.limit_price, post_only=o.post_only,
+                                          client_order_id=o.client_order_id)
 
-    async def _batch(self, method: str, product_id: int, items: list[dict[str, Any]],
-                     priority: Priority) -> list[Order]:
-        done: list[Order] = []
-        for chunk in chunks(items, MAX_BATCH):
+        async def uncertain(i: int, exc: DeltaError) -> Order:
+            found = await self._find_by_client_id(orders[i].client_order_id or "")
+            return found if found is not None else await single(i)
+
+        return await self._per_order("POST", product_id, items, [o.client_order_id for o in orders],
+                                     lambda o: o.client_order_id, single, uncertain, Priority.NEW_ORDER)
+
+    async def edit_orders(self, product_id: int, edits: Sequence[OrderEdit]) -> list[Order | DeltaError]:
+        """Limit-order edits on one product (a stop's trigger is edited with edit_order). An edit
+        whose outcome is unknown is not repeated: its result is OutcomeUnknown, for reconcile."""
+        items = [_edit_item(e) for e in edits]
+
+        async def single(i: int) -> Order:
+            e = edits[i]
+            return await self.edit_order(product_id=product_id, order_id=e.id, limit_price=e.limit_price,
+                                         size=e.size, post_only=e.post_only)
+
+        async def uncertain(i: int, exc: DeltaError) -> Order:
+            raise OutcomeUnknown(exc.code, status=exc.status, endpoint=exc.endpoint,
+                                 message=f"edit of order {edits[i].id} not confirmed; reconcile")
+
+        return await self._per_order("PUT", product_id, items, [int(e.id) for e in edits], lambda o: o.id,
+                                     single, uncertain, Priority.NEW_ORDER)
+
+    async def cancel_orders(self, product_id: int, order_ids: Sequence[int]) -> list[Order | DeltaError]:
+        """Cancels on one product. Cancels are idempotent, so after an uncertain batch each is
+        sent again on its own (cancel_order reads an order back when that is what it takes)."""
+        items: list[dict[str, Any]] = [{"id": int(i)} for i in order_ids]
+
+        async def single(i: int) -> Order:
+            return await self.cancel_order(product_id=product_id, order_id=int(order_ids[i]))
+
+        async def uncertain(i: int, exc: DeltaError) -> Order:
+            return await single(i)
+
+        return await self._per_order("DELETE", product_id, items, [int(i) for i in order_ids], lambda o: o.id,
+                                     single, uncertain, Priority.RISK)
+
+    async def _per_order(self, method: str, product_id: int, items: list[dict[str, Any]],
+                         keys: Sequence[str | int | None], key_of: Callable[[Order], str | int | None],
+                         single: Callable[[int], Awaitable[Order]],
+                         uncertain: Callable[[int, DeltaError], Awaitable[Order]],
+                         priority: Priority) -> list[Order | DeltaError]:
+        results: list[Order | DeltaError | None] = [None] * len(items)
+        endpoint = f"{method} /v2/orders/batch"
+
+        async def settle(i: int, action: Awaitable[Order]) -> None:
             try:
-                env = await self._request(method, "/v2/orders/batch", priority=priority,
-                                          body={"product_id": int(product_id),
-                                                "orders": list(chunk)}, signed=True)
-            except (RequestTimeout, ServerError) as exc:
-                raise OutcomeUnknown(exc.code, status=exc.status, endpoint=exc.endpoint,
-                                     message=f"batch of {len(chunk)} not confirmed after "
-                                             f"{len(done)} confirmed; reconcile",
-                                     context={"confirmed_order_ids": [o.id for o in done]}
-                                     ) from exc
-            if env.has_result:
-                done.extend(self._result(env, list[Order], f"{method} /v2/orders/batch"))
-        return done
+                results[i] = await action
+            except DeltaError as exc:
+                results[i] = exc
+
+        async def batch(idx: range) -> None:
+            try:
+                env = await self._request(method, "/v2/orders/batch", priority=priority, signed=True,
+                                          body={"product_id": int(product_id), "orders": [items[i] for i in idx]})
+                answered = _batch_answers(env, key_of, endpoint)
+            except (AuthError, RateLimited) as exc:  # refused before anything was done: alike for all
+                for i in idx:
+                    results[i] = exc
+                return
+            except (RequestTimeout, ServerError, ResponseShapeError) as exc:  # done or not: unknown
+                await asyncio.gather(*(settle(i, uncertain(i, exc)) for i in idx))
+                return
+            except DeltaError:
+                # Refused whole (Delta answers 400 when it could do none of them): each order on
+                # its own gets its own answer and code.
+                answered = {}
+            left = []
+            for i in idx:
+                key = keys[i]
+                got = answered.get(key) if key is not None else None
+                if got is None:
+                    left.append(i)
+                else:
+                    results[i] = got
+            await asyncio.gather(*(settle(i, single(i)) for i in left))
+
+        batches, singles = batch_split(len(items))
+        await asyncio.gather(*(batch(r) for r in batches), *(settle(i, single(i)) for i in singles))
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]  # every slot was settled just above
 
     async def _paged_by_products(self, path: str, item: type, product_ids: Sequence[int] | None,
                                  params: dict[str, Any]) -> list[Any]:
@@ -826,6 +954,15 @@ class DeltaRestClient:
         """The wallet ledger since start_time (µs), newest first, every page."""
         return await self._get_paged("/v2/wallet/transactions", WalletTransaction,
                                      {"start_time": start_time, "page_size": 50}, signed=True)
+
+    async def get_wallet_transactions_page(self, *, after: str | None = None, page_size: int = 50
+                                           ) -> tuple[list[WalletTransaction], str | None]:
+        """One page of the wallet ledger, newest first, and the cursor of the next (older) page
+        (None: no more). Every kind of entry: whether Delta filters by `transaction_types` is
+        UNCONFIRMED, so callers pick the kinds they want (funding, ...) themselves."""
+        params = {"page_size": page_size, "after": after}
+        page, env = await self._get("/v2/wallet/transactions", list[WalletTransaction], params=params, signed=True)
+        return page, (env.meta.after if env.meta else None) or None
 
     async def get_fills(self, product_ids: Sequence[int] | None = None,
                         start_time: int | None = None) -> list[Fill]:
@@ -896,6 +1033,6 @@ class DeltaRestClient:
 
 
 __all__ = [
-    "DeltaRestClient", "NewOrder", "OrderEdit", "build_query", "candle_windows", "price_text",
+    "DeltaRestClient", "NewOrder", "OrderEdit", "batch_split", "build_query", "candle_windows", "price_text",
     "check_client_order_id", "backoff_delay",
 ]

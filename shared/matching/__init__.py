@@ -4,6 +4,8 @@ from .engine import (
                      Event,
                      Fill,
                      FillEvent,
+                     FundingEvent,
+                     FundingPayment,
                      MatchingEngine,
                      Order,
                      OrderEvent,
@@ -16,5 +18,6 @@ from .engine import (
 )
 from .errors import VenueError, bad_schema
 
-__all__ = ["Event", "Fill", "FillEvent", "MatchingEngine", "Order", "OrderEvent", "OrderRequest",
+__all__ = ["Event", "Fill", "FillEvent", "FundingEvent", "FundingPayment", "MatchingEngine",
+           "Order", "OrderEvent", "OrderRequest",
            "Position", "PositionEvent", "VenueError", "Wallet", "bad_schema", "dec", "money"]

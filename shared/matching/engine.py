@@ -1,8 +1,15 @@
 """The paper venue's matching engine: one account's resting orders against a replayed market.
 
 Pure and deterministic: no I/O, no asyncio, time only from the injected `clock` (microseconds) or
-from the replayed trade's own timestamp. Money is `Decimal`, rounded to 8 places per fill, so the
-ledger identity `balance == initial + realised PnL - fees` holds exactly, not "nearly".
+from the replayed trade's own timestamp. Money is `Decimal`, rounded to 8 places per fill and per
+funding payment, so the ledger identity `balance == initial + realised PnL - fees + funding` holds
+exactly, not "nearly".
+
+Funding (`charge_funding`, called by the venue at each funding time its clock passes): the open
+position pays or receives position x contract_value x mark x rate (the mark: the last trade),
+into the balance and the position's funding; each product remembers the newest funding time it
+settled, so settling one twice changes nothing. Payments take their sequence number from the
+fills' counter: fills and funding are one ordered ledger (the wallet transactions, the journal).
 
 Fill rules (documented choices, each one tested):
 - The book is the account's own resting orders, price-time priority (best price first, then the
@@ -80,6 +87,7 @@ from typing import Literal
 import msgspec
 from msgspec.structs import replace
 
+from shared.funding import payment as funding_payment
 from shared.products import ProductSpec
 
 from .errors import VenueError, bad_schema
@@ -211,6 +219,21 @@ class Position(msgspec.Struct, frozen=True, kw_only=True):
     # Defaults so snapshots written before these existed still load.
     created_at: int = 0  # µs when the position opened from flat (or flipped); 0 = unknown
     added_margin: Decimal = ZERO  # POST /v2/positions/change_margin on top of the initial margin
+    funding: Decimal = ZERO  # funding received (+) or paid (-) on this product (Delta: realized_funding)
+
+
+class FundingPayment(msgspec.Struct, frozen=True, kw_only=True):
+    """Funding charged (amount < 0) or paid (amount > 0) on one product's position at one
+    funding time. `seq` comes from the fills' sequence, so the account's ledger entries (fills
+    and funding) have one order and one idempotent replay rule."""
+    seq: int
+    product_id: int
+    symbol: str
+    position: int  # contracts held at the funding time
+    mark: Decimal  # the price the notional was valued at (the paper mark: the last trade)
+    rate: Decimal  # fraction per interval; positive: longs pay shorts
+    amount: Decimal  # to the wallet: + received, - paid
+    timestamp: int  # µs, the funding time
 
 
 class Wallet(msgspec.Struct, frozen=True, kw_only=True):
@@ -238,6 +261,10 @@ class PositionEvent(msgspec.Struct, frozen=True, tag="position"):
     position: Position
 
 
+class FundingEvent(msgspec.Struct, frozen=True, tag="funding"):
+    funding: FundingPayment
+
+
 class ProductEvent(msgspec.Struct, frozen=True, tag="product"):
     """A product joined the account or its leverage changed (no websocket frame: it exists so
     the account journal can rebuild products created after the last snapshot)."""
@@ -245,7 +272,7 @@ class ProductEvent(msgspec.Struct, frozen=True, tag="product"):
     leverage: Decimal
 
 
-Event = OrderEvent | FillEvent | PositionEvent | ProductEvent
+Event = OrderEvent | FillEvent | PositionEvent | ProductEvent | FundingEvent
 
 
 STATE_VERSION = 1
@@ -256,6 +283,7 @@ class ProductState(msgspec.Struct, frozen=True, kw_only=True):
     leverage: Decimal
     last: Decimal | None
     position: Position
+    last_funding_us: int = 0  # the newest funding time already settled (0: snapshots before funding)
 
 
 class EngineState(msgspec.Struct, frozen=True, kw_only=True):
@@ -274,13 +302,16 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
     last_order_id: int
     last_priority: int
     last_fill_seq: int
+    # Defaults so snapshots written before funding existed still load.
+    funding_total: Decimal = ZERO
+    funding: list[FundingPayment] = msgspec.field(default_factory=list)
 
 
 class _Product:
     """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
 
-    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "stops", "position",
-                 "book_notional", "order_margin", "position_margin")
+    __slots__ = ("spec", "tick", "cv", "leverage", "last", "quote", "bids", "asks", "stops", "position",
+                 "book_notional", "order_margin", "position_margin", "last_funding_us", "_touch_of", "_touch")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
         self.spec = spec
@@ -288,6 +319,8 @@ class _Product:
         self.cv = dec(spec.contract_value)
         self.leverage = leverage
         self.last: Decimal | None = None
+        # A real book's best bid and ask (live prices), or None: the touch one tick around the last trade
+        self.quote: tuple[Decimal, Decimal] | None = None
         # sorted (key, priority, order_id); key = -price for bids so the best is first on both sides
         self.bids: list[tuple[Decimal, int, int]] = []
         self.asks: list[tuple[Decimal, int, int]] = []
@@ -298,16 +331,26 @@ class _Product:
         self.book_notional = ZERO
         self.order_margin = ZERO
         self.position_margin = ZERO
+        self.last_funding_us = 0  # funding times up to here are settled
+        # touch() of the `last` object it was computed from (no quote): every order action asks
+        # for it, and it only moves with a trade
+        self._touch_of: Decimal | None = None
+        self._touch: tuple[Decimal, Decimal] = (ZERO, ZERO)
 
     def to_tick(self, price: float | Decimal) -> Decimal:
         ticks = (dec(price) / self.tick).to_integral_value(rounding=ROUND_HALF_EVEN)
         return ticks * self.tick
 
     def touch(self) -> tuple[Decimal, Decimal]:
-        if self.last is None:
+        if self.quote is not None:
+            return self.quote
+        last = self.last
+        if last is None:
             raise VenueError("unavailable", {"message": f"no market yet for {self.spec.symbol}"}, 503)
-        bid = self.to_tick(self.last)
-        return bid, bid + self.tick
+        if self._touch_of is not last:
+            bid = self.to_tick(last)
+            self._touch, self._touch_of = (bid, bid + self.tick), last
+        return self._touch
 
 
 class MatchingEngine:
@@ -330,6 +373,8 @@ class MatchingEngine:
         self._closed_order_ids: deque[int] = deque()
         self._history_limit = history_limit
         self.fills: deque[Fill] = deque(maxlen=history_limit)
+        self.funding: deque[FundingPayment] = deque(maxlen=history_limit)
+        self.funding_total = ZERO
         self._last_order_id = 0
         self._last_priority = 0
         self._last_fill_seq = 0
@@ -343,6 +388,7 @@ class MatchingEngine:
         if spec.product_id in self._products:
             return
         self._products[spec.product_id] = _Product(spec, self._default_leverage)
+        self._products[spec.product_id].last_funding_us = self._clock()  # funding from when it joined
         self._by_symbol[spec.symbol] = spec.product_id
         self._emit(ProductEvent(spec, self._default_leverage))
 
@@ -373,6 +419,16 @@ class MatchingEngine:
     def touch(self, product_id: int) -> tuple[Decimal, Decimal]:
         """(best bid, best ask) of the synthetic market around the last trade."""
         return self._p(product_id).touch()
+
+    def set_quote(self, symbol: str, bid: float | None, ask: float | None) -> None:
+        """The market's real best bid and ask (a live book): marketable orders then fill as taker at
+        them. A one-sided, crossed or missing quote falls back to the touch around the last trade."""
+        p = self._products[self._by_symbol[symbol]]
+        if bid is None or ask is None or not 0 < bid < ask:
+            p.quote = None
+            return
+        b, a = p.to_tick(bid), p.to_tick(ask)
+        p.quote = (b, a) if b < a else None
 
     def leverage(self, product_id: int) -> Decimal:
         return self._p(product_id).leverage
@@ -465,6 +521,48 @@ class MatchingEngine:
         self._emit(OrderEvent("create", "liquidation", order))
         fill = self._execute(p, order, size, mark, "taker", ts_us, fill_type="liquidation")
         return [] if fill is None else [fill]
+
+    # ---- funding ----------------------------------------------------------------------------
+    def funding_settled_until(self, product_id: int) -> int:
+        """The newest funding time (µs) already settled for the product."""
+        return self._p(product_id).last_funding_us
+
+    def settle_funding_before(self, ts_us: int) -> None:
+        """Funding times up to `ts_us` count as settled (a new account, or a restored one whose
+        newest event is later: the venue had passed them, charged or not)."""
+        for p in self._products.values():
+            p.last_funding_us = max(p.last_funding_us, ts_us)
+
+    def charge_funding(self, product_id: int, rate: Decimal, funding_us: int) -> FundingPayment | None:
+        """Settle one funding time of one product: the position pays (positive rate, long) or
+        receives position x contract_value x mark x rate, into the balance. Idempotent: a time
+        at or before the last settled one changes nothing. None when nothing moved (flat, no
+        price yet, or an amount below the ledger's precision)."""
+        p = self._p(product_id)
+        if funding_us <= p.last_funding_us:
+            return None
+        p.last_funding_us = funding_us
+        pos = p.position
+        if pos.size == 0 or p.last is None:
+            return None
+        amount = funding_payment(pos.size, p.cv, p.last, rate)
+        if amount == 0:
+            return None
+        self._last_fill_seq += 1
+        fp = FundingPayment(seq=self._last_fill_seq, product_id=product_id, symbol=p.spec.symbol,
+                            position=pos.size, mark=p.last, rate=rate, amount=amount, timestamp=funding_us)
+        self.balance += amount
+        self.funding_total += amount
+        self.funding.append(fp)
+        p.position = replace(pos, funding=pos.funding + amount)
+        self._emit(FundingEvent(fp))
+        self._emit(PositionEvent(p.position))
+        return fp
+
+    @property
+    def last_ledger_seq(self) -> int:
+        """The newest sequence number of a fill or funding payment (0: none yet)."""
+        return self._last_fill_seq
 
     # ---- orders -----------------------------------------------------------------------------
     def place_order(self, req: OrderRequest) -> Order:
@@ -787,13 +885,15 @@ class MatchingEngine:
             initial_balance=self.initial_balance, balance=self.balance,
             realized_pnl_total=self.realized_pnl_total, fees_total=self.fees_total,
             default_leverage=self._default_leverage,
-            products=[ProductState(spec=p.spec, leverage=p.leverage, last=p.last, position=p.position)
+            products=[ProductState(spec=p.spec, leverage=p.leverage, last=p.last, position=p.position,
+                                   last_funding_us=p.last_funding_us)
                       for p in self._products.values()],
             open_orders=list(self._open.values()),
             closed_orders=list(self._closed.values())[-max_history:] if max_history else [],
             fills=list(self.fills)[-max_history:] if max_history else [], last_order_id=self._last_order_id,
             last_priority=self._last_priority,
-            last_fill_seq=self._last_fill_seq)
+            last_fill_seq=self._last_fill_seq, funding_total=self.funding_total,
+            funding=list(self.funding)[-max_history:] if max_history else [])
         return msgspec.json.encode(state)
 
     @classmethod
@@ -817,6 +917,7 @@ class MatchingEngine:
             e.add_product(ps.spec)
             p = e._products[ps.spec.product_id]
             p.leverage, p.last, p.position = ps.leverage, ps.last, ps.position
+            p.last_funding_us = ps.last_funding_us
             e._refresh_margin(p)
         for o in st.closed_orders:
             e._closed[o.id] = o
@@ -832,6 +933,8 @@ class MatchingEngine:
             else:
                 e._rest(e._products[o.product_id], o)
         e.fills.extend(st.fills)
+        e.funding.extend(st.funding)
+        e.funding_total = st.funding_total
         e._last_order_id, e._last_priority, e._last_fill_seq = st.last_order_id, st.last_priority, st.last_fill_seq
         return e
 
@@ -1093,6 +1196,8 @@ def apply_journal(state: EngineState, events: Iterable[Event]) -> EngineState:
     open_orders = {o.id: o for o in state.open_orders}
     closed = {o.id: o for o in state.closed_orders}
     fills = list(state.fills)
+    funding = list(state.funding)
+    funding_total = state.funding_total
     balance, realized, fees = state.balance, state.realized_pnl_total, state.fees_total
     last_order_id, last_priority, last_fill_seq = state.last_order_id, state.last_priority, state.last_fill_seq
     for ev in events:
@@ -1100,7 +1205,8 @@ def apply_journal(state: EngineState, events: Iterable[Event]) -> EngineState:
             old = products.get(ev.spec.product_id)
             products[ev.spec.product_id] = ProductState(
                 spec=ev.spec, leverage=ev.leverage, last=old.last if old else None,
-                position=old.position if old else Position(product_id=ev.spec.product_id, symbol=ev.spec.symbol))
+                position=old.position if old else Position(product_id=ev.spec.product_id, symbol=ev.spec.symbol),
+                last_funding_us=old.last_funding_us if old else 0)
         elif isinstance(ev, OrderEvent):
             o = ev.order
             last_order_id, last_priority = max(last_order_id, o.id), max(last_priority, o.priority)
@@ -1120,6 +1226,18 @@ def apply_journal(state: EngineState, events: Iterable[Event]) -> EngineState:
             balance += f.realized_pnl - f.commission
             realized += f.realized_pnl
             fees += f.commission
+        elif isinstance(ev, FundingEvent):
+            fp = ev.funding
+            if fp.seq <= last_fill_seq:
+                continue  # already in the snapshot
+            ps = products.get(fp.product_id)
+            if ps is None:
+                raise ValueError(f"account journal: funding of unknown product {fp.product_id}")
+            products[fp.product_id] = replace(ps, last_funding_us=max(ps.last_funding_us, fp.timestamp))
+            funding.append(fp)
+            last_fill_seq = fp.seq
+            balance += fp.amount
+            funding_total += fp.amount
         elif isinstance(ev, PositionEvent):
             pos = ev.position
             ps = products.get(pos.product_id)
@@ -1130,6 +1248,7 @@ def apply_journal(state: EngineState, events: Iterable[Event]) -> EngineState:
         if o.product_id not in products:
             raise ValueError(f"account journal: order {o.id} of unknown product {o.product_id}")
     return replace(state, balance=balance, realized_pnl_total=realized, fees_total=fees,
+                   funding_total=funding_total, funding=funding,
                    products=list(products.values()), open_orders=sorted(open_orders.values(), key=lambda o: o.id),
                    closed_orders=list(closed.values()), fills=fills, last_order_id=last_order_id,
                    last_priority=last_priority, last_fill_seq=last_fill_seq)

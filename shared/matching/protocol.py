@@ -10,6 +10,7 @@ hex `id` and a nested `product` (with its assets), products without created_at/u
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal, InvalidOperation
@@ -19,7 +20,7 @@ import msgspec
 
 from shared.products import ProductSpec
 
-from .engine import Fill, Order, OrderRequest, Position, Wallet, money
+from .engine import Fill, FundingPayment, Order, OrderRequest, Position, Wallet, money
 from .errors import bad_schema
 
 USER_ID = 1  # the one paper account
@@ -151,13 +152,15 @@ def fill_json(f: Fill, spec: ProductSpec, order: Order | None = None) -> dict[st
 
 def position_json(pos: Position, spec: ProductSpec, margin: Decimal, mark: Decimal | None,
                   unrealized: Decimal) -> dict[str, Any]:
-    """A margined position. `realized_cashflow`: the paper venue has no funding, so the only cash
-    a position realises is its closed PnL (Delta's exact definition is UNCONFIRMED)."""
+    """A margined position. `realized_funding`: the funding it received (+) or paid (-);
+    `realized_cashflow`: its closed PnL plus that funding (Delta's exact definition is
+    UNCONFIRMED)."""
     return {
         "user_id": USER_ID, "size": pos.size, "entry_price": s(pos.entry_price), "margin": s(margin),
         "liquidation_price": None, "bankruptcy_price": None, "adl_level": None,
         "product_id": pos.product_id, "product_symbol": pos.symbol, "commission": s(pos.commission),
-        "realized_pnl": s(pos.realized_pnl), "realized_cashflow": s(pos.realized_pnl), "realized_funding": "0",
+        "realized_pnl": s(pos.realized_pnl), "realized_cashflow": s(pos.realized_pnl + pos.funding),
+        "realized_funding": s(pos.funding),
         "realized_holding_cost": "0", "unrealized_pnl": s(unrealized), "mark_price": s(mark), "auto_topup": False,
         "margin_mode": "isolated", "created_at": iso_time(pos.created_at or pos.updated_at),
         "updated_at": iso_time(pos.updated_at), "product": _product_ref(spec),
@@ -171,26 +174,35 @@ class LedgerEntry(msgspec.Struct, frozen=True, array_like=True):
     balance: Decimal  # after the entry
     us: int
     fill: Fill | None
+    funding: FundingPayment | None = None
 
 
 def wallet_transactions(fills: Iterable[Fill], balance_now: Decimal, initial_balance: Decimal,
                         opened_us: int, *, complete: bool, start_us: int = 0,
-                        end_us: int | None = None) -> Iterator[tuple[int, LedgerEntry]]:
+                        end_us: int | None = None,
+                        funding: Iterable[FundingPayment] = ()) -> Iterator[tuple[int, LedgerEntry]]:
     """GET /v2/wallet/transactions, newest first, keyed for cursor paging: what moved the USD
     balance. Each fill books its realised PnL (`cashflow`, when not zero) and its commission
-    (`commission`, negative; a maker rebate would be positive); the account's starting balance is
-    one `deposit`, listed only when `complete` (no fill trimmed from the history). The paper venue
-    has no funding, so there are no `funding` entries. `balance` is the balance after the entry,
-    walked back from `balance_now`.
+    (`commission`, negative; a maker rebate would be positive); each funding payment is one
+    `funding` entry (negative: paid); the account's starting balance is one `deposit`, listed
+    only when `complete` (nothing trimmed from the history). `balance` is the balance after the
+    entry, walked back from `balance_now`.
 
-    `fills` must be newest first. Lazy, and entries are bare records (transaction_json makes the
-    wire form of a page only), so a page costs the walk to it, not the whole history. Keys:
-    deposit 1, a fill's cashflow 2 x seq, its commission 2 x seq + 1. `start_us`/`end_us` keep
-    the entries created within them (µs, inclusive), as Delta's start_time/end_time do."""
+    `fills` and `funding` must be newest first; they share one sequence, so they merge by it.
+    Lazy, and entries are bare records (transaction_json makes the wire form of a page only), so
+    a page costs the walk to it, not the whole history. Keys: deposit 1, a fill's cashflow
+    2 x seq, its commission 2 x seq + 1, a funding payment 2 x seq. `start_us`/`end_us` keep the
+    entries created within them (µs, inclusive), as Delta's start_time/end_time do."""
     balance = balance_now
-    for f in fills:
+    merged: Iterable[Fill | FundingPayment] = heapq.merge(fills, funding, key=lambda x: -x.seq)
+    for f in merged:
         if f.timestamp < start_us:
             return  # newest first: everything further is older still
+        if isinstance(f, FundingPayment):
+            if end_us is None or f.timestamp <= end_us:
+                yield 2 * f.seq, LedgerEntry("funding", f.amount, balance, f.timestamp, None, f)
+            balance -= f.amount
+            continue
         if end_us is None or f.timestamp <= end_us:
             if f.commission:
                 yield 2 * f.seq + 1, LedgerEntry("commission", -f.commission, balance, f.timestamp, f)
@@ -204,11 +216,18 @@ def wallet_transactions(fills: Iterable[Fill], balance_now: Decimal, initial_bal
 def transaction_json(key: int, e: LedgerEntry) -> dict[str, Any]:
     """A ledger entry as Delta sends it: the IN docs' Transaction plus the recorded live keys
     (`uuid`, `user_id`, ISO `created_at`; CCXT fetchLedger sample)."""
-    f = e.fill
-    meta: dict[str, Any] = {"paper": True} if f is None else \
-        {"fill_id": f.id, "order_id": str(f.order_id), "product_symbol": f.symbol}
+    f, fp = e.fill, e.funding
+    meta: dict[str, Any] = {"paper": True}
+    product_id = None
+    if f is not None:
+        meta, product_id = {"fill_id": f.id, "order_id": str(f.order_id), "product_symbol": f.symbol}, f.product_id
+    elif fp is not None:
+        # Delta's meta_data for a funding entry is UNCONFIRMED: the paper venue names the product,
+        # the rate and what it was charged on; clients read only product_id and amount.
+        meta, product_id = {"product_symbol": fp.symbol, "funding_rate": s(fp.rate), "position_size": fp.position,
+                            "mark_price": s(fp.mark)}, fp.product_id
     return {"id": key, "uuid": f"{key:032x}", "amount": s(e.amount), "balance": s(e.balance),
-            "transaction_type": e.kind, "meta_data": meta, "product_id": None if f is None else f.product_id,
+            "transaction_type": e.kind, "meta_data": meta, "product_id": product_id,
             "asset_id": USD_ASSET["id"], "asset_symbol": "USD", "created_at": iso_time(e.us), "user_id": USER_ID}
 
 

@@ -13,6 +13,9 @@ the next scan reads it again; an older hole in the ledger is read again when it 
 last page, a deeper one is beyond any bounded read. With nothing known (an empty ledger) a
 scan may be given a floor: fills older than it are history (the live account's earlier days),
 not news. A scan reads at most `max_pages`; past that the rest is reported as not read.
+
+The same pass reads the wallet ledger's funding entries (workers/gateway_funding.py): any list a
+venue pages newest first with stable ids is read this way.
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ class SymbolPnl(msgspec.Struct, frozen=True, kw_only=True):
     unrealised: Decimal
     fees: Decimal
     mark: Decimal | None  # None when no mark is known (unrealised then 0)
-    net: Decimal  # realised + unrealised - fees (a field, so JSON output carries it)
+    net: Decimal  # realised + unrealised - fees + funding (a field, so JSON output carries it)
+    funding: Decimal = ZERO  # perpetual funding: + received, - paid
 
 
 class PnlSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +169,7 @@ class PnlSummary(msgspec.Struct, frozen=True, kw_only=True):
     unrealised: Decimal
     fees: Decimal
     net: Decimal
+    funding: Decimal = ZERO
 
 
 def positions_from_fills(fills: Iterable[Fill]) -> dict[str, Position]:
@@ -179,22 +181,32 @@ def positions_from_fills(fills: Iterable[Fill]) -> dict[str, Position]:
     return positions
 
 
-def summarise(positions: Mapping[str, Position], marks: Mapping[str, Number]) -> PnlSummary:
+def summarise(positions: Mapping[str, Position], marks: Mapping[str, Number],
+              funding: Mapping[str, Number] | None = None) -> PnlSummary:
+    """Per symbol and in total: realised, unrealised at `marks`, fees, `funding` (+ received,
+    - paid, by symbol) and net = realised + unrealised - fees + funding."""
+    funding = funding or {}
     rows = []
-    for symbol in sorted(positions):
-        p = positions[symbol]
+    for symbol in sorted(set(positions) | set(funding)):
+        p = positions.get(symbol)
+        paid = to_decimal(funding.get(symbol, ZERO))
         mark = to_decimal(marks[symbol]) if symbol in marks else None
+        if p is None:  # funding on a symbol whose fills the ledger does not hold
+            rows.append(SymbolPnl(symbol=symbol, contracts=0, average_entry=ZERO, realised=ZERO, unrealised=ZERO,
+                                  fees=ZERO, mark=mark, net=paid, funding=paid))
+            continue
         upnl = unrealised(p, mark) if mark is not None else ZERO
         rows.append(SymbolPnl(
             symbol=symbol, contracts=p.contracts, average_entry=p.average_entry, realised=p.realised,
-            unrealised=upnl, fees=p.fees, mark=mark, net=p.realised + upnl - p.fees,
+            unrealised=upnl, fees=p.fees, mark=mark, net=p.realised + upnl - p.fees + paid, funding=paid,
         ))
     realised = sum((r.realised for r in rows), ZERO)
     upnl_total = sum((r.unrealised for r in rows), ZERO)
     fees = sum((r.fees for r in rows), ZERO)
+    paid_total = sum((r.funding for r in rows), ZERO)
     return PnlSummary(
         symbols=tuple(rows), realised=realised, unrealised=upnl_total, fees=fees,
-        net=realised + upnl_total - fees,
+        net=realised + upnl_total - fees + paid_total, funding=paid_total,
     )
 
 
@@ -205,6 +217,8 @@ class MoneyJson(TypedDict):
     unrealised_cents: str
     fees: str
     fees_cents: str
+    funding: str
+    funding_cents: str
     net: str
     net_cents: str
 
@@ -228,6 +242,7 @@ def summary_to_builtins(summary: PnlSummary) -> PnlSummaryJson:
         return MoneyJson(realised=str(row.realised), realised_cents=str(cents(row.realised)),
                          unrealised=str(row.unrealised), unrealised_cents=str(cents(row.unrealised)),
                          fees=str(row.fees), fees_cents=str(cents(row.fees)),
+                         funding=str(row.funding), funding_cents=str(cents(row.funding)),
                          net=str(row.net), net_cents=str(cents(row.net)))
 
     return {

@@ -4,7 +4,7 @@ per-symbol caps each worker applies to its desired orders.
 Account limits: max total notional, daily loss limit (vs the equity at the start of the UTC day)
 and max drawdown from the day's peak equity. A breach halts: no new orders anywhere, cancel open
 orders, and flatten positions if configured. A halt is sticky: it survives the UTC day rollover
-and clears only by an operator's explicit `clear_halt` (`orchestrate resume`), because a bot that
+and clears only by an operator's explicit lift (`orchestrate resume --all`; account_risk.py), because a bot that
 silently resumes after a loss limit is what the limit exists to prevent.
 """
 
@@ -175,5 +175,7 @@ def limit_desired(
             worst_short += d.size
         chosen.append(d)
         slots -= 1
+    if len(chosen) == len(entries):  # the usual case: everything fits
+        return tuple(desired)
     keep = set(map(id, chosen)) | set(map(id, protective))
     return tuple(d for d in desired if id(d) in keep)

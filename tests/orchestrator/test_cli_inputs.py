@@ -99,6 +99,15 @@ CASES: list[tuple[str, Callable[[Path], list[str]], int, list[str]]] = [
      ["c.toml", "'grid.width' = 1e-12", "0.0001 to 0.5"]),
     ("legacy grid_levels 0", lambda t: ["--config", _write(t / "config.json", json.dumps(
         {"symbol": "BTCUSD", "grid_levels": 0}))], 2, ["config.json", "'grid_levels' = 0", "1 to 99"]),
+    ("funding interval not whole minutes", lambda t: ["--config", _write(
+        t / "c.toml", "[market]\nfunding_interval_s = 90\n")], 2,
+     ["c.toml", "market.funding_interval_s", "whole number of minutes"]),
+    ("funding series file missing", lambda t: ["--config", _write(
+        t / "c.toml", '[market]\nfunding_series = {BTCUSD = "nope.csv"}\n')], 2,
+     ["c.toml", "market.funding_series.BTCUSD", "nope.csv"]),
+    ("funding series not OHLCV", lambda t: ["--config", _write(t / "c.toml", '[market]\nfunding_series = {BTCUSD = "'
+                                            + _write(t / "f.csv", "a,b\n1,2\n") + '"}\n')], 2,
+     ["market.funding_series.BTCUSD", "f.csv"]),
     ("history of a garbage ledger", lambda t: ["history", "--run-dir", str(_garbage_ledger(t))], 2,
      ["trading.sqlite", "not a trading ledger"]),
     ("history of another program's database", lambda t: ["history", "--run-dir", str(_foreign_db(t))], 2,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from orchestrator.download_cmd import recover
+from shared.funding import last_boundary
 from shared.marketdata import Candles, read_ohlcv_csv
 from workers.venue import PaperVenue, VenueSettings
 
@@ -167,7 +168,12 @@ async def test_funding_and_mark_series(venue: PaperVenue, tmp_path: Path) -> Non
     assert code == 0, text
     f = read_ohlcv_csv(funding, signed=True)
     np.testing.assert_array_equal(f.ts, h.ts)
-    assert not np.any(f.close)  # the paper venue charges no funding
+    # each bar: the rate the newest funding time at or before it charged (the seeded model's, no
+    # series given), as a fraction: what `orchestrate backtest --funding` reads
+    rates = venue.replay.funding
+    want = [float(rates.rate("BTCUSD", last_boundary(int(t) * 1_000_000, rates.interval_s))) for t in f.ts]
+    np.testing.assert_array_equal(f.close, np.array(want))
+    assert np.any(f.close) and len(set(f.close.tolist())) > 1
     mark = tmp_path / "mark.csv"
     code, text = await cli(*args(venue, mark, int(h.ts[0]), int(h.ts[999]), "MARK:BTCUSD"))
     assert code == 0, text

@@ -1,6 +1,8 @@
 """The kill storm, on one run dir: a clean stop and start, SIGKILLs of the gateway, the pool, a worker, the
-venue and the supervisor itself, and starts again. Afterwards every fill the venue made is in the
-SQLite ledger (fees to the cent) and each bot's position is the venue's.
+venue and the supervisor itself, and starts again. Afterwards every fill and every funding payment the
+venue made is in the SQLite ledger (fees and funding to the cent, the wallet equal to realised - fees +
+funding) and each bot's position is the venue's. Funding comes every 10 market minutes (2.5 wall
+seconds at 240x), so dozens of funding times pass through the kills.
 
 Before the fix, a new run restarted the paper market at the wall clock, hours behind the last
 run's fills, and the gateway read fills from (newest stored fill - 60 s) of the venue's clock:
@@ -9,6 +11,7 @@ every fill after the first restart was missed and the bots' positions drifted fr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -83,15 +86,33 @@ def gone(pid: int) -> bool:
         return True
 
 
+def stored_funding(run_dir: Path) -> int:
+    if not db_path(run_dir).exists():
+        return 0
+    try:
+        with Store(db_path(run_dir), readonly=True) as store:
+            return len(store.funding())
+    except sqlite3.OperationalError:
+        return 0
+
+
+def ledger_funding(run_dir: Path) -> Decimal:
+    with Store(db_path(run_dir), readonly=True) as store:
+        return sum((Decimal(f.amount) for f in store.funding()), Decimal(0))
+
+
 def test_every_venue_fill_reaches_the_ledger_through_stops_restarts_and_sigkills(start_run, tmp_path: Path) -> None:
     cfg = tmp_path / "storm.toml"
-    cfg.write_text(TIGHT + "[supervision]\nbackoff_initial_s = 0.2\nbackoff_max_s = 0.5\nmax_restarts = 100\n")
+    assert TIGHT.endswith("[market]\nbar_seconds = 0.25\n")  # the interval below joins that table
+    cfg.write_text(TIGHT + "funding_interval_s = 600\n"
+                   + "[supervision]\nbackoff_initial_s = 0.2\nbackoff_max_s = 0.5\nmax_restarts = 100\n")
     args = ["--config", str(cfg), "--symbols", ",".join(SYMBOLS), "--pool-size", "1"]
     run_dir = tmp_path / "run"
 
     # 1. Trade, then a clean `orchestrate stop`.
     run = start_run(args, run_dir=run_dir)
     wait_until(lambda: stored_fills(run_dir) >= 2, 60, "fills in the first run")
+    wait_until(lambda: stored_funding(run_dir) >= 1, 60, "funding in the first run")
     assert run.cli("stop").returncode == 0
     assert run.proc.wait(timeout=30) == 0
 
@@ -99,9 +120,11 @@ def test_every_venue_fill_reaches_the_ledger_through_stops_restarts_and_sigkills
     run = start_run(args, run_dir=run_dir)
     run.wait_for(trading, 60, "the second run trading")
     before = stored_fills(run_dir)
+    funding_before = stored_funding(run_dir)
     for name in ("gateway", "pool-0", "ETHUSD", "venue"):
         sigkill_and_wait_back(run, name)
     wait_until(lambda: stored_fills(run_dir) > before, 45, "fills after the restart and the kills")
+    wait_until(lambda: stored_funding(run_dir) > funding_before, 45, "funding after the restart and the kills")
 
     # 3. SIGKILL the supervisor itself: its children see it gone and stop.
     doc = run.status()
@@ -130,8 +153,14 @@ def test_every_venue_fill_reaches_the_ledger_through_stops_restarts_and_sigkills
             ours = sum((Decimal(stored[str(f.id)].fee) for f in state["fills"]), Decimal(0))
             theirs = sum((Decimal(repr(f.commission or 0.0)) for f in state["fills"]), Decimal(0))
             assert cents(ours) == cents(theirs) and ours > 0
+            assert len(state["funding"]) >= 3  # each one the ledger's to the cent (assert_ledgers_match)
+            # status shows each symbol's funding to date from the ledger (which funding goes on
+            # adding to while the paused bots hold positions: one of the two reads around it)
+            ledger_before = ledger_funding(run_dir)
             doc = run.status()
             assert doc is not None
+            shown = cents(sum((Decimal(repr(w["funding"])) for w in doc["workers"]), Decimal(0)))
+            assert shown in (cents(ledger_before), cents(ledger_funding(run_dir))), shown
             for w in doc["workers"]:
                 venue_pos = state["positions"].get(w["symbol"])
                 assert w["position"] == (venue_pos.size if venue_pos else 0), (w["symbol"], w["position"], w["trading"])
@@ -142,4 +171,12 @@ def test_every_venue_fill_reaches_the_ledger_through_stops_restarts_and_sigkills
                 raise
             time.sleep(1.0)
     assert len(state["fills"]) >= 4
+    # `history` counts the same funding in net PnL
+    hist = run.cli("history", "--json")
+    assert hist.returncode == 0, hist.stderr
+    h = json.loads(hist.stdout)
+    assert Decimal(h["pnl"]["funding"]) == sum((Decimal(f["amount"]) for f in h["funding"]), Decimal(0))
+    assert len(h["funding"]) >= len(state["funding"])
+    assert Decimal(h["pnl"]["net"]) == (Decimal(h["pnl"]["realised"]) + Decimal(h["pnl"]["unrealised"])
+                                       - Decimal(h["pnl"]["fees"]) + Decimal(h["pnl"]["funding"]))
     run.terminate()

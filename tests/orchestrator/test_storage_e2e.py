@@ -53,7 +53,7 @@ def test_a_full_disk_halts_entries_loses_no_fill_and_still_stops_clean(start_run
 
     small_disk.free()
     doc = run.wait_for(lambda d: d["storage"] == "ok", 30, "the ledger writable again")
-    assert doc["halted"]  # entries stay halted until the operator restarts
+    assert doc["halted"]  # entries stay halted until the operator lifts it (resume --all)
     deadline = time.monotonic() + 20
     while not venue_fills <= (stored := _ledger_fill_ids(run.run_dir)) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -45,25 +45,31 @@ async def venue_state(run_dir: Path) -> dict:
         history = await rest.get_order_history(ids)
         positions = {p.product_symbol: p for p in await rest.get_margined_positions()}
         wallet = await rest.get_wallet_balances()
+        ledger = await rest.get_wallet_transactions()  # newest first; its first balance is the wallet's now
     return {"fills": fills, "orders": orders, "history": history, "positions": positions, "wallet": wallet,
+            "ledger": ledger, "funding": [t for t in ledger if t.transaction_type == "funding"],
             "cv": {p.symbol: p.contract_value for p in products}}
 
 
 def settled_ledger(run_dir: Path, state: dict, timeout_s: float = 20.0) -> dict[str, LedgerFill]:
-    """Our SQLite fills, once every fill the venue reported has reached it (or the timeout)."""
+    """Our SQLite fills, once every fill and funding payment the venue reported has reached it
+    (or the timeout). The ledger's funding payments go into state["stored_funding"] (by id)."""
     deadline = time.monotonic() + timeout_s
     while True:
         with Store(db_path(run_dir), readonly=True) as store:
             stored = {f.fill_id: f for f in store.fills()}
-        if all(str(f.id) in stored for f in state["fills"]) or time.monotonic() > deadline:
+            funding = {f.funding_id: f for f in store.funding()}
+        state["stored_funding"] = funding
+        if (all(str(f.id) in stored for f in state["fills"]) and all(str(t.id) in funding for t in state["funding"])
+                or time.monotonic() > deadline):
             return stored
         time.sleep(0.5)
 
 
 def assert_ledgers_match(state: dict, stored: dict[str, LedgerFill]) -> dict:
-    """Our ledger against the venue's, to the cent: every venue fill is ours byte for byte, each
-    symbol's position and realised PnL agree, and the wallet moved by exactly realised - fees.
-    Returns our positions by symbol."""
+    """Our ledger against the venue's, to the cent: every venue fill and funding payment is ours
+    byte for byte, each symbol's position and realised PnL agree, and the wallet moved by exactly
+    realised - fees + funding. Returns our positions by symbol."""
     venue_ids = [str(f.id) for f in state["fills"]]
     assert venue_ids, "the venue booked no fills"
     missing = [i for i in venue_ids if i not in stored]
@@ -78,10 +84,20 @@ def assert_ledgers_match(state: dict, stored: dict[str, LedgerFill]) -> dict:
         assert (venue_pos.size if venue_pos else 0) == pos.contracts, sym
         if venue_pos is not None and venue_pos.realized_pnl is not None:
             assert cents(Decimal(repr(venue_pos.realized_pnl))) == cents(pos.realised), sym
-    usd = next(b for b in state["wallet"] if b.asset_symbol == "USD")
+    ours_funding = state.get("stored_funding", {})
+    missing_funding = [str(t.id) for t in state["funding"] if str(t.id) not in ours_funding]
+    assert not missing_funding, f"funding on the venue but not in our ledger: {missing_funding}"
+    for t in state["funding"]:
+        mine = ours_funding[str(t.id)]
+        assert (Decimal(mine.amount), mine.ts) == (Decimal(repr(t.amount)), t.created_at / 1e6), t
+    funding = sum((Decimal(ours_funding[str(t.id)].amount) for t in state["funding"]), Decimal(0))
     realised = sum((p.realised for p in positions.values()), Decimal(0))
     fees = sum((p.fees for p in positions.values()), Decimal(0))
-    assert cents(Decimal(repr(usd.balance))) == cents(Decimal("10000") + realised - fees)
+    # The newest ledger entry's balance is the wallet's as of the ledger read (the wallet balance
+    # read a moment earlier can miss a funding time passing between the two reads).
+    balance = state["ledger"][0].balance if state["ledger"] else next(
+        b for b in state["wallet"] if b.asset_symbol == "USD").balance
+    assert cents(Decimal(repr(balance))) == cents(Decimal("10000") + realised - fees + funding)
     return positions
 
 

@@ -57,4 +57,30 @@ def test_failing_storage_is_said_on_its_own_line() -> None:
     line = "STORAGE FAILING: 3 fills waiting to be written; fill 7 not written: database or disk is full"
     assert line in render_table(snap).splitlines()
     lines = render_lines(snap).splitlines()
-    assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full"]
+    assert lines[:2] == [line, "HALTED: storage: fill 7 not written: database or disk is full "
+                               "(lift: orchestrate resume --all)"]
+
+
+def test_a_halt_says_since_when_by_whom_and_how_to_lift_it_and_flatten_progress_shows() -> None:
+    w = msgspec.structs.replace(worker("BTCUSD"), flatten="closing 3 contracts")
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          halted=True, halt_reason="daily loss 600.00 reached the limit 500.00",
+                          halted_at=1_700_000_000.0, halted_by="risk limits", workers=[w])
+    want = ("HALTED since 2023-11-14 22:13:20 UTC by risk limits: daily loss 600.00 reached the limit 500.00 "
+            "(lift: orchestrate resume --all)")
+    assert want in render_table(snap) and want in render_lines(snap).splitlines()
+    assert "flatten: closing 3 contracts" in render_table(snap)
+    assert "flatten='closing 3 contracts'" in render_lines(snap)
+
+
+def test_funding_shows_per_symbol_and_counts_in_net_pnl() -> None:
+    snap = StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=5.0,
+                          workers=[worker("BTCUSD", funding=-0.75), worker("ETHUSD")])
+    table = render_table(snap).splitlines()
+    btc = next(line for line in table if line.startswith("BTCUSD"))
+    eth = next(line for line in table if line.startswith("ETHUSD"))
+    assert "| funding -0.75" in btc and "funding" not in eth
+    assert " 0.50  ok" in btc and " 1.25  ok" in eth  # PNL: 1.5 realised - 0.25 fees (- 0.75 funding paid)
+    lines = render_lines(snap).splitlines()
+    assert "pnl=0.50 funding=-0.75" in lines[0] and "pnl=1.25 funding=0.00" in lines[1]
+    assert msgspec.json.decode(msgspec.json.encode(snap))["workers"][0]["funding"] == -0.75

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.messages import Funding
 from shared.store import (
     EquitySnapshot,
     OrderEvent,
@@ -198,3 +199,75 @@ def test_sigkill_mid_write_loses_no_acknowledged_fill(tmp_path: Path) -> None:
         db = sqlite3.connect(path)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         db.close()
+
+
+def test_account_risk_state_survives_reopening_and_a_halt_is_durable_at_once(tmp_path: Path) -> None:
+    from shared.store import HaltEvent
+    from shared.trading import account_risk as ar
+    from shared.trading.risk import RiskConfig
+
+    cfg = RiskConfig()
+    state, _ = ar.observe(ar.AccountRisk(), 10_000.0, 1_700_000_000.0, cfg)
+    state, _ = ar.halt(state, "daily loss 600.00 reached the limit 500.00", 1_700_000_100.0, by="risk limits",
+                       kind="limit")
+    store = Store(db_path(tmp_path))
+    assert store.load_account_risk() is None
+    store.save_account_risk(state, 1_700_000_100.0)
+    store.record_halt_event(HaltEvent(ts=1_700_000_100.0, event="halt", reason=state.halt_reason, by="risk limits"))
+    # No close, no flush: a reader (another connection, as after a SIGKILL) already sees both.
+    with Store(db_path(tmp_path), readonly=True) as reader:
+        assert reader.load_account_risk() == state
+        assert [e.event for e in reader.halt_events()] == ["halt"]
+    store.close()
+
+
+def test_a_new_peak_goes_with_the_batch_and_the_halt_log_is_bounded(tmp_path: Path) -> None:
+    from shared import store as store_mod
+    from shared.store import HaltEvent
+    from shared.trading import account_risk as ar
+    from shared.trading.risk import RiskConfig
+
+    state, _ = ar.observe(ar.AccountRisk(), 10_000.0, 1_700_000_000.0, RiskConfig())
+    with Store(db_path(tmp_path)) as store:
+        store.save_account_risk(state, 1.0, durable=False)
+        with Store(db_path(tmp_path), readonly=True) as reader:
+            assert reader.load_account_risk() is None  # not committed yet
+        store.flush()
+        with Store(db_path(tmp_path), readonly=True) as reader:
+            assert reader.load_account_risk() == state
+        n = store_mod.MAX_HALT_EVENTS + 5
+        for i in range(n):
+            store.record_halt_event(HaltEvent(ts=float(i), event="halt" if i % 2 else "clear", reason=str(i), by="t"))
+        assert store._db.execute("SELECT COUNT(*) FROM account_halts").fetchone()[0] == store_mod.MAX_HALT_EVENTS
+        assert store.halt_events(limit=2)[-1].reason == str(n - 1)
+
+
+def test_an_unreadable_account_risk_row_is_an_error_not_a_fresh_start(tmp_path: Path) -> None:
+    with Store(db_path(tmp_path)) as store:
+        store._write("INSERT INTO account_risk (id, updated_ts, state) VALUES (1, 0, '{\"halt\": 5}')", ())
+        store.flush()
+        with pytest.raises(StoreError, match="account risk state unreadable"):
+            store.load_account_risk()
+
+
+def test_funding_is_kept_once_by_the_venues_id_and_counts_in_net_pnl(tmp_path: Path) -> None:
+    paid = Funding(funding_id="184", symbol="BTCUSD", amount="-0.0601", ts=1_700_028_800.0)
+    with Store(db_path(tmp_path)) as store:
+        store.record_fill(make_fill(1, size=10, price="60000", fee="0.3"))
+        assert store.record_funding(paid)
+        assert not store.record_funding(paid)  # read again after a gateway restart
+        with pytest.raises(StoreError, match="different contents"):
+            store.record_funding(Funding(funding_id="184", symbol="BTCUSD", amount="-0.06", ts=1_700_028_800.0))
+        with pytest.raises(ValueError):
+            store.record_funding(Funding(funding_id="185", symbol="BTCUSD", amount="lots", ts=1.0))
+        assert store.record_funding(Funding(funding_id="190", symbol="ETHUSD", amount="0.02", ts=1_700_057_600.0))
+        assert store.funding() == [paid, Funding(funding_id="190", symbol="ETHUSD", amount="0.02", ts=1_700_057_600.0)]
+        assert store.funding_by_symbol() == {"BTCUSD": Decimal("-0.0601"), "ETHUSD": Decimal("0.02")}
+        assert store.newest_funding_ids(5) == ["190", "184"]
+        summary = store.pnl_summary()
+        rows = {r.symbol: r for r in summary.symbols}
+        assert rows["BTCUSD"].funding == Decimal("-0.0601")
+        assert rows["BTCUSD"].net == -Decimal("0.3") - Decimal("0.0601")  # no mark yet: unrealised 0
+        assert rows["ETHUSD"].contracts == 0 and rows["ETHUSD"].net == Decimal("0.02")  # funding alone
+        assert summary.funding == Decimal("-0.0401") and summary.net == Decimal("-0.3401")
+        assert store.pnl_summary("ETHUSD").funding == Decimal("0.02")

@@ -9,15 +9,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import msgspec
 import pytest
 import zmq
 import zmq.asyncio
 
 from shared.config import load_config
 from shared.delta.client_ids import ClientIds
+from shared.delta.ratelimit import AccountRateLimiter, RequestBudget
 from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
-from shared.messages import AccountRequest, FillEvent, MessageCodec
+from shared.messages import AccountRequest, AmendSpec, FillEvent, MessageCodec, NewOrderSpec, OrderIntents, OrderRecord
 from shared.transport import make_endpoints
 from workers.gateway_exchange import LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.runtime import ChildSpec, VenueAccess
@@ -93,7 +95,7 @@ def trade(venue: PaperVenue, n: int, client_order_ids: list[str | None] | None =
 
 
 async def started_venue(start_ts: float) -> PaperVenue:
-    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, start_ts=start_ts), ["BTCUSD"])
+    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, start_ts=start_ts), ["BTCUSD", "ETHUSD"])
     await venue.start()
     return venue
 
@@ -281,3 +283,167 @@ async def test_a_fill_whose_order_lookup_fails_is_read_again_then_stored_without
     assert tries == [False] * (LOOKUP_ATTEMPTS - 1) + [True]
     assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == [(str(fill.id), "")]
     assert gw.fills_unresolved == 1 and not gw.lookups_failing
+
+
+def two_symbol_gateway(tmp_path: Path, venue: PaperVenue) -> ExchangeGateway:
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD", "ETHUSD"]}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD", "ETHUSD"),
+                     stored_fill_ids=(), venue_access=VenueAccess(port=0, api_key="", api_secret=""))
+    return ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
+                                  "api_secret": venue.api_secret})
+
+
+def five_levels(symbol: str, price: float, step: float) -> list[NewOrderSpec]:
+    return [NewOrderSpec(client_order_id=f"g1-{symbol}-b{k}", side="buy", price=round(price - step * k, 1), size=1)
+            for k in range(1, 6)]
+
+
+async def test_a_regrid_of_five_levels_is_one_batch_call_for_each_kind(tmp_path: Path) -> None:
+    """Place, amend and cancel 5 levels: one call each (POST, PUT, DELETE /v2/orders/batch),
+    25 rate units each, and every order's outcome reported by its own id."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    ctx = zmq.asyncio.Context()
+    try:
+        pull, sup, pub = supervisor_sockets(ctx)
+        await gw.start(pub, sup)
+        price = (await gw.rest.get_ticker("BTCUSD")).close
+        assert price is not None
+        spent = gw.rest.limiter.snapshot().used
+        placed = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                               place=five_levels("BTCUSD", price, 50.0),
+                                               sent_ns=time.perf_counter_ns()))
+        assert placed.errors == [] and len(placed.placed) == 5
+        ids = [v.order_id for v in placed.placed]
+        amended = await gw.execute(OrderIntents(
+            symbol="BTCUSD", seq=2, product_id=27, cancel=[], place=[], sent_ns=time.perf_counter_ns(),
+            amend=[AmendSpec(order_id=v.order_id, price=v.price - 10.0, size=2) for v in placed.placed]))
+        assert amended.errors == [] and [(v.order_id, v.size) for v in amended.amended] == [(i, 2) for i in ids]
+        cancelled = await gw.execute(OrderIntents(symbol="BTCUSD", seq=3, product_id=27, cancel=ids, amend=[],
+                                                  place=[], sent_ns=time.perf_counter_ns()))
+        assert cancelled.errors == [] and cancelled.cancelled == ids
+        spent = gw.rest.limiter.snapshot().used - spent
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    calls = {route: n for (route, _), n in gw.rest.outcomes.items() if "/v2/orders" in route and "GET" not in route}
+    assert calls == {"POST /v2/orders/batch": 1, "PUT /v2/orders/batch": 1, "DELETE /v2/orders/batch": 1}
+    assert spent == 3 * 25
+    assert venue.engine.open_orders(None) == []
+
+
+async def test_a_rejected_order_of_a_batch_reaches_its_own_bot_with_deltas_code(tmp_path: Path) -> None:
+    """Two bots' grids at once; one order of BTCUSD's cannot be margined. BTCUSD's answer names
+    that order with Delta's code and carries the other four; ETHUSD's answer is untouched; the
+    ledger gets the rejection with its code."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    ctx = zmq.asyncio.Context()
+    codec = MessageCodec("test")
+    try:
+        pull, sup, pub = supervisor_sockets(ctx)
+        await gw.start(pub, sup)
+        btc = (await gw.rest.get_ticker("BTCUSD")).close
+        eth = (await gw.rest.get_ticker("ETHUSD")).close
+        assert btc is not None and eth is not None
+        await gw.rest.set_leverage(27, 1)  # margin = notional
+        grid = five_levels("BTCUSD", btc, 50.0)
+        grid[2] = msgspec.structs.replace(grid[2], size=200_000)  # 200 BTC: far beyond the paper balance
+        btc_res, eth_res = await asyncio.gather(
+            gw.execute(OrderIntents(symbol="BTCUSD", seq=7, product_id=27, cancel=[], amend=[], place=grid,
+                                    sent_ns=time.perf_counter_ns())),
+            gw.execute(OrderIntents(symbol="ETHUSD", seq=9, product_id=3136, cancel=[], amend=[],
+                                    place=five_levels("ETHUSD", eth, 5.0), sent_ns=time.perf_counter_ns())))
+        records: list[OrderRecord] = []
+        while await pull.poll(500):
+            if isinstance(msg := codec.decode(await pull.recv()), OrderRecord):
+                records.append(msg)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert (btc_res.symbol, btc_res.seq, eth_res.symbol, eth_res.seq) == ("BTCUSD", 7, "ETHUSD", 9)
+    [error] = btc_res.errors
+    assert error.startswith("g1-BTCUSD-b3: insufficient_margin: ")
+    assert sorted(v.client_order_id or "" for v in btc_res.placed) == [f"g1-BTCUSD-b{k}" for k in (1, 2, 4, 5)]
+    assert eth_res.errors == [] and len(eth_res.placed) == 5
+    [rejected] = [r for r in records if r.event == "rejected"]
+    assert (rejected.symbol, rejected.client_order_id) == ("BTCUSD", "g1-BTCUSD-b3")
+    assert rejected.detail.startswith("insufficient_margin")
+    assert sum(1 for r in records if r.event == "placed") == 9
+
+
+async def test_more_than_ten_products_read_their_fills_in_one_account_query(tmp_path: Path) -> None:
+    """12 products: one GET /v2/fills for the account (10 units), not one per 10 products; the
+    fills of every product come through, those of a product not ours are passed over."""
+    symbols = ["BTCUSD"] + [f"SYN_{i:04d}" for i in range(1, 12)]
+    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, start_ts=time.time()), [*symbols, "ETHUSD"])
+    await venue.start()
+    cfg, _ = load_config(None, {"run": {"symbols": symbols}})
+    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
+                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=tuple(symbols),
+                     stored_fill_ids=(), venue_access=VenueAccess(port=0, api_key="", api_secret=""))
+    gw = ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
+                                "api_secret": venue.api_secret})
+    ctx = zmq.asyncio.Context()
+    try:
+        pull, sup, pub = supervisor_sockets(ctx)
+        await gw.start(pub, sup)
+        for pid in (27, 3136, venue.replay.symbol_market("SYN_0011").spec.product_id):  # ETHUSD is not ours
+            venue.engine.place_order(OrderRequest(product_id=pid, side="buy", size=1, order_type="market_order",
+                                                  client_order_id=f"m{pid}"))
+        await gw.read_fills()
+        codec = MessageCodec("test")
+        stored: list[str] = []
+        while await pull.poll(500):
+            if isinstance(msg := codec.decode(await pull.recv()), FillEvent):
+                stored.append(msg.symbol)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert sorted(stored) == ["BTCUSD", "SYN_0011"]
+    assert gw.rest.outcomes[("GET /v2/fills", "2xx")] == 1
+
+
+async def test_quotes_that_would_wait_minutes_for_rate_budget_are_refused_at_once(tmp_path: Path) -> None:
+    """With the account's budget spent, new quotes are not queued for the window's refill (the
+    bot gives up after 15 s and reads the venue back; orders sent minutes later would be
+    stale): they are refused at once, named, in the ledger; a cancel still goes."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    gw.rest.limiter = AccountRateLimiter(RequestBudget(capacity=60, reserve=10))  # 2 batches of 25 fit
+    ctx = zmq.asyncio.Context()
+    codec = MessageCodec("test")
+    try:
+        pull, sup, pub = supervisor_sockets(ctx)
+        await gw.start(pub, sup)
+        price = (await gw.rest.get_ticker("BTCUSD")).close
+        assert price is not None
+        first = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                              place=five_levels("BTCUSD", price, 50.0),
+                                              sent_ns=time.perf_counter_ns()))
+        assert first.errors == [] and len(first.placed) == 5
+        late = [msgspec.structs.replace(p, client_order_id=p.client_order_id.replace("g1", "g2"))
+                for p in five_levels("BTCUSD", price, 60.0)]
+        started = time.monotonic()
+        second = await gw.execute(OrderIntents(symbol="BTCUSD", seq=2, product_id=27, amend=[],
+                                               cancel=[first.placed[0].order_id], place=late,
+                                               sent_ns=time.perf_counter_ns()))
+        took = time.monotonic() - started
+        records: list[OrderRecord] = []
+        while await pull.poll(300):
+            if isinstance(msg := codec.decode(await pull.recv()), OrderRecord):
+                records.append(msg)
+    finally:
+        await gw.stop()
+        ctx.destroy(linger=0)
+        await venue.stop()
+    assert took < 2.0
+    assert second.cancelled == [first.placed[0].order_id] and second.placed == []
+    assert [e.split(": ")[:2] for e in second.errors] == [[p.client_order_id, "rate_budget_spent"] for p in late]
+    rejected = sorted(r.client_order_id for r in records if r.event == "rejected")
+    assert rejected == sorted(p.client_order_id for p in late)
+    assert all(venue.engine.order_by_client_id(p.client_order_id) is None for p in late)

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from shared.delta.auth import sign, sign_ws
+from shared.matching import OrderRequest
 from shared.products import UnknownSymbolError
 from workers.venue import PaperVenue, VenueSettings, write_venue_json
 from workers.venue.ws import WsClient
@@ -251,6 +252,65 @@ async def test_batch_create_edit_cancel_and_limit(api: Api) -> None:
     status, data, _ = await api.call("DELETE", "/v2/orders/all", body={"product_id": SYN_ID})
     assert (status, data) == (200, {"success": True, "result": {}})
     assert (await api.ok("GET", "/v2/orders"))["result"] == []
+
+
+async def test_a_batch_answers_the_orders_it_did_and_refuses_whole_only_when_it_did_none(api: Api) -> None:
+    """Delta's batch semantics: the processed orders come back, in order, each a full Order;
+    one the engine refuses is left out; with none processed the first refusal is the answer."""
+    bid, ask = await touch(api)
+    orders = [{"side": "buy", "size": 1, "limit_price": str(bid - 10 - i), "order_type": "limit_order",
+               "client_order_id": f"p{i}", "post_only": "true"} for i in range(5)]
+    orders[2] = dict(orders[2], limit_price=str(ask + 1000))  # post-only that would cross
+    done = (await api.ok("POST", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": orders}))["result"]
+    assert [o["client_order_id"] for o in done] == ["p0", "p1", "p3", "p4"]
+    assert all(o["state"] == "open" and o["product_id"] == SYN_ID and o["time_in_force"] == "gtc" for o in done)
+    crossing = [dict(orders[2], client_order_id=f"q{i}") for i in range(2)]
+    status, data, _ = await api.call("POST", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": crossing})
+    assert (status, data["error"]["code"]) == (400, "immediate_execution_post_only")
+    edits = [{"id": o["id"], "size": 3} for o in done] + [{"id": 999_999_999, "size": 3}]
+    edited = (await api.ok("PUT", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": edits}))["result"]
+    assert [o["size"] for o in edited] == [3, 3, 3, 3]  # the unknown id is left out
+    gone = (await api.ok("DELETE", "/v2/orders/batch", body={
+        "product_id": SYN_ID, "orders": [{"id": o["id"]} for o in done] + [{"client_order_id": "nope"}]}))["result"]
+    assert [o["client_order_id"] for o in gone] == ["p0", "p1", "p3", "p4"]
+    assert all(o["state"] == "cancelled" for o in gone)
+    market = [{"side": "buy", "size": 1, "order_type": "market_order"}]
+    status, data, _ = await api.call("POST", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": market})
+    assert (status, data["error"]["code"]) == (400, "bad_schema")  # Delta's batches: limit orders only
+    assert (await api.ok("GET", "/v2/orders"))["result"] == []
+
+
+async def test_a_batch_meets_the_same_injected_rejections_as_single_orders() -> None:
+    venue = await _start(VenueSettings(bar_seconds=0.04, history_bars=200, fault_reject_probability=1.0))
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(venue, session)
+            bid, _ = await touch(api)
+            orders = [{"side": "buy", "size": 1, "limit_price": str(bid - 30 - i)} for i in range(5)]
+            status, data, _ = await api.call("POST", "/v2/orders/batch", body={"product_id": SYN_ID, "orders": orders})
+            assert (status, data["error"]["code"]) == (400, "risk_limits_breached")
+            status, data, _ = await api.call("POST", "/v2/orders", body={"product_id": SYN_ID, **orders[0]})
+            assert (status, data["error"]["code"]) == (400, "risk_limits_breached")
+    finally:
+        await venue.stop()
+
+
+async def test_a_batch_edit_over_the_engine_limit_edits_nothing() -> None:
+    """The engine operations of a batch are charged whole before any edit: a 429 must not
+    leave some edits done that the caller is told were refused."""
+    venue = await _start(VenueSettings(bar_seconds=0.04, history_bars=200, engine_ops_per_s=4))
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(venue, session)
+            bid, _ = await touch(api)
+            ids = [venue.engine.place_order(OrderRequest(product_id=SYN_ID, side="buy", size=1,
+                                                         limit_price=bid - 30 - i)).id for i in range(5)]
+            status, _, headers = await api.call("PUT", "/v2/orders/batch", body={
+                "product_id": SYN_ID, "orders": [{"id": i, "size": 2} for i in ids]})
+            assert status == 429 and "X-RATE-LIMIT-RESET" in headers
+            assert [venue.engine.order(i).size for i in ids] == [1] * 5  # type: ignore[union-attr]
+    finally:
+        await venue.stop()
 
 
 async def test_open_orders_cursor_paging(api: Api) -> None:

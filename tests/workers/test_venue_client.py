@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.delta.errors import AuthError, InsufficientMargin, OrderNotFound, PostOnlyWouldCross
+from shared.delta.models import Order
 from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit
 from shared.products import UnknownSymbolError
 from workers.venue import PaperVenue, VenueSettings
@@ -60,11 +61,13 @@ async def test_client_order_life_cycle_and_errors(venue: PaperVenue, client: Del
     with pytest.raises(InsufficientMargin):
         await client.place_order(product_id=pid, size=needed_size, side="buy", limit_price=round(bid - 0.01, 2))
     await client.set_leverage(pid, 10)
-    created = await client.batch_create(pid, [
-        NewOrder(size=1, side="buy", limit_price=round(bid - 5 - i, 2), client_order_id=f"cc{i}") for i in range(3)])
-    assert len(created) == 3 and all(o.state == "open" for o in created)
-    edited = await client.batch_edit(pid, [OrderEdit(id=created[0].id, size=4, limit_price=round(bid - 9, 2))])
-    assert edited[0].size == 4
+    made = await client.place_orders(pid, [
+        NewOrder(size=1, side="buy", limit_price=round(bid - 5 - i, 2), client_order_id=f"cc{i}") for i in range(5)])
+    created = [o for o in made if isinstance(o, Order)]
+    assert len(created) == 5 and all(o.state == "open" for o in created)
+    await client.cancel_orders(pid, [o.id for o in created[3:]])
+    [edited] = await client.edit_orders(pid, [OrderEdit(id=created[0].id, size=4, limit_price=round(bid - 9, 2))])
+    assert isinstance(edited, Order) and edited.size == 4
     assert len(await client.get_open_orders([pid])) == 3
     assert (await client.get_order_by_client_id("cc1")).id == created[1].id
     cancelled = await client.cancel_order(product_id=pid, client_order_id="cc2")

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from shared.delta.ws import BookDelta, BookLevels, BookTop, FundingRate, L2Book, MarkPrice, TradeEvent, parse_frame
+from shared.funding import seeded_rate
 from tests.workers.test_venue import SYN, SYN_ID, Api, _start, touch
 
 
@@ -95,8 +96,11 @@ async def test_l2_orderbook_l1_mark_price_and_funding_frames(api: Api) -> None:
         assert isinstance(mp, MarkPrice) and mark["symbol"] == "MARK:BTCUSD" and mp.symbol == "BTCUSD"
         funding = await recv(ws, lambda m: m["type"] == "funding_rate")
         [fr] = parse_frame(funding, 0)
-        assert isinstance(fr, FundingRate) and fr.funding_rate == 0
-        assert fr.next_funding_us is not None and fr.next_funding_us % (8 * 3600 * 1_000_000) == 0
+        assert isinstance(fr, FundingRate) and fr.next_funding_us is not None
+        assert fr.next_funding_us % (8 * 3600 * 1_000_000) == 0
+        # the rate the next funding time will charge, in percent: the seeded model's (no series given)
+        seed = api.venue.settings.seed
+        assert fr.funding_rate == float(seeded_rate(seed, "BTCUSD", fr.next_funding_us) * 100) != 0
 
 
 async def test_refused_subscriptions_and_bad_frames_get_reasons_not_a_drop(api: Api) -> None:

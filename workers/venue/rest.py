@@ -28,6 +28,7 @@ from aiohttp import web
 from shared.delta.constants import CANDLE_RESOLUTION_S as RESOLUTIONS
 from shared.delta.constants import MAX_BATCH
 from shared.delta.constants import MAX_CANDLES_PER_CALL as MAX_CANDLES
+from shared.funding import last_boundary
 from shared.matching import MatchingEngine, VenueError, bad_schema, dec
 from shared.matching import protocol as wire
 from workers.venue.faults import FaultModel
@@ -118,8 +119,12 @@ async def candles(request: web.Request) -> web.Response:
     if step != 60:
         bars = wire.aggregate_bars(bars, step)
     bars = bars[-MAX_CANDLES:]
-    if series == "FUNDING":  # the paper venue charges no funding (its tickers say funding_rate 0)
-        bars = [(t, 0.0, 0.0, 0.0, 0.0, 0.0) for t, *_ in bars]
+    if series == "FUNDING":
+        # Each bar: the rate (fraction) the newest funding time at or before it charged, the
+        # backtest's reading of a FUNDING:<symbol> series (`orchestrate backtest --funding`).
+        f = v.replay.funding
+        bars = [(t, r, r, r, r, 0.0) for t, *_ in bars
+                for r in (float(f.rate(m.symbol, last_boundary(t * 1_000_000, f.interval_s))),)]
     # MARK: the paper mark price is the last trade (tickers' mark_price), so its bars are the trades'
     return ok([{"time": t, "open": o, "high": h, "low": low, "close": c, "volume": v}
                 for t, o, h, low, c, v in bars])
@@ -162,13 +167,14 @@ def _edit_one(v: VenueState, oid: int, body: Mapping[str, Any], *, batch: bool =
     existing = v.engine.order(oid)
     if existing is None or existing.state not in ("open", "pending"):
         raise VenueError("open_order_not_found", {"id": oid}, 404)
-    if batch:  # Delta batches are limit orders only
+    if batch:  # Delta batches are limit orders only; the batch paid its engine operations up front
         if existing.state == "pending":
             raise bad_schema(f"order {oid} is a pending stop order: edit it with PUT /v2/orders", "id")
         for key in ("stop_price", "trail_amount"):
             if body.get(key) not in (None, ""):
                 raise bad_schema(f"{key} is not allowed in a batch edit", key)
-    v.engine_ops.charge(existing.product_id)
+    else:
+        v.engine_ops.charge(existing.product_id)
     post = wire.flag(body, "post_only", existing.post_only) if "post_only" in body else None
     return v.engine.edit_order(oid, size=wire.int_field(body, "size", required=False),
                                   limit_price=wire.price_field(body, "limit_price"), post_only=post,
@@ -231,8 +237,10 @@ async def batch_create(request: web.Request) -> web.Response:
     v, body = request.app[VENUE], request[BODY]
     m, items = _batch_market(v, body)
     pid = m.spec.product_id
+    if any(o.get("order_type", "limit_order") != "limit_order" for o in items):
+        raise bad_schema("batch orders are limit orders only", "order_type")
     reqs = [wire.order_request({**o, "time_in_force": "gtc"}, pid, stops_allowed=False) for o in items]
-    v.engine_ops.charge(pid, len(reqs))
+    v.engine_ops.charge(pid, len(reqs))  # Delta: a batch of N is N matching-engine operations
 
     def place(req: Any) -> Any:
         v.faults.maybe_reject()
@@ -243,6 +251,9 @@ async def batch_create(request: web.Request) -> web.Response:
 async def batch_edit(request: web.Request) -> web.Response:
     v, body = request.app[VENUE], request[BODY]
     m, items = _batch_market(v, body)
+    # Charged whole before any edit: a 429 halfway through would leave edits done that the
+    # caller is told were refused.
+    v.engine_ops.charge(m.spec.product_id, len(items))
 
     def edit(item: Mapping[str, Any]) -> Any:
         oid = wire.int_field(item, "id")
@@ -371,16 +382,17 @@ async def fills(request: web.Request) -> web.Response:
 
 async def wallet_transactions(request: web.Request) -> web.Response:
     v = request.app[VENUE]
-    """The USD wallet's ledger, derived from the fill history (see wire.wallet_transactions)."""
+    """The USD wallet's ledger, derived from the fill and funding history (see
+    wire.wallet_transactions)."""
     assets = _product_ids(request, "asset_ids")
     kinds = _csv_choice(request, "transaction_types", ("cashflow", "commission", "deposit", "funding"))
     start = _query_int(request, "start_time", 0, 0, 10**17)
     end = _query_int(request, "end_time", 10**17, 0, 10**17)
     e = v.engine
-    complete = not e.fills or e.fills[0].seq == 1
+    complete = len(e.fills) + len(e.funding) == e.last_ledger_seq  # nothing trimmed from either
     entries = wire.wallet_transactions(reversed(e.fills), e.balance, e.initial_balance,
                                        v.replay.origin_ts * 1_000_000, complete=complete,
-                                       start_us=start or 0, end_us=end)
+                                       start_us=start or 0, end_us=end, funding=reversed(e.funding))
     usd = assets is None or wire.USD_ASSET["id"] in assets  # the one asset with a ledger here
     keyed = ((k, (k, t)) for k, t in entries if usd and t.kind in kinds)
     items, meta = _page(request, keyed, default_size=50, max_size=50)

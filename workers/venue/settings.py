@@ -8,6 +8,7 @@ import msgspec
 from shared.config import BarSeconds, Port
 from shared.market_clock import CLOCKS
 from shared.marketdata import BAR_SECONDS
+from shared.products import ProductSpec
 
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -26,6 +27,13 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ws_send_queue: int = 2_000  # frames queued per websocket before the client counts as too slow
     ws_max_connections: int = 256  # more concurrent sockets -> handshake answered 429, like Delta's cap
     max_symbols: int = 5_000  # synthetic products are created on first reference: cap the memory
+    # Funding (workers/venue/funding.py): every product's interval in market seconds (Delta's
+    # BTCUSD: 8 h), and symbol -> FUNDING:<symbol> series file; symbols without one use the
+    # seeded model (shared/funding.py).
+    funding_interval_s: int = 28_800
+    funding_series: dict[str, str] = msgspec.field(default_factory=dict)
+    data: dict[str, str] = msgspec.field(default_factory=dict)  # symbol -> candle file to replay ([market.data])
+    products: dict[str, ProductSpec] = msgspec.field(default_factory=dict)  # beyond the catalogue ([market.products])
     state_file: str | None = None  # the paper account survives a venue restart through this file
     state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
     # Wall time (epoch s) the run started, the same for every venue process of one run (None: a

@@ -61,7 +61,6 @@ from shared.products import UnknownSymbolError
 MAX_SYMBOLS = {"l2_orderbook": 20, "l2_updates": 100, "ob_l2": 20, "ob_updates": 100}
 BOOK_DEPTH = 50  # levels per side on l2_orderbook / l2_updates / ob_updates
 OB_L2_DEPTH = 15  # ob_l2 sends the top 15
-FUNDING_INTERVAL_US = 8 * 3600 * 1_000_000  # Delta's 8 h (`fi` 28800 s on India BTCUSD)
 
 
 MarketPlan = dict[tuple[str, bool], list["WsClient"]]
@@ -94,6 +93,7 @@ class HubVenue(Protocol):
     def book(self, m: Any, depth: int) -> tuple[list[tuple[Decimal, int]], list[tuple[Decimal, int]]]: ...
     def candle_frame(self, m: Any, ts: int) -> dict[str, Any]: ...
     def ticker(self, m: Any) -> dict[str, Any]: ...
+    def funding_rate(self, m: Any) -> tuple[Decimal, int, int]: ...
 
 
 def dumps(obj: Any) -> str:
@@ -405,18 +405,18 @@ class WsHub:
                 "ask_qty": str(m.tick_size), "bid_iv": None, "ask_iv": None, "delta": None, "gamma": None,
                 "rho": None, "vega": None, "implied_volatility": None, "timestamp": ts}
 
-    @staticmethod
-    def _funding_frame(m: Any, ts: int) -> dict[str, Any]:
-        nxt = ts - ts % FUNDING_INTERVAL_US + FUNDING_INTERVAL_US
+    def _funding_frame(self, m: Any, ts: int) -> dict[str, Any]:
+        """The next funding time's rate, in percent per interval (as numbers, like the
+        recorded samples; units and types UNCONFIRMED)."""
+        pct, nxt, interval_s = self.venue.funding_rate(m)
+        rate = float(pct)
         return {"type": "funding_rate", "symbol": m.symbol, "product_id": m.spec.product_id,
-                "funding_rate": 0, "funding_rate_8h": 0, "predicted_funding_rate": 0,
+                "funding_rate": rate, "funding_rate_8h": rate * 28_800 / interval_s, "predicted_funding_rate": rate,
                 "next_funding_realization": nxt, "timestamp": ts}
 
-    @staticmethod
-    def _compact_funding(m: Any, ts: int) -> dict[str, Any]:
-        nxt = ts - ts % FUNDING_INTERVAL_US + FUNDING_INTERVAL_US
-        return {"type": "funding_rate", "sy": m.symbol, "fr": 0, "nfr": nxt, "fi": FUNDING_INTERVAL_US // 1_000_000,
-                "ts": ts}
+    def _compact_funding(self, m: Any, ts: int) -> dict[str, Any]:
+        pct, nxt, interval_s = self.venue.funding_rate(m)
+        return {"type": "funding_rate", "sy": m.symbol, "fr": float(pct), "nfr": nxt, "fi": interval_s, "ts": ts}
 
     # ---- connections ------------------------------------------------------------------------
     async def handle_public(self, request: web.Request) -> web.StreamResponse:

@@ -11,7 +11,9 @@ from shared.delta.ratelimit import (
     LimiterBusy,
     Priority,
     RequestBudget,
+    batch_pays,
     endpoint_weight,
+    order_units,
 )
 
 
@@ -109,3 +111,8 @@ async def test_order_actions_have_their_own_lane_ahead_of_reads() -> None:
     cancel = asyncio.create_task(go("cancel", Priority.RISK))
     await asyncio.wait_for(asyncio.gather(*reads, place, cancel), timeout=5)
     assert order == ["cancel", "place", "read-0", "read-1", "read-2"]
+
+
+def test_order_units_are_what_the_cheaper_of_batch_and_single_calls_costs() -> None:
+    assert [order_units(n) for n in (0, 1, 4, 5, 10, 50, 53, 55, 100)] == [0, 5, 20, 25, 25, 25, 40, 50, 50]
+    assert [batch_pays(n) for n in (1, 4, 5, 50)] == [False, False, True, True]

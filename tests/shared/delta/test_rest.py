@@ -17,8 +17,9 @@ from shared.delta.errors import (
     PostOnlyWouldCross,
     ServerError,
 )
+from shared.delta.models import Order
 from shared.delta.ratelimit import AccountRateLimiter, Priority
-from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit, build_query, price_text
+from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit, batch_split, build_query, price_text
 from shared.products import UnknownSymbolError
 
 from .conftest import API_KEY, API_SECRET, Reply, ScriptedDelta, Seen, fail, ok
@@ -265,42 +266,142 @@ async def test_candles_page_past_2000_and_come_back_sorted(delta: ScriptedDelta,
     assert len(times) == len(candles) and all(b - a == 60_000_000 for a, b in pairwise(times))
 
 
-async def test_batch_create_splits_into_50s(delta: ScriptedDelta,
-                                            client: DeltaRestClient) -> None:
-    def echo(seen: Seen) -> Reply:
-        items = seen.json()["orders"]
-        return ok([{**ORDER, "id": i, "client_order_id": o["client_order_id"]}
-                   for i, o in enumerate(items)])
+def created(seen: Seen) -> Reply:
+    """A batch create that places every order it is sent."""
+    return ok([{**ORDER, "id": 1000 + i, "client_order_id": o["client_order_id"], "limit_price": o["limit_price"]}
+               for i, o in enumerate(seen.json()["orders"])])
 
-    delta.on("POST", "/v2/orders/batch", echo)
-    orders = [NewOrder(size=1, side="buy", limit_price=100 + i, client_order_id=f"c{i}")
-              for i in range(120)]
-    placed = await client.batch_create(27, orders)
+
+def placed_alone(seen: Seen) -> Reply:
+    body = seen.json()
+    return ok({**ORDER, "id": 2000, "client_order_id": body["client_order_id"], "limit_price": body["limit_price"]})
+
+
+def grid(n: int) -> list[NewOrder]:
+    return [NewOrder(size=1, side="buy", limit_price=100 + i, client_order_id=f"c{i}") for i in range(n)]
+
+
+def test_batch_split_sends_a_batch_only_where_it_costs_no_more_than_single_orders() -> None:
+    assert batch_split(1) == ([], [0])
+    assert batch_split(4) == ([], [0, 1, 2, 3])  # 4 x 5 units < one batch's 25
+    assert batch_split(5) == ([range(0, 5)], [])  # 25 = 25: the batch, one round trip
+    assert batch_split(120) == ([range(0, 50), range(50, 100), range(100, 120)], [])
+    assert batch_split(53) == ([range(0, 50)], [50, 51, 52])  # Delta's 50 a batch; 3 left go alone
+
+
+async def test_place_orders_batches_50_at_a_time_and_answers_in_order(delta: ScriptedDelta,
+                                                                      client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders/batch", created)
+    placed = await client.place_orders(27, grid(120))
     sizes = [len(s.json()["orders"]) for s in delta.requests("POST", "/v2/orders/batch")]
-    assert sizes == [50, 50, 20]
-    assert [o.client_order_id for o in placed] == [f"c{i}" for i in range(120)]
+    assert sorted(sizes) == [20, 50, 50]
+    assert [o.client_order_id for o in placed if isinstance(o, Order)] == [f"c{i}" for i in range(120)]
+    assert delta.requests("POST", "/v2/orders") == []
+    assert client.limiter.snapshot().used == 3 * 25  # Delta's weight for a batch, whatever its size
 
 
-async def test_batch_edit_and_cancel_bodies(delta: ScriptedDelta, client: DeltaRestClient) -> None:
-    delta.on("PUT", "/v2/orders/batch", ok([ORDER]))
-    delta.on("DELETE", "/v2/orders/batch", ok([{**ORDER, "state": "cancelled"}]))
-    await client.batch_edit(27, [OrderEdit(id=101, limit_price=0.1, size=3)])
-    cancelled = await client.batch_cancel(27, order_ids=[101], client_order_ids=["c1"])
-    assert delta.requests("PUT", "/v2/orders/batch")[0].json() == {
-        "product_id": 27, "orders": [{"id": 101, "limit_price": "0.1", "size": 3}]}
-    assert delta.requests("DELETE", "/v2/orders/batch")[0].json() == {
-        "product_id": 27, "orders": [{"id": 101}, {"client_order_id": "c1"}]}
-    assert cancelled[0].state == "cancelled"
+async def test_a_five_level_regrid_is_one_batch_call_of_25_units(delta: ScriptedDelta,
+                                                                 client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders/batch", created)
+    await client.place_orders(27, grid(5))
+    [call] = delta.seen
+    assert call.json() == {"product_id": 27, "orders": [
+        {"limit_price": str(100 + i), "size": 1, "side": "buy", "order_type": "limit_order", "time_in_force": "gtc",
+         "post_only": "false", "client_order_id": f"c{i}"} for i in range(5)]}
+    assert call.signature_ok and client.limiter.snapshot().used == 25
 
 
-async def test_batch_timeout_is_outcome_unknown_with_confirmed_ids(
+async def test_fewer_than_five_orders_go_alone_at_once(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders", placed_alone)
+    placed = await client.place_orders(27, grid(4))
+    assert len(delta.requests("POST", "/v2/orders")) == 4 and delta.requests("POST", "/v2/orders/batch") == []
+    assert [o.client_order_id for o in placed if isinstance(o, Order)] == ["c0", "c1", "c2", "c3"]
+    assert client.limiter.snapshot().used == 4 * 5
+
+
+async def test_an_order_a_batch_leaves_out_is_sent_alone_and_gets_its_own_code(
         delta: ScriptedDelta, client: DeltaRestClient) -> None:
-    delta.on("POST", "/v2/orders/batch", ok([ORDER]), fail(504, "gateway_timeout"))
-    orders = [NewOrder(size=1, side="buy", limit_price=100) for _ in range(60)]
-    with pytest.raises(OutcomeUnknown) as info:
-        await client.batch_create(27, orders)
-    assert info.value.context["confirmed_order_ids"] == [101]
-    assert len(delta.requests("POST", "/v2/orders/batch")) == 2
+    def all_but_c2(seen: Seen) -> Reply:  # Delta's partial success: only what it processed
+        reply = created(seen)
+        assert isinstance(reply.body, dict)
+        reply.body["result"] = [o for o in reply.body["result"] if o["client_order_id"] != "c2"]
+        return reply
+
+    delta.on("POST", "/v2/orders/batch", all_but_c2)
+    delta.on("POST", "/v2/orders", fail(400, "insufficient_margin", {"available_balance": "1.5"}))
+    results = await client.place_orders(27, grid(6))
+    assert [type(r).__name__ for r in results] == ["Order", "Order", "InsufficientMargin", "Order", "Order", "Order"]
+    err = results[2]
+    assert isinstance(err, InsufficientMargin) and err.code == "insufficient_margin"
+    assert [s.json()["client_order_id"] for s in delta.requests("POST", "/v2/orders")] == ["c2"]
+
+
+async def test_a_batch_refused_whole_asks_each_order_alone_for_its_own_answer(
+        delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    def alone(seen: Seen) -> Reply:
+        if seen.json()["client_order_id"] == "c1":
+            return fail(400, "immediate_execution_post_only")
+        return placed_alone(seen)
+
+    delta.on("POST", "/v2/orders/batch", fail(400, "risk_limits_breached"))
+    delta.on("POST", "/v2/orders", alone)
+    results = await client.place_orders(27, grid(5))
+    assert isinstance(results[1], PostOnlyWouldCross)
+    assert all(isinstance(r, Order) for i, r in enumerate(results) if i != 1)
+    assert len(delta.requests("POST", "/v2/orders")) == 5
+
+
+async def test_error_items_in_a_batch_answer_are_those_orders_refusals(delta: ScriptedDelta,
+                                                                        client: DeltaRestClient) -> None:
+    """Not in Delta's documented answer, but read if it ever comes: an item that names its
+    order and carries an error is that order's refusal, with no extra call."""
+    def with_error_item(seen: Seen) -> Reply:
+        reply = created(seen)
+        assert isinstance(reply.body, dict)
+        reply.body["result"][3] = {"client_order_id": "c3", "error": {"code": "insufficient_margin"}}
+        return reply
+
+    delta.on("POST", "/v2/orders/batch", with_error_item)
+    results = await client.place_orders(27, grid(5))
+    assert isinstance(results[3], InsufficientMargin)
+    assert delta.requests("POST", "/v2/orders") == []
+
+
+async def test_after_an_uncertain_batch_each_order_is_looked_up_before_it_is_sent_again(
+        delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders/batch", fail(504, "gateway_timeout"))
+    delta.on("GET", "/v2/orders/client_order_id/c0", ok({**ORDER, "client_order_id": "c0"}))  # it went through
+    for i in range(1, 5):
+        delta.on("GET", f"/v2/orders/client_order_id/c{i}", fail(404, "open_order_not_found"))
+    delta.on("POST", "/v2/orders", placed_alone)
+    results = await client.place_orders(27, grid(5))
+    assert [r.client_order_id for r in results if isinstance(r, Order)] == [f"c{i}" for i in range(5)]
+    assert sorted(s.json()["client_order_id"] for s in delta.requests("POST", "/v2/orders")) == ["c1", "c2", "c3", "c4"]
+    assert len(delta.requests("POST", "/v2/orders/batch")) == 1  # a batch is never re-sent blindly
+
+
+async def test_edit_and_cancel_batches_and_the_orders_they_leave_out(delta: ScriptedDelta,
+                                                                     client: DeltaRestClient) -> None:
+    ids = [101, 102, 103, 104, 105]
+    delta.on("PUT", "/v2/orders/batch", ok([{**ORDER, "id": i, "size": 3} for i in ids if i != 104]))
+    delta.on("PUT", "/v2/orders", fail(404, "open_order_not_found"))  # 104 filled meanwhile
+    delta.on("DELETE", "/v2/orders/batch", ok([{**ORDER, "id": i, "state": "cancelled"} for i in ids]))
+    edited = await client.edit_orders(27, [OrderEdit(id=i, limit_price=0.1, size=3) for i in ids])
+    cancelled = await client.cancel_orders(27, ids)
+    assert delta.requests("PUT", "/v2/orders/batch")[0].json() == {
+        "product_id": 27, "orders": [{"id": i, "limit_price": "0.1", "size": 3} for i in ids]}
+    assert [type(r).__name__ for r in edited] == ["Order", "Order", "Order", "OrderNotFound", "Order"]
+    assert [s.json()["id"] for s in delta.requests("PUT", "/v2/orders")] == [104]
+    assert delta.requests("DELETE", "/v2/orders/batch")[0].json() == {
+        "product_id": 27, "orders": [{"id": i} for i in ids]}
+    assert [r.state for r in cancelled if isinstance(r, Order)] == ["cancelled"] * 5
+
+
+async def test_an_uncertain_batch_edit_is_not_repeated(delta: ScriptedDelta, client: DeltaRestClient) -> None:
+    delta.on("PUT", "/v2/orders/batch", fail(504, "gateway_timeout"))
+    edited = await client.edit_orders(27, [OrderEdit(id=100 + i, limit_price=0.1) for i in range(5)])
+    assert all(isinstance(r, OutcomeUnknown) for r in edited)
+    assert len(delta.seen) == 1
 
 
 async def test_open_orders_split_ids_by_10_and_follow_cursors(delta: ScriptedDelta,

@@ -29,7 +29,9 @@ def comparable(st: EngineState) -> tuple:
                     p.position.realized_pnl, p.position.commission) for p in st.products),
             sorted(msgspec.json.encode(o) for o in st.open_orders),
             sorted(msgspec.json.encode(o) for o in st.closed_orders),
-            [msgspec.json.encode(f) for f in st.fills], st.last_order_id, st.last_priority, st.last_fill_seq)
+            [msgspec.json.encode(f) for f in st.fills], st.last_order_id, st.last_priority, st.last_fill_seq,
+            st.funding_total, [msgspec.json.encode(f) for f in st.funding],
+            sorted((p.spec.product_id, p.last_funding_us, p.position.funding) for p in st.products))
 
 
 def random_session(e: MatchingEngine, rng: random.Random, clock: Clock, steps: int,
@@ -63,6 +65,8 @@ def random_session(e: MatchingEngine, rng: random.Random, clock: Clock, steps: i
                 e.cancel_order(order_id=rng.choice(e.open_orders()).id)
             elif r < 0.75:
                 e.set_leverage(pid, rng.choice([5, 10, 20]))
+            elif r < 0.80:  # a funding time passes (the venue settles each one once)
+                e.charge_funding(pid, D(rng.randint(-50, 50)) / 100_000, clock.now)
             else:
                 move = D(repr(e.product(pid).tick_size)) * rng.randint(-8, 8)
                 e.on_market_trade(sym, float(last + move), rng.randint(1, 6), clock.now)
@@ -85,6 +89,7 @@ def test_snapshot_plus_journal_is_the_account(seed: int) -> None:
     after: list[Event] = []
     random_session(e, rng, clock, 400, after)
     assert any(type(ev).__name__ == "FillEvent" for ev in after)
+    assert any(type(ev).__name__ == "FundingEvent" for ev in after)
     want = comparable(state_of(e))
     restored = MatchingEngine.restore(snap, clock=clock, journal=after)
     assert comparable(state_of(restored)) == want

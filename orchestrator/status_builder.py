@@ -1,0 +1,107 @@
+"""The supervisor's status document, built from what it knows of each child: pure functions of a
+child's row in the process table and its last heartbeat figures, so they are unit-tested without
+processes (tests/orchestrator/test_status_builder.py). The supervisor adds the account-wide parts
+(halt, storage, order management) and keeps the last snapshot for the metrics endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from shared.messages import GatewayFigures, PoolFigures, WorkerFigures
+from shared.status import ProcessStatus, WorkerStatus, clean
+
+if TYPE_CHECKING:  # the process table's row; a type only (supervisor imports this module)
+    from .supervisor import Child
+
+
+def trading(bot_says: str, order_management: str) -> str:
+    """A bot cannot trade while nobody manages orders, whatever it last reported."""
+    if bot_says == "trading" and order_management.startswith("down"):
+        return "not trading: order management down"
+    return bot_says
+
+
+def flatten_progress(child: Child, f: WorkerFigures | None, *, flattening: bool) -> str:
+    """The bot's word on its flatten; "requested" while the supervisor asks and the bot has not
+    answered yet (with the bot's state when it is not running)."""
+    said = f.flatten if f else ""
+    if flattening and not said:
+        return "requested" + ("" if child.state == "running" and child.alive() else f"; bot {child.state}")
+    return said
+
+
+def worker_status(child: Child, now: float, *, order_management: str, flattening: bool,
+                  overrides: Sequence[str] = (), funding: float = 0.0) -> WorkerStatus:
+    f = child.figures if isinstance(child.figures, WorkerFigures) else None
+    up = now - child.started_mono if child.alive() else 0.0
+    first = None
+    if f and f.first_signal_mono_ns:
+        first = f.first_signal_mono_ns / 1e9 - child.launched_mono
+    budget = child.breach.state
+    if child.state == "quarantined":
+        budget = "quarantined: " + child.policy.reason
+    return WorkerStatus(
+        symbol=child.name, pid=child.pid if child.alive() else 0,
+        state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts,
+        last_price=clean(f.last_price, 8) if f else None, bar_count=f.bar_count if f else 0,
+        signal=f.signal if f else "NONE", confidence=round(f.confidence, 4) if f else 0.0,
+        votes=dict(f.votes) if f else {},
+        tick_to_signal_p50_us=clean(f.tick_to_signal_p50_us, 1) if f else None,
+        tick_to_signal_p99_us=clean(f.tick_to_signal_p99_us, 1) if f else None,
+        tick_to_signal_p999_us=clean(f.tick_to_signal_p999_us, 1) if f else None,
+        signals=f.signals if f else 0,
+        ticks=f.ticks if f else 0, ticks_dropped=f.ticks_dropped if f else 0,
+        loop_lag_ms=clean(f.loop_lag_ms, 2) if f else None,
+        rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
+        cpu_percent=clean(child.cpu_percent, 1), budget=budget,
+        heartbeat_age_s=clean(now - child.last_hb_mono, 2) if child.alive() else None,
+        first_signal_after_launch_s=clean(first, 3),
+        position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
+        realized_pnl=f.realized_pnl if f else 0.0,
+        unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0, funding=funding,
+        trading=trading(f.trading if f else "", order_management), order_errors=f.order_errors if f else 0,
+        order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
+        order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
+        stop_price=clean(f.stop_price, 10) if f else None,
+        flatten=flatten_progress(child, f, flattening=flattening),
+        overrides=list(overrides),
+        note=(f.note if f else "")
+        or (child.policy.reason if child.state in ("backoff", "quarantined") else ""))
+
+
+def process_status(child: Child, now: float) -> ProcessStatus:
+    f = child.figures
+    load = None
+    note = ""
+    if isinstance(f, PoolFigures):
+        load = f.busy_fraction
+        note = f"requests {f.requests} batches {f.batches} max batch {f.max_batch} symbols {f.symbols}"
+    elif isinstance(f, GatewayFigures):
+        load = float(f.ticks_published)
+        note = f"source {f.source} ticks {f.ticks_published} {f.note}"
+    return ProcessStatus(
+        kind=child.kind, name=child.name, pid=child.pid if child.alive() else 0,
+        state=child.state, uptime_s=round(now - child.started_mono if child.alive() else 0.0, 1),
+        restarts=child.policy.restarts, load=load, rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
+        cpu_percent=clean(child.cpu_percent, 1), note=note)
+
+
+def rows(children: Iterable[Child], now: float, *, order_management: str, flattening: Iterable[str],
+         overrides: Mapping[str, Sequence[str]] | None = None,
+         funding: Mapping[str, Decimal] | None = None) -> tuple[list[WorkerStatus], list[ProcessStatus]]:
+    """Every child's row, workers and the other processes apart, in the process table's order;
+    `overrides`: the keys each symbol's [symbols.X] tables set; `funding`: each symbol's to date."""
+    asked = set(flattening)
+    workers: list[WorkerStatus] = []
+    procs: list[ProcessStatus] = []
+    for child in children:
+        if child.kind == "worker":
+            workers.append(worker_status(child, now, order_management=order_management,
+                                         flattening=child.name in asked,
+                                         overrides=(overrides or {}).get(child.name, ()),
+                                         funding=float((funding or {}).get(child.name, 0))))
+        else:
+            procs.append(process_status(child, now))
+    return workers, procs

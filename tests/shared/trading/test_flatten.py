@@ -1,0 +1,36 @@
+"""The steps of an operator's flatten (shared/trading/flatten.py)."""
+
+from __future__ import annotations
+
+from shared.trading import flatten as flat
+
+T0 = 1_800_000_000.0
+
+
+def test_done_only_when_the_venue_shows_no_order_and_no_contract_of_ours() -> None:
+    p = flat.FlattenProgress(requested_ts=T0)
+    assert flat.describe(p, own_orders=2, bot_contracts=3) == "cancelling 2 order(s)"
+    assert flat.describe(p, own_orders=0, bot_contracts=-3) == \
+        "closing 3 contract(s) with a reduce-only market order"
+    assert flat.describe(p, own_orders=0, bot_contracts=0) == "confirming on the venue"
+    p = flat.on_venue_read(p, own_orders=1, venue_position=0, foreign=0, ts=T0 + 1)
+    assert not p.done  # an order of ours still rests
+    p = flat.on_venue_read(p, own_orders=0, venue_position=0, foreign=0, ts=T0 + 2)
+    assert p.done and p.confirmed_ts == T0 + 2
+    assert flat.describe(p, own_orders=0, bot_contracts=0).startswith("flat: confirmed on the venue at ")
+    assert flat.on_venue_read(p, own_orders=3, venue_position=5, foreign=0, ts=T0 + 3) == p  # done is done
+
+
+def test_a_traders_manual_contracts_are_not_ours_to_close() -> None:
+    p = flat.on_venue_read(flat.FlattenProgress(requested_ts=T0), own_orders=0, venue_position=4, foreign=4, ts=T0)
+    assert p.done and p.venue_left == 0
+
+
+def test_the_close_is_sent_again_only_when_the_venue_still_holds_ours_and_nothing_rests() -> None:
+    p = flat.FlattenProgress(requested_ts=T0)
+    assert not flat.close_again(p, own_orders=0)  # no read yet
+    p = flat.on_venue_read(p, own_orders=1, venue_position=2, foreign=0, ts=T0)
+    assert not flat.close_again(p, own_orders=1)  # the close (or a cancel) is still resting
+    p = flat.on_venue_read(p, own_orders=0, venue_position=2, foreign=0, ts=T0 + 1)
+    assert flat.close_again(p, own_orders=0)
+    assert "the venue still shows +2" in flat.describe(p, own_orders=0, bot_contracts=0)
