@@ -54,7 +54,7 @@ def write_trials_csv(trials: list[FrozenTrial], dims: list[Dimension], path: Pat
                         *(t.params.get(k, "") for k in keys),
                         *(figures.get(f, "") for f in SUMMARY_FIELDS),
                         train.get("elapsed_s", ""), "" if retry_of(t) is None else retry_of(t),
-                        fail_reason(t)])
+                        fail_reason(t, len(dims))])
 
 
 def trial_score(t: FrozenTrial) -> float:

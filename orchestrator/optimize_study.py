@@ -167,11 +167,15 @@ def retry_of(t: FrozenTrial) -> int | None:
 
 
 STALE_REASON = "interrupted: its driver's heartbeat stopped (killed or lost); queued again"
+STALE_HALF_DRAWN = ("interrupted: its driver's heartbeat stopped (killed or lost) while its values were "
+                    "drawn; not queued")
 
 
-def fail_reason(t: FrozenTrial) -> str:
+def fail_reason(t: FrozenTrial, n_dims: int | None = None) -> str:
+    """Why a trial failed; for one failed by the heartbeat check (Optuna records no reason), whether
+    its values were queued again (RequeueStale: only when all `n_dims` were drawn)."""
     if t.state == TrialState.FAIL and FAIL_REASON not in t.user_attrs:
-        return STALE_REASON
+        return STALE_HALF_DRAWN if n_dims is not None and len(t.params) < n_dims else STALE_REASON
     return str(t.user_attrs.get(FAIL_REASON, ""))
 
 

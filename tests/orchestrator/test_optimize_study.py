@@ -383,7 +383,7 @@ def test_a_driver_on_another_host_requeues_the_trials_of_a_killed_driver(tmp_pat
     by_number = {int(r["trial"]): r for r in rows}
     retries = {int(r["retry_of"]): r for r in rows if r["retry_of"]}
     for r in stale:
-        if r["grid.width"] == "":  # killed while its values were drawn: drawn afresh, not copied
+        if r["fail_reason"].endswith("not queued"):  # killed while its values were drawn: drawn afresh
             continue
         retry = retries[int(r["trial"])]
         assert [retry[k] for k in PARAMS] == [r[k] for k in PARAMS]
@@ -513,6 +513,7 @@ def test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued
     import optuna
 
     from orchestrator.optimize_study import (
+        STALE_HALF_DRAWN,
         STALE_REASON,
         fail_reason,
         is_counted,
@@ -540,7 +541,9 @@ def test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued
     assert trials[whole.number].state == trials[half.number].state == optuna.trial.TrialState.FAIL
     assert trials[fresh.number].state == optuna.trial.TrialState.RUNNING
     for n in (whole.number, half.number):
-        assert not is_counted(trials[n]) and fail_reason(trials[n]) == STALE_REASON
+        assert not is_counted(trials[n])
+    assert fail_reason(trials[whole.number], 2) == STALE_REASON
+    assert fail_reason(trials[half.number], 2) == STALE_HALF_DRAWN and STALE_HALF_DRAWN.endswith("not queued")
     waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
     assert len(waiting) == 1 and retry_of(waiting[0]) == whole.number
     assert waiting[0].params == trials[whole.number].params
