@@ -73,7 +73,6 @@ EQUITY_POINTS = 5_000
 ENGINE_HISTORY = 1_000  # closed orders and fills the engine keeps for queries (we keep our own)
 MAX_GAPS_LISTED = 100
 PROGRESS_EVERY_BARS = 4_096
-QUIET_BEFORE_JUMP = 4  # quiet trades in a row before the next wake-up is looked for with numpy (see sleeps)
 CHUNK_BARS = 8_192  # the hot loop reads prices and signals as Python lists, this many bars at a time
 INF = math.inf
 DAYS_PER_YEAR = 365.0
@@ -171,13 +170,6 @@ class _Symbol:
     cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
-    # ... and as arrays, for the jump to the next trade that could wake the bot (see _Run.sleeps):
-    npx: np.ndarray | None = None
-    nstrong: np.ndarray | None = None
-    ntol: np.ndarray | None = None
-    nts: np.ndarray | None = None  # each trade's time (bar open + 15 k s)
-    quiet_run: int = 0  # trades slept through in a row since the last settle
-    wake_at: int = -1  # trade number (bar x 4 + trade) before which no trade can wake the bot; reset by settle
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
     # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
     planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
@@ -207,14 +199,9 @@ class _Symbol:
             step = price * g.width
         else:
             step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
-        self.npx = price.ravel()
-        self.nstrong = np.where(strong, sr.direction, 0).ravel()
-        self.ntol = (g.regrid_fraction * step).ravel()
-        bar_ts = self.bars.ts[self.c0:self.c0 + CHUNK_BARS]
-        self.nts = (bar_ts[:, None] + np.arange(TICKS_PER_BAR) * TICK_SECONDS).ravel()
-        self.cpx = self.npx.tolist()
-        self.cstrong = self.nstrong.tolist()
-        self.ctol = self.ntol.tolist()
+        self.cpx = price.ravel().tolist()
+        self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
+        self.ctol = (g.regrid_fraction * step).ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
 
 
@@ -487,8 +474,6 @@ class _Run:
         every trade (`wake_all`); each rule here is a reason `plan` or the venue would act."""
         bot = s.bot
         grid = bot.grid
-        s.wake_at = -1
-        s.quiet_run = 0
         s.cool_end = INF
         if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
             s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
@@ -622,54 +607,6 @@ class _Run:
                 if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
                     return True
         return False
-
-    def sleeps(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
-        """Whether this trade wakes nothing: `must_wake`'s answer, and once the bot has slept
-        through QUIET_BEFORE_JUMP trades in a row, the answer for the rest of the chunk found at
-        once (numpy, `next_wake`) and kept until the next settle. Half the wake-ups come at the
-        very next trade, where numpy's per-call cost would outweigh the per-trade check; a
-        resting stop's rule calls `protective_stop` per trade, so with one every trade is asked."""
-        if i * TICKS_PER_BAR + k < s.wake_at:
-            return True
-        if self.must_wake(s, i, k, ts):
-            return False
-        s.quiet_run += 1
-        if s.quiet_run >= QUIET_BEFORE_JUMP and not s.stop_rest:
-            # must_wake loaded bar i's chunk
-            s.wake_at = s.c0 * TICKS_PER_BAR + self.next_wake(s, (i - s.c0) * TICKS_PER_BAR + k + 1)
-        return True
-
-    def next_wake(self, s: _Symbol, j: int) -> int:
-        """The first trade at or after chunk position j that `must_wake` (without a resting stop)
-        would say wakes the bot, or the chunk's length. Looks in windows growing 4x, so the cost
-        follows the distance to the wake-up, not the chunk's size. The same float64 operations as
-        must_wake's, so the same answers."""
-        px_all, strong_all, tol_all, ts_all = s.npx, s.nstrong, s.ntol, s.nts
-        assert px_all is not None and strong_all is not None and tol_all is not None and ts_all is not None
-        n = len(px_all)
-        span = 64
-        directional = s.bot.grid.mode == "directional"
-        while j < n:
-            e = min(n, j + span)
-            px = px_all[j:e]
-            w = (px <= s.lo) | (px >= s.hi) | (ts_all[j:e] >= s.cool_end)
-            if s.cool_end == INF:
-                code = strong_all[j:e]
-                if s.anchor_code == 0:
-                    w |= code != 0
-                else:
-                    far = np.abs(px - s.anchor_price) > s.band
-                    if directional:
-                        far |= code != s.anchor_code
-                    w |= (code != 0) & far
-            if s.gap > 0.0:
-                w |= s.gap > tol_all[j:e] - 1e-9
-            hit = int(np.argmax(w))
-            if w[hit]:
-                return j + hit
-            j = e
-            span *= 4
-        return n
 
     # --- the supervisor side ----------------------------------------------------------------
 
@@ -870,7 +807,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                     funding_period = period
             for s, i in active:
                 s.trade_no += 1
-                if skip and not s.wake_all and (i * TICKS_PER_BAR + k < s.wake_at or run.sleeps(s, i, k, ts)):
+                if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
                     s.stale = (i, k, run.clock_us)
                     continue
                 run_trade(run, s, i, k, ts, _per_trade_engine)
