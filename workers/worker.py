@@ -422,9 +422,12 @@ class Worker:
         else:
             if not reply.valid:
                 return None
-            plan = bot.plan(now=time.time(), price=reply.close, atr=reply.atr14, direction=reply.direction,
+            # Decisions run on the market's clock (the time of the trade this reply answers), as in
+            # the backtest: the churn limiter and the grid's anchor time then do not depend on the
+            # replay speed or on how long a round trip took. Wall time stays for I/O timeouts.
+            plan = bot.plan(now=self.market_ts, price=reply.close, atr=reply.atr14, direction=reply.direction,
                             confidence=reply.confidence, available_balance=self.available_balance,
-                            allow_new_entries=not self.paused, market_ts=self.market_ts or None)
+                            allow_new_entries=not self.paused, market_ts=self.market_ts)
             if plan.empty:
                 return None
             cancel = [c.order_id for c in plan.to_cancel]
