@@ -153,6 +153,10 @@ class Worker:
         self.position_check = PositionCheck()  # the bot's position against the venue's
         self.read_all_fills = False  # the next full reconciliation ignores the restart checkpoint
         self.reading_all_fills = False  # ...and the one asked for now does
+        # A fill landed (or its order's close beat it here) since the bot last planned: plan again
+        # on the same trade once the fills are in and no batch is on its way, as the backtest
+        # plans after the trade's fills (tests/orchestrator/test_backtest_parity_e2e.py).
+        self.plan_again = False
 
     # --- market data -------------------------------------------------------------------------
 
@@ -381,8 +385,8 @@ class Worker:
                     "every fill of the account" if self.read_all_fills else "fills")
 
     def on_fill_event(self, ev: FillEvent) -> None:
-        if self.bot is not None:
-            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value))
+        if self.bot is not None and self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value)):
+            self.plan_again = True
 
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
@@ -422,6 +426,10 @@ class Worker:
         else:
             if not reply.valid:
                 return None
+            if bot.awaiting_fills:
+                self.plan_again = True  # an order of ours closed filled: plan once its fills are in
+                return None
+            self.plan_again = False
             # Decisions run on the market's clock (the time of the trade this reply answers), as in
             # the backtest: the churn limiter and the grid's anchor time then do not depend on the
             # replay speed or on how long a round trip took. Wall time stays for I/O timeouts.
@@ -574,6 +582,8 @@ async def run(spec: ChildSpec) -> None:
                     reconcile_full = False
             elif isinstance(msg, IntentResult):
                 worker.on_intent_result(msg, recv_ns)
+                if worker.plan_again and worker.last_signal is not None:
+                    await send_intents(worker.last_signal)
             elif isinstance(msg, HistoryReply):
                 if msg.symbol == worker.symbol:
                     worker.load_history(msg)
@@ -600,10 +610,14 @@ async def run(spec: ChildSpec) -> None:
                                                               sent_ns=time.perf_counter_ns())))
             elif isinstance(msg, FillEvent) and msg.symbol == worker.symbol:
                 worker.on_fill_event(msg)
+                if worker.trades and worker.plan_again and worker.last_signal is not None:
+                    await send_intents(worker.last_signal)
             elif isinstance(msg, OrderEvent) and msg.symbol == worker.symbol:
                 worker.on_order_event(msg)
             elif msg is not None:
                 codec.malformed += 1
+
+    settle_s = cfg.testing.worker_settle_ms / 1000.0
 
     async def signal_loop() -> None:
         while True:
@@ -614,6 +628,8 @@ async def run(spec: ChildSpec) -> None:
                 worker.on_signal(msg, recv_ns)
                 await send_request()
                 if worker.trades:
+                    if settle_s:  # test only: the venue's events of this trade are applied first
+                        await asyncio.sleep(settle_s)
                     await send_intents(msg)
             elif msg is not None:
                 codec.malformed += 1
