@@ -71,6 +71,12 @@ def venue_client(run_dir: Path) -> DeltaRestClient:
     return DeltaRestClient(v["rest_url"], v["api_key"], v["api_secret"])
 
 
+def seconds(us: object) -> float:
+    """A model's time (normalised to µs when decoded) in seconds."""
+    assert isinstance(us, int | float), us
+    return us / 1e6
+
+
 async def paper_fills(run_dir: Path) -> tuple[list[FillKey], float]:
     """The venue's fills of our symbol, and its market origin (the first live bar's open, epoch s)."""
     async with venue_client(run_dir) as rest:
@@ -80,14 +86,14 @@ async def paper_fills(run_dir: Path) -> tuple[list[FillKey], float]:
         orders = [*await rest.get_order_history([product.id]), *await rest.get_open_orders([product.id])]
         now = int(time.time())
         candles = await rest.get_candles(SYMBOL, "1m", now - 3 * 86_400, now + 30 * 86_400)
-    bars = sorted((int(c.time // 1_000_000), c.close) for c in candles)
+    bars = sorted((int(seconds(c.time)), c.close) for c in candles)
     assert len(bars) > HISTORY, f"the venue lists {len(bars)} bars"
     origin, first_close = bars[HISTORY]
     # the same data: the venue's first live bar is the shipped series' bar HISTORY
     assert first_close == resolve_paper_symbol(SYMBOL).round_price(float(shipped_candles(SYMBOL).close[HISTORY]))
     coid = {str(o.id): o.client_order_id or "" for o in orders}
-    keys = [(f.created_at / 1e6, f.client_order_id or coid.get(str(f.order_id), ""), f.side, f.size, float(f.price))
-            for f in fills]
+    keys = [(seconds(f.created_at), f.client_order_id or coid.get(str(f.order_id), ""), f.side, f.size,
+             float(f.price)) for f in fills]
     return sorted(keys), float(origin)
 
 
@@ -127,7 +133,8 @@ def test_paper_run_and_backtest_make_the_same_fills(start_run, tmp_path: Path, m
     # The pace precondition: every trade got its own signal (none folded into the next request; the
     # last may still be in flight), and order batches came back within one trade's interval.
     pace = (f"ticks {w['ticks']}, signals {w['signals']}, ticks dropped {w['ticks_dropped']}, "
-            f"order round trip p99 {w['order_rtt_p99_us'] / 1000:.1f} ms vs {BAR_SECONDS_WALL / 4 * 1000:.0f} ms a trade")
+            f"order round trip p99 {w['order_rtt_p99_us'] / 1000:.1f} ms vs "
+            f"{BAR_SECONDS_WALL / 4 * 1000:.0f} ms a trade")
 
     first_diff = next((i for i, (a, b) in enumerate(zip(paper, backtest, strict=False)) if a != b),
                       min(len(paper), len(backtest)))
