@@ -16,8 +16,9 @@ import pytest
 from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, IntentResult, OrderView
+from shared.messages import AccountSnapshot, FillEvent, FillView, IntentResult, OrderEvent, OrderView
 from shared.ring import BarRing
+from shared.trading import client_order_id as coid
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
@@ -72,3 +73,34 @@ def test_the_churn_limit_and_the_anchor_run_on_market_time(spec: ChildSpec) -> N
     w.market_ts = MARKET_TS + 60.0  # a market minute later: the bucket is full again
     third = w.make_intents(moved)
     assert third is not None and len(third.amend) + len(third.place) == 5
+
+
+def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spec: ChildSpec) -> None:
+    """The orders channel says "closed" before the gateway's fill read lands: the worker plans
+    nothing on that book (the level would look free and be bought twice), and once the fill is
+    in it asks to plan again on the same trade, as the backtest plans after the trade's fills."""
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    first = w.make_intents(REPLY)
+    assert first is not None
+    placed_all(w, first.place)
+    entry = first.place[0]
+    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OrderView(
+        order_id=100, side=entry.side, price=entry.price, size=entry.size, unfilled_size=0,
+        client_order_id=entry.client_order_id, state="closed")))
+    w.market_ts = MARKET_TS + 60.0
+    assert w.make_intents(REPLY) is None and w.plan_again  # held until the fill is read
+    w.on_fill_event(FillEvent(symbol="ETHUSD", contract_value=repr(ETH.contract_value), sent_ns=0, fill=FillView(
+        fill_id="f1", order_id="100", client_order_id=entry.client_order_id, side=entry.side, size=entry.size,
+        price=repr(entry.price), fee="0.01", role="maker", ts=MARKET_TS + 60.0)))
+    assert w.plan_again and w.bot is not None and not w.bot.awaiting_fills
+    again = w.make_intents(REPLY)
+    assert again is not None and not w.plan_again
+    filled = coid.parse(entry.client_order_id)
+    assert filled is not None
+    tags = [coid.parse(p.client_order_id) for p in again.place]
+    # the take-profit of the filled level, and no second entry at it
+    assert any(t is not None and t.purpose == "take_profit" and t.level == filled.level for t in tags), tags
+    assert not any(t is not None and t.purpose == "entry" and t.level == filled.level for t in tags), tags
