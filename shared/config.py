@@ -274,6 +274,14 @@ class TestingConfig(_Section):
     venue_429_probability: Annotated[float, _between(0, 1)] = 0.0
     venue_reject_probability: Annotated[float, _between(0, 1)] = 0.0
     venue_ws_drop_interval_s: Annotated[float, _between(0, 3600)] = 0.0
+    # The paper venue holds its replay (no trade, market clock still) until the file
+    # <run dir>/release-replay exists: a parity test releases the market once the bots are
+    # reconciled, so the paper bots and the backtest both start at the first live bar.
+    venue_hold_replay: bool = False
+    # The worker waits this long after a signal reply before it decides, so the order and fill
+    # events the venue sent with the same trade (on other sockets, racing the pool's reply) are
+    # applied first, as the backtest applies a trade's events before its decision. 0: no wait.
+    worker_settle_ms: Annotated[float, _between(0, 1000)] = 0.0
 
     def any_enabled(self) -> bool:
         return any(getattr(self, f) for f in self.__struct_fields__ if f != "leak_symbol")

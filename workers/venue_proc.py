@@ -33,6 +33,7 @@ from .venue import PaperVenue, VenueSettings, write_venue_json
 from .venue.live_feed import LiveFeed
 
 log = logging.getLogger("venue")
+RELEASE_REPLAY_FILE = "release-replay"  # [testing] venue_hold_replay: the replay starts once this exists
 
 
 def paper_products(m: MarketConfig) -> dict[str, ProductSpec]:
@@ -50,12 +51,17 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
                          data=dict(m.data), products=paper_products(m),
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          funding_interval_s=m.funding_interval_s, funding_series=dict(m.funding_series),
-                         start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
+                         # a held replay (test only) starts its market at its first live bar: no
+                         # catching up with the wall time the run spent starting
+                         start_ts=int(spec.run_start_wall) if spec.run_start_wall and not t.venue_hold_replay
+                         else None,
                          state_file=str(Path(spec.run_dir) / "paper-account.json"),
                          fault_latency_ms=t.venue_latency_ms, fault_5xx_probability=t.venue_5xx_probability,
                          fault_429_probability=t.venue_429_probability,
                          fault_reject_probability=t.venue_reject_probability,
-                         fault_ws_drop_interval_s=t.venue_ws_drop_interval_s)
+                         fault_ws_drop_interval_s=t.venue_ws_drop_interval_s,
+                         hold_replay_file=str(Path(spec.run_dir) / RELEASE_REPLAY_FILE) if t.venue_hold_replay
+                         else None)
 
 
 async def live_feed(spec: ChildSpec) -> LiveFeed | None:

@@ -160,6 +160,10 @@ class Worker:
         self.position_check = PositionCheck()  # the bot's position against the venue's
         self.read_all_fills = False  # the next full reconciliation ignores the restart checkpoint
         self.reading_all_fills = False  # ...and the one asked for now does
+        # A fill landed (or its order's close beat it here) since the bot last planned: plan again
+        # on the same trade once the fills are in and no batch is on its way, as the backtest
+        # plans after the trade's fills (tests/orchestrator/test_backtest_parity_e2e.py).
+        self.plan_again = False
 
     # --- market data -------------------------------------------------------------------------
 
@@ -400,8 +404,8 @@ class Worker:
                     "every fill of the account" if self.read_all_fills else "fills")
 
     def on_fill_event(self, ev: FillEvent) -> None:
-        if self.bot is not None:
-            self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value))
+        if self.bot is not None and self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value)):
+            self.plan_again = True
 
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
@@ -441,9 +445,16 @@ class Worker:
         else:
             if not reply.valid:
                 return None
-            plan = bot.plan(now=time.time(), price=reply.close, atr=reply.atr14, direction=reply.direction,
+            if bot.awaiting_fills:
+                self.plan_again = True  # an order of ours closed filled: plan once its fills are in
+                return None
+            self.plan_again = False
+            # Decisions run on the market's clock (the time of the trade this reply answers), as in
+            # the backtest: the churn limiter and the grid's anchor time then do not depend on the
+            # replay speed or on how long a round trip took. Wall time stays for I/O timeouts.
+            plan = bot.plan(now=self.market_ts, price=reply.close, atr=reply.atr14, direction=reply.direction,
                             confidence=reply.confidence, available_balance=self.available_balance,
-                            allow_new_entries=not self.paused, market_ts=self.market_ts or None)
+                            allow_new_entries=not self.paused, market_ts=self.market_ts)
             if plan.empty:
                 return None
             cancel = [c.order_id for c in plan.to_cancel]
@@ -592,6 +603,8 @@ async def run(spec: ChildSpec) -> None:
                     reconcile_full = False
             elif isinstance(msg, IntentResult):
                 worker.on_intent_result(msg, recv_ns)
+                if worker.plan_again and worker.last_signal is not None:
+                    await send_intents(worker.last_signal)
             elif isinstance(msg, HistoryReply):
                 if msg.symbol == worker.symbol:
                     worker.load_history(msg)
@@ -618,10 +631,14 @@ async def run(spec: ChildSpec) -> None:
                                                               sent_ns=time.perf_counter_ns())))
             elif isinstance(msg, FillEvent) and msg.symbol == worker.symbol:
                 worker.on_fill_event(msg)
+                if worker.trades and worker.plan_again and worker.last_signal is not None:
+                    await send_intents(worker.last_signal)
             elif isinstance(msg, OrderEvent) and msg.symbol == worker.symbol:
                 worker.on_order_event(msg)
             elif msg is not None:
                 codec.malformed += 1
+
+    settle_s = cfg.testing.worker_settle_ms / 1000.0
 
     async def signal_loop() -> None:
         while True:
@@ -632,6 +649,8 @@ async def run(spec: ChildSpec) -> None:
                 worker.on_signal(msg, recv_ns)
                 await send_request()
                 if worker.trades:
+                    if settle_s:  # test only: the venue's events of this trade are applied first
+                        await asyncio.sleep(settle_s)
                     await send_intents(msg)
             elif msg is not None:
                 codec.malformed += 1

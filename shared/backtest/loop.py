@@ -14,9 +14,9 @@ One process, no sockets, no sleeps, no wall clock in any decision:
   and the bot sends nothing else while a batch is on its way (the worker waits for its answer).
 
 Differences from a live paper run (each a wall-clock effect of the live processes, replaced by
-the market clock here; they are why fills are not yet proven equal to a paper run's):
-- the churn limiter and the grid anchor's time run on market time (live: the worker's wall
-  clock, so at the 60x replay the live bucket refills 60 times slower per market minute);
+the market clock here; tests/orchestrator/test_backtest_parity_e2e.py holds the fills equal to a
+paper run's where they are made deterministic, and says how):
+- (no longer one: the churn limiter and the grid anchor's time run on market time in the worker too);
 - the available balance sizing a grid is the engine's at the decision (live: the last account
   re-read, every 15 wall seconds, i.e. every 15 market minutes at 60x);
 - the account risk rules are checked at each bar's last trade (live: once a wall second);

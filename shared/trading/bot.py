@@ -82,6 +82,12 @@ class TradingBot:
     # (anchor, size, grid, product, entries) of the last grid built (see _grid_entries)
     _entries_memo: tuple[GridAnchor, int, GridConfig, ProductSpec, tuple[DesiredOrder, ...]] | None = \
         field(default=None, repr=False, compare=False)
+    # Contracts of fills applied, by client order id (bounded like seen_fills), and our orders
+    # the exchange closed with more filled than that: their fills are on their way (the orders
+    # channel can beat the fills read), and until they land the book is not planned on (a level
+    # whose order just filled would look free and be entered again).
+    fill_contracts: dict[str, int] = field(default_factory=dict)
+    awaiting_fills: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -105,6 +111,7 @@ class TradingBot:
         skip = set(checkpoint.skip_fill_ids) if checkpoint is not None else set()
         self.foreign_contracts = checkpoint.foreign_contracts if checkpoint is not None else 0
         self.seen_fills.clear()
+        self.fill_contracts.clear()
         step = self.last_step or self.product.tick_size * 10
         newest_ours: tuple[coid.OrderTag, Fill] | None = None
         for f in sorted(fills, key=lambda f: (f.ts, f.fill_id)):
@@ -117,6 +124,7 @@ class TradingBot:
         if newest_ours is not None and newest_ours[0].purpose == "stop":
             self.stopped_out_at = max(self.stopped_out_at or 0.0, newest_ours[1].ts)
         self.open_orders = {o.order_id: o for o in open_orders}
+        self.awaiting_fills.clear()  # every fill the exchange reports was just read
         ids = [o.client_order_id for o in open_orders] + [f.client_order_id for f in fills] + sent_ids
         seen = coid.generation_after(ids, bot_id=self.bot_id, symbol=self.symbol)
         # A reconnect keeps a generation that ran past every id still visible (cancelled orders).
@@ -143,6 +151,13 @@ class TradingBot:
         self.seen_fills[fill.fill_id] = None
         if len(self.seen_fills) > MAX_SEEN_FILLS:
             self.seen_fills.pop(next(iter(self.seen_fills)))
+        cid = fill.client_order_id
+        got = self.fill_contracts.pop(cid, 0) + fill.size
+        self.fill_contracts[cid] = got  # (re-inserted: the newest stay when trimmed)
+        if len(self.fill_contracts) > MAX_SEEN_FILLS:
+            self.fill_contracts.pop(next(iter(self.fill_contracts)))
+        if got >= self.awaiting_fills.get(cid, got + 1):
+            del self.awaiting_fills[cid]
         if coid.decode(fill.client_order_id, bot_id=self.bot_id, symbol=self.symbol) is None:
             # a trader's manual fill: not ours to manage, but the venue's position shows it
             self.foreign_contracts += fill.size if fill.side == "buy" else -fill.size
@@ -164,7 +179,13 @@ class TradingBot:
                                                 trailing=known.trailing or order.trailing)
             self.open_orders[order.order_id] = order
         else:
-            self.open_orders.pop(order.order_id, None)
+            gone = self.open_orders.pop(order.order_id, None)
+            filled = order.size - order.unfilled_size
+            cid = order.client_order_id or (gone.client_order_id if gone is not None else None)
+            if (gone is not None and state == "closed" and cid
+                    and coid.decode(cid, bot_id=self.bot_id, symbol=self.symbol) is not None
+                    and filled > self.fill_contracts.get(cid, 0)):
+                self.awaiting_fills[cid] = filled
 
     def on_cancelled(self, order_ids: list[int]) -> None:
         """Our cancels the exchange confirmed (or found already gone)."""
@@ -173,8 +194,11 @@ class TradingBot:
 
     def resync_orders(self, open_orders: list[OpenOrder]) -> None:
         """The exchange's open orders replace our view of the book (a periodic or after-error
-        re-read; fills and holdings are untouched)."""
+        re-read; fills and holdings are untouched). Fills still awaited are given up on: the
+        book is planned on again (a lost fill must not stop the bot; the periodic re-read bounds
+        how long one can)."""
         self.open_orders = {o.order_id: o for o in open_orders}
+        self.awaiting_fills.clear()
 
     def cooldown_left(self, market_ts: float) -> float:
         """Seconds before new entries are allowed again after our stop fired (0 when free).
@@ -191,7 +215,7 @@ class TradingBot:
         """The orders to place, amend and cancel now. With `allow_new_entries` False (paused,
         halted, below min balance) only take-profits of filled levels stay wanted. `now` is our
         clock (the churn limiter's); `market_ts` the venue's (the stop cool-down's; default now)."""
-        if not self.reconciled:
+        if not self.reconciled or self.awaiting_fills:
             return ReconcilePlan()
         if not (math.isfinite(price) and price > 0 and math.isfinite(atr) and atr > 0):
             return ReconcilePlan()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,7 @@ class MarketSettings(Protocol):
     start_ts: float | None
     funding_interval_s: int
     funding_series: dict[str, str]
+    hold_replay_file: str | None
 
 
 class MarketReplay:
@@ -309,6 +311,14 @@ class MarketReplay:
         at once and queue on the cores."""
         loop = asyncio.get_running_loop()
         step = self.settings.bar_seconds / 4
+        hold = self.settings.hold_replay_file
+        if hold is not None:
+            # Test only: the market stands still (no trade, no clock) until released, so bots that
+            # are reconciled by then see every live bar from the first (tests/orchestrator/
+            # test_backtest_parity_e2e.py). The file is polled: the wait is a test's start-up only.
+            log.info("replay held until %s exists", hold)
+            while not os.path.exists(hold):
+                await asyncio.sleep(0.02)
         due = loop.time()
         if self.settings.clock == "wall":
             # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the

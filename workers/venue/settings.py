@@ -48,6 +48,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fault_reject_probability: float = 0.0  # order placements refused with `risk_limits_breached`
     fault_restart_interval_s: float = 0.0  # go away this often (0 = never)...
     fault_restart_down_s: float = 1.0  # ...for this long; the account survives (see restart())
+    # Test only: the replay starts once this file exists (None: at once). See MarketReplay.run.
+    hold_replay_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:

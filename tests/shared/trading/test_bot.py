@@ -350,3 +350,39 @@ def test_a_trailing_stop_is_placed_trailing_and_the_venues_moves_are_not_undone(
     [amend] = [a for a in grown.to_amend if a.order_id == stop.order_id]
     assert b.position is not None
     assert (amend.size, amend.price, amend.desired.trail > 0) == (b.position.contracts, fixed + 12.0, True)
+
+
+def test_an_order_closed_before_its_fill_is_read_is_not_entered_again() -> None:
+    """The orders channel can say "closed" before the fill is read (the gateway reads fills over
+    REST): until the fill lands the bot plans nothing, so the level is not bought twice; once it
+    lands the level is held and its take-profit is what the plan wants."""
+    b = bot()
+    b.reconcile_from([], [], [])
+    entry = place_all(b, decide(b, now=1.0, price=2000.0))[0]
+    assert entry.client_order_id is not None
+    b.on_order(msgspec.structs.replace(entry, unfilled_size=0), "closed")
+    assert b.awaiting_fills == {entry.client_order_id: entry.size}
+    assert decide(b, now=2.0, price=entry.price).empty  # not a fresh entry at the level that just filled
+    b.on_fill(Fill(fill_id="f1", symbol="ETHUSD", side="buy", size=entry.size, price=repr(entry.price), fee="0.01",
+                   contract_value="0.01", ts=2.0, client_order_id=entry.client_order_id))
+    assert not b.awaiting_fills
+    after = decide(b, now=3.0, price=entry.price)
+    purposes = {(p.order.side, coid.parse(p.client_order_id).purpose) for p in after.to_place}  # type: ignore[union-attr]
+    assert ("sell", "take_profit") in purposes and ("buy", "entry") not in purposes
+    # A fill that never comes does not stop the bot for good: the next re-read of the book plans again.
+    b.on_order(msgspec.structs.replace(place_all(b, after, first_id=50)[0], unfilled_size=0), "closed")
+    assert b.awaiting_fills
+    b.resync_orders(list(b.open_orders.values()))
+    assert not b.awaiting_fills
+
+
+def test_a_cancelled_or_foreign_order_awaits_no_fill() -> None:
+    b = bot()
+    b.reconcile_from([], [], [])
+    entry = place_all(b, decide(b, now=1.0, price=2000.0))[0]
+    b.on_order(entry, "cancelled")
+    manual = OpenOrder(order_id=99, symbol="ETHUSD", side="buy", price=1900.0, size=1, unfilled_size=1,
+                       client_order_id="by-hand")
+    b.on_order(manual, "open")
+    b.on_order(msgspec.structs.replace(manual, unfilled_size=0), "closed")
+    assert not b.awaiting_fills

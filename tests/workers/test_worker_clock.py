@@ -1,0 +1,106 @@
+"""The worker decides on the market's clock (the time of the trade it reacts to), not the wall's:
+the churn limiter refills and the grid anchor is stamped in market seconds, so a replay at any
+speed (and the backtest, which has no wall clock) makes the same decisions from the same trades."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+# same directory: pytest puts it on sys.path; mypy knows it as tests.workers.test_worker_position_check
+from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
+
+from shared.config import load_config
+from shared.messages import AccountSnapshot, FillEvent, FillView, IntentResult, OrderEvent, OrderView
+from shared.ring import BarRing
+from shared.trading import client_order_id as coid
+from shared.transport import make_endpoints
+from workers.runtime import ChildSpec
+from workers.worker import Worker
+
+MARKET_TS = 1_800_000_000.0  # a replayed market runs far from the wall clock
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Iterator[ChildSpec]:
+    # 6 actions a minute: a 5-level grid plus its stop exhausts the bucket at once
+    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"], "bot_id": "g1"},
+                                "grid": {"max_actions_per_minute": 6, "width": 0.001}})
+    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ring = BarRing.create(name, n_slots=1, capacity=64)
+    try:
+        yield ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
+                        endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
+    finally:
+        ring.close()
+        ring.unlink()
+
+
+def placed_all(w: Worker, intents_place: list) -> None:
+    assert w.intent_in_flight is not None
+    views = [OrderView(order_id=100 + i, side=p.side, price=p.price, size=p.size, unfilled_size=p.size,
+                       client_order_id=p.client_order_id, order_type=p.order_type, reduce_only=p.reduce_only)
+             for i, p in enumerate(intents_place)]
+    w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[],
+                                    placed=views, errors=[], sent_ns=0), recv_ns=w.intent_in_flight[1] + 1000)
+
+
+def test_the_churn_limit_and_the_anchor_run_on_market_time(spec: ChildSpec) -> None:
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    first = w.make_intents(REPLY)
+    assert first is not None and len(first.place) == 5  # the grid's five entries (flat: no stop)
+    assert w.bot is not None and w.bot.anchor is not None
+    assert w.bot.anchor.built_ts == MARKET_TS  # the anchor is stamped with the trade's time, not now
+    assert w.bot.bucket is not None and w.bot.bucket.updated_s == MARKET_TS
+    placed_all(w, first.place)
+    # The price ran far enough to re-anchor: five amends wanted, one token left. Wall time passing
+    # refills nothing; only market time does.
+    moved = msgspec.structs.replace(REPLY, close=2100.0)
+    w.market_ts = MARKET_TS + 1.0
+    second = w.make_intents(moved)
+    assert second is not None and len(second.amend) + len(second.place) == 1
+    placed_all(w, [])  # (the amend's answer does not matter here: the book is re-planned each time)
+    w.market_ts = MARKET_TS + 2.0  # two market seconds refill 0.2 of a token: nothing goes out
+    assert w.make_intents(moved) is None
+    w.market_ts = MARKET_TS + 60.0  # a market minute later: the bucket is full again
+    third = w.make_intents(moved)
+    assert third is not None and len(third.amend) + len(third.place) == 5
+
+
+def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spec: ChildSpec) -> None:
+    """The orders channel says "closed" before the gateway's fill read lands: the worker plans
+    nothing on that book (the level would look free and be bought twice), and once the fill is
+    in it asks to plan again on the same trade, as the backtest plans after the trade's fills."""
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    first = w.make_intents(REPLY)
+    assert first is not None
+    placed_all(w, first.place)
+    entry = first.place[0]
+    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OrderView(
+        order_id=100, side=entry.side, price=entry.price, size=entry.size, unfilled_size=0,
+        client_order_id=entry.client_order_id, state="closed")))
+    w.market_ts = MARKET_TS + 60.0
+    assert w.make_intents(REPLY) is None and w.plan_again  # held until the fill is read
+    w.on_fill_event(FillEvent(symbol="ETHUSD", contract_value=repr(ETH.contract_value), sent_ns=0, fill=FillView(
+        fill_id="f1", order_id="100", client_order_id=entry.client_order_id, side=entry.side, size=entry.size,
+        price=repr(entry.price), fee="0.01", role="maker", ts=MARKET_TS + 60.0)))
+    assert w.plan_again and w.bot is not None and not w.bot.awaiting_fills
+    again = w.make_intents(REPLY)
+    assert again is not None and not w.plan_again
+    filled = coid.parse(entry.client_order_id)
+    assert filled is not None
+    tags = [coid.parse(p.client_order_id) for p in again.place]
+    # the take-profit of the filled level, and no second entry at it
+    assert any(t is not None and t.purpose == "take_profit" and t.level == filled.level for t in tags), tags
+    assert not any(t is not None and t.purpose == "entry" and t.level == filled.level for t in tags), tags
