@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from shared.messages import FillEvent, OrderRecord, WorkerFigures
 from shared.store import EquitySnapshot, PositionSnapshot, Store
 from shared.store import OrderEvent as StoredOrderEvent
-from shared.trading.pnl import Fill as LedgerFill
+from shared.trading.pnl import Fill
 
 log = logging.getLogger("supervisor")
 # Fills the ledger could not take yet (disk full), kept for retry. Entries are halted meanwhile,
@@ -30,7 +30,7 @@ class LedgerWriter:
     def __init__(self, *, halt: Callable[[str], None], max_unstored: int = MAX_UNSTORED_FILLS) -> None:
         self.store: Store | None = None  # set when the supervisor opens the ledger
         self.fills_stored = 0
-        self.unstored: deque[LedgerFill] = deque()
+        self.unstored: deque[Fill] = deque()
         self.max_unstored = max_unstored
         self.storage_error = ""  # why the ledger cannot be written; "" when it can
         self.venue_storage_error = ""  # why the paper venue cannot write its account journal
@@ -41,14 +41,11 @@ class LedgerWriter:
     def on_fill(self, ev: FillEvent) -> None:
         if self.store is None:
             return
-        f = ev.fill
         if len(self.unstored) >= self.max_unstored:
             lost = self.unstored.popleft()
             log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
                       lost.fill_id)
-        self.unstored.append(LedgerFill(
-            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]  # wire side: buy/sell
-            contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
+        self.unstored.append(ev.fill)  # the gateway's domain fill is what the store takes
         self.store_fills()
 
     def store_fills(self) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from orchestrator.ledger import LedgerWriter
-from shared.messages import FillEvent, FillView, OrderRecord, WorkerFigures
+from shared.messages import FillEvent, OrderRecord, WorkerFigures
 from shared.store import Store
 from shared.trading.pnl import Fill
 
@@ -24,9 +24,9 @@ class _DiskFullStore(Store):
 
 
 def event(n: int) -> FillEvent:
-    return FillEvent(symbol="BTCUSD", contract_value="0.001", sent_ns=0, fill=FillView(
-        fill_id=str(n), order_id=str(n), client_order_id=f"c{n}", side="buy", size=1, price="60000", fee="0.03",
-        role="maker", ts=1_800_000_000.0 + n))
+    return FillEvent(symbol="BTCUSD", sent_ns=0, fill=Fill(
+        fill_id=str(n), symbol="BTCUSD", order_id=str(n), client_order_id=f"c{n}", side="buy", size=1, price="60000",
+        fee="0.03", contract_value="0.001", role="maker", ts=1_800_000_000.0 + n))
 
 
 def test_a_refused_fill_waits_halts_entries_and_is_written_when_the_disk_has_room(tmp_path: Path) -> None:
