@@ -132,9 +132,10 @@ class LedgerWriter:
         if self.store is None:
             return
         try:
+            # the stored row is the gateway's record by field name (tests/orchestrator/test_ledger.py
+            # holds that every row field has its namesake in OrderRecord)
             self.store.record_order_event(StoredOrderEvent(
-                ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
-                order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
+                **{name: getattr(rec, name) for name in StoredOrderEvent.__struct_fields__}))
         except (sqlite3.Error, OSError):
             raise  # storage failing: writing() says so once, not a traceback per event
         except Exception:

@@ -576,6 +576,8 @@ class ExchangeGateway:
             for o in orders:
                 self.client_ids.learn(o.id, o.client_order_id)
             fills = [await self.with_client_id(f) for f in fills]  # a failed lookup fails the read
+            # a fill no book can hold fails it too: the bot must not trade on a position it cannot count
+            mapped = [domain_fill(f, req.symbol, spec.contract_value) for f in fills]
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
             return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
@@ -584,7 +586,7 @@ class ExchangeGateway:
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
-            fills=[domain_fill(f, req.symbol, spec.contract_value) for f in fills],
+            fills=mapped,
             available_balance=usd.available_balance if usd else 0.0,
             equity=usd.balance if usd else 0.0, venue_position=venue_position)
 

@@ -27,15 +27,20 @@ def wire_fill(fid: int, side: str, size: int, price: str, commission: str) -> mo
     body = {"id": fid, "size": size, "side": side, "price": price, "commission": commission, "role": "maker",
             "order_id": str(9000 + fid), "client_order_id": f"g1-BTCUSD-b{fid}", "product_id": BTC.product_id,
             "product_symbol": "BTCUSD", "created_at": str(1_800_000_000_000_000 + fid)}
-    return models.decode(msgspec.json.encode(body), models.Fill)  # type: ignore[no-any-return]
+    fill: models.Fill = models.decode(msgspec.json.encode(body), models.Fill)
+    return fill
 
 
 def test_a_fill_keeps_one_type_from_the_gateway_message_through_the_ledger_to_pnl(tmp_path: Path) -> None:
     codec = MessageCodec("test")
     sent = [domain_fill(wire_fill(1, "buy", 3, "60000.5", "0.09"), "BTCUSD", BTC.contract_value),
             domain_fill(wire_fill(2, "sell", 2, "60100", "0.06"), "BTCUSD", BTC.contract_value)]
-    heard = [codec.decode(codec.encode(FillEvent(symbol="BTCUSD", fill=f, sent_ns=0))) for f in sent]
-    assert all(type(ev) is FillEvent and type(ev.fill) is Fill for ev in heard)
+    heard: list[FillEvent] = []
+    for f in sent:
+        ev = codec.decode(codec.encode(FillEvent(symbol="BTCUSD", fill=f, sent_ns=0)))
+        assert type(ev) is FillEvent
+        heard.append(ev)
+    assert all(type(ev.fill) is Fill for ev in heard)
     assert [ev.fill for ev in heard] == sent  # nothing lost or reshaped on the wire
     assert sent[0].contract_value == repr(BTC.contract_value) and sent[0].ts == 1_800_000_000.000001
 

@@ -88,3 +88,19 @@ def test_order_events_and_account_snapshots_are_batched_and_a_venue_journal_fail
     assert halts == ["storage: paper venue: No space left on device"]
     assert ledger.status() == "failing: paper venue: No space left on device"
     ledger.close()
+
+
+def test_an_order_record_is_stored_whole_by_field_name(tmp_path: Path) -> None:
+    """The ledger copies the gateway's OrderRecord into the store's row by field name: every row
+    field has its namesake in the message, and nothing the gateway said is lost on the way."""
+    from shared.store import OrderEvent as StoredOrderEvent
+    assert set(StoredOrderEvent.__struct_fields__) <= set(OrderRecord.__struct_fields__)
+    ledger = LedgerWriter(halt=lambda why: None)
+    ledger.store = Store(tmp_path / "l.sqlite")
+    rec = OrderRecord(ts=2.5, symbol="ETHUSD", event="rejected", client_order_id="c7", order_id="", side="sell",
+                      price="2000.5", size=3, detail="insufficient_margin: not enough")
+    ledger.on_order_record(rec)
+    ledger.flush()
+    [stored] = ledger.store.order_events()
+    assert msgspec.structs.asdict(stored) == {k: getattr(rec, k) for k in StoredOrderEvent.__struct_fields__}
+    ledger.close()
