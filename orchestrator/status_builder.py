@@ -44,12 +44,13 @@ ROUNDED = {"last_price": 8, "confidence": 4, "tick_to_signal_p50_us": 1, "tick_t
 
 
 @functools.cache
-def _figure_fields(status_type: type[WorkerStatus], figures_type: type[WorkerFigures]) -> dict[str, bool]:
-    """Name -> may be null, of each status field named as one of the worker's figures."""
+def _figure_fields(status_type: type[WorkerStatus], figures_type: type[WorkerFigures]
+                   ) -> tuple[tuple[str, bool, int | None], ...]:
+    """(name, may be null, digits kept) of each status field named as one of the worker's figures."""
     hints = typing.get_type_hints(status_type)
     theirs = {f.name for f in msgspec.structs.fields(figures_type)}
-    return {f.name: type(None) in typing.get_args(hints[f.name])
-            for f in msgspec.structs.fields(status_type) if f.name in theirs}
+    return tuple((f.name, type(None) in typing.get_args(hints[f.name]), ROUNDED.get(f.name))
+                 for f in msgspec.structs.fields(status_type) if f.name in theirs)
 
 
 def copied_figures(f: WorkerFigures | None, status_type: type[WorkerStatus] = WorkerStatus) -> dict[str, Any]:
@@ -59,14 +60,14 @@ def copied_figures(f: WorkerFigures | None, status_type: type[WorkerStatus] = Wo
     if f is None:
         return {}
     out: dict[str, Any] = {}
-    for name, nullable in _figure_fields(status_type, type(f)).items():
+    for name, nullable, digits in _figure_fields(status_type, type(f)):
         v = getattr(f, name)
         if nullable:
-            v = clean(v, ROUNDED.get(name, 3))
-        elif name in ROUNDED:
-            v = round(v, ROUNDED[name])
-        elif isinstance(v, dict):
-            v = dict(v)
+            v = clean(v, 3 if digits is None else digits)  # JSON has no NaN: null
+        elif digits is not None:
+            v = round(v, digits)
+        elif type(v) is dict:
+            v = dict(v)  # the status row's own copy
         out[name] = v
     return out
 
