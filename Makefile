@@ -41,7 +41,10 @@ bench: $(STAMP_BENCH)
 	$(PY) -m benchmarks
 
 loadtest: $(STAMP_BENCH)
-	$(VENV)/bin/orchestrate loadtest --symbols 10,50,100,200,300 --tick-rate 2 --duration 20 --keep-going --run-dir run-loadtest
+# Issue 16's sequence: 10-500 symbols at 2 ticks/s and 1,000 at 1 tick/s. Reports (markdown with the
+# README's table, JSON, latency/CPU/memory curves) go to run-loadtest/results/.
+	$(VENV)/bin/orchestrate loadtest --symbols 10,100,200,500,1000@1 --tick-rate 2 --duration 20 --keep-going \
+		--run-dir run-loadtest
 
 soak: $(STAMP_BENCH)
 	$(VENV)/bin/orchestrate soak --symbols 50 --duration 1800 --run-dir run-soak

@@ -8,21 +8,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from orchestrator.loadtest import MB, Targets, check_step, run_step
+from orchestrator.loadtest import MB, Floors, Targets, check_step, run_step
+from workers.worker import LATENCY_WARMUP_S
 
 from .harness import print_table, row
 
-FLOOR_RTT_P50_US = 123.0  # perf-floors: asyncio+uvloop worker -> pool -> worker, TA-Lib, unpinned
-FLOOR_RTT_P99_US = 182.0
-FLOOR_CPU_PER_TICK_US = 75.0  # perf-floors: a sparse tick costs 55-75 us of CPU through the bare pipeline
-FLOOR_FORKSERVER_USS_MB = 6.2  # perf-floors §5: marginal USS of an idle forkserver child
+_F = Floors()  # perf-floors.md anchors: one home, shared with the load test's reports
+FLOOR_RTT_P50_US = _F.tick_to_signal_p50_us
+FLOOR_RTT_P99_US = _F.tick_to_signal_p99_us
+FLOOR_CPU_PER_TICK_US = _F.cpu_us_per_tick
+FLOOR_FORKSERVER_USS_MB = _F.worker_uss_mb
 
 
 def main(symbols: int = 10, tick_rate: float = 2.0, duration_s: float = 30.0) -> list[dict[str, Any]]:
     t = Targets()
     with tempfile.TemporaryDirectory(prefix="dgo-bench-lt-") as tmp:
-        # settle + duration = 60 s: the workers' rolling latency windows then hold steady state only
-        s = run_step(symbols, tick_rate, duration_s, 60.0 - duration_s, 0, Path(tmp) / "run", 30.0 + 0.2 * symbols)
+        # Settle past the workers' start-up minute, which they drop from their latency windows then:
+        # the window read at the end holds steady state only.
+        s = run_step(symbols, tick_rate, duration_s, LATENCY_WARMUP_S, 0, Path(tmp) / "run", 30.0 + 0.2 * symbols)
     if s.failed or not s.all_signalled:
         raise RuntimeError(f"{symbols}-symbol step failed: {s.error}")
     misses = {m.target for m in check_step(s, t)}

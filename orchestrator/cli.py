@@ -185,7 +185,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem:
             print(f"orchestrate: {problem}", file=sys.stderr)
             return 2
-    if cfg.run.mode == "paper" and cfg.market.source == "venue" and cfg.market.paper_venue == "external":
+    if cfg.market.source == "live-prices":
+        problem = _check_price_feed(cfg.run.venue, cfg.run.symbols)
+        if problem:
+            print(f"orchestrate: {problem}", file=sys.stderr)
+            return 2
+    if cfg.run.mode == "paper" and cfg.market.through_venue and cfg.market.paper_venue == "external":
         from .supervisor import external_venue_access
         try:
             external_venue_access(Path(args.run_dir))
@@ -209,6 +214,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_supervisor(cfg, run_dir, foreground=not args.no_display, alert_urls=tuple(alert_urls))
     finally:
         run_dir.release()
+
+
+def _check_price_feed(venue_name: str, symbols: list[str]) -> str:
+    """market.source = "live-prices": the source must list every symbol (or the run stops, exit 2)."""
+    import os
+
+    from shared.price_source import price_feed
+    from workers.venue.live_feed import check_feed
+    try:
+        feed = price_feed(venue_name, os.environ)
+    except ValueError as exc:
+        return str(exc)
+    return check_feed(feed, symbols)
 
 
 def _check_live_symbols(venue_name: str, symbols: list[str]) -> str:

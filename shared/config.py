@@ -49,8 +49,7 @@ class RunConfig(_Section):
             raise ValueError(f"run.mode must be 'paper' or 'live', got {self.mode!r}")
         if self.venue not in VENUES:
             raise ValueError(f"run.venue must be one of {', '.join(VENUES)}, got {self.venue!r}")
-        if self.mode == "paper" and self.venue != "paper":
-            raise ValueError("run.mode 'paper' trades on the embedded venue: set run.venue = 'paper'")
+        # mode "paper" with a venue other than "paper": see _check_price_source (market.source)
         if self.mode == "live" and self.venue == "paper":
             raise ValueError("run.mode 'live' needs a real venue (india, global, or a testnet)")
         if not self.symbols:
@@ -88,9 +87,23 @@ class ProcessConfig(_Section):
                              "(spawn costs ~29 MB and 200 ms per worker)")
 
 
+class PaperProduct(_Section):
+    """[market.products.SYMBOL]: the contract of a symbol the paper venue's catalogue does not list
+    (one a `[market.data]` file is replayed for), in Delta's terms (fees as fractions)."""
+    contract_value: Annotated[float, Meta(gt=0, le=1e9)]  # underlying units per contract
+    tick_size: Annotated[float, Meta(gt=0, le=1e9)]
+    maker_fee: Annotated[float, _between(-0.01, 0.01)] = 0.0002
+    taker_fee: Annotated[float, _between(-0.01, 0.01)] = 0.0005
+
+
+PRICE_SOURCES = ("venue", "replay", "live-prices")
+
+
 class MarketConfig(_Section):
     # venue: market data and orders through the exchange (the paper venue, or Delta live);
-    # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks)
+    # replay: the gateway replays candles itself, signals only, no orders (for signal-path benchmarks);
+    # live-prices: paper trading on the embedded venue whose market is Delta's public feed of
+    # run.venue (trades and book), fills and the account staying in our matching engine
     source: str = "venue"
     bar_seconds: BarSeconds = 1.0  # paper replay: wall seconds per 1m bar (1.0 = 60x real time)
     # The paper venue's clock. replay: market time starts now and runs 60 / bar_seconds times
@@ -112,10 +125,22 @@ class MarketConfig(_Section):
     # symbol -> FUNDING:<symbol> series CSV; symbols without one are charged the seeded model's rates.
     funding_interval_s: Annotated[int, _between(60, 604_800)] = 28_800
     funding_series: dict[str, str] = msgspec.field(default_factory=dict)
+    # [market.data] SYMBOL = "file.csv.gz": the paper venue replays this candle file for SYMBOL (the
+    # shipped format, ts,open,high,low,close,volume, as `orchestrate download` writes it); a relative
+    # path is read from the config file's directory
+    data: dict[str, str] = msgspec.field(default_factory=dict)
+    # [market.products.SYMBOL] contract_value, tick_size, maker_fee, taker_fee: a symbol's contract
+    # where the paper catalogue (BTCUSD, ETHUSD, SYN_NNNN) does not list it
+    products: dict[str, PaperProduct] = msgspec.field(default_factory=dict)
+
+    @property
+    def through_venue(self) -> bool:
+        """Orders go to an exchange (the paper venue, or Delta live): every source but `replay`."""
+        return self.source != "replay"
 
     def __post_init__(self) -> None:
-        if self.source not in ("venue", "replay"):
-            raise ValueError("market.source must be 'venue' or 'replay'")
+        if self.source not in PRICE_SOURCES:
+            raise ValueError("market.source must be 'venue', 'replay' or 'live-prices'")
         if self.paper_venue not in ("embedded", "external"):
             raise ValueError("market.paper_venue must be 'embedded' or 'external'")
         if self.clock not in CLOCKS:
@@ -511,9 +536,29 @@ def build_config(file_dict: dict[str, Any], source: str, overrides: dict[str, An
         cfg.symbols = check_symbol_tables(symbol_tables, cfg.grid, cfg.risk, source)
     if cfg.testing.any_enabled() and environ.get("ORCHESTRATE_TEST_FAULTS") != "1":
         raise ConfigError(f"{source}: [testing] fault switches need ORCHESTRATE_TEST_FAULTS=1 in the environment")
+    _check_price_source(cfg, source)
     _check_symbols(cfg, source)
     _check_deadman(cfg, source)
     return cfg
+
+
+def _check_price_source(cfg: Config, source: str) -> None:
+    """run.venue is where orders go, except on paper with live prices: there it names the Delta
+    venue whose public feed drives the paper market."""
+    run, market = cfg.run, cfg.market
+    if market.source == "live-prices":
+        if run.mode != "paper":
+            raise ConfigError(f"{source}: market.source 'live-prices' paper-trades on Delta's prices: "
+                              "set run.mode = 'paper' (live mode trades through market.source = 'venue')")
+        if run.venue == "paper":
+            raise ConfigError(f"{source}: market.source 'live-prices' needs run.venue to name the Delta venue "
+                              "whose public feed drives the paper market (india, global, or a testnet)")
+        if market.paper_venue != "embedded":
+            raise ConfigError(f"{source}: market.source 'live-prices' runs the embedded paper venue: "
+                              "set market.paper_venue = 'embedded'")
+    elif run.mode == "paper" and run.venue != "paper":
+        raise ConfigError(f"{source}: run.mode 'paper' trades on the embedded venue: set run.venue = 'paper' "
+                          "(or market.source = 'live-prices' to paper-trade on that venue's prices)")
 
 
 def _check_deadman(cfg: Config, source: str) -> None:
@@ -533,14 +578,36 @@ def _check_symbols(cfg: Config, source: str) -> None:
     for sym in cfg.run.symbols:
         if not re.fullmatch(r"[A-Z0-9_]{2,30}", sym):
             raise ConfigError(f"{source}: symbol {sym!r} is not a Delta symbol (upper-case letters and digits)")
-    if cfg.run.mode == "paper":
+    for key in (*cfg.market.data, *cfg.market.products):
+        if not re.fullmatch(r"[A-Z0-9_]{2,30}", key):
+            raise ConfigError(f"{source}: key 'market.{'data' if key in cfg.market.data else 'products'}.{key}': "
+                              f"{key!r} is not a Delta symbol (upper-case letters and digits)")
+    from .products import CONFIGURED_ID_BASE, CONFIGURED_ID_SPAN, configured_spec
+    ids: dict[int, str] = {}
+    for key, p in cfg.market.products.items():
+        pid = configured_spec(key, contract_value=p.contract_value, tick_size=p.tick_size, maker_fee=p.maker_fee,
+                              taker_fee=p.taker_fee).product_id
+        if pid in ids:  # ids are derived from the symbol (stable across runs); two may collide
+            raise ConfigError(f"{source}: [market.products] {ids[pid]} and {key} would share paper product id "
+                              f"{pid} ({CONFIGURED_ID_BASE} + crc32 % {CONFIGURED_ID_SPAN}); rename one")
+        ids[pid] = key
+    if cfg.run.mode == "paper" and cfg.market.source != "live-prices":  # live prices: the source lists them
         from .products import UnknownSymbolError, resolve_paper_symbol
-        for sym in cfg.run.symbols:
+        for sym in (*cfg.run.symbols, *cfg.market.data):
+            if sym in cfg.market.products:
+                continue
             try:
                 resolve_paper_symbol(sym)
             except UnknownSymbolError as exc:
-                raise ConfigError(f"{exc} (paper venue lists {', '.join(PAPER_PRODUCTS)} and "
-                                  f"synthetic {SYNTHETIC_PREFIX}NNNN)") from None
+                data_hint = (f"; for its candles a [market.data] {sym} = \"FILE\" entry" if sym not in cfg.market.data
+                             else "")
+                raise ConfigError(f"{source}: {exc} (paper venue lists {', '.join(PAPER_PRODUCTS)} and "
+                                  f"synthetic {SYNTHETIC_PREFIX}NNNN; define its contract in "
+                                  f"[market.products.{sym}] contract_value, tick_size{data_hint})") from None
+        for sym in cfg.run.symbols:
+            if sym not in cfg.market.data and sym in cfg.market.products:
+                raise ConfigError(f"{source}: {sym} has a [market.products.{sym}] contract but no candles to "
+                                  f"replay: add [market.data] {sym} = \"FILE\"")
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
@@ -552,8 +619,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     legacy_names = {target: key for key, (target, _) in LEGACY_KEYS.items()
                     if target is not None and _lookup(file_dict, target) is not _MISSING} \
         if Path(path).suffix == ".json" else {}
-    return build_config(file_dict, str(path), overrides, environ, option_names=option_names,
-                        legacy_names=legacy_names), notes
+    cfg = build_config(file_dict, str(path), overrides, environ, option_names=option_names,
+                       legacy_names=legacy_names)
+    if cfg.market.data:
+        from .paper_data import check_market_data
+        cfg.market.data = check_market_data(cfg, Path(path))
+    return cfg, notes
 
 
 def secrets_from_env(environ: dict[str, str] | None = None) -> Secrets | None:

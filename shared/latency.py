@@ -52,6 +52,15 @@ class LatencyHistogram:
         """q in [0, 100]; NaN when empty. Accurate to the bucket width (~2%)."""
         return percentile_of_counts(self.counts, self.total, q)
 
+    def percentiles(self, qs: tuple[float, ...]) -> list[float]:
+        """Several percentiles from one cumulative sum (a heartbeat reads three of them)."""
+        if self.total == 0:
+            return [math.nan for _ in qs]
+        cum = np.cumsum(self.counts)
+        ranks = [max(1, math.ceil(q / 100.0 * self.total)) for q in qs]
+        idx = np.searchsorted(cum, ranks)
+        return [float(_BUCKET_VALUE[min(int(i), N_BUCKETS - 1)]) for i in idx]
+
 
 def percentile_of_counts(counts: np.ndarray, total: int, q: float) -> float:
     if total == 0:
@@ -63,18 +72,28 @@ def percentile_of_counts(counts: np.ndarray, total: int, q: float) -> float:
 
 class RollingHistogram:
     """Percentiles over roughly the last `window_s` seconds: `parts` sub-histograms rotated on a
-    clock the caller supplies (no timers inside, so it is deterministic in tests)."""
+    clock the caller supplies (no timers inside, so it is deterministic in tests). The window's
+    sum is kept as samples come and parts expire, so reading it costs one copy, not a merge of
+    every part (a worker reads two windows a heartbeat)."""
 
     def __init__(self, window_s: float = 60.0, parts: int = 6) -> None:
         self._parts = [LatencyHistogram() for _ in range(parts)]
         self._part_s = window_s / parts
         self._current = 0
         self._rotated_at = 0.0
+        self._sum = LatencyHistogram()  # of the parts; max_us is recomputed on read
         self.lifetime = LatencyHistogram()
 
     def record(self, value_us: float, now_s: float) -> None:
         self._rotate(now_s)
-        self._parts[self._current].record(value_us)
+        b = bucket_of(value_us)
+        part = self._parts[self._current]
+        part.counts[b] += 1
+        part.total += 1
+        if value_us > part.max_us:
+            part.max_us = value_us
+        self._sum.counts[b] += 1
+        self._sum.total += 1
         self.lifetime.record(value_us)
 
     def _rotate(self, now_s: float) -> None:
@@ -86,12 +105,24 @@ class RollingHistogram:
             return
         for _ in range(min(steps, len(self._parts))):
             self._current = (self._current + 1) % len(self._parts)
-            self._parts[self._current].reset()
+            expired = self._parts[self._current]
+            if expired.total:
+                self._sum.counts -= expired.counts
+                self._sum.total -= expired.total
+                expired.reset()
         self._rotated_at += steps * self._part_s
+
+    def clear_window(self) -> None:
+        """Forget the rolling window (the lifetime totals stay): a phase whose latencies say
+        nothing about the steady state, such as a start-up, ends here."""
+        for p in self._parts:
+            p.reset()
+        self._sum.reset()
 
     def window(self, now_s: float) -> LatencyHistogram:
         self._rotate(now_s)
         out = LatencyHistogram()
-        for p in self._parts:
-            out.merge(p)
+        out.counts[:] = self._sum.counts
+        out.total = self._sum.total
+        out.max_us = max(p.max_us for p in self._parts)
         return out

@@ -11,7 +11,7 @@ import io
 import itertools
 import math
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -284,8 +284,12 @@ class ReplayMarket:
         self.bar_index = 0  # live bars emitted so far
 
     @classmethod
-    def for_symbol(cls, symbol: str, start_ts: int, history_bars: int, seed: int = 0) -> ReplayMarket:
-        if symbol in SHIPPED_SERIES:
+    def for_symbol(cls, symbol: str, start_ts: int, history_bars: int, seed: int = 0,
+                   files: Mapping[str, str] | None = None) -> ReplayMarket:
+        """`files`: symbol -> candle file to replay instead (`[market.data]`, checked at config load)."""
+        if files and symbol in files:
+            candles = read_ohlcv_csv(files[symbol])
+        elif symbol in SHIPPED_SERIES:
             candles = shipped_candles(symbol)
         elif is_synthetic(symbol):
             candles = synthetic_candles(symbol, max(20_000, history_bars * 4), seed)

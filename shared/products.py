@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import zlib
+from collections.abc import Mapping
 
 import msgspec
 
@@ -96,10 +98,30 @@ class UnknownSymbolError(ValueError):
         self.close_matches = close
 
 
-def resolve_paper_symbol(symbol: str) -> ProductSpec:
-    """Paper venue catalogue lookup: shipped real series plus on-demand synthetic products."""
+# Products the config defines ([market.products], for a candle file of a contract the catalogue
+# does not know): ids in their own range, clear of Delta's, --spec's 800_000 + n and synthetic's.
+CONFIGURED_ID_BASE = 700_000
+CONFIGURED_ID_SPAN = 100_000
+
+
+def configured_spec(symbol: str, *, contract_value: float, tick_size: float, maker_fee: float,
+                    taker_fee: float) -> ProductSpec:
+    """A product the config defines. Its id is derived from the symbol, so it is the same in every
+    run on the same paper account (the account keeps positions by product id)."""
+    pid = CONFIGURED_ID_BASE + zlib.crc32(symbol.encode()) % CONFIGURED_ID_SPAN
+    return ProductSpec(symbol=symbol, product_id=pid, contract_value=contract_value, tick_size=tick_size,
+                       maker_fee=maker_fee, taker_fee=taker_fee, underlying_asset=symbol.removesuffix("USD")
+                       or symbol)
+
+
+def resolve_paper_symbol(symbol: str, extra: Mapping[str, ProductSpec] | None = None) -> ProductSpec:
+    """Paper venue catalogue lookup: the products given in `extra` (configured ones, or those a
+    live-prices source lists), the shipped real series, and on-demand synthetic products."""
+    if extra and symbol in extra:
+        return extra[symbol]
     if symbol in PAPER_PRODUCTS:
         return PAPER_PRODUCTS[symbol]
     if is_synthetic(symbol):
         return synthetic_spec(symbol)
-    raise UnknownSymbolError(symbol, list(PAPER_PRODUCTS) + [f"{SYNTHETIC_PREFIX}0001"], "the paper venue")
+    raise UnknownSymbolError(symbol, list(PAPER_PRODUCTS) + list(extra or ()) + [f"{SYNTHETIC_PREFIX}0001"],
+                             "the paper venue")

@@ -28,6 +28,7 @@ from .runtime import (
     gateway_sockets,
     heartbeat_socket,
     install_stop_signals,
+    run_event_loop,
     run_until_stopped,
     send_heartbeat,
     setup_logging,
@@ -42,11 +43,11 @@ class ReplaySource:
     history requests from (re)starting workers (bounded deque)."""
 
     def __init__(self, symbols: tuple[str, ...], run_start_wall: float, bar_seconds: float,
-                 history_bars: int, keep: int, seed: int) -> None:
+                 history_bars: int, keep: int, seed: int, files: dict[str, str] | None = None) -> None:
         self.bar_seconds = bar_seconds
         self.run_start_wall = run_start_wall
         start_ts = int(run_start_wall)
-        self.markets = {s: ReplayMarket.for_symbol(s, start_ts, history_bars, seed) for s in symbols}
+        self.markets = {s: ReplayMarket.for_symbol(s, start_ts, history_bars, seed, files) for s in symbols}
         self.emitted: dict[str, collections.deque[tuple[float, ...]]] = {
             s: collections.deque(maxlen=keep) for s in symbols}
         self.current: dict[str, tuple[int, float, float, float, float, float]] = {}
@@ -101,7 +102,7 @@ async def run(spec: ChildSpec) -> None:
 
     run_start = spec.run_start_wall or time.time()
     source = ReplaySource(spec.symbols, run_start, cfg.market.bar_seconds, cfg.market.history_bars,
-                          keep=cfg.market.window_bars, seed=cfg.market.seed)
+                          keep=cfg.market.window_bars, seed=cfg.market.seed, files=cfg.market.data)
     seqs = {s: 0 for s in spec.symbols}
     epoch = time.time_ns()
     topics = {s: topic(s) for s in spec.symbols}
@@ -177,10 +178,10 @@ def main(spec: ChildSpec) -> None:
     setup_logging(spec.run_dir, spec.name)
     try:
         if spec.config.market.source == "replay":
-            asyncio.run(run(spec))
+            run_event_loop(run(spec))
         else:
             from .gateway_exchange import run_exchange
-            code = asyncio.run(run_exchange(spec))
+            code = run_event_loop(run_exchange(spec))
             if code:
                 raise SystemExit(code)
     except Exception:

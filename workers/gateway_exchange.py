@@ -79,6 +79,7 @@ from shared.trading.pnl import Fill
 
 from .gateway_deadman import DeadmanKeeper
 from .gateway_funding import FundingReader
+from .gateway_resync import Resyncer
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -197,7 +198,6 @@ class ExchangeGateway:
         self.position_unreadable: set[str] = set()  # symbols whose position read failed (logged once)
         self.fill_wakeup = asyncio.Event()
         self.ticks = 0
-        self.polled_ticks = 0
         self.requests = 0
         self.rest_errors = 0
         self.equity = math.nan
@@ -219,6 +219,7 @@ class ExchangeGateway:
         self.intent_wait = LatencyHistogram()
         self.intent_exec = LatencyHistogram()
         self.order_path_logged = time.monotonic()
+        self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
 
     async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -263,6 +264,7 @@ class ExchangeGateway:
     async def on_public_event(self, ev: Any) -> None:
         """The public host's events. If it refuses `trades`, say so once in the venue's words and
         take the trades from the legacy channel on the main socket instead."""
+        await self.resync.on_event(self.public_ws, ev)
         if isinstance(ev, Subscribed):
             self.log_refusals("public", ev)
             refused = next((c for c in ev.channels if c.get("name") == "trades" and c.get("error")), None)
@@ -283,6 +285,7 @@ class ExchangeGateway:
         """The main socket's events; its trades count only where it feeds the symbol."""
         if isinstance(ev, Connected | Disconnected):
             self.ws_down_since = None if isinstance(ev, Connected) else self.ws_down_since or time.monotonic()
+        await self.resync.on_event(self.ws, ev)
         if (isinstance(ev, TradeEvent) and self.market_ws is self.public_ws
                 and ev.symbol not in self.legacy_for):
             return
@@ -320,6 +323,7 @@ class ExchangeGateway:
                 return
             self.seqs[ev.symbol] += 1
             self.marks[ev.symbol] = ev.price
+            self.resync.book.heard(ev.symbol, int(ev.exchange_ts_us or ev.received_ts_us))
             tick = Tick(symbol=ev.symbol, epoch=self.epoch, seq=self.seqs[ev.symbol], price=ev.price,
                         size=float(ev.size), exch_ts_us=int(ev.exchange_ts_us or ev.received_ts_us),
                         sent_ns=time.perf_counter_ns())
@@ -473,28 +477,8 @@ class ExchangeGateway:
         return o.client_order_id or ""
 
     async def stale_poll_loop(self) -> None:
-        """While the websocket is quiet for a symbol, poll its ticker over REST (every second, the
-        tightest the rate budget allows for many symbols) and publish the last price as a tick, so a
-        quiet socket never freezes the bots' view of the market."""
-        while True:
-            await asyncio.sleep(1.0)
-            if self.market_ws is None:
-                continue
-            await self.public_quiet_check()
-            for sym in [s for s in self.products if self.feed_of(s).is_stale(s)]:
-                try:
-                    t = await self.rest.get_ticker(sym)
-                except (TimeoutError, DeltaError, OSError) as exc:
-                    self.rest_errors += 1
-                    log.warning("%s: ticker poll failed while the socket is quiet: %s", sym, exc)
-                    continue
-                if t.close is None or not t.close > 0:
-                    continue
-                self.seqs[sym] += 1
-                self.polled_ticks += 1
-                tick = Tick(symbol=sym, epoch=self.epoch, seq=self.seqs[sym], price=float(t.close), size=0.0,
-                            exch_ts_us=int(t.timestamp or time.time() * 1e6), sent_ns=time.perf_counter_ns())
-                await self.pub.send_multipart((topic(sym), self.codec.encode(tick)))
+        """While the websocket is quiet for a symbol, its REST ticker as ticks (workers/gateway_resync.py)."""
+        await self.resync.quiet_loop()
 
     async def account_loop(self) -> None:
         while True:
@@ -770,11 +754,11 @@ class ExchangeGateway:
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
                               **self.link_figures(),
-                              note=f"loop lag {lag_ms:.1f} ms, {self.polled_ticks} polled ticks"
+                              note=f"loop lag {lag_ms:.1f} ms, {self.resync.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
-                              + self.market_data_note())
+                              + self.market_data_note() + self.resync.note())
 
     def link_figures(self) -> LinkFigures:
         """For the supervisor's alerts and metrics: how long the account socket has been down, the
@@ -904,8 +888,8 @@ async def run_exchange(spec: ChildSpec) -> int:
     assert gw.funding is not None  # made by start()
     try:
         await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else []),
-                                stop)
+                                 gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else [])
+                                + [gw.resync.loop], stop)
         if deadman is not None and supervisor_alive(spec.supervisor_pid):  # a clean stop, not an orphan's exit
             await deadman.disable()
     finally:

@@ -15,6 +15,11 @@ import psutil  # noqa: F401
 import zmq  # noqa: F401
 import zmq.asyncio  # noqa: F401
 
+try:  # the event loop of every asyncio child when installed (workers.runtime.run_event_loop)
+    import uvloop  # noqa: F401
+except ImportError:
+    pass
+
 import shared.signals  # noqa: F401
 import workers.entry  # noqa: F401
 import workers.gateway  # noqa: F401

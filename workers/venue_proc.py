@@ -9,17 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
 
+from shared.config import MarketConfig
 from shared.messages import GatewayFigures, MessageCodec
+from shared.price_source import price_feed
+from shared.products import ProductSpec, configured_spec
 
-from .runtime import ChildSpec, heartbeat_socket, install_stop_signals, send_heartbeat, setup_logging, supervisor_alive
+from .runtime import (
+    ChildSpec,
+    heartbeat_socket,
+    install_stop_signals,
+    run_event_loop,
+    send_heartbeat,
+    setup_logging,
+    supervisor_alive,
+)
 from .venue import PaperVenue, VenueSettings, write_venue_json
+from .venue.live_feed import LiveFeed
 
 log = logging.getLogger("venue")
+
+
+def paper_products(m: MarketConfig) -> dict[str, ProductSpec]:
+    """[market.products] as the venue's catalogue entries."""
+    return {sym: configured_spec(sym, contract_value=p.contract_value, tick_size=p.tick_size,
+                                 maker_fee=p.maker_fee, taker_fee=p.taker_fee) for sym, p in m.products.items()}
 
 
 def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
@@ -28,6 +47,7 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
     return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, history_bars=m.history_bars, seed=m.seed,
+                         data=dict(m.data), products=paper_products(m),
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          funding_interval_s=m.funding_interval_s, funding_series=dict(m.funding_series),
                          start_ts=int(spec.run_start_wall) if spec.run_start_wall else None,
@@ -38,8 +58,19 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
                          fault_ws_drop_interval_s=t.venue_ws_drop_interval_s)
 
 
+async def live_feed(spec: ChildSpec) -> LiveFeed | None:
+    """market.source = "live-prices": the source's feed, prepared (specs, recent bars)."""
+    if spec.config.market.source != "live-prices":
+        return None
+    feed = LiveFeed(price_feed(spec.config.run.venue, os.environ), spec.config.market.history_bars)
+    await feed.prepare(list(spec.symbols))
+    return feed
+
+
 async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None:
-    venue = PaperVenue(venue_settings(spec, port), list(spec.symbols), api_key=api_key, api_secret=api_secret)
+    live = await live_feed(spec)
+    venue = PaperVenue(venue_settings(spec, port), list(spec.symbols), api_key=api_key, api_secret=api_secret,
+                       live=live)
     await venue.start()
     write_venue_json(Path(spec.run_dir), venue)
     codec = MessageCodec(spec.name)
@@ -53,7 +84,7 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
             break
         send_heartbeat(hb, codec, spec, GatewayFigures(
             ticks_published=venue.ticks_replayed, symbols=len(spec.symbols), source="paper venue",
-            requests=0, malformed=0, note=venue.rest_url,
+            requests=0, malformed=0, note=venue.rest_url + (f"; {live.note()}" if live is not None else ""),
             storage_error=venue.storage_error))
         try:
             await asyncio.wait_for(stop.wait(), timeout=spec.config.supervision.heartbeat_interval_s)
@@ -69,7 +100,7 @@ def main(spec: ChildSpec) -> None:
     if access is None:
         raise ValueError("venue child started without its port and keys")
     try:
-        asyncio.run(run(spec, access.port, access.api_key, access.api_secret))
+        run_event_loop(run(spec, access.port, access.api_key, access.api_secret))
     except Exception:
         log.exception("venue crashed")
         raise

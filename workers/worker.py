@@ -18,7 +18,6 @@ from typing import TypedDict
 
 import numpy as np
 import zmq
-import zmq.asyncio
 
 from shared.bars import apply_tick
 from shared.latency import RollingHistogram
@@ -54,8 +53,10 @@ from shared.trading.position_check import PositionCheck, check_position
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
+    LoopSocket,
     heartbeat_socket,
     install_stop_signals,
+    run_event_loop,
     run_until_stopped,
     send_heartbeat,
     setup_logging,
@@ -73,6 +74,10 @@ ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
+# The first minute after a worker's first signal is start-up (hundreds of workers loading history
+# and warming the pool at once queue behind each other): its latencies leave the status window
+# when it ends, so a status p99 read later describes the steady state only.
+LATENCY_WARMUP_S = 60.0
 
 
 def open_order(symbol: str, v: OrderView) -> OpenOrder:
@@ -114,18 +119,20 @@ class Worker:
         self.ticks = 0
         self.ticks_dropped = 0
         self.ticks_late = 0
+        self.ticks_unchanged = 0  # ticks that moved only the bar's volume: no signal asked
         self.last_seq = 0
         self.epoch = 0
         self.signals = 0
         self.last_signal: SignalReply | None = None
         self.first_signal_mono_ns = 0
+        self.latency_warmed_up = False  # LATENCY_WARMUP_S since the first signal have passed
         self.req_seq = 0
         self.in_flight: tuple[int, int, float] | None = None  # (seq, tick_recv_ns, sent monotonic s)
         self.pending_tick_ns = 0  # receipt time of the oldest tick not yet covered by a request
         self._leak: list[bytearray] = []
         self.late_streak = 0
         # trading
-        self.trades = spec.config.market.source == "venue"
+        self.trades = spec.config.market.through_venue
         self.bot: TradingBot | None = None
         self.trading = "reconciling" if self.trades else "signals only (replay source: no orders)"
         self.halted = spec.halted  # the account halt standing when we were started
@@ -167,11 +174,18 @@ class Worker:
         self.ticks += 1
         self.last_price = tick.price
         self.market_ts = tick.exch_ts_us / 1e6
-        u = apply_tick(self.bars.last_bar(), tick.price, tick.size, tick.exch_ts_us)
+        last = self.bars.last_bar()
+        u = apply_tick(last, tick.price, tick.size, tick.exch_ts_us)
         if u.kind == "new":
             self.bars.append(u.ts, u.open, u.high, u.low, u.close, u.volume)
         elif u.kind == "update":
             self.bars.update_last(u.high, u.low, u.close, u.volume)
+            if last is not None and (u.high, u.low, u.close) == last[2:5]:
+                # A trade at the last price inside the bar's range moves only its volume, which no
+                # strategy reads: no signal request (one message pair and a pool pass saved).
+                self.late_streak = 0
+                self.ticks_unchanged += 1
+                return False
         else:
             self.ticks_late += 1
             self.late_streak += 1
@@ -200,6 +214,9 @@ class Worker:
         if self.first_signal_mono_ns:
             # The first reply includes the pool's warm-up from the whole window (tens of ms, once per
             # start); it is reported as start-up time, not as tick-to-signal latency.
+            if not self.latency_warmed_up and recv_ns - self.first_signal_mono_ns >= LATENCY_WARMUP_S * 1e9:
+                self.latency_warmed_up = True
+                self.latency.clear_window()
             self.latency.record((recv_ns - tick_ns) / 1000.0, time.monotonic())
         self.signals += 1
         self.last_signal = reply
@@ -232,7 +249,7 @@ class Worker:
     # --- status ------------------------------------------------------------------------------
 
     def figures(self, loop_lag_ms: float) -> WorkerFigures:
-        w = self.latency.window(time.monotonic())
+        p50, p99, p999 = self.latency.window(time.monotonic()).percentiles((50.0, 99.0, 99.9))
         sig = self.last_signal
         return WorkerFigures(
             state="paused" if self.paused else self.state, last_price=self.last_price,
@@ -240,8 +257,7 @@ class Worker:
             signals=self.signals, signal=sig.direction if sig else "NONE",
             confidence=sig.confidence if sig else 0.0, votes=dict(sig.votes) if sig else {},
             atr14=sig.atr14 if sig else math.nan,
-            tick_to_signal_p50_us=w.percentile(50), tick_to_signal_p99_us=w.percentile(99),
-            tick_to_signal_p999_us=w.percentile(99.9),
+            tick_to_signal_p50_us=p50, tick_to_signal_p99_us=p99, tick_to_signal_p999_us=p999,
             tick_to_signal_count=self.latency.lifetime.total, loop_lag_ms=loop_lag_ms,
             malformed=self.codec.malformed, first_signal_mono_ns=self.first_signal_mono_ns,
             note=(sig.reason if sig and not sig.valid else ""), **self.trading_figures())
@@ -257,8 +273,11 @@ class Worker:
             out["grid_levels"] = book_view.grid_levels(self.bot.desired)
             out["resting_orders"] = book_view.resting_rows(self.bot.open_orders.values(), bot_id=self.bot.bot_id,
                                                            symbol=self.symbol)
-        w = self.order_rtt.window(time.monotonic())
-        out["order_rtt_p50_us"], out["order_rtt_p99_us"] = w.percentile(50), w.percentile(99)
+        if self.order_rtt.lifetime.total:  # a bot that never sent an order has no window to read
+            p50, p99 = self.order_rtt.window(time.monotonic()).percentiles((50.0, 99.0))
+        else:
+            p50 = p99 = math.nan
+        out["order_rtt_p50_us"], out["order_rtt_p99_us"] = p50, p99
         if self.flatten is not None:
             bot = self.bot
             out["flatten"] = flat.describe(
@@ -466,31 +485,33 @@ class Worker:
 async def run(spec: ChildSpec) -> None:
     worker = Worker(spec)
     cfg = spec.config
-    ctx = zmq.asyncio.Context()
+    # Plain zmq sockets served by the loop's reader callbacks (LoopSocket), not zmq.asyncio.
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     codec = worker.codec
 
-    gw = ctx.socket(zmq.DEALER)
-    gw.setsockopt(zmq.LINGER, 0)
-    gw.connect(spec.endpoints.gateway)
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.setsockopt(zmq.RCVHWM, 10_000)
-    sub.connect(spec.endpoints.market_data)
-    sub.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
-    pool = ctx.socket(zmq.DEALER)
-    pool.setsockopt(zmq.LINGER, 0)
-    pool.connect(spec.endpoints.pools[spec.endpoints.pool_for(worker.symbol)])
-    ctl = ctx.socket(zmq.SUB)
-    ctl.setsockopt(zmq.LINGER, 0)
-    ctl.connect(spec.endpoints.control)
-    ctl.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
-    ctl.setsockopt(zmq.SUBSCRIBE, ALL_TOPIC)
+    gw_sock = ctx.socket(zmq.DEALER)
+    gw_sock.setsockopt(zmq.LINGER, 0)
+    gw_sock.connect(spec.endpoints.gateway)
+    sub_sock = ctx.socket(zmq.SUB)
+    sub_sock.setsockopt(zmq.LINGER, 0)
+    sub_sock.setsockopt(zmq.RCVHWM, 10_000)
+    sub_sock.connect(spec.endpoints.market_data)
+    sub_sock.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
+    pool_sock = ctx.socket(zmq.DEALER)
+    pool_sock.setsockopt(zmq.LINGER, 0)
+    pool_sock.connect(spec.endpoints.pools[spec.endpoints.pool_for(worker.symbol)])
+    ctl_sock = ctx.socket(zmq.SUB)
+    ctl_sock.setsockopt(zmq.LINGER, 0)
+    ctl_sock.connect(spec.endpoints.control)
+    ctl_sock.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
+    ctl_sock.setsockopt(zmq.SUBSCRIBE, ALL_TOPIC)
     hb = heartbeat_socket(ctx, spec)
+    gw, sub, pool, ctl = (LoopSocket(x) for x in (gw_sock, sub_sock, pool_sock, ctl_sock))
 
     stop = asyncio.Event()
     install_stop_signals(stop)
+    # No timer of its own: the housekeeping loop's sleep is the probe (one wake-up a second, not five).
     lag = LoopLagMonitor()
-    lag.start()
 
     # History first, so the very first tick already has a full window behind it. Heartbeats run
     # meanwhile: with hundreds of symbols starting, the gateway serves history inside the
@@ -498,7 +519,7 @@ async def run(spec: ChildSpec) -> None:
     async def early_heartbeats() -> None:
         while True:
             send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
-            await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
+            await lag.sleep(cfg.supervision.heartbeat_interval_s)
 
     beating = asyncio.create_task(early_heartbeats())
     worker.state = "loading history"
@@ -669,11 +690,13 @@ async def run(spec: ChildSpec) -> None:
             if leak_mb > 0:
                 worker.leak(leak_mb * interval)
             send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
-            await asyncio.sleep(interval)
+            await lag.sleep(interval)
 
     try:
         await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop], stop)
     finally:
+        for s in (gw, sub, pool, ctl):
+            s.close()
         ctx.destroy(linger=0)
 
 
@@ -683,10 +706,14 @@ def main(spec: ChildSpec) -> None:
     try:
         if profile_dir:  # developer aid: cProfile each worker, dumped at a clean exit
             import cProfile
-            cProfile.runctx("asyncio.run(run(spec))", globals(), {"spec": spec, "run": run, "asyncio": asyncio},
-                            filename=os.path.join(profile_dir, f"worker-{spec.name}.prof"))
+            # CPU time, not wall time: on a shared machine wall time charges preemption to whatever ran.
+            prof = cProfile.Profile(time.process_time)
+            try:
+                prof.runcall(run_event_loop, run(spec))
+            finally:
+                prof.dump_stats(os.path.join(profile_dir, f"worker-{spec.name}.prof"))
         else:
-            asyncio.run(run(spec))
+            run_event_loop(run(spec))
     except Exception:
         log.exception("worker %s crashed", spec.name)
         raise

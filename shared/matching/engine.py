@@ -310,7 +310,7 @@ class EngineState(msgspec.Struct, frozen=True, kw_only=True):
 class _Product:
     """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
 
-    __slots__ = ("spec", "tick", "cv", "leverage", "last", "bids", "asks", "stops", "position",
+    __slots__ = ("spec", "tick", "cv", "leverage", "last", "quote", "bids", "asks", "stops", "position",
                  "book_notional", "order_margin", "position_margin", "last_funding_us")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
@@ -319,6 +319,8 @@ class _Product:
         self.cv = dec(spec.contract_value)
         self.leverage = leverage
         self.last: Decimal | None = None
+        # A real book's best bid and ask (live prices), or None: the touch one tick around the last trade
+        self.quote: tuple[Decimal, Decimal] | None = None
         # sorted (key, priority, order_id); key = -price for bids so the best is first on both sides
         self.bids: list[tuple[Decimal, int, int]] = []
         self.asks: list[tuple[Decimal, int, int]] = []
@@ -336,6 +338,8 @@ class _Product:
         return ticks * self.tick
 
     def touch(self) -> tuple[Decimal, Decimal]:
+        if self.quote is not None:
+            return self.quote
         if self.last is None:
             raise VenueError("unavailable", {"message": f"no market yet for {self.spec.symbol}"}, 503)
         bid = self.to_tick(self.last)
@@ -408,6 +412,16 @@ class MatchingEngine:
     def touch(self, product_id: int) -> tuple[Decimal, Decimal]:
         """(best bid, best ask) of the synthetic market around the last trade."""
         return self._p(product_id).touch()
+
+    def set_quote(self, symbol: str, bid: float | None, ask: float | None) -> None:
+        """The market's real best bid and ask (a live book): marketable orders then fill as taker at
+        them. A one-sided, crossed or missing quote falls back to the touch around the last trade."""
+        p = self._products[self._by_symbol[symbol]]
+        if bid is None or ask is None or not 0 < bid < ask:
+            p.quote = None
+            return
+        b, a = p.to_tick(bid), p.to_tick(ask)
+        p.quote = (b, a) if b < a else None
 
     def leverage(self, product_id: int) -> Decimal:
         return self._p(product_id).leverage

@@ -18,15 +18,22 @@ MB = 1024 * 1024
 # --- parsing ---------------------------------------------------------------------------------
 
 def test_parse_steps_sorts_and_dedups() -> None:
-    assert lt.parse_steps("200") == [200]
-    assert lt.parse_steps("200,10, 50,10") == [10, 50, 200]
+    assert lt.parse_steps("200", 2.0) == [lt.StepPlan(200, 2.0)]
+    assert [p.symbols for p in lt.parse_steps("200,10, 50,10", 2.0)] == [10, 50, 200]
 
 
-@pytest.mark.parametrize("bad", ["", "0", "ten", "10,-5", str(lt.MAX_SYMBOLS + 1),
+def test_parse_steps_takes_a_tick_rate_per_step() -> None:
+    # make loadtest's sequence: 1,000 symbols at 1 tick/s, the others at the default rate.
+    assert lt.parse_steps("10,100,200,500,1000@1", 2.0) == [
+        lt.StepPlan(10, 2.0), lt.StepPlan(100, 2.0), lt.StepPlan(200, 2.0), lt.StepPlan(500, 2.0),
+        lt.StepPlan(1000, 1.0)]
+
+
+@pytest.mark.parametrize("bad", ["", "0", "ten", "10,-5", str(lt.MAX_SYMBOLS + 1), "10@0", "10@x", "10@1000",
                                  ",".join(str(i) for i in range(1, lt.MAX_STEPS + 2))])
 def test_parse_steps_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
-        lt.parse_steps(bad)
+        lt.parse_steps(bad, 2.0)
 
 
 def test_synthetic_symbols_are_the_venue_names() -> None:
@@ -130,7 +137,7 @@ def test_summarise_slopes_flags_leaking_workers() -> None:
     assert by["worker"].processes == 2
     assert by["worker"].rss_slope_mb_per_h_max == pytest.approx(4.0)
     assert by["gateway"].rss_slope_mb_per_h_max == pytest.approx(0.0)
-    assert [f["process"] for f in flagged] == ["worker:SYN_0002:12"]
+    assert [f.process for f in flagged] == ["worker:SYN_0002:12"]
 
 
 # --- targets, diagnosis, reports -------------------------------------------------------------
@@ -145,7 +152,7 @@ def make_step(**kw: object) -> lt.StepResult:
         ticks_expected=8000, ticks_sent=8000, ticks_received=7990, ticks_dropped=0, ticks_dropped_total=0,
         ticks_late=None, signals=7900, signals_per_s=395.0, cpu_cores=2,
         cpu_percent_by_kind={"worker": 60.0, "pool": 20.0, "gateway": 10.0}, cpu_percent_tree=90.0,
-        cpu_us_per_tick_by_kind={"worker": 1500.0, "pool": 500.0, "gateway": 250.0, "tree": 2250.0},
+        cpu_us_per_tick_by_kind={"worker": 200.0, "pool": 80.0, "gateway": 60.0, "tree": 340.0},
         machine_cpu_percent=100.0, outside_cpu_percent=10.0, pool_busy_fraction_max=0.2,
         pool_requests=7900, pool_batches=80, pool_mean_batch=98.75, pool_max_batch=100, pool_cpu_ms_per_batch=5.0,
         loop_lag_ms_median=1.0, loop_lag_ms_max=3.0, worker_uss_bytes_median=10 * MB,
@@ -203,6 +210,26 @@ def test_unmeasured_startup_and_latency_are_misses_not_passes() -> None:
     assert misses["tick_to_signal_p99_us"].over_by is None
 
 
+def test_above_200_symbols_the_looser_latency_and_startup_targets_hold() -> None:
+    t = lt.Targets()
+    big = make_step(symbols=1000, tick_rate=1.0, tick_to_signal_p99_us=15_000.0, startup_s=45.0)
+    assert lt.check_step(big, t) == []
+    misses = {m.target: m for m in lt.check_step(make_step(symbols=1000, tick_rate=1.0,
+                                                           tick_to_signal_p99_us=25_000.0, startup_s=70.0), t)}
+    assert misses["tick_to_signal_p99_us"].limit == 20_000.0 and misses["tick_to_signal_p99_us"].over_by == 5000.0
+    assert misses["startup_s"].limit == 60.0 and misses["startup_s"].over_by == pytest.approx(10.0)
+    # ...and at 200 the tight ones still do.
+    assert {m.target for m in lt.check_step(make_step(tick_to_signal_p99_us=15_000.0), t)} == {"tick_to_signal_p99_us"}
+
+
+def test_cpu_per_tick_and_total_pss_are_targets() -> None:
+    s = make_step(cpu_us_per_tick_by_kind={"worker": 900.0, "supervisor": 300.0, "tree": 1200.0},
+                  total_pss_bytes=15 * 1024 * MB)
+    misses = {m.target: m for m in lt.check_step(s, lt.Targets())}
+    assert misses["cpu_us_per_tick"].over_by == pytest.approx(800.0)
+    assert misses["total_pss_mb"].over_by == pytest.approx(1024.0)
+
+
 def test_diagnosis_names_cpu_saturation_by_kind() -> None:
     s = make_step(tick_to_signal_p99_us=9000.0, machine_cpu_percent=195.0, cpu_percent_tree=180.0,
                   outside_cpu_percent=15.0, cpu_percent_by_kind={"worker": 120.0, "pool": 40.0, "gateway": 20.0})
@@ -216,7 +243,8 @@ def test_diagnosis_reports_other_load_on_a_shared_machine() -> None:
 
 
 def test_diagnosis_of_latency_with_idle_cpu_points_at_the_pool_batches() -> None:
-    s = make_step(tick_to_signal_p99_us=8000.0, machine_cpu_percent=40.0, cpu_percent_tree=10.0)
+    s = make_step(tick_to_signal_p99_us=8000.0, machine_cpu_percent=40.0, cpu_percent_tree=10.0,
+                  cpu_us_per_tick_by_kind={"worker": 1500.0, "pool": 500.0, "gateway": 250.0, "tree": 2250.0})
     text = " ".join(lt.diagnose(s, lt.check_step(s, lt.Targets())))
     assert "not CPU-bound" in text and "mean 98.8" in text and "5.00 ms of pool CPU per batch" in text
     assert "CPU saturated" not in text and "2250 us of CPU" in text
@@ -231,20 +259,41 @@ def test_pool_counters_parse_the_status_note() -> None:
     assert lt.pool_counters(snap) == {"pool-0": (81, 51, 3)}  # type: ignore[arg-type]  # duck-typed snapshot
 
 
-def constructed_doc() -> dict:
+def constructed_doc() -> lt.LoadtestDoc:
     steps = [make_step(symbols=n, tick_to_signal_p99_us=1000.0 + 20 * n) for n in (10, 50, 200)]
-    steps[-1].misses = lt.check_step(make_step(tick_to_signal_p99_us=6000.0), lt.Targets())
-    return {"kind": "loadtest", "name": "unit", "started_utc": "2026-01-01T00:00:00+00:00",
-            "command": "orchestrate loadtest --symbols 10,50,200", "machine": {"cpus": 2, "git_commit": "abc"},
-            "targets": msgspec.to_builtins(lt.Targets()), "steps": [msgspec.to_builtins(s) for s in steps],
-            "stopped_at": "200 symbols missed tick_to_signal_p99_us", "notes": ["a note"]}
+    steps.append(make_step(symbols=1000, tick_rate=1.0, tick_to_signal_p99_us=12_000.0))
+    steps[2].misses = lt.check_step(make_step(tick_to_signal_p99_us=6000.0), lt.Targets())
+    return lt.LoadtestDoc(name="unit", started_utc="2026-01-01T00:00:00+00:00",
+                          command="orchestrate loadtest --symbols 10,50,200,1000@1",
+                          machine=lt.Machine(cpus=2, git_commit="abc", loadavg=[0.1, 0.2, 0.3]), steps=steps,
+                          stopped_at="200 symbols missed tick_to_signal_p99_us", notes=["a note"])
 
 
 def test_markdown_has_a_summary_row_and_a_table_per_step() -> None:
     md = lt.loadtest_markdown(constructed_doc())
-    assert md.count("\n| 200 | 12.00 |") == 1
+    assert md.count("\n| 200 | 2 | 12.00 |") == 1 and md.count("\n| 1000 | 1 | 12.00 |") == 1
     assert md.count("## 10 symbols at 2 ticks/s") == 1 and md.count("## 200 symbols") == 1
-    assert "over by 1000 us" in md and "**Stopped:**" in md and "- a note" in md
+    assert "over by 1000 us" in md and "**Stopped:** " in md and "- a note" in md
+
+
+def test_readme_table_puts_each_figure_beside_its_floor_and_target() -> None:
+    rows = lt.readme_table(constructed_doc())
+    assert rows[2].startswith("| floor (perf-floors.md) | | 0.123 / 0.182 / - |") and "| 75 | 6.2 |" in rows[2]
+    by_step = {r.split(" |")[0]: r for r in rows[3:]}
+    assert set(by_step) == {"| 10 x 2", "| 50 x 2", "| 200 x 2", "| 1000 x 1"}
+    # 200 symbols: the 5 ms target; 1,000 symbols: 20 ms and 60 s of start-up
+    assert "| 0.90 / 5.00 / 4.00 | 5 |" in by_step["| 200 x 2"]
+    assert "12.0 (<= 60)" in by_step["| 1000 x 1"] and "| 0.90 / 12.00 / 4.00 | 20 |" in by_step["| 1000 x 1"]
+    # CPU per tick by kind in the header's order (worker, pool, gateway, venue, supervisor, other), then the tree
+    assert "| 200 / 80 / 60 / n/a / n/a / n/a | 340 (<= 400) | 11.0 (<= 12) |" in by_step["| 200 x 2"]
+
+
+def test_the_json_report_reads_back_as_the_typed_document(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    paths = lt.write_reports(constructed_doc(), tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
+    back = msgspec.json.decode(Path(paths["json"]).read_bytes(), type=lt.LoadtestDoc)
+    assert [s.symbols for s in back.steps] == [10, 50, 200, 1000] and back.targets == lt.Targets()
+    assert back.steps[2].misses[0].target == "tick_to_signal_p99_us"
 
 
 def test_reports_written_with_plots(tmp_path: Path) -> None:
@@ -253,7 +302,8 @@ def test_reports_written_with_plots(tmp_path: Path) -> None:
     paths = lt.write_reports(doc, tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
     assert Path(paths["json"]).name.startswith("unit-") and json.loads(Path(paths["json"]).read_text())["steps"]
     pngs = [Path(p) for k, p in paths.items() if k.startswith("plot")]
-    assert len(pngs) == 2 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert {p.name.rsplit("-", 1)[1] for p in pngs} == {"latency.png", "cpu.png", "memory.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert "![" in Path(paths["markdown"]).read_text()
     # A second run the same day does not overwrite the first.
     again = lt.write_reports(constructed_doc(), tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
@@ -271,11 +321,15 @@ def test_reports_without_matplotlib_skip_plots_and_say_so(tmp_path: Path, monkey
 # --- real runs -------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     rc = lt.main_loadtest(["--symbols", "3", "--tick-rate", "4", "--duration", "3", "--settle", "0", "--json",
-                           "--run-dir", str(tmp_path / "run"), "--results-dir", str(tmp_path / "results"),
-                           "--keep-going", "--name", "tiny"])
+                           "--run-dir", str(tmp_path / "run"), "--keep-going", "--name", "tiny"])
     assert rc == 0
+    assert not list(cwd.iterdir())  # results go under the run dir, never the current directory
     doc = json.loads(capsys.readouterr().out)
     assert doc["kind"] == "loadtest" and len(doc["steps"]) == 1
     s = doc["steps"][0]
@@ -295,8 +349,10 @@ def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     kinds = {m["kind"]: m["count"] for m in s["memory_by_kind"]}
     assert kinds["worker"] == 3 and kinds["gateway"] == 1 and kinds["supervisor"] == 1 and kinds["pool"] >= 1
     assert {"worker", "pool", "gateway", "supervisor"} <= set(s["cpu_percent_by_kind"])
+    assert Path(doc["reports"]["json"]).parent == tmp_path / "run" / "results"
     assert Path(doc["reports"]["json"]).exists() and Path(doc["reports"]["markdown"]).exists()
-    assert not (tmp_path / "run" / "step-3" / "control.sock").exists()  # the tree was stopped
+    assert not (tmp_path / "run" / "step-3-4" / "control.sock").exists()  # the tree was stopped
+    assert doc["loadavg_at_end"] and doc["steps"][0]["cpu_us_per_tick_by_kind"]["tree"] > 0
 
 
 @pytest.mark.slow

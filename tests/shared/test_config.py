@@ -236,3 +236,15 @@ def test_legacy_config_json_errors_name_the_key_as_written(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as e:  # a rule between two keys: both as the user wrote them
         load_config(p)
     assert "grid_levels x step fraction" in str(e.value) and "grid.levels" not in str(e.value)
+
+
+def test_configured_products_with_colliding_ids_are_refused() -> None:
+    """[market.products] ids are derived from the symbol; two that collide would share a product."""
+    import pytest
+
+    from shared.config import ConfigError, build_config
+    product = {"contract_value": 1.0, "tick_size": 0.01}
+    with pytest.raises(ConfigError, match="AKWUSD and AZRUSD would share paper product id"):
+        build_config({"market": {"products": {"AKWUSD": product, "AZRUSD": product}}}, "t.toml")
+    cfg = build_config({"market": {"products": {"AKWUSD": product}}}, "t.toml")
+    assert cfg.market.products["AKWUSD"].taker_fee == 0.0005

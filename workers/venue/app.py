@@ -32,6 +32,7 @@ from workers.venue.account import AccountStore, write_private
 from workers.venue.deadman import DEADMAN, VenueDeadman, deadman_routes
 from workers.venue.faults import FaultModel
 from workers.venue.guard import MAX_BODY_BYTES, EngineOpsLimit, Guard
+from workers.venue.live_feed import LiveFeed
 from workers.venue.market import Market, MarketReplay
 from workers.venue.rest import VENUE, rest_routes
 from workers.venue.settings import VenueSettings
@@ -40,14 +41,18 @@ from workers.venue.ws import WsHub
 
 class PaperVenue:
     def __init__(self, settings: VenueSettings, symbols: Sequence[str], *, api_key: str | None = None,
-                 api_secret: str | None = None) -> None:
+                 api_secret: str | None = None, live: LiveFeed | None = None) -> None:
         """Keys are generated per run unless given (a supervisor that restarts the venue keeps
-        them, so clients find the same account credentials again)."""
+        them, so clients find the same account credentials again). `live`: a prepared live-prices
+        feed drives the market instead of the replay (its specs list the products)."""
+        if live is not None:
+            settings = msgspec.structs.replace(settings, products={**settings.products, **live.specs})
         self.settings = settings
+        self.live = live
         self.api_key = api_key or secrets.token_hex(16)
         self.api_secret = api_secret or secrets.token_hex(32)
         self.account = AccountStore(settings.state_file)
-        self.replay = MarketReplay(settings, self.account, symbols)
+        self.replay = MarketReplay(settings, self.account, symbols, live.history if live is not None else None)
         self.engine = self.replay.engine
         self.account.open_journal(self.engine, self.replay.market_clock(), self.replay.next_bar)
         self.faults = FaultModel(settings)
@@ -137,7 +142,8 @@ class PaperVenue:
         self.rest_url = f"http://{self.settings.host}:{self.port}"
         self.ws_url = f"ws://{self.settings.host}:{self.port}/ws"
         self.public_ws_url = f"ws://{self.settings.host}:{self.port}{PAPER_PUBLIC_PATH}"
-        self._tasks.append(asyncio.create_task(self.replay.run(), name="venue-replay"))
+        market = self.live.run(self.replay) if self.live is not None else self.replay.run()
+        self._tasks.append(asyncio.create_task(market, name="venue-live-prices" if self.live else "venue-replay"))
         self._tasks.append(asyncio.create_task(self.deadman.run(), name="venue-deadman"))
         for name, loop in self.faults.timers(self.ws.drop_all, self.restart):
             self._tasks.append(asyncio.create_task(loop(), name=name))

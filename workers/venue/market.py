@@ -38,6 +38,7 @@ from shared.matching import VenueError, bad_schema, dec
 from shared.matching import protocol as wire
 from shared.products import (
     SYNTHETIC_ID_BASE,
+    ProductSpec,
     UnknownSymbolError,
     is_synthetic,
     resolve_paper_symbol,
@@ -65,20 +66,28 @@ class Market:
     __slots__ = ("symbol", "spec", "replay", "history", "live", "bar", "ticks", "tick_size",
                  "forming", "recent", "tick_no", "joined")
 
-    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0) -> None:
+    def __init__(self, symbol: str, start_ts: int, history_bars: int, seed: int, joined: int = 0, *,
+                 spec: ProductSpec | None = None, files: Mapping[str, str] | None = None,
+                 live_history: Candles | None = None) -> None:
+        """`files`: symbol -> candle file to replay ([market.data]); else the shipped or synthetic
+        series. `live_history`: a live-prices market (no replay): the source's recent bars, as they are."""
         self.symbol = symbol
         self.joined = joined  # lockstep index of this market's first live bar
-        self.spec = resolve_paper_symbol(symbol)
-        if is_synthetic(symbol):
+        self.spec = spec or resolve_paper_symbol(symbol)
+        self.replay: ReplayMarket | None
+        if live_history is not None:
+            self.replay = None
+        elif is_synthetic(symbol) and not (files and symbol in files):
             # Shorter than ReplayMarket.for_symbol's 20k-bar draw (about 1 MB a symbol): hundreds
             # of load-test symbols must stay cheap. Same seed and symbol -> same series here.
             candles = synthetic_candles(symbol, history_bars + SYNTHETIC_LIVE_BARS, seed)
             self.replay = ReplayMarket(symbol, candles, start_ts, history_bars)
         else:
-            self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed)
+            self.replay = ReplayMarket.for_symbol(symbol, start_ts, history_bars, seed, files)
         # Prices on the product's tick grid everywhere (history, trades, candles), as on an
         # exchange; the shipped series carry finer prices than Delta's ticks.
-        h = self.replay.history()
+        h = live_history if self.replay is None else self.replay.history()
+        assert h is not None
         tick = self.spec.tick_size
         def on_grid(col: np.ndarray) -> np.ndarray:
             return np.round(np.round(col / tick) * tick, 10)
@@ -92,6 +101,7 @@ class Market:
         self.tick_no = 0
 
     def begin_bar(self) -> None:
+        assert self.replay is not None  # live-prices markets take their bars from trades
         self.bar = self.replay.next_bar()
         _, o, h, low, c, v = self.bar
         r = self.spec.round_price
@@ -115,6 +125,8 @@ class MarketSettings(Protocol):
     history_bars: int
     seed: int
     max_symbols: int
+    data: dict[str, str]
+    products: dict[str, ProductSpec]
     initial_balance_usd: float
     leverage: float
     start_ts: float | None
@@ -128,8 +140,12 @@ class MarketReplay:
 
     ws: WsHub  # given by the app once the hub exists: the replay publishes trades, candles, tickers
 
-    def __init__(self, settings: MarketSettings, account: AccountStore, symbols: Sequence[str]) -> None:
+    def __init__(self, settings: MarketSettings, account: AccountStore, symbols: Sequence[str],
+                 live_history: Mapping[str, Candles] | None = None) -> None:
+        """`live_history`: live prices (workers/venue/live_feed.py drives the market, no replay):
+        each symbol's recent bars from the source; only these symbols can be listed."""
         self.settings = settings
+        self.live_history = live_history
         now = time.time()
         run_wall = settings.start_ts if settings.start_ts is not None else now
         saved_clock = account.saved_clock()
@@ -152,7 +168,13 @@ class MarketReplay:
         for sym in symbols:
             self.market(sym)  # unknown symbols refused here, before anything starts
         for spec in self.engine.specs():  # products of a restored account keep their markets
-            self.market(spec.symbol)
+            try:
+                self.market(spec.symbol)
+            except (UnknownSymbolError, VenueError):
+                # a [market.data] symbol this run's config no longer has, or one the live-prices
+                # feed does not carry: its position and orders stay in the account, unpriced
+                log.warning("the paper account holds %s but this run has no market for it; it is not traded "
+                            "(add it to run.symbols or [market.data] to price it again)", spec.symbol)
         self._restoring = False
         self.funding = VenueFunding(FundingRates(settings.seed, load_series(settings.funding_series)),
                                     settings.funding_interval_s, self._start_ts)
@@ -188,10 +210,13 @@ class MarketReplay:
         m = self.markets.get(symbol)
         if m is not None:
             return m
-        resolve_paper_symbol(symbol)
+        spec = resolve_paper_symbol(symbol, self.settings.products)
         if not may_list or PUBLIC_CALLER.get():
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"{symbol} is not listed; an authenticated request lists a new paper product"}, 404)
+        if self.live_history is not None and symbol not in self.live_history:
+            raise VenueError("invalid_contract", {"symbol": symbol, "message":
+                             f"{symbol} is not among the live-prices symbols"}, 404)
         if len(self._markets_list) >= self.settings.max_symbols:
             raise VenueError("invalid_contract", {"symbol": symbol, "message":
                              f"the paper venue already lists {self.settings.max_symbols} products"})
@@ -200,7 +225,12 @@ class MarketReplay:
         else:
             joined = self._next_bar  # joins the lockstep at the next bar; its history ends here
         start = self._start_ts + BAR_SECONDS * joined
-        m = Market(symbol, start, self.settings.history_bars, self.settings.seed, joined)
+        if self.live_history is not None:
+            m = Market(symbol, start, self.settings.history_bars, self.settings.seed, joined, spec=spec,
+                       live_history=self.live_history[symbol])
+        else:
+            m = Market(symbol, start, self.settings.history_bars, self.settings.seed, joined, spec=spec,
+                       files=self.settings.data)
         self.engine.add_product(m.spec)
         if not self._restoring:
             self.engine.on_market_trade(symbol, m.last_close(), 0, self.market_us)  # prime the touch
@@ -217,6 +247,9 @@ class MarketReplay:
         self.market_us = (self._start_ts + BAR_SECONDS * next_bar) * 1_000_000
         self.settle_funding()  # funding times missed while away, on the positions held meanwhile
         for m in self._markets_list:
+            if m.replay is None:  # live prices: the feed's next trade is its market
+                self.engine.on_market_trade(m.symbol, m.last_close(), 0, self.market_us)
+                continue
             bars = next_bar - m.joined
             if bars > LIVE_BARS_KEPT:
                 m.replay.seek(bars - LIVE_BARS_KEPT)
@@ -323,47 +356,78 @@ class MarketReplay:
             if m.bar[0] != bar_ts:  # created mid-bar: joins the lockstep at the next bar
                 continue
             price = m.ticks[k]
-            size = m.tick_size
-            self.engine.on_market_trade(m.symbol, price, size, ts)
             # tick rule: an uptick was a buyer lifting the offer, a downtick a seller hitting the bid
             buyer = "taker" if price >= m.last_close() else "maker"
-            seller = "maker" if buyer == "taker" else "taker"
-            f = m.forming
-            if f is None:
-                m.forming = [price, price, price, price, float(size) * m.spec.contract_value]
-            else:
-                f[1] = max(f[1], price)
-                f[2] = min(f[2], price)
-                f[3] = price
-                f[4] += size * m.spec.contract_value
-            m.recent.append((price, size, ts, buyer))
-            if trade_subs:
-                frame = dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
-                                "price": wire.s(dec(price)), "size": size,
-                                "buyer_role": buyer, "seller_role": seller, "timestamp": ts})
-                for c in trade_subs:
-                    if c.wants("all_trades", m.symbol):
-                        c.send(frame)
-            if candle_subs:
-                frame = dumps(self.candle_frame(m, ts))
-                for c in candle_subs:
-                    if c.wants("candlestick_1m", m.symbol):
-                        c.send(frame)
-            if market_plan:
-                self.ws.publish_market(m, market_plan, (price, size, ts, buyer), bar_closed=k == 3)
-            if k == 3:
-                fo = m.forming
-                assert fo is not None
-                m.live.append((m.bar[0], fo[0], fo[1], fo[2], fo[3], fo[4]))
-                m.forming = None
-                ticker_subs = [c for c in self.ws.clients if c.wants("v2/ticker", m.symbol)]
-                if ticker_subs:
-                    frame = dumps({**self.ticker(m), "type": "v2/ticker"})
-                    for c in ticker_subs:
-                        c.send(frame)
+            self._trade(m, price, m.tick_size, ts, buyer, trade_subs, candle_subs, market_plan, k == 3)
         if group == groups - 1:
             self.ticks_replayed += 1
         self.ws.publish_engine_events()
+
+    def live_trade(self, m: Market, price: float, size: int, ts: int, buyer: str) -> None:
+        """One trade of the live-prices feed: the market clock moves to its time (never back), a
+        trade in a new minute closes the forming bar, and the trade meets our book as a replayed
+        one does (fills, stops, frames to every subscriber)."""
+        self.market_us = ts = max(self.market_us, ts)
+        minute = ts // 1_000_000 // BAR_SECONDS * BAR_SECONDS
+        closed = m.forming is not None and m.bar[0] != minute
+        if closed:
+            fo = m.forming
+            assert fo is not None
+            m.live.append((m.bar[0], fo[0], fo[1], fo[2], fo[3], fo[4]))
+            m.forming = None
+            self._publish_ticker(m)
+        if m.forming is None:
+            m.bar = (minute, price, price, price, price, 0.0)
+        m.tick_size = max(1, size)
+        trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
+        candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
+        self._trade(m, price, max(1, size), ts, buyer, trade_subs, candle_subs, self.ws.market_plan(), False,
+                    bar_closed=closed)
+        self.ticks_replayed += 1
+        self.ws.publish_engine_events()
+
+    def _publish_ticker(self, m: Market) -> None:
+        ticker_subs = [c for c in self.ws.clients if c.wants("v2/ticker", m.symbol)]
+        if ticker_subs:
+            frame = dumps({**self.ticker(m), "type": "v2/ticker"})
+            for c in ticker_subs:
+                c.send(frame)
+
+    def _trade(self, m: Market, price: float, size: int, ts: int, buyer: str, trade_subs: list[Any],
+               candle_subs: list[Any], market_plan: Any, last_of_bar: bool, *, bar_closed: bool = False) -> None:
+        """One market trade: our book meets it, the forming bar takes it, subscribers hear it;
+        `last_of_bar` (a replay's fourth tick) closes the bar after it."""
+        self.engine.on_market_trade(m.symbol, price, size, ts)
+        seller = "maker" if buyer == "taker" else "taker"
+        f = m.forming
+        if f is None:
+            m.forming = [price, price, price, price, float(size) * m.spec.contract_value]
+        else:
+            f[1] = max(f[1], price)
+            f[2] = min(f[2], price)
+            f[3] = price
+            f[4] += size * m.spec.contract_value
+        m.recent.append((price, size, ts, buyer))
+        if trade_subs:
+            frame = dumps({"type": "all_trades", "symbol": m.symbol, "product_id": m.spec.product_id,
+                            "price": wire.s(dec(price)), "size": size,
+                            "buyer_role": buyer, "seller_role": seller, "timestamp": ts})
+            for c in trade_subs:
+                if c.wants("all_trades", m.symbol):
+                    c.send(frame)
+        if candle_subs:
+            frame = dumps(self.candle_frame(m, ts))
+            for c in candle_subs:
+                if c.wants("candlestick_1m", m.symbol):
+                    c.send(frame)
+        if market_plan:
+            self.ws.publish_market(m, market_plan, (price, size, ts, buyer), bar_closed=last_of_bar or bar_closed)
+        if last_of_bar:
+            fo = m.forming
+            assert fo is not None
+            m.live.append((m.bar[0], fo[0], fo[1], fo[2], fo[3], fo[4]))
+            m.forming = None
+            self._publish_ticker(m)
 
     def candle_frame(self, m: Market, ts: int) -> dict[str, Any]:
         f = m.forming

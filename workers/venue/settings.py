@@ -8,6 +8,7 @@ import msgspec
 from shared.config import BarSeconds, Port
 from shared.market_clock import CLOCKS
 from shared.marketdata import BAR_SECONDS
+from shared.products import ProductSpec
 
 
 class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -31,6 +32,8 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # seeded model (shared/funding.py).
     funding_interval_s: int = 28_800
     funding_series: dict[str, str] = msgspec.field(default_factory=dict)
+    data: dict[str, str] = msgspec.field(default_factory=dict)  # symbol -> candle file to replay ([market.data])
+    products: dict[str, ProductSpec] = msgspec.field(default_factory=dict)  # beyond the catalogue ([market.products])
     state_file: str | None = None  # the paper account survives a venue restart through this file
     state_save_interval_s: float = 2.0  # how often a changed account is written (and on stop)
     # Wall time (epoch s) the run started, the same for every venue process of one run (None: a
