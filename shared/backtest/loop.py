@@ -43,7 +43,7 @@ import numpy as np
 from ..config import Config
 from ..delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from ..funding import FUNDING_INTERVAL_S  # Delta's 8 h, one home with the paper venue's
-from ..marketdata import BAR_SECONDS, Candles
+from ..marketdata import BAR_SECONDS, Candles, find_gaps
 from ..matching.engine import FillEvent, MatchingEngine, Order, OrderEvent, OrderRequest, dec, money
 from ..matching.errors import VenueError
 from ..products import ProductSpec
@@ -57,9 +57,10 @@ from ..symbol_settings import symbol_settings
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
-from ..trading.grid import GridConfig, protective_stop
+from ..trading.grid import GridAnchor, GridConfig, protective_stop
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
+from ..trading.reconcile import refill
 from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
@@ -170,6 +171,8 @@ class _Symbol:
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
+    # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
+    planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
@@ -325,9 +328,10 @@ class _Run:
         s.lives_seen += 1
         s.timeline.orders_dropped = s.lives_seen - len(s.timeline.orders)
 
-    def deliver(self, s: _Symbol) -> None:
+    def deliver(self, s: _Symbol) -> bool:
         """The batch reaches the venue: the gateway's order (cancels, amends, places); a refused
-        item makes the worker re-read the open orders (and retry a refused flatten)."""
+        item makes the worker re-read the open orders (and retry a refused flatten). True when
+        the venue took every item."""
         b = s.batch
         assert b is not None
         s.batch = None
@@ -381,6 +385,7 @@ class _Run:
         if errors:
             s.bot.resync_orders([_bot_order(s.symbol, o) for o in e.open_orders([pid])])
             s.flatten_sent = False
+        return not errors
 
     # --- the worker side --------------------------------------------------------------------
 
@@ -447,11 +452,17 @@ class _Run:
             if s is acting or s.wake_all or a is None or avail == s.planned_avail:
                 continue
             r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
-            before = contracts_per_level(s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
-                                         min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1
+            self.planned_size(s, a)
+            sized = s.planned_size
+            # The size never falls as the balance rises: between two balances that gave the
+            # plan's size, every balance gives it.
+            if sized[3] <= avail <= sized[4]:
+                continue
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                       min_balance=r.min_balance)
-            if now != before:
+            if now == sized[2]:
+                s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail))
+            else:
                 s.dirty = s.wake_all = True
 
     # --- wake-ups ------------------------------------------------------------------------------
@@ -467,8 +478,10 @@ class _Run:
         if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
             s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
         bucket = bot.bucket
+        # the bucket as a plan at this trade reads it (after a plan here: as it left it); one that
+        # is full now reads full at any later plan (the refill clamps), so skipping is exact
         wake_all = (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
-                    or (bucket is not None and bucket.tokens < bucket.capacity))
+                    or (bucket is not None and refill(bucket, ts).tokens < bucket.capacity))
         lo, hi = -INF, INF
         ours: dict[tuple[str, str, int], OpenOrder] = {}
         for o in bot.open_orders.values():
@@ -537,10 +550,44 @@ class _Run:
             return max(lo, (a * entry - pm) / (a * (1.0 - rate)) * 1.001), hi
         return lo, min(hi, (pm + a * entry) / (a * (1.0 + rate)) * 0.999)
 
+    def quiet_after_delivery(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
+        """Whether the plan at this trade, the one right after our batch was taken as sent,
+        would change nothing, so it need not be made: the book is the one the last plan wanted
+        (settle), this trade wakes nothing (must_wake), and the grid's size is unchanged by the
+        margin the batch now holds (the plan sizes from the available balance). Otherwise the
+        bot is asked as usual."""
+        if not self.skip or self.halted or s.dirty or s.bot.holdings.held or s.position:
+            # holding: the take-profits' and the stop's prices read the levels, which the
+            # batch's own entries and amends have just changed; only a plan can say
+            return False
+        self.settle(s, ts)
+        if s.wake_all or self.must_wake(s, i, k, ts):
+            return False
+        a = s.bot.anchor
+        if a is None:
+            return True
+        r = s.bot.risk
+        return contracts_per_level(self.available(), a.price, s.spec, risk_percentage=r.risk_percentage,
+                                   min_balance=r.min_balance) == self.planned_size(s, a)
+
+    def planned_size(self, s: _Symbol, a: GridAnchor) -> int:
+        """Contracts per level of the symbol's last plan (-1: none sized yet)."""
+        sized = s.planned_size
+        if sized[0] != s.planned_avail or sized[1] is not a:
+            r = s.bot.risk
+            sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
+                s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
+                s.planned_avail, s.planned_avail)
+        return sized[2]
+
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
         """Whether this trade could change anything the bot or the venue does (see settle)."""
-        s.chunk_for(i)
-        j = (i - s.c0) * TICKS_PER_BAR + k
+        r = i - s.c0
+        if not 0 <= r < CHUNK_BARS:
+            s.chunk_for(i)
+            r = i - s.c0
+        j = r * TICKS_PER_BAR + k
         price = s.cpx[j]
         if price <= s.lo or price >= s.hi or ts >= s.cool_end:
             return True
@@ -573,8 +620,7 @@ class _Run:
     def balance_now(self) -> float:
         return self.balance0 + sum(s.realised - s.fees + s.funding for s in self.syms)
 
-    def check_risk(self, ts: float) -> None:
-        eq = self.equity()
+    def check_risk(self, ts: float, eq: float) -> None:
         if self.risk_state is None:
             self.risk_state = account_risk.initial_state(eq, ts)
             return
@@ -715,9 +761,9 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         s = _Symbol(symbol=sym, spec=specs[sym], bars=bars, first=warm, last=last - lo, bot=bot,
                     window=cfg.market.window_bars,
                     peak=balance_usd, last_eq=balance_usd)
-        gap_at = np.flatnonzero(np.diff(bars.ts[warm:]) > BAR_SECONDS)[:MAX_GAPS_LISTED]
-        s.gaps = [(float(bars.ts[warm + g]), float(bars.ts[warm + g + 1] - bars.ts[warm + g] - BAR_SECONDS))
-                  for g in gap_at]
+        # the command's warnings and the report read the same gaps: from the first missing bar
+        s.gaps = [(float(g.from_ts), float(g.seconds))
+                  for g in find_gaps(bars.ts[warm:], BAR_SECONDS)[:MAX_GAPS_LISTED]]
         if sym in funding:
             f = funding[sym]
             s.funding_ts = np.asarray(f.ts, dtype=np.float64)
@@ -737,6 +783,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     funding_period = -1
     done = 0
     skip = run.skip
+    funded = any(s.funding_ts is not None for s in syms)
     for n_bar, bar_ts in enumerate(clock.tolist()):
         if should_stop is not None and n_bar % 256 == 0 and should_stop():
             interrupted = True
@@ -750,13 +797,14 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         for k in range(TICKS_PER_BAR):
             ts = bar_ts + k * TICK_SECONDS
             run.clock_us = int(ts) * 1_000_000
-            period = int(ts // FUNDING_INTERVAL_S)
-            if period != funding_period:
-                if funding_period >= 0:
-                    for s in syms:
-                        if s.funding_ts is not None:
-                            run.charge_funding(s, period * FUNDING_INTERVAL_S)
-                funding_period = period
+            if funded:
+                period = int(ts // FUNDING_INTERVAL_S)
+                if period != funding_period:
+                    if funding_period >= 0:
+                        for s in syms:
+                            if s.funding_ts is not None:
+                                run.charge_funding(s, period * FUNDING_INTERVAL_S)
+                    funding_period = period
             for s, i in active:
                 s.trade_no += 1
                 if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
@@ -769,8 +817,10 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
             s.bars_done += 1
             if s.position:
                 s.bars_in_market += 1
-        run.check_risk(bar_ts + (TICKS_PER_BAR - 1) * TICK_SECONDS)
-        account_bar_end(run, bar_ts, n_bar, points_every)
+        # one equity for both: a halt's decisions only queue batches, so nothing moves it in between
+        eq = run.equity()
+        run.check_risk(bar_ts + (TICKS_PER_BAR - 1) * TICK_SECONDS, eq)
+        account_bar_end(run, bar_ts, n_bar, points_every, eq)
         done = n_bar + 1
         if progress is not None and done % PROGRESS_EVERY_BARS == 0:
             progress(done, total)
@@ -805,8 +855,13 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
         e.on_market_trade(s.symbol, float(b.ticks[si, sk]), int(b.trade_size[si]), sts)
         run.feed_events()
         s.stale = None
+    as_planned = False
     if s.batch is not None and s.batch.due <= s.trade_no:
-        run.deliver(s)
+        dirty, fills = s.dirty, s.fills
+        if run.deliver(s) and s.fills == fills:
+            # every item taken and nothing filled: the venue's answers are the book the plan
+            # that sent the batch foresaw, nothing it has not planned on
+            s.dirty, as_planned = dirty, True
     e.on_market_trade(s.symbol, price, int(b.trade_size[i]), run.clock_us)
     run.feed_events()
     s.last_price = price
@@ -821,13 +876,15 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     else:
         sig = s.sig(i, k)
     s.last_sig = sig
+    if as_planned and run.quiet_after_delivery(s, i, k, ts):
+        run.resize_check(s)
+        return
     run.decide(s, sig, ts)
     run.settle(s, ts)
     run.resize_check(s)
 
 
-def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int) -> None:
-    eq = run.equity()
+def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int, eq: float) -> None:
     run.peak = max(run.peak, eq)
     if run.peak > 0:
         run.max_dd = max(run.max_dd, (run.peak - eq) / run.peak)

@@ -311,7 +311,7 @@ class _Product:
     """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
 
     __slots__ = ("spec", "tick", "cv", "leverage", "last", "quote", "bids", "asks", "stops", "position",
-                 "book_notional", "order_margin", "position_margin", "last_funding_us")
+                 "book_notional", "order_margin", "position_margin", "last_funding_us", "_touch_of", "_touch")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
         self.spec = spec
@@ -332,6 +332,10 @@ class _Product:
         self.order_margin = ZERO
         self.position_margin = ZERO
         self.last_funding_us = 0  # funding times up to here are settled
+        # touch() of the `last` object it was computed from (no quote): every order action asks
+        # for it, and it only moves with a trade
+        self._touch_of: Decimal | None = None
+        self._touch: tuple[Decimal, Decimal] = (ZERO, ZERO)
 
     def to_tick(self, price: float | Decimal) -> Decimal:
         ticks = (dec(price) / self.tick).to_integral_value(rounding=ROUND_HALF_EVEN)
@@ -340,10 +344,13 @@ class _Product:
     def touch(self) -> tuple[Decimal, Decimal]:
         if self.quote is not None:
             return self.quote
-        if self.last is None:
+        last = self.last
+        if last is None:
             raise VenueError("unavailable", {"message": f"no market yet for {self.spec.symbol}"}, 503)
-        bid = self.to_tick(self.last)
-        return bid, bid + self.tick
+        if self._touch_of is not last:
+            bid = self.to_tick(last)
+            self._touch, self._touch_of = (bid, bid + self.tick), last
+        return self._touch
 
 
 class MatchingEngine:

@@ -79,6 +79,9 @@ class TradingBot:
     # a backtest reads them to know which later prices could change the plan.
     desired: tuple[DesiredOrder, ...] = ()
     stop_edge: float | None = None
+    # (anchor, size, grid, product, entries) of the last grid built (see _grid_entries)
+    _entries_memo: tuple[GridAnchor, int, GridConfig, ProductSpec, tuple[DesiredOrder, ...]] | None = \
+        field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -210,8 +213,7 @@ class TradingBot:
                                            risk_percentage=self.risk.risk_percentage,
                                            min_balance=self.risk.min_balance)
                 if size > 0:
-                    entries = desired_grid(self.anchor.direction, self.anchor.confidence, self.anchor.price,
-                                           atr, self.product, size, self.grid, step=self.anchor.step)
+                    entries = self._grid_entries(size, atr)
         else:
             self.anchor = None
         book = list(self.open_orders.values())
@@ -239,6 +241,18 @@ class TradingBot:
         if plan.to_place:
             self.generation = generation
         return plan
+
+    def _grid_entries(self, size: int, atr: float) -> tuple[DesiredOrder, ...]:
+        """The anchor's entries: the same anchor, size and settings give the same grid (atr is
+        only checked, the anchor's step prices it), so it is built once, not at every plan."""
+        a = self.anchor
+        assert a is not None
+        memo = self._entries_memo
+        if memo is not None and memo[0] is a and memo[1] == size and memo[2] is self.grid and memo[3] is self.product:
+            return memo[4]
+        entries = desired_grid(a.direction, a.confidence, a.price, atr, self.product, size, self.grid, step=a.step)
+        self._entries_memo = (a, size, self.grid, self.product, entries)
+        return entries
 
     def _protective_stop(self, levels: dict[tuple[Side, int], Level], entries: tuple[DesiredOrder, ...],
                          atr: float, price: float) -> DesiredOrder | None:

@@ -67,6 +67,7 @@ def symbol_tag(symbol: str) -> str:
     return "x" + hashlib.blake2b(symbol.encode(), digest_size=8).hexdigest()[:9]
 
 
+@functools.lru_cache(maxsize=1024)  # a plan's places share one generation, and generations run in order
 def _base36(n: int) -> str:
     if n == 0:
         return "0"
@@ -83,11 +84,18 @@ def validate_bot_id(bot_id: str) -> str:
     return bot_id
 
 
+@functools.lru_cache(maxsize=1024)
+def _prefix(bot_id: str, symbol: str) -> str:
+    """The id's bot and symbol part, checked once per pair (a worker encodes thousands an hour)."""
+    validate_bot_id(bot_id)
+    return f"{SCHEME}-{bot_id}-{symbol_tag(symbol)}-"
+
+
 def encode(
     *, bot_id: str, symbol: str, side: Side, purpose: Purpose, level: int, generation: int
 ) -> str:
     """The client order id for one order; generation is taken modulo 36**3."""
-    validate_bot_id(bot_id)
+    prefix = _prefix(bot_id, symbol)
     if side not in _SIDE_CODE:
         raise ValueError(f"side must be buy or sell, got {side!r}")
     if purpose not in PURPOSES:
@@ -96,10 +104,7 @@ def encode(
         raise ValueError(f"level must be 0..{MAX_LEVEL}, got {level}")
     if generation < 0:
         raise ValueError(f"generation must be >= 0, got {generation}")
-    cid = (
-        f"{SCHEME}-{bot_id}-{symbol_tag(symbol)}-{_SIDE_CODE[side]}{_PURPOSE_CODE[purpose]}"
-        f"{level:02d}-{_base36(generation % GENERATION_MODULUS)}"
-    )
+    cid = f"{prefix}{_SIDE_CODE[side]}{_PURPOSE_CODE[purpose]}{level:02d}-{_base36(generation % GENERATION_MODULUS)}"
     assert len(cid) <= MAX_LENGTH, cid  # guaranteed by the field widths above
     return cid
 
@@ -125,6 +130,11 @@ def parse(client_order_id: str | None) -> OrderTag | None:
 
 def decode(client_order_id: str | None, *, bot_id: str, symbol: str) -> OrderTag | None:
     """The tag if this bot owns the order for this symbol; None for anything we do not own."""
+    return _owned(client_order_id, bot_id, symbol)
+
+
+@functools.lru_cache(maxsize=4096)  # as `parse`: every plan reads the whole book's ids again
+def _owned(client_order_id: str | None, bot_id: str, symbol: str) -> OrderTag | None:
     tag = parse(client_order_id)
     if tag is None or tag.bot_id != bot_id or tag.symbol_tag != symbol_tag(symbol):
         return None

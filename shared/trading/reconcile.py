@@ -85,13 +85,14 @@ def reconcile(
         raise ValueError(f"price_tolerance must be >= 0, got {price_tolerance!r}")
     wanted: dict[tuple[Side, Purpose, int], DesiredOrder] = {}
     for d in desired:
+        key = d.key
         if d.symbol != symbol:
             raise ValueError(f"desired order for {d.symbol} given to reconcile {symbol}")
         if d.size <= 0:
-            raise ValueError(f"desired order {d.key} has size {d.size}")
-        if d.key in wanted:
-            raise ValueError(f"two desired orders for {d.key} on {symbol}")
-        wanted[d.key] = d
+            raise ValueError(f"desired order {key} has size {d.size}")
+        if key in wanted:
+            raise ValueError(f"two desired orders for {key} on {symbol}")
+        wanted[key] = d
 
     generation %= coid.GENERATION_MODULUS
     ours: dict[tuple[Side, Purpose, int], list[tuple[OpenOrder, coid.OrderTag]]] = {}
@@ -119,15 +120,16 @@ def reconcile(
             continue
         # Keep the order closest to what we want; prefer the current generation, then the
         # oldest id (it has time priority in the book).
-        target = want  # bound for the sort key (the loop variable is Optional to a type checker)
-        orders = sorted(orders, key=lambda ot: (
-            not _matches(ot[0], target, price_tolerance), ot[1].generation != generation,
-            abs(ot[0].price - target.price), ot[0].order_id,
-        ))
-        to_cancel.extend(
-            CancelOrder(order_id=o.order_id, client_order_id=o.client_order_id or "", reason="duplicate")
-            for o, _ in orders[1:]
-        )
+        if len(orders) > 1:  # the usual single order per key needs no ranking
+            target = want  # bound for the sort key (the loop variable is Optional to a type checker)
+            orders = sorted(orders, key=lambda ot: (
+                not _matches(ot[0], target, price_tolerance), ot[1].generation != generation,
+                abs(ot[0].price - target.price), ot[0].order_id,
+            ))
+            to_cancel.extend(
+                CancelOrder(order_id=o.order_id, client_order_id=o.client_order_id or "", reason="duplicate")
+                for o, _ in orders[1:]
+            )
         best, _ = orders[0]
         if _matches(best, want, price_tolerance):
             kept += 1

@@ -175,5 +175,7 @@ def limit_desired(
             worst_short += d.size
         chosen.append(d)
         slots -= 1
+    if len(chosen) == len(entries):  # the usual case: everything fits
+        return tuple(desired)
     keep = set(map(id, chosen)) | set(map(id, protective))
     return tuple(d for d in desired if id(d) in keep)

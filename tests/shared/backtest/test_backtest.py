@@ -12,7 +12,7 @@ import pytest
 
 from shared.backtest import BacktestError, run_backtest
 from shared.backtest.market import TICK_SECONDS, replay_bars, round_price
-from shared.marketdata import Candles
+from shared.marketdata import Candles, find_gaps
 from shared.trading import client_order_id as coid
 
 from .conftest import SPEC, SYMBOL, busy_config
@@ -156,3 +156,13 @@ def test_timelines_are_bounded_and_cover_the_whole_run_evenly() -> None:
     assert 500 <= len(kept) < 1_000
     assert kept[0] == 0 and kept[-1] > 99_000  # the end of the run is there, not only its start
     assert len({b - a for a, b in pairwise(kept)}) == 1  # evenly spaced
+
+
+def test_a_gap_is_reported_from_its_first_missing_bar_as_the_command_warns_it(eth: Candles) -> None:
+    # ten bars cut out of the traded range: the result names the same gap `find_gaps` (the
+    # command's warnings) does, from the first missing bar's open time, for as long as bars are missing
+    holed = Candles(*(np.concatenate([a[:1000], a[1010:]]) for a in (eth.ts, eth.open, eth.high, eth.low,
+                                                                     eth.close, eth.volume)))
+    r = _run(holed, warmup_bars=200)
+    assert (float(eth.ts[1000]), 600.0) in r.gaps[SYMBOL]  # (the shipped series has a gap of its own too)
+    assert [(float(g.from_ts), float(g.seconds)) for g in find_gaps(holed.ts[200:])] == r.gaps[SYMBOL]

@@ -46,6 +46,9 @@ CASES = {
     "eth-trailing": (Config(grid=GridConfig(width=0.0005, levels=3, stop_kind="trailing", stop_atr_multiple=0.5,
                                             stop_cooldown_s=300)),
                      {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
+    # the benchmark's shape (default settings, generated prices): mostly flat, so most batches are
+    # followed by a trade where the bot is not asked again (see _Run.quiet_after_delivery)
+    "bench-shape": (Config(), {"SYN_0001": synthetic_candles("SYN_0001", 8000, seed=7)}),
     # an account halt that flattens
     "halt": (busy_config(daily_loss_limit=20.0, flatten_on_halt=True),
              {"ETHUSD": shipped_candles("ETHUSD").slice(2000, 4000)}),
@@ -78,3 +81,20 @@ def test_reading_the_signals_in_small_chunks_changes_nothing(monkeypatch: pytest
     chunked = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0)
     assert whole.summary.fills > 50
     assert _bytes(whole) == _bytes(chunked)
+
+
+def test_a_grid_never_shrinks_as_the_balance_grows() -> None:
+    # the resize check skips balances between two that gave the plan's size: sound only if the
+    # size is monotone in the balance (min-balance cut, minimum size, margin cap and limit included)
+    import numpy as np
+
+    from shared.trading.sizing import contracts_per_level
+
+    rng = np.random.default_rng(3)
+    for spec in (PAPER_PRODUCTS["BTCUSD"], PAPER_PRODUCTS["ETHUSD"], synthetic_spec("SYN_0001")):
+        for price in rng.uniform(0.5, 2.0, 20) * (60_000.0 if spec.symbol == "BTCUSD" else 2_000.0):
+            balances = np.sort(np.concatenate([rng.uniform(-100, 200, 300), rng.uniform(0, 1e6, 300)]))
+            sizes = [contracts_per_level(float(b), float(price), spec, risk_percentage=2.0, min_balance=50.0)
+                     for b in balances]
+            assert all(a <= b for a, b in zip(sizes, sizes[1:], strict=False))
+            assert sizes[0] == 0 and sizes[-1] > 0
