@@ -190,7 +190,9 @@ class SupervisorAlerts:
         f = ev.fill
         self._guard("fill", self.rules.fill, ev.symbol, f.side, f.size, f.price, f.fee, time.monotonic())
 
-    def monitor_pass(self, snap: StatusSnapshot | None, gateway_figures: Any) -> None:
+    def monitor_pass(self, snap: StatusSnapshot | None, gateway_figures: Any, funding: float | None = None) -> None:
+        """Once a monitor pass: the link's state, and the day's figures (`funding`: the funding
+        ledger's total to date, the daily summary's funding being its change over the day)."""
         if self.sender is None or snap is None:
             return
         for w in snap.workers:
@@ -201,10 +203,15 @@ class SupervisorAlerts:
         if not down and ws_down > 0:
             down = f"the gateway's account websocket is disconnected (reconnecting for {ws_down:.0f} s)"
         equity = float(getattr(gateway_figures, "equity", math.nan))
-        funding = getattr(gateway_figures, "funding", None)
         realised = sum(w.realized_pnl for w in snap.workers)
         self._guard("monitor pass", self.rules.monitor_pass, down, equity, funding, realised, time.monotonic(),
                     time.time())
+
+    def into_status(self, snap: StatusSnapshot) -> None:
+        """The sender's counters into the status document (and so the metrics); left None when off."""
+        if self.sender is not None:
+            snap.alerts_sent, snap.alerts_failed, snap.alerts_dropped = \
+                self.sender.sent, self.sender.failed, self.sender.dropped
 
     def close(self, timeout_s: float = 2.0) -> None:
         if self.sender is not None:

@@ -5,7 +5,7 @@
     orchestrate pause SYMBOL                  orchestrate resume SYMBOL | --all
     orchestrate halt [--flatten] [--reason T] orchestrate clear-halt
     orchestrate flatten SYMBOL... | --all
-    orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--json]
+    orchestrate indicators --csv FILE         orchestrate history [--symbol S] [--halts] [--json]
     orchestrate venue --port P --run-dir DIR  (the paper venue alone; writes DIR/venue.json)
     orchestrate loadtest --symbols 10,50,200 --tick-rate 2 --duration 20 [--json]
     orchestrate soak --symbols 50 --duration 1800
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--orders", action="store_true",
                       help="also list the newest order events (placed, amended, cancelled, rejected with "
                            "Delta's code, stop triggered), --last of them")
+    hist.add_argument("--halts", action="store_true",
+                      help="also list the account's halt log: each halt and its lifting, why and by whom")
 
     ven = sub.add_parser("venue", help="run the paper venue alone (Delta REST + websocket on 127.0.0.1)")
     _add_run_dir(ven)
@@ -325,6 +327,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             funding = store.funding(symbol)
             summary = summary_to_builtins(store.pnl_summary(symbol))
             orders = store.order_events(symbol, limit=max(1, args.last)) if args.orders else []
+            halts = store.halt_events(limit=max(1, args.last)) if args.halts else []
     except sqlite3.Error as exc:  # not SQLite, or another program's database
         print(f"orchestrate: {path} is not a trading ledger written by orchestrate ({exc})", file=sys.stderr)
         return 2
@@ -333,6 +336,8 @@ def cmd_history(args: argparse.Namespace) -> int:
                "pnl": summary["total"], "funding": [msgspec.to_builtins(f) for f in funding]}
         if args.orders:
             doc["order_events"] = [msgspec.to_builtins(o) for o in orders]
+        if args.halts:
+            doc["halts"] = [msgspec.to_builtins(h) for h in halts]
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc), indent=2).decode() + "\n")
         return 0
     if args.orders:
@@ -343,6 +348,12 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(f"{when:<20} {o.symbol:<10} {o.event:<15} {o.side:<4} {o.size:>6} {o.price:>12}  "
                   f"{o.client_order_id or o.order_id}  {o.detail}")
         print(f"\n{len(orders)} order event(s)\n")
+    if args.halts:  # the account's, whatever --symbol says
+        print(f"{'TIME (UTC)':<20} {'EVENT':<6} {'BY':<24} REASON")
+        for h in halts:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.ts))
+            print(f"{when:<20} {'lifted' if h.event == 'clear' else h.event:<6} {h.by[:24]:<24} {h.reason}")
+        print(f"\n{len(halts)} halt event(s)" + (" (none: the account was never halted)" if not halts else "") + "\n")
     print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12} {'FEE':>10}  CLIENT ORDER ID")
     for f in fills[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.ts))

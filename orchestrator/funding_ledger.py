@@ -72,3 +72,7 @@ class FundingLedger:
 
     def of(self, symbol: str) -> float:
         return float(self.by_symbol.get(symbol, Decimal(0)))
+
+    def total(self) -> float:
+        """All symbols' funding to date as stored (+ received, - paid): the daily summary's source."""
+        return float(sum(self.by_symbol.values(), Decimal(0)))

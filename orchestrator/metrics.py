@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from shared.status import StatusSnapshot, WorkerStatus, worker_gauges
 
@@ -29,7 +29,7 @@ class SnapshotCollector:
         # one gauge per WorkerStatus field marked Gauge (shared/status.py), named after the field
         self._worker_gauges = worker_gauges(worker_type)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._get()
         for name, doc in self._worker_gauges:
             g = GaugeMetricFamily(f"orchestrate_worker_{name}", doc, labels=["symbol"])
@@ -67,6 +67,29 @@ class SnapshotCollector:
             if (v := getattr(snap, name)) is not None:
                 g.add_metric([], float(v))
             yield g
+        yield from _alert_and_deadman_metrics(snap)
+
+
+def _alert_and_deadman_metrics(snap: StatusSnapshot) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Whether the trader would hear of trouble: alerts delivered, failed and dropped, and the
+    dead-man switch (absent while unknown: alerts off, no gateway heartbeat yet)."""
+    c = CounterMetricFamily("orchestrate_alerts", "Alerts since start by outcome: sent, failed (the receiver "
+                            "refused or timed out), dropped (the queue was full)", labels=["outcome"])
+    for outcome in ("sent", "failed", "dropped"):
+        if (n := getattr(snap, f"alerts_{outcome}")) is not None:
+            c.add_metric([outcome], float(n))
+    yield c
+    armed = GaugeMetricFamily("orchestrate_deadman_armed", "1 while the exchange holds the account's dead-man "
+                              "switch (renewing or failing, not lapsed); 0 when off, not armed yet or lapsed")
+    failing = GaugeMetricFamily("orchestrate_deadman_failing", "1 while the dead-man switch's renewals fail")
+    left = GaugeMetricFamily("orchestrate_deadman_expires_in_seconds",
+                             "Seconds until the exchange cancels the open orders unless a renewal gets through")
+    if snap.deadman:
+        armed.add_metric([], 1.0 if snap.deadman in ("armed", "failing") else 0.0)
+        failing.add_metric([], 1.0 if snap.deadman in ("failing", "lapsed") else 0.0)
+        if snap.deadman_expires_in_s is not None:
+            left.add_metric([], float(snap.deadman_expires_in_s))
+    yield from (armed, failing, left)
 
 
 class MetricsServer:

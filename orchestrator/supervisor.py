@@ -600,6 +600,7 @@ class Supervisor:
             metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
             processes=procs, dashboard_url=self.dashboard_url)
         _account_figures(snap, self.children.get("gateway"))
+        self.alerts.into_status(snap)
         self._last_snapshot = snap
         return snap
 
@@ -745,7 +746,8 @@ class Supervisor:
                     self.ledger.flush()
                 if sampling:
                     self.snapshot()
-                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None))
+                self.alerts.monitor_pass(self._last_snapshot, getattr(self.children.get("gateway"), "figures", None),
+                                         self.funding.total())
             return next_uss
 
         async def display_loop() -> None:
@@ -874,6 +876,8 @@ def _account_figures(snap: StatusSnapshot, gateway: Child | None) -> None:
         snap.equity = clean(f.equity, 2)
         snap.rate_budget_left = clean(f.rate_budget_left, 0)
         snap.rate_budget_capacity = clean(f.rate_budget_capacity, 0)
+        snap.deadman = f.deadman
+        snap.deadman_expires_in_s = clean(f.deadman_expires_in_s, 1)
 
 
 def _child_secrets(children: dict[str, Child]) -> list[str]:

@@ -216,7 +216,8 @@ class BurstWatch:
 
 class DayTally:
     """The trading day's figures for the daily summary: fills and fees as they come, equity at the
-    day's start and now, funding when the gateway reports it. A day runs from `hour_utc` to
+    day's start and now, the day's funding from the supervisor's funding ledger (its total to date
+at the day's start and now). A day runs from `hour_utc` to
     `hour_utc` the next day. Kept in memory: a restart mid-day starts counting again (said in the
     summary as the time it covers)."""
 
@@ -235,7 +236,8 @@ class DayTally:
         self.by_symbol: Counter[str] = Counter()
         self.equity_start = math.nan
         self.equity_now = math.nan
-        self.funding: float | None = None
+        self.funding_start: float | None = None  # the ledger's funding to date when the day began
+        self.funding: float | None = None  # ... and now
 
     def on_fill(self, symbol: str, fee: float) -> None:
         self.fills += 1
@@ -249,7 +251,10 @@ class DayTally:
             if not math.isfinite(self.equity_start):
                 self.equity_start = equity
             self.equity_now = equity
+        """`funding`: the funding ledger's total to date (+ received, - paid); None when unknown."""
         if funding is not None and math.isfinite(funding):
+            if self.funding_start is None:
+                self.funding_start = funding
             self.funding = funding
 
     def close_if_due(self, now_wall: float, realised_pnl: float) -> Alert | None:
@@ -257,9 +262,10 @@ class DayTally:
         if self._day(now_wall) == self.day:
             return None
         alert = summary_alert(self, now_wall, realised_pnl)
-        close = self.equity_now
+        close, funding = self.equity_now, self.funding
         self._reset(now_wall)
         self.equity_start = self.equity_now = close  # today starts where yesterday closed
+        self.funding_start = self.funding = funding
         return alert
 
 
@@ -273,8 +279,9 @@ def summary_alert(t: DayTally, now_wall: float, realised_pnl: float) -> Alert:
     if math.isfinite(realised_pnl):
         lines.append(f"realised PnL of the bots since their start {realised_pnl:+,.2f} USD")
     lines.append(f"fees {t.fees:,.2f} USD")
-    if t.funding is not None:
-        lines.append(f"funding {t.funding:+,.2f} USD")
+    if t.funding is not None and t.funding_start is not None:
+        lines.append(f"funding {t.funding - t.funding_start:+,.2f} USD (+ received, - paid; "
+                     f"{t.funding:+,.2f} to date)")
     top = ", ".join(f"{s} {n}" for s, n in t.by_symbol.most_common(MAX_LISTED))
     more = len(t.by_symbol) - MAX_LISTED
     lines.append(f"fills {t.fills}" + (f" ({top}{f', +{more} more symbols' if more > 0 else ''})" if top else ""))

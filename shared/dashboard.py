@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from shared.config import LOOPBACK_HOSTS
 
 ACTIONS = ("pause", "resume", "halt", "flatten")
-SYMBOL_ACTIONS = ("pause", "resume")
+SYMBOL_ACTIONS = ("pause", "resume", "flatten")  # with a symbol: that symbol alone
+ACCOUNT_ACTIONS = ("halt", "flatten", "resume")  # without one: the whole account (resume lifts the halt)
 # Price/signal points kept for all symbols together (~100 bytes each): 300 symbols keep 400 points each.
 HISTORY_POINTS_TOTAL = 120_000
 HISTORY_POINTS_MAX = 1_800  # one symbol: an hour at one point every 2 s
@@ -50,14 +51,19 @@ def access(*, over_loopback: bool, action: bool, actions_enabled: bool, header_t
 
 def check_action(cmd: str, symbol: str, confirm: str, symbols: Iterable[str]) -> str:
     """Why an action request is refused ("" when it may go to the supervisor). The confirmation
-    is the command's target typed back: the symbol for pause/resume, "ALL" for halt and flatten."""
+    is the command's target typed back: the symbol for pause/resume/flatten of one symbol, "ALL"
+    for halt, flatten of every symbol and resume of the whole account (which lifts a halt)."""
     if cmd not in ACTIONS:
         return f"unknown action {cmd[:40]!r} (one of {', '.join(ACTIONS)})"
-    if cmd in SYMBOL_ACTIONS:
+    if symbol:
+        if cmd not in SYMBOL_ACTIONS:
+            return f"{cmd} acts on the whole account: send no symbol"
         if symbol not in set(symbols):
             return f"no worker for symbol {symbol[:40]!r}"
         if confirm != symbol:
             return f"not confirmed: {cmd} {symbol} needs confirm={symbol!r}"
+    elif cmd not in ACCOUNT_ACTIONS:
+        return f"{cmd} needs a symbol"
     elif confirm != "ALL":
         return f"not confirmed: {cmd} acts on the whole account and needs confirm='ALL'"
     return ""
@@ -66,11 +72,13 @@ def check_action(cmd: str, symbol: str, confirm: str, symbols: Iterable[str]) ->
 def control_request(cmd: str, symbol: str) -> dict[str, object]:
     """The control-socket request of a checked action, in the shape `orchestrate pause/resume/halt/
     flatten` send (a typed parser refuses any other field)."""
-    if cmd in SYMBOL_ACTIONS:
+    if cmd == "flatten":
+        return {"cmd": "flatten", "symbols": [symbol]} if symbol else {"cmd": "flatten", "all": True}
+    if symbol:
         return {"cmd": cmd, "symbol": symbol}
     if cmd == "halt":
         return {"cmd": "halt", "reason": "from the dashboard"}
-    return {"cmd": "flatten", "all": True}
+    return {"cmd": "resume", "all": True}
 
 
 def drawdown(equity: float, peak: float) -> float:

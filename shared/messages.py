@@ -282,6 +282,8 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     ws_down_s: float = 0.0  # how long the account websocket has been disconnected (0: connected)
     rate_budget_left: float = float("nan")  # units left in the account's rate window
     rate_budget_capacity: float = float("nan")  # units in the window (Delta: 10,000 per 5 min)
+    deadman: str = ""  # the dead-man switch: off | not armed | armed | failing | lapsed ("" not reported)
+    deadman_expires_in_s: float = float("nan")  # until the exchange cancels the orders unless renewed
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):

@@ -130,6 +130,11 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     equity: float | None = None  # account equity the gateway last read (USD); None before
     rate_budget_left: float | None = None  # units left in the account's rate window (Delta: of 10,000 per 5 min)
     rate_budget_capacity: float | None = None
+    deadman: str = ""  # the gateway's dead-man switch: off | not armed | armed | failing | lapsed ("" unknown)
+    deadman_expires_in_s: float | None = None  # until the exchange cancels the open orders unless renewed
+    alerts_sent: int | None = None  # alerts delivered, failed, dropped (queue full) since start; None: alerts off
+    alerts_failed: int | None = None
+    alerts_dropped: int | None = None
 
 
 def clean(value: float | None, digits: int = 3) -> float | None:

@@ -92,3 +92,6 @@ class DeadmanKeeper:
 
     def note(self) -> str:
         return self.schedule.note(self.clock())
+
+    def figures(self) -> tuple[str, float]:
+        return self.schedule.figures(self.clock())

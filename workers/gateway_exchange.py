@@ -877,8 +877,12 @@ async def run_exchange(spec: ChildSpec) -> int:
                 stop.set()
                 return
             figures = gw.figures(lag.take_max_ms())
-            if deadman is not None:  # the switch's state in the gateway's status note
-                figures = msgspec.structs.replace(figures, note=f"{figures.note}; {deadman.note()}")
+            if deadman is not None:  # the switch's state in the gateway's status note and metrics
+                state, left = deadman.figures()
+                figures = msgspec.structs.replace(figures, note=f"{figures.note}; {deadman.note()}",
+                                                  deadman=state, deadman_expires_in_s=left)
+            else:
+                figures = msgspec.structs.replace(figures, deadman="off")
             send_heartbeat(hb, gw.codec, spec, figures)
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 

@@ -1,5 +1,6 @@
 """Bounded buffers of what the supervisor does not keep: each symbol's price and signal over time,
-and the halts seen during the run. Sampled from the workers' heartbeats by the dashboard."""
+and the account's equity between the ledger's snapshots. Sampled from the workers' and the
+gateway's heartbeats by the dashboard. (Halts are not sampled: the ledger keeps their log.)"""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from collections import deque
 
 from shared.dashboard import HISTORY_POINTS_MAX, history_points
 from shared.messages import WorkerFigures
-
-MAX_HALTS = 200  # halts (and their clearing) remembered for the account page
 
 
 class SymbolHistory:
@@ -45,9 +44,7 @@ class FleetHistory:
         points = history_points(len(symbols))
         self.points = points
         self.symbols: dict[str, SymbolHistory] = {s: SymbolHistory(points) for s in symbols}
-        self.halts: deque[tuple[float, str]] = deque(maxlen=MAX_HALTS)  # (ts, reason; "" = cleared)
         self.equity: deque[tuple[float, float]] = deque(maxlen=HISTORY_POINTS_MAX)  # (ts, account equity)
-        self._halt_reason = ""
 
     def sample(self, ts: float, figures: dict[str, WorkerFigures]) -> None:
         for sym, f in figures.items():
@@ -64,10 +61,3 @@ class FleetHistory:
         bounded) begin, then the samples."""
         start = self.equity[0][0] if self.equity else float("inf")
         return [p for p in stored if p[0] < start] + list(self.equity)
-
-    def note_halt(self, ts: float, halted: bool, reason: str) -> None:
-        """Remember each change of the account's halt (the supervisor keeps only the current one)."""
-        now = reason if halted else ""
-        if now != self._halt_reason:
-            self._halt_reason = now
-            self.halts.append((ts, now))

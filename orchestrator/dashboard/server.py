@@ -1,7 +1,8 @@
 """The web dashboard: pages and a JSON API on the supervisor's aiohttp app (the one serving
 /metrics), live over server-sent events. Reads what the supervisor holds (status, the workers'
 heartbeats), its own bounded history (history.py) and the run's SQLite ledger (read-only, off
-the event loop). Who may read and act is decided in shared/dashboard.py."""
+the event loop: fills, order events, equity, funding and the halt log). Who may read and act
+is decided in shared/dashboard.py."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ REPORT_SUFFIXES = {".md": "text/plain; charset=utf-8", ".png": "image/png", ".js
                    ".svg": "image/svg+xml", ".html": "text/plain; charset=utf-8", ".toml": "text/plain; charset=utf-8"}
 REPORT_DIRS = ("optimize", "reports")  # under the run dir: optimize's default and backtest --report's suggested home
 MAX_REPORT_FILES = 200
+MAX_HALTS = 200  # halt log rows on the account page (the ledger keeps MAX_HALT_EVENTS)
 PAGES = ("/", "/account", "/orders", "/fills", "/reports")
 
 
@@ -156,8 +158,6 @@ class Dashboard:
             try:
                 now = time.time()
                 self.history.sample(now, self.src.figures())
-                snap = self.src.snapshot()
-                self.history.note_halt(now, snap.halted, snap.halt_reason)
                 self.history.note_equity(now, self.src.account().equity)
             except Exception:  # the dashboard must never take the supervisor down
                 log.exception("dashboard sample failed")
@@ -255,6 +255,7 @@ class Dashboard:
         today_dd = policy.drawdown(acct.equity, acct.day_peak_equity)
         run_dd = max(run_dd, today_dd)  # the risk state saw today's peak even if no sample did
         funding = await self._read(_funding)
+        halts = await self._read(lambda s: s.halt_events(limit=MAX_HALTS))  # the halt log, oldest first
         return _json({
             "equity": _num(acct.equity), "day_start_equity": _num(acct.day_start_equity),
             "day_peak_equity": _num(acct.day_peak_equity),
@@ -262,7 +263,7 @@ class Dashboard:
             "drawdown_run": run_dd, "run_peak_equity": _num(run_peak),
             "equity_series": {"ts": [t for t, _ in series], "equity": [e for _, e in series]},
             "halted": snap.halted, "halt_reason": snap.halt_reason,
-            "halts": [{"ts": t, "reason": r} for t, r in self.history.halts],
+            "halts": [msgspec.to_builtins(e) for e in reversed(halts or [])],  # newest first
             "fees": sum(w.fees for w in snap.workers),
             "realized_pnl": sum(w.realized_pnl for w in snap.workers),
             "unrealized_pnl": sum(w.unrealized_pnl for w in snap.workers),
@@ -314,7 +315,7 @@ class Dashboard:
         if why:
             return web.json_response({"ok": False, "message": why}, status=400)
         body = policy.control_request(cmd, sym)
-        log.warning("dashboard action: %s %s", cmd, sym if cmd in policy.SYMBOL_ACTIONS else "(account)")
+        log.warning("dashboard action: %s %s", cmd, sym or "(account)")
         reply = await self.src.control(cmd, body)
         ok = isinstance(reply, dict) and bool(reply.get("ok"))
         return web.json_response(reply if isinstance(reply, dict) else {"ok": ok}, status=200 if ok else 409)

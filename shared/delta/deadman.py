@@ -19,6 +19,7 @@ retried; the exchange's TTL is the margin.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -104,6 +105,18 @@ class DeadmanSchedule:
     def lapses_at(self) -> float | None:
         """When the exchange cancels the orders if no renewal gets through (None: never armed)."""
         return None if self.state.last_ack_at is None else self.state.last_ack_at + self.ttl_s
+
+    def figures(self, now: float) -> tuple[str, float]:
+        """(state, seconds until the exchange cancels the open orders if no renewal gets through)
+        for metrics: state `not armed` (never confirmed; seconds NaN), `armed` (renewing),
+        `failing` (renewals failing, the switch still holding) or `lapsed` (orders cancelled)."""
+        lapse = self.lapses_at()
+        if lapse is None:
+            return "not armed", math.nan
+        left = lapse - now
+        if left <= 0:
+            return "lapsed", 0.0
+        return ("failing" if self.state.failing_in_a_row else "armed"), left
 
     def note(self, now: float) -> str:
         """One phrase for status."""

@@ -132,6 +132,8 @@ def test_a_halt_gives_exactly_one_alert_with_symbol_price_and_reason(start_run, 
     for w in doc["workers"]:
         assert w["symbol"] in body
     assert " at " in body and "no price yet" not in body, body  # each symbol with its last price
+    doc = run.wait_for(lambda d: (d["alerts_sent"] or 0) >= 1, 10, "the sent alert counted in status")
+    assert doc["alerts_failed"] == 0 and doc["alerts_dropped"] == 0
     run.terminate()
     _assert_no_secret(run.run_dir, [json.dumps(m) for m in receiver.messages])
 
@@ -181,6 +183,9 @@ def test_a_hanging_or_failing_receiver_does_not_stall_the_supervisor(start_run, 
         # `status` is a fresh Python process (~0.3-1 s here); a stalled supervisor would add the
         # receiver's hang (1 s timeout per attempt, an hour for the hanging handler) to it.
         assert worst < 5.0, worst
+        doc = run.wait_for(lambda d: (d["alerts_failed"] or 0) + (d["alerts_dropped"] or 0) >= 1, 30,
+                           "undelivered alerts counted in status (and so in the metrics)")
+        assert doc["alerts_sent"] == 0, doc["alerts_sent"]
         assert run.terminate() < 12.0
         log = (run.run_dir / "logs" / "supervisor.log").read_text()
         assert "alert not delivered" in log

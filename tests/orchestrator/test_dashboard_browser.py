@@ -5,16 +5,21 @@ $DASHBOARD_SCREENSHOT_DIR when set: that is how docs/dashboard.png is made)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import stat
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# same directory: pytest puts it on sys.path; mypy knows it as tests.orchestrator.*
+from test_trading_e2e import ours, venue_state  # type: ignore[import-not-found]  # see above
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +27,8 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync"]
 SYMBOLS = ("BTCUSD", "ETHUSD", "SYN_0001")
+VENUE_SYMBOLS = ("BTCUSD", "ETHUSD")  # the ones venue_state reads orders of
+LAST_ACTION_OK = "() => (document.querySelector('#main').dataset.lastAction || '').startsWith('200')"
 # A tight grid on fast replay (fills within seconds, so the chart has fills, a position and a stop).
 CONFIG = ("[grid]\nlevels = 4\nwidth = 0.002\nregrid_fraction = 0.5\nmax_actions_per_minute = 600\n"
           "[risk]\nrisk_percentage = 2.0\nmax_open_orders = 12\nmax_position_contracts = 5000\n"
@@ -133,10 +140,60 @@ def test_dashboard_in_chromium(start_run, tmp_path: Path) -> None:
             page.click("button[data-action=resume]")
             run.wait_for(lambda d: _worker(d, sym)["state"] != "paused", 15, f"{sym} resumed")
 
+            # Halt from the account page (the token and ALL typed back): the supervisor's own command,
+            # so the fleet page shows the halt and every bot stops trading; then "Resume all" lifts it.
+            page.goto(url + "account")
+            page.once("dialog", lambda d: d.accept("ALL"))
+            page.click("button[data-action=halt]")
+            page.wait_for_function(LAST_ACTION_OK)
+            run.wait_for(lambda d: d["halted"] and d["halted_by"] == "dashboard" and all(
+                w["trading"].startswith("halted") for w in d["workers"]), 30, "the fleet halted from the page")
+            page.goto(url)
+            page.wait_for_function("() => document.querySelector('#banner').textContent"
+                                   ".includes('HALTED: operator: from the dashboard')")
+            page.wait_for_function("n => [...document.querySelectorAll('#fleet tbody tr[data-symbol]')]"
+                                   ".filter(r => r.textContent.includes('halted: operator')).length === n",
+                                   arg=len(SYMBOLS))
+            page.screenshot(path=str(shots / "dashboard-halted.png"))
+            page.goto(url + "account")
+            page.once("dialog", lambda d: d.accept("ALL"))
+            page.click("button[data-action=resume]")
+            page.wait_for_function(LAST_ACTION_OK)
+            run.wait_for(lambda d: not d["halted"] and not any(w["trading"].startswith("halted") for w in d["workers"]),
+                         30, "the halt lifted from the page")
+
+            # Flatten one symbol from its page (its name typed back): its orders cancelled, its position
+            # closed, confirmed on the venue; the other symbols keep their grids.
+            doc = run.status() or {"workers": []}
+            target = next((w["symbol"] for w in doc["workers"] if w["symbol"] in VENUE_SYMBOLS and w["position"]),
+                          VENUE_SYMBOLS[0])
+            page.goto(url + f"symbol/{target}")
+            page.once("dialog", lambda d: d.accept(target))
+            page.click("button[data-action=flatten]")
+            page.wait_for_function(LAST_ACTION_OK)
+            doc = run.wait_for(lambda d: _worker(d, target)["flatten"].startswith("flat: confirmed on the venue"),
+                               60, f"{target} flat on the venue")
+            assert _worker(doc, target)["position"] == 0 and _worker(doc, target)["trading"] == "paused"
+            with ThreadPoolExecutor(1) as pool:  # Playwright's own loop runs in this thread
+                state = pool.submit(asyncio.run, venue_state(run.run_dir)).result(timeout=30)
+            pos = state["positions"].get(target)
+            assert pos is None or pos.size == 0, f"{target} still holds {pos.size} on the venue"
+            left = [o.client_order_id for o in state["orders"] if o.product_symbol == target
+                    and ours(o.client_order_id, target)]
+            assert left == [], f"orders of ours on {target} after the flatten: {left}"
+            others = [w for w in doc["workers"] if w["symbol"] != target]
+            assert all(w["state"] != "paused" and not w["flatten"] for w in others), others
+
             # The account, order events and fills pages render from the ledger.
             page.goto(url + "account")
             page.wait_for_selector("#equity-chart .uplot canvas")
             assert "Drawdown today" in page.inner_text("main")
+            # The halt log from the ledger: the page's halt and its lifting, newest first, by the dashboard.
+            page.wait_for_selector("#halts tr[data-event]")
+            log_rows = page.eval_on_selector_all(
+                "#halts tr[data-event]", "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+            assert [r[1] for r in log_rows[:2]] == ["lifted", "halt"], log_rows
+            assert all(r[2] == "operator: from the dashboard" and r[3] == "dashboard" for r in log_rows[:2]), log_rows
             page.screenshot(path=str(shots / "dashboard-account.png"), full_page=True)
             page.goto(url + "orders?symbol=ETHUSD")
             page.wait_for_selector("#orders tr td")

@@ -15,13 +15,14 @@ import aiohttp
 import psutil
 import pytest
 
+from orchestrator import commands
 from orchestrator.dashboard import AccountFacts, Dashboard, DashboardError, FleetSource, make_token
 from orchestrator.dashboard.history import FleetHistory
 from orchestrator.metrics import MetricsServer
 from shared.config import DashboardConfig
-from shared.messages import FillEvent, WorkerFigures
+from shared.messages import FillEvent, Funding, WorkerFigures
 from shared.status import StatusSnapshot, WorkerStatus
-from shared.store import OrderEvent, Store, db_path
+from shared.store import HaltEvent, OrderEvent, Store, db_path
 from shared.trading.pnl import Fill
 
 SYMBOLS = ("BTCUSD", "ETHUSD")
@@ -83,6 +84,9 @@ def _ledger(tmp_path: Path) -> None:
                                             event="placed" if i % 3 else "cancelled", client_order_id=f"c{i}"))
             s.record_fill(Fill(fill_id=f"f{i}", ts=float(i), symbol=SYMBOLS[i % 2], side="buy" if i % 2 else "sell",
                                size=1, price="100", fee="0.01", contract_value="0.001"))
+        # a halt before this supervisor started (the dashboard never saw it) and its lifting
+        s.record_halt_event(HaltEvent(ts=1.0, event="halt", reason="daily loss 120 over 100", by="risk limits"))
+        s.record_halt_event(HaltEvent(ts=2.0, event="clear", reason="daily loss 120 over 100", by="ann (pid 7)"))
 
 
 async def test_loopback_reads_freely_but_actions_need_enabling_token_and_confirmation(tmp_path: Path) -> None:
@@ -109,14 +113,16 @@ async def test_loopback_reads_freely_but_actions_need_enabling_token_and_confirm
                 a = await r.json()
                 assert a["halted"] and a["halt_reason"] == "daily loss"
                 assert a["drawdown_today"] == pytest.approx(200 / 10_100)
-                assert a["drawdown_run"] >= a["drawdown_today"] and a["fees"] == 0.5 and a["funding"] is None
-            # Funding shows once the ledger has it (the funding feature's table: paid is negative).
-            import sqlite3
-            with sqlite3.connect(db_path(tmp_path)) as db:
-                db.execute("CREATE TABLE funding (seq INTEGER PRIMARY KEY, funding_id TEXT NOT NULL UNIQUE,"
-                           " ts REAL NOT NULL, symbol TEXT NOT NULL, amount TEXT NOT NULL)")
-                db.executemany("INSERT INTO funding (funding_id, ts, symbol, amount) VALUES (?,?,?,?)",
-                               [("a", 1.0, "BTCUSD", "-0.10"), ("b", 2.0, "ETHUSD", "0.35")])
+                assert a["drawdown_run"] >= a["drawdown_today"] and a["fees"] == 0.5
+                assert a["funding"]["rows"] == [] and a["funding"]["total"] == "0"
+                # the halt log from the ledger, newest first, with who set and lifted each
+                assert [(x["event"], x["by"]) for x in a["halts"]] == [("clear", "ann (pid 7)"),
+                                                                      ("halt", "risk limits")]
+                assert a["halts"][1]["reason"] == "daily loss 120 over 100" and a["halts"][1]["ts"] == 1.0
+            # Funding shows once the ledger has some (paid is negative), summed exactly.
+            with Store(db_path(tmp_path)) as store:
+                store.record_funding(Funding(funding_id="a", ts=1.0, symbol="BTCUSD", amount="-0.10"))
+                store.record_funding(Funding(funding_id="b", ts=2.0, symbol="ETHUSD", amount="0.35"))
             async with s.get(url + "/api/account") as r:
                 funding = (await r.json())["funding"]
             assert funding["total"] == "0.25" and len(funding["rows"]) == 2 and "amount" in funding["columns"]
@@ -143,8 +149,22 @@ async def test_loopback_reads_freely_but_actions_need_enabling_token_and_confirm
             async with s.post(url + "/api/action", json={"cmd": "flatten", "confirm": "ALL"},
                               headers={"X-Dashboard-Token": token}) as r:
                 assert r.status == 200
+            # One symbol flattened (its name typed back), and the account resumed (the halt lifted).
+            async with s.post(url + "/api/action", json={"cmd": "flatten", "symbol": "ETHUSD", "confirm": "ALL"},
+                              headers={"X-Dashboard-Token": token}) as r:
+                assert r.status == 400 and "not confirmed" in (await r.json())["message"]
+            for act in ({"cmd": "flatten", "symbol": "ETHUSD", "confirm": "ETHUSD"},
+                        {"cmd": "halt", "confirm": "ALL"}, {"cmd": "resume", "confirm": "ALL"}):
+                async with s.post(url + "/api/action", json=act, headers={"X-Dashboard-Token": token}) as r:
+                    assert r.status == 200, act
         assert fleet.commands == [("pause", {"cmd": "pause", "symbol": "BTCUSD"}),
-                                  ("flatten", {"cmd": "flatten", "all": True})]
+                                  ("flatten", {"cmd": "flatten", "all": True}),
+                                  ("flatten", {"cmd": "flatten", "symbols": ["ETHUSD"]}),
+                                  ("halt", {"cmd": "halt", "reason": "from the dashboard"}),
+                                  ("resume", {"cmd": "resume", "all": True})]
+        # each is a request the supervisor's own parser takes (the one the CLI's commands go through)
+        for cmd, req in fleet.commands:
+            assert type(commands.parse({**req, "cmd": cmd})).__name__.lower() == cmd, req
     finally:
         await _stop(server, dash)
 
@@ -289,9 +309,6 @@ def test_history_is_bounded_and_keeps_the_newest() -> None:
     for t in range(5000):
         h.note_equity(float(t), 1.0 if t % 2 else math.nan)
     assert len(h.equity) <= 1800
-    for t in range(1000):
-        h.note_halt(float(t), t % 2 == 0, f"r{t}")
-    assert len(h.halts) == 200
 
 
 async def test_fills_on_the_chart_are_bounded(tmp_path: Path) -> None:

@@ -143,7 +143,11 @@ def test_a_clean_stop_switches_the_heartbeat_off_so_resting_orders_stay(start_ru
     cfg = tmp_path / "embedded.toml"
     cfg.write_text(TIGHT + "[deadman]\nttl_s = 300\n")
     run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
-    run.wait_for(lambda d: armed(d) and all(w["open_orders"] > 0 for w in d["workers"]), 90, "grids, switch armed")
+    doc = run.wait_for(lambda d: armed(d) and all(w["open_orders"] > 0 for w in d["workers"]), 90,
+                       "grids, switch armed")
+    # the switch's state as figures too (status --json, and from there the Prometheus metrics)
+    doc = run.wait_for(lambda d: d["deadman"] == "armed", 10, "the switch's state in status")
+    assert 240 < doc["deadman_expires_in_s"] <= 300, doc["deadman_expires_in_s"]
     saved = run.run_dir / "paper-account.json.heartbeats.json"
     (before,) = json.loads(saved.read_text())
     assert (before["heartbeat_id"], before["ttl_ms"]) == ("dgo-g1", 300_000)

@@ -38,7 +38,8 @@ def _snapshot() -> StatusSnapshot:
                            uss_mb=1.0, cpu_percent=1.0) for k in ("gateway", "pool", "venue")]
     return StatusSnapshot(run_dir="run", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0, uptime_s=1.0,
                           order_management="up", storage="ok", workers=[w], processes=procs, equity=10_000.0,
-                          rate_budget_left=9_000.0, rate_budget_capacity=10_000.0)
+                          rate_budget_left=9_000.0, rate_budget_capacity=10_000.0, deadman="armed",
+                          deadman_expires_in_s=290.0, alerts_sent=1, alerts_failed=0, alerts_dropped=0)
 
 
 async def _exported_names() -> set[str]:

@@ -51,3 +51,7 @@ def test_payments_are_stored_once_and_totalled_and_wait_while_the_store_fails(tm
         assert ledger.store_waiting(store) == ""
         assert ledger.by_symbol == {"BTCUSD": Decimal("-0.75"), "ETHUSD": Decimal("0.1")}
         assert ledger.stored == 2 and [f.funding_id for f in store.funding()] == ["1", "2", "3"]
+        assert ledger.total() == float(Decimal("-0.65"))  # the daily summary's source: stored payments only
+        ledger.add(pay(4, "0.05"))
+        assert ledger.total() == float(Decimal("-0.65"))  # waiting, not yet stored: not counted
+        assert ledger.store_waiting(store) == "" and ledger.total() == float(Decimal("-0.60"))

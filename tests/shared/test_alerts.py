@@ -124,17 +124,21 @@ def test_the_gate_forgets_the_oldest_subjects_beyond_its_bound() -> None:
 def test_daily_summary_once_a_day_with_pnl_fees_funding_and_fills() -> None:
     day1 = calendar.timegm((2026, 11, 30, 10, 0, 0))
     t = DayTally(hour_utc=0, now_wall=day1)
-    t.on_account(10_000.0)
+    t.on_account(10_000.0, funding=-0.25)  # the funding ledger's total to date when the run started
     t.on_fill("BTCUSD", 0.25)
     t.on_fill("BTCUSD", 0.25)
     t.on_fill("ETHUSD", -0.01)
-    t.on_account(10_012.5, funding=-0.75)
+    t.on_account(10_012.5, funding=-1.0)
     assert t.close_if_due(day1 + 3600, 1.0) is None
     s = t.close_if_due(calendar.timegm((2026, 12, 1, 0, 0, 5)), 12.0)
     assert s is not None and s.kind == "daily_summary"
-    assert "PnL +12.50 USD" in s.body and "fees 0.49 USD" in s.body and "funding -0.75 USD" in s.body
+    assert "PnL +12.50 USD" in s.body and "fees 0.49 USD" in s.body
+    assert "funding -0.75 USD (+ received, - paid; -1.00 to date)" in s.body  # the day's, not the total
     assert "fills 3 (BTCUSD 2, ETHUSD 1)" in s.body
     assert t.fills == 0 and t.equity_start == 10_012.5  # the next day starts where this one closed
+    t.on_account(10_020.0, funding=-0.6)  # a payment received the next day
+    s = t.close_if_due(calendar.timegm((2026, 12, 2, 0, 0, 5)), 12.0)
+    assert s is not None and "funding +0.40 USD (+ received, - paid; -0.60 to date)" in s.body
     t2 = DayTally(hour_utc=0, now_wall=day1)
     s2 = t2.close_if_due(day1 + 86_400, 0.0)
     assert s2 is not None and "funding" not in s2.body  # no funding figure: not invented

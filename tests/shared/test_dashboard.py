@@ -44,6 +44,12 @@ def test_actions_need_their_target_typed_back() -> None:
     assert d.check_action("halt", "", "ALL", syms) == "" and d.check_action("flatten", "", "ALL", syms) == ""
     assert "ALL" in d.check_action("flatten", "", "BTCUSD", syms)
     assert "unknown action" in d.check_action("stop", "", "ALL", syms)
+    # one symbol flattened, the whole account resumed (the halt lifted); the rest refused
+    assert d.check_action("flatten", "ETHUSD", "ETHUSD", syms) == ""
+    assert "not confirmed" in d.check_action("flatten", "ETHUSD", "ALL", syms)
+    assert d.check_action("resume", "", "ALL", syms) == ""
+    assert "needs a symbol" in d.check_action("pause", "", "ALL", syms)
+    assert "whole account" in d.check_action("halt", "BTCUSD", "BTCUSD", syms)
 
 
 def test_drawdowns() -> None:
@@ -88,3 +94,5 @@ def test_control_requests_have_the_cli_shape() -> None:
     assert d.control_request("resume", "BTCUSD") == {"cmd": "resume", "symbol": "BTCUSD"}
     assert d.control_request("halt", "") == {"cmd": "halt", "reason": "from the dashboard"}
     assert d.control_request("flatten", "") == {"cmd": "flatten", "all": True}
+    assert d.control_request("flatten", "ETHUSD") == {"cmd": "flatten", "symbols": ["ETHUSD"]}
+    assert d.control_request("resume", "") == {"cmd": "resume", "all": True}

@@ -217,7 +217,7 @@ async function symbolPage(sym) {
   const fills = h("div", {});
   const votes = h("div", {});
   main.replaceChildren(h("h1", {}, sym), cards,
-    actionButtons([["Pause", "pause", sym], ["Resume", "resume", sym]]),
+    actionButtons([["Pause", "pause", sym], ["Resume", "resume", sym], ["Flatten", "flatten", sym, true]]),
     h("p", { class: "muted" }, "Price with the grid",
       h("span", { class: "legend-key", style: "border-color:rgba(40,110,220,.8)" }), "grid levels",
       h("span", { class: "legend-key", style: "border-color:#1b8a3a;border-top-style:solid" }), "resting buy",
@@ -289,7 +289,8 @@ async function accountPage() {
     if (first) {
       setupToken(a.actions);
       main.replaceChildren(h("h1", {}, "Account"), cards,
-        actionButtons([["Halt all", "halt", "", true], ["Flatten all", "flatten", "", true]]), el, rest);
+        actionButtons([["Halt all", "halt", "", true], ["Flatten all", "flatten", "", true],
+          ["Resume all (lifts the halt)", "resume", ""]]), el, rest);
       first = false;
     }
     banner(a);
@@ -301,13 +302,14 @@ async function accountPage() {
     if (!chart) chart = new uPlot({ width: Math.max(400, main.clientWidth - 20), height: 260, scales: { x: { time: true } },
       series: [{}, { label: "equity", stroke: "#1d2330", width: 1.5 }], axes: [{}, { size: 90 }] }, data, el);
     else chart.setData(data);
-    const parts = [h("h2", {}, "Halts"), a.halts.length
-      ? h("table", { id: "halts" }, h("tr", {}, h("th", { class: "l" }, "Time"), h("th", { class: "l" }, "Reason")),
-        a.halts.map((x) => h("tr", {}, h("td", { class: "l" }, time(x.ts)), h("td", { class: "l" }, x.reason || "cleared"))))
-      : h("p", { class: "muted" }, "No halt during this run.")];
+    const parts = [h("h2", {}, "Halts (the ledger's log, newest first)"), a.halts.length
+      ? h("table", { id: "halts" }, h("tr", {}, ["Time", "Event", "Reason", "By"].map((t) => h("th", { class: "l" }, t))),
+        a.halts.map((x) => h("tr", { "data-event": x.event }, [time(x.ts), x.event === "clear" ? "lifted" : "halt", x.reason, x.by]
+          .map((c) => h("td", { class: "l" }, c)))))
+      : h("p", { class: "muted" }, "No halt recorded in this run's ledger.")];
     if (a.funding) {
       parts.push(h("h2", {}, `Funding (total ${a.funding.total ?? "–"}; newest 200 below)`), h("table", { id: "funding" }, h("tr", {}, a.funding.columns.map((c) => h("th", { class: "l" }, c))),
-        a.funding.rows.map((r) => h("tr", {}, r.map((c) => h("td", { class: "l" }, c))))));
+        a.funding.rows.map((r) => h("tr", {}, r.map((c, i) => h("td", { class: "l" }, a.funding.columns[i] === "ts" ? time(c) : c))))));
     }
     rest.replaceChildren(...parts);
   };

@@ -4,6 +4,8 @@ answer may mean the heartbeat's state), and what status says."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from shared.delta.deadman import DeadmanSchedule, heartbeat_id_for, heartbeat_scope
@@ -45,6 +47,21 @@ def test_a_refused_ack_recreates_and_a_refused_create_tries_the_ack() -> None:
     s.on_failure("ack", 10.0, code="heartbeat_not_found", status=404)
     assert s.state.next_step == "create"
     assert s.note(10.0) == "dead-man switch NOT armed yet (2 renewal failures, last heartbeat_not_found)"
+
+
+def test_figures_for_metrics_say_armed_failing_lapsed_and_seconds_left() -> None:
+    s = DeadmanSchedule(ttl_s=300, renew_interval_s=30, retry_s=5)
+    state, left = s.figures(0.0)
+    assert state == "not armed" and math.isnan(left)
+    s.on_success("create", 0.0)
+    assert s.figures(0.0)[0] == "not armed"  # armed only by the first confirmed renewal
+    s.on_success("ack", 1.0)
+    assert s.figures(21.0) == ("armed", pytest.approx(280.0))
+    s.on_failure("ack", 31.0, code="timeout", status=None)
+    assert s.figures(41.0) == ("failing", pytest.approx(260.0))  # the switch holds, counting down
+    assert s.figures(301.0) == ("lapsed", 0.0)
+    s.on_success("ack", 302.0)
+    assert s.figures(302.0) == ("armed", pytest.approx(300.0))
 
 
 def test_bad_intervals_are_refused() -> None:
