@@ -6,16 +6,23 @@ The same 48 configs (drawn once from a seeded sampler) are enqueued into both st
 do the very same backtests (two days of shipped BTC 1m bars each); cluster start-up is outside the
 timing (it is paid once a study, not per trial). Target: 2 workers give >= 1.7x the trials per
 minute of 1 (the trials are independent; what is lost is scheduling and data shipping).
+
+On a shared, loaded machine wall times say more about the neighbours than about the cluster, so
+the per-trial overhead is also given in CPU seconds: the driver process's (Optuna, SQLite, the
+in-process Dask scheduler and nannies) and the workers' beyond a backtest's own CPU when called
+directly, with the load averages at each step.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
+import psutil
 
 from orchestrator.optimize_cmd import parse_range
 from orchestrator.optimize_study import (
@@ -59,22 +66,39 @@ def _configs() -> list[dict[str, Any]]:
     return out
 
 
-def _study_seconds(jobs: int, params: list[dict[str, Any]], market: MarketData, tmp: Path) -> tuple[float, float]:
-    """Wall seconds of the trials, and the seconds the workers spent inside the backtests."""
+class StudyRun:
+    """One timed study: wall seconds, seconds inside backtests (as the workers report them), and
+    CPU seconds of the driver process and of its worker processes."""
+
+    def __init__(self, wall: float, busy: float, driver_cpu: float, workers_cpu: float, load: float) -> None:
+        self.wall, self.busy, self.driver_cpu, self.workers_cpu, self.load = wall, busy, driver_cpu, workers_cpu, load
+
+
+def _cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+def _study_seconds(jobs: int, params: list[dict[str, Any]], market: MarketData, tmp: Path) -> StudyRun:
     dims = load_space(SPACE, "bench space")
     base = config_to_toml_dict(Config())
     window = parse_range(TRAIN, "--train")
     tmp.mkdir(parents=True, exist_ok=True)
-    study = open_study(f"sqlite:///{tmp / f'bench-{jobs}.sqlite'}", f"bench-{jobs}", "bench", 0)
+    study = open_study(f"sqlite:///{tmp / f'bench-{jobs}.sqlite'}", f"bench-{jobs}", "bench", 0, len(dims))
     for p in params:
         study.enqueue_trial(p)
+    me = psutil.Process()
     with dask_client(jobs, None) as client:
         fut = scatter_market(client, market)
         client.run(lambda: None)  # every worker up and answering before the clock starts
+        workers = me.children(recursive=True)
+        d0, w0 = _cpu(me), sum(_cpu(w) for w in workers)
         t0 = time.perf_counter()
         run_trials(study, client, fut, base, dims, window, "net_pnl", len(params), label=f"bench --jobs {jobs}")
         wall = time.perf_counter() - t0
-    return wall, sum(float(train_result(t).get("elapsed_s", 0.0)) for t in study.get_trials(deepcopy=False))
+        d1, w1 = _cpu(me), sum(_cpu(w) for w in workers)
+    busy = sum(float(train_result(t).get("elapsed_s", 0.0)) for t in study.get_trials(deepcopy=False))
+    return StudyRun(wall, busy, d1 - d0, w1 - w0, os.getloadavg()[0])
 
 
 def _backtests_in_a_process(configs: list[Config]) -> float:
@@ -104,27 +128,33 @@ def main() -> list[dict[str, Any]]:
     window = parse_range(TRAIN, "--train")
     configs = [trial_config(base, p) for p in params]
     evaluate(configs[0], market, window, "net_pnl")  # imports and caches warm, as in a worker
-    t0 = time.perf_counter()
+    print(f"load averages at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    c0, t0 = time.process_time(), time.perf_counter()
     for cfg in configs:
         evaluate(cfg, market, window, "net_pnl")
-    direct_s = time.perf_counter() - t0
+    direct_s, direct_cpu = time.perf_counter() - t0, time.process_time() - c0
     plain = {1: min(_plain_processes_seconds(configs, 1) for _ in range(ROUNDS)),
              2: min(_plain_processes_seconds(configs, 2) for _ in range(ROUNDS))}
-    runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    runs: dict[int, list[StudyRun]] = {1: [], 2: []}
     with tempfile.TemporaryDirectory(prefix="dgo-bench-opt-") as tmp:
         # alternated and repeated, the fastest of each kept: load from other work on the machine
         # drifts over a minute, and would otherwise land on whichever run it happened to meet
         for rnd in range(ROUNDS):
             for jobs in (1, 2):
                 runs[jobs].append(_study_seconds(jobs, params, market, Path(tmp) / f"r{rnd}"))
-    one_s, one_busy = min(runs[1])
-    two_s, two_busy = min(runs[2])
+    one = min(runs[1], key=lambda r: r.wall)
+    two = min(runs[2], key=lambda r: r.wall)
+    one_s, one_busy, two_s, two_busy = one.wall, one.busy, two.wall, two.busy
     n = len(params)
     tpm_direct, tpm1, tpm2 = (n / s * 60 for s in (direct_s, one_s, two_s))
     # overhead = wall time of the --jobs 1 study not spent inside backtests (scheduling, shipping,
     # the driver's storage writes): measured within one run, so load drifting between the direct
     # calls and the cluster run does not leak into it
     overhead_ms = (one_s - one_busy) / n * 1000
+    # CPU per trial, which load from other work inflates far less than wall time: on a 2-core
+    # machine every CPU ms the driver spends is taken from the two workers
+    driver_ms = {j: min(r.driver_cpu for r in runs[j]) / n * 1000 for j in runs}
+    worker_extra_ms = {j: (min(r.workers_cpu for r in runs[j]) - direct_cpu) / n * 1000 for j in runs}
     rows = [
         row("optimize: backtest called directly (trials/min)", tpm_direct, "/min"),
         row("optimize: --jobs 1 Dask worker (trials/min)", tpm1, "/min", tpm_direct, "direct calls"),
@@ -137,16 +167,28 @@ def main() -> list[dict[str, Any]]:
         row("optimize: --jobs 2 speed-up vs the floor's", (one_s / two_s) / (plain[1] / plain[2]), "x", None, ""),
         row("optimize: cluster overhead per trial, --jobs 1 (ms)", overhead_ms, "ms", one_busy / n * 1000,
             "one backtest"),
+        row("optimize: backtest CPU per trial, called directly (ms)", direct_cpu / n * 1000, "ms"),
+        row("optimize: driver CPU per trial, --jobs 1 (ms)", driver_ms[1], "ms", direct_cpu / n * 1000,
+            "one backtest"),
+        row("optimize: driver CPU per trial, --jobs 2 (ms)", driver_ms[2], "ms", direct_cpu / n * 1000,
+            "one backtest"),
+        row("optimize: worker CPU per trial beyond the backtest, --jobs 2", worker_extra_ms[2], "ms",
+            direct_cpu / n * 1000, "one backtest"),
         # below 100%: workers waited for the driver; a backtest slower than direct: CPU contention
         row("optimize: --jobs 2 workers busy in backtests (%)", two_busy / (2 * two_s) * 100, "%"),
         row("optimize: --jobs 2 backtest time vs direct", two_busy / direct_s, "x", None, ""),
     ]
     print_table(rows)
-    print("runs (wall s): " + "; ".join(f"--jobs {j}: " + ", ".join(f"{w:.1f}" for w, _ in runs[j]) for j in runs))
+    walls = {j: ", ".join(f"{r.wall:.1f} ({r.load:.1f})" for r in runs[j]) for j in runs}
+    print("runs (wall s, load): " + "; ".join(f"--jobs {j}: {w}" for j, w in walls.items()))
     print(f"plain processes, no Dask: 1 {plain[1]:.1f} s, 2 {plain[2]:.1f} s ({plain[1] / plain[2]:.2f}x)")
     print(f"speed-up --jobs 2 vs --jobs 1: {one_s / two_s:.2f}x (target >= {TARGET_SPEEDUP}x); "
-          f"{n} trials of {TRAIN}: direct {direct_s:.1f} s, --jobs 1 {one_s:.1f} s (in backtests {one_busy:.1f} s), "
-          f"--jobs 2 {two_s:.1f} s (in backtests {two_busy:.1f} s)")
+          f"{n} trials of {TRAIN}: direct {direct_s:.1f} s ({direct_cpu:.1f} CPU s), --jobs 1 {one_s:.1f} s "
+          f"(in backtests {one_busy:.1f} s), --jobs 2 {two_s:.1f} s (in backtests {two_busy:.1f} s)")
+    print(f"CPU per trial: backtest alone {direct_cpu / n * 1000:.0f} ms; driver --jobs 1 {driver_ms[1]:.0f} ms, "
+          f"--jobs 2 {driver_ms[2]:.0f} ms; workers beyond the backtest --jobs 1 {worker_extra_ms[1]:.0f} ms, "
+          f"--jobs 2 {worker_extra_ms[2]:.0f} ms")
+    print(f"load averages at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return rows
 
 

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write best.toml's winning [grid]/[risk] values as [symbols.SYMBOL.grid]/"
                         "[symbols.SYMBOL.risk] tables (one --data symbol; grid.*/risk.* keys only), "
                         "so other symbols keep the global settings")
+    p.add_argument("--stale-after", type=int, default=None, metavar="SECONDS",
+                   help="a trial whose driver (this command, on any host sharing --storage) sent no "
+                        "heartbeat for this long is failed and its values queued again (default 60)")
     p.add_argument("--warmup-bars", type=int, help="bars before each range that feed the indicators "
                                                    "(default: what the signal engine needs)")
     return p
@@ -262,6 +265,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.trials < 1 or args.top < 1 or args.jobs < 1:
         raise InputError("--trials, --top and --jobs must be >= 1")
+    if args.stale_after is not None and args.stale_after < 2:
+        raise InputError("--stale-after must be >= 2 seconds (the driver beats every quarter of it, at least 1 s)")
     if args.walk_forward < 0:
         raise InputError("--walk-forward must be >= 1")
     try:
@@ -339,9 +344,11 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
         write_trials_csv,
     )
     from .optimize_study import (
+        STALE_AFTER_S,
         counted_trials,
         dask_client,
         evaluate_many,
+        fail_reason,
         open_study,
         reclaim_stale,
         run_trials,
@@ -361,7 +368,8 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
     for plan in plans:  # storage and study checks before any worker starts
         fp = fingerprint(base, dims, args.objective, plan.train, market, args.warmup_bars)
         try:
-            studies[plan.name] = open_study(storage, plan.name, fp, args.seed)
+            studies[plan.name] = open_study(storage, plan.name, fp, args.seed, len(dims),
+                                            args.stale_after or STALE_AFTER_S)
         except (ArgumentError, OperationalError, ImportError) as exc:
             raise InputError(f"--storage {_safe_url(storage)}: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0]}") from None
@@ -373,7 +381,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
         market_future = scatter_market(client, market)
         for plan in plans:
             study = studies[plan.name]
-            stale = reclaim_stale(study, dims)
+            stale = reclaim_stale(study)
             if stale:
                 print(f"orchestrate optimize: study {plan.name}: {stale} trial(s) left running by a stopped "
                       f"driver are queued again", file=sys.stderr)
@@ -386,7 +394,7 @@ def _optimize(args: argparse.Namespace, plans: list[Plan], base: dict[str, Any],
             failed = [t for t in counted if t.state.name == "FAIL"]
             top = top_trials(trials, args.top)
             if not top:
-                reasons = sorted({str(t.user_attrs.get('fail_reason', '')) for t in failed})[:3]
+                reasons = sorted({fail_reason(t) for t in failed})[:3]
                 print(f"orchestrate optimize: study {plan.name}: no trial finished ({len(failed)} failed: "
                       f"{'; '.join(reasons)})", file=sys.stderr)
                 exit_code = 1

@@ -21,7 +21,7 @@ from shared.optimize.objective import comparable, much_worse
 from shared.optimize.space import Dimension
 from shared.optimize.trial import SUMMARY_FIELDS, TrialOutcome
 
-from .optimize_study import FAIL_REASON, RETRY_OF, train_result
+from .optimize_study import FAIL_REASON, RETRY_OF, fail_reason, retry_of, train_result
 
 NO_TEST = "not run: no --test range given"
 
@@ -53,8 +53,8 @@ def write_trials_csv(trials: list[FrozenTrial], dims: list[Dimension], path: Pat
             w.writerow([t.number, t.state.name, "" if t.value is None else repr(t.value),
                         *(t.params.get(k, "") for k in keys),
                         *(figures.get(f, "") for f in SUMMARY_FIELDS),
-                        train.get("elapsed_s", ""), t.user_attrs.get(RETRY_OF, ""),
-                        t.user_attrs.get(FAIL_REASON, "")])
+                        train.get("elapsed_s", ""), "" if retry_of(t) is None else retry_of(t),
+                        fail_reason(t, len(dims))])
 
 
 def trial_score(t: FrozenTrial) -> float:

@@ -1,14 +1,18 @@
 """The optimizer's driver: an Optuna study (ask/tell, RDB storage) whose trials run as backtests on
 a Dask cluster (a LocalCluster of one worker process per core, or an existing scheduler).
 
-Only this process touches the study's storage; workers only run `shared.optimize.trial.evaluate`
-and hand back a `TrialOutcome`. A trial the driver could not finish (Ctrl-C, SIGTERM, a killed
-driver) is marked failed as "interrupted" and its values are queued again, so a resumed study
-counts every trial once.
+Only the drivers touch the study's storage; workers only run `shared.optimize.trial.evaluate`
+and hand back a `TrialOutcome`. A trial the driver could not finish on Ctrl-C or SIGTERM is marked
+failed as "interrupted" and its values are queued again. A driver that cannot clean up (SIGKILL, a
+lost machine) is caught by Optuna's RDB heartbeats: each driver records a heartbeat for its trials in
+flight, and any driver on the same storage, on any host, fails a trial whose heartbeat is older than
+the grace period and queues its values again (`RetryHeartbeatStaleTrialCallback`). So a resumed or
+shared study counts every trial once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,7 +38,6 @@ from shared.optimize.windows import Window
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
 RETRY_OF = "retry_of"
-DRIVER = "driver"
 FINGERPRINT = "inputs_fingerprint"
 
 log = logging.getLogger("orchestrate.optimize")
@@ -45,23 +48,9 @@ class StudyMismatch(ValueError):
 
 
 def driver_identity() -> str:
+    """Names this driver's Dask tasks: unique among drivers sharing one scheduler (not used to
+    judge whether a driver is alive: that is the storage's heartbeats)."""
     return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}"
-
-
-def _driver_gone(identity: str) -> bool | None:
-    """True if the driver that ran a trial is a dead process on this host; None if it ran elsewhere
-    (another machine sharing the storage: it may still be running that trial)."""
-    try:
-        host, pid_text, started = identity.rsplit(":", 2)
-        pid, created = int(pid_text), float(started)
-    except ValueError:
-        return None
-    if host != socket.gethostname():
-        return None
-    try:
-        return abs(psutil.Process(pid).create_time() - created) > 0.01
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return True
 
 
 def quiet_optuna() -> None:
@@ -69,14 +58,63 @@ def quiet_optuna() -> None:
     # our own tell(FAIL) for refused configs would otherwise print one warning line per trial
     logging.getLogger("optuna").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # ask/tell with heartbeats: Optuna warns its heartbeat thread is only in Study.optimize; ours is
+    # `Heartbeats` below
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
-def open_study(storage: str, name: str, fingerprint: str, seed: int) -> optuna.Study:
+STALE_AFTER_S = 60  # default grace period: a trial whose driver sent no heartbeat for this long is stale
+
+
+def heartbeat_interval(stale_after: int) -> int:
+    """Seconds between a driver's heartbeats: four to a grace period, so one late beat on a busy
+    machine does not make a live driver's trials look stale."""
+    return max(1, stale_after // 4)
+
+
+class RequeueStale:
+    """Optuna's stale-trial callback (RetryHeartbeatStaleTrialCallback: the trial's values queued
+    again as a WAITING trial), except for a trial whose driver died while its values were being
+    drawn (some missing): the sampler draws afresh instead of half-copying it. Counts what it saw."""
+
+    def __init__(self, n_dims: int) -> None:
+        self.n_dims = n_dims
+        self.seen = 0
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.seen += 1
+        if len(trial.params) == self.n_dims:
+            self.retry(study, trial)
+
+
+def storage_url(url: str) -> str:
+    """`postgresql://` means SQLAlchemy's default driver, psycopg2; where only psycopg (3) is
+    installed, use it rather than fail on a missing module."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # RDBStorage reports the bad URL
+    if (parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg2") is None
+            and importlib.util.find_spec("psycopg") is not None):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+def open_study(storage: str, name: str, fingerprint: str, seed: int, n_dims: int = 0,
+               stale_after: int = STALE_AFTER_S) -> optuna.Study:
     """Create or resume the study; refuse one made from other inputs (its trials mean something
-    else). SQLite storage gets a busy timeout so a second reader does not fail at once."""
+    else). SQLite storage gets a busy timeout so a second reader does not fail at once. Heartbeats
+    on: drivers on other hosts sharing this storage re-queue our trials only once we stop beating."""
     quiet_optuna()
     engine_kwargs = {"connect_args": {"timeout": 30}} if storage.startswith("sqlite") else {}
-    rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+    rdb = optuna.storages.RDBStorage(storage_url(storage), engine_kwargs=engine_kwargs,
+                                     heartbeat_interval=heartbeat_interval(stale_after), grace_period=stale_after,
+                                     heartbeat_stale_trial_callback=RequeueStale(n_dims))
     if storage.startswith("sqlite"):
         _sqlite_wal(rdb)
     study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True)
@@ -110,10 +148,35 @@ def _sqlite_wal(rdb: optuna.storages.RDBStorage) -> None:
 
 def is_counted(t: FrozenTrial) -> bool:
     """A trial that counts toward --trials: finished with a score, or failed for its own reason (a
-    refused config, a failed backtest), not because the driver stopped."""
+    refused config, a failed backtest), not because the driver stopped (interrupted, or failed by
+    the heartbeat check: Optuna sets no reason then)."""
     if t.state == TrialState.COMPLETE:
         return True
-    return t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED, False)
+    return (t.state == TrialState.FAIL and FAIL_REASON in t.user_attrs
+            and not t.user_attrs.get(INTERRUPTED, False))
+
+
+def retry_of(t: FrozenTrial) -> int | None:
+    """The trial whose values this one runs again: after a Ctrl-C (our attr) or a stale heartbeat
+    (Optuna's retry history, which also copied the stale trial's user attrs, so it comes first)."""
+    history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)
+    if history:
+        return int(history[-1])
+    value = t.user_attrs.get(RETRY_OF)
+    return None if value is None else int(value)
+
+
+STALE_REASON = "interrupted: its driver's heartbeat stopped (killed or lost); queued again"
+STALE_HALF_DRAWN = ("interrupted: its driver's heartbeat stopped (killed or lost) while its values were "
+                    "drawn; not queued")
+
+
+def fail_reason(t: FrozenTrial, n_dims: int | None = None) -> str:
+    """Why a trial failed; for one failed by the heartbeat check (Optuna records no reason), whether
+    its values were queued again (RequeueStale: only when all `n_dims` were drawn)."""
+    if t.state == TrialState.FAIL and FAIL_REASON not in t.user_attrs:
+        return STALE_HALF_DRAWN if n_dims is not None and len(t.params) < n_dims else STALE_REASON
+    return str(t.user_attrs.get(FAIL_REASON, ""))
 
 
 def interrupt_trial(study: optuna.Study, number: int, params: dict[str, Any], why: str,
@@ -128,18 +191,13 @@ def interrupt_trial(study: optuna.Study, number: int, params: dict[str, Any], wh
     study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
 
 
-def reclaim_stale(study: optuna.Study, dims: list[Dimension]) -> int:
-    """Trials left running by a driver that died on this host: failed-interrupted and re-queued.
-    One killed while its values were being drawn (some missing) is not queued: the sampler draws
-    afresh instead of half-copying it."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _driver_gone(str(t.user_attrs.get(DRIVER, ""))):
-            whole = len(t.params) == len(dims)
-            interrupt_trial(study, t.number, dict(t.params), "its driver stopped before it finished",
-                            requeue=whole)
-            n += 1
-    return n
+def reclaim_stale(study: optuna.Study) -> int:
+    """Fail the study's trials whose driver stopped beating (on any host) and queue their values
+    again: Optuna's `fail_stale_trials` with our RequeueStale callback. Returns how many."""
+    callback = study._storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
+    before = callback.seen if isinstance(callback, RequeueStale) else 0
+    optuna.storages.fail_stale_trials(study)
+    return (callback.seen - before) if isinstance(callback, RequeueStale) else 0
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
@@ -159,10 +217,22 @@ def suggest(trial: optuna.Trial, dims: list[Dimension]) -> dict[str, Any]:
     return params
 
 
+# A local cluster shares the machine's cores with its own trials: Dask's housekeeping at its
+# defaults (event-loop tick every 20 ms, system monitor every 0.5 s, worker memory check every
+# 0.1 s) cost the driver 23-26 ms of CPU a second with 2 idle workers, 6 ms with these (measured
+# here). They feed the dashboard (off) and the blocked-loop and memory-limit checks, which stay on.
+QUIET_LOCAL_CLUSTER = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+
+
 @contextmanager
 def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
     """A Dask client: a LocalCluster of `jobs` single-threaded worker processes (a backtest holds the
     GIL, so threads would not run two at once), or the cluster behind `scheduler`."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -178,8 +248,9 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
     try:
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+        with dask.config.set(QUIET_LOCAL_CLUSTER):  # read when the scheduler, nannies and workers start
+            cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   silence_logs=logging.ERROR)
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
@@ -210,22 +281,29 @@ class Progress:
         self.bar = tqdm(total=total, initial=done, desc=label, unit="trial", file=sys.stderr,
                         dynamic_ncols=True) if self.tty else None
 
-    def update(self, best: FrozenTrial | None) -> None:
+    def update(self, best: Callable[[], FrozenTrial | None]) -> None:
+        """One more trial done; `best` (a storage query) is only asked when a line is shown."""
         self.done += 1
-        if best is not None:
-            self.best = f"{best.value:.6g} (#{best.number})"
+        now = time.monotonic()
         if self.bar is not None:
-            self.bar.set_postfix_str(f"best {self.best}", refresh=False)
+            if now - self.last_line >= 0.5 or self.done >= self.total:
+                self.last_line = now
+                self._set_best(best())
+                self.bar.set_postfix_str(f"best {self.best}", refresh=False)
             self.bar.update(1)
             return
-        now = time.monotonic()
         if now - self.last_line >= 5.0 or self.done >= self.total:
             self.last_line = now
+            self._set_best(best())
             rate = (self.done - self.first_done) / max(now - self.started, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else math.inf
             eta_text = f"{eta:.0f}s" if math.isfinite(eta) else "?"
             print(f"optimize {self.label}: {self.done}/{self.total} trials, best {self.best}, ETA {eta_text}",
                   file=sys.stderr, flush=True)
+
+    def _set_best(self, best: FrozenTrial | None) -> None:
+        if best is not None:
+            self.best = f"{best.value:.6g} (#{best.number})"
 
     def close(self) -> None:
         if self.bar is not None:
@@ -240,16 +318,59 @@ def train_result(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.user_attrs.get(TRAIN) or {})
 
 
-def _record(study: optuna.Study, number: int, outcome: TrialOutcome) -> None:
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+def _record(study: optuna.Study, trial_id: int, number: int, outcome: TrialOutcome) -> None:
     study._storage.set_trial_user_attr(trial_id, TRAIN, {
         "figures": outcome.figures, "days": outcome.days, "bars": outcome.bars,
         "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
     if outcome.score is None:
         study._storage.set_trial_user_attr(trial_id, FAIL_REASON, outcome.error)
-        study.tell(number, state=TrialState.FAIL)
-    else:
-        study.tell(number, outcome.score)
+        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    else:  # skip_if_finished: failed as stale by another driver since the line above (see run_trials)
+        study.tell(number, outcome.score, skip_if_finished=True)
+
+
+class Heartbeats:
+    """Beats for every trial this driver has in flight. Optuna's own heartbeat thread covers the one
+    trial `study.optimize` runs at a time; ask/tell with many trials in flight beats for all of them
+    from one thread, through the storage's own `record_heartbeat`."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.storage: Any = study._storage  # an RDBStorage (BaseHeartbeat) or one without heartbeats
+        interval = self.storage.get_heartbeat_interval() if hasattr(self.storage, "get_heartbeat_interval") else None
+        self.interval: float | None = float(interval) if interval else None
+        self.ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="optimize-heartbeats", daemon=True)
+        if self.interval:
+            self.thread.start()
+
+    def add(self, trial_id: int) -> None:
+        """Beat at once: a RUNNING trial without a heartbeat row is never judged stale."""
+        if self.interval:
+            self.storage.record_heartbeat(trial_id)
+        with self.lock:
+            self.ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self.lock:
+            self.ids.discard(trial_id)
+
+    def _run(self) -> None:
+        assert self.interval
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                ids = list(self.ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a busy database: the next beat is in one interval
+                    log.warning("heartbeat for trial id %s not recorded: %s", trial_id, exc)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
@@ -280,46 +401,82 @@ def stop_requests() -> Iterator[threading.Event]:
 def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, Any], dims: list[Dimension],
                window: Window, objective: str, n_trials: int, *, warmup_bars: int | None = None,
                label: str = "") -> int:
-    """Run trials until `n_trials` count (resumed trials included); returns how many this call ran.
-    `market` is the scattered MarketData future. On Ctrl-C/SIGTERM the trials in flight are marked
-    interrupted (queued again) and KeyboardInterrupt propagates."""
+    """Run trials until `n_trials` count in the study (resumed trials and other drivers' included);
+    returns how many this call ran. `market` is the scattered MarketData future. Trials other
+    drivers have in flight count as under way: this one waits for them to finish or, if their
+    driver stops beating, re-queues and runs them. On Ctrl-C/SIGTERM the trials in flight here are
+    marked interrupted (queued again) and KeyboardInterrupt propagates."""
     from distributed import wait
 
     identity = driver_identity()
-    done = sum(1 for t in study.get_trials(deepcopy=False) if is_counted(t))
-    progress = Progress(n_trials, min(done, n_trials), label or study.study_name)
+    heartbeats = Heartbeats(study)
+    sync_every = heartbeats.interval or 5.0
     # as many trials queued at the scheduler as are running, so a worker finishing a trial starts
     # the next at once instead of idling while the driver writes the result and asks for more
     # (the scheduler hands queued tasks to whichever worker frees up first)
     slots = 2 * worker_slots(client)
-    pending: dict[Any, tuple[int, dict[str, Any]]] = {}
+    pending: dict[Any, tuple[int, int, dict[str, Any]]] = {}
     ran = 0
+    done = others = 0
+    synced_at = -math.inf
+
+    def sync() -> None:
+        """Counted trials and other drivers' trials in flight, from the storage (one query), after
+        failing the trials of drivers that stopped beating. Not per trial: on a long study that
+        query grows with the trials, so it runs every heartbeat interval and near the end."""
+        nonlocal done, others, synced_at
+        stale = reclaim_stale(study)
+        if stale:
+            print(f"optimize {label or study.study_name}: {stale} trial(s) left running by a stopped driver "
+                  f"are queued again", file=sys.stderr, flush=True)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(1 for t in trials if is_counted(t))
+        mine = {number for number, _, _ in pending.values()}
+        others = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number not in mine)
+        synced_at = time.monotonic()
+
+    sync()
+    progress = Progress(n_trials, min(done, n_trials), label or study.study_name)
+
+    def finished() -> None:
+        nonlocal done, ran
+        done += 1
+        ran += 1
+        progress.update(lambda: _best(study))
 
     def refill() -> None:
-        nonlocal done, ran
-        while done + len(pending) < n_trials and len(pending) < slots:
+        while done + len(pending) + others < n_trials and len(pending) < slots:
             trial = study.ask()
-            trial.set_user_attr(DRIVER, identity)
+            heartbeats.add(trial._trial_id)
             params = suggest(trial, dims)
             try:
                 cfg = trial_config(base, params)
             except ConfigError as exc:
                 trial.set_user_attr(FAIL_REASON, f"config refused: {exc}")
                 study.tell(trial, state=TrialState.FAIL)
-                done += 1
-                ran += 1
-                progress.update(_best(study))
+                heartbeats.discard(trial._trial_id)
+                finished()
                 continue
             fut = client.submit(evaluate, cfg, market, window, objective, warmup_bars, pure=False,
                                 key=f"trial-{study.study_name}-{trial.number}-{identity}")
-            pending[fut] = (trial.number, params)
+            pending[fut] = (trial._trial_id, trial.number, params)
 
     with stop_requests() as stop:
         try:
             refill()
-            while pending:
+            while True:
                 if stop.is_set():
                     raise KeyboardInterrupt
+                # near the end, other drivers' results decide whether to ask for more: sync each turn
+                near_end = n_trials - done - len(pending) - others <= slots
+                if near_end or time.monotonic() - synced_at >= sync_every:
+                    sync()
+                    refill()
+                if not pending:
+                    if done >= n_trials or others == 0:
+                        break
+                    time.sleep(min(0.5, sync_every))  # other drivers' trials: wait for them or their staleness
+                    continue
                 try:
                     wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
                 except TimeoutError:
@@ -327,26 +484,30 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 if stop.is_set():  # a Ctrl-C in a terminal reaches the local workers too: their
                     raise KeyboardInterrupt  # trials are interrupted, not failed
                 for fut in [f for f in pending if f.done()]:
-                    number, _ = pending[fut]
+                    trial_id, number, _ = pending.pop(fut)
                     try:
                         outcome: TrialOutcome = fut.result()
                     except Exception as exc:  # a worker died under the trial (KilledWorker, lost connection)
                         outcome = TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")
-                    _record(study, number, outcome)
-                    del pending[fut]
-                    done += 1
-                    ran += 1
-                    progress.update(_best(study))
+                    heartbeats.discard(trial_id)
+                    try:
+                        _record(study, trial_id, number, outcome)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        # another driver judged this trial stale (our beats were late past the
+                        # grace period) and queued its values again: that retry counts, not this
+                        log.warning("trial #%s was failed as stale by another driver; its result is dropped", number)
+                        continue
+                    finished()
                 if not stop.is_set():
                     refill()
-            if stop.is_set():
-                raise KeyboardInterrupt
         except BaseException:
-            for fut, (number, params) in pending.items():
+            for fut, (_, number, params) in pending.items():
                 fut.cancel()
-                interrupt_trial(study, number, params, "the optimize command stopped")
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
+                    interrupt_trial(study, number, params, "the optimize command stopped")
             raise
         finally:
+            heartbeats.close()
             progress.close()
     return ran
 

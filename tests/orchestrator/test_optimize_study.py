@@ -1,5 +1,6 @@
 """`orchestrate optimize` end to end: a real study on a 2-worker Dask LocalCluster over the shipped
-BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt and resume."""
+BTC data, real backtests, SQLite storage; the best trial re-run alone; interrupt and resume; a
+driver on another host picking up a killed driver's trials (Optuna's RDB heartbeats)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -155,7 +160,9 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
 def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
     # Enough trials that the study is still running when the signals are sent: a trial takes
     # ~0.1 s here, so 16 could all finish between two polls of a loaded machine.
-    cmd = optimize_cmd(tmp_path, TRIALS_STOPPED)
+    # a short grace period: the resumed driver finds the SIGKILLed driver's heartbeats stale within
+    # seconds (the default 60 s suits a real study, not a test)
+    cmd = optimize_cmd(tmp_path, TRIALS_STOPPED, "--stale-after", "3")
     db = tmp_path / "run" / "optimize.sqlite"
     # Ctrl-C to the process group: the driver marks the trials in flight as interrupted, queues them
     # again, exits 130; the workers ignore it (no traceback from them) and close with the cluster
@@ -163,7 +170,8 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
     assert rc == 130, err
     assert "run the same command to resume" in err and "Traceback" not in err
     first = _counted(db)
-    # SIGKILL: no chance to clean up; the next start finds the dead driver's running trials
+    # SIGKILL: no chance to clean up; the next start finds the dead driver's running trials, their
+    # heartbeats going stale
     rc, err = _stop_mid_study(cmd, db, after=first + 3, sig=signal.SIGKILL)
     assert rc == -signal.SIGKILL
     with sqlite3.connect(db) as con:
@@ -284,3 +292,258 @@ def test_best_toml_as_a_symbol_table_reproduces_the_winner(tmp_path: Path) -> No
     assert set(table) == {"width", "levels", "min_confidence"}
     text = (tmp_path / "report" / "best.toml").read_text()
     assert "[symbols.BTCUSD.grid]" in text
+
+
+# --- a study shared by drivers on several hosts ---------------------------------------------------
+
+PARAMS = ("grid.width", "grid.levels", "grid.min_confidence")
+
+
+def _states(db: Path) -> dict[int, str]:
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return dict(con.execute("select number, state from trials").fetchall())
+    except sqlite3.OperationalError:  # tables not created yet
+        return {}
+
+
+def _can_unshare_uts() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "--uts", "sh", "-c", "hostname optimize-host-b && hostname"],
+                           capture_output=True, text=True)
+    return probe.returncode == 0 and probe.stdout.strip() == "optimize-host-b"
+
+
+def _wait_for(what: str, cond: object, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert proc.poll() is None, f"a driver ended before {what}: {proc.stderr and proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"not {what} in {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not _can_unshare_uts(), reason="needs `unshare --uts` (root) to give driver B its own host name")
+def test_a_driver_on_another_host_requeues_the_trials_of_a_killed_driver(tmp_path: Path) -> None:
+    """What this proves: driver B runs in its own UTS namespace, so `socket.gethostname()` in it is
+    another name than driver A's, as on a second machine sharing the study's storage. B therefore
+    cannot learn whether A is alive from a host name or a process id (the old same-host pid check
+    left A's trials RUNNING forever here); it can only go by the heartbeats A writes to the storage.
+    While A beats, B leaves A's trials alone; once A is SIGKILLed mid-trial, B fails A's trials in
+    flight as stale after the grace period, queues their values again, runs them, and the study ends
+    with every trial counted exactly once. (Both drivers share one SQLite file on this machine: the
+    storage is what a shared PostgreSQL would be to two hosts; the PostgreSQL test covers that URL.)"""
+    trials = 300  # a trial takes ~0.1 s: A must still be running when it is killed
+    grace = 4
+    cmd_a = optimize_cmd(tmp_path, trials, "--stale-after", str(grace))
+    cmd_a[cmd_a.index("--jobs") + 1] = "1"
+    cmd_b = [*cmd_a]
+    cmd_b[cmd_b.index("--report") + 1] = str(tmp_path / "report-b")
+    db = tmp_path / "run" / "optimize.sqlite"
+    host_b = "optimize-host-b"
+    assert socket.gethostname() != host_b
+    a = subprocess.Popen(cmd_a, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    b = None
+    try:
+        _wait_for("A finished 3 trials", lambda: list(_states(db).values()).count("COMPLETE") >= 3, a)
+        b = subprocess.Popen(["unshare", "--uts", "sh", "-c", f'hostname {host_b} && exec "$@"', "sh", *cmd_b],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # both drivers at work for longer than the grace period: A's live trials are never taken
+        started = len(_states(db))
+        _wait_for("B ran trials beside A", lambda: len(_states(db)) >= started + 6, b)
+        time.sleep(grace + 1)
+        assert a.poll() is None, "driver A ended before it was killed: raise the trial count"
+        with sqlite3.connect(db) as con:
+            reasonless = con.execute("select count(*) from trials t where state = 'FAIL' and not exists (select 1 "
+                                     "from trial_user_attributes u where u.trial_id = t.trial_id and "
+                                     "u.key = 'fail_reason')").fetchone()[0]
+        assert reasonless == 0, "a trial of a live driver was failed as stale"
+        # A dies mid-trial, without a chance to clean up
+        _wait_for("A had a trial in flight", lambda: "RUNNING" in _states(db).values(), a)
+        tree = [psutil.Process(p.pid) for p in psutil.Process(a.pid).children(recursive=True)]
+        os.killpg(a.pid, signal.SIGKILL)
+        a.wait(timeout=30)
+        psutil.wait_procs(tree, timeout=30)
+        _, err = b.communicate(timeout=180)
+        assert b.returncode == 0, err
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert "left running by a stopped driver are queued again" in err
+    rows = read_trials(tmp_path / "report-b" / "trials.csv")
+    stale = [r for r in rows if "heartbeat stopped" in r["fail_reason"]]
+    assert stale, "A's trials in flight when it was killed were failed as stale"
+    assert all(r["state"] == "RUNNING" or r["state"] == "FAIL" for r in stale)
+    counted = [r for r in rows if not r["fail_reason"].startswith("interrupted") and r["state"] != "RUNNING"]
+    assert len(counted) == trials, [(r["trial"], r["state"], r["fail_reason"]) for r in rows]
+    assert not [r for r in rows if r["state"] == "RUNNING"]
+    by_number = {int(r["trial"]): r for r in rows}
+    retries = {int(r["retry_of"]): r for r in rows if r["retry_of"]}
+    for r in stale:
+        if r["fail_reason"].endswith("not queued"):  # killed while its values were drawn: drawn afresh
+            continue
+        retry = retries[int(r["trial"])]
+        assert [retry[k] for k in PARAMS] == [r[k] for k in PARAMS]
+        assert retry in counted and int(retry["trial"]) > int(r["trial"])
+    # every value set drawn by the sampler counted once (the retries are the stale trials' copies)
+    drawn = [tuple(r[k] for k in PARAMS) for r in counted if not r["retry_of"]]
+    assert len(drawn) == len(set(drawn))
+    assert all(by_number[int(r["retry_of"])] in stale for r in counted if r["retry_of"])
+
+
+# --- PostgreSQL storage ------------------------------------------------------------------------------
+
+def _pg_bin() -> Path | None:
+    """The Debian postgresql package's server binaries (initdb is not on PATH there)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in a temp dir on a free port. The server refuses to run as
+    root, so as root it runs as the package's `postgres` user."""
+    pg = _pg_bin()
+    if pg is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and no runuser to start PostgreSQL as the postgres user")
+        try:
+            import pwd
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and no postgres user to run the PostgreSQL server as")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = Path(tempfile.mkdtemp(prefix="dgo-pg-"))  # not under pytest's root-only tmp: postgres must reach it
+    if as_user:
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+    port = _free_port()
+    ctl = [*as_user, str(pg / "pg_ctl"), "-D", str(data / "db")]
+    try:
+        subprocess.run([*as_user, str(pg / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=60)
+        subprocess.run([*ctl, "-w", "-t", "30", "-l", str(data / "log"), "-o",
+                        f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                       check=True, capture_output=True, timeout=60)
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _pg_states(url: str) -> dict[int, str]:
+    import sqlalchemy
+
+    from orchestrator.optimize_study import storage_url
+
+    engine = sqlalchemy.create_engine(storage_url(url))
+    try:
+        with engine.connect() as con:
+            return {int(n): str(s) for n, s in con.execute(sqlalchemy.text("select number, state from trials"))}
+    except sqlalchemy.exc.ProgrammingError:  # tables not created yet
+        return {}
+    finally:
+        engine.dispose()
+
+
+def test_a_study_on_postgresql_resumes_after_a_kill_counting_each_trial_once(tmp_path: Path,
+                                                                            postgres_url: str) -> None:
+    """`--storage postgresql://...` (no driver named: psycopg is used): a driver SIGKILLed mid-study
+    leaves trials RUNNING in PostgreSQL; the same command with more --trials resumes the study, fails
+    the dead driver's trials once their heartbeats are stale (PostgreSQL's clock), runs their values
+    again and ends with every trial counted once."""
+    cmd = optimize_cmd(tmp_path, 200, "--storage", postgres_url, "--stale-after", "2")
+    cmd[cmd.index("--jobs") + 1] = "1"
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for("4 trials were done and one in flight",
+                  lambda: list((st := _pg_states(postgres_url)).values()).count("COMPLETE") >= 4
+                  and "RUNNING" in st.values(), proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    before = _pg_states(postgres_url)
+    running = [n for n, s in before.items() if s == "RUNNING"]
+    assert running, "the killed driver left its trials in flight RUNNING"
+    target = sum(1 for s in before.values() if s in ("COMPLETE", "FAIL")) + 4
+    cmd[cmd.index("--trials") + 1] = str(target)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "postgresql://postgres@127.0.0.1" in done.stderr and "left running by a stopped driver" in done.stderr
+    rows = read_trials(tmp_path / "report" / "trials.csv")
+    counted = [r for r in rows if not r["fail_reason"].startswith("interrupted")]
+    assert len(counted) == target and all(r["state"] in ("COMPLETE", "FAIL") for r in counted)
+    by_number = {int(r["trial"]): r for r in rows}
+    assert len(by_number) == len(rows)
+    for n in running:
+        assert "heartbeat stopped" in by_number[n]["fail_reason"]
+    for r in counted:
+        if r["retry_of"]:
+            old = by_number[int(r["retry_of"])]
+            assert old["trial"] != r["trial"] and [old[k] for k in PARAMS] == [r[k] for k in PARAMS]
+    for n, s in before.items():  # what finished before the kill is kept, not re-run
+        if s == "COMPLETE":
+            assert by_number[n]["state"] == "COMPLETE"
+
+
+def test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued_again(tmp_path: Path) -> None:
+    """In one process, on real SQLite: two trials whose driver stopped beating (one with all its
+    values drawn, one killed mid-draw) and one whose heartbeat is fresh. After the grace period the
+    stale ones are failed, count toward nothing, and only the whole one is queued again (as Optuna's
+    retry, pointing back at it); the fresh one is left running."""
+    import optuna
+
+    from orchestrator.optimize_study import (
+        STALE_HALF_DRAWN,
+        STALE_REASON,
+        fail_reason,
+        is_counted,
+        open_study,
+        reclaim_stale,
+        retry_of,
+    )
+
+    study = open_study(f"sqlite:///{tmp_path / 's.sqlite'}", "s", "fp", 0, n_dims=2, stale_after=2)
+    storage = study._storage
+    whole, half, fresh = study.ask(), study.ask(), study.ask()
+    whole.suggest_float("a", 0.0, 1.0)
+    whole.suggest_int("b", 1, 5)
+    half.suggest_float("a", 0.0, 1.0)
+    for t in (whole, half, fresh):
+        storage.record_heartbeat(t._trial_id)  # type: ignore[attr-defined]
+    assert reclaim_stale(study) == 0  # all beating
+    deadline = time.monotonic() + 10
+    while True:  # the fresh one keeps beating; the others' beats get older than the 2 s grace
+        storage.record_heartbeat(fresh._trial_id)  # type: ignore[attr-defined]
+        if reclaim_stale(study) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    assert trials[whole.number].state == trials[half.number].state == optuna.trial.TrialState.FAIL
+    assert trials[fresh.number].state == optuna.trial.TrialState.RUNNING
+    for n in (whole.number, half.number):
+        assert not is_counted(trials[n])
+    assert fail_reason(trials[whole.number], 2) == STALE_REASON
+    assert fail_reason(trials[half.number], 2) == STALE_HALF_DRAWN and STALE_HALF_DRAWN.endswith("not queued")
+    waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and retry_of(waiting[0]) == whole.number
+    assert waiting[0].params == trials[whole.number].params
