@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from shared.messages import FillEvent, OrderRecord, WorkerFigures
 from shared.store import EquitySnapshot, PositionSnapshot, Store
 from shared.store import OrderEvent as StoredOrderEvent
-from shared.trading.pnl import Fill as LedgerFill
+from shared.trading.pnl import Fill
 
 log = logging.getLogger("supervisor")
 # Fills the ledger could not take yet (disk full), kept for retry. Entries are halted meanwhile,
@@ -30,7 +30,7 @@ class LedgerWriter:
     def __init__(self, *, halt: Callable[[str], None], max_unstored: int = MAX_UNSTORED_FILLS) -> None:
         self.store: Store | None = None  # set when the supervisor opens the ledger
         self.fills_stored = 0
-        self.unstored: deque[LedgerFill] = deque()
+        self.unstored: deque[Fill] = deque()
         self.max_unstored = max_unstored
         self.storage_error = ""  # why the ledger cannot be written; "" when it can
         self.venue_storage_error = ""  # why the paper venue cannot write its account journal
@@ -41,14 +41,11 @@ class LedgerWriter:
     def on_fill(self, ev: FillEvent) -> None:
         if self.store is None:
             return
-        f = ev.fill
         if len(self.unstored) >= self.max_unstored:
             lost = self.unstored.popleft()
             log.error("ledger retry queue full: fill %s dropped from memory (it stays on the exchange's ledger)",
                       lost.fill_id)
-        self.unstored.append(LedgerFill(
-            fill_id=f.fill_id, symbol=ev.symbol, side=f.side, size=f.size, price=f.price, fee=f.fee,  # type: ignore[arg-type]  # wire side: buy/sell
-            contract_value=ev.contract_value, ts=f.ts, client_order_id=f.client_order_id, order_id=f.order_id))
+        self.unstored.append(ev.fill)  # the gateway's domain fill is what the store takes
         self.store_fills()
 
     def store_fills(self) -> None:
@@ -135,9 +132,10 @@ class LedgerWriter:
         if self.store is None:
             return
         try:
+            # the stored row is the gateway's record by field name (tests/orchestrator/test_ledger.py
+            # holds that every row field has its namesake in OrderRecord)
             self.store.record_order_event(StoredOrderEvent(
-                ts=rec.ts, symbol=rec.symbol, event=rec.event, client_order_id=rec.client_order_id,
-                order_id=rec.order_id, side=rec.side, price=rec.price, size=rec.size, detail=rec.detail))
+                **{name: getattr(rec, name) for name in StoredOrderEvent.__struct_fields__}))
         except (sqlite3.Error, OSError):
             raise  # storage failing: writing() says so once, not a traceback per event
         except Exception:

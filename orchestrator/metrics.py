@@ -16,41 +16,22 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from shared.status import StatusSnapshot
+from shared.status import StatusSnapshot, WorkerStatus, worker_gauges
 
 IDLE_TIMEOUT_S = 5.0
 CACHE_S = 0.5
 MAX_WAITING = 32
 
-_WORKER_GAUGES = (
-    ("last_price", "Last traded price"),
-    ("bar_count", "Bars in the shared-memory ring"),
-    ("confidence", "Consensus confidence"),
-    ("tick_to_signal_p50_us", "Tick receipt to signal receipt, p50 over the last minute (us)"),
-    ("tick_to_signal_p99_us", "Tick receipt to signal receipt, p99 over the last minute (us)"),
-    ("ticks", "Ticks received"),
-    ("ticks_dropped", "Ticks lost (sequence gaps)"),
-    ("loop_lag_ms", "Event-loop lag, max over the last heartbeat (ms)"),
-    ("rss_mb", "Resident set size (MB)"),
-    ("uss_mb", "Unique set size (MB)"),
-    ("cpu_percent", "CPU percent"),
-    ("restarts", "Restarts"),
-    ("position", "Position (contracts)"),
-    ("open_orders", "Open orders"),
-    ("realized_pnl", "Realised PnL"),
-    ("unrealized_pnl", "Unrealised PnL"),
-    ("fees", "Fees paid"),
-    ("funding", "Funding to date (+ received, - paid)"),
-)
-
-
 class SnapshotCollector:
-    def __init__(self, get_snapshot: Callable[[], StatusSnapshot]) -> None:
+    def __init__(self, get_snapshot: Callable[[], StatusSnapshot],
+                 worker_type: type[WorkerStatus] = WorkerStatus) -> None:
         self._get = get_snapshot
+        # one gauge per WorkerStatus field marked Gauge (shared/status.py), named after the field
+        self._worker_gauges = worker_gauges(worker_type)
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._get()
-        for name, doc in _WORKER_GAUGES:
+        for name, doc in self._worker_gauges:
             g = GaugeMetricFamily(f"orchestrate_worker_{name}", doc, labels=["symbol"])
             for w in snap.workers:
                 v = getattr(w, name)

@@ -5,9 +5,13 @@ processes (tests/orchestrator/test_status_builder.py). The supervisor adds the a
 
 from __future__ import annotations
 
+import functools
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from shared.messages import GatewayFigures, PoolFigures, WorkerFigures
 from shared.status import ProcessStatus, WorkerStatus, clean
@@ -32,6 +36,42 @@ def flatten_progress(child: Child, f: WorkerFigures | None, *, flattening: bool)
     return said
 
 
+# Digits a copied figure keeps in the status document (the rest: floats that may be NaN become
+# null at 3 digits, everything else as the worker sent it).
+ROUNDED = {"last_price": 8, "confidence": 4, "tick_to_signal_p50_us": 1, "tick_to_signal_p99_us": 1,
+           "tick_to_signal_p999_us": 1, "loop_lag_ms": 2, "order_rtt_p50_us": 1, "order_rtt_p99_us": 1,
+           "stop_price": 10}
+
+
+@functools.cache
+def _figure_fields(status_type: type[WorkerStatus], figures_type: type[WorkerFigures]
+                   ) -> tuple[tuple[str, bool, int | None], ...]:
+    """(name, may be null, digits kept) of each status field named as one of the worker's figures."""
+    hints = typing.get_type_hints(status_type)
+    theirs = {f.name for f in msgspec.structs.fields(figures_type)}
+    return tuple((f.name, type(None) in typing.get_args(hints[f.name]), ROUNDED.get(f.name))
+                 for f in msgspec.structs.fields(status_type) if f.name in theirs)
+
+
+def copied_figures(f: WorkerFigures | None, status_type: type[WorkerStatus] = WorkerStatus) -> dict[str, Any]:
+    """The status fields the worker's heartbeat fills, by name (a new figure in both structs needs
+    no edit here); none before its first heartbeat (the status fields' defaults then). Where the
+    supervisor has its own word (state, trading, flatten, note), `worker_status` puts it over these."""
+    if f is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name, nullable, digits in _figure_fields(status_type, type(f)):
+        v = getattr(f, name)
+        if nullable:
+            v = clean(v, 3 if digits is None else digits)  # JSON has no NaN: null
+        elif digits is not None:
+            v = round(v, digits)
+        elif type(v) is dict:
+            v = dict(v)  # the status row's own copy
+        out[name] = v
+    return out
+
+
 def worker_status(child: Child, now: float, *, order_management: str, flattening: bool,
                   overrides: Sequence[str] = (), funding: float = 0.0) -> WorkerStatus:
     f = child.figures if isinstance(child.figures, WorkerFigures) else None
@@ -42,33 +82,19 @@ def worker_status(child: Child, now: float, *, order_management: str, flattening
     budget = child.breach.state
     if child.state == "quarantined":
         budget = "quarantined: " + child.policy.reason
-    return WorkerStatus(
+    own: dict[str, Any] = dict(
         symbol=child.name, pid=child.pid if child.alive() else 0,
         state=child.state, uptime_s=round(up, 1), restarts=child.policy.restarts,
-        last_price=clean(f.last_price, 8) if f else None, bar_count=f.bar_count if f else 0,
-        signal=f.signal if f else "NONE", confidence=round(f.confidence, 4) if f else 0.0,
-        votes=dict(f.votes) if f else {},
-        tick_to_signal_p50_us=clean(f.tick_to_signal_p50_us, 1) if f else None,
-        tick_to_signal_p99_us=clean(f.tick_to_signal_p99_us, 1) if f else None,
-        tick_to_signal_p999_us=clean(f.tick_to_signal_p999_us, 1) if f else None,
-        signals=f.signals if f else 0,
-        ticks=f.ticks if f else 0, ticks_dropped=f.ticks_dropped if f else 0,
-        loop_lag_ms=clean(f.loop_lag_ms, 2) if f else None,
         rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
         cpu_percent=clean(child.cpu_percent, 1), budget=budget,
         heartbeat_age_s=clean(now - child.last_hb_mono, 2) if child.alive() else None,
-        first_signal_after_launch_s=clean(first, 3),
-        position=f.position if f else 0.0, open_orders=f.open_orders if f else 0,
-        realized_pnl=f.realized_pnl if f else 0.0,
-        unrealized_pnl=f.unrealized_pnl if f else 0.0, fees=f.fees if f else 0.0, funding=funding,
-        trading=trading(f.trading if f else "", order_management), order_errors=f.order_errors if f else 0,
-        order_rtt_p50_us=clean(f.order_rtt_p50_us, 1) if f else None,
-        order_rtt_p99_us=clean(f.order_rtt_p99_us, 1) if f else None,
-        stop_price=clean(f.stop_price, 10) if f else None,
+        first_signal_after_launch_s=clean(first, 3), funding=funding,
+        trading=trading(f.trading if f else "", order_management),
         flatten=flatten_progress(child, f, flattening=flattening),
         overrides=list(overrides),
         note=(f.note if f else "")
         or (child.policy.reason if child.state in ("backoff", "quarantined") else ""))
+    return WorkerStatus(**{**copied_figures(f), **own})
 
 
 def process_status(child: Child, now: float) -> ProcessStatus:

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from .products import ProductSpec
+from .trading.pnl import Fill
 
 PROTOCOL_VERSION = 1
 log = logging.getLogger(__name__)
@@ -117,18 +118,6 @@ class OrderView(msgspec.Struct, frozen=True, kw_only=True):
     trailing: bool = False  # a trailing stop (trail_amount): the exchange moves its price
 
 
-class FillView(msgspec.Struct, frozen=True, kw_only=True):
-    fill_id: str
-    order_id: str
-    client_order_id: str
-    side: str
-    size: int
-    price: str  # decimal string, as booked by the venue
-    fee: str  # decimal string, commission paid (negative = rebate)
-    role: str
-    ts: float  # epoch seconds of the fill
-
-
 class NewOrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     client_order_id: str
     side: str
@@ -160,7 +149,7 @@ class AccountSnapshot(Msg, tag="acct", frozen=True):
     symbol: str
     product: ProductSpec | None
     open_orders: list[OrderView]
-    fills: list[FillView]
+    fills: list[Fill]  # the symbol's fills, as the ledger and PnL take them (shared.trading.pnl.Fill)
     available_balance: float
     equity: float
     error: str = ""
@@ -211,8 +200,7 @@ class OrderRecord(Msg, tag="order_rec", frozen=True):
 
 class FillEvent(Msg, tag="fill_ev", frozen=True):
     symbol: str
-    fill: FillView
-    contract_value: str  # decimal string, from the venue's product spec (PnL needs it exactly)
+    fill: Fill  # the domain fill: its contract_value (from the venue's product spec) rides in it
     sent_ns: int
 
 

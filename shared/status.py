@@ -7,41 +7,58 @@ from __future__ import annotations
 
 import math
 import time
+import typing
+from typing import Annotated
 
 import msgspec
 
 SCHEMA_VERSION = 1
 
 
+class Gauge:
+    """Marks a numeric WorkerStatus field as the Prometheus gauge orchestrate_worker_<field>, with
+    its help text: the metrics endpoint exports every field so marked (`worker_gauges`), so a new
+    figure is one edit, here. Renaming a marked field renames its metric (deploy/grafana reads them)."""
+
+    __slots__ = ("help",)
+
+    def __init__(self, help: str) -> None:
+        self.help = help
+
+
 class WorkerStatus(msgspec.Struct, kw_only=True):
+    # Fields named as WorkerFigures' are copied from the worker's heartbeat by name
+    # (orchestrator/status_builder.py); their defaults are what a worker that has not reported shows.
     symbol: str
     pid: int
     state: str  # starting | loading history | warming up | running | paused | backoff | quarantined | stopped
     uptime_s: float
-    restarts: int
-    last_price: float | None
-    bar_count: int
-    signal: str
-    confidence: float
-    votes: dict[str, str]
-    tick_to_signal_p50_us: float | None
-    tick_to_signal_p99_us: float | None
-    tick_to_signal_p999_us: float | None
-    signals: int
-    ticks: int
-    ticks_dropped: int
-    loop_lag_ms: float | None
-    rss_mb: float | None
-    uss_mb: float | None
-    cpu_percent: float | None
+    restarts: Annotated[int, Gauge("Restarts")]
+    last_price: Annotated[float | None, Gauge("Last traded price")] = None
+    bar_count: Annotated[int, Gauge("Bars in the shared-memory ring")] = 0
+    signal: str = "NONE"
+    confidence: Annotated[float, Gauge("Consensus confidence")] = 0.0
+    votes: dict[str, str] = msgspec.field(default_factory=dict)
+    tick_to_signal_p50_us: Annotated[float | None, Gauge(
+        "Tick receipt to signal receipt, p50 over the last minute (us)")] = None
+    tick_to_signal_p99_us: Annotated[float | None, Gauge(
+        "Tick receipt to signal receipt, p99 over the last minute (us)")] = None
+    tick_to_signal_p999_us: float | None = None
+    signals: int = 0
+    ticks: Annotated[int, Gauge("Ticks received")] = 0
+    ticks_dropped: Annotated[int, Gauge("Ticks lost (sequence gaps)")] = 0
+    loop_lag_ms: Annotated[float | None, Gauge("Event-loop lag, max over the last heartbeat (ms)")] = None
+    rss_mb: Annotated[float | None, Gauge("Resident set size (MB)")]
+    uss_mb: Annotated[float | None, Gauge("Unique set size (MB)")]
+    cpu_percent: Annotated[float | None, Gauge("CPU percent")]
     budget: str  # ok | breach: ... | quarantined: ...
     heartbeat_age_s: float | None
     first_signal_after_launch_s: float | None
-    position: float = 0.0
-    open_orders: int = 0
-    realized_pnl: float = 0.0
-    unrealized_pnl: float = 0.0
-    fees: float = 0.0
+    position: Annotated[float, Gauge("Position (contracts)")] = 0.0
+    open_orders: Annotated[int, Gauge("Open orders")] = 0
+    realized_pnl: Annotated[float, Gauge("Realised PnL")] = 0.0
+    unrealized_pnl: Annotated[float, Gauge("Unrealised PnL")] = 0.0
+    fees: Annotated[float, Gauge("Fees paid")] = 0.0
     trading: str = ""  # trading | reconciling | paused | halted: ... | not trading: ... | signals only ...
     order_rtt_p50_us: float | None = None
     order_rtt_p99_us: float | None = None
@@ -53,7 +70,25 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     overrides: list[str] = msgspec.field(default_factory=list)
     # an operator's flatten: "" (none asked), requested, cancelling/closing/confirming ..., flat: ...
     flatten: str = ""
-    funding: float = 0.0  # perpetual funding to date from the ledger: + received, - paid (in net PnL)
+    # perpetual funding to date from the ledger: + received, - paid (in net PnL)
+    funding: Annotated[float, Gauge("Funding to date (+ received, - paid)")] = 0.0
+
+
+def worker_gauges(status_type: type[WorkerStatus] = WorkerStatus) -> tuple[tuple[str, str], ...]:
+    """(field, help) of each field marked `Gauge`, in field order. A marked field that is not a
+    number (int, float, or either or None) is a mistake in the declaration: TypeError."""
+    hints = typing.get_type_hints(status_type, include_extras=True)
+    out = []
+    for name in msgspec.structs.fields(status_type):
+        hint = hints[name.name]
+        marks = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Gauge)]
+        if not marks:
+            continue
+        kinds = set(typing.get_args(hint.__origin__)) or {hint.__origin__}
+        if not kinds - {type(None)} or not kinds <= {int, float, type(None)}:
+            raise TypeError(f"{status_type.__name__}.{name.name} is marked Gauge but is not a number: {hint}")
+        out.append((name.name, marks[0].help))
+    return tuple(out)
 
 
 class ProcessStatus(msgspec.Struct, kw_only=True):

@@ -59,7 +59,6 @@ from shared.messages import (
     AccountRequest,
     AccountSnapshot,
     FillEvent,
-    FillView,
     GatewayFigures,
     HistoryReply,
     HistoryRequest,
@@ -76,6 +75,7 @@ from shared.messages import (
 from shared.products import ProductSpec, UnknownSymbolError
 from shared.symbol_settings import symbol_settings
 from shared.trading.fill_cursor import FillScan, KnownFills
+from shared.trading.pnl import Fill
 
 from .gateway_deadman import DeadmanKeeper
 from .gateway_funding import FundingReader
@@ -138,11 +138,17 @@ def update_view(ev: OrderUpdate) -> OrderView:
                      trailing=ev.trail_amount is not None or ev.trail_extreme is not None)
 
 
-def fill_view(f: DeltaFill) -> FillView:
+def domain_fill(f: DeltaFill, symbol: str, contract_value: float) -> Fill:
+    """Delta's wire fill as the trading library's Fill: the one place a fill is mapped (worker,
+    ledger, PnL, dashboard and alerts take this as is). ValueError for a fill no book can hold
+    (no id, a side other than buy/sell, size or price not > 0)."""
     ts_us = f.created_us or 0
-    return FillView(fill_id=str(f.id), order_id=str(f.order_id or ""), client_order_id=f.client_order_id or "",
-                    side=f.side, size=int(f.size), price=repr(float(f.price)),
-                    fee=repr(float(f.commission or 0.0)), role=f.role or "", ts=ts_us / 1e6)
+    if f.side not in ("buy", "sell"):
+        raise ValueError(f"fill {f.id}: side must be buy or sell, got {f.side!r}")
+    return Fill(fill_id=str(f.id), symbol=symbol, order_id=str(f.order_id or ""),
+                client_order_id=f.client_order_id or "", side="buy" if f.side == "buy" else "sell", size=int(f.size),
+                price=repr(float(f.price)), fee=repr(float(f.commission or 0.0)),
+                contract_value=repr(contract_value), role=f.role or "", ts=ts_us / 1e6)
 
 
 async def _many(call: Awaitable[list[Order | DeltaError] | Order], n: int = 1) -> list[Order | Exception]:
@@ -420,9 +426,13 @@ class ExchangeGateway:
                             fid, f.order_id, exc)
                 return False
             f = self.unresolved(f, f"lookup failed {tries} times: {exc}")
-        msg = self.codec.encode(FillEvent(symbol=sym, fill=fill_view(f),
-                                          contract_value=repr(self.products[sym].contract_value),
-                                          sent_ns=time.perf_counter_ns()))
+        try:
+            fill = domain_fill(f, sym, self.products[sym].contract_value)
+        except ValueError as exc:  # reading it again cannot mend it: said, and left on the venue's ledger
+            log.error("fill %s not handed on: %s", fid, exc)
+            self.known_fills.add(fid)
+            return True
+        msg = self.codec.encode(FillEvent(symbol=sym, fill=fill, sent_ns=time.perf_counter_ns()))
         if not send_nowait(self.sup, msg):
             log.error("supervisor not taking fills; fill %s not stored yet (read again at the next poll)", fid)
             return False
@@ -550,6 +560,8 @@ class ExchangeGateway:
             for o in orders:
                 self.client_ids.learn(o.id, o.client_order_id)
             fills = [await self.with_client_id(f) for f in fills]  # a failed lookup fails the read
+            # a fill no book can hold fails it too: the bot must not trade on a position it cannot count
+            mapped = [domain_fill(f, req.symbol, spec.contract_value) for f in fills]
         except Exception as exc:  # the worker does not trade until a read succeeds, and asks again
             self.rest_errors += 1
             return AccountSnapshot(symbol=req.symbol, product=spec, open_orders=[], fills=[],
@@ -558,7 +570,7 @@ class ExchangeGateway:
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
             symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
-            fills=[fill_view(f) for f in fills],
+            fills=mapped,
             available_balance=usd.available_balance if usd else 0.0,
             equity=usd.balance if usd else 0.0, venue_position=venue_position)
 

@@ -28,7 +28,6 @@ from shared.messages import (
     AmendSpec,
     Control,
     FillEvent,
-    FillView,
     HistoryReply,
     HistoryRequest,
     IntentResult,
@@ -49,7 +48,6 @@ from shared.trading import book_view
 from shared.trading import flatten as flat
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
-from shared.trading.pnl import Fill as LedgerFill
 from shared.trading.position_check import PositionCheck, check_position
 
 from .runtime import (
@@ -87,13 +85,6 @@ def open_order(symbol: str, v: OrderView) -> OpenOrder:
     return OpenOrder(order_id=v.order_id, symbol=symbol, side=v.side, price=v.price, size=v.size,  # type: ignore[arg-type]
                      unfilled_size=v.unfilled_size, client_order_id=v.client_order_id,
                      order_type=v.order_type, reduce_only=v.reduce_only, trailing=v.trailing)  # type: ignore[arg-type]
-
-
-def ledger_fill(symbol: str, f: FillView, contract_value: str) -> LedgerFill:
-    # The view holds the wire's side string; Delta sends only buy/sell.
-    return LedgerFill(fill_id=f.fill_id, symbol=symbol, side=f.side, size=f.size, price=f.price,  # type: ignore[arg-type]
-                      fee=f.fee, contract_value=contract_value, ts=f.ts, client_order_id=f.client_order_id,
-                      order_id=f.order_id)
 
 
 class TradingFigures(TypedDict, total=False):
@@ -355,8 +346,7 @@ class Worker:
                 mine = symbol_settings(cfg, self.symbol)  # [symbols.SYMBOL.*] over [grid]/[risk]
                 self.bot = TradingBot(symbol=self.symbol, product=snap.product, grid=mine.grid, risk=mine.risk,
                                       bot_id=cfg.run.bot_id)
-            cv = repr(snap.product.contract_value)
-            fills = [ledger_fill(self.symbol, f, cv) for f in snap.fills]
+            fills = snap.fills
             cp = None if self.reading_all_fills else self.spec.fill_checkpoint
             self.bot.reconcile_from(orders, fills, list(self.spec.sent_client_order_ids), checkpoint=cp)
             if self.reading_all_fills:
@@ -404,7 +394,7 @@ class Worker:
                     "every fill of the account" if self.read_all_fills else "fills")
 
     def on_fill_event(self, ev: FillEvent) -> None:
-        if self.bot is not None and self.bot.on_fill(ledger_fill(self.symbol, ev.fill, ev.contract_value)):
+        if self.bot is not None and self.bot.on_fill(ev.fill):
             self.plan_again = True
 
     def on_order_event(self, ev: OrderEvent) -> None:

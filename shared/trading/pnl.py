@@ -51,7 +51,11 @@ def cents(value: Decimal) -> Decimal:
 
 
 class Fill(msgspec.Struct, frozen=True, kw_only=True):
-    """One execution as the venue reports it. Amounts are decimal strings, as on the wire."""
+    """One execution as the venue reports it: the one type a fill has past the exchange edge.
+    The gateway maps Delta's wire fill into it once (workers/gateway_exchange.py `domain_fill`);
+    the gateway's messages carry it, the bot, the ledger (shared/store.py), PnL, the dashboard
+    and the alerts read it as is, so a new field is one edit here. Amounts are decimal strings,
+    as on the wire."""
 
     fill_id: str
     symbol: str
@@ -63,6 +67,7 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     ts: float  # epoch seconds of the execution
     client_order_id: str = ""
     order_id: str = ""
+    role: str = ""  # maker | taker ("" when the venue did not say; the ledger does not keep it)
 
     def __post_init__(self) -> None:
         if not self.fill_id:

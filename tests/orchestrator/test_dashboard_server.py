@@ -20,7 +20,7 @@ from orchestrator.dashboard import AccountFacts, Dashboard, DashboardError, Flee
 from orchestrator.dashboard.history import FleetHistory
 from orchestrator.metrics import MetricsServer
 from shared.config import DashboardConfig
-from shared.messages import FillEvent, FillView, Funding, WorkerFigures
+from shared.messages import FillEvent, Funding, WorkerFigures
 from shared.status import StatusSnapshot, WorkerStatus
 from shared.store import HaltEvent, OrderEvent, Store, db_path
 from shared.trading.pnl import Fill
@@ -315,9 +315,9 @@ async def test_fills_on_the_chart_are_bounded(tmp_path: Path) -> None:
     server, dash, _, url = await _serve(tmp_path, DashboardConfig())
     try:
         for i in range(1000):
-            dash.on_fill(FillEvent(symbol="BTCUSD", contract_value="0.001", sent_ns=0, fill=FillView(
-                fill_id=str(i), order_id="1", client_order_id="c", side="buy", size=1, price=str(100 + i), fee="0",
-                role="maker", ts=0.0)))
+            dash.on_fill(FillEvent(symbol="BTCUSD", sent_ns=0, fill=Fill(
+                fill_id=str(i), symbol="BTCUSD", order_id="1", client_order_id="c", side="buy", size=1,
+                price=str(100 + i), fee="0", contract_value="0.001", role="maker", ts=0.0)))
         await asyncio.sleep(0)
         async with aiohttp.ClientSession() as s, s.get(url + "/api/symbol/BTCUSD") as r:
             seen = (await r.json())["fills_seen"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from orchestrator.ledger import LedgerWriter
-from shared.messages import FillEvent, FillView, OrderRecord, WorkerFigures
+from shared.messages import FillEvent, OrderRecord, WorkerFigures
 from shared.store import Store
 from shared.trading.pnl import Fill
 
@@ -24,9 +24,9 @@ class _DiskFullStore(Store):
 
 
 def event(n: int) -> FillEvent:
-    return FillEvent(symbol="BTCUSD", contract_value="0.001", sent_ns=0, fill=FillView(
-        fill_id=str(n), order_id=str(n), client_order_id=f"c{n}", side="buy", size=1, price="60000", fee="0.03",
-        role="maker", ts=1_800_000_000.0 + n))
+    return FillEvent(symbol="BTCUSD", sent_ns=0, fill=Fill(
+        fill_id=str(n), symbol="BTCUSD", order_id=str(n), client_order_id=f"c{n}", side="buy", size=1, price="60000",
+        fee="0.03", contract_value="0.001", role="maker", ts=1_800_000_000.0 + n))
 
 
 def test_a_refused_fill_waits_halts_entries_and_is_written_when_the_disk_has_room(tmp_path: Path) -> None:
@@ -87,4 +87,20 @@ def test_order_events_and_account_snapshots_are_batched_and_a_venue_journal_fail
     ledger.venue_journal("No space left on device")
     assert halts == ["storage: paper venue: No space left on device"]
     assert ledger.status() == "failing: paper venue: No space left on device"
+    ledger.close()
+
+
+def test_an_order_record_is_stored_whole_by_field_name(tmp_path: Path) -> None:
+    """The ledger copies the gateway's OrderRecord into the store's row by field name: every row
+    field has its namesake in the message, and nothing the gateway said is lost on the way."""
+    from shared.store import OrderEvent as StoredOrderEvent
+    assert set(StoredOrderEvent.__struct_fields__) <= set(OrderRecord.__struct_fields__)
+    ledger = LedgerWriter(halt=lambda why: None)
+    ledger.store = Store(tmp_path / "l.sqlite")
+    rec = OrderRecord(ts=2.5, symbol="ETHUSD", event="rejected", client_order_id="c7", order_id="", side="sell",
+                      price="2000.5", size=3, detail="insufficient_margin: not enough")
+    ledger.on_order_record(rec)
+    ledger.flush()
+    [stored] = ledger.store.order_events()
+    assert msgspec.structs.asdict(stored) == {k: getattr(rec, k) for k in StoredOrderEvent.__struct_fields__}
     ledger.close()

@@ -17,6 +17,7 @@ from workers.runtime import ChildSpec
 class _Proc:
     def __init__(self, pid: int, exitcode: int | None = None) -> None:
         self.pid, self.exitcode = pid, exitcode
+        self.sentinel = -1  # no fd to select on: Child.alive() falls back to exitcode
 
 
 def child(kind: str, name: str, figures: Any = None, *, alive: bool = True, state: str = "running") -> Child:

@@ -171,6 +171,7 @@ async def test_a_lift_is_sent_again_to_a_bot_still_reporting_the_halt(tmp_path: 
     class _Alive:
         pid = 1
         exitcode = None
+        sentinel = -1  # no fd to select on: Child.alive() falls back to exitcode
     child.process = _Alive()
     child.figures = _worker_figures(trading="halted: operator: x")
     pub.sent.clear()

@@ -16,9 +16,10 @@ import pytest
 from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, FillEvent, FillView, IntentResult, OrderEvent, OrderView
+from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent, OrderView
 from shared.ring import BarRing
 from shared.trading import client_order_id as coid
+from shared.trading.pnl import Fill
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
@@ -92,9 +93,11 @@ def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spe
         client_order_id=entry.client_order_id, state="closed")))
     w.market_ts = MARKET_TS + 60.0
     assert w.make_intents(REPLY) is None and w.plan_again  # held until the fill is read
-    w.on_fill_event(FillEvent(symbol="ETHUSD", contract_value=repr(ETH.contract_value), sent_ns=0, fill=FillView(
-        fill_id="f1", order_id="100", client_order_id=entry.client_order_id, side=entry.side, size=entry.size,
-        price=repr(entry.price), fee="0.01", role="maker", ts=MARKET_TS + 60.0)))
+    w.on_fill_event(FillEvent(symbol="ETHUSD", sent_ns=0, fill=Fill(
+        fill_id="f1", symbol="ETHUSD", order_id="100", client_order_id=entry.client_order_id,
+        side="buy" if entry.side == "buy" else "sell",
+        size=entry.size, price=repr(entry.price), fee="0.01", contract_value=repr(ETH.contract_value), role="maker",
+        ts=MARKET_TS + 60.0)))
     assert w.plan_again and w.bot is not None and not w.bot.awaiting_fills
     again = w.make_intents(REPLY)
     assert again is not None and not w.plan_again

@@ -18,7 +18,7 @@ import pytest
 from test_worker_position_check import ENTRY, ETH, OWN_FILL, REPLY, STOP  # type: ignore[import-not-found]
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, FillView, IntentResult, OrderView
+from shared.messages import AccountSnapshot, IntentResult, OrderView
 from shared.ring import BarRing
 from shared.trading.pnl import Fill
 from shared.transport import make_endpoints
@@ -39,7 +39,7 @@ def spec(tmp_path: Path) -> Iterator[ChildSpec]:
         ring.unlink()
 
 
-def venue(position: int, orders: list[OrderView], fills: list[FillView] | None = None) -> AccountSnapshot:
+def venue(position: int, orders: list[OrderView], fills: list[Fill] | None = None) -> AccountSnapshot:
     return AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=orders,
                            fills=[OWN_FILL] if fills is None else fills, available_balance=10_000.0,
                            equity=10_000.0, venue_position=position)

@@ -9,11 +9,12 @@ import uuid
 from pathlib import Path
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, FillView, OrderView, SignalReply
+from shared.messages import AccountSnapshot, OrderView, SignalReply
 from shared.products import PAPER_PRODUCTS
 from shared.ring import BarRing
 from shared.trading import client_order_id as coid
 from shared.trading.orders import Purpose, Side
+from shared.trading.pnl import Fill
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
@@ -30,8 +31,9 @@ ENTRY = OrderView(order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2
                   client_order_id=cid("buy", "entry", 2))
 STOP = OrderView(order_id=12, side="sell", price=1900.0, size=2, unfilled_size=2, state="pending",
                  client_order_id=cid("sell", "stop", 0), order_type="stop_market_order", reduce_only=True)
-OWN_FILL = FillView(fill_id="f1", order_id="10", client_order_id=cid("buy", "entry", 1), side="buy", size=2,
-                    price="2000", fee="0.01", role="maker", ts=1_800_000_000.0)
+OWN_FILL = Fill(fill_id="f1", symbol="ETHUSD", order_id="10", client_order_id=cid("buy", "entry", 1), side="buy",
+                size=2, price="2000", fee="0.01", contract_value=repr(ETH.contract_value), role="maker",
+                ts=1_800_000_000.0)
 
 
 def snapshot(venue_position: int) -> AccountSnapshot:
