@@ -230,6 +230,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     ticks: int
     ticks_dropped: int
     signals: int
+    ticks_unchanged: int = 0  # ticks that moved only the bar's volume: no signal was asked for them
     signal: str
     confidence: float
     votes: dict[str, str]
