@@ -32,6 +32,11 @@ run: $(STAMP_RUN)
 test: $(STAMP_TEST)
 	$(PY) -m pytest -q
 
+# The long end-to-end tests (marker `long`, ~5 min): kill storms, paper = backtest parity,
+# multi-driver optimize studies. CI runs them after `make test`.
+test-long: $(STAMP_TEST)
+	$(PY) -m pytest -q -m long
+
 # Lint (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade) and types (mypy, strict on shared/).
 check: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .

@@ -111,6 +111,7 @@ def backtest_fills(cfg_path: Path, origin: float, config_overrides: dict[str, An
     return sorted((f.ts, f.client_order_id, f.side, f.size, f.price) for f in r.fills)
 
 
+@pytest.mark.long
 def test_paper_run_and_backtest_make_the_same_fills(start_run, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ORCHESTRATE_TEST_FAULTS", "1")  # [testing] keys are refused without it
     cfg_path = tmp_path / "parity.toml"

@@ -323,6 +323,7 @@ def _wait_for(what: str, cond: object, proc: subprocess.Popen[str], timeout: flo
         time.sleep(0.1)
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not _can_unshare_uts(), reason="needs `unshare --uts` (root) to give driver B its own host name")
 def test_a_driver_on_another_host_requeues_the_trials_of_a_killed_driver(tmp_path: Path) -> None:
     """What this proves: driver B runs in its own UTS namespace, so `socket.gethostname()` in it is
@@ -461,6 +462,7 @@ def _pg_states(url: str) -> dict[int, str]:
         engine.dispose()
 
 
+@pytest.mark.long
 def test_a_study_on_postgresql_resumes_after_a_kill_counting_each_trial_once(tmp_path: Path,
                                                                             postgres_url: str) -> None:
     """`--storage postgresql://...` (no driver named: psycopg is used): a driver SIGKILLed mid-study

@@ -101,6 +101,7 @@ def ledger_funding(run_dir: Path) -> Decimal:
         return sum((Decimal(f.amount) for f in store.funding()), Decimal(0))
 
 
+@pytest.mark.long
 def test_every_venue_fill_reaches_the_ledger_through_stops_restarts_and_sigkills(start_run, tmp_path: Path) -> None:
     cfg = tmp_path / "storm.toml"
     assert TIGHT.endswith("[market]\nbar_seconds = 0.25\n")  # the interval below joins that table
