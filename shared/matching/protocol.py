@@ -262,16 +262,23 @@ def flag(body: Mapping[str, Any], key: str, default: bool = False) -> bool:
     raise bad_schema(f"{key} must be true or false", key)
 
 
-def price_field(body: Mapping[str, Any], key: str) -> Decimal | None:
+def _decimal_field(body: Mapping[str, Any], key: str) -> Decimal | None:
+    """A decimal the wire may send as a string or a number; None when absent or empty."""
     v = body.get(key)
     if v is None or v == "":
         return None
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
         raise bad_schema(f"{key} must be a decimal string", key)
     try:
-        d = Decimal(str(v))
+        return Decimal(str(v))
     except InvalidOperation:
         raise bad_schema(f"{key} must be a decimal string, got {str(v)[:40]!r}", key) from None
+
+
+def price_field(body: Mapping[str, Any], key: str) -> Decimal | None:
+    d = _decimal_field(body, key)
+    if d is None:
+        return None
     if not d.is_finite() or d <= 0:
         raise bad_schema(f"{key} must be > 0", key)
     return d
@@ -280,15 +287,9 @@ def price_field(body: Mapping[str, Any], key: str) -> Decimal | None:
 def trail_field(body: Mapping[str, Any], key: str = "trail_amount") -> Decimal | None:
     """A signed price distance (a trailing stop's trail_amount: its sign is the side's, see
     shared/delta/constants.py); the engine checks the sign against the side."""
-    v = body.get(key)
-    if v is None or v == "":
+    d = _decimal_field(body, key)
+    if d is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        raise bad_schema(f"{key} must be a decimal string", key)
-    try:
-        d = Decimal(str(v))
-    except InvalidOperation:
-        raise bad_schema(f"{key} must be a decimal string, got {str(v)[:40]!r}", key) from None
     if not d.is_finite() or d == 0:
         raise bad_schema(f"{key} must be a non-zero number", key)
     return d

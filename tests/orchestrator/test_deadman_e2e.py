@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
+from standalone_venue import start_venue  # type: ignore[import-not-found]  # same dir
 from test_restart_ledger_e2e import gone, pid_of, wait_until  # type: ignore[import-not-found]  # same dir
 from test_trading_e2e import TIGHT, ours, venue_client  # type: ignore[import-not-found]  # same dir
 
@@ -32,20 +33,6 @@ TTL_S = 15.0  # the shortest the config allows with these supervision keys: 1 + 
 CONFIG = (TIGHT + 'paper_venue = "external"\n'
           "[supervision]\nheartbeat_timeout_s = 2.0\nbackoff_initial_s = 0.2\nbackoff_max_s = 0.5\nmax_restarts = 100\n"
           f"[deadman]\nttl_s = {TTL_S}\nrenew_interval_s = 1.0\n")
-
-
-def start_venue(run_dir: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "venue", "--port", "0", "--run-dir",
-                             str(run_dir), "--symbols", "BTCUSD,ETHUSD", "--bar-seconds", "0.25"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("venue: REST"):
-            return proc
-        assert line or proc.poll() is None, f"the venue exited: {proc.poll()}"
-    raise AssertionError("the venue never said it was up")
 
 
 def last_ack_s(run_dir: Path) -> float:
@@ -77,7 +64,7 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
         start_run, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    venue = start_venue(run_dir)
+    venue = start_venue(run_dir, "BTCUSD,ETHUSD")
     try:
         cfg = tmp_path / "deadman.toml"
         cfg.write_text(CONFIG)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from standalone_venue import start_venue  # type: ignore[import-not-found]  # same dir
 
 from shared.delta.rest import DeltaRestClient
 from shared.price_source import STAND_IN_ENV
@@ -46,20 +47,6 @@ max_position_contracts = 5000
 """
 
 
-def start_stand_in(run_dir: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "venue", "--port", "0", "--run-dir",
-                             str(run_dir), "--symbols", "SYN_0001", "--bar-seconds", "0.25"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line.startswith("venue: REST"):
-            return proc
-        assert line or proc.poll() is None, f"the stand-in exited: {proc.poll()}"
-    raise AssertionError("the stand-in never said it was up")
-
-
 def client(run_dir: Path) -> DeltaRestClient:
     v = json.loads((run_dir / "venue.json").read_text())
     return DeltaRestClient(v["rest_url"], v["api_key"], v["api_secret"])
@@ -68,7 +55,7 @@ def client(run_dir: Path) -> DeltaRestClient:
 def test_live_prices_run_trades_on_a_stand_in_public_feed(start_run, tmp_path: Path) -> None:
     source_dir = tmp_path / "stand-in"
     source_dir.mkdir()
-    source = start_stand_in(source_dir)
+    source = start_venue(source_dir, "SYN_0001", what="the stand-in")
     try:
         source_url = json.loads((source_dir / "venue.json").read_text())["rest_url"]
         cfg = tmp_path / "live-prices.toml"
