@@ -272,24 +272,24 @@ class Dashboard:
 
     async def _api_orders(self, request: web.Request) -> web.Response:
         q = request.query
-        try:
-            before, limit = _page_args(q)
-        except ValueError as exc:
-            return web.json_response({"ok": False, "message": str(exc)}, status=400)
-        rows = await self._read(lambda s: s.order_events_page(
+        return await self._ledger_page(q, "id", lambda s, before, limit: s.order_events_page(
             symbol=q.get("symbol") or None, event=q.get("event") or None, before_id=before, limit=limit))
-        return _json({"rows": [{"id": i, **msgspec.to_builtins(e)} for i, e in rows or []],
-                      "next_before": rows[-1][0] if rows and len(rows) == limit else None})
 
     async def _api_fills(self, request: web.Request) -> web.Response:
         q = request.query
+        return await self._ledger_page(q, "seq", lambda s, before, limit: s.fills_page(
+            symbol=q.get("symbol") or None, side=q.get("side") or None, before_seq=before, limit=limit))
+
+    async def _ledger_page(self, q: Any, id_key: str,
+                    query: Callable[[Store, int | None, int], list[tuple[int, Any]]]) -> web.Response:
+        """One page of a ledger table, newest first: rows keyed by their id, and where the next
+        (older) page starts (None on the last page)."""
         try:
             before, limit = _page_args(q)
         except ValueError as exc:
             return web.json_response({"ok": False, "message": str(exc)}, status=400)
-        rows = await self._read(lambda s: s.fills_page(
-            symbol=q.get("symbol") or None, side=q.get("side") or None, before_seq=before, limit=limit))
-        return _json({"rows": [{"seq": i, **msgspec.to_builtins(f)} for i, f in rows or []],
+        rows = await self._read(lambda s: query(s, before, limit))
+        return _json({"rows": [{id_key: i, **msgspec.to_builtins(r)} for i, r in rows or []],
                       "next_before": rows[-1][0] if rows and len(rows) == limit else None})
 
     async def _api_reports(self, request: web.Request) -> web.Response:
