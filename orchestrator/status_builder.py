@@ -101,17 +101,34 @@ def process_status(child: Child, now: float) -> ProcessStatus:
     f = child.figures
     load = None
     note = ""
+    typed: dict[str, Any] = {}
     if isinstance(f, PoolFigures):
         load = f.busy_fraction
         note = f"requests {f.requests} batches {f.batches} max batch {f.max_batch} symbols {f.symbols}"
+        typed = dict(signal_requests=f.requests, signal_batches=f.batches, max_batch=f.max_batch)
     elif isinstance(f, GatewayFigures):
         load = float(f.ticks_published)
-        note = f"source {f.source} ticks {f.ticks_published} {f.note}"
+        lag = clean(f.loop_lag_ms, 2)
+        typed = dict(loop_lag_ms=lag)
+        said = f", {f.note}" if f.note else ""
+        note = (f"source {f.source} ticks {f.ticks_published} "
+                + (f"loop lag {lag:.1f} ms{said}" if lag is not None else f.note))
     return ProcessStatus(
         kind=child.kind, name=child.name, pid=child.pid if child.alive() else 0,
         state=child.state, uptime_s=round(now - child.started_mono if child.alive() else 0.0, 1),
         restarts=child.policy.restarts, load=load, rss_mb=clean(child.rss_mb, 2), uss_mb=clean(child.uss_mb, 2),
-        cpu_percent=clean(child.cpu_percent, 1), note=note)
+        cpu_percent=clean(child.cpu_percent, 1), note=note, **typed)
+
+
+def restarts_by_cause(children: Iterable[Child]) -> dict[str, int]:
+    """Every child's restarts by cause, as "kind: cause" -> count over the process table (workers
+    of one kind add up), most frequent first."""
+    out: dict[str, int] = {}
+    for child in children:
+        for cause, n in child.policy.causes.items():
+            key = f"{child.kind}: {cause}"
+            out[key] = out.get(key, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def rows(children: Iterable[Child], now: float, *, order_management: str, flattening: Iterable[str],

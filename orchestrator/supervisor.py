@@ -600,6 +600,7 @@ class Supervisor:
             metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
             processes=procs, dashboard_url=self.dashboard_url)
         _account_figures(snap, self.children.get("gateway"))
+        snap.restarts_by_cause = status_builder.restarts_by_cause(self.children.values())
         self.alerts.into_status(snap)
         self._last_snapshot = snap
         return snap

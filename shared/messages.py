@@ -285,6 +285,7 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     rate_budget_capacity: float = float("nan")  # units in the window (Delta: 10,000 per 5 min)
     deadman: str = ""  # the dead-man switch: off | not armed | armed | failing | lapsed ("" not reported)
     deadman_expires_in_s: float = float("nan")  # until the exchange cancels the orders unless renewed
+    loop_lag_ms: float = float("nan")  # the gateway's event-loop lag, max since its last heartbeat
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):

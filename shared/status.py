@@ -104,6 +104,12 @@ class ProcessStatus(msgspec.Struct, kw_only=True):
     uss_mb: float | None
     cpu_percent: float | None
     note: str = ""
+    # pool members (None for the other kinds), since the member started: signal requests served,
+    # the batches they were served in (one engine pass each), the largest batch
+    signal_requests: int | None = None
+    signal_batches: int | None = None
+    max_batch: int | None = None
+    loop_lag_ms: float | None = None  # gateway: its event loop's lag, max over the last heartbeat
 
 
 class StatusSnapshot(msgspec.Struct, kw_only=True):
@@ -136,6 +142,9 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     alerts_sent: int | None = None  # alerts delivered, failed, dropped (queue full) since start; None: alerts off
     alerts_failed: int | None = None
     alerts_dropped: int | None = None
+    # restarts since start by "kind: cause" (the cause with its numbers as N: "worker: no heartbeat
+    # for Ns (hung)"), from the supervisor's process table; empty when nothing restarted
+    restarts_by_cause: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def clean(value: float | None, digits: int = 3) -> float | None:

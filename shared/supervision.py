@@ -7,10 +7,20 @@ rules are tested exactly.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass, field
 
 from .config import BudgetConfig, SupervisionConfig
+
+MAX_CAUSES = 16  # distinct restart causes tallied per child; the rest count as "other"
+_NUMBER = re.compile(r"(?<![A-Za-z_\d])\d+(\.\d+)?")  # numbers, not the 99 in p99
+
+
+def failure_cause(why: str) -> str:
+    """A failure's reason with its numbers as N, so 'no heartbeat for 5.1s (hung)' and '... 5.3s
+    ...' are one cause in the tally."""
+    return _NUMBER.sub("N", why)
 
 
 @dataclass
@@ -28,6 +38,9 @@ class RestartPolicy:
     quarantined: bool = False
     failing: bool = False  # over the restart limit but kept retrying (may_quarantine=False)
     reason: str = ""
+    # restarts by cause (failure_cause of each restart's reason; bounded by MAX_CAUSES): what the
+    # status document and the load test report as "restarts by reason"
+    causes: dict[str, int] = field(default_factory=dict)
 
     def on_failure(self, now: float, why: str) -> float | None:
         """A crash, hang or budget restart. Returns the delay before restarting, or None when the
@@ -45,13 +58,21 @@ class RestartPolicy:
             self.failing = True
             self._backoff_s = self.cfg.backoff_max_s
             self.restarts += 1
+            self._tally(why)
             self.reason = f"{limit}, retrying every {self._backoff_s:g}s; last: {why}"
             return self._backoff_s
         self._backoff_s = (self.cfg.backoff_initial_s if self._backoff_s == 0
                            else min(self._backoff_s * 2, self.cfg.backoff_max_s))
         self.restarts += 1
+        self._tally(why)
         self.reason = why
         return self._backoff_s
+
+    def _tally(self, why: str) -> None:
+        cause = failure_cause(why)
+        if cause not in self.causes and len(self.causes) >= MAX_CAUSES:
+            cause = "other"
+        self.causes[cause] = self.causes.get(cause, 0) + 1
 
     def on_healthy(self, now: float, up_since: float) -> None:
         """A child that has run cleanly for a full window earns its backoff back."""

@@ -163,8 +163,7 @@ async def run(spec: ChildSpec) -> None:
                 return
             send_heartbeat(hb, codec, spec, GatewayFigures(
                 ticks_published=stats["ticks"], symbols=len(spec.symbols), source="replay",
-                requests=stats["requests"], malformed=codec.malformed,
-                note=f"loop lag {lag.take_max_ms():.1f} ms"))
+                requests=stats["requests"], malformed=codec.malformed, loop_lag_ms=lag.take_max_ms()))
             await asyncio.sleep(cfg.supervision.heartbeat_interval_s)
 
     log.info("gateway up: %d symbols, bar every %.3fs", len(spec.symbols), cfg.market.bar_seconds)

@@ -753,8 +753,8 @@ class ExchangeGateway:
         return GatewayFigures(ticks_published=self.ticks, symbols=len(self.products), source="exchange",
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
-                              **self.link_figures(),
-                              note=f"loop lag {lag_ms:.1f} ms, {self.resync.polled_ticks} polled ticks"
+                              **self.link_figures(), loop_lag_ms=lag_ms,
+                              note=f"{self.resync.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")

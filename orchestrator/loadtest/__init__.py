@@ -51,6 +51,7 @@ from .figures import (
     cpu_per_tick,
     cpu_percent_by_kind,
     diagnose,
+    gateway_loop_lag_ms,
     merge_quantiles,
     parse_steps,
     pool_counters,
@@ -67,6 +68,7 @@ __all__ = [
     "StepPlan", "StepResult", "SystemUnderTest", "Targets", "readme_table",
     "WindowSample", "check_step", "cpu_per_tick", "cpu_percent_by_kind", "diagnose", "loadtest_markdown",
     "loadtest_plots", "main_loadtest", "main_soak", "merge_quantiles", "parse_steps", "pool_counters",
-    "restart_reasons", "run_step", "slope_per_hour", "soak_markdown", "soak_plots", "summarise_slopes",
+    "gateway_loop_lag_ms", "restart_reasons", "run_step", "slope_per_hour", "soak_markdown", "soak_plots",
+    "summarise_slopes",
     "synthetic_symbols", "write_reports",
 ]

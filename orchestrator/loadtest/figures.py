@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import statistics
 from collections.abc import Iterable, Sequence
 
@@ -140,7 +139,7 @@ class StepResult(msgspec.Struct, kw_only=True):
     total_pss_bytes: int | None
     memory_by_kind: list[ProcMem]
     restarts: int
-    restart_reasons: dict[str, int]  # from the supervisor's log, numbers masked: why things restarted
+    restart_reasons: dict[str, int]  # the supervisor's restarts by kind and cause, numbers masked
     quarantined: int
     startup_cpu_percent_by_kind: dict[str, float]  # launch -> all signalled (or the timeout)
     startup_machine_cpu_percent: float | None
@@ -376,7 +375,7 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
                    f"(our tree, lower bound: {kinds0 or 'n/a'})")
     if s.restart_reasons:
         top = "; ".join(f"{k} x{v}" for k, v in list(s.restart_reasons.items())[:4])
-        out.append(f"restarts by reason (supervisor log): {top}"
+        out.append(f"restarts by reason (supervisor's process table): {top}"
                    + (f"; {s.quarantined} quarantined" if s.quarantined else ""))
     if "worker_uss_mb" in names and s.worker_uss_bytes_median is not None:
         out.append(f"per-worker private memory (USS) median {s.worker_uss_bytes_median / MB:.1f} MB, max "
@@ -415,34 +414,30 @@ def _gateway_ticks(snap: StatusSnapshot) -> float | None:
     return None
 
 
-_POOL_NOTE = re.compile(r"requests (\d+) batches (\d+) max batch (\d+)")
-
-
 def pool_counters(snap: StatusSnapshot) -> dict[str, tuple[int, int, int]]:
-    """pool name -> (requests, batches, max batch) parsed from its status note (the status
-    document has no fields for them; see the report's asks)."""
+    """pool name -> (signal requests, batches, max batch) from its status row's typed fields;
+    a member that has not reported yet is left out."""
     out = {}
     for p in snap.processes:
-        m = _POOL_NOTE.search(p.note) if p.kind == "pool" else None
-        if m:
-            out[p.name] = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        if p.kind == "pool" and p.signal_requests is not None and p.signal_batches is not None:
+            out[p.name] = (p.signal_requests, p.signal_batches, p.max_batch or 0)
     return out
 
 
-_FAILED = re.compile(r"WARNING (\w+) \S+ failed \((.*?)\); restart")
-_QUARANTINED = re.compile(r"ERROR (\w+) \S+ quarantined: ")
-_NUM = re.compile(r"(?<![A-Za-z_\d])\d+(\.\d+)?")  # numbers, not the 99 in p99
-LOG_SCAN_BYTES = 4 * MB
+def restart_reasons(snap: StatusSnapshot | None) -> tuple[dict[str, int], int]:
+    """The supervisor's restarts by "kind: cause" (numbers as N, so '5.1s' and '5.3s' count
+    together; from its process table through the status document), and how many processes are
+    quarantined. Nothing known without a snapshot."""
+    if snap is None:
+        return {}, 0
+    quarantined = sum(1 for w in snap.workers if w.state == "quarantined") + sum(
+        1 for p in snap.processes if p.state == "quarantined")
+    return dict(sorted(snap.restarts_by_cause.items(), key=lambda kv: -kv[1])), quarantined
 
 
-def restart_reasons(log_text: str) -> tuple[dict[str, int], int]:
-    """Count the supervisor's restart reasons by process kind and reason (numbers masked as N,
-    so '5.1s' and '5.3s' count together), and the quarantines."""
-    reasons: dict[str, int] = {}
-    for m in _FAILED.finditer(log_text):
-        key = f"{m.group(1)}: {_NUM.sub('N', m.group(2))}"
-        reasons[key] = reasons.get(key, 0) + 1
-    return dict(sorted(reasons.items(), key=lambda kv: -kv[1])), len(_QUARANTINED.findall(log_text))
+def gateway_loop_lag_ms(snap: StatusSnapshot) -> list[float]:
+    """The gateway's event-loop lag from its status row (none before it reports one)."""
+    return [p.loop_lag_ms for p in snap.processes if p.kind == "gateway" and p.loop_lag_ms is not None]
 
 
 def _restarts(snap: StatusSnapshot) -> int:
@@ -641,6 +636,4 @@ def summarise_slopes(series: dict[str, tuple[str, list[float], list[float], list
                         for r in rows if r[1] is not None and r[1] > flag_above]
     return out, flagged
 
-
-_GW_LAG = re.compile(r"loop lag ([0-9.]+) ms")
 

@@ -27,8 +27,6 @@ from workers.worker import LATENCY_WARMUP_S
 
 from ..control import NotRunning, get_status
 from .figures import (
-    _GW_LAG,
-    LOG_SCAN_BYTES,
     LOG_TAIL_CHARS,
     MAX_LOADTEST_DURATION_S,
     MAX_SERIES,
@@ -56,6 +54,7 @@ from .figures import (
     check_step,
     cpu_percent_by_kind,
     diagnose,
+    gateway_loop_lag_ms,
     max_or_none,
     median_or_none,
     parse_steps,
@@ -132,12 +131,15 @@ class SystemUnderTest:
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.root = psutil.Process(self.proc.pid)
         self.seen: dict[int, psutil.Process] = {self.proc.pid: self.root}
+        self.last_status: StatusSnapshot | None = None  # the newest answer: restarts after the window count
 
     def status(self) -> StatusSnapshot | None:
         try:
-            return get_status(self.run_dir)
+            snap = get_status(self.run_dir)
         except (NotRunning, OSError, msgspec.DecodeError):
             return None  # not up yet, or between restarts
+        self.last_status = snap
+        return snap
 
     def exited(self) -> int | None:
         return self.proc.poll()
@@ -150,16 +152,6 @@ class SystemUnderTest:
         for k in kids:
             self.seen.setdefault(k.pid, k)
         return [self.root, *kids]
-
-    def log_text(self) -> str:
-        """The supervisor's console output, at most the last LOG_SCAN_BYTES."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - LOG_SCAN_BYTES))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
 
     def log_tail(self) -> str:
         try:
@@ -318,8 +310,10 @@ def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_
         failed = True
     finally:
         tail = sut.log_tail() if error else None
+        if sut.exited() is None:
+            sut.status()  # the supervisor's restart tally up to the stop
         sut.stop()
-        reasons, quarantined = restart_reasons(sut.log_text())
+        reasons, quarantined = restart_reasons(sut.last_status)
     step = _assemble(n, tick_rate, bar_seconds, pool_size, window, settle_s, startup_s, s0, s1, snap,
                      cpu_before, cpu_after, machine_busy, mem, list(samples), loadavg, error, tail)
     step.budget_breaches = len(breached)
@@ -525,10 +519,7 @@ def main_soak(argv: list[str]) -> int:
                 if lags:
                     worker_lag_med.append(statistics.median(lags))
                     worker_lag_max.append(max(lags))
-                for x in snap.processes:
-                    mm = _GW_LAG.search(x.note) if x.kind == "gateway" else None
-                    if mm:
-                        gw_lag.append(float(mm.group(1)))
+                gw_lag.extend(gateway_loop_lag_ms(snap))
                 w99 = max_or_none(w.tick_to_signal_p99_us for w in snap.workers)
                 if w99 is not None:
                     p99s.append(w99)
@@ -584,7 +575,7 @@ def main_soak(argv: list[str]) -> int:
             "A short soak's slope is dominated by allocator warm-up and bar-ring growth; only a 30-minute "
             "or longer soak says whether memory is flat.",
             "Loop lag: workers' loop_lag_ms from the status document (median and max across workers per "
-            "sample); gateway: parsed from its status note ('loop lag X ms').",
+            "sample); gateway: its status row's loop_lag_ms.",
         ])
     doc.reports = write_reports(doc, results_dir, soak_markdown, soak_plots)
     if args.json:

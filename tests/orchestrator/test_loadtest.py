@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from orchestrator import loadtest as lt
+from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus
 
 MB = 1024 * 1024
 
@@ -165,18 +167,37 @@ def make_step(**kw: object) -> lt.StepResult:
     return lt.StepResult(**base)  # type: ignore[arg-type]  # base: a mixed-type dict of StepResult fields
 
 
-def test_restart_reasons_are_counted_by_kind_and_masked_reason() -> None:
-    log = "\n".join([
-        "orchestrate: WARNING worker SYN_0001 failed (no heartbeat for 5.1s (hung)); restart 1 in 1s",
-        "orchestrate: WARNING worker SYN_0002 failed (no heartbeat for 5.3s (hung)); restart 1 in 1s",
-        "orchestrate: WARNING worker SYN_0003 failed (budget tick_to_signal_p99 52142.8us > 50000us); restart 2 in 2s",
-        "orchestrate: WARNING pool pool-0 failed (exited with code -9); restart 1 in 1s",
-        "orchestrate: ERROR worker SYN_0001 quarantined: 6 failures in 300s (max 5); last: no heartbeat",
-        "orchestrate: paper trading SYN_0001"])
-    reasons, quarantined = lt.restart_reasons(log)
-    assert reasons == {"worker: no heartbeat for Ns (hung)": 2, "worker: budget tick_to_signal_p99 Nus > Nus": 1,
-                       "pool: exited with code -N": 1}
+def snapshot(**kw: Any) -> StatusSnapshot:
+    return StatusSnapshot(run_dir="/r", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0,
+                          uptime_s=1.0, **kw)
+
+
+def row(kind: str, name: str, **kw: Any) -> ProcessStatus:
+    return ProcessStatus(**{"kind": kind, "name": name, "pid": 7, "state": "running", "uptime_s": 1.0,
+                            "restarts": 0, "load": None, "rss_mb": None, "uss_mb": None, "cpu_percent": None, **kw})
+
+
+def worker_row(symbol: str, state: str) -> WorkerStatus:
+    return WorkerStatus(symbol=symbol, pid=9, state=state, uptime_s=1.0, restarts=0, rss_mb=None, uss_mb=None,
+                        cpu_percent=None, budget="ok", heartbeat_age_s=None, first_signal_after_launch_s=None)
+
+
+def test_restart_reasons_come_from_the_status_documents_typed_tally() -> None:
+    # Out of order on purpose: the report lists the most frequent cause first.
+    snap = snapshot(restarts_by_cause={"pool: exited with code -N": 1, "worker: no heartbeat for Ns (hung)": 2},
+                    workers=[worker_row("SYN_0001", "quarantined"), worker_row("SYN_0002", "running")],
+                    processes=[row("pool", "pool-0", state="backoff")])
+    reasons, quarantined = lt.restart_reasons(snap)
+    assert reasons == {"worker: no heartbeat for Ns (hung)": 2, "pool: exited with code -N": 1}
     assert list(reasons)[0] == "worker: no heartbeat for Ns (hung)" and quarantined == 1
+    assert lt.restart_reasons(None) == ({}, 0)  # the supervisor never answered
+
+
+def test_restart_reasons_survive_the_status_documents_json() -> None:
+    """What the load test reads over the control socket: the supervisor's tally, through JSON."""
+    snap = snapshot(restarts_by_cause={"worker: budget tick_to_signal_p99 Nus > Nus": 3})
+    again = msgspec.json.decode(msgspec.json.encode(snap), type=StatusSnapshot)
+    assert lt.restart_reasons(again) == ({"worker: budget tick_to_signal_p99 Nus > Nus": 3}, 0)
 
 
 def test_diagnosis_of_a_failed_start_shows_startup_cpu_and_restart_reasons() -> None:
@@ -250,13 +271,23 @@ def test_diagnosis_of_latency_with_idle_cpu_points_at_the_pool_batches() -> None
     assert "CPU saturated" not in text and "2250 us of CPU" in text
 
 
-def test_pool_counters_parse_the_status_note() -> None:
-    from types import SimpleNamespace
-    snap = SimpleNamespace(processes=[
-        SimpleNamespace(kind="pool", name="pool-0", note="requests 81 batches 51 max batch 3 symbols 3"),
-        SimpleNamespace(kind="gateway", name="gateway", note="source exchange ticks 84 loop lag 1.8 ms"),
-        SimpleNamespace(kind="pool", name="pool-1", note="starting")])
-    assert lt.pool_counters(snap) == {"pool-0": (81, 51, 3)}  # type: ignore[arg-type]  # duck-typed snapshot
+def test_pool_counters_and_gateway_lag_read_the_typed_status_fields() -> None:
+    snap = snapshot(processes=[
+        row("pool", "pool-0", signal_requests=81, signal_batches=51, max_batch=3,
+            note="requests 1 batches 1 max batch 1 symbols 3"),  # the note is for people: not read
+        row("gateway", "gateway", loop_lag_ms=1.8, note="source exchange ticks 84 loop lag 9.9 ms"),
+        row("pool", "pool-1", state="starting")])  # not reported yet: left out
+    assert lt.pool_counters(snap) == {"pool-0": (81, 51, 3)}
+    assert lt.gateway_loop_lag_ms(snap) == [1.8]
+    assert lt.gateway_loop_lag_ms(snapshot(processes=[row("gateway", "gateway")])) == []
+
+
+def test_the_window_counts_pool_requests_and_batches_from_typed_fields() -> None:
+    def pools(req: int, bat: int, mx: int) -> StatusSnapshot:
+        return snapshot(processes=[row("pool", "pool-0", signal_requests=req, signal_batches=bat, max_batch=mx)])
+    s0, s1 = pools(100, 40, 5), pools(900, 140, 12)
+    step = lt.figures._assemble(3, 2.0, 2.0, 1, 10.0, 0.0, 1.0, s0, s1, s1, {}, {}, 50.0, {}, [], [0.0], None, None)
+    assert (step.pool_requests, step.pool_batches, step.pool_mean_batch, step.pool_max_batch) == (800, 100, 8.0, 12)
 
 
 def constructed_doc() -> lt.LoadtestDoc:
@@ -343,6 +374,9 @@ def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert s["tick_to_signal_p99_us"] <= s["tick_to_signal_p99_us_worst_worker"]
     assert s["ticks_sent"] > 0 and s["ticks_received"] > 0 and s["signals"] > 0
     assert s["ticks_dropped_total"] == 0 and s["restarts"] == 0
+    assert s["restart_reasons"] == {} and s["quarantined"] == 0
+    # the pool's typed counters: every signal was a request served in some batch
+    assert s["pool_requests"] > 0 and 0 < s["pool_batches"] <= s["pool_requests"] and s["pool_max_batch"] >= 1
     assert 0 < s["worker_uss_bytes_median"] <= s["worker_uss_bytes_max"]
     # the tree's PSS holds at least the workers' and the other kinds' processes
     assert s["total_pss_bytes"] >= 3 * s["worker_pss_bytes_median"]
@@ -367,4 +401,5 @@ def test_tiny_real_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert kinds["worker"]["processes"] == 2 and kinds["worker"]["rss_slope_mb_per_h_median"] is not None
     assert {"gateway", "pool", "supervisor"} <= set(kinds)
     assert doc["loop_lag_ms"]["worker_max"] is not None and doc["restarts"] == 0
+    assert doc["loop_lag_ms"]["gateway_max"] is not None  # the gateway's typed loop_lag_ms
     assert Path(doc["reports"]["markdown"]).read_text().startswith("# Soak")

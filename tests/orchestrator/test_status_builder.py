@@ -77,3 +77,32 @@ def test_process_rows_and_the_split_between_workers_and_processes() -> None:
     assert [(p.name, p.load) for p in procs] == [("pool-0", 0.25), ("gateway", 7.0)]
     assert procs[0].note == "requests 5 batches 2 max batch 3 symbols 2"
     assert procs[1].note == "source venue ticks 7 public trades"
+
+
+def test_pool_and_gateway_rows_carry_their_figures_as_typed_fields() -> None:
+    pool = child("pool", "pool-0", PoolFigures(requests=5, batches=2, max_batch=3, symbols=2, busy_fraction=0.25,
+                                               malformed=0))
+    gw = child("gateway", "gateway", GatewayFigures(ticks_published=7, symbols=2, source="exchange", requests=1,
+                                                   malformed=0, loop_lag_ms=1.834, note="3 polled ticks"))
+    replay = child("gateway", "gateway", GatewayFigures(ticks_published=7, symbols=2, source="replay", requests=1,
+                                                       malformed=0, loop_lag_ms=0.5))
+    p, g, r = (sb.process_status(c, 110.0) for c in (pool, gw, replay))
+    assert (p.signal_requests, p.signal_batches, p.max_batch, p.loop_lag_ms) == (5, 2, 3, None)
+    assert (g.signal_requests, g.loop_lag_ms) == (None, 1.83)
+    # people read the lag in the note as before
+    assert g.note == "source exchange ticks 7 loop lag 1.8 ms, 3 polled ticks"
+    assert r.note == "source replay ticks 7 loop lag 0.5 ms"
+    unknown = sb.process_status(child("venue", "venue", GatewayFigures(
+        ticks_published=1, symbols=1, source="paper venue", requests=0, malformed=0, note="http://x")), 110.0)
+    assert unknown.loop_lag_ms is None and unknown.note == "source paper venue ticks 1 http://x"
+
+
+def test_restarts_by_cause_add_up_over_the_process_table_by_kind() -> None:
+    a, b, pool = child("worker", "A"), child("worker", "B"), child("pool", "pool-0")
+    a.policy.on_failure(0.0, "no heartbeat for 5.1s (hung)")
+    b.policy.on_failure(0.0, "no heartbeat for 6.0s (hung)")
+    b.policy.on_failure(1.0, "exited with code -9")
+    pool.policy.on_failure(0.0, "exited with code -9")
+    assert sb.restarts_by_cause([a, b, pool, child("gateway", "gateway")]) == {
+        "worker: no heartbeat for Ns (hung)": 2, "worker: exited with code -N": 1, "pool: exited with code -N": 1}
+    assert list(sb.restarts_by_cause([a, b, pool]))[0] == "worker: no heartbeat for Ns (hung)"

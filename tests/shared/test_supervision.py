@@ -58,3 +58,27 @@ def test_a_child_that_may_not_be_quarantined_keeps_being_retried_at_the_capped_b
     assert "retrying every 8s" in p.reason and "last: crash" in p.reason
     p.on_healthy(200.0, up_since=50.0)  # a clean window earns it back
     assert not p.failing and p.on_failure(300.0, "crash") == 1
+
+
+def test_restarts_are_tallied_by_cause_with_numbers_masked_and_bounded() -> None:
+    from shared.supervision import MAX_CAUSES, failure_cause
+    cfg = SupervisionConfig(backoff_initial_s=1, backoff_max_s=8, max_restarts=3, restart_window_s=1000)
+    p = RestartPolicy(cfg)
+    p.on_failure(0.0, "no heartbeat for 5.1s (hung)")
+    p.on_failure(1.0, "no heartbeat for 5.3s (hung)")
+    p.on_failure(2.0, "budget tick_to_signal_p99 52142.8us > 50000us")
+    assert p.causes == {"no heartbeat for Ns (hung)": 2, "budget tick_to_signal_p99 Nus > Nus": 1}
+    assert p.on_failure(3.0, "exited with code -9") is None  # quarantined: not a restart, not tallied
+    assert sum(p.causes.values()) == p.restarts == 3
+    assert failure_cause("exited with code -9") == "exited with code -N"
+    many = RestartPolicy(SupervisionConfig(max_restarts=1000, restart_window_s=1))
+    for i in range(MAX_CAUSES + 5):
+        many.on_failure(float(i), f"reason {chr(65 + i)}")
+    assert len(many.causes) == MAX_CAUSES + 1 and many.causes["other"] == 5
+
+
+def test_a_gateway_past_its_limit_still_tallies_each_restart() -> None:
+    p = RestartPolicy(SupervisionConfig(max_restarts=2, restart_window_s=1000), may_quarantine=False)
+    for t in range(5):
+        p.on_failure(float(t), "exited with code 1")
+    assert p.failing and p.causes == {"exited with code N": 5} and p.restarts == 5
