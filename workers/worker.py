@@ -46,6 +46,7 @@ from shared.ring import BarRing
 from shared.symbol_settings import symbol_settings
 from shared.trading import book_view
 from shared.trading import flatten as flat
+from shared.trading import halt as halt_rule
 from shared.trading.bot import TradingBot
 from shared.trading.orders import OpenOrder
 from shared.trading.position_check import PositionCheck, check_position
@@ -293,12 +294,11 @@ class Worker:
     # --- an operator's flatten ------------------------------------------------------------------
 
     def start_flatten(self) -> bool:
-        """Asked (again) to flatten: a new flatten unless one is under way or this one's done
-        still holds (the supervisor asks each pass until it hears "flat"). The symbol pauses."""
+        """Asked (again) to flatten: the symbol pauses; True when a new flatten starts."""
         self.paused = True
         bot = self.bot
-        holds = bot is not None and bot.position is not None and bot.position.contracts != 0
-        if self.flatten is not None and not (self.flatten.done and holds):
+        if not flat.starts_anew(self.flatten, bot_contracts=bot.position.contracts
+                                if bot is not None and bot.position is not None else 0):
             return False
         self.flatten = flat.FlattenProgress(requested_ts=time.time())
         self.flatten_sent = False
@@ -309,10 +309,11 @@ class Worker:
         return self.flatten is not None and not self.flatten.done
 
     def flatten_needs_venue_read(self) -> bool:
-        """The bot believes it is flat with nothing resting: only a read of the venue confirms it."""
         bot = self.bot
-        return (self.flattening() and bot is not None and bot.position is not None and bot.position.contracts == 0
-                and bot.owned_open_orders() == 0)
+        if bot is None or bot.position is None:
+            return False
+        return flat.needs_venue_read(self.flatten, bot_contracts=bot.position.contracts,
+                                     own_orders=bot.owned_open_orders())
 
     def state_of_trading(self) -> str:
         if self.halted:
@@ -407,22 +408,17 @@ class Worker:
         if bot is None or self.intent_in_flight is not None or self.needs_resync:
             return None
         check = self.position_check
-        if check.doubtful and not check.halted and not self.cancel_requested and not self.halted \
-                and not self.flattening():
-            return None  # never trade on a position the exchange contradicts: the re-read decides
+        standing = halt_rule.standing(
+            account_halt=bool(self.halted), position_halt=bool(check.halted), position_doubtful=check.doubtful,
+            cancel_requested=self.cancel_requested, flattening=self.flattening(),
+            flatten_on_halt=self.cfg.risk.flatten_on_halt)
+        if standing == "wait":
+            return None
         now_ns = time.perf_counter_ns()
-        if self.flattening() or self.cancel_requested or self.halted or check.halted:
-            if self.flattening():
-                # An operator's flatten: every order of ours (the stop too) and the position, reduce-only.
-                halt = bot.halt_plan(halted=True, flatten_on_halt=True, cancel_requested=True,
-                                     flatten_sent=self.flatten_sent, price=reply.close)
-            else:
-                # Only the supervisor's halt may flatten: a position the venue contradicts is not one
-                # to close at market (its halt keeps the protective stop, like a non-flattening halt).
-                halt = bot.halt_plan(halted=bool(self.halted or check.halted),
-                                     flatten_on_halt=self.cfg.risk.flatten_on_halt and bool(self.halted),
-                                     cancel_requested=self.cancel_requested, flatten_sent=self.flatten_sent,
-                                     price=reply.close)
+        if isinstance(standing, halt_rule.HaltOrders):
+            halt = bot.halt_plan(halted=standing.halted, flatten_on_halt=standing.flatten,
+                                 cancel_requested=standing.cancel_requested, flatten_sent=self.flatten_sent,
+                                 price=reply.close)
             if halt.empty:
                 return None
             cancel = list(halt.cancel)

@@ -55,6 +55,7 @@ from ..signals.series import SignalSeries
 from ..signals.series import iter_series as iter_series
 from ..symbol_settings import symbol_settings
 from ..trading import client_order_id as coid
+from ..trading import halt as halt_rule
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
 from ..trading.grid import GridAnchor, GridConfig, protective_stop
@@ -407,7 +408,8 @@ class _Run:
         valid, direction, confidence, close, atr = sig
         due = s.trade_no + self.latency
         if self.halted:
-            hp = bot.halt_plan(halted=True, flatten_on_halt=self.cfg.risk.flatten_on_halt, cancel_requested=False,
+            ho = halt_rule.halt_orders(account_halt=True, flatten_on_halt=self.cfg.risk.flatten_on_halt)
+            hp = bot.halt_plan(halted=ho.halted, flatten_on_halt=ho.flatten, cancel_requested=ho.cancel_requested,
                                flatten_sent=s.flatten_sent, price=close)
             if hp.empty:
                 return

@@ -26,6 +26,17 @@ class FlattenProgress(msgspec.Struct, frozen=True, kw_only=True):
         return self.confirmed_ts > 0
 
 
+def starts_anew(p: FlattenProgress | None, *, bot_contracts: int) -> bool:
+    """Asked to flatten (the supervisor asks each pass until it hears "flat"): a new flatten
+    unless one is under way, or the last one's "flat" still holds (the bot holds nothing)."""
+    return p is None or (p.done and bot_contracts != 0)
+
+
+def needs_venue_read(p: FlattenProgress | None, *, bot_contracts: int, own_orders: int) -> bool:
+    """The bot believes it is flat with nothing resting: only a read of the venue confirms it."""
+    return p is not None and not p.done and bot_contracts == 0 and own_orders == 0
+
+
 def on_venue_read(p: FlattenProgress, *, own_orders: int, venue_position: int, foreign: int,
                   ts: float) -> FlattenProgress:
     """A read of the venue: its open orders (`own_orders` of them ours) and its position for the
