@@ -194,6 +194,8 @@ def interrupt_trial(study: optuna.Study, number: int, params: dict[str, Any], wh
 def reclaim_stale(study: optuna.Study) -> int:
     """Fail the study's trials whose driver stopped beating (on any host) and queue their values
     again: Optuna's `fail_stale_trials` with our RequeueStale callback. Returns how many."""
+    # Only heartbeat storages (RDB, gRPC) have this getter; Optuna types `_storage` as the base
+    # class and exports the heartbeat base only from a private module.
     callback = study._storage.get_heartbeat_stale_trial_callback()  # type: ignore[attr-defined]
     before = callback.seen if isinstance(callback, RequeueStale) else 0
     optuna.storages.fail_stale_trials(study)

@@ -13,7 +13,7 @@ What varies between Delta's docs and what its servers actually send (api spec §
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import msgspec
 from msgspec.structs import force_setattr
@@ -434,6 +434,10 @@ T = TypeVar("T")
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
+@overload
+def decode(data: bytes | str | msgspec.Raw, kind: type[T]) -> T: ...
+@overload
+def decode(data: bytes | str | msgspec.Raw, kind: Any) -> Any: ...  # list[Model] and other type forms
 def decode(data: bytes | str | msgspec.Raw, kind: type[T] | Any) -> Any:
     """Decode JSON into a model (or list of models) leniently; raises msgspec.ValidationError."""
     decoder = _decoders.get(kind)
@@ -444,7 +448,7 @@ def decode(data: bytes | str | msgspec.Raw, kind: type[T] | Any) -> Any:
 
 
 def decode_envelope(data: bytes | str) -> Envelope:
-    return decode(data, Envelope)  # type: ignore[no-any-return]  # decode() is typed Any; it returns an Envelope
+    return decode(data, Envelope)
 
 
 def convert(obj: Any, kind: type[T] | Any) -> Any:

@@ -331,7 +331,7 @@ def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bo
     order_type = body.get("order_type", "limit_order")
     if order_type not in ("limit_order", "market_order"):
         raise bad_schema("order_type must be limit_order or market_order", "order_type")
-    tif = body.get("time_in_force") or "gtc"
+    tif: Any = body.get("time_in_force") or "gtc"  # a Literal once checked below (like `method`)
     if tif not in ("gtc", "ioc"):
         raise bad_schema("time_in_force must be gtc or ioc", "time_in_force")
     coid = body.get("client_order_id")
@@ -362,7 +362,7 @@ def order_request(body: Mapping[str, Any], product_id: int, *, stops_allowed: bo
     return OrderRequest(  # side/type/tif/stop type/method were checked against their literals above
         product_id=product_id, side=side, size=size, order_type=order_type,
         limit_price=price_field(body, "limit_price") if order_type == "limit_order" else None,
-        time_in_force=tif, post_only=flag(body, "post_only"),  # type: ignore[arg-type]
+        time_in_force=tif, post_only=flag(body, "post_only"),
         reduce_only=flag(body, "reduce_only"), client_order_id=coid,
         stop_order_type=stop_type, stop_price=stop_price, stop_trigger_method=method, trail_amount=trail)
 
