@@ -46,6 +46,7 @@ def test_three_symbols_signal_survive_sigkill_and_shut_down_clean(start_run, tmp
 
     doc = run.wait_for(back, 30, "ETHUSD restarted after SIGKILL")
     assert {w["symbol"]: w["pid"] for w in doc["workers"] if w["symbol"] != "ETHUSD"} == others
+    assert doc["restarts_by_cause"] == {"worker: exited with code -N": 1}  # the process table's typed tally
 
     # A second supervisor on the same run dir refuses, clearly.
     second = run.cli("run", "--symbols", "BTCUSD", "--no-display")
