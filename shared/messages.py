@@ -231,6 +231,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     ticks_dropped: int
     signals: int
     ticks_unchanged: int = 0  # ticks that moved only the bar's volume: no signal was asked for them
+    ticks_late: int = 0  # repeated or older sequence numbers, and ticks older than the bar (not applied)
     signal: str
     confidence: float
     votes: dict[str, str]

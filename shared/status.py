@@ -48,6 +48,7 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     ticks: Annotated[int, Gauge("Ticks received")] = 0
     ticks_dropped: Annotated[int, Gauge("Ticks lost (sequence gaps)")] = 0
     ticks_unchanged: int = 0  # ticks that moved only the bar's volume (no signal asked for them)
+    ticks_late: int = 0  # ticks not applied: a sequence number already seen, or older than the bar
     loop_lag_ms: Annotated[float | None, Gauge("Event-loop lag, max over the last heartbeat (ms)")] = None
     rss_mb: Annotated[float | None, Gauge("Resident set size (MB)")]
     uss_mb: Annotated[float | None, Gauge("Unique set size (MB)")]

@@ -259,7 +259,7 @@ class Worker:
         return WorkerFigures(
             state="paused" if self.paused else self.state, last_price=self.last_price,
             bar_count=self.bars.bar_count, ticks=self.ticks, ticks_dropped=self.ticks_dropped,
-            ticks_unchanged=self.ticks_unchanged,
+            ticks_unchanged=self.ticks_unchanged, ticks_late=self.ticks_late,
             signals=self.signals, signal=sig.direction if sig else "NONE",
             confidence=sig.confidence if sig else 0.0, votes=dict(sig.votes) if sig else {},
             atr14=sig.atr14 if sig else math.nan,

@@ -115,7 +115,7 @@ class StepResult(msgspec.Struct, kw_only=True):
     ticks_received: int
     ticks_dropped: int  # sequence gaps seen by workers in the window
     ticks_dropped_total: int  # since launch
-    ticks_late: int | None  # not in the status document (see notes)
+    ticks_late: int | None  # ticks the workers did not apply in the window (late or repeated)
     signals: int
     signals_per_s: float
     cpu_cores: int
@@ -525,7 +525,7 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         ticks_expected=int(round(n * tick_rate * window)) if measured else 0, ticks_sent=sent,
         ticks_received=delta("ticks") if measured else 0,
         ticks_dropped=delta("ticks_dropped") if measured else 0,
-        ticks_dropped_total=sum(w.ticks_dropped for w in workers), ticks_late=None,
+        ticks_dropped_total=sum(w.ticks_dropped for w in workers), ticks_late=delta("ticks_late") if measured else None,
         signals=signals, signals_per_s=round(signals / window, 2) if measured and window > 0 else 0.0,
         cpu_cores=os.cpu_count() or 1, cpu_percent_by_kind=cpu, cpu_percent_tree=round(tree_cpu, 1),
         cpu_us_per_tick_by_kind=cpu_per_tick(cpu, window, delta("ticks") if measured else 0),

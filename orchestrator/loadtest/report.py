@@ -277,8 +277,8 @@ LOADTEST_NOTES = [
     "pool -> worker (asyncio+uvloop, TA-Lib) and the CPU of a sparse tick through the bare pipeline.",
     "Ticks: sent = gateway's published-ticks counter, received = sum of the workers' tick counters, both "
     "differenced over the window; the counters ride on heartbeats (1 s), so sent and received may differ "
-    "by about one heartbeat's worth of ticks. Dropped = sequence gaps seen by the workers. Late ticks are "
-    "counted by workers but not in the status document: reported as null.",
+    "by about one heartbeat's worth of ticks. Dropped = sequence gaps seen by the workers; late = "
+    "ticks the workers did not apply (a sequence number already seen, or older than the bar).",
     "Order round trip: the workers' order_rtt p50/p99 (last ~5 min), merged the same way with equal weights.",
     "CPU: psutil cpu_times (user+system, all threads) of every process of the tree, differenced over the "
     "window, as % of one core, by kind (supervisor, venue, gateway, pool, worker, other = forkserver and "

@@ -290,6 +290,18 @@ def test_the_window_counts_pool_requests_and_batches_from_typed_fields() -> None
     assert (step.pool_requests, step.pool_batches, step.pool_mean_batch, step.pool_max_batch) == (800, 100, 8.0, 12)
 
 
+def test_the_window_counts_late_ticks_from_the_workers_typed_field() -> None:
+    def late(n: int) -> StatusSnapshot:
+        w = msgspec.structs.replace(worker_row("SYN_0001", "running"), ticks_late=n)
+        return snapshot(workers=[w])
+    step = lt.figures._assemble(1, 2.0, 2.0, 1, 10.0, 0.0, 1.0, late(3), late(10), late(10), {}, {}, 50.0, {}, [],
+                                [0.0], None, None)
+    assert step.ticks_late == 7
+    unmeasured = lt.figures._assemble(1, 2.0, 2.0, 1, 0.0, 0.0, None, None, None, late(10), {}, {}, 0.0, {}, [],
+                                      [0.0], "failed", None)
+    assert unmeasured.ticks_late is None
+
+
 def constructed_doc() -> lt.LoadtestDoc:
     steps = [make_step(symbols=n, tick_to_signal_p99_us=1000.0 + 20 * n) for n in (10, 50, 200)]
     steps.append(make_step(symbols=1000, tick_rate=1.0, tick_to_signal_p99_us=12_000.0))
@@ -374,7 +386,7 @@ def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert s["tick_to_signal_p99_us"] <= s["tick_to_signal_p99_us_worst_worker"]
     assert s["ticks_sent"] > 0 and s["ticks_received"] > 0 and s["signals"] > 0
     assert s["ticks_dropped_total"] == 0 and s["restarts"] == 0
-    assert s["restart_reasons"] == {} and s["quarantined"] == 0
+    assert s["restart_reasons"] == {} and s["quarantined"] == 0 and s["ticks_late"] is not None
     # the pool's typed counters: every signal was a request served in some batch
     assert s["pool_requests"] > 0 and 0 < s["pool_batches"] <= s["pool_requests"] and s["pool_max_batch"] >= 1
     assert 0 < s["worker_uss_bytes_median"] <= s["worker_uss_bytes_max"]
