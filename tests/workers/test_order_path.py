@@ -175,7 +175,9 @@ async def test_an_order_the_venue_sends_without_a_side_reaches_the_bot_by_its_cl
                            fills=[own_fill], available_balance=10_000.0, equity=10_000.0, venue_position=2)
     assert gw.orders_dropped == 2 and gw.figures(0.0).orders_dropped == 2
     codec = MessageCodec("test")
-    worker.on_account(codec.decode(codec.encode(snap)), full=True)
+    heard = codec.decode(codec.encode(snap))
+    assert type(heard) is AccountSnapshot and heard.open_orders == snap.open_orders
+    worker.on_account(heard, full=True)
     bot = worker.bot
     assert bot is not None and [o.order_id for o in bot.open_orders.values()] == [12]
     assert bot.resting_stop_price() == 49_000.0
