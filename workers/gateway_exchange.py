@@ -124,9 +124,9 @@ def domain_order(o: Order | OrderUpdate, symbol: str, known_client_order_id: str
     OpenOrder: the one place an order is mapped (the worker, the bot and the order ledger take it
     as is). The channel does not repeat `order_type` or `reduce_only` on every update
     (UNCONFIRMED), so a stop is recognised by its stop fields. An answer without a side or a
-    client order id (UNCONFIRMED on the channel; seen from the paper venue's tests) keeps the
-    order: `known_client_order_id` (what the gateway learned for it) stands in for the id, and a
-    client order id in our scheme names the side. ValueError for an order no OpenOrder can hold
+    client order id (an update may leave out what did not change: UNCONFIRMED) keeps the order:
+    `known_client_order_id` (what the gateway learned for it) stands in for the id, and a client
+    order id in our scheme names the side. ValueError for an order no OpenOrder can hold
     (no side to be found, a kind or state Delta does not document): the caller drops and counts
     it, so one odd order never costs the worker the rest of its message."""
     if isinstance(o, Order):
