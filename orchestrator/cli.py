@@ -354,10 +354,13 @@ def cmd_history(args: argparse.Namespace) -> int:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.ts))
             print(f"{when:<20} {'lifted' if h.event == 'clear' else h.event:<6} {h.by[:24]:<24} {h.reason}")
         print(f"\n{len(halts)} halt event(s)" + (" (none: the account was never halted)" if not halts else "") + "\n")
-    print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12} {'FEE':>10}  CLIENT ORDER ID")
+    print(f"{'TIME (UTC)':<20} {'SYMBOL':<10} {'SIDE':<4} {'SIZE':>6} {'PRICE':>12} {'FEE':>10} {'ROLE':<5}  "
+          "CLIENT ORDER ID")
     for f in fills[-args.last:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.ts))
-        print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10}  {f.client_order_id}")
+        # "-": the venue did not say, or the fill was stored before the ledger kept roles
+        print(f"{when:<20} {f.symbol:<10} {f.side:<4} {f.size:>6} {f.price:>12} {f.fee:>10} {f.role or '-':<5}  "
+              f"{f.client_order_id}")
     print(f"\n{len(fills)} fill(s), {len(funding)} funding payment(s) (funding: + received, - paid)")
     print(f"{'SYMBOL':<10} {'POSITION':>9} {'REALISED':>12} {'UNREALISED':>12} {'FEES':>10} {'FUNDING':>10} "
           f"{'NET':>12}")

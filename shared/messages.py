@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from .products import ProductSpec
+from .trading.orders import OpenOrder
 from .trading.pnl import Fill
 
 PROTOCOL_VERSION = 1
@@ -105,19 +106,6 @@ class SignalReply(Msg, tag="sig_rep", frozen=True):
 # --- orders: worker <-> gateway (DEALER/ROUTER), account events gateway -> worker (PUB) ---------
 
 
-class OrderView(msgspec.Struct, frozen=True, kw_only=True):
-    order_id: int
-    side: str  # buy | sell
-    price: float
-    size: int
-    unfilled_size: int
-    client_order_id: str | None
-    state: str = "open"  # open | pending (an untriggered stop) | closed | cancelled
-    order_type: str = "limit_order"  # limit_order | market_order | stop_market_order | stop_limit_order
-    reduce_only: bool = False
-    trailing: bool = False  # a trailing stop (trail_amount): the exchange moves its price
-
-
 class NewOrderSpec(msgspec.Struct, frozen=True, kw_only=True):
     client_order_id: str
     side: str
@@ -148,7 +136,7 @@ class AccountSnapshot(Msg, tag="acct", frozen=True):
     """What the exchange says: the worker reconciles against this before it trades."""
     symbol: str
     product: ProductSpec | None
-    open_orders: list[OrderView]
+    open_orders: list[OpenOrder]  # the domain order (shared.trading.orders.OpenOrder), as the bot takes it
     fills: list[Fill]  # the symbol's fills, as the ledger and PnL take them (shared.trading.pnl.Fill)
     available_balance: float
     equity: float
@@ -172,15 +160,15 @@ class IntentResult(Msg, tag="intent_res", frozen=True):
     symbol: str
     seq: int
     cancelled: list[int]
-    amended: list[OrderView]
-    placed: list[OrderView]
+    amended: list[OpenOrder]
+    placed: list[OpenOrder]
     errors: list[str]  # "client_order_id or order id: delta_code: message"
     sent_ns: int
 
 
 class OrderEvent(Msg, tag="order_ev", frozen=True):
     symbol: str
-    order: OrderView
+    order: OpenOrder
     sent_ns: int
 
 
@@ -287,6 +275,7 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     deadman: str = ""  # the dead-man switch: off | not armed | armed | failing | lapsed ("" not reported)
     deadman_expires_in_s: float = float("nan")  # until the exchange cancels the orders unless renewed
     loop_lag_ms: float = float("nan")  # the gateway's event-loop lag, max since its last heartbeat
+    orders_dropped: int = 0  # venue orders no OpenOrder can hold (no side, unknown type or state), not passed on
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):

@@ -27,7 +27,7 @@ from shared.trading.account_risk import AccountRisk
 from shared.trading.pnl import Fill, PnlSummary, positions_from_fills, summarise, to_decimal
 
 DB_FILENAME = "trading.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS fills (
     fee TEXT NOT NULL,
     contract_value TEXT NOT NULL,
     client_order_id TEXT NOT NULL,
-    order_id TEXT NOT NULL
+    order_id TEXT NOT NULL,
+    role TEXT
 );
 CREATE INDEX IF NOT EXISTS fills_symbol_ts ON fills (symbol, ts);
 CREATE TABLE IF NOT EXISTS position_snapshots (
@@ -113,6 +114,13 @@ CREATE TABLE IF NOT EXISTS account_halts (
 );
 """
 MAX_HALT_EVENTS = 1_000  # account_halts keeps the newest this many rows
+# How a ledger written by an older version becomes this one's, by the version it was written at;
+# each step runs in one transaction with the version bump. Readers of a ledger no writer has
+# migrated yet read it as it is (see Store._fill_columns).
+_MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: the fill's maker/taker role; fills stored before it have none (NULL: not known)
+    1: "ALTER TABLE fills ADD COLUMN role TEXT",
+}
 
 
 class OrderEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,10 +215,33 @@ class Store:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
-            version = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-            if int(version) != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version}, this code reads {SCHEMA_VERSION}")
+            self._migrate()
         self._db.execute("PRAGMA busy_timeout=5000")
+        self._fill_select: str | None = None  # the fills columns this ledger has (read on first use)
+
+    def _migrate(self) -> None:
+        """Bring a ledger an older version wrote up to SCHEMA_VERSION, step by step; refuse one a
+        newer version wrote (its rows may mean what this code does not know)."""
+        version = int(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version}, this code reads up to {SCHEMA_VERSION}")
+        while version < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(_MIGRATIONS[version])
+                version += 1
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def _fill_columns(self) -> str:
+        if self._fill_select is None:
+            has_role = any(row[1] == "role" for row in self._db.execute("PRAGMA table_info(fills)"))
+            self._fill_select = _FILL_COLUMNS if has_role else _FILL_COLUMNS_V1
+        return self._fill_select
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -247,12 +278,13 @@ class Store:
 
     def record_fill(self, fill: Fill) -> bool:
         """Store a fill durably; True if new, False if this fill id was already stored (a replay).
-        Returns only after the commit, so the caller may then acknowledge the fill."""
+        Returns only after the commit, so the caller may then acknowledge the fill. A role the
+        venue did not say is stored as NULL, as the fills stored before roles were kept."""
         cur = self._write(
             "INSERT OR IGNORE INTO fills (fill_id, ts, symbol, side, size, price, fee, contract_value,"
-            " client_order_id, order_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " client_order_id, order_id, role) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (fill.fill_id, fill.ts, fill.symbol, fill.side, fill.size, fill.price, fill.fee,
-             fill.contract_value, fill.client_order_id, fill.order_id),
+             fill.contract_value, fill.client_order_id, fill.order_id, fill.role or None),
         )
         self.flush()
         if cur.rowcount == 1:
@@ -390,16 +422,9 @@ class Store:
             limit = " LIMIT ?"
             params += (max(0, last),)
         rows = self._db.execute(
-            "SELECT fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id, order_id"
-            f" FROM fills{where} ORDER BY seq DESC{limit}",
-            params,
-        ).fetchall()
+            f"SELECT {self._fill_columns} FROM fills{where} ORDER BY seq DESC{limit}", params).fetchall()
         rows.reverse()
-        return [
-            Fill(fill_id=r[0], ts=r[1], symbol=r[2], side=r[3], size=r[4], price=r[5], fee=r[6],
-                 contract_value=r[7], client_order_id=r[8], order_id=r[9])
-            for r in rows
-        ]
+        return [_fill(r) for r in rows]
 
     def order_events(self, symbol: str | None = None, limit: int = 1000) -> list[OrderEvent]:
         sql = ("SELECT ts, symbol, event, client_order_id, order_id, side, price, size, detail"
@@ -431,10 +456,9 @@ class Store:
         """(seq, fill) newest first: one page of fills, as order_events_page."""
         where, params = _page_filter(("symbol", symbol), ("side", side), before_id=before_seq, id_column="seq")
         rows = self._db.execute(
-            "SELECT seq, fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id, order_id"
-            f" FROM fills{where} ORDER BY seq DESC LIMIT ?", (*params, max(0, limit))).fetchall()
-        return [(r[0], Fill(fill_id=r[1], ts=r[2], symbol=r[3], side=r[4], size=r[5], price=r[6], fee=r[7],
-                            contract_value=r[8], client_order_id=r[9], order_id=r[10])) for r in rows]
+            f"SELECT seq, {self._fill_columns} FROM fills{where} ORDER BY seq DESC LIMIT ?",
+            (*params, max(0, limit))).fetchall()
+        return [(r[0], _fill(r[1:])) for r in rows]
 
     def equity_series(self, *, last: int = 2000) -> list[tuple[float, str]]:
         """(ts, equity) of the last `last` account snapshots, oldest first."""
@@ -500,6 +524,17 @@ class Store:
         if symbol is not None:
             funding = {symbol: funding[symbol]} if symbol in funding else {}
         return summarise(positions, self.last_marks(), funding)
+
+
+_FILL_COLUMNS = "fill_id, ts, symbol, side, size, price, fee, contract_value, client_order_id, order_id, role"
+# a ledger of schema 1 read before any writer migrated it: no role column, every role unknown
+_FILL_COLUMNS_V1 = _FILL_COLUMNS.replace(", role", ", NULL")
+
+
+def _fill(r: Any) -> Fill:
+    """A fills row (in _FILL_COLUMNS order) as the domain Fill; NULL role: not known ("")."""
+    return Fill(fill_id=r[0], ts=r[1], symbol=r[2], side=r[3], size=r[4], price=r[5], fee=r[6],
+                contract_value=r[7], client_order_id=r[8], order_id=r[9], role=r[10] or "")
 
 
 def _page_filter(*equals: tuple[str, str | None], before_id: int | None, id_column: str) -> tuple[str, tuple[Any, ...]]:

@@ -68,13 +68,14 @@ from shared.messages import (
     OrderEvent,
     OrderIntents,
     OrderRecord,
-    OrderView,
     Tick,
     topic,
 )
 from shared.products import ProductSpec, UnknownSymbolError
 from shared.symbol_settings import symbol_settings
+from shared.trading import client_order_id as coid
 from shared.trading.fill_cursor import FillScan, KnownFills
+from shared.trading.orders import ORDER_KINDS, ORDER_STATES, SIDES, OpenOrder
 from shared.trading.pnl import Fill
 
 from .gateway_deadman import DeadmanKeeper
@@ -118,24 +119,35 @@ def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limi
     return ("stop_limit_order" if limit else "stop_market_order"), float(stop_price or 0.0)
 
 
-def order_view(o: Order) -> OrderView:
+def domain_order(o: Order | OrderUpdate, symbol: str, known_client_order_id: str | None = None) -> OpenOrder:
+    """Delta's wire order (a REST order or an orders-channel update) as the trading library's
+    OpenOrder: the one place an order is mapped (the worker, the bot and the order ledger take it
+    as is). The channel does not repeat `order_type` or `reduce_only` on every update
+    (UNCONFIRMED), so a stop is recognised by its stop fields. An answer without a side or a
+    client order id (an update may leave out what did not change: UNCONFIRMED) keeps the order:
+    `known_client_order_id` (what the gateway learned for it) stands in for the id, and a client
+    order id in our scheme names the side. ValueError for an order no OpenOrder can hold
+    (no side to be found, a kind or state Delta does not document): the caller drops and counts
+    it, so one odd order never costs the worker the rest of its message."""
+    if isinstance(o, Order):
+        order_id, state, trailing = o.id, o.state or "open", o.trail_amount is not None
+    else:
+        order_id = o.order_id or 0
+        state = o.state or ("cancelled" if o.action == "delete" else "open")
+        trailing = o.trail_amount is not None or o.trail_extreme is not None
     kind, price = bot_kind_and_price(o.order_type, o.stop_order_type, o.limit_price, o.stop_price)
-    return OrderView(order_id=int(o.id), side=o.side, price=price, size=int(o.size),
-                     unfilled_size=int(o.unfilled_size), client_order_id=o.client_order_id,
-                     state=o.state or "open", order_type=kind, reduce_only=bool(o.reduce_only),
-                     trailing=o.trail_amount is not None)
-
-
-def update_view(ev: OrderUpdate) -> OrderView:
-    """An orders-channel update as a bot sees it. The channel does not repeat `order_type` or
-    `reduce_only` on every update (UNCONFIRMED), so a stop is recognised by its stop fields."""
-    kind, price = bot_kind_and_price(None, ev.stop_order_type, ev.limit_price, ev.stop_price)
-    return OrderView(order_id=int(ev.order_id or 0), side=ev.side or "", price=price,
-                     size=int(ev.size or 0), unfilled_size=int(ev.unfilled_size or 0),
-                     client_order_id=ev.client_order_id,
-                     state=ev.state or ("cancelled" if ev.action == "delete" else "open"),
-                     order_type=kind, reduce_only=bool(ev.reduce_only),
-                     trailing=ev.trail_amount is not None or ev.trail_extreme is not None)
+    cid = o.client_order_id or known_client_order_id or None
+    side = o.side if o.side in SIDES else (tag.side if (tag := coid.parse(cid)) is not None else None)
+    if side is None:
+        raise ValueError(f"order {order_id}: side {o.side!r} and no client order id of ours to tell it")
+    if kind not in ORDER_KINDS:
+        raise ValueError(f"order {order_id}: order type {kind!r} is none Delta documents")
+    if state not in ORDER_STATES:
+        raise ValueError(f"order {order_id}: state {state!r} is none Delta documents")
+    return OpenOrder(order_id=int(order_id), symbol=symbol, side=side, price=price,
+                     size=int(o.size or 0), unfilled_size=int(o.unfilled_size or 0), client_order_id=cid,
+                     order_type=kind, reduce_only=bool(o.reduce_only), trailing=trailing,
+                     state=state)
 
 
 def domain_fill(f: DeltaFill, symbol: str, contract_value: float) -> Fill:
@@ -205,6 +217,7 @@ class ExchangeGateway:
         self.available = math.nan
         self.marks: dict[str, float] = {}
         self.records_dropped = 0
+        self.orders_dropped = 0  # venue orders no OpenOrder can hold (domain_order), not handed on
         # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
         self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
         # Delta's REST fills name only their order_id; the bots know their fills by client order id.
@@ -334,7 +347,9 @@ class ExchangeGateway:
             sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
             if sym not in self.products or ev.order_id is None:
                 return
-            view = update_view(ev)
+            view = self.read_order(sym, ev)
+            if view is None:
+                return
             await self.pub.send_multipart((topic(sym), self.codec.encode(
                 OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
             # Creations are recorded from the REST answer (with what we sent); the channel adds
@@ -569,7 +584,7 @@ class ExchangeGateway:
                                    error=f"reconciliation read failed: {type(exc).__name__}: {exc}")
         usd = next((b for b in balances if b.asset_symbol in ("USD", "USDT")), None)
         return AccountSnapshot(
-            symbol=req.symbol, product=spec, open_orders=[order_view(o) for o in orders],
+            symbol=req.symbol, product=spec, open_orders=self.read_orders(req.symbol, orders),
             fills=mapped,
             available_balance=usd.available_balance if usd else 0.0,
             equity=usd.balance if usd else 0.0, venue_position=venue_position)
@@ -625,13 +640,14 @@ class ExchangeGateway:
         pid = req.product_id
         errors: list[str] = []
         cancelled: list[int] = []
-        amended: list[OrderView] = []
-        placed: list[OrderView] = []
+        amended: list[OpenOrder] = []
+        placed: list[OpenOrder] = []
         if req.cancel:
             for oid, r in zip(req.cancel, await self.rest.cancel_orders(pid, req.cancel), strict=True):
                 if isinstance(r, Order):
                     cancelled.append(oid)
-                    self.record_cancel(req.symbol, order_view(r), "cancelled_by_user")
+                    if (gone := self.read_order(req.symbol, r)) is not None:
+                        self.record_cancel(req.symbol, gone, "cancelled_by_user")
                 elif r.code == "open_order_not_found":
                     cancelled.append(oid)  # already gone (filled or cancelled): same outcome
                 else:
@@ -668,8 +684,9 @@ class ExchangeGateway:
                   for a in stops))
             for a, res in zip([*limits, *stops], [x for part in parts for x in part], strict=True):
                 if isinstance(res, Order):
-                    amended.append(order_view(res))
-                    self.record(req.symbol, "amended", order_view(res), detail=a.order_type)
+                    if (edited := self.read_order(req.symbol, res)) is not None:
+                        amended.append(edited)
+                        self.record(req.symbol, "amended", edited, detail=a.order_type)
                 elif isinstance(res, Exception):
                     errors.append(_err_text(str(a.order_id), res))
                     self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), res)
@@ -684,9 +701,9 @@ class ExchangeGateway:
                                          *(_many(self.place(pid, p, req.symbol)) for p in others))
             for p, res in zip([*grid, *others], [x for part in parts for x in part], strict=True):
                 if isinstance(res, Order):
-                    view = order_view(res)
-                    placed.append(view)
-                    self.record(req.symbol, "placed", view, detail=p.order_type)
+                    if (view := self.read_order(req.symbol, res)) is not None:
+                        placed.append(view)
+                        self.record(req.symbol, "placed", view, detail=p.order_type)
                 elif isinstance(res, Exception):
                     errors.append(_err_text(p.client_order_id, res))
                     self.record_refusal(req.symbol, "rejected", p.client_order_id, "", res,
@@ -720,9 +737,24 @@ class ExchangeGateway:
             limit_price=None if p.order_type == "market_order" else p.price, order_type=p.order_type,
             post_only=p.post_only, reduce_only=p.reduce_only, client_order_id=p.client_order_id)
 
+    def read_order(self, symbol: str, o: Order | OrderUpdate) -> OpenOrder | None:
+        """`domain_order` with the client order id this gateway learned for the order; an order
+        no OpenOrder can hold is dropped, counted (orders_dropped) and logged (the first, then
+        every 100th), never raised into the request or socket loop."""
+        try:
+            return domain_order(o, symbol, self.client_ids.get(o.id if isinstance(o, Order) else o.order_id))
+        except ValueError as exc:
+            self.orders_dropped += 1
+            if self.orders_dropped % 100 == 1:
+                log.warning("%s: venue order not handed to the bot (%d so far): %s", symbol, self.orders_dropped, exc)
+            return None
+
+    def read_orders(self, symbol: str, orders: Sequence[Order]) -> list[OpenOrder]:
+        return [view for o in orders if (view := self.read_order(symbol, o)) is not None]
+
     # --- the order ledger (supervisor -> SQLite) -------------------------------------------
 
-    def record_cancel(self, symbol: str, view: OrderView, detail: str) -> None:
+    def record_cancel(self, symbol: str, view: OpenOrder, detail: str) -> None:
         if self.cancels_recorded.pop(view.order_id, 0) is None:
             return  # the other report of the same cancel came first
         self.cancels_recorded[view.order_id] = None
@@ -730,7 +762,7 @@ class ExchangeGateway:
             self.cancels_recorded.popitem(last=False)
         self.record(symbol, "cancelled", view, detail=detail)
 
-    def record(self, symbol: str, event: str, view: OrderView, *, detail: str = "") -> None:
+    def record(self, symbol: str, event: str, view: OpenOrder, *, detail: str = "") -> None:
         # Every place, edit and cancel answer passes here: the orders whose fills we will read.
         self.client_ids.learn(view.order_id, view.client_order_id)
         self._push_record(OrderRecord(
@@ -753,9 +785,10 @@ class ExchangeGateway:
         return GatewayFigures(ticks_published=self.ticks, symbols=len(self.products), source="exchange",
                               requests=self.requests, malformed=self.codec.malformed, equity=self.equity,
                               position_notional=self.position_notional, rest_errors=self.rest_errors,
-                              **self.link_figures(), loop_lag_ms=lag_ms,
+                              **self.link_figures(), loop_lag_ms=lag_ms, orders_dropped=self.orders_dropped,
                               note=f"{self.resync.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
+                              + (f", {self.orders_dropped} venue orders unreadable" if self.orders_dropped else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
                               + self.market_data_note() + self.resync.note())

@@ -126,7 +126,6 @@ class Resyncer:
         """The symbol's open orders, handed to its worker as order events (the states a missed
         event would have said). An order that ended unheard is not among them: the worker's
         regular account read (every 15 s) and the fill reader settle it."""
-        from .gateway_exchange import order_view  # the gateway's one mapping of an order
         gw = self.gw
         spec = gw.products.get(sym)
         if spec is None:
@@ -142,8 +141,9 @@ class Resyncer:
         self.book.resyncs += 1
         for o in orders:
             gw.client_ids.learn(o.id, o.client_order_id)
-            await gw.pub.send_multipart((topic(sym), gw.codec.encode(
-                OrderEvent(symbol=sym, order=order_view(o), sent_ns=time.perf_counter_ns()))))
+            if (order := gw.read_order(sym, o)) is not None:  # the gateway's one mapping of an order
+                await gw.pub.send_multipart((topic(sym), gw.codec.encode(
+                    OrderEvent(symbol=sym, order=order, sent_ns=time.perf_counter_ns()))))
 
     def note(self) -> str:
         return self.book.note()

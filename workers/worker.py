@@ -35,7 +35,6 @@ from shared.messages import (
     NewOrderSpec,
     OrderEvent,
     OrderIntents,
-    OrderView,
     SignalReply,
     SignalRequest,
     Tick,
@@ -48,7 +47,6 @@ from shared.trading import book_view
 from shared.trading import flatten as flat
 from shared.trading import halt as halt_rule
 from shared.trading.bot import TradingBot
-from shared.trading.orders import OpenOrder
 from shared.trading.position_check import PositionCheck, check_position
 
 from .runtime import (
@@ -79,13 +77,6 @@ LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went b
 # and warming the pool at once queue behind each other): its latencies leave the status window
 # when it ends, so a status p99 read later describes the steady state only.
 LATENCY_WARMUP_S = 60.0
-
-
-def open_order(symbol: str, v: OrderView) -> OpenOrder:
-    # The view holds the wire's strings; Delta sends only buy/sell and the two order types OpenOrder names.
-    return OpenOrder(order_id=v.order_id, symbol=symbol, side=v.side, price=v.price, size=v.size,  # type: ignore[arg-type]
-                     unfilled_size=v.unfilled_size, client_order_id=v.client_order_id,
-                     order_type=v.order_type, reduce_only=v.reduce_only, trailing=v.trailing)  # type: ignore[arg-type]
 
 
 class TradingFigures(TypedDict, total=False):
@@ -341,7 +332,7 @@ class Worker:
             self.trading = f"not trading: {snap.error or 'no product spec'}"
             return
         self.available_balance = snap.available_balance
-        orders = [open_order(self.symbol, o) for o in snap.open_orders]
+        orders = snap.open_orders  # the gateway's domain orders, as the bot takes them
         if full or self.bot is None:
             cfg = self.cfg
             if self.bot is None:
@@ -401,7 +392,7 @@ class Worker:
 
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
-            self.bot.on_order(open_order(self.symbol, ev.order), ev.order.state)
+            self.bot.on_order(ev.order, ev.order.state)
 
     def make_intents(self, reply: SignalReply) -> OrderIntents | None:
         bot = self.bot
@@ -466,8 +457,8 @@ class Worker:
         if bot is None:
             return
         bot.on_cancelled(list(res.cancelled))
-        for v in (*res.amended, *res.placed):
-            bot.on_order(open_order(self.symbol, v), v.state)
+        for o in (*res.amended, *res.placed):
+            bot.on_order(o, o.state)
         if res.errors:
             self.order_errors += len(res.errors)
             for e in res.errors:

@@ -97,6 +97,7 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
     reduce_only: bool | None = None
     trail_amount: float | None = None  # set on trailing stops (the snapshot's Order has it)
     trail_extreme: float | None = None  # trigger_price_max_or_min: documented on updates of trailing stops
+    order_type: str | None = None  # limit_order | market_order: not in the documented update fields; read when sent
 
 
 class OrderSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -357,7 +358,8 @@ def _orders(msg: Mapping[str, Any], rx: int) -> list[Event]:
         seq_no=_i(msg.get("seq_no")), exchange_ts_us=to_micros(msg.get("timestamp")),
         received_ts_us=rx, stop_order_type=_s(msg.get("stop_order_type")),
         stop_price=_f(msg.get("stop_price")), reduce_only=_b(msg.get("reduce_only")),
-        trail_amount=_f(msg.get("trail_amount")), trail_extreme=_f(msg.get(constants.TRAIL_EXTREME_FIELD)))]
+        trail_amount=_f(msg.get("trail_amount")), trail_extreme=_f(msg.get(constants.TRAIL_EXTREME_FIELD)),
+        order_type=_s(msg.get("order_type")))]
 
 
 def _positions(msg: Mapping[str, Any], rx: int) -> list[Event]:

@@ -345,7 +345,7 @@ class TradingBot:
         """Trigger price of our protective stop on the book, NaN when none rests."""
         for o in self.open_orders.values():
             tag = coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
-            if tag is not None and tag.purpose == "stop" and o.order_type == "stop_market_order":
+            if tag is not None and tag.purpose == "stop" and o.is_stop:
                 return o.price
         return math.nan
 

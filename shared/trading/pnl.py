@@ -67,7 +67,7 @@ class Fill(msgspec.Struct, frozen=True, kw_only=True):
     ts: float  # epoch seconds of the execution
     client_order_id: str = ""
     order_id: str = ""
-    role: str = ""  # maker | taker ("" when the venue did not say; the ledger does not keep it)
+    role: str = ""  # maker | taker ("" when the venue did not say, or a ledger row stored before roles were kept)
 
     def __post_init__(self) -> None:
         if not self.fill_id:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import msgspec
 
 from shared.trading import client_order_id as coid
-from shared.trading.orders import DesiredOrder, OpenOrder, Purpose, Side
+from shared.trading.orders import DesiredOrder, OpenOrder, Purpose, Side, same_kind
 
 
 class PlaceOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,7 +133,8 @@ def reconcile(
         best, _ = orders[0]
         if _matches(best, want, price_tolerance):
             kept += 1
-        elif (best.order_type, best.reduce_only, best.trailing) == (want.order_type, want.reduce_only, want.trail > 0):
+        elif same_kind(best.order_type, want.order_type) and (best.reduce_only, best.trailing) == (
+                want.reduce_only, want.trail > 0):
             to_amend.append(AmendOrder(
                 order_id=best.order_id, client_order_id=best.client_order_id or "",
                 price=best.price if best.trailing else want.price, size=best.filled_size + want.size, desired=want,

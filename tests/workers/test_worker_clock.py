@@ -16,9 +16,10 @@ import pytest
 from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent, OrderView
+from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent
 from shared.ring import BarRing
 from shared.trading import client_order_id as coid
+from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
@@ -44,7 +45,7 @@ def spec(tmp_path: Path) -> Iterator[ChildSpec]:
 
 def placed_all(w: Worker, intents_place: list) -> None:
     assert w.intent_in_flight is not None
-    views = [OrderView(order_id=100 + i, side=p.side, price=p.price, size=p.size, unfilled_size=p.size,
+    views = [OpenOrder(symbol="ETHUSD", order_id=100 + i, side=p.side, price=p.price, size=p.size, unfilled_size=p.size,
                        client_order_id=p.client_order_id, order_type=p.order_type, reduce_only=p.reduce_only)
              for i, p in enumerate(intents_place)]
     w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[],
@@ -88,8 +89,9 @@ def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spe
     assert first is not None
     placed_all(w, first.place)
     entry = first.place[0]
-    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OrderView(
-        order_id=100, side=entry.side, price=entry.price, size=entry.size, unfilled_size=0,
+    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+        symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
+        size=entry.size, unfilled_size=0,
         client_order_id=entry.client_order_id, state="closed")))
     w.market_ts = MARKET_TS + 60.0
     assert w.make_intents(REPLY) is None and w.plan_again  # held until the fill is read

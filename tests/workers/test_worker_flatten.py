@@ -18,8 +18,9 @@ import pytest
 from test_worker_position_check import ENTRY, ETH, OWN_FILL, REPLY, STOP  # type: ignore[import-not-found]
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, IntentResult, OrderView
+from shared.messages import AccountSnapshot, IntentResult
 from shared.ring import BarRing
+from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
@@ -39,13 +40,13 @@ def spec(tmp_path: Path) -> Iterator[ChildSpec]:
         ring.unlink()
 
 
-def venue(position: int, orders: list[OrderView], fills: list[Fill] | None = None) -> AccountSnapshot:
+def venue(position: int, orders: list[OpenOrder], fills: list[Fill] | None = None) -> AccountSnapshot:
     return AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=orders,
                            fills=[OWN_FILL] if fills is None else fills, available_balance=10_000.0,
                            equity=10_000.0, venue_position=position)
 
 
-def answer(w: Worker, *, cancelled: list[int], placed: list[OrderView]) -> None:
+def answer(w: Worker, *, cancelled: list[int], placed: list[OpenOrder]) -> None:
     assert w.intent_in_flight is not None
     w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=cancelled, amended=[],
                                     placed=placed, errors=[], sent_ns=0), recv_ns=w.intent_in_flight[1] + 1000)

@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 from shared.config import load_config
-from shared.messages import AccountSnapshot, OrderView, SignalReply
+from shared.messages import AccountSnapshot, SignalReply
 from shared.products import PAPER_PRODUCTS
 from shared.ring import BarRing
 from shared.trading import client_order_id as coid
-from shared.trading.orders import Purpose, Side
+from shared.trading.orders import OpenOrder, Purpose, Side
 from shared.trading.pnl import Fill
 from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
@@ -27,9 +27,9 @@ def cid(side: Side, purpose: Purpose, level: int, generation: int = 1) -> str:
                        generation=generation)
 
 
-ENTRY = OrderView(order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2,
+ENTRY = OpenOrder(symbol="ETHUSD", order_id=11, side="buy", price=1990.0, size=2, unfilled_size=2,
                   client_order_id=cid("buy", "entry", 2))
-STOP = OrderView(order_id=12, side="sell", price=1900.0, size=2, unfilled_size=2, state="pending",
+STOP = OpenOrder(symbol="ETHUSD", order_id=12, side="sell", price=1900.0, size=2, unfilled_size=2, state="pending",
                  client_order_id=cid("sell", "stop", 0), order_type="stop_market_order", reduce_only=True)
 OWN_FILL = Fill(fill_id="f1", symbol="ETHUSD", order_id="10", client_order_id=cid("buy", "entry", 1), side="buy",
                 size=2, price="2000", fee="0.01", contract_value=repr(ETH.contract_value), role="maker",

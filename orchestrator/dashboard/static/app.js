@@ -272,8 +272,8 @@ async function symbolPage(sym) {
 }
 
 function fillsTable(rows) {
-  return h("table", { class: "fills" }, h("tr", {}, ["Time (venue)", "Symbol", "Side", "Contracts", "Price", "Fee", "Order"].map((t) => h("th", { class: "l" }, t))),
-    rows.slice().reverse().map((f) => h("tr", {}, [time(f.ts), f.symbol, f.side, f.size, f.price, f.fee, f.client_order_id].map((c) => h("td", { class: "l" }, c)))));
+  return h("table", { class: "fills" }, h("tr", {}, ["Time (venue)", "Symbol", "Side", "Contracts", "Price", "Fee", "Role", "Order"].map((t) => h("th", { class: "l" }, t))),
+    rows.slice().reverse().map((f) => h("tr", {}, [time(f.ts), f.symbol, f.side, f.size, f.price, f.fee, f.role || "-", f.client_order_id].map((c) => h("td", { class: "l" }, c)))));
 }
 
 // --- account -------------------------------------------------------------------------------------
