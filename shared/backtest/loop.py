@@ -622,8 +622,8 @@ class _Run:
 
     def check_risk(self, ts: float, eq: float) -> None:
         if self.risk_state is None:
-            self.risk_state = account_risk.initial_state(eq, ts)
-            return
+            # The run's day starts at the starting balance: the first bar's own move is checked too.
+            self.risk_state = account_risk.initial_state(self.balance0, ts)
         # The same equity and notional on the same UTC day decide the same (evaluate is pure and
         # only its updated_ts would move): skip the call, as flat stretches are most of a run.
         key = (eq, account_risk.utc_day(ts),

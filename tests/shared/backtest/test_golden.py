@@ -42,7 +42,7 @@ GOLDEN = {
     "eth-fixed": "14283284c5b1a1bb2a745a4bf66787924635889435233e5668665c2729acd7cc",
     "eth-neutral": "37ea9441198e3e31cfc3d50348e392f8a4731ca241dfa1fa84a97c1f78c01fda",
     "eth-trailing": "2a955d1bb9fbacafb1f45d0818fc0d8333392f8a242cb9004044fb0148fb0c5e",
-    "halt": "85f96673073a22da3829c40f9a4509c5ef474f7b5985ad8ac569bd979f4a6b6e",
+    "halt": "a861c043deb6c5a12124bdb935540027b5d1c22e7d519a70a463eed69cd00f28",  # day from the starting balance
     "three-symbols-churn": "ab2f5f0aca265d572b90e5f0ab0c2619231ad57aeeb10daaecc9adfde1e398b9",
 }
 
