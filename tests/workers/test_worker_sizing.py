@@ -5,22 +5,15 @@ built by hand, the held margin as the paper venue holds it (notional / leverage)
 
 from __future__ import annotations
 
-import os
-import uuid
-from pathlib import Path
+from collections.abc import Callable
 
-from shared.config import load_config
-from shared.messages import AccountSnapshot, OrderView, SignalReply
+from shared.messages import AccountSnapshot, OrderView
 from shared.products import PAPER_PRODUCTS
-from shared.ring import BarRing
-from shared.transport import make_endpoints
+from tests.workers.test_worker_position_check import REPLY
 from workers.runtime import ChildSpec
 from workers.worker import Worker
 
 ETH = PAPER_PRODUCTS["ETHUSD"]
-REPLY = SignalReply(symbol="ETHUSD", seq=1, bar_count=500, bar_ts=1_800_000_000.0, direction="UP", confidence=0.9,
-                    votes={}, close=2000.0, atr14=5.0, rsi14=50.0, valid=True, reason="", batch_size=1,
-                    compute_ns=0, sent_ns=0)
 
 
 def snapshot(available: float, orders: list[OrderView]) -> AccountSnapshot:
@@ -28,35 +21,25 @@ def snapshot(available: float, orders: list[OrderView]) -> AccountSnapshot:
                            equity=10_000.0, venue_position=0)
 
 
-def test_a_grid_re_read_with_its_own_margin_held_keeps_its_size(tmp_path: Path) -> None:
+def test_a_grid_re_read_with_its_own_margin_held_keeps_its_size(worker_spec: Callable[..., ChildSpec]) -> None:
     # 1% of 10,000 at 2,000 x 0.01 a contract: exactly 5 contracts a level, the boundary where
     # the grid's own margin would cost a contract
-    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"], "bot_id": "g1"},
-                                "risk": {"risk_percentage": 1.0, "min_balance": 100.0}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        spec = ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                         endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
-        w = Worker(spec)
-        w.on_account(snapshot(10_000.0, []), full=True)
-        first = w.make_intents(REPLY)
-        assert first is not None and first.place and not first.amend
-        entries = [p for p in first.place if p.order_type == "limit_order" and not p.reduce_only]
-        assert entries and {p.size for p in entries} == {5}, first.place
-        w.intent_in_flight = None
-        # the venue now rests them, each holding size x 0.01 x price / 10 of the balance
-        resting = [OrderView(order_id=100 + i, side=p.side, price=p.price, size=p.size, unfilled_size=p.size,
-                             client_order_id=p.client_order_id, order_type=p.order_type, reduce_only=p.reduce_only,
-                             state="open" if p.order_type == "limit_order" else "pending")
-                   for i, p in enumerate(first.place)]
-        held = sum(p.size * ETH.contract_value * p.price / ETH.default_leverage for p in entries)
-        assert held > 20.0
-        w.resync_asked_at_seq = w.intent_seq
-        w.on_account(snapshot(10_000.0 - held, resting), full=True)
-        again = w.make_intents(REPLY)
-        # nothing to do: the old sizing amended every entry to 4 contracts here
-        assert again is None or (not again.amend and not again.place and not again.cancel), again
-    finally:
-        ring.close()
-        ring.unlink()
+    w = Worker(worker_spec({"risk": {"risk_percentage": 1.0, "min_balance": 100.0}}))
+    w.on_account(snapshot(10_000.0, []), full=True)
+    first = w.make_intents(REPLY)
+    assert first is not None and first.place and not first.amend
+    entries = [p for p in first.place if p.order_type == "limit_order" and not p.reduce_only]
+    assert entries and {p.size for p in entries} == {5}, first.place
+    w.intent_in_flight = None
+    # the venue now rests them, each holding size x 0.01 x price / 10 of the balance
+    resting = [OrderView(order_id=100 + i, side=p.side, price=p.price, size=p.size, unfilled_size=p.size,
+                         client_order_id=p.client_order_id, order_type=p.order_type, reduce_only=p.reduce_only,
+                         state="open" if p.order_type == "limit_order" else "pending")
+               for i, p in enumerate(first.place)]
+    held = sum(p.size * ETH.contract_value * p.price / ETH.default_leverage for p in entries)
+    assert held > 20.0
+    w.resync_asked_at_seq = w.intent_seq
+    w.on_account(snapshot(10_000.0 - held, resting), full=True)
+    again = w.make_intents(REPLY)
+    # nothing to do: the old sizing amended every entry to 4 contracts here
+    assert again is None or (not again.amend and not again.place and not again.cancel), again
