@@ -3,7 +3,9 @@ the venue's transaction id), and each symbol's funding to date for status.
 
 Funding is money like a fill: it is committed as it arrives, and one the store cannot take (a
 full disk) waits in memory, oldest first and bounded, for the next try; meanwhile the
-supervisor halts entries with reason `storage`, as it does for fills.
+supervisor halts entries with reason `storage`, as it does for fills. Its failure is its own
+(`error`, `status`): a fill written meanwhile does not make the ledger read `ok` while payments
+still wait.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class FundingLedger:
         self.by_symbol: dict[str, Decimal] = {}  # + received, - paid, to date
         self.stored = 0
         self._waiting: deque[Funding] = deque()
+        self.error = ""  # why the waiting payments could not be written; "" when none failed
 
     @property
     def waiting(self) -> int:
@@ -50,7 +53,11 @@ class FundingLedger:
             try:
                 new = store.record_funding(f)
             except (sqlite3.Error, OSError) as exc:
-                return f"funding {f.funding_id} not written: {exc}"
+                if not self.error:
+                    log.error("funding %s not written to the ledger: %s; it waits, retried each pass",
+                              f.funding_id, exc)
+                self.error = f"funding {f.funding_id} not written: {exc}"
+                return self.error
             except Exception:  # refused for what it is (not an amount, replayed with other contents)
                 log.exception("could not store funding %s (it stays on the venue's ledger)", f.funding_id)
                 new = False
@@ -58,7 +65,14 @@ class FundingLedger:
             if new:
                 self.stored += 1
                 self.by_symbol[f.symbol] = self.by_symbol.get(f.symbol, Decimal(0)) + to_decimal(f.amount)
+        if self.error:
+            log.warning("funding payments written to the ledger again; %d stored in all", self.stored)
+        self.error = ""
         return ""
+
+    def status(self) -> str:
+        """"" when every payment is written, else what waits and why (a part of status's `storage`)."""
+        return f"{len(self._waiting)} funding payments waiting to be written; {self.error}" if self.error else ""
 
     def known_ids(self, store: Store) -> tuple[str, ...]:
         """The newest funding ids the ledger has, newest first: those waiting in memory, then the

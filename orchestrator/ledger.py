@@ -109,13 +109,15 @@ class LedgerWriter:
         except (sqlite3.Error, OSError) as exc:
             self.failed(f"{what} not written: {exc}")
 
-    def status(self) -> str:
-        """`ok`, or `failing: <why>` (status's `storage`)."""
-        if self.storage_error:
-            return f"failing: {len(self.unstored)} fills waiting to be written; {self.storage_error}"
-        if self.venue_storage_error:
-            return f"failing: paper venue: {self.venue_storage_error}"
-        return "ok"
+    def status(self, *, funding: str = "") -> str:
+        """`ok`, or `failing: <why>` (status's `storage`): every store failing now, each from its own
+        slot (fills and the ledger's batched rows here, `funding` from the funding ledger's
+        status, the paper venue's journal), so one written again does not hide another."""
+        failing = [*([f"{len(self.unstored)} fills waiting to be written; {self.storage_error}"]
+                     if self.storage_error else []),
+                   *([funding] if funding else []),
+                   *([f"paper venue: {self.venue_storage_error}"] if self.venue_storage_error else [])]
+        return "failing: " + " | ".join(failing) if failing else "ok"
 
     # --- batched rows -------------------------------------------------------------------------
 

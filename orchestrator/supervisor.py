@@ -417,7 +417,7 @@ class Supervisor:
 
     def _store_funding(self) -> None:
         if self.store is not None and (why := self.funding.store_waiting(self.store)):
-            self.ledger.failed(why)
+            self._halt(f"storage: {why}")  # said in status by the funding ledger's own status
 
     async def _broadcast(self, command: str, reason: str = "", symbol: str = "*") -> None:
         t = ALL_TOPIC if symbol == "*" else topic(symbol)
@@ -597,7 +597,8 @@ class Supervisor:
             uptime_s=round(now - self.started_mono, 1), halted=self.halted, halt_reason=self.halt_reason,
             halted_at=self.account.halt.ts if self.account.halt else None,
             halted_by=self.account.halt.by if self.account.halt else "",
-            metrics_url=self.metrics_url, order_management=orders, storage=self.ledger.status(), workers=workers,
+            metrics_url=self.metrics_url, order_management=orders,
+            storage=self.ledger.status(funding=self.funding.status()), workers=workers,
             processes=procs, dashboard_url=self.dashboard_url)
         _account_figures(snap, self.children.get("gateway"))
         snap.restarts_by_cause = status_builder.restarts_by_cause(self.children.values())

@@ -130,8 +130,8 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     # up | starting | down: <why> | none: signals only. Down means orders resting on the exchange
     # are managed by nobody (no fills read, no stops moved) until the gateway is back.
     order_management: str = ""
-    # ok | failing: <n> fills waiting to be written; <why>. Failing halts new entries ("storage")
-    # and the waiting fills are retried until written.
+    # ok | failing: <n> fills waiting to be written; <why> [| <n> funding payments waiting ...]
+    # [| paper venue: <why>]. Failing halts new entries ("storage") and what waits is retried.
     storage: str = ""
     workers: list[WorkerStatus] = msgspec.field(default_factory=list)
     processes: list[ProcessStatus] = msgspec.field(default_factory=list)

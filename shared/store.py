@@ -480,6 +480,12 @@ class Store:
             out[sym] = out.get(sym, Decimal(0)) + to_decimal(amount)
         return out
 
+    def newest_funding(self, limit: int) -> list[Funding]:
+        """The last `limit` funding payments stored, newest first (the dashboard's table)."""
+        rows = self._db.execute("SELECT funding_id, symbol, amount, ts FROM funding ORDER BY seq DESC LIMIT ?",
+                                (max(0, limit),)).fetchall()
+        return [Funding(funding_id=r[0], symbol=r[1], amount=r[2], ts=r[3]) for r in rows]
+
     def newest_funding_ids(self, limit: int) -> list[str]:
         """Ids of the last `limit` funding payments stored, newest first (see newest_fill_ids)."""
         rows = self._db.execute("SELECT funding_id FROM funding ORDER BY seq DESC LIMIT ?",

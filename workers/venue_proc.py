@@ -30,6 +30,7 @@ from .runtime import (
     supervisor_alive,
 )
 from .venue import PaperVenue, VenueSettings, write_venue_json
+from .venue.app import VenuePortInUse
 from .venue.live_feed import LiveFeed
 
 log = logging.getLogger("venue")
@@ -107,6 +108,11 @@ def main(spec: ChildSpec) -> None:
         raise ValueError("venue child started without its port and keys")
     try:
         run_event_loop(run(spec, access.port, access.api_key, access.api_secret))
+    except VenuePortInUse as exc:
+        # The supervisor picked this run's port free and keeps it (a restarted venue is found
+        # there again): said in one line, exit 2, restarted with backoff until the port frees.
+        log.error("venue cannot listen: %s; something else took this run's venue port", exc)
+        raise SystemExit(2) from None
     except Exception:
         log.exception("venue crashed")
         raise

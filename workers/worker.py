@@ -48,6 +48,7 @@ from shared.trading import flatten as flat
 from shared.trading import halt as halt_rule
 from shared.trading.bot import TradingBot
 from shared.trading.position_check import PositionCheck, check_position
+from shared.trading.sizing import grid_sizing_balance
 
 from .runtime import (
     ChildSpec,
@@ -331,8 +332,10 @@ class Worker:
         if snap.error or snap.product is None:
             self.trading = f"not trading: {snap.error or 'no product spec'}"
             return
-        self.available_balance = snap.available_balance
         orders = snap.open_orders  # the gateway's domain orders, as the bot takes them
+        # read with these orders resting: sized as if our own grid's entries were not (sizing.py)
+        self.available_balance = grid_sizing_balance(snap.available_balance, orders, snap.product,
+                                                     bot_id=self.cfg.run.bot_id, symbol=self.symbol)
         if full or self.bot is None:
             cfg = self.cfg
             if self.bot is None:

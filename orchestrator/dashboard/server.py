@@ -29,7 +29,6 @@ from shared.config import DashboardConfig
 from shared.messages import FillEvent, WorkerFigures
 from shared.status import StatusSnapshot
 from shared.store import Store, StoreError, db_path
-from shared.trading.pnl import to_decimal
 
 from .history import FleetHistory
 
@@ -44,6 +43,7 @@ STREAM_INTERVAL_S = 1.0
 FLEET_CACHE_S = 0.5
 MAX_STREAMS = 16  # live pages at once; more get 503 (each costs a task and a snapshot a second)
 PAGE_MAX = 500
+FUNDING_ROWS = 200  # newest funding payments listed (the total counts them all)
 FILLS_ON_CHART = 300  # fills remembered per symbol (arrival time on our clock) for the chart
 REPORT_SUFFIXES = {".md": "text/plain; charset=utf-8", ".png": "image/png", ".json": "application/json",
                    ".svg": "image/svg+xml", ".html": "text/plain; charset=utf-8", ".toml": "text/plain; charset=utf-8"}
@@ -337,21 +337,14 @@ class Dashboard:
         return await asyncio.to_thread(run)
 
 
-def _funding(store: Store) -> dict[str, Any] | None:
-    """Funding rows when this run's ledger has a funding table (the funding feature adds it)."""
-    db = store._db  # read-only connection; the table is optional, its columns are shown as they are
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='funding'").fetchone() is None:
-        return None
-    cur = db.execute("SELECT * FROM funding ORDER BY rowid DESC LIMIT 200")
-    columns = [d[0] for d in cur.description]
-    rows = [list(r) for r in cur.fetchall()]
-    total = None
-    if "amount" in columns:  # decimal strings, summed exactly over the whole table
-        try:
-            total = str(sum((to_decimal(str(a)) for (a,) in db.execute("SELECT amount FROM funding")), Decimal(0)))
-        except (ValueError, TypeError, ArithmeticError):
-            total = None  # a row we cannot read as an amount: the rows still show
-    return {"columns": columns, "rows": rows, "total": total}
+def _funding(store: Store) -> dict[str, Any]:
+    """The newest funding payments and the total to date (+ received, - paid), summed exactly."""
+    rows = [[f.funding_id, f.symbol, f.amount, f.ts] for f in store.newest_funding(FUNDING_ROWS)]
+    try:
+        total: str | None = str(sum(store.funding_by_symbol().values(), Decimal(0)))
+    except (ValueError, ArithmeticError):
+        total = None  # a row we cannot read as an amount: the rows still show
+    return {"columns": ["funding_id", "symbol", "amount", "ts"], "rows": rows, "total": total}
 
 
 def _list_reports(run_dir: Path) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ Differences from a live paper run (each a wall-clock effect of the live processe
 the market clock here; tests/orchestrator/test_backtest_parity_e2e.py holds the fills equal to a
 paper run's where they are made deterministic, and says how):
 - (no longer one: the churn limiter and the grid anchor's time run on market time in the worker too);
-- the available balance sizing a grid is the engine's at the decision (live: the last account
-  re-read, every 15 wall seconds, i.e. every 15 market minutes at 60x);
+- the available balance sizing a grid is the engine's at the decision, plus the margin of the
+  bot's own resting entries (sizing.grid_sizing_balance; live: the last account re-read, every
+  15 wall seconds, i.e. every 15 market minutes at 60x, with the entries resting then);
 - the account risk rules are checked at each bar's last trade (live: once a wall second);
 - every trade gets a signal and the order round trip is exactly `latency_ticks` trades (live:
   trades arriving while a signal request or an order batch is in flight are folded, and a
@@ -62,7 +63,7 @@ from ..trading.grid import GridAnchor, GridConfig, protective_stop
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
 from ..trading.reconcile import refill
-from ..trading.sizing import contracts_per_level
+from ..trading.sizing import contracts_per_level, grid_sizing_balance
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 
@@ -422,7 +423,7 @@ class _Run:
             return
         if not valid:
             return
-        avail = self.available()
+        avail = self.sizing_balance(s)
         s.planned_avail = avail
         plan = bot.plan(now=ts, price=close, atr=atr, direction=direction, confidence=confidence,
                         available_balance=avail, allow_new_entries=True, market_ts=ts)
@@ -439,6 +440,12 @@ class _Run:
     def available(self) -> float:
         return float(self.engine.available_balance())
 
+    def sizing_balance(self, s: _Symbol, available: float | None = None) -> float:
+        """What the symbol's grid is sized from (sizing.grid_sizing_balance): the bot's book is the
+        engine's, its events drained after every call."""
+        return grid_sizing_balance(self.available() if available is None else available, s.bot.open_orders.values(),
+                                   s.spec, bot_id=s.bot.bot_id, symbol=s.symbol)
+
     def resize_check(self, acting: _Symbol) -> None:
         """The account's available balance is shared: an order or fill of one symbol can change
         another's grid size. Wake a symbol whose size would now differ (the only use a plan makes
@@ -448,10 +455,13 @@ class _Run:
         self.revision_seen = self.engine.revision
         if len(self.syms) == 1:
             return
-        avail = self.available()
+        account = self.available()
         for s in self.syms:
             a = s.bot.anchor
-            if s is acting or s.wake_all or a is None or avail == s.planned_avail:
+            if s is acting or s.wake_all or a is None:
+                continue
+            avail = self.sizing_balance(s, account)
+            if avail == s.planned_avail:
                 continue
             r = s.bot.risk  # the symbol's own (its [symbols.SYMBOL.risk] over [risk])
             self.planned_size(s, a)
@@ -569,7 +579,7 @@ class _Run:
         if a is None:
             return True
         r = s.bot.risk
-        return contracts_per_level(self.available(), a.price, s.spec, risk_percentage=r.risk_percentage,
+        return contracts_per_level(self.sizing_balance(s), a.price, s.spec, risk_percentage=r.risk_percentage,
                                    min_balance=r.min_balance) == self.planned_size(s, a)
 
     def planned_size(self, s: _Symbol, a: GridAnchor) -> int:
@@ -624,8 +634,8 @@ class _Run:
 
     def check_risk(self, ts: float, eq: float) -> None:
         if self.risk_state is None:
-            self.risk_state = account_risk.initial_state(eq, ts)
-            return
+            # The run's day starts at the starting balance: the first bar's own move is checked too.
+            self.risk_state = account_risk.initial_state(self.balance0, ts)
         # The same equity and notional on the same UTC day decide the same (evaluate is pure and
         # only its updated_ts would move): skip the call, as flat stretches are most of a run.
         key = (eq, account_risk.utc_day(ts),

@@ -611,16 +611,6 @@ def reconnect_delay(attempt: int, base_s: float, cap_s: float, rng: random.Rando
     return step / 2 + rng.uniform(0.0, step / 2)
 
 
-def poll_interval(quiet_for_s: float | None, *, stale_after_s: float, relaxed_s: float,
-                  tight_s: float) -> float:
-    """How long a REST poller should wait: relaxed while the socket is lively, tightening
-    linearly as a symbol goes quiet, tight once it is stale or was never heard."""
-    if quiet_for_s is None or quiet_for_s >= stale_after_s:
-        return tight_s
-    share = quiet_for_s / stale_after_s
-    return max(tight_s, relaxed_s - (relaxed_s - tight_s) * share)
-
-
 # ------------------------------------------------------------------------------------ client
 
 EventHandler = Callable[[Event], Awaitable[None]]
@@ -884,58 +874,3 @@ class DeltaWebSocket:
             await asyncio.sleep(period)
             for symbol, quiet in self.quiet.newly_stale(self._mono()):
                 await self._emit(Stale(symbol, quiet))
-
-
-class RestPoller:
-    """Backs the socket with REST reads per symbol, polling faster while a symbol is quiet."""
-
-    def __init__(self, ws: DeltaWebSocket, symbols: Sequence[str],
-                 poll: Callable[[str], Awaitable[None]], *, relaxed_s: float = 30.0,
-                 tight_s: float = 2.0, monotonic: Callable[[], float] = time.monotonic) -> None:
-        if not 0 < tight_s <= relaxed_s:
-            raise ValueError("need 0 < tight_s <= relaxed_s")
-        self.ws = ws
-        self.symbols = list(symbols)
-        self.poll = poll
-        self.relaxed_s = relaxed_s
-        self.tight_s = tight_s
-        self._mono = monotonic
-        self._last_poll: dict[str, float] = {}
-        self.polls = 0
-        self.errors = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def due(self, symbol: str, now: float) -> float:
-        """Seconds until symbol should be polled (<= 0 means now)."""
-        interval = poll_interval(self.ws.quiet_for(symbol),
-                                 stale_after_s=self.ws.quiet.stale_after_s,
-                                 relaxed_s=self.relaxed_s, tight_s=self.tight_s)
-        last = self._last_poll.get(symbol)
-        return 0.0 if last is None else last + interval - now
-
-    async def run(self) -> None:
-        while True:
-            now = self._mono()
-            for symbol in self.symbols:
-                if self.due(symbol, now) <= 0:
-                    self._last_poll[symbol] = now
-                    try:
-                        await self.poll(symbol)
-                        self.polls += 1
-                    except Exception:  # a failed poll must not stop the others
-                        self.errors += 1
-                        log.exception("REST poll of %s failed", symbol)
-            now = self._mono()
-            wait = min((self.due(s, now) for s in self.symbols), default=self.tight_s)
-            await asyncio.sleep(min(max(wait, 0.005), self.tight_s))
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self.run(), name="delta-rest-poller")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None

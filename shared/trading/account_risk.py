@@ -13,8 +13,9 @@ adds what a long-running account needs around it:
   operator accepts the loss so far; otherwise the next reading would halt again at once); after
   a storage or operator halt the day's baseline stays, so halting and resuming never buys a
   fresh loss budget.
-- a record from an earlier UTC day rolls over at the first reading (`evaluate` does it), one
-  from today keeps its start equity and peak.
+- a record from an earlier UTC day rolls over at the first reading (`evaluate` does it: the new
+  day starts from the record's last reading, the equity at the boundary), one from today keeps
+  its start equity and peak.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def clear(state: AccountRisk, now: float, *, equity: float = math.nan) -> tuple[
 
 def change(old: AccountRisk, new: AccountRisk) -> Change:
     """How a new state must reach the store: a halt, a clear, a new day or a new day start at
-    once (`durable`, fsynced before anyone acts on it); a new peak with the next batch; a mere
-    re-reading (same figures) not at all."""
+    once (`durable`, fsynced before anyone acts on it); a new peak or a new last reading with the
+    next batch (a restart across midnight starts the new day from that reading); a mere re-reading
+    (same figures) not at all."""
     if old.halt != new.halt:
         return "durable"
     if old.day is None and new.day is None:
@@ -119,7 +121,7 @@ def change(old: AccountRisk, new: AccountRisk) -> Change:
         return "durable"
     if (old.day.utc_day, old.day.day_start_equity) != (new.day.utc_day, new.day.day_start_equity):
         return "durable"
-    if old.day.day_peak_equity != new.day.day_peak_equity:
+    if (old.day.day_peak_equity, old.day.last_equity) != (new.day.day_peak_equity, new.day.last_equity):
         return "batched"
     return "none"
 

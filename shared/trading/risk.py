@@ -1,7 +1,8 @@
 """Risk limits, evaluated in one place (the supervisor) for the whole account, plus the
 per-symbol caps each worker applies to its desired orders.
 
-Account limits: max total notional, daily loss limit (vs the equity at the start of the UTC day)
+Account limits: max total notional, daily loss limit (vs the equity at the start of the UTC day,
+i.e. the last reading before the day boundary)
 and max drawdown from the day's peak equity. A breach halts: no new orders anywhere, cancel open
 orders, and flatten positions if configured. A halt is sticky: it survives the UTC day rollover
 and clears only by an operator's explicit lift (`orchestrate resume --all`; account_risk.py), because a bot that
@@ -49,6 +50,11 @@ class AccountRiskState(msgspec.Struct, frozen=True, kw_only=True):
     halt_reason: str = ""
     halted_ts: float = 0.0
     updated_ts: float = 0.0
+    # The latest reading's equity. When the next reading falls on a new UTC day it is the equity at
+    # the day boundary: the new day starts from it, so a loss taken on the day's first bar (between
+    # that reading and the next) counts against the new day instead of being its baseline. None in
+    # records written before it was kept: then the first reading of a day starts it.
+    last_equity: float | None = None
 
 
 class AccountSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,7 +79,7 @@ def initial_state(equity: float, ts: float) -> AccountRiskState:
     if not math.isfinite(equity):
         raise ValueError(f"equity must be finite, got {equity!r}")
     return AccountRiskState(
-        utc_day=utc_day(ts), day_start_equity=equity, day_peak_equity=equity, updated_ts=ts,
+        utc_day=utc_day(ts), day_start_equity=equity, day_peak_equity=equity, updated_ts=ts, last_equity=equity,
     )
 
 
@@ -82,7 +88,7 @@ def clear_halt(state: AccountRiskState, equity: float, ts: float) -> AccountRisk
     otherwise the very next evaluation would halt again on the same loss."""
     return msgspec.structs.replace(
         state, halted=False, halt_reason="", halted_ts=0.0, day_start_equity=equity,
-        day_peak_equity=equity, utc_day=utc_day(ts), updated_ts=ts,
+        day_peak_equity=equity, utc_day=utc_day(ts), updated_ts=ts, last_equity=equity,
     )
 
 
@@ -104,9 +110,14 @@ def evaluate(
         return _halt(state, f"equity is not a number ({equity!r})", snapshot.ts, config)
     day = utc_day(snapshot.ts)
     if day > state.utc_day:
-        state = msgspec.structs.replace(state, utc_day=day, day_start_equity=equity, day_peak_equity=equity)
+        # The day starts at the equity last seen before the boundary, not at this reading: this
+        # reading already holds whatever moved since (a whole bar in the backtest), and that move
+        # is the new day's. (After a gap with no readings the last one seen is still the best
+        # figure known for the boundary, and erring that way halts rather than forgives a loss.)
+        start = state.last_equity if state.last_equity is not None else equity
+        state = msgspec.structs.replace(state, utc_day=day, day_start_equity=start, day_peak_equity=start)
     state = msgspec.structs.replace(
-        state, day_peak_equity=max(state.day_peak_equity, equity), updated_ts=snapshot.ts,
+        state, day_peak_equity=max(state.day_peak_equity, equity), updated_ts=snapshot.ts, last_equity=equity,
     )
     if state.halted:
         return RiskDecision(

@@ -8,11 +8,15 @@ coin units, which Delta does not accept).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
 
 from shared.products import ProductSpec
+
+from . import client_order_id as coid
+from .orders import OpenOrder
 
 Direction = Literal["long", "short"]
 
@@ -146,3 +150,25 @@ def contracts_per_level(
     affordable = int(math.floor(available_balance / (contract_notional * product.initial_margin) + 1e-9))
     contracts = min(contracts, affordable, product.position_size_limit)
     return contracts if contracts >= product.min_size else 0
+
+
+def grid_sizing_balance(available_balance: float, resting: Iterable[OpenOrder], product: ProductSpec, *,
+                        bot_id: str, symbol: str) -> float:
+    """The balance a bot's grid is sized from: the account's available balance plus the initial
+    margin the exchange holds for the bot's own resting entry orders, `resting` being the book
+    as it stood when that balance was read.
+
+    Without the add-back the size depends on whether our own grid happens to rest: the first
+    plan sizes from the whole balance, every later one from the balance less the grid's own
+    margin, so at a contract boundary the grid is amended one contract smaller right after it
+    was placed, and a regrid sizes the new grid without the margin the old one frees. Only
+    entries count: take-profits and stops stay through a regrid, and reduce-only orders hold no
+    margin. The exchange holds order margin at notional / leverage, the product's initial margin."""
+    held = 0.0
+    for o in resting:
+        if o.reduce_only or o.order_type != "limit_order" or o.unfilled_size <= 0:
+            continue
+        tag = coid.decode(o.client_order_id, bot_id=bot_id, symbol=symbol)
+        if tag is not None and tag.purpose == "entry":
+            held += o.unfilled_size * product.contract_value * o.price * product.initial_margin
+    return available_balance + held

@@ -34,7 +34,6 @@ live bars after them, re-stamped from the venue's market origin)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,9 @@ import pytest
 
 from shared.backtest.loop import run_backtest
 from shared.config import load_config
-from shared.delta.rest import DeltaRestClient
 from shared.marketdata import BAR_SECONDS, Candles, shipped_candles
 from shared.products import resolve_paper_symbol
+from tests.orchestrator.test_trading_e2e import venue_client
 from workers.venue_proc import RELEASE_REPLAY_FILE
 
 pytestmark = pytest.mark.slow
@@ -66,11 +65,6 @@ CONFIG = (f"[grid]\nlevels = 3\nwidth = 0.0005\nmode = \"neutral\"\nmax_actions_
           f"[market]\nbar_seconds = {BAR_SECONDS_WALL}\nhistory_bars = {HISTORY}\n"
           f"[testing]\nvenue_hold_replay = true\nworker_settle_ms = 5\n")
 FillKey = tuple[float, str, str, int, float]  # market time, client order id, side, size, price
-
-
-def venue_client(run_dir: Path) -> DeltaRestClient:
-    v = json.loads((run_dir / "venue.json").read_text())
-    return DeltaRestClient(v["rest_url"], v["api_key"], v["api_secret"])
 
 
 def seconds(us: object) -> float:

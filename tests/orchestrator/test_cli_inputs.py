@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -151,6 +152,17 @@ def test_bad_input_exits_2_naming_it_without_a_traceback(tmp_path: Path, name: s
     for w in words:
         assert w in out, f"{name}: {w!r} not in {out!r}"
     assert shm_left == [], "shared memory left behind"
+
+
+def test_a_venue_port_in_use_exits_2_naming_the_port(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        rc, out, shm_left = orchestrate(["venue", "--port", str(port), "--run-dir", str(tmp_path / "v")], cwd=tmp_path)
+    assert rc == 2 and "Traceback" not in out, out  # the old code: exit 1, "venue failed: OSError ..."
+    assert f"--port {port}: 127.0.0.1:{port} is already in use" in out and "--port 0" in out, out
+    assert not (tmp_path / "v" / "venue.json").exists() and shm_left == []
 
 
 @pytest.mark.parametrize("where", ["dir", "under"])

@@ -44,9 +44,11 @@ def test_payments_are_stored_once_and_totalled_and_wait_while_the_store_fails(tm
         ledger.add(pay(3, "0.1", "ETHUSD"))
         why = ledger.store_waiting(flaky)  # type: ignore[arg-type]  # a Store in all it is asked
         assert "funding 2 not written" in why and "disk is full" in why and ledger.waiting == 2
+        assert ledger.status() == f"2 funding payments waiting to be written; {why}" and ledger.error == why
         assert ledger.of("BTCUSD") == -0.5  # not counted before it is stored
         assert ledger.known_ids(store) == ("3", "2", "1")  # a restarted gateway must not hand them on again
         assert ledger.store_waiting(flaky) == "" and ledger.waiting == 0  # type: ignore[arg-type]
+        assert ledger.status() == "" and ledger.error == ""
         ledger.add(pay(2, "-0.25"))  # the same payment read again: stored once, counted once
         assert ledger.store_waiting(store) == ""
         assert ledger.by_symbol == {"BTCUSD": Decimal("-0.75"), "ETHUSD": Decimal("0.1")}

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from standalone_venue import start_venue  # type: ignore[import-not-found]  # same dir
 
-from shared.delta.rest import DeltaRestClient
 from shared.price_source import STAND_IN_ENV
+from tests.orchestrator.test_trading_e2e import BUSY_GRID, venue_client
 
 pytestmark = pytest.mark.slow
 
@@ -35,21 +35,7 @@ symbols = ["SYN_0001"]
 [market]
 source = "live-prices"
 history_bars = 300
-[grid]
-levels = 3
-width = 0.0015
-regrid_fraction = 0.5
-max_actions_per_minute = 600
-[risk]
-risk_percentage = 2.0
-max_open_orders = 10
-max_position_contracts = 5000
-"""
-
-
-def client(run_dir: Path) -> DeltaRestClient:
-    v = json.loads((run_dir / "venue.json").read_text())
-    return DeltaRestClient(v["rest_url"], v["api_key"], v["api_secret"])
+""" + BUSY_GRID
 
 
 def test_live_prices_run_trades_on_a_stand_in_public_feed(start_run, tmp_path: Path) -> None:
@@ -71,7 +57,7 @@ def test_live_prices_run_trades_on_a_stand_in_public_feed(start_run, tmp_path: P
         doc = run.wait_for(lambda d: any(w["open_orders"] > 0 for w in d["workers"]), 90, "a grid on live prices")
 
         async def compare() -> tuple:
-            async with client(source_dir) as src, client(run.run_dir) as ours:
+            async with venue_client(source_dir) as src, venue_client(run.run_dir) as ours:
                 src_ticker = await src.get_ticker(SYMBOL)
                 src_product = await src.get_product(SYMBOL)
                 our_product = await ours.get_product(SYMBOL)
@@ -94,7 +80,7 @@ def test_live_prices_run_trades_on_a_stand_in_public_feed(start_run, tmp_path: P
         assert "live prices from paper" in venue["note"], venue["note"]
 
         async def fills() -> tuple:
-            async with client(run.run_dir) as ours, client(source_dir) as src:
+            async with venue_client(run.run_dir) as ours, venue_client(source_dir) as src:
                 f = await ours.get_fills([our_product.id])
                 lo_hi = await src.get_candles(SYMBOL, "1m", int(time.time()) - 86_400, int(time.time()) + 86_400 * 30)
             return f, lo_hi

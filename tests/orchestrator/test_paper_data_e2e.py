@@ -7,7 +7,6 @@ the file, no traceback."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 
 from orchestrator.download_cmd import _Appender, _row
-from shared.delta.rest import DeltaRestClient
 from shared.marketdata import synthetic_candles
+from tests.orchestrator.test_trading_e2e import BUSY_GRID, venue_client
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = 2_000  # bars a download page holds (one gzip member each)
@@ -34,16 +33,7 @@ SOLUSD = "solusd-1m.csv.gz"
 [market.products.SOLUSD]
 contract_value = 0.1
 tick_size = 0.01
-[grid]
-levels = 3
-width = 0.0015
-regrid_fraction = 0.5
-max_actions_per_minute = 600
-[risk]
-risk_percentage = 2.0
-max_open_orders = 10
-max_position_contracts = 5000
-"""
+""" + BUSY_GRID
 
 
 def write_download_file(path: Path, bars: int = 4_000, base: float = 150.0) -> tuple[float, float]:
@@ -80,8 +70,7 @@ def test_paper_run_trades_a_downloaded_solusd_file(start_run, tmp_path: Path) ->
                  "SOLUSD fills")
 
     async def venue_view() -> tuple:
-        v = json.loads((run.run_dir / "venue.json").read_text())
-        async with DeltaRestClient(v["rest_url"], v["api_key"], v["api_secret"]) as rest:
+        async with venue_client(run.run_dir) as rest:
             products = {p.symbol: p for p in await rest.get_products()}
             sol = products["SOLUSD"]
             fills = await rest.get_fills([sol.id])

@@ -5,25 +5,20 @@ disk completes and removes its shared memory."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 import pytest
 
-from shared.delta.rest import DeltaRestClient
 from shared.store import Store, db_path
+from tests.orchestrator.test_trading_e2e import TIGHT, venue_client
 
 pytestmark = pytest.mark.slow
 
-TIGHT = ("[grid]\nlevels = 3\nwidth = 0.0015\nregrid_fraction = 0.5\nmax_actions_per_minute = 600\n"
-         "[risk]\nrisk_percentage = 2.0\nmax_open_orders = 10\nmax_position_contracts = 5000\n"
-         "[market]\nbar_seconds = 0.25\n")
 
 
 async def _venue_fill_ids(run_dir: Path) -> set[str]:
-    v = json.loads((run_dir / "venue.json").read_text())
-    async with DeltaRestClient(v["rest_url"], v["api_key"], v["api_secret"]) as rest:
+    async with venue_client(run_dir) as rest:
         ids = [p.id for p in await rest.get_products() if p.symbol in ("BTCUSD", "ETHUSD")]
         return {str(f.id) for f in await rest.get_fills(ids)}
 

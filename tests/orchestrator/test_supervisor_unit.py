@@ -221,3 +221,44 @@ async def test_flatten_is_asked_of_each_bot_until_it_reports_flat(tmp_path: Path
     assert set(sup.flattening) == {"ETHUSD"}  # BTCUSD still reports flat: done at once
     assert sup.store is not None
     sup.store.close()
+
+
+def test_storage_reads_failing_while_funding_waits_even_when_fills_are_written(tmp_path: Path) -> None:
+    """Fills and funding payments each have their own failure: a fill (or a batched commit)
+    written while funding payments still wait for the disk does not make storage read `ok`."""
+    import sqlite3
+
+    from shared.messages import FillEvent, Funding
+    from shared.store import Store
+    from shared.trading.pnl import Fill
+
+    class FundingDiskFull(Store):
+        full = True
+
+        def record_funding(self, funding: Funding) -> bool:
+            if self.full:
+                raise sqlite3.OperationalError("database or disk is full")
+            return super().record_funding(funding)
+
+    sup = Supervisor(msgspec.convert({}, Config), RunDir(tmp_path / "run"))
+    sup._build_children()
+    store = FundingDiskFull(tmp_path / "ledger.sqlite")
+    sup.store = sup.ledger.store = store
+    try:
+        sup.funding.add(Funding(funding_id="p1", symbol="BTCUSD", amount="-0.25", ts=1_700_000_000.0))
+        sup._store_funding()
+        assert sup.halted and sup.halt_reason.startswith("storage: funding p1 not written")
+        failing = "failing: 1 funding payments waiting to be written; funding p1 not written: database or disk is full"
+        assert sup.snapshot().storage == failing
+        sup.ledger.on_fill(FillEvent(symbol="BTCUSD", sent_ns=0, fill=Fill(
+            fill_id="f1", symbol="BTCUSD", side="buy", size=1, price="100", fee="0.01", contract_value="0.001",
+            ts=1_700_000_001.0)))
+        sup.ledger.flush()
+        assert sup.ledger.fills_stored == 1
+        assert sup.snapshot().storage == failing  # the old single slot read "ok" here
+        store.full = False
+        sup._store_funding()
+        assert sup.snapshot().storage == "ok" and sup.funding.stored == 1
+        assert sup.halted  # a storage halt stays until the operator lifts it
+    finally:
+        store.close()

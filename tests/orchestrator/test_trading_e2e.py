@@ -26,9 +26,11 @@ pytestmark = pytest.mark.slow
 
 BOT = "g1"
 # A tight grid on fast replay, so fills happen within seconds.
-TIGHT = ("[grid]\nlevels = 3\nwidth = 0.0015\nregrid_fraction = 0.5\nmax_actions_per_minute = 600\n"
-         "[risk]\nrisk_percentage = 2.0\nmax_open_orders = 10\nmax_position_contracts = 5000\n"
-         "[market]\nbar_seconds = 0.25\n")
+# A grid that fills within a minute or two of replay: the [grid] and [risk] tables alone, for a
+# config with a [market] table of its own; TIGHT adds a fast replay.
+BUSY_GRID = ("[grid]\nlevels = 3\nwidth = 0.0015\nregrid_fraction = 0.5\nmax_actions_per_minute = 600\n"
+             "[risk]\nrisk_percentage = 2.0\nmax_open_orders = 10\nmax_position_contracts = 5000\n")
+TIGHT = BUSY_GRID + "[market]\nbar_seconds = 0.25\n"
 
 
 def venue_client(run_dir: Path) -> DeltaRestClient:

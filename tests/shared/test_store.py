@@ -271,3 +271,11 @@ def test_funding_is_kept_once_by_the_venues_id_and_counts_in_net_pnl(tmp_path: P
         assert rows["ETHUSD"].contracts == 0 and rows["ETHUSD"].net == Decimal("0.02")  # funding alone
         assert summary.funding == Decimal("-0.0401") and summary.net == Decimal("-0.3401")
         assert store.pnl_summary("ETHUSD").funding == Decimal("0.02")
+
+
+def test_the_newest_funding_payments_newest_first(tmp_path: Path) -> None:
+    with Store(db_path(tmp_path)) as store:
+        for i, amount in enumerate(("-0.10", "0.35", "0.05")):
+            store.record_funding(Funding(funding_id=f"p{i}", ts=1.0 + i, symbol="BTCUSD", amount=amount))
+        assert [f.funding_id for f in store.newest_funding(2)] == ["p2", "p1"]
+        assert store.newest_funding(0) == [] and store.newest_funding(10)[-1].amount == "-0.10"

@@ -6,23 +6,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import pytest
-import zmq
-import zmq.asyncio
 
-from shared.config import load_config
 from shared.delta.client_ids import ClientIds
 from shared.delta.ratelimit import AccountRateLimiter, RequestBudget
 from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
-from shared.messages import AccountRequest, AmendSpec, FillEvent, MessageCodec, NewOrderSpec, OrderIntents, OrderRecord
-from shared.transport import make_endpoints
+from shared.messages import AccountRequest, AmendSpec, FillEvent, NewOrderSpec, OrderIntents, OrderRecord
+from tests.workers.gateway_support import gateway_on, running, started_venue
 from workers.gateway_exchange import LOOKUP_ATTEMPTS, ExchangeGateway
-from workers.runtime import ChildSpec, VenueAccess
 from workers.venue import PaperVenue, VenueSettings
 
 
@@ -33,54 +28,21 @@ async def fills_published(tmp_path: Path, venue: PaperVenue, stored: list[str], 
     return [e.fill.fill_id for e in events]
 
 
-def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *,
-               paper: bool = False) -> ExchangeGateway:
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",),
-                     stored_fill_ids=tuple(reversed(stored)),  # the store gives them newest first
-                     venue_access=VenueAccess(port=0, api_key="", api_secret="") if paper else None)
-    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
-            "api_secret": venue.api_secret}
-    return ExchangeGateway(spec, conn)
-
-
-def supervisor_sockets(ctx: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket, zmq.asyncio.Socket]:
-    """What a gateway is started with: (our end of its supervisor socket, that socket, its PUB)."""
-    pull = ctx.socket(zmq.PULL)
-    port = pull.bind_to_random_port("tcp://127.0.0.1")
-    sup = ctx.socket(zmq.PUSH)
-    sup.connect(f"tcp://127.0.0.1:{port}")
-    pub = ctx.socket(zmq.PUB)
-    pub.bind("tcp://127.0.0.1:*")
-    return pull, sup, pub
-
-
 async def fill_events(tmp_path: Path, venue: PaperVenue, stored: list[str], *, paper: bool = False,
                       client_ids: ClientIds | None = None) -> tuple[list[FillEvent], ExchangeGateway]:
     """Start a gateway on `venue`, run its fill poll once: the fills it sent to the ledger, and it."""
-    ctx = zmq.asyncio.Context()
-    pull, sup, pub = supervisor_sockets(ctx)
     gw = gateway_on(tmp_path, venue, stored, paper=paper)
     if client_ids is not None:
         gw.client_ids = client_ids
-    codec = MessageCodec("test")
-    try:
-        await gw.start(pub, sup)
+    async with running(gw) as run:
         gw.fill_wakeup.set()
         task = asyncio.create_task(gw.fill_loop())
         events: list[FillEvent] = []
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
-            if await pull.poll(200):
-                msg = codec.decode(await pull.recv())
-                if isinstance(msg, FillEvent):
-                    events.append(msg)
+            events += await run.sent_up(FillEvent, timeout_ms=200)
         task.cancel()
-        return events, gw
-    finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
+    return events, gw
 
 
 def trade(venue: PaperVenue, n: int, client_order_ids: list[str | None] | None = None) -> list[str]:
@@ -92,12 +54,6 @@ def trade(venue: PaperVenue, n: int, client_order_ids: list[str | None] | None =
                                               client_order_id=client_order_ids[i] if client_order_ids else None))
     venue.ws.publish_engine_events()
     return [f.id for f in list(venue.engine.fills)[before:]]
-
-
-async def started_venue(start_ts: float) -> PaperVenue:
-    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, start_ts=start_ts), ["BTCUSD", "ETHUSD"])
-    await venue.start()
-    return venue
 
 
 async def test_fills_behind_the_newest_stored_one_in_time_are_still_news(tmp_path: Path) -> None:
@@ -141,22 +97,12 @@ async def test_an_empty_ledger_takes_every_paper_fill_but_no_live_history(tmp_pa
 
 async def test_an_account_read_carries_the_venues_position(tmp_path: Path) -> None:
     venue = await started_venue(time.time())
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
-    gw = ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
-                                "api_secret": venue.api_secret})
-    ctx = zmq.asyncio.Context()
     try:
-        pub = ctx.socket(zmq.PUB)
-        pub.bind("tcp://127.0.0.1:*")
-        await gw.start(pub, ctx.socket(zmq.PUSH))
-        trade(venue, 3)  # buy, sell, buy: +1
-        snap = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+        async with running(gateway_on(tmp_path, venue)) as run:
+            trade(venue, 3)  # buy, sell, buy: +1
+            snap = await run.gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
         assert snap.error == "" and snap.venue_position == 1 and len(snap.fills) == 3
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
 
 
@@ -198,21 +144,16 @@ async def test_a_fill_whose_order_the_venue_forgot_is_still_stored_without_a_cli
 async def test_a_reconciliations_fills_carry_their_client_order_ids(tmp_path: Path) -> None:
     venue = await started_venue(time.time())
     gw = gateway_on(tmp_path, venue)
-    ctx = zmq.asyncio.Context()
     try:
-        pub = ctx.socket(zmq.PUB)
-        pub.bind("tcp://127.0.0.1:*")
-        await gw.start(pub, ctx.socket(zmq.PUSH))
-        trade(venue, 2, ["g1-BTCUSD-b1", "g1-BTCUSD-s1"])
-        bid, _ = venue.engine.touch(27)
-        venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=1, client_order_id="g1-BTCUSD-b2",
-                                              limit_price=bid - 100))  # rests, open
-        gw.client_ids = ClientIds()  # nothing learned from the channels: from the reads alone
-        snap = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
-        again = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+        async with running(gw):
+            trade(venue, 2, ["g1-BTCUSD-b1", "g1-BTCUSD-s1"])
+            bid, _ = venue.engine.touch(27)
+            venue.engine.place_order(OrderRequest(product_id=27, side="buy", size=1, client_order_id="g1-BTCUSD-b2",
+                                                  limit_price=bid - 100))  # rests, open
+            gw.client_ids = ClientIds()  # nothing learned from the channels: from the reads alone
+            snap = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+            again = await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert snap.error == "" and [f.client_order_id for f in snap.fills] == ["g1-BTCUSD-s1", "g1-BTCUSD-b1"]
     assert again.fills == snap.fills and gw.rest.outcomes[LOOKUP] == 2  # looked up once each
@@ -230,27 +171,19 @@ async def test_orders_heard_on_the_channels_need_no_lookup(tmp_path: Path) -> No
     so their fills are resolved from the map, at no rate budget."""
     venue = await started_venue(time.time())
     gw = gateway_on(tmp_path, venue, paper=True)
-    ctx = zmq.asyncio.Context()
     try:
-        pull, sup, pub = supervisor_sockets(ctx)
-        await gw.start(pub, sup)
-        deadline = time.monotonic() + 5.0
-        coids: list[str | None] = ["g1-BTCUSD-b1", "g1-BTCUSD-s1"]
-        while not any(c.wants("orders", "BTCUSD") and c.wants("user_trades", "BTCUSD") for c in venue.ws.clients):
-            assert time.monotonic() < deadline, "the gateway never subscribed to its orders and trades"
-            await asyncio.sleep(0.05)
-        made = trade(venue, 2, coids)
-        while len(gw.client_ids) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert await gw.read_new_fills([27]) == 2
-        codec = MessageCodec("test")
-        got: list[FillEvent] = []
-        while len(got) < len(made) and await pull.poll(2000):  # order records come this way too
-            if isinstance(msg := codec.decode(await pull.recv()), FillEvent):
-                got.append(msg)
+        async with running(gw) as run:
+            deadline = time.monotonic() + 5.0
+            coids: list[str | None] = ["g1-BTCUSD-b1", "g1-BTCUSD-s1"]
+            while not any(c.wants("orders", "BTCUSD") and c.wants("user_trades", "BTCUSD") for c in venue.ws.clients):
+                assert time.monotonic() < deadline, "the gateway never subscribed to its orders and trades"
+                await asyncio.sleep(0.05)
+            made = trade(venue, 2, coids)
+            while len(gw.client_ids) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert await gw.read_new_fills([27]) == 2
+            got = await run.sent_up(FillEvent, timeout_ms=2000)  # order records come this way too
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == list(zip(made, coids, strict=True))
     assert LOOKUP not in gw.rest.outcomes and gw.fills_unresolved == 0
@@ -261,24 +194,20 @@ async def test_a_fill_whose_order_lookup_fails_is_read_again_then_stored_without
     our fill a stranger's at once: the poll reads it again, LOOKUP_ATTEMPTS times, then stores it."""
     venue = await started_venue(time.time())
     gw = gateway_on(tmp_path, venue, paper=True)
-    ctx = zmq.asyncio.Context()
     try:
-        pull, sup, pub = supervisor_sockets(ctx)
-        await gw.start(pub, sup)
-        trade(venue, 1, ["g1-BTCUSD-b1"])
-        [fill] = await gw.rest.get_fills([27])
-        gw.client_ids = ClientIds()  # as if never heard on the channels
-        with socket.socket() as closed:  # a port nothing listens on: the venue unreachable
-            closed.bind(("127.0.0.1", 0))
-            dead = closed.getsockname()[1]
-        reachable, gw.rest = gw.rest, DeltaRestClient(f"http://127.0.0.1:{dead}", venue.api_key, venue.api_secret)
-        await reachable.close()
-        tries = [await gw.hand_on(fill) for _ in range(LOOKUP_ATTEMPTS)]
-        codec = MessageCodec("test")
-        got = [m for m in [codec.decode(await pull.recv())] if isinstance(m, FillEvent)]
+        async with running(gw) as run:
+            trade(venue, 1, ["g1-BTCUSD-b1"])
+            [fill] = await gw.rest.get_fills([27])
+            gw.client_ids = ClientIds()  # as if never heard on the channels
+            with socket.socket() as closed:  # a port nothing listens on: the venue unreachable
+                closed.bind(("127.0.0.1", 0))
+                dead = closed.getsockname()[1]
+            reachable, gw.rest = gw.rest, DeltaRestClient(f"http://127.0.0.1:{dead}", venue.api_key,
+                                                          venue.api_secret)
+            await reachable.close()
+            tries = [await gw.hand_on(fill) for _ in range(LOOKUP_ATTEMPTS)]
+            got = [m for m in [run.codec.decode(await run.pull.recv())] if isinstance(m, FillEvent)]
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert tries == [False] * (LOOKUP_ATTEMPTS - 1) + [True]
     assert [(e.fill.fill_id, e.fill.client_order_id) for e in got] == [(str(fill.id), "")]
@@ -286,12 +215,7 @@ async def test_a_fill_whose_order_lookup_fails_is_read_again_then_stored_without
 
 
 def two_symbol_gateway(tmp_path: Path, venue: PaperVenue) -> ExchangeGateway:
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD", "ETHUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD", "ETHUSD"),
-                     stored_fill_ids=(), venue_access=VenueAccess(port=0, api_key="", api_secret=""))
-    return ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
-                                  "api_secret": venue.api_secret})
+    return gateway_on(tmp_path, venue, symbols=("BTCUSD", "ETHUSD"), paper=True)
 
 
 def five_levels(symbol: str, price: float, step: float) -> list[NewOrderSpec]:
@@ -304,29 +228,25 @@ async def test_a_regrid_of_five_levels_is_one_batch_call_for_each_kind(tmp_path:
     25 rate units each, and every order's outcome reported by its own id."""
     venue = await started_venue(time.time())
     gw = two_symbol_gateway(tmp_path, venue)
-    ctx = zmq.asyncio.Context()
     try:
-        pull, sup, pub = supervisor_sockets(ctx)
-        await gw.start(pub, sup)
-        price = (await gw.rest.get_ticker("BTCUSD")).close
-        assert price is not None
-        spent = gw.rest.limiter.snapshot().used
-        placed = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
-                                               place=five_levels("BTCUSD", price, 50.0),
-                                               sent_ns=time.perf_counter_ns()))
-        assert placed.errors == [] and len(placed.placed) == 5
-        ids = [v.order_id for v in placed.placed]
-        amended = await gw.execute(OrderIntents(
-            symbol="BTCUSD", seq=2, product_id=27, cancel=[], place=[], sent_ns=time.perf_counter_ns(),
-            amend=[AmendSpec(order_id=v.order_id, price=v.price - 10.0, size=2) for v in placed.placed]))
-        assert amended.errors == [] and [(v.order_id, v.size) for v in amended.amended] == [(i, 2) for i in ids]
-        cancelled = await gw.execute(OrderIntents(symbol="BTCUSD", seq=3, product_id=27, cancel=ids, amend=[],
-                                                  place=[], sent_ns=time.perf_counter_ns()))
-        assert cancelled.errors == [] and cancelled.cancelled == ids
-        spent = gw.rest.limiter.snapshot().used - spent
+        async with running(gw):
+            price = (await gw.rest.get_ticker("BTCUSD")).close
+            assert price is not None
+            spent = gw.rest.limiter.snapshot().used
+            placed = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                                   place=five_levels("BTCUSD", price, 50.0),
+                                                   sent_ns=time.perf_counter_ns()))
+            assert placed.errors == [] and len(placed.placed) == 5
+            ids = [v.order_id for v in placed.placed]
+            amended = await gw.execute(OrderIntents(
+                symbol="BTCUSD", seq=2, product_id=27, cancel=[], place=[], sent_ns=time.perf_counter_ns(),
+                amend=[AmendSpec(order_id=v.order_id, price=v.price - 10.0, size=2) for v in placed.placed]))
+            assert amended.errors == [] and [(v.order_id, v.size) for v in amended.amended] == [(i, 2) for i in ids]
+            cancelled = await gw.execute(OrderIntents(symbol="BTCUSD", seq=3, product_id=27, cancel=ids, amend=[],
+                                                      place=[], sent_ns=time.perf_counter_ns()))
+            assert cancelled.errors == [] and cancelled.cancelled == ids
+            spent = gw.rest.limiter.snapshot().used - spent
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     calls = {route: n for (route, _), n in gw.rest.outcomes.items() if "/v2/orders" in route and "GET" not in route}
     assert calls == {"POST /v2/orders/batch": 1, "PUT /v2/orders/batch": 1, "DELETE /v2/orders/batch": 1}
@@ -340,29 +260,21 @@ async def test_a_rejected_order_of_a_batch_reaches_its_own_bot_with_deltas_code(
     ledger gets the rejection with its code."""
     venue = await started_venue(time.time())
     gw = two_symbol_gateway(tmp_path, venue)
-    ctx = zmq.asyncio.Context()
-    codec = MessageCodec("test")
     try:
-        pull, sup, pub = supervisor_sockets(ctx)
-        await gw.start(pub, sup)
-        btc = (await gw.rest.get_ticker("BTCUSD")).close
-        eth = (await gw.rest.get_ticker("ETHUSD")).close
-        assert btc is not None and eth is not None
-        await gw.rest.set_leverage(27, 1)  # margin = notional
-        grid = five_levels("BTCUSD", btc, 50.0)
-        grid[2] = msgspec.structs.replace(grid[2], size=200_000)  # 200 BTC: far beyond the paper balance
-        btc_res, eth_res = await asyncio.gather(
-            gw.execute(OrderIntents(symbol="BTCUSD", seq=7, product_id=27, cancel=[], amend=[], place=grid,
-                                    sent_ns=time.perf_counter_ns())),
-            gw.execute(OrderIntents(symbol="ETHUSD", seq=9, product_id=3136, cancel=[], amend=[],
-                                    place=five_levels("ETHUSD", eth, 5.0), sent_ns=time.perf_counter_ns())))
-        records: list[OrderRecord] = []
-        while await pull.poll(500):
-            if isinstance(msg := codec.decode(await pull.recv()), OrderRecord):
-                records.append(msg)
+        async with running(gw) as run:
+            btc = (await gw.rest.get_ticker("BTCUSD")).close
+            eth = (await gw.rest.get_ticker("ETHUSD")).close
+            assert btc is not None and eth is not None
+            await gw.rest.set_leverage(27, 1)  # margin = notional
+            grid = five_levels("BTCUSD", btc, 50.0)
+            grid[2] = msgspec.structs.replace(grid[2], size=200_000)  # 200 BTC: far beyond the paper balance
+            btc_res, eth_res = await asyncio.gather(
+                gw.execute(OrderIntents(symbol="BTCUSD", seq=7, product_id=27, cancel=[], amend=[], place=grid,
+                                        sent_ns=time.perf_counter_ns())),
+                gw.execute(OrderIntents(symbol="ETHUSD", seq=9, product_id=3136, cancel=[], amend=[],
+                                        place=five_levels("ETHUSD", eth, 5.0), sent_ns=time.perf_counter_ns())))
+            records = await run.sent_up(OrderRecord)
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert (btc_res.symbol, btc_res.seq, eth_res.symbol, eth_res.seq) == ("BTCUSD", 7, "ETHUSD", 9)
     [error] = btc_res.errors
@@ -381,28 +293,15 @@ async def test_more_than_ten_products_read_their_fills_in_one_account_query(tmp_
     symbols = ["BTCUSD"] + [f"SYN_{i:04d}" for i in range(1, 12)]
     venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, start_ts=time.time()), [*symbols, "ETHUSD"])
     await venue.start()
-    cfg, _ = load_config(None, {"run": {"symbols": symbols}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=tuple(symbols),
-                     stored_fill_ids=(), venue_access=VenueAccess(port=0, api_key="", api_secret=""))
-    gw = ExchangeGateway(spec, {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "api_key": venue.api_key,
-                                "api_secret": venue.api_secret})
-    ctx = zmq.asyncio.Context()
+    gw = gateway_on(tmp_path, venue, symbols=symbols, paper=True)
     try:
-        pull, sup, pub = supervisor_sockets(ctx)
-        await gw.start(pub, sup)
-        for pid in (27, 3136, venue.replay.symbol_market("SYN_0011").spec.product_id):  # ETHUSD is not ours
-            venue.engine.place_order(OrderRequest(product_id=pid, side="buy", size=1, order_type="market_order",
-                                                  client_order_id=f"m{pid}"))
-        await gw.read_fills()
-        codec = MessageCodec("test")
-        stored: list[str] = []
-        while await pull.poll(500):
-            if isinstance(msg := codec.decode(await pull.recv()), FillEvent):
-                stored.append(msg.symbol)
+        async with running(gw) as run:
+            for pid in (27, 3136, venue.replay.symbol_market("SYN_0011").spec.product_id):  # ETHUSD is not ours
+                venue.engine.place_order(OrderRequest(product_id=pid, side="buy", size=1, order_type="market_order",
+                                                      client_order_id=f"m{pid}"))
+            await gw.read_fills()
+            stored = [msg.symbol for msg in await run.sent_up(FillEvent)]
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert sorted(stored) == ["BTCUSD", "SYN_0011"]
     assert gw.rest.outcomes[("GET /v2/fills", "2xx")] == 1
@@ -415,31 +314,23 @@ async def test_quotes_that_would_wait_minutes_for_rate_budget_are_refused_at_onc
     venue = await started_venue(time.time())
     gw = two_symbol_gateway(tmp_path, venue)
     gw.rest.limiter = AccountRateLimiter(RequestBudget(capacity=60, reserve=10))  # 2 batches of 25 fit
-    ctx = zmq.asyncio.Context()
-    codec = MessageCodec("test")
     try:
-        pull, sup, pub = supervisor_sockets(ctx)
-        await gw.start(pub, sup)
-        price = (await gw.rest.get_ticker("BTCUSD")).close
-        assert price is not None
-        first = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
-                                              place=five_levels("BTCUSD", price, 50.0),
-                                              sent_ns=time.perf_counter_ns()))
-        assert first.errors == [] and len(first.placed) == 5
-        late = [msgspec.structs.replace(p, client_order_id=p.client_order_id.replace("g1", "g2"))
-                for p in five_levels("BTCUSD", price, 60.0)]
-        started = time.monotonic()
-        second = await gw.execute(OrderIntents(symbol="BTCUSD", seq=2, product_id=27, amend=[],
-                                               cancel=[first.placed[0].order_id], place=late,
-                                               sent_ns=time.perf_counter_ns()))
-        took = time.monotonic() - started
-        records: list[OrderRecord] = []
-        while await pull.poll(300):
-            if isinstance(msg := codec.decode(await pull.recv()), OrderRecord):
-                records.append(msg)
+        async with running(gw) as run:
+            price = (await gw.rest.get_ticker("BTCUSD")).close
+            assert price is not None
+            first = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                                  place=five_levels("BTCUSD", price, 50.0),
+                                                  sent_ns=time.perf_counter_ns()))
+            assert first.errors == [] and len(first.placed) == 5
+            late = [msgspec.structs.replace(p, client_order_id=p.client_order_id.replace("g1", "g2"))
+                    for p in five_levels("BTCUSD", price, 60.0)]
+            started = time.monotonic()
+            second = await gw.execute(OrderIntents(symbol="BTCUSD", seq=2, product_id=27, amend=[],
+                                                   cancel=[first.placed[0].order_id], place=late,
+                                                   sent_ns=time.perf_counter_ns()))
+            took = time.monotonic() - started
+            records = await run.sent_up(OrderRecord, timeout_ms=300)
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert took < 2.0
     assert second.cancelled == [first.placed[0].order_id] and second.placed == []

@@ -142,7 +142,7 @@ async def test_a_restarted_reader_stops_at_the_fills_the_ledger_has_not_at_the_l
 async def test_the_equity_the_account_risk_limits_read_holds_the_funding(tmp_path: Path) -> None:
     """The supervisor's daily-loss and drawdown limits read the gateway's equity: the wallet's
     balance (which every funding payment moved) plus unrealised PnL."""
-    from tests.workers.test_gateway_exchange import gateway_on, supervisor_sockets
+    from tests.workers.gateway_support import gateway_on, running
 
     venue = await venue_with_funding(3, size=500)  # ~0.03 USD a funding time
     for t in venue._tasks:  # the market stands still: the figures below cannot move under the read
@@ -151,20 +151,16 @@ async def test_the_equity_the_account_risk_limits_read_holds_the_funding(tmp_pat
     e = venue.engine
     assert e.funding_total != 0
     assert e.balance == e.initial_balance + e.realized_pnl_total - e.fees_total + e.funding_total
-    ctx = zmq.asyncio.Context()
-    _, sup, pub = supervisor_sockets(ctx)
     gw = gateway_on(tmp_path, venue, paper=True)
     try:
-        await gw.start(pub, sup)
-        task = asyncio.create_task(gw.account_loop())
-        deadline = time.monotonic() + 10
-        while gw.equity != gw.equity and time.monotonic() < deadline:  # NaN until the first read
-            await asyncio.sleep(0.05)
-        task.cancel()
-        upnl = sum((e.unrealized_pnl(pid) for pid in (27,)), D(0))
-        # floats on the wire (balance + unrealised): equal to far below a cent
-        assert abs(D(repr(gw.equity)) - (e.balance + upnl)) < D("1e-6") < abs(e.funding_total) / 100
+        async with running(gw):
+            task = asyncio.create_task(gw.account_loop())
+            deadline = time.monotonic() + 10
+            while gw.equity != gw.equity and time.monotonic() < deadline:  # NaN until the first read
+                await asyncio.sleep(0.05)
+            task.cancel()
+            upnl = sum((e.unrealized_pnl(pid) for pid in (27,)), D(0))
+            # floats on the wire (balance + unrealised): equal to far below a cent
+            assert abs(D(repr(gw.equity)) - (e.balance + upnl)) < D("1e-6") < abs(e.funding_total) / 100
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()

@@ -8,9 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import zmq.asyncio
-
-from tests.workers.test_gateway_exchange import gateway_on, started_venue, supervisor_sockets
+from tests.workers.gateway_support import gateway_on, running, started_venue
 
 
 async def _until(pred: Callable[[], bool], timeout_s: float) -> bool:
@@ -24,11 +22,8 @@ async def _until(pred: Callable[[], bool], timeout_s: float) -> bool:
 
 async def test_the_account_socket_outage_is_timed_and_the_rate_budget_reported(tmp_path: Path) -> None:
     venue = await started_venue(time.time() - 86_400)
-    ctx = zmq.asyncio.Context()
-    _pull, sup, pub = supervisor_sockets(ctx)
     gw = gateway_on(tmp_path, venue)
-    try:
-        await gw.start(pub, sup)
+    async with running(gw):
         assert gw.ws is not None
         assert await _until(lambda: gw.ws is not None and gw.ws.connections >= 1, 10)
         assert gw.link_figures()["ws_down_s"] == 0.0
@@ -43,6 +38,3 @@ async def test_the_account_socket_outage_is_timed_and_the_rate_budget_reported(t
         assert gw.link_figures()["ws_down_s"] >= first + 0.5  # timed from the drop, not from each retry
         figures = gw.figures(0.0)
         assert figures.ws_down_s > 0 and figures.rate_budget_capacity == 10_000
-    finally:
-        await gw.stop()
-        ctx.destroy(linger=0)

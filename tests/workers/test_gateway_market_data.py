@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-import zmq
-import zmq.asyncio
 
 from shared.config import Config, load_config
-from shared.messages import MessageCodec, Tick, topic
+from shared.messages import Tick
 from shared.transport import make_endpoints
+from tests.workers.gateway_support import gateway_on, running
 from workers.gateway_exchange import ExchangeGateway
 from workers.runtime import ChildSpec
 from workers.venue import PaperVenue, VenueSettings
@@ -24,35 +23,14 @@ from workers.venue import PaperVenue, VenueSettings
 
 async def _ticks_through_gateway(tmp_path: Path, venue: PaperVenue, public_ws_url: str,
                                  wanted: int = 3) -> tuple[ExchangeGateway, list[Tick]]:
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
-    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": public_ws_url,
-            "api_key": venue.api_key, "api_secret": venue.api_secret}
-    ctx = zmq.asyncio.Context()
-    sup = ctx.socket(zmq.PUSH)
-    sup.bind("tcp://127.0.0.1:*")
-    pub = ctx.socket(zmq.PUB)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    sub = ctx.socket(zmq.SUB)
-    sub.connect(f"tcp://127.0.0.1:{port}")
-    sub.setsockopt(zmq.SUBSCRIBE, topic("BTCUSD"))
-    gw = ExchangeGateway(spec, conn)
-    codec = MessageCodec("test")
+    gw = gateway_on(tmp_path, venue, public_ws_url=public_ws_url)
     ticks: list[Tick] = []
-    try:
-        await gw.start(pub, sup)
+    async with running(gw, watch=["BTCUSD"]) as run:
         deadline = time.monotonic() + 20.0
         while len(ticks) < wanted and time.monotonic() < deadline:
-            if await sub.poll(200):
-                _, raw = await sub.recv_multipart()
-                msg = codec.decode(raw)
-                if isinstance(msg, Tick):
-                    ticks.append(msg)
-        return gw, ticks
-    finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
+            if isinstance(msg := await run.published(), Tick):
+                ticks.append(msg)
+    return gw, ticks
 
 
 @pytest.fixture
@@ -109,19 +87,8 @@ def test_paper_and_india_connections_name_a_public_host_global_none(tmp_path: Pa
 
 async def test_a_symbol_the_public_host_goes_quiet_on_moves_to_all_trades_and_back(
         tmp_path: Path, venue: PaperVenue) -> None:
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
-    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url,
-            "api_key": venue.api_key, "api_secret": venue.api_secret}
-    ctx = zmq.asyncio.Context()
-    sup = ctx.socket(zmq.PUSH)
-    sup.bind("tcp://127.0.0.1:*")
-    pub = ctx.socket(zmq.PUB)
-    pub.bind("tcp://127.0.0.1:*")
-    gw = ExchangeGateway(spec, conn)
-    await gw.start(pub, sup)
-    try:
+    gw = gateway_on(tmp_path, venue, public_ws_url=venue.public_ws_url)
+    async with running(gw):
         assert gw.public_ws is not None
         gw.public_ws.quiet.stale_after_s = 0.5  # the threshold, shortened for the test
 
@@ -145,6 +112,3 @@ async def test_a_symbol_the_public_host_goes_quiet_on_moves_to_all_trades_and_ba
         await until(lambda: not gw.legacy_for, "the public host takes the symbol back")
         before = gw.ticks
         await until(lambda: gw.ticks >= before + 3, "ticks from the public host again")
-    finally:
-        await gw.stop()
-        ctx.destroy(linger=0)

@@ -10,16 +10,10 @@ import asyncio
 import time
 from pathlib import Path
 
-import zmq
-import zmq.asyncio
-
-from shared.config import load_config
 from shared.delta.resync import DATA_GAP, DISCONNECT, SEQUENCE_GAP, MarketTrade, ResyncBook
 from shared.delta.ws import SequenceGap
-from shared.messages import MessageCodec, OrderEvent, Tick, topic
-from shared.transport import make_endpoints
-from workers.gateway_exchange import ExchangeGateway
-from workers.runtime import ChildSpec
+from shared.messages import OrderEvent, Tick
+from tests.workers.gateway_support import gateway_on, running
 from workers.venue import PaperVenue, VenueSettings
 
 STEP_US = 15_000_000  # the paper replay trades every quarter of a 1m bar, on the market clock
@@ -28,37 +22,18 @@ STEP_US = 15_000_000  # the paper replay trades every quarter of a 1m bar, on th
 async def test_a_dropped_socket_loses_no_tick_and_counts_its_resyncs(tmp_path: Path) -> None:
     venue = PaperVenue(VenueSettings(bar_seconds=0.1, history_bars=200, fault_ws_drop_interval_s=1.5), ["BTCUSD"])
     await venue.start()
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD",))
-    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url,
-            "api_key": venue.api_key, "api_secret": venue.api_secret}
-    ctx = zmq.asyncio.Context()
-    sup = ctx.socket(zmq.PUSH)
-    sup.bind("tcp://127.0.0.1:*")
-    pub = ctx.socket(zmq.PUB)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    sub = ctx.socket(zmq.SUB)
-    sub.connect(f"tcp://127.0.0.1:{port}")
-    sub.setsockopt(zmq.SUBSCRIBE, topic("BTCUSD"))
-    gw = ExchangeGateway(spec, conn)
-    codec = MessageCodec("test")
+    gw = gateway_on(tmp_path, venue, public_ws_url=venue.public_ws_url)
     ticks: list[Tick] = []
     try:
-        await gw.start(pub, sup)
-        assert gw.public_ws is not None and gw.ws is not None
-        deadline = time.monotonic() + 20.0
-        # three drops of both sockets, each reconnect backing off 0.25-0.5 s (10-20 trades missed)
-        while time.monotonic() < deadline and (gw.public_ws.connections < 4 or len(ticks) < 40):
-            if await sub.poll(100):
-                _, raw = await sub.recv_multipart()
-                msg = codec.decode(raw)
-                if isinstance(msg, Tick):
+        async with running(gw, watch=["BTCUSD"]) as run:
+            assert gw.public_ws is not None and gw.ws is not None
+            deadline = time.monotonic() + 20.0
+            # three drops of both sockets, each reconnect backing off 0.25-0.5 s (10-20 trades missed)
+            while time.monotonic() < deadline and (gw.public_ws.connections < 4 or len(ticks) < 40):
+                if isinstance(msg := await run.published(100), Tick):
                     ticks.append(msg)
-        note = gw.figures(0.0).note
+            note = gw.figures(0.0).note
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert gw.public_ws.connections >= 4, "the venue's fault timer did not drop the sockets"
     stamps = [t.exch_ts_us for t in ticks]
@@ -74,40 +49,22 @@ async def test_a_dropped_socket_loses_no_tick_and_counts_its_resyncs(tmp_path: P
 async def test_a_sequence_gap_reads_that_symbols_orders_and_hands_them_to_its_worker(tmp_path: Path) -> None:
     venue = PaperVenue(VenueSettings(bar_seconds=0.1, history_bars=200), ["BTCUSD", "ETHUSD"])
     await venue.start()
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD", "ETHUSD"]}})
-    spec = ChildSpec(kind="gateway", name="gateway", run_dir=str(tmp_path), ring_name="", config=cfg,
-                     endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, symbols=("BTCUSD", "ETHUSD"))
-    conn = {"rest_url": venue.rest_url, "ws_url": venue.ws_url, "public_ws_url": venue.public_ws_url,
-            "api_key": venue.api_key, "api_secret": venue.api_secret}
-    ctx = zmq.asyncio.Context()
-    sup = ctx.socket(zmq.PUSH)
-    sup.bind("tcp://127.0.0.1:*")
-    pub = ctx.socket(zmq.PUB)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    sub = ctx.socket(zmq.SUB)
-    sub.connect(f"tcp://127.0.0.1:{port}")
-    sub.setsockopt(zmq.SUBSCRIBE, topic("ETHUSD"))
-    gw = ExchangeGateway(spec, conn)
-    codec = MessageCodec("test")
+    gw = gateway_on(tmp_path, venue, symbols=("BTCUSD", "ETHUSD"), public_ws_url=venue.public_ws_url)
     events: list[OrderEvent] = []
     try:
-        await gw.start(pub, sup)
-        eth = gw.products["ETHUSD"]
-        placed = await gw.rest.place_order(product_id=eth.product_id, size=1, side="buy", limit_price=1.0,
-                                           order_type="limit_order", client_order_id="resync-test-1")
-        loop = asyncio.create_task(gw.resync.loop())
-        await gw.resync.on_event(gw.ws, SequenceGap(channel="orders", symbol="ETHUSD", expected=5, got=7))
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not events:
-            if await sub.poll(100):
-                _, raw = await sub.recv_multipart()
-                msg = codec.decode(raw)
+        async with running(gw, watch=["ETHUSD"]) as run:
+            eth = gw.products["ETHUSD"]
+            placed = await gw.rest.place_order(product_id=eth.product_id, size=1, side="buy", limit_price=1.0,
+                                               order_type="limit_order", client_order_id="resync-test-1")
+            loop = asyncio.create_task(gw.resync.loop())
+            await gw.resync.on_event(gw.ws, SequenceGap(channel="orders", symbol="ETHUSD", expected=5, got=7))
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and not events:
+                msg = await run.published(100)
                 if isinstance(msg, OrderEvent) and msg.order.client_order_id == "resync-test-1":
                     events.append(msg)
-        loop.cancel()
+            loop.cancel()
     finally:
-        await gw.stop()
-        ctx.destroy(linger=0)
         await venue.stop()
     assert events and events[0].order.order_id == int(placed.id) and events[0].order.state == "open"
     assert gw.resync.book.reasons[SEQUENCE_GAP] == 1 and gw.resync.book.resyncs == 1  # ETHUSD only

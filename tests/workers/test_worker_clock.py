@@ -4,10 +4,7 @@ speed (and the backtest, which has no wall clock) makes the same decisions from 
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -15,13 +12,10 @@ import pytest
 # same directory: pytest puts it on sys.path; mypy knows it as tests.workers.test_worker_position_check
 from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
 
-from shared.config import load_config
 from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent
-from shared.ring import BarRing
 from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
-from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
 
@@ -29,18 +23,9 @@ MARKET_TS = 1_800_000_000.0  # a replayed market runs far from the wall clock
 
 
 @pytest.fixture
-def spec(tmp_path: Path) -> Iterator[ChildSpec]:
+def spec(worker_spec: Callable[..., ChildSpec]) -> ChildSpec:
     # 6 actions a minute: a 5-level grid plus its stop exhausts the bucket at once
-    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"], "bot_id": "g1"},
-                                "grid": {"max_actions_per_minute": 6, "width": 0.001}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        yield ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                        endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
-    finally:
-        ring.close()
-        ring.unlink()
+    return worker_spec({"grid": {"max_actions_per_minute": 6, "width": 0.001}})
 
 
 def placed_all(w: Worker, intents_place: list) -> None:

@@ -6,10 +6,7 @@ a lifted halt lets it trade again."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -17,27 +14,16 @@ import pytest
 # same directory: pytest puts it on sys.path; mypy knows it as tests.workers.test_worker_position_check
 from test_worker_position_check import ENTRY, ETH, OWN_FILL, REPLY, STOP  # type: ignore[import-not-found]
 
-from shared.config import load_config
 from shared.messages import AccountSnapshot, IntentResult
-from shared.ring import BarRing
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
-from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
 
 
 @pytest.fixture
-def spec(tmp_path: Path) -> Iterator[ChildSpec]:
-    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"], "bot_id": "g1"}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        yield ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                        endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
-    finally:
-        ring.close()
-        ring.unlink()
+def spec(worker_spec: Callable[..., ChildSpec]) -> ChildSpec:
+    return worker_spec()
 
 
 def venue(position: int, orders: list[OpenOrder], fills: list[Fill] | None = None) -> AccountSnapshot:

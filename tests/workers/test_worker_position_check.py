@@ -4,18 +4,13 @@ lifts it. Real Worker, real shared-memory ring; the gateway's replies are built 
 
 from __future__ import annotations
 
-import os
-import uuid
-from pathlib import Path
+from collections.abc import Callable
 
-from shared.config import load_config
 from shared.messages import AccountSnapshot, SignalReply
 from shared.products import PAPER_PRODUCTS
-from shared.ring import BarRing
 from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder, Purpose, Side
 from shared.trading.pnl import Fill
-from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
 
@@ -46,37 +41,29 @@ REPLY = SignalReply(symbol="ETHUSD", seq=1, bar_count=500, bar_ts=1_800_000_000.
                     compute_ns=0, sent_ns=0)
 
 
-def test_a_persistent_position_difference_halts_the_symbol_and_keeps_its_stop(tmp_path: Path) -> None:
-    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"], "bot_id": "g1"}, "risk": {"flatten_on_halt": True}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        spec = ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                         endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
-        w = Worker(spec)
-        w.on_account(snapshot(2), full=True)  # the bot's +2 is the venue's: trade on
-        assert w.state_of_trading() == "trading" and w.make_intents(REPLY) is not None
-        w.intent_in_flight = None
+def test_a_persistent_position_difference_halts_the_symbol_and_keeps_its_stop(
+        worker_spec: Callable[..., ChildSpec]) -> None:
+    w = Worker(worker_spec({"risk": {"flatten_on_halt": True}}))
+    w.on_account(snapshot(2), full=True)  # the bot's +2 is the venue's: trade on
+    assert w.state_of_trading() == "trading" and w.make_intents(REPLY) is not None
+    w.intent_in_flight = None
 
-        w.on_account(snapshot(5), full=True)  # the venue says +5
-        assert w.needs_full_reconcile and not w.read_all_fills
-        assert w.make_intents(REPLY) is None  # no order on a position the venue contradicts
-        assert w.state_of_trading().startswith("re-reading fills")
-        w.needs_full_reconcile = False
-        w.on_account(snapshot(5), full=True)  # the re-read says the same: read every fill next
-        assert w.needs_full_reconcile and w.read_all_fills
-        w.reading_all_fills = True
-        w.on_account(snapshot(5), full=True)
-        assert w.state_of_trading() == "halted: position mismatch: bot +2 vs venue +5"
-        halt = w.make_intents(REPLY)
-        assert halt is not None and halt.cancel == [ENTRY.order_id]  # the stop stays
-        assert halt.place == []  # flatten_on_halt is for the supervisor's halts, not this one
-        w.intent_in_flight = None
+    w.on_account(snapshot(5), full=True)  # the venue says +5
+    assert w.needs_full_reconcile and not w.read_all_fills
+    assert w.make_intents(REPLY) is None  # no order on a position the venue contradicts
+    assert w.state_of_trading().startswith("re-reading fills")
+    w.needs_full_reconcile = False
+    w.on_account(snapshot(5), full=True)  # the re-read says the same: read every fill next
+    assert w.needs_full_reconcile and w.read_all_fills
+    w.reading_all_fills = True
+    w.on_account(snapshot(5), full=True)
+    assert w.state_of_trading() == "halted: position mismatch: bot +2 vs venue +5"
+    halt = w.make_intents(REPLY)
+    assert halt is not None and halt.cancel == [ENTRY.order_id]  # the stop stays
+    assert halt.place == []  # flatten_on_halt is for the supervisor's halts, not this one
+    w.intent_in_flight = None
 
-        w.reading_all_fills = False
-        w.resync_asked_at_seq = w.intent_seq  # a periodic resync asked after the last orders
-        w.on_account(snapshot(2), full=False)  # the venue agrees again: trading resumes
-        assert w.state_of_trading() == "trading" and not w.position_check.doubtful
-    finally:
-        ring.close()
-        ring.unlink()
+    w.reading_all_fills = False
+    w.resync_asked_at_seq = w.intent_seq  # a periodic resync asked after the last orders
+    w.on_account(snapshot(2), full=False)  # the venue agrees again: trading resumes
+    assert w.state_of_trading() == "trading" and not w.position_check.doubtful

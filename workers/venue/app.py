@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import secrets
 import signal
+import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -156,7 +158,13 @@ class PaperVenue:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._close_http()
+            if exc.errno == errno.EADDRINUSE:
+                raise VenuePortInUse(f"{self.settings.host}:{port} is already in use") from None
+            raise
         self.port = int(self._runner.addresses[0][1])  # the real port when `port` is 0
 
     async def _close_http(self) -> None:
@@ -204,6 +212,10 @@ class PaperVenue:
         app.router.add_get(PAPER_PUBLIC_PATH, self.ws.handle_public)
 
 
+class VenuePortInUse(OSError):
+    """The venue's port is taken by another program (or another venue)."""
+
+
 def write_venue_json(run_dir: Path, venue: PaperVenue) -> Path:
     """<run dir>/venue.json, created with mode 0600 (it holds the paper secret)."""
     path = Path(run_dir) / "venue.json"
@@ -242,12 +254,18 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
         print(f"venue: {exc}", flush=True)
         return 2
 
-    async def run() -> None:
+    async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await venue.start()
+        try:
+            await venue.start()
+        except VenuePortInUse as exc:
+            await venue.stop()  # the account file is closed as it was found
+            print(f"orchestrate venue: --port {port}: {exc} (another venue or program listens there); "
+                  "pick another port, or --port 0 for any free one", file=sys.stderr, flush=True)
+            return 2
         if run_dir:
             path = write_venue_json(Path(run_dir), venue)
             print(f"venue: paper key and secret written to {path} (mode 0600)", flush=True)
@@ -257,9 +275,9 @@ def venue_main(port: int, run_dir: str | None, symbols: list[str],
             await stop.wait()
         finally:
             await venue.stop()
+        return 0
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
-__all__ = ["PaperVenue", "VenueSettings", "read_venue_json", "venue_main", "write_venue_json"]
+__all__ = ["PaperVenue", "VenuePortInUse", "VenueSettings", "read_venue_json", "venue_main", "write_venue_json"]

@@ -125,6 +125,50 @@ def test_a_halt_without_flatten_keeps_the_protective_stop(eth: Candles) -> None:
         assert r.timeline[SYMBOL].stop[-1][1] > 0  # the position stays protected
 
 
+def _position_after(r, ts: float) -> int:
+    return sum(f.size if f.side == "buy" else -f.size for f in r.fills if f.ts <= ts)
+
+
+def test_a_loss_on_a_days_first_bar_counts_against_that_day(eth: Candles) -> None:
+    """The account limits are checked at each bar's end; the day's loss is measured from the
+    equity at the boundary (the previous bar's end), so a gap against the position on the day's
+    first bar halts at that bar, as a trader reads the daily loss limit."""
+    day = 86_400
+    n = 1_500
+    src = eth.slice(0, n)
+    # The shipped bars re-timed one a minute, the 523rd starting a UTC day (about the 208th traded).
+    boundary_bar = 523
+    t0 = 20_030 * day - 60 * boundary_bar
+
+    def bars(factor: float) -> Candles:
+        k = np.ones(n)
+        k[boundary_bar:] = factor  # every price from the day's first bar on: a gap at the boundary
+        return Candles((t0 + 60 * np.arange(n)).astype(np.int64), src.open * k, src.high * k, src.low * k,
+                       src.close * k, src.volume.copy())
+
+    no_limits = busy_config(daily_loss_limit=1e9, max_drawdown_fraction=1.0)
+    last_trade_before = t0 + 60 * boundary_bar - TICK_SECONDS
+    held = _position_after(_run(bars(1.0), no_limits), last_trade_before)
+    assert abs(held) >= 50, f"precondition: a position is held into the day boundary (held {held})"
+    gapped = bars(0.8 if held > 0 else 1.25)
+    # Fills before the gap do not depend on it: the day before ends as it did without the gap.
+    assert _position_after(_run(gapped, no_limits), last_trade_before) == held
+    r = _run(gapped, busy_config(daily_loss_limit=60.0, max_drawdown_fraction=1.0))
+    first_bar_checked = t0 + 60 * boundary_bar + 3 * TICK_SECONDS  # the first bar's last trade
+    assert r.halted.startswith("daily loss") and r.halted_ts == first_bar_checked, (r.halted, r.halted_ts)
+    # the drawdown from the day's peak alike: the boundary's equity is the new day's first peak
+    r = _run(gapped, busy_config(daily_loss_limit=1e9, max_drawdown_fraction=0.006))
+    assert r.halted.startswith("drawdown") and r.halted_ts == first_bar_checked, (r.halted, r.halted_ts)
+
+
+def test_the_runs_first_bar_is_checked_from_the_starting_balance(eth: Candles) -> None:
+    # any loss at all halts: the first bar's fill fee (and its move) is one
+    r = _run(eth, busy_config(daily_loss_limit=0.01))
+    first_bar_checked = r.start_ts + 3 * TICK_SECONDS
+    assert r.fills and r.fills[0].ts <= first_bar_checked  # precondition: the first bar trades
+    assert r.halted.startswith("daily loss") and r.halted_ts == first_bar_checked, (r.halted, r.halted_ts)
+
+
 def test_bad_input_is_refused_naming_what_is_wrong(eth: Candles) -> None:
     with pytest.raises(BacktestError, match="no product spec"):
         run_backtest(busy_config(), {"XRPUSD": eth}, specs={}, balance_usd=1000.0)

@@ -24,7 +24,6 @@ from shared.delta.ws import (
     OrderSnapshot,
     OrderUpdate,
     QuietTracker,
-    RestPoller,
     SequenceGap,
     SequenceTracker,
     Stale,
@@ -33,7 +32,6 @@ from shared.delta.ws import (
     TradeEvent,
     UserTrade,
     parse_frame,
-    poll_interval,
     reconnect_delay,
 )
 
@@ -279,48 +277,16 @@ def test_compact_public_payloads() -> None:
     assert parse_frame({"type": "heartbeat"}, 0) == []
 
 
-def test_quiet_tracker_and_poll_interval() -> None:
+def test_quiet_tracker_and_reconnect_delay() -> None:
     q = QuietTracker(stale_after_s=10)
     q.watch(["A"], now=0.0)
     assert q.newly_stale(9.9) == [] and q.quiet_for("A", 5.0) == 5.0
     assert q.newly_stale(10.0) == [("A", 10.0)] and q.newly_stale(11.0) == []  # reported once
     assert q.heard("A", 12.0) is True and q.heard("A", 13.0) is False
-    assert poll_interval(None, stale_after_s=10, relaxed_s=30, tight_s=2) == 2
-    assert poll_interval(0.0, stale_after_s=10, relaxed_s=30, tight_s=2) == 30
-    assert poll_interval(5.0, stale_after_s=10, relaxed_s=30, tight_s=2) == 16
-    assert poll_interval(12.0, stale_after_s=10, relaxed_s=30, tight_s=2) == 2
     rng = random.Random(3)
     delays = [reconnect_delay(n, 0.5, 30.0, rng) for n in range(20)]
     assert all(0.25 <= d <= 30.0 for d in delays) and max(delays[10:]) <= 30.0
     assert min(delays[10:]) >= 15.0  # capped, never collapsing back to hammering
-
-
-async def test_rest_poller_tightens_while_quiet() -> None:
-    now = [0.0]
-    ws = DeltaWebSocket("ws://127.0.0.1:9/", stale_after_s=10, monotonic=lambda: now[0])
-    await ws.subscribe("v2/ticker", ["BTCUSD"])
-    polled: list[str] = []
-
-    async def poll(symbol: str) -> None:
-        polled.append(symbol)
-
-    poller = RestPoller(ws, ["BTCUSD"], poll, relaxed_s=30, tight_s=2, monotonic=lambda: now[0])
-    assert poller.due("BTCUSD", 0.0) == 0.0  # never polled: poll at once
-    poller._last_poll["BTCUSD"] = 0.0
-    assert poller.due("BTCUSD", 0.0) == 30.0  # socket just subscribed: relaxed
-    now[0] = 12.0  # socket silent past stale_after: tight
-    assert poller.due("BTCUSD", 12.0) == 2 - 12.0
-    await ws._handle_text('{"type":"v2/ticker","symbol":"BTCUSD","close":1}')
-    poller._last_poll["BTCUSD"] = 12.0
-    assert poller.due("BTCUSD", 12.0) == 30.0  # data flowing again: relaxed
-    now[0] = 100.0
-    await poller.start()
-    for _ in range(100):
-        if polled:
-            break
-        await asyncio.sleep(0.01)
-    await poller.stop()
-    assert polled and poller.polls >= 1 and poller.errors == 0
 
 
 async def test_subscribe_while_connected_is_sent_at_once_and_kept(wss: WsScript) -> None:

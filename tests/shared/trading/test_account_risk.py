@@ -40,11 +40,21 @@ def test_a_restored_record_of_today_keeps_the_days_loss_budget() -> None:
     assert verdict.halted and "daily loss 100.00" in verdict.reason  # measured from 10,000, not 9,950
 
 
-def test_a_restored_record_of_an_earlier_day_rolls_over() -> None:
+def test_a_restored_record_of_an_earlier_day_rolls_over_from_its_last_reading() -> None:
     state, _ = ar.observe(ar.AccountRisk(), 10_000.0, T0, CFG)
-    state, verdict = ar.observe(state, 9_920.0, T0 + DAY, CFG)
+    state, _ = ar.observe(state, 9_990.0, T0 + 60, CFG)
+    assert ar.change(ar.observe(state, 9_990.0, T0 + 61, CFG)[0], state) == "none"
+    # the last reading changed: it reaches the store with the next batch, so a restart has it
+    moved, _ = ar.observe(state, 9_980.0, T0 + 62, CFG)
+    assert ar.change(state, moved) == "batched"
+    restored = msgspec.json.decode(msgspec.json.encode(moved), type=ar.AccountRisk)
+    # a restart the next day: the new day starts from the last reading before midnight (9,980),
+    # so what was lost while no one looked (80) is today's
+    state, verdict = ar.observe(restored, 9_900.0, T0 + DAY, CFG)
     assert verdict.allow_new_orders
-    assert state.day is not None and state.day.day_start_equity == 9_920.0 and state.day.utc_day == utc_day(T0) + 1
+    assert state.day is not None and state.day.day_start_equity == 9_980.0 and state.day.utc_day == utc_day(T0) + 1
+    _, verdict = ar.observe(state, 9_880.0, T0 + DAY + 1, CFG)
+    assert verdict.halted and "daily loss 100.00" in verdict.reason
 
 
 def test_a_halt_stands_across_readings_and_days_and_keeps_its_first_reason() -> None:

@@ -76,6 +76,35 @@ def test_day_rollover_resets_the_baseline_in_utc() -> None:
     assert decision.allow_new_orders, decision.reason
 
 
+def test_a_loss_on_the_days_first_reading_counts_against_that_day() -> None:
+    """The day's loss is measured from the equity at the boundary (the last reading before it),
+    not from the first reading after it, which already holds the first bar's move."""
+    end_of_day = (utc_day(T0) + 1) * DAY - 1.0
+    state = initial_state(1_000.0, T0)
+    _, state = evaluate(state, snap(end_of_day, 1_000.0), CFG)
+    decision, state = evaluate(state, snap(end_of_day + 60, 890.0), CFG)  # the day's first bar lost 110
+    assert decision.halted and "daily loss 110.00" in decision.reason
+    assert state.utc_day == utc_day(T0) + 1 and state.day_start_equity == 1_000.0
+    # the drawdown limit alike: -6% on the first bar is 6% under the day's peak (the boundary)
+    cfg = msgspec.structs.replace(CFG, daily_loss_limit=1e9)
+    _, state = evaluate(initial_state(1_000.0, T0), snap(end_of_day, 1_000.0), cfg)
+    decision, state = evaluate(state, snap(end_of_day + 60, 940.0), cfg)
+    assert decision.halted and "drawdown 6.00% from today's peak 1000.00" in decision.reason
+    # a gain on the first bar is the day's too: the peak is the higher of the two
+    _, state = evaluate(initial_state(1_000.0, T0), snap(end_of_day, 1_000.0), CFG)
+    decision, state = evaluate(state, snap(end_of_day + 60, 1_030.0), CFG)
+    assert decision.allow_new_orders and (state.day_start_equity, state.day_peak_equity) == (1_000.0, 1_030.0)
+
+
+def test_a_record_without_a_last_reading_starts_the_day_at_its_first_reading() -> None:
+    # records persisted before the last reading was kept decode with none: nothing better is known
+    old = msgspec.json.decode(b'{"utc_day": %d, "day_start_equity": 1000.0, "day_peak_equity": 1000.0}'
+                              % utc_day(T0), type=type(initial_state(1.0, T0)))
+    assert old.last_equity is None
+    decision, state = evaluate(old, snap(T0 + DAY, 890.0), CFG)
+    assert decision.allow_new_orders and state.day_start_equity == 890.0 and state.last_equity == 890.0
+
+
 def test_halt_is_sticky_across_rollover_until_cleared() -> None:
     state = initial_state(1_000.0, T0)
     _, state = evaluate(state, snap(T0, 890.0), CFG)

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
+import msgspec
 import pytest
 
+from shared.matching import OrderRequest
 from shared.products import PAPER_PRODUCTS, ProductSpec
+from shared.trading import client_order_id as coid
 from shared.trading import sizing
+from shared.trading.orders import OpenOrder, Purpose, Side
+from tests.shared.matching.support import make
 
 BTC = PAPER_PRODUCTS["BTCUSD"]  # 0.001 BTC per contract
 ETH = PAPER_PRODUCTS["ETHUSD"]  # 0.01 ETH per contract
@@ -90,3 +96,44 @@ def test_min_size_above_one_and_position_limit() -> None:
     assert sizing.contracts_per_level(1_000, 10, product, risk_percentage=1, min_balance=0) == 10
     # 100% of 100,000 at 10/contract = 10,000 contracts, capped by the product limit of 40
     assert sizing.contracts_per_level(100_000, 10, product, risk_percentage=100, min_balance=0) == 40
+
+
+def test_the_grid_is_sized_as_if_its_own_entries_were_not_resting() -> None:
+    """The add-back is the margin the paper venue holds for exactly our entries: not for our
+    take-profit (it stays through a regrid), our stop (reduce-only) or a trader's manual order."""
+    e = make(balance=10_000.0, leverage=10.0, last=50_000.0)
+    before = float(e.available_balance())
+
+    def cid(side: Side, purpose: Purpose, level: int) -> str:
+        return coid.encode(bot_id="g1", symbol="BTCUSD", side=side, purpose=purpose, level=level, generation=1)
+
+    ours: list[tuple[Side, float, int, str]] = [("buy", 49_000.0, 3, cid("buy", "entry", 1)),
+                                                ("buy", 48_000.0, 2, cid("buy", "entry", 2))]
+    others: list[tuple[Side, float, int, str]] = [
+        ("sell", 52_000.0, 1, cid("sell", "take_profit", 1)),  # ours, kept through a regrid
+        ("buy", 47_000.0, 4, "manual-1"),  # a trader's
+        ("buy", 46_000.0, 2, coid.encode(bot_id="g2", symbol="BTCUSD", side="buy", purpose="entry", level=1,
+                                         generation=1)),  # another bot's
+    ]
+    resting: list[OpenOrder] = []
+    for side, price, size, client_id in ours + others:
+        o = e.place_order(OrderRequest(product_id=BTC.product_id, side=side, size=size, order_type="limit_order",
+                                       limit_price=Decimal(repr(price)), client_order_id=client_id))
+        resting.append(OpenOrder(order_id=o.id, symbol="BTCUSD", side=side, price=price, size=size,
+                                 unfilled_size=o.unfilled_size, client_order_id=client_id))
+    others_margin = sum(size * BTC.contract_value * price / 10.0 for _, price, size, _ in others)
+    available = float(e.available_balance())
+    assert available < before - others_margin - 1.0  # our entries hold margin too
+    got = sizing.grid_sizing_balance(available, resting, BTC, bot_id="g1", symbol="BTCUSD")
+    assert got == pytest.approx(before - others_margin, abs=0.01)
+    # so the size is what it was before our entries rested
+    assert sizing.contracts_per_level(got, 50_000.0, BTC, risk_percentage=50.0, min_balance=0.0) == \
+        sizing.contracts_per_level(before - others_margin, 50_000.0, BTC, risk_percentage=50.0, min_balance=0.0)
+    # a partly filled entry holds margin only for what still rests
+    half = [msgspec.structs.replace(resting[0], unfilled_size=1)]
+    assert sizing.grid_sizing_balance(0.0, half, BTC, bot_id="g1", symbol="BTCUSD") == \
+        pytest.approx(1 * BTC.contract_value * 49_000.0 * BTC.initial_margin)
+    # reduce-only and stop orders hold none
+    assert sizing.grid_sizing_balance(0.0, [msgspec.structs.replace(resting[0], reduce_only=True),
+                                            msgspec.structs.replace(resting[0], order_type="stop_market_order")],
+                                      BTC, bot_id="g1", symbol="BTCUSD") == 0.0
