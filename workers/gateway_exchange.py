@@ -98,6 +98,11 @@ ACCOUNT_POLL_S = 2.0
 SEEN_FILLS_MAX = 50_000
 EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
+# The read lanes (history, account) execute fewer at once: the venue answers requests in the order
+# they arrive, so at start-up (every bot's history and reconciliation at once) an order request
+# queued behind 32 reads waited for all of them. Reads are bound by the venue's and the gateway's
+# CPU, not by how many are in flight, so fewer at once costs them little.
+MAX_INFLIGHT_READS = 4
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
@@ -799,6 +804,17 @@ class ExchangeGateway:
         return note
 
 
+def request_lanes() -> dict[str, asyncio.Semaphore]:
+    """How many workers' requests of each kind the gateway executes at once: reads
+    MAX_INFLIGHT_READS, order intents MAX_INFLIGHT_REQUESTS."""
+    return {"market": asyncio.Semaphore(MAX_INFLIGHT_READS), "account": asyncio.Semaphore(MAX_INFLIGHT_READS),
+            "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+
+
+def lane_of(msg: Any) -> str:
+    return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
+
+
 def connection(spec: ChildSpec) -> dict[str, str]:
     """Where the account lives: the paper venue child (address and key fixed by the supervisor),
     or a live Delta venue with the key from the environment (never from a file)."""
@@ -847,15 +863,12 @@ async def run_exchange(spec: ChildSpec) -> int:
             log.warning("exchange not reachable yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
 
-    # Three lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
-    # for its first signal) is never stuck behind account reads and orders that wait for rate
-    # budget, and order intents (cancels, stops, quotes) never wait for a slot behind account
-    # reads. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
-    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS),
-             "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
-
-    def lane(msg: Any) -> str:
-        return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
+    # Three lanes (request_lanes): history (what a bot needs for its first signal) is never stuck
+    # behind account reads and orders that wait for rate budget, and order intents (cancels,
+    # stops, quotes) never wait for a slot behind account reads. Waiting requests are cheap tasks,
+    # bounded in number (MAX_QUEUED_REQUESTS).
+    lanes = request_lanes()
+    lane = lane_of
 
     async def serve_one(ident: bytes, msg: Any) -> None:
         asked = time.perf_counter_ns()
