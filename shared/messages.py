@@ -238,6 +238,9 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     fees: float = 0.0
     order_rtt_p50_us: float = float("nan")
     order_rtt_p99_us: float = float("nan")
+    # intents sent in the start-up minute (workers/worker.py LATENCY_WARMUP_S), apart from the above
+    order_rtt_startup_p50_us: float = float("nan")
+    order_rtt_startup_p99_us: float = float("nan")
     order_errors: int = 0
     trading: str = ""  # why the bot is or is not trading (reconciling, paused, halted, ...)
     note: str = ""

@@ -99,6 +99,11 @@ ACCOUNT_POLL_S = 2.0
 SEEN_FILLS_MAX = 50_000
 EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
+# The read lanes (history, account) execute fewer at once: the venue answers requests in the order
+# they arrive, so at start-up (every bot's history and reconciliation at once) an order request
+# queued behind 32 reads waited for all of them. Reads are bound by the venue's and the gateway's
+# CPU, not by how many are in flight, so fewer at once costs them little.
+MAX_INFLIGHT_READS = 4
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
@@ -231,6 +236,8 @@ class ExchangeGateway:
         # HTTP to the venue and back); the worker's order_rtt is the whole round trip.
         self.intent_wait = LatencyHistogram()
         self.intent_exec = LatencyHistogram()
+        self.intent_hop = LatencyHistogram()  # worker sent -> the gateway's request loop read it
+        self.intent_lane = LatencyHistogram()  # read -> a slot in the orders lane
         self.order_path_logged = time.monotonic()
         self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
 
@@ -616,18 +623,29 @@ class ExchangeGateway:
         def ms(h: LatencyHistogram) -> str:
             return f"{h.percentile(50) / 1000:.1f}/{h.percentile(99) / 1000:.1f}"
         routes = {route: h for route, h in sorted(self.rest.latency.items()) if "/v2/orders" in route and h.total}
-        http = ", ".join(f"{route} {ms(h)} (n={h.total})" for route, h in routes.items())
+        empty = LatencyHistogram()
+
+        def route_ms(route: str, h: LatencyHistogram) -> str:
+            # HTTP round trip, then the rate-budget wait before it and the venue's own time in it
+            wait = self.rest.budget_wait.get(route, empty)
+            venue = self.rest.venue_time.get(route, empty)
+            return (f"{route} {ms(h)} (n={h.total}; budget wait {ms(wait)}"
+                    + (f", venue {ms(venue)}" if venue.total else "") + ")")
+        http = ", ".join(route_ms(route, h) for route, h in routes.items())
         budget = self.rest.limiter.snapshot()
         spent: collections.Counter[str] = collections.Counter()
         for (route, _), n in self.rest.outcomes.items():
             method, _, path = route.partition(" ")
             spent[route] += n * endpoint_weight(method, path.replace("{id}", "0").replace("{coid}", "c"))
         top = ", ".join(f"{route} {units}" for route, units in spent.most_common(4))
-        log.info("order path p50/p99 ms over %d intents: worker->gateway->start %s, execute %s; HTTP %s; "
-                 "rate budget %d of %d used, window ends in %.0f s, %d requests waiting; units since start: %s",
-                 self.intent_exec.total, ms(self.intent_wait), ms(self.intent_exec), http or "none",
-                 budget.used, budget.capacity, budget.window_ends_in_s, self.rest.limiter.waiting, top)
-        for h in (self.intent_wait, self.intent_exec, *routes.values()):
+        log.info("order path p50/p99 ms over %d intents: worker->gateway->start %s (hop %s, lane %s), execute %s; "
+                 "HTTP %s; rate budget %d of %d used, window ends in %.0f s, %d requests waiting; units since "
+                 "start: %s", self.intent_exec.total, ms(self.intent_wait), ms(self.intent_hop), ms(self.intent_lane),
+                 ms(self.intent_exec), http or "none", budget.used, budget.capacity, budget.window_ends_in_s,
+                 self.rest.limiter.waiting, top)
+        for h in (self.intent_wait, self.intent_exec, self.intent_hop, self.intent_lane, *routes.values(),
+                  *(self.rest.budget_wait.get(r, empty) for r in routes),
+                  *(self.rest.venue_time.get(r, empty) for r in routes)):
             h.reset()
         self.order_path_logged = time.monotonic()
 
@@ -819,6 +837,17 @@ class ExchangeGateway:
         return note
 
 
+def request_lanes() -> dict[str, asyncio.Semaphore]:
+    """How many workers' requests of each kind the gateway executes at once: reads
+    MAX_INFLIGHT_READS, order intents MAX_INFLIGHT_REQUESTS."""
+    return {"market": asyncio.Semaphore(MAX_INFLIGHT_READS), "account": asyncio.Semaphore(MAX_INFLIGHT_READS),
+            "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+
+
+def lane_of(msg: Any) -> str:
+    return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
+
+
 def connection(spec: ChildSpec) -> dict[str, str]:
     """Where the account lives: the paper venue child (address and key fixed by the supervisor),
     or a live Delta venue with the key from the environment (never from a file)."""
@@ -867,18 +896,19 @@ async def run_exchange(spec: ChildSpec) -> int:
             log.warning("exchange not reachable yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
 
-    # Three lanes, each executing at most MAX_INFLIGHT_REQUESTS at once: history (what a bot needs
-    # for its first signal) is never stuck behind account reads and orders that wait for rate
-    # budget, and order intents (cancels, stops, quotes) never wait for a slot behind account
-    # reads. Waiting requests are cheap tasks, bounded in number (MAX_QUEUED_REQUESTS).
-    lanes = {"market": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "account": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS),
-             "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
-
-    def lane(msg: Any) -> str:
-        return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
+    # Three lanes (request_lanes): history (what a bot needs for its first signal) is never stuck
+    # behind account reads and orders that wait for rate budget, and order intents (cancels,
+    # stops, quotes) never wait for a slot behind account reads. Waiting requests are cheap tasks,
+    # bounded in number (MAX_QUEUED_REQUESTS).
+    lanes = request_lanes()
+    lane = lane_of
 
     async def serve_one(ident: bytes, msg: Any) -> None:
+        asked = time.perf_counter_ns()
         async with lanes[lane(msg)]:
+            if isinstance(msg, OrderIntents):
+                gw.intent_hop.record((asked - msg.sent_ns) / 1000.0)
+                gw.intent_lane.record((time.perf_counter_ns() - asked) / 1000.0)
             try:
                 reply = await gw.handle(msg)
             except Exception:  # one bad request must not take the account's only gateway down

@@ -20,7 +20,7 @@ import numpy as np
 import zmq
 
 from shared.bars import apply_tick
-from shared.latency import RollingHistogram
+from shared.latency import LatencyHistogram, RollingHistogram
 from shared.messages import (
     ALL_TOPIC,
     AccountRequest,
@@ -92,6 +92,8 @@ class TradingFigures(TypedDict, total=False):
     stop_price: float
     order_rtt_p50_us: float
     order_rtt_p99_us: float
+    order_rtt_startup_p50_us: float
+    order_rtt_startup_p99_us: float
     flatten: str
     grid_levels: tuple[float, ...]
     resting_orders: tuple[tuple[str, str, float, int], ...]
@@ -134,6 +136,9 @@ class Worker:
         self.intent_seq = 0
         self.intent_in_flight: tuple[int, int, float] | None = None  # (seq, sent_ns, sent monotonic)
         self.order_rtt = RollingHistogram(window_s=300.0, parts=5)
+        # Intents sent in the start-up minute (LATENCY_WARMUP_S: the fleet's first grids, queued
+        # behind every bot's history and reconciliation) are reported apart, like the ticks' warm-up.
+        self.order_rtt_startup = LatencyHistogram()
         self.order_errors = 0
         self.cancel_requested = False
         self.flatten_sent = False
@@ -276,6 +281,8 @@ class Worker:
         else:
             p50 = p99 = math.nan
         out["order_rtt_p50_us"], out["order_rtt_p99_us"] = p50, p99
+        start_p50, start_p99 = self.order_rtt_startup.percentiles((50.0, 99.0))
+        out["order_rtt_startup_p50_us"], out["order_rtt_startup_p99_us"] = start_p50, start_p99
         if self.flatten is not None:
             bot = self.bot
             out["flatten"] = flat.describe(
@@ -454,7 +461,11 @@ class Worker:
     def on_intent_result(self, res: IntentResult, recv_ns: int) -> None:
         if self.intent_in_flight is None or res.seq != self.intent_in_flight[0]:
             return
-        self.order_rtt.record((recv_ns - self.intent_in_flight[1]) / 1000.0, time.monotonic())
+        sent_ns = self.intent_in_flight[1]
+        if not self.first_signal_mono_ns or sent_ns - self.first_signal_mono_ns < LATENCY_WARMUP_S * 1e9:
+            self.order_rtt_startup.record((recv_ns - sent_ns) / 1000.0)
+        else:
+            self.order_rtt.record((recv_ns - sent_ns) / 1000.0, time.monotonic())
         self.intent_in_flight = None
         bot = self.bot
         if bot is None:

@@ -152,6 +152,15 @@ class StepResult(msgspec.Struct, kw_only=True):
     error: str | None = None
     failed: bool = False  # the tree crashed or could not be driven: no figures for this step
     log_tail: str | None = None
+    # The order round trip of the workers' start-up minute (their first grids, queued behind the
+    # fleet's histories and reconciliations), apart from the steady state's order_rtt above; the
+    # order refusals (Delta's or the gateway's: rate budget spent) in the window and the account's
+    # rate budget left at its end, which say what the steady state's intents were.
+    order_rtt_startup_p50_us: float | None = None
+    order_rtt_startup_p99_us: float | None = None
+    order_errors: int | None = None
+    rate_budget_left: float | None = None
+    rate_budget_capacity: float | None = None
 
 
 class Machine(msgspec.Struct, kw_only=True):
@@ -486,6 +495,9 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
     rtt = merge_quantiles(
         [(1.0, [(0.5, w.order_rtt_p50_us), (0.99, w.order_rtt_p99_us)])
          for w in workers if w.order_rtt_p50_us is not None], (0.5, 0.99)) if measured else [None] * 2
+    rtt_startup = merge_quantiles(
+        [(1.0, [(0.5, w.order_rtt_startup_p50_us), (0.99, w.order_rtt_startup_p99_us)])
+         for w in workers if w.order_rtt_startup_p50_us is not None], (0.5, 0.99)) if measured else [None] * 2
     g0 = _gateway_ticks(s0) if s0 else None
     g1 = _gateway_ticks(s1) if s1 else None
     sent = int(g1 - g0) if g0 is not None and g1 is not None and g1 >= g0 else None
@@ -544,7 +556,11 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         memory_by_kind=sorted(by_kind.values(), key=lambda m: m.kind),
         restarts=_restarts(end) if end else 0, restart_reasons={}, quarantined=0, startup_cpu_percent_by_kind={},
         startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg,
-        samples=samples, error=error, log_tail=tail)
+        samples=samples, error=error, log_tail=tail,
+        order_rtt_startup_p50_us=_r(rtt_startup[0], 1), order_rtt_startup_p99_us=_r(rtt_startup[1], 1),
+        order_errors=delta("order_errors") if measured else None,
+        rate_budget_left=end.rate_budget_left if end else None,
+        rate_budget_capacity=end.rate_budget_capacity if end else None)
     return step
 
 

@@ -296,6 +296,24 @@ def route_of(method: str, path: str) -> str:
     return f"{method} {path}"
 
 
+def server_timing_s(header: str | None) -> float | None:
+    """The server's own time from a W3C Server-Timing header ("app;dur=0.42", milliseconds; the
+    sum of its metrics), in seconds; None when absent or unreadable."""
+    if not header:
+        return None
+    total, seen = 0.0, False
+    for metric in header.split(","):
+        for param in metric.split(";")[1:]:
+            name, _, value = param.strip().partition("=")
+            if name == "dur":
+                try:
+                    total += float(value)
+                except ValueError:
+                    return None
+                seen = True
+    return total / 1000.0 if seen else None
+
+
 class _Response(msgspec.Struct, frozen=True):
     envelope: Envelope
     status: int
@@ -347,6 +365,11 @@ class DeltaRestClient:
         # Round trip of every HTTP exchange by route (ids folded: a bounded set of keys), and
         # how many answers of each status class each route got ("2xx", "4xx", "timeout"...).
         self.latency: dict[str, LatencyHistogram] = {}
+        # Where a request's time goes besides the HTTP exchange, by route: the wait for the
+        # account's (or the IP's) rate budget before it is sent, and the venue's own handling
+        # time when the venue says it (the paper venue's Server-Timing header; Delta does not).
+        self.budget_wait: dict[str, LatencyHistogram] = {}
+        self.venue_time: dict[str, LatencyHistogram] = {}
         self.outcomes: dict[tuple[str, str], int] = {}
         # Seconds to add to our clock to get Delta's, learnt from an expired-signature reply.
         # Delta refuses signatures older than 5 s, so a drifting host clock would stop trading.
@@ -380,7 +403,10 @@ class DeltaRestClient:
     async def _send_once(self, method: str, path: str, query: str, body: str, signed: bool,
                          weight: int, priority: Priority) -> _Response:
         limiter = self.limiter if signed else self.public_limiter
+        asked = time.perf_counter()
         await limiter.acquire(weight, priority)
+        route = route_of(method, path)
+        self._measure_into(self.budget_wait, route, time.perf_counter() - asked)
         headers = {"User-Agent": self.user_agent, "Accept": "application/json",
                    "Content-Type": "application/json"}
         if signed:
@@ -393,7 +419,6 @@ class DeltaRestClient:
                                              body)
         url = yarl.URL(self.base_url + path + query, encoded=True)
         endpoint = f"{method} {path}"
-        route = route_of(method, path)
         session = self._ensure_session()
         outcome = "error"
         started = time.perf_counter()
@@ -405,6 +430,9 @@ class DeltaRestClient:
                 status = resp.status
                 resp_headers = dict(resp.headers)
             outcome = f"{status // 100}xx"
+            served_s = server_timing_s(resp_headers.get("Server-Timing"))
+            if served_s is not None:
+                self._measure_into(self.venue_time, route, served_s)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             outcome = "timeout"
             raise RequestTimeout("timeout", message=f"no answer in {self.timeout_s} s",
@@ -429,11 +457,15 @@ class DeltaRestClient:
             raise await self._failure(status, raw, resp_headers, endpoint, limiter)
         return _Response(envelope=envelope, status=status)
 
-    def _measure(self, route: str, outcome: str, seconds: float) -> None:
-        hist = self.latency.get(route)
+    @staticmethod
+    def _measure_into(by_route: dict[str, LatencyHistogram], route: str, seconds: float) -> None:
+        hist = by_route.get(route)
         if hist is None:
-            hist = self.latency[route] = LatencyHistogram()
+            hist = by_route[route] = LatencyHistogram()
         hist.record(seconds * 1e6)
+
+    def _measure(self, route: str, outcome: str, seconds: float) -> None:
+        self._measure_into(self.latency, route, seconds)
         key = (route, outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 

@@ -131,9 +131,11 @@ def test_paper_run_and_backtest_make_the_same_fills(start_run, tmp_path: Path, m
     # asks for none: the worker skips it, as the backtest sleeps through it); none was folded into
     # the next request (the last may still be in flight); order batches came back within one
     # trade's interval.
+    # every order batch counts: those of the start-up minute are reported apart from the rest
+    rtt_p99 = max(p for p in (w["order_rtt_p99_us"], w["order_rtt_startup_p99_us"]) if p is not None)
     pace = (f"ticks {w['ticks']}, signals {w['signals']}, volume-only ticks {w['ticks_unchanged']}, "
             f"ticks dropped {w['ticks_dropped']}, "
-            f"order round trip p99 {w['order_rtt_p99_us'] / 1000:.1f} ms vs "
+            f"order round trip p99 {rtt_p99 / 1000:.1f} ms vs "
             f"{BAR_SECONDS_WALL / 4 * 1000:.0f} ms a trade")
 
     first_diff = next((i for i, (a, b) in enumerate(zip(paper, backtest, strict=False)) if a != b),
@@ -146,7 +148,7 @@ def test_paper_run_and_backtest_make_the_same_fills(start_run, tmp_path: Path, m
 
     assert w["ticks_dropped"] == 0 and w["signals"] + w["ticks_unchanged"] >= w["ticks"] - 1, \
         f"the paper run lost its pace: {pace}"
-    assert w["order_rtt_p99_us"] < BAR_SECONDS_WALL / 4 * 1e6, f"order batches slower than the trades: {pace}"
+    assert rtt_p99 < BAR_SECONDS_WALL / 4 * 1e6, f"order batches slower than the trades: {pace}"
 
     # The comparison has teeth: one grid parameter changed on the backtest side alone diverges.
     other = backtest_fills(cfg_path, origin, {"grid": {"levels": 2}})

@@ -399,6 +399,11 @@ def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert Path(doc["reports"]["json"]).exists() and Path(doc["reports"]["markdown"]).exists()
     assert not (tmp_path / "run" / "step-3-4" / "control.sock").exists()  # the tree was stopped
     assert doc["loadavg_at_end"] and doc["steps"][0]["cpu_us_per_tick_by_kind"]["tree"] > 0
+    # Seconds after the start every order intent is a start-up one (the first grids): reported on
+    # their own row, not in the steady state's round trip; the account's budget is Delta's.
+    assert s["order_rtt_startup_p50_us"] > 0 and s["order_rtt_p50_us"] is None
+    assert s["rate_budget_capacity"] == 10_000 and 0 <= s["rate_budget_left"] < 10_000
+    assert s["order_errors"] is not None
 
 
 @pytest.mark.slow

@@ -134,10 +134,15 @@ class Guard:
             return await handler(request)
         is_private = access == "private"
         token = PUBLIC_CALLER.set(not is_private)
+        started = time.perf_counter()
         try:
-            return await self._serve(request, handler, private=is_private)
+            response = await self._serve(request, handler, private=is_private)
         finally:
             PUBLIC_CALLER.reset(token)
+        # The venue's own share of the caller's round trip (W3C Server-Timing, ms): the gateway
+        # splits an order's HTTP time into the venue's handling and the transport around it.
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.3f}"
+        return response
 
     async def _serve(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
                      *, private: bool) -> web.StreamResponse:

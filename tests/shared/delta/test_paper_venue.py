@@ -63,3 +63,22 @@ async def test_place_read_back_and_cancel(venue: Any) -> None:
             if isinstance(event, OrderUpdate) and event.order_id == placed.id:
                 states.append(event.state)
         assert states[0] == "open"
+
+
+async def test_an_orders_time_splits_into_budget_wait_http_and_the_venues_own(venue: Any) -> None:
+    """The gateway's order-path breakdown: each route's wait for rate budget before the request,
+    its HTTP round trip, and the venue's own handling inside it (the venue's Server-Timing)."""
+    v = venue
+    async with DeltaRestClient(v.rest_url, v.api_key, v.api_secret) as rest:
+        spec = (await rest.resolve_symbols([SYMBOL]))[SYMBOL]
+        ticker = await rest.get_ticker(SYMBOL)
+        assert ticker.quotes is not None and ticker.quotes.best_bid is not None
+        price = spec.floor_price(ticker.quotes.best_bid * 0.9)
+        placed = await rest.place_order(product_id=spec.product_id, size=1, side="buy", limit_price=price,
+                                        post_only=True, client_order_id="dg1-t1-SYN_0007-Be00-2")
+        await rest.cancel_order(product_id=spec.product_id, order_id=placed.id)
+    for route in ("POST /v2/orders", "DELETE /v2/orders"):
+        http, wait, served = rest.latency[route], rest.budget_wait[route], rest.venue_time[route]
+        assert http.total == wait.total == served.total == 1
+        assert 0 < served.max_us <= http.max_us  # the venue's part of the round trip, inside it
+        assert wait.max_us < 50_000  # a full budget: no wait to speak of

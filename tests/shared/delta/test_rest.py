@@ -19,7 +19,15 @@ from shared.delta.errors import (
 )
 from shared.delta.models import Order
 from shared.delta.ratelimit import AccountRateLimiter, Priority
-from shared.delta.rest import DeltaRestClient, NewOrder, OrderEdit, batch_split, build_query, price_text
+from shared.delta.rest import (
+    DeltaRestClient,
+    NewOrder,
+    OrderEdit,
+    batch_split,
+    build_query,
+    price_text,
+    server_timing_s,
+)
 from shared.products import UnknownSymbolError
 
 from .conftest import API_KEY, API_SECRET, Reply, ScriptedDelta, Seen, fail, ok
@@ -600,3 +608,11 @@ async def test_expired_signature_twice_or_without_server_time_raises(
     with pytest.raises(AuthError):
         await client.get_margined_positions()
     assert len(delta.seen) == 2
+
+
+def test_server_timing_header_reads_the_servers_own_time() -> None:
+    assert server_timing_s("app;dur=1.5") == pytest.approx(0.0015)
+    assert server_timing_s("db;dur=2, app;desc=\"x\";dur=0.5") == pytest.approx(0.0025)
+    assert server_timing_s(None) is None
+    assert server_timing_s("app") is None  # no duration: nothing to say
+    assert server_timing_s("app;dur=fast") is None

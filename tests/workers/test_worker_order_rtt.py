@@ -1,0 +1,69 @@
+"""The worker's order round trip: intents of the start-up minute are reported apart from the
+steady state's, as the tick latency's warm-up is. Real Worker, real ring."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.config import load_config
+from shared.messages import IntentResult
+from shared.ring import BarRing
+from shared.transport import make_endpoints
+from workers.runtime import ChildSpec
+from workers.worker import LATENCY_WARMUP_S, Worker
+
+S = 1_000_000_000  # ns
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"]}})
+    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ring = BarRing.create(name, n_slots=1, capacity=64)
+    try:
+        spec = ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
+                         endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
+        yield Worker(spec)
+    finally:
+        ring.close()
+        ring.unlink()
+
+
+def answer(worker: Worker, sent_ns: int, rtt_ms: float) -> None:
+    """One intent sent at sent_ns, answered rtt_ms later."""
+    worker.intent_seq += 1
+    worker.intent_in_flight = (worker.intent_seq, sent_ns, time.monotonic())
+    worker.on_intent_result(IntentResult(symbol="ETHUSD", seq=worker.intent_seq, cancelled=[], amended=[],
+                                         placed=[], errors=[], sent_ns=0), sent_ns + int(rtt_ms * 1e6))
+    assert worker.intent_in_flight is None
+
+
+def test_start_up_intents_are_reported_apart_from_the_steady_state(worker: Worker) -> None:
+    first = 1_000 * S
+    worker.first_signal_mono_ns = first
+    for i in range(50):  # the fleet's first grids, queued: 150 ms each
+        answer(worker, first + i * S // 10, 150.0)
+    figures = worker.trading_figures()
+    assert math.isnan(figures["order_rtt_p50_us"]) and math.isnan(figures["order_rtt_p99_us"])
+    assert figures["order_rtt_startup_p99_us"] == pytest.approx(150_000, rel=0.03)
+
+    steady = first + int(LATENCY_WARMUP_S * S)
+    for i in range(100):
+        answer(worker, steady + i * S, 2.0)
+    figures = worker.trading_figures()
+    assert figures["order_rtt_p99_us"] == pytest.approx(2_000, rel=0.03)  # no start-up intent in it
+    assert figures["order_rtt_startup_p50_us"] == pytest.approx(150_000, rel=0.03)  # kept, apart
+
+
+def test_an_intent_before_the_first_signal_is_start_up(worker: Worker) -> None:
+    answer(worker, 5 * S, 40.0)  # a halt's cancel before any valid signal
+    figures = worker.trading_figures()
+    assert figures["order_rtt_startup_p50_us"] == pytest.approx(40_000, rel=0.03)
+    assert math.isnan(figures["order_rtt_p50_us"])
