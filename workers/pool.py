@@ -59,12 +59,13 @@ class PoolMember:
                 continue
         return out
 
-    def serve_batch(self, pending: list[tuple[bytes, SignalRequest]]) -> list[tuple[bytes, bytes]]:
+    def serve_batch(self, pending: list[tuple[bytes, SignalRequest, int]]) -> list[tuple[bytes, bytes]]:
+        """Each pending request is (the asker's identity, the request, when it was read)."""
         t0 = time.perf_counter_ns()
         # One evaluation per symbol even if it asked twice in this pass (newest request wins).
         latest: dict[str, int] = {}
         windows: list[BarWindow] = []
-        for _ident, req in pending:
+        for _ident, req, _read_ns in pending:
             if req.symbol in latest:
                 continue
             win = self._read(req)
@@ -75,7 +76,7 @@ class PoolMember:
         results = self.engine.evaluate_batch(windows) if windows else []
         compute_ns = time.perf_counter_ns() - t0
         out = []
-        for ident, req in pending:
+        for ident, req, read_ns in pending:
             idx = latest.get(req.symbol)
             if idx is None:
                 reply = SignalReply(symbol=req.symbol, seq=req.seq, bar_count=req.bar_count, bar_ts=0.0,
@@ -83,7 +84,7 @@ class PoolMember:
                                     atr14=math.nan, rsi14=math.nan, valid=False,
                                     reason="pool could not read the symbol's window",
                                     batch_size=len(pending), compute_ns=compute_ns,
-                                    sent_ns=time.perf_counter_ns())
+                                    sent_ns=time.perf_counter_ns(), read_ns=read_ns)
             else:
                 r = results[idx]
                 ind = r.indicators
@@ -91,7 +92,7 @@ class PoolMember:
                                     direction=r.direction, confidence=r.confidence, votes=dict(r.votes),
                                     close=ind.close, atr14=ind.atr14, rsi14=ind.rsi14, valid=r.valid,
                                     reason=r.reason, batch_size=len(pending), compute_ns=compute_ns,
-                                    sent_ns=time.perf_counter_ns())
+                                    sent_ns=time.perf_counter_ns(), read_ns=read_ns)
             out.append((ident, self.codec.encode(reply)))
         self.requests += len(pending)
         self.batches += 1
@@ -167,18 +168,19 @@ def run(spec: ChildSpec) -> None:
                 break
             raise
         if router in events:
-            pending: list[tuple[bytes, SignalRequest]] = []
+            pending: list[tuple[bytes, SignalRequest, int]] = []
             while len(pending) < MAX_BATCH:
                 try:
                     frames = router.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
+                read_ns = time.perf_counter_ns()
                 if len(frames) != 2:
                     member.codec.malformed += 1
                     continue
                 msg = member.codec.decode(frames[1])
                 if isinstance(msg, SignalRequest):
-                    pending.append((frames[0], msg))
+                    pending.append((frames[0], msg, read_ns))
                 elif msg is not None:
                     member.codec.malformed += 1
             if pending:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 import numpy as np
 
+from shared.latency import HopSums
 from shared.status import StatusSnapshot
 
 MB = 1024 * 1024
@@ -92,6 +93,16 @@ class WindowSample(msgspec.Struct, kw_only=True):
     restarts: int
 
 
+class HopMeans(msgspec.Struct, kw_only=True):
+    """Mean microseconds per hop of the ticks the workers timed in the window, all of them and
+    the slow ones (at or over their worker's rolling p99): which hop makes a slow tick slow.
+    gateway_us precedes tick-to-signal; the other five add up to it."""
+    ticks: int
+    slow_ticks: int
+    all_us: dict[str, float]  # hop -> mean us (gateway, worker, to_pool, pool, compute, back)
+    slow_us: dict[str, float]
+
+
 class StepResult(msgspec.Struct, kw_only=True):
     symbols: int
     tick_rate: float
@@ -153,6 +164,7 @@ class StepResult(msgspec.Struct, kw_only=True):
     error: str | None = None
     failed: bool = False  # the tree crashed or could not be driven: no figures for this step
     log_tail: str | None = None
+    tick_hops: HopMeans | None = None  # where tick-to-signal time went in the window, by hop
 
 
 class Machine(msgspec.Struct, kw_only=True):
@@ -549,8 +561,36 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         memory_by_kind=sorted(by_kind.values(), key=lambda m: m.kind),
         restarts=_restarts(end) if end else 0, restart_reasons={}, quarantined=0, startup_cpu_percent_by_kind={},
         startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg,
-        samples=samples, error=error, log_tail=tail)
+        samples=samples, error=error, log_tail=tail,
+        tick_hops=hop_means(s0, s1) if s0 is not None and s1 is not None else None)
     return step
+
+
+def hop_means(s0: StatusSnapshot, s1: StatusSnapshot) -> HopMeans | None:
+    """The workers' per-hop counters differenced over the window (a worker restarted in it counts
+    from its start); None when no tick was timed."""
+    before = {w.symbol: w for w in s0.workers}
+    names = [f.name for f in msgspec.structs.fields(HopSums) if f.name != "ticks"]
+    tot = {"all": [0.0] * (len(names) + 1), "slow": [0.0] * (len(names) + 1)}
+    for w in s1.workers:
+        b = before.get(w.symbol)
+        same = b is not None and b.pid == w.pid
+        for part, acc in tot.items():
+            end: HopSums = getattr(w.tick_hops, part)
+            start: HopSums | None = getattr(b.tick_hops, part) if same and b is not None else None
+            if start is not None and end.ticks < start.ticks:
+                continue  # counters went back: not the same worker life
+            acc[0] += end.ticks - (start.ticks if start else 0)
+            for i, name in enumerate(names, 1):
+                acc[i] += getattr(end, name) - (getattr(start, name) if start else 0.0)
+    if not tot["all"][0]:
+        return None
+
+    def means(acc: list[float]) -> dict[str, float]:
+        return {name.removesuffix("_us"): round(acc[i] / acc[0], 1) if acc[0] else 0.0
+                for i, name in enumerate(names, 1)}
+    return HopMeans(ticks=int(tot["all"][0]), slow_ticks=int(tot["slow"][0]), all_us=means(tot["all"]),
+                    slow_us=means(tot["slow"]))
 
 
 def _r(x: float | None, nd: int) -> float | None:

@@ -368,3 +368,32 @@ def test_tiny_real_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert {"gateway", "pool", "supervisor"} <= set(kinds)
     assert doc["loop_lag_ms"]["worker_max"] is not None and doc["restarts"] == 0
     assert Path(doc["reports"]["markdown"]).read_text().startswith("# Soak")
+
+
+def test_hop_means_difference_the_workers_counters_over_the_window() -> None:
+    from orchestrator.loadtest.figures import hop_means
+    from shared.latency import HopSums, TickHops
+    from shared.status import StatusSnapshot, WorkerStatus
+
+    def worker(symbol: str, pid: int, ticks: int, to_pool: float, slow: int, slow_to_pool: float) -> WorkerStatus:
+        return WorkerStatus(symbol=symbol, pid=pid, state="running", uptime_s=1.0, restarts=0, rss_mb=None,
+                            uss_mb=None, cpu_percent=None, budget="ok", heartbeat_age_s=0.1,
+                            first_signal_after_launch_s=1.0,
+                            tick_hops=TickHops(all=HopSums(ticks=ticks, to_pool_us=to_pool, compute_us=100.0 * ticks),
+                                               slow=HopSums(ticks=slow, to_pool_us=slow_to_pool)))
+
+    def snap(*ws: WorkerStatus) -> StatusSnapshot:
+        return StatusSnapshot(run_dir="r", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0,
+                              uptime_s=1.0, workers=list(ws))
+
+    s0 = snap(worker("A", 1, 10, 500.0, 1, 300.0), worker("B", 2, 50, 9e9, 5, 9e9))
+    # A: 10 more ticks, 1,000 us more to the pool, one more slow tick of 900 us; B restarted (new pid):
+    # its counters count from its start
+    s1 = snap(worker("A", 1, 20, 1500.0, 2, 1200.0), worker("B", 3, 10, 1000.0, 1, 600.0))
+    h = hop_means(s0, s1)
+    assert h is not None
+    assert (h.ticks, h.slow_ticks) == (20, 2)
+    assert h.all_us["to_pool"] == pytest.approx(100.0) and h.all_us["compute"] == pytest.approx(100.0)
+    assert h.slow_us["to_pool"] == pytest.approx(750.0)
+    assert set(h.all_us) == {"gateway", "worker", "to_pool", "pool", "compute", "back"}
+    assert hop_means(s1, s1) is None  # no tick in the window
