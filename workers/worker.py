@@ -264,7 +264,7 @@ class Worker:
     # --- status ------------------------------------------------------------------------------
 
     def figures(self, loop_lag_ms: float) -> WorkerFigures:
-        p50, p99, p999 = self.latency.window(time.monotonic()).percentiles((50.0, 99.0, 99.9))
+        p50, p99, p999 = self.latency.percentiles(time.monotonic(), (50.0, 99.0, 99.9))
         if math.isfinite(p99):
             self.hops.slow_over_us = p99  # the next heartbeat's slow ticks: those at least this slow
         sig = self.last_signal
@@ -292,7 +292,7 @@ class Worker:
             out["resting_orders"] = book_view.resting_rows(self.bot.open_orders.values(), bot_id=self.bot.bot_id,
                                                            symbol=self.symbol)
         if self.order_rtt.lifetime.total:  # a bot that never sent an order has no window to read
-            p50, p99 = self.order_rtt.window(time.monotonic()).percentiles((50.0, 99.0))
+            p50, p99 = self.order_rtt.percentiles(time.monotonic(), (50.0, 99.0))
         else:
             p50 = p99 = math.nan
         out["order_rtt_p50_us"], out["order_rtt_p99_us"] = p50, p99

@@ -103,3 +103,13 @@ def test_hop_meter_splits_each_tick_and_the_slow_ones() -> None:
         == pytest.approx((3990.0, 100.0, 300.0, 100.0, 0.0), abs=0.01)
     assert f.all.to_pool_us == pytest.approx(50.0 + 3990.0 + 0.0, abs=0.01)
     assert f.all.pool_us == pytest.approx(30.0 + 100.0 + 190.0, abs=0.01)
+
+
+def test_rolling_percentiles_read_without_a_copy_match_the_window() -> None:
+    r = RollingHistogram(window_s=60.0, parts=6)
+    assert all(math.isnan(v) for v in r.percentiles(0.0, (50.0, 99.0)))
+    rng = np.random.default_rng(3)
+    for i, v in enumerate(rng.lognormal(6.0, 1.0, size=3000)):
+        r.record(float(v), now_s=i * 0.05)  # 150 s: the first parts have expired
+    for now in (150.0, 170.0, 400.0):
+        assert r.percentiles(now, (50.0, 99.0, 99.9)) == r.window(now).percentiles((50.0, 99.0, 99.9))
