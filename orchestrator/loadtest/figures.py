@@ -165,6 +165,7 @@ class StepResult(msgspec.Struct, kw_only=True):
     failed: bool = False  # the tree crashed or could not be driven: no figures for this step
     log_tail: str | None = None
     tick_hops: HopMeans | None = None  # where tick-to-signal time went in the window, by hop
+    plans_skipped: int = 0  # signals in the window whose trading plan would have changed nothing: not made
 
 
 class Machine(msgspec.Struct, kw_only=True):
@@ -562,7 +563,8 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         restarts=_restarts(end) if end else 0, restart_reasons={}, quarantined=0, startup_cpu_percent_by_kind={},
         startup_machine_cpu_percent=None, budget_breaches=0, budget_notes=[], loadavg_at_launch=loadavg,
         samples=samples, error=error, log_tail=tail,
-        tick_hops=hop_means(s0, s1) if s0 is not None and s1 is not None else None)
+        tick_hops=hop_means(s0, s1) if s0 is not None and s1 is not None else None,
+        plans_skipped=delta("plans_skipped") if measured else 0)
     return step
 
 

@@ -52,6 +52,8 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
          f"{_fmt(s.ticks_expected)} / {_fmt(s.ticks_sent)} / {_fmt(s.ticks_received)}", ""),
         ("ticks dropped: window / since launch", f"{s.ticks_dropped} / {s.ticks_dropped_total}", "0"),
         ("signals per second", _fmt(s.signals_per_s), ""),
+        ("signals whose trading plan was skipped (nothing it reacts to moved)",
+         f"{s.plans_skipped:,} of {s.signals:,}", ""),
         ("CPU by kind (% of one core)", kinds or "n/a", ""),
         ("CPU per tick received (us), by kind", ", ".join(f"{k} {v:.0f}" for k, v in
                                                            s.cpu_us_per_tick_by_kind.items()) or "n/a", ""),
