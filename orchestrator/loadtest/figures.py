@@ -414,6 +414,17 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
             out.append(f"each tick costs {per_tick['tree']:.0f} us of CPU across the tree ({top}; the bare "
                        "tick->signal pipeline floor is 55-75 us): ticks of all symbols arrive together, so that "
                        "work queues on the cores in bursts even when average CPU is low")
+        h = s.tick_hops
+        if h is not None and h.slow_ticks:
+            inside = {k: v for k, v in h.slow_us.items() if k != "gateway"}  # tick-to-signal's own hops
+            total = sum(inside.values())
+            if total > 0:
+                top = sorted(inside.items(), key=lambda kv: -kv[1])[:2]
+                out.append(f"the slow ticks (at or over their worker's p99, {h.slow_ticks} of {h.ticks}) took "
+                           f"{total:.0f} us on average, mostly " + " and ".join(
+                               f"{k} {v:.0f} us ({v / total:.0%})" for k, v in top)
+                           + f" (all ticks: {', '.join(f'{k} {v:.0f}' for k, v in h.all_us.items() if k != 'gateway')}"
+                           "; to_pool: the request waits unread for the pool, back: the reply for its worker)")
         if s.loop_lag_ms_max is not None and s.machine_cpu_percent >= 0.85 * cap:
             out.append(f"worker event-loop lag max {s.loop_lag_ms_max:.1f} ms: processes wait for a core "
                        "(scheduler queueing) before they handle the tick")

@@ -397,3 +397,17 @@ def test_hop_means_difference_the_workers_counters_over_the_window() -> None:
     assert h.slow_us["to_pool"] == pytest.approx(750.0)
     assert set(h.all_us) == {"gateway", "worker", "to_pool", "pool", "compute", "back"}
     assert hop_means(s1, s1) is None  # no tick in the window
+
+
+def test_diagnosis_names_the_hops_the_slow_ticks_spent_their_time_in() -> None:
+    from orchestrator.loadtest.figures import HopMeans
+
+    s = make_step(tick_to_signal_p99_us=9000.0)
+    s.tick_hops = HopMeans(ticks=1000, slow_ticks=12,
+                           all_us={"gateway": 300.0, "worker": 60.0, "to_pool": 200.0, "pool": 50.0, "compute": 200.0,
+                                   "back": 100.0},
+                           slow_us={"gateway": 9000.0, "worker": 100.0, "to_pool": 6000.0, "pool": 100.0,
+                                    "compute": 800.0, "back": 1000.0})
+    lines = lt.diagnose(s, lt.check_step(s, lt.Targets()))
+    slow = [x for x in lines if x.startswith("the slow ticks")]
+    assert slow and "12 of 1000" in slow[0] and "to_pool 6000 us (75%)" in slow[0] and "back 1000 us (12%)" in slow[0]
