@@ -419,10 +419,10 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
             inside = {k: v for k, v in h.slow_us.items() if k != "gateway"}  # tick-to-signal's own hops
             total = sum(inside.values())
             if total > 0:
-                top = sorted(inside.items(), key=lambda kv: -kv[1])[:2]
+                biggest = sorted(inside.items(), key=lambda kv: -kv[1])[:2]
                 out.append(f"the slow ticks (at or over their worker's p99, {h.slow_ticks} of {h.ticks}) took "
                            f"{total:.0f} us on average, mostly " + " and ".join(
-                               f"{k} {v:.0f} us ({v / total:.0%})" for k, v in top)
+                               f"{k} {v:.0f} us ({v / total:.0%})" for k, v in biggest)
                            + f" (all ticks: {', '.join(f'{k} {v:.0f}' for k, v in h.all_us.items() if k != 'gateway')}"
                            "; to_pool: the request waits unread for the pool, back: the reply for its worker)")
         if s.loop_lag_ms_max is not None and s.machine_cpu_percent >= 0.85 * cap:
