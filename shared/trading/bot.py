@@ -55,15 +55,18 @@ class HaltPlan(msgspec.Struct, frozen=True, kw_only=True):
         return not self.cancel and self.flatten is None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Quiet:
-    """What a plan that wanted nothing saw (TradingBot.plan_unchanged compares with it)."""
+    """What a plan that wanted nothing saw (TradingBot.plan_unchanged compares with it). Made at
+    every such plan, so it only keeps references: the rest is worked out when first asked."""
     state: tuple[object, ...]  # TradingBot._state at the plan
     allow: bool  # new entries allowed (as asked, and no stop cool-down running)
     balance: float  # the available balance the grid was sized from
     level_step: float  # the step levels were priced with when it moves with the price (no anchor), else 0
-    gap: float  # largest distance of a kept fixed-price order from its wanted price
     stop: DesiredOrder | None  # the protective stop wanted
+    book: list[OpenOrder]  # the orders it reconciled against...
+    desired: tuple[DesiredOrder, ...]  # ...and what it wanted
+    gap: float | None = None  # largest distance of a kept fixed-price order from its wanted price
 
 
 @dataclass
@@ -101,6 +104,7 @@ class TradingBot:
     awaiting_fills: dict[str, int] = field(default_factory=dict)
     # What the last plan saw when it changed nothing (see `plan_unchanged`); None: it changed something.
     _quiet: _Quiet | None = field(default=None, repr=False, compare=False)
+    _asks_unchanged: bool = field(default=False, repr=False, compare=False)  # a caller uses plan_unchanged
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -279,8 +283,11 @@ class TradingBot:
         if plan.to_place:
             self.generation = generation
         self._quiet = None
-        if wanted_nothing and self.bucket.tokens >= self.bucket.capacity:
-            self._quiet = self._settled(book, allow_new_entries, available_balance, level_step, levels, stop)
+        # (recorded only for a caller that asks plan_unchanged: the backtest has its own skipping)
+        if wanted_nothing and self._asks_unchanged and self.bucket.tokens >= self.bucket.capacity:
+            self._quiet = _Quiet(state=self._state(book), allow=allow_new_entries, balance=available_balance,
+                                 level_step=level_step if levels and self.anchor is None else 0.0, stop=stop,
+                                 book=book, desired=desired)
         return plan
 
     # --- skipping a plan that would change nothing -----------------------------------------------
@@ -291,23 +298,21 @@ class TradingBot:
         return (self.holdings, self.position, self.anchor, self.stopped_out_at, self.grid, self.risk, self.product,
                 self.reconciled, self.generation, *book)
 
-    def _settled(self, book: list[OpenOrder], allow: bool, balance: float, level_step: float,
-                 levels: dict[tuple[Side, int], Level], stop: DesiredOrder | None) -> _Quiet | None:
-        """The record `plan_unchanged` compares with, made after a plan that wanted nothing
-        (so each of our orders is the one wanted for its key, matched within the tolerance)."""
+    def _largest_gap(self, q: _Quiet) -> float:
+        """How far the plan's kept fixed-price orders sit from their wanted prices (each of ours
+        is the one wanted for its key: the plan wanted nothing); inf if that does not hold."""
         gap = 0.0
-        wanted = {d.key: d for d in self.desired}
-        for o in book:
+        wanted = {d.key: d for d in q.desired}
+        for o in q.book:
             tag = coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
             if tag is None or o.symbol != self.symbol or tag.side != o.side:
                 continue
             d = wanted.get((tag.side, tag.purpose, tag.level))
             if d is None:
-                return None  # (a plan that wanted nothing leaves none of ours unwanted)
+                return math.inf
             if not o.trailing:
                 gap = max(gap, abs(o.price - d.price))
-        return _Quiet(state=self._state(book), allow=allow, balance=balance,
-                      level_step=level_step if levels and self.anchor is None else 0.0, gap=gap, stop=stop)
+        return gap
 
     def plan_unchanged(self, *, now: float, price: float, atr: float, direction: str, confidence: float,
                        available_balance: float, allow_new_entries: bool, market_ts: float | None = None) -> bool:
@@ -320,6 +325,7 @@ class TradingBot:
         re-grid tolerance, or the protective stop's price moves. A full churn bucket stays full,
         so skipping its refill changes nothing. tests/shared/trading/test_bot_skip.py drives
         a bot that skips beside one that plans every time and gets the same plans."""
+        self._asks_unchanged = True
         q = self._quiet
         if q is None or self.awaiting_fills:
             return False
@@ -349,6 +355,8 @@ class TradingBot:
                     return False
         if q.level_step and step != q.level_step:
             return False  # levels priced with this price's step (no anchor) would move
+        if q.gap is None:
+            q.gap = self._largest_gap(q)  # (book and wants unchanged since the plan: the state says so)
         if q.gap and not q.gap <= self.grid.regrid_fraction * step + 1e-12:
             return False  # reconcile's own test (_matches): a kept order would be amended
         if q.stop is not None:
