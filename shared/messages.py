@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from .latency import TickHops
 from .products import ProductSpec
 from .trading.orders import OpenOrder
 from .trading.pnl import Fill
@@ -101,6 +102,7 @@ class SignalReply(Msg, tag="sig_rep", frozen=True):
     batch_size: int  # how many requests the pool served in the same pass
     compute_ns: int  # time the pool spent in the batch
     sent_ns: int
+    read_ns: int = 0  # when the pool read the request (0: not said), for the per-hop breakdown
 
 
 # --- orders: worker <-> gateway (DEALER/ROUTER), account events gateway -> worker (PUB) ---------
@@ -220,6 +222,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     signals: int
     ticks_unchanged: int = 0  # ticks that moved only the bar's volume: no signal was asked for them
     ticks_late: int = 0  # repeated or older sequence numbers, and ticks older than the bar (not applied)
+    plans_skipped: int = 0  # signals on which the trading plan would have changed nothing: not made
     signal: str
     confidence: float
     votes: dict[str, str]
@@ -231,6 +234,7 @@ class WorkerFigures(msgspec.Struct, frozen=True, kw_only=True, tag="worker"):
     loop_lag_ms: float
     malformed: int
     first_signal_mono_ns: int  # 0 until the first valid signal
+    tick_hops: TickHops = TickHops()  # where tick-to-signal time goes, by hop (counters since start)
     position: float = 0.0
     open_orders: int = 0
     realized_pnl: float = 0.0

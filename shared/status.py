@@ -12,6 +12,8 @@ from typing import Annotated
 
 import msgspec
 
+from .latency import TickHops
+
 SCHEMA_VERSION = 1
 
 
@@ -49,6 +51,8 @@ class WorkerStatus(msgspec.Struct, kw_only=True):
     ticks_dropped: Annotated[int, Gauge("Ticks lost (sequence gaps)")] = 0
     ticks_unchanged: int = 0  # ticks that moved only the bar's volume (no signal asked for them)
     ticks_late: int = 0  # ticks not applied: a sequence number already seen, or older than the bar
+    plans_skipped: int = 0  # signals on which the trading plan would have changed nothing (not made)
+    tick_hops: TickHops = TickHops()  # where tick-to-signal time goes, by hop (counters since start)
     loop_lag_ms: Annotated[float | None, Gauge("Event-loop lag, max over the last heartbeat (ms)")] = None
     rss_mb: Annotated[float | None, Gauge("Resident set size (MB)")]
     uss_mb: Annotated[float | None, Gauge("Unique set size (MB)")]

@@ -20,7 +20,7 @@ import numpy as np
 import zmq
 
 from shared.bars import apply_tick
-from shared.latency import LatencyHistogram, RollingHistogram
+from shared.latency import HopMeter, LatencyHistogram, RollingHistogram
 from shared.messages import (
     ALL_TOPIC,
     AccountRequest,
@@ -124,6 +124,10 @@ class Worker:
         self.req_seq = 0
         self.in_flight: tuple[int, int, float] | None = None  # (seq, tick_recv_ns, sent monotonic s)
         self.pending_tick_ns = 0  # receipt time of the oldest tick not yet covered by a request
+        # the per-hop breakdown: that tick's gateway publish time, and the request's send time
+        self.pending_published_ns = 0
+        self.in_flight_hops = (0, 0)  # (published_ns, sent_ns) of the request in flight
+        self.hops = HopMeter()
         self._leak: list[bytearray] = []
         self.late_streak = 0
         # trading
@@ -153,6 +157,7 @@ class Worker:
         # on the same trade once the fills are in and no batch is on its way, as the backtest
         # plans after the trade's fills (tests/orchestrator/test_backtest_parity_e2e.py).
         self.plan_again = False
+        self.plans_skipped = 0  # signals on which the bot's plan would have changed nothing (TradingBot.plan_unchanged)
 
     # --- market data -------------------------------------------------------------------------
 
@@ -195,6 +200,7 @@ class Worker:
         self.late_streak = 0
         if self.pending_tick_ns == 0:
             self.pending_tick_ns = recv_ns
+            self.pending_published_ns = tick.sent_ns
         return True
 
     def make_request(self) -> SignalRequest | None:
@@ -205,6 +211,7 @@ class Worker:
                             bar_count=self.bars.bar_count, tick_recv_ns=self.pending_tick_ns,
                             sent_ns=time.perf_counter_ns())
         self.in_flight = (self.req_seq, self.pending_tick_ns, time.monotonic())
+        self.in_flight_hops = (self.pending_published_ns, req.sent_ns)
         self.pending_tick_ns = 0
         return req
 
@@ -220,6 +227,9 @@ class Worker:
                 self.latency_warmed_up = True
                 self.latency.clear_window()
             self.latency.record((recv_ns - tick_ns) / 1000.0, time.monotonic())
+            published_ns, asked_ns = self.in_flight_hops
+            self.hops.record(published_ns=published_ns, tick_ns=tick_ns, asked_ns=asked_ns, pool_read_ns=reply.read_ns,
+                             compute_ns=reply.compute_ns, replied_ns=reply.sent_ns, read_ns=recv_ns)
         self.signals += 1
         self.last_signal = reply
         if reply.valid and self.first_signal_mono_ns == 0:
@@ -230,7 +240,8 @@ class Worker:
     def check_timeout(self) -> None:
         if self.in_flight and time.monotonic() - self.in_flight[2] > SIGNAL_TIMEOUT_S:
             # The request (or its reply) was lost: ask again, timed from the same tick.
-            self.pending_tick_ns = self.pending_tick_ns or self.in_flight[1]
+            if not self.pending_tick_ns:
+                self.pending_tick_ns, self.pending_published_ns = self.in_flight[1], self.in_flight_hops[0]
             self.in_flight = None
 
     # --- history -----------------------------------------------------------------------------
@@ -251,17 +262,19 @@ class Worker:
     # --- status ------------------------------------------------------------------------------
 
     def figures(self, loop_lag_ms: float) -> WorkerFigures:
-        p50, p99, p999 = self.latency.window(time.monotonic()).percentiles((50.0, 99.0, 99.9))
+        p50, p99, p999 = self.latency.percentiles(time.monotonic(), (50.0, 99.0, 99.9))
+        if math.isfinite(p99):
+            self.hops.slow_over_us = p99  # the next heartbeat's slow ticks: those at least this slow
         sig = self.last_signal
         return WorkerFigures(
             state="paused" if self.paused else self.state, last_price=self.last_price,
             bar_count=self.bars.bar_count, ticks=self.ticks, ticks_dropped=self.ticks_dropped,
-            ticks_unchanged=self.ticks_unchanged, ticks_late=self.ticks_late,
+            ticks_unchanged=self.ticks_unchanged, ticks_late=self.ticks_late, plans_skipped=self.plans_skipped,
             signals=self.signals, signal=sig.direction if sig else "NONE",
             confidence=sig.confidence if sig else 0.0, votes=dict(sig.votes) if sig else {},
             atr14=sig.atr14 if sig else math.nan,
             tick_to_signal_p50_us=p50, tick_to_signal_p99_us=p99, tick_to_signal_p999_us=p999,
-            tick_to_signal_count=self.latency.lifetime.total, loop_lag_ms=loop_lag_ms,
+            tick_to_signal_count=self.latency.lifetime.total, loop_lag_ms=loop_lag_ms, tick_hops=self.hops.figures(),
             malformed=self.codec.malformed, first_signal_mono_ns=self.first_signal_mono_ns,
             note=(sig.reason if sig and not sig.valid else ""), **self.trading_figures())
 
@@ -277,7 +290,7 @@ class Worker:
             out["resting_orders"] = book_view.resting_rows(self.bot.open_orders.values(), bot_id=self.bot.bot_id,
                                                            symbol=self.symbol)
         if self.order_rtt.lifetime.total:  # a bot that never sent an order has no window to read
-            p50, p99 = self.order_rtt.window(time.monotonic()).percentiles((50.0, 99.0))
+            p50, p99 = self.order_rtt.percentiles(time.monotonic(), (50.0, 99.0))
         else:
             p50 = p99 = math.nan
         out["order_rtt_p50_us"], out["order_rtt_p99_us"] = p50, p99
@@ -440,6 +453,11 @@ class Worker:
             # Decisions run on the market's clock (the time of the trade this reply answers), as in
             # the backtest: the churn limiter and the grid's anchor time then do not depend on the
             # replay speed or on how long a round trip took. Wall time stays for I/O timeouts.
+            if bot.plan_unchanged(now=self.market_ts, price=reply.close, atr=reply.atr14, direction=reply.direction,
+                                  confidence=reply.confidence, available_balance=self.available_balance,
+                                  allow_new_entries=not self.paused, market_ts=self.market_ts):
+                self.plans_skipped += 1  # nothing the plan reacts to moved: it would change nothing
+                return None
             plan = bot.plan(now=self.market_ts, price=reply.close, atr=reply.atr14, direction=reply.direction,
                             confidence=reply.confidence, available_balance=self.available_balance,
                             allow_new_entries=not self.paused, market_ts=self.market_ts)

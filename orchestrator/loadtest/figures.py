@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 import numpy as np
 
+from shared.latency import HopSums
 from shared.status import StatusSnapshot
 
 MB = 1024 * 1024
@@ -91,6 +92,16 @@ class WindowSample(msgspec.Struct, kw_only=True):
     restarts: int
 
 
+class HopMeans(msgspec.Struct, kw_only=True):
+    """Mean microseconds per hop of the ticks the workers timed in the window, all of them and
+    the slow ones (at or over their worker's rolling p99): which hop makes a slow tick slow.
+    gateway_us precedes tick-to-signal; the other five add up to it."""
+    ticks: int
+    slow_ticks: int
+    all_us: dict[str, float]  # hop -> mean us (gateway, worker, to_pool, pool, compute, back)
+    slow_us: dict[str, float]
+
+
 class StepResult(msgspec.Struct, kw_only=True):
     symbols: int
     tick_rate: float
@@ -161,6 +172,8 @@ class StepResult(msgspec.Struct, kw_only=True):
     order_errors: int | None = None
     rate_budget_left: float | None = None
     rate_budget_capacity: float | None = None
+    tick_hops: HopMeans | None = None  # where tick-to-signal time went in the window, by hop
+    plans_skipped: int = 0  # signals in the window whose trading plan would have changed nothing: not made
 
 
 class Machine(msgspec.Struct, kw_only=True):
@@ -409,6 +422,17 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
             out.append(f"each tick costs {per_tick['tree']:.0f} us of CPU across the tree ({top}; the bare "
                        "tick->signal pipeline floor is 55-75 us): ticks of all symbols arrive together, so that "
                        "work queues on the cores in bursts even when average CPU is low")
+        h = s.tick_hops
+        if h is not None and h.slow_ticks:
+            inside = {k: v for k, v in h.slow_us.items() if k != "gateway"}  # tick-to-signal's own hops
+            total = sum(inside.values())
+            if total > 0:
+                biggest = sorted(inside.items(), key=lambda kv: -kv[1])[:2]
+                out.append(f"the slow ticks (at or over their worker's p99, {h.slow_ticks} of {h.ticks}) took "
+                           f"{total:.0f} us on average, mostly " + " and ".join(
+                               f"{k} {v:.0f} us ({v / total:.0%})" for k, v in biggest)
+                           + f" (all ticks: {', '.join(f'{k} {v:.0f}' for k, v in h.all_us.items() if k != 'gateway')}"
+                           "; to_pool: the request waits unread for the pool, back: the reply for its worker)")
         if s.loop_lag_ms_max is not None and s.machine_cpu_percent >= 0.85 * cap:
             out.append(f"worker event-loop lag max {s.loop_lag_ms_max:.1f} ms: processes wait for a core "
                        "(scheduler queueing) before they handle the tick")
@@ -560,8 +584,37 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         order_rtt_startup_p50_us=_r(rtt_startup[0], 1), order_rtt_startup_p99_us=_r(rtt_startup[1], 1),
         order_errors=delta("order_errors") if measured else None,
         rate_budget_left=end.rate_budget_left if end else None,
-        rate_budget_capacity=end.rate_budget_capacity if end else None)
+        rate_budget_capacity=end.rate_budget_capacity if end else None,
+        tick_hops=hop_means(s0, s1) if s0 is not None and s1 is not None else None,
+        plans_skipped=delta("plans_skipped") if measured else 0)
     return step
+
+
+def hop_means(s0: StatusSnapshot, s1: StatusSnapshot) -> HopMeans | None:
+    """The workers' per-hop counters differenced over the window (a worker restarted in it counts
+    from its start); None when no tick was timed."""
+    before = {w.symbol: w for w in s0.workers}
+    names = [f.name for f in msgspec.structs.fields(HopSums) if f.name != "ticks"]
+    tot = {"all": [0.0] * (len(names) + 1), "slow": [0.0] * (len(names) + 1)}
+    for w in s1.workers:
+        b = before.get(w.symbol)
+        same = b is not None and b.pid == w.pid
+        for part, acc in tot.items():
+            end: HopSums = getattr(w.tick_hops, part)
+            start: HopSums | None = getattr(b.tick_hops, part) if same and b is not None else None
+            if start is not None and end.ticks < start.ticks:
+                continue  # counters went back: not the same worker life
+            acc[0] += end.ticks - (start.ticks if start else 0)
+            for i, name in enumerate(names, 1):
+                acc[i] += getattr(end, name) - (getattr(start, name) if start else 0.0)
+    if not tot["all"][0]:
+        return None
+
+    def means(acc: list[float]) -> dict[str, float]:
+        return {name.removesuffix("_us"): round(acc[i] / acc[0], 1) if acc[0] else 0.0
+                for i, name in enumerate(names, 1)}
+    return HopMeans(ticks=int(tot["all"][0]), slow_ticks=int(tot["slow"][0]), all_us=means(tot["all"]),
+                    slow_us=means(tot["slow"]))
 
 
 def _r(x: float | None, nd: int) -> float | None:

@@ -28,6 +28,15 @@ def _fmt(v: Any, scale: float = 1.0, nd: int = 1) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _hops(s: StepResult) -> str:
+    h = s.tick_hops
+    if h is None:
+        return "n/a"
+    def row(means: dict[str, float]) -> str:
+        return " ".join(f"{k} {v:,.0f}" for k, v in means.items())
+    return f"{row(h.all_us)} ({h.ticks:,} ticks) / {row(h.slow_us)} ({h.slow_ticks:,} ticks)"
+
+
 def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
     """(figure, value, target) rows of one step, for the markdown and the console."""
     kinds = ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_percent_by_kind.items())
@@ -48,6 +57,8 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
          f"{_fmt(s.ticks_expected)} / {_fmt(s.ticks_sent)} / {_fmt(s.ticks_received)}", ""),
         ("ticks dropped: window / since launch", f"{s.ticks_dropped} / {s.ticks_dropped_total}", "0"),
         ("signals per second", _fmt(s.signals_per_s), ""),
+        ("signals whose trading plan was skipped (nothing it reacts to moved)",
+         f"{s.plans_skipped:,} of {s.signals:,}", ""),
         ("CPU by kind (% of one core)", kinds or "n/a", ""),
         ("CPU per tick received (us), by kind", ", ".join(f"{k} {v:.0f}" for k, v in
                                                            s.cpu_us_per_tick_by_kind.items()) or "n/a", ""),
@@ -59,6 +70,7 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
          f"{_fmt(s.pool_max_batch)}", ""),
         ("pool CPU per batch (ms) / busy fraction, max", f"{_fmt(s.pool_cpu_ms_per_batch, nd=2)} / "
          f"{_fmt(s.pool_busy_fraction_max, nd=3)}", ""),
+        ("tick-to-signal by hop, mean us: all ticks / slow ones (gateway precedes it)", _hops(s), ""),
         ("worker loop lag median / max (ms)",
          f"{_fmt(s.loop_lag_ms_median, nd=2)} / {_fmt(s.loop_lag_ms_max, nd=2)}", ""),
         ("worker USS median / max (MB)",

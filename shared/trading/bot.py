@@ -55,6 +55,20 @@ class HaltPlan(msgspec.Struct, frozen=True, kw_only=True):
         return not self.cancel and self.flatten is None
 
 
+@dataclass(slots=True)
+class _Quiet:
+    """What a plan that wanted nothing saw (TradingBot.plan_unchanged compares with it). Made at
+    every such plan, so it only keeps references: the rest is worked out when first asked."""
+    state: tuple[object, ...]  # TradingBot._state at the plan
+    allow: bool  # new entries allowed (as asked, and no stop cool-down running)
+    balance: float  # the available balance the grid was sized from
+    level_step: float  # the step levels were priced with when it moves with the price (no anchor), else 0
+    stop: DesiredOrder | None  # the protective stop wanted
+    book: list[OpenOrder]  # the orders it reconciled against...
+    desired: tuple[DesiredOrder, ...]  # ...and what it wanted
+    gap: float | None = None  # largest distance of a kept fixed-price order from its wanted price
+
+
 @dataclass
 class TradingBot:
     symbol: str
@@ -88,6 +102,9 @@ class TradingBot:
     # whose order just filled would look free and be entered again).
     fill_contracts: dict[str, int] = field(default_factory=dict)
     awaiting_fills: dict[str, int] = field(default_factory=dict)
+    # What the last plan saw when it changed nothing (see `plan_unchanged`); None: it changed something.
+    _quiet: _Quiet | None = field(default=None, repr=False, compare=False)
+    _asks_unchanged: bool = field(default=False, repr=False, compare=False)  # a caller uses plan_unchanged
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -261,10 +278,93 @@ class TradingBot:
         generation = coid.next_generation(self.generation)
         plan = reconcile(desired, book, bot_id=self.bot_id, symbol=self.symbol, generation=generation,
                          price_tolerance=self.grid.regrid_fraction * step)
+        wanted_nothing = plan.empty
         plan, self.bucket = limit_plan(plan, self.bucket, now, reference_price=price)
         if plan.to_place:
             self.generation = generation
+        self._quiet = None
+        # (recorded only for a caller that asks plan_unchanged: the backtest has its own skipping)
+        if wanted_nothing and self._asks_unchanged and self.bucket.tokens >= self.bucket.capacity:
+            self._quiet = _Quiet(state=self._state(book), allow=allow_new_entries, balance=available_balance,
+                                 level_step=level_step if levels and self.anchor is None else 0.0, stop=stop,
+                                 book=book, desired=desired)
         return plan
+
+    # --- skipping a plan that would change nothing -----------------------------------------------
+
+    def _state(self, book: list[OpenOrder]) -> tuple[object, ...]:
+        """Everything of the bot's own a plan reads, by identity: the structs are immutable and
+        replaced on change, so an equal tuple means nothing the plan reads has moved."""
+        return (self.holdings, self.position, self.anchor, self.stopped_out_at, self.grid, self.risk, self.product,
+                self.reconciled, self.generation, *book)
+
+    def _largest_gap(self, q: _Quiet) -> float:
+        """How far the plan's kept fixed-price orders sit from their wanted prices (each of ours
+        is the one wanted for its key: the plan wanted nothing); inf if that does not hold."""
+        gap = 0.0
+        wanted = {d.key: d for d in q.desired}
+        for o in q.book:
+            tag = coid.decode(o.client_order_id, bot_id=self.bot_id, symbol=self.symbol)
+            if tag is None or o.symbol != self.symbol or tag.side != o.side:
+                continue
+            d = wanted.get((tag.side, tag.purpose, tag.level))
+            if d is None:
+                return math.inf
+            if not o.trailing:
+                gap = max(gap, abs(o.price - d.price))
+        return gap
+
+    def plan_unchanged(self, *, now: float, price: float, atr: float, direction: str, confidence: float,
+                       available_balance: float, allow_new_entries: bool, market_ts: float | None = None) -> bool:
+        """True when `plan` with these arguments would change nothing: it would return an empty
+        plan and leave the bot as the last plan left it (its grid step is brought up to date here,
+        the one thing a plan always writes). Then the caller need not plan. Asked only after a plan
+        that wanted nothing; anything the plan reacts to wakes it: our orders, fills or position
+        changed, the signal re-anchors (a strong one past the hysteresis band), the cool-down
+        starts or ends, the balance changes the grid's size, a resting order drifts past the
+        re-grid tolerance, or the protective stop's price moves. A full churn bucket stays full,
+        so skipping its refill changes nothing. tests/shared/trading/test_bot_skip.py drives
+        a bot that skips beside one that plans every time and gets the same plans."""
+        self._asks_unchanged = True
+        q = self._quiet
+        if q is None or self.awaiting_fills:
+            return False
+        if not (math.isfinite(price) and price > 0 and math.isfinite(atr) and atr > 0):
+            return False  # (plan's own early return: nothing to skip)
+        book = list(self.open_orders.values())
+        state = q.state
+        mine = self._state(book)
+        if len(state) != len(mine) or any(a is not b for a, b in zip(state, mine, strict=True)):
+            return False
+        allow = allow_new_entries and not self.cooldown_left(now if market_ts is None else market_ts) > 0
+        if allow != q.allow:
+            return False
+        step = grid_step(price, atr, self.grid)
+        a = self.anchor
+        if allow:
+            if direction in ("UP", "DOWN") and next_anchor(a, direction, confidence, price, atr,  # type: ignore[arg-type]  # narrowed to UP/DOWN
+                                                           self.grid, now) is not a:
+                return False
+            if a is not None and available_balance != q.balance:
+                r = self.risk
+                sized = (contracts_per_level(available_balance, a.price, self.product,
+                                             risk_percentage=r.risk_percentage, min_balance=r.min_balance),
+                         contracts_per_level(q.balance, a.price, self.product, risk_percentage=r.risk_percentage,
+                                             min_balance=r.min_balance))
+                if sized[0] != sized[1]:
+                    return False
+        if q.level_step and step != q.level_step:
+            return False  # levels priced with this price's step (no anchor) would move
+        if q.gap is None:
+            q.gap = self._largest_gap(q)  # (book and wants unchanged since the plan: the state says so)
+        if q.gap and not q.gap <= self.grid.regrid_fraction * step + 1e-12:
+            return False  # reconcile's own test (_matches): a kept order would be amended
+        if q.stop is not None:
+            assert self.position is not None and self.stop_edge is not None
+            if protective_stop(self.position.contracts, self.stop_edge, atr, self.product, self.grid, price) != q.stop:
+                return False
+        self.last_step = step
+        return True
 
     def _grid_entries(self, size: int, atr: float) -> tuple[DesiredOrder, ...]:
         """The anchor's entries: the same anchor, size and settings give the same grid (atr is

@@ -420,3 +420,46 @@ def test_tiny_real_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert doc["loop_lag_ms"]["worker_max"] is not None and doc["restarts"] == 0
     assert doc["loop_lag_ms"]["gateway_max"] is not None  # the gateway's typed loop_lag_ms
     assert Path(doc["reports"]["markdown"]).read_text().startswith("# Soak")
+
+
+def test_hop_means_difference_the_workers_counters_over_the_window() -> None:
+    from orchestrator.loadtest.figures import hop_means
+    from shared.latency import HopSums, TickHops
+    from shared.status import StatusSnapshot, WorkerStatus
+
+    def worker(symbol: str, pid: int, ticks: int, to_pool: float, slow: int, slow_to_pool: float) -> WorkerStatus:
+        return WorkerStatus(symbol=symbol, pid=pid, state="running", uptime_s=1.0, restarts=0, rss_mb=None,
+                            uss_mb=None, cpu_percent=None, budget="ok", heartbeat_age_s=0.1,
+                            first_signal_after_launch_s=1.0,
+                            tick_hops=TickHops(all=HopSums(ticks=ticks, to_pool_us=to_pool, compute_us=100.0 * ticks),
+                                               slow=HopSums(ticks=slow, to_pool_us=slow_to_pool)))
+
+    def snap(*ws: WorkerStatus) -> StatusSnapshot:
+        return StatusSnapshot(run_dir="r", mode="paper", venue="paper", supervisor_pid=1, started_at=0.0,
+                              uptime_s=1.0, workers=list(ws))
+
+    s0 = snap(worker("A", 1, 10, 500.0, 1, 300.0), worker("B", 2, 50, 9e9, 5, 9e9))
+    # A: 10 more ticks, 1,000 us more to the pool, one more slow tick of 900 us; B restarted (new pid):
+    # its counters count from its start
+    s1 = snap(worker("A", 1, 20, 1500.0, 2, 1200.0), worker("B", 3, 10, 1000.0, 1, 600.0))
+    h = hop_means(s0, s1)
+    assert h is not None
+    assert (h.ticks, h.slow_ticks) == (20, 2)
+    assert h.all_us["to_pool"] == pytest.approx(100.0) and h.all_us["compute"] == pytest.approx(100.0)
+    assert h.slow_us["to_pool"] == pytest.approx(750.0)
+    assert set(h.all_us) == {"gateway", "worker", "to_pool", "pool", "compute", "back"}
+    assert hop_means(s1, s1) is None  # no tick in the window
+
+
+def test_diagnosis_names_the_hops_the_slow_ticks_spent_their_time_in() -> None:
+    from orchestrator.loadtest.figures import HopMeans
+
+    s = make_step(tick_to_signal_p99_us=9000.0)
+    s.tick_hops = HopMeans(ticks=1000, slow_ticks=12,
+                           all_us={"gateway": 300.0, "worker": 60.0, "to_pool": 200.0, "pool": 50.0, "compute": 200.0,
+                                   "back": 100.0},
+                           slow_us={"gateway": 9000.0, "worker": 100.0, "to_pool": 6000.0, "pool": 100.0,
+                                    "compute": 800.0, "back": 1000.0})
+    lines = lt.diagnose(s, lt.check_step(s, lt.Targets()))
+    slow = [x for x in lines if x.startswith("the slow ticks")]
+    assert slow and "12 of 1000" in slow[0] and "to_pool 6000 us (75%)" in slow[0] and "back 1000 us (12%)" in slow[0]

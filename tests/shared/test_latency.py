@@ -77,3 +77,39 @@ def test_the_window_kept_as_samples_come_equals_merging_its_parts() -> None:
             assert got.max_us == merged.max_us
     later = r.window(now + 61.0)  # every part expired
     assert later.total == 0 and not later.counts.any()
+
+
+def test_hop_meter_splits_each_tick_and_the_slow_ones() -> None:
+    from shared.latency import HopMeter
+
+    m = HopMeter()
+    us = 1000  # ns
+    # published 0, read 100 us later, asked at +20, the pool reads it at +70, computes 200 of its
+    # 230 us, the worker reads the reply 40 us after it left: 20 + 50 + 30 + 200 + 40 = 340 us
+    m.record(published_ns=1, tick_ns=100 * us, asked_ns=120 * us, pool_read_ns=170 * us, compute_ns=200 * us,
+             replied_ns=400 * us, read_ns=440 * us)
+    f = m.figures()
+    assert f.all.ticks == 1 and f.slow.ticks == 0  # no p99 known yet: nothing is slow
+    assert (f.all.gateway_us, f.all.worker_us, f.all.to_pool_us, f.all.pool_us, f.all.compute_us, f.all.back_us) \
+        == pytest.approx((100.0, 20.0, 50.0, 30.0, 200.0, 40.0), abs=0.01)
+    m.slow_over_us = 1000.0
+    m.record(published_ns=0, tick_ns=0, asked_ns=10 * us, pool_read_ns=4000 * us, compute_ns=300 * us,
+             replied_ns=4400 * us, read_ns=4500 * us)  # stuck on the way to the pool; no publish time
+    m.record(published_ns=0, tick_ns=0, asked_ns=10 * us, pool_read_ns=0, compute_ns=300 * us,
+             replied_ns=500 * us, read_ns=600 * us)  # fast; a pool that says no read time: all pool
+    f = m.figures()
+    assert f.all.ticks == 3 and f.slow.ticks == 1 and f.slow_over_us == 1000.0
+    assert (f.slow.to_pool_us, f.slow.pool_us, f.slow.compute_us, f.slow.back_us, f.slow.gateway_us) \
+        == pytest.approx((3990.0, 100.0, 300.0, 100.0, 0.0), abs=0.01)
+    assert f.all.to_pool_us == pytest.approx(50.0 + 3990.0 + 0.0, abs=0.01)
+    assert f.all.pool_us == pytest.approx(30.0 + 100.0 + 190.0, abs=0.01)
+
+
+def test_rolling_percentiles_read_without_a_copy_match_the_window() -> None:
+    r = RollingHistogram(window_s=60.0, parts=6)
+    assert all(math.isnan(v) for v in r.percentiles(0.0, (50.0, 99.0)))
+    rng = np.random.default_rng(3)
+    for i, v in enumerate(rng.lognormal(6.0, 1.0, size=3000)):
+        r.record(float(v), now_s=i * 0.05)  # 150 s: the first parts have expired
+    for now in (150.0, 170.0, 400.0):
+        assert r.percentiles(now, (50.0, 99.0, 99.9)) == r.window(now).percentiles((50.0, 99.0, 99.9))

@@ -6,11 +6,11 @@ built by hand, the held margin as the paper venue holds it (notional / leverage)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
 
 from shared.messages import AccountSnapshot
 from shared.products import PAPER_PRODUCTS
-from shared.trading.orders import OpenOrder, OrderKind, Side
+from shared.trading.orders import OpenOrder
+from tests.workers.order_support import resting as resting_orders
 from tests.workers.test_worker_position_check import REPLY
 from workers.runtime import ChildSpec
 from workers.worker import Worker
@@ -34,11 +34,7 @@ def test_a_grid_re_read_with_its_own_margin_held_keeps_its_size(worker_spec: Cal
     assert entries and {p.size for p in entries} == {5}, first.place
     w.intent_in_flight = None
     # the venue now rests them, each holding size x 0.01 x price / 10 of the balance
-    resting = [OpenOrder(order_id=100 + i, symbol="ETHUSD", side=cast(Side, p.side), price=p.price, size=p.size,
-                         unfilled_size=p.size, client_order_id=p.client_order_id,
-                         order_type=cast(OrderKind, p.order_type), reduce_only=p.reduce_only,
-                         state="open" if p.order_type == "limit_order" else "pending")
-               for i, p in enumerate(first.place)]
+    resting = resting_orders(first.place, "ETHUSD")
     held = sum(p.size * ETH.contract_value * p.price / ETH.default_leverage for p in entries)
     assert held > 20.0
     w.resync_asked_at_seq = w.intent_seq

@@ -54,3 +54,44 @@ def test_a_tick_that_moves_only_the_volume_asks_for_no_signal(worker: Worker) ->
     assert worker.bars.bar_count == 2
     w = worker.ring.reader(0).read_window(2)
     assert list(w.volume) == [6.0, 1.0] and list(w.high) == [2001.0, 1999.0] and list(w.low) == [1999.0, 1999.0]
+
+
+def test_ticks_folded_behind_a_request_or_a_lost_reply_are_asked_for_and_timed_from_the_oldest(
+        worker: Worker) -> None:
+    from shared.messages import SignalReply
+
+    def reply(seq: int, sent_ns: int) -> SignalReply:
+        return SignalReply(symbol="ETHUSD", seq=seq, bar_count=1, bar_ts=0.0, direction="UP", confidence=0.9,
+                           votes={}, close=2000.0, atr14=2.0, rsi14=50.0, valid=True, reason="", batch_size=1,
+                           compute_ns=100_000, sent_ns=sent_ns, read_ns=sent_ns - 150_000)
+
+    def published(seq: int, price: float, at_s: float, sent_ns: int) -> Tick:
+        return Tick(symbol="ETHUSD", epoch=1, seq=seq, price=price, size=1.0,
+                    exch_ts_us=T0_US + int(at_s * 1e6), sent_ns=sent_ns)
+
+    assert worker.on_tick(published(1, 2000.0, 0.0, 1), recv_ns=10)
+    first = worker.make_request()
+    assert first is not None
+    worker.on_signal(reply(first.seq, first.sent_ns + 1000), recv_ns=first.sent_ns + 2000)  # start-up: untimed
+    assert worker.hops.figures().all.ticks == 0
+    # A tick asks; two more arrive while its request is in flight: folded, timed from the oldest.
+    assert worker.on_tick(published(2, 2001.0, 1.0, 1_000_000), recv_ns=1_400_000)
+    req = worker.make_request()
+    assert req is not None and req.tick_recv_ns == 1_400_000
+    assert worker.on_tick(published(3, 2002.0, 2.0, 2_000_000), recv_ns=2_300_000)
+    assert worker.on_tick(published(4, 2003.0, 3.0, 3_000_000), recv_ns=3_300_000)
+    assert worker.make_request() is None  # one in flight at a time
+    worker.on_signal(reply(req.seq, req.sent_ns + 500_000), recv_ns=req.sent_ns + 600_000)
+    folded = worker.make_request()
+    assert folded is not None and folded.tick_recv_ns == 2_300_000  # ticks 3 and 4, from tick 3's receipt
+    # Its reply is lost: after the timeout the same ticks are asked for again, from the same time.
+    worker.in_flight = (folded.seq, folded.tick_recv_ns, 0.0)
+    worker.check_timeout()
+    again = worker.make_request()
+    assert again is not None and again.tick_recv_ns == 2_300_000 and again.seq == folded.seq + 1
+    worker.on_signal(reply(folded.seq, again.sent_ns + 500_000), recv_ns=again.sent_ns + 600_000)  # stale: ignored
+    worker.on_signal(reply(again.seq, again.sent_ns + 500_000), recv_ns=again.sent_ns + 600_000)
+    h = worker.hops.figures().all
+    assert h.ticks == 2 and worker.latency.lifetime.total == 2  # both asks timed, the stale reply not
+    assert h.gateway_us == pytest.approx((1_400_000 - 1_000_000 + 2_300_000 - 2_000_000) / 1000.0)
+    assert worker.ticks == 4 and worker.ticks_dropped == 0

@@ -1,0 +1,86 @@
+"""The worker makes no trading plan for a signal that moved nothing the plan reacts to (the bot's
+TradingBot.plan_unchanged; its exactness is tests/shared/trading/test_bot_skip.py), and plans
+again as soon as something did: the price past the re-grid band, a fill, a pause."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import pytest
+
+# same directory: pytest puts it on sys.path; mypy knows it as tests.workers.test_worker_position_check
+from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
+
+from shared.messages import AccountSnapshot, FillEvent, IntentResult
+from shared.trading.orders import OpenOrder
+from shared.trading.pnl import Fill
+from tests.workers.order_support import resting
+from workers.runtime import ChildSpec
+from workers.worker import Worker
+
+MARKET_TS = 1_800_000_000.0
+
+
+@pytest.fixture
+def worker(worker_spec: Callable[..., ChildSpec]) -> Worker:
+    return Worker(worker_spec({"grid": {"width": 0.002}}))
+
+
+class PlanCounter:
+    def __init__(self, w: Worker) -> None:
+        assert w.bot is not None
+        self.calls = 0
+        real = w.bot.plan
+
+        def counted(**kw: object) -> object:
+            self.calls += 1
+            return real(**kw)  # type: ignore[arg-type]
+        w.bot.plan = counted  # type: ignore[method-assign,assignment]
+
+
+def answer(w: Worker, views: list[OpenOrder]) -> None:
+    assert w.intent_in_flight is not None
+    w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[],
+                                    placed=views, errors=[], sent_ns=0), recv_ns=w.intent_in_flight[1] + 1000)
+
+
+def test_a_signal_that_moves_nothing_makes_no_plan_and_one_that_does_plans(worker: Worker) -> None:
+    w = worker
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    grid = w.make_intents(REPLY)
+    assert grid is not None and len(grid.place) == 5
+    views = resting(grid.place, "ETHUSD")
+    answer(w, views)
+    counter = PlanCounter(w)
+    w.market_ts = MARKET_TS + 120.0  # the churn bucket is full again
+    assert w.make_intents(REPLY) is None and counter.calls == 1  # planned: the last plan wanted orders
+    for k in range(1, 6):  # small moves inside the band, a weaker signal: nothing to do, no plan made
+        w.market_ts += 15.0
+        reply = msgspec.structs.replace(REPLY, close=2000.0 + k * 0.5, confidence=0.9 - k * 0.1)
+        assert w.make_intents(reply) is None
+    assert counter.calls == 1 and w.plans_skipped == 5
+    assert w.figures(0.0).plans_skipped == 5
+    # The price leaves the band: planned, and the grid follows it.
+    w.market_ts += 15.0
+    moved = w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
+    assert counter.calls == 2 and moved is not None and moved.amend
+    answer(w, [])
+    # A fill of ours is news: planned (its take-profit goes out).
+    w.market_ts += 120.0
+    w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))  # the book as the bot now sees it
+    calls = counter.calls
+    v = views[0]
+    w.on_fill_event(FillEvent(symbol="ETHUSD", fill=Fill(
+        fill_id="f1", symbol="ETHUSD", side="buy", size=v.size, price=repr(v.price), fee="0", ts=w.market_ts,
+        contract_value=repr(ETH.contract_value), client_order_id=v.client_order_id or "", order_id="100"), sent_ns=0))
+    w.intent_in_flight = None
+    w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
+    assert counter.calls == calls + 1
+    # A pause is news too.
+    w.intent_in_flight = None
+    w.paused = True
+    w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
+    assert counter.calls == calls + 2
