@@ -170,6 +170,14 @@ class _Symbol:
     cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
+    # ... and per bar of the chunk (index bar - c0), for the whole-bar test (`_Run.bar_quiet`):
+    blo: list[float] = field(default_factory=list)  # lowest and highest trade price (NaN ignored)
+    bhi: list[float] = field(default_factory=list)
+    bcodes: list[int] = field(default_factory=list)  # strong codes in the bar: 1 UP, 2 DOWN, 3 both, 0 none
+    btol: list[float] = field(default_factory=list)  # smallest re-grid tolerance (NaN ignored)
+    quiet_bar: int = -1  # the bar every trade of which was found quiet at the bar's start
+    money_rev: int = 0  # bumped by each fill and funding payment (realised, fees, funding, position move)
+    money_seen: int = -1  # money_rev at the last bar end that updated the figures below
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
     # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
     planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
@@ -199,10 +207,17 @@ class _Symbol:
             step = price * g.width
         else:
             step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
+        codes = np.where(strong, sr.direction, 0)
+        tol = g.regrid_fraction * step
         self.cpx = price.ravel().tolist()
-        self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
-        self.ctol = (g.regrid_fraction * step).ravel().tolist()
+        self.cstrong = codes.ravel().tolist()
+        self.ctol = tol.ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
+        # fmin/fmax skip NaN as the per-trade comparisons do (a NaN price or tolerance wakes nothing)
+        self.blo = np.fmin.reduce(price, axis=1).tolist()
+        self.bhi = np.fmax.reduce(price, axis=1).tolist()
+        self.bcodes = ((codes == st.UP).any(axis=1) + 2 * (codes == st.DOWN).any(axis=1)).tolist()
+        self.btol = np.fmin.reduce(tol, axis=1).tolist()
 
 
 def _thin_append(items: list[Any], item: Any, seen: int, stride: int, cap: int) -> int:
@@ -260,6 +275,8 @@ class _Run:
         self.risk_key: tuple[float, int, float] | None = None
         self.revision_seen = -1
         self.skip = False
+        self.money_rev = 0  # bumped with every symbol's money_rev
+        self.balance_of = (-1, balance_usd)  # (money_rev, balance_now) last computed
 
     # --- the venue side ---------------------------------------------------------------------
 
@@ -283,6 +300,8 @@ class _Run:
         fee = float(f.commission)
         realised = float(f.realized_pnl)
         s.fills += 1
+        s.money_rev += 1
+        self.money_rev += 1
         s.realised += realised
         s.fees += fee
         pos = self.engine.position(s.spec.product_id)
@@ -599,14 +618,45 @@ class _Run:
         tol = s.ctol[j]
         if s.gap > 0.0 and s.gap > tol - 1e-9:
             return True
-        if s.stop_rest:
-            atr = s.catr[j]
-            edge = s.bot.stop_edge
-            if edge is not None and atr > 0:
-                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, price)
-                if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
-                    return True
+        return bool(s.stop_rest) and self.stop_moves(s, j)
+
+    def stop_moves(self, s: _Symbol, j: int) -> bool:
+        """Whether the protective stop a plan at trade j (chunk index) would want is off our
+        resting one by more than the re-grid tolerance (a plan would amend it)."""
+        atr = s.catr[j]
+        edge = s.bot.stop_edge
+        if edge is not None and atr > 0:
+            want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, s.cpx[j])
+            if want is not None and abs(want.price - s.stop_rest) > s.ctol[j] - 1e-9:
+                return True
         return False
+
+    def bar_quiet(self, s: _Symbol, i: int, bar_ts: float) -> bool:
+        """Whether `must_wake` is False at every trade of bar i, from the bar's extremes: True
+        only when it is (each test is must_wake's own over the bar's lowest/highest price, last
+        trade time, strong codes and smallest tolerance); False when some trade may wake."""
+        r = i - s.c0
+        if not 0 <= r < CHUNK_BARS:
+            s.chunk_for(i)
+            r = i - s.c0
+        if s.blo[r] <= s.lo or s.bhi[r] >= s.hi or bar_ts + (TICKS_PER_BAR - 1) * TICK_SECONDS >= s.cool_end:
+            return False
+        if s.cool_end == INF:
+            codes = s.bcodes[r]
+            if codes:
+                if s.anchor_code == 0 or codes != s.anchor_code and s.bot.grid.mode == "directional":
+                    return False
+                # abs(price - anchor) > band at some trade: its price is above or below the anchor
+                if s.bhi[r] - s.anchor_price > s.band or s.anchor_price - s.blo[r] > s.band:
+                    return False
+        if s.gap > 0.0 and s.gap > s.btol[r] - 1e-9:
+            return False
+        if s.stop_rest:
+            j = r * TICKS_PER_BAR
+            for k in range(TICKS_PER_BAR):
+                if self.stop_moves(s, j + k):
+                    return False
+        return True
 
     # --- the supervisor side ----------------------------------------------------------------
 
@@ -618,7 +668,11 @@ class _Run:
         return eq
 
     def balance_now(self) -> float:
-        return self.balance0 + sum(s.realised - s.fees + s.funding for s in self.syms)
+        rev, balance = self.balance_of
+        if rev != self.money_rev:
+            balance = self.balance0 + sum(s.realised - s.fees + s.funding for s in self.syms)
+            self.balance_of = (self.money_rev, balance)
+        return balance
 
     def check_risk(self, ts: float, eq: float) -> None:
         if self.risk_state is None:
@@ -658,6 +712,8 @@ class _Run:
         d = money(dec(amount))
         self.engine.balance += d  # the wallet pays or receives it, as Delta's does
         s.funding += float(d)
+        s.money_rev += 1
+        self.money_rev += 1
         for other in self.syms:  # the available balance every bot sizes from changed
             other.dirty = other.wake_all = True
 
@@ -779,40 +835,69 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     total = len(clock)
     points_every = max(1, math.ceil(total / EQUITY_POINTS))
     ptr = {s.symbol: s.first for s in syms}
+    # every symbol trades every bar of the clock (the usual case): bar n is index first + n
+    aligned = all(s.last - s.first + 1 == total and np.array_equal(s.bars.ts[s.first:s.last + 1], clock)
+                  for s in syms)
     interrupted = False
     funding_period = -1
     done = 0
     skip = run.skip
     funded = any(s.funding_ts is not None for s in syms)
+    last_trade = (TICKS_PER_BAR - 1) * TICK_SECONDS
     for n_bar, bar_ts in enumerate(clock.tolist()):
         if should_stop is not None and n_bar % 256 == 0 and should_stop():
             interrupted = True
             break
-        active = []
-        for s in syms:
-            i = ptr[s.symbol]
-            if i <= s.last and s.bars.ts[i] == bar_ts:
-                active.append((s, i))
-                ptr[s.symbol] = i + 1
-        for k in range(TICKS_PER_BAR):
-            ts = bar_ts + k * TICK_SECONDS
-            run.clock_us = int(ts) * 1_000_000
-            if funded:
-                period = int(ts // FUNDING_INTERVAL_S)
-                if period != funding_period:
-                    if funding_period >= 0:
-                        for s in syms:
-                            if s.funding_ts is not None:
-                                run.charge_funding(s, period * FUNDING_INTERVAL_S)
-                    funding_period = period
+        if aligned:
+            active = [(s, s.first + n_bar) for s in syms]
+        else:
+            active = []
+            for s in syms:
+                i = ptr[s.symbol]
+                if i <= s.last and s.bars.ts[i] == bar_ts:
+                    active.append((s, i))
+                    ptr[s.symbol] = i + 1
+        # A bar no trade of which wakes any symbol is skipped whole (what the trade-by-trade loop
+        # below does with it: count the trades, keep the last as the venue's stale price);
+        # the funding clock must not move in it.
+        all_quiet = skip and (not funded or int(bar_ts // FUNDING_INTERVAL_S) == funding_period
+                              == int((bar_ts + last_trade) // FUNDING_INTERVAL_S))
+        if skip:
             for s, i in active:
-                s.trade_no += 1
-                if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
-                    s.stale = (i, k, run.clock_us)
-                    continue
-                run_trade(run, s, i, k, ts, _per_trade_engine)
+                if not s.wake_all and run.bar_quiet(s, i, bar_ts):
+                    s.quiet_bar = n_bar
+                else:
+                    all_quiet = False
+        if all_quiet:
+            run.clock_us = clock_us = int(bar_ts + last_trade) * 1_000_000
+            for s, i in active:
+                s.trade_no += TICKS_PER_BAR
+                s.stale = (i, TICKS_PER_BAR - 1, clock_us)
+        else:
+            for k in range(TICKS_PER_BAR):
+                ts = bar_ts + k * TICK_SECONDS
+                run.clock_us = int(ts) * 1_000_000
+                if funded:
+                    period = int(ts // FUNDING_INTERVAL_S)
+                    if period != funding_period:
+                        if funding_period >= 0:
+                            for s in syms:
+                                if s.funding_ts is not None:
+                                    run.charge_funding(s, period * FUNDING_INTERVAL_S)
+                        funding_period = period
+                for s, i in active:
+                    s.trade_no += 1
+                    # quiet_bar: found quiet at the bar's start, and nothing woke it since
+                    if skip and not s.wake_all and (s.quiet_bar == n_bar or not run.must_wake(s, i, k, ts)):
+                        s.stale = (i, k, run.clock_us)
+                        continue
+                    s.quiet_bar = -1  # asked: its wake-up state is settled anew
+                    run_trade(run, s, i, k, ts, _per_trade_engine)
         for s, i in active:
-            s.last_price = float(s.bars.close[i])
+            r = i - s.c0
+            # the bar's close is its last trade, in the chunk when one is loaded
+            s.last_price = (s.cpx[r * TICKS_PER_BAR + TICKS_PER_BAR - 1] if 0 <= r < CHUNK_BARS
+                            else float(s.bars.close[i]))
             s.last_i = i
             s.bars_done += 1
             if s.position:
@@ -885,18 +970,25 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
 
 
 def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int, eq: float) -> None:
-    run.peak = max(run.peak, eq)
-    if run.peak > 0:
-        run.max_dd = max(run.max_dd, (run.peak - eq) / run.peak)
     day = int(bar_ts // 86_400)
-    if day != run.day:
-        if run.day >= 0:
-            run.day_equity.append(run.last_equity)
-        run.day = day
-    run.last_equity = eq
+    # The same equity on the same day leaves the peak, drawdown and day figures as they are
+    # (each was already taken with it): only the equity points move.
+    if eq != run.last_equity or day != run.day:
+        run.peak = max(run.peak, eq)
+        if run.peak > 0:
+            run.max_dd = max(run.max_dd, (run.peak - eq) / run.peak)
+        if day != run.day:
+            if run.day >= 0:
+                run.day_equity.append(run.last_equity)
+            run.day = day
+        run.last_equity = eq
     if n_bar % points_every == 0:
         run.equity_points.append((bar_ts, _r(eq, 6)))
     for s in run.syms:
+        # likewise a flat symbol with no fill or funding since the last bar end, on the same day
+        if not s.position and s.money_seen == s.money_rev and day == s.day:
+            continue
+        s.money_seen = s.money_rev
         seq = run.balance0 + s.realised - s.fees + s.funding
         if s.position:
             seq += s.position * s.spec.contract_value * (s.last_price - s.entry)
