@@ -64,6 +64,7 @@ from ..trading.reconcile import refill
 from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
+from .series_ahead import SeriesAhead
 
 MAX_FILLS_KEPT = 100_000  # fills listed in the result (the figures count every fill)
 TIMELINE_PRICE_POINTS = 5_000
@@ -762,8 +763,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                  balance_usd: float, start_ts: float | None = None, end_ts: float | None = None,
                  warmup_bars: int | None = None, funding: Mapping[str, Candles] | None = None,
                  latency_ticks: int = 1, progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, _wake_every_trade: bool = False,
-                 _per_trade_engine: bool = False) -> BacktestResult:
+                 should_stop: Callable[[], bool] | None = None, signals_ahead: bool = False,
+                 _wake_every_trade: bool = False, _per_trade_engine: bool = False) -> BacktestResult:
     """Replay each symbol's candles (bar open times, epoch s; 1m bars) through the paper venue's
     tick path, the pool's SignalEngine, the worker's TradingBot, the supervisor's account risk
     rules and the paper venue's MatchingEngine.
@@ -775,6 +776,9 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     result says so. An order sent at trade t rests from trade t + `latency_ticks` (>= 1).
     `progress(done, total)` is called now and then with bars done; `should_stop()` True ends the
     run early with what it had (`interrupted`). Raises BacktestError for bad input.
+    `signals_ahead`: compute the signal series in a helper process, a chunk ahead of the loop
+    (`series_ahead`; the same results, the wall time of the signals mostly hidden on a second
+    core; off where processes are the caller's to place, as in an optimize study's workers).
 
     Test hooks: `_wake_every_trade` asks the bot at every trade (the reference the wake-up rules
     are held to); `_per_trade_engine` also asks the SignalEngine itself at every trade instead of
@@ -827,9 +831,23 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         syms.append(s)
     run = _Run(cfg, syms, balance_usd, latency_ticks)
     run.skip = not (_wake_every_trade or _per_trade_engine)
+    ahead: SeriesAhead | None = None
     if not _per_trade_engine:
+        if signals_ahead and any(len(s.bars.ts) > CHUNK_BARS for s in syms):  # one chunk each: nothing to hide
+            ahead = SeriesAhead(cfg.signal, cfg.market.seed, CHUNK_BARS, {s.symbol: _series_input(s) for s in syms})
         for s in syms:
-            attach_series(cfg, s)
+            attach_series(cfg, s, ahead)
+    try:
+        return _replay(run, syms, cfg, t0, warm, funding, latency_ticks, progress, should_stop, _per_trade_engine)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, funding: Mapping[str, Candles],
+            latency_ticks: int, progress: Callable[[int, int], None] | None,
+            should_stop: Callable[[], bool] | None, _per_trade_engine: bool) -> BacktestResult:
+    """The bars of every symbol in one lockstep clock, then the result."""
     # Every symbol's bars in one lockstep clock (bar open times), as the venue's replay timer.
     clock = np.unique(np.concatenate([s.bars.ts[s.first:s.last + 1] for s in syms]))
     total = len(clock)
@@ -918,13 +936,21 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                    float(clock[0]), float(clock[done - 1]) if done else float(clock[0]))
 
 
-def attach_series(cfg: Config, s: _Symbol) -> None:
-    """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
-    as the engine is called from the first bar)."""
+def _series_input(s: _Symbol) -> tuple[Candles, np.ndarray]:
+    """What `iter_series` reads for the symbol: its bars (warm-up included) and trade prices."""
     b = s.bars
-    candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
+    return Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume), b.ticks
+
+
+def attach_series(cfg: Config, s: _Symbol, ahead: SeriesAhead | None = None) -> None:
+    """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
+    as the engine is called from the first bar); from the helper process when there is one."""
     s.grid = s.bot.grid
-    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+    if ahead is not None:
+        s.chunks = ahead.chunks(s.symbol)
+        return
+    candles, ticks = _series_input(s)
+    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
 
 
 def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine: bool) -> None:
