@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -49,10 +50,7 @@ from ..matching.errors import VenueError
 from ..products import ProductSpec
 from ..signals import strategies as st
 from ..signals.engine import BarWindow, SignalEngine
-
-# `iter_series as iter_series`: re-exported because benchmarks/bench_backtest.py times it by rebinding it here.
-from ..signals.series import SignalSeries
-from ..signals.series import iter_series as iter_series
+from ..signals.series import SignalSeries, iter_series
 from ..symbol_settings import symbol_settings
 from ..trading import client_order_id as coid
 from ..trading import risk as account_risk
@@ -73,6 +71,7 @@ TIMELINE_STOPS_MAX = 20_000
 EQUITY_POINTS = 5_000
 ENGINE_HISTORY = 1_000  # closed orders and fills the engine keeps for queries (we keep our own)
 MAX_GAPS_LISTED = 100
+DECIMALS_KEPT = 4_096  # order prices whose Decimal is remembered
 PROGRESS_EVERY_BARS = 4_096
 CHUNK_BARS = 8_192  # the hot loop reads prices and signals as Python lists, this many bars at a time
 INF = math.inf
@@ -171,6 +170,9 @@ class _Symbol:
     cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
+    cvalid: list[bool] = field(default_factory=list)  # ... and the pool's answer at each trade (see sig)
+    cdirection: list[str] = field(default_factory=list)
+    cconfidence: list[float] = field(default_factory=list)
     # ... and per bar of the chunk (index bar - c0), for the whole-bar test (`_Run.bar_quiet`):
     blo: list[float] = field(default_factory=list)  # lowest and highest trade price (NaN ignored)
     bhi: list[float] = field(default_factory=list)
@@ -185,11 +187,8 @@ class _Symbol:
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
-        sr = self.series
-        assert sr is not None
-        r = i - self.c0
-        return (bool(sr.valid[r, k]), st.VOTE_NAMES[int(sr.direction[r, k])], float(sr.confidence[r, k]),
-                float(self.bars.ticks[i, k]), float(sr.atr14[r, k]))
+        j = (i - self.c0) * TICKS_PER_BAR + k
+        return self.cvalid[j], self.cdirection[j], self.cconfidence[j], self.cpx[j], self.catr[j]
 
     def chunk_for(self, i: int) -> None:
         """Make the chunk holding bar i current (bars only move forward)."""
@@ -214,6 +213,9 @@ class _Symbol:
         self.cstrong = codes.ravel().tolist()
         self.ctol = tol.ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
+        self.cvalid = sr.valid.ravel().tolist()
+        self.cdirection = [st.VOTE_NAMES[d] for d in sr.direction.ravel().tolist()]
+        self.cconfidence = sr.confidence.ravel().tolist()
         # fmin/fmax skip NaN as the per-trade comparisons do (a NaN price or tolerance wakes nothing)
         self.blo = np.fmin.reduce(price, axis=1).tolist()
         self.bhi = np.fmax.reduce(price, axis=1).tolist()
@@ -277,6 +279,7 @@ class _Run:
         self.revision_seen = -1
         self.skip = False
         self.money_rev = 0  # bumped with every symbol's money_rev
+        self.decimals: dict[float, Decimal] = {}  # order prices' exact decimals (bounded: cleared when full)
         self.balance_of = (-1, balance_usd)  # (money_rev, balance_now) last computed
 
     # --- the venue side ---------------------------------------------------------------------
@@ -374,8 +377,8 @@ class _Run:
         for oid, size, price, kind, trailing in b.amend:
             stop = kind.startswith("stop_")
             try:  # the gateway's rule: a trailing stop's price is the venue's, only its size is edited
-                e.edit_order(oid, size=size, limit_price=None if stop else dec(price),
-                             stop_price=dec(price) if stop and not trailing else None)
+                e.edit_order(oid, size=size, limit_price=None if stop else self.price(price),
+                             stop_price=self.price(price) if stop and not trailing else None)
                 s.amended += 1
             except VenueError:
                 errors = True
@@ -390,11 +393,11 @@ class _Run:
             elif kind == "stop_market_order":
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
-                                   stop_price=dec(price), stop_trigger_method=s.bot.grid.stop_trigger_method)
+                                   stop_price=self.price(price), stop_trigger_method=s.bot.grid.stop_trigger_method)
             else:
                 # kind: the bot's limit/market order types, which the engine takes as they are
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type=kind,  # type: ignore[arg-type]
-                                   limit_price=None if kind == "market_order" else dec(price),
+                                   limit_price=None if kind == "market_order" else self.price(price),
                                    reduce_only=reduce_only, client_order_id=cid)
             try:
                 e.place_order(req)
@@ -406,6 +409,17 @@ class _Run:
             s.bot.resync_orders([_bot_order(s.symbol, o) for o in e.open_orders([pid])])
             s.flatten_sent = False
         return not errors
+
+    def price(self, x: float) -> Decimal:
+        """`dec(x)`, remembered: a grid sends the same few prices over and over."""
+        d = self.decimals.get(x)
+        if d is None:
+            if x <= 0.0:  # (0.0 and -0.0 are one key with two reprs; the venue refuses both anyway)
+                return dec(x)
+            if len(self.decimals) >= DECIMALS_KEPT:
+                self.decimals.clear()
+            d = self.decimals[x] = dec(x)
+        return d
 
     # --- the worker side --------------------------------------------------------------------
 
