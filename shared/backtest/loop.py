@@ -312,13 +312,12 @@ class _Run:
         s.position = pos.size
         s.entry = float(pos.entry_price) if pos.entry_price is not None else 0.0
         ts = f.timestamp / 1e6
-        s.bot.on_fill(LedgerFill(fill_id=f.id, symbol=s.symbol, side=f.side, size=f.size, price=repr(price),
-                                 fee=repr(fee), contract_value=repr(s.spec.contract_value), ts=ts,
-                                 client_order_id=f.client_order_id or "", order_id=str(f.order_id)))
+        fill = LedgerFill(fill_id=f.id, symbol=s.symbol, side=f.side, size=f.size, price=repr(price),
+                          fee=repr(fee), contract_value=repr(s.spec.contract_value), ts=ts,
+                          client_order_id=f.client_order_id or "", order_id=str(f.order_id), role=f.role)
+        s.bot.on_fill(fill)
         if len(self.fill_records) < MAX_FILLS_KEPT:
-            self.fill_records.append(FillRecord(ts=ts, symbol=s.symbol, side=f.side, size=f.size, price=price,
-                                                fee=fee, role=f.role, client_order_id=f.client_order_id or "",
-                                                realised_pnl=realised))
+            self.fill_records.append(FillRecord.of(fill, realised))
         else:
             self.fills_dropped += 1
 
