@@ -320,7 +320,7 @@ def _run_core(inputs: Inputs, progress: Callable[[int, int], None], should_stop:
     return run_backtest(inputs.cfg, inputs.data, specs=inputs.specs, balance_usd=inputs.balance_usd,
                         start_ts=inputs.start_ts, end_ts=inputs.end_ts, warmup_bars=inputs.warmup_bars,
                         funding=inputs.funding or None, latency_ticks=inputs.latency_ticks,
-                        progress=progress, should_stop=should_stop)
+                        progress=progress, should_stop=should_stop, signals_ahead=True)
 
 
 def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -50,10 +51,7 @@ from ..matching.errors import VenueError
 from ..products import ProductSpec
 from ..signals import strategies as st
 from ..signals.engine import BarWindow, SignalEngine
-
-# `iter_series as iter_series`: re-exported because benchmarks/bench_backtest.py times it by rebinding it here.
-from ..signals.series import SignalSeries
-from ..signals.series import iter_series as iter_series
+from ..signals.series import SignalSeries, iter_series
 from ..symbol_settings import symbol_settings
 from ..trading import client_order_id as coid
 from ..trading import halt as halt_rule
@@ -66,6 +64,7 @@ from ..trading.reconcile import refill
 from ..trading.sizing import contracts_per_level, grid_sizing_balance
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
+from .series_ahead import SeriesAhead
 
 MAX_FILLS_KEPT = 100_000  # fills listed in the result (the figures count every fill)
 TIMELINE_PRICE_POINTS = 5_000
@@ -74,6 +73,7 @@ TIMELINE_STOPS_MAX = 20_000
 EQUITY_POINTS = 5_000
 ENGINE_HISTORY = 1_000  # closed orders and fills the engine keeps for queries (we keep our own)
 MAX_GAPS_LISTED = 100
+DECIMALS_KEPT = 4_096  # order prices whose Decimal is remembered
 PROGRESS_EVERY_BARS = 4_096
 CHUNK_BARS = 8_192  # the hot loop reads prices and signals as Python lists, this many bars at a time
 INF = math.inf
@@ -172,17 +172,25 @@ class _Symbol:
     cstrong: list[int] = field(default_factory=list)  # UP/DOWN code where a valid signal could anchor a grid, else 0
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
+    cvalid: list[bool] = field(default_factory=list)  # ... and the pool's answer at each trade (see sig)
+    cdirection: list[str] = field(default_factory=list)
+    cconfidence: list[float] = field(default_factory=list)
+    # ... and per bar of the chunk (index bar - c0), for the whole-bar test (`_Run.bar_quiet`):
+    blo: list[float] = field(default_factory=list)  # lowest and highest trade price (NaN ignored)
+    bhi: list[float] = field(default_factory=list)
+    bcodes: list[int] = field(default_factory=list)  # strong codes in the bar: 1 UP, 2 DOWN, 3 both, 0 none
+    btol: list[float] = field(default_factory=list)  # smallest re-grid tolerance (NaN ignored)
+    quiet_bar: int = -1  # the bar every trade of which was found quiet at the bar's start
+    money_rev: int = 0  # bumped by each fill and funding payment (realised, fees, funding, position move)
+    money_seen: int = -1  # money_rev at the last bar end that updated the figures below
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
     # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
     planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
-        sr = self.series
-        assert sr is not None
-        r = i - self.c0
-        return (bool(sr.valid[r, k]), st.VOTE_NAMES[int(sr.direction[r, k])], float(sr.confidence[r, k]),
-                float(self.bars.ticks[i, k]), float(sr.atr14[r, k]))
+        j = (i - self.c0) * TICKS_PER_BAR + k
+        return self.cvalid[j], self.cdirection[j], self.cconfidence[j], self.cpx[j], self.catr[j]
 
     def chunk_for(self, i: int) -> None:
         """Make the chunk holding bar i current (bars only move forward)."""
@@ -201,10 +209,20 @@ class _Symbol:
             step = price * g.width
         else:
             step = np.minimum(np.maximum(sr.atr14 * g.atr_multiple, price * g.spacing_floor), price * g.spacing_cap)
+        codes = np.where(strong, sr.direction, 0)
+        tol = g.regrid_fraction * step
         self.cpx = price.ravel().tolist()
-        self.cstrong = np.where(strong, sr.direction, 0).ravel().tolist()
-        self.ctol = (g.regrid_fraction * step).ravel().tolist()
+        self.cstrong = codes.ravel().tolist()
+        self.ctol = tol.ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
+        self.cvalid = sr.valid.ravel().tolist()
+        self.cdirection = [st.VOTE_NAMES[d] for d in sr.direction.ravel().tolist()]
+        self.cconfidence = sr.confidence.ravel().tolist()
+        # fmin/fmax skip NaN as the per-trade comparisons do (a NaN price or tolerance wakes nothing)
+        self.blo = np.fmin.reduce(price, axis=1).tolist()
+        self.bhi = np.fmax.reduce(price, axis=1).tolist()
+        self.bcodes = ((codes == st.UP).any(axis=1) + 2 * (codes == st.DOWN).any(axis=1)).tolist()
+        self.btol = np.fmin.reduce(tol, axis=1).tolist()
 
 
 def _thin_append(items: list[Any], item: Any, seen: int, stride: int, cap: int) -> int:
@@ -262,6 +280,9 @@ class _Run:
         self.risk_key: tuple[float, int, float] | None = None
         self.revision_seen = -1
         self.skip = False
+        self.money_rev = 0  # bumped with every symbol's money_rev
+        self.decimals: dict[float, Decimal] = {}  # order prices' exact decimals (bounded: cleared when full)
+        self.balance_of = (-1, balance_usd)  # (money_rev, balance_now) last computed
 
     # --- the venue side ---------------------------------------------------------------------
 
@@ -285,19 +306,20 @@ class _Run:
         fee = float(f.commission)
         realised = float(f.realized_pnl)
         s.fills += 1
+        s.money_rev += 1
+        self.money_rev += 1
         s.realised += realised
         s.fees += fee
         pos = self.engine.position(s.spec.product_id)
         s.position = pos.size
         s.entry = float(pos.entry_price) if pos.entry_price is not None else 0.0
         ts = f.timestamp / 1e6
-        s.bot.on_fill(LedgerFill(fill_id=f.id, symbol=s.symbol, side=f.side, size=f.size, price=repr(price),
-                                 fee=repr(fee), contract_value=repr(s.spec.contract_value), ts=ts,
-                                 client_order_id=f.client_order_id or "", order_id=str(f.order_id)))
+        fill = LedgerFill(fill_id=f.id, symbol=s.symbol, side=f.side, size=f.size, price=repr(price),
+                          fee=repr(fee), contract_value=repr(s.spec.contract_value), ts=ts,
+                          client_order_id=f.client_order_id or "", order_id=str(f.order_id), role=f.role)
+        s.bot.on_fill(fill)
         if len(self.fill_records) < MAX_FILLS_KEPT:
-            self.fill_records.append(FillRecord(ts=ts, symbol=s.symbol, side=f.side, size=f.size, price=price,
-                                                fee=fee, role=f.role, client_order_id=f.client_order_id or "",
-                                                realised_pnl=realised))
+            self.fill_records.append(FillRecord.of(fill, realised))
         else:
             self.fills_dropped += 1
 
@@ -356,8 +378,8 @@ class _Run:
         for oid, size, price, kind, trailing in b.amend:
             stop = kind.startswith("stop_")
             try:  # the gateway's rule: a trailing stop's price is the venue's, only its size is edited
-                e.edit_order(oid, size=size, limit_price=None if stop else dec(price),
-                             stop_price=dec(price) if stop and not trailing else None)
+                e.edit_order(oid, size=size, limit_price=None if stop else self.price(price),
+                             stop_price=self.price(price) if stop and not trailing else None)
                 s.amended += 1
             except VenueError:
                 errors = True
@@ -372,11 +394,11 @@ class _Run:
             elif kind == "stop_market_order":
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type="market_order",
                                    reduce_only=reduce_only, client_order_id=cid, stop_order_type="stop_loss_order",
-                                   stop_price=dec(price), stop_trigger_method=s.bot.grid.stop_trigger_method)
+                                   stop_price=self.price(price), stop_trigger_method=s.bot.grid.stop_trigger_method)
             else:
                 # kind: the bot's limit/market order types, which the engine takes as they are
                 req = OrderRequest(product_id=pid, side=side, size=size, order_type=kind,  # type: ignore[arg-type]
-                                   limit_price=None if kind == "market_order" else dec(price),
+                                   limit_price=None if kind == "market_order" else self.price(price),
                                    reduce_only=reduce_only, client_order_id=cid)
             try:
                 e.place_order(req)
@@ -388,6 +410,17 @@ class _Run:
             s.bot.resync_orders([_bot_order(s.symbol, o) for o in e.open_orders([pid])])
             s.flatten_sent = False
         return not errors
+
+    def price(self, x: float) -> Decimal:
+        """`dec(x)`, remembered: a grid sends the same few prices over and over."""
+        d = self.decimals.get(x)
+        if d is None:
+            if x <= 0.0:  # (0.0 and -0.0 are one key with two reprs; the venue refuses both anyway)
+                return dec(x)
+            if len(self.decimals) >= DECIMALS_KEPT:
+                self.decimals.clear()
+            d = self.decimals[x] = dec(x)
+        return d
 
     # --- the worker side --------------------------------------------------------------------
 
@@ -611,14 +644,45 @@ class _Run:
         tol = s.ctol[j]
         if s.gap > 0.0 and s.gap > tol - 1e-9:
             return True
-        if s.stop_rest:
-            atr = s.catr[j]
-            edge = s.bot.stop_edge
-            if edge is not None and atr > 0:
-                want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, price)
-                if want is not None and abs(want.price - s.stop_rest) > tol - 1e-9:
-                    return True
+        return bool(s.stop_rest) and self.stop_moves(s, j)
+
+    def stop_moves(self, s: _Symbol, j: int) -> bool:
+        """Whether the protective stop a plan at trade j (chunk index) would want is off our
+        resting one by more than the re-grid tolerance (a plan would amend it)."""
+        atr = s.catr[j]
+        edge = s.bot.stop_edge
+        if edge is not None and atr > 0:
+            want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, s.cpx[j])
+            if want is not None and abs(want.price - s.stop_rest) > s.ctol[j] - 1e-9:
+                return True
         return False
+
+    def bar_quiet(self, s: _Symbol, i: int, bar_ts: float) -> bool:
+        """Whether `must_wake` is False at every trade of bar i, from the bar's extremes: True
+        only when it is (each test is must_wake's own over the bar's lowest/highest price, last
+        trade time, strong codes and smallest tolerance); False when some trade may wake."""
+        r = i - s.c0
+        if not 0 <= r < CHUNK_BARS:
+            s.chunk_for(i)
+            r = i - s.c0
+        if s.blo[r] <= s.lo or s.bhi[r] >= s.hi or bar_ts + (TICKS_PER_BAR - 1) * TICK_SECONDS >= s.cool_end:
+            return False
+        if s.cool_end == INF:
+            codes = s.bcodes[r]
+            if codes:
+                if s.anchor_code == 0 or codes != s.anchor_code and s.bot.grid.mode == "directional":
+                    return False
+                # abs(price - anchor) > band at some trade: its price is above or below the anchor
+                if s.bhi[r] - s.anchor_price > s.band or s.anchor_price - s.blo[r] > s.band:
+                    return False
+        if s.gap > 0.0 and s.gap > s.btol[r] - 1e-9:
+            return False
+        if s.stop_rest:
+            j = r * TICKS_PER_BAR
+            for k in range(TICKS_PER_BAR):
+                if self.stop_moves(s, j + k):
+                    return False
+        return True
 
     # --- the supervisor side ----------------------------------------------------------------
 
@@ -630,7 +694,11 @@ class _Run:
         return eq
 
     def balance_now(self) -> float:
-        return self.balance0 + sum(s.realised - s.fees + s.funding for s in self.syms)
+        rev, balance = self.balance_of
+        if rev != self.money_rev:
+            balance = self.balance0 + sum(s.realised - s.fees + s.funding for s in self.syms)
+            self.balance_of = (self.money_rev, balance)
+        return balance
 
     def check_risk(self, ts: float, eq: float) -> None:
         if self.risk_state is None:
@@ -670,6 +738,8 @@ class _Run:
         d = money(dec(amount))
         self.engine.balance += d  # the wallet pays or receives it, as Delta's does
         s.funding += float(d)
+        s.money_rev += 1
+        self.money_rev += 1
         for other in self.syms:  # the available balance every bot sizes from changed
             other.dirty = other.wake_all = True
 
@@ -718,8 +788,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                  balance_usd: float, start_ts: float | None = None, end_ts: float | None = None,
                  warmup_bars: int | None = None, funding: Mapping[str, Candles] | None = None,
                  latency_ticks: int = 1, progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, _wake_every_trade: bool = False,
-                 _per_trade_engine: bool = False) -> BacktestResult:
+                 should_stop: Callable[[], bool] | None = None, signals_ahead: bool = False,
+                 _wake_every_trade: bool = False, _per_trade_engine: bool = False) -> BacktestResult:
     """Replay each symbol's candles (bar open times, epoch s; 1m bars) through the paper venue's
     tick path, the pool's SignalEngine, the worker's TradingBot, the supervisor's account risk
     rules and the paper venue's MatchingEngine.
@@ -731,6 +801,9 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     result says so. An order sent at trade t rests from trade t + `latency_ticks` (>= 1).
     `progress(done, total)` is called now and then with bars done; `should_stop()` True ends the
     run early with what it had (`interrupted`). Raises BacktestError for bad input.
+    `signals_ahead`: compute the signal series in a helper process, a chunk ahead of the loop
+    (`series_ahead`; the same results, the wall time of the signals mostly hidden on a second
+    core; off where processes are the caller's to place, as in an optimize study's workers).
 
     Test hooks: `_wake_every_trade` asks the bot at every trade (the reference the wake-up rules
     are held to); `_per_trade_engine` also asks the SignalEngine itself at every trade instead of
@@ -783,48 +856,91 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         syms.append(s)
     run = _Run(cfg, syms, balance_usd, latency_ticks)
     run.skip = not (_wake_every_trade or _per_trade_engine)
+    ahead: SeriesAhead | None = None
     if not _per_trade_engine:
+        if signals_ahead and any(len(s.bars.ts) > CHUNK_BARS for s in syms):  # one chunk each: nothing to hide
+            ahead = SeriesAhead(cfg.signal, cfg.market.seed, CHUNK_BARS, {s.symbol: _series_input(s) for s in syms})
         for s in syms:
-            attach_series(cfg, s)
+            attach_series(cfg, s, ahead)
+    try:
+        return _replay(run, syms, cfg, t0, warm, funding, latency_ticks, progress, should_stop, _per_trade_engine)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, funding: Mapping[str, Candles],
+            latency_ticks: int, progress: Callable[[int, int], None] | None,
+            should_stop: Callable[[], bool] | None, _per_trade_engine: bool) -> BacktestResult:
+    """The bars of every symbol in one lockstep clock, then the result."""
     # Every symbol's bars in one lockstep clock (bar open times), as the venue's replay timer.
     clock = np.unique(np.concatenate([s.bars.ts[s.first:s.last + 1] for s in syms]))
     total = len(clock)
     points_every = max(1, math.ceil(total / EQUITY_POINTS))
     ptr = {s.symbol: s.first for s in syms}
+    # every symbol trades every bar of the clock (the usual case): bar n is index first + n
+    aligned = all(s.last - s.first + 1 == total and np.array_equal(s.bars.ts[s.first:s.last + 1], clock)
+                  for s in syms)
     interrupted = False
     funding_period = -1
     done = 0
     skip = run.skip
     funded = any(s.funding_ts is not None for s in syms)
+    last_trade = (TICKS_PER_BAR - 1) * TICK_SECONDS
     for n_bar, bar_ts in enumerate(clock.tolist()):
         if should_stop is not None and n_bar % 256 == 0 and should_stop():
             interrupted = True
             break
-        active = []
-        for s in syms:
-            i = ptr[s.symbol]
-            if i <= s.last and s.bars.ts[i] == bar_ts:
-                active.append((s, i))
-                ptr[s.symbol] = i + 1
-        for k in range(TICKS_PER_BAR):
-            ts = bar_ts + k * TICK_SECONDS
-            run.clock_us = int(ts) * 1_000_000
-            if funded:
-                period = int(ts // FUNDING_INTERVAL_S)
-                if period != funding_period:
-                    if funding_period >= 0:
-                        for s in syms:
-                            if s.funding_ts is not None:
-                                run.charge_funding(s, period * FUNDING_INTERVAL_S)
-                    funding_period = period
+        if aligned:
+            active = [(s, s.first + n_bar) for s in syms]
+        else:
+            active = []
+            for s in syms:
+                i = ptr[s.symbol]
+                if i <= s.last and s.bars.ts[i] == bar_ts:
+                    active.append((s, i))
+                    ptr[s.symbol] = i + 1
+        # A bar no trade of which wakes any symbol is skipped whole (what the trade-by-trade loop
+        # below does with it: count the trades, keep the last as the venue's stale price);
+        # the funding clock must not move in it.
+        all_quiet = skip and (not funded or int(bar_ts // FUNDING_INTERVAL_S) == funding_period
+                              == int((bar_ts + last_trade) // FUNDING_INTERVAL_S))
+        if skip:
             for s, i in active:
-                s.trade_no += 1
-                if skip and not s.wake_all and not run.must_wake(s, i, k, ts):
-                    s.stale = (i, k, run.clock_us)
-                    continue
-                run_trade(run, s, i, k, ts, _per_trade_engine)
+                if not s.wake_all and run.bar_quiet(s, i, bar_ts):
+                    s.quiet_bar = n_bar
+                else:
+                    all_quiet = False
+        if all_quiet:
+            run.clock_us = clock_us = int(bar_ts + last_trade) * 1_000_000
+            for s, i in active:
+                s.trade_no += TICKS_PER_BAR
+                s.stale = (i, TICKS_PER_BAR - 1, clock_us)
+        else:
+            for k in range(TICKS_PER_BAR):
+                ts = bar_ts + k * TICK_SECONDS
+                run.clock_us = int(ts) * 1_000_000
+                if funded:
+                    period = int(ts // FUNDING_INTERVAL_S)
+                    if period != funding_period:
+                        if funding_period >= 0:
+                            for s in syms:
+                                if s.funding_ts is not None:
+                                    run.charge_funding(s, period * FUNDING_INTERVAL_S)
+                        funding_period = period
+                for s, i in active:
+                    s.trade_no += 1
+                    # quiet_bar: found quiet at the bar's start, and nothing woke it since
+                    if skip and not s.wake_all and (s.quiet_bar == n_bar or not run.must_wake(s, i, k, ts)):
+                        s.stale = (i, k, run.clock_us)
+                        continue
+                    s.quiet_bar = -1  # asked: its wake-up state is settled anew
+                    run_trade(run, s, i, k, ts, _per_trade_engine)
         for s, i in active:
-            s.last_price = float(s.bars.close[i])
+            r = i - s.c0
+            # the bar's close is its last trade, in the chunk when one is loaded
+            s.last_price = (s.cpx[r * TICKS_PER_BAR + TICKS_PER_BAR - 1] if 0 <= r < CHUNK_BARS
+                            else float(s.bars.close[i]))
             s.last_i = i
             s.bars_done += 1
             if s.position:
@@ -845,13 +961,21 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                    float(clock[0]), float(clock[done - 1]) if done else float(clock[0]))
 
 
-def attach_series(cfg: Config, s: _Symbol) -> None:
-    """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
-    as the engine is called from the first bar)."""
+def _series_input(s: _Symbol) -> tuple[Candles, np.ndarray]:
+    """What `iter_series` reads for the symbol: its bars (warm-up included) and trade prices."""
     b = s.bars
-    candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
+    return Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume), b.ticks
+
+
+def attach_series(cfg: Config, s: _Symbol, ahead: SeriesAhead | None = None) -> None:
+    """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
+    as the engine is called from the first bar); from the helper process when there is one."""
     s.grid = s.bot.grid
-    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+    if ahead is not None:
+        s.chunks = ahead.chunks(s.symbol)
+        return
+    candles, ticks = _series_input(s)
+    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
 
 
 def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine: bool) -> None:
@@ -897,18 +1021,25 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
 
 
 def account_bar_end(run: _Run, bar_ts: float, n_bar: int, points_every: int, eq: float) -> None:
-    run.peak = max(run.peak, eq)
-    if run.peak > 0:
-        run.max_dd = max(run.max_dd, (run.peak - eq) / run.peak)
     day = int(bar_ts // 86_400)
-    if day != run.day:
-        if run.day >= 0:
-            run.day_equity.append(run.last_equity)
-        run.day = day
-    run.last_equity = eq
+    # The same equity on the same day leaves the peak, drawdown and day figures as they are
+    # (each was already taken with it): only the equity points move.
+    if eq != run.last_equity or day != run.day:
+        run.peak = max(run.peak, eq)
+        if run.peak > 0:
+            run.max_dd = max(run.max_dd, (run.peak - eq) / run.peak)
+        if day != run.day:
+            if run.day >= 0:
+                run.day_equity.append(run.last_equity)
+            run.day = day
+        run.last_equity = eq
     if n_bar % points_every == 0:
         run.equity_points.append((bar_ts, _r(eq, 6)))
     for s in run.syms:
+        # likewise a flat symbol with no fill or funding since the last bar end, on the same day
+        if not s.position and s.money_seen == s.money_rev and day == s.day:
+            continue
+        s.money_seen = s.money_rev
         seq = run.balance0 + s.realised - s.fees + s.funding
         if s.position:
             seq += s.position * s.spec.contract_value * (s.last_price - s.entry)

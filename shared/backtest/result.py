@@ -13,6 +13,8 @@ from typing import Literal
 
 import msgspec
 
+from ..trading.pnl import Fill
+
 
 class Figures(msgspec.Struct, kw_only=True):
     """The trader's figures for the whole account (`summary`) or one symbol (`per_symbol`)."""
@@ -35,6 +37,11 @@ class Figures(msgspec.Struct, kw_only=True):
 
 
 class FillRecord(msgspec.Struct, kw_only=True, array_like=False):
+    """One fill as the result lists it (issue 12's shape: amounts as numbers), made from the
+    domain fill the bot was given (`of`), so the two never disagree. Not the domain `Fill`
+    itself: that one carries amounts as decimal strings and its venue ids, which would change
+    the JSON every reader of a result (the report, the plots, the pinned digests) reads."""
+
     ts: float  # epoch seconds (market time of the trade that filled it)
     symbol: str
     side: Literal["buy", "sell"]
@@ -44,6 +51,16 @@ class FillRecord(msgspec.Struct, kw_only=True, array_like=False):
     role: Literal["maker", "taker"]
     client_order_id: str
     realised_pnl: float = 0.0  # what this fill closed, by the venue's average-entry rule
+
+    @classmethod
+    def of(cls, fill: Fill, realised_pnl: float) -> FillRecord:
+        """The record of a domain fill (its price and fee are the shortest reprs of floats, so
+        float() gives those floats back)."""
+        if fill.role not in ("maker", "taker"):
+            raise ValueError(f"a backtest fill has a role (maker or taker), got {fill.role!r}")
+        return cls(ts=fill.ts, symbol=fill.symbol, side=fill.side, size=fill.size, price=float(fill.price),
+                   fee=float(fill.fee), role=fill.role,  # type: ignore[arg-type]  # checked above
+                   client_order_id=fill.client_order_id, realised_pnl=realised_pnl)
 
 
 class Timeline(msgspec.Struct, kw_only=True):

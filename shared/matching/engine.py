@@ -104,6 +104,7 @@ MONEY = Decimal("0.00000001")
 ZERO = Decimal(0)
 MAX_CLIENT_ORDER_ID = 32
 DEFAULT_HISTORY_LIMIT = 100_000  # closed orders and fills kept for queries; totals never trimmed
+TO_TICK_MEMO = 4_096  # float prices per product whose tick-grid Decimal is remembered
 
 
 def money(x: Decimal) -> Decimal:
@@ -311,7 +312,8 @@ class _Product:
     """Per-product mutable state: spec, leverage, last trade, and the two sides of our book."""
 
     __slots__ = ("spec", "tick", "cv", "leverage", "last", "quote", "bids", "asks", "stops", "position",
-                 "book_notional", "order_margin", "position_margin", "last_funding_us", "_touch_of", "_touch")
+                 "book_notional", "order_margin", "position_margin", "last_funding_us", "_touch_of", "_touch",
+                 "_on_tick", "_pm_of")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
         self.spec = spec
@@ -336,8 +338,24 @@ class _Product:
         # for it, and it only moves with a trade
         self._touch_of: Decimal | None = None
         self._touch: tuple[Decimal, Decimal] = (ZERO, ZERO)
+        # to_tick of the float trade prices seen lately (a market trades the same few prices over
+        # and over; bounded: emptied when full)
+        self._on_tick: dict[float, Decimal] = {}
+        # (position, leverage, position margin) of the last margin refresh: the position margin
+        # only moves with a new position or leverage, while every order action refreshes
+        self._pm_of: tuple[Position, Decimal, Decimal] | None = None
 
     def to_tick(self, price: float | Decimal) -> Decimal:
+        if type(price) is float and price > 0.0:
+            known = self._on_tick.get(price)
+            if known is None:
+                if len(self._on_tick) >= TO_TICK_MEMO:
+                    self._on_tick.clear()
+                known = self._on_tick[price] = self._to_tick(price)
+            return known
+        return self._to_tick(price)
+
+    def _to_tick(self, price: float | Decimal) -> Decimal:
         ticks = (dec(price) / self.tick).to_integral_value(rounding=ROUND_HALF_EVEN)
         return ticks * self.tick
 
@@ -1018,8 +1036,13 @@ class MatchingEngine:
     def _refresh_margin(self, p: _Product) -> None:
         pos = p.position
         om = money(p.book_notional * p.cv / p.leverage)
-        pm = ZERO if pos.size == 0 or pos.entry_price is None else \
-            self._margin(p, abs(pos.size), pos.entry_price) + pos.added_margin
+        known = p._pm_of
+        if known is not None and known[0] is pos and known[1] is p.leverage:
+            pm = known[2]
+        else:
+            pm = ZERO if pos.size == 0 or pos.entry_price is None else \
+                self._margin(p, abs(pos.size), pos.entry_price) + pos.added_margin
+            p._pm_of = (pos, p.leverage, pm)
         self._order_margin_total += om - p.order_margin
         self._position_margin_total += pm - p.position_margin
         p.order_margin, p.position_margin = om, pm

@@ -104,15 +104,39 @@ def encode(
         raise ValueError(f"level must be 0..{MAX_LEVEL}, got {level}")
     if generation < 0:
         raise ValueError(f"generation must be >= 0, got {generation}")
-    cid = f"{prefix}{_SIDE_CODE[side]}{_PURPOSE_CODE[purpose]}{level:02d}-{_base36(generation % GENERATION_MODULUS)}"
+    gen = generation % GENERATION_MODULUS
+    cid = f"{prefix}{_SIDE_CODE[side]}{_PURPOSE_CODE[purpose]}{level:02d}-{_base36(gen)}"
     assert len(cid) <= MAX_LENGTH, cid  # guaranteed by the field widths above
+    if cid not in _PARSED:  # what `parse` reads back from it, so a new order's id is never parsed
+        _remember(cid, OrderTag(bot_id=bot_id, symbol_tag=symbol_tag(symbol), side=side, purpose=purpose,
+                                level=level, generation=gen))
     return cid
 
 
-@functools.lru_cache(maxsize=4096)
+PARSE_CACHE = 4096  # ids whose tag is remembered; when full the cache starts again (one atomic clear)
+_PARSED: dict[str | None, OrderTag | None] = {}
+
+
+def _remember(client_order_id: str | None, tag: OrderTag | None) -> None:
+    if len(_PARSED) >= PARSE_CACHE:
+        _PARSED.clear()
+    _PARSED[client_order_id] = tag
+
+
 def parse(client_order_id: str | None) -> OrderTag | None:
     """Any bot's id in our scheme, or None (manual orders, other software, malformed). Cached
-    (bounded): every plan reads the ids of the whole book again, and a tag is immutable."""
+    (bounded): every plan reads the ids of the whole book again, and a tag is immutable;
+    `encode` puts each id it makes in the cache."""
+    try:
+        return _PARSED[client_order_id]
+    except KeyError:
+        pass
+    tag = _parse(client_order_id)
+    _remember(client_order_id, tag)
+    return tag
+
+
+def _parse(client_order_id: str | None) -> OrderTag | None:
     if not client_order_id or len(client_order_id) > MAX_LENGTH:
         return None
     m = _ID_RE.fullmatch(client_order_id)

@@ -95,3 +95,24 @@ def test_generation_after_does_not_depend_on_the_order_of_the_ids() -> None:
     for perm in (wrapped, list(reversed(wrapped))):
         assert coid.generation_after(perm, bot_id="a1", symbol="BTCUSD") == 4
     assert coid.ahead(5, 9) == 9 and coid.ahead(9, 5) == 9 and coid.ahead(coid.GENERATION_MODULUS - 1, 0) == 0
+
+
+@pytest.mark.parametrize("symbol", ["BTCUSD", "SYN_0001", "C-BTC-90000-310125"])
+def test_encode_remembers_what_parsing_the_id_reads(symbol: str) -> None:
+    # encode puts each id's tag in parse's cache (a new order's id is never parsed); that tag
+    # must be exactly the one the id's text gives when parsed afresh
+    for side, purpose, level, gen in itertools.product(("buy", "sell"), ("entry", "take_profit", "stop"),
+                                                       (0, 1, 99), (0, 35, 46655, 46656 + 71)):
+        cid = coid.encode(bot_id="b7", symbol=symbol, side=side, purpose=purpose,  # type: ignore[arg-type]
+                          level=level, generation=gen)
+        remembered = coid.parse(cid)
+        coid._PARSED.clear()
+        assert remembered is not None and remembered == coid.parse(cid)
+        assert remembered.generation == gen % coid.GENERATION_MODULUS
+
+
+def test_parse_cache_is_bounded() -> None:
+    for gen in range(coid.PARSE_CACHE + 10):
+        coid.encode(bot_id="b7", symbol="ETHUSD", side="buy", purpose="entry", level=1, generation=gen)
+        coid.parse(f"not-ours-{gen}")
+    assert len(coid._PARSED) <= coid.PARSE_CACHE

@@ -1,0 +1,168 @@
+"""The signal series on the machine's other core: a helper process runs `iter_series` for every
+symbol of a backtest and hands each chunk over one chunk ahead of the loop, so the loop (the
+bot, the venue, the account) and the signal engine's whole-series work run side by side.
+
+The same function over the same inputs: the chunks are the ones `iter_series` yields in the
+loop's own process, bit for bit (tests/shared/backtest/test_series_ahead.py holds whole results
+equal), only computed elsewhere. The first chunk of each symbol is computed in the loop's process
+(the helper is still starting then); the helper computes it too, to reach the state the next
+chunk starts from, and sends from the second chunk on.
+
+Bounded: each symbol has at most one chunk asked for and not yet taken (the loop asks for chunk
+c + 1 when it takes chunk c), so the pipe and the stash of chunks that arrived for other symbols
+hold at most one chunk per symbol. The helper ignores Ctrl-C (the loop's process decides what an
+interrupt means and then closes the helper) and exits when the pipe closes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..marketdata import Candles
+from ..signals.engine import SignalConfig
+from ..signals.series import SignalSeries, iter_series
+
+JOIN_TIMEOUT_S = 5.0
+# the helper's command (-c, not -m: the package imports this module before -m could run it)
+_HELPER = f"import sys; from {__name__} import _serve; _serve(int(sys.argv[1]))"
+
+
+class SeriesAheadError(RuntimeError):
+    """The helper process failed or died; the message carries its traceback or exit code."""
+
+
+def _serve(fd: int) -> None:
+    """The helper (`_HELPER`, given the pipe's FD): read the inputs, then answer each
+    request (a symbol) with that symbol's next chunk, None at its end."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    chunks: dict[str, Iterator[SignalSeries]] = {}
+    try:
+        config, seed, chunk_bars, inputs = conn.recv()
+        while True:
+            try:
+                sym = conn.recv()
+            except EOFError:
+                return
+            it = chunks.get(sym)
+            if it is None:
+                candles, ticks = inputs[sym]
+                it = chunks[sym] = iter_series(config, sym, candles, ticks=ticks, seed=seed, chunk_bars=chunk_bars)
+                next(it, None)  # the first chunk is the loop's own
+            conn.send((sym, next(it, None)))
+    except BaseException:  # noqa: BLE001  # whatever failed goes back to the loop, which raises it
+        try:
+            conn.send((None, traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+
+
+class SeriesAhead:
+    """One helper process for a backtest's symbols; `chunks(symbol)` is that symbol's
+    `iter_series`. Close it (or use it as a context manager) when the run ends, early or not."""
+
+    def __init__(self, config: SignalConfig, seed: int, chunk_bars: int,
+                 inputs: Mapping[str, tuple[Candles, np.ndarray]]) -> None:
+        self._config, self._seed, self._chunk_bars = config, seed, chunk_bars
+        self._inputs = dict(inputs)
+        # A fresh interpreter, not a fork (the loop's process may hold threads: a progress bar, a
+        # test runner's) nor multiprocessing's spawn (which re-runs the caller's main module).
+        mine, theirs = socket.socketpair()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # the directory holding `shared`
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        self._proc = subprocess.Popen([sys.executable, "-c", _HELPER, str(theirs.fileno())],
+                                      pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(mine.detach())
+        self._stash: dict[str, SignalSeries | None] = {}
+        # The inputs (tens of MB for a year) go over while the helper starts and the loop computes
+        # its first chunks: a thread sends them and the first requests, and is joined before the
+        # pipe is used again.
+        self._starting: threading.Thread | None = threading.Thread(
+            target=self._start, args=((config, seed, chunk_bars, self._inputs),), name="backtest-signals-start",
+            daemon=True)
+        self._start_error: SeriesAheadError | None = None
+        self._starting.start()
+
+    def _start(self, inputs: object) -> None:
+        try:
+            self._send(inputs)
+            for sym in self._inputs:  # each symbol's second chunk, computed while the loop starts
+                self._send(sym)
+        except SeriesAheadError as exc:
+            self._start_error = exc
+
+    def _started(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _send(self, message: object) -> None:
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):  # ValueError: a closed connection
+            raise SeriesAheadError(f"the signal series helper exited (code {self._proc.poll()})") from None
+
+    def chunks(self, symbol: str) -> Iterator[SignalSeries]:
+        candles, ticks = self._inputs[symbol]
+        first = next(iter_series(self._config, symbol, candles, ticks=ticks, seed=self._seed,
+                                 chunk_bars=self._chunk_bars), None)
+        if first is None:
+            return
+        yield first
+        while True:
+            chunk = self._take(symbol)
+            if chunk is None:
+                return
+            self._send(symbol)  # the next one, computed while the loop reads this one
+            yield chunk
+
+    def _take(self, symbol: str) -> SignalSeries | None:
+        self._started()
+        if symbol in self._stash:
+            return self._stash.pop(symbol)
+        while True:
+            try:
+                sym, payload = self._conn.recv()
+            except (EOFError, OSError):
+                raise SeriesAheadError(f"the signal series helper exited (code {self._proc.poll()})") from None
+            if sym is None:
+                raise SeriesAheadError(f"the signal series helper failed:\n{payload}")
+            if sym == symbol:
+                return payload  # type: ignore[no-any-return]  # a chunk or None, as _serve sends
+            self._stash[sym] = payload
+
+    def close(self) -> None:
+        # Closing the pipe ends the helper whether it waits for a request or is sending a chunk
+        # nobody will read (an interrupted run).
+        self._conn.close()
+        if self._starting is not None:
+            self._starting.join(JOIN_TIMEOUT_S)
+        try:
+            self._proc.wait(JOIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> SeriesAhead:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,74 @@
+"""The signal series from the helper process (`signals_ahead`) is the series the loop computes
+itself: whole results hash to the pinned digests, over many chunk boundaries and several symbols
+(chunks arriving for one symbol while the loop waits for another), and the helper never outlives
+the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import psutil
+import pytest
+
+import shared.backtest.loop as loop
+from shared.backtest import run_backtest
+from shared.backtest.series_ahead import SeriesAhead, SeriesAheadError
+from shared.config import Config
+from shared.marketdata import Candles, synthetic_candles
+
+from .test_golden import CASES, GOLDEN, _specs, digest
+
+
+def _helpers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if "_serve" in " ".join(p.cmdline())]
+
+
+class _Counted(SeriesAhead):
+    made = 0
+
+    def __init__(self, *a: object, **k: object) -> None:
+        super().__init__(*a, **k)  # type: ignore[arg-type]  # SeriesAhead's own arguments, passed through
+        _Counted.made += 1
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # small chunks: a few thousand bars cross dozens of chunk boundaries (and use the helper)
+    monkeypatch.setattr(loop, "CHUNK_BARS", 256)
+    monkeypatch.setattr(loop, "SeriesAhead", _Counted)
+    _Counted.made = 0
+
+
+@pytest.mark.parametrize("case", ["three-symbols-churn", "eth-trailing", "bench-4"])
+def test_the_helpers_series_gives_the_pinned_result(case: str) -> None:
+    cfg, data = CASES[case]
+    r = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, signals_ahead=True)
+    assert _Counted.made == 1 and r.summary.fills > 0
+    assert digest(r) == GOLDEN[case]
+    assert not _helpers()
+
+
+def test_an_interrupted_run_ends_the_helper() -> None:
+    data = {f"SYN_000{n}": synthetic_candles(f"SYN_000{n}", 6000, seed=7) for n in (1, 2)}
+    calls = iter(range(10**6))
+    r = run_backtest(Config(), data, specs=_specs(data), balance_usd=10_000.0, signals_ahead=True,
+                     should_stop=lambda: next(calls) >= 3)
+    assert _Counted.made == 1 and r.interrupted and 0 < r.bars < 2 * 6000
+    assert not _helpers()
+
+
+def test_a_dead_helper_is_an_error_not_a_hang() -> None:
+    c = synthetic_candles("SYN_0001", 3000, seed=7)
+    ticks = np.stack([c.open, c.high, c.low, c.close], axis=1)
+    inputs: dict[str, tuple[Candles, np.ndarray]] = {"SYN_0001": (c, ticks)}
+    with SeriesAhead(Config().signal, 0, 256, inputs) as ahead:
+        chunks = ahead.chunks("SYN_0001")
+        next(chunks)  # the loop's own first chunk
+        (helper,) = _helpers()
+        os.kill(helper.pid, signal.SIGKILL)
+        with pytest.raises(SeriesAheadError, match="exited"):
+            for _ in chunks:
+                pass
+    assert not _helpers()
