@@ -120,7 +120,7 @@ class BreachTracker:
 # a core at 1,000. Private pages are resident pages, so USS <= RSS, and RSS is sampled anyway.
 USS_NEAR_BUDGET = 0.9  # RSS above this share of the USS budget: USS might breach it, read on every pass
 USS_RSS_MOVED_MB = 1.0  # RSS moved this far since the last USS read: the USS figure may have moved too
-USS_MAX_AGE_S = 60.0  # otherwise the status figure is refreshed this often
+USS_MAX_AGE_S = 300.0  # otherwise the status figure is refreshed this often
 
 
 def uss_due(*, rss_mb: float, rss_at_read_mb: float, read_at: float | None, now: float, budget_mb: float,
