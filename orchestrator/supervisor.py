@@ -364,7 +364,7 @@ class Supervisor:
         return out
 
     def _uss_due(self, child: Child, now: float) -> bool:
-        return child.alive() and child.ps is not None and uss_due(
+        return child.alive() and uss_due(
             rss_mb=child.rss_mb, rss_at_read_mb=child.uss_read_rss_mb, read_at=child.uss_read_at, now=now,
             budget_mb=self.cfg.budgets.uss_mb if child.kind == "worker" else 0.0)
 
@@ -775,7 +775,7 @@ class Supervisor:
                 if now >= next_uss:
                     next_uss = now + self.cfg.supervision.uss_sample_interval_s
                     # Only where USS may have moved or may breach (shared/supervision.py uss_due).
-                    procs = [(k, c.ps) for k, c in self.children.items() if self._uss_due(c, now)]
+                    procs = [(k, c.ps) for k, c in self.children.items() if c.ps is not None and self._uss_due(c, now)]
                     uss = await asyncio.to_thread(self._sample_uss, procs) if procs else {}
                     for k, p in procs:
                         c = self.children[k]
