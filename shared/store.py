@@ -359,13 +359,17 @@ class Store:
         self._batched()
         return True
 
-    def save_rl_table(self, symbol: str, blob: bytes, ts: float) -> None:
+    def save_rl_table(self, symbol: str, blob: bytes, ts: float, *, commit: bool = True) -> None:
+        """`commit=False`: with the next batch or flush (many tables arrive together)."""
         self._write(
             "INSERT INTO rl_tables (symbol, updated_ts, blob) VALUES (?,?,?) ON CONFLICT(symbol) DO"
             " UPDATE SET updated_ts=excluded.updated_ts, blob=excluded.blob",
             (symbol, ts, bytes(blob)),
         )
-        self.flush()
+        if commit:
+            self.flush()
+        else:
+            self._batched()
 
     def save_account_risk(self, state: AccountRisk, ts: float, *, durable: bool = True) -> None:
         """The account's risk state, one row replaced on each change. `durable` commits now (a

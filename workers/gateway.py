@@ -38,6 +38,21 @@ from .runtime import (
 log = logging.getLogger("gateway")
 
 
+class MarketDataOut:
+    """The market-data PUB written as a plain zmq socket: zmq.asyncio made a future per tick
+    (its send path was ~23% of the exchange gateway's Python time at 200 symbols, py-spy --gil),
+    and a PUB never waits for anyone: at a subscriber's high-water mark it drops that
+    subscriber's copy (ticks carry sequence numbers; workers count the gaps). Subscribers
+    filter by symbol topic (shared.messages.topic), so the PUB sends each worker its symbol
+    only. A shadow of the asyncio socket, which keeps owning it (closed with its context)."""
+
+    def __init__(self, pub: zmq.asyncio.Socket) -> None:
+        self.sock: zmq.Socket[bytes] = zmq.Socket.shadow(pub.underlying)
+
+    async def send_multipart(self, frames: tuple[bytes, bytes]) -> None:
+        self.sock.send_multipart(frames, zmq.NOBLOCK)
+
+
 class ReplaySource:
     """Bars for every symbol on one market clock; keeps the last `keep` bars per symbol for
     history requests from (re)starting workers (bounded deque)."""
@@ -93,7 +108,8 @@ async def run(spec: ChildSpec) -> None:
     cfg = spec.config
     codec = MessageCodec(spec.name)
     ctx = zmq.asyncio.Context()
-    pub, router = gateway_sockets(ctx, spec, sndhwm=10_000)
+    pub_socket, router = gateway_sockets(ctx, spec, sndhwm=10_000)
+    pub = MarketDataOut(pub_socket)
     hb = heartbeat_socket(ctx, spec)
     stop = asyncio.Event()
     install_stop_signals(stop)

@@ -78,6 +78,7 @@ from shared.trading.fill_cursor import FillScan, KnownFills
 from shared.trading.orders import ORDER_KINDS, ORDER_STATES, SIDES, OpenOrder
 from shared.trading.pnl import Fill
 
+from .gateway import MarketDataOut
 from .gateway_deadman import DeadmanKeeper
 from .gateway_funding import FundingReader
 from .gateway_resync import Resyncer
@@ -241,7 +242,7 @@ class ExchangeGateway:
         self.order_path_logged = time.monotonic()
         self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
 
-    async def start(self, pub: zmq.asyncio.Socket, sup: zmq.Socket) -> None:
+    async def start(self, pub: MarketDataOut | zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
         self.products = await self.rest.resolve_symbols(self.spec.symbols)
         self.by_product = {p.product_id: s for s, p in self.products.items()}
@@ -882,7 +883,7 @@ async def run_exchange(spec: ChildSpec) -> int:
     deadline = time.monotonic() + 30.0
     while True:
         try:
-            await gw.start(pub, sup)
+            await gw.start(MarketDataOut(pub), sup)  # plain sends on the asyncio socket (workers/gateway.py)
             break
         except UnknownSymbolError as exc:
             log.error("%s", exc)

@@ -37,7 +37,7 @@ def make_dashboard(sup: Supervisor) -> Dashboard:
         return await sup.command({**req, "cmd": cmd}, by="dashboard")
 
     source = FleetSource(run_dir=sup.run_dir.path, symbols=tuple(sup.cfg.run.symbols),
-                         snapshot=lambda: sup._last_snapshot or sup.snapshot(), figures=figures,
+                         snapshot=sup.recent_snapshot, figures=figures,
                          account=account, control=control)
     return Dashboard(sup.cfg.dashboard, source, make_token(sup.run_dir.dashboard_token_path))
 

@@ -262,3 +262,35 @@ def test_storage_reads_failing_while_funding_waits_even_when_fills_are_written(t
         assert sup.halted  # a storage halt stays until the operator lifts it
     finally:
         store.close()
+
+
+async def test_polling_readers_share_one_status_document_no_older_than_a_budget_interval(tmp_path: Path) -> None:
+    """The status rows are built when read, not on every monitor pass: metrics, dashboard and
+    display get the last document while it is at most budget_check_interval_s old, then a fresh
+    one; `status` always gets a fresh one."""
+    import asyncio
+
+    from shared.messages import WorkerFigures
+
+    cfg = msgspec.convert({"supervision": {"budget_check_interval_s": 0.2}}, Config)
+    sup = Supervisor(cfg, RunDir(tmp_path / "run"))
+    sup._build_children()
+
+    def figures(price: float) -> WorkerFigures:
+        return WorkerFigures(state="running", last_price=price, bar_count=1, ticks=1, ticks_dropped=0, signals=1,
+                             signal="UP", confidence=0.5, votes={}, atr14=1.0, tick_to_signal_p50_us=1.0,
+                             tick_to_signal_p99_us=1.0, tick_to_signal_p999_us=1.0, tick_to_signal_count=1,
+                             loop_lag_ms=0.1, malformed=0, first_signal_mono_ns=1)
+
+    def price(snap: Any) -> float | None:
+        return next(w.last_price for w in snap.workers if w.symbol == "BTCUSD")
+
+    sup.children["BTCUSD"].figures = figures(100.0)
+    first = sup.recent_snapshot()
+    assert price(first) == 100.0
+    sup.children["BTCUSD"].figures = figures(101.0)
+    assert sup.recent_snapshot() is first  # within the interval: shared, not rebuilt
+    assert price(await sup.command({"cmd": "status"}, by="test")) == 101.0  # status: always fresh
+    await asyncio.sleep(0.25)
+    later = sup.recent_snapshot()
+    assert later is not first and price(later) == 101.0

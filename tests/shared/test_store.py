@@ -141,6 +141,20 @@ def test_rl_tables_save_replace_and_load(tmp_path: Path) -> None:
             assert reader.load_rl_table("BTCUSD") == b"\x02"
 
 
+def test_rl_tables_saved_uncommitted_go_out_in_one_commit(tmp_path: Path) -> None:
+    """A pool's tables arrive together: written with the next flush, not one commit (fsync) each."""
+    path = db_path(tmp_path)
+    with Store(path) as store:
+        store.save_rl_table("ETHUSD", b"\x01", ts=1.0)  # an older, committed table
+        for sym in ("BTCUSD", "ETHUSD"):
+            store.save_rl_table(sym, sym.encode(), ts=2.0, commit=False)
+        with Store(path, readonly=True) as reader:
+            assert reader.load_rl_table("BTCUSD") is None and reader.load_rl_table("ETHUSD") == b"\x01"
+        store.flush()
+        with Store(path, readonly=True) as reader:
+            assert reader.load_rl_table("BTCUSD") == b"BTCUSD" and reader.load_rl_table("ETHUSD") == b"ETHUSD"
+
+
 def test_readonly_store_refuses_writes_and_missing_files(tmp_path: Path) -> None:
     path = db_path(tmp_path)
     Store(path).close()

@@ -1,7 +1,14 @@
 import math
 
 from shared.config import BudgetConfig, SupervisionConfig
-from shared.supervision import BreachTracker, ResourceSample, RestartPolicy, budget_breaches
+from shared.supervision import (
+    USS_MAX_AGE_S,
+    BreachTracker,
+    ResourceSample,
+    RestartPolicy,
+    budget_breaches,
+    uss_due,
+)
 
 
 def test_backoff_doubles_to_cap_then_quarantines() -> None:
@@ -82,3 +89,17 @@ def test_a_gateway_past_its_limit_still_tallies_each_restart() -> None:
     for t in range(5):
         p.on_failure(float(t), "exited with code 1")
     assert p.failing and p.causes == {"exited with code N": 5} and p.restarts == 5
+
+
+def test_uss_is_read_where_it_may_have_moved_or_may_breach_and_else_only_when_old() -> None:
+    def due(rss: float, at_read: float = 40.0, read_at: float | None = 100.0, now: float = 105.0,
+            budget: float = 60.0) -> bool:
+        return uss_due(rss_mb=rss, rss_at_read_mb=at_read, read_at=read_at, now=now, budget_mb=budget)
+
+    assert due(40.0, read_at=None)  # never read since (re)start
+    assert due(math.nan) and due(40.0, at_read=math.nan)  # RSS not sampled yet
+    assert not due(40.0) and not due(40.9)  # RSS steady, far under the budget: USS (<= RSS) cannot breach
+    assert due(41.0) and due(39.0)  # RSS moved: the figure may have too
+    assert due(54.0, at_read=54.0) and not due(53.9, at_read=53.9)  # within 10% of the budget: every pass
+    assert not due(500.0, at_read=500.0, budget=0.0)  # no budget: steady RSS is not re-read
+    assert due(40.0, now=100.0 + USS_MAX_AGE_S)  # the status figure is refreshed at last
