@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from shared.config import Config, ConfigError, _deep_merge, build_config
 from shared.optimize.space import Dimension, params_to_overrides
-from shared.optimize.trial import MarketData, TrialOutcome, evaluate
+from shared.optimize.trial import MarketData, TrialOutcome, evaluate, warm_up
 from shared.optimize.windows import Window
 
 FAIL_REASON = "fail_reason"
@@ -238,6 +238,9 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
     if scheduler:
         client = Client(scheduler, timeout="20s")
         try:
+            # a worker that cannot import the trial fails each trial with the reason instead
+            with contextlib.suppress(Exception):
+                client.run(warm_up)
             yield client
         finally:
             client.close()
@@ -256,6 +259,7 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
             signal.signal(signal.SIGINT, previous)
     client = Client(cluster)
     try:
+        client.run(warm_up)  # each worker imports the backtest now, not in its first trial
         yield client
     finally:
         client.close()
@@ -318,15 +322,30 @@ def train_result(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.user_attrs.get(TRAIN) or {})
 
 
-def _record(study: optuna.Study, trial_id: int, number: int, outcome: TrialOutcome) -> None:
-    study._storage.set_trial_user_attr(trial_id, TRAIN, {
+def finish_trial(study: optuna.Study, trial: FrozenTrial, state: TrialState, value: float | None = None) -> None:
+    """`study.tell` without its two reads of the trial back from the storage (~7 SQL statements
+    each; with the TRAIN attr write, most of a trial's `_record`): the driver holds the trial it
+    asked for. What tell does besides is kept: the sampler's `after_trial` and one state write,
+    which refuses a trial another driver finished meanwhile (UpdateFinishedTrialError)."""
+    values = None if value is None else [float(value)]
+    study._thread_local.cached_all_trials = None  # as tell: the next sampling re-reads the trials
+    try:
+        study.sampler.after_trial(study, trial, state, values)
+    finally:
+        study._storage.set_trial_state_values(trial._trial_id, state, values)
+
+
+def _record(study: optuna.Study, trial: FrozenTrial, outcome: TrialOutcome) -> None:
+    """The trial's result into the storage: raises UpdateFinishedTrialError when another driver
+    failed it as stale (see run_trials)."""
+    study._storage.set_trial_user_attr(trial._trial_id, TRAIN, {
         "figures": outcome.figures, "days": outcome.days, "bars": outcome.bars,
         "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
     if outcome.score is None:
-        study._storage.set_trial_user_attr(trial_id, FAIL_REASON, outcome.error)
-        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-    else:  # skip_if_finished: failed as stale by another driver since the line above (see run_trials)
-        study.tell(number, outcome.score, skip_if_finished=True)
+        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, outcome.error)
+        finish_trial(study, trial, TrialState.FAIL)
+    else:
+        finish_trial(study, trial, TrialState.COMPLETE, outcome.score)
 
 
 class Heartbeats:
@@ -415,7 +434,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
     # the next at once instead of idling while the driver writes the result and asks for more
     # (the scheduler hands queued tasks to whichever worker frees up first)
     slots = 2 * worker_slots(client)
-    pending: dict[Any, tuple[int, int, dict[str, Any]]] = {}
+    pending: dict[Any, tuple[FrozenTrial, dict[str, Any]]] = {}
     ran = 0
     done = others = 0
     synced_at = -math.inf
@@ -431,7 +450,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                   f"are queued again", file=sys.stderr, flush=True)
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if is_counted(t))
-        mine = {number for number, _, _ in pending.values()}
+        mine = {frozen.number for frozen, _ in pending.values()}
         others = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number not in mine)
         synced_at = time.monotonic()
 
@@ -459,7 +478,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 continue
             fut = client.submit(evaluate, cfg, market, window, objective, warmup_bars, pure=False,
                                 key=f"trial-{study.study_name}-{trial.number}-{identity}")
-            pending[fut] = (trial._trial_id, trial.number, params)
+            pending[fut] = (trial._cached_frozen_trial, params)
 
     with stop_requests() as stop:
         try:
@@ -484,27 +503,28 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 if stop.is_set():  # a Ctrl-C in a terminal reaches the local workers too: their
                     raise KeyboardInterrupt  # trials are interrupted, not failed
                 for fut in [f for f in pending if f.done()]:
-                    trial_id, number, _ = pending.pop(fut)
+                    frozen, _ = pending.pop(fut)
                     try:
                         outcome: TrialOutcome = fut.result()
                     except Exception as exc:  # a worker died under the trial (KilledWorker, lost connection)
                         outcome = TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")
-                    heartbeats.discard(trial_id)
+                    heartbeats.discard(frozen._trial_id)
                     try:
-                        _record(study, trial_id, number, outcome)
+                        _record(study, frozen, outcome)
                     except optuna.exceptions.UpdateFinishedTrialError:
                         # another driver judged this trial stale (our beats were late past the
                         # grace period) and queued its values again: that retry counts, not this
-                        log.warning("trial #%s was failed as stale by another driver; its result is dropped", number)
+                        log.warning("trial #%s was failed as stale by another driver; its result is dropped",
+                                    frozen.number)
                         continue
                     finished()
                 if not stop.is_set():
                     refill()
         except BaseException:
-            for fut, (_, number, params) in pending.items():
+            for fut, (frozen, params) in pending.items():
                 fut.cancel()
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
-                    interrupt_trial(study, number, params, "the optimize command stopped")
+                    interrupt_trial(study, frozen.number, params, "the optimize command stopped")
             raise
         finally:
             heartbeats.close()

@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -64,6 +65,7 @@ from ..trading.reconcile import refill
 from ..trading.sizing import contracts_per_level
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
+from .reuse import BacktestReuse
 
 MAX_FILLS_KEPT = 100_000  # fills listed in the result (the figures count every fill)
 TIMELINE_PRICE_POINTS = 5_000
@@ -707,7 +709,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                  warmup_bars: int | None = None, funding: Mapping[str, Candles] | None = None,
                  latency_ticks: int = 1, progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, _wake_every_trade: bool = False,
-                 _per_trade_engine: bool = False) -> BacktestResult:
+                 _per_trade_engine: bool = False, reuse: BacktestReuse | None = None) -> BacktestResult:
     """Replay each symbol's candles (bar open times, epoch s; 1m bars) through the paper venue's
     tick path, the pool's SignalEngine, the worker's TradingBot, the supervisor's account risk
     rules and the paper venue's MatchingEngine.
@@ -719,6 +721,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     result says so. An order sent at trade t rests from trade t + `latency_ticks` (>= 1).
     `progress(done, total)` is called now and then with bars done; `should_stop()` True ends the
     run early with what it had (`interrupted`). Raises BacktestError for bad input.
+    `reuse` keeps the replayed bars and signal series for later runs on the same data (an
+    optimizer's trials; see `reuse.BacktestReuse`); the result is the same without it.
 
     Test hooks: `_wake_every_trade` asks the bot at every trade (the reference the wake-up rules
     are held to); `_per_trade_engine` also asks the SignalEngine itself at every trade instead of
@@ -754,7 +758,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                                 f"{first} (lower --warmup-bars or start later)")
         lo = first - warm
         sl = c.slice(lo, last + 1)
-        bars = replay_bars(sl, specs[sym], warm)
+        bars = (replay_bars(sl, specs[sym], warm) if reuse is None else
+                reuse.bars(c, lo, last + 1, warm, specs[sym], partial(replay_bars, sl, specs[sym], warm)))
         mine = symbol_settings(cfg, sym)  # the worker's own rule: [symbols.SYMBOL.*] over [grid]/[risk]
         bot = TradingBot(symbol=sym, product=specs[sym], grid=mine.grid, risk=mine.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
@@ -773,7 +778,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     run.skip = not (_wake_every_trade or _per_trade_engine)
     if not _per_trade_engine:
         for s in syms:
-            attach_series(cfg, s)
+            attach_series(cfg, s, reuse)
     # Every symbol's bars in one lockstep clock (bar open times), as the venue's replay timer.
     clock = np.unique(np.concatenate([s.bars.ts[s.first:s.last + 1] for s in syms]))
     total = len(clock)
@@ -833,13 +838,17 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                    float(clock[0]), float(clock[done - 1]) if done else float(clock[0]))
 
 
-def attach_series(cfg: Config, s: _Symbol) -> None:
+def attach_series(cfg: Config, s: _Symbol, reuse: BacktestReuse | None = None) -> None:
     """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
     as the engine is called from the first bar)."""
     b = s.bars
-    candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
     s.grid = s.bot.grid
-    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+
+    def make() -> Iterator[SignalSeries]:
+        candles = Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume)
+        return iter_series(cfg.signal, s.symbol, candles, ticks=b.ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+
+    s.chunks = make() if reuse is None else reuse.series(b, cfg.signal, cfg.market.seed, make)
 
 
 def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine: bool) -> None:
