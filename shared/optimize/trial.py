@@ -54,8 +54,9 @@ def warm_up() -> None:
 
 
 def evaluate(cfg: Config, market: MarketData, window: Window, objective: str,
-             warmup_bars: int | None = None) -> TrialOutcome:
-    """Backtest `window` with `cfg` on the starting balance the config names, and score it."""
+             warmup_bars: int | None = None, reuse: BacktestReuse | None = REUSE) -> TrialOutcome:
+    """Backtest `window` with `cfg` on the starting balance the config names, and score it
+    (`reuse`: the process's kept bars and series; None computes them, as a lone backtest does)."""
     from ..backtest import BacktestError, run_backtest
 
     t0 = time.perf_counter()
@@ -63,7 +64,7 @@ def evaluate(cfg: Config, market: MarketData, window: Window, objective: str,
         result = run_backtest(cfg, market.candles, specs=market.specs,
                               balance_usd=cfg.market.initial_balance_usd,
                               start_ts=window.start_ts, end_ts=window.end_ts, warmup_bars=warmup_bars,
-                              reuse=REUSE)
+                              reuse=reuse)
     except BacktestError as exc:
         return TrialOutcome(error=f"backtest refused: {exc}", elapsed_s=time.perf_counter() - t0)
     except Exception as exc:  # a trial's crash is its own failure, never the study's

@@ -549,3 +549,34 @@ def test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued
     waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
     assert len(waiting) == 1 and retry_of(waiting[0]) == whole.number
     assert waiting[0].params == trials[whole.number].params
+
+
+def test_a_result_is_written_as_tell_would_and_refused_once_another_driver_finished_the_trial(
+        tmp_path: Path) -> None:
+    """The driver writes a trial's result without `study.tell` (which reads the trial back twice):
+    the storage then holds what tell would have written (state, score, the train figures, the
+    failure's reason), and a trial another driver has failed meanwhile (stale) is refused, so its
+    result is dropped rather than counted twice."""
+    import optuna
+
+    from orchestrator.optimize_study import TRAIN, _record, fail_reason, is_counted, open_study, train_result
+    from shared.optimize.trial import TrialOutcome
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    study = open_study(url, "s", "fp", 0, n_dims=1)
+    ok, bad, taken = study.ask(), study.ask(), study.ask()
+    for t in (ok, bad, taken):
+        t.suggest_float("grid.width", 0.001, 0.01)
+    _record(study, ok._cached_frozen_trial, TrialOutcome(score=12.5, figures={"net_pnl": 12.5}, days=1.0, bars=1440))
+    _record(study, bad._cached_frozen_trial, TrialOutcome(error="backtest refused: no bars", bars=0))
+    other = open_study(url, "s", "fp", 0, n_dims=1)  # another driver's view of the same study
+    other.tell(taken.number, state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        _record(study, taken._cached_frozen_trial, TrialOutcome(score=1.0))
+    trials = {t.number: t for t in optuna.load_study(study_name="s", storage=url).get_trials()}
+    assert trials[ok.number].state == optuna.trial.TrialState.COMPLETE and trials[ok.number].value == 12.5
+    assert train_result(trials[ok.number])["figures"] == {"net_pnl": 12.5} and is_counted(trials[ok.number])
+    assert trials[bad.number].state == optuna.trial.TrialState.FAIL and is_counted(trials[bad.number])
+    assert fail_reason(trials[bad.number]) == "backtest refused: no bars"
+    assert trials[taken.number].state == optuna.trial.TrialState.FAIL and TRAIN not in trials[taken.number].user_attrs
+    assert study.best_trial.number == ok.number
