@@ -580,3 +580,31 @@ def test_a_result_is_written_as_tell_would_and_refused_once_another_driver_finis
     assert fail_reason(trials[bad.number]) == "backtest refused: no bars"
     assert trials[taken.number].state == optuna.trial.TrialState.FAIL and TRAIN not in trials[taken.number].user_attrs
     assert study.best_trial.number == ok.number
+
+
+def test_the_driver_storage_serves_a_read_from_the_last_only_within_its_window_and_never_across_a_write(
+        tmp_path: Path) -> None:
+    """DriverStorage answers a read of the study's trials from the previous read only within
+    FRESH_S of it and while this driver wrote nothing: another driver's trial is seen once the
+    window has passed, and at once after any write of our own; the trial just created is served
+    as created (its number, state and start), so Optuna's Trial sees what the database holds."""
+    import optuna
+
+    from orchestrator.optimize_study import DriverStorage, open_study
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    ours = open_study(url, "s", "fp", 0, n_dims=1)
+    theirs = open_study(url, "s", "fp", 0, n_dims=1)
+    assert isinstance(ours._storage, DriverStorage)
+    assert ours.get_trials(deepcopy=False) == []
+    theirs.enqueue_trial({"grid.width": 0.002})
+    time.sleep(DriverStorage.FRESH_S * 2)  # past the window: the other driver's trial is read
+    assert [t.state for t in ours.get_trials(deepcopy=False)] == [optuna.trial.TrialState.WAITING]
+    theirs.enqueue_trial({"grid.width": 0.003})
+    mine = ours._storage.create_new_trial(ours._study_id)  # a write of ours: the next read goes to the database
+    assert len(ours.get_trials(deepcopy=False)) == 3
+    served = ours._storage.get_trial(mine)
+    stored = ours._storage._backend.get_trial(mine)
+    assert served == stored and served is not stored
+    ours._storage.set_trial_user_attr(mine, "k", 1)  # after a write, the trial is read back again
+    assert ours._storage.get_trial(mine).user_attrs == {"k": 1}
