@@ -14,6 +14,7 @@ numpy raises instead. A run with a reuse gives the same result as one without
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -44,7 +45,8 @@ def _read_only(arrays: Any) -> None:
 class BacktestReuse:
     """Replayed bars and signal series kept between runs of one process (e.g. a Dask worker's
     trials). Keys hold the candles object itself, so its id cannot be reused by other data while
-    the entry lives; bounded by `budget_bytes` (the candles' own bytes counted too)."""
+    the entry lives; bounded by `budget_bytes` (the candles' own bytes counted too). Safe for a
+    worker with several threads: lookups and stores hold a lock, computing does not."""
 
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
         self.budget_bytes = budget_bytes
@@ -52,6 +54,7 @@ class BacktestReuse:
         self.used = 0
         self.hits = 0
         self.misses = 0
+        self.lock = threading.Lock()
 
     def bars(self, candles: Candles, lo: int, stop: int, warm: int, spec: ProductSpec,
              make: Callable[[], ReplayedBars]) -> ReplayedBars:
@@ -72,7 +75,8 @@ class BacktestReuse:
         """The signal series of bars this reuse gave out (`bars`), chunk by chunk as `make` gives
         them; other bars' series are computed per run, as without a reuse. The entry holds the
         bars object, so its id is not reused by other bars while the entry lives."""
-        held = any(k[0] == "bars" and v[0] is bars for k, (v, _) in self.entries.items())
+        with self.lock:
+            held = any(k[0] == "bars" and v[0] is bars for k, (v, _) in self.entries.items())
         if not held or len(bars.ts) * SERIES_BYTES_PER_BAR > self.budget_bytes:
             return make()
         key = ("series", id(bars), msgspec.msgpack.encode(signal), seed)
@@ -88,17 +92,21 @@ class BacktestReuse:
         return iter(chunks)
 
     def _get(self, key: tuple[Any, ...]) -> Any:
-        entry = self.entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self.entries.move_to_end(key)
-        self.hits += 1
-        return entry[0]
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return entry[0]
 
     def _put(self, key: tuple[Any, ...], value: Any, size: int) -> None:
-        while self.entries and self.used + size > self.budget_bytes:
-            _, (_, freed) = self.entries.popitem(last=False)
-            self.used -= freed
-        self.entries[key] = (value, size)
-        self.used += size
+        with self.lock:
+            if key in self.entries:  # another thread computed it meanwhile
+                return
+            while self.entries and self.used + size > self.budget_bytes:
+                _, (_, freed) = self.entries.popitem(last=False)
+                self.used -= freed
+            self.entries[key] = (value, size)
+            self.used += size
