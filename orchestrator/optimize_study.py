@@ -13,6 +13,8 @@ shared study counts every trial once.
 from __future__ import annotations
 
 import contextlib
+import copy
+import gc
 import logging
 import math
 import os
@@ -22,7 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,7 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from shared.config import Config, ConfigError, _deep_merge, build_config
 from shared.optimize.space import Dimension, params_to_overrides
-from shared.optimize.trial import MarketData, TrialOutcome, evaluate
+from shared.optimize.trial import MarketData, TrialOutcome, evaluate, warm_up
 from shared.optimize.windows import Window
 
 FAIL_REASON = "fail_reason"
@@ -105,6 +107,83 @@ def storage_url(url: str) -> str:
     return url
 
 
+class DriverStorage(optuna.storages._CachedStorage):
+    """Optuna's cached RDB storage (what `create_study` wraps an RDBStorage in), minus two reads per
+    trial that cannot see anything new. Asking for a trial reads the study's trials three times
+    within a few milliseconds (the waiting queue, the TPE search space, the constant liar's view
+    of the running trials) and reads back the trial it has just created; each read is ~7 SQL
+    statements through SQLAlchemy, most of the driver's CPU a trial. Here a read of the study's
+    trials less than `FRESH_S` after the last one, with no write by this driver in between, is
+    served from that one (as if it had come those milliseconds earlier: other drivers' writes are
+    seen by the next read), and the trial just created is served as created until anything is
+    written. Every write goes to the database as before."""
+
+    FRESH_S = 0.05
+
+    def __init__(self, backend: optuna.storages.RDBStorage) -> None:
+        super().__init__(backend)
+        self._read_at: tuple[int, float] | None = None  # (study id, monotonic time) of the last read
+        self._created: FrozenTrial | None = None
+
+    def _wrote(self) -> None:
+        self._read_at = None
+        self._created = None
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        if self._read_at is not None and self._read_at[0] == study_id and \
+                time.monotonic() - self._read_at[1] <= self.FRESH_S:
+            return
+        super()._read_trials_from_remote_storage(study_id)
+        self._read_at = (study_id, time.monotonic())
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        try:
+            trial_id = super().create_new_trial(study_id, template_trial)
+        finally:
+            self._wrote()
+        with self._lock:
+            study, number = self._trial_id_to_study_id_and_number[trial_id]
+            self._created = self._studies[study].trials[number]
+        return trial_id
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        created = self._created
+        if created is not None and created._trial_id == trial_id:
+            return copy.deepcopy(created)  # the caller (optuna.Trial) edits its copy as it suggests
+        return super().get_trial(trial_id)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: optuna.distributions.BaseDistribution) -> None:
+        try:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        finally:
+            self._wrote()
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        try:
+            return super().set_trial_state_values(trial_id, state, values)
+        finally:
+            self._wrote()
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        try:
+            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        finally:
+            self._wrote()
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        try:
+            super().set_trial_user_attr(trial_id, key, value)
+        finally:
+            self._wrote()
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        try:
+            super().set_trial_system_attr(trial_id, key, value)
+        finally:
+            self._wrote()
+
+
 def open_study(storage: str, name: str, fingerprint: str, seed: int, n_dims: int = 0,
                stale_after: int = STALE_AFTER_S) -> optuna.Study:
     """Create or resume the study; refuse one made from other inputs (its trials mean something
@@ -117,7 +196,8 @@ def open_study(storage: str, name: str, fingerprint: str, seed: int, n_dims: int
                                      heartbeat_stale_trial_callback=RequeueStale(n_dims))
     if storage.startswith("sqlite"):
         _sqlite_wal(rdb)
-    study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(storage=DriverStorage(rdb), study_name=name, direction="maximize",
+                                load_if_exists=True)
     # A resumed study must not replay the random start-up draws it already made: the sampler's
     # seed moves on by the trials the study holds (a fresh study uses the seed as given).
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
@@ -223,10 +303,14 @@ def suggest(trial: optuna.Trial, dims: list[Dimension]) -> dict[str, Any]:
 # defaults (event-loop tick every 20 ms, system monitor every 0.5 s, worker memory check every
 # 0.1 s) cost the driver 23-26 ms of CPU a second with 2 idle workers, 6 ms with these (measured
 # here). They feed the dashboard (off) and the blocked-loop and memory-limit checks, which stay on.
+# The workers' statistical profiler (a thread sampling every thread's stack every 10 ms, for the
+# dashboard's profile page) took 20-27 ms of CPU a second from 2 busy workers and the GIL from the
+# backtest 100 times a second; off, their threads besides the backtest take 5-6 ms a second.
 QUIET_LOCAL_CLUSTER = {
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
     "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.worker.profile.enabled": False,
 }
 
 
@@ -240,6 +324,9 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
     if scheduler:
         client = Client(scheduler, timeout="20s")
         try:
+            # a worker that cannot import the trial fails each trial with the reason instead
+            with contextlib.suppress(Exception):
+                client.run(warm_up)
             yield client
         finally:
             client.close()
@@ -256,8 +343,17 @@ def dask_client(jobs: int, scheduler: str | None) -> Iterator[Any]:
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
-    client = Client(cluster)
+    # results straight from the local workers instead of relayed by the scheduler: one hop fewer
+    # through the driver's event loop per trial (a remote cluster's workers may not be reachable)
+    client = Client(cluster, direct_to_workers=True)
     try:
+        client.run(warm_up)  # each worker imports the backtest now, not in its first trial
+        # What is alive now (modules, the cluster, the client) lives as long as the command: frozen,
+        # it is out of the cyclic collector's walks (a full collection of the driver's ~140,000
+        # objects took ~100 ms, ~2 ms a trial of a 48-trial study). Collected first, once, at
+        # start-up, so that garbage is freed rather than frozen.
+        gc.collect()
+        gc.freeze()
         yield client
     finally:
         client.close()
@@ -320,15 +416,30 @@ def train_result(t: FrozenTrial) -> dict[str, Any]:
     return dict(t.user_attrs.get(TRAIN) or {})
 
 
-def _record(study: optuna.Study, trial_id: int, number: int, outcome: TrialOutcome) -> None:
-    study._storage.set_trial_user_attr(trial_id, TRAIN, {
+def finish_trial(study: optuna.Study, trial: FrozenTrial, state: TrialState, value: float | None = None) -> None:
+    """`study.tell` without its two reads of the trial back from the storage (~7 SQL statements
+    each; with the TRAIN attr write, most of a trial's `_record`): the driver holds the trial it
+    asked for. What tell does besides is kept: the sampler's `after_trial` and one state write,
+    which refuses a trial another driver finished meanwhile (UpdateFinishedTrialError)."""
+    values = None if value is None else [float(value)]
+    study._thread_local.cached_all_trials = None  # as tell: the next sampling re-reads the trials
+    try:
+        study.sampler.after_trial(study, trial, state, values)
+    finally:
+        study._storage.set_trial_state_values(trial._trial_id, state, values)
+
+
+def _record(study: optuna.Study, trial: FrozenTrial, outcome: TrialOutcome) -> None:
+    """The trial's result into the storage: raises UpdateFinishedTrialError when another driver
+    failed it as stale (see run_trials)."""
+    study._storage.set_trial_user_attr(trial._trial_id, TRAIN, {
         "figures": outcome.figures, "days": outcome.days, "bars": outcome.bars,
         "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
     if outcome.score is None:
-        study._storage.set_trial_user_attr(trial_id, FAIL_REASON, outcome.error)
-        study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-    else:  # skip_if_finished: failed as stale by another driver since the line above (see run_trials)
-        study.tell(number, outcome.score, skip_if_finished=True)
+        study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, outcome.error)
+        finish_trial(study, trial, TrialState.FAIL)
+    else:
+        finish_trial(study, trial, TrialState.COMPLETE, outcome.score)
 
 
 class Heartbeats:
@@ -417,7 +528,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
     # the next at once instead of idling while the driver writes the result and asks for more
     # (the scheduler hands queued tasks to whichever worker frees up first)
     slots = 2 * worker_slots(client)
-    pending: dict[Any, tuple[int, int, dict[str, Any]]] = {}
+    pending: dict[Any, tuple[FrozenTrial, dict[str, Any]]] = {}
     ran = 0
     done = others = 0
     synced_at = -math.inf
@@ -433,7 +544,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                   f"are queued again", file=sys.stderr, flush=True)
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if is_counted(t))
-        mine = {number for number, _, _ in pending.values()}
+        mine = {frozen.number for frozen, _ in pending.values()}
         others = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number not in mine)
         synced_at = time.monotonic()
 
@@ -461,7 +572,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 continue
             fut = client.submit(evaluate, cfg, market, window, objective, warmup_bars, pure=False,
                                 key=f"trial-{study.study_name}-{trial.number}-{identity}")
-            pending[fut] = (trial._trial_id, trial.number, params)
+            pending[fut] = (trial._cached_frozen_trial, params)
 
     with stop_requests() as stop:
         try:
@@ -486,27 +597,28 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 if stop.is_set():  # a Ctrl-C in a terminal reaches the local workers too: their
                     raise KeyboardInterrupt  # trials are interrupted, not failed
                 for fut in [f for f in pending if f.done()]:
-                    trial_id, number, _ = pending.pop(fut)
+                    frozen, _ = pending.pop(fut)
                     try:
                         outcome: TrialOutcome = fut.result()
                     except Exception as exc:  # a worker died under the trial (KilledWorker, lost connection)
                         outcome = TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")
-                    heartbeats.discard(trial_id)
+                    heartbeats.discard(frozen._trial_id)
                     try:
-                        _record(study, trial_id, number, outcome)
+                        _record(study, frozen, outcome)
                     except optuna.exceptions.UpdateFinishedTrialError:
                         # another driver judged this trial stale (our beats were late past the
                         # grace period) and queued its values again: that retry counts, not this
-                        log.warning("trial #%s was failed as stale by another driver; its result is dropped", number)
+                        log.warning("trial #%s was failed as stale by another driver; its result is dropped",
+                                    frozen.number)
                         continue
                     finished()
                 if not stop.is_set():
                     refill()
         except BaseException:
-            for fut, (_, number, params) in pending.items():
+            for fut, (frozen, params) in pending.items():
                 fut.cancel()
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
-                    interrupt_trial(study, number, params, "the optimize command stopped")
+                    interrupt_trial(study, frozen.number, params, "the optimize command stopped")
             raise
         finally:
             heartbeats.close()

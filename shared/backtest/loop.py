@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -64,6 +65,7 @@ from ..trading.reconcile import refill
 from ..trading.sizing import contracts_per_level, grid_sizing_balance
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
+from .reuse import BacktestReuse
 from .series_ahead import SeriesAhead
 
 MAX_FILLS_KEPT = 100_000  # fills listed in the result (the figures count every fill)
@@ -789,7 +791,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                  warmup_bars: int | None = None, funding: Mapping[str, Candles] | None = None,
                  latency_ticks: int = 1, progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, signals_ahead: bool = False,
-                 _wake_every_trade: bool = False, _per_trade_engine: bool = False) -> BacktestResult:
+                 _wake_every_trade: bool = False, _per_trade_engine: bool = False,
+                 reuse: BacktestReuse | None = None) -> BacktestResult:
     """Replay each symbol's candles (bar open times, epoch s; 1m bars) through the paper venue's
     tick path, the pool's SignalEngine, the worker's TradingBot, the supervisor's account risk
     rules and the paper venue's MatchingEngine.
@@ -804,6 +807,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     `signals_ahead`: compute the signal series in a helper process, a chunk ahead of the loop
     (`series_ahead`; the same results, the wall time of the signals mostly hidden on a second
     core; off where processes are the caller's to place, as in an optimize study's workers).
+    `reuse` keeps the replayed bars and signal series for later runs on the same data (an
+    optimizer's trials; see `reuse.BacktestReuse`); the result is the same without it.
 
     Test hooks: `_wake_every_trade` asks the bot at every trade (the reference the wake-up rules
     are held to); `_per_trade_engine` also asks the SignalEngine itself at every trade instead of
@@ -839,7 +844,8 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
                                 f"{first} (lower --warmup-bars or start later)")
         lo = first - warm
         sl = c.slice(lo, last + 1)
-        bars = replay_bars(sl, specs[sym], warm)
+        bars = (replay_bars(sl, specs[sym], warm) if reuse is None else
+                reuse.bars(c, lo, last + 1, warm, specs[sym], partial(replay_bars, sl, specs[sym], warm)))
         mine = symbol_settings(cfg, sym)  # the worker's own rule: [symbols.SYMBOL.*] over [grid]/[risk]
         bot = TradingBot(symbol=sym, product=specs[sym], grid=mine.grid, risk=mine.risk, bot_id=cfg.run.bot_id)
         bot.reconcile_from([], [], [])
@@ -861,7 +867,7 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
         if signals_ahead and any(len(s.bars.ts) > CHUNK_BARS for s in syms):  # one chunk each: nothing to hide
             ahead = SeriesAhead(cfg.signal, cfg.market.seed, CHUNK_BARS, {s.symbol: _series_input(s) for s in syms})
         for s in syms:
-            attach_series(cfg, s, ahead)
+            attach_series(cfg, s, ahead, reuse)
     try:
         return _replay(run, syms, cfg, t0, warm, funding, latency_ticks, progress, should_stop, _per_trade_engine)
     finally:
@@ -967,15 +973,21 @@ def _series_input(s: _Symbol) -> tuple[Candles, np.ndarray]:
     return Candles(b.ts.astype(np.int64), b.open, b.high, b.low, b.close, b.volume), b.ticks
 
 
-def attach_series(cfg: Config, s: _Symbol, ahead: SeriesAhead | None = None) -> None:
+def attach_series(cfg: Config, s: _Symbol, ahead: SeriesAhead | None = None,
+                  reuse: BacktestReuse | None = None) -> None:
     """The pool's answers at every trade of the symbol, read chunk by chunk (warm-up included,
-    as the engine is called from the first bar); from the helper process when there is one."""
+    as the engine is called from the first bar); from the helper process when there is one, or
+    from the optimizer's kept series (`reuse`) when the same data and signal table ran before."""
     s.grid = s.bot.grid
     if ahead is not None:
         s.chunks = ahead.chunks(s.symbol)
         return
-    candles, ticks = _series_input(s)
-    s.chunks = iter_series(cfg.signal, s.symbol, candles, ticks=ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+
+    def make() -> Iterator[SignalSeries]:
+        candles, ticks = _series_input(s)
+        return iter_series(cfg.signal, s.symbol, candles, ticks=ticks, seed=cfg.market.seed, chunk_bars=CHUNK_BARS)
+
+    s.chunks = make() if reuse is None else reuse.series(s.bars, cfg.signal, cfg.market.seed, make)
 
 
 def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine: bool) -> None:

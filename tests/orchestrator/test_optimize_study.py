@@ -549,3 +549,62 @@ def test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued
     waiting = [t for t in trials.values() if t.state == optuna.trial.TrialState.WAITING]
     assert len(waiting) == 1 and retry_of(waiting[0]) == whole.number
     assert waiting[0].params == trials[whole.number].params
+
+
+def test_a_result_is_written_as_tell_would_and_refused_once_another_driver_finished_the_trial(
+        tmp_path: Path) -> None:
+    """The driver writes a trial's result without `study.tell` (which reads the trial back twice):
+    the storage then holds what tell would have written (state, score, the train figures, the
+    failure's reason), and a trial another driver has failed meanwhile (stale) is refused, so its
+    result is dropped rather than counted twice."""
+    import optuna
+
+    from orchestrator.optimize_study import TRAIN, _record, fail_reason, is_counted, open_study, train_result
+    from shared.optimize.trial import TrialOutcome
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    study = open_study(url, "s", "fp", 0, n_dims=1)
+    ok, bad, taken = study.ask(), study.ask(), study.ask()
+    for t in (ok, bad, taken):
+        t.suggest_float("grid.width", 0.001, 0.01)
+    _record(study, ok._cached_frozen_trial, TrialOutcome(score=12.5, figures={"net_pnl": 12.5}, days=1.0, bars=1440))
+    _record(study, bad._cached_frozen_trial, TrialOutcome(error="backtest refused: no bars", bars=0))
+    other = open_study(url, "s", "fp", 0, n_dims=1)  # another driver's view of the same study
+    other.tell(taken.number, state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        _record(study, taken._cached_frozen_trial, TrialOutcome(score=1.0))
+    trials = {t.number: t for t in optuna.load_study(study_name="s", storage=url).get_trials()}
+    assert trials[ok.number].state == optuna.trial.TrialState.COMPLETE and trials[ok.number].value == 12.5
+    assert train_result(trials[ok.number])["figures"] == {"net_pnl": 12.5} and is_counted(trials[ok.number])
+    assert trials[bad.number].state == optuna.trial.TrialState.FAIL and is_counted(trials[bad.number])
+    assert fail_reason(trials[bad.number]) == "backtest refused: no bars"
+    assert trials[taken.number].state == optuna.trial.TrialState.FAIL and TRAIN not in trials[taken.number].user_attrs
+    assert study.best_trial.number == ok.number
+
+
+def test_the_driver_storage_serves_a_read_from_the_last_only_within_its_window_and_never_across_a_write(
+        tmp_path: Path) -> None:
+    """DriverStorage answers a read of the study's trials from the previous read only within
+    FRESH_S of it and while this driver wrote nothing: another driver's trial is seen once the
+    window has passed, and at once after any write of our own; the trial just created is served
+    as created (its number, state and start), so Optuna's Trial sees what the database holds."""
+    import optuna
+
+    from orchestrator.optimize_study import DriverStorage, open_study
+
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    ours = open_study(url, "s", "fp", 0, n_dims=1)
+    theirs = open_study(url, "s", "fp", 0, n_dims=1)
+    assert isinstance(ours._storage, DriverStorage)
+    assert ours.get_trials(deepcopy=False) == []
+    theirs.enqueue_trial({"grid.width": 0.002})
+    time.sleep(DriverStorage.FRESH_S * 2)  # past the window: the other driver's trial is read
+    assert [t.state for t in ours.get_trials(deepcopy=False)] == [optuna.trial.TrialState.WAITING]
+    theirs.enqueue_trial({"grid.width": 0.003})
+    mine = ours._storage.create_new_trial(ours._study_id)  # a write of ours: the next read goes to the database
+    assert len(ours.get_trials(deepcopy=False)) == 3
+    served = ours._storage.get_trial(mine)
+    stored = ours._storage._backend.get_trial(mine)
+    assert served == stored and served is not stored
+    ours._storage.set_trial_user_attr(mine, "k", 1)  # after a write, the trial is read back again
+    assert ours._storage.get_trial(mine).user_attrs == {"k": 1}
