@@ -4,18 +4,12 @@ steady state's, as the tick latency's warm-up is. Real Worker, real ring."""
 from __future__ import annotations
 
 import math
-import os
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from shared.config import load_config
 from shared.messages import IntentResult
-from shared.ring import BarRing
-from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import LATENCY_WARMUP_S, Worker
 
@@ -23,17 +17,8 @@ S = 1_000_000_000  # ns
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Worker]:
-    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"]}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        spec = ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                         endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
-        yield Worker(spec)
-    finally:
-        ring.close()
-        ring.unlink()
+def worker(worker_spec: Callable[..., ChildSpec]) -> Worker:
+    return Worker(worker_spec())
 
 
 def answer(worker: Worker, sent_ns: int, rtt_ms: float) -> None:

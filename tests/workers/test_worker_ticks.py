@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from shared.config import load_config
 from shared.messages import Tick
-from shared.ring import BarRing
-from shared.transport import make_endpoints
 from workers.runtime import ChildSpec
 from workers.worker import Worker
 
@@ -20,17 +14,8 @@ T0_US = 1_800_000_000 * 1_000_000  # a bar boundary (minute-aligned)
 
 
 @pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Worker]:
-    cfg, _ = load_config(None, {"run": {"symbols": ["ETHUSD"]}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        spec = ChildSpec(kind="worker", name="ETHUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                         endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0)
-        yield Worker(spec)
-    finally:
-        ring.close()
-        ring.unlink()
+def worker(worker_spec: Callable[..., ChildSpec]) -> Worker:
+    return Worker(worker_spec())
 
 
 def tick(seq: int, price: float, at_s: float) -> Tick:
