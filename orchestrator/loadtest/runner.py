@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psutil
@@ -427,12 +428,7 @@ def main_loadtest(argv: list[str]) -> int:
         doc.stopped_at = "interrupted by the operator"
         rc = 1
     doc.loadavg_at_end = _loadavg()
-    doc.reports = write_reports(doc, results_dir, loadtest_markdown, loadtest_plots)
-    if args.json:
-        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-    else:
-        print(loadtest_markdown(doc))
-        print("reports: " + ", ".join(doc.reports.values()))
+    publish(doc, results_dir, loadtest_markdown, loadtest_plots, as_json=args.json)
     return rc
 
 
@@ -577,11 +573,17 @@ def main_soak(argv: list[str]) -> int:
             "Loop lag: workers' loop_lag_ms from the status document (median and max across workers per "
             "sample); gateway: its status row's loop_lag_ms.",
         ])
-    doc.reports = write_reports(doc, results_dir, soak_markdown, soak_plots)
-    if args.json:
-        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
-    else:
-        print(soak_markdown(doc))
-        print("reports: " + ", ".join(doc.reports.values()))
+    publish(doc, results_dir, soak_markdown, soak_plots, as_json=args.json)
     return rc
 
+
+def publish(doc: LoadtestDoc | SoakDoc, results_dir: Path, markdown: Callable[[Any], str],
+            plots: Callable[[Any, Path], tuple[list[Path], str | None]], *, as_json: bool) -> None:
+    """Write the reports, then show the run on stdout: its JSON document, or its markdown and
+    where the reports went."""
+    doc.reports = write_reports(doc, results_dir, markdown, plots)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+    else:
+        print(markdown(doc))
+        print("reports: " + ", ".join(doc.reports.values()))
