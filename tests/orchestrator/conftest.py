@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,9 +69,17 @@ class Run:
 
     def kill_all(self, clean_shm: bool = True) -> None:
         if self.proc.poll() is None:
-            for child in psutil.Process(self.proc.pid).children(recursive=True):
-                child.kill()
-            self.proc.kill()
+            # Freeze the whole tree first, then kill it: killed one by one, a child could see its
+            # parent (the forkserver) die first and run its clean stop (the gateway then switches
+            # the dead-man heartbeat off) while the supervisor still lives. A SIGKILLed tree gets
+            # no say; SIGKILL ends a stopped process too.
+            tree = [*psutil.Process(self.proc.pid).children(recursive=True), psutil.Process(self.proc.pid)]
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.suspend()
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
             self.proc.wait(timeout=10)
         # A SIGKILLed tree cannot clean up: remove its shared memory so tests leave /dev/shm as found.
         seg_list = self.run_dir / "segments.json"
