@@ -83,15 +83,6 @@ def initial_state(equity: float, ts: float) -> AccountRiskState:
     )
 
 
-def clear_halt(state: AccountRiskState, equity: float, ts: float) -> AccountRiskState:
-    """Operator resume: the halt is lifted and today's baseline restarts from current equity,
-    otherwise the very next evaluation would halt again on the same loss."""
-    return msgspec.structs.replace(
-        state, halted=False, halt_reason="", halted_ts=0.0, day_start_equity=equity,
-        day_peak_equity=equity, utc_day=utc_day(ts), updated_ts=ts, last_equity=equity,
-    )
-
-
 def _halt(state: AccountRiskState, reason: str, ts: float, config: RiskConfig) -> tuple[RiskDecision, AccountRiskState]:
     new_state = msgspec.structs.replace(state, halted=True, halt_reason=reason, halted_ts=ts, updated_ts=ts)
     return RiskDecision(

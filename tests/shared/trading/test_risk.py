@@ -9,7 +9,6 @@ from shared.trading.orders import DesiredOrder, Side
 from shared.trading.risk import (
     AccountSnapshot,
     RiskConfig,
-    clear_halt,
     evaluate,
     initial_state,
     limit_desired,
@@ -105,15 +104,13 @@ def test_a_record_without_a_last_reading_starts_the_day_at_its_first_reading() -
     assert decision.allow_new_orders and state.day_start_equity == 890.0 and state.last_equity == 890.0
 
 
-def test_halt_is_sticky_across_rollover_until_cleared() -> None:
+def test_halt_is_sticky_across_rollover() -> None:
+    # lifting it is account_risk.clear's (tests/shared/trading/test_account_risk.py)
     state = initial_state(1_000.0, T0)
     _, state = evaluate(state, snap(T0, 890.0), CFG)
     assert state.halted
     decision, state = evaluate(state, snap(T0 + DAY, 1_000.0), CFG)
-    assert decision.halted and decision.cancel_open_orders
-    state = clear_halt(state, equity=1_000.0, ts=T0 + DAY)
-    decision, state = evaluate(state, snap(T0 + DAY + 1, 990.0), CFG)
-    assert decision.allow_new_orders
+    assert decision.halted and decision.cancel_open_orders and state.halted
 
 
 def test_unknown_equity_halts() -> None:
