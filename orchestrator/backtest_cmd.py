@@ -9,6 +9,7 @@ prints the result (console table, `--json`, `--report DIR`).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import signal
@@ -24,6 +25,7 @@ import msgspec
 
 from shared.backtest import BacktestError, BacktestResult, run_backtest
 from shared.backtest.loop import default_warmup_bars
+from shared.backtest.series_ahead import SeriesAheadError
 from shared.config import Config, ConfigError, load_config
 from shared.marketdata import BAR_SECONDS, CandleFileError, Candles, find_gaps, read_ohlcv_csv
 from shared.products import (
@@ -363,6 +365,11 @@ def _main(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     except BacktestError as exc:
         print(f"{PROG}: {exc}", file=err)
         return EXIT_BAD_INPUT
+    except SeriesAheadError as exc:  # the run failed, not its input: one line, the helper's traceback on demand
+        print(f"{PROG}: {exc}; no result", file=err)
+        if exc.detail and os.environ.get("ORCHESTRATE_TRACEBACK") == "1":
+            print(exc.detail, file=err)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: aborted; no result", file=err)
         return EXIT_INTERRUPTED

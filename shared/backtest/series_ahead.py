@@ -40,7 +40,12 @@ _HELPER = f"import sys; from {__name__} import _serve; _serve(int(sys.argv[1]))"
 
 
 class SeriesAheadError(RuntimeError):
-    """The helper process failed or died; the message carries its traceback or exit code."""
+    """The helper process failed or died. The message is one line for the user (the helper's
+    exception or how it ended); `detail` is the helper's traceback when it sent one."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def _serve(fd: int) -> None:
@@ -85,8 +90,12 @@ class SeriesAhead:
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # the directory holding `shared`
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        # Its own process group: a Ctrl-C at the terminal goes to the loop's process alone (which
+        # decides what it means); the helper's start-up, before it can ignore SIGINT, would
+        # otherwise die of it with a KeyboardInterrupt traceback on the user's terminal.
         self._proc = subprocess.Popen([sys.executable, "-c", _HELPER, str(theirs.fileno())],
-                                      pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+                                      pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                                      process_group=0)
         theirs.close()
         self._conn = Connection(mine.detach())
         self._stash: dict[str, SignalSeries | None] = {}
@@ -118,7 +127,7 @@ class SeriesAhead:
         try:
             self._conn.send(message)
         except (OSError, ValueError):  # ValueError: a closed connection
-            raise SeriesAheadError(f"the signal series helper exited (code {self._proc.poll()})") from None
+            raise SeriesAheadError(self._exited()) from None
 
     def chunks(self, symbol: str) -> Iterator[SignalSeries]:
         candles, ticks = self._inputs[symbol]
@@ -142,12 +151,28 @@ class SeriesAhead:
             try:
                 sym, payload = self._conn.recv()
             except (EOFError, OSError):
-                raise SeriesAheadError(f"the signal series helper exited (code {self._proc.poll()})") from None
+                raise SeriesAheadError(self._exited()) from None
             if sym is None:
-                raise SeriesAheadError(f"the signal series helper failed:\n{payload}")
+                lines = str(payload).strip().splitlines()
+                raise SeriesAheadError(f"the signal series helper failed: {lines[-1] if lines else 'no reason given'}",
+                                       detail=str(payload))
             if sym == symbol:
                 return payload  # type: ignore[no-any-return]  # a chunk or None, as _serve sends
             self._stash[sym] = payload
+
+    def _exited(self) -> str:
+        """How the helper ended, for the user (its pipe closed: it is ending or has ended)."""
+        try:
+            code = self._proc.wait(JOIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return "the signal series helper stopped answering"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the signal series helper was killed by {name}"
+        return f"the signal series helper exited (code {code})"
 
     def close(self) -> None:
         # Closing the pipe ends the helper whether it waits for a request or is sending a chunk

@@ -366,3 +366,90 @@ def test_a_failure_inside_the_loop_is_one_line_and_exit_1(monkeypatch: pytest.Mo
     assert cli.main(["backtest", "--data", f"ETHUSD={ETH}", "--from", "2018-04-05T06:00"]) == 1
     err = capsys.readouterr().err
     assert "orchestrate: backtest failed: RuntimeError: loop bug" in err and "Traceback" not in err
+
+
+# Run in the signal series helper only (its command names `_serve`): the faults a real run can meet.
+_HELPER_FAULTS = '''
+import os, signal, sys, time
+if "_serve" in " ".join(sys.orig_argv):
+    fault = os.environ.get("TEST_SERIES_HELPER_FAULT")
+    if fault == "raise":  # a failure inside the helper's computation, after its first chunk
+        import shared.signals.series as series
+        real = series.iter_series
+        def failing(*a, **k):
+            it = real(*a, **k)
+            yield next(it)
+            raise ValueError("indicator window broke")
+        series.iter_series = failing
+    elif fault == "die":  # killed from outside (the OOM killer)
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == "slow":  # a slow start-up (cold imports): a Ctrl-C lands in it
+        time.sleep(3)
+'''
+
+
+def _helper_fault_env(tmp: Path, fault: str) -> dict[str, str]:
+    import os
+    (tmp / "site").mkdir(exist_ok=True)
+    (tmp / "site" / "sitecustomize.py").write_text(_HELPER_FAULTS)
+    env = dict(os.environ, TEST_SERIES_HELPER_FAULT=fault, PYTHONPATH=str(tmp / "site"))
+    env.pop("ORCHESTRATE_TRACEBACK", None)
+    return env
+
+
+def _synthetic_csv(tmp: Path, bars: int) -> Path:
+    from shared.marketdata import synthetic_candles
+    c = synthetic_candles("SYN_0001", bars, seed=5)
+    p = tmp / "syn.csv"
+    with open(p, "w") as fh:
+        fh.write(HEADER)
+        fh.writelines(f"{t},{o!r},{h!r},{lo!r},{cl!r},{v!r}\n" for t, o, h, lo, cl, v in
+                      zip(c.ts.tolist(), c.open.tolist(), c.high.tolist(), c.low.tolist(), c.close.tolist(),
+                          c.volume.tolist(), strict=True))
+    return p
+
+
+@pytest.mark.parametrize(("fault", "says"), [
+    ("raise", "orchestrate backtest: the signal series helper failed: ValueError: indicator window broke; no result"),
+    ("die", "orchestrate backtest: the signal series helper was killed by SIGKILL; no result"),
+])
+def test_a_failing_signal_series_helper_is_one_line_and_exit_1(tmp_path: Path, fault: str, says: str) -> None:
+    """The real command with the real helper process (more bars than one chunk, so the helper is
+    used): its failure reaches the user as one line naming it, not the helper's traceback."""
+    data = _synthetic_csv(tmp_path, 12_000)
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "backtest", "--data", f"SYN_0001={data}", "--json"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, env=_helper_fault_env(tmp_path, fault))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [says], r.stderr
+    assert r.stdout == ""
+
+
+def test_ctrl_c_while_the_helper_starts_is_the_loops_to_answer(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the whole foreground process group. The helper, still starting
+    (not yet ignoring SIGINT), must not get it: the command stops as a Ctrl-C asks (the partial
+    result, exit 130), with no traceback from the helper on the terminal."""
+    import os
+    import signal
+    import time
+
+    import psutil
+    data = _synthetic_csv(tmp_path, 100_000)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "backtest", "--data", f"SYN_0001={data}",
+                             "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_helper_fault_env(tmp_path, "slow"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "_serve" in " ".join(p.cmdline())]:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert json.loads(out)["interrupted"] is True
