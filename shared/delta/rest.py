@@ -19,6 +19,7 @@ Rules it keeps (api spec §2, §5, §7):
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import time
@@ -298,7 +299,9 @@ def route_of(method: str, path: str) -> str:
 
 def server_timing_s(header: str | None) -> float | None:
     """The server's own time from a W3C Server-Timing header ("app;dur=0.42", milliseconds; the
-    sum of its metrics), in seconds; None when absent or unreadable."""
+    sum of its metrics), in seconds; None when absent or unreadable, or not a duration (NaN,
+    infinite, negative: whatever answers may add the header, and a figure must never fail the
+    answer it came with)."""
     if not header:
         return None
     total, seen = 0.0, False
@@ -311,7 +314,7 @@ def server_timing_s(header: str | None) -> float | None:
                 except ValueError:
                     return None
                 seen = True
-    return total / 1000.0 if seen else None
+    return total / 1000.0 if seen and 0.0 <= total < math.inf else None
 
 
 class _Response(msgspec.Struct, frozen=True):

@@ -616,3 +616,17 @@ def test_server_timing_header_reads_the_servers_own_time() -> None:
     assert server_timing_s(None) is None
     assert server_timing_s("app") is None  # no duration: nothing to say
     assert server_timing_s("app;dur=fast") is None
+
+
+@pytest.mark.parametrize("timing", ["app;dur=nan", "app;dur=inf", "cdn;dur=1e400", "app;dur=-2"])
+async def test_an_odd_server_timing_header_never_fails_an_answered_order(
+        delta: ScriptedDelta, client: DeltaRestClient, timing: str) -> None:
+    """The header is a figure for the order-path log, from whatever answers (a CDN in front of the
+    exchange may add its own): an order the exchange placed must not come back as an error because
+    that figure is not a duration, or the bot would think it unplaced."""
+    delta.on("POST", "/v2/orders", Reply(body={"success": True, "result": ORDER}, headers={"Server-Timing": timing}))
+    order = await client.place_order(product_id=27, size=2, side="buy", limit_price=59000.5,
+                                     client_order_id="dg1-a1-BTCUSD-Be03-1z")
+    assert order.id == 101
+    assert "POST /v2/orders" not in client.venue_time  # no duration known: none recorded
+    assert server_timing_s(timing) is None
