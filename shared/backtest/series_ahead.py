@@ -10,8 +10,9 @@ chunk starts from, and sends from the second chunk on.
 
 Bounded: each symbol has at most one chunk asked for and not yet taken (the loop asks for chunk
 c + 1 when it takes chunk c), so the pipe and the stash of chunks that arrived for other symbols
-hold at most one chunk per symbol. The helper ignores Ctrl-C (the loop's process decides what an
-interrupt means and then closes the helper) and exits when the pipe closes.
+hold at most one chunk per symbol. A Ctrl-C is not the helper's: it runs in its own process group
+(the terminal's SIGINT reaches the loop's process alone, which decides what an interrupt means and
+then closes the helper) and ignores SIGINT besides; it exits when the pipe closes.
 """
 
 from __future__ import annotations
