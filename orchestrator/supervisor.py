@@ -52,6 +52,7 @@ from shared.trading.account_risk import Halt
 from shared.trading.checkpoint import find_checkpoint
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
+from workers.gateway_deadman import OperatorStopLine
 from workers.runtime import ChildSpec, LoopSocket, VenueAccess, bounded_log_handler, run_event_loop
 
 from . import commands, status_builder
@@ -163,6 +164,8 @@ class Supervisor:
         # The children's lifeline: we hold the write end and never write; the kernel closes it
         # when we die (even as an unreaped zombie), which every child sees at once as EOF.
         self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
+        # The gateway switches the dead-man heartbeat off only when we say the stop is the operator's.
+        self._operator_stop = OperatorStopLine()
 
     @property
     def store(self) -> Store | None:
@@ -262,7 +265,8 @@ class Supervisor:
             spec = msgspec.structs.replace(spec, halted=self.halt_reason, paused=child.paused)
         # A fork child gets a copy of our write end too: it closes it (forkserver children never had it).
         inherited = (self._lifeline_w.fileno(),) if self.cfg.processes.start_method == "fork" else ()
-        proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited),
+        words = {"operator_stop": self._operator_stop.hear_end} if child.kind == "gateway" else {}
+        proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited), kwargs=words,
                            name=f"dgo-{child.kind}-{child.name}", daemon=False)
         proc.start()
         now = time.monotonic()
@@ -835,6 +839,9 @@ class Supervisor:
         return self.exit_code
 
     async def shutdown(self) -> None:
+        """The operator's stop (`orchestrate stop`, or our SIGTERM/SIGINT): said to the gateway
+        before it is signalled, so it switches the dead-man heartbeat off."""
+        self._operator_stop.say()
         deadline = time.monotonic() + max(1.0, self.cfg.supervision.shutdown_timeout_s - 2.0)
         # Workers first (they stop trading), then the pool and the gateway.
         order = sorted(self.children.values(),

@@ -24,6 +24,7 @@ from .runtime import (
     ChildSpec,
     heartbeat_socket,
     install_stop_signals,
+    leave_interrupt_to_supervisor,
     run_event_loop,
     send_heartbeat,
     setup_logging,
@@ -85,6 +86,7 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
     hb = heartbeat_socket(ctx, spec)
     stop = asyncio.Event()
     install_stop_signals(stop)
+    leave_interrupt_to_supervisor()  # Ctrl-C: stopped last by the supervisor, after the gateway's last request
     log.info("paper venue up at %s", venue.rest_url)
     while not stop.is_set():
         if not supervisor_alive(spec.supervisor_pid):
