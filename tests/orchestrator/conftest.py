@@ -74,9 +74,9 @@ class Run:
     def kill_all(self, clean_shm: bool = True) -> None:
         if self.proc.poll() is None:
             # Freeze the whole tree first, then kill it: killed one by one, a child could see its
-            # parent (the forkserver) die first and run its clean stop (the gateway then switches
-            # the dead-man heartbeat off) while the supervisor still lives. A SIGKILLed tree gets
-            # no say; SIGKILL ends a stopped process too.
+            # parent (the forkserver) die first and run its stop while the supervisor still lives
+            # (and the supervisor restart it). A SIGKILLed tree gets no say; SIGKILL ends a stopped
+            # process too.
             tree = [*psutil.Process(self.proc.pid).children(recursive=True), psutil.Process(self.proc.pid)]
             for p in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
