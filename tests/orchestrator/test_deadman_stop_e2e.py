@@ -98,17 +98,3 @@ def test_only_the_operators_stop_switches_the_heartbeat_off(start_run, tmp_path:
         except subprocess.TimeoutExpired:
             venue.kill()
 
-
-def test_ctrl_c_of_the_whole_tree_is_the_operators_stop(start_run, tmp_path: Path) -> None:
-    """A terminal's Ctrl-C sends SIGINT to every process of the foreground group at once (here the
-    run's own session): the gateway and the embedded venue leave it to the supervisor, whose stop
-    switches the heartbeat off while the venue still serves, then stops the venue."""
-    cfg = tmp_path / "embedded.toml"
-    cfg.write_text(TIGHT + DEADMAN)
-    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD", "--pool-size", "1"], new_session=True)
-    run.wait_for(armed, 90, "the switch armed")
-    assert switch_ttl_ms(run.run_dir) == TTL_MS
-    os.killpg(run.proc.pid, signal.SIGINT)
-    assert run.proc.wait(timeout=30) == 0
-    assert switch_ttl_ms(run.run_dir) == 0
-    assert disabled_lines(run.run_dir) == 1
