@@ -285,6 +285,10 @@ def test_bad_storage_exits_2_without_the_password(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--storage" in proc.stderr and "Traceback" not in proc.stderr
 
 
+# make test-long: best.toml's symbol table is tested in process (test_optimize_best_toml.py), a
+# symbol table trading as the same values given globally in tests/shared/backtest, the command's
+# re-run from best.toml by test_study_on_two_workers_records_failures_and_best_reruns_identically.
+@pytest.mark.long
 def test_best_toml_as_a_symbol_table_reproduces_the_winner(tmp_path: Path) -> None:
     """--as-symbol-table: the winner's values go in [symbols.BTCUSD.grid], the global [grid] stays
     the base config's, and the command's own re-run from best.toml gets the trial's very float."""
