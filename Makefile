@@ -32,8 +32,8 @@ run: $(STAMP_RUN)
 test: $(STAMP_TEST)
 	$(PY) -m pytest -q
 
-# The long end-to-end tests (marker `long`, ~5 min): kill storms, paper = backtest parity,
-# multi-driver optimize studies. CI runs them after `make test`.
+# The long end-to-end tests (marker `long`): kill storms, paper = backtest parity, multi-driver
+# optimize studies, and slow ones whose coverage make test has elsewhere. CI runs them after `make test`.
 test-long: $(STAMP_TEST)
 	$(PY) -m pytest -q -m long
 

@@ -52,6 +52,7 @@ from shared.trading.account_risk import Halt
 from shared.trading.checkpoint import find_checkpoint
 from shared.transport import make_endpoints, make_private_dir, socket_dir
 from workers.entry import child_main
+from workers.gateway_deadman import OperatorStopLine
 from workers.runtime import ChildSpec, LoopSocket, VenueAccess, bounded_log_handler, run_event_loop
 
 from . import commands, status_builder
@@ -163,6 +164,11 @@ class Supervisor:
         # The children's lifeline: we hold the write end and never write; the kernel closes it
         # when we die (even as an unreaped zombie), which every child sees at once as EOF.
         self._lifeline_r, self._lifeline_w = mp.Pipe(duplex=False)
+        # The gateway switches the dead-man heartbeat off only when we say the stop is the operator's.
+        self._operator_stop = OperatorStopLine()
+        # The embedded paper venue's socket, bound for the run and handed to each venue process:
+        # its port is never free between our choosing it and the venue serving (nor at a restart).
+        self._venue_listener: socket.socket | None = None
 
     @property
     def store(self) -> Store | None:
@@ -210,7 +216,8 @@ class Supervisor:
             if self.cfg.market.paper_venue == "external":  # started by `orchestrate venue`: not ours to run
                 access = external_venue_access(self.run_dir.path)
             else:
-                access = VenueAccess(port=_free_port(), api_key=secrets.token_hex(16),
+                self._venue_listener = _bind_venue_port()
+                access = VenueAccess(port=self._venue_listener.getsockname()[1], api_key=secrets.token_hex(16),
                                      api_secret=secrets.token_hex(32))
                 add("venue", "venue", "venue", self._spec("venue", "venue", symbols=symbols, venue_access=access))
         add("gateway", "gateway", "gateway", self._spec("gateway", "gateway", symbols=symbols, venue_access=access))
@@ -262,7 +269,14 @@ class Supervisor:
             spec = msgspec.structs.replace(spec, halted=self.halt_reason, paused=child.paused)
         # A fork child gets a copy of our write end too: it closes it (forkserver children never had it).
         inherited = (self._lifeline_w.fileno(),) if self.cfg.processes.start_method == "fork" else ()
-        proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited),
+        words: dict[str, Any] = {"operator_stop": self._operator_stop.hear_end} if child.kind == "gateway" else {}
+        not_theirs: tuple[int, ...] = ()
+        if self._venue_listener is not None:
+            if child.kind == "venue":
+                words["listener"] = self._venue_listener
+            elif self.cfg.processes.start_method == "fork":
+                not_theirs = (self._venue_listener.fileno(),)  # a fork copy would hold the venue's port too
+        proc = ctx.Process(target=child_main, args=(spec, self._lifeline_r, inherited + not_theirs), kwargs=words,
                            name=f"dgo-{child.kind}-{child.name}", daemon=False)
         proc.start()
         now = time.monotonic()
@@ -835,6 +849,9 @@ class Supervisor:
         return self.exit_code
 
     async def shutdown(self) -> None:
+        """The operator's stop (`orchestrate stop`, or our SIGTERM/SIGINT): said to the gateway
+        before it is signalled, so it switches the dead-man heartbeat off."""
+        self._operator_stop.say()
         deadline = time.monotonic() + max(1.0, self.cfg.supervision.shutdown_timeout_s - 2.0)
         # Workers first (they stop trading), then the pool and the gateway.
         order = sorted(self.children.values(),
@@ -854,6 +871,8 @@ class Supervisor:
         for child in order:
             if child.process is not None:
                 child.process.join(timeout=2)
+        if self._venue_listener is not None:
+            self._venue_listener.close()  # the venue is gone: its port is free again
         await asyncio.sleep(0.05)  # let the last messages reach our socket
         await self._drain_messages()
         self.alerts.close()
@@ -941,10 +960,20 @@ def _child_secrets(children: dict[str, Child]) -> list[str]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _bind_venue_port(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket for the embedded venue. Listening already, so a client that comes while
+    a venue process restarts waits in the backlog instead of being refused. SO_REUSEADDR as
+    aiohttp's own sites: the port is free for the next run at once, despite closed connections
+    lingering in TIME_WAIT."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(128)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 class _OneLine(logging.Formatter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,9 +30,12 @@ def _trace_memory(spec: ChildSpec, out_dir: str) -> None:
     signal.signal(signal.SIGUSR2, dump)
 
 
-def child_main(spec: ChildSpec, lifeline: Connection | None = None, inherited_fds: tuple[int, ...] = ()) -> None:
+def child_main(spec: ChildSpec, lifeline: Connection | None = None, inherited_fds: tuple[int, ...] = (),
+               operator_stop: Connection | None = None, listener: socket.socket | None = None) -> None:
     """`lifeline`: read end of the supervisor's pipe (see watch_supervisor); first, so that a
-    supervisor dying while we import or start up already stops us."""
+    supervisor dying while we import or start up already stops us. `operator_stop` (the gateway):
+    read end of the supervisor's OperatorStopLine (workers/gateway_deadman.py). `listener` (the
+    paper venue): the socket the supervisor bound for it."""
     watch_supervisor(lifeline.fileno() if lifeline is not None else None, inherited_fds)
     trace_dir = os.environ.get("ORCHESTRATE_TRACEMALLOC_DIR")
     kinds = os.environ.get("ORCHESTRATE_TRACEMALLOC_KINDS", "gateway,venue").split(",")
@@ -50,9 +54,10 @@ def child_main(spec: ChildSpec, lifeline: Connection | None = None, inherited_fd
         pool.main(spec)
     elif spec.kind == "venue":
         from . import venue_proc
-        venue_proc.main(spec)
+        venue_proc.main(spec, listener)
     elif spec.kind == "gateway":
-        from . import gateway
+        from . import gateway, gateway_deadman
+        gateway_deadman.hear_operator_stop_on(operator_stop)
         gateway.main(spec)
     else:
         raise ValueError(f"unknown child kind {spec.kind!r}")

@@ -4,17 +4,25 @@ REST client, the same calls). If the gateway and everything above it die (the ma
 SIGKILLed tree), the exchange cancels the account's open orders once `deadman.ttl_s` has passed.
 
 A renewal failure is logged with Delta's error code, counted and shown in the gateway's status
-note; it never raises out of the loop. At a clean stop the heartbeat is disabled (ttl 0): a
+note; it never raises out of the loop. At an operator's stop the heartbeat is disabled (ttl 0): a
 plain `orchestrate stop` leaves orders resting on purpose (README), and a switch left armed
 would cancel them a few minutes later.
+
+Only the operator's stop switches it off, and the gateway knows one only from the supervisor's
+word (OperatorStopLine), never from a signal: SIGTERM also comes from the kernel when the
+gateway's parent (the forkserver) dies, e.g. at the OOM killer's hand while the supervisor lives,
+and from the lifeline when the supervisor is gone. Then the switch stays armed: the supervisor
+restarts the gateway, which renews it, or if nothing is left the exchange cancels the orders.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
 
 from shared.config import DeadmanConfig
 from shared.delta.constants import HEARTBEAT_TTL_DISABLE_MS
@@ -95,3 +103,46 @@ class DeadmanKeeper:
 
     def figures(self) -> tuple[str, float]:
         return self.schedule.figures(self.clock())
+
+
+OPERATOR_STOP_WORD = b"operator stop"
+
+
+class OperatorStopLine:
+    """The supervisor's word to the gateway that this stop is the operator's (`orchestrate stop`,
+    Ctrl-C or SIGTERM of the supervisor): a pipe the supervisor writes to before it signals the
+    gateway to stop, read by the gateway once its loops have ended. A pipe and not a signal of its
+    own, because no signal says who sent it; nothing in it survives the supervisor, so a later run
+    never hears an old word."""
+
+    def __init__(self) -> None:
+        self.hear_end, self._say_end = mp.Pipe(duplex=False)
+
+    def say(self) -> None:
+        """Supervisor: the operator stops the run (before the gateway is signalled)."""
+        try:
+            self._say_end.send_bytes(OPERATOR_STOP_WORD)
+        except OSError as exc:  # not heard: the switch stays armed and lapses, the safe side
+            log.warning("could not tell the gateway the stop is the operator's (%s): the dead-man switch "
+                        "stays armed and cancels the open orders when it lapses", exc)
+
+
+_operator_stop_heard_on: Connection | None = None
+
+
+def hear_operator_stop_on(conn: Connection | None) -> None:
+    """Gateway, at start (workers/entry.py): the read end of the supervisor's OperatorStopLine."""
+    global _operator_stop_heard_on
+    _operator_stop_heard_on = conn
+
+
+def operator_stopped() -> bool:
+    """Gateway, at its stop: did the supervisor say this stop is the operator's? Only then is the
+    dead-man switch turned off (see the module doc)."""
+    conn = _operator_stop_heard_on
+    if conn is None:
+        return False
+    try:
+        return conn.poll(0) and conn.recv_bytes(64) == OPERATOR_STOP_WORD
+    except (EOFError, OSError):  # the supervisor is gone and said nothing
+        return False

@@ -79,7 +79,7 @@ from shared.trading.orders import ORDER_KINDS, ORDER_STATES, SIDES, OpenOrder
 from shared.trading.pnl import Fill
 
 from .gateway import MarketDataOut
-from .gateway_deadman import DeadmanKeeper
+from .gateway_deadman import DeadmanKeeper, operator_stopped
 from .gateway_funding import FundingReader
 from .gateway_resync import Resyncer
 from .runtime import (
@@ -88,6 +88,7 @@ from .runtime import (
     gateway_sockets,
     heartbeat_socket,
     install_stop_signals,
+    leave_interrupt_to_supervisor,
     run_until_stopped,
     send_heartbeat,
     send_nowait,
@@ -876,6 +877,7 @@ async def run_exchange(spec: ChildSpec) -> int:
     sup.connect(spec.endpoints.supervisor)
     stop = asyncio.Event()
     install_stop_signals(stop)
+    leave_interrupt_to_supervisor()  # Ctrl-C: the supervisor's operator stop says when (dead-man off)
     lag = LoopLagMonitor()
     lag.start()
 
@@ -958,7 +960,7 @@ async def run_exchange(spec: ChildSpec) -> int:
         await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
                                  gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else [])
                                 + [gw.resync.loop], stop)
-        if deadman is not None and supervisor_alive(spec.supervisor_pid):  # a clean stop, not an orphan's exit
+        if deadman is not None and operator_stopped():  # the supervisor's word, never a bare signal
             await deadman.disable()
     finally:
         await gw.stop()

@@ -222,6 +222,15 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def leave_interrupt_to_supervisor() -> None:
+    """After install_stop_signals, for the account's order management (the gateway and the paper
+    venue): a terminal's Ctrl-C reaches every process of the tree at once; these two wait for the
+    supervisor's operator stop, which stops them in order (the gateway switches the dead-man off
+    while the venue still serves) instead of racing it."""
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 async def run_until_stopped(loops: list[Callable[[], Coroutine[Any, Any, None]]], stop: asyncio.Event) -> None:
     """Run a process's loops until SIGTERM/SIGINT, or until one of them ends: a loop that dies
     takes the process down with its exception (the supervisor restarts it), never silently."""

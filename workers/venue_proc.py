@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from pathlib import Path
 
 import zmq
@@ -24,6 +25,7 @@ from .runtime import (
     ChildSpec,
     heartbeat_socket,
     install_stop_signals,
+    leave_interrupt_to_supervisor,
     run_event_loop,
     send_heartbeat,
     setup_logging,
@@ -74,10 +76,11 @@ async def live_feed(spec: ChildSpec) -> LiveFeed | None:
     return feed
 
 
-async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None:
+async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str,
+              listener: socket.socket | None = None) -> None:
     live = await live_feed(spec)
     venue = PaperVenue(venue_settings(spec, port), list(spec.symbols), api_key=api_key, api_secret=api_secret,
-                       live=live)
+                       live=live, listener=listener)
     await venue.start()
     write_venue_json(Path(spec.run_dir), venue)
     codec = MessageCodec(spec.name)
@@ -85,6 +88,7 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
     hb = heartbeat_socket(ctx, spec)
     stop = asyncio.Event()
     install_stop_signals(stop)
+    leave_interrupt_to_supervisor()  # Ctrl-C: stopped last by the supervisor, after the gateway's last request
     log.info("paper venue up at %s", venue.rest_url)
     while not stop.is_set():
         if not supervisor_alive(spec.supervisor_pid):
@@ -101,16 +105,18 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
     ctx.destroy(linger=0)
 
 
-def main(spec: ChildSpec) -> None:
+def main(spec: ChildSpec, listener: socket.socket | None = None) -> None:
+    """`listener`: the run's venue socket, bound by the supervisor, which keeps it for the run (a
+    restarted venue serves on it again, so the port is never free for another program)."""
     setup_logging(spec.run_dir, spec.name)
     access = spec.venue_access
     if access is None:
         raise ValueError("venue child started without its port and keys")
     try:
-        run_event_loop(run(spec, access.port, access.api_key, access.api_secret))
+        run_event_loop(run(spec, access.port, access.api_key, access.api_secret, listener))
     except VenuePortInUse as exc:
-        # The supervisor picked this run's port free and keeps it (a restarted venue is found
-        # there again): said in one line, exit 2, restarted with backoff until the port frees.
+        # Without a listener handed over, the port is bound here and may have been taken:
+        # said in one line, exit 2, restarted with backoff until the port frees.
         log.error("venue cannot listen: %s; something else took this run's venue port", exc)
         raise SystemExit(2) from None
     except Exception:

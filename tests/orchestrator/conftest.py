@@ -20,13 +20,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Run:
-    def __init__(self, run_dir: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, run_dir: Path, args: list[str], env: dict[str, str] | None = None,
+                 new_session: bool = False) -> None:
+        """`new_session`: the tree in a session (and process group) of its own, as a terminal's
+        foreground job is, so a test can send it a Ctrl-C (os.killpg(proc.pid, SIGINT))."""
         self.run_dir = run_dir
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "--run-dir", str(run_dir), "--no-display", *args],
-            cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=new_session)
         self.seen_pids: set[int] = set()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,9 +74,9 @@ class Run:
     def kill_all(self, clean_shm: bool = True) -> None:
         if self.proc.poll() is None:
             # Freeze the whole tree first, then kill it: killed one by one, a child could see its
-            # parent (the forkserver) die first and run its clean stop (the gateway then switches
-            # the dead-man heartbeat off) while the supervisor still lives. A SIGKILLed tree gets
-            # no say; SIGKILL ends a stopped process too.
+            # parent (the forkserver) die first and run its stop while the supervisor still lives
+            # (and the supervisor restart it). A SIGKILLed tree gets no say; SIGKILL ends a stopped
+            # process too.
             tree = [*psutil.Process(self.proc.pid).children(recursive=True), psutil.Process(self.proc.pid)]
             for p in tree:
                 with contextlib.suppress(psutil.NoSuchProcess):
@@ -92,8 +96,9 @@ class Run:
 def start_run(tmp_path: Path):
     runs: list[Run] = []
 
-    def _start(args: list[str], env: dict[str, str] | None = None, run_dir: Path | None = None) -> Run:
-        r = Run(run_dir or tmp_path / "run", args, env)
+    def _start(args: list[str], env: dict[str, str] | None = None, run_dir: Path | None = None,
+               new_session: bool = False) -> Run:
+        r = Run(run_dir or tmp_path / "run", args, env, new_session)
         runs.append(r)
         return r
 

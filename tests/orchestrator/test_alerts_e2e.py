@@ -118,6 +118,10 @@ def _wait(pred: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.5)
 
 
+# make test-long: the gate's once-per-halt (test_the_gate_sends_the_same_alert_once_per_repeat_window...)
+# and the halt text (test_stop_and_halt_texts_name_symbol_price_and_reason) are unit-tested in
+# tests/shared/test_alerts.py, the supervisor-to-receiver delivery by the triggered-stop test below.
+@pytest.mark.long
 def test_a_halt_gives_exactly_one_alert_with_symbol_price_and_reason(start_run, tmp_path: Path,
                                                                     receiver: Receiver) -> None:
     cfg = _alerts_cfg(tmp_path, TIGHT.replace("[risk]\n", "[risk]\nmax_total_notional = 50.0\n"))
@@ -161,7 +165,9 @@ def test_a_triggered_stop_gives_exactly_one_alert_per_stop(start_run, tmp_path: 
     _assert_no_secret(run.run_dir, [json.dumps(m) for m in receiver.messages])
 
 
-@pytest.mark.parametrize("mode", ["hang", "500"])
+# "500" in make test-long: the hanging receiver is the harder case for the supervisor, and a 500's
+# failure counting is tested on the sender itself (test_alerts_sender.py, both modes).
+@pytest.mark.parametrize("mode", ["hang", pytest.param("500", marks=pytest.mark.long)])
 def test_a_hanging_or_failing_receiver_does_not_stall_the_supervisor(start_run, tmp_path: Path, mode: str) -> None:
     """Every order rejected an alert (rejects_count = 1, no repeat window): the receiver hangs or
     500s on each; status keeps answering at once and the run stops cleanly."""
@@ -194,6 +200,9 @@ def test_a_hanging_or_failing_receiver_does_not_stall_the_supervisor(start_run, 
         bad.stop()
 
 
+# make test-long (~35 s, the restart backoff is 3 s on purpose): the flapping-link and restart-storm
+# rules are unit-tested in tests/shared/test_alerts.py, the delivery by the tests above.
+@pytest.mark.long
 def test_a_gateway_killed_three_times_gives_one_down_one_back_and_one_restart_storm(start_run, tmp_path: Path,
                                                                                     receiver: Receiver) -> None:
     """A flapping link: the gateway SIGKILLed three times (each outage longer than

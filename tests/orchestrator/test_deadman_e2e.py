@@ -77,16 +77,14 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
         assert doc is not None
         old = pid_of(doc, "gateway")
         killed_at = time.monotonic()
+        gateway_killed_wall = time.time()
         os.kill(old, signal.SIGKILL)
         doc = run.wait_for(lambda d: pid_of(d, "gateway") not in (0, old) and armed(d), 45, "the gateway back, armed")
         back_s = time.monotonic() - killed_at
         print(f"gateway back and renewing {back_s:.1f}s after its SIGKILL")
         assert back_s < TTL_S, f"the gateway took {back_s:.1f}s to come back: longer than the TTL"
-        # Past the TTL counted from the kill: the switch never fired, the bots still quote.
-        time.sleep(max(0.0, killed_at + TTL_S + 2.0 - time.monotonic()))
-        mine, switched, _ = asyncio.run(venue_orders(run_dir))
-        assert switched == [], [o.client_order_id for o in switched]
-        assert any(o.state == "open" for o in mine), "the bots have no resting order after the gateway restart"
+        # That the switch never fires at the TTL counted from this kill is watched in 3, while the
+        # whole tree's switch runs out (no idle wait for it here).
 
         # 2. SIGKILL every process of the tree (supervisor, gateway, pool, workers); the venue lives on.
         doc = run.status()
@@ -98,13 +96,19 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
         # The switch lapses TTL after the LAST renewal the venue took, which a loaded machine may
         # have delayed well before the kill: read it from the venue's own record (wall clock).
         expires_at = last_ack_s(run_dir) + TTL_S
+        # The new gateway renewed after the old one died: the tree's switch runs out past the TTL
+        # counted from the gateway's kill (with a margin), so watching it also watches that one.
+        assert expires_at >= gateway_killed_wall + TTL_S + 1.0, (expires_at, gateway_killed_wall)
         mine, switched, _ = asyncio.run(venue_orders(run_dir))
         resting = [o for o in mine if o.state == "open"]
         assert resting and switched == [], "the bots' orders should still rest right after the kill"
 
-        # 3. After the TTL the venue cancels them: no open order of the bots is left.
+        # 3. After the TTL the venue cancels them: no open order of the bots is left. Before it,
+        # the switch cancels nothing (the gateway restart in 1 did not trip it).
         while True:
             mine, switched, done = asyncio.run(venue_orders(run_dir))
+            if time.time() < expires_at - 0.5:
+                assert switched == [], [o.client_order_id for o in switched]
             if not any(o.state == "open" for o in mine):
                 break
             assert time.time() < expires_at + 10.0, f"{len(mine)} orders of the bots still open after the TTL"
@@ -134,11 +138,14 @@ def test_sigkilled_tree_leaves_no_open_order_after_the_ttl_and_a_gateway_restart
 
 
 def test_a_clean_stop_switches_the_heartbeat_off_so_resting_orders_stay(start_run, tmp_path: Path) -> None:
-    """README: a plain `orchestrate stop` leaves orders resting on purpose; the switch is turned
-    off (ttl 0) before the embedded venue stops, so it cannot cancel them later."""
+    """README: a plain stop leaves orders resting on purpose; the switch is turned off (ttl 0)
+    before the embedded venue stops, so it cannot cancel them later. The stop here is a terminal's
+    Ctrl-C: SIGINT to every process of the run's foreground group at once (its own session here);
+    the gateway and the embedded venue leave it to the supervisor, whose stop switches the
+    heartbeat off while the venue still serves (`orchestrate stop`: test_deadman_stop_e2e.py)."""
     cfg = tmp_path / "embedded.toml"
     cfg.write_text(TIGHT + "[deadman]\nttl_s = 300\n")
-    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
+    run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"], new_session=True)
     doc = run.wait_for(lambda d: armed(d) and all(w["open_orders"] > 0 for w in d["workers"]), 90,
                        "grids, switch armed")
     # the switch's state as figures too (status --json, and from there the Prometheus metrics)
@@ -147,7 +154,7 @@ def test_a_clean_stop_switches_the_heartbeat_off_so_resting_orders_stay(start_ru
     saved = run.run_dir / "paper-account.json.heartbeats.json"
     (before,) = json.loads(saved.read_text())
     assert (before["heartbeat_id"], before["ttl_ms"]) == ("dgo-g1", 300_000)
-    assert run.cli("stop").returncode == 0
+    os.killpg(run.proc.pid, signal.SIGINT)
     assert run.proc.wait(timeout=30) == 0
     (after,) = json.loads(saved.read_text())
     assert after["ttl_ms"] == 0, after

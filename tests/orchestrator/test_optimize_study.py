@@ -157,6 +157,10 @@ def _stop_mid_study(cmd: list[str], db: Path, after: int, sig: int) -> tuple[int
     return proc.returncode, err
 
 
+# make test-long (three optimize runs): a killed study resuming with each trial counted once is also
+# proved by the PostgreSQL and other-host studies (long), the requeue of stale trials by
+# test_stale_trials_are_failed_without_counting_and_only_whole_ones_are_queued_again here.
+@pytest.mark.long
 def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path: Path) -> None:
     # Enough trials that the study is still running when the signals are sent: a trial takes
     # ~0.1 s here, so 16 could all finish between two polls of a loaded machine.
@@ -215,6 +219,9 @@ def test_interrupted_and_killed_study_resumes_counting_each_trial_once(tmp_path:
         assert by_number[number]["state"] == "COMPLETE" and float(by_number[number]["score"]) == value
 
 
+# make test-long: the windows are unit-tested (test_optimize_pure.py), a study's run and report by
+# test_study_on_two_workers_records_failures_and_best_reruns_identically.
+@pytest.mark.long
 def test_walk_forward_windows_each_get_a_study_and_a_test(tmp_path: Path) -> None:
     cmd = optimize_cmd(tmp_path, 3)
     cmd[cmd.index("--train") + 1] = "2018-04-05T00:00..2018-04-05T07:59"
@@ -278,6 +285,10 @@ def test_bad_storage_exits_2_without_the_password(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--storage" in proc.stderr and "Traceback" not in proc.stderr
 
 
+# make test-long: best.toml's symbol table is tested in process (test_optimize_best_toml.py), a
+# symbol table trading as the same values given globally in tests/shared/backtest, the command's
+# re-run from best.toml by test_study_on_two_workers_records_failures_and_best_reruns_identically.
+@pytest.mark.long
 def test_best_toml_as_a_symbol_table_reproduces_the_winner(tmp_path: Path) -> None:
     """--as-symbol-table: the winner's values go in [symbols.BTCUSD.grid], the global [grid] stays
     the base config's, and the command's own re-run from best.toml gets the trial's very float."""

@@ -208,6 +208,10 @@ def test_sigkill_during_placement_leaves_no_duplicate_or_orphan(start_run, tmp_p
     run.terminate()
 
 
+# make test-long (~30 s): the ledgers' match is also proved by the grid and protective-stop runs
+# here, counted rejections by test_alerts_e2e's hanging receiver (venue_reject_probability), the
+# client's handling of 5xx/429 and dropped sockets by tests/shared/delta and tests/workers.
+@pytest.mark.long
 def test_ledger_matches_after_a_run_with_venue_faults(start_run, tmp_path: Path) -> None:
     """5xx, 429, dropped websockets and rejected orders: every rejection is counted (and logged
     with Delta's code), the bots keep running, and the ledgers still agree to the cent."""

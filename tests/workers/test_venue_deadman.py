@@ -215,3 +215,24 @@ async def test_the_keeper_counts_and_shows_failures_and_never_raises(venue: Pape
 async def venue_products(venue: PaperVenue) -> dict:
     async with client(venue) as rest:
         return await rest.resolve_symbols(["BTCUSD"])
+
+
+def test_only_the_supervisors_word_is_an_operators_stop() -> None:
+    """The gateway's side of OperatorStopLine: nothing said, or a supervisor gone without a word
+    (its end closed), is not the operator's stop; the word is, and only once it was said."""
+    from workers import gateway_deadman as gd
+
+    try:
+        gd.hear_operator_stop_on(None)
+        assert not gd.operator_stopped()  # a gateway started without the line (never switches off)
+        line = gd.OperatorStopLine()
+        gd.hear_operator_stop_on(line.hear_end)
+        assert not gd.operator_stopped()
+        line.say()
+        assert gd.operator_stopped()
+        gone = gd.OperatorStopLine()
+        gd.hear_operator_stop_on(gone.hear_end)
+        gone._say_end.close()  # the supervisor died (EOF), having said nothing
+        assert not gd.operator_stopped()
+    finally:
+        gd.hear_operator_stop_on(None)

@@ -17,6 +17,7 @@ import errno
 import json
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -43,10 +44,14 @@ from workers.venue.ws import WsHub
 
 class PaperVenue:
     def __init__(self, settings: VenueSettings, symbols: Sequence[str], *, api_key: str | None = None,
-                 api_secret: str | None = None, live: LiveFeed | None = None) -> None:
+                 api_secret: str | None = None, live: LiveFeed | None = None,
+                 listener: socket.socket | None = None) -> None:
         """Keys are generated per run unless given (a supervisor that restarts the venue keeps
         them, so clients find the same account credentials again). `live`: a prepared live-prices
-        feed drives the market instead of the replay (its specs list the products)."""
+        feed drives the market instead of the replay (its specs list the products). `listener`: a
+        bound socket to serve on instead of binding `settings.port` (the supervisor holds the
+        embedded venue's for the whole run, so its port is never free for another program)."""
+        self._listener = listener
         if live is not None:
             settings = msgspec.structs.replace(settings, products={**settings.products, **live.specs})
         self.settings = settings
@@ -157,7 +162,9 @@ class PaperVenue:
         self._routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, port, reuse_address=True)
+        # A served socket is closed with its site: a copy, so the held one serves again after go_down.
+        site: web.BaseSite = web.SockSite(self._runner, self._listener.dup()) if self._listener is not None \
+            else web.TCPSite(self._runner, self.settings.host, port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
