@@ -283,6 +283,16 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     deadman_expires_in_s: float = float("nan")  # until the exchange cancels the orders unless renewed
     loop_lag_ms: float = float("nan")  # the gateway's event-loop lag, max since its last heartbeat
     orders_dropped: int = 0  # venue orders no OpenOrder can hold (no side, unknown type or state), not passed on
+    # The account's rate budget since the gateway started: units spent by what they bought
+    # (shared/delta/ratelimit.spend_kind), requests waiting for budget now, and the order intents:
+    # how many, how many waited for budget (seconds in all, the longest), how many had quotes refused.
+    rate_units_by_kind: dict[str, int] = {}
+    rate_requests_waiting: int = 0
+    intents: int = 0
+    intents_budget_waited: int = 0
+    intents_budget_wait_s: float = 0.0
+    intents_budget_wait_max_s: float = 0.0
+    intents_budget_refused: int = 0
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):

@@ -25,7 +25,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
@@ -40,7 +40,15 @@ from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order
-from shared.delta.ratelimit import Priority, endpoint_weight, order_units
+from shared.delta.ratelimit import (
+    INTENT_CHARGE,
+    IntentBudgetTally,
+    IntentCharge,
+    Priority,
+    charged_to,
+    endpoint_weight,
+    order_units,
+)
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit
 from shared.delta.venues import resolve_venue
 from shared.delta.ws import (
@@ -189,6 +197,13 @@ class LinkFigures(TypedDict):
     ws_down_s: float
     rate_budget_left: float
     rate_budget_capacity: float
+    rate_units_by_kind: dict[str, int]  # the account's units spent since start, by what they bought
+    rate_requests_waiting: int  # requests waiting for budget now
+    intents: int  # order intents executed since start; of them, those that waited for budget
+    intents_budget_waited: int
+    intents_budget_wait_s: float
+    intents_budget_wait_max_s: float
+    intents_budget_refused: int  # ...and those whose quotes were refused: the budget would come too late
 
 
 class ExchangeGateway:
@@ -240,6 +255,7 @@ class ExchangeGateway:
         self.intent_hop = LatencyHistogram()  # worker sent -> the gateway's request loop read it
         self.intent_lane = LatencyHistogram()  # read -> a slot in the orders lane
         self.order_path_logged = time.monotonic()
+        self.intent_budget = IntentBudgetTally()  # order intents that waited for, or were refused, rate budget
         self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
 
     async def start(self, pub: MarketDataOut | zmq.asyncio.Socket, sup: zmq.Socket) -> None:
@@ -535,7 +551,8 @@ class ExchangeGateway:
         if isinstance(msg, HistoryRequest):
             return await self.history(msg)
         if isinstance(msg, AccountRequest):
-            return await self.account(msg)
+            with charged_to("reconcile" if msg.include_fills else "resync"):
+                return await self.account(msg)
         if isinstance(msg, OrderIntents):
             return await self.execute(msg)
         return None
@@ -612,9 +629,13 @@ class ExchangeGateway:
     async def execute(self, req: OrderIntents) -> IntentResult:
         started = time.perf_counter_ns()
         self.intent_wait.record((started - req.sent_ns) / 1000.0)
+        charge = IntentCharge()
+        token = INTENT_CHARGE.set(charge)  # the client adds this intent's waits for budget to it
         try:
             return await self.execute_intents(req)
         finally:
+            INTENT_CHARGE.reset(token)
+            self.intent_budget.add(charge)
             self.intent_exec.record((time.perf_counter_ns() - started) / 1000.0)
             if time.monotonic() - self.order_path_logged >= ORDER_PATH_LOG_S:
                 self.log_order_path()
@@ -681,6 +702,8 @@ class ExchangeGateway:
         if (quote_amends or quote_places) and budget_wait > INTENT_BUDGET_WAIT_S:
             spent = RateLimited("rate_budget_spent", message="not sent: the account's rate budget is spent "
                                 f"and refills in {budget_wait:.0f} s")
+            if (charge := INTENT_CHARGE.get()) is not None:
+                charge.refused = True
             for a in quote_amends:
                 errors.append(_err_text(str(a.order_id), spent))
                 self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), spent)
@@ -817,8 +840,12 @@ class ExchangeGateway:
         rate budget left in the account's window."""
         budget = self.rest.limiter.snapshot()
         down = time.monotonic() - self.ws_down_since if self.ws_down_since is not None else 0.0
+        t = self.intent_budget
         return {"ws_down_s": down, "rate_budget_left": float(budget.capacity - budget.used),
-                "rate_budget_capacity": float(budget.capacity)}
+                "rate_budget_capacity": float(budget.capacity),
+                "rate_units_by_kind": dict(self.rest.units_spent), "rate_requests_waiting": self.rest.limiter.waiting,
+                "intents": t.intents, "intents_budget_waited": t.waited, "intents_budget_wait_s": t.wait_s,
+                "intents_budget_wait_max_s": t.wait_max_s, "intents_budget_refused": t.refused}
 
     def feed_of(self, symbol: str) -> DeltaWebSocket:
         """The socket whose trades feed `symbol` now."""
@@ -836,6 +863,14 @@ class ExchangeGateway:
             polled = ",".join(sorted(stale)[:5]) + ("..." if len(stale) > 5 else "")
             note += f"; REST ticker for {len(stale)} quiet ({polled})"
         return note
+
+
+def charged(purpose: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """`loop` with the account's units it spends charged to `purpose` (ratelimit.spend_kind)."""
+    async def run() -> None:
+        with charged_to(purpose):
+            await loop()
+    return run
 
 
 def request_lanes() -> dict[str, asyncio.Semaphore]:
@@ -955,9 +990,11 @@ async def run_exchange(spec: ChildSpec) -> int:
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
     assert gw.funding is not None  # made by start()
     try:
-        await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else [])
-                                + [gw.resync.loop], stop)
+        await run_until_stopped([request_loop, heartbeat_loop, charged("fill read", gw.fill_loop),
+                                 charged("account poll", gw.account_loop), charged("ticker poll", gw.stale_poll_loop),
+                                 charged("funding", gw.funding.loop)]
+                                + ([charged("dead-man", deadman.loop)] if deadman is not None else [])
+                                + [charged("ws resync", gw.resync.loop)], stop)
         if deadman is not None and supervisor_alive(spec.supervisor_pid):  # a clean stop, not an orphan's exit
             await deadman.disable()
     finally:

@@ -16,11 +16,13 @@ of phase; the 429 handling is what keeps us honest when they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import heapq
 import itertools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 
 import msgspec
@@ -96,6 +98,93 @@ def order_units(orders: int) -> int:
     full batches of 50, and the rest in one batch or singly."""
     full, rest = divmod(orders, MAX_BATCH)
     return full * BATCH_WEIGHT + (BATCH_WEIGHT if batch_pays(rest) else rest * ORDER_WEIGHT)
+
+
+# --- what the budget is spent on -------------------------------------------------------------
+#
+# The units a request costs are charged to a kind a trader recognises: the order actions by their
+# route, the reads by what they were for (the same GET /v2/wallet/balances is a bot's
+# reconciliation or the gateway's equity poll). The caller names the purpose with `charged_to`;
+# the client reads it where it charges (a ContextVar: it follows the request into gather's tasks).
+
+PURPOSE = contextvars.ContextVar[str]("rate_purpose", default="")
+ORDER_KINDS_BY_ROUTE = {
+    ("POST", "/v2/orders"): "place", ("PUT", "/v2/orders"): "amend", ("DELETE", "/v2/orders"): "cancel",
+    ("POST", "/v2/orders/batch"): "batch place", ("PUT", "/v2/orders/batch"): "batch amend",
+    ("DELETE", "/v2/orders/batch"): "batch cancel", ("DELETE", "/v2/orders/all"): "cancel",
+}
+# The kinds: order actions (single and batch); fill read (the gateway's reads of new fills);
+# reconcile (a bot's full read: position, orders, fills, balance; at start and after a position
+# doubt); resync (a bot's regular or after-refusal re-read: position, orders, balance); ws resync
+# (a symbol's orders read again after the socket lost events); account poll (the gateway's
+# equity and positions for the account's risk limits); order lookup (one order by id); dead-man,
+# funding, ticker poll (a quiet symbol's ticker), other.
+SPEND_KINDS = ("place", "batch place", "amend", "batch amend", "cancel", "batch cancel", "fill read", "reconcile",
+               "resync", "ws resync", "account poll", "order lookup", "dead-man", "funding", "ticker poll", "other")
+
+
+@contextlib.contextmanager
+def charged_to(purpose: str) -> Iterator[None]:
+    """Requests made inside (and in tasks started inside) are charged to `purpose`."""
+    token = PURPOSE.set(purpose)
+    try:
+        yield
+    finally:
+        PURPOSE.reset(token)
+
+
+def spend_kind(method: str, path: str, purpose: str = "") -> str:
+    """The kind a request's units are charged to: an order action by its route (whatever asked
+    for it: a reconciliation never places), any other request by its purpose, else by its route."""
+    method = method.upper()
+    path = path.split("?", 1)[0].rstrip("/")
+    kind = ORDER_KINDS_BY_ROUTE.get((method, path))
+    if kind is not None:
+        return kind
+    if method == "GET" and path.startswith("/v2/orders/") and path != "/v2/orders/history":
+        return "order lookup"  # one order by id: a fill's or an uncertain place's, whoever asked
+    if purpose:
+        return purpose
+    if path == "/v2/fills":
+        return "fill read"
+    if "heartbeat" in path:
+        return "dead-man"
+    return "other"
+
+
+class IntentCharge(msgspec.Struct):
+    """One order intent against the rate budget: the seconds its requests waited for budget in
+    all (the client adds to it), and whether quotes of it were refused for want of budget."""
+
+    waited_s: float = 0.0
+    refused: bool = False
+
+
+class IntentBudgetTally(msgspec.Struct):
+    """The account-wide tally of order intents against the rate budget: how many there were, how
+    many waited for budget (how long in all, the longest), how many had quotes refused because
+    the budget would not be there in time."""
+
+    intents: int = 0
+    waited: int = 0
+    wait_s: float = 0.0
+    wait_max_s: float = 0.0
+    refused: int = 0
+
+    def add(self, charge: IntentCharge) -> None:
+        self.intents += 1
+        if charge.waited_s > WAITED_S:
+            self.waited += 1
+            self.wait_s += charge.waited_s
+            self.wait_max_s = max(self.wait_max_s, charge.waited_s)
+        if charge.refused:
+            self.refused += 1
+
+
+WAITED_S = 0.001  # an intent whose requests waited longer than this for budget in all has "waited"
+# The intent a request is made for (set per intent by the gateway; the client adds its budget
+# wait to it). gather'ed tasks copy the context, so they share the one IntentCharge.
+INTENT_CHARGE = contextvars.ContextVar[IntentCharge | None]("intent_charge", default=None)
 
 
 class RequestBudget:

@@ -8,12 +8,15 @@ import pytest
 
 from shared.delta.ratelimit import (
     AccountRateLimiter,
+    IntentBudgetTally,
+    IntentCharge,
     LimiterBusy,
     Priority,
     RequestBudget,
     batch_pays,
     endpoint_weight,
     order_units,
+    spend_kind,
 )
 
 
@@ -116,3 +119,27 @@ async def test_order_actions_have_their_own_lane_ahead_of_reads() -> None:
 def test_order_units_are_what_the_cheaper_of_batch_and_single_calls_costs() -> None:
     assert [order_units(n) for n in (0, 1, 4, 5, 10, 50, 53, 55, 100)] == [0, 5, 20, 25, 25, 25, 40, 50, 50]
     assert [batch_pays(n) for n in (1, 4, 5, 50)] == [False, False, True, True]
+
+
+def test_units_are_charged_to_order_actions_by_route_and_to_reads_by_their_purpose() -> None:
+    assert spend_kind("POST", "/v2/orders/batch", "reconcile") == "batch place"  # a route names an order action
+    assert spend_kind("delete", "/v2/orders") == "cancel"
+    assert spend_kind("DELETE", "/v2/orders/all") == "cancel"
+    assert spend_kind("PUT", "/v2/orders/batch") == "batch amend"
+    assert spend_kind("GET", "/v2/orders/123", "fill read") == "order lookup"
+    assert spend_kind("GET", "/v2/orders/client_order_id/x") == "order lookup"
+    assert spend_kind("GET", "/v2/orders", "reconcile") == "reconcile"
+    assert spend_kind("GET", "/v2/fills?after=x") == "fill read"
+    assert spend_kind("GET", "/v2/fills", "reconcile") == "reconcile"
+    assert spend_kind("POST", "/v2/heartbeat/ack") == "dead-man"
+    assert spend_kind("GET", "/v2/wallet/balances") == "other"
+
+
+def test_the_intent_tally_counts_waits_above_a_millisecond_and_refusals() -> None:
+    t = IntentBudgetTally()
+    t.add(IntentCharge(waited_s=0.0005))
+    t.add(IntentCharge(waited_s=2.0))
+    t.add(IntentCharge(waited_s=0.5, refused=True))
+    t.add(IntentCharge(refused=True))
+    assert (t.intents, t.waited, t.refused, t.wait_max_s) == (4, 2, 2, 2.0)
+    assert t.wait_s == pytest.approx(2.5)
