@@ -166,6 +166,22 @@ class IntentResult(Msg, tag="intent_res", frozen=True):
     placed: list[OpenOrder]
     errors: list[str]  # "client_order_id or order id: delta_code: message"
     sent_ns: int
+    # Of the errors, those the gateway refused without sending (the account's rate budget or the
+    # symbol's share of it would not be there in time): the venue's state is known for them; and
+    # how long the bot should hold such quotes before it plans them again.
+    unsent: int = 0
+    retry_after_s: float = 0.0
+
+    @property
+    def reached_venue(self) -> bool:
+        """Whether the venue answered any of it (else the gateway refused it all unsent): only
+        such an intent's round trip is an order intent -> ack."""
+        return not self.unsent or bool(self.cancelled or self.amended or self.placed) or len(self.errors) > self.unsent
+
+    @property
+    def venue_state_uncertain(self) -> bool:
+        """Whether an action failed at the venue (or its outcome is unknown): read it back."""
+        return len(self.errors) > self.unsent
 
 
 class OrderEvent(Msg, tag="order_ev", frozen=True):

@@ -304,3 +304,92 @@ class AccountRateLimiter:
 
     def snapshot(self) -> BudgetSnapshot:
         return self.budget.snapshot(self._clock())
+
+
+# --- a fair share of the budget per symbol ------------------------------------------------------
+#
+# Without shares the account's window went to whichever bots asked first: at 100 symbols on a 30x
+# paper market the first grids and flips spent all 10,000 units in about a minute, and for the
+# other four no bot could move a quote (loadtest, 2026-11-30). Each symbol's quotes (entries,
+# take-profits and their amends, and the cancels of a re-grid) now draw on its own bucket,
+# refilled at its share of the window's quote units; protective orders (stops, reduce-only exits,
+# flattens) and intents that only cancel draw on no share: safety never waits behind grid churn.
+
+QUOTE_SHARE = 0.5  # of each window for the bots' quotes; the rest: reads (reconciliations, fills,
+# the equity poll) and the reserve. 100 symbols: 50 units each per 5 min, a full flip (cancel 5 +
+# place 5 in two batch calls) or ten single amends.
+FLIP_UNITS = 2 * BATCH_WEIGHT  # a bucket always holds at least one full flip, whatever the count
+MAX_RETRY_AFTER_S = 60.0  # the longest a bot is told to hold its quotes before asking again
+
+
+class SymbolShares:
+    """Per-symbol token buckets of quote units (pure bookkeeping: times from the caller, seconds).
+
+    A symbol's bucket holds max(its share of the window's quote units, FLIP_UNITS), starts full (its
+    first grid), and refills continuously at its share per window. Quotes go only when the bucket
+    holds their units; cancels are charged when they go, even into debt (they are never held back:
+    they reduce exposure), so a bot that cancels pays for it with its next quotes."""
+
+    def __init__(self, symbols: int, capacity: int = CAPACITY, window_s: float = WINDOW_S,
+                 share: float = QUOTE_SHARE) -> None:
+        if symbols < 1 or capacity <= 0 or window_s <= 0 or not 0 < share <= 1:
+            raise ValueError("need symbols >= 1, capacity > 0, window_s > 0 and 0 < share <= 1")
+        per_window = capacity * share / symbols
+        self.rate_per_s = per_window / window_s
+        self.burst = max(per_window, float(FLIP_UNITS))
+        self._tokens: dict[str, tuple[float, float]] = {}  # symbol -> (units, at); one per symbol served
+
+    def units(self, symbol: str, now: float) -> float:
+        tokens, at = self._tokens.get(symbol, (self.burst, now))
+        return min(self.burst, tokens + max(0.0, now - at) * self.rate_per_s)
+
+    def wait_s(self, symbol: str, units: int, now: float) -> float:
+        """Seconds until the symbol's bucket holds `units` (0.0: now). More than the bucket can
+        ever hold waits for a full bucket (one batch of up to 50 orders costs 25: never more
+        than a flip's worth from one intent of one product)."""
+        need = min(float(units), self.burst) - self.units(symbol, now)
+        return 0.0 if need <= 0 else need / self.rate_per_s
+
+    def charge(self, symbol: str, units: int, now: float) -> None:
+        self._tokens[symbol] = (self.units(symbol, now) - units, now)
+
+
+# Quotes that would wait longer than this for the account's rate budget are not sent: a bot gives
+# up on an unanswered intent after 15 s (workers/worker.py) and reads the venue back, so orders
+# sent minutes later, when the 5-minute window refills, would be stale ones.
+INTENT_BUDGET_WAIT_S = 5.0
+
+
+def retry_after_s(wait_s: float) -> float:
+    """How long a bot whose quotes were refused for budget holds them before planning again."""
+    return min(max(wait_s, 0.0), MAX_RETRY_AFTER_S)
+
+
+def quote_verdict(share_wait_s: float, budget_wait_s: float) -> tuple[str | None, float]:
+    """Whether an intent's quotes go: (None, 0.0) to send them; else the refusal's code
+    ("rate_budget_share": the symbol's share would not hold them now; "rate_budget_spent": the
+    account's window would not have them within INTENT_BUDGET_WAIT_S) and how long the bot holds
+    them before it plans again."""
+    if share_wait_s > 0:
+        return "rate_budget_share", retry_after_s(max(share_wait_s, budget_wait_s))
+    if budget_wait_s > INTENT_BUDGET_WAIT_S:
+        return "rate_budget_spent", retry_after_s(budget_wait_s)
+    return None, 0.0
+
+
+# --- fill reads ---------------------------------------------------------------------------------
+
+FILL_READ_GAP_S = 1.0  # between two fill reads: the trades of a burst (and of many bots) share one
+FILL_POLL_S = 3.0  # a read at least this often while the account socket is down...
+FILL_POLL_SOCKET_UP_S = 15.0  # ...and while it is up (each of our trades on it wakes a read)
+
+
+def fill_read_wait(now: float, last_read: float, *, woken: bool, socket_up: bool) -> float:
+    """Seconds until the next read of the account's fills (0.0: now). A trade heard on the socket
+    wakes a read, but no sooner than FILL_READ_GAP_S after the last one: one account-wide read
+    (10 units) serves every trade since, however many bots they belong to. Without a wake-up the
+    fills are polled anyway (a quiet socket is never read as "no fills"): every FILL_POLL_S while
+    the socket is down, every FILL_POLL_SOCKET_UP_S while it is up (at 3 s that poll alone spent a
+    tenth of the account's budget)."""
+    due = last_read + (FILL_READ_GAP_S if woken else FILL_POLL_SOCKET_UP_S if socket_up else FILL_POLL_S)
+    return max(0.0, due - now)

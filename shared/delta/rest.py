@@ -769,9 +769,11 @@ class DeltaRestClient:
     async def edit_order(self, *, product_id: int, order_id: int,
                          limit_price: float | str | Decimal | None = None,
                          size: int | None = None, post_only: bool | None = None,
-                         stop_price: float | str | Decimal | None = None) -> Order:
+                         stop_price: float | str | Decimal | None = None,
+                         priority: Priority = Priority.NEW_ORDER) -> Order:
         """Change price, stop price and/or total size. Not retried: an uncertain edit raises
-        for reconcile."""
+        for reconcile. A protective stop's edit goes as Priority.RISK (ahead of quotes, into the
+        reserve)."""
         body: dict[str, Any] = {"id": int(order_id), "product_id": int(product_id)}
         if limit_price is not None:
             body["limit_price"] = price_text(limit_price)
@@ -782,8 +784,7 @@ class DeltaRestClient:
             body["size"] = size
         if post_only is not None:
             body["post_only"] = _flag(post_only)
-        env = await self._request("PUT", "/v2/orders", body=body, signed=True,
-                                  priority=Priority.NEW_ORDER)
+        env = await self._request("PUT", "/v2/orders", body=body, signed=True, priority=priority)
         return self._result(env, Order, "PUT /v2/orders")
 
     async def cancel_order(self, *, product_id: int, order_id: int | None = None,

@@ -12,10 +12,18 @@ import msgspec
 import pytest
 
 from shared.delta.client_ids import ClientIds
-from shared.delta.ratelimit import AccountRateLimiter, RequestBudget
+from shared.delta.ratelimit import MAX_RETRY_AFTER_S, AccountRateLimiter, RequestBudget, SymbolShares
 from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
-from shared.messages import AccountRequest, AmendSpec, FillEvent, NewOrderSpec, OrderIntents, OrderRecord
+from shared.messages import (
+    AccountRequest,
+    AmendSpec,
+    FillEvent,
+    IntentResult,
+    NewOrderSpec,
+    OrderIntents,
+    OrderRecord,
+)
 from tests.workers.gateway_support import gateway_on, running, started_venue
 from workers.gateway_exchange import LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.venue import PaperVenue, VenueSettings
@@ -338,3 +346,43 @@ async def test_quotes_that_would_wait_minutes_for_rate_budget_are_refused_at_onc
     rejected = sorted(r.client_order_id for r in records if r.event == "rejected")
     assert rejected == sorted(p.client_order_id for p in late)
     assert all(venue.engine.order_by_client_id(p.client_order_id) is None for p in late)
+
+
+async def test_a_bot_that_spent_its_share_is_held_while_others_trade_and_its_cancels_still_go(
+        tmp_path: Path) -> None:
+    """Each symbol's quotes draw on its own share of the account's budget: BTCUSD, having spent
+    its share on a grid and a re-grid, has its third grid refused unsent (the venue never sees
+    it; the bot is told how long to hold it), while ETHUSD's grid goes and BTCUSD's cancels (risk
+    first) still go."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    gw.shares = SymbolShares(2, capacity=200, window_s=300.0, share=0.5)  # 50 units each, refilled over 5 min
+    try:
+        async with running(gw):
+            price = (await gw.rest.get_ticker("BTCUSD")).close
+            eth = (await gw.rest.get_ticker("ETHUSD")).close
+            assert price is not None and eth is not None
+
+            def grid(g: int, symbol: str = "BTCUSD", at: float = price) -> list[NewOrderSpec]:
+                return [msgspec.structs.replace(p, client_order_id=p.client_order_id.replace("g1", f"g{g}"))
+                        for p in five_levels(symbol, at, 10.0 * g)]
+
+            async def send(seq: int, symbol: str = "BTCUSD", **kw: object) -> IntentResult:
+                return await gw.execute(OrderIntents(symbol=symbol, seq=seq, product_id=27 if symbol == "BTCUSD"
+                                                     else 3136, sent_ns=time.perf_counter_ns(),
+                                                     **{"cancel": [], "amend": [], "place": [], **kw}))  # type: ignore[arg-type]
+            first = await send(1, place=grid(1))
+            second = await send(2, place=grid(2))
+            assert first.errors == second.errors == [] and len(first.placed) == len(second.placed) == 5
+            third = await send(3, place=grid(3), cancel=[first.placed[0].order_id])
+            theirs = await send(1, "ETHUSD", place=grid(1, "ETHUSD", eth))
+            cancels = await send(4, cancel=[o.order_id for o in second.placed])
+    finally:
+        await venue.stop()
+    assert [e.split(": ")[1] for e in third.errors] == ["rate_budget_share"] * 5
+    assert third.unsent == 5 and not third.venue_state_uncertain and third.retry_after_s == MAX_RETRY_AFTER_S
+    assert third.cancelled == [first.placed[0].order_id] and third.reached_venue
+    assert all(venue.engine.order_by_client_id(p.client_order_id) is None for p in grid(3))
+    assert theirs.errors == [] and len(theirs.placed) == 5
+    assert sorted(cancels.cancelled) == sorted(o.order_id for o in second.placed) and cancels.errors == []
+    assert (gw.intent_budget.intents, gw.intent_budget.refused) == (5, 1)
