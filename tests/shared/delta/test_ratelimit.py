@@ -22,6 +22,7 @@ from shared.delta.ratelimit import (
     endpoint_weight,
     fill_read_wait,
     order_units,
+    pace_wait_s,
     quote_verdict,
     spend_kind,
 )
@@ -179,7 +180,8 @@ def test_quotes_go_within_the_share_and_a_budget_a_few_seconds_away_else_are_hel
     assert quote_verdict(0.0, INTENT_BUDGET_WAIT_S) == (None, 0.0)  # waits its turn: it comes in time
     assert quote_verdict(0.0, 200.0) == ("rate_budget_spent", MAX_RETRY_AFTER_S)
     assert quote_verdict(12.5, 0.0) == ("rate_budget_share", 12.5)
-    assert quote_verdict(3.0, 8.0) == ("rate_budget_share", 8.0)
+    assert quote_verdict(3.0, 4.0, 8.0) == ("rate_budget_share", 8.0)  # held as long as either says
+    assert quote_verdict(3.0, 8.0) == ("rate_budget_spent", 8.0)
 
 
 def test_one_fill_read_serves_a_burst_of_trades_and_a_quiet_socket_is_still_polled() -> None:
@@ -188,3 +190,17 @@ def test_one_fill_read_serves_a_burst_of_trades_and_a_quiet_socket_is_still_poll
     assert fill_read_wait(100.0, 99.0, woken=False, socket_up=True) == pytest.approx(14.0)
     assert fill_read_wait(100.0, 99.0, woken=False, socket_up=False) == pytest.approx(2.0)  # socket down: poll often
     assert fill_read_wait(100.0, -math.inf, woken=False, socket_up=True) == 0.0  # the first read at once
+
+
+def test_quotes_keep_the_window_on_an_even_pace_after_a_start_up_slack() -> None:
+    # 10,000 units, 500 reserved: 9,500 spendable over 300 s (31.7 a second), 4,000 ahead allowed
+    assert pace_wait_s(3_000, 25, 0.0) == 0.0  # the start-up's reconciliations and first grids
+    assert pace_wait_s(4_000, 25, 0.0) == pytest.approx(25 * 300 / 9_500)
+    assert pace_wait_s(4_900, 50, 30.0) == 0.0  # 4,000 + 950 by 30 s: exactly on pace
+    assert pace_wait_s(4_900, 51, 30.0) == pytest.approx(1 * 300 / 9_500)
+    assert pace_wait_s(9_480, 25, 290.0) == pytest.approx(10.0)  # beyond what the window can spend: its end
+    assert pace_wait_s(100, 25, 10.0, capacity=200, reserve=0, window_s=10.0, slack_share=0.0) == 0.0
+    assert quote_verdict(0.0, 0.0, 12.0) == ("rate_budget_pace", 12.0)
+    assert quote_verdict(0.0, 0.0, 0.8, 25.0) == ("rate_budget_pace", 25.0)  # the bot's fair turn, not the pace's
+    assert quote_verdict(0.0, 0.0, 0.0, 25.0) == (None, 0.0)
+    assert quote_verdict(0.0, 100.0, 12.0) == ("rate_budget_spent", MAX_RETRY_AFTER_S)
