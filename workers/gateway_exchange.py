@@ -25,7 +25,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
@@ -916,7 +916,7 @@ class ExchangeGateway:
         return note
 
 
-def charged(purpose: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+def charged(purpose: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Coroutine[Any, Any, None]]:
     """`loop` with the account's units it spends charged to `purpose` (ratelimit.spend_kind)."""
     async def run() -> None:
         with charged_to(purpose):

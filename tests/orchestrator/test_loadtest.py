@@ -473,7 +473,7 @@ def test_the_window_shows_what_the_rate_budget_bought_and_the_intents_that_waite
         intents_waited=5, intents_wait_s=4.5, intents_wait_max_s=3.0, intents_refused=2, requests_waiting=7))
     b = lt.figures.budget_use(start, end)
     assert b is not None
-    assert b.units_window == {"batch place": 100, "fill read": 40, "cancel": 10}  # biggest first, nothing spent left out
+    assert b.units_window == {"batch place": 100, "fill read": 40, "cancel": 10}  # biggest first, no zeros
     assert list(b.units_total) == ["batch place", "reconcile", "fill read", "cancel"]
     assert (b.intents_window, b.intents_waited_window, b.intents_wait_s_window, b.intents_refused_window) == (
         10, 2, 3.5, 2)
@@ -489,8 +489,9 @@ def test_the_report_says_plainly_when_no_intent_was_answered_after_the_start_up_
                                intents_window=8, intents_waited_window=0, intents_wait_s_window=0.0,
                                intents_refused_window=8, intents_wait_max_s=0.002, requests_waiting_end=30)
     rows = {r[0]: r[1] for r in lt.report.step_table(make_step(budget_use=use), lt.Targets())}
-    assert rows["order intent -> ack p50 / p99, steady state (us)"] == (
-        "none: no order intent was answered after the start-up minute (8 intents executed by the gateway in the window)")
+    assert rows["order intent -> ack p50 / p99, steady state (us)"] == ("none: no order intent was answered after the "
+                                                                         "start-up minute (8 intents executed by the "
+                                                                         "gateway in the window)")
     assert rows["account rate units spent in the window (0), by kind"] == "none"
     assert rows["account rate units since start (5,575), by kind"] == "batch place 3,675, reconcile 1,900"
     assert rows["order intents in the window: executed / waited for budget (s in all) / quotes refused for budget"] \

@@ -57,7 +57,8 @@ async def test_a_stop_or_a_flatten_never_waits_for_a_slot_behind_grid_churn() ->
     quote = NewOrderSpec(client_order_id="q", side="buy", price=99.0, size=1)
     assert lane_of(intent(place=[stop])) == lane_of(intent(place=[flatten])) == "protect"
     assert lane_of(intent(cancel=[1, 2])) == "protect"
-    assert lane_of(intent(amend=[AmendSpec(order_id=1, price=91.0, size=3, order_type="stop_market_order")])) == "protect"
+    move_stop = AmendSpec(order_id=1, price=91.0, size=3, order_type="stop_market_order")
+    assert lane_of(intent(amend=[move_stop])) == "protect"
     assert lane_of(intent(place=[stop, quote])) == "orders"
     assert lane_of(intent(amend=[AmendSpec(order_id=1, price=98.0, size=1)])) == "orders"  # a take-profit's move
     lanes = request_lanes()
