@@ -395,19 +395,19 @@ PACE_SLACK_SHARE = 0.4
 def pace_wait_s(used: int, units: int, elapsed_s: float, *, capacity: int = CAPACITY, reserve: int | None = None,
                 window_s: float = WINDOW_S, slack_share: float = PACE_SLACK_SHARE) -> float:
     """Seconds until spending `units` more (on top of `used`, `elapsed_s` into the window) keeps
-    the window's spend within an even pace: at time t the window's spendable units (capacity
-    less the reserve) times t / window_s, plus the slack. 0.0: now; beyond what the window can
-    spend at all: its end."""
+    the window's spend within an even pace: the slack at once, then the rest of the window's
+    spendable units (capacity less the reserve) evenly to its end, so the last minute has its
+    share too. 0.0: now; beyond what the window can spend at all: its end."""
     if reserve is None:
         reserve = int(capacity * RESERVE_SHARE)
     spendable = capacity - reserve
-    slack = capacity * slack_share
+    slack = min(capacity * slack_share, spendable)
     need = used + units
-    if need <= min(spendable, slack + spendable * elapsed_s / window_s):
+    if need <= slack + (spendable - slack) * min(elapsed_s, window_s) / window_s:
         return 0.0
     if need > spendable:
         return max(window_s - elapsed_s, 1e-6)
-    return max((need - slack) * window_s / spendable - elapsed_s, 1e-6)
+    return max((need - slack) * window_s / (spendable - slack) - elapsed_s, 1e-6)
 
 
 # --- fill reads ---------------------------------------------------------------------------------

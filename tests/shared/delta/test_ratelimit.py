@@ -193,11 +193,13 @@ def test_one_fill_read_serves_a_burst_of_trades_and_a_quiet_socket_is_still_poll
 
 
 def test_quotes_keep_the_window_on_an_even_pace_after_a_start_up_slack() -> None:
-    # 10,000 units, 500 reserved: 9,500 spendable over 300 s (31.7 a second), 4,000 ahead allowed
+    # 10,000 units, 500 reserved: 9,500 spendable; 4,000 at once, the other 5,500 evenly over 300 s
     assert pace_wait_s(3_000, 25, 0.0) == 0.0  # the start-up's reconciliations and first grids
-    assert pace_wait_s(4_000, 25, 0.0) == pytest.approx(25 * 300 / 9_500)
-    assert pace_wait_s(4_900, 50, 30.0) == 0.0  # 4,000 + 950 by 30 s: exactly on pace
-    assert pace_wait_s(4_900, 51, 30.0) == pytest.approx(1 * 300 / 9_500)
+    assert pace_wait_s(4_000, 25, 0.0) == pytest.approx(25 * 300 / 5_500)
+    assert pace_wait_s(4_500, 50, 30.0) == 0.0  # 4,000 + 550 by 30 s: exactly on pace
+    assert pace_wait_s(4_500, 51, 30.0) == pytest.approx(1 * 300 / 5_500)
+    assert pace_wait_s(9_100, 25, 280.0) == 0.0  # the last minute has its share: 4,000 + 5,133 by 280 s
+    assert pace_wait_s(9_100, 50, 280.0) == pytest.approx(5_150 * 300 / 5_500 - 280.0)
     assert pace_wait_s(9_480, 25, 290.0) == pytest.approx(10.0)  # beyond what the window can spend: its end
     assert pace_wait_s(100, 25, 10.0, capacity=200, reserve=0, window_s=10.0, slack_share=0.0) == 0.0
     assert quote_verdict(0.0, 0.0, 12.0) == ("rate_budget_pace", 12.0)
