@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from shared.messages import GatewayFigures, PoolFigures, WorkerFigures
-from shared.status import ProcessStatus, WorkerStatus, clean
+from shared.status import ProcessStatus, RateBudgetUse, WorkerStatus, clean
 
 if TYPE_CHECKING:  # the process table's row; a type only (supervisor imports this module)
     from .supervisor import Child
@@ -148,3 +148,12 @@ def rows(children: Iterable[Child], now: float, *, order_management: str, flatte
         else:
             procs.append(process_status(child, now))
     return workers, procs
+
+
+def rate_budget_use(f: GatewayFigures) -> RateBudgetUse:
+    """The gateway's rate-budget counters as the status document's `rate_budget_use`."""
+    return RateBudgetUse(units_by_kind=dict(f.rate_units_by_kind), requests_waiting=f.rate_requests_waiting,
+                         intents=f.intents, intents_waited=f.intents_budget_waited,
+                         intents_wait_s=round(f.intents_budget_wait_s, 3),
+                         intents_wait_max_s=round(f.intents_budget_wait_max_s, 3),
+                         intents_refused=f.intents_budget_refused)

@@ -947,6 +947,7 @@ def _account_figures(snap: StatusSnapshot, gateway: Child | None) -> None:
         snap.equity = clean(f.equity, 2)
         snap.rate_budget_left = clean(f.rate_budget_left, 0)
         snap.rate_budget_capacity = clean(f.rate_budget_capacity, 0)
+        snap.rate_budget_use = status_builder.rate_budget_use(f)
         snap.deadman = f.deadman
         snap.deadman_expires_in_s = clean(f.deadman_expires_in_s, 1)
 

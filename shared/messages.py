@@ -166,6 +166,22 @@ class IntentResult(Msg, tag="intent_res", frozen=True):
     placed: list[OpenOrder]
     errors: list[str]  # "client_order_id or order id: delta_code: message"
     sent_ns: int
+    # Of the errors, those the gateway refused without sending (the account's rate budget or the
+    # symbol's share of it would not be there in time): the venue's state is known for them; and
+    # how long the bot should hold such quotes before it plans them again.
+    unsent: int = 0
+    retry_after_s: float = 0.0
+
+    @property
+    def reached_venue(self) -> bool:
+        """Whether the venue answered any of it (else the gateway refused it all unsent): only
+        such an intent's round trip is an order intent -> ack."""
+        return not self.unsent or bool(self.cancelled or self.amended or self.placed) or len(self.errors) > self.unsent
+
+    @property
+    def venue_state_uncertain(self) -> bool:
+        """Whether an action failed at the venue (or its outcome is unknown): read it back."""
+        return len(self.errors) > self.unsent
 
 
 class OrderEvent(Msg, tag="order_ev", frozen=True):
@@ -283,6 +299,16 @@ class GatewayFigures(msgspec.Struct, frozen=True, kw_only=True, tag="gateway"):
     deadman_expires_in_s: float = float("nan")  # until the exchange cancels the orders unless renewed
     loop_lag_ms: float = float("nan")  # the gateway's event-loop lag, max since its last heartbeat
     orders_dropped: int = 0  # venue orders no OpenOrder can hold (no side, unknown type or state), not passed on
+    # The account's rate budget since the gateway started: units spent by what they bought
+    # (shared/delta/ratelimit.spend_kind), requests waiting for budget now, and the order intents:
+    # how many, how many waited for budget (seconds in all, the longest), how many had quotes refused.
+    rate_units_by_kind: dict[str, int] = {}
+    rate_requests_waiting: int = 0
+    intents: int = 0
+    intents_budget_waited: int = 0
+    intents_budget_wait_s: float = 0.0
+    intents_budget_wait_max_s: float = 0.0
+    intents_budget_refused: int = 0
 
 
 class RLTable(Msg, tag="rl_table", frozen=True):

@@ -119,6 +119,18 @@ class ProcessStatus(msgspec.Struct, kw_only=True):
     loop_lag_ms: float | None = None  # gateway: its event loop's lag, max over the last heartbeat
 
 
+class RateBudgetUse(msgspec.Struct, kw_only=True):
+    """The account's rate budget since the gateway started: what the units bought, and the order
+    intents that waited for budget or had quotes refused for want of it (the gateway's counters)."""
+    units_by_kind: dict[str, int] = msgspec.field(default_factory=dict)  # ratelimit.SPEND_KINDS
+    requests_waiting: int = 0  # requests waiting for budget at the time of the snapshot
+    intents: int = 0
+    intents_waited: int = 0
+    intents_wait_s: float = 0.0
+    intents_wait_max_s: float = 0.0
+    intents_refused: int = 0
+
+
 class StatusSnapshot(msgspec.Struct, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     run_dir: str
@@ -144,6 +156,7 @@ class StatusSnapshot(msgspec.Struct, kw_only=True):
     equity: float | None = None  # account equity the gateway last read (USD); None before
     rate_budget_left: float | None = None  # units left in the account's rate window (Delta: of 10,000 per 5 min)
     rate_budget_capacity: float | None = None
+    rate_budget_use: RateBudgetUse | None = None  # None before the gateway (exchange mode) reports
     deadman: str = ""  # the gateway's dead-man switch: off | not armed | armed | failing | lapsed ("" unknown)
     deadman_expires_in_s: float | None = None  # until the exchange cancels the open orders unless renewed
     alerts_sent: int | None = None  # alerts delivered, failed, dropped (queue full) since start; None: alerts off

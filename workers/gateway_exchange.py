@@ -25,7 +25,7 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypedDict
 
 import aiohttp
@@ -39,8 +39,21 @@ from shared.delta.client_ids import ClientIds, order_id_number
 from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
-from shared.delta.models import Order
-from shared.delta.ratelimit import Priority, endpoint_weight, order_units
+from shared.delta.models import Order, WalletBalance
+from shared.delta.ratelimit import (
+    INTENT_CHARGE,
+    PACE_SLACK_SHARE,
+    IntentBudgetTally,
+    IntentCharge,
+    Priority,
+    SymbolShares,
+    charged_to,
+    endpoint_weight,
+    fill_read_wait,
+    order_units,
+    pace_wait_s,
+    quote_verdict,
+)
 from shared.delta.rest import MAX_IDS_PER_QUERY, DeltaRestClient, NewOrder, OrderEdit
 from shared.delta.venues import resolve_venue
 from shared.delta.ws import (
@@ -96,8 +109,8 @@ from .runtime import (
 )
 
 log = logging.getLogger("gateway")
-FILL_POLL_S = 3.0
 ACCOUNT_POLL_S = 2.0
+BALANCES_REUSE_S = 2.5  # a bot's regular re-read takes the equity poll's balances up to this old
 SEEN_FILLS_MAX = 50_000
 EMPTY_LEDGER_HISTORY_S = 60.0  # live, empty ledger: fills older than this at start are history
 MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter's waiting bound)
@@ -110,10 +123,6 @@ MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
 ORDER_PATH_LOG_S = 30.0  # how often the gateway logs where an order intent's time went
-# New orders and amends that would wait longer than this for the account's rate budget are not
-# sent: a bot gives up on an unanswered intent after 15 s (workers/worker.py) and reads the venue
-# back, so orders sent minutes later, when the 5-minute window refills, would be stale ones.
-INTENT_BUDGET_WAIT_S = 5.0
 
 
 def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
@@ -190,6 +199,13 @@ class LinkFigures(TypedDict):
     ws_down_s: float
     rate_budget_left: float
     rate_budget_capacity: float
+    rate_units_by_kind: dict[str, int]  # the account's units spent since start, by what they bought
+    rate_requests_waiting: int  # requests waiting for budget now
+    intents: int  # order intents executed since start; of them, those that waited for budget
+    intents_budget_waited: int
+    intents_budget_wait_s: float
+    intents_budget_wait_max_s: float
+    intents_budget_refused: int  # ...and those whose quotes were refused: the budget would come too late
 
 
 class ExchangeGateway:
@@ -222,6 +238,7 @@ class ExchangeGateway:
         self.equity = math.nan
         self.position_notional: dict[str, float] = {}
         self.available = math.nan
+        self.balances_read: tuple[float, list[WalletBalance]] = (-math.inf, [])  # (monotonic, the equity poll's)
         self.marks: dict[str, float] = {}
         self.records_dropped = 0
         self.orders_dropped = 0  # venue orders no OpenOrder can hold (domain_order), not handed on
@@ -241,6 +258,11 @@ class ExchangeGateway:
         self.intent_hop = LatencyHistogram()  # worker sent -> the gateway's request loop read it
         self.intent_lane = LatencyHistogram()  # read -> a slot in the orders lane
         self.order_path_logged = time.monotonic()
+        self.intent_budget = IntentBudgetTally()  # order intents that waited for, or were refused, rate budget
+        self.shares = SymbolShares(max(1, len(spec.symbols)))  # each symbol's share of the budget for quotes
+        self.pace_slack_share = PACE_SLACK_SHARE  # of the window quotes may spend ahead of an even pace
+        self.refusals_unsent = 0  # quotes refused unsent since start (logged at 1, 2, 4, 8...)
+        self.refusals_logged_at = 0
         self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
 
     async def start(self, pub: MarketDataOut | zmq.asyncio.Socket, sup: zmq.Socket) -> None:
@@ -380,13 +402,20 @@ class ExchangeGateway:
     # --- fills ----------------------------------------------------------------------------
 
     async def fill_loop(self) -> None:
+        """Reads the account's fills when a trade of ours is heard, paced so one read serves a
+        burst of them (every bot's), and polls them anyway (ratelimit.fill_read_wait)."""
+        last = -math.inf
         while True:
+            up = self.ws_down_since is None
             try:
-                await asyncio.wait_for(self.fill_wakeup.wait(), timeout=FILL_POLL_S)
+                await asyncio.wait_for(self.fill_wakeup.wait(),
+                                       timeout=fill_read_wait(time.monotonic(), last, woken=False, socket_up=up))
             except TimeoutError:
                 pass
-            self.fill_wakeup.clear()
-            await asyncio.sleep(0.05)  # let a burst of trades land in one request
+            if self.fill_wakeup.is_set():  # let a burst of trades land in one request
+                await asyncio.sleep(max(0.05, fill_read_wait(time.monotonic(), last, woken=True, socket_up=up)))
+            self.fill_wakeup.clear()  # (a trade heard during the read wakes the next one)
+            last = time.monotonic()
             await self.read_fills()
 
     async def read_fills(self) -> int:
@@ -508,6 +537,7 @@ class ExchangeGateway:
         while True:
             try:
                 balances = await self.rest.get_wallet_balances()
+                self.balances_read = (time.monotonic(), balances)
                 positions = await self.rest.get_margined_positions()
             except (TimeoutError, DeltaError, OSError) as exc:
                 self.rest_errors += 1
@@ -536,7 +566,8 @@ class ExchangeGateway:
         if isinstance(msg, HistoryRequest):
             return await self.history(msg)
         if isinstance(msg, AccountRequest):
-            return await self.account(msg)
+            with charged_to("reconcile" if msg.include_fills else "resync"):
+                return await self.account(msg)
         if isinstance(msg, OrderIntents):
             return await self.execute(msg)
         return None
@@ -580,7 +611,9 @@ class ExchangeGateway:
             orders = await self.rest.get_open_orders([spec.product_id])
             fills = (await self.rest.get_fills([spec.product_id], start_time=req.fills_since_us or None)
                      if req.include_fills else [])
-            balances = await self.rest.get_wallet_balances()
+            balances = self.recent_balances() if not req.include_fills else None
+            if balances is None:
+                balances = await self.rest.get_wallet_balances()
             for o in orders:
                 self.client_ids.learn(o.id, o.client_order_id)
             fills = [await self.with_client_id(f) for f in fills]  # a failed lookup fails the read
@@ -598,6 +631,13 @@ class ExchangeGateway:
             available_balance=usd.available_balance if usd else 0.0,
             equity=usd.balance if usd else 0.0, venue_position=venue_position)
 
+    def recent_balances(self) -> list[WalletBalance] | None:
+        """The account's balances as the equity poll read them, if no older than BALANCES_REUSE_S:
+        a bot's regular re-read takes them from there instead of reading them again (3 of its 9
+        units; 100 symbols: a tenth of the account's budget). A full reconciliation reads its own."""
+        at, balances = self.balances_read
+        return balances if time.monotonic() - at <= BALANCES_REUSE_S else None
+
     async def venue_position(self, symbol: str, product_id: int) -> int | None:
         """The account's position in the product; None (and said once) if the venue answers in a
         shape we cannot read, so the bots still trade, without the position check."""
@@ -613,9 +653,13 @@ class ExchangeGateway:
     async def execute(self, req: OrderIntents) -> IntentResult:
         started = time.perf_counter_ns()
         self.intent_wait.record((started - req.sent_ns) / 1000.0)
+        charge = IntentCharge()
+        token = INTENT_CHARGE.set(charge)  # the client adds this intent's waits for budget to it
         try:
             return await self.execute_intents(req)
         finally:
+            INTENT_CHARGE.reset(token)
+            self.intent_budget.add(charge)
             self.intent_exec.record((time.perf_counter_ns() - started) / 1000.0)
             if time.monotonic() - self.order_path_logged >= ORDER_PATH_LOG_S:
                 self.log_order_path()
@@ -656,12 +700,53 @@ class ExchangeGateway:
         margin), then amends, then new orders; within each kind, every order at once, in batch
         calls where Delta's batches take them and pay (shared/delta/ratelimit.batch_pays). Each
         order's outcome is its own: a rejected one is reported with Delta's code and the rest
-        proceed."""
+        proceed.
+
+        Quotes (entries, take-profits and their amends) go only within the symbol's share of the
+        account's budget and when the account's budget is there within INTENT_BUDGET_WAIT_S
+        (ratelimit.quote_verdict); otherwise they are refused unsent, with how long to hold them.
+        Cancels always go (they reduce exposure; a re-grid's are charged to the share), and so do
+        protective stops and reduce-only exits, at the head of the budget's queue."""
         pid = req.product_id
         errors: list[str] = []
         cancelled: list[int] = []
         amended: list[OpenOrder] = []
         placed: list[OpenOrder] = []
+        unsent = 0
+        retry_after = 0.0
+        quote_amends = [a for a in req.amend if not a.order_type.startswith("stop_")]
+        quote_places = [p for p in req.place if not p.reduce_only]
+        now = time.monotonic()
+        if quote_amends or quote_places:
+            units = sum(order_units(n) for n in (len(req.cancel), len(quote_amends), len(quote_places)))
+            budget = self.rest.limiter.budget
+            window = self.rest.limiter.snapshot()
+            code, retry_after = quote_verdict(
+                self.shares.wait_s(req.symbol, units, now),
+                self.rest.limiter.wait_time(min(units, budget.capacity), Priority.NEW_ORDER),
+                pace_wait_s(window.used, units, budget.window_s - window.window_ends_in_s, capacity=budget.capacity,
+                            reserve=budget.reserve, window_s=budget.window_s, slack_share=self.pace_slack_share),
+                units / self.shares.rate_per_s)
+            self.shares.charge(req.symbol, order_units(len(req.cancel)), now)
+            if code is None:
+                self.shares.charge(req.symbol, units - order_units(len(req.cancel)), now)
+            else:
+                why = {"rate_budget_share": "the symbol's share of the account's rate budget is spent",
+                       "rate_budget_pace": "the account's rate budget would be spent ahead of an even pace"}.get(
+                           code, "the account's rate budget is spent")
+                refused = RateLimited(code, message=f"not sent: {why}; hold for {retry_after:.1f} s")
+                if (charge := INTENT_CHARGE.get()) is not None:
+                    charge.refused = True
+                for a in quote_amends:
+                    errors.append(_err_text(str(a.order_id), refused))
+                    self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), refused)
+                for p in quote_places:
+                    errors.append(_err_text(p.client_order_id, refused))
+                    self.record_refusal(req.symbol, "rejected", p.client_order_id, "", refused,
+                                        side=p.side, price=p.price, size=p.size)
+                unsent = len(errors)
+                req = msgspec.structs.replace(req, amend=[a for a in req.amend if a not in quote_amends],
+                                              place=[p for p in req.place if p not in quote_places])
         if req.cancel:
             for oid, r in zip(req.cancel, await self.rest.cancel_orders(pid, req.cancel), strict=True):
                 if isinstance(r, Order):
@@ -673,24 +758,6 @@ class ExchangeGateway:
                 else:
                     errors.append(_err_text(str(oid), r))
                     self.record_refusal(req.symbol, "cancel_rejected", "", str(oid), r)
-        # Quotes (entries, take-profits and their amends) that cannot be sent soon are refused
-        # now; protective stops and reduce-only exits always go, and wait their turn.
-        quote_amends = [a for a in req.amend if not a.order_type.startswith("stop_")]
-        quote_places = [p for p in req.place if not p.reduce_only]
-        needed = sum(order_units(n) for n in (len(req.cancel), len(quote_amends), len(quote_places)))
-        budget_wait = self.rest.limiter.wait_time(min(needed, self.rest.limiter.budget.capacity), Priority.NEW_ORDER)
-        if (quote_amends or quote_places) and budget_wait > INTENT_BUDGET_WAIT_S:
-            spent = RateLimited("rate_budget_spent", message="not sent: the account's rate budget is spent "
-                                f"and refills in {budget_wait:.0f} s")
-            for a in quote_amends:
-                errors.append(_err_text(str(a.order_id), spent))
-                self.record_refusal(req.symbol, "amend_rejected", "", str(a.order_id), spent)
-            for p in quote_places:
-                errors.append(_err_text(p.client_order_id, spent))
-                self.record_refusal(req.symbol, "rejected", p.client_order_id, "", spent,
-                                    side=p.side, price=p.price, size=p.size)
-            req = msgspec.structs.replace(req, amend=[a for a in req.amend if a not in quote_amends],
-                                          place=[p for p in req.place if p not in quote_places])
         if req.amend:
             # Delta's batch edit takes limit orders only; a stop's trigger is edited on its own.
             limits = [a for a in req.amend if not a.order_type.startswith("stop_")]
@@ -700,7 +767,7 @@ class ExchangeGateway:
                 _many(self.rest.edit_orders(pid, edits), len(edits)),
                 # a trailing stop's price is the exchange's to move: only its size is edited
                 *(_many(self.rest.edit_order(product_id=pid, order_id=a.order_id, size=a.size,
-                                             stop_price=None if a.trailing else a.price))
+                                             stop_price=None if a.trailing else a.price, priority=Priority.RISK))
                   for a in stops))
             for a, res in zip([*limits, *stops], [x for part in parts for x in part], strict=True):
                 if isinstance(res, Order):
@@ -728,10 +795,17 @@ class ExchangeGateway:
                     errors.append(_err_text(p.client_order_id, res))
                     self.record_refusal(req.symbol, "rejected", p.client_order_id, "", res,
                                         side=p.side, price=p.price, size=p.size)
-        for e in errors:
+        for e in errors[unsent:]:
             log.warning("%s: order rejected: %s", req.symbol, e)
+        if unsent:
+            self.refusals_unsent += unsent
+            if self.refusals_unsent - unsent < self.refusals_logged_at * 2 or not self.refusals_logged_at:
+                self.refusals_logged_at = self.refusals_unsent  # logged at 1, 2, 4, 8...: no flood at 100 bots
+                log.warning("%s: quotes not sent (%d so far, all symbols): %s", req.symbol, self.refusals_unsent,
+                            errors[0])
         return IntentResult(symbol=req.symbol, seq=req.seq, cancelled=cancelled, amended=amended, placed=placed,
-                            errors=errors, sent_ns=time.perf_counter_ns())
+                            errors=errors, sent_ns=time.perf_counter_ns(), unsent=unsent,
+                            retry_after_s=retry_after if unsent else 0.0)
 
     async def place(self, product_id: int, p: NewOrderSpec, symbol: str = "") -> Order:
         """One new order in Delta's terms. A bot's stop_market_order is a market order with a
@@ -818,8 +892,12 @@ class ExchangeGateway:
         rate budget left in the account's window."""
         budget = self.rest.limiter.snapshot()
         down = time.monotonic() - self.ws_down_since if self.ws_down_since is not None else 0.0
+        t = self.intent_budget
         return {"ws_down_s": down, "rate_budget_left": float(budget.capacity - budget.used),
-                "rate_budget_capacity": float(budget.capacity)}
+                "rate_budget_capacity": float(budget.capacity),
+                "rate_units_by_kind": dict(self.rest.units_spent), "rate_requests_waiting": self.rest.limiter.waiting,
+                "intents": t.intents, "intents_budget_waited": t.waited, "intents_budget_wait_s": t.wait_s,
+                "intents_budget_wait_max_s": t.wait_max_s, "intents_budget_refused": t.refused}
 
     def feed_of(self, symbol: str) -> DeltaWebSocket:
         """The socket whose trades feed `symbol` now."""
@@ -839,15 +917,28 @@ class ExchangeGateway:
         return note
 
 
+def charged(purpose: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Coroutine[Any, Any, None]]:
+    """`loop` with the account's units it spends charged to `purpose` (ratelimit.spend_kind)."""
+    async def run() -> None:
+        with charged_to(purpose):
+            await loop()
+    return run
+
+
 def request_lanes() -> dict[str, asyncio.Semaphore]:
     """How many workers' requests of each kind the gateway executes at once: reads
-    MAX_INFLIGHT_READS, order intents MAX_INFLIGHT_REQUESTS."""
+    MAX_INFLIGHT_READS, order intents MAX_INFLIGHT_REQUESTS, and as many again for the intents
+    that protect (lane_of): a stop or a flatten never waits for a slot behind grid churn."""
     return {"market": asyncio.Semaphore(MAX_INFLIGHT_READS), "account": asyncio.Semaphore(MAX_INFLIGHT_READS),
-            "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
+            "orders": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS), "protect": asyncio.Semaphore(MAX_INFLIGHT_REQUESTS)}
 
 
 def lane_of(msg: Any) -> str:
-    return "market" if isinstance(msg, HistoryRequest) else "orders" if isinstance(msg, OrderIntents) else "account"
+    if isinstance(msg, OrderIntents):
+        quotes = any(not p.reduce_only for p in msg.place) or any(not a.order_type.startswith("stop_")
+                                                                 for a in msg.amend)
+        return "orders" if quotes else "protect"  # only cancels, stops and reduce-only exits: protect
+    return "market" if isinstance(msg, HistoryRequest) else "account"
 
 
 def connection(spec: ChildSpec) -> dict[str, str]:
@@ -909,7 +1000,7 @@ async def run_exchange(spec: ChildSpec) -> int:
     async def serve_one(ident: bytes, msg: Any) -> None:
         asked = time.perf_counter_ns()
         async with lanes[lane(msg)]:
-            if isinstance(msg, OrderIntents):
+            if isinstance(msg, OrderIntents):  # (both order lanes)
                 gw.intent_hop.record((asked - msg.sent_ns) / 1000.0)
                 gw.intent_lane.record((time.perf_counter_ns() - asked) / 1000.0)
             try:
@@ -957,9 +1048,11 @@ async def run_exchange(spec: ChildSpec) -> int:
     log.info("gateway up (exchange %s): %d symbols", gw.conn["rest_url"], len(gw.products))
     assert gw.funding is not None  # made by start()
     try:
-        await run_until_stopped([request_loop, heartbeat_loop, gw.fill_loop, gw.account_loop,
-                                 gw.stale_poll_loop, gw.funding.loop] + ([deadman.loop] if deadman is not None else [])
-                                + [gw.resync.loop], stop)
+        await run_until_stopped([request_loop, heartbeat_loop, charged("fill read", gw.fill_loop),
+                                 charged("account poll", gw.account_loop), charged("ticker poll", gw.stale_poll_loop),
+                                 charged("funding", gw.funding.loop)]
+                                + ([charged("dead-man", deadman.loop)] if deadman is not None else [])
+                                + [charged("ws resync", gw.resync.loop)], stop)
         if deadman is not None and operator_stopped():  # the supervisor's word, never a bare signal
             await deadman.disable()
     finally:

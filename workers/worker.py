@@ -144,6 +144,7 @@ class Worker:
         # behind every bot's history and reconciliation) are reported apart, like the ticks' warm-up.
         self.order_rtt_startup = LatencyHistogram()
         self.order_errors = 0
+        self.quotes_held_until = 0.0  # monotonic: quotes refused unsent for rate budget wait till then
         self.cancel_requested = False
         self.flatten_sent = False
         self.needs_resync = False
@@ -444,7 +445,7 @@ class Worker:
                                           order_type="market_order", reduce_only=True))
                 self.flatten_sent = True
         else:
-            if not reply.valid:
+            if not reply.valid or time.monotonic() < self.quotes_held_until:  # (held: the rate budget's share)
                 return None
             if bot.awaiting_fills:
                 self.plan_again = True  # an order of ours closed filled: plan once its fills are in
@@ -480,7 +481,11 @@ class Worker:
         if self.intent_in_flight is None or res.seq != self.intent_in_flight[0]:
             return
         sent_ns = self.intent_in_flight[1]
-        if not self.first_signal_mono_ns or sent_ns - self.first_signal_mono_ns < LATENCY_WARMUP_S * 1e9:
+        if res.unsent:  # quotes the gateway refused unsent (rate budget): held, and no ack to time
+            self.quotes_held_until = time.monotonic() + res.retry_after_s
+        if not res.reached_venue:
+            pass
+        elif not self.first_signal_mono_ns or sent_ns - self.first_signal_mono_ns < LATENCY_WARMUP_S * 1e9:
             self.order_rtt_startup.record((recv_ns - sent_ns) / 1000.0)
         else:
             self.order_rtt.record((recv_ns - sent_ns) / 1000.0, time.monotonic())
@@ -497,7 +502,8 @@ class Worker:
                 log.warning("%s: order rejected: %s", self.symbol, e)
             # What the exchange holds now is uncertain for the failed items: read it back (and
             # try a refused flatten again: reduce-only, so a repeat can never flip the position).
-            self.needs_resync = True
+            # Quotes the gateway refused unsent changed nothing there: the next plan has them.
+            self.needs_resync = self.needs_resync or res.venue_state_uncertain
             self.flatten_sent = False
 
     def check_intent_timeout(self) -> None:

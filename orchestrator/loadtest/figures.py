@@ -13,7 +13,7 @@ import msgspec
 import numpy as np
 
 from shared.latency import HopSums
-from shared.status import StatusSnapshot
+from shared.status import RateBudgetUse, StatusSnapshot
 
 MB = 1024 * 1024
 TICKS_PER_BAR = 4  # the paper venue's synthetic market: 4 ticks per 1m bar
@@ -174,6 +174,21 @@ class StepResult(msgspec.Struct, kw_only=True):
     rate_budget_capacity: float | None = None
     tick_hops: HopMeans | None = None  # where tick-to-signal time went in the window, by hop
     plans_skipped: int = 0  # signals in the window whose trading plan would have changed nothing: not made
+    # The account's rate budget (the gateway's counters, exchange mode): units spent by what they
+    # bought in the window and since the gateway started, and the order intents in the window.
+    budget_use: BudgetUse | None = None
+
+
+class BudgetUse(msgspec.Struct, kw_only=True):
+    """What the account's rate budget bought, and whether order intents waited for it."""
+    units_window: dict[str, int]  # by kind (shared/delta/ratelimit.SPEND_KINDS), biggest first
+    units_total: dict[str, int]  # since the gateway started (its start-up included)
+    intents_window: int  # order intents the gateway executed in the window
+    intents_waited_window: int  # ...of which waited for budget (> 1 ms in all)
+    intents_wait_s_window: float  # their waits, summed
+    intents_refused_window: int  # ...of which had quotes refused: the budget would come too late
+    intents_wait_max_s: float  # the longest wait of any intent since start
+    requests_waiting_end: int  # requests waiting for budget at the window's end
 
 
 class Machine(msgspec.Struct, kw_only=True):
@@ -586,8 +601,30 @@ def _assemble(n: int, tick_rate: float, bar_seconds: float, pool_size: int, wind
         rate_budget_left=end.rate_budget_left if end else None,
         rate_budget_capacity=end.rate_budget_capacity if end else None,
         tick_hops=hop_means(s0, s1) if s0 is not None and s1 is not None else None,
-        plans_skipped=delta("plans_skipped") if measured else 0)
+        plans_skipped=delta("plans_skipped") if measured else 0,
+        budget_use=budget_use(s0, s1) if measured else None)
     return step
+
+
+def budget_use(s0: StatusSnapshot | None, s1: StatusSnapshot | None) -> BudgetUse | None:
+    """The gateway's rate-budget counters differenced over the window; None when the gateway
+    reported none (replay mode) at either end. A gateway restarted in the window counts from zero."""
+    a = s0.rate_budget_use if s0 is not None else None
+    b = s1.rate_budget_use if s1 is not None else None
+    if a is None or b is None:
+        return None
+    if b.intents < a.intents or any(b.units_by_kind.get(k, 0) < v for k, v in a.units_by_kind.items()):
+        a = RateBudgetUse()
+
+    def biggest_first(d: dict[str, int]) -> dict[str, int]:
+        return dict(sorted(((k, v) for k, v in d.items() if v), key=lambda kv: (-kv[1], kv[0])))
+    return BudgetUse(
+        units_window=biggest_first({k: v - a.units_by_kind.get(k, 0) for k, v in b.units_by_kind.items()}),
+        units_total=biggest_first(dict(b.units_by_kind)), intents_window=b.intents - a.intents,
+        intents_waited_window=b.intents_waited - a.intents_waited,
+        intents_wait_s_window=round(b.intents_wait_s - a.intents_wait_s, 3),
+        intents_refused_window=b.intents_refused - a.intents_refused, intents_wait_max_s=b.intents_wait_max_s,
+        requests_waiting_end=b.requests_waiting)
 
 
 def hop_means(s0: StatusSnapshot, s1: StatusSnapshot) -> HopMeans | None:

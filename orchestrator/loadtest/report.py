@@ -47,12 +47,13 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
          f"p99 <= {t.tick_to_signal_p99_us:g}"),
         ("tick-to-signal p99 / p99.9, worst worker (us)",
          f"{_fmt(s.tick_to_signal_p99_us_worst_worker)} / {_fmt(s.tick_to_signal_p999_us_worst_worker)}", ""),
-        ("order round trip p50 / p99 (us)", f"{_fmt(s.order_rtt_p50_us)} / {_fmt(s.order_rtt_p99_us)}",
+        ("order intent -> ack p50 / p99, steady state (us)", order_rtt_text(s),
          "p50 <= 3000, p99 <= 20000 (issue 16, 100 symbols)"),
         ("order round trip, start-up minute, p50 / p99 (us)",
          f"{_fmt(s.order_rtt_startup_p50_us)} / {_fmt(s.order_rtt_startup_p99_us)}", ""),
         ("order refusals in the window / account rate budget left at its end (units)",
          f"{_fmt(s.order_errors)} / {_fmt(s.rate_budget_left)} of {_fmt(s.rate_budget_capacity)}", ""),
+        *budget_rows(s),
         ("ticks expected / sent (gateway) / received (workers)",
          f"{_fmt(s.ticks_expected)} / {_fmt(s.ticks_sent)} / {_fmt(s.ticks_received)}", ""),
         ("ticks dropped: window / since launch", f"{s.ticks_dropped} / {s.ticks_dropped_total}", "0"),
@@ -85,6 +86,37 @@ def step_table(s: StepResult, t: Targets) -> list[tuple[str, str, str]]:
         ("start-up CPU: machine / our tree by kind (% of one core)",
          f"{_fmt(s.startup_machine_cpu_percent, nd=0)} / " + (", ".join(
              f"{k} {v:.0f}" for k, v in s.startup_cpu_percent_by_kind.items()) or "n/a"), ""),
+    ]
+
+
+def order_rtt_text(s: StepResult) -> str:
+    """The steady state's order round trip, or plainly why there is none."""
+    if s.order_rtt_p50_us is not None:
+        return f"{_fmt(s.order_rtt_p50_us)} / {_fmt(s.order_rtt_p99_us)}"
+    b = s.budget_use
+    seen = f" ({b.intents_window:,} intents executed by the gateway in the window)" if b is not None else ""
+    return "none: no order intent was answered after the start-up minute" + seen
+
+
+def _units(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in d.items()) or "none"
+
+
+def budget_rows(s: StepResult) -> list[tuple[str, str, str]]:
+    """What the account's rate budget bought, and whether order intents waited for it."""
+    b = s.budget_use
+    if b is None:
+        return [("account rate units by kind", "n/a (no gateway figures)", "")]
+    return [
+        (f"account rate units spent in the window ({sum(b.units_window.values()):,}), by kind",
+         _units(b.units_window), ""),
+        (f"account rate units since start ({sum(b.units_total.values()):,}), by kind", _units(b.units_total),
+         "10,000 per 5 min"),
+        ("order intents in the window: executed / waited for budget (s in all) / quotes refused for budget",
+         f"{b.intents_window:,} / {b.intents_waited_window:,} ({b.intents_wait_s_window:,.1f} s) / "
+         f"{b.intents_refused_window:,}", ""),
+        ("longest budget wait of an intent since start (s) / requests waiting for budget at the end",
+         f"{b.intents_wait_max_s:,.2f} / {b.requests_waiting_end:,}", ""),
     ]
 
 
@@ -301,6 +333,11 @@ LOADTEST_NOTES = [
     "(the fleet's first grids) are reported on their own row. Order refusals (the workers' order_errors over "
     "the window) and the rate budget left say whether the steady state's intents reached the venue: once the "
     "account's 10,000 units of a 5-minute window are spent, quotes are refused at the gateway at once.",
+    "Rate budget: the gateway's units by what they bought (order actions by route; reads by purpose: fill read, "
+    "reconcile = a bot's full read, resync = its regular or after-refusal re-read, account poll = equity for the "
+    "risk limits) in the window and since start, and the order intents the gateway executed in the window: how "
+    "many waited for budget and how many had quotes refused for want of it. The steady state's intent -> ack "
+    "says 'none' plainly when no intent was answered after the start-up minute.",
     "CPU: psutil cpu_times (user+system, all threads) of every process of the tree, differenced over the "
     "window, as % of one core, by kind (supervisor, venue, gateway, pool, worker, other = forkserver and "
     "resource tracker; loadtest = this measuring process). machine = all CPUs busy time; other load = "

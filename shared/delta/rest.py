@@ -75,12 +75,15 @@ from shared.delta.models import (
     to_product_spec,
 )
 from shared.delta.ratelimit import (
+    INTENT_CHARGE,
+    PURPOSE,
     UNKNOWN_RESET_BLOCK_S,
     AccountRateLimiter,
     Priority,
     RequestBudget,
     batch_pays,
     endpoint_weight,
+    spend_kind,
 )
 from shared.latency import LatencyHistogram
 from shared.products import ProductSpec, UnknownSymbolError
@@ -374,6 +377,9 @@ class DeltaRestClient:
         self.budget_wait: dict[str, LatencyHistogram] = {}
         self.venue_time: dict[str, LatencyHistogram] = {}
         self.outcomes: dict[tuple[str, str], int] = {}
+        # The account's units this client was charged, by what they bought (ratelimit.spend_kind):
+        # a bounded set of keys (SPEND_KINDS plus the purposes callers name).
+        self.units_spent: dict[str, int] = {}
         # Seconds to add to our clock to get Delta's, learnt from an expired-signature reply.
         # Delta refuses signatures older than 5 s, so a drifting host clock would stop trading.
         self.clock_offset_s = 0.0
@@ -409,7 +415,13 @@ class DeltaRestClient:
         asked = time.perf_counter()
         await limiter.acquire(weight, priority)
         route = route_of(method, path)
-        self._measure_into(self.budget_wait, route, time.perf_counter() - asked)
+        waited = time.perf_counter() - asked
+        self._measure_into(self.budget_wait, route, waited)
+        if signed:  # the account's budget (public calls are the IP's)
+            kind = spend_kind(method, path, PURPOSE.get())
+            self.units_spent[kind] = self.units_spent.get(kind, 0) + weight
+        if (charge := INTENT_CHARGE.get()) is not None:
+            charge.waited_s += waited
         headers = {"User-Agent": self.user_agent, "Accept": "application/json",
                    "Content-Type": "application/json"}
         if signed:
@@ -760,9 +772,11 @@ class DeltaRestClient:
     async def edit_order(self, *, product_id: int, order_id: int,
                          limit_price: float | str | Decimal | None = None,
                          size: int | None = None, post_only: bool | None = None,
-                         stop_price: float | str | Decimal | None = None) -> Order:
+                         stop_price: float | str | Decimal | None = None,
+                         priority: Priority = Priority.NEW_ORDER) -> Order:
         """Change price, stop price and/or total size. Not retried: an uncertain edit raises
-        for reconcile."""
+        for reconcile. A protective stop's edit goes as Priority.RISK (ahead of quotes, into the
+        reserve)."""
         body: dict[str, Any] = {"id": int(order_id), "product_id": int(product_id)}
         if limit_price is not None:
             body["limit_price"] = price_text(limit_price)
@@ -773,8 +787,7 @@ class DeltaRestClient:
             body["size"] = size
         if post_only is not None:
             body["post_only"] = _flag(post_only)
-        env = await self._request("PUT", "/v2/orders", body=body, signed=True,
-                                  priority=Priority.NEW_ORDER)
+        env = await self._request("PUT", "/v2/orders", body=body, signed=True, priority=priority)
         return self._result(env, Order, "PUT /v2/orders")
 
     async def cancel_order(self, *, product_id: int, order_id: int | None = None,

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from orchestrator import loadtest as lt
-from shared.status import ProcessStatus, StatusSnapshot, WorkerStatus
+from shared.status import ProcessStatus, RateBudgetUse, StatusSnapshot, WorkerStatus
 
 MB = 1024 * 1024
 
@@ -463,3 +463,40 @@ def test_diagnosis_names_the_hops_the_slow_ticks_spent_their_time_in() -> None:
     lines = lt.diagnose(s, lt.check_step(s, lt.Targets()))
     slow = [x for x in lines if x.startswith("the slow ticks")]
     assert slow and "12 of 1000" in slow[0] and "to_pool 6000 us (75%)" in slow[0] and "back 1000 us (12%)" in slow[0]
+
+
+def test_the_window_shows_what_the_rate_budget_bought_and_the_intents_that_waited() -> None:
+    start = snapshot(rate_budget_use=RateBudgetUse(units_by_kind={"batch place": 2500, "reconcile": 1900},
+                                                   intents=100, intents_waited=3, intents_wait_s=1.0))
+    end = snapshot(rate_budget_use=RateBudgetUse(
+        units_by_kind={"batch place": 2600, "reconcile": 1900, "fill read": 40, "cancel": 10}, intents=110,
+        intents_waited=5, intents_wait_s=4.5, intents_wait_max_s=3.0, intents_refused=2, requests_waiting=7))
+    b = lt.figures.budget_use(start, end)
+    assert b is not None
+    assert b.units_window == {"batch place": 100, "fill read": 40, "cancel": 10}  # biggest first, no zeros
+    assert list(b.units_total) == ["batch place", "reconcile", "fill read", "cancel"]
+    assert (b.intents_window, b.intents_waited_window, b.intents_wait_s_window, b.intents_refused_window) == (
+        10, 2, 3.5, 2)
+    assert (b.intents_wait_max_s, b.requests_waiting_end) == (3.0, 7)
+    # a gateway restarted in the window counts from zero; no gateway figures: nothing known
+    again = lt.figures.budget_use(end, start)
+    assert again is not None and again.units_window["batch place"] == 2500 and again.intents_window == 100
+    assert lt.figures.budget_use(snapshot(), end) is None
+
+
+def test_the_report_says_plainly_when_no_intent_was_answered_after_the_start_up_minute() -> None:
+    use = lt.figures.BudgetUse(units_window={}, units_total={"batch place": 3675, "reconcile": 1900},
+                               intents_window=8, intents_waited_window=0, intents_wait_s_window=0.0,
+                               intents_refused_window=8, intents_wait_max_s=0.002, requests_waiting_end=30)
+    rows = {r[0]: r[1] for r in lt.report.step_table(make_step(budget_use=use), lt.Targets())}
+    assert rows["order intent -> ack p50 / p99, steady state (us)"] == ("none: no order intent was answered after the "
+                                                                         "start-up minute (8 intents executed by the "
+                                                                         "gateway in the window)")
+    assert rows["account rate units spent in the window (0), by kind"] == "none"
+    assert rows["account rate units since start (5,575), by kind"] == "batch place 3,675, reconcile 1,900"
+    assert rows["order intents in the window: executed / waited for budget (s in all) / quotes refused for budget"] \
+        == "8 / 0 (0.0 s) / 8"
+    answered = {r[0]: r[1] for r in lt.report.step_table(
+        make_step(order_rtt_p50_us=900.0, order_rtt_p99_us=4000.0), lt.Targets())}
+    assert answered["order intent -> ack p50 / p99, steady state (us)"] == "900.0 / 4,000.0"
+    assert answered["account rate units by kind"] == "n/a (no gateway figures)"

@@ -12,12 +12,20 @@ import msgspec
 import pytest
 
 from shared.delta.client_ids import ClientIds
-from shared.delta.ratelimit import AccountRateLimiter, RequestBudget
+from shared.delta.ratelimit import MAX_RETRY_AFTER_S, AccountRateLimiter, RequestBudget, SymbolShares
 from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
-from shared.messages import AccountRequest, AmendSpec, FillEvent, NewOrderSpec, OrderIntents, OrderRecord
+from shared.messages import (
+    AccountRequest,
+    AmendSpec,
+    FillEvent,
+    IntentResult,
+    NewOrderSpec,
+    OrderIntents,
+    OrderRecord,
+)
 from tests.workers.gateway_support import gateway_on, running, started_venue
-from workers.gateway_exchange import LOOKUP_ATTEMPTS, ExchangeGateway
+from workers.gateway_exchange import BALANCES_REUSE_S, LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.venue import PaperVenue, VenueSettings
 
 
@@ -314,6 +322,7 @@ async def test_quotes_that_would_wait_minutes_for_rate_budget_are_refused_at_onc
     venue = await started_venue(time.time())
     gw = two_symbol_gateway(tmp_path, venue)
     gw.rest.limiter = AccountRateLimiter(RequestBudget(capacity=60, reserve=10))  # 2 batches of 25 fit
+    gw.pace_slack_share = 1.0  # (the whole window at once: this test is about a spent one)
     try:
         async with running(gw) as run:
             price = (await gw.rest.get_ticker("BTCUSD")).close
@@ -338,3 +347,92 @@ async def test_quotes_that_would_wait_minutes_for_rate_budget_are_refused_at_onc
     rejected = sorted(r.client_order_id for r in records if r.event == "rejected")
     assert rejected == sorted(p.client_order_id for p in late)
     assert all(venue.engine.order_by_client_id(p.client_order_id) is None for p in late)
+
+
+async def test_a_bot_that_spent_its_share_is_held_while_others_trade_and_its_cancels_still_go(
+        tmp_path: Path) -> None:
+    """Each symbol's quotes draw on its own share of the account's budget: BTCUSD, having spent
+    its share on a grid and a re-grid, has its third grid refused unsent (the venue never sees
+    it; the bot is told how long to hold it), while ETHUSD's grid goes and BTCUSD's cancels (risk
+    first) still go."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    gw.shares = SymbolShares(2, capacity=200, window_s=300.0, share=0.5)  # 50 units each, refilled over 5 min
+    try:
+        async with running(gw):
+            price = (await gw.rest.get_ticker("BTCUSD")).close
+            eth = (await gw.rest.get_ticker("ETHUSD")).close
+            assert price is not None and eth is not None
+
+            def grid(g: int, symbol: str = "BTCUSD", at: float = price) -> list[NewOrderSpec]:
+                return [msgspec.structs.replace(p, client_order_id=p.client_order_id.replace("g1", f"g{g}"))
+                        for p in five_levels(symbol, at, 10.0 * g)]
+
+            async def send(seq: int, symbol: str = "BTCUSD", **kw: object) -> IntentResult:
+                return await gw.execute(OrderIntents(symbol=symbol, seq=seq, product_id=27 if symbol == "BTCUSD"
+                                                     else 3136, sent_ns=time.perf_counter_ns(),
+                                                     **{"cancel": [], "amend": [], "place": [], **kw}))  # type: ignore[arg-type]
+            first = await send(1, place=grid(1))
+            second = await send(2, place=grid(2))
+            assert first.errors == second.errors == [] and len(first.placed) == len(second.placed) == 5
+            third = await send(3, place=grid(3), cancel=[first.placed[0].order_id])
+            theirs = await send(1, "ETHUSD", place=grid(1, "ETHUSD", eth))
+            cancels = await send(4, cancel=[o.order_id for o in second.placed])
+    finally:
+        await venue.stop()
+    assert [e.split(": ")[1] for e in third.errors] == ["rate_budget_share"] * 5
+    assert third.unsent == 5 and not third.venue_state_uncertain and third.retry_after_s == MAX_RETRY_AFTER_S
+    assert third.cancelled == [first.placed[0].order_id] and third.reached_venue
+    assert all(venue.engine.order_by_client_id(p.client_order_id) is None for p in grid(3))
+    assert theirs.errors == [] and len(theirs.placed) == 5
+    assert sorted(cancels.cancelled) == sorted(o.order_id for o in second.placed) and cancels.errors == []
+    assert (gw.intent_budget.intents, gw.intent_budget.refused) == (5, 1)
+
+
+async def test_a_bots_regular_re_read_takes_the_equity_polls_fresh_balances(tmp_path: Path) -> None:
+    """A regular re-read (no fills) costs 6 units, not 9: its balances come from the gateway's
+    equity poll when that is under BALANCES_REUSE_S old; a full reconciliation, or a stale poll,
+    reads them itself."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    try:
+        async with running(gw):
+            gw.balances_read = (time.monotonic(), await gw.rest.get_wallet_balances())
+            before = dict(gw.rest.units_spent)
+            fresh = await gw.handle(AccountRequest(symbol="BTCUSD", include_fills=False, sent_ns=0))
+            regular = gw.rest.units_spent["resync"]
+            full = await gw.handle(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0))
+            gw.balances_read = (time.monotonic() - BALANCES_REUSE_S - 0.1, gw.balances_read[1])
+            stale = await gw.handle(AccountRequest(symbol="BTCUSD", include_fills=False, sent_ns=0))
+    finally:
+        await venue.stop()
+    assert "resync" not in before and regular == 6
+    assert gw.rest.units_spent["reconcile"] == 19 and gw.rest.units_spent["resync"] == 6 + 9
+    assert fresh.error == full.error == stale.error == ""
+    assert fresh.available_balance == stale.available_balance > 0 and fresh.equity == full.equity
+
+
+async def test_quotes_ahead_of_an_even_pace_through_the_window_are_held(tmp_path: Path) -> None:
+    """The window's spend keeps an even pace after its start-up slack: a grid that would spend
+    ahead of it is refused unsent with the seconds until the pace allows it."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    gw.rest.limiter = AccountRateLimiter(RequestBudget(capacity=1_000, reserve=0))  # 3.3 units a second
+    gw.pace_slack_share = 0.03  # 30 units ahead of the pace
+    gw.shares = SymbolShares(2, capacity=1_000)  # 250 units a symbol per 5 min
+    try:
+        async with running(gw):
+            price = (await gw.rest.get_ticker("BTCUSD")).close
+            assert price is not None
+            first = await gw.execute(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                                  place=five_levels("BTCUSD", price, 50.0),
+                                                  sent_ns=time.perf_counter_ns()))
+            ahead = await gw.execute(OrderIntents(symbol="ETHUSD", seq=1, product_id=3136, cancel=[], amend=[],
+                                                  place=five_levels("ETHUSD", price / 20, 5.0),
+                                                  sent_ns=time.perf_counter_ns()))
+    finally:
+        await venue.stop()
+    assert first.errors == [] and len(first.placed) == 5
+    assert [e.split(": ")[1] for e in ahead.errors] == ["rate_budget_pace"] * 5 and ahead.unsent == 5
+    # held for its share's fair turn (25 units at 500 / 2 symbols per 300 s), longer than the pace's own 6 s
+    assert ahead.retry_after_s == pytest.approx(25 / gw.shares.rate_per_s, abs=0.5) == 30.0

@@ -52,3 +52,20 @@ def test_an_intent_before_the_first_signal_is_start_up(worker: Worker) -> None:
     figures = worker.trading_figures()
     assert figures["order_rtt_startup_p50_us"] == pytest.approx(40_000, rel=0.03)
     assert math.isnan(figures["order_rtt_p50_us"])
+
+
+
+def test_an_intent_refused_unsent_for_rate_budget_has_no_ack_to_time(worker: Worker) -> None:
+    """The gateway refused the whole intent before sending it (the symbol's share of the rate
+    budget): it is not an order intent -> ack, so it stays out of the round trip figures."""
+    worker.first_signal_mono_ns = 1_000 * S
+    sent = worker.first_signal_mono_ns + int(LATENCY_WARMUP_S * S) + S
+    worker.intent_seq += 1
+    worker.intent_in_flight = (worker.intent_seq, sent, time.monotonic())
+    worker.on_intent_result(IntentResult(symbol="ETHUSD", seq=worker.intent_seq, cancelled=[], amended=[], placed=[],
+                                         errors=["c1: rate_budget_share: not sent"], sent_ns=0, unsent=1,
+                                         retry_after_s=30.0), sent + 10**5)
+    assert worker.intent_in_flight is None
+    assert worker.order_rtt.lifetime.total == 0 and worker.order_rtt_startup.total == 0
+    answer(worker, sent + 10 * S, 2.0)
+    assert worker.order_rtt.lifetime.total == 1

@@ -84,3 +84,30 @@ def test_a_signal_that_moves_nothing_makes_no_plan_and_one_that_does_plans(worke
     w.paused = True
     w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
     assert counter.calls == calls + 2
+
+
+def test_quotes_refused_unsent_are_held_for_the_time_told_and_not_read_back(worker: Worker) -> None:
+    """The gateway refused the grid unsent (the symbol's share of the rate budget is spent): the
+    venue's state is known, so no re-read; the bot plans no quotes until the hold ends, then
+    plans the same grid again. An error the venue gave is read back as before."""
+    w = worker
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    grid = w.make_intents(REPLY)
+    assert grid is not None and len(grid.place) == 5 and w.intent_in_flight is not None
+    refused = [f"{p.client_order_id}: rate_budget_share: not sent" for p in grid.place]
+    w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[], placed=[],
+                                    errors=refused, sent_ns=0, unsent=5, retry_after_s=30.0),
+                       recv_ns=w.intent_in_flight[1] + 1000)
+    assert not w.needs_resync and w.order_errors == 5
+    w.market_ts += 120.0
+    assert w.make_intents(REPLY) is None  # held
+    w.quotes_held_until = 0.0  # the hold is over
+    again = w.make_intents(REPLY)
+    assert again is not None and [(p.side, p.price) for p in again.place] == [(p.side, p.price) for p in grid.place]
+    assert w.intent_in_flight is not None
+    w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[], placed=[],
+                                    errors=["x: insufficient_margin: no"], sent_ns=0),
+                       recv_ns=w.intent_in_flight[1] + 1000)
+    assert w.needs_resync

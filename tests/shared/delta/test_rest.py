@@ -18,7 +18,7 @@ from shared.delta.errors import (
     ServerError,
 )
 from shared.delta.models import Order
-from shared.delta.ratelimit import AccountRateLimiter, Priority
+from shared.delta.ratelimit import INTENT_CHARGE, AccountRateLimiter, IntentCharge, Priority, RequestBudget, charged_to
 from shared.delta.rest import (
     DeltaRestClient,
     NewOrder,
@@ -618,6 +618,7 @@ def test_server_timing_header_reads_the_servers_own_time() -> None:
     assert server_timing_s("app;dur=fast") is None
 
 
+<<<<<<< HEAD
 @pytest.mark.parametrize("timing", ["app;dur=nan", "app;dur=inf", "cdn;dur=1e400", "app;dur=-2"])
 async def test_an_odd_server_timing_header_never_fails_an_answered_order(
         delta: ScriptedDelta, client: DeltaRestClient, timing: str) -> None:
@@ -630,3 +631,30 @@ async def test_an_odd_server_timing_header_never_fails_an_answered_order(
     assert order.id == 101
     assert "POST /v2/orders" not in client.venue_time  # no duration known: none recorded
     assert server_timing_s(timing) is None
+=======
+async def test_the_units_each_request_cost_are_charged_to_what_it_bought(delta: ScriptedDelta,
+                                                                        client: DeltaRestClient) -> None:
+    delta.on("POST", "/v2/orders/batch", created)
+    delta.on("POST", "/v2/orders", placed_alone)
+    delta.on("GET", "/v2/wallet/balances", ok([]))
+    await client.place_orders(27, grid(5))  # one batch: 25
+    await client.place_orders(27, grid(2))  # two single places: 10
+    with charged_to("reconcile"):
+        await client.get_wallet_balances()  # 3
+    await client.get_wallet_balances()  # nobody said what for: 3
+    assert client.units_spent == {"batch place": 25, "place": 10, "reconcile": 3, "other": 3}
+    assert sum(client.units_spent.values()) == client.limiter.snapshot().used
+
+
+async def test_an_intent_learns_how_long_its_requests_waited_for_budget(delta: ScriptedDelta) -> None:
+    delta.on("POST", "/v2/orders", placed_alone)
+    budget = RequestBudget(capacity=10, window_s=0.3, reserve=0)
+    async with DeltaRestClient(delta.url, API_KEY, API_SECRET, limiter=AccountRateLimiter(budget)) as c:
+        charge = IntentCharge()
+        token = INTENT_CHARGE.set(charge)
+        try:
+            await c.place_orders(27, grid(3))  # 15 units: the third waits for the next window
+        finally:
+            INTENT_CHARGE.reset(token)
+    assert 0.1 < charge.waited_s < 2.0 and not charge.refused
+>>>>>>> ratebudget
