@@ -618,7 +618,6 @@ def test_server_timing_header_reads_the_servers_own_time() -> None:
     assert server_timing_s("app;dur=fast") is None
 
 
-<<<<<<< HEAD
 @pytest.mark.parametrize("timing", ["app;dur=nan", "app;dur=inf", "cdn;dur=1e400", "app;dur=-2"])
 async def test_an_odd_server_timing_header_never_fails_an_answered_order(
         delta: ScriptedDelta, client: DeltaRestClient, timing: str) -> None:
@@ -631,7 +630,8 @@ async def test_an_odd_server_timing_header_never_fails_an_answered_order(
     assert order.id == 101
     assert "POST /v2/orders" not in client.venue_time  # no duration known: none recorded
     assert server_timing_s(timing) is None
-=======
+
+
 async def test_the_units_each_request_cost_are_charged_to_what_it_bought(delta: ScriptedDelta,
                                                                         client: DeltaRestClient) -> None:
     delta.on("POST", "/v2/orders/batch", created)
@@ -657,4 +657,3 @@ async def test_an_intent_learns_how_long_its_requests_waited_for_budget(delta: S
         finally:
             INTENT_CHARGE.reset(token)
     assert 0.1 < charge.waited_s < 2.0 and not charge.refused
->>>>>>> ratebudget
