@@ -20,6 +20,7 @@ from shared.messages import GatewayFigures, MessageCodec
 from shared.price_source import price_feed
 from shared.products import ProductSpec, configured_spec
 
+from .pool import PRIORITY_BOOST, raise_priority
 from .runtime import (
     ChildSpec,
     heartbeat_socket,
@@ -102,6 +103,8 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str) -> None
 
 
 def main(spec: ChildSpec) -> None:
+    # The exchange the gateway's cancels and stops go to in paper mode: as favoured as the pool.
+    raise_priority(PRIORITY_BOOST)  # where permitted, as the pool does; unchanged where not
     setup_logging(spec.run_dir, spec.name)
     access = spec.venue_access
     if access is None:
