@@ -828,6 +828,8 @@ class ExchangeGateway:
                               note=f"{self.resync.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (f", {self.orders_dropped} venue orders unreadable" if self.orders_dropped else "")
+                              + (f", {n} answers of own orders in a kind or state Delta does not document"
+                                 if (n := self.orders_undocumented.total()) else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
                               + self.market_data_note() + self.resync.note())

@@ -125,6 +125,7 @@ async def test_our_orders_in_an_undocumented_state_are_the_bots_and_never_placed
             # and the book is in doubt: the bot reads it back before it places anything more
             assert any("undocumented_answer" in e for e in res.errors)
             assert sum(gw.orders_undocumented.values()) == len(first.place)
+            assert f"{len(first.place)} answers of own orders in a kind or state Delta" in gw.figures(0.0).note
             worker.on_intent_result(res, time.perf_counter_ns())
             assert worker.needs_resync and worker.make_intents(reply(price)) is None
 
