@@ -40,6 +40,7 @@ from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order, WalletBalance
+from shared.delta.order_reading import UndocumentedOrder, read_ours_tolerantly
 from shared.delta.ratelimit import (
     INTENT_CHARGE,
     PACE_SLACK_SHARE,
@@ -144,7 +145,8 @@ def domain_order(o: Order | OrderUpdate, symbol: str, known_client_order_id: str
     `known_client_order_id` (what the gateway learned for it) stands in for the id, and a client
     order id in our scheme names the side. ValueError for an order no OpenOrder can hold
     (no side to be found, a kind or state Delta does not document): the caller drops and counts
-    it, so one odd order never costs the worker the rest of its message."""
+    it, so one odd order never costs the worker the rest of its message. An order of ours is never
+    dropped: UndocumentedOrder carries its nearest safe reading."""
     if isinstance(o, Order):
         order_id, state, trailing = o.id, o.state or "open", o.trail_amount is not None
     else:
@@ -156,14 +158,22 @@ def domain_order(o: Order | OrderUpdate, symbol: str, known_client_order_id: str
     side = o.side if o.side in SIDES else (tag.side if (tag := coid.parse(cid)) is not None else None)
     if side is None:
         raise ValueError(f"order {order_id}: side {o.side!r} and no client order id of ours to tell it")
+    undocumented = None if kind in ORDER_KINDS and state in ORDER_STATES else coid.parse(cid)
+    if undocumented is not None:  # ours: never dropped, read at the nearest safe reading (order_reading.py)
+        kind, state = read_ours_tolerantly(kind, state, purpose=undocumented.purpose, deleted=not isinstance(
+            o, Order) and o.action == "delete", has_limit_price=o.limit_price is not None)
     if kind not in ORDER_KINDS:
         raise ValueError(f"order {order_id}: order type {kind!r} is none Delta documents")
     if state not in ORDER_STATES:
         raise ValueError(f"order {order_id}: state {state!r} is none Delta documents")
-    return OpenOrder(order_id=int(order_id), symbol=symbol, side=side, price=price,
+    view = OpenOrder(order_id=int(order_id), symbol=symbol, side=side, price=price,
                      size=int(o.size or 0), unfilled_size=int(o.unfilled_size or 0), client_order_id=cid,
                      order_type=kind, reduce_only=bool(o.reduce_only), trailing=trailing,
                      state=state)
+    if undocumented is not None:
+        raise UndocumentedOrder(f"order {order_id} ({cid}): Delta says order type {o.order_type!r}, stop "
+                                f"{o.stop_order_type!r}, state {o.state!r}", view)
+    return view
 
 
 def domain_fill(f: DeltaFill, symbol: str, contract_value: float) -> Fill:
@@ -242,6 +252,7 @@ class ExchangeGateway:
         self.marks: dict[str, float] = {}
         self.records_dropped = 0
         self.orders_dropped = 0  # venue orders no OpenOrder can hold (domain_order), not handed on
+        self.orders_undocumented: collections.Counter[str] = collections.Counter()  # ours, by symbol
         # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
         self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
         # Delta's REST fills name only their order_id; the bots know their fills by client order id.
@@ -709,6 +720,7 @@ class ExchangeGateway:
         protective stops and reduce-only exits, at the head of the budget's queue."""
         pid = req.product_id
         errors: list[str] = []
+        undocumented = self.orders_undocumented[req.symbol]
         cancelled: list[int] = []
         amended: list[OpenOrder] = []
         placed: list[OpenOrder] = []
@@ -795,6 +807,9 @@ class ExchangeGateway:
                     errors.append(_err_text(p.client_order_id, res))
                     self.record_refusal(req.symbol, "rejected", p.client_order_id, "", res,
                                         side=p.side, price=p.price, size=p.size)
+        if self.orders_undocumented[req.symbol] != undocumented:  # the book is in doubt: the bot reads it back
+            errors.append(f"{req.symbol}: undocumented_answer: an order of ours in a kind or state Delta does not "
+                          "document; read back before placing more")
         for e in errors[unsent:]:
             log.warning("%s: order rejected: %s", req.symbol, e)
         if unsent:
@@ -837,6 +852,11 @@ class ExchangeGateway:
         every 100th), never raised into the request or socket loop."""
         try:
             return domain_order(o, symbol, self.client_ids.get(o.id if isinstance(o, Order) else o.order_id))
+        except UndocumentedOrder as exc:
+            self.orders_undocumented[symbol] += 1
+            if (n := self.orders_undocumented.total()) % 100 == 1:
+                log.error("%s: %s; read as %s %s (%d so far)", symbol, exc, exc.view.order_type, exc.view.state, n)
+            return exc.view
         except ValueError as exc:
             self.orders_dropped += 1
             if self.orders_dropped % 100 == 1:
@@ -883,6 +903,8 @@ class ExchangeGateway:
                               note=f"{self.resync.polled_ticks} polled ticks"
                               + (f", {self.records_dropped} order records dropped" if self.records_dropped else "")
                               + (f", {self.orders_dropped} venue orders unreadable" if self.orders_dropped else "")
+                              + (f", {n} answers of own orders in a kind or state Delta does not document"
+                                 if (n := self.orders_undocumented.total()) else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
                               + self.market_data_note() + self.resync.note())

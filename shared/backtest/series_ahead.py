@@ -17,6 +17,7 @@ then closes the helper) and ignores SIGINT besides; it exits when the pipe close
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -107,6 +108,7 @@ class SeriesAhead:
             target=self._start, args=((config, seed, chunk_bars, self._inputs),), name="backtest-signals-start",
             daemon=True)
         self._start_error: SeriesAheadError | None = None
+        self._closing = False
         self._starting.start()
 
     def _start(self, inputs: object) -> None:
@@ -128,6 +130,8 @@ class SeriesAhead:
         try:
             self._conn.send(message)
         except (OSError, ValueError):  # ValueError: a closed connection
+            if self._closing:  # close() shut the pipe down under this send: nothing to report
+                raise SeriesAheadError("closed") from None
             raise SeriesAheadError(self._exited()) from None
 
     def chunks(self, symbol: str) -> Iterator[SignalSeries]:
@@ -176,11 +180,23 @@ class SeriesAhead:
         return f"the signal series helper exited (code {code})"
 
     def close(self) -> None:
-        # Closing the pipe ends the helper whether it waits for a request or is sending a chunk
-        # nobody will read (an interrupted run).
-        self._conn.close()
+        # Shutting the pipe down ends the helper whether it waits for a request or is sending a
+        # chunk nobody will read (an interrupted run), and ends a send of the start-up thread that
+        # is still under way (EPIPE, even one blocked on a helper that does not read). Only then
+        # is the descriptor closed: closed under the thread's send, its number could be reused by
+        # another file and the rest of the send written to it.
+        self._closing = True
+        if not self._conn.closed:
+            with contextlib.suppress(OSError):  # the helper's end may be gone already
+                pipe = socket.socket(fileno=self._conn.fileno())
+                try:
+                    pipe.shutdown(socket.SHUT_RDWR)
+                finally:
+                    pipe.detach()  # the Connection owns the descriptor
         if self._starting is not None:
             self._starting.join(JOIN_TIMEOUT_S)
+        if self._starting is None or not self._starting.is_alive():
+            self._conn.close()  # (a thread still inside a send keeps it: leaked, never reused)
         try:
             self._proc.wait(JOIN_TIMEOUT_S)
         except subprocess.TimeoutExpired:

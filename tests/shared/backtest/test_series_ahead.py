@@ -72,3 +72,33 @@ def test_a_dead_helper_is_an_error_not_a_hang() -> None:
             for _ in chunks:
                 pass
     assert not _helpers()
+
+
+def test_closing_during_a_long_send_of_the_inputs_ends_the_sending_thread_quietly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() while the start-up thread is still inside the inputs' send (a helper that does not
+    read: stopped here, slow or stuck in real life): the send ends at once, nothing escapes the
+    thread, and the pipe's descriptor is closed only once the thread is done with it. (Before,
+    close() closed the pipe under the blocked send, which ended only when the helper was killed,
+    then wrote its rest to a closed handle: a TypeError escaped the thread.)"""
+    import threading
+
+    import shared.backtest.series_ahead as series_ahead
+
+    monkeypatch.setattr(series_ahead, "JOIN_TIMEOUT_S", 1.0)  # the stopped helper is killed sooner
+    escaped: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    c = synthetic_candles("SYN_0001", 400_000, seed=7)  # ~30 MB of inputs: far beyond the socket's buffer
+    inputs: dict[str, tuple[Candles, np.ndarray]] = {"SYN_0001": (c, np.stack([c.open, c.high, c.low, c.close], 1))}
+    ahead = SeriesAhead(Config().signal, 0, 256, inputs)
+    (helper,) = _helpers()
+    helper.suspend()  # it reads nothing more: the send blocks once the socket's buffer is full
+    sending = ahead._starting
+    assert sending is not None
+    sending.join(0.5)
+    assert sending.is_alive(), "the inputs' send should still be under way"
+    ahead.close()
+    sending.join(5.0)
+    assert not sending.is_alive()
+    assert [(e.exc_type, str(e.exc_value)) for e in escaped] == []
+    assert not _helpers()
