@@ -62,7 +62,7 @@ from ..trading.grid import GridAnchor, GridConfig, protective_stop
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
 from ..trading.reconcile import refill
-from ..trading.sizing import contracts_per_level, grid_sizing_balance
+from ..trading.sizing import contracts_per_level, entry_margin_held
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 from .reuse import BacktestReuse
@@ -188,6 +188,7 @@ class _Symbol:
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
     # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
     planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
+    held_of: tuple[int, float] = (-1, 0.0)  # (bot.book_revision, margin of its resting entries then)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
@@ -478,8 +479,12 @@ class _Run:
     def sizing_balance(self, s: _Symbol, available: float | None = None) -> float:
         """What the symbol's grid is sized from (sizing.grid_sizing_balance): the bot's book is the
         engine's, its events drained after every call."""
-        return grid_sizing_balance(self.available() if available is None else available, s.bot.open_orders.values(),
-                                   s.spec, bot_id=s.bot.bot_id, symbol=s.symbol)
+        bot = s.bot
+        if s.held_of[0] != bot.book_revision:
+            # (the add-back moves only with the symbol's own book, the account's balance with everyone's)
+            s.held_of = (bot.book_revision, entry_margin_held(bot.open_orders.values(), s.spec, bot_id=bot.bot_id,
+                                                              symbol=s.symbol))
+        return (self.available() if available is None else available) + s.held_of[1]
 
     def resize_check(self, acting: _Symbol) -> None:
         """The account's available balance is shared: an order or fill of one symbol can change
@@ -620,7 +625,10 @@ class _Run:
     def planned_size(self, s: _Symbol, a: GridAnchor) -> int:
         """Contracts per level of the symbol's last plan (-1: none sized yet)."""
         sized = s.planned_size
-        if sized[0] != s.planned_avail or sized[1] is not a:
+        if sized[0] != s.planned_avail and sized[1] is a and sized[3] <= s.planned_avail <= sized[4]:
+            # a new plan's balance inside the range known to give this anchor's size: the same size
+            sized = s.planned_size = (s.planned_avail, a, sized[2], sized[3], sized[4])
+        elif sized[0] != s.planned_avail or sized[1] is not a:
             r = s.bot.risk
             sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
                 s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,

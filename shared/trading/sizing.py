@@ -164,6 +164,12 @@ def grid_sizing_balance(available_balance: float, resting: Iterable[OpenOrder], 
     was placed, and a regrid sizes the new grid without the margin the old one frees. Only
     entries count: take-profits and stops stay through a regrid, and reduce-only orders hold no
     margin. The exchange holds order margin at notional / leverage, the product's initial margin."""
+    return available_balance + entry_margin_held(resting, product, bot_id=bot_id, symbol=symbol)
+
+
+def entry_margin_held(resting: Iterable[OpenOrder], product: ProductSpec, *, bot_id: str, symbol: str) -> float:
+    """The initial margin the exchange holds for the bot's own resting entry orders (the part
+    `grid_sizing_balance` adds back); it moves only with the bot's book."""
     held = 0.0
     for o in resting:
         if o.reduce_only or o.order_type != "limit_order" or o.unfilled_size <= 0:
@@ -171,4 +177,4 @@ def grid_sizing_balance(available_balance: float, resting: Iterable[OpenOrder], 
         tag = coid.decode(o.client_order_id, bot_id=bot_id, symbol=symbol)
         if tag is not None and tag.purpose == "entry":
             held += o.unfilled_size * product.contract_value * o.price * product.initial_margin
-    return available_balance + held
+    return held
