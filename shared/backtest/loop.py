@@ -62,7 +62,7 @@ from ..trading.grid import GridAnchor, GridConfig, protective_stop
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
 from ..trading.reconcile import refill
-from ..trading.sizing import contracts_per_level, entry_margin_held
+from ..trading.sizing import balance_range_for_size, contracts_per_level, entry_margin_held
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 from .reuse import BacktestReuse
@@ -618,9 +618,13 @@ class _Run:
         a = s.bot.anchor
         if a is None:
             return True
+        n = self.planned_size(s, a)
+        avail = self.sizing_balance(s)
+        if s.planned_size[3] <= avail <= s.planned_size[4]:
+            return True  # a balance known to give the plan's size
         r = s.bot.risk
-        return contracts_per_level(self.sizing_balance(s), a.price, s.spec, risk_percentage=r.risk_percentage,
-                                   min_balance=r.min_balance) == self.planned_size(s, a)
+        return contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                                   min_balance=r.min_balance) == n
 
     def planned_size(self, s: _Symbol, a: GridAnchor) -> int:
         """Contracts per level of the symbol's last plan (-1: none sized yet)."""
@@ -629,11 +633,13 @@ class _Run:
             # a new plan's balance inside the range known to give this anchor's size: the same size
             sized = s.planned_size = (s.planned_avail, a, sized[2], sized[3], sized[4])
         elif sized[0] != s.planned_avail or sized[1] is not a:
-            r = s.bot.risk
-            sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
-                s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
-                min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
-                s.planned_avail, s.planned_avail)
+            if math.isfinite(s.planned_avail):
+                r = s.bot.risk
+                n, lo, hi = balance_range_for_size(s.planned_avail, a.price, s.spec,
+                                                   risk_percentage=r.risk_percentage, min_balance=r.min_balance)
+                sized = s.planned_size = (s.planned_avail, a, n, lo, hi)
+            else:
+                sized = s.planned_size = (s.planned_avail, a, -1, s.planned_avail, s.planned_avail)
         return sized[2]
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:

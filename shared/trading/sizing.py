@@ -152,6 +152,50 @@ def contracts_per_level(
     return contracts if contracts >= product.min_size else 0
 
 
+SIZE_EDGE_MARGIN = 1e-7  # relative: how far inside its estimated edges a size's balance range is tried
+
+
+def balance_range_for_size(available_balance: float, price: float, product: ProductSpec, *, risk_percentage: float,
+                           min_balance: float) -> tuple[int, float, float]:
+    """`contracts_per_level` at this balance (at least the minimum size), and a range of balances
+    around it that all give the same size: a caller re-sizing at every balance change (the
+    backtest, for every symbol at every order action on the shared account) then only needs a
+    comparison. The range's ends are estimated from the rule and then checked with
+    `contracts_per_level` itself; as the size never falls when the balance rises, two balances
+    with one size have it at every balance between them. An end that does not check out stays at
+    the balance given (the range is never wrong, at worst narrow)."""
+    n = contracts_per_level(available_balance, price, product, risk_percentage=risk_percentage,
+                            min_balance=min_balance)
+    lo = hi = float(available_balance)
+    notional = product.contract_value * price
+    per_budget = 100.0 * notional / risk_percentage if risk_percentage > 0 else math.inf
+    per_margin = notional * product.initial_margin
+
+    def edge(k: int) -> float:
+        """About the lowest balance giving at least k (>= min_size) contracts."""
+        return max(k * per_budget if k > product.min_size else -math.inf, k * per_margin, min_balance, 0.0)
+
+    up: float | None
+    if n == 0:
+        lo = -math.inf  # sizes are never negative: below a balance giving 0, every one gives 0
+        up = edge(product.min_size)
+    else:
+        down = edge(n)
+        try_lo = down + abs(down) * SIZE_EDGE_MARGIN
+        if math.isfinite(try_lo) and try_lo < lo and contracts_per_level(
+                try_lo, price, product, risk_percentage=risk_percentage, min_balance=min_balance) == n:
+            lo = try_lo
+        up = None if n >= product.position_size_limit else edge(n + 1)
+    if up is None:
+        hi = math.inf  # the cap: no balance gives more
+    else:
+        try_hi = up - abs(up) * SIZE_EDGE_MARGIN
+        if math.isfinite(try_hi) and try_hi > hi and contracts_per_level(
+                try_hi, price, product, risk_percentage=risk_percentage, min_balance=min_balance) == n:
+            hi = try_hi
+    return n, lo, hi
+
+
 def grid_sizing_balance(available_balance: float, resting: Iterable[OpenOrder], product: ProductSpec, *,
                         bot_id: str, symbol: str) -> float:
     """The balance a bot's grid is sized from: the account's available balance plus the initial
