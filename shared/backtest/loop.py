@@ -58,7 +58,7 @@ from ..trading import client_order_id as coid
 from ..trading import halt as halt_rule
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
-from ..trading.grid import GridAnchor, GridConfig, protective_stop
+from ..trading.grid import GridAnchor, GridConfig, protective_stop, stop_trigger
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
 from ..trading.reconcile import refill
@@ -186,9 +186,14 @@ class _Symbol:
     money_rev: int = 0  # bumped by each fill and funding payment (realised, fees, funding, position move)
     money_seen: int = -1  # money_rev at the last bar end that updated the figures below
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
-    # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
-    planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
+    # (planned_avail, anchor, its contracts per level, lowest and highest balance known to give the
+    # same, whether that range was widened by sizing.balance_range_for_size yet)
+    planned_size: tuple[float, Any, int, float, float, bool] = (math.nan, None, -1, math.nan, math.nan, False)
     held_of: tuple[int, float] = (-1, 0.0)  # (bot.book_revision, margin of its resting entries then)
+    tags: coid.OwnedTags = field(init=False)  # our client order ids' tags (coid.decode as a mapping)
+
+    def __post_init__(self) -> None:
+        self.tags = coid.owned_tags(self.bot.bot_id, self.symbol)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
@@ -292,16 +297,17 @@ class _Run:
     def feed_events(self) -> None:
         """What the venue publishes after each call, as the worker hears it."""
         for ev in self.engine.drain_events():
-            if isinstance(ev, FillEvent):
+            if isinstance(ev, OrderEvent):  # (the usual event: tested first)
+                o = ev.order
+                s = self.by_symbol[o.symbol]
+                seen = _bot_order(s.symbol, o)
+                s.bot.on_order(seen, o.state)
+                self.track_order(s, o, seen.price)
+                s.dirty = True
+            elif isinstance(ev, FillEvent):
                 f = ev.fill
                 s = self.by_symbol[f.symbol]
                 self.on_fill(s, f)
-                s.dirty = True
-            elif isinstance(ev, OrderEvent):
-                o = ev.order
-                s = self.by_symbol[o.symbol]
-                s.bot.on_order(_bot_order(s.symbol, o), o.state)
-                self.track_order(s, o)
                 s.dirty = True
 
     def on_fill(self, s: _Symbol, f: Any) -> None:
@@ -326,18 +332,18 @@ class _Run:
         else:
             self.fills_dropped += 1
 
-    def track_order(self, s: _Symbol, o: Order) -> None:
-        """Each resting order's life for the plots: from when it rests at a price to when it
-        leaves the book or moves."""
+    def track_order(self, s: _Symbol, o: Order, price: float) -> None:
+        """Each resting order's life for the plots: from when it rests at a price (the bot's view
+        of it, `_bot_order`: the trigger of a stop, else the limit) to when it leaves the book or
+        moves."""
         ts = self.clock_us / 1e6
         live = o.state in ("open", "pending")
-        price = float((o.stop_price or 0) if o.stop_order_type else o.limit_price or 0)
         known = s.lives.get(o.id)
         if known is not None and (not live or known[2] != price):
             self.close_life(s, o.id, ts)
             known = None
         if live and known is None and price > 0:
-            tag = coid.decode(o.client_order_id, bot_id=s.bot.bot_id, symbol=s.symbol)
+            tag = s.tags[o.client_order_id]
             if tag is not None:
                 s.lives[o.id] = (ts, o.side, price, tag.purpose)
         if o.stop_order_type:
@@ -510,10 +516,17 @@ class _Run:
             # plan's size, every balance gives it.
             if sized[3] <= avail <= sized[4]:
                 continue
+            if not sized[5] and sized[2] >= 0:
+                # worked out once a size is asked about beyond the balances seen (most plans never are)
+                _, lo, hi = balance_range_for_size(sized[0], a.price, s.spec, risk_percentage=r.risk_percentage,
+                                                   min_balance=r.min_balance)
+                sized = s.planned_size = (sized[0], a, sized[2], min(sized[3], lo), max(sized[4], hi), True)
+                if lo <= avail <= hi:
+                    continue
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                       min_balance=r.min_balance)
             if now == sized[2]:
-                s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail))
+                s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail), sized[5])
             else:
                 s.dirty = s.wake_all = True
 
@@ -526,16 +539,23 @@ class _Run:
         every trade (`wake_all`); each rule here is a reason `plan` or the venue would act."""
         bot = s.bot
         grid = bot.grid
-        s.cool_end = INF
-        if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
-            s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
         bucket = bot.bucket
         # the bucket as a plan at this trade reads it (after a plan here: as it left it); one that
         # is full now reads full at any later plan (the refill clamps), so skipping is exact
-        wake_all = (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
-                    or (bucket is not None and refill(bucket, ts).tokens < bucket.capacity))
+        if (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
+                or (bucket is not None and refill(bucket, ts).tokens < bucket.capacity)):
+            # asked at every trade until a plan settles it anew: nothing below would be read
+            # (the rules are only consulted while wake_all is False); half of all calls, with a
+            # batch on its way
+            s.wake_all = True
+            return
+        wake_all = False
+        s.cool_end = INF
+        if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
+            s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
         lo, hi = -INF, INF
         ours: dict[tuple[str, str, int], OpenOrder] = {}
+        tags = s.tags
         for o in bot.open_orders.values():
             if o.order_type == "stop_market_order":
                 if o.side == "sell":
@@ -553,7 +573,7 @@ class _Run:
                 lo = max(lo, o.price)
             else:
                 hi = min(hi, o.price)
-            tag = coid.decode(o.client_order_id, bot_id=bot.bot_id, symbol=s.symbol)
+            tag = tags[o.client_order_id]
             if tag is None or o.symbol != s.symbol or tag.side != o.side:
                 continue
             key = (tag.side, tag.purpose, tag.level)
@@ -631,15 +651,13 @@ class _Run:
         sized = s.planned_size
         if sized[0] != s.planned_avail and sized[1] is a and sized[3] <= s.planned_avail <= sized[4]:
             # a new plan's balance inside the range known to give this anchor's size: the same size
-            sized = s.planned_size = (s.planned_avail, a, sized[2], sized[3], sized[4])
+            sized = s.planned_size = (s.planned_avail, a, sized[2], sized[3], sized[4], sized[5])
         elif sized[0] != s.planned_avail or sized[1] is not a:
-            if math.isfinite(s.planned_avail):
-                r = s.bot.risk
-                n, lo, hi = balance_range_for_size(s.planned_avail, a.price, s.spec,
-                                                   risk_percentage=r.risk_percentage, min_balance=r.min_balance)
-                sized = s.planned_size = (s.planned_avail, a, n, lo, hi)
-            else:
-                sized = s.planned_size = (s.planned_avail, a, -1, s.planned_avail, s.planned_avail)
+            r = s.bot.risk
+            sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
+                s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
+                s.planned_avail, s.planned_avail, False)
         return sized[2]
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
@@ -668,7 +686,11 @@ class _Run:
         atr = s.catr[j]
         edge = s.bot.stop_edge
         if edge is not None and atr > 0:
-            want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, s.cpx[j])
+            g = s.bot.grid
+            if g.stops and g.stop_kind != "trailing":  # (only the trigger to compare)
+                trigger = stop_trigger(1 if s.stop_long else -1, edge, atr, s.spec, g)
+                return abs(trigger - s.stop_rest) > s.ctol[j] - 1e-9
+            want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, g, s.cpx[j])
             if want is not None and abs(want.price - s.stop_rest) > s.ctol[j] - 1e-9:
                 return True
         return False
@@ -1008,7 +1030,15 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     """One replayed trade of one symbol: the batch due now reaches the venue, the trade matches
     our book, the worker's bar ring takes the trade, the pool answers, the bot decides."""
     b = s.bars
-    price = float(b.ticks[i, k])
+    if per_trade_engine:
+        price = float(b.ticks[i, k])
+    else:
+        r = i - s.c0
+        if not 0 <= r < CHUNK_BARS:
+            s.chunk_for(i)
+            r = i - s.c0
+        j = r * TICKS_PER_BAR + k
+        price = s.cpx[j]  # (the chunk's copy of b.ticks[i, k])
     e = run.engine
     if s.stale is not None:
         # the trades skipped since the bot was last asked changed nothing but the venue's last
@@ -1036,7 +1066,7 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
         s.wc[i] = price
         sig = run.signal(s, i)
     else:
-        sig = s.sig(i, k)
+        sig = (s.cvalid[j], s.cdirection[j], s.cconfidence[j], price, s.catr[j])  # s.sig(i, k)
     s.last_sig = sig
     if as_planned and run.quiet_after_delivery(s, i, k, ts):
         run.resize_check(s)

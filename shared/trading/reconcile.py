@@ -97,8 +97,9 @@ def reconcile(
     generation %= coid.GENERATION_MODULUS
     ours: dict[tuple[Side, Purpose, int], list[tuple[OpenOrder, coid.OrderTag]]] = {}
     foreign = 0
+    tags = coid.owned_tags(bot_id, symbol)
     for order in actual:
-        tag = coid.decode(order.client_order_id, bot_id=bot_id, symbol=symbol)
+        tag = tags[order.client_order_id]
         # A hashed symbol tag could in theory collide, so the exchange's symbol must agree too.
         if tag is None or order.symbol != symbol or tag.side != order.side:
             foreign += 1

@@ -215,10 +215,11 @@ def entry_margin_held(resting: Iterable[OpenOrder], product: ProductSpec, *, bot
     """The initial margin the exchange holds for the bot's own resting entry orders (the part
     `grid_sizing_balance` adds back); it moves only with the bot's book."""
     held = 0.0
+    tags = coid.owned_tags(bot_id, symbol)
     for o in resting:
         if o.reduce_only or o.order_type != "limit_order" or o.unfilled_size <= 0:
             continue
-        tag = coid.decode(o.client_order_id, bot_id=bot_id, symbol=symbol)
+        tag = tags[o.client_order_id]
         if tag is not None and tag.purpose == "entry":
             held += o.unfilled_size * product.contract_value * o.price * product.initial_margin
     return held
