@@ -175,13 +175,15 @@ class _Symbol:
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
     cvalid: list[bool] = field(default_factory=list)  # ... and the pool's answer at each trade (see sig)
-    cdirection: list[str] = field(default_factory=list)
+    cdirection: list[int] = field(default_factory=list)  # vote codes (st.VOTE_NAMES gives the words)
     cconfidence: list[float] = field(default_factory=list)
     # ... and per bar of the chunk (index bar - c0), for the whole-bar test (`_Run.bar_quiet`):
     blo: list[float] = field(default_factory=list)  # lowest and highest trade price (NaN ignored)
     bhi: list[float] = field(default_factory=list)
     bcodes: list[int] = field(default_factory=list)  # strong codes in the bar: 1 UP, 2 DOWN, 3 both, 0 none
     btol: list[float] = field(default_factory=list)  # smallest re-grid tolerance (NaN ignored)
+    bamin: list[float] = field(default_factory=list)  # smallest and largest ATR (NaN ignored)
+    bamax: list[float] = field(default_factory=list)
     quiet_bar: int = -1  # the bar every trade of which was found quiet at the bar's start
     money_rev: int = 0  # bumped by each fill and funding payment (realised, fees, funding, position move)
     money_seen: int = -1  # money_rev at the last bar end that updated the figures below
@@ -198,7 +200,7 @@ class _Symbol:
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
         j = (i - self.c0) * TICKS_PER_BAR + k
-        return self.cvalid[j], self.cdirection[j], self.cconfidence[j], self.cpx[j], self.catr[j]
+        return self.cvalid[j], st.VOTE_NAMES[self.cdirection[j]], self.cconfidence[j], self.cpx[j], self.catr[j]
 
     def chunk_for(self, i: int) -> None:
         """Make the chunk holding bar i current (bars only move forward)."""
@@ -224,13 +226,15 @@ class _Symbol:
         self.ctol = tol.ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
         self.cvalid = sr.valid.ravel().tolist()
-        self.cdirection = [st.VOTE_NAMES[d] for d in sr.direction.ravel().tolist()]
+        self.cdirection = sr.direction.ravel().tolist()  # (named when read: a few trades in a hundred)
         self.cconfidence = sr.confidence.ravel().tolist()
         # fmin/fmax skip NaN as the per-trade comparisons do (a NaN price or tolerance wakes nothing)
         self.blo = np.fmin.reduce(price, axis=1).tolist()
         self.bhi = np.fmax.reduce(price, axis=1).tolist()
         self.bcodes = ((codes == st.UP).any(axis=1) + 2 * (codes == st.DOWN).any(axis=1)).tolist()
         self.btol = np.fmin.reduce(tol, axis=1).tolist()
+        self.bamin = np.fmin.reduce(sr.atr14, axis=1).tolist()
+        self.bamax = np.fmax.reduce(sr.atr14, axis=1).tolist()
 
 
 def _thin_append(items: list[Any], item: Any, seen: int, stride: int, cap: int) -> int:
@@ -716,11 +720,32 @@ class _Run:
         if s.gap > 0.0 and s.gap > s.btol[r] - 1e-9:
             return False
         if s.stop_rest:
+            if self.stop_stays(s, r):
+                return True
             j = r * TICKS_PER_BAR
             for k in range(TICKS_PER_BAR):
                 if self.stop_moves(s, j + k):
                     return False
         return True
+
+    def stop_stays(self, s: _Symbol, r: int) -> bool:
+        """True when `stop_moves` is False at every trade of bar r (chunk index), from the
+        triggers at the bar's smallest and largest ATR alone: the trigger is monotone in the ATR,
+        so every trade's lies between those two, no farther from our resting stop than the
+        farther of them, and every trade's tolerance is at least the bar's smallest. False: the
+        bar must be checked trade by trade."""
+        edge = s.bot.stop_edge
+        g = s.bot.grid
+        amin, amax = s.bamin[r], s.bamax[r]
+        if edge is None or not g.stops or g.stop_kind == "trailing" or not amin > 0:
+            return False  # (a trade's ATR that is NaN or not > 0 is skipped by stop_moves: NaN min, all were)
+        try:
+            t1 = stop_trigger(1 if s.stop_long else -1, edge, amin, s.spec, g)
+            t2 = stop_trigger(1 if s.stop_long else -1, edge, amax, s.spec, g)
+        except ValueError:
+            return False  # (stop_moves raises at that trade, if no earlier one wakes first)
+        limit = s.btol[r] - 1e-9
+        return abs(t1 - s.stop_rest) <= limit and abs(t2 - s.stop_rest) <= limit
 
     # --- the supervisor side ----------------------------------------------------------------
 
@@ -1066,7 +1091,7 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
         s.wc[i] = price
         sig = run.signal(s, i)
     else:
-        sig = (s.cvalid[j], s.cdirection[j], s.cconfidence[j], price, s.catr[j])  # s.sig(i, k)
+        sig = (s.cvalid[j], st.VOTE_NAMES[s.cdirection[j]], s.cconfidence[j], price, s.catr[j])  # s.sig(i, k)
     s.last_sig = sig
     if as_planned and run.quiet_after_delivery(s, i, k, ts):
         run.resize_check(s)

@@ -136,6 +136,12 @@ def contracts_per_level(
     _require_positive("price", price)
     _require_non_negative("risk_percentage", risk_percentage)
     _require_non_negative("min_balance", min_balance)
+    return _contracts(available_balance, price, product, risk_percentage, min_balance, at_least_min_size)
+
+
+def _contracts(available_balance: float, price: float, product: ProductSpec, risk_percentage: float,
+               min_balance: float, at_least_min_size: bool) -> int:
+    """`contracts_per_level`'s rule, its inputs checked."""
     # A negative available balance (margin deficit) is simply "below min_balance".
     if available_balance < min_balance or available_balance <= 0:
         return 0
@@ -160,8 +166,8 @@ def balance_range_for_size(available_balance: float, price: float, product: Prod
     """`contracts_per_level` at this balance (at least the minimum size), and a range of balances
     around it that all give the same size: a caller re-sizing at every balance change (the
     backtest, for every symbol at every order action on the shared account) then only needs a
-    comparison. The range's ends are estimated from the rule and then checked with
-    `contracts_per_level` itself; as the size never falls when the balance rises, two balances
+    comparison. The range's ends are estimated from the rule and then checked with the rule
+    itself; as the size never falls when the balance rises, two balances
     with one size have it at every balance between them. An end that does not check out stays at
     the balance given (the range is never wrong, at worst narrow)."""
     n = contracts_per_level(available_balance, price, product, risk_percentage=risk_percentage,
@@ -182,16 +188,16 @@ def balance_range_for_size(available_balance: float, price: float, product: Prod
     else:
         down = edge(n)
         try_lo = down + abs(down) * SIZE_EDGE_MARGIN
-        if math.isfinite(try_lo) and try_lo < lo and contracts_per_level(
-                try_lo, price, product, risk_percentage=risk_percentage, min_balance=min_balance) == n:
+        if math.isfinite(try_lo) and try_lo < lo and _contracts(
+                try_lo, price, product, risk_percentage, min_balance, True) == n:
             lo = try_lo
         up = None if n >= product.position_size_limit else edge(n + 1)
     if up is None:
         hi = math.inf  # the cap: no balance gives more
     else:
         try_hi = up - abs(up) * SIZE_EDGE_MARGIN
-        if math.isfinite(try_hi) and try_hi > hi and contracts_per_level(
-                try_hi, price, product, risk_percentage=risk_percentage, min_balance=min_balance) == n:
+        if math.isfinite(try_hi) and try_hi > hi and _contracts(
+                try_hi, price, product, risk_percentage, min_balance, True) == n:
             hi = try_hi
     return n, lo, hi
 
