@@ -295,6 +295,7 @@ class _Run:
         self.money_rev = 0  # bumped with every symbol's money_rev
         self.decimals: dict[float, Decimal] = {}  # order prices' exact decimals (bounded: cleared when full)
         self.balance_of = (-1, balance_usd)  # (money_rev, balance_now) last computed
+        self.wakes = 0  # bumped when a symbol is woken by another's doing (resize_check, funding)
 
     # --- the venue side ---------------------------------------------------------------------
 
@@ -533,6 +534,7 @@ class _Run:
                 s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail), sized[5])
             else:
                 s.dirty = s.wake_all = True
+                self.wakes += 1
 
     # --- wake-ups ------------------------------------------------------------------------------
 
@@ -805,6 +807,7 @@ class _Run:
         self.money_rev += 1
         for other in self.syms:  # the available balance every bot sizes from changed
             other.dirty = other.wake_all = True
+        self.wakes += 1
 
 
 def _check_inputs(data: Mapping[str, Candles], specs: Mapping[str, ProductSpec], balance_usd: float,
@@ -984,7 +987,55 @@ def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, f
                 s.trade_no += TICKS_PER_BAR
                 s.stale = (i, TICKS_PER_BAR - 1, clock_us)
         else:
-            for k in range(TICKS_PER_BAR):
+            # Where the trade-by-trade pass over every symbol below starts: (trade k0, symbol p0).
+            k0 = p0 = 0
+            quiet = [s for s, _ in active if s.quiet_bar == n_bar] if skip else []
+            if quiet:
+                # The symbols found quiet for the whole bar take no part in it (each symbol's own
+                # skip) unless something wakes one of them mid-bar (another symbol's order moving
+                # the shared balance, funding): the others trade here, and at a wake the pass
+                # below goes on from that trade and symbol, as if it had run from the start.
+                busy = [(p, s, i) for p, (s, i) in enumerate(active) if s.quiet_bar != n_bar]
+                wakes = run.wakes
+                k0 = TICKS_PER_BAR  # (no wake: the whole bar is done here)
+                for k in range(TICKS_PER_BAR):
+                    ts = bar_ts + k * TICK_SECONDS
+                    run.clock_us = int(ts) * 1_000_000
+                    if funded:
+                        period = int(ts // FUNDING_INTERVAL_S)
+                        if period != funding_period:
+                            if funding_period >= 0:
+                                for s in syms:
+                                    if s.funding_ts is not None:
+                                        run.charge_funding(s, period * FUNDING_INTERVAL_S)
+                            funding_period = period
+                    if run.wakes != wakes and any(q.wake_all for q in quiet):
+                        k0 = k
+                        break
+                    for p, s, i in busy:
+                        s.trade_no += 1
+                        if not s.wake_all and not run.must_wake(s, i, k, ts):
+                            s.stale = (i, k, run.clock_us)
+                            continue
+                        s.quiet_bar = -1
+                        run_trade(run, s, i, k, ts, _per_trade_engine)
+                        if run.wakes != wakes:
+                            wakes = run.wakes
+                            if any(q.wake_all for q in quiet):
+                                k0, p0 = k, p + 1
+                                break
+                    if k0 < TICKS_PER_BAR:
+                        break
+                # the quiet symbols' skipped trades: every one before k0, and k0's for those before p0
+                for p, (s, i) in enumerate(active):
+                    if s.quiet_bar == n_bar:
+                        n = k0 + (p < p0)
+                        if n:
+                            s.trade_no += n
+                            s.stale = (i, n - 1, int(bar_ts + (n - 1) * TICK_SECONDS) * 1_000_000)
+                if k0 == TICKS_PER_BAR:
+                    run.clock_us = int(bar_ts + last_trade) * 1_000_000
+            for k in range(k0, TICKS_PER_BAR):
                 ts = bar_ts + k * TICK_SECONDS
                 run.clock_us = int(ts) * 1_000_000
                 if funded:
@@ -995,7 +1046,7 @@ def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, f
                                 if s.funding_ts is not None:
                                     run.charge_funding(s, period * FUNDING_INTERVAL_S)
                         funding_period = period
-                for s, i in active:
+                for s, i in (active[p0:] if k == k0 else active):
                     s.trade_no += 1
                     # quiet_bar: found quiet at the bar's start, and nothing woke it since
                     if skip and not s.wake_all and (s.quiet_bar == n_bar or not run.must_wake(s, i, k, ts)):
