@@ -61,7 +61,7 @@ from ..trading.bot import TradingBot
 from ..trading.grid import GridAnchor, GridConfig, protective_stop, stop_trigger
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
-from ..trading.reconcile import refill
+from ..trading.reconcile import tokens_at
 from ..trading.sizing import balance_range_for_size, contracts_per_level, entry_margin_held
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
@@ -189,8 +189,8 @@ class _Symbol:
     money_seen: int = -1  # money_rev at the last bar end that updated the figures below
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
     # (planned_avail, anchor, its contracts per level, lowest and highest balance known to give the
-    # same, whether that range was widened by sizing.balance_range_for_size yet)
-    planned_size: tuple[float, Any, int, float, float, bool] = (math.nan, None, -1, math.nan, math.nan, False)
+    # same, which of its ends sizing.balance_range_for_size has widened yet: 1 low, 2 high)
+    planned_size: tuple[float, Any, int, float, float, int] = (math.nan, None, -1, math.nan, math.nan, 0)
     held_of: tuple[int, float] = (-1, 0.0)  # (bot.book_revision, margin of its resting entries then)
     tags: coid.OwnedTags = field(init=False)  # our client order ids' tags (coid.decode as a mapping)
 
@@ -521,12 +521,14 @@ class _Run:
             # plan's size, every balance gives it.
             if sized[3] <= avail <= sized[4]:
                 continue
-            if not sized[5] and sized[2] >= 0:
-                # worked out once a size is asked about beyond the balances seen (most plans never are)
+            above = avail > sized[4]
+            end = 2 if above else 1
+            if not sized[5] & end and sized[2] >= 0:
+                # that end worked out once the size is asked about beyond it (most plans never are)
                 _, lo, hi = balance_range_for_size(sized[0], a.price, s.spec, risk_percentage=r.risk_percentage,
-                                                   min_balance=r.min_balance)
-                sized = s.planned_size = (sized[0], a, sized[2], min(sized[3], lo), max(sized[4], hi), True)
-                if lo <= avail <= hi:
+                                                   min_balance=r.min_balance, low=not above, high=above)
+                sized = s.planned_size = (sized[0], a, sized[2], min(sized[3], lo), max(sized[4], hi), sized[5] | end)
+                if sized[3] <= avail <= sized[4]:
                     continue
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                       min_balance=r.min_balance)
@@ -549,7 +551,7 @@ class _Run:
         # the bucket as a plan at this trade reads it (after a plan here: as it left it); one that
         # is full now reads full at any later plan (the refill clamps), so skipping is exact
         if (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
-                or (bucket is not None and refill(bucket, ts).tokens < bucket.capacity)):
+                or (bucket is not None and tokens_at(bucket, ts) < bucket.capacity)):
             # asked at every trade until a plan settles it anew: nothing below would be read
             # (the rules are only consulted while wake_all is False); half of all calls, with a
             # batch on its way
@@ -663,7 +665,7 @@ class _Run:
             sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
                 s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                 min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
-                s.planned_avail, s.planned_avail, False)
+                s.planned_avail, s.planned_avail, 0)
         return sized[2]
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:

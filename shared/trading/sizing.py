@@ -162,14 +162,15 @@ SIZE_EDGE_MARGIN = 1e-7  # relative: how far inside its estimated edges a size's
 
 
 def balance_range_for_size(available_balance: float, price: float, product: ProductSpec, *, risk_percentage: float,
-                           min_balance: float) -> tuple[int, float, float]:
+                           min_balance: float, low: bool = True, high: bool = True) -> tuple[int, float, float]:
     """`contracts_per_level` at this balance (at least the minimum size), and a range of balances
     around it that all give the same size: a caller re-sizing at every balance change (the
     backtest, for every symbol at every order action on the shared account) then only needs a
     comparison. The range's ends are estimated from the rule and then checked with the rule
     itself; as the size never falls when the balance rises, two balances
     with one size have it at every balance between them. An end that does not check out stays at
-    the balance given (the range is never wrong, at worst narrow)."""
+    the balance given (the range is never wrong, at worst narrow), as does an end not asked for
+    (`low`, `high` False: only the other end is wanted)."""
     n = contracts_per_level(available_balance, price, product, risk_percentage=risk_percentage,
                             min_balance=min_balance)
     lo = hi = float(available_balance)
@@ -188,7 +189,7 @@ def balance_range_for_size(available_balance: float, price: float, product: Prod
     else:
         down = edge(n)
         try_lo = down + abs(down) * SIZE_EDGE_MARGIN
-        if math.isfinite(try_lo) and try_lo < lo and _contracts(
+        if low and math.isfinite(try_lo) and try_lo < lo and _contracts(
                 try_lo, price, product, risk_percentage, min_balance, True) == n:
             lo = try_lo
         up = None if n >= product.position_size_limit else edge(n + 1)
@@ -196,7 +197,7 @@ def balance_range_for_size(available_balance: float, price: float, product: Prod
         hi = math.inf  # the cap: no balance gives more
     else:
         try_hi = up - abs(up) * SIZE_EDGE_MARGIN
-        if math.isfinite(try_hi) and try_hi > hi and _contracts(
+        if high and math.isfinite(try_hi) and try_hi > hi and _contracts(
                 try_hi, price, product, risk_percentage, min_balance, True) == n:
             hi = try_hi
     return n, lo, hi

@@ -156,7 +156,8 @@ def test_every_balance_in_a_sizes_range_gives_that_size() -> None:
                                                           risk_percentage=rp, min_balance=mb)
                 cases += 1
 
-                def size(b: float, price: float = float(price), rp: float = rp, mb: float = mb) -> int:
+                def size(b: float, price: float = float(price), rp: float = rp, mb: float = mb,
+                         spec: ProductSpec = spec) -> int:
                     return sizing.contracts_per_level(b, price, spec, risk_percentage=rp, min_balance=mb)
 
                 assert n == size(float(balance)) and lo <= balance <= hi
