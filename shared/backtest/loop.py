@@ -58,11 +58,11 @@ from ..trading import client_order_id as coid
 from ..trading import halt as halt_rule
 from ..trading import risk as account_risk
 from ..trading.bot import TradingBot
-from ..trading.grid import GridAnchor, GridConfig, protective_stop
+from ..trading.grid import GridAnchor, GridConfig, protective_stop, stop_trigger
 from ..trading.orders import OpenOrder, Side
 from ..trading.pnl import Fill as LedgerFill
-from ..trading.reconcile import refill
-from ..trading.sizing import contracts_per_level, grid_sizing_balance
+from ..trading.reconcile import tokens_at
+from ..trading.sizing import balance_range_for_size, contracts_per_level, entry_margin_held
 from .market import TICK_SECONDS, TICKS_PER_BAR, ReplayedBars, replay_bars
 from .result import BacktestResult, Figures, FillRecord, Timeline
 from .reuse import BacktestReuse
@@ -175,24 +175,32 @@ class _Symbol:
     ctol: list[float] = field(default_factory=list)  # the re-grid tolerance (regrid_fraction x grid step)
     catr: list[float] = field(default_factory=list)
     cvalid: list[bool] = field(default_factory=list)  # ... and the pool's answer at each trade (see sig)
-    cdirection: list[str] = field(default_factory=list)
+    cdirection: list[int] = field(default_factory=list)  # vote codes (st.VOTE_NAMES gives the words)
     cconfidence: list[float] = field(default_factory=list)
     # ... and per bar of the chunk (index bar - c0), for the whole-bar test (`_Run.bar_quiet`):
     blo: list[float] = field(default_factory=list)  # lowest and highest trade price (NaN ignored)
     bhi: list[float] = field(default_factory=list)
     bcodes: list[int] = field(default_factory=list)  # strong codes in the bar: 1 UP, 2 DOWN, 3 both, 0 none
     btol: list[float] = field(default_factory=list)  # smallest re-grid tolerance (NaN ignored)
+    bamin: list[float] = field(default_factory=list)  # smallest and largest ATR (NaN ignored)
+    bamax: list[float] = field(default_factory=list)
     quiet_bar: int = -1  # the bar every trade of which was found quiet at the bar's start
     money_rev: int = 0  # bumped by each fill and funding payment (realised, fees, funding, position move)
     money_seen: int = -1  # money_rev at the last bar end that updated the figures below
     planned_avail: float = math.nan  # the available balance the last plan sized its grid from
-    # (planned_avail, anchor, its contracts per level, lowest and highest balance seen to give the same)
-    planned_size: tuple[float, Any, int, float, float] = (math.nan, None, -1, math.nan, math.nan)
+    # (planned_avail, anchor, its contracts per level, lowest and highest balance known to give the
+    # same, which of its ends sizing.balance_range_for_size has widened yet: 1 low, 2 high)
+    planned_size: tuple[float, Any, int, float, float, int] = (math.nan, None, -1, math.nan, math.nan, 0)
+    held_of: tuple[int, float] = (-1, 0.0)  # (bot.book_revision, margin of its resting entries then)
+    tags: coid.OwnedTags = field(init=False)  # our client order ids' tags (coid.decode as a mapping)
+
+    def __post_init__(self) -> None:
+        self.tags = coid.owned_tags(self.bot.bot_id, self.symbol)
 
     def sig(self, i: int, k: int) -> tuple[bool, str, float, float, float]:
         self.chunk_for(i)
         j = (i - self.c0) * TICKS_PER_BAR + k
-        return self.cvalid[j], self.cdirection[j], self.cconfidence[j], self.cpx[j], self.catr[j]
+        return self.cvalid[j], st.VOTE_NAMES[self.cdirection[j]], self.cconfidence[j], self.cpx[j], self.catr[j]
 
     def chunk_for(self, i: int) -> None:
         """Make the chunk holding bar i current (bars only move forward)."""
@@ -218,13 +226,15 @@ class _Symbol:
         self.ctol = tol.ravel().tolist()
         self.catr = sr.atr14.ravel().tolist()
         self.cvalid = sr.valid.ravel().tolist()
-        self.cdirection = [st.VOTE_NAMES[d] for d in sr.direction.ravel().tolist()]
+        self.cdirection = sr.direction.ravel().tolist()  # (named when read: a few trades in a hundred)
         self.cconfidence = sr.confidence.ravel().tolist()
         # fmin/fmax skip NaN as the per-trade comparisons do (a NaN price or tolerance wakes nothing)
         self.blo = np.fmin.reduce(price, axis=1).tolist()
         self.bhi = np.fmax.reduce(price, axis=1).tolist()
         self.bcodes = ((codes == st.UP).any(axis=1) + 2 * (codes == st.DOWN).any(axis=1)).tolist()
         self.btol = np.fmin.reduce(tol, axis=1).tolist()
+        self.bamin = np.fmin.reduce(sr.atr14, axis=1).tolist()
+        self.bamax = np.fmax.reduce(sr.atr14, axis=1).tolist()
 
 
 def _thin_append(items: list[Any], item: Any, seen: int, stride: int, cap: int) -> int:
@@ -285,22 +295,24 @@ class _Run:
         self.money_rev = 0  # bumped with every symbol's money_rev
         self.decimals: dict[float, Decimal] = {}  # order prices' exact decimals (bounded: cleared when full)
         self.balance_of = (-1, balance_usd)  # (money_rev, balance_now) last computed
+        self.wakes = 0  # bumped when a symbol is woken by another's doing (resize_check, funding)
 
     # --- the venue side ---------------------------------------------------------------------
 
     def feed_events(self) -> None:
         """What the venue publishes after each call, as the worker hears it."""
         for ev in self.engine.drain_events():
-            if isinstance(ev, FillEvent):
+            if isinstance(ev, OrderEvent):  # (the usual event: tested first)
+                o = ev.order
+                s = self.by_symbol[o.symbol]
+                seen = _bot_order(s.symbol, o)
+                s.bot.on_order(seen, o.state)
+                self.track_order(s, o, seen.price)
+                s.dirty = True
+            elif isinstance(ev, FillEvent):
                 f = ev.fill
                 s = self.by_symbol[f.symbol]
                 self.on_fill(s, f)
-                s.dirty = True
-            elif isinstance(ev, OrderEvent):
-                o = ev.order
-                s = self.by_symbol[o.symbol]
-                s.bot.on_order(_bot_order(s.symbol, o), o.state)
-                self.track_order(s, o)
                 s.dirty = True
 
     def on_fill(self, s: _Symbol, f: Any) -> None:
@@ -325,18 +337,18 @@ class _Run:
         else:
             self.fills_dropped += 1
 
-    def track_order(self, s: _Symbol, o: Order) -> None:
-        """Each resting order's life for the plots: from when it rests at a price to when it
-        leaves the book or moves."""
+    def track_order(self, s: _Symbol, o: Order, price: float) -> None:
+        """Each resting order's life for the plots: from when it rests at a price (the bot's view
+        of it, `_bot_order`: the trigger of a stop, else the limit) to when it leaves the book or
+        moves."""
         ts = self.clock_us / 1e6
         live = o.state in ("open", "pending")
-        price = float((o.stop_price or 0) if o.stop_order_type else o.limit_price or 0)
         known = s.lives.get(o.id)
         if known is not None and (not live or known[2] != price):
             self.close_life(s, o.id, ts)
             known = None
         if live and known is None and price > 0:
-            tag = coid.decode(o.client_order_id, bot_id=s.bot.bot_id, symbol=s.symbol)
+            tag = s.tags[o.client_order_id]
             if tag is not None:
                 s.lives[o.id] = (ts, o.side, price, tag.purpose)
         if o.stop_order_type:
@@ -478,8 +490,12 @@ class _Run:
     def sizing_balance(self, s: _Symbol, available: float | None = None) -> float:
         """What the symbol's grid is sized from (sizing.grid_sizing_balance): the bot's book is the
         engine's, its events drained after every call."""
-        return grid_sizing_balance(self.available() if available is None else available, s.bot.open_orders.values(),
-                                   s.spec, bot_id=s.bot.bot_id, symbol=s.symbol)
+        bot = s.bot
+        if s.held_of[0] != bot.book_revision:
+            # (the add-back moves only with the symbol's own book, the account's balance with everyone's)
+            s.held_of = (bot.book_revision, entry_margin_held(bot.open_orders.values(), s.spec, bot_id=bot.bot_id,
+                                                              symbol=s.symbol))
+        return (self.available() if available is None else available) + s.held_of[1]
 
     def resize_check(self, acting: _Symbol) -> None:
         """The account's available balance is shared: an order or fill of one symbol can change
@@ -505,12 +521,22 @@ class _Run:
             # plan's size, every balance gives it.
             if sized[3] <= avail <= sized[4]:
                 continue
+            above = avail > sized[4]
+            end = 2 if above else 1
+            if not sized[5] & end and sized[2] >= 0:
+                # that end worked out once the size is asked about beyond it (most plans never are)
+                _, lo, hi = balance_range_for_size(sized[0], a.price, s.spec, risk_percentage=r.risk_percentage,
+                                                   min_balance=r.min_balance, low=not above, high=above)
+                sized = s.planned_size = (sized[0], a, sized[2], min(sized[3], lo), max(sized[4], hi), sized[5] | end)
+                if sized[3] <= avail <= sized[4]:
+                    continue
             now = contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                                       min_balance=r.min_balance)
             if now == sized[2]:
-                s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail))
+                s.planned_size = (sized[0], a, now, min(sized[3], avail), max(sized[4], avail), sized[5])
             else:
                 s.dirty = s.wake_all = True
+                self.wakes += 1
 
     # --- wake-ups ------------------------------------------------------------------------------
 
@@ -521,16 +547,23 @@ class _Run:
         every trade (`wake_all`); each rule here is a reason `plan` or the venue would act."""
         bot = s.bot
         grid = bot.grid
-        s.cool_end = INF
-        if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
-            s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
         bucket = bot.bucket
         # the bucket as a plan at this trade reads it (after a plan here: as it left it); one that
         # is full now reads full at any later plan (the refill clamps), so skipping is exact
-        wake_all = (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
-                    or (bucket is not None and refill(bucket, ts).tokens < bucket.capacity))
+        if (not self.skip or s.batch is not None or bool(self.halted) or s.dirty
+                or (bucket is not None and tokens_at(bucket, ts) < bucket.capacity)):
+            # asked at every trade until a plan settles it anew: nothing below would be read
+            # (the rules are only consulted while wake_all is False); half of all calls, with a
+            # batch on its way
+            s.wake_all = True
+            return
+        wake_all = False
+        s.cool_end = INF
+        if bot.stopped_out_at is not None and bot.stopped_out_at + grid.stop_cooldown_s > ts:
+            s.cool_end = bot.stopped_out_at + grid.stop_cooldown_s
         lo, hi = -INF, INF
         ours: dict[tuple[str, str, int], OpenOrder] = {}
+        tags = s.tags
         for o in bot.open_orders.values():
             if o.order_type == "stop_market_order":
                 if o.side == "sell":
@@ -548,7 +581,7 @@ class _Run:
                 lo = max(lo, o.price)
             else:
                 hi = min(hi, o.price)
-            tag = coid.decode(o.client_order_id, bot_id=bot.bot_id, symbol=s.symbol)
+            tag = tags[o.client_order_id]
             if tag is None or o.symbol != s.symbol or tag.side != o.side:
                 continue
             key = (tag.side, tag.purpose, tag.level)
@@ -613,19 +646,26 @@ class _Run:
         a = s.bot.anchor
         if a is None:
             return True
+        n = self.planned_size(s, a)
+        avail = self.sizing_balance(s)
+        if s.planned_size[3] <= avail <= s.planned_size[4]:
+            return True  # a balance known to give the plan's size
         r = s.bot.risk
-        return contracts_per_level(self.sizing_balance(s), a.price, s.spec, risk_percentage=r.risk_percentage,
-                                   min_balance=r.min_balance) == self.planned_size(s, a)
+        return contracts_per_level(avail, a.price, s.spec, risk_percentage=r.risk_percentage,
+                                   min_balance=r.min_balance) == n
 
     def planned_size(self, s: _Symbol, a: GridAnchor) -> int:
         """Contracts per level of the symbol's last plan (-1: none sized yet)."""
         sized = s.planned_size
-        if sized[0] != s.planned_avail or sized[1] is not a:
+        if sized[0] != s.planned_avail and sized[1] is a and sized[3] <= s.planned_avail <= sized[4]:
+            # a new plan's balance inside the range known to give this anchor's size: the same size
+            sized = s.planned_size = (s.planned_avail, a, sized[2], sized[3], sized[4], sized[5])
+        elif sized[0] != s.planned_avail or sized[1] is not a:
             r = s.bot.risk
             sized = s.planned_size = (s.planned_avail, a, contracts_per_level(
                 s.planned_avail, a.price, s.spec, risk_percentage=r.risk_percentage,
                 min_balance=r.min_balance) if math.isfinite(s.planned_avail) else -1,
-                s.planned_avail, s.planned_avail)
+                s.planned_avail, s.planned_avail, 0)
         return sized[2]
 
     def must_wake(self, s: _Symbol, i: int, k: int, ts: float) -> bool:
@@ -654,7 +694,11 @@ class _Run:
         atr = s.catr[j]
         edge = s.bot.stop_edge
         if edge is not None and atr > 0:
-            want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, s.bot.grid, s.cpx[j])
+            g = s.bot.grid
+            if g.stops and g.stop_kind != "trailing":  # (only the trigger to compare)
+                trigger = stop_trigger(1 if s.stop_long else -1, edge, atr, s.spec, g)
+                return abs(trigger - s.stop_rest) > s.ctol[j] - 1e-9
+            want = protective_stop(1 if s.stop_long else -1, edge, atr, s.spec, g, s.cpx[j])
             if want is not None and abs(want.price - s.stop_rest) > s.ctol[j] - 1e-9:
                 return True
         return False
@@ -680,11 +724,32 @@ class _Run:
         if s.gap > 0.0 and s.gap > s.btol[r] - 1e-9:
             return False
         if s.stop_rest:
+            if self.stop_stays(s, r):
+                return True
             j = r * TICKS_PER_BAR
             for k in range(TICKS_PER_BAR):
                 if self.stop_moves(s, j + k):
                     return False
         return True
+
+    def stop_stays(self, s: _Symbol, r: int) -> bool:
+        """True when `stop_moves` is False at every trade of bar r (chunk index), from the
+        triggers at the bar's smallest and largest ATR alone: the trigger is monotone in the ATR,
+        so every trade's lies between those two, no farther from our resting stop than the
+        farther of them, and every trade's tolerance is at least the bar's smallest. False: the
+        bar must be checked trade by trade."""
+        edge = s.bot.stop_edge
+        g = s.bot.grid
+        amin, amax = s.bamin[r], s.bamax[r]
+        if edge is None or not g.stops or g.stop_kind == "trailing" or not amin > 0:
+            return False  # (a trade's ATR that is NaN or not > 0 is skipped by stop_moves: NaN min, all were)
+        try:
+            t1 = stop_trigger(1 if s.stop_long else -1, edge, amin, s.spec, g)
+            t2 = stop_trigger(1 if s.stop_long else -1, edge, amax, s.spec, g)
+        except ValueError:
+            return False  # (stop_moves raises at that trade, if no earlier one wakes first)
+        limit = s.btol[r] - 1e-9
+        return abs(t1 - s.stop_rest) <= limit and abs(t2 - s.stop_rest) <= limit
 
     # --- the supervisor side ----------------------------------------------------------------
 
@@ -744,6 +809,7 @@ class _Run:
         self.money_rev += 1
         for other in self.syms:  # the available balance every bot sizes from changed
             other.dirty = other.wake_all = True
+        self.wakes += 1
 
 
 def _check_inputs(data: Mapping[str, Candles], specs: Mapping[str, ProductSpec], balance_usd: float,
@@ -923,7 +989,55 @@ def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, f
                 s.trade_no += TICKS_PER_BAR
                 s.stale = (i, TICKS_PER_BAR - 1, clock_us)
         else:
-            for k in range(TICKS_PER_BAR):
+            # Where the trade-by-trade pass over every symbol below starts: (trade k0, symbol p0).
+            k0 = p0 = 0
+            quiet = [s for s, _ in active if s.quiet_bar == n_bar] if skip else []
+            if quiet:
+                # The symbols found quiet for the whole bar take no part in it (each symbol's own
+                # skip) unless something wakes one of them mid-bar (another symbol's order moving
+                # the shared balance, funding): the others trade here, and at a wake the pass
+                # below goes on from that trade and symbol, as if it had run from the start.
+                busy = [(p, s, i) for p, (s, i) in enumerate(active) if s.quiet_bar != n_bar]
+                wakes = run.wakes
+                k0 = TICKS_PER_BAR  # (no wake: the whole bar is done here)
+                for k in range(TICKS_PER_BAR):
+                    ts = bar_ts + k * TICK_SECONDS
+                    run.clock_us = int(ts) * 1_000_000
+                    if funded:
+                        period = int(ts // FUNDING_INTERVAL_S)
+                        if period != funding_period:
+                            if funding_period >= 0:
+                                for s in syms:
+                                    if s.funding_ts is not None:
+                                        run.charge_funding(s, period * FUNDING_INTERVAL_S)
+                            funding_period = period
+                    if run.wakes != wakes and any(q.wake_all for q in quiet):
+                        k0 = k
+                        break
+                    for p, s, i in busy:
+                        s.trade_no += 1
+                        if not s.wake_all and not run.must_wake(s, i, k, ts):
+                            s.stale = (i, k, run.clock_us)
+                            continue
+                        s.quiet_bar = -1
+                        run_trade(run, s, i, k, ts, _per_trade_engine)
+                        if run.wakes != wakes:
+                            wakes = run.wakes
+                            if any(q.wake_all for q in quiet):
+                                k0, p0 = k, p + 1
+                                break
+                    if k0 < TICKS_PER_BAR:
+                        break
+                # the quiet symbols' skipped trades: every one before k0, and k0's for those before p0
+                for p, (s, i) in enumerate(active):
+                    if s.quiet_bar == n_bar:
+                        n = k0 + (p < p0)
+                        if n:
+                            s.trade_no += n
+                            s.stale = (i, n - 1, int(bar_ts + (n - 1) * TICK_SECONDS) * 1_000_000)
+                if k0 == TICKS_PER_BAR:
+                    run.clock_us = int(bar_ts + last_trade) * 1_000_000
+            for k in range(k0, TICKS_PER_BAR):
                 ts = bar_ts + k * TICK_SECONDS
                 run.clock_us = int(ts) * 1_000_000
                 if funded:
@@ -934,7 +1048,7 @@ def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, f
                                 if s.funding_ts is not None:
                                     run.charge_funding(s, period * FUNDING_INTERVAL_S)
                         funding_period = period
-                for s, i in active:
+                for s, i in (active[p0:] if k == k0 else active):
                     s.trade_no += 1
                     # quiet_bar: found quiet at the bar's start, and nothing woke it since
                     if skip and not s.wake_all and (s.quiet_bar == n_bar or not run.must_wake(s, i, k, ts)):
@@ -994,7 +1108,15 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
     """One replayed trade of one symbol: the batch due now reaches the venue, the trade matches
     our book, the worker's bar ring takes the trade, the pool answers, the bot decides."""
     b = s.bars
-    price = float(b.ticks[i, k])
+    if per_trade_engine:
+        price = float(b.ticks[i, k])
+    else:
+        r = i - s.c0
+        if not 0 <= r < CHUNK_BARS:
+            s.chunk_for(i)
+            r = i - s.c0
+        j = r * TICKS_PER_BAR + k
+        price = s.cpx[j]  # (the chunk's copy of b.ticks[i, k])
     e = run.engine
     if s.stale is not None:
         # the trades skipped since the bot was last asked changed nothing but the venue's last
@@ -1022,7 +1144,7 @@ def run_trade(run: _Run, s: _Symbol, i: int, k: int, ts: float, per_trade_engine
         s.wc[i] = price
         sig = run.signal(s, i)
     else:
-        sig = s.sig(i, k)
+        sig = (s.cvalid[j], st.VOTE_NAMES[s.cdirection[j]], s.cconfidence[j], price, s.catr[j])  # s.sig(i, k)
     s.last_sig = sig
     if as_planned and run.quiet_after_delivery(s, i, k, ts):
         run.resize_check(s)

@@ -105,6 +105,10 @@ class TradingBot:
     # What the last plan saw when it changed nothing (see `plan_unchanged`); None: it changed something.
     _quiet: _Quiet | None = field(default=None, repr=False, compare=False)
     _asks_unchanged: bool = field(default=False, repr=False, compare=False)  # a caller uses plan_unchanged
+    # Bumped whenever `open_orders` may have changed: a caller keeping a figure of the book (the
+    # backtest's margin of our resting entries, read for every symbol at every order action)
+    # knows when to work it out again.
+    book_revision: int = field(default=0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.position is None:
@@ -141,6 +145,7 @@ class TradingBot:
         if newest_ours is not None and newest_ours[0].purpose == "stop":
             self.stopped_out_at = max(self.stopped_out_at or 0.0, newest_ours[1].ts)
         self.open_orders = {o.order_id: o for o in open_orders}
+        self.book_revision += 1
         self.awaiting_fills.clear()  # every fill the exchange reports was just read
         ids = [o.client_order_id for o in open_orders] + [f.client_order_id for f in fills] + sent_ids
         seen = coid.generation_after(ids, bot_id=self.bot_id, symbol=self.symbol)
@@ -184,6 +189,7 @@ class TradingBot:
         self.position = apply_fill(self.position, fill)
 
     def on_order(self, order: OpenOrder, state: str) -> None:
+        self.book_revision += 1
         if state in ("open", "pending") and order.unfilled_size > 0:
             known = self.open_orders.get(order.order_id)
             if known is not None and (known.order_type, known.reduce_only, known.trailing) != (
@@ -206,6 +212,7 @@ class TradingBot:
 
     def on_cancelled(self, order_ids: list[int]) -> None:
         """Our cancels the exchange confirmed (or found already gone)."""
+        self.book_revision += 1
         for oid in order_ids:
             self.open_orders.pop(oid, None)
 
@@ -215,6 +222,7 @@ class TradingBot:
         book is planned on again (a lost fill must not stop the bot; the periodic re-read bounds
         how long one can)."""
         self.open_orders = {o.order_id: o for o in open_orders}
+        self.book_revision += 1
         self.awaiting_fills.clear()
 
     def cooldown_left(self, market_ts: float) -> float:

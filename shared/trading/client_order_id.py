@@ -154,15 +154,35 @@ def _parse(client_order_id: str | None) -> OrderTag | None:
 
 def decode(client_order_id: str | None, *, bot_id: str, symbol: str) -> OrderTag | None:
     """The tag if this bot owns the order for this symbol; None for anything we do not own."""
-    return _owned(client_order_id, bot_id, symbol)
+    return owned_tags(bot_id, symbol)[client_order_id]
 
 
-@functools.lru_cache(maxsize=4096)  # as `parse`: every plan reads the whole book's ids again
-def _owned(client_order_id: str | None, bot_id: str, symbol: str) -> OrderTag | None:
-    tag = parse(client_order_id)
-    if tag is None or tag.bot_id != bot_id or tag.symbol_tag != symbol_tag(symbol):
-        return None
-    return tag
+OWNED_CACHE = 2048  # ids remembered per (bot, symbol); when full that pair's cache starts again
+
+
+class OwnedTags(dict[str | None, "OrderTag | None"]):
+    """`decode` for one bot and symbol as a mapping, id -> tag or None: a loop over a whole book
+    (every plan reads each order's id again) takes one dict lookup an order instead of a call.
+    Bounded: when full it starts again."""
+
+    def __init__(self, bot_id: str, symbol: str) -> None:
+        super().__init__()
+        self.bot_id, self.symbol_tag = bot_id, symbol_tag(symbol)
+
+    def __missing__(self, client_order_id: str | None) -> OrderTag | None:
+        tag = parse(client_order_id)
+        if tag is not None and (tag.bot_id != self.bot_id or tag.symbol_tag != self.symbol_tag):
+            tag = None
+        if len(self) >= OWNED_CACHE:
+            self.clear()
+        self[client_order_id] = tag
+        return tag
+
+
+@functools.lru_cache(maxsize=256)
+def owned_tags(bot_id: str, symbol: str) -> OwnedTags:
+    """The one `OwnedTags` of this bot and symbol."""
+    return OwnedTags(bot_id, symbol)
 
 
 def next_generation(current: int) -> int:

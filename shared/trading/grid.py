@@ -146,6 +146,20 @@ def desired_grid(
     return tuple(orders)
 
 
+def stop_trigger(position_contracts: int, grid_edge_price: float, atr: float, product: ProductSpec,
+                 config: GridConfig) -> float:
+    """The protective stop's trigger price alone (`protective_stop`'s, for a non-flat position):
+    a backtest asks it at every trade a fixed stop rests through, to know when a plan would move it."""
+    _check_market(grid_edge_price, atr)
+    distance = config.stop_atr_multiple * atr
+    if position_contracts > 0:
+        trigger = product.floor_price(grid_edge_price - distance)
+        if trigger <= 0:
+            raise ValueError(f"stop below zero: edge {grid_edge_price}, distance {distance}")
+        return trigger
+    return product.ceil_price(grid_edge_price + distance)
+
+
 def protective_stop(
     position_contracts: int,
     grid_edge_price: float,
@@ -163,16 +177,8 @@ def protective_stop(
     one tick, rounded up to the tick), and the exchange moves it from there."""
     if not config.stops or position_contracts == 0:
         return None
-    _check_market(grid_edge_price, atr)
-    distance = config.stop_atr_multiple * atr
-    if position_contracts > 0:
-        trigger = product.floor_price(grid_edge_price - distance)
-        if trigger <= 0:
-            raise ValueError(f"stop below zero: edge {grid_edge_price}, distance {distance}")
-        side: Side = "sell"
-    else:
-        trigger = product.ceil_price(grid_edge_price + distance)
-        side = "buy"
+    trigger = stop_trigger(position_contracts, grid_edge_price, atr, product, config)
+    side: Side = "sell" if position_contracts > 0 else "buy"
     trail = 0.0
     if config.stop_kind == "trailing":
         if price is None or not (math.isfinite(price) and price > 0):

@@ -332,8 +332,9 @@ def levels_from_book(
         raise ValueError(f"grid step must be > 0, got {grid_step!r}")
     entry_orders: dict[tuple[Side, int], OpenOrder] = {}
     tp_orders: dict[tuple[Side, int], OpenOrder] = {}
+    tags = coid.owned_tags(bot_id, symbol)
     for o in open_orders:
-        tag = coid.decode(o.client_order_id, bot_id=bot_id, symbol=symbol)
+        tag = tags[o.client_order_id]
         if tag is None or o.symbol != symbol or tag.side != o.side:
             continue
         if tag.purpose == "entry":

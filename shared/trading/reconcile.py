@@ -97,8 +97,9 @@ def reconcile(
     generation %= coid.GENERATION_MODULUS
     ours: dict[tuple[Side, Purpose, int], list[tuple[OpenOrder, coid.OrderTag]]] = {}
     foreign = 0
+    tags = coid.owned_tags(bot_id, symbol)
     for order in actual:
-        tag = coid.decode(order.client_order_id, bot_id=bot_id, symbol=symbol)
+        tag = tags[order.client_order_id]
         # A hashed symbol tag could in theory collide, so the exchange's symbol must agree too.
         if tag is None or order.symbol != symbol or tag.side != order.side:
             foreign += 1
@@ -191,10 +192,15 @@ def new_bucket(actions_per_minute: int, now_s: float) -> ChurnBucket:
 
 
 def refill(bucket: ChurnBucket, now_s: float) -> ChurnBucket:
+    return ChurnBucket(capacity=bucket.capacity, tokens=tokens_at(bucket, now_s),
+                       updated_s=max(now_s, bucket.updated_s))
+
+
+def tokens_at(bucket: ChurnBucket, now_s: float) -> float:
+    """The tokens `refill` would give at now_s (without making the bucket)."""
     # A clock that steps back (tests, NTP) must not mint or burn tokens.
     elapsed = max(0.0, now_s - bucket.updated_s)
-    tokens = min(float(bucket.capacity), bucket.tokens + elapsed * bucket.capacity / 60.0)
-    return ChurnBucket(capacity=bucket.capacity, tokens=tokens, updated_s=max(now_s, bucket.updated_s))
+    return min(float(bucket.capacity), bucket.tokens + elapsed * bucket.capacity / 60.0)
 
 
 def limit_plan(

@@ -158,6 +158,22 @@ def limit_desired(
     if long_held < 0 or short_held < 0:
         raise ValueError(f"held contracts must be >= 0, got {long_held}, {short_held}")
     protective = [d for d in desired if d.reduce_only or d.purpose != "entry"]
+    if len(desired) <= config.max_open_orders:
+        # the usual case, decided without ranking: every entry fits when all of them together do
+        # (sizes are never negative, so no partial sum exceeds the whole)
+        buys = sells = 0
+        for d in desired:
+            if not (d.reduce_only or d.purpose != "entry"):
+                if d.size < 0:
+                    break
+                if d.side == "buy":
+                    buys += d.size
+                else:
+                    sells += d.size
+        else:
+            if (max(position_contracts, 0, long_held) + buys <= config.max_position_contracts
+                    and max(-position_contracts, 0, short_held) + sells <= config.max_position_contracts):
+                return tuple(desired)
     entries = sorted((d for d in desired if not (d.reduce_only or d.purpose != "entry")),
                      key=lambda d: (d.level, d.side))
     slots = config.max_open_orders - len(protective)

@@ -136,6 +136,12 @@ def contracts_per_level(
     _require_positive("price", price)
     _require_non_negative("risk_percentage", risk_percentage)
     _require_non_negative("min_balance", min_balance)
+    return _contracts(available_balance, price, product, risk_percentage, min_balance, at_least_min_size)
+
+
+def _contracts(available_balance: float, price: float, product: ProductSpec, risk_percentage: float,
+               min_balance: float, at_least_min_size: bool) -> int:
+    """`contracts_per_level`'s rule, its inputs checked."""
     # A negative available balance (margin deficit) is simply "below min_balance".
     if available_balance < min_balance or available_balance <= 0:
         return 0
@@ -152,6 +158,51 @@ def contracts_per_level(
     return contracts if contracts >= product.min_size else 0
 
 
+SIZE_EDGE_MARGIN = 1e-7  # relative: how far inside its estimated edges a size's balance range is tried
+
+
+def balance_range_for_size(available_balance: float, price: float, product: ProductSpec, *, risk_percentage: float,
+                           min_balance: float, low: bool = True, high: bool = True) -> tuple[int, float, float]:
+    """`contracts_per_level` at this balance (at least the minimum size), and a range of balances
+    around it that all give the same size: a caller re-sizing at every balance change (the
+    backtest, for every symbol at every order action on the shared account) then only needs a
+    comparison. The range's ends are estimated from the rule and then checked with the rule
+    itself; as the size never falls when the balance rises, two balances
+    with one size have it at every balance between them. An end that does not check out stays at
+    the balance given (the range is never wrong, at worst narrow), as does an end not asked for
+    (`low`, `high` False: only the other end is wanted)."""
+    n = contracts_per_level(available_balance, price, product, risk_percentage=risk_percentage,
+                            min_balance=min_balance)
+    lo = hi = float(available_balance)
+    notional = product.contract_value * price
+    per_budget = 100.0 * notional / risk_percentage if risk_percentage > 0 else math.inf
+    per_margin = notional * product.initial_margin
+
+    def edge(k: int) -> float:
+        """About the lowest balance giving at least k (>= min_size) contracts."""
+        return max(k * per_budget if k > product.min_size else -math.inf, k * per_margin, min_balance, 0.0)
+
+    up: float | None
+    if n == 0:
+        lo = -math.inf  # sizes are never negative: below a balance giving 0, every one gives 0
+        up = edge(product.min_size)
+    else:
+        down = edge(n)
+        try_lo = down + abs(down) * SIZE_EDGE_MARGIN
+        if low and math.isfinite(try_lo) and try_lo < lo and _contracts(
+                try_lo, price, product, risk_percentage, min_balance, True) == n:
+            lo = try_lo
+        up = None if n >= product.position_size_limit else edge(n + 1)
+    if up is None:
+        hi = math.inf  # the cap: no balance gives more
+    else:
+        try_hi = up - abs(up) * SIZE_EDGE_MARGIN
+        if high and math.isfinite(try_hi) and try_hi > hi and _contracts(
+                try_hi, price, product, risk_percentage, min_balance, True) == n:
+            hi = try_hi
+    return n, lo, hi
+
+
 def grid_sizing_balance(available_balance: float, resting: Iterable[OpenOrder], product: ProductSpec, *,
                         bot_id: str, symbol: str) -> float:
     """The balance a bot's grid is sized from: the account's available balance plus the initial
@@ -164,11 +215,18 @@ def grid_sizing_balance(available_balance: float, resting: Iterable[OpenOrder], 
     was placed, and a regrid sizes the new grid without the margin the old one frees. Only
     entries count: take-profits and stops stay through a regrid, and reduce-only orders hold no
     margin. The exchange holds order margin at notional / leverage, the product's initial margin."""
+    return available_balance + entry_margin_held(resting, product, bot_id=bot_id, symbol=symbol)
+
+
+def entry_margin_held(resting: Iterable[OpenOrder], product: ProductSpec, *, bot_id: str, symbol: str) -> float:
+    """The initial margin the exchange holds for the bot's own resting entry orders (the part
+    `grid_sizing_balance` adds back); it moves only with the bot's book."""
     held = 0.0
+    tags = coid.owned_tags(bot_id, symbol)
     for o in resting:
         if o.reduce_only or o.order_type != "limit_order" or o.unfilled_size <= 0:
             continue
-        tag = coid.decode(o.client_order_id, bot_id=bot_id, symbol=symbol)
+        tag = tags[o.client_order_id]
         if tag is not None and tag.purpose == "entry":
             held += o.unfilled_size * product.contract_value * o.price * product.initial_margin
-    return available_balance + held
+    return held

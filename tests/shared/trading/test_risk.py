@@ -168,3 +168,40 @@ def test_risk_table_from_toml() -> None:
     assert (cfg.daily_loss_limit, cfg.flatten_on_halt, cfg.max_open_orders) == (250.0, True, 12)
     with pytest.raises(msgspec.ValidationError):
         msgspec.toml.decode(b"max_drawdown = 0.1", type=RiskConfig)  # misspelt key: refused, not ignored
+
+
+def _limit_by_ranking(desired: list[DesiredOrder], position: int, config: RiskConfig, long_held: int,
+                      short_held: int) -> tuple[DesiredOrder, ...]:
+    """The rule written out the long way (rank every entry nearest first, take while it fits):
+    limit_desired decides the usual case without ranking and must agree."""
+    protective = [d for d in desired if d.reduce_only or d.purpose != "entry"]
+    slots = config.max_open_orders - len(protective)
+    worst = {"buy": max(position, 0, long_held), "sell": max(-position, 0, short_held)}
+    chosen = []
+    for d in sorted((d for d in desired if d not in protective), key=lambda d: (d.level, d.side)):
+        if slots <= 0:
+            break
+        if worst[d.side] + d.size > config.max_position_contracts:
+            continue
+        worst[d.side] += d.size
+        chosen.append(d)
+        slots -= 1
+    return tuple(d for d in desired if d in chosen or d in protective)
+
+
+def test_symbol_limits_agree_with_ranking_every_entry() -> None:
+    import random
+
+    rng = random.Random(5)
+    fast = 0
+    for _ in range(3_000):
+        cfg = RiskConfig(max_position_contracts=rng.choice([5, 20, 100]), max_open_orders=rng.choice([3, 8, 20]))
+        desired = [order(lv, side, size=rng.choice([1, 2, 5])) for side in ("buy", "sell")
+                   for lv in rng.sample(range(1, 9), rng.randint(0, 5))]
+        desired += [order(lv, "sell", reduce_only=True) for lv in rng.sample(range(1, 9), rng.randint(0, 2))]
+        rng.shuffle(desired)
+        pos, lh, sh = rng.randint(-20, 20), rng.randint(0, 15), rng.randint(0, 15)
+        got = limit_desired(desired, pos, cfg, long_held=lh, short_held=sh)
+        assert got == _limit_by_ranking(desired, pos, cfg, lh, sh)
+        fast += got == tuple(desired)
+    assert 300 < fast < 2_700  # both the usual case and trimming were exercised

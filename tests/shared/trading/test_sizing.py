@@ -137,3 +137,34 @@ def test_the_grid_is_sized_as_if_its_own_entries_were_not_resting() -> None:
     assert sizing.grid_sizing_balance(0.0, [msgspec.structs.replace(resting[0], reduce_only=True),
                                             msgspec.structs.replace(resting[0], order_type="stop_market_order")],
                                       BTC, bot_id="g1", symbol="BTCUSD") == 0.0
+
+
+def test_every_balance_in_a_sizes_range_gives_that_size() -> None:
+    # The backtest skips re-sizing a symbol whose balance stays inside this range: each end is
+    # checked, the interior holds by monotonicity; here the interior is sampled too, and the
+    # range must be tight (just past its top the size grows) or it would skip nothing useful.
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    small = msgspec.structs.replace(ETH, min_size=3, position_size_limit=40)
+    tight = finite = useful = cases = 0
+    for spec in (BTC, ETH, small):
+        for price in rng.uniform(0.5, 2.0, 15) * (60_000.0 if spec is BTC else 2_000.0):
+            for balance in np.concatenate([rng.uniform(-50, 300, 10), rng.uniform(0, 2e5, 30)]):
+                rp, mb = float(rng.choice([0.5, 2.0, 25.0])), float(rng.choice([0.0, 50.0]))
+                n, lo, hi = sizing.balance_range_for_size(float(balance), float(price), spec,
+                                                          risk_percentage=rp, min_balance=mb)
+                cases += 1
+
+                def size(b: float, price: float = float(price), rp: float = rp, mb: float = mb,
+                         spec: ProductSpec = spec) -> int:
+                    return sizing.contracts_per_level(b, price, spec, risk_percentage=rp, min_balance=mb)
+
+                assert n == size(float(balance)) and lo <= balance <= hi
+                inside = [b for b in (lo, hi, *rng.uniform(max(lo, -1e3), min(hi, 1e7), 20)) if math.isfinite(b)]
+                assert all(size(float(b)) == n for b in inside), (spec.symbol, price, balance, n, lo, hi)
+                useful += hi > balance
+                if math.isfinite(hi) and hi > balance:
+                    finite += 1
+                    tight += size(hi + abs(hi) * 1e-6) > n
+    assert useful > 0.9 * cases and finite > 0.5 * cases and tight == finite
