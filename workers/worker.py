@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from shared.bars import apply_tick
+from shared.delta.ratelimit import resync_phase_s
 from shared.latency import HopMeter, LatencyHistogram, RollingHistogram
 from shared.messages import (
     ALL_TOPIC,
@@ -715,7 +716,7 @@ async def run(spec: ChildSpec) -> None:
     duty = DutyOnWake(beat_s, beat_grace_s, lag)
     leak_mb = cfg.testing.leak_mb_per_s if cfg.testing.leak_symbol in ("", worker.symbol) else 0.0
     resync_s = max(RESYNC_INTERVAL_S, RESYNC_S_PER_SYMBOL * len(cfg.run.symbols))
-    next_resync = time.monotonic() + resync_s
+    next_resync = time.monotonic() + resync_s + resync_phase_s(resync_s, worker.symbol, cfg.run.symbols)
     last_pass = time.monotonic()
 
     async def housekeeping(on_timer: bool = False) -> None:

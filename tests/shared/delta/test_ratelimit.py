@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import pytest
@@ -24,6 +25,7 @@ from shared.delta.ratelimit import (
     order_units,
     pace_wait_s,
     quote_verdict,
+    resync_phase_s,
     spend_kind,
 )
 
@@ -206,3 +208,13 @@ def test_quotes_keep_the_window_on_an_even_pace_after_a_start_up_slack() -> None
     assert quote_verdict(0.0, 0.0, 0.8, 25.0) == ("rate_budget_pace", 25.0)  # the bot's fair turn, not the pace's
     assert quote_verdict(0.0, 0.0, 0.0, 25.0) == (None, 0.0)
     assert quote_verdict(0.0, 100.0, 12.0) == ("rate_budget_spent", MAX_RETRY_AFTER_S)
+
+
+def test_regular_re_reads_are_spread_over_the_interval_by_symbol() -> None:
+    symbols = [f"S{i}USD" for i in range(100)]
+    phases = [resync_phase_s(90.0, s, symbols) for s in symbols]
+    assert phases[0] == 0.0 and max(phases) < 90.0
+    # evenly: at most one symbol's first re-read in any 0.9 s slot, so 100 x 9 units never come due together
+    assert sorted(phases) == phases and all(b - a == pytest.approx(0.9) for a, b in itertools.pairwise(phases))
+    assert resync_phase_s(90.0, "XRPUSD", symbols) == 0.0  # not in the run: no phase
+    assert resync_phase_s(15.0, "BTCUSD", ["BTCUSD"]) == 0.0
