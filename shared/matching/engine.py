@@ -108,7 +108,7 @@ TO_TICK_MEMO = 4_096  # float prices per product whose tick-grid Decimal is reme
 
 
 def money(x: Decimal) -> Decimal:
-    return x.quantize(MONEY, rounding=ROUND_HALF_EVEN)
+    return x.quantize(MONEY, ROUND_HALF_EVEN)
 
 
 def _marketable(order_type: OrderType, side: Side, price: Decimal | None, bid: Decimal, ask: Decimal) -> bool:
@@ -386,7 +386,7 @@ class _Product:
         return self._to_tick(price)
 
     def _to_tick(self, price: float | Decimal) -> Decimal:
-        ticks = (dec(price) / self.tick).to_integral_value(rounding=ROUND_HALF_EVEN)
+        ticks = (dec(price) / self.tick).to_integral_value(ROUND_HALF_EVEN)
         return ticks * self.tick
 
     def touch(self) -> tuple[Decimal, Decimal]:
@@ -771,7 +771,7 @@ class MatchingEngine:
         new_post = order.post_only if post_only is None else post_only
         if new_size <= order.filled_size:
             raise bad_schema(f"size {new_size} must exceed the filled size {order.filled_size}", "size")
-        if new_price is None or new_price <= 0:
+        if new_price is None or new_price <= ZERO:
             raise bad_schema("limit_price must be > 0", "limit_price")
         self._check_tick(p, new_price)
         bid, ask = p.touch()
@@ -1065,7 +1065,7 @@ class MatchingEngine:
         if (type(size) is not int and (not isinstance(size, int) or isinstance(size, bool))) or size < p.spec.min_size:
             raise bad_schema(f"size must be a whole number of contracts >= {p.spec.min_size}", "size")
         if req.order_type == "limit_order":
-            if req.limit_price is None or req.limit_price <= 0:
+            if req.limit_price is None or req.limit_price <= ZERO:
                 raise bad_schema("limit_price must be > 0 for a limit order", "limit_price")
             self._check_tick(p, req.limit_price)
         coid = req.client_order_id
@@ -1104,11 +1104,11 @@ class MatchingEngine:
 
     @staticmethod
     def _check_tick(p: _Product, price: Decimal, field: str = "limit_price") -> None:
-        if price % p.tick != 0:
+        if price % p.tick != ZERO:
             raise bad_schema(f"{field} {price} is not a multiple of tick_size {p.tick}", field)
 
     def _margin(self, p: _Product, size: int, price: Decimal) -> Decimal:
-        return (size * p.cv * price / p.leverage).quantize(MONEY, rounding=ROUND_HALF_EVEN)
+        return (size * p.cv * price / p.leverage).quantize(MONEY, ROUND_HALF_EVEN)
 
     def _order_margin_of(self, p: _Product, o: Order) -> Decimal:
         if o.reduce_only or o.limit_price is None:
