@@ -355,7 +355,7 @@ class _Product:
         # beyond these cannot reach the maintenance margin, so the exact check is skipped
         self.liq_safe: tuple[Position, Decimal, Decimal, float, float] | None = None
         # what a new order of this product starts from: msgspec's replace() of a few fields costs a
-        # fraction of building a 24-field Struct from keywords
+        # fraction of building a 24-field Struct from keywords (see place_order)
         self.new_order = Order(
             id=0, product_id=spec.product_id, symbol=spec.symbol, side="buy", size=0, unfilled_size=0,
             order_type="limit_order", limit_price=None, time_in_force="gtc", post_only=False, reduce_only=False,
@@ -673,13 +673,17 @@ class MatchingEngine:
         self._last_order_id += 1
         self._last_priority += 1
         coid = req.client_order_id
+        # At most 13 keywords per replace(): msgspec's cost per call jumps about fourfold past 15
+        # (callgrind: ~3k instructions for 13, ~12k for 19, ~13k for building the Order from 21).
         order = replace(
             p.new_order, id=self._last_order_id, side=side, size=req.size, unfilled_size=req.size,
             order_type=req.order_type, limit_price=price, time_in_force=req.time_in_force,
             post_only=req.post_only, reduce_only=req.reduce_only, client_order_id=coid,
-            state="pending" if stop else "open", created_at=now, updated_at=now, priority=self._last_priority,
-            stop_order_type=req.stop_order_type, stop_price=stop_price, stop_trigger_method=req.stop_trigger_method,
-            trail_amount=req.trail_amount, trail_extreme=extreme)
+            created_at=now, updated_at=now, priority=self._last_priority)
+        if stop or req.trail_amount is not None or req.stop_trigger_method != order.stop_trigger_method:
+            order = replace(order, state="pending" if stop else "open", stop_order_type=req.stop_order_type,
+                            stop_price=stop_price, stop_trigger_method=req.stop_trigger_method,
+                            trail_amount=req.trail_amount, trail_extreme=extreme)
         self._open[order.id] = order
         if coid:
             self._open_by_coid[coid] = order.id
