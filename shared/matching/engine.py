@@ -313,7 +313,7 @@ class _Product:
 
     __slots__ = ("spec", "tick", "cv", "leverage", "last", "quote", "bids", "asks", "stops", "position",
                  "book_notional", "order_margin", "position_margin", "last_funding_us", "_touch_of", "_touch",
-                 "_on_tick", "_pm_of", "margin_stale", "liq_safe", "new_order", "tick_f",
+                 "_on_tick", "_on_tick_before", "_pm_of", "margin_stale", "liq_safe", "new_order", "tick_f",
                  "cv_f", "lev_f")
 
     def __init__(self, spec: ProductSpec, leverage: Decimal) -> None:
@@ -343,8 +343,10 @@ class _Product:
         self._touch_of: Decimal | None = None
         self._touch: tuple[Decimal, Decimal] = (ZERO, ZERO)
         # to_tick of the float trade prices seen lately (a market trades the same few prices over
-        # and over; bounded: emptied when full)
+        # and over), in two generations of TO_TICK_MEMO / 2: when the newer is full it becomes the
+        # older and the older is dropped, so a wandering price keeps the neighbourhood it is in
         self._on_tick: dict[float, Decimal] = {}
+        self._on_tick_before: dict[float, Decimal] = {}
         # (position, leverage, position margin) of the last margin refresh: the position margin
         # only moves with a new position or leverage, while every order action refreshes
         self._pm_of: tuple[Position, Decimal, Decimal] | None = None
@@ -365,9 +367,12 @@ class _Product:
         if type(price) is float and price > 0.0:
             known = self._on_tick.get(price)
             if known is None:
-                if len(self._on_tick) >= TO_TICK_MEMO:
-                    self._on_tick.clear()
-                known = self._on_tick[price] = self._float_to_tick(price)
+                known = self._on_tick_before.get(price)
+                if known is None:
+                    known = self._float_to_tick(price)
+                if len(self._on_tick) >= TO_TICK_MEMO // 2:
+                    self._on_tick_before, self._on_tick = self._on_tick, {}
+                self._on_tick[price] = known
             return known
         return self._to_tick(price)
 
@@ -431,7 +436,7 @@ class MatchingEngine:
         self._order_margin_total = ZERO
         self._position_margin_total = ZERO
         self._stale: list[_Product] = []  # products whose margins lag their book (margin_stale)
-        self._avail_f: tuple[Decimal, Decimal, Decimal, float] = (ZERO, ZERO, ZERO, 0.0)  # `_affordable`
+        self._avail_f: tuple[Decimal, Decimal, Decimal, float, float] = (ZERO, ZERO, ZERO, 0.0, 0.0)  # `_affordable`
 
     # ---- products and market ---------------------------------------------------------------
     def add_product(self, spec: ProductSpec) -> None:
@@ -1139,11 +1144,12 @@ class MatchingEngine:
             p.lev_f = (p.leverage, lev_f)
         k = p.cv_f / lev_f
         need = size * k * float(price)
-        bal, om, pm, avail = self._avail_f
+        bal, om, pm, avail, bal_f = self._avail_f
         if bal is not self.balance or om is not self._order_margin_total or pm is not self._position_margin_total:
             bal, om, pm = self.balance, self._order_margin_total, self._position_margin_total
-            avail = float(bal) - float(om) - float(pm)
-            self._avail_f = (bal, om, pm, avail)
+            bal_f = float(bal)
+            avail = bal_f - float(om) - float(pm)
+            self._avail_f = (bal, om, pm, avail, bal_f)
         if p.margin_stale:
             known = p._pm_of
             if known is None or known[0] is not p.position or known[1] is not p.leverage:
@@ -1151,7 +1157,7 @@ class MatchingEngine:
             avail -= float(p.book_notional) * k - float(p.order_margin)  # its order margin now
         if releasing is not None and releasing.limit_price is not None:
             avail += releasing.unfilled_size * k * float(releasing.limit_price)
-        return need < avail - 1e-6 - 1e-9 * (abs(avail) + need + float(bal))
+        return need < avail - 1e-6 - 1e-9 * (abs(avail) + need + abs(bal_f))
 
     def _margin_moved(self, p: _Product) -> None:
         """The product's book or position changed: its margins are recomputed when next read."""
