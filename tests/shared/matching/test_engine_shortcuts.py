@@ -126,7 +126,7 @@ def _session(e: MatchingEngine, specs: list[ProductSpec], px: dict[str, float], 
                     time_in_force=rng.choice(["gtc", "gtc", "ioc"]),
                     client_order_id=rng.choice([None, f"c{rng.randint(0, 30)}"])))
             elif r < 0.52:
-                out = e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]),  # type: ignore[arg-type]  # test input
+                out = e.place_order(OrderRequest(product_id=pid, side=rng.choice(["buy", "sell"]),
                                                  size=rng.randint(1, 300), order_type="market_order",
                                                  reduce_only=rng.random() < 0.3))
             elif r < 0.7 and e.open_orders([pid]):
