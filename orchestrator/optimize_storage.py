@@ -19,6 +19,9 @@ Here:
   so another driver's constant liar, a resumed study and a stale-trial retry see the whole set),
   or with the trial's final state (the train figures, the reason and the score go in the same
   transaction as the state, so a result is either all there or not at all).
+- With heartbeats on, a trial this driver creates or takes from the queue gets its first heartbeat
+  in the same transaction (so no trial of a live driver is ever RUNNING without one, which the
+  stale-trial check would never fail), and the driver's beat right after it is not written again.
 - A read of the study's trials less than `FRESH_S` after the last, with no write by this driver in
   between, is served from that one (as if it had come those milliseconds earlier: other drivers'
   writes are seen by the next read).
@@ -31,6 +34,7 @@ stale) is refused with UpdateFinishedTrialError as before, and forgotten as ours
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +46,7 @@ from optuna.distributions import BaseDistribution, check_distribution_compatibil
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import func, insert
 
 
 @dataclass
@@ -70,6 +75,7 @@ class DriverStorage(optuna.storages._CachedStorage):
         # since the last read): a read leaves them out and then counts the finished ones, as
         # Optuna's read would have had it loaded them
         self._unread: set[int] = set()
+        self._beaten: set[int] = set()  # trials whose first heartbeat went in with their creation or take
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -135,13 +141,49 @@ class DriverStorage(optuna.storages._CachedStorage):
     # -- trials this driver runs -----------------------------------------------------------------
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is None and self._backend.heartbeat_interval:
+            frozen = self._create_beating(study_id)
+            with self._lock:
+                self._studies.setdefault(study_id, optuna.storages._cached_storage._StudyInfo())
+                self._add_trials_to_cache(study_id, [frozen])
+            trial_id = frozen._trial_id
+        else:
+            trial_id = super().create_new_trial(study_id, template_trial)
         self._wrote()
         if template_trial is None or template_trial.state == TrialState.RUNNING:
             with self._lock:
                 self._own[trial_id] = _Unwritten()
                 self._unread.add(trial_id)
         return trial_id
+
+    def _create_beating(self, study_id: int) -> FrozenTrial:
+        """RDBStorage._create_new_trial for a new RUNNING trial, its first heartbeat in the same
+        transaction."""
+        backend = self._backend
+        for attempt in range(1, 6):  # as RDBStorage: retried on a busy database
+            try:
+                with _create_scoped_session(backend.scoped_session) as session:
+                    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+                    row = backend._get_prepared_new_trial(study_id, None, session)
+                    session.add(models.TrialHeartbeatModel(trial_id=row.trial_id))
+                    frozen = FrozenTrial(number=cast(int, row.number), state=TrialState.RUNNING, value=None,
+                                         datetime_start=row.datetime_start, datetime_complete=None, params={},
+                                         distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+                                         trial_id=cast(int, row.trial_id))
+                self._beaten.add(frozen._trial_id)
+                return frozen
+            except optuna.exceptions.StorageInternalError:
+                if attempt == 5:
+                    raise
+                time.sleep(random.random() * 2.0)
+        raise AssertionError("unreachable")
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with self._lock:
+            if trial_id in self._beaten:  # beaten in the transaction that made it ours, just now
+                self._beaten.discard(trial_id)
+                return
+        super().record_heartbeat(trial_id)
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
@@ -200,6 +242,7 @@ class DriverStorage(optuna.storages._CachedStorage):
                     self._write(trial_id, unwritten, state, values)
                     if state.is_finished():
                         del self._own[trial_id]
+                        self._beaten.discard(trial_id)
                     else:
                         self._own[trial_id] = _Unwritten()
                     return True
@@ -226,6 +269,14 @@ class DriverStorage(optuna.storages._CachedStorage):
                 return False
             row.state = TrialState.RUNNING
             row.datetime_start = now
+            if backend.heartbeat_interval:  # as record_heartbeat: a row made, or moved to now
+                beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
+                if beat is None:
+                    session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+                else:
+                    beat.heartbeat = session.execute(func.now()).scalar()
+        if backend.heartbeat_interval:
+            self._beaten.add(trial_id)
         study_id, number = self._trial_id_to_study_id_and_number.get(trial_id, (None, None))
         if study_id is None or number not in self._studies[study_id].trials:
             return True  # not read by this driver: served by the database, as before
@@ -246,12 +297,15 @@ class DriverStorage(optuna.storages._CachedStorage):
             with _create_scoped_session(backend.scoped_session) as session:
                 row = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=state is not None)
                 backend.check_trial_is_updatable(trial_id, cast(TrialState, row.state))
+                rows = []
                 for name, internal, distribution, known in unwritten.params:
                     if known is None:  # this driver's first value of it: checked against the study's
                         backend._set_trial_param_without_commit(session, trial_id, name, internal, distribution)
                     else:
-                        session.add(models.TrialParamModel(trial_id=trial_id, param_name=name, param_value=internal,
-                                                           distribution_json=distribution_to_json(distribution)))
+                        rows.append({"trial_id": trial_id, "param_name": name, "param_value": internal,
+                                     "distribution_json": distribution_to_json(distribution)})
+                if rows:  # one statement for the lot
+                    session.execute(insert(models.TrialParamModel), rows)
                 for key, value in unwritten.user_attrs.items():
                     backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key,
                                                            value)
@@ -285,6 +339,7 @@ class DriverStorage(optuna.storages._CachedStorage):
         """Another driver finished this trial: no longer ours; the next read loads it."""
         self._own.pop(trial_id, None)
         self._unread.discard(trial_id)
+        self._beaten.discard(trial_id)
         study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
         self._studies[study_id].unfinished_trial_ids.add(trial_id)
 

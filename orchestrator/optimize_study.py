@@ -382,7 +382,8 @@ class Heartbeats:
             self.thread.start()
 
     def add(self, trial_id: int) -> None:
-        """Beat at once: a RUNNING trial without a heartbeat row is never judged stale."""
+        """Beat at once: a RUNNING trial without a heartbeat row is never judged stale (DriverStorage
+        wrote this first beat in the transaction that made the trial, and skips this one)."""
         if self.interval:
             self.storage.record_heartbeat(trial_id)
         with self.lock:

@@ -191,3 +191,24 @@ def test_a_queued_trial_another_driver_took_is_not_taken_twice(tmp_path: Path) -
     second = ours.ask()
     assert second.number != first.number and second.number == 1
     assert second.suggest_float("grid.width", 0.001, 0.02) == 0.003
+
+
+def test_a_trial_is_made_or_taken_with_its_first_heartbeat(tmp_path: Path) -> None:
+    """No trial of a live driver is ever RUNNING without a heartbeat row (the stale-trial check
+    would never fail it if the driver died there): a created trial and a queued one taken get their
+    first beat in the same transaction; the driver's beat just after is not written again, later
+    beats are."""
+    db = tmp_path / "s.sqlite"
+    study = driver_study(f"sqlite:///{db}", 0)
+    study.enqueue_trial({"grid.width": 0.002})
+    taken, created = study.ask(), study.ask()
+    with sqlite3.connect(db) as con:
+        beats = dict(con.execute("select trial_id, heartbeat from trial_heartbeats").fetchall())
+    assert sorted(beats) == sorted([taken._trial_id, created._trial_id])
+    with sqlite3.connect(db) as con:
+        con.execute("update trial_heartbeats set heartbeat = '2000-01-01 00:00:00.000000'")
+    for _ in range(2):
+        study._storage.record_heartbeat(created._trial_id)  # type: ignore[attr-defined]
+    with sqlite3.connect(db) as con:
+        beats = dict(con.execute("select trial_id, heartbeat from trial_heartbeats").fetchall())
+    assert beats[created._trial_id] > "2001" and beats[taken._trial_id] < "2001"
