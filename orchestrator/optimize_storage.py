@@ -21,7 +21,7 @@ Here:
   transaction as the state, so a result is either all there or not at all).
 - With heartbeats on, a trial this driver creates or takes from the queue gets its first heartbeat
   in the same transaction (so no trial of a live driver is ever RUNNING without one, which the
-  stale-trial check would never fail), and the driver's beat right after it is not written again.
+  stale-trial check would never fail); `first_beat_with_trial` tells the driver's Heartbeats so.
 - A read of the study's trials less than `FRESH_S` after the last, with no write by this driver in
   between, is served from that one (as if it had come those milliseconds earlier: other drivers'
   writes are seen by the next read).
@@ -75,7 +75,6 @@ class DriverStorage(optuna.storages._CachedStorage):
         # since the last read): a read leaves them out and then counts the finished ones, as
         # Optuna's read would have had it loaded them
         self._unread: set[int] = set()
-        self._beaten: set[int] = set()  # trials whose first heartbeat went in with their creation or take
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -170,7 +169,6 @@ class DriverStorage(optuna.storages._CachedStorage):
                                          datetime_start=row.datetime_start, datetime_complete=None, params={},
                                          distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
                                          trial_id=cast(int, row.trial_id))
-                self._beaten.add(frozen._trial_id)
                 return frozen
             except optuna.exceptions.StorageInternalError:
                 if attempt == 5:
@@ -178,12 +176,10 @@ class DriverStorage(optuna.storages._CachedStorage):
                 time.sleep(random.random() * 2.0)
         raise AssertionError("unreachable")
 
-    def record_heartbeat(self, trial_id: int) -> None:
-        with self._lock:
-            if trial_id in self._beaten:  # beaten in the transaction that made it ours, just now
-                self._beaten.discard(trial_id)
-                return
-        super().record_heartbeat(trial_id)
+    @property
+    def first_beat_with_trial(self) -> bool:
+        """Whether a trial this driver creates or takes already has its first heartbeat."""
+        return bool(self._backend.heartbeat_interval)
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
@@ -242,7 +238,6 @@ class DriverStorage(optuna.storages._CachedStorage):
                     self._write(trial_id, unwritten, state, values)
                     if state.is_finished():
                         del self._own[trial_id]
-                        self._beaten.discard(trial_id)
                     else:
                         self._own[trial_id] = _Unwritten()
                     return True
@@ -275,8 +270,6 @@ class DriverStorage(optuna.storages._CachedStorage):
                     session.add(models.TrialHeartbeatModel(trial_id=trial_id))
                 else:
                     beat.heartbeat = session.execute(func.now()).scalar()
-        if backend.heartbeat_interval:
-            self._beaten.add(trial_id)
         study_id, number = self._trial_id_to_study_id_and_number.get(trial_id, (None, None))
         if study_id is None or number not in self._studies[study_id].trials:
             return True  # not read by this driver: served by the database, as before
@@ -339,7 +332,6 @@ class DriverStorage(optuna.storages._CachedStorage):
         """Another driver finished this trial: no longer ours; the next read loads it."""
         self._own.pop(trial_id, None)
         self._unread.discard(trial_id)
-        self._beaten.discard(trial_id)
         study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
         self._studies[study_id].unfinished_trial_ids.add(trial_id)
 

@@ -383,8 +383,8 @@ class Heartbeats:
 
     def add(self, trial_id: int) -> None:
         """Beat at once: a RUNNING trial without a heartbeat row is never judged stale (DriverStorage
-        wrote this first beat in the transaction that made the trial, and skips this one)."""
-        if self.interval:
+        writes this first beat in the transaction that creates or takes the trial)."""
+        if self.interval and not getattr(self.storage, "first_beat_with_trial", False):
             self.storage.record_heartbeat(trial_id)
         with self.lock:
             self.ids.add(trial_id)

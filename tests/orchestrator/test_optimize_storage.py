@@ -183,6 +183,7 @@ def test_a_queued_trial_another_driver_took_is_not_taken_twice(tmp_path: Path) -
     fails in the database, and the next queued one (or a new trial) is given instead."""
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     ours, theirs = driver_study(url, 0), driver_study(url, 0)
+    ours._storage.FRESH_S = 0  # type: ignore[attr-defined]  # every read to the database, but the one below
     for w in (0.002, 0.003):
         theirs.enqueue_trial({"grid.width": w})
     assert [t.state for t in ours.get_trials(deepcopy=False)] == [TrialState.WAITING] * 2
@@ -196,8 +197,10 @@ def test_a_queued_trial_another_driver_took_is_not_taken_twice(tmp_path: Path) -
 def test_a_trial_is_made_or_taken_with_its_first_heartbeat(tmp_path: Path) -> None:
     """No trial of a live driver is ever RUNNING without a heartbeat row (the stale-trial check
     would never fail it if the driver died there): a created trial and a queued one taken get their
-    first beat in the same transaction; the driver's beat just after is not written again, later
-    beats are."""
+    first beat in the same transaction, so the driver's Heartbeats do not write it again at once;
+    their later beats, and any other call, are written."""
+    from orchestrator.optimize_study import Heartbeats
+
     db = tmp_path / "s.sqlite"
     study = driver_study(f"sqlite:///{db}", 0)
     study.enqueue_trial({"grid.width": 0.002})
@@ -207,8 +210,14 @@ def test_a_trial_is_made_or_taken_with_its_first_heartbeat(tmp_path: Path) -> No
     assert sorted(beats) == sorted([taken._trial_id, created._trial_id])
     with sqlite3.connect(db) as con:
         con.execute("update trial_heartbeats set heartbeat = '2000-01-01 00:00:00.000000'")
-    for _ in range(2):
+    heartbeats = Heartbeats(study)
+    try:
+        heartbeats.add(created._trial_id)  # beaten with the trial: not again
+        with sqlite3.connect(db) as con:
+            assert con.execute("select max(heartbeat) from trial_heartbeats").fetchone()[0] < "2001"
         study._storage.record_heartbeat(created._trial_id)  # type: ignore[attr-defined]
+    finally:
+        heartbeats.close()
     with sqlite3.connect(db) as con:
         beats = dict(con.execute("select trial_id, heartbeat from trial_heartbeats").fetchall())
     assert beats[created._trial_id] > "2001" and beats[taken._trial_id] < "2001"
