@@ -32,6 +32,7 @@ from typing import Any
 
 import optuna
 import psutil
+import sqlalchemy
 
 from orchestrator.optimize_cmd import parse_range
 from orchestrator.optimize_study import (
@@ -81,8 +82,8 @@ class StudyRun:
     (busiest thread, other threads)."""
 
     def __init__(self, wall: float, busy: float, driver_main: float, driver_other: float, worker_main: float,
-                 worker_other: float, load: float) -> None:
-        self.wall, self.busy, self.load = wall, busy, load
+                 worker_other: float, load: float, statements: int) -> None:
+        self.wall, self.busy, self.load, self.statements = wall, busy, load, statements
         self.driver_main, self.driver_other = driver_main, driver_other
         self.worker_main, self.worker_other = worker_main, worker_other
 
@@ -121,6 +122,10 @@ def _study_seconds(jobs: int, params: list[dict[str, Any]], market: MarketData, 
     study = open_study(f"sqlite:///{tmp / f'bench-{jobs}.sqlite'}", f"bench-{jobs}", "bench", 0, len(dims))
     for p in params:
         study.enqueue_trial(p)
+    # SQL statements the driver sends its storage (a count: load does not disturb it)
+    statements = [0]
+    engine = study._storage._backend.engine  # type: ignore[attr-defined]
+    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *_: statements.__setitem__(0, statements[0] + 1))
     me = psutil.Process()
     main = threading.main_thread().native_id
     with dask_client(jobs, None) as client:
@@ -129,14 +134,16 @@ def _study_seconds(jobs: int, params: list[dict[str, Any]], market: MarketData, 
         workers = me.children(recursive=True)
         d0, w0 = _threads(me), {w.pid: _threads(w) for w in workers}
         t0 = time.perf_counter()
+        statements[0] = 0
         run_trials(study, client, fut, base, dims, window, "net_pnl", len(params), label=f"bench --jobs {jobs}")
         wall = time.perf_counter() - t0
+        sent = statements[0]
         d1, w1 = _threads(me), {w.pid: _threads(w) for w in workers}
     busy = sum(float(train_result(t).get("elapsed_s", 0.0)) for t in study.get_trials(deepcopy=False))
     driver_main, driver_other = _split(d0, d1, main)
     worker_parts = [_split(w0[pid], w1[pid], None) for pid in w1]
     return StudyRun(wall, busy, driver_main, driver_other, sum(m for m, _ in worker_parts),
-                    sum(o for _, o in worker_parts), os.getloadavg()[0])
+                    sum(o for _, o in worker_parts), os.getloadavg()[0], sent)
 
 
 def _backtests_in_a_process(configs: list[Config]) -> float:
@@ -225,6 +232,7 @@ def main() -> list[dict[str, Any]]:
         row("optimize: driver CPU per trial, --jobs 2 (ms)", driver_ms[2], "ms", b_ms, "one backtest"),
         row("optimize: driver main thread (Optuna, storage) per trial, --jobs 2", per_trial(2, "driver_main"), "ms"),
         row("optimize: driver other threads (Dask) per trial, --jobs 2", per_trial(2, "driver_other"), "ms"),
+        row("optimize: driver SQL statements per trial, --jobs 2", min(r.statements for r in runs[2]) / n, ""),
         row("optimize: worker CPU per trial beyond the backtest, --jobs 1", worker_extra_ms[1], "ms", b_ms,
             "one backtest"),
         row("optimize: worker CPU per trial beyond the backtest, --jobs 2", worker_extra_ms[2], "ms", b_ms,

@@ -13,7 +13,6 @@ shared study counts every trial once.
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import logging
 import math
@@ -24,7 +23,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +31,7 @@ import optuna
 import psutil
 from optuna.trial import FrozenTrial, TrialState
 
+from orchestrator.optimize_storage import DriverStorage
 from shared.config import Config, ConfigError, _deep_merge, build_config
 from shared.optimize.space import Dimension, params_to_overrides
 from shared.optimize.trial import MarketData, TrialOutcome, evaluate, warm_up
@@ -105,83 +105,6 @@ def storage_url(url: str) -> str:
             and importlib.util.find_spec("psycopg") is not None):
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     return url
-
-
-class DriverStorage(optuna.storages._CachedStorage):
-    """Optuna's cached RDB storage (what `create_study` wraps an RDBStorage in), minus two reads per
-    trial that cannot see anything new. Asking for a trial reads the study's trials three times
-    within a few milliseconds (the waiting queue, the TPE search space, the constant liar's view
-    of the running trials) and reads back the trial it has just created; each read is ~7 SQL
-    statements through SQLAlchemy, most of the driver's CPU a trial. Here a read of the study's
-    trials less than `FRESH_S` after the last one, with no write by this driver in between, is
-    served from that one (as if it had come those milliseconds earlier: other drivers' writes are
-    seen by the next read), and the trial just created is served as created until anything is
-    written. Every write goes to the database as before."""
-
-    FRESH_S = 0.05
-
-    def __init__(self, backend: optuna.storages.RDBStorage) -> None:
-        super().__init__(backend)
-        self._read_at: tuple[int, float] | None = None  # (study id, monotonic time) of the last read
-        self._created: FrozenTrial | None = None
-
-    def _wrote(self) -> None:
-        self._read_at = None
-        self._created = None
-
-    def _read_trials_from_remote_storage(self, study_id: int) -> None:
-        if self._read_at is not None and self._read_at[0] == study_id and \
-                time.monotonic() - self._read_at[1] <= self.FRESH_S:
-            return
-        super()._read_trials_from_remote_storage(study_id)
-        self._read_at = (study_id, time.monotonic())
-
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        try:
-            trial_id = super().create_new_trial(study_id, template_trial)
-        finally:
-            self._wrote()
-        with self._lock:
-            study, number = self._trial_id_to_study_id_and_number[trial_id]
-            self._created = self._studies[study].trials[number]
-        return trial_id
-
-    def get_trial(self, trial_id: int) -> FrozenTrial:
-        created = self._created
-        if created is not None and created._trial_id == trial_id:
-            return copy.deepcopy(created)  # the caller (optuna.Trial) edits its copy as it suggests
-        return super().get_trial(trial_id)
-
-    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                        distribution: optuna.distributions.BaseDistribution) -> None:
-        try:
-            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        finally:
-            self._wrote()
-
-    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
-        try:
-            return super().set_trial_state_values(trial_id, state, values)
-        finally:
-            self._wrote()
-
-    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
-        try:
-            super().set_trial_intermediate_value(trial_id, step, intermediate_value)
-        finally:
-            self._wrote()
-
-    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
-        try:
-            super().set_trial_user_attr(trial_id, key, value)
-        finally:
-            self._wrote()
-
-    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
-        try:
-            super().set_trial_system_attr(trial_id, key, value)
-        finally:
-            self._wrote()
 
 
 def open_study(storage: str, name: str, fingerprint: str, seed: int, n_dims: int = 0,
@@ -459,8 +382,9 @@ class Heartbeats:
             self.thread.start()
 
     def add(self, trial_id: int) -> None:
-        """Beat at once: a RUNNING trial without a heartbeat row is never judged stale."""
-        if self.interval:
+        """Beat at once: a RUNNING trial without a heartbeat row is never judged stale (DriverStorage
+        writes this first beat in the transaction that creates or takes the trial)."""
+        if self.interval and not getattr(self.storage, "first_beat_with_trial", False):
             self.storage.record_heartbeat(trial_id)
         with self.lock:
             self.ids.add(trial_id)
@@ -570,6 +494,8 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 heartbeats.discard(trial._trial_id)
                 finished()
                 continue
+            if isinstance(study._storage, DriverStorage):
+                study._storage.flush(trial._trial_id)  # the values drawn, in one transaction
             fut = client.submit(evaluate, cfg, market, window, objective, warmup_bars, pure=False,
                                 key=f"trial-{study.study_name}-{trial.number}-{identity}")
             pending[fut] = (trial._cached_frozen_trial, params)

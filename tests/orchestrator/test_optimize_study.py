@@ -598,7 +598,8 @@ def test_the_driver_storage_serves_a_read_from_the_last_only_within_its_window_a
     """DriverStorage answers a read of the study's trials from the previous read only within
     FRESH_S of it and while this driver wrote nothing: another driver's trial is seen once the
     window has passed, and at once after any write of our own; the trial just created is served
-    as created (its number, state and start), so Optuna's Trial sees what the database holds."""
+    as created (its number, state and start), so Optuna's Trial sees what the database holds
+    (more of the driver's storage in test_optimize_storage.py)."""
     import optuna
 
     from orchestrator.optimize_study import DriverStorage, open_study
@@ -617,5 +618,5 @@ def test_the_driver_storage_serves_a_read_from_the_last_only_within_its_window_a
     served = ours._storage.get_trial(mine)
     stored = ours._storage._backend.get_trial(mine)
     assert served == stored and served is not stored
-    ours._storage.set_trial_user_attr(mine, "k", 1)  # after a write, the trial is read back again
+    ours._storage.set_trial_user_attr(mine, "k", 1)  # our own running trial is served as written
     assert ours._storage.get_trial(mine).user_attrs == {"k": 1}
