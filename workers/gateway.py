@@ -22,7 +22,6 @@ import zmq.asyncio
 from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
 from shared.messages import GatewayFigures, HistoryReply, HistoryRequest, MessageCodec, Tick, topic
 
-from .pool import PRIORITY_BOOST, raise_priority
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -191,9 +190,6 @@ async def run(spec: ChildSpec) -> None:
 
 
 def main(spec: ChildSpec) -> None:
-    # First, so every thread started later inherits it: the account's one link to the exchange
-    # (halt cancels, protective stops) never waits behind the pool's signal work for a core.
-    raise_priority(PRIORITY_BOOST)  # where permitted, as the pool does; unchanged where not
     setup_logging(spec.run_dir, spec.name)
     try:
         if spec.config.market.source == "replay":

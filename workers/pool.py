@@ -126,9 +126,8 @@ class PoolMember:
 
 # Every symbol's tick waits on the pool: in the per-hop breakdown a slow tick spent most of its
 # time in its request sitting unread in the pool's socket while the pool waited for a core (to_pool).
-# So the pool runs ahead of the workers when the process may raise its priority (root,
-# CAP_SYS_NICE; the gateway and the paper venue take the same boost: orders never wait behind
-# signals); where it may not, it runs as before.
+# So the pool runs ahead of the workers and the rest of the tree when the process may raise its
+# priority (root, CAP_SYS_NICE); where it may not, it runs as before.
 PRIORITY_BOOST = 5
 
 

@@ -21,7 +21,6 @@ from shared.messages import GatewayFigures, MessageCodec
 from shared.price_source import price_feed
 from shared.products import ProductSpec, configured_spec
 
-from .pool import PRIORITY_BOOST, raise_priority
 from .runtime import (
     ChildSpec,
     heartbeat_socket,
@@ -109,8 +108,6 @@ async def run(spec: ChildSpec, port: int, api_key: str, api_secret: str,
 def main(spec: ChildSpec, listener: socket.socket | None = None) -> None:
     """`listener`: the run's venue socket, bound by the supervisor, which keeps it for the run (a
     restarted venue serves on it again, so the port is never free for another program)."""
-    # The exchange the gateway's cancels and stops go to in paper mode: as favoured as the pool.
-    raise_priority(PRIORITY_BOOST)  # where permitted, as the pool does; unchanged where not
     setup_logging(spec.run_dir, spec.name)
     access = spec.venue_access
     if access is None:
