@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -793,6 +793,17 @@ class _Run:
                     self.decide(s, sig, ts)
                     self.settle(s, ts)
 
+    def charge_funding_due(self, syms: Sequence[_Symbol], ts: float, funding_period: int) -> int:
+        """At the first trade of a new funding interval, every funded symbol pays or receives the
+        interval boundary's funding; returns the interval `ts` is in (the caller's new period)."""
+        period = int(ts // FUNDING_INTERVAL_S)
+        if period != funding_period:
+            if funding_period >= 0:
+                for s in syms:
+                    if s.funding_ts is not None:
+                        self.charge_funding(s, period * FUNDING_INTERVAL_S)
+        return period
+
     def charge_funding(self, s: _Symbol, boundary: float) -> None:
         """Funding at an interval boundary: positive rate = longs pay shorts, on the notional at
         the last trade."""
@@ -1004,13 +1015,7 @@ def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, f
                     ts = bar_ts + k * TICK_SECONDS
                     run.clock_us = int(ts) * 1_000_000
                     if funded:
-                        period = int(ts // FUNDING_INTERVAL_S)
-                        if period != funding_period:
-                            if funding_period >= 0:
-                                for s in syms:
-                                    if s.funding_ts is not None:
-                                        run.charge_funding(s, period * FUNDING_INTERVAL_S)
-                            funding_period = period
+                        funding_period = run.charge_funding_due(syms, ts, funding_period)
                     if run.wakes != wakes and any(q.wake_all for q in quiet):
                         k0 = k
                         break
@@ -1041,13 +1046,7 @@ def _replay(run: _Run, syms: list[_Symbol], cfg: Config, t0: float, warm: int, f
                 ts = bar_ts + k * TICK_SECONDS
                 run.clock_us = int(ts) * 1_000_000
                 if funded:
-                    period = int(ts // FUNDING_INTERVAL_S)
-                    if period != funding_period:
-                        if funding_period >= 0:
-                            for s in syms:
-                                if s.funding_ts is not None:
-                                    run.charge_funding(s, period * FUNDING_INTERVAL_S)
-                        funding_period = period
+                    funding_period = run.charge_funding_due(syms, ts, funding_period)
                 for s, i in (active[p0:] if k == k0 else active):
                     s.trade_no += 1
                     # quiet_bar: found quiet at the bar's start, and nothing woke it since

@@ -5,7 +5,9 @@ then stopped and its sockets closed whatever the test did)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,12 @@ import zmq.asyncio
 
 from shared.config import load_config
 from shared.messages import MessageCodec, topic
+from shared.ring import BarRing
 from shared.transport import make_endpoints
 from workers.gateway_exchange import ExchangeGateway
 from workers.runtime import ChildSpec, VenueAccess
 from workers.venue import PaperVenue, VenueSettings
+from workers.worker import Worker
 
 
 def gateway_on(tmp_path: Path, venue: PaperVenue, stored: Sequence[str] = (), *,
@@ -95,3 +99,17 @@ async def running(gw: ExchangeGateway, watch: Sequence[str] = ()) -> AsyncIterat
     finally:
         await gw.stop()
         ctx.destroy(linger=0)
+
+
+def btc_worker(tmp_path: Path) -> Iterator[Worker]:
+    """A BTCUSD Worker (bot g1) in this process, on a ring of its own: for a fixture to `yield from`."""
+    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"], "bot_id": "g1"}})
+    name = f"dgw-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    ring = BarRing.create(name, n_slots=1, capacity=64)
+    try:
+        yield Worker(ChildSpec(kind="worker", name="BTCUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
+                               endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0))
+    finally:
+        ring.close()
+        ring.unlink()
+

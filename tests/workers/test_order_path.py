@@ -6,35 +6,30 @@ OpenOrder can hold is dropped at the edge and counted, never raised."""
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
 import zmq
 import zmq.asyncio
-from test_gateway_exchange import gateway_on, started_venue  # type: ignore[import-not-found]  # same directory
 
 import shared.messages as messages
-from shared.config import load_config
 from shared.delta import models
 from shared.delta.ws import OrderUpdate, parse_frame
 from shared.matching import OrderRequest
 from shared.messages import AccountRequest, AccountSnapshot, MessageCodec, OrderEvent, SignalReply
 from shared.products import PAPER_PRODUCTS
-from shared.ring import BarRing
 from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder, Purpose, Side
 from shared.trading.pnl import Fill
-from shared.transport import make_endpoints
+from tests.workers.gateway_support import btc_worker, gateway_on, started_venue
 from workers.gateway_exchange import domain_order
-from workers.runtime import ChildSpec
+from workers.venue import PaperVenue
 from workers.worker import Worker
 
 BTC = PAPER_PRODUCTS["BTCUSD"]
@@ -52,15 +47,7 @@ def reply(close: float) -> SignalReply:
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Worker]:
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"], "bot_id": "g1"}})
-    name = f"dgo-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        yield Worker(ChildSpec(kind="worker", name="BTCUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                               endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0))
-    finally:
-        ring.close()
-        ring.unlink()
+    yield from btc_worker(tmp_path)
 
 
 def wire_order(**body: Any) -> models.Order:
@@ -162,7 +149,7 @@ async def test_an_order_the_venue_sends_without_a_side_reaches_the_bot_by_its_cl
     side is empty is the bot's stop; an update that names neither side nor client order id is
     the order the gateway learned; what no OpenOrder can hold is dropped and counted."""
     nowhere = SimpleNamespace(rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9", api_key="k", api_secret="s")
-    gw = gateway_on(tmp_path, nowhere)  # not started: the mapping needs no connection
+    gw = gateway_on(tmp_path, cast(PaperVenue, nowhere))  # not started: the mapping needs no connection
     own_fill = Fill(fill_id="f1", symbol="BTCUSD", order_id="10", client_order_id=cid("buy", "entry", 1), side="buy",
                     size=2, price="50000", fee="0.01", contract_value=repr(BTC.contract_value), role="taker",
                     ts=1_800_000_000.0)

@@ -7,9 +7,7 @@ state of our resting orders in a word its docs do not list (what no paper venue 
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,16 +19,12 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from shared.config import load_config
 from shared.delta.ws import OrderUpdate, parse_frame
 from shared.matching import OrderRequest
 from shared.messages import AccountRequest, SignalReply
 from shared.products import PAPER_PRODUCTS
-from shared.ring import BarRing
 from shared.trading import client_order_id as coid
-from shared.transport import make_endpoints
-from tests.workers.gateway_support import gateway_on, running, started_venue
-from workers.runtime import ChildSpec
+from tests.workers.gateway_support import btc_worker, gateway_on, running, started_venue
 from workers.venue import PaperVenue
 from workers.worker import Worker
 
@@ -73,15 +67,7 @@ async def proxy_to(venue: PaperVenue) -> tuple[web.AppRunner, str, aiohttp.Clien
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Worker]:
-    cfg, _ = load_config(None, {"run": {"symbols": ["BTCUSD"], "bot_id": "g1"}})
-    name = f"dgu-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    ring = BarRing.create(name, n_slots=1, capacity=64)
-    try:
-        yield Worker(ChildSpec(kind="worker", name="BTCUSD", run_dir=str(tmp_path), ring_name=name, config=cfg,
-                               endpoints=make_endpoints(tmp_path, 1), supervisor_pid=0, slot=0))
-    finally:
-        ring.close()
-        ring.unlink()
+    yield from btc_worker(tmp_path)
 
 
 @pytest.fixture
