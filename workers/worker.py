@@ -148,6 +148,7 @@ class Worker:
         self.order_rtt_startup = LatencyHistogram()
         self.order_errors = 0
         self.quotes_held_until = 0.0  # monotonic: quotes refused unsent for rate budget wait till then
+        self.held_position: object = None  # the bot's position when the hold began (a fill since ends it)
         self.cancel_requested = False
         self.flatten_sent = False
         self.needs_resync = False
@@ -448,7 +449,12 @@ class Worker:
                                           order_type="market_order", reduce_only=True))
                 self.flatten_sent = True
         else:
-            if not reply.valid or time.monotonic() < self.quotes_held_until:  # (held: the rate budget's share)
+            if not reply.valid:
+                return None
+            if time.monotonic() < self.quotes_held_until and bot.position is self.held_position:
+                # Held (the rate budget's share): the grid waits. A fill since the hold began lets
+                # the plan out at once, for its protective stop and exits; the gateway still refuses
+                # its quotes unsent while the share is spent, and sends the stop.
                 return None
             if bot.awaiting_fills:
                 self.plan_again = True  # an order of ours closed filled: plan once its fills are in
@@ -486,6 +492,7 @@ class Worker:
         sent_ns = self.intent_in_flight[1]
         if res.unsent:  # quotes the gateway refused unsent (rate budget): held, and no ack to time
             self.quotes_held_until = time.monotonic() + res.retry_after_s
+            self.held_position = self.bot.position if self.bot is not None else None
         if not res.reached_venue:
             pass
         elif not self.first_signal_mono_ns or sent_ns - self.first_signal_mono_ns < LATENCY_WARMUP_S * 1e9:

@@ -111,3 +111,36 @@ def test_quotes_refused_unsent_are_held_for_the_time_told_and_not_read_back(work
                                     errors=["x: insufficient_margin: no"], sent_ns=0),
                        recv_ns=w.intent_in_flight[1] + 1000)
     assert w.needs_resync
+
+
+def test_a_fill_during_a_quote_hold_lets_the_protective_stop_out_at_once(worker: Worker) -> None:
+    """Quotes held for the rate budget must not hold the protection of a position: an entry that
+    fills during the hold is planned at once, and the plan carries its stop (reduce-only; the
+    gateway sends it outside the symbol's share and refuses the plan's quotes unsent)."""
+    w = worker
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    grid = w.make_intents(REPLY)
+    assert grid is not None and len(grid.place) == 5
+    views = resting(grid.place, "ETHUSD")
+    answer(w, views)
+    # The next re-grid is refused unsent: held for 60 s.
+    w.market_ts += 120.0
+    moved = w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
+    assert moved is not None and w.intent_in_flight is not None
+    w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[], placed=[],
+                                    errors=["x: rate_budget_share: not sent"], sent_ns=0, unsent=1,
+                                    retry_after_s=60.0), recv_ns=w.intent_in_flight[1] + 1000)
+    w.market_ts += 15.0
+    assert w.make_intents(msgspec.structs.replace(REPLY, close=2100.0)) is None  # held: nothing moved
+    # A resting entry fills during the hold.
+    entry = next(v for v in views if v.side == "buy")
+    w.on_fill_event(FillEvent(symbol="ETHUSD", fill=Fill(
+        fill_id="f1", symbol="ETHUSD", side="buy", size=entry.size, price=repr(entry.price), fee="0", ts=w.market_ts,
+        contract_value=repr(ETH.contract_value), client_order_id=entry.client_order_id or "", order_id="100"),
+        sent_ns=0))
+    w.market_ts += 1.0
+    protect = w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
+    assert protect is not None, "the hold kept a filled position without its stop"
+    assert any(p.reduce_only for p in protect.place), protect.place
