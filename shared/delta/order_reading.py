@@ -11,8 +11,11 @@ reading, and the gateway asks the bot to read its book back (in doubt):
 - the venue still reports the order and does not say it left the book: it rests (`pending` for a
   stop, `open` otherwise). Reading a gone order as resting costs at worst an empty level until
   the read-back; reading a resting order as gone doubles the exposure.
-- the orders channel deletes it (action "delete"): it left the book (`cancelled`); its fills, if
-  any, come from the fill ledger as every fill does.
+- the orders channel deletes it (action "delete"): it left the book, read as `closed`, not
+  `cancelled`: an unknown end may have been a fill, and a closed order whose update shows filled
+  size makes the bot wait for those fills before it plans that level again (the regular re-read
+  bounds the wait); read as cancelled, the bot could place the level again before the fill
+  arrives and hold twice the exposure there.
 - a kind the docs do not list: what our id says we placed (a stop for a stop, a limit order for
   an entry or a take-profit; market if it carries no limit price).
 """
@@ -44,7 +47,7 @@ def read_ours_tolerantly(kind: str, state: str, *, purpose: Purpose, has_limit_p
     if state in ORDER_STATES:
         return known_kind, ORDER_STATES[ORDER_STATES.index(state)]  # the documented value, typed
     if deleted:
-        return known_kind, "cancelled"
+        return known_kind, "closed"
     return known_kind, ("pending" if known_kind.startswith("stop_") else "open")
 
 

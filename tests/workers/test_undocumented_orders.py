@@ -151,7 +151,7 @@ async def test_a_foreign_order_in_an_undocumented_state_is_still_passed_over(
     assert gw.read_orders("BTCUSD", [odd]) == [] and gw.orders_dropped == 1 and not gw.orders_undocumented
 
 
-@pytest.mark.parametrize(("action", "expected"), [("update", "open"), ("delete", "cancelled")])
+@pytest.mark.parametrize(("action", "expected"), [("update", "open"), ("delete", "closed")])
 def test_the_orders_channel_in_an_undocumented_state_keeps_our_order(tmp_path: Path, action: str,
                                                                      expected: str) -> None:
     """An orders-channel update of ours in an odd state: resting unless the channel deletes it."""

@@ -17,7 +17,7 @@ from shared.delta.order_reading import read_ours_tolerantly
     ("stop_market_order", "untriggered", "stop", False, False, ("stop_market_order", "pending")),
     ("limit_order", "partially_filled", "take_profit", True, False, ("limit_order", "open")),
     # the orders channel deleted it: it left the book
-    ("limit_order", "expired", "entry", True, True, ("limit_order", "cancelled")),
+    ("limit_order", "expired", "entry", True, True, ("limit_order", "closed")),
     # an undocumented kind: what our id says we placed
     ("iceberg_order", "open", "entry", True, False, ("limit_order", "open")),
     ("twap_order", "open", "entry", False, False, ("market_order", "open")),
