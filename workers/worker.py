@@ -508,7 +508,7 @@ class Worker:
             bot.on_order(o, o.state)
         if res.errors:
             self.order_errors += len(res.errors)
-            for e in res.errors:
+            for e in res.errors[res.unsent:]:  # (quotes refused unsent: the gateway logs those, throttled)
                 log.warning("%s: order rejected: %s", self.symbol, e)
             # What the exchange holds now is uncertain for the failed items: read it back (and
             # try a refused flatten again: reduce-only, so a repeat can never flip the position).
