@@ -45,8 +45,8 @@ def answer(w: Worker, views: list[OpenOrder]) -> None:
                                     placed=views, errors=[], sent_ns=0), recv_ns=w.intent_in_flight[1] + 1000)
 
 
-def test_a_signal_that_moves_nothing_makes_no_plan_and_one_that_does_plans(worker: Worker) -> None:
-    w = worker
+def grid_resting(w: Worker) -> list[OpenOrder]:
+    """A reconciled worker with an empty book places its 5-level grid, and the venue rests it all."""
     w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
                                  equity=10_000.0, venue_position=0), full=True)
     w.market_ts = MARKET_TS
@@ -54,6 +54,12 @@ def test_a_signal_that_moves_nothing_makes_no_plan_and_one_that_does_plans(worke
     assert grid is not None and len(grid.place) == 5
     views = resting(grid.place, "ETHUSD")
     answer(w, views)
+    return views
+
+
+def test_a_signal_that_moves_nothing_makes_no_plan_and_one_that_does_plans(worker: Worker) -> None:
+    w = worker
+    views = grid_resting(w)
     counter = PlanCounter(w)
     w.market_ts = MARKET_TS + 120.0  # the churn bucket is full again
     assert w.make_intents(REPLY) is None and counter.calls == 1  # planned: the last plan wanted orders
@@ -118,13 +124,7 @@ def test_a_fill_during_a_quote_hold_lets_the_protective_stop_out_at_once(worker:
     fills during the hold is planned at once, and the plan carries its stop (reduce-only; the
     gateway sends it outside the symbol's share and refuses the plan's quotes unsent)."""
     w = worker
-    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
-                                 equity=10_000.0, venue_position=0), full=True)
-    w.market_ts = MARKET_TS
-    grid = w.make_intents(REPLY)
-    assert grid is not None and len(grid.place) == 5
-    views = resting(grid.place, "ETHUSD")
-    answer(w, views)
+    views = grid_resting(w)
     # The next re-grid is refused unsent: held for 60 s.
     w.market_ts += 120.0
     moved = w.make_intents(msgspec.structs.replace(REPLY, close=2100.0))
