@@ -942,7 +942,10 @@ def run_backtest(cfg: Config, data: Mapping[str, Candles], *, specs: Mapping[str
     ahead: SeriesAhead | None = None
     if not _per_trade_engine:
         if signals_ahead and any(len(s.bars.ts) > CHUNK_BARS for s in syms):  # one chunk each: nothing to hide
-            ahead = SeriesAhead(cfg.signal, cfg.market.seed, CHUNK_BARS, {s.symbol: _series_input(s) for s in syms})
+            try:
+                ahead = SeriesAhead(cfg.signal, cfg.market.seed, CHUNK_BARS, {s.symbol: _series_input(s) for s in syms})
+            except OSError:  # no process to be had (EAGAIN, ENOMEM): the same series in this process, slower
+                ahead = None
         for s in syms:
             attach_series(cfg, s, ahead, reuse)
     try:

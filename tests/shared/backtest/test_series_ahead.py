@@ -65,7 +65,7 @@ def test_a_dead_helper_is_an_error_not_a_hang() -> None:
     inputs: dict[str, tuple[Candles, np.ndarray]] = {"SYN_0001": (c, ticks)}
     with SeriesAhead(Config().signal, 0, 256, inputs) as ahead:
         chunks = ahead.chunks("SYN_0001")
-        next(chunks)  # the loop's own first chunk
+        next(chunks)  # the first chunk, from the helper
         (helper,) = _helpers()
         os.kill(helper.pid, signal.SIGKILL)
         with pytest.raises(SeriesAheadError, match="helper was killed by SIGKILL"):
@@ -101,4 +101,20 @@ def test_closing_during_a_long_send_of_the_inputs_ends_the_sending_thread_quietl
     sending.join(5.0)
     assert not sending.is_alive()
     assert [(e.exc_type, str(e.exc_value)) for e in escaped] == []
+    assert not _helpers()
+
+
+def test_no_process_to_be_had_computes_the_series_in_the_loops_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the helper cannot start (no process to be had: EAGAIN at the process limit), the run
+    computes the same series in its own process instead of failing."""
+    import errno
+    import subprocess
+
+    def no_process(*a: object, **k: object) -> subprocess.Popen[bytes]:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    cfg, data = CASES["bench-4"]
+    r = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, signals_ahead=True)
+    assert _Counted.made == 0 and digest(r) == GOLDEN["bench-4"]
     assert not _helpers()
