@@ -35,8 +35,10 @@ class _Counted(SeriesAhead):
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    # small chunks: a few thousand bars cross dozens of chunk boundaries (and use the helper)
+    # small chunks: a few thousand bars cross dozens of chunk boundaries (and use the helper); the
+    # helper's first chunk shorter still, its later ones joined from pieces of that length
     monkeypatch.setattr(loop, "CHUNK_BARS", 256)
+    monkeypatch.setattr(loop, "FIRST_CHUNK_BARS", 64)
     monkeypatch.setattr(loop, "SeriesAhead", _Counted)
     _Counted.made = 0
 
@@ -117,4 +119,21 @@ def test_no_process_to_be_had_computes_the_series_in_the_loops_process(monkeypat
     cfg, data = CASES["bench-4"]
     r = run_backtest(cfg, data, specs=_specs(data), balance_usd=10_000.0, signals_ahead=True)
     assert _Counted.made == 0 and digest(r) == GOLDEN["bench-4"]
+    assert not _helpers()
+
+
+def test_the_helpers_chunks_are_a_short_first_then_full_ones_of_the_same_series() -> None:
+    """The first chunk is short (the run waits for every symbol's first), the later ones are
+    joined from pieces of that length, and together they are `iter_series`'s series bit for bit."""
+    from shared.signals.series import iter_series
+
+    c = synthetic_candles("SYN_0001", 1000, seed=7)
+    ticks = np.stack([c.open, c.high, c.low, c.close], axis=1)
+    with SeriesAhead(Config().signal, 0, 256, {"SYN_0001": (c, ticks)}, first_bars=64) as ahead:
+        got = list(ahead.chunks("SYN_0001"))
+    assert [len(x.bar_ts) for x in got] == [64, 256, 256, 256, 168]
+    (whole,) = iter_series(Config().signal, "SYN_0001", c, ticks=ticks, chunk_bars=1000)
+    for field, want in zip(whole._fields, whole, strict=True):
+        joined = np.concatenate([getattr(x, field) for x in got])
+        assert joined.dtype == want.dtype and joined.tobytes() == want.tobytes(), field
     assert not _helpers()
