@@ -137,3 +137,22 @@ def test_the_helpers_chunks_are_a_short_first_then_full_ones_of_the_same_series(
         joined = np.concatenate([getattr(x, field) for x in got])
         assert joined.dtype == want.dtype and joined.tobytes() == want.tobytes(), field
     assert not _helpers()
+
+
+def test_the_helper_starts_without_importing_the_loop() -> None:
+    """The run waits for the helper's start-up (every symbol's first chunk is its): the helper
+    imports the signal engine, not the backtest package's loop, matching engine and bot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shared.backtest.series_ahead as series_ahead
+
+    probe = series_ahead._HELPER.replace(
+        "_serve(int(sys.argv[1]))", "print(sorted(m for m in sys.modules if m.startswith('shared.')))")
+    assert probe != series_ahead._HELPER
+    r = subprocess.run([sys.executable, "-c", probe, "-1", str(Path(series_ahead.__file__).resolve().parent)],
+                       capture_output=True, text=True, timeout=60, check=True)
+    loaded = eval(r.stdout)  # noqa: S307  # the list the probe printed
+    assert "shared.backtest.series_ahead" in loaded and "shared.signals.series" in loaded
+    assert not [m for m in loaded if m.startswith(("shared.backtest.loop", "shared.matching", "shared.trading"))]
