@@ -779,43 +779,42 @@ class Supervisor:
                 await asyncio.sleep(min(0.25, self.cfg.supervision.budget_check_interval_s))
 
         async def monitor_once(next_uss: float) -> float:
-            if True:
-                now = time.monotonic()
-                # psutil samples (~40 us a child) and the status snapshot (~100 us a child; cProfile at
-                # 50 symbols) grow with the symbol count: once per budget interval, not on every 0.25 s
-                # pass. Liveness and heartbeat checks below still run on every pass.
-                sampling = now >= self._next_sample
-                if sampling:
-                    self._next_sample = now + self.cfg.supervision.budget_check_interval_s
-                for child in self.children.values():
-                    if sampling and child.alive():
-                        self._sample_fast(child)
-                if now >= next_uss:
-                    next_uss = now + self.cfg.supervision.uss_sample_interval_s
-                    # Only where USS may have moved or may breach (shared/supervision.py uss_due).
-                    procs = [(k, c.ps) for k, c in self.children.items() if c.ps is not None and self._uss_due(c, now)]
-                    uss = await asyncio.to_thread(self._sample_uss, procs) if procs else {}
-                    for k, p in procs:
-                        c = self.children[k]
-                        if k in uss and c.ps is p:  # not restarted while we read
-                            (c.uss_mb, c.uss_read_rss_mb), c.uss_read_at = uss[k], now
-                now = time.monotonic()
-                for child in self.children.values():
-                    # Budgets on sampling passes only: their inputs (psutil, heartbeats) change no faster.
-                    self._check(child, now, budgets=sampling)
-                await self._check_account_risk()
-                if self.ledger.unstored:
-                    self.ledger.store_fills()
-                if self.funding.waiting:
-                    self._store_funding()
-                if self.store is not None and now >= self._next_store_flush:
-                    # Batched rows (order events, signals, snapshots) reach readers such as
-                    # `orchestrate history` within a second, not after 256 more rows.
-                    self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
-                    self.ledger.flush()
-                # The status document is built when someone reads it (recent_snapshot), not here.
-                self.alerts.monitor_pass(self.recent_snapshot() if self.alerts.sender is not None else None,
-                                         getattr(self.children.get("gateway"), "figures", None), self.funding.total())
+            now = time.monotonic()
+            # psutil samples (~40 us a child) and the status snapshot (~100 us a child; cProfile at
+            # 50 symbols) grow with the symbol count: once per budget interval, not on every 0.25 s
+            # pass. Liveness and heartbeat checks below still run on every pass.
+            sampling = now >= self._next_sample
+            if sampling:
+                self._next_sample = now + self.cfg.supervision.budget_check_interval_s
+            for child in self.children.values():
+                if sampling and child.alive():
+                    self._sample_fast(child)
+            if now >= next_uss:
+                next_uss = now + self.cfg.supervision.uss_sample_interval_s
+                # Only where USS may have moved or may breach (shared/supervision.py uss_due).
+                procs = [(k, c.ps) for k, c in self.children.items() if c.ps is not None and self._uss_due(c, now)]
+                uss = await asyncio.to_thread(self._sample_uss, procs) if procs else {}
+                for k, p in procs:
+                    c = self.children[k]
+                    if k in uss and c.ps is p:  # not restarted while we read
+                        (c.uss_mb, c.uss_read_rss_mb), c.uss_read_at = uss[k], now
+            now = time.monotonic()
+            for child in self.children.values():
+                # Budgets on sampling passes only: their inputs (psutil, heartbeats) change no faster.
+                self._check(child, now, budgets=sampling)
+            await self._check_account_risk()
+            if self.ledger.unstored:
+                self.ledger.store_fills()
+            if self.funding.waiting:
+                self._store_funding()
+            if self.store is not None and now >= self._next_store_flush:
+                # Batched rows (order events, signals, snapshots) reach readers such as
+                # `orchestrate history` within a second, not after 256 more rows.
+                self._next_store_flush = now + STORE_FLUSH_INTERVAL_S
+                self.ledger.flush()
+            # The status document is built when someone reads it (recent_snapshot), not here.
+            self.alerts.monitor_pass(self.recent_snapshot() if self.alerts.sender is not None else None,
+                                     getattr(self.children.get("gateway"), "figures", None), self.funding.total())
             return next_uss
 
         async def display_loop() -> None:
