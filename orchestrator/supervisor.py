@@ -71,9 +71,12 @@ STORE_FLUSH_INTERVAL_S = 1.0  # batched SQLite rows are committed at least this 
 # waiting, zmq's recv returns at once and never yields, and a steady stream (a flood on our
 # socket) used to leave SIGTERM and `status` unanswered.
 RECV_YIELD_EVERY = 64
-# Children's messages are read in batches at most this far apart (a heartbeat a second from
-# each; fills and order records for the ledger, which nothing waits on).
-RECV_BATCH_S = 0.02
+# Children's messages are read in batches at most this far apart (a heartbeat every 2 s from
+# each worker; fills and order records for the ledger, which nothing waits on). With every symbol
+# ticking at its own instant the heartbeats are spread too: at 20 ms the loop woke ~40 times a
+# second at 200 symbols for two messages each; at 100 ms, ~10 times for ten (a heartbeat's
+# timeout is 5 s).
+RECV_BATCH_S = 0.1
 DRAIN_AT_EXIT_S = 1.0  # at shutdown, read what the children sent on the way out for at most this
 CONTROL_LINE_LIMIT = 64 * 1024  # a control request is a few dozen bytes
 STORED_FILL_IDS = 2_000  # newest stored fill ids a (re)started gateway knows: 40 pages of fills
