@@ -342,6 +342,13 @@ Message = (Tick | Candle | HistoryRequest | HistoryReply | SignalRequest | Signa
            | FillEvent | RLTable | OrderRecord | FundingRecord)
 
 
+# Built once at import: the first decoder of the Message union costs ~2 ms of CPU (msgspec reads
+# every struct's annotations, then caches them on the classes), and the forkserver imports this
+# module before it forks, so every child's own codec starts from the cache (0.02 ms) instead of
+# paying it again at each of 1,000 worker starts.
+_WARM_DECODER = msgspec.msgpack.Decoder(Message)
+
+
 class MessageCodec:
     """One encoder/decoder per process. Malformed input is dropped and counted; a summary is
     logged at most once per minute so a flood cannot flood the log too."""

@@ -26,6 +26,9 @@ from .runtime import ChildSpec, heartbeat_socket, send_heartbeat, setup_logging,
 log = logging.getLogger("pool")
 MAX_BATCH = 512  # bound on one pass; the rest waits for the next pass
 RL_SAVE_INTERVAL_S = 60.0  # learned tables go to the supervisor's SQLite this often and at exit
+# Bars copied for a request while the engine keeps the symbol's state (SignalEngine.tail_suffices):
+# it reads the forming bar and the few closed since the last request; the whole window only to rebuild.
+TAIL_BARS = 16
 
 
 class PoolMember:
@@ -108,13 +111,21 @@ class PoolMember:
         if reader is None:
             reader = self.readers[req.slot] = self.ring.reader(req.slot)
             self.buffers[req.slot] = np.empty((6, self.window_bars))
+        buf, first = self.buffers[req.slot], 0
         try:
-            w = reader.read_window(self.window_bars, self.buffers[req.slot])
+            if self.engine.tail_suffices(req.symbol, req.bar_count, TAIL_BARS):
+                w = reader.read_window(TAIL_BARS, buf)
+                if self.engine.tail_suffices(req.symbol, w.bar_count, len(w.close)):  # nothing more arrived meanwhile
+                    first = min(self.window_bars, w.bar_count) - len(w.close)
+                else:
+                    w = reader.read_window(self.window_bars, buf)
+            else:
+                w = reader.read_window(self.window_bars, buf)
         except RingError as exc:
             log.warning("%s: %s", req.symbol, exc)
             return None
         self.symbols.add(req.symbol)
-        return BarWindow(req.symbol, w.bar_count, w.ts, w.open, w.high, w.low, w.close, w.volume)
+        return BarWindow(req.symbol, w.bar_count, w.ts, w.open, w.high, w.low, w.close, w.volume, first)
 
     def figures(self, interval_ns: int) -> PoolFigures:
         busy = self.busy_ns / interval_ns if interval_ns else 0.0

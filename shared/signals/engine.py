@@ -80,6 +80,9 @@ class BarWindow(NamedTuple):
     close: np.ndarray
     volume: np.ndarray
     # all float64, same length W; the LAST element is the forming (open) bar
+    # Index of ts[0] in the caller's whole window, when it passes only the newest bars of it (see
+    # SignalEngine.tail_suffices): results name bars by their index in the whole window.
+    first_index: int = 0
 
 
 def _default_consensus_weights() -> dict[str, float]:
@@ -335,6 +338,19 @@ class SignalEngine:
         results.extend(self._evaluate_unique(windows[cut:]))
         return results
 
+    def tail_suffices(self, symbol: str, bar_count: int, bars: int) -> bool:
+        """Whether the newest `bars` bars of the symbol's window, `bar_count` bars written in all,
+        give the same result as its whole window: the symbol's state is kept and the bars closed
+        since it was committed, with the last committed one (whose time is checked), fit in
+        them, so nothing is rebuilt (a rebuild reads the whole window). The pool then copies a
+        few bars a request instead of its whole window, which was ~7 us of a 45 us request
+        (process time, round-robin over 200 symbols: the copy evicts the engine's state)."""
+        slot = self._slots.get(symbol)
+        if slot is None:
+            return False
+        have = self._closed[slot]
+        return have > 0 and 0 <= bar_count - 1 - have <= bars - 2
+
     def forget(self, symbol: str) -> None:
         slot = self._slots.pop(symbol, None)
         if slot is not None:
@@ -507,7 +523,7 @@ class SignalEngine:
             if bad.any():
                 last_bad = int(np.flatnonzero(bad)[-1])
                 start = last_bad + 1
-                note = (f"{w.symbol}: bad bar at window index {last_bad} (ts={float(w.ts[last_bad])!r}, "
+                note = (f"{w.symbol}: bad bar at window index {_first(w) + last_bad} (ts={float(w.ts[last_bad])!r}, "
                         f"close={float(w.close[last_bad])!r}); warming up from the "
                         f"{size - 1 - start} bars after it")
             self._note[slot] = note
@@ -915,7 +931,7 @@ class SignalEngine:
             w = windows[j]
             bar_ts = fb_rows[i][4]
             if not ok[i]:
-                results[j] = _invalid(w, f"{w.symbol}: bad forming bar at window index {len(w.close) - 1} "
+                results[j] = _invalid(w, f"{w.symbol}: bad forming bar at window index {_first(w) + len(w.close) - 1} "
                                          f"(ts={bar_ts!r}, open/high/low/close="
                                          f"{'/'.join(repr(v) for v in fb_rows[i][:4])}); not evaluated",
                                       bar_ts)
@@ -1010,9 +1026,13 @@ def _run(step: Callable[[Any, Any], Any], y0: float, xs: np.ndarray) -> np.ndarr
 
 def _bad_closed_reason(w: BarWindow, idx: int, ts: float, o: float, h: float, lo: float,
                        c: float) -> str:
-    return (f"{w.symbol}: bad closed bar at window index {idx} (ts={ts!r}, "
+    return (f"{w.symbol}: bad closed bar at window index {_first(w) + idx} (ts={ts!r}, "
             f"open/high/low/close={o!r}/{h!r}/{lo!r}/{c!r}); state dropped, rebuilding "
             "from the bars after it")
+
+
+def _first(w: BarWindow) -> int:
+    return int(getattr(w, "first_index", 0))
 
 
 def _invalid(w: BarWindow, reason: str, bar_ts: float = math.nan) -> SignalResult:

@@ -294,3 +294,24 @@ async def test_polling_readers_share_one_status_document_no_older_than_a_budget_
     await asyncio.sleep(0.25)
     later = sup.recent_snapshot()
     assert later is not first and price(later) == 101.0
+
+
+def test_a_child_is_alive_until_it_exits_and_a_restart_is_watched_anew(tmp_path: Path) -> None:
+    import multiprocessing as mp
+    import time
+
+    sup = Supervisor(msgspec.convert({}, Config), RunDir(tmp_path / "run"))
+    sup._build_children()
+    child = sup.children["BTCUSD"]
+    ctx = mp.get_context("fork")
+    for _ in range(2):  # the second round: a restarted child, with a new sentinel
+        proc = ctx.Process(target=time.sleep, args=(30,))
+        proc.start()
+        child.process, child.sentinel = proc, proc.sentinel
+        assert child.alive() and child.alive()  # asked again: the kept watch still says alive
+        proc.kill()
+        proc.join()
+        assert not child.alive()
+        proc.close()  # its sentinel closed: the next one may reuse the descriptor number
+    child.process = None
+    assert not child.alive()
