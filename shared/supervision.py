@@ -159,16 +159,6 @@ def uss_due(*, rss_mb: float, rss_at_read_mb: float, read_at: float | None, now:
     return now - read_at >= max_age_s
 
 
-def cpu_and_rss(stat: bytes, statm: bytes, *, clock_ticks: int, page_size: int) -> tuple[float, int]:
-    """A process's CPU seconds (user + system) and resident bytes from the text of its
-    /proc/<pid>/stat and /proc/<pid>/statm, as psutil's cpu_times() and memory_info().rss make
-    them (the same fields and arithmetic). The supervisor samples every child each second: psutil
-    opens each file through its own layers (23 us a child, process time), two plain reads parsed
-    here take 12 us. Raises ValueError/IndexError on text that is not such a file."""
-    fields = stat[stat.rindex(b")") + 2:].split()  # the name in parentheses may hold spaces and ')'
-    return float(fields[11]) / clock_ticks + float(fields[12]) / clock_ticks, int(statm.split()[1]) * page_size
-
-
 # A worker's heartbeat: every heartbeat costs the worker a wake-up of its ZeroMQ I/O thread and
 # its figures, and the supervisor a read; at 2 ticks/s a beat a second was ~a third of a worker's
 # wake-ups (issue 16). So workers beat every WORKER_HEARTBEAT_S where the timeout allows it,

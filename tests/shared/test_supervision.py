@@ -120,44 +120,6 @@ def test_a_worker_beats_often_enough_for_a_tight_timeout_and_never_faster_than_t
     assert period == 1.0 and math.isclose(grace, 0.2)  # deadman e2e's timeout: as often as before
 
 
-def test_cpu_and_rss_read_proc_as_psutil_does() -> None:
-    import multiprocessing as mp
-    import os
-
-    import psutil
-    import pytest
-
-    from shared.supervision import cpu_and_rss
-
-    # A real, idle process: its CPU time and RSS stand still while both readers look.
-    proc = mp.get_context("spawn").Process(target=time_sleep, args=(30,))
-    proc.start()
-    try:
-        pid = proc.pid
-        assert pid is not None
-        ps = psutil.Process(pid)
-        deadline = 100
-        while deadline:  # until it has settled into its sleep (start-up still allocates)
-            before = ps.memory_info().rss
-            stat, statm = (open(f"/proc/{pid}/{f}", "rb").read() for f in ("stat", "statm"))
-            if ps.memory_info().rss == before:
-                break
-            deadline -= 1
-        t = ps.cpu_times()
-        cpu_s, rss = cpu_and_rss(stat, statm, clock_ticks=os.sysconf("SC_CLK_TCK"),
-                                 page_size=os.sysconf("SC_PAGE_SIZE"))
-        assert rss == ps.memory_info().rss > 0
-        assert cpu_s == pytest.approx(t.user + t.system, abs=1e-9)
-    finally:
-        proc.kill()
-        proc.join()
-    # A process name holding spaces and parentheses does not shift the fields.
-    odd = b"42 (a) (b c) S 1 42 42 0 -1 4194560 10 0 0 0 250 150 0 0 20 0 1 0 100 1000 50 rest"
-    assert cpu_and_rss(odd, b"300 77 10 1 0 20 0\n", clock_ticks=100, page_size=4096) == (4.0, 77 * 4096)
-    with pytest.raises((ValueError, IndexError)):
-        cpu_and_rss(b"not a stat file", b"", clock_ticks=100, page_size=4096)
-
-
 def time_sleep(seconds: float) -> None:
     import time
     time.sleep(seconds)
