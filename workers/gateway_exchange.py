@@ -101,6 +101,7 @@ from .gateway_resync import Resyncer
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
+    LoopSocket,
     gateway_sockets,
     heartbeat_socket,
     install_stop_signals,
@@ -1067,9 +1068,13 @@ async def run_exchange(spec: ChildSpec) -> int:
     # bounded in number (MAX_QUEUED_REQUESTS).
     lanes = request_lanes()
     lane = lane_of
+    # The workers' requests and the answers through the loop's reader callback on a plain socket
+    # (runtime.LoopSocket, as the workers' end of the link), not zmq.asyncio's futures: a loop
+    # iteration less for every request read, in a loop busy with every symbol's ticks.
+    requests = LoopSocket(zmq.Socket.shadow(router.underlying))
 
     async def answer(ident: bytes, reply: Any) -> None:
-        await router.send_multipart((ident, gw.codec.encode(reply)))
+        await requests.send_multipart((ident, gw.codec.encode(reply)))
 
     async def serve_one(ident: bytes, msg: Any) -> None:
         if isinstance(msg, HistoryRequest):  # one read per symbol for every worker asking it
@@ -1089,12 +1094,12 @@ async def run_exchange(spec: ChildSpec) -> int:
                 log.exception("request %s failed", type(msg).__name__)
                 return
         if reply is not None:
-            await router.send_multipart((ident, gw.codec.encode(reply)))
+            await requests.send_multipart((ident, gw.codec.encode(reply)))
 
     async def request_loop() -> None:
         queued: set[asyncio.Task[None]] = set()
         while True:
-            frames = await router.recv_multipart()
+            frames = await requests.recv_multipart()
             if len(frames) != 2:
                 gw.codec.malformed += 1
                 continue
