@@ -87,3 +87,30 @@ def test_the_venue_clock_comes_from_a_fresh_trade_and_never_runs_ahead_of_it() -
     assert venue_clock_us(heard, 150.0, bar_seconds=60.0) == heard[0]  # a wall-clock market: a minute
     assert venue_clock_us(None, 100.0, bar_seconds=1.0) is None
     assert venue_clock_us((0, 100.0), 100.0, bar_seconds=1.0) is None
+
+
+async def test_a_history_read_refused_past_the_clients_retries_waits_for_budget_instead_of_an_error(
+        tmp_path: Path) -> None:
+    """Every other request answered 429 (the venue's fault switch, seeded): the client's own retries
+    run out for some reads; those wait for the budget and go again, and no bot is answered an error."""
+    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200, fault_429_probability=0.5, seed=7),
+                       SYMBOLS[:4])
+    await venue.start()
+    try:
+        gw = gateway_on(tmp_path, venue, symbols=SYMBOLS[:4])
+        lane = request_lanes()["market"]
+        got: list[tuple[bytes, HistoryReply]] = []
+
+        async def answer(who: bytes, reply: HistoryReply) -> None:
+            got.append((who, reply))
+
+        async with running(gw):
+            gw.rest.max_read_attempts = 1  # the client tries each read twice at most (its floor)
+            await asyncio.wait_for(asyncio.gather(*(gw.serve_history(
+                s.encode(), HistoryRequest(symbol=s, bars=50, sent_ns=0), lane, answer) for s in SYMBOLS[:4])),
+                timeout=60.0)
+        assert sorted(who for who, _ in got) == [s.encode() for s in SYMBOLS[:4]]
+        assert [r.error for _, r in got] == [""] * 4 and all(r.n == 50 for _, r in got)
+        assert gw.history_budget_waits >= 1  # a read the client gave up on went again
+    finally:
+        await venue.stop()
