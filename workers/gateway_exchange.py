@@ -38,7 +38,7 @@ from shared.config import secrets_from_env
 from shared.delta.client_ids import ClientIds, order_id_number
 from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
-from shared.delta.history_reads import HISTORY_BUDGET_WAIT_S, HistoryAskers, venue_clock_us
+from shared.delta.history_reads import HISTORY_BUDGET_WAIT_S, ReadAskers, venue_clock_us
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order, WalletBalance
 from shared.delta.order_reading import UndocumentedOrder, read_ours_tolerantly
@@ -280,8 +280,10 @@ class ExchangeGateway:
         self.refusals_logged_at = 0
         self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
         # Start-up history (shared/delta/history_reads.py): one read per symbol for every worker
-        # asking, the venue's clock from the newest trade heard (exchange µs, monotonic s).
-        self.history_askers = HistoryAskers(max(1, len(spec.symbols)))
+        # asking, the venue's clock from the newest trade heard (exchange µs, monotonic s); and a
+        # bot's repeated account read joins its read still waiting for a slot.
+        self.history_askers = ReadAskers(max(1, len(spec.symbols)))
+        self.account_askers = ReadAskers(max(1, 2 * len(spec.symbols)))  # a full read and a re-read a bot
         self.trade_heard: tuple[int, float] | None = None
         self.history_budget_waits = 0  # history reads refused for budget that waited and went again
 
@@ -595,19 +597,35 @@ class ExchangeGateway:
         return None
 
     async def serve_history(self, asker: bytes, req: HistoryRequest, lane: asyncio.Semaphore,
-                            answer: Callable[[bytes, HistoryReply], Awaitable[None]]) -> None:
+                            answer: Callable[[bytes, Any], Awaitable[None]]) -> None:
         """A worker's ask for its history: one read per symbol however many ask (a worker's repeat
         after 30 s without an answer joins the read it is waiting for), in `lane`, and its answer
         to every asker (shared/delta/history_reads.py)."""
-        key = f"{req.symbol}/{req.bars}"
-        if not self.history_askers.ask(key, asker):
+        await self.serve_read(self.history_askers, f"{req.symbol}/{req.bars}", asker, req, lane, answer,
+                              join_under_way=True)
+
+    async def serve_account(self, asker: bytes, req: AccountRequest, lane: asyncio.Semaphore,
+                            answer: Callable[[bytes, Any], Awaitable[None]]) -> None:
+        """A bot's account read: its repeat (no answer in 30 s: the read waits for a slot or for
+        budget) joins the read still waiting for a slot, not one under way (that one may predate
+        the bot's last orders)."""
+        await self.serve_read(self.account_askers, f"{req.symbol}/{req.include_fills}/{req.fills_since_us}",
+                              asker, req, lane, answer, join_under_way=False)
+
+    async def serve_read(self, askers: ReadAskers, key: str, asker: bytes, req: Any, lane: asyncio.Semaphore,
+                         answer: Callable[[bytes, Any], Awaitable[None]], *, join_under_way: bool) -> None:
+        if not askers.ask(key, asker):
             return
+        answered: list[bytes] | None = None
         try:
             async with lane:
+                if not join_under_way:
+                    answered = askers.take(key, asker)
                 reply = await self.handle(req)
         finally:
-            askers = self.history_askers.answered(key, asker)
-        for who in askers:
+            if answered is None:  # done (or given up while waiting for a slot): nobody else joins it
+                answered = askers.take(key, asker)
+        for who in answered:
             await answer(who, reply)
 
     async def history(self, req: HistoryRequest) -> HistoryReply:
@@ -1077,9 +1095,12 @@ async def run_exchange(spec: ChildSpec) -> int:
         await requests.send_multipart((ident, gw.codec.encode(reply)))
 
     async def serve_one(ident: bytes, msg: Any) -> None:
-        if isinstance(msg, HistoryRequest):  # one read per symbol for every worker asking it
+        if isinstance(msg, HistoryRequest | AccountRequest):  # one read for every repeat of an ask
             try:
-                await gw.serve_history(ident, msg, lanes[lane(msg)], answer)
+                if isinstance(msg, HistoryRequest):
+                    await gw.serve_history(ident, msg, lanes[lane(msg)], answer)
+                else:
+                    await gw.serve_account(ident, msg, lanes[lane(msg)], answer)
             except Exception:  # one bad request must not take the account's only gateway down
                 log.exception("request %s failed", type(msg).__name__)
             return

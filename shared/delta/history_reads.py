@@ -7,7 +7,7 @@ own (a ticker for the venue's clock and the candles, 6 units), refused reads ans
 brought the repeats sooner, and the repeats queued behind each other. Now:
 
 - one read per symbol: a repeat (or a second asker) while the symbol's read is queued or under way
-  joins it and gets its answer (`HistoryAskers`);
+  joins it and gets its answer (`ReadAskers`);
 - a read refused for want of budget waits for the budget and goes again, in turn, instead of
   answering an error (HISTORY_BUDGET_WAIT_S bounds the wait; the repeats it would have drawn join
   it);
@@ -22,26 +22,28 @@ from __future__ import annotations
 HISTORY_BUDGET_WAIT_S = 330.0
 
 
-class HistoryAskers:
-    """Who waits for which symbol's history: one read per symbol, every asker answered by it.
+class ReadAskers:
+    """Who waits for which read: one read per key (a symbol's history, a bot's account read), every
+    asker answered by it.
 
-    Bounded: one entry per symbol with a read under way (`max_symbols`, the symbols the gateway
-    serves), each holding the distinct askers (a worker's ZeroMQ identity: one per worker)."""
+    A read takes its askers (`take`) when it is done for a history (any ask until then joins it:
+    candles are candles) or when it starts for an account read (an ask after that starts a read of
+    its own: a read already under way may predate the asker's last orders). Bounded: one entry per
+    key waiting (`max_keys`), each holding the distinct askers (a worker's ZeroMQ identity)."""
 
-    def __init__(self, max_symbols: int) -> None:
-        if max_symbols < 1:
-            raise ValueError("max_symbols must be >= 1")
-        self.max_symbols = max_symbols
+    def __init__(self, max_keys: int) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
+        self.max_keys = max_keys
         self._waiting: dict[str, dict[bytes, None]] = {}  # key -> askers, in order of asking
-        self.joined = 0  # asks that joined a read already under way (repeats), since start
+        self.joined = 0  # asks that joined a read already waiting (repeats), since start
 
     def ask(self, key: str, asker: bytes) -> bool:
-        """An asker wants `key` (symbol and bars): True if a read must start for it, False if it
-        joins the one under way. Beyond `max_symbols` reads under way every ask starts its own
-        read (a caller asking for symbols it does not serve: answered with its error)."""
+        """An asker wants `key`: True if a read must start for it, False if it joins the one
+        waiting. Beyond `max_keys` keys waiting every ask starts its own read, unremembered."""
         askers = self._waiting.get(key)
         if askers is None:
-            if len(self._waiting) >= self.max_symbols:
+            if len(self._waiting) >= self.max_keys:
                 return True
             self._waiting[key] = {asker: None}
             return True
@@ -49,15 +51,17 @@ class HistoryAskers:
         self.joined += 1
         return False
 
-    def answered(self, key: str, asker: bytes) -> list[bytes]:
-        """The read for `key` is done: everyone to answer (the asker that started it first)."""
-        askers = self._waiting.pop(key, None)
-        if askers is None:
-            return [asker]
+    def take(self, key: str, asker: bytes) -> list[bytes]:
+        """The read `asker` started for `key` takes everyone to answer (the asker first); a later
+        ask for `key` starts a new read."""
+        askers = self._waiting.get(key)
+        if askers is None or asker not in askers:
+            return [asker]  # an unremembered read (beyond the bound), or a second read of the key
+        del self._waiting[key]
         return list(askers)
 
     @property
-    def reads_under_way(self) -> int:
+    def reads_waiting(self) -> int:
         return len(self._waiting)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.delta.history_reads import HistoryAskers, venue_clock_us
-from shared.messages import HistoryReply, HistoryRequest
+from shared.delta.history_reads import ReadAskers, venue_clock_us
+from shared.messages import AccountRequest, AccountSnapshot, HistoryReply, HistoryRequest
 from tests.workers.gateway_support import gateway_on, running
-from workers.gateway_exchange import request_lanes
+from workers.gateway_exchange import MAX_INFLIGHT_READS, request_lanes
 from workers.venue import PaperVenue, VenueSettings
 
 SYMBOLS = [f"SYN_{i:04d}" for i in range(1, 11)]
@@ -59,7 +59,7 @@ async def test_history_under_a_spent_budget_waits_its_turn_is_read_once_per_symb
         tickers = gw.rest.outcomes.get(("GET /v2/tickers/{symbol}", "2xx"), 0)
         assert candles.get("2xx") == len(SYMBOLS)  # one read per symbol, the repeats joined it
         assert tickers <= len(SYMBOLS)  # no venue clock read twice for a symbol
-        assert gw.history_askers.joined == len(SYMBOLS) and gw.history_askers.reads_under_way == 0
+        assert gw.history_askers.joined == len(SYMBOLS) and gw.history_askers.reads_waiting == 0
         assert venue.guard.requests_refused == sum(n for (route, outcome), n in gw.rest.outcomes.items()
                                                    if outcome == "4xx")  # the 429s: refused, never spent
     finally:
@@ -67,15 +67,15 @@ async def test_history_under_a_spent_budget_waits_its_turn_is_read_once_per_symb
 
 
 def test_a_symbols_askers_share_one_read_and_are_all_answered() -> None:
-    askers = HistoryAskers(max_symbols=2)
+    askers = ReadAskers(max_keys=2)
     assert askers.ask("A/100", b"w1") is True
     assert askers.ask("A/100", b"w1") is False  # the same worker's repeat joins its own read
     assert askers.ask("A/100", b"w2") is False
     assert askers.ask("B/100", b"w3") is True
     assert askers.ask("C/100", b"w4") is True  # beyond the bound: a read of its own, not remembered
-    assert askers.reads_under_way == 2
-    assert askers.answered("A/100", b"w1") == [b"w1", b"w2"]  # each asker once, the first first
-    assert askers.answered("C/100", b"w4") == [b"w4"]
+    assert askers.reads_waiting == 2
+    assert askers.take("A/100", b"w1") == [b"w1", b"w2"]  # each asker once, the first first
+    assert askers.take("C/100", b"w4") == [b"w4"]
     assert askers.ask("A/100", b"w1") is True  # a new ask after the answer reads again
     assert askers.joined == 2
 
@@ -112,5 +112,46 @@ async def test_a_history_read_refused_past_the_clients_retries_waits_for_budget_
         assert sorted(who for who, _ in got) == [s.encode() for s in SYMBOLS[:4]]
         assert [r.error for _, r in got] == [""] * 4 and all(r.n == 50 for _, r in got)
         assert gw.history_budget_waits >= 1  # a read the client gave up on went again
+    finally:
+        await venue.stop()
+
+
+async def test_a_bots_repeated_account_read_joins_its_read_waiting_for_a_slot_not_one_under_way(
+        tmp_path: Path) -> None:
+    """The account lane full (reads waiting for budget at a 1,000-symbol start): a bot that asks
+    again after 30 s without an answer joins its read still waiting, answered once; once its read
+    has started, a new ask is a read of its own (the one under way may predate its last orders)."""
+    venue = PaperVenue(VenueSettings(bar_seconds=3600, history_bars=200), SYMBOLS[:2])
+    await venue.start()
+    try:
+        gw = gateway_on(tmp_path, venue, symbols=SYMBOLS[:2])
+        lane = request_lanes()["account"]
+        got: list[tuple[bytes, AccountSnapshot]] = []
+
+        async def answer(who: bytes, reply: AccountSnapshot) -> None:
+            got.append((who, reply))
+
+        def ask(symbol: str) -> asyncio.Task[None]:
+            return asyncio.create_task(gw.serve_account(
+                symbol.encode(), AccountRequest(symbol=symbol, include_fills=True, sent_ns=0), lane, answer))
+
+        async with running(gw):
+            for _ in range(MAX_INFLIGHT_READS):
+                await lane.acquire()  # every slot taken
+            asks = [ask(SYMBOLS[0]), ask(SYMBOLS[0]), ask(SYMBOLS[1])]
+            await asyncio.sleep(0.05)
+            for _ in range(MAX_INFLIGHT_READS):
+                lane.release()
+            await asyncio.wait_for(asyncio.gather(*asks), timeout=10.0)
+            assert sorted(who for who, _ in got) == [s.encode() for s in SYMBOLS[:2]]  # once each
+            assert all(not r.error for _, r in got)
+            assert gw.rest.outcomes[("GET /v2/positions", "2xx")] == 2  # one read a bot
+            assert gw.account_askers.joined == 1 and gw.account_askers.reads_waiting == 0
+
+            async with lane:  # a slot held: the bot's read below starts at once and waits in the venue...
+                first = ask(SYMBOLS[0])
+                await asyncio.sleep(0)
+            await asyncio.wait_for(asyncio.gather(first, ask(SYMBOLS[0])), timeout=10.0)
+            assert gw.rest.outcomes[("GET /v2/positions", "2xx")] == 4  # ...so the repeat read on its own
     finally:
         await venue.stop()
