@@ -38,6 +38,7 @@ from shared.config import secrets_from_env
 from shared.delta.client_ids import ClientIds, order_id_number
 from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
+from shared.delta.history_reads import HISTORY_BUDGET_WAIT_S, ReadAskers, venue_clock_us
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order, WalletBalance
 from shared.delta.order_reading import UndocumentedOrder, read_ours_tolerantly
@@ -46,6 +47,7 @@ from shared.delta.ratelimit import (
     PACE_SLACK_SHARE,
     IntentBudgetTally,
     IntentCharge,
+    LimiterBusy,
     Priority,
     SymbolShares,
     charged_to,
@@ -99,6 +101,7 @@ from .gateway_resync import Resyncer
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
+    LoopSocket,
     gateway_sockets,
     heartbeat_socket,
     install_stop_signals,
@@ -124,6 +127,7 @@ MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
 ORDER_PATH_LOG_S = 30.0  # how often the gateway logs where an order intent's time went
+HISTORY_RETRY_MIN_S = 0.25  # a history read refused for budget goes again no sooner than this
 
 
 def bot_kind_and_price(order_type: str | None, stop_order_type: str | None, limit_price: float | None,
@@ -275,6 +279,13 @@ class ExchangeGateway:
         self.refusals_unsent = 0  # quotes refused unsent since start (logged at 1, 2, 4, 8...)
         self.refusals_logged_at = 0
         self.resync = Resyncer(self)  # what the socket lost, read back over REST (workers/gateway_resync.py)
+        # Start-up history (shared/delta/history_reads.py): one read per symbol for every worker
+        # asking, the venue's clock from the newest trade heard (exchange µs, monotonic s); and a
+        # bot's repeated account read joins its read still waiting for a slot.
+        self.history_askers = ReadAskers(max(1, len(spec.symbols)))
+        self.account_askers = ReadAskers(max(1, 2 * len(spec.symbols)))  # a full read and a re-read a bot
+        self.trade_heard: tuple[int, float] | None = None
+        self.history_budget_waits = 0  # history reads refused for budget that waited and went again
 
     async def start(self, pub: MarketDataOut | zmq.asyncio.Socket, sup: zmq.Socket) -> None:
         self.pub, self.sup = pub, sup
@@ -378,6 +389,8 @@ class ExchangeGateway:
                 return
             self.seqs[ev.symbol] += 1
             self.marks[ev.symbol] = ev.price
+            if ev.exchange_ts_us:
+                self.trade_heard = (int(ev.exchange_ts_us), time.monotonic())
             self.resync.book.heard(ev.symbol, int(ev.exchange_ts_us or ev.received_ts_us))
             tick = Tick(symbol=ev.symbol, epoch=self.epoch, seq=self.seqs[ev.symbol], price=ev.price,
                         size=float(ev.size), exch_ts_us=int(ev.exchange_ts_us or ev.received_ts_us),
@@ -583,23 +596,75 @@ class ExchangeGateway:
             return await self.execute(msg)
         return None
 
+    async def serve_history(self, asker: bytes, req: HistoryRequest, lane: asyncio.Semaphore,
+                            answer: Callable[[bytes, Any], Awaitable[None]]) -> None:
+        """A worker's ask for its history: one read per symbol however many ask (a worker's repeat
+        after 30 s without an answer joins the read it is waiting for), in `lane`, and its answer
+        to every asker (shared/delta/history_reads.py)."""
+        await self.serve_read(self.history_askers, f"{req.symbol}/{req.bars}", asker, req, lane, answer,
+                              join_under_way=True)
+
+    async def serve_account(self, asker: bytes, req: AccountRequest, lane: asyncio.Semaphore,
+                            answer: Callable[[bytes, Any], Awaitable[None]]) -> None:
+        """A bot's account read: its repeat (no answer in 30 s: the read waits for a slot or for
+        budget) joins the read still waiting for a slot, not one under way (that one may predate
+        the bot's last orders)."""
+        await self.serve_read(self.account_askers, f"{req.symbol}/{req.include_fills}/{req.fills_since_us}",
+                              asker, req, lane, answer, join_under_way=False)
+
+    async def serve_read(self, askers: ReadAskers, key: str, asker: bytes, req: Any, lane: asyncio.Semaphore,
+                         answer: Callable[[bytes, Any], Awaitable[None]], *, join_under_way: bool) -> None:
+        if not askers.ask(key, asker):
+            return
+        answered: list[bytes] | None = None
+        try:
+            async with lane:
+                if not join_under_way:
+                    answered = askers.take(key, asker)
+                reply = await self.handle(req)
+        finally:
+            if answered is None:  # done (or given up while waiting for a slot): nobody else joins it
+                answered = askers.take(key, asker)
+        for who in answered:
+            await answer(who, reply)
+
     async def history(self, req: HistoryRequest) -> HistoryReply:
         def empty(err: str) -> HistoryReply:
             return HistoryReply(symbol=req.symbol, n=0, ts=b"", open=b"", high=b"", low=b"", close=b"",
                                 volume=b"", error=err)
         if req.symbol not in self.products:
             return empty(f"gateway does not serve {req.symbol}")
-        try:
-            # The venue's own clock, not ours: the paper venue's market runs faster than the wall.
-            ticker = await self.rest.get_ticker(req.symbol)
-            # the client normalised the time to int µs (or None) when it decoded the ticker
-            venue_us = ticker.timestamp if isinstance(ticker.timestamp, int) else None
-            end = int((venue_us or time.time() * 1e6) / 1e6) + 2 * BAR_SECONDS
-            start = end - (req.bars + 2) * BAR_SECONDS
-            candles = await self.rest.get_candles(req.symbol, "1m", start, end)
-        except Exception as exc:  # rate budget exhausted, venue down...: the worker asks again
-            self.rest_errors += 1
-            return empty(f"candles: {type(exc).__name__}: {exc}")
+        deadline = time.monotonic() + HISTORY_BUDGET_WAIT_S
+        bar_s = self.cfg.market.bar_seconds
+        ticker_clock: tuple[int, float] | None = None  # kept while the candles wait for budget
+        while True:
+            try:
+                # The venue's own clock, not ours (the paper venue's market runs faster than the
+                # wall): the newest trade heard when it is fresh, else the venue's ticker.
+                now = time.monotonic()
+                venue_us = venue_clock_us(self.trade_heard, now, bar_s) or venue_clock_us(ticker_clock, now, bar_s)
+                if venue_us is None:
+                    ticker = await self.rest.get_ticker(req.symbol)
+                    # the client normalised the time to int µs (or None) when it decoded the ticker
+                    if isinstance(ticker.timestamp, int):
+                        ticker_clock, venue_us = (ticker.timestamp, time.monotonic()), ticker.timestamp
+                end = int((venue_us or time.time() * 1e6) / 1e6) + 2 * BAR_SECONDS
+                start = end - (req.bars + 2) * BAR_SECONDS
+                candles = await self.rest.get_candles(req.symbol, "1m", start, end)
+                break
+            except (RateLimited, LimiterBusy) as exc:
+                # Refused for want of budget, before the venue did anything: wait for the budget and
+                # go again in turn, rather than answer an error the worker would repeat in 2 s.
+                wait = max(self.rest.public_limiter.wait_time(endpoint_weight("GET", "/v2/history/candles"),
+                                                              Priority.READ), HISTORY_RETRY_MIN_S)
+                if time.monotonic() + wait > deadline:
+                    self.rest_errors += 1
+                    return empty(f"candles: {type(exc).__name__}: {exc}")
+                self.history_budget_waits += 1
+                await asyncio.sleep(wait)
+            except Exception as exc:  # venue down, a bad answer...: the worker asks again
+                self.rest_errors += 1
+                return empty(f"candles: {type(exc).__name__}: {exc}")
         rows = [(c.time / 1e6, c.open, c.high, c.low, c.close, c.volume) for c in candles
                 if isinstance(c.time, int)  # get_candles keeps only bars with a time, in µs
                 and c.open is not None and c.close is not None and c.high is not None and c.low is not None]
@@ -907,6 +972,9 @@ class ExchangeGateway:
                                  if (n := self.orders_undocumented.total()) else "")
                               + (f", {self.fills_unresolved} fills without their order"
                                  if self.fills_unresolved else "")
+                              + (f", history: {self.history_askers.joined} repeat asks joined a read under way, "
+                                 f"{self.history_budget_waits} reads waited for budget"
+                                 if self.history_askers.joined or self.history_budget_waits else "")
                               + self.market_data_note() + self.resync.note())
 
     def link_figures(self) -> LinkFigures:
@@ -1018,8 +1086,24 @@ async def run_exchange(spec: ChildSpec) -> int:
     # bounded in number (MAX_QUEUED_REQUESTS).
     lanes = request_lanes()
     lane = lane_of
+    # The workers' requests and the answers through the loop's reader callback on a plain socket
+    # (runtime.LoopSocket, as the workers' end of the link), not zmq.asyncio's futures: a loop
+    # iteration less for every request read, in a loop busy with every symbol's ticks.
+    requests = LoopSocket(zmq.Socket.shadow(router.underlying))
+
+    async def answer(ident: bytes, reply: Any) -> None:
+        await requests.send_multipart((ident, gw.codec.encode(reply)))
 
     async def serve_one(ident: bytes, msg: Any) -> None:
+        if isinstance(msg, HistoryRequest | AccountRequest):  # one read for every repeat of an ask
+            try:
+                if isinstance(msg, HistoryRequest):
+                    await gw.serve_history(ident, msg, lanes[lane(msg)], answer)
+                else:
+                    await gw.serve_account(ident, msg, lanes[lane(msg)], answer)
+            except Exception:  # one bad request must not take the account's only gateway down
+                log.exception("request %s failed", type(msg).__name__)
+            return
         asked = time.perf_counter_ns()
         async with lanes[lane(msg)]:
             if isinstance(msg, OrderIntents):  # (both order lanes)
@@ -1031,12 +1115,12 @@ async def run_exchange(spec: ChildSpec) -> int:
                 log.exception("request %s failed", type(msg).__name__)
                 return
         if reply is not None:
-            await router.send_multipart((ident, gw.codec.encode(reply)))
+            await requests.send_multipart((ident, gw.codec.encode(reply)))
 
     async def request_loop() -> None:
         queued: set[asyncio.Task[None]] = set()
         while True:
-            frames = await router.recv_multipart()
+            frames = await requests.recv_multipart()
             if len(frames) != 2:
                 gw.codec.malformed += 1
                 continue

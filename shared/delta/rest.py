@@ -359,6 +359,7 @@ class DeltaRestClient:
         self.public_limiter = public_limiter or AccountRateLimiter(RequestBudget(reserve=0))
         self.user_agent = user_agent
         self.timeout_s = timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # made once, not per request
         self.max_read_attempts = max(1, max_read_attempts)
         self.max_create_attempts = max(1, max_create_attempts)
         self.backoff_base_s = backoff_base_s
@@ -440,10 +441,10 @@ class DeltaRestClient:
         try:
             async with session.request(
                     method, url, data=body.encode("utf-8") if body else None, headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+                    timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
-                resp_headers = dict(resp.headers)
+                resp_headers: Mapping[str, str] = resp.headers  # read-only and kept by the response: no copy
             outcome = f"{status // 100}xx"
             served_s = server_timing_s(resp_headers.get("Server-Timing"))
             if served_s is not None:
