@@ -182,7 +182,8 @@ def test_malformed_windows_do_not_raise_and_do_not_spoil_the_batch(eth_1m: Candl
     good = window(eth_1m, "ETHUSD", 300)
     short = good._replace(symbol="SHORT", high=good.high[:-1])
     count = good._replace(symbol="COUNT", bar_count=5)
-    empty = BarWindow("EMPTY", 0, *(np.empty(0) for _ in range(6)))
+    e = np.empty(0)
+    empty = BarWindow("EMPTY", 0, e, e, e, e, e, e)
     nosym = good._replace(symbol="")
     listsym = good._replace(symbol=["not", "hashable"])  # type: ignore[arg-type]  # bad on purpose: must be rejected
     res = SignalEngine().evaluate_batch([short, good, count, empty, nosym, listsym, None])  # type: ignore[list-item]  # None on purpose: must be rejected
