@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from shared.arrivals import ARRIVALS
 from shared.config import ConfigError, alert_urls_from_env, load_config, secrets_from_env
 from shared.status import render_table
 from shared.symbol_settings import unused_symbol_tables
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--venue", help="paper | india | india-testnet | global | global-testnet")
     run.add_argument("--pool-size", type=int, help="compute-pool processes (0 = one per core)")
     run.add_argument("--bar-seconds", type=float, help="paper replay: wall seconds per 1m bar")
+    run.add_argument("--arrivals", choices=ARRIVALS,
+                     help="paper replay: each symbol's ticks at its own seeded time (independent, the default) "
+                          "or every market's in 8 bursts a quarter bar (lockstep)")
     run.add_argument("--metrics-port", type=int, help="Prometheus port on 127.0.0.1 (0 = any free port)")
     run.add_argument("--no-display", action="store_true", help="do not print the live status table")
 
@@ -119,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Which option set which key: a bad value is reported under the name the operator typed.
 OPTION_NAMES = {"run.symbols": "--symbols", "run.mode": "--mode", "run.venue": "--venue",
                 "processes.pool_size": "--pool-size", "market.bar_seconds": "--bar-seconds",
+                "market.arrivals": "--arrivals",
                 "status.metrics_port": "--metrics-port"}
 
 
@@ -138,6 +143,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("run", "venue", "india")
     put("processes", "pool_size", args.pool_size)
     put("market", "bar_seconds", args.bar_seconds)
+    put("market", "arrivals", args.arrivals)
     put("status", "metrics_port", args.metrics_port)
     return o
 

@@ -21,6 +21,7 @@ import msgspec.inspect
 from msgspec import Meta
 
 from .alerts import AlertsConfig
+from .arrivals import ARRIVALS
 from .market_clock import CLOCKS
 from .products import PAPER_PRODUCTS, SYNTHETIC_PREFIX
 from .signals.engine import SignalConfig
@@ -111,6 +112,10 @@ class MarketConfig(_Section):
     # replayed at real time, one 1m bar per wall minute, so every timestamp is now; bar_seconds
     # is then 60 whatever it is set to.
     clock: str = "replay"
+    # When each symbol's replayed ticks arrive inside their quarter bar (shared/arrivals.py):
+    # "independent", each at its own seeded time (Poisson-like across symbols, as on an exchange);
+    # "lockstep", every market's tick in 8 bursts a quarter (the market-wide burst case).
+    arrivals: str = "independent"
     # bars loaded into each ring at start so signals are valid at once
     history_bars: Annotated[int, _between(1, 8192)] = 1000
     window_bars: Annotated[int, _between(16, 8192)] = 1024  # bars each ring holds and the pool reads
@@ -145,6 +150,8 @@ class MarketConfig(_Section):
             raise ValueError("market.paper_venue must be 'embedded' or 'external'")
         if self.clock not in CLOCKS:
             raise ValueError("market.clock must be 'replay' or 'wall'")
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(f"market.arrivals must be one of {', '.join(repr(a) for a in ARRIVALS)}")
         if self.clock == "wall":
             self.bar_seconds = 60.0
         if self.funding_interval_s % 60:

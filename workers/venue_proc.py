@@ -50,7 +50,8 @@ def venue_settings(spec: ChildSpec, port: int) -> VenueSettings:
     t = spec.config.testing
     # The account lives in the run dir: a restarted venue (crash, or the next run on the same run
     # dir) keeps balances, positions and fill ids, so the SQLite ledger never sees an id reused.
-    return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, history_bars=m.history_bars, seed=m.seed,
+    return VenueSettings(port=port, bar_seconds=m.bar_seconds, clock=m.clock, arrivals=m.arrivals,
+                         history_bars=m.history_bars, seed=m.seed,
                          data=dict(m.data), products=paper_products(m),
                          initial_balance_usd=m.initial_balance_usd, leverage=m.leverage,
                          funding_interval_s=m.funding_interval_s, funding_series=dict(m.funding_series),

@@ -12,10 +12,12 @@ from collections.abc import Iterable, Sequence
 import msgspec
 import numpy as np
 
+from shared.arrivals import ARRIVALS
 from shared.latency import HopSums
 from shared.status import RateBudgetUse, StatusSnapshot
 
 MB = 1024 * 1024
+DEFAULT_ARRIVALS = "independent"  # the paper market's default (shared/arrivals.py, market.arrivals)
 TICKS_PER_BAR = 4  # the paper venue's synthetic market: 4 ticks per 1m bar
 MAX_SYMBOLS = 2000  # SYN_0001..SYN_9999 exist; far past what 2 cores carry
 MAX_STEPS = 20
@@ -177,6 +179,9 @@ class StepResult(msgspec.Struct, kw_only=True):
     # The account's rate budget (the gateway's counters, exchange mode): units spent by what they
     # bought in the window and since the gateway started, and the order intents in the window.
     budget_use: BudgetUse | None = None
+    # How the paper market's ticks arrived (shared/arrivals.py): "independent", each symbol at its own
+    # seeded time; "lockstep", every market's tick in 8 bursts a quarter bar (the burst case)
+    arrivals: str = DEFAULT_ARRIVALS
 
 
 class BudgetUse(msgspec.Struct, kw_only=True):
@@ -220,27 +225,34 @@ class LoadtestDoc(msgspec.Struct, kw_only=True):
 
 
 class StepPlan(msgspec.Struct, frozen=True):
-    """One step of a load test: this many symbols at this many ticks per second each."""
+    """One step of a load test: this many symbols at this many ticks per second each, arriving as
+    the paper market's arrival model says (shared/arrivals.py)."""
     symbols: int
     tick_rate: float
+    arrivals: str = DEFAULT_ARRIVALS
 
 
 # --- pure helpers (unit-tested) ---------------------------------------------------------------
 
-def parse_steps(text: str, tick_rate: float) -> list[StepPlan]:
-    """'200' or '10,50,200' (each step at `tick_rate`), or with a rate of its own as N@RATE
-    ('10,200,1000@1') -> steps in ascending symbol count, duplicates dropped; ValueError naming
-    the option on anything else."""
+def parse_steps(text: str, tick_rate: float, arrivals: str = DEFAULT_ARRIVALS) -> list[StepPlan]:
+    """'200' or '10,50,200' (each step at `tick_rate`, ticks arriving as `arrivals`), or with a
+    rate of its own as N@RATE and an arrival model of its own as N:MODEL ('10,200,200:lockstep,
+    1000@1') -> steps in ascending symbol count (a count's independent step before its lockstep
+    one), duplicates dropped; ValueError naming the option on anything else."""
     plans: set[StepPlan] = set()
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        count, at, rate = part.partition("@")
+        step, colon, model = part.partition(":")
+        count, at, rate = step.partition("@")
         try:
-            plan = StepPlan(int(count), float(rate) if at else tick_rate)
+            plan = StepPlan(int(count), float(rate) if at else tick_rate, model.strip() if colon else arrivals)
         except ValueError:
             raise ValueError(f"--symbols expects a count or a comma-separated list of counts, each optionally "
-                             f"with its own ticks per second as N@RATE; got {text!r}") from None
+                             f"with its own ticks per second as N@RATE and arrival model as N:MODEL; got "
+                             f"{text!r}") from None
+        if plan.arrivals not in ARRIVALS:
+            raise ValueError(f"--symbols {part!r}: the arrival model must be one of {', '.join(ARRIVALS)}")
         if not (0 < plan.tick_rate <= MAX_TICK_RATE):
             raise ValueError(f"--symbols {part!r}: the tick rate must be in (0, {MAX_TICK_RATE:g}]")
         plans.add(plan)
@@ -250,7 +262,7 @@ def parse_steps(text: str, tick_rate: float) -> list[StepPlan]:
         raise ValueError(f"--symbols: each count must be 1..{MAX_SYMBOLS}")
     if len(plans) > MAX_STEPS:
         raise ValueError(f"--symbols: at most {MAX_STEPS} steps")
-    return sorted(plans, key=lambda p: (p.symbols, -p.tick_rate))
+    return sorted(plans, key=lambda p: (p.symbols, -p.tick_rate, p.arrivals != DEFAULT_ARRIVALS, p.arrivals))
 
 
 def synthetic_symbols(n: int) -> list[str]:
@@ -435,8 +447,9 @@ def diagnose(s: StepResult, misses: Sequence[Miss]) -> list[str]:
             top = ", ".join(f"{k} {v:.0f}" for k, v in sorted(per_tick.items(), key=lambda kv: -kv[1])
                             if k != "tree")
             out.append(f"each tick costs {per_tick['tree']:.0f} us of CPU across the tree ({top}; the bare "
-                       "tick->signal pipeline floor is 55-75 us): ticks of all symbols arrive together, so that "
-                       "work queues on the cores in bursts even when average CPU is low")
+                       "tick->signal pipeline floor is 55-75 us)"
+                       + (": ticks of all symbols arrive together, so that work queues on the cores in bursts "
+                          "even when average CPU is low" if s.arrivals == "lockstep" else ""))
         h = s.tick_hops
         if h is not None and h.slow_ticks:
             inside = {k: v for k, v in h.slow_us.items() if k != "gateway"}  # tick-to-signal's own hops

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from .figures import (
+    DEFAULT_ARRIVALS,
     MB,
     LoadtestDoc,
     SoakDoc,
@@ -124,6 +125,11 @@ def budget_rows(s: StepResult) -> list[tuple[str, str, str]]:
 KINDS = ("worker", "pool", "gateway", "venue", "supervisor", "other")
 
 
+def step_label(s: StepResult) -> str:
+    """'200 x 2' for the default arrival model, '200 x 2, lockstep' for the burst case."""
+    return f"{s.symbols} x {s.tick_rate:g}" + ("" if s.arrivals == DEFAULT_ARRIVALS else f", {s.arrivals}")
+
+
 def readme_table(doc: LoadtestDoc) -> list[str]:
     """The README's performance table: one row per step, each figure beside its floor and target."""
     t, f = doc.targets, doc.floors
@@ -136,7 +142,7 @@ def readme_table(doc: LoadtestDoc) -> list[str]:
     for s in doc.steps:
         per = s.cpu_us_per_tick_by_kind
         lines.append(
-            f"| {s.symbols} x {s.tick_rate:g} | {_fmt(s.startup_s, nd=1)} (<= {t.startup_limit_s(s.symbols):g}) | "
+            f"| {step_label(s)} | {_fmt(s.startup_s, nd=1)} (<= {t.startup_limit_s(s.symbols):g}) | "
             f"{_fmt(s.tick_to_signal_p50_us, 1000, 2)} / {_fmt(s.tick_to_signal_p99_us, 1000, 2)} / "
             f"{_fmt(s.tick_to_signal_p999_us, 1000, 2)} | {t.p99_limit_us(s.symbols) / 1000:g} | "
             + " / ".join(_fmt(per.get(k), nd=0) for k in KINDS) + f" | {_fmt(per.get('tree'), nd=0)} "
@@ -159,16 +165,16 @@ def loadtest_markdown(doc: LoadtestDoc) -> str:
              f"ticks, no restarts, CPU per tick across the tree <= {t.cpu_us_per_tick:g} us, worker USS <= "
              f"{t.worker_uss_mb:g} MB, total PSS <= {t.total_pss_mb:g} MB.", "",
              "## Summary", "",
-             "| symbols | ticks/s | start-up s | p50 us | p99 us | p99.9 us | p99 worst worker us | dropped | "
-             "sent/expected | signals/s | CPU tree % | machine % | worker USS med/max MB | total PSS MB | restarts | "
-             "verdict |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| symbols | ticks/s | arrivals | start-up s | p50 us | p99 us | p99.9 us | p99 worst worker us | "
+             "dropped | sent/expected | signals/s | CPU tree % | machine % | worker USS med/max MB | total PSS MB | "
+             "restarts | verdict |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in doc.steps:
         ratio = f"{s.ticks_sent / s.ticks_expected:.3f}" if s.ticks_sent is not None and s.ticks_expected else "n/a"
         verdict = "error" if s.error else ("ok" if not s.misses else "MISS: " + ", ".join(x.target for x in s.misses))
         lines.append(
-            f"| {s.symbols} | {s.tick_rate:g} | {_fmt(s.startup_s, nd=2)} | {_fmt(s.tick_to_signal_p50_us)} | "
-            f"{_fmt(s.tick_to_signal_p99_us)} | {_fmt(s.tick_to_signal_p999_us)} | "
+            f"| {s.symbols} | {s.tick_rate:g} | {s.arrivals} | {_fmt(s.startup_s, nd=2)} | "
+            f"{_fmt(s.tick_to_signal_p50_us)} | {_fmt(s.tick_to_signal_p99_us)} | {_fmt(s.tick_to_signal_p999_us)} | "
             f"{_fmt(s.tick_to_signal_p99_us_worst_worker)} | {s.ticks_dropped_total} | {ratio} | "
             f"{_fmt(s.signals_per_s)} | {s.cpu_percent_tree:.0f} | {s.machine_cpu_percent:.0f} | "
             f"{_fmt(s.worker_uss_bytes_median, MB, 2)}/{_fmt(s.worker_uss_bytes_max, MB, 2)} | "
@@ -177,7 +183,8 @@ def loadtest_markdown(doc: LoadtestDoc) -> str:
         lines += ["", f"**Stopped:** {doc.stopped_at}"]
     lines += ["", "## For the README (figures beside their floors and targets)", ""] + readme_table(doc)
     for s in doc.steps:
-        lines += ["", f"## {s.symbols} symbols at {s.tick_rate:g} ticks/s ({s.duration_s:g} s measured after "
+        lines += ["", f"## {s.symbols} symbols at {s.tick_rate:g} ticks/s, {s.arrivals} arrivals ({s.duration_s:g} "
+                      f"s measured after "
                       f"{s.settle_s:g} s settle; pool {s.pool_size}; load average at launch {s.loadavg_at_launch})",
                   "", "| figure | value | target |", "|---|---|---|"]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in step_table(s, t)]
@@ -214,15 +221,22 @@ def loadtest_plots(doc: LoadtestDoc, base: Path) -> tuple[list[Path], str | None
     steps = [s for s in doc.steps if s.tick_to_signal_p50_us is not None]
     if not steps:
         return [], "no measured step: plots skipped"
-    n = [s.symbols for s in steps]
-    labels = [f"{s.symbols}\n@{s.tick_rate:g}/s" for s in steps]
+    # The curves follow the default arrival model; a step of another model (the lockstep burst
+    # case) is drawn as its own markers at its symbol count.
+    curve = [s for s in steps if s.arrivals == DEFAULT_ARRIVALS] or steps
+    others = [s for s in steps if s not in curve]
+    n = [s.symbols for s in curve]
+    labels = [f"{s.symbols}\n@{s.tick_rate:g}/s" for s in curve]
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, label, style in (("tick_to_signal_p50_us", "p50 (fleet)", "o-"),
                               ("tick_to_signal_p99_us", "p99 (fleet)", "s-"),
                               ("tick_to_signal_p999_us", "p99.9 (fleet)", "^-"),
                               ("tick_to_signal_p99_us_worst_worker", "p99 worst worker", "x--")):
-        ax.plot(n, [_nan(getattr(s, key), 1000.0) for s in steps], style, label=label)
+        ax.plot(n, [_nan(getattr(s, key), 1000.0) for s in curve], style, label=label)
+    for s in others:
+        ax.plot([s.symbols], [_nan(s.tick_to_signal_p99_us, 1000.0)], "D", mfc="none",
+                label=f"p99, {s.arrivals} arrivals ({s.symbols} @{s.tick_rate:g}/s)")
     t = doc.targets
     ax.step(n, [t.p99_limit_us(x) / 1000.0 for x in n], where="mid", color="red", lw=0.8, ls=":", label="p99 target")
     ax.axhline(doc.floors.tick_to_signal_p99_us / 1000.0, color="grey", lw=0.8, ls="--", label="p99 floor")
@@ -247,7 +261,8 @@ def loadtest_plots(doc: LoadtestDoc, base: Path) -> tuple[list[Path], str | None
         bottom = [a + b for a, b in zip(bottom, vals, strict=True)]
     ax.axhline(t.cpu_us_per_tick, color="red", lw=0.8, ls=":", label="target")
     ax.axhline(doc.floors.cpu_us_per_tick, color="grey", lw=0.8, ls="--", label="floor (bare pipeline)")
-    ax.set_xticks(range(len(steps)), labels)
+    ax.set_xticks(range(len(steps)), [f"{s.symbols}\n@{s.tick_rate:g}/s"
+                                       + ("" if s.arrivals == DEFAULT_ARRIVALS else f"\n{s.arrivals}") for s in steps])
     ax.set_xlabel("symbols @ ticks/s per symbol")
     ax.set_ylabel("CPU per tick received (us)")
     ax.set_title("CPU per tick by process kind")
@@ -262,14 +277,14 @@ def loadtest_plots(doc: LoadtestDoc, base: Path) -> tuple[list[Path], str | None
     for key, label, style in (("worker_uss_bytes_median", "worker USS median", "o-"),
                               ("worker_uss_bytes_max", "worker USS max", "s-"),
                               ("worker_pss_bytes_median", "worker PSS median", "^-")):
-        a1.plot(n, [_nan(getattr(s, key), MB) for s in steps], style, label=label)
+        a1.plot(n, [_nan(getattr(s, key), MB) for s in curve], style, label=label)
     a1.axhline(t.worker_uss_mb, color="red", lw=0.8, ls=":", label="USS target")
     a1.set_xlabel("symbols")
     a1.set_ylabel("MB per worker")
     a1.set_ylim(bottom=0)
     a1.grid(True, alpha=0.3)
     a1.legend()
-    a2.plot(n, [_nan(s.total_pss_bytes, MB) for s in steps], "o-")
+    a2.plot(n, [_nan(s.total_pss_bytes, MB) for s in curve], "o-")
     a2.set_xlabel("symbols")
     a2.set_ylabel("total PSS of the tree (MB)")
     a2.set_ylim(bottom=0)
@@ -311,6 +326,12 @@ def write_reports(doc: LoadtestDoc | SoakDoc, results_dir: Path,
 LOADTEST_NOTES = [
     "Each step is a fresh `orchestrate` tree (supervisor, paper venue, gateway, pool, one worker per symbol) "
     "on SYN_0001.. symbols; bar_seconds = 4 / tick rate (4 ticks per 1m bar).",
+    "Arrivals (shared/arrivals.py, `--arrivals`, a step's own as N:MODEL): 'independent' (the default) sends "
+    "each symbol's tick at its own seeded uniform time in its quarter bar, so the symbols together make "
+    "Poisson arrivals at the configured rate, as each symbol trades on its own on an exchange; the venue "
+    "sends the ticks due within 1 ms of each other in one wake-up. 'lockstep' sends every market's tick in 8 "
+    "bursts a quarter bar (25 symbols at one instant at 200 symbols): the market-wide burst case. Prices, "
+    "bars and market times are the same in both.",
     "start-up: wall time from launching `orchestrate` to the first status poll (every 0.25 s) that shows a "
     "first signal on every symbol; startup_worker_max_s is the supervisor's own launch-to-first-signal of "
     "the slowest worker.",

@@ -23,11 +23,13 @@ from typing import Any
 import msgspec
 import psutil
 
+from shared.arrivals import ARRIVALS
 from shared.status import StatusSnapshot
 from workers.worker import LATENCY_WARMUP_S
 
 from ..control import NotRunning, get_status
 from .figures import (
+    DEFAULT_ARRIVALS,
     LOG_TAIL_CHARS,
     MAX_LOADTEST_DURATION_S,
     MAX_SERIES,
@@ -118,7 +120,7 @@ class SystemUnderTest:
     """One `orchestrate` process tree on its own run dir; stop() is safe to call twice."""
 
     def __init__(self, symbols: list[str], bar_seconds: float, pool_size: int, run_dir: Path,
-                 config: str | None = None) -> None:
+                 config: str | None = None, arrivals: str = DEFAULT_ARRIVALS) -> None:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = run_dir / "orchestrate.out"
@@ -127,8 +129,8 @@ class SystemUnderTest:
         self.launched = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "--symbols", ",".join(symbols), "--run-dir", str(run_dir),
-             "--bar-seconds", repr(bar_seconds), "--pool-size", str(pool_size), "--no-display",
-             *(["--config", config] if config else [])],
+             "--bar-seconds", repr(bar_seconds), "--pool-size", str(pool_size), "--arrivals", arrivals,
+             "--no-display", *(["--config", config] if config else [])],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.root = psutil.Process(self.proc.pid)
         self.seen: dict[int, psutil.Process] = {self.proc.pid: self.root}
@@ -211,11 +213,13 @@ def _progress(msg: str) -> None:
 
 
 def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_size: int, run_dir: Path,
-             startup_timeout_s: float, config: str | None = None) -> StepResult:
-    """Launch, wait for every first signal, settle, measure, stop. Never leaves the tree running."""
+             startup_timeout_s: float, config: str | None = None, arrivals: str = DEFAULT_ARRIVALS) -> StepResult:
+    """Launch, wait for every first signal, settle, measure, stop. Never leaves the tree running.
+    `arrivals`: the paper market's arrival model (shared/arrivals.py), given to `orchestrate
+    --arrivals` (over the config's market.arrivals)."""
     bar_seconds = TICKS_PER_BAR / tick_rate
     loadavg = [round(x, 2) for x in os.getloadavg()]
-    sut = SystemUnderTest(synthetic_symbols(n), bar_seconds, pool_size, run_dir, config)
+    sut = SystemUnderTest(synthetic_symbols(n), bar_seconds, pool_size, run_dir, config, arrivals)
     samples: deque[WindowSample] = deque(maxlen=MAX_SERIES)
     breached: set[str] = set()  # symbols seen with a budget other than "ok" (bounded by n)
     budget_notes: list[str] = []  # the first few, verbatim
@@ -322,6 +326,7 @@ def run_step(n: int, tick_rate: float, duration_s: float, settle_s: float, pool_
     step.startup_cpu_percent_by_kind, step.startup_machine_cpu_percent = startup_cpu, startup_machine
     step.budget_notes = budget_notes
     step.failed = failed
+    step.arrivals = arrivals
     return step
 
 
@@ -335,6 +340,10 @@ def _loadtest_parser() -> argparse.ArgumentParser:
                    help="a count (200) or steps (10,50,100,200) of SYN_ symbols; a step may name its own ticks "
                         "per second as N@RATE (10,200,1000@1)")
     p.add_argument("--tick-rate", type=float, default=2.0, help="ticks per second per symbol (default 2)")
+    p.add_argument("--arrivals", default=DEFAULT_ARRIVALS,
+                   help="how the paper market's ticks arrive (shared/arrivals.py): independent (each symbol at its "
+                        "own seeded time, the default) or lockstep (every market's tick in 8 bursts a quarter bar, "
+                        "the burst case); a step may name its own as N:MODEL (200,200:lockstep)")
     p.add_argument("--duration", type=float, default=20.0, help="measurement seconds per step (default 20)")
     p.add_argument("--settle", type=float, default=None,
                    help=f"seconds between all-signalled and the window (default {LATENCY_WARMUP_S:g}: each worker "
@@ -373,7 +382,9 @@ def main_loadtest(argv: list[str]) -> int:
     try:
         if not (0 < args.tick_rate <= MAX_TICK_RATE):
             raise ValueError(f"--tick-rate must be in (0, {MAX_TICK_RATE:g}]")
-        steps = parse_steps(args.symbols, args.tick_rate)
+        if args.arrivals not in ARRIVALS:
+            raise ValueError(f"--arrivals must be one of {', '.join(ARRIVALS)}")
+        steps = parse_steps(args.symbols, args.tick_rate, args.arrivals)
         name = _validate_name(args.name)
         if not (0 < args.duration <= MAX_LOADTEST_DURATION_S):
             raise ValueError(f"--duration must be in (0, {MAX_LOADTEST_DURATION_S:g}] seconds")
@@ -398,28 +409,29 @@ def main_loadtest(argv: list[str]) -> int:
     rc = 0
     try:
         for plan in steps:
-            n, rate = plan.symbols, plan.tick_rate
-            run_dir = parent / f"step-{n}-{rate:g}"
+            n, rate, arrivals = plan.symbols, plan.tick_rate, plan.arrivals
+            run_dir = parent / f"step-{n}-{rate:g}-{arrivals}"
             if run_dir.exists():
                 shutil.rmtree(run_dir, ignore_errors=True)  # our own leftovers from an earlier step run
-            _progress(f"step: {n} symbols at {rate:g} ticks/s, {args.duration:g} s (load average {_loadavg()})")
+            _progress(f"step: {n} symbols at {rate:g} ticks/s, {arrivals} arrivals, {args.duration:g} s "
+                      f"(load average {_loadavg()})")
             timeout = args.startup_timeout if args.startup_timeout is not None else 30.0 + 0.2 * n
             try:
                 step = run_step(n, rate, args.duration, settle, args.pool_size, run_dir, timeout,
-                                str(Path(args.config).resolve()) if args.config else None)
+                                str(Path(args.config).resolve()) if args.config else None, arrivals)
             finally:
                 if temp_parent:
                     shutil.rmtree(run_dir, ignore_errors=True)
             step.misses = check_step(step, doc.targets)
             step.limits = diagnose(step, step.misses)
             doc.steps.append(step)
-            _progress(f"{n} symbols: p99 {step.tick_to_signal_p99_us} us, CPU per tick "
+            _progress(f"{n} symbols ({arrivals}): p99 {step.tick_to_signal_p99_us} us, CPU per tick "
                       f"{step.cpu_us_per_tick_by_kind.get('tree')} us, start-up {step.startup_s} s, "
                       f"misses {[m.target for m in step.misses] or 'none'} (load average {_loadavg()})")
             if step.failed:
                 rc = 1
             if (step.misses or step.failed) and not args.keep_going:
-                later = [f"{p.symbols}@{p.tick_rate:g}" for p in steps[steps.index(plan) + 1:]]
+                later = [f"{p.symbols}@{p.tick_rate:g}:{p.arrivals}" for p in steps[steps.index(plan) + 1:]]
                 doc.stopped_at = (f"{n} symbols missed " + ", ".join(
                     f"{m.target} ({_fmt(m.value, nd=3)} {m.unit} vs {m.limit:g})" for m in step.misses)
                     + (f"; later steps not run: {later}" if later else ""))

@@ -21,7 +21,9 @@ How the paper side is made deterministic, and what is left (each named, none loo
   the next trade (the backtest's `latency_ticks=1`: a batch decided at trade t rests from trade
   t + 1). Checked, not assumed: every trade got its own signal (the worker folded none) and the
   slowest order round trip fits in one trade's interval. A machine too loaded to keep that pace
-  fails the precondition with its figures, not the comparison.
+  fails the precondition with its figures, not the comparison. The trades arrive in lockstep
+  (`market.arrivals`, shared/arrivals.py): with one symbol, exactly a quarter bar apart; the default
+  independent arrivals draw each trade's time in its quarter, two trades as close as a few ms.
 - Sizing: the balance a grid is sized from is the engine's at the decision in the backtest, the
   last account re-read (every 15 wall s) in the worker. The config sizes every level at the
   product's minimum (the risk budget is below one contract), so the balance read cannot change a
@@ -62,7 +64,7 @@ BAR_SECONDS_WALL = 0.7
 # it decided on market time) it starves the bot at this 120x replay and the last fill goes missing.
 CONFIG = (f"[grid]\nlevels = 3\nwidth = 0.0005\nmode = \"neutral\"\nmax_actions_per_minute = 12\n"
           f"[risk]\nrisk_percentage = 0.001\n"
-          f"[market]\nbar_seconds = {BAR_SECONDS_WALL}\nhistory_bars = {HISTORY}\n"
+          f"[market]\nbar_seconds = {BAR_SECONDS_WALL}\nhistory_bars = {HISTORY}\narrivals = \"lockstep\"\n"
           f"[testing]\nvenue_hold_replay = true\nworker_settle_ms = 5\n")
 FillKey = tuple[float, str, str, int, float]  # market time, client order id, side, size, price
 

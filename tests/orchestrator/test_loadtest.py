@@ -31,7 +31,17 @@ def test_parse_steps_takes_a_tick_rate_per_step() -> None:
         lt.StepPlan(1000, 1.0)]
 
 
+def test_parse_steps_takes_an_arrival_model_per_step() -> None:
+    # make loadtest's sequence: the default (independent) rows and the lockstep burst case at 200 x 2/s.
+    assert lt.parse_steps("10,200:lockstep,200,1000@1", 2.0) == [
+        lt.StepPlan(10, 2.0, "independent"), lt.StepPlan(200, 2.0, "independent"),
+        lt.StepPlan(200, 2.0, "lockstep"), lt.StepPlan(1000, 1.0, "independent")]
+    assert lt.parse_steps("50,1000@1:independent", 2.0, "lockstep") == [
+        lt.StepPlan(50, 2.0, "lockstep"), lt.StepPlan(1000, 1.0, "independent")]
+
+
 @pytest.mark.parametrize("bad", ["", "0", "ten", "10,-5", str(lt.MAX_SYMBOLS + 1), "10@0", "10@x", "10@1000",
+                                 "10:poisson", "10@1:", "10:lockstep@1",
                                  ",".join(str(i) for i in range(1, lt.MAX_STEPS + 2))])
 def test_parse_steps_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
@@ -44,6 +54,7 @@ def test_synthetic_symbols_are_the_venue_names() -> None:
 
 @pytest.mark.parametrize("argv", [["--symbols", "0"], ["--symbols", "3", "--tick-rate", "0"],
                                   ["--symbols", "3", "--duration", "-1"], ["--symbols", "3", "--name", "../x"],
+                                  ["--symbols", "3", "--arrivals", "bursty"],
                                   ["--no-such-flag"]])
 def test_main_loadtest_bad_input_exits_2(argv: list[str], tmp_path: Path) -> None:
     assert lt.main_loadtest([*argv, "--results-dir", str(tmp_path)]) == 2
@@ -305,6 +316,7 @@ def test_the_window_counts_late_ticks_from_the_workers_typed_field() -> None:
 def constructed_doc() -> lt.LoadtestDoc:
     steps = [make_step(symbols=n, tick_to_signal_p99_us=1000.0 + 20 * n) for n in (10, 50, 200)]
     steps.append(make_step(symbols=1000, tick_rate=1.0, tick_to_signal_p99_us=12_000.0))
+    steps.insert(3, make_step(symbols=200, tick_to_signal_p99_us=7_500.0, arrivals="lockstep"))
     steps[2].misses = lt.check_step(make_step(tick_to_signal_p99_us=6000.0), lt.Targets())
     return lt.LoadtestDoc(name="unit", started_utc="2026-01-01T00:00:00+00:00",
                           command="orchestrate loadtest --symbols 10,50,200,1000@1",
@@ -314,8 +326,12 @@ def constructed_doc() -> lt.LoadtestDoc:
 
 def test_markdown_has_a_summary_row_and_a_table_per_step() -> None:
     md = lt.loadtest_markdown(constructed_doc())
-    assert md.count("\n| 200 | 2 | 12.00 |") == 1 and md.count("\n| 1000 | 1 | 12.00 |") == 1
-    assert md.count("## 10 symbols at 2 ticks/s") == 1 and md.count("## 200 symbols") == 1
+    assert md.count("\n| 200 | 2 | independent | 12.00 |") == 1
+    assert md.count("\n| 1000 | 1 | independent | 12.00 |") == 1
+    assert md.count("\n| 200 | 2 | lockstep | 12.00 |") == 1
+    assert md.count("## 10 symbols at 2 ticks/s, independent arrivals") == 1
+    assert md.count("## 200 symbols at 2 ticks/s, independent") == 1
+    assert md.count("## 200 symbols at 2 ticks/s, lockstep") == 1
     assert "over by 1000 us" in md and "**Stopped:** " in md and "- a note" in md
 
 
@@ -323,7 +339,8 @@ def test_readme_table_puts_each_figure_beside_its_floor_and_target() -> None:
     rows = lt.readme_table(constructed_doc())
     assert rows[2].startswith("| floor (perf-floors.md) | | 0.123 / 0.182 / - |") and "| 75 | 6.2 |" in rows[2]
     by_step = {r.split(" |")[0]: r for r in rows[3:]}
-    assert set(by_step) == {"| 10 x 2", "| 50 x 2", "| 200 x 2", "| 1000 x 1"}
+    assert set(by_step) == {"| 10 x 2", "| 50 x 2", "| 200 x 2", "| 200 x 2, lockstep", "| 1000 x 1"}
+    assert "| 0.90 / 7.50 / 4.00 | 5 |" in by_step["| 200 x 2, lockstep"]
     # 200 symbols: the 5 ms target; 1,000 symbols: 20 ms and 60 s of start-up
     assert "| 0.90 / 5.00 / 4.00 | 5 |" in by_step["| 200 x 2"]
     assert "12.0 (<= 60)" in by_step["| 1000 x 1"] and "| 0.90 / 12.00 / 4.00 | 20 |" in by_step["| 1000 x 1"]
@@ -335,7 +352,8 @@ def test_the_json_report_reads_back_as_the_typed_document(tmp_path: Path) -> Non
     pytest.importorskip("matplotlib")
     paths = lt.write_reports(constructed_doc(), tmp_path, lt.loadtest_markdown, lt.loadtest_plots)
     back = msgspec.json.decode(Path(paths["json"]).read_bytes(), type=lt.LoadtestDoc)
-    assert [s.symbols for s in back.steps] == [10, 50, 200, 1000] and back.targets == lt.Targets()
+    assert [s.symbols for s in back.steps] == [10, 50, 200, 200, 1000] and back.targets == lt.Targets()
+    assert [s.arrivals for s in back.steps] == ["independent"] * 3 + ["lockstep", "independent"]
     assert back.steps[2].misses[0].target == "tick_to_signal_p99_us"
 
 
@@ -380,7 +398,7 @@ def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
                 "ticks_dropped", "worker_uss_bytes_median", "worker_uss_bytes_max", "total_pss_bytes", "startup_s",
                 "restarts", "order_rtt_p50_us", "order_rtt_p99_us", "cpu_percent_by_kind"):
         assert key in s, key
-    assert s["symbols"] == 3 and s["tick_rate"] == 4.0 and s["bar_seconds"] == 1.0
+    assert s["symbols"] == 3 and s["tick_rate"] == 4.0 and s["bar_seconds"] == 1.0 and s["arrivals"] == "independent"
     assert s["error"] is None and s["all_signalled"] and s["startup_s"] > 0
     assert 0 < s["tick_to_signal_p50_us"] <= s["tick_to_signal_p99_us"] <= s["tick_to_signal_p999_us"]
     assert s["tick_to_signal_p99_us"] <= s["tick_to_signal_p99_us_worst_worker"]
@@ -397,7 +415,7 @@ def test_tiny_real_loadtest_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert {"worker", "pool", "gateway", "supervisor"} <= set(s["cpu_percent_by_kind"])
     assert Path(doc["reports"]["json"]).parent == tmp_path / "run" / "results"
     assert Path(doc["reports"]["json"]).exists() and Path(doc["reports"]["markdown"]).exists()
-    assert not (tmp_path / "run" / "step-3-4" / "control.sock").exists()  # the tree was stopped
+    assert not (tmp_path / "run" / "step-3-4-independent" / "control.sock").exists()  # the tree was stopped
     assert doc["loadavg_at_end"] and doc["steps"][0]["cpu_us_per_tick_by_kind"]["tree"] > 0
     # Seconds after the start every order intent is a start-up one (the first grids): reported on
     # their own row, not in the steady state's round trip; the account's budget is Delta's.

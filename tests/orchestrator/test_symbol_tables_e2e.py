@@ -35,7 +35,8 @@ def test_each_worker_trades_its_own_symbol_table(start_run, tmp_path: Path) -> N
     cfg = tmp_path / "tables.toml"
     cfg.write_text(TIGHT + "[symbols.ETHUSD.grid]\nlevels = 1\n")
     run = start_run(["--config", str(cfg), "--symbols", "BTCUSD,ETHUSD", "--pool-size", "1"])
-    doc = run.wait_for(lambda d: all(w["open_orders"] > 0 for w in d["workers"]), 60, "grids on both symbols")
+    doc = run.wait_for(lambda d: len(d["workers"]) == 2 and all(w["open_orders"] > 0 for w in d["workers"]), 60,
+                       "grids on both symbols")
     overrides = {w["symbol"]: w["overrides"] for w in doc["workers"]}
     assert overrides == {"BTCUSD": [], "ETHUSD": ["grid.levels=1"]}
     table = run.cli("status")

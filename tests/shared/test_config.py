@@ -42,6 +42,16 @@ def test_invalid_value_is_explained(tmp_path: Path) -> None:
         load_config(p)
 
 
+def test_the_paper_markets_arrival_model_is_a_named_choice(tmp_path: Path) -> None:
+    p = tmp_path / "a.toml"
+    p.write_text("[market]\narrivals = \"lockstep\"\n")
+    assert load_config(p)[0].market.arrivals == "lockstep"
+    assert load_config(None)[0].market.arrivals == "independent"
+    p.write_text("[market]\narrivals = \"poisson\"\n")
+    with pytest.raises(ConfigError, match="market.arrivals must be one of 'independent', 'lockstep'"):
+        load_config(p)
+
+
 def test_cli_overrides_win_and_are_validated(tmp_path: Path) -> None:
     p = tmp_path / "c.toml"
     p.write_text("[market]\nbar_seconds = 2.0\n")

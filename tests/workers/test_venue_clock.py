@@ -95,7 +95,11 @@ async def test_a_market_that_joined_late_keeps_its_place_across_a_restart(tmp_pa
 # ---- the wall clock: the market's time is the wall's, and still never runs backwards ----------
 
 def wall_settings(state: Path) -> VenueSettings:
-    return VenueSettings(clock="wall", history_bars=200, state_file=str(state), start_ts=time.time())
+    # lockstep arrivals: each quarter's tick at its start, so the replay lines up with the wall
+    # as soon as the quarters already past are replayed (independent arrivals send the current
+    # quarter's tick up to 15 s into it)
+    return VenueSettings(clock="wall", history_bars=200, state_file=str(state), start_ts=time.time(),
+                         arrivals="lockstep")
 
 
 async def lined_up_with_the_wall(venue: PaperVenue) -> None:

@@ -157,7 +157,10 @@ async def test_ticker_volume_is_in_the_underlying_and_turnover_in_the_quote(api:
 # ---- the market clock: an explicit choice ---------------------------------------------------
 
 async def test_wall_clock_replays_at_real_time_so_timestamps_are_now() -> None:
-    venue = PaperVenue(VenueSettings(clock="wall", bar_seconds=0.04, history_bars=200), ["BTCUSD"])
+    # lockstep arrivals: the quarter's tick at its start, so this minute's candle exists at once
+    # (independent arrivals send it up to a quarter bar, 15 s, later)
+    venue = PaperVenue(VenueSettings(clock="wall", bar_seconds=0.04, history_bars=200, arrivals="lockstep"),
+                       ["BTCUSD"])
     assert venue.settings.bar_seconds == 60.0  # wall: one bar per wall minute, whatever was set
     await venue.start()
     try:

@@ -15,6 +15,7 @@ backwards: a restarted venue continues it (shared/market_clock.py says where, in
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shared.arrivals import LOCKSTEP_GROUPS, SEND_WINDOW_S, quarter_phases, send_order, symbol_key
 from shared.funding import FundingRates, load_series
 from shared.market_clock import MarketClock, resume_clock, wall_replay_delay
 from shared.marketdata import (
@@ -58,7 +60,6 @@ RECENT_TRADES = 50
 # 20,000 (the old bound) grew the venue ~36 MB/h at 50 symbols up to ~230 MB, 1.4 GB at 300.
 LIVE_BARS_KEPT = 4_096
 SYNTHETIC_LIVE_BARS = 2_880  # two days of live bars before a synthetic series wraps (rescaled)
-REPLAY_GROUPS = 8  # sub-steps a quarter-bar tick of all markets is spread over
 
 
 class Market:
@@ -123,6 +124,7 @@ class Market:
 class MarketSettings(Protocol):
     bar_seconds: float
     clock: str
+    arrivals: str
     history_bars: int
     seed: int
     max_symbols: int
@@ -162,6 +164,7 @@ class MarketReplay:
         self.market_us = clock.market_us
         self._bars_started = False
         self._lockstep_bar_ts = 0
+        self._arrival_keys = np.zeros(0, dtype=np.uint64)  # each market's arrival stream, listing order
         self.markets: dict[str, Market] = {}
         self._markets_list: list[Market] = []
         self._by_product_id: dict[int, Market] = {}
@@ -305,10 +308,11 @@ class MarketReplay:
         raise bad_schema("product_id or product_symbol is required", "product_id")
 
     async def run(self) -> None:
-        """ONE timer for every symbol. Each quarter-bar tick of all markets is spread over the
-        quarter in REPLAY_GROUPS sub-steps (markets i, i+G, i+2G, ... together): real symbols do
-        not all trade at the same instant, and a lockstep burst would make hundreds of bots wake
-        at once and queue on the cores."""
+        """ONE timer for every symbol. Tick k of a bar is sent in the bar's k-th quarter of wall
+        time, where in it is the arrival model (shared/arrivals.py, `arrivals`): "independent",
+        each symbol's tick at its own seeded time, the venue waking at the next due tick and
+        sending every tick due within SEND_WINDOW_S together; "lockstep", all markets in
+        LOCKSTEP_GROUPS bursts (the market-wide burst case)."""
         loop = asyncio.get_running_loop()
         step = self.settings.bar_seconds / 4
         hold = self.settings.hold_replay_file
@@ -321,7 +325,7 @@ class MarketReplay:
                 await asyncio.sleep(0.02)
         due = loop.time()
         if self.settings.clock == "wall":
-            # line the replay up with the wall clock: bar T's tick k fires at T + 15k s, so the
+            # line the replay up with the wall clock: bar T's quarter k starts at T + 15k s, so the
             # quarters of the bar already past are replayed at once, and a market clock resumed
             # ahead of the wall (saved during this minute) waits for it
             delay = wall_replay_delay(self.market_us, time.time())
@@ -334,30 +338,73 @@ class MarketReplay:
             due = loop.time() + min(0.0, delay)
         k = 0
         while True:
-            groups = max(1, min(REPLAY_GROUPS, len(self._markets_list)))
-            for g in range(groups):
-                due += step / groups
-                self._replay_step(k, g, groups)
-                delay = due - loop.time()
-                if delay < -4 * step:
-                    due = loop.time()  # far behind (suspended, overloaded): skip ahead, never burst
-                    delay = 0.0
-                await asyncio.sleep(max(0.0, delay))
+            if self.settings.arrivals == "lockstep":
+                groups = max(1, min(LOCKSTEP_GROUPS, len(self._markets_list)))
+                for g in range(groups):
+                    due += step / groups
+                    self._replay_step(k, g, groups)
+                    due = await self._sleep_until(loop, due, step)
+            else:
+                await self._independent_quarter(loop, k, due, step)
+                due = await self._sleep_until(loop, due + step, step)
             k = (k + 1) % 4
 
-    def _replay_step(self, k: int, group: int = 0, groups: int = 1) -> None:
-        markets = self._markets_list[group::groups]
+    @staticmethod
+    async def _sleep_until(loop: asyncio.AbstractEventLoop, due: float, step: float) -> float:
+        delay = due - loop.time()
+        if delay < -4 * step:
+            due = loop.time()  # far behind (suspended, overloaded): skip ahead, never burst
+            delay = 0.0
+        await asyncio.sleep(max(0.0, delay))
+        return due
+
+    async def _independent_quarter(self, loop: asyncio.AbstractEventLoop, k: int, start: float,
+                                   step: float) -> None:
+        """Quarter k of the bar from loop time `start`: each market's tick at its own due time."""
+        self._begin_quarter(k, self._markets_list)
+        markets = list(self._markets_list)  # listed during the quarter: they join at the next bar
+        if len(self._arrival_keys) != len(markets):
+            self._arrival_keys = np.array([symbol_key(self.settings.seed, m.symbol) for m in markets],
+                                          dtype=np.uint64)
+        phases = quarter_phases("independent", self._arrival_keys, self._lockstep_bar_ts // BAR_SECONDS, k)
+        order = send_order(phases)
+        due = [start + float(phases[i]) * step for i in order]
+        i, n = 0, len(order)
+        while i < n:
+            delay = due[i] - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            j = bisect.bisect_right(due, loop.time() + SEND_WINDOW_S, i + 1)
+            self._send_ticks(k, [markets[x] for x in order[i:j]])
+            i = j
+        self.ticks_replayed += 1
+
+    def _begin_quarter(self, k: int, markets: Sequence[Market], first: bool = True) -> None:
+        """The quarter's market clock; at a bar's first quarter `markets` begin their bar and
+        funding due by then is settled (`first`: the quarter's first group)."""
         if k == 0:
             self._bars_started = True
             for m in markets:
                 m.begin_bar()
-            if group == 0 and self._markets_list:
+            if first and self._markets_list:
                 self._lockstep_bar_ts = self._markets_list[0].bar[0]
                 self._next_bar = (self._lockstep_bar_ts - self._start_ts) // BAR_SECONDS + 1
         bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         self.market_us = bar_ts * 1_000_000 + k * (BAR_SECONDS // 4) * 1_000_000
-        if k == 0 and group == 0:
+        if k == 0 and first:
             self.settle_funding()  # before this bar trades, on the positions held into it
+
+    def _replay_step(self, k: int, group: int = 0, groups: int = 1) -> None:
+        """Lockstep: quarter k's ticks of markets group, group + groups, ... at one instant."""
+        markets = self._markets_list[group::groups]
+        self._begin_quarter(k, markets, first=group == 0)
+        self._send_ticks(k, markets)
+        if group == groups - 1:
+            self.ticks_replayed += 1
+
+    def _send_ticks(self, k: int, markets: Sequence[Market]) -> None:
+        """Quarter k's tick of each of `markets`, sent at this instant, then the account's events."""
+        bar_ts = self._lockstep_bar_ts if self._markets_list else self.market_us // 1_000_000
         ts = self.market_us
         trade_subs = [c for c in self.ws.clients if "all_trades" in c.subs]
         candle_subs = [c for c in self.ws.clients if "candlestick_1m" in c.subs and not c.compact]
@@ -369,8 +416,6 @@ class MarketReplay:
             # tick rule: an uptick was a buyer lifting the offer, a downtick a seller hitting the bid
             buyer = "taker" if price >= m.last_close() else "maker"
             self._trade(m, price, m.tick_size, ts, buyer, trade_subs, candle_subs, market_plan, k == 3)
-        if group == groups - 1:
-            self.ticks_replayed += 1
         self.ws.publish_engine_events()
 
     def live_trade(self, m: Market, price: float, size: int, ts: int, buyer: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.arrivals import check_arrivals
 from shared.config import BarSeconds, Port
 from shared.market_clock import CLOCKS
 from shared.marketdata import BAR_SECONDS
@@ -16,6 +17,9 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     port: Port = 0  # ranges apply where settings are decoded (`orchestrate venue`, the config)
     bar_seconds: BarSeconds = 1.0  # wall seconds per replayed 1m bar
     clock: str = "replay"  # "replay": 60 / bar_seconds x real time; "wall": real time (see module doc)
+    # When each symbol's replayed ticks arrive in their quarter bar (shared/arrivals.py):
+    # "independent" (each at its own seeded time) or "lockstep" (all markets in 8 bursts)
+    arrivals: str = "independent"
     history_bars: int = 1000
     seed: int = 0
     initial_balance_usd: float = 10_000.0
@@ -54,6 +58,7 @@ class VenueSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
             raise ValueError("clock must be 'replay' or 'wall'")
+        check_arrivals(self.arrivals)
         if self.clock == "wall":
             self.bar_seconds = float(BAR_SECONDS)
         if self.bar_seconds <= 0 or self.heartbeat_s <= 0 or self.rate_limit_window_s <= 0:

@@ -64,6 +64,10 @@ def _fill(template: Any, values: dict[str, str]) -> Any:
 async def session() -> AsyncIterator[Session]:
     venue = PaperVenue(VenueSettings(bar_seconds=0.04, history_bars=200), SYMBOLS)
     await venue.start()
+    for _ in range(1000):  # every market has traded (GET /v2/trades has a trade to show)
+        if venue.ticks_replayed:
+            break
+        await asyncio.sleep(0.005)
     async with aiohttp.ClientSession() as http:
         yield Session(venue, http)
     await venue.stop()
