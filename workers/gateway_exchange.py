@@ -963,6 +963,65 @@ def lane_of(msg: Any) -> str:
     return "market" if isinstance(msg, HistoryRequest) else "account"
 
 
+def protective_first(req: OrderIntents) -> tuple[OrderIntents, OrderIntents] | None:
+    """A mixed intent (quotes beside a stop, a stop's move or a reduce-only exit) in two parts:
+    its protective orders, which go first and in the protect lane, and the rest (cancels, quotes)
+    after them in the quotes' lane, in execute_intents' own order. Whole, its stop would wait for
+    a slot of the quotes' lane (16, each held up to INTENT_BUDGET_WAIT_S by quotes waiting for
+    budget) and then behind its own quote amends. None: not mixed (lane_of's lane takes it)."""
+    guard_amend = [a for a in req.amend if a.order_type.startswith("stop_")]
+    guard_place = [p for p in req.place if p.reduce_only]
+    if not (guard_amend or guard_place) or lane_of(req) == "protect":
+        return None
+    guard = msgspec.structs.replace(req, cancel=[], amend=guard_amend, place=guard_place)
+    rest = msgspec.structs.replace(req, amend=[a for a in req.amend if a not in guard_amend],
+                                   place=[p for p in req.place if p not in guard_place])
+    return guard, rest
+
+
+def joined(req: OrderIntents, guard: IntentResult | None, rest: IntentResult | None) -> IntentResult | None:
+    """The two parts' results as the one answer the bot waits for (its seq, every order's outcome
+    by its own id; the quotes refused unsent stay first among the errors, as IntentResult counts
+    them). A part that failed in the gateway (logged) makes the bot read its book back."""
+    if guard is None and rest is None:
+        return None  # as for any failed request: the bot's intent timeout reads the venue back
+    lost = [f"{req.symbol}: gateway_error: part of the order intent failed in the gateway; read back"]
+    unsent = rest.unsent if rest is not None else 0
+    errors = [*(rest.errors[:unsent] if rest is not None else []), *(guard.errors if guard is not None else lost),
+              *(rest.errors[unsent:] if rest is not None else lost)]
+    parts = [r for r in (guard, rest) if r is not None]
+    return IntentResult(symbol=req.symbol, seq=req.seq, cancelled=[c for r in parts for c in r.cancelled],
+                        amended=[o for r in parts for o in r.amended], placed=[o for r in parts for o in r.placed],
+                        errors=list(dict.fromkeys(errors)),  # (an undocumented answer said by both parts: once)
+                        sent_ns=parts[-1].sent_ns, unsent=unsent,
+                        retry_after_s=rest.retry_after_s if rest is not None else 0.0)
+
+
+async def serve_in_lanes(gw: ExchangeGateway, msg: Any, lanes: dict[str, asyncio.Semaphore]) -> Any | None:
+    """A worker's request executed in its lane (request_lanes, lane_of); a mixed order intent's
+    protective part first in the protect lane, then the rest in the quotes' lane
+    (protective_first), answered as one (joined). None if it failed (logged)."""
+    asked = time.perf_counter_ns()
+
+    async def in_lane(lane: str, msg: Any, hop: bool = True) -> Any | None:
+        async with lanes[lane]:
+            if isinstance(msg, OrderIntents):  # (both order lanes)
+                if hop:
+                    gw.intent_hop.record((asked - msg.sent_ns) / 1000.0)
+                gw.intent_lane.record((time.perf_counter_ns() - asked) / 1000.0)
+            try:
+                return await gw.handle(msg)
+            except Exception:  # one bad request must not take the account's only gateway down
+                log.exception("request %s failed", type(msg).__name__)
+                return None
+
+    parts = protective_first(msg) if isinstance(msg, OrderIntents) else None
+    if parts is None:
+        return await in_lane(lane_of(msg), msg)
+    guard = await in_lane("protect", parts[0])
+    return joined(msg, guard, await in_lane("orders", parts[1], hop=False))
+
+
 def connection(spec: ChildSpec) -> dict[str, str]:
     """Where the account lives: the paper venue child (address and key fixed by the supervisor),
     or a live Delta venue with the key from the environment (never from a file)."""
@@ -1017,19 +1076,9 @@ async def run_exchange(spec: ChildSpec) -> int:
     # stops, quotes) never wait for a slot behind account reads. Waiting requests are cheap tasks,
     # bounded in number (MAX_QUEUED_REQUESTS).
     lanes = request_lanes()
-    lane = lane_of
 
     async def serve_one(ident: bytes, msg: Any) -> None:
-        asked = time.perf_counter_ns()
-        async with lanes[lane(msg)]:
-            if isinstance(msg, OrderIntents):  # (both order lanes)
-                gw.intent_hop.record((asked - msg.sent_ns) / 1000.0)
-                gw.intent_lane.record((time.perf_counter_ns() - asked) / 1000.0)
-            try:
-                reply = await gw.handle(msg)
-            except Exception:  # one bad request must not take the account's only gateway down
-                log.exception("request %s failed", type(msg).__name__)
-                return
+        reply = await serve_in_lanes(gw, msg, lanes)
         if reply is not None:
             await router.send_multipart((ident, gw.codec.encode(reply)))
 
