@@ -418,6 +418,17 @@ class Worker:
         if self.bot is not None and self.bot.on_fill(ev.fill):
             self.plan_again = True
 
+    def plan_again_now(self) -> OrderIntents | None:
+        """The plan a fill (or the answer to a batch) asked for (plan_again), made on the last
+        signal; none while the signal of a newer trade is on its way (a request in flight, or a
+        tick not asked yet): that reply plans (signal_loop), on the trade the fill came with, as
+        the backtest plans after a trade's fills. Planned on the older signal, a fill read faster
+        than the pool's reply made one plan more than the backtest (its placements one client
+        order id generation ahead from there on)."""
+        if not self.plan_again or self.last_signal is None or self.in_flight is not None or self.pending_tick_ns:
+            return None
+        return self.make_intents(self.last_signal)
+
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
             self.bot.on_order(ev.order, ev.order.state)
@@ -630,8 +641,8 @@ async def run(spec: ChildSpec) -> None:
                     reconcile_full = False
             elif isinstance(msg, IntentResult):
                 worker.on_intent_result(msg, recv_ns)
-                if worker.plan_again and worker.last_signal is not None:
-                    await send_intents(worker.last_signal)
+                if (again := worker.plan_again_now()) is not None:
+                    await gw.send(codec.encode(again))
             elif isinstance(msg, HistoryReply):
                 if msg.symbol == worker.symbol:
                     worker.load_history(msg)
@@ -658,8 +669,8 @@ async def run(spec: ChildSpec) -> None:
                                                               sent_ns=time.perf_counter_ns())))
             elif isinstance(msg, FillEvent) and msg.symbol == worker.symbol:
                 worker.on_fill_event(msg)
-                if worker.trades and worker.plan_again and worker.last_signal is not None:
-                    await send_intents(worker.last_signal)
+                if worker.trades and (again := worker.plan_again_now()) is not None:
+                    await gw.send(codec.encode(again))
             elif isinstance(msg, OrderEvent) and msg.symbol == worker.symbol:
                 worker.on_order_event(msg)
             elif msg is not None:
