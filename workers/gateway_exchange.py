@@ -394,6 +394,10 @@ class ExchangeGateway:
                 return
             await self.pub.send_multipart((topic(sym), self.codec.encode(
                 OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+            if view.state == "closed" and view.unfilled_size < view.size:
+                # The bot waits for this order's fills before it plans again (its stop included):
+                # read them now, not at the next poll, should the trade's own event be missing.
+                self.fill_wakeup.set()
             # Creations are recorded from the REST answer (with what we sent); the channel adds
             # what only the venue knows: triggers, fills, its own cancels.
             if view.state == "cancelled":

@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+import zmq
+import zmq.asyncio
 from aiohttp import web
 
 from shared.delta.ws import OrderUpdate, parse_frame
@@ -167,3 +169,31 @@ def test_the_orders_channel_in_an_undocumented_state_keeps_our_order(tmp_path: P
     view = gw.read_order("BTCUSD", ev)
     assert view is not None and (view.client_order_id, view.state) == (ours, expected)
     assert gw.orders_undocumented["BTCUSD"] == 1 and gw.orders_dropped == 0
+
+
+@pytest.mark.parametrize(("state", "unfilled", "wakes"), [("closed", 0, True), ("closed", 2, False),
+                                                          ("cancelled", 1, False)])
+async def test_an_order_of_ours_closed_with_fills_wakes_the_fill_read(tmp_path: Path, state: str, unfilled: int,
+                                                                      wakes: bool) -> None:
+    """The bot waits for a closed order's fills before it plans again, its stop included: the
+    orders channel's word that our order closed filled wakes the fill read at once, so a missing
+    user-trade event costs no poll interval (15 s while the account socket is up)."""
+    nowhere = SimpleNamespace(rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9", api_key="k", api_secret="s")
+    gw = gateway_on(tmp_path, nowhere)  # type: ignore[arg-type]  # not started: no connection needed
+    gw.products = {"BTCUSD": BTC}  # (what start() resolves from the venue)
+    ctx = zmq.asyncio.Context()
+    try:
+        gw.pub, gw.sup = ctx.socket(zmq.PUB), ctx.socket(zmq.PUSH)  # (what start() is handed)
+        gw.pub.bind("tcp://127.0.0.1:*")
+        gw.sup.bind("tcp://127.0.0.1:*")
+        ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+        [ev] = parse_frame({"type": "orders", "action": "delete", "reason": None, "symbol": "BTCUSD",
+                            "product_id": BTC.product_id, "order_id": 12, "client_order_id": ours, "side": "buy",
+                            "order_type": "limit_order", "limit_price": "600", "size": 2, "unfilled_size": unfilled,
+                            "state": state, "seq_no": 3, "timestamp": 1_800_000_000_000_000}, 1_800_000_000_000_001)
+        assert isinstance(ev, OrderUpdate)
+        assert not gw.fill_wakeup.is_set()
+        await gw.on_ws_event(ev)
+        assert gw.fill_wakeup.is_set() is wakes
+    finally:
+        ctx.destroy(linger=0)
