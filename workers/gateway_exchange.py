@@ -40,7 +40,7 @@ from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order, WalletBalance
-from shared.delta.order_reading import UndocumentedOrder, read_ours_tolerantly
+from shared.delta.order_reading import OrderRereads, UndocumentedOrder, read_ours_tolerantly
 from shared.delta.ratelimit import (
     INTENT_CHARGE,
     PACE_SLACK_SHARE,
@@ -121,6 +121,7 @@ MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter
 # CPU, not by how many are in flight, so fewer at once costs them little.
 MAX_INFLIGHT_READS = 4
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
+REREAD_POLL_S = 0.2  # how often orders in doubt are looked at for a read back (order_reading.OrderRereads)
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
 ORDER_PATH_LOG_S = 30.0  # how often the gateway logs where an order intent's time went
@@ -253,6 +254,7 @@ class ExchangeGateway:
         self.records_dropped = 0
         self.orders_dropped = 0  # venue orders no OpenOrder can hold (domain_order), not handed on
         self.orders_undocumented: collections.Counter[str] = collections.Counter()  # ours, by symbol
+        self.rereads = OrderRereads()  # ours the socket reported in an undocumented state: read back (reread_loop)
         # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
         self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
         # Delta's REST fills name only their order_id; the bots know their fills by client order id.
@@ -543,6 +545,40 @@ class ExchangeGateway:
             return None
         self.client_ids.learn(o.id, o.client_order_id)
         return o.client_order_id or ""
+
+    async def reread_loop(self) -> None:
+        """Our orders the socket reported in an undocumented state, read back (order_reading.OrderRereads)."""
+        while True:
+            await asyncio.sleep(REREAD_POLL_S)
+            await self.reread_due()
+
+    async def reread_due(self) -> int:
+        """Read back the orders in doubt that are due, each to its worker as an order event in the
+        venue's documented words (the tolerant reading was a guess: a deleted order read as
+        closed may have been cancelled, one read as resting may have filled). Returns how many
+        were handed on. A failed read is tried again later (bounded); an order the venue does not
+        know is left to the bot's regular re-read."""
+        handed = 0
+        for oid, sym in self.rereads.take(time.monotonic()):
+            try:
+                o = await self.rest.get_order(oid)
+            except OrderNotFound:
+                continue
+            except (TimeoutError, DeltaError, OSError) as exc:
+                self.rest_errors += 1
+                self.rereads.doubt(oid, sym, time.monotonic())
+                log.warning("%s: order %s in doubt not read back yet: %s", sym, oid, exc)
+                continue
+            self.client_ids.learn(o.id, o.client_order_id)
+            view = self.read_order(sym, o)
+            if view is None:
+                continue
+            await self.pub.send_multipart((topic(sym), self.codec.encode(
+                OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+            if view.state == "closed" and view.unfilled_size < view.size:
+                self.fill_wakeup.set()  # the bot waits for its fills
+            handed += 1
+        return handed
 
     async def stale_poll_loop(self) -> None:
         """While the websocket is quiet for a symbol, its REST ticker as ticks (workers/gateway_resync.py)."""
@@ -858,6 +894,8 @@ class ExchangeGateway:
             return domain_order(o, symbol, self.client_ids.get(o.id if isinstance(o, Order) else o.order_id))
         except UndocumentedOrder as exc:
             self.orders_undocumented[symbol] += 1
+            if isinstance(o, OrderUpdate):  # the socket's word only: read the order back soon (reread_loop)
+                self.rereads.doubt(exc.view.order_id, symbol, time.monotonic())
             if (n := self.orders_undocumented.total()) % 100 == 1:
                 log.error("%s: %s; read as %s %s (%d so far)", symbol, exc, exc.view.order_type, exc.view.state, n)
             return exc.view
@@ -1127,7 +1165,7 @@ async def run_exchange(spec: ChildSpec) -> int:
                                  charged("account poll", gw.account_loop), charged("ticker poll", gw.stale_poll_loop),
                                  charged("funding", gw.funding.loop)]
                                 + ([charged("dead-man", deadman.loop)] if deadman is not None else [])
-                                + [charged("ws resync", gw.resync.loop)], stop)
+                                + [charged("ws resync", gw.resync.loop), charged("ws resync", gw.reread_loop)], stop)
         if deadman is not None and operator_stopped():  # the supervisor's word, never a bare signal
             await deadman.disable()
     finally:

@@ -673,6 +673,8 @@ async def run(spec: ChildSpec) -> None:
                     await gw.send(codec.encode(again))
             elif isinstance(msg, OrderEvent) and msg.symbol == worker.symbol:
                 worker.on_order_event(msg)
+                if worker.trades and (again := worker.plan_again_now()) is not None:
+                    await gw.send(codec.encode(again))  # (a read back ended a wait for fills)
             elif msg is not None:
                 codec.malformed += 1
             if duty.due(time.monotonic()):

@@ -209,6 +209,11 @@ class TradingBot:
                     and coid.decode(cid, bot_id=self.bot_id, symbol=self.symbol) is not None
                     and filled > self.fill_contracts.get(cid, 0)):
                 self.awaiting_fills[cid] = filled
+            elif cid in self.awaiting_fills and filled <= self.fill_contracts.get(cid, 0):
+                # A later word on an order whose fills we wait for (the gateway's read back of an end
+                # the socket told in an undocumented word: cancelled, or closed with less filled)
+                # says they are all in: plan again now, not at the next regular re-read.
+                del self.awaiting_fills[cid]
 
     def on_cancelled(self, order_ids: list[int]) -> None:
         """Our cancels the exchange confirmed (or found already gone)."""

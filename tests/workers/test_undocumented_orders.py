@@ -6,6 +6,7 @@ state of our resting orders in a word its docs do not list (what no paper venue 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from shared.delta.ws import OrderUpdate, parse_frame
 from shared.matching import OrderRequest
-from shared.messages import AccountRequest, SignalReply
+from shared.messages import AccountRequest, OrderEvent, SignalReply
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from tests.workers.gateway_support import btc_worker, gateway_on, running, started_venue
@@ -197,3 +198,40 @@ async def test_an_order_of_ours_closed_with_fills_wakes_the_fill_read(tmp_path: 
         assert gw.fill_wakeup.is_set() is wakes
     finally:
         ctx.destroy(linger=0)
+
+
+async def test_our_order_the_socket_reports_in_an_undocumented_state_is_read_back_soon(
+        tmp_path: Path, venue: PaperVenue) -> None:
+    """The socket deletes our resting order in a word Delta does not document: read as closed
+    (the safe guess), and read back by id within a second, the bot is told the venue's own word
+    (here: it still rests), not after its regular re-read (15 s; 900 s at 1,000 symbols). One
+    lookup (3 units of the rate budget); a repeated odd word for the same order asks no second."""
+    ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+    below = (venue.engine.last_price(BTC.product_id) or Decimal(1)) * Decimal("0.8")
+    placed = venue.engine.place_order(OrderRequest(product_id=BTC.product_id, side="buy", size=2,
+                                                   order_type="limit_order", limit_price=Decimal(int(below)),
+                                                   client_order_id=ours))
+    gw = gateway_on(tmp_path, venue)
+    async with running(gw, watch=["BTCUSD"]) as run:
+        odd = {"type": "orders", "action": "delete", "reason": None, "symbol": "BTCUSD",
+               "product_id": BTC.product_id, "order_id": placed.id, "client_order_id": ours, "side": "buy",
+               "order_type": "limit_order", "limit_price": str(int(below)), "size": 2, "unfilled_size": 0,
+               "state": "expired", "seq_no": 3, "timestamp": 1_800_000_000_000_000}
+        await asyncio.sleep(0.3)  # (the subscriber joins the gateway's PUB)
+        for _ in range(2):
+            [ev] = parse_frame(odd, 1_800_000_000_000_001)
+            assert isinstance(ev, OrderUpdate)
+            await gw.on_ws_event(ev)
+        guesses = [await run.published(), await run.published()]
+        assert [(e.order.order_id, e.order.state) for e in guesses if isinstance(e, OrderEvent)] == [
+            (placed.id, "closed")] * 2
+        before = gw.rest.units_spent.get("order lookup", 0)
+        task = asyncio.create_task(gw.reread_loop())
+        try:
+            got = await run.published(timeout_ms=2000)
+            assert await run.published(timeout_ms=1500) is None  # one read back for both words
+        finally:
+            task.cancel()
+    assert isinstance(got, OrderEvent) and (got.order.order_id, got.order.client_order_id) == (placed.id, ours)
+    assert got.order.state == "open" and got.order.unfilled_size == 2  # the venue's word: it rests
+    assert gw.rest.units_spent["order lookup"] - before == 3

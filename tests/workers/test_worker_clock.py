@@ -130,3 +130,35 @@ def test_a_fill_read_before_its_trades_signal_plans_on_that_signal_not_the_one_b
     w.on_signal(reply, recv_ns=2)
     assert w.last_signal is reply and w.plan_again_now() is not None  # trade t's signal: planned
     assert w.intent_in_flight is not None and not w.plan_again
+
+
+def test_a_read_back_that_says_our_order_was_cancelled_ends_the_wait_for_its_fills(spec: ChildSpec) -> None:
+    """The socket deleted our entry in an undocumented word: read as closed filled (the safe guess),
+    the bot waits for fills before it plans. The gateway's read back says the venue cancelled it
+    unfilled: the wait ends and the bot plans at once, not at its next regular re-read (15 s;
+    900 s at 1,000 symbols)."""
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    w.last_signal = REPLY
+    first = w.make_intents(REPLY)
+    assert first is not None
+    placed_all(w, first.place)
+    entry = first.place[0]
+
+    def said(state: str, unfilled: int) -> OrderEvent:
+        return OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+            symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
+            size=entry.size, unfilled_size=unfilled, client_order_id=entry.client_order_id, state=state))  # type: ignore[arg-type]
+    w.on_order_event(said("closed", 0))  # the tolerant reading of the socket's odd word
+    w.market_ts = MARKET_TS + 60.0
+    assert w.make_intents(REPLY) is None and w.plan_again  # waits for fills
+    w.on_order_event(said("cancelled", entry.size))  # the read back: cancelled, nothing filled
+    assert w.bot is not None and not w.bot.awaiting_fills
+    again = w.plan_again_now()
+    assert again is not None and not w.plan_again
+    filled = coid.parse(entry.client_order_id)
+    assert filled is not None  # the level is free again: its entry is placed anew
+    assert any((t := coid.parse(p.client_order_id)) is not None and (t.purpose, t.level) == ("entry", filled.level)
+               for p in again.place), again.place
