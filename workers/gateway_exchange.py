@@ -40,7 +40,7 @@ from shared.delta.constants import TRAILING_STOP_ORDER_TYPE, signed_trail_amount
 from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, ResponseShapeError
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order, WalletBalance
-from shared.delta.order_reading import OrderRereads, UndocumentedOrder, read_ours_tolerantly
+from shared.delta.order_reading import UNDOCUMENTED_ANSWER, OrderRereads, UndocumentedOrder, read_ours_tolerantly
 from shared.delta.ratelimit import (
     INTENT_CHARGE,
     PACE_SLACK_SHARE,
@@ -847,11 +847,12 @@ class ExchangeGateway:
                     errors.append(_err_text(p.client_order_id, res))
                     self.record_refusal(req.symbol, "rejected", p.client_order_id, "", res,
                                         side=p.side, price=p.price, size=p.size)
-        if self.orders_undocumented[req.symbol] != undocumented:  # the book is in doubt: the bot reads it back
-            errors.append(f"{req.symbol}: undocumented_answer: an order of ours in a kind or state Delta does not "
-                          "document; read back before placing more")
         for e in errors[unsent:]:
             log.warning("%s: order rejected: %s", req.symbol, e)
+        if self.orders_undocumented[req.symbol] != undocumented:  # the book is in doubt: the bot reads it back
+            # (no rejection, not logged as one: read_order logged the answer itself)
+            errors.append(f"{req.symbol}: {UNDOCUMENTED_ANSWER}: an order of ours in a kind or state Delta does not "
+                          "document; read back before placing more")
         if unsent:
             self.refusals_unsent += unsent
             if self.refusals_unsent - unsent < self.refusals_logged_at * 2 or not self.refusals_logged_at:

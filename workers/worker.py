@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from shared.bars import apply_tick
+from shared.delta.order_reading import is_undocumented_answer
 from shared.delta.ratelimit import resync_phase_s
 from shared.latency import HopMeter, LatencyHistogram, RollingHistogram
 from shared.messages import (
@@ -520,7 +521,10 @@ class Worker:
         if res.errors:
             self.order_errors += len(res.errors)
             for e in res.errors[res.unsent:]:  # (quotes refused unsent: the gateway logs those, throttled)
-                log.warning("%s: order rejected: %s", self.symbol, e)
+                if is_undocumented_answer(e):
+                    log.warning("%s: book in doubt, reading it back: %s", self.symbol, e)
+                else:
+                    log.warning("%s: order rejected: %s", self.symbol, e)
             # What the exchange holds now is uncertain for the failed items: read it back (and
             # try a refused flatten again: reduce-only, so a repeat can never flip the position).
             # Quotes the gateway refused unsent changed nothing there: the next plan has them.

@@ -30,6 +30,7 @@ import collections
 
 from shared.trading.orders import ORDER_KINDS, ORDER_STATES, OpenOrder, OrderKind, OrderState, Purpose
 
+UNDOCUMENTED_ANSWER = "undocumented_answer"  # an intent's error line that is no rejection: the book is in doubt
 REREAD_FIRST_S = 0.5  # an order in doubt is read back this soon, and each further time twice as late
 REREAD_TRIES = 3  # reads of one order in doubt; after them the bot's regular re-read settles it
 REREADS_WAITING_MAX = 1_000  # orders waiting to be read back; beyond, left to the regular re-read
@@ -61,6 +62,12 @@ def read_ours_tolerantly(kind: str, state: str, *, purpose: Purpose, has_limit_p
     if deleted:
         return known_kind, "closed"
     return known_kind, ("pending" if known_kind.startswith("stop_") else "open")
+
+
+def is_undocumented_answer(error: str) -> bool:
+    """Whether an IntentResult error line ("key: code: message") is the gateway's word that an
+    answer of ours was undocumented (the bot reads its book back), not an order the venue refused."""
+    return error.split(": ", 2)[1:2] == [UNDOCUMENTED_ANSWER]
 
 
 class OrderRereads:
@@ -111,4 +118,4 @@ class OrderRereads:
         return len(self._due)
 
 
-__all__ = ["OrderRereads", "UndocumentedOrder", "read_ours_tolerantly"]
+__all__ = ["UNDOCUMENTED_ANSWER", "OrderRereads", "UndocumentedOrder", "is_undocumented_answer", "read_ours_tolerantly"]

@@ -235,3 +235,32 @@ async def test_our_order_the_socket_reports_in_an_undocumented_state_is_read_bac
     assert isinstance(got, OrderEvent) and (got.order.order_id, got.order.client_order_id) == (placed.id, ours)
     assert got.order.state == "open" and got.order.unfilled_size == 2  # the venue's word: it rests
     assert gw.rest.units_spent["order lookup"] - before == 3
+
+
+async def test_an_undocumented_answer_is_logged_as_a_book_in_doubt_not_as_a_rejection(
+        tmp_path: Path, venue: PaperVenue, worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway's `undocumented_answer` line rides with an intent's errors (the bot reads its book
+    back), but the venue refused nothing: neither the gateway nor the worker logs it as "order
+    rejected" (it read as a refused order in the logs an operator reads)."""
+    runner, proxy_url, session = await proxy_to(venue)
+    via_proxy = SimpleNamespace(rest_url=proxy_url, ws_url=venue.ws_url, api_key=venue.api_key,
+                                api_secret=venue.api_secret)
+    gw = gateway_on(tmp_path, via_proxy)  # type: ignore[arg-type]  # only the venue's addresses are read
+    try:
+        async with running(gw):
+            worker.on_account(await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0)),
+                              full=True)
+            worker.market_ts = venue.market_us / 1e6
+            intents = worker.make_intents(reply(float(venue.engine.last_price(BTC.product_id) or 0)))
+            assert intents is not None and intents.place
+            caplog.clear()
+            res = await gw.execute(intents)
+            worker.on_intent_result(res, time.perf_counter_ns())
+    finally:
+        await session.close()
+        await runner.cleanup()
+    assert [e.split(": ")[1] for e in res.errors] == ["undocumented_answer"] and res.venue_state_uncertain
+    assert worker.needs_resync  # still read back
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "order rejected" in m], said
+    assert [m for m in said if "book in doubt, reading it back" in m and "undocumented_answer" in m], said
