@@ -250,6 +250,10 @@ class ExchangeGateway:
         self.position_notional: dict[str, float] = {}
         self.available = math.nan
         self.balances_read: tuple[float, list[WalletBalance]] = (-math.inf, [])  # (monotonic, the equity poll's)
+        # The account's orders or fills changed (an intent executed, an order event or a fill heard) at
+        # this monotonic time, and order intents executing now: balances read before are not reused.
+        self.account_changed_at = -math.inf
+        self.intents_executing = 0
         self.marks: dict[str, float] = {}
         self.records_dropped = 0
         self.orders_dropped = 0  # venue orders no OpenOrder can hold (domain_order), not handed on
@@ -387,6 +391,7 @@ class ExchangeGateway:
             await self.pub.send_multipart((topic(ev.symbol), self.codec.encode(tick)))
             self.ticks += 1
         elif isinstance(ev, OrderUpdate):
+            self.account_changed_at = time.monotonic()
             self.client_ids.learn(ev.order_id, ev.client_order_id)
             sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
             if sym not in self.products or ev.order_id is None:
@@ -413,6 +418,7 @@ class ExchangeGateway:
             for o in ev.orders:
                 self.client_ids.learn(o.id, o.client_order_id)
         elif isinstance(ev, UserTrade):
+            self.account_changed_at = time.monotonic()
             self.client_ids.learn(ev.order_id, ev.client_order_id)
             self.fill_wakeup.set()
 
@@ -508,6 +514,7 @@ class ExchangeGateway:
             return False
         await self.pub.send_multipart((topic(sym), msg))  # the bots drop a repeat by id
         self.known_fills.add(fid)
+        self.account_changed_at = time.monotonic()
         return True
 
     async def with_client_id(self, f: DeltaFill) -> DeltaFill:
@@ -587,8 +594,9 @@ class ExchangeGateway:
     async def account_loop(self) -> None:
         while True:
             try:
+                asked = time.monotonic()  # (the venue's answer may include anything before this, no more)
                 balances = await self.rest.get_wallet_balances()
-                self.balances_read = (time.monotonic(), balances)
+                self.balances_read = (asked, balances)
                 positions = await self.rest.get_margined_positions()
             except (TimeoutError, DeltaError, OSError) as exc:
                 self.rest_errors += 1
@@ -620,7 +628,12 @@ class ExchangeGateway:
             with charged_to("reconcile" if msg.include_fills else "resync"):
                 return await self.account(msg)
         if isinstance(msg, OrderIntents):
-            return await self.execute(msg)
+            self.intents_executing += 1
+            try:
+                return await self.execute(msg)
+            finally:
+                self.intents_executing -= 1
+                self.account_changed_at = time.monotonic()
         return None
 
     async def history(self, req: HistoryRequest) -> HistoryReply:
@@ -685,8 +698,14 @@ class ExchangeGateway:
     def recent_balances(self) -> list[WalletBalance] | None:
         """The account's balances as the equity poll read them, if no older than BALANCES_REUSE_S:
         a bot's regular re-read takes them from there instead of reading them again (3 of its 9
-        units; 100 symbols: a tenth of the account's budget). A full reconciliation reads its own."""
+        units; 100 symbols: a tenth of the account's budget). A full reconciliation reads its own.
+        Never when the account's orders or fills changed since that read asked (or an order intent
+        is executing): the bot sizes its grid from this balance plus the margin of its resting
+        entries (sizing.grid_sizing_balance), so a balance from before its grid was placed, beside
+        the fresh book, counted that margin twice and sized the grid too large."""
         at, balances = self.balances_read
+        if self.intents_executing or at <= self.account_changed_at:
+            return None
         return balances if time.monotonic() - at <= BALANCES_REUSE_S else None
 
     async def venue_position(self, symbol: str, product_id: int) -> int | None:
