@@ -74,6 +74,7 @@ RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange at
 RESYNC_S_PER_SYMBOL = 0.9  # ...but slower with many symbols: a resync costs 9 of the account's
 # 10,000 rate units per 5 min (orders, balance, position: 3 each), so N symbols resyncing every
 # 0.9 N s use a third of the budget.
+FILLS_AWAITED_MAX_S = 3.0  # a re-read waits at most this long for fills on their way (the fill read: 1 a second)
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
@@ -163,6 +164,7 @@ class Worker:
         # on the same trade once the fills are in and no batch is on its way, as the backtest
         # plans after the trade's fills (tests/orchestrator/test_backtest_parity_e2e.py).
         self.plan_again = False
+        self.fills_awaited_since: float | None = None  # monotonic: since when the bot waits for fills (re-reads wait)
         self.plans_skipped = 0  # signals on which the bot's plan would have changed nothing (TradingBot.plan_unchanged)
 
     # --- market data -------------------------------------------------------------------------
@@ -418,6 +420,21 @@ class Worker:
     def on_fill_event(self, ev: FillEvent) -> None:
         if self.bot is not None and self.bot.on_fill(ev.fill):
             self.plan_again = True
+
+    def fills_on_their_way(self, now: float) -> bool:
+        """Whether a regular re-read of the account waits: an order of ours closed filled and its
+        fills are not read yet (bot.awaiting_fills), for at most FILLS_AWAITED_MAX_S. The venue's
+        position holds those fills already and the bot's not yet: read then, the position check
+        saw a difference, stopped the bot's orders and paid a full reconciliation (19 units) for
+        fills on their way, and that reconciliation moved the client order ids one generation on
+        (the parity e2e's `...Be01-6` against `...Be01-5`). The bot plans nothing meanwhile anyway."""
+        bot = self.bot
+        if bot is None or not bot.awaiting_fills:
+            self.fills_awaited_since = None
+            return False
+        if self.fills_awaited_since is None:
+            self.fills_awaited_since = now
+        return now - self.fills_awaited_since < FILLS_AWAITED_MAX_S
 
     def plan_again_now(self) -> OrderIntents | None:
         """The plan a fill (or the answer to a batch) asked for (plan_again), made on the last
@@ -761,7 +778,8 @@ async def run(spec: ChildSpec) -> None:
                 # Until the first reconciliation succeeds the bot does not trade; after it,
                 # orders and balance are re-read regularly (the socket may have missed events).
                 waiting = worker.account_asked_at and now - worker.account_asked_at < ACCOUNT_RETRY_S
-                if not waiting and (reconcile_full or worker.intent_in_flight is None):
+                if not waiting and (reconcile_full or worker.intent_in_flight is None
+                                    and not worker.fills_on_their_way(now)):
                     await ask_account(reconcile_full)
                     next_resync = now + resync_s
             elif (worker.cancel_requested or worker.flattening()) and worker.last_signal is not None:

@@ -17,7 +17,7 @@ from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
 from workers.runtime import ChildSpec
-from workers.worker import Worker
+from workers.worker import FILLS_AWAITED_MAX_S, Worker
 
 MARKET_TS = 1_800_000_000.0  # a replayed market runs far from the wall clock
 
@@ -162,3 +162,40 @@ def test_a_read_back_that_says_our_order_was_cancelled_ends_the_wait_for_its_fil
     assert filled is not None  # the level is free again: its entry is placed anew
     assert any((t := coid.parse(p.client_order_id)) is not None and (t.purpose, t.level) == ("entry", filled.level)
                for p in again.place), again.place
+
+
+def test_a_regular_re_read_waits_for_fills_on_their_way(spec: ChildSpec) -> None:
+    """Our order closed filled and its fill is not read yet: the venue's position holds it, the
+    bot's not. A re-read then sees a difference, stops the bot's orders and asks for a full
+    reconciliation (19 units) for a fill already on its way. The regular re-read waits for it,
+    at most FILLS_AWAITED_MAX_S (a fill read that never comes is no reason to stop reading)."""
+    def reconciled() -> Worker:
+        w = Worker(spec)
+        w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
+                                     available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
+        w.market_ts = MARKET_TS
+        first = w.make_intents(REPLY)
+        assert first is not None
+        placed_all(w, first.place)
+        entry = first.place[0]
+        w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+            symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
+            size=entry.size, unfilled_size=0, client_order_id=entry.client_order_id, state="closed")))
+        assert w.bot is not None and w.bot.awaiting_fills
+        return w
+
+    # Why: read while the fill is on its way, the position differs and the bot stops for a full read.
+    w = reconciled()
+    assert w.bot is not None
+    filled = w.bot.awaiting_fills[next(iter(w.bot.awaiting_fills))]
+    w.resync_asked_at_seq = w.intent_seq
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=filled), full=False)
+    assert w.position_check.doubtful and w.needs_full_reconcile
+    # The rule: the re-read waits while the fill is on its way, not longer than FILLS_AWAITED_MAX_S.
+    w = reconciled()
+    assert w.fills_on_their_way(100.0) and w.fills_on_their_way(100.0 + FILLS_AWAITED_MAX_S - 0.1)
+    assert not w.fills_on_their_way(100.0 + FILLS_AWAITED_MAX_S)
+    assert w.bot is not None
+    w.bot.awaiting_fills.clear()  # (the fill landed)
+    assert not w.fills_on_their_way(200.0) and w.fills_awaited_since is None
