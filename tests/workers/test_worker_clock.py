@@ -17,7 +17,7 @@ from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
 from workers.runtime import ChildSpec
-from workers.worker import FILLS_AWAITED_MAX_S, Worker
+from workers.worker import FILLS_AWAITED_MAX_S, FRESH_SIGNAL_WAIT_S, Worker
 
 MARKET_TS = 1_800_000_000.0  # a replayed market runs far from the wall clock
 
@@ -96,12 +96,15 @@ def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spe
     assert not any(t is not None and t.purpose == "entry" and t.level == filled.level for t in tags), tags
 
 
-def test_a_fill_read_before_its_trades_signal_plans_on_that_signal_not_the_one_before(spec: ChildSpec) -> None:
+@pytest.mark.parametrize("pool_slow", [False, True])
+def test_a_fill_read_before_its_trades_signal_plans_on_that_signal_not_the_one_before(spec: ChildSpec,
+                                                                                     pool_slow: bool) -> None:
     """A fill of trade t can reach the worker before the pool's reply for trade t (the gateway's
     fill read raced a slow reply). Planned at once on the last signal (trade t - 1's), the bot
     made a plan the backtest never makes, and every later placement's client order id ran one
-    generation ahead of it (the parity e2e, `...Be01-6` against `...Be01-5`). The plan the fill
-    asks for waits for trade t's reply, and is made on it."""
+    generation ahead of it. The plan the fill asks for waits for trade t's reply, and is made on
+    it; a reply slower than FRESH_SIGNAL_WAIT_S (a pool member restarting) is not waited for:
+    the position's stop goes on the last signal."""
     w = Worker(spec)
     w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
                                  equity=10_000.0, venue_position=0), full=True)
@@ -125,6 +128,11 @@ def test_a_fill_read_before_its_trades_signal_plans_on_that_signal_not_the_one_b
         side="buy" if entry.side == "buy" else "sell", size=entry.size, price=repr(entry.price), fee="0.01",
         contract_value=repr(ETH.contract_value), role="maker", ts=MARKET_TS + 60.0)))
     assert w.plan_again
+    if pool_slow:
+        w.in_flight = (request.seq, w.in_flight[1], w.in_flight[2] - FRESH_SIGNAL_WAIT_S)
+        protect = w.plan_again_now()
+        assert protect is not None and any(p.reduce_only for p in protect.place), protect
+        return
     assert w.plan_again_now() is None and w.intent_in_flight is None  # not on trade t - 1's signal
     reply = msgspec.structs.replace(REPLY, seq=request.seq, close=entry.price, bar_ts=MARKET_TS + 60.0)
     w.on_signal(reply, recv_ns=2)
