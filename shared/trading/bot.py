@@ -201,6 +201,9 @@ class TradingBot:
                 order = msgspec.structs.replace(order, order_type=known.order_type, reduce_only=known.reduce_only,
                                                 trailing=known.trailing or order.trailing)
             self.open_orders[order.order_id] = order
+            cid = order.client_order_id
+            if cid in self.awaiting_fills and order.size - order.unfilled_size <= self.fill_contracts.get(cid, 0):
+                del self.awaiting_fills[cid]  # (a read back: it still rests, nothing more filled than we have)
         else:
             gone = self.open_orders.pop(order.order_id, None)
             filled = order.size - order.unfilled_size

@@ -15,8 +15,6 @@ from shared.delta.client_ids import ClientIds
 from shared.delta.ratelimit import MAX_RETRY_AFTER_S, AccountRateLimiter, RequestBudget, SymbolShares
 from shared.delta.rest import DeltaRestClient
 from shared.matching import OrderRequest
-from shared.trading import client_order_id as coid
-from shared.trading.sizing import entry_margin_held, grid_sizing_balance
 from shared.messages import (
     AccountRequest,
     AmendSpec,
@@ -26,6 +24,8 @@ from shared.messages import (
     OrderIntents,
     OrderRecord,
 )
+from shared.trading import client_order_id as coid
+from shared.trading.sizing import entry_margin_held, grid_sizing_balance
 from tests.workers.gateway_support import gateway_on, running, started_venue
 from workers.gateway_exchange import BALANCES_REUSE_S, LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.venue import PaperVenue, VenueSettings

@@ -140,11 +140,13 @@ def test_a_fill_read_before_its_trades_signal_plans_on_that_signal_not_the_one_b
     assert w.intent_in_flight is not None and not w.plan_again
 
 
-def test_a_read_back_that_says_our_order_was_cancelled_ends_the_wait_for_its_fills(spec: ChildSpec) -> None:
+@pytest.mark.parametrize("venue_says", ["cancelled", "open"])
+def test_a_read_back_that_says_our_order_did_not_fill_ends_the_wait_for_its_fills(spec: ChildSpec,
+                                                                                 venue_says: str) -> None:
     """The socket deleted our entry in an undocumented word: read as closed filled (the safe guess),
     the bot waits for fills before it plans. The gateway's read back says the venue cancelled it
-    unfilled: the wait ends and the bot plans at once, not at its next regular re-read (15 s;
-    900 s at 1,000 symbols)."""
+    unfilled, or that it still rests: the wait ends and the bot plans at once, not at its next
+    regular re-read (15 s; 900 s at 1,000 symbols)."""
     w = Worker(spec)
     w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
                                  equity=10_000.0, venue_position=0), full=True)
@@ -162,8 +164,11 @@ def test_a_read_back_that_says_our_order_was_cancelled_ends_the_wait_for_its_fil
     w.on_order_event(said("closed", 0))  # the tolerant reading of the socket's odd word
     w.market_ts = MARKET_TS + 60.0
     assert w.make_intents(REPLY) is None and w.plan_again  # waits for fills
-    w.on_order_event(said("cancelled", entry.size))  # the read back: cancelled, nothing filled
+    w.on_order_event(said(venue_says, entry.size))  # the read back: nothing filled
     assert w.bot is not None and not w.bot.awaiting_fills
+    if venue_says == "open":  # it rests again in the bot's book: its level is taken, not placed anew
+        assert 100 in w.bot.open_orders
+        return
     again = w.plan_again_now()
     assert again is not None and not w.plan_again
     filled = coid.parse(entry.client_order_id)
