@@ -1027,10 +1027,10 @@ def lane_of(msg: Any) -> str:
 
 def protective_first(req: OrderIntents) -> tuple[OrderIntents, OrderIntents] | None:
     """A mixed intent (quotes beside a stop, a stop's move or a reduce-only exit) in two parts:
-    its protective orders, which go first and in the protect lane, and the rest (cancels, quotes)
-    after them in the quotes' lane, in execute_intents' own order. Whole, its stop would wait for
-    a slot of the quotes' lane (16, each held up to INTENT_BUDGET_WAIT_S by quotes waiting for
-    budget) and then behind its own quote amends. None: not mixed (lane_of's lane takes it)."""
+    its protective orders, in the protect lane, and the rest (cancels, quotes) in the quotes' lane,
+    in execute_intents' own order, both at once. Whole, its stop waited for a slot of the quotes'
+    lane (16, each held up to INTENT_BUDGET_WAIT_S by quotes waiting for budget) and then behind
+    its own cancels and quote amends. None: not mixed (lane_of's lane takes it)."""
     guard_amend = [a for a in req.amend if a.order_type.startswith("stop_")]
     guard_place = [p for p in req.place if p.reduce_only]
     if not (guard_amend or guard_place) or lane_of(req) == "protect":
@@ -1061,8 +1061,8 @@ def joined(req: OrderIntents, guard: IntentResult | None, rest: IntentResult | N
 
 async def serve_in_lanes(gw: ExchangeGateway, msg: Any, lanes: dict[str, asyncio.Semaphore]) -> Any | None:
     """A worker's request executed in its lane (request_lanes, lane_of); a mixed order intent's
-    protective part first in the protect lane, then the rest in the quotes' lane
-    (protective_first), answered as one (joined). None if it failed (logged)."""
+    protective part in the protect lane beside the rest in the quotes' lane (protective_first),
+    answered as one (joined). None if it failed (logged)."""
     asked = time.perf_counter_ns()
 
     async def in_lane(lane: str, msg: Any, hop: bool = True) -> Any | None:
@@ -1080,8 +1080,10 @@ async def serve_in_lanes(gw: ExchangeGateway, msg: Any, lanes: dict[str, asyncio
     parts = protective_first(msg) if isinstance(msg, OrderIntents) else None
     if parts is None:
         return await in_lane(lane_of(msg), msg)
-    guard = await in_lane("protect", parts[0])
-    return joined(msg, guard, await in_lane("orders", parts[1], hop=False))
+    # At once, each in its lane: the stop waits for no quote's slot or budget, and the quotes do not
+    # wait for the stop's round trip (in one execution they went side by side too).
+    guard, rest = await asyncio.gather(in_lane("protect", parts[0]), in_lane("orders", parts[1], hop=False))
+    return joined(msg, guard, rest)
 
 
 def connection(spec: ChildSpec) -> dict[str, str]:
