@@ -353,6 +353,7 @@ class Worker:
     # --- trading -----------------------------------------------------------------------------
 
     def on_account(self, snap: AccountSnapshot, full: bool) -> None:
+        on_way = False
         if not full and (self.intent_in_flight is not None or self.intent_seq != self.resync_asked_at_seq):
             # Orders were sent since we asked: this view may predate them (acting on it would place
             # them twice). Ask again when quiet.
@@ -382,10 +383,15 @@ class Worker:
                      f" (since the checkpoint; {cp.fills} own fills before it)" if cp else "",
                      self.bot.position.contracts if self.bot.position else 0)
         else:
-            self.bot.resync_orders(orders)
+            # Fills of ours on their way (an order closed filled, its fills not read yet): the venue's
+            # position holds them and the bot's not yet, so the position cannot be judged by this read
+            # (the next one does); and the fills stay awaited, or the level would look free.
+            on_way = self.fills_on_their_way(time.monotonic())
+            self.bot.resync_orders(orders, keep_awaited=on_way)
         self.needs_resync = False
         if snap.venue_position is not None:
-            self.compare_position(snap.venue_position, full)
+            if full or not on_way:
+                self.compare_position(snap.venue_position, full)
             if self.flatten is not None and not self.flatten.done:
                 own = self.bot.owned_open_orders()
                 self.flatten = flat.on_venue_read(self.flatten, own_orders=own, venue_position=snap.venue_position,

@@ -224,14 +224,15 @@ class TradingBot:
         for oid in order_ids:
             self.open_orders.pop(oid, None)
 
-    def resync_orders(self, open_orders: list[OpenOrder]) -> None:
+    def resync_orders(self, open_orders: list[OpenOrder], *, keep_awaited: bool = False) -> None:
         """The exchange's open orders replace our view of the book (a periodic or after-error
         re-read; fills and holdings are untouched). Fills still awaited are given up on: the
         book is planned on again (a lost fill must not stop the bot; the periodic re-read bounds
-        how long one can)."""
+        how long one can), unless `keep_awaited` (the caller knows they are on their way)."""
         self.open_orders = {o.order_id: o for o in open_orders}
         self.book_revision += 1
-        self.awaiting_fills.clear()
+        if not keep_awaited:
+            self.awaiting_fills.clear()
 
     def cooldown_left(self, market_ts: float) -> float:
         """Seconds before new entries are allowed again after our stop fired (0 when free).

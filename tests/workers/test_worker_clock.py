@@ -179,10 +179,13 @@ def test_a_read_back_that_says_our_order_did_not_fill_ends_the_wait_for_its_fill
 
 def test_a_regular_re_read_waits_for_fills_on_their_way(spec: ChildSpec) -> None:
     """Our order closed filled and its fill is not read yet: the venue's position holds it, the
-    bot's not. A re-read then sees a difference, stops the bot's orders and asks for a full
-    reconciliation (19 units) for a fill already on its way. The regular re-read waits for it,
-    at most FILLS_AWAITED_MAX_S (a fill read that never comes is no reason to stop reading)."""
-    def reconciled() -> Worker:
+    bot's not. A re-read then saw a difference, stopped the bot's orders and asked for a full
+    reconciliation (19 units) for a fill already on its way, and the reconciliation moved the
+    client order ids one generation on (the parity e2e's `...Be01-6` against `...Be01-5`). Now the
+    regular re-read waits for the fill, and one that comes meanwhile does not judge the position
+    and keeps the fill awaited (the level must not look free); both at most FILLS_AWAITED_MAX_S,
+    after which a difference is doubted as before (a lost fill is still found)."""
+    def reconciled() -> tuple[Worker, int]:
         w = Worker(spec)
         w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
                                      available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
@@ -195,18 +198,25 @@ def test_a_regular_re_read_waits_for_fills_on_their_way(spec: ChildSpec) -> None
             symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
             size=entry.size, unfilled_size=0, client_order_id=entry.client_order_id, state="closed")))
         assert w.bot is not None and w.bot.awaiting_fills
-        return w
+        w.resync_asked_at_seq = w.intent_seq
+        return w, entry.size if entry.side == "buy" else -entry.size
 
-    # Why: read while the fill is on its way, the position differs and the bot stops for a full read.
-    w = reconciled()
-    assert w.bot is not None
-    filled = w.bot.awaiting_fills[next(iter(w.bot.awaiting_fills))]
-    w.resync_asked_at_seq = w.intent_seq
-    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
-                                 equity=10_000.0, venue_position=filled), full=False)
+    def read_back(w: Worker, venue_position: int) -> None:
+        w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], equity=10_000.0,
+                                     available_balance=10_000.0, venue_position=venue_position), full=False)
+
+    w, filled = reconciled()
+    read_back(w, filled)  # the venue's position holds the fill on its way
+    assert not w.position_check.doubtful and not w.needs_full_reconcile
+    assert w.bot is not None and w.bot.awaiting_fills and w.make_intents(REPLY) is None  # still waits for it
+    # The fill never comes: after FILLS_AWAITED_MAX_S a re-read gives it up and doubts the difference.
+    w, filled = reconciled()
+    w.fills_awaited_since = 0.0  # (awaited since long ago)
+    read_back(w, filled)
     assert w.position_check.doubtful and w.needs_full_reconcile
-    # The rule: the re-read waits while the fill is on its way, not longer than FILLS_AWAITED_MAX_S.
-    w = reconciled()
+    assert w.bot is not None and not w.bot.awaiting_fills
+    # The ask: the regular re-read waits while the fill is on its way, not longer than FILLS_AWAITED_MAX_S.
+    w, _ = reconciled()
     assert w.fills_on_their_way(100.0) and w.fills_on_their_way(100.0 + FILLS_AWAITED_MAX_S - 0.1)
     assert not w.fills_on_their_way(100.0 + FILLS_AWAITED_MAX_S)
     assert w.bot is not None
