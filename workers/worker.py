@@ -74,7 +74,6 @@ RESYNC_INTERVAL_S = 15.0  # open orders and balance re-read from the exchange at
 RESYNC_S_PER_SYMBOL = 0.9  # ...but slower with many symbols: a resync costs 9 of the account's
 # 10,000 rate units per 5 min (orders, balance, position: 3 each), so N symbols resyncing every
 # 0.9 N s use a third of the budget.
-FRESH_SIGNAL_WAIT_S = 0.5  # a plan a fill asks for waits for a newer trade's signal asked this recently
 FILLS_AWAITED_MAX_S = 3.0  # a re-read waits at most this long for fills on their way (the fill read: 1 a second)
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
@@ -444,17 +443,9 @@ class Worker:
         return now - self.fills_awaited_since < FILLS_AWAITED_MAX_S
 
     def plan_again_now(self) -> OrderIntents | None:
-        """The plan a fill (or the answer to a batch) asked for (plan_again), made on the last
-        signal; none while the signal of a newer trade is on its way (asked under
-        FRESH_SIGNAL_WAIT_S ago): that reply plans (signal_loop), on the trade the fill came with,
-        as the backtest plans after a trade's fills. Planned on the older signal, a fill read
-        faster than the pool's reply made one plan more than the backtest (its placements one
-        client order id generation ahead from there on). A reply slower than that (a pool member
-        restarting) is not waited for: the plan (its protective stop) goes on the last signal, at
-        the latest in the next housekeeping pass."""
+        """The plan a fill, the answer to a batch or an order event asked for (plan_again), made on
+        the last signal."""
         if not self.plan_again or self.last_signal is None:
-            return None
-        if self.in_flight is not None and time.monotonic() - self.in_flight[2] < FRESH_SIGNAL_WAIT_S:
             return None
         return self.make_intents(self.last_signal)
 
@@ -783,8 +774,6 @@ async def run(spec: ChildSpec) -> None:
         await send_request()
         if worker.trades:
             worker.check_intent_timeout()
-            if (again := worker.plan_again_now()) is not None:  # (the newer trade's signal did not come)
-                await gw.send(codec.encode(again))
             if worker.needs_full_reconcile:
                 reconcile_full, worker.needs_full_reconcile = True, False
             if reconcile_full or worker.needs_resync or now >= next_resync:

@@ -12,12 +12,12 @@ import pytest
 # same directory: pytest puts it on sys.path; mypy knows it as tests.workers.test_worker_position_check
 from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
 
-from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent, Tick
+from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent
 from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
 from workers.runtime import ChildSpec
-from workers.worker import FILLS_AWAITED_MAX_S, FRESH_SIGNAL_WAIT_S, Worker
+from workers.worker import FILLS_AWAITED_MAX_S, Worker
 
 MARKET_TS = 1_800_000_000.0  # a replayed market runs far from the wall clock
 
@@ -94,50 +94,6 @@ def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spe
     # the take-profit of the filled level, and no second entry at it
     assert any(t is not None and t.purpose == "take_profit" and t.level == filled.level for t in tags), tags
     assert not any(t is not None and t.purpose == "entry" and t.level == filled.level for t in tags), tags
-
-
-@pytest.mark.parametrize("pool_slow", [False, True])
-def test_a_fill_read_before_its_trades_signal_plans_on_that_signal_not_the_one_before(spec: ChildSpec,
-                                                                                     pool_slow: bool) -> None:
-    """A fill of trade t can reach the worker before the pool's reply for trade t (the gateway's
-    fill read raced a slow reply). Planned at once on the last signal (trade t - 1's), the bot
-    made a plan the backtest never makes, and every later placement's client order id ran one
-    generation ahead of it. The plan the fill asks for waits for trade t's reply, and is made on
-    it; a reply slower than FRESH_SIGNAL_WAIT_S (a pool member restarting) is not waited for:
-    the position's stop goes on the last signal."""
-    w = Worker(spec)
-    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
-                                 equity=10_000.0, venue_position=0), full=True)
-    w.market_ts = MARKET_TS
-    w.last_signal = REPLY  # trade t - 1's
-    first = w.make_intents(REPLY)
-    assert first is not None
-    placed_all(w, first.place)
-    entry = first.place[0]
-    # Trade t: its tick is in and its signal asked for; the pool has not answered yet.
-    traded = Tick(symbol="ETHUSD", epoch=1, seq=1, price=entry.price, size=1.0,
-                  exch_ts_us=int((MARKET_TS + 60.0) * 1e6), sent_ns=0)
-    assert w.on_tick(traded, recv_ns=1)
-    request = w.make_request()
-    assert request is not None and w.in_flight is not None
-    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
-        symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
-        size=entry.size, unfilled_size=0, client_order_id=entry.client_order_id, state="closed")))
-    w.on_fill_event(FillEvent(symbol="ETHUSD", sent_ns=0, fill=Fill(
-        fill_id="f1", symbol="ETHUSD", order_id="100", client_order_id=entry.client_order_id,
-        side="buy" if entry.side == "buy" else "sell", size=entry.size, price=repr(entry.price), fee="0.01",
-        contract_value=repr(ETH.contract_value), role="maker", ts=MARKET_TS + 60.0)))
-    assert w.plan_again
-    if pool_slow:
-        w.in_flight = (request.seq, w.in_flight[1], w.in_flight[2] - FRESH_SIGNAL_WAIT_S)
-        protect = w.plan_again_now()
-        assert protect is not None and any(p.reduce_only for p in protect.place), protect
-        return
-    assert w.plan_again_now() is None and w.intent_in_flight is None  # not on trade t - 1's signal
-    reply = msgspec.structs.replace(REPLY, seq=request.seq, close=entry.price, bar_ts=MARKET_TS + 60.0)
-    w.on_signal(reply, recv_ns=2)
-    assert w.last_signal is reply and w.plan_again_now() is not None  # trade t's signal: planned
-    assert w.intent_in_flight is not None and not w.plan_again
 
 
 @pytest.mark.parametrize("venue_says", ["cancelled", "open"])
