@@ -41,7 +41,7 @@ from shared.delta.errors import DeltaError, OrderNotFound, RateLimited, Response
 from shared.delta.history_reads import HISTORY_BUDGET_WAIT_S, ReadAskers, venue_clock_us
 from shared.delta.models import Fill as DeltaFill
 from shared.delta.models import Order, WalletBalance
-from shared.delta.order_reading import UndocumentedOrder, read_ours_tolerantly
+from shared.delta.order_reading import UNDOCUMENTED_ANSWER, OrderRereads, UndocumentedOrder, read_ours_tolerantly
 from shared.delta.ratelimit import (
     INTENT_CHARGE,
     PACE_SLACK_SHARE,
@@ -124,6 +124,7 @@ MAX_INFLIGHT_REQUESTS = 16  # per lane, executed at once (below the rate limiter
 # CPU, not by how many are in flight, so fewer at once costs them little.
 MAX_INFLIGHT_READS = 4
 MAX_QUEUED_REQUESTS = 5_000  # worker requests accepted and waiting for a lane
+REREAD_POLL_S = 0.2  # how often orders in doubt are looked at for a read back (order_reading.OrderRereads)
 LOOKUP_ATTEMPTS = 3  # fill polls a fill waits on a failing order lookup before it is stored without
 LOOKUPS_FAILING_MAX = 1_000
 ORDER_PATH_LOG_S = 30.0  # how often the gateway logs where an order intent's time went
@@ -253,10 +254,15 @@ class ExchangeGateway:
         self.position_notional: dict[str, float] = {}
         self.available = math.nan
         self.balances_read: tuple[float, list[WalletBalance]] = (-math.inf, [])  # (monotonic, the equity poll's)
+        # The account's orders or fills changed (an intent executed, an order event or a fill heard) at
+        # this monotonic time, and order intents executing now: balances read before are not reused.
+        self.account_changed_at = -math.inf
+        self.intents_executing = 0
         self.marks: dict[str, float] = {}
         self.records_dropped = 0
         self.orders_dropped = 0  # venue orders no OpenOrder can hold (domain_order), not handed on
         self.orders_undocumented: collections.Counter[str] = collections.Counter()  # ours, by symbol
+        self.rereads = OrderRereads()  # ours the socket reported in an undocumented state: read back (reread_loop)
         # A cancel is heard twice (REST answer, orders channel), in either order: record it once.
         self.cancels_recorded: collections.OrderedDict[int, None] = collections.OrderedDict()
         # Delta's REST fills name only their order_id; the bots know their fills by client order id.
@@ -398,6 +404,7 @@ class ExchangeGateway:
             await self.pub.send_multipart((topic(ev.symbol), self.codec.encode(tick)))
             self.ticks += 1
         elif isinstance(ev, OrderUpdate):
+            self.account_changed_at = time.monotonic()
             self.client_ids.learn(ev.order_id, ev.client_order_id)
             sym = ev.symbol or self.by_product.get(ev.product_id or -1, "")
             if sym not in self.products or ev.order_id is None:
@@ -407,6 +414,10 @@ class ExchangeGateway:
                 return
             await self.pub.send_multipart((topic(sym), self.codec.encode(
                 OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+            if view.state == "closed" and view.unfilled_size < view.size:
+                # The bot waits for this order's fills before it plans again (its stop included):
+                # read them now, not at the next poll, should the trade's own event be missing.
+                self.fill_wakeup.set()
             # Creations are recorded from the REST answer (with what we sent); the channel adds
             # what only the venue knows: triggers, fills, its own cancels.
             if view.state == "cancelled":
@@ -420,6 +431,7 @@ class ExchangeGateway:
             for o in ev.orders:
                 self.client_ids.learn(o.id, o.client_order_id)
         elif isinstance(ev, UserTrade):
+            self.account_changed_at = time.monotonic()
             self.client_ids.learn(ev.order_id, ev.client_order_id)
             self.fill_wakeup.set()
 
@@ -515,6 +527,7 @@ class ExchangeGateway:
             return False
         await self.pub.send_multipart((topic(sym), msg))  # the bots drop a repeat by id
         self.known_fills.add(fid)
+        self.account_changed_at = time.monotonic()
         return True
 
     async def with_client_id(self, f: DeltaFill) -> DeltaFill:
@@ -553,6 +566,40 @@ class ExchangeGateway:
         self.client_ids.learn(o.id, o.client_order_id)
         return o.client_order_id or ""
 
+    async def reread_loop(self) -> None:
+        """Our orders the socket reported in an undocumented state, read back (order_reading.OrderRereads)."""
+        while True:
+            await asyncio.sleep(REREAD_POLL_S)
+            await self.reread_due()
+
+    async def reread_due(self) -> int:
+        """Read back the orders in doubt that are due, each to its worker as an order event in the
+        venue's documented words (the tolerant reading was a guess: a deleted order read as
+        closed may have been cancelled, one read as resting may have filled). Returns how many
+        were handed on. A failed read is tried again later (bounded); an order the venue does not
+        know is left to the bot's regular re-read."""
+        handed = 0
+        for oid, sym in self.rereads.take(time.monotonic()):
+            try:
+                o = await self.rest.get_order(oid)
+            except OrderNotFound:
+                continue
+            except (TimeoutError, DeltaError, OSError) as exc:
+                self.rest_errors += 1
+                self.rereads.doubt(oid, sym, time.monotonic())
+                log.warning("%s: order %s in doubt not read back yet: %s", sym, oid, exc)
+                continue
+            self.client_ids.learn(o.id, o.client_order_id)
+            view = self.read_order(sym, o)
+            if view is None:
+                continue
+            await self.pub.send_multipart((topic(sym), self.codec.encode(
+                OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+            if view.state == "closed" and view.unfilled_size < view.size:
+                self.fill_wakeup.set()  # the bot waits for its fills
+            handed += 1
+        return handed
+
     async def stale_poll_loop(self) -> None:
         """While the websocket is quiet for a symbol, its REST ticker as ticks (workers/gateway_resync.py)."""
         await self.resync.quiet_loop()
@@ -560,8 +607,9 @@ class ExchangeGateway:
     async def account_loop(self) -> None:
         while True:
             try:
+                asked = time.monotonic()  # (the venue's answer may include anything before this, no more)
                 balances = await self.rest.get_wallet_balances()
-                self.balances_read = (time.monotonic(), balances)
+                self.balances_read = (asked, balances)
                 positions = await self.rest.get_margined_positions()
             except (TimeoutError, DeltaError, OSError) as exc:
                 self.rest_errors += 1
@@ -593,7 +641,12 @@ class ExchangeGateway:
             with charged_to("reconcile" if msg.include_fills else "resync"):
                 return await self.account(msg)
         if isinstance(msg, OrderIntents):
-            return await self.execute(msg)
+            self.intents_executing += 1
+            try:
+                return await self.execute(msg)
+            finally:
+                self.intents_executing -= 1
+                self.account_changed_at = time.monotonic()
         return None
 
     async def serve_history(self, asker: bytes, req: HistoryRequest, lane: asyncio.Semaphore,
@@ -710,8 +763,14 @@ class ExchangeGateway:
     def recent_balances(self) -> list[WalletBalance] | None:
         """The account's balances as the equity poll read them, if no older than BALANCES_REUSE_S:
         a bot's regular re-read takes them from there instead of reading them again (3 of its 9
-        units; 100 symbols: a tenth of the account's budget). A full reconciliation reads its own."""
+        units; 100 symbols: a tenth of the account's budget). A full reconciliation reads its own.
+        Never when the account's orders or fills changed since that read asked (or an order intent
+        is executing): the bot sizes its grid from this balance plus the margin of its resting
+        entries (sizing.grid_sizing_balance), so a balance from before its grid was placed, beside
+        the fresh book, counted that margin twice and sized the grid too large."""
         at, balances = self.balances_read
+        if self.intents_executing or at <= self.account_changed_at:
+            return None
         return balances if time.monotonic() - at <= BALANCES_REUSE_S else None
 
     async def venue_position(self, symbol: str, product_id: int) -> int | None:
@@ -872,11 +931,12 @@ class ExchangeGateway:
                     errors.append(_err_text(p.client_order_id, res))
                     self.record_refusal(req.symbol, "rejected", p.client_order_id, "", res,
                                         side=p.side, price=p.price, size=p.size)
-        if self.orders_undocumented[req.symbol] != undocumented:  # the book is in doubt: the bot reads it back
-            errors.append(f"{req.symbol}: undocumented_answer: an order of ours in a kind or state Delta does not "
-                          "document; read back before placing more")
         for e in errors[unsent:]:
             log.warning("%s: order rejected: %s", req.symbol, e)
+        if self.orders_undocumented[req.symbol] != undocumented:  # the book is in doubt: the bot reads it back
+            # (no rejection, not logged as one: read_order logged the answer itself)
+            errors.append(f"{req.symbol}: {UNDOCUMENTED_ANSWER}: an order of ours in a kind or state Delta does not "
+                          "document; read back before placing more")
         if unsent:
             self.refusals_unsent += unsent
             if self.refusals_unsent - unsent < self.refusals_logged_at * 2 or not self.refusals_logged_at:
@@ -919,6 +979,8 @@ class ExchangeGateway:
             return domain_order(o, symbol, self.client_ids.get(o.id if isinstance(o, Order) else o.order_id))
         except UndocumentedOrder as exc:
             self.orders_undocumented[symbol] += 1
+            if isinstance(o, OrderUpdate):  # the socket's word only: read the order back soon (reread_loop)
+                self.rereads.doubt(exc.view.order_id, symbol, time.monotonic())
             if (n := self.orders_undocumented.total()) % 100 == 1:
                 log.error("%s: %s; read as %s %s (%d so far)", symbol, exc, exc.view.order_type, exc.view.state, n)
             return exc.view
@@ -1031,6 +1093,67 @@ def lane_of(msg: Any) -> str:
     return "market" if isinstance(msg, HistoryRequest) else "account"
 
 
+def protective_first(req: OrderIntents) -> tuple[OrderIntents, OrderIntents] | None:
+    """A mixed intent (quotes beside a stop, a stop's move or a reduce-only exit) in two parts:
+    its protective orders, in the protect lane, and the rest (cancels, quotes) in the quotes' lane,
+    in execute_intents' own order, both at once. Whole, its stop waited for a slot of the quotes'
+    lane (16, each held up to INTENT_BUDGET_WAIT_S by quotes waiting for budget) and then behind
+    its own cancels and quote amends. None: not mixed (lane_of's lane takes it)."""
+    guard_amend = [a for a in req.amend if a.order_type.startswith("stop_")]
+    guard_place = [p for p in req.place if p.reduce_only]
+    if not (guard_amend or guard_place) or lane_of(req) == "protect":
+        return None
+    guard = msgspec.structs.replace(req, cancel=[], amend=guard_amend, place=guard_place)
+    rest = msgspec.structs.replace(req, amend=[a for a in req.amend if a not in guard_amend],
+                                   place=[p for p in req.place if p not in guard_place])
+    return guard, rest
+
+
+def joined(req: OrderIntents, guard: IntentResult | None, rest: IntentResult | None) -> IntentResult | None:
+    """The two parts' results as the one answer the bot waits for (its seq, every order's outcome
+    by its own id; the quotes refused unsent stay first among the errors, as IntentResult counts
+    them). A part that failed in the gateway (logged) makes the bot read its book back."""
+    if guard is None and rest is None:
+        return None  # as for any failed request: the bot's intent timeout reads the venue back
+    lost = [f"{req.symbol}: gateway_error: part of the order intent failed in the gateway; read back"]
+    unsent = rest.unsent if rest is not None else 0
+    errors = [*(rest.errors[:unsent] if rest is not None else []), *(guard.errors if guard is not None else lost),
+              *(rest.errors[unsent:] if rest is not None else lost)]
+    parts = [r for r in (guard, rest) if r is not None]
+    return IntentResult(symbol=req.symbol, seq=req.seq, cancelled=[c for r in parts for c in r.cancelled],
+                        amended=[o for r in parts for o in r.amended], placed=[o for r in parts for o in r.placed],
+                        errors=list(dict.fromkeys(errors)),  # (an undocumented answer said by both parts: once)
+                        sent_ns=parts[-1].sent_ns, unsent=unsent,
+                        retry_after_s=rest.retry_after_s if rest is not None else 0.0)
+
+
+async def serve_in_lanes(gw: ExchangeGateway, msg: Any, lanes: dict[str, asyncio.Semaphore]) -> Any | None:
+    """A worker's request executed in its lane (request_lanes, lane_of); a mixed order intent's
+    protective part in the protect lane beside the rest in the quotes' lane (protective_first),
+    answered as one (joined). None if it failed (logged)."""
+    asked = time.perf_counter_ns()
+
+    async def in_lane(lane: str, msg: Any, hop: bool = True) -> Any | None:
+        async with lanes[lane]:
+            if isinstance(msg, OrderIntents):  # (both order lanes)
+                if hop:
+                    gw.intent_hop.record((asked - msg.sent_ns) / 1000.0)
+                gw.intent_lane.record((time.perf_counter_ns() - asked) / 1000.0)
+            try:
+                return await gw.handle(msg)
+            except Exception:  # one bad request must not take the account's only gateway down
+                log.exception("request %s failed", type(msg).__name__)
+                return None
+
+    parts = protective_first(msg) if isinstance(msg, OrderIntents) else None
+    if parts is None:
+        return await in_lane(lane_of(msg), msg)
+    # At once, each in its lane: the stop waits for no quote's slot or budget, and the quotes do not
+    # wait for the stop's round trip (in one execution they went side by side too).
+    guard, rest = await asyncio.gather(in_lane("protect", parts[0]), in_lane("orders", parts[1], hop=False))
+    return joined(msg, guard, rest)
+
+
 def connection(spec: ChildSpec) -> dict[str, str]:
     """Where the account lives: the paper venue child (address and key fixed by the supervisor),
     or a live Delta venue with the key from the environment (never from a file)."""
@@ -1104,16 +1227,7 @@ async def run_exchange(spec: ChildSpec) -> int:
             except Exception:  # one bad request must not take the account's only gateway down
                 log.exception("request %s failed", type(msg).__name__)
             return
-        asked = time.perf_counter_ns()
-        async with lanes[lane(msg)]:
-            if isinstance(msg, OrderIntents):  # (both order lanes)
-                gw.intent_hop.record((asked - msg.sent_ns) / 1000.0)
-                gw.intent_lane.record((time.perf_counter_ns() - asked) / 1000.0)
-            try:
-                reply = await gw.handle(msg)
-            except Exception:  # one bad request must not take the account's only gateway down
-                log.exception("request %s failed", type(msg).__name__)
-                return
+        reply = await serve_in_lanes(gw, msg, lanes)
         if reply is not None:
             await requests.send_multipart((ident, gw.codec.encode(reply)))
 
@@ -1158,7 +1272,7 @@ async def run_exchange(spec: ChildSpec) -> int:
                                  charged("account poll", gw.account_loop), charged("ticker poll", gw.stale_poll_loop),
                                  charged("funding", gw.funding.loop)]
                                 + ([charged("dead-man", deadman.loop)] if deadman is not None else [])
-                                + [charged("ws resync", gw.resync.loop)], stop)
+                                + [charged("ws resync", gw.resync.loop), charged("ws resync", gw.reread_loop)], stop)
         if deadman is not None and operator_stopped():  # the supervisor's word, never a bare signal
             await deadman.disable()
     finally:

@@ -201,6 +201,9 @@ class TradingBot:
                 order = msgspec.structs.replace(order, order_type=known.order_type, reduce_only=known.reduce_only,
                                                 trailing=known.trailing or order.trailing)
             self.open_orders[order.order_id] = order
+            cid = order.client_order_id
+            if cid in self.awaiting_fills and order.size - order.unfilled_size <= self.fill_contracts.get(cid, 0):
+                del self.awaiting_fills[cid]  # (a read back: it still rests, nothing more filled than we have)
         else:
             gone = self.open_orders.pop(order.order_id, None)
             filled = order.size - order.unfilled_size
@@ -209,6 +212,11 @@ class TradingBot:
                     and coid.decode(cid, bot_id=self.bot_id, symbol=self.symbol) is not None
                     and filled > self.fill_contracts.get(cid, 0)):
                 self.awaiting_fills[cid] = filled
+            elif cid in self.awaiting_fills and filled <= self.fill_contracts.get(cid, 0):
+                # A later word on an order whose fills we wait for (the gateway's read back of an end
+                # the socket told in an undocumented word: cancelled, or closed with less filled)
+                # says they are all in: plan again now, not at the next regular re-read.
+                del self.awaiting_fills[cid]
 
     def on_cancelled(self, order_ids: list[int]) -> None:
         """Our cancels the exchange confirmed (or found already gone)."""
@@ -216,14 +224,15 @@ class TradingBot:
         for oid in order_ids:
             self.open_orders.pop(oid, None)
 
-    def resync_orders(self, open_orders: list[OpenOrder]) -> None:
+    def resync_orders(self, open_orders: list[OpenOrder], *, keep_awaited: bool = False) -> None:
         """The exchange's open orders replace our view of the book (a periodic or after-error
         re-read; fills and holdings are untouched). Fills still awaited are given up on: the
         book is planned on again (a lost fill must not stop the bot; the periodic re-read bounds
-        how long one can)."""
+        how long one can), unless `keep_awaited` (the caller knows they are on their way)."""
         self.open_orders = {o.order_id: o for o in open_orders}
         self.book_revision += 1
-        self.awaiting_fills.clear()
+        if not keep_awaited:
+            self.awaiting_fills.clear()
 
     def cooldown_left(self, market_ts: float) -> float:
         """Seconds before new entries are allowed again after our stop fired (0 when free).

@@ -24,6 +24,8 @@ from shared.messages import (
     OrderIntents,
     OrderRecord,
 )
+from shared.trading import client_order_id as coid
+from shared.trading.sizing import entry_margin_held, grid_sizing_balance
 from tests.workers.gateway_support import gateway_on, running, started_venue
 from workers.gateway_exchange import BALANCES_REUSE_S, LOOKUP_ATTEMPTS, ExchangeGateway
 from workers.venue import PaperVenue, VenueSettings
@@ -410,6 +412,42 @@ async def test_a_bots_regular_re_read_takes_the_equity_polls_fresh_balances(tmp_
     assert gw.rest.units_spent["reconcile"] == 19 and gw.rest.units_spent["resync"] == 6 + 9
     assert fresh.error == full.error == stale.error == ""
     assert fresh.available_balance == stale.available_balance > 0 and fresh.equity == full.equity
+
+
+async def test_a_balance_read_before_the_accounts_orders_changed_is_not_reused(tmp_path: Path) -> None:
+    """The bot sizes its grid from the re-read's balance plus the margin its resting entries hold
+    (grid_sizing_balance). A balance the equity poll read just before the grid was placed, reused
+    beside the re-read's fresh book, counted that margin twice: the next grid came out larger than
+    the account affords. Any order or fill of the account since the poll asked (an intent executed,
+    an order event, a fill) makes the re-read read its own balance."""
+    venue = await started_venue(time.time())
+    gw = two_symbol_gateway(tmp_path, venue)
+    try:
+        async with running(gw):
+            before = await gw.rest.get_wallet_balances()
+            gw.balances_read = (time.monotonic(), before)  # the equity poll, a moment before the grid
+            price = (await gw.rest.get_ticker("BTCUSD")).close
+            assert price is not None
+            ours = [msgspec.structs.replace(p, client_order_id=coid.encode(
+                bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=k + 1, generation=1))
+                for k, p in enumerate(five_levels("BTCUSD", price, 50.0))]
+            grid = await gw.handle(OrderIntents(symbol="BTCUSD", seq=1, product_id=27, cancel=[], amend=[],
+                                                place=ours, sent_ns=0))
+            assert grid.errors == [] and len(grid.placed) == 5
+            snap = await gw.handle(AccountRequest(symbol="BTCUSD", include_fills=False, sent_ns=0))
+            gw.balances_read = (time.monotonic() + 0.001, before)  # a poll asked after the change: reused
+            reused = gw.recent_balances()
+            gw.account_changed_at = time.monotonic() + 0.01  # an order event or a fill heard since
+            assert gw.recent_balances() is None
+    finally:
+        await venue.stop()
+    usd = next(b for b in before if b.asset_symbol in ("USD", "USDT"))
+    held = entry_margin_held(snap.open_orders, gw.products["BTCUSD"], bot_id="g1", symbol="BTCUSD")
+    assert held > 0 and snap.available_balance < usd.available_balance  # the grid's margin is held now
+    sized = grid_sizing_balance(snap.available_balance, snap.open_orders, gw.products["BTCUSD"], bot_id="g1",
+                                symbol="BTCUSD")
+    assert sized == pytest.approx(usd.available_balance)  # as before the grid, not its margin twice
+    assert reused is before
 
 
 async def test_quotes_ahead_of_an_even_pace_through_the_window_are_held(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ state of our resting orders in a word its docs do not list (what no paper venue 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,11 +18,13 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+import zmq
+import zmq.asyncio
 from aiohttp import web
 
 from shared.delta.ws import OrderUpdate, parse_frame
 from shared.matching import OrderRequest
-from shared.messages import AccountRequest, SignalReply
+from shared.messages import AccountRequest, OrderEvent, SignalReply
 from shared.products import PAPER_PRODUCTS
 from shared.trading import client_order_id as coid
 from tests.workers.gateway_support import btc_worker, gateway_on, running, started_venue
@@ -167,3 +170,97 @@ def test_the_orders_channel_in_an_undocumented_state_keeps_our_order(tmp_path: P
     view = gw.read_order("BTCUSD", ev)
     assert view is not None and (view.client_order_id, view.state) == (ours, expected)
     assert gw.orders_undocumented["BTCUSD"] == 1 and gw.orders_dropped == 0
+
+
+@pytest.mark.parametrize(("state", "unfilled", "wakes"), [("closed", 0, True), ("closed", 2, False),
+                                                          ("cancelled", 1, False)])
+async def test_an_order_of_ours_closed_with_fills_wakes_the_fill_read(tmp_path: Path, state: str, unfilled: int,
+                                                                      wakes: bool) -> None:
+    """The bot waits for a closed order's fills before it plans again, its stop included: the
+    orders channel's word that our order closed filled wakes the fill read at once, so a missing
+    user-trade event costs no poll interval (15 s while the account socket is up)."""
+    nowhere = SimpleNamespace(rest_url="http://127.0.0.1:9", ws_url="ws://127.0.0.1:9", api_key="k", api_secret="s")
+    gw = gateway_on(tmp_path, nowhere)  # type: ignore[arg-type]  # not started: no connection needed
+    gw.products = {"BTCUSD": BTC}  # (what start() resolves from the venue)
+    ctx = zmq.asyncio.Context()
+    try:
+        gw.pub, gw.sup = ctx.socket(zmq.PUB), ctx.socket(zmq.PUSH)  # (what start() is handed)
+        gw.pub.bind("tcp://127.0.0.1:*")
+        gw.sup.bind("tcp://127.0.0.1:*")
+        ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+        [ev] = parse_frame({"type": "orders", "action": "delete", "reason": None, "symbol": "BTCUSD",
+                            "product_id": BTC.product_id, "order_id": 12, "client_order_id": ours, "side": "buy",
+                            "order_type": "limit_order", "limit_price": "600", "size": 2, "unfilled_size": unfilled,
+                            "state": state, "seq_no": 3, "timestamp": 1_800_000_000_000_000}, 1_800_000_000_000_001)
+        assert isinstance(ev, OrderUpdate)
+        assert not gw.fill_wakeup.is_set()
+        await gw.on_ws_event(ev)
+        assert gw.fill_wakeup.is_set() is wakes
+    finally:
+        ctx.destroy(linger=0)
+
+
+async def test_our_order_the_socket_reports_in_an_undocumented_state_is_read_back_soon(
+        tmp_path: Path, venue: PaperVenue) -> None:
+    """The socket deletes our resting order in a word Delta does not document: read as closed
+    (the safe guess), and read back by id within a second, the bot is told the venue's own word
+    (here: it still rests), not after its regular re-read (15 s; 900 s at 1,000 symbols). One
+    lookup (3 units of the rate budget); a repeated odd word for the same order asks no second."""
+    ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+    below = (venue.engine.last_price(BTC.product_id) or Decimal(1)) * Decimal("0.8")
+    placed = venue.engine.place_order(OrderRequest(product_id=BTC.product_id, side="buy", size=2,
+                                                   order_type="limit_order", limit_price=Decimal(int(below)),
+                                                   client_order_id=ours))
+    gw = gateway_on(tmp_path, venue)
+    async with running(gw, watch=["BTCUSD"]) as run:
+        odd = {"type": "orders", "action": "delete", "reason": None, "symbol": "BTCUSD",
+               "product_id": BTC.product_id, "order_id": placed.id, "client_order_id": ours, "side": "buy",
+               "order_type": "limit_order", "limit_price": str(int(below)), "size": 2, "unfilled_size": 0,
+               "state": "expired", "seq_no": 3, "timestamp": 1_800_000_000_000_000}
+        await asyncio.sleep(0.3)  # (the subscriber joins the gateway's PUB)
+        for _ in range(2):
+            [ev] = parse_frame(odd, 1_800_000_000_000_001)
+            assert isinstance(ev, OrderUpdate)
+            await gw.on_ws_event(ev)
+        guesses = [await run.published(), await run.published()]
+        assert [(e.order.order_id, e.order.state) for e in guesses if isinstance(e, OrderEvent)] == [
+            (placed.id, "closed")] * 2
+        before = gw.rest.units_spent.get("order lookup", 0)
+        task = asyncio.create_task(gw.reread_loop())
+        try:
+            got = await run.published(timeout_ms=2000)
+            assert await run.published(timeout_ms=1500) is None  # one read back for both words
+        finally:
+            task.cancel()
+    assert isinstance(got, OrderEvent) and (got.order.order_id, got.order.client_order_id) == (placed.id, ours)
+    assert got.order.state == "open" and got.order.unfilled_size == 2  # the venue's word: it rests
+    assert gw.rest.units_spent["order lookup"] - before == 3
+
+
+async def test_an_undocumented_answer_is_logged_as_a_book_in_doubt_not_as_a_rejection(
+        tmp_path: Path, venue: PaperVenue, worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway's `undocumented_answer` line rides with an intent's errors (the bot reads its book
+    back), but the venue refused nothing: neither the gateway nor the worker logs it as "order
+    rejected" (it read as a refused order in the logs an operator reads)."""
+    runner, proxy_url, session = await proxy_to(venue)
+    via_proxy = SimpleNamespace(rest_url=proxy_url, ws_url=venue.ws_url, api_key=venue.api_key,
+                                api_secret=venue.api_secret)
+    gw = gateway_on(tmp_path, via_proxy)  # type: ignore[arg-type]  # only the venue's addresses are read
+    try:
+        async with running(gw):
+            worker.on_account(await gw.account(AccountRequest(symbol="BTCUSD", include_fills=True, sent_ns=0)),
+                              full=True)
+            worker.market_ts = venue.market_us / 1e6
+            intents = worker.make_intents(reply(float(venue.engine.last_price(BTC.product_id) or 0)))
+            assert intents is not None and intents.place
+            caplog.clear()
+            res = await gw.execute(intents)
+            worker.on_intent_result(res, time.perf_counter_ns())
+    finally:
+        await session.close()
+        await runner.cleanup()
+    assert [e.split(": ")[1] for e in res.errors] == ["undocumented_answer"] and res.venue_state_uncertain
+    assert worker.needs_resync  # still read back
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "order rejected" in m], said
+    assert [m for m in said if "book in doubt, reading it back" in m and "undocumented_answer" in m], said

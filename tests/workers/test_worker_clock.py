@@ -17,7 +17,7 @@ from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
 from workers.runtime import ChildSpec
-from workers.worker import Worker
+from workers.worker import FILLS_AWAITED_MAX_S, Worker
 
 MARKET_TS = 1_800_000_000.0  # a replayed market runs far from the wall clock
 
@@ -94,3 +94,87 @@ def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spe
     # the take-profit of the filled level, and no second entry at it
     assert any(t is not None and t.purpose == "take_profit" and t.level == filled.level for t in tags), tags
     assert not any(t is not None and t.purpose == "entry" and t.level == filled.level for t in tags), tags
+
+
+@pytest.mark.parametrize("venue_says", ["cancelled", "open"])
+def test_a_read_back_that_says_our_order_did_not_fill_ends_the_wait_for_its_fills(spec: ChildSpec,
+                                                                                 venue_says: str) -> None:
+    """The socket deleted our entry in an undocumented word: read as closed filled (the safe guess),
+    the bot waits for fills before it plans. The gateway's read back says the venue cancelled it
+    unfilled, or that it still rests: the wait ends and the bot plans at once, not at its next
+    regular re-read (15 s; 900 s at 1,000 symbols)."""
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
+                                 equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    w.last_signal = REPLY
+    first = w.make_intents(REPLY)
+    assert first is not None
+    placed_all(w, first.place)
+    entry = first.place[0]
+
+    def said(state: str, unfilled: int) -> OrderEvent:
+        return OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+            symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
+            size=entry.size, unfilled_size=unfilled, client_order_id=entry.client_order_id, state=state))  # type: ignore[arg-type]
+    w.on_order_event(said("closed", 0))  # the tolerant reading of the socket's odd word
+    w.market_ts = MARKET_TS + 60.0
+    assert w.make_intents(REPLY) is None and w.plan_again  # waits for fills
+    w.on_order_event(said(venue_says, entry.size))  # the read back: nothing filled
+    assert w.bot is not None and not w.bot.awaiting_fills
+    if venue_says == "open":  # it rests again in the bot's book: its level is taken, not placed anew
+        assert 100 in w.bot.open_orders
+        return
+    again = w.plan_again_now()
+    assert again is not None and not w.plan_again
+    filled = coid.parse(entry.client_order_id)
+    assert filled is not None  # the level is free again: its entry is placed anew
+    assert any((t := coid.parse(p.client_order_id)) is not None and (t.purpose, t.level) == ("entry", filled.level)
+               for p in again.place), again.place
+
+
+def test_a_regular_re_read_waits_for_fills_on_their_way(spec: ChildSpec) -> None:
+    """Our order closed filled and its fill is not read yet: the venue's position holds it, the
+    bot's not. A re-read then saw a difference, stopped the bot's orders and asked for a full
+    reconciliation (19 units) for a fill already on its way, and the reconciliation moved the
+    client order ids one generation on (the parity e2e's `...Be01-6` against `...Be01-5`). Now the
+    regular re-read waits for the fill, and one that comes meanwhile does not judge the position
+    and keeps the fill awaited (the level must not look free); both at most FILLS_AWAITED_MAX_S,
+    after which a difference is doubted as before (a lost fill is still found)."""
+    def reconciled() -> tuple[Worker, int]:
+        w = Worker(spec)
+        w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
+                                     available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
+        w.market_ts = MARKET_TS
+        first = w.make_intents(REPLY)
+        assert first is not None
+        placed_all(w, first.place)
+        entry = first.place[0]
+        w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+            symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
+            size=entry.size, unfilled_size=0, client_order_id=entry.client_order_id, state="closed")))
+        assert w.bot is not None and w.bot.awaiting_fills
+        w.resync_asked_at_seq = w.intent_seq
+        return w, entry.size if entry.side == "buy" else -entry.size
+
+    def read_back(w: Worker, venue_position: int) -> None:
+        w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], equity=10_000.0,
+                                     available_balance=10_000.0, venue_position=venue_position), full=False)
+
+    w, filled = reconciled()
+    read_back(w, filled)  # the venue's position holds the fill on its way
+    assert not w.position_check.doubtful and not w.needs_full_reconcile
+    assert w.bot is not None and w.bot.awaiting_fills and w.make_intents(REPLY) is None  # still waits for it
+    # The fill never comes: after FILLS_AWAITED_MAX_S a re-read gives it up and doubts the difference.
+    w, filled = reconciled()
+    w.fills_awaited_since = 0.0  # (awaited since long ago)
+    read_back(w, filled)
+    assert w.position_check.doubtful and w.needs_full_reconcile
+    assert w.bot is not None and not w.bot.awaiting_fills
+    # The ask: the regular re-read waits while the fill is on its way, not longer than FILLS_AWAITED_MAX_S.
+    w, _ = reconciled()
+    assert w.fills_on_their_way(100.0) and w.fills_on_their_way(100.0 + FILLS_AWAITED_MAX_S - 0.1)
+    assert not w.fills_on_their_way(100.0 + FILLS_AWAITED_MAX_S)
+    assert w.bot is not None
+    w.bot.awaiting_fills.clear()  # (the fill landed)
+    assert not w.fills_on_their_way(200.0) and w.fills_awaited_since is None
