@@ -338,7 +338,7 @@ TRAIN = "train"  # one user attr per trial: every write is a storage transaction
 
 
 def train_result(t: FrozenTrial) -> dict[str, Any]:
-    """What the train backtest of a trial reported: figures, days, bars, elapsed_s, halted."""
+    """What the train backtest of a trial reported: figures, days, bars, elapsed_s, cpu_s, halted."""
     return dict(t.user_attrs.get(TRAIN) or {})
 
 
@@ -360,7 +360,7 @@ def _record(study: optuna.Study, trial: FrozenTrial, outcome: TrialOutcome) -> N
     failed it as stale (see run_trials)."""
     study._storage.set_trial_user_attr(trial._trial_id, TRAIN, {
         "figures": outcome.figures, "days": outcome.days, "bars": outcome.bars,
-        "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
+        "elapsed_s": round(outcome.elapsed_s, 4), "cpu_s": round(outcome.cpu_s, 4), "halted": outcome.halted})
     if outcome.score is None:
         study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, outcome.error)
         finish_trial(study, trial, TrialState.FAIL)
