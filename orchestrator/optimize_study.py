@@ -495,26 +495,34 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
             group: list[tuple[FrozenTrial, dict[str, Any]]] = []
             configs: list[Config] = []
             size = trials_per_task(trial_seconds, to_start(), slots)
-            while len(group) < size and to_start() > len(group):
-                trial = study.ask()
-                heartbeats.add(trial._trial_id)
-                params = suggest(trial, dims)
-                try:
-                    cfg = trial_config(base, params)
-                except ConfigError as exc:
-                    trial.set_user_attr(FAIL_REASON, f"config refused: {exc}")
-                    study.tell(trial, state=TrialState.FAIL)
-                    heartbeats.discard(trial._trial_id)
-                    finished()
+            try:
+                while len(group) < size and to_start() > len(group):
+                    trial = study.ask()
+                    heartbeats.add(trial._trial_id)
+                    params = suggest(trial, dims)
+                    try:
+                        cfg = trial_config(base, params)
+                    except ConfigError as exc:
+                        trial.set_user_attr(FAIL_REASON, f"config refused: {exc}")
+                        study.tell(trial, state=TrialState.FAIL)
+                        heartbeats.discard(trial._trial_id)
+                        finished()
+                        continue
+                    if isinstance(study._storage, DriverStorage):
+                        study._storage.flush(trial._trial_id)  # the values drawn, in one transaction
+                    group.append((trial._cached_frozen_trial, params))
+                    configs.append(cfg)
+                if not group:
                     continue
-                if isinstance(study._storage, DriverStorage):
-                    study._storage.flush(trial._trial_id)  # the values drawn, in one transaction
-                group.append((trial._cached_frozen_trial, params))
-                configs.append(cfg)
-            if not group:
-                continue
-            fut = client.submit(evaluate_batch, configs, market, window, objective, warmup_bars, pure=False,
-                                key=f"trial-{study.study_name}-{group[0][0].number}-{identity}")
+                fut = client.submit(evaluate_batch, configs, market, window, objective, warmup_bars, pure=False,
+                                    key=f"trial-{study.study_name}-{group[0][0].number}-{identity}")
+            except BaseException:
+                # the task's trials drawn so far were never sent: queued again now, not left
+                # running until their heartbeats go stale
+                for frozen, params in group:
+                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                        interrupt_trial(study, frozen.number, params, "the optimize command stopped")
+                raise
             pending[fut] = group
             in_flight += len(group)
 
