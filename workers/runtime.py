@@ -211,9 +211,91 @@ class LoopLagMonitor:
         if lag > self._max_ms:
             self._max_ms = lag
 
+    def note(self, lag_ms: float) -> None:
+        """A lateness seen elsewhere (a tick read this long after its publish, a timer's oversleep)."""
+        if lag_ms > self._max_ms:
+            self._max_ms = lag_ms
+
     def take_max_ms(self) -> float:
         v, self._max_ms = self._max_ms, 0.0
         return max(v, 0.0)
+
+
+class DutyOnWake:
+    """A periodic duty (a worker's housekeeping and heartbeat) done in a wake-up the process has
+    anyway, instead of on a timer of its own: every wake-up of a worker costs ~100-200 us of CPU
+    on this VM (a cold cache, its ZeroMQ I/O thread), far more than the duty's own work. The
+    caller asks `due()` when it wakes for something else (a tick) and runs the duty, which starts
+    with `begin()`. A fallback timer fires `grace_s` past due when nothing woke the process (a
+    quiet market); each `begin()` pushes it back, so while ticks come it never fires.
+
+    Loop lag without a timer of its own: when the fallback timer fires, its oversleep (as a sleep
+    probe measures: waiting behind other callbacks and for a core); when the duty rides on a
+    wake-up, how long a callback queued by `begin()` waits behind the rest of the loop's work.
+    The latter cannot see the process waiting for a core (it was already running); a tick's wait
+    for one is its gateway hop (tick_hops)."""
+
+    def __init__(self, period_s: float, grace_s: float, lag: LoopLagMonitor) -> None:
+        self.period_s = period_s
+        self.grace_s = grace_s
+        self._lag = lag
+        self._loop = asyncio.get_running_loop()
+        self._due = time.monotonic() + period_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._fired: asyncio.Future[None] | None = None
+        self._fired_unseen = False  # fired while nobody waited (the duty itself was running)
+        self.on_timer = 0  # duties the fallback timer ran (the rest rode on other wake-ups)
+        self.on_wake = 0
+        self._arm(period_s + grace_s)
+
+    def due(self, now: float) -> bool:
+        return now >= self._due
+
+    def begin(self, now: float, *, on_timer: bool = False) -> None:
+        """The duty runs now: next due one period on, fallback timer moved past that."""
+        self._due = now + self.period_s
+        self._fired_unseen = False
+        if on_timer:
+            self.on_timer += 1
+        else:
+            self.on_wake += 1
+            queued = time.perf_counter()
+            self._loop.call_soon(self._note_since, queued)
+        self._arm(self.period_s + self.grace_s)
+
+    def _note_since(self, queued: float) -> None:
+        self._lag.note((time.perf_counter() - queued) * 1000.0)
+
+    def _arm(self, delay_s: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = time.perf_counter() + delay_s
+        self._timer = self._loop.call_later(delay_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._lag.note((time.perf_counter() - self._timer_at) * 1000.0)
+        if self._fired is not None and not self._fired.done():
+            self._fired.set_result(None)
+        else:
+            self._fired_unseen = True
+
+    async def wait_timer(self) -> None:
+        """Until the fallback timer fires (then the caller runs the duty with on_timer=True)."""
+        if self._fired_unseen:
+            self._fired_unseen = False
+            return
+        self._fired = self._loop.create_future()
+        try:
+            await self._fired
+        finally:
+            self._fired = None
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

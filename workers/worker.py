@@ -42,6 +42,7 @@ from shared.messages import (
     topic,
 )
 from shared.ring import BarRing
+from shared.supervision import worker_heartbeat
 from shared.symbol_settings import symbol_settings
 from shared.trading import book_view
 from shared.trading import flatten as flat
@@ -52,6 +53,7 @@ from shared.trading.sizing import grid_sizing_balance
 
 from .runtime import (
     ChildSpec,
+    DutyOnWake,
     LoopLagMonitor,
     LoopSocket,
     heartbeat_socket,
@@ -541,8 +543,9 @@ async def run(spec: ChildSpec) -> None:
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    # No timer of its own: the housekeeping loop's sleep is the probe (one wake-up a second, not five).
+    # No timer of its own: the housekeeping pass is the probe (DutyOnWake).
     lag = LoopLagMonitor()
+    beat_s, beat_grace_s = worker_heartbeat(cfg.supervision)
 
     # History first, so the very first tick already has a full window behind it. Heartbeats run
     # meanwhile: with hundreds of symbols starting, the gateway serves history inside the
@@ -550,7 +553,7 @@ async def run(spec: ChildSpec) -> None:
     async def early_heartbeats() -> None:
         while True:
             send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
-            await lag.sleep(cfg.supervision.heartbeat_interval_s)
+            await lag.sleep(beat_s)
 
     beating = asyncio.create_task(early_heartbeats())
     worker.state = "loading history"
@@ -647,6 +650,8 @@ async def run(spec: ChildSpec) -> None:
                 worker.on_order_event(msg)
             elif msg is not None:
                 codec.malformed += 1
+            if duty.due(time.monotonic()):
+                await housekeeping()
 
     settle_s = cfg.testing.worker_settle_ms / 1000.0
 
@@ -664,6 +669,8 @@ async def run(spec: ChildSpec) -> None:
                     await send_intents(msg)
             elif msg is not None:
                 codec.malformed += 1
+            if duty.due(time.monotonic()):
+                await housekeeping()
 
     async def control_loop() -> None:
         while True:
@@ -697,43 +704,54 @@ async def run(spec: ChildSpec) -> None:
             if msg.command != "halt":
                 log.info("%s: control %s", worker.symbol, msg.command)
 
+    # Housekeeping and the heartbeat ride on a tick's wake-up when one comes (DutyOnWake): a timer
+    # of their own was a wake-up a second, a quarter of a worker's at 2 ticks/s.
+    duty = DutyOnWake(beat_s, beat_grace_s, lag)
+    leak_mb = cfg.testing.leak_mb_per_s if cfg.testing.leak_symbol in ("", worker.symbol) else 0.0
+    resync_s = max(RESYNC_INTERVAL_S, RESYNC_S_PER_SYMBOL * len(cfg.run.symbols))
+    next_resync = time.monotonic() + resync_s
+    last_pass = time.monotonic()
+
+    async def housekeeping(on_timer: bool = False) -> None:
+        nonlocal reconcile_full, next_resync, last_pass
+        now = time.monotonic()
+        duty.begin(now, on_timer=on_timer)  # first: a tick read while this pass awaits finds it not due
+        if not supervisor_alive(spec.supervisor_pid):
+            log.warning("supervisor gone; exiting")
+            stop.set()
+            return
+        worker.check_timeout()
+        await send_request()
+        if worker.trades:
+            worker.check_intent_timeout()
+            if worker.needs_full_reconcile:
+                reconcile_full, worker.needs_full_reconcile = True, False
+            if reconcile_full or worker.needs_resync or now >= next_resync:
+                # Until the first reconciliation succeeds the bot does not trade; after it,
+                # orders and balance are re-read regularly (the socket may have missed events).
+                waiting = worker.account_asked_at and now - worker.account_asked_at < ACCOUNT_RETRY_S
+                if not waiting and (reconcile_full or worker.intent_in_flight is None):
+                    await ask_account(reconcile_full)
+                    next_resync = now + resync_s
+            elif (worker.cancel_requested or worker.flattening()) and worker.last_signal is not None:
+                await send_intents(worker.last_signal)
+            if worker.flatten_needs_venue_read():
+                worker.needs_resync = True  # read back at the next pass: the venue confirms flat
+        if leak_mb > 0:
+            worker.leak(leak_mb * (now - last_pass))
+        last_pass = now
+        send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
+
     async def housekeeping_loop() -> None:
-        nonlocal reconcile_full
-        interval = cfg.supervision.heartbeat_interval_s
-        leak_mb = cfg.testing.leak_mb_per_s if cfg.testing.leak_symbol in ("", worker.symbol) else 0.0
-        resync_s = max(RESYNC_INTERVAL_S, RESYNC_S_PER_SYMBOL * len(cfg.run.symbols))
-        next_resync = time.monotonic() + resync_s
+        await housekeeping(on_timer=True)  # at once: the early heartbeats have just stopped
         while True:
-            if not supervisor_alive(spec.supervisor_pid):
-                log.warning("supervisor gone; exiting")
-                stop.set()
-                return
-            worker.check_timeout()
-            await send_request()
-            if worker.trades:
-                worker.check_intent_timeout()
-                now = time.monotonic()
-                if worker.needs_full_reconcile:
-                    reconcile_full, worker.needs_full_reconcile = True, False
-                if reconcile_full or worker.needs_resync or now >= next_resync:
-                    # Until the first reconciliation succeeds the bot does not trade; after it,
-                    # orders and balance are re-read regularly (the socket may have missed events).
-                    waiting = worker.account_asked_at and now - worker.account_asked_at < ACCOUNT_RETRY_S
-                    if not waiting and (reconcile_full or worker.intent_in_flight is None):
-                        await ask_account(reconcile_full)
-                        next_resync = now + resync_s
-                elif (worker.cancel_requested or worker.flattening()) and worker.last_signal is not None:
-                    await send_intents(worker.last_signal)
-                if worker.flatten_needs_venue_read():
-                    worker.needs_resync = True  # read back at the next pass: the venue confirms flat
-            if leak_mb > 0:
-                worker.leak(leak_mb * interval)
-            send_heartbeat(hb, codec, spec, worker.figures(lag.take_max_ms()))
-            await lag.sleep(interval)
+            await duty.wait_timer()
+            await housekeeping(on_timer=True)
 
     try:
         await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop], stop)
     finally:
+        duty.close()
         for s in (gw, sub, pool, ctl):
             s.close()
         ctx.destroy(linger=0)

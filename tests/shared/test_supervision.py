@@ -8,6 +8,7 @@ from shared.supervision import (
     RestartPolicy,
     budget_breaches,
     uss_due,
+    worker_heartbeat,
 )
 
 
@@ -103,3 +104,17 @@ def test_uss_is_read_where_it_may_have_moved_or_may_breach_and_else_only_when_ol
     assert due(54.0, at_read=54.0) and not due(53.9, at_read=53.9)  # within 10% of the budget: every pass
     assert not due(500.0, at_read=500.0, budget=0.0)  # no budget: steady RSS is not re-read
     assert due(40.0, now=100.0 + USS_MAX_AGE_S)  # the status figure is refreshed at last
+
+
+def test_a_worker_beats_every_two_seconds_at_most_three_apart_under_the_default_timeout() -> None:
+    assert worker_heartbeat(SupervisionConfig()) == (2.0, 1.0)  # heartbeat_interval_s 1, timeout 5
+
+
+def test_a_worker_beats_often_enough_for_a_tight_timeout_and_never_faster_than_the_interval() -> None:
+    for interval, timeout in ((1.0, 2.0), (0.1, 0.5), (1.0, 1.5), (0.5, 5.0), (3.0, 60.0), (10.0, 11.0)):
+        period, grace = worker_heartbeat(SupervisionConfig(heartbeat_interval_s=interval, heartbeat_timeout_s=timeout))
+        assert period >= interval and grace >= 0.0
+        # the longest gap between beats before loop lag leaves the supervisor's timeout a margin
+        assert period + grace <= max(interval, 0.6 * timeout) + 1e-9, (interval, timeout)
+    period, grace = worker_heartbeat(SupervisionConfig(heartbeat_interval_s=1.0, heartbeat_timeout_s=2.0))
+    assert period == 1.0 and math.isclose(grace, 0.2)  # deadman e2e's timeout: as often as before

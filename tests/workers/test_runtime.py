@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import zmq
 import zmq.asyncio
 
-from workers.runtime import send_nowait
+from workers.runtime import DutyOnWake, LoopLagMonitor, send_nowait
 
 
 async def test_send_nowait_reports_a_full_queue_on_an_asyncio_socket() -> None:
@@ -101,3 +104,31 @@ def test_idle_subscribers_cannot_make_the_gateway_hold_much(tmp_path) -> None:
         idle.kill()
         idle.wait()
         ctx.destroy(linger=0)
+
+
+async def test_a_duty_rides_on_wake_ups_and_its_own_timer_fires_only_when_none_come() -> None:
+    lag = LoopLagMonitor()
+    duty = DutyOnWake(period_s=0.3, grace_s=0.3, lag=lag)
+
+    async def fallback() -> None:  # as the worker's housekeeping loop
+        while True:
+            await duty.wait_timer()
+            duty.begin(time.monotonic(), on_timer=True)
+
+    task = asyncio.create_task(fallback())
+    try:
+        # Wake-ups every 30 ms for 1.5 s (ticks): the duty runs in them, its timer never fires.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            await asyncio.sleep(0.03)
+            now = time.monotonic()
+            if duty.due(now):
+                duty.begin(now)
+        assert duty.on_timer == 0 and 3 <= duty.on_wake <= 5
+        assert not duty.due(time.monotonic())
+        # No wake-ups (a quiet market): the timer runs it, grace past due.
+        await asyncio.sleep(1.4)
+        assert duty.on_timer == 2  # at ~0.6 s and ~1.2 s
+    finally:
+        task.cancel()
+        duty.close()
