@@ -190,6 +190,7 @@ def run(spec: ChildSpec) -> None:
     router_fd = int(router.getsockopt(zmq.FD))
     ep.register(router_fd, select.EPOLLIN)
     ep.register(wake_r, select.EPOLLIN)
+    listening = links is not None
     if links is not None:
         ep.register(links.sock.fileno(), select.EPOLLIN)
     next_save = time.monotonic() + RL_SAVE_INTERVAL_S
@@ -211,8 +212,12 @@ def run(spec: ChildSpec) -> None:
             if links is None:
                 continue
             if fd == links.sock.fileno():
+                refused = links.refused
                 for conn in links.accept():
                     ep.register(conn.fileno(), select.EPOLLIN)
+                if links.refused > refused:  # out of descriptors: stop listening until the next heartbeat
+                    ep.unregister(fd)
+                    listening = False
                 continue
             link = links.links.get(fd)
             if link is None:
@@ -247,6 +252,9 @@ def run(spec: ChildSpec) -> None:
                     links.send(to, payload)
         now = time.perf_counter_ns()
         if now >= next_hb:
+            if links is not None and not listening:
+                ep.register(links.sock.fileno(), select.EPOLLIN)
+                listening = True
             if not supervisor_alive(spec.supervisor_pid):
                 log.warning("supervisor gone; exiting")
                 break

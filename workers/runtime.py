@@ -10,6 +10,7 @@ import ctypes
 import logging
 import logging.handlers
 import os
+import resource
 import select
 import signal
 import socket
@@ -568,12 +569,19 @@ class PacketLink:
         self._disconnect()
 
 
+FD_RESERVE = 64  # descriptors a pool member keeps for everything but links (ZeroMQ, logs, /proc)
+
+
 class PacketListener:
     """A pool member's end of the workers' PacketLinks: a listening SOCK_SEQPACKET socket and one
     accepted connection per worker, all non-blocking, for the member's epoll loop. Bounded: at
-    most `max_links` connections (the symbols of the run); a connection beyond it is closed."""
+    most `max_links` connections (from the run's symbols), and never so many that the process
+    runs out of descriptors (FD_RESERVE kept); a connection beyond it is closed."""
 
     def __init__(self, path: str, max_links: int) -> None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            max_links = min(max_links, max(1, soft - FD_RESERVE))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a dead member's socket file: binding needs the name free
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -582,6 +590,8 @@ class PacketListener:
         self.max_links = max_links
         self.links: dict[int, socket.socket] = {}
         self.unsent = 0  # replies dropped: a worker's connection full or gone (it asks again)
+        self.refused = 0  # accepts that failed for want of a descriptor
+        self.over_bound = 0  # links closed at once: max_links reached
 
     def accept(self) -> list[socket.socket]:
         """Every connection waiting; the caller registers each for reading."""
@@ -591,10 +601,18 @@ class PacketListener:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return out
-            except OSError:  # a worker that went away while queued (ECONNABORTED): the next one
+            except ConnectionAbortedError:  # a worker that went away while queued: the next one
                 continue
+            except OSError as exc:  # out of descriptors (EMFILE...): the rest wait in the backlog
+                self.refused += 1
+                if self.refused == 1:
+                    logging.getLogger("pool").warning("cannot take a worker's signal link: %s", exc)
+                return out
             if len(self.links) >= self.max_links:
                 conn.close()
+                self.over_bound += 1
+                if self.over_bound == 1:
+                    logging.getLogger("pool").warning("more signal links than the bound (%d): closed", self.max_links)
                 continue
             conn.setblocking(False)
             self.links[conn.fileno()] = conn

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 import time
@@ -22,14 +23,20 @@ from shared.messages import MessageCodec, SignalReply, SignalRequest
 from shared.ring import BarRing
 from shared.transport import make_private_dir, packet_path
 from workers import pool as pool_process
-from workers.runtime import ChildSpec, PacketLink
+from workers.runtime import FD_RESERVE, ChildSpec, PacketLink
 
 BARS = 40
+# A member keeps FD_RESERVE descriptors for itself (ZeroMQ, the ring, logs, /proc reads): with
+# this limit it takes 6 links and closes the rest.
+FEW_FDS = FD_RESERVE + 6
 
 
 @pytest.fixture
 def pool_spec(worker_spec: Callable[..., ChildSpec]) -> ChildSpec:
-    w = worker_spec({"market": {"window_bars": 64, "history_bars": 64}})  # the fixture's ring holds 64
+    # the fixture's ring holds 64 bars; 60 symbols: the member's bound on links (2 x 60 + 16) is
+    # more than its descriptors allow under FEW_FDS
+    w = worker_spec({"market": {"window_bars": 64, "history_bars": 64},
+                     "run": {"symbols": ["ETHUSD", *(f"SYN_{k:04d}" for k in range(1, 60))], "bot_id": "g1"}})
     make_private_dir(Path(w.endpoints.sock_dir))
     ring = BarRing.attach(w.ring_name)
     try:
@@ -43,10 +50,17 @@ def pool_spec(worker_spec: Callable[..., ChildSpec]) -> ChildSpec:
                      endpoints=w.endpoints, supervisor_pid=os.getpid(), pool_index=0)
 
 
-def _start(spec: ChildSpec) -> BaseProcess:
-    proc = multiprocessing.get_context("spawn").Process(target=pool_process.main, args=(spec,), daemon=True)
+def _start(spec: ChildSpec, max_fds: int = 0) -> BaseProcess:
+    target = _main_with_few_fds if max_fds else pool_process.main
+    args = (spec, max_fds) if max_fds else (spec,)
+    proc = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
     proc.start()
     return proc
+
+
+def _main_with_few_fds(spec: ChildSpec, max_fds: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    pool_process.main(spec)
 
 
 def _request(seq: int) -> SignalRequest:
@@ -98,3 +112,40 @@ async def test_a_link_is_answered_survives_junk_and_reaches_a_restarted_member(p
             if p.is_alive():
                 p.kill()
                 p.join(10)
+
+
+async def test_a_member_short_of_descriptors_keeps_answering_its_links_without_spinning(pool_spec: ChildSpec) -> None:
+    path = packet_path(pool_spec.endpoints.pools[0])
+    assert path is not None
+    codec = MessageCodec("test")
+    link = PacketLink(path)
+    proc = _start(pool_spec, max_fds=FEW_FDS)
+    extra: list[socket.socket] = []
+    try:
+        assert (await _ask(link, codec, 1)).seq == 1
+        for _ in range(60):  # more links than the member has descriptors for: closed, never taken
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect(path)
+            extra.append(s)
+        await asyncio.sleep(0.5)
+        assert proc.pid is not None
+        cpu0 = _cpu_s(proc.pid)
+        t0 = time.monotonic()
+        for seq in range(2, 12):
+            assert (await _ask(link, codec, seq, within_s=10.0)).seq == seq
+            await asyncio.sleep(0.2)
+        # a member spinning on a listener it cannot accept from would use the whole wall time
+        assert _cpu_s(proc.pid) - cpu0 < 0.5 * (time.monotonic() - t0)
+        assert proc.is_alive()
+    finally:
+        for s in extra:
+            s.close()
+        link.close()
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
