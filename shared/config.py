@@ -159,7 +159,8 @@ class MarketConfig(_Section):
 
 
 class SupervisionConfig(_Section):
-    # every process waits this long between heartbeats: 0 would make them all spin
+    # every process waits this long between heartbeats: 0 would make them all spin (workers at
+    # least this long: every 2 s where heartbeat_timeout_s allows, shared/supervision.worker_heartbeat)
     heartbeat_interval_s: Annotated[float, _between(0.05, 60)] = 1.0
     heartbeat_timeout_s: Annotated[float, _between(0.1, 3600)] = 5.0
     backoff_initial_s: Annotated[float, _between(0.01, 3600)] = 1.0
