@@ -76,6 +76,15 @@ def make_endpoints(run_dir: Path, pool_size: int) -> Endpoints:
     )
 
 
+def packet_path(url: str) -> str | None:
+    """Where a pool member's signal link listens beside its ipc:// endpoint: a Unix SOCK_SEQPACKET
+    socket (workers/runtime.PacketLink), which skips ZeroMQ's I/O thread on both sides. None for
+    an endpoint that is not ipc:// (tcp:// across boxes): the ZeroMQ socket serves it."""
+    if not url.startswith("ipc://"):
+        return None
+    return url[len("ipc://"):] + ".sp"
+
+
 def ipc_paths(ep: Endpoints) -> list[Path]:
     urls = [ep.market_data, ep.gateway, ep.supervisor, ep.control, *ep.pools]
     return [Path(u[len("ipc://"):]) for u in urls if u.startswith("ipc://")]

@@ -51,12 +51,14 @@ from shared.trading import halt as halt_rule
 from shared.trading.bot import TradingBot
 from shared.trading.position_check import PositionCheck, check_position
 from shared.trading.sizing import grid_sizing_balance
+from shared.transport import packet_path
 
 from .runtime import (
     ChildSpec,
     DutyOnWake,
     LoopLagMonitor,
     LoopSocket,
+    PacketLink,
     heartbeat_socket,
     install_stop_signals,
     run_event_loop,
@@ -241,6 +243,14 @@ class Worker:
             self.first_signal_mono_ns = recv_ns
             self.state = "running"
             log.info("%s: first signal %s (%.2f)", self.symbol, reply.direction, reply.confidence)
+
+    def request_not_sent(self) -> None:
+        """The request just made never left: its ticks are pending again, asked for at the next
+        tick or housekeeping pass, timed from the same tick."""
+        if self.in_flight is not None:
+            if not self.pending_tick_ns:
+                self.pending_tick_ns, self.pending_published_ns = self.in_flight[1], self.in_flight_hops[0]
+            self.in_flight = None
 
     def check_timeout(self) -> None:
         if self.in_flight and time.monotonic() - self.in_flight[2] > SIGNAL_TIMEOUT_S:
@@ -544,16 +554,24 @@ async def run(spec: ChildSpec) -> None:
     sub_sock.setsockopt(zmq.RCVHWM, 10_000)
     sub_sock.connect(spec.endpoints.market_data)
     sub_sock.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
-    pool_sock = ctx.socket(zmq.DEALER)
-    pool_sock.setsockopt(zmq.LINGER, 0)
-    pool_sock.connect(spec.endpoints.pools[spec.endpoints.pool_for(worker.symbol)])
+    pool_url = spec.endpoints.pools[spec.endpoints.pool_for(worker.symbol)]
     ctl_sock = ctx.socket(zmq.SUB)
     ctl_sock.setsockopt(zmq.LINGER, 0)
     ctl_sock.connect(spec.endpoints.control)
     ctl_sock.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
     ctl_sock.setsockopt(zmq.SUBSCRIBE, ALL_TOPIC)
     hb = heartbeat_socket(ctx, spec)
-    gw, sub, pool, ctl = (LoopSocket(x) for x in (gw_sock, sub_sock, pool_sock, ctl_sock))
+    gw, sub, ctl = (LoopSocket(x) for x in (gw_sock, sub_sock, ctl_sock))
+    # Signal requests over a Unix SOCK_SEQPACKET link where the pool member is on this box (no
+    # ZeroMQ I/O thread on either side: two wake-ups fewer per request here), else a DEALER.
+    pool: PacketLink | LoopSocket
+    if (link_path := packet_path(pool_url)) is not None:
+        pool = PacketLink(link_path)
+    else:
+        pool_sock = ctx.socket(zmq.DEALER)
+        pool_sock.setsockopt(zmq.LINGER, 0)
+        pool_sock.connect(pool_url)
+        pool = LoopSocket(pool_sock)
 
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -641,7 +659,12 @@ async def run(spec: ChildSpec) -> None:
 
     async def send_request() -> None:
         req = worker.make_request()
-        if req is not None:
+        if req is None:
+            return
+        if isinstance(pool, PacketLink):
+            if not pool.send_nowait(codec.encode(req)):
+                worker.request_not_sent()  # the pool member is not listening (yet): the next tick asks
+        else:
             await pool.send(codec.encode(req))
 
     async def market_loop() -> None:

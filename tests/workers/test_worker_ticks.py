@@ -80,3 +80,14 @@ def test_ticks_folded_behind_a_request_or_a_lost_reply_are_asked_for_and_timed_f
     assert h.ticks == 2 and worker.latency.lifetime.total == 2  # both asks timed, the stale reply not
     assert h.gateway_us == pytest.approx((1_400_000 - 1_000_000 + 2_300_000 - 2_000_000) / 1000.0)
     assert worker.ticks == 4 and worker.ticks_dropped == 0
+
+
+def test_a_request_the_link_could_not_send_is_asked_again_from_the_same_tick(worker: Worker) -> None:
+    published = Tick(symbol="ETHUSD", epoch=1, seq=1, price=2000.0, size=1.0, exch_ts_us=T0_US, sent_ns=5)
+    assert worker.on_tick(published, recv_ns=10)
+    req = worker.make_request()
+    assert req is not None and worker.make_request() is None  # in flight
+    worker.request_not_sent()  # the pool member was not listening (PacketLink.send_nowait: False)
+    again = worker.make_request()  # at once, not after SIGNAL_TIMEOUT_S
+    assert again is not None and again.seq == req.seq + 1 and again.tick_recv_ns == 10
+    assert worker.in_flight_hops[0] == 5  # still timed from the tick's publish
