@@ -135,6 +135,9 @@ class Worker:
         self.hops = HopMeter()
         self._leak: list[bytearray] = []
         self.late_streak = 0
+        # Set by the first tick applied after a history load: before it, late ticks are the backlog
+        # queued while the worker waited for its history (older than it), not a clock that went back.
+        self.caught_up = False
         # trading
         self.trades = spec.config.market.through_venue
         self.bot: TradingBot | None = None
@@ -197,14 +200,15 @@ class Worker:
             if last is not None and (u.high, u.low, u.close) == last[2:5]:
                 # A trade at the last price inside the bar's range moves only its volume, which no
                 # strategy reads: no signal request (one message pair and a pool pass saved).
-                self.late_streak = 0
+                self.late_streak, self.caught_up = 0, True
                 self.ticks_unchanged += 1
                 return False
         else:
             self.ticks_late += 1
-            self.late_streak += 1
+            self.late_streak += self.caught_up
             return False
         self.late_streak = 0
+        self.caught_up = True
         if self.pending_tick_ns == 0:
             self.pending_tick_ns = recv_ns
             self.pending_published_ns = tick.sent_ns
@@ -271,6 +275,7 @@ class Worker:
         if reply.n and (not np.all(np.isfinite(cols[4])) or np.any(cols[4] <= 0)):
             raise RuntimeError(f"history for {self.symbol}: NaN or non-positive close")
         self.bars.load(*cols)
+        self.caught_up = False
         if reply.n:
             self.last_price = float(cols[4][-1])
 
