@@ -29,7 +29,7 @@ import zmq.asyncio
 from shared.config import Config
 from shared.messages import GatewayFigures, Heartbeat, MessageCodec, PoolFigures, WorkerFigures
 from shared.trading.checkpoint import FillCheckpoint
-from shared.transport import Endpoints
+from shared.transport import TICK_LINK_HANDOVER, TICK_LINK_HELLO, Endpoints
 
 _T = TypeVar("_T")
 
@@ -549,6 +549,10 @@ class PacketLink:
         if self._inbox and w is not None and not w.done():
             w.set_result(None)
 
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
     def send_nowait(self, data: bytes) -> bool:
         if self._sock is None and not self._connect():
             self.unsent += 1
@@ -587,14 +591,16 @@ class PacketListener:
     most `max_links` connections (from the run's symbols), and never so many that the process
     runs out of descriptors (FD_RESERVE kept); a connection beyond it is closed."""
 
-    def __init__(self, path: str, max_links: int) -> None:
+    def __init__(self, path: str, max_links: int, reserve: int = FD_RESERVE, owner: str = "pool") -> None:
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY:
-            max_links = min(max_links, max(1, soft - FD_RESERVE))
+            max_links = min(max_links, max(1, soft - reserve))
+        self._log = logging.getLogger(owner)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a dead member's socket file: binding needs the name free
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         self.sock.bind(path)
+        self.path = path
         self.sock.listen(min(max(max_links, 16), 4096))
         self.max_links = max_links
         self.links: dict[int, socket.socket] = {}
@@ -615,13 +621,13 @@ class PacketListener:
             except OSError as exc:  # out of descriptors (EMFILE...): the rest wait in the backlog
                 self.refused += 1
                 if self.refused == 1:
-                    logging.getLogger("pool").warning("cannot take a worker's signal link: %s", exc)
+                    self._log.warning("cannot take a worker's link: %s", exc)
                 return out
             if len(self.links) >= self.max_links:
                 conn.close()
                 self.over_bound += 1
                 if self.over_bound == 1:
-                    logging.getLogger("pool").warning("more signal links than the bound (%d): closed", self.max_links)
+                    self._log.warning("more links than the bound (%d): closed", self.max_links)
                 continue
             conn.setblocking(False)
             self.links[conn.fileno()] = conn
@@ -662,3 +668,106 @@ class PacketListener:
             conn.close()
         self.links.clear()
         self.sock.close()
+
+
+GATEWAY_FD_RESERVE = 512  # the gateway's descriptors for all but tick links (REST pool, websockets, ZeroMQ, logs)
+
+
+class TickLinks:
+    """The gateway's end of the workers' tick links (a worker on this box connects one, after its
+    history, and says its symbol's topic): each tick of a linked symbol is written to its link
+    from the loop, with no ZeroMQ I/O thread between the loop and the kernel on either side.
+
+    Bounded and never blocking: the link's socket buffer is the queue; a tick that does not fit
+    (the worker is not reading) is dropped and counted, as the PUB drops at its high-water mark,
+    and the worker counts the gap by seq. A link that fails is forgotten and the symbol's ticks
+    go on the PUB again (the caller's fallback); a worker that restarts links again and replaces
+    its old link. The first packet on a link is the handover (shared/transport.TickHandover)."""
+
+    def __init__(self, path: str, max_links: int, reserve: int = GATEWAY_FD_RESERVE) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.listener = PacketListener(path, max_links, reserve, owner="gateway")
+        self.by_topic: dict[bytes, socket.socket] = {}
+        self._topic_of: dict[int, bytes] = {}
+        self.last_on_pub: dict[bytes, bytes] = {}  # topic -> the last tick frame that went on the PUB
+        self.dropped = 0  # ticks not written: the worker's link full
+        self.linked = 0  # links that said their topic, since start
+        self._listening = True
+        self._loop.add_reader(self.listener.sock.fileno(), self._on_accept)
+
+    def _on_accept(self) -> None:
+        refused = self.listener.refused
+        for conn in self.listener.accept():
+            self._loop.add_reader(conn.fileno(), self._on_readable, conn)
+        if self.listener.refused > refused and self._listening:  # out of descriptors: listen again in 1 s
+            self._loop.remove_reader(self.listener.sock.fileno())
+            self._listening = False
+            self._loop.call_later(1.0, self._listen_again)
+
+    def _listen_again(self) -> None:
+        if not self._listening and self.listener.sock.fileno() >= 0:
+            self._listening = True
+            self._loop.add_reader(self.listener.sock.fileno(), self._on_accept)
+
+    def _on_readable(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(512)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            fd = conn.fileno()
+            if data.startswith(TICK_LINK_HELLO) and fd not in self._topic_of and len(data) > 1:
+                topic_ = data[len(TICK_LINK_HELLO):]
+                self._topic_of[fd] = topic_
+                old = self.by_topic.get(topic_)
+                self.by_topic[topic_] = conn
+                if old is not None:  # the worker restarted: its old link goes
+                    self._forget(old)
+                self.linked += 1
+                try:
+                    conn.send(TICK_LINK_HANDOVER + self.last_on_pub.get(topic_, b""), socket.MSG_NOSIGNAL)
+                except OSError:
+                    self._forget(conn)
+                    return
+                continue
+            self._forget(conn)  # closed, or not our protocol: the worker links again if it is ours
+            return
+
+    def _forget(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        if fd < 0:
+            return
+        self._loop.remove_reader(fd)
+        topic_ = self._topic_of.pop(fd, None)
+        if topic_ is not None and self.by_topic.get(topic_) is conn:
+            del self.by_topic[topic_]
+        self.listener.drop(conn)
+
+    def send(self, topic_: bytes, frame: bytes) -> bool:
+        """Write a tick to its symbol's link: True when the link took it or dropped it (full),
+        False when the symbol has no link (send it on the PUB)."""
+        conn = self.by_topic.get(topic_)
+        if conn is None:
+            return False
+        try:
+            conn.send(frame, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: a slow worker cannot flood the log
+                logging.getLogger("gateway").warning(
+                    "ticks dropped on full tick links (a worker not reading): %d so far", self.dropped)
+            return True
+        except OSError:  # the worker went away: the PUB carries the symbol until it links again
+            self._forget(conn)
+            return False
+        return True
+
+    def close(self) -> None:
+        for conn in list(self.listener.links.values()):
+            self._forget(conn)
+        if self._listening and self.listener.sock.fileno() >= 0:
+            self._loop.remove_reader(self.listener.sock.fileno())
+        self._listening = False
+        self.listener.close()

@@ -51,7 +51,7 @@ from shared.trading import halt as halt_rule
 from shared.trading.bot import TradingBot
 from shared.trading.position_check import PositionCheck, check_position
 from shared.trading.sizing import grid_sizing_balance
-from shared.transport import packet_path
+from shared.transport import TICK_LINK_HANDOVER, TICK_LINK_HELLO, TickHandover, packet_path
 
 from .runtime import (
     ChildSpec,
@@ -78,6 +78,7 @@ RESYNC_S_PER_SYMBOL = 0.9  # ...but slower with many symbols: a resync costs 9 o
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
+TICK_LINK_RETRY_S = 1.0  # a worker without its tick link tries to link again at most this often
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
 # The first minute after a worker's first signal is start-up (hundreds of workers loading history
 # and warming the pool at once queue behind each other): its latencies leave the status window
@@ -578,6 +579,14 @@ async def run(spec: ChildSpec) -> None:
         pool_sock.connect(pool_url)
         pool = LoopSocket(pool_sock)
 
+    # Ticks on a direct link from the gateway where it is on this box (runtime.TickLinks: no ZeroMQ
+    # I/O thread wakes for them on either side), linked once the history is in: until then, and
+    # whenever the link is down (the gateway restarting), they come on the SUB as before.
+    tick_path = packet_path(spec.endpoints.market_data)
+    tick_link = PacketLink(tick_path) if tick_path is not None else None
+    handover = TickHandover()
+    tick_link_retry_at = 0.0
+
     stop = asyncio.Event()
     install_stop_signals(stop)
     # No timer of its own: the housekeeping pass is the probe (DutyOnWake).
@@ -672,18 +681,36 @@ async def run(spec: ChildSpec) -> None:
         else:
             await pool.send(codec.encode(req))
 
+    async def take_tick(tick: Tick, recv_ns: int) -> None:
+        if worker.on_tick(tick, recv_ns):
+            await send_request()
+        elif worker.late_streak == LATE_TICKS_RELOAD:
+            log.warning("%s: market clock went back (venue restarted?); reloading history", worker.symbol)
+            await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
+                                                      sent_ns=time.perf_counter_ns())))
+
+    def link_ticks(now: float) -> None:
+        nonlocal tick_link_retry_at
+        if tick_link is None or tick_link.connected or now < tick_link_retry_at:
+            return
+        tick_link_retry_at = now + TICK_LINK_RETRY_S
+        tick_link.send_nowait(TICK_LINK_HELLO + topic(worker.symbol))  # (not listening: the SUB carries on)
+
+    async def release_held(now: float) -> None:
+        if handover.holding:
+            for held, held_ns in handover.release((worker.epoch, worker.last_seq), now):
+                await take_tick(held, held_ns)
+
     async def market_loop() -> None:
+        link_ticks(time.monotonic())
         while True:
             _topic, payload = await sub.recv_multipart()
             recv_ns = time.perf_counter_ns()
             msg = codec.decode(payload)
             if isinstance(msg, Tick) and msg.symbol == worker.symbol:
-                if worker.on_tick(msg, recv_ns):
-                    await send_request()
-                elif worker.late_streak == LATE_TICKS_RELOAD:
-                    log.warning("%s: market clock went back (venue restarted?); reloading history", worker.symbol)
-                    await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
-                                                              sent_ns=time.perf_counter_ns())))
+                await take_tick(msg, recv_ns)
+                await release_held(time.monotonic())
+                link_ticks(time.monotonic())
             elif isinstance(msg, FillEvent) and msg.symbol == worker.symbol:
                 worker.on_fill_event(msg)
                 if worker.trades and worker.plan_again and worker.last_signal is not None:
@@ -693,6 +720,26 @@ async def run(spec: ChildSpec) -> None:
             elif msg is not None:
                 codec.malformed += 1
             if duty.due(time.monotonic()):
+                await housekeeping()
+
+    async def tick_loop() -> None:
+        assert tick_link is not None
+        while True:
+            payload = await tick_link.recv()
+            recv_ns = time.perf_counter_ns()
+            now = time.monotonic()
+            if payload.startswith(TICK_LINK_HANDOVER):  # a new link's first packet
+                last = codec.decode(payload[len(TICK_LINK_HANDOVER):]) if len(payload) > 1 else None
+                handover.start(last if isinstance(last, Tick) and last.symbol == worker.symbol else None,
+                               recv_ns, (worker.epoch, worker.last_seq), now)
+                continue
+            msg = codec.decode(payload)
+            if isinstance(msg, Tick) and msg.symbol == worker.symbol:
+                for tick, tick_ns in handover.on_link(msg, recv_ns, (worker.epoch, worker.last_seq), now):
+                    await take_tick(tick, tick_ns)
+            elif msg is not None:
+                codec.malformed += 1
+            if duty.due(now):
                 await housekeeping()
 
     settle_s = cfg.testing.worker_settle_ms / 1000.0
@@ -764,6 +811,8 @@ async def run(spec: ChildSpec) -> None:
             return
         worker.check_timeout()
         await send_request()
+        await release_held(now)  # a hold whose PUB ticks never came, with no tick since to end it
+        link_ticks(now)
         if worker.trades:
             worker.check_intent_timeout()
             if worker.needs_full_reconcile:
@@ -791,10 +840,11 @@ async def run(spec: ChildSpec) -> None:
             await housekeeping(on_timer=True)
 
     try:
-        await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop], stop)
+        await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop,
+                                 *([tick_loop] if tick_link is not None else [])], stop)
     finally:
         duty.close()
-        for s in (gw, sub, pool, ctl):
+        for s in (gw, sub, pool, ctl, *([tick_link] if tick_link is not None else [])):
             s.close()
         ctx.destroy(linger=0)
 
