@@ -78,7 +78,8 @@ RESYNC_S_PER_SYMBOL = 0.9  # ...but slower with many symbols: a resync costs 9 o
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
-TICK_LINK_RETRY_S = 1.0  # a worker without its tick link tries to link again at most this often
+TICK_LINK_RETRY_S = 1.0  # a worker without its tick link tries to link again at most this often...
+TICK_LINK_RETRY_MAX_S = 30.0  # ...doubling while the gateway takes no link (its bound, its descriptors)
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
 # The first minute after a worker's first signal is start-up (hundreds of workers loading history
 # and warming the pool at once queue behind each other): its latencies leave the status window
@@ -585,7 +586,7 @@ async def run(spec: ChildSpec) -> None:
     tick_path = packet_path(spec.endpoints.market_data)
     tick_link = PacketLink(tick_path) if tick_path is not None else None
     handover = TickHandover()
-    tick_link_retry_at = 0.0
+    tick_link_retry_at, tick_link_backoff_s = 0.0, TICK_LINK_RETRY_S
 
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -690,10 +691,13 @@ async def run(spec: ChildSpec) -> None:
                                                       sent_ns=time.perf_counter_ns())))
 
     def link_ticks(now: float) -> None:
-        nonlocal tick_link_retry_at
+        nonlocal tick_link_retry_at, tick_link_backoff_s
         if tick_link is None or tick_link.connected or now < tick_link_retry_at:
             return
-        tick_link_retry_at = now + TICK_LINK_RETRY_S
+        # A link the gateway closes unanswered (over its bound) must not become a reconnect storm:
+        # each try without a handover doubles the wait, a handover resets it.
+        tick_link_retry_at = now + tick_link_backoff_s
+        tick_link_backoff_s = min(2 * tick_link_backoff_s, TICK_LINK_RETRY_MAX_S)
         tick_link.send_nowait(TICK_LINK_HELLO + topic(worker.symbol))  # (not listening: the SUB carries on)
 
     async def release_held(now: float) -> None:
@@ -723,12 +727,14 @@ async def run(spec: ChildSpec) -> None:
                 await housekeeping()
 
     async def tick_loop() -> None:
+        nonlocal tick_link_backoff_s
         assert tick_link is not None
         while True:
             payload = await tick_link.recv()
             recv_ns = time.perf_counter_ns()
             now = time.monotonic()
             if payload.startswith(TICK_LINK_HANDOVER):  # a new link's first packet
+                tick_link_backoff_s = TICK_LINK_RETRY_S
                 last = codec.decode(payload[len(TICK_LINK_HANDOVER):]) if len(payload) > 1 else None
                 handover.start(last if isinstance(last, Tick) and last.symbol == worker.symbol else None,
                                recv_ns, (worker.epoch, worker.last_seq), now)
