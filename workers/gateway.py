@@ -21,10 +21,12 @@ import zmq.asyncio
 
 from shared.marketdata import BAR_SECONDS, ReplayMarket, candle_ticks
 from shared.messages import GatewayFigures, HistoryReply, HistoryRequest, MessageCodec, Tick, topic
+from shared.transport import packet_path
 
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
+    TickLinks,
     gateway_sockets,
     heartbeat_socket,
     install_stop_signals,
@@ -38,19 +40,51 @@ from .runtime import (
 log = logging.getLogger("gateway")
 
 
+# A tick's frame as msgspec encodes it: the tag field comes first, after the map's header byte
+# (tests/workers/test_tick_link.py holds the codec to it). Order and fill events stay on the PUB.
+_TICK_TAG = b"\xa1t\xa4tick"
+MAX_TICK_LINKS = 4096  # when the caller does not say how many symbols it serves
+
+
 class MarketDataOut:
     """The market-data PUB written as a plain zmq socket: zmq.asyncio made a future per tick
     (its send path was ~23% of the exchange gateway's Python time at 200 symbols, py-spy --gil),
     and a PUB never waits for anyone: at a subscriber's high-water mark it drops that
     subscriber's copy (ticks carry sequence numbers; workers count the gaps). Subscribers
     filter by symbol topic (shared.messages.topic), so the PUB sends each worker its symbol
-    only. A shadow of the asyncio socket, which keeps owning it (closed with its context)."""
+    only. A shadow of the asyncio socket, which keeps owning it (closed with its context).
 
-    def __init__(self, pub: zmq.asyncio.Socket) -> None:
+    Where the PUB is ipc:// (workers on this box), a symbol whose worker has linked
+    (runtime.TickLinks, beside the PUB's socket file) gets its ticks on that link instead: no
+    ZeroMQ I/O thread wakes on either side for them. Other messages, and every symbol without
+    a link (a worker starting, or on another box over tcp://), stay on the PUB."""
+
+    def __init__(self, pub: zmq.asyncio.Socket, max_links: int = MAX_TICK_LINKS) -> None:
         self.sock: zmq.Socket[bytes] = zmq.Socket.shadow(pub.underlying)
+        path = packet_path(self.sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        self.links: TickLinks | None = None
+        if path is not None:  # one listener a process: the exchange gateway makes a new out at each start try
+            if (links := _TICK_LINKS.get(path)) is None:
+                # one link per symbol, twice over: a restarted worker's new link can come before its old one's close
+                links = _TICK_LINKS[path] = TickLinks(path, 2 * max_links + 16)
+            self.links = links
 
     async def send_multipart(self, frames: tuple[bytes, bytes]) -> None:
+        links = self.links
+        if links is not None and frames[1].startswith(_TICK_TAG, 1):
+            if links.send(frames[0], frames[1]):
+                return
+            links.last_on_pub[frames[0]] = frames[1]  # the handover to a link that comes later
         self.sock.send_multipart(frames, zmq.NOBLOCK)
+
+    def close(self) -> None:
+        if self.links is not None:
+            _TICK_LINKS.pop(self.links.listener.path, None)
+            self.links.close()
+            self.links = None
+
+
+_TICK_LINKS: dict[str, TickLinks] = {}
 
 
 class ReplaySource:
@@ -109,7 +143,7 @@ async def run(spec: ChildSpec) -> None:
     codec = MessageCodec(spec.name)
     ctx = zmq.asyncio.Context()
     pub_socket, router = gateway_sockets(ctx, spec, sndhwm=10_000)
-    pub = MarketDataOut(pub_socket)
+    pub = MarketDataOut(pub_socket, max_links=len(spec.symbols))
     hb = heartbeat_socket(ctx, spec)
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -186,6 +220,7 @@ async def run(spec: ChildSpec) -> None:
     try:
         await run_until_stopped([publish_loop, request_loop, heartbeat_loop], stop)
     finally:
+        pub.close()
         ctx.destroy(linger=0)
 
 

@@ -8,10 +8,13 @@ them in one `SignalEngine.evaluate_batch` pass, and replies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import select
 import signal
+import socket
 import time
 
 import numpy as np
@@ -20,10 +23,12 @@ import zmq
 from shared.messages import MessageCodec, PoolFigures, RLTable, SignalReply, SignalRequest
 from shared.ring import BarRing, RingError, SlotReader
 from shared.signals import BarWindow, SignalConfig, SignalEngine
+from shared.transport import packet_path
 
-from .runtime import ChildSpec, heartbeat_socket, send_heartbeat, setup_logging, supervisor_alive
+from .runtime import ChildSpec, PacketListener, heartbeat_socket, send_heartbeat, setup_logging, supervisor_alive
 
 log = logging.getLogger("pool")
+ReplyTo = bytes | socket.socket  # a ZeroMQ identity (the ROUTER) or a worker's PacketLink connection
 MAX_BATCH = 512  # bound on one pass; the rest waits for the next pass
 RL_SAVE_INTERVAL_S = 60.0  # learned tables go to the supervisor's SQLite this often and at exit
 # Bars copied for a request while the engine keeps the symbol's state (SignalEngine.tail_suffices):
@@ -62,8 +67,9 @@ class PoolMember:
                 continue
         return out
 
-    def serve_batch(self, pending: list[tuple[bytes, SignalRequest, int]]) -> list[tuple[bytes, bytes]]:
-        """Each pending request is (the asker's identity, the request, when it was read)."""
+    def serve_batch(self, pending: list[tuple[ReplyTo, SignalRequest, int]]) -> list[tuple[ReplyTo, bytes]]:
+        """Each pending request is (where its reply goes: the asker's ZeroMQ identity or its
+        PacketLink connection, the request, when it was read)."""
         t0 = time.perf_counter_ns()
         # One evaluation per symbol even if it asked twice in this pass (newest request wins).
         latest: dict[str, int] = {}
@@ -170,8 +176,6 @@ def run(spec: ChildSpec) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    poller = zmq.Poller()
-    poller.register(router, zmq.POLLIN)
     interval_ns = int(spec.config.supervision.heartbeat_interval_s * 1e9)
     ledger = ctx.socket(zmq.PUSH)  # RL tables: small, infrequent, not droppable like heartbeats
     ledger.setsockopt(zmq.LINGER, 2000)
@@ -185,40 +189,83 @@ def run(spec: ChildSpec) -> None:
                 log.warning("supervisor not taking RL tables; %s kept for the next save", t.symbol)
                 return
 
+    # One epoll over the ROUTER (ZeroMQ's FD: edge-triggered, so ZMQ_EVENTS is read before every
+    # sleep), the workers' PacketLinks and a wake-up pipe for SIGTERM (epoll retries on EINTR).
+    path = packet_path(spec.endpoints.pools[spec.pool_index])
+    # Bounded by the run's symbols, twice over: a restarted worker's new link can come before its
+    # old one's close has been read.
+    links = PacketListener(path, max_links=2 * len(spec.config.run.symbols) + 16) if path else None
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    ep = select.epoll()
+    router_fd = int(router.getsockopt(zmq.FD))
+    ep.register(router_fd, select.EPOLLIN)
+    ep.register(wake_r, select.EPOLLIN)
+    listening = links is not None
+    if links is not None:
+        ep.register(links.sock.fileno(), select.EPOLLIN)
     next_save = time.monotonic() + RL_SAVE_INTERVAL_S
     next_hb = time.perf_counter_ns()
     last_hb = next_hb
-    log.info("pool member %d up%s", spec.pool_index, f" (nice {os.getpriority(os.PRIO_PROCESS, 0)})" if boosted
-             else " (at the tree's priority: raising it is not permitted here)")
+    log.info("pool member %d up%s%s", spec.pool_index, f" (nice {os.getpriority(os.PRIO_PROCESS, 0)})" if boosted
+             else " (at the tree's priority: raising it is not permitted here)",
+             f"; workers' signal links on {path}" if path else "")
     while not stopping:
-        timeout_ms = max(0, (next_hb - time.perf_counter_ns()) // 1_000_000)
-        try:
-            events = dict(poller.poll(timeout_ms))
-        except zmq.ZMQError:
-            if stopping:
-                break
-            raise
-        if router in events:
-            pending: list[tuple[bytes, SignalRequest, int]] = []
-            while len(pending) < MAX_BATCH:
-                try:
-                    frames = router.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+        pending: list[tuple[ReplyTo, SignalRequest, int]] = []
+        router_ready = bool(int(router.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        timeout_s = 0.0 if router_ready else max(0, next_hb - time.perf_counter_ns()) / 1e9
+        for fd, _ev in ep.poll(timeout_s, MAX_BATCH):
+            if fd == router_fd or fd == wake_r:
+                if fd == wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                continue
+            if links is None:
+                continue
+            if fd == links.sock.fileno():
+                refused = links.refused
+                for conn in links.accept():
+                    ep.register(conn.fileno(), select.EPOLLIN)
+                if links.refused > refused:  # out of descriptors: stop listening until the next heartbeat
+                    ep.unregister(fd)
+                    listening = False
+                continue
+            link = links.links.get(fd)
+            if link is None:
+                continue
+            packets, _open = links.read(link, MAX_BATCH - len(pending))
+            for data in packets:
                 read_ns = time.perf_counter_ns()
-                if len(frames) != 2:
-                    member.codec.malformed += 1
-                    continue
-                msg = member.codec.decode(frames[1])
+                msg = member.codec.decode(data)
                 if isinstance(msg, SignalRequest):
-                    pending.append((frames[0], msg, read_ns))
+                    pending.append((link, msg, read_ns))
                 elif msg is not None:
                     member.codec.malformed += 1
-            if pending:
-                for ident, payload in member.serve_batch(pending):
-                    router.send_multipart((ident, payload))
+        while len(pending) < MAX_BATCH and int(router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            read_ns = time.perf_counter_ns()
+            if len(frames) != 2:
+                member.codec.malformed += 1
+                continue
+            msg = member.codec.decode(frames[1])
+            if isinstance(msg, SignalRequest):
+                pending.append((frames[0], msg, read_ns))
+            elif msg is not None:
+                member.codec.malformed += 1
+        if pending:
+            for to, payload in member.serve_batch(pending):
+                if isinstance(to, bytes):
+                    router.send_multipart((to, payload))
+                elif links is not None:
+                    links.send(to, payload)
         now = time.perf_counter_ns()
         if now >= next_hb:
+            if links is not None and not listening:
+                ep.register(links.sock.fileno(), select.EPOLLIN)
+                listening = True
             if not supervisor_alive(spec.supervisor_pid):
                 log.warning("supervisor gone; exiting")
                 break
@@ -228,6 +275,14 @@ def run(spec: ChildSpec) -> None:
             if time.monotonic() >= next_save:
                 save_tables()
                 next_save = time.monotonic() + RL_SAVE_INTERVAL_S
+    signal.set_wakeup_fd(-1)
+    ep.close()
+    if links is not None:
+        if links.unsent:
+            log.info("replies not sent (a worker's link full or gone): %d", links.unsent)
+        links.close()
+    os.close(wake_r)
+    os.close(wake_w)
     save_tables()
     ledger.close(linger=2000)
     ctx.destroy(linger=0)

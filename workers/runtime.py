@@ -4,13 +4,16 @@ watchdog, heartbeats and event-loop lag. Kept small: each process is a thin shel
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import logging
 import logging.handlers
 import os
+import resource
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,7 +29,7 @@ import zmq.asyncio
 from shared.config import Config
 from shared.messages import GatewayFigures, Heartbeat, MessageCodec, PoolFigures, WorkerFigures
 from shared.trading.checkpoint import FillCheckpoint
-from shared.transport import Endpoints
+from shared.transport import TICK_LINK_HANDOVER, TICK_LINK_HELLO, Endpoints
 
 _T = TypeVar("_T")
 
@@ -484,3 +487,287 @@ class LoopSocket:
     def close(self) -> None:
         self._loop.remove_reader(self._fd)
         self.sock.close(linger=0)
+
+
+MAX_PACKET = 65_536  # a signal request or reply is a few hundred bytes
+_PACKET_INBOX = 64  # replies waiting to be read (one request is in flight at a time)
+
+
+class PacketLink:
+    """A worker's signal link to its pool member: one Unix SOCK_SEQPACKET connection (a message is
+    a packet; the kernel keeps the boundaries), read by the loop's reader callback. ZeroMQ puts
+    its I/O thread between the loop and the kernel on both sides, so a request and its reply
+    woke the worker three times (its I/O thread to send the request and to take the reply, then
+    the loop) and the pool member likewise; here the worker wakes once, for the reply.
+
+    Requests are droppable: one that cannot be sent (the pool member not listening yet or
+    restarting, its connection's buffer full) returns False, and the worker asks again. A closed
+    connection (the pool member restarted) is dropped and made again at the next send."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._loop = asyncio.get_running_loop()
+        self._sock: socket.socket | None = None
+        self._inbox: collections.deque[bytes] = collections.deque(maxlen=_PACKET_INBOX)
+        self._waiter: asyncio.Future[None] | None = None
+        self.connects = 0
+        self.unsent = 0
+
+    def _connect(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.path)  # a Unix connect completes at once, or fails (EAGAIN: backlog full)
+        except OSError:
+            sock.close()
+            return False
+        self._sock = sock
+        self.connects += 1
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        return True
+
+    def _disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                data = sock.recv(MAX_PACKET)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._disconnect()
+                break
+            if not data:  # the pool member closed its end (it stopped or restarted)
+                self._disconnect()
+                break
+            self._inbox.append(data)
+        w = self._waiter
+        if self._inbox and w is not None and not w.done():
+            w.set_result(None)
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def send_nowait(self, data: bytes) -> bool:
+        if self._sock is None and not self._connect():
+            self.unsent += 1
+            return False
+        assert self._sock is not None
+        try:
+            self._sock.send(data, socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            self.unsent += 1
+            return False
+        except OSError:
+            self._disconnect()
+            self.unsent += 1
+            return False
+        return True
+
+    async def recv(self) -> bytes:
+        while not self._inbox:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+    def close(self) -> None:
+        self._disconnect()
+
+
+FD_RESERVE = 64  # descriptors a pool member keeps for everything but links (ZeroMQ, logs, /proc)
+
+
+class PacketListener:
+    """A pool member's end of the workers' PacketLinks: a listening SOCK_SEQPACKET socket and one
+    accepted connection per worker, all non-blocking, for the member's epoll loop. Bounded: at
+    most `max_links` connections (from the run's symbols), and never so many that the process
+    runs out of descriptors (FD_RESERVE kept); a connection beyond it is closed."""
+
+    def __init__(self, path: str, max_links: int, reserve: int = FD_RESERVE, owner: str = "pool") -> None:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            max_links = min(max_links, max(1, soft - reserve))
+        self._log = logging.getLogger(owner)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a dead member's socket file: binding needs the name free
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        self.sock.bind(path)
+        self.path = path
+        self.sock.listen(min(max(max_links, 16), 4096))
+        self.max_links = max_links
+        self.links: dict[int, socket.socket] = {}
+        self.unsent = 0  # replies dropped: a worker's connection full or gone (it asks again)
+        self.refused = 0  # accepts that failed for want of a descriptor
+        self.over_bound = 0  # links closed at once: max_links reached
+
+    def accept(self) -> list[socket.socket]:
+        """Every connection waiting; the caller registers each for reading."""
+        out: list[socket.socket] = []
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return out
+            except ConnectionAbortedError:  # a worker that went away while queued: the next one
+                continue
+            except OSError as exc:  # out of descriptors (EMFILE...): the rest wait in the backlog
+                self.refused += 1
+                if self.refused == 1:
+                    self._log.warning("cannot take a worker's link: %s", exc)
+                return out
+            if len(self.links) >= self.max_links:
+                conn.close()
+                self.over_bound += 1
+                if self.over_bound == 1:
+                    self._log.warning("more links than the bound (%d): closed", self.max_links)
+                continue
+            conn.setblocking(False)
+            self.links[conn.fileno()] = conn
+            out.append(conn)
+
+    def read(self, conn: socket.socket, limit: int) -> tuple[list[bytes], bool]:
+        """Up to `limit` packets waiting on `conn`, and False once it is closed (then forgotten:
+        the caller unregisters it first)."""
+        out: list[bytes] = []
+        while len(out) < limit:
+            try:
+                data = conn.recv(MAX_PACKET)
+            except BlockingIOError:
+                return out, True
+            except OSError:
+                data = b""
+            if not data:
+                self.drop(conn)
+                return out, False
+            out.append(data)
+        return out, True
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        if conn.fileno() < 0:
+            self.unsent += 1
+            return
+        try:
+            conn.send(data, socket.MSG_NOSIGNAL)
+        except OSError:  # full (the worker is not reading) or gone: it asks again after its timeout
+            self.unsent += 1
+
+    def drop(self, conn: socket.socket) -> None:
+        self.links.pop(conn.fileno(), None)
+        conn.close()
+
+    def close(self) -> None:
+        for conn in self.links.values():
+            conn.close()
+        self.links.clear()
+        self.sock.close()
+
+
+GATEWAY_FD_RESERVE = 512  # the gateway's descriptors for all but tick links (REST pool, websockets, ZeroMQ, logs)
+
+
+class TickLinks:
+    """The gateway's end of the workers' tick links (a worker on this box connects one, after its
+    history, and says its symbol's topic): each tick of a linked symbol is written to its link
+    from the loop, with no ZeroMQ I/O thread between the loop and the kernel on either side.
+
+    Bounded and never blocking: the link's socket buffer is the queue; a tick that does not fit
+    (the worker is not reading) is dropped and counted, as the PUB drops at its high-water mark,
+    and the worker counts the gap by seq. A link that fails is forgotten and the symbol's ticks
+    go on the PUB again (the caller's fallback); a worker that restarts links again and replaces
+    its old link. The first packet on a link is the handover (shared/transport.TickHandover)."""
+
+    def __init__(self, path: str, max_links: int, reserve: int = GATEWAY_FD_RESERVE) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.listener = PacketListener(path, max_links, reserve, owner="gateway")
+        self.by_topic: dict[bytes, socket.socket] = {}
+        self._topic_of: dict[int, bytes] = {}
+        self.last_on_pub: dict[bytes, bytes] = {}  # topic -> the last tick frame that went on the PUB
+        self.dropped = 0  # ticks not written: the worker's link full
+        self.linked = 0  # links that said their topic, since start
+        self._listening = True
+        self._loop.add_reader(self.listener.sock.fileno(), self._on_accept)
+
+    def _on_accept(self) -> None:
+        refused = self.listener.refused
+        for conn in self.listener.accept():
+            self._loop.add_reader(conn.fileno(), self._on_readable, conn)
+        if self.listener.refused > refused and self._listening:  # out of descriptors: listen again in 1 s
+            self._loop.remove_reader(self.listener.sock.fileno())
+            self._listening = False
+            self._loop.call_later(1.0, self._listen_again)
+
+    def _listen_again(self) -> None:
+        if not self._listening and self.listener.sock.fileno() >= 0:
+            self._listening = True
+            self._loop.add_reader(self.listener.sock.fileno(), self._on_accept)
+
+    def _on_readable(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(512)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            fd = conn.fileno()
+            if data.startswith(TICK_LINK_HELLO) and fd not in self._topic_of and len(data) > 1:
+                topic_ = data[len(TICK_LINK_HELLO):]
+                self._topic_of[fd] = topic_
+                old = self.by_topic.get(topic_)
+                self.by_topic[topic_] = conn
+                if old is not None:  # the worker restarted: its old link goes
+                    self._forget(old)
+                self.linked += 1
+                try:
+                    conn.send(TICK_LINK_HANDOVER + self.last_on_pub.get(topic_, b""), socket.MSG_NOSIGNAL)
+                except OSError:
+                    self._forget(conn)
+                    return
+                continue
+            self._forget(conn)  # closed, or not our protocol: the worker links again if it is ours
+            return
+
+    def _forget(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        if fd < 0:
+            return
+        self._loop.remove_reader(fd)
+        topic_ = self._topic_of.pop(fd, None)
+        if topic_ is not None and self.by_topic.get(topic_) is conn:
+            del self.by_topic[topic_]
+        self.listener.drop(conn)
+
+    def send(self, topic_: bytes, frame: bytes) -> bool:
+        """Write a tick to its symbol's link: True when the link took it or dropped it (full),
+        False when the symbol has no link (send it on the PUB)."""
+        conn = self.by_topic.get(topic_)
+        if conn is None:
+            return False
+        try:
+            conn.send(frame, socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8...: a slow worker cannot flood the log
+                logging.getLogger("gateway").warning(
+                    "ticks dropped on full tick links (a worker not reading): %d so far", self.dropped)
+            return True
+        except OSError:  # the worker went away: the PUB carries the symbol until it links again
+            self._forget(conn)
+            return False
+        return True
+
+    def close(self) -> None:
+        for conn in list(self.listener.links.values()):
+            self._forget(conn)
+        if self._listening and self.listener.sock.fileno() >= 0:
+            self._loop.remove_reader(self.listener.sock.fileno())
+        self._listening = False
+        self.listener.close()

@@ -52,12 +52,14 @@ from shared.trading import halt as halt_rule
 from shared.trading.bot import TradingBot
 from shared.trading.position_check import PositionCheck, check_position
 from shared.trading.sizing import grid_sizing_balance
+from shared.transport import TICK_LINK_HANDOVER, TICK_LINK_HELLO, TickHandover, packet_path
 
 from .runtime import (
     ChildSpec,
     DutyOnWake,
     LoopLagMonitor,
     LoopSocket,
+    PacketLink,
     heartbeat_socket,
     install_stop_signals,
     run_event_loop,
@@ -78,6 +80,8 @@ FILLS_AWAITED_MAX_S = 3.0  # a re-read waits at most this long for fills on thei
 ACCOUNT_RETRY_S = 30.0  # one account request outstanding at a time; asked again after this long
 ACCOUNT_ERROR_BACKOFF_S = 5.0  # ...or this long after an error reply
 HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answered in this long
+TICK_LINK_RETRY_S = 1.0  # a worker without its tick link tries to link again at most this often...
+TICK_LINK_RETRY_MAX_S = 30.0  # ...doubling while the gateway takes no link (its bound, its descriptors)
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
 # The first minute after a worker's first signal is start-up (hundreds of workers loading history
 # and warming the pool at once queue behind each other): its latencies leave the status window
@@ -135,6 +139,9 @@ class Worker:
         self.hops = HopMeter()
         self._leak: list[bytearray] = []
         self.late_streak = 0
+        # Set by the first tick applied after a history load: before it, late ticks are the backlog
+        # queued while the worker waited for its history (older than it), not a clock that went back.
+        self.caught_up = False
         # trading
         self.trades = spec.config.market.through_venue
         self.bot: TradingBot | None = None
@@ -198,14 +205,15 @@ class Worker:
             if last is not None and (u.high, u.low, u.close) == last[2:5]:
                 # A trade at the last price inside the bar's range moves only its volume, which no
                 # strategy reads: no signal request (one message pair and a pool pass saved).
-                self.late_streak = 0
+                self.late_streak, self.caught_up = 0, True
                 self.ticks_unchanged += 1
                 return False
         else:
             self.ticks_late += 1
-            self.late_streak += 1
+            self.late_streak += self.caught_up
             return False
         self.late_streak = 0
+        self.caught_up = True
         if self.pending_tick_ns == 0:
             self.pending_tick_ns = recv_ns
             self.pending_published_ns = tick.sent_ns
@@ -245,6 +253,14 @@ class Worker:
             self.state = "running"
             log.info("%s: first signal %s (%.2f)", self.symbol, reply.direction, reply.confidence)
 
+    def request_not_sent(self) -> None:
+        """The request just made never left: its ticks are pending again, asked for at the next
+        tick or housekeeping pass, timed from the same tick."""
+        if self.in_flight is not None:
+            if not self.pending_tick_ns:
+                self.pending_tick_ns, self.pending_published_ns = self.in_flight[1], self.in_flight_hops[0]
+            self.in_flight = None
+
     def check_timeout(self) -> None:
         if self.in_flight and time.monotonic() - self.in_flight[2] > SIGNAL_TIMEOUT_S:
             # The request (or its reply) was lost: ask again, timed from the same tick.
@@ -264,6 +280,7 @@ class Worker:
         if reply.n and (not np.all(np.isfinite(cols[4])) or np.any(cols[4] <= 0)):
             raise RuntimeError(f"history for {self.symbol}: NaN or non-positive close")
         self.bars.load(*cols)
+        self.caught_up = False
         if reply.n:
             self.last_price = float(cols[4][-1])
 
@@ -578,16 +595,32 @@ async def run(spec: ChildSpec) -> None:
     sub_sock.setsockopt(zmq.RCVHWM, 10_000)
     sub_sock.connect(spec.endpoints.market_data)
     sub_sock.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
-    pool_sock = ctx.socket(zmq.DEALER)
-    pool_sock.setsockopt(zmq.LINGER, 0)
-    pool_sock.connect(spec.endpoints.pools[spec.endpoints.pool_for(worker.symbol)])
+    pool_url = spec.endpoints.pools[spec.endpoints.pool_for(worker.symbol)]
     ctl_sock = ctx.socket(zmq.SUB)
     ctl_sock.setsockopt(zmq.LINGER, 0)
     ctl_sock.connect(spec.endpoints.control)
     ctl_sock.setsockopt(zmq.SUBSCRIBE, topic(worker.symbol))
     ctl_sock.setsockopt(zmq.SUBSCRIBE, ALL_TOPIC)
     hb = heartbeat_socket(ctx, spec)
-    gw, sub, pool, ctl = (LoopSocket(x) for x in (gw_sock, sub_sock, pool_sock, ctl_sock))
+    gw, sub, ctl = (LoopSocket(x) for x in (gw_sock, sub_sock, ctl_sock))
+    # Signal requests over a Unix SOCK_SEQPACKET link where the pool member is on this box (no
+    # ZeroMQ I/O thread on either side: two wake-ups fewer per request here), else a DEALER.
+    pool: PacketLink | LoopSocket
+    if (link_path := packet_path(pool_url)) is not None:
+        pool = PacketLink(link_path)
+    else:
+        pool_sock = ctx.socket(zmq.DEALER)
+        pool_sock.setsockopt(zmq.LINGER, 0)
+        pool_sock.connect(pool_url)
+        pool = LoopSocket(pool_sock)
+
+    # Ticks on a direct link from the gateway where it is on this box (runtime.TickLinks: no ZeroMQ
+    # I/O thread wakes for them on either side), linked once the history is in: until then, and
+    # whenever the link is down (the gateway restarting), they come on the SUB as before.
+    tick_path = packet_path(spec.endpoints.market_data)
+    tick_link = PacketLink(tick_path) if tick_path is not None else None
+    handover = TickHandover()
+    tick_link_retry_at, tick_link_backoff_s = 0.0, TICK_LINK_RETRY_S
 
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -675,21 +708,47 @@ async def run(spec: ChildSpec) -> None:
 
     async def send_request() -> None:
         req = worker.make_request()
-        if req is not None:
+        if req is None:
+            return
+        if isinstance(pool, PacketLink):
+            if not pool.send_nowait(codec.encode(req)):
+                worker.request_not_sent()  # the pool member is not listening (yet): the next tick asks
+        else:
             await pool.send(codec.encode(req))
 
+    async def take_tick(tick: Tick, recv_ns: int) -> None:
+        if worker.on_tick(tick, recv_ns):
+            await send_request()
+        elif worker.late_streak == LATE_TICKS_RELOAD:
+            log.warning("%s: market clock went back (venue restarted?); reloading history", worker.symbol)
+            await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
+                                                      sent_ns=time.perf_counter_ns())))
+
+    def link_ticks(now: float) -> None:
+        nonlocal tick_link_retry_at, tick_link_backoff_s
+        if tick_link is None or tick_link.connected or now < tick_link_retry_at:
+            return
+        # A link the gateway closes unanswered (over its bound) must not become a reconnect storm:
+        # each try without a handover doubles the wait, a handover resets it.
+        tick_link_retry_at = now + tick_link_backoff_s
+        tick_link_backoff_s = min(2 * tick_link_backoff_s, TICK_LINK_RETRY_MAX_S)
+        tick_link.send_nowait(TICK_LINK_HELLO + topic(worker.symbol))  # (not listening: the SUB carries on)
+
+    async def release_held(now: float) -> None:
+        if handover.holding:
+            for held, held_ns in handover.release((worker.epoch, worker.last_seq), now):
+                await take_tick(held, held_ns)
+
     async def market_loop() -> None:
+        link_ticks(time.monotonic())
         while True:
             _topic, payload = await sub.recv_multipart()
             recv_ns = time.perf_counter_ns()
             msg = codec.decode(payload)
             if isinstance(msg, Tick) and msg.symbol == worker.symbol:
-                if worker.on_tick(msg, recv_ns):
-                    await send_request()
-                elif worker.late_streak == LATE_TICKS_RELOAD:
-                    log.warning("%s: market clock went back (venue restarted?); reloading history", worker.symbol)
-                    await gw.send(codec.encode(HistoryRequest(symbol=worker.symbol, bars=cfg.market.history_bars,
-                                                              sent_ns=time.perf_counter_ns())))
+                await take_tick(msg, recv_ns)
+                await release_held(time.monotonic())
+                link_ticks(time.monotonic())
             elif isinstance(msg, FillEvent) and msg.symbol == worker.symbol:
                 worker.on_fill_event(msg)
                 if worker.trades and (again := worker.plan_again_now()) is not None:
@@ -701,6 +760,28 @@ async def run(spec: ChildSpec) -> None:
             elif msg is not None:
                 codec.malformed += 1
             if duty.due(time.monotonic()):
+                await housekeeping()
+
+    async def tick_loop() -> None:
+        nonlocal tick_link_backoff_s
+        assert tick_link is not None
+        while True:
+            payload = await tick_link.recv()
+            recv_ns = time.perf_counter_ns()
+            now = time.monotonic()
+            if payload.startswith(TICK_LINK_HANDOVER):  # a new link's first packet
+                tick_link_backoff_s = TICK_LINK_RETRY_S
+                last = codec.decode(payload[len(TICK_LINK_HANDOVER):]) if len(payload) > 1 else None
+                handover.start(last if isinstance(last, Tick) and last.symbol == worker.symbol else None,
+                               recv_ns, (worker.epoch, worker.last_seq), now)
+                continue
+            msg = codec.decode(payload)
+            if isinstance(msg, Tick) and msg.symbol == worker.symbol:
+                for tick, tick_ns in handover.on_link(msg, recv_ns, (worker.epoch, worker.last_seq), now):
+                    await take_tick(tick, tick_ns)
+            elif msg is not None:
+                codec.malformed += 1
+            if duty.due(now):
                 await housekeeping()
 
     settle_s = cfg.testing.worker_settle_ms / 1000.0
@@ -772,6 +853,8 @@ async def run(spec: ChildSpec) -> None:
             return
         worker.check_timeout()
         await send_request()
+        await release_held(now)  # a hold whose PUB ticks never came, with no tick since to end it
+        link_ticks(now)
         if worker.trades:
             worker.check_intent_timeout()
             if worker.needs_full_reconcile:
@@ -800,10 +883,11 @@ async def run(spec: ChildSpec) -> None:
             await housekeeping(on_timer=True)
 
     try:
-        await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop], stop)
+        await run_until_stopped([market_loop, signal_loop, control_loop, housekeeping_loop, gateway_loop,
+                                 *([tick_loop] if tick_link is not None else [])], stop)
     finally:
         duty.close()
-        for s in (gw, sub, pool, ctl):
+        for s in (gw, sub, pool, ctl, *([tick_link] if tick_link is not None else [])):
             s.close()
         ctx.destroy(linger=0)
 

@@ -1,5 +1,5 @@
-"""A real worker process (workers.worker.main) between real ZeroMQ sockets standing in for its
-gateway, pool member and supervisor: while ticks come, its housekeeping and heartbeat ride on
+"""A real worker process (workers.worker.main) between real sockets standing in for its gateway,
+pool member (the PacketLink's listener) and supervisor: while ticks come, its housekeeping and heartbeat ride on
 their wake-ups, every `worker_heartbeat` period (2 s by default, not 1 s: each beat cost a
 wake-up of the worker and of the supervisor); when they stop, its own timer keeps the beats
 coming well inside the supervisor's heartbeat timeout."""
@@ -29,9 +29,9 @@ from shared.messages import (
     topic,
 )
 from shared.supervision import worker_heartbeat
-from shared.transport import make_private_dir
+from shared.transport import make_private_dir, packet_path
 from workers import worker as worker_process
-from workers.runtime import ChildSpec
+from workers.runtime import ChildSpec, PacketListener
 
 HISTORY_BARS = 30
 TICK_EVERY_S = 0.1
@@ -67,13 +67,14 @@ def test_heartbeats_ride_on_ticks_every_period_and_keep_coming_when_ticks_stop(s
     assert (period, grace) == (2.0, 1.0)
     codec = MessageCodec("test")
     ctx = zmq.Context()
-    socks = {}
+    socks: dict[str, zmq.Socket[bytes]] = {}
     proc = None
+    links: PacketListener | None = None
     try:
         make_private_dir(Path(spec.endpoints.sock_dir))
         ep = spec.endpoints
         for name, kind, url in (("gw", zmq.ROUTER, ep.gateway), ("md", zmq.PUB, ep.market_data),
-                                ("pool", zmq.ROUTER, ep.pools[0]), ("sup", zmq.PULL, ep.supervisor),
+                                ("sup", zmq.PULL, ep.supervisor),
                                 ("ctl", zmq.PUB, ep.control)):
             sock = ctx.socket(kind)
             sock.setsockopt(zmq.LINGER, 0)
@@ -81,9 +82,13 @@ def test_heartbeats_ride_on_ticks_every_period_and_keep_coming_when_ticks_stop(s
             socks[name] = sock
         proc = multiprocessing.get_context("spawn").Process(target=worker_process.main, args=(spec,), daemon=True)
         proc.start()
+        link_path = packet_path(ep.pools[0])
+        assert link_path is not None
+        links = PacketListener(link_path, max_links=1)
         poller = zmq.Poller()
-        for name in ("gw", "pool", "sup"):
+        for name in ("gw", "sup"):
             poller.register(socks[name], zmq.POLLIN)
+        poller.register(links.sock.fileno(), zmq.POLLIN)
         beats: list[tuple[float, WorkerFigures]] = []  # (arrival monotonic s, figures)
         history_sent = False
         seq = 0
@@ -103,6 +108,20 @@ def test_heartbeats_ride_on_ticks_every_period_and_keep_coming_when_ticks_stop(s
                 socks["md"].send_multipart((topic("ETHUSD"), codec.encode(tick)))
                 next_tick = now + TICK_EVERY_S
             for sock, _ in poller.poll(timeout=20):
+                if sock == links.sock.fileno():
+                    for conn in links.accept():
+                        poller.register(conn.fileno(), zmq.POLLIN)
+                    continue
+                if isinstance(sock, int):  # the worker's link: its signal requests
+                    link = links.links[sock]
+                    packets, still_open = links.read(link, 16)
+                    if not still_open:
+                        poller.unregister(sock)
+                    for data in packets:
+                        req = codec.decode(data)
+                        assert isinstance(req, SignalRequest)
+                        links.send(link, codec.encode(_reply(req)))
+                    continue
                 frames = sock.recv_multipart()
                 msg = codec.decode(frames[-1])
                 if sock is socks["gw"] and isinstance(msg, HistoryRequest):
@@ -111,8 +130,6 @@ def test_heartbeats_ride_on_ticks_every_period_and_keep_coming_when_ticks_stop(s
                     ticking_from = time.monotonic() + 1.0  # the SUB's subscription has reached the PUB
                     ticking_until = ticking_from + TICKING_S
                     next_tick = ticking_from
-                elif sock is socks["pool"] and isinstance(msg, SignalRequest):
-                    socks["pool"].send_multipart((frames[0], codec.encode(_reply(msg))))
                 elif sock is socks["sup"] and isinstance(msg, Heartbeat) and isinstance(msg.figures, WorkerFigures):
                     beats.append((time.monotonic(), msg.figures))
         assert history_sent and beats, "the worker never started"
@@ -134,4 +151,6 @@ def test_heartbeats_ride_on_ticks_every_period_and_keep_coming_when_ticks_stop(s
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
+        if links is not None:
+            links.close()
         ctx.destroy(linger=0)

@@ -80,3 +80,46 @@ def test_ticks_folded_behind_a_request_or_a_lost_reply_are_asked_for_and_timed_f
     assert h.ticks == 2 and worker.latency.lifetime.total == 2  # both asks timed, the stale reply not
     assert h.gateway_us == pytest.approx((1_400_000 - 1_000_000 + 2_300_000 - 2_000_000) / 1000.0)
     assert worker.ticks == 4 and worker.ticks_dropped == 0
+
+
+def test_a_request_the_link_could_not_send_is_asked_again_from_the_same_tick(worker: Worker) -> None:
+    published = Tick(symbol="ETHUSD", epoch=1, seq=1, price=2000.0, size=1.0, exch_ts_us=T0_US, sent_ns=5)
+    assert worker.on_tick(published, recv_ns=10)
+    req = worker.make_request()
+    assert req is not None and worker.make_request() is None  # in flight
+    worker.request_not_sent()  # the pool member was not listening (PacketLink.send_nowait: False)
+    again = worker.make_request()  # at once, not after SIGNAL_TIMEOUT_S
+    assert again is not None and again.seq == req.seq + 1 and again.tick_recv_ns == 10
+    assert worker.in_flight_hops[0] == 5  # still timed from the tick's publish
+
+
+def test_the_backlog_queued_behind_the_history_is_late_but_no_clock_going_back(worker: Worker) -> None:
+    """At 1,000 symbols a worker waits tens of seconds for its history while its ticks queue; those
+    are older than the history, and were read as the venue's clock going back (20 in a row: reload
+    the history), so most workers asked for their history twice (738 of 1,000 in one run) and spent
+    the account's budget the last ones waited on. Only late ticks after a tick applied count."""
+    import numpy as np
+
+    from shared.messages import HistoryReply
+    from workers.worker import LATE_TICKS_RELOAD
+
+    bars = 30
+    ts = np.array([T0_US / 1e6 + 60.0 * (k - bars + 1) for k in range(bars)])  # the last bar opens at T0
+    col = np.full(bars, 2000.0).tobytes()
+    worker.load_history(HistoryReply(symbol="ETHUSD", n=bars, ts=ts.tobytes(), open=col, high=col, low=col,
+                                     close=col, volume=np.ones(bars).tobytes()))
+    backlog = [tick(k + 1, 2000.0, -120.0 + k) for k in range(LATE_TICKS_RELOAD + 5)]  # two bars before
+    assert not any(worker.on_tick(t, recv_ns=1) for t in backlog)
+    assert worker.ticks_late == len(backlog) and worker.late_streak == 0
+    seq = len(backlog)
+    assert worker.on_tick(tick(seq + 1, 2001.0, 1.0), recv_ns=1)  # caught up: the current bar
+    # From here, late ticks in a row are the clock going back (a restarted venue): counted.
+    for k in range(LATE_TICKS_RELOAD):
+        assert not worker.on_tick(tick(seq + 2 + k, 2000.0, -100.0), recv_ns=1)
+    assert worker.late_streak == LATE_TICKS_RELOAD
+    # A history reload starts over: its backlog does not count either.
+    worker.load_history(HistoryReply(symbol="ETHUSD", n=bars, ts=ts.tobytes(), open=col, high=col, low=col,
+                                     close=col, volume=np.ones(bars).tobytes()))
+    worker.late_streak = 0
+    assert not worker.on_tick(tick(seq + 100, 2000.0, -90.0), recv_ns=1)
+    assert worker.late_streak == 0
