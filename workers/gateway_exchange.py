@@ -97,7 +97,7 @@ from shared.trading.pnl import Fill
 from .gateway import MarketDataOut
 from .gateway_deadman import DeadmanKeeper, operator_stopped
 from .gateway_funding import FundingReader
-from .gateway_resync import Resyncer
+from .gateway_resync import REST_FAILURES, Resyncer
 from .runtime import (
     ChildSpec,
     LoopLagMonitor,
@@ -476,7 +476,7 @@ class ExchangeGateway:
                 page, after = await self.rest.get_fills_page(product_ids, after=after)
                 if scan.take(page, more=after is not None):
                     break
-        except (TimeoutError, DeltaError, OSError) as exc:
+        except REST_FAILURES as exc:
             self.rest_errors += 1
             log.warning("fills poll failed: %s", exc)
             return 0
@@ -501,7 +501,7 @@ class ExchangeGateway:
             return True
         try:
             f = await self.with_client_id(f)
-        except (TimeoutError, DeltaError, OSError) as exc:
+        except REST_FAILURES as exc:
             # A lookup that may succeed soon (timeout, rate limit, 5xx): read the fill again at the
             # next poll rather than store it as a stranger's; after LOOKUP_ATTEMPTS, store it.
             self.rest_errors += 1
@@ -584,7 +584,7 @@ class ExchangeGateway:
                 o = await self.rest.get_order(oid)
             except OrderNotFound:
                 continue
-            except (TimeoutError, DeltaError, OSError) as exc:
+            except REST_FAILURES as exc:
                 self.rest_errors += 1
                 self.rereads.doubt(oid, sym, time.monotonic())
                 log.warning("%s: order %s in doubt not read back yet: %s", sym, oid, exc)
@@ -611,7 +611,7 @@ class ExchangeGateway:
                 balances = await self.rest.get_wallet_balances()
                 self.balances_read = (asked, balances)
                 positions = await self.rest.get_margined_positions()
-            except (TimeoutError, DeltaError, OSError) as exc:
+            except REST_FAILURES as exc:
                 self.rest_errors += 1
                 log.warning("account poll failed: %s", exc)
                 await asyncio.sleep(ACCOUNT_POLL_S)

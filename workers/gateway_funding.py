@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import zmq
 
-from shared.delta.errors import DeltaError
 from shared.delta.models import WalletTransaction
 from shared.messages import Funding, FundingRecord, MessageCodec
 from shared.trading.fill_cursor import FillScan, KnownFills
 
+from .gateway_resync import REST_FAILURES
 from .runtime import send_nowait
 
 log = logging.getLogger("gateway")
@@ -79,7 +79,7 @@ class FundingReader:
                 page, after = await self.read_page(after=after)
                 if scan.take(page, more=after is not None):
                     break
-        except (TimeoutError, DeltaError, OSError) as exc:
+        except REST_FAILURES as exc:
             self.read_errors += 1
             log.warning("wallet ledger poll failed: %s", exc)
             return 0

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.delta.errors import DeltaError
+from shared.delta.ratelimit import LimiterBusy
 from shared.delta.resync import MarketTrade, ResyncBook
 from shared.delta.ws import Connected, DataGap, DeltaWebSocket, Disconnected, SequenceGap
 from shared.messages import OrderEvent, Tick, topic
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway")
 QUIET_POLL_S = 1.0  # the tightest ticker poll the rate budget allows for many symbols
 RESYNC_POLL_S = 0.2  # how soon a gap's order read starts (coalescing a burst of gaps)
-REST_FAILURES = (TimeoutError, DeltaError, OSError)
+# A read that may work later: the venue's errors, the network, and our own limiter's full queue
+# (LimiterBusy: shed now, read again at the next turn; a background loop must not die of it).
+REST_FAILURES = (TimeoutError, DeltaError, OSError, LimiterBusy)
 
 
 class Resyncer:

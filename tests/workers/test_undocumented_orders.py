@@ -264,3 +264,22 @@ async def test_an_undocumented_answer_is_logged_as_a_book_in_doubt_not_as_a_reje
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "order rejected" in m], said
     assert [m for m in said if "book in doubt, reading it back" in m and "undocumented_answer" in m], said
+
+
+async def test_a_read_back_refused_by_a_full_limiter_queue_keeps_the_gateway_up(
+        tmp_path: Path, venue: PaperVenue) -> None:
+    """The account limiter's queue is full (LimiterBusy: 1,000 requests wait for budget, exactly
+    when budget is tight): the read back fails like a timeout would, the order stays in doubt for
+    a later read, and the loop goes on. Before, LimiterBusy (not a DeltaError) ended reread_loop,
+    and with it the gateway (run_until_stopped takes the process down with a dying loop)."""
+    ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+    below = (venue.engine.last_price(BTC.product_id) or Decimal(1)) * Decimal("0.8")
+    placed = venue.engine.place_order(OrderRequest(product_id=BTC.product_id, side="buy", size=2,
+                                                   order_type="limit_order", limit_price=Decimal(int(below)),
+                                                   client_order_id=ours))
+    gw = gateway_on(tmp_path, venue)
+    gw.rest.limiter.max_waiting = 0  # every signed request: LimiterBusy
+    gw.rereads.doubt(placed.id, "BTCUSD", time.monotonic() - 10.0)  # due now
+    assert await gw.reread_due() == 0
+    assert gw.rest_errors == 1
+    assert gw.rereads.take(time.monotonic() + 60.0) == [(placed.id, "BTCUSD")]  # still in doubt, asked again later
