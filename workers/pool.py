@@ -121,7 +121,8 @@ class PoolMember:
         try:
             if self.engine.tail_suffices(req.symbol, req.bar_count, TAIL_BARS):
                 w = reader.read_window(TAIL_BARS, buf)
-                if self.engine.tail_suffices(req.symbol, w.bar_count, len(w.close)):  # nothing more arrived meanwhile
+                # nothing more arrived meanwhile, and the same data (the times line up)
+                if self.engine.tail_suffices(req.symbol, w.bar_count, len(w.close), w.ts):
                     first = min(self.window_bars, w.bar_count) - len(w.close)
                 else:
                     w = reader.read_window(self.window_bars, buf)

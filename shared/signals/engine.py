@@ -338,18 +338,27 @@ class SignalEngine:
         results.extend(self._evaluate_unique(windows[cut:]))
         return results
 
-    def tail_suffices(self, symbol: str, bar_count: int, bars: int) -> bool:
+    def tail_suffices(self, symbol: str, bar_count: int, bars: int, ts: np.ndarray | None = None) -> bool:
         """Whether the newest `bars` bars of the symbol's window, `bar_count` bars written in all,
         give the same result as its whole window: the symbol's state is kept and the bars closed
         since it was committed, with the last committed one (whose time is checked), fit in
         them, so nothing is rebuilt (a rebuild reads the whole window). The pool then copies a
         few bars a request instead of its whole window, which was ~7 us of a 45 us request
-        (process time, round-robin over 200 symbols: the copy evicts the engine's state)."""
+        (process time, round-robin over 200 symbols: the copy evicts the engine's state).
+        `ts`: the tail's bar times once read; the last committed bar's time must be where the
+        state expects it, or the window is other data (a worker reloaded its history) and the
+        rebuild it calls for needs the whole window, never the tail."""
         slot = self._slots.get(symbol)
         if slot is None:
             return False
         have = self._closed[slot]
-        return have > 0 and 0 <= bar_count - 1 - have <= bars - 2
+        k = bar_count - 1 - have
+        if not (have > 0 and 0 <= k <= bars - 2):
+            return False
+        if ts is None:
+            return True
+        at = len(ts) - 2 - k
+        return at >= 0 and float(ts[at]) == self._last_ts[slot]
 
     def forget(self, symbol: str) -> None:
         slot = self._slots.pop(symbol, None)

@@ -81,6 +81,15 @@ def test_a_warm_symbol_is_read_from_the_ring_tail_with_the_whole_windows_results
                     for _ in range(TAIL_BARS + 3):
                         last_ts[slot] += 60.0
                         w.append(last_ts[slot], price, price + 0.5, price - 0.5, price, 1.0)
+                elif step == 50 and slot == 0:
+                    # the worker reloads its history (the venue's clock went back) with as many bars
+                    # as it had: the same bar count, other bars. The tail's check of the last
+                    # committed bar's time sends the pool to the whole window; a rebuild from the
+                    # 16-bar tail would warm the indicators on 15 bars and keep that state.
+                    n = w.bar_count
+                    last_ts[slot] -= 3_600.0
+                    c = 90 + np.cumsum(rng.normal(0, 0.3, n))
+                    w.load(last_ts[slot] - 60.0 * np.arange(n)[::-1], c, c + 0.4, c - 0.4, c, np.ones(n))
                 elif step == 40 and slot == 2:  # a bad forming bar: named by its whole-window index
                     w.update_last(price + 1, price - 1, math.nan, 1.0)
                 elif step % 4 == 0:
