@@ -83,6 +83,10 @@ HISTORY_RETRY_S = 30.0  # ask the gateway for history again if it has not answer
 TICK_LINK_RETRY_S = 1.0  # a worker without its tick link tries to link again at most this often...
 TICK_LINK_RETRY_MAX_S = 30.0  # ...doubling while the gateway takes no link (its bound, its descriptors)
 LATE_TICKS_RELOAD = 20  # this many late ticks in a row: the market clock went back (venue restart)
+# Late ticks right after a history load are the backlog queued behind it, not counted (caught_up)
+# until a tick applies, or until this long after the load: a clock that went back between the
+# history read and the first tick makes every tick late, and must still reload the history.
+BACKLOG_GRACE_S = 5.0
 # The first minute after a worker's first signal is start-up (hundreds of workers loading history
 # and warming the pool at once queue behind each other): its latencies leave the status window
 # when it ends, so a status p99 read later describes the steady state only.
@@ -142,6 +146,7 @@ class Worker:
         # Set by the first tick applied after a history load: before it, late ticks are the backlog
         # queued while the worker waited for its history (older than it), not a clock that went back.
         self.caught_up = False
+        self.history_loaded_at = 0.0  # monotonic
         # trading
         self.trades = spec.config.market.through_venue
         self.bot: TradingBot | None = None
@@ -210,7 +215,7 @@ class Worker:
                 return False
         else:
             self.ticks_late += 1
-            self.late_streak += self.caught_up
+            self.late_streak += self.caught_up or time.monotonic() - self.history_loaded_at > BACKLOG_GRACE_S
             return False
         self.late_streak = 0
         self.caught_up = True
@@ -280,7 +285,7 @@ class Worker:
         if reply.n and (not np.all(np.isfinite(cols[4])) or np.any(cols[4] <= 0)):
             raise RuntimeError(f"history for {self.symbol}: NaN or non-positive close")
         self.bars.load(*cols)
-        self.caught_up = False
+        self.caught_up, self.history_loaded_at = False, time.monotonic()
         if reply.n:
             self.last_price = float(cols[4][-1])
 

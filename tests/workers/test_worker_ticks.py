@@ -123,3 +123,10 @@ def test_the_backlog_queued_behind_the_history_is_late_but_no_clock_going_back(w
     worker.late_streak = 0
     assert not worker.on_tick(tick(seq + 100, 2000.0, -90.0), recv_ns=1)
     assert worker.late_streak == 0
+    # ...but not for ever: a clock that went back between the history read and the first tick
+    # makes every tick late, none applies, and past the backlog's grace they count (a reload).
+    from workers.worker import BACKLOG_GRACE_S
+    worker.history_loaded_at -= BACKLOG_GRACE_S + 0.5
+    for k in range(LATE_TICKS_RELOAD):
+        assert not worker.on_tick(tick(seq + 101 + k, 2000.0, -80.0), recv_ns=1)
+    assert worker.late_streak == LATE_TICKS_RELOAD
