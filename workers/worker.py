@@ -448,6 +448,13 @@ class Worker:
     def on_fill_event(self, ev: FillEvent) -> None:
         if self.bot is not None and self.bot.on_fill(ev.fill):
             self.plan_again = True
+        self.fills_settled()
+
+    def fills_settled(self) -> None:
+        """The wait for fills is over when none is awaited: the next wait is timed from its own
+        start (FILLS_AWAITED_MAX_S), not from an earlier one the re-reads never saw end."""
+        if self.bot is not None and not self.bot.awaiting_fills:
+            self.fills_awaited_since = None
 
     def fills_on_their_way(self, now: float) -> bool:
         """Whether a regular re-read of the account waits: an order of ours closed filled and its
@@ -474,6 +481,7 @@ class Worker:
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
             self.bot.on_order(ev.order, ev.order.state)
+        self.fills_settled()
 
     def make_intents(self, reply: SignalReply) -> OrderIntents | None:
         bot = self.bot

@@ -5,6 +5,7 @@ speed (and the backtest, which has no wall clock) makes the same decisions from 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 import pytest
@@ -178,3 +179,29 @@ def test_a_regular_re_read_waits_for_fills_on_their_way(spec: ChildSpec) -> None
     assert w.bot is not None
     w.bot.awaiting_fills.clear()  # (the fill landed)
     assert not w.fills_on_their_way(200.0) and w.fills_awaited_since is None
+
+
+def test_a_wait_for_fills_that_ended_does_not_age_the_next_one(spec: ChildSpec) -> None:
+    """The fills a wait was for arrive: the wait's start is forgotten, so the next order closed
+    filled is waited for FILLS_AWAITED_MAX_S from its own start (review of 93f7d8c/f4a9a47: the
+    start was reset only by a re-read seeing nothing awaited, so a later wait inherited the old
+    start and a re-read came at once, doubted the position and paid a full reconciliation)."""
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
+                                 available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    first = w.make_intents(REPLY)
+    assert first is not None
+    placed_all(w, first.place)
+    entry = first.place[0]
+    side: Literal["buy", "sell"] = "buy" if entry.side == "buy" else "sell"
+    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+        symbol="ETHUSD", order_id=100, side=side, price=entry.price, size=entry.size, unfilled_size=0,
+        client_order_id=entry.client_order_id, state="closed")))
+    assert w.fills_on_their_way(100.0) and w.fills_awaited_since == 100.0
+    w.on_fill_event(FillEvent(symbol="ETHUSD", sent_ns=0, fill=Fill(
+        fill_id="f1", symbol="ETHUSD", order_id="100", client_order_id=entry.client_order_id, side=side,
+        size=entry.size, price=repr(entry.price), fee="0.01", contract_value=repr(ETH.contract_value), role="maker",
+        ts=MARKET_TS + 60.0)))
+    assert w.bot is not None and not w.bot.awaiting_fills
+    assert w.fills_awaited_since is None  # the next wait starts its own clock
