@@ -165,6 +165,7 @@ class MarketReplay:
         self._bars_started = False
         self._lockstep_bar_ts = 0
         self._arrival_keys = np.zeros(0, dtype=np.uint64)  # each market's arrival stream, listing order
+        self._arrival_symbols: tuple[str, ...] = ()  # the markets those keys are for
         self.markets: dict[str, Market] = {}
         self._markets_list: list[Market] = []
         self._by_product_id: dict[int, Market] = {}
@@ -363,9 +364,10 @@ class MarketReplay:
         """Quarter k of the bar from loop time `start`: each market's tick at its own due time."""
         self._begin_quarter(k, self._markets_list)
         markets = list(self._markets_list)  # listed during the quarter: they join at the next bar
-        if len(self._arrival_keys) != len(markets):
-            self._arrival_keys = np.array([symbol_key(self.settings.seed, m.symbol) for m in markets],
-                                          dtype=np.uint64)
+        symbols = tuple(m.symbol for m in markets)
+        if symbols != self._arrival_symbols:  # (a delisting plus a listing keeps the count, not the symbols)
+            self._arrival_keys = np.array([symbol_key(self.settings.seed, s) for s in symbols], dtype=np.uint64)
+            self._arrival_symbols = symbols
         phases = quarter_phases("independent", self._arrival_keys, self._lockstep_bar_ts // BAR_SECONDS, k)
         order = send_order(phases)
         due = [start + float(phases[i]) * step for i in order]
