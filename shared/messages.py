@@ -188,6 +188,9 @@ class OrderEvent(Msg, tag="order_ev", frozen=True):
     symbol: str
     order: OpenOrder
     sent_ns: int
+    # The gateway's read back of an order in doubt (GET by id), not the socket's word: only a read
+    # back may say an order the bot waits fills for still rests (an amend's answer can be older).
+    read_back: bool = False
 
 
 class OrderRecord(Msg, tag="order_rec", frozen=True):

@@ -594,7 +594,7 @@ class ExchangeGateway:
             if view is None:
                 continue
             await self.pub.send_multipart((topic(sym), self.codec.encode(
-                OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns()))))
+                OrderEvent(symbol=sym, order=view, sent_ns=time.perf_counter_ns(), read_back=True))))
             if view.state == "closed" and view.unfilled_size < view.size:
                 self.fill_wakeup.set()  # the bot waits for its fills
             handed += 1

@@ -480,7 +480,7 @@ class Worker:
 
     def on_order_event(self, ev: OrderEvent) -> None:
         if self.bot is not None:
-            self.bot.on_order(ev.order, ev.order.state)
+            self.bot.on_order(ev.order, ev.order.state, read_back=ev.read_back)
         self.fills_settled()
 
     def make_intents(self, reply: SignalReply) -> OrderIntents | None:

@@ -188,7 +188,7 @@ class TradingBot:
         assert self.position is not None
         self.position = apply_fill(self.position, fill)
 
-    def on_order(self, order: OpenOrder, state: str) -> None:
+    def on_order(self, order: OpenOrder, state: str, *, read_back: bool = False) -> None:
         self.book_revision += 1
         if state in ("open", "pending") and order.unfilled_size > 0:
             known = self.open_orders.get(order.order_id)
@@ -202,8 +202,12 @@ class TradingBot:
                                                 trailing=known.trailing or order.trailing)
             self.open_orders[order.order_id] = order
             cid = order.client_order_id
-            if cid in self.awaiting_fills and order.size - order.unfilled_size <= self.fill_contracts.get(cid, 0):
-                del self.awaiting_fills[cid]  # (a read back: it still rests, nothing more filled than we have)
+            if (read_back and cid in self.awaiting_fills
+                    and order.size - order.unfilled_size <= self.fill_contracts.get(cid, 0)):
+                # The venue, read back by id, says it still rests with nothing more filled than we
+                # have. Only a read back: an amend's answer, sent before the order closed filled,
+                # can arrive after the socket's close, and must not drop the fills on their way.
+                del self.awaiting_fills[cid]
         else:
             gone = self.open_orders.pop(order.order_id, None)
             filled = order.size - order.unfilled_size

@@ -234,6 +234,7 @@ async def test_our_order_the_socket_reports_in_an_undocumented_state_is_read_bac
             task.cancel()
     assert isinstance(got, OrderEvent) and (got.order.order_id, got.order.client_order_id) == (placed.id, ours)
     assert got.order.state == "open" and got.order.unfilled_size == 2  # the venue's word: it rests
+    assert got.read_back and not any(e.read_back for e in guesses if isinstance(e, OrderEvent))
     assert gw.rest.units_spent["order lookup"] - before == 3
 
 

@@ -114,14 +114,17 @@ def test_a_read_back_that_says_our_order_did_not_fill_ends_the_wait_for_its_fill
     placed_all(w, first.place)
     entry = first.place[0]
 
-    def said(state: str, unfilled: int) -> OrderEvent:
-        return OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+    def said(state: str, unfilled: int, read_back: bool = False) -> OrderEvent:
+        return OrderEvent(symbol="ETHUSD", sent_ns=0, read_back=read_back, order=OpenOrder(
             symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
             size=entry.size, unfilled_size=unfilled, client_order_id=entry.client_order_id, state=state))  # type: ignore[arg-type]
     w.on_order_event(said("closed", 0))  # the tolerant reading of the socket's odd word
     w.market_ts = MARKET_TS + 60.0
     assert w.make_intents(REPLY) is None and w.plan_again  # waits for fills
-    w.on_order_event(said(venue_says, entry.size))  # the read back: nothing filled
+    if venue_says == "open":  # the socket's or an amend's word is not a read back: it may be older
+        w.on_order_event(said(venue_says, entry.size))
+        assert w.bot is not None and w.bot.awaiting_fills
+    w.on_order_event(said(venue_says, entry.size, read_back=True))  # the read back: nothing filled
     assert w.bot is not None and not w.bot.awaiting_fills
     if venue_says == "open":  # it rests again in the bot's book: its level is taken, not placed anew
         assert 100 in w.bot.open_orders
