@@ -82,9 +82,8 @@ class StudyRun:
     (busiest thread, other threads)."""
 
     def __init__(self, wall: float, busy: float, driver_main: float, driver_other: float, worker_main: float,
-                 worker_other: float, load: float, statements: int, backtest_cpu: float) -> None:
+                 worker_other: float, load: float, statements: int) -> None:
         self.wall, self.busy, self.load, self.statements = wall, busy, load, statements
-        self.backtest_cpu = backtest_cpu  # CPU seconds inside the backtests, as the workers measured them
         self.driver_main, self.driver_other = driver_main, driver_other
         self.worker_main, self.worker_other = worker_main, worker_other
 
@@ -141,11 +140,10 @@ def _study_seconds(jobs: int, params: list[dict[str, Any]], market: MarketData, 
         sent = statements[0]
         d1, w1 = _threads(me), {w.pid: _threads(w) for w in workers}
     busy = sum(float(train_result(t).get("elapsed_s", 0.0)) for t in study.get_trials(deepcopy=False))
-    backtest_cpu = sum(float(train_result(t).get("cpu_s", 0.0)) for t in study.get_trials(deepcopy=False))
     driver_main, driver_other = _split(d0, d1, main)
     worker_parts = [_split(w0[pid], w1[pid], None) for pid in w1]
     return StudyRun(wall, busy, driver_main, driver_other, sum(m for m, _ in worker_parts),
-                    sum(o for _, o in worker_parts), os.getloadavg()[0], sent, backtest_cpu)
+                    sum(o for _, o in worker_parts), os.getloadavg()[0], sent)
 
 
 def _backtests_in_a_process(configs: list[Config]) -> float:
@@ -239,16 +237,8 @@ def main() -> list[dict[str, Any]]:
             "one backtest"),
         row("optimize: worker CPU per trial beyond the backtest, --jobs 2", worker_extra_ms[2], "ms", b_ms,
             "one backtest"),
-        row("optimize: worker threads besides the backtest per trial, --jobs 1", per_trial(1, "worker_other"),
-            "ms"),
         row("optimize: worker threads besides the backtest per trial, --jobs 2", per_trial(2, "worker_other"),
             "ms"),
-        # the backtests' own CPU inside the workers (each trial's thread time): above B at --jobs 2
-        # when two backtests side by side cost more CPU each (shared caches and memory), whatever Dask does
-        row("optimize: backtest CPU per trial inside the workers, --jobs 1 (ms)", per_trial(1, "backtest_cpu"), "ms",
-            b_ms, "called directly"),
-        row("optimize: backtest CPU per trial inside the workers, --jobs 2 (ms)", per_trial(2, "backtest_cpu"), "ms",
-            b_ms, "called directly"),
         # below 100%: workers waited for the driver; a backtest slower than direct: CPU contention
         row("optimize: --jobs 2 workers busy in backtests (%)", two_busy / (2 * two_s) * 100, "%"),
         row("optimize: --jobs 2 backtest time vs direct", two_busy / direct_s, "x", None, ""),
@@ -263,10 +253,7 @@ def main() -> list[dict[str, Any]]:
     print(f"CPU per trial: backtest alone B = {b_ms:.0f} ms ({alone_cpu / n * 1000:.0f} ms without the kept "
           f"bars/series); driver D1 = {driver_ms[1]:.1f} ms, D2 = {driver_ms[2]:.1f} ms (main thread "
           f"{per_trial(2, 'driver_main'):.1f}, Dask threads {per_trial(2, 'driver_other'):.1f}); workers beyond the "
-          f"backtest W1 = {worker_extra_ms[1]:.1f} ms, W2 = {worker_extra_ms[2]:.1f} ms (of which the backtests' own "
-          f"CPU inside the workers, beyond B: {per_trial(1, 'backtest_cpu') - b_ms:.1f} / "
-          f"{per_trial(2, 'backtest_cpu') - b_ms:.1f} ms; Dask's worker threads {per_trial(1, 'worker_other'):.1f} / "
-          f"{per_trial(2, 'worker_other'):.1f} ms)")
+          f"backtest W1 = {worker_extra_ms[1]:.1f} ms, W2 = {worker_extra_ms[2]:.1f} ms")
     print(f"speed-up a quiet 2-core machine gives from these: 2 (B + W1) / (B + W2 + D2) = {model:.2f}x "
           f"(x floor {plain[1] / plain[2]:.2f} / 2 = {model * plain[1] / plain[2] / 2:.2f}x); "
           f"measured {one_s / two_s:.2f}x")

@@ -1,9 +1,8 @@
 """The optimizer's driver: an Optuna study (ask/tell, RDB storage) whose trials run as backtests on
 a Dask cluster (a LocalCluster of one worker process per core, or an existing scheduler).
 
-Only the drivers touch the study's storage; workers only run `shared.optimize.trial.evaluate_batch`
-(one trial, or a few short ones in a row: `shared.optimize.tasks`) and hand back a `TrialOutcome`
-for each. A trial the driver could not finish on Ctrl-C or SIGTERM is marked
+Only the drivers touch the study's storage; workers only run `shared.optimize.trial.evaluate`
+and hand back a `TrialOutcome`. A trial the driver could not finish on Ctrl-C or SIGTERM is marked
 failed as "interrupted" and its values are queued again. A driver that cannot clean up (SIGKILL, a
 lost machine) is caught by Optuna's RDB heartbeats: each driver records a heartbeat for its trials in
 flight, and any driver on the same storage, on any host, fails a trial whose heartbeat is older than
@@ -24,7 +23,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,8 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 from orchestrator.optimize_storage import DriverStorage
 from shared.config import Config, ConfigError, _deep_merge, build_config
 from shared.optimize.space import Dimension, params_to_overrides
-from shared.optimize.tasks import trials_per_task
-from shared.optimize.trial import MarketData, TrialOutcome, evaluate, evaluate_batch, warm_up
+from shared.optimize.trial import MarketData, TrialOutcome, evaluate, warm_up
 from shared.optimize.windows import Window
 
 FAIL_REASON = "fail_reason"
@@ -338,7 +335,7 @@ TRAIN = "train"  # one user attr per trial: every write is a storage transaction
 
 
 def train_result(t: FrozenTrial) -> dict[str, Any]:
-    """What the train backtest of a trial reported: figures, days, bars, elapsed_s, cpu_s, halted."""
+    """What the train backtest of a trial reported: figures, days, bars, elapsed_s, halted."""
     return dict(t.user_attrs.get(TRAIN) or {})
 
 
@@ -360,7 +357,7 @@ def _record(study: optuna.Study, trial: FrozenTrial, outcome: TrialOutcome) -> N
     failed it as stale (see run_trials)."""
     study._storage.set_trial_user_attr(trial._trial_id, TRAIN, {
         "figures": outcome.figures, "days": outcome.days, "bars": outcome.bars,
-        "elapsed_s": round(outcome.elapsed_s, 4), "cpu_s": round(outcome.cpu_s, 4), "halted": outcome.halted})
+        "elapsed_s": round(outcome.elapsed_s, 4), "halted": outcome.halted})
     if outcome.score is None:
         study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, outcome.error)
         finish_trial(study, trial, TrialState.FAIL)
@@ -451,15 +448,13 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
     identity = driver_identity()
     heartbeats = Heartbeats(study)
     sync_every = heartbeats.interval or 5.0
-    # as many tasks queued at the scheduler as are running, so a worker finishing a task starts
-    # the next at once instead of idling while the driver writes the results and asks for more
+    # as many trials queued at the scheduler as are running, so a worker finishing a trial starts
+    # the next at once instead of idling while the driver writes the result and asks for more
     # (the scheduler hands queued tasks to whichever worker frees up first)
     slots = 2 * worker_slots(client)
-    # each task: one or a few trials in a row (shared.optimize.tasks), by how long trials take
-    pending: dict[Any, list[tuple[FrozenTrial, dict[str, Any]]]] = {}
-    trial_seconds: deque[float] = deque(maxlen=16)
+    pending: dict[Any, tuple[FrozenTrial, dict[str, Any]]] = {}
     ran = 0
-    done = others = in_flight = 0
+    done = others = 0
     synced_at = -math.inf
 
     def sync() -> None:
@@ -473,7 +468,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                   f"are queued again", file=sys.stderr, flush=True)
         trials = study.get_trials(deepcopy=False)
         done = sum(1 for t in trials if is_counted(t))
-        mine = {frozen.number for group in pending.values() for frozen, _ in group}
+        mine = {frozen.number for frozen, _ in pending.values()}
         others = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number not in mine)
         synced_at = time.monotonic()
 
@@ -486,45 +481,24 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
         ran += 1
         progress.update(lambda: _best(study))
 
-    def to_start() -> int:
-        return n_trials - done - in_flight - others
-
     def refill() -> None:
-        nonlocal in_flight
-        while to_start() > 0 and len(pending) < slots:
-            group: list[tuple[FrozenTrial, dict[str, Any]]] = []
-            configs: list[Config] = []
-            size = trials_per_task(trial_seconds, to_start(), slots)
+        while done + len(pending) + others < n_trials and len(pending) < slots:
+            trial = study.ask()
+            heartbeats.add(trial._trial_id)
+            params = suggest(trial, dims)
             try:
-                while len(group) < size and to_start() > len(group):
-                    trial = study.ask()
-                    heartbeats.add(trial._trial_id)
-                    params = suggest(trial, dims)
-                    try:
-                        cfg = trial_config(base, params)
-                    except ConfigError as exc:
-                        trial.set_user_attr(FAIL_REASON, f"config refused: {exc}")
-                        study.tell(trial, state=TrialState.FAIL)
-                        heartbeats.discard(trial._trial_id)
-                        finished()
-                        continue
-                    if isinstance(study._storage, DriverStorage):
-                        study._storage.flush(trial._trial_id)  # the values drawn, in one transaction
-                    group.append((trial._cached_frozen_trial, params))
-                    configs.append(cfg)
-                if not group:
-                    continue
-                fut = client.submit(evaluate_batch, configs, market, window, objective, warmup_bars, pure=False,
-                                    key=f"trial-{study.study_name}-{group[0][0].number}-{identity}")
-            except BaseException:
-                # the task's trials drawn so far were never sent: queued again now, not left
-                # running until their heartbeats go stale
-                for frozen, params in group:
-                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                        interrupt_trial(study, frozen.number, params, "the optimize command stopped")
-                raise
-            pending[fut] = group
-            in_flight += len(group)
+                cfg = trial_config(base, params)
+            except ConfigError as exc:
+                trial.set_user_attr(FAIL_REASON, f"config refused: {exc}")
+                study.tell(trial, state=TrialState.FAIL)
+                heartbeats.discard(trial._trial_id)
+                finished()
+                continue
+            if isinstance(study._storage, DriverStorage):
+                study._storage.flush(trial._trial_id)  # the values drawn, in one transaction
+            fut = client.submit(evaluate, cfg, market, window, objective, warmup_bars, pure=False,
+                                key=f"trial-{study.study_name}-{trial.number}-{identity}")
+            pending[fut] = (trial._cached_frozen_trial, params)
 
     with stop_requests() as stop:
         try:
@@ -533,7 +507,7 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 if stop.is_set():
                     raise KeyboardInterrupt
                 # near the end, other drivers' results decide whether to ask for more: sync each turn
-                near_end = to_start() <= slots
+                near_end = n_trials - done - len(pending) - others <= slots
                 if near_end or time.monotonic() - synced_at >= sync_every:
                     sync()
                     refill()
@@ -549,33 +523,28 @@ def run_trials(study: optuna.Study, client: Any, market: Any, base: dict[str, An
                 if stop.is_set():  # a Ctrl-C in a terminal reaches the local workers too: their
                     raise KeyboardInterrupt  # trials are interrupted, not failed
                 for fut in [f for f in pending if f.done()]:
-                    group = pending.pop(fut)
-                    in_flight -= len(group)
+                    frozen, _ = pending.pop(fut)
                     try:
-                        outcomes: list[TrialOutcome] = fut.result()
-                    except Exception as exc:  # a worker died under the trials (KilledWorker, lost connection)
-                        outcomes = [TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")] * len(group)
-                    for (frozen, _), outcome in zip(group, outcomes, strict=True):
-                        heartbeats.discard(frozen._trial_id)
-                        if outcome.cpu_s > 0:  # CPU, not wall: a loaded machine does not make trials look long
-                            trial_seconds.append(outcome.cpu_s)
-                        try:
-                            _record(study, frozen, outcome)
-                        except optuna.exceptions.UpdateFinishedTrialError:
-                            # another driver judged this trial stale (our beats were late past the
-                            # grace period) and queued its values again: that retry counts, not this
-                            log.warning("trial #%s was failed as stale by another driver; its result is dropped",
-                                        frozen.number)
-                            continue
-                        finished()
+                        outcome: TrialOutcome = fut.result()
+                    except Exception as exc:  # a worker died under the trial (KilledWorker, lost connection)
+                        outcome = TrialOutcome(error=f"worker failed: {type(exc).__name__}: {exc}")
+                    heartbeats.discard(frozen._trial_id)
+                    try:
+                        _record(study, frozen, outcome)
+                    except optuna.exceptions.UpdateFinishedTrialError:
+                        # another driver judged this trial stale (our beats were late past the
+                        # grace period) and queued its values again: that retry counts, not this
+                        log.warning("trial #%s was failed as stale by another driver; its result is dropped",
+                                    frozen.number)
+                        continue
+                    finished()
                 if not stop.is_set():
                     refill()
         except BaseException:
-            for fut, group in pending.items():
+            for fut, (frozen, params) in pending.items():
                 fut.cancel()
-                for frozen, params in group:
-                    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
-                        interrupt_trial(study, frozen.number, params, "the optimize command stopped")
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
+                    interrupt_trial(study, frozen.number, params, "the optimize command stopped")
             raise
         finally:
             heartbeats.close()

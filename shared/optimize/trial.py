@@ -45,7 +45,6 @@ class TrialOutcome(msgspec.Struct, kw_only=True):
     bars: int = 0
     halted: str = ""
     elapsed_s: float = 0.0
-    cpu_s: float = 0.0  # the backtest's CPU seconds (its thread's): what a trial costs, whatever the load
 
 
 def warm_up() -> None:
@@ -60,7 +59,7 @@ def evaluate(cfg: Config, market: MarketData, window: Window, objective: str,
     (`reuse`: the process's kept bars and series; None computes them, as a lone backtest does)."""
     from ..backtest import BacktestError, run_backtest
 
-    t0, c0 = time.perf_counter(), time.thread_time()
+    t0 = time.perf_counter()
     try:
         result = run_backtest(cfg, market.candles, specs=market.specs,
                               balance_usd=cfg.market.initial_balance_usd,
@@ -77,7 +76,7 @@ def evaluate(cfg: Config, market: MarketData, window: Window, objective: str,
     days = result.bars / max(len(result.symbols), 1) / BARS_PER_DAY
     figures = {name: float(getattr(summary, name)) for name in SUMMARY_FIELDS}
     out = TrialOutcome(figures=figures, days=days, bars=result.bars, halted=result.halted,
-                       elapsed_s=time.perf_counter() - t0, cpu_s=time.thread_time() - c0)
+                       elapsed_s=time.perf_counter() - t0)
     if result.bars == 0:
         out.error = f"no traded bars in {window.label()}"
         return out
@@ -91,10 +90,3 @@ def evaluate(cfg: Config, market: MarketData, window: Window, objective: str,
         return out
     out.score = value
     return out
-
-
-def evaluate_batch(cfgs: list[Config], market: MarketData, window: Window, objective: str,
-                   warmup_bars: int | None = None) -> list[TrialOutcome]:
-    """Several trials one after another, one outcome each (`shared.optimize.tasks`: one Dask task
-    round trip for a few short trials)."""
-    return [evaluate(cfg, market, window, objective, warmup_bars) for cfg in cfgs]
