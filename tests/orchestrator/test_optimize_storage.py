@@ -221,3 +221,24 @@ def test_a_trial_is_made_or_taken_with_its_first_heartbeat(tmp_path: Path) -> No
     with sqlite3.connect(db) as con:
         beats = dict(con.execute("select trial_id, heartbeat from trial_heartbeats").fetchall())
     assert beats[created._trial_id] > "2001" and beats[taken._trial_id] < "2001"
+
+
+def test_a_value_drawn_from_another_distribution_than_another_drivers_is_refused_whole(tmp_path: Path) -> None:
+    """The first value of a key this driver writes is checked against the distribution another
+    driver stored for it (as Optuna's storage does); the refused write leaves nothing behind."""
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    theirs = driver_study(url, 0)
+    a = theirs.ask()
+    a.suggest_float("grid.width", 0.001, 0.02)
+    theirs._storage.flush(a._trial_id)  # type: ignore[attr-defined]
+    ours = driver_study(url, 0)
+    storage = ours._storage
+    assert isinstance(storage, DriverStorage)
+    mine = storage.create_new_trial(ours._study_id)  # not read their trials: the check is the database's
+    storage.set_trial_user_attr(mine, "note", "kept with the values")
+    storage.set_trial_param(mine, "grid.width", 3.0, optuna.distributions.IntDistribution(1, 5))
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        storage.flush(mine)
+    rows = _rows(tmp_path / "s.sqlite")
+    assert [r[0] for r in rows["params"]] == [a._trial_id]
+    assert rows["user_attrs"] == []
