@@ -200,17 +200,23 @@ async def test_an_order_of_ours_closed_with_fills_wakes_the_fill_read(tmp_path: 
         ctx.destroy(linger=0)
 
 
+def rests_ours(venue: PaperVenue) -> tuple[str, Decimal, Any]:
+    """A buy entry of ours resting 20% below the market on the venue: (its client id, its price, the order)."""
+    ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
+    below = (venue.engine.last_price(BTC.product_id) or Decimal(1)) * Decimal("0.8")
+    placed = venue.engine.place_order(OrderRequest(product_id=BTC.product_id, side="buy", size=2,
+                                                   order_type="limit_order", limit_price=Decimal(int(below)),
+                                                   client_order_id=ours))
+    return ours, below, placed
+
+
 async def test_our_order_the_socket_reports_in_an_undocumented_state_is_read_back_soon(
         tmp_path: Path, venue: PaperVenue) -> None:
     """The socket deletes our resting order in a word Delta does not document: read as closed
     (the safe guess), and read back by id within a second, the bot is told the venue's own word
     (here: it still rests), not after its regular re-read (15 s; 900 s at 1,000 symbols). One
     lookup (3 units of the rate budget); a repeated odd word for the same order asks no second."""
-    ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
-    below = (venue.engine.last_price(BTC.product_id) or Decimal(1)) * Decimal("0.8")
-    placed = venue.engine.place_order(OrderRequest(product_id=BTC.product_id, side="buy", size=2,
-                                                   order_type="limit_order", limit_price=Decimal(int(below)),
-                                                   client_order_id=ours))
+    ours, below, placed = rests_ours(venue)
     gw = gateway_on(tmp_path, venue)
     async with running(gw, watch=["BTCUSD"]) as run:
         odd = {"type": "orders", "action": "delete", "reason": None, "symbol": "BTCUSD",
@@ -273,11 +279,7 @@ async def test_a_read_back_refused_by_a_full_limiter_queue_keeps_the_gateway_up(
     when budget is tight): the read back fails like a timeout would, the order stays in doubt for
     a later read, and the loop goes on. Before, LimiterBusy (not a DeltaError) ended reread_loop,
     and with it the gateway (run_until_stopped takes the process down with a dying loop)."""
-    ours = coid.encode(bot_id="g1", symbol="BTCUSD", side="buy", purpose="entry", level=1, generation=1)
-    below = (venue.engine.last_price(BTC.product_id) or Decimal(1)) * Decimal("0.8")
-    placed = venue.engine.place_order(OrderRequest(product_id=BTC.product_id, side="buy", size=2,
-                                                   order_type="limit_order", limit_price=Decimal(int(below)),
-                                                   client_order_id=ours))
+    ours, below, placed = rests_ours(venue)
     gw = gateway_on(tmp_path, venue)
     gw.rest.limiter.max_waiting = 0  # every signed request: LimiterBusy
     gw.rereads.doubt(placed.id, "BTCUSD", time.monotonic() - 10.0)  # due now

@@ -13,7 +13,7 @@ import pytest
 # same directory: pytest puts it on sys.path; mypy knows it as tests.workers.test_worker_position_check
 from test_worker_position_check import ETH, REPLY  # type: ignore[import-not-found]
 
-from shared.messages import AccountSnapshot, FillEvent, IntentResult, OrderEvent
+from shared.messages import AccountSnapshot, FillEvent, IntentResult, NewOrderSpec, OrderEvent
 from shared.trading import client_order_id as coid
 from shared.trading.orders import OpenOrder
 from shared.trading.pnl import Fill
@@ -36,6 +36,24 @@ def placed_all(w: Worker, intents_place: list) -> None:
              for i, p in enumerate(intents_place)]
     w.on_intent_result(IntentResult(symbol="ETHUSD", seq=w.intent_in_flight[0], cancelled=[], amended=[],
                                     placed=views, errors=[], sent_ns=0), recv_ns=w.intent_in_flight[1] + 1000)
+
+
+def entry_closed_filled(spec: ChildSpec) -> tuple[Worker, NewOrderSpec]:
+    """A reconciled worker whose grid is placed and whose first entry the socket says closed
+    filled, its fill not read yet (the bot waits for it)."""
+    w = Worker(spec)
+    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
+                                 available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
+    w.market_ts = MARKET_TS
+    first = w.make_intents(REPLY)
+    assert first is not None
+    placed_all(w, first.place)
+    entry = first.place[0]
+    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
+        symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
+        size=entry.size, unfilled_size=0, client_order_id=entry.client_order_id, state="closed")))
+    assert w.bot is not None and w.bot.awaiting_fills
+    return w, entry
 
 
 def test_the_churn_limit_and_the_anchor_run_on_market_time(spec: ChildSpec) -> None:
@@ -146,18 +164,7 @@ def test_a_regular_re_read_waits_for_fills_on_their_way(spec: ChildSpec) -> None
     and keeps the fill awaited (the level must not look free); both at most FILLS_AWAITED_MAX_S,
     after which a difference is doubted as before (a lost fill is still found)."""
     def reconciled() -> tuple[Worker, int]:
-        w = Worker(spec)
-        w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
-                                     available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
-        w.market_ts = MARKET_TS
-        first = w.make_intents(REPLY)
-        assert first is not None
-        placed_all(w, first.place)
-        entry = first.place[0]
-        w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
-            symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
-            size=entry.size, unfilled_size=0, client_order_id=entry.client_order_id, state="closed")))
-        assert w.bot is not None and w.bot.awaiting_fills
+        w, entry = entry_closed_filled(spec)
         w.resync_asked_at_seq = w.intent_seq
         return w, entry.size if entry.side == "buy" else -entry.size
 
@@ -189,18 +196,8 @@ def test_a_wait_for_fills_that_ended_does_not_age_the_next_one(spec: ChildSpec) 
     filled is waited for FILLS_AWAITED_MAX_S from its own start (review of 93f7d8c/f4a9a47: the
     start was reset only by a re-read seeing nothing awaited, so a later wait inherited the old
     start and a re-read came at once, doubted the position and paid a full reconciliation)."""
-    w = Worker(spec)
-    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[],
-                                 available_balance=10_000.0, equity=10_000.0, venue_position=0), full=True)
-    w.market_ts = MARKET_TS
-    first = w.make_intents(REPLY)
-    assert first is not None
-    placed_all(w, first.place)
-    entry = first.place[0]
+    w, entry = entry_closed_filled(spec)
     side: Literal["buy", "sell"] = "buy" if entry.side == "buy" else "sell"
-    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
-        symbol="ETHUSD", order_id=100, side=side, price=entry.price, size=entry.size, unfilled_size=0,
-        client_order_id=entry.client_order_id, state="closed")))
     assert w.fills_on_their_way(100.0) and w.fills_awaited_since == 100.0
     w.on_fill_event(FillEvent(symbol="ETHUSD", sent_ns=0, fill=Fill(
         fill_id="f1", symbol="ETHUSD", order_id="100", client_order_id=entry.client_order_id, side=side,
