@@ -85,18 +85,7 @@ def test_an_order_closed_before_its_fill_waits_for_the_fill_then_plans_again(spe
     """The orders channel says "closed" before the gateway's fill read lands: the worker plans
     nothing on that book (the level would look free and be bought twice), and once the fill is
     in it asks to plan again on the same trade, as the backtest plans after the trade's fills."""
-    w = Worker(spec)
-    w.on_account(AccountSnapshot(symbol="ETHUSD", product=ETH, open_orders=[], fills=[], available_balance=10_000.0,
-                                 equity=10_000.0, venue_position=0), full=True)
-    w.market_ts = MARKET_TS
-    first = w.make_intents(REPLY)
-    assert first is not None
-    placed_all(w, first.place)
-    entry = first.place[0]
-    w.on_order_event(OrderEvent(symbol="ETHUSD", sent_ns=0, order=OpenOrder(
-        symbol="ETHUSD", order_id=100, side="buy" if entry.side == "buy" else "sell", price=entry.price,
-        size=entry.size, unfilled_size=0,
-        client_order_id=entry.client_order_id, state="closed")))
+    w, entry = entry_closed_filled(spec)
     w.market_ts = MARKET_TS + 60.0
     assert w.make_intents(REPLY) is None and w.plan_again  # held until the fill is read
     w.on_fill_event(FillEvent(symbol="ETHUSD", sent_ns=0, fill=Fill(
